@@ -1,0 +1,74 @@
+"""The pure authorization decision: request headers + key records -> allow or deny.
+
+No gRPC here, so it is testable directly; :mod:`authz.service` adapts it to Envoy's ext_authz.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sidegate import keys
+from sidegate.errors import Api, error_body
+from sidegate.keystore import KeyRecord
+
+# Client credential headers: all are removed before anything goes upstream.
+CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key")
+METADATA_NAMESPACE = "envoy.filters.http.ext_authz"
+
+
+@dataclass(slots=True)
+class Allow:
+    tenant: str
+    key_id: str
+    models: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Deny:
+    status: int
+    api: Api
+    body: bytes
+    reason: str  # bounded label for metrics: missing_key, malformed_key, unknown_key, revoked_key, expired_key
+
+
+def inbound_api(path: str) -> Api:
+    """Which API format the client speaks, from the request path."""
+    return Api.ANTHROPIC if path.startswith("/v1/messages") else Api.OPENAI
+
+
+def presented_key(headers: dict[str, str]) -> str | None:
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    for name in ("x-api-key", "api-key"):
+        value = headers.get(name)
+        if value:
+            return value.strip()
+    return None
+
+
+def _deny(api: Api, reason: str, message: str) -> Deny:
+    return Deny(401, api, error_body(api, 401, message, code="invalid_api_key"), reason)
+
+
+def decide(headers: dict[str, str], records: dict[str, KeyRecord], now: float | None = None) -> Allow | Deny:
+    api = inbound_api(headers.get(":path", "/"))
+    key = presented_key(headers)
+    if key is None:
+        return _deny(api, "missing_key", "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key'.")
+    kid = keys.key_id(key)
+    if kid is None:
+        return _deny(api, "malformed_key", "Incorrect API key provided.")
+    rec = records.get(kid)
+    # Hash and compare even for unknown ids so timing does not reveal which ids exist.
+    ok = keys.verify(key, rec.hash if rec else "sha256:" + "0" * 64)
+    if rec is None or not ok:
+        return _deny(api, "unknown_key", "Incorrect API key provided.")
+    if rec.revoked:
+        return _deny(api, "revoked_key", "This API key has been revoked.")
+    if rec.expires_at and (now if now is not None else time.time()) >= rec.expires_at:
+        return _deny(api, "expired_key", "This API key has expired.")
+    return Allow(tenant=rec.tenant, key_id=rec.id, models=rec.models)

@@ -1,0 +1,60 @@
+"""Per-request state shared by the gateway stages, and what travels to the per-try upstream stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sidegate.config import ModelConfig
+from sidegate.errors import Api
+
+
+@dataclass(slots=True)
+class Reply:
+    """An answer produced by the gateway itself (Envoy ImmediateResponse)."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """State of one client request as it walks the gateway stages."""
+
+    path: str
+    method: str
+    headers: dict[str, str]
+    api: Api = Api.OPENAI
+    request_id: str = ""
+    # auth (from ext_authz metadata)
+    tenant: str = ""
+    key_id: str = ""
+    allowed_models: tuple[str, ...] = ()
+    # parse
+    raw_body: bytes = b""
+    body: dict[str, Any] = field(default_factory=dict)
+    model: str = ""
+    stream: bool = False
+    client_wants_usage: bool = False
+    # route
+    model_config: ModelConfig | None = None
+    # set by stages that rewrite the request body (e.g. PII redaction)
+    body_changed: bool = False
+    # metadata forwarded to the upstream stage (namespace `sidegate`)
+    meta: dict[str, Any] = field(default_factory=dict)
+    # response headers the gateway wants the client to see (e.g. rate-limit headers)
+    response_headers: dict[str, str] = field(default_factory=dict)
+
+    def upstream_meta(self) -> dict[str, Any]:
+        """What the per-try upstream stage needs (Envoy dynamic metadata: JSON-like values only)."""
+        return {
+            "api": self.api.value,
+            "model": self.model,
+            "stream": self.stream,
+            "want_usage": self.client_wants_usage,
+            "tenant": self.tenant,
+            "key_id": self.key_id,
+            "request_id": self.request_id,
+            **self.meta,
+        }

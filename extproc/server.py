@@ -1,0 +1,207 @@
+"""grpc.aio adapter: one `envoy.service.ext_proc.v3.ExternalProcessor` service for both phases.
+
+Envoy opens a stream per request for the gateway filter and one per try for the upstream filter;
+the `x-sidegate-phase` gRPC initial metadata (set in the rendered bootstrap) tells them apart.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from envoy.type.v3.http_status_pb2 import HttpStatus
+from google.protobuf.json_format import MessageToDict
+
+from authz.decide import METADATA_NAMESPACE as AUTHZ_NS
+from extproc.context import Reply, RequestContext
+from extproc.gateway import Forward, Gateway
+from extproc.stages.parse import endpoint_api
+from extproc.upstream import HeaderChanges, Upstream, UpstreamTry
+from sidegate.envoy_pb import header_options, headers_to_dict, struct
+from sidegate.errors import Api, GatewayError, error_body, render
+from sidegate.render import META_NS, PHASE_HEADER, ROUTE_HEADER
+
+log = logging.getLogger("sidegate.extproc")
+
+_CONTINUE = pb.CommonResponse()
+_BUFFERED = ProcessingMode(response_body_mode=ProcessingMode.BUFFERED)
+_STREAMED = ProcessingMode(response_body_mode=ProcessingMode.STREAMED)
+
+
+def _mutation(changes: HeaderChanges) -> pb.HeaderMutation:
+    return pb.HeaderMutation(set_headers=header_options(changes.set), remove_headers=changes.remove)
+
+
+def _immediate(reply: Reply) -> pb.ProcessingResponse:
+    return pb.ProcessingResponse(
+        immediate_response=pb.ImmediateResponse(
+            status=HttpStatus(code=reply.status),
+            headers=_header_mutation(reply.headers),
+            body=reply.body,
+            details="sidegate",
+        )
+    )
+
+
+def _header_mutation(headers: dict[str, str], remove: list[str] | None = None) -> pb.HeaderMutation:
+    return pb.HeaderMutation(set_headers=header_options(headers), remove_headers=remove or [])
+
+
+def _struct_fields(struct_msg: Any) -> dict[str, Any]:
+    return MessageToDict(struct_msg) if struct_msg is not None else {}
+
+
+def _passthrough(req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+    """A no-op answer of the right kind for any message we did not ask for."""
+    kind = req.WhichOneof("request")
+    if kind in ("request_headers", "response_headers"):
+        return pb.ProcessingResponse(**{kind: pb.HeadersResponse(response=_CONTINUE)})
+    if kind in ("request_body", "response_body"):
+        return pb.ProcessingResponse(**{kind: pb.BodyResponse(response=_CONTINUE)})
+    return pb.ProcessingResponse(**{kind: pb.TrailersResponse()})
+
+
+class GatewayStream:
+    """Router-level stream: request headers + buffered body -> Gateway.run -> route/short-circuit."""
+
+    def __init__(self, gateway: Gateway):
+        self.gateway = gateway
+        self.ctx: RequestContext | None = None
+
+    async def handle(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        kind = req.WhichOneof("request")
+        if kind == "request_headers":
+            headers = headers_to_dict(req.request_headers.headers)
+            path = headers.get(":path", "/")
+            api = endpoint_api(path)
+            if api is None:
+                api = Api.ANTHROPIC if path.startswith("/v1/messages") else Api.OPENAI
+                body = error_body(api, 404, f"Unknown path {path.split('?', 1)[0]}: Sidegate serves "
+                                  "POST /v1/chat/completions and POST /v1/messages.")  # fmt: skip
+                return _immediate(Reply(404, body, {"content-type": "application/json"}))
+            authz = req.metadata_context.filter_metadata.get(AUTHZ_NS)
+            auth = _struct_fields(authz) if authz is not None else {}
+            self.ctx = RequestContext(
+                path=path, method=headers.get(":method", "GET"), headers=headers, api=api,
+                request_id=headers.get("x-request-id", ""), tenant=str(auth.get("tenant", "")),
+                key_id=str(auth.get("key_id", "")), allowed_models=tuple(auth.get("models", ())),
+            )  # fmt: skip
+            if "anthropic-beta" in headers:
+                self.ctx.meta["anthropic_beta"] = headers["anthropic-beta"]
+            if req.request_headers.end_of_stream:
+                return await self._run()
+            internal = [k for k in headers if k.startswith("x-sidegate-")]
+            if internal:  # never trust internal headers from the client
+                return pb.ProcessingResponse(
+                    request_headers=pb.HeadersResponse(response=pb.CommonResponse(header_mutation=_header_mutation({}, internal)))
+                )
+            return pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=_CONTINUE))
+        if kind == "request_body" and self.ctx is not None:
+            self.ctx.raw_body = req.request_body.body
+            return await self._run()
+        return _passthrough(req)
+
+    async def _run(self) -> pb.ProcessingResponse:
+        assert self.ctx is not None
+        ctx = self.ctx
+        outcome = await self.gateway.run(ctx)
+        if isinstance(outcome, Reply):
+            return _immediate(outcome)
+        assert isinstance(outcome, Forward)
+        set_headers = {ROUTE_HEADER: outcome.route}
+        body_mutation = None
+        if outcome.body is not None:
+            set_headers["content-length"] = str(len(outcome.body))
+            body_mutation = pb.BodyMutation(body=outcome.body)
+        common = pb.CommonResponse(
+            header_mutation=_header_mutation(set_headers), body_mutation=body_mutation, clear_route_cache=True
+        )
+        meta = struct({META_NS: outcome.meta})
+        return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common), dynamic_metadata=meta)
+
+
+class UpstreamStream:
+    """Per-try stream: translate the request for this try's provider, then the response back."""
+
+    def __init__(self, upstream: Upstream):
+        self.upstream = upstream
+        self.try_: UpstreamTry | None = None
+        self.api = Api.OPENAI
+
+    async def handle(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        kind = req.WhichOneof("request")
+        try:
+            return self._handle(kind, req)
+        except GatewayError as err:
+            return _immediate(Reply(err.status, render(self.api, err), {"content-type": "application/json"}))
+
+    def _handle(self, kind: str | None, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        t = self.try_
+        if kind == "request_headers":
+            meta_struct = req.metadata_context.filter_metadata.get(META_NS)
+            meta = _struct_fields(meta_struct) if meta_struct is not None else {}
+            self.api = Api(meta.get("api", "openai"))
+            attrs = req.attributes.get("envoy.filters.http.ext_proc")
+            fields = attrs.fields if attrs is not None else {}
+            cluster = fields["xds.cluster_name"].string_value if "xds.cluster_name" in fields else ""
+            attempt = int(fields["upstream.request_attempt_count"].number_value) if "upstream.request_attempt_count" in fields else 1
+            self.try_ = self.upstream.start_try(meta, cluster, attempt)
+            return pb.ProcessingResponse(
+                request_headers=pb.HeadersResponse(response=pb.CommonResponse(header_mutation=_mutation(self.try_.request_headers())))
+            )
+        if t is None:
+            return _passthrough(req)
+        if kind == "request_body":
+            body, changes = t.request_body(req.request_body.body)
+            common = pb.CommonResponse(header_mutation=_mutation(changes), body_mutation=pb.BodyMutation(body=body))
+            return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))
+        if kind == "response_headers":
+            headers = headers_to_dict(req.response_headers.headers)
+            status = int(headers.get(":status", "0") or 0)
+            mode, changes = t.response_headers(status, headers)
+            resp = pb.ProcessingResponse(
+                response_headers=pb.HeadersResponse(response=pb.CommonResponse(header_mutation=_mutation(changes))),
+                mode_override=_BUFFERED if mode == "buffered" else _STREAMED,
+            )
+            if req.response_headers.end_of_stream:  # no body at all
+                t.response_body(b"")
+            return resp
+        if kind == "response_body":
+            rb = req.response_body
+            out = t.response_chunk(rb.body, rb.end_of_stream) if t.streaming else t.response_body(rb.body)
+            mutation = pb.BodyMutation(body=out) if out else pb.BodyMutation(clear_body=True)
+            return pb.ProcessingResponse(response_body=pb.BodyResponse(response=pb.CommonResponse(body_mutation=mutation)))
+        return _passthrough(req)
+
+    def close(self) -> None:
+        if self.try_ is not None:
+            self.try_.close()
+
+
+class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
+    def __init__(self, gateway: Gateway, upstream: Upstream):
+        self.gateway = gateway
+        self.upstream = upstream
+
+    async def Process(
+        self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ProcessingResponse]:
+        phase = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == PHASE_HEADER:
+                phase = value if isinstance(value, str) else value.decode()
+        handler: GatewayStream | UpstreamStream = (
+            UpstreamStream(self.upstream) if phase == "upstream" else GatewayStream(self.gateway)
+        )
+        try:
+            async for req in request_iterator:
+                yield await handler.handle(req)
+        finally:
+            if isinstance(handler, UpstreamStream):
+                handler.close()
+

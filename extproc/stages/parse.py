@@ -1,0 +1,60 @@
+"""parse: one JSON parse per request; validate the fields every later stage relies on."""
+
+from __future__ import annotations
+
+import orjson
+
+from extproc.context import Reply, RequestContext
+from sidegate.errors import Api, GatewayError
+
+CHAT_PATH = "/v1/chat/completions"
+MESSAGES_PATH = "/v1/messages"
+
+
+def endpoint_api(path: str) -> Api | None:
+    """The API an endpoint belongs to, or None when Sidegate does not serve it."""
+    path = path.split("?", 1)[0]
+    if path == CHAT_PATH:
+        return Api.OPENAI
+    if path == MESSAGES_PATH:
+        return Api.ANTHROPIC
+    return None
+
+
+class ParseStage:
+    name = "parse"
+
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
+        if ctx.method != "POST":
+            raise GatewayError(405, f"Method {ctx.method} not allowed on {ctx.path.split('?', 1)[0]}; use POST.")
+        if not ctx.raw_body:
+            raise GatewayError(400, "Request body is empty: send a JSON object.")
+        try:
+            body = orjson.loads(ctx.raw_body)
+        except orjson.JSONDecodeError as exc:
+            reason = "not valid UTF-8" if "utf-8" in str(exc).lower() else "not valid JSON"
+            raise GatewayError(400, f"Request body is {reason}: {exc}.") from None
+        if not isinstance(body, dict):
+            raise GatewayError(400, "Request body must be a JSON object.")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise GatewayError(400, "Missing required parameter: 'model'.", param="model")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise GatewayError(400, "'messages' must be a non-empty array.", param="messages")
+        if not all(isinstance(m, dict) for m in messages):
+            raise GatewayError(400, "Every entry of 'messages' must be an object.", param="messages")
+        stream = body.get("stream", False)
+        if stream is not None and not isinstance(stream, bool):
+            raise GatewayError(400, "'stream' must be a boolean.", param="stream")
+        ctx.body = body
+        ctx.model = model
+        ctx.stream = bool(stream)
+        if ctx.api is Api.OPENAI:
+            opts = body.get("stream_options")
+            if opts is not None and not isinstance(opts, dict):
+                raise GatewayError(400, "'stream_options' must be an object.", param="stream_options")
+            ctx.client_wants_usage = bool(ctx.stream and opts and opts.get("include_usage"))
+        else:
+            ctx.client_wants_usage = ctx.stream  # Anthropic streams always carry usage
+        return None

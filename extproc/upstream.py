@@ -1,0 +1,200 @@
+"""The per-try upstream stage (ext_proc as a router upstream filter): translate + credentials + meter.
+
+Envoy runs one upstream ext_proc stream per try, so a retry to another provider is translated for
+that provider and gets that provider's key. Pure of gRPC; :mod:`extproc.server` adapts it.
+Header mutations leak from one try into the next (ENVOY_NOTES), so every try sets or removes
+every provider-specific header itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from sidegate.config import ProviderConfig, RouteConfig, SidegateConfig
+from sidegate.errors import Api, GatewayError, render
+from sidegate.render import provider_of_cluster
+from sidegate.translate import get_translator
+from sidegate.translate.base import StreamTranslator, TranslateOptions, Translator, Usage
+
+log = logging.getLogger("sidegate.upstream")
+
+# Every header any provider scheme uses for credentials or versioning: removed on each try, then
+# the ones for this try's provider are set again.
+PROVIDER_HEADERS = ("authorization", "x-api-key", "api-key", "anthropic-version", "anthropic-beta")
+
+
+@dataclass(slots=True)
+class Completion:
+    """What the observe hooks learn when a try ends."""
+
+    meta: dict[str, Any]
+    provider: str
+    upstream_model: str
+    status: int
+    usage: Usage | None
+    final: bool
+    """False when Envoy will retry this try's error on the next provider."""
+    streamed: bool
+    aborted: bool = False
+
+
+Observer = Callable[[Completion], None]
+
+
+@dataclass(slots=True)
+class HeaderChanges:
+    set: dict[str, str] = field(default_factory=dict)
+    remove: list[str] = field(default_factory=list)
+
+
+class UpstreamTry:
+    """One try of one request against one provider."""
+
+    def __init__(self, app: Upstream, meta: dict[str, Any], cluster: str, attempt: int):
+        self.app = app
+        self.meta = meta
+        self.attempt = attempt
+        self.inbound = Api(meta.get("api", "openai"))
+        self.model = str(meta.get("model", ""))
+        provider = provider_of_cluster(cluster)
+        mcfg = app.cfg.models.get(self.model)
+        if provider is None or mcfg is None or provider not in app.cfg.providers:
+            raise GatewayError(500, "Sidegate: request reached an unknown upstream cluster.")
+        self.provider_name = provider
+        self.provider: ProviderConfig = app.cfg.providers[provider]
+        self.route: RouteConfig = next(r for r in mcfg.routes if r.provider == provider)
+        self.upstream_model = self.route.model or self.model
+        self.max_attempts = len(mcfg.routes)
+        self.retry_on = frozenset(mcfg.retry_on_status)
+        self.opts = TranslateOptions(default_max_tokens=mcfg.default_max_tokens)
+        self.translator: Translator = get_translator(self.inbound, self.provider.api)
+        self.status = 0
+        self.streaming = False
+        self.stream_tx: StreamTranslator | None = None
+        self.usage: Usage | None = None
+        self.done = False
+
+    # -- request ------------------------------------------------------------------------------
+    def request_headers(self) -> HeaderChanges:
+        p = self.provider
+        changes = HeaderChanges(remove=[*PROVIDER_HEADERS, "content-length"])
+        key = self.app.provider_keys.get(self.provider_name)
+        if key:
+            style = p.auth_style
+            if style == "bearer":
+                changes.set["authorization"] = f"Bearer {key}"
+            elif style != "none":
+                changes.set[style] = key
+        default_port = 443 if p.tls else 80
+        changes.set[":authority"] = p.host if p.port == default_port else f"{p.host}:{p.port}"
+        changes.set.update(p.headers)
+        if self.inbound is Api.ANTHROPIC and p.api is Api.ANTHROPIC:
+            beta = self.meta.get("anthropic_beta")
+            if beta:
+                changes.set["anthropic-beta"] = str(beta)
+        return changes
+
+    def request_body(self, body: bytes) -> tuple[bytes, HeaderChanges]:
+        parsed = orjson.loads(body)
+        preq = self.translator.request(parsed, model=self.upstream_model, opts=self.opts)
+        path = preq.path
+        p = self.provider
+        if p.path_prefix:
+            path = p.path_prefix.replace("{model}", self.upstream_model) + path.removeprefix("/v1")
+        if p.query:
+            path += ("&" if "?" in path else "?") + p.query
+        changes = HeaderChanges(set={":path": path, "content-length": str(len(preq.body)), **preq.headers})
+        return preq.body, changes
+
+    # -- response -----------------------------------------------------------------------------
+    def response_headers(self, status: int, headers: dict[str, str]) -> tuple[str, HeaderChanges]:
+        """Returns the body mode wanted ('buffered' or 'streamed') and header changes."""
+        self.status = status
+        changes = HeaderChanges(
+            set={"x-sidegate-provider": self.provider_name, "x-sidegate-attempts": str(self.attempt)},
+            remove=["content-length"],
+        )
+        for k, v in self.meta.get("response_headers", {}).items():
+            changes.set[k] = str(v)
+        ctype = headers.get("content-type", "")
+        if 200 <= status < 300 and ctype.startswith("text/event-stream"):
+            self.streaming = True
+            self.stream_tx = self.translator.stream(client_wants_usage=bool(self.meta.get("want_usage")))
+            changes.set["content-type"] = "text/event-stream"
+            return "streamed", changes
+        if status >= 300:
+            changes.set["content-type"] = "application/json"
+        return "buffered", changes
+
+    def response_body(self, body: bytes) -> bytes:
+        """A buffered (non-streaming) provider body -> client body."""
+        if 200 <= self.status < 300:
+            try:
+                out, self.usage = self.translator.response(body)
+            except GatewayError as err:
+                self.status = err.status
+                out = render(self.inbound, err)
+            except Exception:
+                log.warning("provider %s returned an unparseable body", self.provider_name)
+                err = GatewayError(502, f"Provider '{self.provider_name}' returned an invalid response.")
+                self.status = 502
+                out = render(self.inbound, err)
+        else:
+            self.status, out = self.translator.error(self.status, body)
+        self._finish()
+        return out
+
+    def response_chunk(self, chunk: bytes, end: bool) -> bytes:
+        assert self.stream_tx is not None
+        out = self.stream_tx.feed(chunk) if chunk else b""
+        if end:
+            out += self.stream_tx.finish()
+            self.usage = self.stream_tx.usage
+            self._finish()
+        return out
+
+    @property
+    def final(self) -> bool:
+        return not (self.status in self.retry_on and self.attempt < self.max_attempts)
+
+    def _finish(self, aborted: bool = False) -> None:
+        if self.done:
+            return
+        self.done = True
+        done = Completion(
+            meta=self.meta, provider=self.provider_name, upstream_model=self.upstream_model,
+            status=self.status, usage=self.usage, final=self.final, streamed=self.streaming, aborted=aborted,
+        )  # fmt: skip
+        for observer in self.app.observers:
+            try:
+                observer(done)
+            except Exception:  # an observer must never break the response path
+                log.exception("observer failed")
+
+    def close(self) -> None:
+        """The ext_proc stream ended (normally, or the client/upstream went away)."""
+        if not self.done:
+            if self.stream_tx is not None:
+                self.usage = self.stream_tx.usage
+            self._finish(aborted=True)
+
+
+class Upstream:
+    def __init__(self, cfg: SidegateConfig, observers: list[Observer] | None = None):
+        self.cfg = cfg
+        self.observers: list[Observer] = observers or []
+        self.provider_keys: dict[str, str] = {}
+        for name, p in cfg.providers.items():
+            key = p.api_key()
+            if key:
+                self.provider_keys[name] = key
+            elif p.api_key_env:
+                log.warning("provider %s: environment variable %s is not set", name, p.api_key_env)
+
+    def start_try(self, meta: dict[str, Any], cluster: str, attempt: int) -> UpstreamTry:
+        return UpstreamTry(self, meta, cluster, attempt)

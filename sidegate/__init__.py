@@ -1,0 +1,3 @@
+"""Sidegate: an AI gateway that rides beside Envoy."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,132 @@
+"""The `sidegate` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+from sidegate import config as config_mod
+from sidegate import keys, render
+
+DEMO_KEY = "sgk_demo0001_demo-key-not-a-secret-0000000000"
+
+
+def _load(path: str) -> config_mod.SidegateConfig:
+    try:
+        return config_mod.load(path)
+    except config_mod.ConfigError as exc:
+        print(f"{exc.source}: invalid configuration", file=sys.stderr)
+        for p in exc.problems:
+            print(f"  - {p}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    missing = [f"{n}: {p.api_key_env}" for n, p in cfg.providers.items() if p.api_key_env and not p.api_key()]
+    print(f"{args.config}: OK ({len(cfg.providers)} providers, {len(cfg.models)} models, {len(cfg.tenants)} tenants)")
+    for m in missing:
+        print(f"  warning: provider key variable not set: {m}")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    text = render.render_yaml(_load(args.config))
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_keys_hash(args: argparse.Namespace) -> int:
+    key = args.key or keys.new_key(args.id)[0]
+    kid = keys.key_id(key)
+    if kid is None:
+        print("not a Sidegate key (expected sgk_<8 chars>_<secret>)", file=sys.stderr)
+        return 2
+    print(f"key:  {key}    (shown once: give it to the tenant; it is not stored)")
+    print(f"id:   {kid}")
+    print(f"hash: {keys.hash_key(key)}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from sidegate.serve import run
+
+    run(args.service, _load(args.config))
+    return 0
+
+
+def _up(cfg_path: Path, cfg: config_mod.SidegateConfig, env: dict[str, str]) -> int:
+    from sidegate.supervisor import Supervisor
+
+    sup = Supervisor(cfg_path=cfg_path, cfg=cfg, env=env)
+    sup.start()
+    base = f"http://{cfg.listener.host}:{cfg.listener.port}"
+    print(f"Sidegate is up: {base}/v1  (Envoy admin http://127.0.0.1:{cfg.listener.admin_port})", flush=True)
+    return sup.run_forever()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return _up(Path(args.config), _load(args.config), dict(os.environ))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg_path = Path(str(resources.files("sidegate") / "data" / "demo.yaml"))
+    cfg = _load(str(cfg_path))
+    env = dict(os.environ)
+    env.setdefault("DEMO_OPENAI_API_KEY", "sk-demo-openai-provider-key")
+    env.setdefault("DEMO_ANTHROPIC_API_KEY", "sk-ant-demo-anthropic-provider-key")
+    ports = [str(cfg.providers[n].port) for n in ("openai", "anthropic")]
+    fakes = subprocess.Popen([sys.executable, "-m", "sidegate.fakes", "--port", ports[0], "--port", ports[1]], env=env)
+    try:
+        print(f"Demo providers (fakes) on ports {', '.join(ports)}. Demo tenant key: {DEMO_KEY}", flush=True)
+        print(
+            f"Try: curl http://127.0.0.1:{cfg.listener.port}/v1/chat/completions -H 'Authorization: Bearer {DEMO_KEY}' "
+            "-H 'content-type: application/json' -d '{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'",
+            flush=True,
+        )
+        return _up(cfg_path, cfg, env)
+    finally:
+        fakes.terminate()
+        fakes.wait(timeout=10)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="sidegate", description="An AI gateway that rides beside Envoy.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("validate", help="check a config file and report errors with their location")
+    p.add_argument("-c", "--config", required=True)
+    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("render", help="print the Envoy bootstrap rendered from a config")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("-o", "--output")
+    p.set_defaults(func=cmd_render)
+    p = sub.add_parser("up", help="run store (embedded if no URL), authz, extproc and Envoy")
+    p.add_argument("-c", "--config", required=True)
+    p.set_defaults(func=cmd_up)
+    p = sub.add_parser("demo", help="like `up`, with fake OpenAI/Anthropic providers and a demo key")
+    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("serve", help="run one service (used by `up`)")
+    p.add_argument("service", choices=["authz", "extproc"])
+    p.add_argument("-c", "--config", required=True)
+    p.set_defaults(func=cmd_serve)
+    pk = sub.add_parser("keys", help="tenant API keys").add_subparsers(dest="keys_cmd", required=True)
+    p = pk.add_parser("hash", help="make a new key (or hash a given one) for a config's tenants.*.keys")
+    p.add_argument("--id", help="8 lowercase letters/digits (default: random)")
+    p.add_argument("--key", help="hash this existing key instead of making one")
+    p.set_defaults(func=cmd_keys_hash)
+    args = ap.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,229 @@
+"""The one place for configuration: a typed, validated model loaded from YAML with env overrides.
+
+Secrets never live in the YAML: providers name the environment variable that holds their key.
+Tenant API keys appear only as hashes (see :mod:`sidegate.keys`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sidegate.errors import Api
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ListenerConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    admin_port: int = Field(9901, ge=0, le=65535)
+    max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    """Larger request bodies get 413 in the client's API format."""
+
+
+class ServicesConfig(_Model):
+    host: str = "127.0.0.1"
+    authz_port: int = Field(9001, ge=0, le=65535)
+    extproc_port: int = Field(9002, ge=0, le=65535)
+    metrics_port: int = Field(9464, ge=0, le=65535)
+    grpc_timeout_s: float = Field(5.0, gt=0)
+    failure_mode_allow: bool = False
+    """If the Sidegate services are unreachable: False -> Envoy answers 5xx (safe default)."""
+
+
+class StoreConfig(_Model):
+    url: str | None = None
+    """redis://, rediss:// or unix:// URL of Redis/Valkey/Dragonfly. None -> embedded Valkey."""
+    embedded_port: int = Field(0, ge=0, le=65535)
+    socket_timeout_s: float = Field(0.25, gt=0)
+    fail_mode: Literal["open", "closed"] = "open"
+
+
+AuthStyle = Literal["bearer", "x-api-key", "api-key", "none"]
+
+
+class ProviderConfig(_Model):
+    api: Api
+    """Wire schema the provider speaks: `openai` (incl. vLLM, Ollama, Groq, Mistral, Azure) or `anthropic`."""
+    base_url: str
+    api_key_env: str | None = None
+    """Name of the environment variable holding the provider key (never the key itself)."""
+    auth: AuthStyle | None = None
+    """Header style; default: bearer for openai, x-api-key for anthropic."""
+    path_prefix: str = ""
+    """Replaces the leading `/v1` of the canonical path (e.g. Azure `/openai/deployments/{model}`)."""
+    query: str = ""
+    """Appended to the upstream path, e.g. `api-version=2024-10-21` for Azure."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Extra static headers sent to this provider."""
+    connect_timeout_s: float = Field(5.0, gt=0)
+    max_connections: int = Field(1024, ge=1)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.path not in ("", "/"):
+            raise ValueError("must not contain a path (use path_prefix)")
+        return v.rstrip("/")
+
+    @property
+    def auth_style(self) -> AuthStyle:
+        if self.auth:
+            return self.auth
+        return "x-api-key" if self.api is Api.ANTHROPIC else "bearer"
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.base_url).scheme == "https"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.base_url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+class RouteConfig(_Model):
+    provider: str
+    model: str | None = None
+    """Provider-side model name (alias target); default: the client's model name."""
+
+
+class ModelConfig(_Model):
+    routes: list[RouteConfig] = Field(min_length=1)
+    """Ordered chain: the first is primary, the rest are fallbacks."""
+    retry_on_status: list[int] = Field(default_factory=lambda: [429, 500, 502, 503, 504, 529])
+    per_try_timeout_s: float = Field(60.0, gt=0)
+    timeout_s: float = Field(300.0, ge=0)
+    """Overall request timeout (0 = none, for long streams)."""
+    default_max_tokens: int = Field(4096, ge=1)
+
+    @model_validator(mode="after")
+    def _unique_providers(self) -> ModelConfig:
+        names = [r.provider for r in self.routes]
+        if len(names) != len(set(names)):
+            raise ValueError("a provider may appear only once in a model's route chain")
+        return self
+
+
+class KeyConfig(_Model):
+    id: str
+    hash: str
+    models: list[str] = Field(default_factory=lambda: ["*"])
+    """Allow-list of client model names; `*` allows every model."""
+    revoked: bool = False
+
+    @field_validator("hash")
+    @classmethod
+    def _hash(cls, v: str) -> str:
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", v):
+            raise ValueError("must be 'sha256:<64 hex>' (see `sidegate keys hash`)")
+        return v
+
+
+class TenantConfig(_Model):
+    keys: list[KeyConfig] = Field(default_factory=list)
+
+
+class SidegateConfig(_Model):
+    listener: ListenerConfig = Field(default_factory=ListenerConfig)
+    services: ServicesConfig = Field(default_factory=ServicesConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    providers: dict[str, ProviderConfig]
+    models: dict[str, ModelConfig]
+    tenants: dict[str, TenantConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _references(self) -> SidegateConfig:
+        for name in [*self.providers, *self.tenants]:
+            if not _NAME.match(name):
+                raise ValueError(f"name {name!r} must match {_NAME.pattern}")
+        for mname, model in self.models.items():
+            for i, route in enumerate(model.routes):
+                if route.provider not in self.providers:
+                    raise ValueError(f"models.{mname}.routes.{i}.provider: unknown provider {route.provider!r}")
+        seen: set[str] = set()
+        for tname, tenant in self.tenants.items():
+            for key in tenant.keys:
+                if key.id in seen:
+                    raise ValueError(f"tenants.{tname}.keys: duplicate key id {key.id!r}")
+                seen.add(key.id)
+        return self
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the location of each error."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+_ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "SIDEGATE_REDIS_URL": ("store", "url"),
+    "SIDEGATE_STORE_FAIL_MODE": ("store", "fail_mode"),
+    "SIDEGATE_LISTEN_PORT": ("listener", "port"),
+    "SIDEGATE_LISTEN_HOST": ("listener", "host"),
+    "SIDEGATE_ADMIN_PORT": ("listener", "admin_port"),
+    "SIDEGATE_AUTHZ_PORT": ("services", "authz_port"),
+    "SIDEGATE_EXTPROC_PORT": ("services", "extproc_port"),
+    "SIDEGATE_METRICS_PORT": ("services", "metrics_port"),
+}
+
+
+def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
+    for var, path in _ENV_OVERRIDES.items():
+        if var in env:
+            node = data
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = env[var]
+
+
+def parse(data: Any, source: str = "<config>", env: dict[str, str] | None = None) -> SidegateConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["top level must be a mapping"])
+    _apply_env(data, dict(os.environ) if env is None else env)
+    try:
+        return SidegateConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{loc}: {msg}")
+        raise ConfigError(source, problems) from None
+
+
+def load(path: str | Path, env: dict[str, str] | None = None) -> SidegateConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["file not found"]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(str(path), [f"{where}invalid YAML ({getattr(exc, 'problem', exc)})"]) from None
+    return parse(data, str(path), env)

@@ -1,0 +1,76 @@
+"""Error bodies in each client API's own format, and the error type stages raise.
+
+Every stage that refuses a request raises :class:`GatewayError`; the servicer turns it into an
+Envoy ImmediateResponse whose body is rendered here in the *client's* API format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import orjson
+
+
+class Api(StrEnum):
+    """The API schema a client (inbound) or a provider (upstream) speaks."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
+
+# OpenAI error `type` per HTTP status (what api.openai.com sends).
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    502: "server_error",
+    503: "server_error",
+    504: "server_error",
+}
+
+# Anthropic error `type` per HTTP status (https://docs.anthropic.com/en/api/errors).
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+@dataclass
+class GatewayError(Exception):
+    """A refusal with an HTTP status, rendered in the client's API format."""
+
+    status: int
+    message: str
+    code: str | None = None
+    param: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:  # pragma: no cover - debugging aid
+        return f"{self.status} {self.message}"
+
+
+def error_body(api: Api, status: int, message: str, code: str | None = None, param: str | None = None) -> bytes:
+    """The JSON error body a client of `api` expects for `status`."""
+    if api is Api.ANTHROPIC:
+        etype = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        return orjson.dumps({"type": "error", "error": {"type": etype, "message": message}})
+    etype = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return orjson.dumps({"error": {"message": message, "type": etype, "param": param, "code": code}})
+
+
+def render(api: Api, err: GatewayError) -> bytes:
+    return error_body(api, err.status, err.message, err.code, err.param)

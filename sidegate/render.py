@@ -1,0 +1,284 @@
+"""Render the Envoy bootstrap from the Sidegate config (nothing about ports/providers is hard-coded).
+
+Filter chain: ext_authz (tenant key) -> ext_proc "gateway" (parse, guard, quota, cache, route; once
+per request) -> router, whose upstream filter chain runs ext_proc "upstream" once per try (translate
+for that try's provider, inject its credential, translate and meter the response).
+Each model is a route matched on the `x-sidegate-route` header that the gateway stage sets; its
+provider chain is a priority_group cluster specifier so a retry goes to the next provider.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from sidegate.config import ModelConfig, ProviderConfig, SidegateConfig
+
+ROUTE_HEADER = "x-sidegate-route"
+PHASE_HEADER = "x-sidegate-phase"
+META_NS = "sidegate"
+AUTHZ_NS = "envoy.filters.http.ext_authz"
+SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def cluster_name(provider: str) -> str:
+    return f"provider.{provider}"
+
+
+def provider_of_cluster(name: str) -> str | None:
+    return name.removeprefix("provider.") if name.startswith("provider.") else None
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.3f}s"
+
+
+def _grpc_cluster(name: str, host: str, port: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _addr(host, port)}}]}],
+        },
+    }
+
+
+def _addr(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _provider_cluster(name: str, p: ProviderConfig) -> dict[str, Any]:
+    cname = cluster_name(name)
+    http_opts: dict[str, Any]
+    if p.tls:
+        http_opts = {"auto_config": {"http_protocol_options": {}, "http2_protocol_options": {}}}
+    else:
+        http_opts = {"explicit_http_config": {"http_protocol_options": {}}}
+    cluster: dict[str, Any] = {
+        "name": cname,
+        "type": "STRICT_DNS",
+        "dns_lookup_family": "V4_PREFERRED",
+        "connect_timeout": _duration(p.connect_timeout_s),
+        "metadata": {"filter_metadata": {META_NS: {"provider": name}}},
+        "circuit_breakers": {"thresholds": [{"max_connections": p.max_connections, "max_requests": p.max_connections}]},
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                **http_opts,
+            }
+        },
+        "load_assignment": {
+            "cluster_name": cname,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _addr(p.host, p.port)}}]}],
+        },
+    }
+    if p.tls:
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": p.host,
+                "common_tls_context": {
+                    "alpn_protocols": ["h2", "http/1.1"],
+                    "validation_context": {
+                        "trusted_ca": {"filename": SYSTEM_CA},
+                        "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": p.host}}],
+                    },
+                },
+            },
+        }
+    return cluster
+
+
+def _model_route(model: str, m: ModelConfig) -> dict[str, Any]:
+    groups = [
+        {"name": f"try{i}", "clusters": [{"cluster_name": cluster_name(r.provider), "weight": 1}]}
+        for i, r in enumerate(m.routes)
+    ]
+    return {
+        "name": f"model.{model}",
+        "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"exact": model}}]},
+        "request_headers_to_remove": [ROUTE_HEADER],
+        "route": {
+            "inline_cluster_specifier_plugin": {
+                "extension": {
+                    "name": "envoy.router.cluster_specifier_plugin.priority_group",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.router.cluster_specifiers.priority_group.v3.PriorityGroupClusterSpecifier",
+                        "priority_groups": groups,
+                    },
+                }
+            },
+            "timeout": _duration(m.timeout_s),
+            "retry_policy": {
+                "retry_on": "connect-failure,reset,refused-stream,retriable-status-codes",
+                "retriable_status_codes": sorted(set(m.retry_on_status)),
+                "num_retries": len(m.routes) - 1,
+                "per_try_timeout": _duration(m.per_try_timeout_s),
+                "refresh_cluster_on_retry": True,
+                "retry_back_off": {"base_interval": "0.001s", "max_interval": "0.002s"},
+            },
+        },
+    }
+
+
+def _local_reply_mapper(status: int, path_prefix: str, body: str) -> dict[str, Any]:
+    return {
+        "filter": {
+            "and_filter": {
+                "filters": [
+                    {"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": status, "runtime_key": f"sidegate.lr.{status}"}}}},
+                    {"header_filter": {"header": {"name": ":path", "string_match": {"prefix": path_prefix}}}},
+                ]
+            }
+        },
+        "body_format_override": {"text_format_source": {"inline_string": body}, "content_type": "application/json"},
+    }
+
+
+def _local_reply_config() -> dict[str, Any]:
+    """Envoy's own replies (413 too large, 503 no upstream, 504 timeout...) in the client's API format."""
+    anth = '{"type":"error","error":{"type":"%s","message":"%s"}}'
+    oai = '{"error":{"message":"%s","type":"%s","param":null,"code":null}}'
+    cases = [
+        (413, "request_too_large", "invalid_request_error", "Request body too large for this gateway."),
+        (503, "overloaded_error", "server_error", "Upstream unavailable: %LOCAL_REPLY_BODY%"),
+        (504, "timeout_error", "server_error", "Upstream request timed out."),
+        (502, "api_error", "server_error", "Bad gateway: %LOCAL_REPLY_BODY%"),
+        (500, "api_error", "server_error", "Gateway error: %LOCAL_REPLY_BODY%"),
+        (404, "not_found_error", "invalid_request_error", "Unknown path."),
+    ]
+    mappers = []
+    for status, atype, otype, msg in cases:
+        mappers.append(_local_reply_mapper(status, "/v1/messages", anth % (atype, msg)))
+        mappers.append(_local_reply_mapper(status, "/", oai % (msg, otype)))
+    return {"mappers": mappers}
+
+
+def _ext_proc(cluster: str, phase: str, timeout_s: float, mode: dict[str, str], **extra: Any) -> dict[str, Any]:
+    return {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+        "grpc_service": {
+            "envoy_grpc": {"cluster_name": cluster},
+            "timeout": _duration(timeout_s),
+            "initial_metadata": [{"key": PHASE_HEADER, "value": phase}],
+        },
+        "processing_mode": mode,
+        "message_timeout": _duration(timeout_s),
+        **extra,
+    }
+
+
+def bootstrap(cfg: SidegateConfig) -> dict[str, Any]:
+    svc = cfg.services
+    gateway_proc = _ext_proc(
+        "sidegate_extproc",
+        "gateway",
+        svc.grpc_timeout_s,
+        {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
+         "response_header_mode": "SKIP", "response_body_mode": "NONE",
+         "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},
+        failure_mode_allow=svc.failure_mode_allow,
+        stat_prefix="gateway",
+        metadata_options={
+            "forwarding_namespaces": {"untyped": [AUTHZ_NS]},
+            "receiving_namespaces": {"untyped": [META_NS]},
+        },
+    )  # fmt: skip
+    upstream_proc = _ext_proc(
+        "sidegate_extproc",
+        "upstream",
+        svc.grpc_timeout_s,
+        {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
+         "response_header_mode": "SEND", "response_body_mode": "STREAMED",
+         "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},
+        failure_mode_allow=False,
+        stat_prefix="upstream",
+        allow_mode_override=True,
+        request_attributes=["xds.cluster_name", "upstream.request_attempt_count"],
+        mutation_rules={"allow_all_routing": True},
+        metadata_options={
+            "forwarding_namespaces": {"untyped": [META_NS, AUTHZ_NS]},
+            "receiving_namespaces": {"untyped": [META_NS]},
+        },
+    )  # fmt: skip
+    routes = [_model_route(name, m) for name, m in cfg.models.items()]
+    routes.append({"name": "unrouted", "match": {"prefix": "/"}, "direct_response": {"status": 404}})
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "sidegate",
+        "codec_type": "AUTO",
+        "generate_request_id": True,
+        "stream_idle_timeout": "300s",
+        "request_headers_timeout": "10s",
+        "local_reply_config": _local_reply_config(),
+        "route_config": {
+            "name": "sidegate",
+            "virtual_hosts": [
+                {
+                    "name": "sidegate",
+                    "domains": ["*"],
+                    "request_body_buffer_limit": cfg.listener.max_request_bytes,
+                    "routes": routes,
+                }
+            ],
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.ext_authz",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+                    "grpc_service": {"envoy_grpc": {"cluster_name": "sidegate_authz"}, "timeout": _duration(svc.grpc_timeout_s)},
+                    "transport_api_version": "V3",
+                    "failure_mode_allow": svc.failure_mode_allow,
+                    "status_on_error": {"code": 503},
+                },
+            },
+            {"name": "sidegate.gateway", "typed_config": gateway_proc},
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+                    "upstream_http_filters": [
+                        {"name": "sidegate.upstream", "typed_config": upstream_proc},
+                        {
+                            "name": "envoy.filters.http.upstream_codec",
+                            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"},
+                        },
+                    ],
+                },
+            },
+        ],
+    }  # fmt: skip
+    clusters = [_provider_cluster(name, p) for name, p in cfg.providers.items()]
+    clusters.append(_grpc_cluster("sidegate_authz", svc.host, svc.authz_port))
+    clusters.append(_grpc_cluster("sidegate_extproc", svc.host, svc.extproc_port))
+    return {
+        "admin": {"address": _addr("127.0.0.1", cfg.listener.admin_port)},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "sidegate",
+                    "address": _addr(cfg.listener.host, cfg.listener.port),
+                    "filter_chains": [
+                        {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+                    ],
+                }
+            ],
+            "clusters": clusters,
+        },
+    }
+
+
+def render_yaml(cfg: SidegateConfig) -> str:
+    header = "# Rendered by `sidegate render` from the Sidegate config. Do not edit by hand.\n"
+    return header + yaml.safe_dump(bootstrap(cfg), sort_keys=False, width=120)

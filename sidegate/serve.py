@@ -1,0 +1,67 @@
+"""Entry points of the long-running services (`sidegate serve authz|extproc`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+from sidegate.config import SidegateConfig
+from sidegate.store import client
+
+log = logging.getLogger("sidegate")
+
+
+def _loop_policy() -> None:
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def store_url(cfg: SidegateConfig) -> str:
+    url = os.environ.get("SIDEGATE_REDIS_URL") or cfg.store.url
+    if not url:
+        raise SystemExit("no store: set store.url or SIDEGATE_REDIS_URL (`sidegate up` starts an embedded Valkey)")
+    return url
+
+
+async def _until_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _authz(cfg: SidegateConfig) -> None:
+    from authz.service import serve
+
+    redis = client(store_url(cfg), cfg.store.socket_timeout_s)
+    server, cache = await serve(redis, cfg.services.host, cfg.services.authz_port)
+    log.info("authz listening on %s:%d", cfg.services.host, cfg.services.authz_port)
+    await _until_signal()
+    await cache.stop()
+    await server.stop(grace=cfg.services.grpc_timeout_s)
+    await redis.aclose()
+
+
+async def _extproc(cfg: SidegateConfig) -> None:
+    from extproc.app import serve
+
+    redis = client(store_url(cfg), cfg.store.socket_timeout_s)
+    server = await serve(cfg, redis, cfg.services.host, cfg.services.extproc_port)
+    log.info("extproc listening on %s:%d", cfg.services.host, cfg.services.extproc_port)
+    await _until_signal()
+    # Let in-flight ext_proc streams (e.g. a long SSE response) finish within the grace period.
+    await server.stop(grace=float(os.environ.get("SIDEGATE_DRAIN_S", "30")))
+    await redis.aclose()
+
+
+def run(service: str, cfg: SidegateConfig) -> None:
+    logging.basicConfig(level=os.environ.get("SIDEGATE_LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _loop_policy()
+    asyncio.run(_authz(cfg) if service == "authz" else _extproc(cfg))

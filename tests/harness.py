@@ -1,0 +1,109 @@
+"""A whole Sidegate stack on free loopback ports: Valkey + authz + extproc + Envoy (+ fakes).
+
+Used by the e2e tests and the benchmarks. Everything is real except the LLM providers.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sidegate import config as config_mod
+from sidegate import keys
+from sidegate.store import free_port
+from sidegate.supervisor import Supervisor
+
+OPENAI_PROVIDER_KEY = "sk-provider-openai-SECRET-0001"
+ANTHROPIC_PROVIDER_KEY = "sk-ant-provider-anthropic-SECRET-0002"
+
+
+@dataclass
+class TenantKey:
+    tenant: str
+    key: str
+    id: str
+
+
+@dataclass
+class Stack:
+    workdir: Path
+    openai_url: str
+    anthropic_url: str
+    extra: dict[str, Any] = field(default_factory=dict)
+    sup: Supervisor | None = None
+    keys: dict[str, TenantKey] = field(default_factory=dict)
+    cfg_path: Path | None = None
+    cfg_data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        assert self.sup is not None
+        return f"http://127.0.0.1:{self.sup.cfg.listener.port}"
+
+    @property
+    def admin_url(self) -> str:
+        assert self.sup is not None
+        return f"http://127.0.0.1:{self.sup.cfg.listener.admin_port}"
+
+    def _key(self, name: str, tenant: str, models: list[str] | None = None, revoked: bool = False) -> dict[str, Any]:
+        key, kid = keys.new_key()
+        self.keys[name] = TenantKey(tenant, key, kid)
+        return {"id": kid, "hash": keys.hash_key(key), "models": models or ["*"], "revoked": revoked}
+
+    def config(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "listener": {"host": "127.0.0.1", "port": free_port(), "admin_port": free_port()},
+            "services": {"authz_port": free_port(), "extproc_port": free_port(), "metrics_port": free_port()},
+            "store": {"url": None},
+            "providers": {
+                "openai": {"api": "openai", "base_url": self.openai_url, "api_key_env": "E2E_OPENAI_KEY"},
+                "anthropic": {"api": "anthropic", "base_url": self.anthropic_url, "api_key_env": "E2E_ANTHROPIC_KEY"},
+            },
+            "models": {
+                "gpt-4o-mini": {"routes": [{"provider": "openai"}]},
+                "claude-haiku": {"routes": [{"provider": "anthropic", "model": "claude-3-5-haiku-20241022"}]},
+                "gpt-4o": {"routes": [{"provider": "openai", "model": "gpt-4o-2024-08-06"}]},
+            },
+            "tenants": {
+                "acme": {"keys": [self._key("acme", "acme"), self._key("acme-limited", "acme", ["gpt-4o-mini"]),
+                                  self._key("acme-revoked", "acme", revoked=True)]},
+                "globex": {"keys": [self._key("globex", "globex")]},
+            },
+        }  # fmt: skip
+        _merge(data, self.extra)
+        return data
+
+    def start(self) -> Stack:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.cfg_data = self.config()
+        self.cfg_path = self.workdir / "sidegate.yaml"
+        self.cfg_path.write_text(yaml.safe_dump(self.cfg_data))
+        env = dict(os.environ)
+        env.pop("SIDEGATE_REDIS_URL", None)
+        env["E2E_OPENAI_KEY"] = OPENAI_PROVIDER_KEY
+        env["E2E_ANTHROPIC_KEY"] = ANTHROPIC_PROVIDER_KEY
+        env.setdefault("SIDEGATE_LOG_LEVEL", "INFO")
+        cfg = config_mod.load(self.cfg_path, env=env)
+        self.sup = Supervisor(cfg_path=self.cfg_path, cfg=cfg, workdir=self.workdir, env=env, log_to_files=True)
+        self.sup.start()
+        return self
+
+    def stop(self) -> None:
+        if self.sup is not None:
+            self.sup.stop()
+
+    def logs(self) -> str:
+        assert self.sup is not None
+        return "\n".join(c.log_path.read_text(errors="replace") for c in self.sup.children if c.log_path)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v

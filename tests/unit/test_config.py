@@ -1,0 +1,78 @@
+import textwrap
+
+import pytest
+
+from sidegate import config
+
+BASE = {
+    "providers": {"oai": {"api": "openai", "base_url": "https://api.openai.com", "api_key_env": "K"}},
+    "models": {"gpt-4o": {"routes": [{"provider": "oai"}]}},
+}
+
+
+def test_minimal_config_defaults():
+    cfg = config.parse(dict(BASE), env={})
+    assert cfg.listener.port == 8080
+    p = cfg.providers["oai"]
+    assert p.tls and p.port == 443 and p.host == "api.openai.com" and p.auth_style == "bearer"
+    assert cfg.store.url is None
+
+
+def test_env_overrides_store_url_and_ports():
+    cfg = config.parse(dict(BASE), env={"SIDEGATE_REDIS_URL": "redis://h:1/0", "SIDEGATE_LISTEN_PORT": "9999"})
+    assert cfg.store.url == "redis://h:1/0"
+    assert cfg.listener.port == 9999
+
+
+def test_errors_carry_their_location():
+    data = {
+        "providers": {"oai": {"api": "openai", "base_url": "ftp://x"}},
+        "models": {"m": {"routes": [{"provider": "nope"}]}},
+    }
+    with pytest.raises(config.ConfigError) as exc:
+        config.parse(data, env={})
+    assert any(p.startswith("providers.oai.base_url:") for p in exc.value.problems)
+
+
+def test_unknown_provider_reference_is_reported():
+    data = {**BASE, "models": {"m": {"routes": [{"provider": "nope"}]}}}
+    with pytest.raises(config.ConfigError) as exc:
+        config.parse(data, env={})
+    assert "models.m.routes.0.provider: unknown provider 'nope'" in str(exc.value)
+
+
+def test_unknown_field_is_rejected():
+    with pytest.raises(config.ConfigError) as exc:
+        config.parse({**BASE, "listner": {}}, env={})
+    assert "listner" in str(exc.value)
+
+
+def test_bad_key_hash_rejected():
+    data = {**BASE, "tenants": {"t": {"keys": [{"id": "abcdefgh", "hash": "plaintext"}]}}}
+    with pytest.raises(config.ConfigError) as exc:
+        config.parse(data, env={})
+    assert "tenants.t.keys.0.hash" in str(exc.value)
+
+
+def test_provider_twice_in_chain_rejected():
+    data = {**BASE, "models": {"m": {"routes": [{"provider": "oai"}, {"provider": "oai"}]}}}
+    with pytest.raises(config.ConfigError):
+        config.parse(data, env={})
+
+
+def test_yaml_syntax_error_has_line(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(textwrap.dedent("""
+        providers:
+          oai: {api: openai, base_url: [
+    """))
+    with pytest.raises(config.ConfigError) as exc:
+        config.load(f, env={})
+    assert "line" in str(exc.value)
+
+
+def test_packaged_demo_config_is_valid():
+    from importlib import resources
+
+    cfg = config.load(str(resources.files("sidegate") / "data" / "demo.yaml"), env={})
+    assert "gpt-4o-mini" in cfg.models and cfg.tenants["demo"].keys

@@ -1,0 +1,56 @@
+"""Every rendered bootstrap must pass `envoy --mode validate`."""
+
+import subprocess
+from importlib import resources
+
+import pytest
+import yaml
+
+from sidegate import config, render
+from sidegate.supervisor import envoy_binary
+
+
+def _demo() -> config.SidegateConfig:
+    return config.load(str(resources.files("sidegate") / "data" / "demo.yaml"), env={})
+
+
+def test_routes_and_clusters_follow_the_config():
+    b = render.bootstrap(_demo())
+    clusters = {c["name"] for c in b["static_resources"]["clusters"]}
+    assert {"provider.openai", "provider.anthropic", "sidegate_authz", "sidegate_extproc"} <= clusters
+    hcm = b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    first = routes[0]
+    assert first["match"]["headers"][0]["string_match"]["exact"] == "gpt-4o-mini"
+    groups = first["route"]["inline_cluster_specifier_plugin"]["extension"]["typed_config"]["priority_groups"]
+    assert [g["clusters"][0]["cluster_name"] for g in groups] == ["provider.openai", "provider.anthropic"]
+    assert first["route"]["retry_policy"]["num_retries"] == 1
+    names = [f["name"] for f in hcm["http_filters"]]
+    assert names == ["envoy.filters.http.ext_authz", "sidegate.gateway", "envoy.filters.http.router"]
+
+
+def test_https_provider_gets_verified_tls():
+    cfg = config.parse(
+        {
+            "providers": {"oai": {"api": "openai", "base_url": "https://api.openai.com"}},
+            "models": {"m": {"routes": [{"provider": "oai"}]}},
+        },
+        env={},
+    )
+    c = next(c for c in render.bootstrap(cfg)["static_resources"]["clusters"] if c["name"] == "provider.oai")
+    tls = c["transport_socket"]["typed_config"]
+    assert tls["sni"] == "api.openai.com"
+    assert tls["common_tls_context"]["validation_context"]["trusted_ca"]["filename"]
+
+
+@pytest.mark.parametrize("https", [False, True])
+def test_rendered_bootstrap_passes_envoy_validate(tmp_path, https):
+    cfg = _demo()
+    if https:
+        cfg.providers["openai"].base_url = "https://api.openai.com"
+    f = tmp_path / "envoy.yaml"
+    f.write_text(render.render_yaml(cfg))
+    yaml.safe_load(f.read_text())
+    out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(f), "--use-dynamic-base-id"],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
