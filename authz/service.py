@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from authz.decide import CREDENTIAL_HEADERS, Allow, decide
 from sidegate import keystore
 from sidegate.envoy_pb import header_options, struct
+from sidegate.health import add_health, set_serving
 from sidegate.keystore import KeyRecord
 
 log = logging.getLogger("sidegate.authz")
@@ -111,6 +112,8 @@ async def serve(redis: Redis, host: str, port: int) -> tuple[grpc.aio.Server, Ke
     await cache.start()
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     pb_grpc.add_AuthorizationServicer_to_server(AuthorizationService(cache), server)
+    health = add_health(server)
     server.add_insecure_port(f"{host}:{port}")
     await server.start()
+    await set_serving(health, "envoy.service.auth.v3.Authorization")
     return server, cache

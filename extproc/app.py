@@ -16,6 +16,7 @@ from extproc.stages.parse import ParseStage
 from extproc.stages.route import RouteStage
 from extproc.upstream import Upstream
 from sidegate.config import SidegateConfig
+from sidegate.health import add_health, set_serving
 
 log = logging.getLogger("sidegate.extproc")
 
@@ -29,8 +30,10 @@ async def serve(cfg: SidegateConfig, redis: Redis | None, host: str, port: int) 
     gateway, upstream = build(cfg, redis)
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)])
     pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(gateway, upstream), server)
+    health = add_health(server)
     server.add_insecure_port(f"{host}:{port}")
     await server.start()
+    await set_serving(health, "envoy.service.ext_proc.v3.ExternalProcessor")
     return server
 
 

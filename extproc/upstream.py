@@ -9,6 +9,7 @@ every provider-specific header itself.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,14 @@ class Completion:
     """False when Envoy will retry this try's error on the next provider."""
     streamed: bool
     aborted: bool = False
+    attempt: int = 1
+    started_at: float = 0.0
+    """time.monotonic() when this try's request reached the upstream filter."""
+    first_byte_at: float = 0.0
+    """When the first response body bytes for the client were produced (TTFT end), 0 if none."""
+    ended_at: float = 0.0
+    chunks: int = 0
+    """Response body chunks with client-visible content (for inter-token latency)."""
 
 
 Observer = Callable[[Completion], None]
@@ -78,6 +87,9 @@ class UpstreamTry:
         self.stream_tx: StreamTranslator | None = None
         self.usage: Usage | None = None
         self.done = False
+        self.started_at = time.monotonic()
+        self.first_byte_at = 0.0
+        self.chunks = 0
 
     # -- request ------------------------------------------------------------------------------
     def request_headers(self) -> HeaderChanges:
@@ -152,6 +164,10 @@ class UpstreamTry:
     def response_chunk(self, chunk: bytes, end: bool) -> bytes:
         assert self.stream_tx is not None
         out = self.stream_tx.feed(chunk) if chunk else b""
+        if out:
+            self.chunks += 1
+            if not self.first_byte_at:
+                self.first_byte_at = time.monotonic()
         if end:
             out += self.stream_tx.finish()
             self.usage = self.stream_tx.usage
@@ -166,9 +182,12 @@ class UpstreamTry:
         if self.done:
             return
         self.done = True
+        now = time.monotonic()
         done = Completion(
             meta=self.meta, provider=self.provider_name, upstream_model=self.upstream_model,
             status=self.status, usage=self.usage, final=self.final, streamed=self.streaming, aborted=aborted,
+            attempt=self.attempt, started_at=self.started_at, first_byte_at=self.first_byte_at or now,
+            ended_at=now, chunks=self.chunks,
         )  # fmt: skip
         for observer in self.app.observers:
             try:

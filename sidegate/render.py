@@ -178,7 +178,9 @@ def _ext_proc(cluster: str, phase: str, timeout_s: float, mode: dict[str, str], 
     }
 
 
-def bootstrap(cfg: SidegateConfig) -> dict[str, Any]:
+def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str, Any]:
+    """The Envoy bootstrap. `sidegate_filters=False` renders the same listener and clusters with no
+    Sidegate filters and the first model's route as catch-all: the "Envoy alone" benchmark baseline."""
     svc = cfg.services
     gateway_proc = _ext_proc(
         "sidegate_extproc",
@@ -213,6 +215,8 @@ def bootstrap(cfg: SidegateConfig) -> dict[str, Any]:
     )  # fmt: skip
     routes = [_model_route(name, m) for name, m in cfg.models.items()]
     routes.append({"name": "unrouted", "match": {"prefix": "/"}, "direct_response": {"status": 404}})
+    if not sidegate_filters:
+        routes = [{**routes[0], "match": {"prefix": "/"}}]
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "sidegate",
@@ -259,6 +263,10 @@ def bootstrap(cfg: SidegateConfig) -> dict[str, Any]:
             },
         ],
     }  # fmt: skip
+    if not sidegate_filters:
+        hcm["http_filters"] = [
+            {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+        ]
     clusters = [_provider_cluster(name, p) for name, p in cfg.providers.items()]
     clusters.append(_grpc_cluster("sidegate_authz", svc.host, svc.authz_port))
     clusters.append(_grpc_cluster("sidegate_extproc", svc.host, svc.extproc_port))

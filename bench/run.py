@@ -1,0 +1,164 @@
+"""Sidegate benchmark: added latency and throughput of the gateway, measured with wrk.
+
+    python bench/run.py [--duration 10] [--conns 1,16] [--only direct,envoy,sidegate]
+
+Scenarios (same fast fake upstream for all):
+  direct    wrk -> fake upstream
+  envoy     wrk -> Envoy (same bootstrap, Sidegate filters off) -> fake
+  sidegate  wrk -> Envoy + ext_authz + ext_proc (gateway + per-try upstream) -> fake
+Prints p50/p99 latency, RPS, added p50 vs Envoy-alone and CPU ms per request (all processes of
+the scenario, read from /proc). Needs `wrk` (Debian: apt-get install wrk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import upstream
+from sidegate import config as config_mod
+from sidegate import keys, render
+from sidegate.store import free_port, wait_for_port
+from sidegate.supervisor import Supervisor, envoy_binary
+
+CHAT = b'{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"What is the capital of France?"}],"max_tokens":32}'
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def wrk_script(path: Path, body: bytes, key: str | None) -> None:
+    headers = 'wrk.headers["Content-Type"] = "application/json"\n'
+    if key:
+        headers += f'wrk.headers["Authorization"] = "Bearer {key}"\n'
+    path.write_text(f'wrk.method = "POST"\nwrk.body = [[{body.decode()}]]\n{headers}')
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / TICK
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    return float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
+
+
+def run_wrk(url: str, script: Path, conns: int, duration: int) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t", "1" if conns < 4 else "2", "-c", str(conns), "-d", f"{duration}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, timeout=duration + 60,
+    ).stdout  # fmt: skip
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    reqs = re.search(r"(\d+) requests in", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "p50": _ms(lat.get("50", "nan")), "p99": _ms(lat.get("99", "nan")),
+        "rps": float(rps.group(1)) if rps else 0.0, "requests": float(reqs.group(1)) if reqs else 0.0,
+        "errors": float(non2xx.group(1)) if non2xx else 0.0,
+    }  # fmt: skip
+
+
+def measure(name: str, url: str, script: Path, pids: list[int], conns_list: list[int], duration: int) -> list[dict]:
+    rows = []
+    run_wrk(url, script, 1, 1)  # warm-up (connections, JIT-free but caches)
+    for conns in conns_list:
+        before = cpu_seconds(pids)
+        r = run_wrk(url, script, conns, duration)
+        used = cpu_seconds(pids) - before
+        r.update(name=name, conns=conns, cpu_ms=1e3 * used / r["requests"] if r["requests"] else float("nan"))
+        rows.append(r)
+        print(f"  {name:<9} c={conns:<3} p50={r['p50']:.3f}ms p99={r['p99']:.3f}ms rps={r['rps']:.0f} "
+              f"non2xx={r['errors']:.0f} cpu/req={r['cpu_ms']:.3f}ms", flush=True)  # fmt: skip
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--conns", default="1,16")
+    ap.add_argument("--only", default="direct,envoy,sidegate")
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        print("wrk not found: apt-get install wrk", file=sys.stderr)
+        return 2
+    conns = [int(c) for c in args.conns.split(",")]
+    only = set(args.only.split(","))
+    envoy = envoy_binary()
+    work = Path(tempfile.mkdtemp(prefix="sidegate-bench-"))
+    fport = free_port()
+    fake = upstream.start(envoy, work, fport, free_port())
+    procs: list[subprocess.Popen] = [fake]
+    rows: list[dict] = []
+    key, kid = keys.new_key()
+    data = {
+        "listener": {"port": free_port(), "admin_port": free_port()},
+        "services": {"authz_port": free_port(), "extproc_port": free_port(), "metrics_port": free_port()},
+        "providers": {"openai": {"api": "openai", "base_url": f"http://127.0.0.1:{fport}", "api_key_env": "BENCH_KEY"}},
+        "models": {"gpt-4o-mini": {"routes": [{"provider": "openai"}]}},
+        "tenants": {"bench": {"keys": [{"id": kid, "hash": keys.hash_key(key)}]}},
+    }
+    cfg_path = work / "sidegate.yaml"
+    cfg_path.write_text(yaml.safe_dump(data))
+    env = dict(os.environ, BENCH_KEY="sk-bench", SIDEGATE_LOG_LEVEL="WARNING")
+    cfg = config_mod.load(cfg_path, env=env)
+    plain = work / "plain.lua"
+    authed = work / "authed.lua"
+    wrk_script(plain, CHAT, None)
+    wrk_script(authed, CHAT, key)
+    print(f"machine: {os.cpu_count()} cores; duration {args.duration}s per run; upstream: Envoy direct_response")
+    try:
+        wait_for_port("127.0.0.1", fport, 10, fake)
+        path = "/v1/chat/completions"
+        if "direct" in only:
+            rows += measure("direct", f"http://127.0.0.1:{fport}{path}", plain, [fake.pid], conns, args.duration)
+        if "envoy" in only:
+            b = work / "envoy-alone.yaml"
+            b.write_text(yaml.safe_dump(render.bootstrap(cfg, sidegate_filters=False)))
+            e = subprocess.Popen([envoy, "-c", str(b), "--use-dynamic-base-id", "-l", "error", "--concurrency", "2"])
+            procs.append(e)
+            wait_for_port("127.0.0.1", cfg.listener.port, 10, e)
+            rows += measure("envoy", f"http://127.0.0.1:{cfg.listener.port}{path}", plain, [e.pid, fake.pid], conns, args.duration)
+            e.terminate()
+            e.wait(10)
+        if "sidegate" in only:
+            sup = Supervisor(cfg_path=cfg_path, cfg=cfg, workdir=work, env=env, log_to_files=True)
+            sup.start()
+            try:
+                pids = [c.proc.pid for c in sup.children if c.proc] + [fake.pid]
+                rows += measure("sidegate", f"http://127.0.0.1:{cfg.listener.port}{path}", authed, pids, conns, args.duration)
+            finally:
+                sup.stop()
+    finally:
+        for p in procs:
+            p.terminate()
+        time.sleep(0.2)
+    base = {r["conns"]: r for r in rows if r["name"] == "envoy"}
+    print("\n| scenario | conns | p50 ms | p99 ms | RPS | added p50 vs Envoy ms | CPU ms/req |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        added = r["p50"] - base[r["conns"]]["p50"] if r["conns"] in base else float("nan")
+        print(f"| {r['name']} | {r['conns']} | {r['p50']:.3f} | {r['p99']:.3f} | {r['rps']:.0f} | {added:+.3f} | {r['cpu_ms']:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
