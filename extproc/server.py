@@ -91,8 +91,10 @@ class GatewayStream:
                 request_id=headers.get("x-request-id", ""), tenant=str(auth.get("tenant", "")),
                 key_id=str(auth.get("key_id", "")), allowed_models=tuple(auth.get("models", ())),
             )  # fmt: skip
-            if "anthropic-beta" in headers:
-                self.ctx.meta["anthropic_beta"] = headers["anthropic-beta"]
+            if api is Api.ANTHROPIC:
+                for name in ("anthropic-beta", "anthropic-version"):
+                    if name in headers:
+                        self.ctx.meta[name.replace("-", "_")] = headers[name]
             if req.request_headers.end_of_stream:
                 return await self._run()
             internal = [k for k in headers if k.startswith("x-sidegate-")]

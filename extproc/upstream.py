@@ -121,6 +121,8 @@ class UpstreamTry:
         if p.query:
             path += ("&" if "?" in path else "?") + p.query
         changes = HeaderChanges(set={":path": path, "content-length": str(len(preq.body)), **preq.headers})
+        if self.inbound is Api.ANTHROPIC and p.api is Api.ANTHROPIC and self.meta.get("anthropic_version"):
+            changes.set["anthropic-version"] = str(self.meta["anthropic_version"])  # the client knows its version
         return preq.body, changes
 
     # -- response -----------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """The one small interface every translator implements.
 
 A translator owns one (inbound API, upstream API) pair. It is pure: bytes and dicts in, bytes and
-dicts out, no I/O, no clock. Streaming state lives in a per-request :class:`StreamTranslator`.
+dicts out, no I/O. The one exception is OpenAI's ``created`` timestamp, which translators producing
+OpenAI responses read from an injectable ``clock`` (fixed in tests). Streaming state lives in a
+per-request :class:`StreamTranslator`.
 """
 
 from __future__ import annotations

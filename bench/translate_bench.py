@@ -1,0 +1,152 @@
+"""Per-chunk cost of each stream translator and per-request cost of each request translation.
+
+Run: /tmp/venv/bin/python bench/translate_bench.py [--iterations N]
+Streams are fed one provider event per chunk (as they usually arrive); numbers are the median of
+a few bounded rounds, in microseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+from sidegate.errors import Api
+from sidegate.translate import TranslateOptions, get_translator
+
+N_DELTAS = 200
+TEXT = "The quick brown fox jumps over the lazy dog, "  # a typical 8-12 token delta
+
+
+def _anthropic_stream() -> list[bytes]:
+    def ev(obj: dict) -> bytes:
+        return f"event: {obj['type']}\ndata: {json.dumps(obj, separators=(',', ':'))}\n\n".encode()
+
+    out = [
+        ev(
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_1",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": "claude-sonnet-4-5",
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 100, "output_tokens": 1},
+                },
+            }
+        ),
+        ev({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+    ]
+    out += [
+        ev({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": TEXT}})
+        for _ in range(N_DELTAS)
+    ]
+    out += [
+        ev({"type": "content_block_stop", "index": 0}),
+        ev(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": 2000},
+            }
+        ),
+        ev({"type": "message_stop"}),
+    ]
+    return out
+
+
+def _openai_stream() -> list[bytes]:
+    def chunk(delta: dict, finish: str | None = None) -> bytes:
+        obj = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "created": 1700000000,
+            "model": "gpt-4o",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            "usage": None,
+        }
+        return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+    out = [chunk({"role": "assistant", "content": ""})] + [chunk({"content": TEXT}) for _ in range(N_DELTAS)]
+    out.append(chunk({}, "stop"))
+    usage = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "gpt-4o",
+        "choices": [],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 2000, "total_tokens": 2100},
+    }
+    out.append(b"data: " + json.dumps(usage).encode() + b"\n\n")
+    out.append(b"data: [DONE]\n\n")
+    return out
+
+
+def _bench_stream(inbound: Api, upstream: Api, chunks: list[bytes], wants_usage: bool, rounds: int) -> float:
+    tr = get_translator(inbound, upstream)
+    samples = []
+    for _ in range(rounds):
+        st = tr.stream(client_wants_usage=wants_usage)
+        t0 = time.perf_counter()
+        for c in chunks:
+            st.feed(c)
+        st.finish()
+        samples.append((time.perf_counter() - t0) / len(chunks) * 1e6)
+    return statistics.median(samples)
+
+
+def _bench_request(inbound: Api, upstream: Api, body: dict, rounds: int) -> float:
+    tr = get_translator(inbound, upstream)
+    opts = TranslateOptions()
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        tr.request(body, model="m", opts=opts)
+    return (time.perf_counter() - t0) / rounds * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--iterations", type=int, default=200, help="stream rounds (bounded)")
+    args = ap.parse_args()
+    rounds = max(1, min(args.iterations, 5000))
+    a_stream, o_stream = _anthropic_stream(), _openai_stream()
+    print(f"stream translators: µs per provider chunk ({N_DELTAS + 5} chunks, {rounds} rounds, median)")
+    rows = [
+        ("openai client  <- anthropic provider", Api.OPENAI, Api.ANTHROPIC, a_stream, True),
+        ("anthropic client <- openai provider", Api.ANTHROPIC, Api.OPENAI, o_stream, True),
+        ("openai passthrough (usage stripped)", Api.OPENAI, Api.OPENAI, o_stream, False),
+        ("openai passthrough (usage kept)", Api.OPENAI, Api.OPENAI, o_stream, True),
+        ("anthropic passthrough", Api.ANTHROPIC, Api.ANTHROPIC, a_stream, True),
+    ]
+    for name, inbound, upstream, chunks, wants in rows:
+        print(f"  {name:40s} {_bench_stream(inbound, upstream, chunks, wants, rounds):7.2f} µs")
+
+    messages = [{"role": "system", "content": "You are helpful."}]
+    for i in range(10):
+        messages += [
+            {"role": "user", "content": f"Question {i}: " + TEXT * 20},
+            {"role": "assistant", "content": "Answer: " + TEXT * 20},
+        ]
+    messages.append({"role": "user", "content": "Last question?"})
+    o_req = {"model": "gpt-4o", "messages": messages, "max_tokens": 512, "temperature": 0.2, "stream": True}
+    a_req = {
+        "model": "claude",
+        "max_tokens": 512,
+        "system": "You are helpful.",
+        "messages": [m for m in messages if m["role"] != "system"],
+        "stream": True,
+    }
+    n = rounds * 10
+    print(f"request translation: µs per request (21-message conversation, {n} iterations)")
+    print(f"  {'openai -> anthropic':40s} {_bench_request(Api.OPENAI, Api.ANTHROPIC, o_req, n):7.2f} µs")
+    print(f"  {'anthropic -> openai':40s} {_bench_request(Api.ANTHROPIC, Api.OPENAI, a_req, n):7.2f} µs")
+    print(f"  {'openai passthrough':40s} {_bench_request(Api.OPENAI, Api.OPENAI, o_req, n):7.2f} µs")
+    print(f"  {'anthropic passthrough':40s} {_bench_request(Api.ANTHROPIC, Api.ANTHROPIC, a_req, n):7.2f} µs")
+
+
+if __name__ == "__main__":
+    main()

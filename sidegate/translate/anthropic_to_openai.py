@@ -1,0 +1,560 @@
+"""Anthropic Messages client -> OpenAI Chat Completions (or OpenAI-compatible) provider.
+
+Mapping decisions are tabulated in docs/translation.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from sidegate.errors import Api
+from sidegate.sse import SseParser, encode_event
+from sidegate.translate.base import ProviderRequest, TranslateOptions, Usage
+from sidegate.translate.common import (
+    STREAM_TRUNCATED,
+    bad_param,
+    client_error,
+    dumps,
+    sse_error_event,
+)
+
+__all__ = ["AnthropicToOpenAI"]
+
+_MAPPED = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "system",
+        "metadata",
+        "stop_sequences",
+        "stream",
+        "temperature",
+        "top_p",
+        "top_k",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "output_config",
+        "cache_control",
+    }
+)
+_NOOP_VALUES: dict[str, tuple[Any, ...]] = {"service_tier": (None, "auto")}
+
+_FINISH = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+# --------------------------------------------------------------------------------------- request
+
+
+def _image_part(block: dict[str, Any]) -> dict[str, Any]:
+    src = block.get("source") or {}
+    kind = src.get("type")
+    if kind == "base64":
+        url = f"data:{src.get('media_type', '')};base64,{src.get('data', '')}"
+    elif kind == "url":
+        url = src.get("url", "")
+    else:
+        raise bad_param("messages", f"image source type {kind!r} is not supported upstream.")
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _document_part(block: dict[str, Any]) -> dict[str, Any]:
+    src = block.get("source") or {}
+    kind = src.get("type")
+    if kind == "text":
+        return {"type": "text", "text": src.get("data", "")}
+    if kind == "base64" and src.get("media_type") == "application/pdf":
+        name = block.get("title") or "document.pdf"
+        return {
+            "type": "file",
+            "file": {"filename": name, "file_data": f"data:application/pdf;base64,{src.get('data', '')}"},
+        }
+    raise bad_param("messages", f"document source type {kind!r} is not supported upstream.")
+
+
+def _tool_result_text(block: dict[str, Any]) -> str:
+    content = block.get("content")
+    if content is None:
+        text = ""
+    elif isinstance(content, str):
+        text = content
+    else:
+        parts = []
+        for item in content:
+            if item.get("type") != "text":
+                raise bad_param(
+                    "messages", f"tool_result content of type {item.get('type')!r} is not supported upstream."
+                )
+            parts.append(item.get("text", ""))
+        text = "".join(parts)
+    return "Error: " + text if block.get("is_error") else text
+
+
+def _system_text(system: Any) -> str:
+    if isinstance(system, str):
+        return system
+    if isinstance(system, list):
+        texts = []
+        for block in system:
+            if not isinstance(block, dict) or block.get("type") != "text":
+                raise bad_param("system", "system blocks must be text blocks.")
+            texts.append(block.get("text", ""))
+        return "\n\n".join(texts)
+    raise bad_param("system", "system must be a string or a list of text blocks.")
+
+
+def _user(content: Any, out: list[dict[str, Any]]) -> None:
+    if isinstance(content, str):
+        out.append({"role": "user", "content": content})
+        return
+    parts: list[dict[str, Any]] = []
+    for block in content:
+        kind = block.get("type")
+        if kind == "tool_result":
+            if parts:  # keep order: content before a tool result goes first
+                out.append({"role": "user", "content": parts})
+                parts = []
+            out.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": block.get("tool_use_id", ""),
+                    "content": _tool_result_text(block),
+                }
+            )
+        elif kind == "text":
+            parts.append({"type": "text", "text": block.get("text", "")})
+        elif kind == "image":
+            parts.append(_image_part(block))
+        elif kind == "document":
+            parts.append(_document_part(block))
+        else:
+            raise bad_param("messages", f"user content block type {kind!r} is not supported upstream.")
+    if parts:
+        out.append({"role": "user", "content": parts})
+
+
+def _assistant(content: Any, out: list[dict[str, Any]]) -> None:
+    if isinstance(content, str):
+        out.append({"role": "assistant", "content": content})
+        return
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for block in content:
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block.get("text", ""))
+        elif kind == "tool_use":
+            calls.append(
+                {
+                    "id": block.get("id", ""),
+                    "type": "function",
+                    "function": {
+                        "name": block.get("name", ""),
+                        "arguments": dumps(block.get("input") or {}).decode(),
+                    },
+                }
+            )
+        elif kind in ("thinking", "redacted_thinking"):
+            continue  # previous-turn thinking: Chat Completions has no input form (documented)
+        else:
+            raise bad_param("messages", f"assistant content block type {kind!r} is not supported upstream.")
+    msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
+    if calls:
+        msg["tool_calls"] = calls
+    if texts or calls:
+        out.append(msg)
+
+
+def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if body.get("system") is not None:
+        out.append({"role": "system", "content": _system_text(body["system"])})
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise bad_param("messages", "messages must be a non-empty list.")
+    for msg in messages:
+        role = msg.get("role") if isinstance(msg, dict) else None
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if not isinstance(content, str | list):
+            raise bad_param("messages", "message content must be a string or a list of blocks.")
+        if role == "user":
+            _user(content, out)
+        elif role == "assistant":
+            _assistant(content, out)
+        elif role == "system":
+            out.append({"role": "system", "content": _system_text(content)})
+        else:
+            raise bad_param("messages", f"message role {role!r} is not supported.")
+    return out
+
+
+def _tools(tools: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for tool in tools:
+        if not isinstance(tool, dict) or tool.get("type") not in (None, "custom"):
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            raise bad_param("tools", f"tool type {kind!r} (a server tool) is not supported upstream.")
+        fn: dict[str, Any] = {"name": tool.get("name", "")}
+        if tool.get("description"):
+            fn["description"] = tool["description"]
+        fn["parameters"] = tool.get("input_schema") or {"type": "object", "properties": {}}
+        if tool.get("strict"):
+            fn["strict"] = True
+        out.append({"type": "function", "function": fn})
+    return out
+
+
+def _tool_choice(choice: dict[str, Any]) -> Any:
+    kind = choice.get("type")
+    if kind == "auto":
+        return "auto"
+    if kind == "any":
+        return "required"
+    if kind == "none":
+        return "none"
+    if kind == "tool":
+        return {"type": "function", "function": {"name": choice.get("name", "")}}
+    raise bad_param("tool_choice", f"tool_choice type {kind!r} is not supported upstream.")
+
+
+def _effort(budget: int, budgets: dict[str, int]) -> str:
+    """The smallest OpenAI effort whose configured budget covers ``budget`` (else the largest)."""
+    ordered = sorted(budgets.items(), key=lambda kv: kv[1])
+    for name, value in ordered:
+        if budget <= value:
+            return name
+    return ordered[-1][0]
+
+
+def build_request(body: dict[str, Any], model: str, opts: TranslateOptions) -> dict[str, Any]:
+    for key, value in body.items():
+        if key in _MAPPED:
+            continue
+        allowed = _NOOP_VALUES.get(key)
+        if allowed is None or value not in allowed:
+            raise bad_param(key, f"Parameter {key!r} is not supported for this model.")
+    out: dict[str, Any] = {"model": model, "messages": _messages(body)}
+    max_tokens = body.get("max_tokens")
+    if not isinstance(max_tokens, int) or max_tokens < 1:
+        raise bad_param("max_tokens", "max_tokens is required and must be a positive integer.")
+    out["max_completion_tokens"] = max_tokens
+    for key in ("temperature", "top_p", "top_k"):
+        if body.get(key) is not None:
+            out[key] = body[key]
+    if body.get("stop_sequences"):
+        out["stop"] = list(body["stop_sequences"])
+
+    tools = body.get("tools")
+    choice = body.get("tool_choice")
+    if tools:
+        out["tools"] = _tools(tools)
+        if choice is not None:
+            out["tool_choice"] = _tool_choice(choice)
+            if choice.get("disable_parallel_tool_use"):
+                out["parallel_tool_calls"] = False
+    elif choice is not None and choice.get("type") not in ("auto", "none"):
+        raise bad_param("tool_choice", "tool_choice requires tools.")
+
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") == "enabled":
+        if not opts.reasoning_budgets:
+            raise bad_param("thinking", "thinking is not enabled on this route.")
+        out["reasoning_effort"] = _effort(int(thinking.get("budget_tokens") or 0), opts.reasoning_budgets)
+    elif thinking is not None and (
+        not isinstance(thinking, dict) or thinking.get("type") not in ("disabled", "adaptive")
+    ):
+        raise bad_param("thinking", "thinking must be enabled, adaptive or disabled.")
+
+    output_config = body.get("output_config") or {}
+    if output_config.get("effort"):
+        out["reasoning_effort"] = output_config["effort"]
+    fmt = output_config.get("format")
+    if fmt:
+        if fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+            raise bad_param("output_config", "output_config.format must be a json_schema with a schema.")
+        out["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": fmt["schema"], "strict": True},
+        }
+
+    user = (body.get("metadata") or {}).get("user_id")
+    if user:
+        out["user"] = user
+    if body.get("stream"):
+        out["stream"] = True
+        out["stream_options"] = {"include_usage": True}
+    return out
+
+
+# -------------------------------------------------------------------------------------- response
+
+
+def _usage_from_openai(u: dict[str, Any] | None) -> Usage:
+    u = u or {}
+    cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    return Usage(
+        input_tokens=u.get("prompt_tokens") or 0,
+        output_tokens=u.get("completion_tokens") or 0,
+        cached_tokens=cached,
+    )
+
+
+def anthropic_usage(usage: Usage) -> dict[str, Any]:
+    return {
+        "input_tokens": usage.input_tokens - usage.cached_tokens - usage.cache_creation_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_read_input_tokens": usage.cached_tokens,
+        "cache_creation_input_tokens": usage.cache_creation_tokens,
+    }
+
+
+def _tool_input(arguments: str | None) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(arguments or "{}")
+    except orjson.JSONDecodeError:
+        parsed = None
+    return parsed if isinstance(parsed, dict) else {"_raw_arguments": arguments or ""}
+
+
+def _stop(choice: dict[str, Any]) -> tuple[str, str | None]:
+    finish = choice.get("finish_reason")
+    matched = choice.get("stop_reason")  # vLLM: the stop string that matched, if any
+    if finish == "stop" and isinstance(matched, str):
+        return "stop_sequence", matched
+    return _FINISH.get(finish or "stop", "end_turn"), None
+
+
+def build_response(body: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
+    choices = body.get("choices") or [{}]
+    choice = choices[0]
+    msg = choice.get("message") or {}
+    content: list[dict[str, Any]] = []
+    reasoning = msg.get("reasoning_content") or msg.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
+    text = msg.get("content")
+    if isinstance(text, str) and text:
+        content.append({"type": "text", "text": text})
+    refusal = msg.get("refusal")
+    if isinstance(refusal, str) and refusal:
+        content.append({"type": "text", "text": refusal})
+    for call in msg.get("tool_calls") or ():
+        fn = call.get("function") or {}
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id", ""),
+                "name": fn.get("name", ""),
+                "input": _tool_input(fn.get("arguments")),
+            }
+        )
+    stop_reason, stop_sequence = _stop(choice)
+    usage = _usage_from_openai(body.get("usage"))
+    out = {
+        "id": body.get("id", ""),
+        "type": "message",
+        "role": "assistant",
+        "model": body.get("model", ""),
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
+        "usage": anthropic_usage(usage),
+    }
+    return out, usage
+
+
+# ------------------------------------------------------------------------------------- streaming
+
+_TEXT, _THINKING, _TOOL = 1, 2, 3
+
+
+class OpenAIToAnthropicStream:
+    """OpenAI ``chat.completion.chunk`` SSE -> Anthropic Messages SSE events."""
+
+    __slots__ = (
+        "_cur_index",
+        "_cur_kind",
+        "_done",
+        "_next_index",
+        "_parser",
+        "_started",
+        "_stop",
+        "_tools",
+        "usage",
+    )
+
+    def __init__(self) -> None:
+        self._parser = SseParser()
+        self._started = False
+        self._done = False
+        self._next_index = 0  # next Anthropic content block index
+        self._cur_kind = 0  # kind of the open block (0: none)
+        self._cur_index = -1
+        self._tools: dict[int, int] = {}  # OpenAI tool call index -> Anthropic block index
+        self._stop: tuple[str, str | None] | None = None
+        self.usage: Usage | None = None
+
+    # -- event builders
+    def _start(self, chunk: dict[str, Any]) -> bytes:
+        self._started = True
+        msg = {
+            "id": chunk.get("id", ""),
+            "type": "message",
+            "role": "assistant",
+            "model": chunk.get("model", ""),
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
+        return encode_event("message_start", dumps({"type": "message_start", "message": msg}))
+
+    def _close(self) -> bytes:
+        if not self._cur_kind:
+            return b""
+        self._cur_kind = 0
+        return (
+            b'event: content_block_stop\ndata: {"type":"content_block_stop","index":'
+            + str(self._cur_index).encode()
+            + b"}\n\n"
+        )
+
+    def _open(self, kind: int, block: dict[str, Any]) -> bytes:
+        out = self._close()
+        self._cur_kind = kind
+        self._cur_index = self._next_index
+        self._next_index += 1
+        ev = {"type": "content_block_start", "index": self._cur_index, "content_block": block}
+        return out + encode_event("content_block_start", dumps(ev))
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> bytes:
+        return encode_event(
+            "content_block_delta", dumps({"type": "content_block_delta", "index": index, "delta": delta})
+        )
+
+    def _finalize(self) -> bytes:
+        self._done = True
+        out = b"" if self._started else self._start({})
+        out += self._close()
+        reason, seq = self._stop or ("end_turn", None)
+        usage = self.usage or Usage()
+        ev = {
+            "type": "message_delta",
+            "delta": {"stop_reason": reason, "stop_sequence": seq},
+            "usage": anthropic_usage(usage),
+        }
+        return (
+            out
+            + encode_event("message_delta", dumps(ev))
+            + b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+        )
+
+    # -- protocol
+    def feed(self, chunk: bytes) -> bytes:
+        if self._done:
+            return b""
+        out: list[bytes] = []
+        for ev in self._parser.feed(chunk):
+            data = ev.data
+            if data == b"[DONE]":
+                out.append(self._finalize())
+                break
+            try:
+                obj = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(obj, dict):
+                continue
+            if obj.get("error"):
+                self._done = True
+                err = obj["error"]
+                msg = err.get("message") if isinstance(err, dict) else str(err)
+                out.append(
+                    sse_error_event(Api.ANTHROPIC, msg or "The upstream provider failed.", "api_error")
+                )
+                break
+            out.append(self._chunk(obj))
+        return b"".join(out)
+
+    def _chunk(self, obj: dict[str, Any]) -> bytes:
+        out = b"" if self._started else self._start(obj)
+        if obj.get("usage"):
+            self.usage = _usage_from_openai(obj["usage"])
+        for choice in obj.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning:
+                if self._cur_kind != _THINKING:
+                    out += self._open(_THINKING, {"type": "thinking", "thinking": "", "signature": ""})
+                out += self._delta(self._cur_index, {"type": "thinking_delta", "thinking": reasoning})
+            text = delta.get("content")
+            if text:
+                if self._cur_kind != _TEXT:
+                    out += self._open(_TEXT, {"type": "text", "text": ""})
+                out += self._delta(self._cur_index, {"type": "text_delta", "text": text})
+            for call in delta.get("tool_calls") or ():
+                out += self._tool_delta(call)
+            if choice.get("finish_reason"):
+                self._stop = _stop(choice)
+        return out
+
+    def _tool_delta(self, call: dict[str, Any]) -> bytes:
+        out = b""
+        oi = call.get("index", 0)
+        fn = call.get("function") or {}
+        block = self._tools.get(oi)
+        if block is None:
+            out = self._open(
+                _TOOL,
+                {
+                    "type": "tool_use",
+                    "id": call.get("id") or f"call_{oi}",
+                    "name": fn.get("name") or "",
+                    "input": {},
+                },
+            )
+            block = self._tools[oi] = self._cur_index
+        args = fn.get("arguments")
+        if args:
+            # A late delta for an earlier (closed) tool call keeps that call's block index.
+            out += self._delta(block, {"type": "input_json_delta", "partial_json": args})
+        return out
+
+    def finish(self) -> bytes:
+        if self._done:
+            return b""
+        if self._stop is not None:  # finish_reason seen, only [DONE] missing: a complete answer
+            return self._finalize()
+        self._done = True
+        return sse_error_event(Api.ANTHROPIC, STREAM_TRUNCATED, "api_error")
+
+
+# ------------------------------------------------------------------------------------ translator
+
+
+class AnthropicToOpenAI:
+    inbound = Api.ANTHROPIC
+    upstream = Api.OPENAI
+
+    def request(self, body: dict[str, Any], *, model: str, opts: TranslateOptions) -> ProviderRequest:
+        return ProviderRequest("/v1/chat/completions", dumps(build_request(body, model, opts)), {})
+
+    def response(self, body: bytes) -> tuple[bytes, Usage | None]:
+        out, usage = build_response(orjson.loads(body))
+        return dumps(out), usage
+
+    def stream(self, *, client_wants_usage: bool) -> OpenAIToAnthropicStream:
+        return OpenAIToAnthropicStream()
+
+    def error(self, status: int, body: bytes) -> tuple[int, bytes]:
+        return client_error(Api.ANTHROPIC, status, body)

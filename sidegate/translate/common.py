@@ -1,0 +1,92 @@
+"""Helpers shared by the translators: provider error parsing, client error rendering, SSE errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from sidegate.errors import Api, GatewayError, error_body
+from sidegate.sse import encode_event
+
+__all__ = [
+    "bad_param",
+    "client_error",
+    "dumps",
+    "loads_object",
+    "parse_provider_error",
+    "sse_error_event",
+]
+
+dumps = orjson.dumps
+
+
+def loads_object(body: bytes) -> dict[str, Any] | None:
+    """``body`` as a JSON object, or None for anything else (garbage, arrays, empty)."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def bad_param(param: str, message: str) -> GatewayError:
+    """A 400 naming the parameter that cannot be expressed upstream."""
+    return GatewayError(400, message, code="unsupported_parameter", param=param)
+
+
+def parse_provider_error(body: bytes) -> tuple[str | None, str | None]:
+    """(message, provider error type) from an OpenAI, OpenAI-compatible or Anthropic error body."""
+    obj = loads_object(body)
+    if obj is None:
+        return None, None
+    err = obj.get("error")
+    if isinstance(err, dict):  # OpenAI {"error": {...}} and Anthropic {"type": "error", "error": {...}}
+        msg, etype = err.get("message"), err.get("type")
+    elif isinstance(err, str):  # some OpenAI-compatible servers: {"error": "text"}
+        msg, etype = err, None
+    else:  # vLLM's older {"object": "error", "message": ...}, FastAPI {"detail": "..."}
+        msg, etype = obj.get("message"), obj.get("type")
+        if msg is None and isinstance(obj.get("detail"), str):
+            msg = obj["detail"]
+    return (msg if isinstance(msg, str) and msg else None), (etype if isinstance(etype, str) else None)
+
+
+def _generic_message(status: int) -> str:
+    if status == 429:
+        return "The upstream provider is rate limiting requests (HTTP 429)."
+    if status >= 500:
+        return f"The upstream provider failed (HTTP {status})."
+    return f"The upstream provider rejected the request (HTTP {status})."
+
+
+def client_status(api: Api, status: int) -> int:
+    """Provider status -> status for a client of ``api``."""
+    if status < 400 or status > 599:
+        return 502  # an "error" that is not an HTTP error: the gateway got a bad upstream answer
+    if status == 529 and api is Api.OPENAI:
+        return 503  # Anthropic's "overloaded" has no OpenAI counterpart; 503 is what SDKs retry
+    return status
+
+
+def client_error(api: Api, status: int, body: bytes) -> tuple[int, bytes]:
+    """Provider error (any known format) -> (status, body) in the format of a client of ``api``."""
+    out = client_status(api, status)
+    message, _ = parse_provider_error(body)
+    return out, error_body(api, out, message or _generic_message(status))
+
+
+def sse_error_event(api: Api, message: str, etype: str | None = None) -> bytes:
+    """A terminal error event in the client's streaming format (a stream that dies mid-way).
+
+    OpenAI clients get ``data: {"error": {...}}`` (the OpenAI SDKs raise on it); Anthropic clients
+    get ``event: error`` with ``{"type": "error", "error": {...}}``.
+    """
+    if api is Api.ANTHROPIC:
+        body = {"type": "error", "error": {"type": etype or "api_error", "message": message}}
+        return encode_event("error", dumps(body))
+    body = {"error": {"message": message, "type": etype or "server_error", "param": None, "code": None}}
+    return encode_event(None, dumps(body))
+
+
+STREAM_TRUNCATED = "The upstream provider stream ended before the response was complete."

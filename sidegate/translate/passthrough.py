@@ -1,0 +1,199 @@
+"""Same-API routes: the body goes through (model rewritten), usage is read on the side.
+
+Stream events are forwarded as the provider's bytes (normalised line endings); only complete events
+are forwarded, so a stream cut mid-event can still be closed with a clean terminal error event.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sidegate.errors import Api
+from sidegate.sse import SseParser
+from sidegate.translate.base import ProviderRequest, TranslateOptions, Usage
+from sidegate.translate.common import (
+    STREAM_TRUNCATED,
+    client_error,
+    dumps,
+    loads_object,
+    parse_provider_error,
+    sse_error_event,
+)
+
+__all__ = ["AnthropicPassthrough", "OpenAIPassthrough"]
+
+
+def _openai_usage(u: Any) -> Usage | None:
+    if not isinstance(u, dict):
+        return None
+    cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    return Usage(
+        input_tokens=u.get("prompt_tokens") or 0,
+        output_tokens=u.get("completion_tokens") or 0,
+        cached_tokens=cached,
+    )
+
+
+def _anthropic_usage(raw: dict[str, int]) -> Usage:
+    read = raw.get("cache_read_input_tokens", 0)
+    created = raw.get("cache_creation_input_tokens", 0)
+    return Usage(
+        input_tokens=raw.get("input_tokens", 0) + read + created,
+        output_tokens=raw.get("output_tokens", 0),
+        cached_tokens=read,
+        cache_creation_tokens=created,
+    )
+
+
+def _passthrough_error(api: Api, status: int, body: bytes) -> tuple[int, bytes]:
+    """The provider's own error body when it is well-formed, else a generic one in the same format."""
+    message, _ = parse_provider_error(body)
+    obj = loads_object(body)
+    well_formed = message is not None and obj is not None and isinstance(obj.get("error"), dict)
+    if well_formed and 400 <= status <= 599:
+        return status, body
+    return client_error(api, status, body)
+
+
+# ---------------------------------------------------------------------------------------- OpenAI
+
+_USAGE_NULL = re.compile(rb'"usage"\s*:\s*null')
+
+
+class OpenAIPassthroughStream:
+    __slots__ = ("_done", "_parser", "_strip", "usage")
+
+    def __init__(self, *, client_wants_usage: bool) -> None:
+        self._parser = SseParser()
+        self._strip = not client_wants_usage  # a usage chunk then came from force_upstream_usage
+        self._done = False
+        self.usage: Usage | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        events = self._parser.feed(chunk)
+        if not events:
+            return b""
+        out: list[bytes] = []
+        for ev in events:
+            data = ev.data
+            if data == b"[DONE]":
+                self._done = True
+            elif b'"usage"' in data and b'"usage":null' not in data and not _USAGE_NULL.search(data):
+                obj = loads_object(data)
+                if obj is not None and isinstance(obj.get("usage"), dict):
+                    self.usage = _openai_usage(obj["usage"])
+                    if self._strip:
+                        if not obj.get("choices"):
+                            continue  # the usage-only chunk the client did not ask for
+                        del obj["usage"]
+                        out.append(b"data: " + dumps(obj) + b"\n\n")
+                        continue
+            elif data.startswith(b'{"error"'):
+                self._done = True  # an in-stream error is terminal
+            out.append(ev.raw)
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def finish(self) -> bytes:
+        if self._done:
+            return b""
+        self._done = True
+        return sse_error_event(Api.OPENAI, STREAM_TRUNCATED, "server_error")
+
+
+class OpenAIPassthrough:
+    inbound = Api.OPENAI
+    upstream = Api.OPENAI
+
+    def request(self, body: dict[str, Any], *, model: str, opts: TranslateOptions) -> ProviderRequest:
+        out = body
+        if body.get("model") != model:
+            out = {**body, "model": model}
+        if body.get("stream") and opts.force_upstream_usage:
+            so = body.get("stream_options") or {}
+            if not so.get("include_usage"):
+                out = {**out, "stream_options": {**so, "include_usage": True}}
+        return ProviderRequest("/v1/chat/completions", dumps(out), {})
+
+    def response(self, body: bytes) -> tuple[bytes, Usage | None]:
+        obj = loads_object(body)
+        return body, _openai_usage(obj.get("usage")) if obj else None
+
+    def stream(self, *, client_wants_usage: bool) -> OpenAIPassthroughStream:
+        return OpenAIPassthroughStream(client_wants_usage=client_wants_usage)
+
+    def error(self, status: int, body: bytes) -> tuple[int, bytes]:
+        return _passthrough_error(Api.OPENAI, status, body)
+
+
+# ------------------------------------------------------------------------------------- Anthropic
+
+
+class AnthropicPassthroughStream:
+    __slots__ = ("_done", "_parser", "_raw", "usage")
+
+    def __init__(self) -> None:
+        self._parser = SseParser()
+        self._done = False
+        self._raw: dict[str, int] = {}
+        self.usage: Usage | None = None
+
+    def _take_usage(self, u: Any) -> None:
+        if not isinstance(u, dict):
+            return
+        for key in (
+            "input_tokens",
+            "output_tokens",
+            "cache_read_input_tokens",
+            "cache_creation_input_tokens",
+        ):
+            value = u.get(key)
+            if isinstance(value, int):
+                self._raw[key] = value  # message_delta counters are cumulative: the last one wins
+        self.usage = _anthropic_usage(self._raw)
+
+    def feed(self, chunk: bytes) -> bytes:
+        events = self._parser.feed(chunk)
+        if not events:
+            return b""
+        for ev in events:
+            name = ev.event
+            if name is None:  # no `event:` line: look at the payload type
+                obj = loads_object(ev.data) or {}
+                name = obj.get("type")
+            if name == "message_start":
+                self._take_usage(((loads_object(ev.data) or {}).get("message") or {}).get("usage"))
+            elif name == "message_delta":
+                self._take_usage((loads_object(ev.data) or {}).get("usage"))
+            elif name in ("message_stop", "error"):
+                self._done = True
+        return events[0].raw if len(events) == 1 else b"".join(ev.raw for ev in events)
+
+    def finish(self) -> bytes:
+        if self._done:
+            return b""
+        self._done = True
+        return sse_error_event(Api.ANTHROPIC, STREAM_TRUNCATED, "api_error")
+
+
+class AnthropicPassthrough:
+    inbound = Api.ANTHROPIC
+    upstream = Api.ANTHROPIC
+
+    def request(self, body: dict[str, Any], *, model: str, opts: TranslateOptions) -> ProviderRequest:
+        out = body if body.get("model") == model else {**body, "model": model}
+        return ProviderRequest("/v1/messages", dumps(out), {"anthropic-version": opts.anthropic_version})
+
+    def response(self, body: bytes) -> tuple[bytes, Usage | None]:
+        obj = loads_object(body)
+        u = obj.get("usage") if obj else None
+        if not isinstance(u, dict):
+            return body, None
+        raw = {k: v for k, v in u.items() if isinstance(v, int)}
+        return body, _anthropic_usage(raw)
+
+    def stream(self, *, client_wants_usage: bool) -> AnthropicPassthroughStream:
+        return AnthropicPassthroughStream()
+
+    def error(self, status: int, body: bytes) -> tuple[int, bytes]:
+        return _passthrough_error(Api.ANTHROPIC, status, body)

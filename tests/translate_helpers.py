@@ -1,0 +1,232 @@
+"""Shared helpers for the translator tests: golden fixture loading, running, SDK-type validation.
+
+Fixtures live in tests/fixtures/translate/<pair>/<case>/ (see tests/fixtures/translate/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import TypeAdapter
+
+from sidegate.errors import Api, GatewayError
+from sidegate.translate.anthropic_to_openai import AnthropicToOpenAI
+from sidegate.translate.base import StreamTranslator, TranslateOptions, Translator, Usage
+from sidegate.translate.openai_to_anthropic import OpenAIToAnthropic
+from sidegate.translate.passthrough import AnthropicPassthrough, OpenAIPassthrough
+
+FIXTURES = Path(__file__).parent / "fixtures" / "translate"
+CREATED = 1700000000
+DEFAULT_MODEL = "upstream-model"
+
+PAIRS: dict[str, tuple[Api, Api]] = {
+    "openai_to_anthropic": (Api.OPENAI, Api.ANTHROPIC),
+    "anthropic_to_openai": (Api.ANTHROPIC, Api.OPENAI),
+    "openai_passthrough": (Api.OPENAI, Api.OPENAI),
+    "anthropic_passthrough": (Api.ANTHROPIC, Api.ANTHROPIC),
+}
+
+
+def make_translator(pair: str) -> Translator:
+    """A fresh translator with a fixed clock (OpenAI ``created``)."""
+    if pair == "openai_to_anthropic":
+        return OpenAIToAnthropic(clock=lambda: CREATED)
+    if pair == "anthropic_to_openai":
+        return AnthropicToOpenAI()
+    if pair == "openai_passthrough":
+        return OpenAIPassthrough()
+    return AnthropicPassthrough()
+
+
+def cases(kind: str | None = None) -> list[Path]:
+    """Every case directory (optionally only those holding the input file ``kind``)."""
+    out = sorted(p for p in FIXTURES.glob("*/*") if p.is_dir())
+    return [p for p in out if kind is None or (p / kind).exists()]
+
+
+def case_id(path: Path) -> str:
+    return f"{path.parent.name}/{path.name}"
+
+
+def meta(case: Path) -> dict[str, Any]:
+    f = case / "meta.json"
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
+def opts_of(case: Path) -> TranslateOptions:
+    return TranslateOptions(**meta(case).get("opts", {}))
+
+
+def usage_json(usage: Usage | None) -> dict[str, int] | None:
+    return None if usage is None else asdict(usage)
+
+
+# ---------------------------------------------------------------------------------------- running
+
+
+def run_request(case: Path) -> Any:
+    """ProviderRequest, or the GatewayError the translator raised."""
+    tr = make_translator(case.parent.name)
+    body = json.loads((case / "request.json").read_text())
+    try:
+        return tr.request(body, model=meta(case).get("model", DEFAULT_MODEL), opts=opts_of(case))
+    except GatewayError as err:
+        return err
+
+
+def run_response(case: Path) -> tuple[bytes, Usage | None]:
+    return make_translator(case.parent.name).response((case / "response.json").read_bytes())
+
+
+def new_stream(case: Path) -> StreamTranslator:
+    tr = make_translator(case.parent.name)
+    return tr.stream(client_wants_usage=meta(case).get("client_wants_usage", False))
+
+
+def run_stream(case: Path, pieces: list[bytes] | None = None) -> tuple[bytes, Usage | None]:
+    """Feed the fixture stream (whole, or as ``pieces``) and return the joined output and usage."""
+    st = new_stream(case)
+    data = (case / "stream.sse").read_bytes()
+    out = [st.feed(p) for p in (pieces if pieces is not None else [data])]
+    out.append(st.finish())
+    return b"".join(out), st.usage
+
+
+def run_error(case: Path) -> tuple[int, bytes]:
+    spec = json.loads((case / "provider_error.json").read_text())
+    body = spec["body"]
+    raw = body.encode() if isinstance(body, str) else orjson.dumps(body)
+    return make_translator(case.parent.name).error(spec["status"], raw)
+
+
+# ------------------------------------------------------------------------------------- validation
+
+
+def _adapters() -> dict[str, TypeAdapter[Any]]:
+    import anthropic.types as at
+    import openai.types.chat as oc
+    from anthropic.types import message_create_params as acp
+    from openai.types.chat import completion_create_params as ocp
+
+    _TYPES.update(
+        {
+            "anthropic_req": acp.MessageCreateParamsNonStreaming,
+            "anthropic_req_stream": acp.MessageCreateParamsStreaming,
+            "openai_req": ocp.CompletionCreateParamsNonStreaming,
+            "openai_req_stream": ocp.CompletionCreateParamsStreaming,
+        }
+    )
+    return {
+        "anthropic_req": TypeAdapter(acp.MessageCreateParamsNonStreaming),
+        "anthropic_req_stream": TypeAdapter(acp.MessageCreateParamsStreaming),
+        "anthropic_event": TypeAdapter(at.RawMessageStreamEvent),
+        "openai_req": TypeAdapter(ocp.CompletionCreateParamsNonStreaming),
+        "openai_req_stream": TypeAdapter(ocp.CompletionCreateParamsStreaming),
+        "openai_chunk": TypeAdapter(oc.ChatCompletionChunk),
+    }
+
+
+_ADAPTERS: dict[str, TypeAdapter[Any]] = {}
+_TYPES: dict[str, Any] = {}
+
+
+def adapter(name: str) -> TypeAdapter[Any]:
+    if not _ADAPTERS:
+        _ADAPTERS.update(_adapters())
+    return _ADAPTERS[name]
+
+
+def _force(value: Any) -> None:
+    """Consume pydantic's lazy ``Iterable[...]`` validators so nested items are validated too."""
+    if isinstance(value, dict):
+        for v in value.values():
+            _force(v)
+    elif isinstance(value, list | tuple) or hasattr(value, "__next__"):
+        for v in value:
+            _force(v)
+    elif hasattr(value, "__dict__") and not isinstance(value, type):
+        for v in vars(value).values():
+            _force(v)
+
+
+# Keys the SDK TypedDicts no longer declare but the wire API accepts: Anthropic sampling knobs
+# (anthropic-version 2023-06-01), and `top_k` as the OpenAI-compatible servers' (vLLM) extension.
+_EXTRA_KEYS = {Api.ANTHROPIC: {"temperature", "top_p", "top_k"}, Api.OPENAI: {"top_k"}}
+
+
+def validate_request(api: Api, body: dict[str, Any]) -> None:
+    """The request validates with the SDK's create-params type, and has no undeclared top-level key
+    (TypedDict validation alone ignores unknown keys)."""
+    from typing import get_type_hints
+
+    streaming = bool(body.get("stream"))
+    if api is Api.ANTHROPIC:
+        name = "anthropic_req_stream" if streaming else "anthropic_req"
+    else:
+        name = "openai_req_stream" if streaming else "openai_req"
+    _force(adapter(name).validate_python(body))
+    declared = set(get_type_hints(_TYPES[name]))
+    unknown = set(body) - declared - _EXTRA_KEYS[api]
+    assert not unknown, f"keys not in the SDK type: {unknown}"
+
+
+def validate_response(api: Api, body: dict[str, Any]) -> None:
+    if api is Api.ANTHROPIC:
+        from anthropic.types import Message
+
+        Message.model_validate(body)
+    else:
+        from openai.types.chat import ChatCompletion
+
+        ChatCompletion.model_validate(body)
+
+
+def sse_events(data: bytes) -> list[tuple[str | None, bytes]]:
+    """(event, data) pairs of a complete SSE byte string (simple reference parser for tests)."""
+    out = []
+    for block in data.replace(b"\r\n", b"\n").split(b"\n\n"):
+        if not block.strip():
+            continue
+        event, datas = None, []
+        for line in block.split(b"\n"):
+            if line.startswith(b"event: "):
+                event = line[7:].decode()
+            elif line.startswith(b"data: "):
+                datas.append(line[6:])
+        if datas:
+            out.append((event, b"\n".join(datas)))
+    return out
+
+
+def validate_stream(api: Api, data: bytes) -> None:
+    """Every client event validates with the client SDK's stream types (errors: the error shape)."""
+    for event, payload in sse_events(data):
+        if payload == b"[DONE]":
+            assert api is Api.OPENAI
+            continue
+        obj = orjson.loads(payload)
+        if api is Api.OPENAI:
+            if "error" in obj:
+                assert isinstance(obj["error"]["message"], str) and obj["error"]["type"]
+                continue
+            _force(adapter("openai_chunk").validate_python(obj))
+        else:
+            assert event == obj["type"], (event, obj)
+            if obj["type"] == "error":
+                assert isinstance(obj["error"]["message"], str) and obj["error"]["type"]
+                continue
+            if obj["type"] == "ping":
+                continue
+            _force(adapter("anthropic_event").validate_python(obj))
+
+
+def validate_error(api: Api, body: bytes) -> None:
+    obj = orjson.loads(body)
+    if api is Api.ANTHROPIC:
+        assert obj["type"] == "error" and isinstance(obj["error"]["message"], str) and obj["error"]["type"]
+    else:
+        assert isinstance(obj["error"]["message"], str) and obj["error"]["type"]
