@@ -22,7 +22,7 @@ log = logging.getLogger("sidegate.extproc")
 
 
 def build(cfg: SidegateConfig, redis: Redis | None = None) -> tuple[Gateway, Upstream]:
-    stages = [AuthStage(), ParseStage(), RouteStage(cfg)]
+    stages = [AuthStage(), ParseStage(cfg.listener.max_request_bytes), RouteStage(cfg)]
     return Gateway(stages), Upstream(cfg)
 
 

@@ -124,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--id", help="8 lowercase letters/digits (default: random)")
     p.add_argument("--key", help="hash this existing key instead of making one")
     p.set_defaults(func=cmd_keys_hash)
+    from sidegate import ledger_cli
+    from sidegate.admin import cli as admin_cli
+
+    admin_cli.add_commands(sub, pk)
+    ledger_cli.add_commands(sub)
     args = ap.parse_args(argv)
     return int(args.func(args) or 0)
 

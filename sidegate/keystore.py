@@ -5,6 +5,14 @@ Layout (all under the ``sg:`` prefix):
 - ``sg:keys``      set of key ids
 - ``sg:keys:version`` counter bumped on every change; replicas poll it (cheap GET) and reload.
 - channel ``sg:keys:changed`` published on every change for immediate invalidation.
+- ``sg:tenants``   set of tenant names (every tenant that has a key is in it, plus tenants made by the
+  control plane).
+- ``sg:tenant:<name>`` hash of that tenant's limits, one field per limit set: ``rpm``, ``tpm`` (integer
+  strings), ``daily_usd``, ``monthly_usd`` (decimal strings). A missing field (or hash) = no limit.
+- ``sg:config:version`` counter bumped on every non-key change (tenants, limits); channel
+  ``sg:config:changed`` published with it.
+
+Key records may carry extra fields (the control plane adds ``created_at``); readers ignore them.
 """
 
 from __future__ import annotations
@@ -19,10 +27,18 @@ from sidegate.config import SidegateConfig
 KEY_SET = "sg:keys"
 VERSION = "sg:keys:version"
 CHANNEL = "sg:keys:changed"
+TENANT_SET = "sg:tenants"
+CONFIG_VERSION = "sg:config:version"
+CONFIG_CHANNEL = "sg:config:changed"
+LIMIT_FIELDS = ("rpm", "tpm", "daily_usd", "monthly_usd")
 
 
 def record_key(kid: str) -> str:
     return f"sg:key:{kid}"
+
+
+def tenant_key(name: str) -> str:
+    return f"sg:tenant:{name}"
 
 
 @dataclass(slots=True, frozen=True)
@@ -76,6 +92,7 @@ async def put(redis: Redis, records: list[KeyRecord]) -> None:
     for rec in records:
         pipe.hset(record_key(rec.id), mapping=rec.to_redis())
         pipe.sadd(KEY_SET, rec.id)
+        pipe.sadd(TENANT_SET, rec.tenant)
     pipe.incr(VERSION)
     await pipe.execute()
     await redis.publish(CHANNEL, b"1")
@@ -101,3 +118,50 @@ async def load_all(redis: Redis) -> tuple[int, dict[str, KeyRecord]]:
         if raw:
             out[kid] = KeyRecord.from_redis(kid, raw)
     return version, out
+
+
+@dataclass(slots=True, frozen=True)
+class TenantLimits:
+    """A tenant's limits; None = unlimited. Stored as the fields of ``sg:tenant:<name>``."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    daily_usd: float | None = None
+    monthly_usd: float | None = None
+
+    def to_dict(self) -> dict[str, int | float | None]:
+        return {k: getattr(self, k) for k in LIMIT_FIELDS}
+
+    def to_redis(self) -> dict[str, str]:
+        """Only the limits that are set (unset ones are absent from the hash)."""
+        return {k: repr(v) for k, v in self.to_dict().items() if v is not None}
+
+    @classmethod
+    def from_redis(cls, raw: dict[bytes, bytes]) -> TenantLimits:
+        def num(name: str) -> float | None:
+            v = raw.get(name.encode())
+            return float(v) if v is not None else None
+
+        rpm, tpm = num("rpm"), num("tpm")
+        return cls(
+            rpm=None if rpm is None else int(rpm),
+            tpm=None if tpm is None else int(tpm),
+            daily_usd=num("daily_usd"),
+            monthly_usd=num("monthly_usd"),
+        )
+
+
+async def tenant_limits(redis: Redis, name: str) -> TenantLimits:
+    """One tenant's limits (all None when none are set or the tenant is unknown)."""
+    return TenantLimits.from_redis(await redis.hgetall(tenant_key(name)))
+
+
+async def load_tenants(redis: Redis) -> tuple[int, dict[str, TenantLimits]]:
+    """(config version, limits of every known tenant); reload when ``CONFIG_VERSION`` moves."""
+    version = int(await redis.get(CONFIG_VERSION) or 0)
+    names = sorted(n.decode() for n in await redis.smembers(TENANT_SET))
+    pipe = redis.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(tenant_key(name))
+    raws = await pipe.execute()
+    return version, {n: TenantLimits.from_redis(r) for n, r in zip(names, raws, strict=True)}

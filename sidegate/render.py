@@ -131,6 +131,26 @@ def _model_route(model: str, m: ModelConfig) -> dict[str, Any]:
     }
 
 
+def _oversize_route(limit: int) -> dict[str, Any]:
+    """Refuse a declared Content-Length over the limit up front: no filter runs, the body is never
+    read (a body that outgrows Envoy's buffer while ext_authz is pending can otherwise stall)."""
+    return {
+        "name": "too-large",
+        "match": {"prefix": "/", "headers": [{"name": "content-length", "range_match": {"start": limit + 1, "end": 1 << 62}}]},
+        "direct_response": {"status": 413},
+        "typed_per_filter_config": {
+            "envoy.filters.http.ext_authz": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+                "disabled": True,
+            },
+            "sidegate.gateway": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+                "disabled": True,
+            },
+        },
+    }
+
+
 def _local_reply_mapper(status: int, path_prefix: str, body: str) -> dict[str, Any]:
     return {
         "filter": {
@@ -213,10 +233,11 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
             "receiving_namespaces": {"untyped": [META_NS]},
         },
     )  # fmt: skip
-    routes = [_model_route(name, m) for name, m in cfg.models.items()]
+    routes = [_oversize_route(cfg.listener.max_request_bytes)]
+    routes += [_model_route(name, m) for name, m in cfg.models.items()]
     routes.append({"name": "unrouted", "match": {"prefix": "/"}, "direct_response": {"status": 404}})
     if not sidegate_filters:
-        routes = [{**routes[0], "match": {"prefix": "/"}}]
+        routes = [{**routes[1], "match": {"prefix": "/"}}]
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "sidegate",

@@ -24,7 +24,12 @@ def endpoint_api(path: str) -> Api | None:
 class ParseStage:
     name = "parse"
 
+    def __init__(self, max_body_bytes: int = 8 * 1024 * 1024):
+        self.max_body_bytes = max_body_bytes
+
     async def on_request(self, ctx: RequestContext) -> Reply | None:
+        if len(ctx.raw_body) > self.max_body_bytes:
+            raise GatewayError(413, f"Request body too large: {len(ctx.raw_body)} bytes (limit {self.max_body_bytes}).")
         if ctx.method != "POST":
             raise GatewayError(405, f"Method {ctx.method} not allowed on {ctx.path.split('?', 1)[0]}; use POST.")
         if not ctx.raw_body:

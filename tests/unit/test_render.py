@@ -20,7 +20,8 @@ def test_routes_and_clusters_follow_the_config():
     assert {"provider.openai", "provider.anthropic", "sidegate_authz", "sidegate_extproc"} <= clusters
     hcm = b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
-    first = routes[0]
+    assert routes[0]["name"] == "too-large" and routes[0]["direct_response"]["status"] == 413
+    first = routes[1]
     assert first["match"]["headers"][0]["string_match"]["exact"] == "gpt-4o-mini"
     groups = first["route"]["inline_cluster_specifier_plugin"]["extension"]["typed_config"]["priority_groups"]
     assert [g["clusters"][0]["cluster_name"] for g in groups] == ["provider.openai", "provider.anthropic"]

@@ -1,0 +1,32 @@
+"""Response cache (exact + semantic) for the extproc pipeline. See docs/cache.md."""
+
+from .cacheable import refusal_reason
+from .core import CacheHit, ResponseCache
+from .embedder import Embedder, EmbedderUnavailable, ensure_model_dir
+from .index import SemanticIndex, SemanticMatch
+from .policy import CachePolicy, SemanticSettings
+from .reassemble import reassemble, reassemble_anthropic, reassemble_openai
+from .replay import render, render_json, render_sse
+from .request import CacheRequest
+from .stats import CacheStats
+
+__all__ = [
+    "CacheHit",
+    "CachePolicy",
+    "CacheRequest",
+    "CacheStats",
+    "Embedder",
+    "EmbedderUnavailable",
+    "ResponseCache",
+    "SemanticIndex",
+    "SemanticMatch",
+    "SemanticSettings",
+    "ensure_model_dir",
+    "reassemble",
+    "reassemble_anthropic",
+    "reassemble_openai",
+    "refusal_reason",
+    "render",
+    "render_json",
+    "render_sse",
+]

