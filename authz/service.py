@@ -14,7 +14,7 @@ from google.rpc import code_pb2, status_pb2
 from redis.asyncio import Redis
 
 from authz.decide import CREDENTIAL_HEADERS, Allow, decide
-from sidegate import keystore
+from sidegate import keystore, metrics
 from sidegate.envoy_pb import header_options, struct
 from sidegate.health import add_health, set_serving
 from sidegate.keystore import KeyRecord
@@ -53,6 +53,7 @@ class KeyCache:
             try:
                 await self.refresh()
             except Exception as exc:  # store down: serve from cache for a bounded time
+                metrics.store_error("authz", "keys")
                 if not self._warned:
                     log.warning("key store unreachable (%s); serving cached keys", type(exc).__name__)
                     self._warned = True
@@ -99,6 +100,7 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
                     {"tenant": result.tenant, "key_id": result.key_id, "models": list(result.models)}
                 ),
             )
+        metrics.authz_denial(result.reason)
         return pb.CheckResponse(
             status=_DENIED,
             denied_response=pb.DeniedHttpResponse(

@@ -1,9 +1,16 @@
-"""Assembles the pipeline from the config: the one place that lists the stages in order."""
+"""Assembles the pipeline from the config: the one place that lists the stages in order.
+
+Gateway (once per request):  auth -> parse -> route -> cache
+Upstream (once per try):     translate -> credentials -> (response) translate -> observe
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
@@ -11,34 +18,94 @@ from redis.asyncio import Redis
 
 from extproc.gateway import Gateway
 from extproc.server import ExternalProcessor
+from extproc.stages import Stage
 from extproc.stages.auth import AuthStage
+from extproc.stages.cache import CacheFiller, CacheStage, PendingFills
 from extproc.stages.parse import ParseStage
 from extproc.stages.route import RouteStage
-from extproc.upstream import Upstream
+from extproc.upstream import Observer, Upstream
+from sidegate import metrics
 from sidegate.config import SidegateConfig
 from sidegate.health import add_health, set_serving
+from sidegate.observe import MetricsObserver
 
 log = logging.getLogger("sidegate.extproc")
 
 
-def build(cfg: SidegateConfig, redis: Redis | None = None) -> tuple[Gateway, Upstream]:
-    stages = [AuthStage(), ParseStage(cfg.listener.max_request_bytes), RouteStage(cfg)]
-    return Gateway(stages), Upstream(cfg)
+@dataclass
+class App:
+    """Everything one extproc process runs, with its background tasks."""
+
+    cfg: SidegateConfig
+    gateway: Gateway
+    upstream: Upstream
+    starters: list[Callable[[], Any]] = field(default_factory=list)
+    """Run on the serving event loop by :meth:`start` (they may create tasks)."""
+    closers: list[Callable[[], Any]] = field(default_factory=list)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        for starter in self.starters:
+            result = starter()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if isinstance(result, asyncio.Task):
+                self.tasks.append(result)
+
+    async def aclose(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for closer in reversed(self.closers):
+            try:
+                result = closer()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                log.exception("shutdown step failed")
 
 
-async def serve(cfg: SidegateConfig, redis: Redis | None, host: str, port: int) -> grpc.aio.Server:
-    gateway, upstream = build(cfg, redis)
+def build(cfg: SidegateConfig, redis: Redis | None = None) -> App:
+    """Stages and observers from the config. Background work starts in :func:`start`."""
+    observers: list[Observer] = [MetricsObserver(cfg)]
+    starters: list[Callable[[], Any]] = []
+    closers: list[Callable[[], Any]] = []
+    stages: list[Stage] = [AuthStage(), ParseStage(cfg.listener.max_request_bytes), RouteStage(cfg)]
+    filler = None
+    if redis is not None:
+        if cfg.observability.ledger:
+            from sidegate.ledger import Ledger
+
+            ledger = Ledger(redis, maxlen=cfg.observability.ledger_maxlen)
+            observers.append(ledger.observer())
+            starters.append(ledger.start)
+            closers.append(ledger.stop)
+        policies = [cfg.defaults.cache, *(m.cache for m in cfg.models.values() if m.cache is not None)]
+        if any(p.enabled for p in policies):
+            from sidegate.cache import ResponseCache, SemanticIndex
+
+            semantic = SemanticIndex(cfg.semantic) if any(p.semantic for p in policies) else None
+            cache = ResponseCache(redis, semantic=semantic)
+            pending = PendingFills()
+            stages.append(CacheStage(cfg, cache, pending))
+            filler = CacheFiller(cfg, cache, pending)
+            closers.append(cache.drain)
+            if semantic is not None:
+                starters.append(semantic.start)  # load the model before reporting ready (~1 s)
+                starters.append(lambda: asyncio.create_task(semantic.run_cleanup()))
+                closers.append(semantic.close)
+    gateway = Gateway(stages, observers)
+    return App(cfg, gateway, Upstream(cfg, observers, filler), starters, closers)
+
+
+async def serve(cfg: SidegateConfig, redis: Redis | None, host: str, port: int) -> tuple[grpc.aio.Server, App]:
+    app = build(cfg, redis)
+    await app.start()
+    if cfg.services.metrics_port:
+        metrics.start_metrics_server(metrics.service_metrics_port(cfg, "extproc"), host)
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)])
-    pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(gateway, upstream), server)
+    pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(app.gateway, app.upstream), server)
     health = add_health(server)
     server.add_insecure_port(f"{host}:{port}")
     await server.start()
     await set_serving(health, "envoy.service.ext_proc.v3.ExternalProcessor")
-    return server
-
-
-async def run_forever(server: grpc.aio.Server) -> None:
-    try:
-        await server.wait_for_termination()
-    except asyncio.CancelledError:
-        await server.stop(grace=5)
+    return server, app

@@ -7,6 +7,7 @@ which the servicer turns into Envoy messages.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,10 @@ import orjson
 
 from extproc.context import Reply, RequestContext
 from extproc.stages import Stage
+from extproc.upstream import Observer
+from sidegate import metrics
 from sidegate.errors import GatewayError, render
+from sidegate.observe import short_circuit
 
 log = logging.getLogger("sidegate.gateway")
 
@@ -34,17 +38,37 @@ Outcome = Forward | Reply
 
 
 class Gateway:
-    def __init__(self, stages: Sequence[Stage]):
+    def __init__(self, stages: Sequence[Stage], observers: Sequence[Observer] = ()):
         self.stages = list(stages)
+        self.observers = list(observers)
 
     async def run(self, ctx: RequestContext) -> Outcome:
+        started = time.monotonic()
+        ctx.meta["received_at"] = time.time()
         try:
             for stage in self.stages:
+                t0 = time.perf_counter()
                 reply = await stage.on_request(ctx)
+                metrics.observe_stage(stage.name, time.perf_counter() - t0)
                 if reply is not None:
+                    self._observe(ctx, reply.status, "cache" if ctx.meta.get("cache", "").startswith("hit") else "gateway", started)
                     return reply
         except GatewayError as err:
             headers = {"content-type": "application/json", **ctx.response_headers, **err.headers}
+            self._observe(ctx, err.status, "gateway", started)
             return Reply(err.status, render(ctx.api, err), headers)
+        if ctx.response_headers:
+            ctx.meta["response_headers"] = ctx.response_headers
         body = orjson.dumps(ctx.body) if ctx.body_changed else None
         return Forward(route=ctx.model, meta=ctx.upstream_meta(), body=body, response_headers=ctx.response_headers)
+
+    def _observe(self, ctx: RequestContext, status: int, provider: str, started: float) -> None:
+        """Answers the gateway gives itself (refusals, cache hits) reach the same observers."""
+        if not self.observers or not ctx.tenant:
+            return
+        done = short_circuit(ctx.upstream_meta(), status, provider=provider, started_at=started, streamed=ctx.stream)
+        for observer in self.observers:
+            try:
+                observer(done)
+            except Exception:
+                log.exception("observer failed")

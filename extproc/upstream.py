@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -90,6 +90,11 @@ class UpstreamTry:
         self.started_at = time.monotonic()
         self.first_byte_at = 0.0
         self.chunks = 0
+        # Cache fill: keep the client body and the client-format response (bounded).
+        self.collect = bool(meta.get("cache_fill")) and app.filler is not None
+        self.collect_limit = app.cfg.cache_policy(self.model).max_entry_bytes if self.collect else 0
+        self.client_body: dict[str, Any] | None = None
+        self.collected = bytearray()
 
     # -- request ------------------------------------------------------------------------------
     def request_headers(self) -> HeaderChanges:
@@ -113,6 +118,8 @@ class UpstreamTry:
 
     def request_body(self, body: bytes) -> tuple[bytes, HeaderChanges]:
         parsed = orjson.loads(body)
+        if self.collect:
+            self.client_body = orjson.loads(body)  # the translator may mutate `parsed`
         preq = self.translator.request(parsed, model=self.upstream_model, opts=self.opts)
         path = preq.path
         p = self.provider
@@ -160,8 +167,17 @@ class UpstreamTry:
                 out = render(self.inbound, err)
         else:
             self.status, out = self.translator.error(self.status, body)
+        self._keep(out)
         self._finish()
         return out
+
+    def _keep(self, out: bytes) -> None:
+        if self.collect:
+            if len(self.collected) + len(out) > self.collect_limit:
+                self.collect = False  # too large to cache
+                self.collected.clear()
+            else:
+                self.collected += out
 
     def response_chunk(self, chunk: bytes, end: bool) -> bytes:
         assert self.stream_tx is not None
@@ -173,7 +189,10 @@ class UpstreamTry:
         if end:
             out += self.stream_tx.finish()
             self.usage = self.stream_tx.usage
+            self._keep(out)
             self._finish()
+            return out
+        self._keep(out)
         return out
 
     @property
@@ -196,6 +215,8 @@ class UpstreamTry:
                 observer(done)
             except Exception:  # an observer must never break the response path
                 log.exception("observer failed")
+        if self.collect and self.app.filler is not None and 200 <= self.status < 300 and not aborted:
+            self.app.filler.fill(self.meta, self.client_body, bytes(self.collected), self.streaming, self.usage)
 
     def close(self) -> None:
         """The ext_proc stream ended (normally, or the client/upstream went away)."""
@@ -205,10 +226,18 @@ class UpstreamTry:
             self._finish(aborted=True)
 
 
+class Filler(Protocol):
+    def fill(
+        self, meta: dict[str, Any], client_body: dict[str, Any] | None, response: bytes, streamed: bool,
+        usage: Usage | None = None,
+    ) -> None: ...  # fmt: skip
+
+
 class Upstream:
-    def __init__(self, cfg: SidegateConfig, observers: list[Observer] | None = None):
+    def __init__(self, cfg: SidegateConfig, observers: list[Observer] | None = None, filler: Filler | None = None):
         self.cfg = cfg
         self.observers: list[Observer] = observers or []
+        self.filler = filler
         self.provider_keys: dict[str, str] = {}
         for name, p in cfg.providers.items():
             key = p.api_key()

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sidegate.cache.policy import CachePolicy, SemanticSettings
 from sidegate.errors import Api
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -37,6 +38,9 @@ class ServicesConfig(_Model):
     authz_port: int = Field(9001, ge=0, le=65535)
     extproc_port: int = Field(9002, ge=0, le=65535)
     metrics_port: int = Field(9464, ge=0, le=65535)
+    """extproc's Prometheus /metrics port (0 = off)."""
+    authz_metrics_port: int = Field(9465, ge=0, le=65535)
+    """authz's Prometheus /metrics port (0 = off)."""
     grpc_timeout_s: float = Field(5.0, gt=0)
     failure_mode_allow: bool = False
     """If the Sidegate services are unreachable: False -> Envoy answers 5xx (safe default)."""
@@ -117,6 +121,8 @@ class ModelConfig(_Model):
     timeout_s: float = Field(300.0, ge=0)
     """Overall request timeout (0 = none, for long streams)."""
     default_max_tokens: int = Field(4096, ge=1)
+    cache: CachePolicy | None = None
+    """Response cache policy for this model (default: `defaults.cache`)."""
 
     @model_validator(mode="after")
     def _unique_providers(self) -> ModelConfig:
@@ -124,6 +130,14 @@ class ModelConfig(_Model):
         if len(names) != len(set(names)):
             raise ValueError("a provider may appear only once in a model's route chain")
         return self
+
+
+class ObservabilityConfig(_Model):
+    access_log: str | None = "-"
+    """Envoy JSON access log: "-" for stdout, a file path, or null for none."""
+    ledger: bool = True
+    """Append one usage record per request to the `sg:ledger` Redis Stream."""
+    ledger_maxlen: int = Field(1_000_000, ge=1000)
 
 
 class KeyConfig(_Model):
@@ -145,6 +159,10 @@ class TenantConfig(_Model):
     keys: list[KeyConfig] = Field(default_factory=list)
 
 
+class RouteDefaults(_Model):
+    cache: CachePolicy = Field(default_factory=CachePolicy)
+
+
 class SidegateConfig(_Model):
     listener: ListenerConfig = Field(default_factory=ListenerConfig)
     services: ServicesConfig = Field(default_factory=ServicesConfig)
@@ -152,6 +170,14 @@ class SidegateConfig(_Model):
     providers: dict[str, ProviderConfig]
     models: dict[str, ModelConfig]
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)
+    defaults: RouteDefaults = Field(default_factory=RouteDefaults)
+    semantic: SemanticSettings = Field(default_factory=SemanticSettings)
+    """Embedder + vector index of the semantic cache (process-wide)."""
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+
+    def cache_policy(self, model: str) -> CachePolicy:
+        m = self.models.get(model)
+        return m.cache if m is not None and m.cache is not None else self.defaults.cache
 
     @model_validator(mode="after")
     def _references(self) -> SidegateConfig:
@@ -189,6 +215,8 @@ _ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "SIDEGATE_AUTHZ_PORT": ("services", "authz_port"),
     "SIDEGATE_EXTPROC_PORT": ("services", "extproc_port"),
     "SIDEGATE_METRICS_PORT": ("services", "metrics_port"),
+    "SIDEGATE_ACCESS_LOG": ("observability", "access_log"),
+    "SIDEGATE_QDRANT_URL": ("semantic", "qdrant_url"),
 }
 
 

@@ -47,7 +47,6 @@ log = logging.getLogger("sidegate.metrics")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OTHER = "other"
 MAX_DYNAMIC_TENANTS = 500
-AUTHZ_PORT_OFFSET = 1
 """authz serves its metrics on ``services.metrics_port + 1``; extproc on ``services.metrics_port``."""
 
 # -- label bounding ------------------------------------------------------------------------------
@@ -321,9 +320,8 @@ def start_metrics_server(port: int, host: str = "127.0.0.1") -> MetricsServer | 
 
 
 def service_metrics_port(cfg: SidegateConfig, service: str) -> int:
-    """extproc: ``services.metrics_port``; authz: ``services.metrics_port + 1``."""
-    base = cfg.services.metrics_port
-    return base + AUTHZ_PORT_OFFSET if service == "authz" and base else base
+    """extproc: ``services.metrics_port``; authz: ``services.authz_metrics_port``."""
+    return cfg.services.authz_metrics_port if service == "authz" else cfg.services.metrics_port
 
 
 def mark_process_dead(pid: int) -> None:

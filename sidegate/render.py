@@ -201,6 +201,8 @@ def _ext_proc(cluster: str, phase: str, timeout_s: float, mode: dict[str, str], 
 def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str, Any]:
     """The Envoy bootstrap. `sidegate_filters=False` renders the same listener and clusters with no
     Sidegate filters and the first model's route as catch-all: the "Envoy alone" benchmark baseline."""
+    from sidegate.accesslog import access_log  # it reads this module's metadata namespaces
+
     svc = cfg.services
     gateway_proc = _ext_proc(
         "sidegate_extproc",
@@ -241,6 +243,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "sidegate",
+        **({"access_log": access_log(cfg.observability.access_log)} if cfg.observability.access_log else {}),
         "codec_type": "AUTO",
         "generate_request_id": True,
         "stream_idle_timeout": "300s",

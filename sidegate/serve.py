@@ -43,6 +43,11 @@ async def _authz(cfg: SidegateConfig) -> None:
     redis = client(store_url(cfg), cfg.store.socket_timeout_s)
     server, cache = await serve(redis, cfg.services.host, cfg.services.authz_port)
     log.info("authz listening on %s:%d", cfg.services.host, cfg.services.authz_port)
+    if cfg.services.authz_metrics_port:
+        from sidegate import metrics
+
+        metrics.configure(cfg)
+        metrics.start_metrics_server(metrics.service_metrics_port(cfg, "authz"), cfg.services.host)
     await _until_signal()
     await cache.stop()
     await server.stop(grace=cfg.services.grpc_timeout_s)
@@ -53,11 +58,12 @@ async def _extproc(cfg: SidegateConfig) -> None:
     from extproc.app import serve
 
     redis = client(store_url(cfg), cfg.store.socket_timeout_s)
-    server = await serve(cfg, redis, cfg.services.host, cfg.services.extproc_port)
+    server, app = await serve(cfg, redis, cfg.services.host, cfg.services.extproc_port)
     log.info("extproc listening on %s:%d", cfg.services.host, cfg.services.extproc_port)
     await _until_signal()
     # Let in-flight ext_proc streams (e.g. a long SSE response) finish within the grace period.
     await server.stop(grace=float(os.environ.get("SIDEGATE_DRAIN_S", "30")))
+    await app.aclose()
     await redis.aclose()
 
 

@@ -57,7 +57,8 @@ class Stack:
     def config(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "listener": {"host": "127.0.0.1", "port": free_port(), "admin_port": free_port()},
-            "services": {"authz_port": free_port(), "extproc_port": free_port(), "metrics_port": free_port()},
+            "services": {"authz_port": free_port(), "extproc_port": free_port(), "metrics_port": free_port(),
+                         "authz_metrics_port": free_port()},
             "store": {"url": None},
             "providers": {
                 "openai": {"api": "openai", "base_url": self.openai_url, "api_key_env": "E2E_OPENAI_KEY"},

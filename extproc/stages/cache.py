@@ -1,0 +1,117 @@
+"""cache: answer repeated (exact) and near-repeated (semantic) questions without the provider.
+
+A hit becomes a Reply (Envoy ImmediateResponse) in the client's format, JSON or an SSE replay.
+A cacheable miss is marked in the metadata; the per-try upstream stage fills the cache when the
+response completes (see :class:`CacheFiller`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+import orjson
+
+from extproc.context import Reply, RequestContext
+from sidegate import metrics
+from sidegate.cache import CacheRequest, ResponseCache, reassemble
+from sidegate.config import SidegateConfig
+from sidegate.errors import Api
+from sidegate.translate.base import Usage
+
+log = logging.getLogger("sidegate.cache")
+
+
+class PendingFills:
+    """CacheRequests of misses, by request id, so the fill reuses the lookup's keys and embedding
+    when the upstream try runs in the same process (otherwise the request is rebuilt)."""
+
+    def __init__(self, capacity: int = 4096, ttl_s: float = 600.0):
+        self.capacity = capacity
+        self.ttl_s = ttl_s
+        self._items: OrderedDict[str, tuple[float, CacheRequest]] = OrderedDict()
+
+    def put(self, request_id: str, req: CacheRequest) -> None:
+        self._items[request_id] = (time.monotonic(), req)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+    def pop(self, request_id: str) -> CacheRequest | None:
+        item = self._items.pop(request_id, None)
+        if item is None or time.monotonic() - item[0] > self.ttl_s:
+            return None
+        return item[1]
+
+
+class CacheStage:
+    name = "cache"
+
+    def __init__(self, cfg: SidegateConfig, cache: ResponseCache, pending: PendingFills):
+        self.cfg = cfg
+        self.cache = cache
+        self.pending = pending
+
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
+        policy = self.cfg.cache_policy(ctx.model)
+        if not policy.enabled:
+            return None
+        if ctx.body_changed:  # e.g. PII redacted: answers hold per-request placeholders
+            ctx.meta["cache"] = "skip"
+            return None
+        req = CacheRequest.from_body(ctx.api, ctx.tenant, ctx.model, ctx.body, ctx.headers)
+        hit = await self.cache.lookup(req, policy)
+        if hit is not None:
+            result = hit.headers.get("x-sidegate-cache", "hit-exact").replace("-", "_")
+            metrics.cache_lookup(result)
+            ctx.meta["cache"] = result
+            return Reply(200, hit.body, {"content-type": hit.content_type, **hit.headers, **ctx.response_headers})
+        ctx.meta["cache"] = "bypass" if not req.lookup_allowed else "miss"
+        metrics.cache_lookup(ctx.meta["cache"])
+        if req.fill_allowed and req.allowed_by(policy):
+            ctx.meta["cache_fill"] = True
+            self.pending.put(ctx.request_id, req)
+        return None
+
+
+def _client_usage(api: Api, u: Usage) -> dict[str, int]:
+    if api is Api.ANTHROPIC:
+        return {"input_tokens": u.input_tokens - u.cached_tokens - u.cache_creation_tokens,
+                "output_tokens": u.output_tokens, "cache_read_input_tokens": u.cached_tokens,
+                "cache_creation_input_tokens": u.cache_creation_tokens}  # fmt: skip
+    return {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens, "total_tokens": u.total_tokens}
+
+
+class CacheFiller:
+    """Upstream side: collects the client-format response of a cacheable miss and fills the cache."""
+
+    def __init__(self, cfg: SidegateConfig, cache: ResponseCache, pending: PendingFills):
+        self.cfg = cfg
+        self.cache = cache
+        self.pending = pending
+
+    def fill(
+        self, meta: dict[str, Any], client_body: dict[str, Any] | None, response: bytes, streamed: bool,
+        usage: Usage | None = None,
+    ) -> None:  # fmt: skip
+        try:
+            api = Api(meta.get("api", "openai"))
+            model = str(meta.get("model", ""))
+            policy = self.cfg.cache_policy(model)
+            req = self.pending.pop(str(meta.get("request_id", "")))
+            if req is None:
+                if client_body is None:
+                    return
+                req = CacheRequest.from_body(api, str(meta.get("tenant", "")), model, client_body, {})
+            if streamed:
+                doc = reassemble(api, response)
+                if doc is None:
+                    return
+                if not doc.get("usage") and usage is not None:
+                    # The client's stream may not have carried usage (not requested): use the provider's.
+                    doc["usage"] = _client_usage(api, usage)
+                response = orjson.dumps(doc)
+            self.cache.fill_soon(req, response, policy)
+        except Exception:  # never break the response path
+            log.exception("cache fill failed")
