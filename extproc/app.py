@@ -101,7 +101,7 @@ async def serve(cfg: SidegateConfig, redis: Redis | None, host: str, port: int) 
     app = build(cfg, redis)
     await app.start()
     if cfg.services.metrics_port:
-        metrics.start_metrics_server(metrics.service_metrics_port(cfg, "extproc"), host)
+        metrics.start_metrics_server(metrics.service_metrics_port(cfg, "extproc"), cfg.services.metrics_host)
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)])
     pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(app.gateway, app.upstream), server)
     health = add_health(server)

@@ -175,9 +175,17 @@ class UpstreamStream:
             return resp
         if kind == "response_body":
             rb = req.response_body
-            out = t.response_chunk(rb.body, rb.end_of_stream) if t.streaming else t.response_body(rb.body)
+            if t.streaming:
+                out = t.response_chunk(rb.body, rb.end_of_stream)
+                header_mutation = None
+            else:
+                status_before = t.status
+                out = t.response_body(rb.body)
+                # Buffered: the headers are still held, so the translated status can be set here.
+                header_mutation = _header_mutation({":status": str(t.status)}) if t.status != status_before else None
             mutation = pb.BodyMutation(body=out) if out else pb.BodyMutation(clear_body=True)
-            return pb.ProcessingResponse(response_body=pb.BodyResponse(response=pb.CommonResponse(body_mutation=mutation)))
+            common = pb.CommonResponse(body_mutation=mutation, header_mutation=header_mutation)
+            return pb.ProcessingResponse(response_body=pb.BodyResponse(response=common))
         return _passthrough(req)
 
     def close(self) -> None:

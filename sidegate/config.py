@@ -28,6 +28,8 @@ class _Model(BaseModel):
 class ListenerConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    admin_host: str = "127.0.0.1"
+    """Envoy admin interface bind address (keep it private: it can drain and stop Envoy)."""
     admin_port: int = Field(9901, ge=0, le=65535)
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     """Larger request bodies get 413 in the client's API format."""
@@ -35,6 +37,9 @@ class ListenerConfig(_Model):
 
 class ServicesConfig(_Model):
     host: str = "127.0.0.1"
+    """Bind address of authz and extproc (Envoy reaches them on loopback when this is 0.0.0.0/::)."""
+    metrics_host: str = "127.0.0.1"
+    """Bind address of the /metrics endpoints (0.0.0.0 for Prometheus in k8s/compose)."""
     authz_port: int = Field(9001, ge=0, le=65535)
     extproc_port: int = Field(9002, ge=0, le=65535)
     metrics_port: int = Field(9464, ge=0, le=65535)
@@ -212,6 +217,8 @@ _ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "SIDEGATE_LISTEN_PORT": ("listener", "port"),
     "SIDEGATE_LISTEN_HOST": ("listener", "host"),
     "SIDEGATE_ADMIN_PORT": ("listener", "admin_port"),
+    "SIDEGATE_ADMIN_HOST": ("listener", "admin_host"),
+    "SIDEGATE_METRICS_HOST": ("services", "metrics_host"),
     "SIDEGATE_AUTHZ_PORT": ("services", "authz_port"),
     "SIDEGATE_EXTPROC_PORT": ("services", "extproc_port"),
     "SIDEGATE_METRICS_PORT": ("services", "metrics_port"),

@@ -292,10 +292,11 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
             {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
         ]
     clusters = [_provider_cluster(name, p) for name, p in cfg.providers.items()]
-    clusters.append(_grpc_cluster("sidegate_authz", svc.host, svc.authz_port))
-    clusters.append(_grpc_cluster("sidegate_extproc", svc.host, svc.extproc_port))
+    svc_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(svc.host, svc.host)  # wildcard bind -> loopback
+    clusters.append(_grpc_cluster("sidegate_authz", svc_host, svc.authz_port))
+    clusters.append(_grpc_cluster("sidegate_extproc", svc_host, svc.extproc_port))
     return {
-        "admin": {"address": _addr("127.0.0.1", cfg.listener.admin_port)},
+        "admin": {"address": _addr(cfg.listener.admin_host, cfg.listener.admin_port)},
         "static_resources": {
             "listeners": [
                 {

@@ -47,7 +47,7 @@ async def _authz(cfg: SidegateConfig) -> None:
         from sidegate import metrics
 
         metrics.configure(cfg)
-        metrics.start_metrics_server(metrics.service_metrics_port(cfg, "authz"), cfg.services.host)
+        metrics.start_metrics_server(metrics.service_metrics_port(cfg, "authz"), cfg.services.metrics_host)
     await _until_signal()
     await cache.stop()
     await server.stop(grace=cfg.services.grpc_timeout_s)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sidegate.errors import Api
+from sidegate.errors import Api, GatewayError
 from sidegate.sse import SseParser
 from sidegate.translate.base import ProviderRequest, TranslateOptions, Usage
 from sidegate.translate.common import (
@@ -117,7 +117,9 @@ class OpenAIPassthrough:
 
     def response(self, body: bytes) -> tuple[bytes, Usage | None]:
         obj = loads_object(body)
-        return body, _openai_usage(obj.get("usage")) if obj else None
+        if obj is None:  # never hand the client a 200 with a broken body
+            raise GatewayError(502, "The provider returned an invalid (non-JSON) response.")
+        return body, _openai_usage(obj.get("usage"))
 
     def stream(self, *, client_wants_usage: bool) -> OpenAIPassthroughStream:
         return OpenAIPassthroughStream(client_wants_usage=client_wants_usage)
@@ -186,7 +188,9 @@ class AnthropicPassthrough:
 
     def response(self, body: bytes) -> tuple[bytes, Usage | None]:
         obj = loads_object(body)
-        u = obj.get("usage") if obj else None
+        if obj is None:  # never hand the client a 200 with a broken body
+            raise GatewayError(502, "The provider returned an invalid (non-JSON) response.")
+        u = obj.get("usage")
         if not isinstance(u, dict):
             return body, None
         raw = {k: v for k, v in u.items() if isinstance(v, int)}

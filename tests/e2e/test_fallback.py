@@ -1,0 +1,140 @@
+"""Issue 4: provider fallback inside Envoy (priority groups + retry policy), translated per try."""
+
+from __future__ import annotations
+
+import time
+
+import anthropic
+import openai
+import pytest
+from anthropic.types import MessageCreateParams
+from openai.types.chat import CompletionCreateParams
+from pydantic import TypeAdapter
+
+from harness import ANTHROPIC_PROVIDER_KEY, OPENAI_PROVIDER_KEY
+
+pytestmark = pytest.mark.e2e
+STACK_EXTRA = {
+    "models": {
+        "fb-oai-first": {
+            "routes": [{"provider": "openai", "model": "gpt-4o-mini"}, {"provider": "anthropic", "model": "claude-3-5-haiku"}],
+            "per_try_timeout_s": 1.0,
+        },
+        "fb-ant-first": {
+            "routes": [{"provider": "anthropic", "model": "claude-3-5-haiku"}, {"provider": "openai", "model": "gpt-4o-mini"}],
+            "per_try_timeout_s": 1.0,
+        },
+    }
+}
+MSG = [{"role": "user", "content": "Say hello"}]
+
+
+def oai(stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.keys["acme"].key, max_retries=0, timeout=20)
+
+
+def ant(stack) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=stack.base_url, api_key=stack.keys["acme"].key, max_retries=0, timeout=20)
+
+
+PRIMARY_FAILURES = [
+    pytest.param({"status": 429, "error": "Rate limit reached", "retry_after": 7}, id="429"),
+    pytest.param({"status": 500, "error": "boom"}, id="500"),
+    pytest.param({"status": 503, "error": "overloaded"}, id="503"),
+    pytest.param({"hang": True, "hang_max_s": 5}, id="hang-past-per-try-timeout"),
+    pytest.param({"reset": True}, id="connection-reset"),
+]
+
+
+@pytest.mark.parametrize("failure", PRIMARY_FAILURES)
+@pytest.mark.parametrize("stream", [False, True])
+def test_openai_primary_fails_anthropic_fallback_answers(stack, fake_openai, fake_anthropic, failure, stream):
+    fake_openai.script([failure])
+    raw = oai(stack).chat.completions.with_raw_response.create(model="fb-oai-first", messages=MSG, stream=stream)
+    assert raw.status_code == 200
+    assert raw.headers["x-sidegate-provider"] == "anthropic" and raw.headers["x-sidegate-attempts"] == "2"
+    if stream:
+        text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+    else:
+        text = raw.parse().choices[0].message.content
+    assert "hello" in text.lower()
+    assert len(fake_openai.requests) == 1 and len(fake_anthropic.requests) == 1
+    rec = fake_anthropic.requests[0]
+    assert rec.path == "/v1/messages" and rec.headers["x-api-key"] == ANTHROPIC_PROVIDER_KEY
+    assert "authorization" not in rec.headers  # the first try's header did not leak into the second
+    TypeAdapter(MessageCreateParams).validate_python(rec.json)
+    assert rec.json["model"] == "claude-3-5-haiku"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_primary_fails_openai_fallback_answers(stack, fake_openai, fake_anthropic, stream):
+    fake_anthropic.script([{"status": 529, "error": "Overloaded"}])
+    c = ant(stack)
+    if stream:
+        with c.messages.stream(model="fb-ant-first", max_tokens=50, messages=MSG) as s:
+            m = s.get_final_message()
+    else:
+        m = c.messages.create(model="fb-ant-first", max_tokens=50, messages=MSG)
+    assert "hello" in m.content[0].text.lower()
+    rec = fake_openai.requests[0]
+    assert rec.headers["authorization"] == f"Bearer {OPENAI_PROVIDER_KEY}" and "x-api-key" not in rec.headers
+    assert "anthropic-version" not in rec.headers
+    TypeAdapter(CompletionCreateParams).validate_python(rec.json)
+
+
+def test_all_providers_fail_one_clean_error_in_client_format(stack, fake_openai, fake_anthropic):
+    fake_openai.script([{"status": 500, "error": "primary down"}])
+    fake_anthropic.script([{"status": 429, "error": "Number of requests has exceeded your rate limit", "retry_after": 3}])
+    with pytest.raises(openai.RateLimitError) as exc:
+        oai(stack).chat.completions.create(model="fb-oai-first", messages=MSG)
+    assert exc.value.status_code == 429
+    assert exc.value.response.headers.get("retry-after") == "3"
+    assert exc.value.body["type"] == "rate_limit_error" and "rate limit" in exc.value.body["message"]
+    fake_openai.script([{"status": 500}])
+    fake_anthropic.script([{"status": 529, "error": "Overloaded"}])
+    with pytest.raises(openai.InternalServerError) as exc2:
+        oai(stack).chat.completions.create(model="fb-oai-first", messages=MSG)
+    assert exc2.value.status_code == 503  # Anthropic 529 -> 503 for OpenAI clients
+
+
+def test_all_fail_anthropic_client_gets_anthropic_error(stack, fake_openai, fake_anthropic):
+    fake_anthropic.script([{"status": 500, "error": "a"}])
+    fake_openai.script([{"status": 503, "error": "b"}])
+    with pytest.raises(anthropic.InternalServerError) as exc:
+        ant(stack).messages.create(model="fb-ant-first", max_tokens=50, messages=MSG)
+    assert exc.value.body["type"] == "error"
+
+
+def test_mid_stream_failure_ends_with_terminal_error_event(stack, fake_openai):
+    """The provider dies after the first bytes: no retry is possible; the client gets a well-formed
+    terminal error event in its format and the stream ends (no hang)."""
+    fake_openai.script([{"truncate": 2, "chunks": 6}])
+    start = time.monotonic()
+    stream = oai(stack).chat.completions.create(model="fb-oai-first", messages=MSG, stream=True)
+    with pytest.raises(openai.APIError) as exc:
+        for _ in stream:
+            pass
+    assert time.monotonic() - start < 10
+    assert "stream" in str(exc.value).lower() or exc.value.body
+
+
+def test_mid_stream_reset_ends_the_client_stream(stack, fake_openai):
+    fake_openai.script([{"reset_after_chunks": 2, "chunks": 6}])
+    start = time.monotonic()
+    got = []
+    with pytest.raises((openai.APIError, openai.APIConnectionError)) as exc:
+        for chunk in oai(stack).chat.completions.create(model="fb-oai-first", messages=MSG, stream=True):
+            got.append(chunk)
+    assert time.monotonic() - start < 10
+    print("RESET:", type(exc.value), exc.value, len(got))
+
+
+def test_garbage_json_from_provider_is_a_clean_502(stack, fake_openai, fake_anthropic):
+    fake_openai.script([{"garbage": True}])
+    with pytest.raises(openai.APIStatusError) as exc:
+        oai(stack).chat.completions.create(model="gpt-4o-mini", messages=MSG)
+    assert exc.value.status_code == 502 and exc.value.body["message"]
+    fake_anthropic.script([{"garbage": True}])
+    with pytest.raises(openai.APIStatusError) as exc:
+        oai(stack).chat.completions.create(model="claude-haiku", messages=MSG)
+    assert exc.value.status_code == 502
