@@ -8,10 +8,9 @@ import anthropic
 import openai
 import pytest
 from anthropic.types import MessageCreateParams
+from harness import ANTHROPIC_PROVIDER_KEY, OPENAI_PROVIDER_KEY
 from openai.types.chat import CompletionCreateParams
 from pydantic import TypeAdapter
-
-from harness import ANTHROPIC_PROVIDER_KEY, OPENAI_PROVIDER_KEY
 
 pytestmark = pytest.mark.e2e
 STACK_EXTRA = {
