@@ -16,6 +16,7 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from redis.asyncio import Redis
 
+from extproc.breaker import Breaker
 from extproc.gateway import Gateway
 from extproc.server import ExternalProcessor
 from extproc.stages import Stage
@@ -69,7 +70,8 @@ def build(cfg: SidegateConfig, redis: Redis | None = None) -> App:
     observers: list[Observer] = [MetricsObserver(cfg)]
     starters: list[Callable[[], Any]] = []
     closers: list[Callable[[], Any]] = []
-    stages: list[Stage] = [AuthStage(), ParseStage(cfg.listener.max_request_bytes), RouteStage(cfg)]
+    breaker = Breaker()
+    stages: list[Stage] = [AuthStage(), ParseStage(cfg.listener.max_request_bytes), RouteStage(cfg, breaker)]
     filler = None
     if redis is not None:
         if cfg.observability.ledger:
@@ -94,7 +96,7 @@ def build(cfg: SidegateConfig, redis: Redis | None = None) -> App:
                 starters.append(lambda: asyncio.create_task(semantic.run_cleanup()))
                 closers.append(semantic.close)
     gateway = Gateway(stages, observers)
-    return App(cfg, gateway, Upstream(cfg, observers, filler), starters, closers)
+    return App(cfg, gateway, Upstream(cfg, observers, filler, breaker), starters, closers)
 
 
 async def serve(cfg: SidegateConfig, redis: Redis | None, host: str, port: int) -> tuple[grpc.aio.Server, App]:

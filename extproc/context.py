@@ -39,6 +39,8 @@ class RequestContext:
     client_wants_usage: bool = False
     # route
     model_config: ModelConfig | None = None
+    route: str = ""
+    """Value of the route header: the model, or `model#N` to start its chain at priority group N."""
     # set by stages that rewrite the request body (e.g. PII redaction)
     body_changed: bool = False
     # metadata forwarded to the upstream stage (namespace `sidegate`)

@@ -60,7 +60,7 @@ class Gateway:
         if ctx.response_headers:
             ctx.meta["response_headers"] = ctx.response_headers
         body = orjson.dumps(ctx.body) if ctx.body_changed else None
-        return Forward(route=ctx.model, meta=ctx.upstream_meta(), body=body, response_headers=ctx.response_headers)
+        return Forward(route=ctx.route or ctx.model, meta=ctx.upstream_meta(), body=body, response_headers=ctx.response_headers)
 
     def _observe(self, ctx: RequestContext, status: int, provider: str, started: float) -> None:
         """Answers the gateway gives itself (refusals, cache hits) reach the same observers."""

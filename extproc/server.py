@@ -24,7 +24,7 @@ from extproc.stages.parse import endpoint_api
 from extproc.upstream import HeaderChanges, Upstream, UpstreamTry
 from sidegate.envoy_pb import header_options, headers_to_dict, struct
 from sidegate.errors import Api, GatewayError, error_body, render
-from sidegate.render import META_NS, PHASE_HEADER, ROUTE_HEADER
+from sidegate.render import META_NS, PHASE_HEADER, REPLY_DETAILS, ROUTE_HEADER
 
 log = logging.getLogger("sidegate.extproc")
 
@@ -43,7 +43,7 @@ def _immediate(reply: Reply) -> pb.ProcessingResponse:
             status=HttpStatus(code=reply.status),
             headers=_header_mutation(reply.headers),
             body=reply.body,
-            details="sidegate",
+            details=REPLY_DETAILS,
         )
     )
 

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from extproc.breaker import Breaker, parse_retry_after
 from sidegate.config import ProviderConfig, RouteConfig, SidegateConfig
 from sidegate.errors import Api, GatewayError, render
 from sidegate.render import provider_of_cluster
@@ -50,6 +51,8 @@ class Completion:
     ended_at: float = 0.0
     chunks: int = 0
     """Response body chunks with client-visible content (for inter-token latency)."""
+    retry_after_s: float | None = None
+    """The provider's `retry-after`, when it sent one."""
 
 
 Observer = Callable[[Completion], None]
@@ -76,9 +79,10 @@ class UpstreamTry:
             raise GatewayError(500, "Sidegate: request reached an unknown upstream cluster.")
         self.provider_name = provider
         self.provider: ProviderConfig = app.cfg.providers[provider]
+        self.mcfg = mcfg
         self.route: RouteConfig = next(r for r in mcfg.routes if r.provider == provider)
         self.upstream_model = self.route.model or self.model
-        self.max_attempts = len(mcfg.routes)
+        self.max_attempts = len(mcfg.groups()) - int(meta.get("start", 0))
         self.retry_on = frozenset(mcfg.retry_on_status)
         self.opts = TranslateOptions(default_max_tokens=mcfg.default_max_tokens)
         self.translator: Translator = get_translator(self.inbound, self.provider.api)
@@ -90,6 +94,7 @@ class UpstreamTry:
         self.started_at = time.monotonic()
         self.first_byte_at = 0.0
         self.chunks = 0
+        self.retry_after_s: float | None = None
         # Cache fill: keep the client body and the client-format response (bounded).
         self.collect = bool(meta.get("cache_fill")) and app.filler is not None
         self.collect_limit = app.cfg.cache_policy(self.model).max_entry_bytes if self.collect else 0
@@ -100,7 +105,8 @@ class UpstreamTry:
     def request_headers(self) -> HeaderChanges:
         p = self.provider
         changes = HeaderChanges(remove=[*PROVIDER_HEADERS, "content-length"])
-        key = self.app.provider_keys.get(self.provider_name)
+        pool = self.app.provider_keys.get(self.provider_name)
+        key = pool.next() if pool is not None else None
         if key:
             style = p.auth_style
             if style == "bearer":
@@ -136,6 +142,8 @@ class UpstreamTry:
     def response_headers(self, status: int, headers: dict[str, str]) -> tuple[str, HeaderChanges]:
         """Returns the body mode wanted ('buffered' or 'streamed') and header changes."""
         self.status = status
+        if status >= 400:
+            self.retry_after_s = parse_retry_after(headers)
         changes = HeaderChanges(
             set={"x-sidegate-provider": self.provider_name, "x-sidegate-attempts": str(self.attempt)},
             remove=["content-length"],
@@ -208,8 +216,11 @@ class UpstreamTry:
             meta=self.meta, provider=self.provider_name, upstream_model=self.upstream_model,
             status=self.status, usage=self.usage, final=self.final, streamed=self.streaming, aborted=aborted,
             attempt=self.attempt, started_at=self.started_at, first_byte_at=self.first_byte_at or now,
-            ended_at=now, chunks=self.chunks,
+            ended_at=now, chunks=self.chunks, retry_after_s=self.retry_after_s,
         )  # fmt: skip
+        if self.app.breaker is not None:
+            self.app.breaker.record(self.provider_name, 0 if aborted and not self.status else self.status,
+                                    self.mcfg.breaker, self.retry_after_s, self.model)  # fmt: skip
         for observer in self.app.observers:
             try:
                 observer(done)
@@ -226,6 +237,27 @@ class UpstreamTry:
             self._finish(aborted=True)
 
 
+class KeyPool:
+    """Smooth weighted round-robin over one provider's keys (a single key is returned as is)."""
+
+    def __init__(self, keys: list[tuple[str, int]]):
+        self.keys = [k for k, _ in keys]
+        self.weights = [w for _, w in keys]
+        self.current = [0] * len(keys)
+        self.total = sum(self.weights)
+
+    def next(self) -> str:
+        if len(self.keys) == 1:
+            return self.keys[0]
+        best = 0
+        for i, w in enumerate(self.weights):
+            self.current[i] += w
+            if self.current[i] > self.current[best]:
+                best = i
+        self.current[best] -= self.total
+        return self.keys[best]
+
+
 class Filler(Protocol):
     def fill(
         self, meta: dict[str, Any], client_body: dict[str, Any] | None, response: bytes, streamed: bool,
@@ -234,17 +266,21 @@ class Filler(Protocol):
 
 
 class Upstream:
-    def __init__(self, cfg: SidegateConfig, observers: list[Observer] | None = None, filler: Filler | None = None):
+    def __init__(
+        self, cfg: SidegateConfig, observers: list[Observer] | None = None, filler: Filler | None = None,
+        breaker: Breaker | None = None,
+    ):  # fmt: skip
         self.cfg = cfg
         self.observers: list[Observer] = observers or []
         self.filler = filler
-        self.provider_keys: dict[str, str] = {}
+        self.breaker = breaker
+        self.provider_keys: dict[str, KeyPool] = {}
         for name, p in cfg.providers.items():
-            key = p.api_key()
-            if key:
-                self.provider_keys[name] = key
-            elif p.api_key_env:
-                log.warning("provider %s: environment variable %s is not set", name, p.api_key_env)
+            keys = p.api_keys()
+            if keys:
+                self.provider_keys[name] = KeyPool(keys)
+            elif p.api_key_env or p.api_key_envs:
+                log.warning("provider %s: its key environment variable(s) are not set", name)
 
     def start_try(self, meta: dict[str, Any], cluster: str, attempt: int) -> UpstreamTry:
         return UpstreamTry(self, meta, cluster, attempt)

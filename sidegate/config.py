@@ -59,6 +59,11 @@ class StoreConfig(_Model):
     fail_mode: Literal["open", "closed"] = "open"
 
 
+class WeightedKey(_Model):
+    env: str
+    weight: int = Field(1, ge=1, le=1000)
+
+
 AuthStyle = Literal["bearer", "x-api-key", "api-key", "none"]
 
 
@@ -68,6 +73,8 @@ class ProviderConfig(_Model):
     base_url: str
     api_key_env: str | None = None
     """Name of the environment variable holding the provider key (never the key itself)."""
+    api_key_envs: list[WeightedKey] = Field(default_factory=list)
+    """Several keys of one provider account/deployment, used by weight (spreads per-key rate limits)."""
     auth: AuthStyle | None = None
     """Header style; default: bearer for openai, x-api-key for anthropic."""
     path_prefix: str = ""
@@ -111,11 +118,36 @@ class ProviderConfig(_Model):
     def api_key(self) -> str | None:
         return os.environ.get(self.api_key_env) if self.api_key_env else None
 
+    def api_keys(self) -> list[tuple[str, int]]:
+        """(key, weight) for every configured key that is set in the environment."""
+        out = [(os.environ[k.env], k.weight) for k in self.api_key_envs if os.environ.get(k.env)]
+        single = self.api_key()
+        if single:
+            out.insert(0, (single, 1))
+        return out
+
 
 class RouteConfig(_Model):
     provider: str
     model: str | None = None
     """Provider-side model name (alias target); default: the client's model name."""
+    weight: int = Field(1, ge=1, le=1000)
+    """Share of traffic among routes with the same `priority`."""
+    priority: int | None = None
+    """Routes with the same priority are load balanced by weight; lower priorities are tried first.
+    Default: the route's position in the list (a plain ordered fallback chain)."""
+
+
+class BreakerConfig(_Model):
+    """Gateway-side ejection of a failing provider from a model's chain (see docs/fallback.md)."""
+
+    failures: int = Field(5, ge=1)
+    """Consecutive failed tries (429, 5xx, timeouts, resets) that eject a provider."""
+    ejection_s: float = Field(30.0, gt=0)
+    """First ejection time; doubles on each re-ejection (capped at max_ejection_s)."""
+    max_ejection_s: float = Field(300.0, gt=0)
+    honour_retry_after: bool = True
+    """A 429/503 with `retry-after` ejects the provider at once, for that long (capped)."""
 
 
 class ModelConfig(_Model):
@@ -128,6 +160,7 @@ class ModelConfig(_Model):
     default_max_tokens: int = Field(4096, ge=1)
     cache: CachePolicy | None = None
     """Response cache policy for this model (default: `defaults.cache`)."""
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
 
     @model_validator(mode="after")
     def _unique_providers(self) -> ModelConfig:
@@ -135,6 +168,13 @@ class ModelConfig(_Model):
         if len(names) != len(set(names)):
             raise ValueError("a provider may appear only once in a model's route chain")
         return self
+
+    def groups(self) -> list[list[RouteConfig]]:
+        """Routes grouped by priority, in order (a group is load balanced by weight)."""
+        by_prio: dict[int, list[RouteConfig]] = {}
+        for i, r in enumerate(self.routes):
+            by_prio.setdefault(r.priority if r.priority is not None else i, []).append(r)
+        return [by_prio[k] for k in sorted(by_prio)]
 
 
 class ObservabilityConfig(_Model):

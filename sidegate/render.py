@@ -17,6 +17,8 @@ from sidegate.config import ModelConfig, ProviderConfig, SidegateConfig
 
 ROUTE_HEADER = "x-sidegate-route"
 PHASE_HEADER = "x-sidegate-phase"
+REPLY_DETAILS = "sidegate"
+"""Response code details of every ImmediateResponse Sidegate sends (keeps local_reply_config off them)."""
 META_NS = "sidegate"
 AUTHZ_NS = "envoy.filters.http.ext_authz"
 SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
@@ -70,6 +72,12 @@ def _provider_cluster(name: str, p: ProviderConfig) -> dict[str, Any]:
         "connect_timeout": _duration(p.connect_timeout_s),
         "metadata": {"filter_metadata": {META_NS: {"provider": name}}},
         "circuit_breakers": {"thresholds": [{"max_connections": p.max_connections, "max_requests": p.max_connections}]},
+        # A provider hostname usually resolves to several addresses: eject the ones that keep failing.
+        # (Whole-provider ejection for fallback chains is the gateway's breaker: extproc/breaker.py.)
+        "outlier_detection": {
+            "consecutive_5xx": 5, "consecutive_gateway_failure": 5, "interval": "10s",
+            "base_ejection_time": "30s", "max_ejection_percent": 50,
+        },
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
@@ -99,36 +107,47 @@ def _provider_cluster(name: str, p: ProviderConfig) -> dict[str, Any]:
     return cluster
 
 
-def _model_route(model: str, m: ModelConfig) -> dict[str, Any]:
-    groups = [
-        {"name": f"try{i}", "clusters": [{"cluster_name": cluster_name(r.provider), "weight": 1}]}
-        for i, r in enumerate(m.routes)
-    ]
-    return {
-        "name": f"model.{model}",
-        "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"exact": model}}]},
-        "request_headers_to_remove": [ROUTE_HEADER],
-        "route": {
-            "inline_cluster_specifier_plugin": {
-                "extension": {
-                    "name": "envoy.router.cluster_specifier_plugin.priority_group",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.router.cluster_specifiers.priority_group.v3.PriorityGroupClusterSpecifier",
-                        "priority_groups": groups,
-                    },
-                }
+def route_value(model: str, start: int) -> str:
+    """Value of the route header for `model`'s chain starting at priority group `start`."""
+    return model if start == 0 else f"{model}#{start}"
+
+
+def _model_routes(model: str, m: ModelConfig) -> list[dict[str, Any]]:
+    """One Envoy route per possible start of the chain: the gateway skips ejected providers by
+    picking a later start; Envoy retries the rest of the chain on 429/5xx/timeouts/resets."""
+    groups = m.groups()
+    out = []
+    for start in range(len(groups)):
+        pgroups = [
+            {"name": f"p{i}", "clusters": [{"cluster_name": cluster_name(r.provider), "weight": r.weight} for r in g]}
+            for i, g in enumerate(groups[start:], start)
+        ]
+        out.append({
+            "name": f"model.{model}.{start}",
+            "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"exact": route_value(model, start)}}]},
+            "request_headers_to_remove": [ROUTE_HEADER],
+            "route": {
+                "inline_cluster_specifier_plugin": {
+                    "extension": {
+                        "name": "envoy.router.cluster_specifier_plugin.priority_group",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.router.cluster_specifiers.priority_group.v3.PriorityGroupClusterSpecifier",
+                            "priority_groups": pgroups,
+                        },
+                    }
+                },
+                "timeout": _duration(m.timeout_s),
+                "retry_policy": {
+                    "retry_on": "connect-failure,reset,refused-stream,retriable-status-codes",
+                    "retriable_status_codes": sorted(set(m.retry_on_status)),
+                    "num_retries": len(pgroups) - 1,
+                    "per_try_timeout": _duration(m.per_try_timeout_s),
+                    "refresh_cluster_on_retry": True,
+                    "retry_back_off": {"base_interval": "0.001s", "max_interval": "0.002s"},
+                },
             },
-            "timeout": _duration(m.timeout_s),
-            "retry_policy": {
-                "retry_on": "connect-failure,reset,refused-stream,retriable-status-codes",
-                "retriable_status_codes": sorted(set(m.retry_on_status)),
-                "num_retries": len(m.routes) - 1,
-                "per_try_timeout": _duration(m.per_try_timeout_s),
-                "refresh_cluster_on_retry": True,
-                "retry_back_off": {"base_interval": "0.001s", "max_interval": "0.002s"},
-            },
-        },
-    }
+        })  # fmt: skip
+    return out
 
 
 def _oversize_route(limit: int) -> dict[str, Any]:
@@ -158,6 +177,14 @@ def _local_reply_mapper(status: int, path_prefix: str, body: str) -> dict[str, A
                 "filters": [
                     {"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": status, "runtime_key": f"sidegate.lr.{status}"}}}},
                     {"header_filter": {"header": {"name": ":path", "string_match": {"prefix": path_prefix}}}},
+                    # Only Envoy's own replies: Sidegate's answers (details "sidegate") are already in format.
+                    {"extension_filter": {
+                        "name": "envoy.access_loggers.extension_filters.cel",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                            "expression": f"response.code_details != '{REPLY_DETAILS}'",
+                        },
+                    }},
                 ]
             }
         },
@@ -236,7 +263,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
         },
     )  # fmt: skip
     routes = [_oversize_route(cfg.listener.max_request_bytes)]
-    routes += [_model_route(name, m) for name, m in cfg.models.items()]
+    routes += [r for name, m in cfg.models.items() for r in _model_routes(name, m)]
     routes.append({"name": "unrouted", "match": {"prefix": "/"}, "direct_response": {"status": 404}})
     if not sidegate_filters:
         routes = [{**routes[1], "match": {"prefix": "/"}}]

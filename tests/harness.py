@@ -75,7 +75,10 @@ class Stack:
                 "globex": {"keys": [self._key("globex", "globex")]},
             },
         }  # fmt: skip
-        _merge(data, self.extra)
+        extra = {k: v for k, v in self.extra.items() if k != "env"}
+        _merge(data, extra)
+        for p in data["providers"].values():  # placeholders for the fakes' URLs
+            p["base_url"] = p["base_url"].replace("FAKE_OPENAI", self.openai_url).replace("FAKE_ANTHROPIC", self.anthropic_url)
         return data
 
     def start(self) -> Stack:
@@ -88,6 +91,7 @@ class Stack:
         env["E2E_OPENAI_KEY"] = OPENAI_PROVIDER_KEY
         env["E2E_ANTHROPIC_KEY"] = ANTHROPIC_PROVIDER_KEY
         env.setdefault("SIDEGATE_LOG_LEVEL", "INFO")
+        env.update(self.extra.get("env", {}))
         cfg = config_mod.load(self.cfg_path, env=env)
         self.sup = Supervisor(cfg_path=self.cfg_path, cfg=cfg, workdir=self.workdir, env=env, log_to_files=True)
         self.sup.start()

@@ -15,15 +15,29 @@ from pydantic import TypeAdapter
 pytestmark = pytest.mark.e2e
 STACK_EXTRA = {
     "models": {
+        # These two exercise Envoy's retries on every try: the gateway breaker is kept out of the way.
         "fb-oai-first": {
             "routes": [{"provider": "openai", "model": "gpt-4o-mini"}, {"provider": "anthropic", "model": "claude-3-5-haiku"}],
-            "per_try_timeout_s": 1.0,
+            "per_try_timeout_s": 1.0, "breaker": {"failures": 1000, "honour_retry_after": False},
         },
         "fb-ant-first": {
             "routes": [{"provider": "anthropic", "model": "claude-3-5-haiku"}, {"provider": "openai", "model": "gpt-4o-mini"}],
-            "per_try_timeout_s": 1.0,
+            "per_try_timeout_s": 1.0, "breaker": {"failures": 1000, "honour_retry_after": False},
         },
-    }
+        "fb-eject": {
+            "routes": [{"provider": "openai", "model": "gpt-4o-mini"}, {"provider": "anthropic", "model": "claude-3-5-haiku"}],
+            "breaker": {"failures": 2, "ejection_s": 1.0},
+        },
+        "weighted": {
+            "routes": [{"provider": "openai", "priority": 0, "weight": 3}, {"provider": "anthropic", "priority": 0, "weight": 1}],
+        },
+        "pooled": {"routes": [{"provider": "pooled-anthropic", "model": "claude-3-5-haiku"}]},
+    },
+    "providers": {
+        "pooled-anthropic": {"api": "anthropic", "base_url": "FAKE_ANTHROPIC",
+                             "api_key_envs": [{"env": "E2E_POOL_1"}, {"env": "E2E_POOL_2"}]},
+    },
+    "env": {"E2E_POOL_1": "pool-key-1", "E2E_POOL_2": "pool-key-2"},
 }
 MSG = [{"role": "user", "content": "Say hello"}]
 
@@ -137,3 +151,48 @@ def test_garbage_json_from_provider_is_a_clean_502(stack, fake_openai, fake_anth
     with pytest.raises(openai.APIStatusError) as exc:
         oai(stack).chat.completions.create(model="claude-haiku", messages=MSG)
     assert exc.value.status_code == 502
+
+
+def test_failing_provider_is_ejected_and_recovers(stack, fake_openai, fake_anthropic):
+    """breaker: 2 consecutive failures eject the primary for 1 s (config below); meanwhile requests
+    start at the fallback without touching the primary; then traffic returns to the primary."""
+    fake_openai.set_default({"status": 500})
+    try:
+        for _ in range(2):
+            r = oai(stack).chat.completions.with_raw_response.create(model="fb-eject", messages=MSG)
+            assert r.headers["x-sidegate-attempts"] == "2"
+        n = len(fake_openai.requests)
+        r = oai(stack).chat.completions.with_raw_response.create(model="fb-eject", messages=MSG)
+        assert r.headers["x-sidegate-provider"] == "anthropic" and r.headers["x-sidegate-attempts"] == "1"
+        assert len(fake_openai.requests) == n  # ejected: never tried
+    finally:
+        fake_openai.set_default(None)
+    time.sleep(1.2)
+    r = oai(stack).chat.completions.with_raw_response.create(model="fb-eject", messages=MSG)
+    assert r.headers["x-sidegate-provider"] == "openai"
+
+
+def test_retry_after_ejects_for_that_long(stack, fake_openai):
+    fake_openai.script([{"status": 429, "error": "slow down", "retry_after": 1}])
+    r = oai(stack).chat.completions.with_raw_response.create(model="fb-eject", messages=MSG)
+    assert r.headers["x-sidegate-provider"] == "anthropic"
+    n = len(fake_openai.requests)
+    r = oai(stack).chat.completions.with_raw_response.create(model="fb-eject", messages=MSG)
+    assert r.headers["x-sidegate-attempts"] == "1" and len(fake_openai.requests) == n
+    time.sleep(1.2)
+    r = oai(stack).chat.completions.with_raw_response.create(model="fb-eject", messages=MSG)
+    assert r.headers["x-sidegate-provider"] == "openai"
+
+
+def test_weighted_load_balancing_across_providers(stack, fake_openai, fake_anthropic):
+    for _ in range(40):
+        oai(stack).chat.completions.create(model="weighted", messages=MSG)
+    a, b = len(fake_openai.requests), len(fake_anthropic.requests)
+    assert a + b == 40 and 22 <= a <= 38, (a, b)  # weight 3:1 -> ~30:10
+
+
+def test_provider_key_pool_rotates_keys(stack, fake_anthropic):
+    for _ in range(4):
+        oai(stack).chat.completions.create(model="pooled", messages=MSG)
+    seen = [r.headers["x-api-key"] for r in fake_anthropic.requests]
+    assert sorted(set(seen)) == ["pool-key-1", "pool-key-2"] and seen.count("pool-key-1") == 2
