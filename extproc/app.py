@@ -1,6 +1,6 @@
 """Assembles the pipeline from the config: the one place that lists the stages in order.
 
-Gateway (once per request):  auth -> parse -> route -> cache
+Gateway (once per request):  auth -> parse -> route -> quota -> cache
 Upstream (once per try):     translate -> credentials -> (response) translate -> observe
 """
 
@@ -23,12 +23,15 @@ from extproc.stages import Stage
 from extproc.stages.auth import AuthStage
 from extproc.stages.cache import CacheFiller, CacheStage, PendingFills
 from extproc.stages.parse import ParseStage
+from extproc.stages.quota import QuotaSettler, QuotaStage
 from extproc.stages.route import RouteStage
+from extproc.tenants import TenantQuotas
 from extproc.upstream import Observer, Upstream
 from sidegate import metrics
 from sidegate.config import SidegateConfig
 from sidegate.health import add_health, set_serving
 from sidegate.observe import MetricsObserver
+from sidegate.quota import QuotaStore
 
 log = logging.getLogger("sidegate.extproc")
 
@@ -67,18 +70,27 @@ class App:
 
 def build(cfg: SidegateConfig, redis: Redis | None = None) -> App:
     """Stages and observers from the config. Background work starts in :func:`start`."""
-    observers: list[Observer] = [MetricsObserver(cfg)]
+    observers: list[Observer] = []
     starters: list[Callable[[], Any]] = []
     closers: list[Callable[[], Any]] = []
     breaker = Breaker()
     stages: list[Stage] = [AuthStage(), ParseStage(cfg.listener.max_request_bytes), RouteStage(cfg, breaker)]
     filler = None
+    cost = None
     if redis is not None:
+        quota_store = QuotaStore.from_policy(redis, cfg.quota, fail_mode=cfg.store.fail_mode)
+        tenants = TenantQuotas(cfg, redis)
+        stages.append(QuotaStage(cfg, quota_store, tenants))
+        settler = QuotaSettler(cfg, quota_store)
+        cost = settler.cost
+        observers.append(settler)
+        starters.append(lambda: asyncio.create_task(tenants.run()))
+        closers.append(settler.drain)
         if cfg.observability.ledger:
             from sidegate.ledger import Ledger
 
             ledger = Ledger(redis, maxlen=cfg.observability.ledger_maxlen)
-            observers.append(ledger.observer())
+            observers.append(ledger.observer(cost=cost))
             starters.append(ledger.start)
             closers.append(ledger.stop)
         policies = [cfg.defaults.cache, *(m.cache for m in cfg.models.values() if m.cache is not None)]
@@ -95,6 +107,7 @@ def build(cfg: SidegateConfig, redis: Redis | None = None) -> App:
                 starters.append(semantic.start)  # load the model before reporting ready (~1 s)
                 starters.append(lambda: asyncio.create_task(semantic.run_cleanup()))
                 closers.append(semantic.close)
+    observers.insert(0, MetricsObserver(cfg, cost=cost))
     gateway = Gateway(stages, observers)
     return App(cfg, gateway, Upstream(cfg, observers, filler, breaker), starters, closers)
 

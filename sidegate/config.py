@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sidegate.cache.policy import CachePolicy, SemanticSettings
 from sidegate.errors import Api
+from sidegate.quota.policy import QuotaPolicy, TenantQuota
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
@@ -55,7 +56,8 @@ class StoreConfig(_Model):
     url: str | None = None
     """redis://, rediss:// or unix:// URL of Redis/Valkey/Dragonfly. None -> embedded Valkey."""
     embedded_port: int = Field(0, ge=0, le=65535)
-    socket_timeout_s: float = Field(0.25, gt=0)
+    socket_timeout_s: float = Field(1.0, gt=0)
+    """Socket timeout of store calls; each quota call is further bounded by quota.op_timeout_s."""
     fail_mode: Literal["open", "closed"] = "open"
 
 
@@ -202,6 +204,9 @@ class KeyConfig(_Model):
 
 class TenantConfig(_Model):
     keys: list[KeyConfig] = Field(default_factory=list)
+    quota: TenantQuota = Field(default_factory=TenantQuota)
+    """rpm/tpm/daily_usd/monthly_usd for the tenant (seeded into the store at start, then managed
+    live by `sidegate tenants limits` / the admin API), plus per-key and per-model overrides."""
 
 
 class RouteDefaults(_Model):
@@ -219,6 +224,8 @@ class SidegateConfig(_Model):
     semantic: SemanticSettings = Field(default_factory=SemanticSettings)
     """Embedder + vector index of the semantic cache (process-wide)."""
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    quota: QuotaPolicy = Field(default_factory=QuotaPolicy)
+    """Window, reservation TTL, tokenizer, default limits and the model price table."""
 
     def cache_policy(self, model: str) -> CachePolicy:
         m = self.models.get(model)

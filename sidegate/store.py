@@ -9,18 +9,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 
-def client(url: str, socket_timeout_s: float = 0.25) -> Redis:
-    """One shared async client (connection pool) per process."""
-    return Redis.from_url(
-        url,
-        socket_timeout=socket_timeout_s,
-        socket_connect_timeout=socket_timeout_s,
-        health_check_interval=0,
-        retry_on_timeout=False,
-    )
+def client(url: str, socket_timeout_s: float = 1.0, max_connections: int = 256) -> Redis:
+    """One shared async client per process. A blocking pool: past `max_connections` concurrent
+    commands a caller waits (bounded by the timeout) instead of failing at once."""
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=socket_timeout_s, socket_timeout=socket_timeout_s,
+        socket_connect_timeout=socket_timeout_s, health_check_interval=0,
+    )  # fmt: skip
+    return Redis(connection_pool=pool)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -16,6 +16,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from extproc import tenants
 from sidegate import keystore, render
 from sidegate.config import SidegateConfig
 from sidegate.store import client, embedded_valkey_cmd, free_port, wait_for_port
@@ -94,6 +95,7 @@ class Supervisor:
         while True:
             try:
                 n = await keystore.seed(redis, self.cfg)
+                await tenants.seed(redis, self.cfg)
                 break
             except Exception:
                 if time.monotonic() > deadline:

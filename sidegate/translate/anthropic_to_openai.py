@@ -14,9 +14,18 @@ from sidegate.sse import SseParser, encode_event
 from sidegate.translate.base import ProviderRequest, TranslateOptions, Usage
 from sidegate.translate.common import (
     STREAM_TRUNCATED,
+    as_count,
+    as_dict,
+    as_list,
+    as_str,
     bad_param,
+    bad_response,
     client_error,
     dumps,
+    is_int,
+    is_number,
+    loads_object,
+    need_str,
     sse_error_event,
 )
 
@@ -54,29 +63,35 @@ _FINISH = {
 # --------------------------------------------------------------------------------------- request
 
 
-def _image_part(block: dict[str, Any]) -> dict[str, Any]:
+def _source(block: dict[str, Any]) -> dict[str, Any]:
     src = block.get("source") or {}
+    if not isinstance(src, dict):
+        raise bad_param("messages", "content block source must be an object.")
+    return src
+
+
+def _image_part(block: dict[str, Any]) -> dict[str, Any]:
+    src = _source(block)
     kind = src.get("type")
     if kind == "base64":
-        url = f"data:{src.get('media_type', '')};base64,{src.get('data', '')}"
+        media_type = need_str(src.get("media_type", ""), "messages", "image media_type")
+        url = f"data:{media_type};base64,{need_str(src.get('data', ''), 'messages', 'image data')}"
     elif kind == "url":
-        url = src.get("url", "")
+        url = need_str(src.get("url", ""), "messages", "image url")
     else:
         raise bad_param("messages", f"image source type {kind!r} is not supported upstream.")
     return {"type": "image_url", "image_url": {"url": url}}
 
 
 def _document_part(block: dict[str, Any]) -> dict[str, Any]:
-    src = block.get("source") or {}
+    src = _source(block)
     kind = src.get("type")
     if kind == "text":
-        return {"type": "text", "text": src.get("data", "")}
+        return {"type": "text", "text": need_str(src.get("data", ""), "messages", "document data")}
     if kind == "base64" and src.get("media_type") == "application/pdf":
-        name = block.get("title") or "document.pdf"
-        return {
-            "type": "file",
-            "file": {"filename": name, "file_data": f"data:application/pdf;base64,{src.get('data', '')}"},
-        }
+        name = need_str(block.get("title") or "document.pdf", "messages", "document title")
+        data = need_str(src.get("data", ""), "messages", "document data")
+        return {"type": "file", "file": {"filename": name, "file_data": f"data:application/pdf;base64,{data}"}}
     raise bad_param("messages", f"document source type {kind!r} is not supported upstream.")
 
 
@@ -86,15 +101,16 @@ def _tool_result_text(block: dict[str, Any]) -> str:
         text = ""
     elif isinstance(content, str):
         text = content
-    else:
+    elif isinstance(content, list):
         parts = []
         for item in content:
-            if item.get("type") != "text":
-                raise bad_param(
-                    "messages", f"tool_result content of type {item.get('type')!r} is not supported upstream."
-                )
-            parts.append(item.get("text", ""))
+            kind = item.get("type") if isinstance(item, dict) else None
+            if kind != "text":
+                raise bad_param("messages", f"tool_result content of type {kind!r} is not supported upstream.")
+            parts.append(need_str(item.get("text", ""), "messages", "tool_result text"))
         text = "".join(parts)
+    else:
+        raise bad_param("messages", "tool_result content must be a string or a list of text blocks.")
     return "Error: " + text if block.get("is_error") else text
 
 
@@ -106,7 +122,7 @@ def _system_text(system: Any) -> str:
         for block in system:
             if not isinstance(block, dict) or block.get("type") != "text":
                 raise bad_param("system", "system blocks must be text blocks.")
-            texts.append(block.get("text", ""))
+            texts.append(need_str(block.get("text", ""), "system", "system text"))
         return "\n\n".join(texts)
     raise bad_param("system", "system must be a string or a list of text blocks.")
 
@@ -117,7 +133,7 @@ def _user(content: Any, out: list[dict[str, Any]]) -> None:
         return
     parts: list[dict[str, Any]] = []
     for block in content:
-        kind = block.get("type")
+        kind = block.get("type") if isinstance(block, dict) else None
         if kind == "tool_result":
             if parts:  # keep order: content before a tool result goes first
                 out.append({"role": "user", "content": parts})
@@ -125,12 +141,12 @@ def _user(content: Any, out: list[dict[str, Any]]) -> None:
             out.append(
                 {
                     "role": "tool",
-                    "tool_call_id": block.get("tool_use_id", ""),
+                    "tool_call_id": need_str(block.get("tool_use_id", ""), "messages", "tool_use_id"),
                     "content": _tool_result_text(block),
                 }
             )
         elif kind == "text":
-            parts.append({"type": "text", "text": block.get("text", "")})
+            parts.append({"type": "text", "text": need_str(block.get("text", ""), "messages", "text")})
         elif kind == "image":
             parts.append(_image_part(block))
         elif kind == "document":
@@ -148,16 +164,16 @@ def _assistant(content: Any, out: list[dict[str, Any]]) -> None:
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
     for block in content:
-        kind = block.get("type")
+        kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text":
-            texts.append(block.get("text", ""))
+            texts.append(need_str(block.get("text", ""), "messages", "text"))
         elif kind == "tool_use":
             calls.append(
                 {
-                    "id": block.get("id", ""),
+                    "id": need_str(block.get("id", ""), "messages", "tool_use id"),
                     "type": "function",
                     "function": {
-                        "name": block.get("name", ""),
+                        "name": need_str(block.get("name", ""), "messages", "tool_use name"),
                         "arguments": dumps(block.get("input") or {}).decode(),
                     },
                 }
@@ -196,23 +212,30 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _tools(tools: list[Any]) -> list[dict[str, Any]]:
+def _tools(tools: Any) -> list[dict[str, Any]]:
+    if not isinstance(tools, list):
+        raise bad_param("tools", "tools must be a list.")
     out = []
     for tool in tools:
         if not isinstance(tool, dict) or tool.get("type") not in (None, "custom"):
             kind = tool.get("type") if isinstance(tool, dict) else None
             raise bad_param("tools", f"tool type {kind!r} (a server tool) is not supported upstream.")
-        fn: dict[str, Any] = {"name": tool.get("name", "")}
+        fn: dict[str, Any] = {"name": need_str(tool.get("name", ""), "tools", "tool name")}
         if tool.get("description"):
-            fn["description"] = tool["description"]
-        fn["parameters"] = tool.get("input_schema") or {"type": "object", "properties": {}}
+            fn["description"] = need_str(tool["description"], "tools", "tool description")
+        schema = tool.get("input_schema") or {"type": "object", "properties": {}}
+        if not isinstance(schema, dict):
+            raise bad_param("tools", "tool input_schema must be an object.")
+        fn["parameters"] = schema
         if tool.get("strict"):
             fn["strict"] = True
         out.append({"type": "function", "function": fn})
     return out
 
 
-def _tool_choice(choice: dict[str, Any]) -> Any:
+def _tool_choice(choice: Any) -> Any:
+    if not isinstance(choice, dict):
+        raise bad_param("tool_choice", "tool_choice must be an object.")
     kind = choice.get("type")
     if kind == "auto":
         return "auto"
@@ -221,7 +244,7 @@ def _tool_choice(choice: dict[str, Any]) -> Any:
     if kind == "none":
         return "none"
     if kind == "tool":
-        return {"type": "function", "function": {"name": choice.get("name", "")}}
+        return {"type": "function", "function": {"name": need_str(choice.get("name", ""), "tool_choice", "name")}}
     raise bad_param("tool_choice", f"tool_choice type {kind!r} is not supported upstream.")
 
 
@@ -243,14 +266,20 @@ def build_request(body: dict[str, Any], model: str, opts: TranslateOptions) -> d
             raise bad_param(key, f"Parameter {key!r} is not supported for this model.")
     out: dict[str, Any] = {"model": model, "messages": _messages(body)}
     max_tokens = body.get("max_tokens")
-    if not isinstance(max_tokens, int) or max_tokens < 1:
+    if not is_int(max_tokens) or max_tokens < 1:
         raise bad_param("max_tokens", "max_tokens is required and must be a positive integer.")
     out["max_completion_tokens"] = max_tokens
     for key in ("temperature", "top_p", "top_k"):
-        if body.get(key) is not None:
-            out[key] = body[key]
-    if body.get("stop_sequences"):
-        out["stop"] = list(body["stop_sequences"])
+        value = body.get(key)
+        if value is not None:
+            if not (is_int(value) if key == "top_k" else is_number(value)):
+                raise bad_param(key, f"{key} must be {'an integer' if key == 'top_k' else 'a number'}.")
+            out[key] = value
+    stop = body.get("stop_sequences")
+    if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
+        raise bad_param("stop_sequences", "stop_sequences must be a list of strings.")
+    if stop:
+        out["stop"] = list(stop)
 
     tools = body.get("tools")
     choice = body.get("tool_choice")
@@ -260,34 +289,45 @@ def build_request(body: dict[str, Any], model: str, opts: TranslateOptions) -> d
             out["tool_choice"] = _tool_choice(choice)
             if choice.get("disable_parallel_tool_use"):
                 out["parallel_tool_calls"] = False
-    elif choice is not None and choice.get("type") not in ("auto", "none"):
-        raise bad_param("tool_choice", "tool_choice requires tools.")
+    elif choice is not None:
+        if not isinstance(choice, dict):
+            raise bad_param("tool_choice", "tool_choice must be an object.")
+        if choice.get("type") not in ("auto", "none"):
+            raise bad_param("tool_choice", "tool_choice requires tools.")
 
     thinking = body.get("thinking")
     if isinstance(thinking, dict) and thinking.get("type") == "enabled":
         if not opts.reasoning_budgets:
             raise bad_param("thinking", "thinking is not enabled on this route.")
-        out["reasoning_effort"] = _effort(int(thinking.get("budget_tokens") or 0), opts.reasoning_budgets)
+        budget = thinking.get("budget_tokens") or 0
+        if not is_int(budget):
+            raise bad_param("thinking", "thinking.budget_tokens must be an integer.")
+        out["reasoning_effort"] = _effort(budget, opts.reasoning_budgets)
     elif thinking is not None and (
         not isinstance(thinking, dict) or thinking.get("type") not in ("disabled", "adaptive")
     ):
         raise bad_param("thinking", "thinking must be enabled, adaptive or disabled.")
 
     output_config = body.get("output_config") or {}
+    if not isinstance(output_config, dict):
+        raise bad_param("output_config", "output_config must be an object.")
     if output_config.get("effort"):
-        out["reasoning_effort"] = output_config["effort"]
+        out["reasoning_effort"] = need_str(output_config["effort"], "output_config", "output_config.effort")
     fmt = output_config.get("format")
     if fmt:
-        if fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+        if not isinstance(fmt, dict) or fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
             raise bad_param("output_config", "output_config.format must be a json_schema with a schema.")
         out["response_format"] = {
             "type": "json_schema",
             "json_schema": {"name": "output", "schema": fmt["schema"], "strict": True},
         }
 
-    user = (body.get("metadata") or {}).get("user_id")
+    metadata = body.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise bad_param("metadata", "metadata must be an object.")
+    user = metadata.get("user_id")
     if user:
-        out["user"] = user
+        out["user"] = need_str(user, "metadata", "metadata.user_id")
     if body.get("stream"):
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}
@@ -297,31 +337,33 @@ def build_request(body: dict[str, Any], model: str, opts: TranslateOptions) -> d
 # -------------------------------------------------------------------------------------- response
 
 
-def _usage_from_openai(u: dict[str, Any] | None) -> Usage:
-    u = u or {}
-    cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+def _usage_from_openai(u: Any) -> Usage:
+    u = as_dict(u)
+    prompt = as_count(u.get("prompt_tokens"))
+    cached = as_count(as_dict(u.get("prompt_tokens_details")).get("cached_tokens"))
     return Usage(
-        input_tokens=u.get("prompt_tokens") or 0,
-        output_tokens=u.get("completion_tokens") or 0,
-        cached_tokens=cached,
+        input_tokens=prompt,
+        output_tokens=as_count(u.get("completion_tokens")),
+        cached_tokens=min(cached, prompt),  # cached tokens are a part of the prompt tokens
     )
 
 
 def anthropic_usage(usage: Usage) -> dict[str, Any]:
     return {
-        "input_tokens": usage.input_tokens - usage.cached_tokens - usage.cache_creation_tokens,
+        "input_tokens": max(0, usage.input_tokens - usage.cached_tokens - usage.cache_creation_tokens),
         "output_tokens": usage.output_tokens,
         "cache_read_input_tokens": usage.cached_tokens,
         "cache_creation_input_tokens": usage.cache_creation_tokens,
     }
 
 
-def _tool_input(arguments: str | None) -> dict[str, Any]:
+def _tool_input(arguments: Any) -> dict[str, Any]:
+    arguments = as_str(arguments)
     try:
         parsed = orjson.loads(arguments or "{}")
     except orjson.JSONDecodeError:
         parsed = None
-    return parsed if isinstance(parsed, dict) else {"_raw_arguments": arguments or ""}
+    return parsed if isinstance(parsed, dict) else {"_raw_arguments": arguments}
 
 
 def _stop(choice: dict[str, Any]) -> tuple[str, str | None]:
@@ -329,13 +371,13 @@ def _stop(choice: dict[str, Any]) -> tuple[str, str | None]:
     matched = choice.get("stop_reason")  # vLLM: the stop string that matched, if any
     if finish == "stop" and isinstance(matched, str):
         return "stop_sequence", matched
-    return _FINISH.get(finish or "stop", "end_turn"), None
+    return (_FINISH.get(finish, "end_turn") if isinstance(finish, str) else "end_turn"), None
 
 
 def build_response(body: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
-    choices = body.get("choices") or [{}]
-    choice = choices[0]
-    msg = choice.get("message") or {}
+    choices = as_list(body.get("choices"))
+    choice = as_dict(choices[0]) if choices else {}
+    msg = as_dict(choice.get("message"))
     content: list[dict[str, Any]] = []
     reasoning = msg.get("reasoning_content") or msg.get("reasoning")
     if isinstance(reasoning, str) and reasoning:
@@ -346,23 +388,24 @@ def build_response(body: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
     refusal = msg.get("refusal")
     if isinstance(refusal, str) and refusal:
         content.append({"type": "text", "text": refusal})
-    for call in msg.get("tool_calls") or ():
-        fn = call.get("function") or {}
+    for call in as_list(msg.get("tool_calls")):
+        call = as_dict(call)
+        fn = as_dict(call.get("function"))
         content.append(
             {
                 "type": "tool_use",
-                "id": call.get("id", ""),
-                "name": fn.get("name", ""),
+                "id": as_str(call.get("id")),
+                "name": as_str(fn.get("name")),
                 "input": _tool_input(fn.get("arguments")),
             }
         )
     stop_reason, stop_sequence = _stop(choice)
     usage = _usage_from_openai(body.get("usage"))
     out = {
-        "id": body.get("id", ""),
+        "id": as_str(body.get("id")),
         "type": "message",
         "role": "assistant",
-        "model": body.get("model", ""),
+        "model": as_str(body.get("model")),
         "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": stop_sequence,
@@ -406,10 +449,10 @@ class OpenAIToAnthropicStream:
     def _start(self, chunk: dict[str, Any]) -> bytes:
         self._started = True
         msg = {
-            "id": chunk.get("id", ""),
+            "id": as_str(chunk.get("id")),
             "type": "message",
             "role": "assistant",
-            "model": chunk.get("model", ""),
+            "model": as_str(chunk.get("model")),
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
@@ -476,7 +519,7 @@ class OpenAIToAnthropicStream:
             if obj.get("error"):
                 self._done = True
                 err = obj["error"]
-                msg = err.get("message") if isinstance(err, dict) else str(err)
+                msg = as_str(err.get("message")) if isinstance(err, dict) else str(err)
                 out.append(
                     sse_error_event(Api.ANTHROPIC, msg or "The upstream provider failed.", "api_error")
                 )
@@ -486,24 +529,26 @@ class OpenAIToAnthropicStream:
 
     def _chunk(self, obj: dict[str, Any]) -> bytes:
         out = b"" if self._started else self._start(obj)
-        if obj.get("usage"):
+        if isinstance(obj.get("usage"), dict):
             self.usage = _usage_from_openai(obj["usage"])
-        for choice in obj.get("choices") or ():
+        for choice in as_list(obj.get("choices")):
+            choice = as_dict(choice)
             if choice.get("index", 0) != 0:
                 continue
-            delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            delta = as_dict(choice.get("delta"))
+            reasoning = as_str(delta.get("reasoning_content")) or as_str(delta.get("reasoning"))
             if reasoning:
                 if self._cur_kind != _THINKING:
                     out += self._open(_THINKING, {"type": "thinking", "thinking": "", "signature": ""})
                 out += self._delta(self._cur_index, {"type": "thinking_delta", "thinking": reasoning})
-            text = delta.get("content")
+            text = as_str(delta.get("content"))
             if text:
                 if self._cur_kind != _TEXT:
                     out += self._open(_TEXT, {"type": "text", "text": ""})
                 out += self._delta(self._cur_index, {"type": "text_delta", "text": text})
-            for call in delta.get("tool_calls") or ():
-                out += self._tool_delta(call)
+            for call in as_list(delta.get("tool_calls")):
+                if isinstance(call, dict):
+                    out += self._tool_delta(call)
             if choice.get("finish_reason"):
                 self._stop = _stop(choice)
         return out
@@ -511,20 +556,22 @@ class OpenAIToAnthropicStream:
     def _tool_delta(self, call: dict[str, Any]) -> bytes:
         out = b""
         oi = call.get("index", 0)
-        fn = call.get("function") or {}
+        if not is_int(oi):
+            return b""
+        fn = as_dict(call.get("function"))
         block = self._tools.get(oi)
         if block is None:
             out = self._open(
                 _TOOL,
                 {
                     "type": "tool_use",
-                    "id": call.get("id") or f"call_{oi}",
-                    "name": fn.get("name") or "",
+                    "id": as_str(call.get("id")) or f"call_{oi}",
+                    "name": as_str(fn.get("name")),
                     "input": {},
                 },
             )
             block = self._tools[oi] = self._cur_index
-        args = fn.get("arguments")
+        args = as_str(fn.get("arguments"))
         if args:
             # A late delta for an earlier (closed) tool call keeps that call's block index.
             out += self._delta(block, {"type": "input_json_delta", "partial_json": args})
@@ -550,7 +597,10 @@ class AnthropicToOpenAI:
         return ProviderRequest("/v1/chat/completions", dumps(build_request(body, model, opts)), {})
 
     def response(self, body: bytes) -> tuple[bytes, Usage | None]:
-        out, usage = build_response(orjson.loads(body))
+        obj = loads_object(body)
+        if obj is None:
+            raise bad_response()
+        out, usage = build_response(obj)
         return dumps(out), usage
 
     def stream(self, *, client_wants_usage: bool) -> OpenAIToAnthropicStream:

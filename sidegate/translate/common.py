@@ -10,10 +10,18 @@ from sidegate.errors import Api, GatewayError, error_body
 from sidegate.sse import encode_event
 
 __all__ = [
+    "as_count",
+    "as_dict",
+    "as_list",
+    "as_str",
     "bad_param",
+    "bad_response",
     "client_error",
     "dumps",
+    "is_int",
+    "is_number",
     "loads_object",
+    "need_str",
     "parse_provider_error",
     "sse_error_event",
 ]
@@ -33,6 +41,51 @@ def loads_object(body: bytes) -> dict[str, Any] | None:
 def bad_param(param: str, message: str) -> GatewayError:
     """A 400 naming the parameter that cannot be expressed upstream."""
     return GatewayError(400, message, code="unsupported_parameter", param=param)
+
+
+def bad_response() -> GatewayError:
+    """A 502 for a provider success body that is not a JSON object."""
+    return GatewayError(502, "The upstream provider returned an invalid response body.")
+
+
+# -- type guards. Requests: a wrong type is the client's error (400, never coerced). Provider
+# answers: a wrong type is tolerated (read as absent) so one quirky field cannot break a response.
+
+_MAX_COUNT = 1 << 53
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def need_str(value: Any, param: str, what: str) -> str:
+    """``value`` when it is a string, else a 400 saying ``what`` must be one."""
+    if not isinstance(value, str):
+        raise bad_param(param, f"{what} must be a string.")
+    return value
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def as_str(value: Any, default: str = "") -> str:
+    return value if isinstance(value, str) else default
+
+
+def as_count(value: Any) -> int:
+    """A provider token count: a non-negative int (anything else reads as 0), capped at 2**53."""
+    if not is_int(value) or value < 0:
+        return 0
+    return min(value, _MAX_COUNT)
 
 
 def parse_provider_error(body: bytes) -> tuple[str | None, str | None]:

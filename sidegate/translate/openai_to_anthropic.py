@@ -17,9 +17,18 @@ from sidegate.sse import SseParser
 from sidegate.translate.base import ProviderRequest, TranslateOptions, Usage
 from sidegate.translate.common import (
     STREAM_TRUNCATED,
+    as_count,
+    as_dict,
+    as_list,
+    as_str,
     bad_param,
+    bad_response,
     client_error,
     dumps,
+    is_int,
+    is_number,
+    loads_object,
+    need_str,
     sse_error_event,
 )
 
@@ -106,7 +115,7 @@ def _text_of(content: Any, where: str) -> str:
             if not isinstance(part, dict) or part.get("type") != "text":
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
                 raise bad_param("messages", f"{where} content part type {kind!r} is not supported upstream.")
-            parts.append(part.get("text", ""))
+            parts.append(need_str(part.get("text", ""), "messages", f"{where} text"))
         return "".join(parts)
     if content is None:
         return ""
@@ -137,8 +146,8 @@ def _image_block(part: dict[str, Any]) -> dict[str, Any]:
 
 
 def _file_block(part: dict[str, Any]) -> dict[str, Any]:
-    file = part.get("file") or {}
-    data_url = file.get("file_data")
+    file = part.get("file")
+    data_url = file.get("file_data") if isinstance(file, dict) else None
     if not isinstance(data_url, str):
         raise bad_param("messages", "file parts must carry file_data (file_id cannot be resolved upstream).")
     if not data_url.startswith("data:"):  # OpenAI also accepts bare base64: assume PDF as it does
@@ -158,7 +167,7 @@ def _user_blocks(content: Any) -> str | list[dict[str, Any]]:
     for part in content:
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
-            blocks.append({"type": "text", "text": part.get("text", "")})
+            blocks.append({"type": "text", "text": need_str(part.get("text", ""), "messages", "text")})
         elif kind == "image_url":
             blocks.append(_image_block(part))
         elif kind == "file":
@@ -182,19 +191,29 @@ def _assistant_blocks(msg: dict[str, Any]) -> list[dict[str, Any]]:
         for part in content:
             kind = part.get("type") if isinstance(part, dict) else None
             if kind == "text":
-                blocks.append({"type": "text", "text": part.get("text", "")})
+                blocks.append({"type": "text", "text": need_str(part.get("text", ""), "messages", "text")})
             elif kind == "refusal":
-                blocks.append({"type": "text", "text": part.get("refusal", "")})
+                refusal = need_str(part.get("refusal", ""), "messages", "refusal")
+                blocks.append({"type": "text", "text": refusal})
             else:
                 raise bad_param(
                     "messages", f"assistant content part type {kind!r} is not supported upstream."
                 )
     elif content is not None:
         raise bad_param("messages", "assistant content must be a string or a list of parts.")
-    for call in msg.get("tool_calls") or ():
+    calls = msg.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise bad_param("messages", "assistant tool_calls must be a list.")
+    for call in calls:
+        if not isinstance(call, dict):
+            raise bad_param("messages", "each assistant tool call must be an object.")
         if call.get("type", "function") != "function":
             raise bad_param("messages", f"tool call type {call.get('type')!r} is not supported upstream.")
         fn = call.get("function") or {}
+        if not isinstance(fn, dict):
+            raise bad_param("messages", "tool call function must be an object.")
+        call_id = need_str(call.get("id", ""), "messages", "tool call id")
+        name = need_str(fn.get("name", ""), "messages", "tool call function name")
         args = fn.get("arguments") or "{}"
         try:
             parsed = orjson.loads(args)
@@ -204,9 +223,7 @@ def _assistant_blocks(msg: dict[str, Any]) -> list[dict[str, Any]]:
             ) from None
         if not isinstance(parsed, dict):
             raise bad_param("messages", f"tool call {call.get('id')!r} arguments must be a JSON object.")
-        blocks.append(
-            {"type": "tool_use", "id": call.get("id", ""), "name": fn.get("name", ""), "input": parsed}
-        )
+        blocks.append({"type": "tool_use", "id": call_id, "name": name, "input": parsed})
     return blocks
 
 
@@ -253,17 +270,30 @@ def _messages(messages: Any) -> tuple[list[str], list[dict[str, Any]]]:
     return system, out
 
 
+def _schema(schema: Any) -> dict[str, Any]:
+    """Function ``parameters`` -> Anthropic ``input_schema`` (an object schema, as both APIs require)."""
+    if schema is None or schema == {}:
+        return {"type": "object", "properties": {}}
+    if not isinstance(schema, dict) or schema.get("type", "object") != "object":
+        raise bad_param("tools", "function parameters must be a JSON Schema of type 'object'.")
+    return schema if "type" in schema else {"type": "object", **schema}
+
+
 def _tools(tools: Any) -> list[dict[str, Any]]:
+    if not isinstance(tools, list):
+        raise bad_param("tools", "tools must be a list.")
     out = []
     for tool in tools:
         if not isinstance(tool, dict) or tool.get("type") != "function":
             kind = tool.get("type") if isinstance(tool, dict) else None
             raise bad_param("tools", f"tool type {kind!r} is not supported upstream (function tools only).")
         fn = tool.get("function") or {}
-        entry: dict[str, Any] = {"name": fn.get("name", "")}
+        if not isinstance(fn, dict):
+            raise bad_param("tools", "tool function must be an object.")
+        entry: dict[str, Any] = {"name": need_str(fn.get("name", ""), "tools", "function name")}
         if fn.get("description"):
-            entry["description"] = fn["description"]
-        entry["input_schema"] = fn.get("parameters") or {"type": "object", "properties": {}}
+            entry["description"] = need_str(fn["description"], "tools", "function description")
+        entry["input_schema"] = _schema(fn.get("parameters"))
         if fn.get("strict"):
             entry["strict"] = True
         out.append(entry)
@@ -278,7 +308,7 @@ def _tool_choice(choice: Any) -> dict[str, Any]:
     if choice == "required":
         return {"type": "any"}
     if isinstance(choice, dict) and choice.get("type") == "function":
-        name = (choice.get("function") or {}).get("name")
+        name = as_dict(choice.get("function")).get("name")
         if isinstance(name, str):
             return {"type": "tool", "name": name}
     raise bad_param("tool_choice", f"tool_choice {choice!r} is not supported upstream.")
@@ -289,7 +319,7 @@ def _response_format(fmt: Any) -> dict[str, Any] | None:
     if kind == "text":
         return None
     if kind == "json_schema":
-        schema = (fmt.get("json_schema") or {}).get("schema")
+        schema = as_dict(fmt.get("json_schema")).get("schema")
         if not isinstance(schema, dict):
             raise bad_param("response_format", "response_format json_schema needs a schema object.")
         return {"format": {"type": "json_schema", "schema": schema}}
@@ -324,7 +354,7 @@ def build_request(body: dict[str, Any], model: str, opts: TranslateOptions) -> d
     if max_tokens is None:
         max_tokens = body.get("max_tokens")
     explicit_max = max_tokens is not None
-    if explicit_max and (not isinstance(max_tokens, int) or max_tokens < 1):
+    if explicit_max and (not is_int(max_tokens) or max_tokens < 1):
         raise bad_param("max_completion_tokens", "max_completion_tokens must be a positive integer.")
     if not explicit_max:
         max_tokens = opts.default_max_tokens
@@ -332,6 +362,7 @@ def build_request(body: dict[str, Any], model: str, opts: TranslateOptions) -> d
     thinking: dict[str, Any] | None = None
     effort = body.get("reasoning_effort")
     if effort is not None and effort != "none":
+        need_str(effort, "reasoning_effort", "reasoning_effort")
         budgets = opts.reasoning_budgets
         if not budgets:
             raise bad_param("reasoning_effort", "reasoning_effort is not enabled on this route.")
@@ -360,14 +391,19 @@ def build_request(body: dict[str, Any], model: str, opts: TranslateOptions) -> d
     stop = body.get("stop")
     if isinstance(stop, str):
         out["stop_sequences"] = [stop]
-    elif isinstance(stop, list) and stop:
-        out["stop_sequences"] = stop
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        if stop:
+            out["stop_sequences"] = stop
+    elif stop is not None:
+        raise bad_param("stop", "stop must be a string or a list of strings.")
 
     new_api = opts.anthropic_version >= _NO_SAMPLING_VERSION
     for key, default in (("temperature", 1), ("top_p", 1), ("top_k", None)):
         value = body.get(key)
         if value is None:
             continue
+        if not (is_int(value) if key == "top_k" else is_number(value)):
+            raise bad_param(key, f"{key} must be {'an integer' if key == 'top_k' else 'a number'}.")
         if new_api:
             if value == default:
                 continue  # the OpenAI default: a no-op, and the provider rejects the key
@@ -398,7 +434,7 @@ def build_request(body: dict[str, Any], model: str, opts: TranslateOptions) -> d
         out["thinking"] = thinking
     user = body.get("safety_identifier") or body.get("user")
     if user:
-        out["metadata"] = {"user_id": user}
+        out["metadata"] = {"user_id": need_str(user, "user", "user")}
     if body.get("stream"):
         out["stream"] = True
     return out
@@ -408,11 +444,11 @@ def build_request(body: dict[str, Any], model: str, opts: TranslateOptions) -> d
 
 
 def _usage(u: dict[str, Any]) -> Usage:
-    read = u.get("cache_read_input_tokens") or 0
-    created = u.get("cache_creation_input_tokens") or 0
+    read = as_count(u.get("cache_read_input_tokens"))
+    created = as_count(u.get("cache_creation_input_tokens"))
     return Usage(
-        input_tokens=(u.get("input_tokens") or 0) + read + created,
-        output_tokens=u.get("output_tokens") or 0,
+        input_tokens=as_count(u.get("input_tokens")) + read + created,
+        output_tokens=as_count(u.get("output_tokens")),
         cached_tokens=read,
         cache_creation_tokens=created,
     )
@@ -432,26 +468,29 @@ def openai_usage(usage: Usage, thinking_tokens: int | None = None) -> dict[str, 
 
 def _thinking_tokens(u: dict[str, Any]) -> int | None:
     details = u.get("output_tokens_details")
-    return details.get("thinking_tokens") if isinstance(details, dict) else None
+    if not isinstance(details, dict) or details.get("thinking_tokens") is None:
+        return None
+    return as_count(details["thinking_tokens"])
 
 
 def build_response(msg: dict[str, Any], created: int) -> tuple[dict[str, Any], Usage]:
     texts: list[str] = []
     thoughts: list[str] = []
     calls: list[dict[str, Any]] = []
-    for block in msg.get("content") or ():
+    for block in as_list(msg.get("content")):
+        block = as_dict(block)
         kind = block.get("type")
         if kind == "text":
-            texts.append(block.get("text", ""))
+            texts.append(as_str(block.get("text")))
         elif kind == "thinking":
-            thoughts.append(block.get("thinking", ""))
+            thoughts.append(as_str(block.get("thinking")))
         elif kind == "tool_use":
             calls.append(
                 {
-                    "id": block.get("id", ""),
+                    "id": as_str(block.get("id")),
                     "type": "function",
                     "function": {
-                        "name": block.get("name", ""),
+                        "name": as_str(block.get("name")),
                         "arguments": dumps(block.get("input") or {}).decode(),
                     },
                 }
@@ -466,19 +505,20 @@ def build_response(msg: dict[str, Any], created: int) -> tuple[dict[str, Any], U
         message["tool_calls"] = calls
     if thoughts:
         message["reasoning_content"] = "".join(thoughts)
-    raw_usage = msg.get("usage") or {}
+    raw_usage = as_dict(msg.get("usage"))
     usage = _usage(raw_usage)
+    reason = msg.get("stop_reason")
     out = {
-        "id": msg.get("id", ""),
+        "id": as_str(msg.get("id")),
         "object": "chat.completion",
         "created": created,
-        "model": msg.get("model", ""),
+        "model": as_str(msg.get("model")),
         "choices": [
             {
                 "index": 0,
                 "message": message,
                 "logprobs": None,
-                "finish_reason": _STOP_REASONS.get(msg.get("stop_reason") or "end_turn", "stop"),
+                "finish_reason": _STOP_REASONS.get(reason, "stop") if isinstance(reason, str) else "stop",
             }
         ],
         "usage": openai_usage(usage, _thinking_tokens(raw_usage)),
@@ -526,7 +566,7 @@ class AnthropicToOpenAIStream:
         for key in _USAGE_KEYS:
             value = u.get(key)
             if value is not None:
-                raw[key] = value
+                raw[key] = as_count(value)
         self.usage = _usage(raw)
 
     def _head(self, msg_id: str, model: str) -> None:
@@ -543,10 +583,9 @@ class AnthropicToOpenAIStream:
             return b""
         out: list[bytes] = []
         for ev in self._parser.feed(chunk):
-            try:
-                data = orjson.loads(ev.data)
-            except orjson.JSONDecodeError:
-                continue  # not JSON: nothing we can translate (never seen from the provider)
+            data = loads_object(ev.data)
+            if data is None:
+                continue  # not a JSON object: nothing we can translate (never seen from the provider)
             piece = self._event(data)
             if piece:
                 out.append(piece)
@@ -557,56 +596,59 @@ class AnthropicToOpenAIStream:
     def _event(self, data: dict[str, Any]) -> bytes:
         kind = data.get("type")
         if kind == "content_block_delta":
-            delta = data.get("delta") or {}
+            delta = as_dict(data.get("delta"))
             dkind = delta.get("type")
             if dkind == "text_delta":
-                return self._chunk({"content": delta.get("text", "")})
+                return self._chunk({"content": as_str(delta.get("text"))})
             if dkind == "input_json_delta":
-                part = delta.get("partial_json", "")
-                idx = self._blocks.get(data.get("index", -1))
+                part = as_str(delta.get("partial_json"))
+                index = data.get("index", -1)
+                idx = self._blocks.get(index) if is_int(index) else None
                 if not part or idx is None:
                     return b""
                 return self._chunk({"tool_calls": [{"index": idx, "function": {"arguments": part}}]})
             if dkind == "thinking_delta":
-                return self._chunk({"reasoning_content": delta.get("thinking", "")})
+                return self._chunk({"reasoning_content": as_str(delta.get("thinking"))})
             return b""  # signature_delta, citations_delta: no OpenAI form
         if kind == "content_block_start":
-            block = data.get("content_block") or {}
+            block = as_dict(data.get("content_block"))
             bkind = block.get("type")
             if bkind == "tool_use":
                 idx = self._ntools
                 self._ntools += 1
-                self._blocks[data.get("index", -1)] = idx
+                index = data.get("index", -1)
+                if is_int(index):
+                    self._blocks[index] = idx
                 inp = block.get("input")
                 call = {
                     "index": idx,
-                    "id": block.get("id", ""),
+                    "id": as_str(block.get("id")),
                     "type": "function",
                     "function": {
-                        "name": block.get("name", ""),
+                        "name": as_str(block.get("name")),
                         "arguments": dumps(inp).decode() if inp else "",
                     },
                 }
                 return self._chunk({"tool_calls": [call]})
-            if bkind == "text" and block.get("text"):
+            if bkind == "text" and as_str(block.get("text")):
                 return self._chunk({"content": block["text"]})
-            if bkind == "thinking" and block.get("thinking"):
+            if bkind == "thinking" and as_str(block.get("thinking")):
                 return self._chunk({"reasoning_content": block["thinking"]})
             return b""
         if kind == "message_start":
-            msg = data.get("message") or {}
-            self._head(msg.get("id", ""), msg.get("model", ""))
-            self._add_usage(msg.get("usage") or {})
+            msg = as_dict(data.get("message"))
+            self._head(as_str(msg.get("id")), as_str(msg.get("model")))
+            self._add_usage(as_dict(msg.get("usage")))
             return self._chunk({"role": "assistant", "content": ""})
         if kind == "message_delta":
-            u = data.get("usage") or {}
+            u = as_dict(data.get("usage"))
             self._add_usage(u)
             if _thinking_tokens(u) is not None:
                 self._thinking_tokens = _thinking_tokens(u)
-            reason = (data.get("delta") or {}).get("stop_reason")
+            reason = as_dict(data.get("delta")).get("stop_reason")
             if reason is None:
                 return b""
-            finish = _STOP_REASONS.get(reason, "stop")
+            finish = _STOP_REASONS.get(reason, "stop") if isinstance(reason, str) else "stop"
             return self._prefix + b'{},"logprobs":null,"finish_reason":"' + finish.encode() + b'"}]}\n\n'
         if kind == "message_stop":
             self._done = True
@@ -623,12 +665,13 @@ class AnthropicToOpenAIStream:
             return tail + b"data: [DONE]\n\n"
         if kind == "error":
             self._done = True
-            err = data.get("error") or {}
+            err = as_dict(data.get("error"))
             etype = err.get("type")
             otype = "rate_limit_error" if etype == "rate_limit_error" else "server_error"
             if etype == "invalid_request_error":
                 otype = "invalid_request_error"
-            return sse_error_event(Api.OPENAI, err.get("message") or "The upstream provider failed.", otype)
+            message = as_str(err.get("message")) or "The upstream provider failed."
+            return sse_error_event(Api.OPENAI, message, otype)
         return b""  # ping, content_block_stop, unknown future events
 
     def finish(self) -> bytes:
@@ -654,7 +697,9 @@ class OpenAIToAnthropic:
         return ProviderRequest("/v1/messages", dumps(out), {"anthropic-version": opts.anthropic_version})
 
     def response(self, body: bytes) -> tuple[bytes, Usage | None]:
-        msg = orjson.loads(body)
+        msg = loads_object(body)
+        if msg is None:
+            raise bad_response()
         out, usage = build_response(msg, self.clock())
         return dumps(out), usage
 

@@ -1,0 +1,106 @@
+"""quota: count the prompt, reserve prompt + max output tokens across the request's scopes
+(tenant, key, tenant+model) atomically in the store; 429 with rate-limit headers when over.
+
+The reservation travels in the metadata; :class:`QuotaSettler` (an upstream observer) replaces it
+with the provider's real usage when the final try ends, also for aborted and failed requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from extproc.context import Reply, RequestContext
+from extproc.tenants import TenantQuotas
+from extproc.upstream import Completion
+from sidegate import metrics
+from sidegate.config import SidegateConfig
+from sidegate.quota import (
+    QuotaStore,
+    TokenCounter,
+    build_scopes,
+    cost_usd,
+    max_output_tokens,
+    rejection_error,
+)
+from sidegate.quota.store import Reservation
+
+log = logging.getLogger("sidegate.quota")
+
+
+class QuotaStage:
+    name = "quota"
+
+    def __init__(self, cfg: SidegateConfig, store: QuotaStore, tenants: TenantQuotas):
+        self.cfg = cfg
+        self.policy = cfg.quota
+        self.store = store
+        self.tenants = tenants
+        self.counter = TokenCounter(cfg.quota.tokenizer)
+
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
+        m = ctx.model_config
+        prompt = await self.counter.count_async(ctx.api, ctx.body, len(ctx.raw_body))
+        default_out = m.default_max_tokens if m is not None else self.policy.default_max_output_tokens
+        tokens = prompt + max_output_tokens(ctx.body, default_out)
+        scopes = build_scopes(ctx.tenant, self.tenants.get(ctx.tenant), key_id=ctx.key_id, model=ctx.model,
+                              default_limits=self.policy.default_limits)  # fmt: skip
+        decision = await self.store.reserve(ctx.tenant, scopes, tokens, ctx.request_id or "-")
+        ctx.response_headers.update(decision.headers())
+        if not decision.admitted:
+            metrics.quota_rejection(decision.scope or "tenant", ctx.tenant)
+            err = rejection_error(decision)
+            err.headers = {**ctx.response_headers, **err.headers}
+            raise err
+        r = decision.reservation
+        if r is not None:
+            ctx.meta["quota"] = {"tenant": r.tenant, "request_id": r.request_id, "scopes": list(r.scopes),
+                                 "tokens": r.tokens, "degraded": r.degraded, "prompt": prompt}  # fmt: skip
+        return None
+
+
+def _reservation(meta: dict[str, Any]) -> Reservation | None:
+    q = meta.get("quota")
+    if not isinstance(q, dict):
+        return None
+    return Reservation(tenant=str(q["tenant"]), request_id=str(q["request_id"]), scopes=tuple(q["scopes"]),
+                       tokens=int(q["tokens"]), degraded=bool(q.get("degraded")))  # fmt: skip
+
+
+class QuotaSettler:
+    """Observer: settles the reservation once, when the request's outcome is known."""
+
+    def __init__(self, cfg: SidegateConfig, store: QuotaStore):
+        self.cfg = cfg
+        self.store = store
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def cost(self, c: Completion) -> float:
+        price = self.cfg.quota.price(c.upstream_model) or self.cfg.quota.price(str(c.meta.get("model", "")))
+        return cost_usd(price, c.usage) if price is not None and c.usage is not None else 0.0
+
+    def __call__(self, c: Completion) -> None:
+        if not c.final:
+            return  # Envoy retries this error on the next provider: that try settles
+        r = _reservation(c.meta)
+        if r is None:
+            return
+        if c.usage is not None:
+            actual = c.usage.total_tokens
+        elif c.provider in ("cache", "gateway"):
+            actual = 0  # answered by the gateway: no provider tokens
+        elif c.aborted and c.streamed:
+            # Client went away mid-stream before the provider's usage arrived: prompt + one token
+            # per streamed content chunk (OpenAI-style deltas carry about one token each).
+            actual = int(c.meta.get("quota", {}).get("prompt", 0)) + c.chunks
+        else:
+            actual = 0  # the provider failed: nothing was generated
+        cost = self.cost(c)
+        task = asyncio.get_running_loop().create_task(self.store.settle(r, actual, cost))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout_s)
