@@ -1,6 +1,6 @@
 """Assembles the pipeline from the config: the one place that lists the stages in order.
 
-Gateway (once per request):  auth -> parse -> route -> quota -> cache
+Gateway (once per request):  auth -> parse -> route -> guard -> quota -> cache
 Upstream (once per try):     translate -> credentials -> (response) translate -> observe
 """
 
@@ -22,6 +22,7 @@ from extproc.server import ExternalProcessor
 from extproc.stages import Stage
 from extproc.stages.auth import AuthStage
 from extproc.stages.cache import CacheFiller, CacheStage, PendingFills
+from extproc.stages.guard import GuardStage
 from extproc.stages.parse import ParseStage
 from extproc.stages.quota import QuotaSettler, QuotaStage
 from extproc.stages.route import RouteStage
@@ -74,7 +75,9 @@ def build(cfg: SidegateConfig, redis: Redis | None = None) -> App:
     starters: list[Callable[[], Any]] = []
     closers: list[Callable[[], Any]] = []
     breaker = Breaker()
-    stages: list[Stage] = [AuthStage(), ParseStage(cfg.listener.max_request_bytes), RouteStage(cfg, breaker)]
+    stages: list[Stage] = [
+        AuthStage(), ParseStage(cfg.listener.max_request_bytes), RouteStage(cfg, breaker), GuardStage(cfg),
+    ]  # fmt: skip
     filler = None
     cost = None
     if redis is not None:

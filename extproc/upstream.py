@@ -19,6 +19,7 @@ import orjson
 from extproc.breaker import Breaker, parse_retry_after
 from sidegate.config import ProviderConfig, RouteConfig, SidegateConfig
 from sidegate.errors import Api, GatewayError, render
+from sidegate.guard import SseRestorer, restore_body
 from sidegate.render import provider_of_cluster
 from sidegate.translate import get_translator
 from sidegate.translate.base import StreamTranslator, TranslateOptions, Translator, Usage
@@ -100,6 +101,10 @@ class UpstreamTry:
         self.collect_limit = app.cfg.cache_policy(self.model).max_entry_bytes if self.collect else 0
         self.client_body: dict[str, Any] | None = None
         self.collected = bytearray()
+        # PII restore: original values back into the response (the map came from the guard stage).
+        restore = meta.get("restore")
+        self.restore_map: dict[str, str] = restore if isinstance(restore, dict) else {}
+        self.sse_restorer: SseRestorer | None = None
 
     # -- request ------------------------------------------------------------------------------
     def request_headers(self) -> HeaderChanges:
@@ -154,6 +159,8 @@ class UpstreamTry:
         if 200 <= status < 300 and ctype.startswith("text/event-stream"):
             self.streaming = True
             self.stream_tx = self.translator.stream(client_wants_usage=bool(self.meta.get("want_usage")))
+            if self.restore_map:
+                self.sse_restorer = SseRestorer(self.inbound, self.restore_map)
             changes.set["content-type"] = "text/event-stream"
             return "streamed", changes
         if status >= 300:
@@ -165,6 +172,8 @@ class UpstreamTry:
         if 200 <= self.status < 300:
             try:
                 out, self.usage = self.translator.response(body)
+                if self.restore_map:
+                    out = restore_body(out, self.restore_map)
             except GatewayError as err:
                 self.status = err.status
                 out = render(self.inbound, err)
@@ -188,19 +197,27 @@ class UpstreamTry:
                 self.collected += out
 
     def response_chunk(self, chunk: bytes, end: bool) -> bytes:
+        """One provider body chunk -> client bytes (translated, PII restored)."""
         assert self.stream_tx is not None
         out = self.stream_tx.feed(chunk) if chunk else b""
+        if end:
+            out += self.stream_tx.finish()
+        if self.sse_restorer is not None:
+            out = (self.sse_restorer.feed(out) if out else b"") + (self.sse_restorer.finish() if end else b"")
         if out:
             self.chunks += 1
             if not self.first_byte_at:
                 self.first_byte_at = time.monotonic()
         if end:
-            out += self.stream_tx.finish()
-            self.usage = self.stream_tx.usage
-            self._keep(out)
-            self._finish()
-            return out
+            return self._end_stream(out)
         self._keep(out)
+        return out
+
+    def _end_stream(self, out: bytes) -> bytes:
+        assert self.stream_tx is not None
+        self.usage = self.stream_tx.usage
+        self._keep(out)
+        self._finish()
         return out
 
     @property

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sidegate.cache.policy import CachePolicy, SemanticSettings
 from sidegate.errors import Api
+from sidegate.guard.policy import GuardPolicy
 from sidegate.quota.policy import QuotaPolicy, TenantQuota
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -163,6 +164,8 @@ class ModelConfig(_Model):
     cache: CachePolicy | None = None
     """Response cache policy for this model (default: `defaults.cache`)."""
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    guard: GuardPolicy | Literal["default"] | None = "default"
+    """PII/injection guard for this model: a policy, null (off), or "default" (`defaults.guard`)."""
 
     @model_validator(mode="after")
     def _unique_providers(self) -> ModelConfig:
@@ -211,6 +214,8 @@ class TenantConfig(_Model):
 
 class RouteDefaults(_Model):
     cache: CachePolicy = Field(default_factory=CachePolicy)
+    guard: GuardPolicy | None = Field(default_factory=GuardPolicy)
+    """Default guard: redact PII (restored in responses), block obvious prompt injections; null = off."""
 
 
 class SidegateConfig(_Model):
@@ -226,6 +231,12 @@ class SidegateConfig(_Model):
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     quota: QuotaPolicy = Field(default_factory=QuotaPolicy)
     """Window, reservation TTL, tokenizer, default limits and the model price table."""
+
+    def guard_policy(self, model: str) -> GuardPolicy | None:
+        m = self.models.get(model)
+        if m is None or m.guard == "default":
+            return self.defaults.guard
+        return m.guard
 
     def cache_policy(self, model: str) -> CachePolicy:
         m = self.models.get(model)
