@@ -44,6 +44,11 @@ class ServicesConfig(_Model):
     """Bind address of the /metrics endpoints (0.0.0.0 for Prometheus in k8s/compose)."""
     authz_port: int = Field(9001, ge=0, le=65535)
     extproc_port: int = Field(9002, ge=0, le=65535)
+    authz_workers: int = Field(1, ge=1, le=64)
+    """authz processes, on ports authz_port, authz_port+1, ... (one Envoy endpoint each)."""
+    extproc_workers: int = Field(1, ge=1, le=64)
+    """extproc processes, on ports extproc_port, extproc_port+1, ... (one Envoy endpoint each: Envoy
+    keeps one HTTP/2 connection per worker thread to a gRPC cluster, so SO_REUSEPORT splits badly)."""
     metrics_port: int = Field(9464, ge=0, le=65535)
     """extproc's Prometheus /metrics port (0 = off)."""
     authz_metrics_port: int = Field(9465, ge=0, le=65535)

@@ -36,7 +36,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.3f}s"
 
 
-def _grpc_cluster(name: str, host: str, port: int) -> dict[str, Any]:
+def _grpc_cluster(name: str, host: str, port: int, workers: int = 1) -> dict[str, Any]:
     return {
         "name": name,
         "type": "STATIC",
@@ -49,7 +49,7 @@ def _grpc_cluster(name: str, host: str, port: int) -> dict[str, Any]:
         },
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _addr(host, port)}}]}],
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _addr(host, port + i)}} for i in range(workers)]}],
         },
     }
 
@@ -320,8 +320,8 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
         ]
     clusters = [_provider_cluster(name, p) for name, p in cfg.providers.items()]
     svc_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(svc.host, svc.host)  # wildcard bind -> loopback
-    clusters.append(_grpc_cluster("sidegate_authz", svc_host, svc.authz_port))
-    clusters.append(_grpc_cluster("sidegate_extproc", svc_host, svc.extproc_port))
+    clusters.append(_grpc_cluster("sidegate_authz", svc_host, svc.authz_port, svc.authz_workers))
+    clusters.append(_grpc_cluster("sidegate_extproc", svc_host, svc.extproc_port, svc.extproc_workers))
     return {
         "admin": {"address": _addr(cfg.listener.admin_host, cfg.listener.admin_port)},
         "static_resources": {

@@ -34,6 +34,8 @@ class Child:
     restarts: int = 0
     log_path: Path | None = None
     started_at: float = 0.0
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment for this child (e.g. its worker port)."""
 
 
 def envoy_binary() -> str:
@@ -77,8 +79,22 @@ class Supervisor:
         asyncio.run(self._seed())
         py = [sys.executable, "-m", "sidegate.cli"]
         svc = self.cfg.services
-        self._spawn(Child("authz", [*py, "serve", "authz", "-c", str(self.cfg_path)], svc.authz_port, svc.host), timeout_s)
-        self._spawn(Child("extproc", [*py, "serve", "extproc", "-c", str(self.cfg_path)], svc.extproc_port, svc.host), timeout_s)
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(svc.host, svc.host)
+        for service, port, workers, metrics_port in (
+            ("authz", svc.authz_port, svc.authz_workers, svc.authz_metrics_port),
+            ("extproc", svc.extproc_port, svc.extproc_workers, svc.metrics_port),
+        ):
+            env: dict[str, str] = {}
+            if workers > 1 and metrics_port:  # one /metrics for all workers of a service
+                mdir = self.workdir / f"metrics-{service}"
+                shutil.rmtree(mdir, ignore_errors=True)
+                mdir.mkdir(parents=True)
+                env["PROMETHEUS_MULTIPROC_DIR"] = str(mdir)
+            for i in range(workers):
+                name = service if i == 0 else f"{service}-{i}"
+                worker_env = {**env, f"SIDEGATE_{service.upper()}_PORT": str(port + i)}
+                child = Child(name, [*py, "serve", service, "-c", str(self.cfg_path)], port + i, host, env=worker_env)
+                self._spawn(child, timeout_s)
         bootstrap = self.workdir / "envoy.yaml"
         bootstrap.write_text(render.render_yaml(self.cfg))
         envoy = [
@@ -109,7 +125,8 @@ class Supervisor:
         if self.log_to_files:
             child.log_path = self.workdir / f"{child.name}.log"
             out = open(child.log_path, "ab")  # noqa: SIM115 - handed to the child
-        child.proc = subprocess.Popen(child.cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT if out else None)
+        env = {**self.env, **child.env} if child.env else self.env
+        child.proc = subprocess.Popen(child.cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
         child.started_at = time.monotonic()
         if child not in self.children:
             self.children.append(child)

@@ -48,6 +48,8 @@ class QuotaStage:
                               default_limits=self.policy.default_limits)  # fmt: skip
         decision = await self.store.reserve(ctx.tenant, scopes, tokens, ctx.request_id or "-")
         ctx.response_headers.update(decision.headers())
+        if decision.degraded:  # admitted because the store was unreachable (fail_mode: open)
+            metrics.store_error("extproc", "quota")
         if not decision.admitted:
             metrics.quota_rejection(decision.scope or "tenant", ctx.tenant)
             err = rejection_error(decision)
