@@ -54,6 +54,10 @@ class ServicesConfig(_Model):
     authz_metrics_port: int = Field(9465, ge=0, le=65535)
     """authz's Prometheus /metrics port (0 = off)."""
     grpc_timeout_s: float = Field(5.0, gt=0)
+    admin_host: str = "127.0.0.1"
+    """Admin API bind address (keys, tenants, limits). Started by `sidegate up` when the
+    SIDEGATE_ADMIN_TOKEN environment variable is set."""
+    admin_port: int = Field(9003, ge=0, le=65535)
     failure_mode_allow: bool = False
     """If the Sidegate services are unreachable: False -> Envoy answers 5xx (safe default)."""
 

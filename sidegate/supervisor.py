@@ -95,6 +95,9 @@ class Supervisor:
                 worker_env = {**env, f"SIDEGATE_{service.upper()}_PORT": str(port + i)}
                 child = Child(name, [*py, "serve", service, "-c", str(self.cfg_path)], port + i, host, env=worker_env)
                 self._spawn(child, timeout_s)
+        if self.env.get("SIDEGATE_ADMIN_TOKEN"):
+            admin = [*py, "admin", "serve", "-c", str(self.cfg_path), "--host", svc.admin_host, "--port", str(svc.admin_port)]
+            self._spawn(Child("admin", admin, svc.admin_port, host if svc.admin_host in ("0.0.0.0", "::") else svc.admin_host), timeout_s)
         bootstrap = self.workdir / "envoy.yaml"
         bootstrap.write_text(render.render_yaml(self.cfg))
         envoy = [

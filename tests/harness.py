@@ -18,6 +18,7 @@ from sidegate.store import free_port
 from sidegate.supervisor import Supervisor
 
 OPENAI_PROVIDER_KEY = "sk-provider-openai-SECRET-0001"
+ADMIN_TOKEN = "admin-token-SECRET-0003"
 ANTHROPIC_PROVIDER_KEY = "sk-ant-provider-anthropic-SECRET-0002"
 
 
@@ -58,7 +59,7 @@ class Stack:
         data: dict[str, Any] = {
             "listener": {"host": "127.0.0.1", "port": free_port(), "admin_port": free_port()},
             "services": {"authz_port": free_port(), "extproc_port": free_port(), "metrics_port": free_port(),
-                         "authz_metrics_port": free_port()},
+                         "authz_metrics_port": free_port(), "admin_port": free_port()},
             "store": {"url": None},
             "providers": {
                 "openai": {"api": "openai", "base_url": self.openai_url, "api_key_env": "E2E_OPENAI_KEY"},
@@ -89,6 +90,7 @@ class Stack:
         env = dict(os.environ)
         env.pop("SIDEGATE_REDIS_URL", None)
         env["E2E_OPENAI_KEY"] = OPENAI_PROVIDER_KEY
+        env["SIDEGATE_ADMIN_TOKEN"] = ADMIN_TOKEN
         env["E2E_ANTHROPIC_KEY"] = ANTHROPIC_PROVIDER_KEY
         env.setdefault("SIDEGATE_LOG_LEVEL", "INFO")
         env.update(self.extra.get("env", {}))
