@@ -91,11 +91,52 @@ def measure(name: str, url: str, script: Path, pids: list[int], conns_list: list
     return rows
 
 
+SCENARIOS = "direct,envoy,sidegate,inline,inline-2w,exact-hit,semantic-hit,ttft"
+
+
+def _stack(work: Path, name: str, data: dict, env: dict[str, str]) -> Supervisor:
+    d = work / name
+    d.mkdir()
+    cfg_path = d / "sidegate.yaml"
+    cfg_path.write_text(yaml.safe_dump(data))
+    sup = Supervisor(cfg_path=cfg_path, cfg=config_mod.load(cfg_path, env=env), workdir=d, env=env, log_to_files=True)
+    sup.start(timeout_s=60)
+    return sup
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def ttft(url: str, headers: dict[str, str], n: int = 40) -> tuple[float, float]:
+    """p50/p99 ms from sending a streaming request to its first content event."""
+    import httpx
+
+    body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "Stream five words please."}]}
+    samples = []
+    with httpx.Client(timeout=10) as client:
+        for i in range(n + 3):
+            t0 = time.perf_counter()
+            with client.stream("POST", url, json=body, headers=headers) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data:") and '"content"' in line:
+                        if i >= 3:  # warm-up
+                            samples.append((time.perf_counter() - t0) * 1e3)
+                        break
+                for _ in r.iter_lines():
+                    pass
+    samples.sort()
+    return samples[len(samples) // 2], samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10)
-    ap.add_argument("--conns", default="1,16")
-    ap.add_argument("--only", default="direct,envoy,sidegate")
+    ap.add_argument("--conns", default="1,16,32")
+    ap.add_argument("--only", default=SCENARIOS, help=f"comma-separated subset of {SCENARIOS}")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         print("wrk not found: apt-get install wrk", file=sys.stderr)
@@ -108,29 +149,37 @@ def main() -> int:
     fake = upstream.start(envoy, work, fport, free_port())
     procs: list[subprocess.Popen] = [fake]
     rows: list[dict] = []
+    notes: list[str] = []
     key, kid = keys.new_key()
-    data = {
-        "listener": {"port": free_port(), "admin_port": free_port()},
-        "services": {"authz_port": free_port(), "extproc_port": free_port(), "metrics_port": free_port()},
-        "providers": {"openai": {"api": "openai", "base_url": f"http://127.0.0.1:{fport}", "api_key_env": "BENCH_KEY"}},
-        "models": {"gpt-4o-mini": {"routes": [{"provider": "openai"}]}},
-        "tenants": {"bench": {"keys": [{"id": kid, "hash": keys.hash_key(key)}]}},
-    }
-    cfg_path = work / "sidegate.yaml"
-    cfg_path.write_text(yaml.safe_dump(data))
+
+    def config(**services: object) -> dict:
+        return {
+            "listener": {"port": free_port(), "admin_port": free_port()},
+            "services": {"authz_port": free_port(), "extproc_port": free_port(), "metrics_port": free_port(),
+                         "authz_metrics_port": free_port(), **services},
+            "observability": {"access_log": None},
+            "providers": {"openai": {"api": "openai", "base_url": f"http://127.0.0.1:{fport}", "api_key_env": "BENCH_KEY"}},
+            "models": {
+                "gpt-4o-mini": {"routes": [{"provider": "openai"}]},
+                "cached": {"routes": [{"provider": "openai", "model": "gpt-4o-mini"}], "cache": {"exact": True}},
+                "semantic": {"routes": [{"provider": "openai", "model": "gpt-4o-mini"}],
+                             "cache": {"semantic": True, "semantic_timeout_ms": 500}},
+            },
+            "tenants": {"bench": {"keys": [{"id": kid, "hash": keys.hash_key(key)}]}},
+        }  # fmt: skip
+
     env = dict(os.environ, BENCH_KEY="sk-bench", SIDEGATE_LOG_LEVEL="WARNING")
-    cfg = config_mod.load(cfg_path, env=env)
-    plain = work / "plain.lua"
-    authed = work / "authed.lua"
+    plain, authed = work / "plain.lua", work / "authed.lua"
     wrk_script(plain, CHAT, None)
     wrk_script(authed, CHAT, key)
-    print(f"machine: {os.cpu_count()} cores; duration {args.duration}s per run; upstream: Envoy direct_response")
+    print(f"machine: {os.cpu_count()} cores; {args.duration}s per run; upstream: Envoy direct_response; wrk on the same box")
+    path = "/v1/chat/completions"
     try:
         wait_for_port("127.0.0.1", fport, 10, fake)
-        path = "/v1/chat/completions"
         if "direct" in only:
             rows += measure("direct", f"http://127.0.0.1:{fport}{path}", plain, [fake.pid], conns, args.duration)
         if "envoy" in only:
+            cfg = config_mod.parse(config(), env=env)
             b = work / "envoy-alone.yaml"
             b.write_text(yaml.safe_dump(render.bootstrap(cfg, sidegate_filters=False)))
             e = subprocess.Popen([envoy, "-c", str(b), "--use-dynamic-base-id", "-l", "error", "--concurrency", "2"])
@@ -139,14 +188,52 @@ def main() -> int:
             rows += measure("envoy", f"http://127.0.0.1:{cfg.listener.port}{path}", plain, [e.pid, fake.pid], conns, args.duration)
             e.terminate()
             e.wait(10)
-        if "sidegate" in only:
-            sup = Supervisor(cfg_path=cfg_path, cfg=cfg, workdir=work, env=env, log_to_files=True)
-            sup.start()
+        variants = [
+            ("sidegate", {}, CHAT), ("inline", {"auth": "inline"}, CHAT),
+            ("inline-2w", {"auth": "inline", "extproc_workers": 2}, CHAT),
+            ("exact-hit", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"cached"')),
+            ("semantic-hit", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"semantic"')),
+        ]
+        for name, services, body in variants:
+            if name not in only:
+                continue
+            sup = _stack(work, name, config(**services), env)
             try:
+                script = work / f"{name}.lua"
+                wrk_script(script, body, key)
+                url = f"http://127.0.0.1:{sup.cfg.listener.port}{path}"
                 pids = [c.proc.pid for c in sup.children if c.proc] + [fake.pid]
-                rows += measure("sidegate", f"http://127.0.0.1:{cfg.listener.port}{path}", authed, pids, conns, args.duration)
+                rows += measure(name, url, script, pids, conns, args.duration)
+                rss = {c.name: round(_rss_mb(c.proc.pid)) for c in sup.children if c.proc and c.name != "envoy"}
+                notes.append(f"{name}: RSS MB after the runs {rss}")
             finally:
                 sup.stop()
+        if "ttft" in only:
+            from sidegate.fakes import FakeProviderThread
+
+            with FakeProviderThread(port=0, chunks=5, chunk_delay_s=0.01) as fp:
+                data = config(auth="inline")
+                data["providers"]["openai"]["base_url"] = fp.url
+                direct = ttft(fp.url + path, {})
+                cfg = config_mod.parse(data, env=env)
+                b = work / "envoy-ttft.yaml"
+                b.write_text(yaml.safe_dump(render.bootstrap(cfg, sidegate_filters=False)))
+                e = subprocess.Popen([envoy, "-c", str(b), "--use-dynamic-base-id", "-l", "error"])
+                try:
+                    wait_for_port("127.0.0.1", cfg.listener.port, 10, e)
+                    alone = ttft(f"http://127.0.0.1:{cfg.listener.port}{path}", {})
+                finally:
+                    e.terminate()
+                    e.wait(10)
+                data["listener"] = {"port": free_port(), "admin_port": free_port()}
+                sup = _stack(work, "ttft", data, env)
+                try:
+                    full = ttft(f"http://127.0.0.1:{sup.cfg.listener.port}{path}", {"authorization": f"Bearer {key}"})
+                finally:
+                    sup.stop()
+            notes.append(f"streaming TTFT p50/p99 ms: direct {direct[0]:.2f}/{direct[1]:.2f}, Envoy alone "
+                         f"{alone[0]:.2f}/{alone[1]:.2f}, Sidegate (inline auth) {full[0]:.2f}/{full[1]:.2f} "
+                         f"-> added vs Envoy {full[0] - alone[0]:+.2f} ms")  # fmt: skip
     finally:
         for p in procs:
             p.terminate()
@@ -157,6 +244,8 @@ def main() -> int:
     for r in rows:
         added = r["p50"] - base[r["conns"]]["p50"] if r["conns"] in base else float("nan")
         print(f"| {r['name']} | {r['conns']} | {r['p50']:.3f} | {r['p99']:.3f} | {r['rps']:.0f} | {added:+.3f} | {r['cpu_ms']:.3f} |")
+    for n in notes:
+        print(n)
     return 0
 
 

@@ -16,6 +16,7 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from redis.asyncio import Redis
 
+from authz.service import KeyCache
 from extproc.breaker import Breaker
 from extproc.gateway import Gateway
 from extproc.server import ExternalProcessor
@@ -75,8 +76,16 @@ def build(cfg: SidegateConfig, redis: Redis | None = None) -> App:
     starters: list[Callable[[], Any]] = []
     closers: list[Callable[[], Any]] = []
     breaker = Breaker()
+    inline_auth = None
+    if cfg.services.auth == "inline":
+        if redis is None:
+            raise ValueError("services.auth: inline needs the store (key records)")
+        keys = KeyCache(redis)
+        inline_auth = AuthStage(keys)
+        starters.append(keys.start)
+        closers.append(keys.stop)
     stages: list[Stage] = [
-        AuthStage(), ParseStage(cfg.listener.max_request_bytes), RouteStage(cfg, breaker), GuardStage(cfg),
+        inline_auth or AuthStage(), ParseStage(cfg.listener.max_request_bytes), RouteStage(cfg, breaker), GuardStage(cfg),
     ]  # fmt: skip
     filler = None
     cost = None
@@ -111,7 +120,7 @@ def build(cfg: SidegateConfig, redis: Redis | None = None) -> App:
                 starters.append(lambda: asyncio.create_task(semantic.run_cleanup()))
                 closers.append(semantic.close)
     observers.insert(0, MetricsObserver(cfg, cost=cost))
-    gateway = Gateway(stages, observers)
+    gateway = Gateway(stages, observers, inline_auth)
     return App(cfg, gateway, Upstream(cfg, observers, filler, breaker), starters, closers)
 
 

@@ -45,6 +45,8 @@ class RequestContext:
     body_changed: bool = False
     # metadata forwarded to the upstream stage (namespace `sidegate`)
     meta: dict[str, Any] = field(default_factory=dict)
+    # request headers to remove before anything goes upstream (inline auth: the client's key)
+    remove_headers: list[str] = field(default_factory=list)
     # response headers the gateway wants the client to see (e.g. rate-limit headers)
     response_headers: dict[str, str] = field(default_factory=dict)
 

@@ -16,6 +16,7 @@ import orjson
 
 from extproc.context import Reply, RequestContext
 from extproc.stages import Stage
+from extproc.stages.auth import AuthStage
 from extproc.upstream import Observer
 from sidegate import metrics
 from sidegate.errors import GatewayError, render
@@ -32,15 +33,23 @@ class Forward:
     meta: dict[str, Any]
     body: bytes | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
+    remove_headers: list[str] = field(default_factory=list)
 
 
 Outcome = Forward | Reply
 
 
 class Gateway:
-    def __init__(self, stages: Sequence[Stage], observers: Sequence[Observer] = ()):
+    def __init__(self, stages: Sequence[Stage], observers: Sequence[Observer] = (), inline_auth: AuthStage | None = None):
         self.stages = list(stages)
         self.observers = list(observers)
+        self.inline_auth = inline_auth
+
+    def on_headers(self, ctx: RequestContext) -> Reply | None:
+        """Runs at request-headers time (before the body is buffered): inline authentication."""
+        if self.inline_auth is None:
+            return None
+        return self.inline_auth.authenticate(ctx)
 
     async def run(self, ctx: RequestContext) -> Outcome:
         started = time.monotonic()
@@ -60,7 +69,8 @@ class Gateway:
         if ctx.response_headers:
             ctx.meta["response_headers"] = ctx.response_headers
         body = orjson.dumps(ctx.body) if ctx.body_changed else None
-        return Forward(route=ctx.route or ctx.model, meta=ctx.upstream_meta(), body=body, response_headers=ctx.response_headers)
+        return Forward(route=ctx.route or ctx.model, meta=ctx.upstream_meta(), body=body,
+                       response_headers=ctx.response_headers, remove_headers=ctx.remove_headers)  # fmt: skip
 
     def _observe(self, ctx: RequestContext, status: int, provider: str, started: float) -> None:
         """Answers the gateway gives itself (refusals, cache hits) reach the same observers."""

@@ -95,6 +95,9 @@ class GatewayStream:
                 for name in ("anthropic-beta", "anthropic-version"):
                     if name in headers:
                         self.ctx.meta[name.replace("-", "_")] = headers[name]
+            early = self.gateway.on_headers(self.ctx)
+            if early is not None:
+                return _immediate(early)
             if req.request_headers.end_of_stream:
                 return await self._run()
             internal = [k for k in headers if k.startswith("x-sidegate-")]
@@ -121,7 +124,9 @@ class GatewayStream:
             set_headers["content-length"] = str(len(outcome.body))
             body_mutation = pb.BodyMutation(body=outcome.body)
         common = pb.CommonResponse(
-            header_mutation=_header_mutation(set_headers), body_mutation=body_mutation, clear_route_cache=True
+            header_mutation=_header_mutation(set_headers, outcome.remove_headers),
+            body_mutation=body_mutation,
+            clear_route_cache=True,
         )
         meta = struct({META_NS: outcome.meta})
         return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common), dynamic_metadata=meta)
@@ -142,26 +147,37 @@ class UpstreamStream:
         except GatewayError as err:
             return _immediate(Reply(err.status, render(self.api, err), {"content-type": "application/json"}))
 
+    def _start(self, req: pb.ProcessingRequest) -> UpstreamTry:
+        meta_struct = req.metadata_context.filter_metadata.get(META_NS)
+        meta = _struct_fields(meta_struct) if meta_struct is not None else {}
+        self.api = Api(meta.get("api", "openai"))
+        attrs = req.attributes.get("envoy.filters.http.ext_proc")
+        fields = attrs.fields if attrs is not None else {}
+        cluster = fields["xds.cluster_name"].string_value if "xds.cluster_name" in fields else ""
+        attempt = int(fields["upstream.request_attempt_count"].number_value) if "upstream.request_attempt_count" in fields else 1
+        self.try_ = self.upstream.start_try(meta, cluster, attempt)
+        return self.try_
+
     def _handle(self, kind: str | None, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         t = self.try_
         if kind == "request_headers":
-            meta_struct = req.metadata_context.filter_metadata.get(META_NS)
-            meta = _struct_fields(meta_struct) if meta_struct is not None else {}
-            self.api = Api(meta.get("api", "openai"))
-            attrs = req.attributes.get("envoy.filters.http.ext_proc")
-            fields = attrs.fields if attrs is not None else {}
-            cluster = fields["xds.cluster_name"].string_value if "xds.cluster_name" in fields else ""
-            attempt = int(fields["upstream.request_attempt_count"].number_value) if "upstream.request_attempt_count" in fields else 1
-            self.try_ = self.upstream.start_try(meta, cluster, attempt)
+            t = self._start(req)
             return pb.ProcessingResponse(
-                request_headers=pb.HeadersResponse(response=pb.CommonResponse(header_mutation=_mutation(self.try_.request_headers())))
+                request_headers=pb.HeadersResponse(response=pb.CommonResponse(header_mutation=_mutation(t.request_headers())))
             )
-        if t is None:
-            return _passthrough(req)
         if kind == "request_body":
-            body, changes = t.request_body(req.request_body.body)
+            if t is None:  # request headers are not sent to us (SKIP): do both steps on the body
+                t = self._start(req)
+                changes = t.request_headers()
+            else:
+                changes = HeaderChanges()
+            body, body_changes = t.request_body(req.request_body.body)
+            changes.set.update(body_changes.set)
+            changes.remove = [h for h in changes.remove if h not in changes.set]
             common = pb.CommonResponse(header_mutation=_mutation(changes), body_mutation=pb.BodyMutation(body=body))
             return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))
+        if t is None:
+            return _passthrough(req)
         if kind == "response_headers":
             headers = headers_to_dict(req.response_headers.headers)
             status = int(headers.get(":status", "0") or 0)

@@ -58,6 +58,9 @@ class ServicesConfig(_Model):
     """Admin API bind address (keys, tenants, limits). Started by `sidegate up` when the
     SIDEGATE_ADMIN_TOKEN environment variable is set."""
     admin_port: int = Field(9003, ge=0, le=65535)
+    auth: Literal["ext_authz", "inline"] = "ext_authz"
+    """`ext_authz`: Envoy asks the authz service (one more gRPC hop, auth is a separate process).
+    `inline`: the gateway ext_proc checks the key itself at request-headers time (faster)."""
     failure_mode_allow: bool = False
     """If the Sidegate services are unreachable: False -> Envoy answers 5xx (safe default)."""
 

@@ -249,6 +249,8 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
         "sidegate_extproc",
         "upstream",
         svc.grpc_timeout_s,
+        # Request headers must be SEND: with SKIP the upstream codec sends them before the body
+        # response could mutate them (verified on 1.40).
         {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
          "response_header_mode": "SEND", "response_body_mode": "STREAMED",
          "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},
@@ -262,6 +264,16 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
             "receiving_namespaces": {"untyped": [META_NS]},
         },
     )  # fmt: skip
+    ext_authz = {
+        "name": "envoy.filters.http.ext_authz",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "grpc_service": {"envoy_grpc": {"cluster_name": "sidegate_authz"}, "timeout": _duration(svc.grpc_timeout_s)},
+            "transport_api_version": "V3",
+            "failure_mode_allow": svc.failure_mode_allow,
+            "status_on_error": {"code": 503},
+        },
+    }
     routes = [_oversize_route(cfg.listener.max_request_bytes)]
     routes += [r for name, m in cfg.models.items() for r in _model_routes(name, m)]
     routes.append({"name": "unrouted", "match": {"prefix": "/"}, "direct_response": {"status": 404}})
@@ -288,16 +300,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
             ],
         },
         "http_filters": [
-            {
-                "name": "envoy.filters.http.ext_authz",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
-                    "grpc_service": {"envoy_grpc": {"cluster_name": "sidegate_authz"}, "timeout": _duration(svc.grpc_timeout_s)},
-                    "transport_api_version": "V3",
-                    "failure_mode_allow": svc.failure_mode_allow,
-                    "status_on_error": {"code": 503},
-                },
-            },
+            *([ext_authz] if svc.auth == "ext_authz" else []),
             {"name": "sidegate.gateway", "typed_config": gateway_proc},
             {
                 "name": "envoy.filters.http.router",

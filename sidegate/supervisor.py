@@ -84,6 +84,8 @@ class Supervisor:
             ("authz", svc.authz_port, svc.authz_workers, svc.authz_metrics_port),
             ("extproc", svc.extproc_port, svc.extproc_workers, svc.metrics_port),
         ):
+            if service == "authz" and svc.auth == "inline":
+                continue  # the gateway ext_proc authenticates itself
             env: dict[str, str] = {}
             if workers > 1 and metrics_port:  # one /metrics for all workers of a service
                 mdir = self.workdir / f"metrics-{service}"

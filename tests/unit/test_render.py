@@ -30,6 +30,13 @@ def test_routes_and_clusters_follow_the_config():
     assert names == ["envoy.filters.http.ext_authz", "sidegate.gateway", "envoy.filters.http.router"]
 
 
+def test_inline_auth_has_no_ext_authz_filter():
+    cfg = _demo()
+    cfg.services.auth = "inline"
+    hcm = render.bootstrap(cfg)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert [f["name"] for f in hcm["http_filters"]] == ["sidegate.gateway", "envoy.filters.http.router"]
+
+
 def test_https_provider_gets_verified_tls():
     cfg = config.parse(
         {
@@ -44,9 +51,10 @@ def test_https_provider_gets_verified_tls():
     assert tls["common_tls_context"]["validation_context"]["trusted_ca"]["filename"]
 
 
-@pytest.mark.parametrize("https", [False, True])
-def test_rendered_bootstrap_passes_envoy_validate(tmp_path, https):
+@pytest.mark.parametrize(("https", "auth"), [(False, "ext_authz"), (True, "ext_authz"), (False, "inline")])
+def test_rendered_bootstrap_passes_envoy_validate(tmp_path, https, auth):
     cfg = _demo()
+    cfg.services.auth = auth
     if https:
         cfg.providers["openai"].base_url = "https://api.openai.com"
     f = tmp_path / "envoy.yaml"
