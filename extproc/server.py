@@ -15,14 +15,13 @@ from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import Proces
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3.http_status_pb2 import HttpStatus
-from google.protobuf.json_format import MessageToDict
 
 from authz.decide import METADATA_NAMESPACE as AUTHZ_NS
 from extproc.context import Reply, RequestContext
 from extproc.gateway import Forward, Gateway
 from extproc.stages.parse import endpoint_api
 from extproc.upstream import HeaderChanges, Upstream, UpstreamTry
-from sidegate.envoy_pb import header_options, headers_to_dict, struct
+from sidegate.envoy_pb import header_options, headers_to_dict, struct, struct_to_dict
 from sidegate.errors import Api, GatewayError, error_body, render
 from sidegate.render import META_NS, PHASE_HEADER, REPLY_DETAILS, ROUTE_HEADER
 
@@ -53,7 +52,7 @@ def _header_mutation(headers: dict[str, str], remove: list[str] | None = None) -
 
 
 def _struct_fields(struct_msg: Any) -> dict[str, Any]:
-    return MessageToDict(struct_msg) if struct_msg is not None else {}
+    return struct_to_dict(struct_msg) if struct_msg is not None else {}
 
 
 def _passthrough(req: pb.ProcessingRequest) -> pb.ProcessingResponse:

@@ -34,3 +34,23 @@ def struct(fields: Mapping[str, object]) -> Struct:
     s = Struct()
     s.update(fields)
     return s
+
+
+def value_to_py(v):  # type: ignore[no-untyped-def]
+    """A google.protobuf.Value -> plain Python (faster than json_format.MessageToDict on the hot path)."""
+    kind = v.WhichOneof("kind")
+    if kind == "string_value":
+        return v.string_value
+    if kind == "number_value":
+        return v.number_value
+    if kind == "bool_value":
+        return v.bool_value
+    if kind == "struct_value":
+        return struct_to_dict(v.struct_value)
+    if kind == "list_value":
+        return [value_to_py(x) for x in v.list_value.values]
+    return None
+
+
+def struct_to_dict(s) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    return {k: value_to_py(v) for k, v in s.fields.items()}

@@ -57,6 +57,9 @@ class Supervisor:
     children: list[Child] = field(default_factory=list)
     redis_url: str = ""
 
+    def __post_init__(self) -> None:
+        self.env = dict(self.env)  # never write the embedded store's URL into the caller's dict
+
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, timeout_s: float = 20.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)

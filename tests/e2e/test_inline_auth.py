@@ -5,7 +5,6 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
-
 from harness import OPENAI_PROVIDER_KEY
 
 pytestmark = pytest.mark.e2e
