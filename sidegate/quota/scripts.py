@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,15 @@ from redis.exceptions import NoScriptError
 
 
 def lua_dir() -> Path:
-    """``$SIDEGATE_LUA_DIR`` or the repository's ``lua/`` folder."""
+    """``$SIDEGATE_LUA_DIR``, the repository's ``lua/`` folder (source checkout / editable install),
+    or ``<prefix>/share/sidegate/lua`` (a wheel installs the scripts there as data files)."""
     env = os.environ.get("SIDEGATE_LUA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "lua"
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parents[2] / "lua"
+    if repo.is_dir():
+        return repo
+    return Path(sys.prefix) / "share" / "sidegate" / "lua"
 
 
 class LuaScript:
