@@ -66,7 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _up(cfg_path: Path, cfg: config_mod.SidegateConfig, env: dict[str, str]) -> int:
     from sidegate.supervisor import Supervisor
 
-    sup = Supervisor(cfg_path=cfg_path, cfg=cfg, env=env)
+    sup = Supervisor(cfg_path=cfg_path, cfg=cfg, env=env, drain_s=cfg.services.drain_s)
     sup.start()
     base = f"http://{cfg.listener.host}:{cfg.listener.port}"
     print(f"Sidegate is up: {base}/v1  (Envoy admin http://127.0.0.1:{cfg.listener.admin_port})", flush=True)

@@ -54,6 +54,8 @@ class ServicesConfig(_Model):
     authz_metrics_port: int = Field(9465, ge=0, le=65535)
     """authz's Prometheus /metrics port (0 = off)."""
     grpc_timeout_s: float = Field(5.0, gt=0)
+    drain_s: float = Field(30.0, ge=0)
+    """Grace period on SIGTERM: Envoy drains and in-flight requests (streams too) may finish."""
     admin_host: str = "127.0.0.1"
     """Admin API bind address (keys, tenants, limits). Started by `sidegate up` when the
     SIDEGATE_ADMIN_TOKEN environment variable is set."""

@@ -54,6 +54,8 @@ class Supervisor:
     log_to_files: bool = False
     envoy_log_level: str = "warning"
     max_restarts: int = 5
+    drain_s: float = 30.0
+    """On SIGTERM/Ctrl-C: how long in-flight requests (streams included) may take to finish."""
     children: list[Child] = field(default_factory=list)
     redis_url: str = ""
 
@@ -168,7 +170,39 @@ class Supervisor:
                 time.sleep(min(0.1 * 2**c.restarts, 2.0))
                 self._spawn(c, 20.0)
 
-    def stop(self, grace_s: float = 10.0) -> None:
+    def drain(self, grace_s: float) -> int:
+        """Graceful drain: Envoy stops accepting new connections and closes idle ones; wait (up to
+        `grace_s`) until its in-flight requests, long SSE streams included, are done. Returns how
+        many were still active at the end."""
+        envoy = next((c for c in self.children if c.name == "envoy" and c.proc and c.proc.poll() is None), None)
+        if envoy is None:
+            return 0
+        admin = f"http://127.0.0.1:{self.cfg.listener.admin_port}"
+        stat = "http.sidegate.downstream_rq_active"
+        try:
+            urllib.request.urlopen(urllib.request.Request(f"{admin}/drain_listeners?graceful", method="POST"), timeout=2).close()
+        except OSError:
+            return 0
+        deadline = time.monotonic() + grace_s
+        active = 0
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{admin}/stats?filter=^{stat}$", timeout=2) as resp:
+                    text = resp.read().decode()
+                active = int(text.rsplit(":", 1)[1]) if ":" in text else 0
+            except (OSError, ValueError):
+                return 0
+            if active == 0:
+                return 0
+            time.sleep(0.1)
+        log.warning("drain: %d requests still active after %.0fs", active, grace_s)
+        return active
+
+    def stop(self, grace_s: float = 10.0, drain_s: float = 0.0) -> None:
+        """Stop every child: Envoy first (after a graceful drain of `drain_s`), then the services
+        (which finish their open ext_proc streams), then the store."""
+        if drain_s > 0:
+            self.drain(drain_s)
         for c in reversed(self.children):
             if c.proc is not None and c.proc.poll() is None:
                 c.proc.send_signal(signal.SIGTERM)
@@ -196,5 +230,5 @@ class Supervisor:
                 self.check()
                 time.sleep(0.2)
         finally:
-            self.stop()
+            self.stop(drain_s=self.drain_s)
         return 0
