@@ -5,8 +5,9 @@ No gRPC here, so it is testable directly; :mod:`authz.service` adapts it to Envo
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sidegate import keys
 from sidegate.errors import Api, error_body
@@ -29,7 +30,8 @@ class Deny:
     status: int
     api: Api
     body: bytes
-    reason: str  # bounded label for metrics: missing_key, malformed_key, unknown_key, revoked_key, expired_key
+    reason: str  # bounded label for metrics: missing_key, malformed_key, unknown_key, revoked_key, expired_key, throttled
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def inbound_api(path: str) -> Api:
@@ -52,6 +54,14 @@ def presented_key(headers: dict[str, str]) -> str | None:
 
 def _deny(api: Api, reason: str, message: str) -> Deny:
     return Deny(401, api, error_body(api, 401, message, code="invalid_api_key"), reason)
+
+
+def throttled(headers: dict[str, str], wait_s: float) -> Deny:
+    """Too many failed attempts from this source: 429 before any key is even looked at."""
+    api = inbound_api(headers.get(":path", "/"))
+    body = error_body(api, 429, "Too many failed authentication attempts from this address; retry later.",
+                      code="auth_rate_limited")  # fmt: skip
+    return Deny(429, api, body, "throttled", {"retry-after": str(max(1, math.ceil(wait_s)))})
 
 
 def decide(headers: dict[str, str], records: dict[str, KeyRecord], now: float | None = None) -> Allow | Deny:

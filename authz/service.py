@@ -13,9 +13,10 @@ from envoy.type.v3.http_status_pb2 import HttpStatus
 from google.rpc import code_pb2, status_pb2
 from redis.asyncio import Redis
 
-from authz.decide import CREDENTIAL_HEADERS, Allow, decide
+from authz.decide import CREDENTIAL_HEADERS, Allow, Deny, decide, throttled
+from authz.throttle import FailureThrottle
 from sidegate import keystore, metrics
-from sidegate.envoy_pb import header_options, struct
+from sidegate.envoy_pb import authz_header_options, struct
 from sidegate.health import add_health, set_serving
 from sidegate.keystore import KeyRecord
 
@@ -82,15 +83,20 @@ class KeyCache:
 
 _OK = status_pb2.Status(code=code_pb2.OK)
 _DENIED = status_pb2.Status(code=code_pb2.PERMISSION_DENIED)
-_JSON = header_options({"content-type": "application/json"})
 
 
 class AuthorizationService(pb_grpc.AuthorizationServicer):
-    def __init__(self, cache: KeyCache):
+    def __init__(self, cache: KeyCache, throttle: FailureThrottle | None = None):
         self.cache = cache
+        self.throttle = throttle or FailureThrottle()
 
     async def Check(self, request: pb.CheckRequest, context: grpc.aio.ServicerContext) -> pb.CheckResponse:
         headers = dict(request.attributes.request.http.headers)
+        source = request.attributes.source.address.socket_address.address
+        wait = self.throttle.blocked(source)
+        if wait:
+            metrics.authz_denial("throttled")
+            return _denied(throttled(headers, wait))
         result = decide(headers, self.cache.records)
         if isinstance(result, Allow):
             return pb.CheckResponse(
@@ -101,19 +107,25 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
                 ),
             )
         metrics.authz_denial(result.reason)
-        return pb.CheckResponse(
-            status=_DENIED,
-            denied_response=pb.DeniedHttpResponse(
-                status=HttpStatus(code=result.status), headers=_JSON, body=result.body.decode()
-            ),
-        )
+        self.throttle.failure(source)
+        return _denied(result)
 
 
-async def serve(redis: Redis, host: str, port: int) -> tuple[grpc.aio.Server, KeyCache]:
+def _denied(result: Deny) -> pb.CheckResponse:
+    headers = authz_header_options({"content-type": "application/json", **result.headers})
+    return pb.CheckResponse(
+        status=_DENIED,
+        denied_response=pb.DeniedHttpResponse(status=HttpStatus(code=result.status), headers=headers, body=result.body.decode()),
+    )
+
+
+async def serve(
+    redis: Redis, host: str, port: int, throttle: FailureThrottle | None = None
+) -> tuple[grpc.aio.Server, KeyCache]:
     cache = KeyCache(redis)
     await cache.start()
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    pb_grpc.add_AuthorizationServicer_to_server(AuthorizationService(cache), server)
+    pb_grpc.add_AuthorizationServicer_to_server(AuthorizationService(cache, throttle), server)
     health = add_health(server)
     server.add_insecure_port(f"{host}:{port}")
     await server.start()

@@ -17,6 +17,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from redis.asyncio import Redis
 
 from authz.service import KeyCache
+from authz.throttle import FailureThrottle
 from extproc.breaker import Breaker
 from extproc.gateway import Gateway
 from extproc.server import ExternalProcessor
@@ -81,7 +82,7 @@ def build(cfg: SidegateConfig, redis: Redis | None = None) -> App:
         if redis is None:
             raise ValueError("services.auth: inline needs the store (key records)")
         keys = KeyCache(redis)
-        inline_auth = AuthStage(keys)
+        inline_auth = AuthStage(keys, FailureThrottle(cfg.services.auth_max_failures, 60.0, cfg.services.auth_block_s))
         starters.append(keys.start)
         closers.append(keys.stop)
     stages: list[Stage] = [

@@ -27,6 +27,8 @@ class RequestContext:
     headers: dict[str, str]
     api: Api = Api.OPENAI
     request_id: str = ""
+    source: str = ""
+    """Client address as Envoy saw it (inline auth throttles failures per source)."""
     # auth (from ext_authz metadata)
     tenant: str = ""
     key_id: str = ""

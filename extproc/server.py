@@ -90,6 +90,9 @@ class GatewayStream:
                 request_id=headers.get("x-request-id", ""), tenant=str(auth.get("tenant", "")),
                 key_id=str(auth.get("key_id", "")), allowed_models=tuple(auth.get("models", ())),
             )  # fmt: skip
+            attrs = req.attributes.get("envoy.filters.http.ext_proc")
+            if attrs is not None and "source.address" in attrs.fields:
+                self.ctx.source = attrs.fields["source.address"].string_value.rsplit(":", 1)[0]
             if api is Api.ANTHROPIC:
                 for name in ("anthropic-beta", "anthropic-version"):
                     if name in headers:

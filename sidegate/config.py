@@ -60,6 +60,9 @@ class ServicesConfig(_Model):
     """Admin API bind address (keys, tenants, limits). Started by `sidegate up` when the
     SIDEGATE_ADMIN_TOKEN environment variable is set."""
     admin_port: int = Field(9003, ge=0, le=65535)
+    auth_max_failures: int = Field(20, ge=1)
+    """Failed authentications from one source address within a minute before it is blocked (429)."""
+    auth_block_s: float = Field(60.0, gt=0)
     auth: Literal["ext_authz", "inline"] = "ext_authz"
     """`ext_authz`: Envoy asks the authz service (one more gRPC hop, auth is a separate process).
     `inline`: the gateway ext_proc checks the key itself at request-headers time (faster)."""

@@ -240,6 +240,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
          "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},
         failure_mode_allow=svc.failure_mode_allow,
         stat_prefix="gateway",
+        **({"request_attributes": ["source.address"]} if svc.auth == "inline" else {}),
         metadata_options={
             "forwarding_namespaces": {"untyped": [AUTHZ_NS]},
             "receiving_namespaces": {"untyped": [META_NS]},

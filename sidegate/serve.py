@@ -39,9 +39,11 @@ async def _until_signal() -> None:
 
 async def _authz(cfg: SidegateConfig) -> None:
     from authz.service import serve
+    from authz.throttle import FailureThrottle
 
     redis = client(store_url(cfg), cfg.store.socket_timeout_s)
-    server, cache = await serve(redis, cfg.services.host, cfg.services.authz_port)
+    throttle = FailureThrottle(cfg.services.auth_max_failures, 60.0, cfg.services.auth_block_s)
+    server, cache = await serve(redis, cfg.services.host, cfg.services.authz_port, throttle)
     log.info("authz listening on %s:%d", cfg.services.host, cfg.services.authz_port)
     if cfg.services.authz_metrics_port:
         from sidegate import metrics

@@ -9,8 +9,9 @@ headers are removed by the gateway's header mutation instead of ext_authz.
 
 from __future__ import annotations
 
-from authz.decide import CREDENTIAL_HEADERS, Allow, decide
+from authz.decide import CREDENTIAL_HEADERS, Allow, decide, throttled
 from authz.service import KeyCache
+from authz.throttle import FailureThrottle
 from extproc.context import Reply, RequestContext
 from sidegate import metrics
 from sidegate.errors import GatewayError
@@ -19,17 +20,21 @@ from sidegate.errors import GatewayError
 class AuthStage:
     name = "auth"
 
-    def __init__(self, keys: KeyCache | None = None):
+    def __init__(self, keys: KeyCache | None = None, throttle: FailureThrottle | None = None):
         self.keys = keys
         """Set in inline mode: the key records to decide with."""
+        self.throttle = throttle or FailureThrottle()
 
     def authenticate(self, ctx: RequestContext) -> Reply | None:
         """Inline mode, at request headers: fill the identity or refuse (401 in the API's format)."""
         assert self.keys is not None
-        result = decide(ctx.headers, self.keys.records)
+        wait = self.throttle.blocked(ctx.source)
+        result = throttled(ctx.headers, wait) if wait else decide(ctx.headers, self.keys.records)
         if not isinstance(result, Allow):
             metrics.authz_denial(result.reason)
-            return Reply(result.status, result.body, {"content-type": "application/json"})
+            if not wait:
+                self.throttle.failure(ctx.source)
+            return Reply(result.status, result.body, {"content-type": "application/json", **result.headers})
         ctx.tenant, ctx.key_id, ctx.allowed_models = result.tenant, result.key_id, result.models
         ctx.remove_headers.extend(h for h in CREDENTIAL_HEADERS if h in ctx.headers)
         return None

@@ -71,6 +71,7 @@ def test_wrong_revoked_and_missing_key_get_401(stack, fake_openai):
         oai(stack, "acme-revoked").chat.completions.create(model="gpt-4o-mini", messages=MSG)
     r = httpx.post(stack.base_url + "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": MSG})
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    assert r.headers["content-type"] == "application/json"
     assert fake_openai.requests == []
 
 
