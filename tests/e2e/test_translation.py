@@ -153,3 +153,18 @@ def test_provider_error_translated_to_client_format(stack, fake_anthropic):
     with pytest.raises(openai.BadRequestError) as exc:
         oai(stack).chat.completions.create(model="claude-haiku", messages=MSG)
     assert "max_tokens" in exc.value.body["message"]
+
+
+def test_translated_stream_is_not_buffered(stack, fake_anthropic):
+    """Anthropic SSE -> OpenAI chunks through the upstream translator: chunks flow as they come."""
+    import time
+
+    fake_anthropic.script([{"chunks": 6, "chunk_delay_s": 0.4}])
+    start = time.monotonic()
+    first_at = None
+    for chunk in oai(stack).chat.completions.create(model="claude-haiku", messages=MSG, stream=True):
+        if first_at is None and chunk.choices and chunk.choices[0].delta.content:
+            first_at = time.monotonic() - start
+    total = time.monotonic() - start
+    assert first_at is not None and total >= 2.0
+    assert first_at < 1.0 < total - 1.0, (first_at, total)
