@@ -166,5 +166,6 @@ def test_translated_stream_is_not_buffered(stack, fake_anthropic):
         if first_at is None and chunk.choices and chunk.choices[0].delta.content:
             first_at = time.monotonic() - start
     total = time.monotonic() - start
-    assert first_at is not None and total >= 2.0
-    assert first_at < 1.0 < total - 1.0, (first_at, total)
+    # The fake sends message_start, content_block_start and ping before the first text delta, each
+    # after a delay: content arrives mid-stream, and a couple of seconds of stream follow it.
+    assert first_at is not None and total - first_at > 2.0, (first_at, total)
