@@ -14,6 +14,8 @@ from sidegate.sse import SseParser
 from sidegate.translate.base import ProviderRequest, TranslateOptions, Usage
 from sidegate.translate.common import (
     STREAM_TRUNCATED,
+    as_count,
+    as_dict,
     client_error,
     dumps,
     loads_object,
@@ -27,20 +29,21 @@ __all__ = ["AnthropicPassthrough", "OpenAIPassthrough"]
 def _openai_usage(u: Any) -> Usage | None:
     if not isinstance(u, dict):
         return None
-    cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    prompt = as_count(u.get("prompt_tokens"))
+    cached = as_count(as_dict(u.get("prompt_tokens_details")).get("cached_tokens"))
     return Usage(
-        input_tokens=u.get("prompt_tokens") or 0,
-        output_tokens=u.get("completion_tokens") or 0,
-        cached_tokens=cached,
+        input_tokens=prompt,
+        output_tokens=as_count(u.get("completion_tokens")),
+        cached_tokens=min(cached, prompt),  # cached tokens are a part of the prompt tokens
     )
 
 
 def _anthropic_usage(raw: dict[str, int]) -> Usage:
-    read = raw.get("cache_read_input_tokens", 0)
-    created = raw.get("cache_creation_input_tokens", 0)
+    read = as_count(raw.get("cache_read_input_tokens"))
+    created = as_count(raw.get("cache_creation_input_tokens"))
     return Usage(
-        input_tokens=raw.get("input_tokens", 0) + read + created,
-        output_tokens=raw.get("output_tokens", 0),
+        input_tokens=as_count(raw.get("input_tokens")) + read + created,
+        output_tokens=as_count(raw.get("output_tokens")),
         cached_tokens=read,
         cache_creation_tokens=created,
     )
@@ -48,9 +51,15 @@ def _anthropic_usage(raw: dict[str, int]) -> Usage:
 
 def _passthrough_error(api: Api, status: int, body: bytes) -> tuple[int, bytes]:
     """The provider's own error body when it is well-formed, else a generic one in the same format."""
-    message, _ = parse_provider_error(body)
+    message, etype = parse_provider_error(body)
     obj = loads_object(body)
-    well_formed = message is not None and obj is not None and isinstance(obj.get("error"), dict)
+    well_formed = (
+        message is not None
+        and bool(etype)
+        and obj is not None
+        and isinstance(obj.get("error"), dict)
+        and (api is not Api.ANTHROPIC or obj.get("type") == "error")
+    )
     if well_formed and 400 <= status <= 599:
         return status, body
     return client_error(api, status, body)
@@ -71,11 +80,15 @@ class OpenAIPassthroughStream:
         self.usage: Usage | None = None
 
     def feed(self, chunk: bytes) -> bytes:
+        if self._done:
+            return b""  # nothing may follow the terminal event
         events = self._parser.feed(chunk)
         if not events:
             return b""
         out: list[bytes] = []
         for ev in events:
+            if self._done:
+                break
             data = ev.data
             if data == b"[DONE]":
                 self._done = True
@@ -151,24 +164,28 @@ class AnthropicPassthroughStream:
         ):
             value = u.get(key)
             if isinstance(value, int):
-                self._raw[key] = value  # message_delta counters are cumulative: the last one wins
+                self._raw[key] = as_count(value)  # message_delta counters are cumulative: the last one wins
         self.usage = _anthropic_usage(self._raw)
 
     def feed(self, chunk: bytes) -> bytes:
+        if self._done:
+            return b""  # nothing may follow the terminal event
         events = self._parser.feed(chunk)
         if not events:
             return b""
-        for ev in events:
+        for n, ev in enumerate(events, 1):
             name = ev.event
             if name is None:  # no `event:` line: look at the payload type
                 obj = loads_object(ev.data) or {}
                 name = obj.get("type")
             if name == "message_start":
-                self._take_usage(((loads_object(ev.data) or {}).get("message") or {}).get("usage"))
+                self._take_usage(as_dict((loads_object(ev.data) or {}).get("message")).get("usage"))
             elif name == "message_delta":
                 self._take_usage((loads_object(ev.data) or {}).get("usage"))
             elif name in ("message_stop", "error"):
                 self._done = True
+                events = events[:n]
+                break
         return events[0].raw if len(events) == 1 else b"".join(ev.raw for ev in events)
 
     def finish(self) -> bytes:
