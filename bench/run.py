@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import upstream
 from sidegate import config as config_mod
 from sidegate import keys, render
-from sidegate.store import free_port, wait_for_port
+from sidegate.store import free_port, free_port_block, wait_for_port
 from sidegate.supervisor import Supervisor, envoy_binary
 
 CHAT = b'{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"What is the capital of France?"}],"max_tokens":32}'
@@ -155,7 +155,7 @@ def main() -> int:
     def config(**services: object) -> dict:
         return {
             "listener": {"port": free_port(), "admin_port": free_port()},
-            "services": {"authz_port": free_port(), "extproc_port": free_port(), "metrics_port": free_port(),
+            "services": {"authz_port": free_port_block(4), "extproc_port": free_port_block(4), "metrics_port": free_port(),
                          "authz_metrics_port": free_port(), **services},
             "observability": {"access_log": None},
             "providers": {"openai": {"api": "openai", "base_url": f"http://127.0.0.1:{fport}", "api_key_env": "BENCH_KEY"}},

@@ -14,7 +14,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -65,7 +65,8 @@ class LedgerRecord:
     def to_fields(self) -> dict[str, str]:
         """Flat string map for XADD (None -> empty string)."""
         out: dict[str, str] = {}
-        for k, v in asdict(self).items():
+        for k in _FIELD_NAMES:  # not dataclasses.asdict: it deep-copies (~0.1 ms per record)
+            v = getattr(self, k)
             if v is None:
                 out[k] = ""
             elif isinstance(v, bool):
@@ -75,6 +76,9 @@ class LedgerRecord:
             else:
                 out[k] = str(v)
         return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in _FIELD_NAMES}
 
     @classmethod
     def from_fields(cls, data: dict[Any, Any]) -> LedgerRecord:
@@ -98,6 +102,9 @@ class LedgerRecord:
                 kwargs[f.name] = v
         kwargs.setdefault("ts", 0.0)
         return cls(**kwargs)
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(LedgerRecord))
 
 
 def _s(v: Any) -> str:
@@ -290,7 +297,7 @@ async def iter_records(
 
 
 def _json_line(eid: str, rec: LedgerRecord) -> str:
-    row = {"id": eid, **asdict(rec)}
+    row = {"id": eid, **rec.as_dict()}
     row["ts"] = datetime.fromtimestamp(rec.ts, tz=UTC).isoformat(timespec="milliseconds")
     return orjson.dumps(row).decode() + "\n"
 

@@ -72,4 +72,12 @@ async def _extproc(cfg: SidegateConfig) -> None:
 def run(service: str, cfg: SidegateConfig) -> None:
     logging.basicConfig(level=os.environ.get("SIDEGATE_LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     _loop_policy()
+    profile = os.environ.get("SIDEGATE_PROFILE")  # developer aid: cProfile this process into a file
+    if profile:
+        import cProfile
+
+        with cProfile.Profile() as prof:
+            asyncio.run(_authz(cfg) if service == "authz" else _extproc(cfg))
+        prof.dump_stats(f"{profile}.{service}.{os.getpid()}")
+        return
     asyncio.run(_authz(cfg) if service == "authz" else _extproc(cfg))

