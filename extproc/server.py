@@ -175,7 +175,7 @@ class UpstreamStream:
                 changes = HeaderChanges()
             body, body_changes = t.request_body(req.request_body.body)
             changes.set.update(body_changes.set)
-            changes.remove = [h for h in changes.remove if h not in changes.set]
+            changes.remove = [h for h in changes.remove if h not in changes.set]  # one instruction per header
             common = pb.CommonResponse(header_mutation=_mutation(changes), body_mutation=pb.BodyMutation(body=body))
             return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))
         if t is None:

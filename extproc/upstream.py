@@ -125,6 +125,7 @@ class UpstreamTry:
             beta = self.meta.get("anthropic_beta")
             if beta:
                 changes.set["anthropic-beta"] = str(beta)
+        changes.remove = [h for h in changes.remove if h not in changes.set]  # one instruction per header
         return changes
 
     def request_body(self, body: bytes) -> tuple[bytes, HeaderChanges]:
