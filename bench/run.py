@@ -121,12 +121,13 @@ def ttft(url: str, headers: dict[str, str], n: int = 40) -> tuple[float, float]:
         for i in range(n + 3):
             t0 = time.perf_counter()
             with client.stream("POST", url, json=body, headers=headers) as r:
-                for line in r.iter_lines():
+                lines = r.iter_lines()
+                for line in lines:
                     if line.startswith("data:") and '"content"' in line:
                         if i >= 3:  # warm-up
                             samples.append((time.perf_counter() - t0) * 1e3)
                         break
-                for _ in r.iter_lines():
+                for _ in lines:  # read the stream to its end
                     pass
     samples.sort()
     return samples[len(samples) // 2], samples[min(len(samples) - 1, int(len(samples) * 0.99))]
