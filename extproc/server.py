@@ -30,6 +30,10 @@ log = logging.getLogger("sidegate.extproc")
 _CONTINUE = pb.CommonResponse()
 _BUFFERED = ProcessingMode(response_body_mode=ProcessingMode.BUFFERED)
 _STREAMED = ProcessingMode(response_body_mode=ProcessingMode.STREAMED)
+_NO_REQUEST_BODY = ProcessingMode(
+    request_body_mode=ProcessingMode.NONE, response_header_mode=ProcessingMode.SEND,
+    response_body_mode=ProcessingMode.STREAMED,
+)  # fmt: skip
 
 
 def _mutation(changes: HeaderChanges) -> pb.HeaderMutation:
@@ -164,9 +168,12 @@ class UpstreamStream:
         t = self.try_
         if kind == "request_headers":
             t = self._start(req)
-            return pb.ProcessingResponse(
+            resp = pb.ProcessingResponse(
                 request_headers=pb.HeadersResponse(response=pb.CommonResponse(header_mutation=_mutation(t.request_headers())))
             )
+            if t.body_unchanged:  # one round trip less: Envoy sends the body on without asking us
+                resp.mode_override.CopyFrom(_NO_REQUEST_BODY)
+            return resp
         if kind == "request_body":
             if t is None:  # request headers are not sent to us (SKIP): do both steps on the body
                 t = self._start(req)

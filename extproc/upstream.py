@@ -107,9 +107,24 @@ class UpstreamTry:
         self.sse_restorer: SseRestorer | None = None
 
     # -- request ------------------------------------------------------------------------------
+    @property
+    def body_unchanged(self) -> bool:
+        """The provider takes the client's body as is (same schema, same model name, nothing to
+        inject or keep): the request-body round trip is skipped."""
+        p = self.provider
+        if self.inbound is not p.api or self.collect or self.upstream_model != self.model:
+            return False
+        if p.path_prefix or p.query:
+            return False
+        # An OpenAI stream needs include_usage injected unless the client asked for it.
+        return not (self.inbound is Api.OPENAI and self.meta.get("stream") and not self.meta.get("want_usage"))
+
     def request_headers(self) -> HeaderChanges:
         p = self.provider
-        changes = HeaderChanges(remove=[*PROVIDER_HEADERS, "content-length"])
+        skip_body = self.body_unchanged
+        changes = HeaderChanges(remove=[*PROVIDER_HEADERS] if skip_body else [*PROVIDER_HEADERS, "content-length"])
+        if skip_body and p.api is Api.ANTHROPIC:
+            changes.set["anthropic-version"] = str(self.meta.get("anthropic_version") or self.opts.anthropic_version)
         pool = self.app.provider_keys.get(self.provider_name)
         key = pool.next() if pool is not None else None
         if key:
