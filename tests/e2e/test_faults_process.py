@@ -1,0 +1,103 @@
+"""Fault matrix, process rows: extproc or authz killed (kill -9) under `services.failure_mode_allow`
+false (the default) and true. Envoy must answer at once in the client's API format, never hang and
+never let an unauthenticated request through; `Supervisor.check()` (what `sidegate up` runs every
+0.2 s) restarts the process and the next request works."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+from fault_helpers import body_for, error_message, first_ok, kill, oai, post
+from harness import Stack
+
+pytestmark = pytest.mark.e2e
+APIS = [("openai", "gpt-4o-mini"), ("anthropic", "claude-haiku")]
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["fail-closed", "fail-open"])
+def stack(request, tmp_path_factory, fake_openai, fake_anthropic) -> Iterator[Stack]:
+    extra = {"services": {"failure_mode_allow": request.param}, "defaults": {"guard": None}}
+    s = Stack(tmp_path_factory.mktemp("proc"), fake_openai.url, fake_anthropic.url, extra=extra)
+    s.start()
+    yield s
+    s.stop()
+
+
+def allow(stack: Stack) -> bool:
+    assert stack.sup is not None
+    return stack.sup.cfg.services.failure_mode_allow
+
+
+def _down_answers(stack: Stack) -> list[tuple[str, httpx.Response, float]]:
+    out = []
+    for api, model in APIS:
+        t = time.monotonic()
+        r = post(stack, api, body_for(api, model), timeout=5)
+        out.append((api, r, time.monotonic() - t))
+    return out
+
+
+def _restarted(stack: Stack, name: str) -> None:
+    stack.sup.check()
+    assert stack.sup.child(name).proc.poll() is None
+    for api, model in APIS:
+        r = first_ok(stack, api, model, timeout=5)
+        assert r.status_code == 200, (api, r.status_code, r.text[:200])
+
+
+def test_extproc_killed(stack, fake_openai, request):
+    if allow(stack):
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "bug: with failure_mode_allow the gateway filter is skipped, the request has no route header and "
+            "hits the catch-all route: 404 'Unknown path.' instead of a 5xx saying the gateway is unavailable"
+        )))  # fmt: skip
+    kill(stack, "extproc")
+    try:
+        for api, r, took in _down_answers(stack):
+            assert took < 2.0
+            assert 500 <= r.status_code <= 599, (api, r.status_code, r.text[:200])
+            assert error_message(api, r) is not None
+    finally:
+        _restarted(stack, "extproc")
+    assert fake_openai.requests  # the restarted extproc served the first_ok requests
+
+
+def test_authz_killed(stack, fake_openai):
+    kill(stack, "authz")
+    try:
+        for api, r, took in _down_answers(stack):
+            assert took < 2.0
+            if allow(stack):
+                # Fail-open skips ext_authz, but the gateway still requires a tenant: never unauthenticated.
+                assert r.status_code == 401, (api, r.status_code, r.text[:200])
+            else:
+                assert r.status_code == 503, (api, r.status_code, r.text[:200])
+            assert error_message(api, r) is not None
+        assert fake_openai.requests == []
+    finally:
+        _restarted(stack, "authz")
+
+
+def test_stream_in_flight_when_extproc_dies_ends(stack, fake_openai):
+    """The per-try ext_proc stream of a running SSE response loses its server: the client's stream
+    must end (error or truncated), not hang; then the restarted extproc serves again."""
+    fake_openai.script([{"chunks": 40, "chunk_delay_s": 0.1}])
+    stream = oai(stack, timeout=10).chat.completions.create(**body_for("openai", "gpt-4o-mini"), stream=True)
+    killer = threading.Timer(0.5, kill, args=(stack, "extproc"))
+    got = 0
+    start = time.monotonic()
+    killer.start()
+    try:
+        with pytest.raises((openai.APIError, httpx.HTTPError)):
+            for _ in stream:
+                got += 1
+    finally:
+        killer.join(5)
+        took = time.monotonic() - start
+        _restarted(stack, "extproc")
+    assert got >= 1 and took < 5.0, (got, took)
