@@ -169,6 +169,8 @@ class Supervisor:
                 log.warning("%s exited with %s; restarting (%d/%d)", c.name, c.proc.returncode, c.restarts, self.max_restarts)
                 time.sleep(min(0.1 * 2**c.restarts, 2.0))
                 self._spawn(c, 20.0)
+                if c.name == "valkey":  # an embedded store may come back empty: seed the config again
+                    asyncio.run(self._seed())
 
     def drain(self, grace_s: float) -> int:
         """Graceful drain: Envoy stops accepting new connections and closes idle ones; wait (up to

@@ -236,10 +236,6 @@ def test_no_reservation_leaked_after_store_hang(stack, hang_episode):
     assert not leaked, f"{len(leaked)} of {len(new)} reservations never settled"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: after the store restarts empty (embedded Valkey runs without persistence), nothing re-seeds "
-    "the config's keys: authz swaps in the empty key set and every request gets 401 until Sidegate restarts"
-))  # fmt: skip
 def test_store_restarted_empty_keeps_serving(stack):
     """`sidegate up` restarts a crashed embedded Valkey (Supervisor.check); clients must not notice."""
     child = stack.sup.child("valkey")
