@@ -71,6 +71,28 @@ class App:
                 log.exception("shutdown step failed")
 
 
+async def start_semantic(semantic: Any, timeout_s: float = 5.0, retry_s: float = 30.0) -> asyncio.Task[None] | None:
+    """Load the embedder and open the vector store before serving (~1 s). If that fails or hangs
+    (e.g. Qdrant down), serve anyway, uncached, and keep retrying in the background."""
+    try:
+        await asyncio.wait_for(semantic.start(), timeout_s)
+        return None
+    except Exception as exc:
+        log.warning("semantic cache not ready (%s): requests proceed uncached; retrying every %.0fs",
+                    type(exc).__name__, retry_s)  # fmt: skip
+
+    async def retry() -> None:
+        while not semantic.ready:
+            await asyncio.sleep(retry_s)
+            try:
+                await asyncio.wait_for(semantic.start(), timeout_s)
+            except Exception:
+                continue
+        log.info("semantic cache ready")
+
+    return asyncio.create_task(retry())
+
+
 def build(cfg: SidegateConfig, redis: Redis | None = None) -> App:
     """Stages and observers from the config. Background work starts in :func:`start`."""
     observers: list[Observer] = []
@@ -117,7 +139,7 @@ def build(cfg: SidegateConfig, redis: Redis | None = None) -> App:
             filler = CacheFiller(cfg, cache, pending)
             closers.append(cache.drain)
             if semantic is not None:
-                starters.append(semantic.start)  # load the model before reporting ready (~1 s)
+                starters.append(lambda: start_semantic(semantic))  # model loaded before reporting ready
                 starters.append(lambda: asyncio.create_task(semantic.run_cleanup()))
                 closers.append(semantic.close)
     observers.insert(0, MetricsObserver(cfg, cost=cost))

@@ -46,17 +46,9 @@ def _start_and_ask(tmp_path, fake_openai, fake_anthropic, qdrant_url: str) -> No
         s.stop()
 
 
-_BUG = (
-    "bug: extproc awaits SemanticIndex.start() before serving and it opens the Qdrant collection "
-    "synchronously: with Qdrant down or hung, extproc exits at start and the whole gateway is down"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=_BUG)
 def test_qdrant_refusing_connections(tmp_path, fake_openai, fake_anthropic):
     _start_and_ask(tmp_path, fake_openai, fake_anthropic, f"http://127.0.0.1:{free_port()}")
 
 
-@pytest.mark.xfail(strict=True, reason=_BUG)
 def test_qdrant_never_answering(tmp_path, fake_openai, fake_anthropic, black_hole):
     _start_and_ask(tmp_path, fake_openai, fake_anthropic, black_hole)
