@@ -239,6 +239,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
          "response_header_mode": "SKIP", "response_body_mode": "NONE",
          "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},
         failure_mode_allow=svc.failure_mode_allow,
+        status_on_error={"code": 503},
         stat_prefix="gateway",
         **({"request_attributes": ["source.address"]} if svc.auth == "inline" else {}),
         metadata_options={
@@ -256,6 +257,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
          "response_header_mode": "SEND", "response_body_mode": "STREAMED",
          "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},
         failure_mode_allow=False,
+        status_on_error={"code": 503},
         stat_prefix="upstream",
         allow_mode_override=True,
         request_attributes=["xds.cluster_name", "upstream.request_attempt_count"],
@@ -277,6 +279,11 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
     }
     routes = [_oversize_route(cfg.listener.max_request_bytes)]
     routes += [r for name, m in cfg.models.items() for r in _model_routes(name, m)]
+    # An API path without a route header means the gateway filter did not run (it is down and
+    # failure_mode_allow let the request through): nothing can route it, say so with a 503.
+    for path in ("/v1/chat/completions", "/v1/messages"):
+        routes.append({"name": f"gateway-unavailable{path}", "match": {"path": path},
+                       "direct_response": {"status": 503, "body": {"inline_string": "the Sidegate gateway service is unavailable"}}})  # fmt: skip
     routes.append({"name": "unrouted", "match": {"prefix": "/"}, "direct_response": {"status": 404}})
     if not sidegate_filters:
         routes = [{**routes[1], "match": {"prefix": "/"}}]

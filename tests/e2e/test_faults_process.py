@@ -50,12 +50,7 @@ def _restarted(stack: Stack, name: str) -> None:
         assert r.status_code == 200, (api, r.status_code, r.text[:200])
 
 
-def test_extproc_killed(stack, fake_openai, request):
-    if allow(stack):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "bug: with failure_mode_allow the gateway filter is skipped, the request has no route header and "
-            "hits the catch-all route: 404 'Unknown path.' instead of a 5xx saying the gateway is unavailable"
-        )))  # fmt: skip
+def test_extproc_killed(stack, fake_openai):
     kill(stack, "extproc")
     try:
         for api, r, took in _down_answers(stack):
