@@ -33,8 +33,11 @@ class ListenerConfig(_Model):
     admin_host: str = "127.0.0.1"
     """Envoy admin interface bind address (keep it private: it can drain and stop Envoy)."""
     admin_port: int = Field(9901, ge=0, le=65535)
-    max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024)
-    """Larger request bodies get 413 in the client's API format."""
+    max_request_bytes: int = Field(1024 * 1024, ge=1024, le=1024 * 1024)
+    """Larger request bodies get 413 in the client's API format. At most 1 MiB for now: above that
+    Envoy 1.40's buffering for the per-try ext_proc stalls or answers 413 itself (tracked as an issue)."""
+    request_timeout_s: float = Field(60.0, gt=0)
+    """Time for a client to send its whole request (headers and body): slow senders get 408."""
 
 
 class ServicesConfig(_Model):

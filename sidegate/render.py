@@ -294,6 +294,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
         "codec_type": "AUTO",
         "generate_request_id": True,
         "stream_idle_timeout": "300s",
+        "request_timeout": _duration(cfg.listener.request_timeout_s),
         "request_headers_timeout": "10s",
         "local_reply_config": _local_reply_config(),
         "route_config": {

@@ -12,8 +12,8 @@ import time
 import httpx
 import pytest
 import yaml
-
 from harness import ANTHROPIC_PROVIDER_KEY, OPENAI_PROVIDER_KEY, Stack
+
 from sidegate.store import wait_for_port
 
 pytestmark = pytest.mark.e2e
