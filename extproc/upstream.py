@@ -199,10 +199,23 @@ class UpstreamTry:
                 self.status = 502
                 out = render(self.inbound, err)
         else:
-            self.status, out = self.translator.error(self.status, body)
+            self.status, out = self.translator.error(self.status, self._scrub(body))
+            if self.status in (401, 403) and self.final:
+                # The provider refused *our* credential: not the client's fault, and not its key.
+                self.status = 502
+                out = render(self.inbound, GatewayError(502, f"Provider '{self.provider_name}' rejected the gateway's credentials."))
         self._keep(out)
         self._finish()
         return out
+
+    def _scrub(self, body: bytes) -> bytes:
+        """Provider error bodies may echo the credential they were sent: never relay it."""
+        pool = self.app.provider_keys.get(self.provider_name)
+        if pool is not None:
+            for key in pool.keys:
+                if key and key.encode() in body:
+                    body = body.replace(key.encode(), b"[redacted]")
+        return body
 
     def _keep(self, out: bytes) -> None:
         if self.collect:
