@@ -70,6 +70,15 @@ def _passthrough_error(api: Api, status: int, body: bytes) -> tuple[int, bytes]:
 _USAGE_NULL = re.compile(rb'"usage"\s*:\s*null')
 
 
+MALFORMED_EVENT = "The provider sent a malformed stream event; the stream was ended."
+
+
+def _looks_like_object(data: bytes) -> bool:
+    """A cheap structural check (no parse) that an SSE payload is a JSON object."""
+    d = data.strip()
+    return d[:1] == b"{" and d[-1:] == b"}"
+
+
 class OpenAIPassthroughStream:
     __slots__ = ("_done", "_parser", "_strip", "usage")
 
@@ -92,6 +101,12 @@ class OpenAIPassthroughStream:
             data = ev.data
             if data == b"[DONE]":
                 self._done = True
+            elif not data.strip():
+                continue  # an empty keep-alive event: clients cannot parse it, drop it
+            elif not _looks_like_object(data):  # never relay a broken event: end the stream cleanly
+                self._done = True
+                out.append(sse_error_event(Api.OPENAI, MALFORMED_EVENT, "server_error"))
+                break
             elif b'"usage"' in data and b'"usage":null' not in data and not _USAGE_NULL.search(data):
                 obj = loads_object(data)
                 if obj is not None and isinstance(obj.get("usage"), dict):
@@ -173,7 +188,12 @@ class AnthropicPassthroughStream:
         events = self._parser.feed(chunk)
         if not events:
             return b""
+        events = [ev for ev in events if ev.data.strip()]  # drop empty keep-alive events
         for n, ev in enumerate(events, 1):
+            if not _looks_like_object(ev.data):  # never relay a broken event: end the stream cleanly
+                self._done = True
+                head = b"".join(e.raw for e in events[: n - 1])
+                return head + sse_error_event(Api.ANTHROPIC, MALFORMED_EVENT, "api_error")
             name = ev.event
             if name is None:  # no `event:` line: look at the payload type
                 obj = loads_object(ev.data) or {}
