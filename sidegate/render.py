@@ -170,19 +170,27 @@ def _oversize_route(limit: int) -> dict[str, Any]:
     }
 
 
-def _local_reply_mapper(status: int, path_prefix: str, body: str) -> dict[str, Any]:
+# The client's API: from the gateway's metadata when it ran (the upstream filter may already have
+# rewritten :path to the provider's), else from the client's path.
+_ANTHROPIC_CLIENT = (
+    "(has(metadata.filter_metadata.sidegate) && has(metadata.filter_metadata.sidegate.api)"
+    " ? metadata.filter_metadata.sidegate.api == 'anthropic' : request.path.startsWith('/v1/messages'))"
+)
+
+
+def _local_reply_mapper(status: int, anthropic: bool, body: str) -> dict[str, Any]:
+    client = _ANTHROPIC_CLIENT if anthropic else f"!{_ANTHROPIC_CLIENT}"
     return {
         "filter": {
             "and_filter": {
                 "filters": [
                     {"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": status, "runtime_key": f"sidegate.lr.{status}"}}}},
-                    {"header_filter": {"header": {"name": ":path", "string_match": {"prefix": path_prefix}}}},
                     # Only Envoy's own replies: Sidegate's answers (details "sidegate") are already in format.
                     {"extension_filter": {
                         "name": "envoy.access_loggers.extension_filters.cel",
                         "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
-                            "expression": f"response.code_details != '{REPLY_DETAILS}'",
+                            "expression": f"response.code_details != '{REPLY_DETAILS}' && {client}",
                         },
                     }},
                 ]
@@ -206,8 +214,8 @@ def _local_reply_config() -> dict[str, Any]:
     ]
     mappers = []
     for status, atype, otype, msg in cases:
-        mappers.append(_local_reply_mapper(status, "/v1/messages", anth % (atype, msg)))
-        mappers.append(_local_reply_mapper(status, "/", oai % (msg, otype)))
+        mappers.append(_local_reply_mapper(status, True, anth % (atype, msg)))
+        mappers.append(_local_reply_mapper(status, False, oai % (msg, otype)))
     return {"mappers": mappers}
 
 
