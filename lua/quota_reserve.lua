@@ -5,6 +5,9 @@
 --       name, rpm, tpm, daily_nusd, monthly_nusd (-1 = no limit).
 -- Returns {admitted, reason, scope index, retry_ms, bucket, then per scope rem_r, rem_t, reset_ms}
 -- with -1 for "no limit" / "never".
+-- A reserve the client already gave up on (timed out and cancelled, see quota_settle.lua): no-op.
+if redis.call('GET', KEYS[1]) == 'cancelled' then return {0, 'cancelled', 0, -1, -1} end
+
 local window_ms, nb, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local res_ttl, index_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
 local ns = (#ARGV - 5) / 5

@@ -1,8 +1,9 @@
 -- Replace a reservation with real usage and charge real spend.
 -- KEYS[1] reservation record, KEYS[2i] / KEYS[2i + 1] window hash / spend hash of scope i.
 -- ARGV: window_ms, N, actual_tokens, cost_nusd, mode ('r' reserved, 'u' admitted while the store
---       was down: charge everything now), release (1 = also give the request back), spend_ttl_ms.
--- Returns {status}: settled | expired (record gone: spend only) | duplicate | unreserved.
+--       was down: charge everything now, 'c' cancel: the client gave up on a reserve call that may
+--       still run later), release (1 = also give the request back), spend_ttl_ms.
+-- Returns {status}: settled | expired (record gone: spend only) | duplicate | unreserved | cancelled.
 local window_ms, nb, actual = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local cost, mode, release, spend_ttl = tonumber(ARGV[4]), ARGV[5], ARGV[6] == '1', tonumber(ARGV[7])
 local ns = (#KEYS - 1) / 2
@@ -12,10 +13,22 @@ local cur = math.floor(now / g)
 local lo = cur - nb
 local ttl = window_ms + g + 1000
 
+if mode == 'c' then
+  local rec = redis.call('GET', KEYS[1])
+  if not rec then
+    -- The reserve has not run (yet): leave a tombstone so that it never will.
+    redis.call('SET', KEYS[1], 'cancelled', 'PX', window_ms * 10)
+    return {'cancelled'}
+  end
+  if rec == 'settled' or rec == 'cancelled' then return {'duplicate'} end
+  -- It ran after all: undo it completely.
+  mode, actual, cost, release = 'r', 0, 0, true
+end
+
 local status, bucket, reserved = 'unreserved', nil, 0
 if mode == 'r' then
   local rec = redis.call('GET', KEYS[1])
-  if rec == 'settled' then return {'duplicate'} end
+  if rec == 'settled' or rec == 'cancelled' then return {'duplicate'} end
   if not rec then
     status = 'expired'
   else

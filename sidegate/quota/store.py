@@ -135,6 +135,8 @@ class QuotaStore:
         self._reserve = LuaScript.from_files("reserve")
         self._settle = LuaScript.from_files("settle")
         self._usage = LuaScript.from_files("usage")
+        self._pending: set[asyncio.Task[None]] = set()
+        """Background cancels of reserve calls that failed on the client side."""
 
     @classmethod
     def from_policy(cls, redis: Redis, policy: QuotaPolicy, *, fail_mode: FailMode = "open",
@@ -225,6 +227,9 @@ class QuotaStore:
             out = await self._call(self._reserve, keys, args)
         except _STORE_ERRORS as e:
             self._failed(e)
+            # The store may still run this reserve later (a frozen store, a timed-out call): make
+            # sure it never counts, whatever the order in which the store sees the two calls.
+            self._cancel_later(Reservation(tenant, res_id, names, tokens))
             if self.fail_mode == "closed":
                 self.counters.fail_closed_rejects += 1
                 raise GatewayError(
@@ -299,8 +304,35 @@ class QuotaStore:
         except _STORE_ERRORS as e:
             self._failed(e)
             self.counters.settle_errors += 1
+            if not res.degraded:  # idempotent (the record says `settled`): safe to retry later
+                self._retry_later(keys, args)
             return "error"
         return _s(out[0])
+
+    def _cancel_later(self, res: Reservation) -> None:
+        tag = self._tag(res.tenant)
+        keys = [f"{tag}:res:{res.request_id}"]
+        for name in res.scopes:
+            keys.extend(self._scope_keys(tag, name))
+        self._retry_later(keys, [self.window_ms, self.buckets, 0, 0, "c", 1, _SPEND_TTL_MS], first_delay_s=0.0)
+
+    def _retry_later(self, keys: list[str], args: list[Any], attempts: int = 40, first_delay_s: float = 0.5) -> None:
+        """Run a settle/cancel script in the background until the store takes it (bounded)."""
+
+        async def run() -> None:
+            await asyncio.sleep(first_delay_s)
+            for i in range(attempts):  # ~2 min of retries with back-off
+                try:
+                    await self._call(self._settle, keys, args)
+                    return
+                except _STORE_ERRORS:
+                    await asyncio.sleep(min(0.5 * (i + 1), 5.0))
+
+        if len(self._pending) >= 10_000:
+            return  # a long outage: reservations still expire with their window
+        task = asyncio.get_running_loop().create_task(run())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def usage(self, tenant: str) -> dict[str, Any]:
         """Usage of every scope this tenant used in the last two months; raises on store errors.
