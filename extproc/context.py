@@ -16,6 +16,8 @@ class Reply:
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
+    source: str = "gateway"
+    """Who answered, for metrics and the ledger: `gateway` (a refusal) or `cache` (a hit)."""
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ import orjson
 from extproc.context import Reply, RequestContext
 from extproc.stages import Stage
 from extproc.stages.auth import AuthStage
-from extproc.upstream import Observer
+from extproc.upstream import Observer, notify
 from sidegate import metrics
 from sidegate.errors import GatewayError, render
 from sidegate.observe import short_circuit
@@ -60,7 +60,7 @@ class Gateway:
                 reply = await stage.on_request(ctx)
                 metrics.observe_stage(stage.name, time.perf_counter() - t0)
                 if reply is not None:
-                    self._observe(ctx, reply.status, "cache" if ctx.meta.get("cache", "").startswith("hit") else "gateway", started)
+                    self._observe(ctx, reply.status, reply.source, started)
                     return reply
         except GatewayError as err:
             headers = {"content-type": "application/json", **ctx.response_headers, **err.headers}
@@ -76,9 +76,5 @@ class Gateway:
         """Answers the gateway gives itself (refusals, cache hits) reach the same observers."""
         if not self.observers or not ctx.tenant:
             return
-        done = short_circuit(ctx.upstream_meta(), status, provider=provider, started_at=started, streamed=ctx.stream)
-        for observer in self.observers:
-            try:
-                observer(done)
-            except Exception:
-                log.exception("observer failed")
+        notify(self.observers, short_circuit(ctx.upstream_meta(), status, provider=provider, started_at=started,
+                                             streamed=ctx.stream))  # fmt: skip

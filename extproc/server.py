@@ -17,6 +17,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3.http_status_pb2 import HttpStatus
 
 from authz.decide import METADATA_NAMESPACE as AUTHZ_NS
+from authz.decide import inbound_api
 from extproc.context import Reply, RequestContext
 from extproc.gateway import Forward, Gateway
 from extproc.stages.parse import endpoint_api
@@ -83,7 +84,7 @@ class GatewayStream:
             path = headers.get(":path", "/")
             api = endpoint_api(path)
             if api is None:
-                api = Api.ANTHROPIC if path.startswith("/v1/messages") else Api.OPENAI
+                api = inbound_api(path)
                 body = error_body(api, 404, f"Unknown path {path.split('?', 1)[0]}: Sidegate serves "
                                   "POST /v1/chat/completions and POST /v1/messages.")  # fmt: skip
                 return _immediate(Reply(404, body, {"content-type": "application/json"}))
@@ -174,19 +175,12 @@ class UpstreamStream:
             if t.body_unchanged:  # one round trip less: Envoy sends the body on without asking us
                 resp.mode_override.CopyFrom(_NO_REQUEST_BODY)
             return resp
+        if t is None:  # request headers always come first on this filter (SEND, see render.py)
+            return _passthrough(req)
         if kind == "request_body":
-            if t is None:  # request headers are not sent to us (SKIP): do both steps on the body
-                t = self._start(req)
-                changes = t.request_headers()
-            else:
-                changes = HeaderChanges()
-            body, body_changes = t.request_body(req.request_body.body)
-            changes.set.update(body_changes.set)
-            changes.remove = [h for h in changes.remove if h not in changes.set]  # one instruction per header
+            body, changes = t.request_body(req.request_body.body)
             common = pb.CommonResponse(header_mutation=_mutation(changes), body_mutation=pb.BodyMutation(body=body))
             return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))
-        if t is None:
-            return _passthrough(req)
         if kind == "response_headers":
             headers = headers_to_dict(req.response_headers.headers)
             status = int(headers.get(":status", "0") or 0)

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from sidegate import keystore
 from sidegate.config import SidegateConfig
+from sidegate.controlplane import ControlPlane
 from sidegate.keystore import TenantLimits
 from sidegate.quota import Limits, TenantQuota
 
@@ -58,17 +59,13 @@ class TenantQuotas:
 
 
 async def seed(redis: Redis, cfg: SidegateConfig) -> None:
-    """Write the config's tenant limits into the store (config wins at start) and announce them."""
+    """Write the config's tenant limits into the store (config wins at start) and announce them,
+    with the control plane's own writers (one MULTI/EXEC)."""
     pipe = redis.pipeline(transaction=True)
     for name, t in cfg.tenants.items():
         lim = t.quota.limits
         pipe.sadd(keystore.TENANT_SET, name)
-        pipe.delete(keystore.tenant_key(name))
-        fields = TenantLimits(rpm=lim.rpm, tpm=lim.tpm, daily_usd=lim.daily_usd, monthly_usd=lim.monthly_usd).to_redis()
-        if fields:
-            pipe.hset(keystore.tenant_key(name), mapping=fields)
-    pipe.incr(keystore.CONFIG_VERSION)
+        ControlPlane.queue_limits(pipe, name, TenantLimits(rpm=lim.rpm, tpm=lim.tpm, daily_usd=lim.daily_usd,
+                                                            monthly_usd=lim.monthly_usd))  # fmt: skip
+    ControlPlane.announce_config(pipe)
     await pipe.execute()
-    await redis.publish(keystore.CONFIG_CHANNEL, b"1")
-
-

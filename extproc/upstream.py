@@ -59,6 +59,15 @@ class Completion:
 Observer = Callable[[Completion], None]
 
 
+def notify(observers: list[Observer], done: Completion) -> None:
+    """Hand a completion to every observer; an observer must never break the response path."""
+    for observer in observers:
+        try:
+            observer(done)
+        except Exception:
+            log.exception("observer failed")
+
+
 @dataclass(slots=True)
 class HeaderChanges:
     set: dict[str, str] = field(default_factory=dict)
@@ -267,11 +276,7 @@ class UpstreamTry:
         if self.app.breaker is not None:
             self.app.breaker.record(self.provider_name, 0 if aborted and not self.status else self.status,
                                     self.mcfg.breaker, self.retry_after_s, self.model)  # fmt: skip
-        for observer in self.app.observers:
-            try:
-                observer(done)
-            except Exception:  # an observer must never break the response path
-                log.exception("observer failed")
+        notify(self.app.observers, done)
         if self.collect and self.app.filler is not None and 200 <= self.status < 300 and not aborted:
             self.app.filler.fill(self.meta, self.client_body, bytes(self.collected), self.streaming, self.usage)
 

@@ -247,7 +247,7 @@ class ControlPlane:
         pipe.publish(CHANNEL, b"1")
 
     @staticmethod
-    def _announce_config(pipe: Pipeline) -> None:
+    def announce_config(pipe: Pipeline) -> None:
         pipe.incr(CONFIG_VERSION)
         pipe.publish(CONFIG_CHANNEL, b"1")
 
@@ -274,7 +274,7 @@ class ControlPlane:
             pipe.sadd(TENANT_SET, tenant)
             self._announce_keys(pipe)
             if new_tenant:
-                self._announce_config(pipe)
+                self.announce_config(pipe)
             return KeyInfo(kid, tenant, mods, False, exp, now, None)
 
         def watched() -> list[str]:
@@ -414,15 +414,15 @@ class ControlPlane:
             pipe.multi()
             pipe.sadd(TENANT_SET, name)
             if limits is not None:
-                self._queue_limits(pipe, name, limits)
-            self._announce_config(pipe)
+                self.queue_limits(pipe, name, limits)
+            self.announce_config(pipe)
             return not exists
 
         created = await self._transact(lambda: [TENANT_SET, tenant_key(name)], body)
         return await self.get_tenant(name), created
 
     @staticmethod
-    def _queue_limits(pipe: Pipeline, name: str, limits: TenantLimits) -> None:
+    def queue_limits(pipe: Pipeline, name: str, limits: TenantLimits) -> None:
         pipe.delete(tenant_key(name))
         if fields := limits.to_redis():
             pipe.hset(tenant_key(name), mapping=fields)
@@ -435,8 +435,8 @@ class ControlPlane:
             if not await pipe.sismember(TENANT_SET, name):
                 raise NotFound(f"no tenant named {name}")
             pipe.multi()
-            self._queue_limits(pipe, name, limits)
-            self._announce_config(pipe)
+            self.queue_limits(pipe, name, limits)
+            self.announce_config(pipe)
 
         await self._transact(lambda: [TENANT_SET, tenant_key(name)], body)
         return await self.get_tenant(name)
@@ -465,7 +465,7 @@ class ControlPlane:
                 pipe.hset(record_key(k.id), mapping={"revoked": "1", "revoked_at": now})
             if mine:
                 self._announce_keys(pipe)
-            self._announce_config(pipe)
+            self.announce_config(pipe)
             return len(mine)
 
         return await self._transact(watch, body)

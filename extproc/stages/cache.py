@@ -19,7 +19,9 @@ from sidegate import metrics
 from sidegate.cache import CacheRequest, ResponseCache, reassemble
 from sidegate.config import SidegateConfig
 from sidegate.errors import Api
+from sidegate.translate.anthropic_to_openai import anthropic_usage
 from sidegate.translate.base import Usage
+from sidegate.translate.openai_to_anthropic import openai_usage
 
 log = logging.getLogger("sidegate.cache")
 
@@ -66,21 +68,13 @@ class CacheStage:
             result = hit.headers.get("x-sidegate-cache", "hit-exact").replace("-", "_")
             metrics.cache_lookup(result)
             ctx.meta["cache"] = result
-            return Reply(200, hit.body, {"content-type": hit.content_type, **hit.headers, **ctx.response_headers})
+            return Reply(200, hit.body, {"content-type": hit.content_type, **hit.headers, **ctx.response_headers}, "cache")
         ctx.meta["cache"] = "bypass" if not req.lookup_allowed else "miss"
         metrics.cache_lookup(ctx.meta["cache"])
         if req.fill_allowed and req.allowed_by(policy):
             ctx.meta["cache_fill"] = True
             self.pending.put(ctx.request_id, req)
         return None
-
-
-def _client_usage(api: Api, u: Usage) -> dict[str, int]:
-    if api is Api.ANTHROPIC:
-        return {"input_tokens": u.input_tokens - u.cached_tokens - u.cache_creation_tokens,
-                "output_tokens": u.output_tokens, "cache_read_input_tokens": u.cached_tokens,
-                "cache_creation_input_tokens": u.cache_creation_tokens}  # fmt: skip
-    return {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens, "total_tokens": u.total_tokens}
 
 
 class CacheFiller:
@@ -110,7 +104,7 @@ class CacheFiller:
                     return
                 if not doc.get("usage") and usage is not None:
                     # The client's stream may not have carried usage (not requested): use the provider's.
-                    doc["usage"] = _client_usage(api, usage)
+                    doc["usage"] = anthropic_usage(usage) if api is Api.ANTHROPIC else openai_usage(usage)
                 response = orjson.dumps(doc)
             self.cache.fill_soon(req, response, policy)
         except Exception:  # never break the response path

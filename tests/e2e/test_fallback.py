@@ -139,7 +139,8 @@ def test_mid_stream_reset_ends_the_client_stream(stack, fake_openai):
         for chunk in oai(stack).chat.completions.create(model="fb-oai-first", messages=MSG, stream=True):
             got.append(chunk)
     assert time.monotonic() - start < 10
-    print("RESET:", type(exc.value), exc.value, len(got))
+    assert len(got) >= 1  # the client got the first chunks, then the reset ended its stream
+    assert isinstance(exc.value, openai.APIConnectionError)
 
 
 def test_garbage_json_from_provider_is_a_clean_502(stack, fake_openai, fake_anthropic):

@@ -16,7 +16,7 @@ def test_key_format_and_hash_roundtrip():
     assert keys.verify(KEY, keys.hash_key(KEY))
     assert not keys.verify(KEY + "x", keys.hash_key(KEY))
     assert keys.key_id("sk-not-ours") is None
-    assert "abcd1234" in keys.redact(KEY) and KEY.split("_")[2] not in keys.redact(KEY)
+    assert "abcd1234" in keys.redact(KEY) and KEY.split("_", 2)[2] not in keys.redact(KEY)
 
 
 def test_pepper_changes_hash():
