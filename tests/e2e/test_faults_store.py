@@ -161,9 +161,18 @@ def test_store_killed_under_load_then_restarted(stack, fake_openai):
 def test_accounting_exact_after_store_recovery(stack, fake_openai):
     """After the restart: usage counts exactly the provider's tokens, every new reservation settles."""
     fake_openai.set_default({"usage": USAGE})
-    time.sleep(0.3)  # settles of requests from the previous test
+    # Let the previous test's background work land first (settles, and cancels of reserve calls
+    # that failed during the outage are retried until the store answers): wait for a stable set.
+    known = reservations(stack, "acme")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = reservations(stack, "acme")
+        if now == known and set(now.values()) <= {"settled", "cancelled"}:
+            break
+        known = now
     before = tenant_usage(stack, "acme")
-    known = set(reservations(stack, "acme"))
+    known = set(known)
     for _ in range(5):
         assert post(stack, "openai", body_for("openai", "gpt-4o-mini", max_tokens=1000)).status_code == 200
     want = before["tokens"] + 5 * 15
