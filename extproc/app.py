@@ -1,7 +1,8 @@
 """Assembles the pipeline from the config: the one place that lists the stages in order.
 
-Gateway (once per request):  auth -> parse -> route -> guard -> quota -> cache
+Gateway (once per request):  auth -> parse -> route -> guard -> quota -> cache -> lane
 Upstream (once per try):     translate -> credentials -> (response) translate -> observe
+Direct lane (Envoy alone per try; see render.py): observe from the access log (extproc/direct.py)
 """
 
 from __future__ import annotations
@@ -13,18 +14,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from envoy.service.accesslog.v3 import als_pb2_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from redis.asyncio import Redis
 
 from authz.service import KeyCache
 from authz.throttle import FailureThrottle
 from extproc.breaker import Breaker
+from extproc.direct import DirectLaneObserver
 from extproc.gateway import Gateway
 from extproc.server import ExternalProcessor
 from extproc.stages import Stage
 from extproc.stages.auth import AuthStage
 from extproc.stages.cache import CacheFiller, CacheStage, PendingFills
 from extproc.stages.guard import GuardStage
+from extproc.stages.lane import LaneStage
 from extproc.stages.parse import ParseStage
 from extproc.stages.quota import QuotaSettler, QuotaStage
 from extproc.stages.route import RouteStage
@@ -142,6 +146,7 @@ def build(cfg: SidegateConfig, redis: Redis | None = None) -> App:
                 starters.append(lambda: start_semantic(semantic))  # model loaded before reporting ready
                 starters.append(lambda: asyncio.create_task(semantic.run_cleanup()))
                 closers.append(semantic.close)
+    stages.append(LaneStage(cfg))
     observers.insert(0, MetricsObserver(cfg, cost=cost))
     gateway = Gateway(stages, observers, inline_auth)
     return App(cfg, gateway, Upstream(cfg, observers, filler, breaker), starters, closers)
@@ -154,6 +159,9 @@ async def serve(cfg: SidegateConfig, redis: Redis | None, host: str, port: int) 
         metrics.start_metrics_server(metrics.service_metrics_port(cfg, "extproc"), cfg.services.metrics_host)
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)])
     pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(app.gateway, app.upstream), server)
+    als_pb2_grpc.add_AccessLogServiceServicer_to_server(
+        DirectLaneObserver(cfg, app.upstream.observers, app.upstream.breaker), server
+    )
     health = add_health(server)
     server.add_insecure_port(f"{host}:{port}")
     await server.start()

@@ -20,15 +20,13 @@ from extproc.breaker import Breaker, parse_retry_after
 from sidegate.config import ProviderConfig, RouteConfig, SidegateConfig
 from sidegate.errors import Api, GatewayError, render
 from sidegate.guard import SseRestorer, restore_body
-from sidegate.render import provider_of_cluster
+from sidegate.render import PROVIDER_HEADERS, provider_of_cluster
 from sidegate.translate import get_translator
 from sidegate.translate.base import StreamTranslator, TranslateOptions, Translator, Usage
 
 log = logging.getLogger("sidegate.upstream")
 
-# Every header any provider scheme uses for credentials or versioning: removed on each try, then
-# the ones for this try's provider are set again.
-PROVIDER_HEADERS = ("authorization", "x-api-key", "api-key", "anthropic-version", "anthropic-beta")
+# PROVIDER_HEADERS are removed on each try, then the ones for this try's provider are set again.
 
 
 @dataclass(slots=True)

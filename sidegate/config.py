@@ -71,6 +71,10 @@ class ServicesConfig(_Model):
     `inline`: the gateway ext_proc checks the key itself at request-headers time (faster)."""
     failure_mode_allow: bool = False
     """If the Sidegate services are unreachable: False -> Envoy answers 5xx (safe default)."""
+    direct_lane: bool = True
+    """Non-streaming requests whose providers take the client's body as is skip the per-try
+    ext_proc: Envoy injects the credential and reads the usage; the observers get the finished
+    request from Envoy's access log (docs/performance.md). False: every try goes through Python."""
 
 
 class StoreConfig(_Model):

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from sidegate.config import ModelConfig, ProviderConfig, SidegateConfig
+from sidegate.errors import Api
 
 ROUTE_HEADER = "x-sidegate-route"
 PHASE_HEADER = "x-sidegate-phase"
@@ -28,8 +29,60 @@ def cluster_name(provider: str) -> str:
     return f"provider.{provider}"
 
 
+def direct_cluster_name(provider: str) -> str:
+    return f"provider.{provider}{DIRECT}"
+
+
 def provider_of_cluster(name: str) -> str | None:
-    return name.removeprefix("provider.") if name.startswith("provider.") else None
+    return name.removeprefix("provider.").removesuffix(DIRECT) if name.startswith("provider.") else None
+
+
+# -- direct lane -------------------------------------------------------------------------------
+# A try whose provider takes the client's request as is (same API, same model name, one key from
+# an environment variable, no path rewrite) needs no Python per try: its cluster injects the
+# credential itself (upstream header_mutation reading the key from Envoy's environment), Envoy's
+# json_to_metadata reads the usage from the response, and the access log (gRPC ALS, batched)
+# hands the finished request to the observers (quota true-up, ledger, metrics, breaker).
+DIRECT = "~direct"
+"""Suffix of a route value / cluster name in the direct lane."""
+USAGE_NS = "sidegate.usage"
+PROVIDER_HEADERS = ("authorization", "x-api-key", "api-key", "anthropic-version", "anthropic-beta")
+"""Every header any provider scheme uses for credentials or versioning (set or removed on each try)."""
+RATE_LIMIT_HEADERS = tuple(
+    f"x-ratelimit-{kind}-{what}" for what in ("requests", "tokens") for kind in ("limit", "remaining", "reset")
+)
+_USAGE_FIELDS = (  # (json path, metadata key): OpenAI and Anthropic bodies
+    (("usage", "prompt_tokens"), "prompt_tokens"),
+    (("usage", "completion_tokens"), "completion_tokens"),
+    (("usage", "prompt_tokens_details", "cached_tokens"), "cached_tokens"),
+    (("usage", "input_tokens"), "input_tokens"),
+    (("usage", "output_tokens"), "output_tokens"),
+    (("usage", "cache_read_input_tokens"), "cache_read_input_tokens"),
+    (("usage", "cache_creation_input_tokens"), "cache_creation_input_tokens"),
+    (("model",), "model"),
+)
+
+
+def direct_provider(p: ProviderConfig) -> bool:
+    """Can Envoy alone prepare a request for this provider (no per-try Python)?"""
+    single_key = (p.api_key_env is not None and not p.api_key_envs) or (p.auth_style == "none" and not p.api_key_envs)
+    return single_key and not p.path_prefix and not p.query
+
+
+def direct_chain(cfg: SidegateConfig, model: str, start: int) -> Api | None:
+    """The client API whose requests for `model` (chain from priority group `start`) may take the
+    direct lane, or None when some provider of that chain needs the per-try stage."""
+    m = cfg.models.get(model)
+    if m is None:
+        return None
+    apis = set()
+    for group in m.groups()[start:]:
+        for r in group:
+            p = cfg.providers[r.provider]
+            if not direct_provider(p) or (r.model is not None and r.model != model):
+                return None
+            apis.add(p.api)
+    return apis.pop() if len(apis) == 1 else None
 
 
 def _duration(seconds: float) -> str:
@@ -107,26 +160,88 @@ def _provider_cluster(name: str, p: ProviderConfig) -> dict[str, Any]:
     return cluster
 
 
+def _direct_cluster(name: str, p: ProviderConfig) -> dict[str, Any]:
+    """The provider's cluster for the direct lane: credential + static headers set by Envoy."""
+    cluster = _provider_cluster(name, p)
+    cname = direct_cluster_name(name)
+    cluster["name"] = cname
+    cluster["load_assignment"]["cluster_name"] = cname
+    # auto_host_rewrite (on the direct routes) sends this hostname as :authority.
+    cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["hostname"] = p.host if p.port in (80, 443) else f"{p.host}:{p.port}"
+    sets: dict[str, str] = {}
+    style = p.auth_style
+    if style != "none" and p.api_key_env:
+        # The key stays in the environment: Envoy reads it at start (never written to a file).
+        secret = f"%ENVIRONMENT({p.api_key_env})%"
+        sets["authorization" if style == "bearer" else style] = f"Bearer {secret}" if style == "bearer" else secret
+    sets.update(p.headers)
+    mutations: list[dict[str, Any]] = [
+        {"append": {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}} for k, v in sets.items()
+    ]
+    if p.api is Api.ANTHROPIC:  # the client's anthropic-version / anthropic-beta pass; a default otherwise
+        mutations.append({"append": {"header": {"key": "anthropic-version", "value": "2023-06-01"}, "append_action": "ADD_IF_ABSENT"}})
+    keep = set(sets) | ({"anthropic-version", "anthropic-beta"} if p.api is Api.ANTHROPIC else set())
+    mutations += [{"remove": h} for h in PROVIDER_HEADERS if h not in keep]
+    opts = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    opts["http_filters"] = [
+        {"name": "sidegate.credential", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {"request_mutations": mutations}}},
+        {"name": "envoy.filters.http.upstream_codec",
+         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}},
+    ]  # fmt: skip
+    return cluster
+
+
 def route_value(model: str, start: int) -> str:
     """Value of the route header for `model`'s chain starting at priority group `start`."""
     return model if start == 0 else f"{model}#{start}"
 
 
-def _model_routes(model: str, m: ModelConfig) -> list[dict[str, Any]]:
+def _direct_response_headers() -> list[dict[str, Any]]:
+    """What the per-try stage would add to a response, from metadata (an empty value adds nothing)."""
+    out = [
+        {"header": {"key": "x-sidegate-provider", "value": f"%CLUSTER_METADATA({META_NS}:provider)%"},
+         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
+        {"header": {"key": "x-sidegate-attempts", "value": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%"},
+         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
+    ]  # fmt: skip
+    for h in RATE_LIMIT_HEADERS:
+        out.append({"header": {"key": h, "value": f"%DYNAMIC_METADATA({META_NS}:response_headers:{h})%"},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"})  # fmt: skip
+    return out
+
+
+def _model_routes(model: str, m: ModelConfig, cfg: SidegateConfig | None = None) -> list[dict[str, Any]]:
     """One Envoy route per possible start of the chain: the gateway skips ejected providers by
-    picking a later start; Envoy retries the rest of the chain on 429/5xx/timeouts/resets."""
+    picking a later start; Envoy retries the rest of the chain on 429/5xx/timeouts/resets.
+    With the direct lane on, chains Envoy can serve alone get a second route (`...~direct`)."""
     groups = m.groups()
     out = []
     for start in range(len(groups)):
-        pgroups = [
-            {"name": f"p{i}", "clusters": [{"cluster_name": cluster_name(r.provider), "weight": r.weight} for r in g]}
-            for i, g in enumerate(groups[start:], start)
-        ]
-        out.append({
-            "name": f"model.{model}.{start}",
-            "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"exact": route_value(model, start)}}]},
+        lanes = [False]
+        if cfg is not None and cfg.services.direct_lane and direct_chain(cfg, model, start) is not None:
+            lanes.append(True)
+        for direct in lanes:
+            out.append(_model_route(model, m, groups, start, direct))
+    return out
+
+
+def _model_route(model: str, m: ModelConfig, groups: list[list[Any]], start: int, direct: bool) -> dict[str, Any]:
+    name = direct_cluster_name if direct else cluster_name
+    pgroups = [
+        {"name": f"p{i}", "clusters": [{"cluster_name": name(r.provider), "weight": r.weight} for r in g]}
+        for i, g in enumerate(groups[start:], start)
+    ]
+    value = route_value(model, start) + (DIRECT if direct else "")
+    extra: dict[str, Any] = {"response_headers_to_add": _direct_response_headers()} if direct else {}
+    return {
+            "name": f"model.{model}.{start}{DIRECT if direct else ''}",
+            "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"exact": value}}]},
             "request_headers_to_remove": [ROUTE_HEADER],
+            **extra,
             "route": {
+                **({"auto_host_rewrite": True} if direct else {}),
                 "inline_cluster_specifier_plugin": {
                     "extension": {
                         "name": "envoy.router.cluster_specifier_plugin.priority_group",
@@ -146,8 +261,7 @@ def _model_routes(model: str, m: ModelConfig) -> list[dict[str, Any]]:
                     "retry_back_off": {"base_interval": "0.001s", "max_interval": "0.002s"},
                 },
             },
-        })  # fmt: skip
-    return out
+        }  # fmt: skip
 
 
 def _oversize_route(limit: int) -> dict[str, Any]:
@@ -233,6 +347,124 @@ def _ext_proc(cluster: str, phase: str, timeout_s: float, mode: dict[str, str], 
     }
 
 
+_ERRORS_LUA = """
+-- Sidegate direct lane: what the per-try stage does to a provider's error, done in Envoy.
+local KEY_ENV = {%s}
+local function plain_replace(s, needle, repl)
+  local out, i = {}, 1
+  while true do
+    local a, b = string.find(s, needle, i, true)
+    if a == nil then break end
+    out[#out + 1] = string.sub(s, i, a - 1) .. repl
+    i = b + 1
+  end
+  out[#out + 1] = string.sub(s, i)
+  return table.concat(out)
+end
+local function replace(h, api, msg)
+  local body
+  if api == "anthropic" then
+    body = '{"type":"error","error":{"type":"api_error","message":"' .. msg .. '"}}'
+  else
+    body = '{"error":{"message":"' .. msg .. '","type":"server_error","param":null,"code":null}}'
+  end
+  local headers = h:headers()
+  headers:replace(":status", "502")
+  headers:replace("content-type", "application/json")
+  local b = h:body()
+  if b ~= nil then b:setBytes(body) end
+  headers:replace("content-length", tostring(#body))
+end
+function envoy_on_response(h)
+  local md = h:streamInfo():dynamicMetadata()
+  local sg = md:get("%s")
+  if sg == nil or sg["lane"] ~= "direct" then return end
+  local headers = h:headers()
+  local status = tonumber(headers:get(":status")) or 0
+  local usage = md:get("%s")
+  local invalid = usage ~= nil and usage["invalid"] ~= nil
+  if status < 400 and not invalid then return end
+  local provider = headers:get("x-sidegate-provider") or ""
+  if status < 400 then
+    replace(h, sg["api"], "Provider '" .. provider .. "' returned an invalid response.")
+  elseif status == 401 or status == 403 then
+    replace(h, sg["api"], "Provider '" .. provider .. "' rejected the gateway's credentials.")
+  else
+    local env = KEY_ENV[provider]
+    local key = env and os.getenv(env)
+    if key == nil or #key < 8 then return end
+    local b = h:body()
+    if b == nil then return end
+    local text = b:getBytes(0, b:length())
+    if string.find(text, key, 1, true) then
+      local clean = plain_replace(text, key, "[redacted]")
+      b:setBytes(clean)
+      headers:replace("content-length", tostring(#clean))
+    end
+  end
+end
+"""
+
+
+def _direct_errors(cfg: SidegateConfig) -> dict[str, Any]:
+    """Router-level Lua (in Envoy, no gRPC): a direct-lane provider error gets the per-try stage's
+    treatment: 401/403 (our key refused) and unparseable bodies -> 502 in the client's format,
+    the provider key scrubbed from error bodies that echo it."""
+    envs = ", ".join(
+        f'["{name}"] = "{p.api_key_env}"' for name, p in cfg.providers.items() if direct_provider(p) and p.api_key_env
+    )
+    return {
+        "name": "sidegate.direct_errors",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": _ERRORS_LUA % (envs, META_NS, USAGE_NS)},
+        },
+    }
+
+
+def _usage_to_metadata() -> dict[str, Any]:
+    """Router-level: the usage of a JSON response body -> dynamic metadata `sidegate.usage` (C++)."""
+    rules: list[dict[str, Any]] = [
+        {"selectors": [{"key": k} for k in path],
+         "on_present": {"metadata_namespace": USAGE_NS, "key": key, "type": "STRING" if key == "model" else "NUMBER"}}
+        for path, key in _USAGE_FIELDS
+    ]  # fmt: skip
+    # A body that is not JSON (cut, HTML...) flags the response for the error filter.
+    rules[0]["on_error"] = {"metadata_namespace": USAGE_NS, "key": "invalid", "value": {"number_value": 1}}
+    return {
+        "name": "sidegate.usage",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.json_to_metadata.v3.JsonToMetadata",
+            "response_rules": {"rules": rules},
+        },
+    }
+
+
+def _direct_access_log(svc: Any) -> dict[str, Any]:
+    """Finished direct-lane requests, batched to extproc's AccessLogService (the observe stage)."""
+    return {
+        "name": "envoy.access_loggers.http_grpc",
+        "filter": {"extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                "expression": f"has(metadata.filter_metadata.{META_NS}) && has(metadata.filter_metadata.{META_NS}.lane)",
+            },
+        }},
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
+            "additional_response_headers_to_log": ["retry-after", "retry-after-ms"],
+            "common_config": {
+                "log_name": "sidegate.direct",
+                "transport_api_version": "V3",
+                "buffer_flush_interval": "0.05s",
+                "buffer_size_bytes": 65536,
+                "grpc_service": {"envoy_grpc": {"cluster_name": "sidegate_extproc"}, "timeout": _duration(svc.grpc_timeout_s)},
+            },
+        },
+    }  # fmt: skip
+
+
 def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str, Any]:
     """The Envoy bootstrap. `sidegate_filters=False` renders the same listener and clusters with no
     Sidegate filters and the first model's route as catch-all: the "Envoy alone" benchmark baseline."""
@@ -286,7 +518,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
         },
     }
     routes = [_oversize_route(cfg.listener.max_request_bytes)]
-    routes += [r for name, m in cfg.models.items() for r in _model_routes(name, m)]
+    routes += [r for name, m in cfg.models.items() for r in _model_routes(name, m, cfg)]
     # An API path without a route header means the gateway filter did not run (it is down and
     # failure_mode_allow let the request through): nothing can route it, say so with a 503.
     for path in ("/v1/chat/completions", "/v1/messages"):
@@ -295,10 +527,14 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
     routes.append({"name": "unrouted", "match": {"prefix": "/"}, "direct_response": {"status": 404}})
     if not sidegate_filters:
         routes = [{**routes[1], "match": {"prefix": "/"}}]
+    direct = svc.direct_lane and sidegate_filters
+    logs = access_log(cfg.observability.access_log) if cfg.observability.access_log else []
+    if direct:
+        logs.append(_direct_access_log(svc))
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "sidegate",
-        **({"access_log": access_log(cfg.observability.access_log)} if cfg.observability.access_log else {}),
+        **({"access_log": logs} if logs else {}),
         "codec_type": "AUTO",
         "generate_request_id": True,
         "stream_idle_timeout": "300s",
@@ -319,6 +555,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
         "http_filters": [
             *([ext_authz] if svc.auth == "ext_authz" else []),
             {"name": "sidegate.gateway", "typed_config": gateway_proc},
+            *([_direct_errors(cfg), _usage_to_metadata()] if direct else []),
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": {
@@ -339,6 +576,8 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
             {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
         ]
     clusters = [_provider_cluster(name, p) for name, p in cfg.providers.items()]
+    if direct:
+        clusters += [_direct_cluster(name, p) for name, p in cfg.providers.items() if direct_provider(p)]
     svc_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(svc.host, svc.host)  # wildcard bind -> loopback
     clusters.append(_grpc_cluster("sidegate_authz", svc_host, svc.authz_port, svc.authz_workers))
     clusters.append(_grpc_cluster("sidegate_extproc", svc_host, svc.extproc_port, svc.extproc_workers))

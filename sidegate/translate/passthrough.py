@@ -26,7 +26,7 @@ from sidegate.translate.common import (
 __all__ = ["AnthropicPassthrough", "OpenAIPassthrough"]
 
 
-def _openai_usage(u: Any) -> Usage | None:
+def parse_openai_usage(u: Any) -> Usage | None:
     if not isinstance(u, dict):
         return None
     prompt = as_count(u.get("prompt_tokens"))
@@ -38,7 +38,7 @@ def _openai_usage(u: Any) -> Usage | None:
     )
 
 
-def _anthropic_usage(raw: dict[str, int]) -> Usage:
+def parse_anthropic_usage(raw: dict[str, int]) -> Usage:
     read = as_count(raw.get("cache_read_input_tokens"))
     created = as_count(raw.get("cache_creation_input_tokens"))
     return Usage(
@@ -110,7 +110,7 @@ class OpenAIPassthroughStream:
             elif b'"usage"' in data and b'"usage":null' not in data and not _USAGE_NULL.search(data):
                 obj = loads_object(data)
                 if obj is not None and isinstance(obj.get("usage"), dict):
-                    self.usage = _openai_usage(obj["usage"])
+                    self.usage = parse_openai_usage(obj["usage"])
                     if self._strip:
                         if not obj.get("choices"):
                             continue  # the usage-only chunk the client did not ask for
@@ -147,7 +147,7 @@ class OpenAIPassthrough:
         obj = loads_object(body)
         if obj is None:  # never hand the client a 200 with a broken body
             raise GatewayError(502, "The provider returned an invalid (non-JSON) response.")
-        return body, _openai_usage(obj.get("usage"))
+        return body, parse_openai_usage(obj.get("usage"))
 
     def stream(self, *, client_wants_usage: bool) -> OpenAIPassthroughStream:
         return OpenAIPassthroughStream(client_wants_usage=client_wants_usage)
@@ -180,7 +180,7 @@ class AnthropicPassthroughStream:
             value = u.get(key)
             if isinstance(value, int):
                 self._raw[key] = as_count(value)  # message_delta counters are cumulative: the last one wins
-        self.usage = _anthropic_usage(self._raw)
+        self.usage = parse_anthropic_usage(self._raw)
 
     def feed(self, chunk: bytes) -> bytes:
         if self._done:
@@ -231,7 +231,7 @@ class AnthropicPassthrough:
         if not isinstance(u, dict):
             return body, None
         raw = {k: v for k, v in u.items() if isinstance(v, int)}
-        return body, _anthropic_usage(raw)
+        return body, parse_anthropic_usage(raw)
 
     def stream(self, *, client_wants_usage: bool) -> AnthropicPassthroughStream:
         return AnthropicPassthroughStream()

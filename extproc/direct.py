@@ -1,0 +1,104 @@
+"""Observe stage of the direct lane: Envoy's access log (gRPC ALS) -> Completion -> observers.
+
+A direct-lane request has no per-try Python (see sidegate/render.py): Envoy injects the
+credential, `json_to_metadata` copies the response's usage into the `sidegate.usage` metadata,
+and the access log entry (batched by Envoy, several requests per message) carries the gateway's
+metadata, the status, the cluster that answered and the timings. Each entry becomes the same
+:class:`Completion` a per-try stream would produce, so quota true-up, ledger, metrics and the
+breaker see both lanes alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from envoy.data.accesslog.v3 import accesslog_pb2
+from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
+
+from extproc.breaker import Breaker, parse_retry_after
+from extproc.upstream import Completion, Observer, notify
+from sidegate.config import SidegateConfig
+from sidegate.envoy_pb import struct_to_dict
+from sidegate.render import META_NS, USAGE_NS, provider_of_cluster
+from sidegate.translate.base import Usage
+from sidegate.translate.passthrough import parse_anthropic_usage, parse_openai_usage
+
+log = logging.getLogger("sidegate.direct")
+
+
+def _seconds(d: Any) -> float:
+    return d.seconds + d.nanos / 1e9
+
+
+def usage_of(fields: dict[str, Any]) -> Usage | None:
+    """The `sidegate.usage` metadata (OpenAI or Anthropic field names) -> Usage."""
+    if "prompt_tokens" in fields or "completion_tokens" in fields:
+        raw: dict[str, Any] = {k: int(fields.get(k, 0)) for k in ("prompt_tokens", "completion_tokens")}
+        raw["prompt_tokens_details"] = {"cached_tokens": int(fields.get("cached_tokens", 0))}
+        return parse_openai_usage(raw)
+    if "input_tokens" in fields or "output_tokens" in fields:
+        keys = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+        return parse_anthropic_usage({k: int(fields.get(k, 0)) for k in keys})
+    return None
+
+
+def completion(entry: accesslog_pb2.HTTPAccessLogEntry, now: float | None = None) -> Completion | None:
+    """One finished direct-lane request -> the Completion the observers expect (None: not ours)."""
+    common = entry.common_properties
+    fm = common.metadata.filter_metadata
+    if META_NS not in fm:
+        return None
+    meta = struct_to_dict(fm[META_NS])
+    if meta.get("lane") != "direct":
+        return None
+    usage_fields = struct_to_dict(fm[USAGE_NS]) if USAGE_NS in fm else {}
+    status = entry.response.response_code.value
+    usage = usage_of(usage_fields) if 200 <= status < 300 else None
+    flags = common.response_flags
+    aborted = status == 0 or flags.downstream_connection_termination
+    now = time.monotonic() if now is None else now
+    total = _seconds(common.time_to_last_downstream_tx_byte) or _seconds(common.duration)
+    started = now - total
+    ttfb = _seconds(common.time_to_first_upstream_rx_byte)
+    headers = dict(entry.response.response_headers)
+    retry_after = parse_retry_after(headers) if status >= 400 else None
+    return Completion(
+        meta=meta, provider=provider_of_cluster(common.upstream_cluster) or "none",
+        upstream_model=str(usage_fields.get("model") or meta.get("model", "")), status=status, usage=usage,
+        final=True, streamed=False, aborted=bool(aborted), attempt=common.upstream_request_attempt_count or 1,
+        started_at=started, first_byte_at=started + ttfb if ttfb else now, ended_at=now, retry_after_s=retry_after,
+    )  # fmt: skip
+
+
+class DirectLaneObserver(als_pb2_grpc.AccessLogServiceServicer):
+    """The gRPC AccessLogService Envoy streams direct-lane log entries to."""
+
+    def __init__(self, cfg: SidegateConfig, observers: list[Observer], breaker: Breaker | None = None):
+        self.cfg = cfg
+        self.observers = observers
+        self.breaker = breaker
+
+    def on_entry(self, entry: accesslog_pb2.HTTPAccessLogEntry) -> None:
+        done = completion(entry)
+        if done is None:
+            return
+        model = self.cfg.models.get(str(done.meta.get("model", "")))
+        if self.breaker is not None and model is not None and done.provider != "none":
+            status = 0 if done.aborted and not done.status else done.status
+            self.breaker.record(done.provider, status, model.breaker, done.retry_after_s, str(done.meta.get("model")))
+        notify(self.observers, done)
+
+    async def StreamAccessLogs(
+        self, request_iterator: AsyncIterator[als_pb2.StreamAccessLogsMessage], context: grpc.aio.ServicerContext
+    ) -> als_pb2.StreamAccessLogsResponse:
+        async for msg in request_iterator:
+            for entry in msg.http_logs.log_entry:
+                try:
+                    self.on_entry(entry)
+                except Exception:
+                    log.exception("direct-lane log entry failed")
+        return als_pb2.StreamAccessLogsResponse()

@@ -1,0 +1,38 @@
+"""lane: the last gateway stage; picks the direct lane when Envoy can serve every try alone.
+
+Direct lane (see sidegate/render.py): the providers of the chain take the client's body as is,
+so no per-try Python is needed. Requests that need the per-try stage stay in the full lane:
+streams (usage injection and SSE translation), cache fills (the response is kept), PII restore.
+"""
+
+from __future__ import annotations
+
+from extproc.context import Reply, RequestContext
+from sidegate.config import SidegateConfig
+from sidegate.errors import Api
+from sidegate.render import DIRECT, direct_chain
+
+
+class LaneStage:
+    name = "lane"
+
+    def __init__(self, cfg: SidegateConfig):
+        self.direct: dict[tuple[str, int], Api] = {}
+        if cfg.services.direct_lane:
+            for model, m in cfg.models.items():
+                for start in range(len(m.groups())):
+                    api = direct_chain(cfg, model, start)
+                    if api is not None:
+                        self.direct[(model, start)] = api
+
+    def eligible(self, ctx: RequestContext) -> bool:
+        meta = ctx.meta
+        if ctx.stream or meta.get("cache_fill") or meta.get("restore"):
+            return False
+        return self.direct.get((ctx.model, int(meta.get("start", 0)))) is ctx.api
+
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
+        if self.direct and ctx.route and self.eligible(ctx):
+            ctx.route += DIRECT
+            ctx.meta["lane"] = "direct"
+        return None
