@@ -5,7 +5,10 @@
 Scenarios (same fast fake upstream for all):
   direct    wrk -> fake upstream
   envoy     wrk -> Envoy (same bootstrap, Sidegate filters off) -> fake
-  sidegate  wrk -> Envoy + ext_authz + ext_proc (gateway + per-try upstream) -> fake
+  sidegate  wrk -> Envoy + ext_authz + gateway ext_proc; direct lane (Envoy alone per try) -> fake
+  inline    the same with auth in the gateway (services.auth: inline)
+  full-lane inline, direct lane off: every try through the per-try ext_proc
+  translated inline, OpenAI client -> Anthropic provider (per-try translation both ways)
 Prints p50/p99 latency, RPS, added p50 vs Envoy-alone and CPU ms per request (all processes of
 the scenario, read from /proc). Needs `wrk` (Debian: apt-get install wrk).
 """
@@ -91,7 +94,7 @@ def measure(name: str, url: str, script: Path, pids: list[int], conns_list: list
     return rows
 
 
-SCENARIOS = "direct,envoy,sidegate,inline,inline-2w,exact-hit,semantic-hit,ttft"
+SCENARIOS = "direct,envoy,sidegate,inline,inline-2w,full-lane,translated,exact-hit,semantic-hit,ttft"
 
 
 def _stack(work: Path, name: str, data: dict, env: dict[str, str]) -> Supervisor:
@@ -159,9 +162,11 @@ def main() -> int:
             "services": {"authz_port": free_port_block(4), "extproc_port": free_port_block(4), "metrics_port": free_port(),
                          "authz_metrics_port": free_port(), **services},
             "observability": {"access_log": None},
-            "providers": {"openai": {"api": "openai", "base_url": f"http://127.0.0.1:{fport}", "api_key_env": "BENCH_KEY"}},
+            "providers": {"openai": {"api": "openai", "base_url": f"http://127.0.0.1:{fport}", "api_key_env": "BENCH_KEY"},
+                          "anthropic": {"api": "anthropic", "base_url": f"http://127.0.0.1:{fport}", "api_key_env": "BENCH_KEY"}},
             "models": {
                 "gpt-4o-mini": {"routes": [{"provider": "openai"}]},
+                "claude": {"routes": [{"provider": "anthropic", "model": "claude-3-5-haiku-20241022"}]},
                 "cached": {"routes": [{"provider": "openai", "model": "gpt-4o-mini"}], "cache": {"exact": True}},
                 "semantic": {"routes": [{"provider": "openai", "model": "gpt-4o-mini"}],
                              "cache": {"semantic": True, "semantic_timeout_ms": 500}},
@@ -192,6 +197,8 @@ def main() -> int:
         variants = [
             ("sidegate", {}, CHAT), ("inline", {"auth": "inline"}, CHAT),
             ("inline-2w", {"auth": "inline", "extproc_workers": 2}, CHAT),
+            ("full-lane", {"auth": "inline", "direct_lane": False}, CHAT),
+            ("translated", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
             ("exact-hit", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"cached"')),
             ("semantic-hit", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"semantic"')),
         ]

@@ -83,8 +83,12 @@ def render_bootstrap(config_path: Path) -> str:
 
 
 def snippets(cfg: config.SidegateConfig | None = None) -> dict[str, Any]:
-    """The Sidegate filters and gRPC clusters exactly as `sidegate render` emits them."""
-    b = render.bootstrap(cfg or _load(DEMO_CONFIG))
+    """The Sidegate filters and gRPC clusters exactly as `sidegate render` emits them. Without the
+    direct lane: its routes and provider clusters are the operator's (the services' config must
+    then say `services.direct_lane: false`, see docs/deployment.md)."""
+    cfg = cfg or _load(DEMO_CONFIG)
+    cfg = cfg.model_copy(update={"services": cfg.services.model_copy(update={"direct_lane": False})})
+    b = render.bootstrap(cfg)
     hcm = b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     *sidegate_filters, router = hcm["http_filters"]
     assert router["name"] == "envoy.filters.http.router", "render.py changed its filter chain layout"

@@ -54,6 +54,8 @@ class App:
     """Run on the serving event loop by :meth:`start` (they may create tasks)."""
     closers: list[Callable[[], Any]] = field(default_factory=list)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    processor: ExternalProcessor | None = None
+    direct: DirectLaneObserver | None = None
 
     async def start(self) -> None:
         for starter in self.starters:
@@ -62,6 +64,20 @@ class App:
                 result = await result
             if isinstance(result, asyncio.Task):
                 self.tasks.append(result)
+
+    async def stop_serving(self, server: grpc.aio.Server, grace_s: float) -> None:
+        """Graceful stop: in-flight ext_proc streams (e.g. a long SSE response) may finish within
+        the grace period; the access-log streams (which never end by themselves) are closed once
+        they are the only RPCs left and Envoy had time to flush its last batch."""
+        stopping = asyncio.ensure_future(server.stop(grace=grace_s))
+        while not stopping.done():
+            if self.processor is None or self.processor.active == 0:
+                await asyncio.sleep(0.2)  # Envoy flushes the access log every 50 ms
+                if self.direct is not None:
+                    self.direct.close()
+                break
+            await asyncio.sleep(0.05)
+        await stopping
 
     async def aclose(self) -> None:
         for task in self.tasks:
@@ -158,10 +174,10 @@ async def serve(cfg: SidegateConfig, redis: Redis | None, host: str, port: int) 
     if cfg.services.metrics_port:
         metrics.start_metrics_server(metrics.service_metrics_port(cfg, "extproc"), cfg.services.metrics_host)
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)])
-    pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(app.gateway, app.upstream), server)
-    als_pb2_grpc.add_AccessLogServiceServicer_to_server(
-        DirectLaneObserver(cfg, app.upstream.observers, app.upstream.breaker), server
-    )
+    app.processor = ExternalProcessor(app.gateway, app.upstream)
+    app.direct = DirectLaneObserver(cfg, app.upstream.observers, app.upstream.breaker)
+    pb_grpc.add_ExternalProcessorServicer_to_server(app.processor, server)
+    als_pb2_grpc.add_AccessLogServiceServicer_to_server(app.direct, server)
     health = add_health(server)
     server.add_insecure_port(f"{host}:{port}")
     await server.start()

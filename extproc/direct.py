@@ -10,6 +10,7 @@ breaker see both lanes alike.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -81,6 +82,12 @@ class DirectLaneObserver(als_pb2_grpc.AccessLogServiceServicer):
         self.cfg = cfg
         self.observers = observers
         self.breaker = breaker
+        self._streams: set[asyncio.Task[Any]] = set()
+
+    def close(self) -> None:
+        """End the log streams (Envoy keeps them open forever; a graceful stop would wait on them)."""
+        for task in self._streams:
+            task.cancel()
 
     def on_entry(self, entry: accesslog_pb2.HTTPAccessLogEntry) -> None:
         done = completion(entry)
@@ -95,10 +102,17 @@ class DirectLaneObserver(als_pb2_grpc.AccessLogServiceServicer):
     async def StreamAccessLogs(
         self, request_iterator: AsyncIterator[als_pb2.StreamAccessLogsMessage], context: grpc.aio.ServicerContext
     ) -> als_pb2.StreamAccessLogsResponse:
-        async for msg in request_iterator:
-            for entry in msg.http_logs.log_entry:
-                try:
-                    self.on_entry(entry)
-                except Exception:
-                    log.exception("direct-lane log entry failed")
+        task = asyncio.current_task()
+        if task is not None:
+            self._streams.add(task)
+        try:
+            async for msg in request_iterator:
+                for entry in msg.http_logs.log_entry:
+                    try:
+                        self.on_entry(entry)
+                    except Exception:
+                        log.exception("direct-lane log entry failed")
+        finally:
+            if task is not None:
+                self._streams.discard(task)
         return als_pb2.StreamAccessLogsResponse()

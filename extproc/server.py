@@ -216,6 +216,8 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     def __init__(self, gateway: Gateway, upstream: Upstream):
         self.gateway = gateway
         self.upstream = upstream
+        self.active = 0
+        """Open ext_proc streams (a graceful stop waits for them)."""
 
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
@@ -227,10 +229,12 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         handler: GatewayStream | UpstreamStream = (
             UpstreamStream(self.upstream) if phase == "upstream" else GatewayStream(self.gateway)
         )
+        self.active += 1
         try:
             async for req in request_iterator:
                 yield await handler.handle(req)
         finally:
+            self.active -= 1
             if isinstance(handler, UpstreamStream):
                 handler.close()
 

@@ -63,8 +63,7 @@ async def _extproc(cfg: SidegateConfig) -> None:
     server, app = await serve(cfg, redis, cfg.services.host, cfg.services.extproc_port)
     log.info("extproc listening on %s:%d", cfg.services.host, cfg.services.extproc_port)
     await _until_signal()
-    # Let in-flight ext_proc streams (e.g. a long SSE response) finish within the grace period.
-    await server.stop(grace=float(os.environ.get("SIDEGATE_DRAIN_S", "30")))
+    await app.stop_serving(server, float(os.environ.get("SIDEGATE_DRAIN_S", "30")))
     await app.aclose()
     await redis.aclose()
 

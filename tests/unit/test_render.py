@@ -27,14 +27,16 @@ def test_routes_and_clusters_follow_the_config():
     assert [g["clusters"][0]["cluster_name"] for g in groups] == ["provider.openai", "provider.anthropic"]
     assert first["route"]["retry_policy"]["num_retries"] == 1
     names = [f["name"] for f in hcm["http_filters"]]
-    assert names == ["envoy.filters.http.ext_authz", "sidegate.gateway", "envoy.filters.http.router"]
+    assert names == ["envoy.filters.http.ext_authz", "sidegate.gateway", "sidegate.direct_errors", "sidegate.usage",
+                     "envoy.filters.http.router"]
 
 
 def test_inline_auth_has_no_ext_authz_filter():
     cfg = _demo()
     cfg.services.auth = "inline"
     hcm = render.bootstrap(cfg)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    assert [f["name"] for f in hcm["http_filters"]] == ["sidegate.gateway", "envoy.filters.http.router"]
+    assert hcm["http_filters"][0]["name"] == "sidegate.gateway"
+    assert "envoy.filters.http.ext_authz" not in [f["name"] for f in hcm["http_filters"]]
 
 
 def test_https_provider_gets_verified_tls():

@@ -1,0 +1,149 @@
+"""Direct lane: which chains Envoy serves alone (render), which requests take it (lane stage), and
+how an access-log entry becomes a Completion (extproc/direct.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import yaml
+from envoy.data.accesslog.v3 import accesslog_pb2
+
+from extproc.context import RequestContext
+from extproc.direct import completion
+from extproc.stages.lane import LaneStage
+from sidegate import config, render
+from sidegate.envoy_pb import struct
+from sidegate.errors import Api
+
+SECRET = "sk-live-abcdefghijklmnop"
+
+
+def cfg(**services: object) -> config.SidegateConfig:
+    return config.parse({
+        "services": services,
+        "providers": {
+            "openai": {"api": "openai", "base_url": "https://api.openai.com", "api_key_env": "OPENAI_API_KEY"},
+            "groq": {"api": "openai", "base_url": "https://api.groq.com", "api_key_env": "GROQ_KEY",
+                     "path_prefix": "/openai/v1"},
+            "pool": {"api": "openai", "base_url": "http://10.0.0.1:8000",
+                     "api_key_envs": [{"env": "K1"}, {"env": "K2"}]},
+            "anthropic": {"api": "anthropic", "base_url": "https://api.anthropic.com", "api_key_env": "ANTHROPIC_API_KEY"},
+        },
+        "models": {
+            "gpt-4o-mini": {"routes": [{"provider": "openai"}]},
+            "alias": {"routes": [{"provider": "openai", "model": "gpt-4o"}]},
+            "mixed": {"routes": [{"provider": "openai"}, {"provider": "anthropic"}]},
+            "prefixed": {"routes": [{"provider": "groq"}]},
+            "pooled": {"routes": [{"provider": "pool"}]},
+            "claude": {"routes": [{"provider": "anthropic"}]},
+            "tail": {"routes": [{"provider": "anthropic", "model": "x"}, {"provider": "openai"}]},
+        },
+    }, env={"OPENAI_API_KEY": SECRET})  # fmt: skip
+
+
+def test_direct_chains():
+    c = cfg()
+    assert render.direct_chain(c, "gpt-4o-mini", 0) is Api.OPENAI
+    assert render.direct_chain(c, "claude", 0) is Api.ANTHROPIC
+    for model in ("alias", "mixed", "prefixed", "pooled"):
+        assert render.direct_chain(c, model, 0) is None, model
+    # From its second group on, the chain is direct (the breaker may start there).
+    assert render.direct_chain(c, "tail", 0) is None and render.direct_chain(c, "tail", 1) is Api.OPENAI
+
+
+def test_bootstrap_has_direct_clusters_and_routes_without_secrets():
+    boot = render.bootstrap(cfg())
+    text = yaml.safe_dump(boot)
+    assert SECRET not in text
+    clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
+    assert {"provider.openai~direct", "provider.anthropic~direct"} <= set(clusters)
+    assert "provider.groq~direct" not in clusters and "provider.pool~direct" not in clusters
+    opts = clusters["provider.openai~direct"]["typed_extension_protocol_options"]
+    filters = opts["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"]
+    muts = filters[0]["typed_config"]["mutations"]["request_mutations"]
+    assert {"append": {"header": {"key": "authorization", "value": "Bearer %ENVIRONMENT(OPENAI_API_KEY)%"},
+                       "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}} in muts  # fmt: skip
+    assert {"remove": "x-api-key"} in muts
+    amuts = clusters["provider.anthropic~direct"]["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"][0]["typed_config"]["mutations"]["request_mutations"]
+    assert any(m.get("append", {}).get("header", {}).get("key") == "x-api-key" for m in amuts)
+    assert {"remove": "authorization"} in amuts
+    routes = {r["name"] for r in boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+              ["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]}  # fmt: skip
+    assert {"model.gpt-4o-mini.0~direct", "model.claude.0~direct", "model.tail.1~direct"} <= routes
+    assert "model.alias.0~direct" not in routes and "model.tail.0~direct" not in routes
+    hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    names = [f["name"] for f in hcm["http_filters"]]
+    assert names.index("sidegate.gateway") < names.index("sidegate.direct_errors") < names.index("sidegate.usage")
+    assert any(a["name"] == "envoy.access_loggers.http_grpc" for a in hcm["access_log"])
+
+
+def test_direct_lane_off_renders_no_direct_parts():
+    text = yaml.safe_dump(render.bootstrap(cfg(direct_lane=False)))
+    assert "~direct" not in text and "http_grpc" not in text and "json_to_metadata" not in text
+
+
+def _ctx(model: str, api: Api = Api.OPENAI, **kw: object) -> RequestContext:
+    ctx = RequestContext(path="/v1/chat/completions", method="POST", headers={}, api=api, model=model, route=model)
+    for k, v in kw.items():
+        setattr(ctx, k, v)
+    return ctx
+
+
+def test_lane_stage_picks_direct_only_when_nothing_per_try_is_needed():
+    stage = LaneStage(cfg())
+    ctx = _ctx("gpt-4o-mini")
+    asyncio.run(stage.on_request(ctx))
+    assert ctx.route == "gpt-4o-mini~direct" and ctx.meta["lane"] == "direct"
+    cases = [
+        _ctx("gpt-4o-mini", stream=True),  # usage injection / SSE per try
+        _ctx("gpt-4o-mini", meta={"cache_fill": True}),  # the response is kept for the cache
+        _ctx("gpt-4o-mini", meta={"restore": {"<PII_1>": "x"}}),  # PII restored in the response
+        _ctx("gpt-4o-mini", api=Api.ANTHROPIC),  # translated
+        _ctx("alias"),  # body rewritten per try
+    ]
+    for ctx in cases:
+        asyncio.run(stage.on_request(ctx))
+        assert "~direct" not in ctx.route and "lane" not in ctx.meta
+    breaker_start = _ctx("tail", meta={"start": 1}, route="tail#1")
+    asyncio.run(stage.on_request(breaker_start))
+    assert breaker_start.route == "tail#1~direct"
+    off = LaneStage(cfg(direct_lane=False))
+    ctx = _ctx("gpt-4o-mini")
+    asyncio.run(off.on_request(ctx))
+    assert ctx.route == "gpt-4o-mini"
+
+
+def _entry(meta: dict, usage: dict | None, status: int = 200, cluster: str = "provider.openai~direct",
+           headers: dict[str, str] | None = None) -> accesslog_pb2.HTTPAccessLogEntry:  # fmt: skip
+    e = accesslog_pb2.HTTPAccessLogEntry()
+    md = {render.META_NS: meta, **({render.USAGE_NS: usage} if usage is not None else {})}
+    for ns, fields in md.items():
+        e.common_properties.metadata.filter_metadata[ns].CopyFrom(struct(fields))
+    e.common_properties.upstream_cluster = cluster
+    e.common_properties.upstream_request_attempt_count = 2
+    e.common_properties.time_to_last_downstream_tx_byte.FromMilliseconds(40)
+    e.common_properties.time_to_first_upstream_rx_byte.FromMilliseconds(30)
+    e.response.response_code.value = status
+    for k, v in (headers or {}).items():
+        e.response.response_headers[k] = v
+    return e
+
+
+def test_access_log_entry_to_completion():
+    meta = {"lane": "direct", "model": "gpt-4o-mini", "tenant": "acme", "api": "openai"}
+    c = completion(_entry(meta, {"prompt_tokens": 12.0, "completion_tokens": 3.0, "cached_tokens": 4.0, "model": "gpt-4o-mini-2024"}), now=100.0)
+    assert c is not None
+    assert (c.provider, c.status, c.attempt, c.final, c.streamed, c.aborted) == ("openai", 200, 2, True, False, False)
+    assert (c.usage.input_tokens, c.usage.output_tokens, c.usage.cached_tokens) == (12, 3, 4)
+    assert c.upstream_model == "gpt-4o-mini-2024" and c.meta["tenant"] == "acme"
+    assert abs(c.ended_at - c.started_at - 0.040) < 1e-6 and abs(c.first_byte_at - c.started_at - 0.030) < 1e-6
+    a = completion(_entry({**meta, "api": "anthropic"}, {"input_tokens": 5.0, "output_tokens": 7.0,
+                                                         "cache_read_input_tokens": 10.0}, cluster="provider.anthropic~direct"))  # fmt: skip
+    assert a is not None and a.provider == "anthropic"
+    assert (a.usage.input_tokens, a.usage.output_tokens, a.usage.cached_tokens) == (15, 7, 10)
+    err = completion(_entry(meta, None, status=429, headers={"retry-after": "3"}))
+    assert err is not None and err.usage is None and err.retry_after_s == 3.0
+    gone = completion(_entry(meta, None, status=0, cluster=""))
+    assert gone is not None and gone.aborted and gone.provider == "none"
+    assert completion(_entry({"model": "m"}, None)) is None  # full lane: its per-try stream observed it
