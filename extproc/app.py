@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from authz.service import KeyCache
 from authz.throttle import FailureThrottle
-from extproc.breaker import Breaker
+from extproc.breaker import Breaker, BreakerObserver
 from extproc.direct import DirectLaneObserver
 from extproc.gateway import Gateway
 from extproc.server import ExternalProcessor
@@ -164,8 +164,9 @@ def build(cfg: SidegateConfig, redis: Redis | None = None) -> App:
                 closers.append(semantic.close)
     stages.append(LaneStage(cfg))
     observers.insert(0, MetricsObserver(cfg, cost=cost))
+    observers.append(BreakerObserver(cfg, breaker))
     gateway = Gateway(stages, observers, inline_auth)
-    return App(cfg, gateway, Upstream(cfg, observers, filler, breaker), starters, closers)
+    return App(cfg, gateway, Upstream(cfg, observers, filler), starters, closers)
 
 
 async def serve(cfg: SidegateConfig, redis: Redis | None, host: str, port: int) -> tuple[grpc.aio.Server, App]:
@@ -175,7 +176,7 @@ async def serve(cfg: SidegateConfig, redis: Redis | None, host: str, port: int) 
         metrics.start_metrics_server(metrics.service_metrics_port(cfg, "extproc"), cfg.services.metrics_host)
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)])
     app.processor = ExternalProcessor(app.gateway, app.upstream)
-    app.direct = DirectLaneObserver(cfg, app.upstream.observers, app.upstream.breaker)
+    app.direct = DirectLaneObserver(app.upstream.observers)
     pb_grpc.add_ExternalProcessorServicer_to_server(app.processor, server)
     als_pb2_grpc.add_AccessLogServiceServicer_to_server(app.direct, server)
     health = add_health(server)

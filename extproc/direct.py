@@ -4,8 +4,8 @@ A direct-lane request has no per-try Python (see sidegate/render.py): Envoy inje
 credential, `json_to_metadata` copies the response's usage into the `sidegate.usage` metadata,
 and the access log entry (batched by Envoy, several requests per message) carries the gateway's
 metadata, the status, the cluster that answered and the timings. Each entry becomes the same
-:class:`Completion` a per-try stream would produce, so quota true-up, ledger, metrics and the
-breaker see both lanes alike.
+:class:`Completion` a per-try stream would produce, so the observers (quota true-up, ledger,
+metrics, breaker) see both lanes alike.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ import grpc
 from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
-from extproc.breaker import Breaker, parse_retry_after
+from extproc.breaker import parse_retry_after
 from extproc.upstream import Completion, Observer, notify
-from sidegate.config import SidegateConfig
 from sidegate.envoy_pb import struct_to_dict
 from sidegate.render import META_NS, USAGE_NS, provider_of_cluster
 from sidegate.translate.base import Usage
@@ -65,8 +64,7 @@ def completion(entry: accesslog_pb2.HTTPAccessLogEntry, now: float | None = None
     total = _seconds(common.time_to_last_downstream_tx_byte) or _seconds(common.duration)
     started = now - total
     ttfb = _seconds(common.time_to_first_upstream_rx_byte)
-    headers = dict(entry.response.response_headers)
-    retry_after = parse_retry_after(headers) if status >= 400 else None
+    retry_after = parse_retry_after(dict(entry.response.response_headers)) if status >= 400 else None
     return Completion(
         meta=meta, provider=provider_of_cluster(common.upstream_cluster) or "none",
         upstream_model=str(usage_fields.get("model") or meta.get("model", "")), status=status, usage=usage,
@@ -78,10 +76,8 @@ def completion(entry: accesslog_pb2.HTTPAccessLogEntry, now: float | None = None
 class DirectLaneObserver(als_pb2_grpc.AccessLogServiceServicer):
     """The gRPC AccessLogService Envoy streams direct-lane log entries to."""
 
-    def __init__(self, cfg: SidegateConfig, observers: list[Observer], breaker: Breaker | None = None):
-        self.cfg = cfg
+    def __init__(self, observers: list[Observer]):
         self.observers = observers
-        self.breaker = breaker
         self._streams: set[asyncio.Task[Any]] = set()
 
     def close(self) -> None:
@@ -91,13 +87,8 @@ class DirectLaneObserver(als_pb2_grpc.AccessLogServiceServicer):
 
     def on_entry(self, entry: accesslog_pb2.HTTPAccessLogEntry) -> None:
         done = completion(entry)
-        if done is None:
-            return
-        model = self.cfg.models.get(str(done.meta.get("model", "")))
-        if self.breaker is not None and model is not None and done.provider != "none":
-            status = 0 if done.aborted and not done.status else done.status
-            self.breaker.record(done.provider, status, model.breaker, done.retry_after_s, str(done.meta.get("model")))
-        notify(self.observers, done)
+        if done is not None:
+            notify(self.observers, done)
 
     async def StreamAccessLogs(
         self, request_iterator: AsyncIterator[als_pb2.StreamAccessLogsMessage], context: grpc.aio.ServicerContext

@@ -16,9 +16,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from extproc.breaker import Breaker, parse_retry_after
+from extproc.breaker import parse_retry_after
 from sidegate.config import ProviderConfig, RouteConfig, SidegateConfig
-from sidegate.errors import Api, GatewayError, render
+from sidegate.errors import Api, GatewayError, provider_invalid_response, provider_refused_key, render
 from sidegate.guard import SseRestorer, restore_body
 from sidegate.render import PROVIDER_HEADERS, provider_of_cluster
 from sidegate.translate import get_translator
@@ -202,15 +202,14 @@ class UpstreamTry:
                 out = render(self.inbound, err)
             except Exception:
                 log.warning("provider %s returned an unparseable body", self.provider_name)
-                err = GatewayError(502, f"Provider '{self.provider_name}' returned an invalid response.")
+                err = provider_invalid_response(self.provider_name)
                 self.status = 502
                 out = render(self.inbound, err)
         else:
             self.status, out = self.translator.error(self.status, self._scrub(body))
             if self.status in (401, 403) and self.final:
-                # The provider refused *our* credential: not the client's fault, and not its key.
                 self.status = 502
-                out = render(self.inbound, GatewayError(502, f"Provider '{self.provider_name}' rejected the gateway's credentials."))
+                out = render(self.inbound, provider_refused_key(self.provider_name))
         self._keep(out)
         self._finish()
         return out
@@ -271,9 +270,6 @@ class UpstreamTry:
             attempt=self.attempt, started_at=self.started_at, first_byte_at=self.first_byte_at or now,
             ended_at=now, chunks=self.chunks, retry_after_s=self.retry_after_s,
         )  # fmt: skip
-        if self.app.breaker is not None:
-            self.app.breaker.record(self.provider_name, 0 if aborted and not self.status else self.status,
-                                    self.mcfg.breaker, self.retry_after_s, self.model)  # fmt: skip
         notify(self.app.observers, done)
         if self.collect and self.app.filler is not None and 200 <= self.status < 300 and not aborted:
             self.app.filler.fill(self.meta, self.client_body, bytes(self.collected), self.streaming, self.usage)
@@ -316,13 +312,11 @@ class Filler(Protocol):
 
 class Upstream:
     def __init__(
-        self, cfg: SidegateConfig, observers: list[Observer] | None = None, filler: Filler | None = None,
-        breaker: Breaker | None = None,
-    ):  # fmt: skip
+        self, cfg: SidegateConfig, observers: list[Observer] | None = None, filler: Filler | None = None
+    ):
         self.cfg = cfg
         self.observers: list[Observer] = observers or []
         self.filler = filler
-        self.breaker = breaker
         self.provider_keys: dict[str, KeyPool] = {}
         for name, p in cfg.providers.items():
             keys = p.api_keys()

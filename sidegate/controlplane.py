@@ -49,6 +49,14 @@ DEFAULT_OVERLAP_S = 3600.0
 _TXN_TRIES = 8
 
 
+async def _load_key(r: Redis | Pipeline, kid: str) -> KeyInfo:
+    """A key's record (in a WATCHed pipeline too: its commands run at once), or NotFound."""
+    raw = await r.hgetall(record_key(kid))
+    if not raw:
+        raise NotFound(f"no key with id {kid}")
+    return KeyInfo.from_redis(kid, raw)
+
+
 class ControlPlaneError(Exception):
     """A refused operation; ``status`` is the HTTP status the admin API answers with."""
 
@@ -286,10 +294,7 @@ class ControlPlane:
         return plaintext, info
 
     async def get_key(self, kid: str) -> KeyInfo:
-        raw = await self.redis.hgetall(record_key(check_key_id(kid)))
-        if not raw:
-            raise NotFound(f"no key with id {kid}")
-        return KeyInfo.from_redis(kid, raw)
+        return await _load_key(self.redis, check_key_id(kid))
 
     async def list_keys(self, tenant: str | None = None) -> list[KeyInfo]:
         if tenant is not None:
@@ -319,10 +324,7 @@ class ControlPlane:
         check_key_id(kid)
 
         async def body(pipe: Pipeline) -> KeyInfo:
-            raw = await pipe.hgetall(record_key(kid))
-            if not raw:
-                raise NotFound(f"no key with id {kid}")
-            info = KeyInfo.from_redis(kid, raw)
+            info = await _load_key(pipe, kid)
             if info.revoked:
                 return info
             now = self.clock()
@@ -345,10 +347,7 @@ class ControlPlane:
         plaintext = new_id = ""  # drawn afresh on every try (see watched)
 
         async def body(pipe: Pipeline) -> Rotation:
-            raw = await pipe.hgetall(record_key(kid))
-            if not raw:
-                raise NotFound(f"no key with id {kid}")
-            old = KeyInfo.from_redis(kid, raw)
+            old = await _load_key(pipe, kid)
             if old.revoked:
                 raise Conflict(f"key {kid} is revoked; create a new key instead")
             if await pipe.exists(record_key(new_id)):

@@ -63,6 +63,15 @@ class GatewayError(Exception):
         return f"{self.status} {self.message}"
 
 
+def provider_refused_key(provider: str) -> GatewayError:
+    """The provider refused *our* credential (its 401/403): not the client's fault, nor its key."""
+    return GatewayError(502, f"Provider '{provider}' rejected the gateway's credentials.")
+
+
+def provider_invalid_response(provider: str) -> GatewayError:
+    return GatewayError(502, f"Provider '{provider}' returned an invalid response.")
+
+
 def error_body(api: Api, status: int, message: str, code: str | None = None, param: str | None = None) -> bytes:
     """The JSON error body a client of `api` expects for `status`."""
     if api is Api.ANTHROPIC:

@@ -14,7 +14,8 @@ from typing import Any
 import yaml
 
 from sidegate.config import ModelConfig, ProviderConfig, SidegateConfig
-from sidegate.errors import Api
+from sidegate.errors import Api, provider_invalid_response, provider_refused_key
+from sidegate.errors import render as render_error
 
 ROUTE_HEADER = "x-sidegate-route"
 PHASE_HEADER = "x-sidegate-phase"
@@ -65,8 +66,8 @@ _USAGE_FIELDS = (  # (json path, metadata key): OpenAI and Anthropic bodies
 
 def direct_provider(p: ProviderConfig) -> bool:
     """Can Envoy alone prepare a request for this provider (no per-try Python)?"""
-    single_key = (p.api_key_env is not None and not p.api_key_envs) or (p.auth_style == "none" and not p.api_key_envs)
-    return single_key and not p.path_prefix and not p.query
+    one_key = p.api_key_env is not None or p.auth_style == "none"
+    return one_key and not p.api_key_envs and not p.path_prefix and not p.query
 
 
 def direct_chain(cfg: SidegateConfig, model: str, start: int) -> Api | None:
@@ -212,22 +213,21 @@ def _direct_response_headers() -> list[dict[str, Any]]:
     return out
 
 
-def _model_routes(model: str, m: ModelConfig, cfg: SidegateConfig | None = None) -> list[dict[str, Any]]:
+def _model_routes(cfg: SidegateConfig, model: str) -> list[dict[str, Any]]:
     """One Envoy route per possible start of the chain: the gateway skips ejected providers by
     picking a later start; Envoy retries the rest of the chain on 429/5xx/timeouts/resets.
     With the direct lane on, chains Envoy can serve alone get a second route (`...~direct`)."""
+    m = cfg.models[model]
     groups = m.groups()
     out = []
     for start in range(len(groups)):
-        lanes = [False]
-        if cfg is not None and cfg.services.direct_lane and direct_chain(cfg, model, start) is not None:
-            lanes.append(True)
-        for direct in lanes:
-            out.append(_model_route(model, m, groups, start, direct))
+        out.append(_model_route(model, m, groups, start, direct=False))
+        if cfg.services.direct_lane and direct_chain(cfg, model, start) is not None:
+            out.append(_model_route(model, m, groups, start, direct=True))
     return out
 
 
-def _model_route(model: str, m: ModelConfig, groups: list[list[Any]], start: int, direct: bool) -> dict[str, Any]:
+def _model_route(model: str, m: ModelConfig, groups: list[list[Any]], start: int, *, direct: bool) -> dict[str, Any]:
     name = direct_cluster_name if direct else cluster_name
     pgroups = [
         {"name": f"p{i}", "clusters": [{"cluster_name": name(r.provider), "weight": r.weight} for r in g]}
@@ -349,7 +349,8 @@ def _ext_proc(cluster: str, phase: str, timeout_s: float, mode: dict[str, str], 
 
 _ERRORS_LUA = """
 -- Sidegate direct lane: what the per-try stage does to a provider's error, done in Envoy.
-local KEY_ENV = {%s}
+-- Per provider: its key's environment variable and the 502 bodies (rendered by sidegate.errors).
+local PROVIDERS = {%s}
 local function plain_replace(s, needle, repl)
   local out, i = {}, 1
   while true do
@@ -361,13 +362,7 @@ local function plain_replace(s, needle, repl)
   out[#out + 1] = string.sub(s, i)
   return table.concat(out)
 end
-local function replace(h, api, msg)
-  local body
-  if api == "anthropic" then
-    body = '{"type":"error","error":{"type":"api_error","message":"' .. msg .. '"}}'
-  else
-    body = '{"error":{"message":"' .. msg .. '","type":"server_error","param":null,"code":null}}'
-  end
+local function replace(h, body)
   local headers = h:headers()
   headers:replace(":status", "502")
   headers:replace("content-type", "application/json")
@@ -384,14 +379,14 @@ function envoy_on_response(h)
   local usage = md:get("%s")
   local invalid = usage ~= nil and usage["invalid"] ~= nil
   if status < 400 and not invalid then return end
-  local provider = headers:get("x-sidegate-provider") or ""
+  local p = PROVIDERS[headers:get("x-sidegate-provider") or ""]
+  if p == nil then return end
   if status < 400 then
-    replace(h, sg["api"], "Provider '" .. provider .. "' returned an invalid response.")
+    replace(h, p.invalid)
   elseif status == 401 or status == 403 then
-    replace(h, sg["api"], "Provider '" .. provider .. "' rejected the gateway's credentials.")
+    replace(h, p.refused)
   else
-    local env = KEY_ENV[provider]
-    local key = env and os.getenv(env)
+    local key = p.env and os.getenv(p.env)
     if key == nil or #key < 8 then return end
     local b = h:body()
     if b == nil then return end
@@ -410,20 +405,31 @@ def _direct_errors(cfg: SidegateConfig) -> dict[str, Any]:
     """Router-level Lua (in Envoy, no gRPC): a direct-lane provider error gets the per-try stage's
     treatment: 401/403 (our key refused) and unparseable bodies -> 502 in the client's format,
     the provider key scrubbed from error bodies that echo it."""
-    envs = ", ".join(
-        f'["{name}"] = "{p.api_key_env}"' for name, p in cfg.providers.items() if direct_provider(p) and p.api_key_env
-    )
+
+    def lua_str(b: bytes) -> str:  # a Lua long string: no escaping needed for JSON
+        return "[==[" + b.decode() + "]==]"
+
+    entries = []
+    for name, p in cfg.providers.items():
+        if direct_provider(p):  # in the direct lane the client's API is the provider's
+            env = f'"{p.api_key_env}"' if p.api_key_env else "nil"
+            refused = lua_str(render_error(p.api, provider_refused_key(name)))
+            invalid = lua_str(render_error(p.api, provider_invalid_response(name)))
+            entries.append(f'["{name}"] = {{env = {env}, refused = {refused}, invalid = {invalid}}}')
     return {
         "name": "sidegate.direct_errors",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-            "default_source_code": {"inline_string": _ERRORS_LUA % (envs, META_NS, USAGE_NS)},
+            "default_source_code": {"inline_string": _ERRORS_LUA % (", ".join(entries), META_NS, USAGE_NS)},
         },
     }
 
 
 def _usage_to_metadata() -> dict[str, Any]:
-    """Router-level: the usage of a JSON response body -> dynamic metadata `sidegate.usage` (C++)."""
+    """Router-level: the usage of a JSON response body -> dynamic metadata `sidegate.usage` (C++).
+    It also parses full-lane JSON responses: a per-route `FilterConfig.disabled` cannot switch it
+    off there, because Envoy settles which filters are disabled from the route cached when the
+    filter chain is built, before the gateway picks the route (verified: 1.40 still runs it)."""
     rules: list[dict[str, Any]] = [
         {"selectors": [{"key": k} for k in path],
          "on_present": {"metadata_namespace": USAGE_NS, "key": key, "type": "STRING" if key == "model" else "NUMBER"}}
@@ -518,7 +524,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
         },
     }
     routes = [_oversize_route(cfg.listener.max_request_bytes)]
-    routes += [r for name, m in cfg.models.items() for r in _model_routes(name, m, cfg)]
+    routes += [r for name in cfg.models for r in _model_routes(cfg, name)]
     # An API path without a route header means the gateway filter did not run (it is down and
     # failure_mode_allow let the request through): nothing can route it, say so with a 503.
     for path in ("/v1/chat/completions", "/v1/messages"):

@@ -5,6 +5,7 @@ Used by the e2e tests and the benchmarks. Everything is real except the LLM prov
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +103,23 @@ class Stack:
     def stop(self) -> None:
         if self.sup is not None:
             self.sup.stop()
+
+    def ledger(self) -> list[Any]:
+        """Every usage-ledger record in the stack's store, oldest first."""
+        from redis.asyncio import Redis
+
+        from sidegate.ledger import iter_records
+
+        assert self.sup is not None
+
+        async def read() -> list[Any]:
+            r = Redis.from_url(self.sup.redis_url)
+            try:
+                return [rec async for _, rec in iter_records(r)]
+            finally:
+                await r.aclose()
+
+        return asyncio.run(read())
 
     def logs(self) -> str:
         assert self.sup is not None

@@ -5,7 +5,6 @@ metrics, headers, fallback across same-schema providers, and what stays in the f
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 
@@ -14,9 +13,6 @@ import httpx
 import openai
 import pytest
 from harness import ANTHROPIC_PROVIDER_KEY, OPENAI_PROVIDER_KEY
-from redis.asyncio import Redis
-
-from sidegate.ledger import iter_records
 
 pytestmark = pytest.mark.e2e
 MSG = [{"role": "user", "content": "Say hi"}]
@@ -45,16 +41,9 @@ UPSTREAM_STREAMS = "http.sidegateext_proc.upstream.streams_started"
 
 
 def _ledger(stack, input_tokens: int, output_tokens: int, timeout_s: float = 5.0):
-    async def read() -> list:
-        r = Redis.from_url(stack.sup.redis_url)
-        try:
-            return [rec async for _, rec in iter_records(r)]
-        finally:
-            await r.aclose()
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        recs = [r for r in asyncio.run(read()) if (r.input_tokens, r.output_tokens) == (input_tokens, output_tokens)]
+        recs = [r for r in stack.ledger() if (r.input_tokens, r.output_tokens) == (input_tokens, output_tokens)]
         if recs:
             return recs[-1]
         time.sleep(0.05)

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import httpx
 import openai
 import pytest
 from harness import ANTHROPIC_PROVIDER_KEY, OPENAI_PROVIDER_KEY
-from redis.asyncio import Redis
-
-from sidegate.ledger import iter_records
 
 pytestmark = pytest.mark.e2e
 PROMPT = "Secret plan: the launch code is PINEAPPLE-7731, repeat it"
-
-
-def _ledger(stack) -> list:
-    async def read() -> list:
-        r = Redis.from_url(stack.sup.redis_url)
-        try:
-            return [rec async for _, rec in iter_records(r)]
-        finally:
-            await r.aclose()
-
-    return asyncio.run(read())
 
 
 def test_streamed_request_metrics_and_ledger(stack, fake_openai):
@@ -50,7 +35,7 @@ def test_streamed_request_metrics_and_ledger(stack, fake_openai):
     deadline = time.monotonic() + 5
     recs: list = []
     while time.monotonic() < deadline:
-        recs = [r for r in _ledger(stack) if r.tenant == "acme" and r.stream]
+        recs = [r for r in stack.ledger() if r.tenant == "acme" and r.stream]
         if recs:
             break
         time.sleep(0.1)

@@ -79,3 +79,27 @@ def test_key_pool_is_weighted_and_smooth():
     picks = [pool.next() for _ in range(9)]
     assert picks.count("k1") == 6 and picks.count("k2") == 3
     assert "k1k1k1" not in "".join(picks)
+
+
+def test_breaker_observer_counts_provider_tries_of_either_lane():
+    from extproc.breaker import BreakerObserver
+    from extproc.upstream import Completion
+    from sidegate import config
+
+    cfg = config.parse({
+        "providers": {"a": {"api": "openai", "base_url": "http://a"}, "b": {"api": "openai", "base_url": "http://b"}},
+        "models": {"m": {"routes": [{"provider": "a"}, {"provider": "b"}], "breaker": {"failures": 2}}},
+    }, env={})  # fmt: skip
+    b = Breaker(Clock())
+    observe = BreakerObserver(cfg, b)
+
+    def done(provider: str, status: int, attempt: int = 1, aborted: bool = False) -> Completion:
+        return Completion(meta={"model": "m"}, provider=provider, upstream_model="m", status=status, usage=None,
+                          final=True, streamed=False, aborted=aborted, attempt=attempt)  # fmt: skip
+
+    for c in (done("cache", 500, attempt=0), done("gateway", 503, attempt=0), done("none", 0, aborted=True)):
+        observe(c)  # not provider tries: ignored
+    assert not b.ejected("a", "m")
+    observe(done("a", 503))
+    observe(done("a", 0, aborted=True))  # no response counts as a failure
+    assert b.ejected("a", "m") and b.start_index(cfg.models["m"], "m") == 1
