@@ -22,19 +22,27 @@ def client(url: str, socket_timeout_s: float = 1.0, max_connections: int = 256) 
     return Redis(connection_pool=pool)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+_handed_out: set[int] = set()
 
 
-def free_port_block(n: int, host: str = "127.0.0.1", tries: int = 50) -> int:
-    """The first of `n` consecutive free ports (for services with several workers). Picked below
-    the ephemeral range: ports there are taken and released all the time by outgoing connections."""
+def free_port(host: str = "127.0.0.1", avoid: set[int] | frozenset[int] = frozenset()) -> int:
+    """A free port for a listener started a moment later. Picked below the ephemeral range (where
+    outgoing connections take and release ports all the time, so a port found free there can be
+    someone's local port by the time the listener binds), never one this process already handed
+    out, nor one in `avoid` (ports a config names but nothing has bound yet)."""
+    return free_port_block(1, host, avoid=avoid)
+
+
+def free_port_block(n: int, host: str = "127.0.0.1", tries: int = 200, avoid: set[int] | frozenset[int] = frozenset()) -> int:
+    """The first of `n` consecutive free ports (for services with several workers), chosen the
+    same way as `free_port`."""
     import random
 
     for _ in range(tries):
-        base = random.randrange(20000, 32000)
+        base = random.randrange(20000, 32000 - n)
+        block = set(range(base, base + n))
+        if block & _handed_out or block & set(avoid):
+            continue
         socks = []
         try:
             for i in range(n):
@@ -42,6 +50,7 @@ def free_port_block(n: int, host: str = "127.0.0.1", tries: int = 50) -> int:
                 socks.append(s)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # servers do too (TIME_WAIT is fine)
                 s.bind((host, base + i))
+            _handed_out.update(block)
             return base
         except OSError:
             continue

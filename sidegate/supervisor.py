@@ -74,7 +74,7 @@ class Supervisor:
     def _start_all(self, timeout_s: float) -> None:
         url = self.env.get("SIDEGATE_REDIS_URL") or self.cfg.store.url
         if not url:
-            port = self.cfg.store.embedded_port or free_port()
+            port = self.cfg.store.embedded_port or free_port(avoid=self._config_ports())
             data = self.workdir / "valkey"
             data.mkdir(exist_ok=True)
             self._spawn(Child("valkey", embedded_valkey_cmd(port, data), port), timeout_s)
@@ -114,6 +114,14 @@ class Supervisor:
         ]  # fmt: skip
         self._spawn(Child("envoy", envoy, self.cfg.listener.port, self.cfg.listener.host), timeout_s)
         self._wait_envoy_ready(timeout_s)
+
+    def _config_ports(self) -> set[int]:
+        """Ports the config names: the embedded store must not take one before its owner binds it."""
+        svc, lst = self.cfg.services, self.cfg.listener
+        ports = {lst.port, lst.admin_port, svc.metrics_port, svc.authz_metrics_port, svc.admin_port}
+        ports.update(range(svc.authz_port, svc.authz_port + svc.authz_workers))
+        ports.update(range(svc.extproc_port, svc.extproc_port + svc.extproc_workers))
+        return ports
 
     async def _seed(self) -> None:
         redis = client(self.redis_url, 2.0)

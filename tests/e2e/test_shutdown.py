@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -26,20 +27,20 @@ def test_sigterm_during_a_stream_lets_it_finish(tmp_path, fake_openai, fake_anth
     cfg.write_text(yaml.safe_dump(data))
     env = dict(os.environ, E2E_OPENAI_KEY=OPENAI_PROVIDER_KEY, E2E_ANTHROPIC_KEY=ANTHROPIC_PROVIDER_KEY)
     env.pop("SIDEGATE_REDIS_URL", None)
-    up = subprocess.Popen([sys.executable, "-m", "sidegate.cli", "up", "-c", str(cfg)], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    out = tmp_path / "up.log"  # a file, not a pipe nobody reads (a full pipe would stall the children)
+    with out.open("wb") as sink:
+        up = subprocess.Popen([sys.executable, "-m", "sidegate.cli", "up", "-c", str(cfg)], env=env,
+                              stdout=sink, stderr=subprocess.STDOUT)  # fmt: skip
     port = data["listener"]["port"]
     try:
         wait_for_port("127.0.0.1", port, 60, up)
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # Envoy ready (admin /ready) is printed after the listener
-            try:
-                if httpx.get(f"http://127.0.0.1:{data['listener']['admin_port']}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
+        deadline, ready = time.monotonic() + 30, False
+        while time.monotonic() < deadline and not ready:  # Envoy ready (admin /ready) comes after the listener
+            with contextlib.suppress(httpx.HTTPError):
+                ready = httpx.get(f"http://127.0.0.1:{data['listener']['admin_port']}/ready", timeout=1).status_code == 200
             time.sleep(0.1)
+        assert ready, out.read_text(errors="replace")[-4000:]
         fake_openai.script([{"chunks": 8, "chunk_delay_s": 0.4}])
         body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "one two three four five six seven eight"}]}
         lines: list[str] = []
@@ -55,7 +56,7 @@ def test_sigterm_during_a_stream_lets_it_finish(tmp_path, fake_openai, fake_anth
 
         t = threading.Thread(target=stream)
         t.start()
-        assert sent.wait(10)
+        assert sent.wait(10), out.read_text(errors="replace")[-4000:]
         up.send_signal(signal.SIGTERM)
         t.join(30)
         assert not t.is_alive()
