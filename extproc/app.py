@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from authz.service import KeyCache
 from authz.throttle import FailureThrottle
 from extproc.breaker import Breaker, BreakerObserver
 from extproc.direct import DirectLaneObserver
+from extproc.front import Front, FrontServer
 from extproc.gateway import Gateway
 from extproc.server import ExternalProcessor
 from extproc.stages import Stage
@@ -56,6 +58,7 @@ class App:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     processor: ExternalProcessor | None = None
     direct: DirectLaneObserver | None = None
+    front: FrontServer | None = None
 
     async def start(self) -> None:
         for starter in self.starters:
@@ -69,6 +72,8 @@ class App:
         """Graceful stop: in-flight ext_proc streams (e.g. a long SSE response) may finish within
         the grace period; the access-log streams (which never end by themselves) are closed once
         they are the only RPCs left and Envoy had time to flush its last batch."""
+        if self.front is not None:
+            await self.front.close(grace_s)
         stopping = asyncio.ensure_future(server.stop(grace=grace_s))
         while not stopping.done():
             if self.processor is None or self.processor.active == 0:
@@ -180,6 +185,10 @@ async def serve(cfg: SidegateConfig, redis: Redis | None, host: str, port: int) 
     pb_grpc.add_ExternalProcessorServicer_to_server(app.processor, server)
     als_pb2_grpc.add_AccessLogServiceServicer_to_server(app.direct, server)
     health = add_health(server)
+    if cfg.services.front == "http":  # listening before the gRPC port (what readiness waits for)
+        worker = int(os.environ.get("SIDEGATE_EXTPROC_WORKER", "0"))
+        app.front = FrontServer(Front(app.gateway, worker))
+        await app.front.start(host, cfg.services.front_port)
     server.add_insecure_port(f"{host}:{port}")
     await server.start()
     await set_serving(health, "envoy.service.ext_proc.v3.ExternalProcessor")

@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from sidegate.config import ModelConfig
+from sidegate.envoy_pb import struct_to_dict
 from sidegate.errors import Api
+from sidegate.render import AUTHZ_NS, FRONT_META_HEADER, META_NS
 
 
 @dataclass(slots=True)
@@ -66,3 +70,17 @@ class RequestContext:
             "request_id": self.request_id,
             **self.meta,
         }
+
+
+def request_meta(filter_metadata: Any) -> dict[str, Any] | None:
+    """The gateway's metadata for this request from Envoy's dynamic metadata: the `sidegate`
+    namespace (ext_proc front) or the HTTP front's JSON header (ext_authz namespace); None if the
+    gateway did not run."""
+    if META_NS in filter_metadata:
+        return struct_to_dict(filter_metadata[META_NS])
+    if AUTHZ_NS in filter_metadata:
+        fields = filter_metadata[AUTHZ_NS].fields
+        if FRONT_META_HEADER in fields:
+            meta = orjson.loads(fields[FRONT_META_HEADER].string_value)
+            return meta if isinstance(meta, dict) else None
+    return None

@@ -21,9 +21,10 @@ from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
 from extproc.breaker import parse_retry_after
+from extproc.context import request_meta
 from extproc.upstream import Completion, Observer, notify
 from sidegate.envoy_pb import struct_to_dict
-from sidegate.render import META_NS, USAGE_NS, provider_of_cluster
+from sidegate.render import USAGE_NS, provider_of_cluster
 from sidegate.translate.base import Usage
 from sidegate.translate.passthrough import parse_anthropic_usage, parse_openai_usage
 
@@ -50,10 +51,8 @@ def completion(entry: accesslog_pb2.HTTPAccessLogEntry, now: float | None = None
     """One finished direct-lane request -> the Completion the observers expect (None: not ours)."""
     common = entry.common_properties
     fm = common.metadata.filter_metadata
-    if META_NS not in fm:
-        return None
-    meta = struct_to_dict(fm[META_NS])
-    if meta.get("lane") != "direct":
+    meta = request_meta(fm)
+    if meta is None or meta.get("lane") != "direct":
         return None
     usage_fields = struct_to_dict(fm[USAGE_NS]) if USAGE_NS in fm else {}
     status = entry.response.response_code.value

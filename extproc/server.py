@@ -18,7 +18,7 @@ from envoy.type.v3.http_status_pb2 import HttpStatus
 
 from authz.decide import METADATA_NAMESPACE as AUTHZ_NS
 from authz.decide import inbound_api
-from extproc.context import Reply, RequestContext
+from extproc.context import Reply, RequestContext, request_meta
 from extproc.gateway import Forward, Gateway
 from extproc.stages.parse import endpoint_api
 from extproc.upstream import HeaderChanges, Upstream, UpstreamTry
@@ -155,8 +155,7 @@ class UpstreamStream:
             return _immediate(Reply(err.status, render(self.api, err), {"content-type": "application/json"}))
 
     def _start(self, req: pb.ProcessingRequest) -> UpstreamTry:
-        meta_struct = req.metadata_context.filter_metadata.get(META_NS)
-        meta = _struct_fields(meta_struct) if meta_struct is not None else {}
+        meta = request_meta(req.metadata_context.filter_metadata) or {}
         self.api = Api(meta.get("api", "openai"))
         attrs = req.attributes.get("envoy.filters.http.ext_proc")
         fields = attrs.fields if attrs is not None else {}

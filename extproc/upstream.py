@@ -19,7 +19,7 @@ import orjson
 from extproc.breaker import parse_retry_after
 from sidegate.config import ProviderConfig, RouteConfig, SidegateConfig
 from sidegate.errors import Api, GatewayError, provider_invalid_response, provider_refused_key, render
-from sidegate.guard import SseRestorer, restore_body
+from sidegate.guard import SseRestorer, guard_request, restore_body
 from sidegate.render import PROVIDER_HEADERS, provider_of_cluster
 from sidegate.translate import get_translator
 from sidegate.translate.base import StreamTranslator, TranslateOptions, Translator, Usage
@@ -119,7 +119,7 @@ class UpstreamTry:
         """The provider takes the client's body as is (same schema, same model name, nothing to
         inject or keep): the request-body round trip is skipped."""
         p = self.provider
-        if self.inbound is not p.api or self.collect or self.upstream_model != self.model:
+        if self.inbound is not p.api or self.collect or self.upstream_model != self.model or self.meta.get("redact"):
             return False
         if p.path_prefix or p.query:
             return False
@@ -152,6 +152,8 @@ class UpstreamTry:
 
     def request_body(self, body: bytes) -> tuple[bytes, HeaderChanges]:
         parsed = orjson.loads(body)
+        if self.meta.get("redact"):
+            self._redact(parsed)
         if self.collect:
             self.client_body = orjson.loads(body)  # the translator may mutate `parsed`
         preq = self.translator.request(parsed, model=self.upstream_model, opts=self.opts)
@@ -165,6 +167,16 @@ class UpstreamTry:
         if self.inbound is Api.ANTHROPIC and p.api is Api.ANTHROPIC and self.meta.get("anthropic_version"):
             changes.set["anthropic-version"] = str(self.meta["anthropic_version"])  # the client knows its version
         return preq.body, changes
+
+    def _redact(self, parsed: dict[str, Any]) -> None:
+        """HTTP front: the guard's redaction, done here because the front cannot rewrite the body
+        (same input, same placeholders as the gateway's guard stage computed)."""
+        policy = self.app.cfg.guard_policy(self.model)
+        if policy is None:
+            return
+        result = guard_request(self.inbound, parsed, policy)
+        if policy.restore and result.restore_map:
+            self.restore_map = result.restore_map
 
     # -- response -----------------------------------------------------------------------------
     def response_headers(self, status: int, headers: dict[str, str]) -> tuple[str, HeaderChanges]:

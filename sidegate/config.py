@@ -71,6 +71,13 @@ class ServicesConfig(_Model):
     `inline`: the gateway ext_proc checks the key itself at request-headers time (faster)."""
     failure_mode_allow: bool = False
     """If the Sidegate services are unreachable: False -> Envoy answers 5xx (safe default)."""
+    front: Literal["ext_proc", "http"] = "ext_proc"
+    """Transport of the once-per-request gateway stages. `ext_proc`: a gRPC ext_proc stream
+    (headers + body messages). `http`: Envoy's ext_authz HTTP client posts the buffered request to
+    extproc's HTTP front (one plain HTTP/1.1 exchange, several times cheaper than gRPC in Python);
+    needs `auth: inline`. See docs/performance.md."""
+    front_port: int = Field(9004, ge=0, le=65535)
+    """extproc's HTTP front (`front: http`), on front_port, front_port+1, ... (one per worker)."""
     direct_lane: bool = True
     """Non-streaming requests whose providers take the client's body as is skip the per-try
     ext_proc: Envoy injects the credential and reads the usage; the observers get the finished
@@ -268,6 +275,8 @@ class SidegateConfig(_Model):
 
     @model_validator(mode="after")
     def _references(self) -> SidegateConfig:
+        if self.services.front == "http" and self.services.auth != "inline":
+            raise ValueError("services.front: http authenticates in the front itself: it needs services.auth: inline")
         for name in [*self.providers, *self.tenants]:
             if not _NAME.match(name):
                 raise ValueError(f"name {name!r} must match {_NAME.pattern}")
@@ -303,6 +312,7 @@ _ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "SIDEGATE_METRICS_HOST": ("services", "metrics_host"),
     "SIDEGATE_AUTHZ_PORT": ("services", "authz_port"),
     "SIDEGATE_EXTPROC_PORT": ("services", "extproc_port"),
+    "SIDEGATE_FRONT_PORT": ("services", "front_port"),
     "SIDEGATE_METRICS_PORT": ("services", "metrics_port"),
     "SIDEGATE_ACCESS_LOG": ("observability", "access_log"),
     "SIDEGATE_QDRANT_URL": ("semantic", "qdrant_url"),

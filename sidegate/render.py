@@ -25,6 +25,17 @@ META_NS = "sidegate"
 AUTHZ_NS = "envoy.filters.http.ext_authz"
 SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
 
+# -- HTTP front (services.front: http; extproc/front.py) -----------------------------------------
+CHECK_PREFIX = "/check"
+"""Path prefix of the ext_authz HTTP check requests (the client's path follows)."""
+CACHE_ROUTE = "~cache"
+"""Route value `~cache.<worker>`: replay a cache hit held by that extproc worker's front."""
+FRONT_META_HEADER = "x-sidegate-meta"
+FRONT_LANE_HEADER = "x-sidegate-lane"
+FRONT_API_HEADER = "x-sidegate-api"
+FRONT_SOURCE_HEADER = "x-sidegate-source"
+FRONT_FILTER = "sidegate.front"
+
 
 def cluster_name(provider: str) -> str:
     return f"provider.{provider}"
@@ -199,15 +210,16 @@ def route_value(model: str, start: int) -> str:
     return model if start == 0 else f"{model}#{start}"
 
 
-def _direct_response_headers() -> list[dict[str, Any]]:
-    """What the per-try stage would add to a response, from metadata (an empty value adds nothing)."""
+def _direct_response_headers(front_http: bool) -> list[dict[str, Any]]:
+    """What the per-try stage would add to a response, from metadata (an empty value adds nothing).
+    With the HTTP front, the rate-limit headers come from its answer (ext_authz adds them)."""
     out = [
         {"header": {"key": "x-sidegate-provider", "value": f"%CLUSTER_METADATA({META_NS}:provider)%"},
          "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
         {"header": {"key": "x-sidegate-attempts", "value": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%"},
          "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
     ]  # fmt: skip
-    for h in RATE_LIMIT_HEADERS:
+    for h in () if front_http else RATE_LIMIT_HEADERS:
         out.append({"header": {"key": h, "value": f"%DYNAMIC_METADATA({META_NS}:response_headers:{h})%"},
                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"})  # fmt: skip
     return out
@@ -223,18 +235,20 @@ def _model_routes(cfg: SidegateConfig, model: str) -> list[dict[str, Any]]:
     for start in range(len(groups)):
         out.append(_model_route(model, m, groups, start, direct=False))
         if cfg.services.direct_lane and direct_chain(cfg, model, start) is not None:
-            out.append(_model_route(model, m, groups, start, direct=True))
+            out.append(_model_route(model, m, groups, start, direct=True, front_http=cfg.services.front == "http"))
     return out
 
 
-def _model_route(model: str, m: ModelConfig, groups: list[list[Any]], start: int, *, direct: bool) -> dict[str, Any]:
+def _model_route(
+    model: str, m: ModelConfig, groups: list[list[Any]], start: int, *, direct: bool, front_http: bool = False
+) -> dict[str, Any]:
     name = direct_cluster_name if direct else cluster_name
     pgroups = [
         {"name": f"p{i}", "clusters": [{"cluster_name": name(r.provider), "weight": r.weight} for r in g]}
         for i, g in enumerate(groups[start:], start)
     ]
     value = route_value(model, start) + (DIRECT if direct else "")
-    extra: dict[str, Any] = {"response_headers_to_add": _direct_response_headers()} if direct else {}
+    extra: dict[str, Any] = {"response_headers_to_add": _direct_response_headers(front_http)} if direct else {}
     return {
             "name": f"model.{model}.{start}{DIRECT if direct else ''}",
             "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"exact": value}}]},
@@ -276,6 +290,10 @@ def _oversize_route(limit: int) -> dict[str, Any]:
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
                 "disabled": True,
             },
+            FRONT_FILTER: {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+                "disabled": True,
+            },
             "sidegate.gateway": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
                 "disabled": True,
@@ -284,11 +302,82 @@ def _oversize_route(limit: int) -> dict[str, Any]:
     }
 
 
+def _cache_routes(svc: Any) -> list[dict[str, Any]]:
+    """HTTP front: a cache hit is held by the worker that found it; this route fetches it there."""
+    return [
+        {"name": f"cache.{i}", "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"exact": f"{CACHE_ROUTE}.{i}"}}]},
+         "request_headers_to_remove": [ROUTE_HEADER],
+         "route": {"cluster": f"sidegate_front.{i}", "timeout": _duration(svc.grpc_timeout_s)}}
+        for i in range(svc.extproc_workers)
+    ]  # fmt: skip
+
+
+def _front_filter(cfg: SidegateConfig) -> dict[str, Any]:
+    """HTTP front: Envoy's ext_authz HTTP client posts the buffered request to extproc's front."""
+    svc = cfg.services
+    return {
+        "name": FRONT_FILTER,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "transport_api_version": "V3",
+            "failure_mode_allow": svc.failure_mode_allow,
+            "status_on_error": {"code": 503},
+            "clear_route_cache": True,
+            "with_request_body": {"max_request_bytes": cfg.listener.max_request_bytes, "allow_partial_message": False},
+            "allowed_headers": {"patterns": [{"safe_regex": {"regex": ".*"}}]},
+            "http_service": {
+                "server_uri": {"uri": f"http://sidegate-front{CHECK_PREFIX}", "cluster": "sidegate_front",
+                               "timeout": _duration(svc.grpc_timeout_s)},
+                "path_prefix": CHECK_PREFIX,
+                "authorization_request": {"headers_to_add": [
+                    {"key": FRONT_SOURCE_HEADER, "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}]},
+                "authorization_response": {
+                    "allowed_upstream_headers": {"patterns": [{"exact": ROUTE_HEADER}]},
+                    "allowed_client_headers": {"patterns": [
+                        {"exact": "content-type"}, {"exact": "retry-after"}, {"prefix": "x-ratelimit-"},
+                        {"prefix": "x-sidegate-"}, {"prefix": "www-authenticate"}]},
+                    "allowed_client_headers_on_success": {"patterns": [
+                        {"prefix": "x-ratelimit-"}, {"exact": "x-sidegate-guard"}]},
+                    "dynamic_metadata_from_headers": {"patterns": [
+                        {"exact": FRONT_META_HEADER}, {"exact": FRONT_LANE_HEADER}, {"exact": FRONT_API_HEADER}]},
+                },
+            },
+        },
+    }  # fmt: skip
+
+
+def _front_clusters(host: str, svc: Any) -> list[dict[str, Any]]:
+    """The front's workers (HTTP/1.1, kept alive) and one cluster per worker for cache replays
+    (those skip the per-try ext_proc: a cluster's own upstream filters replace the router's)."""
+    def cluster(name: str, ports: range, codec_only: bool) -> dict[str, Any]:
+        opts: dict[str, Any] = {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http_protocol_options": {}},
+        }
+        if codec_only:
+            opts["http_filters"] = [{"name": "envoy.filters.http.upstream_codec", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}]
+        return {
+            "name": name, "type": "STATIC", "connect_timeout": "1s",
+            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": opts},
+            "load_assignment": {"cluster_name": name, "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": _addr(host, p)}} for p in ports]}]},
+        }  # fmt: skip
+
+    base, n = svc.front_port, svc.extproc_workers
+    return [cluster("sidegate_front", range(base, base + n), False)] + [
+        cluster(f"sidegate_front.{i}", range(base + i, base + i + 1), True) for i in range(n)
+    ]
+
+
 # The client's API: from the gateway's metadata when it ran (the upstream filter may already have
 # rewritten :path to the provider's), else from the client's path.
+_FRONT_MD = f"metadata.filter_metadata['{AUTHZ_NS}']"
 _ANTHROPIC_CLIENT = (
     "(has(metadata.filter_metadata.sidegate) && has(metadata.filter_metadata.sidegate.api)"
-    " ? metadata.filter_metadata.sidegate.api == 'anthropic' : request.path.startsWith('/v1/messages'))"
+    " ? metadata.filter_metadata.sidegate.api == 'anthropic'"
+    f" : (('{AUTHZ_NS}' in metadata.filter_metadata && '{FRONT_API_HEADER}' in {_FRONT_MD})"
+    f" ? {_FRONT_MD}['{FRONT_API_HEADER}'] == 'anthropic' : request.path.startsWith('/v1/messages')))"
 )
 
 
@@ -304,7 +393,9 @@ def _local_reply_mapper(status: int, anthropic: bool, body: str) -> dict[str, An
                         "name": "envoy.access_loggers.extension_filters.cel",
                         "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
-                            "expression": f"response.code_details != '{REPLY_DETAILS}' && {client}",
+                            # ext_authz_denied: the front's (or authz service's) own answer, in format.
+                            "expression": f"response.code_details != '{REPLY_DETAILS}'"
+                                          f" && response.code_details != 'ext_authz_denied' && {client}",
                         },
                     }},
                 ]
@@ -373,7 +464,9 @@ end
 function envoy_on_response(h)
   local md = h:streamInfo():dynamicMetadata()
   local sg = md:get("%s")
-  if sg == nil or sg["lane"] ~= "direct" then return end
+  local front = md:get("envoy.filters.http.ext_authz")
+  local direct = (sg ~= nil and sg["lane"] == "direct") or (front ~= nil and front["x-sidegate-lane"] == "direct")
+  if not direct then return end
   local headers = h:headers()
   local status = tonumber(headers:get(":status")) or 0
   local usage = md:get("%s")
@@ -448,13 +541,17 @@ def _usage_to_metadata() -> dict[str, Any]:
 
 def _direct_access_log(svc: Any) -> dict[str, Any]:
     """Finished direct-lane requests, batched to extproc's AccessLogService (the observe stage)."""
+    if svc.front == "http":
+        expression = f"'{AUTHZ_NS}' in metadata.filter_metadata && {_FRONT_MD}['{FRONT_LANE_HEADER}'] == 'direct'"
+    else:
+        expression = f"has(metadata.filter_metadata.{META_NS}) && has(metadata.filter_metadata.{META_NS}.lane)"
     return {
         "name": "envoy.access_loggers.http_grpc",
         "filter": {"extension_filter": {
             "name": "envoy.access_loggers.extension_filters.cel",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
-                "expression": f"has(metadata.filter_metadata.{META_NS}) && has(metadata.filter_metadata.{META_NS}.lane)",
+                "expression": expression,
             },
         }},
         "typed_config": {
@@ -523,7 +620,10 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
             "status_on_error": {"code": 503},
         },
     }
+    front_http = svc.front == "http" and sidegate_filters
     routes = [_oversize_route(cfg.listener.max_request_bytes)]
+    if front_http:
+        routes += _cache_routes(svc)
     routes += [r for name in cfg.models for r in _model_routes(cfg, name)]
     # An API path without a route header means the gateway filter did not run (it is down and
     # failure_mode_allow let the request through): nothing can route it, say so with a 503.
@@ -560,7 +660,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
         },
         "http_filters": [
             *([ext_authz] if svc.auth == "ext_authz" else []),
-            {"name": "sidegate.gateway", "typed_config": gateway_proc},
+            _front_filter(cfg) if front_http else {"name": "sidegate.gateway", "typed_config": gateway_proc},
             *([_direct_errors(cfg), _usage_to_metadata()] if direct else []),
             {
                 "name": "envoy.filters.http.router",
@@ -587,6 +687,8 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
     svc_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(svc.host, svc.host)  # wildcard bind -> loopback
     clusters.append(_grpc_cluster("sidegate_authz", svc_host, svc.authz_port, svc.authz_workers))
     clusters.append(_grpc_cluster("sidegate_extproc", svc_host, svc.extproc_port, svc.extproc_workers))
+    if front_http:
+        clusters += _front_clusters(svc_host, svc)
     return {
         "admin": {"address": _addr(cfg.listener.admin_host, cfg.listener.admin_port)},
         "static_resources": {

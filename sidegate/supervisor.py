@@ -100,6 +100,8 @@ class Supervisor:
             for i in range(workers):
                 name = service if i == 0 else f"{service}-{i}"
                 worker_env = {**env, f"SIDEGATE_{service.upper()}_PORT": str(port + i)}
+                if service == "extproc":
+                    worker_env |= {"SIDEGATE_EXTPROC_WORKER": str(i), "SIDEGATE_FRONT_PORT": str(svc.front_port + i)}
                 child = Child(name, [*py, "serve", service, "-c", str(self.cfg_path)], port + i, host, env=worker_env)
                 self._spawn(child, timeout_s)
         if self.env.get("SIDEGATE_ADMIN_TOKEN"):
@@ -121,6 +123,7 @@ class Supervisor:
         ports = {lst.port, lst.admin_port, svc.metrics_port, svc.authz_metrics_port, svc.admin_port}
         ports.update(range(svc.authz_port, svc.authz_port + svc.authz_workers))
         ports.update(range(svc.extproc_port, svc.extproc_port + svc.extproc_workers))
+        ports.update(range(svc.front_port, svc.front_port + svc.extproc_workers))
         return ports
 
     async def _seed(self) -> None:

@@ -59,7 +59,7 @@ class Stack:
     def config(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "listener": {"host": "127.0.0.1", "port": free_port(), "admin_port": free_port()},
-            "services": {"authz_port": free_port_block(4), "extproc_port": free_port_block(4), "metrics_port": free_port(),
+            "services": {"authz_port": free_port_block(4), "extproc_port": free_port_block(4), "front_port": free_port_block(4), "metrics_port": free_port(),
                          "authz_metrics_port": free_port(), "admin_port": free_port()},
             "store": {"url": None},
             "providers": {
@@ -77,6 +77,8 @@ class Stack:
                 "globex": {"keys": [self._key("globex", "globex")]},
             },
         }  # fmt: skip
+        if os.environ.get("SIDEGATE_E2E_FRONT") == "http":  # run any e2e module behind the HTTP front
+            _merge(data, {"services": {"auth": "inline", "front": "http"}})
         extra = {k: v for k, v in self.extra.items() if k != "env"}
         _merge(data, extra)
         for p in data["providers"].values():  # placeholders for the fakes' URLs

@@ -18,6 +18,8 @@ class LaneStage:
 
     def __init__(self, cfg: SidegateConfig):
         self.direct: dict[tuple[str, int], Api] = {}
+        self.body_fixed = cfg.services.front == "http"
+        """HTTP front: the body cannot be rewritten before the router (redaction happens per try)."""
         if cfg.services.direct_lane:
             for model, m in cfg.models.items():
                 for start in range(len(m.groups())):
@@ -27,7 +29,7 @@ class LaneStage:
 
     def eligible(self, ctx: RequestContext) -> bool:
         meta = ctx.meta
-        if ctx.stream or meta.get("cache_fill") or meta.get("restore"):
+        if ctx.stream or meta.get("cache_fill") or meta.get("restore") or (self.body_fixed and ctx.body_changed):
             return False
         return self.direct.get((ctx.model, int(meta.get("start", 0)))) is ctx.api
 

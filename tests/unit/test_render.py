@@ -39,6 +39,32 @@ def test_inline_auth_has_no_ext_authz_filter():
     assert "envoy.filters.http.ext_authz" not in [f["name"] for f in hcm["http_filters"]]
 
 
+def test_http_front_replaces_the_gateway_ext_proc():
+    cfg = _demo()
+    cfg.services.auth, cfg.services.front, cfg.services.extproc_workers = "inline", "http", 2
+    boot = render.bootstrap(cfg)
+    hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    names = [f["name"] for f in hcm["http_filters"]]
+    assert names[0] == "sidegate.front" and "sidegate.gateway" not in names
+    svc = hcm["http_filters"][0]["typed_config"]["http_service"]
+    assert svc["path_prefix"] == "/check" and svc["server_uri"]["cluster"] == "sidegate_front"
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    assert [r["name"] for r in routes[1:3]] == ["cache.0", "cache.1"]
+    clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
+    ports = [e["endpoint"]["address"]["socket_address"]["port_value"]
+             for e in clusters["sidegate_front"]["load_assignment"]["endpoints"][0]["lb_endpoints"]]  # fmt: skip
+    assert ports == [cfg.services.front_port, cfg.services.front_port + 1]
+    # replays skip the per-try ext_proc: the cluster's own upstream filters are only the codec
+    opts = clusters["sidegate_front.1"]["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert [f["name"] for f in opts["http_filters"]] == ["envoy.filters.http.upstream_codec"]
+
+
+def test_http_front_needs_inline_auth():
+    with pytest.raises(config.ConfigError, match="auth: inline"):
+        config.parse({"services": {"front": "http"}, "providers": {"o": {"api": "openai", "base_url": "http://x"}},
+                      "models": {"m": {"routes": [{"provider": "o"}]}}}, env={})  # fmt: skip
+
+
 def test_https_provider_gets_verified_tls():
     cfg = config.parse(
         {
@@ -53,10 +79,13 @@ def test_https_provider_gets_verified_tls():
     assert tls["common_tls_context"]["validation_context"]["trusted_ca"]["filename"]
 
 
-@pytest.mark.parametrize(("https", "auth"), [(False, "ext_authz"), (True, "ext_authz"), (False, "inline")])
+@pytest.mark.parametrize(("https", "auth"), [(False, "ext_authz"), (True, "ext_authz"), (False, "inline"), (False, "front")])
 def test_rendered_bootstrap_passes_envoy_validate(tmp_path, https, auth):
     cfg = _demo()
-    cfg.services.auth = auth
+    cfg.services.auth = "inline" if auth == "front" else auth
+    if auth == "front":
+        cfg.services.front = "http"
+        cfg.services.extproc_workers = 2
     if https:
         cfg.providers["openai"].base_url = "https://api.openai.com"
     f = tmp_path / "envoy.yaml"

@@ -1,0 +1,265 @@
+"""HTTP front (`services.front: http`): the gateway stages behind Envoy's ext_authz HTTP client.
+
+Envoy buffers the client's request and posts it (headers + body, path prefixed with `/check`) to
+this plain HTTP/1.1 server; the answer is one HTTP response instead of a gRPC ext_proc stream of
+protobuf messages, which costs several times less CPU in Python (docs/performance.md).
+
+What the answer means to Envoy (see `sidegate/render.py`):
+- 200 = go on: `x-sidegate-route` is copied onto the request (Envoy then re-picks the route),
+  `x-sidegate-meta` / `x-sidegate-lane` become dynamic metadata (namespace
+  `envoy.filters.http.ext_authz`) for the per-try stage and the direct lane's access log,
+  `x-ratelimit-*` / `x-sidegate-guard` go to the client with the response, and the headers named
+  in `x-envoy-auth-headers-to-remove` (the client's key, internal headers) are dropped.
+- any other status = Envoy answers the client with exactly this status, body and headers.
+- a cache hit (a 200 the gateway produced itself) is held here and the request routed to
+  `~cache.<worker>`, a route back to this same process, which replays it (:meth:`Front.replay`).
+
+PII redaction cannot rewrite the body from here: the request is marked `redact` and the per-try
+stage redacts it (the same deterministic placeholders) before translating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, cast
+
+import orjson
+
+from authz.decide import inbound_api
+from extproc.context import Reply, RequestContext
+from extproc.gateway import Forward, Gateway
+from extproc.stages.parse import endpoint_api
+from sidegate.errors import Api, error_body
+from sidegate.render import (
+    CACHE_ROUTE,
+    CHECK_PREFIX,
+    FRONT_API_HEADER,
+    FRONT_LANE_HEADER,
+    FRONT_META_HEADER,
+    FRONT_SOURCE_HEADER,
+    ROUTE_HEADER,
+)
+
+log = logging.getLogger("sidegate.front")
+
+REMOVE_HEADER = "x-envoy-auth-headers-to-remove"
+_JSON = {"content-type": "application/json"}
+_OURS = (ROUTE_HEADER, FRONT_SOURCE_HEADER)
+"""Internal headers that are not the client's: the route (set by this answer) and the source
+address (Envoy adds it to the check request only)."""
+
+
+@dataclass(slots=True)
+class Answer:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+def meta_header(meta: dict[str, Any]) -> str:
+    """JSON for a header value: one line, ASCII only (HTTP/1 header values are not UTF-8)."""
+    raw = orjson.dumps(meta)
+    return raw.decode() if raw.isascii() else json.dumps(meta, ensure_ascii=True, separators=(",", ":"))
+
+
+class HeldReplies:
+    """Cache hits waiting for their replay request (a moment later, same process), by request id."""
+
+    def __init__(self, capacity: int = 4096, ttl_s: float = 30.0):
+        self.capacity = capacity
+        self.ttl_s = ttl_s
+        self._items: OrderedDict[str, tuple[float, Reply]] = OrderedDict()
+
+    def put(self, request_id: str, reply: Reply) -> None:
+        self._items[request_id] = (time.monotonic(), reply)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+    def pop(self, request_id: str) -> Reply | None:
+        item = self._items.pop(request_id, None)
+        if item is None or time.monotonic() - item[0] > self.ttl_s:
+            return None
+        return item[1]
+
+
+class Front:
+    """The adapter: an HTTP request from Envoy -> RequestContext -> Gateway.run -> an Answer."""
+
+    def __init__(self, gateway: Gateway, worker: int = 0):
+        self.gateway = gateway
+        self.worker = worker
+        self.held = HeldReplies()
+
+    async def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Answer:
+        if target.startswith(CHECK_PREFIX):
+            return await self.check(method, target[len(CHECK_PREFIX) :] or "/", headers, body)
+        return self.replay(target, headers)
+
+    async def check(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        api = endpoint_api(path)
+        if api is None:
+            api = inbound_api(path)
+            msg = f"Unknown path {path.split('?', 1)[0]}: Sidegate serves POST /v1/chat/completions and POST /v1/messages."
+            return Answer(404, dict(_JSON), error_body(api, 404, msg))
+        headers[":path"], headers[":method"] = path, method  # as the stages see them over ext_proc
+        ctx = RequestContext(path=path, method=method, headers=headers, api=api, request_id=headers.get("x-request-id", ""))
+        ctx.source = headers.get(FRONT_SOURCE_HEADER, "")
+        if api is Api.ANTHROPIC:
+            for name in ("anthropic-beta", "anthropic-version"):
+                if name in headers:
+                    ctx.meta[name.replace("-", "_")] = headers[name]
+        early = self.gateway.on_headers(ctx)
+        if early is not None:
+            return Answer(early.status, early.headers, early.body)
+        ctx.raw_body = body
+        outcome = await self.gateway.run(ctx)
+        if isinstance(outcome, Reply):
+            if outcome.status != 200:
+                return Answer(outcome.status, outcome.headers, outcome.body)
+            self.held.put(ctx.request_id, outcome)  # a cache hit: Envoy fetches it on the ~cache route
+            return Answer(200, {ROUTE_HEADER: f"{CACHE_ROUTE}.{self.worker}"})
+        return self._forward(outcome, headers)
+
+    def _forward(self, outcome: Forward, headers: dict[str, str]) -> Answer:
+        meta = dict(outcome.meta)
+        meta.pop("response_headers", None)  # they go to the client from this answer (no duplicates)
+        if outcome.body is not None:  # the guard changed the body: the per-try stage redacts it
+            meta.pop("restore", None)
+            meta["redact"] = True
+        out = {ROUTE_HEADER: outcome.route, FRONT_META_HEADER: meta_header(meta), FRONT_API_HEADER: str(meta.get("api", "")),
+               **outcome.response_headers}  # fmt: skip
+        if meta.get("lane"):
+            out[FRONT_LANE_HEADER] = str(meta["lane"])
+        remove = [*outcome.remove_headers, *(k for k in headers if k.startswith("x-sidegate-") and k not in _OURS)]
+        if remove:
+            out[REMOVE_HEADER] = ",".join(remove)
+        return Answer(200, out)
+
+    def replay(self, target: str, headers: dict[str, str]) -> Answer:
+        reply = self.held.pop(headers.get("x-request-id", ""))
+        if reply is None:
+            api = inbound_api(target)
+            return Answer(503, dict(_JSON), error_body(api, 503, "The cached answer expired before it was sent; retry."))
+        return Answer(reply.status, reply.headers, reply.body)
+
+
+# -- the HTTP/1.1 server ------------------------------------------------------------------------
+# Envoy is the only client: well-formed requests with a Content-Length, one at a time per
+# connection, kept alive. Anything else gets a 400 and the connection closed.
+
+_MAX_HEAD = 256 * 1024
+
+
+def _encode(ans: Answer) -> bytes:
+    try:
+        reason = HTTPStatus(ans.status).phrase
+    except ValueError:
+        reason = "Status"
+    head = [f"HTTP/1.1 {ans.status} {reason}", f"content-length: {len(ans.body)}"]
+    for k, v in ans.headers.items():
+        if k != "content-length":
+            head.append(f"{k}: {v}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + ans.body
+
+
+def parse_head(raw: bytes) -> tuple[str, str, dict[str, str]]:
+    """Request line and headers (lower-cased names; a repeated name keeps its last value)."""
+    lines = raw.decode("latin-1").split("\r\n")
+    method, target, _ = lines[0].split(" ", 2)
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise ValueError("malformed header line")
+        headers[name.strip().lower()] = value.strip()
+    return method, target, headers
+
+
+class FrontProtocol(asyncio.Protocol):
+    def __init__(self, front: Front, tasks: set[asyncio.Task[None]]):
+        self.front = front
+        self.tasks = tasks
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.busy = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if not self.busy:
+            self._next()
+
+    def _next(self) -> None:
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buf) > _MAX_HEAD:
+                self._fail()
+            return
+        try:
+            method, target, headers = parse_head(bytes(self.buf[:end]))
+            length = int(headers.get("content-length", "0"))
+        except ValueError:
+            self._fail()
+            return
+        if "transfer-encoding" in headers or length < 0:
+            self._fail()
+            return
+        start = end + 4
+        if len(self.buf) < start + length:
+            return
+        body = bytes(self.buf[start : start + length])
+        del self.buf[: start + length]
+        self.busy = True
+        task = asyncio.ensure_future(self._serve(method, target, headers, body))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _serve(self, method: str, target: str, headers: dict[str, str], body: bytes) -> None:
+        try:
+            ans = await self.front.handle(method, target, headers, body)
+        except Exception:
+            log.exception("front request failed")
+            api = inbound_api(target.removeprefix(CHECK_PREFIX))
+            ans = Answer(500, dict(_JSON), error_body(api, 500, "Gateway error."))
+        if self.transport is None:
+            return
+        self.transport.write(_encode(ans))
+        self.busy = False
+        if self.buf:
+            self._next()
+
+    def _fail(self) -> None:
+        if self.transport is not None:
+            self.transport.write(_encode(Answer(400, {"connection": "close"})))
+            self.transport.close()
+        self.buf.clear()
+
+
+class FrontServer:
+    """The asyncio server around :class:`Front`; stops accepting on close, lets requests finish."""
+
+    def __init__(self, front: Front):
+        self.front = front
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: FrontProtocol(self.front, self.tasks), host, port, reuse_address=True)
+
+    async def close(self, grace_s: float = 5.0) -> None:
+        if self.server is not None:
+            self.server.close()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=grace_s)

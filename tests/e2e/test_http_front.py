@@ -1,0 +1,153 @@
+"""The HTTP front (`services.front: http`, docs/performance.md): the gateway stages answer Envoy's
+ext_authz HTTP check instead of a gRPC ext_proc stream. Proven through a real Envoy with the
+official SDKs: both lanes, refusals in each API's format, rate-limit headers, cache hits replayed
+from the front, PII redaction done per try, quota and ledger, and that no gateway ext_proc stream
+is ever opened."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import anthropic
+import httpx
+import openai
+import pytest
+from harness import ANTHROPIC_PROVIDER_KEY, OPENAI_PROVIDER_KEY
+
+pytestmark = pytest.mark.e2e
+MSG = [{"role": "user", "content": "Say hi"}]
+EMAIL = "jane.doe@example.com"
+STACK_EXTRA = {
+    "services": {"auth": "inline", "front": "http", "extproc_workers": 2},
+    "models": {
+        "claude-direct": {"routes": [{"provider": "anthropic"}]},
+        "cached": {"routes": [{"provider": "openai", "model": "gpt-4o-mini"}], "cache": {"exact": True}},
+    },
+    "tenants": {"globex": {"quota": {"limits": {"tpm": 100000, "rpm": 3}}}},
+}
+GATEWAY_STREAMS = "http.sidegateext_proc.gateway.streams_started"
+UPSTREAM_STREAMS = "http.sidegateext_proc.upstream.streams_started"
+
+
+def oai(stack, who: str = "acme") -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.keys[who].key, max_retries=0)
+
+
+def ant(stack, who: str = "acme") -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=stack.base_url, api_key=stack.keys[who].key, max_retries=0)
+
+
+def _stat(stack, name: str) -> int:
+    text = httpx.get(f"{stack.admin_url}/stats", params={"filter": "^" + re.escape(name) + "$"}).text
+    m = re.search(r": (\d+)", text)
+    return int(m.group(1)) if m else 0
+
+
+def _ledger(stack, pred, timeout_s: float = 5.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        recs = [r for r in stack.ledger() if pred(r)]
+        if recs:
+            return recs[-1]
+        time.sleep(0.05)
+    raise AssertionError("no matching ledger record")
+
+
+def test_direct_lane_through_the_front(stack, fake_openai):
+    before = _stat(stack, UPSTREAM_STREAMS)
+    fake_openai.script([{"usage": {"prompt_tokens": 31, "completion_tokens": 4}}])
+    raw = oai(stack).chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MSG)
+    assert raw.parse().usage.total_tokens == 35
+    assert raw.headers["x-sidegate-provider"] == "openai" and raw.headers["x-sidegate-attempts"] == "1"
+    assert int(raw.headers["x-ratelimit-remaining-requests"]) >= 0  # from the front's answer
+    assert _stat(stack, UPSTREAM_STREAMS) == before
+    assert _stat(stack, GATEWAY_STREAMS) == 0, "the HTTP front must replace the gateway ext_proc"
+    (rec,) = fake_openai.requests
+    assert rec.headers["authorization"] == f"Bearer {OPENAI_PROVIDER_KEY}"
+    assert stack.keys["acme"].key not in repr(rec.headers)
+    assert not any(h.startswith("x-sidegate") or h.startswith("x-envoy-auth") for h in rec.headers)
+    led = _ledger(stack, lambda r: (r.input_tokens, r.output_tokens) == (31, 4))
+    assert led.tenant == "acme" and led.provider == "openai" and led.status == 200
+
+
+def test_full_lane_stream_and_translation(stack, fake_anthropic):
+    before = _stat(stack, UPSTREAM_STREAMS)
+    fake_anthropic.script([{"usage": {"input_tokens": 12, "output_tokens": 6}, "chunks": 3}])
+    chunks = list(oai(stack).chat.completions.create(model="claude-haiku", messages=MSG, stream=True,
+                                                     stream_options={"include_usage": True}))  # fmt: skip
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 6
+    assert _stat(stack, UPSTREAM_STREAMS) == before + 1
+    (rec,) = fake_anthropic.requests
+    assert rec.path == "/v1/messages" and rec.json["model"] == "claude-3-5-haiku-20241022"
+    assert rec.headers["x-api-key"] == ANTHROPIC_PROVIDER_KEY
+    _ledger(stack, lambda r: r.stream and (r.input_tokens, r.output_tokens) == (12, 6))
+
+
+def test_anthropic_client_direct(stack, fake_anthropic):
+    msg = ant(stack).messages.create(model="claude-direct", max_tokens=50, messages=MSG)
+    assert msg.content[0].text
+    (rec,) = fake_anthropic.requests
+    assert rec.headers["x-api-key"] == ANTHROPIC_PROVIDER_KEY and "authorization" not in rec.headers
+
+
+def test_refusals_keep_each_api_format(stack):
+    bad = openai.OpenAI(base_url=stack.base_url + "/v1", api_key="sk-sg-nope", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as e:
+        bad.chat.completions.create(model="gpt-4o-mini", messages=MSG)
+    assert e.value.status_code == 401 and e.value.body["code"] == "invalid_api_key"
+    with pytest.raises(anthropic.AuthenticationError) as a:
+        anthropic.Anthropic(base_url=stack.base_url, api_key="nope", max_retries=0).messages.create(
+            model="claude-direct", max_tokens=5, messages=MSG)  # fmt: skip
+    assert a.value.status_code == 401
+    assert a.value.response.json()["type"] == "error" and a.value.response.json()["error"]["type"] == "authentication_error"
+    with pytest.raises(openai.BadRequestError) as b:
+        oai(stack).chat.completions.create(model="no-such-model", messages=MSG)
+    assert b.value.status_code in (400, 404) and "no-such-model" in b.value.message
+    r = httpx.post(stack.base_url + "/v1/embeddings", json={}, headers={"authorization": f"Bearer {stack.keys['acme'].key}"})
+    assert r.status_code == 404 and r.json()["error"]["message"].startswith("Unknown path")
+
+
+def test_rate_limited_with_retry_after(stack, fake_openai):
+    client = oai(stack, "globex")
+    codes = []
+    for _ in range(5):
+        try:
+            client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
+            codes.append(200)
+        except openai.RateLimitError as e:
+            codes.append(429)
+            assert float(e.response.headers["retry-after"]) > 0
+            assert e.response.headers["x-ratelimit-remaining-requests"] == "0"
+            assert e.body["code"] in ("rate_limit_exceeded", "requests")
+    assert codes == [200, 200, 200, 429, 429]
+    assert len(fake_openai.requests) == 3
+
+
+def test_cache_hit_replayed_by_the_front(stack, fake_openai):
+    body = {"model": "cached", "messages": [{"role": "user", "content": "Capital of France?"}]}
+    first = oai(stack).chat.completions.with_raw_response.create(**body)
+    assert first.headers.get("x-sidegate-cache", "miss") == "miss"
+    deadline = time.monotonic() + 5
+    hit = None
+    while time.monotonic() < deadline:  # the fill lands just after the response
+        hit = oai(stack).chat.completions.with_raw_response.create(**body)
+        if hit.headers.get("x-sidegate-cache") == "hit-exact":
+            break
+        time.sleep(0.1)
+    assert hit is not None and hit.headers.get("x-sidegate-cache") == "hit-exact"
+    assert hit.parse().choices[0].message.content == first.parse().choices[0].message.content
+    assert len(fake_openai.requests) < 1 + 50  # hits never reach the provider
+    n = len(fake_openai.requests)
+    oai(stack).chat.completions.create(**body)
+    assert len(fake_openai.requests) == n
+
+
+def test_pii_redacted_per_try_and_restored(stack, fake_openai):
+    before = _stat(stack, UPSTREAM_STREAMS)
+    r = oai(stack).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": f"Mail {EMAIL} now"}])
+    (rec,) = fake_openai.requests  # the fake echoes the prompt
+    assert EMAIL not in rec.body.decode() and "<EMAIL_1>" in rec.body.decode()
+    assert _stat(stack, UPSTREAM_STREAMS) == before + 1  # redaction forces the per-try stage
+    assert EMAIL in (r.choices[0].message.content or "")
