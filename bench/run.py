@@ -9,6 +9,8 @@ Scenarios (same fast fake upstream for all):
   inline    the same with auth in the gateway (services.auth: inline)
   full-lane inline, direct lane off: every try through the per-try ext_proc
   translated inline, OpenAI client -> Anthropic provider (per-try translation both ways)
+  front     the gateway stages behind the HTTP front (services.front: http) instead of gRPC ext_proc;
+            front-2w with two extproc workers, front-translated, front-exact-hit likewise
 Prints p50/p99 latency, RPS, added p50 vs Envoy-alone and CPU ms per request (all processes of
 the scenario, read from /proc). Needs `wrk` (Debian: apt-get install wrk).
 """
@@ -94,7 +96,8 @@ def measure(name: str, url: str, script: Path, pids: list[int], conns_list: list
     return rows
 
 
-SCENARIOS = "direct,envoy,sidegate,inline,inline-2w,full-lane,translated,exact-hit,semantic-hit,ttft"
+SCENARIOS = ("direct,envoy,sidegate,inline,inline-2w,full-lane,translated,exact-hit,semantic-hit,"
+             "front,front-2w,front-translated,front-exact-hit,ttft")
 
 
 def _stack(work: Path, name: str, data: dict, env: dict[str, str]) -> Supervisor:
@@ -134,6 +137,9 @@ def ttft(url: str, headers: dict[str, str], n: int = 40) -> tuple[float, float]:
                     pass
     samples.sort()
     return samples[len(samples) // 2], samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+
+
+FRONT = {"auth": "inline", "front": "http"}
 
 
 def main() -> int:
@@ -201,6 +207,9 @@ def main() -> int:
             ("translated", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
             ("exact-hit", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"cached"')),
             ("semantic-hit", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"semantic"')),
+            ("front", FRONT, CHAT), ("front-2w", {**FRONT, "extproc_workers": 2}, CHAT),
+            ("front-translated", FRONT, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
+            ("front-exact-hit", FRONT, CHAT.replace(b'"gpt-4o-mini"', b'"cached"')),
         ]
         for name, services, body in variants:
             if name not in only:

@@ -118,7 +118,7 @@ async def start_semantic(semantic: Any, timeout_s: float = 5.0, retry_s: float =
     return asyncio.create_task(retry())
 
 
-def build(cfg: SidegateConfig, redis: Redis | None = None) -> App:
+def build(cfg: SidegateConfig, redis: Redis | None = None, hot: Any = None) -> App:
     """Stages and observers from the config. Background work starts in :func:`start`."""
     observers: list[Observer] = []
     starters: list[Callable[[], Any]] = []
@@ -138,7 +138,7 @@ def build(cfg: SidegateConfig, redis: Redis | None = None) -> App:
     filler = None
     cost = None
     if redis is not None:
-        quota_store = QuotaStore.from_policy(redis, cfg.quota, fail_mode=cfg.store.fail_mode)
+        quota_store = QuotaStore.from_policy(redis, cfg.quota, fail_mode=cfg.store.fail_mode, hot=hot)
         tenants = TenantQuotas(cfg, redis)
         stages.append(QuotaStage(cfg, quota_store, tenants))
         settler = QuotaSettler(cfg, quota_store)
@@ -149,7 +149,7 @@ def build(cfg: SidegateConfig, redis: Redis | None = None) -> App:
         if cfg.observability.ledger:
             from sidegate.ledger import Ledger
 
-            ledger = Ledger(redis, maxlen=cfg.observability.ledger_maxlen)
+            ledger = Ledger(redis, maxlen=cfg.observability.ledger_maxlen, hot=hot)
             observers.append(ledger.observer(cost=cost))
             starters.append(ledger.start)
             closers.append(ledger.stop)
@@ -174,8 +174,10 @@ def build(cfg: SidegateConfig, redis: Redis | None = None) -> App:
     return App(cfg, gateway, Upstream(cfg, observers, filler), starters, closers)
 
 
-async def serve(cfg: SidegateConfig, redis: Redis | None, host: str, port: int) -> tuple[grpc.aio.Server, App]:
-    app = build(cfg, redis)
+async def serve(
+    cfg: SidegateConfig, redis: Redis | None, host: str, port: int, hot: Any = None
+) -> tuple[grpc.aio.Server, App]:
+    app = build(cfg, redis, hot)
     await app.start()
     if cfg.services.metrics_port:
         metrics.start_metrics_server(metrics.service_metrics_port(cfg, "extproc"), cfg.services.metrics_host)

@@ -145,8 +145,11 @@ class Ledger:
         queue_size: int = DEFAULT_QUEUE,
         batch_size: int = 256,
         retry_delay_s: float = 0.2,
+        hot: Any = None,
     ):
         self.redis = redis
+        self.hot = hot
+        """A :class:`sidegate.resp.FastRedis` (cheaper appends), or None for redis-py's pipeline."""
         self.stream = stream
         self.maxlen = maxlen
         self.batch_size = batch_size
@@ -223,10 +226,14 @@ class Ledger:
     async def _write(self, batch: list[LedgerRecord]) -> None:
         for attempt in range(2):
             try:
-                pipe = self.redis.pipeline(transaction=False)
-                for rec in batch:
-                    pipe.xadd(self.stream, rec.to_fields(), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
-                await pipe.execute()
+                if self.hot is not None:  # one write for the batch (auto-pipelined)
+                    head = ("XADD", self.stream, "MAXLEN", "~", self.maxlen, "*")
+                    await asyncio.gather(*(self.hot.execute(*head, *_flat(rec.to_fields())) for rec in batch))
+                else:
+                    pipe = self.redis.pipeline(transaction=False)
+                    for rec in batch:
+                        pipe.xadd(self.stream, rec.to_fields(), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+                    await pipe.execute()
             except (RedisError, OSError) as exc:
                 m.store_error("ledger", "xadd")
                 if attempt == 0:
@@ -241,6 +248,10 @@ class Ledger:
             self.written += len(batch)
             m.child(m.LEDGER_RECORDS, "written").inc(len(batch))
             return
+
+
+def _flat(fields: dict[str, Any]) -> list[Any]:
+    return [x for kv in fields.items() for x in kv]
 
 
 # -- reading -------------------------------------------------------------------------------------

@@ -58,14 +58,18 @@ async def _authz(cfg: SidegateConfig) -> None:
 
 async def _extproc(cfg: SidegateConfig) -> None:
     from extproc.app import serve
+    from sidegate.resp import FastRedis
 
     redis = client(store_url(cfg), cfg.store.socket_timeout_s)
-    server, app = await serve(cfg, redis, cfg.services.host, cfg.services.extproc_port)
+    hot = FastRedis.from_url(store_url(cfg), cfg.store.socket_timeout_s)  # the per-request scripts
+    server, app = await serve(cfg, redis, cfg.services.host, cfg.services.extproc_port, hot)
     log.info("extproc listening on %s:%d", cfg.services.host, cfg.services.extproc_port)
     await _until_signal()
     await app.stop_serving(server, float(os.environ.get("SIDEGATE_DRAIN_S", "30")))
     await app.aclose()
     await redis.aclose()
+    if hot is not None:
+        await hot.aclose()
 
 
 def run(service: str, cfg: SidegateConfig) -> None:

@@ -116,6 +116,7 @@ class QuotaStore:
         buckets: int = 60,
         reservation_ttl_s: float = 3600.0,
         op_timeout_s: float = 0.5,
+        hot: Any = None,
     ) -> None:
         if fail_mode not in ("open", "closed"):
             raise ValueError("fail_mode must be 'open' or 'closed'")
@@ -123,6 +124,9 @@ class QuotaStore:
         if window_ms <= 0 or not 1 <= buckets <= 1000 or window_ms % buckets:
             raise ValueError("window_s * 1000 must be a positive multiple of buckets (1..1000)")
         self.redis = redis
+        self.hot = hot or redis
+        """The client for the per-request scripts (reserve, settle): a :class:`sidegate.resp.FastRedis`
+        when the URL allows it, else the same redis-py client."""
         self.fail_mode = fail_mode
         self.namespace = namespace
         self.window_ms = window_ms
@@ -140,9 +144,10 @@ class QuotaStore:
 
     @classmethod
     def from_policy(cls, redis: Redis, policy: QuotaPolicy, *, fail_mode: FailMode = "open",
-                    namespace: str = "sg") -> QuotaStore:  # fmt: skip
+                    namespace: str = "sg", hot: Any = None) -> QuotaStore:  # fmt: skip
         return cls(
             redis,
+            hot=hot,
             fail_mode=fail_mode,
             namespace=namespace,
             window_s=policy.window_s,
@@ -192,7 +197,7 @@ class QuotaStore:
 
     async def _call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
         async with asyncio.timeout(self.op_timeout_s):
-            result = await script(self.redis, keys, args)
+            result = await script(self.hot, keys, args)
         self._ok()
         return result
 
