@@ -462,16 +462,20 @@ local function replace(h, body)
   headers:replace("content-length", tostring(#body))
 end
 function envoy_on_response(h)
+  -- The common case first and cheapest: a success whose body parsed (no metadata tables built).
+  local headers = h:headers()
+  local status = tonumber(headers:get(":status")) or 0
   local md = h:streamInfo():dynamicMetadata()
+  local invalid = false
+  if status < 400 then
+    local usage = md:get("%s")
+    invalid = usage ~= nil and usage["invalid"] ~= nil
+    if not invalid then return end
+  end
   local sg = md:get("%s")
   local front = md:get("envoy.filters.http.ext_authz")
   local direct = (sg ~= nil and sg["lane"] == "direct") or (front ~= nil and front["x-sidegate-lane"] == "direct")
   if not direct then return end
-  local headers = h:headers()
-  local status = tonumber(headers:get(":status")) or 0
-  local usage = md:get("%s")
-  local invalid = usage ~= nil and usage["invalid"] ~= nil
-  if status < 400 and not invalid then return end
   local p = PROVIDERS[headers:get("x-sidegate-provider") or ""]
   if p == nil then return end
   if status < 400 then
@@ -513,7 +517,7 @@ def _direct_errors(cfg: SidegateConfig) -> dict[str, Any]:
         "name": "sidegate.direct_errors",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-            "default_source_code": {"inline_string": _ERRORS_LUA % (", ".join(entries), META_NS, USAGE_NS)},
+            "default_source_code": {"inline_string": _ERRORS_LUA % (", ".join(entries), USAGE_NS, META_NS)},
         },
     }
 
