@@ -158,7 +158,7 @@ def build(cfg: SidegateConfig, redis: Redis | None = None, hot: Any = None) -> A
             from sidegate.cache import ResponseCache, SemanticIndex
 
             semantic = SemanticIndex(cfg.semantic) if any(p.semantic for p in policies) else None
-            cache = ResponseCache(redis, semantic=semantic)
+            cache = ResponseCache(redis, semantic=semantic, hot=hot)
             pending = PendingFills()
             stages.append(CacheStage(cfg, cache, pending))
             filler = CacheFiller(cfg, cache, pending)

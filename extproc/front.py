@@ -11,8 +11,10 @@ What the answer means to Envoy (see `sidegate/render.py`):
   `x-ratelimit-*` / `x-sidegate-guard` go to the client with the response, and the headers named
   in `x-envoy-auth-headers-to-remove` (the client's key, internal headers) are dropped.
 - any other status = Envoy answers the client with exactly this status, body and headers.
-- a cache hit (a 200 the gateway produced itself) is held here and the request routed to
-  `~cache.<worker>`, a route back to this same process, which replays it (:meth:`Front.replay`).
+- a cache hit (a 200 the gateway produced itself) and any 5xx refusal (Envoy would take a 5xx
+  from the front as the front failing, and drop its body and headers) are held here and the
+  request routed to `~replay.<worker>`, a route back to this same process, which replays them
+  (:meth:`Front.replay`).
 
 PII redaction cannot rewrite the body from here: the request is marked `redact` and the per-try
 stage redacts it (the same deterministic placeholders) before translating.
@@ -37,12 +39,12 @@ from extproc.gateway import Forward, Gateway
 from extproc.stages.parse import endpoint_api
 from sidegate.errors import Api, error_body
 from sidegate.render import (
-    CACHE_ROUTE,
     CHECK_PREFIX,
     FRONT_API_HEADER,
     FRONT_LANE_HEADER,
     FRONT_META_HEADER,
     FRONT_SOURCE_HEADER,
+    REPLAY_ROUTE,
     ROUTE_HEADER,
 )
 
@@ -97,9 +99,15 @@ class Front:
         self.held = HeldReplies()
 
     async def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Answer:
-        if target.startswith(CHECK_PREFIX):
-            return await self.check(method, target[len(CHECK_PREFIX) :] or "/", headers, body)
-        return self.replay(target, headers)
+        if not target.startswith(CHECK_PREFIX):
+            return self.replay(target, headers)
+        path = target[len(CHECK_PREFIX) :] or "/"
+        try:
+            return await self.check(method, path, headers, body)
+        except Exception:
+            log.exception("front check failed")
+            reply = Reply(500, error_body(inbound_api(path), 500, "Gateway error."), dict(_JSON))
+            return self._hold(headers.get("x-request-id", ""), reply, {})
 
     async def check(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
         api = endpoint_api(path)
@@ -120,20 +128,25 @@ class Front:
         ctx.raw_body = body
         outcome = await self.gateway.run(ctx)
         if isinstance(outcome, Reply):
-            if outcome.status != 200:
+            if outcome.status != 200 and outcome.status < 500:
                 return Answer(outcome.status, outcome.headers, outcome.body)
-            self.held.put(ctx.request_id, outcome)  # a cache hit: Envoy fetches it on the ~cache route
-            return Answer(200, {ROUTE_HEADER: f"{CACHE_ROUTE}.{self.worker}"})
+            return self._hold(ctx.request_id, outcome, _log_fields(ctx.upstream_meta()))
         return self._forward(outcome, headers)
+
+    def _hold(self, request_id: str, reply: Reply, log_fields: dict[str, str]) -> Answer:
+        """Answer `reply` through the replay route (see the module docstring)."""
+        self.held.put(request_id, reply)
+        return Answer(200, {ROUTE_HEADER: f"{REPLAY_ROUTE}.{self.worker}", **log_fields})
 
     def _forward(self, outcome: Forward, headers: dict[str, str]) -> Answer:
         meta = dict(outcome.meta)
         meta.pop("response_headers", None)  # they go to the client from this answer (no duplicates)
+        meta["front"] = "http"
         if outcome.body is not None:  # the guard changed the body: the per-try stage redacts it
             meta.pop("restore", None)
             meta["redact"] = True
         out = {ROUTE_HEADER: outcome.route, FRONT_META_HEADER: meta_header(meta), FRONT_API_HEADER: str(meta.get("api", "")),
-               **outcome.response_headers}  # fmt: skip
+               **_log_fields(meta), **outcome.response_headers}  # fmt: skip
         if meta.get("lane"):
             out[FRONT_LANE_HEADER] = str(meta["lane"])
         remove = [*outcome.remove_headers, *(k for k in headers if k.startswith("x-sidegate-") and k not in _OURS)]
@@ -147,6 +160,15 @@ class Front:
             api = inbound_api(target)
             return Answer(503, dict(_JSON), error_body(api, 503, "The cached answer expired before it was sent; retry."))
         return Answer(reply.status, reply.headers, reply.body)
+
+
+def _log_fields(meta: dict[str, Any]) -> dict[str, str]:
+    """What the access log prints (sidegate/accesslog.py, front_format), as metadata headers."""
+    out = {"x-sidegate-tenant": str(meta.get("tenant", "")), "x-sidegate-key-id": str(meta.get("key_id", "")),
+           "x-sidegate-model": str(meta.get("model", "")), "x-sidegate-stream": "true" if meta.get("stream") else "false"}  # fmt: skip
+    if meta.get("cache"):
+        out["x-sidegate-cache"] = str(meta["cache"])
+    return out
 
 
 # -- the HTTP/1.1 server ------------------------------------------------------------------------
@@ -228,10 +250,9 @@ class FrontProtocol(asyncio.Protocol):
     async def _serve(self, method: str, target: str, headers: dict[str, str], body: bytes) -> None:
         try:
             ans = await self.front.handle(method, target, headers, body)
-        except Exception:
+        except Exception:  # handle() answers its own failures; this is the last resort
             log.exception("front request failed")
-            api = inbound_api(target.removeprefix(CHECK_PREFIX))
-            ans = Answer(500, dict(_JSON), error_body(api, 500, "Gateway error."))
+            ans = Answer(400, {"connection": "close"})
         if self.transport is None:
             return
         self.transport.write(_encode(ans))

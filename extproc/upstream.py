@@ -20,7 +20,7 @@ from extproc.breaker import parse_retry_after
 from sidegate.config import ProviderConfig, RouteConfig, SidegateConfig
 from sidegate.errors import Api, GatewayError, provider_invalid_response, provider_refused_key, render
 from sidegate.guard import SseRestorer, guard_request, restore_body
-from sidegate.render import PROVIDER_HEADERS, provider_of_cluster
+from sidegate.render import PROVIDER_HEADERS, RATE_LIMIT_HEADERS, provider_of_cluster
 from sidegate.translate import get_translator
 from sidegate.translate.base import StreamTranslator, TranslateOptions, Translator, Usage
 
@@ -190,6 +190,8 @@ class UpstreamTry:
         )
         for k, v in self.meta.get("response_headers", {}).items():
             changes.set[k] = str(v)
+        if self.meta.get("front") == "http":  # the front's limits are added after (ext_authz appends)
+            changes.remove += [h for h in RATE_LIMIT_HEADERS if h in headers]
         ctype = headers.get("content-type", "")
         if 200 <= status < 300 and ctype.startswith("text/event-stream"):
             self.streaming = True

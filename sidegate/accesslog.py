@@ -43,6 +43,15 @@ FORMAT: dict[str, str] = {
 """Field -> Envoy command operator. Keep credential headers (authorization, x-api-key, api-key,
 cookies) out of here: tests/unit/test_observe_accesslog.py enforces it."""
 
+
+def front_format() -> dict[str, str]:
+    """FORMAT for the HTTP front (`services.front: http`): the identity and the gateway's fields come
+    from the front's answer headers, which Envoy keeps as metadata of ext_authz's namespace."""
+    out = dict(FORMAT)
+    for field in ("tenant", "key_id", "model", "stream", "cache"):
+        out[field] = f"%DYNAMIC_METADATA({AUTHZ_NS}:x-sidegate-{field.replace('_', '-')})%"
+    return out
+
 FORBIDDEN_HEADERS = (
     "authorization",
     "x-api-key",

@@ -28,8 +28,9 @@ SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
 # -- HTTP front (services.front: http; extproc/front.py) -----------------------------------------
 CHECK_PREFIX = "/check"
 """Path prefix of the ext_authz HTTP check requests (the client's path follows)."""
-CACHE_ROUTE = "~cache"
-"""Route value `~cache.<worker>`: replay a cache hit held by that extproc worker's front."""
+REPLAY_ROUTE = "~replay"
+"""Route value `~replay.<worker>`: replay an answer held by that extproc worker's front (a cache
+hit, or a 5xx: Envoy's ext_authz HTTP client takes any 5xx from the front as its own failure)."""
 FRONT_META_HEADER = "x-sidegate-meta"
 FRONT_LANE_HEADER = "x-sidegate-lane"
 FRONT_API_HEADER = "x-sidegate-api"
@@ -172,7 +173,7 @@ def _provider_cluster(name: str, p: ProviderConfig) -> dict[str, Any]:
     return cluster
 
 
-def _direct_cluster(name: str, p: ProviderConfig) -> dict[str, Any]:
+def _direct_cluster(name: str, p: ProviderConfig, front_http: bool = False) -> dict[str, Any]:
     """The provider's cluster for the direct lane: credential + static headers set by Envoy."""
     cluster = _provider_cluster(name, p)
     cname = direct_cluster_name(name)
@@ -194,11 +195,14 @@ def _direct_cluster(name: str, p: ProviderConfig) -> dict[str, Any]:
         mutations.append({"append": {"header": {"key": "anthropic-version", "value": "2023-06-01"}, "append_action": "ADD_IF_ABSENT"}})
     keep = set(sets) | ({"anthropic-version", "anthropic-beta"} if p.api is Api.ANTHROPIC else set())
     mutations += [{"remove": h} for h in PROVIDER_HEADERS if h not in keep]
+    # The provider's own rate-limit headers: the client sees the gateway's (the per-try stage
+    # overwrites them; the HTTP front's are appended by ext_authz, so these must be gone first).
+    response_mutations = [{"remove": h} for h in RATE_LIMIT_HEADERS] if front_http else []
     opts = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
     opts["http_filters"] = [
         {"name": "sidegate.credential", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-            "mutations": {"request_mutations": mutations}}},
+            "mutations": {"request_mutations": mutations, "response_mutations": response_mutations}}},
         {"name": "envoy.filters.http.upstream_codec",
          "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}},
     ]  # fmt: skip
@@ -302,10 +306,10 @@ def _oversize_route(limit: int) -> dict[str, Any]:
     }
 
 
-def _cache_routes(svc: Any) -> list[dict[str, Any]]:
-    """HTTP front: a cache hit is held by the worker that found it; this route fetches it there."""
+def _replay_routes(svc: Any) -> list[dict[str, Any]]:
+    """HTTP front: an answer held by the worker that made it (a cache hit, a 5xx); fetched there."""
     return [
-        {"name": f"cache.{i}", "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"exact": f"{CACHE_ROUTE}.{i}"}}]},
+        {"name": f"replay.{i}", "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"exact": f"{REPLAY_ROUTE}.{i}"}}]},
          "request_headers_to_remove": [ROUTE_HEADER],
          "route": {"cluster": f"sidegate_front.{i}", "timeout": _duration(svc.grpc_timeout_s)}}
         for i in range(svc.extproc_workers)
@@ -323,7 +327,7 @@ def _front_filter(cfg: SidegateConfig) -> dict[str, Any]:
             "failure_mode_allow": svc.failure_mode_allow,
             "status_on_error": {"code": 503},
             "clear_route_cache": True,
-            "with_request_body": {"max_request_bytes": cfg.listener.max_request_bytes, "allow_partial_message": False},
+            "with_request_body": {"max_request_bytes": 2 * cfg.listener.max_request_bytes, "allow_partial_message": False},
             "allowed_headers": {"patterns": [{"safe_regex": {"regex": ".*"}}]},
             "http_service": {
                 "server_uri": {"uri": f"http://sidegate-front{CHECK_PREFIX}", "cluster": "sidegate_front",
@@ -338,8 +342,8 @@ def _front_filter(cfg: SidegateConfig) -> dict[str, Any]:
                         {"prefix": "x-sidegate-"}, {"prefix": "www-authenticate"}]},
                     "allowed_client_headers_on_success": {"patterns": [
                         {"prefix": "x-ratelimit-"}, {"exact": "x-sidegate-guard"}]},
-                    "dynamic_metadata_from_headers": {"patterns": [
-                        {"exact": FRONT_META_HEADER}, {"exact": FRONT_LANE_HEADER}, {"exact": FRONT_API_HEADER}]},
+                    # x-sidegate-meta/-lane/-api and the access log's fields (tenant, model...)
+                    "dynamic_metadata_from_headers": {"patterns": [{"prefix": "x-sidegate-"}]},
                 },
             },
         },
@@ -627,7 +631,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
     front_http = svc.front == "http" and sidegate_filters
     routes = [_oversize_route(cfg.listener.max_request_bytes)]
     if front_http:
-        routes += _cache_routes(svc)
+        routes += _replay_routes(svc)
     routes += [r for name in cfg.models for r in _model_routes(cfg, name)]
     # An API path without a route header means the gateway filter did not run (it is down and
     # failure_mode_allow let the request through): nothing can route it, say so with a 503.
@@ -638,7 +642,10 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
     if not sidegate_filters:
         routes = [{**routes[1], "match": {"prefix": "/"}}]
     direct = svc.direct_lane and sidegate_filters
-    logs = access_log(cfg.observability.access_log) if cfg.observability.access_log else []
+    from sidegate.accesslog import front_format
+
+    fields = front_format() if front_http else None
+    logs = access_log(cfg.observability.access_log, fields) if cfg.observability.access_log else []
     if direct:
         logs.append(_direct_access_log(svc))
     hcm = {
@@ -687,7 +694,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
         ]
     clusters = [_provider_cluster(name, p) for name, p in cfg.providers.items()]
     if direct:
-        clusters += [_direct_cluster(name, p) for name, p in cfg.providers.items() if direct_provider(p)]
+        clusters += [_direct_cluster(name, p, front_http) for name, p in cfg.providers.items() if direct_provider(p)]
     svc_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(svc.host, svc.host)  # wildcard bind -> loopback
     clusters.append(_grpc_cluster("sidegate_authz", svc_host, svc.authz_port, svc.authz_workers))
     clusters.append(_grpc_cluster("sidegate_extproc", svc_host, svc.extproc_port, svc.extproc_workers))

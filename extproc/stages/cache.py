@@ -69,9 +69,9 @@ class CacheStage:
             metrics.cache_lookup(result)
             ctx.meta["cache"] = result
             return Reply(200, hit.body, {"content-type": hit.content_type, **hit.headers, **ctx.response_headers}, "cache")
-        ctx.meta["cache"] = "bypass" if not req.lookup_allowed else "miss"
+        ctx.meta["cache"] = "bypass" if not req.lookup_allowed else "error" if req.lookup_failed else "miss"
         metrics.cache_lookup(ctx.meta["cache"])
-        if req.fill_allowed and req.allowed_by(policy):
+        if req.fill_allowed and not req.lookup_failed and req.allowed_by(policy):
             ctx.meta["cache_fill"] = True
             self.pending.put(ctx.request_id, req)
         return None

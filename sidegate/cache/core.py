@@ -59,8 +59,11 @@ class ResponseCache:
         semantic: SemanticIndex | None = None,
         prefix: str = "sgc:v1:",
         stats: CacheStats | None = None,
+        hot: Any = None,
     ) -> None:
         self.redis = redis
+        self.hot = hot
+        """A :class:`sidegate.resp.FastRedis` for the per-request GET (None: redis-py)."""
         self.semantic = semantic
         self.prefix = prefix
         self.stats = stats or (semantic.stats if semantic is not None else CacheStats())
@@ -71,11 +74,16 @@ class ResponseCache:
     def _key(self, exact_key: str) -> str:
         return self.prefix + exact_key
 
-    async def _get(self, exact_key: str, timeout_s: float) -> tuple[dict[str, Any], float] | None:
+    async def _get(self, exact_key: str, timeout_s: float, req: CacheRequest | None = None) -> tuple[dict[str, Any], float] | None:
         try:
             async with asyncio.timeout(timeout_s):
-                value = await self.redis.get(self._key(exact_key))
+                if self.hot is not None:
+                    value = await self.hot.execute("GET", self._key(exact_key))
+                else:
+                    value = await self.redis.get(self._key(exact_key))
         except Exception as exc:  # timeout, connection, protocol
+            if req is not None:
+                req.lookup_failed = True
             self.stats.incr("store_errors")
             log.debug("cache store get failed: %s", type(exc).__name__)
             return None
@@ -112,7 +120,7 @@ class ResponseCache:
             return None
         try:
             if policy.exact:
-                got = await self._get(req.exact_key, policy.exact_timeout_ms / 1000)
+                got = await self._get(req.exact_key, policy.exact_timeout_ms / 1000, req)
                 if got is not None:
                     return self._hit(req, "exact", got[0], got[1], 1.0)
             if policy.semantic and self.semantic is not None and req.query_text is not None:
@@ -120,6 +128,7 @@ class ResponseCache:
                 if hit is not None:
                     return hit
         except Exception as exc:  # defensive: the request path must never see a cache bug
+            req.lookup_failed = True
             self.stats.incr("store_errors")
             log.warning("cache lookup failed: %s", type(exc).__name__)
         self.stats.incr("misses")

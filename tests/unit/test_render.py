@@ -49,7 +49,7 @@ def test_http_front_replaces_the_gateway_ext_proc():
     svc = hcm["http_filters"][0]["typed_config"]["http_service"]
     assert svc["path_prefix"] == "/check" and svc["server_uri"]["cluster"] == "sidegate_front"
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
-    assert [r["name"] for r in routes[1:3]] == ["cache.0", "cache.1"]
+    assert [r["name"] for r in routes[1:3]] == ["replay.0", "replay.1"]
     clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
     ports = [e["endpoint"]["address"]["socket_address"]["port_value"]
              for e in clusters["sidegate_front"]["load_assignment"]["endpoints"][0]["lb_endpoints"]]  # fmt: skip
