@@ -6,6 +6,7 @@ is ever opened."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -154,3 +155,14 @@ def test_pii_redacted_per_try_and_restored(stack, fake_openai):
     assert EMAIL not in rec.body.decode() and "<EMAIL_1>" in rec.body.decode()
     assert _stat(stack, UPSTREAM_STREAMS) == before + 1  # redaction forces the per-try stage
     assert EMAIL in (r.choices[0].message.content or "")
+
+
+def test_access_log_has_the_gateway_fields_and_no_secrets(stack):
+    time.sleep(0.3)
+    logs = stack.logs()
+    lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{") and '"route"' in line]
+    ours = [x for x in lines if x.get("tenant") == "acme" and x.get("model") == "gpt-4o-mini"]
+    assert ours and all(x["key_id"] == stack.keys["acme"].id for x in ours)
+    assert any(x.get("cache") == "hit_exact" and x["route"].startswith("replay.") for x in lines)  # a replayed hit is logged with its result
+    for secret in [k.key for k in stack.keys.values()] + [OPENAI_PROVIDER_KEY, ANTHROPIC_PROVIDER_KEY, EMAIL]:
+        assert secret not in logs
