@@ -9,6 +9,7 @@ Scenarios (same fast fake upstream for all):
   inline    the same with auth in the gateway (services.auth: inline)
   full-lane inline, direct lane off: every try through the per-try ext_proc
   translated inline, OpenAI client -> Anthropic provider (per-try translation both ways)
+  litellm   wrk -> LiteLLM proxy (1 worker; only if installed, see _litellm) -> fake
   front     the gateway stages behind the HTTP front (services.front: http) instead of gRPC ext_proc;
             front-2w with two extproc workers, front-translated, front-exact-hit likewise
 Prints p50/p99 latency, RPS, added p50 vs Envoy-alone and CPU ms per request (all processes of
@@ -97,7 +98,7 @@ def measure(name: str, url: str, script: Path, pids: list[int], conns_list: list
 
 
 SCENARIOS = ("direct,envoy,sidegate,inline,inline-2w,full-lane,translated,exact-hit,semantic-hit,"
-             "front,front-2w,front-translated,front-exact-hit,ttft")
+             "front,front-2w,front-translated,front-exact-hit,litellm,ttft")
 
 
 def _stack(work: Path, name: str, data: dict, env: dict[str, str]) -> Supervisor:
@@ -140,6 +141,32 @@ def ttft(url: str, headers: dict[str, str], n: int = 40) -> tuple[float, float]:
 
 
 FRONT = {"auth": "inline", "front": "http"}
+
+
+def _litellm(work: Path, fport: int, script: Path, conns: list[int], duration: int, pids: list[int]) -> list[dict]:
+    """The LiteLLM proxy (1 worker) on the same fake upstream, if installed: LITELLM_BIN, or
+    `litellm` on PATH (e.g. `python -m venv /tmp/ll && /tmp/ll/bin/pip install 'litellm[proxy]==1.106.*'`)."""
+    exe = os.environ.get("LITELLM_BIN") or shutil.which("litellm")
+    if not exe:
+        print("litellm: not installed (set LITELLM_BIN); row skipped", file=sys.stderr)
+        return []
+    port = free_port()
+    cfg = work / "litellm.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "model_list": [{"model_name": "gpt-4o-mini", "litellm_params": {
+            "model": "openai/gpt-4o-mini", "api_base": f"http://127.0.0.1:{fport}/v1", "api_key": "sk-bench"}}],
+        "litellm_settings": {"telemetry": False, "drop_params": True},
+    }))  # fmt: skip
+    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR")
+    proc = subprocess.Popen([exe, "--config", str(cfg), "--port", str(port), "--host", "127.0.0.1", "--num_workers", "1"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for_port("127.0.0.1", port, 120, proc)
+        time.sleep(2)
+        return measure("litellm", f"http://127.0.0.1:{port}/v1/chat/completions", script, [proc.pid, *pids], conns, duration)
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def main() -> int:
@@ -225,6 +252,8 @@ def main() -> int:
                 notes.append(f"{name}: RSS MB after the runs {rss}")
             finally:
                 sup.stop()
+        if "litellm" in only:
+            rows += _litellm(work, fport, plain, conns, args.duration, [fake.pid])
         if "ttft" in only:
             from sidegate.fakes import FakeProviderThread
 
@@ -242,15 +271,19 @@ def main() -> int:
                 finally:
                     e.terminate()
                     e.wait(10)
-                data["listener"] = {"port": free_port(), "admin_port": free_port()}
-                sup = _stack(work, "ttft", data, env)
-                try:
-                    full = ttft(f"http://127.0.0.1:{sup.cfg.listener.port}{path}", {"authorization": f"Bearer {key}"})
-                finally:
-                    sup.stop()
-            notes.append(f"streaming TTFT p50/p99 ms: direct {direct[0]:.2f}/{direct[1]:.2f}, Envoy alone "
-                         f"{alone[0]:.2f}/{alone[1]:.2f}, Sidegate (inline auth) {full[0]:.2f}/{full[1]:.2f} "
-                         f"-> added vs Envoy {full[0] - alone[0]:+.2f} ms")  # fmt: skip
+                fulls = {}
+                for label, svc in (("inline auth", {}), ("HTTP front", {"front": "http"})):
+                    data["listener"] = {"port": free_port(), "admin_port": free_port()}
+                    data["services"].update(svc)
+                    sup = _stack(work, f"ttft-{len(fulls)}", data, env)
+                    try:
+                        fulls[label] = ttft(f"http://127.0.0.1:{sup.cfg.listener.port}{path}", {"authorization": f"Bearer {key}"})
+                    finally:
+                        sup.stop()
+            for label, full in fulls.items():
+                notes.append(f"streaming TTFT p50/p99 ms: direct {direct[0]:.2f}/{direct[1]:.2f}, Envoy alone "
+                             f"{alone[0]:.2f}/{alone[1]:.2f}, Sidegate ({label}) {full[0]:.2f}/{full[1]:.2f} "
+                             f"-> added vs Envoy {full[0] - alone[0]:+.2f} ms")  # fmt: skip
     finally:
         for p in procs:
             p.terminate()

@@ -25,8 +25,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, cast
@@ -47,6 +45,7 @@ from sidegate.render import (
     REPLAY_ROUTE,
     ROUTE_HEADER,
 )
+from sidegate.ttlmap import TtlMap
 
 log = logging.getLogger("sidegate.front")
 
@@ -70,24 +69,11 @@ def meta_header(meta: dict[str, Any]) -> str:
     return raw.decode() if raw.isascii() else json.dumps(meta, ensure_ascii=True, separators=(",", ":"))
 
 
-class HeldReplies:
-    """Cache hits waiting for their replay request (a moment later, same process), by request id."""
+class HeldReplies(TtlMap[Reply]):
+    """Cache hits and 5xx waiting for their replay request (a moment later, same process), by request id."""
 
     def __init__(self, capacity: int = 4096, ttl_s: float = 30.0):
-        self.capacity = capacity
-        self.ttl_s = ttl_s
-        self._items: OrderedDict[str, tuple[float, Reply]] = OrderedDict()
-
-    def put(self, request_id: str, reply: Reply) -> None:
-        self._items[request_id] = (time.monotonic(), reply)
-        while len(self._items) > self.capacity:
-            self._items.popitem(last=False)
-
-    def pop(self, request_id: str) -> Reply | None:
-        item = self._items.pop(request_id, None)
-        if item is None or time.monotonic() - item[0] > self.ttl_s:
-            return None
-        return item[1]
+        super().__init__(capacity, ttl_s)
 
 
 class Front:

@@ -8,8 +8,6 @@ response completes (see :class:`CacheFiller`).
 from __future__ import annotations
 
 import logging
-import time
-from collections import OrderedDict
 from typing import Any
 
 import orjson
@@ -22,29 +20,17 @@ from sidegate.errors import Api
 from sidegate.translate.anthropic_to_openai import anthropic_usage
 from sidegate.translate.base import Usage
 from sidegate.translate.openai_to_anthropic import openai_usage
+from sidegate.ttlmap import TtlMap
 
 log = logging.getLogger("sidegate.cache")
 
 
-class PendingFills:
+class PendingFills(TtlMap[CacheRequest]):
     """CacheRequests of misses, by request id, so the fill reuses the lookup's keys and embedding
     when the upstream try runs in the same process (otherwise the request is rebuilt)."""
 
     def __init__(self, capacity: int = 4096, ttl_s: float = 600.0):
-        self.capacity = capacity
-        self.ttl_s = ttl_s
-        self._items: OrderedDict[str, tuple[float, CacheRequest]] = OrderedDict()
-
-    def put(self, request_id: str, req: CacheRequest) -> None:
-        self._items[request_id] = (time.monotonic(), req)
-        while len(self._items) > self.capacity:
-            self._items.popitem(last=False)
-
-    def pop(self, request_id: str) -> CacheRequest | None:
-        item = self._items.pop(request_id, None)
-        if item is None or time.monotonic() - item[0] > self.ttl_s:
-            return None
-        return item[1]
+        super().__init__(capacity, ttl_s)
 
 
 class CacheStage:
