@@ -143,7 +143,7 @@ def ttft(url: str, headers: dict[str, str], n: int = 40) -> tuple[float, float]:
 FRONT = {"auth": "inline", "front": "http"}
 
 
-def _litellm(work: Path, fport: int, script: Path, conns: list[int], duration: int, pids: list[int]) -> list[dict]:
+def _litellm(work: Path, fport: int, conns: list[int], duration: int, pids: list[int]) -> list[dict]:
     """The LiteLLM proxy (1 worker) on the same fake upstream, if installed: LITELLM_BIN, or
     `litellm` on PATH (e.g. `python -m venv /tmp/ll && /tmp/ll/bin/pip install 'litellm[proxy]==1.106.*'`)."""
     exe = os.environ.get("LITELLM_BIN") or shutil.which("litellm")
@@ -157,7 +157,10 @@ def _litellm(work: Path, fport: int, script: Path, conns: list[int], duration: i
             "model": "openai/gpt-4o-mini", "api_base": f"http://127.0.0.1:{fport}/v1", "api_key": "sk-bench"}}],
         "litellm_settings": {"telemetry": False, "drop_params": True},
     }))  # fmt: skip
-    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR")
+    master = "sk-" + os.urandom(16).hex()  # LiteLLM refuses to start without one (and checks it per request)
+    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR", LITELLM_MASTER_KEY=master)
+    script = work / "litellm.lua"
+    wrk_script(script, CHAT, master)
     proc = subprocess.Popen([exe, "--config", str(cfg), "--port", str(port), "--host", "127.0.0.1", "--num_workers", "1"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
@@ -253,7 +256,7 @@ def main() -> int:
             finally:
                 sup.stop()
         if "litellm" in only:
-            rows += _litellm(work, fport, plain, conns, args.duration, [fake.pid])
+            rows += _litellm(work, fport, conns, args.duration, [fake.pid])
         if "ttft" in only:
             from sidegate.fakes import FakeProviderThread
 
