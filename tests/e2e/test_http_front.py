@@ -157,10 +157,16 @@ def test_pii_redacted_per_try_and_restored(stack, fake_openai):
     assert EMAIL in (r.choices[0].message.content or "")
 
 
+def _log_lines(stack) -> list[dict]:
+    return [json.loads(line) for line in stack.logs().splitlines() if line.startswith("{") and '"route"' in line]
+
+
 def test_access_log_has_the_gateway_fields_and_no_secrets(stack):
-    time.sleep(0.3)
+    deadline = time.monotonic() + 15  # Envoy flushes its access log file every few seconds
+    while not any(x["route"].startswith("replay.") for x in _log_lines(stack)) and time.monotonic() < deadline:
+        time.sleep(0.2)
     logs = stack.logs()
-    lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{") and '"route"' in line]
+    lines = _log_lines(stack)
     ours = [x for x in lines if x.get("tenant") == "acme" and x.get("model") == "gpt-4o-mini"]
     assert ours and all(x["key_id"] == stack.keys["acme"].id for x in ours)
     assert any(x.get("cache") == "hit_exact" and x["route"].startswith("replay.") for x in lines)  # a replayed hit is logged with its result
