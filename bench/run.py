@@ -118,11 +118,14 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def ttft(url: str, headers: dict[str, str], n: int = 40) -> tuple[float, float]:
-    """p50/p99 ms from sending a streaming request to its first content event."""
+def ttft(url: str, headers: dict[str, str], n: int = 40, usage: bool = False) -> tuple[float, float]:
+    """p50/p99 ms from sending a streaming request to its first content event (`usage`: the client
+    asks `stream_options.include_usage`, which lets a same-schema stream take the direct lane)."""
     import httpx
 
-    body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "Stream five words please."}]}
+    body: dict = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "Stream five words please."}]}
+    if usage:
+        body["stream_options"] = {"include_usage": True}
     samples = []
     with httpx.Client(timeout=10) as client:
         for i in range(n + 3):
@@ -275,12 +278,14 @@ def main() -> int:
                     e.terminate()
                     e.wait(10)
                 fulls = {}
-                for label, svc in (("inline auth", {}), ("HTTP front", {"front": "http"})):
+                for label, svc, usage in (("inline auth", {}, False), ("HTTP front", {"front": "http"}, False),
+                                          ("HTTP front, include_usage: direct lane", {"front": "http"}, True)):  # fmt: skip
                     data["listener"] = {"port": free_port(), "admin_port": free_port()}
                     data["services"].update(svc)
                     sup = _stack(work, f"ttft-{len(fulls)}", data, env)
                     try:
-                        fulls[label] = ttft(f"http://127.0.0.1:{sup.cfg.listener.port}{path}", {"authorization": f"Bearer {key}"})
+                        fulls[label] = ttft(f"http://127.0.0.1:{sup.cfg.listener.port}{path}", {"authorization": f"Bearer {key}"},
+                                            usage=usage)  # fmt: skip
                     finally:
                         sup.stop()
             for label, full in fulls.items():

@@ -67,7 +67,7 @@ def completion(entry: accesslog_pb2.HTTPAccessLogEntry, now: float | None = None
     return Completion(
         meta=meta, provider=provider_of_cluster(common.upstream_cluster) or "none",
         upstream_model=str(usage_fields.get("model") or meta.get("model", "")), status=status, usage=usage,
-        final=True, streamed=False, aborted=bool(aborted), attempt=common.upstream_request_attempt_count or 1,
+        final=True, streamed=bool(meta.get("stream")), aborted=bool(aborted), attempt=common.upstream_request_attempt_count or 1,
         started_at=started, first_byte_at=started + ttfb if ttfb else now, ended_at=now, retry_after_s=retry_after,
     )  # fmt: skip
 

@@ -472,6 +472,9 @@ function envoy_on_response(h)
   local md = h:streamInfo():dynamicMetadata()
   local invalid = false
   if status < 400 then
+    -- A stream is not JSON: json_to_metadata flags it; sse_to_metadata reads its usage instead.
+    local ct = headers:get("content-type")
+    if ct ~= nil and string.find(ct, "text/event-stream", 1, true) then return end
     local usage = md:get("%s")
     invalid = usage ~= nil and usage["invalid"] ~= nil
     if not invalid then return end
@@ -545,6 +548,37 @@ def _usage_to_metadata() -> dict[str, Any]:
             "response_rules": {"rules": rules},
         },
     }
+
+
+_SSE_USAGE_FIELDS = (  # (json path in an event, metadata key): OpenAI's usage chunk, Anthropic's events
+    (("usage", "prompt_tokens"), "prompt_tokens"),
+    (("usage", "completion_tokens"), "completion_tokens"),
+    (("usage", "prompt_tokens_details", "cached_tokens"), "cached_tokens"),
+    (("model",), "model"),
+    (("message", "usage", "input_tokens"), "input_tokens"),  # message_start
+    (("message", "usage", "cache_read_input_tokens"), "cache_read_input_tokens"),
+    (("message", "usage", "cache_creation_input_tokens"), "cache_creation_input_tokens"),
+    (("message", "model"), "model"),
+    (("usage", "output_tokens"), "output_tokens"),  # message_delta (the last one is the total)
+)
+
+
+def _sse_usage_to_metadata() -> dict[str, Any]:
+    """Router-level: the usage carried by a direct-lane stream's events -> `sidegate.usage` (C++),
+    the same keys as `_usage_to_metadata` for JSON bodies."""
+    rules = [
+        {"rule": {"selectors": [{"key": k} for k in path],
+                  "on_present": {"metadata_namespace": USAGE_NS, "key": key, "type": "STRING" if key == "model" else "NUMBER"}}}
+        for path, key in _SSE_USAGE_FIELDS
+    ]  # fmt: skip
+    return {
+        "name": "sidegate.sse_usage",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.sse_to_metadata.v3.SseToMetadata",
+            "response_rules": {"content_parser": {"name": "envoy.content_parsers.json", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.content_parsers.json.v3.JsonContentParser", "rules": rules}}},
+        },
+    }  # fmt: skip
 
 
 def _direct_access_log(svc: Any) -> dict[str, Any]:
@@ -672,7 +706,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
         "http_filters": [
             *([ext_authz] if svc.auth == "ext_authz" else []),
             _front_filter(cfg) if front_http else {"name": "sidegate.gateway", "typed_config": gateway_proc},
-            *([_direct_errors(cfg), _usage_to_metadata()] if direct else []),
+            *([_direct_errors(cfg), _usage_to_metadata(), _sse_usage_to_metadata()] if direct else []),
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": {

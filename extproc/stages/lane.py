@@ -1,8 +1,11 @@
 """lane: the last gateway stage; picks the direct lane when Envoy can serve every try alone.
 
 Direct lane (see sidegate/render.py): the providers of the chain take the client's body as is,
-so no per-try Python is needed. Requests that need the per-try stage stay in the full lane:
-streams (usage injection and SSE translation), cache fills (the response is kept), PII restore.
+so no per-try Python is needed; streams too, when the provider's stream carries the usage by
+itself (Anthropic always, OpenAI when the client asked `stream_options.include_usage`): Envoy's
+`sse_to_metadata` reads it. Requests that need the per-try stage stay in the full lane: OpenAI
+streams without include_usage (it is injected, and the extra chunk hidden), cache fills (the
+response is kept), PII restore.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ class LaneStage:
 
     def eligible(self, ctx: RequestContext) -> bool:
         meta = ctx.meta
-        if ctx.stream or meta.get("cache_fill") or meta.get("restore") or (self.body_fixed and ctx.body_changed):
+        if meta.get("cache_fill") or meta.get("restore") or (self.body_fixed and ctx.body_changed):
             return False
+        if ctx.stream and not (ctx.api is Api.ANTHROPIC or ctx.client_wants_usage):
+            return False  # an OpenAI stream needs include_usage injected (and its usage chunk hidden)
         return self.direct.get((ctx.model, int(meta.get("start", 0)))) is ctx.api
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:

@@ -124,10 +124,41 @@ def test_quota_trued_up_from_real_usage(stack, fake_openai):
     assert left > reserved_left + 1000, (reserved_left, left)
 
 
+def test_openai_stream_with_include_usage_is_direct(stack, fake_openai):
+    """The provider's stream carries the usage (the client asked): Envoy passes the events through
+    and sse_to_metadata reads the usage; the ledger gets the provider's exact numbers."""
+    before = _stat(stack, UPSTREAM_STREAMS)
+    fake_openai.script([{"usage": {"prompt_tokens": 23, "completion_tokens": 7}, "chunks": 4}])
+    raw = oai(stack).chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MSG, stream=True, stream_options={"include_usage": True})  # fmt: skip
+    assert raw.headers["x-sidegate-provider"] == "openai"
+    chunks = list(raw.parse())
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 7
+    assert _stat(stack, UPSTREAM_STREAMS) == before, "a direct-lane stream opened a per-try ext_proc stream"
+    (rec,) = fake_openai.requests
+    assert rec.headers["authorization"] == f"Bearer {OPENAI_PROVIDER_KEY}"
+    led = _ledger(stack, 23, 7)
+    assert led.stream and led.provider == "openai" and led.status == 200
+
+
+def test_anthropic_stream_is_direct(stack, fake_anthropic):
+    before = _stat(stack, UPSTREAM_STREAMS)
+    fake_anthropic.script([{"usage": {"input_tokens": 17, "output_tokens": 5}, "chunks": 3}])
+    client = anthropic.Anthropic(base_url=stack.base_url, api_key=stack.keys["acme"].key, max_retries=0)
+    with client.messages.stream(model="claude-direct", max_tokens=50, messages=MSG) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert text and final.usage.output_tokens == 5
+    assert _stat(stack, UPSTREAM_STREAMS) == before
+    led = _ledger(stack, 17, 5)
+    assert led.stream and led.provider == "anthropic"
+
+
 def test_streams_and_cache_fills_stay_in_the_full_lane(stack, fake_openai):
     before = _stat(stack, UPSTREAM_STREAMS)
     chunks = list(oai(stack).chat.completions.create(model="gpt-4o-mini", messages=MSG, stream=True))
-    assert chunks and all(c.choices for c in chunks)  # usage was injected and stripped per try
+    assert chunks and all(c.choices for c in chunks)  # no include_usage: injected and stripped per try
     assert _stat(stack, UPSTREAM_STREAMS) == before + 1
     # An alias (provider-side model name differs) needs the per-try body rewrite.
     oai(stack).chat.completions.create(model="gpt-4o", messages=MSG)
