@@ -110,7 +110,7 @@ def test_lane_stage_picks_direct_only_when_nothing_per_try_is_needed():
     asyncio.run(stage.on_request(ctx))
     assert ctx.route == "gpt-4o-mini~direct" and ctx.meta["lane"] == "direct"
     cases = [
-        _ctx("gpt-4o-mini", stream=True),  # usage injection / SSE per try
+        _ctx("gpt-4o-mini", stream=True),  # an OpenAI stream without include_usage: injected per try
         _ctx("gpt-4o-mini", meta={"cache_fill": True}),  # the response is kept for the cache
         _ctx("gpt-4o-mini", meta={"restore": {"<PII_1>": "x"}}),  # PII restored in the response
         _ctx("gpt-4o-mini", api=Api.ANTHROPIC),  # translated
@@ -119,6 +119,14 @@ def test_lane_stage_picks_direct_only_when_nothing_per_try_is_needed():
     for ctx in cases:
         asyncio.run(stage.on_request(ctx))
         assert "~direct" not in ctx.route and "lane" not in ctx.meta
+    # Streams whose events carry the usage: Envoy's sse_to_metadata reads it.
+    usage_stream = _ctx("gpt-4o-mini", stream=True, client_wants_usage=True)
+    asyncio.run(stage.on_request(usage_stream))
+    assert usage_stream.route == "gpt-4o-mini~direct"
+    front = LaneStage(cfg(auth="inline", front="http"))
+    redacted = _ctx("gpt-4o-mini", body_changed=True)  # the HTTP front cannot forward a new body
+    asyncio.run(front.on_request(redacted))
+    assert "~direct" not in redacted.route
     breaker_start = _ctx("tail", meta={"start": 1}, route="tail#1")
     asyncio.run(stage.on_request(breaker_start))
     assert breaker_start.route == "tail#1~direct"
