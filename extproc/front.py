@@ -172,8 +172,10 @@ def _encode(ans: Answer) -> bytes:
     head = [f"HTTP/1.1 {ans.status} {reason}", f"content-length: {len(ans.body)}"]
     for k, v in ans.headers.items():
         if k != "content-length":
+            if "\r" in v or "\n" in v:  # never split the answer, whatever a value holds
+                v = v.replace("\r", " ").replace("\n", " ")
             head.append(f"{k}: {v}")
-    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + ans.body
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1", "backslashreplace") + ans.body
 
 
 def parse_head(raw: bytes) -> tuple[str, str, dict[str, str]]:
