@@ -61,6 +61,7 @@ def test_extproc_killed(stack, fake_openai):
     assert fake_openai.requests  # the restarted extproc served the first_ok requests
 
 
+@pytest.mark.authz_service
 def test_authz_killed(stack, fake_openai):
     kill(stack, "authz")
     try:

@@ -45,6 +45,7 @@ def test_streamed_request_metrics_and_ledger(stack, fake_openai):
     assert rec.model == "gpt-4o-mini" and rec.provider == "openai" and rec.status == 200
 
 
+@pytest.mark.authz_service
 def test_no_key_or_prompt_in_metrics_or_logs(stack, fake_openai):
     client = openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.keys["acme"].key, max_retries=0)
     client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": PROMPT}])

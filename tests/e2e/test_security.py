@@ -223,6 +223,7 @@ def test_provider_error_echoing_its_key_is_scrubbed(stack, fake_openai, fake_ant
 
 
 # -- exposed surfaces ------------------------------------------------------------------------------
+@pytest.mark.authz_service
 def test_admin_and_internal_ports_are_loopback_by_default(stack):
     cfg = config.parse({"providers": {"p": {"api": "openai", "base_url": "https://api.openai.com"}},
                         "models": {"m": {"routes": [{"provider": "p"}]}}}, env={})  # fmt: skip
