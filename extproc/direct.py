@@ -31,6 +31,9 @@ from sidegate.translate.passthrough import parse_anthropic_usage, parse_openai_u
 log = logging.getLogger("sidegate.direct")
 
 
+_EVENT_BYTES = 160
+
+
 def _seconds(d: Any) -> float:
     return d.seconds + d.nanos / 1e9
 
@@ -64,10 +67,14 @@ def completion(entry: accesslog_pb2.HTTPAccessLogEntry, now: float | None = None
     started = now - total
     ttfb = _seconds(common.time_to_first_upstream_rx_byte)
     retry_after = parse_retry_after(dict(entry.response.response_headers)) if status >= 400 else None
+    streamed = bool(meta.get("stream"))
+    # A stream the client left before the provider's usage event: estimate the streamed tokens
+    # from the bytes sent (~one token per event of ~160 bytes), as the full lane counts chunks.
+    chunks = entry.response.response_body_bytes // _EVENT_BYTES if streamed and aborted and usage is None else 0
     return Completion(
         meta=meta, provider=provider_of_cluster(common.upstream_cluster) or "none",
         upstream_model=str(usage_fields.get("model") or meta.get("model", "")), status=status, usage=usage,
-        final=True, streamed=bool(meta.get("stream")), aborted=bool(aborted), attempt=common.upstream_request_attempt_count or 1,
+        final=True, streamed=streamed, aborted=bool(aborted), chunks=chunks, attempt=common.upstream_request_attempt_count or 1,
         started_at=started, first_byte_at=started + ttfb if ttfb else now, ended_at=now, retry_after_s=retry_after,
     )  # fmt: skip
 

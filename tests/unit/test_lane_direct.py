@@ -4,6 +4,7 @@ how an access-log entry becomes a Completion (extproc/direct.py)."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import yaml
 from envoy.data.accesslog.v3 import accesslog_pb2
@@ -169,3 +170,20 @@ def test_access_log_entry_to_completion():
     gone = completion(_entry(meta, None, status=0, cluster=""))
     assert gone is not None and gone.aborted and gone.provider == "none"
     assert completion(_entry({"model": "m"}, None)) is None  # full lane: its per-try stream observed it
+
+
+def test_direct_stream_entries_from_either_front():
+    meta = {"lane": "direct", "model": "gpt-4o-mini", "tenant": "acme", "api": "openai", "stream": True}
+    # The HTTP front's metadata: a JSON header in ext_authz's namespace.
+    e = _entry({}, {"prompt_tokens": 9.0, "completion_tokens": 4.0})
+    del e.common_properties.metadata.filter_metadata[render.META_NS]
+    e.common_properties.metadata.filter_metadata[render.AUTHZ_NS].CopyFrom(
+        struct({render.FRONT_META_HEADER: json.dumps(meta), render.FRONT_LANE_HEADER: "direct"}))  # fmt: skip
+    c = completion(e)
+    assert c is not None and c.streamed and c.usage.output_tokens == 4 and c.meta["tenant"] == "acme"
+    # Left mid-stream before the usage event: the streamed tokens are estimated from the bytes sent.
+    cut = _entry(meta, None)
+    cut.common_properties.response_flags.downstream_connection_termination = True
+    cut.response.response_body_bytes = 1600
+    c = completion(cut)
+    assert c is not None and c.aborted and c.usage is None and c.chunks == 10
