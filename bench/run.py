@@ -85,7 +85,7 @@ def run_wrk(url: str, script: Path, conns: int, duration: int) -> dict[str, floa
 
 def measure(name: str, url: str, script: Path, pids: list[int], conns_list: list[int], duration: int) -> list[dict]:
     rows = []
-    run_wrk(url, script, 1, 1)  # warm-up (connections, JIT-free but caches)
+    run_wrk(url, script, 16, 3)  # warm-up: connections, caches, a steady state (every scenario alike)
     for conns in conns_list:
         before = cpu_seconds(pids)
         r = run_wrk(url, script, conns, duration)

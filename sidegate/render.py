@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from authz.decide import CREDENTIAL_HEADERS
 from sidegate.config import ModelConfig, ProviderConfig, SidegateConfig
 from sidegate.errors import Api, provider_invalid_response, provider_refused_key
 from sidegate.errors import render as render_error
@@ -328,7 +329,11 @@ def _front_filter(cfg: SidegateConfig) -> dict[str, Any]:
             "status_on_error": {"code": 503},
             "clear_route_cache": True,
             "with_request_body": {"max_request_bytes": 2 * cfg.listener.max_request_bytes, "allow_partial_message": False},
-            "allowed_headers": {"patterns": [{"safe_regex": {"regex": ".*"}}]},
+            # What the stages read (credentials, request id, Anthropic versions, cache directives) and
+            # the client's internal headers (so the answer can drop them); nothing else is copied.
+            "allowed_headers": {"patterns": [
+                *({"exact": h} for h in (*CREDENTIAL_HEADERS, "x-request-id", "anthropic-version", "anthropic-beta", "cache-control")),
+                {"prefix": "x-sidegate-"}]},
             "http_service": {
                 "server_uri": {"uri": f"http://sidegate-front{CHECK_PREFIX}", "cluster": "sidegate_front",
                                "timeout": _duration(svc.grpc_timeout_s)},
