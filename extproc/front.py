@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, cast
 
@@ -56,13 +55,6 @@ _OURS = (ROUTE_HEADER, FRONT_SOURCE_HEADER)
 address (Envoy adds it to the check request only)."""
 
 
-@dataclass(slots=True)
-class Answer:
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-
-
 def meta_header(meta: dict[str, Any]) -> str:
     """JSON for a header value: one line, ASCII only (HTTP/1 header values are not UTF-8)."""
     raw = orjson.dumps(meta)
@@ -77,14 +69,15 @@ class HeldReplies(TtlMap[Reply]):
 
 
 class Front:
-    """The adapter: an HTTP request from Envoy -> RequestContext -> Gateway.run -> an Answer."""
+    """The adapter: an HTTP request from Envoy -> RequestContext -> Gateway.run -> the HTTP answer
+(a :class:`Reply`: status, body, headers)."""
 
     def __init__(self, gateway: Gateway, worker: int = 0):
         self.gateway = gateway
         self.worker = worker
         self.held = HeldReplies()
 
-    async def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Answer:
+    async def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply:
         if not target.startswith(CHECK_PREFIX):
             return self.replay(target, headers)
         path = target[len(CHECK_PREFIX) :] or "/"
@@ -95,12 +88,12 @@ class Front:
             reply = Reply(500, error_body(inbound_api(path), 500, "Gateway error."), dict(_JSON))
             return self._hold(headers.get("x-request-id", ""), reply, {})
 
-    async def check(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+    async def check(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
         api = endpoint_api(path)
         if api is None:
             api = inbound_api(path)
             msg = f"Unknown path {path.split('?', 1)[0]}: Sidegate serves POST /v1/chat/completions and POST /v1/messages."
-            return Answer(404, dict(_JSON), error_body(api, 404, msg))
+            return Reply(404, error_body(api, 404, msg), dict(_JSON))
         headers[":path"], headers[":method"] = path, method  # as the stages see them over ext_proc
         ctx = RequestContext(path=path, method=method, headers=headers, api=api, request_id=headers.get("x-request-id", ""))
         ctx.source = headers.get(FRONT_SOURCE_HEADER, "")
@@ -110,21 +103,21 @@ class Front:
                     ctx.meta[name.replace("-", "_")] = headers[name]
         early = self.gateway.on_headers(ctx)
         if early is not None:
-            return Answer(early.status, early.headers, early.body)
+            return early
         ctx.raw_body = body
         outcome = await self.gateway.run(ctx)
         if isinstance(outcome, Reply):
             if outcome.status != 200 and outcome.status < 500:
-                return Answer(outcome.status, outcome.headers, outcome.body)
+                return outcome
             return self._hold(ctx.request_id, outcome, _log_fields(ctx.upstream_meta()))
         return self._forward(outcome, headers)
 
-    def _hold(self, request_id: str, reply: Reply, log_fields: dict[str, str]) -> Answer:
+    def _hold(self, request_id: str, reply: Reply, log_fields: dict[str, str]) -> Reply:
         """Answer `reply` through the replay route (see the module docstring)."""
         self.held.put(request_id, reply)
-        return Answer(200, {ROUTE_HEADER: f"{REPLAY_ROUTE}.{self.worker}", **log_fields})
+        return Reply(200, b"", {ROUTE_HEADER: f"{REPLAY_ROUTE}.{self.worker}", **log_fields})
 
-    def _forward(self, outcome: Forward, headers: dict[str, str]) -> Answer:
+    def _forward(self, outcome: Forward, headers: dict[str, str]) -> Reply:
         meta = dict(outcome.meta)
         meta.pop("response_headers", None)  # they go to the client from this answer (no duplicates)
         meta["front"] = "http"
@@ -138,14 +131,14 @@ class Front:
         remove = [*outcome.remove_headers, *(k for k in headers if k.startswith("x-sidegate-") and k not in _OURS)]
         if remove:
             out[REMOVE_HEADER] = ",".join(remove)
-        return Answer(200, out)
+        return Reply(200, b"", out)
 
-    def replay(self, target: str, headers: dict[str, str]) -> Answer:
+    def replay(self, target: str, headers: dict[str, str]) -> Reply:
         reply = self.held.pop(headers.get("x-request-id", ""))
         if reply is None:
             api = inbound_api(target)
-            return Answer(503, dict(_JSON), error_body(api, 503, "The cached answer expired before it was sent; retry."))
-        return Answer(reply.status, reply.headers, reply.body)
+            return Reply(503, error_body(api, 503, "The cached answer expired before it was sent; retry."), dict(_JSON))
+        return reply
 
 
 def _log_fields(meta: dict[str, Any]) -> dict[str, str]:
@@ -164,7 +157,7 @@ def _log_fields(meta: dict[str, Any]) -> dict[str, str]:
 _MAX_HEAD = 256 * 1024
 
 
-def _encode(ans: Answer) -> bytes:
+def _encode(ans: Reply) -> bytes:
     try:
         reason = HTTPStatus(ans.status).phrase
     except ValueError:
@@ -240,7 +233,7 @@ class FrontProtocol(asyncio.Protocol):
             ans = await self.front.handle(method, target, headers, body)
         except Exception:  # handle() answers its own failures; this is the last resort
             log.exception("front request failed")
-            ans = Answer(400, {"connection": "close"})
+            ans = Reply(400, b"", {"connection": "close"})
         if self.transport is None:
             return
         self.transport.write(_encode(ans))
@@ -250,7 +243,7 @@ class FrontProtocol(asyncio.Protocol):
 
     def _fail(self) -> None:
         if self.transport is not None:
-            self.transport.write(_encode(Answer(400, {"connection": "close"})))
+            self.transport.write(_encode(Reply(400, b"", {"connection": "close"})))
             self.transport.close()
         self.buf.clear()
 

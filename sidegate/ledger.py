@@ -228,7 +228,7 @@ class Ledger:
             try:
                 if self.hot is not None:  # one write for the batch (auto-pipelined)
                     head = ("XADD", self.stream, "MAXLEN", "~", self.maxlen, "*")
-                    await asyncio.gather(*(self.hot.execute(*head, *_flat(rec.to_fields())) for rec in batch))
+                    await asyncio.gather(*(self.hot.execute_command(*head, *_flat(rec.to_fields())) for rec in batch))
                 else:
                     pipe = self.redis.pipeline(transaction=False)
                     for rec in batch:

@@ -103,22 +103,36 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.3f}s"
 
 
-def _grpc_cluster(name: str, host: str, port: int, workers: int = 1) -> dict[str, Any]:
+_UPSTREAM_CODEC = {
+    "name": "envoy.filters.http.upstream_codec",
+    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"},
+}
+"""The last upstream HTTP filter of every chain (the router's, or a cluster's own)."""
+
+
+def _local_cluster(name: str, host: str, ports: range, *, http2: bool, codec_only: bool = False) -> dict[str, Any]:
+    """A Sidegate service's endpoints (one per worker port). `codec_only`: the cluster's own upstream
+    filter chain, which replaces the router's (no per-try ext_proc on requests to it)."""
+    opts: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": {"http2_protocol_options": {}} if http2 else {"http_protocol_options": {}},
+    }
+    if codec_only:
+        opts["http_filters"] = [_UPSTREAM_CODEC]
     return {
         "name": name,
         "type": "STATIC",
         "connect_timeout": "1s",
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            }
-        },
+        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": opts},
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _addr(host, port + i)}} for i in range(workers)]}],
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _addr(host, p)}} for p in ports]}],
         },
     }
+
+
+def _grpc_cluster(name: str, host: str, port: int, workers: int = 1) -> dict[str, Any]:
+    return _local_cluster(name, host, range(port, port + workers), http2=True)
 
 
 def _addr(host: str, port: int) -> dict[str, Any]:
@@ -204,8 +218,7 @@ def _direct_cluster(name: str, p: ProviderConfig, front_http: bool = False) -> d
         {"name": "sidegate.credential", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
             "mutations": {"request_mutations": mutations, "response_mutations": response_mutations}}},
-        {"name": "envoy.filters.http.upstream_codec",
-         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}},
+        _UPSTREAM_CODEC,
     ]  # fmt: skip
     return cluster
 
@@ -344,7 +357,7 @@ def _front_filter(cfg: SidegateConfig) -> dict[str, Any]:
                     "allowed_upstream_headers": {"patterns": [{"exact": ROUTE_HEADER}]},
                     "allowed_client_headers": {"patterns": [
                         {"exact": "content-type"}, {"exact": "retry-after"}, {"prefix": "x-ratelimit-"},
-                        {"prefix": "x-sidegate-"}, {"prefix": "www-authenticate"}]},
+                        {"prefix": "x-sidegate-"}]},
                     "allowed_client_headers_on_success": {"patterns": [
                         {"prefix": "x-ratelimit-"}, {"exact": "x-sidegate-guard"}]},
                     # x-sidegate-meta/-lane/-api and the access log's fields (tenant, model...)
@@ -356,26 +369,12 @@ def _front_filter(cfg: SidegateConfig) -> dict[str, Any]:
 
 
 def _front_clusters(host: str, svc: Any) -> list[dict[str, Any]]:
-    """The front's workers (HTTP/1.1, kept alive) and one cluster per worker for cache replays
-    (those skip the per-try ext_proc: a cluster's own upstream filters replace the router's)."""
-    def cluster(name: str, ports: range, codec_only: bool) -> dict[str, Any]:
-        opts: dict[str, Any] = {
-            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            "explicit_http_config": {"http_protocol_options": {}},
-        }
-        if codec_only:
-            opts["http_filters"] = [{"name": "envoy.filters.http.upstream_codec", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}]
-        return {
-            "name": name, "type": "STATIC", "connect_timeout": "1s",
-            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": opts},
-            "load_assignment": {"cluster_name": name, "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": _addr(host, p)}} for p in ports]}]},
-        }  # fmt: skip
-
+    """The front's workers (HTTP/1.1, kept alive) and one cluster per worker for replays (those
+    skip the per-try ext_proc)."""
     base, n = svc.front_port, svc.extproc_workers
-    return [cluster("sidegate_front", range(base, base + n), False)] + [
-        cluster(f"sidegate_front.{i}", range(base + i, base + i + 1), True) for i in range(n)
+    return [_local_cluster("sidegate_front", host, range(base, base + n), http2=False)] + [
+        _local_cluster(f"sidegate_front.{i}", host, range(base + i, base + i + 1), http2=False, codec_only=True)
+        for i in range(n)
     ]
 
 
@@ -485,8 +484,8 @@ function envoy_on_response(h)
     if not invalid then return end
   end
   local sg = md:get("%s")
-  local front = md:get("envoy.filters.http.ext_authz")
-  local direct = (sg ~= nil and sg["lane"] == "direct") or (front ~= nil and front["x-sidegate-lane"] == "direct")
+  local front = md:get("%s")
+  local direct = (sg ~= nil and sg["lane"] == "direct") or (front ~= nil and front["%s"] == "direct")
   if not direct then return end
   local p = PROVIDERS[headers:get("x-sidegate-provider") or ""]
   if p == nil then return end
@@ -529,7 +528,7 @@ def _direct_errors(cfg: SidegateConfig) -> dict[str, Any]:
         "name": "sidegate.direct_errors",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-            "default_source_code": {"inline_string": _ERRORS_LUA % (", ".join(entries), USAGE_NS, META_NS)},
+            "default_source_code": {"inline_string": _ERRORS_LUA % (", ".join(entries), USAGE_NS, META_NS, AUTHZ_NS, FRONT_LANE_HEADER)},
         },
     }
 
@@ -539,11 +538,7 @@ def _usage_to_metadata() -> dict[str, Any]:
     It also parses full-lane JSON responses: a per-route `FilterConfig.disabled` cannot switch it
     off there, because Envoy settles which filters are disabled from the route cached when the
     filter chain is built, before the gateway picks the route (verified: 1.40 still runs it)."""
-    rules: list[dict[str, Any]] = [
-        {"selectors": [{"key": k} for k in path],
-         "on_present": {"metadata_namespace": USAGE_NS, "key": key, "type": "STRING" if key == "model" else "NUMBER"}}
-        for path, key in _USAGE_FIELDS
-    ]  # fmt: skip
+    rules = [_usage_rule(path, key) for path, key in _USAGE_FIELDS]
     # A body that is not JSON (cut, HTML...) flags the response for the error filter.
     rules[0]["on_error"] = {"metadata_namespace": USAGE_NS, "key": "invalid", "value": {"number_value": 1}}
     return {
@@ -555,27 +550,25 @@ def _usage_to_metadata() -> dict[str, Any]:
     }
 
 
-_SSE_USAGE_FIELDS = (  # (json path in an event, metadata key): OpenAI's usage chunk, Anthropic's events
-    (("usage", "prompt_tokens"), "prompt_tokens"),
-    (("usage", "completion_tokens"), "completion_tokens"),
-    (("usage", "prompt_tokens_details", "cached_tokens"), "cached_tokens"),
-    (("model",), "model"),
-    (("message", "usage", "input_tokens"), "input_tokens"),  # message_start
-    (("message", "usage", "cache_read_input_tokens"), "cache_read_input_tokens"),
-    (("message", "usage", "cache_creation_input_tokens"), "cache_creation_input_tokens"),
-    (("message", "model"), "model"),
-    (("usage", "output_tokens"), "output_tokens"),  # message_delta (the last one is the total)
+# In a stream the same paths hold in OpenAI's usage chunk and Anthropic's message_delta (its
+# output_tokens is the total); Anthropic's message_start carries the input side under `message`.
+_MESSAGE_START_KEYS = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "model")
+_SSE_USAGE_FIELDS = (
+    *_USAGE_FIELDS,
+    *((("message", *path), key) for path, key in _USAGE_FIELDS if key in _MESSAGE_START_KEYS),
 )
+
+
+def _usage_rule(path: tuple[str, ...], key: str) -> dict[str, Any]:
+    """A json_to_metadata rule (also the shape of the SSE JSON parser's): `path` -> `sidegate.usage` `key`."""
+    return {"selectors": [{"key": k} for k in path],
+            "on_present": {"metadata_namespace": USAGE_NS, "key": key, "type": "STRING" if key == "model" else "NUMBER"}}  # fmt: skip
 
 
 def _sse_usage_to_metadata() -> dict[str, Any]:
     """Router-level: the usage carried by a direct-lane stream's events -> `sidegate.usage` (C++),
     the same keys as `_usage_to_metadata` for JSON bodies."""
-    rules = [
-        {"rule": {"selectors": [{"key": k} for k in path],
-                  "on_present": {"metadata_namespace": USAGE_NS, "key": key, "type": "STRING" if key == "model" else "NUMBER"}}}
-        for path, key in _SSE_USAGE_FIELDS
-    ]  # fmt: skip
+    rules = [{"rule": _usage_rule(path, key)} for path, key in _SSE_USAGE_FIELDS]
     return {
         "name": "sidegate.sse_usage",
         "typed_config": {
@@ -618,7 +611,7 @@ def _direct_access_log(svc: Any) -> dict[str, Any]:
 def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str, Any]:
     """The Envoy bootstrap. `sidegate_filters=False` renders the same listener and clusters with no
     Sidegate filters and the first model's route as catch-all: the "Envoy alone" benchmark baseline."""
-    from sidegate.accesslog import access_log  # it reads this module's metadata namespaces
+    from sidegate.accesslog import access_log, front_format  # they read this module's metadata namespaces
 
     svc = cfg.services
     gateway_proc = _ext_proc(
@@ -681,8 +674,6 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
     if not sidegate_filters:
         routes = [{**routes[1], "match": {"prefix": "/"}}]
     direct = svc.direct_lane and sidegate_filters
-    from sidegate.accesslog import front_format
-
     fields = front_format() if front_http else None
     logs = access_log(cfg.observability.access_log, fields) if cfg.observability.access_log else []
     if direct:
@@ -718,10 +709,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
                     "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
                     "upstream_http_filters": [
                         {"name": "sidegate.upstream", "typed_config": upstream_proc},
-                        {
-                            "name": "envoy.filters.http.upstream_codec",
-                            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"},
-                        },
+                        _UPSTREAM_CODEC,
                     ],
                 },
             },

@@ -68,7 +68,7 @@ class _Protocol(asyncio.Protocol):
 
 
 class FastRedis:
-    """`await client.execute("GET", "k")`; `evalsha`/`script_load` as LuaScript needs them."""
+    """`await client.execute_command("GET", "k")`; `evalsha`/`script_load` as LuaScript needs them."""
 
     def __init__(self, host: str, port: int, password: str | None = None, db: int = 0, connect_timeout_s: float = 1.0):
         self.host, self.port, self.password, self.db = host, port, password, db
@@ -130,12 +130,13 @@ class FastRedis:
 
     # -- commands ---------------------------------------------------------------------------
     def _send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
         self._pending.append(fut)
         self._out.append(_encode(args))
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop.call_soon(self._flush)
         return fut
 
     def _flush(self) -> None:
@@ -150,15 +151,17 @@ class FastRedis:
             return
         proto.transport.write(data)
 
-    async def execute(self, *args: Any) -> Any:
+    async def execute_command(self, *args: Any) -> Any:
+        """One command, raw reply (bytes, int, list...); the name and shape of redis-py's, so either
+        client serves the callers (quota scripts, cache GET, ledger XADD)."""
         await self._ready()
         return await self._send(args)
 
     async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
-        return await self.execute("EVALSHA", sha, numkeys, *keys_and_args)
+        return await self.execute_command("EVALSHA", sha, numkeys, *keys_and_args)
 
     async def script_load(self, source: str) -> str:
-        sha = await self.execute("SCRIPT", "LOAD", source)
+        sha = await self.execute_command("SCRIPT", "LOAD", source)
         return sha.decode() if isinstance(sha, bytes) else str(sha)
 
     async def aclose(self) -> None:

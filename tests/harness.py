@@ -123,6 +123,28 @@ class Stack:
 
         return asyncio.run(read())
 
+    def stat(self, name: str) -> int | None:
+        """Envoy's counter/gauge `name` from the admin interface (None: Envoy has no such stat)."""
+        import re
+
+        import httpx
+
+        text = httpx.get(f"{self.admin_url}/stats", params={"filter": "^" + re.escape(name) + "$"}, timeout=5).text
+        m = re.search(r": (\d+)", text)
+        return int(m.group(1)) if m else None
+
+    def wait_ledger(self, pred: Any, timeout_s: float = 5.0) -> Any:
+        """The newest ledger record matching `pred`, waiting for it (the ledger is written async)."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            recs = [r for r in self.ledger() if pred(r)]
+            if recs:
+                return recs[-1]
+            time.sleep(0.05)
+        raise AssertionError("no matching ledger record")
+
     def logs(self) -> str:
         assert self.sup is not None
         return "\n".join(c.log_path.read_text(errors="replace") for c in self.sup.children if c.log_path)

@@ -62,8 +62,9 @@ class ResponseCache:
         hot: Any = None,
     ) -> None:
         self.redis = redis
-        self.hot = hot
-        """A :class:`sidegate.resp.FastRedis` for the per-request GET (None: redis-py)."""
+        self.hot = hot or redis
+        """The client for the per-request GET: a :class:`sidegate.resp.FastRedis` when the URL
+        allows it, else the same redis-py client (both take `execute_command`)."""
         self.semantic = semantic
         self.prefix = prefix
         self.stats = stats or (semantic.stats if semantic is not None else CacheStats())
@@ -77,10 +78,7 @@ class ResponseCache:
     async def _get(self, exact_key: str, timeout_s: float, req: CacheRequest | None = None) -> tuple[dict[str, Any], float] | None:
         try:
             async with asyncio.timeout(timeout_s):
-                if self.hot is not None:
-                    value = await self.hot.execute("GET", self._key(exact_key))
-                else:
-                    value = await self.redis.get(self._key(exact_key))
+                value = await self.hot.execute_command("GET", self._key(exact_key))
         except Exception as exc:  # timeout, connection, protocol
             if req is not None:
                 req.lookup_failed = True

@@ -100,10 +100,10 @@ class CacheRequest:
     fill_allowed: bool = True
     """False for `cache-control: no-store` or `x-sidegate-cache: no-store`."""
     min_threshold: float = 0.0
+    """Client's `x-sidegate-cache-threshold` (it can only raise the route's threshold)."""
     lookup_failed: bool = False
     """The store did not answer the lookup in time: a miss that must not fill (it could overwrite
     a good entry the lookup could not read)."""
-    """Client's `x-sidegate-cache-threshold` (it can only raise the route's threshold)."""
     vector: list[float] | None = field(default=None, repr=False)
     """Embedding of `query_text`, kept from lookup so the fill does not embed twice."""
 

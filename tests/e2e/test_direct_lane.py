@@ -5,11 +5,9 @@ metrics, headers, fallback across same-schema providers, and what stays in the f
 
 from __future__ import annotations
 
-import re
 import time
 
 import anthropic
-import httpx
 import openai
 import pytest
 from harness import ANTHROPIC_PROVIDER_KEY, OPENAI_PROVIDER_KEY
@@ -31,23 +29,16 @@ def oai(stack, who: str = "acme") -> openai.OpenAI:
 
 
 def _stat(stack, name: str) -> int:
-    text = httpx.get(f"{stack.admin_url}/stats", params={"filter": "^" + re.escape(name) + "$"}).text
-    m = re.search(r": (\d+)", text)
-    assert m, f"no stat {name}"
-    return int(m.group(1))
+    got = stack.stat(name)
+    assert got is not None, f"no stat {name}"
+    return got
 
 
 UPSTREAM_STREAMS = "http.sidegateext_proc.upstream.streams_started"
 
 
-def _ledger(stack, input_tokens: int, output_tokens: int, timeout_s: float = 5.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        recs = [r for r in stack.ledger() if (r.input_tokens, r.output_tokens) == (input_tokens, output_tokens)]
-        if recs:
-            return recs[-1]
-        time.sleep(0.05)
-    raise AssertionError(f"no ledger record with usage {input_tokens}/{output_tokens}")
+def _ledger(stack, input_tokens: int, output_tokens: int):
+    return stack.wait_ledger(lambda r: (r.input_tokens, r.output_tokens) == (input_tokens, output_tokens))
 
 
 def test_openai_request_skips_the_per_try_stage(stack, fake_openai):

@@ -4,6 +4,8 @@ error classes, NOSCRIPT reloads, timeouts that leave the connection in step, res
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from quota_helpers import SERVER_KINDS, running_server
@@ -13,6 +15,20 @@ from redis.exceptions import NoScriptError, ResponseError
 from sidegate.quota import QuotaStore
 from sidegate.quota.scripts import LuaScript
 from sidegate.resp import FastRedis
+
+
+def _run(url: str, body: Callable[[FastRedis], Awaitable[None]], **kw: Any) -> None:
+    """`body(client)` on a fresh client for `url`, closed afterwards whatever happens."""
+
+    async def go() -> None:
+        c = FastRedis.from_url(url, **kw)
+        assert c is not None
+        try:
+            await body(c)
+        finally:
+            await c.aclose()
+
+    asyncio.run(go())
 
 
 def test_from_url_takes_plain_urls_only():
@@ -25,75 +41,64 @@ def test_from_url_takes_plain_urls_only():
 
 @pytest.mark.parametrize("kind", SERVER_KINDS)
 def test_pipelined_replies_stay_in_order(kind: str) -> None:
+    async def body(c: FastRedis) -> None:
+        await asyncio.gather(*(c.execute_command("SET", f"k{i}", i) for i in range(500)))
+        got = await asyncio.gather(*(c.execute_command("GET", f"k{i}") for i in range(500)))
+        assert got == [str(i).encode() for i in range(500)]
+        with pytest.raises(ResponseError):
+            await c.execute_command("INCR", "no", "such", "arity")
+        assert await c.execute_command("PING") == b"PONG"  # still in step after an error reply
+
     with running_server(kind) as srv:
-
-        async def go() -> None:
-            c = FastRedis.from_url(srv.url)
-            assert c is not None
-            await asyncio.gather(*(c.execute("SET", f"k{i}", i) for i in range(500)))
-            got = await asyncio.gather(*(c.execute("GET", f"k{i}") for i in range(500)))
-            assert got == [str(i).encode() for i in range(500)]
-            with pytest.raises(ResponseError):
-                await c.execute("INCR", "no", "such", "arity")
-            assert await c.execute("PING") == b"PONG"  # still in step after an error reply
-            await c.aclose()
-
-        asyncio.run(go())
+        _run(srv.url, body)
 
 
 def test_noscript_and_script_reload() -> None:
+    async def body(c: FastRedis) -> None:
+        script = LuaScript("t", "return ARGV[1] + 1")
+        with pytest.raises(NoScriptError):
+            await c.evalsha(script.sha, 0, 1)
+        assert await script(c, [], [41]) == 42  # reloads on NOSCRIPT
+        assert script.reloads == 1
+
     with running_server("valkey") as srv:
-
-        async def go() -> None:
-            c = FastRedis.from_url(srv.url)
-            assert c is not None
-            script = LuaScript("t", "return ARGV[1] + 1")
-            with pytest.raises(NoScriptError):
-                await c.evalsha(script.sha, 0, 1)
-            assert await script(c, [], [41]) == 42  # reloads on NOSCRIPT
-            assert script.reloads == 1
-            await c.aclose()
-
-        asyncio.run(go())
+        _run(srv.url, body)
 
 
 def test_timeout_keeps_the_connection_in_step_and_restart_reconnects() -> None:
     with running_server("valkey") as srv:
 
-        async def go() -> None:
-            c = FastRedis.from_url(srv.url, connect_timeout_s=0.5)
-            assert c is not None
-            await c.execute("SET", "a", "1")
+        async def body(c: FastRedis) -> None:
+            await c.execute_command("SET", "a", "1")
             srv.freeze()
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(0.2):
-                    await c.execute("GET", "a")
+                    await c.execute_command("GET", "a")
             srv.thaw()
-            assert await c.execute("GET", "a") == b"1"  # the late reply was consumed, not handed here
+            assert await c.execute_command("GET", "a") == b"1"  # the late reply was consumed, not handed here
             srv.restart()
             with pytest.raises(RedisConnectionError):
                 for _ in range(20):  # the first call after the restart may still be on the old socket
-                    await c.execute("PING")
+                    await c.execute_command("PING")
                     await asyncio.sleep(0.05)
-            assert await c.execute("PING") == b"PONG"
+            assert await c.execute_command("PING") == b"PONG"
             srv.stop()
             with pytest.raises(RedisConnectionError):
-                await c.execute("PING")
-            await c.aclose()
+                await c.execute_command("PING")
 
-        asyncio.run(go())
+        _run(srv.url, body, connect_timeout_s=0.5)
 
 
 def test_quota_store_on_the_fast_client_admits_and_settles() -> None:
     with running_server("valkey") as srv:
 
-        async def go() -> None:
+        async def body(c: FastRedis) -> None:
             from redis.asyncio import Redis
 
             from sidegate.quota import Limits, Scope
 
             r = Redis.from_url(srv.url)
-            store = QuotaStore(r, hot=FastRedis.from_url(srv.url), window_s=60.0, buckets=60)
+            store = QuotaStore(r, hot=c, window_s=60.0, buckets=60)
             scope = [Scope("tenant:t", Limits(tpm=100))]
             first = await store.reserve("t", scope, 60, "r1")
             second = await store.reserve("t", scope, 60, "r2")
@@ -103,4 +108,4 @@ def test_quota_store_on_the_fast_client_admits_and_settles() -> None:
             assert (await store.usage("t"))["scopes"]["tenant:t"]["tokens"] == 10
             await r.aclose()
 
-        asyncio.run(go())
+        _run(srv.url, body)

@@ -160,9 +160,9 @@ def test_server_keep_alive_split_packets_and_bad_requests():
 
 
 def test_answer_encoding_never_splits_headers():
-    from extproc.front import Answer, _encode
+    from extproc.front import _encode
 
-    raw = _encode(Answer(200, {"x-a": "one\r\nx-evil: 1", "x-b": "modèle 模型"}, b"{}"))
+    raw = _encode(Reply(200, b"{}", {"x-a": "one\r\nx-evil: 1", "x-b": "modèle 模型"}))
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     assert lines[0] == b"HTTP/1.1 200 OK" and b"x-evil: 1" not in lines and body == b"{}"
