@@ -35,6 +35,7 @@ from extproc.stages.parse import ParseStage
 from extproc.stages.quota import QuotaSettler, QuotaStage
 from extproc.stages.route import RouteStage
 from extproc.tenants import TenantQuotas
+from extproc.trylane import TryLane
 from extproc.upstream import Observer, Upstream
 from sidegate import metrics
 from sidegate.config import SidegateConfig
@@ -183,13 +184,14 @@ async def serve(
         metrics.start_metrics_server(metrics.service_metrics_port(cfg, "extproc"), cfg.services.metrics_host)
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)])
     app.processor = ExternalProcessor(app.gateway, app.upstream)
-    app.direct = DirectLaneObserver(app.upstream.observers)
+    worker = int(os.environ.get("SIDEGATE_EXTPROC_WORKER", "0"))
+    trylane = TryLane(app.upstream, worker) if cfg.services.front == "http" else None
+    app.direct = DirectLaneObserver(app.upstream.observers, trylane.tries.abandon if trylane is not None else None)
     pb_grpc.add_ExternalProcessorServicer_to_server(app.processor, server)
     als_pb2_grpc.add_AccessLogServiceServicer_to_server(app.direct, server)
     health = add_health(server)
     if cfg.services.front == "http":  # listening before the gRPC port (what readiness waits for)
-        worker = int(os.environ.get("SIDEGATE_EXTPROC_WORKER", "0"))
-        app.front = FrontServer(Front(app.gateway, worker))
+        app.front = FrontServer(Front(app.gateway, worker, trylane))
         await app.front.start(host, cfg.services.front_port)
     server.add_insecure_port(f"{host}:{port}")
     await server.start()

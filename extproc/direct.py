@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -24,7 +24,7 @@ from extproc.breaker import parse_retry_after
 from extproc.context import request_meta
 from extproc.upstream import Completion, Observer, notify
 from sidegate.envoy_pb import struct_to_dict
-from sidegate.render import USAGE_NS, provider_of_cluster
+from sidegate.render import AUTHZ_NS, FRONT_LANE_HEADER, USAGE_NS, provider_of_cluster
 from sidegate.translate.base import Usage
 from sidegate.translate.passthrough import parse_anthropic_usage, parse_openai_usage
 
@@ -82,8 +82,10 @@ def completion(entry: accesslog_pb2.HTTPAccessLogEntry, now: float | None = None
 class DirectLaneObserver(als_pb2_grpc.AccessLogServiceServicer):
     """The gRPC AccessLogService Envoy streams direct-lane log entries to."""
 
-    def __init__(self, observers: list[Observer]):
+    def __init__(self, observers: list[Observer], abandon: Callable[[str], None] | None = None):
         self.observers = observers
+        self.abandon = abandon
+        """The try lane's (HTTP front): its entries are requests whose last try got no response."""
         self._streams: set[asyncio.Task[Any]] = set()
 
     def close(self) -> None:
@@ -92,6 +94,12 @@ class DirectLaneObserver(als_pb2_grpc.AccessLogServiceServicer):
             task.cancel()
 
     def on_entry(self, entry: accesslog_pb2.HTTPAccessLogEntry) -> None:
+        if self.abandon is not None:
+            front = entry.common_properties.metadata.filter_metadata.get(AUTHZ_NS)
+            lane = front.fields.get(FRONT_LANE_HEADER) if front is not None else None
+            if lane is not None and lane.string_value == "try":
+                self.abandon(entry.request.request_id)
+                return
         done = completion(entry)
         if done is not None:
             notify(self.observers, done)

@@ -18,6 +18,8 @@ What the answer means to Envoy (see `sidegate/render.py`):
 
 PII redaction cannot rewrite the body from here: the request is marked `redact` and the per-try
 stage redacts it (the same deterministic placeholders) before translating.
+
+The same server answers the try lane's calls (`/try/...`, extproc/trylane.py).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from authz.decide import inbound_api
 from extproc.context import Reply, RequestContext
 from extproc.gateway import Forward, Gateway
 from extproc.stages.parse import endpoint_api
+from extproc.trylane import TryLane
 from sidegate.errors import Api, error_body
 from sidegate.render import (
     CHECK_PREFIX,
@@ -43,6 +46,7 @@ from sidegate.render import (
     FRONT_SOURCE_HEADER,
     REPLAY_ROUTE,
     ROUTE_HEADER,
+    TRY_PREFIX,
 )
 from sidegate.ttlmap import TtlMap
 
@@ -72,12 +76,15 @@ class Front:
     """The adapter: an HTTP request from Envoy -> RequestContext -> Gateway.run -> the HTTP answer
 (a :class:`Reply`: status, body, headers)."""
 
-    def __init__(self, gateway: Gateway, worker: int = 0):
+    def __init__(self, gateway: Gateway, worker: int = 0, trylane: TryLane | None = None):
         self.gateway = gateway
         self.worker = worker
         self.held = HeldReplies()
+        self.trylane = trylane
 
     async def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply:
+        if target.startswith(TRY_PREFIX) and self.trylane is not None:
+            return self.trylane.handle(target, headers, body)
         if not target.startswith(CHECK_PREFIX):
             return self.replay(target, headers)
         path = target[len(CHECK_PREFIX) :] or "/"

@@ -9,6 +9,7 @@ provider chain is a priority_group cluster specifier so a retry goes to the next
 
 from __future__ import annotations
 
+import string
 from typing import Any
 
 import yaml
@@ -37,6 +38,13 @@ FRONT_LANE_HEADER = "x-sidegate-lane"
 FRONT_API_HEADER = "x-sidegate-api"
 FRONT_SOURCE_HEADER = "x-sidegate-source"
 FRONT_FILTER = "sidegate.front"
+TRY = "~try"
+"""Suffix of a route value / cluster name in the HTTP try lane (HTTP front, non-streaming requests
+that need the per-try stage): a Lua upstream filter posts each try to the front (extproc/trylane.py)."""
+TRY_PREFIX = "/try/"
+"""Path prefix of the try lane's calls to the front: `/try/request`, `/try/response`."""
+TRY_NS = "sidegate.try"
+"""Dynamic metadata the try lane's Lua keeps between a try's request and response (attempt, worker)."""
 
 
 def cluster_name(provider: str) -> str:
@@ -47,8 +55,14 @@ def direct_cluster_name(provider: str) -> str:
     return f"provider.{provider}{DIRECT}"
 
 
+def try_cluster_name(provider: str) -> str:
+    return f"provider.{provider}{TRY}"
+
+
 def provider_of_cluster(name: str) -> str | None:
-    return name.removeprefix("provider.").removesuffix(DIRECT) if name.startswith("provider.") else None
+    if not name.startswith("provider."):
+        return None
+    return name.removeprefix("provider.").removesuffix(DIRECT).removesuffix(TRY)
 
 
 # -- direct lane -------------------------------------------------------------------------------
@@ -246,29 +260,34 @@ def _direct_response_headers(front_http: bool) -> list[dict[str, Any]]:
 def _model_routes(cfg: SidegateConfig, model: str) -> list[dict[str, Any]]:
     """One Envoy route per possible start of the chain: the gateway skips ejected providers by
     picking a later start; Envoy retries the rest of the chain on 429/5xx/timeouts/resets.
-    With the direct lane on, chains Envoy can serve alone get a second route (`...~direct`)."""
+    With the direct lane on, chains Envoy can serve alone get a second route (`...~direct`); with
+    the HTTP front, every chain also gets a try-lane route (`...~try`)."""
     m = cfg.models[model]
     groups = m.groups()
+    front_http = cfg.services.front == "http"
     out = []
     for start in range(len(groups)):
-        out.append(_model_route(model, m, groups, start, direct=False))
+        out.append(_model_route(model, m, groups, start))
         if cfg.services.direct_lane and direct_chain(cfg, model, start) is not None:
-            out.append(_model_route(model, m, groups, start, direct=True, front_http=cfg.services.front == "http"))
+            out.append(_model_route(model, m, groups, start, lane=DIRECT, front_http=front_http))
+        if front_http:
+            out.append(_model_route(model, m, groups, start, lane=TRY))
     return out
 
 
 def _model_route(
-    model: str, m: ModelConfig, groups: list[list[Any]], start: int, *, direct: bool, front_http: bool = False
+    model: str, m: ModelConfig, groups: list[list[Any]], start: int, *, lane: str = "", front_http: bool = False
 ) -> dict[str, Any]:
-    name = direct_cluster_name if direct else cluster_name
+    name = {DIRECT: direct_cluster_name, TRY: try_cluster_name}.get(lane, cluster_name)
+    direct = lane == DIRECT
     pgroups = [
         {"name": f"p{i}", "clusters": [{"cluster_name": name(r.provider), "weight": r.weight} for r in g]}
         for i, g in enumerate(groups[start:], start)
     ]
-    value = route_value(model, start) + (DIRECT if direct else "")
+    value = route_value(model, start) + lane
     extra: dict[str, Any] = {"response_headers_to_add": _direct_response_headers(front_http)} if direct else {}
     return {
-            "name": f"model.{model}.{start}{DIRECT if direct else ''}",
+            "name": f"model.{model}.{start}{lane}",
             "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"exact": value}}]},
             "request_headers_to_remove": [ROUTE_HEADER],
             **extra,
@@ -509,6 +528,124 @@ end
 """
 
 
+_TRY_LUA = string.Template("""
+-- Sidegate try lane: the per-try stage over HTTP. Each try of a request posts the client's body to
+-- the front (extproc/trylane.py), which answers with the provider's body and header changes; the
+-- provider's buffered response goes back to the same worker for translation.
+local CLUSTER = "${cluster}"
+local TIMEOUT = ${timeout_ms}
+local function unescape(s)
+  return (string.gsub(s, "%%(%x%x)", function(x) return string.char(tonumber(x, 16)) end))
+end
+local function apply(headers, answer)
+  local remove = answer["x-sidegate-remove"]
+  if remove ~= nil then
+    for name in string.gmatch(remove, "[^,]+") do headers:remove(name) end
+  end
+  local set = answer["x-sidegate-set"]
+  if set ~= nil then
+    for k, v in string.gmatch(set, "([^&=]+)=([^&]*)") do headers:replace(unescape(k), unescape(v)) end
+  end
+end
+local function error_body(front, status)
+  local msg = "Sidegate: the per-try stage is unavailable (" .. tostring(status) .. ")."
+  if front ~= nil and front["${api_header}"] == "anthropic" then
+    return '{"type":"error","error":{"type":"api_error","message":"' .. msg .. '"}}'
+  end
+  return '{"error":{"message":"' .. msg .. '","type":"server_error","param":null,"code":null}}'
+end
+local function bytes(b)
+  if b == nil then return "" end
+  return b:getBytes(0, b:length())
+end
+function envoy_on_request(h)
+  local md = h:streamInfo():dynamicMetadata()
+  local front = md:get("${authz_ns}")
+  local state = md:get("${try_ns}")
+  local n = 1
+  if state ~= nil and state["n"] ~= nil then n = state["n"] + 1 end
+  md:set("${try_ns}", "n", n)
+  local headers = h:headers()
+  local call = {
+    [":method"] = "POST", [":path"] = "${prefix}request", [":authority"] = "sidegate-front",
+    ["${meta_header}"] = front ~= nil and front["${meta_header}"] or "",
+    ["x-sidegate-cluster"] = CLUSTER, ["x-sidegate-attempt"] = tostring(n),
+    ["x-request-id"] = headers:get("x-request-id") or "",
+  }
+  local answer, body = h:httpCall("sidegate_front", call, bytes(h:body()), TIMEOUT)
+  if answer[":status"] ~= "200" then
+    if answer["x-sidegate-answer"] == nil then body = error_body(front, answer[":status"]) end
+    h:respond({[":status"] = answer[":status"], ["content-type"] = "application/json"}, body)
+    return
+  end
+  -- (objects taken before httpCall are out of scope after it: fetch them again)
+  local b = h:body()
+  if b ~= nil then b:setBytes(body) end
+  apply(h:headers(), answer)
+  md = h:streamInfo():dynamicMetadata()
+  md:set("${try_ns}", "worker", answer["x-sidegate-worker"])
+  md:set("${try_ns}", "id", answer["x-sidegate-try"])
+  md:set("${try_ns}", "done", false)
+end
+local PASS = {${passed}}
+function envoy_on_response(h)
+  local md = h:streamInfo():dynamicMetadata()
+  local state = md:get("${try_ns}")
+  if state == nil or state["worker"] == nil then return end
+  local headers = h:headers()
+  local call = {
+    [":method"] = "POST", [":path"] = "${prefix}response", [":authority"] = "sidegate-front",
+    ["x-sidegate-try"] = state["id"], ["x-sidegate-status"] = headers:get(":status"),
+    ["${api_header}"] = "",
+  }
+  local front = md:get("${authz_ns}")
+  if front ~= nil then call["${api_header}"] = front["${api_header}"] or "" end
+  for _, name in ipairs(PASS) do
+    local v = headers:get(name)
+    if v ~= nil then call["x-sidegate-h-" .. name] = v end
+  end
+  local answer, body = h:httpCall("sidegate_front." .. state["worker"], call, bytes(h:body()), TIMEOUT)
+  h:streamInfo():dynamicMetadata():set("${try_ns}", "done", true)
+  local status = answer["x-sidegate-status"]
+  if answer[":status"] ~= "200" or status == nil then
+    status = answer[":status"] == "200" and "502" or answer[":status"]
+    if answer["x-sidegate-answer"] == nil then body = error_body(front, status) end
+    answer = {["x-sidegate-set"] = "content-type=application%2Fjson"}
+  end
+  local b = h:body()
+  if b ~= nil then b:setBytes(body) end
+  headers = h:headers()
+  headers:replace(":status", status)
+  apply(headers, answer)
+  headers:replace("content-length", tostring(#body))
+end
+""")
+"""The try lane's upstream Lua filter (one per provider cluster, its name baked in)."""
+
+TRY_PASSED_HEADERS = ("content-type", "retry-after", "retry-after-ms", *RATE_LIMIT_HEADERS)
+"""Provider response headers the try lane passes to the per-try stage (`x-sidegate-h-<name>`)."""
+
+
+def _try_cluster(name: str, p: ProviderConfig, timeout_s: float) -> dict[str, Any]:
+    """The provider's cluster for the try lane: the per-try stage reached from Lua over HTTP."""
+    cluster = _provider_cluster(name, p)
+    cname = try_cluster_name(name)
+    cluster["name"] = cname
+    cluster["load_assignment"]["cluster_name"] = cname
+    source = _TRY_LUA.substitute(
+        cluster=cname, timeout_ms=int(timeout_s * 1000), prefix=TRY_PREFIX, try_ns=TRY_NS, authz_ns=AUTHZ_NS,
+        meta_header=FRONT_META_HEADER, api_header=FRONT_API_HEADER, passed=", ".join(f'"{h}"' for h in TRY_PASSED_HEADERS),
+    )  # fmt: skip
+    opts = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    opts["http_filters"] = [
+        {"name": "sidegate.try", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": source}}},
+        _UPSTREAM_CODEC,
+    ]  # fmt: skip
+    return cluster
+
+
 def _direct_errors(cfg: SidegateConfig) -> dict[str, Any]:
     """Router-level Lua (in Envoy, no gRPC): a direct-lane provider error gets the per-try stage's
     treatment: 401/403 (our key refused) and unparseable bodies -> 502 in the client's format,
@@ -580,9 +717,12 @@ def _sse_usage_to_metadata() -> dict[str, Any]:
 
 
 def _direct_access_log(svc: Any) -> dict[str, Any]:
-    """Finished direct-lane requests, batched to extproc's AccessLogService (the observe stage)."""
+    """Finished direct-lane requests, batched to extproc's AccessLogService (the observe stage);
+    with the HTTP front also try-lane requests whose last try never got its response (aborted)."""
     if svc.front == "http":
-        expression = f"'{AUTHZ_NS}' in metadata.filter_metadata && {_FRONT_MD}['{FRONT_LANE_HEADER}'] == 'direct'"
+        pending = f"'{TRY_NS}' in metadata.filter_metadata && metadata.filter_metadata['{TRY_NS}']['done'] == false"
+        expression = (f"'{AUTHZ_NS}' in metadata.filter_metadata && ({_FRONT_MD}['{FRONT_LANE_HEADER}'] == 'direct'"
+                      f" || ({_FRONT_MD}['{FRONT_LANE_HEADER}'] == 'try' && {pending}))")  # fmt: skip
     else:
         expression = f"has(metadata.filter_metadata.{META_NS}) && has(metadata.filter_metadata.{META_NS}.lane)"
     return {
@@ -676,7 +816,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
     direct = svc.direct_lane and sidegate_filters
     fields = front_format() if front_http else None
     logs = access_log(cfg.observability.access_log, fields) if cfg.observability.access_log else []
-    if direct:
+    if direct or front_http:
         logs.append(_direct_access_log(svc))
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -727,6 +867,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
     clusters.append(_grpc_cluster("sidegate_extproc", svc_host, svc.extproc_port, svc.extproc_workers))
     if front_http:
         clusters += _front_clusters(svc_host, svc)
+        clusters += [_try_cluster(name, p, svc.grpc_timeout_s) for name, p in cfg.providers.items()]
     return {
         "admin": {"address": _addr(cfg.listener.admin_host, cfg.listener.admin_port)},
         "static_resources": {

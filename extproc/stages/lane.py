@@ -6,6 +6,10 @@ itself (Anthropic always, OpenAI when the client asked `stream_options.include_u
 `sse_to_metadata` reads it. Requests that need the per-try stage stay in the full lane: OpenAI
 streams without include_usage (it is injected, and the extra chunk hidden), cache fills (the
 response is kept), PII restore.
+
+Try lane (HTTP front only): a non-streaming request that needs the per-try stage gets it over HTTP
+from a Lua upstream filter (extproc/trylane.py) instead of a gRPC ext_proc stream. Streams that
+need it keep the gRPC per-try stage (the full lane): they are translated event by event.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 from extproc.context import Reply, RequestContext
 from sidegate.config import SidegateConfig
 from sidegate.errors import Api
-from sidegate.render import DIRECT, direct_chain
+from sidegate.render import DIRECT, TRY, direct_chain
 
 
 class LaneStage:
@@ -39,7 +43,12 @@ class LaneStage:
         return self.direct.get((ctx.model, int(meta.get("start", 0)))) is ctx.api
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
-        if self.direct and ctx.route and self.eligible(ctx):
+        if not ctx.route:
+            return None
+        if self.direct and self.eligible(ctx):
             ctx.route += DIRECT
             ctx.meta["lane"] = "direct"
+        elif self.body_fixed and not ctx.stream:
+            ctx.route += TRY
+            ctx.meta["lane"] = "try"
         return None

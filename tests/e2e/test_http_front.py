@@ -1,8 +1,10 @@
 """The HTTP front (`services.front: http`, docs/performance.md): the gateway stages answer Envoy's
 ext_authz HTTP check instead of a gRPC ext_proc stream. Proven through a real Envoy with the
-official SDKs: both lanes, refusals in each API's format, rate-limit headers, cache hits replayed
-from the front, PII redaction done per try, quota and ledger, and that no gateway ext_proc stream
-is ever opened."""
+official SDKs: the three lanes (direct; the try lane: the per-try stage over HTTP from a Lua upstream
+filter, for non-streaming requests; gRPC per try for streams that need it), refusals in each API's
+format, rate-limit headers, cache hits replayed from the front, PII redaction done per try,
+fallback across schemas, aborted tries settled, quota and ledger, and that no gateway ext_proc
+stream is ever opened."""
 
 from __future__ import annotations
 
@@ -23,12 +25,16 @@ STACK_EXTRA = {
     "models": {
         "claude-direct": {"routes": [{"provider": "anthropic"}]},
         "cached": {"routes": [{"provider": "openai", "model": "gpt-4o-mini"}], "cache": {"exact": True}},
+        "chain": {"routes": [{"provider": "openai", "model": "gpt-4o-mini", "priority": 0},
+                             {"provider": "anthropic", "model": "claude-3-5-haiku-20241022", "priority": 1}]},
     },
     "tenants": {"globex": {"quota": {"limits": {"tpm": 100000, "rpm": 3}}}},
 }
 GATEWAY_STREAMS = "http.sidegateext_proc.gateway.streams_started"
 FRONT_OK = "http.sidegate.ext_authz.ok"
 UPSTREAM_STREAMS = "http.sidegateext_proc.upstream.streams_started"
+TRY_OPENAI = "cluster.provider.openai~try.upstream_rq_total"
+TRY_ANTHROPIC = "cluster.provider.anthropic~try.upstream_rq_total"
 
 
 def oai(stack, who: str = "acme") -> openai.OpenAI:
@@ -137,12 +143,74 @@ def test_cache_hit_replayed_by_the_front(stack, fake_openai):
 
 
 def test_pii_redacted_per_try_and_restored(stack, fake_openai):
-    before = _stat(stack, UPSTREAM_STREAMS)
+    before, tries = _stat(stack, UPSTREAM_STREAMS), _stat(stack, TRY_OPENAI)
     r = oai(stack).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": f"Mail {EMAIL} now"}])
     (rec,) = fake_openai.requests  # the fake echoes the prompt
     assert EMAIL not in rec.body.decode() and "<EMAIL_1>" in rec.body.decode()
-    assert _stat(stack, UPSTREAM_STREAMS) == before + 1  # redaction forces the per-try stage
+    assert _stat(stack, TRY_OPENAI) == tries + 1  # redaction forces the per-try stage: the try lane
+    assert _stat(stack, UPSTREAM_STREAMS) == before
     assert EMAIL in (r.choices[0].message.content or "")
+
+
+def test_try_lane_translates_both_ways(stack, fake_openai, fake_anthropic):
+    """Non-streaming requests that need the per-try stage take the try lane: no gRPC stream."""
+    before, tries = _stat(stack, UPSTREAM_STREAMS), _stat(stack, TRY_ANTHROPIC)
+    fake_anthropic.script([{"usage": {"input_tokens": 21, "output_tokens": 5},
+                            "headers": {"x-ratelimit-limit-requests": "77"}}])  # fmt: skip
+    raw = oai(stack).chat.completions.with_raw_response.create(model="claude-haiku", messages=MSG, max_tokens=20)
+    done = raw.parse()
+    assert done.object == "chat.completion" and done.choices[0].message.content.startswith("Echo")
+    assert (done.usage.prompt_tokens, done.usage.completion_tokens) == (21, 5)
+    assert raw.headers["x-sidegate-provider"] == "anthropic" and raw.headers["x-sidegate-attempts"] == "1"
+    assert "x-ratelimit-limit-requests" not in raw.headers  # the provider's limits are not the client's
+    assert int(raw.headers["content-length"]) == len(raw.content)
+    (rec,) = fake_anthropic.requests
+    assert rec.path == "/v1/messages" and rec.json["model"] == "claude-3-5-haiku-20241022" and rec.json["max_tokens"] == 20
+    assert rec.headers["x-api-key"] == ANTHROPIC_PROVIDER_KEY and "authorization" not in rec.headers
+    assert not any(h.startswith("x-sidegate") or h.startswith("x-envoy-auth") for h in rec.headers)
+    assert _stat(stack, TRY_ANTHROPIC) == tries + 1 and _stat(stack, UPSTREAM_STREAMS) == before
+    stack.wait_ledger(lambda r: (r.input_tokens, r.output_tokens) == (21, 5) and r.provider == "anthropic")
+
+    fake_openai.script([{"usage": {"prompt_tokens": 8, "completion_tokens": 3}}])
+    gpt = ant(stack).messages.create(model="gpt-4o", max_tokens=30, messages=MSG)  # Anthropic client, OpenAI provider
+    assert gpt.type == "message" and gpt.content[0].text.startswith("Echo")
+    assert (gpt.usage.input_tokens, gpt.usage.output_tokens) == (8, 3)
+    (orec,) = fake_openai.requests
+    assert orec.path == "/v1/chat/completions" and orec.json["model"] == "gpt-4o-2024-08-06"
+    assert orec.headers["authorization"] == f"Bearer {OPENAI_PROVIDER_KEY}" and "x-api-key" not in orec.headers
+
+
+def test_try_lane_provider_error_in_the_clients_format(stack, fake_anthropic):
+    fake_anthropic.script([{"status": 400, "error": {"type": "invalid_request_error", "message": "max_tokens: too big"}}])
+    with pytest.raises(openai.BadRequestError) as e:
+        oai(stack).chat.completions.create(model="claude-haiku", messages=MSG)
+    assert e.value.status_code == 400 and "too big" in e.value.message
+    assert e.value.response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_try_lane_falls_back_across_schemas(stack, fake_openai, fake_anthropic):
+    """A retriable error on the first provider: Envoy retries the next one, translated for it."""
+    fake_openai.script([{"status": 429, "error": "slow down", "retry_after": 1}])
+    raw = ant(stack).messages.with_raw_response.create(model="chain", max_tokens=30, messages=MSG)
+    msg = raw.parse()
+    assert msg.type == "message" and msg.content[0].text.startswith("Echo")
+    assert raw.headers["x-sidegate-provider"] == "anthropic" and raw.headers["x-sidegate-attempts"] == "2"
+    (first,) = fake_openai.requests
+    (second,) = fake_anthropic.requests
+    assert first.json["model"] == "gpt-4o-mini" and first.headers["authorization"] == f"Bearer {OPENAI_PROVIDER_KEY}"
+    assert second.json["model"] == "claude-3-5-haiku-20241022" and second.headers["x-api-key"] == ANTHROPIC_PROVIDER_KEY
+    assert "authorization" not in second.headers  # the first try's credential did not leak into the second
+
+
+def test_try_lane_settles_an_aborted_request(stack, fake_anthropic):
+    """The client leaves before the provider answers: the try is settled as aborted (from the access log)."""
+    fake_anthropic.script([{"delay_s": 3.0}])
+    client = openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.keys["acme"].key, max_retries=0, timeout=0.5)
+    with pytest.raises(openai.APITimeoutError):
+        client.chat.completions.create(model="claude-haiku", messages=[{"role": "user", "content": "abort me please"}])
+    left = time.monotonic()
+    rec = stack.wait_ledger(lambda r: r.aborted and r.provider == "anthropic", timeout_s=8.0)
+    assert rec.tenant == "acme" and time.monotonic() - left < 2.5  # from the access log, not the provider's late answer
 
 
 def _log_lines(stack) -> list[dict]:

@@ -1,0 +1,141 @@
+"""Try lane: the per-try stage over HTTP, for the HTTP front's non-streaming requests.
+
+Each provider cluster of the try lane runs a small Lua upstream filter (sidegate/render.py,
+`_TRY_LUA`) that, once per try, posts the client's body to this worker's front
+(`POST /try/request`) and replaces it with the answer: the provider's body, and the header changes
+in `x-sidegate-set` (`name=value&...`, percent-encoded) and `x-sidegate-remove` (`a,b`). The
+provider's buffered response then comes back (`POST /try/response`, to the same worker) and leaves
+translated, with its status in `x-sidegate-status`. Two plain HTTP exchanges instead of a gRPC
+ext_proc stream of four protobuf messages: the same :class:`UpstreamTry` does the work either way.
+
+A try whose response never comes back (the client left, the try timed out) is closed as aborted
+when its request's access-log entry arrives (:meth:`Tries.abandon`), when the next try of the same
+request starts, or at the latest when it expires.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from urllib.parse import quote
+
+import orjson
+
+from extproc.context import Reply
+from extproc.upstream import HeaderChanges, Upstream, UpstreamTry
+from sidegate.errors import Api, GatewayError, error_body, render
+from sidegate.render import FRONT_API_HEADER, FRONT_META_HEADER
+
+log = logging.getLogger("sidegate.trylane")
+
+SET_HEADER = "x-sidegate-set"
+REMOVE_HEADER = "x-sidegate-remove"
+STATUS_HEADER = "x-sidegate-status"
+ANSWER_HEADER = "x-sidegate-answer"
+"""On a refusal: the body is the client's error, in its API's format (Lua relays it as is)."""
+PASSED_PREFIX = "x-sidegate-h-"
+_JSON = {"content-type": "application/json", ANSWER_HEADER: "1"}
+
+
+def encode_changes(changes: HeaderChanges) -> dict[str, str]:
+    """Header changes -> the two answer headers the Lua filter applies (removals first)."""
+    out: dict[str, str] = {}
+    if changes.set:
+        out[SET_HEADER] = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in changes.set.items())
+    remove = [h for h in changes.remove if h not in changes.set]
+    if remove:
+        out[REMOVE_HEADER] = ",".join(remove)
+    return out
+
+
+class Tries:
+    """Tries between their request and their response, by request id (one live try per request:
+    Envoy runs a request's tries one after the other)."""
+
+    def __init__(self, ttl_s: float, capacity: int = 65536):
+        self.ttl_s = ttl_s
+        self.capacity = capacity
+        self._items: OrderedDict[str, tuple[float, UpstreamTry]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, key: str, t: UpstreamTry) -> None:
+        self.abandon(key)  # the previous try of this request never saw its response (per-try timeout)
+        self._items[key] = (time.monotonic() + self.ttl_s, t)
+        self._sweep()
+
+    def take(self, key: str) -> UpstreamTry | None:
+        item = self._items.pop(key, None)
+        return item[1] if item is not None else None
+
+    def abandon(self, key: str) -> None:
+        """The request is over (or moved on) without this try's response: settle it as aborted."""
+        item = self._items.pop(key, None)
+        if item is not None:
+            item[1].close()
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        while self._items:
+            key, (deadline, t) = next(iter(self._items.items()))
+            if deadline > now and len(self._items) <= self.capacity:
+                break
+            del self._items[key]
+            t.close()
+
+
+class TryLane:
+    """The adapter: the Lua filter's two calls -> :class:`UpstreamTry` -> answers."""
+
+    def __init__(self, upstream: Upstream, worker: int = 0):
+        self.upstream = upstream
+        self.worker = str(worker)
+        longest = max((m.timeout_s for m in upstream.cfg.models.values()), default=600.0)
+        self.tries = Tries(ttl_s=longest + 30.0)
+        self.serial = 0
+
+    def handle(self, target: str, headers: dict[str, str], body: bytes) -> Reply:
+        if target.endswith("/request"):
+            return self.request(headers, body)
+        return self.response(headers, body)
+
+    def request(self, headers: dict[str, str], body: bytes) -> Reply:
+        try:
+            meta = orjson.loads(headers.get(FRONT_META_HEADER) or "{}")
+        except orjson.JSONDecodeError:
+            meta = {}
+        api = Api(meta.get("api", "openai")) if meta.get("api") in ("openai", "anthropic") else Api.OPENAI
+        try:
+            t = self.upstream.start_try(meta, headers.get("x-sidegate-cluster", ""), int(headers.get("x-sidegate-attempt") or 1))
+            changes = t.request_headers()
+            out, body_changes = t.request_body(body)
+        except GatewayError as err:
+            return Reply(err.status, render(api, err), dict(_JSON))
+        except Exception:
+            log.exception("try lane: request failed")
+            return Reply(500, error_body(api, 500, "Gateway error."), dict(_JSON))
+        changes.set.update(body_changes.set)
+        self.serial += 1
+        key = headers.get("x-request-id") or f"~{self.serial}"
+        self.tries.put(key, t)
+        return Reply(200, out, {**encode_changes(changes), "x-sidegate-worker": self.worker, "x-sidegate-try": key})
+
+    def response(self, headers: dict[str, str], body: bytes) -> Reply:
+        t = self.tries.take(headers.get("x-sidegate-try", ""))
+        if t is None:
+            api = Api.ANTHROPIC if headers.get(FRONT_API_HEADER) == "anthropic" else Api.OPENAI
+            msg = "Sidegate: this try's state was lost (it expired or the worker restarted)."
+            return Reply(200, error_body(api, 502, msg), {STATUS_HEADER: "502", SET_HEADER: "content-type=application%2Fjson"})
+        try:
+            status = int(headers.get(STATUS_HEADER) or 0)
+            provider = {k[len(PASSED_PREFIX) :]: v for k, v in headers.items() if k.startswith(PASSED_PREFIX)}
+            mode, changes = t.response_headers(status, provider)
+            out = t.response_chunk(body, True) if mode == "streamed" else t.response_body(body)
+        except Exception:
+            log.exception("try lane: response failed")
+            t.close()
+            return Reply(200, error_body(t.inbound, 502, "Gateway error."), {STATUS_HEADER: "502", SET_HEADER: "content-type=application%2Fjson"})
+        changes.remove = [h for h in changes.remove if h != "content-length"]  # Lua sets it from the body
+        return Reply(200, out, {STATUS_HEADER: str(t.status), **encode_changes(changes)})

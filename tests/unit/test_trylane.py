@@ -1,0 +1,184 @@
+"""Try lane (extproc/trylane.py) without Envoy: the two calls the Lua upstream filter makes, the
+header-change encoding the Lua applies, the lane choice, the rendered clusters and routes, and
+that a try whose response never comes is settled as aborted (replaced, abandoned or expired)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from urllib.parse import unquote
+
+import orjson
+import pytest
+import yaml
+
+from extproc.context import RequestContext
+from extproc.stages.lane import LaneStage
+from extproc.trylane import SET_HEADER, STATUS_HEADER, Tries, TryLane, encode_changes
+from extproc.upstream import Completion, HeaderChanges, Upstream
+from sidegate import config, render
+from sidegate.errors import Api
+
+KEY = "sk-ant-provider-secret-123"
+
+
+@pytest.fixture(autouse=True)
+def _keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+
+
+def cfg(**services: object) -> config.SidegateConfig:
+    return config.parse({
+        "services": {"auth": "inline", "front": "http", **services},
+        "providers": {
+            "openai": {"api": "openai", "base_url": "https://api.openai.com", "api_key_env": "OPENAI_API_KEY"},
+            "anthropic": {"api": "anthropic", "base_url": "https://api.anthropic.com", "api_key_env": "ANTHROPIC_API_KEY"},
+        },
+        "models": {
+            "gpt-4o-mini": {"routes": [{"provider": "openai"}]},
+            "claude": {"routes": [{"provider": "anthropic", "model": "claude-3-5-haiku-20241022"}]},
+        },
+    }, env={"OPENAI_API_KEY": "sk-openai", "ANTHROPIC_API_KEY": KEY})  # fmt: skip
+
+
+def decode_set(value: str) -> dict[str, str]:
+    """What the Lua filter does with `x-sidegate-set` (gmatch + percent-decoding)."""
+    out = {}
+    for pair in value.split("&"):
+        k, _, v = pair.partition("=")
+        out[unquote(k)] = unquote(v)
+    return out
+
+
+def lane(done: list[Completion] | None = None) -> TryLane:
+    return TryLane(Upstream(cfg(), observers=[done.append] if done is not None else []), worker=1)
+
+
+META = {"api": "openai", "model": "claude", "tenant": "acme", "front": "http", "lane": "try"}
+CLIENT = orjson.dumps({"model": "claude", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 9})
+CALL = {"x-sidegate-meta": orjson.dumps(META).decode(), "x-sidegate-cluster": "provider.anthropic~try",
+        "x-sidegate-attempt": "1", "x-request-id": "rid-7"}  # fmt: skip
+PROVIDER_OK = orjson.dumps({
+    "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-20241022",
+    "content": [{"type": "text", "text": "hello"}], "stop_reason": "end_turn", "stop_sequence": None,
+    "usage": {"input_tokens": 11, "output_tokens": 2},
+})  # fmt: skip
+
+
+def test_encode_changes_round_trips_through_the_lua_format():
+    changes = HeaderChanges(set={":path": "/v1/messages?x=a&b=c", "authorization": "Bearer k=1&2%", "x-e": ""},
+                            remove=["x-api-key", "authorization", "content-length"])  # fmt: skip
+    out = encode_changes(changes)
+    assert decode_set(out[SET_HEADER]) == changes.set
+    assert out["x-sidegate-remove"] == "x-api-key,content-length"  # a set header is never also removed
+    assert "\r" not in out[SET_HEADER] and "\n" not in out[SET_HEADER]
+    assert encode_changes(HeaderChanges()) == {}
+
+
+def test_request_translates_and_sets_this_providers_credential():
+    tl = lane()
+    ans = tl.handle("/try/request", dict(CALL), CLIENT)
+    assert ans.status == 200
+    body = orjson.loads(ans.body)
+    assert body["model"] == "claude-3-5-haiku-20241022" and body["max_tokens"] == 9
+    sets = decode_set(ans.headers[SET_HEADER])
+    assert sets[":path"] == "/v1/messages" and sets["x-api-key"] == KEY and sets[":authority"] == "api.anthropic.com"
+    assert sets["content-length"] == str(len(ans.body)) and sets["anthropic-version"]
+    assert "authorization" in ans.headers["x-sidegate-remove"].split(",")
+    assert ans.headers["x-sidegate-worker"] == "1" and ans.headers["x-sidegate-try"] == "rid-7"
+    assert len(tl.tries) == 1
+
+
+def test_response_translates_back_and_reports_usage():
+    done: list[Completion] = []
+    tl = lane(done)
+    tl.handle("/try/request", dict(CALL), CLIENT)
+    provider = {"x-sidegate-try": "rid-7", STATUS_HEADER: "200", "x-sidegate-h-content-type": "application/json",
+                "x-sidegate-h-x-ratelimit-limit-requests": "50"}  # fmt: skip
+    ans = tl.handle("/try/response", provider, PROVIDER_OK)
+    assert ans.status == 200 and ans.headers[STATUS_HEADER] == "200"
+    out = orjson.loads(ans.body)
+    assert out["object"] == "chat.completion" and out["choices"][0]["message"]["content"] == "hello"
+    sets = decode_set(ans.headers[SET_HEADER])
+    assert sets["x-sidegate-provider"] == "anthropic" and sets["x-sidegate-attempts"] == "1"
+    removed = ans.headers["x-sidegate-remove"].split(",")
+    assert "x-ratelimit-limit-requests" in removed and "content-length" not in removed  # Lua sets it
+    assert len(done) == 1 and done[0].usage is not None and done[0].usage.input_tokens == 11 and not done[0].aborted
+    assert len(tl.tries) == 0
+
+
+def test_provider_error_keeps_a_retriable_status_and_scrubs_the_key():
+    tl = lane()
+    tl.handle("/try/request", dict(CALL), CLIENT)
+    err = orjson.dumps({"type": "error", "error": {"type": "overloaded_error", "message": f"bad key {KEY}"}})
+    ans = tl.handle("/try/response", {"x-sidegate-try": "rid-7", STATUS_HEADER: "529"}, err)
+    assert ans.headers[STATUS_HEADER] == "503"  # 529 -> 503 in the OpenAI client's terms
+    assert KEY.encode() not in ans.body and orjson.loads(ans.body)["error"]["message"]
+
+
+def test_refusal_in_the_request_phase_is_in_the_clients_format():
+    tl = lane()
+    ans = tl.handle("/try/request", {**CALL, "x-sidegate-cluster": "provider.nope~try"}, CLIENT)
+    assert ans.status == 500 and ans.headers["x-sidegate-answer"] == "1"
+    assert "error" in orjson.loads(ans.body)
+
+
+def test_a_lost_try_answers_502_in_the_clients_format():
+    ans = lane().handle("/try/response", {"x-sidegate-try": "gone", STATUS_HEADER: "200", "x-sidegate-api": "anthropic"}, b"{}")
+    assert ans.status == 200 and ans.headers[STATUS_HEADER] == "502"
+    assert orjson.loads(ans.body)["type"] == "error"
+
+
+def test_tries_settle_as_aborted_when_replaced_abandoned_or_expired():
+    done: list[Completion] = []
+    up = Upstream(cfg(), observers=[done.append])
+    tries = Tries(ttl_s=60.0)
+    tries.put("r1", up.start_try(META, "provider.anthropic~try", 1))
+    tries.put("r1", up.start_try(META, "provider.anthropic~try", 2))  # per-try timeout: the next try
+    assert [d.aborted for d in done] == [True] and len(tries) == 1
+    tries.abandon("r1")  # the access log says the request is over
+    tries.abandon("r1")  # twice is harmless
+    assert [d.aborted for d in done] == [True, True] and len(tries) == 0
+    short = Tries(ttl_s=0.01)
+    short.put("a", up.start_try(META, "provider.anthropic~try", 1))
+    time.sleep(0.02)
+    short.put("b", up.start_try(META, "provider.anthropic~try", 1))  # a put sweeps expired tries
+    assert len(short) == 1 and len(done) == 3 and done[-1].aborted
+    assert short.take("a") is None and short.take("b") is not None
+
+
+def test_lane_stage_sends_non_streaming_per_try_requests_to_the_try_lane():
+    stage = LaneStage(cfg())
+    ctx = RequestContext(path="/v1/chat/completions", method="POST", headers={}, api=Api.OPENAI, model="claude", route="claude")
+    asyncio.run(stage.on_request(ctx))
+    assert ctx.route == "claude~try" and ctx.meta["lane"] == "try"
+    stream = RequestContext(path="/v1/chat/completions", method="POST", headers={}, api=Api.OPENAI, model="claude",
+                            route="claude", stream=True)  # fmt: skip
+    asyncio.run(stage.on_request(stream))
+    assert stream.route == "claude" and "lane" not in stream.meta  # streams keep the gRPC per-try stage
+    same = RequestContext(path="/v1/chat/completions", method="POST", headers={}, api=Api.OPENAI, model="gpt-4o-mini",
+                          route="gpt-4o-mini")  # fmt: skip
+    asyncio.run(stage.on_request(same))
+    assert same.route == "gpt-4o-mini~direct"
+    grpc_front = LaneStage(cfg(front="ext_proc", auth="ext_authz"))
+    ctx = RequestContext(path="/v1/chat/completions", method="POST", headers={}, api=Api.OPENAI, model="claude", route="claude")
+    asyncio.run(grpc_front.on_request(ctx))
+    assert ctx.route == "claude"
+
+
+def test_render_try_clusters_and_routes():
+    boot = render.bootstrap(cfg())
+    clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
+    tc = clusters["provider.anthropic~try"]
+    filters = tc["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"]
+    lua = filters[0]["typed_config"]["default_source_code"]["inline_string"]
+    assert filters[0]["name"] == "sidegate.try" and filters[-1]["name"] == "envoy.filters.http.upstream_codec"
+    assert 'local CLUSTER = "provider.anthropic~try"' in lua and "/try/request" in lua and "${" not in lua
+    assert tc["transport_socket"]["typed_config"]["sni"] == "api.anthropic.com"  # the provider's TLS as usual
+    assert render.provider_of_cluster("provider.anthropic~try") == "anthropic"
+    routes = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    names = [r["name"] for r in routes]
+    assert "model.claude.0~try" in names and "model.gpt-4o-mini.0~try" in names
+    off = yaml.safe_dump(render.bootstrap(cfg(front="ext_proc", auth="ext_authz")))
+    assert "~try" not in off
