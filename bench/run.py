@@ -43,6 +43,8 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 def wrk_script(path: Path, body: bytes, key: str | None) -> None:
     headers = 'wrk.headers["Content-Type"] = "application/json"\n'
+    if b'"stream":true' in body:  # the fast fake answers it as a stream
+        headers += f'wrk.headers["{upstream.STREAM_HEADER}"] = "1"\n'
     if key:
         headers += f'wrk.headers["Authorization"] = "Bearer {key}"\n'
     path.write_text(f'wrk.method = "POST"\nwrk.body = [[{body.decode()}]]\n{headers}')
@@ -98,7 +100,11 @@ def measure(name: str, url: str, script: Path, pids: list[int], conns_list: list
 
 
 SCENARIOS = ("direct,envoy,sidegate,inline,inline-2w,full-lane,translated,exact-hit,semantic-hit,"
-             "front,front-2w,front-translated,front-exact-hit,litellm,ttft")
+             "front,front-2w,front-translated,front-exact-hit,envoy-stream,front-stream,front-stream-translated,"
+             "litellm,ttft")
+STREAM = CHAT.replace(b'"max_tokens":32', b'"max_tokens":32,"stream":true,"stream_options":{"include_usage":true}')
+"""A stream whose events carry the usage (the direct lane takes it); the fast fake sends it at once,
+so the latency measured is the time to the first event (the stream's overhead: TTFT)."""
 
 
 def _stack(work: Path, name: str, data: dict, env: dict[str, str]) -> Supervisor:
@@ -118,9 +124,11 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def ttft(url: str, headers: dict[str, str], n: int = 40, usage: bool = False) -> tuple[float, float]:
+def ttft(url: str, headers: dict[str, str], n: int = 200, usage: bool = False, warm: int = 100) -> tuple[float, float]:
     """p50/p99 ms from sending a streaming request to its first content event (`usage`: the client
-    asks `stream_options.include_usage`, which lets a same-schema stream take the direct lane)."""
+    asks `stream_options.include_usage`, which lets a same-schema stream take the direct lane).
+    The first `warm` requests are not counted (a fresh extproc needs a few seconds of traffic to
+    reach its steady state; every path, Envoy alone included, gets the same warm-up)."""
     import httpx
 
     body: dict = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "Stream five words please."}]}
@@ -128,13 +136,13 @@ def ttft(url: str, headers: dict[str, str], n: int = 40, usage: bool = False) ->
         body["stream_options"] = {"include_usage": True}
     samples = []
     with httpx.Client(timeout=10) as client:
-        for i in range(n + 3):
+        for i in range(n + warm):
             t0 = time.perf_counter()
             with client.stream("POST", url, json=body, headers=headers) as r:
                 lines = r.iter_lines()
                 for line in lines:
                     if line.startswith("data:") and '"content"' in line:
-                        if i >= 3:  # warm-up
+                        if i >= warm:
                             samples.append((time.perf_counter() - t0) * 1e3)
                         break
                 for _ in lines:  # read the stream to its end
@@ -233,6 +241,18 @@ def main() -> int:
             rows += measure("envoy", f"http://127.0.0.1:{cfg.listener.port}{path}", plain, [e.pid, fake.pid], conns, args.duration)
             e.terminate()
             e.wait(10)
+        if "envoy-stream" in only:
+            cfg = config_mod.parse(config(), env=env)
+            b = work / "envoy-alone-stream.yaml"
+            b.write_text(yaml.safe_dump(render.bootstrap(cfg, sidegate_filters=False)))
+            e = subprocess.Popen([envoy, "-c", str(b), "--use-dynamic-base-id", "-l", "error", "--concurrency", "2"])
+            procs.append(e)
+            wait_for_port("127.0.0.1", cfg.listener.port, 10, e)
+            stream_plain = work / "stream-plain.lua"
+            wrk_script(stream_plain, STREAM, None)
+            rows += measure("envoy-stream", f"http://127.0.0.1:{cfg.listener.port}{path}", stream_plain, [e.pid, fake.pid], conns, args.duration)
+            e.terminate()
+            e.wait(10)
         variants = [
             ("sidegate", {}, CHAT), ("inline", {"auth": "inline"}, CHAT),
             ("inline-2w", {"auth": "inline", "extproc_workers": 2}, CHAT),
@@ -243,6 +263,8 @@ def main() -> int:
             ("front", FRONT, CHAT), ("front-2w", {**FRONT, "extproc_workers": 2}, CHAT),
             ("front-translated", FRONT, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
             ("front-exact-hit", FRONT, CHAT.replace(b'"gpt-4o-mini"', b'"cached"')),
+            ("front-stream", FRONT, STREAM),  # direct-lane stream (usage in its events)
+            ("front-stream-translated", FRONT, STREAM.replace(b'"gpt-4o-mini"', b'"claude"')),  # per-try gRPC stream
         ]
         for name, services, body in variants:
             if name not in only:
@@ -297,10 +319,12 @@ def main() -> int:
             p.terminate()
         time.sleep(0.2)
     base = {r["conns"]: r for r in rows if r["name"] == "envoy"}
+    stream_base = {r["conns"]: r for r in rows if r["name"] == "envoy-stream"}
     print("\n| scenario | conns | p50 ms | p99 ms | RPS | added p50 vs Envoy ms | CPU ms/req |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        added = r["p50"] - base[r["conns"]]["p50"] if r["conns"] in base else float("nan")
+        ref = stream_base if "stream" in r["name"] else base  # streams against Envoy alone streaming
+        added = r["p50"] - ref[r["conns"]]["p50"] if r["conns"] in ref else float("nan")
         print(f"| {r['name']} | {r['conns']} | {r['p50']:.3f} | {r['p99']:.3f} | {r['rps']:.0f} | {added:+.3f} | {r['cpu_ms']:.3f} |")
     for n in notes:
         print(n)

@@ -2,11 +2,15 @@
 
 The Python fakes (sidegate.fakes) are faithful but slower than the gateway under test, so for
 throughput numbers the provider is an Envoy that returns a fixed OpenAI chat.completion (or
-Anthropic message) at tens of thousands of requests per second on one core.
+Anthropic message) at tens of thousands of requests per second on one core. A request with the
+header `x-bench-stream` gets the same answer as a stream instead (SSE, the usage in its events, as
+with OpenAI's `stream_options.include_usage` and always with Anthropic), sent at once: the client's
+time to the first event is then the path's own cost (the time-to-first-token overhead).
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -25,18 +29,46 @@ ANTHROPIC_BODY = (
 )
 
 
+
+def _sse(events: list[tuple[str | None, dict]]) -> str:
+    return "".join((f"event: {name}\n" if name else "") + f"data: {json.dumps(data, separators=(',', ':'))}\n\n" for name, data in events)
+
+
+_WORDS = ["Paris", " is", " the", " capital", " of", " France."]
+_CHUNK = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000, "model": "gpt-4o-mini"}
+OPENAI_SSE = _sse(
+    [(None, {**_CHUNK, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})]
+    + [(None, {**_CHUNK, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]}) for w in _WORDS]
+    + [(None, {**_CHUNK, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+       (None, {**_CHUNK, "choices": [], "usage": {"prompt_tokens": 14, "completion_tokens": 7, "total_tokens": 21}})]
+) + "data: [DONE]\n\n"
+ANTHROPIC_SSE = _sse(
+    [("message_start", {"type": "message_start", "message": {
+        "id": "msg_bench", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-20241022", "content": [],
+        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 14, "output_tokens": 1}}}),
+     ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})]
+    + [("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}}) for w in _WORDS]
+    + [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+       ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 7}}),
+       ("message_stop", {"type": "message_stop"})]
+)  # fmt: skip
+STREAM_HEADER = "x-bench-stream"
+
+
 def bootstrap(port: int, admin_port: int) -> dict:
-    def route(prefix: str, body: str) -> dict:
+    def route(prefix: str, body: str, stream: bool = False) -> dict:
+        ctype = "text/event-stream" if stream else "application/json"
         return {
-            "match": {"prefix": prefix},
+            "match": {"prefix": prefix, **({"headers": [{"name": STREAM_HEADER, "present_match": True}]} if stream else {})},
             "direct_response": {"status": 200, "body": {"inline_string": body}},
-            "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}],
+            "response_headers_to_add": [{"header": {"key": "content-type", "value": ctype}}],
         }
 
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "fake",
         "route_config": {"virtual_hosts": [{"name": "fake", "domains": ["*"], "routes": [
+            route("/v1/messages", ANTHROPIC_SSE, stream=True), route("/", OPENAI_SSE, stream=True),
             route("/v1/messages", ANTHROPIC_BODY), route("/", OPENAI_BODY)]}]},
         "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],

@@ -117,14 +117,14 @@ class Front:
             if outcome.status != 200 and outcome.status < 500:
                 return outcome
             return self._hold(ctx.request_id, outcome, _log_fields(ctx.upstream_meta()))
-        return self._forward(outcome, headers)
+        return self._forward(outcome, headers, body)
 
     def _hold(self, request_id: str, reply: Reply, log_fields: dict[str, str]) -> Reply:
         """Answer `reply` through the replay route (see the module docstring)."""
         self.held.put(request_id, reply)
         return Reply(200, b"", {ROUTE_HEADER: f"{REPLAY_ROUTE}.{self.worker}", **log_fields})
 
-    def _forward(self, outcome: Forward, headers: dict[str, str]) -> Reply:
+    def _forward(self, outcome: Forward, headers: dict[str, str], body: bytes) -> Reply:
         meta = dict(outcome.meta)
         meta.pop("response_headers", None)  # they go to the client from this answer (no duplicates)
         meta["front"] = "http"
@@ -135,6 +135,8 @@ class Front:
                **_log_fields(meta), **outcome.response_headers}  # fmt: skip
         if meta.get("lane"):
             out[FRONT_LANE_HEADER] = str(meta["lane"])
+        if meta.get("lane") == "try" and self.trylane is not None:  # the first try, prepared now
+            out.update(self.trylane.prepare(meta, body, headers.get("x-request-id", "")))
         remove = [*outcome.remove_headers, *(k for k in headers if k.startswith("x-sidegate-") and k not in _OURS)]
         if remove:
             out[REMOVE_HEADER] = ",".join(remove)

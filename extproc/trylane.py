@@ -8,6 +8,12 @@ provider's buffered response then comes back (`POST /try/response`, to the same 
 translated, with its status in `x-sidegate-status`. Two plain HTTP exchanges instead of a gRPC
 ext_proc stream of four protobuf messages: the same :class:`UpstreamTry` does the work either way.
 
+The first try is usually prepared by the front itself (:meth:`TryLane.prepare`): when the chain's
+first group is a single provider whose key comes from one environment variable, the check's answer
+carries the translated body and header changes (`x-sidegate-body`, ASCII JSON, at most
+`PREPARED_MAX` bytes) and the Lua sets them with the key from Envoy's environment, without a call;
+retries, and requests that cannot be prepared, make the `/try/request` call.
+
 A try whose response never comes back (the client left, the try timed out) is closed as aborted
 when its request's access-log entry arrives (:meth:`Tries.abandon`), when the next try of the same
 request starts, or at the latest when it expires.
@@ -15,17 +21,18 @@ request starts, or at the latest when it expires.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import OrderedDict
-from urllib.parse import quote
+from typing import Any
 
 import orjson
 
 from extproc.context import Reply
 from extproc.upstream import HeaderChanges, Upstream, UpstreamTry
 from sidegate.errors import Api, GatewayError, error_body, render
-from sidegate.render import FRONT_API_HEADER, FRONT_META_HEADER
+from sidegate.render import FRONT_API_HEADER, FRONT_META_HEADER, try_cluster_name, try_credential
 
 log = logging.getLogger("sidegate.trylane")
 
@@ -35,14 +42,23 @@ STATUS_HEADER = "x-sidegate-status"
 ANSWER_HEADER = "x-sidegate-answer"
 """On a refusal: the body is the client's error, in its API's format (Lua relays it as is)."""
 PASSED_PREFIX = "x-sidegate-h-"
+BODY_HEADER = "x-sidegate-body"
+PREPARED_HEADER = "x-sidegate-prepared"
+"""The try-lane cluster the front prepared the first try for (its Lua applies it on attempt 1)."""
+PREPARED_MAX = 32 * 1024
 _JSON = {"content-type": "application/json", ANSWER_HEADER: "1"}
+
+
+def _escape(s: str) -> str:
+    """Percent-encode what the `name=value&...` format reserves (header values hold no CR/LF)."""
+    return s.replace("%", "%25").replace("&", "%26").replace("=", "%3D") if ("%" in s or "&" in s or "=" in s) else s
 
 
 def encode_changes(changes: HeaderChanges) -> dict[str, str]:
     """Header changes -> the two answer headers the Lua filter applies (removals first)."""
     out: dict[str, str] = {}
     if changes.set:
-        out[SET_HEADER] = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in changes.set.items())
+        out[SET_HEADER] = "&".join(f"{_escape(k)}={_escape(v)}" for k, v in changes.set.items())
     remove = [h for h in changes.remove if h not in changes.set]
     if remove:
         out[REMOVE_HEADER] = ",".join(remove)
@@ -95,6 +111,39 @@ class TryLane:
         longest = max((m.timeout_s for m in upstream.cfg.models.values()), default=600.0)
         self.tries = Tries(ttl_s=longest + 30.0)
         self.serial = 0
+
+    def prepare(self, meta: dict[str, Any], body: bytes, request_id: str) -> dict[str, str]:
+        """The first try, done at check time (answer headers for the front; {} when the Lua must
+        call instead: a weighted first group, a key pool, a large body, any error)."""
+        m = self.upstream.cfg.models.get(str(meta.get("model", "")))
+        groups = m.groups() if m is not None else []
+        start = int(meta.get("start", 0))
+        if start >= len(groups) or len(groups[start]) != 1:
+            return {}
+        provider = self.upstream.cfg.providers[groups[start][0].provider]
+        cred = try_credential(provider)
+        if cred is None:
+            return {}
+        cluster = try_cluster_name(groups[start][0].provider)
+        try:
+            t = self.upstream.start_try(meta, cluster, 1)
+            changes = t.request_headers()
+            out, body_changes = t.request_body(body)
+        except Exception:  # the /try/request call answers it (in the client's format)
+            return {}
+        if not out.isascii():  # header values are ASCII: the same JSON with \u escapes
+            out = json.dumps(orjson.loads(out), ensure_ascii=True, separators=(",", ":")).encode()
+        if len(out) > PREPARED_MAX:
+            t.done = True  # never started: nothing to settle
+            return {}
+        changes.set.update(body_changes.set)
+        changes.set["content-length"] = str(len(out))
+        changes.set.pop(cred[0], None)  # the key: the Lua reads it from Envoy's environment
+        self.serial += 1
+        key = request_id or f"~{self.serial}"
+        self.tries.put(key, t)
+        return {BODY_HEADER: out.decode(), PREPARED_HEADER: cluster, **encode_changes(changes),
+                "x-sidegate-worker": self.worker, "x-sidegate-try": key}  # fmt: skip
 
     def handle(self, target: str, headers: dict[str, str], body: bytes) -> Reply:
         if target.endswith("/request"):

@@ -74,6 +74,10 @@ def provider_of_cluster(name: str) -> str | None:
 DIRECT = "~direct"
 """Suffix of a route value / cluster name in the direct lane."""
 USAGE_NS = "sidegate.usage"
+DIRECT_FILTERS = ("sidegate.direct_errors", "sidegate.usage", "sidegate.sse_usage")
+"""Router-level filters only the direct lane needs: the other lanes' routes turn them off."""
+_DIRECT_FILTERS_OFF = {name: {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}
+                       for name in DIRECT_FILTERS}  # fmt: skip
 PROVIDER_HEADERS = ("authorization", "x-api-key", "api-key", "anthropic-version", "anthropic-beta")
 """Every header any provider scheme uses for credentials or versioning (set or removed on each try)."""
 RATE_LIMIT_HEADERS = tuple(
@@ -266,18 +270,21 @@ def _model_routes(cfg: SidegateConfig, model: str) -> list[dict[str, Any]]:
     groups = m.groups()
     front_http = cfg.services.front == "http"
     out = []
+    on = cfg.services.direct_lane
     for start in range(len(groups)):
-        out.append(_model_route(model, m, groups, start))
-        if cfg.services.direct_lane and direct_chain(cfg, model, start) is not None:
+        out.append(_model_route(model, m, groups, start, direct_filters=on))
+        if on and direct_chain(cfg, model, start) is not None:
             out.append(_model_route(model, m, groups, start, lane=DIRECT, front_http=front_http))
         if front_http:
-            out.append(_model_route(model, m, groups, start, lane=TRY))
+            out.append(_model_route(model, m, groups, start, lane=TRY, direct_filters=on))
     return out
 
 
 def _model_route(
-    model: str, m: ModelConfig, groups: list[list[Any]], start: int, *, lane: str = "", front_http: bool = False
+    model: str, m: ModelConfig, groups: list[list[Any]], start: int, *, lane: str = "", front_http: bool = False,
+    direct_filters: bool = False,
 ) -> dict[str, Any]:
+    """`direct_filters`: the direct lane's router-level filters are in the chain (off on other lanes)."""
     name = {DIRECT: direct_cluster_name, TRY: try_cluster_name}.get(lane, cluster_name)
     direct = lane == DIRECT
     pgroups = [
@@ -286,6 +293,8 @@ def _model_route(
     ]
     value = route_value(model, start) + lane
     extra: dict[str, Any] = {"response_headers_to_add": _direct_response_headers(front_http)} if direct else {}
+    if direct_filters and not direct:
+        extra["typed_per_filter_config"] = _DIRECT_FILTERS_OFF
     return {
             "name": f"model.{model}.{start}{lane}",
             "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"exact": value}}]},
@@ -344,6 +353,7 @@ def _replay_routes(svc: Any) -> list[dict[str, Any]]:
     return [
         {"name": f"replay.{i}", "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"exact": f"{REPLAY_ROUTE}.{i}"}}]},
          "request_headers_to_remove": [ROUTE_HEADER],
+         **({"typed_per_filter_config": _DIRECT_FILTERS_OFF} if svc.direct_lane else {}),
          "route": {"cluster": f"sidegate_front.{i}", "timeout": _duration(svc.grpc_timeout_s)}}
         for i in range(svc.extproc_workers)
     ]  # fmt: skip
@@ -534,6 +544,7 @@ _TRY_LUA = string.Template("""
 -- provider's buffered response goes back to the same worker for translation.
 local CLUSTER = "${cluster}"
 local TIMEOUT = ${timeout_ms}
+local KEY_HEADER, KEY_PREFIX, KEY_ENV = ${key_header}, ${key_prefix}, ${key_env}
 local function unescape(s)
   return (string.gsub(s, "%%(%x%x)", function(x) return string.char(tonumber(x, 16)) end))
 end
@@ -566,6 +577,23 @@ function envoy_on_request(h)
   if state ~= nil and state["n"] ~= nil then n = state["n"] + 1 end
   md:set("${try_ns}", "n", n)
   local headers = h:headers()
+  if n == 1 and front ~= nil and front["x-sidegate-prepared"] == CLUSTER then
+    -- The front prepared this try at check time: no call.
+    local b = h:body()  -- (may yield: objects taken before it are out of scope)
+    if b ~= nil then b:setBytes(front["x-sidegate-body"]) end
+    headers = h:headers()
+    md = h:streamInfo():dynamicMetadata()
+    apply(headers, front)
+    if KEY_ENV ~= nil then
+      local key = os.getenv(KEY_ENV)
+      if key ~= nil then headers:replace(KEY_HEADER, KEY_PREFIX .. key) end
+    end
+    md:set("${authz_ns}", "x-sidegate-body", "")  -- the prompt does not stay in the metadata
+    md:set("${try_ns}", "worker", front["x-sidegate-worker"])
+    md:set("${try_ns}", "id", front["x-sidegate-try"])
+    md:set("${try_ns}", "done", false)
+    return
+  end
   local call = {
     [":method"] = "POST", [":path"] = "${prefix}request", [":authority"] = "sidegate-front",
     ["${meta_header}"] = front ~= nil and front["${meta_header}"] or "",
@@ -626,13 +654,30 @@ TRY_PASSED_HEADERS = ("content-type", "retry-after", "retry-after-ms", *RATE_LIM
 """Provider response headers the try lane passes to the per-try stage (`x-sidegate-h-<name>`)."""
 
 
+def try_credential(p: ProviderConfig) -> tuple[str, str, str | None] | None:
+    """(header, prefix, environment variable) the try lane's Lua sets the key from when it applies
+    a try prepared by the front; None when the key comes from a pool (Python picks each try's)."""
+    if p.api_key_envs:
+        return None
+    style = p.auth_style
+    if style == "none" or not p.api_key_env:
+        return ("", "", None)
+    return ("authorization", "Bearer ", p.api_key_env) if style == "bearer" else (style, "", p.api_key_env)
+
+
+def _lua_str(s: str | None) -> str:
+    return "nil" if s is None else '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _try_cluster(name: str, p: ProviderConfig, timeout_s: float) -> dict[str, Any]:
     """The provider's cluster for the try lane: the per-try stage reached from Lua over HTTP."""
     cluster = _provider_cluster(name, p)
     cname = try_cluster_name(name)
     cluster["name"] = cname
     cluster["load_assignment"]["cluster_name"] = cname
+    header, prefix, env = try_credential(p) or ("", "", None)
     source = _TRY_LUA.substitute(
+        key_header=_lua_str(header), key_prefix=_lua_str(prefix), key_env=_lua_str(env),
         cluster=cname, timeout_ms=int(timeout_s * 1000), prefix=TRY_PREFIX, try_ns=TRY_NS, authz_ns=AUTHZ_NS,
         meta_header=FRONT_META_HEADER, api_header=FRONT_API_HEADER, passed=", ".join(f'"{h}"' for h in TRY_PASSED_HEADERS),
     )  # fmt: skip

@@ -35,6 +35,8 @@ FRONT_OK = "http.sidegate.ext_authz.ok"
 UPSTREAM_STREAMS = "http.sidegateext_proc.upstream.streams_started"
 TRY_OPENAI = "cluster.provider.openai~try.upstream_rq_total"
 TRY_ANTHROPIC = "cluster.provider.anthropic~try.upstream_rq_total"
+FRONT_CALLS = "cluster.sidegate_front.upstream_rq_total"
+"""Checks, and the try lane's /try/request calls (a try the front prepared makes none)."""
 
 
 def oai(stack, who: str = "acme") -> openai.OpenAI:
@@ -154,7 +156,7 @@ def test_pii_redacted_per_try_and_restored(stack, fake_openai):
 
 def test_try_lane_translates_both_ways(stack, fake_openai, fake_anthropic):
     """Non-streaming requests that need the per-try stage take the try lane: no gRPC stream."""
-    before, tries = _stat(stack, UPSTREAM_STREAMS), _stat(stack, TRY_ANTHROPIC)
+    before, tries, calls = _stat(stack, UPSTREAM_STREAMS), _stat(stack, TRY_ANTHROPIC), _stat(stack, FRONT_CALLS)
     fake_anthropic.script([{"usage": {"input_tokens": 21, "output_tokens": 5},
                             "headers": {"x-ratelimit-limit-requests": "77"}}])  # fmt: skip
     raw = oai(stack).chat.completions.with_raw_response.create(model="claude-haiku", messages=MSG, max_tokens=20)
@@ -169,6 +171,7 @@ def test_try_lane_translates_both_ways(stack, fake_openai, fake_anthropic):
     assert rec.headers["x-api-key"] == ANTHROPIC_PROVIDER_KEY and "authorization" not in rec.headers
     assert not any(h.startswith("x-sidegate") or h.startswith("x-envoy-auth") for h in rec.headers)
     assert _stat(stack, TRY_ANTHROPIC) == tries + 1 and _stat(stack, UPSTREAM_STREAMS) == before
+    assert _stat(stack, FRONT_CALLS) == calls + 1  # the check only: the front prepared the try
     stack.wait_ledger(lambda r: (r.input_tokens, r.output_tokens) == (21, 5) and r.provider == "anthropic")
 
     fake_openai.script([{"usage": {"prompt_tokens": 8, "completion_tokens": 3}}])
@@ -191,7 +194,9 @@ def test_try_lane_provider_error_in_the_clients_format(stack, fake_anthropic):
 def test_try_lane_falls_back_across_schemas(stack, fake_openai, fake_anthropic):
     """A retriable error on the first provider: Envoy retries the next one, translated for it."""
     fake_openai.script([{"status": 429, "error": "slow down", "retry_after": 1}])
+    calls = _stat(stack, FRONT_CALLS)
     raw = ant(stack).messages.with_raw_response.create(model="chain", max_tokens=30, messages=MSG)
+    assert _stat(stack, FRONT_CALLS) == calls + 2  # the check (try 1 prepared) and try 2's /try/request
     msg = raw.parse()
     assert msg.type == "message" and msg.content[0].text.startswith("Echo")
     assert raw.headers["x-sidegate-provider"] == "anthropic" and raw.headers["x-sidegate-attempts"] == "2"

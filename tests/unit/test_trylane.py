@@ -182,3 +182,49 @@ def test_render_try_clusters_and_routes():
     assert "model.claude.0~try" in names and "model.gpt-4o-mini.0~try" in names
     off = yaml.safe_dump(render.bootstrap(cfg(front="ext_proc", auth="ext_authz")))
     assert "~try" not in off
+
+
+def test_front_prepares_the_first_try_without_the_key():
+    tl = lane()
+    meta = {**META, "start": 0}
+    out = tl.prepare(meta, CLIENT, "rid-9")
+    assert out["x-sidegate-prepared"] == "provider.anthropic~try" and out["x-sidegate-try"] == "rid-9"
+    body = orjson.loads(out["x-sidegate-body"])
+    assert body["model"] == "claude-3-5-haiku-20241022" and out["x-sidegate-body"].isascii()
+    sets = decode_set(out[SET_HEADER])
+    assert sets[":path"] == "/v1/messages" and sets["content-length"] == str(len(out["x-sidegate-body"]))
+    assert "x-api-key" not in sets and KEY not in repr(out)  # the Lua reads the key from Envoy's environment
+    assert len(tl.tries) == 1
+    # The response comes back to the try the front registered.
+    ans = tl.handle("/try/response", {"x-sidegate-try": "rid-9", STATUS_HEADER: "200"}, PROVIDER_OK)
+    assert ans.headers[STATUS_HEADER] == "200" and orjson.loads(ans.body)["object"] == "chat.completion"
+
+
+def test_front_prepares_non_ascii_bodies_as_escaped_json_and_skips_large_ones():
+    tl = lane()
+    text = "Grüße aus Köln, 東京"
+    client = orjson.dumps({"model": "claude", "messages": [{"role": "user", "content": text}], "max_tokens": 9})
+    out = tl.prepare(dict(META), client, "rid-u")
+    assert out["x-sidegate-body"].isascii() and orjson.loads(out["x-sidegate-body"])["messages"][0]["content"] == text
+    big = orjson.dumps({"model": "claude", "messages": [{"role": "user", "content": "x" * 40000}], "max_tokens": 9})
+    assert tl.prepare(dict(META), big, "rid-big") == {}  # the Lua makes the /try/request call instead
+    assert len(tl.tries) == 1
+
+
+def test_front_does_not_prepare_what_it_cannot_know():
+    c = config.parse({
+        "services": {"auth": "inline", "front": "http"},
+        "providers": {
+            "a": {"api": "anthropic", "base_url": "https://a.example", "api_key_env": "ANTHROPIC_API_KEY"},
+            "b": {"api": "anthropic", "base_url": "https://b.example", "api_key_env": "ANTHROPIC_API_KEY"},
+            "pool": {"api": "anthropic", "base_url": "https://p.example", "api_key_envs": [{"env": "K1"}, {"env": "K2"}]},
+        },
+        "models": {
+            "weighted": {"routes": [{"provider": "a", "weight": 1, "priority": 0}, {"provider": "b", "weight": 1, "priority": 0}]},
+            "pooled": {"routes": [{"provider": "pool"}]},
+        },
+    }, env={})  # fmt: skip
+    tl = TryLane(Upstream(c), worker=0)
+    for model in ("weighted", "pooled"):  # Envoy picks the provider by weight / Python picks the key
+        assert tl.prepare({**META, "model": model}, CLIENT, "r") == {}
+    assert len(tl.tries) == 0
