@@ -185,8 +185,9 @@ async def serve(
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)])
     app.processor = ExternalProcessor(app.gateway, app.upstream)
     worker = int(os.environ.get("SIDEGATE_EXTPROC_WORKER", "0"))
-    trylane = TryLane(app.upstream, worker) if cfg.services.front == "http" else None
-    app.direct = DirectLaneObserver(app.upstream.observers, trylane.tries.abandon if trylane is not None else None)
+    loopback = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    trylane = TryLane(app.upstream, worker, loopback, cfg.services.front_port) if cfg.services.front == "http" else None
+    app.direct = DirectLaneObserver(app.upstream.observers, trylane.abandon if trylane is not None else None)
     pb_grpc.add_ExternalProcessorServicer_to_server(app.processor, server)
     als_pb2_grpc.add_AccessLogServiceServicer_to_server(app.direct, server)
     health = add_health(server)

@@ -15,12 +15,14 @@ carries the translated body and header changes (`x-sidegate-body`, ASCII JSON, a
 retries, and requests that cannot be prepared, make the `/try/request` call.
 
 A try whose response never comes back (the client left, the try timed out) is closed as aborted
-when its request's access-log entry arrives (:meth:`Tries.abandon`), when the next try of the same
-request starts, or at the latest when it expires.
+when its request's access-log entry arrives (:meth:`TryLane.abandon`; on another worker it is
+passed on with `POST /try/abandon`), when the next try of the same request starts, or at the latest
+when it expires.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -32,7 +34,7 @@ import orjson
 from extproc.context import Reply
 from extproc.upstream import HeaderChanges, Upstream, UpstreamTry
 from sidegate.errors import Api, GatewayError, error_body, render
-from sidegate.render import FRONT_API_HEADER, FRONT_META_HEADER, try_cluster_name, try_credential
+from sidegate.render import FRONT_API_HEADER, FRONT_META_HEADER, TRY_PREFIX, try_cluster_name, try_credential
 
 log = logging.getLogger("sidegate.trylane")
 
@@ -63,6 +65,19 @@ def encode_changes(changes: HeaderChanges) -> dict[str, str]:
     if remove:
         out[REMOVE_HEADER] = ",".join(remove)
     return out
+
+
+async def _post_abandon(host: str, port: int, key: str) -> None:
+    """One `POST /try/abandon` to another worker's front (best effort: expiry settles it anyway)."""
+    key = key.replace("\r", "").replace("\n", "")
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
+        writer.write(f"POST {TRY_PREFIX}abandon HTTP/1.1\r\nhost: sidegate-front\r\nx-sidegate-try: {key}\r\n"
+                     "content-length: 0\r\nconnection: close\r\n\r\n".encode("latin-1", "replace"))  # fmt: skip
+        await asyncio.wait_for(reader.read(256), 2.0)
+        writer.close()
+    except (TimeoutError, OSError):
+        log.warning("try lane: could not reach worker port %d to settle an aborted try", port)
 
 
 class Tries:
@@ -105,9 +120,13 @@ class Tries:
 class TryLane:
     """The adapter: the Lua filter's two calls -> :class:`UpstreamTry` -> answers."""
 
-    def __init__(self, upstream: Upstream, worker: int = 0):
+    def __init__(self, upstream: Upstream, worker: int = 0, front_host: str = "127.0.0.1", front_port: int = 0):
         self.upstream = upstream
         self.worker = str(worker)
+        self.front_host = front_host
+        self.front_port = front_port
+        """This worker's front port (worker w listens on front_port - worker + w)."""
+        self._tasks: set[asyncio.Task[None]] = set()
         longest = max((m.timeout_s for m in upstream.cfg.models.values()), default=600.0)
         self.tries = Tries(ttl_s=longest + 30.0)
         self.serial = 0
@@ -148,7 +167,20 @@ class TryLane:
     def handle(self, target: str, headers: dict[str, str], body: bytes) -> Reply:
         if target.endswith("/request"):
             return self.request(headers, body)
+        if target.endswith("/abandon"):  # another worker read this try's access-log entry
+            self.tries.abandon(headers.get("x-sidegate-try", ""))
+            return Reply(200, b"", {})
         return self.response(headers, body)
+
+    def abandon(self, key: str, worker: str) -> None:
+        """The access log says the request is over: settle its pending try, here or on its worker."""
+        if worker in ("", self.worker):
+            self.tries.abandon(key)
+        elif worker.isdigit() and self.front_port:
+            port = self.front_port - int(self.worker) + int(worker)
+            task = asyncio.get_running_loop().create_task(_post_abandon(self.front_host, port, key))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def request(self, headers: dict[str, str], body: bytes) -> Reply:
         try:

@@ -74,10 +74,6 @@ def provider_of_cluster(name: str) -> str | None:
 DIRECT = "~direct"
 """Suffix of a route value / cluster name in the direct lane."""
 USAGE_NS = "sidegate.usage"
-DIRECT_FILTERS = ("sidegate.direct_errors", "sidegate.usage", "sidegate.sse_usage")
-"""Router-level filters only the direct lane needs: the other lanes' routes turn them off."""
-_DIRECT_FILTERS_OFF = {name: {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}
-                       for name in DIRECT_FILTERS}  # fmt: skip
 PROVIDER_HEADERS = ("authorization", "x-api-key", "api-key", "anthropic-version", "anthropic-beta")
 """Every header any provider scheme uses for credentials or versioning (set or removed on each try)."""
 RATE_LIMIT_HEADERS = tuple(
@@ -270,21 +266,18 @@ def _model_routes(cfg: SidegateConfig, model: str) -> list[dict[str, Any]]:
     groups = m.groups()
     front_http = cfg.services.front == "http"
     out = []
-    on = cfg.services.direct_lane
     for start in range(len(groups)):
-        out.append(_model_route(model, m, groups, start, direct_filters=on))
-        if on and direct_chain(cfg, model, start) is not None:
+        out.append(_model_route(model, m, groups, start))
+        if cfg.services.direct_lane and direct_chain(cfg, model, start) is not None:
             out.append(_model_route(model, m, groups, start, lane=DIRECT, front_http=front_http))
         if front_http:
-            out.append(_model_route(model, m, groups, start, lane=TRY, direct_filters=on))
+            out.append(_model_route(model, m, groups, start, lane=TRY))
     return out
 
 
 def _model_route(
-    model: str, m: ModelConfig, groups: list[list[Any]], start: int, *, lane: str = "", front_http: bool = False,
-    direct_filters: bool = False,
+    model: str, m: ModelConfig, groups: list[list[Any]], start: int, *, lane: str = "", front_http: bool = False
 ) -> dict[str, Any]:
-    """`direct_filters`: the direct lane's router-level filters are in the chain (off on other lanes)."""
     name = {DIRECT: direct_cluster_name, TRY: try_cluster_name}.get(lane, cluster_name)
     direct = lane == DIRECT
     pgroups = [
@@ -293,8 +286,6 @@ def _model_route(
     ]
     value = route_value(model, start) + lane
     extra: dict[str, Any] = {"response_headers_to_add": _direct_response_headers(front_http)} if direct else {}
-    if direct_filters and not direct:
-        extra["typed_per_filter_config"] = _DIRECT_FILTERS_OFF
     return {
             "name": f"model.{model}.{start}{lane}",
             "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"exact": value}}]},
@@ -353,7 +344,6 @@ def _replay_routes(svc: Any) -> list[dict[str, Any]]:
     return [
         {"name": f"replay.{i}", "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"exact": f"{REPLAY_ROUTE}.{i}"}}]},
          "request_headers_to_remove": [ROUTE_HEADER],
-         **({"typed_per_filter_config": _DIRECT_FILTERS_OFF} if svc.direct_lane else {}),
          "route": {"cluster": f"sidegate_front.{i}", "timeout": _duration(svc.grpc_timeout_s)}}
         for i in range(svc.extproc_workers)
     ]  # fmt: skip

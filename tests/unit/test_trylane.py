@@ -228,3 +228,30 @@ def test_front_does_not_prepare_what_it_cannot_know():
     for model in ("weighted", "pooled"):  # Envoy picks the provider by weight / Python picks the key
         assert tl.prepare({**META, "model": model}, CLIENT, "r") == {}
     assert len(tl.tries) == 0
+
+
+def test_abandon_reaches_the_worker_that_holds_the_try():
+    """The access-log entry may arrive at another worker: it passes the abandon on over HTTP."""
+    from extproc.front import Front, FrontServer
+    from extproc.gateway import Gateway
+    from sidegate.store import free_port_block
+
+    async def go() -> list[Completion]:
+        done: list[Completion] = []
+        up = Upstream(cfg(), observers=[done.append])
+        base = free_port_block(2)
+        holder = TryLane(up, worker=1, front_port=base + 1)
+        server = FrontServer(Front(Gateway([]), 1, holder))
+        await server.start("127.0.0.1", base + 1)
+        holder.tries.put("rid-x", up.start_try(META, "provider.anthropic~try", 1))
+        other = TryLane(up, worker=0, front_port=base)
+        other.abandon("rid-x", "1")
+        for _ in range(100):
+            if done:
+                break
+            await asyncio.sleep(0.02)
+        await server.close()
+        return done
+
+    done = asyncio.run(go())
+    assert len(done) == 1 and done[0].aborted
