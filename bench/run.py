@@ -231,26 +231,18 @@ def main() -> int:
         wait_for_port("127.0.0.1", fport, 10, fake)
         if "direct" in only:
             rows += measure("direct", f"http://127.0.0.1:{fport}{path}", plain, [fake.pid], conns, args.duration)
-        if "envoy" in only:
+        for name, body in (("envoy", CHAT), ("envoy-stream", STREAM)):  # Envoy alone: the baselines
+            if name not in only:
+                continue
             cfg = config_mod.parse(config(), env=env)
-            b = work / "envoy-alone.yaml"
+            b = work / f"{name}.yaml"
             b.write_text(yaml.safe_dump(render.bootstrap(cfg, sidegate_filters=False)))
             e = subprocess.Popen([envoy, "-c", str(b), "--use-dynamic-base-id", "-l", "error", "--concurrency", "2"])
             procs.append(e)
             wait_for_port("127.0.0.1", cfg.listener.port, 10, e)
-            rows += measure("envoy", f"http://127.0.0.1:{cfg.listener.port}{path}", plain, [e.pid, fake.pid], conns, args.duration)
-            e.terminate()
-            e.wait(10)
-        if "envoy-stream" in only:
-            cfg = config_mod.parse(config(), env=env)
-            b = work / "envoy-alone-stream.yaml"
-            b.write_text(yaml.safe_dump(render.bootstrap(cfg, sidegate_filters=False)))
-            e = subprocess.Popen([envoy, "-c", str(b), "--use-dynamic-base-id", "-l", "error", "--concurrency", "2"])
-            procs.append(e)
-            wait_for_port("127.0.0.1", cfg.listener.port, 10, e)
-            stream_plain = work / "stream-plain.lua"
-            wrk_script(stream_plain, STREAM, None)
-            rows += measure("envoy-stream", f"http://127.0.0.1:{cfg.listener.port}{path}", stream_plain, [e.pid, fake.pid], conns, args.duration)
+            script = work / f"{name}.lua"
+            wrk_script(script, body, None)
+            rows += measure(name, f"http://127.0.0.1:{cfg.listener.port}{path}", script, [e.pid, fake.pid], conns, args.duration)
             e.terminate()
             e.wait(10)
         variants = [

@@ -548,9 +548,9 @@ local function apply(headers, answer)
     for k, v in string.gmatch(set, "([^&=]+)=([^&]*)") do headers:replace(unescape(k), unescape(v)) end
   end
 end
-local function error_body(front, status)
+local function error_body(api, status)
   local msg = "Sidegate: the per-try stage is unavailable (" .. tostring(status) .. ")."
-  if front ~= nil and front["${api_header}"] == "anthropic" then
+  if api == "anthropic" then
     return '{"type":"error","error":{"type":"api_error","message":"' .. msg .. '"}}'
   end
   return '{"error":{"message":"' .. msg .. '","type":"server_error","param":null,"code":null}}'
@@ -581,6 +581,7 @@ function envoy_on_request(h)
     md:set("${authz_ns}", "x-sidegate-body", "")  -- the prompt does not stay in the metadata
     md:set("${try_ns}", "worker", front["x-sidegate-worker"])
     md:set("${try_ns}", "id", front["x-sidegate-try"])
+    md:set("${try_ns}", "api", front["${api_header}"] or "")
     md:set("${try_ns}", "done", false)
     return
   end
@@ -591,8 +592,9 @@ function envoy_on_request(h)
     ["x-request-id"] = headers:get("x-request-id") or "",
   }
   local answer, body = h:httpCall("sidegate_front", call, bytes(h:body()), TIMEOUT)
+  body = body or ""
   if answer[":status"] ~= "200" then
-    if answer["x-sidegate-answer"] == nil then body = error_body(front, answer[":status"]) end
+    if answer["x-sidegate-answer"] == nil then body = error_body(front ~= nil and front["${api_header}"], answer[":status"]) end
     h:respond({[":status"] = answer[":status"], ["content-type"] = "application/json"}, body)
     return
   end
@@ -603,6 +605,7 @@ function envoy_on_request(h)
   md = h:streamInfo():dynamicMetadata()
   md:set("${try_ns}", "worker", answer["x-sidegate-worker"])
   md:set("${try_ns}", "id", answer["x-sidegate-try"])
+  md:set("${try_ns}", "api", front ~= nil and front["${api_header}"] or "")
   md:set("${try_ns}", "done", false)
 end
 local PASS = {${passed}}
@@ -614,20 +617,19 @@ function envoy_on_response(h)
   local call = {
     [":method"] = "POST", [":path"] = "${prefix}response", [":authority"] = "sidegate-front",
     ["x-sidegate-try"] = state["id"], ["x-sidegate-status"] = headers:get(":status"),
-    ["${api_header}"] = "",
+    ["${api_header}"] = state["api"] or "",
   }
-  local front = md:get("${authz_ns}")
-  if front ~= nil then call["${api_header}"] = front["${api_header}"] or "" end
   for _, name in ipairs(PASS) do
     local v = headers:get(name)
     if v ~= nil then call["x-sidegate-h-" .. name] = v end
   end
   local answer, body = h:httpCall("sidegate_front." .. state["worker"], call, bytes(h:body()), TIMEOUT)
   h:streamInfo():dynamicMetadata():set("${try_ns}", "done", true)
+  body = body or ""
   local status = answer["x-sidegate-status"]
   if answer[":status"] ~= "200" or status == nil then
     status = answer[":status"] == "200" and "502" or answer[":status"]
-    if answer["x-sidegate-answer"] == nil then body = error_body(front, status) end
+    if answer["x-sidegate-answer"] == nil then body = error_body(state["api"], status) end
     answer = {["x-sidegate-set"] = "content-type=application%2Fjson"}
   end
   local b = h:body()

@@ -195,7 +195,7 @@ def test_try_lane_falls_back_across_schemas(stack, fake_openai, fake_anthropic):
     """A retriable error on the first provider: Envoy retries the next one, translated for it."""
     fake_openai.script([{"status": 429, "error": "slow down", "retry_after": 1}])
     calls = _stat(stack, FRONT_CALLS)
-    raw = ant(stack).messages.with_raw_response.create(model="chain", max_tokens=30, messages=MSG)
+    raw = ant(stack).messages.with_raw_response.create(model="chain", max_tokens=30, system="Be brief.", messages=MSG)
     assert _stat(stack, FRONT_CALLS) == calls + 2  # the check (try 1 prepared) and try 2's /try/request
     msg = raw.parse()
     assert msg.type == "message" and msg.content[0].text.startswith("Echo")
@@ -205,6 +205,9 @@ def test_try_lane_falls_back_across_schemas(stack, fake_openai, fake_anthropic):
     assert first.json["model"] == "gpt-4o-mini" and first.headers["authorization"] == f"Bearer {OPENAI_PROVIDER_KEY}"
     assert second.json["model"] == "claude-3-5-haiku-20241022" and second.headers["x-api-key"] == ANTHROPIC_PROVIDER_KEY
     assert "authorization" not in second.headers  # the first try's credential did not leak into the second
+    # Each try translated from the client's body (not from the previous try's).
+    assert first.json["messages"][0] == {"role": "system", "content": "Be brief."} and "max_completion_tokens" in first.json
+    assert second.json["system"] == "Be brief." and second.json["max_tokens"] == 30
 
 
 def test_try_lane_settles_an_aborted_request(stack, fake_anthropic):
