@@ -8,6 +8,7 @@ every provider-specific header itself.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -284,6 +285,12 @@ class UpstreamTry:
             attempt=self.attempt, started_at=self.started_at, first_byte_at=self.first_byte_at or now,
             ended_at=now, chunks=self.chunks, retry_after_s=self.retry_after_s,
         )  # fmt: skip
+        try:  # after the answer that ends this try has gone out (the next loop iteration)
+            asyncio.get_running_loop().call_soon(self._emit, done, aborted)
+        except RuntimeError:  # no event loop (pure unit tests): at once
+            self._emit(done, aborted)
+
+    def _emit(self, done: Completion, aborted: bool) -> None:
         notify(self.app.observers, done)
         if self.collect and self.app.filler is not None and 200 <= self.status < 300 and not aborted:
             self.app.filler.fill(self.meta, self.client_body, bytes(self.collected), self.streaming, self.usage)

@@ -183,6 +183,19 @@ def test_try_lane_translates_both_ways(stack, fake_openai, fake_anthropic):
     assert orec.headers["authorization"] == f"Bearer {OPENAI_PROVIDER_KEY}" and "x-api-key" not in orec.headers
 
 
+def test_try_lane_large_and_non_ascii_bodies(stack, fake_anthropic):
+    """A body too large for the front to prepare takes the /try/request call; non-ASCII text
+    survives both ways (the prepared body travels as escaped JSON)."""
+    text = "Grüße aus Köln, 東京 ✓ "
+    for content, prepared in ((text, True), (text + "x" * 40_000, False)):
+        calls = _stat(stack, FRONT_CALLS)
+        r = oai(stack).chat.completions.create(model="claude-haiku", messages=[{"role": "user", "content": content}])
+        assert r.choices[0].message.content == f"Echo: {content}"
+        rec = fake_anthropic.requests[-1]
+        assert rec.json["messages"][0]["content"] == content and rec.headers["x-api-key"] == ANTHROPIC_PROVIDER_KEY
+        assert _stat(stack, FRONT_CALLS) == calls + (1 if prepared else 2)
+
+
 def test_try_lane_provider_error_in_the_clients_format(stack, fake_anthropic):
     fake_anthropic.script([{"status": 400, "error": {"type": "invalid_request_error", "message": "max_tokens: too big"}}])
     with pytest.raises(openai.BadRequestError) as e:
