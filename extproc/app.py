@@ -187,6 +187,8 @@ async def serve(
     worker = int(os.environ.get("SIDEGATE_EXTPROC_WORKER", "0"))
     loopback = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     trylane = TryLane(app.upstream, worker, loopback, cfg.services.front_port) if cfg.services.front == "http" else None
+    if trylane is not None:
+        trylane.start()
     app.direct = DirectLaneObserver(app.upstream.observers, trylane.abandon if trylane is not None else None)
     pb_grpc.add_ExternalProcessorServicer_to_server(app.processor, server)
     als_pb2_grpc.add_AccessLogServiceServicer_to_server(app.direct, server)

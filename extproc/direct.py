@@ -24,7 +24,7 @@ from extproc.breaker import parse_retry_after
 from extproc.context import request_meta
 from extproc.upstream import Completion, Observer, notify
 from sidegate.envoy_pb import struct_to_dict
-from sidegate.render import AUTHZ_NS, FRONT_LANE_HEADER, TRY_NS, USAGE_NS, provider_of_cluster
+from sidegate.render import AUTHZ_NS, FRONT_LANE_HEADER, TRY_KEY_HEADER, TRY_NS, USAGE_NS, provider_of_cluster
 from sidegate.translate.base import Usage
 from sidegate.translate.passthrough import parse_anthropic_usage, parse_openai_usage
 
@@ -82,7 +82,7 @@ def completion(entry: accesslog_pb2.HTTPAccessLogEntry, now: float | None = None
 class DirectLaneObserver(als_pb2_grpc.AccessLogServiceServicer):
     """The gRPC AccessLogService Envoy streams direct-lane log entries to."""
 
-    def __init__(self, observers: list[Observer], abandon: Callable[[str, str], None] | None = None):
+    def __init__(self, observers: list[Observer], abandon: Callable[[str], None] | None = None):
         self.observers = observers
         self.abandon = abandon
         """The try lane's (HTTP front): its entries are requests whose last try got no response."""
@@ -99,8 +99,9 @@ class DirectLaneObserver(als_pb2_grpc.AccessLogServiceServicer):
             lane = front.fields.get(FRONT_LANE_HEADER) if front is not None else None
             if lane is not None and lane.string_value == "try":
                 state = entry.common_properties.metadata.filter_metadata.get(TRY_NS)
-                worker = state.fields.get("worker") if state is not None else None
-                self.abandon(entry.request.request_id, worker.string_value if worker is not None else "")
+                key = (state if state is not None else front).fields.get(TRY_KEY_HEADER if state is None else "id")
+                if key is not None:
+                    self.abandon(key.string_value)
                 return
         done = completion(entry)
         if done is not None:

@@ -13,7 +13,7 @@ What the answer means to Envoy (see `sidegate/render.py`):
 - any other status = Envoy answers the client with exactly this status, body and headers.
 - a cache hit (a 200 the gateway produced itself) and any 5xx refusal (Envoy would take a 5xx
   from the front as the front failing, and drop its body and headers) are held here and the
-  request routed to `~replay.<worker>`, a route back to this same process, which replays them
+  request routed to `~replay.<worker>.<key>`, a route back to this same process, which replays them
   (:meth:`Front.replay`).
 
 PII redaction cannot rewrite the body from here: the request is marked `redact` and the per-try
@@ -25,8 +25,10 @@ The same server answers the try lane's calls (`/try/...`, extproc/trylane.py).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
+import secrets
 from http import HTTPStatus
 from typing import Any, cast
 
@@ -80,6 +82,7 @@ class Front:
         self.gateway = gateway
         self.worker = worker
         self.held = HeldReplies()
+        self._serial = itertools.count()
         self.trylane = trylane
 
     async def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply:
@@ -93,7 +96,7 @@ class Front:
         except Exception:
             log.exception("front check failed")
             reply = Reply(500, error_body(inbound_api(path), 500, "Gateway error."), dict(_JSON))
-            return self._hold(headers.get("x-request-id", ""), reply, {})
+            return self._hold(reply, {})
 
     async def check(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
         api = endpoint_api(path)
@@ -116,13 +119,16 @@ class Front:
         if isinstance(outcome, Reply):
             if outcome.status != 200 and outcome.status < 500:
                 return outcome
-            return self._hold(ctx.request_id, outcome, _log_fields(ctx.upstream_meta()))
+            return self._hold(outcome, _log_fields(ctx.upstream_meta()))
         return self._forward(outcome, headers, body)
 
-    def _hold(self, request_id: str, reply: Reply, log_fields: dict[str, str]) -> Reply:
-        """Answer `reply` through the replay route (see the module docstring)."""
-        self.held.put(request_id, reply)
-        return Reply(200, b"", {ROUTE_HEADER: f"{REPLAY_ROUTE}.{self.worker}", **log_fields})
+    def _hold(self, reply: Reply, log_fields: dict[str, str]) -> Reply:
+        """Answer `reply` through the replay route (see the module docstring). It is held under a
+        key this worker makes up (never the client's request id, which a client may reuse), carried
+        in the route value `~replay.<worker>.<key>`."""
+        key = f"{secrets.token_hex(4)}{next(self._serial):x}"
+        self.held.put(key, reply)
+        return Reply(200, b"", {ROUTE_HEADER: f"{REPLAY_ROUTE}.{self.worker}.{key}", **log_fields})
 
     def _forward(self, outcome: Forward, headers: dict[str, str], body: bytes) -> Reply:
         meta = dict(outcome.meta)
@@ -136,14 +142,14 @@ class Front:
         if meta.get("lane"):
             out[FRONT_LANE_HEADER] = str(meta["lane"])
         if meta.get("lane") == "try" and self.trylane is not None:  # the first try, prepared now
-            out.update(self.trylane.prepare(meta, body, headers.get("x-request-id", "")))
+            out.update(self.trylane.prepare(meta, body))
         remove = [*outcome.remove_headers, *(k for k in headers if k.startswith("x-sidegate-") and k not in _OURS)]
         if remove:
             out[REMOVE_HEADER] = ",".join(remove)
         return Reply(200, b"", out)
 
     def replay(self, target: str, headers: dict[str, str]) -> Reply:
-        reply = self.held.pop(headers.get("x-request-id", ""))
+        reply = self.held.pop(headers.get(ROUTE_HEADER, "").rpartition(".")[2])
         if reply is None:
             api = inbound_api(target)
             return Reply(503, error_body(api, 503, "The cached answer expired before it was sent; retry."), dict(_JSON))
@@ -274,3 +280,5 @@ class FrontServer:
             self.server.close()
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=grace_s)
+        if self.front.trylane is not None:
+            self.front.trylane.close()

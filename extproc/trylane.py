@@ -23,8 +23,10 @@ when it expires.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
+import secrets
 import time
 from collections import OrderedDict
 from typing import Any
@@ -67,13 +69,14 @@ def encode_changes(changes: HeaderChanges) -> dict[str, str]:
     return out
 
 
-async def _post_abandon(host: str, port: int, key: str) -> None:
+async def _post_abandon(host: str, port: int, key: str, retried: bool) -> None:
     """One `POST /try/abandon` to another worker's front (best effort: expiry settles it anyway)."""
     key = key.replace("\r", "").replace("\n", "")
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
         writer.write(f"POST {TRY_PREFIX}abandon HTTP/1.1\r\nhost: sidegate-front\r\nx-sidegate-try: {key}\r\n"
-                     "content-length: 0\r\nconnection: close\r\n\r\n".encode("latin-1", "replace"))  # fmt: skip
+                     f"x-sidegate-retried: {int(retried)}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                     .encode("latin-1", "replace"))  # fmt: skip
         await asyncio.wait_for(reader.read(256), 2.0)
         writer.close()
     except (TimeoutError, OSError):
@@ -81,8 +84,8 @@ async def _post_abandon(host: str, port: int, key: str) -> None:
 
 
 class Tries:
-    """Tries between their request and their response, by request id (one live try per request:
-    Envoy runs a request's tries one after the other)."""
+    """Tries between their request and their response, by a key this worker made up
+    (`<worker>.<random><counter>`: never the client's request id, which a client may reuse)."""
 
     def __init__(self, ttl_s: float, capacity: int = 65536):
         self.ttl_s = ttl_s
@@ -93,21 +96,25 @@ class Tries:
         return len(self._items)
 
     def put(self, key: str, t: UpstreamTry) -> None:
-        self.abandon(key)  # the previous try of this request never saw its response (per-try timeout)
         self._items[key] = (time.monotonic() + self.ttl_s, t)
-        self._sweep()
+        self.sweep()
 
     def take(self, key: str) -> UpstreamTry | None:
         item = self._items.pop(key, None)
         return item[1] if item is not None else None
 
-    def abandon(self, key: str) -> None:
-        """The request is over (or moved on) without this try's response: settle it as aborted."""
+    def abandon(self, key: str, retried: bool = False) -> None:
+        """The request is over (or moved on to its next try: `retried`) without this try's
+        response: settle it as aborted (a retried one is left to the next try)."""
         item = self._items.pop(key, None)
         if item is not None:
-            item[1].close()
+            item[1].close(retried=retried)
 
-    def _sweep(self) -> None:
+    def abandon_all(self) -> None:
+        while self._items:
+            self._items.popitem(last=False)[1][1].close()
+
+    def sweep(self) -> None:
         now = time.monotonic()
         while self._items:
             key, (deadline, t) = next(iter(self._items.items()))
@@ -129,9 +136,30 @@ class TryLane:
         self._tasks: set[asyncio.Task[None]] = set()
         longest = max((m.timeout_s for m in upstream.cfg.models.values()), default=600.0)
         self.tries = Tries(ttl_s=longest + 30.0)
-        self.serial = 0
+        self._prefix = f"{self.worker}.{secrets.token_hex(4)}"
+        self._serial = itertools.count()
+        self._sweeper: asyncio.Task[None] | None = None
 
-    def prepare(self, meta: dict[str, Any], body: bytes, request_id: str) -> dict[str, str]:
+    def new_key(self) -> str:
+        return f"{self._prefix}{next(self._serial):x}"
+
+    def start(self, every_s: float = 5.0) -> None:
+        """Expire tries whose response never came even when no new try arrives."""
+
+        async def sweep() -> None:
+            while True:
+                await asyncio.sleep(every_s)
+                self.tries.sweep()
+
+        self._sweeper = asyncio.get_running_loop().create_task(sweep())
+
+    def close(self) -> None:
+        """Shutting down: settle what is still pending as aborted."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self.tries.abandon_all()
+
+    def prepare(self, meta: dict[str, Any], body: bytes) -> dict[str, str]:
         """The first try, done at check time (answer headers for the front; {} when the Lua must
         call instead: a weighted first group, a key pool, a large body, any error)."""
         m = self.upstream.cfg.models.get(str(meta.get("model", "")))
@@ -158,8 +186,7 @@ class TryLane:
         changes.set.update(body_changes.set)
         changes.set["content-length"] = str(len(out))
         changes.set.pop(cred[0], None)  # the key: the Lua reads it from Envoy's environment
-        self.serial += 1
-        key = request_id or f"~{self.serial}"
+        key = self.new_key()
         self.tries.put(key, t)
         return {BODY_HEADER: out.decode(), PREPARED_HEADER: cluster, **encode_changes(changes),
                 "x-sidegate-worker": self.worker, "x-sidegate-try": key}  # fmt: skip
@@ -167,18 +194,20 @@ class TryLane:
     def handle(self, target: str, headers: dict[str, str], body: bytes) -> Reply:
         if target.endswith("/request"):
             return self.request(headers, body)
-        if target.endswith("/abandon"):  # another worker read this try's access-log entry
-            self.tries.abandon(headers.get("x-sidegate-try", ""))
+        if target.endswith("/abandon"):  # another worker learnt that this try is over
+            self.tries.abandon(headers.get("x-sidegate-try", ""), retried=headers.get("x-sidegate-retried") == "1")
             return Reply(200, b"", {})
         return self.response(headers, body)
 
-    def abandon(self, key: str, worker: str) -> None:
-        """The access log says the request is over: settle its pending try, here or on its worker."""
-        if worker in ("", self.worker):
-            self.tries.abandon(key)
+    def abandon(self, key: str, retried: bool = False) -> None:
+        """A try is over without its response (the access log says the request ended, or Envoy
+        started the next try: `retried`): settle it here, or on the worker its key names."""
+        worker = key.split(".", 1)[0]
+        if worker == self.worker:
+            self.tries.abandon(key, retried)
         elif worker.isdigit() and self.front_port:
             port = self.front_port - int(self.worker) + int(worker)
-            task = asyncio.get_running_loop().create_task(_post_abandon(self.front_host, port, key))
+            task = asyncio.get_running_loop().create_task(_post_abandon(self.front_host, port, key, retried))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -188,18 +217,23 @@ class TryLane:
         except orjson.JSONDecodeError:
             meta = {}
         api = Api(meta.get("api", "openai")) if meta.get("api") in ("openai", "anthropic") else Api.OPENAI
+        previous = headers.get("x-sidegate-previous")
+        if previous:  # Envoy retried: the previous try never got its response (per-try timeout)
+            self.abandon(previous, retried=True)
+        t: UpstreamTry | None = None
         try:
             t = self.upstream.start_try(meta, headers.get("x-sidegate-cluster", ""), int(headers.get("x-sidegate-attempt") or 1))
             changes = t.request_headers()
             out, body_changes = t.request_body(body)
-        except GatewayError as err:
-            return Reply(err.status, render(api, err), dict(_JSON))
-        except Exception:
+        except Exception as e:
+            if t is not None:
+                t.close()  # refused before the provider: the reservation is settled (nothing used)
+            if isinstance(e, GatewayError):
+                return Reply(e.status, render(api, e), dict(_JSON))
             log.exception("try lane: request failed")
             return Reply(500, error_body(api, 500, "Gateway error."), dict(_JSON))
         changes.set.update(body_changes.set)
-        self.serial += 1
-        key = headers.get("x-request-id") or f"~{self.serial}"
+        key = self.new_key()
         self.tries.put(key, t)
         return Reply(200, out, {**encode_changes(changes), "x-sidegate-worker": self.worker, "x-sidegate-try": key})
 

@@ -100,6 +100,7 @@ class UpstreamTry:
         self.stream_tx: StreamTranslator | None = None
         self.usage: Usage | None = None
         self.done = False
+        self.retried = False
         self.started_at = time.monotonic()
         self.first_byte_at = 0.0
         self.chunks = 0
@@ -272,7 +273,7 @@ class UpstreamTry:
 
     @property
     def final(self) -> bool:
-        return not (self.status in self.retry_on and self.attempt < self.max_attempts)
+        return not self.retried and not (self.status in self.retry_on and self.attempt < self.max_attempts)
 
     def _finish(self, aborted: bool = False) -> None:
         if self.done:
@@ -295,8 +296,11 @@ class UpstreamTry:
         if self.collect and self.app.filler is not None and 200 <= self.status < 300 and not aborted:
             self.app.filler.fill(self.meta, self.client_body, bytes(self.collected), self.streaming, self.usage)
 
-    def close(self) -> None:
-        """The ext_proc stream ended (normally, or the client/upstream went away)."""
+    def close(self, retried: bool = False) -> None:
+        """The ext_proc stream ended (normally, or the client/upstream went away). `retried`: Envoy
+        has started the request's next try (this one timed out): that try settles, not this one."""
+        if retried:
+            self.retried = True
         if not self.done:
             if self.stream_tx is not None:
                 self.usage = self.stream_tx.usage

@@ -31,8 +31,8 @@ SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
 CHECK_PREFIX = "/check"
 """Path prefix of the ext_authz HTTP check requests (the client's path follows)."""
 REPLAY_ROUTE = "~replay"
-"""Route value `~replay.<worker>`: replay an answer held by that extproc worker's front (a cache
-hit, or a 5xx: Envoy's ext_authz HTTP client takes any 5xx from the front as its own failure)."""
+"""Route value `~replay.<worker>.<key>`: replay an answer held by that extproc worker's front (a
+cache hit, or a 5xx: Envoy's ext_authz HTTP client takes any 5xx from the front as its own failure)."""
 FRONT_META_HEADER = "x-sidegate-meta"
 FRONT_LANE_HEADER = "x-sidegate-lane"
 FRONT_API_HEADER = "x-sidegate-api"
@@ -43,6 +43,8 @@ TRY = "~try"
 that need the per-try stage): a Lua upstream filter posts each try to the front (extproc/trylane.py)."""
 TRY_PREFIX = "/try/"
 """Path prefix of the try lane's calls to the front: `/try/request`, `/try/response`."""
+TRY_KEY_HEADER = "x-sidegate-try"
+"""The key of a try in the worker holding it (`<worker>.<...>`): answer header and metadata."""
 TRY_NS = "sidegate.try"
 """Dynamic metadata the try lane's Lua keeps between a try's request and response (attempt, worker)."""
 
@@ -340,10 +342,10 @@ def _oversize_route(limit: int) -> dict[str, Any]:
 
 
 def _replay_routes(svc: Any) -> list[dict[str, Any]]:
-    """HTTP front: an answer held by the worker that made it (a cache hit, a 5xx); fetched there."""
+    """HTTP front: an answer held by the worker that made it (a cache hit, a 5xx); fetched there
+    under the key that ends the route value (`~replay.<worker>.<key>`: the route header stays)."""
     return [
-        {"name": f"replay.{i}", "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"exact": f"{REPLAY_ROUTE}.{i}"}}]},
-         "request_headers_to_remove": [ROUTE_HEADER],
+        {"name": f"replay.{i}", "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"prefix": f"{REPLAY_ROUTE}.{i}."}}]},
          "route": {"cluster": f"sidegate_front.{i}", "timeout": _duration(svc.grpc_timeout_s)}}
         for i in range(svc.extproc_workers)
     ]  # fmt: skip
@@ -556,7 +558,6 @@ local function error_body(api, status)
   return '{"error":{"message":"' .. msg .. '","type":"server_error","param":null,"code":null}}'
 end
 local function bytes(b)
-  if b == nil then return "" end
   return b:getBytes(0, b:length())
 end
 function envoy_on_request(h)
@@ -569,8 +570,7 @@ function envoy_on_request(h)
   local headers = h:headers()
   if n == 1 and front ~= nil and front["x-sidegate-prepared"] == CLUSTER then
     -- The front prepared this try at check time: no call.
-    local b = h:body()  -- (may yield: objects taken before it are out of scope)
-    if b ~= nil then b:setBytes(front["x-sidegate-body"]) end
+    h:body(true):setBytes(front["x-sidegate-body"])  -- (body() may yield: objects taken before are stale)
     headers = h:headers()
     md = h:streamInfo():dynamicMetadata()
     apply(headers, front)
@@ -589,9 +589,9 @@ function envoy_on_request(h)
     [":method"] = "POST", [":path"] = "${prefix}request", [":authority"] = "sidegate-front",
     ["${meta_header}"] = front ~= nil and front["${meta_header}"] or "",
     ["x-sidegate-cluster"] = CLUSTER, ["x-sidegate-attempt"] = tostring(n),
-    ["x-request-id"] = headers:get("x-request-id") or "",
+    ["x-sidegate-previous"] = state ~= nil and state["id"] or "",
   }
-  local answer, body = h:httpCall("sidegate_front", call, bytes(h:body()), TIMEOUT)
+  local answer, body = h:httpCall("sidegate_front", call, bytes(h:body(true)), TIMEOUT)
   body = body or ""
   if answer[":status"] ~= "200" then
     if answer["x-sidegate-answer"] == nil then body = error_body(front ~= nil and front["${api_header}"], answer[":status"]) end
@@ -599,8 +599,7 @@ function envoy_on_request(h)
     return
   end
   -- (objects taken before httpCall are out of scope after it: fetch them again)
-  local b = h:body()
-  if b ~= nil then b:setBytes(body) end
+  h:body(true):setBytes(body)
   apply(h:headers(), answer)
   md = h:streamInfo():dynamicMetadata()
   md:set("${try_ns}", "worker", answer["x-sidegate-worker"])
@@ -623,7 +622,7 @@ function envoy_on_response(h)
     local v = headers:get(name)
     if v ~= nil then call["x-sidegate-h-" .. name] = v end
   end
-  local answer, body = h:httpCall("sidegate_front." .. state["worker"], call, bytes(h:body()), TIMEOUT)
+  local answer, body = h:httpCall("sidegate_front." .. state["worker"], call, bytes(h:body(true)), TIMEOUT)
   h:streamInfo():dynamicMetadata():set("${try_ns}", "done", true)
   body = body or ""
   local status = answer["x-sidegate-status"]
@@ -632,8 +631,7 @@ function envoy_on_response(h)
     if answer["x-sidegate-answer"] == nil then body = error_body(state["api"], status) end
     answer = {["x-sidegate-set"] = "content-type=application%2Fjson"}
   end
-  local b = h:body()
-  if b ~= nil then b:setBytes(body) end
+  h:body(true):setBytes(body)  -- (true: a buffer even when the provider sent no body)
   headers = h:headers()
   headers:replace(":status", status)
   apply(headers, answer)
@@ -757,7 +755,9 @@ def _direct_access_log(svc: Any) -> dict[str, Any]:
     """Finished direct-lane requests, batched to extproc's AccessLogService (the observe stage);
     with the HTTP front also try-lane requests whose last try never got its response (aborted)."""
     if svc.front == "http":
-        pending = f"'{TRY_NS}' in metadata.filter_metadata && metadata.filter_metadata['{TRY_NS}']['done'] == false"
+        # the last try has no response yet, or the front prepared one that never reached the Lua
+        pending = (f"('{TRY_NS}' in metadata.filter_metadata ? metadata.filter_metadata['{TRY_NS}']['done'] == false"
+                   f" : '{TRY_KEY_HEADER}' in {_FRONT_MD})")  # fmt: skip
         expression = (f"'{AUTHZ_NS}' in metadata.filter_metadata && ({_FRONT_MD}['{FRONT_LANE_HEADER}'] == 'direct'"
                       f" || ({_FRONT_MD}['{FRONT_LANE_HEADER}'] == 'try' && {pending}))")  # fmt: skip
     else:

@@ -35,6 +35,7 @@ class Behavior:
     reset: bool = False  # RST before any byte (or after `reset_after_chunks` stream events)
     reset_after_chunks: int | None = None
     garbage: bool = False  # 200 with an invalid JSON body (or a garbage SSE line when streaming)
+    empty: bool = False  # the status (and headers) with no body at all (content-length: 0)
     truncate: bool | int = False  # stream stops after N events (True: half) without the terminal event
     stream_error: dict[str, Any] | None = None  # {"after": N, "type": ..., "message": ...} mid-stream
     # Answer shape.

@@ -230,6 +230,9 @@ class FakeProvider:
         b = self._script.take(path, model if isinstance(model, str) else None)
         if b is not None:
             await self._faults_before_headers(request, b)
+            if b.empty:
+                h = {**base_headers, **b.headers, **({"retry-after": str(b.retry_after)} if b.retry_after is not None else {})}
+                return web.Response(status=b.status, body=b"", headers=h)
             if b.status != 200 or b.error is not None:
                 status = b.status if b.status != 200 else 500
                 return error(status, b.error, b.retry_after, b.headers)

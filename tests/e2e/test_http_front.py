@@ -27,6 +27,9 @@ STACK_EXTRA = {
         "cached": {"routes": [{"provider": "openai", "model": "gpt-4o-mini"}], "cache": {"exact": True}},
         "chain": {"routes": [{"provider": "openai", "model": "gpt-4o-mini", "priority": 0},
                              {"provider": "anthropic", "model": "claude-3-5-haiku-20241022", "priority": 1}]},
+        "chain-timeout": {"per_try_timeout_s": 1.0,
+                          "routes": [{"provider": "openai", "model": "slow-model", "priority": 0},
+                                     {"provider": "anthropic", "model": "claude-3-5-haiku-20241022", "priority": 1}]},
     },
     "tenants": {"globex": {"quota": {"limits": {"tpm": 100000, "rpm": 3}}}},
 }
@@ -204,6 +207,17 @@ def test_try_lane_provider_error_in_the_clients_format(stack, fake_anthropic):
     assert e.value.response.json()["error"]["type"] == "invalid_request_error"
 
 
+def test_try_lane_provider_answers_without_a_body(stack, fake_anthropic):
+    """A status with no body at all still reaches the client, translated, with a body."""
+    for status, exc in ((400, openai.BadRequestError), (200, openai.APIStatusError)):
+        fake_anthropic.script([{"status": status, "empty": True}])
+        client = openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.keys["acme"].key, max_retries=0, timeout=5)
+        with pytest.raises(exc) as e:
+            client.chat.completions.create(model="claude-haiku", messages=MSG)
+        assert e.value.status_code == (400 if status == 400 else 502)  # an empty 200 is not a valid answer
+        assert e.value.response.json()["error"]["message"]
+
+
 def test_try_lane_falls_back_across_schemas(stack, fake_openai, fake_anthropic):
     """A retriable error on the first provider: Envoy retries the next one, translated for it."""
     fake_openai.script([{"status": 429, "error": "slow down", "retry_after": 1}])
@@ -221,6 +235,19 @@ def test_try_lane_falls_back_across_schemas(stack, fake_openai, fake_anthropic):
     # Each try translated from the client's body (not from the previous try's).
     assert first.json["messages"][0] == {"role": "system", "content": "Be brief."} and "max_completion_tokens" in first.json
     assert second.json["system"] == "Be brief." and second.json["max_tokens"] == 30
+
+
+def test_try_lane_per_try_timeout_falls_back_and_settles_once(stack, fake_openai, fake_anthropic):
+    """The first try times out (no response ever comes to it): Envoy retries the next provider;
+    the timed-out try is not final, the answering one settles with the provider's usage."""
+    fake_openai.script([{"model": "slow-model", "delay_s": 3.0}])
+    fake_anthropic.script([{"usage": {"input_tokens": 33, "output_tokens": 4}}])
+    raw = oai(stack).chat.completions.with_raw_response.create(model="chain-timeout", messages=MSG)
+    assert raw.headers["x-sidegate-provider"] == "anthropic" and raw.headers["x-sidegate-attempts"] == "2"
+    rec = stack.wait_ledger(lambda r: r.model == "chain-timeout" and r.status == 200)
+    assert (rec.input_tokens, rec.output_tokens) == (33, 4) and rec.provider == "anthropic" and not rec.aborted
+    time.sleep(1.0)  # an aborted record for the first try would come from the access log by now
+    assert [r for r in stack.ledger() if r.model == "chain-timeout" and r.aborted] == []
 
 
 def test_try_lane_settles_an_aborted_request(stack, fake_anthropic):

@@ -84,14 +84,19 @@ def test_refusal_is_answered_directly_in_the_api_format():
 def test_hits_and_5xx_are_held_and_replayed_once(action: str):
     f, _ = front(action)
     ans = check(f)
-    assert ans.status == 200 and ans.headers["x-sidegate-route"] == "~replay.3"
-    got = asyncio.run(f.handle("POST", "/v1/chat/completions", {"x-request-id": "rid-1"}, BODY))
+    route = ans.headers["x-sidegate-route"]
+    assert ans.status == 200 and route.startswith("~replay.3.")
+    # Held under a key the front made up: the client's request id finds nothing.
+    other = asyncio.run(f.handle("POST", "/v1/chat/completions", {"x-request-id": "rid-1", "x-sidegate-route": "~replay.3.x"}, BODY))
+    assert other.status == 503
+    got = asyncio.run(f.handle("POST", "/v1/chat/completions", {"x-request-id": "rid-1", "x-sidegate-route": route}, BODY))
     want = {"hit": 200, "unavailable": 503, "boom": 500}[action]
     assert got.status == want
     if action == "unavailable":
         assert got.headers["retry-after"] == "1" and orjson.loads(got.body)["error"]["code"] == "quota_store_unavailable"
-    again = asyncio.run(f.handle("POST", "/v1/chat/completions", {"x-request-id": "rid-1"}, BODY))
+    again = asyncio.run(f.handle("POST", "/v1/chat/completions", {"x-request-id": "rid-1", "x-sidegate-route": route}, BODY))
     assert again.status == 503 and "expired" in orjson.loads(again.body)["error"]["message"]
+    assert check(f).headers["x-sidegate-route"] != route  # every hold has its own key
 
 
 def test_redaction_becomes_a_per_try_instruction():

@@ -86,15 +86,16 @@ def test_request_translates_and_sets_this_providers_credential():
     assert sets[":path"] == "/v1/messages" and sets["x-api-key"] == KEY and sets[":authority"] == "api.anthropic.com"
     assert sets["content-length"] == str(len(ans.body)) and sets["anthropic-version"]
     assert "authorization" in ans.headers["x-sidegate-remove"].split(",")
-    assert ans.headers["x-sidegate-worker"] == "1" and ans.headers["x-sidegate-try"] == "rid-7"
+    assert ans.headers["x-sidegate-worker"] == "1" and ans.headers["x-sidegate-try"].startswith("1.")
+    assert "rid-7" not in ans.headers["x-sidegate-try"]  # never the client's request id
     assert len(tl.tries) == 1
 
 
 def test_response_translates_back_and_reports_usage():
     done: list[Completion] = []
     tl = lane(done)
-    tl.handle("/try/request", dict(CALL), CLIENT)
-    provider = {"x-sidegate-try": "rid-7", STATUS_HEADER: "200", "x-sidegate-h-content-type": "application/json",
+    key = tl.handle("/try/request", dict(CALL), CLIENT).headers["x-sidegate-try"]
+    provider = {"x-sidegate-try": key, STATUS_HEADER: "200", "x-sidegate-h-content-type": "application/json",
                 "x-sidegate-h-x-ratelimit-limit-requests": "50"}  # fmt: skip
     ans = tl.handle("/try/response", provider, PROVIDER_OK)
     assert ans.status == 200 and ans.headers[STATUS_HEADER] == "200"
@@ -110,9 +111,9 @@ def test_response_translates_back_and_reports_usage():
 
 def test_provider_error_keeps_a_retriable_status_and_scrubs_the_key():
     tl = lane()
-    tl.handle("/try/request", dict(CALL), CLIENT)
+    key = tl.handle("/try/request", dict(CALL), CLIENT).headers["x-sidegate-try"]
     err = orjson.dumps({"type": "error", "error": {"type": "overloaded_error", "message": f"bad key {KEY}"}})
-    ans = tl.handle("/try/response", {"x-sidegate-try": "rid-7", STATUS_HEADER: "529"}, err)
+    ans = tl.handle("/try/response", {"x-sidegate-try": key, STATUS_HEADER: "529"}, err)
     assert ans.headers[STATUS_HEADER] == "503"  # 529 -> 503 in the OpenAI client's terms
     assert KEY.encode() not in ans.body and orjson.loads(ans.body)["error"]["message"]
 
@@ -130,22 +131,32 @@ def test_a_lost_try_answers_502_in_the_clients_format():
     assert orjson.loads(ans.body)["type"] == "error"
 
 
-def test_tries_settle_as_aborted_when_replaced_abandoned_or_expired():
+def test_tries_settle_once_whether_refused_replaced_abandoned_or_expired():
     done: list[Completion] = []
-    up = Upstream(cfg(), observers=[done.append])
-    tries = Tries(ttl_s=60.0)
-    tries.put("r1", up.start_try(META, "provider.anthropic~try", 1))
-    tries.put("r1", up.start_try(META, "provider.anthropic~try", 2))  # per-try timeout: the next try
-    assert [d.aborted for d in done] == [True] and len(tries) == 1
-    tries.abandon("r1")  # the access log says the request is over
-    tries.abandon("r1")  # twice is harmless
-    assert [d.aborted for d in done] == [True, True] and len(tries) == 0
+    tl = lane(done)
+    # Refused before the provider (a translation error): settled at once, nothing kept.
+    bad = orjson.dumps({"model": "claude", "messages": "not a list", "max_tokens": 9})
+    refused = tl.handle("/try/request", dict(CALL), bad)
+    assert refused.status == 400 and len(tl.tries) == 0
+    assert len(done) == 1 and done[0].aborted and done[0].final
+    # A try replaced by the request's next one (per-try timeout): not final, the next try settles.
+    first = tl.handle("/try/request", dict(CALL), CLIENT).headers["x-sidegate-try"]
+    second = tl.handle("/try/request", {**CALL, "x-sidegate-attempt": "2", "x-sidegate-previous": first}, CLIENT)
+    assert len(done) == 2 and done[1].aborted and not done[1].final and len(tl.tries) == 1
+    key = second.headers["x-sidegate-try"]
+    tl.abandon(key)  # the access log says the request is over
+    tl.abandon(key)  # twice is harmless
+    assert len(done) == 3 and done[2].aborted and done[2].final and len(tl.tries) == 0
+    # Expiry, by the sweep (also run periodically, not only on the next put).
     short = Tries(ttl_s=0.01)
-    short.put("a", up.start_try(META, "provider.anthropic~try", 1))
+    short.put("1.a", tl.upstream.start_try(META, "provider.anthropic~try", 1))
     time.sleep(0.02)
-    short.put("b", up.start_try(META, "provider.anthropic~try", 1))  # a put sweeps expired tries
-    assert len(short) == 1 and len(done) == 3 and done[-1].aborted
-    assert short.take("a") is None and short.take("b") is not None
+    short.sweep()
+    assert len(short) == 0 and len(done) == 4 and done[-1].aborted
+    # Shutting down settles what is pending.
+    tl.handle("/try/request", dict(CALL), CLIENT)
+    tl.close()
+    assert len(tl.tries) == 0 and len(done) == 5
 
 
 def test_lane_stage_sends_non_streaming_per_try_requests_to_the_try_lane():
@@ -187,8 +198,8 @@ def test_render_try_clusters_and_routes():
 def test_front_prepares_the_first_try_without_the_key():
     tl = lane()
     meta = {**META, "start": 0}
-    out = tl.prepare(meta, CLIENT, "rid-9")
-    assert out["x-sidegate-prepared"] == "provider.anthropic~try" and out["x-sidegate-try"] == "rid-9"
+    out = tl.prepare(meta, CLIENT)
+    assert out["x-sidegate-prepared"] == "provider.anthropic~try" and out["x-sidegate-try"].startswith("1.")
     body = orjson.loads(out["x-sidegate-body"])
     assert body["model"] == "claude-3-5-haiku-20241022" and out["x-sidegate-body"].isascii()
     sets = decode_set(out[SET_HEADER])
@@ -196,7 +207,7 @@ def test_front_prepares_the_first_try_without_the_key():
     assert "x-api-key" not in sets and KEY not in repr(out)  # the Lua reads the key from Envoy's environment
     assert len(tl.tries) == 1
     # The response comes back to the try the front registered.
-    ans = tl.handle("/try/response", {"x-sidegate-try": "rid-9", STATUS_HEADER: "200"}, PROVIDER_OK)
+    ans = tl.handle("/try/response", {"x-sidegate-try": out["x-sidegate-try"], STATUS_HEADER: "200"}, PROVIDER_OK)
     assert ans.headers[STATUS_HEADER] == "200" and orjson.loads(ans.body)["object"] == "chat.completion"
 
 
@@ -204,10 +215,10 @@ def test_front_prepares_non_ascii_bodies_as_escaped_json_and_skips_large_ones():
     tl = lane()
     text = "Grüße aus Köln, 東京"
     client = orjson.dumps({"model": "claude", "messages": [{"role": "user", "content": text}], "max_tokens": 9})
-    out = tl.prepare(dict(META), client, "rid-u")
+    out = tl.prepare(dict(META), client)
     assert out["x-sidegate-body"].isascii() and orjson.loads(out["x-sidegate-body"])["messages"][0]["content"] == text
     big = orjson.dumps({"model": "claude", "messages": [{"role": "user", "content": "x" * 40000}], "max_tokens": 9})
-    assert tl.prepare(dict(META), big, "rid-big") == {}  # the Lua makes the /try/request call instead
+    assert tl.prepare(dict(META), big) == {}  # the Lua makes the /try/request call instead
     assert len(tl.tries) == 1
 
 
@@ -226,7 +237,7 @@ def test_front_does_not_prepare_what_it_cannot_know():
     }, env={})  # fmt: skip
     tl = TryLane(Upstream(c), worker=0)
     for model in ("weighted", "pooled"):  # Envoy picks the provider by weight / Python picks the key
-        assert tl.prepare({**META, "model": model}, CLIENT, "r") == {}
+        assert tl.prepare({**META, "model": model}, CLIENT) == {}
     assert len(tl.tries) == 0
 
 
@@ -243,9 +254,10 @@ def test_abandon_reaches_the_worker_that_holds_the_try():
         holder = TryLane(up, worker=1, front_port=base + 1)
         server = FrontServer(Front(Gateway([]), 1, holder))
         await server.start("127.0.0.1", base + 1)
-        holder.tries.put("rid-x", up.start_try(META, "provider.anthropic~try", 1))
+        key = holder.new_key()
+        holder.tries.put(key, up.start_try(META, "provider.anthropic~try", 1))
         other = TryLane(up, worker=0, front_port=base)
-        other.abandon("rid-x", "1")
+        other.abandon(key)  # the key names worker 1
         for _ in range(100):
             if done:
                 break
