@@ -68,7 +68,8 @@ def meta_header(meta: dict[str, Any]) -> str:
 
 
 class HeldReplies(TtlMap[Reply]):
-    """Cache hits and 5xx waiting for their replay request (a moment later, same process), by request id."""
+    """Cache hits and 5xx waiting for their replay request (a moment later, same process), by a
+    key the front made up (carried in the replay route value)."""
 
     def __init__(self, capacity: int = 4096, ttl_s: float = 30.0):
         super().__init__(capacity, ttl_s)

@@ -69,6 +69,14 @@ def encode_changes(changes: HeaderChanges) -> dict[str, str]:
     return out
 
 
+def _refusal(api: Api, e: Exception) -> Reply:
+    """A try refused before the provider, in the client's format (Lua relays it as is)."""
+    if isinstance(e, GatewayError):
+        return Reply(e.status, render(api, e), dict(_JSON))
+    log.error("try lane: request failed", exc_info=e)
+    return Reply(500, error_body(api, 500, "Gateway error."), dict(_JSON))
+
+
 async def _post_abandon(host: str, port: int, key: str, retried: bool) -> None:
     """One `POST /try/abandon` to another worker's front (best effort: expiry settles it anyway)."""
     key = key.replace("\r", "").replace("\n", "")
@@ -134,7 +142,8 @@ class TryLane:
         self.front_port = front_port
         """This worker's front port (worker w listens on front_port - worker + w)."""
         self._tasks: set[asyncio.Task[None]] = set()
-        longest = max((m.timeout_s for m in upstream.cfg.models.values()), default=600.0)
+        # A try cannot outlive its per-try timeout (the route's timeout may be 0: none).
+        longest = max((m.per_try_timeout_s for m in upstream.cfg.models.values()), default=60.0)
         self.tries = Tries(ttl_s=longest + 30.0)
         self._prefix = f"{self.worker}.{secrets.token_hex(4)}"
         self._serial = itertools.count()
@@ -218,20 +227,20 @@ class TryLane:
             meta = {}
         api = Api(meta.get("api", "openai")) if meta.get("api") in ("openai", "anthropic") else Api.OPENAI
         previous = headers.get("x-sidegate-previous")
-        if previous:  # Envoy retried: the previous try never got its response (per-try timeout)
-            self.abandon(previous, retried=True)
-        t: UpstreamTry | None = None
         try:
             t = self.upstream.start_try(meta, headers.get("x-sidegate-cluster", ""), int(headers.get("x-sidegate-attempt") or 1))
+        except Exception as e:
+            if previous:  # this try cannot start: the previous one is the request's last
+                self.abandon(previous)
+            return _refusal(api, e)
+        if previous:  # Envoy retried: the previous try never got its response (per-try timeout)
+            self.abandon(previous, retried=True)
+        try:
             changes = t.request_headers()
             out, body_changes = t.request_body(body)
         except Exception as e:
-            if t is not None:
-                t.close()  # refused before the provider: the reservation is settled (nothing used)
-            if isinstance(e, GatewayError):
-                return Reply(e.status, render(api, e), dict(_JSON))
-            log.exception("try lane: request failed")
-            return Reply(500, error_body(api, 500, "Gateway error."), dict(_JSON))
+            t.close()  # refused before the provider: the reservation is settled (nothing used)
+            return _refusal(api, e)
         changes.set.update(body_changes.set)
         key = self.new_key()
         self.tries.put(key, t)

@@ -267,3 +267,22 @@ def test_abandon_reaches_the_worker_that_holds_the_try():
 
     done = asyncio.run(go())
     assert len(done) == 1 and done[0].aborted
+
+
+def test_a_retry_that_cannot_start_leaves_the_previous_try_final():
+    done: list[Completion] = []
+    tl = lane(done)
+    first = tl.handle("/try/request", dict(CALL), CLIENT).headers["x-sidegate-try"]
+    bad = tl.handle("/try/request", {**CALL, "x-sidegate-cluster": "provider.nope~try", "x-sidegate-previous": first}, CLIENT)
+    assert bad.status == 500 and orjson.loads(bad.body)["error"]
+    assert len(done) == 1 and done[0].aborted and done[0].final  # the request's last try settles
+    assert len(tl.tries) == 0
+
+
+def test_tries_live_as_long_as_a_try_can():
+    c = config.parse({
+        "services": {"auth": "inline", "front": "http"},
+        "providers": {"openai": {"api": "openai", "base_url": "https://api.openai.com", "api_key_env": "OPENAI_API_KEY"}},
+        "models": {"slow": {"routes": [{"provider": "openai"}], "timeout_s": 0, "per_try_timeout_s": 240}},
+    }, env={})  # fmt: skip
+    assert TryLane(Upstream(c)).tries.ttl_s == 270  # a route timeout of 0 (none) does not shorten it
