@@ -24,7 +24,7 @@ from extproc.stages.parse import endpoint_api
 from extproc.upstream import HeaderChanges, Upstream, UpstreamTry
 from sidegate.envoy_pb import header_options, headers_to_dict, struct, struct_to_dict
 from sidegate.errors import Api, GatewayError, error_body, render
-from sidegate.render import META_NS, PHASE_HEADER, REPLY_DETAILS, ROUTE_HEADER
+from sidegate.render import META_NS, PHASE_HEADER, REPLY_DETAILS, ROUTE_HEADER, ROUTE_KEY
 
 log = logging.getLogger("sidegate.extproc")
 
@@ -135,7 +135,7 @@ class GatewayStream:
             body_mutation=body_mutation,
             clear_route_cache=True,
         )
-        meta = struct({META_NS: outcome.meta})
+        meta = struct({META_NS: {**outcome.meta, ROUTE_KEY: outcome.route}})  # routes match it too
         return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common), dynamic_metadata=meta)
 
 

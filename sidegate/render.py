@@ -20,6 +20,8 @@ from sidegate.errors import Api, provider_invalid_response, provider_refused_key
 from sidegate.errors import render as render_error
 
 ROUTE_HEADER = "x-sidegate-route"
+ROUTE_KEY = "route"
+"""The route value in the gateway's `sidegate` metadata (ext_proc front): routes match it too."""
 PHASE_HEADER = "x-sidegate-phase"
 REPLY_DETAILS = "sidegate"
 """Response code details of every ImmediateResponse Sidegate sends (keeps local_reply_config off them)."""
@@ -269,11 +271,11 @@ def _model_routes(cfg: SidegateConfig, model: str) -> list[dict[str, Any]]:
     front_http = cfg.services.front == "http"
     out = []
     for start in range(len(groups)):
-        out.append(_model_route(model, m, groups, start))
+        out.append(_model_route(model, m, groups, start, front_http=front_http))
         if cfg.services.direct_lane and direct_chain(cfg, model, start) is not None:
             out.append(_model_route(model, m, groups, start, lane=DIRECT, front_http=front_http))
         if front_http:
-            out.append(_model_route(model, m, groups, start, lane=TRY))
+            out.append(_model_route(model, m, groups, start, lane=TRY, front_http=True))
     return out
 
 
@@ -290,7 +292,8 @@ def _model_route(
     extra: dict[str, Any] = {"response_headers_to_add": _direct_response_headers(front_http)} if direct else {}
     return {
             "name": f"model.{model}.{start}{lane}",
-            "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"exact": value}}]},
+            "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"exact": value}}],
+                      "dynamic_metadata": [_route_metadata({"exact": value}, front_http)]},
             "request_headers_to_remove": [ROUTE_HEADER],
             **extra,
             "route": {
@@ -341,11 +344,21 @@ def _oversize_route(limit: int) -> dict[str, Any]:
     }
 
 
+def _route_metadata(match: dict[str, str], front_http: bool) -> dict[str, Any]:
+    """The route value as the gateway set it, from the metadata it set with it (the HTTP front's
+    answer header in ext_authz's namespace, or `route` in the gateway ext_proc's): a client's own
+    `x-sidegate-route` matches no route without it, also when the gateway is down and
+    `failure_mode_allow` lets the request through (it gets the 503 below instead)."""
+    ns, key = (AUTHZ_NS, ROUTE_HEADER) if front_http else (META_NS, ROUTE_KEY)
+    return {"filter": ns, "path": [{"key": key}], "value": {"string_match": match}}
+
+
 def _replay_routes(svc: Any) -> list[dict[str, Any]]:
     """HTTP front: an answer held by the worker that made it (a cache hit, a 5xx); fetched there
     under the key that ends the route value (`~replay.<worker>.<key>`: the route header stays)."""
     return [
-        {"name": f"replay.{i}", "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"prefix": f"{REPLAY_ROUTE}.{i}."}}]},
+        {"name": f"replay.{i}", "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"prefix": f"{REPLAY_ROUTE}.{i}."}}],
+                                          "dynamic_metadata": [_route_metadata({"prefix": f"{REPLAY_ROUTE}.{i}."}, True)]},
          "route": {"cluster": f"sidegate_front.{i}", "timeout": _duration(svc.grpc_timeout_s)}}
         for i in range(svc.extproc_workers)
     ]  # fmt: skip

@@ -61,6 +61,22 @@ def test_extproc_killed(stack, fake_openai):
     assert fake_openai.requests  # the restarted extproc served the first_ok requests
 
 
+def test_gateway_down_a_client_route_header_routes_nowhere(stack, fake_openai, fake_anthropic):
+    """The route header is the gateway's: with the gateway down (and fail-open letting the request
+    on), a client that sends its own `x-sidegate-route` for a real route, direct lane included,
+    gets the gateway's 503, never the provider (routes match the value in the gateway's metadata)."""
+    kill(stack, "extproc")
+    try:
+        for api, model in APIS:
+            for route in (model, f"{model}~direct", f"{model}~try", "~replay.0.x"):
+                r = post(stack, api, body_for(api, model), timeout=5, headers={"x-sidegate-route": route})
+                assert 500 <= r.status_code <= 599, (api, route, r.status_code, r.text[:200])
+                assert error_message(api, r) is not None
+        assert fake_openai.requests == [] and fake_anthropic.requests == []
+    finally:
+        _restarted(stack, "extproc")
+
+
 @pytest.mark.authz_service
 def test_authz_killed(stack, fake_openai):
     kill(stack, "authz")
