@@ -83,6 +83,7 @@ class Front:
         self.gateway = gateway
         self.worker = worker
         self.held = HeldReplies()
+        self._prefix = secrets.token_hex(4)
         self._serial = itertools.count()
         self.trylane = trylane
 
@@ -127,7 +128,7 @@ class Front:
         """Answer `reply` through the replay route (see the module docstring). It is held under a
         key this worker makes up (never the client's request id, which a client may reuse), carried
         in the route value `~replay.<worker>.<key>`."""
-        key = f"{secrets.token_hex(4)}{next(self._serial):x}"
+        key = f"{self._prefix}{next(self._serial):x}"
         self.held.put(key, reply)
         return Reply(200, b"", {ROUTE_HEADER: f"{REPLAY_ROUTE}.{self.worker}.{key}", **log_fields})
 

@@ -14,10 +14,11 @@ carries the translated body and header changes (`x-sidegate-body`, ASCII JSON, a
 `PREPARED_MAX` bytes) and the Lua sets them with the key from Envoy's environment, without a call;
 retries, and requests that cannot be prepared, make the `/try/request` call.
 
-A try whose response never comes back (the client left, the try timed out) is closed as aborted
-when its request's access-log entry arrives (:meth:`TryLane.abandon`; on another worker it is
-passed on with `POST /try/abandon`), when the next try of the same request starts, or at the latest
-when it expires.
+Tries are held under keys this worker makes up (`<worker>.<random><counter>`), never the client's
+request id. A try whose response never comes back is settled exactly once: when the request's next
+try starts (it names the previous one; that one is then not final), when the request's access-log
+entry arrives (:meth:`TryLane.abandon`; a key naming another worker is passed on with
+`POST /try/abandon`), at shutdown, or when it expires (swept every few seconds).
 """
 
 from __future__ import annotations
