@@ -10,11 +10,14 @@ time to the first event is then the path's own cost (the time-to-first-token ove
 
 from __future__ import annotations
 
-import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
+
+from sidegate.fakes import wire_anthropic, wire_openai
+from sidegate.fakes.answer import Answer
 
 OPENAI_BODY = (
     '{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini",'
@@ -29,29 +32,11 @@ ANTHROPIC_BODY = (
 )
 
 
-
-def _sse(events: list[tuple[str | None, dict]]) -> str:
-    return "".join((f"event: {name}\n" if name else "") + f"data: {json.dumps(data, separators=(',', ':'))}\n\n" for name, data in events)
-
-
-_WORDS = ["Paris", " is", " the", " capital", " of", " France."]
-_CHUNK = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000, "model": "gpt-4o-mini"}
-OPENAI_SSE = _sse(
-    [(None, {**_CHUNK, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})]
-    + [(None, {**_CHUNK, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]}) for w in _WORDS]
-    + [(None, {**_CHUNK, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
-       (None, {**_CHUNK, "choices": [], "usage": {"prompt_tokens": 14, "completion_tokens": 7, "total_tokens": 21}})]
-) + "data: [DONE]\n\n"
-ANTHROPIC_SSE = _sse(
-    [("message_start", {"type": "message_start", "message": {
-        "id": "msg_bench", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-20241022", "content": [],
-        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 14, "output_tokens": 1}}}),
-     ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})]
-    + [("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}}) for w in _WORDS]
-    + [("content_block_stop", {"type": "content_block_stop", "index": 0}),
-       ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 7}}),
-       ("message_stop", {"type": "message_stop"})]
-)  # fmt: skip
+# The same answer as a stream, in each provider's wire format (the fakes' own encoders).
+_ANSWER = Answer(model="gpt-4o-mini", text="Paris is the capital of France.", tool_calls=[], finish_reason="stop",
+                 prompt_tokens=14, completion_tokens=7, chunks=6)  # fmt: skip
+OPENAI_SSE = b"".join(wire_openai.stream_events(_ANSWER, include_usage=True)).decode()
+ANTHROPIC_SSE = b"".join(wire_anthropic.stream_events(replace(_ANSWER, model="claude-3-5-haiku-20241022"))).decode()
 STREAM_HEADER = "x-bench-stream"
 
 

@@ -38,7 +38,7 @@ from extproc.tenants import TenantQuotas
 from extproc.trylane import TryLane
 from extproc.upstream import Observer, Upstream
 from sidegate import metrics
-from sidegate.config import SidegateConfig
+from sidegate.config import SidegateConfig, local_address
 from sidegate.health import add_health, set_serving
 from sidegate.observe import MetricsObserver
 from sidegate.quota import QuotaStore
@@ -185,8 +185,7 @@ async def serve(
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)])
     app.processor = ExternalProcessor(app.gateway, app.upstream)
     worker = int(os.environ.get("SIDEGATE_EXTPROC_WORKER", "0"))
-    loopback = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    trylane = TryLane(app.upstream, worker, loopback, cfg.services.front_port) if cfg.services.front == "http" else None
+    trylane = TryLane(app.upstream, worker, local_address(host), cfg.services.front_port) if cfg.services.front == "http" else None
     if trylane is not None:
         trylane.start()
     app.direct = DirectLaneObserver(app.upstream.observers, trylane.abandon if trylane is not None else None)

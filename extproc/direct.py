@@ -24,7 +24,7 @@ from extproc.breaker import parse_retry_after
 from extproc.context import request_meta
 from extproc.upstream import Completion, Observer, notify
 from sidegate.envoy_pb import struct_to_dict
-from sidegate.render import AUTHZ_NS, FRONT_LANE_HEADER, TRY_KEY_HEADER, TRY_NS, USAGE_NS, provider_of_cluster
+from sidegate.render import AUTHZ_NS, FRONT_LANE_HEADER, TRY_NS, USAGE_NS, TryWire, provider_of_cluster
 from sidegate.translate.base import Usage
 from sidegate.translate.passthrough import parse_anthropic_usage, parse_openai_usage
 
@@ -95,11 +95,13 @@ class DirectLaneObserver(als_pb2_grpc.AccessLogServiceServicer):
 
     def on_entry(self, entry: accesslog_pb2.HTTPAccessLogEntry) -> None:
         if self.abandon is not None:
-            front = entry.common_properties.metadata.filter_metadata.get(AUTHZ_NS)
+            fm = entry.common_properties.metadata.filter_metadata
+            front = fm.get(AUTHZ_NS)
             lane = front.fields.get(FRONT_LANE_HEADER) if front is not None else None
-            if lane is not None and lane.string_value == "try":
-                state = entry.common_properties.metadata.filter_metadata.get(TRY_NS)
-                key = (state if state is not None else front).fields.get(TRY_KEY_HEADER if state is None else "id")
+            if front is not None and lane is not None and lane.string_value == "try":
+                # The key the Lua kept for the last try, or the one of a prepared try it never saw.
+                state = fm.get(TRY_NS)
+                key = state.fields.get("id") if state is not None else front.fields.get(TryWire.KEY)
                 if key is not None:
                     self.abandon(key.string_value)
                 return

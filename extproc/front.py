@@ -25,10 +25,7 @@ The same server answers the try lane's calls (`/try/...`, extproc/trylane.py).
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
 import logging
-import secrets
 from http import HTTPStatus
 from typing import Any, cast
 
@@ -38,8 +35,9 @@ from authz.decide import inbound_api
 from extproc.context import Reply, RequestContext
 from extproc.gateway import Forward, Gateway
 from extproc.stages.parse import endpoint_api
-from extproc.trylane import TryLane
+from extproc.trylane import TryLane, ascii_json
 from sidegate.errors import Api, error_body
+from sidegate.ids import UniqueIds
 from sidegate.render import (
     CHECK_PREFIX,
     FRONT_API_HEADER,
@@ -62,9 +60,8 @@ address (Envoy adds it to the check request only)."""
 
 
 def meta_header(meta: dict[str, Any]) -> str:
-    """JSON for a header value: one line, ASCII only (HTTP/1 header values are not UTF-8)."""
-    raw = orjson.dumps(meta)
-    return raw.decode() if raw.isascii() else json.dumps(meta, ensure_ascii=True, separators=(",", ":"))
+    """JSON for a header value: one line, ASCII only."""
+    return ascii_json(orjson.dumps(meta)).decode()
 
 
 class HeldReplies(TtlMap[Reply]):
@@ -83,8 +80,7 @@ class Front:
         self.gateway = gateway
         self.worker = worker
         self.held = HeldReplies()
-        self._prefix = secrets.token_hex(4)
-        self._serial = itertools.count()
+        self.hold_key = UniqueIds()
         self.trylane = trylane
 
     async def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply:
@@ -128,7 +124,7 @@ class Front:
         """Answer `reply` through the replay route (see the module docstring). It is held under a
         key this worker makes up (never the client's request id, which a client may reuse), carried
         in the route value `~replay.<worker>.<key>`."""
-        key = f"{self._prefix}{next(self._serial):x}"
+        key = self.hold_key()
         self.held.put(key, reply)
         return Reply(200, b"", {ROUTE_HEADER: f"{REPLAY_ROUTE}.{self.worker}.{key}", **log_fields})
 
@@ -144,7 +140,7 @@ class Front:
         if meta.get("lane"):
             out[FRONT_LANE_HEADER] = str(meta["lane"])
         if meta.get("lane") == "try" and self.trylane is not None:  # the first try, prepared now
-            out.update(self.trylane.prepare(meta, body))
+            out.update(self.trylane.prepare(meta, body, outcome.body, outcome.meta.get("restore")))
         remove = [*outcome.remove_headers, *(k for k in headers if k.startswith("x-sidegate-") and k not in _OURS)]
         if remove:
             out[REMOVE_HEADER] = ",".join(remove)

@@ -24,12 +24,8 @@ entry arrives (:meth:`TryLane.abandon`; a key naming another worker is passed on
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
-import secrets
-import time
-from collections import OrderedDict
 from typing import Any
 
 import orjson
@@ -37,21 +33,28 @@ import orjson
 from extproc.context import Reply
 from extproc.upstream import HeaderChanges, Upstream, UpstreamTry
 from sidegate.errors import Api, GatewayError, error_body, render
-from sidegate.render import FRONT_API_HEADER, FRONT_META_HEADER, TRY_PREFIX, try_cluster_name, try_credential
+from sidegate.ids import UniqueIds
+from sidegate.render import (
+    FRONT_API_HEADER,
+    FRONT_META_HEADER,
+    TRY_PREFIX,
+    TryWire,
+    env_credential,
+    try_cluster_name,
+)
+from sidegate.ttlmap import TtlMap
 
 log = logging.getLogger("sidegate.trylane")
 
-SET_HEADER = "x-sidegate-set"
-REMOVE_HEADER = "x-sidegate-remove"
-STATUS_HEADER = "x-sidegate-status"
-ANSWER_HEADER = "x-sidegate-answer"
-"""On a refusal: the body is the client's error, in its API's format (Lua relays it as is)."""
-PASSED_PREFIX = "x-sidegate-h-"
-BODY_HEADER = "x-sidegate-body"
-PREPARED_HEADER = "x-sidegate-prepared"
-"""The try-lane cluster the front prepared the first try for (its Lua applies it on attempt 1)."""
 PREPARED_MAX = 32 * 1024
-_JSON = {"content-type": "application/json", ANSWER_HEADER: "1"}
+"""Largest body the front prepares (it travels in a header of the check's answer)."""
+_JSON = {"content-type": "application/json", TryWire.ANSWER: "1"}
+
+
+def ascii_json(raw: bytes) -> bytes:
+    """JSON fit for a header value (ASCII only: HTTP/1 header values are not UTF-8), the same
+    document with `\\u` escapes when it holds other characters."""
+    return raw if raw.isascii() else json.dumps(orjson.loads(raw), ensure_ascii=True, separators=(",", ":")).encode()
 
 
 def _escape(s: str) -> str:
@@ -63,10 +66,10 @@ def encode_changes(changes: HeaderChanges) -> dict[str, str]:
     """Header changes -> the two answer headers the Lua filter applies (removals first)."""
     out: dict[str, str] = {}
     if changes.set:
-        out[SET_HEADER] = "&".join(f"{_escape(k)}={_escape(v)}" for k, v in changes.set.items())
+        out[TryWire.SET] = "&".join(f"{_escape(k)}={_escape(v)}" for k, v in changes.set.items())
     remove = [h for h in changes.remove if h not in changes.set]
     if remove:
-        out[REMOVE_HEADER] = ",".join(remove)
+        out[TryWire.REMOVE] = ",".join(remove)
     return out
 
 
@@ -78,13 +81,18 @@ def _refusal(api: Api, e: Exception) -> Reply:
     return Reply(500, error_body(api, 500, "Gateway error."), dict(_JSON))
 
 
+def _failed(api: Api, msg: str) -> Reply:
+    """A response the front could not translate: a 502 in the client's format, for the Lua to send."""
+    return Reply(200, error_body(api, 502, msg), {TryWire.STATUS: "502", TryWire.SET: "content-type=application%2Fjson"})
+
+
 async def _post_abandon(host: str, port: int, key: str, retried: bool) -> None:
     """One `POST /try/abandon` to another worker's front (best effort: expiry settles it anyway)."""
     key = key.replace("\r", "").replace("\n", "")
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
-        writer.write(f"POST {TRY_PREFIX}abandon HTTP/1.1\r\nhost: sidegate-front\r\nx-sidegate-try: {key}\r\n"
-                     f"x-sidegate-retried: {int(retried)}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        writer.write(f"POST {TRY_PREFIX}abandon HTTP/1.1\r\nhost: sidegate-front\r\n{TryWire.KEY}: {key}\r\n"
+                     f"{TryWire.RETRIED}: {int(retried)}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
                      .encode("latin-1", "replace"))  # fmt: skip
         await asyncio.wait_for(reader.read(256), 2.0)
         writer.close()
@@ -92,45 +100,19 @@ async def _post_abandon(host: str, port: int, key: str, retried: bool) -> None:
         log.warning("try lane: could not reach worker port %d to settle an aborted try", port)
 
 
-class Tries:
-    """Tries between their request and their response, by a key this worker made up
-    (`<worker>.<random><counter>`: never the client's request id, which a client may reuse)."""
+class Tries(TtlMap[UpstreamTry]):
+    """Tries between their request and their response, by a key their worker made up. A try that
+    leaves without its response (expired, evicted, drained at shutdown) is settled as aborted."""
 
     def __init__(self, ttl_s: float, capacity: int = 65536):
-        self.ttl_s = ttl_s
-        self.capacity = capacity
-        self._items: OrderedDict[str, tuple[float, UpstreamTry]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def put(self, key: str, t: UpstreamTry) -> None:
-        self._items[key] = (time.monotonic() + self.ttl_s, t)
-        self.sweep()
-
-    def take(self, key: str) -> UpstreamTry | None:
-        item = self._items.pop(key, None)
-        return item[1] if item is not None else None
+        super().__init__(capacity, ttl_s, on_drop=UpstreamTry.close)
 
     def abandon(self, key: str, retried: bool = False) -> None:
         """The request is over (or moved on to its next try: `retried`) without this try's
         response: settle it as aborted (a retried one is left to the next try)."""
-        item = self._items.pop(key, None)
-        if item is not None:
-            item[1].close(retried=retried)
-
-    def abandon_all(self) -> None:
-        while self._items:
-            self._items.popitem(last=False)[1][1].close()
-
-    def sweep(self) -> None:
-        now = time.monotonic()
-        while self._items:
-            key, (deadline, t) = next(iter(self._items.items()))
-            if deadline > now and len(self._items) <= self.capacity:
-                break
-            del self._items[key]
-            t.close()
+        t = self.pop(key)
+        if t is not None:
+            t.close(retried=retried)
 
 
 class TryLane:
@@ -146,12 +128,8 @@ class TryLane:
         # A try cannot outlive its per-try timeout (the route's timeout may be 0: none).
         longest = max((m.per_try_timeout_s for m in upstream.cfg.models.values()), default=60.0)
         self.tries = Tries(ttl_s=longest + 30.0)
-        self._prefix = f"{self.worker}.{secrets.token_hex(4)}"
-        self._serial = itertools.count()
+        self.new_key = UniqueIds(f"{self.worker}.")
         self._sweeper: asyncio.Task[None] | None = None
-
-    def new_key(self) -> str:
-        return f"{self._prefix}{next(self._serial):x}"
 
     def start(self, every_s: float = 5.0) -> None:
         """Expire tries whose response never came even when no new try arrives."""
@@ -167,45 +145,48 @@ class TryLane:
         """Shutting down: settle what is still pending as aborted."""
         if self._sweeper is not None:
             self._sweeper.cancel()
-        self.tries.abandon_all()
+        self.tries.drain()
 
-    def prepare(self, meta: dict[str, Any], body: bytes) -> dict[str, str]:
+    def prepare(self, meta: dict[str, Any], body: bytes, redacted: bytes | None = None,
+                restore: dict[str, str] | None = None) -> dict[str, str]:  # fmt: skip
         """The first try, done at check time (answer headers for the front; {} when the Lua must
-        call instead: a weighted first group, a key pool, a large body, any error)."""
+        call instead: a weighted first group, a key pool, a large body, any error). `redacted` /
+        `restore`: the guard stage's rewritten body and restore map, used as they are (the per-try
+        redaction a call would do is the same, already done)."""
         m = self.upstream.cfg.models.get(str(meta.get("model", "")))
         groups = m.groups() if m is not None else []
         start = int(meta.get("start", 0))
         if start >= len(groups) or len(groups[start]) != 1:
             return {}
         provider = self.upstream.cfg.providers[groups[start][0].provider]
-        cred = try_credential(provider)
+        cred = env_credential(provider)
         if cred is None:
             return {}
         cluster = try_cluster_name(groups[start][0].provider)
+        if redacted is not None:
+            meta, body = {**meta, "redact": False, "restore": restore or {}}, redacted
         try:
             t = self.upstream.start_try(meta, cluster, 1)
             changes = t.request_headers()
             out, body_changes = t.request_body(body)
+            out = ascii_json(out)
         except Exception:  # the /try/request call answers it (in the client's format)
             return {}
-        if not out.isascii():  # header values are ASCII: the same JSON with \u escapes
-            out = json.dumps(orjson.loads(out), ensure_ascii=True, separators=(",", ":")).encode()
-        if len(out) > PREPARED_MAX:
-            t.done = True  # never started: nothing to settle
+        if len(out) > PREPARED_MAX:  # (the try is dropped unregistered: nothing was reserved by it)
             return {}
         changes.set.update(body_changes.set)
         changes.set["content-length"] = str(len(out))
         changes.set.pop(cred[0], None)  # the key: the Lua reads it from Envoy's environment
         key = self.new_key()
         self.tries.put(key, t)
-        return {BODY_HEADER: out.decode(), PREPARED_HEADER: cluster, **encode_changes(changes),
-                "x-sidegate-worker": self.worker, "x-sidegate-try": key}  # fmt: skip
+        return {TryWire.BODY: out.decode(), TryWire.PREPARED: cluster, **encode_changes(changes),
+                TryWire.WORKER: self.worker, TryWire.KEY: key}  # fmt: skip
 
     def handle(self, target: str, headers: dict[str, str], body: bytes) -> Reply:
         if target.endswith("/request"):
             return self.request(headers, body)
         if target.endswith("/abandon"):  # another worker learnt that this try is over
-            self.tries.abandon(headers.get("x-sidegate-try", ""), retried=headers.get("x-sidegate-retried") == "1")
+            self.tries.abandon(headers.get(TryWire.KEY, ""), retried=headers.get(TryWire.RETRIED) == "1")
             return Reply(200, b"", {})
         return self.response(headers, body)
 
@@ -227,9 +208,9 @@ class TryLane:
         except orjson.JSONDecodeError:
             meta = {}
         api = Api(meta.get("api", "openai")) if meta.get("api") in ("openai", "anthropic") else Api.OPENAI
-        previous = headers.get("x-sidegate-previous")
+        previous = headers.get(TryWire.PREVIOUS)
         try:
-            t = self.upstream.start_try(meta, headers.get("x-sidegate-cluster", ""), int(headers.get("x-sidegate-attempt") or 1))
+            t = self.upstream.start_try(meta, headers.get(TryWire.CLUSTER, ""), int(headers.get(TryWire.ATTEMPT) or 1))
         except Exception as e:
             if previous:  # this try cannot start: the previous one is the request's last
                 self.abandon(previous)
@@ -245,22 +226,21 @@ class TryLane:
         changes.set.update(body_changes.set)
         key = self.new_key()
         self.tries.put(key, t)
-        return Reply(200, out, {**encode_changes(changes), "x-sidegate-worker": self.worker, "x-sidegate-try": key})
+        return Reply(200, out, {**encode_changes(changes), TryWire.WORKER: self.worker, TryWire.KEY: key})
 
     def response(self, headers: dict[str, str], body: bytes) -> Reply:
-        t = self.tries.take(headers.get("x-sidegate-try", ""))
+        t = self.tries.pop(headers.get(TryWire.KEY, ""))
         if t is None:
             api = Api.ANTHROPIC if headers.get(FRONT_API_HEADER) == "anthropic" else Api.OPENAI
-            msg = "Sidegate: this try's state was lost (it expired or the worker restarted)."
-            return Reply(200, error_body(api, 502, msg), {STATUS_HEADER: "502", SET_HEADER: "content-type=application%2Fjson"})
+            return _failed(api, "Sidegate: this try's state was lost (it expired or the worker restarted).")
         try:
-            status = int(headers.get(STATUS_HEADER) or 0)
-            provider = {k[len(PASSED_PREFIX) :]: v for k, v in headers.items() if k.startswith(PASSED_PREFIX)}
+            status = int(headers.get(TryWire.STATUS) or 0)
+            provider = {k[len(TryWire.PASSED) :]: v for k, v in headers.items() if k.startswith(TryWire.PASSED)}
             mode, changes = t.response_headers(status, provider)
             out = t.response_chunk(body, True) if mode == "streamed" else t.response_body(body)
         except Exception:
             log.exception("try lane: response failed")
             t.close()
-            return Reply(200, error_body(t.inbound, 502, "Gateway error."), {STATUS_HEADER: "502", SET_HEADER: "content-type=application%2Fjson"})
+            return _failed(t.inbound, "Gateway error.")
         changes.remove = [h for h in changes.remove if h != "content-length"]  # Lua sets it from the body
-        return Reply(200, out, {STATUS_HEADER: str(t.status), **encode_changes(changes)})
+        return Reply(200, out, {TryWire.STATUS: str(t.status), **encode_changes(changes)})

@@ -40,6 +40,11 @@ class ListenerConfig(_Model):
     """Time for a client to send its whole request (headers and body): slow senders get 408."""
 
 
+def local_address(host: str) -> str:
+    """Where a process on the same host reaches a service bound to `host` (a wildcard -> loopback)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+
+
 class ServicesConfig(_Model):
     host: str = "127.0.0.1"
     """Bind address of authz and extproc (Envoy reaches them on loopback when this is 0.0.0.0/::)."""

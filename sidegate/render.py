@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from authz.decide import CREDENTIAL_HEADERS
-from sidegate.config import ModelConfig, ProviderConfig, SidegateConfig
+from sidegate.config import ModelConfig, ProviderConfig, SidegateConfig, local_address
 from sidegate.errors import Api, provider_invalid_response, provider_refused_key
 from sidegate.errors import render as render_error
 
@@ -45,8 +45,6 @@ TRY = "~try"
 that need the per-try stage): a Lua upstream filter posts each try to the front (extproc/trylane.py)."""
 TRY_PREFIX = "/try/"
 """Path prefix of the try lane's calls to the front: `/try/request`, `/try/response`."""
-TRY_KEY_HEADER = "x-sidegate-try"
-"""The key of a try in the worker holding it (`<worker>.<...>`): answer header and metadata."""
 TRY_NS = "sidegate.try"
 """Dynamic metadata the try lane's Lua keeps between a try's request and response (attempt, worker)."""
 
@@ -208,18 +206,13 @@ def _provider_cluster(name: str, p: ProviderConfig) -> dict[str, Any]:
 
 def _direct_cluster(name: str, p: ProviderConfig, front_http: bool = False) -> dict[str, Any]:
     """The provider's cluster for the direct lane: credential + static headers set by Envoy."""
-    cluster = _provider_cluster(name, p)
-    cname = direct_cluster_name(name)
-    cluster["name"] = cname
-    cluster["load_assignment"]["cluster_name"] = cname
+    cluster = _lane_cluster(name, p, direct_cluster_name(name))
     # auto_host_rewrite (on the direct routes) sends this hostname as :authority.
     cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["hostname"] = p.host if p.port in (80, 443) else f"{p.host}:{p.port}"
     sets: dict[str, str] = {}
-    style = p.auth_style
-    if style != "none" and p.api_key_env:
-        # The key stays in the environment: Envoy reads it at start (never written to a file).
-        secret = f"%ENVIRONMENT({p.api_key_env})%"
-        sets["authorization" if style == "bearer" else style] = f"Bearer {secret}" if style == "bearer" else secret
+    header, prefix, env = env_credential(p) or ("", "", None)
+    if env is not None:  # the key stays in the environment: Envoy reads it at start (never in a file)
+        sets[header] = f"{prefix}%ENVIRONMENT({env})%"
     sets.update(p.headers)
     mutations: list[dict[str, Any]] = [
         {"append": {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}} for k, v in sets.items()
@@ -231,14 +224,24 @@ def _direct_cluster(name: str, p: ProviderConfig, front_http: bool = False) -> d
     # The provider's own rate-limit headers: the client sees the gateway's (the per-try stage
     # overwrites them; the HTTP front's are appended by ext_authz, so these must be gone first).
     response_mutations = [{"remove": h} for h in RATE_LIMIT_HEADERS] if front_http else []
-    opts = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
-    opts["http_filters"] = [
-        {"name": "sidegate.credential", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-            "mutations": {"request_mutations": mutations, "response_mutations": response_mutations}}},
-        _UPSTREAM_CODEC,
-    ]  # fmt: skip
+    _set_upstream_filter(cluster, {"name": "sidegate.credential", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+        "mutations": {"request_mutations": mutations, "response_mutations": response_mutations}}})  # fmt: skip
     return cluster
+
+
+def _lane_cluster(name: str, p: ProviderConfig, cname: str) -> dict[str, Any]:
+    """The provider's cluster under another name (a lane's: its own upstream filters follow)."""
+    cluster = _provider_cluster(name, p)
+    cluster["name"] = cname
+    cluster["load_assignment"]["cluster_name"] = cname
+    return cluster
+
+
+def _set_upstream_filter(cluster: dict[str, Any], http_filter: dict[str, Any]) -> None:
+    """The cluster's own upstream filter chain (it replaces the router's per-try ext_proc)."""
+    opts = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    opts["http_filters"] = [http_filter, _UPSTREAM_CODEC]
 
 
 def route_value(model: str, start: int) -> str:
@@ -543,22 +546,47 @@ end
 """
 
 
+class TryWire:
+    """The try lane's wire contract: header names shared by its Lua (`_TRY_LUA`, where they are
+    `${h_<name>}`) and extproc/trylane.py. Answers of the front carry them as headers; those of the
+    check also become ext_authz metadata (the prepared try)."""
+
+    SET = "x-sidegate-set"  # header changes to apply: `name=value&...`, percent-encoded
+    REMOVE = "x-sidegate-remove"  # headers to remove: `a,b`
+    STATUS = "x-sidegate-status"  # the provider's status to the front, the client's back
+    ANSWER = "x-sidegate-answer"  # on a refusal: the body is already the client's error
+    PASSED = "x-sidegate-h-"  # prefix of the provider response headers passed to the front
+    BODY = "x-sidegate-body"  # the prepared try's body (ASCII JSON)
+    PREPARED = "x-sidegate-prepared"  # the cluster the front prepared the first try for
+    KEY = "x-sidegate-try"  # the try's key in the worker holding it (`<worker>.<...>`)
+    WORKER = "x-sidegate-worker"  # the worker holding the try
+    PREVIOUS = "x-sidegate-previous"  # the request's previous try (Envoy retried)
+    RETRIED = "x-sidegate-retried"  # /try/abandon: the abandoned try was replaced by a retry
+    CLUSTER = "x-sidegate-cluster"
+    ATTEMPT = "x-sidegate-attempt"
+
+
+TRY_PASSED_HEADERS = ("content-type", "retry-after", "retry-after-ms", *RATE_LIMIT_HEADERS)
+"""Provider response headers the try lane passes to the per-try stage (`x-sidegate-h-<name>`)."""
+
 _TRY_LUA = string.Template("""
 -- Sidegate try lane: the per-try stage over HTTP. Each try of a request posts the client's body to
 -- the front (extproc/trylane.py), which answers with the provider's body and header changes; the
--- provider's buffered response goes back to the same worker for translation.
+-- provider's buffered response goes back to the same worker for translation. Objects taken before
+-- a call that may yield (h:body(), h:httpCall()) are out of scope after it: they are fetched again.
 local CLUSTER = "${cluster}"
 local TIMEOUT = ${timeout_ms}
 local KEY_HEADER, KEY_PREFIX, KEY_ENV = ${key_header}, ${key_prefix}, ${key_env}
+local PASS = {${passed}}
 local function unescape(s)
   return (string.gsub(s, "%%(%x%x)", function(x) return string.char(tonumber(x, 16)) end))
 end
 local function apply(headers, answer)
-  local remove = answer["x-sidegate-remove"]
+  local remove = answer["${h_remove}"]
   if remove ~= nil then
     for name in string.gmatch(remove, "[^,]+") do headers:remove(name) end
   end
-  local set = answer["x-sidegate-set"]
+  local set = answer["${h_set}"]
   if set ~= nil then
     for k, v in string.gmatch(set, "([^&=]+)=([^&]*)") do headers:replace(unescape(k), unescape(v)) end
   end
@@ -573,76 +601,70 @@ end
 local function bytes(b)
   return b:getBytes(0, b:length())
 end
+-- This try is pending in the worker that answered (`from`: the check's metadata or the call's answer).
+local function remember(h, from, api)
+  local md = h:streamInfo():dynamicMetadata()
+  md:set("${try_ns}", "worker", from["${h_worker}"])
+  md:set("${try_ns}", "id", from["${h_key}"])
+  md:set("${try_ns}", "api", api or "")
+  md:set("${try_ns}", "done", false)
+end
 function envoy_on_request(h)
   local md = h:streamInfo():dynamicMetadata()
-  local front = md:get("${authz_ns}")
-  local state = md:get("${try_ns}")
-  local n = 1
-  if state ~= nil and state["n"] ~= nil then n = state["n"] + 1 end
+  local front = md:get("${authz_ns}") or {}
+  local state = md:get("${try_ns}") or {}
+  local n = (state["n"] or 0) + 1
   md:set("${try_ns}", "n", n)
-  local headers = h:headers()
-  if n == 1 and front ~= nil and front["x-sidegate-prepared"] == CLUSTER then
+  local api = front["${api_header}"]
+  if n == 1 and front["${h_prepared}"] == CLUSTER then
     -- The front prepared this try at check time: no call.
-    h:body(true):setBytes(front["x-sidegate-body"])  -- (body() may yield: objects taken before are stale)
-    headers = h:headers()
-    md = h:streamInfo():dynamicMetadata()
+    h:body(true):setBytes(front["${h_body}"])
+    local headers = h:headers()
     apply(headers, front)
     if KEY_ENV ~= nil then
       local key = os.getenv(KEY_ENV)
       if key ~= nil then headers:replace(KEY_HEADER, KEY_PREFIX .. key) end
     end
-    md:set("${authz_ns}", "x-sidegate-body", "")  -- the prompt does not stay in the metadata
-    md:set("${try_ns}", "worker", front["x-sidegate-worker"])
-    md:set("${try_ns}", "id", front["x-sidegate-try"])
-    md:set("${try_ns}", "api", front["${api_header}"] or "")
-    md:set("${try_ns}", "done", false)
+    h:streamInfo():dynamicMetadata():set("${authz_ns}", "${h_body}", "")  -- the prompt does not stay in the metadata
+    remember(h, front, api)
     return
   end
   local call = {
     [":method"] = "POST", [":path"] = "${prefix}request", [":authority"] = "sidegate-front",
-    ["${meta_header}"] = front ~= nil and front["${meta_header}"] or "",
-    ["x-sidegate-cluster"] = CLUSTER, ["x-sidegate-attempt"] = tostring(n),
-    ["x-sidegate-previous"] = state ~= nil and state["id"] or "",
+    ["${meta_header}"] = front["${meta_header}"] or "", ["${h_cluster}"] = CLUSTER,
+    ["${h_attempt}"] = tostring(n), ["${h_previous}"] = state["id"] or "",
   }
   local answer, body = h:httpCall("sidegate_front", call, bytes(h:body(true)), TIMEOUT)
   body = body or ""
   if answer[":status"] ~= "200" then
-    if answer["x-sidegate-answer"] == nil then body = error_body(front ~= nil and front["${api_header}"], answer[":status"]) end
+    if answer["${h_answer}"] == nil then body = error_body(api, answer[":status"]) end
     h:respond({[":status"] = answer[":status"], ["content-type"] = "application/json"}, body)
     return
   end
-  -- (objects taken before httpCall are out of scope after it: fetch them again)
   h:body(true):setBytes(body)
   apply(h:headers(), answer)
-  md = h:streamInfo():dynamicMetadata()
-  md:set("${try_ns}", "worker", answer["x-sidegate-worker"])
-  md:set("${try_ns}", "id", answer["x-sidegate-try"])
-  md:set("${try_ns}", "api", front ~= nil and front["${api_header}"] or "")
-  md:set("${try_ns}", "done", false)
+  remember(h, answer, api)
 end
-local PASS = {${passed}}
 function envoy_on_response(h)
-  local md = h:streamInfo():dynamicMetadata()
-  local state = md:get("${try_ns}")
+  local state = h:streamInfo():dynamicMetadata():get("${try_ns}")
   if state == nil or state["worker"] == nil then return end
   local headers = h:headers()
   local call = {
     [":method"] = "POST", [":path"] = "${prefix}response", [":authority"] = "sidegate-front",
-    ["x-sidegate-try"] = state["id"], ["x-sidegate-status"] = headers:get(":status"),
-    ["${api_header}"] = state["api"] or "",
+    ["${h_key}"] = state["id"], ["${h_status}"] = headers:get(":status"), ["${api_header}"] = state["api"],
   }
   for _, name in ipairs(PASS) do
     local v = headers:get(name)
-    if v ~= nil then call["x-sidegate-h-" .. name] = v end
+    if v ~= nil then call["${h_passed}" .. name] = v end
   end
   local answer, body = h:httpCall("sidegate_front." .. state["worker"], call, bytes(h:body(true)), TIMEOUT)
   h:streamInfo():dynamicMetadata():set("${try_ns}", "done", true)
   body = body or ""
-  local status = answer["x-sidegate-status"]
+  local status = answer["${h_status}"]
   if answer[":status"] ~= "200" or status == nil then
     status = answer[":status"] == "200" and "502" or answer[":status"]
-    if answer["x-sidegate-answer"] == nil then body = error_body(state["api"], status) end
-    answer = {["x-sidegate-set"] = "content-type=application%2Fjson"}
+    if answer["${h_answer}"] == nil then body = error_body(state["api"], status) end
+    answer = {["${h_set}"] = "content-type=application%2Fjson"}
   end
   h:body(true):setBytes(body)  -- (true: a buffer even when the provider sent no body)
   headers = h:headers()
@@ -653,13 +675,12 @@ end
 """)
 """The try lane's upstream Lua filter (one per provider cluster, its name baked in)."""
 
-TRY_PASSED_HEADERS = ("content-type", "retry-after", "retry-after-ms", *RATE_LIMIT_HEADERS)
-"""Provider response headers the try lane passes to the per-try stage (`x-sidegate-h-<name>`)."""
 
-
-def try_credential(p: ProviderConfig) -> tuple[str, str, str | None] | None:
-    """(header, prefix, environment variable) the try lane's Lua sets the key from when it applies
-    a try prepared by the front; None when the key comes from a pool (Python picks each try's)."""
+def env_credential(p: ProviderConfig) -> tuple[str, str, str | None] | None:
+    """(header, value prefix, environment variable) with which Envoy itself sets the provider's key
+    from its own environment (the direct lane's header_mutation, the try lane's Lua when it applies
+    a try prepared by the front); no variable for `auth: none`; None when the key comes from a pool
+    (Python picks each try's)."""
     if p.api_key_envs:
         return None
     style = p.auth_style
@@ -674,23 +695,18 @@ def _lua_str(s: str | None) -> str:
 
 def _try_cluster(name: str, p: ProviderConfig, timeout_s: float) -> dict[str, Any]:
     """The provider's cluster for the try lane: the per-try stage reached from Lua over HTTP."""
-    cluster = _provider_cluster(name, p)
     cname = try_cluster_name(name)
-    cluster["name"] = cname
-    cluster["load_assignment"]["cluster_name"] = cname
-    header, prefix, env = try_credential(p) or ("", "", None)
+    cluster = _lane_cluster(name, p, cname)
+    header, prefix, env = env_credential(p) or ("", "", None)
     source = _TRY_LUA.substitute(
         key_header=_lua_str(header), key_prefix=_lua_str(prefix), key_env=_lua_str(env),
         cluster=cname, timeout_ms=int(timeout_s * 1000), prefix=TRY_PREFIX, try_ns=TRY_NS, authz_ns=AUTHZ_NS,
         meta_header=FRONT_META_HEADER, api_header=FRONT_API_HEADER, passed=", ".join(f'"{h}"' for h in TRY_PASSED_HEADERS),
+        **{f"h_{k.lower()}": v for k, v in vars(TryWire).items() if k.isupper()},
     )  # fmt: skip
-    opts = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
-    opts["http_filters"] = [
-        {"name": "sidegate.try", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-            "default_source_code": {"inline_string": source}}},
-        _UPSTREAM_CODEC,
-    ]  # fmt: skip
+    _set_upstream_filter(cluster, {"name": "sidegate.try", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+        "default_source_code": {"inline_string": source}}})  # fmt: skip
     return cluster
 
 
@@ -770,7 +786,7 @@ def _direct_access_log(svc: Any) -> dict[str, Any]:
     if svc.front == "http":
         # the last try has no response yet, or the front prepared one that never reached the Lua
         pending = (f"('{TRY_NS}' in metadata.filter_metadata ? metadata.filter_metadata['{TRY_NS}']['done'] == false"
-                   f" : '{TRY_KEY_HEADER}' in {_FRONT_MD})")  # fmt: skip
+                   f" : '{TryWire.KEY}' in {_FRONT_MD})")  # fmt: skip
         expression = (f"'{AUTHZ_NS}' in metadata.filter_metadata && ({_FRONT_MD}['{FRONT_LANE_HEADER}'] == 'direct'"
                       f" || ({_FRONT_MD}['{FRONT_LANE_HEADER}'] == 'try' && {pending}))")  # fmt: skip
     else:
@@ -912,7 +928,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
     clusters = [_provider_cluster(name, p) for name, p in cfg.providers.items()]
     if direct:
         clusters += [_direct_cluster(name, p, front_http) for name, p in cfg.providers.items() if direct_provider(p)]
-    svc_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(svc.host, svc.host)  # wildcard bind -> loopback
+    svc_host = local_address(svc.host)
     clusters.append(_grpc_cluster("sidegate_authz", svc_host, svc.authz_port, svc.authz_workers))
     clusters.append(_grpc_cluster("sidegate_extproc", svc_host, svc.extproc_port, svc.extproc_workers))
     if front_http:

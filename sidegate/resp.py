@@ -83,12 +83,10 @@ class FastRedis:
     def from_url(cls, url: str, connect_timeout_s: float = 1.0) -> FastRedis | None:
         """A client for a plain `redis://host:port/db` URL (password allowed), else None."""
         u = urlsplit(url)
-        if u.scheme != "redis" or not u.hostname or u.query:
+        db = u.path.strip("/") or "0"
+        if u.scheme != "redis" or not u.hostname or u.query or not db.isdigit():
             return None
-        db = int(u.path.strip("/") or 0) if u.path.strip("/").isdigit() or not u.path.strip("/") else None
-        if db is None:
-            return None
-        return cls(u.hostname, u.port or 6379, unquote(u.password) if u.password else None, db, connect_timeout_s)
+        return cls(u.hostname, u.port or 6379, unquote(u.password) if u.password else None, int(db), connect_timeout_s)
 
     # -- connection -------------------------------------------------------------------------
     async def _connect(self) -> None:

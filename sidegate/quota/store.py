@@ -7,9 +7,7 @@ on Redis Cluster and Dragonfly. Time is the store's (``TIME`` inside the scripts
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -18,6 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from sidegate.errors import GatewayError
+from sidegate.ids import UniqueIds
 from sidegate.quota.headers import ratelimit_headers
 from sidegate.quota.policy import QuotaPolicy, Scope
 from sidegate.quota.scripts import LuaScript
@@ -30,10 +29,7 @@ _INDEX_TTL_MS = 62 * 86_400_000
 _SPEND_TTL_MS = 40 * 86_400_000
 _STORE_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
-_ID_PREFIX = secrets.token_hex(4)
-_ID_COUNTER = itertools.count()
-"""Reservation id suffixes: a random prefix per process, then a counter (unique across processes
-and restarts, no system call per request)."""
+_RESERVATION_IDS = UniqueIds()
 
 
 @dataclass(slots=True)
@@ -218,7 +214,7 @@ class QuotaStore:
         tokens = max(int(tokens), 0)
         scopes = _unique(scopes)
         names = tuple(s.name for s in scopes)
-        res_id = f"{request_id[:64]}:{_ID_PREFIX}{next(_ID_COUNTER):x}"  # request ids may come from clients
+        res_id = f"{request_id[:64]}:{_RESERVATION_IDS()}"  # request ids may come from clients
         if not scopes:
             return Decision(True, reservation=Reservation(tenant, res_id, names, tokens))
         tag = self._tag(tenant)

@@ -14,10 +14,11 @@ import yaml
 
 from extproc.context import RequestContext
 from extproc.stages.lane import LaneStage
-from extproc.trylane import SET_HEADER, STATUS_HEADER, Tries, TryLane, encode_changes
+from extproc.trylane import Tries, TryLane, encode_changes
 from extproc.upstream import Completion, HeaderChanges, Upstream
 from sidegate import config, render
 from sidegate.errors import Api
+from sidegate.render import TryWire
 
 KEY = "sk-ant-provider-secret-123"
 
@@ -70,9 +71,9 @@ def test_encode_changes_round_trips_through_the_lua_format():
     changes = HeaderChanges(set={":path": "/v1/messages?x=a&b=c", "authorization": "Bearer k=1&2%", "x-e": ""},
                             remove=["x-api-key", "authorization", "content-length"])  # fmt: skip
     out = encode_changes(changes)
-    assert decode_set(out[SET_HEADER]) == changes.set
+    assert decode_set(out[TryWire.SET]) == changes.set
     assert out["x-sidegate-remove"] == "x-api-key,content-length"  # a set header is never also removed
-    assert "\r" not in out[SET_HEADER] and "\n" not in out[SET_HEADER]
+    assert "\r" not in out[TryWire.SET] and "\n" not in out[TryWire.SET]
     assert encode_changes(HeaderChanges()) == {}
 
 
@@ -82,7 +83,7 @@ def test_request_translates_and_sets_this_providers_credential():
     assert ans.status == 200
     body = orjson.loads(ans.body)
     assert body["model"] == "claude-3-5-haiku-20241022" and body["max_tokens"] == 9
-    sets = decode_set(ans.headers[SET_HEADER])
+    sets = decode_set(ans.headers[TryWire.SET])
     assert sets[":path"] == "/v1/messages" and sets["x-api-key"] == KEY and sets[":authority"] == "api.anthropic.com"
     assert sets["content-length"] == str(len(ans.body)) and sets["anthropic-version"]
     assert "authorization" in ans.headers["x-sidegate-remove"].split(",")
@@ -95,13 +96,13 @@ def test_response_translates_back_and_reports_usage():
     done: list[Completion] = []
     tl = lane(done)
     key = tl.handle("/try/request", dict(CALL), CLIENT).headers["x-sidegate-try"]
-    provider = {"x-sidegate-try": key, STATUS_HEADER: "200", "x-sidegate-h-content-type": "application/json",
+    provider = {"x-sidegate-try": key, TryWire.STATUS: "200", "x-sidegate-h-content-type": "application/json",
                 "x-sidegate-h-x-ratelimit-limit-requests": "50"}  # fmt: skip
     ans = tl.handle("/try/response", provider, PROVIDER_OK)
-    assert ans.status == 200 and ans.headers[STATUS_HEADER] == "200"
+    assert ans.status == 200 and ans.headers[TryWire.STATUS] == "200"
     out = orjson.loads(ans.body)
     assert out["object"] == "chat.completion" and out["choices"][0]["message"]["content"] == "hello"
-    sets = decode_set(ans.headers[SET_HEADER])
+    sets = decode_set(ans.headers[TryWire.SET])
     assert sets["x-sidegate-provider"] == "anthropic" and sets["x-sidegate-attempts"] == "1"
     removed = ans.headers["x-sidegate-remove"].split(",")
     assert "x-ratelimit-limit-requests" in removed and "content-length" not in removed  # Lua sets it
@@ -113,8 +114,8 @@ def test_provider_error_keeps_a_retriable_status_and_scrubs_the_key():
     tl = lane()
     key = tl.handle("/try/request", dict(CALL), CLIENT).headers["x-sidegate-try"]
     err = orjson.dumps({"type": "error", "error": {"type": "overloaded_error", "message": f"bad key {KEY}"}})
-    ans = tl.handle("/try/response", {"x-sidegate-try": key, STATUS_HEADER: "529"}, err)
-    assert ans.headers[STATUS_HEADER] == "503"  # 529 -> 503 in the OpenAI client's terms
+    ans = tl.handle("/try/response", {"x-sidegate-try": key, TryWire.STATUS: "529"}, err)
+    assert ans.headers[TryWire.STATUS] == "503"  # 529 -> 503 in the OpenAI client's terms
     assert KEY.encode() not in ans.body and orjson.loads(ans.body)["error"]["message"]
 
 
@@ -126,8 +127,8 @@ def test_refusal_in_the_request_phase_is_in_the_clients_format():
 
 
 def test_a_lost_try_answers_502_in_the_clients_format():
-    ans = lane().handle("/try/response", {"x-sidegate-try": "gone", STATUS_HEADER: "200", "x-sidegate-api": "anthropic"}, b"{}")
-    assert ans.status == 200 and ans.headers[STATUS_HEADER] == "502"
+    ans = lane().handle("/try/response", {"x-sidegate-try": "gone", TryWire.STATUS: "200", "x-sidegate-api": "anthropic"}, b"{}")
+    assert ans.status == 200 and ans.headers[TryWire.STATUS] == "502"
     assert orjson.loads(ans.body)["type"] == "error"
 
 
@@ -202,13 +203,13 @@ def test_front_prepares_the_first_try_without_the_key():
     assert out["x-sidegate-prepared"] == "provider.anthropic~try" and out["x-sidegate-try"].startswith("1.")
     body = orjson.loads(out["x-sidegate-body"])
     assert body["model"] == "claude-3-5-haiku-20241022" and out["x-sidegate-body"].isascii()
-    sets = decode_set(out[SET_HEADER])
+    sets = decode_set(out[TryWire.SET])
     assert sets[":path"] == "/v1/messages" and sets["content-length"] == str(len(out["x-sidegate-body"]))
     assert "x-api-key" not in sets and KEY not in repr(out)  # the Lua reads the key from Envoy's environment
     assert len(tl.tries) == 1
     # The response comes back to the try the front registered.
-    ans = tl.handle("/try/response", {"x-sidegate-try": out["x-sidegate-try"], STATUS_HEADER: "200"}, PROVIDER_OK)
-    assert ans.headers[STATUS_HEADER] == "200" and orjson.loads(ans.body)["object"] == "chat.completion"
+    ans = tl.handle("/try/response", {"x-sidegate-try": out["x-sidegate-try"], TryWire.STATUS: "200"}, PROVIDER_OK)
+    assert ans.headers[TryWire.STATUS] == "200" and orjson.loads(ans.body)["object"] == "chat.completion"
 
 
 def test_front_prepares_non_ascii_bodies_as_escaped_json_and_skips_large_ones():
@@ -286,3 +287,19 @@ def test_tries_live_as_long_as_a_try_can():
         "models": {"slow": {"routes": [{"provider": "openai"}], "timeout_s": 0, "per_try_timeout_s": 240}},
     }, env={})  # fmt: skip
     assert TryLane(Upstream(c)).tries.ttl_s == 270  # a route timeout of 0 (none) does not shorten it
+
+
+def test_prepare_takes_the_guards_redacted_body_and_restore_map():
+    """The front already redacted the body (guard stage): the prepared try uses it as it is and
+    restores the original values in the response."""
+    tl = lane()
+    email = "jane.doe@example.com"
+    client = orjson.dumps({"model": "claude", "messages": [{"role": "user", "content": f"Mail {email}"}], "max_tokens": 9})
+    # A placeholder the per-try redaction would not produce: proves the guard's body is the one used.
+    redacted = client.replace(email.encode(), b"<EMAIL_7>")
+    out = tl.prepare({**META, "redact": True}, client, redacted, {"<EMAIL_7>": email})
+    assert email not in out[TryWire.BODY] and "<EMAIL_7>" in out[TryWire.BODY]
+    answer = orjson.loads(PROVIDER_OK)
+    answer["content"][0]["text"] = "Sent to <EMAIL_7>"
+    ans = tl.handle("/try/response", {TryWire.KEY: out[TryWire.KEY], TryWire.STATUS: "200"}, orjson.dumps(answer))
+    assert orjson.loads(ans.body)["choices"][0]["message"]["content"] == f"Sent to {email}"
