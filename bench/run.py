@@ -8,7 +8,8 @@ Scenarios (same fast fake upstream for all):
   sidegate  wrk -> Envoy + ext_authz + gateway ext_proc; direct lane (Envoy alone per try) -> fake
   inline    the same with auth in the gateway (services.auth: inline)
   full-lane inline, direct lane off: every try through the per-try ext_proc
-  translated inline, OpenAI client -> Anthropic provider (per-try translation both ways)
+  translated inline, OpenAI client -> Anthropic provider (per-try translation both ways) with an
+            exact-cache miss that fills: each request asks a new question (the issue's full pipeline)
   litellm   wrk -> LiteLLM proxy (1 worker; only if installed, see _litellm) -> fake
   front     the gateway stages behind the HTTP front (services.front: http) instead of gRPC ext_proc;
             front-2w with two extproc workers, front-translated, front-exact-hit likewise
@@ -41,13 +42,32 @@ CHAT = b'{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are 
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def wrk_script(path: Path, body: bytes, key: str | None) -> None:
+_VARY = """
+-- Every request a new question (a cache miss): the question gets a suffix of letters (digits
+-- would read as PII) made of the time, the thread and a counter.
+local function letters(x)
+  local s = ""
+  repeat s = s .. string.char(97 + x % 26); x = math.floor(x / 26) until x == 0
+  return s
+end
+local threads, n = 0, 0
+function setup(thread) threads = threads + 1; thread:set("tid", threads) end
+function init(args) prefix = letters(os.time()) .. " " .. letters(tid or 0) .. " " end
+function request()
+  n = n + 1
+  return wrk.format(nil, nil, nil, string.gsub(wrk.body, "%?", "? " .. prefix .. letters(n), 1))
+end
+"""
+
+
+def wrk_script(path: Path, body: bytes, key: str | None, vary: bool = False) -> None:
+    """A wrk script posting `body`; with `vary`, each request's last question differs (see _VARY)."""
     headers = 'wrk.headers["Content-Type"] = "application/json"\n'
     if b'"stream":true' in body:  # the fast fake answers it as a stream
         headers += f'wrk.headers["{upstream.STREAM_HEADER}"] = "1"\n'
     if key:
         headers += f'wrk.headers["Authorization"] = "Bearer {key}"\n'
-    path.write_text(f'wrk.method = "POST"\nwrk.body = [[{body.decode()}]]\n{headers}')
+    path.write_text(f'wrk.method = "POST"\nwrk.body = [[{body.decode()}]]\n{headers}' + (_VARY if vary else ""))
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -213,7 +233,9 @@ def main() -> int:
                           "anthropic": {"api": "anthropic", "base_url": f"http://127.0.0.1:{fport}", "api_key_env": "BENCH_KEY"}},
             "models": {
                 "gpt-4o-mini": {"routes": [{"provider": "openai"}]},
-                "claude": {"routes": [{"provider": "anthropic", "model": "claude-3-5-haiku-20241022"}]},
+                # The issue's full pipeline: translation both ways and an exact-cache miss that fills
+                # (the translated scenarios ask a new question each time, see _VARY).
+                "claude": {"routes": [{"provider": "anthropic", "model": "claude-3-5-haiku-20241022"}], "cache": {"exact": True}},
                 "cached": {"routes": [{"provider": "openai", "model": "gpt-4o-mini"}], "cache": {"exact": True}},
                 "semantic": {"routes": [{"provider": "openai", "model": "gpt-4o-mini"}],
                              "cache": {"semantic": True, "semantic_timeout_ms": 500}},
@@ -264,7 +286,7 @@ def main() -> int:
             sup = _stack(work, name, config(**services), env)
             try:
                 script = work / f"{name}.lua"
-                wrk_script(script, body, key)
+                wrk_script(script, body, key, vary=b'"claude"' in body)
                 url = f"http://127.0.0.1:{sup.cfg.listener.port}{path}"
                 pids = [c.proc.pid for c in sup.children if c.proc] + [fake.pid]
                 rows += measure(name, url, script, pids, conns, args.duration)

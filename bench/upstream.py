@@ -55,8 +55,13 @@ def bootstrap(port: int, admin_port: int) -> dict:
         "route_config": {"virtual_hosts": [{"name": "fake", "domains": ["*"], "routes": [
             route("/v1/messages", ANTHROPIC_SSE, stream=True), route("/", OPENAI_SSE, stream=True),
             route("/v1/messages", ANTHROPIC_BODY), route("/", OPENAI_BODY)]}]},
-        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+        # The whole request is read before the answer: Envoy closes an HTTP/1.1 connection whose
+        # request was answered before its body arrived, and a real provider keeps it alive.
+        "http_filters": [
+            {"name": "envoy.filters.http.buffer", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer", "max_request_bytes": 16 << 20}},
+            {"name": "envoy.filters.http.router", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
     }  # fmt: skip
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},

@@ -83,11 +83,18 @@ class Front:
         self.hold_key = UniqueIds()
         self.trylane = trylane
 
-    async def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply:
+    def handle_now(self, target: str, headers: dict[str, str], body: bytes) -> Reply | None:
+        """The answers that need no waiting (the try lane's calls, replays), or None."""
         if target.startswith(TRY_PREFIX) and self.trylane is not None:
             return self.trylane.handle(target, headers, body)
         if not target.startswith(CHECK_PREFIX):
             return self.replay(target, headers)
+        return None
+
+    async def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply:
+        now = self.handle_now(target, headers, body)
+        if now is not None:
+            return now
         path = target[len(CHECK_PREFIX) :] or "/"
         try:
             return await self.check(method, path, headers, body)
@@ -168,6 +175,7 @@ def _log_fields(meta: dict[str, Any]) -> dict[str, str]:
 # connection, kept alive. Anything else gets a 400 and the connection closed.
 
 _MAX_HEAD = 256 * 1024
+_LAST_RESORT = Reply(400, b"", {"connection": "close"})
 
 
 def _encode(ans: Reply) -> bytes:
@@ -217,46 +225,64 @@ class FrontProtocol(asyncio.Protocol):
             self._next()
 
     def _next(self) -> None:
+        """Serve the requests in the buffer, in order: those answered at once here, the next one
+        that waits (a check) in a task, after which this runs again."""
+        while not self.busy and self.transport is not None:
+            request = self._take()
+            if request is None:
+                return
+            method, target, headers, body = request
+            try:
+                ans = self.front.handle_now(target, headers, body)
+            except Exception:
+                log.exception("front request failed")
+                ans = _LAST_RESORT
+            if ans is not None:  # answered at once: no task
+                self.transport.write(_encode(ans))
+                continue
+            self.busy = True
+            task = asyncio.ensure_future(self._serve(method, target, headers, body))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    def _take(self) -> tuple[str, str, dict[str, str], bytes] | None:
+        """The next complete request out of the buffer (None: not all here yet, or malformed)."""
         end = self.buf.find(b"\r\n\r\n")
         if end < 0:
             if len(self.buf) > _MAX_HEAD:
                 self._fail()
-            return
+            return None
         try:
             method, target, headers = parse_head(bytes(self.buf[:end]))
             length = int(headers.get("content-length", "0"))
         except ValueError:
             self._fail()
-            return
+            return None
         if "transfer-encoding" in headers or length < 0:
             self._fail()
-            return
+            return None
         start = end + 4
         if len(self.buf) < start + length:
-            return
+            return None
         body = bytes(self.buf[start : start + length])
         del self.buf[: start + length]
-        self.busy = True
-        task = asyncio.ensure_future(self._serve(method, target, headers, body))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        return method, target, headers, body
 
     async def _serve(self, method: str, target: str, headers: dict[str, str], body: bytes) -> None:
         try:
             ans = await self.front.handle(method, target, headers, body)
         except Exception:  # handle() answers its own failures; this is the last resort
             log.exception("front request failed")
-            ans = Reply(400, b"", {"connection": "close"})
+            ans = _LAST_RESORT
+        self.busy = False
         if self.transport is None:
             return
         self.transport.write(_encode(ans))
-        self.busy = False
-        if self.buf:
-            self._next()
+        self._next()
 
     def _fail(self) -> None:
         if self.transport is not None:
-            self.transport.write(_encode(Reply(400, b"", {"connection": "close"})))
+            self.transport.write(_encode(_LAST_RESORT))
             self.transport.close()
         self.buf.clear()
 

@@ -5,7 +5,9 @@ command packing, response callbacks); the quota scripts run two commands per req
 the largest item of the gateway's profile. This client keeps one connection per process, writes
 every command issued during one event-loop iteration in a single write (auto-pipelining), and
 parses replies with hiredis. It raises redis-py's exception classes, so callers handle errors the
-same way. Plain `redis://` URLs only (host, port, password, db); anything else keeps redis-py.
+same way. A command may carry a time limit (`timeout_s`): one watchdog timer for the connection
+fails the commands past their limit with TimeoutError (as `asyncio.timeout` would, without a
+timer per command); their replies, when they come, are read and dropped. Plain `redis://` URLs only (host, port, password, db); anything else keeps redis-py.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ def _encode(args: tuple[Any, ...]) -> bytes:
     return b"".join(out)
 
 
+_NEVER = float("inf")
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self, client: FastRedis):
         self.client = client
@@ -46,7 +51,7 @@ class _Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
-        pending = self.client._pending
+        pending, deadlines = self.client._pending, self.client._deadlines
         while True:
             reply = self.reader.gets()
             if reply is False:
@@ -55,6 +60,7 @@ class _Protocol(asyncio.Protocol):
                 self.client._drop(RedisConnectionError("unexpected reply from the store"))
                 return
             fut = pending.popleft()
+            deadlines.popleft()
             if fut.done():  # the caller timed out / was cancelled: the reply is consumed anyway
                 continue
             if isinstance(reply, ResponseError):
@@ -74,6 +80,9 @@ class FastRedis:
         self.host, self.port, self.password, self.db = host, port, password, db
         self.connect_timeout_s = connect_timeout_s
         self._pending: deque[asyncio.Future[Any]] = deque()
+        self._deadlines: deque[float] = deque()  # loop time by which each pending reply is due
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watch_at = _NEVER
         self._out: list[bytes] = []
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Future[None] | None = None
@@ -106,7 +115,7 @@ class FastRedis:
         proto, self._proto = self._proto, None
         if proto is not None and proto.transport is not None:
             proto.transport.close()
-        pending, self._pending = self._pending, deque()
+        pending, self._pending, self._deadlines = self._pending, deque(), deque()
         self._out.clear()
         for fut in pending:
             if not fut.done():
@@ -127,15 +136,39 @@ class FastRedis:
                 self._connecting = None
 
     # -- commands ---------------------------------------------------------------------------
-    def _send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+    def _send(self, args: tuple[Any, ...], deadline: float = _NEVER) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self._pending.append(fut)
+        self._deadlines.append(deadline)
         self._out.append(_encode(args))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
+        if deadline < self._watch_at:
+            self._watch(loop, deadline)
         return fut
+
+    def _watch(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watch_at = when
+        self._watchdog = loop.call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        """The watchdog: fail the commands past their time; wake again at the next limit."""
+        self._watchdog, self._watch_at = None, _NEVER
+        loop = asyncio.get_running_loop()
+        now, nxt = loop.time(), _NEVER
+        for fut, deadline in zip(self._pending, self._deadlines, strict=True):
+            if fut.done():
+                continue
+            if deadline <= now:
+                fut.set_exception(TimeoutError())
+            elif deadline < nxt:
+                nxt = deadline
+        if nxt < _NEVER:
+            self._watch(loop, nxt)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -149,14 +182,21 @@ class FastRedis:
             return
         proto.transport.write(data)
 
-    async def execute_command(self, *args: Any) -> Any:
+    async def execute_command(self, *args: Any, timeout_s: float | None = None) -> Any:
         """One command, raw reply (bytes, int, list...); the name and shape of redis-py's, so either
-        client serves the callers (quota scripts, cache GET, ledger XADD)."""
-        await self._ready()
-        return await self._send(args)
+        client serves the callers (quota scripts, cache GET, ledger XADD). With `timeout_s`, raises
+        TimeoutError when the reply is not there in time (connecting included)."""
+        if timeout_s is None:
+            await self._ready()
+            return await self._send(args)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        if self._proto is None:
+            async with asyncio.timeout(timeout_s):
+                await self._ready()
+        return await self._send(args, deadline)
 
-    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
-        return await self.execute_command("EVALSHA", sha, numkeys, *keys_and_args)
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any, timeout_s: float | None = None) -> Any:
+        return await self.execute_command("EVALSHA", sha, numkeys, *keys_and_args, timeout_s=timeout_s)
 
     async def script_load(self, source: str) -> str:
         sha = await self.execute_command("SCRIPT", "LOAD", source)

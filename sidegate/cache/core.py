@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from sidegate.resp import FastRedis
+
 from . import codec
 from .cacheable import refusal_reason
 from .index import SemanticIndex
@@ -63,8 +65,8 @@ class ResponseCache:
     ) -> None:
         self.redis = redis
         self.hot = hot or redis
-        """The client for the per-request GET: a :class:`sidegate.resp.FastRedis` when the URL
-        allows it, else the same redis-py client (both take `execute_command`)."""
+        """The client for the per-request GET and SET: a :class:`sidegate.resp.FastRedis` when the
+        URL allows it, else the same redis-py client (both take `execute_command`)."""
         self.semantic = semantic
         self.prefix = prefix
         self.stats = stats or (semantic.stats if semantic is not None else CacheStats())
@@ -77,8 +79,11 @@ class ResponseCache:
 
     async def _get(self, exact_key: str, timeout_s: float, req: CacheRequest | None = None) -> tuple[dict[str, Any], float] | None:
         try:
-            async with asyncio.timeout(timeout_s):
-                value = await self.hot.execute_command("GET", self._key(exact_key))
+            if isinstance(self.hot, FastRedis):  # it bounds its own commands (no timer per call)
+                value = await self.hot.execute_command("GET", self._key(exact_key), timeout_s=timeout_s)
+            else:
+                async with asyncio.timeout(timeout_s):
+                    value = await self.hot.execute_command("GET", self._key(exact_key))
         except Exception as exc:  # timeout, connection, protocol
             if req is not None:
                 req.lookup_failed = True
@@ -180,7 +185,7 @@ class ResponseCache:
             return False
         now = time.time()
         value = codec.encode(response_json, now)
-        await self.redis.set(self._key(req.exact_key), value, ex=policy.ttl_s)
+        await self.hot.execute_command("SET", self._key(req.exact_key), value, "EX", policy.ttl_s)
         self.stats.incr("fills")
         if policy.semantic and self.semantic is not None and req.query_text is not None:
             await self.semantic.add(

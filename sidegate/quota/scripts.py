@@ -52,10 +52,12 @@ class LuaScript:
         if sha != self.sha:  # pragma: no cover - would mean the server hashes differently
             raise RuntimeError(f"SCRIPT LOAD of {self.name} returned {sha}, expected {self.sha}")
 
-    async def __call__(self, redis: Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def __call__(self, redis: Redis, keys: Sequence[str], args: Sequence[Any], **limit: float) -> Any:
+        """Run the script; `limit` is `timeout_s=` for a client that bounds its own commands
+        (:class:`sidegate.resp.FastRedis`)."""
         try:
-            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+            return await redis.evalsha(self.sha, len(keys), *keys, *args, **limit)
         except NoScriptError:
             self.reloads += 1
             await self.load(redis)
-            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+            return await redis.evalsha(self.sha, len(keys), *keys, *args, **limit)

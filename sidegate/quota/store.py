@@ -20,6 +20,7 @@ from sidegate.ids import UniqueIds
 from sidegate.quota.headers import ratelimit_headers
 from sidegate.quota.policy import QuotaPolicy, Scope
 from sidegate.quota.scripts import LuaScript
+from sidegate.resp import FastRedis
 
 log = logging.getLogger("sidegate.quota")
 
@@ -198,8 +199,11 @@ class QuotaStore:
             log.info("quota store reachable again")
 
     async def _call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        async with asyncio.timeout(self.op_timeout_s):
-            result = await script(self.hot, keys, args)
+        if isinstance(self.hot, FastRedis):  # it bounds its own commands (no timer per call)
+            result = await script(self.hot, keys, args, timeout_s=self.op_timeout_s)
+        else:
+            async with asyncio.timeout(self.op_timeout_s):
+                result = await script(self.hot, keys, args)
         self._ok()
         return result
 

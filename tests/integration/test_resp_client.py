@@ -1,5 +1,6 @@
 """sidegate.resp.FastRedis against real servers: replies in order under auto-pipelining, redis-py's
-error classes, NOSCRIPT reloads, timeouts that leave the connection in step, restarts."""
+error classes, NOSCRIPT reloads, timeouts (the caller's and the client's own per-command limits)
+that leave the connection in step, restarts."""
 
 from __future__ import annotations
 
@@ -87,6 +88,34 @@ def test_timeout_keeps_the_connection_in_step_and_restart_reconnects() -> None:
                 await c.execute_command("PING")
 
         _run(srv.url, body, connect_timeout_s=0.5)
+
+
+def test_time_limits_per_command_fail_only_the_late_ones() -> None:
+    """`timeout_s`: one watchdog for the connection; each command fails at its own limit (a short
+    limit behind a long one too), the others still get their replies, the connection stays in step."""
+    with running_server("valkey") as srv:
+
+        async def body(c: FastRedis) -> None:
+            await c.execute_command("SET", "a", "1")
+            loop = asyncio.get_running_loop()
+            srv.freeze()
+            started = loop.time()
+            long = asyncio.ensure_future(c.execute_command("GET", "a", timeout_s=5.0))
+            short = asyncio.ensure_future(c.execute_command("GET", "a", timeout_s=0.2))
+            with pytest.raises(TimeoutError):
+                await short
+            assert 0.15 < loop.time() - started < 1.5
+            assert not long.done()
+            srv.thaw()
+            assert await long == b"1"
+            assert await c.execute_command("GET", "a", timeout_s=1.0) == b"1"  # in step
+            srv.freeze()
+            with pytest.raises(TimeoutError):
+                await c.evalsha("0" * 40, 0, timeout_s=0.1)
+            srv.thaw()
+            assert await c.execute_command("PING", timeout_s=1.0) == b"PONG"
+
+        _run(srv.url, body)
 
 
 def test_quota_store_on_the_fast_client_admits_and_settles() -> None:
