@@ -57,6 +57,8 @@ class RequestContext:
     remove_headers: list[str] = field(default_factory=list)
     # response headers the gateway wants the client to see (e.g. rate-limit headers)
     response_headers: dict[str, str] = field(default_factory=dict)
+    # started by a stage's `prefetch` for its own `on_request` (see extproc/stages/__init__.py)
+    prefetched: dict[str, Any] = field(default_factory=dict)
 
     def upstream_meta(self) -> dict[str, Any]:
         """What the per-try upstream stage needs (Envoy dynamic metadata: JSON-like values only)."""

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from extproc.context import Reply, RequestContext
-from extproc.stages import Stage
+from extproc.stages import Stage, prefetchers
 from extproc.stages.auth import AuthStage
 from extproc.upstream import Observer, notify
 from sidegate import metrics
@@ -42,6 +42,7 @@ Outcome = Forward | Reply
 class Gateway:
     def __init__(self, stages: Sequence[Stage], observers: Sequence[Observer] = (), inline_auth: AuthStage | None = None):
         self.stages = list(stages)
+        self.prefetch = prefetchers(self.stages)
         self.observers = list(observers)
         self.inline_auth = inline_auth
 
@@ -55,7 +56,9 @@ class Gateway:
         started = time.monotonic()
         ctx.meta["received_at"] = time.time()
         try:
-            for stage in self.stages:
+            for stage, prefetch_next in zip(self.stages, self.prefetch, strict=True):
+                if prefetch_next is not None:
+                    prefetch_next(ctx)
                 t0 = time.perf_counter()
                 reply = await stage.on_request(ctx)
                 metrics.observe_stage(stage.name, time.perf_counter() - t0)

@@ -23,6 +23,14 @@ from redis.exceptions import NoScriptError, ResponseError
 
 
 def _encode(args: tuple[Any, ...]) -> bytes:
+    """A command in RESP (hiredis packs it in C: ~2.5x faster for the quota scripts' 30 arguments)."""
+    try:
+        return hiredis.pack_command(args)
+    except TypeError:  # e.g. a bool, which hiredis refuses
+        return _encode_py(args)
+
+
+def _encode_py(args: tuple[Any, ...]) -> bytes:
     out = [b"*%d\r\n" % len(args)]
     for a in args:
         if isinstance(a, bytes):
@@ -38,6 +46,11 @@ def _encode(args: tuple[Any, ...]) -> bytes:
 
 
 _NEVER = float("inf")
+
+
+def _retrieved(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 class _Protocol(asyncio.Protocol):
@@ -194,6 +207,15 @@ class FastRedis:
             async with asyncio.timeout(timeout_s):
                 await self._ready()
         return await self._send(args, deadline)
+
+    def send_now(self, *args: Any, timeout_s: float) -> asyncio.Future[Any] | None:
+        """One command sent without waiting (None when not connected: use execute_command). The
+        reply's future may be left unawaited: a failure is then dropped, not logged."""
+        if self._proto is None:
+            return None
+        fut = self._send(args, asyncio.get_running_loop().time() + timeout_s)
+        fut.add_done_callback(_retrieved)
+        return fut
 
     async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any, timeout_s: float | None = None) -> Any:
         return await self.execute_command("EVALSHA", sha, numkeys, *keys_and_args, timeout_s=timeout_s)

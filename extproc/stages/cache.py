@@ -41,6 +41,13 @@ class CacheStage:
         self.cache = cache
         self.pending = pending
 
+    def prefetch(self, ctx: RequestContext) -> None:
+        """Send the exact lookup's GET now (it then travels with the quota reservation)."""
+        policy = self.cfg.cache_policy(ctx.model)
+        if policy.enabled and not ctx.body_changed:
+            req = CacheRequest.from_body(ctx.api, ctx.tenant, ctx.model, ctx.body, ctx.headers)
+            ctx.prefetched["cache"] = (req, self.cache.prefetch(req, policy))
+
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         policy = self.cfg.cache_policy(ctx.model)
         if not policy.enabled:
@@ -48,8 +55,10 @@ class CacheStage:
         if ctx.body_changed:  # e.g. PII redacted: answers hold per-request placeholders
             ctx.meta["cache"] = "skip"
             return None
-        req = CacheRequest.from_body(ctx.api, ctx.tenant, ctx.model, ctx.body, ctx.headers)
-        hit = await self.cache.lookup(req, policy)
+        req, sent = ctx.prefetched.pop("cache", None) or (None, None)
+        if req is None:
+            req = CacheRequest.from_body(ctx.api, ctx.tenant, ctx.model, ctx.body, ctx.headers)
+        hit = await self.cache.lookup(req, policy, sent)
         if hit is not None:
             result = hit.headers.get("x-sidegate-cache", "hit-exact").replace("-", "_")
             metrics.cache_lookup(result)

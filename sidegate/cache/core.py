@@ -77,9 +77,20 @@ class ResponseCache:
     def _key(self, exact_key: str) -> str:
         return self.prefix + exact_key
 
-    async def _get(self, exact_key: str, timeout_s: float, req: CacheRequest | None = None) -> tuple[dict[str, Any], float] | None:
+    def prefetch(self, req: CacheRequest, policy: CachePolicy) -> asyncio.Future[Any] | None:
+        """The exact lookup's GET, sent now (when the lean client is connected and a lookup will
+        run); :meth:`lookup` then awaits it instead of sending its own."""
+        if not (policy.exact and req.allowed_by(policy) and req.lookup_allowed and isinstance(self.hot, FastRedis)):
+            return None
+        return self.hot.send_now("GET", self._key(req.exact_key), timeout_s=policy.exact_timeout_ms / 1000)
+
+    async def _get(
+        self, exact_key: str, timeout_s: float, req: CacheRequest | None = None, sent: asyncio.Future[Any] | None = None,
+    ) -> tuple[dict[str, Any], float] | None:  # fmt: skip
         try:
-            if isinstance(self.hot, FastRedis):  # it bounds its own commands (no timer per call)
+            if sent is not None:
+                value = await sent
+            elif isinstance(self.hot, FastRedis):  # it bounds its own commands (no timer per call)
                 value = await self.hot.execute_command("GET", self._key(exact_key), timeout_s=timeout_s)
             else:
                 async with asyncio.timeout(timeout_s):
@@ -113,8 +124,9 @@ class ResponseCache:
         self.stats.incr("hits_exact" if kind == "exact" else "hits_semantic")
         return CacheHit(kind, body, ctype, resp, sim, age, False, headers)
 
-    async def lookup(self, req: CacheRequest, policy: CachePolicy) -> CacheHit | None:
-        """Exact, then semantic. Returns None on a miss, a bypass, or any failure (bounded by the policy)."""
+    async def lookup(self, req: CacheRequest, policy: CachePolicy, sent: asyncio.Future[Any] | None = None) -> CacheHit | None:
+        """Exact, then semantic. Returns None on a miss, a bypass, or any failure (bounded by the
+        policy). `sent`: the exact GET from :meth:`prefetch`."""
         if not req.allowed_by(policy):
             return None
         self.stats.incr("lookups")
@@ -123,7 +135,7 @@ class ResponseCache:
             return None
         try:
             if policy.exact:
-                got = await self._get(req.exact_key, policy.exact_timeout_ms / 1000, req)
+                got = await self._get(req.exact_key, policy.exact_timeout_ms / 1000, req, sent)
                 if got is not None:
                     return self._hit(req, "exact", got[0], got[1], 1.0)
             if policy.semantic and self.semantic is not None and req.query_text is not None:

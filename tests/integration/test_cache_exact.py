@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from sidegate.cache import CachePolicy, ResponseCache
 from sidegate.errors import Api
+from sidegate.resp import FastRedis
 from sidegate.sse import SseParser
 from sidegate.store import client as store_client
 
@@ -32,23 +33,29 @@ def redis_url():
         yield url
 
 
-def run(coro_fn, url: str):
+def run(coro_fn, url: str, fast: bool = False):
+    """`coro_fn(cache, redis)`; `fast`: the per-request GET/SET on the lean client (as in extproc)."""
+
     async def main():
         redis = store_client(url)
+        hot = FastRedis.from_url(url) if fast else None
         try:
-            return await coro_fn(ResponseCache(redis), redis)
+            return await coro_fn(ResponseCache(redis, hot=hot), redis)
         finally:
             await redis.aclose()
+            if hot is not None:
+                await hot.aclose()
 
     return asyncio.run(main())
 
 
-def test_exact_hit_json_and_stream(redis_url):
+@pytest.mark.parametrize("fast", [False, True])
+def test_exact_hit_json_and_stream(redis_url, fast):
     async def body(cache: ResponseCache, _: Redis):
-        r = req(tenant="t-hit")
+        r = req(tenant=f"t-hit-{fast}")
         assert await cache.lookup(r, POLICY) is None
         assert await cache.fill(r, orjson.dumps(openai_response()), POLICY)
-        hit = await cache.lookup(req(tenant="t-hit"), POLICY)
+        hit = await cache.lookup(req(tenant=f"t-hit-{fast}"), POLICY)
         assert hit is not None and hit.kind == "exact" and hit.similarity == 1.0
         assert hit.content_type == "application/json" and not hit.provider_tokens_used
         out = orjson.loads(hit.body)
@@ -57,7 +64,7 @@ def test_exact_hit_json_and_stream(redis_url):
         assert hit.headers["x-sidegate-cache"] == "hit-exact"
         # The same question asked with stream=true is served as SSE from the same entry.
         s = await cache.lookup(
-            req(tenant="t-hit", stream=True, stream_options={"include_usage": True}), POLICY
+            req(tenant=f"t-hit-{fast}", stream=True, stream_options={"include_usage": True}), POLICY
         )
         assert s is not None and s.content_type == "text/event-stream"
         events = SseParser().feed(s.body)
@@ -66,7 +73,31 @@ def test_exact_hit_json_and_stream(redis_url):
         assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 22
         assert cache.stats.hits_exact == 2 and cache.stats.misses == 1
 
-    run(body, redis_url)
+    run(body, redis_url, fast)
+
+
+def test_prefetched_get_serves_the_lookup(redis_url):
+    """The cache stage's prefetch: the GET sent before the quota stage runs, awaited by lookup();
+    one never awaited (the quota refused the request) leaves no trace; none for a bypass."""
+
+    async def body(cache: ResponseCache, _: Redis):
+        assert cache.prefetch(req(tenant="t-pre"), POLICY) is None  # not connected yet: lookup sends its own
+        assert await cache.lookup(req(tenant="t-pre"), POLICY) is None
+        assert await cache.fill(req(tenant="t-pre"), orjson.dumps(openai_response()), POLICY)
+        r = req(tenant="t-pre")
+        sent = cache.prefetch(r, POLICY)
+        assert sent is not None
+        hit = await cache.lookup(r, POLICY, sent)
+        assert hit is not None and hit.kind == "exact"
+        miss = req(tenant="t-pre-other")
+        assert await cache.lookup(miss, POLICY, cache.prefetch(miss, POLICY)) is None
+        cache.prefetch(req(tenant="t-pre"), POLICY)  # never awaited
+        bypass = req(tenant="t-pre", headers={"cache-control": "no-cache"})
+        assert cache.prefetch(bypass, POLICY) is None
+        await asyncio.sleep(0.05)
+        assert cache.stats.hits_exact == 1 and cache.stats.misses == 2
+
+    run(body, redis_url, fast=True)
 
 
 def test_scope_misses(redis_url):
@@ -133,7 +164,8 @@ def test_expiry(redis_url):
     run(body, redis_url)
 
 
-def test_store_down_and_hung_is_a_bounded_miss():
+@pytest.mark.parametrize("fast", [False, True])
+def test_store_down_and_hung_is_a_bounded_miss(fast):
     with valkey_server() as (url, proc):
 
         async def body(cache: ResponseCache, _: Redis):
@@ -143,6 +175,8 @@ def test_store_down_and_hung_is_a_bounded_miss():
             try:
                 t = time.perf_counter()
                 assert await cache.lookup(req(tenant="t-down"), policy) is None
+                r = req(tenant="t-down")
+                assert await cache.lookup(r, policy, cache.prefetch(r, policy)) is None
                 assert time.perf_counter() - t < 0.5
             finally:
                 os.kill(proc.pid, signal.SIGCONT)
@@ -154,4 +188,4 @@ def test_store_down_and_hung_is_a_bounded_miss():
             assert time.perf_counter() - t < 1.0
             assert cache.stats.store_errors >= 2 and cache.stats.fill_errors == 1
 
-        run(body, url)
+        run(body, url, fast)
