@@ -240,7 +240,9 @@ def main() -> int:
                 "semantic": {"routes": [{"provider": "openai", "model": "gpt-4o-mini"}],
                              "cache": {"semantic": True, "semantic_timeout_ms": 500}},
             },
-            "tenants": {"bench": {"keys": [{"id": kid, "hash": keys.hash_key(key)}]}},
+            # Limits the load never reaches, so every request is checked against them (rpm and tpm).
+            "tenants": {"bench": {"keys": [{"id": kid, "hash": keys.hash_key(key)}],
+                                  "quota": {"limits": {"rpm": 10**9, "tpm": 10**12}}}},
         }  # fmt: skip
 
     env = dict(os.environ, BENCH_KEY="sk-bench", SIDEGATE_LOG_LEVEL="WARNING")

@@ -1,7 +1,8 @@
 """Process-unique ids without a system call per id: a random prefix per generator, then a counter.
 
-For what the gateway makes up and later looks up (quota reservations, held replies, pending tries):
-unique across processes and restarts, never taken from anything a client sends.
+For what the gateway makes up and later looks up (quota reservations, held replies, pending tries,
+pending cache fills): unique across processes and restarts, never taken from anything a client
+sends.
 """
 
 from __future__ import annotations

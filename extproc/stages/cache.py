@@ -17,6 +17,7 @@ from sidegate import metrics
 from sidegate.cache import CacheRequest, ResponseCache, reassemble
 from sidegate.config import SidegateConfig
 from sidegate.errors import Api
+from sidegate.ids import UniqueIds
 from sidegate.translate.anthropic_to_openai import anthropic_usage
 from sidegate.translate.base import Usage
 from sidegate.translate.openai_to_anthropic import openai_usage
@@ -26,11 +27,14 @@ log = logging.getLogger("sidegate.cache")
 
 
 class PendingFills(TtlMap[CacheRequest]):
-    """CacheRequests of misses, by request id, so the fill reuses the lookup's keys and embedding
-    when the upstream try runs in the same process (otherwise the request is rebuilt)."""
+    """CacheRequests of misses, so the fill reuses the lookup's keys and embedding when the upstream
+    try runs in the same process (otherwise the request is rebuilt). Keyed by a key this process
+    makes up (metadata `cache_fill`), never the request id: a client may send its own
+    `x-request-id`, and two requests sharing one must not swap their cache entries."""
 
     def __init__(self, capacity: int = 4096, ttl_s: float = 600.0):
         super().__init__(capacity, ttl_s)
+        self.new_key = UniqueIds()
 
 
 class CacheStage:
@@ -67,8 +71,9 @@ class CacheStage:
         ctx.meta["cache"] = "bypass" if not req.lookup_allowed else "error" if req.lookup_failed else "miss"
         metrics.cache_lookup(ctx.meta["cache"])
         if req.fill_allowed and not req.lookup_failed and req.allowed_by(policy):
-            ctx.meta["cache_fill"] = True
-            self.pending.put(ctx.request_id, req)
+            key = self.pending.new_key()
+            ctx.meta["cache_fill"] = key
+            self.pending.put(key, req)
         return None
 
 
@@ -88,7 +93,8 @@ class CacheFiller:
             api = Api(meta.get("api", "openai"))
             model = str(meta.get("model", ""))
             policy = self.cfg.cache_policy(model)
-            req = self.pending.pop(str(meta.get("request_id", "")))
+            key = meta.get("cache_fill")
+            req = self.pending.pop(key) if isinstance(key, str) else None
             if req is None:
                 if client_body is None:
                     return

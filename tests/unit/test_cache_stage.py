@@ -1,0 +1,51 @@
+"""The cache stage's pending fills are keyed by keys the gateway makes up, not the request id."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from extproc.context import RequestContext
+from extproc.stages.cache import CacheFiller, CacheStage, PendingFills
+from sidegate import config
+from sidegate.cache import CacheRequest
+from sidegate.errors import Api
+
+
+class Misses:
+    """Stands in for ResponseCache: every lookup misses; fills are recorded."""
+
+    def __init__(self) -> None:
+        self.fills: list[tuple[CacheRequest, bytes]] = []
+
+    async def lookup(self, req: CacheRequest, policy: Any, sent: Any = None) -> None:
+        return None
+
+    def fill_soon(self, req: CacheRequest, response: bytes, policy: Any) -> None:
+        self.fills.append((req, response))
+
+
+def test_two_requests_with_one_client_request_id_fill_their_own_entries():
+    cfg = config.parse({
+        "providers": {"openai": {"api": "openai", "base_url": "http://127.0.0.1:9"}},
+        "models": {"gpt-4o-mini": {"routes": [{"provider": "openai"}], "cache": {"exact": True}}},
+    })  # fmt: skip
+    cache, pending = Misses(), PendingFills()
+    stage, filler = CacheStage(cfg, cache, pending), CacheFiller(cfg, cache, pending)  # type: ignore[arg-type]
+
+    def miss(question: str) -> RequestContext:
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": question}]}
+        ctx = RequestContext(path="/v1/chat/completions", method="POST", headers={}, api=Api.OPENAI,
+                             request_id="client-chosen", tenant="acme", model="gpt-4o-mini", body=body)  # fmt: skip
+        assert asyncio.run(stage.on_request(ctx)) is None
+        return ctx
+
+    a, b = miss("alpha?"), miss("bravo?")
+    assert a.meta["cache_fill"] != b.meta["cache_fill"]
+    filler.fill({**a.upstream_meta(), **a.meta}, None, b'{"answer":"alpha"}', streamed=False)
+    filler.fill({**b.upstream_meta(), **b.meta}, None, b'{"answer":"bravo"}', streamed=False)
+    (ra, body_a), (rb, body_b) = cache.fills
+    expected_a = CacheRequest.from_body(Api.OPENAI, "acme", "gpt-4o-mini", a.body).exact_key
+    expected_b = CacheRequest.from_body(Api.OPENAI, "acme", "gpt-4o-mini", b.body).exact_key
+    assert (ra.exact_key, body_a) == (expected_a, b'{"answer":"alpha"}')
+    assert (rb.exact_key, body_b) == (expected_b, b'{"answer":"bravo"}')
