@@ -7,7 +7,8 @@ every command issued during one event-loop iteration in a single write (auto-pip
 parses replies with hiredis. It raises redis-py's exception classes, so callers handle errors the
 same way. A command may carry a time limit (`timeout_s`): one watchdog timer for the connection
 fails the commands past their limit with TimeoutError (as `asyncio.timeout` would, without a
-timer per command); their replies, when they come, are read and dropped. Plain `redis://` URLs only (host, port, password, db); anything else keeps redis-py.
+timer per command); their replies, when they come, are read and dropped. Plain `redis://` URLs
+only (host, port, password, db); anything else keeps redis-py.
 """
 
 from __future__ import annotations
