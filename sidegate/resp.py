@@ -64,6 +64,8 @@ class _Protocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self.client._proto is not self:  # a connection the client already dropped
+            return
         self.reader.feed(data)
         pending, deadlines = self.client._pending, self.client._deadlines
         while True:
@@ -84,7 +86,8 @@ class _Protocol(asyncio.Protocol):
                 fut.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.client._drop(RedisConnectionError("connection to the store lost"))
+        if self.client._proto is self:  # not one the client already dropped (maybe reconnected since)
+            self.client._drop(RedisConnectionError("connection to the store lost"))
 
 
 class FastRedis:
@@ -93,6 +96,8 @@ class FastRedis:
     def __init__(self, host: str, port: int, password: str | None = None, db: int = 0, connect_timeout_s: float = 1.0):
         self.host, self.port, self.password, self.db = host, port, password, db
         self.connect_timeout_s = connect_timeout_s
+        self.stuck_after_s = max(connect_timeout_s, 1.0)
+        """How long past its limit an unanswered command may stay before the connection is dropped."""
         self._pending: deque[asyncio.Future[Any]] = deque()
         self._deadlines: deque[float] = deque()  # loop time by which each pending reply is due
         self._watchdog: asyncio.TimerHandle | None = None
@@ -173,15 +178,21 @@ class FastRedis:
         self._watchdog = loop.call_at(when, self._expire)
 
     def _expire(self) -> None:
-        """The watchdog: fail the commands past their time; wake again at the next limit."""
+        """The watchdog: fail the commands past their time; wake again at the next limit. Replies
+        come in order, so a command still unanswered `stuck_after_s` past its limit means the
+        connection is stuck (a frozen or half-open store): it is dropped, and the next command
+        connects again (as redis-py drops a connection on a socket timeout)."""
         self._watchdog, self._watch_at = None, _NEVER
         loop = asyncio.get_running_loop()
         now, nxt = loop.time(), _NEVER
         for fut, deadline in zip(self._pending, self._deadlines, strict=True):
-            if fut.done():
-                continue
+            if deadline + self.stuck_after_s <= now:
+                self._drop(RedisConnectionError("the store stopped answering"))
+                return
             if deadline <= now:
-                fut.set_exception(TimeoutError())
+                if not fut.done():
+                    fut.set_exception(TimeoutError())
+                nxt = min(nxt, deadline + self.stuck_after_s)
             elif deadline < nxt:
                 nxt = deadline
         if nxt < _NEVER:
@@ -224,8 +235,8 @@ class FastRedis:
     async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any, timeout_s: float | None = None) -> Any:
         return await self.execute_command("EVALSHA", sha, numkeys, *keys_and_args, timeout_s=timeout_s)
 
-    async def script_load(self, source: str) -> str:
-        sha = await self.execute_command("SCRIPT", "LOAD", source)
+    async def script_load(self, source: str, timeout_s: float | None = None) -> str:
+        sha = await self.execute_command("SCRIPT", "LOAD", source, timeout_s=timeout_s)
         return sha.decode() if isinstance(sha, bytes) else str(sha)
 
     async def aclose(self) -> None:

@@ -53,6 +53,10 @@ class CacheHit:
         return u if isinstance(u, dict) else None
 
 
+FILL_TIMEOUT_S = 1.0
+"""A fill's store write may take this long (then it is dropped and counted as a fill error)."""
+
+
 class ResponseCache:
     def __init__(
         self,
@@ -197,7 +201,11 @@ class ResponseCache:
             return False
         now = time.time()
         value = codec.encode(response_json, now)
-        await self.hot.execute_command("SET", self._key(req.exact_key), value, "EX", policy.ttl_s)
+        key = self._key(req.exact_key)
+        if isinstance(self.hot, FastRedis):  # bounded like redis-py's socket timeout
+            await self.hot.execute_command("SET", key, value, "EX", policy.ttl_s, timeout_s=FILL_TIMEOUT_S)
+        else:
+            await self.hot.execute_command("SET", key, value, "EX", policy.ttl_s)
         self.stats.incr("fills")
         if policy.semantic and self.semantic is not None and req.query_text is not None:
             await self.semantic.add(

@@ -7,6 +7,7 @@ again with SCRIPT LOAD and the call retried once.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import sys
@@ -45,19 +46,31 @@ class LuaScript:
         parts = [(d / "quota_lib.lua").read_text(), (d / f"quota_{name}.lua").read_text()]
         return cls(name, "\n".join(parts))
 
-    async def load(self, redis: Redis) -> None:
-        sha = await redis.script_load(self.source)
+    async def load(self, redis: Redis, **limit: float) -> None:
+        sha = await redis.script_load(self.source, **limit)
         if isinstance(sha, bytes):
             sha = sha.decode()
         if sha != self.sha:  # pragma: no cover - would mean the server hashes differently
             raise RuntimeError(f"SCRIPT LOAD of {self.name} returned {sha}, expected {self.sha}")
 
-    async def __call__(self, redis: Redis, keys: Sequence[str], args: Sequence[Any], **limit: float) -> Any:
-        """Run the script; `limit` is `timeout_s=` for a client that bounds its own commands
-        (:class:`sidegate.resp.FastRedis`)."""
+    async def __call__(self, redis: Redis, keys: Sequence[str], args: Sequence[Any], timeout_s: float | None = None) -> Any:
+        """Run the script (loading it again on NOSCRIPT). `timeout_s`, for a client that bounds its
+        own commands (:class:`sidegate.resp.FastRedis`), is the limit of the whole call."""
+        if timeout_s is None:
+            try:
+                return await redis.evalsha(self.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                self.reloads += 1
+                await self.load(redis)
+                return await redis.evalsha(self.sha, len(keys), *keys, *args)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+
+        def left() -> float:
+            return max(deadline - asyncio.get_running_loop().time(), 0.0)
+
         try:
-            return await redis.evalsha(self.sha, len(keys), *keys, *args, **limit)
+            return await redis.evalsha(self.sha, len(keys), *keys, *args, timeout_s=timeout_s)
         except NoScriptError:
             self.reloads += 1
-            await self.load(redis)
-            return await redis.evalsha(self.sha, len(keys), *keys, *args, **limit)
+            await self.load(redis, timeout_s=left())
+            return await redis.evalsha(self.sha, len(keys), *keys, *args, timeout_s=left())

@@ -118,6 +118,34 @@ def test_time_limits_per_command_fail_only_the_late_ones() -> None:
         _run(srv.url, body)
 
 
+def test_a_stuck_connection_is_dropped_and_the_next_command_reconnects() -> None:
+    """Unanswered past its limit + `stuck_after_s`: the connection is dropped (no growing backlog
+    on a frozen or half-open store); a script reload on NOSCRIPT stays within the call's limit."""
+    with running_server("valkey") as srv:
+
+        async def body(c: FastRedis) -> None:
+            c.stuck_after_s = 0.3
+            assert await c.execute_command("PING", timeout_s=1.0) == b"PONG"
+            srv.freeze()
+            with pytest.raises(TimeoutError):
+                await c.execute_command("GET", "a", timeout_s=0.1)
+            await asyncio.sleep(0.6)
+            assert c._proto is None and not c._pending and not c._deadlines
+            srv.thaw()
+            assert await c.execute_command("PING", timeout_s=1.0) == b"PONG"  # a new connection
+            script = LuaScript("t2", "return ARGV[1] * 2")
+            await c.execute_command("SCRIPT", "FLUSH")
+            assert await script(c, [], [21], timeout_s=1.0) == 42 and script.reloads == 1
+            srv.freeze()
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(TimeoutError):
+                await script(c, [], [1], timeout_s=0.2)
+            assert asyncio.get_running_loop().time() - started < 1.0
+            srv.thaw()
+
+        _run(srv.url, body)
+
+
 def test_quota_store_on_the_fast_client_admits_and_settles() -> None:
     with running_server("valkey") as srv:
 
