@@ -122,6 +122,9 @@ def measure(name: str, url: str, script: Path, pids: list[int], conns_list: list
 SCENARIOS = ("direct,envoy,sidegate,inline,inline-2w,full-lane,translated,exact-hit,semantic-hit,"
              "front,front-2w,front-translated,front-exact-hit,envoy-stream,front-stream,front-stream-translated,"
              "litellm,ttft")
+FULL_PIPELINE = frozenset({"translated", "front-translated", "front-stream-translated"})
+"""The scenarios of the issue's full pipeline: translation both ways and, as each request asks a
+new question (see _VARY), an exact-cache miss that fills."""
 STREAM = CHAT.replace(b'"max_tokens":32', b'"max_tokens":32,"stream":true,"stream_options":{"include_usage":true}')
 """A stream whose events carry the usage (the direct lane takes it); the fast fake sends it at once,
 so the latency measured is the time to the first event (the stream's overhead: TTFT)."""
@@ -233,8 +236,7 @@ def main() -> int:
                           "anthropic": {"api": "anthropic", "base_url": f"http://127.0.0.1:{fport}", "api_key_env": "BENCH_KEY"}},
             "models": {
                 "gpt-4o-mini": {"routes": [{"provider": "openai"}]},
-                # The issue's full pipeline: translation both ways and an exact-cache miss that fills
-                # (the translated scenarios ask a new question each time, see _VARY).
+                # The full pipeline's model (FULL_PIPELINE): translated, cached.
                 "claude": {"routes": [{"provider": "anthropic", "model": "claude-3-5-haiku-20241022"}], "cache": {"exact": True}},
                 "cached": {"routes": [{"provider": "openai", "model": "gpt-4o-mini"}], "cache": {"exact": True}},
                 "semantic": {"routes": [{"provider": "openai", "model": "gpt-4o-mini"}],
@@ -288,7 +290,7 @@ def main() -> int:
             sup = _stack(work, name, config(**services), env)
             try:
                 script = work / f"{name}.lua"
-                wrk_script(script, body, key, vary=b'"claude"' in body)
+                wrk_script(script, body, key, vary=name in FULL_PIPELINE)
                 url = f"http://127.0.0.1:{sup.cfg.listener.port}{path}"
                 pids = [c.proc.pid for c in sup.children if c.proc] + [fake.pid]
                 rows += measure(name, url, script, pids, conns, args.duration)

@@ -98,7 +98,7 @@ class DirectLaneObserver(als_pb2_grpc.AccessLogServiceServicer):
             fm = entry.common_properties.metadata.filter_metadata
             front = fm.get(AUTHZ_NS)
             lane = front.fields.get(FRONT_LANE_HEADER) if front is not None else None
-            if front is not None and lane is not None and lane.string_value == "try":
+            if lane is not None and lane.string_value == "try":
                 # The key the Lua kept for the last try, or the one of a prepared try it never saw.
                 state = fm.get(TRY_NS)
                 key = state.fields.get("id") if state is not None else front.fields.get(TryWire.KEY)

@@ -73,6 +73,19 @@ def encode_changes(changes: HeaderChanges) -> dict[str, str]:
     return out
 
 
+def _client_api(value: object) -> Api:
+    """The client's API as the metadata or a header names it (OpenAI unless it says Anthropic)."""
+    return Api.ANTHROPIC if value == "anthropic" else Api.OPENAI
+
+
+def _provider_request(t: UpstreamTry, body: bytes) -> tuple[bytes, HeaderChanges]:
+    """The try's request for its provider: body and every header change (the body's included)."""
+    changes = t.request_headers()
+    out, body_changes = t.request_body(body)
+    changes.set.update(body_changes.set)
+    return out, changes
+
+
 def _refusal(api: Api, e: Exception) -> Reply:
     """A try refused before the provider, in the client's format (Lua relays it as is)."""
     if isinstance(e, GatewayError):
@@ -167,20 +180,15 @@ class TryLane:
             meta, body = {**meta, "redact": False, "restore": restore or {}}, redacted
         try:
             t = self.upstream.start_try(meta, cluster, 1)
-            changes = t.request_headers()
-            out, body_changes = t.request_body(body)
+            out, changes = _provider_request(t, body)
             out = ascii_json(out)
         except Exception:  # the /try/request call answers it (in the client's format)
             return {}
         if len(out) > PREPARED_MAX:  # (the try is dropped unregistered: nothing was reserved by it)
             return {}
-        changes.set.update(body_changes.set)
         changes.set["content-length"] = str(len(out))
         changes.set.pop(cred[0], None)  # the key: the Lua reads it from Envoy's environment
-        key = self.new_key()
-        self.tries.put(key, t)
-        return {TryWire.BODY: out.decode(), TryWire.PREPARED: cluster, **encode_changes(changes),
-                TryWire.WORKER: self.worker, TryWire.KEY: key}  # fmt: skip
+        return {TryWire.BODY: out.decode(), TryWire.PREPARED: cluster, **encode_changes(changes), **self._hold(t)}
 
     def handle(self, target: str, headers: dict[str, str], body: bytes) -> Reply:
         if target.endswith("/request"):
@@ -207,7 +215,7 @@ class TryLane:
             meta = orjson.loads(headers.get(FRONT_META_HEADER) or "{}")
         except orjson.JSONDecodeError:
             meta = {}
-        api = Api(meta.get("api", "openai")) if meta.get("api") in ("openai", "anthropic") else Api.OPENAI
+        api = _client_api(meta.get("api"))
         previous = headers.get(TryWire.PREVIOUS)
         try:
             t = self.upstream.start_try(meta, headers.get(TryWire.CLUSTER, ""), int(headers.get(TryWire.ATTEMPT) or 1))
@@ -218,21 +226,22 @@ class TryLane:
         if previous:  # Envoy retried: the previous try never got its response (per-try timeout)
             self.abandon(previous, retried=True)
         try:
-            changes = t.request_headers()
-            out, body_changes = t.request_body(body)
+            out, changes = _provider_request(t, body)
         except Exception as e:
             t.close()  # refused before the provider: the reservation is settled (nothing used)
             return _refusal(api, e)
-        changes.set.update(body_changes.set)
+        return Reply(200, out, {**encode_changes(changes), **self._hold(t)})
+
+    def _hold(self, t: UpstreamTry) -> dict[str, str]:
+        """Keep the try for its response; the answer headers that name it (for the Lua)."""
         key = self.new_key()
         self.tries.put(key, t)
-        return Reply(200, out, {**encode_changes(changes), TryWire.WORKER: self.worker, TryWire.KEY: key})
+        return {TryWire.WORKER: self.worker, TryWire.KEY: key}
 
     def response(self, headers: dict[str, str], body: bytes) -> Reply:
         t = self.tries.pop(headers.get(TryWire.KEY, ""))
         if t is None:
-            api = Api.ANTHROPIC if headers.get(FRONT_API_HEADER) == "anthropic" else Api.OPENAI
-            return _failed(api, "Sidegate: this try's state was lost (it expired or the worker restarted).")
+            return _failed(_client_api(headers.get(FRONT_API_HEADER)), "Sidegate: this try's state was lost (it expired or the worker restarted).")
         try:
             status = int(headers.get(TryWire.STATUS) or 0)
             provider = {k[len(TryWire.PASSED) :]: v for k, v in headers.items() if k.startswith(TryWire.PASSED)}

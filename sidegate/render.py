@@ -721,7 +721,7 @@ def _direct_errors(cfg: SidegateConfig) -> dict[str, Any]:
     entries = []
     for name, p in cfg.providers.items():
         if direct_provider(p):  # in the direct lane the client's API is the provider's
-            env = f'"{p.api_key_env}"' if p.api_key_env else "nil"
+            env = _lua_str(p.api_key_env)
             refused = lua_str(render_error(p.api, provider_refused_key(name)))
             invalid = lua_str(render_error(p.api, provider_invalid_response(name)))
             entries.append(f'["{name}"] = {{env = {env}, refused = {refused}, invalid = {invalid}}}')

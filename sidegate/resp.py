@@ -91,7 +91,8 @@ class _Protocol(asyncio.Protocol):
 
 
 class FastRedis:
-    """`await client.execute_command("GET", "k")`; `evalsha`/`script_load` as LuaScript needs them."""
+    """`await client.execute_command("GET", "k")` (callers that may hold either client use
+    :func:`command`)."""
 
     def __init__(self, host: str, port: int, password: str | None = None, db: int = 0, connect_timeout_s: float = 1.0):
         self.host, self.port, self.password, self.db = host, port, password, db
@@ -232,12 +233,17 @@ class FastRedis:
         fut.add_done_callback(_retrieved)
         return fut
 
-    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any, timeout_s: float | None = None) -> Any:
-        return await self.execute_command("EVALSHA", sha, numkeys, *keys_and_args, timeout_s=timeout_s)
-
-    async def script_load(self, source: str, timeout_s: float | None = None) -> str:
-        sha = await self.execute_command("SCRIPT", "LOAD", source, timeout_s=timeout_s)
-        return sha.decode() if isinstance(sha, bytes) else str(sha)
-
     async def aclose(self) -> None:
         self._drop(RedisConnectionError("client closed"))
+
+
+async def command(client: Any, *args: Any, timeout_s: float | None = None) -> Any:
+    """One command on either client, this one or redis-py's (kept for `rediss://` and unix URLs),
+    within `timeout_s` when given (TimeoutError past it): this client bounds the command itself,
+    without a timer per call; redis-py's runs under `asyncio.timeout`."""
+    if timeout_s is None:
+        return await client.execute_command(*args)
+    if isinstance(client, FastRedis):
+        return await client.execute_command(*args, timeout_s=timeout_s)
+    async with asyncio.timeout(timeout_s):
+        return await client.execute_command(*args)

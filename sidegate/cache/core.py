@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from sidegate.resp import FastRedis
+from sidegate.resp import FastRedis, command
 
 from . import codec
 from .cacheable import refusal_reason
@@ -94,11 +94,8 @@ class ResponseCache:
         try:
             if sent is not None:
                 value = await sent
-            elif isinstance(self.hot, FastRedis):  # it bounds its own commands (no timer per call)
-                value = await self.hot.execute_command("GET", self._key(exact_key), timeout_s=timeout_s)
             else:
-                async with asyncio.timeout(timeout_s):
-                    value = await self.hot.execute_command("GET", self._key(exact_key))
+                value = await command(self.hot, "GET", self._key(exact_key), timeout_s=timeout_s)
         except Exception as exc:  # timeout, connection, protocol
             if req is not None:
                 req.lookup_failed = True
@@ -201,11 +198,7 @@ class ResponseCache:
             return False
         now = time.time()
         value = codec.encode(response_json, now)
-        key = self._key(req.exact_key)
-        if isinstance(self.hot, FastRedis):  # bounded like redis-py's socket timeout
-            await self.hot.execute_command("SET", key, value, "EX", policy.ttl_s, timeout_s=FILL_TIMEOUT_S)
-        else:
-            await self.hot.execute_command("SET", key, value, "EX", policy.ttl_s)
+        await command(self.hot, "SET", self._key(req.exact_key), value, "EX", policy.ttl_s, timeout_s=FILL_TIMEOUT_S)
         self.stats.incr("fills")
         if policy.semantic and self.semantic is not None and req.query_text is not None:
             await self.semantic.add(

@@ -18,6 +18,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from sidegate.resp import command
+
 
 def lua_dir() -> Path:
     """``$SIDEGATE_LUA_DIR``, the repository's ``lua/`` folder (source checkout / editable install),
@@ -46,31 +48,24 @@ class LuaScript:
         parts = [(d / "quota_lib.lua").read_text(), (d / f"quota_{name}.lua").read_text()]
         return cls(name, "\n".join(parts))
 
-    async def load(self, redis: Redis, **limit: float) -> None:
-        sha = await redis.script_load(self.source, **limit)
+    async def load(self, redis: Redis, timeout_s: float | None = None) -> None:
+        sha = await command(redis, "SCRIPT", "LOAD", self.source, timeout_s=timeout_s)
         if isinstance(sha, bytes):
             sha = sha.decode()
         if sha != self.sha:  # pragma: no cover - would mean the server hashes differently
             raise RuntimeError(f"SCRIPT LOAD of {self.name} returned {sha}, expected {self.sha}")
 
     async def __call__(self, redis: Redis, keys: Sequence[str], args: Sequence[Any], timeout_s: float | None = None) -> Any:
-        """Run the script (loading it again on NOSCRIPT). `timeout_s`, for a client that bounds its
-        own commands (:class:`sidegate.resp.FastRedis`), is the limit of the whole call."""
-        if timeout_s is None:
-            try:
-                return await redis.evalsha(self.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                self.reloads += 1
-                await self.load(redis)
-                return await redis.evalsha(self.sha, len(keys), *keys, *args)
-        deadline = asyncio.get_running_loop().time() + timeout_s
+        """Run the script on either client (loading it again on NOSCRIPT), the whole call within
+        `timeout_s` when given."""
+        deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
 
-        def left() -> float:
-            return max(deadline - asyncio.get_running_loop().time(), 0.0)
+        def left() -> float | None:
+            return None if deadline is None else max(deadline - asyncio.get_running_loop().time(), 0.0)
 
         try:
-            return await redis.evalsha(self.sha, len(keys), *keys, *args, timeout_s=timeout_s)
+            return await command(redis, "EVALSHA", self.sha, len(keys), *keys, *args, timeout_s=left())
         except NoScriptError:
             self.reloads += 1
-            await self.load(redis, timeout_s=left())
-            return await redis.evalsha(self.sha, len(keys), *keys, *args, timeout_s=left())
+            await self.load(redis, left())
+            return await command(redis, "EVALSHA", self.sha, len(keys), *keys, *args, timeout_s=left())

@@ -20,7 +20,6 @@ from sidegate.ids import UniqueIds
 from sidegate.quota.headers import ratelimit_headers
 from sidegate.quota.policy import QuotaPolicy, Scope
 from sidegate.quota.scripts import LuaScript
-from sidegate.resp import FastRedis
 
 log = logging.getLogger("sidegate.quota")
 
@@ -199,11 +198,7 @@ class QuotaStore:
             log.info("quota store reachable again")
 
     async def _call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        if isinstance(self.hot, FastRedis):  # it bounds its own commands (no timer per call)
-            result = await script(self.hot, keys, args, timeout_s=self.op_timeout_s)
-        else:
-            async with asyncio.timeout(self.op_timeout_s):
-                result = await script(self.hot, keys, args)
+        result = await script(self.hot, keys, args, timeout_s=self.op_timeout_s)
         self._ok()
         return result
 

@@ -58,7 +58,7 @@ def test_noscript_and_script_reload() -> None:
     async def body(c: FastRedis) -> None:
         script = LuaScript("t", "return ARGV[1] + 1")
         with pytest.raises(NoScriptError):
-            await c.evalsha(script.sha, 0, 1)
+            await c.execute_command("EVALSHA", script.sha, 0, 1)
         assert await script(c, [], [41]) == 42  # reloads on NOSCRIPT
         assert script.reloads == 1
 
@@ -111,7 +111,7 @@ def test_time_limits_per_command_fail_only_the_late_ones() -> None:
             assert await c.execute_command("GET", "a", timeout_s=1.0) == b"1"  # in step
             srv.freeze()
             with pytest.raises(TimeoutError):
-                await c.evalsha("0" * 40, 0, timeout_s=0.1)
+                await c.execute_command("EVALSHA", "0" * 40, 0, timeout_s=0.1)
             srv.thaw()
             assert await c.execute_command("PING", timeout_s=1.0) == b"PONG"
 
