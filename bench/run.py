@@ -1,6 +1,9 @@
 """Sidegate benchmark: added latency and throughput of the gateway, measured with wrk.
 
-    python bench/run.py [--duration 10] [--conns 1,16] [--only direct,envoy,sidegate]
+    python bench/run.py [--duration 10] [--conns 1,16] [--rounds 3] [--only direct,envoy,sidegate]
+
+Every scenario is set up first, then measured --rounds times in turn (interleaved), and the table
+shows medians: the host's speed drifts between minutes, and this way it weighs on every row alike.
 
 Scenarios (same fast fake upstream for all):
   direct    wrk -> fake upstream
@@ -10,9 +13,12 @@ Scenarios (same fast fake upstream for all):
   full-lane inline, direct lane off: every try through the per-try ext_proc
   translated inline, OpenAI client -> Anthropic provider (per-try translation both ways) with an
             exact-cache miss that fills: each request asks a new question (the issue's full pipeline)
-  litellm   wrk -> LiteLLM proxy (1 worker; only if installed, see _litellm) -> fake
+  litellm   wrk -> LiteLLM proxy (1 worker; only if installed, see _litellm) -> fake; and
+            litellm-translated: LiteLLM translating an OpenAI client's request for an Anthropic provider
   front     the gateway stages behind the HTTP front (services.front: http) instead of gRPC ext_proc;
             front-2w with two extproc workers, front-translated, front-exact-hit likewise
+  <name>-e1 any Sidegate scenario with one Envoy worker thread (the default is auto: see
+            services.envoy_concurrency; two workers on this box)
 Prints p50/p99 latency, RPS, added p50 vs Envoy-alone and CPU ms per request (all processes of
 the scenario, read from /proc). Needs `wrk` (Debian: apt-get install wrk).
 """
@@ -27,6 +33,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -105,24 +113,40 @@ def run_wrk(url: str, script: Path, conns: int, duration: int) -> dict[str, floa
     }  # fmt: skip
 
 
-def measure(name: str, url: str, script: Path, pids: list[int], conns_list: list[int], duration: int) -> list[dict]:
-    rows = []
-    run_wrk(url, script, 16, 3)  # warm-up: connections, caches, a steady state (every scenario alike)
-    for conns in conns_list:
-        before = cpu_seconds(pids)
-        r = run_wrk(url, script, conns, duration)
-        used = cpu_seconds(pids) - before
-        r.update(name=name, conns=conns, cpu_ms=1e3 * used / r["requests"] if r["requests"] else float("nan"))
-        rows.append(r)
-        print(f"  {name:<9} c={conns:<3} p50={r['p50']:.3f}ms p99={r['p99']:.3f}ms rps={r['rps']:.0f} "
-              f"non2xx={r['errors']:.0f} cpu/req={r['cpu_ms']:.3f}ms", flush=True)  # fmt: skip
-    return rows
+def measure(name: str, url: str, script: Path, pids: list[int], conns: int, duration: int) -> dict:
+    before = cpu_seconds(pids)
+    r = run_wrk(url, script, conns, duration)
+    used = cpu_seconds(pids) - before
+    r.update(name=name, conns=conns, cpu_ms=1e3 * used / r["requests"] if r["requests"] else float("nan"))
+    print(f"  {name:<9} c={conns:<3} p50={r['p50']:.3f}ms p99={r['p99']:.3f}ms rps={r['rps']:.0f} "
+          f"non2xx={r['errors']:.0f} cpu/req={r['cpu_ms']:.3f}ms", flush=True)  # fmt: skip
+    return r
+
+
+@dataclass
+class Scenario:
+    """One path under test, set up once and measured in every round (see main)."""
+
+    name: str
+    url: str
+    script: Path
+    pids: list[int]
+    stop: Callable[[], None]
+    note: Callable[[], str] | None = None
+
+
+def _median(values: list[float]) -> float:
+    values = sorted(v for v in values if v == v)  # NaN (a missing baseline) left out
+    if not values:
+        return float("nan")
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 SCENARIOS = ("direct,envoy,sidegate,inline,inline-2w,full-lane,translated,exact-hit,semantic-hit,"
-             "front,front-2w,front-translated,front-exact-hit,envoy-stream,front-stream,front-stream-translated,"
-             "litellm,ttft")
-FULL_PIPELINE = frozenset({"translated", "front-translated", "front-stream-translated"})
+             "front,front-2w,front-translated,front-translated-2w,front-exact-hit,envoy-stream,front-stream,front-stream-translated,"
+             "litellm,litellm-translated,ttft")
+FULL_PIPELINE = frozenset({"translated", "front-translated", "front-translated-2w", "front-stream-translated"})
 """The scenarios of the issue's full pipeline: translation both ways and, as each request asks a
 new question (see _VARY), an exact-cache miss that fills."""
 STREAM = CHAT.replace(b'"max_tokens":32', b'"max_tokens":32,"stream":true,"stream_options":{"include_usage":true}')
@@ -177,9 +201,11 @@ def ttft(url: str, headers: dict[str, str], n: int = 200, usage: bool = False, w
 FRONT = {"auth": "inline", "front": "http"}
 
 
-def _litellm(work: Path, fport: int, conns: list[int], duration: int, pids: list[int]) -> list[dict]:
+def _litellm(work: Path, fport: int, pids: list[int], names: set[str]) -> list[Scenario]:
     """The LiteLLM proxy (1 worker) on the same fake upstream, if installed: LITELLM_BIN, or
-    `litellm` on PATH (e.g. `python -m venv /tmp/ll && /tmp/ll/bin/pip install 'litellm[proxy]==1.106.*'`)."""
+    `litellm` on PATH (e.g. `python -m venv /tmp/ll && /tmp/ll/bin/pip install 'litellm[proxy]==1.106.*'`).
+    `litellm`: an OpenAI client on an OpenAI provider (no translation); `litellm-translated`: the
+    same client on an Anthropic provider, LiteLLM translating both ways (the full pipeline's job)."""
     exe = os.environ.get("LITELLM_BIN") or shutil.which("litellm")
     if not exe:
         print("litellm: not installed (set LITELLM_BIN); row skipped", file=sys.stderr)
@@ -187,29 +213,110 @@ def _litellm(work: Path, fport: int, conns: list[int], duration: int, pids: list
     port = free_port()
     cfg = work / "litellm.yaml"
     cfg.write_text(yaml.safe_dump({
-        "model_list": [{"model_name": "gpt-4o-mini", "litellm_params": {
-            "model": "openai/gpt-4o-mini", "api_base": f"http://127.0.0.1:{fport}/v1", "api_key": "sk-bench"}}],
+        "model_list": [
+            {"model_name": "gpt-4o-mini", "litellm_params": {
+                "model": "openai/gpt-4o-mini", "api_base": f"http://127.0.0.1:{fport}/v1", "api_key": "sk-bench"}},
+            {"model_name": "claude", "litellm_params": {
+                "model": "anthropic/claude-3-5-haiku-20241022", "api_base": f"http://127.0.0.1:{fport}", "api_key": "sk-bench"}},
+        ],
         "litellm_settings": {"telemetry": False, "drop_params": True},
     }))  # fmt: skip
     master = "sk-" + os.urandom(16).hex()  # LiteLLM refuses to start without one (and checks it per request)
     env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR", LITELLM_MASTER_KEY=master)
-    script = work / "litellm.lua"
-    wrk_script(script, CHAT, master)
     proc = subprocess.Popen([exe, "--config", str(cfg), "--port", str(port), "--host", "127.0.0.1", "--num_workers", "1"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        wait_for_port("127.0.0.1", port, 120, proc)
-        time.sleep(2)
-        return measure("litellm", f"http://127.0.0.1:{port}/v1/chat/completions", script, [proc.pid, *pids], conns, duration)
-    finally:
+
+    def stop() -> None:
         proc.terminate()
         proc.wait(10)
+
+    try:
+        wait_for_port("127.0.0.1", port, 120, proc)
+    except BaseException:
+        stop()
+        raise
+    time.sleep(2)
+    out = []
+    for name, body in (("litellm", CHAT), ("litellm-translated", CHAT.replace(b'"gpt-4o-mini"', b'"claude"'))):
+        if name in names:
+            script = work / f"{name}.lua"
+            wrk_script(script, body, master)
+            # The process stops with the last of its scenarios (they are stopped in reverse order).
+            out.append(Scenario(name, f"http://127.0.0.1:{port}/v1/chat/completions", script, [proc.pid, *pids],
+                                stop if not out else (lambda: None)))  # fmt: skip
+    return out
+
+
+def _ttft_notes(work: Path, config: Callable[..., dict], env: dict[str, str], key: str) -> list[str]:
+    """Streaming time to first content event with a Python client and the Python fake provider."""
+    from sidegate.fakes import FakeProviderThread
+
+    path = "/v1/chat/completions"
+    with FakeProviderThread(port=0, chunks=5, chunk_delay_s=0.01) as fp:
+        data = config(auth="inline")
+        data["providers"]["openai"]["base_url"] = fp.url
+        direct = ttft(fp.url + path, {})
+        cfg = config_mod.parse(data, env=env)
+        b = work / "envoy-ttft.yaml"
+        b.write_text(yaml.safe_dump(render.bootstrap(cfg, sidegate_filters=False)))
+        e = subprocess.Popen([envoy_binary(), "-c", str(b), "--use-dynamic-base-id", "-l", "error"])
+        try:
+            wait_for_port("127.0.0.1", cfg.listener.port, 10, e)
+            alone = ttft(f"http://127.0.0.1:{cfg.listener.port}{path}", {})
+        finally:
+            e.terminate()
+            e.wait(10)
+        fulls = {}
+        for label, svc, usage in (("inline auth", {}, False), ("HTTP front", {"front": "http"}, False),
+                                  ("HTTP front, include_usage: direct lane", {"front": "http"}, True)):  # fmt: skip
+            data["listener"] = {"port": free_port(), "admin_port": free_port()}
+            data["services"].update(svc)
+            sup = _stack(work, f"ttft-{len(fulls)}", data, env)
+            try:
+                fulls[label] = ttft(f"http://127.0.0.1:{sup.cfg.listener.port}{path}", {"authorization": f"Bearer {key}"},
+                                    usage=usage)  # fmt: skip
+            finally:
+                sup.stop()
+    return [f"streaming TTFT p50/p99 ms: direct {direct[0]:.2f}/{direct[1]:.2f}, Envoy alone "
+            f"{alone[0]:.2f}/{alone[1]:.2f}, Sidegate ({label}) {full[0]:.2f}/{full[1]:.2f} "
+            f"-> added vs Envoy {full[0] - alone[0]:+.2f} ms" for label, full in fulls.items()]  # fmt: skip
+
+
+def _report(rows: list[dict], rounds: int) -> list[str]:
+    """The table of medians over the rounds. "Added vs Envoy" and the ratio to LiteLLM are taken
+    within each round (the same minute of the host) and their median is printed."""
+
+    def runs(name: str, conns: int) -> list[dict]:
+        return sorted((r for r in rows if r["name"] == name and r["conns"] == conns), key=lambda r: r["round"])
+
+    keys_ = list(dict.fromkeys((r["name"], r["conns"]) for r in rows))
+    out = [f"\nmedians over {rounds} interleaved round(s)",
+           "| scenario | conns | p50 ms | p99 ms | RPS | added p50 vs Envoy ms | CPU ms/req | RPS ÷ LiteLLM | ÷ LiteLLM translating |",
+           "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, conns in keys_:
+        mine = runs(name, conns)
+        ref = {r["round"]: r for r in runs("envoy-stream" if "stream" in name else "envoy", conns)}
+        added = _median([r["p50"] - ref[r["round"]]["p50"] for r in mine if r["round"] in ref])
+        ratios = []
+        for peer_name in ("litellm", "litellm-translated"):
+            peer = {r["round"]: r["rps"] for r in runs(peer_name, conns)}
+            ratios.append(_median([r["rps"] / peer[r["round"]] for r in mine if peer.get(r["round"])]))
+        out.append(f"| {name} | {conns} | {_median([r['p50'] for r in mine]):.3f} | {_median([r['p99'] for r in mine]):.3f} "
+                   f"| {_median([r['rps'] for r in mine]):.0f} | {added:+.3f} | {_median([r['cpu_ms'] for r in mine]):.3f} "
+                   f"| {ratios[0]:.1f} | {ratios[1]:.1f} |")  # fmt: skip
+    if rounds > 1:
+        out.append("\nRPS per round:")
+        for name, conns in keys_:
+            out.append(f"  {name} c={conns}: " + ", ".join(f"{r['rps']:.0f}" for r in runs(name, conns)))
+    return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--conns", default="1,16,32")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure every scenario this many times, interleaved; the table shows medians")  # fmt: skip
     ap.add_argument("--only", default=SCENARIOS, help=f"comma-separated subset of {SCENARIOS}")
     args = ap.parse_args()
     if not shutil.which("wrk"):
@@ -217,13 +324,14 @@ def main() -> int:
         return 2
     conns = [int(c) for c in args.conns.split(",")]
     only = set(args.only.split(","))
+    known = set(SCENARIOS.split(","))
+    if unknown := {n for n in only if n not in known and n.removesuffix("-e1") not in known}:
+        print(f"unknown scenarios: {sorted(unknown)} (known: {SCENARIOS}; any Sidegate one with -e1)", file=sys.stderr)
+        return 2
     envoy = envoy_binary()
     work = Path(tempfile.mkdtemp(prefix="sidegate-bench-"))
     fport = free_port()
     fake = upstream.start(envoy, work, fport, free_port())
-    procs: list[subprocess.Popen] = [fake]
-    rows: list[dict] = []
-    notes: list[str] = []
     key, kid = keys.new_key()
 
     def config(**services: object) -> dict:
@@ -248,15 +356,20 @@ def main() -> int:
         }  # fmt: skip
 
     env = dict(os.environ, BENCH_KEY="sk-bench", SIDEGATE_LOG_LEVEL="WARNING")
-    plain, authed = work / "plain.lua", work / "authed.lua"
-    wrk_script(plain, CHAT, None)
-    wrk_script(authed, CHAT, key)
-    print(f"machine: {os.cpu_count()} cores; {args.duration}s per run; upstream: Envoy direct_response; wrk on the same box")
     path = "/v1/chat/completions"
+    scenarios: list[Scenario] = []
+    rows: list[dict] = []
+    notes: list[str] = []
+    print(f"machine: {os.cpu_count()} cores; {args.duration}s per run, {args.rounds} round(s); "
+          "upstream: Envoy direct_response; wrk on the same box")  # fmt: skip
     try:
+        # Every scenario is set up first and measured in rounds, one after the other, so that the
+        # host's speed (which drifts by ±25 % between minutes here) weighs on all of them alike.
         wait_for_port("127.0.0.1", fport, 10, fake)
         if "direct" in only:
-            rows += measure("direct", f"http://127.0.0.1:{fport}{path}", plain, [fake.pid], conns, args.duration)
+            plain = work / "plain.lua"
+            wrk_script(plain, CHAT, None)
+            scenarios.append(Scenario("direct", f"http://127.0.0.1:{fport}{path}", plain, [fake.pid], lambda: None))
         for name, body in (("envoy", CHAT), ("envoy-stream", STREAM)):  # Envoy alone: the baselines
             if name not in only:
                 continue
@@ -264,13 +377,15 @@ def main() -> int:
             b = work / f"{name}.yaml"
             b.write_text(yaml.safe_dump(render.bootstrap(cfg, sidegate_filters=False)))
             e = subprocess.Popen([envoy, "-c", str(b), "--use-dynamic-base-id", "-l", "error", "--concurrency", "2"])
-            procs.append(e)
+
+            def stop(e: subprocess.Popen = e) -> None:
+                e.terminate()
+                e.wait(10)
+
+            scenarios.append(Scenario(name, f"http://127.0.0.1:{cfg.listener.port}{path}", work / f"{name}.lua",
+                                      [e.pid, fake.pid], stop))  # fmt: skip
             wait_for_port("127.0.0.1", cfg.listener.port, 10, e)
-            script = work / f"{name}.lua"
-            wrk_script(script, body, None)
-            rows += measure(name, f"http://127.0.0.1:{cfg.listener.port}{path}", script, [e.pid, fake.pid], conns, args.duration)
-            e.terminate()
-            e.wait(10)
+            wrk_script(scenarios[-1].script, body, None)
         variants = [
             ("sidegate", {}, CHAT), ("inline", {"auth": "inline"}, CHAT),
             ("inline-2w", {"auth": "inline", "extproc_workers": 2}, CHAT),
@@ -280,72 +395,51 @@ def main() -> int:
             ("semantic-hit", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"semantic"')),
             ("front", FRONT, CHAT), ("front-2w", {**FRONT, "extproc_workers": 2}, CHAT),
             ("front-translated", FRONT, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
+            ("front-translated-2w", {**FRONT, "extproc_workers": 2}, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
             ("front-exact-hit", FRONT, CHAT.replace(b'"gpt-4o-mini"', b'"cached"')),
             ("front-stream", FRONT, STREAM),  # direct-lane stream (usage in its events)
             ("front-stream-translated", FRONT, STREAM.replace(b'"gpt-4o-mini"', b'"claude"')),  # per-try gRPC stream
         ]
+        # `-e1`: Envoy with one worker thread (`services.envoy_concurrency`; auto gives 2 here).
+        variants += [(f"{name}-e1", services, body) for name, services, body in variants if f"{name}-e1" in only]
         for name, services, body in variants:
             if name not in only:
                 continue
-            sup = _stack(work, name, config(**services), env)
-            try:
-                script = work / f"{name}.lua"
-                wrk_script(script, body, key, vary=name in FULL_PIPELINE)
-                url = f"http://127.0.0.1:{sup.cfg.listener.port}{path}"
-                pids = [c.proc.pid for c in sup.children if c.proc] + [fake.pid]
-                rows += measure(name, url, script, pids, conns, args.duration)
-                rss = {c.name: round(_rss_mb(c.proc.pid)) for c in sup.children if c.proc and c.name != "envoy"}
-                notes.append(f"{name}: RSS MB after the runs {rss}")
-            finally:
-                sup.stop()
-        if "litellm" in only:
-            rows += _litellm(work, fport, conns, args.duration, [fake.pid])
-        if "ttft" in only:
-            from sidegate.fakes import FakeProviderThread
+            e1 = {"SIDEGATE_ENVOY_CONCURRENCY": "1"} if name.endswith("-e1") else {}
+            sup = _stack(work, name, config(**services), env | e1)
+            script = work / f"{name}.lua"
+            wrk_script(script, body, key, vary=name.removesuffix("-e1") in FULL_PIPELINE)
+            children = [c.proc for c in sup.children if c.proc]
 
-            with FakeProviderThread(port=0, chunks=5, chunk_delay_s=0.01) as fp:
-                data = config(auth="inline")
-                data["providers"]["openai"]["base_url"] = fp.url
-                direct = ttft(fp.url + path, {})
-                cfg = config_mod.parse(data, env=env)
-                b = work / "envoy-ttft.yaml"
-                b.write_text(yaml.safe_dump(render.bootstrap(cfg, sidegate_filters=False)))
-                e = subprocess.Popen([envoy, "-c", str(b), "--use-dynamic-base-id", "-l", "error"])
-                try:
-                    wait_for_port("127.0.0.1", cfg.listener.port, 10, e)
-                    alone = ttft(f"http://127.0.0.1:{cfg.listener.port}{path}", {})
-                finally:
-                    e.terminate()
-                    e.wait(10)
-                fulls = {}
-                for label, svc, usage in (("inline auth", {}, False), ("HTTP front", {"front": "http"}, False),
-                                          ("HTTP front, include_usage: direct lane", {"front": "http"}, True)):  # fmt: skip
-                    data["listener"] = {"port": free_port(), "admin_port": free_port()}
-                    data["services"].update(svc)
-                    sup = _stack(work, f"ttft-{len(fulls)}", data, env)
-                    try:
-                        fulls[label] = ttft(f"http://127.0.0.1:{sup.cfg.listener.port}{path}", {"authorization": f"Bearer {key}"},
-                                            usage=usage)  # fmt: skip
-                    finally:
-                        sup.stop()
-            for label, full in fulls.items():
-                notes.append(f"streaming TTFT p50/p99 ms: direct {direct[0]:.2f}/{direct[1]:.2f}, Envoy alone "
-                             f"{alone[0]:.2f}/{alone[1]:.2f}, Sidegate ({label}) {full[0]:.2f}/{full[1]:.2f} "
-                             f"-> added vs Envoy {full[0] - alone[0]:+.2f} ms")  # fmt: skip
+            def rss(sup: Supervisor = sup, name: str = name) -> str:
+                mb = {c.name: round(_rss_mb(c.proc.pid)) for c in sup.children if c.proc and c.name != "envoy"}
+                return f"{name}: RSS MB after the runs {mb}"
+
+            scenarios.append(Scenario(name, f"http://127.0.0.1:{sup.cfg.listener.port}{path}", script,
+                                      [p.pid for p in children] + [fake.pid], sup.stop, rss))  # fmt: skip
+        if {"litellm", "litellm-translated"} & only:
+            scenarios += _litellm(work, fport, [fake.pid], only)
+        for s in scenarios:
+            run_wrk(s.url, s.script, 16, 3)  # warm-up: connections, caches, a steady state (every scenario alike)
+        for round_ in range(args.rounds):
+            if args.rounds > 1:
+                print(f"round {round_ + 1} of {args.rounds}", flush=True)
+            for s in scenarios:
+                for c in conns:
+                    rows.append(measure(s.name, s.url, s.script, s.pids, c, args.duration) | {"round": round_})
+        notes += [s.note() for s in scenarios if s.note]
     finally:
-        for p in procs:
-            p.terminate()
+        for s in reversed(scenarios):
+            try:
+                s.stop()
+            except Exception as exc:  # one stuck process must not keep the others running
+                print(f"{s.name}: stop failed: {exc!r}", file=sys.stderr)
+        fake.terminate()
         time.sleep(0.2)
-    base = {r["conns"]: r for r in rows if r["name"] == "envoy"}
-    stream_base = {r["conns"]: r for r in rows if r["name"] == "envoy-stream"}
-    print("\n| scenario | conns | p50 ms | p99 ms | RPS | added p50 vs Envoy ms | CPU ms/req |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        ref = stream_base if "stream" in r["name"] else base  # streams against Envoy alone streaming
-        added = r["p50"] - ref[r["conns"]]["p50"] if r["conns"] in ref else float("nan")
-        print(f"| {r['name']} | {r['conns']} | {r['p50']:.3f} | {r['p99']:.3f} | {r['rps']:.0f} | {added:+.3f} | {r['cpu_ms']:.3f} |")
-    for n in notes:
-        print(n)
+    if "ttft" in only:
+        notes += _ttft_notes(work, config, env, key)
+    for line in _report(rows, args.rounds) + notes:
+        print(line)
     return 0
 
 

@@ -6,6 +6,7 @@ Tenant API keys appear only as hashes (see :mod:`sidegate.keys`).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -21,6 +22,14 @@ from sidegate.guard.policy import GuardPolicy
 from sidegate.quota.policy import QuotaPolicy, TenantQuota
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+@functools.lru_cache(maxsize=256)
+def _url(url: str) -> tuple[bool, str, int]:
+    """A provider URL's (tls, host, port), parsed once per URL (the try path asks per request)."""
+    parts = urlsplit(url)
+    tls = parts.scheme == "https"
+    return tls, parts.hostname or "", parts.port or (443 if tls else 80)
 
 
 class _Model(BaseModel):
@@ -57,6 +66,11 @@ class ServicesConfig(_Model):
     extproc_workers: int = Field(1, ge=1, le=64)
     """extproc processes, on ports extproc_port, extproc_port+1, ... (one Envoy endpoint each: Envoy
     keeps one HTTP/2 connection per worker thread to a gRPC cluster, so SO_REUSEPORT splits badly)."""
+    envoy_concurrency: int = Field(0, ge=0, le=256)
+    """Envoy worker threads when `sidegate up` starts Envoy. 0 (auto): the CPUs this process may
+    use minus one per Python service process started beside it, at least 2 (on two cores, one
+    worker and two measured the same: docs/performance.md). The SIDEGATE_ENVOY_CONCURRENCY
+    environment variable overrides it."""
     metrics_port: int = Field(9464, ge=0, le=65535)
     """extproc's Prometheus /metrics port (0 = off)."""
     authz_metrics_port: int = Field(9465, ge=0, le=65535)
@@ -143,16 +157,15 @@ class ProviderConfig(_Model):
 
     @property
     def tls(self) -> bool:
-        return urlsplit(self.base_url).scheme == "https"
+        return _url(self.base_url)[0]
 
     @property
     def host(self) -> str:
-        return urlsplit(self.base_url).hostname or ""
+        return _url(self.base_url)[1]
 
     @property
     def port(self) -> int:
-        parts = urlsplit(self.base_url)
-        return parts.port or (443 if parts.scheme == "https" else 80)
+        return _url(self.base_url)[2]
 
     def api_key(self) -> str | None:
         return os.environ.get(self.api_key_env) if self.api_key_env else None

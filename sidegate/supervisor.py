@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,18 @@ class Child:
     started_at: float = 0.0
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment for this child (e.g. its worker port)."""
+
+
+def envoy_concurrency(cfg: SidegateConfig, env: Mapping[str, str]) -> int:
+    """Envoy's worker threads: SIDEGATE_ENVOY_CONCURRENCY, else `services.envoy_concurrency`, else
+    (0: auto) the usable CPUs minus the Python service processes started beside it, at least 2."""
+    if value := env.get("SIDEGATE_ENVOY_CONCURRENCY"):
+        return max(1, int(value))
+    svc = cfg.services
+    if svc.envoy_concurrency:
+        return svc.envoy_concurrency
+    services = svc.extproc_workers + (svc.authz_workers if svc.auth == "ext_authz" else 0)
+    return max(2, len(os.sched_getaffinity(0)) - services)
 
 
 def envoy_binary() -> str:
@@ -111,8 +124,8 @@ class Supervisor:
         bootstrap.write_text(render.render_yaml(self.cfg))
         envoy = [
             envoy_binary(), "-c", str(bootstrap), "--use-dynamic-base-id", "-l", self.envoy_log_level,
-            "--drain-time-s", "5", "--parent-shutdown-time-s", "10", "--concurrency",
-            self.env.get("SIDEGATE_ENVOY_CONCURRENCY", "2"),
+            "--drain-time-s", "5", "--parent-shutdown-time-s", "10",
+            "--concurrency", str(envoy_concurrency(self.cfg, self.env)),
         ]  # fmt: skip
         self._spawn(Child("envoy", envoy, self.cfg.listener.port, self.cfg.listener.host), timeout_s)
         self._wait_envoy_ready(timeout_s)

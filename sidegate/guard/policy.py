@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from enum import StrEnum
 from typing import Literal
 
@@ -108,6 +109,11 @@ class GuardPolicy(BaseModel):
         return self.entities.get(entity, self.default_action)
 
     def active(self) -> dict[Entity, PiiAction]:
-        """Entity -> action for every entity the guard must look for (action is not ``allow``)."""
+        """Entity -> action for every entity the guard must look for (action is not ``allow``).
+        Worked out once per policy (it is frozen): the guard asks on every request. Read only."""
+        return self._active
+
+    @functools.cached_property
+    def _active(self) -> dict[Entity, PiiAction]:
         acts = {e: self.action(e) for e in Entity}
         return {e: a for e, a in acts.items() if a is not PiiAction.ALLOW}

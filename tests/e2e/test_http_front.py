@@ -40,6 +40,7 @@ TRY_OPENAI = "cluster.provider.openai~try.upstream_rq_total"
 TRY_ANTHROPIC = "cluster.provider.anthropic~try.upstream_rq_total"
 FRONT_CALLS = "cluster.sidegate_front.upstream_rq_total"
 """Checks, and the try lane's /try/request calls (a try the front prepared makes none)."""
+LOGGED = "access_logs.grpc_access_log.logs_written"
 
 
 def oai(stack, who: str = "acme") -> openai.OpenAI:
@@ -248,6 +249,21 @@ def test_try_lane_per_try_timeout_falls_back_and_settles_once(stack, fake_openai
     assert (rec.input_tokens, rec.output_tokens) == (33, 4) and rec.provider == "anthropic" and not rec.aborted
     time.sleep(1.0)  # an aborted record for the first try would come from the access log by now
     assert [r for r in stack.ledger() if r.model == "chain-timeout" and r.aborted] == []
+
+
+def test_access_log_carries_only_what_the_observers_need(stack, fake_openai, fake_anthropic):
+    """A try-lane request that got its response was observed by the front: Envoy does not log it
+    to the gateway; a direct-lane request is observed from that log (native metadata filters)."""
+    before = _stat(stack, LOGGED)
+    fake_anthropic.script([{"usage": {"input_tokens": 5, "output_tokens": 2}}])
+    oai(stack).chat.completions.create(model="claude-haiku", messages=MSG)
+    stack.wait_ledger(lambda r: (r.input_tokens, r.output_tokens) == (5, 2) and r.provider == "anthropic")
+    time.sleep(0.3)  # the log is flushed every 50 ms
+    assert _stat(stack, LOGGED) == before
+    fake_openai.script([{"usage": {"prompt_tokens": 6, "completion_tokens": 2}}])
+    oai(stack).chat.completions.create(model="gpt-4o-mini", messages=MSG)
+    stack.wait_ledger(lambda r: (r.input_tokens, r.output_tokens) == (6, 2) and r.provider == "openai")
+    assert _stat(stack, LOGGED) == before + 1
 
 
 def test_try_lane_settles_an_aborted_request(stack, fake_anthropic):

@@ -76,3 +76,19 @@ def test_packaged_demo_config_is_valid():
 
     cfg = config.load(str(resources.files("sidegate") / "data" / "demo.yaml"), env={})
     assert "gpt-4o-mini" in cfg.models and cfg.tenants["demo"].keys
+
+
+def test_envoy_concurrency_leaves_the_python_services_their_cores(monkeypatch):
+    from sidegate.supervisor import envoy_concurrency
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(8)))
+    base = dict(BASE)
+    cfg = config.parse({**base, "services": {"auth": "ext_authz", "extproc_workers": 2, "authz_workers": 1}})
+    assert envoy_concurrency(cfg, {}) == 5  # 8 CPUs - 3 Python processes
+    cfg = config.parse({**base, "services": {"auth": "inline", "extproc_workers": 2}})
+    assert envoy_concurrency(cfg, {}) == 6  # no separate authz process
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1})
+    assert envoy_concurrency(cfg, {}) == 2  # never below two workers
+    cfg = config.parse({**base, "services": {"envoy_concurrency": 3}})
+    assert envoy_concurrency(cfg, {}) == 3
+    assert envoy_concurrency(cfg, {"SIDEGATE_ENVOY_CONCURRENCY": "2"}) == 2  # the environment wins

@@ -93,6 +93,18 @@ def test_error_bodies_in_envoy_are_the_per_try_stages():
     assert '["groq"]' not in code  # not in the direct lane
 
 
+def test_only_direct_lane_routes_run_the_error_filter():
+    """The other lanes' routes switch the router-level error Lua off (per route: the Lua filter
+    reads it when it runs, after the gateway picked the route)."""
+    for front in ("ext_proc", "http"):
+        hcm = render.bootstrap(cfg(front=front, auth="inline"))["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        model_routes = [r for r in hcm["route_config"]["virtual_hosts"][0]["routes"] if r["name"].startswith("model.")]
+        assert any(r["name"].endswith("~direct") for r in model_routes)
+        for r in model_routes:
+            off = r.get("typed_per_filter_config", {}).get("sidegate.direct_errors", {}).get("disabled")
+            assert off is (None if r["name"].endswith("~direct") else True), r["name"]
+
+
 def test_direct_lane_off_renders_no_direct_parts():
     text = yaml.safe_dump(render.bootstrap(cfg(direct_lane=False)))
     assert "~direct" not in text and "http_grpc" not in text and "json_to_metadata" not in text

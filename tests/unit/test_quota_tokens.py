@@ -169,3 +169,21 @@ def test_count_async_matches_count() -> None:
 )
 def test_max_output_tokens(body: dict, expected: int) -> None:
     assert max_output_tokens(body, 4096) == expected
+
+
+def test_repeated_texts_are_encoded_once_and_the_memo_is_bounded(monkeypatch):
+    c = TokenCounter()
+    history = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Tell me about Paris."}]
+    first = c.count(Api.OPENAI, {"model": "gpt-4o-mini", "messages": history})
+    calls = []
+    real = c._cl100k.encode_ordinary
+    monkeypatch.setattr(c._cl100k, "encode_ordinary", lambda text: calls.append(text) or real(text))
+    turn = [*history, {"role": "assistant", "content": "A city."}, {"role": "user", "content": "More?"}]
+    second = c.count(Api.OPENAI, {"model": "gpt-4o-mini", "messages": turn})
+    assert calls == ["assistant", "A city.", "More?"]  # the history and the roles were remembered
+    monkeypatch.undo()
+    assert second == TokenCounter().count(Api.OPENAI, {"model": "gpt-4o-mini", "messages": turn})
+    assert first == TokenCounter().count(Api.OPENAI, {"model": "gpt-4o-mini", "messages": history})
+    c.MEMO_CHARS = 40  # type: ignore[misc]
+    c.count(Api.OPENAI, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x" * 39}]})
+    assert c._memo_chars <= 40
