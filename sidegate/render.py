@@ -757,9 +757,18 @@ def _usage_to_metadata() -> dict[str, Any]:
         "name": "sidegate.usage",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.json_to_metadata.v3.JsonToMetadata",
-            "response_rules": {"rules": rules},
+            "response_rules": {"rules": rules, "allow_content_types": list(JSON_CONTENT_TYPES)},
         },
     }
+
+
+JSON_CONTENT_TYPES = (
+    "application/json", "application/json; charset=utf-8", "application/json; charset=UTF-8",
+    "application/json;charset=utf-8", "application/json;charset=UTF-8",
+)  # fmt: skip
+"""The JSON content types whose usage the direct lane reads. json_to_metadata compares the whole
+header value (verified on 1.40: by default `application/json; charset=utf-8`, as Express- or
+gin-based OpenAI-compatible servers send it, was skipped and the request's usage lost)."""
 
 
 # In a stream the same paths hold in OpenAI's usage chunk and Anthropic's message_delta (its

@@ -268,7 +268,10 @@ class FakeProvider:
             if not anthropic:
                 base_headers["openai-processing-ms"] = str(int((time.monotonic() - started) * 1000) + 1)
             payload = wire_anthropic.message(answer) if anthropic else wire_openai.completion(answer)
-            return web.Response(body=payload, content_type=_JSON, headers={**base_headers, **extra})
+            headers = {**base_headers, **extra}
+            if any(k.lower() == "content-type" for k in headers):  # scripted: e.g. with a charset
+                return web.Response(body=payload, headers=headers)
+            return web.Response(body=payload, content_type=_JSON, headers=headers)
         return await self._stream(request, answer, body, b, anthropic, {**base_headers, **extra})
 
     def _authorized(self, hdrs: dict[str, str]) -> bool:

@@ -59,6 +59,17 @@ def test_openai_request_skips_the_per_try_stage(stack, fake_openai):
     assert led.tenant == "acme" and not led.stream
 
 
+def test_usage_read_whatever_the_json_content_type_says(stack, fake_openai):
+    """OpenAI-compatible servers built on Express or gin answer `application/json; charset=utf-8`:
+    Envoy reads the usage of those too (it compares the whole header value)."""
+    for ctype, (p, c) in (("application/json; charset=utf-8", (17, 3)), ("application/json;charset=UTF-8", (18, 3))):
+        fake_openai.script([{"usage": {"prompt_tokens": p, "completion_tokens": c}, "headers": {"content-type": ctype}}])
+        raw = oai(stack).chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MSG)
+        assert raw.headers["content-type"] == ctype and raw.parse().usage.total_tokens == p + c
+        led = _ledger(stack, p, c)
+        assert (led.provider, led.status) == ("openai", 200)
+
+
 def test_anthropic_request_direct(stack, fake_anthropic):
     before = _stat(stack, UPSTREAM_STREAMS)
     client = anthropic.Anthropic(base_url=stack.base_url, api_key=stack.keys["acme"].key, max_retries=0)
