@@ -44,7 +44,7 @@ from bench import upstream
 from sidegate import config as config_mod
 from sidegate import keys, render
 from sidegate.store import free_port, free_port_block, wait_for_port
-from sidegate.supervisor import Supervisor, envoy_binary
+from sidegate.supervisor import Supervisor, envoy_binary, envoy_concurrency
 
 CHAT = b'{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"What is the capital of France?"}],"max_tokens":32}'
 TICK = os.sysconf("SC_CLK_TCK")
@@ -325,7 +325,8 @@ def main() -> int:
     conns = [int(c) for c in args.conns.split(",")]
     only = set(args.only.split(","))
     known = set(SCENARIOS.split(","))
-    if unknown := {n for n in only if n not in known and n.removesuffix("-e1") not in known}:
+    gateway = known - {"direct", "envoy", "envoy-stream", "litellm", "litellm-translated", "ttft"}
+    if unknown := {n for n in only if n not in known and n.removesuffix("-e1") not in gateway}:
         print(f"unknown scenarios: {sorted(unknown)} (known: {SCENARIOS}; any Sidegate one with -e1)", file=sys.stderr)
         return 2
     envoy = envoy_binary()
@@ -376,7 +377,9 @@ def main() -> int:
             cfg = config_mod.parse(config(), env=env)
             b = work / f"{name}.yaml"
             b.write_text(yaml.safe_dump(render.bootstrap(cfg, sidegate_filters=False)))
-            e = subprocess.Popen([envoy, "-c", str(b), "--use-dynamic-base-id", "-l", "error", "--concurrency", "2"])
+            # as many workers as Sidegate's Envoy gets (services.envoy_concurrency)
+            workers = str(envoy_concurrency(cfg, env))
+            e = subprocess.Popen([envoy, "-c", str(b), "--use-dynamic-base-id", "-l", "error", "--concurrency", workers])
 
             def stop(e: subprocess.Popen = e) -> None:
                 e.terminate()
@@ -424,7 +427,8 @@ def main() -> int:
         for round_ in range(args.rounds):
             if args.rounds > 1:
                 print(f"round {round_ + 1} of {args.rounds}", flush=True)
-            for s in scenarios:
+            k = round_ % len(scenarios)  # each round starts one scenario later: no row always goes first
+            for s in scenarios[k:] + scenarios[:k]:
                 for c in conns:
                     rows.append(measure(s.name, s.url, s.script, s.pids, c, args.duration) | {"round": round_})
         notes += [s.note() for s in scenarios if s.note]
@@ -436,10 +440,11 @@ def main() -> int:
                 print(f"{s.name}: stop failed: {exc!r}", file=sys.stderr)
         fake.terminate()
         time.sleep(0.2)
-    if "ttft" in only:
-        notes += _ttft_notes(work, config, env, key)
     for line in _report(rows, args.rounds) + notes:
-        print(line)
+        print(line, flush=True)
+    if "ttft" in only:  # after the table: a failure here loses none of the rounds
+        for line in _ttft_notes(work, config, env, key):
+            print(line)
     return 0
 
 

@@ -68,9 +68,9 @@ class ServicesConfig(_Model):
     keeps one HTTP/2 connection per worker thread to a gRPC cluster, so SO_REUSEPORT splits badly)."""
     envoy_concurrency: int = Field(0, ge=0, le=256)
     """Envoy worker threads when `sidegate up` starts Envoy. 0 (auto): the CPUs this process may
-    use minus one per Python service process started beside it, at least 2 (on two cores, one
-    worker and two measured the same: docs/performance.md). The SIDEGATE_ENVOY_CONCURRENCY
-    environment variable overrides it."""
+    use (affinity, capped by a cgroup CPU limit) minus one per Python service process started
+    beside it, at least 2 (on two cores one worker was never faster than two:
+    docs/performance.md). The SIDEGATE_ENVOY_CONCURRENCY environment variable overrides it."""
     metrics_port: int = Field(9464, ge=0, le=65535)
     """extproc's Prometheus /metrics port (0 = off)."""
     authz_metrics_port: int = Field(9465, ge=0, le=65535)

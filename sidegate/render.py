@@ -77,6 +77,14 @@ def provider_of_cluster(name: str) -> str | None:
 DIRECT = "~direct"
 """Suffix of a route value / cluster name in the direct lane."""
 DIRECT_ERRORS_FILTER = "sidegate.direct_errors"
+
+
+def _no_direct_errors() -> dict[str, Any]:
+    """Per-route config of the routes whose answers are not the direct lane's (the error Lua would
+    return at once there)."""
+    return {DIRECT_ERRORS_FILTER: {"@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute", "disabled": True}}
+
+
 USAGE_NS = "sidegate.usage"
 PROVIDER_HEADERS = ("authorization", "x-api-key", "api-key", "anthropic-version", "anthropic-beta")
 """Every header any provider scheme uses for credentials or versioning (set or removed on each try)."""
@@ -288,8 +296,7 @@ def _model_routes(cfg: SidegateConfig, model: str) -> list[dict[str, Any]]:
         # per-route config when it runs, so the route the gateway picks counts (verified on 1.40).
         for route in out:
             if not route["name"].endswith(DIRECT):
-                route["typed_per_filter_config"] = {DIRECT_ERRORS_FILTER: {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute", "disabled": True}}  # fmt: skip
+                route["typed_per_filter_config"] = _no_direct_errors()
     return out
 
 
@@ -373,7 +380,8 @@ def _replay_routes(svc: Any) -> list[dict[str, Any]]:
     return [
         {"name": f"replay.{i}", "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"prefix": f"{REPLAY_ROUTE}.{i}."}}],
                                           "dynamic_metadata": [_route_metadata({"prefix": f"{REPLAY_ROUTE}.{i}."}, True)]},
-         "route": {"cluster": f"sidegate_front.{i}", "timeout": _duration(svc.grpc_timeout_s)}}
+         "route": {"cluster": f"sidegate_front.{i}", "timeout": _duration(svc.grpc_timeout_s)},
+         **({"typed_per_filter_config": _no_direct_errors()} if svc.direct_lane else {})}
         for i in range(svc.extproc_workers)
     ]  # fmt: skip
 
@@ -498,6 +506,8 @@ _ERRORS_LUA = """
 -- Sidegate direct lane: what the per-try stage does to a provider's error, done in Envoy.
 -- Per provider: its key's environment variable and the 502 bodies (rendered by sidegate.errors).
 local PROVIDERS = {%s}
+-- The content types json_to_metadata parses (it compares the whole header value).
+local JSON_TYPES = {%s}
 local function plain_replace(s, needle, repl)
   local out, i = {}, 1
   while true do
@@ -530,6 +540,9 @@ function envoy_on_response(h)
     local usage = md:get("%s")
     invalid = usage ~= nil and usage["invalid"] ~= nil
     if not invalid then return end
+    -- json_to_metadata also flags a JSON type it does not list (`charset=utf8`, `Application/JSON`):
+    -- that proves nothing about the body, which is relayed (its usage is not read).
+    if ct ~= nil and not JSON_TYPES[ct] and string.find(string.lower(ct), "application/json", 1, true) then return end
   end
   local sg = md:get("%s")
   local front = md:get("%s")
@@ -740,7 +753,9 @@ def _direct_errors(cfg: SidegateConfig) -> dict[str, Any]:
         "name": DIRECT_ERRORS_FILTER,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-            "default_source_code": {"inline_string": _ERRORS_LUA % (", ".join(entries), USAGE_NS, META_NS, AUTHZ_NS, FRONT_LANE_HEADER)},
+            "default_source_code": {"inline_string": _ERRORS_LUA % (
+                ", ".join(entries), ", ".join(f'["{t}"] = true' for t in JSON_CONTENT_TYPES),
+                USAGE_NS, META_NS, AUTHZ_NS, FRONT_LANE_HEADER)},
         },
     }
 
@@ -767,8 +782,10 @@ JSON_CONTENT_TYPES = (
     "application/json;charset=utf-8", "application/json;charset=UTF-8",
 )  # fmt: skip
 """The JSON content types whose usage the direct lane reads. json_to_metadata compares the whole
-header value (verified on 1.40: by default `application/json; charset=utf-8`, as Express- or
-gin-based OpenAI-compatible servers send it, was skipped and the request's usage lost)."""
+header value, and flags any other type as unparseable (verified on 1.40): before this list, a 200
+in `application/json; charset=utf-8`, as Express- or gin-based OpenAI-compatible servers send it,
+became the direct lane's 502 "invalid response". Other spellings of a JSON type are relayed as
+they are (the error Lua checks), their usage unread."""
 
 
 # In a stream the same paths hold in OpenAI's usage chunk and Anthropic's message_delta (its

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import shutil
 import signal
@@ -39,16 +40,41 @@ class Child:
     """Extra environment for this child (e.g. its worker port)."""
 
 
+def usable_cpus() -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup CPU quota (a container's CPU
+    limit, which affinity does not show: a pod limited to 2 CPUs on a 32-core node)."""
+    cpus = len(os.sched_getaffinity(0))
+    for path, parse in (("/sys/fs/cgroup/cpu.max", lambda t: t.split()),  # cgroup v2: "quota period"
+                        ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", None)):  # v1  # fmt: skip
+        try:
+            text = Path(path).read_text()
+            if parse is not None:
+                quota, period = parse(text)[:2]
+            else:
+                quota, period = text.strip(), Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        if quota not in ("max", "-1") and int(period) > 0:
+            return max(1, min(cpus, math.ceil(int(quota) / int(period))))
+        break
+    return cpus
+
+
 def envoy_concurrency(cfg: SidegateConfig, env: Mapping[str, str]) -> int:
-    """Envoy's worker threads: SIDEGATE_ENVOY_CONCURRENCY, else `services.envoy_concurrency`, else
-    (0: auto) the usable CPUs minus the Python service processes started beside it, at least 2."""
-    if value := env.get("SIDEGATE_ENVOY_CONCURRENCY"):
-        return max(1, int(value))
+    """Envoy's worker threads: SIDEGATE_ENVOY_CONCURRENCY, else `services.envoy_concurrency` (0 in
+    either: auto), auto being the usable CPUs minus the Python service processes started beside
+    it, at least 2."""
+    value = env.get("SIDEGATE_ENVOY_CONCURRENCY", "").strip()
+    if value:
+        if not value.isdigit():
+            raise ValueError(f"SIDEGATE_ENVOY_CONCURRENCY must be a whole number (0: auto), not {value!r}")
+        if int(value):
+            return int(value)
     svc = cfg.services
     if svc.envoy_concurrency:
         return svc.envoy_concurrency
     services = svc.extproc_workers + (svc.authz_workers if svc.auth == "ext_authz" else 0)
-    return max(2, len(os.sched_getaffinity(0)) - services)
+    return max(2, usable_cpus() - services)
 
 
 def envoy_binary() -> str:
@@ -85,6 +111,7 @@ class Supervisor:
             raise
 
     def _start_all(self, timeout_s: float) -> None:
+        concurrency = envoy_concurrency(self.cfg, self.env)  # a bad value fails before anything starts
         url = self.env.get("SIDEGATE_REDIS_URL") or self.cfg.store.url
         if not url:
             port = self.cfg.store.embedded_port or free_port(avoid=self._config_ports())
@@ -125,7 +152,7 @@ class Supervisor:
         envoy = [
             envoy_binary(), "-c", str(bootstrap), "--use-dynamic-base-id", "-l", self.envoy_log_level,
             "--drain-time-s", "5", "--parent-shutdown-time-s", "10",
-            "--concurrency", str(envoy_concurrency(self.cfg, self.env)),
+            "--concurrency", str(concurrency),
         ]  # fmt: skip
         self._spawn(Child("envoy", envoy, self.cfg.listener.port, self.cfg.listener.host), timeout_s)
         self._wait_envoy_ready(timeout_s)

@@ -110,10 +110,11 @@ class GuardPolicy(BaseModel):
 
     def active(self) -> dict[Entity, PiiAction]:
         """Entity -> action for every entity the guard must look for (action is not ``allow``).
-        Worked out once per policy (it is frozen): the guard asks on every request. Read only."""
-        return self._active
+        Worked out once per distinct setting (the guard asks on every request). Read only."""
+        return _active(self.default_action, tuple(self.entities.items()))
 
-    @functools.cached_property
-    def _active(self) -> dict[Entity, PiiAction]:
-        acts = {e: self.action(e) for e in Entity}
-        return {e: a for e, a in acts.items() if a is not PiiAction.ALLOW}
+
+@functools.lru_cache(maxsize=256)
+def _active(default: PiiAction, overrides: tuple[tuple[Entity, PiiAction], ...]) -> dict[Entity, PiiAction]:
+    acts = {e: dict(overrides).get(e, default) for e in Entity}
+    return {e: a for e, a in acts.items() if a is not PiiAction.ALLOW}

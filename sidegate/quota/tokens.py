@@ -70,34 +70,27 @@ def o200k(path: str) -> tiktoken.Encoding:
 class TokenCounter:
     """Counts prompt tokens of OpenAI chat and Anthropic messages bodies. Thread-safe; build once."""
 
-    MEMO_CHARS = 4_000_000
-    """Bound of the token-count memo, in characters of the texts it keys (cleared when over)."""
-    MEMO_TEXT_CHARS = 65_536
-    """Longer texts are not remembered."""
+    MEMO_ENTRIES = 65_536
+    """Bound of the token-count memo per encoding (~100 bytes an entry; cleared when full)."""
 
     def __init__(self, config: TokenizerConfig | None = None) -> None:
         self.config = config or TokenizerConfig()
         self._cl100k = cl100k()
         self._o200k = o200k(str(self.config.o200k_path)) if self.config.o200k_path else None
-        # Text -> tokens, per encoding: roles, system prompts and a conversation's history come
-        # back request after request (each turn resends the history), and are encoded once.
-        self._memo: dict[str, dict[str, int]] = {}
-        self._memo_chars = 0
+        # hash(text) -> tokens, per encoding: roles, system prompts and a conversation's history
+        # come back request after request (each turn resends the history) and are encoded once.
+        # Keyed by the text's hash, so no prompt text outlives its request.
+        self._memo: dict[str, dict[int, int]] = {e.name: {} for e in (self._cl100k, self._o200k) if e}
 
     def _tokens(self, enc: tiktoken.Encoding, text: str) -> int:
-        memo = self._memo.get(enc.name)
-        if memo is None:
-            memo = self._memo[enc.name] = {}
-        n = memo.get(text)
+        memo = self._memo[enc.name]
+        key = hash(text)  # (cached on the str; a 64-bit collision would only skew an estimate)
+        n = memo.get(key)
         if n is None:
             n = len(enc.encode_ordinary(text))
-            if len(text) <= self.MEMO_TEXT_CHARS:
-                if self._memo_chars + len(text) > self.MEMO_CHARS:  # simple bound: start over
-                    for m in self._memo.values():
-                        m.clear()
-                    self._memo_chars = 0
-                memo[text] = n
-                self._memo_chars += len(text)
+            if len(memo) >= self.MEMO_ENTRIES:
+                memo.clear()
+            memo[key] = n
         return n
 
     def encoding_for(self, model: str | None) -> tuple[tiktoken.Encoding, float]:

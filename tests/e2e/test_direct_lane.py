@@ -68,6 +68,10 @@ def test_usage_read_whatever_the_json_content_type_says(stack, fake_openai):
         assert raw.headers["content-type"] == ctype and raw.parse().usage.total_tokens == p + c
         led = _ledger(stack, p, c)
         assert (led.provider, led.status) == ("openai", 200)
+    # A spelling Envoy's filter does not list: relayed as it is (its usage is not read), not a 502.
+    fake_openai.script([{"usage": {"prompt_tokens": 19, "completion_tokens": 3}, "headers": {"content-type": "Application/JSON"}}])
+    raw = oai(stack).chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MSG)
+    assert raw.http_response.status_code == 200 and raw.parse().usage.total_tokens == 22
 
 
 def test_anthropic_request_direct(stack, fake_anthropic):

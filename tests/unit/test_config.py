@@ -81,14 +81,39 @@ def test_packaged_demo_config_is_valid():
 def test_envoy_concurrency_leaves_the_python_services_their_cores(monkeypatch):
     from sidegate.supervisor import envoy_concurrency
 
-    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(8)))
+    monkeypatch.setattr("sidegate.supervisor.usable_cpus", lambda: 8)
     base = dict(BASE)
     cfg = config.parse({**base, "services": {"auth": "ext_authz", "extproc_workers": 2, "authz_workers": 1}})
     assert envoy_concurrency(cfg, {}) == 5  # 8 CPUs - 3 Python processes
     cfg = config.parse({**base, "services": {"auth": "inline", "extproc_workers": 2}})
     assert envoy_concurrency(cfg, {}) == 6  # no separate authz process
-    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1})
+    monkeypatch.setattr("sidegate.supervisor.usable_cpus", lambda: 2)
     assert envoy_concurrency(cfg, {}) == 2  # never below two workers
     cfg = config.parse({**base, "services": {"envoy_concurrency": 3}})
     assert envoy_concurrency(cfg, {}) == 3
     assert envoy_concurrency(cfg, {"SIDEGATE_ENVOY_CONCURRENCY": "2"}) == 2  # the environment wins
+    assert envoy_concurrency(cfg, {"SIDEGATE_ENVOY_CONCURRENCY": "0"}) == 3  # 0: as if unset
+    with pytest.raises(ValueError, match="whole number"):
+        envoy_concurrency(cfg, {"SIDEGATE_ENVOY_CONCURRENCY": "two"})
+
+
+def test_usable_cpus_honour_a_cgroup_cpu_limit(monkeypatch):
+    from pathlib import Path
+
+    from sidegate import supervisor
+
+    files = {"/sys/fs/cgroup/cpu.max": "150000 100000\n"}
+
+    def read_text(self, *a, **k):
+        if str(self) in files:
+            return files[str(self)]
+        raise FileNotFoundError(str(self))
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(32)))
+    monkeypatch.setattr(Path, "read_text", read_text)
+    assert supervisor.usable_cpus() == 2  # 1.5 CPUs of quota, rounded up
+    files["/sys/fs/cgroup/cpu.max"] = "max 100000\n"
+    assert supervisor.usable_cpus() == 32
+    del files["/sys/fs/cgroup/cpu.max"]
+    files |= {"/sys/fs/cgroup/cpu/cpu.cfs_quota_us": "400000\n", "/sys/fs/cgroup/cpu/cpu.cfs_period_us": "100000\n"}
+    assert supervisor.usable_cpus() == 4  # cgroup v1

@@ -98,7 +98,7 @@ def test_only_direct_lane_routes_run_the_error_filter():
     reads it when it runs, after the gateway picked the route)."""
     for front in ("ext_proc", "http"):
         hcm = render.bootstrap(cfg(front=front, auth="inline"))["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-        model_routes = [r for r in hcm["route_config"]["virtual_hosts"][0]["routes"] if r["name"].startswith("model.")]
+        model_routes = [r for r in hcm["route_config"]["virtual_hosts"][0]["routes"] if r["name"].startswith(("model.", "replay."))]
         assert any(r["name"].endswith("~direct") for r in model_routes)
         for r in model_routes:
             off = r.get("typed_per_filter_config", {}).get("sidegate.direct_errors", {}).get("disabled")

@@ -184,6 +184,7 @@ def test_repeated_texts_are_encoded_once_and_the_memo_is_bounded(monkeypatch):
     monkeypatch.undo()
     assert second == TokenCounter().count(Api.OPENAI, {"model": "gpt-4o-mini", "messages": turn})
     assert first == TokenCounter().count(Api.OPENAI, {"model": "gpt-4o-mini", "messages": history})
-    c.MEMO_CHARS = 40  # type: ignore[misc]
-    c.count(Api.OPENAI, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x" * 39}]})
-    assert c._memo_chars <= 40
+    c.MEMO_ENTRIES = 3  # type: ignore[misc]
+    c.count(Api.OPENAI, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"q{i}"} for i in range(9)]})
+    assert all(len(m) <= 3 for m in c._memo.values())
+    assert not any(isinstance(k, str) for m in c._memo.values() for k in m)  # no prompt text is kept
