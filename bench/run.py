@@ -199,6 +199,21 @@ def ttft(url: str, headers: dict[str, str], n: int = 200, usage: bool = False, w
 
 
 FRONT = {"auth": "inline", "front": "http"}
+GATEWAY: list[tuple[str, dict[str, object], bytes]] = [
+    ("sidegate", {}, CHAT), ("inline", {"auth": "inline"}, CHAT),
+    ("inline-2w", {"auth": "inline", "extproc_workers": 2}, CHAT),
+    ("full-lane", {"auth": "inline", "direct_lane": False}, CHAT),
+    ("translated", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
+    ("exact-hit", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"cached"')),
+    ("semantic-hit", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"semantic"')),
+    ("front", FRONT, CHAT), ("front-2w", {**FRONT, "extproc_workers": 2}, CHAT),
+    ("front-translated", FRONT, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
+    ("front-translated-2w", {**FRONT, "extproc_workers": 2}, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
+    ("front-exact-hit", FRONT, CHAT.replace(b'"gpt-4o-mini"', b'"cached"')),
+    ("front-stream", FRONT, STREAM),  # direct-lane stream (usage in its events)
+    ("front-stream-translated", FRONT, STREAM.replace(b'"gpt-4o-mini"', b'"claude"')),  # per-try gRPC stream
+]
+"""The scenarios that start a Sidegate stack: (name, services config, request body)."""
 
 
 def _litellm(work: Path, fport: int, pids: list[int], names: set[str]) -> list[Scenario]:
@@ -247,6 +262,21 @@ def _litellm(work: Path, fport: int, pids: list[int], names: set[str]) -> list[S
     return out
 
 
+def _envoy_alone(work: Path, name: str, cfg: config_mod.SidegateConfig, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Envoy with the same listener and clusters and no Sidegate filter (the baseline), with as
+    many workers as Sidegate's Envoy gets (services.envoy_concurrency); ready when it returns."""
+    b = work / f"{name}.yaml"
+    b.write_text(yaml.safe_dump(render.bootstrap(cfg, sidegate_filters=False)))
+    e = subprocess.Popen([envoy_binary(), "-c", str(b), "--use-dynamic-base-id", "-l", "error",
+                          "--concurrency", str(envoy_concurrency(cfg, env))])  # fmt: skip
+    try:
+        wait_for_port("127.0.0.1", cfg.listener.port, 10, e)
+    except BaseException:
+        e.kill()
+        raise
+    return e
+
+
 def _ttft_notes(work: Path, config: Callable[..., dict], env: dict[str, str], key: str) -> list[str]:
     """Streaming time to first content event with a Python client and the Python fake provider."""
     from sidegate.fakes import FakeProviderThread
@@ -257,11 +287,8 @@ def _ttft_notes(work: Path, config: Callable[..., dict], env: dict[str, str], ke
         data["providers"]["openai"]["base_url"] = fp.url
         direct = ttft(fp.url + path, {})
         cfg = config_mod.parse(data, env=env)
-        b = work / "envoy-ttft.yaml"
-        b.write_text(yaml.safe_dump(render.bootstrap(cfg, sidegate_filters=False)))
-        e = subprocess.Popen([envoy_binary(), "-c", str(b), "--use-dynamic-base-id", "-l", "error"])
+        e = _envoy_alone(work, "envoy-ttft", cfg, env)
         try:
-            wait_for_port("127.0.0.1", cfg.listener.port, 10, e)
             alone = ttft(f"http://127.0.0.1:{cfg.listener.port}{path}", {})
         finally:
             e.terminate()
@@ -324,8 +351,7 @@ def main() -> int:
         return 2
     conns = [int(c) for c in args.conns.split(",")]
     only = set(args.only.split(","))
-    known = set(SCENARIOS.split(","))
-    gateway = known - {"direct", "envoy", "envoy-stream", "litellm", "litellm-translated", "ttft"}
+    known, gateway = set(SCENARIOS.split(",")), {name for name, _, _ in GATEWAY}
     if unknown := {n for n in only if n not in known and n.removesuffix("-e1") not in gateway}:
         print(f"unknown scenarios: {sorted(unknown)} (known: {SCENARIOS}; any Sidegate one with -e1)", file=sys.stderr)
         return 2
@@ -375,11 +401,7 @@ def main() -> int:
             if name not in only:
                 continue
             cfg = config_mod.parse(config(), env=env)
-            b = work / f"{name}.yaml"
-            b.write_text(yaml.safe_dump(render.bootstrap(cfg, sidegate_filters=False)))
-            # as many workers as Sidegate's Envoy gets (services.envoy_concurrency)
-            workers = str(envoy_concurrency(cfg, env))
-            e = subprocess.Popen([envoy, "-c", str(b), "--use-dynamic-base-id", "-l", "error", "--concurrency", workers])
+            e = _envoy_alone(work, name, cfg, env)
 
             def stop(e: subprocess.Popen = e) -> None:
                 e.terminate()
@@ -387,24 +409,9 @@ def main() -> int:
 
             scenarios.append(Scenario(name, f"http://127.0.0.1:{cfg.listener.port}{path}", work / f"{name}.lua",
                                       [e.pid, fake.pid], stop))  # fmt: skip
-            wait_for_port("127.0.0.1", cfg.listener.port, 10, e)
             wrk_script(scenarios[-1].script, body, None)
-        variants = [
-            ("sidegate", {}, CHAT), ("inline", {"auth": "inline"}, CHAT),
-            ("inline-2w", {"auth": "inline", "extproc_workers": 2}, CHAT),
-            ("full-lane", {"auth": "inline", "direct_lane": False}, CHAT),
-            ("translated", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
-            ("exact-hit", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"cached"')),
-            ("semantic-hit", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"semantic"')),
-            ("front", FRONT, CHAT), ("front-2w", {**FRONT, "extproc_workers": 2}, CHAT),
-            ("front-translated", FRONT, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
-            ("front-translated-2w", {**FRONT, "extproc_workers": 2}, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
-            ("front-exact-hit", FRONT, CHAT.replace(b'"gpt-4o-mini"', b'"cached"')),
-            ("front-stream", FRONT, STREAM),  # direct-lane stream (usage in its events)
-            ("front-stream-translated", FRONT, STREAM.replace(b'"gpt-4o-mini"', b'"claude"')),  # per-try gRPC stream
-        ]
         # `-e1`: Envoy with one worker thread (`services.envoy_concurrency`; auto gives 2 here).
-        variants += [(f"{name}-e1", services, body) for name, services, body in variants if f"{name}-e1" in only]
+        variants = [*GATEWAY, *((f"{n}-e1", svc, body) for n, svc, body in GATEWAY if f"{n}-e1" in only)]
         for name, services, body in variants:
             if name not in only:
                 continue

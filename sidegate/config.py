@@ -25,7 +25,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
 @functools.lru_cache(maxsize=256)
-def _url(url: str) -> tuple[bool, str, int]:
+def _url_parts(url: str) -> tuple[bool, str, int]:
     """A provider URL's (tls, host, port), parsed once per URL (the try path asks per request)."""
     parts = urlsplit(url)
     tls = parts.scheme == "https"
@@ -157,15 +157,15 @@ class ProviderConfig(_Model):
 
     @property
     def tls(self) -> bool:
-        return _url(self.base_url)[0]
+        return _url_parts(self.base_url)[0]
 
     @property
     def host(self) -> str:
-        return _url(self.base_url)[1]
+        return _url_parts(self.base_url)[1]
 
     @property
     def port(self) -> int:
-        return _url(self.base_url)[2]
+        return _url_parts(self.base_url)[2]
 
     def api_key(self) -> str | None:
         return os.environ.get(self.api_key_env) if self.api_key_env else None

@@ -40,24 +40,28 @@ class Child:
     """Extra environment for this child (e.g. its worker port)."""
 
 
+def _cgroup_quota() -> tuple[str, str] | None:
+    """(quota, period) of this process's cgroup CPU limit: v2 `cpu.max`, else v1's two files."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return quota, period
+    except (OSError, ValueError):
+        pass
+    try:
+        v1 = Path("/sys/fs/cgroup/cpu")
+        return (v1 / "cpu.cfs_quota_us").read_text().strip(), (v1 / "cpu.cfs_period_us").read_text().strip()
+    except OSError:
+        return None
+
+
 def usable_cpus() -> int:
     """CPUs this process may use: its affinity, capped by a cgroup CPU quota (a container's CPU
     limit, which affinity does not show: a pod limited to 2 CPUs on a 32-core node)."""
     cpus = len(os.sched_getaffinity(0))
-    for path, parse in (("/sys/fs/cgroup/cpu.max", lambda t: t.split()),  # cgroup v2: "quota period"
-                        ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", None)):  # v1  # fmt: skip
-        try:
-            text = Path(path).read_text()
-            if parse is not None:
-                quota, period = parse(text)[:2]
-            else:
-                quota, period = text.strip(), Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text().strip()
-        except (OSError, ValueError):
-            continue
-        if quota not in ("max", "-1") and int(period) > 0:
-            return max(1, min(cpus, math.ceil(int(quota) / int(period))))
-        break
-    return cpus
+    limit = _cgroup_quota()
+    if limit is None or limit[0] in ("max", "-1") or not limit[0].isdigit() or not limit[1].isdigit() or int(limit[1]) == 0:
+        return cpus
+    return max(1, min(cpus, math.ceil(int(limit[0]) / int(limit[1]))))
 
 
 def envoy_concurrency(cfg: SidegateConfig, env: Mapping[str, str]) -> int:

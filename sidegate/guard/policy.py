@@ -116,5 +116,6 @@ class GuardPolicy(BaseModel):
 
 @functools.lru_cache(maxsize=256)
 def _active(default: PiiAction, overrides: tuple[tuple[Entity, PiiAction], ...]) -> dict[Entity, PiiAction]:
-    acts = {e: dict(overrides).get(e, default) for e in Entity}
+    given = dict(overrides)
+    acts = {e: given.get(e, default) for e in Entity}
     return {e: a for e, a in acts.items() if a is not PiiAction.ALLOW}
