@@ -19,6 +19,8 @@ Scenarios (same fast fake upstream for all):
             front-2w with two extproc workers, front-translated, front-exact-hit likewise
   <name>-e1 any Sidegate scenario with one Envoy worker thread (the default is auto: see
             services.envoy_concurrency; two workers on this box)
+  <name>-nolease any Sidegate scenario with quota leases off (quota.lease.enabled: false): every
+            request reserves in the store
 Prints p50/p99 latency, RPS, added p50 vs Envoy-alone and CPU ms per request (all processes of
 the scenario, read from /proc). Needs `wrk` (Debian: apt-get install wrk).
 """
@@ -214,6 +216,16 @@ GATEWAY: list[tuple[str, dict[str, object], bytes]] = [
     ("front-stream-translated", FRONT, STREAM.replace(b'"gpt-4o-mini"', b'"claude"')),  # per-try gRPC stream
 ]
 """The scenarios that start a Sidegate stack: (name, services config, request body)."""
+VARIANTS = ("-e1", "-nolease")
+"""Suffixes that run a Sidegate scenario with one Envoy worker, or without quota leases."""
+
+
+def _variant(name: str) -> tuple[str, str]:
+    """`front-translated-nolease` -> (`front-translated`, `-nolease`)."""
+    for v in VARIANTS:
+        if name.endswith(v):
+            return name.removesuffix(v), v
+    return name, ""
 
 
 def _litellm(work: Path, fport: int, pids: list[int], names: set[str]) -> list[Scenario]:
@@ -352,8 +364,9 @@ def main() -> int:
     conns = [int(c) for c in args.conns.split(",")]
     only = set(args.only.split(","))
     known, gateway = set(SCENARIOS.split(",")), {name for name, _, _ in GATEWAY}
-    if unknown := {n for n in only if n not in known and n.removesuffix("-e1") not in gateway}:
-        print(f"unknown scenarios: {sorted(unknown)} (known: {SCENARIOS}; any Sidegate one with -e1)", file=sys.stderr)
+    if unknown := {n for n in only if n not in known and _variant(n)[0] not in gateway}:
+        print(f"unknown scenarios: {sorted(unknown)} (known: {SCENARIOS}; any Sidegate one with "
+              f"{' or '.join(VARIANTS)})", file=sys.stderr)  # fmt: skip
         return 2
     envoy = envoy_binary()
     work = Path(tempfile.mkdtemp(prefix="sidegate-bench-"))
@@ -410,15 +423,19 @@ def main() -> int:
             scenarios.append(Scenario(name, f"http://127.0.0.1:{cfg.listener.port}{path}", work / f"{name}.lua",
                                       [e.pid, fake.pid], stop))  # fmt: skip
             wrk_script(scenarios[-1].script, body, None)
-        # `-e1`: Envoy with one worker thread (`services.envoy_concurrency`; auto gives 2 here).
-        variants = [*GATEWAY, *((f"{n}-e1", svc, body) for n, svc, body in GATEWAY if f"{n}-e1" in only)]
+        variants = [*GATEWAY, *((n + v, svc, body) for n, svc, body in GATEWAY for v in VARIANTS if n + v in only)]
         for name, services, body in variants:
             if name not in only:
                 continue
-            e1 = {"SIDEGATE_ENVOY_CONCURRENCY": "1"} if name.endswith("-e1") else {}
-            sup = _stack(work, name, config(**services), env | e1)
+            base, variant = _variant(name)
+            data = config(**services)
+            if variant == "-nolease":
+                data["quota"] = {"lease": {"enabled": False}}
+            # `-e1`: Envoy with one worker thread (`services.envoy_concurrency`; auto gives 2 here).
+            e1 = {"SIDEGATE_ENVOY_CONCURRENCY": "1"} if variant == "-e1" else {}
+            sup = _stack(work, name, data, env | e1)
             script = work / f"{name}.lua"
-            wrk_script(script, body, key, vary=name.removesuffix("-e1") in FULL_PIPELINE)
+            wrk_script(script, body, key, vary=base in FULL_PIPELINE)
             children = [c.proc for c in sup.children if c.proc]
 
             def rss(sup: Supervisor = sup, name: str = name) -> str:

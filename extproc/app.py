@@ -42,6 +42,7 @@ from sidegate.config import SidegateConfig, local_address
 from sidegate.health import add_health, set_serving
 from sidegate.observe import MetricsObserver
 from sidegate.quota import QuotaStore
+from sidegate.quota.lease import LeasedQuota
 
 log = logging.getLogger("sidegate.extproc")
 
@@ -139,13 +140,19 @@ def build(cfg: SidegateConfig, redis: Redis | None = None, hot: Any = None) -> A
     filler = None
     cost = None
     if redis is not None:
-        quota_store = QuotaStore.from_policy(redis, cfg.quota, fail_mode=cfg.store.fail_mode, hot=hot)
+        quota_store: QuotaStore | LeasedQuota = QuotaStore.from_policy(
+            redis, cfg.quota, fail_mode=cfg.store.fail_mode, hot=hot
+        )
+        if cfg.quota.lease.enabled:
+            quota_store = LeasedQuota(quota_store, cfg.quota.lease)
         tenants = TenantQuotas(cfg, redis)
         stages.append(QuotaStage(cfg, quota_store, tenants))
         settler = QuotaSettler(cfg, quota_store)
         cost = settler.cost
         observers.append(settler)
         starters.append(lambda: asyncio.create_task(tenants.run()))
+        if isinstance(quota_store, LeasedQuota):
+            closers.append(quota_store.close)  # closers run in reverse: after the settler's drain
         closers.append(settler.drain)
         if cfg.observability.ledger:
             from sidegate.ledger import Ledger

@@ -1,7 +1,8 @@
 -- Atomic, all-or-nothing admission of one request across several scopes.
 -- KEYS[1] reservation record, KEYS[2] the tenant's scope index set,
 -- KEYS[1 + 2i] / KEYS[2 + 2i] window hash / spend hash of scope i.
--- ARGV: window_ms, N, tokens, reservation_ttl_ms, index_ttl_ms, then per scope:
+-- ARGV: window_ms, N, tokens, reservation_ttl_ms, index_ttl_ms, requests (1 for a request, more for
+--       a lease: sidegate/quota/lease.py), then per scope:
 --       name, rpm, tpm, daily_nusd, monthly_nusd (-1 = no limit).
 -- Returns {admitted, reason, scope index, retry_ms, bucket, then per scope rem_r, rem_t, reset_ms}
 -- with -1 for "no limit" / "never".
@@ -9,8 +10,8 @@
 if redis.call('GET', KEYS[1]) == 'cancelled' then return {0, 'cancelled', 0, -1, -1} end
 
 local window_ms, nb, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local res_ttl, index_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
-local ns = (#ARGV - 5) / 5
+local res_ttl, index_ttl, count = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local ns = (#ARGV - 6) / 5
 local g = window_ms / nb
 local now = now_ms()
 local cur = math.floor(now / g)
@@ -40,14 +41,14 @@ end
 
 local state = {}
 for i = 1, ns do
-  local a = 5 + (i - 1) * 5
+  local a = 6 + (i - 1) * 5
   local rpm, tpm = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local dusd, musd = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
   local wkey, skey = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
   local sr, st, newest = window(wkey, lo, true)
   state[i] = {sr, st, newest, rpm, tpm}
-  if rpm >= 0 and sr + 1 > rpm then
-    if rpm == 0 then refuse('rpm', i, window_ms + g) else refuse('rpm', i, wait_ms(wkey, 'r', sr, 1, rpm)) end
+  if rpm >= 0 and sr + count > rpm then
+    if rpm == 0 then refuse('rpm', i, window_ms + g) else refuse('rpm', i, wait_ms(wkey, 'r', sr, count, rpm)) end
   end
   if tpm >= 0 then
     if tokens > tpm then
@@ -69,7 +70,7 @@ for i = 1, ns do
   local s = state[i]
   local sr, st, newest = s[1], s[2], s[3]
   if admit == 1 then
-    sr, st = add(KEYS[1 + 2 * i], cur, 1, tokens, sr, st, newest, ttl)
+    sr, st = add(KEYS[1 + 2 * i], cur, count, tokens, sr, st, newest, ttl)
     newest = cur
   end
   out[#out + 1] = s[4] >= 0 and math.max(s[4] - sr, 0) or -1
@@ -77,9 +78,10 @@ for i = 1, ns do
   out[#out + 1] = newest and math.ceil((newest + nb + 1) * g - now) or 0
 end
 if admit == 1 then
-  redis.call('SET', KEYS[1], cur .. ' ' .. tokens, 'PX', res_ttl)
+  -- 'bucket tokens' (a lease adds its request count: 'bucket tokens requests')
+  redis.call('SET', KEYS[1], cur .. ' ' .. tokens .. (count ~= 1 and ' ' .. count or ''), 'PX', res_ttl)
   local names = {}
-  for i = 1, ns do names[i] = ARGV[5 + (i - 1) * 5 + 1] end
+  for i = 1, ns do names[i] = ARGV[6 + (i - 1) * 5 + 1] end
   if ns > 0 then redis.call('SADD', KEYS[2], unpack(names)) end
   redis.call('PEXPIRE', KEYS[2], index_ttl)
 end

@@ -2,10 +2,16 @@
 -- KEYS[1] reservation record, KEYS[2i] / KEYS[2i + 1] window hash / spend hash of scope i.
 -- ARGV: window_ms, N, actual_tokens, cost_nusd, mode ('r' reserved, 'u' admitted while the store
 --       was down: charge everything now, 'c' cancel: the client gave up on a reserve call that may
---       still run later), release (1 = also give the request back), spend_ttl_ms.
--- Returns {status}: settled | expired (record gone: spend only) | duplicate | unreserved | cancelled.
+--       still run later, 'a' adjust: see below), release (requests given back: 0, or 1 when the
+--       provider was never reached), spend_ttl_ms.
+-- Mode 'a' (sidegate/quota/lease.py) adds signed deltas to bucket ARGV[8] of every scope: ARGV[3]
+-- tokens and -ARGV[6] requests (the true-ups of requests admitted from a lease, and what a lease
+-- did not use), and charges ARGV[4]; KEYS[1] is then the batch's id, so a retried batch counts once.
+-- Returns {status}: settled | expired (record gone: spend only) | duplicate | unreserved | cancelled
+-- | adjusted.
 local window_ms, nb, actual = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local cost, mode, release, spend_ttl = tonumber(ARGV[4]), ARGV[5], ARGV[6] == '1', tonumber(ARGV[7])
+local cost, mode, release_n, spend_ttl = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
+local release = release_n > 0
 local ns = (#KEYS - 1) / 2
 local g = window_ms / nb
 local now = now_ms()
@@ -13,6 +19,7 @@ local cur = math.floor(now / g)
 local lo = cur - nb
 local ttl = window_ms + g + 1000
 
+local undo = false
 if mode == 'c' then
   local rec = redis.call('GET', KEYS[1])
   if not rec then
@@ -22,7 +29,7 @@ if mode == 'c' then
   end
   if rec == 'settled' or rec == 'cancelled' then return {'duplicate'} end
   -- It ran after all: undo it completely.
-  mode, actual, cost, release = 'r', 0, 0, true
+  mode, actual, cost, undo = 'r', 0, 0, true
 end
 
 local status, bucket, reserved = 'unreserved', nil, 0
@@ -33,10 +40,15 @@ if mode == 'r' then
     status = 'expired'
   else
     status = 'settled'
-    local sp = string.find(rec, ' ', 1, true)
-    bucket, reserved = tonumber(string.sub(rec, 1, sp - 1)), tonumber(string.sub(rec, sp + 1))
+    local f = {}
+    for w in string.gmatch(rec, '%d+') do f[#f + 1] = tonumber(w) end
+    bucket, reserved = f[1], f[2]
+    if undo then release_n, release = f[3] or 1, true end
     redis.call('SET', KEYS[1], 'settled', 'KEEPTTL')
   end
+elseif mode == 'a' then
+  if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', window_ms * 10) then return {'duplicate'} end
+  status, bucket, reserved = 'adjusted', tonumber(ARGV[8]), 0
 end
 
 for i = 1, ns do
@@ -46,7 +58,7 @@ for i = 1, ns do
     if status == 'unreserved' then
       if actual > 0 or not release then add(wkey, cur, release and 0 or 1, actual, sr, st, newest, ttl) end
     elseif newest and bucket >= lo then
-      add(wkey, bucket, release and -1 or 0, actual - reserved, sr, st, newest, ttl)
+      add(wkey, bucket, -release_n, actual - reserved, sr, st, newest, ttl)
     elseif actual > reserved then
       -- The reservation already aged out of the window: only the overshoot still counts, now.
       add(wkey, cur, 0, actual - reserved, sr, st, newest, ttl)

@@ -192,6 +192,14 @@ QUOTA_REJECTIONS = Counter(
     ["tenant", "scope"],
     registry=REGISTRY,
 )
+QUOTA_LEASES = Counter(
+    "sidegate_quota_leases", "Leases of the global limits taken by this process (quota.lease).", registry=REGISTRY
+)
+QUOTA_LEASE_ADMITS = Counter(
+    "sidegate_quota_lease_admits",
+    "Requests admitted from a lease without a store call (counted when the lease ends).",
+    registry=REGISTRY,
+)
 GUARD_ACTIONS_TOTAL = Counter(
     "sidegate_guard_actions",
     "Guardrail actions by entity type and action.",
@@ -241,6 +249,12 @@ def cache_lookup(result: str) -> None:
 
 def quota_rejection(scope: str, tenant: str = "") -> None:
     child(QUOTA_REJECTIONS, tenant_label(tenant), scope_label(scope)).inc()
+
+
+def quota_lease_ended(admitted: int) -> None:
+    QUOTA_LEASES.inc()
+    if admitted:
+        QUOTA_LEASE_ADMITS.inc(admitted)
 
 
 def guard_action(entity: str, action: str, count: int = 1) -> None:

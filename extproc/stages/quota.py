@@ -24,6 +24,7 @@ from sidegate.quota import (
     max_output_tokens,
     rejection_error,
 )
+from sidegate.quota.lease import LeasedQuota
 from sidegate.quota.store import Reservation
 
 log = logging.getLogger("sidegate.quota")
@@ -32,7 +33,7 @@ log = logging.getLogger("sidegate.quota")
 class QuotaStage:
     name = "quota"
 
-    def __init__(self, cfg: SidegateConfig, store: QuotaStore, tenants: TenantQuotas):
+    def __init__(self, cfg: SidegateConfig, store: QuotaStore | LeasedQuota, tenants: TenantQuotas):
         self.cfg = cfg
         self.policy = cfg.quota
         self.store = store
@@ -57,8 +58,11 @@ class QuotaStage:
             raise err
         r = decision.reservation
         if r is not None:
-            ctx.meta["quota"] = {"tenant": r.tenant, "request_id": r.request_id, "scopes": list(r.scopes),
-                                 "tokens": r.tokens, "degraded": r.degraded, "prompt": prompt}  # fmt: skip
+            q = {"tenant": r.tenant, "request_id": r.request_id, "scopes": list(r.scopes), "tokens": r.tokens,
+                 "degraded": r.degraded, "prompt": prompt}  # fmt: skip
+            if r.bucket is not None:  # admitted from a lease: the true-up goes to its bucket
+                q["bucket"] = r.bucket
+            ctx.meta["quota"] = q
         return None
 
 
@@ -66,14 +70,16 @@ def _reservation(meta: dict[str, Any]) -> Reservation | None:
     q = meta.get("quota")
     if not isinstance(q, dict):
         return None
+    bucket = q.get("bucket")
     return Reservation(tenant=str(q["tenant"]), request_id=str(q["request_id"]), scopes=tuple(q["scopes"]),
-                       tokens=int(q["tokens"]), degraded=bool(q.get("degraded")))  # fmt: skip
+                       tokens=int(q["tokens"]), degraded=bool(q.get("degraded")),
+                       bucket=None if bucket is None else int(bucket))  # fmt: skip
 
 
 class QuotaSettler:
     """Observer: settles the reservation once, when the request's outcome is known."""
 
-    def __init__(self, cfg: SidegateConfig, store: QuotaStore):
+    def __init__(self, cfg: SidegateConfig, store: QuotaStore | LeasedQuota):
         self.cfg = cfg
         self.store = store
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -56,6 +56,32 @@ class TokenizerConfig(_Model):
     """``count_async`` counts bodies larger than this in a worker thread."""
 
 
+class LeasePolicy(_Model):
+    """Local admission from leases of the global limits (sidegate/quota/lease.py): most requests of
+    a busy scope set are admitted without a store round trip. The limits still hold across all
+    gateways; the price: while a lease is held (at most ``ttl_ms``), up to ``share`` of what a scope
+    set has left waits in one process, and the usage API counts it as used."""
+
+    enabled: bool = True
+    share: float = Field(1 / 16, gt=0, le=0.5)
+    """Largest part of a scope set's remaining requests (and tokens) one lease may take."""
+    min_requests: int = Field(8, ge=2)
+    """Smaller leases are not taken: the scope set is quiet or near its limit, and every request
+    reserves in the store, exactly as without leases."""
+    max_requests: int = Field(256, ge=2)
+    ttl_ms: int = Field(1000, ge=10)
+    """A lease ends after this long (at most one bucket, window_s / buckets), giving back what it
+    did not use."""
+    flush_ms: int = Field(50, ge=1, le=5000)
+    """True-ups (real usage, spend, unused leases) are written to the store in batches this often."""
+
+    @model_validator(mode="after")
+    def _sizes(self) -> LeasePolicy:
+        if self.min_requests > self.max_requests:
+            raise ValueError("lease.min_requests must not exceed lease.max_requests")
+        return self
+
+
 class QuotaPolicy(_Model):
     """Global quota knobs. Tenant limits live with the tenants (see :class:`TenantQuota`)."""
 
@@ -74,6 +100,7 @@ class QuotaPolicy(_Model):
     prices: dict[str, Price] = Field(default_factory=dict)
     """Model name or glob (``gpt-4o-mini*``) -> price. Models without a price cost 0."""
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    lease: LeasePolicy = Field(default_factory=LeasePolicy)
 
     @model_validator(mode="after")
     def _granularity(self) -> QuotaPolicy:

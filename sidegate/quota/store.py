@@ -27,9 +27,10 @@ FailMode = Literal["open", "closed"]
 _NANO = 1_000_000_000
 _INDEX_TTL_MS = 62 * 86_400_000
 _SPEND_TTL_MS = 40 * 86_400_000
-_STORE_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+STORE_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 _RESERVATION_IDS = UniqueIds()
+_ADJUST_IDS = UniqueIds()
 
 
 @dataclass(slots=True)
@@ -42,6 +43,9 @@ class Reservation:
     tokens: int
     degraded: bool = False
     settled: bool = False
+    bucket: int | None = None
+    """Set when admitted from a lease (sidegate/quota/lease.py): the lease's bucket, where the
+    settle's true-up goes; the store holds no record of this request."""
 
 
 @dataclass(slots=True)
@@ -85,7 +89,7 @@ def _opt(v: float | None, scale: int = 1) -> int:
     return -1 if v is None else round(v * scale)
 
 
-def _unique(scopes: Sequence[Scope]) -> list[Scope]:
+def unique_scopes(scopes: Sequence[Scope]) -> list[Scope]:
     """First scope of each name, in order: a scope named twice would count twice."""
     seen: set[str] = set()
     out = []
@@ -159,6 +163,11 @@ class QuotaStore:
         )
 
     @property
+    def down(self) -> bool:
+        """The last store call failed (and none succeeded since)."""
+        return self._down
+
+    @property
     def script_reloads(self) -> int:
         return self._reserve.reloads + self._settle.reloads + self._usage.reloads
 
@@ -169,7 +178,7 @@ class QuotaStore:
                 for script in (self._reserve, self._settle, self._usage):
                     await script.load(self.redis)
             return True
-        except _STORE_ERRORS as e:
+        except STORE_ERRORS as e:
             self._failed(e)
             return False
 
@@ -204,21 +213,25 @@ class QuotaStore:
 
     # -- API ----------------------------------------------------------------------------------
 
-    async def reserve(self, tenant: str, scopes: Sequence[Scope], tokens: int, request_id: str) -> Decision:
+    async def reserve(
+        self, tenant: str, scopes: Sequence[Scope], tokens: int, request_id: str, *, requests: int = 1,
+        strict: bool = False,
+    ) -> Decision:  # fmt: skip
         """Admit one request of ``tokens`` (prompt + max output) against every scope, or none.
 
         Rejected requests consume nothing anywhere. Raises :class:`GatewayError` (503) only when
-        the store fails and ``fail_mode`` is ``closed``.
+        the store fails and ``fail_mode`` is ``closed``. A lease reserves ``requests`` at once, and
+        with ``strict`` the store's errors are raised as they are (no fail mode applies).
         """
         tokens = max(int(tokens), 0)
-        scopes = _unique(scopes)
+        scopes = unique_scopes(scopes)
         names = tuple(s.name for s in scopes)
         res_id = f"{request_id[:64]}:{_RESERVATION_IDS()}"  # request ids may come from clients
         if not scopes:
             return Decision(True, reservation=Reservation(tenant, res_id, names, tokens))
         tag = self._tag(tenant)
         keys = [f"{tag}:res:{res_id}", f"{tag}:scopes"]
-        args: list[Any] = [self.window_ms, self.buckets, tokens, self.reservation_ttl_ms, _INDEX_TTL_MS]
+        args: list[Any] = [self.window_ms, self.buckets, tokens, self.reservation_ttl_ms, _INDEX_TTL_MS, requests]
         for s in scopes:
             keys.extend(self._scope_keys(tag, s.name))
             lim = s.limits
@@ -231,11 +244,13 @@ class QuotaStore:
             ]
         try:
             out = await self._call(self._reserve, keys, args)
-        except _STORE_ERRORS as e:
+        except STORE_ERRORS as e:
             self._failed(e)
             # The store may still run this reserve later (a frozen store, a timed-out call): make
             # sure it never counts, whatever the order in which the store sees the two calls.
             self._cancel_later(Reservation(tenant, res_id, names, tokens))
+            if strict:
+                raise
             if self.fail_mode == "closed":
                 self.counters.fail_closed_rejects += 1
                 raise GatewayError(
@@ -246,7 +261,10 @@ class QuotaStore:
             return Decision(
                 True, reservation=Reservation(tenant, res_id, names, tokens, degraded=True), degraded=True
             )
-        return self._decision(tenant, res_id, scopes, tokens, out)
+        d = self._decision(tenant, res_id, scopes, tokens, out)
+        if d.reservation is not None:
+            d.reservation.bucket = None if requests == 1 else int(out[4])
+        return d
 
     def _decision(
         self, tenant: str, res_id: str, scopes: Sequence[Scope], tokens: int, out: list[Any]
@@ -297,6 +315,13 @@ class QuotaStore:
         if res.settled:
             return "duplicate"
         res.settled = True
+        if res.bucket is not None:  # admitted from a lease (lease.py batches these; this is the plain way)
+            try:
+                return await self.adjust(res.tenant, res.scopes, res.bucket, 1 if release_request else 0,
+                                         max(int(actual_tokens), 0) - res.tokens, cost_usd, _ADJUST_IDS())  # fmt: skip
+            except STORE_ERRORS:
+                self.counters.settle_errors += 1
+                return "error"
         tag = self._tag(res.tenant)
         keys = [f"{tag}:res:{res.request_id}"]
         for name in res.scopes:
@@ -307,12 +332,49 @@ class QuotaStore:
         ]  # fmt: skip
         try:
             out = await self._call(self._settle, keys, args)
-        except _STORE_ERRORS as e:
+        except STORE_ERRORS as e:
             self._failed(e)
             self.counters.settle_errors += 1
             if not res.degraded:  # idempotent (the record says `settled`): safe to retry later
                 self._retry_later(keys, args)
             return "error"
+        return _s(out[0])
+
+    async def end_lease(self, lease: Reservation, unused_requests: int, unused_tokens: int) -> str:
+        """Settle a lease's record (sidegate/quota/lease.py): give back the requests and tokens it
+        did not admit. Idempotent like a settle, and retried in the background on store errors."""
+        tag = self._tag(lease.tenant)
+        keys = [f"{tag}:res:{lease.request_id}"]
+        for name in lease.scopes:
+            keys.extend(self._scope_keys(tag, name))
+        args = [self.window_ms, self.buckets, max(lease.tokens - max(unused_tokens, 0), 0), 0, "r",
+                max(int(unused_requests), 0), _SPEND_TTL_MS]  # fmt: skip
+        try:
+            out = await self._call(self._settle, keys, args)
+        except STORE_ERRORS as e:
+            self._failed(e)
+            self.counters.settle_errors += 1
+            self._retry_later(keys, args)
+            return "error"
+        return _s(out[0])
+
+    async def adjust(self, tenant: str, scopes: Sequence[str], bucket: int, requests: int, tokens: int,
+                     cost_usd: float, batch_id: str) -> str:  # fmt: skip
+        """Add signed deltas to bucket ``bucket`` of every scope (``requests`` given back, ``tokens``
+        added) and charge ``cost_usd``: the batched true-ups of leases (sidegate/quota/lease.py).
+        ``batch_id`` makes a retried call count once. Returns ``adjusted`` or ``duplicate``; raises
+        on store errors."""
+        tag = self._tag(tenant)
+        keys = [f"{tag}:adj:{batch_id}"]
+        for name in scopes:
+            keys.extend(self._scope_keys(tag, name))
+        args = [self.window_ms, self.buckets, int(tokens), max(round(cost_usd * _NANO), 0), "a", max(int(requests), 0),
+                _SPEND_TTL_MS, int(bucket)]  # fmt: skip
+        try:
+            out = await self._call(self._settle, keys, args)
+        except STORE_ERRORS as e:
+            self._failed(e)
+            raise
         return _s(out[0])
 
     def _cancel_later(self, res: Reservation) -> None:
@@ -331,7 +393,7 @@ class QuotaStore:
                 try:
                     await self._call(self._settle, keys, args)
                     return
-                except _STORE_ERRORS:
+                except STORE_ERRORS:
                     await asyncio.sleep(min(0.5 * (i + 1), 5.0))
 
         if len(self._pending) >= 10_000:

@@ -1,0 +1,264 @@
+"""Local admission: leases of the global limits, so a busy scope set's requests skip the store.
+
+A *lease* is an ordinary all-or-nothing reservation of R requests and T tokens, made by the same
+store script as a request's (so every scope's global limit holds, across all gateways). While it
+lasts, this process admits requests of that scope set from it without a store round trip. What a
+lease did not use is given back when it ends (after ``ttl_ms``, at most one bucket, or when its
+requests run out), by settling the lease's own reservation record. Each admitted request's true-up
+(real minus estimated tokens, spend) goes to the lease's bucket: true-ups are summed per (tenant,
+scopes, bucket) and written every ``flush_ms`` in one idempotent script call each
+(``quota_settle.lua``, mode ``a``).
+
+Leases are taken only where they pay: for scope sets that saw at least ``min_requests / 2``
+requests in the last lease period, sized to twice that rate, and never more than ``share`` of what
+the scopes have left: a scope set near its limit gets no lease, and its requests reserve in the
+store one by one, exactly as without leases. A request that does not fit what is left of the lease
+(its token estimate) reserves in the store too, and so does every request while the store fails
+(``store.fail_mode`` applies to them as without leases).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sidegate import metrics
+from sidegate.ids import UniqueIds
+from sidegate.quota.policy import LeasePolicy, Scope
+from sidegate.quota.store import STORE_ERRORS, Decision, QuotaStore, Reservation, unique_scopes
+
+log = logging.getLogger("sidegate.quota")
+
+_BATCH_IDS = UniqueIds()
+_MAX_DEMAND_KEYS = 10_000
+
+
+@dataclass(slots=True)
+class _Lease:
+    tenant: str
+    names: tuple[str, ...]
+    bucket: int
+    requests: int
+    """Requests left."""
+    tokens: int
+    """Tokens left."""
+    granted: int
+    expires: float
+    record: Reservation
+    """The lease's own reservation in the store, settled when the lease ends."""
+    decision: Decision
+    """The store's answer when the lease was taken: the limits, and what the scopes had left
+    besides the lease (the rate-limit headers of requests admitted from it)."""
+
+
+@dataclass(slots=True)
+class _Demand:
+    since: float
+    count: int = 0
+    last: int = 0
+
+
+class LeasedQuota:
+    """A :class:`QuotaStore` front with the same ``reserve`` / ``settle``, admitting from leases."""
+
+    def __init__(self, store: QuotaStore, policy: LeasePolicy) -> None:
+        self.store = store
+        self.policy = policy
+        bucket_ms = store.window_ms // store.buckets
+        self.ttl_s = min(policy.ttl_ms, bucket_ms) / 1000
+        self.flush_s = policy.flush_ms / 1000
+        self._leases: dict[tuple[str, tuple[Scope, ...]], _Lease] = {}
+        self._taking: set[tuple[str, tuple[Scope, ...]]] = set()
+        self._demand: dict[tuple[str, tuple[Scope, ...]], _Demand] = {}
+        self._deltas: dict[tuple[str, tuple[str, ...], int], list[Any]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+        self.local_admits = 0
+        self.leases_taken = 0
+
+    # -- admission ----------------------------------------------------------------------------
+
+    async def reserve(self, tenant: str, scopes: Sequence[Scope], tokens: int, request_id: str) -> Decision:
+        tokens = max(int(tokens), 0)
+        unique = tuple(unique_scopes(scopes))
+        key = (tenant, unique)  # scopes carry their limits: changed limits never use an old lease
+        now = asyncio.get_running_loop().time()
+        rate = self._count(key, now)
+        lease = self._leases.get(key)
+        if lease is not None:
+            # While the store fails, requests take the store's way (and its fail mode) too.
+            if lease.expires <= now or lease.requests <= 0 or self.store.down:
+                self._end(key, lease)
+            elif lease.tokens >= tokens:
+                lease.requests -= 1
+                lease.tokens -= tokens
+                self.local_admits += 1
+                if lease.requests * 4 < lease.granted:  # the next lease before this one runs out
+                    self._take(key, tenant, unique, tokens, lease.decision, rate)
+                return self._admit(lease, tokens)
+        d = await self.store.reserve(tenant, unique, tokens, request_id)
+        if d.admitted and not d.degraded and key not in self._leases:
+            self._take(key, tenant, unique, tokens, d, rate)
+        return d
+
+    def _count(self, key: tuple[str, tuple[Scope, ...]], now: float) -> int:
+        """Requests of this scope set in the current lease period (or the last one, if more)."""
+        d = self._demand.get(key)
+        if d is None:
+            if len(self._demand) >= _MAX_DEMAND_KEYS:
+                self._demand.clear()
+            d = self._demand[key] = _Demand(now)
+        elif now - d.since >= self.ttl_s:
+            d.last = d.count if now - d.since < 2 * self.ttl_s else 0
+            d.since, d.count = now, 0
+        d.count += 1
+        return max(d.count, d.last)
+
+    def _size(self, d: Decision, tokens: int, rate: int) -> tuple[int, int] | None:
+        p = self.policy
+        requests = min(p.max_requests, 2 * rate)
+        if d.remaining_requests is not None:
+            requests = min(requests, int(d.remaining_requests * p.share))
+        if requests < p.min_requests:
+            return None
+        per = max(tokens, 1)
+        total = requests * per
+        if d.remaining_tokens is not None:
+            total = min(total, int(d.remaining_tokens * p.share))
+        if total < per * p.min_requests:
+            return None
+        return requests, total
+
+    def _take(self, key: tuple[str, tuple[Scope, ...]], tenant: str, scopes: tuple[Scope, ...], tokens: int,
+              d: Decision, rate: int) -> None:  # fmt: skip
+        if key in self._taking:
+            return
+        size = self._size(d, tokens, rate)
+        if size is None:
+            return
+        self._taking.add(key)
+        self._spawn(self._take_now(key, tenant, scopes, *size))
+
+    async def _take_now(self, key: tuple[str, tuple[Scope, ...]], tenant: str, scopes: tuple[Scope, ...],
+                        requests: int, tokens: int) -> None:  # fmt: skip
+        try:
+            d = await self.store.reserve(tenant, scopes, tokens, "lease", requests=requests, strict=True)
+        except STORE_ERRORS:
+            return  # the store's trouble shows on the requests' own reservations
+        finally:
+            self._taking.discard(key)
+        r = d.reservation
+        if not d.admitted or r is None or r.bucket is None:
+            return  # no room for a lease: requests reserve one by one
+        old = self._leases.get(key)
+        if old is not None:
+            self._end(key, old)
+        now = asyncio.get_running_loop().time()
+        self._leases[key] = _Lease(tenant, r.scopes, r.bucket, requests, tokens, requests, now + self.ttl_s, r, d)
+        self.leases_taken += 1
+        self._tick()
+
+    def _admit(self, lease: _Lease, tokens: int) -> Decision:
+        base = lease.decision
+        d = Decision(
+            True,
+            limit_requests=base.limit_requests,
+            remaining_requests=None if base.remaining_requests is None else base.remaining_requests + lease.requests,
+            reset_requests_s=base.reset_requests_s,
+            limit_tokens=base.limit_tokens,
+            remaining_tokens=None if base.remaining_tokens is None else base.remaining_tokens + lease.tokens,
+            reset_tokens_s=base.reset_tokens_s,
+        )
+        d.reservation = Reservation(lease.tenant, "lease", lease.names, tokens, bucket=lease.bucket)
+        return d
+
+    def _end(self, key: tuple[str, tuple[Scope, ...]], lease: _Lease) -> None:
+        """Give back what the lease did not use."""
+        if self._leases.get(key) is lease:
+            del self._leases[key]
+        if not lease.granted:
+            return  # ended already
+        metrics.quota_lease_ended(lease.granted - lease.requests)
+        self._spawn(self.store.end_lease(lease.record, lease.requests, lease.tokens))
+        lease.granted = lease.requests = lease.tokens = 0
+
+    # -- settlement ---------------------------------------------------------------------------
+
+    async def settle(self, target: Decision | Reservation, actual_tokens: int, cost_usd: float, *,
+                     release_request: bool = False) -> str:  # fmt: skip
+        """As :meth:`QuotaStore.settle`; a request admitted from a lease (by any process) is queued
+        for the next batch (``queued``)."""
+        res = target.reservation if isinstance(target, Decision) else target
+        if res is None or res.bucket is None or not res.scopes:
+            return await self.store.settle(target, actual_tokens, cost_usd, release_request=release_request)
+        if res.settled:
+            return "duplicate"
+        res.settled = True
+        self._queue(res.tenant, res.scopes, res.bucket, 1 if release_request else 0,
+                    max(int(actual_tokens), 0) - res.tokens, cost_usd)  # fmt: skip
+        return "queued"
+
+    def _queue(self, tenant: str, names: tuple[str, ...], bucket: int, requests_back: int, tokens: int,
+               cost_usd: float) -> None:  # fmt: skip
+        k = (tenant, names, bucket)
+        acc = self._deltas.get(k)
+        if acc is None:
+            self._deltas[k] = [requests_back, tokens, cost_usd]
+        else:
+            acc[0] += requests_back
+            acc[1] += tokens
+            acc[2] += cost_usd
+        self._tick()
+
+    # -- background ---------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _tick(self) -> None:
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while self._leases or self._deltas:
+                await asyncio.sleep(self.flush_s)
+                now = asyncio.get_running_loop().time()
+                for key, lease in list(self._leases.items()):
+                    if lease.expires <= now:
+                        self._end(key, lease)
+                self._flush()
+        finally:
+            self._ticker = None
+
+    def _flush(self) -> None:
+        batch, self._deltas = self._deltas, {}
+        for (tenant, names, bucket), (requests_back, tokens, cost) in batch.items():
+            if requests_back or tokens or cost:
+                self._spawn(self._write(tenant, names, bucket, requests_back, tokens, cost))
+
+    async def _write(self, tenant: str, names: tuple[str, ...], bucket: int, requests_back: int, tokens: int,
+                     cost: float, attempts: int = 40) -> None:  # fmt: skip
+        batch_id = _BATCH_IDS()  # the same id on every attempt: a retry after a lost reply counts once
+        for i in range(attempts):  # ~2 min of retries with back-off, as a settle's
+            try:
+                await self.store.adjust(tenant, names, bucket, requests_back, tokens, cost, batch_id)
+                return
+            except STORE_ERRORS:
+                await asyncio.sleep(min(0.5 * (i + 1), 5.0))
+        self.store.counters.settle_errors += 1
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """End every lease and write what is queued (shutdown)."""
+        for key, lease in list(self._leases.items()):
+            self._end(key, lease)
+        self._flush()
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout_s)
