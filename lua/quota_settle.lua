@@ -47,7 +47,8 @@ if mode == 'r' then
     redis.call('SET', KEYS[1], 'settled', 'KEEPTTL')
   end
 elseif mode == 'a' then
-  if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', window_ms * 10) then return {'duplicate'} end
+  -- Kept longer than a batch is retried (~2 min, sidegate/quota/lease.py).
+  if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', math.max(window_ms * 10, 600000)) then return {'duplicate'} end
   status, bucket, reserved = 'adjusted', tonumber(ARGV[8]), 0
 end
 

@@ -2,19 +2,20 @@
 
 A *lease* is an ordinary all-or-nothing reservation of R requests and T tokens, made by the same
 store script as a request's (so every scope's global limit holds, across all gateways). While it
-lasts, this process admits requests of that scope set from it without a store round trip. What a
-lease did not use is given back when it ends (after ``ttl_ms``, at most one bucket, or when its
-requests run out), by settling the lease's own reservation record. Each admitted request's true-up
-(real minus estimated tokens, spend) goes to the lease's bucket: true-ups are summed per (tenant,
-scopes, bucket) and written every ``flush_ms`` in one idempotent script call each
-(``quota_settle.lua``, mode ``a``).
+lasts (``ttl_ms``, and never past the end of its bucket: what it admits counts in that bucket), this
+process admits requests of that scope set from it without a store round trip. What a lease did not
+use is given back when it ends, by settling the lease's own reservation record. Each admitted
+request's true-up (real minus estimated tokens, spend) goes to the lease's bucket: true-ups are
+summed per (tenant, scopes, bucket) and written every ``flush_ms`` in one idempotent script call
+each (``quota_settle.lua``, mode ``a``).
 
-Leases are taken only where they pay: for scope sets that saw at least ``min_requests / 2``
-requests in the last lease period, sized to twice that rate, and never more than ``share`` of what
-the scopes have left: a scope set near its limit gets no lease, and its requests reserve in the
-store one by one, exactly as without leases. A request that does not fit what is left of the lease
-(its token estimate) reserves in the store too, and so does every request while the store fails
-(``store.fail_mode`` applies to them as without leases).
+Leases are asked for only where they pay: for scope sets that saw at least ``min_requests / 2``
+requests in the last lease period, at twice that rate. The store cuts each lease to ``share`` of
+what the scopes have left when it grants it, and refuses it below ``min_requests``: a scope set
+near its limit gets no lease, and its requests reserve in the store one by one, exactly as without
+leases. A request that does not fit what is left of the lease (its token estimate) reserves in the
+store too, and so does every request while the store fails (``store.fail_mode`` applies to them as
+without leases).
 """
 
 from __future__ import annotations
@@ -47,11 +48,15 @@ class _Lease:
     """Tokens left."""
     granted: int
     expires: float
+    """At most ttl_ms, and never past the end of the lease's bucket: what it admits counts in that
+    bucket, so for at least one window, like every request."""
     record: Reservation
     """The lease's own reservation in the store, settled when the lease ends."""
     decision: Decision
     """The store's answer when the lease was taken: the limits, and what the scopes had left
     besides the lease (the rate-limit headers of requests admitted from it)."""
+    renewing: bool = False
+    """The next lease was asked for (once per lease)."""
 
 
 @dataclass(slots=True)
@@ -76,6 +81,7 @@ class LeasedQuota:
         self._deltas: dict[tuple[str, tuple[str, ...], int], list[Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self._closed = False
         self.local_admits = 0
         self.leases_taken = 0
 
@@ -96,12 +102,13 @@ class LeasedQuota:
                 lease.requests -= 1
                 lease.tokens -= tokens
                 self.local_admits += 1
-                if lease.requests * 4 < lease.granted:  # the next lease before this one runs out
-                    self._take(key, tenant, unique, tokens, lease.decision, rate)
+                if lease.requests * 4 < lease.granted and not lease.renewing:  # the next one before it runs out
+                    lease.renewing = True
+                    self._take(key, tenant, unique, tokens, rate)
                 return self._admit(lease, tokens)
         d = await self.store.reserve(tenant, unique, tokens, request_id)
         if d.admitted and not d.degraded and key not in self._leases:
-            self._take(key, tenant, unique, tokens, d, rate)
+            self._take(key, tenant, unique, tokens, rate)
         return d
 
     def _count(self, key: tuple[str, tuple[Scope, ...]], now: float) -> int:
@@ -117,35 +124,25 @@ class LeasedQuota:
         d.count += 1
         return max(d.count, d.last)
 
-    def _size(self, d: Decision, tokens: int, rate: int) -> tuple[int, int] | None:
+    def _take(self, key: tuple[str, tuple[Scope, ...]], tenant: str, scopes: tuple[Scope, ...], tokens: int,
+              rate: int) -> None:  # fmt: skip
+        """Ask for a lease in the background: twice the recent rate, for requests like this one; the
+        store cuts it to `share` of what is left, or refuses it when that is too little."""
         p = self.policy
         requests = min(p.max_requests, 2 * rate)
-        if d.remaining_requests is not None:
-            requests = min(requests, int(d.remaining_requests * p.share))
-        if requests < p.min_requests:
-            return None
+        if requests < p.min_requests or key in self._taking or self._closed:
+            return
         per = max(tokens, 1)
-        total = requests * per
-        if d.remaining_tokens is not None:
-            total = min(total, int(d.remaining_tokens * p.share))
-        if total < per * p.min_requests:
-            return None
-        return requests, total
-
-    def _take(self, key: tuple[str, tuple[Scope, ...]], tenant: str, scopes: tuple[Scope, ...], tokens: int,
-              d: Decision, rate: int) -> None:  # fmt: skip
-        if key in self._taking:
-            return
-        size = self._size(d, tokens, rate)
-        if size is None:
-            return
         self._taking.add(key)
-        self._spawn(self._take_now(key, tenant, scopes, *size))
+        self._spawn(self._take_now(key, tenant, scopes, requests, requests * per, per * p.min_requests))
 
     async def _take_now(self, key: tuple[str, tuple[Scope, ...]], tenant: str, scopes: tuple[Scope, ...],
-                        requests: int, tokens: int) -> None:  # fmt: skip
+                        requests: int, tokens: int, min_tokens: int) -> None:  # fmt: skip
+        loop = asyncio.get_running_loop()
+        asked = loop.time()  # before the store's clock read the bucket: the lease ends early, never late
         try:
-            d = await self.store.reserve(tenant, scopes, tokens, "lease", requests=requests, strict=True)
+            d = await self.store.take_lease(tenant, scopes, requests, tokens, self.policy.share,
+                                            self.policy.min_requests, min_tokens)  # fmt: skip
         except STORE_ERRORS:
             return  # the store's trouble shows on the requests' own reservations
         finally:
@@ -153,12 +150,16 @@ class LeasedQuota:
         r = d.reservation
         if not d.admitted or r is None or r.bucket is None:
             return  # no room for a lease: requests reserve one by one
+        lease = _Lease(tenant, r.scopes, r.bucket, r.requests, r.tokens, r.requests,
+                       asked + min(self.ttl_s, r.bucket_left_s), r, d)  # fmt: skip
+        self.leases_taken += 1
+        if self._closed or lease.expires <= loop.time():
+            self._end(key, lease)  # shutting down, or its bucket is over already: give it back
+            return
         old = self._leases.get(key)
         if old is not None:
             self._end(key, old)
-        now = asyncio.get_running_loop().time()
-        self._leases[key] = _Lease(tenant, r.scopes, r.bucket, requests, tokens, requests, now + self.ttl_s, r, d)
-        self.leases_taken += 1
+        self._leases[key] = lease
         self._tick()
 
     def _admit(self, lease: _Lease, tokens: int) -> Decision:
@@ -254,11 +255,18 @@ class LeasedQuota:
         self.store.counters.settle_errors += 1
 
     async def close(self, timeout_s: float = 5.0) -> None:
-        """End every lease and write what is queued (shutdown)."""
-        for key, lease in list(self._leases.items()):
-            self._end(key, lease)
-        self._flush()
+        """End every lease and write what is queued (shutdown); a lease granted meanwhile is given
+        back as it arrives."""
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            for key, lease in list(self._leases.items()):
+                self._end(key, lease)
+            self._flush()
+            left = deadline - loop.time()
+            if not self._tasks or left <= 0:
+                break
+            await asyncio.wait(list(self._tasks), timeout=left)
         if self._ticker is not None:
             self._ticker.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout_s)

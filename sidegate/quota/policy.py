@@ -70,8 +70,8 @@ class LeasePolicy(_Model):
     reserves in the store, exactly as without leases."""
     max_requests: int = Field(256, ge=2)
     ttl_ms: int = Field(1000, ge=10)
-    """A lease ends after this long (at most one bucket, window_s / buckets), giving back what it
-    did not use."""
+    """A lease ends after this long, and never past the end of its bucket (window_s / buckets),
+    giving back what it did not use."""
     flush_ms: int = Field(50, ge=1, le=5000)
     """True-ups (real usage, spend, unused leases) are written to the store in batches this often."""
 

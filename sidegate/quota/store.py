@@ -45,7 +45,12 @@ class Reservation:
     settled: bool = False
     bucket: int | None = None
     """Set when admitted from a lease (sidegate/quota/lease.py): the lease's bucket, where the
-    settle's true-up goes; the store holds no record of this request."""
+    settle's true-up goes; the store holds no record of this request. Also set on a lease's own
+    reservation."""
+    requests: int = 1
+    """A lease's own reservation: the requests it holds."""
+    bucket_left_s: float = 0.0
+    """A lease's own reservation: time left in its bucket when the store granted it."""
 
 
 @dataclass(slots=True)
@@ -213,15 +218,11 @@ class QuotaStore:
 
     # -- API ----------------------------------------------------------------------------------
 
-    async def reserve(
-        self, tenant: str, scopes: Sequence[Scope], tokens: int, request_id: str, *, requests: int = 1,
-        strict: bool = False,
-    ) -> Decision:  # fmt: skip
+    async def reserve(self, tenant: str, scopes: Sequence[Scope], tokens: int, request_id: str) -> Decision:
         """Admit one request of ``tokens`` (prompt + max output) against every scope, or none.
 
         Rejected requests consume nothing anywhere. Raises :class:`GatewayError` (503) only when
-        the store fails and ``fail_mode`` is ``closed``. A lease reserves ``requests`` at once, and
-        with ``strict`` the store's errors are raised as they are (no fail mode applies).
+        the store fails and ``fail_mode`` is ``closed``.
         """
         tokens = max(int(tokens), 0)
         scopes = unique_scopes(scopes)
@@ -229,9 +230,47 @@ class QuotaStore:
         res_id = f"{request_id[:64]}:{_RESERVATION_IDS()}"  # request ids may come from clients
         if not scopes:
             return Decision(True, reservation=Reservation(tenant, res_id, names, tokens))
+        try:
+            out = await self._reserve_call(tenant, scopes, res_id, tokens, (1, 0, 1, 0))
+        except STORE_ERRORS:
+            if self.fail_mode == "closed":
+                self.counters.fail_closed_rejects += 1
+                raise GatewayError(
+                    503, "Rate limit service unavailable, please retry.", code="quota_store_unavailable",
+                    headers={"retry-after": "1"},
+                ) from None  # fmt: skip
+            self.counters.fail_open_admits += 1
+            return Decision(
+                True, reservation=Reservation(tenant, res_id, names, tokens, degraded=True), degraded=True
+            )
+        return self._decision(tenant, res_id, scopes, tokens, out)
+
+    async def take_lease(self, tenant: str, scopes: Sequence[Scope], requests: int, tokens: int, share: float,
+                         min_requests: int, min_tokens: int) -> Decision:  # fmt: skip
+        """Reserve a lease (sidegate/quota/lease.py): at most ``requests`` and ``tokens``, each cut
+        in the store to ``share`` of what every limited scope has left, or nothing when that is less
+        than ``min_requests`` / ``min_tokens`` (or a limit refuses). The reservation holds what was
+        granted (``requests``, ``tokens``), its bucket, and ``bucket_left_s``. Raises the store's
+        errors (no fail mode applies: requests then reserve one by one)."""
+        scopes = unique_scopes(scopes)
+        res_id = f"lease:{_RESERVATION_IDS()}"
+        out = await self._reserve_call(tenant, scopes, res_id, tokens, (requests, share, min_requests, min_tokens))
+        if _s(out[1]) == "lease":
+            return Decision(False, reason="lease")  # too little left for a lease
+        d = self._decision(tenant, res_id, scopes, tokens, out)
+        r = d.reservation
+        if r is not None:
+            r.requests, r.tokens, r.bucket = int(out[-2]), int(out[-1]), int(out[4])
+            # Time left in the lease's bucket by the store's clock: reset of a scope written now,
+            # less one window (the same for every scope).
+            r.bucket_left_s = max(int(out[7]) - self.window_ms, 0) / 1000
+        return d
+
+    async def _reserve_call(self, tenant: str, scopes: list[Scope], res_id: str, tokens: int,
+                            lease: tuple[int, float, int, int]) -> list[Any]:  # fmt: skip
         tag = self._tag(tenant)
         keys = [f"{tag}:res:{res_id}", f"{tag}:scopes"]
-        args: list[Any] = [self.window_ms, self.buckets, tokens, self.reservation_ttl_ms, _INDEX_TTL_MS, requests]
+        args: list[Any] = [self.window_ms, self.buckets, tokens, self.reservation_ttl_ms, _INDEX_TTL_MS, *lease]
         for s in scopes:
             keys.extend(self._scope_keys(tag, s.name))
             lim = s.limits
@@ -243,28 +282,13 @@ class QuotaStore:
                 _opt(lim.monthly_usd, _NANO),
             ]
         try:
-            out = await self._call(self._reserve, keys, args)
+            return await self._call(self._reserve, keys, args)  # type: ignore[no-any-return]
         except STORE_ERRORS as e:
             self._failed(e)
             # The store may still run this reserve later (a frozen store, a timed-out call): make
             # sure it never counts, whatever the order in which the store sees the two calls.
-            self._cancel_later(Reservation(tenant, res_id, names, tokens))
-            if strict:
-                raise
-            if self.fail_mode == "closed":
-                self.counters.fail_closed_rejects += 1
-                raise GatewayError(
-                    503, "Rate limit service unavailable, please retry.", code="quota_store_unavailable",
-                    headers={"retry-after": "1"},
-                ) from None  # fmt: skip
-            self.counters.fail_open_admits += 1
-            return Decision(
-                True, reservation=Reservation(tenant, res_id, names, tokens, degraded=True), degraded=True
-            )
-        d = self._decision(tenant, res_id, scopes, tokens, out)
-        if d.reservation is not None:
-            d.reservation.bucket = None if requests == 1 else int(out[4])
-        return d
+            self._cancel_later(Reservation(tenant, res_id, tuple(s.name for s in scopes), tokens))
+            raise
 
     def _decision(
         self, tenant: str, res_id: str, scopes: Sequence[Scope], tokens: int, out: list[Any]
@@ -316,12 +340,8 @@ class QuotaStore:
             return "duplicate"
         res.settled = True
         if res.bucket is not None:  # admitted from a lease (lease.py batches these; this is the plain way)
-            try:
-                return await self.adjust(res.tenant, res.scopes, res.bucket, 1 if release_request else 0,
-                                         max(int(actual_tokens), 0) - res.tokens, cost_usd, _ADJUST_IDS())  # fmt: skip
-            except STORE_ERRORS:
-                self.counters.settle_errors += 1
-                return "error"
+            return await self.adjust(res.tenant, res.scopes, res.bucket, 1 if release_request else 0,
+                                     max(int(actual_tokens), 0) - res.tokens, cost_usd, _ADJUST_IDS(), retry=True)  # fmt: skip
         tag = self._tag(res.tenant)
         keys = [f"{tag}:res:{res.request_id}"]
         for name in res.scopes:
@@ -359,11 +379,12 @@ class QuotaStore:
         return _s(out[0])
 
     async def adjust(self, tenant: str, scopes: Sequence[str], bucket: int, requests: int, tokens: int,
-                     cost_usd: float, batch_id: str) -> str:  # fmt: skip
+                     cost_usd: float, batch_id: str, *, retry: bool = False) -> str:  # fmt: skip
         """Add signed deltas to bucket ``bucket`` of every scope (``requests`` given back, ``tokens``
-        added) and charge ``cost_usd``: the batched true-ups of leases (sidegate/quota/lease.py).
-        ``batch_id`` makes a retried call count once. Returns ``adjusted`` or ``duplicate``; raises
-        on store errors."""
+        added) and charge ``cost_usd``: the true-ups of requests admitted from leases
+        (sidegate/quota/lease.py). ``batch_id`` makes a repeated call count once. Returns
+        ``adjusted`` or ``duplicate``; on store errors raises, or with ``retry`` returns ``error``
+        and retries in the background."""
         tag = self._tag(tenant)
         keys = [f"{tag}:adj:{batch_id}"]
         for name in scopes:
@@ -374,7 +395,11 @@ class QuotaStore:
             out = await self._call(self._settle, keys, args)
         except STORE_ERRORS as e:
             self._failed(e)
-            raise
+            if not retry:
+                raise
+            self.counters.settle_errors += 1
+            self._retry_later(keys, args)
+            return "error"
         return _s(out[0])
 
     def _cancel_later(self, res: Reservation) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -145,16 +146,17 @@ def test_adjust_batches_count_once_and_cancel_undoes_a_whole_lease(server: Serve
 
     async def body() -> None:
         store = make_store(server.url)
-        d = await store.reserve(tenant, scopes, 10, "lease", requests=8, strict=True)
+        d = await store.take_lease(tenant, scopes, 8, 10, 1.0, 1, 1)
         r = d.reservation
         assert d.admitted and r is not None and r.bucket is not None and d.remaining_requests == 992
+        assert (r.requests, r.tokens) == (8, 10) and 0 <= r.bucket_left_s <= 1.0
         names = (f"tenant:{tenant}",)
         assert await store.adjust(tenant, names, r.bucket, 3, -4, 0.0, "b1") == "adjusted"
         assert await store.adjust(tenant, names, r.bucket, 3, -4, 0.0, "b1") == "duplicate"
         u = (await store.usage(tenant))["scopes"][f"tenant:{tenant}"]
         assert u["requests"] == 5 and u["tokens"] == 6, u
         # A lease whose reserve the client gave up on is undone whole by the cancel.
-        d2 = await store.reserve(tenant, scopes, 20, "lease", requests=7, strict=True)
+        d2 = await store.take_lease(tenant, scopes, 7, 20, 1.0, 1, 1)
         assert d2.reservation is not None
         store._cancel_later(d2.reservation)
         await asyncio.sleep(0.1)
@@ -209,3 +211,101 @@ def test_while_the_store_fails_requests_take_the_stores_way() -> None:
             await q.close(timeout_s=0.1)
 
         asyncio.run(body())
+
+
+def test_a_lease_takes_a_share_of_what_is_left_now(server: Server, tenant: str) -> None:
+    """The store sizes every lease from what the scopes have left when it is granted: after another
+    gateway used most of the limit, the next lease is small (or none), not the size of the last."""
+    scopes = [Scope(f"tenant:{tenant}", Limits(rpm=8000))]
+
+    async def body() -> None:
+        store, other = make_store(server.url), make_store(server.url)
+        q = LeasedQuota(store, LeasePolicy(ttl_ms=1000, flush_ms=10))  # leases as large as the rate asks
+        i = 0
+        while not q._leases or next(iter(q._leases.values())).granted < 100:
+            await q.reserve(tenant, scopes, 0, f"r{i}")
+            i += 1
+            await asyncio.sleep(0)
+        first = next(iter(q._leases.values()))
+        left = (await other.reserve(tenant, scopes, 0, "probe")).remaining_requests
+        assert left is not None and left > 1000
+        big = await other.take_lease(tenant, scopes, left - 400, 1, 1.0, 1, 1)  # all but 400
+        assert big.admitted
+        while first.requests * 4 >= first.granted:
+            await q.reserve(tenant, scopes, 0, f"r{i}")
+            i += 1
+        await q.reserve(tenant, scopes, 0, f"r{i}")  # asks for the next lease
+        await asyncio.sleep(0.05)
+        renewed = [lease for lease in q._leases.values() if lease is not first]
+        assert renewed and all(lease.granted <= 400 // 16 for lease in renewed), [lease.granted for lease in renewed]
+        await q.close()
+        for s in (store, other):
+            await s.redis.aclose()
+
+    asyncio.run(body())
+
+
+def test_a_lease_ends_with_its_bucket() -> None:
+    """What a lease admits counts in its bucket: it must not admit past that bucket's end, or those
+    requests would stop counting less than a window after they were admitted (window 2 s of two
+    buckets here: no real 2 s interval may see more admissions than the limit)."""
+    rpm = 200
+    with running_server("valkey") as srv:
+
+        async def body() -> None:
+            store, other = make_store(srv.url, window_s=2, buckets=2), make_store(srv.url, window_s=2, buckets=2)
+            q = LeasedQuota(store, LeasePolicy(share=0.5, min_requests=2, max_requests=64, ttl_ms=1000, flush_ms=10))
+            scopes = [Scope("tenant:t", Limits(rpm=rpm))]
+            s_, us = await store.redis.time()
+            offset = s_ * 1000 + us // 1000 - time.time() * 1000
+
+            def now_ms() -> float:
+                return time.time() * 1000 + offset
+
+            deadline = time.monotonic() + 5
+            while not 880 <= now_ms() % 1000 < 900 and time.monotonic() < deadline:
+                await asyncio.sleep(0.001)
+            b0 = int(now_ms() // 1000)
+            admits: list[float] = []
+            i = 0
+            while now_ms() < (b0 + 1) * 1000 + 800 and i < 5000:  # late in b0, then well into b0 + 1
+                d = await q.reserve("t", scopes, 0, f"a{i}")
+                i += 1
+                if d.admitted:
+                    admits.append(now_ms())
+                    assert d.reservation is not None
+                    if d.reservation.bucket is not None:  # from a lease: only within its bucket
+                        assert admits[-1] < (d.reservation.bucket + 1) * 1000 + 5, (admits[-1], d.reservation.bucket)
+                await asyncio.sleep(0.002)
+            await asyncio.sleep(max((b0 + 3) * 1000 + 10 - now_ms(), 0) / 1000)
+            while (await other.reserve("t", scopes, 0, f"o{i}")).admitted and i < 10_000:
+                i += 1
+                admits.append(now_ms())
+            admits.sort()
+            busiest = max(sum(1 for t in admits if s <= t < s + 2000) for s in admits)
+            assert busiest <= rpm, busiest
+            await q.close()
+            for s in (store, other):
+                await s.redis.aclose()
+
+        asyncio.run(body())
+
+
+def test_a_lease_granted_while_closing_is_given_back(server: Server, tenant: str) -> None:
+    scopes = [Scope(f"tenant:{tenant}", Limits(rpm=100_000))]
+
+    async def body() -> None:
+        store = make_store(server.url)
+        q = LeasedQuota(store, LeasePolicy(ttl_ms=1000, flush_ms=10))
+        n = 0
+        while not q._taking and n < 50:  # until a lease is being asked for
+            await q.reserve(tenant, scopes, 0, f"r{n}")
+            n += 1
+        assert q._taking and not q._leases
+        await q.close()  # the lease arrives while closing
+        assert not q._leases and q.leases_taken == 1
+        u = (await store.usage(tenant))["scopes"][f"tenant:{tenant}"]
+        assert u["requests"] == n, (u, n)  # only the requests, nothing held for a lease
+        await store.redis.aclose()
+
+    asyncio.run(body())
