@@ -17,8 +17,8 @@ Scenarios (same fast fake upstream for all):
             litellm-translated: LiteLLM translating an OpenAI client's request for an Anthropic provider
   front     the gateway stages behind the HTTP front (services.front: http) instead of gRPC ext_proc;
             front-2w with two extproc workers, front-translated, front-exact-hit likewise
-  <name>-e1 any Sidegate scenario with one Envoy worker thread (the default is auto: see
-            services.envoy_concurrency; two workers on this box)
+  <name>-e1 any Sidegate scenario with one Envoy worker thread, -e2 with two (the default is
+            auto: see services.envoy_concurrency; one worker on this box)
   <name>-nolease any Sidegate scenario with quota leases off (quota.lease.enabled: false): every
             request reserves in the store
 Prints p50/p99 latency, RPS, added p50 vs Envoy-alone and CPU ms per request (all processes of
@@ -216,8 +216,8 @@ GATEWAY: list[tuple[str, dict[str, object], bytes]] = [
     ("front-stream-translated", FRONT, STREAM.replace(b'"gpt-4o-mini"', b'"claude"')),  # per-try gRPC stream
 ]
 """The scenarios that start a Sidegate stack: (name, services config, request body)."""
-VARIANTS = ("-e1", "-nolease")
-"""Suffixes that run a Sidegate scenario with one Envoy worker, or without quota leases."""
+VARIANTS = ("-e1", "-e2", "-nolease")
+"""Suffixes that run a Sidegate scenario with one or two Envoy workers, or without quota leases."""
 
 
 def _variant(name: str) -> tuple[str, str]:
@@ -431,9 +431,10 @@ def main() -> int:
             data = config(**services)
             if variant == "-nolease":
                 data["quota"] = {"lease": {"enabled": False}}
-            # `-e1`: Envoy with one worker thread (`services.envoy_concurrency`; auto gives 2 here).
-            e1 = {"SIDEGATE_ENVOY_CONCURRENCY": "1"} if variant == "-e1" else {}
-            sup = _stack(work, name, data, env | e1)
+            # `-e1` / `-e2`: Envoy with one / two worker threads (`services.envoy_concurrency`; auto
+            # gives one on two cores beside one extproc).
+            workers = {"SIDEGATE_ENVOY_CONCURRENCY": variant[2:]} if variant in ("-e1", "-e2") else {}
+            sup = _stack(work, name, data, env | workers)
             script = work / f"{name}.lua"
             wrk_script(script, body, key, vary=base in FULL_PIPELINE)
             children = [c.proc for c in sup.children if c.proc]

@@ -69,7 +69,7 @@ class ServicesConfig(_Model):
     envoy_concurrency: int = Field(0, ge=0, le=256)
     """Envoy worker threads when `sidegate up` starts Envoy. 0 (auto): the CPUs this process may
     use (affinity, capped by a cgroup CPU limit) minus one per Python service process started
-    beside it, at least 2 (on two cores one worker was never faster than two:
+    beside it, at least 1 (on two cores, one worker beside extproc serves ~10-20 % more than two:
     docs/performance.md). The SIDEGATE_ENVOY_CONCURRENCY environment variable overrides it."""
     metrics_port: int = Field(9464, ge=0, le=65535)
     """extproc's Prometheus /metrics port (0 = off)."""

@@ -67,7 +67,7 @@ def usable_cpus() -> int:
 def envoy_concurrency(cfg: SidegateConfig, env: Mapping[str, str]) -> int:
     """Envoy's worker threads: SIDEGATE_ENVOY_CONCURRENCY, else `services.envoy_concurrency` (0 in
     either: auto), auto being the usable CPUs minus the Python service processes started beside
-    it, at least 2."""
+    it, at least 1."""
     value = env.get("SIDEGATE_ENVOY_CONCURRENCY", "").strip()
     if value:
         if not value.isdigit():
@@ -78,7 +78,7 @@ def envoy_concurrency(cfg: SidegateConfig, env: Mapping[str, str]) -> int:
     if svc.envoy_concurrency:
         return svc.envoy_concurrency
     services = svc.extproc_workers + (svc.authz_workers if svc.auth == "ext_authz" else 0)
-    return max(2, usable_cpus() - services)
+    return max(1, usable_cpus() - services)
 
 
 def envoy_binary() -> str:

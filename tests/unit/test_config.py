@@ -88,7 +88,7 @@ def test_envoy_concurrency_leaves_the_python_services_their_cores(monkeypatch):
     cfg = config.parse({**base, "services": {"auth": "inline", "extproc_workers": 2}})
     assert envoy_concurrency(cfg, {}) == 6  # no separate authz process
     monkeypatch.setattr("sidegate.supervisor.usable_cpus", lambda: 2)
-    assert envoy_concurrency(cfg, {}) == 2  # never below two workers
+    assert envoy_concurrency(cfg, {}) == 1  # never below one worker
     cfg = config.parse({**base, "services": {"envoy_concurrency": 3}})
     assert envoy_concurrency(cfg, {}) == 3
     assert envoy_concurrency(cfg, {"SIDEGATE_ENVOY_CONCURRENCY": "2"}) == 2  # the environment wins
