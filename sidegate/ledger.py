@@ -24,6 +24,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from sidegate import metrics as m
 from sidegate.observe import CostFn, safe_cost, ttft_seconds
+from sidegate.resp import command
 
 if TYPE_CHECKING:
     from extproc.upstream import Completion, Observer
@@ -228,7 +229,7 @@ class Ledger:
             try:
                 if self.hot is not None:  # one write for the batch (auto-pipelined)
                     head = ("XADD", self.stream, "MAXLEN", "~", self.maxlen, "*")
-                    await asyncio.gather(*(self.hot.execute_command(*head, *_flat(rec.to_fields())) for rec in batch))
+                    await asyncio.gather(*(command(self.hot, *head, *_flat(rec.to_fields()), lazy=True) for rec in batch))
                 else:
                     pipe = self.redis.pipeline(transaction=False)
                     for rec in batch:

@@ -198,7 +198,8 @@ class ResponseCache:
             return False
         now = time.time()
         value = codec.encode(response_json, now)
-        await command(self.hot, "SET", self._key(req.exact_key), value, "EX", policy.ttl_s, timeout_s=FILL_TIMEOUT_S)
+        await command(self.hot, "SET", self._key(req.exact_key), value, "EX", policy.ttl_s, timeout_s=FILL_TIMEOUT_S,
+                      lazy=True)  # fmt: skip
         self.stats.incr("fills")
         if policy.semantic and self.semantic is not None and req.query_text is not None:
             await self.semantic.add(

@@ -54,6 +54,37 @@ def test_pipelined_replies_stay_in_order(kind: str) -> None:
         _run(srv.url, body)
 
 
+def test_lazy_writes_leave_with_the_next_waited_command_or_soon_after() -> None:
+    """A lazy write (cache fill, ledger record) is not sent on its own while a command someone
+    waits on follows: both leave in one write, in order. Alone, it is sent within LAZY_S."""
+    from sidegate.resp import LAZY_S
+
+    async def body(c: FastRedis) -> None:
+        await c.execute_command("PING")
+        loop = asyncio.get_running_loop()
+        writes: list[bytes] = []
+        transport = c._proto.transport  # type: ignore[union-attr]
+        real = transport.write
+
+        def spy(data: bytes) -> None:
+            writes.append(data)
+            real(data)
+
+        transport.write = spy  # type: ignore[method-assign]
+        fill = asyncio.ensure_future(c.execute_command("SET", "lazy:k", "v", lazy=True))
+        await asyncio.sleep(0)
+        assert writes == []  # waiting for company
+        assert await c.execute_command("GET", "lazy:k") == b"v"  # sent after the SET, in one write
+        assert len(writes) == 1 and writes[0].index(b"SET") < writes[0].index(b"GET")
+        assert await fill == b"OK"
+        t0 = loop.time()
+        assert await c.execute_command("SET", "lazy:k2", "w", lazy=True) == b"OK"  # alone: soon
+        assert loop.time() - t0 < LAZY_S + 0.5 and len(writes) == 2
+
+    with running_server("valkey") as srv:
+        _run(srv.url, body)
+
+
 def test_noscript_and_script_reload() -> None:
     async def body(c: FastRedis) -> None:
         script = LuaScript("t", "return ARGV[1] + 1")
