@@ -140,6 +140,9 @@ class FastRedis:
             proto.transport.close()
         pending, self._pending, self._deadlines = self._pending, deque(), deque()
         self._out.clear()
+        if self._lazy_flush is not None:
+            self._lazy_flush.cancel()
+            self._lazy_flush = None
         if self._watchdog is not None:  # nothing left to watch (and a new connection may be on another loop)
             self._watchdog.cancel()
         self._watchdog, self._watch_at = None, _NEVER

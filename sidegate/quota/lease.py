@@ -64,6 +64,9 @@ class _Demand:
     since: float
     count: int = 0
     last: int = 0
+    no_lease_until: float = 0.0
+    """After the store refused a lease (too little left): no new ask for one lease period, or a
+    scope set near its limit would pay a lease call besides each request's reservation."""
 
 
 class LeasedQuota:
@@ -132,6 +135,9 @@ class LeasedQuota:
         requests = min(p.max_requests, 2 * rate)
         if requests < p.min_requests or key in self._taking or self._closed:
             return
+        demand = self._demand.get(key)
+        if demand is not None and demand.no_lease_until > asyncio.get_running_loop().time():
+            return
         per = max(tokens, 1)
         self._taking.add(key)
         self._spawn(self._take_now(key, tenant, scopes, requests, requests * per, per * p.min_requests))
@@ -149,6 +155,9 @@ class LeasedQuota:
             self._taking.discard(key)
         r = d.reservation
         if not d.admitted or r is None or r.bucket is None:
+            demand = self._demand.get(key)
+            if demand is not None:
+                demand.no_lease_until = asyncio.get_running_loop().time() + self.ttl_s
             return  # no room for a lease: requests reserve one by one
         lease = _Lease(tenant, r.scopes, r.bucket, r.requests, r.tokens, r.requests,
                        asked + min(self.ttl_s, r.bucket_left_s), r, d)  # fmt: skip

@@ -282,7 +282,7 @@ class QuotaStore:
                 _opt(lim.monthly_usd, _NANO),
             ]
         try:
-            return await self._call(self._reserve, keys, args)  # type: ignore[no-any-return]
+            return await self._call(self._reserve, keys, args)
         except STORE_ERRORS as e:
             self._failed(e)
             # The store may still run this reserve later (a frozen store, a timed-out call): make

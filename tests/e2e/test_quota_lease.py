@@ -9,10 +9,10 @@ import time
 
 import httpx
 import pytest
-from redis.asyncio import Redis
+from fault_helpers import tenant_usage
 
 from sidegate.errors import Api
-from sidegate.quota import QuotaStore, TokenCounter, TokenizerConfig
+from sidegate.quota import TokenCounter, TokenizerConfig
 
 pytestmark = pytest.mark.e2e
 MAX_TOKENS = 100
@@ -21,7 +21,7 @@ BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Count 
 PROMPT = TokenCounter(TokenizerConfig()).count(Api.OPENAI, BODY)
 PER_REQUEST = PROMPT + MAX_TOKENS
 
-STACK_EXTRA = {
+STACK_EXTRA = {  # two extproc processes sharing one Valkey; short leases
     "services": {"extproc_workers": 2},
     "store": {"socket_timeout_s": 5.0},
     "quota": {"op_timeout_s": 5.0, "lease": {"enabled": True, "ttl_ms": 300, "flush_ms": 20}},
@@ -31,17 +31,6 @@ STACK_EXTRA = {
         "globex": {"quota": {"limits": {"rpm": 100_000, "tpm": 10**9}}},
     },
 }
-
-
-def _usage(stack, tenant: str) -> dict:
-    async def go() -> dict:
-        r = Redis.from_url(stack.sup.redis_url)
-        try:
-            return (await QuotaStore(r).usage(tenant))["scopes"][f"tenant:{tenant}"]
-        finally:
-            await r.aclose()
-
-    return asyncio.run(go())
 
 
 def _burst(stack, tenant: str, n: int, concurrency: int) -> list[int]:
@@ -79,7 +68,7 @@ def test_a_busy_tenant_is_admitted_from_leases_and_counted_exactly(stack, fake_o
     deadline = time.monotonic() + 10
     got: dict = {}
     while time.monotonic() < deadline:
-        u = _usage(stack, "globex")
+        u = tenant_usage(stack, "globex")
         got = {"requests": u["requests"], "tokens": u["tokens"]}
         if got == want:
             break

@@ -309,3 +309,30 @@ def test_a_lease_granted_while_closing_is_given_back(server: Server, tenant: str
         await store.redis.aclose()
 
     asyncio.run(body())
+
+
+def test_a_scope_set_near_its_limit_does_not_ask_for_a_lease_per_request(server: Server, tenant: str) -> None:
+    """Once the store refused a lease (too little left), the next ask waits a lease period: the
+    requests of a busy scope set near its limit cost one store call each, as without leases."""
+    scopes = [Scope(f"tenant:{tenant}", Limits(rpm=100))]  # 1/16 of it is below min_requests
+
+    async def body() -> None:
+        store = make_store(server.url)
+        q = LeasedQuota(store, LeasePolicy(ttl_ms=1000, flush_ms=10))
+        calls = 0
+        real = store.take_lease
+
+        async def counted(*a, **kw):  # type: ignore[no-untyped-def]
+            nonlocal calls
+            calls += 1
+            return await real(*a, **kw)
+
+        store.take_lease = counted  # type: ignore[method-assign]
+        for i in range(60):
+            assert (await q.reserve(tenant, scopes, 0, f"r{i}")).admitted
+            await asyncio.sleep(0)
+        assert q.leases_taken == 0 and calls == 1, calls
+        await q.close()
+        await store.redis.aclose()
+
+    asyncio.run(body())
