@@ -5,8 +5,10 @@
 --       still run later, 'a' adjust: see below), release (requests given back: 0, or 1 when the
 --       provider was never reached), spend_ttl_ms.
 -- Mode 'a' (sidegate/quota/lease.py) adds signed deltas to bucket ARGV[8] of every scope: ARGV[3]
--- tokens and -ARGV[6] requests (the true-ups of requests admitted from a lease, and what a lease
--- did not use), and charges ARGV[4]; KEYS[1] is then the batch's id, so a retried batch counts once.
+-- tokens and -ARGV[6] requests (the true-ups of requests admitted from a lease), and charges
+-- ARGV[4]; KEYS[1] is then the batch's id, so a retried batch counts once. A lease itself ends
+-- like a request, mode 'r' on its record ('bucket tokens requests'), giving back what it did not
+-- use (release = its unused requests).
 -- Returns {status}: settled | expired (record gone: spend only) | duplicate | unreserved | cancelled
 -- | adjusted.
 local window_ms, nb, actual = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -47,7 +49,7 @@ if mode == 'r' then
     redis.call('SET', KEYS[1], 'settled', 'KEEPTTL')
   end
 elseif mode == 'a' then
-  -- Kept longer than a batch is retried (~2 min, sidegate/quota/lease.py).
+  -- Kept longer than a batch is retried (~2 min, QuotaStore._retry_later).
   if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', math.max(window_ms * 10, 600000)) then return {'duplicate'} end
   status, bucket, reserved = 'adjusted', tonumber(ARGV[8]), 0
 end

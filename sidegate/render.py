@@ -785,7 +785,6 @@ def _usage_to_metadata() -> dict[str, Any]:
     }
 
 
-
 # In a stream the same paths hold in OpenAI's usage chunk and Anthropic's message_delta (its
 # output_tokens is the total); Anthropic's message_start carries the input side under `message`.
 _MESSAGE_START_KEYS = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "model")

@@ -17,14 +17,41 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from sidegate.quota import Limits, QuotaStore, Scope
+from sidegate.errors import Api
+from sidegate.quota import Limits, QuotaStore, Scope, TokenCounter, TokenizerConfig
 from sidegate.store import free_port, valkey_binary, wait_for_port
 
 REDIS_SERVER = "/usr/bin/redis-server"
 SERVER_KINDS = ("valkey", "redis")
+
+# The quota e2e tests' request, and what the gateway reserves for it (prompt + max output).
+MAX_TOKENS = 100
+PROMPT_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Count to three."}], "max_tokens": MAX_TOKENS}
+PROMPT = TokenCounter(TokenizerConfig()).count(Api.OPENAI, PROMPT_BODY)
+PER_REQUEST = PROMPT + MAX_TOKENS
+
+
+def burst(base_url: str, key: str, n: int, concurrency: int) -> list[int]:
+    """`n` PROMPT_BODY requests through the gateway, `concurrency` at a time: their status codes."""
+    headers = {"authorization": f"Bearer {key}"}
+
+    async def run() -> list[int]:
+        sem = asyncio.Semaphore(concurrency)
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
+
+            async def one() -> int:
+                async with sem:
+                    r = await client.post("/v1/chat/completions", json=PROMPT_BODY, headers=headers)
+                    return r.status_code
+
+            return await asyncio.gather(*(one() for _ in range(n)))
+
+    return asyncio.run(run())
 
 
 def server_binary(kind: str) -> str:

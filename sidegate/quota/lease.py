@@ -21,42 +21,39 @@ without leases).
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sidegate import metrics
-from sidegate.ids import UniqueIds
 from sidegate.quota.policy import LeasePolicy, Scope
 from sidegate.quota.store import STORE_ERRORS, Decision, QuotaStore, Reservation, unique_scopes
 
-log = logging.getLogger("sidegate.quota")
-
-_BATCH_IDS = UniqueIds()
 _MAX_DEMAND_KEYS = 10_000
 
 
 @dataclass(slots=True)
 class _Lease:
-    tenant: str
-    names: tuple[str, ...]
-    bucket: int
+    record: Reservation
+    """The lease's own reservation in the store (tenant, scopes, bucket, the requests and tokens
+    granted), settled when the lease ends."""
+    decision: Decision
+    """The store's answer when the lease was taken: the limits, and what the scopes had left
+    besides the lease (the rate-limit headers of requests admitted from it)."""
+    expires: float
+    """At most ttl_ms, and never past the end of the lease's bucket: what it admits counts in that
+    bucket, so for at least one window, like every request."""
     requests: int
     """Requests left."""
     tokens: int
     """Tokens left."""
-    granted: int
-    expires: float
-    """At most ttl_ms, and never past the end of the lease's bucket: what it admits counts in that
-    bucket, so for at least one window, like every request."""
-    record: Reservation
-    """The lease's own reservation in the store, settled when the lease ends."""
-    decision: Decision
-    """The store's answer when the lease was taken: the limits, and what the scopes had left
-    besides the lease (the rate-limit headers of requests admitted from it)."""
     renewing: bool = False
     """The next lease was asked for (once per lease)."""
+    ended: bool = False
+
+    @property
+    def granted(self) -> int:
+        return self.record.requests
 
 
 @dataclass(slots=True)
@@ -157,10 +154,9 @@ class LeasedQuota:
         if not d.admitted or r is None or r.bucket is None:
             demand = self._demand.get(key)
             if demand is not None:
-                demand.no_lease_until = asyncio.get_running_loop().time() + self.ttl_s
+                demand.no_lease_until = loop.time() + self.ttl_s
             return  # no room for a lease: requests reserve one by one
-        lease = _Lease(tenant, r.scopes, r.bucket, r.requests, r.tokens, r.requests,
-                       asked + min(self.ttl_s, r.bucket_left_s), r, d)  # fmt: skip
+        lease = _Lease(r, d, asked + min(self.ttl_s, r.bucket_left_s), r.requests, r.tokens)
         self.leases_taken += 1
         if self._closed or lease.expires <= loop.time():
             self._end(key, lease)  # shutting down, or its bucket is over already: give it back
@@ -182,18 +178,20 @@ class LeasedQuota:
             remaining_tokens=None if base.remaining_tokens is None else base.remaining_tokens + lease.tokens,
             reset_tokens_s=base.reset_tokens_s,
         )
-        d.reservation = Reservation(lease.tenant, "lease", lease.names, tokens, bucket=lease.bucket)
+        r = lease.record
+        d.reservation = Reservation(r.tenant, "lease", r.scopes, tokens, bucket=r.bucket)
         return d
 
     def _end(self, key: tuple[str, tuple[Scope, ...]], lease: _Lease) -> None:
         """Give back what the lease did not use."""
         if self._leases.get(key) is lease:
             del self._leases[key]
-        if not lease.granted:
-            return  # ended already
+        if lease.ended:
+            return
+        lease.ended = True
         metrics.quota_lease_ended(lease.granted - lease.requests)
         self._spawn(self.store.end_lease(lease.record, lease.requests, lease.tokens))
-        lease.granted = lease.requests = lease.tokens = 0
+        lease.requests = lease.tokens = 0
 
     # -- settlement ---------------------------------------------------------------------------
 
@@ -247,21 +245,11 @@ class LeasedQuota:
             self._ticker = None
 
     def _flush(self) -> None:
+        """One adjust per (tenant, scopes, bucket); the store retries it under its batch id."""
         batch, self._deltas = self._deltas, {}
         for (tenant, names, bucket), (requests_back, tokens, cost) in batch.items():
             if requests_back or tokens or cost:
-                self._spawn(self._write(tenant, names, bucket, requests_back, tokens, cost))
-
-    async def _write(self, tenant: str, names: tuple[str, ...], bucket: int, requests_back: int, tokens: int,
-                     cost: float, attempts: int = 40) -> None:  # fmt: skip
-        batch_id = _BATCH_IDS()  # the same id on every attempt: a retry after a lost reply counts once
-        for i in range(attempts):  # ~2 min of retries with back-off, as a settle's
-            try:
-                await self.store.adjust(tenant, names, bucket, requests_back, tokens, cost, batch_id)
-                return
-            except STORE_ERRORS:
-                await asyncio.sleep(min(0.5 * (i + 1), 5.0))
-        self.store.counters.settle_errors += 1
+                self._spawn(self.store.adjust(tenant, names, bucket, requests_back, tokens, cost))
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """End every lease and write what is queued (shutdown); a lease granted meanwhile is given

@@ -73,7 +73,8 @@ class LeasePolicy(_Model):
     """A lease ends after this long, and never past the end of its bucket (window_s / buckets),
     giving back what it did not use."""
     flush_ms: int = Field(50, ge=1, le=5000)
-    """True-ups (real usage, spend, unused leases) are written to the store in batches this often."""
+    """The true-ups of requests admitted from leases (real usage, spend) are written to the store
+    in batches this often."""
 
     @model_validator(mode="after")
     def _sizes(self) -> LeasePolicy:

@@ -341,72 +341,56 @@ class QuotaStore:
         res.settled = True
         if res.bucket is not None:  # admitted from a lease (lease.py batches these; this is the plain way)
             return await self.adjust(res.tenant, res.scopes, res.bucket, 1 if release_request else 0,
-                                     max(int(actual_tokens), 0) - res.tokens, cost_usd, _ADJUST_IDS(), retry=True)  # fmt: skip
-        tag = self._tag(res.tenant)
-        keys = [f"{tag}:res:{res.request_id}"]
-        for name in res.scopes:
-            keys.extend(self._scope_keys(tag, name))
+                                     max(int(actual_tokens), 0) - res.tokens, cost_usd)  # fmt: skip
         args = [
             self.window_ms, self.buckets, max(int(actual_tokens), 0), max(round(cost_usd * _NANO), 0),
             "u" if res.degraded else "r", 1 if release_request else 0, _SPEND_TTL_MS,
         ]  # fmt: skip
-        try:
-            out = await self._call(self._settle, keys, args)
-        except STORE_ERRORS as e:
-            self._failed(e)
-            self.counters.settle_errors += 1
-            if not res.degraded:  # idempotent (the record says `settled`): safe to retry later
-                self._retry_later(keys, args)
-            return "error"
-        return _s(out[0])
+        # Retried only when idempotent: a reservation's record says `settled` once it ran.
+        return await self._settle_call(self._settle_keys(res.tenant, f"res:{res.request_id}", res.scopes), args,
+                                       retry=not res.degraded)  # fmt: skip
 
     async def end_lease(self, lease: Reservation, unused_requests: int, unused_tokens: int) -> str:
         """Settle a lease's record (sidegate/quota/lease.py): give back the requests and tokens it
         did not admit. Idempotent like a settle, and retried in the background on store errors."""
-        tag = self._tag(lease.tenant)
-        keys = [f"{tag}:res:{lease.request_id}"]
-        for name in lease.scopes:
-            keys.extend(self._scope_keys(tag, name))
         args = [self.window_ms, self.buckets, max(lease.tokens - max(unused_tokens, 0), 0), 0, "r",
                 max(int(unused_requests), 0), _SPEND_TTL_MS]  # fmt: skip
-        try:
-            out = await self._call(self._settle, keys, args)
-        except STORE_ERRORS as e:
-            self._failed(e)
-            self.counters.settle_errors += 1
-            self._retry_later(keys, args)
-            return "error"
-        return _s(out[0])
+        return await self._settle_call(self._settle_keys(lease.tenant, f"res:{lease.request_id}", lease.scopes), args)
 
     async def adjust(self, tenant: str, scopes: Sequence[str], bucket: int, requests: int, tokens: int,
-                     cost_usd: float, batch_id: str, *, retry: bool = False) -> str:  # fmt: skip
+                     cost_usd: float, batch_id: str | None = None) -> str:  # fmt: skip
         """Add signed deltas to bucket ``bucket`` of every scope (``requests`` given back, ``tokens``
         added) and charge ``cost_usd``: the true-ups of requests admitted from leases
-        (sidegate/quota/lease.py). ``batch_id`` makes a repeated call count once. Returns
-        ``adjusted`` or ``duplicate``; on store errors raises, or with ``retry`` returns ``error``
-        and retries in the background."""
-        tag = self._tag(tenant)
-        keys = [f"{tag}:adj:{batch_id}"]
-        for name in scopes:
-            keys.extend(self._scope_keys(tag, name))
+        (sidegate/quota/lease.py). The batch id (a new one by default) makes a repeated call count
+        once, so on store errors it is retried in the background (``error``). Returns ``adjusted``
+        or ``duplicate``."""
         args = [self.window_ms, self.buckets, int(tokens), max(round(cost_usd * _NANO), 0), "a", max(int(requests), 0),
                 _SPEND_TTL_MS, int(bucket)]  # fmt: skip
+        return await self._settle_call(self._settle_keys(tenant, f"adj:{batch_id or _ADJUST_IDS()}", scopes), args)
+
+    def _settle_keys(self, tenant: str, first: str, scopes: Sequence[str]) -> list[str]:
+        """KEYS of quota_settle.lua: the record (or batch id) `first`, then each scope's two keys."""
+        tag = self._tag(tenant)
+        keys = [f"{tag}:{first}"]
+        for name in scopes:
+            keys.extend(self._scope_keys(tag, name))
+        return keys
+
+    async def _settle_call(self, keys: list[str], args: list[Any], *, retry: bool = True) -> str:
+        """Run quota_settle.lua; on store errors `error` (never raises), retried in the background
+        when `retry`."""
         try:
             out = await self._call(self._settle, keys, args)
         except STORE_ERRORS as e:
             self._failed(e)
-            if not retry:
-                raise
             self.counters.settle_errors += 1
-            self._retry_later(keys, args)
+            if retry:
+                self._retry_later(keys, args)
             return "error"
         return _s(out[0])
 
     def _cancel_later(self, res: Reservation) -> None:
-        tag = self._tag(res.tenant)
-        keys = [f"{tag}:res:{res.request_id}"]
-        for name in res.scopes:
-            keys.extend(self._scope_keys(tag, name))
+        keys = self._settle_keys(res.tenant, f"res:{res.request_id}", res.scopes)
         self._retry_later(keys, [self.window_ms, self.buckets, 0, 0, "c", 1, _SPEND_TTL_MS], first_delay_s=0.0)
 
     def _retry_later(self, keys: list[str], args: list[Any], attempts: int = 40, first_delay_s: float = 0.5) -> None:

@@ -8,19 +8,15 @@ import time
 import httpx
 import openai
 import pytest
+from quota_helpers import MAX_TOKENS, PER_REQUEST, PROMPT, PROMPT_BODY, burst
 from redis.asyncio import Redis
 
 from sidegate.controlplane import ControlPlane
-from sidegate.errors import Api
 from sidegate.keystore import TenantLimits
-from sidegate.quota import QuotaStore, TokenCounter, TokenizerConfig
+from sidegate.quota import QuotaStore
 
 pytestmark = pytest.mark.e2e
-MAX_TOKENS = 100
 N_FIT = 50
-PROMPT_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Count to three."}], "max_tokens": MAX_TOKENS}
-PROMPT = TokenCounter(TokenizerConfig()).count(Api.OPENAI, PROMPT_BODY)
-PER_REQUEST = PROMPT + MAX_TOKENS
 
 STACK_EXTRA = {
     "services": {"extproc_workers": 2},
@@ -73,22 +69,12 @@ def _settled_tokens(stack, tenant: str, quiet_s: float = 0.5, timeout: float = 5
 
 
 def test_concurrent_requests_admit_exactly_what_fits(stack, fake_openai):
-    """520 concurrent requests, two extproc processes, one store: exactly N_FIT admitted."""
+    """520 concurrent requests, two extproc processes, one store: exactly N_FIT admitted (with quota
+    leases on, the default: the store refuses them here, too little is left for one)."""
     # The provider reports exactly what was reserved, so settling never frees room mid-test.
     fake_openai.set_default({"usage": {"prompt_tokens": PROMPT, "completion_tokens": MAX_TOKENS}, "delay_s": 0.5})
-    headers = {"authorization": f"Bearer {stack.keys['acme'].key}"}
-
-    async def run() -> list[int]:
-        limits = httpx.Limits(max_connections=520, max_keepalive_connections=520)
-        async with httpx.AsyncClient(base_url=stack.base_url, limits=limits, timeout=60) as client:
-            async def one() -> int:
-                r = await client.post("/v1/chat/completions", json=PROMPT_BODY, headers=headers)
-                return r.status_code
-
-            return await asyncio.gather(*(one() for _ in range(520)))
-
     try:
-        codes = asyncio.run(run())
+        codes = burst(stack.base_url, stack.keys["acme"].key, 520, 520)
     finally:
         fake_openai.set_default(None)
     assert codes.count(200) == N_FIT, {c: codes.count(c) for c in set(codes)}
