@@ -195,12 +195,18 @@ def test_while_the_store_fails_requests_take_the_stores_way() -> None:
 
         async def body() -> None:
             store = make_store(srv.url)
-            q = LeasedQuota(store, FAST)
+            q = LeasedQuota(store, LeasePolicy(enabled=True, ttl_ms=1000, flush_ms=10))
             scopes = [Scope("tenant:down", Limits(rpm=100_000))]
-            for i in range(60):
+            loop = asyncio.get_running_loop()
+            # A lease that outlives stopping the server (a lease ends with its bucket, so wait for one
+            # with time left; the store is killed, which takes milliseconds).
+            deadline = loop.time() + 5
+            i = 0
+            while not any(lease.expires - loop.time() > 0.5 and lease.requests > 20 for lease in q._leases.values()):
+                assert loop.time() < deadline, "no lease with time left"
                 await q.reserve("down", scopes, 0, f"r{i}")
-                await asyncio.sleep(0)
-            assert q._leases
+                i += 1
+                await asyncio.sleep(0.001)
             srv.stop()
             d = await q.reserve("down", scopes, 0, "first")  # still from the lease: nothing failed yet
             assert d.admitted and d.reservation is not None and d.reservation.bucket is not None
