@@ -21,6 +21,8 @@ Scenarios (same fast fake upstream for all):
             auto: see services.envoy_concurrency; one worker on this box)
   <name>-nolease any Sidegate scenario with quota leases off (quota.lease.enabled: false): every
             request reserves in the store
+  <name>-noindex any Sidegate scenario without the local index of the cache's keys
+            (store.cache_index: false): every exact lookup asks the store
 Prints p50/p99 latency, RPS, added p50 vs Envoy-alone and CPU ms per request (all processes of
 the scenario, read from /proc). Needs `wrk` (Debian: apt-get install wrk).
 """
@@ -216,7 +218,7 @@ GATEWAY: list[tuple[str, dict[str, object], bytes]] = [
     ("front-stream-translated", FRONT, STREAM.replace(b'"gpt-4o-mini"', b'"claude"')),  # per-try gRPC stream
 ]
 """The scenarios that start a Sidegate stack: (name, services config, request body)."""
-VARIANTS = ("-e1", "-e2", "-nolease")
+VARIANTS = ("-e1", "-e2", "-nolease", "-noindex")
 """Suffixes that run a Sidegate scenario with one or two Envoy workers, or without quota leases."""
 
 
@@ -431,6 +433,8 @@ def main() -> int:
             data = config(**services)
             if variant == "-nolease":
                 data["quota"] = {"lease": {"enabled": False}}
+            if variant == "-noindex":
+                data["store"] = {**data.get("store", {}), "cache_index": False}
             # `-e1` / `-e2`: Envoy with one / two worker threads (`services.envoy_concurrency`; auto
             # gives one on two cores beside one extproc).
             workers = {"SIDEGATE_ENVOY_CONCURRENCY": variant[2:]} if variant in ("-e1", "-e2") else {}

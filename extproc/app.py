@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from envoy.service.accesslog.v3 import als_pb2_grpc
@@ -43,6 +43,11 @@ from sidegate.health import add_health, set_serving
 from sidegate.observe import MetricsObserver
 from sidegate.quota import QuotaStore
 from sidegate.quota.lease import LeasedQuota
+from sidegate.resp import FastRedis
+
+if TYPE_CHECKING:
+    from sidegate.cache import CachePolicy
+    from sidegate.cache.known import KnownKeys
 
 log = logging.getLogger("sidegate.extproc")
 
@@ -166,7 +171,11 @@ def build(cfg: SidegateConfig, redis: Redis | None = None, hot: Any = None) -> A
             from sidegate.cache import ResponseCache, SemanticIndex
 
             semantic = SemanticIndex(cfg.semantic) if any(p.semantic for p in policies) else None
-            cache = ResponseCache(redis, semantic=semantic, hot=hot)
+            cache = ResponseCache(redis, semantic=semantic, hot=hot, known=_known_keys(cfg, policies, hot))
+            if cache.known is not None:
+                known, fast = cache.known, hot
+                starters.append(lambda: known.start(fast, redis))
+                closers.append(known.close)
             pending = PendingFills()
             stages.append(CacheStage(cfg, cache, pending))
             filler = CacheFiller(cfg, cache, pending)
@@ -180,6 +189,17 @@ def build(cfg: SidegateConfig, redis: Redis | None = None, hot: Any = None) -> A
     observers.append(BreakerObserver(cfg, breaker))
     gateway = Gateway(stages, observers, inline_auth)
     return App(cfg, gateway, Upstream(cfg, observers, filler), starters, closers)
+
+
+def _known_keys(cfg: SidegateConfig, policies: list[CachePolicy], hot: Any) -> KnownKeys | None:
+    """The local index of the store's exact-cache entries (on a plain `redis://` store)."""
+    from sidegate.cache.core import CACHE_PREFIX
+    from sidegate.cache.known import KnownKeys
+
+    exact = [p for p in policies if p.exact]
+    if not (exact and cfg.store.cache_index and isinstance(hot, FastRedis)):
+        return None
+    return KnownKeys(CACHE_PREFIX, max(p.ttl_s for p in exact), cfg.store.cache_index_max_keys)
 
 
 async def serve(

@@ -110,6 +110,12 @@ class StoreConfig(_Model):
     socket_timeout_s: float = Field(1.0, gt=0)
     """Socket timeout of store calls; each quota call is further bounded by quota.op_timeout_s."""
     fail_mode: Literal["open", "closed"] = "open"
+    cache_index: bool = True
+    """Keep a local index of the exact-cache entries the store holds, in step through the store's
+    key tracking (`CLIENT TRACKING ... BCAST`): a lookup of an entry the store lacks is a miss without
+    a store call (docs/cache.md, "The local key index"). Needs a plain `redis://` URL."""
+    cache_index_max_keys: int = Field(500_000, ge=1000)
+    """Past this many entries the index is dropped and every exact lookup asks the store (~60 bytes each)."""
 
 
 class WeightedKey(_Model):

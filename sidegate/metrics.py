@@ -186,6 +186,15 @@ PROVIDER_RETRIES = Counter(
 CACHE_LOOKUPS = Counter(
     "sidegate_cache_lookups", "Response cache lookups by result.", ["result"], registry=REGISTRY
 )
+CACHE_INDEX_SYNCED = Gauge(
+    "sidegate_cache_index_synced", "1 while the local index of the store's exact-cache entries is trusted (a "
+    "lookup of an entry it lacks is a miss without a store call), else 0.", registry=REGISTRY,
+    multiprocess_mode="livemin",
+)  # fmt: skip
+CACHE_INDEX_LOADS = Counter(
+    "sidegate_cache_index_loads", "Times the cache key index read the store's entries: at start, and after either of "
+    "its connections was new (reports may have been lost).", registry=REGISTRY,
+)  # fmt: skip
 QUOTA_REJECTIONS = Counter(
     "sidegate_quota_rejections",
     "Requests refused by a quota, by scope kind.",
@@ -246,6 +255,14 @@ def child(metric: Counter | Histogram | Gauge, *values: str) -> Any:
 
 def cache_lookup(result: str) -> None:
     child(CACHE_LOOKUPS, cache_label(result)).inc()
+
+
+def cache_index_synced(synced: bool) -> None:
+    CACHE_INDEX_SYNCED.set(1 if synced else 0)
+
+
+def cache_index_load() -> None:
+    CACHE_INDEX_LOADS.inc()
 
 
 def quota_rejection(scope: str, tenant: str = "") -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -110,6 +111,11 @@ class FastRedis:
         self._connecting: asyncio.Future[None] | None = None
         self._flush_scheduled = False
         self._lazy_flush: asyncio.TimerHandle | None = None
+        self.tracking: tuple[Any, ...] | None = None
+        """A `CLIENT TRACKING ON ...` command every new connection sends after its hello (see
+        :meth:`track`)."""
+        self.on_connection: Callable[[bool], None] | None = None
+        """Told True when a new connection is ready, False when one is lost or closed."""
 
     @classmethod
     def from_url(cls, url: str, connect_timeout_s: float = 1.0) -> FastRedis | None:
@@ -133,6 +139,18 @@ class FastRedis:
             hello.append(("SELECT", self.db))
         for cmd in hello:
             await self._send(cmd)
+        if self.tracking is not None:  # its failure shows to the tracker (no report), not to callers
+            self._send(self.tracking).add_done_callback(_retrieved)
+        if self.on_connection is not None:
+            self.on_connection(True)
+
+    async def track(self, cmd: tuple[Any, ...]) -> None:
+        """Turn key tracking on for this client's connection, now and on every new one (raises the
+        store's ResponseError when it refuses)."""
+        await self._ready()
+        self.tracking = cmd
+        await self._send(("CLIENT", "TRACKING", "OFF"))
+        await self._send(cmd)
 
     def _drop(self, exc: Exception) -> None:
         proto, self._proto = self._proto, None
@@ -149,6 +167,8 @@ class FastRedis:
         for fut in pending:
             if not fut.done():
                 fut.set_exception(exc)
+        if proto is not None and self.on_connection is not None:
+            self.on_connection(False)
 
     async def _ready(self) -> None:
         if self._proto is not None:

@@ -20,6 +20,7 @@ from sidegate.resp import FastRedis, command
 from . import codec
 from .cacheable import refusal_reason
 from .index import SemanticIndex
+from .known import KnownKeys
 from .policy import CachePolicy
 from .replay import render
 from .request import CacheRequest
@@ -53,6 +54,8 @@ class CacheHit:
         return u if isinstance(u, dict) else None
 
 
+CACHE_PREFIX = "sgc:v1:"
+"""Every cache entry's store key starts with it (the key index tracks this prefix)."""
 FILL_TIMEOUT_S = 1.0
 """A fill's store write may take this long (then it is dropped and counted as a fill error)."""
 
@@ -63,9 +66,10 @@ class ResponseCache:
         redis: Redis,
         *,
         semantic: SemanticIndex | None = None,
-        prefix: str = "sgc:v1:",
+        prefix: str = CACHE_PREFIX,
         stats: CacheStats | None = None,
         hot: Any = None,
+        known: KnownKeys | None = None,
     ) -> None:
         self.redis = redis
         self.hot = hot or redis
@@ -76,6 +80,8 @@ class ResponseCache:
         self.stats = stats or (semantic.stats if semantic is not None else CacheStats())
         if semantic is not None:
             semantic.stats = self.stats
+        self.known = known
+        """The entries the store may hold (None: every exact lookup asks the store)."""
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def _key(self, exact_key: str) -> str:
@@ -86,16 +92,22 @@ class ResponseCache:
         run); :meth:`lookup` then awaits it instead of sending its own."""
         if not (policy.exact and req.allowed_by(policy) and req.lookup_allowed and isinstance(self.hot, FastRedis)):
             return None
-        return self.hot.send_now("GET", self._key(req.exact_key), timeout_s=policy.exact_timeout_ms / 1000)
+        key = self._key(req.exact_key)
+        if self.known is not None and not self.known.may_exist(key):
+            return None
+        return self.hot.send_now("GET", key, timeout_s=policy.exact_timeout_ms / 1000)
 
     async def _get(
         self, exact_key: str, timeout_s: float, req: CacheRequest | None = None, sent: asyncio.Future[Any] | None = None,
     ) -> tuple[dict[str, Any], float] | None:  # fmt: skip
+        key = self._key(exact_key)
         try:
             if sent is not None:
                 value = await sent
+            elif self.known is not None and not self.known.may_exist(key):
+                return None  # the store certainly lacks it: a miss without a round trip
             else:
-                value = await command(self.hot, "GET", self._key(exact_key), timeout_s=timeout_s)
+                value = await command(self.hot, "GET", key, timeout_s=timeout_s)
         except Exception as exc:  # timeout, connection, protocol
             if req is not None:
                 req.lookup_failed = True
@@ -103,6 +115,8 @@ class ResponseCache:
             log.debug("cache store get failed: %s", type(exc).__name__)
             return None
         if value is None:
+            if self.known is not None:
+                self.known.discard(key)
             return None
         try:
             raw, stored_at = codec.decode(value)
@@ -198,8 +212,10 @@ class ResponseCache:
             return False
         now = time.time()
         value = codec.encode(response_json, now)
-        await command(self.hot, "SET", self._key(req.exact_key), value, "EX", policy.ttl_s, timeout_s=FILL_TIMEOUT_S,
-                      lazy=True)  # fmt: skip
+        key = self._key(req.exact_key)
+        if self.known is not None:
+            self.known.add(key)  # before the write leaves: a lookup meanwhile asks the store
+        await command(self.hot, "SET", key, value, "EX", policy.ttl_s, timeout_s=FILL_TIMEOUT_S, lazy=True)
         self.stats.incr("fills")
         if policy.semantic and self.semantic is not None and req.query_text is not None:
             await self.semantic.add(

@@ -1,0 +1,273 @@
+"""The local index of the store's exact-cache entries (sidegate/cache/known.py) against a real
+valkey-server: a miss without a store call, other processes' fills, entries already in the store,
+expiry, FLUSHALL, a lost tracking connection, a store that refuses tracking, the size bound."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from sidegate.cache import CachePolicy, ResponseCache
+from sidegate.cache.core import CACHE_PREFIX
+from sidegate.cache.known import PROBE_TIMEOUT_S, KnownKeys
+from sidegate.resp import FastRedis
+from sidegate.store import client as store_client
+from sidegate.store import embedded_valkey_cmd, free_port, wait_for_port
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cache_helpers import openai_response, req, valkey_server
+
+POLICY = CachePolicy(exact=True, ttl_s=60)
+ANSWER = orjson.dumps(openai_response())
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    with valkey_server() as (url, _):
+        yield url
+
+
+async def _until(cond: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout_s
+    while not cond():
+        if loop.time() > end:
+            return False
+        await asyncio.sleep(0.005)
+    return True
+
+
+async def _gets(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_get", {}).get("calls", 0))
+
+
+def run(url: str, body: Callable[[ResponseCache, Redis], Awaitable[Any]], max_keys: int = 500_000) -> Any:
+    """`body(cache, redis)` with a cache whose index tracks the store (waits until it is trusted)."""
+
+    async def main() -> Any:
+        redis = store_client(url)
+        hot = FastRedis.from_url(url)
+        assert hot is not None
+        known = KnownKeys(CACHE_PREFIX, keep_s=60, max_keys=max_keys)
+        cache = ResponseCache(redis, hot=hot, known=known)
+        known.start(hot, redis)
+        try:
+            assert await _until(lambda: known.synced), "the index never became trusted"
+            return await body(cache, redis)
+        finally:
+            await known.close()
+            await hot.aclose()
+            await redis.aclose()
+
+    return asyncio.run(main())
+
+
+def test_a_miss_asks_the_store_nothing_and_a_fill_is_known_at_once(redis_url):
+    async def body(cache: ResponseCache, redis: Redis) -> None:
+        r = req(tenant="idx-miss")
+        before = await _gets(redis)
+        assert cache.prefetch(r, POLICY) is None  # nothing sent
+        assert await cache.lookup(r, POLICY) is None
+        assert cache.stats.misses == 1 and not r.lookup_failed
+        assert await _gets(redis) == before  # (INFO itself is not a GET)
+        assert cache.known is not None
+        reported = cache.known.reported
+        assert await cache.fill(r, ANSWER, POLICY)
+        hit = await cache.lookup(req(tenant="idx-miss"), POLICY)  # right after: our own fill is known
+        assert hit is not None and hit.kind == "exact"
+        assert await _gets(redis) == before + 1
+        await asyncio.sleep(0.1)
+        assert cache.known.reported == reported  # the store does not report this process's own writes
+
+    run(redis_url, body)
+
+
+def test_another_gateways_fill_and_entries_already_in_the_store_are_found(redis_url):
+    async def fill_elsewhere(url: str, tenant: str) -> None:
+        redis = store_client(url)
+        try:
+            assert await ResponseCache(redis).fill(req(tenant=tenant), ANSWER, POLICY)
+        finally:
+            await redis.aclose()
+
+    asyncio.run(fill_elsewhere(redis_url, "idx-before"))  # before this process starts tracking
+
+    async def body(cache: ResponseCache, redis: Redis) -> None:
+        assert cache.known is not None
+        assert await cache.lookup(req(tenant="idx-before"), POLICY) is not None  # read at start (SCAN)
+        await fill_elsewhere(redis_url, "idx-other")  # while tracking: the store reports it
+        key = cache.prefix + req(tenant="idx-other").exact_key
+        assert await _until(lambda: cache.known is not None and cache.known.may_exist(key), 2.0)
+        assert await cache.lookup(req(tenant="idx-other"), POLICY) is not None
+
+    run(redis_url, body)
+
+
+def test_expired_and_flushed_entries_cost_one_get_then_none(redis_url):
+    async def body(cache: ResponseCache, redis: Redis) -> None:
+        known = cache.known
+        assert known is not None
+        short = CachePolicy(exact=True, ttl_s=1)
+        r = req(tenant="idx-exp")
+        key = cache.prefix + r.exact_key
+        assert await cache.fill(r, ANSWER, short)
+        assert await _until(lambda: known.may_exist(key))
+        await asyncio.sleep(1.2)
+        before = await _gets(redis)
+        assert await cache.lookup(req(tenant="idx-exp"), short) is None  # asks: the index may be behind
+        assert await _gets(redis) == before + 1
+        # The expiry's report may re-add it until the store has expired it: then the nil drops it.
+        await asyncio.sleep(0.2)
+        await cache.lookup(req(tenant="idx-exp"), short)
+        assert not known.may_exist(key)
+        assert await cache.fill(req(tenant="idx-flush"), ANSWER, POLICY)
+        flushed = cache.prefix + req(tenant="idx-flush").exact_key
+        assert known.may_exist(flushed)
+        await redis.flushall()
+        assert await _until(lambda: not known.may_exist(flushed), 2.0)
+        assert known.synced
+
+    run(redis_url, body)
+
+
+def test_a_lost_tracking_connection_asks_the_store_until_it_is_back(redis_url):
+    async def body(cache: ResponseCache, redis: Redis) -> None:
+        known = cache.known
+        assert known is not None
+        await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")  # the tracking connection
+        assert await _until(lambda: not known.synced, 2.0)
+        # Meanwhile another client fills: unsynced, the lookup asks the store and finds it.
+        other = store_client(redis_url)
+        try:
+            assert await ResponseCache(other).fill(req(tenant="idx-lost"), ANSWER, POLICY)
+        finally:
+            await other.aclose()
+        assert await cache.lookup(req(tenant="idx-lost"), POLICY) is not None
+        assert await _until(lambda: known.synced, 5.0)  # reconnected and the store read again
+        assert known.may_exist(cache.prefix + req(tenant="idx-lost").exact_key)
+        assert await cache.lookup(req(tenant="idx-lost"), POLICY) is not None
+
+    run(redis_url, body)
+
+
+def test_a_lost_store_connection_asks_the_store_until_the_index_is_read_again(redis_url):
+    async def body(cache: ResponseCache, redis: Redis) -> None:
+        known = cache.known
+        assert known is not None and isinstance(cache.hot, FastRedis)
+        await cache.hot.aclose()  # the process's store connection (its tracking) is gone
+        assert not known.synced
+        other = store_client(redis_url)
+        try:  # written while nothing reports to this process
+            assert await ResponseCache(other).fill(req(tenant="idx-gap"), ANSWER, POLICY)
+        finally:
+            await other.aclose()
+        # The next lookup asks the store (and reconnects); the index is read again and trusted.
+        assert await cache.lookup(req(tenant="idx-gap"), POLICY) is not None
+        assert await _until(lambda: known.synced, 5.0)
+        assert known.may_exist(cache.prefix + req(tenant="idx-gap").exact_key)
+        reported = known.reported
+        other = store_client(redis_url)
+        try:  # the new connection turned tracking on again: another client's fill is reported
+            assert await ResponseCache(other).fill(req(tenant="idx-after"), ANSWER, POLICY)
+        finally:
+            await other.aclose()
+        assert await _until(lambda: known.reported > reported, 2.0)
+
+    run(redis_url, body)
+
+
+def test_past_its_size_the_index_asks_the_store_every_time(redis_url):
+    async def body(cache: ResponseCache, redis: Redis) -> None:
+        known = cache.known
+        assert known is not None
+        for i in range(1001):
+            known.add(f"{CACHE_PREFIX}bulk{i}")
+        assert known.overflowed and not known.synced
+        r = req(tenant="idx-full")
+        before = await _gets(redis)
+        assert await cache.lookup(r, POLICY) is None
+        assert await _gets(redis) == before + 1
+
+    run(redis_url, body, max_keys=1000)
+
+
+def test_a_store_that_refuses_tracking_leaves_the_index_off():
+    """A store without CLIENT (renamed away here): the index stays untrusted and every lookup asks."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="sidegate-notrack-") as d:
+        proc = subprocess.Popen([*embedded_valkey_cmd(port, Path(d)), "--rename-command", "CLIENT", ""],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            wait_for_port("127.0.0.1", port, timeout_s=10, proc=proc)
+
+            async def main() -> None:
+                redis = store_client(f"redis://127.0.0.1:{port}/0")
+                hot = FastRedis.from_url(f"redis://127.0.0.1:{port}/0")
+                assert hot is not None
+                known = KnownKeys(CACHE_PREFIX, keep_s=60)
+                try:
+                    known.start(hot, redis)
+                    await asyncio.sleep(0.3)
+                    assert known._task is not None and known._task.done()  # gave up: no retry loop
+                    assert not known.synced and known.may_exist(CACHE_PREFIX + "anything")
+                finally:
+                    await known.close()
+                    await hot.aclose()
+                    await redis.aclose()
+
+            asyncio.run(main())
+        finally:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def test_a_store_that_takes_tracking_but_never_reports_leaves_the_index_off(redis_url):
+    """The probe write goes to another server (as a sharding proxy might route it): no report comes
+    back, so the index is never trusted, and it does not retry."""
+
+    async def main() -> None:
+        with valkey_server() as (elsewhere_url, _):
+            elsewhere = store_client(elsewhere_url)
+            hot = FastRedis.from_url(redis_url)
+            assert hot is not None
+            known = KnownKeys(CACHE_PREFIX, keep_s=60)
+            try:
+                known.start(hot, elsewhere)
+                # PROBE_TRIES probes (with back-off between them), then off for good
+                assert await _until(lambda: known._task is not None and known._task.done(), 3 * PROBE_TIMEOUT_S + 5)
+                assert not known.synced and known.may_exist(CACHE_PREFIX + "anything")
+            finally:
+                await known.close()
+                await hot.aclose()
+                await elsewhere.aclose()
+
+    asyncio.run(main())
+
+
+def test_entries_are_kept_for_one_to_two_generations():
+    async def main() -> None:
+        known = KnownKeys(CACHE_PREFIX, keep_s=0.05)
+        known.synced = True  # (trusted, as after the store was read)
+        known.add("a")
+        assert known.may_exist("a") and not known.may_exist("b")
+        await asyncio.sleep(0.06)
+        known.add("b")  # a new generation: "a" is in the older one
+        assert known.may_exist("a") and known.may_exist("b")
+        await asyncio.sleep(0.06)
+        known.add("c")  # the generation holding "a" is dropped
+        assert not known.may_exist("a") and known.may_exist("b") and known.may_exist("c")
+        known.discard("b")
+        assert not known.may_exist("b")
+
+    asyncio.run(main())
