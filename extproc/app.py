@@ -196,10 +196,12 @@ def _known_keys(cfg: SidegateConfig, policies: list[CachePolicy], hot: Any) -> K
     from sidegate.cache.core import CACHE_PREFIX
     from sidegate.cache.known import KnownKeys
 
-    exact = [p for p in policies if p.exact]
-    if not (exact and cfg.store.cache_index and isinstance(hot, FastRedis)):
+    if not (any(p.exact for p in policies) and cfg.store.cache_index and isinstance(hot, FastRedis)):
         return None
-    return KnownKeys(CACHE_PREFIX, max(p.ttl_s for p in exact), cfg.store.cache_index_max_keys)
+    # Entries are kept as long as the longest TTL of any fill (a semantic match is read by its exact
+    # key too); every process sharing the store should have the same cache TTLs (docs/cache.md).
+    keep_s = max(p.ttl_s for p in policies if p.enabled)
+    return KnownKeys(CACHE_PREFIX, keep_s, cfg.store.cache_index_max_keys)
 
 
 async def serve(

@@ -116,6 +116,8 @@ class FastRedis:
         :meth:`track`)."""
         self.on_connection: Callable[[bool], None] | None = None
         """Told True when a new connection is ready, False when one is lost or closed."""
+        self.connections = 0
+        """Connections made so far (a new one means anything tied to the last one is gone)."""
 
     @classmethod
     def from_url(cls, url: str, connect_timeout_s: float = 1.0) -> FastRedis | None:
@@ -132,6 +134,7 @@ class FastRedis:
         async with asyncio.timeout(self.connect_timeout_s):
             _, proto = await loop.create_connection(lambda: _Protocol(self), self.host, self.port)
         self._proto = proto
+        self.connections += 1
         hello: list[tuple[Any, ...]] = []
         if self.password:
             hello.append(("AUTH", self.password))
@@ -143,6 +146,10 @@ class FastRedis:
             self._send(self.tracking).add_done_callback(_retrieved)
         if self.on_connection is not None:
             self.on_connection(True)
+
+    @property
+    def connected(self) -> bool:
+        return self._proto is not None
 
     async def track(self, cmd: tuple[Any, ...]) -> None:
         """Turn key tracking on for this client's connection, now and on every new one (raises the

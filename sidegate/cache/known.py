@@ -51,8 +51,13 @@ PROBE_TIMEOUT_S = 2.0
 """How long the store may take to report the probe write."""
 PROBE_TRIES = 3
 """Probes in a row without a report before the index is turned off for good."""
+RECENT_S = 10.0
+"""A nil GET does not drop a key added (filled or reported) this recently: the GET may have been
+answered before that write (a lookup's GET is bounded by `exact_timeout_ms` ≤ 5 s)."""
 _CONNECT_TIMEOUT_S = 2.0
 _SCAN_COUNT = 1000
+_REFUSALS = ("unknown command", "unknown subcommand", "noperm", "syntax", "not supported", "resp3")
+"""Error replies to the setup that mean the store will not track for us (anything else is retried)."""
 
 
 class _NoReport(Exception):
@@ -78,6 +83,13 @@ class KnownKeys:
         self._new: set[int] = set()
         self._old: set[int] = set()
         self._rotate_at = 0.0
+        self._recent: dict[int, float] = {}
+        self._recent_old: dict[int, float] = {}
+        self._recent_at = 0.0
+        self._probe_n = 0
+        self._trusted = False
+        """Trusted at least once since the last retry (the retry back-off starts over)."""
+        self._loads_at: list[float] = []
         self._task: asyncio.Task[None] | None = None
         self._hot: FastRedis | None = None
         self._probe = ""
@@ -92,24 +104,41 @@ class KnownKeys:
         h = hash(key)
         return h in self._new or h in self._old
 
-    def add(self, key: str) -> None:
+    def add(self, key: str, recent: bool = True) -> None:
+        """`key` may exist (`recent`: it was written just now, not read from the store's listing)."""
         if self.overflowed:
             return
-        loop_time = asyncio.get_running_loop().time()
-        if loop_time >= self._rotate_at:
+        now = asyncio.get_running_loop().time()
+        if now >= self._rotate_at:
             self._old, self._new = self._new, set()
-            self._rotate_at = loop_time + self.keep_s
-        self._new.add(hash(key))
+            self._rotate_at = now + self.keep_s
+        if now >= self._recent_at:
+            self._recent_old, self._recent = self._recent, {}
+            self._recent_at = now + RECENT_S
+        h = hash(key)
+        self._new.add(h)
+        if recent:
+            self._recent[h] = now
         if len(self._new) + len(self._old) > self.max_keys:
             self.overflowed = True  # a bigger store than this process may mirror: ask it every time
             self._set_synced(False)
-            self._new, self._old = set(), set()
+            self._clear()
+            if self._task is not None:
+                self._task.cancel()  # no more tracking (its end turns the store connection's off)
             log.warning("cache key index past %d keys: every exact lookup asks the store", self.max_keys)
 
     def discard(self, key: str) -> None:
+        """The store answered nil for `key`: drop it, unless it was written since the GET may have
+        been answered (another process's fill reported meanwhile, or this one's own)."""
         h = hash(key)
+        if h in self._recent or h in self._recent_old:
+            return
         self._new.discard(h)
         self._old.discard(h)
+
+    def _clear(self) -> None:
+        self._new, self._old = set(), set()
+        self._recent, self._recent_old = {}, {}
 
     def _set_synced(self, value: bool) -> None:
         self.synced = value and not self.overflowed
@@ -131,38 +160,52 @@ class KnownKeys:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self._hot is not None:
-            self._hot.on_connection, self._hot.tracking = None, None
+            self._hot.on_connection = None
         self._set_synced(False)
 
     def _store_connection(self, up: bool) -> None:
-        """The store client's connection was lost, or a new one is up: reports may be missing."""
+        """The store client's connection was lost, or a new one is up: reports may be missing (a new
+        one brings them again, then the store is read again)."""
         self._set_synced(False)
         if up:
             self._reload.set()
 
     async def _run(self, hot: FastRedis, scan: Any) -> None:
         backoff, unreported = 0.5, 0
-        while not self.overflowed:
-            try:
-                await self._session(hot, scan)
-            except _Refused as exc:  # e.g. a store without CLIENT TRACKING BCAST (Dragonfly), or an ACL
-                log.warning("cache key index off, the store refused tracking: %s", exc)
-                return
-            except _NoReport:
-                unreported += 1
-                if unreported >= PROBE_TRIES:
-                    log.warning("cache key index off: the store did not report writes (%d probes)", unreported)
+        try:
+            while not self.overflowed:
+                try:
+                    await self._session(hot, scan)
+                except _Refused as exc:  # e.g. Dragonfly (no BCAST/PREFIX/REDIRECT), Redis < 6, an ACL
+                    log.warning("cache key index off, the store refused tracking: %s", exc)
                     return
-            except (OSError, EOFError, TimeoutError, RedisError, hiredis.ProtocolError) as exc:
-                log.info("cache key index: tracking interrupted (%s); retrying", type(exc).__name__)
-            except Exception:  # a bug here must not stop the retries (lookups ask the store meanwhile)
-                log.exception("cache key index failed; retrying")
-            finally:
-                hot.tracking = None
-                self._set_synced(False)
-                self._new, self._old = set(), set()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
+                except _NoReport:
+                    unreported += 1
+                    if unreported >= PROBE_TRIES:
+                        log.warning("cache key index off: the store did not report writes (%d probes in a row)",
+                                    unreported)  # fmt: skip
+                        return
+                except (OSError, EOFError, TimeoutError, RedisError, hiredis.ProtocolError) as exc:
+                    log.info("cache key index: tracking interrupted (%s); retrying", type(exc).__name__)
+                except Exception:  # a bug here must not stop the retries (lookups ask the store meanwhile)
+                    log.exception("cache key index failed; retrying")
+                finally:
+                    self._set_synced(False)
+                    self._clear()
+                if self._trusted:  # the last session was trusted at least once: start over
+                    backoff, unreported, self._trusted = 0.5, 0, False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+        finally:
+            self._untrack(hot)
+
+    def _untrack(self, hot: FastRedis) -> None:
+        """The store connection stops tracking (now, best effort, and on its next connections)."""
+        hot.tracking = None
+        if hot.connected:
+            loop = asyncio.get_running_loop()
+            done = loop.create_task(hot.execute_command("CLIENT", "TRACKING", "OFF", timeout_s=_CONNECT_TIMEOUT_S))
+            done.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _session(self, hot: FastRedis, scan: Any) -> None:
         async with asyncio.timeout(_CONNECT_TIMEOUT_S):
@@ -187,15 +230,20 @@ class KnownKeys:
             try:
                 listener = await reply("CLIENT", "ID")
                 await reply("SUBSCRIBE", CHANNEL)
-                await hot.track(("CLIENT", "TRACKING", "ON", "REDIRECT", listener, "BCAST", "PREFIX", self.prefix, "NOLOOP"))
+                async with asyncio.timeout(_CONNECT_TIMEOUT_S):
+                    await hot.track(("CLIENT", "TRACKING", "ON", "REDIRECT", listener, "BCAST", "PREFIX", self.prefix,
+                                     "NOLOOP"))  # fmt: skip
             except ResponseError as exc:
-                raise _Refused(str(exc)) from None
+                if any(r in str(exc).lower() for r in _REFUSALS):
+                    raise _Refused(str(exc)) from None
+                raise
             loop = asyncio.get_running_loop()
             listen = loop.create_task(self._listen(reader, writer, parser))
             try:
                 while True:
+                    await self._pace_loads()
                     self._reload.clear()
-                    load = loop.create_task(self._load(scan, f"{self.prefix}~probe:{listener}"))
+                    load = loop.create_task(self._load(hot, scan, f"{self.prefix}~probe:{listener}:"))
                     try:
                         await asyncio.wait({listen, load}, return_when=asyncio.FIRST_COMPLETED)
                         if listen.done():
@@ -203,6 +251,8 @@ class KnownKeys:
                         load.result()  # raises when the store was not read or did not report
                     finally:
                         load.cancel()
+                        if load.done() and not load.cancelled():
+                            load.exception()  # (retrieved: the listener's end is what is raised)
                     # Trusted (unless reloading): until the listener fails or the store client reconnects.
                     reload = loop.create_task(self._reload.wait())
                     try:
@@ -216,24 +266,41 @@ class KnownKeys:
         finally:
             writer.close()
 
-    async def _load(self, scan: Any, probe: str) -> None:
+    async def _pace_loads(self) -> None:
+        """Reading the whole store again at every reconnect of a struggling store would add to its
+        load: at most 3 reads a minute, the rest wait (untrusted, so lookups ask the store)."""
+        now = asyncio.get_running_loop().time()
+        self._loads_at = [t for t in self._loads_at if now - t < 60.0]
+        if len(self._loads_at) >= 3:
+            await asyncio.sleep(60.0 - (now - self._loads_at[0]))
+        self._loads_at.append(asyncio.get_running_loop().time())
+
+    async def _load(self, hot: FastRedis, scan: Any, probe_prefix: str) -> None:
         """The entries the store held before its reports began, then a probe write by another
         connection: its report shows that the store really reports writes (a store or proxy could
-        take the command and never report, and the index would miss every other gateway's fill)."""
+        take the command and never report, and the index would miss every other gateway's fill).
+        Trusted only if the store connection (whose tracking brings the reports) stayed the same."""
         self._set_synced(False)
         metrics.cache_index_load()
+        connection = hot.connections
         async for key in scan.scan_iter(match=self.prefix + "*", count=_SCAN_COUNT):
-            self.add(key.decode("utf-8", "replace") if isinstance(key, bytes) else key)
-        self._probe = probe
+            self.add(key.decode("utf-8", "replace") if isinstance(key, bytes) else key, recent=False)
+        self._probe_n += 1
+        self._probe = f"{probe_prefix}{self._probe_n}"
         self._probed.clear()
-        await scan.set(probe, b"", px=int(PROBE_TIMEOUT_S * 1000))
+        await scan.set(self._probe, b"", px=int(PROBE_TIMEOUT_S * 1000))
         try:
             async with asyncio.timeout(PROBE_TIMEOUT_S):
                 await self._probed.wait()
         except TimeoutError:
-            raise _NoReport from None
-        if not self._reload.is_set():  # (the store client reconnected meanwhile: read again)
+            if hot.connected and hot.connections == connection:
+                raise _NoReport from None
+            raise ConnectionError("the store connection changed during the probe") from None
+        if hot.connected and hot.connections == connection and not self._reload.is_set():
             self._set_synced(True)
+            self._trusted = True
+        else:
+            self._reload.set()  # read again once the store connection is back
 
     async def _listen(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, parser: Any) -> None:
         pinged = False
@@ -260,8 +327,9 @@ class KnownKeys:
         if not isinstance(msg, list) or len(msg) < 3 or msg[0] != b"message" or msg[1] != CHANNEL:
             return  # the subscription's confirmation, a PING's answer
         keys = msg[2]
-        if keys is None:  # FLUSHALL / FLUSHDB: nothing is left
-            self._new, self._old = set(), set()
+        if keys is None:  # a FLUSHALL, or a FLUSHDB of *any* database: read the store again
+            self._set_synced(False)
+            self._reload.set()
             return
         self.reported += len(keys)
         for key in keys:

@@ -85,5 +85,10 @@ def test_a_miss_costs_no_get_and_one_processs_fill_is_a_hit_in_both(stack, fake_
             for _ in range(2):
                 assert _ask(stack, f"Index question {i}: what is the answer?").headers.get("x-sidegate-cache") == "hit-exact"
         assert len(fake_openai.requests) == calls  # no hit reached the provider
+        # Both indexes stayed trusted throughout: a trusted index lacking a key answers "miss"
+        # without asking, so each hit in the process that did not fill came from the store's report.
+        text = metrics_text(stack)
+        assert metric_sum(text, "sidegate_cache_index_synced") == 1
+        assert metric_sum(text, "sidegate_cache_index_loads_total") == 2  # one read per process, at start
     finally:
         r.close()

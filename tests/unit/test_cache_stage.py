@@ -49,3 +49,22 @@ def test_two_requests_with_one_client_request_id_fill_their_own_entries():
     expected_b = CacheRequest.from_body(Api.OPENAI, "acme", "gpt-4o-mini", b.body).exact_key
     assert (ra.exact_key, body_a) == (expected_a, b'{"answer":"alpha"}')
     assert (rb.exact_key, body_b) == (expected_b, b'{"answer":"bravo"}')
+
+
+def test_the_key_index_keeps_entries_as_long_as_any_fill_lives():
+    """A semantic match is read by its exact key: the index must keep keys as long as the longest
+    TTL of any cache policy, not only of the exact ones (else it would call live entries missing)."""
+    from extproc.app import _known_keys
+    from sidegate.resp import FastRedis
+
+    cfg = config.parse({
+        "providers": {"openai": {"api": "openai", "base_url": "http://127.0.0.1:9"}},
+        "defaults": {"cache": {"exact": True, "ttl_s": 3600}},
+        "models": {"gpt-4o-mini": {"routes": [{"provider": "openai"}], "cache": {"semantic": True, "ttl_s": 86400}}},
+    })  # fmt: skip
+    policies = [cfg.defaults.cache, *(m.cache for m in cfg.models.values() if m.cache is not None)]
+    known = _known_keys(cfg, policies, FastRedis("127.0.0.1", 9))
+    assert known is not None and known.keep_s == 86400
+    assert _known_keys(cfg.model_copy(update={"store": cfg.store.model_copy(update={"cache_index": False})}),
+                       policies, FastRedis("127.0.0.1", 9)) is None  # fmt: skip
+    assert _known_keys(cfg, policies, object()) is None  # not the lean client (e.g. a rediss:// URL)
