@@ -52,6 +52,15 @@ async def _gets(redis: Redis) -> int:
     return int(stats.get("cmdstat_get", {}).get("calls", 0))
 
 
+async def fill_elsewhere(url: str, tenant: str) -> None:
+    """Another gateway's fill: a cache entry written by another client (not this process's)."""
+    redis = store_client(url)
+    try:
+        assert await ResponseCache(redis).fill(req(tenant=tenant), ANSWER, POLICY)
+    finally:
+        await redis.aclose()
+
+
 def run(url: str, body: Callable[[ResponseCache, Redis], Awaitable[Any]], max_keys: int = 500_000) -> Any:
     """`body(cache, redis)` with a cache whose index tracks the store (waits until it is trusted)."""
 
@@ -94,13 +103,6 @@ def test_a_miss_asks_the_store_nothing_and_a_fill_is_known_at_once(redis_url):
 
 
 def test_another_gateways_fill_and_entries_already_in_the_store_are_found(redis_url):
-    async def fill_elsewhere(url: str, tenant: str) -> None:
-        redis = store_client(url)
-        try:
-            assert await ResponseCache(redis).fill(req(tenant=tenant), ANSWER, POLICY)
-        finally:
-            await redis.aclose()
-
     asyncio.run(fill_elsewhere(redis_url, "idx-before"))  # before this process starts tracking
 
     async def body(cache: ResponseCache, redis: Redis) -> None:
@@ -177,11 +179,7 @@ def test_a_nil_answered_before_another_fill_does_not_hide_that_fill(redis_url):
         assert sent is not None
         assert await asyncio.shield(sent) is None  # the store answered nil
         reported = known.reported
-        other = store_client(redis_url)
-        try:
-            assert await ResponseCache(other).fill(req(tenant="idx-race"), ANSWER, POLICY)
-        finally:
-            await other.aclose()
+        await fill_elsewhere(redis_url, "idx-race")  # another process fills; the store reports it
         assert await _until(lambda: known.reported > reported, 2.0)
         assert await cache.lookup(r, POLICY, sent) is None  # the nil, read now
         assert known.may_exist(key)
@@ -197,11 +195,7 @@ def test_a_lost_tracking_connection_asks_the_store_until_it_is_back(redis_url):
         await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")  # the tracking connection
         assert await _until(lambda: not known.synced, 2.0)
         # Meanwhile another client fills: unsynced, the lookup asks the store and finds it.
-        other = store_client(redis_url)
-        try:
-            assert await ResponseCache(other).fill(req(tenant="idx-lost"), ANSWER, POLICY)
-        finally:
-            await other.aclose()
+        await fill_elsewhere(redis_url, "idx-lost")
         assert await cache.lookup(req(tenant="idx-lost"), POLICY) is not None
         assert await _until(lambda: known.synced, 5.0)  # reconnected and the store read again
         assert known.may_exist(cache.prefix + req(tenant="idx-lost").exact_key)
@@ -216,21 +210,13 @@ def test_a_lost_store_connection_asks_the_store_until_the_index_is_read_again(re
         assert known is not None and isinstance(cache.hot, FastRedis)
         await cache.hot.aclose()  # the process's store connection (its tracking) is gone
         assert not known.synced
-        other = store_client(redis_url)
-        try:  # written while nothing reports to this process
-            assert await ResponseCache(other).fill(req(tenant="idx-gap"), ANSWER, POLICY)
-        finally:
-            await other.aclose()
+        await fill_elsewhere(redis_url, "idx-gap")  # written while nothing reports to this process
         # The next lookup asks the store (and reconnects); the index is read again and trusted.
         assert await cache.lookup(req(tenant="idx-gap"), POLICY) is not None
         assert await _until(lambda: known.synced, 5.0)
         assert known.may_exist(cache.prefix + req(tenant="idx-gap").exact_key)
         reported = known.reported
-        other = store_client(redis_url)
-        try:  # the new connection turned tracking on again: another client's fill is reported
-            assert await ResponseCache(other).fill(req(tenant="idx-after"), ANSWER, POLICY)
-        finally:
-            await other.aclose()
+        await fill_elsewhere(redis_url, "idx-after")  # the new connection asked for reports again
         assert await _until(lambda: known.reported > reported, 2.0)
 
     run(redis_url, body)
