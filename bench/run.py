@@ -219,7 +219,8 @@ GATEWAY: list[tuple[str, dict[str, object], bytes]] = [
 ]
 """The scenarios that start a Sidegate stack: (name, services config, request body)."""
 VARIANTS = ("-e1", "-e2", "-nolease", "-noindex")
-"""Suffixes that run a Sidegate scenario with one or two Envoy workers, or without quota leases."""
+"""Suffixes that run a Sidegate scenario with one or two Envoy workers, without quota leases, or
+without the cache key index."""
 
 
 def _variant(name: str) -> tuple[str, str]:

@@ -52,8 +52,8 @@ PROBE_TIMEOUT_S = 2.0
 PROBE_TRIES = 3
 """Probes in a row without a report before the index is turned off for good."""
 RECENT_S = 10.0
-"""A nil GET does not drop a key added (filled or reported) this recently: the GET may have been
-answered before that write (a lookup's GET is bounded by `exact_timeout_ms` ≤ 5 s)."""
+"""A nil GET does not drop a key added (filled or reported) in the last RECENT_S to twice that: the
+GET may have been answered before that write (a lookup's GET is bounded by `exact_timeout_ms` ≤ 5 s)."""
 _CONNECT_TIMEOUT_S = 2.0
 _SCAN_COUNT = 1000
 _REFUSALS = ("unknown command", "unknown subcommand", "noperm", "syntax", "not supported", "resp3")
@@ -68,6 +68,36 @@ class _Refused(Exception):
     """The store refused the tracking command or the subscription."""
 
 
+class _Generations:
+    """A set of key hashes whose members stay between `period_s` and twice that: two generations,
+    the older dropped as a whole (no time kept per member)."""
+
+    def __init__(self, period_s: float) -> None:
+        self.period_s = period_s
+        self.new: set[int] = set()
+        self.old: set[int] = set()
+        self._rotate_at = 0.0
+
+    def __contains__(self, h: int) -> bool:
+        return h in self.new or h in self.old
+
+    def __len__(self) -> int:
+        return len(self.new) + len(self.old)
+
+    def add(self, h: int, now: float) -> None:
+        if now >= self._rotate_at:
+            self.old, self.new = self.new, set()
+            self._rotate_at = now + self.period_s
+        self.new.add(h)
+
+    def discard(self, h: int) -> None:
+        self.new.discard(h)
+        self.old.discard(h)
+
+    def clear(self) -> None:
+        self.new, self.old = set(), set()
+
+
 class KnownKeys:
     """The local set of cache keys the store may hold (see the module docstring)."""
 
@@ -80,12 +110,9 @@ class KnownKeys:
         self.overflowed = False
         self.reported = 0
         """Keys the store reported (a test's and an operator's view of the traffic)."""
-        self._new: set[int] = set()
-        self._old: set[int] = set()
-        self._rotate_at = 0.0
-        self._recent: dict[int, float] = {}
-        self._recent_old: dict[int, float] = {}
-        self._recent_at = 0.0
+        self._keys = _Generations(keep_s)
+        self._recent = _Generations(RECENT_S)
+        """Keys written (filled or reported) in the last RECENT_S to twice that: a nil GET keeps them."""
         self._probe_n = 0
         self._trusted = False
         """Trusted at least once since the last retry (the retry back-off starts over)."""
@@ -99,27 +126,18 @@ class KnownKeys:
     # -- the set ----------------------------------------------------------------------------
     def may_exist(self, key: str) -> bool:
         """False only when the store certainly does not hold `key` (the full store key)."""
-        if not self.synced:
-            return True
-        h = hash(key)
-        return h in self._new or h in self._old
+        return not self.synced or hash(key) in self._keys
 
     def add(self, key: str, recent: bool = True) -> None:
         """`key` may exist (`recent`: it was written just now, not read from the store's listing)."""
         if self.overflowed:
             return
         now = asyncio.get_running_loop().time()
-        if now >= self._rotate_at:
-            self._old, self._new = self._new, set()
-            self._rotate_at = now + self.keep_s
-        if now >= self._recent_at:
-            self._recent_old, self._recent = self._recent, {}
-            self._recent_at = now + RECENT_S
         h = hash(key)
-        self._new.add(h)
+        self._keys.add(h, now)
         if recent:
-            self._recent[h] = now
-        if len(self._new) + len(self._old) > self.max_keys:
+            self._recent.add(h, now)
+        if len(self._keys) > self.max_keys:
             self.overflowed = True  # a bigger store than this process may mirror: ask it every time
             self._set_synced(False)
             self._clear()
@@ -131,14 +149,12 @@ class KnownKeys:
         """The store answered nil for `key`: drop it, unless it was written since the GET may have
         been answered (another process's fill reported meanwhile, or this one's own)."""
         h = hash(key)
-        if h in self._recent or h in self._recent_old:
-            return
-        self._new.discard(h)
-        self._old.discard(h)
+        if h not in self._recent:
+            self._keys.discard(h)
 
     def _clear(self) -> None:
-        self._new, self._old = set(), set()
-        self._recent, self._recent_old = {}, {}
+        self._keys.clear()
+        self._recent.clear()
 
     def _set_synced(self, value: bool) -> None:
         self.synced = value and not self.overflowed

@@ -361,8 +361,9 @@ class QuotaStore:
                      cost_usd: float, batch_id: str | None = None) -> str:  # fmt: skip
         """Add signed deltas to bucket ``bucket`` of every scope (``requests`` given back, ``tokens``
         added) and charge ``cost_usd``: the true-ups of requests admitted from leases
-        (sidegate/quota/lease.py). The batch id (a new one by default) makes a repeated call count
-        once, so on store errors it is retried in the background (``error``). Returns ``adjusted``
+        (sidegate/quota/lease.py). The batch id (a new one by default; given, a repeated call shows
+        the script counting it once) makes a repeat count once, so on store errors the call is
+        retried in the background under it (``error``). Returns ``adjusted``
         or ``duplicate``."""
         args = [self.window_ms, self.buckets, int(tokens), max(round(cost_usd * _NANO), 0), "a", max(int(requests), 0),
                 _SPEND_TTL_MS, int(bucket)]  # fmt: skip

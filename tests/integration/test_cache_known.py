@@ -5,15 +5,17 @@ expiry, FLUSHALL, a lost tracking connection, a store that refuses tracking, the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import redis as sync_redis
 from redis.asyncio import Redis
 
 from sidegate.cache import CachePolicy, ResponseCache
@@ -61,8 +63,9 @@ async def fill_elsewhere(url: str, tenant: str) -> None:
         await redis.aclose()
 
 
-def run(url: str, body: Callable[[ResponseCache, Redis], Awaitable[Any]], max_keys: int = 500_000) -> Any:
-    """`body(cache, redis)` with a cache whose index tracks the store (waits until it is trusted)."""
+def run(url: str, body: Callable[[ResponseCache, KnownKeys, Redis], Awaitable[Any]], max_keys: int = 500_000) -> Any:
+    """`body(cache, known, redis)` with a cache whose index (`known`) tracks the store (waits until
+    it is trusted)."""
 
     async def main() -> Any:
         redis = store_client(url)
@@ -73,7 +76,7 @@ def run(url: str, body: Callable[[ResponseCache, Redis], Awaitable[Any]], max_ke
         known.start(hot, redis)
         try:
             assert await _until(lambda: known.synced), "the index never became trusted"
-            return await body(cache, redis)
+            return await body(cache, known, redis)
         finally:
             await known.close()
             await hot.aclose()
@@ -83,21 +86,20 @@ def run(url: str, body: Callable[[ResponseCache, Redis], Awaitable[Any]], max_ke
 
 
 def test_a_miss_asks_the_store_nothing_and_a_fill_is_known_at_once(redis_url):
-    async def body(cache: ResponseCache, redis: Redis) -> None:
+    async def body(cache: ResponseCache, known: KnownKeys, redis: Redis) -> None:
         r = req(tenant="idx-miss")
         before = await _gets(redis)
         assert cache.prefetch(r, POLICY) is None  # nothing sent
         assert await cache.lookup(r, POLICY) is None
         assert cache.stats.misses == 1 and not r.lookup_failed
         assert await _gets(redis) == before  # (INFO itself is not a GET)
-        assert cache.known is not None
-        reported = cache.known.reported
+        reported = known.reported
         assert await cache.fill(r, ANSWER, POLICY)
         hit = await cache.lookup(req(tenant="idx-miss"), POLICY)  # right after: our own fill is known
         assert hit is not None and hit.kind == "exact"
         assert await _gets(redis) == before + 1
         await asyncio.sleep(0.1)
-        assert cache.known.reported == reported  # the store does not report this process's own writes
+        assert known.reported == reported  # the store does not report this process's own writes
 
     run(redis_url, body)
 
@@ -105,21 +107,18 @@ def test_a_miss_asks_the_store_nothing_and_a_fill_is_known_at_once(redis_url):
 def test_another_gateways_fill_and_entries_already_in_the_store_are_found(redis_url):
     asyncio.run(fill_elsewhere(redis_url, "idx-before"))  # before this process starts tracking
 
-    async def body(cache: ResponseCache, redis: Redis) -> None:
-        assert cache.known is not None
+    async def body(cache: ResponseCache, known: KnownKeys, redis: Redis) -> None:
         assert await cache.lookup(req(tenant="idx-before"), POLICY) is not None  # read at start (SCAN)
         await fill_elsewhere(redis_url, "idx-other")  # while tracking: the store reports it
         key = cache.prefix + req(tenant="idx-other").exact_key
-        assert await _until(lambda: cache.known is not None and cache.known.may_exist(key), 2.0)
+        assert await _until(lambda: known.may_exist(key), 2.0)
         assert await cache.lookup(req(tenant="idx-other"), POLICY) is not None
 
     run(redis_url, body)
 
 
 def test_expired_and_flushed_entries_cost_one_get_then_none(redis_url):
-    async def body(cache: ResponseCache, redis: Redis) -> None:
-        known = cache.known
-        assert known is not None
+    async def body(cache: ResponseCache, known: KnownKeys, redis: Redis) -> None:
         short = CachePolicy(exact=True, ttl_s=1)
         r = req(tenant="idx-exp")
         key = cache.prefix + r.exact_key
@@ -129,7 +128,7 @@ def test_expired_and_flushed_entries_cost_one_get_then_none(redis_url):
         assert await cache.lookup(req(tenant="idx-exp"), short) is None  # asks: the index may be behind
         assert await _gets(redis) == before + 1
         # The nil drops it once the write is no longer recent (a nil may predate a fresh write).
-        known._recent, known._recent_old = {}, {}
+        known._recent.clear()
         await cache.lookup(req(tenant="idx-exp"), short)
         assert not known.may_exist(key)
         # A FLUSHALL: the index reads the store again (keys it still lists cost a GET each).
@@ -146,9 +145,7 @@ def test_a_flush_of_another_database_keeps_this_ones_entries(redis_url):
     """Every FLUSHDB is reported to every tracking client as a flush, whatever the database: the
     index reads the store again instead of forgetting entries that are still there."""
 
-    async def body(cache: ResponseCache, redis: Redis) -> None:
-        known = cache.known
-        assert known is not None
+    async def body(cache: ResponseCache, known: KnownKeys, redis: Redis) -> None:
         assert await cache.fill(req(tenant="idx-db"), ANSWER, POLICY)
         loads = known._probe_n
         other_db = store_client(redis_url.rsplit("/", 1)[0] + "/1")
@@ -168,13 +165,11 @@ def test_a_nil_answered_before_another_fill_does_not_hide_that_fill(redis_url):
     """Lookup GET answered nil; meanwhile another process fills the key and the store reports it;
     the nil then reaches the lookup: the key must stay known."""
 
-    async def body(cache: ResponseCache, redis: Redis) -> None:
-        known = cache.known
-        assert known is not None
+    async def body(cache: ResponseCache, known: KnownKeys, redis: Redis) -> None:
         r = req(tenant="idx-race")
         key = cache.prefix + r.exact_key
         known.add(key)  # (so the lookup asks the store)
-        known._recent, known._recent_old = {}, {}
+        known._recent.clear()
         sent = cache.prefetch(r, POLICY)
         assert sent is not None
         assert await asyncio.shield(sent) is None  # the store answered nil
@@ -189,9 +184,7 @@ def test_a_nil_answered_before_another_fill_does_not_hide_that_fill(redis_url):
 
 
 def test_a_lost_tracking_connection_asks_the_store_until_it_is_back(redis_url):
-    async def body(cache: ResponseCache, redis: Redis) -> None:
-        known = cache.known
-        assert known is not None
+    async def body(cache: ResponseCache, known: KnownKeys, redis: Redis) -> None:
         await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")  # the tracking connection
         assert await _until(lambda: not known.synced, 2.0)
         # Meanwhile another client fills: unsynced, the lookup asks the store and finds it.
@@ -205,9 +198,8 @@ def test_a_lost_tracking_connection_asks_the_store_until_it_is_back(redis_url):
 
 
 def test_a_lost_store_connection_asks_the_store_until_the_index_is_read_again(redis_url):
-    async def body(cache: ResponseCache, redis: Redis) -> None:
-        known = cache.known
-        assert known is not None and isinstance(cache.hot, FastRedis)
+    async def body(cache: ResponseCache, known: KnownKeys, redis: Redis) -> None:
+        assert isinstance(cache.hot, FastRedis)
         await cache.hot.aclose()  # the process's store connection (its tracking) is gone
         assert not known.synced
         await fill_elsewhere(redis_url, "idx-gap")  # written while nothing reports to this process
@@ -223,9 +215,7 @@ def test_a_lost_store_connection_asks_the_store_until_the_index_is_read_again(re
 
 
 def test_past_its_size_the_index_asks_the_store_every_time_and_stops_tracking(redis_url):
-    async def body(cache: ResponseCache, redis: Redis) -> None:
-        known = cache.known
-        assert known is not None
+    async def body(cache: ResponseCache, known: KnownKeys, redis: Redis) -> None:
         for i in range(1001):
             known.add(f"{CACHE_PREFIX}bulk{i}")
         assert known.overflowed and not known.synced
@@ -241,8 +231,6 @@ def test_past_its_size_the_index_asks_the_store_every_time_and_stops_tracking(re
 
 
 def _pubsub_clients_sync(url: str) -> int:
-    import redis as sync_redis
-
     r = sync_redis.Redis.from_url(url)
     try:
         return len(r.client_list(_type="pubsub"))
@@ -250,57 +238,64 @@ def _pubsub_clients_sync(url: str) -> int:
         r.close()
 
 
-def test_a_store_that_refuses_tracking_leaves_the_index_off():
-    """A store without CLIENT (renamed away here): the index stays untrusted and every lookup asks."""
+@contextlib.contextmanager
+def own_valkey(*args: str) -> Iterator[str]:
+    """A throwaway valkey-server started with extra arguments: yields its URL."""
     port = free_port()
-    with tempfile.TemporaryDirectory(prefix="sidegate-notrack-") as d:
-        proc = subprocess.Popen([*embedded_valkey_cmd(port, Path(d)), "--rename-command", "CLIENT", ""],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="sidegate-known-") as d:
+        proc = subprocess.Popen([*embedded_valkey_cmd(port, Path(d)), *args], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)  # fmt: skip
         try:
             wait_for_port("127.0.0.1", port, timeout_s=10, proc=proc)
-
-            async def main() -> None:
-                redis = store_client(f"redis://127.0.0.1:{port}/0")
-                hot = FastRedis.from_url(f"redis://127.0.0.1:{port}/0")
-                assert hot is not None
-                known = KnownKeys(CACHE_PREFIX, keep_s=60)
-                try:
-                    known.start(hot, redis)
-                    await asyncio.sleep(0.3)
-                    assert known._task is not None and known._task.done()  # gave up: no retry loop
-                    assert not known.synced and known.may_exist(CACHE_PREFIX + "anything")
-                finally:
-                    await known.close()
-                    await hot.aclose()
-                    await redis.aclose()
-
-            asyncio.run(main())
+            yield f"redis://127.0.0.1:{port}/0"
         finally:
             proc.kill()
             proc.wait(timeout=5)
 
 
-def test_a_store_that_takes_tracking_but_never_reports_leaves_the_index_off(redis_url):
-    """The probe write goes to another server (as a sharding proxy might route it): no report comes
-    back, so the index is never trusted, and it does not retry."""
+def assert_gives_up(store_url: str, scan_url: str, within_s: float) -> None:
+    """An index tracking the store at `store_url` (listing it and writing its probe through
+    `scan_url`) gives up within `within_s` for good: its task ends, it is never trusted, every
+    lookup asks the store, and the store connection no longer asks for reports."""
 
     async def main() -> None:
-        with valkey_server() as (elsewhere_url, _):
-            elsewhere = store_client(elsewhere_url)
-            hot = FastRedis.from_url(redis_url)
-            assert hot is not None
-            known = KnownKeys(CACHE_PREFIX, keep_s=60)
-            try:
-                known.start(hot, elsewhere)
-                # PROBE_TRIES probes (with back-off between them), then off for good
-                assert await _until(lambda: known._task is not None and known._task.done(), 3 * PROBE_TIMEOUT_S + 5)
-                assert not known.synced and known.may_exist(CACHE_PREFIX + "anything")
-            finally:
-                await known.close()
-                await hot.aclose()
-                await elsewhere.aclose()
+        scan = store_client(scan_url)
+        hot = FastRedis.from_url(store_url)
+        assert hot is not None
+        known = KnownKeys(CACHE_PREFIX, keep_s=60)
+        try:
+            known.start(hot, scan)
+            assert await _until(lambda: known._task is not None and known._task.done(), within_s)
+            assert not known.synced and known.may_exist(CACHE_PREFIX + "anything") and hot.tracking is None
+        finally:
+            await known.close()
+            await hot.aclose()
+            await scan.aclose()
 
     asyncio.run(main())
+
+
+def test_a_store_that_refuses_tracking_leaves_the_index_off():
+    """A store without CLIENT (renamed away here): the listener's first command is refused."""
+    with own_valkey("--rename-command", "CLIENT", "") as url:
+        assert_gives_up(url, url, 0.3)
+
+
+def test_a_store_connection_refused_tracking_leaves_the_index_off():
+    """The store lets the listener subscribe but refuses CLIENT TRACKING to the store connection (an
+    ACL here; Dragonfly and Redis < 6 refuse the command)."""
+    with own_valkey() as url:
+        admin = sync_redis.Redis.from_url(url)
+        admin.execute_command("ACL", "SETUSER", "default", "-client|tracking")
+        admin.close()
+        assert_gives_up(url, url, 2.0)
+
+
+def test_a_store_that_takes_tracking_but_never_reports_leaves_the_index_off(redis_url):
+    """The probe write goes to another server (as a sharding proxy might route it): no report comes
+    back, so after PROBE_TRIES probes (with back-off between them) the index is off for good."""
+    with valkey_server() as (elsewhere_url, _):
+        assert_gives_up(redis_url, elsewhere_url, 3 * PROBE_TIMEOUT_S + 5)
 
 
 def test_entries_are_kept_for_one_to_two_generations():
@@ -317,39 +312,8 @@ def test_entries_are_kept_for_one_to_two_generations():
         assert not known.may_exist("a") and known.may_exist("b") and known.may_exist("c")
         known.discard("b")  # a nil GET right after "b" was written may predate the write: kept
         assert known.may_exist("b")
-        known._recent, known._recent_old = {}, {}
+        known._recent.clear()
         known.discard("b")
         assert not known.may_exist("b")
 
     asyncio.run(main())
-
-
-def test_a_store_connection_refused_tracking_leaves_the_index_off():
-    """The store lets the listener subscribe but refuses CLIENT TRACKING to the store connection (an
-    ACL here; Dragonfly and Redis < 6 refuse the command): off, and no retry loop."""
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="sidegate-notrack-") as d:
-        proc = subprocess.Popen(embedded_valkey_cmd(port, Path(d)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_for_port("127.0.0.1", port, timeout_s=10, proc=proc)
-            url = f"redis://127.0.0.1:{port}/0"
-
-            async def main() -> None:
-                redis = store_client(url)
-                await redis.execute_command("ACL", "SETUSER", "default", "-client|tracking")
-                hot = FastRedis.from_url(url)
-                assert hot is not None
-                known = KnownKeys(CACHE_PREFIX, keep_s=60)
-                try:
-                    known.start(hot, redis)
-                    assert await _until(lambda: known._task is not None and known._task.done(), 2.0)
-                    assert not known.synced and hot.tracking is None
-                finally:
-                    await known.close()
-                    await hot.aclose()
-                    await redis.aclose()
-
-            asyncio.run(main())
-        finally:
-            proc.kill()
-            proc.wait(timeout=5)

@@ -283,6 +283,7 @@ def test_a_lease_ends_with_its_bucket() -> None:
                     if d.reservation.bucket is not None:  # from a lease: only within its bucket
                         assert admits[-1] < (d.reservation.bucket + 1) * 1000 + 5, (admits[-1], d.reservation.bucket)
                 await asyncio.sleep(0.002)
+            assert q.local_admits > 0  # the leases' way was taken (the check above ran)
             await asyncio.sleep(max((b0 + 3) * 1000 + 10 - now_ms(), 0) / 1000)
             while (await other.reserve("t", scopes, 0, f"o{i}")).admitted and i < 10_000:
                 i += 1
