@@ -138,6 +138,15 @@ def test_gzip_body_is_inflated_before_the_gateway_and_the_provider(gw: Stack, fa
         dup = b'{"model":"%s","max_tokens":16,"messages":[{"role":"user","content":"hi"}],"model":"x"}' % model.encode()
         r = _post(c, gw, api, gw.keys["acme"].key, content=gzip.compress(dup), headers={"content-encoding": "gzip"})
         assert r.status_code == 400 and "'model'" in error_message(api, r)
+        # Compresses 500:1 yet is within the size limit once inflated: served whole.
+        long = _body(api, model) | {"messages": [{"role": "user", "content": "a" * 600_000}]}
+        r = _post(c, gw, api, gw.keys["acme"].key, content=gzip.compress(orjson.dumps(long)), headers={"content-encoding": "gzip"})
+        assert r.status_code == 200, r.text
+        rec = (fake_openai if api == "openai" else fake_anthropic).requests[-1]
+        assert len(rec.json["messages"][0]["content"]) == 600_000
+        # Not gzip at all: a 400 in format, never a 5xx.
+        r = _post(c, gw, api, gw.keys["acme"].key, content=b"\x1f\x8b\x08garbage" * 10, headers={"content-encoding": "gzip"})
+        assert r.status_code == 400 and error_message(api, r)
 
 
 @pytest.mark.parametrize("api", ["openai", "anthropic"])
