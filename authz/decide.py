@@ -9,6 +9,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from authz.throttle import FailureThrottle
 from sidegate import keys
 from sidegate.errors import Api, error_body
 from sidegate.keystore import KeyRecord
@@ -57,10 +58,9 @@ def _deny(api: Api, reason: str, message: str) -> Deny:
 
 
 def throttled(headers: dict[str, str], wait_s: float) -> Deny:
-    """Too many failed attempts from this source: 429 before any key is even looked at."""
+    """Too many failed attempts (with this key id, or from this address): 429 in the client's format."""
     api = inbound_api(headers.get(":path", "/"))
-    body = error_body(api, 429, "Too many failed authentication attempts from this address; retry later.",
-                      code="auth_rate_limited")  # fmt: skip
+    body = error_body(api, 429, "Too many failed authentication attempts; retry later.", code="auth_rate_limited")
     return Deny(429, api, body, "throttled", {"retry-after": str(max(1, math.ceil(wait_s)))})
 
 
@@ -82,3 +82,25 @@ def decide(headers: dict[str, str], records: dict[str, KeyRecord], now: float | 
     if rec.expires_at and (now if now is not None else time.time()) >= rec.expires_at:
         return _deny(api, "expired_key", "This API key has expired.")
     return Allow(tenant=rec.tenant, key_id=rec.id, models=rec.models)
+
+
+def authorize(headers: dict[str, str], records: dict[str, KeyRecord], throttle: FailureThrottle, source: str,
+              now: float | None = None) -> Allow | Deny:  # fmt: skip
+    """:func:`decide` behind the failure throttle (see :mod:`authz.throttle` for the keying).
+
+    The key id is parsed first (a regex, no hashing): a blocked (source, id) is refused before its
+    secret is checked. A valid key is then allowed whatever else failed from its address; a
+    failure is counted and answered 429 instead of 401 once its address reached its bound.
+    """
+    key = presented_key(headers)
+    kid = keys.key_id(key) if key else None
+    if kid is not None:
+        wait = throttle.blocked_key(source, kid)
+        if wait:
+            return throttled(headers, wait)
+    result = decide(headers, records, now)
+    if isinstance(result, Allow):
+        return result
+    throttle.failure(source, kid)
+    wait = throttle.blocked(source)
+    return throttled(headers, wait) if wait else result

@@ -13,7 +13,7 @@ from envoy.type.v3.http_status_pb2 import HttpStatus
 from google.rpc import code_pb2, status_pb2
 from redis.asyncio import Redis
 
-from authz.decide import CREDENTIAL_HEADERS, Allow, Deny, decide, throttled
+from authz.decide import CREDENTIAL_HEADERS, Allow, Deny, authorize
 from authz.throttle import FailureThrottle
 from sidegate import keystore, metrics
 from sidegate.envoy_pb import authz_header_options, struct
@@ -93,11 +93,7 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
     async def Check(self, request: pb.CheckRequest, context: grpc.aio.ServicerContext) -> pb.CheckResponse:
         headers = dict(request.attributes.request.http.headers)
         source = request.attributes.source.address.socket_address.address
-        wait = self.throttle.blocked(source)
-        if wait:
-            metrics.authz_denial("throttled")
-            return _denied(throttled(headers, wait))
-        result = decide(headers, self.cache.records)
+        result = authorize(headers, self.cache.records, self.throttle, source)
         if isinstance(result, Allow):
             return pb.CheckResponse(
                 status=_OK,
@@ -107,7 +103,6 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
                 ),
             )
         metrics.authz_denial(result.reason)
-        self.throttle.failure(source)
         return _denied(result)
 
 

@@ -136,7 +136,7 @@ def build(cfg: SidegateConfig, redis: Redis | None = None, hot: Any = None) -> A
         if redis is None:
             raise ValueError("services.auth: inline needs the store (key records)")
         keys = KeyCache(redis)
-        inline_auth = AuthStage(keys, FailureThrottle(cfg.services.auth_max_failures, 60.0, cfg.services.auth_block_s))
+        inline_auth = AuthStage(keys, FailureThrottle.from_config(cfg.services))
         starters.append(keys.start)
         closers.append(keys.stop)
     stages: list[Stage] = [

@@ -83,7 +83,12 @@ class ServicesConfig(_Model):
     SIDEGATE_ADMIN_TOKEN environment variable is set."""
     admin_port: int = Field(9003, ge=0, le=65535)
     auth_max_failures: int = Field(20, ge=1)
-    """Failed authentications from one source address within a minute before it is blocked (429)."""
+    """Failed authentications with one key id from one source address within a minute before
+    that id is refused from that address (429) without checking its secret."""
+    auth_max_source_failures: int = Field(0, ge=0)
+    """Failed authentications (any key) from one source address within a minute before that
+    address's failures are answered 429; valid keys from it are still served. 0: 10 x
+    auth_max_failures."""
     auth_block_s: float = Field(60.0, gt=0)
     auth: Literal["ext_authz", "inline"] = "ext_authz"
     """`ext_authz`: Envoy asks the authz service (one more gRPC hop, auth is a separate process).

@@ -19,6 +19,7 @@ from authz.decide import CREDENTIAL_HEADERS
 from sidegate.config import ModelConfig, ProviderConfig, SidegateConfig, local_address
 from sidegate.errors import Api, provider_invalid_response, provider_refused_key
 from sidegate.errors import render as render_error
+from sidegate.render_input import LOCAL_REPLY_CASES, request_decompressor, unsupported_encoding_route
 
 ROUTE_HEADER = "x-sidegate-route"
 ROUTE_KEY = "route"
@@ -453,8 +454,9 @@ _ANTHROPIC_CLIENT = (
 )
 
 
-def _local_reply_mapper(status: int, anthropic: bool, body: str) -> dict[str, Any]:
-    client = _ANTHROPIC_CLIENT if anthropic else f"!{_ANTHROPIC_CLIENT}"
+def _local_reply_mapper(status: int, anthropic: bool | None, body: str) -> dict[str, Any]:
+    """`anthropic` None: whatever the client (a reply before the request line was read)."""
+    client = "true" if anthropic is None else _ANTHROPIC_CLIENT if anthropic else f"!{_ANTHROPIC_CLIENT}"
     return {
         "filter": {
             "and_filter": {
@@ -488,11 +490,15 @@ def _local_reply_config() -> dict[str, Any]:
         (502, "api_error", "server_error", "Bad gateway: %LOCAL_REPLY_BODY%"),
         (500, "api_error", "server_error", "Gateway error: %LOCAL_REPLY_BODY%"),
         (404, "not_found_error", "invalid_request_error", "Unknown path."),
+        *LOCAL_REPLY_CASES,
     ]
     mappers = []
     for status, atype, otype, msg in cases:
         mappers.append(_local_reply_mapper(status, True, anth % (atype, msg)))
         mappers.append(_local_reply_mapper(status, False, oai % (msg, otype)))
+    # The client's API cannot be told when the codec refused the request before its path was
+    # read (a CEL error fails the filters above): OpenAI's format, the more common client.
+    mappers += [_local_reply_mapper(status, None, oai % (msg, otype)) for status, _, otype, msg in cases]
     return {"mappers": mappers}
 
 
@@ -918,6 +924,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
     if front_http:
         routes += _replay_routes(svc)
     routes += [r for name in cfg.models for r in _model_routes(cfg, name)]
+    routes.append(unsupported_encoding_route())  # model routes match only once the gateway ran
     # An API path without a route header means the gateway filter did not run (it is down and
     # failure_mode_allow let the request through): nothing can route it, say so with a 503.
     for path in ("/v1/chat/completions", "/v1/messages"):
@@ -953,6 +960,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
             ],
         },
         "http_filters": [
+            request_decompressor(),
             *([ext_authz] if svc.auth == "ext_authz" else []),
             _front_filter(cfg) if front_http else {"name": "sidegate.gateway", "typed_config": gateway_proc},
             *([_direct_errors(cfg), _usage_to_metadata(), _sse_usage_to_metadata()] if direct else []),

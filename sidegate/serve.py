@@ -43,7 +43,7 @@ async def _authz(cfg: SidegateConfig) -> None:
     from authz.throttle import FailureThrottle
 
     redis = client(store_url(cfg), cfg.store.socket_timeout_s)
-    throttle = FailureThrottle(cfg.services.auth_max_failures, 60.0, cfg.services.auth_block_s)
+    throttle = FailureThrottle.from_config(cfg.services)
     server, cache = await serve(redis, cfg.services.host, cfg.services.authz_port, throttle)
     log.info("authz listening on %s:%d", cfg.services.host, cfg.services.authz_port)
     if cfg.services.authz_metrics_port:

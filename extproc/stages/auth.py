@@ -9,7 +9,7 @@ headers are removed by the gateway's header mutation instead of ext_authz.
 
 from __future__ import annotations
 
-from authz.decide import CREDENTIAL_HEADERS, Allow, decide, throttled
+from authz.decide import CREDENTIAL_HEADERS, Allow, authorize
 from authz.service import KeyCache
 from authz.throttle import FailureThrottle
 from extproc.context import Reply, RequestContext
@@ -28,12 +28,9 @@ class AuthStage:
     def authenticate(self, ctx: RequestContext) -> Reply | None:
         """Inline mode, at request headers: fill the identity or refuse (401 in the API's format)."""
         assert self.keys is not None
-        wait = self.throttle.blocked(ctx.source)
-        result = throttled(ctx.headers, wait) if wait else decide(ctx.headers, self.keys.records)
+        result = authorize(ctx.headers, self.keys.records, self.throttle, ctx.source)
         if not isinstance(result, Allow):
             metrics.authz_denial(result.reason)
-            if not wait:
-                self.throttle.failure(ctx.source)
             return Reply(result.status, result.body, {"content-type": "application/json", **result.headers})
         ctx.tenant, ctx.key_id, ctx.allowed_models = result.tenant, result.key_id, result.models
         ctx.remove_headers.extend(h for h in CREDENTIAL_HEADERS if h in ctx.headers)

@@ -6,6 +6,7 @@ import orjson
 
 from extproc.context import Reply, RequestContext
 from sidegate.errors import Api, GatewayError
+from sidegate.jsondup import duplicate_key
 
 CHAT_PATH = "/v1/chat/completions"
 MESSAGES_PATH = "/v1/messages"
@@ -41,6 +42,11 @@ class ParseStage:
             raise GatewayError(400, f"Request body is {reason}: {exc}.") from None
         if not isinstance(body, dict):
             raise GatewayError(400, "Request body must be a JSON object.")
+        dup = duplicate_key(ctx.raw_body, body)
+        if dup is not None:
+            # The body goes on as is (direct lane) to parsers that may keep the first value.
+            shown = dup if len(dup) <= 64 else dup[:64] + "..."
+            raise GatewayError(400, f"Duplicate key {shown!r} in the request body: a key may appear only once per object.", code="duplicate_key")
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise GatewayError(400, "Missing required parameter: 'model'.", param="model")

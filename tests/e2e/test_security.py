@@ -144,12 +144,16 @@ def _from(source: str) -> httpx.Client:
 
 
 def test_key_guessing_is_throttled_per_source(stack, fake_openai):
+    """Guessing the secret of one key id from one address: 20 failures, then 429 for that id from
+    that address (before any secret is checked); other keys from that address and the same id from
+    other addresses are served (tests/e2e/test_input_hardening.py covers sprays of ids)."""
     url = stack.base_url + CHAT
     body = body_for("openai", "gpt-4o-mini")
     codes = []
+    kid = stack.keys["globex"].id
     with _from("127.0.0.3") as attacker:
         for _ in range(30):
-            guess, _ = keys.new_key()  # well-formed, random, unknown
+            guess = f"sgk_{kid}_" + keys.new_key()[0][-43:].replace("_", "x")  # well-formed, wrong secret
             r = attacker.post(url, json=body, headers={"authorization": f"Bearer {guess}"})
             codes.append(r.status_code)
         assert set(codes) <= {401, 429} and codes[0] == 401
@@ -159,8 +163,10 @@ def test_key_guessing_is_throttled_per_source(stack, fake_openai):
         assert r.status_code == 429 and float(r.headers["retry-after"]) >= 1
         assert error_message("openai", r)
         r = attacker.post(stack.base_url + MESSAGES, json=body_for("anthropic", "claude-haiku"),
-                          headers={"x-api-key": "sgk_guess"})  # fmt: skip
+                          headers={"x-api-key": stack.keys["globex"].key})  # fmt: skip
         assert r.status_code == 429 and error_message("anthropic", r)
+        r = attacker.post(url, json=body, headers={"authorization": f"Bearer {stack.keys['acme'].key}"})
+        assert r.status_code == 200  # other keys from the same address are not locked out
     with _from("127.0.0.4") as other:  # another source is not affected
         r = other.post(url, json=body, headers={"authorization": f"Bearer {stack.keys['globex'].key}"})
         assert r.status_code == 200

@@ -1,0 +1,78 @@
+"""Duplicate object keys in a JSON body, found without a second parse in the common case.
+
+orjson keeps the last of duplicate members and does not report them, while another parser (a
+provider's) may keep the first: the gateway would authorise and price one ``model`` and the
+provider serve another, or check one ``content`` for PII and send the other. So a body with a
+duplicate key anywhere is refused.
+
+The cheap test, and why it is exact in one direction. For a body ``raw`` that orjson parsed into
+``parsed``:
+
+* Every ``:`` byte of ``raw`` is either a member separator (one per member *written*, duplicates
+  included) or a literal ``:`` inside a string (a key or a value). ``:`` is ASCII, so it never
+  occurs inside a multi-byte UTF-8 sequence, and outside strings JSON has no other ``:``.
+  A string may also spell a colon as the escape ``\\u003a``/``\\u003A``; ``E``, the number of
+  ``\\u003`` sequences in ``raw``, is an upper bound of such escaped colons (it also counts the
+  other ``\\u003X`` escapes, digits and ``;<=>?``, and literal text like ``\\\\u003a``, an escaped
+  backslash followed by ``u003a``, none of which decodes to a colon).
+  So ``C = raw.count(b":") + E >= members written + colons in the decoded strings written``.
+* ``orjson.dumps(parsed)`` writes one ``:`` per member *kept* and every colon of every decoded
+  string as one ``:`` byte (orjson escapes only ``"``, ``\\`` and control characters, none of
+  which is ``:``, and its ``\\u00XX`` escapes of control characters contain no ``:``), and no
+  other ``:``. So ``D = dumps(parsed).count(b":") = members kept + colons in the kept strings``.
+* Without duplicates, every written member is kept with its key and value: ``D <= C``, equal
+  unless the body contains one of the other ``\\u003`` sequences above.
+* With a duplicate, orjson drops at least one written member, i.e. at least its separator (and
+  whatever colons its key and value held, nested members included): ``D <= C - 1``.
+
+Hence ``C == D`` proves there is no duplicate, and only when they differ (a duplicate, or one of
+those rare escapes) does :func:`duplicate_key` parse again with the standard library and an
+``object_pairs_hook`` that names the duplicate (compared after unescaping, so ``"mod\\u0065l"``
+duplicates ``"model"``). Cost (timeit, min of 5, shared 2-core machine): 3.8 us for a 2.3 KB chat
+body and 0.77 ms for a 500 KB one, against 1.7 us and 0.35 ms for orjson.loads of the same bodies
+(three scans and one orjson.dumps; ``pytest tests/unit/test_jsondup.py -k cost -s`` prints them).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+
+class DuplicateKey(Exception):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise DuplicateKey(k)
+        out[k] = v
+    return out
+
+
+def _colons(raw: bytes) -> int:
+    # One count of the common prefix: cheaper than `in` plus two exact counts (bodies are full of
+    # backslash escapes, which slow the substring search down).
+    return raw.count(b":") + raw.count(b"\\u003")
+
+
+def duplicate_key(raw: bytes, parsed: Any) -> str | None:
+    """The first duplicated object key in ``raw`` (already parsed by orjson into ``parsed``), or None."""
+    try:
+        if _colons(raw) == orjson.dumps(parsed).count(b":"):
+            return None
+    except orjson.JSONEncodeError:
+        pass  # not re-encodable (e.g. nesting past orjson's limit): the exact check decides
+    try:
+        json.loads(raw, object_pairs_hook=_pairs)
+    except DuplicateKey as dup:
+        return dup.key
+    except (ValueError, RecursionError):
+        return None  # orjson accepted it; the standard parser's own limits are not the client's fault
+    return None
