@@ -19,6 +19,7 @@ from sidegate import keystore, metrics
 from sidegate.envoy_pb import authz_header_options, struct
 from sidegate.health import add_health, set_serving
 from sidegate.keystore import KeyRecord
+from sidegate.trust import Token, TokenInterceptor
 
 log = logging.getLogger("sidegate.authz")
 
@@ -120,11 +121,11 @@ def _denied(result: Deny) -> pb.CheckResponse:
 
 
 async def serve(
-    redis: Redis, host: str, port: int, throttle: FailureThrottle | None = None
+    redis: Redis, host: str, port: int, token: Token, throttle: FailureThrottle | None = None
 ) -> tuple[grpc.aio.Server, KeyCache]:
     cache = KeyCache(redis)
     await cache.start()
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=[TokenInterceptor(token)])
     pb_grpc.add_AuthorizationServicer_to_server(AuthorizationService(cache, throttle), server)
     health = add_health(server)
     server.add_insecure_port(f"{host}:{port}")
