@@ -44,7 +44,7 @@ from sidegate.observe import MetricsObserver
 from sidegate.quota import QuotaStore
 from sidegate.quota.lease import LeasedQuota
 from sidegate.resp import FastRedis
-from sidegate.trust import Token, TokenInterceptor
+from sidegate.trust import Token
 
 if TYPE_CHECKING:
     from sidegate.cache import CachePolicy
@@ -212,15 +212,13 @@ async def serve(
     await app.start()
     if cfg.services.metrics_port:
         metrics.start_metrics_server(metrics.service_metrics_port(cfg, "extproc"), cfg.services.metrics_host)
-    server = grpc.aio.server(
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)], interceptors=[TokenInterceptor(token)]
-    )
-    app.processor = ExternalProcessor(app.gateway, app.upstream)
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)])
+    app.processor = ExternalProcessor(app.gateway, app.upstream, token)
     worker = int(os.environ.get("SIDEGATE_EXTPROC_WORKER", "0"))
     trylane = TryLane(app.upstream, worker, local_address(host), cfg.services.front_port, token.value) if cfg.services.front == "http" else None
     if trylane is not None:
         trylane.start()
-    app.direct = DirectLaneObserver(app.upstream.observers, trylane.abandon if trylane is not None else None)
+    app.direct = DirectLaneObserver(app.upstream.observers, token, trylane.abandon if trylane is not None else None)
     pb_grpc.add_ExternalProcessorServicer_to_server(app.processor, server)
     als_pb2_grpc.add_AccessLogServiceServicer_to_server(app.direct, server)
     health = add_health(server)

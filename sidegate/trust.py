@@ -26,7 +26,7 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,6 @@ HEADER = "x-sidegate-internal-token"
 SECRET_NAME = "sidegate-internal-token"
 """The SDS resource (in `services.internal_token_file`) the injector reads."""
 _SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
-_HEALTH = "/grpc.health.v1.Health/"
 
 
 class MissingToken(RuntimeError):
@@ -129,42 +128,12 @@ class Token:
         return "Token(<redacted>)"
 
 
-class TokenInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses every RPC without the secret (UNAUTHENTICATED, no details) before its handler runs;
-    the health service stays open for the probes."""
-
-    def __init__(self, token: Token):
-        self.token = token
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        if self.token.valid_metadata(details.invocation_metadata) or details.method.startswith(_HEALTH):
-            return await continuation(details)
-        handler = await continuation(details)
-        return _refusal(handler)
-
-
-def _refusal(handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as the real one that only aborts (gRPC picks how to read the
-    request from the handler's kind, so a unary stand-in for a streaming method would misparse)."""
-
-    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+async def require(token: Token, context: grpc.aio.ServicerContext) -> None:
+    """First thing of every Sidegate RPC handler: a call without the secret ends here with
+    UNAUTHENTICATED and no details. (A check in the handler rather than a server interceptor:
+    grpc.aio's interceptor path cost ~80-160 µs of CPU per RPC, this ~1 µs; see docs/architecture.md.)"""
+    if not token.valid_metadata(context.invocation_metadata()):
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, "")
-
-    async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "")
-        yield None  # pragma: no cover - makes this an async generator
-
-    if handler is None or not (handler.request_streaming or handler.response_streaming):
-        return grpc.unary_unary_rpc_method_handler(unary)
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(streaming)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(unary)
-    return grpc.unary_stream_rpc_method_handler(streaming)
 
 
 # -- Envoy side (rendered into the bootstrap by sidegate/render.py) ------------------------------
