@@ -978,8 +978,9 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
     if direct:
         clusters += [_direct_cluster(name, p, front_http) for name, p in cfg.providers.items() if direct_provider(p)]
     svc_host = local_address(svc.host)
-    clusters.append(_grpc_cluster("sidegate_authz", svc_host, svc.authz_port, svc.authz_workers, svc.internal_token_file))
-    clusters.append(_grpc_cluster("sidegate_extproc", svc_host, svc.extproc_port, svc.extproc_workers, svc.internal_token_file))
+    if sidegate_filters:  # (the baseline calls no Sidegate service: nor needs the token file)
+        clusters.append(_grpc_cluster("sidegate_authz", svc_host, svc.authz_port, svc.authz_workers, svc.internal_token_file))
+        clusters.append(_grpc_cluster("sidegate_extproc", svc_host, svc.extproc_port, svc.extproc_workers, svc.internal_token_file))
     if front_http:
         clusters += _front_clusters(svc_host, svc)
         clusters += [_try_cluster(name, p, svc.grpc_timeout_s) for name, p in cfg.providers.items()]

@@ -132,6 +132,7 @@ class Supervisor:
         self.env[token_env] = token
         token_file = self.workdir / "internal-token.yaml"
         trust.write_private(token_file, trust.token_file_text(token))
+        log.info("internal token for this start: %s (0600; Envoy reads it, the services get it in their environment)", token_file)
         asyncio.run(self._seed())
         py = [sys.executable, "-m", "sidegate.cli"]
         svc = self.cfg.services
