@@ -178,8 +178,11 @@ def _log_fields(meta: dict[str, Any]) -> dict[str, str]:
 
 _MAX_HEAD = 256 * 1024
 _LAST_RESORT = Reply(400, b"", {"connection": "close"})
-_UNAUTHENTICATED = Reply(401, b"", {"connection": "close"})
-"""A caller without the internal token (not Envoy): nothing else, whatever it asked."""
+_UNAUTHENTICATED = Reply(503, b"", {"connection": "close"})
+"""A caller without the internal token (not Envoy): nothing else, whatever it asked. A 5xx, not a
+401: should Envoy itself present a wrong token (a rotation half done), ext_authz takes a 5xx from
+the front as the front failing and answers its own 503 in the client's API format, as with the gRPC
+front, where a 4xx would reach the client verbatim and read as "your API key is wrong"."""
 
 
 def _encode(ans: Reply) -> bytes:

@@ -5,7 +5,7 @@ with the provider's credential; authz says which tenant a key is), and in a Kube
 container shares the loopback. So every call Envoy makes to them (ext_authz, both ext_proc phases,
 the access-log stream, the HTTP front's checks, the try lane's calls, replays) carries a shared
 secret in the `x-sidegate-internal-token` header (gRPC: metadata), and each service compares it in
-constant time before doing anything else; a call without it gets UNAUTHENTICATED / 401 and nothing
+constant time before doing anything else; a call without it gets UNAUTHENTICATED / an empty 503 and nothing
 more. Only the gRPC health service answers without it (the probes carry no secret; it says
 SERVING or not, nothing else).
 
@@ -141,7 +141,8 @@ async def require(token: Token, context: grpc.aio.ServicerContext) -> None:
 
 def injector(path: str) -> dict[str, Any]:
     """Cluster-level upstream filter of each Sidegate service cluster: every request Envoy sends
-    there carries the secret (read from the SDS file `path`; no file: Envoy refuses the call itself)."""
+    there carries the secret, read from the SDS file `path` (which must exist when Envoy starts;
+    Envoy re-reads it when it is replaced)."""
     sds = {"name": SECRET_NAME, "sds_config": {"path_config_source": {"path": path}, "resource_api_version": "V3"}}
     generic = {"@type": "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic",
                "credential": sds, "header": HEADER}  # fmt: skip

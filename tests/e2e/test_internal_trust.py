@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -81,7 +82,7 @@ def _upstream_try(s: Stack, token: str | None) -> list[pb.ProcessingResponse]:
     req.metadata_context.filter_metadata[META_NS].CopyFrom(struct({"api": "openai", "model": "gpt-4o-mini", "tenant": "acme"}))
     req.attributes["envoy.filters.http.ext_proc"].CopyFrom(struct({"xds.cluster_name": cluster_name("openai"), "upstream.request_attempt_count": 1}))
     with grpc.insecure_channel(f"127.0.0.1:{_port(s, 'extproc')}") as ch:
-        stream = pb_grpc.ExternalProcessorStub(ch).Process(iter([req]), metadata=_metadata(token, "upstream"), timeout=5)
+        stream = pb_grpc.ExternalProcessorStub(ch).Process(iter([req]), metadata=_metadata(token, "upstream"), timeout=30)
         return list(stream)
 
 
@@ -90,7 +91,7 @@ def _gateway_call(s: Stack, token: str | None) -> list[pb.ProcessingResponse]:
     req = pb.ProcessingRequest(request_headers=pb.HttpHeaders(end_of_stream=True, headers=_headers(
         **{":method": "POST", ":path": "/v1/chat/completions", "authorization": f"Bearer {key}"})))  # fmt: skip
     with grpc.insecure_channel(f"127.0.0.1:{_port(s, 'extproc')}") as ch:
-        return list(pb_grpc.ExternalProcessorStub(ch).Process(iter([req]), metadata=_metadata(token, "gateway"), timeout=5))
+        return list(pb_grpc.ExternalProcessorStub(ch).Process(iter([req]), metadata=_metadata(token, "gateway"), timeout=30))
 
 
 def _refused(call: Any) -> grpc.RpcError:
@@ -127,7 +128,7 @@ def test_access_log_service_refuses_without_the_secret(grpc_stack: Stack) -> Non
         msg = als_pb2.StreamAccessLogsMessage()
         msg.http_logs.log_entry.add()
         with grpc.insecure_channel(f"127.0.0.1:{_port(grpc_stack, 'extproc')}") as ch:
-            return als_pb2_grpc.AccessLogServiceStub(ch).StreamAccessLogs(iter([msg]), metadata=_metadata(token), timeout=5)
+            return als_pb2_grpc.AccessLogServiceStub(ch).StreamAccessLogs(iter([msg]), metadata=_metadata(token), timeout=30)
 
     _refused(lambda: send(None))
     _refused(lambda: send("wrong-token-0123456789"))
@@ -136,7 +137,7 @@ def test_access_log_service_refuses_without_the_secret(grpc_stack: Stack) -> Non
 
 def test_health_stays_open_for_the_probes(grpc_stack: Stack) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{_port(grpc_stack, 'extproc')}") as ch:
-        got = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        got = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=30)
     assert got.status == health_pb2.HealthCheckResponse.SERVING
 
 
@@ -150,7 +151,7 @@ def test_authz_refuses_without_the_secret(grpc_stack: Stack) -> None:
         req.attributes.request.http.headers["authorization"] = f"Bearer {grpc_stack.keys['acme'].key}"
         req.attributes.request.http.path = "/v1/chat/completions"
         with grpc.insecure_channel(f"127.0.0.1:{_port(grpc_stack, 'authz')}") as ch:
-            return auth_grpc.AuthorizationStub(ch).Check(req, metadata=_metadata(token), timeout=5)
+            return auth_grpc.AuthorizationStub(ch).Check(req, metadata=_metadata(token), timeout=30)
 
     _refused(lambda: check(None))
     _refused(lambda: check("wrong-token-0123456789"))
@@ -161,7 +162,7 @@ def test_authz_refuses_without_the_secret(grpc_stack: Stack) -> None:
 
 
 def _front(s: Stack, path: str, headers: dict[str, str], body: bytes) -> httpx.Response:
-    return httpx.post(f"http://127.0.0.1:{_port(s, 'front')}{path}", headers=headers, content=body, timeout=5)
+    return httpx.post(f"http://127.0.0.1:{_port(s, 'front')}{path}", headers=headers, content=body, timeout=30)
 
 
 def test_http_front_refuses_without_the_secret(front_stack: Stack) -> None:
@@ -178,7 +179,7 @@ def test_http_front_refuses_without_the_secret(front_stack: Stack) -> None:
         for token in (None, "wrong-token-0123456789"):
             sent = headers if token is None else {**headers, trust.HEADER: token}
             r = _front(front_stack, path, sent, body)
-            assert (r.status_code, r.content) == (401, b""), path
+            assert (r.status_code, r.content) == (503, b""), path  # (a 5xx: see extproc/front.py)
             assert OPENAI_PROVIDER_KEY not in str(r.headers)
     # With the secret a made-up try gets the provider's credential: what the refusal protects.
     r = _front(front_stack, "/try/request", {**calls["/try/request"], trust.HEADER: _token(front_stack)}, body)
@@ -191,7 +192,7 @@ def test_http_front_refuses_without_the_secret(front_stack: Stack) -> None:
 def test_embedded_valkey_needs_its_password(grpc_stack: Stack) -> None:
     assert grpc_stack.sup is not None
     port = grpc_stack.sup.child("valkey").port
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:  # a plain local client
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:  # a plain local client
         sock.sendall(b"*3\r\n$3\r\nSET\r\n$9\r\nsg:key:xx\r\n$1\r\n1\r\n")
         assert sock.recv(200).startswith(b"-NOAUTH")
     with pytest.raises(redis.AuthenticationError):
@@ -211,7 +212,7 @@ def test_the_secret_is_in_no_file_others_can_read_nor_in_envoys_config_dump(grpc
     assert token not in boot.read_text()
     for path in (boot, grpc_stack.sup.workdir / "internal-token.yaml", grpc_stack.sup.workdir / "valkey" / "auth.conf"):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
-    dump = httpx.get(f"{grpc_stack.admin_url}/config_dump", timeout=5).text
+    dump = httpx.get(f"{grpc_stack.admin_url}/config_dump", timeout=30).text
     assert trust.HEADER in dump and token not in dump
     for name in os.listdir(grpc_stack.sup.workdir):  # nor in any log
         if name.endswith(".log"):
@@ -238,3 +239,40 @@ def test_sdk_clients_through_envoy_are_served(which: str, request: pytest.Fixtur
     assert seen and all(trust.HEADER not in {k.lower() for k in r.headers} for r in seen)
     assert any(OPENAI_PROVIDER_KEY in str(r.headers) for r in fake_openai.requests)
     assert any(ANTHROPIC_PROVIDER_KEY in str(r.headers) for r in fake_anthropic.requests)
+
+
+# -- rotation -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def rotate_stack(tmp_path_factory, fake_openai, fake_anthropic) -> Iterator[Stack]:
+    yield from _start(tmp_path_factory, fake_openai, fake_anthropic, "trust-rotate", {})
+
+
+def test_rotation_envoy_takes_a_new_token_file_live_and_the_services_after_a_restart(rotate_stack: Stack) -> None:
+    """docs/deployment.md, "Rotating it": a new file reaches Envoy without a restart (the services,
+    still on the old secret, refuse it: nothing is served with a mismatch); restarted with the new
+    one they serve again."""
+    s = rotate_stack
+    assert s.sup is not None
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "rotate"}]}
+    headers = {"authorization": f"Bearer {s.keys['acme'].key}"}
+
+    def status() -> int:
+        return httpx.post(f"{s.base_url}/v1/chat/completions", json=body, headers=headers, timeout=10).status_code
+
+    assert status() == 200
+    new = trust.generate()
+    trust.write_private(s.sup.workdir / "internal-token.yaml", trust.token_file_text(new))
+    deadline = time.monotonic() + 10
+    while status() != 503 and time.monotonic() < deadline:  # Envoy now presents the new one
+        time.sleep(0.1)
+    r = httpx.post(f"{s.base_url}/v1/chat/completions", json=body, headers=headers, timeout=10)
+    assert r.status_code == 503 and r.json()["error"]["type"] == "server_error"  # Envoy's own, in format
+    s.sup.env[s.sup.cfg.services.internal_token_env] = new
+    for child in [c for c in s.sup.children if c.name in ("authz", "extproc")]:  # (no authz with inline auth)
+        assert child.proc is not None
+        child.proc.terminate()
+        child.proc.wait(timeout=30)
+    s.sup.check()  # restarts them, with the new secret
+    assert status() == 200
