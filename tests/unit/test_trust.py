@@ -140,3 +140,45 @@ def test_require_aborts_unauthenticated_without_details() -> None:
     with pytest.raises(RuntimeError):
         asyncio.run(trust.require(trust.Token(TOKEN), bad))  # type: ignore[arg-type]
     assert bad.aborted == (grpc.StatusCode.UNAUTHENTICATED, "")
+
+
+def test_http_front_answers_a_caller_without_the_token_with_nothing() -> None:
+    """Whatever the request (a check, a try lane call, a replay), no token: an empty 503, the
+    connection closed, and the front never ran (a real try would have been held)."""
+    from extproc.front import Front, FrontServer
+    from extproc.gateway import Gateway
+
+    seen: list[str] = []
+
+    class Spy(Front):
+        def handle_now(self, target: str, headers: dict[str, str], body: bytes):  # type: ignore[no-untyped-def]
+            seen.append(headers.get(trust.HEADER, "(popped)"))
+            return super().handle_now(target, headers, body)
+
+    async def ask(port: int, head: str, to_eof: bool = True) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"POST {head}content-length: 0\r\n\r\n".encode())
+        if to_eof:  # a refusal closes the connection
+            answer = await asyncio.wait_for(reader.read(), 5)
+        else:
+            answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            length = int(answer.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            answer += await asyncio.wait_for(reader.readexactly(length), 5)
+        writer.close()
+        return answer
+
+    async def go() -> list[bytes]:
+        server = FrontServer(Spy(Gateway([]), 0), trust.Token(TOKEN))
+        await server.start("127.0.0.1", 0)
+        assert server.server is not None
+        port = server.server.sockets[0].getsockname()[1]
+        out = [await ask(port, f"{path} HTTP/1.1\r\n{extra}") for path in ("/check/v1/chat/completions", "/try/request", "/try/abandon", "/")
+               for extra in ("", f"{trust.HEADER}: wrong-0123456789\r\n")]  # fmt: skip
+        out.append(await ask(port, f"/ HTTP/1.1\r\n{trust.HEADER}: {TOKEN}\r\n", to_eof=False))
+        await server.close()
+        return out
+
+    *refused, accepted = asyncio.run(go())
+    assert all(a == b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n" for a in refused), refused
+    assert seen == ["(popped)"]  # only the call with the token reached the front, without the token in it
+    assert accepted.startswith(b"HTTP/1.1 503") and b"expired" in accepted  # a replay of nothing held
