@@ -182,3 +182,18 @@ def test_http_front_answers_a_caller_without_the_token_with_nothing() -> None:
     assert all(a == b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n" for a in refused), refused
     assert seen == ["(popped)"]  # only the call with the token reached the front, without the token in it
     assert accepted.startswith(b"HTTP/1.1 503") and b"expired" in accepted  # a replay of nothing held
+
+
+def test_envoy_does_not_start_without_its_token_file(tmp_path: Path) -> None:
+    """No token file, no Envoy (rather than an Envoy whose every call the services refuse)."""
+    from sidegate.supervisor import envoy_binary
+
+    boot = tmp_path / "envoy.yaml"
+    boot.write_text(render.render_yaml(_cfg(tmp_path)))  # names tmp_path/token.yaml, not written
+    out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(boot), "--use-dynamic-base-id", "-l", "error"],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode != 0 and str(tmp_path / "token.yaml") in out.stdout + out.stderr
+    trust.write_private(tmp_path / "token.yaml", trust.token_file_text(TOKEN))
+    out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(boot), "--use-dynamic-base-id", "-l", "error"],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-1000:]
