@@ -107,7 +107,9 @@ def _refused(call: Any) -> grpc.RpcError:
 
 
 def test_upstream_phase_hands_out_no_provider_key_without_the_secret(grpc_stack: Stack) -> None:
-    for token in (None, "", "x" * 43, _token(grpc_stack)[:-1] + "A"):  # none, empty, wrong, almost right
+    real = _token(grpc_stack)
+    almost = real[:-1] + ("B" if real.endswith("A") else "A")
+    for token in (None, "", "x" * 43, almost):  # none, empty, wrong, almost right
         err = _refused(lambda t=token: _upstream_try(grpc_stack, t))
         assert OPENAI_PROVIDER_KEY not in repr(err) + str(err.trailing_metadata())
     # With the secret the same call is what Envoy's per-try stream gets: the provider's credential.
