@@ -19,6 +19,7 @@ from sidegate import keystore, metrics
 from sidegate.envoy_pb import authz_header_options, struct
 from sidegate.health import add_health, set_serving
 from sidegate.keystore import KeyRecord
+from sidegate.trust import Token, require
 
 log = logging.getLogger("sidegate.authz")
 
@@ -86,11 +87,13 @@ _DENIED = status_pb2.Status(code=code_pb2.PERMISSION_DENIED)
 
 
 class AuthorizationService(pb_grpc.AuthorizationServicer):
-    def __init__(self, cache: KeyCache, throttle: FailureThrottle | None = None):
+    def __init__(self, cache: KeyCache, token: Token, throttle: FailureThrottle | None = None):
         self.cache = cache
+        self.token = token
         self.throttle = throttle or FailureThrottle()
 
     async def Check(self, request: pb.CheckRequest, context: grpc.aio.ServicerContext) -> pb.CheckResponse:
+        await require(self.token, context)  # only Envoy may ask who a key belongs to
         headers = dict(request.attributes.request.http.headers)
         source = request.attributes.source.address.socket_address.address
         result = authorize(headers, self.cache.records, self.throttle, source)
@@ -115,12 +118,12 @@ def _denied(result: Deny) -> pb.CheckResponse:
 
 
 async def serve(
-    redis: Redis, host: str, port: int, throttle: FailureThrottle | None = None
+    redis: Redis, host: str, port: int, token: Token, throttle: FailureThrottle | None = None
 ) -> tuple[grpc.aio.Server, KeyCache]:
     cache = KeyCache(redis)
     await cache.start()
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    pb_grpc.add_AuthorizationServicer_to_server(AuthorizationService(cache, throttle), server)
+    pb_grpc.add_AuthorizationServicer_to_server(AuthorizationService(cache, token, throttle), server)
     health = add_health(server)
     server.add_insecure_port(f"{host}:{port}")
     await server.start()

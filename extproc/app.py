@@ -44,6 +44,7 @@ from sidegate.observe import MetricsObserver
 from sidegate.quota import QuotaStore
 from sidegate.quota.lease import LeasedQuota
 from sidegate.resp import FastRedis
+from sidegate.trust import Token
 
 if TYPE_CHECKING:
     from sidegate.cache import CachePolicy
@@ -205,24 +206,24 @@ def _known_keys(cfg: SidegateConfig, policies: list[CachePolicy], hot: Any) -> K
 
 
 async def serve(
-    cfg: SidegateConfig, redis: Redis | None, host: str, port: int, hot: Any = None
+    cfg: SidegateConfig, redis: Redis | None, host: str, port: int, token: Token, hot: Any = None
 ) -> tuple[grpc.aio.Server, App]:
     app = build(cfg, redis, hot)
     await app.start()
     if cfg.services.metrics_port:
         metrics.start_metrics_server(metrics.service_metrics_port(cfg, "extproc"), cfg.services.metrics_host)
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)])
-    app.processor = ExternalProcessor(app.gateway, app.upstream)
+    app.processor = ExternalProcessor(app.gateway, app.upstream, token)
     worker = int(os.environ.get("SIDEGATE_EXTPROC_WORKER", "0"))
-    trylane = TryLane(app.upstream, worker, local_address(host), cfg.services.front_port) if cfg.services.front == "http" else None
+    trylane = TryLane(app.upstream, worker, local_address(host), cfg.services.front_port, token.value) if cfg.services.front == "http" else None
     if trylane is not None:
         trylane.start()
-    app.direct = DirectLaneObserver(app.upstream.observers, trylane.abandon if trylane is not None else None)
+    app.direct = DirectLaneObserver(app.upstream.observers, token, trylane.abandon if trylane is not None else None)
     pb_grpc.add_ExternalProcessorServicer_to_server(app.processor, server)
     als_pb2_grpc.add_AccessLogServiceServicer_to_server(app.direct, server)
     health = add_health(server)
     if cfg.services.front == "http":  # listening before the gRPC port (what readiness waits for)
-        app.front = FrontServer(Front(app.gateway, worker, trylane))
+        app.front = FrontServer(Front(app.gateway, worker, trylane), token)
         await app.front.start(host, cfg.services.front_port)
     server.add_insecure_port(f"{host}:{port}")
     await server.start()

@@ -27,6 +27,7 @@ from sidegate.envoy_pb import struct_to_dict
 from sidegate.render import AUTHZ_NS, FRONT_LANE_HEADER, TRY_NS, USAGE_NS, TryWire, provider_of_cluster
 from sidegate.translate.base import Usage
 from sidegate.translate.passthrough import parse_anthropic_usage, parse_openai_usage
+from sidegate.trust import Token, require
 
 log = logging.getLogger("sidegate.direct")
 
@@ -82,8 +83,10 @@ def completion(entry: accesslog_pb2.HTTPAccessLogEntry, now: float | None = None
 class DirectLaneObserver(als_pb2_grpc.AccessLogServiceServicer):
     """The gRPC AccessLogService Envoy streams direct-lane log entries to."""
 
-    def __init__(self, observers: list[Observer], abandon: Callable[[str], None] | None = None):
+    def __init__(self, observers: list[Observer], token: Token, abandon: Callable[[str], None] | None = None):
         self.observers = observers
+        self.token = token
+        """The internal token: a made-up log entry would be metered, or settle someone's try."""
         self.abandon = abandon
         """The try lane's (HTTP front): its entries are requests whose last try got no response."""
         self._streams: set[asyncio.Task[Any]] = set()
@@ -112,6 +115,7 @@ class DirectLaneObserver(als_pb2_grpc.AccessLogServiceServicer):
     async def StreamAccessLogs(
         self, request_iterator: AsyncIterator[als_pb2.StreamAccessLogsMessage], context: grpc.aio.ServicerContext
     ) -> als_pb2.StreamAccessLogsResponse:
+        await require(self.token, context)
         task = asyncio.current_task()
         if task is not None:
             self._streams.add(task)

@@ -48,6 +48,8 @@ from sidegate.render import (
     ROUTE_HEADER,
     TRY_PREFIX,
 )
+from sidegate.trust import HEADER as TOKEN_HEADER
+from sidegate.trust import Token
 from sidegate.ttlmap import TtlMap
 
 log = logging.getLogger("sidegate.front")
@@ -176,6 +178,11 @@ def _log_fields(meta: dict[str, Any]) -> dict[str, str]:
 
 _MAX_HEAD = 256 * 1024
 _LAST_RESORT = Reply(400, b"", {"connection": "close"})
+_UNAUTHENTICATED = Reply(503, b"", {"connection": "close"})
+"""A caller without the internal token (not Envoy): nothing else, whatever it asked. A 5xx, not a
+401: should Envoy itself present a wrong token (a rotation half done), ext_authz takes a 5xx from
+the front as the front failing and answers its own 503 in the client's API format, as with the gRPC
+front, where a 4xx would reach the client verbatim and read as "your API key is wrong"."""
 
 
 def _encode(ans: Reply) -> bytes:
@@ -206,9 +213,10 @@ def parse_head(raw: bytes) -> tuple[str, str, dict[str, str]]:
 
 
 class FrontProtocol(asyncio.Protocol):
-    def __init__(self, front: Front, tasks: set[asyncio.Task[None]]):
+    def __init__(self, front: Front, tasks: set[asyncio.Task[None]], token: Token):
         self.front = front
         self.tasks = tasks
+        self.token = token
         self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
         self.busy = False
@@ -232,6 +240,10 @@ class FrontProtocol(asyncio.Protocol):
             if request is None:
                 return
             method, target, headers, body = request
+            if not self.token.valid(headers.pop(TOKEN_HEADER, None)):
+                self.transport.write(_encode(_UNAUTHENTICATED))
+                self._close()
+                return
             try:
                 ans = self.front.handle_now(target, headers, body)
             except Exception:
@@ -283,6 +295,10 @@ class FrontProtocol(asyncio.Protocol):
     def _fail(self) -> None:
         if self.transport is not None:
             self.transport.write(_encode(_LAST_RESORT))
+        self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None:
             self.transport.close()
         self.buf.clear()
 
@@ -290,14 +306,17 @@ class FrontProtocol(asyncio.Protocol):
 class FrontServer:
     """The asyncio server around :class:`Front`; stops accepting on close, lets requests finish."""
 
-    def __init__(self, front: Front):
+    def __init__(self, front: Front, token: Token):
         self.front = front
+        self.token = token
         self.tasks: set[asyncio.Task[None]] = set()
         self.server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: FrontProtocol(self.front, self.tasks), host, port, reuse_address=True)
+        self.server = await loop.create_server(
+            lambda: FrontProtocol(self.front, self.tasks, self.token), host, port, reuse_address=True
+        )
 
     async def close(self, grace_s: float = 5.0) -> None:
         if self.server is not None:

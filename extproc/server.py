@@ -25,6 +25,7 @@ from extproc.upstream import HeaderChanges, Upstream, UpstreamTry
 from sidegate.envoy_pb import header_options, headers_to_dict, struct, struct_to_dict
 from sidegate.errors import Api, GatewayError, error_body, render
 from sidegate.render import META_NS, PHASE_HEADER, REPLY_DETAILS, ROUTE_HEADER, ROUTE_KEY
+from sidegate.trust import Token, require
 
 log = logging.getLogger("sidegate.extproc")
 
@@ -212,15 +213,19 @@ class UpstreamStream:
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
-    def __init__(self, gateway: Gateway, upstream: Upstream):
+    def __init__(self, gateway: Gateway, upstream: Upstream, token: Token):
         self.gateway = gateway
         self.upstream = upstream
+        self.token = token
+        """The internal token: without it a stream gets nothing (the per-try stage hands out
+        provider credentials)."""
         self.active = 0
         """Open ext_proc streams (a graceful stop waits for them)."""
 
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ProcessingResponse]:
+        await require(self.token, context)
         phase = ""
         for key, value in context.invocation_metadata() or ():
             if key == PHASE_HEADER:

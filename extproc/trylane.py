@@ -42,6 +42,7 @@ from sidegate.render import (
     env_credential,
     try_cluster_name,
 )
+from sidegate.trust import HEADER as TOKEN_HEADER
 from sidegate.ttlmap import TtlMap
 
 log = logging.getLogger("sidegate.trylane")
@@ -99,12 +100,12 @@ def _failed(api: Api, msg: str) -> Reply:
     return Reply(200, error_body(api, 502, msg), {TryWire.STATUS: "502", TryWire.SET: "content-type=application%2Fjson"})
 
 
-async def _post_abandon(host: str, port: int, key: str, retried: bool) -> None:
+async def _post_abandon(host: str, port: int, key: str, retried: bool, token: str) -> None:
     """One `POST /try/abandon` to another worker's front (best effort: expiry settles it anyway)."""
     key = key.replace("\r", "").replace("\n", "")
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
-        writer.write(f"POST {TRY_PREFIX}abandon HTTP/1.1\r\nhost: sidegate-front\r\n{TryWire.KEY}: {key}\r\n"
+        writer.write(f"POST {TRY_PREFIX}abandon HTTP/1.1\r\nhost: sidegate-front\r\n{TryWire.KEY}: {key}\r\n{TOKEN_HEADER}: {token}\r\n"
                      f"{TryWire.RETRIED}: {int(retried)}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
                      .encode("latin-1", "replace"))  # fmt: skip
         await asyncio.wait_for(reader.read(256), 2.0)
@@ -131,8 +132,10 @@ class Tries(TtlMap[UpstreamTry]):
 class TryLane:
     """The adapter: the Lua filter's two calls -> :class:`UpstreamTry` -> answers."""
 
-    def __init__(self, upstream: Upstream, worker: int = 0, front_host: str = "127.0.0.1", front_port: int = 0):
+    def __init__(self, upstream: Upstream, worker: int = 0, front_host: str = "127.0.0.1", front_port: int = 0, token: str = ""):
         self.upstream = upstream
+        self.token = token
+        """The internal token, for the abandon calls to the other workers' fronts."""
         self.worker = str(worker)
         self.front_host = front_host
         self.front_port = front_port
@@ -206,7 +209,7 @@ class TryLane:
             self.tries.abandon(key, retried)
         elif worker.isdigit() and self.front_port:
             port = self.front_port - int(self.worker) + int(worker)
-            task = asyncio.get_running_loop().create_task(_post_abandon(self.front_host, port, key, retried))
+            task = asyncio.get_running_loop().create_task(_post_abandon(self.front_host, port, key, retried, self.token))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 

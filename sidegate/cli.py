@@ -56,6 +56,20 @@ def cmd_keys_hash(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_internal_token(args: argparse.Namespace) -> int:
+    """Write a new internal token file (Envoy reads it; the services too): a pod's init container,
+    a compose one-shot service, or an operator rotating it."""
+    from sidegate import trust
+
+    path = Path(args.output)
+    if args.keep and trust.read_token_file(path):
+        print(f"{path}: kept the token already there")
+        return 0
+    trust.write_private(path, trust.token_file_text(trust.generate()))
+    print(f"{path}: wrote a new internal token (readable by this user only)")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from sidegate.serve import run
 
@@ -119,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("service", choices=["authz", "extproc"])
     p.add_argument("-c", "--config", required=True)
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("internal-token", help="write a new secret Envoy presents to the services (an SDS file)")
+    p.add_argument("-o", "--output", required=True, help="the file (services.internal_token_file)")
+    p.add_argument("--keep", action="store_true", help="keep a token the file already holds")
+    p.set_defaults(func=cmd_internal_token)
     pk = sub.add_parser("keys", help="tenant API keys").add_subparsers(dest="keys_cmd", required=True)
     p = pk.add_parser("hash", help="make a new key (or hash a given one) for a config's tenants.*.keys")
     p.add_argument("--id", help="8 lowercase letters/digits (default: random)")

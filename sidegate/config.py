@@ -102,6 +102,13 @@ class ServicesConfig(_Model):
     needs `auth: inline`. See docs/performance.md."""
     front_port: int = Field(9004, ge=0, le=65535)
     """extproc's HTTP front (`front: http`), on front_port, front_port+1, ... (one per worker)."""
+    internal_token_env: str = "SIDEGATE_INTERNAL_TOKEN"
+    """Environment variable holding the secret Envoy presents to the services on every call
+    (docs/deployment.md, "Internal trust"); when unset, the services read `internal_token_file`."""
+    internal_token_file: str = "/run/sidegate/internal-token.yaml"
+    """File Envoy reads that secret from (an SDS resource file, named in its bootstrap; the value
+    itself never is), written by `sidegate internal-token -o FILE`. `sidegate up` writes a fresh one
+    per start in its work directory instead."""
     direct_lane: bool = True
     """Non-streaming requests whose providers take the client's body as is skip the per-try
     ext_proc: Envoy injects the credential and reads the usage; the observers get the finished
@@ -343,6 +350,7 @@ _ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "SIDEGATE_EXTPROC_PORT": ("services", "extproc_port"),
     "SIDEGATE_FRONT_PORT": ("services", "front_port"),
     "SIDEGATE_METRICS_PORT": ("services", "metrics_port"),
+    "SIDEGATE_INTERNAL_TOKEN_FILE": ("services", "internal_token_file"),
     "SIDEGATE_ACCESS_LOG": ("observability", "access_log"),
     "SIDEGATE_QDRANT_URL": ("semantic", "qdrant_url"),
 }

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from authz.decide import CREDENTIAL_HEADERS
+from sidegate import trust
 from sidegate.config import ModelConfig, ProviderConfig, SidegateConfig, local_address
 from sidegate.errors import Api, provider_invalid_response, provider_refused_key
 from sidegate.errors import render as render_error
@@ -149,15 +150,15 @@ _UPSTREAM_CODEC = {
 """The last upstream HTTP filter of every chain (the router's, or a cluster's own)."""
 
 
-def _local_cluster(name: str, host: str, ports: range, *, http2: bool, codec_only: bool = False) -> dict[str, Any]:
-    """A Sidegate service's endpoints (one per worker port). `codec_only`: the cluster's own upstream
-    filter chain, which replaces the router's (no per-try ext_proc on requests to it)."""
+def _local_cluster(name: str, host: str, ports: range, *, http2: bool, token_file: str) -> dict[str, Any]:
+    """A Sidegate service's endpoints (one per worker port). Its own upstream filter chain (which
+    replaces the router's: no per-try ext_proc on requests to it) sets the internal token on every
+    request (sidegate/trust.py)."""
     opts: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
         "explicit_http_config": {"http2_protocol_options": {}} if http2 else {"http_protocol_options": {}},
+        "http_filters": [trust.injector(token_file), _UPSTREAM_CODEC],
     }
-    if codec_only:
-        opts["http_filters"] = [_UPSTREAM_CODEC]
     return {
         "name": name,
         "type": "STATIC",
@@ -170,8 +171,8 @@ def _local_cluster(name: str, host: str, ports: range, *, http2: bool, codec_onl
     }
 
 
-def _grpc_cluster(name: str, host: str, port: int, workers: int = 1) -> dict[str, Any]:
-    return _local_cluster(name, host, range(port, port + workers), http2=True)
+def _grpc_cluster(name: str, host: str, port: int, workers: int, token_file: str) -> dict[str, Any]:
+    return _local_cluster(name, host, range(port, port + workers), http2=True, token_file=token_file)
 
 
 def _addr(host: str, port: int) -> dict[str, Any]:
@@ -437,8 +438,9 @@ def _front_clusters(host: str, svc: Any) -> list[dict[str, Any]]:
     """The front's workers (HTTP/1.1, kept alive) and one cluster per worker for replays (those
     skip the per-try ext_proc)."""
     base, n = svc.front_port, svc.extproc_workers
-    return [_local_cluster("sidegate_front", host, range(base, base + n), http2=False)] + [
-        _local_cluster(f"sidegate_front.{i}", host, range(base + i, base + i + 1), http2=False, codec_only=True)
+    tf = svc.internal_token_file
+    return [_local_cluster("sidegate_front", host, range(base, base + n), http2=False, token_file=tf)] + [
+        _local_cluster(f"sidegate_front.{i}", host, range(base + i, base + i + 1), http2=False, token_file=tf)
         for i in range(n)
     ]
 
@@ -984,12 +986,14 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
     if direct:
         clusters += [_direct_cluster(name, p, front_http) for name, p in cfg.providers.items() if direct_provider(p)]
     svc_host = local_address(svc.host)
-    clusters.append(_grpc_cluster("sidegate_authz", svc_host, svc.authz_port, svc.authz_workers))
-    clusters.append(_grpc_cluster("sidegate_extproc", svc_host, svc.extproc_port, svc.extproc_workers))
+    if sidegate_filters:  # (the baseline calls no Sidegate service: nor needs the token file)
+        clusters.append(_grpc_cluster("sidegate_authz", svc_host, svc.authz_port, svc.authz_workers, svc.internal_token_file))
+        clusters.append(_grpc_cluster("sidegate_extproc", svc_host, svc.extproc_port, svc.extproc_workers, svc.internal_token_file))
     if front_http:
         clusters += _front_clusters(svc_host, svc)
         clusters += [_try_cluster(name, p, svc.grpc_timeout_s) for name, p in cfg.providers.items()]
     return {
+        "node": trust.NODE,
         "admin": {"address": _addr(cfg.listener.admin_host, cfg.listener.admin_port)},
         "static_resources": {
             "listeners": [

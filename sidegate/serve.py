@@ -10,6 +10,7 @@ import signal
 
 from sidegate.config import SidegateConfig
 from sidegate.store import client
+from sidegate.trust import MissingToken, Token, load_token
 
 log = logging.getLogger("sidegate")
 
@@ -30,6 +31,15 @@ def store_url(cfg: SidegateConfig) -> str:
     return url
 
 
+def internal_token(cfg: SidegateConfig) -> Token:
+    """The secret Envoy presents on every call; without one the service does not start (its ports
+    would hand provider keys and tenant identities to any local process)."""
+    try:
+        return Token(load_token(cfg))
+    except MissingToken as exc:
+        raise SystemExit(str(exc)) from None
+
+
 async def _until_signal() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -42,9 +52,10 @@ async def _authz(cfg: SidegateConfig) -> None:
     from authz.service import serve
     from authz.throttle import FailureThrottle
 
+    token = internal_token(cfg)
     redis = client(store_url(cfg), cfg.store.socket_timeout_s)
     throttle = FailureThrottle.from_config(cfg.services)
-    server, cache = await serve(redis, cfg.services.host, cfg.services.authz_port, throttle)
+    server, cache = await serve(redis, cfg.services.host, cfg.services.authz_port, token, throttle)
     log.info("authz listening on %s:%d", cfg.services.host, cfg.services.authz_port)
     if cfg.services.authz_metrics_port:
         from sidegate import metrics
@@ -70,9 +81,10 @@ async def _extproc(cfg: SidegateConfig) -> None:
     from extproc.app import serve
     from sidegate.resp import FastRedis
 
+    token = internal_token(cfg)
     redis = client(store_url(cfg), cfg.store.socket_timeout_s)
     hot = FastRedis.from_url(store_url(cfg), cfg.store.socket_timeout_s)  # the per-request scripts
-    server, app = await serve(cfg, redis, cfg.services.host, cfg.services.extproc_port, hot)
+    server, app = await serve(cfg, redis, cfg.services.host, cfg.services.extproc_port, token, hot)
     _quiet_gc()
     log.info("extproc listening on %s:%d", cfg.services.host, cfg.services.extproc_port)
     await _until_signal()

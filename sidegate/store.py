@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -88,9 +89,19 @@ def wait_for_port(host: str, port: int, timeout_s: float = 10.0, proc: subproces
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s}s")
 
 
-def embedded_valkey_cmd(port: int, data_dir: Path | None = None) -> list[str]:
+def embedded_valkey_cmd(port: int, data_dir: Path | None = None, password: str | None = None) -> list[str]:
+    """`password`: `requirepass`, put in a config file readable by its owner only (the first
+    argument), never on the command line (any local user can read that in /proc)."""
     d = data_dir or Path(tempfile.mkdtemp(prefix="sidegate-valkey-"))
+    conf: list[str] = []
+    if password:
+        conf_path = d / "auth.conf"
+        fd = os.open(conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"requirepass {password}\n")
+        os.chmod(conf_path, 0o600)  # a file left by an earlier start keeps its mode through O_CREAT
+        conf = [str(conf_path)]
     return [
-        valkey_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        valkey_binary(), *conf, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
         "--dir", str(d), "--protected-mode", "yes", "--loglevel", "warning",
     ]  # fmt: skip

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from extproc import tenants
-from sidegate import keystore, render
+from sidegate import keystore, render, trust
 from sidegate.config import SidegateConfig
 from sidegate.store import client, embedded_valkey_cmd, free_port, wait_for_port
 
@@ -117,14 +117,22 @@ class Supervisor:
     def _start_all(self, timeout_s: float) -> None:
         concurrency = envoy_concurrency(self.cfg, self.env)  # a bad value fails before anything starts
         url = self.env.get("SIDEGATE_REDIS_URL") or self.cfg.store.url
-        if not url:
+        if not url:  # with a password of its own: no other local process may write key records
             port = self.cfg.store.embedded_port or free_port(avoid=self._config_ports())
             data = self.workdir / "valkey"
             data.mkdir(exist_ok=True)
-            self._spawn(Child("valkey", embedded_valkey_cmd(port, data), port), timeout_s)
-            url = f"redis://127.0.0.1:{port}/0"
+            password = trust.generate()
+            self._spawn(Child("valkey", embedded_valkey_cmd(port, data, password), port), timeout_s)
+            url = f"redis://:{password}@127.0.0.1:{port}/0"
         self.redis_url = url
         self.env["SIDEGATE_REDIS_URL"] = url
+        # The secret Envoy presents to the services: the caller's, else a new one for this start.
+        token_env = self.cfg.services.internal_token_env
+        token = self.env.get(token_env, "").strip() or trust.generate()
+        self.env[token_env] = token
+        token_file = self.workdir / "internal-token.yaml"
+        trust.write_private(token_file, trust.token_file_text(token))
+        log.info("internal token for this start: %s (0600; Envoy reads it, the services get it in their environment)", token_file)
         asyncio.run(self._seed())
         py = [sys.executable, "-m", "sidegate.cli"]
         svc = self.cfg.services
@@ -152,7 +160,8 @@ class Supervisor:
             admin = [*py, "admin", "serve", "-c", str(self.cfg_path), "--host", svc.admin_host, "--port", str(svc.admin_port)]
             self._spawn(Child("admin", admin, svc.admin_port, host if svc.admin_host in ("0.0.0.0", "::") else svc.admin_host), timeout_s)
         bootstrap = self.workdir / "envoy.yaml"
-        bootstrap.write_text(render.render_yaml(self.cfg))
+        services = self.cfg.services.model_copy(update={"internal_token_file": str(token_file)})
+        trust.write_private(bootstrap, render.render_yaml(self.cfg.model_copy(update={"services": services})))
         envoy = [
             envoy_binary(), "-c", str(bootstrap), "--use-dynamic-base-id", "-l", self.envoy_log_level,
             "--drain-time-s", "5", "--parent-shutdown-time-s", "10",

@@ -74,6 +74,20 @@ def test_services_share_envoys_network_and_run_the_sidegate_commands():
     assert SERVICES["extproc"]["environment"]["SIDEGATE_QDRANT_URL"] == "http://qdrant:6333"
 
 
+def test_envoy_and_the_services_share_the_internal_token_and_nothing_else_does():
+    cfg = config.load(ROOT / "deploy/compose/sidegate.yaml", env={})
+    token_dir = str(Path(cfg.services.internal_token_file).parent)
+    writer = SERVICES["internal-token"]
+    assert writer["command"] == ["internal-token", "-o", cfg.services.internal_token_file, "--keep"]
+    assert writer["restart"] == "no" and writer["volumes"] == [f"sidegate-internal:{token_dir}"]
+    readers = {n for n, svc in SERVICES.items() if any(v.startswith("sidegate-internal:") for v in svc.get("volumes", []))}
+    assert readers == {"internal-token", "envoy", "authz", "extproc"}
+    for name in ("envoy", "authz", "extproc"):
+        assert f"sidegate-internal:{token_dir}:ro" in SERVICES[name]["volumes"]
+    assert SERVICES["envoy"]["depends_on"]["internal-token"]["condition"] == "service_completed_successfully"
+    assert "sidegate-internal" in COMPOSE["volumes"]
+
+
 def test_mounted_files_exist_and_the_config_matches_the_stack():
     for svc in SERVICES.values():
         for vol in svc.get("volumes", []):

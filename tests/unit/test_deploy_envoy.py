@@ -6,15 +6,19 @@ from __future__ import annotations
 import copy
 import importlib.util
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from sidegate import trust
+from sidegate.config import ServicesConfig
 from sidegate.supervisor import envoy_binary
 
 ROOT = Path(__file__).resolve().parents[2]
+TOKEN_FILE = ServicesConfig().internal_token_file
 
 
 def _render_all() -> Any:
@@ -30,6 +34,15 @@ BOOTSTRAP_FILES = sorted(RENDER_ALL.BOOTSTRAPS)
 
 
 def _validate(path: Path) -> None:
+    """`envoy --mode validate`, with the internal token file the config names (Envoy checks that
+    it exists; in a pod it is written at start) pointed at a real one."""
+    text = path.read_text()
+    assert TOKEN_FILE in text, "every Sidegate cluster sets the internal token"
+    tmp = Path(tempfile.mkdtemp(prefix="sidegate-validate-"))
+    token = tmp / "token.yaml"
+    trust.write_private(token, trust.token_file_text(trust.generate()))
+    path = tmp / path.name
+    path.write_text(text.replace(TOKEN_FILE, str(token)))
     out = subprocess.run(
         [envoy_binary(), "--mode", "validate", "-c", str(path), "--use-dynamic-base-id", "-l", "error"],
         capture_output=True,
@@ -108,6 +121,7 @@ def _minimal_bootstrap(
         },
     }
     return {
+        "node": {"id": "mesh", "cluster": "mesh"},  # a sidecar has one (file-based SDS needs it)
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "static_resources": {
             "listeners": [

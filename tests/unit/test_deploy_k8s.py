@@ -210,8 +210,9 @@ def test_configmap_holds_the_config_and_its_rendered_bootstrap(overlay):
     ]["volumes"]
     # Envoy's listener: reachable through the Service in gateway mode, loopback-only as a sidecar.
     assert cfg.listener.host == ("0.0.0.0" if overlay == "gateway" else "127.0.0.1")
-    # The kubelet's gRPC probes connect to the pod IP.
-    assert cfg.services.host == "0.0.0.0"
+    # The gRPC services: loopback only (other containers of the pod need the internal token too).
+    assert cfg.services.host == "127.0.0.1"
+    assert cfg.services.internal_token_file == "/run/sidegate/internal-token.yaml"
     assert cfg.tenants == {}, "no example tenant key ships with a production manifest"
 
 
@@ -223,14 +224,26 @@ def test_pod_shape_probes_and_ports_follow_the_config(overlay):
     (dep,) = by_kind(resources, "Deployment")
     pod = dep["spec"]["template"]["spec"]
     cs = containers(dep)
-    sidecars = [c["name"] for c in pod["initContainers"]]
+    first, *native = pod["initContainers"]
+    sidecars = [c["name"] for c in native]
     if overlay == "gateway":
         assert sidecars == ["authz", "extproc"] and [c["name"] for c in pod["containers"]] == ["envoy"]
     else:
         assert sidecars == ["authz", "extproc", "envoy"] and [c["name"] for c in pod["containers"]] == ["app"]
         env = {e["name"]: e.get("value") for e in cs["app"]["env"]}
         assert env["OPENAI_BASE_URL"] == f"http://localhost:{cfg.listener.port}/v1"
-    assert all(c.get("restartPolicy") == "Always" for c in pod["initContainers"]), "native sidecars"
+    assert all(c.get("restartPolicy") == "Always" for c in native), "native sidecars"
+
+    # The internal token: written once per pod before the sidecars start, to a volume that Envoy
+    # and the services mount and nothing else does (the sidecar overlay's app container included).
+    assert first["name"] == "internal-token" and "restartPolicy" not in first
+    token_dir = str(Path(cfg.services.internal_token_file).parent)
+    assert first["args"] == ["internal-token", "-o", cfg.services.internal_token_file, "--keep"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "internal"]
+    assert volume["emptyDir"]["medium"] == "Memory"
+    mounting = {c["name"] for c in [*pod["initContainers"], *pod["containers"]]
+                if any(m["name"] == "internal" and m["mountPath"] == token_dir for m in c.get("volumeMounts", []))}  # fmt: skip
+    assert mounting == {"internal-token", "authz", "extproc", "envoy"}
 
     ports = {"authz": cfg.services.authz_port, "extproc": cfg.services.extproc_port}
     services = {
@@ -240,9 +253,9 @@ def test_pod_shape_probes_and_ports_follow_the_config(overlay):
     for name, port in ports.items():
         c = cs[name]
         assert c["args"] == ["serve", name, "-c", "/etc/sidegate/sidegate.yaml"]
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert c[probe]["grpc"]["port"] == port, (name, probe)
-        assert c["readinessProbe"]["grpc"]["service"] == services[name]
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):  # in the container: loopback
+            assert c[probe]["exec"]["command"] == ["sidegate-probe", "check", name, "--port", str(port)], (name, probe)
+        assert services[name]  # what `sidegate-probe check <name>` asks the health service about
         assert any(p["containerPort"] == port for p in c["ports"])
         env = {e["name"]: e for e in c["env"]}
         assert env["SIDEGATE_REDIS_URL"]["value"].startswith("redis://")

@@ -13,6 +13,7 @@ from extproc.context import Reply, RequestContext
 from extproc.front import Front, FrontServer, HeldReplies, meta_header, parse_head
 from extproc.gateway import Gateway
 from sidegate.errors import GatewayError
+from sidegate.trust import Token
 
 KEY_HEADERS = {"authorization": "Bearer sk-client", "x-request-id": "rid-1", "x-sidegate-source": "10.0.0.9"}
 BODY = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
@@ -137,12 +138,13 @@ def test_parse_head():
 def test_server_keep_alive_split_packets_and_bad_requests():
     async def go() -> None:
         f, _ = front("go")
-        server = FrontServer(f)
+        server = FrontServer(f, Token("front-test-token-0123456789"))
         await server.start("127.0.0.1", 0)
         assert server.server is not None
         port = server.server.sockets[0].getsockname()[1]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         head = (f"POST /check/v1/chat/completions HTTP/1.1\r\nauthorization: Bearer k\r\nx-request-id: r\r\n"
+                f"x-sidegate-internal-token: front-test-token-0123456789\r\n"
                 f"content-length: {len(BODY)}\r\n\r\n").encode()  # fmt: skip
         for _ in range(2):  # two requests on one connection, the second split mid-body
             writer.write(head + BODY[:5])
@@ -156,7 +158,7 @@ def test_server_keep_alive_split_packets_and_bad_requests():
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":")[1])
             await reader.readexactly(length)
-        writer.write(b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n")
+        writer.write(b"POST / HTTP/1.1\r\nx-sidegate-internal-token: front-test-token-0123456789\r\ntransfer-encoding: chunked\r\n\r\n")
         assert (await reader.readline()).startswith(b"HTTP/1.1 400")
         writer.close()
         await server.close()

@@ -6,7 +6,7 @@ from importlib import resources
 import pytest
 import yaml
 
-from sidegate import config, render
+from sidegate import config, render, trust
 from sidegate.supervisor import envoy_binary
 
 
@@ -54,9 +54,9 @@ def test_http_front_replaces_the_gateway_ext_proc():
     ports = [e["endpoint"]["address"]["socket_address"]["port_value"]
              for e in clusters["sidegate_front"]["load_assignment"]["endpoints"][0]["lb_endpoints"]]  # fmt: skip
     assert ports == [cfg.services.front_port, cfg.services.front_port + 1]
-    # replays skip the per-try ext_proc: the cluster's own upstream filters are only the codec
+    # replays skip the per-try ext_proc: the cluster's own upstream filters are the token and the codec
     opts = clusters["sidegate_front.1"]["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
-    assert [f["name"] for f in opts["http_filters"]] == ["envoy.filters.http.upstream_codec"]
+    assert [f["name"] for f in opts["http_filters"]] == ["envoy.filters.http.credential_injector", "envoy.filters.http.upstream_codec"]
 
 
 def test_http_front_needs_inline_auth():
@@ -88,6 +88,8 @@ def test_rendered_bootstrap_passes_envoy_validate(tmp_path, https, auth):
         cfg.services.extproc_workers = 2
     if https:
         cfg.providers["openai"].base_url = "https://api.openai.com"
+    cfg.services.internal_token_file = str(tmp_path / "token.yaml")  # Envoy checks that it exists
+    trust.write_private(tmp_path / "token.yaml", trust.token_file_text(trust.generate()))
     f = tmp_path / "envoy.yaml"
     f.write_text(render.render_yaml(cfg))
     yaml.safe_load(f.read_text())

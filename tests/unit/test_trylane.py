@@ -19,6 +19,7 @@ from extproc.upstream import Completion, HeaderChanges, Upstream
 from sidegate import config, render
 from sidegate.errors import Api
 from sidegate.render import TryWire
+from sidegate.trust import Token
 
 KEY = "sk-ant-provider-secret-123"
 
@@ -242,6 +243,9 @@ def test_front_does_not_prepare_what_it_cannot_know():
     assert len(tl.tries) == 0
 
 
+TOKEN = "trylane-test-token-0123456789"
+
+
 def test_abandon_reaches_the_worker_that_holds_the_try():
     """The access-log entry may arrive at another worker: it passes the abandon on over HTTP."""
     from extproc.front import Front, FrontServer
@@ -252,12 +256,12 @@ def test_abandon_reaches_the_worker_that_holds_the_try():
         done: list[Completion] = []
         up = Upstream(cfg(), observers=[done.append])
         base = free_port_block(2)
-        holder = TryLane(up, worker=1, front_port=base + 1)
-        server = FrontServer(Front(Gateway([]), 1, holder))
+        holder = TryLane(up, worker=1, front_port=base + 1, token=TOKEN)
+        server = FrontServer(Front(Gateway([]), 1, holder), Token(TOKEN))
         await server.start("127.0.0.1", base + 1)
         key = holder.new_key()
         holder.tries.put(key, up.start_try(META, "provider.anthropic~try", 1))
-        other = TryLane(up, worker=0, front_port=base)
+        other = TryLane(up, worker=0, front_port=base, token=TOKEN)
         other.abandon(key)  # the key names worker 1
         for _ in range(100):
             if done:
