@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from authz.decide import CREDENTIAL_HEADERS
+from sidegate import render_limits
 from sidegate.config import ModelConfig, ProviderConfig, SidegateConfig, local_address
 from sidegate.errors import Api, provider_invalid_response, provider_refused_key
 from sidegate.errors import render as render_error
@@ -342,6 +343,7 @@ def _model_route(
                     "retriable_status_codes": sorted(set(m.retry_on_status)),
                     "num_retries": len(pgroups) - 1,
                     "per_try_timeout": _duration(m.per_try_timeout_s),
+                    "per_try_idle_timeout": render_limits.per_try_idle_timeout(m),
                     "refresh_cluster_on_retry": True,
                     "retry_back_off": {"base_interval": "0.001s", "max_interval": "0.002s"},
                 },
@@ -937,7 +939,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
         **({"access_log": logs} if logs else {}),
         "codec_type": "AUTO",
         "generate_request_id": True,
-        "stream_idle_timeout": "300s",
+        **render_limits.hcm_timeouts(cfg.listener),
         "request_timeout": _duration(cfg.listener.request_timeout_s),
         "request_headers_timeout": "10s",
         "local_reply_config": _local_reply_config(),
@@ -983,6 +985,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
         clusters += [_try_cluster(name, p, svc.grpc_timeout_s) for name, p in cfg.providers.items()]
     return {
         "admin": {"address": _addr(cfg.listener.admin_host, cfg.listener.admin_port)},
+        "overload_manager": render_limits.overload_manager(cfg.listener),
         "static_resources": {
             "listeners": [
                 {

@@ -89,8 +89,12 @@ def wait_for_port(host: str, port: int, timeout_s: float = 10.0, proc: subproces
 
 
 def embedded_valkey_cmd(port: int, data_dir: Path | None = None) -> list[str]:
+    """The embedded store keeps an append-only file in `data_dir` (kept across its restarts by the
+    supervisor), fsynced every second: quota counters, keys and tenants survive a crash of the
+    store, losing at most the last ~1 s of writes (docs/quota.md)."""
     d = data_dir or Path(tempfile.mkdtemp(prefix="sidegate-valkey-"))
     return [
-        valkey_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        valkey_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "yes", "--appendfsync", "everysec",
         "--dir", str(d), "--protected-mode", "yes", "--loglevel", "warning",
     ]  # fmt: skip

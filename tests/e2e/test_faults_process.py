@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from fault_helpers import body_for, error_message, first_ok, kill, oai, post
+from fault_helpers import body_for, error_message, first_ok, kill, oai, post, supervise_until_up
 from harness import Stack
 
 pytestmark = pytest.mark.e2e
@@ -42,8 +42,7 @@ def _down_answers(stack: Stack) -> list[tuple[str, httpx.Response, float]]:
 
 
 def _restarted(stack: Stack, name: str) -> None:
-    stack.sup.check()
-    assert stack.sup.child(name).proc.poll() is None
+    supervise_until_up(stack, name)
     for api, model in APIS:
         r = first_ok(stack, api, model, timeout=5)
         assert r.status_code == 200, (api, r.status_code, r.text[:200])
