@@ -455,8 +455,15 @@ _ANTHROPIC_CLIENT = (
 )
 
 
-def _local_reply_mapper(status: int, anthropic: bool, body: str) -> dict[str, Any]:
+# Envoy's reply when a Sidegate filter's service is unreachable (ext_proc's or ext_authz's error
+# answer), or the gateway-unavailable route a fail-open request reaches: one message for all.
+_GATEWAY_DOWN = ("(response.code_details.startsWith('ext_proc_error') || response.code_details.startsWith('ext_authz_error')"
+                 " || response.code_details == 'direct_response')")  # fmt: skip
+
+
+def _local_reply_mapper(status: int, anthropic: bool, body: str, when: str = "") -> dict[str, Any]:
     client = _ANTHROPIC_CLIENT if anthropic else f"!{_ANTHROPIC_CLIENT}"
+    client += f" && {when}" if when else ""
     return {
         "filter": {
             "and_filter": {
@@ -485,6 +492,7 @@ def _local_reply_config() -> dict[str, Any]:
     oai = '{"error":{"message":"%s","type":"%s","param":null,"code":null}}'
     cases = [
         (413, "request_too_large", "invalid_request_error", "Request body too large for this gateway."),
+        (503, "overloaded_error", "server_error", "The Sidegate gateway service is unavailable.", _GATEWAY_DOWN),
         (503, "overloaded_error", "server_error", "Upstream unavailable: %LOCAL_REPLY_BODY%"),
         (504, "timeout_error", "server_error", "Upstream request timed out."),
         (502, "api_error", "server_error", "Bad gateway: %LOCAL_REPLY_BODY%"),
@@ -492,9 +500,9 @@ def _local_reply_config() -> dict[str, Any]:
         (404, "not_found_error", "invalid_request_error", "Unknown path."),
     ]
     mappers = []
-    for status, atype, otype, msg in cases:
-        mappers.append(_local_reply_mapper(status, True, anth % (atype, msg)))
-        mappers.append(_local_reply_mapper(status, False, oai % (msg, otype)))
+    for status, atype, otype, msg, *when in cases:
+        mappers.append(_local_reply_mapper(status, True, anth % (atype, msg), *when))
+        mappers.append(_local_reply_mapper(status, False, oai % (msg, otype), *when))
     return {"mappers": mappers}
 
 
