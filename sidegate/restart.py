@@ -1,4 +1,4 @@
-"""When `sidegate up` restarts a child that exited: exponential back-off, a count that starts over
+"""When and how `sidegate up` restarts a child that exited: exponential back-off, a count that starts over
 once the child has stayed up for a healthy period, and no giving up.
 
 A child is never abandoned: a gateway whose parts can still start must come back by itself, and
@@ -10,7 +10,11 @@ starts is *crash-looping*: logged at error level on every restart and exposed as
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from dataclasses import dataclass
+from typing import IO
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +73,33 @@ class RestartState:
             self.quick_in_a_row = 0
             return True
         return False
+
+
+WIP_NOTICE = b"marked as work-in-progress"
+"""Envoy's start-up notice for each message of a work-in-progress extension the bootstrap uses
+(sse_to_metadata and its JSON parser, for the direct lane's usage): ~20 identical lines on every
+start that say nothing actionable, dropped from Envoy's output (nothing else is)."""
+
+
+def listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.05):
+            return True
+    except OSError:
+        return False
+
+
+def relay_envoy(proc: subprocess.Popen[bytes], out: IO[bytes] | None) -> None:
+    """Copy Envoy's output to its log file (or our stderr) without the work-in-progress notices."""
+    dest = out or sys.stderr.buffer
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            if WIP_NOTICE not in line:
+                dest.write(line)
+                dest.flush()
+    except (OSError, ValueError):
+        pass
+    finally:
+        if out is not None:
+            out.close()

@@ -11,7 +11,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,12 +20,12 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from extproc import tenants
 from sidegate import keystore, render
 from sidegate.config import SidegateConfig
-from sidegate.restart import RestartPolicy, RestartState
+from sidegate.metrics import SUPERVISOR_STATE_ENV as STATE_ENV
+from sidegate.restart import RestartPolicy, RestartState, listening, relay_envoy
 from sidegate.store import client, embedded_valkey_cmd, free_port, wait_for_port
 
 log = logging.getLogger("sidegate.up")
@@ -87,39 +86,6 @@ def envoy_concurrency(cfg: SidegateConfig, env: Mapping[str, str]) -> int:
         return svc.envoy_concurrency
     services = svc.extproc_workers + (svc.authz_workers if svc.auth == "ext_authz" else 0)
     return max(1, usable_cpus() - services)
-
-
-STATE_ENV = "SIDEGATE_SUPERVISOR_STATE"
-"""Environment variable naming the supervisor's state file (children's /metrics read it)."""
-
-WIP_NOTICE = b"marked as work-in-progress"
-"""Envoy's start-up notice for each message of a work-in-progress extension the bootstrap uses
-(sse_to_metadata and its JSON parser, for the direct lane's usage): ~20 identical lines on every
-start that say nothing actionable, dropped from Envoy's output (nothing else is)."""
-
-
-def _listening(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.05):
-            return True
-    except OSError:
-        return False
-
-
-def _relay_envoy(proc: subprocess.Popen[bytes], out: IO[bytes] | None) -> None:
-    """Copy Envoy's output to its log file (or our stderr) without the work-in-progress notices."""
-    dest = out or sys.stderr.buffer
-    assert proc.stdout is not None
-    try:
-        for line in proc.stdout:
-            if WIP_NOTICE not in line:
-                dest.write(line)
-                dest.flush()
-    except (OSError, ValueError):
-        pass
-    finally:
-        if out is not None:
-            out.close()
 
 
 def envoy_binary() -> str:
@@ -255,7 +221,7 @@ class Supervisor:
             child.log_path = self.workdir / f"{child.name}.log"
             out = open(child.log_path, "ab")  # noqa: SIM115 - handed to the child
         env = {**self.env, **child.env} if child.env else self.env
-        relay = child.name == "envoy"  # its output goes through a filter (see _relay_envoy)
+        relay = child.name == "envoy"  # its output goes through a filter (see restart.relay_envoy)
         stdout = subprocess.PIPE if relay else out
         stderr = subprocess.STDOUT if (out or relay) else None
         child.started_at = time.monotonic()
@@ -268,7 +234,7 @@ class Supervisor:
             if out is not None and relay is False:
                 out.close()  # the child has its own copy of the descriptor
         if relay:
-            threading.Thread(target=_relay_envoy, args=(child.proc, out), name="envoy-log", daemon=True).start()
+            threading.Thread(target=relay_envoy, args=(child.proc, out), name="envoy-log", daemon=True).start()
 
     def _wait_envoy_ready(self, timeout_s: float) -> None:
         url = f"http://127.0.0.1:{self.cfg.listener.admin_port}/ready"
@@ -302,7 +268,7 @@ class Supervisor:
         assert policy is not None
         if c.proc is not None and c.proc.poll() is None:
             if not c.listening:
-                if _listening(c.host, c.port):
+                if listening(c.host, c.port):
                     c.listening = True
                     log.info("%s up again (pid %d, port %d)", c.name, c.proc.pid, c.port)
                     if c.name == "valkey":  # an embedded store that came back empty needs the config again
@@ -337,7 +303,7 @@ class Supervisor:
             assert c.proc is not None
             # A quick starter (the store) is back within this pass; the others are noticed later.
             deadline = time.monotonic() + 0.3
-            while time.monotonic() < deadline and c.proc.poll() is None and not _listening(c.host, c.port):
+            while time.monotonic() < deadline and c.proc.poll() is None and not listening(c.host, c.port):
                 time.sleep(0.02)
             self._check_child(c, time.monotonic())
 
