@@ -147,7 +147,7 @@ def test_provider_stalling_mid_stream_is_cut_within_the_idle_timeout(stack, fake
         failed = True
     took = time.monotonic() - start
     assert got >= 1 and failed, (got, failed, took)
-    assert took < STALL_IDLE_S + 2.5, took  # not the 300 s route timeout
+    assert took < STALL_IDLE_S + 4.0, took  # not the 300 s route timeout (nor the 20 s client timeout)
 
     def open_reservations() -> list[str]:
         return [v for k, v in reservations(stack, "acme").items() if k not in known and v not in ("settled", "cancelled")]
