@@ -90,11 +90,12 @@ def listening(host: str, port: int) -> bool:
 
 
 def relay_envoy(proc: subprocess.Popen[bytes], out: IO[bytes] | None) -> None:
-    """Copy Envoy's output to its log file (or our stderr) without the work-in-progress notices."""
+    """Copy Envoy's log (its stderr) to its log file (or our stderr) without the work-in-progress
+    notices. Envoy writes a few lines a minute there; the access log goes to its stdout."""
     dest = out or sys.stderr.buffer
-    assert proc.stdout is not None
+    assert proc.stderr is not None
     try:
-        for line in proc.stdout:
+        for line in proc.stderr:
             if WIP_NOTICE not in line:
                 dest.write(line)
                 dest.flush()

@@ -221,9 +221,11 @@ class Supervisor:
             child.log_path = self.workdir / f"{child.name}.log"
             out = open(child.log_path, "ab")  # noqa: SIM115 - handed to the child
         env = {**self.env, **child.env} if child.env else self.env
-        relay = child.name == "envoy"  # its output goes through a filter (see restart.relay_envoy)
-        stdout = subprocess.PIPE if relay else out
-        stderr = subprocess.STDOUT if (out or relay) else None
+        # Envoy's own log (stderr) goes through a filter (restart.relay_envoy); its stdout, where
+        # the access log goes line by line, is never piped through this process.
+        relay = child.name == "envoy"
+        stdout = out
+        stderr = subprocess.PIPE if relay else (subprocess.STDOUT if out else None)
         child.started_at = time.monotonic()
         child.listening = False
         if child not in self.children:

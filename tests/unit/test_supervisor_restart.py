@@ -79,13 +79,14 @@ def test_supervisor_pass_never_sleeps_through_a_backoff(tmp_path):
         sup._spawn(good, 10.0)
         sup._launch(bad)
         bad.proc.wait(timeout=10)
-        deadline = time.monotonic() + 8.0
-        slowest = 0.0
+        deadline = time.monotonic() + 30.0
+        slowest, passes_in_backoff = 0.0, 0
         killed = False
         while time.monotonic() < deadline and not (bad.state.total >= 5 and killed and good.listening):
             t = time.monotonic()
             sup.check()
             slowest = max(slowest, time.monotonic() - t)
+            passes_in_backoff += bad.state.next_start is not None and bad.state.next_start > time.monotonic()
             if bad.state.total >= 3 and not killed:
                 good.proc.kill()  # the other child crashes while `bad` is backing off
                 good.proc.wait(timeout=5)
@@ -94,7 +95,10 @@ def test_supervisor_pass_never_sleeps_through_a_backoff(tmp_path):
         assert bad.state.total >= 5, bad.state
         assert bad.state.crash_looping(sup.policy)
         assert good.listening and good.proc.poll() is None and good.state.total == 1
-        assert slowest < 1.0, slowest  # bounded by the 0.3 s wait for a restarted child's port, never a back-off
+        # A pass returns while `bad` waits out its back-off (it never sleeps through one): bounded
+        # by the 0.3 s wait for a restarted child's port (loose here for a loaded machine).
+        assert passes_in_backoff >= 5, passes_in_backoff
+        assert slowest < 2.0, slowest
         doc = json.loads(sup.state_path.read_text())
         assert doc["bad"]["restarts"] >= 5 and doc["bad"]["crash_looping"] is True
         assert doc["good"] == {"restarts": 1, "crash_looping": False}
