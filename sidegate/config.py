@@ -47,6 +47,14 @@ class ListenerConfig(_Model):
     Envoy 1.40's buffering for the per-try ext_proc stalls or answers 413 itself (tracked as an issue)."""
     request_timeout_s: float = Field(60.0, gt=0)
     """Time for a client to send its whole request (headers and body): slow senders get 408."""
+    max_connections: int = Field(10_000, ge=1)
+    """Open downstream connections Envoy accepts at once (overload manager); past it new ones are
+    refused until some close."""
+    idle_timeout_s: float = Field(60.0, gt=0)
+    """A client connection with no request in flight is closed after this long."""
+    stream_idle_timeout_s: float = Field(300.0, gt=0)
+    """A request with no data in either direction for this long is reset (Envoy's
+    `stream_idle_timeout`); a provider's silence is cut sooner by `models.*.per_try_idle_timeout_s`."""
 
 
 def local_address(host: str) -> str:
@@ -109,6 +117,11 @@ class ServicesConfig(_Model):
     """File Envoy reads that secret from (an SDS resource file, named in its bootstrap; the value
     itself never is), written by `sidegate internal-token -o FILE`. `sidegate up` writes a fresh one
     per start in its work directory instead."""
+    restart_healthy_s: float = Field(60.0, gt=0)
+    """`sidegate up`: a restarted child that stays up this long is healthy again (its restart
+    back-off starts over). Children are never given up on (docs/deployment.md)."""
+    restart_backoff_max_s: float = Field(30.0, gt=0)
+    """`sidegate up`: longest wait between restarts of a child that keeps exiting."""
     direct_lane: bool = True
     """Non-streaming requests whose providers take the client's body as is skip the per-try
     ext_proc: Envoy injects the credential and reads the usage; the observers get the finished
@@ -225,6 +238,9 @@ class ModelConfig(_Model):
     """Ordered chain: the first is primary, the rest are fallbacks."""
     retry_on_status: list[int] = Field(default_factory=lambda: [429, 500, 502, 503, 504, 529])
     per_try_timeout_s: float = Field(60.0, gt=0)
+    per_try_idle_timeout_s: float | None = Field(None, gt=0)
+    """Longest silence of a provider within one try, before or during its answer (a stream that
+    stalls mid-way is cut after this). None: `per_try_timeout_s`."""
     timeout_s: float = Field(300.0, ge=0)
     """Overall request timeout (0 = none, for long streams)."""
     default_max_tokens: int = Field(4096, ge=1)

@@ -16,6 +16,7 @@ whichever worker holds the metrics port serves the aggregate (see docs/observabi
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -304,14 +305,59 @@ def stage_timer(stage: str) -> Iterator[None]:
 # -- exposition ----------------------------------------------------------------------------------
 
 
+SUPERVISOR_STATE_ENV = "SIDEGATE_SUPERVISOR_STATE"
+"""Set by `sidegate up` for extproc only: the file with its children's restart counts."""
+
+
+class SupervisorCollector:
+    """`sidegate up`'s restart counts, read from the supervisor's state file on each scrape (the
+    supervisor has no HTTP server of its own; extproc's /metrics shows them)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                doc = json.load(f)
+        except (OSError, ValueError):
+            return
+        restarts = CounterMetricFamily("sidegate_supervisor_restarts", "Restarts of each `sidegate up` child.", labels=["child"])
+        looping = GaugeMetricFamily(
+            "sidegate_supervisor_crash_looping",
+            "1 while a child exits within a second of each of its last starts (it is still retried).", labels=["child"],
+        )  # fmt: skip
+        for name, v in sorted(doc.items()):
+            restarts.add_metric([str(name)], float(v.get("restarts", 0)))
+            looping.add_metric([str(name)], 1.0 if v.get("crash_looping") else 0.0)
+        yield restarts
+        yield looping
+
+
+_supervisor_registered = False
+
+
 def serving_registry() -> CollectorRegistry:
-    """What /metrics serves: this process's registry, or the aggregate of all worker processes."""
+    """What /metrics serves: this process's registry, or the aggregate of all worker processes
+    (plus the supervisor's restart counts when `sidegate up` runs this extproc)."""
+    state = os.environ.get(SUPERVISOR_STATE_ENV)
     if multiprocess_dir() is None:
+        global _supervisor_registered
+        if state and not _supervisor_registered:
+            REGISTRY.register(SupervisorCollector(state))
+            _supervisor_registered = True
         return REGISTRY
     from prometheus_client import multiprocess
 
     agg = CollectorRegistry()
     multiprocess.MultiProcessCollector(agg)
+    if state:
+        agg.register(SupervisorCollector(state))
     return agg
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from authz.decide import CREDENTIAL_HEADERS
-from sidegate import trust
+from sidegate import render_limits, trust
 from sidegate.config import ModelConfig, ProviderConfig, SidegateConfig, local_address
 from sidegate.errors import Api, provider_invalid_response, provider_refused_key
 from sidegate.errors import render as render_error
@@ -344,6 +344,7 @@ def _model_route(
                     "retriable_status_codes": sorted(set(m.retry_on_status)),
                     "num_retries": len(pgroups) - 1,
                     "per_try_timeout": _duration(m.per_try_timeout_s),
+                    "per_try_idle_timeout": render_limits.per_try_idle_timeout(m),
                     "refresh_cluster_on_retry": True,
                     "retry_back_off": {"base_interval": "0.001s", "max_interval": "0.002s"},
                 },
@@ -456,9 +457,17 @@ _ANTHROPIC_CLIENT = (
 )
 
 
-def _local_reply_mapper(status: int, anthropic: bool | None, body: str) -> dict[str, Any]:
-    """`anthropic` None: whatever the client (a reply before the request line was read)."""
+# Envoy's reply when a Sidegate filter's service is unreachable (ext_proc's or ext_authz's error
+# answer), or the gateway-unavailable route a fail-open request reaches: one message for all.
+_GATEWAY_DOWN = ("(response.code_details.startsWith('ext_proc_error') || response.code_details.startsWith('ext_authz_error')"
+                 " || response.code_details == 'direct_response')")  # fmt: skip
+
+
+def _local_reply_mapper(status: int, anthropic: bool | None, body: str, when: str = "") -> dict[str, Any]:
+    """`anthropic` None: whatever the client (a reply before the request line was read). `when`: a
+    further CEL condition."""
     client = "true" if anthropic is None else _ANTHROPIC_CLIENT if anthropic else f"!{_ANTHROPIC_CLIENT}"
+    client += f" && {when}" if when else ""
     return {
         "filter": {
             "and_filter": {
@@ -487,6 +496,7 @@ def _local_reply_config() -> dict[str, Any]:
     oai = '{"error":{"message":"%s","type":"%s","param":null,"code":null}}'
     cases = [
         (413, "request_too_large", "invalid_request_error", "Request body too large for this gateway."),
+        (503, "overloaded_error", "server_error", "The Sidegate gateway service is unavailable.", _GATEWAY_DOWN),
         (503, "overloaded_error", "server_error", "Upstream unavailable: %LOCAL_REPLY_BODY%"),
         (504, "timeout_error", "server_error", "Upstream request timed out."),
         (502, "api_error", "server_error", "Bad gateway: %LOCAL_REPLY_BODY%"),
@@ -495,12 +505,12 @@ def _local_reply_config() -> dict[str, Any]:
         *LOCAL_REPLY_CASES,
     ]
     mappers = []
-    for status, atype, otype, msg in cases:
-        mappers.append(_local_reply_mapper(status, True, anth % (atype, msg)))
-        mappers.append(_local_reply_mapper(status, False, oai % (msg, otype)))
+    for status, atype, otype, msg, *when in cases:
+        mappers.append(_local_reply_mapper(status, True, anth % (atype, msg), *when))
+        mappers.append(_local_reply_mapper(status, False, oai % (msg, otype), *when))
     # The client's API cannot be told when the codec refused the request before its path was
     # read (a CEL error fails the filters above): OpenAI's format, the more common client.
-    mappers += [_local_reply_mapper(status, None, oai % (msg, otype)) for status, _, otype, msg in cases]
+    mappers += [_local_reply_mapper(status, None, oai % (msg, otype), *when) for status, _, otype, msg, *when in cases]
     return {"mappers": mappers}
 
 
@@ -946,7 +956,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
         **({"access_log": logs} if logs else {}),
         "codec_type": "AUTO",
         "generate_request_id": True,
-        "stream_idle_timeout": "300s",
+        **render_limits.hcm_timeouts(cfg.listener),
         "request_timeout": _duration(cfg.listener.request_timeout_s),
         "request_headers_timeout": "10s",
         "local_reply_config": _local_reply_config(),
@@ -995,6 +1005,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
     return {
         "node": trust.NODE,
         "admin": {"address": _addr(cfg.listener.admin_host, cfg.listener.admin_port)},
+        "overload_manager": render_limits.overload_manager(cfg.listener),
         "static_resources": {
             "listeners": [
                 {

@@ -90,8 +90,11 @@ def wait_for_port(host: str, port: int, timeout_s: float = 10.0, proc: subproces
 
 
 def embedded_valkey_cmd(port: int, data_dir: Path | None = None, password: str | None = None) -> list[str]:
-    """`password`: `requirepass`, put in a config file readable by its owner only (the first
-    argument), never on the command line (any local user can read that in /proc)."""
+    """The embedded store keeps an append-only file in `data_dir` (kept across its restarts by the
+    supervisor), fsynced every second: quota counters, keys and tenants survive a crash of the
+    store, losing at most the last ~1 s of writes (docs/quota.md). `password`: `requirepass`, put
+    in a config file readable by its owner only (the first argument), never on the command line
+    (any local user can read that in /proc)."""
     d = data_dir or Path(tempfile.mkdtemp(prefix="sidegate-valkey-"))
     conf: list[str] = []
     if password:
@@ -102,6 +105,7 @@ def embedded_valkey_cmd(port: int, data_dir: Path | None = None, password: str |
         os.chmod(conf_path, 0o600)  # a file left by an earlier start keeps its mode through O_CREAT
         conf = [str(conf_path)]
     return [
-        valkey_binary(), *conf, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        valkey_binary(), *conf, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "yes", "--appendfsync", "everysec",
         "--dir", str(d), "--protected-mode", "yes", "--loglevel", "warning",
     ]  # fmt: skip

@@ -1,9 +1,11 @@
 """`sidegate up`: start the store (if embedded), authz, extproc and Envoy as child processes,
-health-check them, restart a crashed service, stop everything cleanly on SIGTERM/Ctrl-C."""
+health-check them, restart a crashed service (with back-off, never giving up: `restart.py`), stop
+everything cleanly on SIGTERM/Ctrl-C."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import os
@@ -12,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Mapping
@@ -21,6 +24,8 @@ from pathlib import Path
 from extproc import tenants
 from sidegate import keystore, render, trust
 from sidegate.config import SidegateConfig
+from sidegate.metrics import SUPERVISOR_STATE_ENV as STATE_ENV
+from sidegate.restart import RestartPolicy, RestartState, listening, relay_envoy
 from sidegate.store import client, embedded_valkey_cmd, free_port, wait_for_port
 
 log = logging.getLogger("sidegate.up")
@@ -33,7 +38,9 @@ class Child:
     port: int
     host: str = "127.0.0.1"
     proc: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
+    state: RestartState = field(default_factory=RestartState)
+    listening: bool = False
+    """Its port answered since its last start (a restarted child is `starting` until then)."""
     log_path: Path | None = None
     started_at: float = 0.0
     env: dict[str, str] = field(default_factory=dict)
@@ -96,7 +103,10 @@ class Supervisor:
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     log_to_files: bool = False
     envoy_log_level: str = "warning"
-    max_restarts: int = 5
+    policy: RestartPolicy | None = None
+    """Restart back-off (default: from `services.restart_*`)."""
+    start_timeout_s: float = 20.0
+    """A restarted child that does not listen within this is killed (and restarted with back-off)."""
     drain_s: float = 30.0
     """On SIGTERM/Ctrl-C: how long in-flight requests (streams included) may take to finish."""
     children: list[Child] = field(default_factory=list)
@@ -104,6 +114,9 @@ class Supervisor:
 
     def __post_init__(self) -> None:
         self.env = dict(self.env)  # never write the embedded store's URL into the caller's dict
+        svc = self.cfg.services
+        if self.policy is None:
+            self.policy = RestartPolicy(healthy_s=svc.restart_healthy_s, backoff_max_s=svc.restart_backoff_max_s)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, timeout_s: float = 20.0) -> None:
@@ -116,6 +129,7 @@ class Supervisor:
 
     def _start_all(self, timeout_s: float) -> None:
         concurrency = envoy_concurrency(self.cfg, self.env)  # a bad value fails before anything starts
+        self._write_state()
         url = self.env.get("SIDEGATE_REDIS_URL") or self.cfg.store.url
         if not url:  # with a password of its own: no other local process may write key records
             port = self.cfg.store.embedded_port or free_port(avoid=self._config_ports())
@@ -153,7 +167,8 @@ class Supervisor:
                 name = service if i == 0 else f"{service}-{i}"
                 worker_env = {**env, f"SIDEGATE_{service.upper()}_PORT": str(port + i)}
                 if service == "extproc":
-                    worker_env |= {"SIDEGATE_EXTPROC_WORKER": str(i), "SIDEGATE_FRONT_PORT": str(svc.front_port + i)}
+                    worker_env |= {"SIDEGATE_EXTPROC_WORKER": str(i), "SIDEGATE_FRONT_PORT": str(svc.front_port + i),
+                                   STATE_ENV: str(self.state_path)}  # its /metrics shows the restart counts
                 child = Child(name, [*py, "serve", service, "-c", str(self.cfg_path)], port + i, host, env=worker_env)
                 self._spawn(child, timeout_s)
         if self.env.get("SIDEGATE_ADMIN_TOKEN"):
@@ -179,11 +194,17 @@ class Supervisor:
         ports.update(range(svc.front_port, svc.front_port + svc.extproc_workers))
         return ports
 
-    async def _seed(self) -> None:
+    async def _seed(self, only_if_empty: bool = False) -> None:
+        """Load the config's keys and tenant limits into the store. After a restart of the embedded
+        store only if it came back without any: its append-only file normally brings back
+        everything, admin API changes included, which the config must not overwrite."""
         redis = client(self.redis_url, 2.0)
         deadline = time.monotonic() + 10
         while True:
             try:
+                if only_if_empty and await redis.exists(keystore.KEY_SET, keystore.TENANT_SET):
+                    await redis.aclose()
+                    return
                 n = await keystore.seed(redis, self.cfg)
                 await tenants.seed(redis, self.cfg)
                 break
@@ -195,17 +216,36 @@ class Supervisor:
         log.info("seeded %d tenant keys into the store", n)
 
     def _spawn(self, child: Child, timeout_s: float) -> None:
+        """Start a child at start-up and wait until it listens (failing the start if it does not)."""
+        self._launch(child)
+        assert child.proc is not None
+        wait_for_port(child.host, child.port, timeout_s, child.proc)
+        child.listening = True
+        log.info("%s up (pid %d, port %d)", child.name, child.proc.pid, child.port)
+
+    def _launch(self, child: Child) -> None:
+        """Start a child's process without waiting for it (raises OSError if it cannot be run)."""
         out = None
         if self.log_to_files:
             child.log_path = self.workdir / f"{child.name}.log"
             out = open(child.log_path, "ab")  # noqa: SIM115 - handed to the child
         env = {**self.env, **child.env} if child.env else self.env
-        child.proc = subprocess.Popen(child.cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
+        # Envoy's own log (stderr) goes through a filter (restart.relay_envoy); its stdout, where
+        # the access log goes line by line, is never piped through this process.
+        relay = child.name == "envoy"
+        stdout = out
+        stderr = subprocess.PIPE if relay else (subprocess.STDOUT if out else None)
         child.started_at = time.monotonic()
+        child.listening = False
         if child not in self.children:
             self.children.append(child)
-        wait_for_port(child.host, child.port, timeout_s, child.proc)
-        log.info("%s up (pid %d, port %d)", child.name, child.proc.pid, child.port)
+        try:
+            child.proc = subprocess.Popen(child.cmd, env=env, stdout=stdout, stderr=stderr)
+        finally:
+            if out is not None and relay is False:
+                out.close()  # the child has its own copy of the descriptor
+        if relay:
+            threading.Thread(target=relay_envoy, args=(child.proc, out), name="envoy-log", daemon=True).start()
 
     def _wait_envoy_ready(self, timeout_s: float) -> None:
         url = f"http://127.0.0.1:{self.cfg.listener.admin_port}/ready"
@@ -224,17 +264,74 @@ class Supervisor:
         return next(c for c in self.children if c.name == name)
 
     def check(self) -> None:
-        """Restart any child that exited (bounded restarts with a short back-off)."""
+        """One supervision pass over every child (`sidegate up` runs it every 0.2 s): restart those
+        that exited once their back-off is over, notice restarted ones listening again, reset the
+        back-off of those up for `policy.healthy_s`. Never sleeps through a back-off and never
+        gives up on a child (restart.py says why)."""
         for c in self.children:
-            if c.proc is not None and c.proc.poll() is not None:
-                if c.restarts >= self.max_restarts:
-                    raise RuntimeError(f"{c.name} keeps exiting (last code {c.proc.returncode}); giving up")
-                c.restarts += 1
-                log.warning("%s exited with %s; restarting (%d/%d)", c.name, c.proc.returncode, c.restarts, self.max_restarts)
-                time.sleep(min(0.1 * 2**c.restarts, 2.0))
-                self._spawn(c, 20.0)
-                if c.name == "valkey":  # an embedded store may come back empty: seed the config again
-                    asyncio.run(self._seed())
+            try:
+                self._check_child(c, time.monotonic())
+            except Exception:  # one child's trouble must not stop the supervision of the others
+                log.exception("supervising %s failed", c.name)
+
+    def _check_child(self, c: Child, now: float) -> None:
+        policy, st = self.policy, c.state
+        assert policy is not None
+        if c.proc is not None and c.proc.poll() is None:
+            if not c.listening:
+                if listening(c.host, c.port):
+                    c.listening = True
+                    log.info("%s up again (pid %d, port %d)", c.name, c.proc.pid, c.port)
+                    if c.name == "valkey":  # an embedded store that came back empty needs the config again
+                        asyncio.run(self._seed(only_if_empty=True))
+                elif now - c.started_at > self.start_timeout_s:
+                    log.error("%s did not listen on port %d within %.0fs of its start; killing it", c.name, c.port, self.start_timeout_s)
+                    c.proc.kill()
+                    c.proc.wait(timeout=5)
+            elif st.running(policy, now, c.started_at):
+                log.info("%s has stayed up %.0fs: healthy again, its restart back-off starts over", c.name, policy.healthy_s)
+                self._write_state()
+            return
+        if st.next_start is None:  # it exited since the last pass
+            code = c.proc.returncode if c.proc is not None else None
+            delay = st.exited(policy, now, c.started_at)
+            looping = st.crash_looping(policy)
+            log.log(
+                logging.ERROR if looping else logging.WARNING,
+                "%s exited with %s after %.1fs; restarting in %.1fs (%d in a row, %d in all)%s",
+                c.name, code, now - c.started_at, delay, st.in_a_row, st.total,
+                f"; CRASH LOOP: it exited within {policy.quick_exit_s:g}s of each of its last {st.quick_in_a_row} starts"
+                f" (see its log); still retrying, at most every {policy.backoff_max_s:g}s" if looping else "",
+            )  # fmt: skip
+            self._write_state()
+        if st.due(now):
+            st.started()
+            try:
+                self._launch(c)
+            except OSError as exc:  # seen as another quick exit at the next pass
+                log.error("%s could not be started: %s", c.name, exc)
+                return
+            assert c.proc is not None
+            # A quick starter (the store) is back within this pass; the others are noticed later.
+            deadline = time.monotonic() + 0.3
+            while time.monotonic() < deadline and c.proc.poll() is None and not listening(c.host, c.port):
+                time.sleep(0.02)
+            self._check_child(c, time.monotonic())
+
+    @property
+    def state_path(self) -> Path:
+        return self.workdir / "supervisor-state.json"
+
+    def _write_state(self) -> None:
+        """The restart counts, for extproc's /metrics (`sidegate_supervisor_*`): replaced atomically."""
+        assert self.policy is not None
+        doc = {c.name: {"restarts": c.state.total, "crash_looping": c.state.crash_looping(self.policy)} for c in self.children}
+        tmp = self.state_path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(doc))
+            tmp.replace(self.state_path)
+        except OSError as exc:
+            log.warning("could not write %s: %s", self.state_path, exc)
 
     def drain(self, grace_s: float) -> int:
         """Graceful drain: Envoy stops accepting new connections and closes idle ones; wait (up to

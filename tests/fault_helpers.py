@@ -202,6 +202,20 @@ def kill(stack: Stack, name: str, sig: int = signal.SIGKILL) -> None:
         proc.wait(timeout=10)
 
 
+def supervise_until_up(stack: Stack, name: str, timeout: float = 15.0) -> None:
+    """Run the supervisor's passes (what `sidegate up` does every 0.2 s) until `name` runs and
+    listens again: a restart may wait out a back-off, and never blocks a pass."""
+    assert stack.sup is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        stack.sup.check()
+        c = stack.sup.child(name)
+        if c.proc is not None and c.proc.poll() is None and c.listening:
+            return
+        assert time.monotonic() < deadline, f"{name} did not come back within {timeout}s"
+        time.sleep(0.05)
+
+
 def restart_valkey_same_port(stack: Stack) -> None:
     """Start a new valkey-server with the dead one's command line (same port, same data dir)."""
     assert stack.sup is not None

@@ -36,6 +36,7 @@ class Behavior:
     reset_after_chunks: int | None = None
     garbage: bool = False  # 200 with an invalid JSON body (or a garbage SSE line when streaming)
     empty: bool = False  # the status (and headers) with no body at all (content-length: 0)
+    stall_after_chunks: int | None = None  # stream N events, then send nothing (as `hang`), then RST
     truncate: bool | int = False  # stream stops after N events (True: half) without the terminal event
     stream_error: dict[str, Any] | None = None  # {"after": N, "type": ..., "message": ...} mid-stream
     # Answer shape.

@@ -351,6 +351,8 @@ class FakeProvider:
                 after_stop = wire_anthropic.error_event(se) if anthropic else wire_openai.error_event(se)
             if b.garbage:
                 stop_at, after_stop = min(2, len(events) - 1), b"data: {not json\n\n"
+            if b.stall_after_chunks is not None:
+                stop_at = min(b.stall_after_chunks, len(events) - 1)
         delay = b.chunk_delay_s if b is not None and b.chunk_delay_s is not None else self.chunk_delay_s
         resp = web.StreamResponse(
             status=200, headers={**headers, "content-type": _SSE, "cache-control": "no-cache"}
@@ -367,6 +369,9 @@ class FakeProvider:
                 await resp.write(ev)
             if after_stop:
                 await resp.write(after_stop)
+        if b is not None and b.stall_after_chunks is not None:
+            await self._hang(request, b.hang_max_s)  # a provider gone silent mid-stream
+            reset = True
         if reset:
             await asyncio.sleep(0.01)  # let the events leave before the RST
             _rst(request)

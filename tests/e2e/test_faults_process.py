@@ -11,11 +11,12 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from fault_helpers import body_for, error_message, first_ok, kill, oai, post
+from fault_helpers import body_for, error_message, first_ok, kill, oai, post, supervise_until_up
 from harness import Stack
 
 pytestmark = pytest.mark.e2e
 APIS = [("openai", "gpt-4o-mini"), ("anthropic", "claude-haiku")]
+DOWN = "The Sidegate gateway service is unavailable."
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["fail-closed", "fail-open"])
@@ -42,8 +43,7 @@ def _down_answers(stack: Stack) -> list[tuple[str, httpx.Response, float]]:
 
 
 def _restarted(stack: Stack, name: str) -> None:
-    stack.sup.check()
-    assert stack.sup.child(name).proc.poll() is None
+    supervise_until_up(stack, name)
     for api, model in APIS:
         r = first_ok(stack, api, model, timeout=5)
         assert r.status_code == 200, (api, r.status_code, r.text[:200])
@@ -54,8 +54,10 @@ def test_extproc_killed(stack, fake_openai):
     try:
         for api, r, took in _down_answers(stack):
             assert took < 2.0
-            assert 500 <= r.status_code <= 599, (api, r.status_code, r.text[:200])
-            assert error_message(api, r) is not None
+            # Either mode: 503 with the same message (fail-closed: ext_proc's error answer;
+            # fail-open: the route a request without the gateway's route header reaches).
+            assert r.status_code == 503, (api, r.status_code, r.text[:200])
+            assert error_message(api, r) == DOWN, (api, r.text[:200])
     finally:
         _restarted(stack, "extproc")
     assert fake_openai.requests  # the restarted extproc served the first_ok requests
@@ -88,6 +90,7 @@ def test_authz_killed(stack, fake_openai):
                 assert r.status_code == 401, (api, r.status_code, r.text[:200])
             else:
                 assert r.status_code == 503, (api, r.status_code, r.text[:200])
+                assert error_message(api, r) == DOWN, (api, r.text[:200])
             assert error_message(api, r) is not None
         assert fake_openai.requests == []
     finally:

@@ -6,6 +6,7 @@ One stack per fail mode (module fixture parametrized). Recovery is always withou
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import threading
 import time
@@ -29,6 +30,7 @@ from fault_helpers import (
     post,
     reservations,
     restart_valkey_same_port,
+    supervise_until_up,
     sync_redis,
     tenant_usage,
     wait_until,
@@ -256,13 +258,14 @@ def test_store_restarted_empty_keeps_serving(stack):
     try:
         kill(stack, "valkey")
         (data_dir / "dump.rdb").unlink(missing_ok=True)  # the snapshot an earlier test saved: start empty
-        stack.sup.check()  # what `sidegate up` runs every 0.2 s
+        shutil.rmtree(data_dir / "appendonlydir", ignore_errors=True)  # and its append-only file
+        supervise_until_up(stack, "valkey")  # what `sidegate up` runs every 0.2 s
         first_ok(stack, timeout=3.0)
         time.sleep(1.0)  # authz and extproc poll the store every 0.25 s: they have seen the new one
         codes = [post(stack, "openai", body_for("openai", "gpt-4o-mini")).status_code for _ in range(3)]
         assert codes == [200, 200, 200], codes
     finally:
         if stack.sup.child("valkey").proc.poll() is not None:
-            stack.sup.check()
+            supervise_until_up(stack, "valkey")
         asyncio.run(stack.sup._seed())  # leave the stack usable whatever happened
         first_ok(stack, timeout=3.0)
