@@ -4,7 +4,7 @@ one message for a Sidegate service that is down."""
 import subprocess
 from importlib import resources
 
-from sidegate import config, render
+from sidegate import config, render, trust
 from sidegate.supervisor import envoy_binary
 
 
@@ -45,6 +45,8 @@ def test_limits_follow_the_config_and_pass_envoy_validate(tmp_path):
     assert _hcm(b)["common_http_protocol_options"]["idle_timeout"] == "2.500s"
     assert _hcm(b)["stream_idle_timeout"] == "30.000s"
     assert {p["per_try_idle_timeout"] for p in _retry_policies(b)} == {"7.000s"}
+    cfg.services.internal_token_file = str(tmp_path / "token.yaml")  # Envoy checks that it exists
+    trust.write_private(tmp_path / "token.yaml", trust.token_file_text(trust.generate()))
     f = tmp_path / "envoy.yaml"
     f.write_text(render.render_yaml(cfg))
     out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(f), "--use-dynamic-base-id"],
@@ -55,9 +57,10 @@ def test_limits_follow_the_config_and_pass_envoy_validate(tmp_path):
 def test_a_sidegate_service_down_has_its_own_message_in_both_formats():
     mappers = _hcm(render.bootstrap(_demo()))["local_reply_config"]["mappers"]
     down = [m for m in mappers if "gateway service is unavailable" in m["body_format_override"]["text_format_source"]["inline_string"]]
-    assert len(down) == 2  # Anthropic and OpenAI shapes
-    generic = next(i for i, m in enumerate(mappers) if "Upstream unavailable" in m["body_format_override"]["text_format_source"]["inline_string"])
-    assert all(mappers.index(m) < generic for m in down)  # matched before the generic 503
+    assert len(down) == 3  # Anthropic and OpenAI shapes, and OpenAI's for a request without a path
+    generic = [i for i, m in enumerate(mappers) if "Upstream unavailable" in m["body_format_override"]["text_format_source"]["inline_string"]]
+    assert mappers.index(down[0]) < generic[0] and mappers.index(down[1]) < generic[0]  # before the generic 503
+    assert generic[1] < mappers.index(down[2]) < generic[2]  # the path-less ones come last, in the same order
     for m in down:
         expr = m["filter"]["and_filter"]["filters"][1]["extension_filter"]["typed_config"]["expression"]
         assert "ext_proc_error" in expr and "ext_authz_error" in expr and "direct_response" in expr
