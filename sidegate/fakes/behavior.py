@@ -38,6 +38,10 @@ class Behavior:
     empty: bool = False  # the status (and headers) with no body at all (content-length: 0)
     truncate: bool | int = False  # stream stops after N events (True: half) without the terminal event
     stream_error: dict[str, Any] | None = None  # {"after": N, "type": ..., "message": ...} mid-stream
+    # {"after": N, "data": "<payload>"}: a `data: <payload>` event after N events, then the rest of
+    # the stream as usual (a provider that sends one broken event and goes on).
+    bad_event: dict[str, Any] | None = None
+    linger_s: float = 0.0  # a stream's body ends this long after its last event (a slow provider close)
     # Answer shape.
     content: str | None = None
     tool_calls: list[dict[str, Any]] | str | None = None  # [{"name","arguments"}] or "auto"

@@ -351,6 +351,11 @@ class FakeProvider:
                 after_stop = wire_anthropic.error_event(se) if anthropic else wire_openai.error_event(se)
             if b.garbage:
                 stop_at, after_stop = min(2, len(events) - 1), b"data: {not json\n\n"
+            if b.bad_event is not None:
+                at = min(int(b.bad_event.get("after", 2)), len(events) - 1)
+                bad = b"data: " + str(b.bad_event.get("data", "")).encode() + b"\n\n"
+                events = [*events[:at], bad, *events[at:]]
+                stop_at += 1 if stop_at > at else 0
         delay = b.chunk_delay_s if b is not None and b.chunk_delay_s is not None else self.chunk_delay_s
         resp = web.StreamResponse(
             status=200, headers={**headers, "content-type": _SSE, "cache-control": "no-cache"}
@@ -371,6 +376,8 @@ class FakeProvider:
             await asyncio.sleep(0.01)  # let the events leave before the RST
             _rst(request)
             raise _Dropped
+        if b is not None and b.linger_s > 0:
+            await asyncio.sleep(b.linger_s)
         await resp.write_eof()
         if stop_at < len(events):
             resp.force_close()
