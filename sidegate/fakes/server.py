@@ -361,7 +361,12 @@ class FakeProvider:
             status=200, headers={**headers, "content-type": _SSE, "cache-control": "no-cache"}
         )
         await resp.prepare(request)
-        if delay <= 0:
+        if b is not None and b.write_size:
+            data = b"".join(events[:stop_at]) + (after_stop or b"")
+            for i in range(0, len(data), b.write_size):
+                await resp.write(data[i : i + b.write_size])
+                await asyncio.sleep(max(delay, 0.001))  # let each piece leave on its own
+        elif delay <= 0:
             data = b"".join(events[:stop_at]) + (after_stop or b"")
             if data:
                 await resp.write(data)

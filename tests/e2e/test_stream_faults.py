@@ -177,3 +177,27 @@ def _read_to_terminal_and_hang_up(stack, client: str, body: dict[str, Any]) -> N
                 break  # leaving the block closes the connection before the provider's body ends
         assert terminal in seen, seen[-300:]
     assert time.monotonic() - start < 0.3, "the terminal event came only with the end of the body"
+
+
+@pytest.mark.parametrize(("client", "model", "extra", "provider"), [
+    pytest.param("openai", "gpt-4o-mini", {"stream_options": USAGE}, "openai", id="direct-oai"),
+    pytest.param("anthropic", "claude-direct", {}, "anthropic", id="direct-ant"),
+])  # fmt: skip
+def test_direct_lane_stream_cut_at_any_byte(stack, fake_openai, fake_anthropic, client, model, extra, provider):
+    """The provider's bytes arrive in 7-byte pieces (events and lines cut anywhere): the direct
+    lane's watch relays only complete lines, so a whole stream reaches the SDK intact, and a garbage
+    line split across pieces is still caught before any of it reaches the client."""
+    fake = _fake(provider, fake_openai, fake_anthropic)
+    body = body_for(client, model, "one two three", stream=True, **extra)
+    fake.script([{"write_size": 7, "content": "alpha beta gamma delta", "chunks": 4}])
+    if client == "openai":
+        text = "".join(c.choices[0].delta.content or "" for c in oai(stack).chat.completions.create(**body) if c.choices)
+    else:
+        with ant(stack).messages.stream(**{k: v for k, v in body.items() if k != "stream"}) as s:
+            text = "".join(b.text for b in s.get_final_message().content if b.type == "text")
+    assert text == "alpha beta gamma delta"
+    fake.script([{"write_size": 7, "chunks": 6, "bad_event": {"after": 3, "data": "<html>502 upstream hiccup</html>"}}])
+    r = post(stack, client, body)
+    payloads = assert_well_formed_stream(client, r.text)
+    assert "hiccup" not in r.text and is_terminal_error(client, payloads[-1]), r.text[-400:]
+    assert MALFORMED in payloads[-1]["error"]["message"]
