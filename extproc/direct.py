@@ -74,8 +74,11 @@ def completion(entry: accesslog_pb2.HTTPAccessLogEntry, now: float | None = None
     started = now - total
     ttfb = _seconds(common.time_to_first_upstream_rx_byte)
     first_us = watch.get("first_us")
-    if first_us:  # the stream's first body chunk (a stream's headers may come before any token)
-        ttfb = max(int(first_us) / 1e6 - common.start_time.ToNanoseconds() / 1e9, 0.0) or ttfb
+    if first_us:
+        # The stream's first body chunk (its headers may come well before any token), from the
+        # start of the final try (its first byte sent upstream), as the full lane measures it.
+        try_start = common.start_time.ToNanoseconds() / 1e9 + _seconds(common.time_to_first_upstream_tx_byte)
+        ttfb = max(int(first_us) / 1e6 - try_start, 0.0) or ttfb
     retry_after = parse_retry_after(dict(entry.response.response_headers)) if status >= 400 else None
     # A stream without the provider's usage event (the client left, or the stream broke): estimate
     # the streamed tokens from the bytes sent (~one token per event of ~160 bytes), as the full
