@@ -69,6 +69,12 @@ def completion(entry: accesslog_pb2.HTTPAccessLogEntry, now: float | None = None
     # of body, is no abort (that race marked ~1 in 4 fully read streams aborted).
     ended = watch.get("end")
     aborted = not ended and (status == 0 or flags.downstream_connection_termination)
+    if streamed and not ended and 200 <= status < 300:
+        # A stream cut by a reset (the provider's or the client's) or a timeout: no terminal event.
+        # (An HTTP/1.1 provider's reset mid-body shows as upstream_protocol_error, verified on 1.40.)
+        aborted = aborted or any((flags.upstream_remote_reset, flags.upstream_connection_termination,
+                                  flags.upstream_protocol_error, flags.downstream_remote_reset, flags.local_reset,
+                                  flags.stream_idle_timeout, flags.upstream_request_timeout))  # fmt: skip
     now = time.monotonic() if now is None else now
     total = _seconds(common.time_to_last_downstream_tx_byte) or _seconds(common.duration)
     started = now - total

@@ -201,3 +201,27 @@ def test_direct_lane_stream_cut_at_any_byte(stack, fake_openai, fake_anthropic, 
     payloads = assert_well_formed_stream(client, r.text)
     assert "hiccup" not in r.text and is_terminal_error(client, payloads[-1]), r.text[-400:]
     assert MALFORMED in payloads[-1]["error"]["message"]
+
+
+@pytest.mark.parametrize(("client", "model", "extra", "direct", "provider"), LANES)
+def test_stream_reset_mid_way_is_a_connection_error_and_settled(
+    stack, fake_openai, fake_anthropic, client, model, extra, direct, provider
+):
+    """The provider resets the connection mid-stream: Envoy resets the client's stream (no filter
+    gets a last word after an upstream reset), so the client gets a connection error at once; the
+    request is ledgered as aborted and its reservation settled to what was streamed."""
+    fake = _fake(provider, fake_openai, fake_anthropic)
+    body = body_for(client, model, "Tell me a story", stream=True, max_tokens=MAX_TOKENS, **extra)
+    wait_until(lambda: _settled(stack), 5)
+    usage_before, n_before = tenant_usage(stack, "acme")["tokens"], len(stack.ledger())
+    fake.script([{"reset_after_chunks": 3, "chunks": 8}])
+    start = time.monotonic()
+    with pytest.raises(Exception) as exc:  # the SDK's API error or its HTTP library's
+        _sdk_stream(stack, client, body)
+    assert isinstance(exc.value, (openai.APIError, anthropic.APIError, httpx.TransportError)), repr(exc.value)
+    assert time.monotonic() - start < 5
+    (rec,) = _new_records(stack, n_before)
+    assert (rec.model, rec.stream, rec.aborted) == (model, True, True), rec
+    assert wait_until(lambda: _settled(stack), 5), reservations(stack, "acme")
+    used = wait_until(lambda: (lambda u: u if u > usage_before else 0)(tenant_usage(stack, "acme")["tokens"]), 5)
+    assert used and used - usage_before < MAX_TOKENS, (usage_before, used)

@@ -228,3 +228,8 @@ def test_direct_stream_watch_metadata_gives_ttft_and_settles_the_end_race():
     del e.common_properties.metadata.filter_metadata[STREAM_NS]
     c = completion(e)
     assert c is not None and c.aborted
+    # The provider reset mid-body (HTTP/1.1: Envoy flags a protocol error): an abort too.
+    e.common_properties.response_flags.downstream_connection_termination = False
+    e.common_properties.response_flags.upstream_protocol_error = True
+    c = completion(e)
+    assert c is not None and c.aborted
