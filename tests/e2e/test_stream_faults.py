@@ -95,6 +95,18 @@ def _settled(stack) -> bool:
     return set(reservations(stack, "acme").values()) <= {"settled", "cancelled"}
 
 
+def _quiet(stack) -> int:
+    """Wait for the previous requests' records and settles to land; returns the ledger's length."""
+    n, deadline = -1, time.monotonic() + 5
+    while time.monotonic() < deadline:
+        now = len(stack.ledger())
+        if now == n and _settled(stack):
+            break
+        n = now
+        time.sleep(0.3)
+    return n
+
+
 @pytest.mark.parametrize(("fault", "message"), FAULTS)
 @pytest.mark.parametrize(("client", "model", "extra", "direct", "provider"), LANES)
 def test_stream_fault_is_one_terminal_error_and_settled(
@@ -104,8 +116,8 @@ def test_stream_fault_is_one_terminal_error_and_settled(
     body = body_for(client, model, "Tell me a story", stream=True, max_tokens=MAX_TOKENS, **extra)
     # 1. The official SDK raises its API error (not a JSONDecodeError, not a partial answer).
     fake.script([{**fault, "chunks": 8}])
-    wait_until(lambda: _settled(stack), 5)
-    usage_before, streams_before, n_before = tenant_usage(stack, "acme")["tokens"], _streams_started(stack), len(stack.ledger())
+    n_before = _quiet(stack)
+    usage_before, streams_before = tenant_usage(stack, "acme")["tokens"], _streams_started(stack)
     exc_type = openai.APIError if client == "openai" else anthropic.APIError
     with pytest.raises(exc_type) as exc:
         _sdk_stream(stack, client, body)
@@ -145,7 +157,7 @@ def test_fully_read_streams_have_ttft_and_are_not_aborted(
     body = body_for(client, model, "hello", stream=True, **extra)
     metric = "gen_ai_server_time_to_first_token_seconds_count"
     ttft_before = metric_sum(metrics_text(stack), metric, gen_ai_request_model=model)
-    n_before, n = len(stack.ledger()), 6
+    n_before, n = _quiet(stack), 6
     for i in range(n):
         if i % 2:
             fake.script([{"chunks": 4, "linger_s": 0.3}])
@@ -212,8 +224,8 @@ def test_stream_reset_mid_way_is_a_connection_error_and_settled(
     request is ledgered as aborted and its reservation settled to what was streamed."""
     fake = _fake(provider, fake_openai, fake_anthropic)
     body = body_for(client, model, "Tell me a story", stream=True, max_tokens=MAX_TOKENS, **extra)
-    wait_until(lambda: _settled(stack), 5)
-    usage_before, n_before = tenant_usage(stack, "acme")["tokens"], len(stack.ledger())
+    n_before = _quiet(stack)
+    usage_before = tenant_usage(stack, "acme")["tokens"]
     fake.script([{"reset_after_chunks": 3, "chunks": 8}])
     start = time.monotonic()
     with pytest.raises(Exception) as exc:  # the SDK's API error or its HTTP library's
