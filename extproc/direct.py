@@ -25,6 +25,7 @@ from extproc.context import request_meta
 from extproc.upstream import Completion, Observer, notify
 from sidegate.envoy_pb import struct_to_dict
 from sidegate.render import AUTHZ_NS, FRONT_LANE_HEADER, TRY_NS, USAGE_NS, TryWire, provider_of_cluster
+from sidegate.render_stream import STREAM_NS
 from sidegate.translate.base import Usage
 from sidegate.translate.passthrough import parse_anthropic_usage, parse_openai_usage
 from sidegate.trust import Token, require
@@ -62,16 +63,39 @@ def completion(entry: accesslog_pb2.HTTPAccessLogEntry, now: float | None = None
     status = entry.response.response_code.value
     usage = usage_of(usage_fields) if 200 <= status < 300 else None
     flags = common.response_flags
-    aborted = status == 0 or flags.downstream_connection_termination
+    streamed = bool(meta.get("stream"))
+    watch = struct_to_dict(fm[STREAM_NS]) if streamed and STREAM_NS in fm else {}
+    # The stream watch (sidegate/render_stream.py) relayed a terminal event (the provider's, or its
+    # own error event): the client hanging up right after it, before Envoy saw the provider's end
+    # of body, is no abort (that race marked ~1 in 4 fully read streams aborted).
+    ended = watch.get("end")
+    aborted = not ended and (status == 0 or flags.downstream_connection_termination)
+    if streamed and not ended and 200 <= status < 300:
+        # A stream cut by a reset (the provider's or the client's) or a timeout: no terminal event.
+        # (An HTTP/1.1 provider's reset mid-body shows as upstream_protocol_error, verified on 1.40.)
+        aborted = aborted or any((flags.upstream_remote_reset, flags.upstream_connection_termination,
+                                  flags.upstream_protocol_error, flags.downstream_remote_reset, flags.local_reset,
+                                  flags.stream_idle_timeout, flags.upstream_request_timeout))  # fmt: skip
     now = time.monotonic() if now is None else now
     total = _seconds(common.time_to_last_downstream_tx_byte) or _seconds(common.duration)
     started = now - total
     ttfb = _seconds(common.time_to_first_upstream_rx_byte)
+    first_us = watch.get("first_us")
+    if first_us:
+        # The stream's first body chunk (its headers may come well before any token), from the
+        # start of the final try (its first byte sent upstream), as the full lane measures it.
+        try_start = common.start_time.ToNanoseconds() / 1e9 + _seconds(common.time_to_first_upstream_tx_byte)
+        ttfb = max(int(first_us) / 1e6 - try_start, 0.0) or ttfb
     retry_after = parse_retry_after(dict(entry.response.response_headers)) if status >= 400 else None
-    streamed = bool(meta.get("stream"))
-    # A stream the client left before the provider's usage event: estimate the streamed tokens
-    # from the bytes sent (~one token per event of ~160 bytes), as the full lane counts chunks.
-    chunks = entry.response.response_body_bytes // _EVENT_BYTES if streamed and aborted and usage is None else 0
+    # A stream without the provider's usage event (the client left, or the stream broke): estimate
+    # the streamed tokens from the bytes sent (~one token per event of ~160 bytes), as the full
+    # lane counts chunks. A stream with a first chunk counts at least one (its TTFT is kept).
+    chunks = 0
+    if streamed and 200 <= status < 300:
+        body_bytes = entry.response.response_body_bytes
+        chunks = body_bytes // _EVENT_BYTES if usage is None and (aborted or ended != "complete") else 0
+        if first_us or body_bytes:
+            chunks = max(chunks, 1)
     return Completion(
         meta=meta, provider=provider_of_cluster(common.upstream_cluster) or "none",
         upstream_model=str(usage_fields.get("model") or meta.get("model", "")), status=status, usage=usage,

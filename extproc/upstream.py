@@ -302,9 +302,13 @@ class UpstreamTry:
         if retried:
             self.retried = True
         if not self.done:
+            # The stream's terminal event went out before Envoy saw the provider's end (the client
+            # read it and hung up at once, racing the end of the provider's body): not an abort.
+            complete = False
             if self.stream_tx is not None:
                 self.usage = self.stream_tx.usage
-            self._finish(aborted=True)
+                complete = self.stream_tx.done
+            self._finish(aborted=not complete)
 
 
 class KeyPool:

@@ -21,6 +21,7 @@ from sidegate.config import ModelConfig, ProviderConfig, SidegateConfig, local_a
 from sidegate.errors import Api, provider_invalid_response, provider_refused_key
 from sidegate.errors import render as render_error
 from sidegate.render_input import LOCAL_REPLY_CASES, request_decompressor, unsupported_encoding_route
+from sidegate.render_stream import lua_events, stream_lua
 
 ROUTE_HEADER = "x-sidegate-route"
 ROUTE_KEY = "route"
@@ -534,7 +535,7 @@ _ERRORS_LUA = """
 local PROVIDERS = {%s}
 -- The content types json_to_metadata parses (it compares the whole header value).
 local JSON_TYPES = {%s}
-local function plain_replace(s, needle, repl)
+%slocal function plain_replace(s, needle, repl)
   local out, i = {}, 1
   while true do
     local a, b = string.find(s, needle, i, true)
@@ -558,17 +559,20 @@ function envoy_on_response(h)
   local headers = h:headers()
   local status = tonumber(headers:get(":status")) or 0
   local md = h:streamInfo():dynamicMetadata()
-  local invalid = false
+  local invalid, stream = false, false
   if status < 400 then
-    -- A stream is not JSON: json_to_metadata flags it; sse_to_metadata reads its usage instead.
+    -- A stream is not JSON: json_to_metadata flags it; sse_to_metadata reads its usage, and the
+    -- stream watch (sidegate/render_stream.py) ends a broken or cut stream with an error event.
     local ct = headers:get("content-type")
-    if ct ~= nil and string.find(ct, "text/event-stream", 1, true) then return end
-    local usage = md:get("%s")
-    invalid = usage ~= nil and usage["invalid"] ~= nil
-    if not invalid then return end
-    -- json_to_metadata also flags a JSON type it does not list (`charset=utf8`, `Application/JSON`):
-    -- that proves nothing about the body, which is relayed (its usage is not read).
-    if ct ~= nil and not JSON_TYPES[ct] and string.find(string.lower(ct), "application/json", 1, true) then return end
+    stream = ct ~= nil and string.find(ct, "text/event-stream", 1, true) ~= nil
+    if not stream then
+      local usage = md:get("%s")
+      invalid = usage ~= nil and usage["invalid"] ~= nil
+      if not invalid then return end
+      -- json_to_metadata also flags a JSON type it does not list (`charset=utf8`, `Application/JSON`):
+      -- that proves nothing about the body, which is relayed (its usage is not read).
+      if ct ~= nil and not JSON_TYPES[ct] and string.find(string.lower(ct), "application/json", 1, true) then return end
+    end
   end
   local sg = md:get("%s")
   local front = md:get("%s")
@@ -576,7 +580,9 @@ function envoy_on_response(h)
   if not direct then return end
   local p = PROVIDERS[headers:get("x-sidegate-provider") or ""]
   if p == nil then return end
-  if status < 400 then
+  if stream then
+    watch(h, p)
+  elseif status < 400 then
     replace(h, p.invalid)
   elseif status == 401 or status == 403 then
     replace(h, p.refused)
@@ -763,7 +769,8 @@ def _try_cluster(name: str, p: ProviderConfig, timeout_s: float) -> dict[str, An
 def _direct_errors(cfg: SidegateConfig) -> dict[str, Any]:
     """Router-level Lua (in Envoy, no gRPC): a direct-lane provider error gets the per-try stage's
     treatment: 401/403 (our key refused) and unparseable bodies -> 502 in the client's format,
-    the provider key scrubbed from error bodies that echo it."""
+    the provider key scrubbed from error bodies that echo it; a stream is watched event by event
+    (sidegate/render_stream.py): a broken or cut stream ends with an error event."""
 
     def lua_str(b: bytes) -> str:  # a Lua long string: no escaping needed for JSON
         return "[==[" + b.decode() + "]==]"
@@ -774,13 +781,14 @@ def _direct_errors(cfg: SidegateConfig) -> dict[str, Any]:
             env = _lua_str(p.api_key_env)
             refused = lua_str(render_error(p.api, provider_refused_key(name)))
             invalid = lua_str(render_error(p.api, provider_invalid_response(name)))
-            entries.append(f'["{name}"] = {{env = {env}, refused = {refused}, invalid = {invalid}}}')
+            bad, cut = (lua_str(e) for e in lua_events(p.api))
+            entries.append(f'["{name}"] = {{env = {env}, refused = {refused}, invalid = {invalid}, api = "{p.api.value}", bad = {bad}, cut = {cut}}}')
     return {
         "name": DIRECT_ERRORS_FILTER,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
             "default_source_code": {"inline_string": _ERRORS_LUA % (
-                ", ".join(entries), ", ".join(f'["{t}"] = true' for t in JSON_CONTENT_TYPES),
+                ", ".join(entries), ", ".join(f'["{t}"] = true' for t in JSON_CONTENT_TYPES), stream_lua(),
                 USAGE_NS, META_NS, AUTHZ_NS, FRONT_LANE_HEADER)},
         },
     }

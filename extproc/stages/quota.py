@@ -98,9 +98,10 @@ class QuotaSettler:
             actual = c.usage.total_tokens
         elif c.provider in ("cache", "gateway"):
             actual = 0  # answered by the gateway: no provider tokens
-        elif c.aborted and c.streamed:
-            # Client went away mid-stream before the provider's usage arrived: prompt + one token
-            # per streamed content chunk (OpenAI-style deltas carry about one token each).
+        elif c.streamed and c.chunks > 0:
+            # The client went away, or the provider's stream broke, before the provider's usage
+            # arrived: prompt + one token per streamed content chunk (OpenAI-style deltas carry
+            # about one token each).
             actual = int(c.meta.get("quota", {}).get("prompt", 0)) + c.chunks
         else:
             actual = 0  # the provider failed: nothing was generated

@@ -39,6 +39,11 @@ class Behavior:
     stall_after_chunks: int | None = None  # stream N events, then send nothing (as `hang`), then RST
     truncate: bool | int = False  # stream stops after N events (True: half) without the terminal event
     stream_error: dict[str, Any] | None = None  # {"after": N, "type": ..., "message": ...} mid-stream
+    # {"after": N, "data": "<payload>"}: a `data: <payload>` event after N events, then the rest of
+    # the stream as usual (a provider that sends one broken event and goes on).
+    bad_event: dict[str, Any] | None = None
+    write_size: int | None = None  # a stream's bytes written in pieces of this size (events cut anywhere)
+    linger_s: float = 0.0  # a stream's body ends this long after its last event (a slow provider close)
     # Answer shape.
     content: str | None = None
     tool_calls: list[dict[str, Any]] | str | None = None  # [{"name","arguments"}] or "auto"

@@ -353,12 +353,22 @@ class FakeProvider:
                 stop_at, after_stop = min(2, len(events) - 1), b"data: {not json\n\n"
             if b.stall_after_chunks is not None:
                 stop_at = min(b.stall_after_chunks, len(events) - 1)
+            if b.bad_event is not None:
+                at = min(int(b.bad_event.get("after", 2)), len(events) - 1)
+                bad = b"data: " + str(b.bad_event.get("data", "")).encode() + b"\n\n"
+                events = [*events[:at], bad, *events[at:]]
+                stop_at += 1 if stop_at > at else 0
         delay = b.chunk_delay_s if b is not None and b.chunk_delay_s is not None else self.chunk_delay_s
         resp = web.StreamResponse(
             status=200, headers={**headers, "content-type": _SSE, "cache-control": "no-cache"}
         )
         await resp.prepare(request)
-        if delay <= 0:
+        if b is not None and b.write_size:
+            data = b"".join(events[:stop_at]) + (after_stop or b"")
+            for i in range(0, len(data), b.write_size):
+                await resp.write(data[i : i + b.write_size])
+                await asyncio.sleep(max(delay, 0.001))  # let each piece leave on its own
+        elif delay <= 0:
             data = b"".join(events[:stop_at]) + (after_stop or b"")
             if data:
                 await resp.write(data)
@@ -376,6 +386,8 @@ class FakeProvider:
             await asyncio.sleep(0.01)  # let the events leave before the RST
             _rst(request)
             raise _Dropped
+        if b is not None and b.linger_s > 0:
+            await asyncio.sleep(b.linger_s)
         await resp.write_eof()
         if stop_at < len(events):
             resp.force_close()

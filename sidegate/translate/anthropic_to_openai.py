@@ -13,6 +13,7 @@ from sidegate.errors import Api
 from sidegate.sse import SseParser, encode_event
 from sidegate.translate.base import ProviderRequest, TranslateOptions, Usage
 from sidegate.translate.common import (
+    MALFORMED_EVENT,
     STREAM_TRUNCATED,
     as_count,
     as_dict,
@@ -501,6 +502,11 @@ class OpenAIToAnthropicStream:
         )
 
     # -- protocol
+    @property
+    def done(self) -> bool:
+        """The terminal event (the provider's, or an error event) has been emitted."""
+        return self._done
+
     def feed(self, chunk: bytes) -> bytes:
         if self._done:
             return b""
@@ -510,12 +516,16 @@ class OpenAIToAnthropicStream:
             if data == b"[DONE]":
                 out.append(self._finalize())
                 break
+            if not data.strip():
+                continue  # an empty keep-alive event
             try:
                 obj = orjson.loads(data)
             except orjson.JSONDecodeError:
-                continue
-            if not isinstance(obj, dict):
-                continue
+                obj = None
+            if not isinstance(obj, dict):  # never end a stream normally over a dropped event
+                self._done = True
+                out.append(sse_error_event(Api.ANTHROPIC, MALFORMED_EVENT, "api_error"))
+                break
             if obj.get("error"):
                 self._done = True
                 err = obj["error"]

@@ -70,6 +70,11 @@ class StreamTranslator(Protocol):
 
     usage: Usage | None
 
+    @property
+    def done(self) -> bool:
+        """The client's terminal event has been emitted: nothing more will follow."""
+        ...
+
     def feed(self, chunk: bytes) -> bytes: ...
 
     def finish(self) -> bytes: ...

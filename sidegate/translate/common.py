@@ -143,3 +143,4 @@ def sse_error_event(api: Api, message: str, etype: str | None = None) -> bytes:
 
 
 STREAM_TRUNCATED = "The upstream provider stream ended before the response was complete."
+MALFORMED_EVENT = "The provider sent a malformed stream event; the stream was ended."

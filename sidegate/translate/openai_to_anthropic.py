@@ -16,6 +16,7 @@ from sidegate.errors import Api
 from sidegate.sse import SseParser
 from sidegate.translate.base import ProviderRequest, TranslateOptions, Usage
 from sidegate.translate.common import (
+    MALFORMED_EVENT,
     STREAM_TRUNCATED,
     as_count,
     as_dict,
@@ -578,14 +579,23 @@ class AnthropicToOpenAIStream:
     def _chunk(self, delta: dict[str, Any]) -> bytes:
         return self._prefix + dumps(delta) + self._SUFFIX
 
+    @property
+    def done(self) -> bool:
+        """The terminal event (the provider's, or an error event) has been emitted."""
+        return self._done
+
     def feed(self, chunk: bytes) -> bytes:
         if self._done:
             return b""
         out: list[bytes] = []
         for ev in self._parser.feed(chunk):
+            if not ev.data.strip():
+                continue  # an empty keep-alive event
             data = loads_object(ev.data)
-            if data is None:
-                continue  # not a JSON object: nothing we can translate (never seen from the provider)
+            if data is None:  # never end a stream normally over a dropped event: a terminal error
+                self._done = True
+                out.append(sse_error_event(Api.OPENAI, MALFORMED_EVENT, "server_error"))
+                break
             piece = self._event(data)
             if piece:
                 out.append(piece)

@@ -13,6 +13,7 @@ from sidegate.errors import Api, GatewayError
 from sidegate.sse import SseParser
 from sidegate.translate.base import ProviderRequest, TranslateOptions, Usage
 from sidegate.translate.common import (
+    MALFORMED_EVENT,
     STREAM_TRUNCATED,
     as_count,
     as_dict,
@@ -70,9 +71,6 @@ def _passthrough_error(api: Api, status: int, body: bytes) -> tuple[int, bytes]:
 _USAGE_NULL = re.compile(rb'"usage"\s*:\s*null')
 
 
-MALFORMED_EVENT = "The provider sent a malformed stream event; the stream was ended."
-
-
 def _looks_like_object(data: bytes) -> bool:
     """A cheap structural check (no parse) that an SSE payload is a JSON object."""
     d = data.strip()
@@ -87,6 +85,11 @@ class OpenAIPassthroughStream:
         self._strip = not client_wants_usage  # a usage chunk then came from force_upstream_usage
         self._done = False
         self.usage: Usage | None = None
+
+    @property
+    def done(self) -> bool:
+        """The terminal event (the provider's, or an error event) has been emitted."""
+        return self._done
 
     def feed(self, chunk: bytes) -> bytes:
         if self._done:
@@ -181,6 +184,11 @@ class AnthropicPassthroughStream:
             if isinstance(value, int):
                 self._raw[key] = as_count(value)  # message_delta counters are cumulative: the last one wins
         self.usage = parse_anthropic_usage(self._raw)
+
+    @property
+    def done(self) -> bool:
+        """The terminal event (the provider's, or an error event) has been emitted."""
+        return self._done
 
     def feed(self, chunk: bytes) -> bytes:
         if self._done:

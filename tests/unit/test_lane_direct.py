@@ -199,3 +199,37 @@ def test_direct_stream_entries_from_either_front():
     cut.response.response_body_bytes = 1600
     c = completion(cut)
     assert c is not None and c.aborted and c.usage is None and c.chunks == 10
+
+
+def test_direct_stream_watch_metadata_gives_ttft_and_settles_the_end_race():
+    """The stream watch's `sidegate.stream` metadata (sidegate/render_stream.py): the first body
+    chunk's time is the TTFT (from the final try's start); a relayed terminal event means the
+    stream was not aborted even if the client hung up before Envoy saw the provider's end."""
+    from sidegate.observe import ttft_seconds
+    from sidegate.render_stream import STREAM_NS
+
+    meta = {"lane": "direct", "model": "gpt-4o-mini", "tenant": "acme", "api": "openai", "stream": True}
+    e = _entry(meta, {"prompt_tokens": 9.0, "completion_tokens": 4.0})
+    e.common_properties.start_time.FromMilliseconds(1_000_000)
+    e.common_properties.time_to_first_upstream_tx_byte.FromMilliseconds(5)
+    e.common_properties.metadata.filter_metadata[STREAM_NS].CopyFrom(struct({"end": "complete", "first_us": "1000025000"}))
+    e.common_properties.response_flags.downstream_connection_termination = True  # the race
+    e.response.response_body_bytes = 900
+    c = completion(e)
+    assert c is not None and not c.aborted and c.chunks >= 1
+    assert abs(ttft_seconds(c) - 0.020) < 1e-6  # 25 ms after the request, 5 ms of it before the try
+    # A stream the watch ended (malformed or cut): a provider fault, not an abort; the streamed
+    # tokens are estimated for the quota true-up when the usage event never came.
+    e.common_properties.metadata.filter_metadata[STREAM_NS].CopyFrom(struct({"end": "cut", "first_us": "1000025000"}))
+    e.common_properties.metadata.filter_metadata[render.USAGE_NS].Clear()
+    c = completion(e)
+    assert c is not None and not c.aborted and c.usage is None and c.chunks == 900 // 160
+    # No terminal event relayed and the client left: an abort, as before.
+    del e.common_properties.metadata.filter_metadata[STREAM_NS]
+    c = completion(e)
+    assert c is not None and c.aborted
+    # The provider reset mid-body (HTTP/1.1: Envoy flags a protocol error): an abort too.
+    e.common_properties.response_flags.downstream_connection_termination = False
+    e.common_properties.response_flags.upstream_protocol_error = True
+    c = completion(e)
+    assert c is not None and c.aborted
