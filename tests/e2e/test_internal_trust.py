@@ -26,6 +26,7 @@ from envoy.service.auth.v3 import external_auth_pb2 as auth_pb
 from envoy.service.auth.v3 import external_auth_pb2_grpc as auth_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from fault_helpers import supervise_until_up
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from harness import ANTHROPIC_PROVIDER_KEY, OPENAI_PROVIDER_KEY, Stack
 
@@ -272,9 +273,11 @@ def test_rotation_envoy_takes_a_new_token_file_live_and_the_services_after_a_res
     r = httpx.post(f"{s.base_url}/v1/chat/completions", json=body, headers=headers, timeout=10)
     assert r.status_code == 503 and r.json()["error"]["type"] == "server_error"  # Envoy's own, in format
     s.sup.env[s.sup.cfg.services.internal_token_env] = new
-    for child in [c for c in s.sup.children if c.name in ("authz", "extproc")]:  # (no authz with inline auth)
+    restarted = [c for c in s.sup.children if c.name in ("authz", "extproc")]  # (no authz with inline auth)
+    for child in restarted:
         assert child.proc is not None
         child.proc.terminate()
         child.proc.wait(timeout=30)
-    s.sup.check()  # restarts them, with the new secret
+    for child in restarted:
+        supervise_until_up(s, child.name)  # restarts them, with the new secret
     assert status() == 200
