@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ from sidegate.config import ProviderConfig, RouteConfig, SidegateConfig
 from sidegate.errors import Api, GatewayError, provider_invalid_response, provider_refused_key, render
 from sidegate.guard import SseRestorer, guard_request, restore_body
 from sidegate.render import PROVIDER_HEADERS, RATE_LIMIT_HEADERS, provider_of_cluster
+from sidegate.render_hygiene import Allowed
 from sidegate.translate import get_translator
 from sidegate.translate.base import StreamTranslator, TranslateOptions, Translator, Usage
 
@@ -128,10 +129,13 @@ class UpstreamTry:
         # An OpenAI stream needs include_usage injected unless the client asked for it.
         return not (self.inbound is Api.OPENAI and self.meta.get("stream") and not self.meta.get("want_usage"))
 
-    def request_headers(self) -> HeaderChanges:
+    def request_headers(self, client: Iterable[str] = ()) -> HeaderChanges:
+        """`client`: the names of the request headers this try received (full lane: the router's
+        filter let the union of every provider's allow-list through; this provider's is narrower)."""
         p = self.provider
         skip_body = self.body_unchanged
         changes = HeaderChanges(remove=[*PROVIDER_HEADERS] if skip_body else [*PROVIDER_HEADERS, "content-length"])
+        changes.remove += self.app.allowed[self.provider_name].refused(client)
         if skip_body:  # the client's path without its query (which may carry a key: never forwarded)
             changes.set[":path"] = "/v1/messages" if self.inbound is Api.ANTHROPIC else "/v1/chat/completions"
         if skip_body and p.api is Api.ANTHROPIC:
@@ -356,6 +360,7 @@ class Upstream:
         self.observers: list[Observer] = observers or []
         self.filler = filler
         self.provider_keys: dict[str, KeyPool] = {}
+        self.allowed = {name: Allowed(p) for name, p in cfg.providers.items()}
         for name, p in cfg.providers.items():
             keys = p.api_keys()
             if keys:

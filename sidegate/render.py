@@ -990,8 +990,13 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
                     # No x-envoy-* headers of the router's to providers (x-envoy-original-host: the
                     # client's Host) or clients (x-envoy-upstream-service-time).
                     "suppress_envoy_headers": True,
+                    # The full lane: the client's headers are filtered before the per-try stage sets
+                    # its own (the union of the providers' allow-lists here; the stage drops what
+                    # its try's provider does not allow), the response before the stage sees it.
                     "upstream_http_filters": [
+                        hygiene.request_filter(*cfg.providers.values()),
                         {"name": "sidegate.upstream", "typed_config": upstream_proc},
+                        hygiene.response_filter(),
                         _UPSTREAM_CODEC,
                     ],
                 },
@@ -1003,10 +1008,6 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
             {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
         ]
     clusters = [_provider_cluster(name, p) for name, p in cfg.providers.items()]
-    if sidegate_filters:  # the full lane: the client's headers are filtered before the per-try stage sets its own
-        for cluster, p in zip(clusters, cfg.providers.values(), strict=True):
-            _set_upstream_filters(cluster, hygiene.request_filter(p), {"name": "sidegate.upstream", "typed_config": upstream_proc},
-                                  hygiene.response_filter())  # fmt: skip
     if direct:
         clusters += [_direct_cluster(name, p, front_http) for name, p in cfg.providers.items() if direct_provider(p)]
     svc_host = local_address(svc.host)

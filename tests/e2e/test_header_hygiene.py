@@ -26,6 +26,7 @@ EXTRA: dict[str, Any] = {
     "models": {
         "claude-direct": {"routes": [{"provider": "anthropic"}]},
         "org-model": {"routes": [{"provider": "openai-org"}]},
+        "org-alias": {"routes": [{"provider": "openai-org", "model": "gpt-4o-mini"}]},
         "azure-model": {"routes": [{"provider": "azure"}]},
         "cached": {"routes": [{"provider": "openai", "model": "gpt-4o-mini"}], "cache": {"exact": True}},
     },
@@ -146,11 +147,23 @@ def test_configured_query_is_the_only_one(gw, fake_openai):
     assert rec.headers["api-key"] == OPENAI_PROVIDER_KEY and "authorization" not in rec.headers
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_billing_headers_only_where_the_provider_allows_them(gw, fake_openai, stream):
-    case = Case("openai", "org-model", "openai", stream=stream, usage=stream)
+ORG_CASES = [
+    Case("openai", "org-model", "openai"),  # direct
+    Case("openai", "org-model", "openai", stream=True, usage=True),  # direct stream
+    Case("openai", "org-model", "openai", stream=True),  # full
+    Case("openai", "org-alias", "openai"),  # full / try
+]
+
+
+@pytest.mark.parametrize("case", ORG_CASES, ids=["direct", "direct-stream", "full-stream", "alias"])
+def test_billing_headers_only_where_the_provider_allows_them(gw, fake_openai, case):
+    """The provider allows them; others do not (the full lane's router filter lets the union of
+    the providers' lists through, the per-try stage narrows it: test_provider_gets_only_...)."""
+    before = _cluster_requests(gw, "openai-org")
     r = send(gw, case, HOSTILE)
     assert r.status_code == 200, r.text
+    assert _lane_of(gw, Case("openai", "org", "openai-org"), before) == (
+        "direct" if case.model == "org-model" and (not case.stream or case.usage) else case.lane(gw.cfg_data["services"]["front"]))
     (rec,) = fake_openai.requests
     assert rec.headers["openai-organization"] == "org-tenant-picked" and rec.headers["openai-project"] == "proj-tenant-picked"
     assert not {"cookie", "x-goog-api-key", "proxy-authorization", "x-forwarded-for"} & set(rec.headers)
