@@ -309,7 +309,7 @@ class UpstreamTry:
     def _emit(self, done: Completion, aborted: bool) -> None:
         notify(self.app.observers, done)
         if self.collect and self.app.filler is not None and 200 <= self.status < 300 and not aborted:
-            if any(key in self.collected for key in self.app.secrets):  # e.g. split across two stream chunks
+            if any(key in self.collected for key in self.app.secrets):  # defence in depth: chunks were scrubbed one by one
                 return
             self.app.filler.fill(self.meta, self.client_body, bytes(self.collected), self.streaming, self.usage)
 
