@@ -990,13 +990,10 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
                     # No x-envoy-* headers of the router's to providers (x-envoy-original-host: the
                     # client's Host) or clients (x-envoy-upstream-service-time).
                     "suppress_envoy_headers": True,
-                    # The full lane: the client's headers are filtered before the per-try stage sets
-                    # its own (the union of the providers' allow-lists here; the stage drops what
-                    # its try's provider does not allow), the response before the stage sees it.
+                    # The full lane: the per-try stage applies the header allow-lists itself
+                    # (extproc/upstream.py; no regex here, so mesh sidecars need no RE2 runtime limit).
                     "upstream_http_filters": [
-                        hygiene.request_filter(*cfg.providers.values()),
                         {"name": "sidegate.upstream", "typed_config": upstream_proc},
-                        hygiene.response_filter(),
                         _UPSTREAM_CODEC,
                     ],
                 },

@@ -1,11 +1,14 @@
 """What crosses the gateway in headers: allow-lists rendered as native Envoy config (no Lua, no gRPC).
 
-Every upstream filter chain (the router's, for the full lane; the direct and try lanes' clusters'
-own) starts with a `header_mutation` filter whose request mutations remove every client header not
-on the provider's allow-list, and ends (just before the codec) with one whose response mutations
-remove every provider response header not on the response allow-list. So the gateway's own
-filters (the per-try ext_proc, the try lane's Lua, the direct lane's credential) set their headers
-after the client's are gone, and see the provider's response after it was cleaned.
+The direct and try lanes' provider clusters start their upstream filter chain with a
+`header_mutation` filter whose request mutations remove every client header not on the provider's
+allow-list (the direct lane's one filter: before it sets the credential), and end it (just before
+the codec) with one whose response mutations remove every provider response header not on the
+response allow-list. So the gateway's own filters (the try lane's Lua, the direct lane's
+credential) set their headers after the client's are gone, and see the provider's response after
+it was cleaned. The full lane's per-try ext_proc sees every header anyway and applies the same
+lists itself (:class:`Allowed`): the router's chain, which Istio sidecars get too
+(deploy/render_all.py), carries no regex that would need the RE2 limit raised in their runtime.
 
 Envoy's `remove_on_match` removes the headers whose *name* matches a regex; an allow-list is the
 complement of a finite set of names and prefixes, which is regular: :func:`complement_regex` builds
@@ -56,10 +59,12 @@ def runtime() -> dict[str, Any]:
     ]}  # fmt: skip
 
 
-def request_allowed(*providers: ProviderConfig) -> tuple[str, ...]:
-    """The client headers these providers may receive (several: the union)."""
-    extra = {h: None for p in providers for h in (*REQUEST_HEADERS_BY_API[p.api], *p.forward_client_headers)}
-    return (_PSEUDO, *REQUEST_HEADERS_FORWARDED, *extra)
+def request_allowed(p: ProviderConfig) -> tuple[str, ...]:
+    """The client headers this provider may receive."""
+    return (_PSEUDO, *REQUEST_HEADERS_FORWARDED, *REQUEST_HEADERS_BY_API[p.api], *p.forward_client_headers)
+
+
+RESPONSE_ALLOWED = (_PSEUDO, *RESPONSE_HEADERS_FORWARDED)
 
 
 def allowed(name: str, patterns: tuple[str, ...]) -> bool:
@@ -116,15 +121,15 @@ def _remove_not(patterns: tuple[str, ...]) -> list[dict[str, Any]]:
     return [{"remove_on_match": {"key_matcher": {"safe_regex": {"regex": complement_regex(patterns)}}}}]
 
 
-def request_mutations(*p: ProviderConfig) -> list[dict[str, Any]]:
+def request_mutations(p: ProviderConfig) -> list[dict[str, Any]]:
     """Client headers off the provider's allow-list removed. (The query string is not Envoy's to
     drop here, a filter may not rewrite `:path`: a request with one never takes the direct lane,
     and the per-try stage always sets `:path`, with the provider's configured `query` if any.)"""
-    return _remove_not(request_allowed(*p))
+    return _remove_not(request_allowed(p))
 
 
 def response_mutations() -> list[dict[str, Any]]:
-    return _remove_not((_PSEUDO, *RESPONSE_HEADERS_FORWARDED))
+    return _remove_not(RESPONSE_ALLOWED)
 
 
 def _filter(name: str, request: list[dict[str, Any]], response: list[dict[str, Any]]) -> dict[str, Any]:
@@ -133,19 +138,17 @@ def _filter(name: str, request: list[dict[str, Any]], response: list[dict[str, A
         "mutations": {"request_mutations": request, "response_mutations": response}}}  # fmt: skip
 
 
-def request_filter(*p: ProviderConfig) -> dict[str, Any]:
-    """First upstream filter of a try lane cluster, or of the router's chain (the full lane: the
-    union of every provider's list, the per-try stage narrows it to its provider's)."""
-    return _filter("sidegate.hygiene.request", request_mutations(*p), [])
+def request_filter(p: ProviderConfig) -> dict[str, Any]:
+    """First upstream filter of a try lane cluster."""
+    return _filter("sidegate.hygiene.request", request_mutations(p), [])
 
 
 class Allowed:
-    """One provider's request allow-list, for the per-try stage (full lane) to narrow the union."""
+    """An allow-list as the per-try stage applies it (full lane): the names it refuses."""
 
     __slots__ = ("exact", "prefixes")
 
-    def __init__(self, p: ProviderConfig):
-        patterns = request_allowed(p)
+    def __init__(self, patterns: tuple[str, ...]):
         self.exact = frozenset(h for h in patterns if not h.endswith("*"))
         self.prefixes = tuple(h[:-1] for h in patterns if h.endswith("*"))
 
@@ -153,6 +156,9 @@ class Allowed:
         return [h for h in names if h not in self.exact and not h.startswith(self.prefixes)]
 
 
+RESPONSE = Allowed(RESPONSE_ALLOWED)
+
+
 def response_filter() -> dict[str, Any]:
-    """Last upstream filter before the codec (full and try lane): the first to see a response."""
+    """Last upstream filter before the codec (try lane): the first to see a response."""
     return _filter("sidegate.hygiene.response", [], response_mutations())
