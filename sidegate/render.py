@@ -590,7 +590,10 @@ function envoy_on_response(h)
     end
     -- json_to_metadata also flags a JSON type it does not list (`charset=utf8`, `Application/JSON`):
     -- that proves nothing about the body, which is relayed (its usage is not read).
-    if ct ~= nil and not JSON_TYPES[ct] and string.find(string.lower(ct), "application/json", 1, true) then return end
+    if ct ~= nil and not JSON_TYPES[ct] and string.find(string.lower(ct), "application/json", 1, true) then
+      if key then scrub_body(h, key) end
+      return
+    end
   end
   local sg = md:get("%s")
   local front = md:get("%s")
