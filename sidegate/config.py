@@ -155,8 +155,8 @@ class ProviderConfig(_Model):
     forward_client_headers: list[str] = Field(default_factory=list)
     """Client request headers this provider also receives, beyond the built-in allow-list
     (docs/architecture.md, "What crosses the gateway"): e.g. `openai-organization`,
-    `openai-project` (the client then picks what Sidegate's provider key bills), `user-agent`,
-    `x-stainless-*` (a trailing `*` is a prefix). Credentials, cookies, proxy and forwarding
+    `openai-project` (the client then picks what Sidegate's provider key bills), `x-stainless-*`
+    (a trailing `*` is a prefix). Credentials, cookies, proxy and forwarding
     headers and Sidegate's or Envoy's own are refused."""
     connect_timeout_s: float = Field(5.0, gt=0)
     max_connections: int = Field(1024, ge=1)

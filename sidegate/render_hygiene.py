@@ -25,13 +25,15 @@ from typing import Any
 from sidegate.config import ProviderConfig
 from sidegate.errors import Api
 
-REQUEST_HEADERS_FORWARDED = ("content-type", "content-length", "accept", "idempotency-key")
+REQUEST_HEADERS_FORWARDED = ("content-type", "content-length", "accept", "idempotency-key", "user-agent", "x-request-id")
 """Client request headers every provider receives (plus the pseudo-headers and what the gateway
-sets itself: credential, `:authority`, `:path`, the provider's static `headers`). Not forwarded:
-credentials, cookies, proxy and forwarding headers (`proxy-*`, `x-forwarded-*`, `forwarded`),
-`x-goog-api-key`, `x-sidegate-*`, `x-envoy-*`, `accept-encoding` (a compressed answer could not be
-metered or translated), SDK telemetry (`user-agent`, `x-stainless-*`) and billing selectors
-(`openai-organization`, `openai-project`) unless a provider's `forward_client_headers` lists them."""
+sets itself: credential, `:authority`, `:path`, the provider's static `headers`). `user-agent` and
+`x-request-id` (the gateway's request id, for support tickets) pass because the access log reads
+them from the same header map the upstream filters change. Not forwarded: credentials, cookies,
+proxy and forwarding headers (`proxy-*`, `x-forwarded-*`, `forwarded`), `x-goog-api-key`,
+`x-sidegate-*`, `x-envoy-*`, `accept-encoding` (a compressed answer could not be metered or
+translated), SDK telemetry (`x-stainless-*`) and billing selectors (`openai-organization`,
+`openai-project`) unless a provider's `forward_client_headers` lists them."""
 REQUEST_HEADERS_BY_API = {Api.OPENAI: ("openai-beta",), Api.ANTHROPIC: ("anthropic-version", "anthropic-beta")}
 """Versioning headers of the provider's own API (the per-try stage sets or removes them per try)."""
 RESPONSE_HEADERS_FORWARDED = (

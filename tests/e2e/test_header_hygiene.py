@@ -36,7 +36,7 @@ HOSTILE = {  # what a client may send that must never reach a provider
     "proxy-authorization": "Basic cHJveHk6c2VjcmV0", "cookie": "session=tenant-cookie", "x-goog-api-key": "goog-SECRET",
     "x-forwarded-for": "10.9.8.7", "forwarded": "for=10.9.8.7", "openai-organization": "org-tenant-picked",
     "openai-project": "proj-tenant-picked", "x-sidegate-route": "gpt-4o-mini", "accept-encoding": "gzip",
-    "user-agent": "tenant-app/1.0", "x-stainless-os": "Linux",
+    "x-stainless-os": "Linux",
 }  # fmt: skip
 PROVIDER_KEYS = (OPENAI_PROVIDER_KEY, ANTHROPIC_PROVIDER_KEY)
 
@@ -225,3 +225,28 @@ def test_cache_never_stores_an_answer_echoing_a_key(gw, fake_openai):
     send(gw, case, text=text + " clean")
     time.sleep(0.5)
     assert send(gw, case, text=text + " clean").headers.get("x-sidegate-cache", "").startswith("hit")
+
+
+def test_access_log_keeps_the_request_id_and_user_agent(gw, fake_openai):
+    """The upstream filters change the header map the access log reads: these two stay on every
+    lane (and reach the provider, which is harmless and helps correlate a support ticket)."""
+    import time
+    import uuid
+
+    rids = {}
+    for case in (CASES[0], CASES[4]):  # direct; full or try
+        rid = rids[case.model] = f"hyg-{uuid.uuid4().hex[:12]}"
+        r = send(gw, case, {"x-request-id": rid, "user-agent": "hygiene-test/1.0"})
+        assert r.status_code == 200, r.text
+        assert fake_openai.requests[-1].headers["x-request-id"] == rid
+        assert fake_openai.requests[-1].headers["user-agent"] == "hygiene-test/1.0"
+    deadline = time.monotonic() + 15  # Envoy flushes its stdout access log every 10 s
+    while time.monotonic() < deadline:
+        entries = [orjson.loads(ln[ln.index("{"):]) for ln in gw.logs().splitlines()
+                   if '"request_id"' in ln and any(rid in ln for rid in rids.values())]  # fmt: skip
+        if len(entries) == len(rids):
+            for e in entries:
+                assert e["request_id"] == rids[e["model"]] and e["user_agent"] == "hygiene-test/1.0", e
+            return
+        time.sleep(0.2)
+    raise AssertionError("no access log entries with the request ids")
