@@ -67,7 +67,7 @@ def test_request_and_response_lists():
     anth = hygiene.request_allowed(c.providers["anthropic"])
     assert hygiene.allowed("anthropic-beta", anth) and not hygiene.allowed("openai-beta", anth)
     for never in ("authorization", "x-api-key", "cookie", "proxy-authorization", "x-forwarded-for", "x-goog-api-key",
-                  "x-sidegate-route", "accept-encoding", "x-stainless-os"):  # fmt: skip
+                  "x-sidegate-route", "accept-encoding", "x-real-ip", "forwarded"):  # fmt: skip
         assert not any(hygiene.allowed(never, hygiene.request_allowed(p)) for p in c.providers.values()), never
     resp = (":*", *hygiene.RESPONSE_HEADERS_FORWARDED)
     assert hygiene.allowed("x-ratelimit-remaining-tokens", resp) and hygiene.allowed("request-id", resp)
