@@ -169,8 +169,9 @@ class UpstreamStream:
         t = self.try_
         if kind == "request_headers":
             t = self._start(req)
+            client = [h.key for h in req.request_headers.headers.headers]
             resp = pb.ProcessingResponse(
-                request_headers=pb.HeadersResponse(response=pb.CommonResponse(header_mutation=_mutation(t.request_headers())))
+                request_headers=pb.HeadersResponse(response=pb.CommonResponse(header_mutation=_mutation(t.request_headers(client))))
             )
             if t.body_unchanged:  # one round trip less: Envoy sends the body on without asking us
                 resp.mode_override.CopyFrom(_NO_REQUEST_BODY)

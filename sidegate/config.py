@@ -151,6 +151,16 @@ class WeightedKey(_Model):
 AuthStyle = Literal["bearer", "x-api-key", "api-key", "none"]
 
 
+NEVER_FORWARDED = frozenset({
+    "authorization", "x-api-key", "api-key", "x-goog-api-key", "cookie", "cookie2", "forwarded",
+    "host", "te", "connection", "keep-alive", "upgrade", "transfer-encoding", "accept-encoding",
+    "content-encoding", "x-real-ip", "via",
+})  # fmt: skip
+"""Client headers `forward_client_headers` may not name (nor a prefix of them)."""
+NEVER_FORWARDED_PREFIXES = ("proxy-", "x-forwarded-", "x-sidegate-", "x-envoy-", ":")
+_HEADER_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]*\*?")
+
+
 class ProviderConfig(_Model):
     api: Api
     """Wire schema the provider speaks: `openai` (incl. vLLM, Ollama, Groq, Mistral, Azure) or `anthropic`."""
@@ -167,6 +177,12 @@ class ProviderConfig(_Model):
     """Appended to the upstream path, e.g. `api-version=2024-10-21` for Azure."""
     headers: dict[str, str] = Field(default_factory=dict)
     """Extra static headers sent to this provider."""
+    forward_client_headers: list[str] = Field(default_factory=list)
+    """Client request headers this provider also receives, beyond the built-in allow-list
+    (docs/architecture.md, "What crosses the gateway"): e.g. `openai-organization`,
+    `openai-project` (the client then picks what Sidegate's provider key bills), `x-stainless-*`
+    (a trailing `*` is a prefix). Credentials, cookies, proxy and forwarding
+    headers and Sidegate's or Envoy's own are refused."""
     connect_timeout_s: float = Field(5.0, gt=0)
     max_connections: int = Field(1024, ge=1)
 
@@ -179,6 +195,21 @@ class ProviderConfig(_Model):
         if parts.path not in ("", "/"):
             raise ValueError("must not contain a path (use path_prefix)")
         return v.rstrip("/")
+
+    @field_validator("forward_client_headers")
+    @classmethod
+    def _forwardable(cls, v: list[str]) -> list[str]:
+        out = []
+        for name in v:
+            low = name.strip().lower()
+            if not _HEADER_PATTERN.fullmatch(low):
+                raise ValueError(f"{name!r} is not a header name (letters, digits, '-', '_'; a trailing '*' for a prefix)")
+            stem, prefix = low.removesuffix("*"), low.endswith("*")
+            hits = [f for f in (*NEVER_FORWARDED, *NEVER_FORWARDED_PREFIXES) if f.startswith(stem)] if prefix else []
+            if hits or low in NEVER_FORWARDED or any(stem.startswith(f) for f in NEVER_FORWARDED_PREFIXES):
+                raise ValueError(f"{name!r}: credentials, cookies, proxy, forwarding and internal headers are never forwarded")
+            out.append(low)
+        return out
 
     @property
     def auth_style(self) -> AuthStyle:

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from authz.decide import CREDENTIAL_HEADERS
+from sidegate import render_hygiene as hygiene
 from sidegate import render_limits, trust
 from sidegate.config import ModelConfig, ProviderConfig, SidegateConfig, local_address
 from sidegate.errors import Api, provider_invalid_response, provider_refused_key
@@ -239,7 +240,7 @@ def _direct_cluster(name: str, p: ProviderConfig, front_http: bool = False) -> d
     if env is not None:  # the key stays in the environment: Envoy reads it at start (never in a file)
         sets[header] = f"{prefix}%ENVIRONMENT({env})%"
     sets.update(p.headers)
-    mutations: list[dict[str, Any]] = [
+    mutations: list[dict[str, Any]] = hygiene.request_mutations(p) + [  # the client's headers off the list go first
         {"append": {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}} for k, v in sets.items()
     ]
     if p.api is Api.ANTHROPIC:  # the client's anthropic-version / anthropic-beta pass; a default otherwise
@@ -248,8 +249,8 @@ def _direct_cluster(name: str, p: ProviderConfig, front_http: bool = False) -> d
     mutations += [{"remove": h} for h in PROVIDER_HEADERS if h not in keep]
     # The provider's own rate-limit headers: the client sees the gateway's (the per-try stage
     # overwrites them; the HTTP front's are appended by ext_authz, so these must be gone first).
-    response_mutations = [{"remove": h} for h in RATE_LIMIT_HEADERS] if front_http else []
-    _set_upstream_filter(cluster, {"name": "sidegate.credential", "typed_config": {
+    response_mutations = hygiene.response_mutations() + ([{"remove": h} for h in RATE_LIMIT_HEADERS] if front_http else [])
+    _set_upstream_filters(cluster, {"name": "sidegate.credential", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
         "mutations": {"request_mutations": mutations, "response_mutations": response_mutations}}})  # fmt: skip
     return cluster
@@ -263,10 +264,10 @@ def _lane_cluster(name: str, p: ProviderConfig, cname: str) -> dict[str, Any]:
     return cluster
 
 
-def _set_upstream_filter(cluster: dict[str, Any], http_filter: dict[str, Any]) -> None:
-    """The cluster's own upstream filter chain (it replaces the router's per-try ext_proc)."""
+def _set_upstream_filters(cluster: dict[str, Any], *http_filters: dict[str, Any]) -> None:
+    """The cluster's own upstream filter chain (it replaces the router's)."""
     opts = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
-    opts["http_filters"] = [http_filter, _UPSTREAM_CODEC]
+    opts["http_filters"] = [*http_filters, _UPSTREAM_CODEC]
 
 
 def route_value(model: str, start: int) -> str:
@@ -535,7 +536,7 @@ _ERRORS_LUA = """
 local PROVIDERS = {%s}
 -- The content types json_to_metadata parses (it compares the whole header value).
 local JSON_TYPES = {%s}
-%slocal function plain_replace(s, needle, repl)
+local function plain_replace(s, needle, repl)
   local out, i = {}, 1
   while true do
     local a, b = string.find(s, needle, i, true)
@@ -546,7 +547,7 @@ local JSON_TYPES = {%s}
   out[#out + 1] = string.sub(s, i)
   return table.concat(out)
 end
-local function replace(h, body)
+%slocal function replace(h, body)
   local headers = h:headers()
   headers:replace(":status", "502")
   headers:replace("content-type", "application/json")
@@ -554,49 +555,80 @@ local function replace(h, body)
   if b ~= nil then b:setBytes(body) end
   headers:replace("content-length", tostring(#body))
 end
+-- The provider's key, read from Envoy's environment once per worker (false: none).
+local KEYS = {}
+local function secret(name, p)
+  local key = KEYS[name]
+  if key == nil then
+    key = p.env and os.getenv(p.env) or false
+    if key and #key < 8 then key = false end
+    KEYS[name] = key
+  end
+  return key
+end
+-- A provider echoing its key in a header the response allow-list let through: the header goes.
+local function scrub_headers(headers, key)
+  local echoed = nil
+  for name, v in pairs(headers) do
+    if string.find(v, key, 1, true) then echoed = echoed or {}; echoed[#echoed + 1] = name end
+  end
+  if echoed ~= nil then
+    for _, name in ipairs(echoed) do headers:remove(name) end
+  end
+end
+local function scrub_body(h, key)
+  local b = h:body()
+  if b == nil then return end
+  local text = b:getBytes(0, b:length())
+  if string.find(text, key, 1, true) then
+    local clean = plain_replace(text, key, "[redacted]")
+    b:setBytes(clean)
+    h:headers():replace("content-length", tostring(#clean))
+  end
+end
 function envoy_on_response(h)
   -- The common case first and cheapest: a success whose body parsed (no metadata tables built).
   local headers = h:headers()
   local status = tonumber(headers:get(":status")) or 0
   local md = h:streamInfo():dynamicMetadata()
+  local pname = headers:get("x-sidegate-provider") or ""
+  local p = PROVIDERS[pname]
+  local key = p ~= nil and secret(pname, p)
+  if key then scrub_headers(headers, key) end
   local invalid, stream = false, false
   if status < 400 then
     -- A stream is not JSON: json_to_metadata flags it; sse_to_metadata reads its usage, and the
-    -- stream watch (sidegate/render_stream.py) ends a broken or cut stream with an error event.
+    -- stream watch (sidegate/render_stream.py) ends a broken or cut stream with an error event
+    -- and scrubs the provider key from the lines it relays.
     local ct = headers:get("content-type")
     stream = ct ~= nil and string.find(ct, "text/event-stream", 1, true) ~= nil
     if not stream then
       local usage = md:get("%s")
       invalid = usage ~= nil and usage["invalid"] ~= nil
-      if not invalid then return end
+      if not invalid then
+        if key then scrub_body(h, key) end  -- already buffered by json_to_metadata
+        return
+      end
       -- json_to_metadata also flags a JSON type it does not list (`charset=utf8`, `Application/JSON`):
       -- that proves nothing about the body, which is relayed (its usage is not read).
-      if ct ~= nil and not JSON_TYPES[ct] and string.find(string.lower(ct), "application/json", 1, true) then return end
+      if ct ~= nil and not JSON_TYPES[ct] and string.find(string.lower(ct), "application/json", 1, true) then
+        if key then scrub_body(h, key) end
+        return
+      end
     end
   end
   local sg = md:get("%s")
   local front = md:get("%s")
   local direct = (sg ~= nil and sg["lane"] == "direct") or (front ~= nil and front["%s"] == "direct")
-  if not direct then return end
-  local p = PROVIDERS[headers:get("x-sidegate-provider") or ""]
-  if p == nil then return end
+  if not direct or p == nil then return end
   if stream then
-    watch(h, p)
+    watch(h, p, key)
   elseif status < 400 then
     replace(h, p.invalid)
   elseif status == 401 or status == 403 then
     replace(h, p.refused)
-  else
-    local key = p.env and os.getenv(p.env)
-    if key == nil or #key < 8 then return end
-    local b = h:body()
-    if b == nil then return end
-    local text = b:getBytes(0, b:length())
-    if string.find(text, key, 1, true) then
-      local clean = plain_replace(text, key, "[redacted]")
-      b:setBytes(clean)
-      headers:replace("content-length", tostring(#clean))
-    end
+  elseif key then
+    scrub_body(h, key)
   end
 end
 """
@@ -622,8 +654,6 @@ class TryWire:
     ATTEMPT = "x-sidegate-attempt"
 
 
-TRY_PASSED_HEADERS = ("content-type", "retry-after", "retry-after-ms", *RATE_LIMIT_HEADERS)
-"""Provider response headers the try lane passes to the per-try stage (`x-sidegate-h-<name>`)."""
 
 _TRY_LUA = string.Template("""
 -- Sidegate try lane: the per-try stage over HTTP. Each try of a request posts the client's body to
@@ -633,7 +663,6 @@ _TRY_LUA = string.Template("""
 local CLUSTER = "${cluster}"
 local TIMEOUT = ${timeout_ms}
 local KEY_HEADER, KEY_PREFIX, KEY_ENV = ${key_header}, ${key_prefix}, ${key_env}
-local PASS = {${passed}}
 local function unescape(s)
   return (string.gsub(s, "%%(%x%x)", function(x) return string.char(tonumber(x, 16)) end))
 end
@@ -709,9 +738,10 @@ function envoy_on_response(h)
     [":method"] = "POST", [":path"] = "${prefix}response", [":authority"] = "sidegate-front",
     ["${h_key}"] = state["id"], ["${h_status}"] = headers:get(":status"), ["${api_header}"] = state["api"],
   }
-  for _, name in ipairs(PASS) do
-    local v = headers:get(name)
-    if v ~= nil then call["${h_passed}" .. name] = v end
+  -- Every provider header the response allow-list let through (the stage reads some, and drops
+  -- any whose value echoes a key).
+  for name, v in pairs(headers) do
+    if string.byte(name, 1) ~= 58 then call["${h_passed}" .. name] = v end
   end
   local answer, body = h:httpCall("sidegate_front." .. state["worker"], call, bytes(h:body(true)), TIMEOUT)
   h:streamInfo():dynamicMetadata():set("${try_ns}", "done", true)
@@ -757,12 +787,12 @@ def _try_cluster(name: str, p: ProviderConfig, timeout_s: float) -> dict[str, An
     source = _TRY_LUA.substitute(
         key_header=_lua_str(header), key_prefix=_lua_str(prefix), key_env=_lua_str(env),
         cluster=cname, timeout_ms=int(timeout_s * 1000), prefix=TRY_PREFIX, try_ns=TRY_NS, authz_ns=AUTHZ_NS,
-        meta_header=FRONT_META_HEADER, api_header=FRONT_API_HEADER, passed=", ".join(f'"{h}"' for h in TRY_PASSED_HEADERS),
+        meta_header=FRONT_META_HEADER, api_header=FRONT_API_HEADER,
         **{f"h_{k.lower()}": v for k, v in vars(TryWire).items() if k.isupper()},
     )  # fmt: skip
-    _set_upstream_filter(cluster, {"name": "sidegate.try", "typed_config": {
+    _set_upstream_filters(cluster, hygiene.request_filter(p), {"name": "sidegate.try", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-        "default_source_code": {"inline_string": source}}})  # fmt: skip
+        "default_source_code": {"inline_string": source}}}, hygiene.response_filter())  # fmt: skip
     return cluster
 
 
@@ -988,6 +1018,11 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
                 "name": "envoy.filters.http.router",
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+                    # No x-envoy-* headers of the router's to providers (x-envoy-original-host: the
+                    # client's Host) or clients (x-envoy-upstream-service-time).
+                    "suppress_envoy_headers": True,
+                    # The full lane: the per-try stage applies the header allow-lists itself
+                    # (extproc/upstream.py; no regex here, so mesh sidecars need no RE2 runtime limit).
                     "upstream_http_filters": [
                         {"name": "sidegate.upstream", "typed_config": upstream_proc},
                         _UPSTREAM_CODEC,
@@ -1014,6 +1049,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
         "node": trust.NODE,
         "admin": {"address": _addr(cfg.listener.admin_host, cfg.listener.admin_port)},
         "overload_manager": render_limits.overload_manager(cfg.listener),
+        "layered_runtime": hygiene.runtime(),
         "static_resources": {
             "listeners": [
                 {

@@ -11,6 +11,8 @@ translators do in the full lane (sidegate/translate/passthrough.py):
 - a stream that ends without its terminal event (OpenAI `[DONE]` or an error event, Anthropic
   `message_stop` or `error`) gets the "ended before the response was complete" error event
   appended to its last chunk;
+- the provider's key (`key`, when it has one) is scrubbed from the complete lines it relays (a
+  key has no newline, so one never straddles what is relayed and what is held back);
 - the outcome (`complete`, `malformed`, `cut`) and the time of the first body chunk go into the
   `sidegate.stream` metadata, read by the access-log observer (extproc/direct.py): a stream whose
   terminal event was relayed is not `aborted` even if the client closed before Envoy saw the
@@ -29,7 +31,8 @@ STREAM_NS = "sidegate.stream"
 """Dynamic metadata of a direct-lane stream: `end` (complete|malformed|cut), `first_us` (the first
 body chunk, microseconds since the epoch)."""
 
-# `%(ns)s` is filled in; the function runs inside envoy_on_response (LuaJIT).
+# `%(ns)s` is filled in; the function runs inside envoy_on_response (LuaJIT), after the error
+# filter's `plain_replace`.
 STREAM_LUA = """
 -- The start of the unfinished last line of `s` (nil when `s` ends with a newline).
 local function tail_start(s)
@@ -69,7 +72,7 @@ local function scan(s, stop, openai)
   end
   return nil, terminal
 end
-local function watch(h, p)
+local function watch(h, p, key)
   local openai = p.api == "openai"
   local carry, state, last, out, first = "", 0, nil, "", true
   for chunk in h:bodyChunks() do
@@ -97,6 +100,7 @@ local function watch(h, p)
           h:streamInfo():dynamicMetadata():set("%(ns)s", "end", "complete")
         end
       end
+      if key and string.find(out, key, 1, true) then out = plain_replace(out, key, "[redacted]") end
       if out ~= raw then chunk:setBytes(out) end
     end
   end

@@ -38,6 +38,8 @@ class LaneStage:
         meta = ctx.meta
         if meta.get("cache_fill") or meta.get("restore") or (self.body_fixed and ctx.body_changed):
             return False
+        if "?" in ctx.path:  # Envoy alone cannot drop a query string (the per-try stage sets `:path`)
+            return False
         if ctx.stream and not (ctx.api is Api.ANTHROPIC or ctx.client_wants_usage):
             return False  # an OpenAI stream needs include_usage injected (and its usage chunk hidden)
         return self.direct.get((ctx.model, int(meta.get("start", 0)))) is ctx.api

@@ -185,8 +185,9 @@ def test_render_try_clusters_and_routes():
     clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
     tc = clusters["provider.anthropic~try"]
     filters = tc["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"]
-    lua = filters[0]["typed_config"]["default_source_code"]["inline_string"]
-    assert filters[0]["name"] == "sidegate.try" and filters[-1]["name"] == "envoy.filters.http.upstream_codec"
+    lua = filters[1]["typed_config"]["default_source_code"]["inline_string"]
+    assert [f["name"] for f in filters] == [
+        "sidegate.hygiene.request", "sidegate.try", "sidegate.hygiene.response", "envoy.filters.http.upstream_codec"]
     assert 'local CLUSTER = "provider.anthropic~try"' in lua and "/try/request" in lua and "${" not in lua
     assert tc["transport_socket"]["typed_config"]["sni"] == "api.anthropic.com"  # the provider's TLS as usual
     assert render.provider_of_cluster("provider.anthropic~try") == "anthropic"
