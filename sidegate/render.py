@@ -19,6 +19,12 @@ from authz.decide import CREDENTIAL_HEADERS
 from sidegate.config import ModelConfig, ProviderConfig, SidegateConfig, local_address
 from sidegate.errors import Api, provider_invalid_response, provider_refused_key
 from sidegate.errors import render as render_error
+from sidegate.render_limits import (
+    answer_limit_filter,
+    limit_extproc_buffers,
+    listener_buffer_limit,
+    too_large_mapper,
+)
 
 ROUTE_HEADER = "x-sidegate-route"
 ROUTE_KEY = "route"
@@ -489,7 +495,7 @@ def _local_reply_config() -> dict[str, Any]:
         (500, "api_error", "server_error", "Gateway error: %LOCAL_REPLY_BODY%"),
         (404, "not_found_error", "invalid_request_error", "Unknown path."),
     ]
-    mappers = []
+    mappers = [too_large_mapper(_ANTHROPIC_CLIENT, True), too_large_mapper(_ANTHROPIC_CLIENT, False)]
     for status, atype, otype, msg in cases:
         mappers.append(_local_reply_mapper(status, True, anth % (atype, msg)))
         mappers.append(_local_reply_mapper(status, False, oai % (msg, otype)))
@@ -955,6 +961,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
         "http_filters": [
             *([ext_authz] if svc.auth == "ext_authz" else []),
             _front_filter(cfg) if front_http else {"name": "sidegate.gateway", "typed_config": gateway_proc},
+            *([answer_limit_filter(cfg)] if sidegate_filters else []),
             *([_direct_errors(cfg), _usage_to_metadata(), _sse_usage_to_metadata()] if direct else []),
             {
                 "name": "envoy.filters.http.router",
@@ -978,6 +985,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
     svc_host = local_address(svc.host)
     clusters.append(_grpc_cluster("sidegate_authz", svc_host, svc.authz_port, svc.authz_workers))
     clusters.append(_grpc_cluster("sidegate_extproc", svc_host, svc.extproc_port, svc.extproc_workers))
+    limit_extproc_buffers(clusters[-1], cfg)
     if front_http:
         clusters += _front_clusters(svc_host, svc)
         clusters += [_try_cluster(name, p, svc.grpc_timeout_s) for name, p in cfg.providers.items()]
@@ -988,6 +996,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
                 {
                     "name": "sidegate",
                     "address": _addr(cfg.listener.host, cfg.listener.port),
+                    "per_connection_buffer_limit_bytes": listener_buffer_limit(cfg),
                     "filter_chains": [
                         {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
                     ],

@@ -1,0 +1,111 @@
+"""Envoy's buffer limits for large non-streaming answers (`listener.max_response_bytes`).
+
+Envoy 1.40 behaviours that set these numbers (measured; docs/architecture.md, "Limits"):
+
+- A stream has ONE buffer limit for both directions: the listener's
+  `per_connection_buffer_limit_bytes` (1 MiB by default), which any filter may change with
+  `setDecoderBufferLimit` (the HTTP front's ext_authz sets its `max_request_bytes`). Every filter
+  that buffers a whole answer (the per-try ext_proc in BUFFERED mode and the try lane's Lua, which
+  are upstream filters and inherit it; json_to_metadata on the router) is bounded by it.
+- Past that limit a router-level filter gets a local 500 (details `response_payload_too_large`),
+  made a 502 in the client's format here. The per-try ext_proc instead passes a watermark to the
+  upstream filter manager, where Envoy 1.40 dies (SIGSEGV), or stalls.
+- The per-try ext_proc also dies when its gRPC stream to the ext_proc service reaches a watermark:
+  the connection's write buffer (the gRPC cluster's `per_connection_buffer_limit_bytes`, 1 MiB by
+  default) or the HTTP/2 stream's send buffer (sized by the stream window, 16 MiB by default). A
+  buffered answer is one gRPC message, so those must hold whole answers.
+
+- A client reading slower than Envoy writes raises the downstream connection's write watermark
+  (the listener's limit); Envoy passes it to the upstream request and, with the per-try ext_proc
+  in the chain, dies the same way.
+
+So: the listener's limit is `max_response_bytes`; after the gateway/front filter has accepted the
+request, a `buffer` filter (it calls `setDecoderBufferLimit`; the request is already whole) sets
+the stream's limit to it again (the HTTP front's ext_authz lowered it to its request cap); the
+ext_proc connection's watermarks are out of reach.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sidegate.config import SidegateConfig
+
+TOO_LARGE_DETAILS = "response_payload_too_large"
+"""Envoy's response code details when a buffering filter's answer outgrew the stream's limit."""
+
+GRPC_FRAMING = 1024 * 1024
+"""Room for a ProcessingRequest's headers and framing around a body of the largest size."""
+
+EXTPROC_INFLIGHT = 4
+"""Whole answers that may sit in Envoy's write buffer towards one ext_proc connection at once."""
+
+
+def answer_limit_filter(cfg: SidegateConfig) -> dict[str, Any]:
+    """After the gateway/front filter: the stream's buffer limit becomes the answers' limit. The
+    request body is whole by then (the gateway buffered it under the request limits), so this
+    filter holds nothing and copies nothing."""
+    return {
+        "name": "sidegate.answer_limit",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+            "max_request_bytes": cfg.listener.max_response_bytes,
+        },
+    }
+
+
+def listener_buffer_limit(cfg: SidegateConfig) -> int:
+    """The client connection's buffers (and each stream's starting limit): a whole answer fits in
+    its write buffer, so writing one never raises the downstream watermark (which Envoy passes to
+    the upstream filter manager: SIGSEGV with the per-try ext_proc in the chain)."""
+    return cfg.listener.max_response_bytes
+
+
+def extproc_connection_limit(cfg: SidegateConfig) -> int:
+    """Write-buffer watermark of Envoy's connections to the ext_proc service (never to be reached)."""
+    return EXTPROC_INFLIGHT * (cfg.listener.max_response_bytes + GRPC_FRAMING)
+
+
+def limit_extproc_buffers(cluster: dict[str, Any], cfg: SidegateConfig) -> None:
+    """Envoy's gRPC cluster to the ext_proc service: its connection write buffer and each HTTP/2
+    stream's send buffer (Envoy sizes that one by the stream window) hold whole answers without
+    reaching a watermark."""
+    limit = extproc_connection_limit(cfg)
+    cluster["per_connection_buffer_limit_bytes"] = limit
+    opts = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    opts["explicit_http_config"]["http2_protocol_options"] = {
+        "initial_stream_window_size": limit, "initial_connection_window_size": limit,
+    }  # fmt: skip
+
+
+def grpc_max_message(cfg: SidegateConfig) -> int:
+    """The ext_proc service's largest accepted gRPC message (a whole buffered answer)."""
+    return max(64 << 20, cfg.listener.max_response_bytes + GRPC_FRAMING)
+
+
+def too_large_mapper(anthropic_client: str, anthropic: bool) -> dict[str, Any]:
+    """Local-reply mapper: Envoy's 500 for an answer over the limit -> 502 in the client's format."""
+    msg = "The provider's answer is larger than this gateway's limit (listener.max_response_bytes)."
+    if anthropic:
+        body = '{"type":"error","error":{"type":"api_error","message":"' + msg + '"}}'
+    else:
+        body = '{"error":{"message":"' + msg + '","type":"server_error","param":null,"code":"response_too_large"}}'
+    client = anthropic_client if anthropic else f"!{anthropic_client}"
+    return {
+        "filter": {
+            "and_filter": {
+                "filters": [
+                    {"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": 500, "runtime_key": "sidegate.lr.too_large"}}}},
+                    {"extension_filter": {
+                        "name": "envoy.access_loggers.extension_filters.cel",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                            "expression": f"response.code_details == '{TOO_LARGE_DETAILS}' && {client}",
+                        },
+                    }},
+                ]
+            }
+        },
+        "status_code": 502,
+        "body_format_override": {"text_format_source": {"inline_string": body}, "content_type": "application/json"},
+    }  # fmt: skip
