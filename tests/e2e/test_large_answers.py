@@ -175,3 +175,21 @@ def test_large_stream_still_flows(big, fake_openai):
     got = "".join(parts)
     assert len(parts) > 100 and _digest(got) == _digest(text)
     _assert_envoy_alive(big, pid)
+
+
+@pytest.mark.parametrize("size", [3_000_000, 40_000_000])
+def test_chunked_request_over_the_limit_is_a_413(big, fake_openai, size):
+    """The request side keeps `max_request_bytes`: a chunked body (no Content-Length, so no up-front
+    413 route) over it is refused in the client's format, not stalled, and reaches no provider."""
+    pid = _envoy_pid(big)
+    body = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"' + b"x" * size + b'"}]}'
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(0, len(body), 1 << 16):
+            yield body[i : i + (1 << 16)]
+
+    r = httpx.post(big.base_url + "/v1/chat/completions", content=chunks(), timeout=20,
+                   headers={"authorization": f"Bearer {big.keys['acme'].key}", "content-type": "application/json"})  # fmt: skip
+    assert r.status_code == 413 and r.json()["error"]["type"] == "invalid_request_error"
+    assert fake_openai.requests == []
+    _assert_envoy_alive(big, pid)
