@@ -193,3 +193,35 @@ def test_chunked_request_over_the_limit_is_a_413(big, fake_openai, size):
     assert r.status_code == 413 and r.json()["error"]["type"] == "invalid_request_error"
     assert fake_openai.requests == []
     _assert_envoy_alive(big, pid)
+
+
+def test_large_answer_to_a_redacted_prompt(big, fake_openai):
+    """The guard redacted the prompt (placeholders to the provider, restore on the way back): the
+    request leaves the direct lane for the per-try stage (or the try lane), whole answer still."""
+    pid = _envoy_pid(big)
+    email = "jane.doe@example.com"
+    text = _content(8_000_000) + f" {{{email}}}"
+    fake_openai.script([{"content": text}])
+    msgs = [{"role": "user", "content": f"My email is {email}. Write a lot."}]
+    raw = oai(big).chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=msgs)
+    assert email not in fake_openai.requests[-1].json["messages"][0]["content"]
+    got = raw.parse().choices[0].message.content or ""
+    assert _digest(got) == _digest(text)
+    _assert_envoy_alive(big, pid)
+
+
+def test_several_large_answers_at_once(big, fake_openai):
+    """Whole answers share Envoy's connections to the ext_proc service: their watermarks hold several."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pid = _envoy_pid(big)
+    text = _content(8_000_000)
+    fake_openai.script([{"content": text, "times": 4}])
+
+    def one(_: int) -> str:
+        return oai(big).chat.completions.create(model="gpt-4o", messages=MSG).choices[0].message.content or ""
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(one, range(4)))
+    assert [_digest(g) for g in got] == [_digest(text)] * 4
+    _assert_envoy_alive(big, pid)
