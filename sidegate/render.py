@@ -961,7 +961,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
         "http_filters": [
             *([ext_authz] if svc.auth == "ext_authz" else []),
             _front_filter(cfg) if front_http else {"name": "sidegate.gateway", "typed_config": gateway_proc},
-            *([answer_limit_filter(cfg)] if sidegate_filters else []),
+            answer_limit_filter(cfg),
             *([_direct_errors(cfg), _usage_to_metadata(), _sse_usage_to_metadata()] if direct else []),
             {
                 "name": "envoy.filters.http.router",

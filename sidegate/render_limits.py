@@ -34,6 +34,9 @@ from sidegate.config import SidegateConfig
 TOO_LARGE_DETAILS = "response_payload_too_large"
 """Envoy's response code details when a buffering filter's answer outgrew the stream's limit."""
 
+HEAD_SLACK = 1024 * 1024
+"""Room for an answer's head and framing in the client connection's write buffer."""
+
 GRPC_FRAMING = 1024 * 1024
 """Room for a ProcessingRequest's headers and framing around a body of the largest size."""
 
@@ -57,8 +60,9 @@ def answer_limit_filter(cfg: SidegateConfig) -> dict[str, Any]:
 def listener_buffer_limit(cfg: SidegateConfig) -> int:
     """The client connection's buffers (and each stream's starting limit): a whole answer fits in
     its write buffer, so writing one never raises the downstream watermark (which Envoy passes to
-    the upstream filter manager: SIGSEGV with the per-try ext_proc in the chain)."""
-    return cfg.listener.max_response_bytes
+    the upstream filter manager: SIGSEGV with the per-try ext_proc in the chain). The slack is for
+    the response head and the framing."""
+    return cfg.listener.max_response_bytes + HEAD_SLACK
 
 
 def extproc_connection_limit(cfg: SidegateConfig) -> int:
