@@ -20,6 +20,7 @@ from sidegate.config import ModelConfig, ProviderConfig, SidegateConfig, local_a
 from sidegate.errors import Api, provider_invalid_response, provider_refused_key
 from sidegate.errors import render as render_error
 from sidegate.render_limits import (
+    WHOLE_ANSWER_FILTER,
     answer_limit_filter,
     limit_extproc_buffers,
     listener_buffer_limit,
@@ -969,6 +970,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
                     "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
                     "upstream_http_filters": [
                         {"name": "sidegate.upstream", "typed_config": upstream_proc},
+                        WHOLE_ANSWER_FILTER,
                         _UPSTREAM_CODEC,
                     ],
                 },

@@ -19,6 +19,12 @@ Envoy 1.40 behaviours that set these numbers (measured; docs/architecture.md, "L
   (the listener's limit); Envoy passes it to the upstream request and, with the per-try ext_proc
   in the chain, dies the same way.
 
+- While the per-try ext_proc waits for its answer to the response headers, body data that
+  arrives is held with a watermark (not as a buffer): a body over the limit in that window takes
+  the watermark path above and kills Envoy. Through a small Lua upstream filter between it and the
+  codec, a non-streaming answer reaches the ext_proc whole (a buffer over the limit there is the
+  safe local 500), so the ext_proc never holds more than the limit.
+
 So: the listener's limit is `max_response_bytes`; after the gateway/front filter has accepted the
 request, a `buffer` filter (it calls `setDecoderBufferLimit`; the request is already whole) sets
 the stream's limit to it again (the HTTP front's ext_authz lowered it to its request cap); the
@@ -42,6 +48,24 @@ GRPC_FRAMING = 1024 * 1024
 
 EXTPROC_INFLIGHT = 4
 """Whole answers that may sit in Envoy's write buffer towards one ext_proc connection at once."""
+
+
+_WHOLE_ANSWER_LUA = """
+function envoy_on_response(h)
+  local ctype = h:headers():get("content-type") or ""
+  if string.sub(ctype, 1, 17) ~= "text/event-stream" then h:body() end
+end
+"""
+
+WHOLE_ANSWER_FILTER: dict[str, Any] = {
+    "name": "sidegate.whole_answer",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+        "default_source_code": {"inline_string": _WHOLE_ANSWER_LUA},
+    },
+}
+"""Per-try upstream filter after the ext_proc: a non-streaming provider answer is buffered whole
+(over the stream's limit: Envoy's local 500, made a 502) before the ext_proc sees its headers."""
 
 
 def answer_limit_filter(cfg: SidegateConfig) -> dict[str, Any]:

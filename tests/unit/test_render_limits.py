@@ -51,6 +51,8 @@ def test_limits_are_rendered():
     window = ext["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"][
         "explicit_http_config"]["http2_protocol_options"]["initial_stream_window_size"]
     assert ext["per_connection_buffer_limit_bytes"] >= 4 * 8 * MiB and window >= 8 * MiB
+    upstream = [f["name"] for f in hcm["http_filters"][-1]["typed_config"]["upstream_http_filters"]]
+    assert upstream == ["sidegate.upstream", "sidegate.whole_answer", "envoy.filters.http.upstream_codec"]
     first = hcm["local_reply_config"]["mappers"][0]
     assert first["status_code"] == 502 and TOO_LARGE_DETAILS in str(first["filter"])
 
