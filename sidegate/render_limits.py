@@ -7,28 +7,24 @@ Envoy 1.40 behaviours that set these numbers (measured; docs/architecture.md, "L
   `setDecoderBufferLimit` (the HTTP front's ext_authz sets its `max_request_bytes`). Every filter
   that buffers a whole answer (the per-try ext_proc in BUFFERED mode and the try lane's Lua, which
   are upstream filters and inherit it; json_to_metadata on the router) is bounded by it.
-- Past that limit a router-level filter gets a local 500 (details `response_payload_too_large`),
-  made a 502 in the client's format here. The per-try ext_proc instead passes a watermark to the
-  upstream filter manager, where Envoy 1.40 dies (SIGSEGV), or stalls.
-- The per-try ext_proc also dies when its gRPC stream to the ext_proc service reaches a watermark:
-  the connection's write buffer (the gRPC cluster's `per_connection_buffer_limit_bytes`, 1 MiB by
-  default) or the HTTP/2 stream's send buffer (sized by the stream window, 16 MiB by default). A
-  buffered answer is one gRPC message, so those must hold whole answers.
+- Past that limit a buffering filter gets a local 500 (details `response_payload_too_large`),
+  made a 502 in the client's format here. A filter that holds data with a watermark instead
+  (StopIterationAndWatermark) raises the watermark: in the upstream filter manager Envoy 1.40 dies
+  on it (SIGSEGV). The per-try ext_proc does that with body data that arrives while it waits for
+  its answer to the response headers, and passes on the watermarks of its gRPC stream to the
+  ext_proc service: the connection's write buffer (the gRPC cluster's
+  `per_connection_buffer_limit_bytes`, 1 MiB by default) and the HTTP/2 stream's send buffer
+  (sized by the stream window, 16 MiB by default), which one buffered answer (one gRPC message)
+  fills. A client reading slower than Envoy writes raises the downstream write watermark (the
+  listener's limit), which also reaches the upstream filter manager.
 
-- A client reading slower than Envoy writes raises the downstream connection's write watermark
-  (the listener's limit); Envoy passes it to the upstream request and, with the per-try ext_proc
-  in the chain, dies the same way.
-
-- While the per-try ext_proc waits for its answer to the response headers, body data that
-  arrives is held with a watermark (not as a buffer): a body over the limit in that window takes
-  the watermark path above and kills Envoy. Through a small Lua upstream filter between it and the
-  codec, a non-streaming answer reaches the ext_proc whole (a buffer over the limit there is the
-  safe local 500), so the ext_proc never holds more than the limit.
-
-So: the listener's limit is `max_response_bytes`; after the gateway/front filter has accepted the
-request, a `buffer` filter (it calls `setDecoderBufferLimit`; the request is already whole) sets
-the stream's limit to it again (the HTTP front's ext_authz lowered it to its request cap); the
-ext_proc connection's watermarks are out of reach.
+So: the listener's limit is `max_response_bytes` (plus the head), so one whole answer fits in the
+client connection's write buffer; after the gateway/front filter has accepted the request, a
+`buffer` filter (it calls `setDecoderBufferLimit`; the request is already whole) sets the stream's
+limit to it again (the HTTP front's ext_authz lowered it to its request cap); a Lua upstream filter
+between the per-try ext_proc and the codec buffers a non-streaming answer whole first (over the
+limit: the safe local 500), so the ext_proc never holds more than the limit; the ext_proc
+connection's watermarks are out of reach (four whole answers).
 """
 
 from __future__ import annotations
