@@ -42,7 +42,10 @@ _SNIPPETS_HEADER = """\
 #
 # http_filters:          insert into the HTTP connection manager, in this order, before
 #                        envoy.filters.http.router: ext_authz (tenant key), then ext_proc "gateway"
-#                        (parse, guard, quota, cache, choose the route; once per request).
+#                        (parse, guard, quota, cache, choose the route; once per request), then
+#                        the buffer filter that sets the stream's limit for buffered answers.
+#                        Give the listener `per_connection_buffer_limit_bytes` of at least the
+#                        answers' limit too (docs/architecture.md, "Limits").
 # upstream_http_filters: the router's `upstream_http_filters` (or a provider cluster's
 #                        HttpProtocolOptions.http_filters): ext_proc "upstream" runs once per try
 #                        (translate for that try's provider, inject its credential, meter the

@@ -43,6 +43,7 @@ from sidegate.health import add_health, set_serving
 from sidegate.observe import MetricsObserver
 from sidegate.quota import QuotaStore
 from sidegate.quota.lease import LeasedQuota
+from sidegate.render_buffers import grpc_max_message
 from sidegate.resp import FastRedis
 from sidegate.trust import Token
 
@@ -212,7 +213,8 @@ async def serve(
     await app.start()
     if cfg.services.metrics_port:
         metrics.start_metrics_server(metrics.service_metrics_port(cfg, "extproc"), cfg.services.metrics_host)
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)])
+    # A buffered provider answer reaches the per-try stage as one message (up to max_response_bytes).
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", grpc_max_message(cfg))])
     app.processor = ExternalProcessor(app.gateway, app.upstream, token)
     worker = int(os.environ.get("SIDEGATE_EXTPROC_WORKER", "0"))
     trylane = TryLane(app.upstream, worker, local_address(host), cfg.services.front_port, token.value) if cfg.services.front == "http" else None

@@ -45,6 +45,10 @@ class ListenerConfig(_Model):
     max_request_bytes: int = Field(1024 * 1024, ge=1024, le=1024 * 1024)
     """Larger request bodies get 413 in the client's API format. At most 1 MiB for now: above that
     Envoy 1.40's buffering for the per-try ext_proc stalls or answers 413 itself (tracked as an issue)."""
+    max_response_bytes: int = Field(32 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
+    """Largest non-streaming answer served, the provider's body and the client's (translated) one:
+    Envoy buffers them whole (per-try stage, usage reader). Larger ones get 502 in the client's API
+    format. Streams (SSE) are not buffered and not bounded by it. docs/architecture.md, "Limits"."""
     request_timeout_s: float = Field(60.0, gt=0)
     """Time for a client to send its whole request (headers and body): slow senders get 408."""
     max_connections: int = Field(10_000, ge=1)
@@ -392,6 +396,7 @@ _ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "SIDEGATE_LISTEN_HOST": ("listener", "host"),
     "SIDEGATE_ADMIN_PORT": ("listener", "admin_port"),
     "SIDEGATE_ADMIN_HOST": ("listener", "admin_host"),
+    "SIDEGATE_MAX_RESPONSE_BYTES": ("listener", "max_response_bytes"),
     "SIDEGATE_METRICS_HOST": ("services", "metrics_host"),
     "SIDEGATE_AUTHZ_PORT": ("services", "authz_port"),
     "SIDEGATE_EXTPROC_PORT": ("services", "extproc_port"),

@@ -21,6 +21,14 @@ from sidegate import render_limits, trust
 from sidegate.config import ModelConfig, ProviderConfig, SidegateConfig, local_address
 from sidegate.errors import Api, provider_invalid_response, provider_refused_key
 from sidegate.errors import render as render_error
+from sidegate.render_buffers import (
+    TOO_LARGE_DETAILS,
+    WHOLE_ANSWER_FILTER,
+    answer_limit_filter,
+    limit_extproc_buffers,
+    listener_buffer_limit,
+    too_large_bodies,
+)
 from sidegate.render_input import LOCAL_REPLY_CASES, request_decompressor, unsupported_encoding_route
 from sidegate.render_stream import lua_events, stream_lua
 
@@ -506,7 +514,10 @@ def _local_reply_config() -> dict[str, Any]:
         (404, "not_found_error", "invalid_request_error", "Unknown path."),
         *LOCAL_REPLY_CASES,
     ]
-    mappers = []
+    # Envoy's 500 for an answer over listener.max_response_bytes: the provider's fault, a 502.
+    too_large = f"response.code_details == '{TOO_LARGE_DETAILS}'"
+    mappers = [{**_local_reply_mapper(500, anthropic, body, too_large), "status_code": 502}
+               for anthropic, body in zip((True, False), too_large_bodies(), strict=True)]  # fmt: skip
     for status, atype, otype, msg, *when in cases:
         mappers.append(_local_reply_mapper(status, True, anth % (atype, msg), *when))
         mappers.append(_local_reply_mapper(status, False, oai % (msg, otype), *when))
@@ -1013,6 +1024,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
             request_decompressor(),
             *([ext_authz] if svc.auth == "ext_authz" else []),
             _front_filter(cfg) if front_http else {"name": "sidegate.gateway", "typed_config": gateway_proc},
+            answer_limit_filter(cfg),
             *([_direct_errors(cfg), _usage_to_metadata(), _sse_usage_to_metadata()] if direct else []),
             {
                 "name": "envoy.filters.http.router",
@@ -1025,6 +1037,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
                     # (extproc/upstream.py; no regex here, so mesh sidecars need no RE2 runtime limit).
                     "upstream_http_filters": [
                         {"name": "sidegate.upstream", "typed_config": upstream_proc},
+                        WHOLE_ANSWER_FILTER,
                         _UPSTREAM_CODEC,
                     ],
                 },
@@ -1042,6 +1055,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
     if sidegate_filters:  # (the baseline calls no Sidegate service: nor needs the token file)
         clusters.append(_grpc_cluster("sidegate_authz", svc_host, svc.authz_port, svc.authz_workers, svc.internal_token_file))
         clusters.append(_grpc_cluster("sidegate_extproc", svc_host, svc.extproc_port, svc.extproc_workers, svc.internal_token_file))
+        limit_extproc_buffers(clusters[-1], cfg)
     if front_http:
         clusters += _front_clusters(svc_host, svc)
         clusters += [_try_cluster(name, p, svc.grpc_timeout_s) for name, p in cfg.providers.items()]
@@ -1055,6 +1069,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
                 {
                     "name": "sidegate",
                     "address": _addr(cfg.listener.host, cfg.listener.port),
+                    "per_connection_buffer_limit_bytes": listener_buffer_limit(cfg),
                     "filter_chains": [
                         {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
                     ],

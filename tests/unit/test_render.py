@@ -27,8 +27,8 @@ def test_routes_and_clusters_follow_the_config():
     assert [g["clusters"][0]["cluster_name"] for g in groups] == ["provider.openai", "provider.anthropic"]
     assert first["route"]["retry_policy"]["num_retries"] == 1
     names = [f["name"] for f in hcm["http_filters"]]
-    assert names == ["envoy.filters.http.decompressor", "envoy.filters.http.ext_authz", "sidegate.gateway", "sidegate.direct_errors", "sidegate.usage",
-                     "sidegate.sse_usage", "envoy.filters.http.router"]
+    assert names == ["envoy.filters.http.decompressor", "envoy.filters.http.ext_authz", "sidegate.gateway", "sidegate.answer_limit",
+                     "sidegate.direct_errors", "sidegate.usage", "sidegate.sse_usage", "envoy.filters.http.router"]
 
 
 def test_inline_auth_has_no_ext_authz_filter():
