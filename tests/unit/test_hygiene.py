@@ -82,7 +82,8 @@ def test_rendered_chains_filter_before_and_after_the_gateways_filters():
     router = hcm["http_filters"][-1]["typed_config"]
     assert router["suppress_envoy_headers"] is True
     # The full lane: the per-try stage applies the lists (no regex a mesh sidecar would refuse).
-    assert [f["name"] for f in router["upstream_http_filters"]] == ["sidegate.upstream", "envoy.filters.http.upstream_codec"]
+    assert [f["name"] for f in router["upstream_http_filters"]] == ["sidegate.upstream", "sidegate.whole_answer",
+                                                                     "envoy.filters.http.upstream_codec"]
     clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
     opts = clusters["provider.openai~direct"]["typed_extension_protocol_options"]
     (mut,) = opts["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"][:-1]
