@@ -48,6 +48,12 @@ class DuplicateKey(Exception):
         self.key = key
 
 
+class Undecided(ValueError):
+    """The exact check could not finish, e.g. the body nests deeper than the standard parser goes
+    (~1000 levels, the interpreter's recursion limit, where orjson goes to 1024). Undecided means
+    refused: a duplicate after such a nest would otherwise pass. The message is for the client."""
+
+
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in pairs:
@@ -64,7 +70,8 @@ def _colons(raw: bytes) -> int:
 
 
 def duplicate_key(raw: bytes, parsed: Any) -> str | None:
-    """The first duplicated object key in ``raw`` (already parsed by orjson into ``parsed``), or None."""
+    """The first duplicated object key in ``raw`` (already parsed by orjson into ``parsed``), or None.
+    Raises :class:`Undecided` when that cannot be decided."""
     try:
         if _colons(raw) == orjson.dumps(parsed).count(b":"):
             return None
@@ -74,6 +81,8 @@ def duplicate_key(raw: bytes, parsed: Any) -> str | None:
         json.loads(raw, object_pairs_hook=_pairs)
     except DuplicateKey as dup:
         return dup.key
-    except (ValueError, RecursionError):
-        return None  # orjson accepted it; the standard parser's own limits are not the client's fault
+    except RecursionError:
+        raise Undecided("Request body is nested too deeply.") from None
+    except ValueError:  # not seen: orjson is the stricter parser
+        raise Undecided("Request body could not be checked for duplicate keys.") from None
     return None

@@ -148,3 +148,17 @@ def test_clean_bodies_take_the_fast_path(size: int, monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(jsondup.json, "loads", second_parse)
     assert duplicate_key(raw, orjson.loads(raw)) is None
+
+
+@pytest.mark.parametrize("depth", [1000, 1023])
+def test_a_duplicate_after_a_nest_too_deep_for_the_exact_check_is_refused(depth: int) -> None:
+    """orjson takes up to 1024 levels, the standard parser ~1000: a nest between the two used to
+    end the exact check with "no duplicate" and let the second `model` through."""
+    nest = b"[" * depth + b"]" * depth
+    raw = b'{"model":"cheap","messages":[{"role":"user","content":"hi"}],"x":' + nest + b',"model":"dear"}'
+    with pytest.raises(jsondup.Undecided):
+        _dup(raw)
+    ctx = RequestContext(api=Api.OPENAI, method="POST", path="/v1/chat/completions", headers={}, raw_body=raw)
+    with pytest.raises(GatewayError) as err:
+        asyncio.run(ParseStage().on_request(ctx))
+    assert err.value.status == 400 and "nested too deeply" in err.value.message
