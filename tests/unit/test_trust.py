@@ -196,7 +196,7 @@ def test_http_front_refuses_a_caller_without_the_token_before_its_body() -> None
         assert server.server is not None
         port = server.server.sockets[0].getsockname()[1]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"POST /check/v1/chat/completions HTTP/1.1\r\ncontent-length: 1000000000\r\n\r\n" + b"x" * 65536)
+        writer.write(b"POST /check/v1/chat/completions HTTP/1.1\r\ncontent-length: 1000000000\r\n\r\n")
         answer = await asyncio.wait_for(reader.read(), 10)  # the body never comes: only a refusal ends this
         writer.close()
         await server.close()
