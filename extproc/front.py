@@ -240,10 +240,6 @@ class FrontProtocol(asyncio.Protocol):
             if request is None:
                 return
             method, target, headers, body = request
-            if not self.token.valid(headers.pop(TOKEN_HEADER, None)):
-                self.transport.write(_encode(_UNAUTHENTICATED))
-                self._close()
-                return
             try:
                 ans = self.front.handle_now(target, headers, body)
             except Exception:
@@ -272,6 +268,13 @@ class FrontProtocol(asyncio.Protocol):
             return None
         if "transfer-encoding" in headers or length < 0:
             self._fail()
+            return None
+        # Before waiting for the body: a caller without the secret gets no buffer of the size it
+        # declared (only its head, at most _MAX_HEAD, is ever held).
+        if not self.token.valid(headers.pop(TOKEN_HEADER, None)):
+            if self.transport is not None:
+                self.transport.write(_encode(_UNAUTHENTICATED))
+            self._close()
             return None
         start = end + 4
         if len(self.buf) < start + length:

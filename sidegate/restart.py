@@ -96,9 +96,15 @@ def relay_envoy(proc: subprocess.Popen[bytes], out: IO[bytes] | None) -> None:
     assert proc.stderr is not None
     try:
         for line in proc.stderr:
-            if WIP_NOTICE not in line:
+            if WIP_NOTICE in line:
+                continue
+            try:
                 dest.write(line)
                 dest.flush()
+            except (OSError, ValueError):
+                # A full disk, a closed terminal: the line is lost, and the pipe is still read (an
+                # unread pipe would block Envoy's logging threads once full).
+                pass
     except (OSError, ValueError):
         pass
     finally:

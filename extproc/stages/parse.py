@@ -6,7 +6,7 @@ import orjson
 
 from extproc.context import Reply, RequestContext
 from sidegate.errors import Api, GatewayError
-from sidegate.jsondup import duplicate_key
+from sidegate.jsondup import Undecided, duplicate_key
 
 CHAT_PATH = "/v1/chat/completions"
 MESSAGES_PATH = "/v1/messages"
@@ -42,7 +42,10 @@ class ParseStage:
             raise GatewayError(400, f"Request body is {reason}: {exc}.") from None
         if not isinstance(body, dict):
             raise GatewayError(400, "Request body must be a JSON object.")
-        dup = duplicate_key(ctx.raw_body, body)
+        try:
+            dup = duplicate_key(ctx.raw_body, body)
+        except Undecided as exc:
+            raise GatewayError(400, str(exc)) from None
         if dup is not None:
             # The body goes on as is (direct lane) to parsers that may keep the first value.
             shown = dup if len(dup) <= 64 else dup[:64] + "..."

@@ -5,14 +5,16 @@ through a back-off (real child processes, tiny periods)."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
 from sidegate import config, metrics
-from sidegate.restart import RestartPolicy, RestartState
+from sidegate.restart import RestartPolicy, RestartState, relay_envoy
 from sidegate.store import free_port
 from sidegate.supervisor import Child, Supervisor
 
@@ -112,3 +114,32 @@ def test_supervisor_pass_never_sleeps_through_a_backoff(tmp_path):
         assert good.state.in_a_row == 0 and good.state.total == 1
     finally:
         sup.stop(grace_s=2)
+
+
+def test_envoy_log_relay_keeps_reading_when_its_destination_fails():
+    """The log file's disk is full (or the terminal is gone): Envoy's stderr must still be read,
+    or Envoy blocks on its next log line once the pipe's buffer is full."""
+
+    class Full:
+        writes = 0
+
+        def write(self, _: bytes) -> int:
+            self.writes += 1
+            raise OSError(28, "No space left on device")
+
+        def flush(self) -> None: ...
+
+        def close(self) -> None: ...
+
+    # ~1 MB of log lines: far more than a pipe holds.
+    chatty = "import sys\nfor i in range(20000): sys.stderr.write('[info] line %d of the log\\n' % i)"
+    proc = subprocess.Popen([sys.executable, "-c", chatty], stderr=subprocess.PIPE)
+    dest = Full()
+    t = threading.Thread(target=relay_envoy, args=(proc, dest), daemon=True)
+    t.start()
+    try:
+        assert proc.wait(timeout=30) == 0  # it was never blocked on its stderr
+    finally:
+        proc.kill()
+    t.join(timeout=10)
+    assert not t.is_alive() and dest.writes > 0

@@ -184,6 +184,27 @@ def test_http_front_answers_a_caller_without_the_token_with_nothing() -> None:
     assert accepted.startswith(b"HTTP/1.1 503") and b"expired" in accepted  # a replay of nothing held
 
 
+def test_http_front_refuses_a_caller_without_the_token_before_its_body() -> None:
+    """A caller without the token declaring a huge body is answered at its head: the front never
+    waits for (nor buffers) a body only Envoy may send."""
+    from extproc.front import Front, FrontServer
+    from extproc.gateway import Gateway
+
+    async def go() -> bytes:
+        server = FrontServer(Front(Gateway([]), 0), trust.Token(TOKEN))
+        await server.start("127.0.0.1", 0)
+        assert server.server is not None
+        port = server.server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /check/v1/chat/completions HTTP/1.1\r\ncontent-length: 1000000000\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 10)  # the body never comes: only a refusal ends this
+        writer.close()
+        await server.close()
+        return answer
+
+    assert asyncio.run(go()) == b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+
+
 def test_envoy_does_not_start_without_its_token_file(tmp_path: Path) -> None:
     """No token file, no Envoy (rather than an Envoy whose every call the services refuse)."""
     from sidegate.supervisor import envoy_binary
