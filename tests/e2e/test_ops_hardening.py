@@ -36,7 +36,7 @@ from sidegate.store import free_port
 
 pytestmark = pytest.mark.e2e
 MAX_CONNECTIONS = 12
-IDLE_S = 1.5
+IDLE_S = 3.0
 STALL_IDLE_S = 1.0
 RPM = 4
 STACK_EXTRA = {
@@ -137,17 +137,19 @@ def test_provider_stalling_mid_stream_is_cut_within_the_idle_timeout(stack, fake
     known = set(reservations(stack, "acme"))
     records = len(ledger(stack))
     fake_openai.script([{"stall_after_chunks": 2, "chunks": 10, "hang_max_s": 30}])
-    got, failed = 0, False
+    got, failed = 0, None
     start = time.monotonic()
     try:
-        stream = oai(stack, timeout=20).chat.completions.create(**body_for("openai", "gpt-4o"), stream=True)
+        stream = oai(stack, timeout=30).chat.completions.create(**body_for("openai", "gpt-4o"), stream=True)
         for _ in stream:
             got += 1
-    except (openai.APIError, httpx.HTTPError):
-        failed = True
+    except (openai.APIError, httpx.HTTPError) as e:
+        failed = e
     took = time.monotonic() - start
-    assert got >= 1 and failed, (got, failed, took)
-    assert took < STALL_IDLE_S + 4.0, took  # not the 300 s route timeout (nor the 20 s client timeout)
+    assert got >= 1 and failed is not None, (got, failed, took)
+    # Cut by Envoy, not by the client giving up (its 30 s timeout) nor the 300 s route timeout.
+    assert not isinstance(failed, (openai.APITimeoutError, httpx.TimeoutException)), repr(failed)
+    assert took < 20.0, took
 
     def open_reservations() -> list[str]:
         return [v for k, v in reservations(stack, "acme").items() if k not in known and v not in ("settled", "cancelled")]

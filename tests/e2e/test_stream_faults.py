@@ -64,6 +64,8 @@ FAULTS = [
     pytest.param({"truncate": 4}, CUT, id="cut-short"),
 ]  # fmt: skip
 MAX_TOKENS = 3000
+LINGER_S = 5.0
+"""How long the provider holds its body open after the last event (the end-of-stream race)."""
 
 
 def _fake(provider: str, fake_openai, fake_anthropic):
@@ -160,7 +162,7 @@ def test_fully_read_streams_have_ttft_and_are_not_aborted(
     n_before, n = _quiet(stack), 6
     for i in range(n):
         if i % 2:
-            fake.script([{"chunks": 4, "linger_s": 1.0}])
+            fake.script([{"chunks": 4, "linger_s": LINGER_S}])
             _read_to_terminal_and_hang_up(stack, client, body)
         else:
             fake.script([{"chunks": 4}])
@@ -188,7 +190,7 @@ def _read_to_terminal_and_hang_up(stack, client: str, body: dict[str, Any]) -> N
             if terminal in seen:
                 break  # leaving the block closes the connection before the provider's body ends
         assert terminal in seen, seen[-300:]
-    assert time.monotonic() - start < 1.0, "the terminal event came only with the end of the body"
+    assert time.monotonic() - start < LINGER_S - 1.0, "the terminal event came only with the end of the body"
 
 
 @pytest.mark.parametrize(("client", "model", "extra", "provider"), [
@@ -231,7 +233,7 @@ def test_stream_reset_mid_way_is_a_connection_error_and_settled(
     with pytest.raises(Exception) as exc:  # the SDK's API error or its HTTP library's
         _sdk_stream(stack, client, body)
     assert isinstance(exc.value, (openai.APIError, anthropic.APIError, httpx.TransportError)), repr(exc.value)
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 8  # a reset, not a hang until a timeout
     (rec,) = _new_records(stack, n_before)
     assert (rec.model, rec.stream, rec.aborted) == (model, True, True), rec
     assert wait_until(lambda: _settled(stack), 5), reservations(stack, "acme")
