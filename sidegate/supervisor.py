@@ -138,6 +138,9 @@ class Supervisor:
             password = trust.generate()
             self._spawn(Child("valkey", embedded_valkey_cmd(port, data, password), port), timeout_s)
             url = f"redis://:{password}@127.0.0.1:{port}/0"
+            # For the CLI (`SIDEGATE_REDIS_URL=$(cat FILE) sidegate keys list`): owner-only, never logged.
+            trust.write_private(self.store_url_path, url + "\n")
+            log.info("embedded store's URL (with its password): %s (0600)", self.store_url_path)
         self.redis_url = url
         self.env["SIDEGATE_REDIS_URL"] = url
         # The secret Envoy presents to the services: the caller's, else a new one for this start.
@@ -317,6 +320,10 @@ class Supervisor:
             while time.monotonic() < deadline and c.proc.poll() is None and not listening(c.host, c.port):
                 time.sleep(0.02)
             self._check_child(c, time.monotonic())
+
+    @property
+    def store_url_path(self) -> Path:
+        return self.workdir / "store-url"
 
     @property
     def state_path(self) -> Path:

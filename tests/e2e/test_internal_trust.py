@@ -203,6 +203,10 @@ def test_embedded_valkey_needs_its_password(grpc_stack: Stack) -> None:
     assert redis.Redis.from_url(grpc_stack.sup.redis_url).ping()  # the URL the services got carries it
     password = grpc_stack.sup.redis_url.split(":")[2].split("@")[0]
     assert password not in " ".join(grpc_stack.sup.child("valkey").cmd)  # not on a command line
+    # The CLI's way in: the URL in an owner-only file of the work directory.
+    url_file = grpc_stack.sup.store_url_path
+    assert stat.S_IMODE(os.stat(url_file).st_mode) == 0o600
+    assert redis.Redis.from_url(url_file.read_text().strip()).ping()
 
 
 # -- the secret stays out of sight --------------------------------------------------------------------
