@@ -562,8 +562,9 @@ end
   local headers = h:headers()
   headers:replace(":status", "502")
   headers:replace("content-type", "application/json")
-  local b = h:body()
-  if b ~= nil then b:setBytes(body) end
+  -- true: a buffer even for a response without a body (else the body set here is never sent,
+  -- and the client waits for the content-length below until its timeout).
+  h:body(true):setBytes(body)
   headers:replace("content-length", tostring(#body))
 end
 -- The provider's key, read from Envoy's environment once per worker (false: none).
