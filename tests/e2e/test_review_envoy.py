@@ -1,10 +1,11 @@
 """Direct-lane edge cases of the router-level Lua (sidegate/render.py `_ERRORS_LUA`,
-sidegate/render_stream.py), through a real Envoy."""
+sidegate/render_stream.py), through a real Envoy: a provider answer without a body, and an
+Anthropic stream whose text mentions the name of its terminal event, streams cut at every byte."""
 
 from __future__ import annotations
 
 import pytest
-from fault_helpers import body_for, post
+from fault_helpers import assert_well_formed_stream, body_for, post
 
 pytestmark = pytest.mark.e2e
 STACK_EXTRA = {
@@ -23,3 +24,42 @@ def test_direct_lane_answer_without_a_body_is_a_502_with_one(stack, fake_openai,
     assert r.json()["error"]["message"]
     assert r.headers["x-sidegate-provider"] == "openai"  # the direct lane answered
 
+
+@pytest.mark.parametrize("write_size", [None, 7])
+def test_direct_lane_stream_text_naming_the_terminal_event_is_relayed_whole(stack, fake_anthropic, write_size):
+    """The watch looks for Anthropic's terminal event as an `event:` line: a text delta that quotes
+    `event: message_stop` does not end the stream, and every byte after it reaches the client."""
+    content = "the last event is event: message_stop and then the stream ends"
+    fake_anthropic.script([{"content": content, "chunks": 4, "write_size": write_size}])
+    r = post(stack, "anthropic", body_for("anthropic", "claude-direct", "hi", stream=True))
+    assert r.status_code == 200 and r.headers["x-sidegate-provider"] == "anthropic", r.text
+    payloads = assert_well_formed_stream("anthropic", r.text)
+    text = "".join(p["delta"].get("text", "") for p in payloads if p["type"] == "content_block_delta")
+    assert text == content, r.text
+    assert payloads[-1]["type"] == "message_stop", r.text[-300:]
+    assert r.text.endswith("\n\n"), r.text[-100:]
+
+
+@pytest.mark.parametrize(("client", "model", "extra"), [
+    pytest.param("openai", "gpt-4o-mini", {"stream_options": {"include_usage": True}}, id="oai"),
+    pytest.param("anthropic", "claude-direct", {}, id="ant"),
+])  # fmt: skip
+def test_direct_lane_stream_in_one_byte_pieces_reaches_the_client_byte_for_byte(
+    stack, fake_openai, fake_anthropic, client, model, extra
+):
+    """Every line of a stream cut into single bytes is relayed once, the terminal event whole
+    (with its closing empty line, which the SSE parsers need to dispatch it), nothing after it."""
+    fake = fake_openai if client == "openai" else fake_anthropic
+    body = body_for(client, model, "hi", stream=True, **extra)
+    fake.script([{"content": "alpha beta", "chunks": 2}])
+    whole = post(stack, client, body).text
+    fake.script([{"content": "alpha beta", "chunks": 2, "write_size": 1}])
+    r = post(stack, client, body)
+    assert r.status_code == 200 and r.headers["x-sidegate-provider"] == client, r.text
+
+    def norm(text: str) -> list[str]:  # ids and timestamps differ between two streams
+        return [line.split(":", 1)[0] for line in text.split("\n")]
+
+    assert norm(r.text) == norm(whole), (r.text[-300:], whole[-300:])
+    terminal = "data: [DONE]\n\n" if client == "openai" else 'data: {"type":"message_stop"}\n\n'
+    assert r.text.endswith(terminal) and whole.endswith(terminal), r.text[-200:]
