@@ -29,7 +29,12 @@ from sidegate.render_buffers import (
     listener_buffer_limit,
     too_large_bodies,
 )
-from sidegate.render_input import LOCAL_REPLY_CASES, request_decompressor, unsupported_encoding_route
+from sidegate.render_input import (
+    LOCAL_REPLY_CASES,
+    filters_off,
+    request_decompressor,
+    unsupported_encoding_route,
+)
 from sidegate.render_stream import lua_events, stream_lua
 
 ROUTE_HEADER = "x-sidegate-route"
@@ -369,20 +374,7 @@ def _oversize_route(limit: int) -> dict[str, Any]:
         "name": "too-large",
         "match": {"prefix": "/", "headers": [{"name": "content-length", "range_match": {"start": limit + 1, "end": 1 << 62}}]},
         "direct_response": {"status": 413},
-        "typed_per_filter_config": {
-            "envoy.filters.http.ext_authz": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
-                "disabled": True,
-            },
-            FRONT_FILTER: {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
-                "disabled": True,
-            },
-            "sidegate.gateway": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
-                "disabled": True,
-            },
-        },
+        "typed_per_filter_config": filters_off(),
     }
 
 

@@ -4,6 +4,8 @@ Anthropic stream whose text mentions the name of its terminal event, streams cut
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from fault_helpers import assert_well_formed_stream, body_for, post
 
@@ -63,3 +65,21 @@ def test_direct_lane_stream_in_one_byte_pieces_reaches_the_client_byte_for_byte(
     assert norm(r.text) == norm(whole), (r.text[-300:], whole[-300:])
     terminal = "data: [DONE]\n\n" if client == "openai" else 'data: {"type":"message_stop"}\n\n'
     assert r.text.endswith(terminal) and whole.endswith(terminal), r.text[-200:]
+
+
+@pytest.mark.parametrize("head", [
+    pytest.param(b"Content-Length: 999999999\r\n", id="too-large"),
+    pytest.param(b"Content-Length: 100000\r\nContent-Encoding: br\r\n", id="unsupported-encoding"),
+])  # fmt: skip
+def test_refusing_routes_answer_before_the_body(stack, head):
+    """The too-large (413) and unsupported-encoding (415) routes answer from the request's head:
+    no filter reads (buffers) the body first, so the client needs not send it."""
+    host, port = stack.base_url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + head + b"\r\n")
+        s.settimeout(3)
+        try:
+            first = s.recv(200)
+        except TimeoutError:
+            first = b"(no answer within 3 s: the body was being read)"
+    assert first.startswith((b"HTTP/1.1 413", b"HTTP/1.1 415")), first
