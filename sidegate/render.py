@@ -626,6 +626,7 @@ function envoy_on_response(h)
   local direct = (sg ~= nil and sg["lane"] == "direct") or (front ~= nil and front["%s"] == "direct")
   if not direct or p == nil then return end
   if stream then
+    headers:remove("content-length")  -- the watch may change the body's length: sent chunked
     watch(h, p, key)
   elseif status < 400 then
     replace(h, p.invalid)

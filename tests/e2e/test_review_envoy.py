@@ -83,3 +83,17 @@ def test_refusing_routes_answer_before_the_body(stack, head):
         except TimeoutError:
             first = b"(no answer within 3 s: the body was being read)"
     assert first.startswith((b"HTTP/1.1 413", b"HTTP/1.1 415")), first
+
+
+def test_direct_lane_stream_with_a_content_length_still_gets_its_error_event(stack, fake_openai):
+    """A provider stream that declares its length: the watch changes the body (an error event
+    appended, a key scrubbed), so the declared length goes and the client reads to the real end."""
+    body = body_for("openai", "gpt-4o-mini", "hi", stream=True, stream_options={"include_usage": True})
+    fake_openai.script([{"truncate": 4}])
+    cut = post(stack, "openai", body).text
+    event = cut[cut.rindex("data: "):]  # the cut error event the watch appended
+    assert "ended before the response was complete" in event, cut[-300:]
+    length = len((cut[: -len(event)]).encode())  # what the provider sent (same length every time)
+    fake_openai.script([{"truncate": 4, "headers": {"content-length": str(length)}}])
+    r = post(stack, "openai", body)
+    assert r.text.endswith(event), r.text[-300:]
