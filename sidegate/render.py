@@ -554,6 +554,7 @@ end
   local headers = h:headers()
   headers:replace(":status", "502")
   headers:replace("content-type", "application/json")
+  headers:remove("content-encoding")  -- the provider's, not this plain JSON's
   -- true: a buffer even for a response without a body (else the body set here is never sent,
   -- and the client waits for the content-length below until its timeout).
   h:body(true):setBytes(body)

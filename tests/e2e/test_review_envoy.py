@@ -97,3 +97,12 @@ def test_direct_lane_stream_with_a_content_length_still_gets_its_error_event(sta
     fake_openai.script([{"truncate": 4, "headers": {"content-length": str(length)}}])
     r = post(stack, "openai", body)
     assert r.text.endswith(event), r.text[-300:]
+
+
+def test_direct_lane_502_drops_the_providers_content_encoding(stack, fake_openai):
+    """The 502 that replaces a provider's refusal is plain JSON: the provider's `content-encoding`
+    (allowed through for its own bodies) must not describe it."""
+    fake_openai.script([{"status": 401, "error": "bad key", "headers": {"content-encoding": "gzip"}}])
+    r = post(stack, "openai", body_for("openai", "gpt-4o-mini", "hi"), timeout=5)
+    assert r.status_code == 502 and "content-encoding" not in r.headers, r.headers
+    assert r.json()["error"]["message"]
