@@ -29,7 +29,12 @@ from sidegate.render_buffers import (
     listener_buffer_limit,
     too_large_bodies,
 )
-from sidegate.render_input import LOCAL_REPLY_CASES, request_decompressor, unsupported_encoding_route
+from sidegate.render_input import (
+    LOCAL_REPLY_CASES,
+    filters_off,
+    request_decompressor,
+    unsupported_encoding_route,
+)
 from sidegate.render_stream import lua_events, stream_lua
 
 ROUTE_HEADER = "x-sidegate-route"
@@ -369,20 +374,7 @@ def _oversize_route(limit: int) -> dict[str, Any]:
         "name": "too-large",
         "match": {"prefix": "/", "headers": [{"name": "content-length", "range_match": {"start": limit + 1, "end": 1 << 62}}]},
         "direct_response": {"status": 413},
-        "typed_per_filter_config": {
-            "envoy.filters.http.ext_authz": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
-                "disabled": True,
-            },
-            FRONT_FILTER: {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
-                "disabled": True,
-            },
-            "sidegate.gateway": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
-                "disabled": True,
-            },
-        },
+        "typed_per_filter_config": filters_off(),
     }
 
 
@@ -562,8 +554,10 @@ end
   local headers = h:headers()
   headers:replace(":status", "502")
   headers:replace("content-type", "application/json")
-  local b = h:body()
-  if b ~= nil then b:setBytes(body) end
+  headers:remove("content-encoding")  -- the provider's, not this plain JSON's
+  -- true: a buffer even for a response without a body (else the body set here is never sent,
+  -- and the client waits for the content-length below until its timeout).
+  h:body(true):setBytes(body)
   headers:replace("content-length", tostring(#body))
 end
 -- The provider's key, read from Envoy's environment once per worker (false: none).
@@ -633,6 +627,7 @@ function envoy_on_response(h)
   local direct = (sg ~= nil and sg["lane"] == "direct") or (front ~= nil and front["%s"] == "direct")
   if not direct or p == nil then return end
   if stream then
+    headers:remove("content-length")  -- the watch may change the body's length: sent chunked
     watch(h, p, key)
   elseif status < 400 then
     replace(h, p.invalid)

@@ -64,12 +64,15 @@ WHOLE_ANSWER_FILTER: dict[str, Any] = {
 (over the stream's limit: Envoy's local 500, made a 502) before the ext_proc sees its headers."""
 
 
+ANSWER_LIMIT_FILTER = "sidegate.answer_limit"
+
+
 def answer_limit_filter(cfg: SidegateConfig) -> dict[str, Any]:
     """After the gateway/front filter: the stream's buffer limit becomes the answers' limit. The
     request body is whole by then (the gateway buffered it under the request limits), so this
     filter holds nothing and copies nothing."""
     return {
-        "name": "sidegate.answer_limit",
+        "name": ANSWER_LIMIT_FILTER,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
             "max_request_bytes": cfg.listener.max_response_bytes,

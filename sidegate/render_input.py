@@ -14,11 +14,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from sidegate.render_buffers import ANSWER_LIMIT_FILTER
+
 _DISABLED = {
     "envoy.filters.http.ext_authz": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
     "sidegate.front": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
     "sidegate.gateway": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+    # (it would buffer the whole body before the router answers: the client would have to send it)
+    ANSWER_LIMIT_FILTER: "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
 }
+
+
+def filters_off() -> dict[str, Any]:
+    """Per-route config of a route that refuses a request from its head alone: no filter that
+    authenticates, calls a service or reads the body runs (the router answers at once)."""
+    return {name: {"@type": t, "disabled": True} for name, t in _DISABLED.items()}
 ACCEPTED_ENCODINGS = ("gzip", "identity")
 
 
@@ -67,7 +77,7 @@ def unsupported_encoding_route() -> dict[str, Any]:
             ],
         },
         "direct_response": {"status": 415},
-        "typed_per_filter_config": {name: {"@type": t, "disabled": True} for name, t in _DISABLED.items()},
+        "typed_per_filter_config": filters_off(),
     }
 
 

@@ -42,3 +42,21 @@ def test_input_errors_have_local_replies_and_a_fallback_without_the_path() -> No
         assert len(mine) == 3  # Anthropic, OpenAI, and the fallback when the path is unknown
         assert mine[-1]["body_format_override"]["text_format_source"]["inline_string"].startswith('{"error":')
         assert mappers.index(mine[-1]) > len(mappers) // 2  # fallbacks come after every specific mapper
+
+
+def test_refusing_routes_switch_off_every_filter_that_reads_the_request() -> None:
+    """The 413 and 415 routes answer from the head: nothing before the router may hold the request
+    (the answers' buffer filter would read the whole body first), for either front."""
+    for svc in ({}, {"front": "http", "auth": "inline"}):
+        cfg = config.parse({
+            "providers": {"openai": {"api": "openai", "base_url": "http://127.0.0.1:1", "api_key_env": "X"}},
+            "models": {"gpt-4o-mini": {"routes": [{"provider": "openai"}]}},
+            "services": svc,
+        })  # fmt: skip
+        hcm = render.bootstrap(cfg)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        chain = [f["name"] for f in hcm["http_filters"]]
+        readers = chain[1 : chain.index("sidegate.answer_limit") + 1]  # after the decompressor (a no-op then)
+        routes = {r["name"]: r for r in hcm["route_config"]["virtual_hosts"][0]["routes"]}
+        for name in ("too-large", "unsupported-encoding"):
+            off = routes[name]["typed_per_filter_config"]
+            assert all(off[f]["disabled"] for f in readers), (svc, name, readers, sorted(off))
