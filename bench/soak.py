@@ -272,7 +272,7 @@ def main() -> int:
                                          f"({(end_rss[n] - start_rss[n]) / max(1, start_rss[n]) * 100:+.1f} %)" for n in procs))  # fmt: skip
         for front, stack in stacks.items():
             assert stack.sup is not None
-            restarts = {c.name: c.restarts for c in stack.sup.children if c.restarts}
+            restarts = {c.name: c.state.total for c in stack.sup.children if c.state.total}
             if restarts or any(c.proc is not None and c.proc.poll() is not None for c in stack.sup.children):
                 print(f"[{front}] processes exited or restarted: {restarts}")
                 failed = True
