@@ -76,7 +76,7 @@ def _prefill(stack, fake_openai) -> None:
     finally:
         r.close()
     assert filled, "cache fills never landed"
-    time.sleep(0.1)  # the store reports each fill to the other process's key index (docs/cache.md) within ~1 ms
+    time.sleep(0.5)  # the store reports each fill to the other process's key index (docs/cache.md) within ~1 ms; more on a loaded box
 
 
 async def _burst(stack) -> list[tuple[str, str, int, str, str]]:
