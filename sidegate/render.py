@@ -35,6 +35,7 @@ from sidegate.render_input import (
     request_decompressor,
     unsupported_encoding_route,
 )
+from sidegate.render_limits import duration
 from sidegate.render_stream import lua_events, stream_lua
 
 ROUTE_HEADER = "x-sidegate-route"
@@ -154,10 +155,6 @@ def direct_chain(cfg: SidegateConfig, model: str, start: int) -> Api | None:
     return apis.pop() if len(apis) == 1 else None
 
 
-def _duration(seconds: float) -> str:
-    return f"{seconds:.3f}s"
-
-
 _UPSTREAM_CODEC = {
     "name": "envoy.filters.http.upstream_codec",
     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"},
@@ -205,7 +202,7 @@ def _provider_cluster(name: str, p: ProviderConfig) -> dict[str, Any]:
         "name": cname,
         "type": "STRICT_DNS",
         "dns_lookup_family": "V4_PREFERRED",
-        "connect_timeout": _duration(p.connect_timeout_s),
+        "connect_timeout": duration(p.connect_timeout_s),
         "metadata": {"filter_metadata": {META_NS: {"provider": name}}},
         "circuit_breakers": {"thresholds": [{"max_connections": p.max_connections, "max_requests": p.max_connections}]},
         # A provider hostname usually resolves to several addresses: eject the ones that keep failing.
@@ -353,12 +350,12 @@ def _model_route(
                         },
                     }
                 },
-                "timeout": _duration(m.timeout_s),
+                "timeout": duration(m.timeout_s),
                 "retry_policy": {
                     "retry_on": "connect-failure,reset,refused-stream,retriable-status-codes",
                     "retriable_status_codes": sorted(set(m.retry_on_status)),
                     "num_retries": len(pgroups) - 1,
-                    "per_try_timeout": _duration(m.per_try_timeout_s),
+                    "per_try_timeout": duration(m.per_try_timeout_s),
                     "per_try_idle_timeout": render_limits.per_try_idle_timeout(m),
                     "refresh_cluster_on_retry": True,
                     "retry_back_off": {"base_interval": "0.001s", "max_interval": "0.002s"},
@@ -393,7 +390,7 @@ def _replay_routes(svc: Any) -> list[dict[str, Any]]:
     return [
         {"name": f"replay.{i}", "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"prefix": f"{REPLAY_ROUTE}.{i}."}}],
                                           "dynamic_metadata": [_route_metadata({"prefix": f"{REPLAY_ROUTE}.{i}."}, True)]},
-         "route": {"cluster": f"sidegate_front.{i}", "timeout": _duration(svc.grpc_timeout_s)},
+         "route": {"cluster": f"sidegate_front.{i}", "timeout": duration(svc.grpc_timeout_s)},
          **({"typed_per_filter_config": _no_direct_errors()} if svc.direct_lane else {})}
         for i in range(svc.extproc_workers)
     ]  # fmt: skip
@@ -418,7 +415,7 @@ def _front_filter(cfg: SidegateConfig) -> dict[str, Any]:
                 {"prefix": "x-sidegate-"}]},
             "http_service": {
                 "server_uri": {"uri": f"http://sidegate-front{CHECK_PREFIX}", "cluster": "sidegate_front",
-                               "timeout": _duration(svc.grpc_timeout_s)},
+                               "timeout": duration(svc.grpc_timeout_s)},
                 "path_prefix": CHECK_PREFIX,
                 "authorization_request": {"headers_to_add": [
                     {"key": FRONT_SOURCE_HEADER, "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}]},
@@ -524,11 +521,11 @@ def _ext_proc(cluster: str, phase: str, timeout_s: float, mode: dict[str, str], 
         "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
         "grpc_service": {
             "envoy_grpc": {"cluster_name": cluster},
-            "timeout": _duration(timeout_s),
+            "timeout": duration(timeout_s),
             "initial_metadata": [{"key": PHASE_HEADER, "value": phase}],
         },
         "processing_mode": mode,
-        "message_timeout": _duration(timeout_s),
+        "message_timeout": duration(timeout_s),
         **extra,
     }
 
@@ -917,7 +914,7 @@ def _direct_access_log(svc: Any) -> dict[str, Any]:
                 "transport_api_version": "V3",
                 "buffer_flush_interval": "0.05s",
                 "buffer_size_bytes": 65536,
-                "grpc_service": {"envoy_grpc": {"cluster_name": "sidegate_extproc"}, "timeout": _duration(svc.grpc_timeout_s)},
+                "grpc_service": {"envoy_grpc": {"cluster_name": "sidegate_extproc"}, "timeout": duration(svc.grpc_timeout_s)},
             },
         },
     }  # fmt: skip
@@ -969,7 +966,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
         "name": "envoy.filters.http.ext_authz",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
-            "grpc_service": {"envoy_grpc": {"cluster_name": "sidegate_authz"}, "timeout": _duration(svc.grpc_timeout_s)},
+            "grpc_service": {"envoy_grpc": {"cluster_name": "sidegate_authz"}, "timeout": duration(svc.grpc_timeout_s)},
             "transport_api_version": "V3",
             "failure_mode_allow": svc.failure_mode_allow,
             "status_on_error": {"code": 503},
@@ -1001,7 +998,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
         "codec_type": "AUTO",
         "generate_request_id": True,
         **render_limits.hcm_timeouts(cfg.listener),
-        "request_timeout": _duration(cfg.listener.request_timeout_s),
+        "request_timeout": duration(cfg.listener.request_timeout_s),
         "request_headers_timeout": "10s",
         "local_reply_config": _local_reply_config(),
         "route_config": {

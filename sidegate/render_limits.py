@@ -8,7 +8,8 @@ from typing import Any
 from sidegate.config import ListenerConfig, ModelConfig
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """A protobuf Duration as Envoy's YAML takes it (every timeout of the bootstrap)."""
     return f"{seconds:.3f}s"
 
 
@@ -29,12 +30,12 @@ def overload_manager(lst: ListenerConfig) -> dict[str, Any]:
 def hcm_timeouts(lst: ListenerConfig) -> dict[str, Any]:
     """Idle connection and idle stream timeouts of the listener's connection manager."""
     return {
-        "stream_idle_timeout": _duration(lst.stream_idle_timeout_s),
-        "common_http_protocol_options": {"idle_timeout": _duration(lst.idle_timeout_s)},
+        "stream_idle_timeout": duration(lst.stream_idle_timeout_s),
+        "common_http_protocol_options": {"idle_timeout": duration(lst.idle_timeout_s)},
     }
 
 
 def per_try_idle_timeout(m: ModelConfig) -> str:
     """The router's idle timer per try: unlike `per_try_timeout` it keeps running once the
     provider's answer has started, so a stream that stalls mid-way is reset."""
-    return _duration(m.per_try_idle_timeout_s or m.per_try_timeout_s)
+    return duration(m.per_try_idle_timeout_s or m.per_try_timeout_s)

@@ -6,7 +6,9 @@ Used by the e2e tests and the benchmarks. Everything is real except the LLM prov
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,3 +158,21 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
             _merge(base[k], v)
         else:
             base[k] = v
+
+
+FRONT_SERVICES = {"ext_proc": {"auth": "ext_authz", "front": "ext_proc"}, "http": {"auth": "inline", "front": "http"}}
+"""The two ways Envoy hands a request to the gateway (docs/architecture.md, "Two fronts")."""
+
+
+def front_stack(front: str, workdir: Path, openai_url: str, anthropic_url: str,
+                extra: dict[str, Any] | None = None) -> Iterator[Stack]:  # fmt: skip
+    """A started stack behind `front` (a key of FRONT_SERVICES) whatever SIDEGATE_E2E_FRONT says,
+    stopped when the generator is closed: the body of a module fixture parametrised by front."""
+    data = copy.deepcopy(extra or {})
+    data.setdefault("services", {}).update(FRONT_SERVICES[front])
+    s = Stack(workdir, openai_url, anthropic_url, extra=data)
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()

@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 from fault_helpers import CHAT, MESSAGES, auth_headers, body_for
-from harness import ANTHROPIC_PROVIDER_KEY, OPENAI_PROVIDER_KEY, Stack
+from harness import ANTHROPIC_PROVIDER_KEY, OPENAI_PROVIDER_KEY, Stack, front_stack
 
 pytestmark = pytest.mark.e2e
 EXTRA: dict[str, Any] = {
@@ -43,11 +43,7 @@ PROVIDER_KEYS = (OPENAI_PROVIDER_KEY, ANTHROPIC_PROVIDER_KEY)
 
 @pytest.fixture(scope="module", params=["ext_proc", "http"])
 def gw(request, tmp_path_factory, fake_openai, fake_anthropic) -> Iterator[Stack]:
-    services = {"auth": "ext_authz", "front": "ext_proc"} if request.param == "ext_proc" else {"auth": "inline", "front": "http"}
-    s = Stack(tmp_path_factory.mktemp("hygiene"), fake_openai.url, fake_anthropic.url, extra={**EXTRA, "services": services})
-    s.start()
-    yield s
-    s.stop()
+    yield from front_stack(request.param, tmp_path_factory.mktemp("hygiene"), fake_openai.url, fake_anthropic.url, EXTRA)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 from fault_helpers import CHAT, MESSAGES, error_message
-from harness import Stack
+from harness import FRONT_SERVICES, Stack, front_stack
 
 from sidegate import keys
 
@@ -21,19 +21,13 @@ pytestmark = pytest.mark.e2e
 MAX_FAILURES = 5
 MAX_SOURCE_FAILURES = 15
 THROTTLE = {"auth_max_failures": MAX_FAILURES, "auth_max_source_failures": MAX_SOURCE_FAILURES, "auth_block_s": 30}
-FRONTS = {
-    "ext_proc": {"services": THROTTLE},
-    "http": {"services": {**THROTTLE, "front": "http", "auth": "inline"}},
-}
 _sources = iter(range(30, 250))
 
 
-@pytest.fixture(scope="module", params=sorted(FRONTS))
+@pytest.fixture(scope="module", params=sorted(FRONT_SERVICES))
 def gw(request, tmp_path_factory, fake_openai, fake_anthropic) -> Iterator[Stack]:
-    s = Stack(tmp_path_factory.mktemp("stack"), fake_openai.url, fake_anthropic.url, extra=FRONTS[request.param])
-    s.start()
-    yield s
-    s.stop()
+    yield from front_stack(request.param, tmp_path_factory.mktemp("stack"), fake_openai.url, fake_anthropic.url,
+                           {"services": THROTTLE})  # fmt: skip
 
 
 def _client() -> httpx.Client:

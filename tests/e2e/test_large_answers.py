@@ -13,7 +13,7 @@ import anthropic
 import httpx
 import openai
 import pytest
-from harness import Stack
+from harness import Stack, front_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -28,17 +28,11 @@ EXTRA = {
         },
     },
 }
-FRONTS = {"ext_proc": {}, "http": {"services": {"auth": "inline", "front": "http"}}}
-
-
-@pytest.fixture(scope="module", params=list(FRONTS))
+@pytest.fixture(scope="module", params=["ext_proc", "http"])
 def big(request, tmp_path_factory, fake_openai, fake_anthropic) -> Iterator[Stack]:
     """One stack per front (the module runs under both, whatever SIDEGATE_E2E_FRONT says)."""
-    extra = {**EXTRA, **FRONTS[request.param]}
-    s = Stack(tmp_path_factory.mktemp(f"large-{request.param}"), fake_openai.url, fake_anthropic.url, extra=extra)
-    s.start()
-    yield s
-    s.stop()
+    yield from front_stack(request.param, tmp_path_factory.mktemp(f"large-{request.param}"), fake_openai.url,
+                           fake_anthropic.url, EXTRA)  # fmt: skip
 
 
 def _envoy_pid(stack: Stack) -> int:
