@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from cache_helpers import openai_body, openai_response, valkey_server
 
-from sidegate.cache import CachePolicy, CacheRequest, ResponseCache, SemanticIndex, SemanticSettings
 from sidegate.errors import Api
-from sidegate.store import client as store_client
+from sidegate.features.cache import CachePolicy, CacheRequest, ResponseCache, SemanticIndex, SemanticSettings
+from sidegate.store.valkey import client as store_client
 
 
 def pct(samples: list[float]) -> str:

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 from sidegate.errors import Api
-from sidegate.guard import GuardBlocked, GuardPolicy, InjectionAction, InjectionPolicy, guard_request
-from sidegate.guard.injection import score_text
-from sidegate.guard.pii import find_pii
-from sidegate.guard.policy import Entity
+from sidegate.features.guard import GuardBlocked, GuardPolicy, InjectionAction, InjectionPolicy, guard_request
+from sidegate.features.guard.injection import score_text
+from sidegate.features.guard.pii import find_pii
+from sidegate.features.guard.policy import Entity
 
 _PARA = (
     "Our service handles user onboarding in three steps. First, the account is created with a "

@@ -16,9 +16,9 @@ import time
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from sidegate.quota import Limits, QuotaStore, Scope, TokenCounter
-from sidegate.quota.tokens import cl100k
-from sidegate.store import free_port, valkey_binary, wait_for_port
+from sidegate.features.quota import Limits, QuotaStore, Scope, TokenCounter
+from sidegate.features.quota.tokens import cl100k
+from sidegate.store.valkey import free_port, valkey_binary, wait_for_port
 
 WORDS = "Please summarise the quarterly report and list three risks with a short mitigation for each. "
 

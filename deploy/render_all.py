@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Re-render every committed Envoy artefact from its Sidegate config: `python deploy/render_all.py`.
 
-Run it after changing a config below or `sidegate/render.py`; tests/unit/test_deploy_envoy.py fails
+Run it after changing a config below or `sidegate/bootstrap/render.py`; tests/unit/test_deploy_envoy.py fails
 when a committed file differs from what this produces. `--check` only reports drift (exit 1).
 
 Rendering ignores SIDEGATE_* environment overrides, so the files never depend on the shell.
@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from sidegate import config, render
+from sidegate import config
+from sidegate.bootstrap import render
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "sidegate" / "data" / "demo.yaml"

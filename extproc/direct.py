@@ -1,6 +1,6 @@
 """Observe stage of the direct lane: Envoy's access log (gRPC ALS) -> Completion -> observers.
 
-A direct-lane request has no per-try Python (see sidegate/render.py): Envoy injects the
+A direct-lane request has no per-try Python (see sidegate/bootstrap/render.py): Envoy injects the
 credential, `json_to_metadata` copies the response's usage into the `sidegate.usage` metadata,
 and the access log entry (batched by Envoy, several requests per message) carries the gateway's
 metadata, the status, the cluster that answered and the timings. Each entry becomes the same
@@ -20,15 +20,21 @@ import grpc
 from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
-from extproc.breaker import parse_retry_after
-from extproc.context import request_meta
-from extproc.upstream import Completion, Observer, notify
+from sidegate.core.completion import Completion, Observer, notify, parse_retry_after
+from sidegate.core.context import request_meta
 from sidegate.envoy_pb import struct_to_dict
-from sidegate.render import AUTHZ_NS, FRONT_LANE_HEADER, TRY_NS, USAGE_NS, TryWire, provider_of_cluster
-from sidegate.render_stream import STREAM_NS
 from sidegate.translate.base import Usage
 from sidegate.translate.passthrough import parse_anthropic_usage, parse_openai_usage
 from sidegate.trust import Token, require
+from sidegate.wire import (
+    AUTHZ_NS,
+    FRONT_LANE_HEADER,
+    STREAM_NS,
+    TRY_NS,
+    USAGE_NS,
+    TryWire,
+    provider_of_cluster,
+)
 
 log = logging.getLogger("sidegate.direct")
 
@@ -65,7 +71,7 @@ def completion(entry: accesslog_pb2.HTTPAccessLogEntry, now: float | None = None
     flags = common.response_flags
     streamed = bool(meta.get("stream"))
     watch = struct_to_dict(fm[STREAM_NS]) if streamed and STREAM_NS in fm else {}
-    # The stream watch (sidegate/render_stream.py) relayed a terminal event (the provider's, or its
+    # The stream watch (sidegate/bootstrap/stream.py) relayed a terminal event (the provider's, or its
     # own error event): the client hanging up right after it, before Envoy saw the provider's end
     # of body, is no abort (that race marked ~1 in 4 fully read streams aborted).
     ended = watch.get("end")

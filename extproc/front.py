@@ -4,7 +4,7 @@ Envoy buffers the client's request and posts it (headers + body, path prefixed w
 this plain HTTP/1.1 server; the answer is one HTTP response instead of a gRPC ext_proc stream of
 protobuf messages, which costs several times less CPU in Python (docs/performance.md).
 
-What the answer means to Envoy (see `sidegate/render.py`):
+What the answer means to Envoy (see `sidegate/bootstrap/render.py`):
 - 200 = go on: `x-sidegate-route` is copied onto the request (Envoy then re-picks the route),
   `x-sidegate-meta` / `x-sidegate-lane` become dynamic metadata (namespace
   `envoy.filters.http.ext_authz`) for the per-try stage and the direct lane's access log,
@@ -31,14 +31,17 @@ from typing import Any, cast
 
 import orjson
 
-from authz.decide import inbound_api
-from extproc.context import Reply, RequestContext
-from extproc.gateway import Forward, Gateway
-from extproc.stages.parse import endpoint_api
 from extproc.trylane import TryLane, ascii_json
+from sidegate.core.context import Reply, RequestContext
+from sidegate.core.pipeline import Forward, Gateway
 from sidegate.errors import Api, error_body
+from sidegate.features.auth.decide import inbound_api
+from sidegate.features.parse import endpoint_api
 from sidegate.ids import UniqueIds
-from sidegate.render import (
+from sidegate.trust import Token
+from sidegate.ttlmap import TtlMap
+from sidegate.wire import (
+    AUTH_HEADERS_TO_REMOVE,
     CHECK_PREFIX,
     FRONT_API_HEADER,
     FRONT_LANE_HEADER,
@@ -48,13 +51,10 @@ from sidegate.render import (
     ROUTE_HEADER,
     TRY_PREFIX,
 )
-from sidegate.trust import HEADER as TOKEN_HEADER
-from sidegate.trust import Token
-from sidegate.ttlmap import TtlMap
+from sidegate.wire import INTERNAL_TOKEN_HEADER as TOKEN_HEADER
 
 log = logging.getLogger("sidegate.front")
 
-REMOVE_HEADER = "x-envoy-auth-headers-to-remove"
 _JSON = {"content-type": "application/json"}
 _OURS = (ROUTE_HEADER, FRONT_SOURCE_HEADER)
 """Internal headers that are not the client's: the route (set by this answer) and the source
@@ -152,7 +152,7 @@ class Front:
             out.update(self.trylane.prepare(meta, body, outcome.body, outcome.meta.get("restore")))
         remove = [*outcome.remove_headers, *(k for k in headers if k.startswith("x-sidegate-") and k not in _OURS)]
         if remove:
-            out[REMOVE_HEADER] = ",".join(remove)
+            out[AUTH_HEADERS_TO_REMOVE] = ",".join(remove)
         return Reply(200, b"", out)
 
     def replay(self, target: str, headers: dict[str, str]) -> Reply:
@@ -164,7 +164,7 @@ class Front:
 
 
 def _log_fields(meta: dict[str, Any]) -> dict[str, str]:
-    """What the access log prints (sidegate/accesslog.py, front_format), as metadata headers."""
+    """What the access log prints (sidegate/bootstrap/accesslog.py, front_format), as metadata headers."""
     out = {"x-sidegate-tenant": str(meta.get("tenant", "")), "x-sidegate-key-id": str(meta.get("key_id", "")),
            "x-sidegate-model": str(meta.get("model", "")), "x-sidegate-stream": "true" if meta.get("stream") else "false"}  # fmt: skip
     if meta.get("cache"):

@@ -16,16 +16,15 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3.http_status_pb2 import HttpStatus
 
-from authz.decide import METADATA_NAMESPACE as AUTHZ_NS
-from authz.decide import inbound_api
-from extproc.context import Reply, RequestContext, request_meta
-from extproc.gateway import Forward, Gateway
-from extproc.stages.parse import endpoint_api
-from extproc.upstream import HeaderChanges, Upstream, UpstreamTry
+from sidegate.core.context import Reply, RequestContext, request_meta
+from sidegate.core.pipeline import Forward, Gateway
 from sidegate.envoy_pb import header_options, headers_to_dict, struct, struct_to_dict
 from sidegate.errors import Api, GatewayError, error_body, render
-from sidegate.render import META_NS, PHASE_HEADER, REPLY_DETAILS, ROUTE_HEADER, ROUTE_KEY
+from sidegate.features.auth.decide import inbound_api
+from sidegate.features.parse import endpoint_api
+from sidegate.features.upstream import HeaderChanges, Upstream, UpstreamTry
 from sidegate.trust import Token, require
+from sidegate.wire import AUTHZ_NS, META_NS, PHASE_HEADER, REPLY_DETAILS, ROUTE_HEADER, ROUTE_KEY
 
 log = logging.getLogger("sidegate.extproc")
 

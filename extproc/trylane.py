@@ -1,6 +1,6 @@
 """Try lane: the per-try stage over HTTP, for the HTTP front's non-streaming requests.
 
-Each provider cluster of the try lane runs a small Lua upstream filter (sidegate/render.py,
+Each provider cluster of the try lane runs a small Lua upstream filter (sidegate/bootstrap/render.py,
 `_TRY_LUA`) that, once per try, posts the client's body to this worker's front
 (`POST /try/request`) and replaces it with the answer: the provider's body, and the header changes
 in `x-sidegate-set` (`name=value&...`, percent-encoded) and `x-sidegate-remove` (`a,b`). The
@@ -30,20 +30,14 @@ from typing import Any
 
 import orjson
 
-from extproc.context import Reply
-from extproc.upstream import HeaderChanges, Upstream, UpstreamTry
+from sidegate.bootstrap.render import env_credential
+from sidegate.core.context import Reply
 from sidegate.errors import Api, GatewayError, error_body, render
+from sidegate.features.upstream import HeaderChanges, Upstream, UpstreamTry
 from sidegate.ids import UniqueIds
-from sidegate.render import (
-    FRONT_API_HEADER,
-    FRONT_META_HEADER,
-    TRY_PREFIX,
-    TryWire,
-    env_credential,
-    try_cluster_name,
-)
-from sidegate.trust import HEADER as TOKEN_HEADER
 from sidegate.ttlmap import TtlMap
+from sidegate.wire import FRONT_API_HEADER, FRONT_META_HEADER, TRY_PREFIX, TryWire, try_cluster_name
+from sidegate.wire import INTERNAL_TOKEN_HEADER as TOKEN_HEADER
 
 log = logging.getLogger("sidegate.trylane")
 

@@ -11,7 +11,8 @@ from importlib import resources
 from pathlib import Path
 
 from sidegate import config as config_mod
-from sidegate import keys, render
+from sidegate import keys
+from sidegate.bootstrap import render
 
 DEMO_KEY = "sgk_demo0001_demo-key-not-a-secret-0000000000"
 
@@ -71,10 +72,9 @@ def cmd_internal_token(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from sidegate.serve import run
-
-    run(args.service, _load(args.config))
-    return 0
+    _load(args.config)  # a bad config is reported here, before the service's own start-up
+    # The services are the adapter packages' entry points (the library never imports them).
+    os.execv(sys.executable, [sys.executable, "-m", args.service, "-c", args.config])
 
 
 def _up(cfg_path: Path, cfg: config_mod.SidegateConfig, env: dict[str, str]) -> int:
@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--id", help="8 lowercase letters/digits (default: random)")
     p.add_argument("--key", help="hash this existing key instead of making one")
     p.set_defaults(func=cmd_keys_hash)
-    from sidegate import ledger_cli
     from sidegate.admin import cli as admin_cli
+    from sidegate.features.ledger import cli as ledger_cli
 
     admin_cli.add_commands(sub, pk)
     ledger_cli.add_commands(sub)

@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sidegate.cache.policy import CachePolicy, SemanticSettings
 from sidegate.errors import Api
-from sidegate.guard.policy import GuardPolicy
-from sidegate.quota.policy import QuotaPolicy, TenantQuota
+from sidegate.features.cache.policy import CachePolicy, SemanticSettings
+from sidegate.features.guard.policy import GuardPolicy
+from sidegate.features.quota.policy import QuotaPolicy, TenantQuota
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 

@@ -21,12 +21,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from extproc import tenants
-from sidegate import keystore, render, trust
+from sidegate import keystore, trust
+from sidegate.bootstrap import render
 from sidegate.config import SidegateConfig
+from sidegate.features.quota import tenants
 from sidegate.metrics import SUPERVISOR_STATE_ENV as STATE_ENV
 from sidegate.restart import RestartPolicy, RestartState, listening, relay_envoy
-from sidegate.store import client, embedded_valkey_cmd, free_port, wait_for_port
+from sidegate.store.valkey import client, embedded_valkey_cmd, free_port, wait_for_port
 
 log = logging.getLogger("sidegate.up")
 

@@ -34,8 +34,8 @@ import grpc
 import yaml
 
 from sidegate.config import SidegateConfig
+from sidegate.wire import INTERNAL_TOKEN_HEADER
 
-HEADER = "x-sidegate-internal-token"
 SECRET_NAME = "sidegate-internal-token"
 """The SDS resource (in `services.internal_token_file`) the injector reads."""
 _SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
@@ -120,7 +120,7 @@ class Token:
     def valid_metadata(self, metadata: Any) -> bool:
         """gRPC invocation metadata ((key, value) pairs) carries the secret."""
         for key, value in metadata or ():
-            if key == HEADER:
+            if key == INTERNAL_TOKEN_HEADER:
                 return self.valid(value)
         return False
 
@@ -136,7 +136,7 @@ async def require(token: Token, context: grpc.aio.ServicerContext) -> None:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, "")
 
 
-# -- Envoy side (rendered into the bootstrap by sidegate/render.py) ------------------------------
+# -- Envoy side (rendered into the bootstrap by sidegate/bootstrap/render.py) ------------------------------
 
 
 def injector(path: str) -> dict[str, Any]:
@@ -145,7 +145,7 @@ def injector(path: str) -> dict[str, Any]:
     Envoy re-reads it when it is replaced)."""
     sds = {"name": SECRET_NAME, "sds_config": {"path_config_source": {"path": path}, "resource_api_version": "V3"}}
     generic = {"@type": "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic",
-               "credential": sds, "header": HEADER}  # fmt: skip
+               "credential": sds, "header": INTERNAL_TOKEN_HEADER}  # fmt: skip
     return {
         "name": "envoy.filters.http.credential_injector",
         "typed_config": {

@@ -9,9 +9,9 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from sidegate.cache import CacheRequest, Embedder
 from sidegate.errors import Api
-from sidegate.store import free_port, valkey_binary, wait_for_port
+from sidegate.features.cache import CacheRequest, Embedder
+from sidegate.store.valkey import free_port, valkey_binary, wait_for_port
 
 
 @contextlib.contextmanager

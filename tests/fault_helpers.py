@@ -24,9 +24,9 @@ import redis
 from harness import Stack
 from redis.asyncio import Redis
 
-from sidegate.ledger import LedgerRecord, iter_records
-from sidegate.quota import QuotaStore
-from sidegate.store import wait_for_port
+from sidegate.features.ledger.ledger import LedgerRecord, iter_records
+from sidegate.features.quota import QuotaStore
+from sidegate.store.valkey import wait_for_port
 
 T = TypeVar("T")
 

@@ -13,9 +13,9 @@ import orjson
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from extproc.context import RequestContext
-from extproc.stages.parse import CHAT_PATH, MESSAGES_PATH, ParseStage
+from sidegate.core.context import RequestContext
 from sidegate.errors import Api, GatewayError
+from sidegate.features.parse import CHAT_PATH, MESSAGES_PATH, ParseStage
 
 THOROUGH_FACTOR = 25
 settings.register_profile("thorough", deadline=None, max_examples=100 * THOROUGH_FACTOR)

@@ -17,7 +17,7 @@ import yaml
 
 from sidegate import config as config_mod
 from sidegate import keys
-from sidegate.store import free_port, free_port_block
+from sidegate.store.valkey import free_port, free_port_block
 from sidegate.supervisor import Supervisor
 
 OPENAI_PROVIDER_KEY = "sk-provider-openai-SECRET-0001"
@@ -112,7 +112,7 @@ class Stack:
         """Every usage-ledger record in the stack's store, oldest first."""
         from redis.asyncio import Redis
 
-        from sidegate.ledger import iter_records
+        from sidegate.features.ledger.ledger import iter_records
 
         assert self.sup is not None
 

@@ -22,8 +22,8 @@ import pytest
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from sidegate.errors import Api
-from sidegate.quota import Limits, QuotaStore, Scope, TokenCounter, TokenizerConfig
-from sidegate.store import free_port, valkey_binary, wait_for_port
+from sidegate.features.quota import Limits, QuotaStore, Scope, TokenCounter, TokenizerConfig
+from sidegate.store.valkey import free_port, valkey_binary, wait_for_port
 
 REDIS_SERVER = "/usr/bin/redis-server"
 SERVER_KINDS = ("valkey", "redis")

@@ -7,7 +7,7 @@
       authz:   grpc.health.v1 Check for envoy.service.auth.v3.Authorization must be SERVING.
       extproc: grpc.health.v1 Check for envoy.service.ext_proc.v3.ExternalProcessor must be SERVING.
       auto:    the role is read from PID 1's command line (`envoy ...`, `sidegate serve authz|extproc -c F`,
-               `sidegate up|demo`), and the ports from the config file or bootstrap it names.
+               which runs as `python -m authz|extproc -c F`, `sidegate up|demo`), and the ports from the config file or bootstrap it names.
   sidegate-probe drain [--seconds S] [--port N]
       Envoy preStop hook: POST /drain_listeners?graceful, then wait until no request is active on the
       `sidegate` listener (or S seconds pass).
@@ -61,6 +61,11 @@ def detect(argv: list[str]) -> tuple[str, int | None]:
     names = [Path(a).name for a in argv]
     if "serve" in names:
         i = names.index("serve")
+        role = names[i + 1] if i + 1 < len(names) else ""
+        if role in SERVICES:
+            return role, _port_from_config(role, _option(argv, "-c", "--config"))
+    if "-m" in names:  # `sidegate serve X` replaces itself with `python -m X -c F`
+        i = names.index("-m")
         role = names[i + 1] if i + 1 < len(names) else ""
         if role in SERVICES:
             return role, _port_from_config(role, _option(argv, "-c", "--config"))

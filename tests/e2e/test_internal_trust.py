@@ -30,9 +30,9 @@ from fault_helpers import supervise_until_up
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from harness import ANTHROPIC_PROVIDER_KEY, OPENAI_PROVIDER_KEY, Stack
 
-from sidegate import trust
+from sidegate import trust, wire
 from sidegate.envoy_pb import struct
-from sidegate.render import FRONT_META_HEADER, META_NS, PHASE_HEADER, TryWire, cluster_name, try_cluster_name
+from sidegate.wire import FRONT_META_HEADER, META_NS, PHASE_HEADER, TryWire, cluster_name, try_cluster_name
 
 pytestmark = pytest.mark.e2e
 
@@ -72,7 +72,7 @@ def _headers(**values: str) -> HeaderMap:
 
 def _metadata(token: str | None, phase: str | None = None) -> list[tuple[str, str]]:
     md = [(PHASE_HEADER, phase)] if phase else []
-    return md + ([(trust.HEADER, token)] if token is not None else [])
+    return md + ([(wire.INTERNAL_TOKEN_HEADER, token)] if token is not None else [])
 
 
 def _upstream_try(s: Stack, token: str | None) -> list[pb.ProcessingResponse]:
@@ -180,12 +180,12 @@ def test_http_front_refuses_without_the_secret(front_stack: Stack) -> None:
     }
     for path, headers in calls.items():
         for token in (None, "wrong-token-0123456789"):
-            sent = headers if token is None else {**headers, trust.HEADER: token}
+            sent = headers if token is None else {**headers, wire.INTERNAL_TOKEN_HEADER: token}
             r = _front(front_stack, path, sent, body)
             assert (r.status_code, r.content) == (503, b""), path  # (a 5xx: see extproc/front.py)
             assert OPENAI_PROVIDER_KEY not in str(r.headers)
     # With the secret a made-up try gets the provider's credential: what the refusal protects.
-    r = _front(front_stack, "/try/request", {**calls["/try/request"], trust.HEADER: _token(front_stack)}, body)
+    r = _front(front_stack, "/try/request", {**calls["/try/request"], wire.INTERNAL_TOKEN_HEADER: _token(front_stack)}, body)
     assert r.status_code == 200 and OPENAI_PROVIDER_KEY in r.headers.get(TryWire.SET, "")
 
 
@@ -220,7 +220,7 @@ def test_the_secret_is_in_no_file_others_can_read_nor_in_envoys_config_dump(grpc
     for path in (boot, grpc_stack.sup.workdir / "internal-token.yaml", grpc_stack.sup.workdir / "valkey" / "auth.conf"):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
     dump = httpx.get(f"{grpc_stack.admin_url}/config_dump", timeout=30).text
-    assert trust.HEADER in dump and token not in dump
+    assert wire.INTERNAL_TOKEN_HEADER in dump and token not in dump
     for name in os.listdir(grpc_stack.sup.workdir):  # nor in any log
         if name.endswith(".log"):
             assert token not in (grpc_stack.sup.workdir / name).read_text(errors="replace"), name
@@ -243,7 +243,7 @@ def test_sdk_clients_through_envoy_are_served(which: str, request: pytest.Fixtur
     assert msg.content[0].text
     # Envoy presented the secret; the providers got their own keys and never the secret.
     seen = [*fake_openai.requests, *fake_anthropic.requests]
-    assert seen and all(trust.HEADER not in {k.lower() for k in r.headers} for r in seen)
+    assert seen and all(wire.INTERNAL_TOKEN_HEADER not in {k.lower() for k in r.headers} for r in seen)
     assert any(OPENAI_PROVIDER_KEY in str(r.headers) for r in fake_openai.requests)
     assert any(ANTHROPIC_PROVIDER_KEY in str(r.headers) for r in fake_anthropic.requests)
 

@@ -1,7 +1,7 @@
 """Large non-streaming provider answers (issue 21): served whole up to `listener.max_response_bytes`
 on every lane (direct, per-try ext_proc, try lane, cache fill) and behind both fronts; past it a
 502 in the client's API format. Envoy must stay up throughout: before the limits in
-sidegate/render_limits.py, a ~1.6 MB answer through the per-try ext_proc killed it (SIGSEGV)."""
+sidegate/bootstrap/limits.py, a ~1.6 MB answer through the per-try ext_proc killed it (SIGSEGV)."""
 
 from __future__ import annotations
 

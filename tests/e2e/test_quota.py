@@ -12,8 +12,8 @@ from quota_helpers import MAX_TOKENS, PER_REQUEST, PROMPT, PROMPT_BODY, burst
 from redis.asyncio import Redis
 
 from sidegate.controlplane import ControlPlane
+from sidegate.features.quota import QuotaStore
 from sidegate.keystore import TenantLimits
-from sidegate.quota import QuotaStore
 
 pytestmark = pytest.mark.e2e
 N_FIT = 50

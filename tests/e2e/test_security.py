@@ -25,8 +25,9 @@ from fault_helpers import (
 )
 from harness import ANTHROPIC_PROVIDER_KEY, OPENAI_PROVIDER_KEY
 
-from sidegate import config, keys, render
-from sidegate.store import free_port
+from sidegate import config, keys, wire
+from sidegate.bootstrap import render
+from sidegate.store.valkey import free_port
 
 pytestmark = pytest.mark.e2e
 TLS_PORT = free_port()
@@ -219,14 +220,14 @@ def test_provider_keys_never_returned_or_logged(stack, fake_openai, fake_anthrop
 
 
 @pytest.mark.parametrize(("api", "model"), ROUTES)
-@pytest.mark.parametrize("forged", [None, "", render.TRY])
+@pytest.mark.parametrize("forged", [None, "", wire.TRY])
 def test_provider_error_echoing_its_key_is_scrubbed(stack, fake_openai, fake_anthropic, api, model, forged):
     """`forged`: the client also names a route whose per-route config switches the direct lane's
     error filter off (the full lane's, the try lane's): the route the gateway picks decides."""
     key = OPENAI_PROVIDER_KEY if model == "gpt-4o-mini" else ANTHROPIC_PROVIDER_KEY
     fake = fake_openai if model == "gpt-4o-mini" else fake_anthropic
     fake.script([{"status": 401, "error": f"Incorrect API key provided: {key}"}])
-    headers = {} if forged is None else {render.ROUTE_HEADER: render.route_value(model, 0) + forged}
+    headers = {} if forged is None else {wire.ROUTE_HEADER: wire.route_value(model, 0) + forged}
     r = post(stack, api, body_for(api, model), headers=headers)
     assert r.status_code == 502  # the provider refused the gateway's key: not the client's fault
     assert key not in r.text

@@ -1,7 +1,7 @@
 """Stream faults on every lane (issue 21, items 8 and 9), through a real Envoy.
 
 Lanes: the direct lane (Envoy alone per try: OpenAI streams with `stream_options.include_usage`,
-Anthropic passthrough; the router-level Lua of sidegate/render_stream.py watches the stream), the
+Anthropic passthrough; the router-level Lua of sidegate/bootstrap/stream.py watches the stream), the
 full lane (per-try gRPC ext_proc: an OpenAI stream without include_usage, an Anthropic stream with a
 model alias) and the translated streams both ways. Faults: a malformed event mid-stream (a broken
 JSON object) after which the provider goes on, a garbage `data:` line after which it goes on, a

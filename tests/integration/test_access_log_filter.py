@@ -16,19 +16,20 @@ import httpx
 import pytest
 import yaml
 
-from sidegate import render
-from sidegate.store import free_port, wait_for_port
+from sidegate import wire
+from sidegate.bootstrap import render
+from sidegate.store.valkey import free_port, wait_for_port
 from sidegate.supervisor import envoy_binary
 
 # Sets the metadata a case describes, as the front, the gateway and the try lane's Lua would.
 _LUA = f"""
 function envoy_on_request(h)
   local md, hd = h:streamInfo():dynamicMetadata(), h:headers()
-  if hd:get("x-lane") ~= nil then md:set("{render.AUTHZ_NS}", "{render.FRONT_LANE_HEADER}", hd:get("x-lane")) end
-  if hd:get("x-key") ~= nil then md:set("{render.AUTHZ_NS}", "{render.TryWire.KEY}", "w0.k1") end
-  if hd:get("x-tries") ~= nil then md:set("{render.TRY_NS}", "tries", 1) end
-  if hd:get("x-done") ~= nil then md:set("{render.TRY_NS}", "done", hd:get("x-done") == "true") end
-  if hd:get("x-gw-lane") ~= nil then md:set("{render.META_NS}", "lane", hd:get("x-gw-lane")) end
+  if hd:get("x-lane") ~= nil then md:set("{wire.AUTHZ_NS}", "{wire.FRONT_LANE_HEADER}", hd:get("x-lane")) end
+  if hd:get("x-key") ~= nil then md:set("{wire.AUTHZ_NS}", "{wire.TryWire.KEY}", "w0.k1") end
+  if hd:get("x-tries") ~= nil then md:set("{wire.TRY_NS}", "tries", 1) end
+  if hd:get("x-done") ~= nil then md:set("{wire.TRY_NS}", "done", hd:get("x-done") == "true") end
+  if hd:get("x-gw-lane") ~= nil then md:set("{wire.META_NS}", "lane", hd:get("x-gw-lane")) end
 end
 """
 

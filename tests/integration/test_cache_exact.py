@@ -14,11 +14,11 @@ import pytest
 from openai.types.chat import ChatCompletionChunk
 from redis.asyncio import Redis
 
-from sidegate.cache import CachePolicy, ResponseCache
 from sidegate.errors import Api
-from sidegate.resp import FastRedis
+from sidegate.features.cache import CachePolicy, ResponseCache
 from sidegate.sse import SseParser
-from sidegate.store import client as store_client
+from sidegate.store.lean import FastRedis
+from sidegate.store.valkey import client as store_client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

@@ -1,4 +1,4 @@
-"""The local index of the store's exact-cache entries (sidegate/cache/known.py) against a real
+"""The local index of the store's exact-cache entries (sidegate/features/cache/known.py) against a real
 valkey-server: a miss without a store call, other processes' fills, entries already in the store,
 expiry, FLUSHALL, a lost tracking connection, a store that refuses tracking, the size bound."""
 
@@ -18,12 +18,12 @@ import pytest
 import redis as sync_redis
 from redis.asyncio import Redis
 
-from sidegate.cache import CachePolicy, ResponseCache
-from sidegate.cache.core import CACHE_PREFIX
-from sidegate.cache.known import PROBE_TIMEOUT_S, KnownKeys
-from sidegate.resp import FastRedis
-from sidegate.store import client as store_client
-from sidegate.store import embedded_valkey_cmd, free_port, wait_for_port
+from sidegate.features.cache import CachePolicy, ResponseCache
+from sidegate.features.cache.core import CACHE_PREFIX
+from sidegate.features.cache.known import PROBE_TIMEOUT_S, KnownKeys
+from sidegate.store.lean import FastRedis
+from sidegate.store.valkey import client as store_client
+from sidegate.store.valkey import embedded_valkey_cmd, free_port, wait_for_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

@@ -13,18 +13,18 @@ import pytest
 from anthropic.types import RawMessageStreamEvent
 from pydantic import TypeAdapter
 
-from sidegate.cache import (
+from sidegate.errors import Api
+from sidegate.features.cache import (
     CachePolicy,
     EmbedderUnavailable,
     ResponseCache,
     SemanticIndex,
     SemanticSettings,
 )
-from sidegate.cache.embedder import Embedder
-from sidegate.cache.vectors import QdrantStore
-from sidegate.errors import Api
+from sidegate.features.cache.embedder import Embedder
+from sidegate.features.cache.vectors import QdrantStore
 from sidegate.sse import SseParser
-from sidegate.store import client as store_client
+from sidegate.store.valkey import client as store_client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

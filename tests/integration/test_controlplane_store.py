@@ -15,12 +15,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import controlplane_helpers as h
 
-from authz.decide import Allow, Deny, decide
-from authz.service import KeyCache
 from sidegate import controlplane as cp
 from sidegate import keys, keystore
+from sidegate.features.auth.decide import Allow, Deny, decide
+from sidegate.features.auth.keycache import KeyCache
 from sidegate.keystore import KeyRecord, TenantLimits
-from sidegate.store import client
+from sidegate.store.valkey import client
 
 T = TypeVar("T")
 valkey_url = h.valkey_url

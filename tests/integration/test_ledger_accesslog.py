@@ -16,9 +16,10 @@ from pathlib import Path
 import orjson
 import yaml
 
-from sidegate import accesslog, render, trust
 from sidegate import config as config_mod
-from sidegate.store import free_port, wait_for_port
+from sidegate import trust
+from sidegate.bootstrap import accesslog, render
+from sidegate.store.valkey import free_port, wait_for_port
 from sidegate.supervisor import envoy_binary
 
 SECRET_KEY = "sgk_abcd1234_very-secret-tenant-key-0000000000"

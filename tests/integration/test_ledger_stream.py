@@ -17,11 +17,12 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from extproc.upstream import Completion
-from sidegate import ledger, ledger_cli
 from sidegate import metrics as m
-from sidegate.ledger import Ledger, LedgerRecord, record_from_completion
-from sidegate.store import client, free_port, valkey_binary, wait_for_port
+from sidegate.core.completion import Completion
+from sidegate.features.ledger import cli as ledger_cli
+from sidegate.features.ledger import ledger
+from sidegate.features.ledger.ledger import Ledger, LedgerRecord, record_from_completion
+from sidegate.store.valkey import client, free_port, valkey_binary, wait_for_port
 from sidegate.translate.base import Usage
 
 T = TypeVar("T")

@@ -1,4 +1,4 @@
-"""Local admission from leases (sidegate/quota/lease.py) against a real Valkey: the global limits
+"""Local admission from leases (sidegate/features/quota/lease.py) against a real Valkey: the global limits
 hold across processes, usage comes out exact once leases end, quiet or nearly full scope sets
 reserve request by request."""
 
@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 from quota_helpers import Server, make_store, running_server
 
-from sidegate.quota import Limits, QuotaStore, Scope
-from sidegate.quota.lease import LeasedQuota
-from sidegate.quota.policy import LeasePolicy
+from sidegate.features.quota import Limits, QuotaStore, Scope
+from sidegate.features.quota.lease import LeasedQuota
+from sidegate.features.quota.policy import LeasePolicy
 
 _tenants = itertools.count()
 FAST = LeasePolicy(enabled=True, ttl_ms=150, flush_ms=10)

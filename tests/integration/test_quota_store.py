@@ -11,7 +11,7 @@ import pytest
 from quota_helpers import SERVER_KINDS, Server, make_store, running_server
 
 from sidegate.errors import GatewayError
-from sidegate.quota import Decision, Limits, Reservation, Scope, rejection_error
+from sidegate.features.quota import Decision, Limits, Reservation, Scope, rejection_error
 
 _tenants = itertools.count()
 
@@ -330,7 +330,7 @@ def test_lua_calendar_matches_python(server: Server) -> None:
     """The UTC day/month arithmetic inside the scripts (budget periods and their resets)."""
     import datetime as dt
 
-    from sidegate.quota.scripts import lua_dir
+    from sidegate.features.quota.scripts import lua_dir
 
     lib = (lua_dir() / "quota_lib.lua").read_text()
     probe = lib + "\nlocal y, m, d, dim = civil(tonumber(ARGV[1]))\nreturn {y, m, d, dim}"

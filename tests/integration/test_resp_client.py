@@ -1,4 +1,4 @@
-"""sidegate.resp.FastRedis against real servers: replies in order under auto-pipelining, redis-py's
+"""sidegate.store.lean.FastRedis against real servers: replies in order under auto-pipelining, redis-py's
 error classes, NOSCRIPT reloads, timeouts (the caller's and the client's own per-command limits)
 that leave the connection in step, restarts."""
 
@@ -13,9 +13,9 @@ from quota_helpers import SERVER_KINDS, running_server
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
-from sidegate.quota import QuotaStore
-from sidegate.quota.scripts import LuaScript
-from sidegate.resp import FastRedis
+from sidegate.features.quota import QuotaStore
+from sidegate.features.quota.scripts import LuaScript
+from sidegate.store.lean import FastRedis
 
 
 def _run(url: str, body: Callable[[FastRedis], Awaitable[None]], **kw: Any) -> None:
@@ -57,7 +57,7 @@ def test_pipelined_replies_stay_in_order(kind: str) -> None:
 def test_lazy_writes_leave_with_the_next_waited_command_or_soon_after() -> None:
     """A lazy write (cache fill, ledger record) is not sent on its own while a command someone
     waits on follows: both leave in one write, in order. Alone, it is sent within LAZY_S."""
-    from sidegate.resp import LAZY_S
+    from sidegate.store.lean import LAZY_S
 
     async def body(c: FastRedis) -> None:
         await c.execute_command("PING")
@@ -183,7 +183,7 @@ def test_quota_store_on_the_fast_client_admits_and_settles() -> None:
         async def body(c: FastRedis) -> None:
             from redis.asyncio import Redis
 
-            from sidegate.quota import Limits, Scope
+            from sidegate.features.quota import Limits, Scope
 
             r = Redis.from_url(srv.url)
             store = QuotaStore(r, hot=c, window_s=60.0, buckets=60)

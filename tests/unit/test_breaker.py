@@ -1,6 +1,7 @@
-from extproc.breaker import Breaker, parse_retry_after
-from extproc.upstream import KeyPool
 from sidegate.config import BreakerConfig, ModelConfig
+from sidegate.core.completion import parse_retry_after
+from sidegate.credentials.pool import KeyPool
+from sidegate.features.route.breaker import Breaker
 
 
 class Clock:
@@ -82,9 +83,9 @@ def test_key_pool_is_weighted_and_smooth():
 
 
 def test_breaker_observer_counts_provider_tries_of_either_lane():
-    from extproc.breaker import BreakerObserver
-    from extproc.upstream import Completion
     from sidegate import config
+    from sidegate.core.completion import Completion
+    from sidegate.features.route.breaker import BreakerObserver
 
     cfg = config.parse({
         "providers": {"a": {"api": "openai", "base_url": "http://a"}, "b": {"api": "openai", "base_url": "http://b"}},

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sidegate.cache import CachePolicy, CacheRequest
 from sidegate.errors import Api
+from sidegate.features.cache import CachePolicy, CacheRequest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

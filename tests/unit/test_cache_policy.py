@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from sidegate.cache import CachePolicy, codec, refusal_reason
 from sidegate.errors import Api
+from sidegate.features.cache import CachePolicy, codec, refusal_reason
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

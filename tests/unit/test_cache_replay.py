@@ -11,8 +11,8 @@ from anthropic.types import Message, RawMessageStreamEvent
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import TypeAdapter
 
-from sidegate.cache import reassemble, render, render_json, render_sse
 from sidegate.errors import Api
+from sidegate.features.cache import reassemble, render, render_json, render_sse
 from sidegate.sse import SseParser
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from extproc.context import RequestContext
-from extproc.stages.cache import CacheFiller, CacheStage, PendingFills
 from sidegate import config
-from sidegate.cache import CacheRequest
+from sidegate.core.context import RequestContext
 from sidegate.errors import Api
+from sidegate.features.cache import CacheRequest
+from sidegate.features.cache.stage import CacheFiller, CacheStage, PendingFills
 
 
 class Misses:
@@ -54,8 +54,8 @@ def test_two_requests_with_one_client_request_id_fill_their_own_entries():
 def test_the_key_index_keeps_entries_as_long_as_any_fill_lives():
     """A semantic match is read by its exact key: the index must keep keys as long as the longest
     TTL of any cache policy, not only of the exact ones (else it would call live entries missing)."""
-    from extproc.app import _known_keys
-    from sidegate.resp import FastRedis
+    from sidegate.app import _known_keys
+    from sidegate.store.lean import FastRedis
 
     cfg = config.parse({
         "providers": {"openai": {"api": "openai", "base_url": "http://127.0.0.1:9"}},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sidegate.cache.vectors import NumpyStore, point_id
+from sidegate.features.cache.vectors import NumpyStore, point_id
 
 
 def _unit(seed: int) -> list[float]:

@@ -21,7 +21,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from sidegate import config, render
+from sidegate import config
+from sidegate.bootstrap import render
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"

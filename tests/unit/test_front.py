@@ -9,9 +9,9 @@ import json
 import orjson
 import pytest
 
-from extproc.context import Reply, RequestContext
 from extproc.front import Front, FrontServer, HeldReplies, meta_header, parse_head
-from extproc.gateway import Gateway
+from sidegate.core.context import Reply, RequestContext
+from sidegate.core.pipeline import Gateway
 from sidegate.errors import GatewayError
 from sidegate.trust import Token
 

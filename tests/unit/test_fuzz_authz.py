@@ -1,4 +1,4 @@
-"""Fuzz authz.decide: any header dict gives Allow or a 401 Deny whose body is a client-format error."""
+"""Fuzz sidegate.features.auth.decide: any header dict gives Allow or a 401 Deny whose body is a client-format error."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from translate_helpers import validate_error
 
-from authz.decide import Allow, Deny, decide
 from sidegate import keys
 from sidegate.errors import Api
+from sidegate.features.auth.decide import Allow, Deny, decide
 from sidegate.keystore import KeyRecord
 
 GOOD, GOOD_ID = keys.new_key("goodkey1")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from extproc.context import Reply, RequestContext
-from extproc.gateway import Forward, Gateway
+from sidegate.core.context import Reply, RequestContext
+from sidegate.core.pipeline import Forward, Gateway
 
 
 class Step:

@@ -7,7 +7,7 @@ import codecs
 
 import pytest
 
-from sidegate.guard.injection import score_text
+from sidegate.features.guard.injection import score_text
 
 THRESHOLD = 0.8  # the policy default
 

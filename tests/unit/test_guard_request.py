@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from sidegate.errors import Api, GatewayError, render
-from sidegate.guard import (
+from sidegate.features.guard import (
     Entity,
     GuardBlocked,
     GuardPolicy,

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidegate.errors import Api
-from sidegate.guard import SseRestorer, StreamRestorer, restore_body, restore_text
+from sidegate.features.guard import SseRestorer, StreamRestorer, restore_body, restore_text
 from sidegate.sse import SseParser
 
 MAPPING = {

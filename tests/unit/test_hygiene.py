@@ -11,10 +11,10 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from extproc.upstream import Upstream
-from sidegate import config, render
-from sidegate import render_hygiene as hygiene
+from sidegate import config
+from sidegate.bootstrap import hygiene, render
 from sidegate.config import ProviderConfig
+from sidegate.features.upstream import Upstream
 
 OPENAI_KEY = "sk-openai-provider-key-0001"
 ANTH_KEY = "sk-ant-provider-key-0002"

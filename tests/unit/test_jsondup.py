@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from extproc.context import RequestContext
-from extproc.stages.parse import ParseStage
 from sidegate import jsondup
+from sidegate.core.context import RequestContext
 from sidegate.errors import Api, GatewayError
+from sidegate.features.parse import ParseStage
 from sidegate.jsondup import _colons, duplicate_key
 
 

@@ -1,5 +1,5 @@
-from authz.decide import Allow, Deny, decide, presented_key
 from sidegate import keys
+from sidegate.features.auth.decide import Allow, Deny, decide, presented_key
 from sidegate.keystore import KeyRecord
 
 

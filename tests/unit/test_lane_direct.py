@@ -9,12 +9,13 @@ import json
 import yaml
 from envoy.data.accesslog.v3 import accesslog_pb2
 
-from extproc.context import RequestContext
 from extproc.direct import completion
-from extproc.stages.lane import LaneStage
-from sidegate import config, render
+from sidegate import config, wire
+from sidegate.bootstrap import render
+from sidegate.core.context import RequestContext
 from sidegate.envoy_pb import struct
 from sidegate.errors import Api
+from sidegate.features.lane import LaneStage
 
 SECRET = "sk-live-abcdefghijklmnop"
 
@@ -152,7 +153,7 @@ def test_lane_stage_picks_direct_only_when_nothing_per_try_is_needed():
 def _entry(meta: dict, usage: dict | None, status: int = 200, cluster: str = "provider.openai~direct",
            headers: dict[str, str] | None = None) -> accesslog_pb2.HTTPAccessLogEntry:  # fmt: skip
     e = accesslog_pb2.HTTPAccessLogEntry()
-    md = {render.META_NS: meta, **({render.USAGE_NS: usage} if usage is not None else {})}
+    md = {wire.META_NS: meta, **({wire.USAGE_NS: usage} if usage is not None else {})}
     for ns, fields in md.items():
         e.common_properties.metadata.filter_metadata[ns].CopyFrom(struct(fields))
     e.common_properties.upstream_cluster = cluster
@@ -188,9 +189,9 @@ def test_direct_stream_entries_from_either_front():
     meta = {"lane": "direct", "model": "gpt-4o-mini", "tenant": "acme", "api": "openai", "stream": True}
     # The HTTP front's metadata: a JSON header in ext_authz's namespace.
     e = _entry({}, {"prompt_tokens": 9.0, "completion_tokens": 4.0})
-    del e.common_properties.metadata.filter_metadata[render.META_NS]
-    e.common_properties.metadata.filter_metadata[render.AUTHZ_NS].CopyFrom(
-        struct({render.FRONT_META_HEADER: json.dumps(meta), render.FRONT_LANE_HEADER: "direct"}))  # fmt: skip
+    del e.common_properties.metadata.filter_metadata[wire.META_NS]
+    e.common_properties.metadata.filter_metadata[wire.AUTHZ_NS].CopyFrom(
+        struct({wire.FRONT_META_HEADER: json.dumps(meta), wire.FRONT_LANE_HEADER: "direct"}))  # fmt: skip
     c = completion(e)
     assert c is not None and c.streamed and c.usage.output_tokens == 4 and c.meta["tenant"] == "acme"
     # Left mid-stream before the usage event: the streamed tokens are estimated from the bytes sent.
@@ -202,11 +203,11 @@ def test_direct_stream_entries_from_either_front():
 
 
 def test_direct_stream_watch_metadata_gives_ttft_and_settles_the_end_race():
-    """The stream watch's `sidegate.stream` metadata (sidegate/render_stream.py): the first body
+    """The stream watch's `sidegate.stream` metadata (sidegate/bootstrap/stream.py): the first body
     chunk's time is the TTFT (from the final try's start); a relayed terminal event means the
     stream was not aborted even if the client hung up before Envoy saw the provider's end."""
-    from sidegate.observe import ttft_seconds
-    from sidegate.render_stream import STREAM_NS
+    from sidegate.core.completion import ttft_seconds
+    from sidegate.wire import STREAM_NS
 
     meta = {"lane": "direct", "model": "gpt-4o-mini", "tenant": "acme", "api": "openai", "stream": True}
     e = _entry(meta, {"prompt_tokens": 9.0, "completion_tokens": 4.0})
@@ -221,7 +222,7 @@ def test_direct_stream_watch_metadata_gives_ttft_and_settles_the_end_race():
     # A stream the watch ended (malformed or cut): a provider fault, not an abort; the streamed
     # tokens are estimated for the quota true-up when the usage event never came.
     e.common_properties.metadata.filter_metadata[STREAM_NS].CopyFrom(struct({"end": "cut", "first_us": "1000025000"}))
-    e.common_properties.metadata.filter_metadata[render.USAGE_NS].Clear()
+    e.common_properties.metadata.filter_metadata[wire.USAGE_NS].Clear()
     c = completion(e)
     assert c is not None and not c.aborted and c.usage is None and c.chunks == 900 // 160
     # No terminal event relayed and the client left: an abort, as before.

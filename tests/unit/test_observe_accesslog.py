@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sidegate import accesslog, render, trust
 from sidegate import config as config_mod
+from sidegate import trust
+from sidegate.bootstrap import accesslog, render
 from sidegate.supervisor import envoy_binary
 
 CFG = config_mod.parse(

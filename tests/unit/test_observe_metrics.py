@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from extproc.upstream import Completion
 from sidegate import config as config_mod
 from sidegate import metrics as m
-from sidegate.observe import MetricsObserver, short_circuit, time_per_output_token, ttft_seconds
+from sidegate.core.completion import Completion, short_circuit, time_per_output_token, ttft_seconds
+from sidegate.features.metrics import MetricsObserver
 from sidegate.translate.base import Usage
 
 SECRET_KEY = "sgk_abcd1234_very-secret-tenant-key-0000000000"

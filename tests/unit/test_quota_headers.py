@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sidegate.quota import (
+from sidegate.features.quota import (
     Decision,
     Limits,
     Price,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from sidegate.errors import Api
-from sidegate.quota import TokenCounter, TokenizerConfig, max_output_tokens
-from sidegate.quota.tokens import PER_MESSAGE, PER_NAME, REPLY_PRIMING, cl100k
+from sidegate.features.quota import TokenCounter, TokenizerConfig, max_output_tokens
+from sidegate.features.quota.tokens import PER_MESSAGE, PER_NAME, REPLY_PRIMING, cl100k
 
 COUNTER = TokenCounter()
 

@@ -6,7 +6,8 @@ from importlib import resources
 import pytest
 import yaml
 
-from sidegate import config, render, trust
+from sidegate import config, trust
+from sidegate.bootstrap import render
 from sidegate.supervisor import envoy_binary
 
 

@@ -3,8 +3,9 @@ limit a whole buffered answer passes (docs/architecture.md, "Limits")."""
 
 import pytest
 
-from sidegate import config, render
-from sidegate.render_buffers import TOO_LARGE_DETAILS
+from sidegate import config
+from sidegate.bootstrap import render
+from sidegate.bootstrap.buffers import TOO_LARGE_DETAILS
 
 BASE = {
     "providers": {"oai": {"api": "openai", "base_url": "https://api.openai.com", "api_key_env": "K"}},

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from sidegate import config, render
-from sidegate.render_input import ACCEPTED_ENCODINGS, unsupported_encoding_route
+from sidegate import config
+from sidegate.bootstrap import render
+from sidegate.bootstrap.input import ACCEPTED_ENCODINGS, unsupported_encoding_route
 
 
 def _hcm() -> dict:

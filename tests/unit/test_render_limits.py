@@ -4,7 +4,8 @@ one message for a Sidegate service that is down."""
 import subprocess
 from importlib import resources
 
-from sidegate import config, render, trust
+from sidegate import config, trust
+from sidegate.bootstrap import render
 from sidegate.supervisor import envoy_binary
 
 

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from sidegate import config, metrics
 from sidegate.restart import RestartPolicy, RestartState, relay_envoy
-from sidegate.store import free_port
+from sidegate.store.valkey import free_port
 from sidegate.supervisor import Child, Supervisor
 
 BASE = {

@@ -1,6 +1,6 @@
-from authz.decide import Allow, authorize, throttled
-from authz.throttle import FailureThrottle
 from sidegate import keys
+from sidegate.features.auth.decide import Allow, authorize, throttled
+from sidegate.features.auth.throttle import FailureThrottle
 from sidegate.keystore import KeyRecord
 
 GOOD, GOOD_ID = keys.new_key("acme0001")

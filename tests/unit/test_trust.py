@@ -14,7 +14,8 @@ import grpc
 import pytest
 import yaml
 
-from sidegate import config, render, trust
+from sidegate import config, trust, wire
+from sidegate.bootstrap import render
 from sidegate.cli import main as cli_main
 
 TOKEN = "a-token-of-enough-length-0123456789"
@@ -33,9 +34,9 @@ def test_only_the_exact_secret_passes() -> None:
     assert t.valid(TOKEN) and t.valid(TOKEN.encode())
     for wrong in (None, "", TOKEN[:-1], TOKEN + "x", TOKEN.upper(), "é" + TOKEN[1:], " " + TOKEN):
         assert not t.valid(wrong), wrong
-    assert t.valid_metadata([("x-sidegate-phase", "upstream"), (trust.HEADER, TOKEN)])
+    assert t.valid_metadata([("x-sidegate-phase", "upstream"), (wire.INTERNAL_TOKEN_HEADER, TOKEN)])
     assert not t.valid_metadata([("x-sidegate-phase", "upstream")]) and not t.valid_metadata(None)
-    assert not t.valid_metadata([(trust.HEADER, "nope")])
+    assert not t.valid_metadata([(wire.INTERNAL_TOKEN_HEADER, "nope")])
     assert TOKEN not in repr(t) and TOKEN not in str(t)
     with pytest.raises(trust.MissingToken):
         trust.Token("")
@@ -133,10 +134,10 @@ def test_require_aborts_unauthenticated_without_details() -> None:
             self.aborted = (code, details)
             raise RuntimeError("aborted")
 
-    ok = Context([(trust.HEADER, TOKEN)])
+    ok = Context([(wire.INTERNAL_TOKEN_HEADER, TOKEN)])
     asyncio.run(trust.require(trust.Token(TOKEN), ok))  # type: ignore[arg-type]
     assert ok.aborted is None
-    bad = Context([(trust.HEADER, "guess-0123456789")])
+    bad = Context([(wire.INTERNAL_TOKEN_HEADER, "guess-0123456789")])
     with pytest.raises(RuntimeError):
         asyncio.run(trust.require(trust.Token(TOKEN), bad))  # type: ignore[arg-type]
     assert bad.aborted == (grpc.StatusCode.UNAUTHENTICATED, "")
@@ -146,13 +147,13 @@ def test_http_front_answers_a_caller_without_the_token_with_nothing() -> None:
     """Whatever the request (a check, a try lane call, a replay), no token: an empty 503, the
     connection closed, and the front never ran (a real try would have been held)."""
     from extproc.front import Front, FrontServer
-    from extproc.gateway import Gateway
+    from sidegate.core.pipeline import Gateway
 
     seen: list[str] = []
 
     class Spy(Front):
         def handle_now(self, target: str, headers: dict[str, str], body: bytes):  # type: ignore[no-untyped-def]
-            seen.append(headers.get(trust.HEADER, "(popped)"))
+            seen.append(headers.get(wire.INTERNAL_TOKEN_HEADER, "(popped)"))
             return super().handle_now(target, headers, body)
 
     async def ask(port: int, head: str, to_eof: bool = True) -> bytes:
@@ -173,8 +174,8 @@ def test_http_front_answers_a_caller_without_the_token_with_nothing() -> None:
         assert server.server is not None
         port = server.server.sockets[0].getsockname()[1]
         out = [await ask(port, f"{path} HTTP/1.1\r\n{extra}") for path in ("/check/v1/chat/completions", "/try/request", "/try/abandon", "/")
-               for extra in ("", f"{trust.HEADER}: wrong-0123456789\r\n")]  # fmt: skip
-        out.append(await ask(port, f"/ HTTP/1.1\r\n{trust.HEADER}: {TOKEN}\r\n", to_eof=False))
+               for extra in ("", f"{wire.INTERNAL_TOKEN_HEADER}: wrong-0123456789\r\n")]  # fmt: skip
+        out.append(await ask(port, f"/ HTTP/1.1\r\n{wire.INTERNAL_TOKEN_HEADER}: {TOKEN}\r\n", to_eof=False))
         await server.close()
         return out
 
@@ -188,7 +189,7 @@ def test_http_front_refuses_a_caller_without_the_token_before_its_body() -> None
     """A caller without the token declaring a huge body is answered at its head: the front never
     waits for (nor buffers) a body only Envoy may send."""
     from extproc.front import Front, FrontServer
-    from extproc.gateway import Gateway
+    from sidegate.core.pipeline import Gateway
 
     async def go() -> bytes:
         server = FrontServer(Front(Gateway([]), 0), trust.Token(TOKEN))

@@ -12,14 +12,16 @@ import orjson
 import pytest
 import yaml
 
-from extproc.context import RequestContext
-from extproc.stages.lane import LaneStage
 from extproc.trylane import Tries, TryLane, encode_changes
-from extproc.upstream import Completion, HeaderChanges, Upstream
-from sidegate import config, render
+from sidegate import config, wire
+from sidegate.bootstrap import render
+from sidegate.core.completion import Completion
+from sidegate.core.context import RequestContext
 from sidegate.errors import Api
-from sidegate.render import TryWire
+from sidegate.features.lane import LaneStage
+from sidegate.features.upstream import HeaderChanges, Upstream
 from sidegate.trust import Token
+from sidegate.wire import TryWire
 
 KEY = "sk-ant-provider-secret-123"
 
@@ -190,7 +192,7 @@ def test_render_try_clusters_and_routes():
         "sidegate.hygiene.request", "sidegate.try", "sidegate.hygiene.response", "envoy.filters.http.upstream_codec"]
     assert 'local CLUSTER = "provider.anthropic~try"' in lua and "/try/request" in lua and "${" not in lua
     assert tc["transport_socket"]["typed_config"]["sni"] == "api.anthropic.com"  # the provider's TLS as usual
-    assert render.provider_of_cluster("provider.anthropic~try") == "anthropic"
+    assert wire.provider_of_cluster("provider.anthropic~try") == "anthropic"
     routes = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
     names = [r["name"] for r in routes]
     assert "model.claude.0~try" in names and "model.gpt-4o-mini.0~try" in names
@@ -250,8 +252,8 @@ TOKEN = "trylane-test-token-0123456789"
 def test_abandon_reaches_the_worker_that_holds_the_try():
     """The access-log entry may arrive at another worker: it passes the abandon on over HTTP."""
     from extproc.front import Front, FrontServer
-    from extproc.gateway import Gateway
-    from sidegate.store import free_port_block
+    from sidegate.core.pipeline import Gateway
+    from sidegate.store.valkey import free_port_block
 
     async def go() -> list[Completion]:
         done: list[Completion] = []

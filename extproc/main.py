@@ -1,0 +1,82 @@
+"""The extproc process: serves one :class:`sidegate.app.App` to Envoy over the ext_proc gRPC stream,
+the HTTP front (and its try lane) and the access-log stream."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from envoy.service.accesslog.v3 import als_pb2_grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from redis.asyncio import Redis
+
+from extproc.direct import DirectLaneObserver
+from extproc.front import Front, FrontServer
+from extproc.server import ExternalProcessor
+from extproc.trylane import TryLane
+from sidegate import metrics
+from sidegate.app import App, build
+from sidegate.bootstrap.buffers import grpc_max_message
+from sidegate.config import SidegateConfig, local_address
+from sidegate.health import add_health, set_serving
+from sidegate.trust import Token
+
+
+@dataclass
+class Service:
+    """The app and the adapters serving it."""
+
+    app: App
+    processor: ExternalProcessor | None = None
+    direct: DirectLaneObserver | None = None
+    front: FrontServer | None = None
+
+    async def stop_serving(self, server: grpc.aio.Server, grace_s: float) -> None:
+        """Graceful stop: in-flight ext_proc streams (e.g. a long SSE response) may finish within
+        the grace period; the access-log streams (which never end by themselves) are closed once
+        they are the only RPCs left and Envoy had time to flush its last batch."""
+        if self.front is not None:
+            await self.front.close(grace_s)
+        stopping = asyncio.ensure_future(server.stop(grace=grace_s))
+        while not stopping.done():
+            if self.processor is None or self.processor.active == 0:
+                await asyncio.sleep(0.2)  # Envoy flushes the access log every 50 ms
+                if self.direct is not None:
+                    self.direct.close()
+                break
+            await asyncio.sleep(0.05)
+        await stopping
+
+    async def aclose(self) -> None:
+        await self.app.aclose()
+
+
+async def serve(
+    cfg: SidegateConfig, redis: Redis | None, host: str, port: int, token: Token, hot: Any = None
+) -> tuple[grpc.aio.Server, Service]:
+    app = build(cfg, redis, hot)
+    service = Service(app)
+    await app.start()
+    if cfg.services.metrics_port:
+        metrics.start_metrics_server(metrics.service_metrics_port(cfg, "extproc"), cfg.services.metrics_host)
+    # A buffered provider answer reaches the per-try stage as one message (up to max_response_bytes).
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", grpc_max_message(cfg))])
+    service.processor = ExternalProcessor(app.gateway, app.upstream, token)
+    worker = int(os.environ.get("SIDEGATE_EXTPROC_WORKER", "0"))
+    trylane = TryLane(app.upstream, worker, local_address(host), cfg.services.front_port, token.value) if cfg.services.front == "http" else None
+    if trylane is not None:
+        trylane.start()
+    service.direct = DirectLaneObserver(app.upstream.observers, token, trylane.abandon if trylane is not None else None)
+    pb_grpc.add_ExternalProcessorServicer_to_server(service.processor, server)
+    als_pb2_grpc.add_AccessLogServiceServicer_to_server(service.direct, server)
+    health = add_health(server)
+    if cfg.services.front == "http":  # listening before the gRPC port (what readiness waits for)
+        service.front = FrontServer(Front(app.gateway, worker, trylane), token)
+        await service.front.start(host, cfg.services.front_port)
+    server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    await set_serving(health, "envoy.service.ext_proc.v3.ExternalProcessor")
+    return server, service

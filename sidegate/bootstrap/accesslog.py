@@ -1,0 +1,100 @@
+"""Envoy's JSON access log for the Sidegate listener: one line per client request.
+
+Identity comes from dynamic metadata (never from request headers, and no header that carries a key
+is ever logged): tenant and key id from ext_authz's namespace, model and cache result from the
+gateway ext_proc's ``sidegate`` namespace, the serving provider from the response header the upstream
+stage sets. Use :func:`access_log` as the ``access_log`` list of the HTTP connection manager.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sidegate.wire import AUTHZ_NS, META_NS
+
+STDOUT = ("", "-", "stdout")
+
+FORMAT: dict[str, str] = {
+    "ts": "%START_TIME(%Y-%m-%dT%H:%M:%S.%3fZ)%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ_WITHOUT_QUERY(:PATH)%",
+    "protocol": "%PROTOCOL%",
+    "status": "%RESPONSE_CODE%",
+    "status_details": "%RESPONSE_CODE_DETAILS%",
+    "response_flags": "%RESPONSE_FLAGS%",
+    "duration_ms": "%DURATION%",
+    "upstream_ttfb_ms": "%RESPONSE_DURATION%",
+    "bytes_in": "%BYTES_RECEIVED%",
+    "bytes_out": "%BYTES_SENT%",
+    "tenant": f"%DYNAMIC_METADATA({AUTHZ_NS}:tenant)%",
+    "key_id": f"%DYNAMIC_METADATA({AUTHZ_NS}:key_id)%",
+    "model": f"%DYNAMIC_METADATA({META_NS}:model)%",
+    "stream": f"%DYNAMIC_METADATA({META_NS}:stream)%",
+    "cache": f"%DYNAMIC_METADATA({META_NS}:cache)%",
+    "provider": "%RESP(X-SIDEGATE-PROVIDER)%",
+    "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+    "upstream_cluster": "%UPSTREAM_CLUSTER%",
+    "upstream_host": "%UPSTREAM_HOST%",
+    "upstream_failure": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+    "route": "%ROUTE_NAME%",
+    "user_agent": "%REQ(USER-AGENT)%",
+}
+"""Field -> Envoy command operator. Keep credential headers (authorization, x-api-key, api-key,
+cookies) out of here: tests/unit/test_observe_accesslog.py enforces it."""
+
+
+def front_format() -> dict[str, str]:
+    """FORMAT for the HTTP front (`services.front: http`): the identity and the gateway's fields come
+    from the front's answer headers, which Envoy keeps as metadata of ext_authz's namespace."""
+    out = dict(FORMAT)
+    for field in ("tenant", "key_id", "model", "stream", "cache"):
+        out[field] = f"%DYNAMIC_METADATA({AUTHZ_NS}:x-sidegate-{field.replace('_', '-')})%"
+    return out
+
+FORBIDDEN_HEADERS = (
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "cookie",
+    "proxy-authorization",
+    "anthropic-api-key",
+)
+
+
+def access_log(path: str | None = None, fields: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The HCM ``access_log`` list: JSON lines to ``path``, or to stdout when ``path`` is None/"-"."""
+    log_format = {
+        "json_format": dict(fields or FORMAT),
+        "json_format_options": {"sort_properties": False},
+        "formatters": [{
+            "name": "envoy.formatter.req_without_query",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery"},
+        }],
+    }  # fmt: skip
+    if path is None or path in STDOUT:
+        return [{
+            "name": "envoy.access_loggers.stdout",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                "log_format": log_format,
+            },
+        }]  # fmt: skip
+    return [{
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": path,
+            "log_format": log_format,
+        },
+    }]  # fmt: skip
+
+
+def add_to_bootstrap(bootstrap: dict[str, Any], path: str | None = None) -> dict[str, Any]:
+    """Attach the access log to every HTTP connection manager of a rendered bootstrap (in place)."""
+    for listener in bootstrap.get("static_resources", {}).get("listeners", []):
+        for chain in listener.get("filter_chains", []):
+            for flt in chain.get("filters", []):
+                if flt.get("name") == "envoy.filters.network.http_connection_manager":
+                    flt["typed_config"]["access_log"] = access_log(path)
+    return bootstrap

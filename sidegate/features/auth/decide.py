@@ -1,0 +1,104 @@
+"""The pure authorization decision: request headers + key records -> allow or deny.
+
+No gRPC here, so it is testable directly; :mod:`authz.service` adapts it to Envoy's ext_authz.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from sidegate import keys
+from sidegate.errors import Api, error_body
+from sidegate.features.auth.throttle import FailureThrottle
+from sidegate.keystore import KeyRecord
+
+# Client credential headers: all are removed before anything goes upstream.
+
+
+@dataclass(slots=True)
+class Allow:
+    tenant: str
+    key_id: str
+    models: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Deny:
+    status: int
+    api: Api
+    body: bytes
+    reason: str  # bounded label for metrics: missing_key, malformed_key, unknown_key, revoked_key, expired_key, throttled
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def inbound_api(path: str) -> Api:
+    """Which API format the client speaks, from the request path."""
+    return Api.ANTHROPIC if path.startswith("/v1/messages") else Api.OPENAI
+
+
+def presented_key(headers: dict[str, str]) -> str | None:
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    for name in ("x-api-key", "api-key"):
+        value = headers.get(name)
+        if value:
+            return value.strip()
+    return None
+
+
+def _deny(api: Api, reason: str, message: str) -> Deny:
+    return Deny(401, api, error_body(api, 401, message, code="invalid_api_key"), reason)
+
+
+def throttled(headers: dict[str, str], wait_s: float) -> Deny:
+    """Too many failed attempts (with this key id, or from this address): 429 in the client's format."""
+    api = inbound_api(headers.get(":path", "/"))
+    body = error_body(api, 429, "Too many failed authentication attempts; retry later.", code="auth_rate_limited")
+    return Deny(429, api, body, "throttled", {"retry-after": str(max(1, math.ceil(wait_s)))})
+
+
+def decide(headers: dict[str, str], records: dict[str, KeyRecord], now: float | None = None) -> Allow | Deny:
+    api = inbound_api(headers.get(":path", "/"))
+    key = presented_key(headers)
+    if key is None:
+        return _deny(api, "missing_key", "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key'.")
+    kid = keys.key_id(key)
+    if kid is None:
+        return _deny(api, "malformed_key", "Incorrect API key provided.")
+    rec = records.get(kid)
+    # Hash and compare even for unknown ids so timing does not reveal which ids exist.
+    ok = keys.verify(key, rec.hash if rec else "sha256:" + "0" * 64)
+    if rec is None or not ok:
+        return _deny(api, "unknown_key", "Incorrect API key provided.")
+    if rec.revoked:
+        return _deny(api, "revoked_key", "This API key has been revoked.")
+    if rec.expires_at and (now if now is not None else time.time()) >= rec.expires_at:
+        return _deny(api, "expired_key", "This API key has expired.")
+    return Allow(tenant=rec.tenant, key_id=rec.id, models=rec.models)
+
+
+def authorize(headers: dict[str, str], records: dict[str, KeyRecord], throttle: FailureThrottle, source: str,
+              now: float | None = None) -> Allow | Deny:  # fmt: skip
+    """:func:`decide` behind the failure throttle (see :mod:`authz.throttle` for the keying).
+
+    The key id is parsed first (a regex, no hashing): a blocked (source, id) is refused before its
+    secret is checked. A valid key is then allowed whatever else failed from its address; a
+    failure is counted and answered 429 instead of 401 once its address reached its bound.
+    """
+    key = presented_key(headers)
+    kid = keys.key_id(key) if key else None
+    if kid is not None:
+        wait = throttle.blocked_key(source, kid)
+        if wait:
+            return throttled(headers, wait)
+    result = decide(headers, records, now)
+    if isinstance(result, Allow):
+        return result
+    throttle.failure(source, kid)
+    wait = throttle.blocked(source)
+    return throttled(headers, wait) if wait else result

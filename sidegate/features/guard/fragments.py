@@ -1,0 +1,137 @@
+"""The text a request carries, as writable slots, for both inbound API shapes.
+
+A slot is a (container, key) pair whose value is a string, plus the normalised role of its message.
+Images, audio, files, thinking blocks (signed by the provider: editing them breaks the signature) and
+tool definitions are not text the guard looks at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sidegate.errors import Api
+from sidegate.features.guard.policy import Role
+
+_OPENAI_ROLES: dict[str, Role] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+    "function": "tool",
+}
+
+_MAX_DEPTH = 32
+
+
+@dataclass(slots=True)
+class Slot:
+    container: dict[str, Any] | list[Any]
+    key: Any
+    role: Role
+    json_text: bool = False
+    """The string is itself JSON (OpenAI tool-call ``arguments``)."""
+
+    @property
+    def text(self) -> str:
+        return self.container[self.key]  # type: ignore[index, no-any-return]
+
+    def set(self, value: str) -> None:
+        self.container[self.key] = value  # type: ignore[index]
+
+
+def _strings(obj: Any, role: Role, depth: int = 0) -> Iterator[Slot]:
+    """Every string inside a JSON-like value (tool inputs)."""
+    if depth > _MAX_DEPTH:
+        return
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        if isinstance(v, str):
+            yield Slot(obj, k, role)
+        elif isinstance(v, dict | list):
+            yield from _strings(v, role, depth + 1)
+
+
+def _openai(body: dict[str, Any]) -> Iterator[Slot]:
+    msgs = body.get("messages")
+    if not isinstance(msgs, list):
+        return
+    for msg in msgs:
+        if not isinstance(msg, dict):
+            continue
+        role = _OPENAI_ROLES.get(msg.get("role", ""), "user")
+        content = msg.get("content")
+        if isinstance(content, str):
+            yield Slot(msg, "content", role)
+        elif isinstance(content, list):
+            for part in content:
+                if not isinstance(part, dict):
+                    continue
+                ptype = part.get("type")
+                if ptype == "text" and isinstance(part.get("text"), str):
+                    yield Slot(part, "text", role)
+                elif ptype == "refusal" and isinstance(part.get("refusal"), str):
+                    yield Slot(part, "refusal", role)
+        calls = msg.get("tool_calls")
+        if isinstance(calls, list):
+            for call in calls:
+                fn = call.get("function") if isinstance(call, dict) else None
+                if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+                    yield Slot(fn, "arguments", role, json_text=True)
+        fn = msg.get("function_call")  # legacy
+        if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+            yield Slot(fn, "arguments", role, json_text=True)
+
+
+def _anthropic_blocks(blocks: list[Any], role: Role, depth: int = 0) -> Iterator[Slot]:
+    for block in blocks:
+        if not isinstance(block, dict):
+            continue
+        btype = block.get("type")
+        if btype == "text" and isinstance(block.get("text"), str):
+            yield Slot(block, "text", role)
+        elif btype == "tool_result" and depth == 0:
+            content = block.get("content")
+            if isinstance(content, str):
+                yield Slot(block, "content", "tool")
+            elif isinstance(content, list):
+                yield from _anthropic_blocks(content, "tool", depth + 1)
+        elif btype == "tool_use" and isinstance(block.get("input"), dict | list):
+            yield from _strings(block["input"], role)
+        elif btype == "document":
+            src = block.get("source")
+            if isinstance(src, dict) and src.get("type") == "text" and isinstance(src.get("data"), str):
+                yield Slot(src, "data", role)
+            elif (
+                isinstance(src, dict)
+                and src.get("type") == "content"
+                and isinstance(src.get("content"), list)
+            ):
+                yield from _anthropic_blocks(src["content"], role, depth + 1)
+
+
+def _anthropic(body: dict[str, Any]) -> Iterator[Slot]:
+    system = body.get("system")
+    if isinstance(system, str):
+        yield Slot(body, "system", "system")
+    elif isinstance(system, list):
+        yield from _anthropic_blocks(system, "system")
+    msgs = body.get("messages")
+    if not isinstance(msgs, list):
+        return
+    for msg in msgs:
+        if not isinstance(msg, dict):
+            continue
+        role: Role = "assistant" if msg.get("role") == "assistant" else "user"
+        content = msg.get("content")
+        if isinstance(content, str):
+            yield Slot(msg, "content", role)
+        elif isinstance(content, list):
+            yield from _anthropic_blocks(content, role)
+
+
+def slots(api: Api, body: dict[str, Any]) -> list[Slot]:
+    """Every text slot of a parsed request body of `api`, in document order."""
+    return list(_anthropic(body) if api is Api.ANTHROPIC else _openai(body))

@@ -1,0 +1,57 @@
+"""lane: the last gateway stage; picks the direct lane when Envoy can serve every try alone.
+
+Direct lane (see sidegate/bootstrap/render.py): the providers of the chain take the client's body as is,
+so no per-try Python is needed; streams too, when the provider's stream carries the usage by
+itself (Anthropic always, OpenAI when the client asked `stream_options.include_usage`): Envoy's
+`sse_to_metadata` reads it. Requests that need the per-try stage stay in the full lane: OpenAI
+streams without include_usage (it is injected, and the extra chunk hidden), cache fills (the
+response is kept), PII restore.
+
+Try lane (HTTP front only): a non-streaming request that needs the per-try stage gets it over HTTP
+from a Lua upstream filter (extproc/trylane.py) instead of a gRPC ext_proc stream. Streams that
+need it keep the gRPC per-try stage (the full lane): they are translated event by event.
+"""
+
+from __future__ import annotations
+
+from sidegate.bootstrap.render import direct_chain
+from sidegate.config import SidegateConfig
+from sidegate.core.context import Reply, RequestContext
+from sidegate.errors import Api
+from sidegate.wire import DIRECT, TRY
+
+
+class LaneStage:
+    name = "lane"
+
+    def __init__(self, cfg: SidegateConfig):
+        self.direct: dict[tuple[str, int], Api] = {}
+        self.body_fixed = cfg.services.front == "http"
+        """HTTP front: the body cannot be rewritten before the router (redaction happens per try)."""
+        if cfg.services.direct_lane:
+            for model, m in cfg.models.items():
+                for start in range(len(m.groups())):
+                    api = direct_chain(cfg, model, start)
+                    if api is not None:
+                        self.direct[(model, start)] = api
+
+    def eligible(self, ctx: RequestContext) -> bool:
+        meta = ctx.meta
+        if meta.get("cache_fill") or meta.get("restore") or (self.body_fixed and ctx.body_changed):
+            return False
+        if "?" in ctx.path:  # Envoy alone cannot drop a query string (the per-try stage sets `:path`)
+            return False
+        if ctx.stream and not (ctx.api is Api.ANTHROPIC or ctx.client_wants_usage):
+            return False  # an OpenAI stream needs include_usage injected (and its usage chunk hidden)
+        return self.direct.get((ctx.model, int(meta.get("start", 0)))) is ctx.api
+
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
+        if not ctx.route:
+            return None
+        if self.direct and self.eligible(ctx):
+            ctx.route += DIRECT
+            ctx.meta["lane"] = "direct"
+        elif self.body_fixed and not ctx.stream:
+            ctx.route += TRY
+            ctx.meta["lane"] = "try"
+        return None

@@ -1,0 +1,417 @@
+"""The usage ledger: one record per completed request, appended to the Redis Stream ``sg:ledger``.
+
+The response path only does ``Ledger.submit`` (a non-blocking put on a bounded in-memory queue; when
+the queue is full the record is dropped and counted). A background task drains the queue in batches
+with pipelined ``XADD ... MAXLEN ~ N``. Stream entries are flat string maps, so any consumer group
+(``XREADGROUP``) can ship them on; :func:`export_jsonl` does that for files and ClickHouse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TextIO
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from sidegate import metrics as m
+from sidegate.core.completion import CostFn, safe_cost, ttft_seconds
+from sidegate.store.lean import command
+
+if TYPE_CHECKING:
+    from sidegate.core.completion import Completion, Observer
+
+log = logging.getLogger("sidegate.ledger")
+
+STREAM = "sg:ledger"
+DEFAULT_MAXLEN = 1_000_000
+DEFAULT_QUEUE = 10_000
+
+
+@dataclass(slots=True)
+class LedgerRecord:
+    """One completed request. ``latency_ms`` covers the whole request when the gateway put its wall
+    clock start in ``meta["received_at"]``, else the final provider try; ``ttft_ms`` is None unless
+    streamed. ``cache`` is the response-cache result (``none`` when no cache ran)."""
+
+    ts: float
+    request_id: str = ""
+    tenant: str = ""
+    key_id: str = ""
+    api: str = ""
+    model: str = ""
+    provider: str = ""
+    upstream_model: str = ""
+    status: int = 0
+    attempts: int = 0
+    stream: bool = False
+    aborted: bool = False
+    cache: str = "none"
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+
+    def to_fields(self) -> dict[str, str]:
+        """Flat string map for XADD (None -> empty string)."""
+        out: dict[str, str] = {}
+        for k in _FIELD_NAMES:  # not dataclasses.asdict: it deep-copies (~0.1 ms per record)
+            v = getattr(self, k)
+            if v is None:
+                out[k] = ""
+            elif isinstance(v, bool):
+                out[k] = "1" if v else "0"
+            elif isinstance(v, float):
+                out[k] = repr(round(v, 6))
+            else:
+                out[k] = str(v)
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in _FIELD_NAMES}
+
+    @classmethod
+    def from_fields(cls, data: dict[Any, Any]) -> LedgerRecord:
+        """Inverse of :meth:`to_fields`; tolerates missing and unknown fields (schema evolution)."""
+        raw = {_s(k): _s(v) for k, v in data.items()}
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in raw:
+                continue
+            v = raw[f.name]
+            kind = str(f.type)
+            if kind == "bool":
+                kwargs[f.name] = v == "1"
+            elif kind == "int":
+                kwargs[f.name] = int(v or 0)
+            elif kind == "float":
+                kwargs[f.name] = float(v or 0)
+            elif kind == "float | None":
+                kwargs[f.name] = float(v) if v else None
+            else:
+                kwargs[f.name] = v
+        kwargs.setdefault("ts", 0.0)
+        return cls(**kwargs)
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(LedgerRecord))
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def record_from_completion(c: Completion, cost_usd: float = 0.0, now: float | None = None) -> LedgerRecord:
+    meta = c.meta
+    wall = time.time() if now is None else now
+    received = meta.get("received_at")
+    if isinstance(received, (int, float)) and 0 < received <= wall:
+        latency = (wall - float(received)) * 1000
+    else:
+        latency = max(c.ended_at - c.started_at, 0.0) * 1000
+    ttft = ttft_seconds(c)
+    usage = c.usage
+    return LedgerRecord(
+        ts=wall, request_id=str(meta.get("request_id", "")), tenant=str(meta.get("tenant", "")),
+        key_id=str(meta.get("key_id", "")), api=str(meta.get("api", "")), model=str(meta.get("model", "")),
+        provider=c.provider, upstream_model=c.upstream_model, status=c.status, attempts=c.attempt,
+        stream=bool(meta.get("stream", c.streamed)), aborted=c.aborted, cache=str(meta.get("cache") or "none"),
+        input_tokens=usage.input_tokens if usage else 0, output_tokens=usage.output_tokens if usage else 0,
+        cached_tokens=usage.cached_tokens if usage else 0,
+        cache_creation_tokens=usage.cache_creation_tokens if usage else 0,
+        cost_usd=cost_usd, latency_ms=round(latency, 3), ttft_ms=round(ttft * 1000, 3) if ttft is not None else None,
+    )  # fmt: skip
+
+
+class Ledger:
+    """Bounded queue + one background writer task. ``submit`` never blocks and never raises."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        stream: str = STREAM,
+        maxlen: int = DEFAULT_MAXLEN,
+        queue_size: int = DEFAULT_QUEUE,
+        batch_size: int = 256,
+        retry_delay_s: float = 0.2,
+        hot: Any = None,
+    ):
+        self.redis = redis
+        self.hot = hot
+        """A :class:`sidegate.store.lean.FastRedis` (cheaper appends), or None for redis-py's pipeline."""
+        self.stream = stream
+        self.maxlen = maxlen
+        self.batch_size = batch_size
+        self.retry_delay_s = retry_delay_s
+        self.queue: asyncio.Queue[LedgerRecord] = asyncio.Queue(maxsize=queue_size)
+        self.dropped = 0
+        self.written = 0
+        self._task: asyncio.Task[None] | None = None
+
+    # -- response path -----------------------------------------------------------------------
+    def submit(self, rec: LedgerRecord) -> bool:
+        try:
+            self.queue.put_nowait(rec)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            m.child(m.LEDGER_RECORDS, "dropped_full").inc()
+            return False
+        m.LEDGER_QUEUE.inc()
+        return True
+
+    def observer(self, cost: CostFn | None = None) -> Observer:
+        """An ``Upstream`` observer: one record per final try (the try that answered the client)."""
+
+        def observe(c: Completion) -> None:
+            if not c.final:
+                return
+            try:
+                self.submit(record_from_completion(c, safe_cost(cost, c)))
+            except Exception:
+                log.exception("ledger observer failed")
+
+        return observe
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the writer on the running event loop (idempotent)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="sidegate-ledger")
+
+    async def flush(self, timeout_s: float = 5.0) -> bool:
+        """Wait until everything submitted so far was written or dropped; False on timeout."""
+        try:
+            await asyncio.wait_for(self.queue.join(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Drain what is queued (bounded by ``timeout_s``), then stop the writer."""
+        if self._task is None:
+            return
+        await self.flush(timeout_s)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    # -- writer ------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < self.batch_size:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            try:
+                await self._write(batch)
+            finally:
+                m.LEDGER_QUEUE.dec(len(batch))
+                for _ in batch:
+                    self.queue.task_done()
+
+    async def _write(self, batch: list[LedgerRecord]) -> None:
+        for attempt in range(2):
+            try:
+                if self.hot is not None:  # one write for the batch (auto-pipelined)
+                    head = ("XADD", self.stream, "MAXLEN", "~", self.maxlen, "*")
+                    await asyncio.gather(*(command(self.hot, *head, *_flat(rec.to_fields()), lazy=True) for rec in batch))
+                else:
+                    pipe = self.redis.pipeline(transaction=False)
+                    for rec in batch:
+                        pipe.xadd(self.stream, rec.to_fields(), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                m.store_error("ledger", "xadd")
+                if attempt == 0:
+                    await asyncio.sleep(self.retry_delay_s)
+                    continue
+                self.dropped += len(batch)
+                m.child(m.LEDGER_RECORDS, "dropped_error").inc(len(batch))
+                log.warning(
+                    "usage ledger: dropped %d records, store error: %s", len(batch), type(exc).__name__
+                )
+                return
+            self.written += len(batch)
+            m.child(m.LEDGER_RECORDS, "written").inc(len(batch))
+            return
+
+
+def _flat(fields: dict[str, Any]) -> list[Any]:
+    return [x for kv in fields.items() for x in kv]
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def since_to_id(since: str | float | datetime | None, now: float | None = None) -> str:
+    """A stream id from a start time: epoch seconds, a datetime, an ISO date/time, a duration back
+    from now (``90m``, ``24h``, ``7d``) or a stream id (``1700000000000-0``). None -> ``0``."""
+    if since is None or since == "":
+        return "0"
+    if isinstance(since, datetime):
+        ts = since.timestamp() if since.tzinfo else since.replace(tzinfo=UTC).timestamp()
+    elif isinstance(since, (int, float)):
+        ts = float(since)
+    else:
+        text = since.strip()
+        if re.fullmatch(r"\d+-\d+", text):
+            return text
+        dur = _DURATION.match(text)
+        if dur:
+            ts = (time.time() if now is None else now) - float(dur.group(1)) * _UNIT_S[dur.group(2)]
+        elif re.fullmatch(r"\d+(\.\d+)?", text):
+            ts = float(text)
+        else:
+            try:
+                parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError(f"cannot read {since!r} as a time (epoch s, ISO date, 24h, 7d...)") from None
+            ts = parsed.timestamp() if parsed.tzinfo else parsed.replace(tzinfo=UTC).timestamp()
+    return f"{max(int(ts * 1000), 0)}-0"
+
+
+async def iter_records(
+    redis: Redis, *, since: str | float | datetime | None = None, stream: str = STREAM, page: int = 1000,
+    limit: int | None = None,
+) -> AsyncIterator[tuple[str, LedgerRecord]]:  # fmt: skip
+    """(entry id, record) pairs oldest first, paged with XRANGE (exclusive restarts)."""
+    start = since_to_id(since)
+    seen = 0
+    while limit is None or seen < limit:
+        count = page if limit is None else min(page, limit - seen)
+        entries = await redis.xrange(stream, min=start, max="+", count=count)
+        if not entries:
+            return
+        for eid, data in entries:
+            seen += 1
+            yield _s(eid), LedgerRecord.from_fields(data)
+        if len(entries) < count:
+            return
+        start = "(" + _s(entries[-1][0])
+
+
+def _json_line(eid: str, rec: LedgerRecord) -> str:
+    row = {"id": eid, **rec.as_dict()}
+    row["ts"] = datetime.fromtimestamp(rec.ts, tz=UTC).isoformat(timespec="milliseconds")
+    return orjson.dumps(row).decode() + "\n"
+
+
+async def export_jsonl(
+    redis: Redis,
+    out: TextIO,
+    since: str | float | datetime | None = None,
+    group: str | None = None,
+    *,
+    stream: str = STREAM,
+    consumer: str = "export",
+    page: int = 1000,
+    limit: int | None = None,
+) -> int:
+    """Write ledger records as JSON lines (one object per record, ``id`` = stream id, ``ts`` ISO-8601
+    UTC). Without ``group``: every record since ``since``. With ``group``: only records that group has
+    not acknowledged yet (created at ``since`` on first use), acknowledged after they are written, so
+    repeated runs export each record once. Returns the number of records written."""
+    if group is None:
+        n = 0
+        async for eid, rec in iter_records(redis, since=since, stream=stream, page=page, limit=limit):
+            out.write(_json_line(eid, rec))
+            n += 1
+        return n
+    try:
+        await redis.xgroup_create(stream, group, id=since_to_id(since), mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+    n = 0
+    cursor = "0"  # first our own pending entries (a previous run that died before XACK), then new ones
+    while limit is None or n < limit:
+        count = page if limit is None else min(page, limit - n)
+        resp = await redis.xreadgroup(group, consumer, {stream: cursor}, count=count)
+        entries = resp[0][1] if resp else []
+        if not entries:
+            if cursor == ">":
+                break
+            cursor = ">"
+            continue
+        ids = []
+        for eid, data in entries:
+            if not data:  # pending entry trimmed away by MAXLEN
+                ids.append(eid)
+                continue
+            out.write(_json_line(_s(eid), LedgerRecord.from_fields(data)))
+            ids.append(eid)
+            n += 1
+        out.flush()
+        await redis.xack(stream, group, *ids)
+        if cursor == "0":
+            cursor = _s(entries[-1][0])
+    return n
+
+
+@dataclass(slots=True)
+class UsageSummary:
+    model: str
+    requests: int = 0
+    errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float = 0.0
+    cache_hits: int = 0
+    fallbacks: int = 0
+    latency_p50_ms: float = 0.0
+    latency_p95_ms: float = 0.0
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    values.sort()
+    return values[min(int(q * len(values)), len(values) - 1)]
+
+
+async def summarize(
+    redis: Redis, tenant: str | None = None, since: str | float | datetime | None = None, *, stream: str = STREAM,
+    limit: int = 1_000_000,
+) -> list[UsageSummary]:  # fmt: skip
+    """Per-model totals for one tenant (or all), scanning at most ``limit`` records."""
+    rows: dict[str, UsageSummary] = {}
+    lat: dict[str, list[float]] = {}
+    async for _, rec in iter_records(redis, since=since, stream=stream, limit=limit):
+        if tenant is not None and rec.tenant != tenant:
+            continue
+        s = rows.get(rec.model)
+        if s is None:
+            s = rows[rec.model] = UsageSummary(rec.model)
+            lat[rec.model] = []
+        s.requests += 1
+        s.errors += rec.status >= 400 or rec.aborted
+        s.input_tokens += rec.input_tokens
+        s.output_tokens += rec.output_tokens
+        s.cached_tokens += rec.cached_tokens
+        s.cost_usd += rec.cost_usd
+        s.cache_hits += rec.cache.startswith("hit")
+        s.fallbacks += rec.attempts > 1
+        lat[rec.model].append(rec.latency_ms)
+    for name, s in rows.items():
+        s.latency_p50_ms = _pct(lat[name], 0.50)
+        s.latency_p95_ms = _pct(lat[name], 0.95)
+    return sorted(rows.values(), key=lambda s: s.model)

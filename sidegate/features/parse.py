@@ -1,0 +1,74 @@
+"""parse: one JSON parse per request; validate the fields every later stage relies on."""
+
+from __future__ import annotations
+
+import orjson
+
+from sidegate.core.context import Reply, RequestContext
+from sidegate.errors import Api, GatewayError
+from sidegate.jsondup import Undecided, duplicate_key
+
+CHAT_PATH = "/v1/chat/completions"
+MESSAGES_PATH = "/v1/messages"
+
+
+def endpoint_api(path: str) -> Api | None:
+    """The API an endpoint belongs to, or None when Sidegate does not serve it."""
+    path = path.split("?", 1)[0]
+    if path == CHAT_PATH:
+        return Api.OPENAI
+    if path == MESSAGES_PATH:
+        return Api.ANTHROPIC
+    return None
+
+
+class ParseStage:
+    name = "parse"
+
+    def __init__(self, max_body_bytes: int = 8 * 1024 * 1024):
+        self.max_body_bytes = max_body_bytes
+
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
+        if len(ctx.raw_body) > self.max_body_bytes:
+            raise GatewayError(413, f"Request body too large: {len(ctx.raw_body)} bytes (limit {self.max_body_bytes}).")
+        if ctx.method != "POST":
+            raise GatewayError(405, f"Method {ctx.method} not allowed on {ctx.path.split('?', 1)[0]}; use POST.")
+        if not ctx.raw_body:
+            raise GatewayError(400, "Request body is empty: send a JSON object.")
+        try:
+            body = orjson.loads(ctx.raw_body)
+        except orjson.JSONDecodeError as exc:
+            reason = "not valid UTF-8" if "utf-8" in str(exc).lower() else "not valid JSON"
+            raise GatewayError(400, f"Request body is {reason}: {exc}.") from None
+        if not isinstance(body, dict):
+            raise GatewayError(400, "Request body must be a JSON object.")
+        try:
+            dup = duplicate_key(ctx.raw_body, body)
+        except Undecided as exc:
+            raise GatewayError(400, str(exc)) from None
+        if dup is not None:
+            # The body goes on as is (direct lane) to parsers that may keep the first value.
+            shown = dup if len(dup) <= 64 else dup[:64] + "..."
+            raise GatewayError(400, f"Duplicate key {shown!r} in the request body: a key may appear only once per object.", code="duplicate_key")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise GatewayError(400, "Missing required parameter: 'model'.", param="model")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise GatewayError(400, "'messages' must be a non-empty array.", param="messages")
+        if not all(isinstance(m, dict) for m in messages):
+            raise GatewayError(400, "Every entry of 'messages' must be an object.", param="messages")
+        stream = body.get("stream", False)
+        if stream is not None and not isinstance(stream, bool):
+            raise GatewayError(400, "'stream' must be a boolean.", param="stream")
+        ctx.body = body
+        ctx.model = model
+        ctx.stream = bool(stream)
+        if ctx.api is Api.OPENAI:
+            opts = body.get("stream_options")
+            if opts is not None and not isinstance(opts, dict):
+                raise GatewayError(400, "'stream_options' must be an object.", param="stream_options")
+            ctx.client_wants_usage = bool(ctx.stream and opts and opts.get("include_usage"))
+        else:
+            ctx.client_wants_usage = ctx.stream  # Anthropic streams always carry usage
+        return None

@@ -1,0 +1,115 @@
+"""quota: count the prompt, reserve prompt + max output tokens across the request's scopes
+(tenant, key, tenant+model) atomically in the store; 429 with rate-limit headers when over.
+
+The reservation travels in the metadata; :class:`QuotaSettler` (an upstream observer) replaces it
+with the provider's real usage when the final try ends, also for aborted and failed requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from sidegate import metrics
+from sidegate.config import SidegateConfig
+from sidegate.core.completion import Completion
+from sidegate.core.context import Reply, RequestContext
+from sidegate.features.quota import (
+    QuotaStore,
+    TokenCounter,
+    build_scopes,
+    cost_usd,
+    max_output_tokens,
+    rejection_error,
+)
+from sidegate.features.quota.lease import LeasedQuota
+from sidegate.features.quota.store import Reservation
+from sidegate.features.quota.tenants import TenantQuotas
+
+log = logging.getLogger("sidegate.quota")
+
+
+class QuotaStage:
+    name = "quota"
+
+    def __init__(self, cfg: SidegateConfig, store: QuotaStore | LeasedQuota, tenants: TenantQuotas):
+        self.cfg = cfg
+        self.policy = cfg.quota
+        self.store = store
+        self.tenants = tenants
+        self.counter = TokenCounter(cfg.quota.tokenizer)
+
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
+        m = ctx.model_config
+        prompt = await self.counter.count_async(ctx.api, ctx.body, len(ctx.raw_body))
+        default_out = m.default_max_tokens if m is not None else self.policy.default_max_output_tokens
+        tokens = prompt + max_output_tokens(ctx.body, default_out)
+        scopes = build_scopes(ctx.tenant, self.tenants.get(ctx.tenant), key_id=ctx.key_id, model=ctx.model,
+                              default_limits=self.policy.default_limits)  # fmt: skip
+        decision = await self.store.reserve(ctx.tenant, scopes, tokens, ctx.request_id or "-")
+        ctx.response_headers.update(decision.headers())
+        if decision.degraded:  # admitted because the store was unreachable (fail_mode: open)
+            metrics.store_error("extproc", "quota")
+        if not decision.admitted:
+            metrics.quota_rejection(decision.scope or "tenant", ctx.tenant)
+            err = rejection_error(decision)
+            err.headers = {**ctx.response_headers, **err.headers}
+            raise err
+        r = decision.reservation
+        if r is not None:
+            q = {"tenant": r.tenant, "request_id": r.request_id, "scopes": list(r.scopes), "tokens": r.tokens,
+                 "degraded": r.degraded, "prompt": prompt}  # fmt: skip
+            if r.bucket is not None:  # admitted from a lease: the true-up goes to its bucket
+                q["bucket"] = r.bucket
+            ctx.meta["quota"] = q
+        return None
+
+
+def _reservation(meta: dict[str, Any]) -> Reservation | None:
+    q = meta.get("quota")
+    if not isinstance(q, dict):
+        return None
+    bucket = q.get("bucket")
+    return Reservation(tenant=str(q["tenant"]), request_id=str(q["request_id"]), scopes=tuple(q["scopes"]),
+                       tokens=int(q["tokens"]), degraded=bool(q.get("degraded")),
+                       bucket=None if bucket is None else int(bucket))  # fmt: skip
+
+
+class QuotaSettler:
+    """Observer: settles the reservation once, when the request's outcome is known."""
+
+    def __init__(self, cfg: SidegateConfig, store: QuotaStore | LeasedQuota):
+        self.cfg = cfg
+        self.store = store
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def cost(self, c: Completion) -> float:
+        price = self.cfg.quota.price(c.upstream_model) or self.cfg.quota.price(str(c.meta.get("model", "")))
+        return cost_usd(price, c.usage) if price is not None and c.usage is not None else 0.0
+
+    def __call__(self, c: Completion) -> None:
+        if not c.final:
+            return  # Envoy retries this error on the next provider: that try settles
+        r = _reservation(c.meta)
+        if r is None:
+            return
+        if c.usage is not None:
+            actual = c.usage.total_tokens
+        elif c.provider in ("cache", "gateway"):
+            actual = 0  # answered by the gateway: no provider tokens
+        elif c.streamed and c.chunks > 0:
+            # The client went away, or the provider's stream broke, before the provider's usage
+            # arrived: prompt + one token per streamed content chunk (OpenAI-style deltas carry
+            # about one token each).
+            actual = int(c.meta.get("quota", {}).get("prompt", 0)) + c.chunks
+        else:
+            actual = 0  # the provider failed: nothing was generated
+        cost = self.cost(c)
+        task = asyncio.get_running_loop().create_task(self.store.settle(r, actual, cost))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout_s)

@@ -1,0 +1,323 @@
+"""The per-try upstream stage (ext_proc as a router upstream filter): translate + credentials + meter.
+
+Envoy runs one upstream ext_proc stream per try, so a retry to another provider is translated for
+that provider and gets that provider's key. Pure of gRPC; :mod:`extproc.server` adapts it.
+Header mutations leak from one try into the next (ENVOY_NOTES), so every try sets or removes
+every provider-specific header itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from sidegate.bootstrap.hygiene import RESPONSE, Allowed, request_allowed
+from sidegate.config import ProviderConfig, RouteConfig, SidegateConfig
+from sidegate.core.completion import Completion, Filler, Observer, notify, parse_retry_after
+from sidegate.credentials.pool import KeyPool
+from sidegate.errors import Api, GatewayError, provider_invalid_response, provider_refused_key, render
+from sidegate.features.guard import SseRestorer, guard_request, restore_body
+from sidegate.translate import get_translator
+from sidegate.translate.base import StreamTranslator, TranslateOptions, Translator, Usage
+from sidegate.wire import PROVIDER_HEADERS, RATE_LIMIT_HEADERS, provider_of_cluster
+
+log = logging.getLogger("sidegate.upstream")
+
+# PROVIDER_HEADERS are removed on each try, then the ones for this try's provider are set again.
+
+
+@dataclass(slots=True)
+class HeaderChanges:
+    set: dict[str, str] = field(default_factory=dict)
+    remove: list[str] = field(default_factory=list)
+
+
+class UpstreamTry:
+    """One try of one request against one provider."""
+
+    def __init__(self, app: Upstream, meta: dict[str, Any], cluster: str, attempt: int):
+        self.app = app
+        self.meta = meta
+        self.attempt = attempt
+        self.inbound = Api(meta.get("api", "openai"))
+        self.model = str(meta.get("model", ""))
+        provider = provider_of_cluster(cluster)
+        mcfg = app.cfg.models.get(self.model)
+        if provider is None or mcfg is None or provider not in app.cfg.providers:
+            raise GatewayError(500, "Sidegate: request reached an unknown upstream cluster.")
+        self.provider_name = provider
+        self.provider: ProviderConfig = app.cfg.providers[provider]
+        self.mcfg = mcfg
+        self.route: RouteConfig = next(r for r in mcfg.routes if r.provider == provider)
+        self.upstream_model = self.route.model or self.model
+        self.max_attempts = len(mcfg.groups()) - int(meta.get("start", 0))
+        self.retry_on = frozenset(mcfg.retry_on_status)
+        self.opts = TranslateOptions(default_max_tokens=mcfg.default_max_tokens)
+        self.translator: Translator = get_translator(self.inbound, self.provider.api)
+        self.status = 0
+        self.streaming = False
+        self.stream_tx: StreamTranslator | None = None
+        self.usage: Usage | None = None
+        self.done = False
+        self.retried = False
+        self.started_at = time.monotonic()
+        self.first_byte_at = 0.0
+        self.chunks = 0
+        self.retry_after_s: float | None = None
+        # Cache fill: keep the client body and the client-format response (bounded).
+        self.collect = bool(meta.get("cache_fill")) and app.filler is not None
+        self.collect_limit = app.cfg.cache_policy(self.model).max_entry_bytes if self.collect else 0
+        self.client_body: dict[str, Any] | None = None
+        self.collected = bytearray()
+        # PII restore: original values back into the response (the map came from the guard stage).
+        restore = meta.get("restore")
+        self.restore_map: dict[str, str] = restore if isinstance(restore, dict) else {}
+        self.sse_restorer: SseRestorer | None = None
+
+    # -- request ------------------------------------------------------------------------------
+    @property
+    def body_unchanged(self) -> bool:
+        """The provider takes the client's body as is (same schema, same model name, nothing to
+        inject or keep): the request-body round trip is skipped."""
+        p = self.provider
+        if self.inbound is not p.api or self.collect or self.upstream_model != self.model or self.meta.get("redact"):
+            return False
+        if p.path_prefix or p.query:
+            return False
+        # An OpenAI stream needs include_usage injected unless the client asked for it.
+        return not (self.inbound is Api.OPENAI and self.meta.get("stream") and not self.meta.get("want_usage"))
+
+    def request_headers(self, client: Iterable[str] = ()) -> HeaderChanges:
+        """`client`: the names of the request headers this try received (full lane): those off the
+        provider's allow-list are removed (also what a previous try set for its provider). The
+        try lane's cluster filtered them natively before."""
+        p = self.provider
+        skip_body = self.body_unchanged
+        changes = HeaderChanges(remove=[*PROVIDER_HEADERS] if skip_body else [*PROVIDER_HEADERS, "content-length"])
+        changes.remove += self.app.allowed[self.provider_name].refused(client)
+        if skip_body:  # the client's path without its query (which may carry a key: never forwarded)
+            changes.set[":path"] = "/v1/messages" if self.inbound is Api.ANTHROPIC else "/v1/chat/completions"
+        if skip_body and p.api is Api.ANTHROPIC:
+            changes.set["anthropic-version"] = str(self.meta.get("anthropic_version") or self.opts.anthropic_version)
+        pool = self.app.provider_keys.get(self.provider_name)
+        key = pool.next() if pool is not None else None
+        if key:
+            style = p.auth_style
+            if style == "bearer":
+                changes.set["authorization"] = f"Bearer {key}"
+            elif style != "none":
+                changes.set[style] = key
+        default_port = 443 if p.tls else 80
+        changes.set[":authority"] = p.host if p.port == default_port else f"{p.host}:{p.port}"
+        changes.set.update(p.headers)
+        if self.inbound is Api.ANTHROPIC and p.api is Api.ANTHROPIC:
+            beta = self.meta.get("anthropic_beta")
+            if beta:
+                changes.set["anthropic-beta"] = str(beta)
+        changes.remove = [h for h in changes.remove if h not in changes.set]  # one instruction per header
+        return changes
+
+    def request_body(self, body: bytes) -> tuple[bytes, HeaderChanges]:
+        parsed = orjson.loads(body)
+        if self.meta.get("redact"):
+            self._redact(parsed)
+        if self.collect:
+            self.client_body = orjson.loads(body)  # the translator may mutate `parsed`
+        preq = self.translator.request(parsed, model=self.upstream_model, opts=self.opts)
+        path = preq.path
+        p = self.provider
+        if p.path_prefix:
+            path = p.path_prefix.replace("{model}", self.upstream_model) + path.removeprefix("/v1")
+        if p.query:
+            path += ("&" if "?" in path else "?") + p.query
+        changes = HeaderChanges(set={":path": path, "content-length": str(len(preq.body)), **preq.headers})
+        if self.inbound is Api.ANTHROPIC and p.api is Api.ANTHROPIC and self.meta.get("anthropic_version"):
+            changes.set["anthropic-version"] = str(self.meta["anthropic_version"])  # the client knows its version
+        return preq.body, changes
+
+    def _redact(self, parsed: dict[str, Any]) -> None:
+        """HTTP front: the guard's redaction, done here because the front cannot rewrite the body
+        (same input, same placeholders as the gateway's guard stage computed)."""
+        policy = self.app.cfg.guard_policy(self.model)
+        if policy is None:
+            return
+        result = guard_request(self.inbound, parsed, policy)
+        if policy.restore and result.restore_map:
+            self.restore_map = result.restore_map
+
+    # -- response -----------------------------------------------------------------------------
+    def response_headers(self, status: int, headers: dict[str, str]) -> tuple[str, HeaderChanges]:
+        """Returns the body mode wanted ('buffered' or 'streamed') and header changes."""
+        self.status = status
+        if status >= 400:
+            self.retry_after_s = parse_retry_after(headers)
+        changes = HeaderChanges(
+            set={"x-sidegate-provider": self.provider_name, "x-sidegate-attempts": str(self.attempt)},
+            # Provider headers off the response allow-list (the try lane's cluster removed them natively).
+            remove=["content-length", *RESPONSE.refused(headers)],
+        )
+        for k, v in self.meta.get("response_headers", {}).items():
+            changes.set[k] = str(v)
+        if self.meta.get("front") == "http":  # the front's limits are added after (ext_authz appends)
+            changes.remove += [h for h in RATE_LIMIT_HEADERS if h in headers]
+        secrets = self.app.secret_strs
+        # A provider (or a compromised upstream) echoing a key in a header the allow-list lets
+        # through (e.g. its request id): the header is dropped.
+        if secrets:  # one scan of all values (~0.5 µs), per header only on a hit
+            values = "\n".join(headers.values())
+            if any(s in values for s in secrets):
+                changes.remove += [k for k, v in headers.items() if k[0] != ":" and any(s in v for s in secrets)]
+        ctype = headers.get("content-type", "")
+        if 200 <= status < 300 and ctype.startswith("text/event-stream"):
+            self.streaming = True
+            self.stream_tx = self.translator.stream(client_wants_usage=bool(self.meta.get("want_usage")))
+            if self.restore_map:
+                self.sse_restorer = SseRestorer(self.inbound, self.restore_map)
+            changes.set["content-type"] = "text/event-stream"
+            mode = "streamed"
+        else:
+            if status >= 300:
+                changes.set["content-type"] = "application/json"
+            mode = "buffered"
+        changes.remove = [h for h in changes.remove if h not in changes.set]  # one instruction per header
+        return mode, changes
+
+    def response_body(self, body: bytes) -> bytes:
+        """A buffered (non-streaming) provider body -> client body."""
+        if 200 <= self.status < 300:
+            try:
+                out, self.usage = self.translator.response(body)
+                if self.restore_map:
+                    out = restore_body(out, self.restore_map)
+                out = self._scrub(out)
+            except GatewayError as err:
+                self.status = err.status
+                out = render(self.inbound, err)
+            except Exception:
+                log.warning("provider %s returned an unparseable body", self.provider_name)
+                err = provider_invalid_response(self.provider_name)
+                self.status = 502
+                out = render(self.inbound, err)
+        else:
+            self.status, out = self.translator.error(self.status, self._scrub(body))
+            if self.status in (401, 403) and self.final:
+                self.status = 502
+                out = render(self.inbound, provider_refused_key(self.provider_name))
+        self._keep(out)
+        self._finish()
+        return out
+
+    def _scrub(self, body: bytes) -> bytes:
+        """A provider body may echo a credential it was sent (errors often do; a compromised
+        upstream may in a 200): never relay it, never cache such an answer. A `in` scan per key
+        (~0.1 µs per KiB) before any rewrite."""
+        for key in self.app.secrets:
+            if key in body:
+                body = body.replace(key, b"[redacted]")
+                self.collect = False
+                self.collected.clear()
+        return body
+
+    def _keep(self, out: bytes) -> None:
+        if self.collect:
+            if len(self.collected) + len(out) > self.collect_limit:
+                self.collect = False  # too large to cache
+                self.collected.clear()
+            else:
+                self.collected += out
+
+    def response_chunk(self, chunk: bytes, end: bool) -> bytes:
+        """One provider body chunk -> client bytes (translated, PII restored)."""
+        assert self.stream_tx is not None
+        out = self.stream_tx.feed(chunk) if chunk else b""
+        if end:
+            out += self.stream_tx.finish()
+        if self.sse_restorer is not None:
+            out = (self.sse_restorer.feed(out) if out else b"") + (self.sse_restorer.finish() if end else b"")
+        if out:
+            out = self._scrub(out)
+            self.chunks += 1
+            if not self.first_byte_at:
+                self.first_byte_at = time.monotonic()
+        if end:
+            return self._end_stream(out)
+        self._keep(out)
+        return out
+
+    def _end_stream(self, out: bytes) -> bytes:
+        assert self.stream_tx is not None
+        self.usage = self.stream_tx.usage
+        self._keep(out)
+        self._finish()
+        return out
+
+    @property
+    def final(self) -> bool:
+        return not self.retried and not (self.status in self.retry_on and self.attempt < self.max_attempts)
+
+    def _finish(self, aborted: bool = False) -> None:
+        if self.done:
+            return
+        self.done = True
+        now = time.monotonic()
+        done = Completion(
+            meta=self.meta, provider=self.provider_name, upstream_model=self.upstream_model,
+            status=self.status, usage=self.usage, final=self.final, streamed=self.streaming, aborted=aborted,
+            attempt=self.attempt, started_at=self.started_at, first_byte_at=self.first_byte_at or now,
+            ended_at=now, chunks=self.chunks, retry_after_s=self.retry_after_s,
+        )  # fmt: skip
+        try:  # after the answer that ends this try has gone out (the next loop iteration)
+            asyncio.get_running_loop().call_soon(self._emit, done, aborted)
+        except RuntimeError:  # no event loop (pure unit tests): at once
+            self._emit(done, aborted)
+
+    def _emit(self, done: Completion, aborted: bool) -> None:
+        notify(self.app.observers, done)
+        if self.collect and self.app.filler is not None and 200 <= self.status < 300 and not aborted:
+            if any(key in self.collected for key in self.app.secrets):  # defence in depth: chunks were scrubbed one by one
+                return
+            self.app.filler.fill(self.meta, self.client_body, bytes(self.collected), self.streaming, self.usage)
+
+    def close(self, retried: bool = False) -> None:
+        """The ext_proc stream ended (normally, or the client/upstream went away). `retried`: Envoy
+        has started the request's next try (this one timed out): that try settles, not this one."""
+        if retried:
+            self.retried = True
+        if not self.done:
+            # The stream's terminal event went out before Envoy saw the provider's end (the client
+            # read it and hung up at once, racing the end of the provider's body): not an abort.
+            complete = False
+            if self.stream_tx is not None:
+                self.usage = self.stream_tx.usage
+                complete = self.stream_tx.done
+            self._finish(aborted=not complete)
+
+
+class Upstream:
+    def __init__(
+        self, cfg: SidegateConfig, observers: list[Observer] | None = None, filler: Filler | None = None
+    ):
+        self.cfg = cfg
+        self.observers: list[Observer] = observers or []
+        self.filler = filler
+        self.provider_keys: dict[str, KeyPool] = {}
+        self.allowed = {name: Allowed(request_allowed(p)) for name, p in cfg.providers.items()}
+        for name, p in cfg.providers.items():
+            keys = p.api_keys()
+            if keys:
+                self.provider_keys[name] = KeyPool(keys)
+            elif p.api_key_env or p.api_key_envs:
+                log.warning("provider %s: its key environment variable(s) are not set", name)
+        # Every provider key, to scrub from what reaches a client or the cache (short values would
+        # match ordinary text: real keys are long).
+        self.secret_strs = tuple({k for pool in self.provider_keys.values() for k in pool.keys if len(k) >= 8})
+        self.secrets = tuple(k.encode() for k in self.secret_strs)
+
+    def start_try(self, meta: dict[str, Any], cluster: str, attempt: int) -> UpstreamTry:
+        return UpstreamTry(self, meta, cluster, attempt)
