@@ -19,7 +19,7 @@ from envoy.type.v3.http_status_pb2 import HttpStatus
 from sidegate.core.context import Reply, RequestContext, request_meta
 from sidegate.core.pipeline import Forward, Gateway
 from sidegate.envoy_pb import header_options, headers_to_dict, struct, struct_to_dict
-from sidegate.errors import Api, GatewayError, error_body, render
+from sidegate.errors import Api, GatewayError, error_body, format_error
 from sidegate.features.auth.decide import inbound_api
 from sidegate.features.parse import endpoint_api
 from sidegate.features.upstream import HeaderChanges, Upstream, UpstreamTry
@@ -152,7 +152,7 @@ class UpstreamStream:
         try:
             return self._handle(kind, req)
         except GatewayError as err:
-            return _immediate(Reply(err.status, render(self.api, err), {"content-type": "application/json"}))
+            return _immediate(Reply(err.status, format_error(self.api, err), {"content-type": "application/json"}))
 
     def _start(self, req: pb.ProcessingRequest) -> UpstreamTry:
         meta = request_meta(req.metadata_context.filter_metadata) or {}

@@ -30,9 +30,9 @@ from typing import Any
 
 import orjson
 
-from sidegate.bootstrap.render import env_credential
 from sidegate.core.context import Reply
-from sidegate.errors import Api, GatewayError, error_body, render
+from sidegate.credentials.env import env_credential
+from sidegate.errors import Api, GatewayError, error_body, format_error
 from sidegate.features.upstream import HeaderChanges, Upstream, UpstreamTry
 from sidegate.ids import UniqueIds
 from sidegate.ttlmap import TtlMap
@@ -84,7 +84,7 @@ def _provider_request(t: UpstreamTry, body: bytes) -> tuple[bytes, HeaderChanges
 def _refusal(api: Api, e: Exception) -> Reply:
     """A try refused before the provider, in the client's format (Lua relays it as is)."""
     if isinstance(e, GatewayError):
-        return Reply(e.status, render(api, e), dict(_JSON))
+        return Reply(e.status, format_error(api, e), dict(_JSON))
     log.error("try lane: request failed", exc_info=e)
     return Reply(500, error_body(api, 500, "Gateway error."), dict(_JSON))
 

@@ -81,5 +81,6 @@ def error_body(api: Api, status: int, message: str, code: str | None = None, par
     return orjson.dumps({"error": {"message": message, "type": etype, "param": param, "code": code}})
 
 
-def render(api: Api, err: GatewayError) -> bytes:
+def format_error(api: Api, err: GatewayError) -> bytes:
+    """The error body in the client's API format (OpenAI's or Anthropic's)."""
     return error_body(api, err.status, err.message, err.code, err.param)

@@ -35,8 +35,8 @@ from sidegate.bootstrap.input import (
 from sidegate.bootstrap.limits import duration
 from sidegate.bootstrap.stream import lua_events, stream_lua
 from sidegate.config import ModelConfig, ProviderConfig, SidegateConfig, local_address
-from sidegate.errors import Api, provider_invalid_response, provider_refused_key
-from sidegate.errors import render as render_error
+from sidegate.credentials.env import env_credential
+from sidegate.errors import Api, format_error, provider_invalid_response, provider_refused_key
 from sidegate.wire import (
     AUTHZ_NS,
     CHECK_PREFIX,
@@ -713,19 +713,6 @@ end
 """The try lane's upstream Lua filter (one per provider cluster, its name baked in)."""
 
 
-def env_credential(p: ProviderConfig) -> tuple[str, str, str | None] | None:
-    """(header, value prefix, environment variable) with which Envoy itself sets the provider's key
-    from its own environment (the direct lane's header_mutation, the try lane's Lua when it applies
-    a try prepared by the front); no variable for `auth: none`; None when the key comes from a pool
-    (Python picks each try's)."""
-    if p.api_key_envs:
-        return None
-    style = p.auth_style
-    if style == "none" or not p.api_key_env:
-        return ("", "", None)
-    return ("authorization", "Bearer ", p.api_key_env) if style == "bearer" else (style, "", p.api_key_env)
-
-
 def _lua_str(s: str | None) -> str:
     return "nil" if s is None else '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -760,8 +747,8 @@ def _direct_errors(cfg: SidegateConfig) -> dict[str, Any]:
     for name, p in cfg.providers.items():
         if direct_provider(p):  # in the direct lane the client's API is the provider's
             env = _lua_str(p.api_key_env)
-            refused = lua_str(render_error(p.api, provider_refused_key(name)))
-            invalid = lua_str(render_error(p.api, provider_invalid_response(name)))
+            refused = lua_str(format_error(p.api, provider_refused_key(name)))
+            invalid = lua_str(format_error(p.api, provider_invalid_response(name)))
             bad, cut = (lua_str(e) for e in lua_events(p.api))
             entries.append(f'["{name}"] = {{env = {env}, refused = {refused}, invalid = {invalid}, api = "{p.api.value}", bad = {bad}, cut = {cut}}}')
     return {

@@ -18,7 +18,7 @@ from sidegate import metrics
 from sidegate.core.completion import Observer, notify, short_circuit
 from sidegate.core.context import Reply, RequestContext
 from sidegate.core.stage import Stage, prefetchers
-from sidegate.errors import GatewayError, render
+from sidegate.errors import GatewayError, format_error
 from sidegate.features.auth.stage import AuthStage
 
 log = logging.getLogger("sidegate.gateway")
@@ -67,7 +67,7 @@ class Gateway:
         except GatewayError as err:
             headers = {"content-type": "application/json", **ctx.response_headers, **err.headers}
             self._observe(ctx, err.status, "gateway", started)
-            return Reply(err.status, render(ctx.api, err), headers)
+            return Reply(err.status, format_error(ctx.api, err), headers)
         if ctx.response_headers:
             ctx.meta["response_headers"] = ctx.response_headers
         body = orjson.dumps(ctx.body) if ctx.body_changed else None

@@ -21,7 +21,7 @@ from sidegate.bootstrap.hygiene import RESPONSE, Allowed, request_allowed
 from sidegate.config import ProviderConfig, RouteConfig, SidegateConfig
 from sidegate.core.completion import Completion, Filler, Observer, notify, parse_retry_after
 from sidegate.credentials.pool import KeyPool
-from sidegate.errors import Api, GatewayError, provider_invalid_response, provider_refused_key, render
+from sidegate.errors import Api, GatewayError, format_error, provider_invalid_response, provider_refused_key
 from sidegate.features.guard import SseRestorer, guard_request, restore_body
 from sidegate.translate import get_translator
 from sidegate.translate.base import StreamTranslator, TranslateOptions, Translator, Usage
@@ -198,17 +198,17 @@ class UpstreamTry:
                 out = self._scrub(out)
             except GatewayError as err:
                 self.status = err.status
-                out = render(self.inbound, err)
+                out = format_error(self.inbound, err)
             except Exception:
                 log.warning("provider %s returned an unparseable body", self.provider_name)
                 err = provider_invalid_response(self.provider_name)
                 self.status = 502
-                out = render(self.inbound, err)
+                out = format_error(self.inbound, err)
         else:
             self.status, out = self.translator.error(self.status, self._scrub(body))
             if self.status in (401, 403) and self.final:
                 self.status = 502
-                out = render(self.inbound, provider_refused_key(self.provider_name))
+                out = format_error(self.inbound, provider_refused_key(self.provider_name))
         self._keep(out)
         self._finish()
         return out

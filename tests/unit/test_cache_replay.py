@@ -12,7 +12,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import TypeAdapter
 
 from sidegate.errors import Api
-from sidegate.features.cache import reassemble, render, render_json, render_sse
+from sidegate.features.cache import json_answer, reassemble, replay_answer, sse_answer
 from sidegate.sse import SseParser
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -50,7 +50,7 @@ ANTHROPIC_CASES = [
 @pytest.mark.parametrize("resp", OPENAI_CASES)
 @pytest.mark.parametrize("include_usage", [False, True])
 def test_openai_sse_replay_parses_and_round_trips(resp, include_usage):
-    stream = render_sse(Api.OPENAI, resp, include_usage)
+    stream = sse_answer(Api.OPENAI, resp, include_usage)
     events = _events(stream)
     assert events[-1].data == b"[DONE]"
     chunks = [ChatCompletionChunk.model_validate(orjson.loads(e.data)) for e in events[:-1]]
@@ -68,7 +68,7 @@ def test_openai_sse_replay_parses_and_round_trips(resp, include_usage):
 
 @pytest.mark.parametrize("resp", ANTHROPIC_CASES)
 def test_anthropic_sse_replay_parses_and_round_trips(resp):
-    stream = render_sse(Api.ANTHROPIC, resp)
+    stream = sse_answer(Api.ANTHROPIC, resp)
     events = _events(stream)
     parsed = [ANTHROPIC_EVENT.validate_python(orjson.loads(e.data)) for e in events]
     assert [e.event for e in events] == [p.type for p in parsed]
@@ -84,14 +84,14 @@ def test_json_replay_fresh_id_same_content():
         (Api.OPENAI, openai_response(), ChatCompletion),
         (Api.ANTHROPIC, anthropic_response(), Message),
     ):
-        a = orjson.loads(render_json(api, resp))
-        b = orjson.loads(render_json(api, resp))
+        a = orjson.loads(json_answer(api, resp))
+        b = orjson.loads(json_answer(api, resp))
         model.model_validate(a)
         assert a["id"] != b["id"] != resp["id"]
         assert _without_id(a) == _without_id(resp)
-    body, ctype = render(Api.OPENAI, openai_response(), stream=True)
+    body, ctype = replay_answer(Api.OPENAI, openai_response(), stream=True)
     assert ctype == "text/event-stream" and body.endswith(b"data: [DONE]\n\n")
-    body, ctype = render(Api.ANTHROPIC, anthropic_response(), stream=False)
+    body, ctype = replay_answer(Api.ANTHROPIC, anthropic_response(), stream=False)
     assert ctype == "application/json"
 
 
@@ -170,7 +170,7 @@ def test_reassemble_anthropic_split_json_and_ping():
 
 
 def test_reassemble_openai_incomplete_or_broken():
-    full = render_sse(Api.OPENAI, openai_response())
+    full = sse_answer(Api.OPENAI, openai_response())
     assert reassemble(Api.OPENAI, full.replace(b"data: [DONE]\n\n", b"")) is None
     assert reassemble(Api.OPENAI, b"data: {not json}\n\ndata: [DONE]\n\n") is None
     assert reassemble(Api.OPENAI, b'data: {"error":{"message":"x"}}\n\n') is None

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from sidegate.errors import Api, GatewayError, render
+from sidegate.errors import Api, GatewayError, format_error
 from sidegate.features.guard import (
     Entity,
     GuardBlocked,
@@ -176,7 +176,7 @@ def test_block_error_names_type_never_value(api: Api) -> None:
     assert isinstance(err, GatewayError)
     assert err.status == 400 and err.code == "pii_detected"
     assert "CREDIT_CARD" in err.message
-    rendered = render(api, err).decode()
+    rendered = format_error(api, err).decode()
     for value in (CARD, CARD.replace(" ", ""), "1111", EMAIL):
         assert value not in err.message and value not in rendered
     assert err.result.findings[(Entity.CREDIT_CARD, PiiAction.BLOCK)] == 1
@@ -187,7 +187,7 @@ def test_block_secret_message() -> None:
     with pytest.raises(GuardBlocked) as exc:
         guard_request(Api.OPENAI, body, GuardPolicy(entities={Entity.SECRET: PiiAction.BLOCK}))
     assert "SECRET" in exc.value.message and KEY not in exc.value.message
-    assert KEY[:12] not in render(Api.OPENAI, exc.value).decode()
+    assert KEY[:12] not in format_error(Api.OPENAI, exc.value).decode()
 
 
 def test_injection_blocks_by_default() -> None:

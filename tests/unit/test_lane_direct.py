@@ -81,15 +81,14 @@ def test_bootstrap_has_direct_clusters_and_routes_without_secrets():
 
 
 def test_error_bodies_in_envoy_are_the_per_try_stages():
-    from sidegate.errors import provider_invalid_response, provider_refused_key
-    from sidegate.errors import render as render_error
+    from sidegate.errors import format_error, provider_invalid_response, provider_refused_key
 
     hcm = render.bootstrap(cfg())["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     lua = next(f for f in hcm["http_filters"] if f["name"] == "sidegate.direct_errors")
     code = lua["typed_config"]["default_source_code"]["inline_string"]
     for name, api in (("openai", Api.OPENAI), ("anthropic", Api.ANTHROPIC)):
-        assert render_error(api, provider_refused_key(name)).decode() in code
-        assert render_error(api, provider_invalid_response(name)).decode() in code
+        assert format_error(api, provider_refused_key(name)).decode() in code
+        assert format_error(api, provider_invalid_response(name)).decode() in code
     assert '"OPENAI_API_KEY"' in code and SECRET not in code
     assert '["groq"]' not in code  # not in the direct lane
 

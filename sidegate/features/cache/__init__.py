@@ -6,7 +6,7 @@ from .embedder import Embedder, EmbedderUnavailable, ensure_model_dir
 from .index import SemanticIndex, SemanticMatch
 from .policy import CachePolicy, SemanticSettings
 from .reassemble import reassemble, reassemble_anthropic, reassemble_openai
-from .replay import render, render_json, render_sse
+from .replay import json_answer, replay_answer, sse_answer
 from .request import CacheRequest
 from .stats import CacheStats
 
@@ -22,11 +22,11 @@ __all__ = [
     "SemanticMatch",
     "SemanticSettings",
     "ensure_model_dir",
+    "json_answer",
     "reassemble",
     "reassemble_anthropic",
     "reassemble_openai",
     "refusal_reason",
-    "render",
-    "render_json",
-    "render_sse",
+    "replay_answer",
+    "sse_answer",
 ]

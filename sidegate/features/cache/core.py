@@ -22,7 +22,7 @@ from .cacheable import refusal_reason
 from .index import SemanticIndex
 from .known import KnownKeys
 from .policy import CachePolicy
-from .replay import render
+from .replay import replay_answer
 from .request import CacheRequest
 from .stats import CacheStats
 
@@ -131,7 +131,7 @@ class ResponseCache:
     def _hit(
         self, req: CacheRequest, kind: str, resp: dict[str, Any], stored_at: float, sim: float
     ) -> CacheHit:
-        body, ctype = render(req.api, resp, stream=req.stream, include_usage=req.include_usage)
+        body, ctype = replay_answer(req.api, resp, stream=req.stream, include_usage=req.include_usage)
         age = max(0.0, time.time() - stored_at)
         headers = {"x-sidegate-cache": f"hit-{kind}", "age": str(int(age))}
         if kind == "semantic":

@@ -16,7 +16,7 @@ import orjson
 from sidegate.errors import Api
 from sidegate.sse import encode_data, encode_event
 
-__all__ = ["fresh_id", "render", "render_json", "render_sse"]
+__all__ = ["fresh_id", "json_answer", "replay_answer", "sse_answer"]
 
 
 def fresh_id(api: Api) -> str:
@@ -31,11 +31,11 @@ def _refresh(api: Api, response: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def render_json(api: Api, response: dict[str, Any]) -> bytes:
+def json_answer(api: Api, response: dict[str, Any]) -> bytes:
     return orjson.dumps(_refresh(api, response))
 
 
-def render_sse(api: Api, response: dict[str, Any], include_usage: bool = False) -> bytes:
+def sse_answer(api: Api, response: dict[str, Any], include_usage: bool = False) -> bytes:
     """The whole stream as one body (`text/event-stream`)."""
     resp = _refresh(api, response)
     if api is Api.ANTHROPIC:
@@ -43,13 +43,13 @@ def render_sse(api: Api, response: dict[str, Any], include_usage: bool = False) 
     return _openai_sse(resp, include_usage)
 
 
-def render(
+def replay_answer(
     api: Api, response: dict[str, Any], *, stream: bool, include_usage: bool = False
 ) -> tuple[bytes, str]:
     """(body, content-type) for a client that did or did not ask to stream."""
     if stream:
-        return render_sse(api, response, include_usage), "text/event-stream"
-    return render_json(api, response), "application/json"
+        return sse_answer(api, response, include_usage), "text/event-stream"
+    return json_answer(api, response), "application/json"
 
 
 def _openai_sse(resp: dict[str, Any], include_usage: bool) -> bytes:
