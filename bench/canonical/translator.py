@@ -1,0 +1,78 @@
+"""Any (client API, provider API) translator as one client codec + one provider codec.
+
+Implements the same ``Translator`` protocol as ``sidegate.translate`` so the bench can run both
+designs on identical inputs and compare their outputs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from bench.canonical import anthropic_request, anthropic_response, openai_request, openai_response
+from bench.canonical.util import bad_response, client_error, dumps, loads_object
+from sidegate.errors import Api
+from sidegate.translate.base import ProviderRequest, TranslateOptions, Usage
+
+# One request codec and one response codec per API: the whole cost of adding an API.
+REQUESTS: dict[Api, ModuleType] = {Api.OPENAI: openai_request, Api.ANTHROPIC: anthropic_request}
+RESPONSES: dict[Api, ModuleType] = {Api.OPENAI: openai_response, Api.ANTHROPIC: anthropic_response}
+
+
+def _encoder(api: Api, wants_usage: bool, created: int) -> Any:
+    if api is Api.OPENAI:
+        return openai_response.OpenAIStreamEncoder(client_wants_usage=wants_usage, created=created)
+    return anthropic_response.AnthropicStreamEncoder()
+
+
+class CanonicalStream:
+    __slots__ = ("_decoder", "_encoder")
+
+    def __init__(self, decoder: Any, encoder: Any) -> None:
+        self._decoder = decoder
+        self._encoder = encoder
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._decoder.usage
+
+    @property
+    def done(self) -> bool:
+        return self._decoder.done
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self._encoder.encode(self._decoder.feed(chunk))
+
+    def finish(self) -> bytes:
+        return self._encoder.encode(self._decoder.finish())
+
+
+class CanonicalTranslator:
+    def __init__(self, inbound: Api, upstream: Api, clock: Callable[[], int] | None = None) -> None:
+        self.inbound = inbound
+        self.upstream = upstream
+        self._decode_request = REQUESTS[inbound].decode_request
+        self._encode_request = REQUESTS[upstream].encode_request
+        self._decode_response = RESPONSES[upstream].decode_response
+        self._encode_response = RESPONSES[inbound].encode_response
+        self._stream_decoder = RESPONSES[upstream].StreamDecoder
+        self.clock = clock or (lambda: int(time.time()))
+
+    def request(self, body: dict[str, Any], *, model: str, opts: TranslateOptions) -> ProviderRequest:
+        return self._encode_request(self._decode_request(body), model, opts)
+
+    def response(self, body: bytes) -> tuple[bytes, Usage | None]:
+        obj = loads_object(body)
+        if obj is None:
+            raise bad_response()
+        resp = self._decode_response(obj)
+        return dumps(self._encode_response(resp, self.clock())), resp.usage
+
+    def stream(self, *, client_wants_usage: bool) -> CanonicalStream:
+        encoder = _encoder(self.inbound, client_wants_usage, self.clock())
+        return CanonicalStream(self._stream_decoder(), encoder)
+
+    def error(self, status: int, body: bytes) -> tuple[int, bytes]:
+        return client_error(self.inbound, status, body)
