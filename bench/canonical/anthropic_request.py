@@ -48,32 +48,9 @@ _FIELDS = frozenset(
         "output_config",
     }
 )
-# OpenAI parameters the form has no field for, as an Anthropic provider sees them: None = harmless
-# (accepted, not forwarded), a tuple = refused unless at one of these no-op values.
-OPENAI_EXTRAS: dict[str, tuple[Any, ...] | None] = {
-    "store": None,
-    "metadata": None,
-    "stream_options": None,
-    "prompt_cache_key": None,
-    "prompt_cache_retention": None,
-    "prompt_cache_options": None,
-    "n": (None, 1),
-    "logprobs": (None, False),
-    "top_logprobs": (None, 0),
-    "logit_bias": (None, {}),
-    "presence_penalty": (None, 0, 0.0),
-    "frequency_penalty": (None, 0, 0.0),
-    "seed": (None,),
-    "audio": (None,),
-    "modalities": (None, ["text"]),
-    "prediction": (None,),
-    "web_search_options": (None,),
-    "moderation": (None,),
-    "verbosity": (None, "medium"),
-    "service_tier": (None, "auto", "default"),
-    "functions": (None, []),
-    "function_call": (None,),
-}
+# Anthropic parameters the form has no field for, as another API's provider sees them (see the
+# OpenAI codec's table): a caching hint is harmless, service_tier only at its no-op value.
+_EXTRAS: dict[str, tuple[Any, ...] | None] = {"service_tier": (None, "auto"), "cache_control": None}
 _NO_SAMPLING_VERSION = "2026-10-21"
 
 
@@ -221,7 +198,7 @@ def _tool_choice(choice: Any) -> ToolChoice:
 
 def decode_request(body: dict[str, Any]) -> Request:
     extras = {k: v for k, v in body.items() if k not in _FIELDS}
-    req = Request(Api.ANTHROPIC, _messages(body), extras=extras)
+    req = Request(Api.ANTHROPIC, _messages(body), check_extras, extras=extras)
     max_tokens = body.get("max_tokens")
     if not is_int(max_tokens) or max_tokens < 1:
         raise bad_param("max_tokens", "max_tokens is required and must be a positive integer.")
@@ -313,27 +290,12 @@ def _schema(schema: Any) -> dict[str, Any]:
     return schema if "type" in schema else {"type": "object", **schema}
 
 
-def _extras(req: Request) -> dict[str, Any]:
-    """Extras forwarded (same API) or checked against the client API's refusal table."""
-    if req.source is Api.ANTHROPIC:
-        return req.extras
-    for key, value in req.extras.items():
-        if key == "response_format":
-            kind = as_dict(value).get("type")
-            if kind == "json_object":
-                raise bad_param(
-                    key,
-                    "response_format json_object has no upstream equivalent; use json_schema with a schema.",
-                )
-            raise bad_param(key, f"response_format type {kind!r} is not supported upstream.")
-        if key not in OPENAI_EXTRAS:
-            raise bad_param(key, f"Parameter {key!r} is not supported for this model.")
-        allowed = OPENAI_EXTRAS[key]
+def check_extras(extras: dict[str, Any]) -> None:
+    """Anthropic parameters outside the form, sent to another API: harmless, no-op, or refused."""
+    for key, value in extras.items():
+        allowed = _EXTRAS.get(key, ())
         if allowed is not None and value not in allowed:
-            raise bad_param(
-                key, f"Parameter {key!r} is not supported for this model (only its default value is)."
-            )
-    return {}
+            raise bad_param(key, f"Parameter {key!r} is not supported for this model.")
 
 
 def _thinking(req: Request, opts: TranslateOptions) -> tuple[int, dict[str, Any] | None]:
@@ -367,7 +329,11 @@ def _thinking(req: Request, opts: TranslateOptions) -> tuple[int, dict[str, Any]
 
 
 def encode_request(req: Request, model: str, opts: TranslateOptions) -> ProviderRequest:
-    out: dict[str, Any] = {"model": model, **_extras(req)}
+    if req.source is Api.ANTHROPIC:  # same API: what the form did not model goes through as sent
+        out: dict[str, Any] = {"model": model, **req.extras}
+    else:
+        req.check_extras(req.extras)
+        out = {"model": model}
     system, messages = _encode_messages(req.messages)
     out["max_tokens"], thinking = _thinking(req, opts)
     if system:

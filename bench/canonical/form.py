@@ -12,6 +12,7 @@ and today's translators preserve the distinction.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +102,8 @@ class Request:
     source: Api
     """The client's API: error messages and the refusal policy for ``extras`` name its parameters."""
     messages: list[Message]
+    check_extras: Callable[[dict[str, Any]], None]
+    """The client codec's policy for ``extras`` sent to another API (raises the 400)."""
     max_tokens: int | None = None
     max_tokens_param: str = "max_tokens"
     stop: list[str] | None = None
@@ -115,8 +118,8 @@ class Request:
     user: str | None = None
     stream: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
-    """Client parameters the form has no field for, by the client's name: an encoder forwards the
-    ones its API shares with the client's (same-API) or refuses them unless at their no-op value."""
+    """Client parameters the form has no field for, by the client's name: a provider codec of the
+    same API forwards them; any other calls ``check_extras`` (harmless, no-op value, or a 400)."""
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ from bench.canonical.form import (
     ToolChoice,
     ToolResult,
 )
+from bench.canonical.openai_extras import check_extras
 from bench.canonical.util import (
     as_dict,
     bad_param,
@@ -50,12 +51,6 @@ _FIELDS = frozenset(
         "stream",
     }
 )
-# What an OpenAI provider accepts from an Anthropic client beyond the form: its no-op values only.
-# None: harmless at any value (a caching hint); unknown keys are refused.
-ANTHROPIC_EXTRAS_NOOP: dict[str, tuple[Any, ...] | None] = {
-    "service_tier": (None, "auto"),
-    "cache_control": None,
-}
 _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
 
@@ -231,7 +226,7 @@ def _tool_choice(choice: Any) -> ToolChoice:
 def decode_request(body: dict[str, Any]) -> Request:
     """OpenAI client body -> Request (validation that depends on no provider happens here)."""
     extras = {k: v for k, v in body.items() if k not in _FIELDS}
-    req = Request(Api.OPENAI, _messages(body.get("messages")), extras=extras)
+    req = Request(Api.OPENAI, _messages(body.get("messages")), check_extras, extras=extras)
     max_tokens = body.get("max_completion_tokens")
     if max_tokens is None:
         max_tokens = body.get("max_tokens")
@@ -354,15 +349,12 @@ def _effort(budget: int, budgets: dict[str, int]) -> str:
 
 
 def _extras(req: Request, out: dict[str, Any]) -> None:
-    if req.source is Api.OPENAI:  # same API: what the form did not model goes through as sent
-        for key, value in req.extras.items():
-            if key != "stream_options" or value:
-                out[key] = value
+    if req.source is not Api.OPENAI:
+        req.check_extras(req.extras)
         return
-    for key, value in req.extras.items():
-        allowed = ANTHROPIC_EXTRAS_NOOP.get(key, ())
-        if allowed is not None and value not in allowed:
-            raise bad_param(key, f"Parameter {key!r} is not supported for this model.")
+    for key, value in req.extras.items():  # same API: what the form did not model goes through as sent
+        if key != "stream_options" or value:
+            out[key] = value
 
 
 def encode_request(req: Request, model: str, opts: TranslateOptions) -> ProviderRequest:
