@@ -1,6 +1,7 @@
 """Pairwise translators (sidegate.translate) against a canonical form (bench/canonical/), measured.
 
 Run: PYTHONPATH=$PWD python -m bench.translate_design [--rounds 21] [--target-ms 20]
+(the numbers and the decision they led to: docs/translation.md, "Design").
 
 First it checks that both designs produce the same provider bodies, client bodies, stream events,
 usage and errors for every bench input (parsed JSON compared; OpenAI's ``created`` ignored), so the
