@@ -28,7 +28,8 @@ from bench import translate_inputs as inputs
 from bench.canonical.translator import CanonicalTranslator
 from sidegate.errors import Api, GatewayError
 from sidegate.sse import SseParser
-from sidegate.translate import TranslateOptions, get_translator
+from sidegate.translate import get_translator
+from sidegate.translate.base import TranslateOptions
 
 OA, AN = Api.OPENAI, Api.ANTHROPIC
 OPTS = TranslateOptions()
