@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterable
+from itertools import pairwise
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,7 +130,7 @@ def describe(graph: Graph, component: list[str]) -> str:
         v = previous[v]
     loop.append(start)
     loop.reverse()
-    steps = [f"{a} -> {b} ({graph[a][b]})" for a, b in zip(loop, loop[1:], strict=False)]
+    steps = [f"{a} -> {b} ({graph[a][b]})" for a, b in pairwise(loop)]
     return f"cycle among {', '.join(component)}:\n    " + "\n    ".join(steps)
 
 
