@@ -17,7 +17,7 @@ Key records may carry extra fields (the control plane adds ``created_at``); read
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import orjson
 from redis.asyncio import Redis
@@ -49,13 +49,6 @@ class KeyRecord:
     models: tuple[str, ...] = ("*",)
     revoked: bool = False
     expires_at: float = 0.0
-    allow_all: bool = field(init=False, default=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "allow_all", "*" in self.models)
-
-    def allows(self, model: str) -> bool:
-        return self.allow_all or model in self.models
 
     def to_redis(self) -> dict[str, str]:
         return {

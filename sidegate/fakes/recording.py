@@ -40,14 +40,12 @@ class RequestLog:
     def __init__(self, cap: int = 10_000) -> None:
         self._items: deque[RecordedRequest] = deque(maxlen=cap)
         self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
         self.total = 0
 
     def add(self, item: RecordedRequest) -> None:
-        with self._cond:
+        with self._lock:
             self._items.append(item)
             self.total += 1
-            self._cond.notify_all()
 
     def items(self) -> list[RecordedRequest]:
         with self._lock:
@@ -56,8 +54,3 @@ class RequestLog:
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
-
-    def wait_total(self, n: int, timeout: float) -> bool:
-        """Block (a thread, not the event loop) until `total` reaches n; False on timeout."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self.total >= n, timeout)

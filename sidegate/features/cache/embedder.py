@@ -122,10 +122,6 @@ class Embedder:
         self._tokenizer = None
         self._lock = threading.Lock()
 
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
-
     def load(self) -> None:
         """Assemble the model directory and load the ONNX session (about a second)."""
         with self._lock:

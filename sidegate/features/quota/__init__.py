@@ -1,6 +1,12 @@
 """Token-aware quotas: rpm, tpm and USD budgets per scope over a Redis-protocol store."""
 
-from sidegate.features.quota.headers import format_reset, ratelimit_headers, rejection_error
+from sidegate.features.quota.headers import (
+    Decision,
+    Reservation,
+    format_reset,
+    ratelimit_headers,
+    rejection_error,
+)
 from sidegate.features.quota.policy import (
     Limits,
     QuotaPolicy,
@@ -10,7 +16,7 @@ from sidegate.features.quota.policy import (
     build_scopes,
 )
 from sidegate.features.quota.pricing import Price, cost_usd, price_for
-from sidegate.features.quota.store import Decision, QuotaStore, Reservation
+from sidegate.features.quota.store import QuotaStore
 from sidegate.features.quota.tokens import TokenCounter, max_output_tokens
 
 __all__ = [

@@ -1,14 +1,61 @@
-"""OpenAI-style rate-limit headers and the 429 a rejected decision turns into."""
+"""A quota decision and what it turns into on the wire: OpenAI-style rate-limit headers and the 429.
+
+The decision records live here, beside the headers they render, so the store that makes decisions
+and the headers that describe them both import downward (no cycle)."""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from sidegate.errors import GatewayError
 
-if TYPE_CHECKING:
-    from sidegate.features.quota.store import Decision
+
+@dataclass(slots=True)
+class Reservation:
+    """What :meth:`QuotaStore.settle` needs; ``degraded`` = admitted while the store was down."""
+
+    tenant: str
+    request_id: str
+    scopes: tuple[str, ...]
+    tokens: int
+    degraded: bool = False
+    settled: bool = False
+    bucket: int | None = None
+    """Set when admitted from a lease (sidegate/features/quota/lease.py): the lease's bucket, where the
+    settle's true-up goes; the store holds no record of this request. Also set on a lease's own
+    reservation."""
+    requests: int = 1
+    """A lease's own reservation: the requests it holds."""
+    bucket_left_s: float = 0.0
+    """A lease's own reservation: time left in its bucket when the store granted it."""
+
+
+@dataclass(slots=True)
+class Decision:
+    """Outcome of :meth:`QuotaStore.reserve`.
+
+    ``reason`` (when rejected): ``rpm``, ``tpm``, ``daily_usd``, ``monthly_usd`` or ``too_large``
+    (the request alone exceeds a tpm limit: waiting never helps, ``retry_after_s`` is None).
+    The ``*_requests`` / ``*_tokens`` fields describe the scope with the fewest remaining requests
+    (tokens) among the scopes that limit them; None when no scope does.
+    """
+
+    admitted: bool
+    reason: str | None = None
+    scope: str | None = None
+    retry_after_s: float | None = None
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    reset_requests_s: float | None = None
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    reset_tokens_s: float | None = None
+    reservation: Reservation | None = None
+    degraded: bool = False
+
+    def headers(self) -> dict[str, str]:
+        return ratelimit_headers(self)
 
 
 def format_reset(seconds: float) -> str:

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from sidegate.errors import GatewayError
-from sidegate.features.quota.headers import ratelimit_headers
+from sidegate.features.quota.headers import Decision, Reservation
 from sidegate.features.quota.policy import QuotaPolicy, Scope
 from sidegate.features.quota.scripts import LuaScript
 from sidegate.ids import UniqueIds
@@ -31,53 +31,6 @@ STORE_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 _RESERVATION_IDS = UniqueIds()
 _ADJUST_IDS = UniqueIds()
-
-
-@dataclass(slots=True)
-class Reservation:
-    """What :meth:`QuotaStore.settle` needs; ``degraded`` = admitted while the store was down."""
-
-    tenant: str
-    request_id: str
-    scopes: tuple[str, ...]
-    tokens: int
-    degraded: bool = False
-    settled: bool = False
-    bucket: int | None = None
-    """Set when admitted from a lease (sidegate/features/quota/lease.py): the lease's bucket, where the
-    settle's true-up goes; the store holds no record of this request. Also set on a lease's own
-    reservation."""
-    requests: int = 1
-    """A lease's own reservation: the requests it holds."""
-    bucket_left_s: float = 0.0
-    """A lease's own reservation: time left in its bucket when the store granted it."""
-
-
-@dataclass(slots=True)
-class Decision:
-    """Outcome of :meth:`QuotaStore.reserve`.
-
-    ``reason`` (when rejected): ``rpm``, ``tpm``, ``daily_usd``, ``monthly_usd`` or ``too_large``
-    (the request alone exceeds a tpm limit: waiting never helps, ``retry_after_s`` is None).
-    The ``*_requests`` / ``*_tokens`` fields describe the scope with the fewest remaining requests
-    (tokens) among the scopes that limit them; None when no scope does.
-    """
-
-    admitted: bool
-    reason: str | None = None
-    scope: str | None = None
-    retry_after_s: float | None = None
-    limit_requests: int | None = None
-    remaining_requests: int | None = None
-    reset_requests_s: float | None = None
-    limit_tokens: int | None = None
-    remaining_tokens: int | None = None
-    reset_tokens_s: float | None = None
-    reservation: Reservation | None = None
-    degraded: bool = False
-
-    def headers(self) -> dict[str, str]:
-        return ratelimit_headers(self)
 
 
 @dataclass(slots=True)
