@@ -50,7 +50,6 @@ __all__ = ["OpenAIAnthropic", "OpenAIAnthropicStream"]
 # anthropic-version from which temperature/top_p/top_k are rejected by the provider.
 _NO_SAMPLING_VERSION = "2026-10-21"
 
-
 _STOP_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",

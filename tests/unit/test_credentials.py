@@ -48,11 +48,19 @@ def _applied(p: ProviderConfig, tries: int = 1) -> list[dict[str, str]]:
         ({"api": "openai", "api_key_env": "CRED_KEY"}, BearerKey, {"authorization": f"Bearer {KEY}"}),
         ({"api": "anthropic", "api_key_env": "CRED_KEY"}, HeaderKey, {"x-api-key": KEY}),
         ({"api": "openai", "api_key_env": "CRED_KEY", "auth": "api-key"}, HeaderKey, {"api-key": KEY}),
-        ({"api": "anthropic", "api_key_env": "CRED_KEY", "auth": "bearer"}, BearerKey, {"authorization": f"Bearer {KEY}"}),
+        (
+            {"api": "anthropic", "api_key_env": "CRED_KEY", "auth": "bearer"},
+            BearerKey,
+            {"authorization": f"Bearer {KEY}"},
+        ),
         ({"api": "openai", "api_key_env": "CRED_KEY", "auth": "none"}, NoCredential, {}),
         ({"api": "openai", "api_key_env": "CRED_UNSET"}, NoCredential, {}),
         ({"api": "openai"}, NoCredential, {}),
-        ({"api": "openai", "api_key_envs": [{"env": "CRED_KEY"}]}, BearerKey, {"authorization": f"Bearer {KEY}"}),
+        (
+            {"api": "openai", "api_key_envs": [{"env": "CRED_KEY"}]},
+            BearerKey,
+            {"authorization": f"Bearer {KEY}"},
+        ),
     ],
 )
 def test_for_provider_picks_the_scheme(monkeypatch, fields, scheme, headers):
@@ -61,9 +69,16 @@ def test_for_provider_picks_the_scheme(monkeypatch, fields, scheme, headers):
     assert _applied(p) == [headers]
 
 
-@pytest.mark.parametrize(("auth", "header", "prefix"), [("bearer", "authorization", "Bearer "), ("x-api-key", "x-api-key", "")])
+@pytest.mark.parametrize(
+    ("auth", "header", "prefix"), [("bearer", "authorization", "Bearer "), ("x-api-key", "x-api-key", "")]
+)
 def test_pool_is_weighted_in_either_style(monkeypatch, auth, header, prefix):
-    p = _provider(monkeypatch, api="openai", auth=auth, api_key_envs=[{"env": "CRED_KEY"}, {"env": "CRED_KEY2", "weight": 2}])
+    p = _provider(
+        monkeypatch,
+        api="openai",
+        auth=auth,
+        api_key_envs=[{"env": "CRED_KEY"}, {"env": "CRED_KEY2", "weight": 2}],
+    )
     assert type(for_provider(p)) is PooledKey
     values = [h[header] for h in _applied(p, 6)]
     assert values.count(prefix + KEY) == 2 and values.count(prefix + KEY2) == 4
@@ -80,7 +95,9 @@ def test_secrets_are_every_held_key_long_enough_to_scrub(monkeypatch):
     assert for_provider(_provider(monkeypatch, api="openai", api_key_envs=both)).secrets == (KEY, KEY2)
     assert for_provider(_provider(monkeypatch, api="anthropic", api_key_env="CRED_KEY")).secrets == (KEY,)
     # A key held but not sent (auth: none) is still never echoed to a client.
-    assert for_provider(_provider(monkeypatch, api="openai", api_key_env="CRED_KEY", auth="none")).secrets == (KEY,)
+    assert for_provider(
+        _provider(monkeypatch, api="openai", api_key_env="CRED_KEY", auth="none")
+    ).secrets == (KEY,)
     assert for_provider(_provider(monkeypatch, api="openai")).secrets == ()
     assert BearerKey("short").secrets == () and HeaderKey("x-api-key", "1234567").secrets == ()
 
