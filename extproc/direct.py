@@ -24,7 +24,7 @@ from sidegate.core.completion import Completion, Observer, notify, parse_retry_a
 from sidegate.core.context import request_meta
 from sidegate.envoy_pb import struct_to_dict
 from sidegate.translate.base import Usage
-from sidegate.translate.passthrough import parse_anthropic_usage, parse_openai_usage
+from sidegate.translate.usage import parse_anthropic_usage, parse_openai_usage
 from sidegate.trust import Token, require
 from sidegate.wire import (
     AUTHZ_NS,

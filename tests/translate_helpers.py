@@ -14,32 +14,34 @@ import orjson
 from pydantic import TypeAdapter
 
 from sidegate.errors import Api, GatewayError
-from sidegate.translate.anthropic_to_openai import AnthropicToOpenAI
+from sidegate.translate.anthropic_anthropic import AnthropicAnthropic
+from sidegate.translate.anthropic_openai import AnthropicOpenAI
 from sidegate.translate.base import StreamTranslator, TranslateOptions, Translator, Usage
-from sidegate.translate.openai_to_anthropic import OpenAIToAnthropic
-from sidegate.translate.passthrough import AnthropicPassthrough, OpenAIPassthrough
+from sidegate.translate.openai_anthropic import OpenAIAnthropic
+from sidegate.translate.openai_openai import OpenAIOpenAI
 
 FIXTURES = Path(__file__).parent / "fixtures" / "translate"
 CREATED = 1700000000
 DEFAULT_MODEL = "upstream-model"
 
+# A fixture directory is named like the pair's module: <client api>_<provider api>.
 PAIRS: dict[str, tuple[Api, Api]] = {
-    "openai_to_anthropic": (Api.OPENAI, Api.ANTHROPIC),
-    "anthropic_to_openai": (Api.ANTHROPIC, Api.OPENAI),
-    "openai_passthrough": (Api.OPENAI, Api.OPENAI),
-    "anthropic_passthrough": (Api.ANTHROPIC, Api.ANTHROPIC),
+    "openai_anthropic": (Api.OPENAI, Api.ANTHROPIC),
+    "anthropic_openai": (Api.ANTHROPIC, Api.OPENAI),
+    "openai_openai": (Api.OPENAI, Api.OPENAI),
+    "anthropic_anthropic": (Api.ANTHROPIC, Api.ANTHROPIC),
 }
 
 
 def make_translator(pair: str) -> Translator:
     """A fresh translator with a fixed clock (OpenAI ``created``)."""
-    if pair == "openai_to_anthropic":
-        return OpenAIToAnthropic(clock=lambda: CREATED)
-    if pair == "anthropic_to_openai":
-        return AnthropicToOpenAI()
-    if pair == "openai_passthrough":
-        return OpenAIPassthrough()
-    return AnthropicPassthrough()
+    if pair == "openai_anthropic":
+        return OpenAIAnthropic(clock=lambda: CREATED)
+    if pair == "anthropic_openai":
+        return AnthropicOpenAI()
+    if pair == "openai_openai":
+        return OpenAIOpenAI()
+    return AnthropicAnthropic()
 
 
 def cases(kind: str | None = None) -> list[Path]:
@@ -101,6 +103,24 @@ def run_error(case: Path) -> tuple[int, bytes]:
     body = spec["body"]
     raw = body.encode() if isinstance(body, str) else orjson.dumps(body)
     return make_translator(case.parent.name).error(spec["status"], raw)
+
+
+def exact_record(case: Path) -> dict[str, Any]:
+    """Everything a translator emits for ``case``, as exact text (JSON key order, spacing and all):
+    compared with the pair's ``exact_bytes.json``."""
+    if (case / "request.json").exists():
+        result = run_request(case)
+        if isinstance(result, GatewayError):
+            return {"gateway_error": {"status": result.status, "param": result.param, "message": result.message}}
+        return {"path": result.path, "headers": result.headers, "body": result.body.decode()}
+    if (case / "response.json").exists():
+        body, usage = run_response(case)
+        return {"body": body.decode(), "usage": usage_json(usage)}
+    if (case / "stream.sse").exists():
+        out, usage = run_stream(case)
+        return {"stream": out.decode(), "usage": usage_json(usage)}
+    status, body = run_error(case)
+    return {"status": status, "body": body.decode()}
 
 
 # ------------------------------------------------------------------------------------- validation

@@ -1,6 +1,6 @@
 """The direct lane's stream watch: a Lua function of the router-level error filter (`_ERRORS_LUA`
 in sidegate/bootstrap/render.py) that does to a direct-lane SSE stream, in Envoy, what the passthrough stream
-translators do in the full lane (sidegate/translate/passthrough.py):
+translators do in the full lane (sidegate/translate/openai_openai.py, anthropic_anthropic.py):
 
 - only complete lines are relayed (an unfinished last line is held back to the next chunk), so a
   stream never hands the client half an event;

@@ -1,6 +1,9 @@
-"""Several keys for one provider, taken in turn by weight."""
+"""Several keys for one provider, taken in turn by weight (spreads per-key rate limits), sent in
+either style (bearer or a named header)."""
 
 from __future__ import annotations
+
+from sidegate.credentials.base import scrubbable
 
 
 class KeyPool:
@@ -22,3 +25,18 @@ class KeyPool:
                 best = i
         self.current[best] -= self.total
         return self.keys[best]
+
+
+class PooledKey:
+    """Each try takes the pool's next key: ``<header>: <prefix><key>``."""
+
+    __slots__ = ("_header", "_pool", "_prefix", "secrets")
+
+    def __init__(self, header: str, prefix: str, keys: list[tuple[str, int]]) -> None:
+        self._header = header
+        self._prefix = prefix
+        self._pool = KeyPool(keys)
+        self.secrets = scrubbable(self._pool.keys)
+
+    def apply(self, headers: dict[str, str]) -> None:
+        headers[self._header] = self._prefix + self._pool.next()

@@ -20,7 +20,7 @@ import orjson
 from sidegate.bootstrap.hygiene import RESPONSE, Allowed, request_allowed
 from sidegate.config import ProviderConfig, RouteConfig, SidegateConfig
 from sidegate.core.completion import Completion, Filler, Observer, notify, parse_retry_after
-from sidegate.credentials.pool import KeyPool
+from sidegate.credentials import Credential, for_provider
 from sidegate.errors import Api, GatewayError, format_error, provider_invalid_response, provider_refused_key
 from sidegate.features.guard import SseRestorer, guard_request, restore_body
 from sidegate.translate import get_translator
@@ -105,14 +105,7 @@ class UpstreamTry:
             changes.set[":path"] = "/v1/messages" if self.inbound is Api.ANTHROPIC else "/v1/chat/completions"
         if skip_body and p.api is Api.ANTHROPIC:
             changes.set["anthropic-version"] = str(self.meta.get("anthropic_version") or self.opts.anthropic_version)
-        pool = self.app.provider_keys.get(self.provider_name)
-        key = pool.next() if pool is not None else None
-        if key:
-            style = p.auth_style
-            if style == "bearer":
-                changes.set["authorization"] = f"Bearer {key}"
-            elif style != "none":
-                changes.set[style] = key
+        self.app.credentials[self.provider_name].apply(changes.set)
         default_port = 443 if p.tls else 80
         changes.set[":authority"] = p.host if p.port == default_port else f"{p.host}:{p.port}"
         changes.set.update(p.headers)
@@ -306,17 +299,13 @@ class Upstream:
         self.cfg = cfg
         self.observers: list[Observer] = observers or []
         self.filler = filler
-        self.provider_keys: dict[str, KeyPool] = {}
+        self.credentials: dict[str, Credential] = {name: for_provider(p) for name, p in cfg.providers.items()}
         self.allowed = {name: Allowed(request_allowed(p)) for name, p in cfg.providers.items()}
         for name, p in cfg.providers.items():
-            keys = p.api_keys()
-            if keys:
-                self.provider_keys[name] = KeyPool(keys)
-            elif p.api_key_env or p.api_key_envs:
+            if (p.api_key_env or p.api_key_envs) and not p.api_keys():
                 log.warning("provider %s: its key environment variable(s) are not set", name)
-        # Every provider key, to scrub from what reaches a client or the cache (short values would
-        # match ordinary text: real keys are long).
-        self.secret_strs = tuple({k for pool in self.provider_keys.values() for k in pool.keys if len(k) >= 8})
+        # Every provider secret, to scrub from what reaches a client or the cache.
+        self.secret_strs = tuple({s for credential in self.credentials.values() for s in credential.secrets})
         self.secrets = tuple(k.encode() for k in self.secret_strs)
 
     def start_try(self, meta: dict[str, Any], cluster: str, attempt: int) -> UpstreamTry:

@@ -1,13 +1,21 @@
-"""Schema translators between client and provider APIs (pure functions; see docs/translation.md)."""
+"""Schema translators between client and provider APIs (pure functions; see docs/translation.md).
+
+One module per (client API, provider API) pair, named ``<client>_<provider>.py``: it holds that
+pair's request, response, error and stream translation. Shared parts: :mod:`.base` (the
+interface), :mod:`.usage` (token usage in every API's words), :mod:`.common` (type guards, error
+bodies), and ``<api>_shapes.py`` (one API's message/tool shapes built from another's, when a pair
+module would otherwise grow past one sitting). ``get_translator`` is the one registry.
+"""
 
 from __future__ import annotations
 
 from sidegate.errors import Api
-from sidegate.translate.anthropic_to_openai import AnthropicToOpenAI
+from sidegate.translate.anthropic_anthropic import AnthropicAnthropic
+from sidegate.translate.anthropic_openai import AnthropicOpenAI
 from sidegate.translate.base import ProviderRequest, StreamTranslator, TranslateOptions, Translator, Usage
 from sidegate.translate.common import sse_error_event
-from sidegate.translate.openai_to_anthropic import OpenAIToAnthropic
-from sidegate.translate.passthrough import AnthropicPassthrough, OpenAIPassthrough
+from sidegate.translate.openai_anthropic import OpenAIAnthropic
+from sidegate.translate.openai_openai import OpenAIOpenAI
 
 __all__ = [
     "ProviderRequest",
@@ -20,10 +28,10 @@ __all__ = [
 ]
 
 _TRANSLATORS: dict[tuple[Api, Api], Translator] = {
-    (Api.OPENAI, Api.ANTHROPIC): OpenAIToAnthropic(),
-    (Api.ANTHROPIC, Api.OPENAI): AnthropicToOpenAI(),
-    (Api.OPENAI, Api.OPENAI): OpenAIPassthrough(),
-    (Api.ANTHROPIC, Api.ANTHROPIC): AnthropicPassthrough(),
+    (Api.OPENAI, Api.ANTHROPIC): OpenAIAnthropic(),
+    (Api.ANTHROPIC, Api.OPENAI): AnthropicOpenAI(),
+    (Api.OPENAI, Api.OPENAI): OpenAIOpenAI(),
+    (Api.ANTHROPIC, Api.ANTHROPIC): AnthropicAnthropic(),
 }
 
 

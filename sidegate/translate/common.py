@@ -1,4 +1,5 @@
-"""Helpers shared by the translators: provider error parsing, client error rendering, SSE errors."""
+"""Helpers shared by the translators: type guards, provider error parsing, client error rendering
+(translated and same-API), SSE errors."""
 
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ __all__ = [
     "is_int",
     "is_number",
     "loads_object",
+    "looks_like_object",
     "need_str",
     "parse_provider_error",
+    "passthrough_error",
     "sse_error_event",
 ]
 
@@ -127,6 +130,30 @@ def client_error(api: Api, status: int, body: bytes) -> tuple[int, bytes]:
     out = client_status(api, status)
     message, _ = parse_provider_error(body)
     return out, error_body(api, out, message or _generic_message(status))
+
+
+def passthrough_error(api: Api, status: int, body: bytes) -> tuple[int, bytes]:
+    """Same-API pairs: the provider's own error body when it is well-formed, else a generic one in
+    the same format."""
+    message, etype = parse_provider_error(body)
+    obj = loads_object(body)
+    well_formed = (
+        message is not None
+        and bool(etype)
+        and obj is not None
+        and isinstance(obj.get("error"), dict)
+        and (api is not Api.ANTHROPIC or obj.get("type") == "error")
+    )
+    if well_formed and 400 <= status <= 599:
+        return status, body
+    return client_error(api, status, body)
+
+
+def looks_like_object(data: bytes) -> bool:
+    """A cheap structural check (no parse) that an SSE payload is a JSON object: same-API streams
+    relay the provider's bytes without parsing each event."""
+    d = data.strip()
+    return d[:1] == b"{" and d[-1:] == b"}"
 
 
 def sse_error_event(api: Api, message: str, etype: str | None = None) -> bytes:

@@ -1,5 +1,9 @@
-"""Golden fixtures for every translator (tests/fixtures/translate/<pair>/<case>/).
+"""Golden fixtures for every translator pair (tests/fixtures/translate/<pair>/<case>/).
 
+Two checks per case. The reviewed expected files compare JSON bodies *parsed* (key order is not
+part of the API contract: clients parse) and streams as exact bytes (event framing is). The pair's
+``exact_bytes.json`` then locks every output to the exact bytes (key order and error messages
+included), so a refactor of a translator is proven to change nothing at all.
 Expected files are written and reviewed by hand; nothing here regenerates them.
 Every produced payload is also validated with the provider SDKs' own types.
 """
@@ -104,6 +108,15 @@ def test_error(case: Path):
     h.validate_error(inbound, body)
 
 
+@pytest.mark.parametrize("pair", sorted(h.PAIRS))
+def test_exact_bytes(pair: str):
+    expected = _load(h.FIXTURES / pair / "exact_bytes.json")
+    got = {case.name: h.exact_record(case) for case in h.cases() if case.parent.name == pair}
+    assert set(got) == set(expected), "a case was added or removed: add it to exact_bytes.json too"
+    for name, record in got.items():
+        assert record == expected[name], name
+
+
 def test_registry_singletons():
     for inbound, upstream in h.PAIRS.values():
         tr = get_translator(inbound, upstream)
@@ -123,6 +136,6 @@ def test_sse_error_event_shapes():
 
 def test_created_uses_clock():
     tr = get_translator(Api.OPENAI, Api.ANTHROPIC)
-    case = h.FIXTURES / "openai_to_anthropic" / "resp_text"
+    case = h.FIXTURES / "openai_anthropic" / "resp_text"
     body, _ = tr.response((case / "response.json").read_bytes())
     assert orjson.loads(body)["created"] > 1_700_000_000

@@ -18,9 +18,8 @@ from sidegate.core.context import Reply, RequestContext
 from sidegate.errors import Api
 from sidegate.features.cache import CacheRequest, ResponseCache, reassemble
 from sidegate.ids import UniqueIds
-from sidegate.translate.anthropic_to_openai import anthropic_usage
 from sidegate.translate.base import Usage
-from sidegate.translate.openai_to_anthropic import openai_usage
+from sidegate.translate.usage import anthropic_usage, openai_usage
 from sidegate.ttlmap import TtlMap
 
 log = logging.getLogger("sidegate.cache")

@@ -1,6 +1,7 @@
-"""Anthropic Messages client -> OpenAI Chat Completions (or OpenAI-compatible) provider.
+"""Pair: Anthropic Messages client -> OpenAI Chat Completions (or OpenAI-compatible) provider.
 
-Mapping decisions are tabulated in docs/translation.md.
+The request, response, error and stream translation of this one pair. Mapping decisions are
+tabulated in docs/translation.md.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from sidegate.translate.base import ProviderRequest, TranslateOptions, Usage
 from sidegate.translate.common import (
     MALFORMED_EVENT,
     STREAM_TRUNCATED,
-    as_count,
     as_dict,
     as_list,
     as_str,
@@ -29,8 +29,10 @@ from sidegate.translate.common import (
     need_str,
     sse_error_event,
 )
+from sidegate.translate.openai_shapes import openai_messages, openai_tool_choice, openai_tools
+from sidegate.translate.usage import anthropic_usage, parse_openai_usage
 
-__all__ = ["AnthropicToOpenAI"]
+__all__ = ["AnthropicOpenAI", "AnthropicOpenAIStream"]
 
 _MAPPED = frozenset(
     {
@@ -64,191 +66,6 @@ _FINISH = {
 # --------------------------------------------------------------------------------------- request
 
 
-def _source(block: dict[str, Any]) -> dict[str, Any]:
-    src = block.get("source") or {}
-    if not isinstance(src, dict):
-        raise bad_param("messages", "content block source must be an object.")
-    return src
-
-
-def _image_part(block: dict[str, Any]) -> dict[str, Any]:
-    src = _source(block)
-    kind = src.get("type")
-    if kind == "base64":
-        media_type = need_str(src.get("media_type", ""), "messages", "image media_type")
-        url = f"data:{media_type};base64,{need_str(src.get('data', ''), 'messages', 'image data')}"
-    elif kind == "url":
-        url = need_str(src.get("url", ""), "messages", "image url")
-    else:
-        raise bad_param("messages", f"image source type {kind!r} is not supported upstream.")
-    return {"type": "image_url", "image_url": {"url": url}}
-
-
-def _document_part(block: dict[str, Any]) -> dict[str, Any]:
-    src = _source(block)
-    kind = src.get("type")
-    if kind == "text":
-        return {"type": "text", "text": need_str(src.get("data", ""), "messages", "document data")}
-    if kind == "base64" and src.get("media_type") == "application/pdf":
-        name = need_str(block.get("title") or "document.pdf", "messages", "document title")
-        data = need_str(src.get("data", ""), "messages", "document data")
-        return {"type": "file", "file": {"filename": name, "file_data": f"data:application/pdf;base64,{data}"}}
-    raise bad_param("messages", f"document source type {kind!r} is not supported upstream.")
-
-
-def _tool_result_text(block: dict[str, Any]) -> str:
-    content = block.get("content")
-    if content is None:
-        text = ""
-    elif isinstance(content, str):
-        text = content
-    elif isinstance(content, list):
-        parts = []
-        for item in content:
-            kind = item.get("type") if isinstance(item, dict) else None
-            if kind != "text":
-                raise bad_param("messages", f"tool_result content of type {kind!r} is not supported upstream.")
-            parts.append(need_str(item.get("text", ""), "messages", "tool_result text"))
-        text = "".join(parts)
-    else:
-        raise bad_param("messages", "tool_result content must be a string or a list of text blocks.")
-    return "Error: " + text if block.get("is_error") else text
-
-
-def _system_text(system: Any) -> str:
-    if isinstance(system, str):
-        return system
-    if isinstance(system, list):
-        texts = []
-        for block in system:
-            if not isinstance(block, dict) or block.get("type") != "text":
-                raise bad_param("system", "system blocks must be text blocks.")
-            texts.append(need_str(block.get("text", ""), "system", "system text"))
-        return "\n\n".join(texts)
-    raise bad_param("system", "system must be a string or a list of text blocks.")
-
-
-def _user(content: Any, out: list[dict[str, Any]]) -> None:
-    if isinstance(content, str):
-        out.append({"role": "user", "content": content})
-        return
-    parts: list[dict[str, Any]] = []
-    for block in content:
-        kind = block.get("type") if isinstance(block, dict) else None
-        if kind == "tool_result":
-            if parts:  # keep order: content before a tool result goes first
-                out.append({"role": "user", "content": parts})
-                parts = []
-            out.append(
-                {
-                    "role": "tool",
-                    "tool_call_id": need_str(block.get("tool_use_id", ""), "messages", "tool_use_id"),
-                    "content": _tool_result_text(block),
-                }
-            )
-        elif kind == "text":
-            parts.append({"type": "text", "text": need_str(block.get("text", ""), "messages", "text")})
-        elif kind == "image":
-            parts.append(_image_part(block))
-        elif kind == "document":
-            parts.append(_document_part(block))
-        else:
-            raise bad_param("messages", f"user content block type {kind!r} is not supported upstream.")
-    if parts:
-        out.append({"role": "user", "content": parts})
-
-
-def _assistant(content: Any, out: list[dict[str, Any]]) -> None:
-    if isinstance(content, str):
-        out.append({"role": "assistant", "content": content})
-        return
-    texts: list[str] = []
-    calls: list[dict[str, Any]] = []
-    for block in content:
-        kind = block.get("type") if isinstance(block, dict) else None
-        if kind == "text":
-            texts.append(need_str(block.get("text", ""), "messages", "text"))
-        elif kind == "tool_use":
-            calls.append(
-                {
-                    "id": need_str(block.get("id", ""), "messages", "tool_use id"),
-                    "type": "function",
-                    "function": {
-                        "name": need_str(block.get("name", ""), "messages", "tool_use name"),
-                        "arguments": dumps(block.get("input") or {}).decode(),
-                    },
-                }
-            )
-        elif kind in ("thinking", "redacted_thinking"):
-            continue  # previous-turn thinking: Chat Completions has no input form (documented)
-        else:
-            raise bad_param("messages", f"assistant content block type {kind!r} is not supported upstream.")
-    msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
-    if calls:
-        msg["tool_calls"] = calls
-    if texts or calls:
-        out.append(msg)
-
-
-def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    if body.get("system") is not None:
-        out.append({"role": "system", "content": _system_text(body["system"])})
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise bad_param("messages", "messages must be a non-empty list.")
-    for msg in messages:
-        role = msg.get("role") if isinstance(msg, dict) else None
-        content = msg.get("content") if isinstance(msg, dict) else None
-        if not isinstance(content, str | list):
-            raise bad_param("messages", "message content must be a string or a list of blocks.")
-        if role == "user":
-            _user(content, out)
-        elif role == "assistant":
-            _assistant(content, out)
-        elif role == "system":
-            out.append({"role": "system", "content": _system_text(content)})
-        else:
-            raise bad_param("messages", f"message role {role!r} is not supported.")
-    return out
-
-
-def _tools(tools: Any) -> list[dict[str, Any]]:
-    if not isinstance(tools, list):
-        raise bad_param("tools", "tools must be a list.")
-    out = []
-    for tool in tools:
-        if not isinstance(tool, dict) or tool.get("type") not in (None, "custom"):
-            kind = tool.get("type") if isinstance(tool, dict) else None
-            raise bad_param("tools", f"tool type {kind!r} (a server tool) is not supported upstream.")
-        fn: dict[str, Any] = {"name": need_str(tool.get("name", ""), "tools", "tool name")}
-        if tool.get("description"):
-            fn["description"] = need_str(tool["description"], "tools", "tool description")
-        schema = tool.get("input_schema") or {"type": "object", "properties": {}}
-        if not isinstance(schema, dict):
-            raise bad_param("tools", "tool input_schema must be an object.")
-        fn["parameters"] = schema
-        if tool.get("strict"):
-            fn["strict"] = True
-        out.append({"type": "function", "function": fn})
-    return out
-
-
-def _tool_choice(choice: Any) -> Any:
-    if not isinstance(choice, dict):
-        raise bad_param("tool_choice", "tool_choice must be an object.")
-    kind = choice.get("type")
-    if kind == "auto":
-        return "auto"
-    if kind == "any":
-        return "required"
-    if kind == "none":
-        return "none"
-    if kind == "tool":
-        return {"type": "function", "function": {"name": need_str(choice.get("name", ""), "tool_choice", "name")}}
-    raise bad_param("tool_choice", f"tool_choice type {kind!r} is not supported upstream.")
-
-
 def _effort(budget: int, budgets: dict[str, int]) -> str:
     """The smallest OpenAI effort whose configured budget covers ``budget`` (else the largest)."""
     ordered = sorted(budgets.items(), key=lambda kv: kv[1])
@@ -265,7 +82,7 @@ def build_request(body: dict[str, Any], model: str, opts: TranslateOptions) -> d
         allowed = _NOOP_VALUES.get(key)
         if allowed is None or value not in allowed:
             raise bad_param(key, f"Parameter {key!r} is not supported for this model.")
-    out: dict[str, Any] = {"model": model, "messages": _messages(body)}
+    out: dict[str, Any] = {"model": model, "messages": openai_messages(body)}
     max_tokens = body.get("max_tokens")
     if not is_int(max_tokens) or max_tokens < 1:
         raise bad_param("max_tokens", "max_tokens is required and must be a positive integer.")
@@ -285,9 +102,9 @@ def build_request(body: dict[str, Any], model: str, opts: TranslateOptions) -> d
     tools = body.get("tools")
     choice = body.get("tool_choice")
     if tools:
-        out["tools"] = _tools(tools)
+        out["tools"] = openai_tools(tools)
         if choice is not None:
-            out["tool_choice"] = _tool_choice(choice)
+            out["tool_choice"] = openai_tool_choice(choice)
             if choice.get("disable_parallel_tool_use"):
                 out["parallel_tool_calls"] = False
     elif choice is not None:
@@ -338,26 +155,6 @@ def build_request(body: dict[str, Any], model: str, opts: TranslateOptions) -> d
 # -------------------------------------------------------------------------------------- response
 
 
-def _usage_from_openai(u: Any) -> Usage:
-    u = as_dict(u)
-    prompt = as_count(u.get("prompt_tokens"))
-    cached = as_count(as_dict(u.get("prompt_tokens_details")).get("cached_tokens"))
-    return Usage(
-        input_tokens=prompt,
-        output_tokens=as_count(u.get("completion_tokens")),
-        cached_tokens=min(cached, prompt),  # cached tokens are a part of the prompt tokens
-    )
-
-
-def anthropic_usage(usage: Usage) -> dict[str, Any]:
-    return {
-        "input_tokens": max(0, usage.input_tokens - usage.cached_tokens - usage.cache_creation_tokens),
-        "output_tokens": usage.output_tokens,
-        "cache_read_input_tokens": usage.cached_tokens,
-        "cache_creation_input_tokens": usage.cache_creation_tokens,
-    }
-
-
 def _tool_input(arguments: Any) -> dict[str, Any]:
     arguments = as_str(arguments)
     try:
@@ -401,7 +198,7 @@ def build_response(body: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
             }
         )
     stop_reason, stop_sequence = _stop(choice)
-    usage = _usage_from_openai(body.get("usage"))
+    usage = parse_openai_usage(body.get("usage")) or Usage()
     out = {
         "id": as_str(body.get("id")),
         "type": "message",
@@ -420,8 +217,8 @@ def build_response(body: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
 _TEXT, _THINKING, _TOOL = 1, 2, 3
 
 
-class OpenAIToAnthropicStream:
-    """OpenAI ``chat.completion.chunk`` SSE -> Anthropic Messages SSE events."""
+class AnthropicOpenAIStream:
+    """The provider's OpenAI ``chat.completion.chunk`` SSE -> the client's Anthropic Messages SSE events."""
 
     __slots__ = (
         "_cur_index",
@@ -540,7 +337,7 @@ class OpenAIToAnthropicStream:
     def _chunk(self, obj: dict[str, Any]) -> bytes:
         out = b"" if self._started else self._start(obj)
         if isinstance(obj.get("usage"), dict):
-            self.usage = _usage_from_openai(obj["usage"])
+            self.usage = parse_openai_usage(obj["usage"])
         for choice in as_list(obj.get("choices")):
             choice = as_dict(choice)
             if choice.get("index", 0) != 0:
@@ -599,7 +396,7 @@ class OpenAIToAnthropicStream:
 # ------------------------------------------------------------------------------------ translator
 
 
-class AnthropicToOpenAI:
+class AnthropicOpenAI:
     inbound = Api.ANTHROPIC
     upstream = Api.OPENAI
 
@@ -613,8 +410,8 @@ class AnthropicToOpenAI:
         out, usage = build_response(obj)
         return dumps(out), usage
 
-    def stream(self, *, client_wants_usage: bool) -> OpenAIToAnthropicStream:
-        return OpenAIToAnthropicStream()
+    def stream(self, *, client_wants_usage: bool) -> AnthropicOpenAIStream:
+        return AnthropicOpenAIStream()
 
     def error(self, status: int, body: bytes) -> tuple[int, bytes]:
         return client_error(Api.ANTHROPIC, status, body)
