@@ -14,12 +14,13 @@ writes no request waits for), `commands` (a batch in one round trip: the ledger)
 redis-py), `aclose`. The quota store, the response cache and the ledger take a `Store` and nothing
 else, so none of them knows or tests which client it has.
 
-Two needs stay outside the protocol, under names that say so:
+Two members of the protocol are not commands, and are named for what they are:
 
 - `store.redis`: the redis-py client on the same store, for the richer API that is never on the
-  request path (SCAN, pub/sub, pipelines, WATCH). The tenants watcher, the key cache and the cache
-  index's loader take it explicitly as a `Redis`; the admin API, the control plane, the ledger
-  reader and the supervisor build their own with :func:`client` (they have no lean client).
+  request path (SCAN, pub/sub, pipelines, WATCH). The tenants watcher, the key cache (inline auth)
+  and the cache index's loader take it explicitly as a `Redis` (app.py hands them `store.redis`);
+  the processes that need only that API (authz's key cache, the admin API and control plane, the
+  ledger reader and its CLI, the supervisor) build only that, with :func:`client`.
 - `store.tracked`: the one connection whose `CLIENT TRACKING` survives reconnects, which the
   cache's key index (features/cache/known.py) needs; None on redis-py (a pool has no single
   connection), so the index is simply not built there.
