@@ -9,7 +9,7 @@ from sidegate import metrics
 from sidegate.config import SidegateConfig
 from sidegate.features.auth.throttle import FailureThrottle
 from sidegate.process import command_line, internal_token, store_url, until_signal
-from sidegate.store.valkey import client
+from sidegate.store.redispy import client
 
 log = logging.getLogger("sidegate")
 

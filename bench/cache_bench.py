@@ -1,6 +1,6 @@
 """Response-cache micro-benchmark on loopback: key build, exact lookup, embedding, semantic lookup.
 
-    /tmp/venv/bin/python bench/cache_bench.py [--n 500] [--points 1000] [--store memory|qdrant]
+    /tmp/venv/bin/python bench/cache_bench.py [--n 500] [--points 1000] [--store memory|qdrant] [--client redis-py|lean]
 
 Starts its own valkey-server (embedded binary), uses the real embedding model and Qdrant local mode
 (in memory). Prints p50/p99 per step and the latency a semantic miss adds to a request.
@@ -26,7 +26,8 @@ from cache_helpers import openai_body, openai_response, valkey_server
 
 from sidegate.errors import Api
 from sidegate.features.cache import CachePolicy, CacheRequest, ResponseCache, SemanticIndex, SemanticSettings
-from sidegate.store.valkey import client as store_client
+from sidegate.store import LeanStore, RedisPyStore
+from sidegate.store.redispy import client as store_client
 
 
 def pct(samples: list[float]) -> str:
@@ -49,14 +50,15 @@ def mk(i: int, tenant: str = "bench", question: str | None = None) -> CacheReque
     return CacheRequest.from_body(Api.OPENAI, tenant, "gpt-4o-mini", body, {})
 
 
-async def main(n: int, points: int, store: str) -> None:
+async def main(n: int, points: int, store: str, client: str = "redis-py") -> None:
     with valkey_server() as (url, _):
         redis = store_client(url)
         index = SemanticIndex(SemanticSettings(vector_store=store))
         t = time.perf_counter()
         await index.start()
         print(f"model load + collection: {(time.perf_counter() - t) * 1000:.0f} ms")
-        cache = ResponseCache(redis, semantic=index)
+        lean = LeanStore.from_url(url, store_client(url)) if client == "lean" else None
+        cache = ResponseCache(lean or RedisPyStore(redis), semantic=index)
         exact = CachePolicy(exact=True, ttl_s=600)
         sem = CachePolicy(exact=True, semantic=True, ttl_s=600, semantic_timeout_ms=1000)
         resp = orjson.dumps(openai_response(text="Paris is the capital of France. " * 8))
@@ -116,6 +118,8 @@ async def main(n: int, points: int, store: str) -> None:
         print("stats:", {k: v for k, v in cache.stats.as_dict().items() if v})
         index.close()
         await redis.aclose()
+        if lean is not None:
+            await lean.aclose()
 
 
 if __name__ == "__main__":
@@ -123,5 +127,6 @@ if __name__ == "__main__":
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--points", type=int, default=1000)
     ap.add_argument("--store", choices=["memory", "qdrant"], default="memory")
+    ap.add_argument("--client", choices=["redis-py", "lean"], default="redis-py", help="the store client")
     a = ap.parse_args()
-    asyncio.run(main(max(10, min(a.n, 5000)), max(0, min(a.points, 100_000)), a.store))
+    asyncio.run(main(max(10, min(a.n, 5000)), max(0, min(a.points, 100_000)), a.store, a.client))

@@ -1,6 +1,7 @@
 """Quota costs: reserve+settle round trips against a local Valkey, and prompt tokenization.
 
 Run: /tmp/venv/bin/python bench/quota_bench.py [--requests N] [--concurrency C] [--url redis://...]
+     [--client redis-py|lean]
 Starts the embedded valkey-server on a free loopback port unless --url is given. Each request
 reserves against three scopes (tenant, key, tenant+model with rpm, tpm and budgets) and settles.
 """
@@ -18,7 +19,9 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from sidegate.features.quota import Limits, QuotaStore, Scope, TokenCounter
 from sidegate.features.quota.tokens import cl100k
-from sidegate.store.valkey import free_port, valkey_binary, wait_for_port
+from sidegate.ports import free_port, wait_for_port
+from sidegate.store import LeanStore, RedisPyStore
+from sidegate.store.valkey import valkey_binary
 
 WORDS = "Please summarise the quarterly report and list three risks with a short mitigation for each. "
 
@@ -28,11 +31,12 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(p / 100 * len(s)))]
 
 
-async def bench_store(url: str, requests: int, concurrency: int) -> None:
+async def bench_store(url: str, requests: int, concurrency: int, lean: bool = False) -> None:
     pool = BlockingConnectionPool.from_url(url, max_connections=max(concurrency, 1), timeout=5,
                                            socket_timeout=1.0, socket_connect_timeout=1.0)  # fmt: skip
     redis = Redis(connection_pool=pool)
-    store = QuotaStore(redis, op_timeout_s=5.0)
+    client = LeanStore.from_url(url, redis) if lean else None  # as extproc runs it
+    store = QuotaStore(client or RedisPyStore(redis), op_timeout_s=5.0)
     await store.load_scripts()
     big = Limits(rpm=10**9, tpm=10**12, daily_usd=10**6, monthly_usd=10**7)
     scopes = [Scope("tenant:bench", big), Scope("key:k_bench", big), Scope("model:bench:gpt-4o", big)]
@@ -107,11 +111,12 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--url", default=None)
+    ap.add_argument("--client", choices=["redis-py", "lean"], default="redis-py", help="the store client")
     a = ap.parse_args()
     a.requests = max(1, min(a.requests, 100_000))
     bench_tokens()
     if a.url:
-        asyncio.run(bench_store(a.url, a.requests, a.concurrency))
+        asyncio.run(bench_store(a.url, a.requests, a.concurrency, a.client == "lean"))
         return
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="sg-quota-bench-") as d:
@@ -120,7 +125,7 @@ def main() -> None:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_for_port("127.0.0.1", port, timeout_s=10, proc=proc)
-            asyncio.run(bench_store(f"redis://127.0.0.1:{port}/0", a.requests, a.concurrency))
+            asyncio.run(bench_store(f"redis://127.0.0.1:{port}/0", a.requests, a.concurrency, a.client == "lean"))
         finally:
             proc.kill()
             proc.wait(timeout=5)

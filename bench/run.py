@@ -48,7 +48,7 @@ from bench import upstream
 from sidegate import config as config_mod
 from sidegate import keys
 from sidegate.bootstrap import render
-from sidegate.store.valkey import free_port, free_port_block, wait_for_port
+from sidegate.ports import free_port, free_port_block, wait_for_port
 from sidegate.supervisor import Supervisor, envoy_binary, envoy_concurrency
 
 CHAT = b'{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"What is the capital of France?"}],"max_tokens":32}'

@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 from envoy.service.accesslog.v3 import als_pb2_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
-from redis.asyncio import Redis
 
 from extproc.direct import DirectLaneObserver
 from extproc.front import Front, FrontServer
@@ -22,6 +20,7 @@ from sidegate.app import App, build
 from sidegate.bootstrap.buffers import grpc_max_message
 from sidegate.config import SidegateConfig, local_address
 from sidegate.health import add_health, set_serving
+from sidegate.store import Store
 from sidegate.trust import Token
 
 
@@ -55,9 +54,9 @@ class Service:
 
 
 async def serve(
-    cfg: SidegateConfig, redis: Redis | None, host: str, port: int, token: Token, hot: Any = None
+    cfg: SidegateConfig, store: Store | None, host: str, port: int, token: Token
 ) -> tuple[grpc.aio.Server, Service]:
-    app = build(cfg, redis, hot)
+    app = build(cfg, store)
     service = Service(app)
     await app.start()
     if cfg.services.metrics_port:

@@ -13,8 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from redis.asyncio import Redis
-
 from sidegate.config import SidegateConfig
 from sidegate.core.completion import Observer
 from sidegate.core.pipeline import Gateway
@@ -34,7 +32,7 @@ from sidegate.features.quota.tenants import TenantQuotas
 from sidegate.features.route.breaker import Breaker, BreakerObserver
 from sidegate.features.route.stage import RouteStage
 from sidegate.features.upstream import Upstream
-from sidegate.store.lean import FastRedis
+from sidegate.store import Store
 
 if TYPE_CHECKING:
     from sidegate.features.cache import CachePolicy
@@ -97,8 +95,9 @@ async def start_semantic(semantic: Any, timeout_s: float = 5.0, retry_s: float =
     return asyncio.create_task(retry())
 
 
-def build(cfg: SidegateConfig, redis: Redis | None = None, hot: Any = None) -> App:
+def build(cfg: SidegateConfig, store: Store | None = None) -> App:
     """Stages and observers from the config. Background work starts in :func:`start`."""
+    redis = store.redis if store is not None else None  # the richer API: key records, tenants
     observers: list[Observer] = []
     starters: list[Callable[[], Any]] = []
     closers: list[Callable[[], Any]] = []
@@ -116,13 +115,11 @@ def build(cfg: SidegateConfig, redis: Redis | None = None, hot: Any = None) -> A
     ]  # fmt: skip
     filler = None
     cost = None
-    if redis is not None:
-        quota_store: QuotaStore | LeasedQuota = QuotaStore.from_policy(
-            redis, cfg.quota, fail_mode=cfg.store.fail_mode, hot=hot
-        )
+    if store is not None:
+        quota_store: QuotaStore | LeasedQuota = QuotaStore.from_policy(store, cfg.quota, fail_mode=cfg.store.fail_mode)
         if cfg.quota.lease.enabled:
             quota_store = LeasedQuota(quota_store, cfg.quota.lease)
-        tenants = TenantQuotas(cfg, redis)
+        tenants = TenantQuotas(cfg, store.redis)
         stages.append(QuotaStage(cfg, quota_store, tenants))
         settler = QuotaSettler(cfg, quota_store)
         cost = settler.cost
@@ -134,7 +131,7 @@ def build(cfg: SidegateConfig, redis: Redis | None = None, hot: Any = None) -> A
         if cfg.observability.ledger:
             from sidegate.features.ledger.ledger import Ledger
 
-            ledger = Ledger(redis, maxlen=cfg.observability.ledger_maxlen, hot=hot)
+            ledger = Ledger(store, maxlen=cfg.observability.ledger_maxlen)
             observers.append(ledger.observer(cost=cost))
             starters.append(ledger.start)
             closers.append(ledger.stop)
@@ -143,10 +140,10 @@ def build(cfg: SidegateConfig, redis: Redis | None = None, hot: Any = None) -> A
             from sidegate.features.cache import ResponseCache, SemanticIndex
 
             semantic = SemanticIndex(cfg.semantic) if any(p.semantic for p in policies) else None
-            cache = ResponseCache(redis, semantic=semantic, hot=hot, known=_known_keys(cfg, policies, hot))
-            if cache.known is not None:
-                known, fast = cache.known, hot
-                starters.append(lambda: known.start(fast, redis))
+            cache = ResponseCache(store, semantic=semantic, known=_known_keys(cfg, policies, store))
+            if cache.known is not None and store.tracked is not None:
+                known, tracked, scan = cache.known, store.tracked, store.redis
+                starters.append(lambda: known.start(tracked, scan))
                 closers.append(known.close)
             pending = PendingFills()
             stages.append(CacheStage(cfg, cache, pending))
@@ -163,12 +160,13 @@ def build(cfg: SidegateConfig, redis: Redis | None = None, hot: Any = None) -> A
     return App(cfg, gateway, Upstream(cfg, observers, filler), starters, closers)
 
 
-def _known_keys(cfg: SidegateConfig, policies: list[CachePolicy], hot: Any) -> KnownKeys | None:
-    """The local index of the store's exact-cache entries (on a plain `redis://` store)."""
+def _known_keys(cfg: SidegateConfig, policies: list[CachePolicy], store: Store) -> KnownKeys | None:
+    """The local index of the store's exact-cache entries (on a store client with a tracked
+    connection: the lean one, on a plain `redis://` URL)."""
     from sidegate.features.cache.core import CACHE_PREFIX
     from sidegate.features.cache.known import KnownKeys
 
-    if not (any(p.exact for p in policies) and cfg.store.cache_index and isinstance(hot, FastRedis)):
+    if not (any(p.exact for p in policies) and cfg.store.cache_index and store.tracked is not None):
         return None
     # Entries are kept as long as the longest TTL of any fill (a semantic match is read by its exact
     # key too); every process sharing the store should have the same cache TTLs (docs/cache.md).

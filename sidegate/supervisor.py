@@ -26,8 +26,10 @@ from sidegate.bootstrap import render
 from sidegate.config import SidegateConfig
 from sidegate.features.quota import tenants
 from sidegate.metrics import SUPERVISOR_STATE_ENV as STATE_ENV
+from sidegate.ports import free_port, wait_for_port
 from sidegate.restart import RestartPolicy, RestartState, listening, relay_envoy
-from sidegate.store.valkey import client, embedded_valkey_cmd, free_port, wait_for_port
+from sidegate.store.redispy import client
+from sidegate.store.valkey import embedded_valkey_cmd
 
 log = logging.getLogger("sidegate.up")
 

@@ -11,7 +11,8 @@ from typing import Any
 
 from sidegate.errors import Api
 from sidegate.features.cache import CacheRequest, Embedder
-from sidegate.store.valkey import free_port, valkey_binary, wait_for_port
+from sidegate.ports import free_port, wait_for_port
+from sidegate.store.valkey import valkey_binary
 
 
 @contextlib.contextmanager

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from sidegate.store.valkey import embedded_valkey_cmd, free_port, wait_for_port
+from sidegate.ports import free_port, wait_for_port
+from sidegate.store.valkey import embedded_valkey_cmd
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 

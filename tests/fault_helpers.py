@@ -26,7 +26,8 @@ from redis.asyncio import Redis
 
 from sidegate.features.ledger.ledger import LedgerRecord, iter_records
 from sidegate.features.quota import QuotaStore
-from sidegate.store.valkey import wait_for_port
+from sidegate.ports import wait_for_port
+from sidegate.store import RedisPyStore
 
 T = TypeVar("T")
 
@@ -132,7 +133,7 @@ def tenant_usage(stack: Stack, tenant: str) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
         r = Redis.from_url(stack.sup.redis_url, socket_timeout=2)
         try:
-            scopes = (await QuotaStore(r).usage(tenant))["scopes"]
+            scopes = (await QuotaStore(RedisPyStore(r)).usage(tenant))["scopes"]
             return scopes.get(f"tenant:{tenant}", {"requests": 0, "tokens": 0})
         finally:
             await r.aclose()

@@ -17,7 +17,7 @@ import yaml
 
 from sidegate import config as config_mod
 from sidegate import keys
-from sidegate.store.valkey import free_port, free_port_block
+from sidegate.ports import free_port, free_port_block
 from sidegate.supervisor import Supervisor
 
 OPENAI_PROVIDER_KEY = "sk-provider-openai-SECRET-0001"

@@ -23,7 +23,9 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from sidegate.errors import Api
 from sidegate.features.quota import Limits, QuotaStore, Scope, TokenCounter, TokenizerConfig
-from sidegate.store.valkey import free_port, valkey_binary, wait_for_port
+from sidegate.ports import free_port, wait_for_port
+from sidegate.store import RedisPyStore
+from sidegate.store.valkey import valkey_binary
 
 REDIS_SERVER = "/usr/bin/redis-server"
 SERVER_KINDS = ("valkey", "redis")
@@ -138,7 +140,7 @@ def make_store(url: str, socket_timeout_s: float = 0.2, **kw: object) -> QuotaSt
     """A QuotaStore on a fresh client (create it inside the event loop that will use it)."""
     opts: dict[str, object] = {"window_s": 60.0, "buckets": 60, "op_timeout_s": 0.5}
     opts.update(kw)
-    return QuotaStore(blocking_client(url, timeout_s=socket_timeout_s), **opts)  # type: ignore[arg-type]
+    return QuotaStore(RedisPyStore(blocking_client(url, timeout_s=socket_timeout_s)), **opts)  # type: ignore[arg-type]
 
 
 def blocking_client(url: str, max_connections: int = 64, timeout_s: float = 0.2) -> Redis:
@@ -169,7 +171,7 @@ async def _fire(url: str, tenant: str, tpm: int, tokens: int, calls: int) -> dic
         *(store.reserve(tenant, scopes, tokens, f"w{os.getpid()}-{i}") for i in range(calls))
     )
     t1 = time.time()
-    await store.redis.aclose()
+    await store.store.aclose()
     if any(d.degraded for d in decisions):
         raise SystemExit(f"store errors during the run: {store.counters}")
     return {"admitted": sum(d.admitted for d in decisions), "t0": t0, "t1": t1}

@@ -64,7 +64,7 @@ def store_url(args: argparse.Namespace) -> str:
 
 
 def _client(args: argparse.Namespace) -> Redis:
-    from sidegate.store.valkey import client
+    from sidegate.store.redispy import client
 
     return client(store_url(args), socket_timeout_s=5.0)
 

@@ -1,27 +1,32 @@
-"""A lean Redis-protocol client for the request path (quota reserve/settle, ledger appends).
+"""The lean store client for the request path (quota reserve/settle, cache lookups and fills, ledger
+appends).
 
 redis-py's asyncio client costs ~100 µs of Python per command (connection pool, retry wrapper,
 command packing, response callbacks); the quota scripts run two commands per request, so it was
 the largest item of the gateway's profile. This client keeps one connection per process, writes
 every command issued during one event-loop iteration in a single write (auto-pipelining), and
 parses replies with hiredis. It raises redis-py's exception classes, so callers handle errors the
-same way. A command may carry a time limit (`timeout_s`): one watchdog timer for the connection
-fails the commands past their limit with TimeoutError (as `asyncio.timeout` would, without a
-timer per command); their replies, when they come, are read and dropped. Plain `redis://` URLs
-only (host, port, password, db); anything else keeps redis-py.
+same way whichever client serves them. A command may carry a time limit (`timeout_s`): one
+watchdog timer for the connection fails the commands past their limit with TimeoutError (as
+`asyncio.timeout` would, without a timer per command); their replies, when they come, are read and
+dropped. Plain `redis://` URLs only (host, port, password, db); anything else gets redis-py's
+client behind the same protocol (redispy.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import hiredis
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+
+from sidegate.store.script import ScriptCalls
 
 
 def _encode(args: tuple[Any, ...]) -> bytes:
@@ -58,7 +63,7 @@ def _retrieved(fut: asyncio.Future[Any]) -> None:
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self, client: FastRedis):
+    def __init__(self, client: LeanStore):
         self.client = client
         self.reader = hiredis.Reader(replyError=ResponseError)
         self.transport: asyncio.Transport | None = None
@@ -93,11 +98,14 @@ class _Protocol(asyncio.Protocol):
             self.client._drop(RedisConnectionError("connection to the store lost"))
 
 
-class FastRedis:
-    """`await client.execute_command("GET", "k")` (callers that may hold either client use
-    :func:`command`)."""
+class LeanStore(ScriptCalls):
+    """A :class:`sidegate.store.protocol.Store`: `await store.command("GET", "k", timeout_s=0.05)`;
+    also its own :class:`sidegate.store.protocol.TrackedConnection` (one connection per process)."""
 
-    def __init__(self, host: str, port: int, password: str | None = None, db: int = 0, connect_timeout_s: float = 1.0):
+    def __init__(self, redis: Redis, host: str, port: int, password: str | None = None, db: int = 0,
+                 connect_timeout_s: float = 1.0):  # fmt: skip
+        self.redis = redis
+        """redis-py on the same store, for what this client does not do (SCAN, pub/sub, WATCH)."""
         self.host, self.port, self.password, self.db = host, port, password, db
         self.connect_timeout_s = connect_timeout_s
         self.stuck_after_s = max(connect_timeout_s, 1.0)
@@ -120,13 +128,14 @@ class FastRedis:
         """Connections made so far (a new one means anything tied to the last one is gone)."""
 
     @classmethod
-    def from_url(cls, url: str, connect_timeout_s: float = 1.0) -> FastRedis | None:
-        """A client for a plain `redis://host:port/db` URL (password allowed), else None."""
+    def from_url(cls, url: str, redis: Redis, connect_timeout_s: float = 1.0) -> LeanStore | None:
+        """A client for a plain `redis://host:port/db` URL (password allowed), else None; `redis`:
+        redis-py's client for the same URL."""
         u = urlsplit(url)
         db = u.path.strip("/") or "0"
         if u.scheme != "redis" or not u.hostname or u.query or not db.isdigit():
             return None
-        return cls(u.hostname, u.port or 6379, unquote(u.password) if u.password else None, int(db), connect_timeout_s)
+        return cls(redis, u.hostname, u.port or 6379, unquote(u.password) if u.password else None, int(db), connect_timeout_s)
 
     # -- connection -------------------------------------------------------------------------
     async def _connect(self) -> None:
@@ -150,6 +159,10 @@ class FastRedis:
     @property
     def connected(self) -> bool:
         return self._proto is not None
+
+    @property
+    def tracked(self) -> LeanStore:
+        return self
 
     async def track(self, cmd: tuple[Any, ...]) -> None:
         """Turn key tracking on for this client's connection, now and on every new one (raises the
@@ -253,11 +266,10 @@ class FastRedis:
             return
         proto.transport.write(data)
 
-    async def execute_command(self, *args: Any, timeout_s: float | None = None, lazy: bool = False) -> Any:
-        """One command, raw reply (bytes, int, list...); the name and shape of redis-py's, so either
-        client serves the callers (quota scripts, cache GET, ledger XADD). With `timeout_s`, raises
-        TimeoutError when the reply is not there in time (connecting included). `lazy`: a write no
-        request waits for (a cache fill, a ledger record) may wait up to LAZY_S for company."""
+    async def command(self, *args: Any, timeout_s: float | None = None, lazy: bool = False) -> Any:
+        """One command, raw reply (bytes, int, list...). With `timeout_s`, raises TimeoutError when
+        the reply is not there in time (connecting included). `lazy`: a write no request waits for
+        (a cache fill, a ledger record) may wait up to LAZY_S for company."""
         if timeout_s is None:
             await self._ready()
             return await self._send(args, _NEVER, lazy)
@@ -267,8 +279,12 @@ class FastRedis:
                 await self._ready()
         return await self._send(args, deadline, lazy)
 
+    async def commands(self, cmds: Sequence[tuple[Any, ...]], lazy: bool = False) -> list[Any]:
+        """Several commands; auto-pipelining sends them in one write."""
+        return await asyncio.gather(*(self.command(*cmd, lazy=lazy) for cmd in cmds))
+
     def send_now(self, *args: Any, timeout_s: float) -> asyncio.Future[Any] | None:
-        """One command sent without waiting (None when not connected: use execute_command). The
+        """One command sent without waiting (None when not connected: use :meth:`command`). The
         reply's future may be left unawaited: a failure is then dropped, not logged."""
         if self._proto is None:
             return None
@@ -278,16 +294,4 @@ class FastRedis:
 
     async def aclose(self) -> None:
         self._drop(RedisConnectionError("client closed"))
-
-
-async def command(client: Any, *args: Any, timeout_s: float | None = None, lazy: bool = False) -> Any:
-    """One command on either client, this one or redis-py's (kept for `rediss://` and unix URLs),
-    within `timeout_s` when given (TimeoutError past it): this client bounds the command itself,
-    without a timer per call; redis-py's runs under `asyncio.timeout`. `lazy`: see
-    :meth:`FastRedis.execute_command` (redis-py's client sends at once)."""
-    if isinstance(client, FastRedis):
-        return await client.execute_command(*args, timeout_s=timeout_s, lazy=lazy)
-    if timeout_s is None:
-        return await client.execute_command(*args)
-    async with asyncio.timeout(timeout_s):
-        return await client.execute_command(*args)
+        await self.redis.aclose()

@@ -13,7 +13,7 @@ import pytest
 from fault_helpers import body_for, post
 from harness import Stack
 
-from sidegate.store.valkey import free_port
+from sidegate.ports import free_port
 
 pytestmark = pytest.mark.e2e
 CACHED_MODEL = {"routes": [{"provider": "openai"}], "cache": {"exact": True, "semantic": True, "semantic_timeout_ms": 100}}

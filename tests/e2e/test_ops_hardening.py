@@ -32,7 +32,7 @@ from fault_helpers import (
     wait_until,
 )
 
-from sidegate.store.valkey import free_port
+from sidegate.ports import free_port
 
 pytestmark = pytest.mark.e2e
 MAX_CONNECTIONS = 12

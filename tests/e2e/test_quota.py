@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from sidegate.controlplane import ControlPlane
 from sidegate.features.quota import QuotaStore
 from sidegate.keystore import TenantLimits
+from sidegate.store import RedisPyStore
 
 pytestmark = pytest.mark.e2e
 N_FIT = 50
@@ -35,7 +36,7 @@ def _usage(stack, tenant: str) -> dict:
     async def go() -> dict:
         r = Redis.from_url(stack.sup.redis_url)
         try:
-            return (await QuotaStore(r).usage(tenant))["scopes"][f"tenant:{tenant}"]
+            return (await QuotaStore(RedisPyStore(r)).usage(tenant))["scopes"][f"tenant:{tenant}"]
         finally:
             await r.aclose()
 

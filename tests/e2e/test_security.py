@@ -27,7 +27,7 @@ from harness import ANTHROPIC_PROVIDER_KEY, OPENAI_PROVIDER_KEY
 
 from sidegate import config, keys, wire
 from sidegate.bootstrap import render
-from sidegate.store.valkey import free_port
+from sidegate.ports import free_port
 
 pytestmark = pytest.mark.e2e
 TLS_PORT = free_port()

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from harness import ANTHROPIC_PROVIDER_KEY, OPENAI_PROVIDER_KEY, Stack
 
-from sidegate.store.valkey import wait_for_port
+from sidegate.ports import wait_for_port
 
 pytestmark = pytest.mark.e2e
 

@@ -18,7 +18,7 @@ import yaml
 
 from sidegate import wire
 from sidegate.bootstrap import render
-from sidegate.store.valkey import free_port, wait_for_port
+from sidegate.ports import free_port, wait_for_port
 from sidegate.supervisor import envoy_binary
 
 # Sets the metadata a case describes, as the front, the gateway and the try lane's Lua would.

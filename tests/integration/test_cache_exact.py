@@ -17,8 +17,8 @@ from redis.asyncio import Redis
 from sidegate.errors import Api
 from sidegate.features.cache import CachePolicy, ResponseCache
 from sidegate.sse import SseParser
-from sidegate.store.lean import FastRedis
-from sidegate.store.valkey import client as store_client
+from sidegate.store import LeanStore, RedisPyStore, Store
+from sidegate.store.redispy import client as store_client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -38,13 +38,13 @@ def run(coro_fn, url: str, fast: bool = False):
 
     async def main():
         redis = store_client(url)
-        hot = FastRedis.from_url(url) if fast else None
+        lean = LeanStore.from_url(url, store_client(url)) if fast else None
+        store: Store = lean or RedisPyStore(store_client(url))
         try:
-            return await coro_fn(ResponseCache(redis, hot=hot), redis)
+            return await coro_fn(ResponseCache(store), redis)
         finally:
             await redis.aclose()
-            if hot is not None:
-                await hot.aclose()
+            await store.aclose()
 
     return asyncio.run(main())
 

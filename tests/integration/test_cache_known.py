@@ -21,9 +21,10 @@ from redis.asyncio import Redis
 from sidegate.features.cache import CachePolicy, ResponseCache
 from sidegate.features.cache.core import CACHE_PREFIX
 from sidegate.features.cache.known import PROBE_TIMEOUT_S, KnownKeys
-from sidegate.store.lean import FastRedis
-from sidegate.store.valkey import client as store_client
-from sidegate.store.valkey import embedded_valkey_cmd, free_port, wait_for_port
+from sidegate.ports import free_port, wait_for_port
+from sidegate.store import LeanStore, RedisPyStore
+from sidegate.store.redispy import client as store_client
+from sidegate.store.valkey import embedded_valkey_cmd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -58,7 +59,7 @@ async def fill_elsewhere(url: str, tenant: str) -> None:
     """Another gateway's fill: a cache entry written by another client (not this process's)."""
     redis = store_client(url)
     try:
-        assert await ResponseCache(redis).fill(req(tenant=tenant), ANSWER, POLICY)
+        assert await ResponseCache(RedisPyStore(redis)).fill(req(tenant=tenant), ANSWER, POLICY)
     finally:
         await redis.aclose()
 
@@ -69,17 +70,17 @@ def run(url: str, body: Callable[[ResponseCache, KnownKeys, Redis], Awaitable[An
 
     async def main() -> Any:
         redis = store_client(url)
-        hot = FastRedis.from_url(url)
-        assert hot is not None
+        store = LeanStore.from_url(url, store_client(url))
+        assert store is not None
         known = KnownKeys(CACHE_PREFIX, keep_s=60, max_keys=max_keys)
-        cache = ResponseCache(redis, hot=hot, known=known)
-        known.start(hot, redis)
+        cache = ResponseCache(store, known=known)
+        known.start(store, redis)
         try:
             assert await _until(lambda: known.synced), "the index never became trusted"
             return await body(cache, known, redis)
         finally:
             await known.close()
-            await hot.aclose()
+            await store.aclose()
             await redis.aclose()
 
     return asyncio.run(main())
@@ -199,8 +200,8 @@ def test_a_lost_tracking_connection_asks_the_store_until_it_is_back(redis_url):
 
 def test_a_lost_store_connection_asks_the_store_until_the_index_is_read_again(redis_url):
     async def body(cache: ResponseCache, known: KnownKeys, redis: Redis) -> None:
-        assert isinstance(cache.hot, FastRedis)
-        await cache.hot.aclose()  # the process's store connection (its tracking) is gone
+        assert isinstance(cache.store, LeanStore)
+        await cache.store.aclose()  # the process's store connection (its tracking) is gone
         assert not known.synced
         await fill_elsewhere(redis_url, "idx-gap")  # written while nothing reports to this process
         # The next lookup asks the store (and reconnects); the index is read again and trusted.
@@ -225,7 +226,7 @@ def test_past_its_size_the_index_asks_the_store_every_time_and_stops_tracking(re
         assert await _gets(redis) == before + 1
         assert await _until(lambda: known._task is not None and known._task.done(), 2.0)
         assert await _until(lambda: _pubsub_clients_sync(redis_url) == 0, 2.0)  # the listener is gone
-        assert isinstance(cache.hot, FastRedis) and cache.hot.tracking is None
+        assert isinstance(cache.store, LeanStore) and cache.store.tracking is None
 
     run(redis_url, body, max_keys=1000)
 
@@ -260,16 +261,16 @@ def assert_gives_up(store_url: str, scan_url: str, within_s: float) -> None:
 
     async def main() -> None:
         scan = store_client(scan_url)
-        hot = FastRedis.from_url(store_url)
-        assert hot is not None
+        store = LeanStore.from_url(store_url, store_client(store_url))
+        assert store is not None
         known = KnownKeys(CACHE_PREFIX, keep_s=60)
         try:
-            known.start(hot, scan)
+            known.start(store, scan)
             assert await _until(lambda: known._task is not None and known._task.done(), within_s)
-            assert not known.synced and known.may_exist(CACHE_PREFIX + "anything") and hot.tracking is None
+            assert not known.synced and known.may_exist(CACHE_PREFIX + "anything") and store.tracking is None
         finally:
             await known.close()
-            await hot.aclose()
+            await store.aclose()
             await scan.aclose()
 
     asyncio.run(main())

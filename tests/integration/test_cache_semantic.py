@@ -24,7 +24,8 @@ from sidegate.features.cache import (
 from sidegate.features.cache.embedder import Embedder
 from sidegate.features.cache.vectors import QdrantStore
 from sidegate.sse import SseParser
-from sidegate.store.valkey import client as store_client
+from sidegate.store import RedisPyStore
+from sidegate.store.redispy import client as store_client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -72,7 +73,7 @@ def run(
         try:
             if start:
                 await index.start()
-            return await coro_fn(ResponseCache(redis, semantic=index), index)
+            return await coro_fn(ResponseCache(RedisPyStore(redis), semantic=index), index)
         finally:
             index.close()
             await redis.aclose()

@@ -17,7 +17,8 @@ import controlplane_helpers as h
 
 from sidegate import keys, keystore
 from sidegate.admin.openapi import render, spec
-from sidegate.store.valkey import client, free_port, wait_for_port
+from sidegate.ports import free_port, wait_for_port
+from sidegate.store.redispy import client
 
 valkey_url = h.valkey_url
 admin = h.admin

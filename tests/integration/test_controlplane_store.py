@@ -20,7 +20,7 @@ from sidegate import keys, keystore
 from sidegate.features.auth.decide import Allow, Deny, decide
 from sidegate.features.auth.keycache import KeyCache
 from sidegate.keystore import KeyRecord, TenantLimits
-from sidegate.store.valkey import client
+from sidegate.store.redispy import client
 
 T = TypeVar("T")
 valkey_url = h.valkey_url

@@ -19,7 +19,7 @@ import yaml
 from sidegate import config as config_mod
 from sidegate import trust
 from sidegate.bootstrap import accesslog, render
-from sidegate.store.valkey import free_port, wait_for_port
+from sidegate.ports import free_port, wait_for_port
 from sidegate.supervisor import envoy_binary
 
 SECRET_KEY = "sgk_abcd1234_very-secret-tenant-key-0000000000"

@@ -22,7 +22,10 @@ from sidegate.core.completion import Completion
 from sidegate.features.ledger import cli as ledger_cli
 from sidegate.features.ledger import ledger
 from sidegate.features.ledger.ledger import Ledger, LedgerRecord, record_from_completion
-from sidegate.store.valkey import client, free_port, valkey_binary, wait_for_port
+from sidegate.ports import free_port, wait_for_port
+from sidegate.store import RedisPyStore
+from sidegate.store.redispy import client
+from sidegate.store.valkey import valkey_binary
 from sidegate.translate.base import Usage
 
 T = TypeVar("T")
@@ -83,7 +86,7 @@ def test_record_fields_round_trip() -> None:
 
 def test_write_and_export_round_trip(valkey_url: str) -> None:
     async def body(redis: Redis) -> None:
-        led = Ledger(redis, maxlen=10_000)
+        led = Ledger(RedisPyStore(redis), maxlen=10_000)
         led.start()
         obs = led.observer(cost=lambda c: 0.001)
         for i in range(50):
@@ -116,7 +119,7 @@ def test_write_and_export_round_trip(valkey_url: str) -> None:
 
 def test_consumer_group_export_is_incremental(valkey_url: str) -> None:
     async def body(redis: Redis) -> None:
-        led = Ledger(redis)
+        led = Ledger(RedisPyStore(redis))
         led.start()
         for i in range(10):
             led.submit(record_from_completion(completion(i)))
@@ -142,7 +145,7 @@ def test_consumer_group_export_is_incremental(valkey_url: str) -> None:
 
 def test_maxlen_trims_stream(valkey_url: str) -> None:
     async def body(redis: Redis) -> None:
-        led = Ledger(redis, maxlen=100, batch_size=50)
+        led = Ledger(RedisPyStore(redis), maxlen=100, batch_size=50)
         led.start()
         for i in range(1000):
             led.submit(record_from_completion(completion(i)))
@@ -158,7 +161,7 @@ def test_queue_full_drops_and_counts(valkey_url: str) -> None:
         full = (
             m.REGISTRY.get_sample_value("sidegate_ledger_records_total", {"outcome": "dropped_full"}) or 0.0
         )
-        led = Ledger(redis, queue_size=5)  # writer not started: nothing drains the queue
+        led = Ledger(RedisPyStore(redis), queue_size=5)  # writer not started: nothing drains the queue
         accepted = [led.submit(record_from_completion(completion(i))) for i in range(8)]
         assert accepted == [True] * 5 + [False] * 3 and led.dropped == 3
         assert (
@@ -183,7 +186,7 @@ def test_store_down_drops_after_retry() -> None:
             m.REGISTRY.get_sample_value("sidegate_store_errors_total", {"component": "ledger", "op": "xadd"})
             or 0.0
         )
-        led = Ledger(redis, retry_delay_s=0.01)
+        led = Ledger(RedisPyStore(redis), retry_delay_s=0.01)
         led.start()
         led.submit(record_from_completion(completion()))
         assert await led.flush(5.0)
@@ -200,7 +203,7 @@ def test_store_down_drops_after_retry() -> None:
 
 def test_summarize_per_tenant(valkey_url: str) -> None:
     async def body(redis: Redis) -> list[ledger.UsageSummary]:
-        led = Ledger(redis)
+        led = Ledger(RedisPyStore(redis))
         led.start()
         obs = led.observer(cost=lambda c: 0.5)
         for i in range(6):
@@ -242,7 +245,7 @@ def _cli(argv: list[str]) -> int:
 
 def test_usage_cli(valkey_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     async def seed(redis: Redis) -> None:
-        led = Ledger(redis)
+        led = Ledger(RedisPyStore(redis))
         led.start()
         for i in range(4):
             led.submit(record_from_completion(completion(i), cost_usd=0.25))

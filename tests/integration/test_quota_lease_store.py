@@ -56,9 +56,9 @@ def test_leases_admit_locally_and_usage_is_exact_after_they_end(server: Server, 
         await q.close()
         u = (await store.usage(tenant))["scopes"][f"tenant:{tenant}"]
         assert u["requests"] == 400 and u["tokens"] == 400 * 30, u
-        records = await store.redis.keys(f"{{sg:{tenant}}}:res:lease:*")  # each lease's own record
-        assert records and {await store.redis.get(k) for k in records} == {b"settled"}
-        await store.redis.aclose()
+        records = await store.store.redis.keys(f"{{sg:{tenant}}}:res:lease:*")  # each lease's own record
+        assert records and {await store.store.redis.get(k) for k in records} == {b"settled"}
+        await store.store.aclose()
 
     asyncio.run(body())
 
@@ -89,8 +89,8 @@ def test_the_global_limit_holds_across_processes(server: Server, tenant: str) ->
         for i in range(700):
             more += (await a.reserve(tenant, scopes, 0, f"x{i}")).admitted
         assert admitted + more == 600
-        await a.redis.aclose()
-        await b.redis.aclose()
+        await a.store.aclose()
+        await b.store.aclose()
 
     asyncio.run(body())
 
@@ -110,7 +110,7 @@ def test_small_limits_and_quiet_scopes_reserve_one_by_one(server: Server, tenant
             await asyncio.sleep(0.2)
         assert q.leases_taken == 0 and q.local_admits == 0
         await q.close()
-        await store.redis.aclose()
+        await store.store.aclose()
 
     asyncio.run(body())
 
@@ -135,8 +135,8 @@ def test_a_lease_admitted_request_settles_in_any_process(server: Server, tenant:
         u = (await store.usage(tenant))["scopes"][f"tenant:{tenant}"]
         # 39 unsettled requests keep their estimate (50), the settled one counts its 500.
         assert u["requests"] == 40 and u["tokens"] == 39 * 50 + 500, u
-        await store.redis.aclose()
-        await other.redis.aclose()
+        await store.store.aclose()
+        await other.store.aclose()
 
     asyncio.run(body())
 
@@ -162,7 +162,7 @@ def test_adjust_batches_count_once_and_cancel_undoes_a_whole_lease(server: Serve
         await asyncio.sleep(0.1)
         u = (await store.usage(tenant))["scopes"][f"tenant:{tenant}"]
         assert u["requests"] == 5 and u["tokens"] == 6, u
-        await store.redis.aclose()
+        await store.store.aclose()
 
     asyncio.run(body())
 
@@ -183,7 +183,7 @@ def test_changed_limits_never_use_an_old_lease(server: Server, tenant: str) -> N
         small = [Scope(f"tenant:{tenant}", Limits(rpm=used))]
         assert not (await q.reserve(tenant, small, 0, "after")).admitted
         await q.close()
-        await store.redis.aclose()
+        await store.store.aclose()
 
     asyncio.run(body())
 
@@ -246,7 +246,7 @@ def test_a_lease_takes_a_share_of_what_is_left_now(server: Server, tenant: str) 
         assert renewed and all(lease.granted <= 400 // 16 for lease in renewed), [lease.granted for lease in renewed]
         await q.close()
         for s in (store, other):
-            await s.redis.aclose()
+            await s.store.aclose()
 
     asyncio.run(body())
 
@@ -262,7 +262,7 @@ def test_a_lease_ends_with_its_bucket() -> None:
             store, other = make_store(srv.url, window_s=2, buckets=2), make_store(srv.url, window_s=2, buckets=2)
             q = LeasedQuota(store, LeasePolicy(share=0.5, min_requests=2, max_requests=64, ttl_ms=1000, flush_ms=10))
             scopes = [Scope("tenant:t", Limits(rpm=rpm))]
-            s_, us = await store.redis.time()
+            s_, us = await store.store.redis.time()
             offset = s_ * 1000 + us // 1000 - time.time() * 1000
 
             def now_ms() -> float:
@@ -293,7 +293,7 @@ def test_a_lease_ends_with_its_bucket() -> None:
             assert busiest <= rpm, busiest
             await q.close()
             for s in (store, other):
-                await s.redis.aclose()
+                await s.store.aclose()
 
         asyncio.run(body())
 
@@ -313,7 +313,7 @@ def test_a_lease_granted_while_closing_is_given_back(server: Server, tenant: str
         assert not q._leases and q.leases_taken == 1
         u = (await store.usage(tenant))["scopes"][f"tenant:{tenant}"]
         assert u["requests"] == n, (u, n)  # only the requests, nothing held for a lease
-        await store.redis.aclose()
+        await store.store.aclose()
 
     asyncio.run(body())
 
@@ -340,6 +340,6 @@ def test_a_scope_set_near_its_limit_does_not_ask_for_a_lease_per_request(server:
             await asyncio.sleep(0)
         assert q.leases_taken == 0 and calls == 1, calls
         await q.close()
-        await store.redis.aclose()
+        await store.store.aclose()
 
     asyncio.run(body())

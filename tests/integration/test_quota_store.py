@@ -39,7 +39,7 @@ def test_rpm_admits_exactly_the_limit(server: Server, tenant: str) -> None:
     async def body() -> list[Decision]:
         store = make_store(server.url)
         out = await _reserve_n(store, tenant, [Scope(f"tenant:{tenant}", Limits(rpm=5))], 0, 7)
-        await store.redis.aclose()
+        await store.store.aclose()
         return out
 
     ds = run(body())
@@ -62,7 +62,7 @@ def test_tpm_admits_exactly_the_limit(server: Server, tenant: str) -> None:
         out.append(await store.reserve(tenant, scopes, 100, "fits"))
         out.append(await store.reserve(tenant, scopes, 1, "full"))
         out.append(await store.reserve(tenant, scopes, 1001, "huge"))
-        await store.redis.aclose()
+        await store.store.aclose()
         return out
 
     ds = run(body())
@@ -82,7 +82,7 @@ def test_all_or_nothing_across_scopes(server: Server, tenant: str) -> None:
         store = make_store(server.url)
         ds = [await store.reserve(tenant, [roomy, tight, model], 200, f"r{i}") for i in range(3)]
         usage = await store.usage(tenant)
-        await store.redis.aclose()
+        await store.store.aclose()
         return ds, usage
 
     ds, usage = run(body())
@@ -113,7 +113,7 @@ def test_settle_refunds_unused_and_charges_overshoot(server: Server, tenant: str
         again = await store.settle(a, 1, 0.0)
         copy = Reservation(a.reservation.tenant, a.reservation.request_id, a.reservation.scopes, 800)
         dup = await store.settle(copy, 1, 0.0)
-        await store.redis.aclose()
+        await store.store.aclose()
         return [refund, b.admitted, c.admitted, over, d.admitted, e.admitted, usage, again, dup]
 
     refund, b, c, over, d, e, usage, again, dup = run(body())
@@ -132,7 +132,7 @@ def test_release_request_gives_the_request_back(server: Server, tenant: str) -> 
         a = await store.reserve(tenant, scopes, 100, "a")
         await store.settle(a, 0, 0.0, release_request=True)
         b = await store.reserve(tenant, scopes, 100, "b")
-        await store.redis.aclose()
+        await store.store.aclose()
         return a.admitted, b.admitted
 
     assert run(body()) == (True, True)
@@ -150,7 +150,7 @@ def test_unsettled_reservations_age_out(server: Server, tenant: str) -> None:
         await asyncio.sleep(0.15)  # the record's TTL is max(reservation_ttl, W + g) = 0.6 s
         late = await store.settle(a, 10, 0.002)  # record gone: spend only, no token refund
         usage = await store.usage(tenant)
-        await store.redis.aclose()
+        await store.store.aclose()
         return [a.admitted, b.admitted, b.retry_after_s, c.admitted, late, usage]
 
     a, b, retry, c, late, usage = run(body())
@@ -171,7 +171,7 @@ def test_settle_after_window_charges_only_overshoot(server: Server, tenant: str)
         await asyncio.sleep(0.45)
         assert await store.settle(a, 400, 0.0) == "settled"
         usage = await store.usage(tenant)
-        await store.redis.aclose()
+        await store.store.aclose()
         return usage["scopes"][f"tenant:{tenant}"]
 
     s = run(body())
@@ -194,7 +194,7 @@ def test_budgets_check_before_and_charge_after(server: Server, tenant: str) -> N
         await store.settle(m, 10, 0.005)
         out.append(await store.reserve(tenant, monthly, 10, "m1"))
         out.append(await store.usage(tenant))
-        await store.redis.aclose()
+        await store.store.aclose()
         return out
 
     a0, a1, a2, rej_day, rej_month, usage = run(body())
@@ -218,10 +218,10 @@ def test_noscript_reload_after_script_flush(server: Server, tenant: str) -> None
         assert await store.load_scripts()
         await store.reserve(tenant, scopes, 1, "a")
         before = store.script_reloads
-        await store.redis.script_flush()
+        await store.store.redis.script_flush()
         d = await store.reserve(tenant, scopes, 1, "b")
         await store.settle(d, 1, 0.0)
-        await store.redis.aclose()
+        await store.store.aclose()
         return d.admitted and not d.degraded, before, store.script_reloads
 
     ok, before, after = run(body())
@@ -235,8 +235,8 @@ def test_keys_share_one_hash_tag(server: Server, tenant: str) -> None:
         store = make_store(server.url)
         d = await store.reserve(tenant, scopes, 1, "a")
         await store.settle(d, 1, 0.01)
-        keys = [k async for k in store.redis.scan_iter(match=f"{{sg:{tenant}}}*")]
-        await store.redis.aclose()
+        keys = [k async for k in store.store.redis.scan_iter(match=f"{{sg:{tenant}}}*")]
+        await store.store.aclose()
         return keys
 
     keys = run(body())
@@ -268,8 +268,8 @@ def test_store_down_fail_open_and_closed(kind: str) -> None:
                 err = e
             assert await open_store.settle(d, 10, 0.0) == "error"
             assert open_store.counters.fail_open_admits == 2 and open_store.counters.store_errors == 3
-            await open_store.redis.aclose()
-            await closed.redis.aclose()
+            await open_store.store.aclose()
+            await closed.store.aclose()
             return d, elapsed, err
 
         d, elapsed, err = run(body())
@@ -293,7 +293,7 @@ def test_hung_store_is_bounded_by_op_timeout(kind: str) -> None:
             finally:
                 srv.thaw()
             again = await store.reserve("h", [Scope("tenant:h", Limits(rpm=5))], 1, "b")
-            await store.redis.aclose()
+            await store.store.aclose()
             return d.degraded, elapsed, again.degraded
 
         degraded, elapsed, after = run(body())
@@ -315,7 +315,7 @@ def test_store_restart_recovers_without_new_store(kind: str) -> None:
             # The request admitted while the store was down is charged when it settles.
             unreserved = await store.settle(during, 40, 0.001)
             usage = await store.usage("r")
-            await store.redis.aclose()
+            await store.store.aclose()
             return [first.degraded, during.degraded, after.admitted and not after.degraded, unreserved, usage]
 
         first, during, after_ok, unreserved, usage = run(body())
@@ -338,8 +338,8 @@ def test_lua_calendar_matches_python(server: Server) -> None:
 
     async def body() -> list[list[int]]:
         store = make_store(server.url)
-        out = [await store.redis.eval(probe, 0, day) for day in days]
-        await store.redis.aclose()
+        out = [await store.store.redis.eval(probe, 0, day) for day in days]
+        await store.store.aclose()
         return out
 
     epoch = dt.date(1970, 1, 1)

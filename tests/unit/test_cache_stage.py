@@ -55,7 +55,7 @@ def test_the_key_index_keeps_entries_as_long_as_any_fill_lives():
     """A semantic match is read by its exact key: the index must keep keys as long as the longest
     TTL of any cache policy, not only of the exact ones (else it would call live entries missing)."""
     from sidegate.app import _known_keys
-    from sidegate.store.lean import FastRedis
+    from sidegate.store import LeanStore, RedisPyStore, client
 
     cfg = config.parse({
         "providers": {"openai": {"api": "openai", "base_url": "http://127.0.0.1:9"}},
@@ -63,8 +63,8 @@ def test_the_key_index_keeps_entries_as_long_as_any_fill_lives():
         "models": {"gpt-4o-mini": {"routes": [{"provider": "openai"}], "cache": {"semantic": True, "ttl_s": 86400}}},
     })  # fmt: skip
     policies = [cfg.defaults.cache, *(m.cache for m in cfg.models.values() if m.cache is not None)]
-    known = _known_keys(cfg, policies, FastRedis("127.0.0.1", 9))
+    known = _known_keys(cfg, policies, LeanStore(client("redis://127.0.0.1:9"), "127.0.0.1", 9))
     assert known is not None and known.keep_s == 86400
     assert _known_keys(cfg.model_copy(update={"store": cfg.store.model_copy(update={"cache_index": False})}),
-                       policies, FastRedis("127.0.0.1", 9)) is None  # fmt: skip
-    assert _known_keys(cfg, policies, object()) is None  # not the lean client (e.g. a rediss:// URL)
+                       policies, LeanStore(client("redis://127.0.0.1:9"), "127.0.0.1", 9)) is None  # fmt: skip
+    assert _known_keys(cfg, policies, RedisPyStore(client("rediss://127.0.0.1:9"))) is None  # no tracked connection

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from sidegate.health import add_health, set_serving
-from sidegate.store.valkey import free_port
+from sidegate.ports import free_port
 from sidegate.supervisor import envoy_binary
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 
 from sidegate import config, metrics
+from sidegate.ports import free_port
 from sidegate.restart import RestartPolicy, RestartState, relay_envoy
-from sidegate.store.valkey import free_port
 from sidegate.supervisor import Child, Supervisor
 
 BASE = {

@@ -253,7 +253,7 @@ def test_abandon_reaches_the_worker_that_holds_the_try():
     """The access-log entry may arrive at another worker: it passes the abandon on over HTTP."""
     from extproc.front import Front, FrontServer
     from sidegate.core.pipeline import Gateway
-    from sidegate.store.valkey import free_port_block
+    from sidegate.ports import free_port_block
 
     async def go() -> list[Completion]:
         done: list[Completion] = []

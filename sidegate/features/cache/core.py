@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
-from sidegate.store.lean import FastRedis, command
+from sidegate.store import Store
 
 from . import codec
 from .cacheable import refusal_reason
@@ -63,18 +62,14 @@ FILL_TIMEOUT_S = 1.0
 class ResponseCache:
     def __init__(
         self,
-        redis: Redis,
+        store: Store,
         *,
         semantic: SemanticIndex | None = None,
         prefix: str = CACHE_PREFIX,
         stats: CacheStats | None = None,
-        hot: Any = None,
         known: KnownKeys | None = None,
     ) -> None:
-        self.redis = redis
-        self.hot = hot or redis
-        """The client for the per-request GET and SET: a :class:`sidegate.store.lean.FastRedis` when the
-        URL allows it, else the same redis-py client (both take `execute_command`)."""
+        self.store = store
         self.semantic = semantic
         self.prefix = prefix
         self.stats = stats or (semantic.stats if semantic is not None else CacheStats())
@@ -88,14 +83,14 @@ class ResponseCache:
         return self.prefix + exact_key
 
     def prefetch(self, req: CacheRequest, policy: CachePolicy) -> asyncio.Future[Any] | None:
-        """The exact lookup's GET, sent now (when the lean client is connected and a lookup will
-        run); :meth:`lookup` then awaits it instead of sending its own."""
-        if not (policy.exact and req.allowed_by(policy) and req.lookup_allowed and isinstance(self.hot, FastRedis)):
+        """The exact lookup's GET, sent now (when a lookup will run and the store client can send
+        now: the lean one, connected); :meth:`lookup` then awaits it instead of sending its own."""
+        if not (policy.exact and req.allowed_by(policy) and req.lookup_allowed):
             return None
         key = self._key(req.exact_key)
         if self.known is not None and not self.known.may_exist(key):
             return None
-        return self.hot.send_now("GET", key, timeout_s=policy.exact_timeout_ms / 1000)
+        return self.store.send_now("GET", key, timeout_s=policy.exact_timeout_ms / 1000)
 
     async def _get(
         self, exact_key: str, timeout_s: float, req: CacheRequest | None = None, sent: asyncio.Future[Any] | None = None,
@@ -107,7 +102,7 @@ class ResponseCache:
             elif self.known is not None and not self.known.may_exist(key):
                 return None  # the store certainly lacks it: a miss without a round trip
             else:
-                value = await command(self.hot, "GET", key, timeout_s=timeout_s)
+                value = await self.store.command("GET", key, timeout_s=timeout_s)
         except Exception as exc:  # timeout, connection, protocol
             if req is not None:
                 req.lookup_failed = True
@@ -215,7 +210,7 @@ class ResponseCache:
         key = self._key(req.exact_key)
         if self.known is not None:
             self.known.add(key)  # before the write leaves: a lookup meanwhile asks the store
-        await command(self.hot, "SET", key, value, "EX", policy.ttl_s, timeout_s=FILL_TIMEOUT_S, lazy=True)
+        await self.store.command("SET", key, value, "EX", policy.ttl_s, timeout_s=FILL_TIMEOUT_S, lazy=True)
         self.stats.incr("fills")
         if policy.semantic and self.semantic is not None and req.query_text is not None:
             await self.semantic.add(

@@ -36,10 +36,11 @@ import logging
 from typing import Any
 
 import hiredis
+from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from sidegate import metrics
-from sidegate.store.lean import FastRedis
+from sidegate.store import TrackedConnection
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class KnownKeys:
         """Trusted at least once since the last retry (the retry back-off starts over)."""
         self._loads_at: list[float] = []
         self._task: asyncio.Task[None] | None = None
-        self._hot: FastRedis | None = None
+        self._conn: TrackedConnection | None = None
         self._probe = ""
         self._probed = asyncio.Event()
         self._reload = asyncio.Event()
@@ -161,13 +162,13 @@ class KnownKeys:
         metrics.cache_index_synced(self.synced)
 
     # -- keeping it in step with the store ---------------------------------------------------
-    def start(self, hot: FastRedis, scan: Any) -> None:
-        """Track the store of `hot` (the process's store client, whose writes are not reported) in
-        the background; `scan`, a redis-py client on the same database, reads the entries already
-        there and writes the probe."""
-        self._hot = hot
-        hot.on_connection = self._store_connection
-        self._task = asyncio.get_running_loop().create_task(self._run(hot, scan))
+    def start(self, conn: TrackedConnection, scan: Redis) -> None:
+        """Track the store of `conn` (the process's store connection, whose writes are not reported)
+        in the background; `scan`, a redis-py client on the same database, reads the entries already
+        there and writes the probe (from another connection: the tracked one's own are not reported)."""
+        self._conn = conn
+        conn.on_connection = self._store_connection
+        self._task = asyncio.get_running_loop().create_task(self._run(conn, scan))
 
     async def close(self) -> None:
         task, self._task = self._task, None
@@ -175,8 +176,8 @@ class KnownKeys:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._hot is not None:
-            self._hot.on_connection = None
+        if self._conn is not None:
+            self._conn.on_connection = None
         self._set_synced(False)
 
     def _store_connection(self, up: bool) -> None:
@@ -186,12 +187,12 @@ class KnownKeys:
         if up:
             self._reload.set()
 
-    async def _run(self, hot: FastRedis, scan: Any) -> None:
+    async def _run(self, conn: TrackedConnection, scan: Redis) -> None:
         backoff, unreported = 0.5, 0
         try:
             while not self.overflowed:
                 try:
-                    await self._session(hot, scan)
+                    await self._session(conn, scan)
                 except _Refused as exc:  # e.g. Dragonfly (no BCAST/PREFIX/REDIRECT), Redis < 6, an ACL
                     log.warning("cache key index off, the store refused tracking: %s", exc)
                     return
@@ -213,19 +214,19 @@ class KnownKeys:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
         finally:
-            self._untrack(hot)
+            self._untrack(conn)
 
-    def _untrack(self, hot: FastRedis) -> None:
+    def _untrack(self, conn: TrackedConnection) -> None:
         """The store connection stops tracking (now, best effort, and on its next connections)."""
-        hot.tracking = None
-        if hot.connected:
+        conn.tracking = None
+        if conn.connected:
             loop = asyncio.get_running_loop()
-            done = loop.create_task(hot.execute_command("CLIENT", "TRACKING", "OFF", timeout_s=_CONNECT_TIMEOUT_S))
+            done = loop.create_task(conn.command("CLIENT", "TRACKING", "OFF", timeout_s=_CONNECT_TIMEOUT_S))
             done.add_done_callback(lambda t: t.cancelled() or t.exception())
 
-    async def _session(self, hot: FastRedis, scan: Any) -> None:
+    async def _session(self, conn: TrackedConnection, scan: Redis) -> None:
         async with asyncio.timeout(_CONNECT_TIMEOUT_S):
-            reader, writer = await asyncio.open_connection(hot.host, hot.port)
+            reader, writer = await asyncio.open_connection(conn.host, conn.port)
         try:
             parser = hiredis.Reader(replyError=ResponseError)
 
@@ -241,13 +242,13 @@ class KnownKeys:
                     raise got
                 return got
 
-            if hot.password:
-                await reply("AUTH", hot.password)
+            if conn.password:
+                await reply("AUTH", conn.password)
             try:
                 listener = await reply("CLIENT", "ID")
                 await reply("SUBSCRIBE", CHANNEL)
                 async with asyncio.timeout(_CONNECT_TIMEOUT_S):
-                    await hot.track(("CLIENT", "TRACKING", "ON", "REDIRECT", listener, "BCAST", "PREFIX", self.prefix,
+                    await conn.track(("CLIENT", "TRACKING", "ON", "REDIRECT", listener, "BCAST", "PREFIX", self.prefix,
                                      "NOLOOP"))  # fmt: skip
             except ResponseError as exc:
                 if any(r in str(exc).lower() for r in _REFUSALS):
@@ -259,7 +260,7 @@ class KnownKeys:
                 while True:
                     await self._pace_loads()
                     self._reload.clear()
-                    load = loop.create_task(self._load(hot, scan, f"{self.prefix}~probe:{listener}:"))
+                    load = loop.create_task(self._load(conn, scan, f"{self.prefix}~probe:{listener}:"))
                     try:
                         await asyncio.wait({listen, load}, return_when=asyncio.FIRST_COMPLETED)
                         if listen.done():
@@ -291,14 +292,14 @@ class KnownKeys:
             await asyncio.sleep(60.0 - (now - self._loads_at[0]))
         self._loads_at.append(asyncio.get_running_loop().time())
 
-    async def _load(self, hot: FastRedis, scan: Any, probe_prefix: str) -> None:
+    async def _load(self, conn: TrackedConnection, scan: Redis, probe_prefix: str) -> None:
         """The entries the store held before its reports began, then a probe write by another
         connection: its report shows that the store really reports writes (a store or proxy could
         take the command and never report, and the index would miss every other gateway's fill).
         Trusted only if the store connection (whose tracking brings the reports) stayed the same."""
         self._set_synced(False)
         metrics.cache_index_load()
-        connection = hot.connections
+        connection = conn.connections
         async for key in scan.scan_iter(match=self.prefix + "*", count=_SCAN_COUNT):
             self.add(key.decode("utf-8", "replace") if isinstance(key, bytes) else key, recent=False)
         self._probe_n += 1
@@ -309,10 +310,10 @@ class KnownKeys:
             async with asyncio.timeout(PROBE_TIMEOUT_S):
                 await self._probed.wait()
         except TimeoutError:
-            if hot.connected and hot.connections == connection:
+            if conn.connected and conn.connections == connection:
                 raise _NoReport from None
             raise ConnectionError("the store connection changed during the probe") from None
-        if hot.connected and hot.connections == connection and not self._reload.is_set():
+        if conn.connected and conn.connections == connection and not self._reload.is_set():
             self._set_synced(True)
             self._trusted = True
         else:

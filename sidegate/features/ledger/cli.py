@@ -19,7 +19,7 @@ import orjson
 from redis.asyncio import Redis
 
 from sidegate.features.ledger import ledger
-from sidegate.store.valkey import client
+from sidegate.store.redispy import client
 
 
 def _store_args(p: argparse.ArgumentParser, suppress: bool) -> None:

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from sidegate import metrics as m
 from sidegate.core.completion import CostFn, safe_cost, ttft_seconds
-from sidegate.store.lean import command
+from sidegate.store import Store
 
 if TYPE_CHECKING:
     from sidegate.core.completion import Completion, Observer
@@ -139,18 +139,15 @@ class Ledger:
 
     def __init__(
         self,
-        redis: Redis,
+        store: Store,
         *,
         stream: str = STREAM,
         maxlen: int = DEFAULT_MAXLEN,
         queue_size: int = DEFAULT_QUEUE,
         batch_size: int = 256,
         retry_delay_s: float = 0.2,
-        hot: Any = None,
     ):
-        self.redis = redis
-        self.hot = hot
-        """A :class:`sidegate.store.lean.FastRedis` (cheaper appends), or None for redis-py's pipeline."""
+        self.store = store
         self.stream = stream
         self.maxlen = maxlen
         self.batch_size = batch_size
@@ -227,14 +224,8 @@ class Ledger:
     async def _write(self, batch: list[LedgerRecord]) -> None:
         for attempt in range(2):
             try:
-                if self.hot is not None:  # one write for the batch (auto-pipelined)
-                    head = ("XADD", self.stream, "MAXLEN", "~", self.maxlen, "*")
-                    await asyncio.gather(*(command(self.hot, *head, *_flat(rec.to_fields()), lazy=True) for rec in batch))
-                else:
-                    pipe = self.redis.pipeline(transaction=False)
-                    for rec in batch:
-                        pipe.xadd(self.stream, rec.to_fields(), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
-                    await pipe.execute()
+                head = ("XADD", self.stream, "MAXLEN", "~", self.maxlen, "*")
+                await self.store.commands([(*head, *_flat(rec.to_fields())) for rec in batch], lazy=True)
             except (RedisError, OSError) as exc:
                 m.store_error("ledger", "xadd")
                 if attempt == 0:

@@ -12,14 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from sidegate.errors import GatewayError
 from sidegate.features.quota.headers import Decision, Reservation
 from sidegate.features.quota.policy import QuotaPolicy, Scope
-from sidegate.features.quota.scripts import LuaScript
+from sidegate.features.quota.scripts import quota_script
 from sidegate.ids import UniqueIds
+from sidegate.store import LuaScript, Store
 
 log = logging.getLogger("sidegate.quota")
 
@@ -63,7 +63,7 @@ def _s(v: Any) -> str:
 
 
 class QuotaStore:
-    """Requests-, tokens- and spend-limits over a Redis-protocol store (one shared client/pool).
+    """Requests-, tokens- and spend-limits over a Redis-protocol store (the process's store client).
 
     ``fail_mode="open"`` admits (and counts) when the store fails; ``"closed"`` raises a 503
     :class:`GatewayError`. Each store call is bounded by ``op_timeout_s`` whatever the client's
@@ -72,7 +72,7 @@ class QuotaStore:
 
     def __init__(
         self,
-        redis: Redis,
+        store: Store,
         *,
         fail_mode: FailMode = "open",
         namespace: str = "sg",
@@ -80,17 +80,13 @@ class QuotaStore:
         buckets: int = 60,
         reservation_ttl_s: float = 3600.0,
         op_timeout_s: float = 0.5,
-        hot: Any = None,
     ) -> None:
         if fail_mode not in ("open", "closed"):
             raise ValueError("fail_mode must be 'open' or 'closed'")
         window_ms = round(window_s * 1000)
         if window_ms <= 0 or not 1 <= buckets <= 1000 or window_ms % buckets:
             raise ValueError("window_s * 1000 must be a positive multiple of buckets (1..1000)")
-        self.redis = redis
-        self.hot = hot or redis
-        """The client for the per-request scripts (reserve, settle): a :class:`sidegate.store.lean.FastRedis`
-        when the URL allows it, else the same redis-py client."""
+        self.store = store
         self.fail_mode = fail_mode
         self.namespace = namespace
         self.window_ms = window_ms
@@ -100,18 +96,17 @@ class QuotaStore:
         self.op_timeout_s = op_timeout_s
         self.counters = QuotaCounters()
         self._down = False
-        self._reserve = LuaScript.from_files("reserve")
-        self._settle = LuaScript.from_files("settle")
-        self._usage = LuaScript.from_files("usage")
+        self._reserve = quota_script("reserve")
+        self._settle = quota_script("settle")
+        self._usage = quota_script("usage")
         self._pending: set[asyncio.Task[None]] = set()
         """Background cancels of reserve calls that failed on the client side."""
 
     @classmethod
-    def from_policy(cls, redis: Redis, policy: QuotaPolicy, *, fail_mode: FailMode = "open",
-                    namespace: str = "sg", hot: Any = None) -> QuotaStore:  # fmt: skip
+    def from_policy(cls, store: Store, policy: QuotaPolicy, *, fail_mode: FailMode = "open",
+                    namespace: str = "sg") -> QuotaStore:  # fmt: skip
         return cls(
-            redis,
-            hot=hot,
+            store,
             fail_mode=fail_mode,
             namespace=namespace,
             window_s=policy.window_s,
@@ -134,7 +129,7 @@ class QuotaStore:
         try:
             async with asyncio.timeout(self.op_timeout_s * 3):
                 for script in (self._reserve, self._settle, self._usage):
-                    await script.load(self.redis)
+                    await self.store.load_script(script)
             return True
         except STORE_ERRORS as e:
             self._failed(e)
@@ -165,7 +160,7 @@ class QuotaStore:
             log.info("quota store reachable again")
 
     async def _call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        result = await script(self.hot, keys, args, timeout_s=self.op_timeout_s)
+        result = await self.store.run_script(script, keys, args, self.op_timeout_s)
         self._ok()
         return result
 
@@ -373,8 +368,8 @@ class QuotaStore:
         day and month, seconds until the window is empty.
         """
         tag = self._tag(tenant)
-        async with asyncio.timeout(self.op_timeout_s * 2):
-            members = sorted(_s(m) for m in await self.redis.smembers(f"{tag}:scopes"))
+        members = sorted(_s(m) for m in await self.store.command("SMEMBERS", f"{tag}:scopes",
+                                                                 timeout_s=self.op_timeout_s * 2))  # fmt: skip
         scopes: dict[str, dict[str, float | int]] = {}
         if not members:
             return {"tenant": tenant, "window_s": self.window_ms / 1000, "scopes": scopes}
