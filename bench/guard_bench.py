@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sidegate.config.guard import Entity
 from sidegate.errors import Api
 from sidegate.features.guard import GuardBlocked, GuardPolicy, InjectionAction, InjectionPolicy, guard_request
 from sidegate.features.guard.injection import score_text
 from sidegate.features.guard.pii import find_pii
-from sidegate.features.guard.policy import Entity
 
 _PARA = (
     "Our service handles user onboarding in three steps. First, the account is created with a "

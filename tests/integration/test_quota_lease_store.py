@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 from quota_helpers import Server, make_store, running_server
 
+from sidegate.config.quota import LeasePolicy
 from sidegate.features.quota import Limits, QuotaStore, Scope
 from sidegate.features.quota.lease import LeasedQuota
-from sidegate.features.quota.policy import LeasePolicy
 
 _tenants = itertools.count()
 FAST = LeasePolicy(enabled=True, ttl_ms=150, flush_ms=10)

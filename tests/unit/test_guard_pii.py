@@ -8,8 +8,8 @@ import json
 
 import pytest
 
+from sidegate.config.guard import Entity
 from sidegate.features.guard.pii import find_pii, is_card, is_ssn
-from sidegate.features.guard.policy import Entity
 
 ALL = list(Entity)
 

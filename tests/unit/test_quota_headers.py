@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from sidegate.core.cost import cost_usd
 from sidegate.features.quota import (
     Decision,
     Limits,
@@ -12,7 +13,6 @@ from sidegate.features.quota import (
     QuotaPolicy,
     TenantQuota,
     build_scopes,
-    cost_usd,
     format_reset,
     price_for,
     ratelimit_headers,

@@ -1,10 +1,11 @@
 """Response cache (exact + semantic) for the extproc pipeline. See docs/cache.md."""
 
+from sidegate.config.cache import CachePolicy, SemanticSettings
+
 from .cacheable import refusal_reason
 from .core import CacheHit, ResponseCache
 from .embedder import Embedder, EmbedderUnavailable, ensure_model_dir
 from .index import SemanticIndex, SemanticMatch
-from .policy import CachePolicy, SemanticSettings
 from .reassemble import reassemble, reassemble_anthropic, reassemble_openai
 from .replay import json_answer, replay_answer, sse_answer
 from .request import CacheRequest

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sidegate.config.cache import CachePolicy
 from sidegate.errors import Api
-
-from .policy import CachePolicy
 
 _OPENAI_DONE = frozenset({"stop", "length"})
 _OPENAI_TOOLS = frozenset({"tool_calls", "function_call"})

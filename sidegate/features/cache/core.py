@@ -14,13 +14,13 @@ from typing import Any
 
 import orjson
 
+from sidegate.config.cache import CachePolicy
 from sidegate.store import Store
 
 from . import codec
 from .cacheable import refusal_reason
 from .index import SemanticIndex
 from .known import KnownKeys
-from .policy import CachePolicy
 from .replay import replay_answer
 from .request import CacheRequest
 from .stats import CacheStats

@@ -19,8 +19,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from sidegate.config.cache import SemanticSettings
+
 from .embedder import Embedder
-from .policy import SemanticSettings
 from .stats import CacheStats
 
 if TYPE_CHECKING:

@@ -15,9 +15,8 @@ from typing import Any
 
 import orjson
 
+from sidegate.config.cache import CachePolicy
 from sidegate.errors import Api
-
-from .policy import CachePolicy
 
 __all__ = ["IGNORED_FIELDS", "CacheRequest", "canonical"]
 

@@ -9,11 +9,11 @@ and on the response path, with ``result.restore_map``: :func:`restore_body` for 
 :class:`SseRestorer` (client-format SSE bytes) / :class:`StreamRestorer` (one text channel) for streams.
 """
 
+from sidegate.config.guard import Entity, GuardPolicy, InjectionAction, InjectionPolicy, PiiAction
 from sidegate.features.guard.classifiers import register_classifier, registered, unregister_classifier
 from sidegate.features.guard.core import GuardBlocked, GuardResult, guard_request
 from sidegate.features.guard.injection import score_text
 from sidegate.features.guard.pii import Span, find_pii
-from sidegate.features.guard.policy import Entity, GuardPolicy, InjectionAction, InjectionPolicy, PiiAction
 from sidegate.features.guard.restore import StreamRestorer, restore_body, restore_obj, restore_text
 from sidegate.features.guard.sse_restore import SseRestorer
 

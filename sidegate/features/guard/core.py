@@ -11,12 +11,12 @@ from typing import Any
 
 import orjson
 
+from sidegate.config.guard import Entity, GuardPolicy, InjectionAction, InjectionPolicy, PiiAction
 from sidegate.errors import Api, GatewayError
 from sidegate.features.guard.classifiers import get_classifier
 from sidegate.features.guard.fragments import Slot, slots
 from sidegate.features.guard.injection import score_text
 from sidegate.features.guard.pii import Span, find_pii
-from sidegate.features.guard.policy import Entity, GuardPolicy, InjectionAction, InjectionPolicy, PiiAction
 from sidegate.features.guard.restore import Placeholders, reserved_in
 
 _ENTITY_WORDS = {

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from sidegate.config.guard import Role
 from sidegate.errors import Api
-from sidegate.features.guard.policy import Role
 
 _OPENAI_ROLES: dict[str, Role] = {
     "system": "system",

@@ -17,7 +17,7 @@ import phonenumbers
 from stdnum import iban as _iban
 from stdnum import luhn as _luhn
 
-from sidegate.features.guard.policy import Entity
+from sidegate.config.guard import Entity
 from sidegate.features.guard.secret_keys import find_secrets
 
 MAX_FINDINGS = 10_000

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from sidegate.features.guard.policy import Entity
+from sidegate.config.guard import Entity
 
 PLACEHOLDER = re.compile(r"<(" + "|".join(e.value for e in Entity) + r")_(\d{1,6})>")
 

@@ -1,13 +1,7 @@
 """Token-aware quotas: rpm, tpm and USD budgets per scope over a Redis-protocol store."""
 
-from sidegate.features.quota.headers import (
-    Decision,
-    Reservation,
-    format_reset,
-    ratelimit_headers,
-    rejection_error,
-)
-from sidegate.features.quota.policy import (
+from sidegate.config.pricing import Price, price_for
+from sidegate.config.quota import (
     Limits,
     QuotaPolicy,
     Scope,
@@ -15,7 +9,13 @@ from sidegate.features.quota.policy import (
     TokenizerConfig,
     build_scopes,
 )
-from sidegate.features.quota.pricing import Price, cost_usd, price_for
+from sidegate.features.quota.headers import (
+    Decision,
+    Reservation,
+    format_reset,
+    ratelimit_headers,
+    rejection_error,
+)
 from sidegate.features.quota.store import QuotaStore
 from sidegate.features.quota.tokens import TokenCounter, max_output_tokens
 
@@ -31,7 +31,6 @@ __all__ = [
     "TokenCounter",
     "TokenizerConfig",
     "build_scopes",
-    "cost_usd",
     "format_reset",
     "max_output_tokens",
     "price_for",

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidegate import metrics
-from sidegate.features.quota.policy import LeasePolicy, Scope
+from sidegate.config.quota import LeasePolicy, Scope
 from sidegate.features.quota.store import STORE_ERRORS, Decision, QuotaStore, Reservation, unique_scopes
 
 _MAX_DEMAND_KEYS = 10_000

@@ -15,14 +15,8 @@ from sidegate import metrics
 from sidegate.config import SidegateConfig
 from sidegate.core.completion import Completion
 from sidegate.core.context import Reply, RequestContext
-from sidegate.features.quota import (
-    QuotaStore,
-    TokenCounter,
-    build_scopes,
-    cost_usd,
-    max_output_tokens,
-    rejection_error,
-)
+from sidegate.core.cost import cost_usd
+from sidegate.features.quota import QuotaStore, TokenCounter, build_scopes, max_output_tokens, rejection_error
 from sidegate.features.quota.lease import LeasedQuota
 from sidegate.features.quota.store import Reservation
 from sidegate.features.quota.tenants import TenantQuotas

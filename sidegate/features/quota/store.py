@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 from redis.exceptions import RedisError
 
+from sidegate.config.quota import QuotaPolicy, Scope
 from sidegate.errors import GatewayError
 from sidegate.features.quota.headers import Decision, Reservation
-from sidegate.features.quota.policy import QuotaPolicy, Scope
 from sidegate.features.quota.scripts import quota_script
 from sidegate.ids import UniqueIds
 from sidegate.store import LuaScript, Store

@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 import tiktoken
 
+from sidegate.config.quota import TokenizerConfig
 from sidegate.errors import Api
-from sidegate.features.quota.policy import TokenizerConfig
 
 _O200K_PREFIXES = ("gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "gpt-oss")
 _CL100K_PREFIXES = ("gpt-4", "gpt-3.5", "gpt-35", "text-embedding-3", "text-embedding-ada")

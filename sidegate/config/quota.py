@@ -7,14 +7,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sidegate.features.quota.pricing import Price, price_for
+from sidegate.config.pricing import Price, price_for
 
 
-class _Model(BaseModel):
+class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Limits(_Model):
+class Limits(StrictModel):
     """Limits of one scope; None means unlimited. 0 blocks everything of that kind."""
 
     rpm: int | None = Field(None, ge=0)
@@ -31,7 +31,7 @@ class Limits(_Model):
         return self.rpm is None and self.tpm is None and self.daily_usd is None and self.monthly_usd is None
 
 
-class TenantQuota(_Model):
+class TenantQuota(StrictModel):
     """A tenant's limits, with optional per-key and per-model (tenant+model) overrides."""
 
     limits: Limits = Field(default_factory=Limits)
@@ -41,7 +41,7 @@ class TenantQuota(_Model):
     """Client model name -> limits of this tenant on that model."""
 
 
-class TokenizerConfig(_Model):
+class TokenizerConfig(StrictModel):
     o200k_path: Path | None = None
     """Local copy of ``o200k_base.tiktoken`` (gpt-4o, o-series, gpt-4.1, gpt-5); None -> cl100k estimate."""
     claude_factor: float = Field(1.2, gt=0)
@@ -56,7 +56,7 @@ class TokenizerConfig(_Model):
     """``count_async`` counts bodies larger than this in a worker thread."""
 
 
-class LeasePolicy(_Model):
+class LeasePolicy(StrictModel):
     """Local admission from leases of the global limits (sidegate/features/quota/lease.py): most requests of
     a busy scope set are admitted without a store round trip. The limits still hold across all
     gateways; the price: while a lease is held (at most ``ttl_ms``), up to ``share`` of what a scope
@@ -83,7 +83,7 @@ class LeasePolicy(_Model):
         return self
 
 
-class QuotaPolicy(_Model):
+class QuotaPolicy(StrictModel):
     """Global quota knobs. Tenant limits live with the tenants (see :class:`TenantQuota`)."""
 
     window_s: float = Field(60.0, gt=0)

@@ -1,12 +1,10 @@
-"""Model prices and the cost of one request's usage."""
+"""Model prices (USD per million tokens), by exact name or glob."""
 
 from __future__ import annotations
 
 import fnmatch
 
 from pydantic import BaseModel, ConfigDict, Field
-
-from sidegate.translate.base import Usage
 
 
 class Price(BaseModel):
@@ -20,23 +18,6 @@ class Price(BaseModel):
     """Price of prompt tokens read from the provider's cache (OpenAI cached, Anthropic cache read)."""
     cache_write_per_mtok: float | None = Field(None, ge=0)
     """Price of prompt tokens written to the cache (Anthropic cache creation)."""
-
-
-def cost_usd(price: Price, usage: Usage) -> float:
-    """Cost of ``usage``; ``usage.input_tokens`` includes cached and cache-written tokens."""
-    prompt = max(usage.input_tokens, 0)
-    cached = min(max(usage.cached_tokens, 0), prompt)
-    written = min(max(usage.cache_creation_tokens, 0), prompt - cached)
-    plain = prompt - cached - written
-    cached_rate = price.input_per_mtok if price.cached_input_per_mtok is None else price.cached_input_per_mtok
-    write_rate = price.input_per_mtok if price.cache_write_per_mtok is None else price.cache_write_per_mtok
-    total = (
-        plain * price.input_per_mtok
-        + cached * cached_rate
-        + written * write_rate
-        + max(usage.output_tokens, 0) * price.output_per_mtok
-    )
-    return total / 1_000_000
 
 
 def price_for(prices: dict[str, Price], model: str) -> Price | None:

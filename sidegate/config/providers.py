@@ -1,0 +1,170 @@
+"""Providers (where a model is served, with which key) and models (which providers, in which order)."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from sidegate.config.base import StrictModel, url_parts
+from sidegate.config.cache import CachePolicy
+from sidegate.config.guard import GuardPolicy
+from sidegate.errors import Api
+
+
+class WeightedKey(StrictModel):
+    env: str
+    weight: int = Field(1, ge=1, le=1000)
+
+
+AuthStyle = Literal["bearer", "x-api-key", "api-key", "none"]
+
+
+NEVER_FORWARDED = frozenset({
+    "authorization", "x-api-key", "api-key", "x-goog-api-key", "cookie", "cookie2", "forwarded",
+    "host", "te", "connection", "keep-alive", "upgrade", "transfer-encoding", "accept-encoding",
+    "content-encoding", "x-real-ip", "via",
+})  # fmt: skip
+"""Client headers `forward_client_headers` may not name (nor a prefix of them)."""
+NEVER_FORWARDED_PREFIXES = ("proxy-", "x-forwarded-", "x-sidegate-", "x-envoy-", ":")
+_HEADER_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]*\*?")
+
+
+class ProviderConfig(StrictModel):
+    api: Api
+    """Wire schema the provider speaks: `openai` (incl. vLLM, Ollama, Groq, Mistral, Azure) or `anthropic`."""
+    base_url: str
+    api_key_env: str | None = None
+    """Name of the environment variable holding the provider key (never the key itself)."""
+    api_key_envs: list[WeightedKey] = Field(default_factory=list)
+    """Several keys of one provider account/deployment, used by weight (spreads per-key rate limits)."""
+    auth: AuthStyle | None = None
+    """Header style; default: bearer for openai, x-api-key for anthropic."""
+    path_prefix: str = ""
+    """Replaces the leading `/v1` of the canonical path (e.g. Azure `/openai/deployments/{model}`)."""
+    query: str = ""
+    """Appended to the upstream path, e.g. `api-version=2024-10-21` for Azure."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Extra static headers sent to this provider."""
+    forward_client_headers: list[str] = Field(default_factory=list)
+    """Client request headers this provider also receives, beyond the built-in allow-list
+    (docs/architecture.md, "What crosses the gateway"): e.g. `openai-organization`,
+    `openai-project` (the client then picks what Sidegate's provider key bills), `x-stainless-*`
+    (a trailing `*` is a prefix). Credentials, cookies, proxy and forwarding
+    headers and Sidegate's or Envoy's own are refused."""
+    connect_timeout_s: float = Field(5.0, gt=0)
+    max_connections: int = Field(1024, ge=1)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.path not in ("", "/"):
+            raise ValueError("must not contain a path (use path_prefix)")
+        return v.rstrip("/")
+
+    @field_validator("forward_client_headers")
+    @classmethod
+    def _forwardable(cls, v: list[str]) -> list[str]:
+        out = []
+        for name in v:
+            low = name.strip().lower()
+            if not _HEADER_PATTERN.fullmatch(low):
+                raise ValueError(f"{name!r} is not a header name (letters, digits, '-', '_'; a trailing '*' for a prefix)")
+            stem, prefix = low.removesuffix("*"), low.endswith("*")
+            hits = [f for f in (*NEVER_FORWARDED, *NEVER_FORWARDED_PREFIXES) if f.startswith(stem)] if prefix else []
+            if hits or low in NEVER_FORWARDED or any(stem.startswith(f) for f in NEVER_FORWARDED_PREFIXES):
+                raise ValueError(f"{name!r}: credentials, cookies, proxy, forwarding and internal headers are never forwarded")
+            out.append(low)
+        return out
+
+    @property
+    def auth_style(self) -> AuthStyle:
+        if self.auth:
+            return self.auth
+        return "x-api-key" if self.api is Api.ANTHROPIC else "bearer"
+
+    @property
+    def tls(self) -> bool:
+        return url_parts(self.base_url)[0]
+
+    @property
+    def host(self) -> str:
+        return url_parts(self.base_url)[1]
+
+    @property
+    def port(self) -> int:
+        return url_parts(self.base_url)[2]
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    def api_keys(self) -> list[tuple[str, int]]:
+        """(key, weight) for every configured key that is set in the environment."""
+        out = [(os.environ[k.env], k.weight) for k in self.api_key_envs if os.environ.get(k.env)]
+        single = self.api_key()
+        if single:
+            out.insert(0, (single, 1))
+        return out
+
+
+class RouteConfig(StrictModel):
+    provider: str
+    model: str | None = None
+    """Provider-side model name (alias target); default: the client's model name."""
+    weight: int = Field(1, ge=1, le=1000)
+    """Share of traffic among routes with the same `priority`."""
+    priority: int | None = None
+    """Routes with the same priority are load balanced by weight; lower priorities are tried first.
+    Default: the route's position in the list (a plain ordered fallback chain)."""
+
+
+class BreakerConfig(StrictModel):
+    """Gateway-side ejection of a failing provider from a model's chain (see docs/fallback.md)."""
+
+    failures: int = Field(5, ge=1)
+    """Consecutive failed tries (429, 5xx, timeouts, resets) that eject a provider."""
+    ejection_s: float = Field(30.0, gt=0)
+    """First ejection time; doubles on each re-ejection (capped at max_ejection_s)."""
+    max_ejection_s: float = Field(300.0, gt=0)
+    honour_retry_after: bool = True
+    """A 429/503 with `retry-after` ejects the provider at once, for that long (capped)."""
+
+
+class ModelConfig(StrictModel):
+    routes: list[RouteConfig] = Field(min_length=1)
+    """Ordered chain: the first is primary, the rest are fallbacks."""
+    retry_on_status: list[int] = Field(default_factory=lambda: [429, 500, 502, 503, 504, 529])
+    per_try_timeout_s: float = Field(60.0, gt=0)
+    per_try_idle_timeout_s: float | None = Field(None, gt=0)
+    """Longest silence of a provider within one try, before or during its answer (a stream that
+    stalls mid-way is cut after this). None: `per_try_timeout_s`."""
+    timeout_s: float = Field(300.0, ge=0)
+    """Overall request timeout (0 = none, for long streams)."""
+    default_max_tokens: int = Field(4096, ge=1)
+    cache: CachePolicy | None = None
+    """Response cache policy for this model (default: `defaults.cache`)."""
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    guard: GuardPolicy | Literal["default"] | None = "default"
+    """PII/injection guard for this model: a policy, null (off), or "default" (`defaults.guard`)."""
+
+    @model_validator(mode="after")
+    def _unique_providers(self) -> ModelConfig:
+        names = [r.provider for r in self.routes]
+        if len(names) != len(set(names)):
+            raise ValueError("a provider may appear only once in a model's route chain")
+        return self
+
+    def groups(self) -> list[list[RouteConfig]]:
+        """Routes grouped by priority, in order (a group is load balanced by weight)."""
+        by_prio: dict[int, list[RouteConfig]] = {}
+        for i, r in enumerate(self.routes):
+            by_prio.setdefault(r.priority if r.priority is not None else i, []).append(r)
+        return [by_prio[k] for k in sorted(by_prio)]
+
+

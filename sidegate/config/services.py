@@ -1,0 +1,130 @@
+"""The listener, the Sidegate services, the store and observability: where things run and talk."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from sidegate.config.base import StrictModel
+
+
+class ListenerConfig(StrictModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    admin_host: str = "127.0.0.1"
+    """Envoy admin interface bind address (keep it private: it can drain and stop Envoy)."""
+    admin_port: int = Field(9901, ge=0, le=65535)
+    max_request_bytes: int = Field(1024 * 1024, ge=1024, le=1024 * 1024)
+    """Larger request bodies get 413 in the client's API format. At most 1 MiB for now: above that
+    Envoy 1.40's buffering for the per-try ext_proc stalls or answers 413 itself (tracked as an issue)."""
+    max_response_bytes: int = Field(32 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
+    """Largest non-streaming answer served, the provider's body and the client's (translated) one:
+    Envoy buffers them whole (per-try stage, usage reader). Larger ones get 502 in the client's API
+    format. Streams (SSE) are not buffered and not bounded by it. docs/architecture.md, "Limits"."""
+    request_timeout_s: float = Field(60.0, gt=0)
+    """Time for a client to send its whole request (headers and body): slow senders get 408."""
+    max_connections: int = Field(10_000, ge=1)
+    """Open downstream connections Envoy accepts at once (overload manager); past it new ones are
+    refused until some close."""
+    idle_timeout_s: float = Field(60.0, gt=0)
+    """A client connection with no request in flight is closed after this long."""
+    stream_idle_timeout_s: float = Field(300.0, gt=0)
+    """A request with no data in either direction for this long is reset (Envoy's
+    `stream_idle_timeout`); a provider's silence is cut sooner by `models.*.per_try_idle_timeout_s`."""
+
+
+def local_address(host: str) -> str:
+    """Where a process on the same host reaches a service bound to `host` (a wildcard -> loopback)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+
+
+class ServicesConfig(StrictModel):
+    host: str = "127.0.0.1"
+    """Bind address of authz and extproc (Envoy reaches them on loopback when this is 0.0.0.0/::)."""
+    metrics_host: str = "127.0.0.1"
+    """Bind address of the /metrics endpoints (0.0.0.0 for Prometheus in k8s/compose)."""
+    authz_port: int = Field(9001, ge=0, le=65535)
+    extproc_port: int = Field(9002, ge=0, le=65535)
+    authz_workers: int = Field(1, ge=1, le=64)
+    """authz processes, on ports authz_port, authz_port+1, ... (one Envoy endpoint each)."""
+    extproc_workers: int = Field(1, ge=1, le=64)
+    """extproc processes, on ports extproc_port, extproc_port+1, ... (one Envoy endpoint each: Envoy
+    keeps one HTTP/2 connection per worker thread to a gRPC cluster, so SO_REUSEPORT splits badly)."""
+    envoy_concurrency: int = Field(0, ge=0, le=256)
+    """Envoy worker threads when `sidegate up` starts Envoy. 0 (auto): the CPUs this process may
+    use (affinity, capped by a cgroup CPU limit) minus one per Python service process started
+    beside it, at least 1 (on two cores, one worker beside extproc serves ~10-20 % more than two:
+    docs/performance.md). The SIDEGATE_ENVOY_CONCURRENCY environment variable overrides it."""
+    metrics_port: int = Field(9464, ge=0, le=65535)
+    """extproc's Prometheus /metrics port (0 = off)."""
+    authz_metrics_port: int = Field(9465, ge=0, le=65535)
+    """authz's Prometheus /metrics port (0 = off)."""
+    grpc_timeout_s: float = Field(5.0, gt=0)
+    drain_s: float = Field(30.0, ge=0)
+    """Grace period on SIGTERM: Envoy drains and in-flight requests (streams too) may finish."""
+    admin_host: str = "127.0.0.1"
+    """Admin API bind address (keys, tenants, limits). Started by `sidegate up` when the
+    SIDEGATE_ADMIN_TOKEN environment variable is set."""
+    admin_port: int = Field(9003, ge=0, le=65535)
+    auth_max_failures: int = Field(20, ge=1)
+    """Failed authentications with one key id from one source address within a minute before
+    that id is refused from that address (429) without checking its secret."""
+    auth_max_source_failures: int = Field(0, ge=0)
+    """Failed authentications (any key) from one source address within a minute before that
+    address's failures are answered 429; valid keys from it are still served. 0: 10 x
+    auth_max_failures."""
+    auth_block_s: float = Field(60.0, gt=0)
+    auth: Literal["ext_authz", "inline"] = "ext_authz"
+    """`ext_authz`: Envoy asks the authz service (one more gRPC hop, auth is a separate process).
+    `inline`: the gateway ext_proc checks the key itself at request-headers time (faster)."""
+    failure_mode_allow: bool = False
+    """If the Sidegate services are unreachable: False -> Envoy answers 5xx (safe default)."""
+    front: Literal["ext_proc", "http"] = "ext_proc"
+    """Transport of the once-per-request gateway stages. `ext_proc`: a gRPC ext_proc stream
+    (headers + body messages). `http`: Envoy's ext_authz HTTP client posts the buffered request to
+    extproc's HTTP front (one plain HTTP/1.1 exchange, several times cheaper than gRPC in Python);
+    needs `auth: inline`. See docs/performance.md."""
+    front_port: int = Field(9004, ge=0, le=65535)
+    """extproc's HTTP front (`front: http`), on front_port, front_port+1, ... (one per worker)."""
+    internal_token_env: str = "SIDEGATE_INTERNAL_TOKEN"
+    """Environment variable holding the secret Envoy presents to the services on every call
+    (docs/deployment.md, "Internal trust"); when unset, the services read `internal_token_file`."""
+    internal_token_file: str = "/run/sidegate/internal-token.yaml"
+    """File Envoy reads that secret from (an SDS resource file, named in its bootstrap; the value
+    itself never is), written by `sidegate internal-token -o FILE`. `sidegate up` writes a fresh one
+    per start in its work directory instead."""
+    restart_healthy_s: float = Field(60.0, gt=0)
+    """`sidegate up`: a restarted child that stays up this long is healthy again (its restart
+    back-off starts over). Children are never given up on (docs/deployment.md)."""
+    restart_backoff_max_s: float = Field(30.0, gt=0)
+    """`sidegate up`: longest wait between restarts of a child that keeps exiting."""
+    direct_lane: bool = True
+    """Non-streaming requests whose providers take the client's body as is skip the per-try
+    ext_proc: Envoy injects the credential and reads the usage; the observers get the finished
+    request from Envoy's access log (docs/performance.md). False: every try goes through Python."""
+
+
+class StoreConfig(StrictModel):
+    url: str | None = None
+    """redis://, rediss:// or unix:// URL of Redis/Valkey/Dragonfly. None -> embedded Valkey."""
+    embedded_port: int = Field(0, ge=0, le=65535)
+    socket_timeout_s: float = Field(1.0, gt=0)
+    """Socket timeout of store calls; each quota call is further bounded by quota.op_timeout_s."""
+    fail_mode: Literal["open", "closed"] = "open"
+    cache_index: bool = True
+    """Keep a local index of the exact-cache entries the store holds, in step through the store's
+    key tracking (`CLIENT TRACKING ... BCAST`): a lookup of an entry the store lacks is a miss without
+    a store call (docs/cache.md, "The local key index"). Needs a plain `redis://` URL."""
+    cache_index_max_keys: int = Field(500_000, ge=1000)
+    """Past this many entries the index is dropped and every exact lookup asks the store (~60 bytes each)."""
+
+
+class ObservabilityConfig(StrictModel):
+    access_log: str | None = "-"
+    """Envoy JSON access log: "-" for stdout, a file path, or null for none."""
+    ledger: bool = True
+    """Append one usage record per request to the `sg:ledger` Redis Stream."""
+    ledger_maxlen: int = Field(1_000_000, ge=1000)
+
+
