@@ -32,15 +32,13 @@ from __future__ import annotations
 from typing import Any
 
 from sidegate.config import SidegateConfig
+from sidegate.sizes import GRPC_FRAMING
 
 TOO_LARGE_DETAILS = "response_payload_too_large"
 """Envoy's response code details when a buffering filter's answer outgrew the stream's limit."""
 
 HEAD_SLACK = 1024 * 1024
 """Room for an answer's head and framing in the client connection's write buffer."""
-
-GRPC_FRAMING = 1024 * 1024
-"""Room for a ProcessingRequest's headers and framing around a body of the largest size."""
 
 EXTPROC_INFLIGHT = 4
 """Whole answers that may sit in Envoy's write buffer towards one ext_proc connection at once."""
@@ -103,11 +101,6 @@ def limit_extproc_buffers(cluster: dict[str, Any], cfg: SidegateConfig) -> None:
     opts["explicit_http_config"]["http2_protocol_options"] = {
         "initial_stream_window_size": limit, "initial_connection_window_size": limit,
     }  # fmt: skip
-
-
-def grpc_max_message(cfg: SidegateConfig) -> int:
-    """The ext_proc service's largest accepted gRPC message (a whole buffered answer)."""
-    return max(64 << 20, cfg.listener.max_response_bytes + GRPC_FRAMING)
 
 
 def too_large_bodies() -> tuple[str, str]:

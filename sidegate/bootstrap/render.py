@@ -37,6 +37,7 @@ from sidegate.bootstrap.stream import lua_events, stream_lua
 from sidegate.config import ModelConfig, ProviderConfig, SidegateConfig, local_address
 from sidegate.credentials.env import env_credential
 from sidegate.errors import Api, format_error, provider_invalid_response, provider_refused_key
+from sidegate.lanes import direct_chain, direct_provider
 from sidegate.wire import (
     AUTHZ_NS,
     CHECK_PREFIX,
@@ -105,28 +106,6 @@ _USAGE_FIELDS = (  # (json path, metadata key): OpenAI and Anthropic bodies
     (("usage", "cache_creation_input_tokens"), "cache_creation_input_tokens"),
     (("model",), "model"),
 )
-
-
-def direct_provider(p: ProviderConfig) -> bool:
-    """Can Envoy alone prepare a request for this provider (no per-try Python)?"""
-    one_key = p.api_key_env is not None or p.auth_style == "none"
-    return one_key and not p.api_key_envs and not p.path_prefix and not p.query
-
-
-def direct_chain(cfg: SidegateConfig, model: str, start: int) -> Api | None:
-    """The client API whose requests for `model` (chain from priority group `start`) may take the
-    direct lane, or None when some provider of that chain needs the per-try stage."""
-    m = cfg.models.get(model)
-    if m is None:
-        return None
-    apis = set()
-    for group in m.groups()[start:]:
-        for r in group:
-            p = cfg.providers[r.provider]
-            if not direct_provider(p) or (r.model is not None and r.model != model):
-                return None
-            apis.add(p.api)
-    return apis.pop() if len(apis) == 1 else None
 
 
 _UPSTREAM_CODEC = {
