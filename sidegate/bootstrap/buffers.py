@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sidegate import lua
 from sidegate.config import SidegateConfig
 from sidegate.sizes import GRPC_FRAMING
 
@@ -44,22 +45,16 @@ EXTPROC_INFLIGHT = 4
 """Whole answers that may sit in Envoy's write buffer towards one ext_proc connection at once."""
 
 
-_WHOLE_ANSWER_LUA = """
-function envoy_on_response(h)
-  local ctype = h:headers():get("content-type") or ""
-  if string.sub(ctype, 1, 17) ~= "text/event-stream" then h:body() end
-end
-"""
-
-WHOLE_ANSWER_FILTER: dict[str, Any] = {
-    "name": "sidegate.whole_answer",
-    "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-        "default_source_code": {"inline_string": _WHOLE_ANSWER_LUA},
-    },
-}
-"""Per-try upstream filter after the ext_proc: a non-streaming provider answer is buffered whole
-(over the stream's limit: Envoy's local 500, made a 502) before the ext_proc sees its headers."""
+def whole_answer_filter() -> dict[str, Any]:
+    """Per-try upstream filter after the ext_proc: a non-streaming provider answer is buffered whole
+    (over the stream's limit: Envoy's local 500, made a 502) before the ext_proc sees its headers."""
+    return {
+        "name": "sidegate.whole_answer",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": lua.read("envoy_whole_answer.lua")},
+        },
+    }
 
 
 ANSWER_LIMIT_FILTER = "sidegate.answer_limit"

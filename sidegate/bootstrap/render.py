@@ -15,16 +15,16 @@ from typing import Any
 
 import yaml
 
-from sidegate import trust
+from sidegate import lua, trust
 from sidegate.bootstrap import hygiene
 from sidegate.bootstrap import limits as render_limits
 from sidegate.bootstrap.buffers import (
     TOO_LARGE_DETAILS,
-    WHOLE_ANSWER_FILTER,
     answer_limit_filter,
     limit_extproc_buffers,
     listener_buffer_limit,
     too_large_bodies,
+    whole_answer_filter,
 )
 from sidegate.bootstrap.input import (
     LOCAL_REPLY_CASES,
@@ -33,7 +33,7 @@ from sidegate.bootstrap.input import (
     unsupported_encoding_route,
 )
 from sidegate.bootstrap.limits import duration
-from sidegate.bootstrap.stream import lua_events, stream_lua
+from sidegate.bootstrap.stream import lua_events, stream_watch
 from sidegate.config import ModelConfig, ProviderConfig, SidegateConfig, local_address
 from sidegate.credentials.env import env_credential
 from sidegate.errors import Api, format_error, provider_invalid_response, provider_refused_key
@@ -478,220 +478,6 @@ def _ext_proc(cluster: str, phase: str, timeout_s: float, mode: dict[str, str], 
     }
 
 
-_ERRORS_LUA = """
--- Sidegate direct lane: what the per-try stage does to a provider's error, done in Envoy.
--- Per provider: its key's environment variable and the 502 bodies (rendered by sidegate.errors).
-local PROVIDERS = {%s}
--- The content types json_to_metadata parses (it compares the whole header value).
-local JSON_TYPES = {%s}
-local function plain_replace(s, needle, repl)
-  local out, i = {}, 1
-  while true do
-    local a, b = string.find(s, needle, i, true)
-    if a == nil then break end
-    out[#out + 1] = string.sub(s, i, a - 1) .. repl
-    i = b + 1
-  end
-  out[#out + 1] = string.sub(s, i)
-  return table.concat(out)
-end
-%slocal function replace(h, body)
-  local headers = h:headers()
-  headers:replace(":status", "502")
-  headers:replace("content-type", "application/json")
-  headers:remove("content-encoding")  -- the provider's, not this plain JSON's
-  -- true: a buffer even for a response without a body (else the body set here is never sent,
-  -- and the client waits for the content-length below until its timeout).
-  h:body(true):setBytes(body)
-  headers:replace("content-length", tostring(#body))
-end
--- The provider's key, read from Envoy's environment once per worker (false: none).
-local KEYS = {}
-local function secret(name, p)
-  local key = KEYS[name]
-  if key == nil then
-    key = p.env and os.getenv(p.env) or false
-    if key and #key < 8 then key = false end
-    KEYS[name] = key
-  end
-  return key
-end
--- A provider echoing its key in a header the response allow-list let through: the header goes.
-local function scrub_headers(headers, key)
-  local echoed = nil
-  for name, v in pairs(headers) do
-    if string.find(v, key, 1, true) then echoed = echoed or {}; echoed[#echoed + 1] = name end
-  end
-  if echoed ~= nil then
-    for _, name in ipairs(echoed) do headers:remove(name) end
-  end
-end
-local function scrub_body(h, key)
-  local b = h:body()
-  if b == nil then return end
-  local text = b:getBytes(0, b:length())
-  if string.find(text, key, 1, true) then
-    local clean = plain_replace(text, key, "[redacted]")
-    b:setBytes(clean)
-    h:headers():replace("content-length", tostring(#clean))
-  end
-end
-function envoy_on_response(h)
-  -- The common case first and cheapest: a success whose body parsed (no metadata tables built).
-  local headers = h:headers()
-  local status = tonumber(headers:get(":status")) or 0
-  local md = h:streamInfo():dynamicMetadata()
-  local pname = headers:get("x-sidegate-provider") or ""
-  local p = PROVIDERS[pname]
-  local key = p ~= nil and secret(pname, p)
-  if key then scrub_headers(headers, key) end
-  local invalid, stream = false, false
-  if status < 400 then
-    -- A stream is not JSON: json_to_metadata flags it; sse_to_metadata reads its usage, and the
-    -- stream watch (sidegate/bootstrap/stream.py) ends a broken or cut stream with an error event
-    -- and scrubs the provider key from the lines it relays.
-    local ct = headers:get("content-type")
-    stream = ct ~= nil and string.find(ct, "text/event-stream", 1, true) ~= nil
-    if not stream then
-      local usage = md:get("%s")
-      invalid = usage ~= nil and usage["invalid"] ~= nil
-      if not invalid then
-        if key then scrub_body(h, key) end  -- already buffered by json_to_metadata
-        return
-      end
-      -- json_to_metadata also flags a JSON type it does not list (`charset=utf8`, `Application/JSON`):
-      -- that proves nothing about the body, which is relayed (its usage is not read).
-      if ct ~= nil and not JSON_TYPES[ct] and string.find(string.lower(ct), "application/json", 1, true) then
-        if key then scrub_body(h, key) end
-        return
-      end
-    end
-  end
-  local sg = md:get("%s")
-  local front = md:get("%s")
-  local direct = (sg ~= nil and sg["lane"] == "direct") or (front ~= nil and front["%s"] == "direct")
-  if not direct or p == nil then return end
-  if stream then
-    headers:remove("content-length")  -- the watch may change the body's length: sent chunked
-    watch(h, p, key)
-  elseif status < 400 then
-    replace(h, p.invalid)
-  elseif status == 401 or status == 403 then
-    replace(h, p.refused)
-  elseif key then
-    scrub_body(h, key)
-  end
-end
-"""
-
-
-_TRY_LUA = string.Template("""
--- Sidegate try lane: the per-try stage over HTTP. Each try of a request posts the client's body to
--- the front (extproc/trylane.py), which answers with the provider's body and header changes; the
--- provider's buffered response goes back to the same worker for translation. Objects taken before
--- a call that may yield (h:body(), h:httpCall()) are out of scope after it: they are fetched again.
-local CLUSTER = "${cluster}"
-local TIMEOUT = ${timeout_ms}
-local KEY_HEADER, KEY_PREFIX, KEY_ENV = ${key_header}, ${key_prefix}, ${key_env}
-local function unescape(s)
-  return (string.gsub(s, "%%(%x%x)", function(x) return string.char(tonumber(x, 16)) end))
-end
-local function apply(headers, answer)
-  local remove = answer["${h_remove}"]
-  if remove ~= nil then
-    for name in string.gmatch(remove, "[^,]+") do headers:remove(name) end
-  end
-  local set = answer["${h_set}"]
-  if set ~= nil then
-    for k, v in string.gmatch(set, "([^&=]+)=([^&]*)") do headers:replace(unescape(k), unescape(v)) end
-  end
-end
-local function error_body(api, status)
-  local msg = "Sidegate: the per-try stage is unavailable (" .. tostring(status) .. ")."
-  if api == "anthropic" then
-    return '{"type":"error","error":{"type":"api_error","message":"' .. msg .. '"}}'
-  end
-  return '{"error":{"message":"' .. msg .. '","type":"server_error","param":null,"code":null}}'
-end
-local function bytes(b)
-  return b:getBytes(0, b:length())
-end
--- This try is pending in the worker that answered (`from`: the check's metadata or the call's answer).
-local function remember(h, from, api)
-  local md = h:streamInfo():dynamicMetadata()
-  md:set("${try_ns}", "worker", from["${h_worker}"])
-  md:set("${try_ns}", "id", from["${h_key}"])
-  md:set("${try_ns}", "api", api or "")
-  md:set("${try_ns}", "done", false)
-end
-function envoy_on_request(h)
-  local md = h:streamInfo():dynamicMetadata()
-  local front = md:get("${authz_ns}") or {}
-  local state = md:get("${try_ns}") or {}
-  local n = (state["tries"] or 0) + 1
-  md:set("${try_ns}", "tries", n)
-  local api = front["${api_header}"]
-  if n == 1 and front["${h_prepared}"] == CLUSTER then
-    -- The front prepared this try at check time: no call.
-    h:body(true):setBytes(front["${h_body}"])
-    local headers = h:headers()
-    apply(headers, front)
-    if KEY_ENV ~= nil then
-      local key = os.getenv(KEY_ENV)
-      if key ~= nil then headers:replace(KEY_HEADER, KEY_PREFIX .. key) end
-    end
-    h:streamInfo():dynamicMetadata():set("${authz_ns}", "${h_body}", "")  -- the prompt does not stay in the metadata
-    remember(h, front, api)
-    return
-  end
-  local call = {
-    [":method"] = "POST", [":path"] = "${prefix}request", [":authority"] = "sidegate-front",
-    ["${meta_header}"] = front["${meta_header}"] or "", ["${h_cluster}"] = CLUSTER,
-    ["${h_attempt}"] = tostring(n), ["${h_previous}"] = state["id"] or "",
-  }
-  local answer, body = h:httpCall("sidegate_front", call, bytes(h:body(true)), TIMEOUT)
-  body = body or ""
-  if answer[":status"] ~= "200" then
-    if answer["${h_answer}"] == nil then body = error_body(api, answer[":status"]) end
-    h:respond({[":status"] = answer[":status"], ["content-type"] = "application/json"}, body)
-    return
-  end
-  h:body(true):setBytes(body)
-  apply(h:headers(), answer)
-  remember(h, answer, api)
-end
-function envoy_on_response(h)
-  local state = h:streamInfo():dynamicMetadata():get("${try_ns}")
-  if state == nil or state["worker"] == nil then return end
-  local headers = h:headers()
-  local call = {
-    [":method"] = "POST", [":path"] = "${prefix}response", [":authority"] = "sidegate-front",
-    ["${h_key}"] = state["id"], ["${h_status}"] = headers:get(":status"), ["${api_header}"] = state["api"],
-  }
-  -- Every provider header the response allow-list let through (the stage reads some, and drops
-  -- any whose value echoes a key).
-  for name, v in pairs(headers) do
-    if string.byte(name, 1) ~= 58 then call["${h_passed}" .. name] = v end
-  end
-  local answer, body = h:httpCall("sidegate_front." .. state["worker"], call, bytes(h:body(true)), TIMEOUT)
-  h:streamInfo():dynamicMetadata():set("${try_ns}", "done", true)
-  body = body or ""
-  local status = answer["${h_status}"]
-  if answer[":status"] ~= "200" or status == nil then
-    status = answer[":status"] == "200" and "502" or answer[":status"]
-    if answer["${h_answer}"] == nil then body = error_body(state["api"], status) end
-    answer = {["${h_set}"] = "content-type=application%2Fjson"}
-  end
-  h:body(true):setBytes(body)  -- (true: a buffer even when the provider sent no body)
-  headers = h:headers()
-  headers:replace(":status", status)
-  apply(headers, answer)
-  headers:replace("content-length", tostring(#body))
-end
-""")
-"""The try lane's upstream Lua filter (one per provider cluster, its name baked in)."""
-
-
 def _lua_str(s: str | None) -> str:
     return "nil" if s is None else '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -701,7 +487,7 @@ def _try_cluster(name: str, p: ProviderConfig, timeout_s: float) -> dict[str, An
     cname = try_cluster_name(name)
     cluster = _lane_cluster(name, p, cname)
     header, prefix, env = env_credential(p) or ("", "", None)
-    source = _TRY_LUA.substitute(
+    source = string.Template(lua.read("envoy_try_lane.lua")).substitute(
         key_header=_lua_str(header), key_prefix=_lua_str(prefix), key_env=_lua_str(env),
         cluster=cname, timeout_ms=int(timeout_s * 1000), prefix=TRY_PREFIX, try_ns=TRY_NS, authz_ns=AUTHZ_NS,
         meta_header=FRONT_META_HEADER, api_header=FRONT_API_HEADER,
@@ -734,9 +520,10 @@ def _direct_errors(cfg: SidegateConfig) -> dict[str, Any]:
         "name": DIRECT_ERRORS_FILTER,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-            "default_source_code": {"inline_string": _ERRORS_LUA % (
-                ", ".join(entries), ", ".join(f'["{t}"] = true' for t in JSON_CONTENT_TYPES), stream_lua(),
-                USAGE_NS, META_NS, AUTHZ_NS, FRONT_LANE_HEADER)},
+            "default_source_code": {"inline_string": string.Template(lua.read("envoy_direct_errors.lua")).substitute(
+                providers=", ".join(entries), json_types=", ".join(f'["{t}"] = true' for t in JSON_CONTENT_TYPES),
+                stream_watch=stream_watch(), usage_ns=USAGE_NS, meta_ns=META_NS, authz_ns=AUTHZ_NS,
+                lane_header=FRONT_LANE_HEADER)},
         },
     }
 
@@ -946,7 +733,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
                     # (sidegate/features/upstream.py; no regex here, so mesh sidecars need no RE2 runtime limit).
                     "upstream_http_filters": [
                         {"name": "sidegate.upstream", "typed_config": upstream_proc},
-                        WHOLE_ANSWER_FILTER,
+                        whole_answer_filter(),
                         _UPSTREAM_CODEC,
                     ],
                 },
