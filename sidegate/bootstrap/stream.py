@@ -1,6 +1,7 @@
-"""The direct lane's stream watch: a Lua function of the router-level error filter (`_ERRORS_LUA`
-in sidegate/bootstrap/render.py) that does to a direct-lane SSE stream, in Envoy, what the passthrough stream
-translators do in the full lane (sidegate/translate/passthrough.py):
+"""The direct lane's stream watch (lua/envoy_stream_watch.lua): a Lua function of the router-level
+error filter (lua/envoy_direct_errors.lua, sidegate/bootstrap/direct_lane.py) that does to a
+direct-lane SSE stream, in Envoy, what the passthrough stream translators do in the full lane
+(sidegate/translate/passthrough.py):
 
 - only complete lines are relayed (an unfinished last line is held back to the next chunk), so a
   stream never hands the client half an event;
