@@ -8,12 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from sidegate.bootstrap import direct_lane
-from sidegate.bootstrap import limits as render_limits
 from sidegate.bootstrap.accesslog import access_log, direct_access_log, front_format
 from sidegate.bootstrap.buffers import answer_limit_filter, listener_buffer_limit, whole_answer_filter
 from sidegate.bootstrap.clusters import UPSTREAM_CODEC, address
 from sidegate.bootstrap.input import request_decompressor
-from sidegate.bootstrap.limits import duration
+from sidegate.bootstrap.limits import duration, hcm_timeouts
 from sidegate.bootstrap.replies import local_reply_config
 from sidegate.bootstrap.routes import route_config
 from sidegate.config import SidegateConfig
@@ -171,7 +170,7 @@ def http_connection_manager(cfg: SidegateConfig, *, front_http: bool, direct: bo
         **({"access_log": logs} if logs else {}),
         "codec_type": "AUTO",
         "generate_request_id": True,
-        **render_limits.hcm_timeouts(cfg.listener),
+        **hcm_timeouts(cfg.listener),
         "request_timeout": duration(cfg.listener.request_timeout_s),
         "request_headers_timeout": "10s",
         "local_reply_config": local_reply_config(),

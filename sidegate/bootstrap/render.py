@@ -26,10 +26,10 @@ import yaml
 
 from sidegate import trust
 from sidegate.bootstrap import hygiene
-from sidegate.bootstrap import limits as render_limits
 from sidegate.bootstrap.buffers import limit_extproc_buffers
 from sidegate.bootstrap.clusters import address, front_clusters, grpc_cluster, provider_cluster
 from sidegate.bootstrap.direct_lane import direct_cluster
+from sidegate.bootstrap.limits import overload_manager
 from sidegate.bootstrap.listener import listener
 from sidegate.bootstrap.try_lane import try_cluster
 from sidegate.config import SidegateConfig, local_address
@@ -44,7 +44,7 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
     return {
         "node": trust.NODE,
         "admin": {"address": address(cfg.listener.admin_host, cfg.listener.admin_port)},
-        "overload_manager": render_limits.overload_manager(cfg.listener),
+        "overload_manager": overload_manager(cfg.listener),
         "layered_runtime": hygiene.runtime(),
         "static_resources": {
             "listeners": [listener(cfg, front_http=front_http, direct=direct, sidegate_filters=sidegate_filters)],

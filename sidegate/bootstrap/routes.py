@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sidegate.bootstrap import limits as render_limits
 from sidegate.bootstrap.direct_lane import direct_response_headers, no_direct_errors
 from sidegate.bootstrap.input import filters_off, unsupported_encoding_route
-from sidegate.bootstrap.limits import duration
+from sidegate.bootstrap.limits import duration, per_try_idle_timeout
 from sidegate.config import ModelConfig, SidegateConfig
 from sidegate.lanes import direct_chain
 from sidegate.wire import (
@@ -112,7 +111,7 @@ def _model_route(
                     "retriable_status_codes": sorted(set(m.retry_on_status)),
                     "num_retries": len(pgroups) - 1,
                     "per_try_timeout": duration(m.per_try_timeout_s),
-                    "per_try_idle_timeout": render_limits.per_try_idle_timeout(m),
+                    "per_try_idle_timeout": per_try_idle_timeout(m),
                     "refresh_cluster_on_retry": True,
                     "retry_back_off": {"base_interval": "0.001s", "max_interval": "0.002s"},
                 },
