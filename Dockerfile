@@ -32,8 +32,8 @@ RUN pip install --upgrade pip \
  && envoy --version \
  && sidegate --help >/dev/null \
  && python -c "import fastembed, qdrant_client, tiktoken"
-# The quota Lua scripts live in the repository's lua/ folder (not package data): ship them and point
-# SIDEGATE_LUA_DIR at them.
+# Every Lua program (the store's quota scripts, the Envoy filters `sidegate render` fills in) lives in
+# the repository's lua/ folder (not package data): ship them and point SIDEGATE_LUA_DIR at them.
 RUN mkdir -p /opt/sidegate && cp -r lua /opt/sidegate/lua
 
 # ---- final: slim runtime, non-root ---------------------------------------------------------------

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Re-render every committed Envoy artefact from its Sidegate config: `python deploy/render_all.py`.
 
-Run it after changing a config below or `sidegate/bootstrap/render.py`; tests/unit/test_deploy_envoy.py fails
+Run it after changing a config below, `sidegate/bootstrap/` or `lua/envoy_*.lua`; tests/unit/test_deploy_envoy.py fails
 when a committed file differs from what this produces. `--check` only reports drift (exit 1).
 
 Rendering ignores SIDEGATE_* environment overrides, so the files never depend on the shell.
@@ -103,7 +103,7 @@ def snippets(cfg: config.SidegateConfig | None = None) -> dict[str, Any]:
     b = render.bootstrap(cfg)
     hcm = b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     *sidegate_filters, router = hcm["http_filters"]
-    assert router["name"] == "envoy.filters.http.router", "render.py changed its filter chain layout"
+    assert router["name"] == "envoy.filters.http.router", "the listener's filter chain layout changed (sidegate/bootstrap/listener.py)"
     clusters = [c for c in b["static_resources"]["clusters"] if c["name"].startswith("sidegate_")]
     return {
         "http_filters": sidegate_filters,

@@ -17,9 +17,9 @@ from extproc.server import ExternalProcessor
 from extproc.trylane import TryLane
 from sidegate import metrics
 from sidegate.app import App, build
-from sidegate.bootstrap.buffers import grpc_max_message
 from sidegate.config import SidegateConfig, local_address
 from sidegate.health import add_health, set_serving
+from sidegate.sizes import grpc_max_message
 from sidegate.store import Store
 from sidegate.trust import Token
 

@@ -25,3 +25,8 @@ def lua_dir() -> Path:
 def read(name: str) -> str:
     """The text of ``lua/<name>`` (read once per process)."""
     return (lua_dir() / name).read_text()
+
+
+def literal(s: str | None) -> str:
+    """`s` as a Lua string literal (`nil` for None): how a render-time value goes into a program."""
+    return "nil" if s is None else '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -136,7 +136,7 @@ async def require(token: Token, context: grpc.aio.ServicerContext) -> None:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, "")
 
 
-# -- Envoy side (rendered into the bootstrap by sidegate/bootstrap/render.py) ------------------------------
+# -- Envoy side (rendered into the bootstrap by sidegate/bootstrap/clusters.py and render.py) -----------
 
 
 def injector(path: str) -> dict[str, Any]:

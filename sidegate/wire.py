@@ -13,6 +13,8 @@ REPLY_DETAILS = "sidegate"
 """Response code details of every ImmediateResponse Sidegate sends (keeps local_reply_config off them)."""
 META_NS = "sidegate"
 AUTHZ_NS = "envoy.filters.http.ext_authz"
+"""The ext_authz extension's name: Envoy files ext_authz's dynamic metadata under it (the HTTP
+front's too), and the bootstrap names the tenant-key filter after it."""
 
 CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key")
 """Where a client presents its Sidegate key (removed before anything goes upstream)."""
@@ -32,6 +34,8 @@ FRONT_LANE_HEADER = "x-sidegate-lane"
 FRONT_API_HEADER = "x-sidegate-api"
 FRONT_SOURCE_HEADER = "x-sidegate-source"
 FRONT_FILTER = "sidegate.front"
+GATEWAY_FILTER = "sidegate.gateway"
+"""The ext_proc front's filter (the gateway stages, once per request)."""
 TRY = "~try"
 """Suffix of a route value / cluster name in the HTTP try lane (HTTP front, non-streaming requests
 that need the per-try stage): a Lua upstream filter posts each try to the front (extproc/trylane.py)."""
@@ -88,7 +92,7 @@ def route_value(model: str, start: int) -> str:
 
 
 class TryWire:
-    """The try lane's wire contract: header names shared by its Lua (`_TRY_LUA`, where they are
+    """The try lane's wire contract: header names shared by its Lua (lua/envoy_try_lane.lua, where they are
     `${h_<name>}`) and extproc/trylane.py. Answers of the front carry them as headers; those of the
     check also become ext_authz metadata (the prepared try)."""
 

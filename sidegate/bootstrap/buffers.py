@@ -31,7 +31,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from sidegate import lua
 from sidegate.config import SidegateConfig
+from sidegate.sizes import GRPC_FRAMING
 
 TOO_LARGE_DETAILS = "response_payload_too_large"
 """Envoy's response code details when a buffering filter's answer outgrew the stream's limit."""
@@ -39,29 +41,20 @@ TOO_LARGE_DETAILS = "response_payload_too_large"
 HEAD_SLACK = 1024 * 1024
 """Room for an answer's head and framing in the client connection's write buffer."""
 
-GRPC_FRAMING = 1024 * 1024
-"""Room for a ProcessingRequest's headers and framing around a body of the largest size."""
-
 EXTPROC_INFLIGHT = 4
 """Whole answers that may sit in Envoy's write buffer towards one ext_proc connection at once."""
 
 
-_WHOLE_ANSWER_LUA = """
-function envoy_on_response(h)
-  local ctype = h:headers():get("content-type") or ""
-  if string.sub(ctype, 1, 17) ~= "text/event-stream" then h:body() end
-end
-"""
-
-WHOLE_ANSWER_FILTER: dict[str, Any] = {
-    "name": "sidegate.whole_answer",
-    "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-        "default_source_code": {"inline_string": _WHOLE_ANSWER_LUA},
-    },
-}
-"""Per-try upstream filter after the ext_proc: a non-streaming provider answer is buffered whole
-(over the stream's limit: Envoy's local 500, made a 502) before the ext_proc sees its headers."""
+def whole_answer_filter() -> dict[str, Any]:
+    """Per-try upstream filter after the ext_proc: a non-streaming provider answer is buffered whole
+    (over the stream's limit: Envoy's local 500, made a 502) before the ext_proc sees its headers."""
+    return {
+        "name": "sidegate.whole_answer",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": lua.read("envoy_whole_answer.lua")},
+        },
+    }
 
 
 ANSWER_LIMIT_FILTER = "sidegate.answer_limit"
@@ -103,11 +96,6 @@ def limit_extproc_buffers(cluster: dict[str, Any], cfg: SidegateConfig) -> None:
     opts["explicit_http_config"]["http2_protocol_options"] = {
         "initial_stream_window_size": limit, "initial_connection_window_size": limit,
     }  # fmt: skip
-
-
-def grpc_max_message(cfg: SidegateConfig) -> int:
-    """The ext_proc service's largest accepted gRPC message (a whole buffered answer)."""
-    return max(64 << 20, cfg.listener.max_response_bytes + GRPC_FRAMING)
 
 
 def too_large_bodies() -> tuple[str, str]:

@@ -15,11 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 from sidegate.bootstrap.buffers import ANSWER_LIMIT_FILTER
+from sidegate.wire import AUTHZ_NS, FRONT_FILTER, GATEWAY_FILTER
 
 _DISABLED = {
-    "envoy.filters.http.ext_authz": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
-    "sidegate.front": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
-    "sidegate.gateway": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+    AUTHZ_NS: "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+    FRONT_FILTER: "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+    GATEWAY_FILTER: "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
     # (it would buffer the whole body before the router answers: the client would have to send it)
     ANSWER_LIMIT_FILTER: "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
 }

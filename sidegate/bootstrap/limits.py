@@ -1,5 +1,5 @@
-"""Envoy's connection and idle limits, rendered from `listener.*` and `models.*` (called from
-`render.bootstrap`)."""
+"""Envoy's connection and idle limits, rendered from `listener.*` and `models.*` (used by the
+listener, the routes and the bootstrap's overload manager)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""The direct lane's stream watch: a Lua function of the router-level error filter (`_ERRORS_LUA`
-in sidegate/bootstrap/render.py) that does to a direct-lane SSE stream, in Envoy, what the passthrough stream
-translators do in the full lane (sidegate/translate/openai_openai.py, anthropic_anthropic.py):
+"""The direct lane's stream watch (lua/envoy_stream_watch.lua): a Lua function of the router-level
+error filter (lua/envoy_direct_errors.lua, sidegate/bootstrap/direct_lane.py) that does to a
+direct-lane SSE stream, in Envoy, what the passthrough stream translators do in the full lane
+(sidegate/translate/openai_openai.py, anthropic_anthropic.py):
 
 - only complete lines are relayed (an unfinished last line is held back to the next chunk), so a
   stream never hands the client half an event;
@@ -27,131 +28,12 @@ that stays a connection error.
 
 from __future__ import annotations
 
+import string
+
+from sidegate import lua
 from sidegate.errors import Api
 from sidegate.translate.common import MALFORMED_EVENT, STREAM_TRUNCATED, sse_error_event
 from sidegate.wire import STREAM_NS
-
-# `%(ns)s` is filled in; the function runs inside envoy_on_response (LuaJIT), after the error
-# filter's `plain_replace`.
-STREAM_LUA = """
--- The start of the unfinished last line of `s` (nil when `s` ends with a newline); `from`: where
--- the new bytes start (what comes before them is one unfinished line, without a newline).
-local function tail_start(s, from)
-  local i = #s
-  if string.byte(s, i) == 10 then return nil end
-  while i >= from and string.byte(s, i) ~= 10 do i = i - 1 end
-  if i < from then return 1 end
-  return i + 1
-end
--- The first line of `s` starting before `stop` that begins with `needle` (nil if none).
-local function line_at(s, needle, stop)
-  local i = 1
-  while true do
-    local a = string.find(s, needle, i, true)
-    if a == nil or a >= stop then return nil end
-    if a == 1 or string.byte(s, a - 1) == 10 then return a end
-    i = a + 1
-  end
-end
--- Scans the complete lines of `s` (those starting before `stop`) up to the first terminal line
--- (OpenAI: `data: [DONE]` or an error object; Anthropic: `event: message_stop` or `event: error`,
--- as lines: a text that quotes them is payload): the start of the first broken `data:` line
--- before it, or nil; and the terminal line's start, or nil.
-local function scan(s, stop, openai)
-  local term = nil
-  if not openai then
-    local t1, t2 = line_at(s, "event: message_stop", stop), line_at(s, "event: error", stop)
-    term = t1 or t2
-    if t2 ~= nil and t2 < term then term = t2 end
-    if term ~= nil then stop = term end
-  end
-  local i = 1
-  while true do
-    local a = string.find(s, "data:", i, true)
-    if a == nil or a >= stop then break end
-    local e = string.find(s, "\\n", a, true)
-    if e == nil then break end
-    if a == 1 or string.byte(s, a - 1) == 10 then
-      local p, q = a + 5, e - 1
-      if string.byte(s, p) == 32 then p = p + 1 end
-      if string.byte(s, q) == 13 then q = q - 1 end
-      local b1 = string.byte(s, p)
-      if q < p then
-        -- an empty payload: relayed
-      elseif b1 == 123 and string.byte(s, q) == 125 then
-        if openai and string.byte(s, p + 2) == 101 and string.sub(s, p, p + 7) == '{"error"' then return nil, a end
-      elseif openai and string.sub(s, p, q) == "[DONE]" then
-        return nil, a
-      else
-        return a, nil
-      end
-    end
-    i = e + 1
-  end
-  return nil, term
-end
--- The end of the first empty line of `s` from the line starting at `from` on (nil if none yet).
-local function blank_end(s, from)
-  local _, e = string.find(s, "^\\r?\\n", from)
-  if e == nil then _, e = string.find(s, "\\n\\r?\\n", from) end
-  return e
-end
--- state 0: relaying; 1: the terminal event has begun, relayed up to its end (its empty line);
--- 2: ended (the terminal event relayed whole, or the stream cut at a broken line): nothing more.
-local function watch(h, p, key)
-  local openai = p.api == "openai"
-  local carry, state, last, out, first = "", 0, nil, "", true
-  -- (the metadata object is fetched at each use: a wrapper taken before bodyChunks() yields is dead after)
-  local function mark(k, v) h:streamInfo():dynamicMetadata():set("%(ns)s", k, v) end
-  for chunk in h:bodyChunks() do
-    last, out = chunk, ""
-    local n = chunk:length()
-    if state == 2 then
-      if n > 0 then chunk:setBytes("") end
-    elseif n > 0 then
-      if first then
-        first = false
-        mark("first_us", h:timestampString(EnvoyTimestampResolution.MICROSECOND))
-      end
-      local raw = chunk:getBytes(0, n)
-      local s = raw
-      if #carry > 0 then s = carry .. raw end
-      local t = tail_start(s, #carry + 1)
-      if t == 1 then
-        carry = s  -- no complete line yet (one long event): nothing to scan
-      else
-        local bad, term = nil, nil
-        if state == 0 then bad, term = scan(s, t or #s + 1, openai) else term = 1 end
-        local e = term ~= nil and blank_end(s, term) or nil
-        if bad ~= nil then
-          out, carry, state = string.sub(s, 1, bad - 1) .. p.bad, "", 2
-          mark("end", "malformed")
-        elseif e ~= nil then
-          out, carry = string.sub(s, 1, e), ""
-          if state == 0 then mark("end", "complete") end
-          state = 2
-        else
-          if t ~= nil then out, carry = string.sub(s, 1, t - 1), string.sub(s, t) else out, carry = s, "" end
-          if term ~= nil and state == 0 then
-            state = 1
-            mark("end", "complete")
-          end
-        end
-      end
-      if key and string.find(out, key, 1, true) then out = plain_replace(out, key, "[redacted]") end
-      if out ~= raw then chunk:setBytes(out) end
-    end
-  end
-  if last == nil then return end
-  if state == 0 then  -- an unfinished last line is half an event: the error event replaces it
-    last:setBytes(out .. p.cut)
-    mark("end", "cut")
-  elseif state == 1 and #carry > 0 then  -- the terminal event's last line, unfinished: relayed
-    if key and string.find(carry, key, 1, true) then carry = plain_replace(carry, key, "[redacted]") end
-    last:setBytes(out .. carry)
-  end
-end
-"""
 
 
 def lua_events(api: Api) -> tuple[bytes, bytes]:
@@ -160,5 +42,7 @@ def lua_events(api: Api) -> tuple[bytes, bytes]:
     return sse_error_event(api, MALFORMED_EVENT, etype), sse_error_event(api, STREAM_TRUNCATED, etype)
 
 
-def stream_lua() -> str:
-    return STREAM_LUA % {"ns": STREAM_NS}
+def stream_watch() -> str:
+    """The watch's Lua (lua/envoy_stream_watch.lua), to fill in the error filter's `${stream_watch}`
+    line: without its last newline, which that line has."""
+    return string.Template(lua.read("envoy_stream_watch.lua")).substitute(stream_ns=STREAM_NS).removesuffix("\n")

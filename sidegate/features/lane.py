@@ -14,10 +14,10 @@ need it keep the gRPC per-try stage (the full lane): they are translated event b
 
 from __future__ import annotations
 
-from sidegate.bootstrap.render import direct_chain
 from sidegate.config import SidegateConfig
 from sidegate.core.context import Reply, RequestContext
 from sidegate.errors import Api
+from sidegate.lanes import direct_chain
 from sidegate.wire import DIRECT, TRY
 
 

@@ -17,12 +17,12 @@ from typing import Any
 
 import orjson
 
-from sidegate.bootstrap.hygiene import RESPONSE, Allowed, request_allowed
 from sidegate.config import ProviderConfig, RouteConfig, SidegateConfig
 from sidegate.core.completion import Completion, Filler, Observer, notify, parse_retry_after
 from sidegate.credentials import Credential, for_provider
 from sidegate.errors import Api, GatewayError, format_error, provider_invalid_response, provider_refused_key
 from sidegate.features.guard import SseRestorer, guard_request, restore_body
+from sidegate.headers import RESPONSE, Allowed, request_allowed
 from sidegate.translate import get_translator
 from sidegate.translate.base import StreamTranslator, TranslateOptions, Translator, Usage
 from sidegate.wire import PROVIDER_HEADERS, RATE_LIMIT_HEADERS, provider_of_cluster

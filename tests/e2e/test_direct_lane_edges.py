@@ -1,5 +1,5 @@
-"""Direct-lane edge cases of the router-level Lua (sidegate/bootstrap/render.py `_ERRORS_LUA`,
-sidegate/bootstrap/stream.py), through a real Envoy: a provider answer without a body, and an
+"""Direct-lane edge cases of the router-level Lua (lua/envoy_direct_errors.lua,
+lua/envoy_stream_watch.lua), through a real Envoy: a provider answer without a body, and an
 Anthropic stream whose text mentions the name of its terminal event, streams cut at every byte."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The access log's filter (`render._direct_log_filter`, native metadata filters) in a real Envoy:
+"""The access log's filter (`accesslog.direct_log_filter`, native metadata filters) in a real Envoy:
 which finished requests it hands the observers, for every state the gateway's metadata can be in.
 The expected answers are the rule it replaced (a CEL expression): a direct-lane request; with the
 HTTP front also a try-lane request whose last try has no response (`done` false), or whose
@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from sidegate import wire
-from sidegate.bootstrap import render
+from sidegate.bootstrap import accesslog
 from sidegate.ports import free_port, wait_for_port
 from sidegate.supervisor import envoy_binary
 
@@ -39,7 +39,7 @@ def _envoy(tmp_path: Path, front: str) -> tuple[subprocess.Popen[bytes], int, Pa
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "t",
-        "access_log": [{"name": "f", "filter": render._direct_log_filter(SimpleNamespace(front=front)), "typed_config": {
+        "access_log": [{"name": "f", "filter": accesslog.direct_log_filter(SimpleNamespace(front=front)), "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog", "path": str(log),
             "log_format": {"text_format_source": {"inline_string": "%REQ(x-case)%\n"}}}}],
         "route_config": {"virtual_hosts": [{"name": "t", "domains": ["*"], "routes": [

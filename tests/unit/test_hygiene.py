@@ -11,7 +11,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from sidegate import config
+from sidegate import config, headers
 from sidegate.bootstrap import hygiene, render
 from sidegate.config import ProviderConfig
 from sidegate.features.upstream import Upstream
@@ -46,8 +46,8 @@ def test_complement_regex_matches_exactly_the_names_off_the_list():
     """Envoy runs it with RE2 (full match); this syntax subset means the same in Python's re."""
     c = cfg()
     rng = random.Random(7)
-    for patterns in (hygiene.request_allowed(c.providers["org"]), hygiene.request_allowed(c.providers["anthropic"]),
-                     hygiene.RESPONSE_ALLOWED):  # fmt: skip
+    for patterns in (headers.request_allowed(c.providers["org"]), headers.request_allowed(c.providers["anthropic"]),
+                     headers.RESPONSE_ALLOWED):  # fmt: skip
         rx = re.compile(hygiene.complement_regex(patterns))
         names = ["", "x", ":path", "content-type", "content-types", "content-typ", "authorization", "cookie",
                  "x-stainless-os", "x-stainless-", "x-stainles", "openai-organization", "openai-organizations",
@@ -57,22 +57,22 @@ def test_complement_regex_matches_exactly_the_names_off_the_list():
             s = rng.choice(stems)
             names.append(s[: rng.randint(0, len(s))] + "".join(rng.choice("abcdeiorstxy-:_") for _ in range(rng.randint(0, 3))))
         for n in names:
-            assert (rx.fullmatch(n) is None) == hygiene.allowed(n, patterns), (n, patterns)
+            assert (rx.fullmatch(n) is None) == headers.allowed(n, patterns), (n, patterns)
 
 
 def test_request_and_response_lists():
     c = cfg()
-    assert hygiene.allowed("openai-organization", hygiene.request_allowed(c.providers["org"]))
-    assert not hygiene.allowed("openai-organization", hygiene.request_allowed(c.providers["openai"]))
-    anth = hygiene.request_allowed(c.providers["anthropic"])
-    assert hygiene.allowed("anthropic-beta", anth) and not hygiene.allowed("openai-beta", anth)
+    assert headers.allowed("openai-organization", headers.request_allowed(c.providers["org"]))
+    assert not headers.allowed("openai-organization", headers.request_allowed(c.providers["openai"]))
+    anth = headers.request_allowed(c.providers["anthropic"])
+    assert headers.allowed("anthropic-beta", anth) and not headers.allowed("openai-beta", anth)
     for never in ("authorization", "x-api-key", "cookie", "proxy-authorization", "x-forwarded-for", "x-goog-api-key",
                   "x-sidegate-route", "accept-encoding", "x-real-ip", "forwarded"):  # fmt: skip
-        assert not any(hygiene.allowed(never, hygiene.request_allowed(p)) for p in c.providers.values()), never
-    resp = (":*", *hygiene.RESPONSE_HEADERS_FORWARDED)
-    assert hygiene.allowed("x-ratelimit-remaining-tokens", resp) and hygiene.allowed("request-id", resp)
+        assert not any(headers.allowed(never, headers.request_allowed(p)) for p in c.providers.values()), never
+    resp = (":*", *headers.RESPONSE_HEADERS_FORWARDED)
+    assert headers.allowed("x-ratelimit-remaining-tokens", resp) and headers.allowed("request-id", resp)
     for never in ("authorization", "set-cookie", "openai-organization", "anthropic-organization-id", "x-sidegate-provider"):
-        assert not hygiene.allowed(never, resp), never
+        assert not headers.allowed(never, resp), never
 
 
 def test_rendered_chains_filter_before_and_after_the_gateways_filters():

@@ -10,7 +10,7 @@ import yaml
 from envoy.data.accesslog.v3 import accesslog_pb2
 
 from extproc.direct import completion
-from sidegate import config, wire
+from sidegate import config, lanes, wire
 from sidegate.bootstrap import render
 from sidegate.core.context import RequestContext
 from sidegate.envoy_pb import struct
@@ -45,12 +45,12 @@ def cfg(**services: object) -> config.SidegateConfig:
 
 def test_direct_chains():
     c = cfg()
-    assert render.direct_chain(c, "gpt-4o-mini", 0) is Api.OPENAI
-    assert render.direct_chain(c, "claude", 0) is Api.ANTHROPIC
+    assert lanes.direct_chain(c, "gpt-4o-mini", 0) is Api.OPENAI
+    assert lanes.direct_chain(c, "claude", 0) is Api.ANTHROPIC
     for model in ("alias", "mixed", "prefixed", "pooled"):
-        assert render.direct_chain(c, model, 0) is None, model
+        assert lanes.direct_chain(c, model, 0) is None, model
     # From its second group on, the chain is direct (the breaker may start there).
-    assert render.direct_chain(c, "tail", 0) is None and render.direct_chain(c, "tail", 1) is Api.OPENAI
+    assert lanes.direct_chain(c, "tail", 0) is None and lanes.direct_chain(c, "tail", 1) is Api.OPENAI
 
 
 def test_bootstrap_has_direct_clusters_and_routes_without_secrets():

@@ -1,0 +1,186 @@
+"""The direct lane's Envoy config. A try whose provider takes the client's request as is (same API,
+same model name, one key from an environment variable, no path rewrite: sidegate/lanes.py) needs
+no Python per try: its cluster injects the credential itself (upstream header_mutation reading the
+key from Envoy's environment), Envoy's json_to_metadata and sse_to_metadata read the usage from
+the response, a router-level Lua filter (lua/envoy_direct_errors.lua) gives a provider's errors
+the per-try stage's treatment, and the access log (gRPC ALS, batched:
+sidegate/bootstrap/accesslog.py) hands the finished request to the observers (quota true-up,
+ledger, metrics, breaker)."""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+from sidegate import lua
+from sidegate.bootstrap import hygiene
+from sidegate.bootstrap.clusters import lane_cluster, set_upstream_filters
+from sidegate.bootstrap.stream import lua_events, stream_watch
+from sidegate.config import ProviderConfig, SidegateConfig
+from sidegate.credentials.env import env_credential
+from sidegate.errors import Api, format_error, provider_invalid_response, provider_refused_key
+from sidegate.lanes import direct_provider
+from sidegate.wire import (
+    AUTHZ_NS,
+    FRONT_LANE_HEADER,
+    META_NS,
+    PROVIDER_HEADERS,
+    RATE_LIMIT_HEADERS,
+    USAGE_NS,
+    direct_cluster_name,
+)
+
+DIRECT_ERRORS_FILTER = "sidegate.direct_errors"
+
+
+def no_direct_errors() -> dict[str, Any]:
+    """Per-route config of the routes whose answers are not the direct lane's: the error Lua is
+    switched off there (it would return at once; its coroutine costs ~50 µs). Unlike
+    `FilterConfig.disabled` (settled from the route cached when the filter chain is built, which
+    is before the gateway picks the route), the Lua filter reads its per-route config when it
+    runs, so the route the gateway picked counts (verified on 1.40)."""
+    return {DIRECT_ERRORS_FILTER: {"@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute", "disabled": True}}
+
+
+JSON_CONTENT_TYPES = (
+    "application/json", "application/json; charset=utf-8", "application/json; charset=UTF-8",
+    "application/json;charset=utf-8", "application/json;charset=UTF-8",
+)  # fmt: skip
+"""The JSON content types whose usage the direct lane reads. json_to_metadata compares the whole
+header value, and flags any other type as unparseable (verified on 1.40): before this list, a 200
+in `application/json; charset=utf-8`, as Express- or gin-based OpenAI-compatible servers send it,
+became the direct lane's 502 "invalid response". Other spellings of a JSON type are relayed as
+they are (the error Lua checks), their usage unread."""
+_USAGE_FIELDS = (  # (json path, metadata key): OpenAI and Anthropic bodies
+    (("usage", "prompt_tokens"), "prompt_tokens"),
+    (("usage", "completion_tokens"), "completion_tokens"),
+    (("usage", "prompt_tokens_details", "cached_tokens"), "cached_tokens"),
+    (("usage", "input_tokens"), "input_tokens"),
+    (("usage", "output_tokens"), "output_tokens"),
+    (("usage", "cache_read_input_tokens"), "cache_read_input_tokens"),
+    (("usage", "cache_creation_input_tokens"), "cache_creation_input_tokens"),
+    (("model",), "model"),
+)
+
+
+def direct_cluster(name: str, p: ProviderConfig, front_http: bool = False) -> dict[str, Any]:
+    """The provider's cluster for the direct lane: credential + static headers set by Envoy."""
+    cluster = lane_cluster(name, p, direct_cluster_name(name))
+    # auto_host_rewrite (on the direct routes) sends this hostname as :authority.
+    cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["hostname"] = p.host if p.port in (80, 443) else f"{p.host}:{p.port}"
+    sets: dict[str, str] = {}
+    header, prefix, env = env_credential(p) or ("", "", None)
+    if env is not None:  # the key stays in the environment: Envoy reads it at start (never in a file)
+        sets[header] = f"{prefix}%ENVIRONMENT({env})%"
+    sets.update(p.headers)
+    mutations: list[dict[str, Any]] = hygiene.request_mutations(p) + [  # the client's headers off the list go first
+        {"append": {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}} for k, v in sets.items()
+    ]
+    if p.api is Api.ANTHROPIC:  # the client's anthropic-version / anthropic-beta pass; a default otherwise
+        mutations.append({"append": {"header": {"key": "anthropic-version", "value": "2023-06-01"}, "append_action": "ADD_IF_ABSENT"}})
+    keep = set(sets) | ({"anthropic-version", "anthropic-beta"} if p.api is Api.ANTHROPIC else set())
+    mutations += [{"remove": h} for h in PROVIDER_HEADERS if h not in keep]
+    # The provider's own rate-limit headers: the client sees the gateway's (the per-try stage
+    # overwrites them; the HTTP front's are appended by ext_authz, so these must be gone first).
+    response_mutations = hygiene.response_mutations() + ([{"remove": h} for h in RATE_LIMIT_HEADERS] if front_http else [])
+    set_upstream_filters(cluster, {"name": "sidegate.credential", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+        "mutations": {"request_mutations": mutations, "response_mutations": response_mutations}}})  # fmt: skip
+    return cluster
+
+
+def direct_response_headers(front_http: bool) -> list[dict[str, Any]]:
+    """What the per-try stage would add to a response, from metadata (an empty value adds nothing).
+    With the HTTP front, the rate-limit headers come from its answer (ext_authz adds them)."""
+    out = [
+        {"header": {"key": "x-sidegate-provider", "value": f"%CLUSTER_METADATA({META_NS}:provider)%"},
+         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
+        {"header": {"key": "x-sidegate-attempts", "value": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%"},
+         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
+    ]  # fmt: skip
+    for h in () if front_http else RATE_LIMIT_HEADERS:
+        out.append({"header": {"key": h, "value": f"%DYNAMIC_METADATA({META_NS}:response_headers:{h})%"},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"})  # fmt: skip
+    return out
+
+
+def direct_errors_filter(cfg: SidegateConfig) -> dict[str, Any]:
+    """Router-level Lua (lua/envoy_direct_errors.lua: in Envoy, no gRPC): a direct-lane provider
+    error gets the per-try stage's treatment: 401/403 (our key refused) and unparseable bodies ->
+    502 in the client's format, the provider key scrubbed from error bodies that echo it; a stream
+    is watched event by event (sidegate/bootstrap/stream.py): a broken or cut stream ends with an
+    error event."""
+
+    def lua_str(b: bytes) -> str:  # a Lua long string: no escaping needed for JSON
+        return "[==[" + b.decode() + "]==]"
+
+    entries = []
+    for name, p in cfg.providers.items():
+        if direct_provider(p):  # in the direct lane the client's API is the provider's
+            env = lua.literal(p.api_key_env)
+            refused = lua_str(format_error(p.api, provider_refused_key(name)))
+            invalid = lua_str(format_error(p.api, provider_invalid_response(name)))
+            bad, cut = (lua_str(e) for e in lua_events(p.api))
+            entries.append(f'["{name}"] = {{env = {env}, refused = {refused}, invalid = {invalid}, api = "{p.api.value}", bad = {bad}, cut = {cut}}}')
+    return {
+        "name": DIRECT_ERRORS_FILTER,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": string.Template(lua.read("envoy_direct_errors.lua")).substitute(
+                providers=", ".join(entries), json_types=", ".join(f'["{t}"] = true' for t in JSON_CONTENT_TYPES),
+                stream_watch=stream_watch(), usage_ns=USAGE_NS, meta_ns=META_NS, authz_ns=AUTHZ_NS,
+                lane_header=FRONT_LANE_HEADER)},
+        },
+    }
+
+
+def usage_to_metadata() -> dict[str, Any]:
+    """Router-level: the usage of a JSON response body -> dynamic metadata `sidegate.usage` (C++).
+    It also parses full-lane JSON responses: a per-route `FilterConfig.disabled` cannot switch it
+    off there, because Envoy settles which filters are disabled from the route cached when the
+    filter chain is built, before the gateway picks the route (verified: 1.40 still runs it)."""
+    rules = [_usage_rule(path, key) for path, key in _USAGE_FIELDS]
+    # A body that is not JSON (cut, HTML...) flags the response for the error filter.
+    rules[0]["on_error"] = {"metadata_namespace": USAGE_NS, "key": "invalid", "value": {"number_value": 1}}
+    return {
+        "name": "sidegate.usage",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.json_to_metadata.v3.JsonToMetadata",
+            "response_rules": {"rules": rules, "allow_content_types": list(JSON_CONTENT_TYPES)},
+        },
+    }
+
+
+# In a stream the same paths hold in OpenAI's usage chunk and Anthropic's message_delta (its
+# output_tokens is the total); Anthropic's message_start carries the input side under `message`.
+_MESSAGE_START_KEYS = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "model")
+_SSE_USAGE_FIELDS = (
+    *_USAGE_FIELDS,
+    *((("message", *path), key) for path, key in _USAGE_FIELDS if key in _MESSAGE_START_KEYS),
+)
+
+
+def _usage_rule(path: tuple[str, ...], key: str) -> dict[str, Any]:
+    """A json_to_metadata rule (also the shape of the SSE JSON parser's): `path` -> `sidegate.usage` `key`."""
+    return {"selectors": [{"key": k} for k in path],
+            "on_present": {"metadata_namespace": USAGE_NS, "key": key, "type": "STRING" if key == "model" else "NUMBER"}}  # fmt: skip
+
+
+def sse_usage_to_metadata() -> dict[str, Any]:
+    """Router-level: the usage carried by a direct-lane stream's events -> `sidegate.usage` (C++),
+    the same keys as `usage_to_metadata` for JSON bodies."""
+    rules = [{"rule": _usage_rule(path, key)} for path, key in _SSE_USAGE_FIELDS]
+    return {
+        "name": "sidegate.sse_usage",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.sse_to_metadata.v3.SseToMetadata",
+            "response_rules": {"content_parser": {"name": "envoy.content_parsers.json", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.content_parsers.json.v3.JsonContentParser", "rules": rules}}},
+        },
+    }  # fmt: skip
+
+
+def router_filters(cfg: SidegateConfig) -> list[dict[str, Any]]:
+    """The lane's router-level filters, in their order: the error Lua runs on the response after
+    the usage filters (Envoy runs response filters in reverse), so it sees their metadata."""
+    return [direct_errors_filter(cfg), usage_to_metadata(), sse_usage_to_metadata()]

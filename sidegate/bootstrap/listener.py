@@ -1,0 +1,204 @@
+"""The listener and its HTTP connection manager: the filter chain (decompressor, ext_authz, the
+gateway ext_proc or the HTTP front, the answer-size buffer, the direct lane's filters, the router
+with the per-try ext_proc upstream), its access logs, routes (sidegate/bootstrap/routes.py) and
+Envoy's own replies (sidegate/bootstrap/replies.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sidegate.bootstrap import direct_lane
+from sidegate.bootstrap.accesslog import access_log, direct_access_log, front_format
+from sidegate.bootstrap.buffers import answer_limit_filter, listener_buffer_limit, whole_answer_filter
+from sidegate.bootstrap.clusters import UPSTREAM_CODEC, address
+from sidegate.bootstrap.input import request_decompressor
+from sidegate.bootstrap.limits import duration, hcm_timeouts
+from sidegate.bootstrap.replies import local_reply_config
+from sidegate.bootstrap.routes import route_config
+from sidegate.config import SidegateConfig
+from sidegate.wire import (
+    AUTHZ_NS,
+    CHECK_PREFIX,
+    CREDENTIAL_HEADERS,
+    FRONT_FILTER,
+    FRONT_SOURCE_HEADER,
+    GATEWAY_FILTER,
+    META_NS,
+    PHASE_HEADER,
+    ROUTE_HEADER,
+)
+
+
+def _front_filter(cfg: SidegateConfig) -> dict[str, Any]:
+    """HTTP front: Envoy's ext_authz HTTP client posts the buffered request to extproc's front."""
+    svc = cfg.services
+    return {
+        "name": FRONT_FILTER,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "transport_api_version": "V3",
+            "failure_mode_allow": svc.failure_mode_allow,
+            "status_on_error": {"code": 503},
+            "clear_route_cache": True,
+            "with_request_body": {"max_request_bytes": 2 * cfg.listener.max_request_bytes, "allow_partial_message": False},
+            # What the stages read (credentials, request id, Anthropic versions, cache directives) and
+            # the client's internal headers (so the answer can drop them); nothing else is copied.
+            "allowed_headers": {"patterns": [
+                *({"exact": h} for h in (*CREDENTIAL_HEADERS, "x-request-id", "anthropic-version", "anthropic-beta", "cache-control")),
+                {"prefix": "x-sidegate-"}]},
+            "http_service": {
+                "server_uri": {"uri": f"http://sidegate-front{CHECK_PREFIX}", "cluster": "sidegate_front",
+                               "timeout": duration(svc.grpc_timeout_s)},
+                "path_prefix": CHECK_PREFIX,
+                "authorization_request": {"headers_to_add": [
+                    {"key": FRONT_SOURCE_HEADER, "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}]},
+                "authorization_response": {
+                    "allowed_upstream_headers": {"patterns": [{"exact": ROUTE_HEADER}]},
+                    "allowed_client_headers": {"patterns": [
+                        {"exact": "content-type"}, {"exact": "retry-after"}, {"prefix": "x-ratelimit-"},
+                        {"prefix": "x-sidegate-"}]},
+                    "allowed_client_headers_on_success": {"patterns": [
+                        {"prefix": "x-ratelimit-"}, {"exact": "x-sidegate-guard"}]},
+                    # x-sidegate-meta/-lane/-api and the access log's fields (tenant, model...)
+                    "dynamic_metadata_from_headers": {"patterns": [{"prefix": "x-sidegate-"}]},
+                },
+            },
+        },
+    }  # fmt: skip
+
+
+def _ext_proc(cluster: str, phase: str, timeout_s: float, mode: dict[str, str], **extra: Any) -> dict[str, Any]:
+    return {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+        "grpc_service": {
+            "envoy_grpc": {"cluster_name": cluster},
+            "timeout": duration(timeout_s),
+            "initial_metadata": [{"key": PHASE_HEADER, "value": phase}],
+        },
+        "processing_mode": mode,
+        "message_timeout": duration(timeout_s),
+        **extra,
+    }
+
+
+def _gateway_filter(svc: Any) -> dict[str, Any]:
+    """The ext_proc front: the gateway stages once per request, before the router."""
+    proc = _ext_proc(
+        "sidegate_extproc",
+        "gateway",
+        svc.grpc_timeout_s,
+        {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
+         "response_header_mode": "SKIP", "response_body_mode": "NONE",
+         "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},
+        failure_mode_allow=svc.failure_mode_allow,
+        status_on_error={"code": 503},
+        stat_prefix="gateway",
+        **({"request_attributes": ["source.address"]} if svc.auth == "inline" else {}),
+        metadata_options={
+            "forwarding_namespaces": {"untyped": [AUTHZ_NS]},
+            "receiving_namespaces": {"untyped": [META_NS]},
+        },
+    )  # fmt: skip
+    return {"name": GATEWAY_FILTER, "typed_config": proc}
+
+
+def _upstream_filter(svc: Any) -> dict[str, Any]:
+    """The per-try stage: an upstream filter of the router, one ext_proc stream per try."""
+    proc = _ext_proc(
+        "sidegate_extproc",
+        "upstream",
+        svc.grpc_timeout_s,
+        # Request headers must be SEND: with SKIP the upstream codec sends them before the body
+        # response could mutate them (verified on 1.40).
+        {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
+         "response_header_mode": "SEND", "response_body_mode": "STREAMED",
+         "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},
+        failure_mode_allow=False,
+        status_on_error={"code": 503},
+        stat_prefix="upstream",
+        allow_mode_override=True,
+        request_attributes=["xds.cluster_name", "upstream.request_attempt_count"],
+        mutation_rules={"allow_all_routing": True},
+        metadata_options={
+            "forwarding_namespaces": {"untyped": [META_NS, AUTHZ_NS]},
+            "receiving_namespaces": {"untyped": [META_NS]},
+        },
+    )  # fmt: skip
+    return {"name": "sidegate.upstream", "typed_config": proc}
+
+
+def _ext_authz(svc: Any) -> dict[str, Any]:
+    """The tenant key checked by the authz service (`services.auth: ext_authz`)."""
+    return {
+        "name": AUTHZ_NS,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "grpc_service": {"envoy_grpc": {"cluster_name": "sidegate_authz"}, "timeout": duration(svc.grpc_timeout_s)},
+            "transport_api_version": "V3",
+            "failure_mode_allow": svc.failure_mode_allow,
+            "status_on_error": {"code": 503},
+        },
+    }
+
+
+def _router(svc: Any) -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.http.router",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+            # No x-envoy-* headers of the router's to providers (x-envoy-original-host: the
+            # client's Host) or clients (x-envoy-upstream-service-time).
+            "suppress_envoy_headers": True,
+            # The full lane: the per-try stage applies the header allow-lists itself
+            # (sidegate/features/upstream.py; no regex here, so mesh sidecars need no RE2 runtime limit).
+            "upstream_http_filters": [_upstream_filter(svc), whole_answer_filter(), UPSTREAM_CODEC],
+        },
+    }
+
+
+def http_connection_manager(cfg: SidegateConfig, *, front_http: bool, direct: bool, sidegate_filters: bool) -> dict[str, Any]:
+    """`front_http`: the HTTP front instead of the gateway ext_proc; `direct`: the direct lane's
+    filters; `sidegate_filters=False`: the router alone (the "Envoy alone" baseline)."""
+    svc = cfg.services
+    fields = front_format() if front_http else None
+    logs = access_log(cfg.observability.access_log, fields) if cfg.observability.access_log else []
+    if direct or front_http:
+        logs.append(direct_access_log(svc))
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "sidegate",
+        **({"access_log": logs} if logs else {}),
+        "codec_type": "AUTO",
+        "generate_request_id": True,
+        **hcm_timeouts(cfg.listener),
+        "request_timeout": duration(cfg.listener.request_timeout_s),
+        "request_headers_timeout": "10s",
+        "local_reply_config": local_reply_config(),
+        "route_config": route_config(cfg, front_http=front_http, sidegate_filters=sidegate_filters),
+        "http_filters": [
+            request_decompressor(),
+            *([_ext_authz(svc)] if svc.auth == "ext_authz" else []),
+            _front_filter(cfg) if front_http else _gateway_filter(svc),
+            answer_limit_filter(cfg),
+            *(direct_lane.router_filters(cfg) if direct else []),
+            _router(svc),
+        ],
+    }  # fmt: skip
+    if not sidegate_filters:
+        hcm["http_filters"] = [
+            {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+        ]
+    return hcm
+
+
+def listener(cfg: SidegateConfig, *, front_http: bool, direct: bool, sidegate_filters: bool) -> dict[str, Any]:
+    """The one listener (the flags: see :func:`http_connection_manager`)."""
+    hcm = http_connection_manager(cfg, front_http=front_http, direct=direct, sidegate_filters=sidegate_filters)
+    return {
+        "name": "sidegate",
+        "address": address(cfg.listener.host, cfg.listener.port),
+        "per_connection_buffer_limit_bytes": listener_buffer_limit(cfg),
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+        ],
+    }
