@@ -69,7 +69,7 @@ async def serve(
     trylane = TryLane(app.upstream, worker, local_address(host), cfg.services.front_port, token.value) if cfg.services.front == "http" else None
     if trylane is not None:
         trylane.start()
-    service.direct = DirectLaneObserver(app.upstream.observers, token, trylane.abandon if trylane is not None else None)
+    service.direct = DirectLaneObserver(app.observers, token, trylane.abandon if trylane is not None else None)
     pb_grpc.add_ExternalProcessorServicer_to_server(service.processor, server)
     als_pb2_grpc.add_AccessLogServiceServicer_to_server(service.direct, server)
     health = add_health(server)

@@ -18,7 +18,7 @@ from sidegate.bootstrap import render
 from sidegate.core.completion import Completion
 from sidegate.core.context import RequestContext
 from sidegate.errors import Api
-from sidegate.features.lane import LaneStage
+from sidegate.features.lane import LaneFeature
 from sidegate.features.upstream import HeaderChanges, Upstream
 from sidegate.trust import Token
 from sidegate.wire import TryWire
@@ -164,7 +164,7 @@ def test_tries_settle_once_whether_refused_replaced_abandoned_or_expired():
 
 
 def test_lane_stage_sends_non_streaming_per_try_requests_to_the_try_lane():
-    stage = LaneStage(cfg())
+    stage = LaneFeature(cfg())
     ctx = RequestContext(path="/v1/chat/completions", method="POST", headers={}, api=Api.OPENAI, model="claude", route="claude")
     asyncio.run(stage.on_request(ctx))
     assert ctx.route == "claude~try" and ctx.meta["lane"] == "try"
@@ -176,7 +176,7 @@ def test_lane_stage_sends_non_streaming_per_try_requests_to_the_try_lane():
                           route="gpt-4o-mini")  # fmt: skip
     asyncio.run(stage.on_request(same))
     assert same.route == "gpt-4o-mini~direct"
-    grpc_front = LaneStage(cfg(front="ext_proc", auth="ext_authz"))
+    grpc_front = LaneFeature(cfg(front="ext_proc", auth="ext_authz"))
     ctx = RequestContext(path="/v1/chat/completions", method="POST", headers={}, api=Api.OPENAI, model="claude", route="claude")
     asyncio.run(grpc_front.on_request(ctx))
     assert ctx.route == "claude"

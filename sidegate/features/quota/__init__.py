@@ -1,5 +1,6 @@
 """Token-aware quotas: rpm, tpm and USD budgets per scope over a Redis-protocol store."""
 
+from sidegate.core.pricing import Price, cost_usd, price_for
 from sidegate.features.quota.headers import format_reset, ratelimit_headers, rejection_error
 from sidegate.features.quota.policy import (
     Limits,
@@ -9,7 +10,6 @@ from sidegate.features.quota.policy import (
     TokenizerConfig,
     build_scopes,
 )
-from sidegate.features.quota.pricing import Price, cost_usd, price_for
 from sidegate.features.quota.store import Decision, QuotaStore, Reservation
 from sidegate.features.quota.tokens import TokenCounter, max_output_tokens
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sidegate.features.quota.pricing import Price, price_for
+from sidegate.core.pricing import Price, price_for
 
 
 class _Model(BaseModel):

@@ -1,12 +1,17 @@
-"""Model prices and the cost of one request's usage."""
+"""Model prices and the cost of one request's usage. Below the features: the quota charges it, the
+metrics and the ledger report it, from the same price table (`quota.prices`)."""
 
 from __future__ import annotations
 
 import fnmatch
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from sidegate.translate.base import Usage
+
+if TYPE_CHECKING:
+    from sidegate.core.completion import Completion
 
 
 class Price(BaseModel):
@@ -49,3 +54,15 @@ def price_for(prices: dict[str, Price], model: str) -> Price | None:
         if is_glob and fnmatch.fnmatchcase(model, pattern) and (best is None or len(pattern) > best[0]):
             best = (len(pattern), price)
     return best[1] if best else None
+
+
+class Pricing:
+    """Prices a completion (a :data:`sidegate.core.completion.CostFn`): the provider's model name
+    first, then the client's (0 when neither is priced or the usage is unknown)."""
+
+    def __init__(self, prices: dict[str, Price]):
+        self.prices = prices
+
+    def __call__(self, c: Completion) -> float:
+        price = price_for(self.prices, c.upstream_model) or price_for(self.prices, str(c.meta.get("model", "")))
+        return cost_usd(price, c.usage) if price is not None and c.usage is not None else 0.0

@@ -1,7 +1,7 @@
 """guard: PII redaction/blocking and prompt-injection detection, before anything is translated.
 
 Redacted values are replaced by stable placeholders (`<EMAIL_1>`); with `restore` on, the mapping
-travels to the upstream stage in the request's Envoy metadata (never logged: the access log names
+travels to the per-try stage in the request's Envoy metadata (never logged: the access log names
 the fields it prints) and the response gets the original values back, streams included.
 """
 
@@ -10,10 +10,11 @@ from __future__ import annotations
 from sidegate import metrics
 from sidegate.config import SidegateConfig
 from sidegate.core.context import Reply, RequestContext
+from sidegate.core.feature import Feature
 from sidegate.features.guard import GuardBlocked, guard_request
 
 
-class GuardStage:
+class GuardFeature(Feature):
     name = "guard"
 
     def __init__(self, cfg: SidegateConfig):

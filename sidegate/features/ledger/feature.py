@@ -1,0 +1,31 @@
+"""ledger: one usage record per completed request (the final try, whichever lane), written to the
+store's stream by a background task (:class:`sidegate.features.ledger.ledger.Ledger`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sidegate.config import SidegateConfig
+from sidegate.core.feature import Feature
+from sidegate.core.pricing import Pricing
+from sidegate.features.ledger.ledger import Ledger
+
+
+class LedgerFeature(Feature):
+    name = "ledger"
+
+    def __init__(self, ledger: Ledger, cfg: SidegateConfig):
+        self.ledger = ledger
+        self.on_complete = ledger.observer(cost=Pricing(cfg.quota.prices))  # type: ignore[method-assign]
+
+    @classmethod
+    def from_config(cls, cfg: SidegateConfig, redis: Any = None, hot: Any = None) -> LedgerFeature | None:
+        if redis is None or not cfg.observability.ledger:
+            return None
+        return cls(Ledger(redis, maxlen=cfg.observability.ledger_maxlen, hot=hot), cfg)
+
+    async def start(self) -> None:
+        self.ledger.start()
+
+    async def close(self) -> None:
+        await self.ledger.stop()
