@@ -263,11 +263,11 @@ openai_bodies = _openai_bodies(_Gen(False)) | _openai_bodies(_Gen(True))
 anthropic_bodies = _anthropic_bodies(_Gen(False)) | _anthropic_bodies(_Gen(True))
 
 
-# ----------------------------------------------------------------------------------- ParseStage
+# ----------------------------------------------------------------------------------- ParseFeature
 
 
 def run_parse(api: Api, raw: bytes, method: str = "POST", limit: int = 8 * 1024 * 1024) -> RequestContext:
-    """Run ParseStage on ``raw`` (it never awaits, so no event loop is needed)."""
+    """Run ParseFeature on ``raw`` (it never awaits, so no event loop is needed)."""
     path = CHAT_PATH if api is Api.OPENAI else MESSAGES_PATH
     ctx = RequestContext(path=path, method=method, headers={}, api=api, raw_body=raw)
     coro = ParseFeature(max_body_bytes=limit).on_request(ctx)
@@ -276,7 +276,7 @@ def run_parse(api: Api, raw: bytes, method: str = "POST", limit: int = 8 * 1024 
     except StopIteration as stop:
         assert stop.value is None
         return ctx
-    raise AssertionError("ParseStage awaited something")  # pragma: no cover
+    raise AssertionError("ParseFeature awaited something")  # pragma: no cover
 
 
 def parse_or_error(api: Api, raw: bytes, **kw: Any) -> RequestContext | None:
