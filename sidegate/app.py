@@ -12,6 +12,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from redis.asyncio import Redis
+
 from sidegate.config import SidegateConfig
 from sidegate.core.completion import Observer
 from sidegate.core.feature import Feature, Fillers, collect
@@ -30,7 +32,7 @@ from sidegate.features.upstream import Upstream
 log = logging.getLogger("sidegate.extproc")
 
 
-def default_features(cfg: SidegateConfig, redis: Any = None, hot: Any = None) -> list[Feature]:
+def default_features(cfg: SidegateConfig, redis: Redis | None = None, hot: Any = None) -> list[Feature]:
     """THE features, in order: request hooks run in this order, completion hooks too, start in this
     order, close in reverse. Each feature decides from the config whether it is on (None: off).
     `redis` / `hot`: the store clients (redis-py, and the lean client for the per-request scripts);
@@ -76,6 +78,6 @@ class App:
                 log.exception("shutdown step failed")
 
 
-def build(cfg: SidegateConfig, redis: Any = None, hot: Any = None) -> App:
+def build(cfg: SidegateConfig, redis: Redis | None = None, hot: Any = None) -> App:
     """The app of the config: :func:`default_features` (background work starts in :meth:`App.start`)."""
     return App(cfg, default_features(cfg, redis, hot))

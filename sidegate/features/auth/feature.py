@@ -9,7 +9,7 @@ client's credential headers are removed by the gateway's header mutation instead
 
 from __future__ import annotations
 
-from typing import Any
+from redis.asyncio import Redis
 
 from sidegate import metrics
 from sidegate.config import SidegateConfig
@@ -26,7 +26,7 @@ class AuthFeature(Feature):
     name = "auth"
 
     @classmethod
-    def from_config(cls, cfg: SidegateConfig, redis: Any = None) -> AuthFeature:
+    def from_config(cls, cfg: SidegateConfig, redis: Redis | None = None) -> AuthFeature:
         if cfg.services.auth != "inline":
             return cls()
         if redis is None:

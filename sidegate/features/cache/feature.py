@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 import orjson
+from redis.asyncio import Redis
 
 from sidegate import metrics
 from sidegate.config import SidegateConfig
@@ -47,7 +48,7 @@ class CacheFeature(Feature):
     name = "cache"
 
     def __init__(self, cfg: SidegateConfig, cache: ResponseCache, pending: PendingFills | None = None,
-                 redis: Any = None, hot: Any = None):  # fmt: skip
+                 redis: Redis | None = None, hot: Any = None):  # fmt: skip
         self.cfg = cfg
         self.cache = cache
         self.pending = pending if pending is not None else PendingFills()
@@ -56,7 +57,7 @@ class CacheFeature(Feature):
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
-    def from_config(cls, cfg: SidegateConfig, redis: Any = None, hot: Any = None) -> CacheFeature | None:
+    def from_config(cls, cfg: SidegateConfig, redis: Redis | None = None, hot: Any = None) -> CacheFeature | None:
         """On when a store is there and any model's policy (or the default) caches."""
         policies = [cfg.defaults.cache, *(m.cache for m in cfg.models.values() if m.cache is not None)]
         if redis is None or not any(p.enabled for p in policies):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.asyncio import Redis
+
 from sidegate.config import SidegateConfig
 from sidegate.core.feature import Feature
 from sidegate.core.pricing import Pricing
@@ -19,7 +21,7 @@ class LedgerFeature(Feature):
         self.on_complete = ledger.observer(cost=Pricing(cfg.quota.prices))  # type: ignore[method-assign]
 
     @classmethod
-    def from_config(cls, cfg: SidegateConfig, redis: Any = None, hot: Any = None) -> LedgerFeature | None:
+    def from_config(cls, cfg: SidegateConfig, redis: Redis | None = None, hot: Any = None) -> LedgerFeature | None:
         if redis is None or not cfg.observability.ledger:
             return None
         return cls(Ledger(redis, maxlen=cfg.observability.ledger_maxlen, hot=hot), cfg)

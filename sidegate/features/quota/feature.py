@@ -12,6 +12,8 @@ import asyncio
 import logging
 from typing import Any
 
+from redis.asyncio import Redis
+
 from sidegate import metrics
 from sidegate.config import SidegateConfig
 from sidegate.core.completion import Completion
@@ -40,7 +42,7 @@ class QuotaFeature(Feature):
         self._tenants_task: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_config(cls, cfg: SidegateConfig, redis: Any = None, hot: Any = None) -> QuotaFeature | None:
+    def from_config(cls, cfg: SidegateConfig, redis: Redis | None = None, hot: Any = None) -> QuotaFeature | None:
         """On whenever there is a store (every tenant has limits, if only the defaults)."""
         if redis is None:
             return None
