@@ -1,4 +1,4 @@
-"""HTTP front (`services.front: http`): the gateway stages behind Envoy's ext_authz HTTP client.
+"""HTTP front (`services.front: http`): the gateway's features behind Envoy's ext_authz HTTP client.
 
 Envoy buffers the client's request and posts it (headers + body, path prefixed with `/check`) to
 this plain HTTP/1.1 server; the answer is one HTTP response instead of a gRPC ext_proc stream of
@@ -32,11 +32,10 @@ from typing import Any, cast
 import orjson
 
 from extproc.trylane import TryLane, ascii_json
-from sidegate.core.context import Reply, RequestContext
+from sidegate.core.context import Reply
+from sidegate.core.intake import access_log_fields, client_internal_headers, inbound_api, open_request
 from sidegate.core.pipeline import Forward, Gateway
-from sidegate.errors import Api, error_body
-from sidegate.features.auth.decide import inbound_api
-from sidegate.features.parse import endpoint_api
+from sidegate.errors import error_body
 from sidegate.ids import UniqueIds
 from sidegate.trust import Token
 from sidegate.ttlmap import TtlMap
@@ -106,18 +105,10 @@ class Front:
             return self._hold(reply, {})
 
     async def check(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
-        api = endpoint_api(path)
-        if api is None:
-            api = inbound_api(path)
-            msg = f"Unknown path {path.split('?', 1)[0]}: Sidegate serves POST /v1/chat/completions and POST /v1/messages."
-            return Reply(404, error_body(api, 404, msg), dict(_JSON))
-        headers[":path"], headers[":method"] = path, method  # as the stages see them over ext_proc
-        ctx = RequestContext(path=path, method=method, headers=headers, api=api, request_id=headers.get("x-request-id", ""))
-        ctx.source = headers.get(FRONT_SOURCE_HEADER, "")
-        if api is Api.ANTHROPIC:
-            for name in ("anthropic-beta", "anthropic-version"):
-                if name in headers:
-                    ctx.meta[name.replace("-", "_")] = headers[name]
+        headers[":path"], headers[":method"] = path, method  # as the features see them over ext_proc
+        ctx = open_request(path, method, headers, source=headers.get(FRONT_SOURCE_HEADER, ""))
+        if isinstance(ctx, Reply):
+            return ctx
         early = self.gateway.on_headers(ctx)
         if early is not None:
             return early
@@ -126,7 +117,7 @@ class Front:
         if isinstance(outcome, Reply):
             if outcome.status != 200 and outcome.status < 500:
                 return outcome
-            return self._hold(outcome, _log_fields(ctx.upstream_meta()))
+            return self._hold(outcome, access_log_fields(ctx.upstream_meta()))
         return self._forward(outcome, headers, body)
 
     def _hold(self, reply: Reply, log_fields: dict[str, str]) -> Reply:
@@ -145,12 +136,12 @@ class Front:
             meta.pop("restore", None)
             meta["redact"] = True
         out = {ROUTE_HEADER: outcome.route, FRONT_META_HEADER: meta_header(meta), FRONT_API_HEADER: str(meta.get("api", "")),
-               **_log_fields(meta), **outcome.response_headers}  # fmt: skip
+               **access_log_fields(meta), **outcome.response_headers}  # fmt: skip
         if meta.get("lane"):
             out[FRONT_LANE_HEADER] = str(meta["lane"])
         if meta.get("lane") == "try" and self.trylane is not None:  # the first try, prepared now
             out.update(self.trylane.prepare(meta, body, outcome.body, outcome.meta.get("restore")))
-        remove = [*outcome.remove_headers, *(k for k in headers if k.startswith("x-sidegate-") and k not in _OURS)]
+        remove = [*outcome.remove_headers, *client_internal_headers(headers, _OURS)]
         if remove:
             out[AUTH_HEADERS_TO_REMOVE] = ",".join(remove)
         return Reply(200, b"", out)
@@ -161,15 +152,6 @@ class Front:
             api = inbound_api(target)
             return Reply(503, error_body(api, 503, "The cached answer expired before it was sent; retry."), dict(_JSON))
         return reply
-
-
-def _log_fields(meta: dict[str, Any]) -> dict[str, str]:
-    """What the access log prints (sidegate/bootstrap/accesslog.py, front_format), as metadata headers."""
-    out = {"x-sidegate-tenant": str(meta.get("tenant", "")), "x-sidegate-key-id": str(meta.get("key_id", "")),
-           "x-sidegate-model": str(meta.get("model", "")), "x-sidegate-stream": "true" if meta.get("stream") else "false"}  # fmt: skip
-    if meta.get("cache"):
-        out["x-sidegate-cache"] = str(meta["cache"])
-    return out
 
 
 # -- the HTTP/1.1 server ------------------------------------------------------------------------

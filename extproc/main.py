@@ -63,12 +63,12 @@ async def serve(
         metrics.start_metrics_server(metrics.service_metrics_port(cfg, "extproc"), cfg.services.metrics_host)
     # A buffered provider answer reaches the per-try stage as one message (up to max_response_bytes).
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", grpc_max_message(cfg))])
-    service.processor = ExternalProcessor(app.gateway, app.upstream, token)
+    service.processor = ExternalProcessor(app.gateway, app.tries, token)
     worker = int(os.environ.get("SIDEGATE_EXTPROC_WORKER", "0"))
-    trylane = TryLane(app.upstream, worker, local_address(host), cfg.services.front_port, token.value) if cfg.services.front == "http" else None
+    trylane = TryLane(app.tries, worker, local_address(host), cfg.services.front_port, token.value) if cfg.services.front == "http" else None
     if trylane is not None:
         trylane.start()
-    service.direct = DirectLaneObserver(app.upstream.observers, token, trylane.abandon if trylane is not None else None)
+    service.direct = DirectLaneObserver(app.observers, token, trylane.abandon if trylane is not None else None)
     pb_grpc.add_ExternalProcessorServicer_to_server(service.processor, server)
     als_pb2_grpc.add_AccessLogServiceServicer_to_server(service.direct, server)
     health = add_health(server)

@@ -17,12 +17,11 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3.http_status_pb2 import HttpStatus
 
 from sidegate.core.context import Reply, RequestContext, request_meta
+from sidegate.core.intake import client_internal_headers, open_request
 from sidegate.core.pipeline import Forward, Gateway
+from sidegate.core.tries import HeaderChanges, ProviderTry, TryStage
 from sidegate.envoy_pb import header_options, headers_to_dict, struct, struct_to_dict
-from sidegate.errors import Api, GatewayError, error_body, format_error
-from sidegate.features.auth.decide import inbound_api
-from sidegate.features.parse import endpoint_api
-from sidegate.features.upstream import HeaderChanges, Upstream, UpstreamTry
+from sidegate.errors import Api, GatewayError, format_error
 from sidegate.trust import Token, require
 from sidegate.wire import AUTHZ_NS, META_NS, PHASE_HEADER, REPLY_DETAILS, ROUTE_HEADER, ROUTE_KEY
 
@@ -81,33 +80,24 @@ class GatewayStream:
         kind = req.WhichOneof("request")
         if kind == "request_headers":
             headers = headers_to_dict(req.request_headers.headers)
-            path = headers.get(":path", "/")
-            api = endpoint_api(path)
-            if api is None:
-                api = inbound_api(path)
-                body = error_body(api, 404, f"Unknown path {path.split('?', 1)[0]}: Sidegate serves "
-                                  "POST /v1/chat/completions and POST /v1/messages.")  # fmt: skip
-                return _immediate(Reply(404, body, {"content-type": "application/json"}))
             authz = req.metadata_context.filter_metadata.get(AUTHZ_NS)
             auth = _struct_fields(authz) if authz is not None else {}
-            self.ctx = RequestContext(
-                path=path, method=headers.get(":method", "GET"), headers=headers, api=api,
-                request_id=headers.get("x-request-id", ""), tenant=str(auth.get("tenant", "")),
-                key_id=str(auth.get("key_id", "")), allowed_models=tuple(auth.get("models", ())),
-            )  # fmt: skip
             attrs = req.attributes.get("envoy.filters.http.ext_proc")
+            source = ""
             if attrs is not None and "source.address" in attrs.fields:
-                self.ctx.source = attrs.fields["source.address"].string_value.rsplit(":", 1)[0]
-            if api is Api.ANTHROPIC:
-                for name in ("anthropic-beta", "anthropic-version"):
-                    if name in headers:
-                        self.ctx.meta[name.replace("-", "_")] = headers[name]
-            early = self.gateway.on_headers(self.ctx)
+                source = attrs.fields["source.address"].string_value.rsplit(":", 1)[0]
+            opened = open_request(headers.get(":path", "/"), headers.get(":method", "GET"), headers, source=source,
+                                  tenant=str(auth.get("tenant", "")), key_id=str(auth.get("key_id", "")),
+                                  allowed_models=tuple(auth.get("models", ())))  # fmt: skip
+            if isinstance(opened, Reply):
+                return _immediate(opened)
+            self.ctx = opened
+            early = self.gateway.on_headers(opened)
             if early is not None:
                 return _immediate(early)
             if req.request_headers.end_of_stream:
                 return await self._run()
-            internal = [k for k in headers if k.startswith("x-sidegate-")]
+            internal = client_internal_headers(headers)
             if internal:  # never trust internal headers from the client
                 return pb.ProcessingResponse(
                     request_headers=pb.HeadersResponse(response=pb.CommonResponse(header_mutation=_header_mutation({}, internal)))
@@ -142,9 +132,9 @@ class GatewayStream:
 class UpstreamStream:
     """Per-try stream: translate the request for this try's provider, then the response back."""
 
-    def __init__(self, upstream: Upstream):
-        self.upstream = upstream
-        self.try_: UpstreamTry | None = None
+    def __init__(self, tries: TryStage):
+        self.tries = tries
+        self.try_: ProviderTry | None = None
         self.api = Api.OPENAI
 
     async def handle(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
@@ -154,14 +144,14 @@ class UpstreamStream:
         except GatewayError as err:
             return _immediate(Reply(err.status, format_error(self.api, err), {"content-type": "application/json"}))
 
-    def _start(self, req: pb.ProcessingRequest) -> UpstreamTry:
+    def _start(self, req: pb.ProcessingRequest) -> ProviderTry:
         meta = request_meta(req.metadata_context.filter_metadata) or {}
         self.api = Api(meta.get("api", "openai"))
         attrs = req.attributes.get("envoy.filters.http.ext_proc")
         fields = attrs.fields if attrs is not None else {}
         cluster = fields["xds.cluster_name"].string_value if "xds.cluster_name" in fields else ""
         attempt = int(fields["upstream.request_attempt_count"].number_value) if "upstream.request_attempt_count" in fields else 1
-        self.try_ = self.upstream.start_try(meta, cluster, attempt)
+        self.try_ = self.tries.start_try(meta, cluster, attempt)
         return self.try_
 
     def _handle(self, kind: str | None, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
@@ -213,9 +203,9 @@ class UpstreamStream:
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
-    def __init__(self, gateway: Gateway, upstream: Upstream, token: Token):
+    def __init__(self, gateway: Gateway, tries: TryStage, token: Token):
         self.gateway = gateway
-        self.upstream = upstream
+        self.tries = tries
         self.token = token
         """The internal token: without it a stream gets nothing (the per-try stage hands out
         provider credentials)."""
@@ -231,7 +221,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             if key == PHASE_HEADER:
                 phase = value if isinstance(value, str) else value.decode()
         handler: GatewayStream | UpstreamStream = (
-            UpstreamStream(self.upstream) if phase == "upstream" else GatewayStream(self.gateway)
+            UpstreamStream(self.tries) if phase == "upstream" else GatewayStream(self.gateway)
         )
         self.active += 1
         try:

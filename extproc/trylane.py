@@ -1,12 +1,12 @@
 """Try lane: the per-try stage over HTTP, for the HTTP front's non-streaming requests.
 
-Each provider cluster of the try lane runs a small Lua upstream filter (sidegate/bootstrap/render.py,
-`_TRY_LUA`) that, once per try, posts the client's body to this worker's front
+Each provider cluster of the try lane runs a small Lua upstream filter (sidegate/bootstrap/try_lane.py,
+lua/envoy_try_lane.lua) that, once per try, posts the client's body to this worker's front
 (`POST /try/request`) and replaces it with the answer: the provider's body, and the header changes
 in `x-sidegate-set` (`name=value&...`, percent-encoded) and `x-sidegate-remove` (`a,b`). The
 provider's buffered response then comes back (`POST /try/response`, to the same worker) and leaves
 translated, with its status in `x-sidegate-status`. Two plain HTTP exchanges instead of a gRPC
-ext_proc stream of four protobuf messages: the same :class:`UpstreamTry` does the work either way.
+ext_proc stream of four protobuf messages: the same :class:`ProviderTry` does the work either way.
 
 The first try is usually prepared by the front itself (:meth:`TryLane.prepare`): when the chain's
 first group is a single provider whose key comes from one environment variable, the check's answer
@@ -31,9 +31,9 @@ from typing import Any
 import orjson
 
 from sidegate.core.context import Reply
+from sidegate.core.tries import HeaderChanges, ProviderTry, TryStage
 from sidegate.credentials.env import env_credential
 from sidegate.errors import Api, GatewayError, error_body, format_error
-from sidegate.features.upstream import HeaderChanges, Upstream, UpstreamTry
 from sidegate.ids import UniqueIds
 from sidegate.ttlmap import TtlMap
 from sidegate.wire import FRONT_API_HEADER, FRONT_META_HEADER, TRY_PREFIX, TryWire, try_cluster_name
@@ -73,7 +73,7 @@ def _client_api(value: object) -> Api:
     return Api.ANTHROPIC if value == "anthropic" else Api.OPENAI
 
 
-def _provider_request(t: UpstreamTry, body: bytes) -> tuple[bytes, HeaderChanges]:
+def _provider_request(t: ProviderTry, body: bytes) -> tuple[bytes, HeaderChanges]:
     """The try's request for its provider: body and every header change (the body's included)."""
     changes = t.request_headers()
     out, body_changes = t.request_body(body)
@@ -108,12 +108,12 @@ async def _post_abandon(host: str, port: int, key: str, retried: bool, token: st
         log.warning("try lane: could not reach worker port %d to settle an aborted try", port)
 
 
-class Tries(TtlMap[UpstreamTry]):
+class Tries(TtlMap[ProviderTry]):
     """Tries between their request and their response, by a key their worker made up. A try that
     leaves without its response (expired, evicted, drained at shutdown) is settled as aborted."""
 
     def __init__(self, ttl_s: float, capacity: int = 65536):
-        super().__init__(capacity, ttl_s, on_drop=UpstreamTry.close)
+        super().__init__(capacity, ttl_s, on_drop=ProviderTry.close)
 
     def abandon(self, key: str, retried: bool = False) -> None:
         """The request is over (or moved on to its next try: `retried`) without this try's
@@ -124,10 +124,10 @@ class Tries(TtlMap[UpstreamTry]):
 
 
 class TryLane:
-    """The adapter: the Lua filter's two calls -> :class:`UpstreamTry` -> answers."""
+    """The adapter: the Lua filter's two calls -> :class:`ProviderTry` -> answers."""
 
-    def __init__(self, upstream: Upstream, worker: int = 0, front_host: str = "127.0.0.1", front_port: int = 0, token: str = ""):
-        self.upstream = upstream
+    def __init__(self, stage: TryStage, worker: int = 0, front_host: str = "127.0.0.1", front_port: int = 0, token: str = ""):
+        self.stage = stage
         self.token = token
         """The internal token, for the abandon calls to the other workers' fronts."""
         self.worker = str(worker)
@@ -136,7 +136,7 @@ class TryLane:
         """This worker's front port (worker w listens on front_port - worker + w)."""
         self._tasks: set[asyncio.Task[None]] = set()
         # A try cannot outlive its per-try timeout (the route's timeout may be 0: none).
-        longest = max((m.per_try_timeout_s for m in upstream.cfg.models.values()), default=60.0)
+        longest = max((m.per_try_timeout_s for m in stage.cfg.models.values()), default=60.0)
         self.tries = Tries(ttl_s=longest + 30.0)
         self.new_key = UniqueIds(f"{self.worker}.")
         self._sweeper: asyncio.Task[None] | None = None
@@ -163,12 +163,12 @@ class TryLane:
         call instead: a weighted first group, a key pool, a large body, any error). `redacted` /
         `restore`: the guard stage's rewritten body and restore map, used as they are (the per-try
         redaction a call would do is the same, already done)."""
-        m = self.upstream.cfg.models.get(str(meta.get("model", "")))
+        m = self.stage.cfg.models.get(str(meta.get("model", "")))
         groups = m.groups() if m is not None else []
         start = int(meta.get("start", 0))
         if start >= len(groups) or len(groups[start]) != 1:
             return {}
-        provider = self.upstream.cfg.providers[groups[start][0].provider]
+        provider = self.stage.cfg.providers[groups[start][0].provider]
         cred = env_credential(provider)
         if cred is None:
             return {}
@@ -176,7 +176,7 @@ class TryLane:
         if redacted is not None:
             meta, body = {**meta, "redact": False, "restore": restore or {}}, redacted
         try:
-            t = self.upstream.start_try(meta, cluster, 1)
+            t = self.stage.start_try(meta, cluster, 1)
             out, changes = _provider_request(t, body)
             out = ascii_json(out)
         except Exception:  # the /try/request call answers it (in the client's format)
@@ -215,7 +215,7 @@ class TryLane:
         api = _client_api(meta.get("api"))
         previous = headers.get(TryWire.PREVIOUS)
         try:
-            t = self.upstream.start_try(meta, headers.get(TryWire.CLUSTER, ""), int(headers.get(TryWire.ATTEMPT) or 1))
+            t = self.stage.start_try(meta, headers.get(TryWire.CLUSTER, ""), int(headers.get(TryWire.ATTEMPT) or 1))
         except Exception as e:
             if previous:  # this try cannot start: the previous one is the request's last
                 self.abandon(previous)
@@ -229,7 +229,7 @@ class TryLane:
             return _refusal(api, e)
         return Reply(200, out, {**encode_changes(changes), **self._hold(t)})
 
-    def _hold(self, t: UpstreamTry) -> dict[str, str]:
+    def _hold(self, t: ProviderTry) -> dict[str, str]:
         """Keep the try for its response; the answer headers that name it (for the Lua)."""
         key = self.new_key()
         self.tries.put(key, t)

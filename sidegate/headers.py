@@ -3,7 +3,7 @@ receive and of provider response headers a client may see.
 
 Both sides apply the same lists: the bootstrap renders them as Envoy `header_mutation` regexes for
 the direct and try lanes' provider clusters (sidegate/bootstrap/hygiene.py), and the full lane's
-per-try stage applies them itself (:class:`Allowed`, sidegate/features/upstream.py). A pattern is
+per-try stage applies them itself (:class:`Allowed`, sidegate/core/tries.py). A pattern is
 a name (`x`, exact) or a prefix (`x*`).
 """
 

@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from sidegate.core.context import RequestContext
+from sidegate.core.intake import CHAT_PATH, MESSAGES_PATH
 from sidegate.errors import Api, GatewayError
-from sidegate.features.parse import CHAT_PATH, MESSAGES_PATH, ParseStage
+from sidegate.features.parse import ParseFeature
 
 THOROUGH_FACTOR = 25
 settings.register_profile("thorough", deadline=None, max_examples=100 * THOROUGH_FACTOR)
@@ -262,20 +263,20 @@ openai_bodies = _openai_bodies(_Gen(False)) | _openai_bodies(_Gen(True))
 anthropic_bodies = _anthropic_bodies(_Gen(False)) | _anthropic_bodies(_Gen(True))
 
 
-# ----------------------------------------------------------------------------------- ParseStage
+# ----------------------------------------------------------------------------------- ParseFeature
 
 
 def run_parse(api: Api, raw: bytes, method: str = "POST", limit: int = 8 * 1024 * 1024) -> RequestContext:
-    """Run ParseStage on ``raw`` (it never awaits, so no event loop is needed)."""
+    """Run ParseFeature on ``raw`` (it never awaits, so no event loop is needed)."""
     path = CHAT_PATH if api is Api.OPENAI else MESSAGES_PATH
     ctx = RequestContext(path=path, method=method, headers={}, api=api, raw_body=raw)
-    coro = ParseStage(max_body_bytes=limit).on_request(ctx)
+    coro = ParseFeature(max_body_bytes=limit).on_request(ctx)
     try:
         coro.send(None)
     except StopIteration as stop:
         assert stop.value is None
         return ctx
-    raise AssertionError("ParseStage awaited something")  # pragma: no cover
+    raise AssertionError("ParseFeature awaited something")  # pragma: no cover
 
 
 def parse_or_error(api: Api, raw: bytes, **kw: Any) -> RequestContext | None:

@@ -150,7 +150,7 @@ def _router(svc: Any) -> dict[str, Any]:
             # client's Host) or clients (x-envoy-upstream-service-time).
             "suppress_envoy_headers": True,
             # The full lane: the per-try stage applies the header allow-lists itself
-            # (sidegate/features/upstream.py; no regex here, so mesh sidecars need no RE2 runtime limit).
+            # (sidegate/core/tries.py; no regex here, so mesh sidecars need no RE2 runtime limit).
             "upstream_http_filters": [_upstream_filter(svc), whole_answer_filter(), UPSTREAM_CODEC],
         },
     }

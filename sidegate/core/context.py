@@ -1,4 +1,4 @@
-"""Per-request state shared by the gateway stages, and what travels to the per-try upstream stage."""
+"""Per-request state shared by the features' request hooks, and what travels to the per-try upstream stage."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class Reply:
 
 @dataclass(slots=True)
 class RequestContext:
-    """State of one client request as it walks the gateway stages."""
+    """State of one client request as it walks the features' request hooks."""
 
     path: str
     method: str
@@ -49,7 +49,7 @@ class RequestContext:
     model_config: ModelConfig | None = None
     route: str = ""
     """Value of the route header: the model, or `model#N` to start its chain at priority group N."""
-    # set by stages that rewrite the request body (e.g. PII redaction)
+    # set by features that rewrite the request body (e.g. PII redaction)
     body_changed: bool = False
     # metadata forwarded to the upstream stage (namespace `sidegate`)
     meta: dict[str, Any] = field(default_factory=dict)
@@ -57,7 +57,7 @@ class RequestContext:
     remove_headers: list[str] = field(default_factory=list)
     # response headers the gateway wants the client to see (e.g. rate-limit headers)
     response_headers: dict[str, str] = field(default_factory=dict)
-    # started by a stage's `prefetch` for its own `on_request` (see sidegate/core/stage/__init__.py)
+    # started by a feature's `prefetch` for its own `on_request` (see sidegate/core/feature.py)
     prefetched: dict[str, Any] = field(default_factory=dict)
 
     def upstream_meta(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
-"""The gateway pipeline: runs the stages once per client request (router-level ext_proc).
+"""The gateway pipeline: runs the features' request hooks once per client request, in list order.
 
-Pure of gRPC: :meth:`Gateway.run` takes a :class:`RequestContext` and returns an :class:`Outcome`,
-which the servicer turns into Envoy messages.
+Pure of gRPC and HTTP: :meth:`Gateway.run` takes a :class:`RequestContext` and returns an
+:class:`Outcome`, which the front (extproc/server.py or extproc/front.py) turns into its answer.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ from typing import Any
 import orjson
 
 from sidegate import metrics
-from sidegate.core.completion import Observer, notify, short_circuit
+from sidegate.core.completion import notify, short_circuit
 from sidegate.core.context import Reply, RequestContext
-from sidegate.core.stage import Stage, prefetchers
+from sidegate.core.feature import Hooks, collect
 from sidegate.errors import GatewayError, format_error
-from sidegate.features.auth.stage import AuthStage
 
 log = logging.getLogger("sidegate.gateway")
 
@@ -39,28 +38,31 @@ Outcome = Forward | Reply
 
 
 class Gateway:
-    def __init__(self, stages: Sequence[Stage], observers: Sequence[Observer] = (), inline_auth: AuthStage | None = None):
-        self.stages = list(stages)
-        self.prefetch = prefetchers(self.stages)
-        self.observers = list(observers)
-        self.inline_auth = inline_auth
+    def __init__(self, features: Sequence[object] = (), hooks: Hooks | None = None):
+        hooks = hooks if hooks is not None else collect(features)
+        self.header_hooks = hooks.on_headers
+        self.steps = hooks.steps
+        self.observers = hooks.on_complete
+        """Every completion hook: also for the answers the gateway gives itself."""
 
     def on_headers(self, ctx: RequestContext) -> Reply | None:
         """Runs at request-headers time (before the body is buffered): inline authentication."""
-        if self.inline_auth is None:
-            return None
-        return self.inline_auth.authenticate(ctx)
+        for on_headers in self.header_hooks:
+            reply = on_headers(ctx)
+            if reply is not None:
+                return reply
+        return None
 
     async def run(self, ctx: RequestContext) -> Outcome:
         started = time.monotonic()
         ctx.meta["received_at"] = time.time()
         try:
-            for stage, prefetch_next in zip(self.stages, self.prefetch, strict=True):
+            for name, on_request, prefetch_next in self.steps:
                 if prefetch_next is not None:
                     prefetch_next(ctx)
                 t0 = time.perf_counter()
-                reply = await stage.on_request(ctx)
-                metrics.observe_stage(stage.name, time.perf_counter() - t0)
+                reply = await on_request(ctx)
+                metrics.observe_stage(name, time.perf_counter() - t0)
                 if reply is not None:
                     self._observe(ctx, reply.status, reply.source, started)
                     return reply

@@ -1,4 +1,4 @@
-"""lane: the last gateway stage; picks the direct lane when Envoy can serve every try alone.
+"""lane: the last request hook; picks the direct lane when Envoy can serve every try alone.
 
 Direct lane (see sidegate/bootstrap/render.py): the providers of the chain take the client's body as is,
 so no per-try Python is needed; streams too, when the provider's stream carries the usage by
@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from sidegate.config import SidegateConfig
 from sidegate.core.context import Reply, RequestContext
+from sidegate.core.feature import Feature
 from sidegate.errors import Api
 from sidegate.lanes import direct_chain
 from sidegate.wire import DIRECT, TRY
 
 
-class LaneStage:
+class LaneFeature(Feature):
     name = "lane"
 
     def __init__(self, cfg: SidegateConfig):

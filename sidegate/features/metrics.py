@@ -1,7 +1,7 @@
-"""Turns finished provider tries (:class:`sidegate.core.completion.Completion`) into metric updates.
+"""metrics: finished provider tries (:class:`sidegate.core.completion.Completion`) -> metric updates.
 
-Observers run synchronously on the response path: everything here is a few in-memory counter
-updates, never I/O, and never raises.
+Completion hooks run synchronously on the response path: everything here is a few in-memory
+counter updates, never I/O, and never raises.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 from sidegate import metrics as m
 from sidegate.core.completion import Completion, CostFn, safe_cost, time_per_output_token, ttft_seconds
+from sidegate.core.feature import Feature
+from sidegate.core.pricing import Pricing
 from sidegate.metrics import child
 
 if TYPE_CHECKING:
@@ -21,15 +23,18 @@ log = logging.getLogger("sidegate.observe")
 OPERATION = "chat"  # gen_ai.operation.name for /v1/chat/completions and /v1/messages
 
 
-class MetricsObserver:
-    """An ``Upstream`` observer: request-level metrics for final tries, retry counts for the others."""
+class MetricsFeature(Feature):
+    """Request-level metrics for final tries, retry counts for the others. `cost`: the config's
+    prices unless given."""
+
+    name = "metrics"
 
     def __init__(self, cfg: SidegateConfig | None = None, cost: CostFn | None = None):
         if cfg is not None:
             m.configure(cfg)
-        self.cost = cost
+        self.cost = cost if cost is not None or cfg is None else Pricing(cfg.quota.prices)
 
-    def __call__(self, c: Completion) -> None:
+    def on_complete(self, c: Completion) -> None:
         try:
             self._observe(c)
         except Exception:  # never break the response path

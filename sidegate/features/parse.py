@@ -4,29 +4,22 @@ from __future__ import annotations
 
 import orjson
 
+from sidegate.config import SidegateConfig
 from sidegate.core.context import Reply, RequestContext
+from sidegate.core.feature import Feature
 from sidegate.errors import Api, GatewayError
 from sidegate.jsondup import Undecided, duplicate_key
 
-CHAT_PATH = "/v1/chat/completions"
-MESSAGES_PATH = "/v1/messages"
 
-
-def endpoint_api(path: str) -> Api | None:
-    """The API an endpoint belongs to, or None when Sidegate does not serve it."""
-    path = path.split("?", 1)[0]
-    if path == CHAT_PATH:
-        return Api.OPENAI
-    if path == MESSAGES_PATH:
-        return Api.ANTHROPIC
-    return None
-
-
-class ParseStage:
+class ParseFeature(Feature):
     name = "parse"
 
     def __init__(self, max_body_bytes: int = 8 * 1024 * 1024):
         self.max_body_bytes = max_body_bytes
+
+    @classmethod
+    def from_config(cls, cfg: SidegateConfig) -> ParseFeature:
+        return cls(cfg.listener.max_request_bytes)
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         if len(ctx.raw_body) > self.max_body_bytes:

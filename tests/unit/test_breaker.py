@@ -85,14 +85,14 @@ def test_key_pool_is_weighted_and_smooth():
 def test_breaker_observer_counts_provider_tries_of_either_lane():
     from sidegate import config
     from sidegate.core.completion import Completion
-    from sidegate.features.route.breaker import BreakerObserver
+    from sidegate.features.route.feature import RouteFeature
 
     cfg = config.parse({
         "providers": {"a": {"api": "openai", "base_url": "http://a"}, "b": {"api": "openai", "base_url": "http://b"}},
         "models": {"m": {"routes": [{"provider": "a"}, {"provider": "b"}], "breaker": {"failures": 2}}},
     }, env={})  # fmt: skip
     b = Breaker(Clock())
-    observe = BreakerObserver(cfg, b)
+    observe = RouteFeature(cfg, b).on_complete
 
     def done(provider: str, status: int, attempt: int = 1, aborted: bool = False) -> Completion:
         return Completion(meta={"model": "m"}, provider=provider, upstream_model="m", status=status, usage=None,

@@ -1,4 +1,4 @@
-"""Fuzz ParseStage: any body either parses or is refused with a 400/405/413 GatewayError."""
+"""Fuzz ParseFeature: any body either parses or is refused with a 400/405/413 GatewayError."""
 
 from __future__ import annotations
 

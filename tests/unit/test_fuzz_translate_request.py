@@ -1,4 +1,4 @@
-"""Fuzz every translator's request(): bodies that pass ParseStage either translate to a provider
+"""Fuzz every translator's request(): bodies that pass ParseFeature either translate to a provider
 request the provider's SDK types accept, or are refused with a 400 GatewayError."""
 
 from __future__ import annotations

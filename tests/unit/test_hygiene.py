@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from sidegate import config, headers
 from sidegate.bootstrap import hygiene, render
 from sidegate.config import ProviderConfig
-from sidegate.features.upstream import Upstream
+from sidegate.core.tries import TryStage
 
 OPENAI_KEY = "sk-openai-provider-key-0001"
 ANTH_KEY = "sk-ant-provider-key-0002"
@@ -109,12 +109,12 @@ class _Filler:
         self.filled.append(response)
 
 
-def _try(up: Upstream, cluster: str = "provider.openai", attempt: int = 1, **meta: Any):
+def _try(up: TryStage, cluster: str = "provider.openai", attempt: int = 1, **meta: Any):
     return up.start_try({"api": "openai", "model": "gpt-4o-mini", **meta}, cluster, attempt)
 
 
 def test_per_try_stage_applies_its_providers_lists():
-    up = Upstream(cfg())
+    up = TryStage(cfg())
     client = [":path", "content-type", "openai-organization", "x-stainless-os", "accept", "cookie", "x-forwarded-for",
               "user-agent", "x-goog-api-key", "proxy-authorization", "x-request-id"]  # fmt: skip
     refused = _try(up).request_headers(client).remove
@@ -139,7 +139,7 @@ def _chat(content: str) -> bytes:
 
 def test_echoed_key_is_scrubbed_from_bodies_and_headers_and_never_cached():
     filler = _Filler()
-    up = Upstream(cfg(), filler=filler)
+    up = TryStage(cfg(), filler=filler)
     t = _try(up, cache_fill="k1")
     _, changes = t.response_headers(200, {":status": "200", "content-type": "application/json", "x-request-id": OPENAI_KEY,
                                           "request-id": f"r-{ANTH_KEY}", "openai-version": "2020-10-01"})  # fmt: skip
@@ -161,7 +161,7 @@ def _sse(content: str) -> bytes:
 
 def test_stream_chunks_are_scrubbed_and_such_a_stream_is_not_cached():
     filler = _Filler()
-    up = Upstream(cfg(), filler=filler)
+    up = TryStage(cfg(), filler=filler)
     t = _try(up, stream=True, want_usage=True, cache_fill="k3")
     t.response_headers(200, {":status": "200", "content-type": "text/event-stream"})
     out = t.response_chunk(_sse(f"echo {OPENAI_KEY}"), False)

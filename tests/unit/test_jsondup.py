@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sidegate import jsondup
 from sidegate.core.context import RequestContext
 from sidegate.errors import Api, GatewayError
-from sidegate.features.parse import ParseStage
+from sidegate.features.parse import ParseFeature
 from sidegate.jsondup import _colons, duplicate_key
 
 
@@ -124,7 +124,7 @@ def test_parse_stage_refuses_duplicates_naming_the_key(api: Api) -> None:
     raw = b'{"model":"cheap","messages":[{"role":"user","content":"hi"}],"model":"dear"}'
     ctx = RequestContext(api=api, method="POST", path="/v1/chat/completions", headers={}, raw_body=raw)
     with pytest.raises(GatewayError) as err:
-        asyncio.run(ParseStage().on_request(ctx))
+        asyncio.run(ParseFeature().on_request(ctx))
     assert err.value.status == 400 and "'model'" in err.value.message and "dear" not in err.value.message
 
 
@@ -164,5 +164,5 @@ def test_a_duplicate_after_a_nest_too_deep_for_the_exact_check_is_refused(depth:
         _dup(raw)
     ctx = RequestContext(api=Api.OPENAI, method="POST", path="/v1/chat/completions", headers={}, raw_body=raw)
     with pytest.raises(GatewayError) as err:
-        asyncio.run(ParseStage().on_request(ctx))
+        asyncio.run(ParseFeature().on_request(ctx))
     assert err.value.status == 400 and "nested too deeply" in err.value.message

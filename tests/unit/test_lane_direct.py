@@ -15,7 +15,7 @@ from sidegate.bootstrap import render
 from sidegate.core.context import RequestContext
 from sidegate.envoy_pb import struct
 from sidegate.errors import Api
-from sidegate.features.lane import LaneStage
+from sidegate.features.lane import LaneFeature
 
 SECRET = "sk-live-abcdefghijklmnop"
 
@@ -118,7 +118,7 @@ def _ctx(model: str, api: Api = Api.OPENAI, **kw: object) -> RequestContext:
 
 
 def test_lane_stage_picks_direct_only_when_nothing_per_try_is_needed():
-    stage = LaneStage(cfg())
+    stage = LaneFeature(cfg())
     ctx = _ctx("gpt-4o-mini")
     asyncio.run(stage.on_request(ctx))
     assert ctx.route == "gpt-4o-mini~direct" and ctx.meta["lane"] == "direct"
@@ -136,14 +136,14 @@ def test_lane_stage_picks_direct_only_when_nothing_per_try_is_needed():
     usage_stream = _ctx("gpt-4o-mini", stream=True, client_wants_usage=True)
     asyncio.run(stage.on_request(usage_stream))
     assert usage_stream.route == "gpt-4o-mini~direct"
-    front = LaneStage(cfg(auth="inline", front="http"))
+    front = LaneFeature(cfg(auth="inline", front="http"))
     redacted = _ctx("gpt-4o-mini", body_changed=True)  # the HTTP front cannot forward a new body
     asyncio.run(front.on_request(redacted))
     assert "~direct" not in redacted.route
     breaker_start = _ctx("tail", meta={"start": 1}, route="tail#1")
     asyncio.run(stage.on_request(breaker_start))
     assert breaker_start.route == "tail#1~direct"
-    off = LaneStage(cfg(direct_lane=False))
+    off = LaneFeature(cfg(direct_lane=False))
     ctx = _ctx("gpt-4o-mini")
     asyncio.run(off.on_request(ctx))
     assert ctx.route == "gpt-4o-mini"

@@ -1,4 +1,4 @@
-"""MetricsObserver: synthetic Completions -> metric updates; label bounding; the /metrics endpoint."""
+"""MetricsFeature: synthetic Completions -> metric updates; label bounding; the /metrics endpoint."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from sidegate import config as config_mod
 from sidegate import metrics as m
 from sidegate.core.completion import Completion, short_circuit, time_per_output_token, ttft_seconds
-from sidegate.features.metrics import MetricsObserver
+from sidegate.features.metrics import MetricsFeature
 from sidegate.translate.base import Usage
 
 SECRET_KEY = "sgk_abcd1234_very-secret-tenant-key-0000000000"
@@ -49,8 +49,8 @@ def completion(**kw: object) -> Completion:
 
 
 @pytest.fixture(scope="module")
-def observer() -> MetricsObserver:
-    return MetricsObserver(CFG, cost=lambda c: 0.002 if c.usage else 0.0)
+def observer() -> MetricsFeature:
+    return MetricsFeature(CFG, cost=lambda c: 0.002 if c.usage else 0.0)
 
 
 GENAI = {
@@ -70,7 +70,7 @@ def test_timing_helpers() -> None:
     assert time_per_output_token(completion(usage=Usage(output_tokens=1))) == pytest.approx(1.0)
 
 
-def test_final_streamed_success(observer: MetricsObserver) -> None:
+def test_final_streamed_success(observer: MetricsFeature) -> None:
     before = {
         "req": value("sidegate_requests_total", **REQ, status_class="2xx"),
         "in": value("sidegate_tokens_total", **REQ, type="input"),
@@ -84,7 +84,7 @@ def test_final_streamed_success(observer: MetricsObserver) -> None:
         "usage_in": value("gen_ai_client_token_usage_sum", **GENAI, gen_ai_token_type="input"),
         "fallback": value("sidegate_fallbacks_total", model="gpt-4o-mini", provider="openai"),
     }
-    observer(completion())
+    observer.on_complete(completion())
     assert value("sidegate_requests_total", **REQ, status_class="2xx") == before["req"] + 1
     assert value("sidegate_tokens_total", **REQ, type="input") == before["in"] + 100
     assert value("sidegate_tokens_total", **REQ, type="output") == before["out"] + 11
@@ -107,20 +107,20 @@ def test_final_streamed_success(observer: MetricsObserver) -> None:
     assert value("sidegate_fallbacks_total", model="gpt-4o-mini", provider="openai") == before["fallback"]
 
 
-def test_non_streamed_has_no_ttft(observer: MetricsObserver) -> None:
+def test_non_streamed_has_no_ttft(observer: MetricsFeature) -> None:
     g = {**GENAI, "gen_ai_provider_name": "anthropic"}
     n = value("gen_ai_server_time_to_first_token_seconds_count", **g)
-    observer(completion(provider="anthropic", streamed=False, chunks=0, first_byte_at=101.25))
+    observer.on_complete(completion(provider="anthropic", streamed=False, chunks=0, first_byte_at=101.25))
     assert value("gen_ai_server_time_to_first_token_seconds_count", **g) == n
     assert value("gen_ai_server_request_duration_seconds_count", **g, status_class="2xx") >= 1
 
 
-def test_retried_try_counts_only_provider_error(observer: MetricsObserver) -> None:
+def test_retried_try_counts_only_provider_error(observer: MetricsFeature) -> None:
     req = value("sidegate_requests_total", **REQ, status_class="5xx")
     retried = value(
         "sidegate_provider_retried_errors_total", model="gpt-4o-mini", provider="openai", status="503"
     )
-    observer(completion(status=503, final=False, usage=None, streamed=False, chunks=0))
+    observer.on_complete(completion(status=503, final=False, usage=None, streamed=False, chunks=0))
     assert (
         value("sidegate_provider_retried_errors_total", model="gpt-4o-mini", provider="openai", status="503")
         == retried + 1
@@ -128,20 +128,20 @@ def test_retried_try_counts_only_provider_error(observer: MetricsObserver) -> No
     assert value("sidegate_requests_total", **REQ, status_class="5xx") == req
 
 
-def test_fallback_and_abort(observer: MetricsObserver) -> None:
+def test_fallback_and_abort(observer: MetricsFeature) -> None:
     labels = {"model": "gpt-4o-mini", "provider": "anthropic"}
     fb, ab = value("sidegate_fallbacks_total", **labels), value("sidegate_requests_aborted_total", **labels)
-    observer(completion(provider="anthropic", attempt=2, aborted=True))
+    observer.on_complete(completion(provider="anthropic", attempt=2, aborted=True))
     assert value("sidegate_fallbacks_total", **labels) == fb + 1
     assert value("sidegate_requests_aborted_total", **labels) == ab + 1
 
 
-def test_cache_hit_short_circuit(observer: MetricsObserver) -> None:
+def test_cache_hit_short_circuit(observer: MetricsFeature) -> None:
     labels = {**REQ, "provider": "cache", "status_class": "2xx"}
     n = value("sidegate_requests_total", **labels)
     c = short_circuit({"tenant": "acme", "model": "gpt-4o-mini"}, 200, usage=Usage(5, 7))
     assert c.final and c.attempt == 0
-    observer(c)
+    observer.on_complete(c)
     assert value("sidegate_requests_total", **labels) == n + 1
 
 
@@ -149,15 +149,15 @@ def test_observer_never_raises() -> None:
     def bad_cost(_: Completion) -> float:
         raise RuntimeError("pricing down")
 
-    obs = MetricsObserver(cost=bad_cost)
-    obs(completion())  # cost failure is logged, metrics still counted
-    obs(completion(meta=None))  # type: ignore[arg-type]  # a broken completion is swallowed
+    obs = MetricsFeature(cost=bad_cost)
+    obs.on_complete(completion())  # cost failure is logged, metrics still counted
+    obs.on_complete(completion(meta=None))  # type: ignore[arg-type]  # a broken completion is swallowed
 
 
-def test_labels_never_carry_keys_or_prompts(observer: MetricsObserver) -> None:
+def test_labels_never_carry_keys_or_prompts(observer: MetricsFeature) -> None:
     meta = {"tenant": SECRET_KEY, "model": PROMPT, "key_id": "abcd1234", "request_id": "r9"}
-    observer(completion(meta=meta, provider=f"Bearer {SECRET_KEY}"))
-    observer(completion(meta={**meta, "tenant": "sk-proj-" + "x" * 40, "model": SECRET_KEY}, final=False))
+    observer.on_complete(completion(meta=meta, provider=f"Bearer {SECRET_KEY}"))
+    observer.on_complete(completion(meta={**meta, "tenant": "sk-proj-" + "x" * 40, "model": SECRET_KEY}, final=False))
     m.cache_lookup(PROMPT)
     m.authz_denial(SECRET_KEY)
     m.quota_rejection(SECRET_KEY, tenant=SECRET_KEY)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sidegate.core.cost import cost_usd
+from sidegate.core.pricing import cost_usd
 from sidegate.features.quota import (
     Decision,
     Limits,

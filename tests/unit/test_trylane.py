@@ -17,9 +17,10 @@ from sidegate import config, wire
 from sidegate.bootstrap import render
 from sidegate.core.completion import Completion
 from sidegate.core.context import RequestContext
+from sidegate.core.tries import HeaderChanges, TryStage
 from sidegate.errors import Api
-from sidegate.features.lane import LaneStage
-from sidegate.features.upstream import HeaderChanges, Upstream
+from sidegate.features.guard.feature import GuardFeature
+from sidegate.features.lane import LaneFeature
 from sidegate.trust import Token
 from sidegate.wire import TryWire
 
@@ -56,7 +57,8 @@ def decode_set(value: str) -> dict[str, str]:
 
 
 def lane(done: list[Completion] | None = None) -> TryLane:
-    return TryLane(Upstream(cfg(), observers=[done.append] if done is not None else []), worker=1)
+    c = cfg()  # the guard's per-try hook, as the app wires it: redaction and PII restore in each try
+    return TryLane(TryStage(c, observers=[done.append] if done is not None else [], on_try=(GuardFeature(c).on_try,)), worker=1)
 
 
 META = {"api": "openai", "model": "claude", "tenant": "acme", "front": "http", "lane": "try"}
@@ -153,7 +155,7 @@ def test_tries_settle_once_whether_refused_replaced_abandoned_or_expired():
     assert len(done) == 3 and done[2].aborted and done[2].final and len(tl.tries) == 0
     # Expiry, by the sweep (also run periodically, not only on the next put).
     short = Tries(ttl_s=0.01)
-    short.put("1.a", tl.upstream.start_try(META, "provider.anthropic~try", 1))
+    short.put("1.a", tl.stage.start_try(META, "provider.anthropic~try", 1))
     time.sleep(0.02)
     short.sweep()
     assert len(short) == 0 and len(done) == 4 and done[-1].aborted
@@ -164,7 +166,7 @@ def test_tries_settle_once_whether_refused_replaced_abandoned_or_expired():
 
 
 def test_lane_stage_sends_non_streaming_per_try_requests_to_the_try_lane():
-    stage = LaneStage(cfg())
+    stage = LaneFeature(cfg())
     ctx = RequestContext(path="/v1/chat/completions", method="POST", headers={}, api=Api.OPENAI, model="claude", route="claude")
     asyncio.run(stage.on_request(ctx))
     assert ctx.route == "claude~try" and ctx.meta["lane"] == "try"
@@ -176,7 +178,7 @@ def test_lane_stage_sends_non_streaming_per_try_requests_to_the_try_lane():
                           route="gpt-4o-mini")  # fmt: skip
     asyncio.run(stage.on_request(same))
     assert same.route == "gpt-4o-mini~direct"
-    grpc_front = LaneStage(cfg(front="ext_proc", auth="ext_authz"))
+    grpc_front = LaneFeature(cfg(front="ext_proc", auth="ext_authz"))
     ctx = RequestContext(path="/v1/chat/completions", method="POST", headers={}, api=Api.OPENAI, model="claude", route="claude")
     asyncio.run(grpc_front.on_request(ctx))
     assert ctx.route == "claude"
@@ -240,7 +242,7 @@ def test_front_does_not_prepare_what_it_cannot_know():
             "pooled": {"routes": [{"provider": "pool"}]},
         },
     }, env={})  # fmt: skip
-    tl = TryLane(Upstream(c), worker=0)
+    tl = TryLane(TryStage(c), worker=0)
     for model in ("weighted", "pooled"):  # Envoy picks the provider by weight / Python picks the key
         assert tl.prepare({**META, "model": model}, CLIENT) == {}
     assert len(tl.tries) == 0
@@ -257,7 +259,7 @@ def test_abandon_reaches_the_worker_that_holds_the_try():
 
     async def go() -> list[Completion]:
         done: list[Completion] = []
-        up = Upstream(cfg(), observers=[done.append])
+        up = TryStage(cfg(), observers=[done.append])
         base = free_port_block(2)
         holder = TryLane(up, worker=1, front_port=base + 1, token=TOKEN)
         server = FrontServer(Front(Gateway([]), 1, holder), Token(TOKEN))
@@ -293,7 +295,7 @@ def test_tries_live_as_long_as_a_try_can():
         "providers": {"openai": {"api": "openai", "base_url": "https://api.openai.com", "api_key_env": "OPENAI_API_KEY"}},
         "models": {"slow": {"routes": [{"provider": "openai"}], "timeout_s": 0, "per_try_timeout_s": 240}},
     }, env={})  # fmt: skip
-    assert TryLane(Upstream(c)).tries.ttl_s == 270  # a route timeout of 0 (none) does not shorten it
+    assert TryLane(TryStage(c)).tries.ttl_s == 270  # a route timeout of 0 (none) does not shorten it
 
 
 def test_prepare_takes_the_guards_redacted_body_and_restore_map():

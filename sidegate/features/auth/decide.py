@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from sidegate import keys
+from sidegate.core.intake import inbound_api
 from sidegate.errors import Api, error_body
 from sidegate.features.auth.throttle import FailureThrottle
 from sidegate.keystore import KeyRecord
@@ -31,11 +32,6 @@ class Deny:
     body: bytes
     reason: str  # bounded label for metrics: missing_key, malformed_key, unknown_key, revoked_key, expired_key, throttled
     headers: dict[str, str] = field(default_factory=dict)
-
-
-def inbound_api(path: str) -> Api:
-    """Which API format the client speaks, from the request path."""
-    return Api.ANTHROPIC if path.startswith("/v1/messages") else Api.OPENAI
 
 
 def presented_key(headers: dict[str, str]) -> str | None:

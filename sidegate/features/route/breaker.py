@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from sidegate.config import BreakerConfig, ModelConfig, SidegateConfig
-
-if TYPE_CHECKING:
-    from sidegate.core.completion import Completion
+from sidegate.config import BreakerConfig, ModelConfig
 
 FAILURE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})
 
@@ -72,20 +68,3 @@ class Breaker:
     def snapshot(self) -> dict[str, float]:
         now = self.clock()
         return {p: round(st.ejected_until - now, 3) for p, st in self._state.items() if st.ejected_until > now}
-
-
-class BreakerObserver:
-    """Feeds the breaker from every provider try, whichever lane it took (an observer like the
-    metrics and the ledger). Answers the gateway gave itself (attempt 0) are not provider tries."""
-
-    def __init__(self, cfg: SidegateConfig, breaker: Breaker):
-        self.cfg = cfg
-        self.breaker = breaker
-
-    def __call__(self, c: Completion) -> None:
-        model = str(c.meta.get("model", ""))
-        m = self.cfg.models.get(model)
-        if m is None or c.attempt == 0 or c.provider not in self.cfg.providers:
-            return
-        status = 0 if c.aborted and not c.status else c.status
-        self.breaker.record(c.provider, status, m.breaker, c.retry_after_s, model)

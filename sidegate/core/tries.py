@@ -19,9 +19,9 @@ import orjson
 
 from sidegate.config import ProviderConfig, RouteConfig, SidegateConfig
 from sidegate.core.completion import Completion, Filler, Observer, notify, parse_retry_after
+from sidegate.core.feature import OnTry, TryHook
 from sidegate.credentials import Credential, for_provider
 from sidegate.errors import Api, GatewayError, format_error, provider_invalid_response, provider_refused_key
-from sidegate.features.guard import SseRestorer, guard_request, restore_body
 from sidegate.headers import RESPONSE, Allowed, request_allowed
 from sidegate.translate import get_translator
 from sidegate.translate.base import StreamTranslator, TranslateOptions, Translator, Usage
@@ -38,21 +38,21 @@ class HeaderChanges:
     remove: list[str] = field(default_factory=list)
 
 
-class UpstreamTry:
+class ProviderTry:
     """One try of one request against one provider."""
 
-    def __init__(self, app: Upstream, meta: dict[str, Any], cluster: str, attempt: int):
-        self.app = app
+    def __init__(self, stage: TryStage, meta: dict[str, Any], cluster: str, attempt: int):
+        self.stage = stage
         self.meta = meta
         self.attempt = attempt
         self.inbound = Api(meta.get("api", "openai"))
         self.model = str(meta.get("model", ""))
         provider = provider_of_cluster(cluster)
-        mcfg = app.cfg.models.get(self.model)
-        if provider is None or mcfg is None or provider not in app.cfg.providers:
+        mcfg = stage.cfg.models.get(self.model)
+        if provider is None or mcfg is None or provider not in stage.cfg.providers:
             raise GatewayError(500, "Sidegate: request reached an unknown upstream cluster.")
         self.provider_name = provider
-        self.provider: ProviderConfig = app.cfg.providers[provider]
+        self.provider: ProviderConfig = stage.cfg.providers[provider]
         self.mcfg = mcfg
         self.route: RouteConfig = next(r for r in mcfg.routes if r.provider == provider)
         self.upstream_model = self.route.model or self.model
@@ -71,14 +71,12 @@ class UpstreamTry:
         self.chunks = 0
         self.retry_after_s: float | None = None
         # Cache fill: keep the client body and the client-format response (bounded).
-        self.collect = bool(meta.get("cache_fill")) and app.filler is not None
-        self.collect_limit = app.cfg.cache_policy(self.model).max_entry_bytes if self.collect else 0
+        self.collect = bool(meta.get("cache_fill")) and stage.filler is not None
+        self.collect_limit = stage.cfg.cache_policy(self.model).max_entry_bytes if self.collect else 0
         self.client_body: dict[str, Any] | None = None
         self.collected = bytearray()
-        # PII restore: original values back into the response (the map came from the guard stage).
-        restore = meta.get("restore")
-        self.restore_map: dict[str, str] = restore if isinstance(restore, dict) else {}
-        self.sse_restorer: SseRestorer | None = None
+        # The features' work inside this try (the guard's redaction and PII restore), usually none.
+        self.hooks: tuple[TryHook, ...] = tuple(h for on_try in stage.on_try if (h := on_try(meta, self.inbound)))
 
     # -- request ------------------------------------------------------------------------------
     @property
@@ -100,12 +98,12 @@ class UpstreamTry:
         p = self.provider
         skip_body = self.body_unchanged
         changes = HeaderChanges(remove=[*PROVIDER_HEADERS] if skip_body else [*PROVIDER_HEADERS, "content-length"])
-        changes.remove += self.app.allowed[self.provider_name].refused(client)
+        changes.remove += self.stage.allowed[self.provider_name].refused(client)
         if skip_body:  # the client's path without its query (which may carry a key: never forwarded)
             changes.set[":path"] = "/v1/messages" if self.inbound is Api.ANTHROPIC else "/v1/chat/completions"
         if skip_body and p.api is Api.ANTHROPIC:
             changes.set["anthropic-version"] = str(self.meta.get("anthropic_version") or self.opts.anthropic_version)
-        self.app.credentials[self.provider_name].apply(changes.set)
+        self.stage.credentials[self.provider_name].apply(changes.set)
         default_port = 443 if p.tls else 80
         changes.set[":authority"] = p.host if p.port == default_port else f"{p.host}:{p.port}"
         changes.set.update(p.headers)
@@ -118,8 +116,8 @@ class UpstreamTry:
 
     def request_body(self, body: bytes) -> tuple[bytes, HeaderChanges]:
         parsed = orjson.loads(body)
-        if self.meta.get("redact"):
-            self._redact(parsed)
+        for h in self.hooks:
+            h.request(parsed)
         if self.collect:
             self.client_body = orjson.loads(body)  # the translator may mutate `parsed`
         preq = self.translator.request(parsed, model=self.upstream_model, opts=self.opts)
@@ -133,16 +131,6 @@ class UpstreamTry:
         if self.inbound is Api.ANTHROPIC and p.api is Api.ANTHROPIC and self.meta.get("anthropic_version"):
             changes.set["anthropic-version"] = str(self.meta["anthropic_version"])  # the client knows its version
         return preq.body, changes
-
-    def _redact(self, parsed: dict[str, Any]) -> None:
-        """HTTP front: the guard's redaction, done here because the front cannot rewrite the body
-        (same input, same placeholders as the gateway's guard stage computed)."""
-        policy = self.app.cfg.guard_policy(self.model)
-        if policy is None:
-            return
-        result = guard_request(self.inbound, parsed, policy)
-        if policy.restore and result.restore_map:
-            self.restore_map = result.restore_map
 
     # -- response -----------------------------------------------------------------------------
     def response_headers(self, status: int, headers: dict[str, str]) -> tuple[str, HeaderChanges]:
@@ -159,7 +147,7 @@ class UpstreamTry:
             changes.set[k] = str(v)
         if self.meta.get("front") == "http":  # the front's limits are added after (ext_authz appends)
             changes.remove += [h for h in RATE_LIMIT_HEADERS if h in headers]
-        secrets = self.app.secret_strs
+        secrets = self.stage.secret_strs
         # A provider (or a compromised upstream) echoing a key in a header the allow-list lets
         # through (e.g. its request id): the header is dropped.
         if secrets:  # one scan of all values (~0.5 µs), per header only on a hit
@@ -170,8 +158,6 @@ class UpstreamTry:
         if 200 <= status < 300 and ctype.startswith("text/event-stream"):
             self.streaming = True
             self.stream_tx = self.translator.stream(client_wants_usage=bool(self.meta.get("want_usage")))
-            if self.restore_map:
-                self.sse_restorer = SseRestorer(self.inbound, self.restore_map)
             changes.set["content-type"] = "text/event-stream"
             mode = "streamed"
         else:
@@ -186,8 +172,8 @@ class UpstreamTry:
         if 200 <= self.status < 300:
             try:
                 out, self.usage = self.translator.response(body)
-                if self.restore_map:
-                    out = restore_body(out, self.restore_map)
+                for h in self.hooks:
+                    out = h.response(out)
                 out = self._scrub(out)
             except GatewayError as err:
                 self.status = err.status
@@ -210,7 +196,7 @@ class UpstreamTry:
         """A provider body may echo a credential it was sent (errors often do; a compromised
         upstream may in a 200): never relay it, never cache such an answer. A `in` scan per key
         (~0.1 µs per KiB) before any rewrite."""
-        for key in self.app.secrets:
+        for key in self.stage.secrets:
             if key in body:
                 body = body.replace(key, b"[redacted]")
                 self.collect = False
@@ -231,8 +217,8 @@ class UpstreamTry:
         out = self.stream_tx.feed(chunk) if chunk else b""
         if end:
             out += self.stream_tx.finish()
-        if self.sse_restorer is not None:
-            out = (self.sse_restorer.feed(out) if out else b"") + (self.sse_restorer.finish() if end else b"")
+        for h in self.hooks:
+            out = h.stream(out, end)
         if out:
             out = self._scrub(out)
             self.chunks += 1
@@ -271,11 +257,11 @@ class UpstreamTry:
             self._emit(done, aborted)
 
     def _emit(self, done: Completion, aborted: bool) -> None:
-        notify(self.app.observers, done)
-        if self.collect and self.app.filler is not None and 200 <= self.status < 300 and not aborted:
-            if any(key in self.collected for key in self.app.secrets):  # defence in depth: chunks were scrubbed one by one
+        notify(self.stage.observers, done)
+        if self.collect and self.stage.filler is not None and 200 <= self.status < 300 and not aborted:
+            if any(key in self.collected for key in self.stage.secrets):  # defence in depth: chunks were scrubbed one by one
                 return
-            self.app.filler.fill(self.meta, self.client_body, bytes(self.collected), self.streaming, self.usage)
+            self.stage.filler.fill(self.meta, self.client_body, bytes(self.collected), self.streaming, self.usage)
 
     def close(self, retried: bool = False) -> None:
         """The ext_proc stream ended (normally, or the client/upstream went away). `retried`: Envoy
@@ -292,13 +278,18 @@ class UpstreamTry:
             self._finish(aborted=not complete)
 
 
-class Upstream:
+class TryStage:
+    """What every try of this process shares: the config, each provider's credential and header
+    allow-list, the secrets to scrub, and the features' hooks (completion, fill, per-try)."""
+
     def __init__(
-        self, cfg: SidegateConfig, observers: list[Observer] | None = None, filler: Filler | None = None
-    ):
+        self, cfg: SidegateConfig, observers: list[Observer] | None = None, filler: Filler | None = None,
+        on_try: tuple[OnTry, ...] = (),
+    ):  # fmt: skip
         self.cfg = cfg
         self.observers: list[Observer] = observers or []
         self.filler = filler
+        self.on_try = on_try
         self.credentials: dict[str, Credential] = {name: for_provider(p) for name, p in cfg.providers.items()}
         self.allowed = {name: Allowed(request_allowed(p)) for name, p in cfg.providers.items()}
         for name, p in cfg.providers.items():
@@ -308,5 +299,5 @@ class Upstream:
         self.secret_strs = tuple({s for credential in self.credentials.values() for s in credential.secrets})
         self.secrets = tuple(k.encode() for k in self.secret_strs)
 
-    def start_try(self, meta: dict[str, Any], cluster: str, attempt: int) -> UpstreamTry:
-        return UpstreamTry(self, meta, cluster, attempt)
+    def start_try(self, meta: dict[str, Any], cluster: str, attempt: int) -> ProviderTry:
+        return ProviderTry(self, meta, cluster, attempt)

@@ -1,20 +1,25 @@
-"""route: map the client's model to its configured provider chain; enforce the key's allow-list."""
+"""route: map the client's model to its configured provider chain; enforce the key's allow-list;
+start the chain at the first provider the breaker has not ejected, and feed the breaker from every
+provider try, whichever lane it took."""
 
 from __future__ import annotations
 
 from sidegate.config import SidegateConfig
+from sidegate.core.completion import Completion
 from sidegate.core.context import Reply, RequestContext
+from sidegate.core.feature import Feature
 from sidegate.errors import GatewayError
 from sidegate.features.route.breaker import Breaker
 from sidegate.wire import route_value
 
 
-class RouteStage:
+class RouteFeature(Feature):
     name = "route"
 
     def __init__(self, cfg: SidegateConfig, breaker: Breaker | None = None):
+        self.cfg = cfg
         self.models = cfg.models
-        self.breaker = breaker
+        self.breaker = breaker if breaker is not None else Breaker()
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         m = self.models.get(ctx.model)
@@ -26,8 +31,17 @@ class RouteStage:
         if "*" not in ctx.allowed_models and ctx.model not in ctx.allowed_models:
             raise GatewayError(403, f"This API key is not allowed to use the model '{ctx.model}'.", code="model_not_allowed")
         ctx.model_config = m
-        start = self.breaker.start_index(m, ctx.model) if self.breaker is not None else 0
+        start = self.breaker.start_index(m, ctx.model)
         if start:
             ctx.meta["start"] = start
         ctx.route = route_value(ctx.model, start)
         return None
+
+    def on_complete(self, c: Completion) -> None:
+        """Answers the gateway gave itself (attempt 0) are not provider tries."""
+        model = str(c.meta.get("model", ""))
+        m = self.models.get(model)
+        if m is None or c.attempt == 0 or c.provider not in self.cfg.providers:
+            return
+        status = 0 if c.aborted and not c.status else c.status
+        self.breaker.record(c.provider, status, m.breaker, c.retry_after_s, model)

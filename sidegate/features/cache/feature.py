@@ -1,12 +1,14 @@
 """cache: answer repeated (exact) and near-repeated (semantic) questions without the provider.
 
 A hit becomes a Reply (Envoy ImmediateResponse) in the client's format, JSON or an SSE replay.
-A cacheable miss is marked in the metadata; the per-try upstream stage fills the cache when the
-response completes (see :class:`CacheFiller`).
+A cacheable miss is marked in the metadata (`cache_fill`); the per-try stage collects the answer
+and hands it to :meth:`CacheFeature.fill` when the response completes. The feature also runs the
+exact entries' local index (:mod:`.known`) and the semantic index (embedder + vector store).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -15,9 +17,13 @@ import orjson
 from sidegate import metrics
 from sidegate.config import SidegateConfig
 from sidegate.core.context import Reply, RequestContext
+from sidegate.core.feature import Feature
 from sidegate.errors import Api
-from sidegate.features.cache import CacheRequest, ResponseCache, reassemble
+from sidegate.features.cache import CachePolicy, CacheRequest, ResponseCache, SemanticIndex, reassemble
+from sidegate.features.cache.core import CACHE_PREFIX
+from sidegate.features.cache.known import KnownKeys
 from sidegate.ids import UniqueIds
+from sidegate.store import Store
 from sidegate.translate.base import Usage
 from sidegate.translate.usage import anthropic_usage, openai_usage
 from sidegate.ttlmap import TtlMap
@@ -36,13 +42,47 @@ class PendingFills(TtlMap[CacheRequest]):
         self.new_key = UniqueIds()
 
 
-class CacheStage:
+class CacheFeature(Feature):
     name = "cache"
 
-    def __init__(self, cfg: SidegateConfig, cache: ResponseCache, pending: PendingFills):
+    def __init__(self, cfg: SidegateConfig, cache: ResponseCache, pending: PendingFills | None = None,
+                 store: Store | None = None):  # fmt: skip
         self.cfg = cfg
         self.cache = cache
-        self.pending = pending
+        self.pending = pending if pending is not None else PendingFills()
+        self.store = store
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    def from_config(cls, cfg: SidegateConfig, store: Store | None = None) -> CacheFeature | None:
+        """On when a store is there and any model's policy (or the default) caches."""
+        policies = [cfg.defaults.cache, *(m.cache for m in cfg.models.values() if m.cache is not None)]
+        if store is None or not any(p.enabled for p in policies):
+            return None
+        semantic = SemanticIndex(cfg.semantic) if any(p.semantic for p in policies) else None
+        cache = ResponseCache(store, semantic=semantic, known=known_keys(cfg, policies, store))
+        return cls(cfg, cache, PendingFills(), store)
+
+    async def start(self) -> None:
+        """The key index tracks the store in the background; the semantic index is ready before
+        serving (its model loads in ~1 s) or retried in the background."""
+        if self.cache.known is not None and self.store is not None and self.store.tracked is not None:
+            self.cache.known.start(self.store.tracked, self.store.redis)
+        semantic = self.cache.semantic
+        if semantic is not None:
+            retry = await start_semantic(semantic)
+            if retry is not None:
+                self._tasks.append(retry)
+            self._tasks.append(asyncio.create_task(semantic.run_cleanup()))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self.cache.semantic is not None:
+            self.cache.semantic.close()
+        await self.cache.drain()
+        if self.cache.known is not None:
+            await self.cache.known.close()
 
     def prefetch(self, ctx: RequestContext) -> None:
         """Send the exact lookup's GET now (it then travels with the quota reservation)."""
@@ -75,15 +115,6 @@ class CacheStage:
             self.pending.put(key, req)
         return None
 
-
-class CacheFiller:
-    """Upstream side: collects the client-format response of a cacheable miss and fills the cache."""
-
-    def __init__(self, cfg: SidegateConfig, cache: ResponseCache, pending: PendingFills):
-        self.cfg = cfg
-        self.cache = cache
-        self.pending = pending
-
     def fill(
         self, meta: dict[str, Any], client_body: dict[str, Any] | None, response: bytes, streamed: bool,
         usage: Usage | None = None,
@@ -109,3 +140,36 @@ class CacheFiller:
             self.cache.fill_soon(req, response, policy)
         except Exception:  # never break the response path
             log.exception("cache fill failed")
+
+
+async def start_semantic(semantic: Any, timeout_s: float = 5.0, retry_s: float = 30.0) -> asyncio.Task[None] | None:
+    """Load the embedder and open the vector store before serving (~1 s). If that fails or hangs
+    (e.g. Qdrant down), serve anyway, uncached, and keep retrying in the background (the task)."""
+    try:
+        await asyncio.wait_for(semantic.start(), timeout_s)
+        return None
+    except Exception as exc:
+        log.warning("semantic cache not ready (%s): requests proceed uncached; retrying every %.0fs",
+                    type(exc).__name__, retry_s)  # fmt: skip
+
+    async def retry() -> None:
+        while not semantic.ready:
+            await asyncio.sleep(retry_s)
+            try:
+                await asyncio.wait_for(semantic.start(), timeout_s)
+            except Exception:
+                continue
+        log.info("semantic cache ready")
+
+    return asyncio.create_task(retry())
+
+
+def known_keys(cfg: SidegateConfig, policies: list[CachePolicy], store: Store) -> KnownKeys | None:
+    """The local index of the store's exact-cache entries (on a store client with a tracked
+    connection: the lean one, on a plain `redis://` URL)."""
+    if not (any(p.exact for p in policies) and cfg.store.cache_index and store.tracked is not None):
+        return None
+    # Entries are kept as long as the longest TTL of any fill (a semantic match is read by its exact
+    # key too); every process sharing the store should have the same cache TTLs (docs/cache.md).
+    keep_s = max(p.ttl_s for p in policies if p.enabled)
+    return KnownKeys(CACHE_PREFIX, keep_s, cfg.store.cache_index_max_keys)

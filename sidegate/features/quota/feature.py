@@ -1,8 +1,9 @@
 """quota: count the prompt, reserve prompt + max output tokens across the request's scopes
 (tenant, key, tenant+model) atomically in the store; 429 with rate-limit headers when over.
 
-The reservation travels in the metadata; :class:`QuotaSettler` (an upstream observer) replaces it
-with the provider's real usage when the final try ends, also for aborted and failed requests.
+The reservation travels in the metadata; the completion hook replaces it with the provider's real
+usage when the final try ends, also for aborted and failed requests. Live tenant limits are polled
+from the store in the background; with leases on, admissions are granted locally from leases.
 """
 
 from __future__ import annotations
@@ -15,16 +16,18 @@ from sidegate import metrics
 from sidegate.config import SidegateConfig
 from sidegate.core.completion import Completion
 from sidegate.core.context import Reply, RequestContext
-from sidegate.core.cost import cost_usd
+from sidegate.core.feature import Feature
+from sidegate.core.pricing import Pricing
 from sidegate.features.quota import QuotaStore, TokenCounter, build_scopes, max_output_tokens, rejection_error
 from sidegate.features.quota.lease import LeasedQuota
 from sidegate.features.quota.store import Reservation
 from sidegate.features.quota.tenants import TenantQuotas
+from sidegate.store import Store
 
 log = logging.getLogger("sidegate.quota")
 
 
-class QuotaStage:
+class QuotaFeature(Feature):
     name = "quota"
 
     def __init__(self, cfg: SidegateConfig, store: QuotaStore | LeasedQuota, tenants: TenantQuotas):
@@ -33,6 +36,31 @@ class QuotaStage:
         self.store = store
         self.tenants = tenants
         self.counter = TokenCounter(cfg.quota.tokenizer)
+        self.cost = Pricing(cfg.quota.prices)
+        self._settles: set[asyncio.Task[Any]] = set()
+        self._tenants_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_config(cls, cfg: SidegateConfig, store: Store | None = None) -> QuotaFeature | None:
+        """On whenever there is a store (every tenant has limits, if only the defaults)."""
+        if store is None:
+            return None
+        quota: QuotaStore | LeasedQuota = QuotaStore.from_policy(store, cfg.quota, fail_mode=cfg.store.fail_mode)
+        if cfg.quota.lease.enabled:
+            quota = LeasedQuota(quota, cfg.quota.lease)
+        return cls(cfg, quota, TenantQuotas(cfg, store.redis))
+
+    async def start(self) -> None:
+        self._tenants_task = asyncio.create_task(self.tenants.run())
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """The settles still running are waited for (bounded), then the leases are ended."""
+        if self._tenants_task is not None:
+            self._tenants_task.cancel()
+        if self._settles:
+            await asyncio.wait(list(self._settles), timeout=timeout_s)
+        if isinstance(self.store, LeasedQuota):
+            await self.store.close()
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         m = ctx.model_config
@@ -59,30 +87,8 @@ class QuotaStage:
             ctx.meta["quota"] = q
         return None
 
-
-def _reservation(meta: dict[str, Any]) -> Reservation | None:
-    q = meta.get("quota")
-    if not isinstance(q, dict):
-        return None
-    bucket = q.get("bucket")
-    return Reservation(tenant=str(q["tenant"]), request_id=str(q["request_id"]), scopes=tuple(q["scopes"]),
-                       tokens=int(q["tokens"]), degraded=bool(q.get("degraded")),
-                       bucket=None if bucket is None else int(bucket))  # fmt: skip
-
-
-class QuotaSettler:
-    """Observer: settles the reservation once, when the request's outcome is known."""
-
-    def __init__(self, cfg: SidegateConfig, store: QuotaStore | LeasedQuota):
-        self.cfg = cfg
-        self.store = store
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    def cost(self, c: Completion) -> float:
-        price = self.cfg.quota.price(c.upstream_model) or self.cfg.quota.price(str(c.meta.get("model", "")))
-        return cost_usd(price, c.usage) if price is not None and c.usage is not None else 0.0
-
-    def __call__(self, c: Completion) -> None:
+    def on_complete(self, c: Completion) -> None:
+        """Settles the reservation once, when the request's outcome is known."""
         if not c.final:
             return  # Envoy retries this error on the next provider: that try settles
         r = _reservation(c.meta)
@@ -101,9 +107,15 @@ class QuotaSettler:
             actual = 0  # the provider failed: nothing was generated
         cost = self.cost(c)
         task = asyncio.get_running_loop().create_task(self.store.settle(r, actual, cost))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._settles.add(task)
+        task.add_done_callback(self._settles.discard)
 
-    async def drain(self, timeout_s: float = 5.0) -> None:
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout_s)
+
+def _reservation(meta: dict[str, Any]) -> Reservation | None:
+    q = meta.get("quota")
+    if not isinstance(q, dict):
+        return None
+    bucket = q.get("bucket")
+    return Reservation(tenant=str(q["tenant"]), request_id=str(q["request_id"]), scopes=tuple(q["scopes"]),
+                       tokens=int(q["tokens"]), degraded=bool(q.get("degraded")),
+                       bucket=None if bucket is None else int(bucket))  # fmt: skip

@@ -1,4 +1,4 @@
-"""The cache stage's pending fills are keyed by keys the gateway makes up, not the request id."""
+"""The cache feature's pending fills are keyed by keys the gateway makes up, not the request id."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sidegate import config
 from sidegate.core.context import RequestContext
 from sidegate.errors import Api
 from sidegate.features.cache import CacheRequest
-from sidegate.features.cache.stage import CacheFiller, CacheStage, PendingFills
+from sidegate.features.cache.feature import CacheFeature, PendingFills
 
 
 class Misses:
@@ -31,7 +31,7 @@ def test_two_requests_with_one_client_request_id_fill_their_own_entries():
         "models": {"gpt-4o-mini": {"routes": [{"provider": "openai"}], "cache": {"exact": True}}},
     })  # fmt: skip
     cache, pending = Misses(), PendingFills()
-    stage, filler = CacheStage(cfg, cache, pending), CacheFiller(cfg, cache, pending)  # type: ignore[arg-type]
+    stage = filler = CacheFeature(cfg, cache, pending)  # type: ignore[arg-type]
 
     def miss(question: str) -> RequestContext:
         body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": question}]}
@@ -54,7 +54,7 @@ def test_two_requests_with_one_client_request_id_fill_their_own_entries():
 def test_the_key_index_keeps_entries_as_long_as_any_fill_lives():
     """A semantic match is read by its exact key: the index must keep keys as long as the longest
     TTL of any cache policy, not only of the exact ones (else it would call live entries missing)."""
-    from sidegate.app import _known_keys
+    from sidegate.features.cache.feature import known_keys as _known_keys
     from sidegate.store import LeanStore, RedisPyStore, client
 
     cfg = config.parse({

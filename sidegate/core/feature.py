@@ -1,0 +1,152 @@
+"""A feature: one capability of the gateway (auth, quota, cache, ...) with every hook it needs, so
+the app is one ordered list of features (:func:`sidegate.app.default_features`).
+
+Hooks, all optional (a feature overrides only the ones it needs):
+
+- ``on_headers(ctx) -> Reply | None``: at request-headers time, before the body is buffered (inline
+  authentication). A Reply answers the client at once.
+- ``prefetch(ctx) -> None``: called just before the *previous* request hook runs, to start store
+  I/O that this feature's own ``on_request`` then awaits (its inputs must not depend on that
+  previous hook; the result goes in ``ctx.prefetched``). The cache's GET so travels to the store
+  with the quota reservation, in one write, instead of one round trip after the other.
+- ``async on_request(ctx) -> Reply | None``: once per request, with the parsed body. A Reply
+  short-circuits the request (e.g. a cache hit); raising GatewayError refuses it.
+- ``on_complete(c: Completion)``: every finished try of every lane, and the gateway's own answers.
+  Synchronous, on the response path: in-memory work only (I/O goes to a task).
+- ``fill(meta, client_body, response, streamed, usage)``: a try that collected its client-format
+  answer (the request's metadata asked for it with ``cache_fill``) hands it over.
+- ``on_try(meta, api) -> TryHook | None``: a provider try of the full or try lane is starting (the
+  request's metadata and the client's API); a TryHook returned here rewrites that try's client
+  body before translation and its client-format answer after (the guard's redaction and PII
+  restore). None, the usual answer, costs that try nothing more.
+- ``async start()`` / ``async close()``: background work, started before serving in list order and
+  closed in reverse.
+
+Why a base class and not a Protocol: a Protocol cannot have optional members, and a feature that
+has no completion hook must not be called for every completion. The base class documents every
+hook in one place and gives each a no-op; :func:`collect` sees which ones a feature really
+overrides, once, when the app is built, so the request path calls only those (no per-request
+``getattr``, no no-op calls). Any object with a ``name`` and some of these methods works too
+(tests use small stand-ins).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+from sidegate.core.completion import Completion, Observer
+from sidegate.core.context import Reply, RequestContext
+from sidegate.errors import Api
+from sidegate.translate.base import Usage
+
+OnHeaders = Callable[[RequestContext], Reply | None]
+Prefetch = Callable[[RequestContext], None]
+OnRequest = Callable[[RequestContext], Awaitable[Reply | None]]
+Fill = Callable[[dict[str, Any], dict[str, Any] | None, bytes, bool, Usage | None], None]
+Lifecycle = Callable[[], Awaitable[None]]
+
+
+class TryHook(Protocol):
+    """One feature's work inside one provider try, in the client's format on both sides."""
+
+    def request(self, body: dict[str, Any]) -> None:
+        """The client's parsed body, before it is translated for the provider (may be changed)."""
+
+    def response(self, body: bytes) -> bytes:
+        """A whole successful answer, translated to the client's format."""
+
+    def stream(self, chunk: bytes, end: bool) -> bytes:
+        """The next translated piece of a streamed answer (`end`: the last one)."""
+
+
+OnTry = Callable[[dict[str, Any], Api], TryHook | None]
+
+
+class Feature:
+    name: str = ""
+
+    def on_headers(self, ctx: RequestContext) -> Reply | None:
+        return None
+
+    def prefetch(self, ctx: RequestContext) -> None:
+        return None
+
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
+        return None
+
+    def on_complete(self, c: Completion) -> None:
+        return None
+
+    def fill(
+        self, meta: dict[str, Any], client_body: dict[str, Any] | None, response: bytes, streamed: bool,
+        usage: Usage | None = None,
+    ) -> None:  # fmt: skip
+        return None
+
+    def on_try(self, meta: dict[str, Any], api: Api) -> TryHook | None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def hook(feature: object, name: str) -> Any:
+    """The feature's own `name` hook (bound), or None when it has none or only the no-op default."""
+    bound = getattr(feature, name, None)
+    if bound is None or getattr(bound, "__func__", None) is getattr(Feature, name):
+        return None
+    return bound
+
+
+class Step(NamedTuple):
+    """One request hook, with the prefetch of the step after it (to call before this one runs)."""
+
+    name: str
+    on_request: OnRequest
+    prefetch_next: Prefetch | None
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """The hooks of an ordered list of features, by kind, in list order."""
+
+    on_headers: tuple[OnHeaders, ...] = ()
+    steps: tuple[Step, ...] = ()
+    on_complete: list[Observer] = field(default_factory=list)
+    fills: tuple[Fill, ...] = ()
+    on_try: tuple[OnTry, ...] = ()
+    starts: tuple[Lifecycle, ...] = ()
+    closes: tuple[Lifecycle, ...] = ()
+
+
+def collect(features: Sequence[object]) -> Hooks:
+    requesting = [f for f in features if hook(f, "on_request")]
+    return Hooks(
+        on_headers=tuple(h for f in features if (h := hook(f, "on_headers"))),
+        steps=tuple(Step(str(getattr(f, "name", "")), hook(f, "on_request"), hook(nxt, "prefetch"))
+                    for f, nxt in zip(requesting, [*requesting[1:], None], strict=False)),
+        on_complete=[h for f in features if (h := hook(f, "on_complete"))],
+        fills=tuple(h for f in features if (h := hook(f, "fill"))),
+        on_try=tuple(h for f in features if (h := hook(f, "on_try"))),
+        starts=tuple(h for f in features if (h := hook(f, "start"))),
+        closes=tuple(h for f in features if (h := hook(f, "close"))),
+    )
+
+
+class Fillers:
+    """The fill hooks as the per-try stage's one filler (None when no feature fills)."""
+
+    def __init__(self, fills: Sequence[Fill]):
+        self.fills = tuple(fills)
+
+    def fill(
+        self, meta: dict[str, Any], client_body: dict[str, Any] | None, response: bytes, streamed: bool,
+        usage: Usage | None = None,
+    ) -> None:  # fmt: skip
+        for fill in self.fills:
+            fill(meta, client_body, response, streamed, usage)
