@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OTHER = "other"
 MAX_DYNAMIC_TENANTS = 500
-"""authz serves its metrics on ``services.metrics_port + 1``; extproc on ``services.metrics_port``."""
 
 # -- label bounding ------------------------------------------------------------------------------
 
