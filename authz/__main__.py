@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from authz.service import serve
-from sidegate import metrics
+from sidegate import metrics, metrics_server
 from sidegate.config import SidegateConfig
 from sidegate.features.auth.throttle import FailureThrottle
 from sidegate.process import command_line, internal_token, store_url, until_signal
@@ -22,7 +22,7 @@ async def main(cfg: SidegateConfig) -> None:
     log.info("authz listening on %s:%d", cfg.services.host, cfg.services.authz_port)
     if cfg.services.authz_metrics_port:
         metrics.configure(cfg)
-        metrics.start_metrics_server(metrics.service_metrics_port(cfg, "authz"), cfg.services.metrics_host)
+        metrics_server.start_metrics_server(metrics_server.service_metrics_port(cfg, "authz"), cfg.services.metrics_host)
     await until_signal()
     await cache.stop()
     await server.stop(grace=cfg.services.grpc_timeout_s)

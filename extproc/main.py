@@ -15,7 +15,7 @@ from extproc.direct import DirectLaneObserver
 from extproc.front import Front, FrontServer
 from extproc.server import ExternalProcessor
 from extproc.trylane import TryLane
-from sidegate import metrics
+from sidegate import metrics_server
 from sidegate.app import App, build
 from sidegate.config import SidegateConfig, local_address
 from sidegate.health import add_health, set_serving
@@ -60,7 +60,7 @@ async def serve(
     service = Service(app)
     await app.start()
     if cfg.services.metrics_port:
-        metrics.start_metrics_server(metrics.service_metrics_port(cfg, "extproc"), cfg.services.metrics_host)
+        metrics_server.start_metrics_server(metrics_server.service_metrics_port(cfg, "extproc"), cfg.services.metrics_host)
     # A buffered provider answer reaches the per-try stage as one message (up to max_response_bytes).
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", grpc_max_message(cfg))])
     service.processor = ExternalProcessor(app.gateway, app.tries, token)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from sidegate.config import SidegateConfig
 
@@ -158,3 +159,24 @@ async def load_tenants(redis: Redis) -> tuple[int, dict[str, TenantLimits]]:
         pipe.hgetall(tenant_key(name))
     raws = await pipe.execute()
     return version, {n: TenantLimits.from_redis(r) for n, r in zip(names, raws, strict=True)}
+
+
+# Writers queued on a MULTI pipeline, shared by the control plane's operations and the start-up seed of
+# the config's tenants, so both announce a change the same way replicas expect (counter, then channel).
+
+
+def announce_keys(pipe: Pipeline) -> None:
+    pipe.incr(VERSION)
+    pipe.publish(CHANNEL, b"1")
+
+
+def announce_config(pipe: Pipeline) -> None:
+    pipe.incr(CONFIG_VERSION)
+    pipe.publish(CONFIG_CHANNEL, b"1")
+
+
+def queue_tenant_limits(pipe: Pipeline, name: str, limits: TenantLimits) -> None:
+    """Replace the tenant's limits hash (an unlimited tenant has none)."""
+    pipe.delete(tenant_key(name))
+    if fields := limits.to_redis():
+        pipe.hset(tenant_key(name), mapping=fields)

@@ -25,7 +25,7 @@ from sidegate import keystore, trust
 from sidegate.bootstrap import render
 from sidegate.config import SidegateConfig
 from sidegate.features.quota import tenants
-from sidegate.metrics import SUPERVISOR_STATE_ENV as STATE_ENV
+from sidegate.metrics_server import SUPERVISOR_STATE_ENV as STATE_ENV
 from sidegate.ports import free_port, wait_for_port
 from sidegate.restart import RestartPolicy, RestartState, listening, relay_envoy
 from sidegate.store.redispy import client

@@ -1,1 +1,1 @@
-"""The admin API and CLI over :mod:`sidegate.controlplane` (tenants, limits and keys, managed live)."""
+"""The admin API and CLI over :mod:`sidegate.admin.controlplane` (tenants, limits and keys, managed live)."""

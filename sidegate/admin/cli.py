@@ -21,7 +21,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from sidegate import controlplane as cp
+from sidegate.admin import controlplane as cp
 from sidegate.keystore import LIMIT_FIELDS, TenantLimits
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from sidegate import controlplane as cp
+from sidegate.admin import controlplane as cp
 
 PREFIX = "/admin/v1"
 

@@ -21,7 +21,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from sidegate import controlplane as cp
+from sidegate.admin import controlplane as cp
 from sidegate.admin.openapi import PREFIX, spec
 
 log = logging.getLogger("sidegate.admin")

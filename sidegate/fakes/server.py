@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import struct
 import time
 import uuid
 from typing import Any
@@ -14,9 +13,12 @@ import orjson
 from aiohttp import web
 
 from sidegate.fakes import wire_anthropic, wire_openai
-from sidegate.fakes.answer import Answer, build_answer
+from sidegate.fakes.answer import build_answer
 from sidegate.fakes.behavior import Behavior, Script
+from sidegate.fakes.faults import Dropped, before_headers
 from sidegate.fakes.recording import RecordedRequest, RequestLog
+from sidegate.fakes.routes import authorized, route, validate, wants_stream
+from sidegate.fakes.stream import stream_answer
 
 __all__ = ["DEFAULT_MODELS", "FakeProvider"]
 
@@ -28,25 +30,8 @@ DEFAULT_MODELS = [
     "claude-sonnet-4-5",
 ]
 _JSON = "application/json"
-_SSE = "text/event-stream; charset=utf-8"
 _GARBAGE = b'{"id": "chatcmpl-garbage", "choices": [{"index": 0, "message": {"content": "cut'
 _UNSET = object()
-
-
-class _Dropped(Exception):
-    """The connection was reset or abandoned on purpose; nothing more to write."""
-
-
-def _rst(request: web.BaseRequest) -> None:
-    """Close the request's TCP connection abruptly (RST, no FIN)."""
-    transport = request.transport
-    if transport is None:
-        return
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
 
 
 def _nodelay(request: web.BaseRequest) -> None:
@@ -132,6 +117,9 @@ class FakeProvider:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self._port}"
 
+    def _is_closing(self) -> bool:
+        return self._closing
+
     # -- control (in-process; thread-safe) ---------------------------------------------------------
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -183,7 +171,7 @@ class FakeProvider:
         self.in_flight += 1
         try:
             return await self._serve(request, path, hdrs, parsed, bad_json)
-        except _Dropped:
+        except Dropped:
             # The connection is gone; aiohttp cancels this handler when it notices (bounded wait).
             await asyncio.sleep(1.0)
             raise
@@ -219,7 +207,7 @@ class FakeProvider:
             return web.Response(status=status, body=payload, content_type=_JSON, headers=h)
 
         # Authentication first, as the real providers do (does not consume the script).
-        if self.api_key is not None and not self._authorized(hdrs):
+        if self.api_key is not None and not authorized(self.api_key, hdrs):
             return error(401)
         model = body.get("model") if isinstance(body, dict) else None
         if path.startswith("/openai/deployments/"):
@@ -229,21 +217,21 @@ class FakeProvider:
             model = deployment
         b = self._script.take(path, model if isinstance(model, str) else None)
         if b is not None:
-            await self._faults_before_headers(request, b)
+            await before_headers(request, b, self._is_closing)
             if b.empty:
                 h = {**base_headers, **b.headers, **({"retry-after": str(b.retry_after)} if b.retry_after is not None else {})}
                 return web.Response(status=b.status, body=b"", headers=h)
             if b.status != 200 or b.error is not None:
                 status = b.status if b.status != 200 else 500
                 return error(status, b.error, b.retry_after, b.headers)
-            if b.garbage and not _wants_stream(body):
+            if b.garbage and not wants_stream(body):
                 return web.Response(
                     status=200, body=_GARBAGE, content_type=_JSON, headers={**base_headers, **b.headers}
                 )
-        route = self._route(request.method, path)
-        if route is None:
+        endpoint = route(request.method, path)
+        if endpoint is None:
             return error(404, "Not found" if anthropic else f"Invalid URL ({request.method} {path})")
-        if route == "models":
+        if endpoint == "models":
             payload = wire_anthropic.models(self.models) if anthropic else wire_openai.models(self.models)
             return web.Response(body=payload, content_type=_JSON, headers=base_headers)
         if bad_json or not isinstance(body, dict):
@@ -253,10 +241,10 @@ class FakeProvider:
                 if not anthropic
                 else "There was an error parsing the body of your request.",
             )
-        problem = _validate(route, body)
+        problem = validate(endpoint, body)
         if problem:
             return error(400, problem)
-        if route == "embeddings":
+        if endpoint == "embeddings":
             return web.Response(
                 body=wire_openai.embeddings(body, self.embedding_dims),
                 content_type=_JSON,
@@ -272,126 +260,16 @@ class FakeProvider:
             if any(k.lower() == "content-type" for k in headers):  # scripted: e.g. with a charset
                 return web.Response(body=payload, headers=headers)
             return web.Response(body=payload, content_type=_JSON, headers=headers)
-        return await self._stream(request, answer, body, b, anthropic, {**base_headers, **extra})
-
-    def _authorized(self, hdrs: dict[str, str]) -> bool:
-        key = self.api_key
-        return (
-            hdrs.get("authorization") == f"Bearer {key}"
-            or hdrs.get("x-api-key") == key
-            or hdrs.get("api-key") == key
+        return await stream_answer(
+            request,
+            answer,
+            body,
+            b,
+            anthropic,
+            {**base_headers, **extra},
+            chunk_delay_s=self.chunk_delay_s,
+            closing=self._is_closing,
         )
-
-    @staticmethod
-    def _route(method: str, path: str) -> str | None:
-        if method == "GET" and path == "/v1/models":
-            return "models"
-        if method != "POST":
-            return None
-        if path == "/v1/chat/completions":
-            return "chat"
-        if path == "/v1/messages":
-            return "messages"
-        if path == "/v1/embeddings":
-            return "embeddings"
-        if path.startswith("/openai/deployments/"):
-            parts = path.split("/")
-            if len(parts) == 6 and parts[4] == "chat" and parts[5] == "completions":
-                return "azure_chat"
-            if len(parts) == 5 and parts[4] == "embeddings":
-                return "embeddings"
-        return None
-
-    async def _faults_before_headers(self, request: web.BaseRequest, b: Behavior) -> None:
-        if b.delay_s > 0:
-            await asyncio.sleep(b.delay_s)
-        if b.hang:
-            await self._hang(request, b.hang_max_s)
-            _rst(request)
-            raise _Dropped
-        if b.reset and b.reset_after_chunks is None:
-            _rst(request)
-            raise _Dropped
-
-    async def _hang(self, request: web.BaseRequest, max_s: float) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max_s
-        while loop.time() < deadline and not self._closing:
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                return
-            await asyncio.sleep(0.05)
-
-    async def _stream(
-        self,
-        request: web.BaseRequest,
-        a: Answer,
-        body: dict[str, Any],
-        b: Behavior | None,
-        anthropic: bool,
-        headers: dict[str, str],
-    ) -> web.StreamResponse:
-        if anthropic:
-            events = wire_anthropic.stream_events(a)
-        else:
-            opts = body.get("stream_options")
-            events = wire_openai.stream_events(a, isinstance(opts, dict) and bool(opts.get("include_usage")))
-        stop_at = len(events)
-        after_stop: bytes | None = None
-        reset = False
-        if b is not None:
-            if b.truncate is not False:
-                stop_at = max(1, len(events) // 2) if b.truncate is True else int(b.truncate)
-                stop_at = min(stop_at, len(events) - 1)
-            if b.reset_after_chunks is not None:
-                stop_at, reset = min(b.reset_after_chunks, len(events)), True
-            if b.stream_error is not None:
-                se = b.stream_error
-                stop_at = min(int(se.get("after", max(1, len(events) // 2))), len(events) - 1)
-                after_stop = wire_anthropic.error_event(se) if anthropic else wire_openai.error_event(se)
-            if b.garbage:
-                stop_at, after_stop = min(2, len(events) - 1), b"data: {not json\n\n"
-            if b.stall_after_chunks is not None:
-                stop_at = min(b.stall_after_chunks, len(events) - 1)
-            if b.bad_event is not None:
-                at = min(int(b.bad_event.get("after", 2)), len(events) - 1)
-                bad = b"data: " + str(b.bad_event.get("data", "")).encode() + b"\n\n"
-                events = [*events[:at], bad, *events[at:]]
-                stop_at += 1 if stop_at > at else 0
-        delay = b.chunk_delay_s if b is not None and b.chunk_delay_s is not None else self.chunk_delay_s
-        resp = web.StreamResponse(
-            status=200, headers={**headers, "content-type": _SSE, "cache-control": "no-cache"}
-        )
-        await resp.prepare(request)
-        if b is not None and b.write_size:
-            data = b"".join(events[:stop_at]) + (after_stop or b"")
-            for i in range(0, len(data), b.write_size):
-                await resp.write(data[i : i + b.write_size])
-                await asyncio.sleep(max(delay, 0.001))  # let each piece leave on its own
-        elif delay <= 0:
-            data = b"".join(events[:stop_at]) + (after_stop or b"")
-            if data:
-                await resp.write(data)
-        else:
-            for i, ev in enumerate(events[:stop_at]):
-                if i:
-                    await asyncio.sleep(delay)
-                await resp.write(ev)
-            if after_stop:
-                await resp.write(after_stop)
-        if b is not None and b.stall_after_chunks is not None:
-            await self._hang(request, b.hang_max_s)  # a provider gone silent mid-stream
-            reset = True
-        if reset:
-            await asyncio.sleep(0.01)  # let the events leave before the RST
-            _rst(request)
-            raise _Dropped
-        if b is not None and b.linger_s > 0:
-            await asyncio.sleep(b.linger_s)
-        await resp.write_eof()
-        if stop_at < len(events):
-            resp.force_close()
-        return resp
 
     # -- control endpoints -------------------------------------------------------------------------
     async def _control(self, request: web.BaseRequest, path: str) -> web.Response:
@@ -426,22 +304,3 @@ class FakeProvider:
 
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(data), content_type=_JSON)
-
-
-def _wants_stream(body: Any) -> bool:
-    return isinstance(body, dict) and bool(body.get("stream"))
-
-
-def _validate(route: str, body: dict[str, Any]) -> str | None:
-    """The few checks the real APIs make that clients most often trip over."""
-    if route in ("chat", "azure_chat", "messages") and not isinstance(body.get("messages"), list):
-        return (
-            "messages: Field required" if route == "messages" else "Missing required parameter: 'messages'."
-        )
-    if route in ("chat", "messages", "embeddings") and not isinstance(body.get("model"), str):
-        return "model: Field required" if route == "messages" else "Missing required parameter: 'model'."
-    if route == "messages" and not isinstance(body.get("max_tokens"), int):
-        return "max_tokens: Field required"
-    if route == "embeddings" and body.get("input") in (None, "", []):
-        return "'input' is a required property"
-    return None

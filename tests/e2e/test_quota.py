@@ -11,7 +11,7 @@ import pytest
 from quota_helpers import MAX_TOKENS, PER_REQUEST, PROMPT, PROMPT_BODY, burst
 from redis.asyncio import Redis
 
-from sidegate.controlplane import ControlPlane
+from sidegate.admin.controlplane import ControlPlane
 from sidegate.features.quota import QuotaStore
 from sidegate.keystore import TenantLimits
 from sidegate.store import RedisPyStore

@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import controlplane_helpers as h
 
-from sidegate import controlplane as cp
 from sidegate import keys, keystore
+from sidegate.admin import controlplane as cp
 from sidegate.features.auth.decide import Allow, Deny, decide
 from sidegate.features.auth.keycache import KeyCache
 from sidegate.keystore import KeyRecord, TenantLimits

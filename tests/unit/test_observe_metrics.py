@@ -12,6 +12,7 @@ import pytest
 
 from sidegate import config as config_mod
 from sidegate import metrics as m
+from sidegate import metrics_server
 from sidegate.core.completion import Completion, short_circuit, time_per_output_token, ttft_seconds
 from sidegate.features.metrics import MetricsFeature
 from sidegate.translate.base import Usage
@@ -165,7 +166,7 @@ def test_labels_never_carry_keys_or_prompts(observer: MetricsFeature) -> None:
     m.store_error(SECRET_KEY, PROMPT)
     with m.stage_timer(PROMPT):
         pass
-    text = m.render_text().decode()
+    text = metrics_server.render_text().decode()
     for bad in (SECRET_KEY, "abcd1234", "sk-proj-", PROMPT, "John Smith", "Bearer"):
         assert bad not in text
     assert (
@@ -204,11 +205,11 @@ def test_component_helpers() -> None:
     with m.stage_timer("cache"):
         pass
     assert value("sidegate_stage_duration_seconds_count", stage="cache") == s + 1
-    assert m.service_metrics_port(CFG, "extproc") == 9464 and m.service_metrics_port(CFG, "authz") == 9465
+    assert metrics_server.service_metrics_port(CFG, "extproc") == 9464 and metrics_server.service_metrics_port(CFG, "authz") == 9465
 
 
 def test_metrics_http_endpoint() -> None:
-    srv = m.start_metrics_server(0)
+    srv = metrics_server.start_metrics_server(0)
     assert srv is not None and srv.port > 0
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/metrics", timeout=5) as resp:
@@ -225,11 +226,12 @@ def test_metrics_http_endpoint() -> None:
 WORKER = """
 import sys
 from sidegate import metrics as m
+from sidegate import metrics_server
 m.tenant_label.set_known(["acme"])
 for _ in range(int(sys.argv[1])):
     m.cache_lookup("hit_exact")
 if len(sys.argv) > 2:
-    sys.stdout.write(m.render_text().decode())
+    sys.stdout.write(metrics_server.render_text().decode())
 """
 
 

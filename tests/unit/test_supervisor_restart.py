@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from sidegate import config, metrics
+from sidegate import config, metrics_server
 from sidegate.ports import free_port
 from sidegate.restart import RestartPolicy, RestartState, relay_envoy
 from sidegate.supervisor import Child, Supervisor
@@ -105,7 +105,7 @@ def test_supervisor_pass_never_sleeps_through_a_backoff(tmp_path):
         assert doc["bad"]["restarts"] >= 5 and doc["bad"]["crash_looping"] is True
         assert doc["good"] == {"restarts": 1, "crash_looping": False}
         reg = CollectorRegistry()
-        reg.register(metrics.SupervisorCollector(str(sup.state_path)))
+        reg.register(metrics_server.SupervisorCollector(str(sup.state_path)))
         text = generate_latest(reg).decode()
         assert 'sidegate_supervisor_restarts_total{child="good"} 1.0' in text
         assert 'sidegate_supervisor_crash_looping{child="bad"} 1.0' in text

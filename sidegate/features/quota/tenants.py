@@ -10,7 +10,6 @@ from redis.asyncio import Redis
 
 from sidegate import keystore
 from sidegate.config import SidegateConfig
-from sidegate.controlplane import ControlPlane
 from sidegate.features.quota import Limits, TenantQuota
 from sidegate.keystore import TenantLimits
 
@@ -60,12 +59,12 @@ class TenantQuotas:
 
 async def seed(redis: Redis, cfg: SidegateConfig) -> None:
     """Write the config's tenant limits into the store (config wins at start) and announce them,
-    with the control plane's own writers (one MULTI/EXEC)."""
+    with the keystore's writers the control plane uses too (one MULTI/EXEC)."""
     pipe = redis.pipeline(transaction=True)
     for name, t in cfg.tenants.items():
         lim = t.quota.limits
         pipe.sadd(keystore.TENANT_SET, name)
-        ControlPlane.queue_limits(pipe, name, TenantLimits(rpm=lim.rpm, tpm=lim.tpm, daily_usd=lim.daily_usd,
-                                                            monthly_usd=lim.monthly_usd))  # fmt: skip
-    ControlPlane.announce_config(pipe)
+        keystore.queue_tenant_limits(pipe, name, TenantLimits(rpm=lim.rpm, tpm=lim.tpm, daily_usd=lim.daily_usd,
+                                                                    monthly_usd=lim.monthly_usd))  # fmt: skip
+    keystore.announce_config(pipe)
     await pipe.execute()

@@ -1,0 +1,205 @@
+"""The benchmark's scenarios: the request bodies, the Sidegate configurations, and how each path
+under test (Envoy alone, a Sidegate stack, LiteLLM) is started and stopped."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from bench.measure import ttft, wrk_script
+from sidegate import config as config_mod
+from sidegate import keys
+from sidegate.bootstrap import render
+from sidegate.ports import free_port, free_port_block, wait_for_port
+from sidegate.supervisor import Supervisor, envoy_binary, envoy_concurrency
+
+CHAT = b'{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"What is the capital of France?"}],"max_tokens":32}'
+
+
+@dataclass
+class Scenario:
+    """One path under test, set up once and measured in every round (see bench/run.py: main)."""
+
+    name: str
+    url: str
+    script: Path
+    pids: list[int]
+    stop: Callable[[], None]
+    note: Callable[[], str] | None = None
+
+
+SCENARIOS = ("direct,envoy,sidegate,inline,inline-2w,full-lane,translated,exact-hit,semantic-hit,"
+             "front,front-2w,front-translated,front-translated-2w,front-exact-hit,envoy-stream,front-stream,front-stream-translated,"
+             "litellm,litellm-translated,ttft")
+FULL_PIPELINE = frozenset({"translated", "front-translated", "front-translated-2w", "front-stream-translated"})
+"""The scenarios of the issue's full pipeline: translation both ways and, as each request asks a
+new question (see wrk_script in bench/measure.py), an exact-cache miss that fills."""
+STREAM = CHAT.replace(b'"max_tokens":32', b'"max_tokens":32,"stream":true,"stream_options":{"include_usage":true}')
+"""A stream whose events carry the usage (the direct lane takes it); the fast fake sends it at once,
+so the latency measured is the time to the first event (the stream's overhead: TTFT)."""
+
+
+FRONT = {"auth": "inline", "front": "http"}
+GATEWAY: list[tuple[str, dict[str, object], bytes]] = [
+    ("sidegate", {}, CHAT), ("inline", {"auth": "inline"}, CHAT),
+    ("inline-2w", {"auth": "inline", "extproc_workers": 2}, CHAT),
+    ("full-lane", {"auth": "inline", "direct_lane": False}, CHAT),
+    ("translated", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
+    ("exact-hit", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"cached"')),
+    ("semantic-hit", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"semantic"')),
+    ("front", FRONT, CHAT), ("front-2w", {**FRONT, "extproc_workers": 2}, CHAT),
+    ("front-translated", FRONT, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
+    ("front-translated-2w", {**FRONT, "extproc_workers": 2}, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
+    ("front-exact-hit", FRONT, CHAT.replace(b'"gpt-4o-mini"', b'"cached"')),
+    ("front-stream", FRONT, STREAM),  # direct-lane stream (usage in its events)
+    ("front-stream-translated", FRONT, STREAM.replace(b'"gpt-4o-mini"', b'"claude"')),  # per-try gRPC stream
+]
+"""The scenarios that start a Sidegate stack: (name, services config, request body)."""
+VARIANTS = ("-e1", "-e2", "-nolease", "-noindex")
+"""Suffixes that run a Sidegate scenario with one or two Envoy workers, without quota leases, or
+without the cache key index."""
+
+
+def split_variant(name: str) -> tuple[str, str]:
+    """`front-translated-nolease` -> (`front-translated`, `-nolease`)."""
+    for v in VARIANTS:
+        if name.endswith(v):
+            return name.removesuffix(v), v
+    return name, ""
+
+
+def sidegate_config(fport: int, key: str, kid: str, **services: object) -> dict:
+    """A Sidegate config on the fake upstream at ``fport`` with fresh ports, the bench tenant's key
+    and the given ``services`` settings (the scenario's)."""
+    return {
+        "listener": {"port": free_port(), "admin_port": free_port()},
+        "services": {"authz_port": free_port_block(4), "extproc_port": free_port_block(4), "front_port": free_port_block(4), "metrics_port": free_port(),
+                     "authz_metrics_port": free_port(), **services},
+        "observability": {"access_log": None},
+        "providers": {"openai": {"api": "openai", "base_url": f"http://127.0.0.1:{fport}", "api_key_env": "BENCH_KEY"},
+                      "anthropic": {"api": "anthropic", "base_url": f"http://127.0.0.1:{fport}", "api_key_env": "BENCH_KEY"}},
+        "models": {
+            "gpt-4o-mini": {"routes": [{"provider": "openai"}]},
+            # The full pipeline's model (FULL_PIPELINE): translated, cached.
+            "claude": {"routes": [{"provider": "anthropic", "model": "claude-3-5-haiku-20241022"}], "cache": {"exact": True}},
+            "cached": {"routes": [{"provider": "openai", "model": "gpt-4o-mini"}], "cache": {"exact": True}},
+            "semantic": {"routes": [{"provider": "openai", "model": "gpt-4o-mini"}],
+                         "cache": {"semantic": True, "semantic_timeout_ms": 500}},
+        },
+        # Limits the load never reaches, so every request is checked against them (rpm and tpm).
+        "tenants": {"bench": {"keys": [{"id": kid, "hash": keys.hash_key(key)}],
+                              "quota": {"limits": {"rpm": 10**9, "tpm": 10**12}}}},
+    }  # fmt: skip
+
+
+def start_stack(work: Path, name: str, data: dict, env: dict[str, str]) -> Supervisor:
+    """A Sidegate stack for config ``data``, started by the supervisor as `sidegate up` would (its
+    logs in files under the scenario's own directory); ready when it returns."""
+    d = work / name
+    d.mkdir()
+    cfg_path = d / "sidegate.yaml"
+    cfg_path.write_text(yaml.safe_dump(data))
+    sup = Supervisor(cfg_path=cfg_path, cfg=config_mod.load(cfg_path, env=env), workdir=d, env=env, log_to_files=True)
+    sup.start(timeout_s=60)
+    return sup
+
+
+def start_envoy_alone(work: Path, name: str, cfg: config_mod.SidegateConfig, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Envoy with the same listener and clusters and no Sidegate filter (the baseline), with as
+    many workers as Sidegate's Envoy gets (services.envoy_concurrency); ready when it returns."""
+    b = work / f"{name}.yaml"
+    b.write_text(yaml.safe_dump(render.bootstrap(cfg, sidegate_filters=False)))
+    e = subprocess.Popen([envoy_binary(), "-c", str(b), "--use-dynamic-base-id", "-l", "error",
+                          "--concurrency", str(envoy_concurrency(cfg, env))])  # fmt: skip
+    try:
+        wait_for_port("127.0.0.1", cfg.listener.port, 10, e)
+    except BaseException:
+        e.kill()
+        raise
+    return e
+
+
+def litellm_scenarios(work: Path, fport: int, pids: list[int], names: set[str]) -> list[Scenario]:
+    """The LiteLLM proxy (1 worker) on the same fake upstream, if installed: LITELLM_BIN, or
+    `litellm` on PATH (e.g. `python -m venv /tmp/ll && /tmp/ll/bin/pip install 'litellm[proxy]==1.106.*'`).
+    `litellm`: an OpenAI client on an OpenAI provider (no translation); `litellm-translated`: the
+    same client on an Anthropic provider, LiteLLM translating both ways (the full pipeline's job)."""
+    exe = os.environ.get("LITELLM_BIN") or shutil.which("litellm")
+    if not exe:
+        print("litellm: not installed (set LITELLM_BIN); row skipped", file=sys.stderr)
+        return []
+    port = free_port()
+    cfg = work / "litellm.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "model_list": [
+            {"model_name": "gpt-4o-mini", "litellm_params": {
+                "model": "openai/gpt-4o-mini", "api_base": f"http://127.0.0.1:{fport}/v1", "api_key": "sk-bench"}},
+            {"model_name": "claude", "litellm_params": {
+                "model": "anthropic/claude-3-5-haiku-20241022", "api_base": f"http://127.0.0.1:{fport}", "api_key": "sk-bench"}},
+        ],
+        "litellm_settings": {"telemetry": False, "drop_params": True},
+    }))  # fmt: skip
+    master = "sk-" + os.urandom(16).hex()  # LiteLLM refuses to start without one (and checks it per request)
+    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR", LITELLM_MASTER_KEY=master)
+    proc = subprocess.Popen([exe, "--config", str(cfg), "--port", str(port), "--host", "127.0.0.1", "--num_workers", "1"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def stop() -> None:
+        proc.terminate()
+        proc.wait(10)
+
+    try:
+        wait_for_port("127.0.0.1", port, 120, proc)
+    except BaseException:
+        stop()
+        raise
+    time.sleep(2)
+    out = []
+    for name, body in (("litellm", CHAT), ("litellm-translated", CHAT.replace(b'"gpt-4o-mini"', b'"claude"'))):
+        if name in names:
+            script = work / f"{name}.lua"
+            wrk_script(script, body, master)
+            # The process stops with the last of its scenarios (they are stopped in reverse order).
+            out.append(Scenario(name, f"http://127.0.0.1:{port}/v1/chat/completions", script, [proc.pid, *pids],
+                                stop if not out else (lambda: None)))  # fmt: skip
+    return out
+
+
+def ttft_notes(work: Path, config: Callable[..., dict], env: dict[str, str], key: str) -> list[str]:
+    """Streaming time to first content event with a Python client and the Python fake provider."""
+    from sidegate.fakes import FakeProviderThread
+
+    path = "/v1/chat/completions"
+    with FakeProviderThread(port=0, chunks=5, chunk_delay_s=0.01) as fp:
+        data = config(auth="inline")
+        data["providers"]["openai"]["base_url"] = fp.url
+        direct = ttft(fp.url + path, {})
+        cfg = config_mod.parse(data, env=env)
+        e = start_envoy_alone(work, "envoy-ttft", cfg, env)
+        try:
+            alone = ttft(f"http://127.0.0.1:{cfg.listener.port}{path}", {})
+        finally:
+            e.terminate()
+            e.wait(10)
+        fulls = {}
+        for label, svc, usage in (("inline auth", {}, False), ("HTTP front", {"front": "http"}, False),
+                                  ("HTTP front, include_usage: direct lane", {"front": "http"}, True)):  # fmt: skip
+            data["listener"] = {"port": free_port(), "admin_port": free_port()}
+            data["services"].update(svc)
+            sup = start_stack(work, f"ttft-{len(fulls)}", data, env)
+            try:
+                fulls[label] = ttft(f"http://127.0.0.1:{sup.cfg.listener.port}{path}", {"authorization": f"Bearer {key}"},
+                                    usage=usage)  # fmt: skip
+            finally:
+                sup.stop()
+    return [f"streaming TTFT p50/p99 ms: direct {direct[0]:.2f}/{direct[1]:.2f}, Envoy alone "
+            f"{alone[0]:.2f}/{alone[1]:.2f}, Sidegate ({label}) {full[0]:.2f}/{full[1]:.2f} "
+            f"-> added vs Envoy {full[0] - alone[0]:+.2f} ms" for label, full in fulls.items()]  # fmt: skip
