@@ -3,7 +3,8 @@ request hooks, and the per-try stage that runs every provider try and reports it
 completion hooks. The adapters (extproc/) serve it over gRPC, HTTP and the access log.
 
 Gateway (once per request):  auth -> parse -> route -> guard -> quota -> cache -> lane
-Upstream (once per try):     translate -> credentials -> (response) translate -> completion hooks
+TryStage (once per try):     per-try hooks -> translate -> credentials -> (response) translate ->
+                             per-try hooks -> scrub -> completion hooks (and the cache's fill)
 """
 
 from __future__ import annotations

@@ -169,7 +169,7 @@ class Ledger:
         return True
 
     def observer(self, cost: CostFn | None = None) -> Observer:
-        """An ``Upstream`` observer: one record per final try (the try that answered the client)."""
+        """A completion hook: one record per final try (the try that answered the client)."""
 
         def observe(c: Completion) -> None:
             if not c.final:
