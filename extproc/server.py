@@ -165,7 +165,7 @@ class UpstreamStream:
             if t.body_unchanged:  # one round trip less: Envoy sends the body on without asking us
                 resp.mode_override.CopyFrom(_NO_REQUEST_BODY)
             return resp
-        if t is None:  # request headers always come first on this filter (SEND, see render.py)
+        if t is None:  # request headers always come first on this filter (SEND, see sidegate/bootstrap/listener.py)
             return _passthrough(req)
         if kind == "request_body":
             body, changes = t.request_body(req.request_body.body)

@@ -1,4 +1,4 @@
--- Shared helpers for the quota scripts. sidegate.quota.scripts prepends this file to every
+-- Shared helpers for the quota scripts. sidegate/features/quota/scripts.py prepends this file to every
 -- quota_*.lua script before SCRIPT LOAD, so each loaded script is self-contained.
 --
 -- Sliding window layout: one hash per scope with

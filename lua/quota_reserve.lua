@@ -3,7 +3,7 @@
 -- KEYS[1 + 2i] / KEYS[2 + 2i] window hash / spend hash of scope i.
 -- ARGV: window_ms, N, tokens, reservation_ttl_ms, index_ttl_ms, requests, share, min_requests,
 --       min_tokens, then per scope: name, rpm, tpm, daily_nusd, monthly_nusd (-1 = no limit).
---       A request: requests 1, share 0. A lease (sidegate/quota/lease.py): at most `requests` and
+--       A request: requests 1, share 0. A lease (sidegate/features/quota/lease.py): at most `requests` and
 --       `tokens`, each cut to `share` of what every limited scope has left; refused (reason
 --       'lease') when that is less than min_requests / min_tokens.
 -- Returns {admitted, reason, scope index, retry_ms, bucket, then per scope rem_r, rem_t, reset_ms}

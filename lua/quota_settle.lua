@@ -4,7 +4,7 @@
 --       was down: charge everything now, 'c' cancel: the client gave up on a reserve call that may
 --       still run later, 'a' adjust: see below), release (requests given back: 0, or 1 when the
 --       provider was never reached), spend_ttl_ms.
--- Mode 'a' (sidegate/quota/lease.py) adds signed deltas to bucket ARGV[8] of every scope: ARGV[3]
+-- Mode 'a' (sidegate/features/quota/lease.py) adds signed deltas to bucket ARGV[8] of every scope: ARGV[3]
 -- tokens and -ARGV[6] requests (the true-ups of requests admitted from a lease), and charges
 -- ARGV[4]; KEYS[1] is then the batch's id, so a retried batch counts once. A lease itself ends
 -- like a request, mode 'r' on its record ('bucket tokens requests'), giving back what it did not

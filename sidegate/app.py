@@ -2,9 +2,9 @@
 request hooks, and the per-try stage that runs every provider try and reports it to their
 completion hooks. The adapters (extproc/) serve it over gRPC, HTTP and the access log.
 
-Pipeline (once per request): auth -> parse -> route -> guard -> quota -> cache -> lane
-Per-try stage (once per try): per-try hooks -> translate -> credentials -> (response) translate ->
-                              per-try hooks -> completion hooks (breaker, quota, metrics, ledger)
+Gateway (once per request):  auth -> parse -> route -> guard -> quota -> cache -> lane
+TryStage (once per try):     per-try hooks -> translate -> credentials -> (response) translate ->
+                             per-try hooks -> scrub -> completion hooks (and the cache's fill)
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ Two members of the protocol are not commands, and are named for what they are:
 
 - `store.redis`: the redis-py client on the same store, for the richer API that is never on the
   request path (SCAN, pub/sub, pipelines, WATCH). The tenants watcher, the key cache (inline auth)
-  and the cache index's loader take it explicitly as a `Redis` (app.py hands them `store.redis`);
+  and the cache index's loader take it explicitly as a `Redis` (their feature hands them `store.redis`);
   the processes that need only that API (authz's key cache, the admin API and control plane, the
   ledger reader and its CLI, the supervisor) build only that, with :func:`client`.
 - `store.tracked`: the one connection whose `CLIENT TRACKING` survives reconnects, which the

@@ -117,3 +117,17 @@ def test_usable_cpus_honour_a_cgroup_cpu_limit(monkeypatch):
     del files["/sys/fs/cgroup/cpu.max"]
     files |= {"/sys/fs/cgroup/cpu/cpu.cfs_quota_us": "400000\n", "/sys/fs/cgroup/cpu/cpu.cfs_period_us": "100000\n"}
     assert supervisor.usable_cpus() == 4  # cgroup v1
+
+
+def test_every_config_model_is_importable_from_the_package() -> None:
+    """Code that reads a config imports its models from the package (`from sidegate.config import
+    StoreConfig`), whichever section module defines them."""
+    names = (
+        "NEVER_FORWARDED", "NEVER_FORWARDED_PREFIXES", "AuthStyle", "BreakerConfig", "CachePolicy", "ConfigError",
+        "GuardPolicy", "KeyConfig", "ListenerConfig", "ModelConfig", "ObservabilityConfig", "ProviderConfig",
+        "QuotaPolicy", "RouteConfig", "RouteDefaults", "SemanticSettings", "ServicesConfig", "SidegateConfig",
+        "StoreConfig", "TenantConfig", "TenantQuota", "WeightedKey", "load", "local_address", "parse",
+    )  # fmt: skip
+    missing = [n for n in names if not hasattr(config, n)]
+    assert not missing, missing
+    assert set(names) <= set(config.__all__)

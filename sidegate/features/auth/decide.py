@@ -80,7 +80,7 @@ def decide(headers: dict[str, str], records: dict[str, KeyRecord], now: float | 
 
 def authorize(headers: dict[str, str], records: dict[str, KeyRecord], throttle: FailureThrottle, source: str,
               now: float | None = None) -> Allow | Deny:  # fmt: skip
-    """:func:`decide` behind the failure throttle (see :mod:`authz.throttle` for the keying).
+    """:func:`decide` behind the failure throttle (see :mod:`sidegate.features.auth.throttle` for the keying).
 
     The key id is parsed first (a regex, no hashing): a blocked (source, id) is refused before its
     secret is checked. A valid key is then allowed whatever else failed from its address; a
