@@ -29,6 +29,8 @@ from sidegate.trust import Token, require
 from sidegate.wire import (
     AUTHZ_NS,
     FRONT_LANE_HEADER,
+    LANE_DIRECT,
+    LANE_TRY,
     STREAM_NS,
     TRY_NS,
     USAGE_NS,
@@ -63,7 +65,7 @@ def completion(entry: accesslog_pb2.HTTPAccessLogEntry, now: float | None = None
     common = entry.common_properties
     fm = common.metadata.filter_metadata
     meta = request_meta(fm)
-    if meta is None or meta.get("lane") != "direct":
+    if meta is None or meta.get("lane") != LANE_DIRECT:
         return None
     usage_fields = struct_to_dict(fm[USAGE_NS]) if USAGE_NS in fm else {}
     status = entry.response.response_code.value
@@ -131,7 +133,7 @@ class DirectLaneObserver(als_pb2_grpc.AccessLogServiceServicer):
             fm = entry.common_properties.metadata.filter_metadata
             front = fm.get(AUTHZ_NS)
             lane = front.fields.get(FRONT_LANE_HEADER) if front is not None else None
-            if lane is not None and lane.string_value == "try":
+            if lane is not None and lane.string_value == LANE_TRY:
                 # The key the Lua kept for the last try, or the one of a prepared try it never saw.
                 state = fm.get(TRY_NS)
                 key = state.fields.get("id") if state is not None else front.fields.get(TryWire.KEY)

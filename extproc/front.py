@@ -46,6 +46,7 @@ from sidegate.wire import (
     FRONT_LANE_HEADER,
     FRONT_META_HEADER,
     FRONT_SOURCE_HEADER,
+    LANE_TRY,
     REPLAY_ROUTE,
     ROUTE_HEADER,
     TRY_PREFIX,
@@ -139,7 +140,7 @@ class Front:
                **access_log_fields(meta), **outcome.response_headers}  # fmt: skip
         if meta.get("lane"):
             out[FRONT_LANE_HEADER] = str(meta["lane"])
-        if meta.get("lane") == "try" and self.trylane is not None:  # the first try, prepared now
+        if meta.get("lane") == LANE_TRY and self.trylane is not None:  # the first try, prepared now
             out.update(self.trylane.prepare(meta, body, outcome.body, outcome.meta.get("restore")))
         remove = [*outcome.remove_headers, *client_internal_headers(headers, _OURS)]
         if remove:

@@ -35,6 +35,7 @@ from sidegate.core.tries import HeaderChanges, ProviderTry, TryStage
 from sidegate.credentials.env import env_credential
 from sidegate.errors import Api, GatewayError, error_body, format_error
 from sidegate.ids import UniqueIds
+from sidegate.lanes import preparable_first_try
 from sidegate.ttlmap import TtlMap
 from sidegate.wire import FRONT_API_HEADER, FRONT_META_HEADER, TRY_PREFIX, TryWire, try_cluster_name
 from sidegate.wire import INTERNAL_TOKEN_HEADER as TOKEN_HEADER
@@ -161,18 +162,13 @@ class TryLane:
                 restore: dict[str, str] | None = None) -> dict[str, str]:  # fmt: skip
         """The first try, done at check time (answer headers for the front; {} when the Lua must
         call instead: a weighted first group, a key pool, a large body, any error). `redacted` /
-        `restore`: the guard stage's rewritten body and restore map, used as they are (the per-try
+        `restore`: the guard feature's rewritten body and restore map, used as they are (the per-try
         redaction a call would do is the same, already done)."""
-        m = self.stage.cfg.models.get(str(meta.get("model", "")))
-        groups = m.groups() if m is not None else []
-        start = int(meta.get("start", 0))
-        if start >= len(groups) or len(groups[start]) != 1:
+        name = preparable_first_try(self.stage.cfg, str(meta.get("model", "")), int(meta.get("start", 0)))
+        cred = env_credential(self.stage.cfg.providers[name]) if name is not None else None
+        if name is None or cred is None:
             return {}
-        provider = self.stage.cfg.providers[groups[start][0].provider]
-        cred = env_credential(provider)
-        if cred is None:
-            return {}
-        cluster = try_cluster_name(groups[start][0].provider)
+        cluster = try_cluster_name(name)
         if redacted is not None:
             meta, body = {**meta, "redact": False, "restore": restore or {}}, redacted
         try:

@@ -72,9 +72,10 @@ def cmd_internal_token(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    _load(args.config)  # a bad config is reported here, before the service's own start-up
-    # The services are the adapter packages' entry points (the library never imports them).
-    os.execv(sys.executable, [sys.executable, "-m", args.service, "-c", args.config])
+    # The services are the adapter packages' entry points (the library never imports them); the
+    # process keeps its PID. `-P`: the working directory is not put on the import path (a file
+    # there named like a module could otherwise be imported). The service loads and checks the config.
+    os.execv(sys.executable, [sys.executable, "-P", "-m", args.service, "-c", args.config])
 
 
 def _up(cfg_path: Path, cfg: config_mod.SidegateConfig, env: dict[str, str]) -> int:

@@ -1,10 +1,12 @@
-"""Which chains Envoy can serve alone (the direct lane), decided from the config: the bootstrap
-renders the direct routes and clusters from it, and the lane feature sends a request there only
-when a route exists for it, so both read this one definition."""
+"""Which tries Envoy can serve without per-try Python, decided from the config: the chains of the
+direct lane (the bootstrap renders their routes and clusters from it, and the lane feature sends a
+request there only when a route exists for it, so both read this one definition), and the first
+try of the try lane that the HTTP front can prepare at check time."""
 
 from __future__ import annotations
 
 from sidegate.config import ProviderConfig, SidegateConfig
+from sidegate.credentials.env import env_credential
 from sidegate.errors import Api
 
 
@@ -28,3 +30,16 @@ def direct_chain(cfg: SidegateConfig, model: str, start: int) -> Api | None:
                 return None
             apis.add(p.api)
     return apis.pop() if len(apis) == 1 else None
+
+
+def preparable_first_try(cfg: SidegateConfig, model: str, start: int) -> str | None:
+    """The provider of `model`'s first try (chain from priority group `start`) when the front can
+    prepare that try at check time: the group is one provider whose key Envoy reads from its own
+    environment (the try lane's Lua sets it). None: the Lua must call the front for it (a weighted
+    group, a key pool)."""
+    m = cfg.models.get(model)
+    groups = m.groups() if m is not None else []
+    if start >= len(groups) or len(groups[start]) != 1:
+        return None
+    provider = groups[start][0].provider
+    return provider if env_credential(cfg.providers[provider]) is not None else None

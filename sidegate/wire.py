@@ -35,7 +35,7 @@ FRONT_API_HEADER = "x-sidegate-api"
 FRONT_SOURCE_HEADER = "x-sidegate-source"
 FRONT_FILTER = "sidegate.front"
 GATEWAY_FILTER = "sidegate.gateway"
-"""The ext_proc front's filter (the gateway stages, once per request)."""
+"""The ext_proc front's filter (the features' request hooks, once per request)."""
 TRY = "~try"
 """Suffix of a route value / cluster name in the HTTP try lane (HTTP front, non-streaming requests
 that need the per-try stage): a Lua upstream filter posts each try to the front (extproc/trylane.py)."""
@@ -78,8 +78,7 @@ RATE_LIMIT_HEADERS = tuple(
 )
 
 # -- lanes: how a try reaches its provider (the gateway's `lane` metadata) --------------------------
-LANE_FULL = "full"
-"""Every try through the per-try ext_proc stage."""
+# No `lane` at all: the full lane (every try through the per-try ext_proc stage).
 LANE_DIRECT = "direct"
 """Envoy alone per try (credential, usage, access log)."""
 LANE_TRY = "try"

@@ -13,7 +13,7 @@ import functools
 from typing import Any
 
 from sidegate.bootstrap.limits import duration
-from sidegate.wire import AUTHZ_NS, FRONT_LANE_HEADER, META_NS, TRY_NS, TryWire
+from sidegate.wire import AUTHZ_NS, FRONT_LANE_HEADER, LANE_DIRECT, LANE_TRY, META_NS, TRY_NS, TryWire
 
 STDOUT = ("", "-", "stdout")
 
@@ -125,8 +125,8 @@ def direct_log_filter(svc: Any) -> dict[str, Any]:
         {"and_filter": {"filters": [no_try_state, _md_filter(AUTHZ_NS, TryWire.KEY, {"present_match": True})]}},
     ]}}  # fmt: skip
     return {"or_filter": {"filters": [
-        lane({"string_match": {"exact": "direct"}}),
-        {"and_filter": {"filters": [lane({"string_match": {"exact": "try"}}), pending]}},
+        lane({"string_match": {"exact": LANE_DIRECT}}),
+        {"and_filter": {"filters": [lane({"string_match": {"exact": LANE_TRY}}), pending]}},
     ]}}  # fmt: skip
 
 

@@ -41,7 +41,7 @@ def _front_filter(cfg: SidegateConfig) -> dict[str, Any]:
             "status_on_error": {"code": 503},
             "clear_route_cache": True,
             "with_request_body": {"max_request_bytes": 2 * cfg.listener.max_request_bytes, "allow_partial_message": False},
-            # What the stages read (credentials, request id, Anthropic versions, cache directives) and
+            # What the features read (credentials, request id, Anthropic versions, cache directives) and
             # the client's internal headers (so the answer can drop them); nothing else is copied.
             "allowed_headers": {"patterns": [
                 *({"exact": h} for h in (*CREDENTIAL_HEADERS, "x-request-id", "anthropic-version", "anthropic-beta", "cache-control")),
@@ -82,7 +82,7 @@ def _ext_proc(cluster: str, phase: str, timeout_s: float, mode: dict[str, str], 
 
 
 def _gateway_filter(svc: Any) -> dict[str, Any]:
-    """The ext_proc front: the gateway stages once per request, before the router."""
+    """The ext_proc front: the features' request hooks once per request, before the router."""
     proc = _ext_proc(
         "sidegate_extproc",
         "gateway",

@@ -81,7 +81,7 @@ class ServicesConfig(StrictModel):
     failure_mode_allow: bool = False
     """If the Sidegate services are unreachable: False -> Envoy answers 5xx (safe default)."""
     front: Literal["ext_proc", "http"] = "ext_proc"
-    """Transport of the once-per-request gateway stages. `ext_proc`: a gRPC ext_proc stream
+    """Transport of the features' once-per-request hooks. `ext_proc`: a gRPC ext_proc stream
     (headers + body messages). `http`: Envoy's ext_authz HTTP client posts the buffered request to
     extproc's HTTP front (one plain HTTP/1.1 exchange, several times cheaper than gRPC in Python);
     needs `auth: inline`. See docs/performance.md."""

@@ -1,4 +1,4 @@
-"""Per-request state shared by the features' request hooks, and what travels to the per-try upstream stage."""
+"""Per-request state shared by the features' request hooks, and what travels to the per-try stage."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ class RequestContext:
     """Value of the route header: the model, or `model#N` to start its chain at priority group N."""
     # set by features that rewrite the request body (e.g. PII redaction)
     body_changed: bool = False
-    # metadata forwarded to the upstream stage (namespace `sidegate`)
+    # metadata forwarded to the per-try stage (namespace `sidegate`)
     meta: dict[str, Any] = field(default_factory=dict)
     # request headers to remove before anything goes upstream (inline auth: the client's key)
     remove_headers: list[str] = field(default_factory=list)
@@ -61,7 +61,7 @@ class RequestContext:
     prefetched: dict[str, Any] = field(default_factory=dict)
 
     def upstream_meta(self) -> dict[str, Any]:
-        """What the per-try upstream stage needs (Envoy dynamic metadata: JSON-like values only)."""
+        """What the per-try stage needs (Envoy dynamic metadata: JSON-like values only)."""
         return {
             "api": self.api.value,
             "model": self.model,

@@ -32,6 +32,8 @@ overrides, once, when the app is built, so the request path calls only those (no
 
 from __future__ import annotations
 
+import inspect
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
@@ -40,6 +42,8 @@ from sidegate.core.completion import Completion, Observer
 from sidegate.core.context import Reply, RequestContext
 from sidegate.errors import Api
 from sidegate.translate.base import Usage
+
+log = logging.getLogger("sidegate.extproc")
 
 OnHeaders = Callable[[RequestContext], Reply | None]
 Prefetch = Callable[[RequestContext], None]
@@ -150,3 +154,15 @@ class Fillers:
     ) -> None:  # fmt: skip
         for fill in self.fills:
             fill(meta, client_body, response, streamed, usage)
+
+
+async def close_each(*steps: Callable[[], Any]) -> None:
+    """A feature's shutdown steps, each on its own: one that fails is logged and never keeps the
+    next from running (a semantic index that fails to close must not leave cache fills undrained)."""
+    for step in steps:
+        try:
+            result = step()
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("shutdown step failed")

@@ -1,7 +1,10 @@
-"""The per-try upstream stage (ext_proc as a router upstream filter): translate + credentials + meter.
+"""The per-try stage: every provider try of the full lane (the router's upstream ext_proc filter,
+adapted by :mod:`extproc.server`) and of the try lane (:mod:`extproc.trylane`) runs through it:
+the features' per-try hooks, translation, the credential, header allow-lists, then the answer
+back, scrubbed of secrets, and one Completion to the features' completion hooks.
 
 Envoy runs one upstream ext_proc stream per try, so a retry to another provider is translated for
-that provider and gets that provider's key. Pure of gRPC; :mod:`extproc.server` adapts it.
+that provider and gets that provider's key.
 Header mutations leak from one try into the next (ENVOY_NOTES), so every try sets or removes
 every provider-specific header itself.
 """

@@ -19,7 +19,7 @@ from sidegate.core.context import Reply, RequestContext
 from sidegate.core.feature import Feature
 from sidegate.errors import Api
 from sidegate.lanes import direct_chain
-from sidegate.wire import DIRECT, TRY
+from sidegate.wire import DIRECT, LANE_DIRECT, LANE_TRY, TRY
 
 
 class LaneFeature(Feature):
@@ -51,8 +51,8 @@ class LaneFeature(Feature):
             return None
         if self.direct and self.eligible(ctx):
             ctx.route += DIRECT
-            ctx.meta["lane"] = "direct"
+            ctx.meta["lane"] = LANE_DIRECT
         elif self.body_fixed and not ctx.stream:
             ctx.route += TRY
-            ctx.meta["lane"] = "try"
+            ctx.meta["lane"] = LANE_TRY
         return None

@@ -68,3 +68,29 @@ def test_the_key_index_keeps_entries_as_long_as_any_fill_lives():
     assert _known_keys(cfg.model_copy(update={"store": cfg.store.model_copy(update={"cache_index": False})}),
                        policies, LeanStore(client("redis://127.0.0.1:9"), "127.0.0.1", 9)) is None  # fmt: skip
     assert _known_keys(cfg, policies, RedisPyStore(client("rediss://127.0.0.1:9"))) is None  # no tracked connection
+
+
+def test_a_failing_shutdown_step_does_not_skip_the_cache_drain(caplog):
+    """Each shutdown step runs on its own: a semantic index that fails to close still leaves the
+    pending fills drained and the key index closed."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from sidegate.features.cache.feature import CacheFeature
+
+    done: list[str] = []
+
+    def broken_close() -> None:
+        raise RuntimeError("vector store gone")
+
+    async def drain() -> None:
+        done.append("drain")
+
+    async def known_close() -> None:
+        done.append("known")
+
+    cache = SimpleNamespace(semantic=SimpleNamespace(close=broken_close), known=SimpleNamespace(close=known_close), drain=drain)
+    feature = CacheFeature(None, cache)  # type: ignore[arg-type]
+    asyncio.run(feature.close())
+    assert done == ["drain", "known"]
+    assert "shutdown step failed" in caplog.text

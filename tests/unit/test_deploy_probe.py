@@ -52,7 +52,7 @@ def test_detects_role_and_port_from_the_command_line(tmp_path):
     assert probe.detect([*py, "up", "-c", str(cfg)]) == ("envoy", 19901)
     # `sidegate serve X` replaces itself with the adapter's entry point (PID 1 keeps that command line)
     assert probe.detect(["/opt/venv/bin/python", "-m", "extproc", "-c", str(cfg)]) == ("extproc", 19002)
-    assert probe.detect(["/opt/venv/bin/python", "-m", "authz", "-c", str(cfg)]) == ("authz", 19001)
+    assert probe.detect(["/opt/venv/bin/python", "-P", "-m", "authz", "-c", str(cfg)]) == ("authz", 19001)
     boot = tmp_path / "envoy.yaml"
     boot.write_text(
         yaml.safe_dump(

@@ -17,7 +17,7 @@ import orjson
 from sidegate import metrics
 from sidegate.config import SidegateConfig
 from sidegate.core.context import Reply, RequestContext
-from sidegate.core.feature import Feature
+from sidegate.core.feature import Feature, close_each
 from sidegate.errors import Api
 from sidegate.features.cache import CachePolicy, CacheRequest, ResponseCache, SemanticIndex, reassemble
 from sidegate.features.cache.core import CACHE_PREFIX
@@ -78,11 +78,9 @@ class CacheFeature(Feature):
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        if self.cache.semantic is not None:
-            self.cache.semantic.close()
-        await self.cache.drain()
-        if self.cache.known is not None:
-            await self.cache.known.close()
+        semantic, known = self.cache.semantic, self.cache.known
+        await close_each(*([semantic.close] if semantic is not None else []), self.cache.drain,
+                         *([known.close] if known is not None else []))  # fmt: skip
 
     def prefetch(self, ctx: RequestContext) -> None:
         """Send the exact lookup's GET now (it then travels with the quota reservation)."""

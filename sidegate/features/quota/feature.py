@@ -16,7 +16,7 @@ from sidegate import metrics
 from sidegate.config import SidegateConfig
 from sidegate.core.completion import Completion
 from sidegate.core.context import Reply, RequestContext
-from sidegate.core.feature import Feature
+from sidegate.core.feature import Feature, close_each
 from sidegate.core.pricing import Pricing
 from sidegate.features.quota import QuotaStore, TokenCounter, build_scopes, max_output_tokens, rejection_error
 from sidegate.features.quota.lease import LeasedQuota
@@ -57,10 +57,13 @@ class QuotaFeature(Feature):
         """The settles still running are waited for (bounded), then the leases are ended."""
         if self._tenants_task is not None:
             self._tenants_task.cancel()
-        if self._settles:
-            await asyncio.wait(list(self._settles), timeout=timeout_s)
-        if isinstance(self.store, LeasedQuota):
-            await self.store.close()
+        store = self.store
+
+        async def settles() -> None:
+            if self._settles:
+                await asyncio.wait(list(self._settles), timeout=timeout_s)
+
+        await close_each(settles, *([store.close] if isinstance(store, LeasedQuota) else []))
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         m = ctx.model_config
