@@ -1,10 +1,10 @@
-"""Observe stage of the direct lane: Envoy's access log (gRPC ALS) -> Completion -> observers.
+"""The direct lane's adapter: Envoy's access log (gRPC ALS) -> Completion -> the completion hooks.
 
 A direct-lane request has no per-try Python (see sidegate/bootstrap/render.py): Envoy injects the
 credential, `json_to_metadata` copies the response's usage into the `sidegate.usage` metadata,
 and the access log entry (batched by Envoy, several requests per message) carries the gateway's
 metadata, the status, the cluster that answered and the timings. Each entry becomes the same
-:class:`Completion` a per-try stream would produce, so the observers (quota true-up, ledger,
+:class:`Completion` a per-try stream would produce, so the completion hooks (quota true-up, ledger,
 metrics, breaker) see both lanes alike.
 """
 
@@ -20,7 +20,7 @@ import grpc
 from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
-from sidegate.core.completion import Completion, Observer, notify, parse_retry_after
+from sidegate.core.completion import Completion, CompletionHook, notify, parse_retry_after
 from sidegate.core.context import request_meta
 from sidegate.envoy_pb import struct_to_dict
 from sidegate.translate.base import Usage
@@ -61,7 +61,7 @@ def usage_of(fields: dict[str, Any]) -> Usage | None:
 
 
 def completion(entry: accesslog_pb2.HTTPAccessLogEntry, now: float | None = None) -> Completion | None:
-    """One finished direct-lane request -> the Completion the observers expect (None: not ours)."""
+    """One finished direct-lane request -> the Completion the completion hooks expect (None: not ours)."""
     common = entry.common_properties
     fm = common.metadata.filter_metadata
     meta = request_meta(fm)
@@ -112,11 +112,11 @@ def completion(entry: accesslog_pb2.HTTPAccessLogEntry, now: float | None = None
     )  # fmt: skip
 
 
-class DirectLaneObserver(als_pb2_grpc.AccessLogServiceServicer):
+class AccessLogAdapter(als_pb2_grpc.AccessLogServiceServicer):
     """The gRPC AccessLogService Envoy streams direct-lane log entries to."""
 
-    def __init__(self, observers: list[Observer], token: Token, abandon: Callable[[str], None] | None = None):
-        self.observers = observers
+    def __init__(self, completion_hooks: list[CompletionHook], token: Token, abandon: Callable[[str], None] | None = None):
+        self.completion_hooks = completion_hooks
         self.token = token
         """The internal token: a made-up log entry would be metered, or settle someone's try."""
         self.abandon = abandon
@@ -142,7 +142,7 @@ class DirectLaneObserver(als_pb2_grpc.AccessLogServiceServicer):
                 return
         done = completion(entry)
         if done is not None:
-            notify(self.observers, done)
+            notify(self.completion_hooks, done)
 
     async def StreamAccessLogs(
         self, request_iterator: AsyncIterator[als_pb2.StreamAccessLogsMessage], context: grpc.aio.ServicerContext

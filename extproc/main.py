@@ -11,7 +11,7 @@ import grpc
 from envoy.service.accesslog.v3 import als_pb2_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
-from extproc.direct import DirectLaneObserver
+from extproc.direct import AccessLogAdapter
 from extproc.front import Front, FrontServer
 from extproc.server import ExternalProcessor
 from extproc.trylane import TryLane
@@ -30,7 +30,7 @@ class Service:
 
     app: App
     processor: ExternalProcessor | None = None
-    direct: DirectLaneObserver | None = None
+    direct: AccessLogAdapter | None = None
     front: FrontServer | None = None
 
     async def stop_serving(self, server: grpc.aio.Server, grace_s: float) -> None:
@@ -68,7 +68,7 @@ async def serve(
     trylane = TryLane(app.tries, worker, local_address(host), cfg.services.front_port, token.value) if cfg.services.front == "http" else None
     if trylane is not None:
         trylane.start()
-    service.direct = DirectLaneObserver(app.observers, token, trylane.abandon if trylane is not None else None)
+    service.direct = AccessLogAdapter(app.completion_hooks, token, trylane.abandon if trylane is not None else None)
     pb_grpc.add_ExternalProcessorServicer_to_server(service.processor, server)
     als_pb2_grpc.add_AccessLogServiceServicer_to_server(service.direct, server)
     health = add_health(server)

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 
 from sidegate.config import SidegateConfig
-from sidegate.core.completion import Observer
+from sidegate.core.completion import CompletionHook
 from sidegate.core.feature import Feature, Fillers, collect
 from sidegate.core.pipeline import Gateway
 from sidegate.core.tries import TryStage
@@ -58,9 +58,9 @@ class App:
         self.features = list(features)
         hooks = collect(self.features)
         self.gateway = Gateway(hooks=hooks)
-        self.observers: list[Observer] = hooks.on_complete
+        self.completion_hooks: list[CompletionHook] = hooks.on_complete
         """Every completion hook, for every lane (the per-try stage, the try lane, the access log)."""
-        self.tries = TryStage(cfg, self.observers, Fillers(hooks.fills) if hooks.fills else None, hooks.on_try)
+        self.tries = TryStage(cfg, self.completion_hooks, Fillers(hooks.fills) if hooks.fills else None, hooks.on_try)
         self._starts = hooks.starts
         self._closes = hooks.closes
 

@@ -1,5 +1,5 @@
 """Envoy's access logs: the JSON one for operators (one line per client request), and the gRPC one
-that hands finished direct-lane requests to the observers in extproc (:func:`direct_access_log`).
+that hands finished direct-lane requests to the completion hooks in extproc (:func:`direct_access_log`).
 
 Identity in the JSON log comes from dynamic metadata (never from request headers, and no header
 that carries a key is ever logged): tenant and key id from ext_authz's namespace, model and cache

@@ -4,7 +4,7 @@ no Python per try: its cluster injects the credential itself (upstream header_mu
 key from Envoy's environment), Envoy's json_to_metadata and sse_to_metadata read the usage from
 the response, a router-level Lua filter (lua/envoy_direct_errors.lua) gives a provider's errors
 the per-try stage's treatment, and the access log (gRPC ALS, batched:
-sidegate/bootstrap/accesslog.py) hands the finished request to the observers (quota true-up,
+sidegate/bootstrap/accesslog.py) hands the finished request to the completion hooks (quota true-up,
 ledger, metrics, breaker)."""
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ provider chain is a priority_group cluster specifier so a retry goes to the next
 This module assembles the parts, each rendered by one module of this package:
 
 - listener.py: the listener, its HTTP filter chain and router; replies.py: Envoy's own replies in
-  the client's format; accesslog.py: the JSON access log and the observers' gRPC one;
+  the client's format; accesslog.py: the JSON access log and the gRPC one for the completion hooks;
 - routes.py: the route table; clusters.py: the provider clusters and Sidegate's own services;
 - direct_lane.py (with stream.py, the stream watch) and try_lane.py: each lane's clusters and filters;
 - hygiene.py (header allow-lists), input.py (gzip, 415), buffers.py (answer sizes), limits.py

@@ -18,7 +18,7 @@ direct-lane SSE stream, in Envoy, what the passthrough stream translators do in 
 - the provider's key (`key`, when it has one) is scrubbed from the complete lines it relays (a
   key has no newline, so one never straddles what is relayed and what is held back);
 - the outcome (`complete`, `malformed`, `cut`) and the time of the first body chunk go into the
-  `sidegate.stream` metadata, read by the access-log observer (extproc/direct.py): a stream whose
+  `sidegate.stream` metadata, read by the access-log adapter (extproc/direct.py): a stream whose
   terminal event was relayed is not `aborted` even if the client closed before Envoy saw the
   provider's end, and the first chunk's time is the stream's time to first token.
 

@@ -101,7 +101,7 @@ class ServicesConfig(StrictModel):
     """`sidegate up`: longest wait between restarts of a child that keeps exiting."""
     direct_lane: bool = True
     """Non-streaming requests whose providers take the client's body as is skip the per-try
-    ext_proc: Envoy injects the credential and reads the usage; the observers get the finished
+    ext_proc: Envoy injects the credential and reads the usage; the completion hooks get the finished
     request from Envoy's access log (docs/performance.md). False: every try goes through Python."""
 
 

@@ -40,16 +40,16 @@ class Completion:
     """The provider's `retry-after`, when it sent one."""
 
 
-Observer = Callable[[Completion], None]
+CompletionHook = Callable[[Completion], None]
 
 
-def notify(observers: list[Observer], done: Completion) -> None:
-    """Hand a completion to every observer; an observer must never break the response path."""
-    for observer in observers:
+def notify(completion_hooks: list[CompletionHook], done: Completion) -> None:
+    """Hand a completion to every hook; a hook must never break the response path."""
+    for hook in completion_hooks:
         try:
-            observer(done)
+            hook(done)
         except Exception:
-            log.exception("observer failed")
+            log.exception("completion hook failed")
 
 
 class Filler(Protocol):
@@ -97,7 +97,7 @@ def short_circuit(
     streamed: bool = False,
 ) -> Completion:
     """A Completion for an answer the gateway gave itself (cache hit: provider="cache"; refusal:
-    provider="gateway"), so the same observers count and ledger it. ``attempt`` is 0: no provider try."""
+    provider="gateway"), so the same completion hooks count and ledger it. ``attempt`` is 0: no provider try."""
     now = time.monotonic()
     return Completion(
         meta=meta, provider=provider, upstream_model=str(meta.get("model", "")), status=status, usage=usage,

@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from sidegate.core.completion import Completion, Observer
+from sidegate.core.completion import Completion, CompletionHook
 from sidegate.core.context import Reply, RequestContext
 from sidegate.errors import Api
 from sidegate.translate.base import Usage
@@ -121,7 +121,7 @@ class Hooks:
 
     on_headers: tuple[OnHeaders, ...] = ()
     steps: tuple[Step, ...] = ()
-    on_complete: list[Observer] = field(default_factory=list)
+    on_complete: list[CompletionHook] = field(default_factory=list)
     fills: tuple[Fill, ...] = ()
     on_try: tuple[OnTry, ...] = ()
     starts: tuple[Lifecycle, ...] = ()

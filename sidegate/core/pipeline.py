@@ -42,7 +42,7 @@ class Gateway:
         hooks = hooks if hooks is not None else collect(features)
         self.header_hooks = hooks.on_headers
         self.steps = hooks.steps
-        self.observers = hooks.on_complete
+        self.completion_hooks = hooks.on_complete
         """Every completion hook: also for the answers the gateway gives itself."""
 
     def on_headers(self, ctx: RequestContext) -> Reply | None:
@@ -77,8 +77,8 @@ class Gateway:
                        response_headers=ctx.response_headers, remove_headers=ctx.remove_headers)  # fmt: skip
 
     def _observe(self, ctx: RequestContext, status: int, provider: str, started: float) -> None:
-        """Answers the gateway gives itself (refusals, cache hits) reach the same observers."""
-        if not self.observers or not ctx.tenant:
+        """Answers the gateway gives itself (refusals, cache hits) reach the same completion hooks."""
+        if not self.completion_hooks or not ctx.tenant:
             return
-        notify(self.observers, short_circuit(ctx.upstream_meta(), status, provider=provider, started_at=started,
+        notify(self.completion_hooks, short_circuit(ctx.upstream_meta(), status, provider=provider, started_at=started,
                                              streamed=ctx.stream))  # fmt: skip

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from sidegate.config import ProviderConfig, RouteConfig, SidegateConfig
-from sidegate.core.completion import Completion, Filler, Observer, notify, parse_retry_after
+from sidegate.core.completion import Completion, CompletionHook, Filler, notify, parse_retry_after
 from sidegate.core.feature import OnTry, TryHook
 from sidegate.credentials import Credential, for_provider
 from sidegate.errors import Api, GatewayError, format_error, provider_invalid_response, provider_refused_key
@@ -260,7 +260,7 @@ class ProviderTry:
             self._emit(done, aborted)
 
     def _emit(self, done: Completion, aborted: bool) -> None:
-        notify(self.stage.observers, done)
+        notify(self.stage.completion_hooks, done)
         if self.collect and self.stage.filler is not None and 200 <= self.status < 300 and not aborted:
             if any(key in self.collected for key in self.stage.secrets):  # defence in depth: chunks were scrubbed one by one
                 return
@@ -286,11 +286,11 @@ class TryStage:
     allow-list, the secrets to scrub, and the features' hooks (completion, fill, per-try)."""
 
     def __init__(
-        self, cfg: SidegateConfig, observers: list[Observer] | None = None, filler: Filler | None = None,
+        self, cfg: SidegateConfig, completion_hooks: list[CompletionHook] | None = None, filler: Filler | None = None,
         on_try: tuple[OnTry, ...] = (),
     ):  # fmt: skip
         self.cfg = cfg
-        self.observers: list[Observer] = observers or []
+        self.completion_hooks: list[CompletionHook] = completion_hooks or []
         self.filler = filler
         self.on_try = on_try
         self.credentials: dict[str, Credential] = {name: for_provider(p) for name, p in cfg.providers.items()}

@@ -38,7 +38,7 @@ class MetricsFeature(Feature):
         try:
             self._observe(c)
         except Exception:  # never break the response path
-            log.exception("metrics observer failed")
+            log.exception("metrics completion hook failed")
 
     def _observe(self, c: Completion) -> None:
         meta = c.meta

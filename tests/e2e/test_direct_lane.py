@@ -1,5 +1,5 @@
 """The direct lane (docs/performance.md): non-streaming requests whose providers take the client's
-body as is go through Envoy with no per-try Python; the observers learn of them from the access
+body as is go through Envoy with no per-try Python; the completion hooks learn of them from the access
 log. Proven here through a real Envoy: credential swap, usage-based quota true-up, ledger,
 metrics, headers, fallback across same-schema providers, and what stays in the full lane."""
 
@@ -53,7 +53,7 @@ def test_openai_request_skips_the_per_try_stage(stack, fake_openai):
     assert rec.headers["authorization"] == f"Bearer {OPENAI_PROVIDER_KEY}"
     assert stack.keys["acme"].key not in repr(rec.headers)
     assert not any(h.startswith("x-sidegate") for h in rec.headers)
-    # The observers saw it through the access log: the ledger has the provider's exact usage.
+    # The completion hooks saw it through the access log: the ledger has the provider's exact usage.
     led = _ledger(stack, 21, 4)
     assert (led.input_tokens, led.output_tokens, led.provider, led.status) == (21, 4, "openai", 200)
     assert led.tenant == "acme" and not led.stream

@@ -1,5 +1,5 @@
 """The access log's filter (`accesslog.direct_log_filter`, native metadata filters) in a real Envoy:
-which finished requests it hands the observers, for every state the gateway's metadata can be in.
+which finished requests it hands the completion hooks, for every state the gateway's metadata can be in.
 The expected answers are the rule it replaced (a CEL expression): a direct-lane request; with the
 HTTP front also a try-lane request whose last try has no response (`done` false), or whose
 prepared try never reached the Lua (no try state, but a try key from the front)."""

@@ -88,7 +88,7 @@ def test_write_and_export_round_trip(valkey_url: str) -> None:
     async def body(redis: Redis) -> None:
         led = Ledger(RedisPyStore(redis), maxlen=10_000)
         led.start()
-        obs = led.observer(cost=lambda c: 0.001)
+        obs = led.completion_hook(cost=lambda c: 0.001)
         for i in range(50):
             obs(completion(i))
         obs(completion(99, final=False, status=503))  # a retried try is not a request: no record
@@ -205,7 +205,7 @@ def test_summarize_per_tenant(valkey_url: str) -> None:
     async def body(redis: Redis) -> list[ledger.UsageSummary]:
         led = Ledger(RedisPyStore(redis))
         led.start()
-        obs = led.observer(cost=lambda c: 0.5)
+        obs = led.completion_hook(cost=lambda c: 0.5)
         for i in range(6):
             obs(completion(i))  # tenants alternate acme/globex
         obs(completion(0, status=429, usage=None))

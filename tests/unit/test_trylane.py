@@ -58,7 +58,7 @@ def decode_set(value: str) -> dict[str, str]:
 
 def lane(done: list[Completion] | None = None) -> TryLane:
     c = cfg()  # the guard's per-try hook, as the app wires it: redaction and PII restore in each try
-    return TryLane(TryStage(c, observers=[done.append] if done is not None else [], on_try=(GuardFeature(c).on_try,)), worker=1)
+    return TryLane(TryStage(c, completion_hooks=[done.append] if done is not None else [], on_try=(GuardFeature(c).on_try,)), worker=1)
 
 
 META = {"api": "openai", "model": "claude", "tenant": "acme", "front": "http", "lane": "try"}
@@ -259,7 +259,7 @@ def test_abandon_reaches_the_worker_that_holds_the_try():
 
     async def go() -> list[Completion]:
         done: list[Completion] = []
-        up = TryStage(cfg(), observers=[done.append])
+        up = TryStage(cfg(), completion_hooks=[done.append])
         base = free_port_block(2)
         holder = TryLane(up, worker=1, front_port=base + 1, token=TOKEN)
         server = FrontServer(Front(Gateway([]), 1, holder), Token(TOKEN))

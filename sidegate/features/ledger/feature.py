@@ -15,7 +15,7 @@ class LedgerFeature(Feature):
 
     def __init__(self, ledger: Ledger, cfg: SidegateConfig):
         self.ledger = ledger
-        self.on_complete = ledger.observer(cost=Pricing(cfg.quota.prices))  # type: ignore[method-assign]
+        self.on_complete = ledger.completion_hook(cost=Pricing(cfg.quota.prices))  # type: ignore[method-assign]
 
     @classmethod
     def from_config(cls, cfg: SidegateConfig, store: Store | None = None) -> LedgerFeature | None:

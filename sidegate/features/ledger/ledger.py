@@ -27,7 +27,7 @@ from sidegate.core.completion import CostFn, safe_cost, ttft_seconds
 from sidegate.store import Store
 
 if TYPE_CHECKING:
-    from sidegate.core.completion import Completion, Observer
+    from sidegate.core.completion import Completion, CompletionHook
 
 log = logging.getLogger("sidegate.ledger")
 
@@ -168,7 +168,7 @@ class Ledger:
         m.LEDGER_QUEUE.inc()
         return True
 
-    def observer(self, cost: CostFn | None = None) -> Observer:
+    def completion_hook(self, cost: CostFn | None = None) -> CompletionHook:
         """A completion hook: one record per final try (the try that answered the client)."""
 
         def observe(c: Completion) -> None:
@@ -177,7 +177,7 @@ class Ledger:
             try:
                 self.submit(record_from_completion(c, safe_cost(cost, c)))
             except Exception:
-                log.exception("ledger observer failed")
+                log.exception("ledger completion hook failed")
 
         return observe
 
