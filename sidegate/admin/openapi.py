@@ -324,10 +324,10 @@ def spec() -> dict[str, Any]:
     }
 
 
-def render() -> str:
+def spec_json() -> str:
     """The committed form: sorted keys, 2-space indent, trailing newline."""
     return orjson.dumps(spec(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
 
 
 if __name__ == "__main__":
-    sys.stdout.write(render())
+    sys.stdout.write(spec_json())
