@@ -4,7 +4,9 @@ the HTTP front (and its try lane) and the access-log stream."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -23,6 +25,8 @@ from sidegate.sizes import grpc_max_message
 from sidegate.store import Store
 from sidegate.trust import Token
 
+log = logging.getLogger("sidegate.extproc")
+
 
 @dataclass
 class Service:
@@ -37,6 +41,9 @@ class Service:
         """Graceful stop: in-flight ext_proc streams (e.g. a long SSE response) may finish within
         the grace period; the access-log streams (which never end by themselves) are closed once
         they are the only RPCs left and Envoy had time to flush its last batch."""
+        active = self.processor.active if self.processor is not None else 0
+        log.info("extproc stopping: %d ext_proc streams in flight, up to %.0fs for them to end", active, grace_s)
+        started = time.monotonic()
         if self.front is not None:
             await self.front.close(grace_s)
         stopping = asyncio.ensure_future(server.stop(grace=grace_s))
@@ -48,6 +55,7 @@ class Service:
                 break
             await asyncio.sleep(0.05)
         await stopping
+        log.info("extproc stopped serving in %.1fs", time.monotonic() - started)
 
     async def aclose(self) -> None:
         await self.app.aclose()
