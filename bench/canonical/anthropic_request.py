@@ -20,32 +20,15 @@ from bench.canonical.form import (
 )
 from bench.canonical.util import check_sampling
 from sidegate.errors import Api
+from sidegate.translate.anthropic_openai import _MAPPED, _NOOP_VALUES
 from sidegate.translate.anthropic_shapes import _schema
 from sidegate.translate.base import ProviderRequest, TranslateOptions
 from sidegate.translate.common import as_dict, as_str, bad_param, dumps, is_int, need_str
 from sidegate.translate.openai_shapes import _source, _tool_result_text, openai_tool_choice, openai_tools
 
-_FIELDS = frozenset(
-    {
-        "model",
-        "messages",
-        "max_tokens",
-        "system",
-        "metadata",
-        "stop_sequences",
-        "stream",
-        "temperature",
-        "top_p",
-        "top_k",
-        "tools",
-        "tool_choice",
-        "thinking",
-        "output_config",
-    }
-)
-# Anthropic parameters the form has no field for, as another API's provider sees them (see the
-# OpenAI codec's table): a caching hint is harmless, service_tier only at its no-op value.
-_EXTRAS: dict[str, tuple[Any, ...] | None] = {"service_tier": (None, "auto"), "cache_control": None}
+# Request keys the form has fields for (the library's mapped keys but the caching hint, which the
+# form lacks); every other key goes to Request.extras by its Anthropic name.
+_FIELDS = _MAPPED - {"cache_control"}
 _NO_SAMPLING_VERSION = "2026-10-21"
 
 
@@ -244,10 +227,10 @@ def _encode_messages(messages: list[Message]) -> tuple[list[str], list[dict[str,
 
 
 def check_extras(extras: dict[str, Any]) -> None:
-    """Anthropic parameters outside the form, sent to another API: harmless, no-op, or refused."""
+    """Anthropic parameters outside the form, sent to another API: the library's policy (a caching
+    hint is harmless, service_tier only at its no-op value, the rest refused)."""
     for key, value in extras.items():
-        allowed = _EXTRAS.get(key, ())
-        if allowed is not None and value not in allowed:
+        if key not in _MAPPED and value not in _NOOP_VALUES.get(key, ()):
             raise bad_param(key, f"Parameter {key!r} is not supported for this model.")
 
 

@@ -22,6 +22,7 @@ from bench.canonical.form import (
 from bench.canonical.openai_response import openai_tool_calls
 from bench.canonical.util import check_sampling
 from sidegate.errors import Api
+from sidegate.translate.anthropic_openai import _effort
 from sidegate.translate.anthropic_shapes import (
     _MAPPED,
     _file_block,
@@ -260,14 +261,6 @@ def _encode_message(msg: Message, out: list[dict[str, Any]]) -> None:
             if calls:
                 entry["tool_calls"] = calls
             out.append(entry)
-
-
-def _effort(budget: int, budgets: dict[str, int]) -> str:
-    ordered = sorted(budgets.items(), key=lambda kv: kv[1])
-    for name, value in ordered:
-        if budget <= value:
-            return name
-    return ordered[-1][0]
 
 
 def _extras(req: Request, out: dict[str, Any]) -> None:
