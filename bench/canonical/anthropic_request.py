@@ -18,53 +18,24 @@ from bench.canonical.form import (
     ToolChoice,
     ToolResult,
 )
-from bench.canonical.util import (
-    as_dict,
-    as_str,
-    bad_param,
-    check_sampling,
-    dumps,
-    is_int,
-    need_str,
-)
+from bench.canonical.util import check_sampling
 from sidegate.errors import Api
+from sidegate.translate.anthropic_openai import _MAPPED, _NOOP_VALUES
+from sidegate.translate.anthropic_shapes import _schema
 from sidegate.translate.base import ProviderRequest, TranslateOptions
+from sidegate.translate.common import as_dict, as_str, bad_param, dumps, is_int, need_str
+from sidegate.translate.openai_shapes import _source, _tool_result_text, openai_tool_choice, openai_tools
 
-_FIELDS = frozenset(
-    {
-        "model",
-        "messages",
-        "max_tokens",
-        "system",
-        "metadata",
-        "stop_sequences",
-        "stream",
-        "temperature",
-        "top_p",
-        "top_k",
-        "tools",
-        "tool_choice",
-        "thinking",
-        "output_config",
-    }
-)
-# Anthropic parameters the form has no field for, as another API's provider sees them (see the
-# OpenAI codec's table): a caching hint is harmless, service_tier only at its no-op value.
-_EXTRAS: dict[str, tuple[Any, ...] | None] = {"service_tier": (None, "auto"), "cache_control": None}
+# Request keys the form has fields for (the library's mapped keys but the caching hint, which the
+# form lacks); every other key goes to Request.extras by its Anthropic name.
+_FIELDS = _MAPPED - {"cache_control"}
 _NO_SAMPLING_VERSION = "2026-10-21"
 
 
 # ------------------------------------------------------------------------------- request decode
 
 
-def _source(block: dict[str, Any]) -> dict[str, Any]:
-    src = block.get("source") or {}
-    if not isinstance(src, dict):
-        raise bad_param("messages", "content block source must be an object.")
-    return src
-
-
-def _image(block: dict[str, Any]) -> Image:
+def decode_image(block: dict[str, Any]) -> Image:
     src = _source(block)
     kind = src.get("type")
     if kind == "base64":
@@ -75,7 +46,7 @@ def _image(block: dict[str, Any]) -> Image:
     raise bad_param("messages", f"image source type {kind!r} is not supported upstream.")
 
 
-def _document(block: dict[str, Any]) -> Document:
+def decode_document(block: dict[str, Any]) -> Document:
     src = _source(block)
     kind = src.get("type")
     if kind == "text":
@@ -89,25 +60,10 @@ def _document(block: dict[str, Any]) -> Document:
 
 
 def _tool_result(block: dict[str, Any]) -> ToolResult:
-    content = block.get("content")
-    if content is None:
-        text = ""
-    elif isinstance(content, str):
-        text = content
-    elif isinstance(content, list):
-        parts = []
-        for item in content:
-            kind = item.get("type") if isinstance(item, dict) else None
-            if kind != "text":
-                raise bad_param(
-                    "messages", f"tool_result content of type {kind!r} is not supported upstream."
-                )
-            parts.append(need_str(item.get("text", ""), "messages", "tool_result text"))
-        text = "".join(parts)
-    else:
-        raise bad_param("messages", "tool_result content must be a string or a list of text blocks.")
+    is_error = bool(block.get("is_error"))
+    text = _tool_result_text(block)  # the form keeps is_error apart: take back the one prefix it adds
     call_id = need_str(block.get("tool_use_id", ""), "messages", "tool_use_id")
-    return ToolResult(call_id, text, bool(block.get("is_error")))
+    return ToolResult(call_id, text.removeprefix("Error: ") if is_error else text, is_error)
 
 
 def _system(system: Any, param: str) -> str | list[Part]:
@@ -132,9 +88,9 @@ def _blocks(role: str, content: list[Any]) -> list[Part]:
         elif role == "user" and kind == "tool_result":
             parts.append(_tool_result(block))
         elif role == "user" and kind == "image":
-            parts.append(_image(block))
+            parts.append(decode_image(block))
         elif role == "user" and kind == "document":
-            parts.append(_document(block))
+            parts.append(decode_document(block))
         elif role == "assistant" and kind == "tool_use":
             call_id = need_str(block.get("id", ""), "messages", "tool_use id")
             name = need_str(block.get("name", ""), "messages", "tool_use name")
@@ -170,30 +126,18 @@ def _messages(body: dict[str, Any]) -> list[Message]:
 
 
 def _tools(tools: Any) -> list[Tool]:
-    if not isinstance(tools, list):
-        raise bad_param("tools", "tools must be a list.")
     out = []
-    for tool in tools:
-        if not isinstance(tool, dict) or tool.get("type") not in (None, "custom"):
-            kind = tool.get("type") if isinstance(tool, dict) else None
-            raise bad_param("tools", f"tool type {kind!r} (a server tool) is not supported upstream.")
-        name = need_str(tool.get("name", ""), "tools", "tool name")
-        desc = need_str(tool["description"], "tools", "tool description") if tool.get("description") else None
-        schema = tool.get("input_schema") or {"type": "object", "properties": {}}
-        if not isinstance(schema, dict):
-            raise bad_param("tools", "tool input_schema must be an object.")
-        out.append(Tool(name, desc, schema, bool(tool.get("strict"))))
+    for tool in openai_tools(tools):  # the library's validation; the form keeps the same fields
+        fn = tool["function"]
+        out.append(Tool(fn["name"], fn.get("description"), fn["parameters"], "strict" in fn))
     return out
 
 
 def _tool_choice(choice: Any) -> ToolChoice:
-    if not isinstance(choice, dict):
-        raise bad_param("tool_choice", "tool_choice must be an object.")
-    kind = choice.get("type")
-    if kind not in ("auto", "any", "none", "tool"):
-        raise bad_param("tool_choice", f"tool_choice type {kind!r} is not supported upstream.")
-    name = need_str(choice.get("name", ""), "tool_choice", "name") if kind == "tool" else None
-    return ToolChoice(kind, name, disable_parallel=bool(choice.get("disable_parallel_tool_use")))
+    openai_tool_choice(choice)  # the library's validation (the 400s)
+    return ToolChoice(
+        choice["type"], choice.get("name"), disable_parallel=bool(choice.get("disable_parallel_tool_use"))
+    )
 
 
 def decode_request(body: dict[str, Any]) -> Request:
@@ -282,19 +226,11 @@ def _encode_messages(messages: list[Message]) -> tuple[list[str], list[dict[str,
     return system, out
 
 
-def _schema(schema: Any) -> dict[str, Any]:
-    if schema is None or schema == {}:
-        return {"type": "object", "properties": {}}
-    if not isinstance(schema, dict) or schema.get("type", "object") != "object":
-        raise bad_param("tools", "function parameters must be a JSON Schema of type 'object'.")
-    return schema if "type" in schema else {"type": "object", **schema}
-
-
 def check_extras(extras: dict[str, Any]) -> None:
-    """Anthropic parameters outside the form, sent to another API: harmless, no-op, or refused."""
+    """Anthropic parameters outside the form, sent to another API: the library's policy (a caching
+    hint is harmless, service_tier only at its no-op value, the rest refused)."""
     for key, value in extras.items():
-        allowed = _EXTRAS.get(key, ())
-        if allowed is not None and value not in allowed:
+        if key not in _MAPPED and value not in _NOOP_VALUES.get(key, ()):
             raise bad_param(key, f"Parameter {key!r} is not supported for this model.")
 
 

@@ -25,7 +25,11 @@ from bench.canonical.form import (
     ToolStart,
     UsageUpdate,
 )
-from bench.canonical.util import (
+from bench.canonical.util import stream_error
+from sidegate.errors import Api
+from sidegate.sse import SseParser, encode_event
+from sidegate.translate.base import Usage
+from sidegate.translate.common import (
     MALFORMED_EVENT,
     STREAM_TRUNCATED,
     as_count,
@@ -35,12 +39,13 @@ from bench.canonical.util import (
     dumps,
     is_int,
     loads_object,
-    stream_error,
-    usage_from_anthropic,
 )
-from sidegate.errors import Api
-from sidegate.sse import SseParser, encode_event
-from sidegate.translate.base import Usage
+from sidegate.translate.usage import (
+    ANTHROPIC_USAGE_KEYS,
+    anthropic_usage,
+    parse_anthropic_usage,
+    thinking_tokens,
+)
 
 _STOP_IN = {
     "end_turn": "end",
@@ -56,7 +61,6 @@ _STOP_OUT = {
     "length": "max_tokens",
 }
 _STOP_OUT.update(tool_use="tool_use", refusal="refusal")
-USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 _ANTHROPIC_KINDS = {"rate_limit_error": "rate_limit", "invalid_request_error": "invalid_request"}
 
 # ------------------------------------------------------------------------------------ responses
@@ -98,13 +102,6 @@ def content_block(part: Part) -> dict[str, Any]:
     return {"type": "thinking", "thinking": part.text, "signature": part.signature}
 
 
-def thinking_tokens(u: dict[str, Any]) -> int | None:
-    details = u.get("output_tokens_details")
-    if not isinstance(details, dict) or details.get("thinking_tokens") is None:
-        return None
-    return as_count(details["thinking_tokens"])
-
-
 def decode_response(msg: dict[str, Any]) -> Response:
     content: list[Part] = []
     for block in as_list(msg.get("content")):
@@ -129,18 +126,9 @@ def decode_response(msg: dict[str, Any]) -> Response:
         content,
         stop,
         seq,
-        usage_from_anthropic(raw),
+        parse_anthropic_usage(raw),
         thinking_tokens(raw),
     )
-
-
-def anthropic_usage(usage: Usage) -> dict[str, Any]:
-    return {
-        "input_tokens": max(0, usage.input_tokens - usage.cached_tokens - usage.cache_creation_tokens),
-        "output_tokens": usage.output_tokens,
-        "cache_read_input_tokens": usage.cached_tokens,
-        "cache_creation_input_tokens": usage.cache_creation_tokens,
-    }
 
 
 def encode_response(resp: Response, created: int) -> dict[str, Any]:
@@ -190,11 +178,11 @@ class AnthropicStreamDecoder:
 
     def _usage(self, u: dict[str, Any]) -> UsageUpdate:
         raw = self._raw
-        for key in USAGE_KEYS:
+        for key in ANTHROPIC_USAGE_KEYS:
             value = u.get(key)
             if value is not None:
                 raw[key] = as_count(value)
-        self.usage = usage_from_anthropic(raw)
+        self.usage = parse_anthropic_usage(raw)
         return UsageUpdate(self.usage, self._thinking)
 
     def _event(self, data: dict[str, Any], out: list[Event]) -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+from bench.canonical.anthropic_request import decode_document, decode_image
 from bench.canonical.form import (
     Document,
     Image,
@@ -18,94 +19,37 @@ from bench.canonical.form import (
     ToolChoice,
     ToolResult,
 )
-from bench.canonical.openai_extras import check_extras
-from bench.canonical.util import (
-    as_dict,
-    bad_param,
-    check_sampling,
-    dumps,
-    is_int,
-    need_str,
-)
+from bench.canonical.openai_response import openai_tool_calls
+from bench.canonical.util import check_sampling
 from sidegate.errors import Api
+from sidegate.translate.anthropic_openai import _effort
+from sidegate.translate.anthropic_shapes import (
+    _MAPPED,
+    _file_block,
+    _image_block,
+    _text_of,
+    anthropic_output_config,
+    anthropic_tool_choice,
+    check_openai_params,
+)
 from sidegate.translate.base import ProviderRequest, TranslateOptions
+from sidegate.translate.common import as_dict, bad_param, dumps, is_int, need_str
 
 # Request keys the form has fields for; every other key goes to Request.extras by its OpenAI name.
-_FIELDS = frozenset(
-    {
-        "model",
-        "messages",
-        "max_tokens",
-        "max_completion_tokens",
-        "stop",
-        "temperature",
-        "top_p",
-        "top_k",
-        "tools",
-        "tool_choice",
-        "parallel_tool_calls",
-        "response_format",
-        "reasoning_effort",
-        "user",
-        "safety_identifier",
-        "stream",
-    }
-)
-_IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+_FIELDS = _MAPPED | {"model", "messages"}
+
+
+def check_extras(extras: dict[str, Any]) -> None:
+    """OpenAI parameters outside the form, sent to another API: the library's policy (harmless,
+    refused unless at a no-op value, refused), key by key so the first offender is the one named."""
+    for key, value in extras.items():
+        if key == "response_format":
+            anthropic_output_config(value)  # only the refused kinds reach extras
+        else:
+            check_openai_params({key: value})
 
 
 # ------------------------------------------------------------------------------- request decode
-
-
-def _text_of(content: Any, where: str) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text":
-                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise bad_param("messages", f"{where} content part type {kind!r} is not supported upstream.")
-            parts.append(need_str(part.get("text", ""), "messages", f"{where} text"))
-        return "".join(parts)
-    if content is None:
-        return ""
-    raise bad_param("messages", f"{where} content must be a string or a list of text parts.")
-
-
-def _data_url(url: str, where: str) -> tuple[str, str]:
-    head, sep, data = url.partition(",")
-    if not sep or not head.endswith(";base64"):
-        raise bad_param("messages", f"{where}: only base64 data URLs are supported.")
-    return head[5:-7].lower(), data
-
-
-def _image(part: dict[str, Any]) -> Image:
-    image = part.get("image_url")
-    url = image.get("url") if isinstance(image, dict) else image
-    if not isinstance(url, str):
-        raise bad_param("messages", "image_url part without a url.")
-    if url.startswith("data:"):
-        media_type, data = _data_url(url, "image_url")
-        if media_type not in _IMAGE_TYPES:
-            raise bad_param("messages", f"image type {media_type!r} is not supported (jpeg, png, gif, webp).")
-        return Image(media_type=media_type, data=data)
-    if url.startswith(("https://", "http://")):
-        return Image(url=url)
-    raise bad_param("messages", "image_url must be an https URL or a base64 data URL.")
-
-
-def _file(part: dict[str, Any]) -> Document:
-    file = part.get("file")
-    data_url = file.get("file_data") if isinstance(file, dict) else None
-    if not isinstance(data_url, str):
-        raise bad_param("messages", "file parts must carry file_data (file_id cannot be resolved upstream).")
-    if not data_url.startswith("data:"):
-        data_url = "data:application/pdf;base64," + data_url
-    media_type, data = _data_url(data_url, "file")
-    if media_type != "application/pdf":
-        raise bad_param("messages", f"file type {media_type!r} is not supported upstream (PDF only).")
-    return Document(media_type=media_type, data=data)
 
 
 def _user(content: Any) -> str | list[Part]:
@@ -119,9 +63,9 @@ def _user(content: Any) -> str | list[Part]:
         if kind == "text":
             parts.append(Text(need_str(part.get("text", ""), "messages", "text")))
         elif kind == "image_url":
-            parts.append(_image(part))
+            parts.append(decode_image(_image_block(part)))
         elif kind == "file":
-            parts.append(_file(part))
+            parts.append(decode_document(_file_block(part)))
         else:
             raise bad_param("messages", f"user content part type {kind!r} is not supported upstream.")
     return parts
@@ -212,15 +156,8 @@ def _tools(tools: Any) -> list[Tool]:
 
 
 def _tool_choice(choice: Any) -> ToolChoice:
-    if choice in ("auto", "none"):
-        return ToolChoice(choice)
-    if choice == "required":
-        return ToolChoice("any")
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        name = as_dict(choice.get("function")).get("name")
-        if isinstance(name, str):
-            return ToolChoice("tool", name)
-    raise bad_param("tool_choice", f"tool_choice {choice!r} is not supported upstream.")
+    anthropic = anthropic_tool_choice(choice)
+    return ToolChoice(anthropic["type"], anthropic.get("name"))
 
 
 def decode_request(body: dict[str, Any]) -> Request:
@@ -267,10 +204,7 @@ def decode_request(body: dict[str, Any]) -> Request:
     fmt = body.get("response_format")
     kind = fmt.get("type") if isinstance(fmt, dict) else None
     if kind == "json_schema":
-        schema = as_dict(fmt.get("json_schema")).get("schema")  # type: ignore[union-attr]
-        if not isinstance(schema, dict):
-            raise bad_param("response_format", "response_format json_schema needs a schema object.")
-        req.response_schema = schema
+        req.response_schema = anthropic_output_config(fmt)["format"]["schema"]  # type: ignore[index]
     elif fmt is not None and kind != "text":
         req.extras["response_format"] = fmt  # json_object and the rest: the provider codec decides
     user = body.get("safety_identifier") or body.get("user")
@@ -321,31 +255,12 @@ def _encode_message(msg: Message, out: list[dict[str, Any]]) -> None:
             out.append({"role": "user", "content": parts})
     else:
         texts = [p.text for p in content if type(p) is Text]  # type: ignore[union-attr]
-        calls = [
-            {
-                "id": p.id,
-                "type": "function",
-                "function": {
-                    "name": p.name,
-                    "arguments": p.raw if p.raw is not None else dumps(p.input).decode(),
-                },
-            }
-            for p in content
-            if type(p) is ToolCall
-        ]
+        calls = openai_tool_calls(content)  # type: ignore[arg-type]
         if texts or calls:
             entry: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
             if calls:
                 entry["tool_calls"] = calls
             out.append(entry)
-
-
-def _effort(budget: int, budgets: dict[str, int]) -> str:
-    ordered = sorted(budgets.items(), key=lambda kv: kv[1])
-    for name, value in ordered:
-        if budget <= value:
-            return name
-    return ordered[-1][0]
 
 
 def _extras(req: Request, out: dict[str, Any]) -> None:

@@ -24,7 +24,11 @@ from bench.canonical.form import (
     ToolStart,
     UsageUpdate,
 )
-from bench.canonical.util import (
+from bench.canonical.util import stream_error
+from sidegate.errors import Api
+from sidegate.sse import SseParser
+from sidegate.translate.base import Usage
+from sidegate.translate.common import (
     MALFORMED_EVENT,
     STREAM_TRUNCATED,
     as_dict,
@@ -32,12 +36,8 @@ from bench.canonical.util import (
     as_str,
     dumps,
     is_int,
-    stream_error,
-    usage_from_openai,
 )
-from sidegate.errors import Api
-from sidegate.sse import SseParser
-from sidegate.translate.base import Usage
+from sidegate.translate.usage import openai_usage, parse_openai_usage
 
 _FINISH_IN = {"stop": "end", "length": "length", "tool_calls": "tool_use", "function_call": "tool_use"}
 _FINISH_IN["content_filter"] = "refusal"
@@ -84,26 +84,13 @@ def decode_response(body: dict[str, Any]) -> Response:
         content,
         stop,
         seq,
-        usage_from_openai(body.get("usage")),
+        parse_openai_usage(body.get("usage")) or Usage(),
     )
 
 
-def openai_usage(usage: Usage, thinking_tokens: int | None) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "prompt_tokens": usage.input_tokens,
-        "completion_tokens": usage.output_tokens,
-        "total_tokens": usage.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
-    }
-    if thinking_tokens is not None:
-        out["completion_tokens_details"] = {"reasoning_tokens": thinking_tokens}
-    return out
-
-
-def encode_response(resp: Response, created: int) -> dict[str, Any]:
-    texts = [p.text for p in resp.content if type(p) is Text]
-    thoughts = [p.text for p in resp.content if type(p) is Thinking]
-    calls = [
+def openai_tool_calls(content: list[Part]) -> list[dict[str, Any]]:
+    """The tool calls among ``content`` as OpenAI ``tool_calls`` (requests and responses alike)."""
+    return [
         {
             "id": p.id,
             "type": "function",
@@ -112,9 +99,15 @@ def encode_response(resp: Response, created: int) -> dict[str, Any]:
                 "arguments": p.raw if p.raw is not None else dumps(p.input).decode(),
             },
         }
-        for p in resp.content
+        for p in content
         if type(p) is ToolCall
     ]
+
+
+def encode_response(resp: Response, created: int) -> dict[str, Any]:
+    texts = [p.text for p in resp.content if type(p) is Text]
+    thoughts = [p.text for p in resp.content if type(p) is Thinking]
+    calls = openai_tool_calls(resp.content)
     message: dict[str, Any] = {
         "role": "assistant",
         "content": "".join(texts) if texts or not calls else None,
@@ -188,9 +181,10 @@ class OpenAIStreamDecoder:
         if not self._started:
             self._started = True
             out.append(Start(as_str(obj.get("id")), as_str(obj.get("model"))))
-        if isinstance(obj.get("usage"), dict):
-            self.usage = usage_from_openai(obj["usage"])
-            out.append(UsageUpdate(self.usage, None))
+        usage = parse_openai_usage(obj.get("usage"))
+        if usage is not None:
+            self.usage = usage
+            out.append(UsageUpdate(usage, None))
         for choice in as_list(obj.get("choices")):
             choice = as_dict(choice)
             if choice.get("index", 0) != 0:

@@ -12,9 +12,9 @@ from types import ModuleType
 from typing import Any
 
 from bench.canonical import anthropic_request, anthropic_response, openai_request, openai_response
-from bench.canonical.util import bad_response, client_error, dumps, loads_object
 from sidegate.errors import Api
 from sidegate.translate.base import ProviderRequest, TranslateOptions, Usage
+from sidegate.translate.common import bad_response, client_error, dumps, loads_object
 
 # One request codec and one response codec per API: the whole cost of adding an API.
 REQUESTS: dict[Api, ModuleType] = {Api.OPENAI: openai_request, Api.ANTHROPIC: anthropic_request}
