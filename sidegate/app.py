@@ -23,6 +23,7 @@ from sidegate.features.guard.feature import GuardFeature
 from sidegate.features.lane import LaneFeature
 from sidegate.features.ledger.feature import LedgerFeature
 from sidegate.features.metrics import MetricsFeature
+from sidegate.features.models import ModelsFeature
 from sidegate.features.parse import ParseFeature
 from sidegate.features.quota.feature import QuotaFeature
 from sidegate.features.route.feature import RouteFeature
@@ -38,6 +39,7 @@ def default_features(cfg: SidegateConfig, store: Store | None = None) -> list[Fe
     state there are off."""
     features = (
         AuthFeature.from_config(cfg, store),
+        ModelsFeature(cfg),
         ParseFeature.from_config(cfg),
         RouteFeature(cfg),
         GuardFeature(cfg),

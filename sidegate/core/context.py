@@ -22,6 +22,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     source: str = "gateway"
     """Who answered, for metrics and the ledger: `gateway` (a refusal) or `cache` (a hit)."""
+    observed: bool = True
+    """False for answers about the gateway itself (the model list): no completion, no ledger record."""
 
 
 @dataclass(slots=True)
@@ -32,6 +34,8 @@ class RequestContext:
     method: str
     headers: dict[str, str]
     api: Api = Api.OPENAI
+    endpoint: str = "completions"
+    """What is asked for (sidegate/core/intake.py: `completions`, `models`): which features see it."""
     request_id: str = ""
     source: str = ""
     """Client address as Envoy saw it (inline auth throttles failures per source)."""

@@ -10,7 +10,9 @@ Hooks, all optional (a feature overrides only the ones it needs):
   previous hook; the result goes in ``ctx.prefetched``). The cache's GET so travels to the store
   with the quota reservation, in one write, instead of one round trip after the other.
 - ``async on_request(ctx) -> Reply | None``: once per request, with the parsed body. A Reply
-  short-circuits the request (e.g. a cache hit); raising GatewayError refuses it.
+  short-circuits the request (e.g. a cache hit); raising GatewayError refuses it. A feature's
+  ``endpoints`` say which requests it sees (completions by default; the model list is another
+  endpoint): a request meets only the request hooks of its endpoint's features.
 - ``on_complete(c: Completion)``: every finished try of every lane, and the gateway's own answers.
   Synchronous, on the response path: in-memory work only (I/O goes to a task).
 - ``fill(meta, client_body, response, streamed, usage)``: a try that collected its client-format
@@ -40,6 +42,7 @@ from typing import Any, NamedTuple, Protocol
 
 from sidegate.core.completion import Completion, CompletionHook
 from sidegate.core.context import Reply, RequestContext
+from sidegate.core.intake import COMPLETIONS
 from sidegate.errors import Api
 from sidegate.translate.base import Usage
 
@@ -70,6 +73,8 @@ OnTry = Callable[[dict[str, Any], Api], TryHook | None]
 
 class Feature:
     name: str = ""
+    endpoints: frozenset[str] = frozenset({COMPLETIONS})
+    """The endpoints whose requests this feature's request hooks see (`RequestContext.endpoint`)."""
 
     def on_headers(self, ctx: RequestContext) -> Reply | None:
         return None
@@ -121,6 +126,9 @@ class Hooks:
 
     on_headers: tuple[OnHeaders, ...] = ()
     steps: tuple[Step, ...] = ()
+    """The request hooks of a completion, in list order."""
+    steps_by_endpoint: dict[str, tuple[Step, ...]] = field(default_factory=dict)
+    """The request hooks of every endpoint, in list order (`steps` is the completions' entry)."""
     on_complete: list[CompletionHook] = field(default_factory=list)
     fills: tuple[Fill, ...] = ()
     on_try: tuple[OnTry, ...] = ()
@@ -128,12 +136,19 @@ class Hooks:
     closes: tuple[Lifecycle, ...] = ()
 
 
+def _steps(features: Sequence[object], endpoint: str) -> tuple[Step, ...]:
+    requesting = [f for f in features if hook(f, "on_request") and endpoint in getattr(f, "endpoints", Feature.endpoints)]
+    return tuple(Step(str(getattr(f, "name", "")), hook(f, "on_request"), hook(nxt, "prefetch"))
+                 for f, nxt in zip(requesting, [*requesting[1:], None], strict=False))
+
+
 def collect(features: Sequence[object]) -> Hooks:
-    requesting = [f for f in features if hook(f, "on_request")]
+    endpoints = {e for f in features for e in getattr(f, "endpoints", Feature.endpoints)} | {COMPLETIONS}
+    by_endpoint = {e: _steps(features, e) for e in sorted(endpoints)}
     return Hooks(
         on_headers=tuple(h for f in features if (h := hook(f, "on_headers"))),
-        steps=tuple(Step(str(getattr(f, "name", "")), hook(f, "on_request"), hook(nxt, "prefetch"))
-                    for f, nxt in zip(requesting, [*requesting[1:], None], strict=False)),
+        steps=by_endpoint[COMPLETIONS],
+        steps_by_endpoint=by_endpoint,
         on_complete=[h for f in features if (h := hook(f, "on_complete"))],
         fills=tuple(h for f in features if (h := hook(f, "fill"))),
         on_try=tuple(h for f in features if (h := hook(f, "on_try"))),

@@ -11,6 +11,12 @@ from sidegate.errors import Api, error_body
 
 CHAT_PATH = "/v1/chat/completions"
 MESSAGES_PATH = "/v1/messages"
+MODELS_PATH = "/v1/models"
+COMPLETIONS = "completions"
+"""The endpoint of a completion: `POST /v1/chat/completions`, `POST /v1/messages` (RequestContext.endpoint)."""
+MODELS = "models"
+"""The endpoint of `GET /v1/models` and `GET /v1/models/{id}`."""
+SERVED = "POST /v1/chat/completions, POST /v1/messages, GET /v1/models and GET /v1/models/{id}"
 INTERNAL_PREFIX = "x-sidegate-"
 """Headers under this prefix carry the gateway's own state between Envoy and Python."""
 _JSON = {"content-type": "application/json"}
@@ -28,9 +34,19 @@ def endpoint_api(path: str) -> Api | None:
     return None
 
 
-def inbound_api(path: str) -> Api:
-    """Which API format the client speaks, from the request path (also for paths not served)."""
-    return Api.ANTHROPIC if path.startswith("/v1/messages") else Api.OPENAI
+def is_models_path(path: str) -> bool:
+    path = path.split("?", 1)[0]
+    return path == MODELS_PATH or path.startswith(MODELS_PATH + "/")
+
+
+def inbound_api(path: str, headers: dict[str, str] | None = None) -> Api:
+    """Which API format the client speaks, from the request path (also for paths not served); on
+    the model list, which both APIs share, from the Anthropic SDK's `anthropic-version` header."""
+    if path.startswith("/v1/messages"):
+        return Api.ANTHROPIC
+    if headers is not None and "anthropic-version" in headers and is_models_path(path):
+        return Api.ANTHROPIC
+    return Api.OPENAI
 
 
 def open_request(
@@ -39,11 +55,15 @@ def open_request(
 ) -> RequestContext | Reply:  # fmt: skip
     """A new request's context, or the 404 (in the client's format) for a path Sidegate does not serve."""
     api = endpoint_api(path)
+    endpoint = COMPLETIONS
+    if api is None and is_models_path(path):
+        api, endpoint = inbound_api(path, headers), MODELS
     if api is None:
-        msg = f"Unknown path {path.split('?', 1)[0]}: Sidegate serves POST /v1/chat/completions and POST /v1/messages."
-        return Reply(404, error_body(inbound_api(path), 404, msg), dict(_JSON))
-    ctx = RequestContext(path=path, method=method, headers=headers, api=api, request_id=headers.get("x-request-id", ""),
-                         source=source, tenant=tenant, key_id=key_id, allowed_models=allowed_models)  # fmt: skip
+        msg = f"Unknown path {path.split('?', 1)[0]}: Sidegate serves {SERVED}."
+        return Reply(404, error_body(inbound_api(path, headers), 404, msg), dict(_JSON))
+    ctx = RequestContext(path=path, method=method, headers=headers, api=api, endpoint=endpoint,
+                         request_id=headers.get("x-request-id", ""), source=source, tenant=tenant, key_id=key_id,
+                         allowed_models=allowed_models)  # fmt: skip
     if api is Api.ANTHROPIC:
         for name in _ANTHROPIC_HEADERS:
             if name in headers:

@@ -18,6 +18,7 @@ from sidegate import metrics
 from sidegate.core.completion import notify, short_circuit
 from sidegate.core.context import Reply, RequestContext
 from sidegate.core.feature import Hooks, collect
+from sidegate.core.intake import COMPLETIONS
 from sidegate.errors import GatewayError, format_error
 
 log = logging.getLogger("sidegate.gateway")
@@ -42,6 +43,7 @@ class Gateway:
         hooks = hooks if hooks is not None else collect(features)
         self.header_hooks = hooks.on_headers
         self.steps = hooks.steps
+        self.steps_by_endpoint = hooks.steps_by_endpoint or {COMPLETIONS: hooks.steps}
         self.completion_hooks = hooks.on_complete
         """Every completion hook: also for the answers the gateway gives itself."""
 
@@ -57,14 +59,15 @@ class Gateway:
         started = time.monotonic()
         ctx.meta["received_at"] = time.time()
         try:
-            for name, on_request, prefetch_next in self.steps:
+            for name, on_request, prefetch_next in self.steps_by_endpoint.get(ctx.endpoint, self.steps):
                 if prefetch_next is not None:
                     prefetch_next(ctx)
                 t0 = time.perf_counter()
                 reply = await on_request(ctx)
                 metrics.observe_stage(name, time.perf_counter() - t0)
                 if reply is not None:
-                    self._observe(ctx, reply.status, reply.source, started)
+                    if reply.observed:
+                        self._observe(ctx, reply.status, reply.source, started)
                     return reply
         except GatewayError as err:
             headers = {"content-type": "application/json", **ctx.response_headers, **err.headers}

@@ -118,3 +118,11 @@ def test_only_the_hooks_a_feature_has_are_collected():
     assert [h.__self__.name for h in hooks.on_complete] == ["route", "metrics", "observer"]
     assert hooks.on_headers == () and hooks.fills == () and hooks.starts == () and hooks.closes == ()
     assert all(s.prefetch_next is None for s in hooks.steps)
+
+
+def test_a_request_meets_only_its_endpoints_features():
+    """The model list is another endpoint: a completion never meets the models feature, and a list
+    only meets auth and models (no parse, quota or cache step)."""
+    hooks = collect(default_features(CFG))
+    assert "models" not in [s.name for s in hooks.steps]
+    assert [s.name for s in hooks.steps_by_endpoint["models"]] == ["auth", "models"]

@@ -1,0 +1,85 @@
+"""models: `GET /v1/models` and `GET /v1/models/{id}`, answered by the gateway without a provider.
+
+Chat UIs and IDE plugins list the models before anything else. The list is the configured models
+the caller's key may use, in OpenAI's shape, or in Anthropic's when the request carries
+`anthropic-version` (the Anthropic SDK always sends it). A model the key may not use does not exist
+for it (404, never 403: the list must not reveal what other keys can reach). These answers are
+about the gateway itself: no completion, no quota, no ledger record.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+import orjson
+
+from sidegate.config import SidegateConfig
+from sidegate.core.context import Reply, RequestContext
+from sidegate.core.feature import Feature
+from sidegate.core.intake import MODELS, MODELS_PATH
+from sidegate.errors import Api, GatewayError
+
+_JSON = {"content-type": "application/json"}
+_ANTHROPIC_MAX_LIMIT = 1000
+
+
+class ModelsFeature(Feature):
+    name = "models"
+    endpoints = frozenset({MODELS})
+
+    def __init__(self, cfg: SidegateConfig, created: int | None = None):
+        self.names = sorted(cfg.models)
+        self.created = int(time.time()) if created is None else created
+        """When the model list came to be (this process's start): OpenAI's `created`, Anthropic's `created_at`."""
+        self.created_at = datetime.fromtimestamp(self.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
+        if ctx.method != "GET":
+            raise GatewayError(405, f"Method {ctx.method} not allowed on {MODELS_PATH}; use GET.")
+        path, _, query = ctx.path.partition("?")
+        allowed = [n for n in self.names if "*" in ctx.allowed_models or n in ctx.allowed_models]
+        if path.rstrip("/") == MODELS_PATH:
+            body = self._anthropic_list(allowed, query) if ctx.api is Api.ANTHROPIC else self._openai_list(allowed)
+            return Reply(200, orjson.dumps(body), dict(_JSON), observed=False)
+        name = unquote(path[len(MODELS_PATH) + 1 :])
+        if name not in allowed:
+            raise GatewayError(404, f"The model '{name}' does not exist or you do not have access to it.",
+                               code="model_not_found")  # fmt: skip
+        one = self._anthropic_model(name) if ctx.api is Api.ANTHROPIC else self._openai_model(name)
+        return Reply(200, orjson.dumps(one), dict(_JSON), observed=False)
+
+    def _openai_model(self, name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": self.created, "owned_by": "sidegate"}
+
+    def _openai_list(self, names: list[str]) -> dict[str, Any]:
+        return {"object": "list", "data": [self._openai_model(n) for n in names]}
+
+    def _anthropic_model(self, name: str) -> dict[str, Any]:
+        return {"type": "model", "id": name, "display_name": name, "created_at": self.created_at}
+
+    def _anthropic_list(self, names: list[str], query: str) -> dict[str, Any]:
+        """Anthropic's page: `limit` (1-1000, default 20), `after_id` / `before_id` cursors."""
+        q = {k: v[-1] for k, v in parse_qs(query).items()}
+        try:
+            limit = int(q.get("limit", "20"))
+        except ValueError:
+            raise GatewayError(400, "limit: Input should be a valid integer", param="limit") from None
+        if not 1 <= limit <= _ANTHROPIC_MAX_LIMIT:
+            raise GatewayError(400, f"limit: Input should be between 1 and {_ANTHROPIC_MAX_LIMIT}", param="limit")
+        if "after_id" in q:
+            names = names[names.index(q["after_id"]) + 1 :] if q["after_id"] in names else []
+            page = names[:limit]
+            more = len(names) > limit
+        elif "before_id" in q:
+            names = names[: names.index(q["before_id"])] if q["before_id"] in names else []
+            page = names[-limit:]
+            more = len(names) > limit
+        else:
+            page = names[:limit]
+            more = len(names) > limit
+        data = [self._anthropic_model(n) for n in page]
+        return {"data": data, "has_more": more, "first_id": page[0] if page else None,
+                "last_id": page[-1] if page else None}  # fmt: skip
