@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from sidegate.config import SidegateConfig
 from sidegate.core.completion import CompletionHook
-from sidegate.core.feature import Feature, Fillers, collect
+from sidegate.core.feature import Feature, Fillers, close_each, collect
 from sidegate.core.pipeline import Gateway
 from sidegate.core.tries import TryStage
 from sidegate.features.auth.feature import AuthFeature
@@ -72,11 +72,7 @@ class App:
             await start()
 
     async def aclose(self) -> None:
-        for close in reversed(self._closes):
-            try:
-                await close()
-            except Exception:
-                log.exception("shutdown step failed")
+        await close_each(*reversed(self._closes))
 
 
 def build(cfg: SidegateConfig, store: Store | None = None) -> App:

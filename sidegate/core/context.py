@@ -22,8 +22,6 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     source: str = "gateway"
     """Who answered, for metrics and the ledger: `gateway` (a refusal) or `cache` (a hit)."""
-    observed: bool = True
-    """False for answers about the gateway itself (the model list): no completion, no ledger record."""
 
 
 @dataclass(slots=True)

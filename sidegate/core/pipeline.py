@@ -66,8 +66,7 @@ class Gateway:
                 reply = await on_request(ctx)
                 metrics.observe_stage(name, time.perf_counter() - t0)
                 if reply is not None:
-                    if reply.observed:
-                        self._observe(ctx, reply.status, reply.source, started)
+                    self._observe(ctx, reply.status, reply.source, started)
                     return reply
         except GatewayError as err:
             headers = {"content-type": "application/json", **ctx.response_headers, **err.headers}
@@ -80,8 +79,10 @@ class Gateway:
                        response_headers=ctx.response_headers, remove_headers=ctx.remove_headers)  # fmt: skip
 
     def _observe(self, ctx: RequestContext, status: int, provider: str, started: float) -> None:
-        """Answers the gateway gives itself (refusals, cache hits) reach the same completion hooks."""
-        if not self.completion_hooks or not ctx.tenant:
+        """Answers the gateway gives itself to a completion (refusals, cache hits) reach the same
+        completion hooks as a provider's. Other endpoints (the model list) are no completion: no
+        metrics of one, no ledger record, nothing to settle."""
+        if not self.completion_hooks or not ctx.tenant or ctx.endpoint != COMPLETIONS:
             return
         notify(self.completion_hooks, short_circuit(ctx.upstream_meta(), status, provider=provider, started_at=started,
                                              streamed=ctx.stream))  # fmt: skip

@@ -3,8 +3,9 @@
 Chat UIs and IDE plugins list the models before anything else. The list is the configured models
 the caller's key may use, in OpenAI's shape, or in Anthropic's when the request carries
 `anthropic-version` (the Anthropic SDK always sends it). A model the key may not use does not exist
-for it (404, never 403: the list must not reveal what other keys can reach). These answers are
-about the gateway itself: no completion, no quota, no ledger record.
+for it (404, never 403: the list must not reveal what other keys can reach). The model list is
+its own endpoint: only auth and this feature see it, and it is no completion (no quota, no
+metrics of one, no ledger record, refusals included).
 """
 
 from __future__ import annotations
@@ -36,20 +37,20 @@ class ModelsFeature(Feature):
         """When the model list came to be (this process's start): OpenAI's `created`, Anthropic's `created_at`."""
         self.created_at = datetime.fromtimestamp(self.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    async def on_request(self, ctx: RequestContext) -> Reply | None:
+    async def on_request(self, ctx: RequestContext) -> Reply:
         if ctx.method != "GET":
             raise GatewayError(405, f"Method {ctx.method} not allowed on {MODELS_PATH}; use GET.")
         path, _, query = ctx.path.partition("?")
         allowed = [n for n in self.names if "*" in ctx.allowed_models or n in ctx.allowed_models]
         if path.rstrip("/") == MODELS_PATH:
             body = self._anthropic_list(allowed, query) if ctx.api is Api.ANTHROPIC else self._openai_list(allowed)
-            return Reply(200, orjson.dumps(body), dict(_JSON), observed=False)
+            return Reply(200, orjson.dumps(body), dict(_JSON))
         name = unquote(path[len(MODELS_PATH) + 1 :])
         if name not in allowed:
             raise GatewayError(404, f"The model '{name}' does not exist or you do not have access to it.",
                                code="model_not_found")  # fmt: skip
         one = self._anthropic_model(name) if ctx.api is Api.ANTHROPIC else self._openai_model(name)
-        return Reply(200, orjson.dumps(one), dict(_JSON), observed=False)
+        return Reply(200, orjson.dumps(one), dict(_JSON))
 
     def _openai_model(self, name: str) -> dict[str, Any]:
         return {"id": name, "object": "model", "created": self.created, "owned_by": "sidegate"}
@@ -70,16 +71,15 @@ class ModelsFeature(Feature):
         if not 1 <= limit <= _ANTHROPIC_MAX_LIMIT:
             raise GatewayError(400, f"limit: Input should be between 1 and {_ANTHROPIC_MAX_LIMIT}", param="limit")
         if "after_id" in q:
-            names = names[names.index(q["after_id"]) + 1 :] if q["after_id"] in names else []
-            page = names[:limit]
-            more = len(names) > limit
-        elif "before_id" in q:
-            names = names[: names.index(q["before_id"])] if q["before_id"] in names else []
-            page = names[-limit:]
-            more = len(names) > limit
+            rest = names[names.index(q["after_id"]) + 1 :] if q["after_id"] in names else []
+            page = rest[:limit]
+        elif "before_id" in q:  # the page just before the cursor
+            rest = names[: names.index(q["before_id"])] if q["before_id"] in names else []
+            page = rest[-limit:]
         else:
-            page = names[:limit]
-            more = len(names) > limit
+            rest = names
+            page = rest[:limit]
+        more = len(rest) > limit
         data = [self._anthropic_model(n) for n in page]
         return {"data": data, "has_more": more, "first_id": page[0] if page else None,
                 "last_id": page[-1] if page else None}  # fmt: skip

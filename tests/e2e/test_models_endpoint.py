@@ -70,8 +70,9 @@ def test_refusals_in_the_callers_format(gw: Stack) -> None:
 
 
 def test_a_list_asks_no_provider_and_is_not_usage(gw: Stack, fake_openai, fake_anthropic) -> None:
-    """Refusals are ledgered like any refusal; a list is not: after three lists and one refusal, the
-    ledger holds exactly one more record (the refusal's, waited for: records are written in batches)."""
+    """The model list is no completion, not even refused: after three lists, a refused list and a
+    refused completion, the ledger holds exactly one more record, the completion's (waited for:
+    records are written in batches, a list's would have been written with or before it)."""
     seen = (len(fake_openai.requests), len(fake_anthropic.requests))
     before = len(gw.ledger())
     auth = {"authorization": f"Bearer {gw.keys['acme'].key}"}
@@ -79,10 +80,11 @@ def test_a_list_asks_no_provider_and_is_not_usage(gw: Stack, fake_openai, fake_a
         for _ in range(3):
             assert c.get("/v1/models", headers=auth).status_code == 200
         assert c.post("/v1/models", headers=auth, json={}).status_code == 405
+        assert c.post("/v1/chat/completions", headers=auth, json={"model": "nope", "messages": [{"role": "user", "content": "hi"}]}).status_code == 400
     deadline = time.monotonic() + 10
     while len(gw.ledger()) <= before and time.monotonic() < deadline:
         time.sleep(0.1)
-    time.sleep(0.5)  # a list's record, were there one, was written with or before the refusal's
+    time.sleep(0.5)
     records = gw.ledger()[before:]
-    assert [r.status for r in records] == [405]
+    assert [(r.status, r.model) for r in records] == [(400, "nope")]
     assert (len(fake_openai.requests), len(fake_anthropic.requests)) == seen  # no provider asked
