@@ -1,4 +1,4 @@
-"""Pairwise translators (sidegate.translate) against a canonical form (bench/canonical/), measured.
+"""Pairwise translators (sidegate.translate) against a canonical form (sidegate/translate/codecs/), measured.
 
 Run: PYTHONPATH=$PWD python -m bench.translate_design [--rounds 21] [--target-ms 20]
 (the numbers and the decision they led to: docs/translation.md, "Design").
@@ -25,11 +25,11 @@ from typing import Any
 import orjson
 
 from bench import translate_inputs as inputs
-from bench.canonical.translator import CanonicalTranslator
 from sidegate.errors import Api, GatewayError
 from sidegate.sse import SseParser
 from sidegate.translate import get_translator
 from sidegate.translate.base import TranslateOptions
+from sidegate.translate.codecs.translator import CanonicalTranslator
 
 OA, AN = Api.OPENAI, Api.ANTHROPIC
 OPTS = TranslateOptions()

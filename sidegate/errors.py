@@ -16,7 +16,10 @@ class Api(StrEnum):
     """The API schema a client (inbound) or a provider (upstream) speaks."""
 
     OPENAI = "openai"
+    """OpenAI Chat Completions (and the OpenAI-shaped endpoints beside it: models, embeddings)."""
     ANTHROPIC = "anthropic"
+    RESPONSES = "responses"
+    """OpenAI's Responses API: OpenAI's error format, its own request, answer and stream shapes."""
 
 
 # OpenAI error `type` per HTTP status (what api.openai.com sends).

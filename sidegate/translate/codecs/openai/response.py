@@ -6,7 +6,10 @@ from typing import Any
 
 import orjson
 
-from bench.canonical.form import (
+from sidegate.errors import Api
+from sidegate.sse import SseParser
+from sidegate.translate.base import Usage
+from sidegate.translate.codecs.form import (
     END,
     End,
     Event,
@@ -24,10 +27,7 @@ from bench.canonical.form import (
     ToolStart,
     UsageUpdate,
 )
-from bench.canonical.util import stream_error
-from sidegate.errors import Api
-from sidegate.sse import SseParser
-from sidegate.translate.base import Usage
+from sidegate.translate.codecs.util import stream_error
 from sidegate.translate.common import (
     MALFORMED_EVENT,
     STREAM_TRUNCATED,

@@ -1,4 +1,4 @@
-"""A prototype canonical request / response / stream-event form (bench only, not used by Sidegate).
+"""A canonical request / response / stream-event form: what every API codec decodes into and encodes from.
 
 It exists to measure what a hub-and-spoke translator design costs against today's pairwise one
 (bench/translate_design.py) and to find out what such a form must carry to reproduce today's

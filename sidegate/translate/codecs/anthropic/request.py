@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.canonical.anthropic_response import content_block
-from bench.canonical.form import (
+from sidegate.errors import Api
+from sidegate.translate.anthropic_openai import _MAPPED, _NOOP_VALUES
+from sidegate.translate.anthropic_shapes import _schema
+from sidegate.translate.base import ProviderRequest, TranslateOptions
+from sidegate.translate.codecs.anthropic.response import content_block
+from sidegate.translate.codecs.form import (
     Document,
     Image,
     Message,
@@ -18,11 +22,7 @@ from bench.canonical.form import (
     ToolChoice,
     ToolResult,
 )
-from bench.canonical.util import check_sampling
-from sidegate.errors import Api
-from sidegate.translate.anthropic_openai import _MAPPED, _NOOP_VALUES
-from sidegate.translate.anthropic_shapes import _schema
-from sidegate.translate.base import ProviderRequest, TranslateOptions
+from sidegate.translate.codecs.util import check_sampling
 from sidegate.translate.common import as_dict, as_str, bad_param, dumps, is_int, need_str
 from sidegate.translate.openai_shapes import _source, _tool_result_text, openai_tool_choice, openai_tools
 

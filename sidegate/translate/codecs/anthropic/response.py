@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.canonical.form import (
+from sidegate.errors import Api
+from sidegate.sse import SseParser, encode_event
+from sidegate.translate.base import Usage
+from sidegate.translate.codecs.form import (
     END,
     Document,
     End,
@@ -25,10 +28,7 @@ from bench.canonical.form import (
     ToolStart,
     UsageUpdate,
 )
-from bench.canonical.util import stream_error
-from sidegate.errors import Api
-from sidegate.sse import SseParser, encode_event
-from sidegate.translate.base import Usage
+from sidegate.translate.codecs.util import stream_error
 from sidegate.translate.common import (
     MALFORMED_EVENT,
     STREAM_TRUNCATED,

@@ -11,9 +11,12 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from bench.canonical import anthropic_request, anthropic_response, openai_request, openai_response
 from sidegate.errors import Api
 from sidegate.translate.base import ProviderRequest, TranslateOptions, Usage
+from sidegate.translate.codecs.anthropic import request as anthropic_request
+from sidegate.translate.codecs.anthropic import response as anthropic_response
+from sidegate.translate.codecs.openai import request as openai_request
+from sidegate.translate.codecs.openai import response as openai_response
 from sidegate.translate.common import bad_response, client_error, dumps, loads_object
 
 # One request codec and one response codec per API: the whole cost of adding an API.

@@ -6,21 +6,6 @@ from typing import Any
 
 import orjson
 
-from bench.canonical.anthropic_request import decode_document, decode_image
-from bench.canonical.form import (
-    Document,
-    Image,
-    Message,
-    Part,
-    Request,
-    Text,
-    Tool,
-    ToolCall,
-    ToolChoice,
-    ToolResult,
-)
-from bench.canonical.openai_response import openai_tool_calls
-from bench.canonical.util import check_sampling
 from sidegate.errors import Api
 from sidegate.translate.anthropic_openai import _effort
 from sidegate.translate.anthropic_shapes import (
@@ -33,6 +18,21 @@ from sidegate.translate.anthropic_shapes import (
     check_openai_params,
 )
 from sidegate.translate.base import ProviderRequest, TranslateOptions
+from sidegate.translate.codecs.anthropic.request import decode_document, decode_image
+from sidegate.translate.codecs.form import (
+    Document,
+    Image,
+    Message,
+    Part,
+    Request,
+    Text,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    ToolResult,
+)
+from sidegate.translate.codecs.openai.response import openai_tool_calls
+from sidegate.translate.codecs.util import check_sampling
 from sidegate.translate.common import as_dict, bad_param, dumps, is_int, need_str
 
 # Request keys the form has fields for; every other key goes to Request.extras by its OpenAI name.
