@@ -11,12 +11,34 @@ from sidegate.errors import Api, error_body
 
 CHAT_PATH = "/v1/chat/completions"
 MESSAGES_PATH = "/v1/messages"
+RESPONSES_PATH = "/v1/responses"
+EMBEDDINGS_PATH = "/v1/embeddings"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 MODELS_PATH = "/v1/models"
+
 COMPLETIONS = "completions"
-"""The endpoint of a completion: `POST /v1/chat/completions`, `POST /v1/messages` (RequestContext.endpoint)."""
+"""A completion: `POST /v1/chat/completions`, `POST /v1/messages`, `POST /v1/responses` (RequestContext.endpoint)."""
 MODELS = "models"
-"""The endpoint of `GET /v1/models` and `GET /v1/models/{id}`."""
-SERVED = "POST /v1/chat/completions, POST /v1/messages, GET /v1/models and GET /v1/models/{id}"
+"""`GET /v1/models` and `GET /v1/models/{id}`."""
+EMBEDDINGS = "embeddings"
+"""`POST /v1/embeddings`."""
+COUNT_TOKENS = "count_tokens"
+"""`POST /v1/messages/count_tokens`."""
+STORED_RESPONSE = "stored_response"
+"""`GET` / `DELETE /v1/responses/{id}` (and its `/input_items`): a Responses answer the gateway kept."""
+
+_EXACT: dict[str, tuple[Api, str]] = {
+    CHAT_PATH: (Api.OPENAI, COMPLETIONS),
+    MESSAGES_PATH: (Api.ANTHROPIC, COMPLETIONS),
+    RESPONSES_PATH: (Api.RESPONSES, COMPLETIONS),
+    EMBEDDINGS_PATH: (Api.OPENAI, EMBEDDINGS),
+    COUNT_TOKENS_PATH: (Api.ANTHROPIC, COUNT_TOKENS),
+}
+"""Every path Sidegate serves, by exact match, with the client's API and the endpoint."""
+SERVED = (
+    "POST /v1/chat/completions, POST /v1/messages, POST /v1/responses, GET|DELETE /v1/responses/{id}, "
+    "POST /v1/embeddings, POST /v1/messages/count_tokens, GET /v1/models and GET /v1/models/{id}"
+)
 INTERNAL_PREFIX = "x-sidegate-"
 """Headers under this prefix carry the gateway's own state between Envoy and Python."""
 _JSON = {"content-type": "application/json"}
@@ -24,13 +46,16 @@ _ANTHROPIC_HEADERS = ("anthropic-beta", "anthropic-version")
 """The client's Anthropic protocol headers, kept for an Anthropic provider (per-try stage)."""
 
 
-def endpoint_api(path: str) -> Api | None:
-    """The API an endpoint belongs to, or None when Sidegate does not serve it."""
+def endpoint_of(path: str, headers: dict[str, str] | None = None) -> tuple[Api, str] | None:
+    """The client's API and the endpoint of a request path, or None when Sidegate does not serve it."""
     path = path.split("?", 1)[0]
-    if path == CHAT_PATH:
-        return Api.OPENAI
-    if path == MESSAGES_PATH:
-        return Api.ANTHROPIC
+    found = _EXACT.get(path)
+    if found is not None:
+        return found
+    if is_models_path(path):
+        return inbound_api(path, headers), MODELS
+    if path.startswith(RESPONSES_PATH + "/") and len(path) > len(RESPONSES_PATH) + 1:
+        return Api.RESPONSES, STORED_RESPONSE
     return None
 
 
@@ -44,6 +69,8 @@ def inbound_api(path: str, headers: dict[str, str] | None = None) -> Api:
     the model list, which both APIs share, from the Anthropic SDK's `anthropic-version` header."""
     if path.startswith("/v1/messages"):
         return Api.ANTHROPIC
+    if path.startswith(RESPONSES_PATH):
+        return Api.RESPONSES
     if headers is not None and "anthropic-version" in headers and is_models_path(path):
         return Api.ANTHROPIC
     return Api.OPENAI
@@ -54,13 +81,10 @@ def open_request(
     allowed_models: tuple[str, ...] = (),
 ) -> RequestContext | Reply:  # fmt: skip
     """A new request's context, or the 404 (in the client's format) for a path Sidegate does not serve."""
-    api = endpoint_api(path)
-    endpoint = COMPLETIONS
-    if api is None and is_models_path(path):
-        api, endpoint = inbound_api(path, headers), MODELS
-    if api is None:
-        msg = f"Unknown path {path.split('?', 1)[0]}: Sidegate serves {SERVED}."
-        return Reply(404, error_body(inbound_api(path, headers), 404, msg), dict(_JSON))
+    found = endpoint_of(path, headers)
+    if found is None:
+        return unknown_path(path, headers)
+    api, endpoint = found
     ctx = RequestContext(path=path, method=method, headers=headers, api=api, endpoint=endpoint,
                          request_id=headers.get("x-request-id", ""), source=source, tenant=tenant, key_id=key_id,
                          allowed_models=allowed_models)  # fmt: skip
@@ -69,6 +93,12 @@ def open_request(
             if name in headers:
                 ctx.meta[name.replace("-", "_")] = headers[name]
     return ctx
+
+
+def unknown_path(path: str, headers: dict[str, str] | None = None) -> Reply:
+    """The 404 for a path Sidegate does not serve, in the client's format, listing what it serves."""
+    msg = f"Unknown path {path.split('?', 1)[0]}: Sidegate serves {SERVED}."
+    return Reply(404, error_body(inbound_api(path, headers), 404, msg), dict(_JSON))
 
 
 def client_internal_headers(headers: dict[str, str], ours: tuple[str, ...] = ()) -> list[str]:

@@ -18,7 +18,7 @@ from sidegate import metrics
 from sidegate.core.completion import notify, short_circuit
 from sidegate.core.context import Reply, RequestContext
 from sidegate.core.feature import Hooks, collect
-from sidegate.core.intake import COMPLETIONS
+from sidegate.core.intake import COMPLETIONS, unknown_path
 from sidegate.errors import GatewayError, format_error
 
 log = logging.getLogger("sidegate.gateway")
@@ -59,7 +59,10 @@ class Gateway:
         started = time.monotonic()
         ctx.meta["received_at"] = time.time()
         try:
-            for name, on_request, prefetch_next in self.steps_by_endpoint.get(ctx.endpoint, self.steps):
+            steps = self.steps_by_endpoint.get(ctx.endpoint)
+            if steps is None:  # a path of an endpoint no feature of this app serves
+                return unknown_path(ctx.path, ctx.headers)
+            for name, on_request, prefetch_next in steps:
                 if prefetch_next is not None:
                     prefetch_next(ctx)
                 t0 = time.perf_counter()

@@ -10,7 +10,7 @@ from sidegate.errors import Api
 
 
 def test_an_unknown_path_is_a_404_in_the_clients_format():
-    for path, api_shape in (("/v1/embeddings?x=1", "error"), ("/v1/messages/count_tokens", "type")):
+    for path, api_shape in (("/v1/audio/speech?x=1", "error"), ("/v1/messages/batches", "type")):
         reply = open_request(path, "POST", {})
         assert isinstance(reply, Reply) and reply.status == 404
         doc = orjson.loads(reply.body)
@@ -34,3 +34,14 @@ def test_internal_headers_from_the_client_and_the_access_log_fields():
     fields = access_log_fields({"tenant": "acme", "model": "m", "stream": True, "cache": "miss"})
     assert fields == {"x-sidegate-tenant": "acme", "x-sidegate-key-id": "", "x-sidegate-model": "m",
                       "x-sidegate-stream": "true", "x-sidegate-cache": "miss"}  # fmt: skip
+
+
+def test_an_endpoint_no_feature_serves_is_a_404_listing_what_is_served():
+    import asyncio
+
+    from sidegate.core.pipeline import Gateway
+
+    ctx = open_request("/v1/embeddings", "POST", {})
+    assert isinstance(ctx, RequestContext) and ctx.endpoint == "embeddings"
+    reply = asyncio.run(Gateway(features=[]).run(ctx))
+    assert isinstance(reply, Reply) and reply.status == 404 and b"POST /v1/responses" in reply.body
