@@ -15,9 +15,8 @@ from pydantic import TypeAdapter
 
 from sidegate.errors import Api, GatewayError
 from sidegate.translate.anthropic_anthropic import AnthropicAnthropic
-from sidegate.translate.anthropic_openai import AnthropicOpenAI
 from sidegate.translate.base import StreamTranslator, TranslateOptions, Translator, Usage
-from sidegate.translate.openai_anthropic import OpenAIAnthropic
+from sidegate.translate.codecs.translator import CanonicalTranslator
 from sidegate.translate.openai_openai import OpenAIOpenAI
 
 FIXTURES = Path(__file__).parent / "fixtures" / "translate"
@@ -36,9 +35,9 @@ PAIRS: dict[str, tuple[Api, Api]] = {
 def make_translator(pair: str) -> Translator:
     """A fresh translator with a fixed clock (OpenAI ``created``)."""
     if pair == "openai_anthropic":
-        return OpenAIAnthropic(clock=lambda: CREATED)
+        return CanonicalTranslator(Api.OPENAI, Api.ANTHROPIC, clock=lambda: CREATED)
     if pair == "anthropic_openai":
-        return AnthropicOpenAI()
+        return CanonicalTranslator(Api.ANTHROPIC, Api.OPENAI, clock=lambda: CREATED)
     if pair == "openai_openai":
         return OpenAIOpenAI()
     return AnthropicAnthropic()
@@ -111,7 +110,9 @@ def exact_record(case: Path) -> dict[str, Any]:
     if (case / "request.json").exists():
         result = run_request(case)
         if isinstance(result, GatewayError):
-            return {"gateway_error": {"status": result.status, "param": result.param, "message": result.message}}
+            return {
+                "gateway_error": {"status": result.status, "param": result.param, "message": result.message}
+            }
         return {"path": result.path, "headers": result.headers, "body": result.body.decode()}
     if (case / "response.json").exists():
         body, usage = run_response(case)

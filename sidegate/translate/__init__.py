@@ -1,20 +1,23 @@
 """Schema translators between client and provider APIs (pure functions; see docs/translation.md).
 
-One module per (client API, provider API) pair, named ``<client>_<provider>.py``: it holds that
-pair's request, response, error and stream translation. Shared parts: :mod:`.base` (the
-interface), :mod:`.usage` (token usage in every API's words), :mod:`.common` (type guards, error
-bodies), and ``<api>_shapes.py`` (one API's message/tool shapes built from another's, when a pair
-module would otherwise grow past one sitting). ``get_translator`` is the one registry.
+Two kinds, chosen by ``get_translator`` (the one registry):
+
+- same API on both sides: a passthrough, ``<api>_<api>.py`` (the client's body with the model
+  rewritten, the provider's bytes untouched: never decoded and re-encoded);
+- different APIs: :class:`~sidegate.translate.codecs.translator.CanonicalTranslator`, one codec
+  per API (``codecs/<api>/``) around one canonical form (``codecs/form.py``).
+
+Shared parts: :mod:`.base` (the interface), :mod:`.usage` (token usage in every API's words),
+:mod:`.common` (type guards, error bodies).
 """
 
 from __future__ import annotations
 
 from sidegate.errors import Api
 from sidegate.translate.anthropic_anthropic import AnthropicAnthropic
-from sidegate.translate.anthropic_openai import AnthropicOpenAI
 from sidegate.translate.base import ProviderRequest, StreamTranslator, TranslateOptions, Translator, Usage
+from sidegate.translate.codecs.translator import CanonicalTranslator
 from sidegate.translate.common import sse_error_event
-from sidegate.translate.openai_anthropic import OpenAIAnthropic
 from sidegate.translate.openai_openai import OpenAIOpenAI
 
 __all__ = [
@@ -27,9 +30,10 @@ __all__ = [
     "sse_error_event",
 ]
 
+# Cross-API pairs: one client codec + one provider codec. Same-API pairs: passthrough.
 _TRANSLATORS: dict[tuple[Api, Api], Translator] = {
-    (Api.OPENAI, Api.ANTHROPIC): OpenAIAnthropic(),
-    (Api.ANTHROPIC, Api.OPENAI): AnthropicOpenAI(),
+    (Api.OPENAI, Api.ANTHROPIC): CanonicalTranslator(Api.OPENAI, Api.ANTHROPIC),
+    (Api.ANTHROPIC, Api.OPENAI): CanonicalTranslator(Api.ANTHROPIC, Api.OPENAI),
     (Api.OPENAI, Api.OPENAI): OpenAIOpenAI(),
     (Api.ANTHROPIC, Api.ANTHROPIC): AnthropicAnthropic(),
 }

@@ -1,13 +1,15 @@
-"""A canonical request / response / stream-event form: what every API codec decodes into and encodes from.
+"""The canonical request / response / stream-event form every API codec decodes into and encodes
+from: a cross-API translator is one API's decoder glued to another's encoder, so each API's quirks
+are written once, in its codec (docs/translation.md, "Design").
 
-It exists to measure what a hub-and-spoke translator design costs against today's pairwise one
-(bench/translate_design.py) and to find out what such a form must carry to reproduce today's
-translations exactly. Each API gets one codec module (decode into this form, encode out of it);
-a translator for any pair is then a decoder and an encoder glued together.
+The form carries a little of the clients' shape where a round trip must not change it: ``content``
+keeps a plain string as a string (both APIs distinguish "a string" from "a list of one text part"),
+a tool call keeps OpenAI's exact argument text, a tool choice says whether it was explicit, and
+``Request.extras`` holds the client parameters without a field, by the client's name, with the
+client codec's policy for them. A field joins the form as soon as two APIs have it.
 
-The classes use ``__slots__`` (the cheapest Python objects to build and read); ``content`` keeps a
-plain string as a string, because both APIs distinguish "a string" from "a list of one text part"
-and today's translators preserve the distinction.
+The classes use ``__slots__`` (the cheapest Python objects to build and read): a long agent
+conversation builds thousands of them per request.
 """
 
 from __future__ import annotations

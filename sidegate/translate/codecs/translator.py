@@ -1,7 +1,9 @@
-"""Any (client API, provider API) translator as one client codec + one provider codec.
+"""Any cross-API translator as one client codec + one provider codec (the ``Translator`` protocol).
 
-Implements the same ``Translator`` protocol as ``sidegate.translate`` so the bench can run both
-designs on identical inputs and compare their outputs.
+A codec package per API holds ``request.py`` (``decode_request`` / ``encode_request``) and
+``response.py`` (``decode_response`` / ``encode_response``, a ``StreamDecoder`` and a stream
+encoder). The tables below are the one place an API is registered; same-API routes never come
+here (they are passthroughs: see ``sidegate.translate.get_translator``).
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ RESPONSES: dict[Api, ModuleType] = {Api.OPENAI: openai_response, Api.ANTHROPIC: 
 
 
 def _encoder(api: Api, wants_usage: bool, created: int) -> Any:
+    """The client's stream encoder (only OpenAI's reads usage wishes and the clock)."""
     if api is Api.OPENAI:
         return openai_response.OpenAIStreamEncoder(client_wants_usage=wants_usage, created=created)
     return anthropic_response.AnthropicStreamEncoder()
 
 
 class CanonicalStream:
+    """Provider SSE -> form events (the provider codec's decoder) -> client SSE (the client's encoder)."""
+
     __slots__ = ("_decoder", "_encoder")
 
     def __init__(self, decoder: Any, encoder: Any) -> None:
@@ -53,6 +58,9 @@ class CanonicalStream:
 
 
 class CanonicalTranslator:
+    """The translator between two different APIs. ``clock`` gives OpenAI's ``created`` (seconds);
+    injectable so tests are deterministic."""
+
     def __init__(self, inbound: Api, upstream: Api, clock: Callable[[], int] | None = None) -> None:
         self.inbound = inbound
         self.upstream = upstream

@@ -1,5 +1,5 @@
-"""What the prototype codecs share beyond ``sidegate.translate``'s per-API helpers (type guards, error
-shapes, usage parsing come from there: a canonical design would share them the same way)."""
+"""What several codecs share beyond ``sidegate.translate.common`` (type guards, error shapes) and
+``sidegate.translate.usage`` (token usage in every API's words)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,17 @@ def check_sampling(body: dict[str, Any], out: dict[str, Any]) -> None:
         if not (is_int(value) if key == "top_k" else is_number(value)):
             raise bad_param(key, f"{key} must be {'an integer' if key == 'top_k' else 'a number'}.")
         out[key] = value
+
+
+def effort_for_budget(budget: int, budgets: dict[str, int]) -> str:
+    """The smallest effort whose configured thinking budget (``TranslateOptions.reasoning_budgets``)
+    covers ``budget``, else the largest: the inverse of the effort -> budget mapping, so a round
+    trip through both lands on the same effort."""
+    ordered = sorted(budgets.items(), key=lambda kv: kv[1])
+    for name, value in ordered:
+        if budget <= value:
+            return name
+    return ordered[-1][0]
 
 
 def stream_error(api: Api, message: str, kind: str) -> bytes:

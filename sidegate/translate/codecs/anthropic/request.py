@@ -5,9 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from sidegate.errors import Api
-from sidegate.translate.anthropic_openai import _MAPPED, _NOOP_VALUES
-from sidegate.translate.anthropic_shapes import _schema
 from sidegate.translate.base import ProviderRequest, TranslateOptions
+from sidegate.translate.codecs.anthropic.params import (
+    MAPPED,
+    check_extras,
+    source,
+    tool_choice,
+    tool_result_text,
+    tools,
+)
 from sidegate.translate.codecs.anthropic.response import content_block
 from sidegate.translate.codecs.form import (
     Document,
@@ -17,18 +23,15 @@ from sidegate.translate.codecs.form import (
     Request,
     Text,
     Thinking,
-    Tool,
     ToolCall,
-    ToolChoice,
     ToolResult,
 )
 from sidegate.translate.codecs.util import check_sampling
 from sidegate.translate.common import as_dict, as_str, bad_param, dumps, is_int, need_str
-from sidegate.translate.openai_shapes import _source, _tool_result_text, openai_tool_choice, openai_tools
 
 # Request keys the form has fields for (the library's mapped keys but the caching hint, which the
 # form lacks); every other key goes to Request.extras by its Anthropic name.
-_FIELDS = _MAPPED - {"cache_control"}
+_FIELDS = MAPPED - {"cache_control"}
 _NO_SAMPLING_VERSION = "2026-10-21"
 
 
@@ -36,7 +39,7 @@ _NO_SAMPLING_VERSION = "2026-10-21"
 
 
 def decode_image(block: dict[str, Any]) -> Image:
-    src = _source(block)
+    src = source(block)
     kind = src.get("type")
     if kind == "base64":
         media_type = need_str(src.get("media_type", ""), "messages", "image media_type")
@@ -47,7 +50,7 @@ def decode_image(block: dict[str, Any]) -> Image:
 
 
 def decode_document(block: dict[str, Any]) -> Document:
-    src = _source(block)
+    src = source(block)
     kind = src.get("type")
     if kind == "text":
         return Document(text=need_str(src.get("data", ""), "messages", "document data"))
@@ -61,9 +64,9 @@ def decode_document(block: dict[str, Any]) -> Document:
 
 def _tool_result(block: dict[str, Any]) -> ToolResult:
     is_error = bool(block.get("is_error"))
-    text = _tool_result_text(block)  # the form keeps is_error apart: take back the one prefix it adds
+    text = tool_result_text(block)
     call_id = need_str(block.get("tool_use_id", ""), "messages", "tool_use_id")
-    return ToolResult(call_id, text.removeprefix("Error: ") if is_error else text, is_error)
+    return ToolResult(call_id, text, is_error)
 
 
 def _system(system: Any, param: str) -> str | list[Part]:
@@ -125,21 +128,6 @@ def _messages(body: dict[str, Any]) -> list[Message]:
     return out
 
 
-def _tools(tools: Any) -> list[Tool]:
-    out = []
-    for tool in openai_tools(tools):  # the library's validation; the form keeps the same fields
-        fn = tool["function"]
-        out.append(Tool(fn["name"], fn.get("description"), fn["parameters"], "strict" in fn))
-    return out
-
-
-def _tool_choice(choice: Any) -> ToolChoice:
-    openai_tool_choice(choice)  # the library's validation (the 400s)
-    return ToolChoice(
-        choice["type"], choice.get("name"), disable_parallel=bool(choice.get("disable_parallel_tool_use"))
-    )
-
-
 def decode_request(body: dict[str, Any]) -> Request:
     extras = {k: v for k, v in body.items() if k not in _FIELDS}
     req = Request(Api.ANTHROPIC, _messages(body), check_extras, extras=extras)
@@ -158,11 +146,11 @@ def decode_request(body: dict[str, Any]) -> Request:
     if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
         raise bad_param("stop_sequences", "stop_sequences must be a list of strings.")
     req.stop = stop
-    tools, choice = body.get("tools"), body.get("tool_choice")
-    if tools:
-        req.tools = _tools(tools)
+    tool_list, choice = body.get("tools"), body.get("tool_choice")
+    if tool_list:
+        req.tools = tools(tool_list)
         if choice is not None:
-            req.tool_choice = _tool_choice(choice)
+            req.tool_choice = tool_choice(choice)
     elif choice is not None and as_dict(choice).get("type") not in ("auto", "none"):
         raise bad_param("tool_choice", "tool_choice requires tools.")
     thinking = body.get("thinking")
@@ -226,12 +214,13 @@ def _encode_messages(messages: list[Message]) -> tuple[list[str], list[dict[str,
     return system, out
 
 
-def check_extras(extras: dict[str, Any]) -> None:
-    """Anthropic parameters outside the form, sent to another API: the library's policy (a caching
-    hint is harmless, service_tier only at its no-op value, the rest refused)."""
-    for key, value in extras.items():
-        if key not in _MAPPED and value not in _NOOP_VALUES.get(key, ()):
-            raise bad_param(key, f"Parameter {key!r} is not supported for this model.")
+def _input_schema(schema: Any) -> dict[str, Any]:
+    """Function ``parameters`` -> Anthropic ``input_schema`` (an object schema, as both APIs require)."""
+    if schema is None or schema == {}:
+        return {"type": "object", "properties": {}}
+    if not isinstance(schema, dict) or schema.get("type", "object") != "object":
+        raise bad_param("tools", "function parameters must be a JSON Schema of type 'object'.")
+    return schema if "type" in schema else {"type": "object", **schema}
 
 
 def _thinking(req: Request, opts: TranslateOptions) -> tuple[int, dict[str, Any] | None]:
@@ -297,7 +286,7 @@ def encode_request(req: Request, model: str, opts: TranslateOptions) -> Provider
             {
                 "name": t.name,
                 **({"description": t.description} if t.description else {}),
-                "input_schema": _schema(t.schema),
+                "input_schema": _input_schema(t.schema),
                 **({"strict": True} if t.strict else {}),
             }
             for t in req.tools

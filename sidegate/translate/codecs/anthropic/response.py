@@ -238,7 +238,9 @@ class AnthropicStreamDecoder:
             self.done = True
             err = as_dict(data.get("error"))
             message = as_str(err.get("message")) or "The upstream provider failed."
-            out.append(Failure(message, _ANTHROPIC_KINDS.get(err.get("type"), "server")))  # type: ignore[arg-type]
+            etype = err.get("type")
+            kind = _ANTHROPIC_KINDS.get(etype, "server") if isinstance(etype, str) else "server"
+            out.append(Failure(message, kind))
 
     def finish(self) -> list[Event]:
         if self.done:

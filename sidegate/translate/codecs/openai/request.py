@@ -7,18 +7,7 @@ from typing import Any
 import orjson
 
 from sidegate.errors import Api
-from sidegate.translate.anthropic_openai import _effort
-from sidegate.translate.anthropic_shapes import (
-    _MAPPED,
-    _file_block,
-    _image_block,
-    _text_of,
-    anthropic_output_config,
-    anthropic_tool_choice,
-    check_openai_params,
-)
 from sidegate.translate.base import ProviderRequest, TranslateOptions
-from sidegate.translate.codecs.anthropic.request import decode_document, decode_image
 from sidegate.translate.codecs.form import (
     Document,
     Image,
@@ -31,22 +20,21 @@ from sidegate.translate.codecs.form import (
     ToolChoice,
     ToolResult,
 )
+from sidegate.translate.codecs.openai.params import (
+    MAPPED,
+    check_extras,
+    decode_file,
+    decode_image_url,
+    response_schema,
+    text_of,
+    tool_choice,
+)
 from sidegate.translate.codecs.openai.response import openai_tool_calls
-from sidegate.translate.codecs.util import check_sampling
+from sidegate.translate.codecs.util import check_sampling, effort_for_budget
 from sidegate.translate.common import as_dict, bad_param, dumps, is_int, need_str
 
 # Request keys the form has fields for; every other key goes to Request.extras by its OpenAI name.
-_FIELDS = _MAPPED | {"model", "messages"}
-
-
-def check_extras(extras: dict[str, Any]) -> None:
-    """OpenAI parameters outside the form, sent to another API: the library's policy (harmless,
-    refused unless at a no-op value, refused), key by key so the first offender is the one named."""
-    for key, value in extras.items():
-        if key == "response_format":
-            anthropic_output_config(value)  # only the refused kinds reach extras
-        else:
-            check_openai_params({key: value})
+_FIELDS = MAPPED | {"model", "messages"}
 
 
 # ------------------------------------------------------------------------------- request decode
@@ -63,9 +51,9 @@ def _user(content: Any) -> str | list[Part]:
         if kind == "text":
             parts.append(Text(need_str(part.get("text", ""), "messages", "text")))
         elif kind == "image_url":
-            parts.append(decode_image(_image_block(part)))
+            parts.append(decode_image_url(part))
         elif kind == "file":
-            parts.append(decode_document(_file_block(part)))
+            parts.append(decode_file(part))
         else:
             raise bad_param("messages", f"user content part type {kind!r} is not supported upstream.")
     return parts
@@ -130,9 +118,9 @@ def _messages(messages: Any) -> list[Message]:
             call_id = msg.get("tool_call_id")
             if not isinstance(call_id, str):
                 raise bad_param("messages", "tool message without tool_call_id.")
-            out.append(Message("user", [ToolResult(call_id, _text_of(msg.get("content"), "tool"))]))
+            out.append(Message("user", [ToolResult(call_id, text_of(msg.get("content"), "tool"))]))
         elif role in ("system", "developer"):
-            out.append(Message("system", _text_of(msg.get("content"), role)))
+            out.append(Message("system", text_of(msg.get("content"), role)))
         else:
             raise bad_param("messages", f"message role {role!r} is not supported upstream.")
     return out
@@ -153,11 +141,6 @@ def _tools(tools: Any) -> list[Tool]:
         desc = need_str(fn["description"], "tools", "function description") if fn.get("description") else None
         out.append(Tool(name, desc, fn.get("parameters"), bool(fn.get("strict"))))
     return out
-
-
-def _tool_choice(choice: Any) -> ToolChoice:
-    anthropic = anthropic_tool_choice(choice)
-    return ToolChoice(anthropic["type"], anthropic.get("name"))
 
 
 def decode_request(body: dict[str, Any]) -> Request:
@@ -195,7 +178,7 @@ def decode_request(body: dict[str, Any]) -> Request:
         req.tools = _tools(tools)
         no_parallel = body.get("parallel_tool_calls") is False
         if choice is not None:
-            req.tool_choice = _tool_choice(choice)
+            req.tool_choice = tool_choice(choice)
             req.tool_choice.disable_parallel = no_parallel
         elif no_parallel:
             req.tool_choice = ToolChoice("auto", explicit=False, disable_parallel=True)
@@ -204,7 +187,7 @@ def decode_request(body: dict[str, Any]) -> Request:
     fmt = body.get("response_format")
     kind = fmt.get("type") if isinstance(fmt, dict) else None
     if kind == "json_schema":
-        req.response_schema = anthropic_output_config(fmt)["format"]["schema"]  # type: ignore[index]
+        req.response_schema = response_schema(fmt)
     elif fmt is not None and kind != "text":
         req.extras["response_format"] = fmt  # json_object and the rest: the provider codec decides
     user = body.get("safety_identifier") or body.get("user")
@@ -310,7 +293,7 @@ def encode_request(req: Request, model: str, opts: TranslateOptions) -> Provider
     if req.thinking_budget is not None:
         if not opts.reasoning_budgets:
             raise bad_param("thinking", "thinking is not enabled on this route.")
-        out["reasoning_effort"] = _effort(req.thinking_budget, opts.reasoning_budgets)
+        out["reasoning_effort"] = effort_for_budget(req.thinking_budget, opts.reasoning_budgets)
     if req.reasoning_effort:
         out["reasoning_effort"] = req.reasoning_effort
     if req.response_schema is not None:
