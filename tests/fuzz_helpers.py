@@ -245,8 +245,12 @@ def _anthropic_bodies(g: _Gen) -> st.SearchStrategy[dict[str, Any]]:
             },
         ),
         "metadata": g.obj({}, {"user_id": texts}),
-        "service_tier": g.pick(["auto"], ["standard_only"]),
+        "service_tier": g.pick(["auto", "standard_only"]),
         "cache_control": g.obj({"type": st.just("ephemeral")}),
+        # Steer only Anthropic's servers: dropped toward other APIs (clean), kept on passthrough.
+        "context_management": g.obj({"edits": st.just([{"type": "clear_tool_uses_20250919"}])}),
+        "speed": g.pick(["standard", "fast"]),
+        "inference_geo": g.pick(["us", "eu"]),
     }
     if g.junk:
         optional.update({"temperature": numbers, "top_k": small_ints, "frobnicate": st.none()})

@@ -131,12 +131,15 @@ def _adapters() -> dict[str, TypeAdapter[Any]]:
     import anthropic.types as at
     import openai.types.chat as oc
     from anthropic.types import message_create_params as acp
+    from anthropic.types.beta import message_create_params as bcp
     from openai.types.chat import completion_create_params as ocp
 
     _TYPES.update(
         {
             "anthropic_req": acp.MessageCreateParamsNonStreaming,
             "anthropic_req_stream": acp.MessageCreateParamsStreaming,
+            "anthropic_beta_req": bcp.MessageCreateParamsNonStreaming,
+            "anthropic_beta_req_stream": bcp.MessageCreateParamsStreaming,
             "openai_req": ocp.CompletionCreateParamsNonStreaming,
             "openai_req_stream": ocp.CompletionCreateParamsStreaming,
         }
@@ -144,6 +147,8 @@ def _adapters() -> dict[str, TypeAdapter[Any]]:
     return {
         "anthropic_req": TypeAdapter(acp.MessageCreateParamsNonStreaming),
         "anthropic_req_stream": TypeAdapter(acp.MessageCreateParamsStreaming),
+        "anthropic_beta_req": TypeAdapter(bcp.MessageCreateParamsNonStreaming),
+        "anthropic_beta_req_stream": TypeAdapter(bcp.MessageCreateParamsStreaming),
         "anthropic_event": TypeAdapter(at.RawMessageStreamEvent),
         "openai_req": TypeAdapter(ocp.CompletionCreateParamsNonStreaming),
         "openai_req_stream": TypeAdapter(ocp.CompletionCreateParamsStreaming),
@@ -179,14 +184,36 @@ def _force(value: Any) -> None:
 _EXTRA_KEYS = {Api.ANTHROPIC: {"temperature", "top_p", "top_k"}, Api.OPENAI: {"top_k"}}
 
 
+def _anthropic_beta(body: dict[str, Any]) -> bool:
+    """A Messages request only the beta API takes (what an ``anthropic-beta`` header announces):
+    a beta-only top-level parameter, or a ``system`` turn inside ``messages``."""
+    from typing import get_type_hints
+
+    from anthropic.types.message_create_params import MessageCreateParamsNonStreaming
+
+    if (
+        set(body)
+        - set(get_type_hints(MessageCreateParamsNonStreaming))
+        - _EXTRA_KEYS[Api.ANTHROPIC]
+        - {"stream"}
+    ):
+        return True
+    messages = body.get("messages")
+    return isinstance(messages, list) and any(
+        isinstance(m, dict) and m.get("role") == "system" for m in messages
+    )
+
+
 def validate_request(api: Api, body: dict[str, Any]) -> None:
-    """The request validates with the SDK's create-params type, and has no undeclared top-level key
-    (TypedDict validation alone ignores unknown keys)."""
+    """The request validates with the SDK's create-params type (the beta one for a beta Messages
+    request), and has no undeclared top-level key (TypedDict validation alone ignores unknown keys)."""
     from typing import get_type_hints
 
     streaming = bool(body.get("stream"))
     if api is Api.ANTHROPIC:
         name = "anthropic_req_stream" if streaming else "anthropic_req"
+        if _anthropic_beta(body):
+            name = name.replace("anthropic_", "anthropic_beta_")
     else:
         name = "openai_req_stream" if streaming else "openai_req"
     _force(adapter(name).validate_python(body))

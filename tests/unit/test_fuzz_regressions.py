@@ -99,6 +99,13 @@ def test_anthropic_to_openai_refuses(patch: dict[str, Any]) -> None:
     assert info.value.status == 400 and info.value.param
 
 
+def test_named_tool_choice_without_a_name_stays_valid() -> None:
+    """The first canonical codec read the name off the client body, not the validated one: a
+    ``tool`` choice without ``name`` reached the provider as ``{"name": null}``."""
+    out = _request(AN, OA, {**_AN_BODY, "tools": [{"name": ""}], "tool_choice": {"type": "tool"}})
+    validate_request(OA, out)
+
+
 def test_object_schema_without_type_gets_one() -> None:
     """``{"properties": {}}`` used to reach Anthropic as an input_schema without ``type: object``."""
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"properties": {}}}}]
@@ -178,6 +185,7 @@ def test_anthropic_passthrough_rerenders_foreign_error_shape() -> None:
             [b'data: {"type":"message_delta","usage":{"output_tokens":"3"},"delta":{"stop_reason":[]}}\n\n'],
         ),
         (OA, AN, [b'data: {"type":"error","error":"boom"}\n\n']),
+        (OA, AN, [b'data: {"type":"error","error":{"type":[],"message":""}}\n\n']),  # unhashable type
         (AN, OA, [b'data: {"choices":[null]}\n\n']),
         (AN, OA, [b'data: {"choices":[{"delta":{"tool_calls":[{"index":[]}]},"finish_reason":[]}]}\n\n']),
         (AN, OA, [b'data: {"choices":[{"delta":{"content":5}}],"usage":true}\n\n']),

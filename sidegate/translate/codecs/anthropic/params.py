@@ -12,10 +12,18 @@ from typing import Any
 from sidegate.translate.codecs.form import Tool, ToolChoice
 from sidegate.translate.common import bad_param, need_str
 
-__all__ = ["MAPPED", "check_extras", "source", "tool_choice", "tool_result_text", "tools"]
+__all__ = [
+    "DROPPED",
+    "MAPPED",
+    "REFUSED",
+    "check_extras",
+    "source",
+    "tool_choice",
+    "tool_result_text",
+    "tools",
+]
 
-# Parameters the canonical form has a field for (plus the top-level caching hint, dropped: it only
-# tells Anthropic's server where to cache, and changes nothing in the answer).
+# Parameters the canonical form has a field for.
 MAPPED = frozenset(
     {
         "model",
@@ -32,19 +40,46 @@ MAPPED = frozenset(
         "tool_choice",
         "thinking",
         "output_config",
-        "cache_control",
     }
 )
-# Parameters refused unless they hold their no-op value.
-NOOP_VALUES: dict[str, tuple[Any, ...]] = {"service_tier": (None, "auto")}
+# Parameters that only steer Anthropic's own servers (where to cache, which capacity or region,
+# how to trim the context it keeps, how to bill, what to diagnose): another provider has no such
+# server, and the answer means the same without them, so they are accepted and not forwarded.
+DROPPED = frozenset(
+    {
+        "cache_control",  # prompt-cache breakpoint (also dropped on every block, system text and tool)
+        "context_management",  # server-side trimming of old tool results / thinking: the provider gets it all
+        "service_tier",  # priority or standard capacity at Anthropic
+        "speed",  # Anthropic's fast inference mode
+        "inference_geo",  # Anthropic's region: the route's provider decides where inference runs
+        "diagnostics",  # asks Anthropic to explain its prompt-cache misses
+        "fallbacks",  # Anthropic's own model fallback on a policy decline (the gateway has its own)
+        "fallback_credit_token",  # Anthropic billing of a retry after a refusal
+        "billing_policy",  # who Anthropic bills
+    }
+)
+# Parameters another provider cannot honour without changing what the answer means: refused with
+# a 400 naming them (the reason is the message's second half).
+REFUSED: dict[str, str] = {
+    "container": "",  # files and skills in Anthropic's code-execution sandbox
+    "mcp_servers": "MCP servers are called by Anthropic's servers; this provider cannot call them",
+    "compaction": "a compaction request asks Anthropic to summarise the conversation",
+    "thread": "the conversation is held on Anthropic's servers; send the whole conversation instead",
+}
 
 
 def check_extras(extras: dict[str, Any]) -> None:
-    """The form's ``check_extras`` for Anthropic clients: Anthropic parameters outside the form,
-    sent to another API, key by key so the first offender is the one named."""
+    """The form's ``check_extras`` for Anthropic clients: Anthropic parameters outside the form, sent
+    to another API, key by key so the first offender is the one named. Unknown parameters are
+    refused: the gateway cannot know whether they change the answer."""
     for key, value in extras.items():
-        if key not in MAPPED and value not in NOOP_VALUES.get(key, ()):
-            raise bad_param(key, f"Parameter {key!r} is not supported for this model.")
+        if key in DROPPED or value is None:
+            continue
+        if key == "thread" and isinstance(value, dict) and value.get("type") == "create":
+            continue  # asks Anthropic to keep this conversation: nothing to keep elsewhere
+        reason = REFUSED.get(key)
+        tail = f": {reason}." if reason else "."
+        raise bad_param(key, f"Parameter {key!r} is not supported for this model{tail}")
 
 
 def source(block: dict[str, Any]) -> dict[str, Any]:
@@ -75,15 +110,29 @@ def tool_result_text(block: dict[str, Any]) -> str:
     raise bad_param("messages", "tool_result content must be a string or a list of text blocks.")
 
 
+# Client-run tools whose schema only Anthropic's models know (bash, text editor, memory, computer):
+# another model would get a name without a schema.
+_SCHEMA_LESS_TOOLS = ("bash_", "text_editor_", "memory_", "computer_")
+
+
 def tools(value: Any) -> list[Tool]:
     """Custom (client-run) tools. A server tool runs on Anthropic's servers: another provider
-    cannot run it, and dropping it would change what the model can do, so it is refused."""
+    cannot run it, and dropping it would change what the model can do, so it is refused. A custom
+    tool's Anthropic-only fields (``cache_control``, ``defer_loading``, ``allowed_callers``,
+    ``eager_input_streaming``, ``input_examples``) steer Anthropic's tool runner or its cache and
+    are dropped."""
     if not isinstance(value, list):
         raise bad_param("tools", "tools must be a list.")
     out = []
     for tool in value:
         if not isinstance(tool, dict) or tool.get("type") not in (None, "custom"):
             kind = tool.get("type") if isinstance(tool, dict) else None
+            if isinstance(kind, str) and kind.startswith(_SCHEMA_LESS_TOOLS):
+                raise bad_param(
+                    "tools",
+                    f"tool type {kind!r} (an Anthropic-defined tool) is not supported upstream: "
+                    "declare it as a custom tool with an input_schema.",
+                )
             raise bad_param("tools", f"tool type {kind!r} (a server tool) is not supported upstream.")
         name = need_str(tool.get("name", ""), "tools", "tool name")
         desc = need_str(tool["description"], "tools", "tool description") if tool.get("description") else None

@@ -29,9 +29,9 @@ from sidegate.translate.codecs.form import (
 from sidegate.translate.codecs.util import check_sampling
 from sidegate.translate.common import as_dict, as_str, bad_param, dumps, is_int, need_str
 
-# Request keys the form has fields for (the library's mapped keys but the caching hint, which the
-# form lacks); every other key goes to Request.extras by its Anthropic name.
-_FIELDS = MAPPED - {"cache_control"}
+# Request keys the form has fields for; every other key goes to Request.extras by its Anthropic
+# name, where the provider codec applies ``params.check_extras`` (dropped, refused).
+_FIELDS = MAPPED
 _NO_SAMPLING_VERSION = "2026-10-21"
 
 
@@ -39,6 +39,7 @@ _NO_SAMPLING_VERSION = "2026-10-21"
 
 
 def decode_image(block: dict[str, Any]) -> Image:
+    """An ``image`` block (base64 or URL source)."""
     src = source(block)
     kind = src.get("type")
     if kind == "base64":
@@ -50,6 +51,7 @@ def decode_image(block: dict[str, Any]) -> Image:
 
 
 def decode_document(block: dict[str, Any]) -> Document:
+    """A ``document`` block: plain text, or a base64 PDF (the sources other APIs can take)."""
     src = source(block)
     kind = src.get("type")
     if kind == "text":
@@ -107,20 +109,46 @@ def _blocks(role: str, content: list[Any]) -> list[Part]:
     return parts
 
 
-def _messages(body: dict[str, Any]) -> list[Message]:
+def _system_turn(msg: dict[str, Any], content: Any, later_user: bool, req: Request) -> Message | None:
+    """A ``system`` turn inside ``messages`` (beta): a system message in place, or nothing when its
+    ``clear_at: next_user_message`` says the model no longer sees it. Its per-turn
+    ``output_config.effort`` is the effort in force from there on (the last one wins)."""
+    if isinstance(content, list):
+        for block in content:
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind in ("tool_addition", "tool_removal"):  # the tool set changes mid-conversation
+                raise bad_param("messages", f"system message block type {kind!r} is not supported upstream.")
+    text = _system(content, "messages")
+    config = msg.get("output_config")
+    if config is not None:
+        if not isinstance(config, dict):
+            raise bad_param("messages", "a system message's output_config must be an object.")
+        if config.get("effort"):
+            req.reasoning_effort = need_str(config["effort"], "messages", "output_config.effort")
+    if msg.get("clear_at") == "next_user_message" and later_user:
+        return None
+    return Message("system", text)
+
+
+def _messages(body: dict[str, Any], req: Request) -> list[Message]:
     out: list[Message] = []
     if body.get("system") is not None:
         out.append(Message("system", _system(body["system"], "system")))
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise bad_param("messages", "messages must be a non-empty list.")
-    for msg in messages:
+    last_user = max(
+        (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"), default=-1
+    )
+    for i, msg in enumerate(messages):
         role = msg.get("role") if isinstance(msg, dict) else None
         content = msg.get("content") if isinstance(msg, dict) else None
         if not isinstance(content, str | list):
             raise bad_param("messages", "message content must be a string or a list of blocks.")
         if role == "system":
-            out.append(Message("system", _system(content, "messages")))
+            turn = _system_turn(msg, content, i < last_user, req)
+            if turn is not None:
+                out.append(turn)
         elif role in ("user", "assistant"):
             out.append(Message(role, content if isinstance(content, str) else _blocks(role, content)))
         else:
@@ -129,8 +157,16 @@ def _messages(body: dict[str, Any]) -> list[Message]:
 
 
 def decode_request(body: dict[str, Any]) -> Request:
+    """Anthropic client body -> Request. Validation that depends on no provider happens here; what
+    the form has no field for goes to ``extras`` for the provider codec (``params.check_extras``)."""
     extras = {k: v for k, v in body.items() if k not in _FIELDS}
-    req = Request(Api.ANTHROPIC, _messages(body), check_extras, extras=extras)
+    req = Request(Api.ANTHROPIC, [], check_extras, extras=extras)
+    output_config = body.get("output_config") or {}
+    if not isinstance(output_config, dict):
+        raise bad_param("output_config", "output_config must be an object.")
+    if output_config.get("effort"):
+        req.reasoning_effort = need_str(output_config["effort"], "output_config", "output_config.effort")
+    req.messages = _messages(body, req)  # after the top-level effort: a system turn's effort wins
     max_tokens = body.get("max_tokens")
     if not is_int(max_tokens) or max_tokens < 1:
         raise bad_param("max_tokens", "max_tokens is required and must be a positive integer.")
@@ -159,13 +195,12 @@ def decode_request(body: dict[str, Any]) -> Request:
         if not is_int(budget):
             raise bad_param("thinking", "thinking.budget_tokens must be an integer.")
         req.thinking_budget = budget
-    elif thinking is not None and as_dict(thinking).get("type") not in ("disabled", "adaptive"):
+    elif thinking is not None and as_dict(thinking).get("type") not in (
+        "disabled",
+        "adaptive",
+        "between_tools",
+    ):
         raise bad_param("thinking", "thinking must be enabled, adaptive or disabled.")
-    output_config = body.get("output_config") or {}
-    if not isinstance(output_config, dict):
-        raise bad_param("output_config", "output_config must be an object.")
-    if output_config.get("effort"):
-        req.reasoning_effort = need_str(output_config["effort"], "output_config", "output_config.effort")
     fmt = output_config.get("format")
     if fmt:
         if (
@@ -254,6 +289,8 @@ def _thinking(req: Request, opts: TranslateOptions) -> tuple[int, dict[str, Any]
 
 
 def encode_request(req: Request, model: str, opts: TranslateOptions) -> ProviderRequest:
+    """The form -> a Messages request: system texts hoisted (Anthropic takes one system prompt),
+    same-role turns merged, an effort turned into a thinking budget that ``max_tokens`` leaves room for."""
     if req.source is Api.ANTHROPIC:  # same API: what the form did not model goes through as sent
         out: dict[str, Any] = {"model": model, **req.extras}
     else:

@@ -103,6 +103,8 @@ def content_block(part: Part) -> dict[str, Any]:
 
 
 def decode_response(msg: dict[str, Any]) -> Response:
+    """A Messages answer -> the form. Provider answers are read leniently (a wrong type counts as
+    absent): one quirky field must not cost the client its answer."""
     content: list[Part] = []
     for block in as_list(msg.get("content")):
         block = as_dict(block)
@@ -132,6 +134,7 @@ def decode_response(msg: dict[str, Any]) -> Response:
 
 
 def encode_response(resp: Response, created: int) -> dict[str, Any]:
+    """The form -> a Messages answer for an Anthropic client (``created``: OpenAI's only, unused)."""
     return {
         "id": resp.id,
         "type": "message",
@@ -148,6 +151,9 @@ def encode_response(resp: Response, created: int) -> dict[str, Any]:
 
 
 class AnthropicStreamDecoder:
+    """Messages SSE -> form events. Tool calls are renumbered by call (not by content block), the
+    form's index; usage counters are cumulative, so each update carries the full usage so far."""
+
     __slots__ = ("_blocks", "_ntools", "_parser", "_raw", "_thinking", "done", "usage")
 
     def __init__(self) -> None:
@@ -253,6 +259,9 @@ _TEXT, _THINKING, _TOOL = 1, 2, 3
 
 
 class AnthropicStreamEncoder:
+    """Form events -> Messages SSE: opens and closes content blocks as the kind of delta changes,
+    and holds the stop reason and usage for the final ``message_delta`` (Anthropic reports them last)."""
+
     __slots__ = ("_cur_index", "_cur_kind", "_next_index", "_started", "_stop", "_tools", "_usage")
 
     def __init__(self) -> None:

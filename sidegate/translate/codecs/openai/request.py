@@ -256,6 +256,9 @@ def _extras(req: Request, out: dict[str, Any]) -> None:
 
 
 def encode_request(req: Request, model: str, opts: TranslateOptions) -> ProviderRequest:
+    """The form -> a chat completion request. A streamed one asks for usage (the gateway meters
+    every answer; the client's stream carries it only if the client asked), always for a client of
+    another API, which always gets usage, and for OpenAI clients per ``opts.force_upstream_usage``."""
     messages: list[dict[str, Any]] = []
     for msg in req.messages:
         _encode_message(msg, messages)

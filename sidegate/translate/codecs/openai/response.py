@@ -57,6 +57,8 @@ def _tool_input(arguments: str) -> dict[str, Any]:
 
 
 def decode_response(body: dict[str, Any]) -> Response:
+    """A chat completion -> the form (first choice only: the form has one answer). Read leniently:
+    ``reasoning_content`` or vLLM's ``reasoning``, vLLM's matched ``stop_reason``."""
     choices = as_list(body.get("choices"))
     choice = as_dict(choices[0]) if choices else {}
     msg = as_dict(choice.get("message"))
@@ -105,6 +107,8 @@ def openai_tool_calls(content: list[Part]) -> list[dict[str, Any]]:
 
 
 def encode_response(resp: Response, created: int) -> dict[str, Any]:
+    """The form -> a chat completion; thinking goes to ``reasoning_content``, the field
+    OpenAI-compatible clients read."""
     texts = [p.text for p in resp.content if type(p) is Text]
     thoughts = [p.text for p in resp.content if type(p) is Thinking]
     calls = openai_tool_calls(resp.content)
@@ -138,6 +142,9 @@ def encode_response(resp: Response, created: int) -> dict[str, Any]:
 
 
 class OpenAIStreamDecoder:
+    """``chat.completion.chunk`` SSE -> form events. A stream that saw a ``finish_reason`` but lost
+    its ``[DONE]`` still ends normally: the answer was complete."""
+
     __slots__ = ("_parser", "_seen", "_started", "_stopped", "done", "usage")
 
     def __init__(self) -> None:
@@ -226,6 +233,9 @@ class OpenAIStreamDecoder:
 
 
 class OpenAIStreamEncoder:
+    """Form events -> ``chat.completion.chunk`` SSE. The chunk prefix (id, created, model) is
+    serialised once per stream and each delta appended: one small ``dumps`` per event."""
+
     __slots__ = ("_created", "_prefix", "_thinking", "_usage", "_wants_usage")
 
     _SUFFIX = b',"logprobs":null,"finish_reason":null}]}\n\n'
