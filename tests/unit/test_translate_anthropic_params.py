@@ -98,6 +98,9 @@ def test_system_turn_effort_wins_over_the_top_level_one() -> None:
     turn = {"role": "system", "content": "quick", "output_config": {"effort": "low"}}
     out = _out({"output_config": {"effort": "high"}, "messages": [turn, *MSG]})
     assert out["reasoning_effort"] == "low"
+    cleared = {**turn, "clear_at": "next_user_message"}  # it served an earlier reply only
+    out = _out({"output_config": {"effort": "high"}, "messages": [cleared, *MSG]})
+    assert out["reasoning_effort"] == "high"
 
 
 @pytest.mark.parametrize(

@@ -111,8 +111,9 @@ def _blocks(role: str, content: list[Any]) -> list[Part]:
 
 def _system_turn(msg: dict[str, Any], content: Any, later_user: bool, req: Request) -> Message | None:
     """A ``system`` turn inside ``messages`` (beta): a system message in place, or nothing when its
-    ``clear_at: next_user_message`` says the model no longer sees it. Its per-turn
-    ``output_config.effort`` is the effort in force from there on (the last one wins)."""
+    ``clear_at: next_user_message`` says the model no longer sees it (then its per-turn settings
+    served an earlier reply too). A visible turn's ``output_config.effort`` is the effort in force
+    from there on (the last one wins)."""
     if isinstance(content, list):
         for block in content:
             kind = block.get("type") if isinstance(block, dict) else None
@@ -120,13 +121,12 @@ def _system_turn(msg: dict[str, Any], content: Any, later_user: bool, req: Reque
                 raise bad_param("messages", f"system message block type {kind!r} is not supported upstream.")
     text = _system(content, "messages")
     config = msg.get("output_config")
-    if config is not None:
-        if not isinstance(config, dict):
-            raise bad_param("messages", "a system message's output_config must be an object.")
-        if config.get("effort"):
-            req.reasoning_effort = need_str(config["effort"], "messages", "output_config.effort")
+    if config is not None and not isinstance(config, dict):
+        raise bad_param("messages", "a system message's output_config must be an object.")
     if msg.get("clear_at") == "next_user_message" and later_user:
         return None
+    if config and config.get("effort"):
+        req.reasoning_effort = need_str(config["effort"], "messages", "output_config.effort")
     return Message("system", text)
 
 
