@@ -344,14 +344,15 @@ def test_request_log_and_http_control(fake: FakeProviderThread) -> None:
 
 
 def test_first_sse_chunk_arrives_before_stream_ends(fake: FakeProviderThread) -> None:
-    fake.script([{"chunks": 5, "chunk_delay_s": 0.08, "content": "a b c d e"}])
+    """The stream is written as it goes, not buffered: the first chunk arrives before the fake's
+    later delays have run. Only the gap after the first chunk is asserted (the fake sleeps through
+    it whatever the load), never how soon anything arrives."""
+    fake.script([{"chunks": 4, "chunk_delay_s": 0.15, "content": "a b c d"}])
     t0 = time.monotonic()
     stamps = []
     for _ in oai(fake).chat.completions.create(model="gpt-4o-mini", messages=USER, stream=True):
         stamps.append(time.monotonic() - t0)
-    assert stamps[-1] >= 0.08 * 6
-    assert stamps[0] < 0.08  # the role chunk is written before the first delay
-    assert stamps[1] < stamps[-1] - 0.25
+    assert stamps[-1] - stamps[0] >= 0.15 * 4 * 0.9
 
 
 def test_api_key_enforced() -> None:
