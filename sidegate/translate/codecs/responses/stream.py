@@ -72,11 +72,18 @@ _KINDS = {
 _KINDS["invalid_request_error"] = "invalid_request"
 
 _MESSAGE, _REASONING, _TOOL = 1, 2, 3
+_DELTAS = {
+    _MESSAGE: b"response.output_text.delta",
+    _REASONING: b"response.reasoning_text.delta",
+    _TOOL: b"response.function_call_arguments.delta",
+}
 
 
 class ResponsesStreamEncoder:
     __slots__ = (
         "_created",
+        "_delta_head",
+        "_delta_tail",
         "_echo",
         "_ids",
         "_item",
@@ -106,6 +113,7 @@ class ResponsesStreamEncoder:
         self._stop = "end"
         self._usage: Usage | None = None
         self._thinking: int | None = None
+        self._delta_head = self._delta_tail = b""
         self.done = False
 
     def _ev(self, etype: str, body: dict[str, Any]) -> bytes:
@@ -132,6 +140,8 @@ class ResponsesStreamEncoder:
         self._output.append(item)
         index = len(self._output) - 1
         out += self._ev("response.output_item.added", {"output_index": index, "item": item})
+        etype = _DELTAS[kind]
+        self._delta_template(etype, item["id"], kind != _TOOL)
         if kind in (_MESSAGE, _REASONING):
             part = text_part("") if kind == _MESSAGE else {"type": "reasoning_text", "text": ""}
             out += self._ev(
@@ -167,15 +177,21 @@ class ResponsesStreamEncoder:
         item["status"] = "completed"
         return out + self._ev("response.output_item.done", {"output_index": index, "item": item})
 
-    def _delta(self, etype: str, text: str, content: bool) -> bytes:
+    def _delta_template(self, etype: bytes, item_id: str, content: bool) -> None:
+        """The open item's delta event as bytes around the fragment: the hot path (one event per
+        provider delta) then costs one ``dumps`` of a string, no dict."""
+        index = str(len(self._output) - 1).encode()
+        head = b"event: " + etype + b'\ndata: {"type":"' + etype + b'","item_id":' + dumps(item_id)
+        head += b',"output_index":' + index + (b',"content_index":0' if content else b"") + b',"delta":'
+        self._delta_head = head
+        logprobs = etype == b"response.output_text.delta"
+        self._delta_tail = (b',"logprobs":[]' if logprobs else b"") + b',"sequence_number":'
+
+    def _delta(self, text: str) -> bytes:
         self._parts.append(text)
-        body: dict[str, Any] = {"item_id": self._item["id"], "output_index": len(self._output) - 1}
-        if content:
-            body["content_index"] = 0
-        body["delta"] = text
-        if etype == "response.output_text.delta":
-            body["logprobs"] = []
-        return self._ev(etype, body)
+        seq = self._seq
+        self._seq += 1
+        return self._delta_head + dumps(text) + self._delta_tail + str(seq).encode() + b"}\n\n"
 
     def encode(self, events: list[Event]) -> bytes:
         out = b""
@@ -188,7 +204,7 @@ class ResponsesStreamEncoder:
             if t is TextDelta:
                 if self._kind != _MESSAGE:
                     out += self._open(_MESSAGE, message_item(self._ids("msg"), None, "in_progress"))
-                out += self._delta("response.output_text.delta", ev.text, True)  # type: ignore[union-attr]
+                out += self._delta(ev.text)  # type: ignore[union-attr]
             elif t is ToolDelta:
                 out += self._tool_delta(ev)  # type: ignore[arg-type]
             elif t is ThinkingDelta:
@@ -196,13 +212,13 @@ class ResponsesStreamEncoder:
                     out += self._open(
                         _REASONING, {**reasoning_item(self._ids("rs"), None), "status": "in_progress"}
                     )
-                out += self._delta("response.reasoning_text.delta", ev.text, True)  # type: ignore[union-attr]
+                out += self._delta(ev.text)  # type: ignore[union-attr]
             elif t is ToolStart:
                 item = function_item(self._ids("fc"), ev.id or f"call_{ev.index}", ev.name, "", "in_progress")  # type: ignore[union-attr]
                 out += self._open(_TOOL, item)
                 self._tools[ev.index] = item  # type: ignore[union-attr]
                 if ev.arguments:  # type: ignore[union-attr]
-                    out += self._delta("response.function_call_arguments.delta", ev.arguments, False)  # type: ignore[union-attr]
+                    out += self._delta(ev.arguments)  # type: ignore[union-attr]
             elif t is UsageUpdate:
                 self._usage, self._thinking = ev.usage, ev.thinking_tokens  # type: ignore[union-attr]
             elif t is Start:
@@ -223,7 +239,7 @@ class ResponsesStreamEncoder:
         if item is None:
             return b""
         if item is self._item and self._kind == _TOOL:
-            return self._delta("response.function_call_arguments.delta", ev.arguments, False)
+            return self._delta(ev.arguments)
         # A late fragment for a call already closed (a degraded provider): still the client's data.
         item["arguments"] += ev.arguments
         body = {"item_id": item["id"], "output_index": self._output.index(item), "delta": ev.arguments}
