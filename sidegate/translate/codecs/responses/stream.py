@@ -1,4 +1,4 @@
-"""Responses API streams <-> form events, event by event (nothing is held back but the text and
+"""Form events -> a Responses client's SSE stream, event by event (nothing is held back but the text and
 arguments an item's ``.done`` event and ``response.completed`` must repeat).
 
 Encoder (a Responses client): ``response.created`` and ``response.in_progress`` on the provider's
@@ -10,17 +10,16 @@ reference documents it and with the nested ``error`` object the live API sends (
 raises ``APIError`` on that one), then ``response.failed``. Every event has its ``type`` in the SSE
 ``event:`` line and in the data, and a ``sequence_number``.
 
-Decoder (a provider reached through Responses): the reverse, with usage from ``response.completed``.
+The reverse direction (a provider reached through Responses) is :mod:`.decode`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sidegate.sse import SseParser, encode_event
+from sidegate.sse import encode_event
 from sidegate.translate.base import Usage
 from sidegate.translate.codecs.form import (
-    END,
     End,
     Event,
     Failure,
@@ -39,19 +38,12 @@ from sidegate.translate.codecs.responses.shapes import (
     function_item,
     message_item,
     new_id,
-    parse_responses_usage,
     reasoning_item,
     responses_usage,
     text_part,
 )
 from sidegate.translate.common import (
-    MALFORMED_EVENT,
-    STREAM_TRUNCATED,
-    as_dict,
-    as_str,
     dumps,
-    is_int,
-    loads_object,
 )
 
 _ERROR_CODES = {
@@ -64,12 +56,6 @@ _ERROR_TYPES = {
     "rate_limit": "rate_limit_error",
     "invalid_request": "invalid_request_error",
 }
-_KINDS = {
-    "rate_limit_exceeded": "rate_limit",
-    "rate_limit_error": "rate_limit",
-    "invalid_prompt": "invalid_request",
-}
-_KINDS["invalid_request_error"] = "invalid_request"
 
 _MESSAGE, _REASONING, _TOOL = 1, 2, 3
 _DELTAS = {
@@ -271,93 +257,3 @@ class ResponsesStreamEncoder:
         resp["error"] = {"code": code, "message": ev.message}
         resp["output"] = self._output
         return out + self._ev("response.failed", {"response": resp})
-
-
-class ResponsesStreamDecoder:
-    __slots__ = ("_parser", "_stop", "_tools", "done", "usage")
-
-    def __init__(self) -> None:
-        self._parser = SseParser()
-        self._tools: dict[int, int] = {}  # output_index -> form tool index
-        self._stop = "end"
-        self.done = False
-        self.usage: Usage | None = None
-
-    def feed(self, chunk: bytes) -> list[Event]:
-        out: list[Event] = []
-        if self.done:
-            return out
-        for ev in self._parser.feed(chunk):
-            if not ev.data.strip():
-                continue
-            data = loads_object(ev.data)
-            if data is None:
-                self.done = True
-                out.append(Failure(MALFORMED_EVENT))
-                break
-            self._event(data, out)
-            if self.done:
-                break
-        return out
-
-    def _event(self, data: dict[str, Any], out: list[Event]) -> None:
-        kind = data.get("type")
-        if kind == "response.output_text.delta" or kind == "response.refusal.delta":
-            out.append(TextDelta(as_str(data.get("delta"))))
-        elif kind == "response.function_call_arguments.delta":
-            index = data.get("output_index")
-            tool = self._tools.get(index) if is_int(index) else None
-            if tool is not None and as_str(data.get("delta")):
-                out.append(ToolDelta(tool, data["delta"]))
-        elif kind == "response.reasoning_text.delta" or kind == "response.reasoning_summary_text.delta":
-            out.append(ThinkingDelta(as_str(data.get("delta"))))
-        elif kind == "response.output_item.added":
-            item = as_dict(data.get("item"))
-            index = data.get("output_index")
-            if item.get("type") == "function_call" and is_int(index):
-                tool = self._tools[index] = len(self._tools)
-                args = as_str(item.get("arguments"))
-                out.append(ToolStart(tool, as_str(item.get("call_id")), as_str(item.get("name")), args))
-        elif kind == "response.created":
-            resp = as_dict(data.get("response"))
-            out.append(Start(as_str(resp.get("id")), as_str(resp.get("model"))))
-        elif kind == "response.completed" or kind == "response.incomplete":
-            self._finish(as_dict(data.get("response")), out)
-        elif kind == "response.failed":
-            self.done = True
-            err = as_dict(as_dict(data.get("response")).get("error"))
-            out.append(
-                Failure(as_str(err.get("message")) or "The upstream provider failed.", self._kind(err))
-            )
-        elif kind == "error":
-            self.done = True
-            err = as_dict(data.get("error")) or data
-            out.append(
-                Failure(as_str(err.get("message")) or "The upstream provider failed.", self._kind(err))
-            )
-
-    @staticmethod
-    def _kind(err: dict[str, Any]) -> str:
-        return _KINDS.get(as_str(err.get("code")) or as_str(err.get("type")), "server")
-
-    def _finish(self, resp: dict[str, Any], out: list[Event]) -> None:
-        self.done = True
-        parsed = parse_responses_usage(resp.get("usage"))
-        if parsed is not None:
-            self.usage = parsed[0]
-            out.append(UsageUpdate(parsed[0], parsed[1]))
-        reason = as_dict(resp.get("incomplete_details")).get("reason")
-        if reason == "max_output_tokens":
-            stop = "length"
-        elif reason == "content_filter":
-            stop = "refusal"
-        else:
-            stop = "tool_use" if self._tools else "end"
-        out.append(Stop(stop, None))
-        out.append(END)
-
-    def finish(self) -> list[Event]:
-        if self.done:
-            return []
-        self.done = True
-        return [Failure(STREAM_TRUNCATED)]
