@@ -273,3 +273,32 @@ def test_sdk_parses_structured_output_and_function_calls():
         final = stream.get_final_response()
     assert final.output_parsed == Person(name="Ann", age=30)
     assert final.usage is not None and final.usage.output_tokens == 9
+
+
+def test_input_items_merge_into_turns():
+    """A turn's assistant items (text, reasoning, calls) are one assistant message and its tool
+    outputs one user message, as Chat Completions needs; a user's own text stays its own turn."""
+    from sidegate.translate.codecs.form import Text, ToolCall, ToolResult
+    from sidegate.translate.codecs.responses.items import decode_input
+
+    call = {"type": "function_call", "name": "f", "arguments": "{}"}
+    msgs = decode_input(
+        [
+            {"role": "user", "content": [{"type": "input_text", "text": "q"}]},
+            {"role": "assistant", "content": "a"},
+            {**call, "call_id": "1"},
+            {**call, "call_id": "2"},
+            {"type": "function_call_output", "call_id": "1", "output": "r1"},
+            {"type": "function_call_output", "call_id": "2", "output": "r2"},
+            {"role": "user", "content": [{"type": "input_text", "text": "more"}]},
+            {"type": "function_call_output", "call_id": "3", "output": "r3"},
+        ]
+    )
+    shapes = [(m.role, [type(p) for p in m.content]) for m in msgs]
+    assert shapes == [
+        ("user", [Text]),
+        ("assistant", [Text, ToolCall, ToolCall]),
+        ("user", [ToolResult, ToolResult]),
+        ("user", [Text]),
+        ("user", [ToolResult]),
+    ]
