@@ -244,9 +244,7 @@ class AnthropicStreamDecoder:
             self.done = True
             err = as_dict(data.get("error"))
             message = as_str(err.get("message")) or "The upstream provider failed."
-            etype = err.get("type")
-            kind = _ANTHROPIC_KINDS.get(etype, "server") if isinstance(etype, str) else "server"
-            out.append(Failure(message, kind))
+            out.append(Failure(message, _ANTHROPIC_KINDS.get(as_str(err.get("type")), "server")))
 
     def finish(self) -> list[Event]:
         if self.done:
