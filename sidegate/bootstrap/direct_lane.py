@@ -51,10 +51,13 @@ header value, and flags any other type as unparseable (verified on 1.40): before
 in `application/json; charset=utf-8`, as Express- or gin-based OpenAI-compatible servers send it,
 became the direct lane's 502 "invalid response". Other spellings of a JSON type are relayed as
 they are (the error Lua checks), their usage unread."""
-_USAGE_FIELDS = (  # (json path, metadata key): OpenAI and Anthropic bodies
+_USAGE_FIELDS = (  # (json path, metadata key): OpenAI chat, Responses and Anthropic bodies
     (("usage", "prompt_tokens"), "prompt_tokens"),
     (("usage", "completion_tokens"), "completion_tokens"),
     (("usage", "prompt_tokens_details", "cached_tokens"), "cached_tokens"),
+    # Responses: input_tokens / output_tokens as Anthropic names them, but input_tokens counts the
+    # cached ones too (extproc/direct.py tells the two apart by this key).
+    (("usage", "input_tokens_details", "cached_tokens"), "cached_tokens"),
     (("usage", "input_tokens"), "input_tokens"),
     (("usage", "output_tokens"), "output_tokens"),
     (("usage", "cache_read_input_tokens"), "cache_read_input_tokens"),

@@ -10,7 +10,7 @@ from sidegate.bootstrap.direct_lane import direct_response_headers, no_direct_er
 from sidegate.bootstrap.input import filters_off, unsupported_encoding_route
 from sidegate.bootstrap.limits import duration, per_try_idle_timeout
 from sidegate.config import ModelConfig, SidegateConfig
-from sidegate.lanes import direct_chain
+from sidegate.lanes import direct_apis
 from sidegate.wire import (
     AUTHZ_NS,
     DIRECT,
@@ -66,7 +66,7 @@ def _model_routes(cfg: SidegateConfig, model: str) -> list[dict[str, Any]]:
     out = []
     for start in range(len(groups)):
         out.append(_model_route(model, m, groups, start, front_http=front_http, direct_lane=direct_lane))
-        if direct_lane and direct_chain(cfg, model, start) is not None:
+        if direct_lane and direct_apis(cfg, model, start):
             out.append(_model_route(model, m, groups, start, lane=DIRECT, front_http=front_http, direct_lane=True))
         if front_http:
             out.append(_model_route(model, m, groups, start, lane=TRY, front_http=True, direct_lane=direct_lane))
