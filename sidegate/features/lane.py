@@ -6,8 +6,9 @@ itself (Anthropic always, OpenAI when the client asked `stream_options.include_u
 `sse_to_metadata` reads it. Requests that need the per-try stage stay in the full lane: OpenAI
 streams without include_usage (it is injected, and the extra chunk hidden), cache fills (the
 response is kept), PII restore. Responses requests go direct when every provider of the chain
-serves the Responses API (sidegate/lanes.py, direct_apis), not streamed and not to be stored
-(`store_response`: the per-try stage keeps the answer).
+serves the Responses API (sidegate/lanes.py, direct_apis), streams included (their
+`response.completed` event carries the usage), unless the answer is to be stored
+(`store_response`: the per-try stage keeps it).
 
 Try lane (HTTP front only): a non-streaming request that needs the per-try stage gets it over HTTP
 from a Lua upstream filter (extproc/trylane.py) instead of a gRPC ext_proc stream. Streams that
@@ -46,11 +47,8 @@ class LaneFeature(Feature):
             return False
         if ctx.stream and not (ctx.api is Api.ANTHROPIC or ctx.client_wants_usage):
             return False  # an OpenAI stream needs include_usage injected (and its usage chunk hidden)
-        if ctx.api is Api.RESPONSES and (ctx.stream or meta.get("store_response")):
-            # A kept answer is written by the per-try stage. Streams: the direct lane's stream
-            # watch (lua/envoy_stream_watch.lua) knows chat's and Anthropic's terminal events, and
-            # sse_to_metadata their usage, not Responses' (response.completed): full lane.
-            return False
+        if meta.get("store_response"):
+            return False  # the answer is kept by the per-try stage (stored responses)
         return ctx.api in self.direct.get((ctx.model, int(meta.get("start", 0))), ())
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:

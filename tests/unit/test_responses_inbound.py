@@ -149,14 +149,15 @@ def test_lane_picks_direct_for_responses_passthrough_only():
     assert lane_of(grpc_front, "only-responses") == "direct"
     assert lane_of(grpc_front, "local") == "full"  # translated to chat completions
     assert lane_of(grpc_front, "claude") == "full"
-    assert lane_of(grpc_front, "gpt", stream=True) == "full"  # the stream watch knows no Responses stream
+    assert lane_of(grpc_front, "gpt", stream=True) == "direct"  # response.completed carries the usage
     assert lane_of(grpc_front, "gpt", store_response=True) == "full"  # the per-try stage keeps the answer
     assert lane_of(grpc_front, "gpt", cache_fill=True) == "full"
     http_front = LaneFeature(cfg(front="http", auth="inline"))
     assert lane_of(http_front, "gpt") == "direct"
     assert lane_of(http_front, "local") == "try"
     assert lane_of(http_front, "gpt", store_response=True) == "try"
-    assert lane_of(http_front, "gpt", stream=True) == "full"
+    assert lane_of(http_front, "gpt", stream=True) == "direct"
+    assert lane_of(http_front, "local", stream=True) == "full"  # translated streams: the gRPC per-try stage
 
 
 def n(text: str) -> int:
