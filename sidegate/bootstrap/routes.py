@@ -36,7 +36,7 @@ def route_config(cfg: SidegateConfig, *, front_http: bool, sidegate_filters: boo
     routes.append(unsupported_encoding_route())  # model routes match only once the gateway ran
     # An API path without a route header means the gateway filter did not run (it is down and
     # failure_mode_allow let the request through): nothing can route it, say so with a 503.
-    for path in ("/v1/chat/completions", "/v1/messages"):
+    for path in ("/v1/chat/completions", "/v1/messages", "/v1/responses"):
         routes.append({"name": f"gateway-unavailable{path}", "match": {"path": path},
                        "direct_response": {"status": 503, "body": {"inline_string": "the Sidegate gateway service is unavailable"}}})  # fmt: skip
     routes.append({"name": "unrouted", "match": {"prefix": "/"}, "direct_response": {"status": 404}})
