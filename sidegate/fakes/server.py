@@ -54,6 +54,8 @@ class FakeProvider:
 
     `chunks`/`chunk_delay_s` shape streams; `fixed_text` replaces the "Echo: <last user text>" answer;
     `api_key`, when set, must be presented (Bearer, `x-api-key` or `api-key`) or the answer is 401.
+    Bodies the official SDKs' request types refuse get the real API's 400 (`validation.py`;
+    docs/fakes.md).
     """
 
     def __init__(

@@ -30,6 +30,7 @@ WEATHER = {
     "strict": True,
 }
 EVENTS = TypeAdapter(ResponseStreamEvent)
+USER = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture(scope="module")
@@ -287,9 +288,12 @@ def test_missing_key_is_401(fake: FakeProviderThread) -> None:
         ({"model": "gpt-4o-mini", "input": "x", "max_output_tokens": "9"}, "max_output_tokens", "invalid_type"),
         ({"model": "gpt-4o-mini", "input": [{"role": "user", "content": [{"type": "input_text"}]}]}, "input[0].content[0].text", "missing_required_parameter"),
         ({"model": "gpt-4o-mini", "input": "x", "previous_response_id": "resp_never"}, "previous_response_id", "previous_response_not_found"),
+        ({"model": "gpt-4o-mini", "input": "x", "stream_options": {"include_obfuscation": False}}, "stream_options", None),
     ],
 )  # fmt: skip
-def test_validation_refusals(fake: FakeProviderThread, body: dict[str, Any], param: str, code: str) -> None:
+def test_validation_refusals(
+    fake: FakeProviderThread, body: dict[str, Any], param: str, code: str | None
+) -> None:
     r = post(fake, body)
     assert r.status_code == 400, r.text
     err = r.json()["error"]
@@ -304,6 +308,10 @@ def test_chat_and_messages_validated_against_the_sdk_types(fake: FakeProviderThr
     assert "'user'" in r.json()["error"]["message"]
     r = post(fake, {"model": "m", "messages": [], "stream_opts": {}}, "/v1/chat/completions")
     assert r.json()["error"]["message"] == "Unrecognized request argument supplied: stream_opts"
+    body = {"model": "m", "messages": USER, "stream_options": {"include_usage": True}}
+    r = post(fake, body, "/v1/chat/completions")
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stream_options"
+    assert post(fake, {**body, "stream": True}, "/v1/chat/completions").status_code == 200
     body = {"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": 3}]}
     r = post(fake, body, "/v1/messages")
     assert r.status_code == 400 and r.json()["error"]["message"].startswith("messages.0.content")
