@@ -380,3 +380,12 @@ def test_anthropic_tool_results_pair_up(fake: FakeProviderThread) -> None:
     assert r.status_code == 400 and "without `tool_result` blocks" in r.json()["error"]["message"]
     ok = [*turns, {"role": "user", "content": [result]}]
     assert post(fake, {**base, "messages": ok}, "/v1/messages").status_code == 200
+
+
+def test_a_provider_without_the_responses_api() -> None:
+    with FakeProviderThread(responses_api=False) as fp:
+        r = httpx.post(fp.url + "/v1/responses", json={"model": "m", "input": "x"}, timeout=5.0)
+        assert r.status_code == 404
+        assert r.json()["error"]["message"] == "Invalid URL (POST /v1/responses)"
+        chat = {"model": "m", "messages": USER}
+        assert httpx.post(fp.url + "/v1/chat/completions", json=chat, timeout=5.0).status_code == 200
