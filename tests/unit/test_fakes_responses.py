@@ -366,7 +366,8 @@ def test_chat_tool_messages_pair_up(fake: FakeProviderThread) -> None:
     r = post(fake, {"model": "m", "messages": [*asked, *USER]}, "/v1/chat/completions")
     assert r.status_code == 400 and "call_1" in r.json()["error"]["message"]
     ok = [*asked, {"role": "tool", "tool_call_id": "call_1", "content": "x"}]
-    assert post(fake, {"model": "m", "messages": ok}, "/v1/chat/completions").status_code == 200
+    r = post(fake, {"model": "m", "messages": ok}, "/v1/chat/completions")
+    assert r.json()["choices"][0]["message"]["content"] == "Echo: x"  # the tool's result, as every API
 
 
 def test_anthropic_tool_results_pair_up(fake: FakeProviderThread) -> None:
@@ -389,3 +390,27 @@ def test_a_provider_without_the_responses_api() -> None:
         assert r.json()["error"]["message"] == "Invalid URL (POST /v1/responses)"
         chat = {"model": "m", "messages": USER}
         assert httpx.post(fp.url + "/v1/chat/completions", json=chat, timeout=5.0).status_code == 200
+
+
+def test_openai_agents_sdk_runs_against_the_fake(fake: FakeProviderThread) -> None:
+    """The OpenAI Agents SDK's requests (both model kinds, a tool round trip) pass the validation."""
+    agents = pytest.importorskip("agents")
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    agents.set_tracing_disabled(True)
+    oai = openai.AsyncOpenAI(base_url=fake.url + "/v1", api_key=KEY, max_retries=0, timeout=5.0)
+    kinds = [
+        agents.OpenAIResponsesModel("gpt-4o-mini", oai),
+        agents.OpenAIChatCompletionsModel("gpt-4o-mini", oai),
+    ]
+    for model, route in zip(kinds, ["responses", "chat"], strict=True):
+        fake.reset()
+        fake.script([{"tool_calls": "auto"}])
+        agent = agents.Agent(name="a", instructions="Help.", tools=[get_weather], model=model)
+        result = agents.Runner.run_sync(agent, "Weather in Paris?")
+        assert [r.route for r in fake.requests] == [route, route]
+        assert result.final_output == "Echo: sunny in city-value"
