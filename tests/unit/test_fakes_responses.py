@@ -317,6 +317,20 @@ def test_chat_and_messages_validated_against_the_sdk_types(fake: FakeProviderThr
     assert r.status_code == 400 and r.json()["error"]["message"].startswith("messages.0.content")
     body = {**body, "messages": [{"role": "user", "content": "x"}], "context_management": {"edits": []}}
     assert post(fake, body, "/v1/messages").status_code == 200  # the beta surface is accepted
+    r = post(fake, {**body, "betas": ["context-management-2025-06-27"]}, "/v1/messages")
+    assert r.json()["error"]["message"] == "betas: Extra inputs are not permitted"  # a header, not a field
+
+
+def test_anthropic_sampling_parameters_follow_the_api_version(fake: FakeProviderThread) -> None:
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": USER, "temperature": 0.5, "top_k": 3}
+    old, new = {"anthropic-version": "2023-06-01"}, {"anthropic-version": "2026-10-21"}
+    url, auth = fake.url + "/v1/messages", {"x-api-key": KEY}
+    assert httpx.post(url, json=body, headers={**auth, **old}).status_code == 200
+    assert httpx.post(url, json=body, headers=auth).status_code == 200  # no header: the oldest version
+    r = httpx.post(url, json=body, headers={**auth, **new})
+    assert r.json()["error"]["message"] == "temperature: Extra inputs are not permitted"
+    r = httpx.post(url, json={**body, "temperature": 1.5}, headers={**auth, **old})
+    assert r.json()["error"]["message"] == "temperature: Input should be less than or equal to 1"
 
 
 def test_requests_are_recorded_with_their_route(fake: FakeProviderThread) -> None:
