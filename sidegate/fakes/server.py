@@ -268,7 +268,7 @@ class FakeProvider:
             )
         problem = (
             validate(endpoint, body)
-            or sdk_problem(endpoint, body)
+            or sdk_problem(endpoint, body, hdrs.get("anthropic-version"))
             or self.conversations.problem(endpoint, body)
         )
         if problem:

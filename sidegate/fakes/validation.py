@@ -20,6 +20,12 @@ __all__ = ["sdk_problem", "warm_up"]
 # Parameters the SDK types lack but the real endpoint takes (Azure's chat "On Your Data").
 _EXTRA_KNOWN = {"azure_chat": frozenset({"data_sources"})}
 _ANTHROPIC = frozenset({"messages"})
+# Anthropic's sampling parameters, refused from anthropic-version 2026-10-21 on (the SDK's version).
+_SAMPLING = {"temperature": (0.0, 1.0), "top_p": (0.0, 1.0), "top_k": (0, None)}
+_NO_SAMPLING_VERSION = "2026-10-21"
+_OLDEST_VERSION = "2023-06-01"
+# Keys of the SDK's params that the SDK sends as headers (`betas` -> `anthropic-beta`), never in the body.
+_HEADERS = frozenset({"betas"})
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,7 @@ def _checks() -> dict[str, _Check]:
         return {}
 
     def check(batch: Any, streaming: Any) -> _Check:
-        known = frozenset(batch.__annotations__) | frozenset(streaming.__annotations__)
+        known = (frozenset(batch.__annotations__) | frozenset(streaming.__annotations__)) - _HEADERS
         return _Check(TypeAdapter(batch), TypeAdapter(streaming), known)
 
     chat_check = check(chat.CompletionCreateParamsNonStreaming, chat.CompletionCreateParamsStreaming)
@@ -61,14 +67,25 @@ def warm_up() -> None:
     _checks()
 
 
-def sdk_problem(endpoint: str, body: dict[str, Any]) -> str | dict[str, Any] | None:
-    """The 400 error (message, or OpenAI error fields) the real API gives `body`, or None if it is fine."""
+def sdk_problem(
+    endpoint: str, body: dict[str, Any], anthropic_version: str | None = None
+) -> str | dict[str, Any] | None:
+    """The 400 error (message, or OpenAI error fields) the real API gives `body`, or None if it is fine.
+
+    `anthropic_version` is the request's header: before 2026-10-21 Messages still take the sampling
+    parameters (temperature, top_p, top_k) that the SDK's types, written for the newer version, lack."""
     check = _checks().get(endpoint)
     if check is None:
         return None
     anthropic = endpoint in _ANTHROPIC
+    sampling = anthropic and (anthropic_version or _OLDEST_VERSION) < _NO_SAMPLING_VERSION
     for key in body:
         if key not in check.known and key not in _EXTRA_KNOWN.get(endpoint, ()):
+            if sampling and key in _SAMPLING:
+                problem = _sampling_problem(key, body[key])
+                if problem:
+                    return problem
+                continue
             return _unknown(endpoint, key)
     problem = None if endpoint in _ANTHROPIC else _openai_rules(endpoint, body)
     if problem:
@@ -91,6 +108,21 @@ class _LateError(Exception):
     def __init__(self, prefix: tuple[Any, ...], error: Any) -> None:
         super().__init__()
         self.prefix, self.error = prefix, error
+
+
+def _sampling_problem(key: str, value: Any) -> str | None:
+    """Anthropic's own words for a sampling parameter of the wrong type or out of range."""
+    low, high = _SAMPLING[key]
+    if key == "top_k":
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"{key}: Input should be a valid integer"
+    elif not isinstance(value, int | float) or isinstance(value, bool):
+        return f"{key}: Input should be a valid number"
+    if value < low:
+        return f"{key}: Input should be greater than or equal to {low:g}"
+    if high is not None and value > high:
+        return f"{key}: Input should be less than or equal to {high:g}"
+    return None
 
 
 def _unknown(endpoint: str, key: str) -> str | dict[str, Any]:

@@ -317,6 +317,20 @@ def test_chat_and_messages_validated_against_the_sdk_types(fake: FakeProviderThr
     assert r.status_code == 400 and r.json()["error"]["message"].startswith("messages.0.content")
     body = {**body, "messages": [{"role": "user", "content": "x"}], "context_management": {"edits": []}}
     assert post(fake, body, "/v1/messages").status_code == 200  # the beta surface is accepted
+    r = post(fake, {**body, "betas": ["context-management-2025-06-27"]}, "/v1/messages")
+    assert r.json()["error"]["message"] == "betas: Extra inputs are not permitted"  # a header, not a field
+
+
+def test_anthropic_sampling_parameters_follow_the_api_version(fake: FakeProviderThread) -> None:
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": USER, "temperature": 0.5, "top_k": 3}
+    old, new = {"anthropic-version": "2023-06-01"}, {"anthropic-version": "2026-10-21"}
+    url, auth = fake.url + "/v1/messages", {"x-api-key": KEY}
+    assert httpx.post(url, json=body, headers={**auth, **old}).status_code == 200
+    assert httpx.post(url, json=body, headers=auth).status_code == 200  # no header: the oldest version
+    r = httpx.post(url, json=body, headers={**auth, **new})
+    assert r.json()["error"]["message"] == "temperature: Extra inputs are not permitted"
+    r = httpx.post(url, json={**body, "temperature": 1.5}, headers={**auth, **old})
+    assert r.json()["error"]["message"] == "temperature: Input should be less than or equal to 1"
 
 
 def test_requests_are_recorded_with_their_route(fake: FakeProviderThread) -> None:
@@ -366,7 +380,8 @@ def test_chat_tool_messages_pair_up(fake: FakeProviderThread) -> None:
     r = post(fake, {"model": "m", "messages": [*asked, *USER]}, "/v1/chat/completions")
     assert r.status_code == 400 and "call_1" in r.json()["error"]["message"]
     ok = [*asked, {"role": "tool", "tool_call_id": "call_1", "content": "x"}]
-    assert post(fake, {"model": "m", "messages": ok}, "/v1/chat/completions").status_code == 200
+    r = post(fake, {"model": "m", "messages": ok}, "/v1/chat/completions")
+    assert r.json()["choices"][0]["message"]["content"] == "Echo: x"  # the tool's result, as every API
 
 
 def test_anthropic_tool_results_pair_up(fake: FakeProviderThread) -> None:
@@ -389,3 +404,27 @@ def test_a_provider_without_the_responses_api() -> None:
         assert r.json()["error"]["message"] == "Invalid URL (POST /v1/responses)"
         chat = {"model": "m", "messages": USER}
         assert httpx.post(fp.url + "/v1/chat/completions", json=chat, timeout=5.0).status_code == 200
+
+
+def test_openai_agents_sdk_runs_against_the_fake(fake: FakeProviderThread) -> None:
+    """The OpenAI Agents SDK's requests (both model kinds, a tool round trip) pass the validation."""
+    agents = pytest.importorskip("agents")
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    agents.set_tracing_disabled(True)
+    oai = openai.AsyncOpenAI(base_url=fake.url + "/v1", api_key=KEY, max_retries=0, timeout=5.0)
+    kinds = [
+        agents.OpenAIResponsesModel("gpt-4o-mini", oai),
+        agents.OpenAIChatCompletionsModel("gpt-4o-mini", oai),
+    ]
+    for model, route in zip(kinds, ["responses", "chat"], strict=True):
+        fake.reset()
+        fake.script([{"tool_calls": "auto"}])
+        agent = agents.Agent(name="a", instructions="Help.", tools=[get_weather], model=model)
+        result = agents.Runner.run_sync(agent, "Weather in Paris?")
+        assert [r.route for r in fake.requests] == [route, route]
+        assert result.final_output == "Echo: sunny in city-value"
