@@ -35,7 +35,15 @@ _HEADER_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]*\*?")
 
 class ProviderConfig(StrictModel):
     api: Api
-    """Wire schema the provider speaks: `openai` (incl. vLLM, Ollama, Groq, Mistral, Azure) or `anthropic`."""
+    """Wire schema the provider speaks: `openai` (incl. vLLM, Ollama, Groq, Mistral, Azure), `anthropic`,
+    or `responses` (an OpenAI endpoint reached only through the Responses API: every client API is
+    translated to Responses for it)."""
+    responses: bool | None = None
+    """`api: openai` only: does the provider also serve the Responses API (`POST /v1/responses`)?
+    OpenAI does, and gets a Responses client's request as is; set false for OpenAI-shaped servers
+    without it (vLLM, Ollama, Groq, Mistral...): a Responses request is then translated to chat
+    completions for them. Default: true, except with a `path_prefix` naming the `{model}` (Azure's
+    per-deployment paths have no Responses endpoint; its v1 API, `path_prefix: /openai/v1`, has)."""
     base_url: str
     api_key_env: str | None = None
     """Name of the environment variable holding the provider key (never the key itself)."""
@@ -67,6 +75,28 @@ class ProviderConfig(StrictModel):
         if parts.path not in ("", "/"):
             raise ValueError("must not contain a path (use path_prefix)")
         return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _responses_flag(self) -> ProviderConfig:
+        implied = self.api is Api.RESPONSES and self.responses  # says what `api: responses` says
+        if self.responses is not None and self.api is not Api.OPENAI and not implied:
+            raise ValueError(f"`responses: {str(self.responses).lower()}` applies to `api: openai` providers only "
+                             f"(this one is `api: {self.api.value}`)")  # fmt: skip
+        return self
+
+    @property
+    def serves_responses(self) -> bool:
+        """An `api: openai` provider that also serves the Responses API (`responses`, or its default)."""
+        if self.api is not Api.OPENAI:
+            return False
+        return self.responses if self.responses is not None else "{model}" not in self.path_prefix
+
+    def upstream_api(self, inbound: Api) -> Api:
+        """The API this provider is spoken to in, for a client speaking `inbound`: its own, except
+        that a Responses client reaches an OpenAI provider that serves Responses as is."""
+        if inbound is Api.RESPONSES and self.serves_responses:
+            return Api.RESPONSES
+        return self.api
 
     @field_validator("forward_client_headers")
     @classmethod

@@ -12,13 +12,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from sidegate.fakes import wire_anthropic, wire_openai
+from sidegate.fakes import wire_anthropic, wire_openai, wire_responses
 from sidegate.fakes.answer import build_answer
 from sidegate.fakes.behavior import Behavior, Script
+from sidegate.fakes.conversation import Conversations
 from sidegate.fakes.faults import Dropped, before_headers
 from sidegate.fakes.recording import RecordedRequest, RequestLog
 from sidegate.fakes.routes import authorized, route, validate, wants_stream
-from sidegate.fakes.stream import stream_answer
+from sidegate.fakes.stream import api_events, stream_answer
+from sidegate.fakes.validation import sdk_problem, warm_up
 
 __all__ = ["DEFAULT_MODELS", "FakeProvider"]
 
@@ -45,13 +47,17 @@ def _nodelay(request: web.BaseRequest) -> None:
 class FakeProvider:
     """A fake LLM provider on one port serving both schemas.
 
-    Routes: OpenAI `POST /v1/chat/completions`, `POST /v1/embeddings`, `GET /v1/models`; Azure
-    `POST /openai/deployments/{d}/chat/completions|embeddings`; Anthropic `POST /v1/messages` (and
+    Routes: OpenAI `POST /v1/chat/completions`, `POST /v1/responses`, `POST /v1/embeddings`,
+    `GET /v1/models`; Azure `POST /openai/deployments/{d}/chat/completions|embeddings` and
+    `POST /openai/v1/responses`; Anthropic `POST /v1/messages` (and
     `GET /v1/models` when the request has `anthropic-version`). Control: `GET|DELETE /_fake/requests`,
     `POST|GET|DELETE /_fake/script`, `POST /_fake/default`, `POST /_fake/reset`.
 
     `chunks`/`chunk_delay_s` shape streams; `fixed_text` replaces the "Echo: <last user text>" answer;
-    `api_key`, when set, must be presented (Bearer, `x-api-key` or `api-key`) or the answer is 401.
+    `api_key`, when set, must be presented (Bearer, `x-api-key` or `api-key`) or the answer is 401;
+    `responses_api=False` makes the Responses API paths unknown (404), as on most OpenAI-shaped servers.
+    Bodies the official SDKs' request types refuse get the real API's 400 (`validation.py`;
+    docs/fakes.md).
     """
 
     def __init__(
@@ -65,6 +71,7 @@ class FakeProvider:
         models: list[str] | None = None,
         embedding_dims: int = 1536,
         api_key: str | None = None,
+        responses_api: bool = True,
         max_log: int = 10_000,
     ) -> None:
         self.host = host
@@ -75,15 +82,18 @@ class FakeProvider:
         self.models = list(models or DEFAULT_MODELS)
         self.embedding_dims = embedding_dims
         self.api_key = api_key
+        self.responses_api = responses_api  # False: an OpenAI-shaped provider without /v1/responses
         self.log = RequestLog(max_log)
         self._script = Script()
         self._runner: web.ServerRunner | None = None
         self._closing = False
         self.served = 0  # requests received (excluding control calls)
         self.in_flight = 0  # handlers running now (a hang releases its slot when the client leaves)
+        self.conversations = Conversations(max_log)  # the Responses API ids this provider issued
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> FakeProvider:
+        warm_up()  # the SDK request types, once per process, before the first request
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -165,7 +175,16 @@ class FakeProvider:
             k = k.lower()
             hdrs[k] = f"{hdrs[k]}, {v}" if k in hdrs else v
         self.log.add(
-            RecordedRequest(request.method, path, dict(request.query), hdrs, body, parsed, time.time())
+            RecordedRequest(
+                request.method,
+                path,
+                dict(request.query),
+                hdrs,
+                body,
+                parsed,
+                time.time(),
+                route(request.method, path),
+            )
         )
         self.served += 1
         self.in_flight += 1
@@ -219,7 +238,11 @@ class FakeProvider:
         if b is not None:
             await before_headers(request, b, self._is_closing)
             if b.empty:
-                h = {**base_headers, **b.headers, **({"retry-after": str(b.retry_after)} if b.retry_after is not None else {})}
+                h = {
+                    **base_headers,
+                    **b.headers,
+                    **({"retry-after": str(b.retry_after)} if b.retry_after is not None else {}),
+                }
                 return web.Response(status=b.status, body=b"", headers=h)
             if b.status != 200 or b.error is not None:
                 status = b.status if b.status != 200 else 500
@@ -229,6 +252,8 @@ class FakeProvider:
                     status=200, body=_GARBAGE, content_type=_JSON, headers={**base_headers, **b.headers}
                 )
         endpoint = route(request.method, path)
+        if endpoint == "responses" and not self.responses_api:
+            endpoint = None  # as vLLM, Ollama, Groq...: the path is unknown
         if endpoint is None:
             return error(404, "Not found" if anthropic else f"Invalid URL ({request.method} {path})")
         if endpoint == "models":
@@ -241,7 +266,11 @@ class FakeProvider:
                 if not anthropic
                 else "There was an error parsing the body of your request.",
             )
-        problem = validate(endpoint, body)
+        problem = (
+            validate(endpoint, body)
+            or sdk_problem(endpoint, body, hdrs.get("anthropic-version"))
+            or self.conversations.problem(endpoint, body)
+        )
         if problem:
             return error(400, problem)
         if endpoint == "embeddings":
@@ -250,22 +279,37 @@ class FakeProvider:
                 content_type=_JSON,
                 headers=base_headers,
             )
-        answer = build_answer(body, b, fixed_text=self.fixed_text, chunks=self.chunks)
+        responses = endpoint == "responses"
+        if responses:
+            answer = wire_responses.build(body, b, fixed_text=self.fixed_text, chunks=self.chunks)
+            resp_id = self.conversations.issue(body, frozenset(c.id for c in answer.tool_calls))
+        else:
+            answer = build_answer(body, b, fixed_text=self.fixed_text, chunks=self.chunks)
         extra = b.headers if b else {}
         if not body.get("stream"):
             if not anthropic:
                 base_headers["openai-processing-ms"] = str(int((time.monotonic() - started) * 1000) + 1)
-            payload = wire_anthropic.message(answer) if anthropic else wire_openai.completion(answer)
+            if responses:
+                payload = wire_responses.response_body(answer, body, resp_id)
+            else:
+                payload = wire_anthropic.message(answer) if anthropic else wire_openai.completion(answer)
             headers = {**base_headers, **extra}
             if any(k.lower() == "content-type" for k in headers):  # scripted: e.g. with a charset
                 return web.Response(body=payload, headers=headers)
             return web.Response(body=payload, content_type=_JSON, headers=headers)
+        if responses:
+            events, error_event = (
+                wire_responses.stream_events(answer, body, resp_id),
+                wire_responses.error_event,
+            )
+        else:
+            events = api_events(answer, body, anthropic)
+            error_event = wire_anthropic.error_event if anthropic else wire_openai.error_event
         return await stream_answer(
             request,
-            answer,
-            body,
+            events,
+            error_event,
             b,
-            anthropic,
             {**base_headers, **extra},
             chunk_delay_s=self.chunk_delay_s,
             closing=self._is_closing,
