@@ -26,6 +26,10 @@ COUNT_TOKENS = "count_tokens"
 """`POST /v1/messages/count_tokens`."""
 STORED_RESPONSE = "stored_response"
 """`GET` / `DELETE /v1/responses/{id}` (and its `/input_items`): a Responses answer the gateway kept."""
+METERED = frozenset({COMPLETIONS, EMBEDDINGS})
+"""The endpoints whose requests spend provider tokens: their answers (the gateway's own refusals and
+cache hits included) reach the completion hooks (quota true-up, metrics, ledger). The others (the
+model list, count_tokens) are no completion: nothing is metered, charged or recorded."""
 
 _EXACT: dict[str, tuple[Api, str]] = {
     CHAT_PATH: (Api.OPENAI, COMPLETIONS),

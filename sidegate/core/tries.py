@@ -23,16 +23,37 @@ import orjson
 from sidegate.config import ProviderConfig, RouteConfig, SidegateConfig
 from sidegate.core.completion import Completion, CompletionHook, Filler, notify, parse_retry_after
 from sidegate.core.feature import OnTry, TryHook
+from sidegate.core.intake import COMPLETIONS, COUNT_TOKENS, EMBEDDINGS, METERED
 from sidegate.credentials import Credential, for_provider
 from sidegate.errors import Api, GatewayError, format_error, provider_invalid_response, provider_refused_key
 from sidegate.headers import RESPONSE, Allowed, request_allowed
 from sidegate.translate import get_translator
 from sidegate.translate.base import StreamTranslator, TranslateOptions, Translator, Usage
+from sidegate.translate.count_tokens import COUNT_TOKENS_UPSTREAM_PATH, AnthropicCountTokens
+from sidegate.translate.embeddings import EMBEDDINGS_UPSTREAM_PATH, OpenAIEmbeddings
 from sidegate.wire import PROVIDER_HEADERS, RATE_LIMIT_HEADERS, provider_of_cluster
 
 log = logging.getLogger("sidegate.upstream")
 
 # PROVIDER_HEADERS are removed on each try, then the ones for this try's provider are set again.
+
+_SAME_SCHEMA: dict[str, tuple[Api, str, type[Translator]]] = {
+    EMBEDDINGS: (Api.OPENAI, EMBEDDINGS_UPSTREAM_PATH, OpenAIEmbeddings),
+    COUNT_TOKENS: (Api.ANTHROPIC, COUNT_TOKENS_UPSTREAM_PATH, AnthropicCountTokens),
+}
+"""The endpoints other than completions: the one provider API that serves each (the gateway routes
+them only there), its upstream path and its same-schema pair."""
+
+
+def endpoint_translator(endpoint: str, provider: str, upstream: Api) -> tuple[Translator, str | None]:
+    """The pair of a try of `endpoint` and its fixed upstream path (None: the translator's own)."""
+    found = _SAME_SCHEMA.get(endpoint)
+    if found is None:
+        raise GatewayError(500, f"Sidegate: no provider try serves the endpoint '{endpoint}'.")
+    api, path, pair = found
+    if upstream is not api:  # the route feature refuses such a chain: a config changed under a request
+        raise GatewayError(400, f"Provider '{provider}' cannot serve {path}: it is not {api.value}-shaped.")
+    return pair(), path
 
 
 @dataclass(slots=True)
@@ -62,7 +83,14 @@ class ProviderTry:
         self.max_attempts = len(mcfg.groups()) - int(meta.get("start", 0))
         self.retry_on = frozenset(mcfg.retry_on_status)
         self.opts = TranslateOptions(default_max_tokens=mcfg.default_max_tokens)
-        self.translator: Translator = get_translator(self.inbound, self.provider.api)
+        self.endpoint = str(meta.get("endpoint") or COMPLETIONS)
+        self.metered = self.endpoint in METERED
+        """A try of an endpoint that spends no tokens (count_tokens) reaches no completion hook."""
+        self.same_schema_path: str | None = None
+        if self.endpoint == COMPLETIONS:
+            self.translator: Translator = get_translator(self.inbound, self.provider.api)
+        else:
+            self.translator, self.same_schema_path = endpoint_translator(self.endpoint, provider, self.provider.api)
         self.status = 0
         self.streaming = False
         self.stream_tx: StreamTranslator | None = None
@@ -103,7 +131,8 @@ class ProviderTry:
         changes = HeaderChanges(remove=[*PROVIDER_HEADERS] if skip_body else [*PROVIDER_HEADERS, "content-length"])
         changes.remove += self.stage.allowed[self.provider_name].refused(client)
         if skip_body:  # the client's path without its query (which may carry a key: never forwarded)
-            changes.set[":path"] = "/v1/messages" if self.inbound is Api.ANTHROPIC else "/v1/chat/completions"
+            changes.set[":path"] = self.same_schema_path or (
+                "/v1/messages" if self.inbound is Api.ANTHROPIC else "/v1/chat/completions")
         if skip_body and p.api is Api.ANTHROPIC:
             changes.set["anthropic-version"] = str(self.meta.get("anthropic_version") or self.opts.anthropic_version)
         self.stage.credentials[self.provider_name].apply(changes.set)
@@ -260,7 +289,8 @@ class ProviderTry:
             self._emit(done, aborted)
 
     def _emit(self, done: Completion, aborted: bool) -> None:
-        notify(self.stage.completion_hooks, done)
+        if self.metered:
+            notify(self.stage.completion_hooks, done)
         if self.collect and self.stage.filler is not None and 200 <= self.status < 300 and not aborted:
             if any(key in self.collected for key in self.stage.secrets):  # defence in depth: chunks were scrubbed one by one
                 return

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from sidegate.config import SidegateConfig
 from sidegate.core.context import Reply, RequestContext
 from sidegate.core.feature import Feature
+from sidegate.core.intake import COMPLETIONS, COUNT_TOKENS, EMBEDDINGS
 from sidegate.errors import Api, GatewayError
 from sidegate.jsondup import Undecided, duplicate_key
+from sidegate.translate.count_tokens import check_count_tokens_request
+from sidegate.translate.embeddings import check_embeddings_request
 
 
 class ParseFeature(Feature):
     name = "parse"
+    endpoints = frozenset({COMPLETIONS, EMBEDDINGS, COUNT_TOKENS})
 
     def __init__(self, max_body_bytes: int = 8 * 1024 * 1024):
         self.max_body_bytes = max_body_bytes
@@ -46,6 +52,8 @@ class ParseFeature(Feature):
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise GatewayError(400, "Missing required parameter: 'model'.", param="model")
+        if ctx.endpoint != COMPLETIONS:
+            return self._other_endpoint(ctx, body, model)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise GatewayError(400, "'messages' must be a non-empty array.", param="messages")
@@ -65,3 +73,16 @@ class ParseFeature(Feature):
         else:
             ctx.client_wants_usage = ctx.stream  # Anthropic streams always carry usage
         return None
+
+    @staticmethod
+    def _other_endpoint(ctx: RequestContext, body: dict[str, Any], model: str) -> None:
+        """Embeddings and count_tokens: their own checks; never streamed. The endpoint travels in
+        the metadata (a completion's does not: it is the default) for the per-try stage, the
+        lanes and the completion hooks."""
+        if ctx.endpoint == EMBEDDINGS:
+            check_embeddings_request(body)
+        elif ctx.endpoint == COUNT_TOKENS:
+            check_count_tokens_request(body)
+        ctx.body = body
+        ctx.model = model
+        ctx.meta["endpoint"] = ctx.endpoint

@@ -215,3 +215,21 @@ def guard_request(api: Api, body: dict[str, Any], policy: GuardPolicy) -> GuardR
         _injection(policy.injection, frags, result)
     _pii(policy, frags, result)
     return result
+
+
+def guard_embeddings(body: dict[str, Any], policy: GuardPolicy) -> GuardResult:
+    """The guard on an embeddings request: only the policy's `block` actions apply. Redacting would
+    change the vectors (a placeholder embeds as something else, and there is no answer text to
+    restore into); an injection is no threat to a model that follows no instructions. A value the
+    policy blocks must still not leave the gateway. Costs nothing unless some entity is blocked."""
+    result = GuardResult()
+    blocked = {e: a for e, a in policy.active().items() if a is PiiAction.BLOCK}
+    if not blocked:
+        return result
+    inp = body.get("input")
+    items = inp if isinstance(inp, list) else [inp]
+    frags = [Slot(items, i, "user") for i, v in enumerate(items) if isinstance(v, str)]
+    only_block = policy.model_copy(update={"entities": blocked, "default_action": PiiAction.ALLOW,
+                                            "roles": frozenset({"user"}), "restore": False})  # fmt: skip
+    _pii(only_block, frags, result)
+    return result

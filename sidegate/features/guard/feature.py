@@ -13,12 +13,14 @@ from sidegate import metrics
 from sidegate.config import SidegateConfig
 from sidegate.core.context import Reply, RequestContext
 from sidegate.core.feature import Feature
+from sidegate.core.intake import COMPLETIONS, EMBEDDINGS
 from sidegate.errors import Api
-from sidegate.features.guard import GuardBlocked, SseRestorer, guard_request, restore_body
+from sidegate.features.guard import GuardBlocked, SseRestorer, guard_embeddings, guard_request, restore_body
 
 
 class GuardFeature(Feature):
     name = "guard"
+    endpoints = frozenset({COMPLETIONS, EMBEDDINGS})
 
     def __init__(self, cfg: SidegateConfig):
         self.cfg = cfg
@@ -27,8 +29,8 @@ class GuardFeature(Feature):
         policy = self.cfg.guard_policy(ctx.model)
         if policy is None:
             return None
-        try:
-            result = guard_request(ctx.api, ctx.body, policy)
+        try:  # embeddings: the policy's blocks only (never redacted: see guard_embeddings)
+            result = guard_embeddings(ctx.body, policy) if ctx.endpoint == EMBEDDINGS else guard_request(ctx.api, ctx.body, policy)
         except GuardBlocked as blocked:
             for key, n in blocked.result.counts().items():
                 entity, _, action = key.partition(":")

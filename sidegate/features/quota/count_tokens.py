@@ -1,0 +1,56 @@
+"""count_tokens: `POST /v1/messages/count_tokens` (Anthropic's shape), which coding agents call to
+manage their context.
+
+When every provider the request's chain may try (from the start the breaker picked) is an Anthropic
+one, the count is the provider's: the request goes on like any try (the per-try stage sends it to
+`/v1/messages/count_tokens` with the Anthropic credential and the client's anthropic-version/beta
+headers). Otherwise (an OpenAI-shaped provider anywhere in that chain: a fallback must not turn a
+count into an error) the gateway answers with its own tokenizer's count, the quota's admission
+estimate (:class:`TokenCounter`), and says so in `x-sidegate-token-count: estimate`.
+
+A count spends no provider tokens: never charged against quota, no ledger record, no metrics of a
+completion (it is not a metered endpoint: sidegate/core/intake.py). It lives in the quota package
+because it is the quota's tokenizer that answers.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from sidegate.config import SidegateConfig
+from sidegate.core.context import Reply, RequestContext
+from sidegate.core.feature import Feature
+from sidegate.core.intake import COUNT_TOKENS
+from sidegate.errors import Api
+from sidegate.features.quota.tokens import TokenCounter
+
+COUNT_HEADER = "x-sidegate-token-count"
+"""Who counted: `provider` (forwarded) or `estimate` (the gateway's tokenizer)."""
+
+
+def anthropic_starts(cfg: SidegateConfig) -> frozenset[tuple[str, int]]:
+    """(model, chain start) whose every remaining try is an Anthropic provider."""
+    out = set()
+    for model, m in cfg.models.items():
+        groups = m.groups()
+        for start in range(len(groups)):
+            if all(cfg.providers[r.provider].api is Api.ANTHROPIC for g in groups[start:] for r in g):
+                out.add((model, start))
+    return frozenset(out)
+
+
+class CountTokensFeature(Feature):
+    name = "count_tokens"
+    endpoints = frozenset({COUNT_TOKENS})
+
+    def __init__(self, cfg: SidegateConfig, counter: TokenCounter | None = None):
+        self.counter = counter if counter is not None else TokenCounter(cfg.quota.tokenizer)
+        self.forward = anthropic_starts(cfg)
+
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
+        if (ctx.model, int(ctx.meta.get("start", 0))) in self.forward:
+            ctx.response_headers[COUNT_HEADER] = "provider"
+            return None
+        n = await self.counter.count_async(Api.ANTHROPIC, ctx.body, len(ctx.raw_body))
+        headers = {"content-type": "application/json", COUNT_HEADER: "estimate", **ctx.response_headers}
+        return Reply(200, orjson.dumps({"input_tokens": n}), headers)
