@@ -63,7 +63,9 @@ class AnthropicCountTokens:
 
     def request(self, body: dict[str, Any], *, model: str, opts: TranslateOptions) -> ProviderRequest:
         out = body if body.get("model") == model else {**body, "model": model}
-        return ProviderRequest(COUNT_TOKENS_UPSTREAM_PATH, dumps(out), {"anthropic-version": opts.anthropic_version})
+        return ProviderRequest(
+            COUNT_TOKENS_UPSTREAM_PATH, dumps(out), {"anthropic-version": opts.anthropic_version}
+        )
 
     def response(self, body: bytes) -> tuple[bytes, Usage | None]:
         if loads_object(body) is None:  # never hand the client a 200 with a broken body

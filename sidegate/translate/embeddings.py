@@ -67,7 +67,10 @@ def _check_input_list(inp: list[Any]) -> None:
     elif isinstance(first, str):
         for i, item in enumerate(inp):
             if not isinstance(item, str) or not item:
-                raise _bad(f"'input[{i}]' must be a non-empty string (all items of 'input' of one kind).", f"input[{i}]")
+                raise _bad(
+                    f"'input[{i}]' must be a non-empty string (all items of 'input' of one kind).",
+                    f"input[{i}]",
+                )
     elif isinstance(first, list):
         for i, item in enumerate(inp):
             if not isinstance(item, list) or not item:
