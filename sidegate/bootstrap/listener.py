@@ -25,6 +25,7 @@ from sidegate.wire import (
     GATEWAY_FILTER,
     META_NS,
     PHASE_HEADER,
+    TOKEN_COUNT_HEADER,
     ROUTE_HEADER,
 )
 
@@ -58,7 +59,7 @@ def _front_filter(cfg: SidegateConfig) -> dict[str, Any]:
                         {"exact": "content-type"}, {"exact": "retry-after"}, {"prefix": "x-ratelimit-"},
                         {"prefix": "x-sidegate-"}]},
                     "allowed_client_headers_on_success": {"patterns": [
-                        {"prefix": "x-ratelimit-"}, {"exact": "x-sidegate-guard"}]},
+                        {"prefix": "x-ratelimit-"}, {"exact": "x-sidegate-guard"}, {"exact": TOKEN_COUNT_HEADER}]},
                     # x-sidegate-meta/-lane/-api and the access log's fields (tenant, model...)
                     "dynamic_metadata_from_headers": {"patterns": [{"prefix": "x-sidegate-"}]},
                 },

@@ -23,9 +23,7 @@ from sidegate.core.feature import Feature
 from sidegate.core.intake import COUNT_TOKENS
 from sidegate.errors import Api
 from sidegate.features.quota.tokens import TokenCounter
-
-COUNT_HEADER = "x-sidegate-token-count"
-"""Who counted: `provider` (forwarded) or `estimate` (the gateway's tokenizer)."""
+from sidegate.wire import TOKEN_COUNT_HEADER as COUNT_HEADER
 
 
 def anthropic_starts(cfg: SidegateConfig) -> frozenset[tuple[str, int]]:
