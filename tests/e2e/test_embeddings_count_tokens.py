@@ -106,6 +106,7 @@ def test_every_input_form_and_both_encodings(gw: Stack, fake_openai, model: str)
     """The direct lane and the per-try stage answer each form as OpenAI would: one embedding per
     input, `dimensions` honoured, the SDK's base64 (its default) decoded to the same floats."""
     client = _openai(gw)
+    per_try_before = _per_try(gw)
     as_float = client.embeddings.create(model=model, input="the quick brown fox", encoding_format="float")
     as_b64 = client.embeddings.create(model=model, input="the quick brown fox")  # the SDK asks base64
     sent = fake_openai.requests[-1]
@@ -128,6 +129,15 @@ def test_every_input_form_and_both_encodings(gw: Stack, fake_openai, model: str)
         "<3f", base64.b64decode(raw.json()["data"][0]["embedding"])
     )  # little-endian float32
     assert raw.status_code == 200 and len(floats) == 3
+    # Envoy alone serves the same model name on a direct provider; a renamed model needs the per-try stage.
+    assert _per_try(gw) - per_try_before == (0 if model == "text-embedding-3-small" else 6)
+
+
+def _per_try(gw: Stack) -> int:
+    """Tries that ran the per-try stage: gRPC streams, or the try lane's (HTTP front) requests."""
+    return (gw.stat("http.sidegateext_proc.upstream.streams_started") or 0) + sum(
+        gw.stat(f"cluster.provider.{p}~try.upstream_rq_total") or 0 for p in ("openai", "openai-b")
+    )
 
 
 def test_quota_budget_and_ledger_are_charged_the_providers_prompt_tokens(gw: Stack) -> None:
