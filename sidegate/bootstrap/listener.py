@@ -25,8 +25,8 @@ from sidegate.wire import (
     GATEWAY_FILTER,
     META_NS,
     PHASE_HEADER,
-    TOKEN_COUNT_HEADER,
     ROUTE_HEADER,
+    TOKEN_COUNT_HEADER,
 )
 
 

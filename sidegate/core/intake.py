@@ -92,6 +92,8 @@ def open_request(
     ctx = RequestContext(path=path, method=method, headers=headers, api=api, endpoint=endpoint,
                          request_id=headers.get("x-request-id", ""), source=source, tenant=tenant, key_id=key_id,
                          allowed_models=allowed_models)  # fmt: skip
+    if endpoint != COMPLETIONS:  # for the per-try stage, the lanes and the completion hooks (a refusal's too)
+        ctx.meta["endpoint"] = endpoint
     if api is Api.ANTHROPIC:
         for name in _ANTHROPIC_HEADERS:
             if name in headers:

@@ -76,13 +76,11 @@ class ParseFeature(Feature):
 
     @staticmethod
     def _other_endpoint(ctx: RequestContext, body: dict[str, Any], model: str) -> None:
-        """Embeddings and count_tokens: their own checks; never streamed. The endpoint travels in
-        the metadata (a completion's does not: it is the default) for the per-try stage, the
-        lanes and the completion hooks."""
+        """Embeddings and count_tokens: their own checks; never streamed (the endpoint is in the
+        metadata since intake: a completion's is not, it is the default)."""
         if ctx.endpoint == EMBEDDINGS:
             check_embeddings_request(body)
         elif ctx.endpoint == COUNT_TOKENS:
             check_count_tokens_request(body)
         ctx.body = body
         ctx.model = model
-        ctx.meta["endpoint"] = ctx.endpoint

@@ -241,7 +241,9 @@ def test_a_count_is_never_metered() -> None:
     assert orjson.loads(t.response_body(b'{"input_tokens": 12}')) == {"input_tokens": 12}
     assert log == []
     assert isinstance(run("/v1/embeddings", {"model": "nope", "input": "a"}, app=app), Reply)
-    assert len(log) == 1  # an embeddings refusal is metered (a completion of its own endpoint)
+    assert isinstance(run("/v1/embeddings", b"{not json", app=app), Reply)
+    # An embeddings refusal is metered (a completion of its own endpoint), named as one from the start.
+    assert [(c.status, c.meta["endpoint"]) for c in log] == [(400, "embeddings"), (400, "embeddings")]
 
 
 # -- the fakes -----------------------------------------------------------------------------------------
