@@ -26,7 +26,6 @@ from sidegate.wire import (
     META_NS,
     PHASE_HEADER,
     ROUTE_HEADER,
-    TOKEN_COUNT_HEADER,
 )
 
 
@@ -59,7 +58,7 @@ def _front_filter(cfg: SidegateConfig) -> dict[str, Any]:
                         {"exact": "content-type"}, {"exact": "retry-after"}, {"prefix": "x-ratelimit-"},
                         {"prefix": "x-sidegate-"}]},
                     "allowed_client_headers_on_success": {"patterns": [
-                        {"prefix": "x-ratelimit-"}, {"exact": "x-sidegate-guard"}, {"exact": TOKEN_COUNT_HEADER}]},
+                        {"prefix": "x-ratelimit-"}, {"exact": "x-sidegate-guard"}]},
                     # x-sidegate-meta/-lane/-api and the access log's fields (tenant, model...)
                     "dynamic_metadata_from_headers": {"patterns": [{"prefix": "x-sidegate-"}]},
                 },

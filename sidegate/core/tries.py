@@ -22,6 +22,7 @@ import orjson
 
 from sidegate.config import ProviderConfig, RouteConfig, SidegateConfig
 from sidegate.core.completion import Completion, CompletionHook, Filler, notify, parse_retry_after
+from sidegate.core.context import Reply
 from sidegate.core.feature import OnTry, TryHook
 from sidegate.core.intake import COMPLETIONS, COUNT_TOKENS, EMBEDDINGS, METERED
 from sidegate.credentials import Credential, for_provider
@@ -31,7 +32,7 @@ from sidegate.translate import get_translator
 from sidegate.translate.base import StreamTranslator, TranslateOptions, Translator, Usage
 from sidegate.translate.count_tokens import COUNT_TOKENS_UPSTREAM_PATH, AnthropicCountTokens
 from sidegate.translate.embeddings import EMBEDDINGS_UPSTREAM_PATH, OpenAIEmbeddings
-from sidegate.wire import PROVIDER_HEADERS, RATE_LIMIT_HEADERS, provider_of_cluster
+from sidegate.wire import PROVIDER_HEADERS, RATE_LIMIT_HEADERS, TOKEN_COUNT_HEADER, provider_of_cluster
 
 log = logging.getLogger("sidegate.upstream")
 
@@ -43,6 +44,24 @@ _SAME_SCHEMA: dict[str, tuple[Api, str, type[Translator]]] = {
 }
 """The endpoints other than completions: the one provider API that serves each (the gateway routes
 them only there), its upstream path and its same-schema pair."""
+
+
+class TryAnswered(Exception):
+    """The per-try stage answers this try itself, without its provider (the adapter sends `reply`):
+    a token count that falls back to a provider that cannot count (not Anthropic-shaped) gets the
+    gateway's estimate, which the count_tokens feature put in the metadata (`count_estimate`)."""
+
+    def __init__(self, reply: Reply):
+        super().__init__(reply.status)
+        self.reply = reply
+
+
+def estimated_count(meta: dict[str, Any]) -> TryAnswered | None:
+    n = meta.get("count_estimate")  # a float once it crossed Envoy's metadata (a protobuf Struct)
+    if not isinstance(n, int | float) or isinstance(n, bool):
+        return None
+    headers = {"content-type": "application/json", TOKEN_COUNT_HEADER: "estimate"}
+    return TryAnswered(Reply(200, orjson.dumps({"input_tokens": int(n)}), headers))
 
 
 def endpoint_translator(endpoint: str, provider: str, upstream: Api) -> tuple[Translator, str | None]:
@@ -90,6 +109,10 @@ class ProviderTry:
         if self.endpoint == COMPLETIONS:
             self.translator: Translator = get_translator(self.inbound, self.provider.api)
         else:
+            if self.endpoint == COUNT_TOKENS and self.provider.api is not Api.ANTHROPIC:
+                answered = estimated_count(meta)  # a fallback past the Anthropic providers
+                if answered is not None:
+                    raise answered
             self.translator, self.same_schema_path = endpoint_translator(self.endpoint, provider, self.provider.api)
         self.status = 0
         self.streaming = False
@@ -177,6 +200,8 @@ class ProviderTry:
         )
         for k, v in self.meta.get("response_headers", {}).items():
             changes.set[k] = str(v)
+        if self.endpoint == COUNT_TOKENS:
+            changes.set[TOKEN_COUNT_HEADER] = "provider"
         if self.meta.get("front") == "http":  # the front's limits are added after (ext_authz appends)
             changes.remove += [h for h in RATE_LIMIT_HEADERS if h in headers]
         secrets = self.stage.secret_strs

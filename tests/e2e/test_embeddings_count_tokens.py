@@ -44,6 +44,8 @@ EXTRA: dict[str, Any] = {
         "emb-renamed": {"routes": [{"provider": "openai", "model": "text-embedding-3-large"}]},
         "emb-fallback": {"routes": [{"provider": "openai", "model": "text-embedding-3-small"},
                                     {"provider": "openai-b", "model": "text-embedding-3-small"}]},
+        "claude-fallback": {"routes": [{"provider": "anthropic", "model": "claude-3-5-haiku-20241022"},
+                                       {"provider": "openai", "model": "gpt-4o-mini"}]},
         "emb-cached": {"routes": [{"provider": "openai", "model": "text-embedding-3-small"}], "cache": {"exact": True}},
     },
     "quota": {"prices": {"text-embedding-3-small": {"input_per_mtok": PRICE, "output_per_mtok": 0}}},
@@ -264,3 +266,25 @@ def orjson_count(body: dict[str, Any]) -> int:
     import orjson
 
     return int(orjson.loads(wire_anthropic.count_tokens(body))["input_tokens"])
+
+
+def test_a_count_falling_back_to_an_openai_provider_gets_the_estimate(
+    gw: Stack, fake_openai, fake_anthropic
+) -> None:
+    """A chain that starts at Anthropic forwards the count; when Anthropic fails and Envoy retries
+    on the OpenAI fallback, that try answers the gateway's estimate instead of an error."""
+    client = _anthropic(gw)
+    ok = client.messages.with_raw_response.count_tokens(model="claude-fallback", messages=MESSAGES)
+    assert (
+        ok.headers["x-sidegate-token-count"] == "provider"
+        and fake_anthropic.requests[-1].path == "/v1/messages/count_tokens"
+    )
+    fake_anthropic.script([{"path": "/v1/messages/count_tokens", "status": 503}])
+    seen = len(fake_openai.requests)
+    fell = client.messages.with_raw_response.count_tokens(model="claude-fallback", messages=MESSAGES)
+    assert fell.headers["x-sidegate-token-count"] == "estimate"
+    expected = TokenCounter().anthropic_messages({"model": "claude-fallback", "messages": MESSAGES})
+    assert fell.parse().input_tokens == expected
+    assert (
+        len(fake_openai.requests) == seen and not fake_anthropic.pending_script
+    )  # Anthropic was tried, OpenAI never

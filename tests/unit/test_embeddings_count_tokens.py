@@ -20,7 +20,7 @@ from sidegate.core.completion import Completion
 from sidegate.core.context import Reply, RequestContext
 from sidegate.core.intake import open_request
 from sidegate.core.pipeline import Forward
-from sidegate.core.tries import TryStage
+from sidegate.core.tries import TryAnswered, TryStage
 from sidegate.errors import Api, GatewayError
 from sidegate.fakes import FakeProviderThread, wire_anthropic
 from sidegate.features.cache import CacheRequest
@@ -178,16 +178,36 @@ MESSAGES = {"messages": [{"role": "user", "content": "How many tokens is this?"}
 def test_count_tokens_is_forwarded_to_an_anthropic_chain_and_estimated_otherwise() -> None:
     out = run("/v1/messages/count_tokens", {"model": "claude", **MESSAGES})
     assert isinstance(out, Forward) and out.meta["endpoint"] == "count_tokens" and "quota" not in out.meta
-    assert out.response_headers["x-sidegate-token-count"] == "provider"
-    for model in ("gpt", "claude-then-gpt"):  # an OpenAI-shaped provider may answer a try: estimated
-        est = run("/v1/messages/count_tokens", {"model": model, **MESSAGES})
-        assert (
-            isinstance(est, Reply)
-            and est.status == 200
-            and est.headers["x-sidegate-token-count"] == "estimate"
+    assert "count_estimate" not in out.meta  # every try is Anthropic's: nothing to fall back on
+    expected = TokenCounter().anthropic_messages({"model": "gpt", **MESSAGES})
+    assert 5 < expected < 40
+    est = run("/v1/messages/count_tokens", {"model": "gpt", **MESSAGES})
+    assert (
+        isinstance(est, Reply) and est.status == 200 and est.headers["x-sidegate-token-count"] == "estimate"
+    )
+    assert orjson.loads(est.body) == {"input_tokens": expected}
+    mixed = run("/v1/messages/count_tokens", {"model": "claude-then-gpt", **MESSAGES})
+    mixed_expected = TokenCounter().anthropic_messages(
+        {"model": "claude-then-gpt", **MESSAGES}
+    )  # claude_factor
+    assert (
+        isinstance(mixed, Forward) and mixed.meta["count_estimate"] == mixed_expected
+    )  # for a fallback to OpenAI
+
+
+def test_a_count_falling_back_past_the_anthropic_provider_gets_the_estimate() -> None:
+    out = run("/v1/messages/count_tokens", {"model": "claude-then-gpt", **MESSAGES})
+    assert isinstance(out, Forward)
+    first = APP.tries.start_try(out.meta, "provider.ant", 1)
+    _, changes = first.response_headers(200, {":status": "200", "content-type": "application/json"})
+    assert changes.set["x-sidegate-token-count"] == "provider"
+    with pytest.raises(TryAnswered) as answered:  # (numbers cross Envoy's metadata as floats)
+        APP.tries.start_try(
+            {**out.meta, "count_estimate": float(out.meta["count_estimate"])}, "provider.oai", 2
         )
-        n = orjson.loads(est.body)["input_tokens"]
-        assert n == TokenCounter().anthropic_messages({"model": model, **MESSAGES}) and 5 < n < 40
+    reply = answered.value.reply
+    assert reply.status == 200 and reply.headers["x-sidegate-token-count"] == "estimate"
+    assert orjson.loads(reply.body) == {"input_tokens": out.meta["count_estimate"]}
 
 
 def test_a_breaker_start_past_the_anthropic_provider_is_estimated() -> None:
