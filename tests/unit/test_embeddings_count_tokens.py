@@ -334,3 +334,19 @@ def test_the_checks_are_plain_functions_of_the_body() -> None:
     with pytest.raises(GatewayError):
         check_count_tokens_request({"model": "c"})
     check_embeddings_request({"model": "m", "input": [[0]]})
+
+
+def test_embeddings_are_the_genai_operation_embeddings() -> None:
+    from sidegate import metrics as m
+    from sidegate.features.metrics import MetricsFeature
+    from sidegate.translate.base import Usage
+
+    labels = {"gen_ai_operation_name": "embeddings", "gen_ai_provider_name": "oai", "gen_ai_request_model": "emb",
+              "gen_ai_token_type": "input"}  # fmt: skip
+    before = m.REGISTRY.get_sample_value("gen_ai_client_token_usage_sum", labels) or 0.0
+    MetricsFeature(CFG).on_complete(Completion(
+        meta={"tenant": "t", "model": "emb", "api": "openai", "endpoint": "embeddings"}, provider="oai",
+        upstream_model="text-embedding-3-small", status=200, usage=Usage(input_tokens=7), final=True, streamed=False,
+        started_at=1.0, ended_at=1.01,
+    ))  # fmt: skip
+    assert m.REGISTRY.get_sample_value("gen_ai_client_token_usage_sum", labels) == before + 7
