@@ -46,6 +46,7 @@ EXTRA: dict[str, Any] = {
                                     {"provider": "openai-b", "model": "text-embedding-3-small"}]},
         "claude-fallback": {"routes": [{"provider": "anthropic", "model": "claude-3-5-haiku-20241022"},
                                        {"provider": "openai", "model": "gpt-4o-mini"}]},
+        "emb-guarded": {"routes": [{"provider": "openai"}], "guard": {}},  # the default guard policy
         "emb-cached": {"routes": [{"provider": "openai", "model": "text-embedding-3-small"}], "cache": {"exact": True}},
     },
     "quota": {"prices": {"text-embedding-3-small": {"input_per_mtok": PRICE, "output_per_mtok": 0}}},
@@ -205,6 +206,19 @@ def test_an_exact_cache_hit_asks_no_provider(gw: Stack, fake_openai) -> None:
     assert other.headers.get("x-sidegate-cache") != "hit-exact" and len(other.parse().data[0].embedding) == 4
     rec = gw.wait_ledger(lambda x: x.model == "emb-cached" and x.cache == "hit_exact")
     assert (rec.endpoint, rec.provider, rec.attempts) == ("embeddings", "cache", 0)
+
+
+def test_the_guard_redacts_secrets_in_embeddings_and_leaves_the_rest(gw: Stack, fake_openai) -> None:
+    """The default policy redacts every PII type; on embeddings only a credential is redacted (the
+    HTTP front redacts it in the try, its body being fixed), an e-mail address is embedded as is."""
+    secret = "sk-proj-" + "Q7x9Lm2Vb8Nk4Rt6Yp1Zs3Wd5Fg0Hj"
+    out = _openai(gw).embeddings.create(
+        model="emb-guarded", input=["write to jane@example.com", f"my key {secret}"]
+    )
+    assert len(out.data) == 2
+    sent = fake_openai.requests[-1]
+    assert sent.json["input"][0] == "write to jane@example.com"
+    assert secret not in sent.body.decode() and sent.json["input"][1].startswith("my key <")
 
 
 def test_refusals_in_openais_format(gw: Stack) -> None:

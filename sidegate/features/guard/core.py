@@ -218,18 +218,23 @@ def guard_request(api: Api, body: dict[str, Any], policy: GuardPolicy) -> GuardR
 
 
 def guard_embeddings(body: dict[str, Any], policy: GuardPolicy) -> GuardResult:
-    """The guard on an embeddings request: only the policy's `block` actions apply. Redacting would
-    change the vectors (a placeholder embeds as something else, and there is no answer text to
-    restore into); an injection is no threat to a model that follows no instructions. A value the
-    policy blocks must still not leave the gateway. Costs nothing unless some entity is blocked."""
+    """The guard on an embeddings request, over every string of `input`: the policy's `block`
+    actions, and its redaction of secrets (a credential means nothing to embed, and must reach
+    neither a provider nor the vector store the embeddings go to). Other values are not redacted:
+    a placeholder embeds as something else (the vector would describe `<EMAIL_1>`, not the text),
+    and there is no answer to restore into. No injection score: an embedding model follows no
+    instructions. Mutates `body` in place (``result.changed``), never restores."""
     result = GuardResult()
-    blocked = {e: a for e, a in policy.active().items() if a is PiiAction.BLOCK}
-    if not blocked:
+    kept = {e: a for e, a in policy.active().items()
+            if a is PiiAction.BLOCK or (e is Entity.SECRET and a is PiiAction.REDACT)}  # fmt: skip
+    if not kept:
         return result
     inp = body.get("input")
-    items = inp if isinstance(inp, list) else [inp]
-    frags = [Slot(items, i, "user") for i, v in enumerate(items) if isinstance(v, str)]
-    only_block = policy.model_copy(update={"entities": blocked, "default_action": PiiAction.ALLOW,
-                                            "roles": frozenset({"user"}), "restore": False})  # fmt: skip
-    _pii(only_block, frags, result)
+    if isinstance(inp, str):
+        frags = [Slot(body, "input", "user")]
+    else:  # a list of strings (token arrays carry no text)
+        frags = [Slot(inp, i, "user") for i, v in enumerate(inp) if isinstance(v, str)] if isinstance(inp, list) else []
+    only = policy.model_copy(update={"entities": kept, "default_action": PiiAction.ALLOW,
+                                     "roles": frozenset({"user"}), "restore": False})  # fmt: skip
+    _pii(only, frags, result)
     return result
