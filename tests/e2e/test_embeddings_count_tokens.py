@@ -252,6 +252,17 @@ def test_count_tokens_forwarded_to_anthropic_and_estimated_elsewhere(
     assert sent.headers["x-api-key"] != gw.keys["globex"].key and "anthropic-version" in sent.headers
     assert forwarded.headers["x-sidegate-token-count"] == "provider"
     assert forwarded.parse().input_tokens == orjson_count(sent.json)
+    beta = client.beta.messages.count_tokens(  # `?beta=true` and an anthropic-beta header
+        model="claude-haiku", messages=MESSAGES, betas=["token-efficient-tools-2025-02-19"]
+    )
+    sent = fake_anthropic.requests[-1]
+    assert (
+        sent.path == "/v1/messages/count_tokens" and not sent.query
+    )  # the client's query is never forwarded
+    assert "token-efficient-tools-2025-02-19" in sent.headers["anthropic-beta"].split(
+        ","
+    )  # (the SDK adds its own)
+    assert beta.input_tokens == orjson_count(sent.json)
 
     seen = len(fake_openai.requests)
     estimated = client.messages.with_raw_response.count_tokens(
