@@ -38,7 +38,11 @@ OWN_KEYS = {tenant: keys.new_key() for tenant in ("metered", "counter")}
 test): the quota's sliding window holds that test's tokens only."""
 EXTRA: dict[str, Any] = {
     "defaults": {"guard": None},
-    "providers": {"openai-b": {"api": "openai", "base_url": "FAKE_OPENAI", "api_key_env": "E2E_OPENAI_KEY"}},
+    "providers": {
+        "openai-b": {"api": "openai", "base_url": "FAKE_OPENAI", "api_key_env": "E2E_OPENAI_KEY"},
+        "azure": {"api": "openai", "base_url": "FAKE_OPENAI", "api_key_env": "E2E_OPENAI_KEY", "auth": "api-key",
+                  "path_prefix": "/openai/deployments/{model}", "query": "api-version=2024-10-21"},
+    },
     "models": {
         "text-embedding-3-small": {"routes": [{"provider": "openai"}]},
         "emb-renamed": {"routes": [{"provider": "openai", "model": "text-embedding-3-large"}]},
@@ -47,6 +51,7 @@ EXTRA: dict[str, Any] = {
         "claude-fallback": {"routes": [{"provider": "anthropic", "model": "claude-3-5-haiku-20241022"},
                                        {"provider": "openai", "model": "gpt-4o-mini"}]},
         "emb-guarded": {"routes": [{"provider": "openai"}], "guard": {}},  # the default guard policy
+        "emb-azure": {"routes": [{"provider": "azure", "model": "my-embedding-deployment"}]},
         "emb-cached": {"routes": [{"provider": "openai", "model": "text-embedding-3-small"}], "cache": {"exact": True}},
     },
     "quota": {"prices": {"text-embedding-3-small": {"input_per_mtok": PRICE, "output_per_mtok": 0}}},
@@ -144,6 +149,18 @@ def _per_try(gw: Stack) -> int:
     """Tries that ran the per-try stage: gRPC streams, or the try lane's (HTTP front) requests."""
     return (gw.stat("http.sidegateext_proc.upstream.streams_started") or 0) + sum(
         gw.stat(f"cluster.provider.{p}~try.upstream_rq_total") or 0 for p in ("openai", "openai-b")
+    )
+
+
+def test_an_azure_deployment_gets_its_own_path(gw: Stack, fake_openai) -> None:
+    out = _openai(gw).embeddings.create(model="emb-azure", input=["one", "two three"], dimensions=4)
+    assert [len(d.embedding) for d in out.data] == [4, 4] and out.usage.prompt_tokens == 3
+    sent = fake_openai.requests[-1]
+    assert sent.path == "/openai/deployments/my-embedding-deployment/embeddings"
+    assert (
+        sent.query == {"api-version": "2024-10-21"}
+        and "api-key" in sent.headers
+        and "authorization" not in sent.headers
     )
 
 
