@@ -19,7 +19,7 @@ from envoy.type.v3.http_status_pb2 import HttpStatus
 from sidegate.core.context import Reply, RequestContext, request_meta
 from sidegate.core.intake import client_internal_headers, open_request
 from sidegate.core.pipeline import Forward, Gateway
-from sidegate.core.tries import HeaderChanges, ProviderTry, TryStage
+from sidegate.core.tries import HeaderChanges, ProviderTry, TryAnswered, TryStage
 from sidegate.envoy_pb import header_options, headers_to_dict, struct, struct_to_dict
 from sidegate.errors import Api, GatewayError, format_error
 from sidegate.trust import Token, require
@@ -141,6 +141,8 @@ class UpstreamStream:
         kind = req.WhichOneof("request")
         try:
             return self._handle(kind, req)
+        except TryAnswered as answered:  # the per-try stage answers this try itself (no provider)
+            return _immediate(answered.reply)
         except GatewayError as err:
             return _immediate(Reply(err.status, format_error(self.api, err), {"content-type": "application/json"}))
 

@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from sidegate.core.context import Reply
-from sidegate.core.tries import HeaderChanges, ProviderTry, TryStage
+from sidegate.core.tries import HeaderChanges, ProviderTry, TryAnswered, TryStage
 from sidegate.credentials.env import env_credential
 from sidegate.errors import Api, GatewayError, error_body, format_error
 from sidegate.ids import UniqueIds
@@ -83,7 +83,10 @@ def _provider_request(t: ProviderTry, body: bytes) -> tuple[bytes, HeaderChanges
 
 
 def _refusal(api: Api, e: Exception) -> Reply:
-    """A try refused before the provider, in the client's format (Lua relays it as is)."""
+    """A try refused before the provider, in the client's format (Lua relays it as is), or answered
+    by the per-try stage itself (a count's estimate)."""
+    if isinstance(e, TryAnswered):
+        return e.reply
     if isinstance(e, GatewayError):
         return Reply(e.status, format_error(api, e), dict(_JSON))
     log.error("try lane: request failed", exc_info=e)

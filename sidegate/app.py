@@ -25,6 +25,7 @@ from sidegate.features.ledger.feature import LedgerFeature
 from sidegate.features.metrics import MetricsFeature
 from sidegate.features.models import ModelsFeature
 from sidegate.features.parse import ParseFeature
+from sidegate.features.quota.count_tokens import CountTokensFeature
 from sidegate.features.quota.feature import QuotaFeature
 from sidegate.features.route.feature import RouteFeature
 from sidegate.store import Store
@@ -42,6 +43,7 @@ def default_features(cfg: SidegateConfig, store: Store | None = None) -> list[Fe
         ModelsFeature(cfg),
         ParseFeature.from_config(cfg),
         RouteFeature(cfg),
+        CountTokensFeature(cfg),
         GuardFeature(cfg),
         QuotaFeature.from_config(cfg, store),
         CacheFeature.from_config(cfg, store),

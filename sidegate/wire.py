@@ -20,6 +20,8 @@ CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key")
 """Where a client presents its Sidegate key (removed before anything goes upstream)."""
 INTERNAL_TOKEN_HEADER = "x-sidegate-internal-token"
 """Envoy presents the internal token in it on every call to a Sidegate service (sidegate/trust.py)."""
+TOKEN_COUNT_HEADER = "x-sidegate-token-count"
+"""On a count_tokens answer: who counted, `provider` (forwarded) or `estimate` (the gateway)."""
 AUTH_HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
 """An ext_authz HTTP answer names in it the request headers Envoy removes."""
 

@@ -26,6 +26,10 @@ COUNT_TOKENS = "count_tokens"
 """`POST /v1/messages/count_tokens`."""
 STORED_RESPONSE = "stored_response"
 """`GET` / `DELETE /v1/responses/{id}` (and its `/input_items`): a Responses answer the gateway kept."""
+METERED = frozenset({COMPLETIONS, EMBEDDINGS})
+"""The endpoints whose requests spend provider tokens: their answers (the gateway's own refusals and
+cache hits included) reach the completion hooks (quota true-up, metrics, ledger). The others (the
+model list, count_tokens) are no completion: nothing is metered, charged or recorded."""
 
 _EXACT: dict[str, tuple[Api, str]] = {
     CHAT_PATH: (Api.OPENAI, COMPLETIONS),
@@ -88,6 +92,8 @@ def open_request(
     ctx = RequestContext(path=path, method=method, headers=headers, api=api, endpoint=endpoint,
                          request_id=headers.get("x-request-id", ""), source=source, tenant=tenant, key_id=key_id,
                          allowed_models=allowed_models)  # fmt: skip
+    if endpoint != COMPLETIONS:  # for the per-try stage, the lanes and the completion hooks (a refusal's too)
+        ctx.meta["endpoint"] = endpoint
     if api is Api.ANTHROPIC:
         for name in _ANTHROPIC_HEADERS:
             if name in headers:

@@ -18,7 +18,7 @@ from sidegate import metrics
 from sidegate.core.completion import notify, short_circuit
 from sidegate.core.context import Reply, RequestContext
 from sidegate.core.feature import Hooks, collect
-from sidegate.core.intake import COMPLETIONS, unknown_path
+from sidegate.core.intake import COMPLETIONS, METERED, unknown_path
 from sidegate.errors import GatewayError, format_error
 
 log = logging.getLogger("sidegate.gateway")
@@ -83,9 +83,9 @@ class Gateway:
 
     def _observe(self, ctx: RequestContext, status: int, provider: str, started: float) -> None:
         """Answers the gateway gives itself to a completion (refusals, cache hits) reach the same
-        completion hooks as a provider's. Other endpoints (the model list) are no completion: no
-        metrics of one, no ledger record, nothing to settle."""
-        if not self.completion_hooks or not ctx.tenant or ctx.endpoint != COMPLETIONS:
+        completion hooks as a provider's. Endpoints that are not metered (the model list,
+        count_tokens) are no completion: no metrics of one, no ledger record, nothing to settle."""
+        if not self.completion_hooks or not ctx.tenant or ctx.endpoint not in METERED:
             return
         notify(self.completion_hooks, short_circuit(ctx.upstream_meta(), status, provider=provider, started_at=started,
                                              streamed=ctx.stream))  # fmt: skip

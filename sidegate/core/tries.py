@@ -22,19 +22,59 @@ import orjson
 
 from sidegate.config import ProviderConfig, RouteConfig, SidegateConfig
 from sidegate.core.completion import Completion, CompletionHook, Filler, notify, parse_retry_after
+from sidegate.core.context import Reply
 from sidegate.core.feature import OnTry, TryHook
+from sidegate.core.intake import COMPLETIONS, COUNT_TOKENS, EMBEDDINGS, METERED
 from sidegate.credentials import Credential, for_provider
 from sidegate.errors import Api, GatewayError, format_error, provider_invalid_response, provider_refused_key
 from sidegate.headers import RESPONSE, Allowed, request_allowed
 from sidegate.translate import get_translator
 from sidegate.translate.base import StreamTranslator, TranslateOptions, Translator, Usage
-from sidegate.wire import PROVIDER_HEADERS, RATE_LIMIT_HEADERS, provider_of_cluster
+from sidegate.translate.count_tokens import COUNT_TOKENS_UPSTREAM_PATH, AnthropicCountTokens
+from sidegate.translate.embeddings import EMBEDDINGS_UPSTREAM_PATH, OpenAIEmbeddings
+from sidegate.wire import PROVIDER_HEADERS, RATE_LIMIT_HEADERS, TOKEN_COUNT_HEADER, provider_of_cluster
 
 log = logging.getLogger("sidegate.upstream")
 
 # PROVIDER_HEADERS are removed on each try, then the ones for this try's provider are set again.
 UPSTREAM_PATHS = {Api.OPENAI: "/v1/chat/completions", Api.ANTHROPIC: "/v1/messages", Api.RESPONSES: "/v1/responses"}
 """The provider path of a passthrough try (body unchanged), by API (translated tries take the translator's)."""
+
+_SAME_SCHEMA: dict[str, tuple[Api, str, type[Translator]]] = {
+    EMBEDDINGS: (Api.OPENAI, EMBEDDINGS_UPSTREAM_PATH, OpenAIEmbeddings),
+    COUNT_TOKENS: (Api.ANTHROPIC, COUNT_TOKENS_UPSTREAM_PATH, AnthropicCountTokens),
+}
+"""The endpoints other than completions: the one provider API that serves each (the gateway routes
+them only there), its upstream path and its same-schema pair."""
+
+
+class TryAnswered(Exception):
+    """The per-try stage answers this try itself, without its provider (the adapter sends `reply`):
+    a token count that falls back to a provider that cannot count (not Anthropic-shaped) gets the
+    gateway's estimate, which the count_tokens feature put in the metadata (`count_estimate`)."""
+
+    def __init__(self, reply: Reply):
+        super().__init__(reply.status)
+        self.reply = reply
+
+
+def estimated_count(meta: dict[str, Any]) -> TryAnswered | None:
+    n = meta.get("count_estimate")  # a float once it crossed Envoy's metadata (a protobuf Struct)
+    if not isinstance(n, int | float) or isinstance(n, bool):
+        return None
+    headers = {"content-type": "application/json", TOKEN_COUNT_HEADER: "estimate"}
+    return TryAnswered(Reply(200, orjson.dumps({"input_tokens": int(n)}), headers))
+
+
+def endpoint_translator(endpoint: str, provider: str, upstream: Api) -> tuple[Translator, str | None]:
+    """The pair of a try of `endpoint` and its fixed upstream path (None: the translator's own)."""
+    found = _SAME_SCHEMA.get(endpoint)
+    if found is None:
+        raise GatewayError(500, f"Sidegate: no provider try serves the endpoint '{endpoint}'.")
+    api, path, pair = found
+    if upstream is not api:  # the route feature refuses such a chain: a config changed under a request
+        raise GatewayError(400, f"Provider '{provider}' cannot serve {path}: it is not {api.value}-shaped.")
+    return pair(), path
 
 
 @dataclass(slots=True)
@@ -64,10 +104,22 @@ class ProviderTry:
         self.max_attempts = len(mcfg.groups()) - int(meta.get("start", 0))
         self.retry_on = frozenset(mcfg.retry_on_status)
         self.opts = TranslateOptions(default_max_tokens=mcfg.default_max_tokens)
-        # The API this try speaks upstream: the provider's, except a Responses client on an OpenAI
-        # provider that serves Responses (passthrough; ProviderConfig.upstream_api).
-        self.upstream_api = self.provider.upstream_api(self.inbound)
-        self.translator: Translator = get_translator(self.inbound, self.upstream_api)
+        self.endpoint = str(meta.get("endpoint") or COMPLETIONS)
+        self.metered = self.endpoint in METERED
+        """A try of an endpoint that spends no tokens (count_tokens) reaches no completion hook."""
+        self.same_schema_path: str | None = None
+        if self.endpoint == COMPLETIONS:
+            # The API this try speaks upstream: the provider's, except a Responses client on an OpenAI
+            # provider that serves Responses (passthrough; ProviderConfig.upstream_api).
+            self.upstream_api = self.provider.upstream_api(self.inbound)
+            self.translator: Translator = get_translator(self.inbound, self.upstream_api)
+        else:
+            self.upstream_api = self.provider.api
+            if self.endpoint == COUNT_TOKENS and self.provider.api is not Api.ANTHROPIC:
+                answered = estimated_count(meta)  # a fallback past the Anthropic providers
+                if answered is not None:
+                    raise answered
+            self.translator, self.same_schema_path = endpoint_translator(self.endpoint, provider, self.provider.api)
         self.status = 0
         self.streaming = False
         self.stream_tx: StreamTranslator | None = None
@@ -108,7 +160,7 @@ class ProviderTry:
         changes = HeaderChanges(remove=[*PROVIDER_HEADERS] if skip_body else [*PROVIDER_HEADERS, "content-length"])
         changes.remove += self.stage.allowed[self.provider_name].refused(client)
         if skip_body:  # the client's path without its query (which may carry a key: never forwarded)
-            changes.set[":path"] = UPSTREAM_PATHS[self.inbound]
+            changes.set[":path"] = self.same_schema_path or UPSTREAM_PATHS[self.inbound]
         if skip_body and p.api is Api.ANTHROPIC:
             changes.set["anthropic-version"] = str(self.meta.get("anthropic_version") or self.opts.anthropic_version)
         self.stage.credentials[self.provider_name].apply(changes.set)
@@ -153,6 +205,8 @@ class ProviderTry:
         )
         for k, v in self.meta.get("response_headers", {}).items():
             changes.set[k] = str(v)
+        if self.endpoint == COUNT_TOKENS:
+            changes.set[TOKEN_COUNT_HEADER] = "provider"
         if self.meta.get("front") == "http":  # the front's limits are added after (ext_authz appends)
             changes.remove += [h for h in RATE_LIMIT_HEADERS if h in headers]
         secrets = self.stage.secret_strs
@@ -265,7 +319,8 @@ class ProviderTry:
             self._emit(done, aborted)
 
     def _emit(self, done: Completion, aborted: bool) -> None:
-        notify(self.stage.completion_hooks, done)
+        if self.metered:
+            notify(self.stage.completion_hooks, done)
         if self.collect and self.stage.filler is not None and 200 <= self.status < 300 and not aborted:
             if any(key in self.collected for key in self.stage.secrets):  # defence in depth: chunks were scrubbed one by one
                 return

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from sidegate.fakes.sdk_check import sdk_problem
+
 #: OpenAI's Responses API, and Azure's (its v1 API and the older preview path).
 RESPONSES_PATHS = ("/v1/responses", "/openai/v1/responses", "/openai/responses")
 
 
 def route(method: str, path: str) -> str | None:
-    """The endpoint's name (``models``, ``chat``, ``azure_chat``, ``messages``, ``embeddings``,
-    ``responses``), or None."""
+    """The endpoint's name (``models``, ``chat``, ``azure_chat``, ``messages``, ``count_tokens``,
+    ``embeddings``, ``responses``), or None."""
     if method == "GET" and path == "/v1/models":
         return "models"
     if method != "POST":
@@ -19,6 +21,8 @@ def route(method: str, path: str) -> str | None:
         return "chat"
     if path == "/v1/messages":
         return "messages"
+    if path == "/v1/messages/count_tokens":
+        return "count_tokens"
     if path == "/v1/embeddings":
         return "embeddings"
     if path in RESPONSES_PATHS:
@@ -57,4 +61,6 @@ def validate(route: str, body: dict[str, Any]) -> str | None:
         return "max_tokens: Field required"
     if route == "embeddings" and body.get("input") in (None, "", []):
         return "'input' is a required property"
+    if route in ("embeddings", "count_tokens"):
+        return sdk_problem(route, body, anthropic=route == "count_tokens")
     return None

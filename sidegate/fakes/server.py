@@ -273,6 +273,8 @@ class FakeProvider:
         )
         if problem:
             return error(400, problem)
+        if endpoint == "count_tokens":
+            return web.Response(body=wire_anthropic.count_tokens(body), content_type=_JSON, headers=base_headers)
         if endpoint == "embeddings":
             return web.Response(
                 body=wire_openai.embeddings(body, self.embedding_dims),

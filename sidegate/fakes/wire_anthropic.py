@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 
 from sidegate.fakes.answer import Answer
-from sidegate.fakes.text import split_pieces, split_words
+from sidegate.fakes.text import approx_tokens, split_pieces, split_words
 
-__all__ = ["error_body", "error_event", "headers", "message", "models", "stream_events"]
+__all__ = ["count_tokens", "error_body", "error_event", "headers", "message", "models", "stream_events"]
 
 _ERRORS = {  # status -> (type, default message)
     400: ("invalid_request_error", "Invalid request."),
@@ -196,3 +196,10 @@ def models(names: list[str]) -> bytes:
             "last_id": names[-1] if names else None,
         }
     )
+
+
+def count_tokens(body: dict[str, Any]) -> bytes:
+    """`POST /v1/messages/count_tokens`: `{"input_tokens": N}`, deterministic: the fakes' count of
+    the words of what the prompt carries (system, messages, tools), as JSON text."""
+    prompt = orjson.dumps({k: body.get(k) for k in ("system", "messages", "tools")}).decode()
+    return orjson.dumps({"input_tokens": approx_tokens(prompt.replace('"', " ").replace(",", " "))})

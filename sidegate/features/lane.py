@@ -20,6 +20,7 @@ from __future__ import annotations
 from sidegate.config import SidegateConfig
 from sidegate.core.context import Reply, RequestContext
 from sidegate.core.feature import Feature
+from sidegate.core.intake import COMPLETIONS, EMBEDDINGS
 from sidegate.errors import Api
 from sidegate.lanes import direct_apis
 from sidegate.wire import DIRECT, LANE_DIRECT, LANE_TRY, TRY
@@ -27,6 +28,10 @@ from sidegate.wire import DIRECT, LANE_DIRECT, LANE_TRY, TRY
 
 class LaneFeature(Feature):
     name = "lane"
+    endpoints = frozenset({COMPLETIONS, EMBEDDINGS})
+    """Embeddings take the direct lane like a completion (Envoy relays `/v1/embeddings` as the client
+    sent it and reads `usage.prompt_tokens` with the JSON usage rules); count_tokens stays in the
+    full lane (its direct-lane access-log entry would be metered)."""
 
     def __init__(self, cfg: SidegateConfig):
         self.direct: dict[tuple[str, int], frozenset[Api]] = {}

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from sidegate import metrics as m
 from sidegate.core.completion import Completion, CostFn, safe_cost, time_per_output_token, ttft_seconds
 from sidegate.core.feature import Feature
+from sidegate.core.intake import EMBEDDINGS
 from sidegate.core.pricing import Pricing
 from sidegate.metrics import child
 
@@ -23,6 +24,8 @@ log = logging.getLogger("sidegate.observe")
 OPERATION = "chat"
 """gen_ai.operation.name for /v1/chat/completions, /v1/messages and /v1/responses: the semconv names
 no Responses operation and lists OpenAI's chat APIs under `chat` (the API itself is the ledger's `api`)."""
+OPERATIONS = {EMBEDDINGS: "embeddings"}
+"""gen_ai.operation.name of the other metered endpoints (metadata `endpoint`; a completion has none)."""
 
 
 class MetricsFeature(Feature):
@@ -51,7 +54,7 @@ class MetricsFeature(Feature):
             return
         tenant = m.tenant_label(meta.get("tenant"))
         sclass = m.status_class(c.status)
-        genai = (OPERATION, provider, model)
+        genai = (OPERATIONS.get(meta.get("endpoint"), OPERATION), provider, model)
         child(m.REQUESTS, tenant, model, provider, sclass).inc()
         if c.attempt > 1:
             child(m.FALLBACKS, model, provider).inc()

@@ -9,12 +9,16 @@ import orjson
 from sidegate.config import SidegateConfig
 from sidegate.core.context import Reply, RequestContext
 from sidegate.core.feature import Feature
+from sidegate.core.intake import COMPLETIONS, COUNT_TOKENS, EMBEDDINGS
 from sidegate.errors import Api, GatewayError
 from sidegate.jsondup import Undecided, duplicate_key
+from sidegate.translate.count_tokens import check_count_tokens_request
+from sidegate.translate.embeddings import check_embeddings_request
 
 
 class ParseFeature(Feature):
     name = "parse"
+    endpoints = frozenset({COMPLETIONS, EMBEDDINGS, COUNT_TOKENS})
 
     def __init__(self, max_body_bytes: int = 8 * 1024 * 1024):
         self.max_body_bytes = max_body_bytes
@@ -48,6 +52,8 @@ class ParseFeature(Feature):
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise GatewayError(400, "Missing required parameter: 'model'.", param="model")
+        if ctx.endpoint != COMPLETIONS:
+            return self._other_endpoint(ctx, body, model)
         if ctx.api is Api.RESPONSES:
             _check_responses(body)
         else:
@@ -72,6 +78,17 @@ class ParseFeature(Feature):
             # too (response.completed's `response.usage`): nothing to inject, nothing to hide.
             ctx.client_wants_usage = ctx.stream
         return None
+
+    @staticmethod
+    def _other_endpoint(ctx: RequestContext, body: dict[str, Any], model: str) -> None:
+        """Embeddings and count_tokens: their own checks; never streamed (the endpoint is in the
+        metadata since intake: a completion's is not, it is the default)."""
+        if ctx.endpoint == EMBEDDINGS:
+            check_embeddings_request(body)
+        elif ctx.endpoint == COUNT_TOKENS:
+            check_count_tokens_request(body)
+        ctx.body = body
+        ctx.model = model
 
 
 def _check_responses(body: dict[str, Any]) -> None:

@@ -107,7 +107,7 @@ def test_refusals_keep_each_api_format(stack):
     with pytest.raises(openai.BadRequestError) as b:
         oai(stack).chat.completions.create(model="no-such-model", messages=MSG)
     assert b.value.status_code == 400 and b.value.body["code"] == "model_not_found" and "no-such-model" in b.value.message
-    r = httpx.post(stack.base_url + "/v1/embeddings", json={}, headers={"authorization": f"Bearer {stack.keys['acme'].key}"})
+    r = httpx.post(stack.base_url + "/v1/audio/speech", json={}, headers={"authorization": f"Bearer {stack.keys['acme'].key}"})
     assert r.status_code == 404 and r.json()["error"]["message"].startswith("Unknown path")
 
 

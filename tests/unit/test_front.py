@@ -108,7 +108,7 @@ def test_redaction_becomes_a_per_try_instruction():
 
 def test_unknown_path_is_404_in_format():
     f, _ = front("go")
-    ans = check(f, "/v1/embeddings")
+    ans = check(f, "/v1/audio/speech")
     assert ans.status == 404 and orjson.loads(ans.body)["error"]["message"].startswith("Unknown path")
 
 

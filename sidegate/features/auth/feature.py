@@ -13,7 +13,7 @@ from sidegate import metrics
 from sidegate.config import SidegateConfig
 from sidegate.core.context import Reply, RequestContext
 from sidegate.core.feature import Feature
-from sidegate.core.intake import COMPLETIONS, MODELS
+from sidegate.core.intake import COMPLETIONS, COUNT_TOKENS, EMBEDDINGS, MODELS
 from sidegate.errors import GatewayError
 from sidegate.features.auth.decide import Allow, authorize
 from sidegate.features.auth.keycache import KeyCache
@@ -24,7 +24,7 @@ from sidegate.wire import CREDENTIAL_HEADERS
 
 class AuthFeature(Feature):
     name = "auth"
-    endpoints = frozenset({COMPLETIONS, MODELS})
+    endpoints = frozenset({COMPLETIONS, MODELS, EMBEDDINGS, COUNT_TOKENS})
 
     @classmethod
     def from_config(cls, cfg: SidegateConfig, store: Store | None = None) -> AuthFeature:

@@ -46,3 +46,12 @@ def refusal_reason(api: Api, response: Any, policy: CachePolicy) -> str | None:
     ):
         return "tool_calls"
     return None
+
+
+def embeddings_refusal(response: Any) -> str | None:
+    """Why an embeddings answer must not be cached (None: it may): a whole list of embeddings only."""
+    if not isinstance(response, dict) or response.get("error") is not None:
+        return "error"
+    if response.get("object") != "list" or not isinstance(response.get("data"), list) or not response["data"]:
+        return "not_embeddings"
+    return None

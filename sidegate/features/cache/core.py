@@ -15,10 +15,11 @@ from typing import Any
 import orjson
 
 from sidegate.config.cache import CachePolicy
+from sidegate.core.intake import COMPLETIONS
 from sidegate.store import Store
 
 from . import codec
-from .cacheable import refusal_reason
+from .cacheable import embeddings_refusal, refusal_reason
 from .index import SemanticIndex
 from .known import KnownKeys
 from .replay import replay_answer
@@ -126,7 +127,10 @@ class ResponseCache:
     def _hit(
         self, req: CacheRequest, kind: str, resp: dict[str, Any], stored_at: float, sim: float
     ) -> CacheHit:
-        body, ctype = replay_answer(req.api, resp, stream=req.stream, include_usage=req.include_usage)
+        if req.endpoint == COMPLETIONS:
+            body, ctype = replay_answer(req.api, resp, stream=req.stream, include_usage=req.include_usage)
+        else:  # embeddings carry no id or timestamp to renew: the stored answer as it came
+            body, ctype = orjson.dumps(resp), "application/json"
         age = max(0.0, time.time() - stored_at)
         headers = {"x-sidegate-cache": f"hit-{kind}", "age": str(int(age))}
         if kind == "semantic":
@@ -201,7 +205,7 @@ class ResponseCache:
         except orjson.JSONDecodeError:
             self.stats.skip("not_json")
             return False
-        reason = refusal_reason(req.api, resp, policy)
+        reason = refusal_reason(req.api, resp, policy) if req.endpoint == COMPLETIONS else embeddings_refusal(resp)
         if reason is not None:
             self.stats.skip(reason.split(":")[0])
             return False

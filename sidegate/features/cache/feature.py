@@ -18,6 +18,7 @@ from sidegate import metrics
 from sidegate.config import SidegateConfig
 from sidegate.core.context import Reply, RequestContext
 from sidegate.core.feature import Feature, close_each
+from sidegate.core.intake import COMPLETIONS, EMBEDDINGS
 from sidegate.errors import Api
 from sidegate.features.cache import CachePolicy, CacheRequest, ResponseCache, SemanticIndex, reassemble
 from sidegate.features.cache.core import CACHE_PREFIX
@@ -44,6 +45,7 @@ class PendingFills(TtlMap[CacheRequest]):
 
 class CacheFeature(Feature):
     name = "cache"
+    endpoints = frozenset({COMPLETIONS, EMBEDDINGS})
 
     def __init__(self, cfg: SidegateConfig, cache: ResponseCache, pending: PendingFills | None = None,
                  store: Store | None = None):  # fmt: skip
@@ -86,7 +88,7 @@ class CacheFeature(Feature):
         """Send the exact lookup's GET now (it then travels with the quota reservation)."""
         policy = self.cfg.cache_policy(ctx.model)
         if policy.enabled and not ctx.body_changed:
-            req = CacheRequest.from_body(ctx.api, ctx.tenant, ctx.model, ctx.body, ctx.headers)
+            req = CacheRequest.from_body(ctx.api, ctx.tenant, ctx.model, ctx.body, ctx.headers, ctx.endpoint)
             ctx.prefetched["cache"] = (req, self.cache.prefetch(req, policy))
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
@@ -98,7 +100,7 @@ class CacheFeature(Feature):
             return None
         req, sent = ctx.prefetched.pop("cache", None) or (None, None)
         if req is None:
-            req = CacheRequest.from_body(ctx.api, ctx.tenant, ctx.model, ctx.body, ctx.headers)
+            req = CacheRequest.from_body(ctx.api, ctx.tenant, ctx.model, ctx.body, ctx.headers, ctx.endpoint)
         hit = await self.cache.lookup(req, policy, sent)
         if hit is not None:
             result = hit.headers.get("x-sidegate-cache", "hit-exact").replace("-", "_")
@@ -126,7 +128,8 @@ class CacheFeature(Feature):
             if req is None:
                 if client_body is None:
                     return
-                req = CacheRequest.from_body(api, str(meta.get("tenant", "")), model, client_body, {})
+                endpoint = str(meta.get("endpoint") or COMPLETIONS)
+                req = CacheRequest.from_body(api, str(meta.get("tenant", "")), model, client_body, {}, endpoint)
             if streamed:
                 doc = reassemble(api, response)
                 if doc is None:

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from sidegate.config.cache import CachePolicy
+from sidegate.core.intake import COMPLETIONS
 from sidegate.errors import Api
 
 __all__ = ["IGNORED_FIELDS", "CacheRequest", "canonical"]
@@ -105,6 +106,8 @@ class CacheRequest:
     a good entry the lookup could not read)."""
     vector: list[float] | None = field(default=None, repr=False)
     """Embedding of `query_text`, kept from lookup so the fill does not embed twice."""
+    endpoint: str = COMPLETIONS
+    """What is cached: a completion, or embeddings (exact only: the whole `input` is the key)."""
 
     @classmethod
     def from_body(
@@ -114,12 +117,16 @@ class CacheRequest:
         model: str,
         body: Mapping[str, Any],
         headers: Mapping[str, str] | None = None,
+        endpoint: str = COMPLETIONS,
     ) -> CacheRequest:
         headers = headers or {}
         params = {k: v for k, v in body.items() if k not in IGNORED_FIELDS}
         temp = params.get("temperature")
         temperature = float(temp) if isinstance(temp, int | float) and not isinstance(temp, bool) else 1.0
-        params["temperature"] = temperature  # absent == 1.0 == 1 for both APIs
+        if endpoint == COMPLETIONS:
+            params["temperature"] = temperature  # absent == 1.0 == 1 for both APIs
+        else:  # embeddings: nothing is sampled, the same input always gets the same answer
+            temperature = 0.0
         messages = params.get("messages")
         last_content: Any = None
         query_text: str | None = None
@@ -131,6 +138,8 @@ class CacheRequest:
                 stub = {k: v for k, v in last.items() if k != "content"}
                 params["messages"] = [*messages[:-1], stub]
         scope_doc = {"api": str(api), "tenant": tenant, "model": model, "params": _strip(params)}
+        if endpoint != COMPLETIONS:  # (a completion's keys stay what they were)
+            scope_doc["endpoint"] = endpoint
         h = hashlib.sha256(KEY_VERSION)
         h.update(canonical(scope_doc))
         scope = h.hexdigest()
@@ -159,7 +168,7 @@ class CacheRequest:
         return cls(
             api=api, tenant=tenant, model=model, scope=scope, exact_key=exact, query_text=query_text,
             temperature=temperature, stream=stream, include_usage=include_usage,
-            lookup_allowed=not bypass, fill_allowed=not no_store, min_threshold=min_threshold,
+            lookup_allowed=not bypass, fill_allowed=not no_store, min_threshold=min_threshold, endpoint=endpoint,
         )  # fmt: skip
 
     def threshold(self, policy: CachePolicy) -> float:

@@ -11,7 +11,7 @@ and on the response path, with ``result.restore_map``: :func:`restore_body` for 
 
 from sidegate.config.guard import Entity, GuardPolicy, InjectionAction, InjectionPolicy, PiiAction
 from sidegate.features.guard.classifiers import register_classifier, registered, unregister_classifier
-from sidegate.features.guard.core import GuardBlocked, GuardResult, guard_request
+from sidegate.features.guard.core import GuardBlocked, GuardResult, guard_embeddings, guard_request
 from sidegate.features.guard.injection import score_text
 from sidegate.features.guard.pii import Span, find_pii
 from sidegate.features.guard.restore import StreamRestorer, restore_body, restore_obj, restore_text
@@ -29,6 +29,7 @@ __all__ = [
     "SseRestorer",
     "StreamRestorer",
     "find_pii",
+    "guard_embeddings",
     "guard_request",
     "register_classifier",
     "registered",

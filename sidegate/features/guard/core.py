@@ -215,3 +215,26 @@ def guard_request(api: Api, body: dict[str, Any], policy: GuardPolicy) -> GuardR
         _injection(policy.injection, frags, result)
     _pii(policy, frags, result)
     return result
+
+
+def guard_embeddings(body: dict[str, Any], policy: GuardPolicy) -> GuardResult:
+    """The guard on an embeddings request, over every string of `input`: the policy's `block`
+    actions, and its redaction of secrets (a credential means nothing to embed, and must reach
+    neither a provider nor the vector store the embeddings go to). Other values are not redacted:
+    a placeholder embeds as something else (the vector would describe `<EMAIL_1>`, not the text),
+    and there is no answer to restore into. No injection score: an embedding model follows no
+    instructions. Mutates `body` in place (``result.changed``), never restores."""
+    result = GuardResult()
+    kept = {e: a for e, a in policy.active().items()
+            if a is PiiAction.BLOCK or (e is Entity.SECRET and a is PiiAction.REDACT)}  # fmt: skip
+    if not kept:
+        return result
+    inp = body.get("input")
+    if isinstance(inp, str):
+        frags = [Slot(body, "input", "user")]
+    else:  # a list of strings (token arrays carry no text)
+        frags = [Slot(inp, i, "user") for i, v in enumerate(inp) if isinstance(v, str)] if isinstance(inp, list) else []
+    only = policy.model_copy(update={"entities": kept, "default_action": PiiAction.ALLOW,
+                                     "roles": frozenset({"user"}), "restore": False})  # fmt: skip
+    _pii(only, frags, result)
+    return result

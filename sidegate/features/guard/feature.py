@@ -13,12 +13,14 @@ from sidegate import metrics
 from sidegate.config import SidegateConfig
 from sidegate.core.context import Reply, RequestContext
 from sidegate.core.feature import Feature
+from sidegate.core.intake import COMPLETIONS, EMBEDDINGS
 from sidegate.errors import Api
-from sidegate.features.guard import GuardBlocked, SseRestorer, guard_request, restore_body
+from sidegate.features.guard import GuardBlocked, SseRestorer, guard_embeddings, guard_request, restore_body
 
 
 class GuardFeature(Feature):
     name = "guard"
+    endpoints = frozenset({COMPLETIONS, EMBEDDINGS})
 
     def __init__(self, cfg: SidegateConfig):
         self.cfg = cfg
@@ -27,8 +29,8 @@ class GuardFeature(Feature):
         policy = self.cfg.guard_policy(ctx.model)
         if policy is None:
             return None
-        try:
-            result = guard_request(ctx.api, ctx.body, policy)
+        try:  # embeddings: the policy's blocks and secret redaction only (see guard_embeddings)
+            result = guard_embeddings(ctx.body, policy) if ctx.endpoint == EMBEDDINGS else guard_request(ctx.api, ctx.body, policy)
         except GuardBlocked as blocked:
             for key, n in blocked.result.counts().items():
                 entity, _, action = key.partition(":")
@@ -54,13 +56,16 @@ class GuardFeature(Feature):
         restore_map = restore if isinstance(restore, dict) else {}
         if not restore_map and not meta.get("redact"):
             return None
-        return PiiTry(self.cfg, str(meta.get("model", "")), api, restore_map, bool(meta.get("redact")))
+        return PiiTry(self.cfg, str(meta.get("model", "")), api, restore_map, bool(meta.get("redact")),
+                      embeddings=meta.get("endpoint") == EMBEDDINGS)  # fmt: skip
 
 
 class PiiTry:
     """The guard inside one provider try (a :class:`sidegate.core.feature.TryHook`)."""
 
-    def __init__(self, cfg: SidegateConfig, model: str, api: Api, restore_map: dict[str, str], redact: bool):
+    def __init__(self, cfg: SidegateConfig, model: str, api: Api, restore_map: dict[str, str], redact: bool,
+                 embeddings: bool = False):  # fmt: skip
+        self.embeddings = embeddings
         self.cfg = cfg
         self.model = model
         self.api = api
@@ -74,7 +79,7 @@ class PiiTry:
         policy = self.cfg.guard_policy(self.model)
         if policy is None:
             return
-        result = guard_request(self.api, body, policy)
+        result = guard_embeddings(body, policy) if self.embeddings else guard_request(self.api, body, policy)
         if policy.restore and result.restore_map:
             self.restore_map = result.restore_map
 

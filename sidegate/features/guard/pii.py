@@ -269,6 +269,10 @@ _MARGIN = 40
 """Context around a digit run: an IBAN's letters before/after it, a phone's ``+``/``(``."""
 
 
+_NO_DIGIT_RUNS = frozenset({Entity.SECRET, Entity.EMAIL})
+"""The entities found without the digit runs (secrets and e-mails alone: the runs' scan is skipped)."""
+
+
 def _regions(text: str) -> list[tuple[int, int]]:
     out: list[tuple[int, int]] = []
     n = len(text)
@@ -317,7 +321,7 @@ def find_pii(text: str, entities: Iterable[Entity], phone_regions: tuple[str, ..
     wanted = set(entities)
     if not text or not wanted:
         return []
-    regions = _regions(text)
+    regions = _regions(text) if wanted - _NO_DIGIT_RUNS else []
     starts: list[int] = []
     spans: list[Span] = []
 

@@ -47,6 +47,8 @@ class LedgerRecord:
     tenant: str = ""
     key_id: str = ""
     api: str = ""
+    endpoint: str = "completions"
+    """What was asked: `completions` or `embeddings` (records written before it existed: completions)."""
     model: str = ""
     provider: str = ""
     upstream_model: str = ""
@@ -124,7 +126,8 @@ def record_from_completion(c: Completion, cost_usd: float = 0.0, now: float | No
     usage = c.usage
     return LedgerRecord(
         ts=wall, request_id=str(meta.get("request_id", "")), tenant=str(meta.get("tenant", "")),
-        key_id=str(meta.get("key_id", "")), api=str(meta.get("api", "")), model=str(meta.get("model", "")),
+        key_id=str(meta.get("key_id", "")), api=str(meta.get("api", "")),
+        endpoint=str(meta.get("endpoint") or "completions"), model=str(meta.get("model", "")),
         provider=c.provider, upstream_model=c.upstream_model, status=c.status, attempts=c.attempt,
         stream=bool(meta.get("stream", c.streamed)), aborted=c.aborted, cache=str(meta.get("cache") or "none"),
         input_tokens=usage.input_tokens if usage else 0, output_tokens=usage.output_tokens if usage else 0,

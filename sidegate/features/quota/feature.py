@@ -17,6 +17,7 @@ from sidegate.config import SidegateConfig
 from sidegate.core.completion import Completion
 from sidegate.core.context import Reply, RequestContext
 from sidegate.core.feature import Feature, close_each
+from sidegate.core.intake import COMPLETIONS, EMBEDDINGS
 from sidegate.core.pricing import Pricing
 from sidegate.features.quota import QuotaStore, TokenCounter, build_scopes, max_output_tokens, rejection_error
 from sidegate.features.quota.lease import LeasedQuota
@@ -29,6 +30,7 @@ log = logging.getLogger("sidegate.quota")
 
 class QuotaFeature(Feature):
     name = "quota"
+    endpoints = frozenset({COMPLETIONS, EMBEDDINGS})
 
     def __init__(self, cfg: SidegateConfig, store: QuotaStore | LeasedQuota, tenants: TenantQuotas):
         self.cfg = cfg
@@ -67,9 +69,13 @@ class QuotaFeature(Feature):
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         m = ctx.model_config
-        prompt = await self.counter.count_async(ctx.api, ctx.body, len(ctx.raw_body))
-        default_out = m.default_max_tokens if m is not None else self.policy.default_max_output_tokens
-        tokens = prompt + max_output_tokens(ctx.body, default_out)
+        if ctx.endpoint == EMBEDDINGS:  # input tokens only: an embedding generates none
+            prompt = await self._count_embeddings(ctx)
+            tokens = prompt
+        else:
+            prompt = await self.counter.count_async(ctx.api, ctx.body, len(ctx.raw_body))
+            default_out = m.default_max_tokens if m is not None else self.policy.default_max_output_tokens
+            tokens = prompt + max_output_tokens(ctx.body, default_out)
         scopes = build_scopes(ctx.tenant, self.tenants.get(ctx.tenant), key_id=ctx.key_id, model=ctx.model,
                               default_limits=self.policy.default_limits)  # fmt: skip
         decision = await self.store.reserve(ctx.tenant, scopes, tokens, ctx.request_id or "-")
@@ -89,6 +95,13 @@ class QuotaFeature(Feature):
                 q["bucket"] = r.bucket
             ctx.meta["quota"] = q
         return None
+
+    async def _count_embeddings(self, ctx: RequestContext) -> int:
+        """A batch of inputs can be large (RAG ingestion): counted in a worker thread past the
+        tokenizer's size bound, as a large prompt is."""
+        if len(ctx.raw_body) > self.counter.config.thread_above_bytes:
+            return await asyncio.to_thread(self.counter.embeddings_input, ctx.body)
+        return self.counter.embeddings_input(ctx.body)
 
     def on_complete(self, c: Completion) -> None:
         """Settles the reservation once, when the request's outcome is known."""

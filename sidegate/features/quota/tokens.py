@@ -161,6 +161,16 @@ class TokenCounter:
         fixed += self._tools(body.get("tools"), texts, openai=True)
         return round((self._encode_len(enc, texts) + fixed) * factor)
 
+    def embeddings_input(self, body: dict[str, Any]) -> int:
+        """Tokens of an embeddings request's `input` (all its items): text is encoded, a token
+        array counts its own length. No per-message overhead: an embedding has no chat framing."""
+        enc, factor = self.encoding_for(body.get("model"))
+        inp = body.get("input")
+        items = inp if isinstance(inp, list) and inp and not isinstance(inp[0], int) else [inp]
+        tokens = sum(len(item) for item in items if isinstance(item, list))
+        texts = [item for item in items if isinstance(item, str)]
+        return tokens + round(self._encode_len(enc, texts) * factor)
+
     def _openai_content(self, content: Any, texts: list[str]) -> int:
         if isinstance(content, str):
             texts.append(content)

@@ -8,18 +8,26 @@ from sidegate.config import SidegateConfig
 from sidegate.core.completion import Completion
 from sidegate.core.context import Reply, RequestContext
 from sidegate.core.feature import Feature
-from sidegate.errors import GatewayError
+from sidegate.core.intake import COMPLETIONS, COUNT_TOKENS, EMBEDDINGS
+from sidegate.errors import Api, GatewayError
 from sidegate.features.route.breaker import Breaker
 from sidegate.wire import route_value
 
 
 class RouteFeature(Feature):
     name = "route"
+    endpoints = frozenset({COMPLETIONS, EMBEDDINGS, COUNT_TOKENS})
 
     def __init__(self, cfg: SidegateConfig, breaker: Breaker | None = None):
         self.cfg = cfg
         self.models = cfg.models
         self.breaker = breaker if breaker is not None else Breaker()
+        self.not_embedding: dict[str, str] = {
+            model: bad for model, m in cfg.models.items()
+            if (bad := next((r.provider for r in m.routes if cfg.providers[r.provider].api is not Api.OPENAI), ""))
+        }  # fmt: skip
+        """Models whose chain holds a provider that is not OpenAI-shaped (that provider): embeddings
+        are OpenAI's, so such a model cannot serve them (a fallback could not either)."""
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         m = self.models.get(ctx.model)
@@ -30,6 +38,11 @@ class RouteFeature(Feature):
             )  # fmt: skip
         if "*" not in ctx.allowed_models and ctx.model not in ctx.allowed_models:
             raise GatewayError(403, f"This API key is not allowed to use the model '{ctx.model}'.", code="model_not_allowed")
+        if ctx.endpoint == EMBEDDINGS and ctx.model in self.not_embedding:
+            raise GatewayError(
+                400, f"The model '{ctx.model}' does not serve embeddings: its provider "
+                f"'{self.not_embedding[ctx.model]}' is not OpenAI-compatible.", code="model_not_supported", param="model",
+            )  # fmt: skip
         ctx.model_config = m
         start = self.breaker.start_index(m, ctx.model)
         if start:
