@@ -15,13 +15,16 @@ class ListenerConfig(StrictModel):
     admin_host: str = "127.0.0.1"
     """Envoy admin interface bind address (keep it private: it can drain and stop Envoy)."""
     admin_port: int = Field(9901, ge=0, le=65535)
-    max_request_bytes: int = Field(1024 * 1024, ge=1024, le=1024 * 1024)
-    """Larger request bodies get 413 in the client's API format. At most 1 MiB for now: above that
-    Envoy 1.40's buffering for the per-try ext_proc stalls or answers 413 itself (tracked as an issue)."""
+    max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    """Largest request body served (a gzip body counts inflated); larger ones get 413 in the
+    client's API format. Envoy and the Python services hold a request whole while the features read
+    it, so memory grows with it: at most 256 MiB (the bound docs/architecture.md, "Limits",
+    explains). Env SIDEGATE_MAX_REQUEST_BYTES."""
     max_response_bytes: int = Field(32 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
     """Largest non-streaming answer served, the provider's body and the client's (translated) one:
     Envoy buffers them whole (per-try stage, usage reader). Larger ones get 502 in the client's API
-    format. Streams (SSE) are not buffered and not bounded by it. docs/architecture.md, "Limits"."""
+    format. Streams (SSE) are not buffered and not bounded by it. docs/architecture.md, "Limits".
+    Env SIDEGATE_MAX_RESPONSE_BYTES."""
     request_timeout_s: float = Field(60.0, gt=0)
     """Time for a client to send its whole request (headers and body): slow senders get 408."""
     max_connections: int = Field(10_000, ge=1)
