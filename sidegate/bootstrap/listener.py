@@ -40,7 +40,9 @@ def _front_filter(cfg: SidegateConfig) -> dict[str, Any]:
             "failure_mode_allow": svc.failure_mode_allow,
             "status_on_error": {"code": 503},
             "clear_route_cache": True,
-            "with_request_body": {"max_request_bytes": 2 * cfg.listener.max_request_bytes, "allow_partial_message": False},
+            # Over the limit: ext_authz's own 413 (in the client's format: local_reply_config), before
+            # the front reads a byte; it lowers the stream's limit to this, sidegate.answer_limit raises it.
+            "with_request_body": {"max_request_bytes": cfg.listener.max_request_bytes, "allow_partial_message": False},
             # What the features read (credentials, request id, Anthropic versions, cache directives) and
             # the client's internal headers (so the answer can drop them); nothing else is copied.
             "allowed_headers": {"patterns": [

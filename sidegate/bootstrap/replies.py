@@ -58,7 +58,9 @@ def local_reply_config() -> dict[str, Any]:
     anth = '{"type":"error","error":{"type":"%s","message":"%s"}}'
     oai = '{"error":{"message":"%s","type":"%s","param":null,"code":null}}'
     cases = [
-        (413, "request_too_large", "invalid_request_error", "Request body too large for this gateway."),
+        # (the too-large routes' own answers carry their body: sidegate/bootstrap/routes.py)
+        (413, "request_too_large", "invalid_request_error", "Request body too large for this gateway.",
+         "response.code_details != 'direct_response'"),
         (503, "overloaded_error", "server_error", "The Sidegate gateway service is unavailable.", _GATEWAY_DOWN),
         (503, "overloaded_error", "server_error", "Upstream unavailable: %LOCAL_REPLY_BODY%"),
         (504, "timeout_error", "server_error", "Upstream request timed out."),

@@ -10,6 +10,7 @@ from sidegate.bootstrap.direct_lane import direct_response_headers, no_direct_er
 from sidegate.bootstrap.input import filters_off, unsupported_encoding_route
 from sidegate.bootstrap.limits import duration, per_try_idle_timeout
 from sidegate.config import ModelConfig, SidegateConfig
+from sidegate.errors import Api, error_body
 from sidegate.lanes import direct_chain
 from sidegate.wire import (
     AUTHZ_NS,
@@ -29,7 +30,7 @@ from sidegate.wire import (
 def route_config(cfg: SidegateConfig, *, front_http: bool, sidegate_filters: bool) -> dict[str, Any]:
     """The connection manager's routes. `sidegate_filters=False` (the "Envoy alone" baseline): the
     first model's route as catch-all, without anything Sidegate's filters read."""
-    routes = [_oversize_route(cfg.listener.max_request_bytes)]
+    routes = oversize_routes(cfg.listener.max_request_bytes)
     if front_http:
         routes += _replay_routes(cfg.services)
     routes += [r for name in cfg.models for r in _model_routes(cfg, name)]
@@ -41,7 +42,8 @@ def route_config(cfg: SidegateConfig, *, front_http: bool, sidegate_filters: boo
                        "direct_response": {"status": 503, "body": {"inline_string": "the Sidegate gateway service is unavailable"}}})  # fmt: skip
     routes.append({"name": "unrouted", "match": {"prefix": "/"}, "direct_response": {"status": 404}})
     if not sidegate_filters:
-        routes = [{**{k: v for k, v in routes[1].items() if k != "typed_per_filter_config"}, "match": {"prefix": "/"}}]
+        first = next(r for r in routes if r["name"].startswith("model."))
+        routes = [{**{k: v for k, v in first.items() if k != "typed_per_filter_config"}, "match": {"prefix": "/"}}]
     return {
         "name": "sidegate",
         "virtual_hosts": [
@@ -119,15 +121,29 @@ def _model_route(
         }  # fmt: skip
 
 
-def _oversize_route(limit: int) -> dict[str, Any]:
+OVERSIZE_ROUTE = "too-large"
+
+
+def oversize_routes(limit: int) -> list[dict[str, Any]]:
     """Refuse a declared Content-Length over the limit up front: no filter runs, the body is never
-    read (a body that outgrows Envoy's buffer while ext_authz is pending can otherwise stall)."""
+    read (a body that outgrows Envoy's buffer while ext_authz is pending can otherwise stall). One
+    route per API format, each with its own error body (Anthropic's paths first)."""
+    msg = f"Request body too large: more than {limit} bytes (this gateway's listener.max_request_bytes)."
+    return [
+        _oversize_route(f"{OVERSIZE_ROUTE}.anthropic", "/v1/messages", limit, error_body(Api.ANTHROPIC, 413, msg)),
+        _oversize_route(OVERSIZE_ROUTE, "/", limit, error_body(Api.OPENAI, 413, msg)),
+    ]
+
+
+def _oversize_route(name: str, prefix: str, limit: int, body: bytes) -> dict[str, Any]:
     return {
-        "name": "too-large",
-        "match": {"prefix": "/", "headers": [{"name": "content-length", "range_match": {"start": limit + 1, "end": 1 << 62}}]},
-        "direct_response": {"status": 413},
+        "name": name,
+        "match": {"prefix": prefix, "headers": [{"name": "content-length", "range_match": {"start": limit + 1, "end": 1 << 62}}]},
+        "direct_response": {"status": 413, "body": {"inline_string": body.decode()}},
+        "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
+                                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
         "typed_per_filter_config": filters_off(),
-    }
+    }  # fmt: skip
 
 
 def _route_metadata(match: dict[str, str], front_http: bool) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sidegate.config.base import StrictModel
 
@@ -35,6 +35,17 @@ class ListenerConfig(StrictModel):
     stream_idle_timeout_s: float = Field(300.0, gt=0)
     """A request with no data in either direction for this long is reset (Envoy's
     `stream_idle_timeout`); a provider's silence is cut sooner by `models.*.per_try_idle_timeout_s`."""
+
+    @model_validator(mode="after")
+    def _one_stream_limit(self) -> ListenerConfig:
+        """Envoy 1.40 has one buffer limit per stream for both directions, set to the answers' limit
+        once the request is whole; the per-try stage buffers the request again under it."""
+        if self.max_response_bytes < self.max_request_bytes:
+            raise ValueError(
+                f"max_response_bytes ({self.max_response_bytes}) must be at least max_request_bytes "
+                f"({self.max_request_bytes}): Envoy buffers a request and its answer under one limit per stream"
+            )
+        return self
 
 
 def local_address(host: str) -> str:
