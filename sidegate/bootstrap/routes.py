@@ -8,7 +8,7 @@ from typing import Any
 
 from sidegate.bootstrap.direct_lane import direct_response_headers, no_direct_errors
 from sidegate.bootstrap.input import filters_off, unsupported_encoding_route
-from sidegate.bootstrap.limits import duration, per_try_idle_timeout
+from sidegate.bootstrap.limits import duration, per_try_idle_timeout, service_timeout_s
 from sidegate.config import ModelConfig, SidegateConfig
 from sidegate.errors import Api, error_body
 from sidegate.lanes import direct_chain
@@ -32,7 +32,7 @@ def route_config(cfg: SidegateConfig, *, front_http: bool, sidegate_filters: boo
     first model's route as catch-all, without anything Sidegate's filters read."""
     routes = oversize_routes(cfg.listener.max_request_bytes)
     if front_http:
-        routes += _replay_routes(cfg.services)
+        routes += _replay_routes(cfg)
     routes += [r for name in cfg.models for r in _model_routes(cfg, name)]
     routes.append(unsupported_encoding_route())  # model routes match only once the gateway ran
     # An API path without a route header means the gateway filter did not run (it is down and
@@ -155,13 +155,13 @@ def _route_metadata(match: dict[str, str], front_http: bool) -> dict[str, Any]:
     return {"filter": ns, "path": [{"key": key}], "value": {"string_match": match}}
 
 
-def _replay_routes(svc: Any) -> list[dict[str, Any]]:
+def _replay_routes(cfg: SidegateConfig) -> list[dict[str, Any]]:
     """HTTP front: an answer held by the worker that made it (a cache hit, a 5xx); fetched there
     under the key that ends the route value (`~replay.<worker>.<key>`: the route header stays)."""
     return [
         {"name": f"replay.{i}", "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"prefix": f"{REPLAY_ROUTE}.{i}."}}],
                                           "dynamic_metadata": [_route_metadata({"prefix": f"{REPLAY_ROUTE}.{i}."}, True)]},
-         "route": {"cluster": f"sidegate_front.{i}", "timeout": duration(svc.grpc_timeout_s)},
-         **({"typed_per_filter_config": no_direct_errors()} if svc.direct_lane else {})}
-        for i in range(svc.extproc_workers)
+         "route": {"cluster": f"sidegate_front.{i}", "timeout": duration(service_timeout_s(cfg))},
+         **({"typed_per_filter_config": no_direct_errors()} if cfg.services.direct_lane else {})}
+        for i in range(cfg.services.extproc_workers)
     ]  # fmt: skip
