@@ -41,9 +41,11 @@ def _local_reply_mapper(status: int, anthropic: bool | None, body: str, when: st
                         "name": "envoy.access_loggers.extension_filters.cel",
                         "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
-                            # ext_authz_denied: the front's (or authz service's) own answer, in format.
+                            # ext_authz_denied: the front's (or authz service's) own answer, in format;
+                            # lua_response: the try lane's answer (lua/envoy_try_lane.lua), in format.
                             "expression": f"response.code_details != '{REPLY_DETAILS}'"
-                                          f" && response.code_details != 'ext_authz_denied' && {client}",
+                                          " && response.code_details != 'ext_authz_denied'"
+                                          f" && response.code_details != 'lua_response' && {client}",
                         },
                     }},
                 ]

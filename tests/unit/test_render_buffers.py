@@ -99,3 +99,13 @@ def test_http_front_keeps_its_request_limit_and_raises_the_answers():
     front = next(f for f in hcm["http_filters"] if f["typed_config"].get("http_service"))
     assert front["typed_config"]["with_request_body"]["max_request_bytes"] == cfg.listener.max_request_bytes
     assert _answer_limit(hcm) == 32 * MiB
+
+
+def test_local_reply_mappers_leave_the_try_lanes_answers_alone():
+    """The try lane's Lua answers (details `lua_response`) are in the client's format already: a
+    503 "per-try stage unavailable" was wrapped again as "Upstream unavailable: {...}" (seen under
+    16 concurrent 20 MiB requests)."""
+    _, hcm, _ = _parts(config.parse({**BASE, "services": {"auth": "inline", "front": "http"}}, env={}))
+    for mapper in hcm["local_reply_config"]["mappers"]:
+        cel = mapper["filter"]["and_filter"]["filters"][1]["extension_filter"]["typed_config"]["expression"]
+        assert "response.code_details != 'lua_response'" in cel
