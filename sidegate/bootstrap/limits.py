@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sidegate.config import ListenerConfig, ModelConfig
+from sidegate.config import ListenerConfig, ModelConfig, SidegateConfig
+
+BODY_ALLOWANCE_S_PER_MIB = 0.25
+"""Extra time per MiB of `listener.max_request_bytes` that Envoy gives the Python services per
+message: a body of the largest size is moved over gRPC (or HTTP) and parsed, possibly behind others
+(measured: 16 concurrent 20 MiB requests on 2 busy cores waited past 5 s; docs/architecture.md,
+"Limits")."""
 
 
 def duration(seconds: float) -> str:
@@ -25,6 +31,13 @@ def overload_manager(lst: ListenerConfig) -> dict[str, Any]:
             },
         }],
     }  # fmt: skip
+
+
+def service_timeout_s(cfg: SidegateConfig) -> float:
+    """How long Envoy waits for one answer of a Sidegate service that reads bodies (the gateway and
+    per-try ext_proc, the HTTP front and its try lane): `services.grpc_timeout_s` plus the time the
+    largest request body may take to arrive and be parsed (13 s with the defaults)."""
+    return cfg.services.grpc_timeout_s + BODY_ALLOWANCE_S_PER_MIB * cfg.listener.max_request_bytes / (1024 * 1024)
 
 
 def hcm_timeouts(lst: ListenerConfig) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from sidegate.bootstrap.accesslog import access_log, direct_access_log, front_fo
 from sidegate.bootstrap.buffers import answer_limit_filter, listener_buffer_limit, whole_answer_filter
 from sidegate.bootstrap.clusters import UPSTREAM_CODEC, address
 from sidegate.bootstrap.input import request_decompressor
-from sidegate.bootstrap.limits import duration, hcm_timeouts
+from sidegate.bootstrap.limits import duration, hcm_timeouts, service_timeout_s
 from sidegate.bootstrap.replies import local_reply_config
 from sidegate.bootstrap.routes import route_config
 from sidegate.config import SidegateConfig
@@ -40,7 +40,9 @@ def _front_filter(cfg: SidegateConfig) -> dict[str, Any]:
             "failure_mode_allow": svc.failure_mode_allow,
             "status_on_error": {"code": 503},
             "clear_route_cache": True,
-            "with_request_body": {"max_request_bytes": 2 * cfg.listener.max_request_bytes, "allow_partial_message": False},
+            # Over the limit: ext_authz's own 413 (in the client's format: local_reply_config), before
+            # the front reads a byte; it lowers the stream's limit to this, sidegate.answer_limit raises it.
+            "with_request_body": {"max_request_bytes": cfg.listener.max_request_bytes, "allow_partial_message": False},
             # What the features read (credentials, request id, Anthropic versions, cache directives) and
             # the client's internal headers (so the answer can drop them); nothing else is copied.
             "allowed_headers": {"patterns": [
@@ -48,7 +50,7 @@ def _front_filter(cfg: SidegateConfig) -> dict[str, Any]:
                 {"prefix": "x-sidegate-"}]},
             "http_service": {
                 "server_uri": {"uri": f"http://sidegate-front{CHECK_PREFIX}", "cluster": "sidegate_front",
-                               "timeout": duration(svc.grpc_timeout_s)},
+                               "timeout": duration(service_timeout_s(cfg))},
                 "path_prefix": CHECK_PREFIX,
                 "authorization_request": {"headers_to_add": [
                     {"key": FRONT_SOURCE_HEADER, "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}]},
@@ -81,12 +83,13 @@ def _ext_proc(cluster: str, phase: str, timeout_s: float, mode: dict[str, str], 
     }
 
 
-def _gateway_filter(svc: Any) -> dict[str, Any]:
+def _gateway_filter(cfg: SidegateConfig) -> dict[str, Any]:
     """The ext_proc front: the features' request hooks once per request, before the router."""
+    svc = cfg.services
     proc = _ext_proc(
         "sidegate_extproc",
         "gateway",
-        svc.grpc_timeout_s,
+        service_timeout_s(cfg),
         {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
          "response_header_mode": "SKIP", "response_body_mode": "NONE",
          "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},
@@ -102,12 +105,12 @@ def _gateway_filter(svc: Any) -> dict[str, Any]:
     return {"name": GATEWAY_FILTER, "typed_config": proc}
 
 
-def _upstream_filter(svc: Any) -> dict[str, Any]:
+def _upstream_filter(cfg: SidegateConfig) -> dict[str, Any]:
     """The per-try stage: an upstream filter of the router, one ext_proc stream per try."""
     proc = _ext_proc(
         "sidegate_extproc",
         "upstream",
-        svc.grpc_timeout_s,
+        service_timeout_s(cfg),
         # Request headers must be SEND: with SKIP the upstream codec sends them before the body
         # response could mutate them (verified on 1.40).
         {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
@@ -141,7 +144,7 @@ def _ext_authz(svc: Any) -> dict[str, Any]:
     }
 
 
-def _router(svc: Any) -> dict[str, Any]:
+def _router(cfg: SidegateConfig) -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.router",
         "typed_config": {
@@ -151,7 +154,7 @@ def _router(svc: Any) -> dict[str, Any]:
             "suppress_envoy_headers": True,
             # The full lane: the per-try stage applies the header allow-lists itself
             # (sidegate/core/tries.py; no regex here, so mesh sidecars need no RE2 runtime limit).
-            "upstream_http_filters": [_upstream_filter(svc), whole_answer_filter(), UPSTREAM_CODEC],
+            "upstream_http_filters": [_upstream_filter(cfg), whole_answer_filter(), UPSTREAM_CODEC],
         },
     }
 
@@ -178,10 +181,10 @@ def http_connection_manager(cfg: SidegateConfig, *, front_http: bool, direct: bo
         "http_filters": [
             request_decompressor(),
             *([_ext_authz(svc)] if svc.auth == "ext_authz" else []),
-            _front_filter(cfg) if front_http else _gateway_filter(svc),
+            _front_filter(cfg) if front_http else _gateway_filter(cfg),
             answer_limit_filter(cfg),
             *(direct_lane.router_filters(cfg) if direct else []),
-            _router(svc),
+            _router(cfg),
         ],
     }  # fmt: skip
     if not sidegate_filters:

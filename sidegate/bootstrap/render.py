@@ -29,7 +29,7 @@ from sidegate.bootstrap import hygiene
 from sidegate.bootstrap.buffers import limit_extproc_buffers
 from sidegate.bootstrap.clusters import address, front_clusters, grpc_cluster, provider_cluster
 from sidegate.bootstrap.direct_lane import direct_cluster
-from sidegate.bootstrap.limits import overload_manager
+from sidegate.bootstrap.limits import overload_manager, service_timeout_s
 from sidegate.bootstrap.listener import listener
 from sidegate.bootstrap.try_lane import try_cluster
 from sidegate.config import SidegateConfig, local_address
@@ -65,7 +65,7 @@ def _clusters(cfg: SidegateConfig, *, front_http: bool, direct: bool, sidegate_f
         limit_extproc_buffers(clusters[-1], cfg)
     if front_http:
         clusters += front_clusters(svc_host, svc)
-        clusters += [try_cluster(name, p, svc.grpc_timeout_s) for name, p in cfg.providers.items()]
+        clusters += [try_cluster(name, p, service_timeout_s(cfg)) for name, p in cfg.providers.items()]
     return clusters
 
 

@@ -41,9 +41,11 @@ def _local_reply_mapper(status: int, anthropic: bool | None, body: str, when: st
                         "name": "envoy.access_loggers.extension_filters.cel",
                         "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
-                            # ext_authz_denied: the front's (or authz service's) own answer, in format.
+                            # ext_authz_denied: the front's (or authz service's) own answer, in format;
+                            # lua_response: the try lane's answer (lua/envoy_try_lane.lua), in format.
                             "expression": f"response.code_details != '{REPLY_DETAILS}'"
-                                          f" && response.code_details != 'ext_authz_denied' && {client}",
+                                          " && response.code_details != 'ext_authz_denied'"
+                                          f" && response.code_details != 'lua_response' && {client}",
                         },
                     }},
                 ]
@@ -58,7 +60,9 @@ def local_reply_config() -> dict[str, Any]:
     anth = '{"type":"error","error":{"type":"%s","message":"%s"}}'
     oai = '{"error":{"message":"%s","type":"%s","param":null,"code":null}}'
     cases = [
-        (413, "request_too_large", "invalid_request_error", "Request body too large for this gateway."),
+        # (the too-large routes' own answers carry their body: sidegate/bootstrap/routes.py)
+        (413, "request_too_large", "invalid_request_error", "Request body too large for this gateway.",
+         "response.code_details != 'direct_response'"),
         (503, "overloaded_error", "server_error", "The Sidegate gateway service is unavailable.", _GATEWAY_DOWN),
         (503, "overloaded_error", "server_error", "Upstream unavailable: %LOCAL_REPLY_BODY%"),
         (504, "timeout_error", "server_error", "Upstream request timed out."),

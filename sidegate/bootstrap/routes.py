@@ -8,8 +8,9 @@ from typing import Any
 
 from sidegate.bootstrap.direct_lane import direct_response_headers, no_direct_errors
 from sidegate.bootstrap.input import filters_off, unsupported_encoding_route
-from sidegate.bootstrap.limits import duration, per_try_idle_timeout
+from sidegate.bootstrap.limits import duration, per_try_idle_timeout, service_timeout_s
 from sidegate.config import ModelConfig, SidegateConfig
+from sidegate.errors import Api, error_body
 from sidegate.lanes import direct_apis
 from sidegate.wire import (
     AUTHZ_NS,
@@ -29,9 +30,9 @@ from sidegate.wire import (
 def route_config(cfg: SidegateConfig, *, front_http: bool, sidegate_filters: bool) -> dict[str, Any]:
     """The connection manager's routes. `sidegate_filters=False` (the "Envoy alone" baseline): the
     first model's route as catch-all, without anything Sidegate's filters read."""
-    routes = [_oversize_route(cfg.listener.max_request_bytes)]
+    routes = oversize_routes(cfg.listener.max_request_bytes)
     if front_http:
-        routes += _replay_routes(cfg.services)
+        routes += _replay_routes(cfg)
     routes += [r for name in cfg.models for r in _model_routes(cfg, name)]
     routes.append(unsupported_encoding_route())  # model routes match only once the gateway ran
     # An API path without a route header means the gateway filter did not run (it is down and
@@ -41,7 +42,8 @@ def route_config(cfg: SidegateConfig, *, front_http: bool, sidegate_filters: boo
                        "direct_response": {"status": 503, "body": {"inline_string": "the Sidegate gateway service is unavailable"}}})  # fmt: skip
     routes.append({"name": "unrouted", "match": {"prefix": "/"}, "direct_response": {"status": 404}})
     if not sidegate_filters:
-        routes = [{**{k: v for k, v in routes[1].items() if k != "typed_per_filter_config"}, "match": {"prefix": "/"}}]
+        first = next(r for r in routes if r["name"].startswith("model."))
+        routes = [{**{k: v for k, v in first.items() if k != "typed_per_filter_config"}, "match": {"prefix": "/"}}]
     return {
         "name": "sidegate",
         "virtual_hosts": [
@@ -119,15 +121,29 @@ def _model_route(
         }  # fmt: skip
 
 
-def _oversize_route(limit: int) -> dict[str, Any]:
+OVERSIZE_ROUTE = "too-large"
+
+
+def oversize_routes(limit: int) -> list[dict[str, Any]]:
     """Refuse a declared Content-Length over the limit up front: no filter runs, the body is never
-    read (a body that outgrows Envoy's buffer while ext_authz is pending can otherwise stall)."""
+    read (a body that outgrows Envoy's buffer while ext_authz is pending can otherwise stall). One
+    route per API format, each with its own error body (Anthropic's paths first)."""
+    msg = f"Request body too large: more than {limit} bytes (this gateway's listener.max_request_bytes)."
+    return [
+        _oversize_route(f"{OVERSIZE_ROUTE}.anthropic", "/v1/messages", limit, error_body(Api.ANTHROPIC, 413, msg)),
+        _oversize_route(OVERSIZE_ROUTE, "/", limit, error_body(Api.OPENAI, 413, msg)),
+    ]
+
+
+def _oversize_route(name: str, prefix: str, limit: int, body: bytes) -> dict[str, Any]:
     return {
-        "name": "too-large",
-        "match": {"prefix": "/", "headers": [{"name": "content-length", "range_match": {"start": limit + 1, "end": 1 << 62}}]},
-        "direct_response": {"status": 413},
+        "name": name,
+        "match": {"prefix": prefix, "headers": [{"name": "content-length", "range_match": {"start": limit + 1, "end": 1 << 62}}]},
+        "direct_response": {"status": 413, "body": {"inline_string": body.decode()}},
+        "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
+                                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
         "typed_per_filter_config": filters_off(),
-    }
+    }  # fmt: skip
 
 
 def _route_metadata(match: dict[str, str], front_http: bool) -> dict[str, Any]:
@@ -139,13 +155,13 @@ def _route_metadata(match: dict[str, str], front_http: bool) -> dict[str, Any]:
     return {"filter": ns, "path": [{"key": key}], "value": {"string_match": match}}
 
 
-def _replay_routes(svc: Any) -> list[dict[str, Any]]:
+def _replay_routes(cfg: SidegateConfig) -> list[dict[str, Any]]:
     """HTTP front: an answer held by the worker that made it (a cache hit, a 5xx); fetched there
     under the key that ends the route value (`~replay.<worker>.<key>`: the route header stays)."""
     return [
         {"name": f"replay.{i}", "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"prefix": f"{REPLAY_ROUTE}.{i}."}}],
                                           "dynamic_metadata": [_route_metadata({"prefix": f"{REPLAY_ROUTE}.{i}."}, True)]},
-         "route": {"cluster": f"sidegate_front.{i}", "timeout": duration(svc.grpc_timeout_s)},
-         **({"typed_per_filter_config": no_direct_errors()} if svc.direct_lane else {})}
-        for i in range(svc.extproc_workers)
+         "route": {"cluster": f"sidegate_front.{i}", "timeout": duration(service_timeout_s(cfg))},
+         **({"typed_per_filter_config": no_direct_errors()} if cfg.services.direct_lane else {})}
+        for i in range(cfg.services.extproc_workers)
     ]  # fmt: skip

@@ -110,6 +110,7 @@ _ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "SIDEGATE_LISTEN_HOST": ("listener", "host"),
     "SIDEGATE_ADMIN_PORT": ("listener", "admin_port"),
     "SIDEGATE_ADMIN_HOST": ("listener", "admin_host"),
+    "SIDEGATE_MAX_REQUEST_BYTES": ("listener", "max_request_bytes"),
     "SIDEGATE_MAX_RESPONSE_BYTES": ("listener", "max_response_bytes"),
     "SIDEGATE_METRICS_HOST": ("services", "metrics_host"),
     "SIDEGATE_AUTHZ_PORT": ("services", "authz_port"),

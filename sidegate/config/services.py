@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sidegate.config.base import StrictModel
 
@@ -15,13 +15,16 @@ class ListenerConfig(StrictModel):
     admin_host: str = "127.0.0.1"
     """Envoy admin interface bind address (keep it private: it can drain and stop Envoy)."""
     admin_port: int = Field(9901, ge=0, le=65535)
-    max_request_bytes: int = Field(1024 * 1024, ge=1024, le=1024 * 1024)
-    """Larger request bodies get 413 in the client's API format. At most 1 MiB for now: above that
-    Envoy 1.40's buffering for the per-try ext_proc stalls or answers 413 itself (tracked as an issue)."""
+    max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    """Largest request body served (a gzip body counts inflated); larger ones get 413 in the
+    client's API format. Envoy and the Python services hold a request whole while the features read
+    it, so memory grows with it: at most 256 MiB (the bound docs/architecture.md, "Limits",
+    explains). Env SIDEGATE_MAX_REQUEST_BYTES."""
     max_response_bytes: int = Field(32 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
     """Largest non-streaming answer served, the provider's body and the client's (translated) one:
     Envoy buffers them whole (per-try stage, usage reader). Larger ones get 502 in the client's API
-    format. Streams (SSE) are not buffered and not bounded by it. docs/architecture.md, "Limits"."""
+    format. Streams (SSE) are not buffered and not bounded by it. docs/architecture.md, "Limits".
+    Env SIDEGATE_MAX_RESPONSE_BYTES."""
     request_timeout_s: float = Field(60.0, gt=0)
     """Time for a client to send its whole request (headers and body): slow senders get 408."""
     max_connections: int = Field(10_000, ge=1)
@@ -32,6 +35,18 @@ class ListenerConfig(StrictModel):
     stream_idle_timeout_s: float = Field(300.0, gt=0)
     """A request with no data in either direction for this long is reset (Envoy's
     `stream_idle_timeout`); a provider's silence is cut sooner by `models.*.per_try_idle_timeout_s`."""
+
+    @model_validator(mode="after")
+    def _one_stream_limit(self) -> ListenerConfig:
+        """Envoy 1.40 has one buffer limit per stream for both directions, sized from the answers'
+        limit (measured without this check, 8 MiB requests and 4 MiB answers: a 6 MiB request got
+        a 413 on one lane and stalled until the request timeout on another)."""
+        if self.max_response_bytes < self.max_request_bytes:
+            raise ValueError(
+                f"max_response_bytes ({self.max_response_bytes}) must be at least max_request_bytes "
+                f"({self.max_request_bytes}): Envoy buffers a request and its answer under one limit per stream"
+            )
+        return self
 
 
 def local_address(host: str) -> str:

@@ -32,6 +32,8 @@ DEFAULT_MODELS = [
     "claude-sonnet-4-5",
 ]
 _JSON = "application/json"
+MAX_BODY_BYTES = 512 * 1024 * 1024
+"""Largest request body the fakes read: above any gateway limit (the providers take 32 MiB and more)."""
 _GARBAGE = b'{"id": "chatcmpl-garbage", "choices": [{"index": 0, "message": {"content": "cut'
 _UNSET = object()
 
@@ -99,12 +101,18 @@ class FakeProvider:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((self.host, self._port))
         self._port = sock.getsockname()[1]
-        server = web.Server(self._handle, handler_cancellation=True, access_log=None)
+        server = web.Server(self._handle, request_factory=self._request, handler_cancellation=True, access_log=None)
         self._runner = web.ServerRunner(server, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.SockSite(self._runner, sock, backlog=1024).start()
         self._closing = False
         return self
+
+    @staticmethod
+    def _request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
+        """Bodies as large as the providers take (aiohttp's own default refuses over 1 MiB)."""
+        return web.BaseRequest(message, payload, protocol, writer, task, asyncio.get_running_loop(),
+                               client_max_size=MAX_BODY_BYTES)  # fmt: skip
 
     async def stop(self) -> None:
         self._closing = True

@@ -39,6 +39,7 @@ STACK_EXTRA = {
     "quota": {"op_timeout_s": 5.0},
     "defaults": {"guard": None},
     "services": {"extproc_workers": 2},
+    "listener": {"max_request_bytes": 1024 * 1024, "max_response_bytes": 32 * 1024 * 1024},
 }
 
 
@@ -149,9 +150,9 @@ def test_thousand_concurrent_requests_two_tenants(stack, fake_openai):
 
 
 def test_body_over_the_1mib_cap_gets_413_in_api_format(stack):
-    """listener.max_request_bytes is capped at 1 MiB (Envoy 1.40's buffering for the per-try ext_proc
-    stalls above it; see docs/reliability.md): 50,000 messages (~1.5 MB) are refused up front, in the
-    API's format, before anything reaches a provider."""
+    """listener.max_request_bytes set to 1 MiB (the default is 32 MiB: tests/e2e/test_large_bodies.py):
+    50,000 messages (~1.5 MB) are refused up front, in the API's format, before anything reaches a
+    provider."""
     msgs = [{"role": "user" if i % 2 == 0 else "assistant", "content": "m"} for i in range(49_999)]
     msgs.append({"role": "user", "content": "last"})
     body = orjson.dumps({"model": "gpt-4o-mini", "messages": msgs})

@@ -171,10 +171,11 @@ def test_large_stream_still_flows(big, fake_openai):
     _assert_envoy_alive(big, pid)
 
 
-@pytest.mark.parametrize("size", [3_000_000, 40_000_000])
+@pytest.mark.parametrize("size", [34_000_000, 40_000_000])
 def test_chunked_request_over_the_limit_is_a_413(big, fake_openai, size):
-    """The request side keeps `max_request_bytes`: a chunked body (no Content-Length, so no up-front
-    413 route) over it is refused in the client's format, not stalled, and reaches no provider."""
+    """The request side keeps `max_request_bytes` (32 MiB by default): a chunked body (no
+    Content-Length, so no up-front 413 route) over it is refused in the client's format, not
+    stalled, and reaches no provider."""
     pid = _envoy_pid(big)
     body = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"' + b"x" * size + b'"}]}'
 

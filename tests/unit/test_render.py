@@ -21,8 +21,9 @@ def test_routes_and_clusters_follow_the_config():
     assert {"provider.openai", "provider.anthropic", "sidegate_authz", "sidegate_extproc"} <= clusters
     hcm = b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
-    assert routes[0]["name"] == "too-large" and routes[0]["direct_response"]["status"] == 413
-    first = routes[1]
+    assert [r["name"] for r in routes[:2]] == ["too-large.anthropic", "too-large"]
+    assert all(r["direct_response"]["status"] == 413 for r in routes[:2])
+    first = routes[2]
     assert first["match"]["headers"][0]["string_match"]["exact"] == "gpt-4o-mini"
     groups = first["route"]["inline_cluster_specifier_plugin"]["extension"]["typed_config"]["priority_groups"]
     assert [g["clusters"][0]["cluster_name"] for g in groups] == ["provider.openai", "provider.anthropic"]
@@ -50,7 +51,7 @@ def test_http_front_replaces_the_gateway_ext_proc():
     svc = hcm["http_filters"][1]["typed_config"]["http_service"]
     assert svc["path_prefix"] == "/check" and svc["server_uri"]["cluster"] == "sidegate_front"
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
-    assert [r["name"] for r in routes[1:3]] == ["replay.0", "replay.1"]
+    assert [r["name"] for r in routes[2:4]] == ["replay.0", "replay.1"]
     clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
     ports = [e["endpoint"]["address"]["socket_address"]["port_value"]
              for e in clusters["sidegate_front"]["load_assignment"]["endpoints"][0]["lb_endpoints"]]  # fmt: skip

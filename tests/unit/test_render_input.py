@@ -58,6 +58,6 @@ def test_refusing_routes_switch_off_every_filter_that_reads_the_request() -> Non
         chain = [f["name"] for f in hcm["http_filters"]]
         readers = chain[1 : chain.index("sidegate.answer_limit") + 1]  # after the decompressor (a no-op then)
         routes = {r["name"]: r for r in hcm["route_config"]["virtual_hosts"][0]["routes"]}
-        for name in ("too-large", "unsupported-encoding"):
+        for name in ("too-large.anthropic", "too-large", "unsupported-encoding"):
             off = routes[name]["typed_per_filter_config"]
             assert all(off[f]["disabled"] for f in readers), (svc, name, readers, sorted(off))
