@@ -94,7 +94,7 @@ def sdk_problem(
 
     adapter = check.streaming if body.get("stream") is True else check.batch
     try:
-        _drain(adapter.validate_python(body, strict=True), ())
+        _drain(adapter.validate_python(_with_api_defaults(endpoint, body), strict=True), ())
     except ValidationError as e:
         return _describe(e, (), anthropic)
     except _LateError as late:
@@ -123,6 +123,24 @@ def _sampling_problem(key: str, value: Any) -> str | None:
     if high is not None and value > high:
         return f"{key}: Input should be less than or equal to {high:g}"
     return None
+
+
+def _with_api_defaults(endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+    """`body` with what the API defaults but the SDK's types require filled in: a Responses
+    function tool's `strict` and `parameters` (clients commonly omit them; the API takes that)."""
+    tools = body.get("tools") if endpoint == "responses" else None
+    if not isinstance(tools, list) or not any(
+        isinstance(t, dict) and t.get("type") == "function" and ("strict" not in t or "parameters" not in t)
+        for t in tools
+    ):
+        return body
+    filled = [
+        {"strict": None, "parameters": None, **t}
+        if isinstance(t, dict) and t.get("type") == "function"
+        else t
+        for t in tools
+    ]
+    return {**body, "tools": filled}
 
 
 def _unknown(endpoint: str, key: str) -> str | dict[str, Any]:
