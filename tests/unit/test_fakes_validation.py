@@ -41,11 +41,23 @@ def post(fake: FakeProviderThread, body: dict[str, Any], path: str = "/v1/respon
 
 
 def test_what_the_api_defaults_is_not_required(fake: FakeProviderThread) -> None:
-    """The SDK's types require a function tool's `strict` and `parameters`; the API defaults them."""
+    """The SDK's types require a function tool's `strict` and `parameters` and a passed-back assistant
+    message's `id`, `status` and annotations; the API defaults them."""
     tool = {"type": "function", "name": "f"}
     assert post(fake, {"model": "m", "input": "x", "tools": [tool]}).status_code == 200
     r = post(fake, {"model": "m", "input": "x", "tools": [{**tool, "strict": "yes"}]})
     assert r.status_code == 400 and r.json()["error"]["param"] == "tools[0].strict"
+    said = {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Echo: q"}]}
+    turns = [{"role": "user", "content": "q"}, said, {"role": "user", "content": "again"}]
+    assert (
+        post(fake, {"model": "m", "input": turns}).json()["output"][0]["content"][0]["text"] == "Echo: again"
+    )
+    wrong = {**said, "content": [{"type": "output_text"}]}
+    r = post(fake, {"model": "m", "input": [turns[0], wrong, turns[2]]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input[1].content[0].text"
+    said_wrongly = {**said, "content": [{"type": "input_text", "text": "Echo: q"}]}  # the SDK lets it through
+    r = post(fake, {"model": "m", "input": [turns[0], said_wrongly, turns[2]]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input[1].content[0]"
 
 
 def test_chat_and_messages_validated_against_the_sdk_types(fake: FakeProviderThread) -> None:
