@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sidegate.fakes.sdk_check import sdk_problem
-
 #: OpenAI's Responses API, and Azure's (its v1 API and the older preview path).
 RESPONSES_PATHS = ("/v1/responses", "/openai/v1/responses", "/openai/responses")
 
@@ -61,6 +59,4 @@ def validate(route: str, body: dict[str, Any]) -> str | None:
         return "max_tokens: Field required"
     if route == "embeddings" and body.get("input") in (None, "", []):
         return "'input' is a required property"
-    if route in ("embeddings", "count_tokens"):
-        return sdk_problem(route, body, anthropic=route == "count_tokens")
     return None

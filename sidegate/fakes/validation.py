@@ -21,7 +21,7 @@ __all__ = ["sdk_problem", "warm_up"]
 
 # Parameters the SDK types lack but the real endpoint takes (Azure's chat "On Your Data").
 _EXTRA_KNOWN = {"azure_chat": frozenset({"data_sources"})}
-_ANTHROPIC = frozenset({"messages"})
+_ANTHROPIC = frozenset({"messages", "count_tokens"})
 # Anthropic's sampling parameters, refused from anthropic-version 2026-10-21 on (the SDK's version).
 _SAMPLING = {"temperature": (0.0, 1.0), "top_p": (0.0, 1.0), "top_k": (0, None)}
 _NO_SAMPLING_VERSION = "2026-10-21"
@@ -37,14 +37,19 @@ class _Check:
     known: frozenset[str]  # top-level parameter names
     # Top-level lists of a big union, validated item by item against the item's own candidates.
     lists: dict[str, TaggedItems] = field(default_factory=dict)
+    # Lax (and the lazy iterables left undrained) where a strict union picks the wrong member
+    # (embeddings' `input`: a list of strings is no `SequenceNotStr[str]` to strict mode).
+    strict: bool = True
 
 
 @functools.cache
 def _checks() -> dict[str, _Check]:
     try:
+        from anthropic.types import message_count_tokens_params as count_tokens
         from anthropic.types.beta import message_create_params as messages
         from anthropic.types.beta.beta_message_param import BetaMessageParam
         from anthropic.types.beta.beta_tool_union_param import BetaToolUnionParam
+        from openai.types import embedding_create_params as embeddings
         from openai.types.chat import completion_create_params as chat
         from openai.types.chat.chat_completion_message_param import ChatCompletionMessageParam
         from openai.types.responses import response_create_params as responses
@@ -63,6 +68,11 @@ def _checks() -> dict[str, _Check]:
         lists={"messages": TaggedItems(ChatCompletionMessageParam, key="role")},
     )
     return {
+        # Neither streams: one type serves both slots.
+        "embeddings": replace(check(embeddings.EmbeddingCreateParams, embeddings.EmbeddingCreateParams), strict=False),
+        "count_tokens": replace(
+            check(count_tokens.MessageCountTokensParams, count_tokens.MessageCountTokensParams), strict=False
+        ),
         "chat": chat_check,
         "azure_chat": chat_check,
         "responses": replace(
@@ -118,19 +128,23 @@ def sdk_problem(
             whole = {**whole, key: []}
             items.extend(((key, i), tagged.adapter_for(item), item) for i, item in enumerate(value))
     adapter = check.streaming if body.get("stream") is True else check.batch
-    problem = _validate(adapter, whole, (), anthropic)
+    problem = _validate(adapter, whole, (), anthropic, check.strict)
     for at, item_adapter, item in items:
         if problem:
             break
-        problem = _validate(item_adapter, item, at, anthropic)
+        problem = _validate(item_adapter, item, at, anthropic, check.strict)
     return problem
 
 
-def _validate(adapter: Any, value: Any, at: tuple[Any, ...], anthropic: bool) -> str | dict[str, Any] | None:
+def _validate(
+    adapter: Any, value: Any, at: tuple[Any, ...], anthropic: bool, strict: bool = True
+) -> str | dict[str, Any] | None:
     from pydantic import ValidationError
 
     try:
-        _drain(adapter.validate_python(value, strict=True), at)
+        validated = adapter.validate_python(value, strict=strict)
+        if strict:  # lax unions may have picked a lazy Iterable member that the value's items do not fit
+            _drain(validated, at)
     except ValidationError as e:
         return _describe(e, at, anthropic)
     except _LateError as late:
