@@ -126,7 +126,8 @@ class ResponseCache:
     def _hit(
         self, req: CacheRequest, kind: str, resp: dict[str, Any], stored_at: float, sim: float
     ) -> CacheHit:
-        body, ctype = replay_answer(req.api, resp, stream=req.stream, include_usage=req.include_usage)
+        body, ctype = replay_answer(req.api, resp, stream=req.stream, include_usage=req.include_usage,
+                                    echo=req.echo)  # fmt: skip
         age = max(0.0, time.time() - stored_at)
         headers = {"x-sidegate-cache": f"hit-{kind}", "age": str(int(age))}
         if kind == "semantic":

@@ -22,6 +22,7 @@ from sidegate.errors import Api
 from sidegate.features.cache import CachePolicy, CacheRequest, ResponseCache, SemanticIndex, reassemble
 from sidegate.features.cache.core import CACHE_PREFIX
 from sidegate.features.cache.known import KnownKeys
+from sidegate.features.cache.responses_answer import responses_usage
 from sidegate.ids import UniqueIds
 from sidegate.store import Store
 from sidegate.translate.base import Usage
@@ -133,7 +134,11 @@ class CacheFeature(Feature):
                     return
                 if not doc.get("usage") and usage is not None:
                     # The client's stream may not have carried usage (not requested): use the provider's.
-                    doc["usage"] = anthropic_usage(usage) if api is Api.ANTHROPIC else openai_usage(usage)
+                    doc["usage"] = (
+                        anthropic_usage(usage) if api is Api.ANTHROPIC
+                        else responses_usage(usage) if api is Api.RESPONSES
+                        else openai_usage(usage)
+                    )  # fmt: skip
                 response = orjson.dumps(doc)
             self.cache.fill_soon(req, response, policy)
         except Exception:  # never break the response path

@@ -18,6 +18,8 @@ import orjson
 from sidegate.config.cache import CachePolicy
 from sidegate.errors import Api
 
+from .responses_request import responses_echo, responses_params
+
 __all__ = ["IGNORED_FIELDS", "CacheRequest", "canonical"]
 
 KEY_VERSION = b"sgc1"
@@ -37,7 +39,8 @@ IGNORED_FIELDS = frozenset(
 )
 """Top-level body fields that never change the answer. Everything else is part of the scope."""
 
-_STRIP_NESTED = frozenset({"cache_control"})  # Anthropic prompt-caching markers: no effect on the answer
+# Prompt-caching markers (Anthropic's, OpenAI Responses'): no effect on the answer.
+_STRIP_NESTED = frozenset({"cache_control", "prompt_cache_breakpoint"})
 
 
 def canonical(obj: Any) -> bytes:
@@ -105,6 +108,8 @@ class CacheRequest:
     a good entry the lookup could not read)."""
     vector: list[float] | None = field(default=None, repr=False)
     """Embedding of `query_text`, kept from lookup so the fill does not embed twice."""
+    echo: dict[str, Any] | None = field(default=None, repr=False)
+    """Responses API: the asking request's fields its answer echoes (metadata, user...), for a hit."""
 
     @classmethod
     def from_body(
@@ -123,7 +128,10 @@ class CacheRequest:
         messages = params.get("messages")
         last_content: Any = None
         query_text: str | None = None
-        if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
+        if api is Api.RESPONSES:
+            params, last_content, query_text = responses_params(params)
+            last_content = _strip(last_content)
+        elif isinstance(messages, list) and messages and isinstance(messages[-1], dict):
             last = messages[-1]
             if last.get("role") == "user":
                 last_content = _strip(last.get("content"))
@@ -160,6 +168,7 @@ class CacheRequest:
             api=api, tenant=tenant, model=model, scope=scope, exact_key=exact, query_text=query_text,
             temperature=temperature, stream=stream, include_usage=include_usage,
             lookup_allowed=not bypass, fill_allowed=not no_store, min_threshold=min_threshold,
+            echo=responses_echo(dict(body)) if api is Api.RESPONSES else None,
         )  # fmt: skip
 
     def threshold(self, policy: CachePolicy) -> float:
