@@ -4,10 +4,13 @@ against the `openai` SDK's own event and response models)."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
@@ -281,3 +284,28 @@ def test_try_hook_uses_the_responses_restorers() -> None:
         b"", True
     )
     assert collect(out)[0] == "hi jane@example.com"
+
+
+_PIECES = st.sampled_from(
+    ["<EMAIL_1>", "<PHONE_1>", "<SECRET_1>", "<EM", "<", ">", "a", " b ", "é", "<EMAIL_3>"]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_PIECES, max_size=20), st.lists(st.integers(min_value=0, max_value=200), max_size=6))
+def test_any_text_any_cuts_equal_the_whole_restored(pieces: list[str], cuts: list[int]) -> None:
+    text = "".join(pieces)
+    bounds = sorted({0, len(text), *(c % (len(text) + 1) for c in cuts)})
+    parts = [text[a:b] for a, b in pairwise(bounds)] or [""]
+    evs = [
+        {"type": "response.output_text.delta", "item_id": "m", "output_index": 0, "content_index": 0,
+         "delta": p, "logprobs": [], "sequence_number": i}
+        for i, p in enumerate(parts)
+    ]  # fmt: skip
+    done = {"type": "response.output_text.done", "item_id": "m", "output_index": 0, "content_index": 0,
+            "text": text, "logprobs": [], "sequence_number": len(parts)}  # fmt: skip
+    stream = b"".join(
+        f"event: {e['type']}\n".encode() + b"data: " + orjson.dumps(e) + b"\n\n" for e in [*evs, done]
+    )
+    got, _, events = collect(restored(stream, 13))
+    assert got == restore_text(text, MAPPING) == events[-1].text

@@ -168,7 +168,7 @@ class CacheRequest:
             api=api, tenant=tenant, model=model, scope=scope, exact_key=exact, query_text=query_text,
             temperature=temperature, stream=stream, include_usage=include_usage,
             lookup_allowed=not bypass, fill_allowed=not no_store, min_threshold=min_threshold,
-            echo=responses_echo(dict(body)) if api is Api.RESPONSES else None,
+            echo=responses_echo(body) if api is Api.RESPONSES else None,
         )  # fmt: skip
 
     def threshold(self, policy: CachePolicy) -> float:

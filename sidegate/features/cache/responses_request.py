@@ -10,6 +10,7 @@ makes the exact key and, made of text only, the semantic query (as for chat).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["ECHOED_FIELDS", "RESPONSES_IGNORED", "responses_echo", "responses_params"]
@@ -101,7 +102,7 @@ def responses_params(params: dict[str, Any]) -> tuple[dict[str, Any], Any, str |
     return out, last_content, query
 
 
-def responses_echo(body: dict[str, Any]) -> dict[str, Any]:
+def responses_echo(body: Mapping[str, Any]) -> dict[str, Any]:
     """The echoed fields a replayed answer takes from the asking request (absent: the API's default)."""
     echo = {k: body.get(k) for k in ECHOED_FIELDS}
     echo["metadata"] = echo["metadata"] or {}
