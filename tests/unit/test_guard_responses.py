@@ -309,3 +309,31 @@ def test_any_text_any_cuts_equal_the_whole_restored(pieces: list[str], cuts: lis
     )
     got, _, events = collect(restored(stream, 13))
     assert got == restore_text(text, MAPPING) == events[-1].text
+
+
+def test_custom_tool_input_and_refusal_channels() -> None:
+    text = "send to <EMAIL_1> and <EMAIL_12>"
+    evs: list[dict[str, Any]] = [
+        {"type": "response.custom_tool_call_input.delta", "item_id": "ct", "output_index": 0, "delta": p}
+        for p in _split_every(text, 4)
+    ]
+    evs.append(
+        {"type": "response.custom_tool_call_input.done", "item_id": "ct", "output_index": 0, "input": text}
+    )
+    evs += [
+        {"type": "response.refusal.delta", "item_id": "m", "output_index": 1, "content_index": 0, "delta": p}
+        for p in _split_every("no, <PHONE_1>", 3)
+    ]
+    evs.append({"type": "response.refusal.done", "item_id": "m", "output_index": 1, "content_index": 0,
+                "refusal": "no, <PHONE_1>"})  # fmt: skip
+    for seq, ev in enumerate(evs):
+        ev["sequence_number"] = seq
+    stream = b"".join(f"event: {e['type']}\n".encode() + b"data: " + orjson.dumps(e) + b"\n\n" for e in evs)
+    events = collect(restored(stream, 5))[2]
+    custom = "".join(e.delta for e in events if e.type == "response.custom_tool_call_input.delta")
+    refusal = "".join(e.delta for e in events if e.type == "response.refusal.delta")
+    assert custom == restore_text(text, MAPPING)
+    assert refusal == "no, +44 20 7946 0958"
+    dones = {e.type: e for e in events if e.type.endswith(".done")}
+    assert dones["response.custom_tool_call_input.done"].input == restore_text(text, MAPPING)
+    assert dones["response.refusal.done"].refusal == "no, +44 20 7946 0958"

@@ -4,7 +4,8 @@ JSON: every string of the response gets its original values back (function call 
 text themselves, get them JSON-escaped), except reasoning items: they are the provider's own words
 (encrypted or signed; a client sends them back as they came), as Anthropic thinking is left alone.
 
-Stream: each text channel (an output text part, a refusal part, a function call's arguments) has
+Stream: each text channel (an output text part, a refusal part, a function call's arguments, a
+custom tool call's input) has
 its own :class:`StreamRestorer`, so a placeholder split across `*.delta` events is put back whole.
 A channel's held-back tail (only a possible placeholder prefix) is released as one more delta right
 before the channel's `*.done` event; the events after it get their `sequence_number` shifted so the
@@ -37,14 +38,18 @@ _DELTAS: dict[str, str] = {
     "response.output_text.delta": "text",
     "response.refusal.delta": "refusal",
     "response.function_call_arguments.delta": "args",
+    "response.custom_tool_call_input.delta": "custom",
 }
 """Delta event type -> channel kind."""
 _DONES: dict[str, tuple[str, str]] = {
     "response.output_text.done": ("text", "text"),
     "response.refusal.done": ("refusal", "refusal"),
     "response.function_call_arguments.done": ("args", "arguments"),
+    "response.custom_tool_call_input.done": ("custom", "input"),
 }
 """Done event type -> (channel kind, the field holding the whole text)."""
+_PARTS = frozenset({"text", "refusal"})
+"""Channels of a message's content part (keyed by output and content index; the others by output index)."""
 _WHOLE_RESPONSE = frozenset(
     {
         "response.created",
@@ -184,19 +189,19 @@ class ResponsesSseRestorer:
         kind = _DELTAS.get(etype) if isinstance(etype, str) else None
         if kind is not None:
             if isinstance(obj.get("delta"), str):
-                key = (kind, obj.get("output_index"), obj.get("content_index") if kind != "args" else None)
+                key = (kind, obj.get("output_index"), obj.get("content_index") if kind in _PARTS else None)
                 ch = self._channel(key)
                 ch.template = {k: v for k, v in obj.items() if k not in ("delta", "logprobs", "obfuscation")}
                 obj["delta"] = ch.restorer.feed(obj["delta"])
         elif etype in _DONES:
             kind, field = _DONES[etype]
-            key = (kind, obj.get("output_index"), obj.get("content_index") if kind != "args" else None)
+            key = (kind, obj.get("output_index"), obj.get("content_index") if kind in _PARTS else None)
             before = self._release(lambda k: k == key, seq)
             if isinstance(obj.get(field), str):
                 obj[field] = restore_text(obj[field], self._escaped_for(kind))
         elif etype == "response.content_part.done":
             oi, ci = obj.get("output_index"), obj.get("content_index")
-            before = self._release(lambda k: k[0] != "args" and k[1] == oi and k[2] == ci, seq)
+            before = self._release(lambda k: k[0] in _PARTS and k[1] == oi and k[2] == ci, seq)
             obj["part"] = restore_obj(obj.get("part"), self._mapping)
         elif etype in ("response.output_item.added", "response.output_item.done"):
             oi = obj.get("output_index")
