@@ -22,10 +22,10 @@ from sidegate.errors import Api
 from sidegate.features.cache import CachePolicy, CacheRequest, ResponseCache, SemanticIndex, reassemble
 from sidegate.features.cache.core import CACHE_PREFIX
 from sidegate.features.cache.known import KnownKeys
-from sidegate.features.cache.responses_answer import responses_usage
 from sidegate.ids import UniqueIds
 from sidegate.store import Store
 from sidegate.translate.base import Usage
+from sidegate.translate.codecs.responses.shapes import responses_usage
 from sidegate.translate.usage import anthropic_usage, openai_usage
 from sidegate.ttlmap import TtlMap
 

@@ -16,14 +16,12 @@ import orjson
 
 from sidegate.config.cache import CachePolicy
 from sidegate.sse import SseParser, encode_event
-from sidegate.translate.base import Usage
 
 __all__ = [
     "reassemble_responses",
     "responses_json",
     "responses_refusal",
     "responses_sse",
-    "responses_usage",
 ]
 
 _CALLS = frozenset({"function_call", "custom_tool_call"})
@@ -83,20 +81,6 @@ def reassemble_responses(stream: bytes) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return None
-
-
-def responses_usage(usage: Usage) -> dict[str, Any]:
-    """A Responses `usage` object (for a stream whose terminal event carried none)."""
-    return {
-        "input_tokens": usage.input_tokens,
-        "input_tokens_details": {
-            "cached_tokens": usage.cached_tokens,
-            "cache_write_tokens": usage.cache_creation_tokens,
-        },
-        "output_tokens": usage.output_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": usage.total_tokens,
-    }
 
 
 def _refresh(response: dict[str, Any], echo: dict[str, Any] | None) -> dict[str, Any]:
