@@ -280,3 +280,32 @@ def test_feature_fill_from_a_stream_without_usage_takes_the_providers() -> None:
     usage = Response.model_validate_json(stored).usage
     assert usage is not None and (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (7, 2, 9)
     assert usage.input_tokens_details.cached_tokens == 1
+
+
+def test_only_a_restored_redaction_skips_the_cache() -> None:
+    """A body changed by the guard with restore on is skipped (the answer holds the caller's own
+    values); a body changed otherwise (redacted without restore, a conversation expanded from
+    `previous_response_id`) is looked up and filled, keyed on what the provider is sent."""
+    from sidegate import config
+    from sidegate.core.context import RequestContext
+    from sidegate.features.cache.feature import PendingFills
+
+    class Misses:
+        async def lookup(self, req: CacheRequest, policy: Any, sent: Any = None) -> None:
+            return None
+
+    cfg = config.parse({
+        "providers": {"openai": {"api": "openai", "base_url": "http://127.0.0.1:9"}},
+        "models": {"gpt-4o": {"routes": [{"provider": "openai"}], "cache": {"exact": True}}},
+    })  # fmt: skip
+    feature = CacheFeature(cfg, Misses(), PendingFills())  # type: ignore[arg-type]
+
+    def run(meta: dict[str, Any]) -> dict[str, Any]:
+        ctx = RequestContext(path="/v1/responses", method="POST", headers={}, api=Api.RESPONSES, tenant="acme",
+                             model="gpt-4o", body=body(input="mail <EMAIL_1>"), body_changed=True, meta=meta)  # fmt: skip
+        assert asyncio.run(feature.on_request(ctx)) is None
+        return ctx.meta
+
+    assert run({"restore": {"<EMAIL_1>": "a@b.example"}})["cache"] == "skip"
+    meta = run({})
+    assert meta["cache"] == "miss" and meta["cache_fill"]

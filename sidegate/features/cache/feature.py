@@ -86,7 +86,7 @@ class CacheFeature(Feature):
     def prefetch(self, ctx: RequestContext) -> None:
         """Send the exact lookup's GET now (it then travels with the quota reservation)."""
         policy = self.cfg.cache_policy(ctx.model)
-        if policy.enabled and not ctx.body_changed:
+        if policy.enabled and not ctx.meta.get("restore"):
             req = CacheRequest.from_body(ctx.api, ctx.tenant, ctx.model, ctx.body, ctx.headers)
             ctx.prefetched["cache"] = (req, self.cache.prefetch(req, policy))
 
@@ -94,7 +94,12 @@ class CacheFeature(Feature):
         policy = self.cfg.cache_policy(ctx.model)
         if not policy.enabled:
             return None
-        if ctx.body_changed:  # e.g. PII redacted: answers hold per-request placeholders
+        if ctx.meta.get("restore"):
+            # PII redacted and to be restored: the answer the client gets holds this caller's own
+            # values, which another caller whose request redacts the same must never be served.
+            # Other body changes keep the cache: a body redacted without restore is answered with
+            # its placeholders whoever sent it, and a Responses conversation expanded from
+            # `previous_response_id` is keyed on the whole conversation.
             ctx.meta["cache"] = "skip"
             return None
         req, sent = ctx.prefetched.pop("cache", None) or (None, None)
