@@ -19,6 +19,7 @@ STACK_EXTRA = {
         "cached": {"routes": [{"provider": "openai", "model": "gpt-4o-mini"}], "cache": CACHE, "guard": None},
         "cached-claude": {"routes": [{"provider": "anthropic", "model": "claude-3-5-haiku-20241022"}],
                           "cache": CACHE, "guard": None},
+        "cached-guarded": {"routes": [{"provider": "openai", "model": "gpt-4o-mini"}], "cache": CACHE},
         "blocking": {"routes": [{"provider": "openai", "model": "gpt-4o-mini"}],
                      "guard": {"entities": {"CREDIT_CARD": "block"}}},
     }
@@ -166,3 +167,13 @@ def test_semantic_hit(stack, fake_openai):
     assert len(fake_openai.requests) == n
     other = ask(stack, q, instructions="Answer in French.")  # another scope: a miss
     assert not other.headers.get("x-sidegate-cache", "").startswith("hit")
+
+
+def test_a_restored_redaction_is_never_cached(stack, fake_openai):
+    """Two callers whose requests redact to the same text must each get their own values back."""
+    n = len(fake_openai.requests)
+    for mail in ("ann@example.com", "bob@example.org", "ann@example.com"):
+        r = ask(stack, f"Write to {mail} please.", "cached-guarded")
+        assert not r.headers.get("x-sidegate-cache", "").startswith("hit")
+        assert mail in r.parse().output_text
+    assert len(fake_openai.requests) == n + 3
