@@ -142,6 +142,8 @@ def _message(event: Any, oi: int, item: dict[str, Any]) -> None:
         {"output_index": oi, "item": {**item, "content": [], "status": "in_progress"}},
     )
     for ci, part in enumerate(item.get("content") or []):
+        if not isinstance(part, dict):
+            continue
         at = {"item_id": item.get("id", ""), "output_index": oi, "content_index": ci}
         if part.get("type") == "refusal":
             event("response.content_part.added", {**at, "part": {"type": "refusal", "refusal": ""}})
