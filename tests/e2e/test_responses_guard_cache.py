@@ -177,3 +177,26 @@ def test_a_restored_redaction_is_never_cached(stack, fake_openai):
         assert not r.headers.get("x-sidegate-cache", "").startswith("hit")
         assert mail in r.parse().output_text
     assert len(fake_openai.requests) == n + 3
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("model", PROVIDERS)
+def test_function_call_arguments_restored(stack, fake_openai, fake_anthropic, model, stream):
+    """The model calls a tool with the placeholders it was shown: the client's function call
+    carries the original values, as valid JSON, in the JSON answer and in the stream."""
+    fake = fake_openai if model == "gpt-4o-mini" else fake_anthropic
+    args = {"to": "<EMAIL_1>", "note": "call <PHONE_1>"}
+    fake.script([{"tool_calls": [{"name": "send_mail", "arguments": args}], "chunks": 7}])
+    tools = [{"type": "function", "name": "send_mail", "strict": False,
+              "parameters": {"type": "object", "properties": {"to": {"type": "string"}, "note": {"type": "string"}}}}]  # fmt: skip
+    kw: dict[str, Any] = {"model": model, "input": TEXT, "tools": tools}
+    if stream:
+        with oai(stack).responses.stream(**kw) as s:
+            deltas = "".join(e.delta for e in s if e.type == "response.function_call_arguments.delta")
+            final = s.get_final_response()
+        assert orjson.loads(deltas) == {"to": EMAIL, "note": f"call {PHONE}"}
+    else:
+        final = oai(stack).responses.create(**kw)
+    (call,) = [o for o in final.output if o.type == "function_call"]
+    assert orjson.loads(call.arguments) == {"to": EMAIL, "note": f"call {PHONE}"}
+    assert EMAIL not in sent_to_provider(model, fake_openai, fake_anthropic)
