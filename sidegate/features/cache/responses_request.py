@@ -49,6 +49,8 @@ def _item(item: Any) -> Any:
         return item
     if item.get("type", "message") != "message" or "role" not in item:
         return item
+    if "type" in item and not isinstance(item.get("content"), str) and None not in item.values():
+        return item  # already in normal form: no copy
     out = {k: v for k, v in item.items() if v is not None}
     out["type"] = "message"
     out["content"] = _parts(item.get("content"), item.get("role"))
