@@ -70,10 +70,9 @@ def sdk_problem(endpoint: str, body: dict[str, Any]) -> str | dict[str, Any] | N
     for key in body:
         if key not in check.known and key not in _EXTRA_KNOWN.get(endpoint, ()):
             return _unknown(endpoint, key)
-    if endpoint == "responses":
-        problem = _responses_rules(body)
-        if problem:
-            return problem
+    problem = None if endpoint in _ANTHROPIC else _openai_rules(endpoint, body)
+    if problem:
+        return problem
     from pydantic import ValidationError
 
     adapter = check.streaming if body.get("stream") is True else check.batch
@@ -102,8 +101,17 @@ def _unknown(endpoint: str, key: str) -> str | dict[str, Any]:
     return f"Unrecognized request argument supplied: {key}"
 
 
-def _responses_rules(body: dict[str, Any]) -> dict[str, Any] | None:
-    """The Responses API's own checks the types cannot say: `model` required, `max_output_tokens` >= 16."""
+def _openai_rules(endpoint: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    """OpenAI's own checks the types cannot say: `stream_options` only with `stream`; for the
+    Responses API, `model` required and `max_output_tokens` >= 16."""
+    if body.get("stream_options") is not None and body.get("stream") is not True:
+        return {
+            "message": "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            "param": "stream_options",
+            "code": None,
+        }
+    if endpoint != "responses":
+        return None
     if "model" not in body:
         return {
             "message": "Missing required parameter: 'model'.",
