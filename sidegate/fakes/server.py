@@ -54,7 +54,8 @@ class FakeProvider:
     `POST|GET|DELETE /_fake/script`, `POST /_fake/default`, `POST /_fake/reset`.
 
     `chunks`/`chunk_delay_s` shape streams; `fixed_text` replaces the "Echo: <last user text>" answer;
-    `api_key`, when set, must be presented (Bearer, `x-api-key` or `api-key`) or the answer is 401.
+    `api_key`, when set, must be presented (Bearer, `x-api-key` or `api-key`) or the answer is 401;
+    `responses_api=False` makes the Responses API paths unknown (404), as on most OpenAI-shaped servers.
     Bodies the official SDKs' request types refuse get the real API's 400 (`validation.py`;
     docs/fakes.md).
     """
@@ -70,6 +71,7 @@ class FakeProvider:
         models: list[str] | None = None,
         embedding_dims: int = 1536,
         api_key: str | None = None,
+        responses_api: bool = True,
         max_log: int = 10_000,
     ) -> None:
         self.host = host
@@ -80,6 +82,7 @@ class FakeProvider:
         self.models = list(models or DEFAULT_MODELS)
         self.embedding_dims = embedding_dims
         self.api_key = api_key
+        self.responses_api = responses_api  # False: an OpenAI-shaped provider without /v1/responses
         self.log = RequestLog(max_log)
         self._script = Script()
         self._runner: web.ServerRunner | None = None
@@ -249,6 +252,8 @@ class FakeProvider:
                     status=200, body=_GARBAGE, content_type=_JSON, headers={**base_headers, **b.headers}
                 )
         endpoint = route(request.method, path)
+        if endpoint == "responses" and not self.responses_api:
+            endpoint = None  # as vLLM, Ollama, Groq...: the path is unknown
         if endpoint is None:
             return error(404, "Not found" if anthropic else f"Invalid URL ({request.method} {path})")
         if endpoint == "models":
@@ -263,7 +268,7 @@ class FakeProvider:
             )
         problem = (
             validate(endpoint, body)
-            or sdk_problem(endpoint, body)
+            or sdk_problem(endpoint, body, hdrs.get("anthropic-version"))
             or self.conversations.problem(endpoint, body)
         )
         if problem:

@@ -12,14 +12,22 @@ extras) only the few checks of `routes.validate` apply.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from sidegate.fakes.unions import TaggedItems
 
 __all__ = ["sdk_problem", "warm_up"]
 
 # Parameters the SDK types lack but the real endpoint takes (Azure's chat "On Your Data").
 _EXTRA_KNOWN = {"azure_chat": frozenset({"data_sources"})}
 _ANTHROPIC = frozenset({"messages"})
+# Anthropic's sampling parameters, refused from anthropic-version 2026-10-21 on (the SDK's version).
+_SAMPLING = {"temperature": (0.0, 1.0), "top_p": (0.0, 1.0), "top_k": (0, None)}
+_NO_SAMPLING_VERSION = "2026-10-21"
+_OLDEST_VERSION = "2023-06-01"
+# Keys of the SDK's params that the SDK sends as headers (`betas` -> `anthropic-beta`), never in the body.
+_HEADERS = frozenset({"betas"})
 
 
 @dataclass(frozen=True)
@@ -27,32 +35,49 @@ class _Check:
     batch: Any  # TypeAdapter for the non-streaming params
     streaming: Any  # TypeAdapter for the streaming params
     known: frozenset[str]  # top-level parameter names
+    # Top-level lists of a big union, validated item by item against the item's own candidates.
+    lists: dict[str, TaggedItems] = field(default_factory=dict)
 
 
 @functools.cache
 def _checks() -> dict[str, _Check]:
     try:
         from anthropic.types.beta import message_create_params as messages
+        from anthropic.types.beta.beta_message_param import BetaMessageParam
+        from anthropic.types.beta.beta_tool_union_param import BetaToolUnionParam
         from openai.types.chat import completion_create_params as chat
+        from openai.types.chat.chat_completion_message_param import ChatCompletionMessageParam
         from openai.types.responses import response_create_params as responses
+        from openai.types.responses.response_input_item_param import ResponseInputItemParam
+        from openai.types.responses.tool_param import ToolParam
         from pydantic import TypeAdapter
     except ImportError:  # the SDKs are test extras
         return {}
 
     def check(batch: Any, streaming: Any) -> _Check:
-        known = frozenset(batch.__annotations__) | frozenset(streaming.__annotations__)
+        known = (frozenset(batch.__annotations__) | frozenset(streaming.__annotations__)) - _HEADERS
         return _Check(TypeAdapter(batch), TypeAdapter(streaming), known)
 
-    chat_check = check(chat.CompletionCreateParamsNonStreaming, chat.CompletionCreateParamsStreaming)
+    chat_check = replace(
+        check(chat.CompletionCreateParamsNonStreaming, chat.CompletionCreateParamsStreaming),
+        lists={"messages": TaggedItems(ChatCompletionMessageParam, key="role")},
+    )
     return {
         "chat": chat_check,
         "azure_chat": chat_check,
-        "responses": check(
-            responses.ResponseCreateParamsNonStreaming, responses.ResponseCreateParamsStreaming
+        "responses": replace(
+            check(responses.ResponseCreateParamsNonStreaming, responses.ResponseCreateParamsStreaming),
+            lists={"input": TaggedItems(ResponseInputItemParam), "tools": TaggedItems(ToolParam)},
         ),
         # The beta types: a superset of the GA ones (context_management, mcp_servers...), which
         # today's Anthropic SDK and coding agents send with an `anthropic-beta` header.
-        "messages": check(messages.MessageCreateParamsNonStreaming, messages.MessageCreateParamsStreaming),
+        "messages": replace(
+            check(messages.MessageCreateParamsNonStreaming, messages.MessageCreateParamsStreaming),
+            lists={
+                "messages": TaggedItems(BetaMessageParam, key="role"),
+                "tools": TaggedItems(BetaToolUnionParam),
+            },
+        ),
     }
 
 
@@ -61,25 +86,53 @@ def warm_up() -> None:
     _checks()
 
 
-def sdk_problem(endpoint: str, body: dict[str, Any]) -> str | dict[str, Any] | None:
-    """The 400 error (message, or OpenAI error fields) the real API gives `body`, or None if it is fine."""
+def sdk_problem(
+    endpoint: str, body: dict[str, Any], anthropic_version: str | None = None
+) -> str | dict[str, Any] | None:
+    """The 400 error (message, or OpenAI error fields) the real API gives `body`, or None if it is fine.
+
+    `anthropic_version` is the request's header: before 2026-10-21 Messages still take the sampling
+    parameters (temperature, top_p, top_k) that the SDK's types, written for the newer version, lack."""
     check = _checks().get(endpoint)
     if check is None:
         return None
     anthropic = endpoint in _ANTHROPIC
+    sampling = anthropic and (anthropic_version or _OLDEST_VERSION) < _NO_SAMPLING_VERSION
     for key in body:
         if key not in check.known and key not in _EXTRA_KNOWN.get(endpoint, ()):
+            if sampling and key in _SAMPLING:
+                problem = _sampling_problem(key, body[key])
+                if problem:
+                    return problem
+                continue
             return _unknown(endpoint, key)
     problem = None if endpoint in _ANTHROPIC else _openai_rules(endpoint, body)
     if problem:
         return problem
+    body = _with_api_defaults(endpoint, body)
+    # The big lists' items on their own (see unions.py), the rest with an empty list in their place.
+    whole, items = body, []
+    for key, tagged in check.lists.items():
+        value = body.get(key)
+        if isinstance(value, list):
+            whole = {**whole, key: []}
+            items.extend(((key, i), tagged.adapter_for(item), item) for i, item in enumerate(value))
+    adapter = check.streaming if body.get("stream") is True else check.batch
+    problem = _validate(adapter, whole, (), anthropic)
+    for at, item_adapter, item in items:
+        if problem:
+            break
+        problem = _validate(item_adapter, item, at, anthropic)
+    return problem
+
+
+def _validate(adapter: Any, value: Any, at: tuple[Any, ...], anthropic: bool) -> str | dict[str, Any] | None:
     from pydantic import ValidationError
 
-    adapter = check.streaming if body.get("stream") is True else check.batch
     try:
-        _drain(adapter.validate_python(body, strict=True), ())
+        _drain(adapter.validate_python(value, strict=True), at)
     except ValidationError as e:
-        return _describe(e, (), anthropic)
+        return _describe(e, at, anthropic)
     except _LateError as late:
         return _describe(late.error, late.prefix, anthropic)
     return None
@@ -91,6 +144,66 @@ class _LateError(Exception):
     def __init__(self, prefix: tuple[Any, ...], error: Any) -> None:
         super().__init__()
         self.prefix, self.error = prefix, error
+
+
+def _sampling_problem(key: str, value: Any) -> str | None:
+    """Anthropic's own words for a sampling parameter of the wrong type or out of range."""
+    low, high = _SAMPLING[key]
+    if key == "top_k":
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"{key}: Input should be a valid integer"
+    elif not isinstance(value, int | float) or isinstance(value, bool):
+        return f"{key}: Input should be a valid number"
+    if value < low:
+        return f"{key}: Input should be greater than or equal to {low:g}"
+    if high is not None and value > high:
+        return f"{key}: Input should be less than or equal to {high:g}"
+    return None
+
+
+def _with_api_defaults(endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+    """`body` with what the Responses API defaults but the SDK's types require filled in, as clients
+    commonly leave it out and the API takes that: a function tool's `strict` and `parameters`, and
+    an assistant message passed back without its `id`, `status` and `output_text` annotations (what
+    Codex and other stateless clients send)."""
+    if endpoint != "responses":
+        return body
+    out = body
+    tools = body.get("tools")
+    if isinstance(tools, list) and any(_bare_function(t) for t in tools):
+        out = {
+            **out,
+            "tools": [{"strict": None, "parameters": None, **t} if _bare_function(t) else t for t in tools],
+        }
+    items = body.get("input")
+    if isinstance(items, list) and any(_bare_output_message(i) for i in items):
+        out = {**out, "input": [_as_output_message(i) if _bare_output_message(i) else i for i in items]}
+    return out
+
+
+def _bare_function(tool: Any) -> bool:
+    return (
+        isinstance(tool, dict)
+        and tool.get("type") == "function"
+        and not ("strict" in tool and "parameters" in tool)
+    )
+
+
+def _bare_output_message(item: Any) -> bool:
+    if not isinstance(item, dict) or item.get("role") != "assistant" or "id" in item:
+        return False
+    content = item.get("content")
+    return isinstance(content, list) and any(
+        isinstance(p, dict) and p.get("type") in ("output_text", "refusal") for p in content
+    )
+
+
+def _as_output_message(item: dict[str, Any]) -> dict[str, Any]:
+    parts = [
+        {"annotations": [], **p} if isinstance(p, dict) and p.get("type") == "output_text" else p
+        for p in item["content"]
+    ]
+    return {"type": "message", "id": "msg_unset", "status": "completed", **item, "content": parts}
 
 
 def _unknown(endpoint: str, key: str) -> str | dict[str, Any]:
@@ -126,6 +239,24 @@ def _openai_rules(endpoint: str, body: dict[str, Any]) -> dict[str, Any] | None:
             "param": "max_output_tokens",
             "code": "integer_below_min_value",
         }
+    return _assistant_parts(body.get("input"))
+
+
+def _assistant_parts(items: Any) -> dict[str, Any] | None:
+    """An assistant turn holds what the model said (`output_text`, `refusal`), never input parts:
+    the API refuses what the SDK's `EasyInputMessageParam` lets through."""
+    if not isinstance(items, list):
+        return None
+    for i, item in enumerate(items):
+        content = item.get("content") if isinstance(item, dict) and item.get("role") == "assistant" else None
+        for j, part in enumerate(content if isinstance(content, list) else []):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind not in ("output_text", "refusal"):
+                return {
+                    "message": f"Invalid value: '{kind}'. Supported values are: 'output_text' and 'refusal'.",
+                    "param": f"input[{i}].content[{j}]",
+                    "code": "invalid_value",
+                }
     return None
 
 
