@@ -1,7 +1,7 @@
 """The direct lane's stream watch (lua/envoy_stream_watch.lua): a Lua function of the router-level
 error filter (lua/envoy_direct_errors.lua, sidegate/bootstrap/direct_lane.py) that does to a
 direct-lane SSE stream, in Envoy, what the passthrough stream translators do in the full lane
-(sidegate/translate/openai_openai.py, anthropic_anthropic.py):
+(sidegate/translate/openai_openai.py, anthropic_anthropic.py, responses_responses.py):
 
 - only complete lines are relayed (an unfinished last line is held back to the next chunk), so a
   stream never hands the client half an event;
@@ -13,9 +13,13 @@ direct-lane SSE stream, in Envoy, what the passthrough stream translators do in 
   or `event: error` line; Responses `event: response.completed`, `response.failed`,
   `response.incomplete` or `error`: a text delta that quotes one is payload) is relayed whole, up to its
   empty line (an SSE parser dispatches nothing without it), and nothing after it;
-- a stream that ends without its terminal event (OpenAI `[DONE]` or an error event, Anthropic
-  `message_stop` or `error`) gets the "ended before the response was complete" error event
-  appended to its last chunk;
+- a stream that ends without its terminal event gets the "ended before the response was
+  complete" error event appended to its last chunk;
+- a Responses client's error event is the full lane's (`event: error`, flat with a nested
+  `error`, sidegate/translate/responses_responses.py), its `sequence_number` the count of the
+  events relayed before it (the watch counts the sound `data:` lines it scans anyway). A Responses
+  client's watch is picked from the gateway's metadata (`api`), since its provider's own entry
+  may be `api: openai` (an OpenAI provider serving both APIs);
 - the provider's key (`key`, when it has one) is scrubbed from the complete lines it relays (a
   key has no newline, so one never straddles what is relayed and what is held back);
 - the outcome (`complete`, `malformed`, `cut`) and the time of the first body chunk go into the
@@ -34,11 +38,20 @@ import string
 from sidegate import lua
 from sidegate.errors import Api
 from sidegate.translate.common import MALFORMED_EVENT, STREAM_TRUNCATED, sse_error_event
+from sidegate.translate.responses_responses import responses_error_event
 from sidegate.wire import STREAM_NS
+
+SEQ_PLACEHOLDER = "__SIDEGATE_SEQ__"
+"""Where the watch writes a Responses error event's `sequence_number` (the events it relayed)."""
 
 
 def lua_events(api: Api) -> tuple[bytes, bytes]:
-    """(malformed, cut): the terminal error events the watch appends for a client of `api`."""
+    """(malformed, cut): the terminal error events the watch appends for a client of `api`; a
+    Responses client gets the full lane's (`event: error`, numbered in the stream)."""
+    if api is Api.RESPONSES:
+        seq = b'"sequence_number":' + SEQ_PLACEHOLDER.encode()
+        malformed, cut = (responses_error_event(m, 0).replace(b'"sequence_number":0', seq) for m in (MALFORMED_EVENT, STREAM_TRUNCATED))
+        return malformed, cut
     etype = "api_error" if api is Api.ANTHROPIC else "server_error"
     return sse_error_event(api, MALFORMED_EVENT, etype), sse_error_event(api, STREAM_TRUNCATED, etype)
 
@@ -60,4 +73,4 @@ def lua_terms(api: Api) -> str:
 def stream_watch() -> str:
     """The watch's Lua (lua/envoy_stream_watch.lua), to fill in the error filter's `${stream_watch}`
     line: without its last newline, which that line has."""
-    return string.Template(lua.read("envoy_stream_watch.lua")).substitute(stream_ns=STREAM_NS).removesuffix("\n")
+    return string.Template(lua.read("envoy_stream_watch.lua")).substitute(stream_ns=STREAM_NS, seq_placeholder=SEQ_PLACEHOLDER).removesuffix("\n")
