@@ -7,6 +7,8 @@ from typing import Any
 from sidegate.config.cache import CachePolicy
 from sidegate.errors import Api
 
+from .responses_answer import responses_refusal
+
 _OPENAI_DONE = frozenset({"stop", "length"})
 _OPENAI_TOOLS = frozenset({"tool_calls", "function_call"})
 _ANTHROPIC_DONE = frozenset({"end_turn", "max_tokens", "stop_sequence"})
@@ -19,6 +21,8 @@ def refusal_reason(api: Api, response: Any, policy: CachePolicy) -> str | None:
         return "not_an_object"
     if "error" in response and response.get("error") is not None:
         return "error"
+    if api is Api.RESPONSES:
+        return responses_refusal(response, policy)
     if api is Api.OPENAI:
         if response.get("object") != "chat.completion":
             return "not_a_completion"

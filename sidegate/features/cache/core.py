@@ -128,7 +128,8 @@ class ResponseCache:
         self, req: CacheRequest, kind: str, resp: dict[str, Any], stored_at: float, sim: float
     ) -> CacheHit:
         if req.endpoint == COMPLETIONS:
-            body, ctype = replay_answer(req.api, resp, stream=req.stream, include_usage=req.include_usage)
+            body, ctype = replay_answer(req.api, resp, stream=req.stream, include_usage=req.include_usage,
+                                        echo=req.echo)  # fmt: skip
         else:  # embeddings carry no id or timestamp to renew: the stored answer as it came
             body, ctype = orjson.dumps(resp), "application/json"
         age = max(0.0, time.time() - stored_at)

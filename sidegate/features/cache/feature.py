@@ -26,6 +26,7 @@ from sidegate.features.cache.known import KnownKeys
 from sidegate.ids import UniqueIds
 from sidegate.store import Store
 from sidegate.translate.base import Usage
+from sidegate.translate.codecs.responses.shapes import responses_usage
 from sidegate.translate.usage import anthropic_usage, openai_usage
 from sidegate.ttlmap import TtlMap
 
@@ -87,7 +88,7 @@ class CacheFeature(Feature):
     def prefetch(self, ctx: RequestContext) -> None:
         """Send the exact lookup's GET now (it then travels with the quota reservation)."""
         policy = self.cfg.cache_policy(ctx.model)
-        if policy.enabled and not ctx.body_changed:
+        if policy.enabled and not ctx.meta.get("restore"):
             req = CacheRequest.from_body(ctx.api, ctx.tenant, ctx.model, ctx.body, ctx.headers, ctx.endpoint)
             ctx.prefetched["cache"] = (req, self.cache.prefetch(req, policy))
 
@@ -95,7 +96,12 @@ class CacheFeature(Feature):
         policy = self.cfg.cache_policy(ctx.model)
         if not policy.enabled:
             return None
-        if ctx.body_changed:  # e.g. PII redacted: answers hold per-request placeholders
+        if ctx.meta.get("restore"):
+            # PII redacted and to be restored: the answer the client gets holds this caller's own
+            # values, which another caller whose request redacts the same must never be served.
+            # Other body changes keep the cache: a body redacted without restore is answered with
+            # its placeholders whoever sent it, and a Responses conversation expanded from
+            # `previous_response_id` is keyed on the whole conversation.
             ctx.meta["cache"] = "skip"
             return None
         req, sent = ctx.prefetched.pop("cache", None) or (None, None)
@@ -136,7 +142,11 @@ class CacheFeature(Feature):
                     return
                 if not doc.get("usage") and usage is not None:
                     # The client's stream may not have carried usage (not requested): use the provider's.
-                    doc["usage"] = anthropic_usage(usage) if api is Api.ANTHROPIC else openai_usage(usage)
+                    doc["usage"] = (
+                        anthropic_usage(usage) if api is Api.ANTHROPIC
+                        else responses_usage(usage) if api is Api.RESPONSES
+                        else openai_usage(usage)
+                    )  # fmt: skip
                 response = orjson.dumps(doc)
             self.cache.fill_soon(req, response, policy)
         except Exception:  # never break the response path

@@ -13,10 +13,14 @@ import orjson
 from sidegate.errors import Api
 from sidegate.sse import SseParser
 
+from .responses_answer import reassemble_responses
+
 __all__ = ["reassemble", "reassemble_anthropic", "reassemble_openai"]
 
 
 def reassemble(api: Api, stream: bytes) -> dict[str, Any] | None:
+    if api is Api.RESPONSES:
+        return reassemble_responses(stream)
     return reassemble_anthropic(stream) if api is Api.ANTHROPIC else reassemble_openai(stream)
 
 

@@ -16,6 +16,8 @@ import orjson
 from sidegate.errors import Api
 from sidegate.sse import encode_data, encode_event
 
+from .responses_answer import responses_json, responses_sse
+
 __all__ = ["fresh_id", "json_answer", "replay_answer", "sse_answer"]
 
 
@@ -44,9 +46,15 @@ def sse_answer(api: Api, response: dict[str, Any], include_usage: bool = False) 
 
 
 def replay_answer(
-    api: Api, response: dict[str, Any], *, stream: bool, include_usage: bool = False
-) -> tuple[bytes, str]:
-    """(body, content-type) for a client that did or did not ask to stream."""
+    api: Api, response: dict[str, Any], *, stream: bool, include_usage: bool = False,
+    echo: dict[str, Any] | None = None,
+) -> tuple[bytes, str]:  # fmt: skip
+    """(body, content-type) for a client that did or did not ask to stream. `echo`: the asking
+    request's fields a Responses answer echoes."""
+    if api is Api.RESPONSES:
+        if stream:
+            return responses_sse(response, echo), "text/event-stream"
+        return responses_json(response, echo), "application/json"
     if stream:
         return sse_answer(api, response, include_usage), "text/event-stream"
     return json_answer(api, response), "application/json"

@@ -19,6 +19,8 @@ from sidegate.config.cache import CachePolicy
 from sidegate.core.intake import COMPLETIONS
 from sidegate.errors import Api
 
+from .responses_request import responses_echo, responses_params
+
 __all__ = ["IGNORED_FIELDS", "CacheRequest", "canonical"]
 
 KEY_VERSION = b"sgc1"
@@ -38,7 +40,8 @@ IGNORED_FIELDS = frozenset(
 )
 """Top-level body fields that never change the answer. Everything else is part of the scope."""
 
-_STRIP_NESTED = frozenset({"cache_control"})  # Anthropic prompt-caching markers: no effect on the answer
+# Prompt-caching markers (Anthropic's, OpenAI Responses'): no effect on the answer.
+_STRIP_NESTED = frozenset({"cache_control", "prompt_cache_breakpoint"})
 
 
 def canonical(obj: Any) -> bytes:
@@ -108,6 +111,8 @@ class CacheRequest:
     """Embedding of `query_text`, kept from lookup so the fill does not embed twice."""
     endpoint: str = COMPLETIONS
     """What is cached: a completion, or embeddings (exact only: the whole `input` is the key)."""
+    echo: dict[str, Any] | None = field(default=None, repr=False)
+    """Responses API: the asking request's fields its answer echoes (metadata, user...), for a hit."""
 
     @classmethod
     def from_body(
@@ -130,7 +135,10 @@ class CacheRequest:
         messages = params.get("messages")
         last_content: Any = None
         query_text: str | None = None
-        if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
+        if api is Api.RESPONSES:
+            params, last_content, query_text = responses_params(params)
+            last_content = _strip(last_content)
+        elif isinstance(messages, list) and messages and isinstance(messages[-1], dict):
             last = messages[-1]
             if last.get("role") == "user":
                 last_content = _strip(last.get("content"))
@@ -169,6 +177,7 @@ class CacheRequest:
             api=api, tenant=tenant, model=model, scope=scope, exact_key=exact, query_text=query_text,
             temperature=temperature, stream=stream, include_usage=include_usage,
             lookup_allowed=not bypass, fill_allowed=not no_store, min_threshold=min_threshold, endpoint=endpoint,
+            echo=responses_echo(body) if api is Api.RESPONSES else None,
         )  # fmt: skip
 
     def threshold(self, policy: CachePolicy) -> float:

@@ -14,6 +14,11 @@ from sidegate.features.guard.classifiers import register_classifier, registered,
 from sidegate.features.guard.core import GuardBlocked, GuardResult, guard_embeddings, guard_request
 from sidegate.features.guard.injection import score_text
 from sidegate.features.guard.pii import Span, find_pii
+from sidegate.features.guard.responses_restore import (
+    ResponsesSseRestorer,
+    restore_response,
+    restore_responses_body,
+)
 from sidegate.features.guard.restore import StreamRestorer, restore_body, restore_obj, restore_text
 from sidegate.features.guard.sse_restore import SseRestorer
 
@@ -25,6 +30,7 @@ __all__ = [
     "InjectionAction",
     "InjectionPolicy",
     "PiiAction",
+    "ResponsesSseRestorer",
     "Span",
     "SseRestorer",
     "StreamRestorer",
@@ -35,6 +41,8 @@ __all__ = [
     "registered",
     "restore_body",
     "restore_obj",
+    "restore_response",
+    "restore_responses_body",
     "restore_text",
     "score_text",
     "unregister_classifier",

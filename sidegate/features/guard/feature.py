@@ -16,6 +16,7 @@ from sidegate.core.feature import Feature
 from sidegate.core.intake import COMPLETIONS, EMBEDDINGS
 from sidegate.errors import Api
 from sidegate.features.guard import GuardBlocked, SseRestorer, guard_embeddings, guard_request, restore_body
+from sidegate.features.guard.responses_restore import ResponsesSseRestorer, restore_responses_body
 
 
 class GuardFeature(Feature):
@@ -71,7 +72,7 @@ class PiiTry:
         self.api = api
         self.restore_map = restore_map
         self.redact = redact
-        self.sse: SseRestorer | None = None
+        self.sse: SseRestorer | ResponsesSseRestorer | None = None
 
     def request(self, body: dict[str, Any]) -> None:
         if not self.redact:
@@ -84,11 +85,18 @@ class PiiTry:
             self.restore_map = result.restore_map
 
     def response(self, body: bytes) -> bytes:
-        return restore_body(body, self.restore_map) if self.restore_map else body
+        if not self.restore_map:
+            return body
+        if self.api is Api.RESPONSES:
+            return restore_responses_body(body, self.restore_map)
+        return restore_body(body, self.restore_map)
 
     def stream(self, chunk: bytes, end: bool) -> bytes:
         if not self.restore_map:
             return chunk
         if self.sse is None:
-            self.sse = SseRestorer(self.api, self.restore_map)
+            if self.api is Api.RESPONSES:
+                self.sse = ResponsesSseRestorer(self.restore_map)
+            else:
+                self.sse = SseRestorer(self.api, self.restore_map)
         return (self.sse.feed(chunk) if chunk else b"") + (self.sse.finish() if end else b"")

@@ -1,4 +1,4 @@
-"""The text a request carries, as writable slots, for both inbound API shapes.
+"""The text a request carries, as writable slots, for every inbound API shape.
 
 A slot is a (container, key) pair whose value is a string, plus the normalised role of its message.
 Images, audio, files, thinking blocks (signed by the provider: editing them breaks the signature) and
@@ -132,6 +132,63 @@ def _anthropic(body: dict[str, Any]) -> Iterator[Slot]:
             yield from _anthropic_blocks(content, role)
 
 
+_RESPONSES_TEXT_PARTS = ("input_text", "output_text", "text")
+"""Responses content parts that carry text (`text` is the chat-style spelling some clients send)."""
+
+
+def _responses_parts(content: Any, role: Role) -> Iterator[Slot]:
+    """A Responses message's or tool output's content: a string, or parts (input/output text and
+    refusals; images and files are not text the guard reads)."""
+    if not isinstance(content, list):
+        return
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        ptype = part.get("type")
+        if ptype in _RESPONSES_TEXT_PARTS and isinstance(part.get("text"), str):
+            yield Slot(part, "text", role)
+        elif ptype == "refusal" and isinstance(part.get("refusal"), str):
+            yield Slot(part, "refusal", role)
+
+
+def _responses(body: dict[str, Any]) -> Iterator[Slot]:
+    """OpenAI's Responses API: `instructions` (the system prompt), `input` as a string (one user
+    message) or as items: messages, function calls (their JSON `arguments`) and function call
+    outputs. Reasoning items are the provider's own (encrypted or signed) and are left alone, as
+    Anthropic thinking blocks are; built-in tools' items carry no text the client wrote."""
+    if isinstance(body.get("instructions"), str):
+        yield Slot(body, "instructions", "system")
+    items = body.get("input")
+    if isinstance(items, str):
+        yield Slot(body, "input", "user")
+        return
+    if not isinstance(items, list):
+        return
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        itype = item.get("type", "message")
+        if itype == "message":
+            role = _OPENAI_ROLES.get(item.get("role", ""), "user")
+            if isinstance(item.get("content"), str):
+                yield Slot(item, "content", role)
+            else:
+                yield from _responses_parts(item.get("content"), role)
+        elif itype == "function_call" and isinstance(item.get("arguments"), str):
+            yield Slot(item, "arguments", "assistant", json_text=True)
+        elif itype in ("function_call_output", "custom_tool_call_output"):
+            if isinstance(item.get("output"), str):
+                yield Slot(item, "output", "tool")
+            else:
+                yield from _responses_parts(item.get("output"), "tool")
+        elif itype == "custom_tool_call" and isinstance(item.get("input"), str):
+            yield Slot(item, "input", "assistant")
+
+
 def slots(api: Api, body: dict[str, Any]) -> list[Slot]:
     """Every text slot of a parsed request body of `api`, in document order."""
-    return list(_anthropic(body) if api is Api.ANTHROPIC else _openai(body))
+    if api is Api.ANTHROPIC:
+        return list(_anthropic(body))
+    if api is Api.RESPONSES:
+        return list(_responses(body))
+    return list(_openai(body))
