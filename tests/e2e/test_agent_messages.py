@@ -2,7 +2,9 @@
 breakpoints, tools, thinking, context_management, output_config, a system turn inside messages,
 announced by anthropic-beta) through a real Envoy with the anthropic SDK as the client. To an
 OpenAI provider it is translated (mapped / dropped / refused per docs/translation.md) into a chat
-completion request the OpenAI SDK's types accept; to an Anthropic provider it arrives as sent."""
+completion request the OpenAI SDK's types accept; to a provider reached through OpenAI's Responses
+API (`api: responses`) into a Responses request those types accept; to an Anthropic provider it
+arrives as sent."""
 
 from __future__ import annotations
 
@@ -15,6 +17,10 @@ from translate_helpers import validate_request
 from sidegate.errors import Api
 
 pytestmark = pytest.mark.e2e
+STACK_EXTRA = {
+    "providers": {"oai-responses": {"api": "responses", "base_url": "FAKE_OPENAI", "api_key_env": "E2E_OPENAI_KEY"}},
+    "models": {"resp-agent": {"routes": [{"provider": "oai-responses", "model": "gpt-4o-mini"}]}},
+}
 
 BETAS = ["context-management-2025-06-27", "interleaved-thinking-2025-05-14"]
 LONG = " ".join(
@@ -182,3 +188,31 @@ def test_agent_request_to_anthropic_provider_arrives_intact(stack, fake_anthropi
     assert body.pop("model") == "claude-3-5-haiku-20241022"
     assert bool(body.pop("stream", False)) is stream
     assert body == sent
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_agent_request_to_a_responses_provider(stack, fake_openai, stream):
+    """The same agent request to a provider only reached through the Responses API: translated to a
+    Responses request (instructions, input items with the tool round trip, function tools,
+    reasoning effort), and the answer back in Anthropic's shape."""
+    c = ant(stack)
+    if stream:
+        with c.beta.messages.stream(model="resp-agent", betas=BETAS, **AGENT) as s:
+            text = "".join(s.text_stream)
+            final = s.get_final_message()
+        assert text and final.content[-1].type == "text" and final.content[-1].text == text
+    else:
+        final = c.beta.messages.create(model="resp-agent", betas=BETAS, extra_body={"cache_control": CC}, **AGENT)
+    assert final.role == "assistant" and final.stop_reason == "end_turn"
+    assert final.usage.input_tokens > 0 and final.usage.output_tokens > 0
+    rec = fake_openai.requests[-1]
+    assert rec.path == "/v1/responses" and "anthropic-beta" not in rec.headers
+    body = rec.json
+    validate_request(Api.RESPONSES, body)  # the OpenAI SDK's Responses request type, no undeclared key
+    assert body["model"] == "gpt-4o-mini" and bool(body.get("stream")) is stream
+    assert LONG in str(body.get("instructions", "")) + str(body["input"])
+    kinds = [item.get("type", "message") for item in body["input"]]
+    assert "function_call" in kinds and "function_call_output" in kinds
+    assert [t["name"] for t in body["tools"]] == ["Read", "Bash", "Edit"]
+    assert body["reasoning"]["effort"] == "medium"
+    assert b"cache_control" not in rec.body and b"context_management" not in rec.body
