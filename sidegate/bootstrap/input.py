@@ -5,7 +5,8 @@ gzip request bodies are accepted, as the OpenAI and Anthropic APIs accept them: 
 decompressor filter, first in the chain, inflates the body and drops ``content-encoding`` and
 ``content-length``, so every later filter (ext_authz, the gateway, the direct lane) and the
 provider see the plain JSON, and the inflated size is what counts against
-``listener.max_request_bytes`` (the buffer limit of the gateway's body read: a zip bomb gets 413).
+``listener.max_request_bytes``: a ``buffer`` filter right after the decompressor holds the inflated
+body under that limit, so Envoy itself answers a zip bomb with 413 (see :func:`inflated_limit_filter`).
 Any other encoding (``br``, ``deflate``, ``zstd``...) is refused with 415 by a route before any
 filter reads the body.
 """
@@ -15,14 +16,19 @@ from __future__ import annotations
 from typing import Any
 
 from sidegate.bootstrap.buffers import ANSWER_LIMIT_FILTER
+from sidegate.config import SidegateConfig
 from sidegate.wire import AUTHZ_NS, FRONT_FILTER, GATEWAY_FILTER
 
+INFLATED_LIMIT_FILTER = "sidegate.inflated_limit"
+
+_BUFFER_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute"
 _DISABLED = {
+    INFLATED_LIMIT_FILTER: _BUFFER_PER_ROUTE,
     AUTHZ_NS: "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
     FRONT_FILTER: "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
     GATEWAY_FILTER: "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
     # (it would buffer the whole body before the router answers: the client would have to send it)
-    ANSWER_LIMIT_FILTER: "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
+    ANSWER_LIMIT_FILTER: _BUFFER_PER_ROUTE,
 }
 
 
@@ -60,6 +66,24 @@ def request_decompressor() -> dict[str, Any]:
             "response_direction_config": {
                 "common_config": {"enabled": {"default_value": False, "runtime_key": "sidegate.decompress.response"}},
             },
+        },
+    }
+
+
+def inflated_limit_filter(cfg: SidegateConfig) -> dict[str, Any]:
+    """Right after the decompressor: the request body is held (moved, not copied) until it is whole,
+    and Envoy answers 413 (details ``request_payload_too_large``) as soon as it outgrows
+    ``listener.max_request_bytes``, whatever the next filters do. Needed because the filter that
+    reads the body next may hold data with a watermark rather than buffer it: the gateway ext_proc
+    does so while it waits for its answer to the request headers, and ext_authz while its check
+    runs. A held body is not bounded by the stream's limit (a watermark only pauses the client's
+    reads), and one compressed read inflates up to 1032 times at once: a zip bomb passed whole to
+    the gateway (over gRPC's message limit: a 503), or to Envoy's memory. Measured on Envoy 1.40."""
+    return {
+        "name": INFLATED_LIMIT_FILTER,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+            "max_request_bytes": cfg.listener.max_request_bytes,
         },
     }
 

@@ -1,4 +1,4 @@
-"""The listener and its HTTP connection manager: the filter chain (decompressor, ext_authz, the
+"""The listener and its HTTP connection manager: the filter chain (decompressor and the inflated body's limit, ext_authz, the
 gateway ext_proc or the HTTP front, the answer-size buffer, the direct lane's filters, the router
 with the per-try ext_proc upstream), its access logs, routes (sidegate/bootstrap/routes.py) and
 Envoy's own replies (sidegate/bootstrap/replies.py)."""
@@ -11,7 +11,7 @@ from sidegate.bootstrap import direct_lane
 from sidegate.bootstrap.accesslog import access_log, direct_access_log, front_format
 from sidegate.bootstrap.buffers import answer_limit_filter, listener_buffer_limit, whole_answer_filter
 from sidegate.bootstrap.clusters import UPSTREAM_CODEC, address
-from sidegate.bootstrap.input import request_decompressor
+from sidegate.bootstrap.input import inflated_limit_filter, request_decompressor
 from sidegate.bootstrap.limits import duration, hcm_timeouts, service_timeout_s
 from sidegate.bootstrap.replies import local_reply_config
 from sidegate.bootstrap.routes import route_config
@@ -180,6 +180,7 @@ def http_connection_manager(cfg: SidegateConfig, *, front_http: bool, direct: bo
         "route_config": route_config(cfg, front_http=front_http, sidegate_filters=sidegate_filters),
         "http_filters": [
             request_decompressor(),
+            inflated_limit_filter(cfg),
             *([_ext_authz(svc)] if svc.auth == "ext_authz" else []),
             _front_filter(cfg) if front_http else _gateway_filter(cfg),
             answer_limit_filter(cfg),

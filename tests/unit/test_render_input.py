@@ -6,7 +6,7 @@ import re
 
 from sidegate import config
 from sidegate.bootstrap import render
-from sidegate.bootstrap.input import ACCEPTED_ENCODINGS, unsupported_encoding_route
+from sidegate.bootstrap.input import ACCEPTED_ENCODINGS, INFLATED_LIMIT_FILTER, unsupported_encoding_route
 
 
 def _hcm() -> dict:
@@ -24,6 +24,15 @@ def test_decompressor_first_for_requests_only() -> None:
     assert cfg["request_direction_config"]["common_config"]["enabled"]["default_value"] is True
     assert cfg["response_direction_config"]["common_config"]["enabled"]["default_value"] is False
     assert cfg["decompressor_library"]["typed_config"]["max_inflate_ratio"] == 1032
+
+
+def test_the_inflated_body_is_bounded_right_after_the_decompressor() -> None:
+    """A buffer filter holds the inflated body under listener.max_request_bytes before any filter
+    that may hold it with a watermark instead (ext_authz, the gateway ext_proc): Envoy's own 413."""
+    f = _hcm()["http_filters"][1]
+    assert f["name"] == INFLATED_LIMIT_FILTER
+    assert f["typed_config"]["@type"].endswith("filters.http.buffer.v3.Buffer")
+    assert f["typed_config"]["max_request_bytes"] == 32 * 1024 * 1024  # listener.max_request_bytes (default)
 
 
 def test_unsupported_encoding_route_before_the_catch_alls() -> None:
