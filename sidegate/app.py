@@ -26,6 +26,7 @@ from sidegate.features.metrics import MetricsFeature
 from sidegate.features.models import ModelsFeature
 from sidegate.features.parse import ParseFeature
 from sidegate.features.quota.feature import QuotaFeature
+from sidegate.features.responses_store.feature import ResponsesStoreFeature
 from sidegate.features.route.feature import RouteFeature
 from sidegate.store import Store
 
@@ -42,6 +43,7 @@ def default_features(cfg: SidegateConfig, store: Store | None = None) -> list[Fe
         ModelsFeature(cfg),
         ParseFeature.from_config(cfg),
         RouteFeature(cfg),
+        ResponsesStoreFeature.from_config(cfg, store),
         GuardFeature(cfg),
         QuotaFeature.from_config(cfg, store),
         CacheFeature.from_config(cfg, store),
