@@ -15,6 +15,9 @@ Scenarios (same fast fake upstream for all):
             exact-cache miss that fills: each request asks a new question (the issue's full pipeline)
   litellm   wrk -> LiteLLM proxy (1 worker; only if installed, see bench/scenarios.py: litellm_scenarios) -> fake; and
             litellm-translated: LiteLLM translating an OpenAI client's request for an Anthropic provider
+  responses the Responses API twins of sidegate, full-lane, translated, front, front-translated,
+            front-stream, front-stream-translated (`responses-...`, `front-responses-...`): the same
+            lane and provider kind, POST /v1/responses
   front     the gateway stages behind the HTTP front (services.front: http) instead of gRPC ext_proc;
             front-2w with two extproc workers, front-translated, front-exact-hit likewise
   <name>-e1 any Sidegate scenario with one Envoy worker thread, -e2 with two (the default is
@@ -52,6 +55,7 @@ from bench.scenarios import (
     VARIANTS,
     Scenario,
     litellm_scenarios,
+    path_of,
     sidegate_config,
     split_variant,
     start_envoy_alone,
@@ -138,7 +142,7 @@ def main() -> int:
                 mb = {c.name: round(rss_mb(c.proc.pid)) for c in sup.children if c.proc and c.name != "envoy"}
                 return f"{name}: RSS MB after the runs {mb}"
 
-            scenarios.append(Scenario(name, f"http://127.0.0.1:{sup.cfg.listener.port}{path}", script,
+            scenarios.append(Scenario(name, f"http://127.0.0.1:{sup.cfg.listener.port}{path_of(body)}", script,
                                       [p.pid for p in children] + [fake.pid], sup.stop, rss))  # fmt: skip
         if {"litellm", "litellm-translated"} & only:
             scenarios += litellm_scenarios(work, fport, [fake.pid], only)

@@ -38,13 +38,26 @@ class Scenario:
 
 SCENARIOS = ("direct,envoy,sidegate,inline,inline-2w,full-lane,translated,exact-hit,semantic-hit,"
              "front,front-2w,front-translated,front-translated-2w,front-exact-hit,envoy-stream,front-stream,front-stream-translated,"
-             "litellm,litellm-translated,ttft")
-FULL_PIPELINE = frozenset({"translated", "front-translated", "front-translated-2w", "front-stream-translated"})
+             "litellm,litellm-translated,ttft,responses,responses-full-lane,responses-translated,front-responses,"
+             "front-responses-translated,front-responses-stream,front-responses-stream-translated")
+FULL_PIPELINE = frozenset({"translated", "front-translated", "front-translated-2w", "front-stream-translated",
+                           "responses-translated", "front-responses-translated", "front-responses-stream-translated"})
 """The scenarios of the issue's full pipeline: translation both ways and, as each request asks a
 new question (see wrk_script in bench/measure.py), an exact-cache miss that fills."""
 STREAM = CHAT.replace(b'"max_tokens":32', b'"max_tokens":32,"stream":true,"stream_options":{"include_usage":true}')
 """A stream whose events carry the usage (the direct lane takes it); the fast fake sends it at once,
 so the latency measured is the time to the first event (the stream's overhead: TTFT)."""
+
+
+RESPONSES = b'{"model":"gpt-4o-mini","instructions":"You are terse.","input":"What is the capital of France?","max_output_tokens":32}'
+"""CHAT as a Responses request (`POST /v1/responses`): the Responses twins of the chat scenarios."""
+RESPONSES_STREAM = RESPONSES.replace(b'"max_output_tokens":32', b'"max_output_tokens":32,"stream":true')
+"""A Responses stream (always with its usage, in response.completed: the direct lane takes it)."""
+
+
+def path_of(body: bytes) -> str:
+    """The API path a scenario's body is posted to."""
+    return "/v1/responses" if b'"input":' in body else "/v1/chat/completions"
 
 
 FRONT = {"auth": "inline", "front": "http"}
@@ -61,6 +74,14 @@ GATEWAY: list[tuple[str, dict[str, object], bytes]] = [
     ("front-exact-hit", FRONT, CHAT.replace(b'"gpt-4o-mini"', b'"cached"')),
     ("front-stream", FRONT, STREAM),  # direct-lane stream (usage in its events)
     ("front-stream-translated", FRONT, STREAM.replace(b'"gpt-4o-mini"', b'"claude"')),  # per-try gRPC stream
+    # The Responses twins: same lane, same provider kind (an OpenAI provider serving Responses
+    # takes it as is; Anthropic gets it translated).
+    ("responses", {}, RESPONSES), ("responses-full-lane", {"auth": "inline", "direct_lane": False}, RESPONSES),
+    ("responses-translated", {"auth": "inline"}, RESPONSES.replace(b'"gpt-4o-mini"', b'"claude"')),
+    ("front-responses", FRONT, RESPONSES),
+    ("front-responses-translated", FRONT, RESPONSES.replace(b'"gpt-4o-mini"', b'"claude"')),
+    ("front-responses-stream", FRONT, RESPONSES_STREAM),
+    ("front-responses-stream-translated", FRONT, RESPONSES_STREAM.replace(b'"gpt-4o-mini"', b'"claude"')),
 ]
 """The scenarios that start a Sidegate stack: (name, services config, request body)."""
 VARIANTS = ("-e1", "-e2", "-nolease", "-noindex")

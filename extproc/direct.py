@@ -49,11 +49,15 @@ def _seconds(d: Any) -> float:
 
 
 def usage_of(fields: dict[str, Any]) -> Usage | None:
-    """The `sidegate.usage` metadata (OpenAI or Anthropic field names) -> Usage."""
+    """The `sidegate.usage` metadata (OpenAI chat, Responses or Anthropic field names) -> Usage."""
     if "prompt_tokens" in fields or "completion_tokens" in fields:
         raw: dict[str, Any] = {k: int(fields.get(k, 0)) for k in ("prompt_tokens", "completion_tokens")}
         raw["prompt_tokens_details"] = {"cached_tokens": int(fields.get("cached_tokens", 0))}
         return parse_openai_usage(raw)
+    if "cached_tokens" in fields:  # Responses: input_tokens includes input_tokens_details.cached_tokens
+        prompt = int(fields.get("input_tokens", 0))
+        cached = min(int(fields["cached_tokens"]), prompt)
+        return Usage(input_tokens=prompt, output_tokens=int(fields.get("output_tokens", 0)), cached_tokens=cached)
     if "input_tokens" in fields or "output_tokens" in fields:
         keys = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
         return parse_anthropic_usage({k: int(fields.get(k, 0)) for k in keys})

@@ -2,6 +2,8 @@
 -- Sidegate direct lane: what the per-try stage does to a provider's error, done in Envoy.
 -- Per provider: its key's environment variable and the 502 bodies (rendered by sidegate.errors).
 local PROVIDERS = {${providers}}
+-- A Responses client's stream watch (its provider, `api: openai` or `api: responses`, takes it as is).
+local RESPONSES = ${responses_watch}
 -- The content types json_to_metadata parses (it compares the whole header value).
 local JSON_TYPES = {${json_types}}
 local function plain_replace(s, needle, repl)
@@ -95,7 +97,11 @@ function envoy_on_response(h)
   if not direct or p == nil then return end
   if stream then
     headers:remove("content-length")  -- the watch may change the body's length: sent chunked
-    watch(h, p, key)
+    if (sg ~= nil and sg["api"] == "responses") or (front ~= nil and front["${api_header}"] == "responses") then
+      watch(h, RESPONSES, key)
+    else
+      watch(h, p, key)
+    end
   elseif status < 400 then
     replace(h, p.invalid)
   elseif status == 401 or status == 403 then

@@ -19,15 +19,16 @@ local function line_at(s, needle, stop)
   end
 end
 -- Scans the complete lines of `s` (those starting before `stop`) up to the first terminal line
--- (OpenAI: `data: [DONE]` or an error object; Anthropic: `event: message_stop` or `event: error`,
--- as lines: a text that quotes them is payload): the start of the first broken `data:` line
--- before it, or nil; and the terminal line's start, or nil.
-local function scan(s, stop, openai)
+-- (OpenAI chat: `data: [DONE]` or an error object; Anthropic and Responses: one of `terms`, the
+-- API's terminal `event:` lines, as lines: a text that quotes them is payload): the start of the
+-- first broken `data:` line before it, or nil; and the terminal line's start, or nil.
+local function scan(s, stop, openai, terms)
   local term = nil
   if not openai then
-    local t1, t2 = line_at(s, "event: message_stop", stop), line_at(s, "event: error", stop)
-    term = t1 or t2
-    if t2 ~= nil and t2 < term then term = t2 end
+    for _, needle in ipairs(terms) do
+      local t = line_at(s, needle, stop)
+      if t ~= nil and (term == nil or t < term) then term = t end
+    end
     if term ~= nil then stop = term end
   end
   local i = 1
@@ -63,8 +64,9 @@ local function blank_end(s, from)
 end
 -- state 0: relaying; 1: the terminal event has begun, relayed up to its end (its empty line);
 -- 2: ended (the terminal event relayed whole, or the stream cut at a broken line): nothing more.
+-- `p`: the client API's watch (`api`, `terms`, the `bad` and `cut` error events).
 local function watch(h, p, key)
-  local openai = p.api == "openai"
+  local openai, terms = p.api == "openai", p.terms
   local carry, state, last, out, first = "", 0, nil, "", true
   -- (the metadata object is fetched at each use: a wrapper taken before bodyChunks() yields is dead after)
   local function mark(k, v) h:streamInfo():dynamicMetadata():set("${stream_ns}", k, v) end
@@ -86,7 +88,7 @@ local function watch(h, p, key)
         carry = s  -- no complete line yet (one long event): nothing to scan
       else
         local bad, term = nil, nil
-        if state == 0 then bad, term = scan(s, t or #s + 1, openai) else term = 1 end
+        if state == 0 then bad, term = scan(s, t or #s + 1, openai, terms) else term = 1 end
         local e = term ~= nil and blank_end(s, term) or nil
         if bad ~= nil then
           out, carry, state = string.sub(s, 1, bad - 1) .. p.bad, "", 2

@@ -32,6 +32,25 @@ def direct_chain(cfg: SidegateConfig, model: str, start: int) -> Api | None:
     return apis.pop() if len(apis) == 1 else None
 
 
+def direct_apis(cfg: SidegateConfig, model: str, start: int) -> frozenset[Api]:
+    """The client APIs whose requests for `model` (chain from priority group `start`) may take the
+    direct lane: those every provider of that chain takes as is (`ProviderConfig.upstream_api`).
+    An OpenAI provider that serves the Responses API takes both chat completions and Responses
+    requests as is; an `api: responses` provider takes Responses ones. Empty: the per-try stage
+    is needed for every client API."""
+    m = cfg.models.get(model)
+    if m is None:
+        return frozenset()
+    apis = frozenset(Api)
+    for group in m.groups()[start:]:
+        for r in group:
+            p = cfg.providers[r.provider]
+            if not direct_provider(p) or (r.model is not None and r.model != model):
+                return frozenset()
+            apis &= frozenset(a for a in Api if p.upstream_api(a) is a)
+    return apis
+
+
 def preparable_first_try(cfg: SidegateConfig, model: str, start: int) -> str | None:
     """The provider of `model`'s first try (chain from priority group `start`) when the front can
     prepare that try at check time: the group is one provider whose key Envoy reads from its own

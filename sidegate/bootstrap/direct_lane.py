@@ -15,13 +15,14 @@ from typing import Any
 from sidegate import lua
 from sidegate.bootstrap import hygiene
 from sidegate.bootstrap.clusters import lane_cluster, set_upstream_filters
-from sidegate.bootstrap.stream import lua_events, stream_watch
+from sidegate.bootstrap.stream import lua_events, lua_terms, stream_watch
 from sidegate.config import ProviderConfig, SidegateConfig
 from sidegate.credentials.env import env_credential
 from sidegate.errors import Api, format_error, provider_invalid_response, provider_refused_key
 from sidegate.lanes import direct_provider
 from sidegate.wire import (
     AUTHZ_NS,
+    FRONT_API_HEADER,
     FRONT_LANE_HEADER,
     META_NS,
     PROVIDER_HEADERS,
@@ -51,10 +52,13 @@ header value, and flags any other type as unparseable (verified on 1.40): before
 in `application/json; charset=utf-8`, as Express- or gin-based OpenAI-compatible servers send it,
 became the direct lane's 502 "invalid response". Other spellings of a JSON type are relayed as
 they are (the error Lua checks), their usage unread."""
-_USAGE_FIELDS = (  # (json path, metadata key): OpenAI and Anthropic bodies
+_USAGE_FIELDS = (  # (json path, metadata key): OpenAI chat, Responses and Anthropic bodies
     (("usage", "prompt_tokens"), "prompt_tokens"),
     (("usage", "completion_tokens"), "completion_tokens"),
     (("usage", "prompt_tokens_details", "cached_tokens"), "cached_tokens"),
+    # Responses: input_tokens / output_tokens as Anthropic names them, but input_tokens counts the
+    # cached ones too (extproc/direct.py tells the two apart by this key).
+    (("usage", "input_tokens_details", "cached_tokens"), "cached_tokens"),
     (("usage", "input_tokens"), "input_tokens"),
     (("usage", "output_tokens"), "output_tokens"),
     (("usage", "cache_read_input_tokens"), "cache_read_input_tokens"),
@@ -121,13 +125,16 @@ def direct_errors_filter(cfg: SidegateConfig) -> dict[str, Any]:
             refused = lua_str(format_error(p.api, provider_refused_key(name)))
             invalid = lua_str(format_error(p.api, provider_invalid_response(name)))
             bad, cut = (lua_str(e) for e in lua_events(p.api))
-            entries.append(f'["{name}"] = {{env = {env}, refused = {refused}, invalid = {invalid}, api = "{p.api.value}", bad = {bad}, cut = {cut}}}')
+            entries.append(f'["{name}"] = {{env = {env}, refused = {refused}, invalid = {invalid}, api = "{p.api.value}", '
+                           f'bad = {bad}, cut = {cut}, terms = {lua_terms(p.api)}}}')  # fmt: skip
+    bad, cut = (lua_str(e) for e in lua_events(Api.RESPONSES))
+    responses_watch = f'{{api = "{Api.RESPONSES.value}", bad = {bad}, cut = {cut}, terms = {lua_terms(Api.RESPONSES)}}}'
     return {
         "name": DIRECT_ERRORS_FILTER,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
             "default_source_code": {"inline_string": string.Template(lua.read("envoy_direct_errors.lua")).substitute(
-                providers=", ".join(entries), json_types=", ".join(f'["{t}"] = true' for t in JSON_CONTENT_TYPES),
+                providers=", ".join(entries), responses_watch=responses_watch, api_header=FRONT_API_HEADER, json_types=", ".join(f'["{t}"] = true' for t in JSON_CONTENT_TYPES),
                 stream_watch=stream_watch(), usage_ns=USAGE_NS, meta_ns=META_NS, authz_ns=AUTHZ_NS,
                 lane_header=FRONT_LANE_HEADER)},
         },
@@ -157,6 +164,12 @@ _MESSAGE_START_KEYS = ("input_tokens", "cache_read_input_tokens", "cache_creatio
 _SSE_USAGE_FIELDS = (
     *_USAGE_FIELDS,
     *((("message", *path), key) for path, key in _USAGE_FIELDS if key in _MESSAGE_START_KEYS),
+    # Responses: the answer under `response` (response.completed carries the usage; the earlier
+    # events' `usage` is null, which no selector matches).
+    (("response", "usage", "input_tokens"), "input_tokens"),
+    (("response", "usage", "output_tokens"), "output_tokens"),
+    (("response", "usage", "input_tokens_details", "cached_tokens"), "cached_tokens"),
+    (("response", "model"), "model"),
 )
 
 

@@ -10,7 +10,7 @@ from sidegate.bootstrap.direct_lane import direct_response_headers, no_direct_er
 from sidegate.bootstrap.input import filters_off, unsupported_encoding_route
 from sidegate.bootstrap.limits import duration, per_try_idle_timeout
 from sidegate.config import ModelConfig, SidegateConfig
-from sidegate.lanes import direct_chain
+from sidegate.lanes import direct_apis
 from sidegate.wire import (
     AUTHZ_NS,
     DIRECT,
@@ -36,7 +36,7 @@ def route_config(cfg: SidegateConfig, *, front_http: bool, sidegate_filters: boo
     routes.append(unsupported_encoding_route())  # model routes match only once the gateway ran
     # An API path without a route header means the gateway filter did not run (it is down and
     # failure_mode_allow let the request through): nothing can route it, say so with a 503.
-    for path in ("/v1/chat/completions", "/v1/messages"):
+    for path in ("/v1/chat/completions", "/v1/messages", "/v1/responses"):
         routes.append({"name": f"gateway-unavailable{path}", "match": {"path": path},
                        "direct_response": {"status": 503, "body": {"inline_string": "the Sidegate gateway service is unavailable"}}})  # fmt: skip
     routes.append({"name": "unrouted", "match": {"prefix": "/"}, "direct_response": {"status": 404}})
@@ -66,7 +66,7 @@ def _model_routes(cfg: SidegateConfig, model: str) -> list[dict[str, Any]]:
     out = []
     for start in range(len(groups)):
         out.append(_model_route(model, m, groups, start, front_http=front_http, direct_lane=direct_lane))
-        if direct_lane and direct_chain(cfg, model, start) is not None:
+        if direct_lane and direct_apis(cfg, model, start):
             out.append(_model_route(model, m, groups, start, lane=DIRECT, front_http=front_http, direct_lane=True))
         if front_http:
             out.append(_model_route(model, m, groups, start, lane=TRY, front_http=True, direct_lane=direct_lane))

@@ -10,7 +10,8 @@ direct-lane SSE stream, in Envoy, what the passthrough stream translators do in 
   chunk is cut before it, a terminal error event in the client's format is appended, and whatever
   the provider sends after is dropped;
 - the terminal event (OpenAI `data: [DONE]` or an error object; Anthropic an `event: message_stop`
-  or `event: error` line: a text delta that quotes one is payload) is relayed whole, up to its
+  or `event: error` line; Responses `event: response.completed`, `response.failed`,
+  `response.incomplete` or `error`: a text delta that quotes one is payload) is relayed whole, up to its
   empty line (an SSE parser dispatches nothing without it), and nothing after it;
 - a stream that ends without its terminal event (OpenAI `[DONE]` or an error event, Anthropic
   `message_stop` or `error`) gets the "ended before the response was complete" error event
@@ -40,6 +41,20 @@ def lua_events(api: Api) -> tuple[bytes, bytes]:
     """(malformed, cut): the terminal error events the watch appends for a client of `api`."""
     etype = "api_error" if api is Api.ANTHROPIC else "server_error"
     return sse_error_event(api, MALFORMED_EVENT, etype), sse_error_event(api, STREAM_TRUNCATED, etype)
+
+
+TERMINAL_EVENTS = {
+    Api.ANTHROPIC: ("message_stop", "error"),
+    Api.RESPONSES: ("response.completed", "response.failed", "response.incomplete", "error"),
+}
+"""The `event:` names that end a stream, by client API (OpenAI chat ends with `data: [DONE]` or an
+error object, which the watch reads from the `data:` lines instead)."""
+
+
+def lua_terms(api: Api) -> str:
+    """The watch's terminal `event:` lines for a client of `api`, as a Lua table (nil for OpenAI chat)."""
+    names = TERMINAL_EVENTS.get(api)
+    return "nil" if names is None else "{" + ", ".join(f'"event: {n}"' for n in names) + "}"
 
 
 def stream_watch() -> str:

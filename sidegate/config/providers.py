@@ -35,7 +35,14 @@ _HEADER_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]*\*?")
 
 class ProviderConfig(StrictModel):
     api: Api
-    """Wire schema the provider speaks: `openai` (incl. vLLM, Ollama, Groq, Mistral, Azure) or `anthropic`."""
+    """Wire schema the provider speaks: `openai` (incl. vLLM, Ollama, Groq, Mistral, Azure), `anthropic`,
+    or `responses` (an OpenAI endpoint reached only through the Responses API: every client API is
+    translated to Responses for it)."""
+    responses: bool = True
+    """`api: openai` only: does the provider also serve the Responses API (`POST /v1/responses`)?
+    OpenAI does, and gets a Responses client's request as is; set false for OpenAI-shaped servers
+    without it (vLLM, Ollama, Groq, Mistral...): a Responses request is then translated to chat
+    completions for them."""
     base_url: str
     api_key_env: str | None = None
     """Name of the environment variable holding the provider key (never the key itself)."""
@@ -67,6 +74,19 @@ class ProviderConfig(StrictModel):
         if parts.path not in ("", "/"):
             raise ValueError("must not contain a path (use path_prefix)")
         return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _responses_flag(self) -> ProviderConfig:
+        if not self.responses and self.api is not Api.OPENAI:
+            raise ValueError(f"`responses: false` applies to `api: openai` providers only (this one is `api: {self.api.value}`)")
+        return self
+
+    def upstream_api(self, inbound: Api) -> Api:
+        """The API this provider is spoken to in, for a client speaking `inbound`: its own, except
+        that a Responses client reaches an OpenAI provider that serves Responses as is."""
+        if inbound is Api.RESPONSES and self.api is Api.OPENAI and self.responses:
+            return Api.RESPONSES
+        return self.api
 
     @field_validator("forward_client_headers")
     @classmethod

@@ -33,6 +33,8 @@ from sidegate.wire import PROVIDER_HEADERS, RATE_LIMIT_HEADERS, provider_of_clus
 log = logging.getLogger("sidegate.upstream")
 
 # PROVIDER_HEADERS are removed on each try, then the ones for this try's provider are set again.
+UPSTREAM_PATHS = {Api.OPENAI: "/v1/chat/completions", Api.ANTHROPIC: "/v1/messages", Api.RESPONSES: "/v1/responses"}
+"""The provider path of a passthrough try (body unchanged), by API (translated tries take the translator's)."""
 
 
 @dataclass(slots=True)
@@ -62,7 +64,10 @@ class ProviderTry:
         self.max_attempts = len(mcfg.groups()) - int(meta.get("start", 0))
         self.retry_on = frozenset(mcfg.retry_on_status)
         self.opts = TranslateOptions(default_max_tokens=mcfg.default_max_tokens)
-        self.translator: Translator = get_translator(self.inbound, self.provider.api)
+        # The API this try speaks upstream: the provider's, except a Responses client on an OpenAI
+        # provider that serves Responses (passthrough; ProviderConfig.upstream_api).
+        self.upstream_api = self.provider.upstream_api(self.inbound)
+        self.translator: Translator = get_translator(self.inbound, self.upstream_api)
         self.status = 0
         self.streaming = False
         self.stream_tx: StreamTranslator | None = None
@@ -92,7 +97,7 @@ class ProviderTry:
         """The provider takes the client's body as is (same schema, same model name, nothing to
         inject or keep): the request-body round trip is skipped."""
         p = self.provider
-        if self.inbound is not p.api or self.collect or self.upstream_model != self.model or self.meta.get("redact"):
+        if self.inbound is not self.upstream_api or self.collect or self.upstream_model != self.model or self.meta.get("redact"):
             return False
         if p.path_prefix or p.query:
             return False
@@ -108,7 +113,7 @@ class ProviderTry:
         changes = HeaderChanges(remove=[*PROVIDER_HEADERS] if skip_body else [*PROVIDER_HEADERS, "content-length"])
         changes.remove += self.stage.allowed[self.provider_name].refused(client)
         if skip_body:  # the client's path without its query (which may carry a key: never forwarded)
-            changes.set[":path"] = "/v1/messages" if self.inbound is Api.ANTHROPIC else "/v1/chat/completions"
+            changes.set[":path"] = UPSTREAM_PATHS[self.inbound]
         if skip_body and p.api is Api.ANTHROPIC:
             changes.set["anthropic-version"] = str(self.meta.get("anthropic_version") or self.opts.anthropic_version)
         self.stage.credentials[self.provider_name].apply(changes.set)

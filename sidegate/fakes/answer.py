@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from sidegate.fakes.behavior import Behavior
+from sidegate.fakes.structured import structured_text
 from sidegate.fakes.text import approx_tokens, example_args, last_user_text, prompt_text
 
 __all__ = ["Answer", "ToolCall", "build_answer"]
@@ -64,7 +65,7 @@ def _tool_calls(spec: Any, body: dict[str, Any]) -> list[ToolCall]:
 
 
 def build_answer(body: dict[str, Any], b: Behavior | None, *, fixed_text: str | None, chunks: int) -> Answer:
-    """The answer for a chat/messages request: `Echo: <last user text>` unless scripted or fixed."""
+    """The answer for a chat/messages request (or a Responses request seen as chat): `Echo: <last user text>` unless scripted or fixed."""
     model = (b.response_model if b and b.response_model else None) or str(body.get("model") or "unknown")
     calls = _tool_calls(b.tool_calls, body) if b and b.tool_calls else []
     if b is not None and b.content is not None:
@@ -73,6 +74,8 @@ def build_answer(body: dict[str, Any], b: Behavior | None, *, fixed_text: str | 
         text = None
     else:
         text = fixed_text if fixed_text is not None else "Echo: " + last_user_text(body)
+        # Structured output wins over `fixed_text`: the client parses the answer as JSON.
+        text = structured_text(body, text) or text
     n = b.chunks if b and b.chunks else chunks
     completion = (approx_tokens(text) if text else 0) + sum(len(c.arguments.split()) + 1 for c in calls)
     raw_finish = b.finish_reason if b else None

@@ -8,8 +8,15 @@ from typing import Any
 
 __all__ = ["INFERENCE_PATHS", "Behavior", "Script"]
 
-#: Paths that scripts without an explicit `path` apply to (the Azure one is matched by suffix).
-INFERENCE_PATHS = ("/v1/chat/completions", "/v1/messages", "/v1/embeddings")
+#: Paths that scripts without an explicit `path` apply to (Azure deployments are matched by prefix).
+INFERENCE_PATHS = (
+    "/v1/chat/completions",
+    "/v1/messages",
+    "/v1/embeddings",
+    "/v1/responses",
+    "/openai/v1/responses",
+    "/openai/responses",
+)
 
 
 @dataclass

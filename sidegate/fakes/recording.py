@@ -21,6 +21,7 @@ class RecordedRequest:
     body: bytes
     json: Any  # the parsed body, None when absent or not JSON
     time: float
+    route: str | None = None  # the endpoint's name (`chat`, `responses`, `messages`...; None: unserved)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -31,6 +32,7 @@ class RecordedRequest:
             "body": self.body.decode("utf-8", "replace"),
             "json": self.json,
             "time": self.time,
+            "route": self.route,
         }
 
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+#: OpenAI's Responses API, and Azure's (its v1 API and the older preview path).
+RESPONSES_PATHS = ("/v1/responses", "/openai/v1/responses", "/openai/responses")
+
 
 def route(method: str, path: str) -> str | None:
-    """The endpoint's name (``models``, ``chat``, ``azure_chat``, ``messages``, ``embeddings``), or None."""
+    """The endpoint's name (``models``, ``chat``, ``azure_chat``, ``messages``, ``embeddings``,
+    ``responses``), or None."""
     if method == "GET" and path == "/v1/models":
         return "models"
     if method != "POST":
@@ -17,6 +21,8 @@ def route(method: str, path: str) -> str | None:
         return "messages"
     if path == "/v1/embeddings":
         return "embeddings"
+    if path in RESPONSES_PATHS:
+        return "responses"
     if path.startswith("/openai/deployments/"):
         parts = path.split("/")
         if len(parts) == 6 and parts[4] == "chat" and parts[5] == "completions":

@@ -12,13 +12,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from sidegate.fakes import wire_anthropic, wire_openai
+from sidegate.fakes import wire_anthropic, wire_openai, wire_responses
 from sidegate.fakes.answer import build_answer
 from sidegate.fakes.behavior import Behavior, Script
 from sidegate.fakes.faults import Dropped, before_headers
 from sidegate.fakes.recording import RecordedRequest, RequestLog
 from sidegate.fakes.routes import authorized, route, validate, wants_stream
-from sidegate.fakes.stream import stream_answer
+from sidegate.fakes.stream import api_events, stream_answer
+from sidegate.fakes.validation import sdk_problem, warm_up
 
 __all__ = ["DEFAULT_MODELS", "FakeProvider"]
 
@@ -45,8 +46,9 @@ def _nodelay(request: web.BaseRequest) -> None:
 class FakeProvider:
     """A fake LLM provider on one port serving both schemas.
 
-    Routes: OpenAI `POST /v1/chat/completions`, `POST /v1/embeddings`, `GET /v1/models`; Azure
-    `POST /openai/deployments/{d}/chat/completions|embeddings`; Anthropic `POST /v1/messages` (and
+    Routes: OpenAI `POST /v1/chat/completions`, `POST /v1/responses`, `POST /v1/embeddings`,
+    `GET /v1/models`; Azure `POST /openai/deployments/{d}/chat/completions|embeddings` and
+    `POST /openai/v1/responses`; Anthropic `POST /v1/messages` (and
     `GET /v1/models` when the request has `anthropic-version`). Control: `GET|DELETE /_fake/requests`,
     `POST|GET|DELETE /_fake/script`, `POST /_fake/default`, `POST /_fake/reset`.
 
@@ -81,9 +83,13 @@ class FakeProvider:
         self._closing = False
         self.served = 0  # requests received (excluding control calls)
         self.in_flight = 0  # handlers running now (a hang releases its slot when the client leaves)
+        # Responses API ids this provider issued: `previous_response_id` must name one, as upstream.
+        self._response_ids: dict[str, None] = {}
+        self._max_response_ids = max_log
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> FakeProvider:
+        warm_up()  # the SDK request types, once per process, before the first request
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -165,7 +171,16 @@ class FakeProvider:
             k = k.lower()
             hdrs[k] = f"{hdrs[k]}, {v}" if k in hdrs else v
         self.log.add(
-            RecordedRequest(request.method, path, dict(request.query), hdrs, body, parsed, time.time())
+            RecordedRequest(
+                request.method,
+                path,
+                dict(request.query),
+                hdrs,
+                body,
+                parsed,
+                time.time(),
+                route(request.method, path),
+            )
         )
         self.served += 1
         self.in_flight += 1
@@ -219,7 +234,11 @@ class FakeProvider:
         if b is not None:
             await before_headers(request, b, self._is_closing)
             if b.empty:
-                h = {**base_headers, **b.headers, **({"retry-after": str(b.retry_after)} if b.retry_after is not None else {})}
+                h = {
+                    **base_headers,
+                    **b.headers,
+                    **({"retry-after": str(b.retry_after)} if b.retry_after is not None else {}),
+                }
                 return web.Response(status=b.status, body=b"", headers=h)
             if b.status != 200 or b.error is not None:
                 status = b.status if b.status != 200 else 500
@@ -241,7 +260,7 @@ class FakeProvider:
                 if not anthropic
                 else "There was an error parsing the body of your request.",
             )
-        problem = validate(endpoint, body)
+        problem = validate(endpoint, body) or sdk_problem(endpoint, body) or self._unknown_previous(body)
         if problem:
             return error(400, problem)
         if endpoint == "embeddings":
@@ -250,26 +269,59 @@ class FakeProvider:
                 content_type=_JSON,
                 headers=base_headers,
             )
-        answer = build_answer(body, b, fixed_text=self.fixed_text, chunks=self.chunks)
+        responses = endpoint == "responses"
+        if responses:
+            answer = wire_responses.build(body, b, fixed_text=self.fixed_text, chunks=self.chunks)
+            resp_id = self._issue_response_id()
+        else:
+            answer = build_answer(body, b, fixed_text=self.fixed_text, chunks=self.chunks)
         extra = b.headers if b else {}
         if not body.get("stream"):
             if not anthropic:
                 base_headers["openai-processing-ms"] = str(int((time.monotonic() - started) * 1000) + 1)
-            payload = wire_anthropic.message(answer) if anthropic else wire_openai.completion(answer)
+            if responses:
+                payload = wire_responses.response_body(answer, body, resp_id)
+            else:
+                payload = wire_anthropic.message(answer) if anthropic else wire_openai.completion(answer)
             headers = {**base_headers, **extra}
             if any(k.lower() == "content-type" for k in headers):  # scripted: e.g. with a charset
                 return web.Response(body=payload, headers=headers)
             return web.Response(body=payload, content_type=_JSON, headers=headers)
+        if responses:
+            events, error_event = (
+                wire_responses.stream_events(answer, body, resp_id),
+                wire_responses.error_event,
+            )
+        else:
+            events = api_events(answer, body, anthropic)
+            error_event = wire_anthropic.error_event if anthropic else wire_openai.error_event
         return await stream_answer(
             request,
-            answer,
-            body,
+            events,
+            error_event,
             b,
-            anthropic,
             {**base_headers, **extra},
             chunk_delay_s=self.chunk_delay_s,
             closing=self._is_closing,
         )
+
+    def _issue_response_id(self) -> str:
+        resp_id = wire_responses.new_id()
+        self._response_ids[resp_id] = None
+        if len(self._response_ids) > self._max_response_ids:  # the oldest id goes first
+            del self._response_ids[next(iter(self._response_ids))]
+        return resp_id
+
+    def _unknown_previous(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The real API's 400 for a `previous_response_id` it never issued (e.g. another provider's)."""
+        prev = body.get("previous_response_id")
+        if not isinstance(prev, str) or prev in self._response_ids:
+            return None
+        return {
+            "message": f"Previous response with id '{prev}' not found.",
+            "param": "previous_response_id",
+            "code": "previous_response_not_found",
+        }
 
     # -- control endpoints -------------------------------------------------------------------------
     async def _control(self, request: web.BaseRequest, path: str) -> web.Response:

@@ -16,24 +16,27 @@ from sidegate.fakes.faults import Dropped, hang, reset_connection
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 
 
+def api_events(a: Answer, body: dict[str, Any], anthropic: bool) -> list[bytes]:
+    """A chat completion's or a message's SSE events."""
+    if anthropic:
+        return wire_anthropic.stream_events(a)
+    opts = body.get("stream_options")
+    return wire_openai.stream_events(a, isinstance(opts, dict) and bool(opts.get("include_usage")))
+
+
 async def stream_answer(
     request: web.BaseRequest,
-    a: Answer,
-    body: dict[str, Any],
+    events: list[bytes],
+    error_event: Callable[[dict[str, Any]], bytes],
     b: Behavior | None,
-    anthropic: bool,
     headers: dict[str, str],
     *,
     chunk_delay_s: float,
     closing: Callable[[], bool],
 ) -> web.StreamResponse:
-    """Send ``a`` as the API's SSE events, shaped by the behaviour's stream faults (cut, error event,
-    garbage, stall, bad event, small writes, reset, linger); ``chunk_delay_s`` is the default pace."""
-    if anthropic:
-        events = wire_anthropic.stream_events(a)
-    else:
-        opts = body.get("stream_options")
-        events = wire_openai.stream_events(a, isinstance(opts, dict) and bool(opts.get("include_usage")))
+    """Send an answer's SSE ``events``, shaped by the behaviour's stream faults (cut, error event made
+    by ``error_event``, garbage, stall, bad event, small writes, reset, linger); ``chunk_delay_s`` is
+    the default pace."""
     stop_at = len(events)
     after_stop: bytes | None = None
     reset = False
@@ -46,7 +49,7 @@ async def stream_answer(
         if b.stream_error is not None:
             se = b.stream_error
             stop_at = min(int(se.get("after", max(1, len(events) // 2))), len(events) - 1)
-            after_stop = wire_anthropic.error_event(se) if anthropic else wire_openai.error_event(se)
+            after_stop = error_event({**se, "after": stop_at})
         if b.garbage:
             stop_at, after_stop = min(2, len(events) - 1), b"data: {not json\n\n"
         if b.stall_after_chunks is not None:

@@ -5,7 +5,10 @@ so no per-try Python is needed; streams too, when the provider's stream carries 
 itself (Anthropic always, OpenAI when the client asked `stream_options.include_usage`): Envoy's
 `sse_to_metadata` reads it. Requests that need the per-try stage stay in the full lane: OpenAI
 streams without include_usage (it is injected, and the extra chunk hidden), cache fills (the
-response is kept), PII restore.
+response is kept), PII restore. Responses requests go direct when every provider of the chain
+serves the Responses API (sidegate/lanes.py, direct_apis), streams included (their
+`response.completed` event carries the usage), unless the answer is to be stored
+(`store_response`: the per-try stage keeps it).
 
 Try lane (HTTP front only): a non-streaming request that needs the per-try stage gets it over HTTP
 from a Lua upstream filter (extproc/trylane.py) instead of a gRPC ext_proc stream. Streams that
@@ -18,7 +21,7 @@ from sidegate.config import SidegateConfig
 from sidegate.core.context import Reply, RequestContext
 from sidegate.core.feature import Feature
 from sidegate.errors import Api
-from sidegate.lanes import direct_chain
+from sidegate.lanes import direct_apis
 from sidegate.wire import DIRECT, LANE_DIRECT, LANE_TRY, TRY
 
 
@@ -26,15 +29,15 @@ class LaneFeature(Feature):
     name = "lane"
 
     def __init__(self, cfg: SidegateConfig):
-        self.direct: dict[tuple[str, int], Api] = {}
+        self.direct: dict[tuple[str, int], frozenset[Api]] = {}
         self.body_fixed = cfg.services.front == "http"
         """HTTP front: the body cannot be rewritten before the router (redaction happens per try)."""
         if cfg.services.direct_lane:
             for model, m in cfg.models.items():
                 for start in range(len(m.groups())):
-                    api = direct_chain(cfg, model, start)
-                    if api is not None:
-                        self.direct[(model, start)] = api
+                    apis = direct_apis(cfg, model, start)
+                    if apis:
+                        self.direct[(model, start)] = apis
 
     def eligible(self, ctx: RequestContext) -> bool:
         meta = ctx.meta
@@ -44,7 +47,9 @@ class LaneFeature(Feature):
             return False
         if ctx.stream and not (ctx.api is Api.ANTHROPIC or ctx.client_wants_usage):
             return False  # an OpenAI stream needs include_usage injected (and its usage chunk hidden)
-        return self.direct.get((ctx.model, int(meta.get("start", 0)))) is ctx.api
+        if meta.get("store_response"):
+            return False  # the answer is kept by the per-try stage (stored responses)
+        return ctx.api in self.direct.get((ctx.model, int(meta.get("start", 0))), ())
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         if not ctx.route:

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sidegate.observe")
 
-OPERATION = "chat"  # gen_ai.operation.name for /v1/chat/completions and /v1/messages
+OPERATION = "chat"
+"""gen_ai.operation.name for /v1/chat/completions, /v1/messages and /v1/responses: the semconv names
+no Responses operation and lists OpenAI's chat APIs under `chat` (the API itself is the ledger's `api`)."""
 
 
 class MetricsFeature(Feature):

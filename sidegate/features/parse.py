@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from sidegate.config import SidegateConfig
@@ -46,11 +48,14 @@ class ParseFeature(Feature):
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise GatewayError(400, "Missing required parameter: 'model'.", param="model")
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise GatewayError(400, "'messages' must be a non-empty array.", param="messages")
-        if not all(isinstance(m, dict) for m in messages):
-            raise GatewayError(400, "Every entry of 'messages' must be an object.", param="messages")
+        if ctx.api is Api.RESPONSES:
+            _check_responses(body)
+        else:
+            messages = body.get("messages")
+            if not isinstance(messages, list) or not messages:
+                raise GatewayError(400, "'messages' must be a non-empty array.", param="messages")
+            if not all(isinstance(m, dict) for m in messages):
+                raise GatewayError(400, "Every entry of 'messages' must be an object.", param="messages")
         stream = body.get("stream", False)
         if stream is not None and not isinstance(stream, bool):
             raise GatewayError(400, "'stream' must be a boolean.", param="stream")
@@ -63,5 +68,29 @@ class ParseFeature(Feature):
                 raise GatewayError(400, "'stream_options' must be an object.", param="stream_options")
             ctx.client_wants_usage = bool(ctx.stream and opts and opts.get("include_usage"))
         else:
-            ctx.client_wants_usage = ctx.stream  # Anthropic streams always carry usage
+            # Anthropic streams always carry usage (message_start/message_delta), Responses streams
+            # too (response.completed's `response.usage`): nothing to inject, nothing to hide.
+            ctx.client_wants_usage = ctx.stream
         return None
+
+
+def _check_responses(body: dict[str, Any]) -> None:
+    """What every later stage relies on in a Responses request (`POST /v1/responses`): `input` a
+    non-empty string or a non-empty array of item objects, `instructions` a string. The rest is
+    the translators' (or the provider's) to judge. Called only for Api.RESPONSES, so chat and
+    messages requests pay nothing for it."""
+    items = body.get("input")
+    if isinstance(items, str):
+        if not items:
+            raise GatewayError(400, "'input' must be a non-empty string or a non-empty array of items.", param="input")
+    elif isinstance(items, list) and items:
+        if not all(isinstance(i, dict) for i in items):
+            raise GatewayError(400, "Every entry of 'input' must be an object (an input item).", param="input")
+    elif items is None:
+        # previous_response_id continues a stored conversation: the new turn still needs input.
+        raise GatewayError(400, "Missing required parameter: 'input'.", param="input")
+    else:
+        raise GatewayError(400, "'input' must be a non-empty string or a non-empty array of items.", param="input")
+    instructions = body.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise GatewayError(400, "'instructions' must be a string.", param="instructions")

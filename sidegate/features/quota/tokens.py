@@ -136,6 +136,8 @@ class TokenCounter:
         """Prompt tokens of a parsed request body in ``api``'s schema."""
         if api is Api.ANTHROPIC:
             return self.anthropic_messages(body)
+        if api is Api.RESPONSES:
+            return self.openai_responses(body)
         return self.openai_chat(body)
 
     def openai_chat(self, body: dict[str, Any]) -> int:
@@ -175,6 +177,56 @@ class TokenCounter:
             elif kind is not None:
                 texts.append(_json(part))
         return extra
+
+    def openai_responses(self, body: dict[str, Any]) -> int:
+        """A Responses request: `instructions` and each input item count as a chat message would
+        (the provider turns them into the same prompt); function calls and their outputs as the
+        tool calls and tool messages they are in chat; other items by their JSON."""
+        enc, factor = self.encoding_for(body.get("model"))
+        texts: list[str] = []
+        fixed = REPLY_PRIMING
+        instructions = body.get("instructions")
+        if isinstance(instructions, str) and instructions:
+            texts.append(instructions)
+            fixed += PER_MESSAGE
+        items = body.get("input")
+        if isinstance(items, str):
+            texts.append(items)
+            fixed += PER_MESSAGE
+        for item in items if isinstance(items, list) else []:
+            if isinstance(item, dict):
+                fixed += PER_MESSAGE + self._responses_item(item, texts)
+        fixed += self._tools(body.get("tools"), texts, openai=False)  # Responses function tools are flat
+        return round((self._encode_len(enc, texts) + fixed) * factor)
+
+    def _responses_item(self, item: dict[str, Any], texts: list[str]) -> int:
+        kind = item.get("type", "message")
+        if kind == "message":
+            texts.append(str(item.get("role", "")))
+            content = item.get("content")
+            if isinstance(content, str):
+                texts.append(content)
+                return 0
+            extra = 0
+            for part in content if isinstance(content, list) else []:
+                if not isinstance(part, dict):
+                    continue
+                if "text" in part:  # input_text, output_text
+                    texts.append(str(part["text"]))
+                elif part.get("type") == "input_image":
+                    extra += self.config.image_tokens
+                else:
+                    texts.append(_json(part))
+            return extra
+        if kind == "function_call":
+            texts.append(str(item.get("name", "")))
+            texts.append(str(item.get("arguments", "")))
+        elif kind == "function_call_output":
+            output = item.get("output")
+            texts.append(output if isinstance(output, str) else _json(output))
+        else:  # reasoning, built-in tool calls and outputs...: their JSON
+            texts.append(_json(item))
+        return 0
 
     def anthropic_messages(self, body: dict[str, Any]) -> int:
         enc, factor = self.encoding_for(body.get("model"))
@@ -228,7 +280,7 @@ class TokenCounter:
             spec = (tool.get("function") or {}) if openai and tool.get("type") == "function" else tool
             texts.append(str(spec.get("name", "")))
             texts.append(str(spec.get("description", "")))
-            schema = spec.get("parameters") if openai else spec.get("input_schema")
+            schema = spec.get("parameters") if openai else spec.get("input_schema", spec.get("parameters"))
             if schema:
                 texts.append(_json(schema))
         return TOOLS_BASE + PER_TOOL * len(tools)

@@ -1,0 +1,130 @@
+"""`POST /v1/responses` on each lane, on both fronts, through a real Envoy: the direct lane when the
+provider takes the request as is (JSON and streams: Envoy reads the usage from the body or from
+`response.completed`, the stream watch ends a cut stream with an error event), the full lane
+(per-try gRPC) and the try lane (HTTP front, non-streaming) when the per-try stage is needed (an
+alias, a translation, a stored answer); the quota reserved then trued up from the real usage."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+from harness import FRONT_SERVICES, OPENAI_PROVIDER_KEY, Stack, front_stack
+
+pytestmark = pytest.mark.e2e
+
+EXTRA = {"tenants": {"globex": {"quota": {"limits": {"tpm": 100000}}}}}
+
+
+@pytest.fixture(scope="module", params=sorted(FRONT_SERVICES))
+def gw(request, tmp_path_factory, fake_openai, fake_anthropic) -> Iterator[Stack]:
+    yield from front_stack(
+        request.param, tmp_path_factory.mktemp("stack"), fake_openai.url, fake_anthropic.url, EXTRA
+    )
+
+
+def oai(gw: Stack, who: str = "acme") -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.base_url + "/v1", api_key=gw.keys[who].key, max_retries=0)
+
+
+def front(gw: Stack) -> str:
+    return str(gw.cfg_data["services"]["front"])
+
+
+class Lanes:
+    """Which lane a provider's tries took, from Envoy's per-cluster request counters."""
+
+    def __init__(self, gw: Stack, provider: str):
+        self.gw, self.provider = gw, provider
+        self.before = self.counts()
+
+    def counts(self) -> dict[str, int]:
+        names = {"full": f"cluster.provider.{self.provider}", "direct": f"cluster.provider.{self.provider}~direct",
+                 "try": f"cluster.provider.{self.provider}~try"}  # fmt: skip
+        return {lane: self.gw.stat(name + ".upstream_rq_total") or 0 for lane, name in names.items()}
+
+    def taken(self) -> list[str]:
+        now = self.counts()
+        return [lane for lane in now for _ in range(now[lane] - self.before[lane])]
+
+
+def test_passthrough_takes_the_direct_lane(gw: Stack, fake_openai) -> None:
+    fake_openai.script([{"usage": {"prompt_tokens": 21, "completion_tokens": 4}}])
+    lanes = Lanes(gw, "openai")
+    raw = oai(gw).responses.with_raw_response.create(
+        model="gpt-4o-mini", input="Say hi", max_output_tokens=50
+    )
+    assert "Say hi" in raw.parse().output_text and raw.headers["x-sidegate-provider"] == "openai"
+    assert lanes.taken() == ["direct"]
+    (rec,) = fake_openai.requests
+    assert rec.path == "/v1/responses" and rec.headers["authorization"] == f"Bearer {OPENAI_PROVIDER_KEY}"
+    assert rec.json == {"model": "gpt-4o-mini", "input": "Say hi", "max_output_tokens": 50}  # as sent
+    led = gw.wait_ledger(lambda r: (r.input_tokens, r.output_tokens) == (21, 4))
+    assert (led.api, led.provider, led.status) == ("responses", "openai", 200)
+
+
+def test_passthrough_stream_takes_the_direct_lane(gw: Stack, fake_openai) -> None:
+    fake_openai.script([{"usage": {"prompt_tokens": 23, "completion_tokens": 7}, "chunks": 4}])
+    lanes = Lanes(gw, "openai")
+    with oai(gw).responses.stream(model="gpt-4o-mini", input="Stream hi") as stream:
+        text = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+        final = stream.get_final_response()
+    assert text == final.output_text and final.usage.output_tokens == 7
+    assert lanes.taken() == ["direct"]
+    # sse_to_metadata read response.completed's usage; the stream watch saw its terminal event.
+    led = gw.wait_ledger(lambda r: (r.input_tokens, r.output_tokens) == (23, 7))
+    assert led.stream and not led.aborted and led.api == "responses"
+
+
+def test_a_cut_direct_stream_ends_with_an_error_event(gw: Stack, fake_openai) -> None:
+    fake_openai.script([{"truncate": 3, "usage": {"prompt_tokens": 5, "completion_tokens": 5}}])
+    lanes = Lanes(gw, "openai")
+    auth = {"authorization": f"Bearer {gw.keys['acme'].key}"}
+    body = {"model": "gpt-4o-mini", "input": "Cut me", "stream": True}
+    with httpx.Client(base_url=gw.base_url, timeout=10) as c:
+        text = c.post("/v1/responses", headers=auth, json=body).text
+    assert lanes.taken() == ["direct"]
+    events = [e for e in text.split("\n\n") if e.strip()]
+    assert "response.completed" not in text and "error" in events[-1]
+    assert "ended before the response was complete" in events[-1]
+
+
+def test_per_try_work_takes_the_try_or_the_full_lane(gw: Stack, fake_openai, fake_anthropic) -> None:
+    per_try = "try" if front(gw) == "http" else "full"
+    lanes = Lanes(gw, "openai")
+    oai(gw).responses.create(model="gpt-4o", input="Alias")  # provider-side name: the body is rewritten
+    assert fake_openai.requests[-1].json["model"] == "gpt-4o-2024-08-06"
+    assert lanes.taken() == [per_try]
+    lanes = Lanes(gw, "openai")
+    with oai(gw).responses.stream(model="gpt-4o", input="Alias stream") as stream:
+        assert stream.get_final_response().output_text
+    assert lanes.taken() == ["full"]  # translated streams keep the gRPC per-try stage
+    lanes = Lanes(gw, "anthropic")
+    assert "Translated" in oai(gw).responses.create(model="claude-haiku", input="Translated").output_text
+    assert lanes.taken() == [per_try] and fake_anthropic.requests[-1].path == "/v1/messages"
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-haiku"])
+def test_quota_reserved_then_trued_up(gw: Stack, request: pytest.FixtureRequest, model: str) -> None:
+    """The reservation (the input estimate + max_output_tokens) is replaced by the usage the
+    provider reported (read by Envoy on the direct lane, by the per-try stage otherwise)."""
+    fake = request.getfixturevalue("fake_openai" if model == "gpt-4o-mini" else "fake_anthropic")
+    client = oai(gw, "globex")
+    fake.script([{"usage": {"prompt_tokens": 30, "completion_tokens": 70}}])
+    first = client.responses.with_raw_response.create(model=model, input="Count me", max_output_tokens=5000)
+    assert first.parse().usage.total_tokens == 100
+    reserved_left = int(first.headers["x-ratelimit-remaining-tokens"])
+    deadline, left = time.monotonic() + 5, 0
+    while time.monotonic() < deadline:
+        fake.script([{"usage": {"prompt_tokens": 1, "completion_tokens": 1}}])
+        nxt = client.responses.with_raw_response.create(model=model, input="Again", max_output_tokens=1)
+        left = int(nxt.headers["x-ratelimit-remaining-tokens"])
+        if left > reserved_left + 4000:
+            break
+        time.sleep(0.1)
+    assert left > reserved_left + 4000, (reserved_left, left)
+    led = gw.wait_ledger(lambda r: r.tenant == "globex" and r.model == model and r.output_tokens == 70)
+    assert (led.api, led.input_tokens) == ("responses", 30)
