@@ -2,7 +2,7 @@
 request hooks, and the per-try stage that runs every provider try and reports it to their
 completion hooks. The adapters (extproc/) serve it over gRPC, HTTP and the access log.
 
-Gateway (once per request):  auth -> parse -> route -> guard -> quota -> cache -> lane
+Gateway (once per request):  auth -> parse -> route -> responses_store -> guard -> quota -> cache -> lane
 TryStage (once per try):     per-try hooks -> translate -> credentials -> (response) translate ->
                              per-try hooks -> scrub -> completion hooks (and the cache's fill)
 """
