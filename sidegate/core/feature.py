@@ -12,7 +12,9 @@ Hooks, all optional (a feature overrides only the ones it needs):
 - ``async on_request(ctx) -> Reply | None``: once per request, with the parsed body. A Reply
   short-circuits the request (e.g. a cache hit); raising GatewayError refuses it. A feature's
   ``endpoints`` say which requests it sees (completions by default; the model list is another
-  endpoint): a request meets only the request hooks of its endpoint's features.
+  endpoint): a request meets only the request hooks of its endpoint's features; ``apis`` (None:
+  every client API) narrows that to some client APIs (the kept Responses answers: a chat or
+  Messages completion never meets that feature).
 - ``on_complete(c: Completion)``: every finished try of every lane, and the gateway's own answers.
   Synchronous, on the response path: in-memory work only (I/O goes to a task).
 - ``fill(meta, client_body, response, streamed, usage)``: a try that collected its client-format
@@ -82,6 +84,8 @@ class Feature:
     name: str = ""
     endpoints: frozenset[str] = frozenset({COMPLETIONS})
     """The endpoints whose requests this feature's request hooks see (`RequestContext.endpoint`)."""
+    apis: frozenset[Api] | None = None
+    """The client APIs whose requests they see (`RequestContext.api`); None: every one."""
 
     def on_headers(self, ctx: RequestContext) -> Reply | None:
         return None
@@ -162,6 +166,8 @@ class Hooks:
     """The request hooks of a completion, in list order."""
     steps_by_endpoint: dict[str, tuple[Step, ...]] = field(default_factory=dict)
     """The request hooks of every endpoint, in list order (`steps` is the completions' entry)."""
+    steps_by_api: dict[tuple[str, Api], tuple[Step, ...]] = field(default_factory=dict)
+    """The same for each client API of an endpoint, where some feature sees only some APIs."""
     on_complete: list[CompletionHook] = field(default_factory=list)
     fills: tuple[Filling, ...] = ()
     on_try: tuple[OnTry, ...] = ()
@@ -169,8 +175,15 @@ class Hooks:
     closes: tuple[Lifecycle, ...] = ()
 
 
-def _steps(features: Sequence[object], endpoint: str) -> tuple[Step, ...]:
-    requesting = [f for f in features if hook(f, "on_request") and endpoint in getattr(f, "endpoints", Feature.endpoints)]
+def _sees(feature: object, endpoint: str, api: Api | None) -> bool:
+    if endpoint not in getattr(feature, "endpoints", Feature.endpoints):
+        return False
+    apis = getattr(feature, "apis", None)
+    return api is None or apis is None or api in apis
+
+
+def _steps(features: Sequence[object], endpoint: str, api: Api | None = None) -> tuple[Step, ...]:
+    requesting = [f for f in features if hook(f, "on_request") and _sees(f, endpoint, api)]
     return tuple(Step(str(getattr(f, "name", "")), hook(f, "on_request"), hook(nxt, "prefetch"))
                  for f, nxt in zip(requesting, [*requesting[1:], None], strict=False))
 
@@ -178,10 +191,14 @@ def _steps(features: Sequence[object], endpoint: str) -> tuple[Step, ...]:
 def collect(features: Sequence[object]) -> Hooks:
     endpoints = {e for f in features for e in getattr(f, "endpoints", Feature.endpoints)} | {COMPLETIONS}
     by_endpoint = {e: _steps(features, e) for e in sorted(endpoints)}
+    by_api = {}
+    if any(getattr(f, "apis", None) is not None for f in features):
+        by_api = {(e, api): _steps(features, e, api) for e in sorted(endpoints) for api in Api}
     return Hooks(
         on_headers=tuple(h for f in features if (h := hook(f, "on_headers"))),
         steps=by_endpoint[COMPLETIONS],
         steps_by_endpoint=by_endpoint,
+        steps_by_api=by_api,
         on_complete=[h for f in features if (h := hook(f, "on_complete"))],
         fills=tuple(h for f in features if (h := filling(f))),
         on_try=tuple(h for f in features if (h := hook(f, "on_try"))),

@@ -44,6 +44,8 @@ class Gateway:
         self.header_hooks = hooks.on_headers
         self.steps = hooks.steps
         self.steps_by_endpoint = hooks.steps_by_endpoint or {COMPLETIONS: hooks.steps}
+        self.steps_by_api = hooks.steps_by_api
+        """Where some feature sees only some client APIs: the steps of each (endpoint, API)."""
         self.completion_hooks = hooks.on_complete
         """Every completion hook: also for the answers the gateway gives itself."""
 
@@ -59,7 +61,9 @@ class Gateway:
         started = time.monotonic()
         ctx.meta["received_at"] = time.time()
         try:
-            steps = self.steps_by_endpoint.get(ctx.endpoint)
+            steps = self.steps_by_api.get((ctx.endpoint, ctx.api)) if self.steps_by_api else None
+            if steps is None:
+                steps = self.steps_by_endpoint.get(ctx.endpoint)
             if steps is None:  # a path of an endpoint no feature of this app serves
                 return unknown_path(ctx.path, ctx.headers)
             for name, on_request, prefetch_next in steps:

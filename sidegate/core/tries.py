@@ -81,7 +81,7 @@ class ProviderTry:
         # Fills (the cache's, the kept Responses answer): keep the client body and the
         # client-format response, bounded by the largest bound asked; a stream only its last event
         # when that is all every fill asked needs.
-        asked = stage.fillers.asked(meta) if stage.fillers is not None else ()
+        asked = stage.filler.asked(meta) if stage.filler is not None else ()
         self.collect = bool(asked)
         self.collect_limit = max((f.bound(meta) if f.bound else stage.cfg.cache_policy(self.model).max_entry_bytes)
                                  for f in asked) if asked else 0  # fmt: skip
@@ -278,10 +278,10 @@ class ProviderTry:
 
     def _emit(self, done: Completion, aborted: bool) -> None:
         notify(self.stage.completion_hooks, done)
-        if self.collect and self.stage.fillers is not None and 200 <= self.status < 300 and not aborted:
+        if self.collect and self.stage.filler is not None and 200 <= self.status < 300 and not aborted:
             if any(key in self.collected for key in self.stage.secrets):  # defence in depth: chunks were scrubbed one by one
                 return
-            self.stage.fillers.fill(self.meta, self.client_body, bytes(self.collected), self.streaming, self.usage)
+            self.stage.filler.fill(self.meta, self.client_body, bytes(self.collected), self.streaming, self.usage)
 
     def close(self, retried: bool = False) -> None:
         """The ext_proc stream ended (normally, or the client/upstream went away). `retried`: Envoy
@@ -308,9 +308,8 @@ class TryStage:
     ):  # fmt: skip
         self.cfg = cfg
         self.completion_hooks: list[CompletionHook] = completion_hooks or []
-        self.filler = filler
-        self.fillers = filler if isinstance(filler, Fillers) or filler is None else Fillers([filler.fill])
-        """The filler as fill hooks by metadata key (a bare filler is the cache's, `cache_fill`)."""
+        self.filler: Fillers | None = filler if isinstance(filler, Fillers) or filler is None else Fillers([filler.fill])
+        """The fill hooks by metadata key (a bare filler is the cache's, `cache_fill`)."""
         self.on_try = on_try
         self.credentials: dict[str, Credential] = {name: for_provider(p) for name, p in cfg.providers.items()}
         self.allowed = {name: Allowed(request_allowed(p)) for name, p in cfg.providers.items()}

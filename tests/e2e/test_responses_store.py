@@ -45,7 +45,9 @@ def texts(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
     out = []
     for item in items:
         content = item.get("content")
-        text = content if isinstance(content, str) else "".join(part.get("text", "") for part in content or [])
+        text = (
+            content if isinstance(content, str) else "".join(part.get("text", "") for part in content or [])
+        )
         out.append((item.get("role", item.get("type", "")), text))
     return out
 
@@ -77,10 +79,14 @@ def test_previous_response_id_sends_the_whole_conversation(gw: Stack, fake_opena
     first = client.responses.create(model="gpt-4o-mini", input="My name is Ada.", instructions="Be brief.")
     retrieve(client, first.id)
     if stream:
-        with client.responses.stream(model="gpt-4o-mini", input="What is my name?", previous_response_id=first.id) as s:
+        with client.responses.stream(
+            model="gpt-4o-mini", input="What is my name?", previous_response_id=first.id
+        ) as s:
             second = s.get_final_response()
     else:
-        second = client.responses.create(model="gpt-4o-mini", input="What is my name?", previous_response_id=first.id)
+        second = client.responses.create(
+            model="gpt-4o-mini", input="What is my name?", previous_response_id=first.id
+        )
     sent = fake_openai.requests[-1].json
     assert "previous_response_id" not in sent and "instructions" not in sent  # instructions: not carried over
     assert texts(sent["input"]) == [("user", "My name is Ada."), ("assistant", first.output_text),
@@ -89,18 +95,24 @@ def test_previous_response_id_sends_the_whole_conversation(gw: Stack, fake_opena
     third = client.responses.create(model="gpt-4o-mini", input="Once more.", previous_response_id=second.id)
     assert len(fake_openai.requests[-1].json["input"]) == 5
     got = retrieve(client, third.id)
-    assert got.id == third.id and got.output_text == third.output_text and got.previous_response_id == second.id
+    assert (
+        got.id == third.id and got.output_text == third.output_text and got.previous_response_id == second.id
+    )
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
-def test_the_conversation_survives_a_fallback_to_anthropic(gw: Stack, fake_openai, fake_anthropic, stream: bool) -> None:
+def test_the_conversation_survives_a_fallback_to_anthropic(
+    gw: Stack, fake_openai, fake_anthropic, stream: bool
+) -> None:
     client = oai(gw)
     first = client.responses.create(model="fallback", input="Remember the word: tangerine.")
     assert [r.path for r in fake_openai.requests] == ["/v1/responses"]
     retrieve(client, first.id)
     fake_openai.script([{"status": 503, "error": "overloaded"}])
     if stream:
-        with client.responses.stream(model="fallback", input="Which word?", previous_response_id=first.id) as s:
+        with client.responses.stream(
+            model="fallback", input="Which word?", previous_response_id=first.id
+        ) as s:
             second = s.get_final_response()
     else:
         second = client.responses.create(model="fallback", input="Which word?", previous_response_id=first.id)
@@ -129,7 +141,7 @@ def test_retrieve_list_input_items_and_delete(gw: Stack) -> None:
     assert [i.content[0].text for i in client.responses.input_items.list(resp.id, order="asc")] == [
         "part 0", "part 1", "part 2",
     ]  # every page, through the SDK's cursor  # fmt: skip
-    assert [i.content[0].text for i in client.responses.input_items.list(resp.id).data][0] == "part 2"  # desc
+    assert client.responses.input_items.list(resp.id).data[0].content[0].text == "part 2"  # desc by default
     assert client.responses.delete(resp.id) is None
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(resp.id)
@@ -149,7 +161,10 @@ def test_another_tenants_id_is_a_404(gw: Stack, fake_openai) -> None:
     served = len(fake_openai.requests)
     with pytest.raises(openai.NotFoundError) as err:
         theirs.responses.create(model="gpt-4o-mini", input="and?", previous_response_id=resp.id)
-    assert err.value.body["param"] == "previous_response_id" and err.value.body["code"] == "previous_response_not_found"
+    assert (
+        err.value.body["param"] == "previous_response_id"
+        and err.value.body["code"] == "previous_response_not_found"
+    )
     assert len(fake_openai.requests) == served  # refused before any provider
     assert mine.responses.retrieve(resp.id).id == resp.id  # untouched for its owner
 
@@ -185,7 +200,11 @@ def test_stored_paths_ask_no_provider_and_are_no_usage(gw: Stack, fake_openai, f
         r = c.post(f"/v1/responses/{resp.id}", headers=auth, json={})
         assert r.status_code == 405 and r.json()["error"]["type"] == "invalid_request_error"
         assert c.get("/v1/responses/resp_nope", headers=auth).json()["error"]["type"] == "not_found_error"
-        assert c.delete(f"/v1/responses/{resp.id}", headers=auth).json() == {"id": resp.id, "object": "response", "deleted": True}
+        assert c.delete(f"/v1/responses/{resp.id}", headers=auth).json() == {
+            "id": resp.id,
+            "object": "response",
+            "deleted": True,
+        }
     time.sleep(1.0)  # ledger records are written in batches
     assert len(gw.ledger()) == before
     assert (len(fake_openai.requests), len(fake_anthropic.requests)) == seen

@@ -300,3 +300,22 @@ def test_refusals() -> None:
         assert await f.on_request(chat) is None and chat.meta == {}
 
     asyncio.run(body())
+
+
+def test_the_feature_sits_after_route_and_before_guard_quota_and_cache() -> None:
+    """So the expanded conversation is what is redacted, estimated and cached; and only with a store."""
+    from sidegate.app import default_features
+    from sidegate.core.feature import collect
+
+    c = cfg()
+    store = RedisPyStore(store_client("redis://127.0.0.1:1/0"))
+    hooks = collect(default_features(c, store))
+    names = [s.name for s in hooks.steps_by_api[("completions", Api.RESPONSES)]]
+    for other in (Api.OPENAI, Api.ANTHROPIC):  # chat and Messages never meet it, not even a no-op step
+        assert "responses_store" not in [s.name for s in hooks.steps_by_api[("completions", other)]]
+    assert names.index("route") < names.index("responses_store") < names.index("guard") < names.index("quota")
+    assert "responses_store" not in [f.name for f in default_features(c)]  # no store: off
+    off = config.parse({**c.model_dump(mode="json", exclude_unset=True), "responses": {"store": False}}, env={})
+    assert "responses_store" not in [f.name for f in default_features(off, store)]
+    stored = [s.name for s in collect(default_features(c, store)).steps_by_endpoint["stored_response"]]
+    assert stored == ["responses_store"]  # no quota, no cache, no lane for GET / DELETE

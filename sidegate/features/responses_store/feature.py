@@ -53,6 +53,8 @@ WRITE_TIMEOUT_S = 5.0
 class ResponsesStoreFeature(Feature):
     name = "responses_store"
     endpoints = frozenset({COMPLETIONS, STORED_RESPONSE})
+    apis = frozenset({Api.RESPONSES})
+    """A chat or Messages completion never meets this feature (not even a no-op step)."""
     fill_key = KEEP
     fill_tail = True
 
