@@ -14,8 +14,9 @@ import orjson
 import pytest
 
 from sidegate import config
-from sidegate.core.context import RequestContext
+from sidegate.core.context import Reply, RequestContext
 from sidegate.core.intake import open_request
+from sidegate.core.pipeline import Gateway
 from sidegate.errors import Api, GatewayError
 from sidegate.features.responses_store.conversation import KEY_PREFIX, store_key
 from sidegate.features.responses_store.feature import KEEP, PREFIX, TURN, ResponsesStoreFeature
@@ -315,7 +316,39 @@ def test_the_feature_sits_after_route_and_before_guard_quota_and_cache() -> None
         assert "responses_store" not in [s.name for s in hooks.steps_by_api[("completions", other)]]
     assert names.index("route") < names.index("responses_store") < names.index("guard") < names.index("quota")
     assert "responses_store" not in [f.name for f in default_features(c)]  # no store: off
-    off = config.parse({**c.model_dump(mode="json", exclude_unset=True), "responses": {"store": False}}, env={})
+    off = config.parse(
+        {**c.model_dump(mode="json", exclude_unset=True), "responses": {"store": False}}, env={}
+    )
     assert "responses_store" not in [f.name for f in default_features(off, store)]
     stored = [s.name for s in collect(default_features(c, store)).steps_by_endpoint["stored_response"]]
     assert stored == ["responses_store"]  # no quota, no cache, no lane for GET / DELETE
+
+
+class CacheHit:
+    """Stands in for the cache: every Responses request is a hit, answered by the gateway."""
+
+    name = "cache"
+    endpoints = frozenset({"completions"})
+
+    async def on_request(self, ctx: RequestContext) -> Reply:
+        body = orjson.dumps(answer("resp_hit", "from the cache"))
+        return Reply(200, body, {"content-type": "application/json"}, "cache")
+
+
+def test_a_cache_hit_is_kept_too(redis_url: str) -> None:
+    """The gateway's own answer (a cache hit, with its fresh id) is continued like any other."""
+
+    async def body(f: ResponsesStoreFeature, store: Store) -> None:
+        gateway = Gateway([f, CacheHit()])
+        ctx = ctx_for("POST", "/v1/responses", "acme", {"model": "gpt-4o", "input": "cached?"})
+        out = await gateway.run(ctx)
+        assert isinstance(out, Reply) and out.source == "cache"
+        await f.drain()
+        status, got = await get(f, "acme", "/v1/responses/resp_hit")
+        assert status == 200 and got["output"][0]["content"][0]["text"] == "from the cache"
+        assert len(f.turns) == 0
+        refused = ctx_for("POST", "/v1/responses", "acme", {"model": "gpt-4o", "input": "no", "store": False})
+        await gateway.run(refused)
+        assert len(f.turns) == 0
+
+    run(redis_url, body)
