@@ -31,10 +31,46 @@ PAIRS: dict[str, tuple[Api, Api]] = {
     "openai_openai": (Api.OPENAI, Api.OPENAI),
     "anthropic_anthropic": (Api.ANTHROPIC, Api.ANTHROPIC),
 }
+# OpenAI's Responses API (codecs in sidegate/translate/codecs/responses/, passthrough in
+# responses_responses.py, codecs/responses_client.py): ids and created_at fixed by responses_translator.
+RESPONSES_PAIRS: dict[str, tuple[Api, Api]] = {
+    "responses_openai": (Api.RESPONSES, Api.OPENAI),
+    "responses_anthropic": (Api.RESPONSES, Api.ANTHROPIC),
+    "responses_responses": (Api.RESPONSES, Api.RESPONSES),
+    "openai_responses": (Api.OPENAI, Api.RESPONSES),
+    "anthropic_responses": (Api.ANTHROPIC, Api.RESPONSES),
+}
+PAIRS.update(RESPONSES_PAIRS)
+
+
+def fixed_ids() -> Any:
+    """An id factory numbering each kind from 1 (``resp_0001``, ``msg_0001``...), for golden tests."""
+    counters: dict[str, int] = {}
+
+    def ids(prefix: str) -> str:
+        counters[prefix] = counters.get(prefix, 0) + 1
+        return f"{prefix}_{counters[prefix]:04d}"
+
+    return ids
+
+
+def responses_translator(pair: str) -> Translator:
+    from sidegate.translate.codecs.responses_client import ResponsesClientTranslator
+    from sidegate.translate.codecs.translator import CanonicalTranslator
+    from sidegate.translate.responses_responses import ResponsesResponses
+
+    inbound, upstream = RESPONSES_PAIRS[pair]
+    if inbound is upstream:
+        return ResponsesResponses()
+    if inbound is Api.RESPONSES:
+        return ResponsesClientTranslator(upstream, clock=lambda: CREATED, ids=fixed_ids())
+    return CanonicalTranslator(inbound, upstream, clock=lambda: CREATED)
 
 
 def make_translator(pair: str) -> Translator:
     """A fresh translator with a fixed clock (OpenAI ``created``)."""
+    if pair in RESPONSES_PAIRS:
+        return responses_translator(pair)
     if pair == "openai_anthropic":
         return OpenAIAnthropic(clock=lambda: CREATED)
     if pair == "anthropic_openai":
@@ -140,7 +176,19 @@ def _adapters() -> dict[str, TypeAdapter[Any]]:
             "openai_req_stream": ocp.CompletionCreateParamsStreaming,
         }
     )
+    import openai.types.responses as orr
+    from openai.types.responses import response_create_params as orcp
+
+    _TYPES.update(
+        {
+            "responses_req": orcp.ResponseCreateParamsNonStreaming,
+            "responses_req_stream": orcp.ResponseCreateParamsStreaming,
+        }
+    )
     return {
+        "responses_req": TypeAdapter(orcp.ResponseCreateParamsNonStreaming),
+        "responses_req_stream": TypeAdapter(orcp.ResponseCreateParamsStreaming),
+        "responses_event": TypeAdapter(orr.ResponseStreamEvent),
         "anthropic_req": TypeAdapter(acp.MessageCreateParamsNonStreaming),
         "anthropic_req_stream": TypeAdapter(acp.MessageCreateParamsStreaming),
         "anthropic_event": TypeAdapter(at.RawMessageStreamEvent),
@@ -176,6 +224,7 @@ def _force(value: Any) -> None:
 # Keys the SDK TypedDicts no longer declare but the wire API accepts: Anthropic sampling knobs
 # (anthropic-version 2023-06-01), and `top_k` as the OpenAI-compatible servers' (vLLM) extension.
 _EXTRA_KEYS = {Api.ANTHROPIC: {"temperature", "top_p", "top_k"}, Api.OPENAI: {"top_k"}}
+_EXTRA_KEYS[Api.RESPONSES] = set()
 
 
 def validate_request(api: Api, body: dict[str, Any]) -> None:
@@ -186,6 +235,8 @@ def validate_request(api: Api, body: dict[str, Any]) -> None:
     streaming = bool(body.get("stream"))
     if api is Api.ANTHROPIC:
         name = "anthropic_req_stream" if streaming else "anthropic_req"
+    elif api is Api.RESPONSES:
+        name = "responses_req_stream" if streaming else "responses_req"
     else:
         name = "openai_req_stream" if streaming else "openai_req"
     _force(adapter(name).validate_python(body))
@@ -199,6 +250,10 @@ def validate_response(api: Api, body: dict[str, Any]) -> None:
         from anthropic.types import Message
 
         Message.model_validate(body)
+    elif api is Api.RESPONSES:
+        from openai.types.responses import Response
+
+        Response.model_validate(body)
     else:
         from openai.types.chat import ChatCompletion
 
@@ -229,6 +284,10 @@ def validate_stream(api: Api, data: bytes) -> None:
             assert api is Api.OPENAI
             continue
         obj = orjson.loads(payload)
+        if api is Api.RESPONSES:  # every event named in its `event:` line and its data
+            assert event == obj["type"], (event, obj)
+            _force(adapter("responses_event").validate_python(obj))
+            continue
         if api is Api.OPENAI:
             if "error" in obj:
                 assert isinstance(obj["error"]["message"], str) and obj["error"]["type"]

@@ -16,6 +16,7 @@ from sidegate.translate.base import ProviderRequest, StreamTranslator, Translate
 from sidegate.translate.common import sse_error_event
 from sidegate.translate.openai_anthropic import OpenAIAnthropic
 from sidegate.translate.openai_openai import OpenAIOpenAI
+from sidegate.translate.responses_responses import ResponsesResponses
 
 __all__ = [
     "ProviderRequest",
@@ -33,6 +34,24 @@ _TRANSLATORS: dict[tuple[Api, Api], Translator] = {
     (Api.OPENAI, Api.OPENAI): OpenAIOpenAI(),
     (Api.ANTHROPIC, Api.ANTHROPIC): AnthropicAnthropic(),
 }
+
+
+def _responses_pairs() -> dict[tuple[Api, Api], Translator]:
+    """OpenAI's Responses API: the passthrough between two of its ends, the canonical codecs
+    (sidegate/translate/codecs/responses/) to and from the other APIs."""
+    from sidegate.translate.codecs.responses_client import ResponsesClientTranslator
+    from sidegate.translate.codecs.translator import CanonicalTranslator
+
+    return {
+        (Api.RESPONSES, Api.RESPONSES): ResponsesResponses(),
+        (Api.RESPONSES, Api.OPENAI): ResponsesClientTranslator(Api.OPENAI),
+        (Api.RESPONSES, Api.ANTHROPIC): ResponsesClientTranslator(Api.ANTHROPIC),
+        (Api.OPENAI, Api.RESPONSES): CanonicalTranslator(Api.OPENAI, Api.RESPONSES),
+        (Api.ANTHROPIC, Api.RESPONSES): CanonicalTranslator(Api.ANTHROPIC, Api.RESPONSES),
+    }
+
+
+_TRANSLATORS.update(_responses_pairs())
 
 
 def get_translator(inbound: Api, upstream: Api) -> Translator:

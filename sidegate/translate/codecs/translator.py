@@ -17,11 +17,15 @@ from sidegate.translate.codecs.anthropic import request as anthropic_request
 from sidegate.translate.codecs.anthropic import response as anthropic_response
 from sidegate.translate.codecs.openai import request as openai_request
 from sidegate.translate.codecs.openai import response as openai_response
+from sidegate.translate.codecs.responses import request as responses_request
+from sidegate.translate.codecs.responses import response as responses_response
 from sidegate.translate.common import bad_response, client_error, dumps, loads_object
 
 # One request codec and one response codec per API: the whole cost of adding an API.
 REQUESTS: dict[Api, ModuleType] = {Api.OPENAI: openai_request, Api.ANTHROPIC: anthropic_request}
 RESPONSES: dict[Api, ModuleType] = {Api.OPENAI: openai_response, Api.ANTHROPIC: anthropic_response}
+REQUESTS[Api.RESPONSES] = responses_request  # clients of it: codecs.responses_client
+RESPONSES[Api.RESPONSES] = responses_response
 
 
 def _encoder(api: Api, wants_usage: bool, created: int) -> Any:

@@ -238,7 +238,7 @@ class AnthropicStreamDecoder:
             self.done = True
             err = as_dict(data.get("error"))
             message = as_str(err.get("message")) or "The upstream provider failed."
-            out.append(Failure(message, _ANTHROPIC_KINDS.get(err.get("type"), "server")))  # type: ignore[arg-type]
+            out.append(Failure(message, _ANTHROPIC_KINDS.get(as_str(err.get("type")), "server")))
 
     def finish(self) -> list[Event]:
         if self.done:
