@@ -2,7 +2,7 @@
 
 The Python fakes (sidegate.fakes) are faithful but slower than the gateway under test, so for
 throughput numbers the provider is an Envoy that returns a fixed OpenAI chat.completion (or
-Anthropic message) at tens of thousands of requests per second on one core. A request with the
+Anthropic message, or Responses `response`) at tens of thousands of requests per second on one core. A request with the
 header `x-bench-stream` gets the same answer as a stream instead (SSE, the usage in its events, as
 with OpenAI's `stream_options.include_usage` and always with Anthropic), sent at once: the client's
 time to the first event is then the path's own cost (the time-to-first-token overhead).
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from sidegate.fakes import wire_anthropic, wire_openai
+from sidegate.fakes import wire_anthropic, wire_openai, wire_responses
 from sidegate.fakes.answer import Answer
 
 OPENAI_BODY = (
@@ -36,6 +36,9 @@ ANTHROPIC_BODY = (
 _ANSWER = Answer(model="gpt-4o-mini", text="Paris is the capital of France.", tool_calls=[], finish_reason="stop",
                  prompt_tokens=14, completion_tokens=7, chunks=6)  # fmt: skip
 OPENAI_SSE = b"".join(wire_openai.stream_events(_ANSWER, include_usage=True)).decode()
+_RESPONSES_REQUEST = {"model": "gpt-4o-mini", "input": "What is the capital of France?"}
+RESPONSES_BODY = wire_responses.response_body(_ANSWER, _RESPONSES_REQUEST, "resp_bench").decode()
+RESPONSES_SSE = b"".join(wire_responses.stream_events(_ANSWER, _RESPONSES_REQUEST, "resp_bench")).decode()
 ANTHROPIC_SSE = b"".join(wire_anthropic.stream_events(replace(_ANSWER, model="claude-3-5-haiku-20241022"))).decode()
 STREAM_HEADER = "x-bench-stream"
 
@@ -53,8 +56,9 @@ def bootstrap(port: int, admin_port: int) -> dict:
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "fake",
         "route_config": {"virtual_hosts": [{"name": "fake", "domains": ["*"], "routes": [
-            route("/v1/messages", ANTHROPIC_SSE, stream=True), route("/", OPENAI_SSE, stream=True),
-            route("/v1/messages", ANTHROPIC_BODY), route("/", OPENAI_BODY)]}]},
+            route("/v1/messages", ANTHROPIC_SSE, stream=True), route("/v1/responses", RESPONSES_SSE, stream=True),
+            route("/", OPENAI_SSE, stream=True),
+            route("/v1/messages", ANTHROPIC_BODY), route("/v1/responses", RESPONSES_BODY), route("/", OPENAI_BODY)]}]},
         # The whole request is read before the answer: Envoy closes an HTTP/1.1 connection whose
         # request was answered before its body arrived, and a real provider keeps it alive.
         "http_filters": [

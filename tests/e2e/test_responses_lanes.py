@@ -120,7 +120,7 @@ def test_quota_reserved_then_trued_up(gw: Stack, request: pytest.FixtureRequest,
     deadline, left = time.monotonic() + 5, 0
     while time.monotonic() < deadline:
         fake.script([{"usage": {"prompt_tokens": 1, "completion_tokens": 1}}])
-        nxt = client.responses.with_raw_response.create(model=model, input="Again", max_output_tokens=1)
+        nxt = client.responses.with_raw_response.create(model=model, input="Again", max_output_tokens=16)
         left = int(nxt.headers["x-ratelimit-remaining-tokens"])
         if left > reserved_left + 4000:
             break

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from extproc.direct import usage_of
 from sidegate import config, lanes
 from sidegate.core.context import RequestContext
+from sidegate.core.tries import ProviderTry, TryStage
 from sidegate.errors import Api, GatewayError
 from sidegate.features.lane import LaneFeature
 from sidegate.features.parse import ParseFeature
@@ -216,3 +217,49 @@ def test_direct_lane_reads_responses_usage():
     )
     anthropic = usage_of({"input_tokens": 20, "output_tokens": 7, "cache_read_input_tokens": 100})
     assert anthropic is not None and (anthropic.input_tokens, anthropic.cached_tokens) == (120, 100)
+
+
+@pytest.fixture(autouse=True)
+def _provider_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-try stage reads the keys from its own environment."""
+    for name, value in {"OPENAI_API_KEY": "sk-a", "VLLM_KEY": "k", "ANTHROPIC_API_KEY": "sk-ant"}.items():
+        monkeypatch.setenv(name, value)
+
+
+def start_try(model: str, provider: str, api: Api = Api.RESPONSES, stream: bool = False) -> ProviderTry:
+    meta = {"api": api.value, "model": model, "stream": stream, "want_usage": stream}
+    return TryStage(cfg()).start_try(meta, f"provider.{provider}", 1)
+
+
+def test_a_try_passes_a_responses_request_to_a_provider_that_serves_it():
+    for model, provider in (("gpt", "openai"), ("only-responses", "resp")):
+        for stream in (False, True):  # a Responses stream needs nothing injected
+            t = start_try(model, provider, stream=stream)
+            assert t.upstream_api is Api.RESPONSES and t.body_unchanged
+            changes = t.request_headers(["authorization", "content-type"])
+            assert changes.set[":path"] == "/v1/responses" and changes.set["authorization"] == "Bearer sk-a"
+
+
+def test_a_try_translates_where_the_provider_does_not_serve_responses():
+    body = orjson.dumps({"model": "local", "input": "hi", "instructions": "be brief"})
+    t = start_try("local", "vllm")
+    assert t.upstream_api is Api.OPENAI and not t.body_unchanged
+    out, changes = t.request_body(body)
+    assert (
+        changes.set[":path"] == "/v1/chat/completions"
+        and orjson.loads(out)["messages"][0]["role"] == "system"
+    )
+    t = start_try("claude", "anthropic")
+    out, changes = t.request_body(body.replace(b'"local"', b'"claude"'))
+    assert changes.set[":path"] == "/v1/messages" and orjson.loads(out)["system"]
+
+
+def test_chat_and_messages_clients_reach_an_api_responses_provider_as_responses():
+    chat = orjson.dumps({"model": "only-responses", "messages": [{"role": "user", "content": "hi"}]})
+    for api in (Api.OPENAI, Api.ANTHROPIC):
+        t = start_try("only-responses", "resp", api=api)
+        assert t.upstream_api is Api.RESPONSES and not t.body_unchanged
+        assert t.request_headers([]).set["authorization"] == "Bearer sk-a"  # api: responses is bearer
+        raw = chat if api is Api.OPENAI else chat.replace(b'"messages"', b'"max_tokens":10,"messages"')
+        out, changes = t.request_body(raw)
+        assert changes.set[":path"] == "/v1/responses" and orjson.loads(out)["input"]
