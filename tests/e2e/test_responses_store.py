@@ -208,3 +208,34 @@ def test_stored_paths_ask_no_provider_and_are_no_usage(gw: Stack, fake_openai, f
     time.sleep(1.0)  # ledger records are written in batches
     assert len(gw.ledger()) == before
     assert (len(fake_openai.requests), len(fake_anthropic.requests)) == seen
+
+
+def test_a_kept_answer_takes_a_per_try_lane_and_store_false_goes_direct(gw: Stack, fake_openai) -> None:
+    """Envoy alone cannot keep an answer: a request whose answer is kept takes the per-try stage
+    (the try lane behind the HTTP front, the full lane otherwise); the same with `store: false`
+    takes the direct lane, a continued one too (its body was rewritten by the gateway)."""
+
+    def taken(before: dict[str, int]) -> list[str]:
+        now = lanes()
+        return [lane for lane in now for _ in range(now[lane] - before[lane])]
+
+    def lanes() -> dict[str, int]:
+        names = {"full": "cluster.provider.openai", "direct": "cluster.provider.openai~direct",
+                 "try": "cluster.provider.openai~try"}  # fmt: skip
+        return {lane: gw.stat(name + ".upstream_rq_total") or 0 for lane, name in names.items()}
+
+    client = oai(gw)
+    per_try = "try" if gw.cfg_data["services"]["front"] == "http" else "full"
+    before = lanes()
+    kept = client.responses.create(model="gpt-4o-mini", input="keep me")
+    assert taken(before) == [per_try]
+    retrieve(client, kept.id)
+    before = lanes()
+    client.responses.create(model="gpt-4o-mini", input="not me", store=False)
+    assert taken(before) == ["direct"]
+    before = lanes()
+    client.responses.create(model="gpt-4o-mini", input="nor me", store=False, previous_response_id=kept.id)
+    assert taken(before) == (
+        ["direct"] if per_try == "full" else [per_try]
+    )  # the HTTP front: each try prepends
+    assert len(fake_openai.requests[-1].json["input"]) == 3
