@@ -62,6 +62,7 @@ def ctx_for(method: str, path: str, tenant: str, body: dict[str, Any] | None = N
     ctx = open_request(path, method, {}, tenant=tenant)
     assert isinstance(ctx, RequestContext)
     if body is not None:
+        ctx.raw_body = orjson.dumps(body)  # as the client sent it (parse keeps the bytes too)
         ctx.body = body
         ctx.model = body.get("model", "")
     return ctx

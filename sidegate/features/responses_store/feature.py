@@ -88,44 +88,37 @@ class ResponsesStoreFeature(Feature):
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         if ctx.endpoint == STORED_RESPONSE:
             return await self._stored(ctx)
-        if ctx.api is not Api.RESPONSES:
+        if ctx.api is not Api.RESPONSES:  # (the pipeline never asks: `apis`)
             return None
         body = ctx.body
         prev = body.get("previous_response_id")
         keep = body.get("store") is not False
         if prev is None and not keep:
             return None
-        prefix: list[Any] = []
+        earlier: bytes | None = None
         if prev is not None:
             if not conv.valid_id(prev):
-                raise GatewayError(
-                    400,
-                    "Invalid 'previous_response_id': expected a response id.",
-                    param="previous_response_id",
-                )
+                raise GatewayError(400, "Invalid 'previous_response_id': expected a response id.",
+                                   param="previous_response_id")  # fmt: skip
             if body.get("conversation") is not None:
                 raise GatewayError(400, "'previous_response_id' cannot be used together with 'conversation'.",
                                    param="previous_response_id")  # fmt: skip
-            record = await self._read(ctx.tenant, prev, ctx.prefetched.pop(self.name, None))
+            earlier, record = await self._read(ctx.tenant, prev, ctx.prefetched.pop(self.name, None))
             if record is None:
                 raise conv.not_found(prev, "previous_response_id")
-            prefix = conv.conversation_so_far(record)
-        items = conv.as_items(body.get("input"))
-        whole = [*prefix, *items] if prefix else items
-        prefix_json = orjson.dumps(prefix) if prefix and self.body_fixed else None
-        keep_json = orjson.dumps(whole) if keep else None  # before the guard redacts it in place
-        if prev is not None:
-            body["input"] = whole
+            body["input"] = [*conv.conversation_so_far(record), *conv.as_items(body.get("input"))]
             del body["previous_response_id"]
             ctx.body_changed = True
-        if prefix_json is None and keep_json is None:
-            return None
-        key = self.turns.put(Turn(prefix_json, keep_json, prev, body.get("instructions")))
+        # What the tries and the keeping need, as the bytes already at hand (the kept record as
+        # read, the client's body as received): nothing is serialised on the request path, and
+        # the guard's redaction (in place, next) does not reach what is kept.
+        prefix = earlier if earlier is not None and (keep or self.body_fixed) else None
+        key = self.turns.put(Turn(prefix, ctx.raw_body if keep else None, prev))
         if key is not None:
             ctx.meta[TURN] = key
-            if prefix_json is not None:
+            if prefix is not None and self.body_fixed:
                 ctx.meta[PREFIX] = True
-        elif prefix_json is not None:  # larger than this process holds in flight
+        elif self.body_fixed and prev is not None:  # larger than this process holds in flight
             raise GatewayError(413, "The conversation of 'previous_response_id' is too large to continue here.",
                                param="previous_response_id")  # fmt: skip
         if keep:
@@ -134,7 +127,8 @@ class ResponsesStoreFeature(Feature):
 
     async def _read(
         self, tenant: str, response_id: str, sent: Awaitable[Any] | None = None
-    ) -> dict[str, Any] | None:
+    ) -> tuple[bytes | None, dict[str, Any] | None]:
+        """The kept record of `response_id` for `tenant`, raw and parsed ((None, None): none)."""
         try:
             if sent is None:
                 sent = self.store.command(
@@ -145,17 +139,16 @@ class ResponsesStoreFeature(Feature):
             log.warning("kept response read failed: %s", type(exc).__name__)
             raise GatewayError(503, "The stored response could not be read; retry.") from None
         if raw is None:
-            return None
+            return None, None
+        raw = bytes(raw)
         record = orjson.loads(raw)
-        return record if isinstance(record, dict) else None
+        return (raw, record) if isinstance(record, dict) else (None, None)
 
     def on_try(self, meta: dict[str, Any], api: Api) -> PrependTry | None:
         if not meta.get(PREFIX):
             return None
         turn = self.turns.get(str(meta.get(TURN, "")))
-        return PrependTry(
-            turn.prefix if turn is not None else None, turn.previous_id if turn is not None else None
-        )
+        return PrependTry(turn.earlier if turn is not None else None)
 
     # -- keeping the answer ----------------------------------------------------------------------
     def fill_bound(self, meta: dict[str, Any]) -> int:
@@ -168,29 +161,46 @@ class ResponsesStoreFeature(Feature):
         try:
             turn = self.turns.pop(str(meta.get(TURN, "")))
             tenant = str(meta.get("tenant", ""))
+            if not tenant:
+                return
             answer = conv.answer_of(response, streamed)
-            if answer is None or not tenant:
+            if answer is None:
                 return
-            if turn is not None and turn.keep_input is not None:
-                input_items = orjson.loads(turn.keep_input)
-                prev, instructions = turn.previous_id, turn.instructions
-            elif client_body is not None and "previous_response_id" not in client_body:
-                # The turn is in another process (or was dropped): the body this try received.
-                input_items = conv.as_items(client_body.get("input"))
-                prev, instructions = None, client_body.get("instructions")
-            else:  # the earlier conversation is not here: keeping part of it would be wrong
-                return
-            value = orjson.dumps(conv.record_of(input_items, answer, prev, instructions))
-            if len(value) > self.max_bytes:
-                log.info("kept response skipped: %d bytes over responses.max_bytes", len(value))
-                return
-            task = asyncio.get_running_loop().create_task(
-                self._write(conv.store_key(tenant, answer["id"]), value)
-            )
+            task = asyncio.get_running_loop().create_task(self._keep(tenant, answer, turn, client_body))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         except Exception:  # never break the response path
             log.exception("keeping a response failed")
+
+    async def _keep(self, tenant: str, answer: dict[str, Any], turn: Turn | None,
+                    client_body: dict[str, Any] | None) -> None:  # fmt: skip
+        """The record built and written off the request path (a task: the answer has gone out)."""
+        try:
+            value = self._record(answer, turn, client_body)
+            if value is not None:
+                await self._write(conv.store_key(tenant, answer["id"]), value)
+        except Exception as exc:  # never an unread task error; never the contents in a log
+            log.warning("keeping a response failed: %s", type(exc).__name__)
+
+    def _record(
+        self, answer: dict[str, Any], turn: Turn | None, client_body: dict[str, Any] | None
+    ) -> bytes | None:
+        if turn is not None and turn.body is not None:
+            body = orjson.loads(turn.body)
+            earlier = conv.conversation_so_far(orjson.loads(turn.earlier)) if turn.earlier is not None else []
+            input_items = [*earlier, *conv.as_items(body.get("input"))]
+            prev, instructions = turn.previous_id, body.get("instructions")
+        elif client_body is not None and "previous_response_id" not in client_body:
+            # The turn is in another process (or was dropped): the body this try received.
+            input_items = conv.as_items(client_body.get("input"))
+            prev, instructions = None, client_body.get("instructions")
+        else:  # the earlier conversation is not here: keeping part of it would be wrong
+            return None
+        value = orjson.dumps(conv.record_of(input_items, answer, prev, instructions))
+        if len(value) > self.max_bytes:
+            log.info("kept response skipped: %d bytes over responses.max_bytes", len(value))
+            return None
+        return value
 
     async def _write(self, key: str, value: bytes) -> None:
         try:
@@ -242,7 +252,7 @@ class ResponsesStoreFeature(Feature):
             if not gone:
                 raise conv.not_found(response_id)
             return Reply(200, orjson.dumps(conv.deleted(response_id)), dict(_JSON))
-        record = await self._read(ctx.tenant, response_id)
+        _, record = await self._read(ctx.tenant, response_id)
         if record is None or not isinstance(record.get("response"), dict):
             raise conv.not_found(response_id)
         body = conv.input_items_page(record, response_id, query) if sub else record["response"]
@@ -254,19 +264,19 @@ class PrependTry:
     (a :class:`sidegate.core.feature.TryHook`). A body without the id was rewritten already (the
     try lane's first try uses the gateway's body), so it is left alone."""
 
-    def __init__(self, prefix: bytes | None, previous_id: str | None):
-        self.prefix = prefix
-        self.previous_id = previous_id
+    def __init__(self, earlier: bytes | None):
+        self.earlier = earlier
 
     def request(self, body: dict[str, Any]) -> None:
         if "previous_response_id" not in body:
             return
-        if self.prefix is None:  # the turn is held by another worker of this front
+        if self.earlier is None:  # the turn is held by another worker of this front
             raise GatewayError(
                 503,
                 "The conversation of 'previous_response_id' is not available to this gateway worker; retry.",
             )
-        body["input"] = [*orjson.loads(self.prefix), *conv.as_items(body.get("input"))]
+        record = orjson.loads(self.earlier)
+        body["input"] = [*conv.conversation_so_far(record), *conv.as_items(body.get("input"))]
         del body["previous_response_id"]
 
     def response(self, body: bytes) -> bytes:

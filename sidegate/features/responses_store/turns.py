@@ -5,27 +5,20 @@ the request hook to the end of the request, bounded in count, bytes and time."""
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any
+from typing import NamedTuple
 
 from sidegate.ids import UniqueIds
 
 
-@dataclass(slots=True, frozen=True)
-class Turn:
-    prefix: bytes | None
-    """The earlier conversation (JSON items) a try behind the HTTP front prepends itself (that
-    front cannot rewrite the body); None when nothing is to prepend or the body was rewritten."""
-    keep_input: bytes | None
-    """The whole input (JSON items), before the guard's redaction, to keep with the answer; None
-    when the answer is not to be kept."""
+class Turn(NamedTuple):
+    earlier: bytes | None
+    """The kept record `previous_response_id` named, as read: the conversation a try behind the
+    HTTP front prepends itself (that front cannot rewrite the body), and the start of what is
+    kept; None when there is none or neither needs it."""
+    body: bytes | None
+    """The client's body as received (before the guard's redaction): the rest of what is kept;
+    None when the answer is not to be kept."""
     previous_id: str | None
-    instructions: Any
-
-    @property
-    def size(self) -> int:
-        return len(self.prefix or b"") + len(self.keep_input or b"")
 
 
 class Turns:
@@ -39,20 +32,21 @@ class Turns:
         self.ttl_s = ttl_s
         self.bytes = 0
         self.new_key = UniqueIds()
-        self._items: OrderedDict[str, tuple[float, Turn]] = OrderedDict()
+        self._items: dict[str, tuple[float, Turn, int]] = {}  # key -> (expires at, turn, bytes); oldest first
 
     def __len__(self) -> int:
         return len(self._items)
 
     def put(self, turn: Turn) -> str | None:
         """The turn's key, or None when it alone is larger than the whole budget."""
-        if turn.size > self.max_bytes:
+        size = len(turn.earlier or b"") + len(turn.body or b"")
+        if size > self.max_bytes:
             return None
         key = self.new_key()
-        self._items[key] = (time.monotonic() + self.ttl_s, turn)
-        self.bytes += turn.size
+        self._items[key] = (time.monotonic() + self.ttl_s, turn, size)
+        self.bytes += size
         while len(self._items) > self.capacity or self.bytes > self.max_bytes:
-            self.bytes -= self._items.popitem(last=False)[1][1].size
+            self.bytes -= self._items.pop(next(iter(self._items)))[2]
         return key
 
     def get(self, key: str) -> Turn | None:
@@ -68,5 +62,5 @@ class Turns:
         item = self._items.pop(key, None)
         if item is None:
             return None
-        self.bytes -= item[1].size
+        self.bytes -= item[2]
         return item[1] if time.monotonic() <= item[0] else None
