@@ -128,7 +128,7 @@ def test_a_kept_answer_continues_the_conversation(redis_url: str, lean: bool) ->
             {"model": "gpt-4o", "input": "Again?", "previous_response_id": "resp_2", "store": False},
             b"",
         )
-        assert len(ctx3.body["input"]) == 5 and KEEP not in ctx3.meta
+        assert len(ctx3.body["input"]) == 5 and ctx3.meta == {} and len(f.turns) == 0  # nothing held
         status, got = await get(f, t, "/v1/responses/resp_2")
         assert status == 200 and got["id"] == "resp_2" and got["previous_response_id"] == "resp_1"
         assert got["output"][0]["content"][0]["text"] == "Ada."

@@ -113,6 +113,8 @@ class ResponsesStoreFeature(Feature):
         # read, the client's body as received): nothing is serialised on the request path, and
         # the guard's redaction (in place, next) does not reach what is kept.
         prefix = earlier if earlier is not None and (keep or self.body_fixed) else None
+        if prefix is None and not keep:  # continued on the gRPC front, not kept: nothing to hold
+            return None
         key = self.turns.put(Turn(prefix, ctx.raw_body if keep else None, prev))
         if key is not None:
             ctx.meta[TURN] = key
