@@ -231,10 +231,13 @@ def test_input_items_pages_like_openai(redis_url: str) -> None:
 
 def test_too_large_conversations_are_served_not_kept(redis_url: str) -> None:
     async def body(f: ResponsesStoreFeature, store: Store) -> None:
-        await turn(
-            f, "acme", {"model": "gpt-4o", "input": "x" * 3000}, orjson.dumps(answer("resp_big", "ok"))
-        )
-        assert (await get(f, "acme", "/v1/responses/resp_big"))[0] == 404
+        big = await turn(f, "acme", {"model": "gpt-4o", "input": "x" * 3000}, None)
+        assert big.meta == {}  # known too large at once: nothing held, no try asked to collect
+        fits = {"model": "gpt-4o", "input": "x" * 1500}
+        await turn(f, "acme", fits, orjson.dumps(answer("resp_big", "y" * 600)))
+        assert (await get(f, "acme", "/v1/responses/resp_big"))[
+            0
+        ] == 404  # the record, with its answer, is over
         assert f.fill_bound({}) == 2048
 
     run(redis_url, body, cfg={"max_bytes": 2048})

@@ -112,6 +112,8 @@ class ResponsesStoreFeature(Feature):
         # What the tries and the keeping need, as the bytes already at hand (the kept record as
         # read, the client's body as received): nothing is serialised on the request path, and
         # the guard's redaction (in place, next) does not reach what is kept.
+        if keep and len(ctx.raw_body) + len(earlier or b"") > self.max_bytes:
+            keep = False  # a record this large would not be kept: hold nothing, ask no try for it
         prefix = earlier if earlier is not None and (keep or self.body_fixed) else None
         if prefix is None and not keep:  # continued on the gRPC front, not kept: nothing to hold
             return None
