@@ -12,6 +12,7 @@ import httpx
 import openai
 import orjson
 import pytest
+from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -25,6 +26,13 @@ from sidegate.translate.codecs.responses.stream import ResponsesStreamEncoder
 from sidegate.translate.responses_responses import ResponsesResponsesStream
 
 CLIENT_PAIRS = ("responses_anthropic", "responses_openai")
+
+
+class _Weather(BaseModel):
+    model_config = {"extra": "forbid"}
+    city: str
+
+
 ANSWERS = [c for c in h.cases("expected_response.json") if c.parent.name in CLIENT_PAIRS]
 STREAMS = [c for c in h.cases("expected_stream.sse") if c.parent.name in CLIENT_PAIRS]
 
@@ -212,3 +220,85 @@ def test_every_responses_pair_is_registered():
         tr = get_translator(inbound, upstream)
         assert (tr.inbound, tr.upstream) == (inbound, upstream)
         assert get_translator(inbound.value, upstream.value) is tr
+
+
+def test_sdk_parses_structured_output_and_function_calls():
+    """``responses.parse`` with a ``text_format`` and a strict function tool: what structured
+    output and agent frameworks read from the gateway's answers and streams."""
+
+    class Person(BaseModel):
+        name: str
+        age: int
+
+    answer = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude",
+        "content": [
+            {"type": "text", "text": '{"name":"Ann","age":30}'},
+            {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+        ],
+        "stop_reason": "tool_use",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 5, "output_tokens": 9},
+    }
+    tool = openai.pydantic_function_tool(_Weather, name="get_weather")
+    request = {"model": "m", "input": "x", "tools": [tool]}
+    tr = h.make_translator("responses_anthropic")
+    body, _ = tr.response(orjson.dumps(answer), request=request)  # type: ignore[call-arg]
+    client = _client(body, "application/json")
+    parsed = client.responses.parse(model="m", input="x", text_format=Person, tools=[tool])  # type: ignore[list-item]
+    assert parsed.output_parsed == Person(name="Ann", age=30)
+    call = next(i for i in parsed.output if i.type == "function_call")
+    assert call.parsed_arguments == _Weather(city="Paris")  # type: ignore[union-attr]
+
+    events = [
+        b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","type":"message",'
+        b'"role":"assistant","model":"claude","content":[],"stop_reason":null,"stop_sequence":null,'
+        b'"usage":{"input_tokens":5,"output_tokens":1}}}\n\n',
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+        b'"delta":{"type":"text_delta","text":"{\\"name\\":\\"Ann\\","}}\n\n',
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+        b'"delta":{"type":"text_delta","text":"\\"age\\":30}"}}\n\n',
+        b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn",'
+        b'"stop_sequence":null},"usage":{"output_tokens":9}}\n\n',
+        b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+    ]
+    st = h.make_translator("responses_anthropic").stream(client_wants_usage=False)
+    data = b"".join(st.feed(e) for e in events) + st.finish()
+    with _client(data, "text/event-stream").responses.stream(
+        model="m", input="x", text_format=Person
+    ) as stream:
+        final = stream.get_final_response()
+    assert final.output_parsed == Person(name="Ann", age=30)
+    assert final.usage is not None and final.usage.output_tokens == 9
+
+
+def test_input_items_merge_into_turns():
+    """A turn's assistant items (text, reasoning, calls) are one assistant message and its tool
+    outputs one user message, as Chat Completions needs; a user's own text stays its own turn."""
+    from sidegate.translate.codecs.form import Text, ToolCall, ToolResult
+    from sidegate.translate.codecs.responses.items import decode_input
+
+    call = {"type": "function_call", "name": "f", "arguments": "{}"}
+    msgs = decode_input(
+        [
+            {"role": "user", "content": [{"type": "input_text", "text": "q"}]},
+            {"role": "assistant", "content": "a"},
+            {**call, "call_id": "1"},
+            {**call, "call_id": "2"},
+            {"type": "function_call_output", "call_id": "1", "output": "r1"},
+            {"type": "function_call_output", "call_id": "2", "output": "r2"},
+            {"role": "user", "content": [{"type": "input_text", "text": "more"}]},
+            {"type": "function_call_output", "call_id": "3", "output": "r3"},
+        ]
+    )
+    shapes = [(m.role, [type(p) for p in m.content]) for m in msgs]
+    assert shapes == [
+        ("user", [Text]),
+        ("assistant", [Text, ToolCall, ToolCall]),
+        ("user", [ToolResult, ToolResult]),
+        ("user", [Text]),
+        ("user", [ToolResult]),
+    ]

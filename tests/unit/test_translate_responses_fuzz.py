@@ -23,6 +23,7 @@ from fuzz_helpers import (
 )
 from hypothesis import given, note
 from hypothesis import strategies as st
+from openai import omit
 from test_fuzz_translate_response import check_usage, respond
 from test_fuzz_translate_stream import run_stream
 from translate_helpers import adapter, validate_error, validate_request, validate_stream
@@ -51,7 +52,7 @@ def check_responses_stream(data: bytes) -> None:
     if "error" in names:
         assert names.index("error") == len(names) - 2 and names[-1] == "response.failed", names
     assert [orjson.loads(d)["sequence_number"] for _, d in events] == list(range(len(events)))
-    state = ResponseStreamState(input_tools=[], text_format=None)  # type: ignore[arg-type]
+    state = ResponseStreamState(input_tools=omit, text_format=omit)
     for name, payload in events:
         if name == "error":
             break

@@ -279,7 +279,7 @@ def test_reasoning_without_budgets_is_refused_for_anthropic():
         (Api.OPENAI, {"messages": [USER], "stop": "x"}, "stop"),
         (Api.OPENAI, {"messages": [USER], "top_k": 3}, "top_k"),
         (Api.OPENAI, {"messages": [USER], "n": 2}, "n"),
-        (Api.ANTHROPIC, {"max_tokens": 5, "messages": [USER], "stop_sequences": ["x"]}, "stop"),
+        (Api.ANTHROPIC, {"max_tokens": 5, "messages": [USER], "stop_sequences": ["x"]}, "stop_sequences"),
         (Api.ANTHROPIC, {"max_tokens": 5, "messages": [USER], "top_k": 3}, "top_k"),
         (Api.ANTHROPIC, {"max_tokens": 5, "messages": [USER], "container": "c"}, "container"),
     ],

@@ -134,8 +134,15 @@ def _thinking(item: dict[str, Any]) -> Thinking | None:
 
 
 def _push(out: list[Message], role: str, part: Part) -> None:
+    """Append to the previous message of ``role`` (a user message only when it holds tool
+    results: a client's own text before a tool output stays a turn of its own, in its place)."""
     last = out[-1] if out else None
-    if last is not None and last.role == role and isinstance(last.content, list):
+    if (
+        last is not None
+        and last.role == role
+        and isinstance(last.content, list)
+        and (role == "assistant" or (last.content and type(last.content[-1]) is ToolResult))
+    ):
         last.content.append(part)
     else:
         out.append(Message(role, [part]))

@@ -242,7 +242,8 @@ def encode_request(req: Request, model: str, opts: TranslateOptions) -> Provider
     if req.top_k is not None:
         raise bad_param("top_k", "top_k is not supported by this model's API.")
     if req.stop:
-        raise bad_param("stop", "stop sequences are not supported by this model's API.")
+        param = "stop_sequences" if req.source is Api.ANTHROPIC else "stop"
+        raise bad_param(param, "stop sequences are not supported by this model's API.")
     if req.tools:
         out["tools"] = [
             {

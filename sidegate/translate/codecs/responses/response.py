@@ -7,6 +7,7 @@ from typing import Any
 
 from sidegate.translate.base import Usage
 from sidegate.translate.codecs.form import Response
+from sidegate.translate.codecs.responses.decode import ResponsesStreamDecoder
 from sidegate.translate.codecs.responses.shapes import (
     INCOMPLETE,
     IdFactory,
@@ -18,7 +19,6 @@ from sidegate.translate.codecs.responses.shapes import (
     responses_usage,
     stop_of,
 )
-from sidegate.translate.codecs.responses.stream import ResponsesStreamDecoder
 from sidegate.translate.common import as_str
 
 

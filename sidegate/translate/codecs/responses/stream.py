@@ -1,4 +1,4 @@
-"""Responses API streams <-> form events, event by event (nothing is held back but the text and
+"""Form events -> a Responses client's SSE stream, event by event (nothing is held back but the text and
 arguments an item's ``.done`` event and ``response.completed`` must repeat).
 
 Encoder (a Responses client): ``response.created`` and ``response.in_progress`` on the provider's
@@ -10,17 +10,16 @@ reference documents it and with the nested ``error`` object the live API sends (
 raises ``APIError`` on that one), then ``response.failed``. Every event has its ``type`` in the SSE
 ``event:`` line and in the data, and a ``sequence_number``.
 
-Decoder (a provider reached through Responses): the reverse, with usage from ``response.completed``.
+The reverse direction (a provider reached through Responses) is :mod:`.decode`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sidegate.sse import SseParser, encode_event
+from sidegate.sse import encode_event
 from sidegate.translate.base import Usage
 from sidegate.translate.codecs.form import (
-    END,
     End,
     Event,
     Failure,
@@ -39,19 +38,12 @@ from sidegate.translate.codecs.responses.shapes import (
     function_item,
     message_item,
     new_id,
-    parse_responses_usage,
     reasoning_item,
     responses_usage,
     text_part,
 )
 from sidegate.translate.common import (
-    MALFORMED_EVENT,
-    STREAM_TRUNCATED,
-    as_dict,
-    as_str,
     dumps,
-    is_int,
-    loads_object,
 )
 
 _ERROR_CODES = {
@@ -64,19 +56,20 @@ _ERROR_TYPES = {
     "rate_limit": "rate_limit_error",
     "invalid_request": "invalid_request_error",
 }
-_KINDS = {
-    "rate_limit_exceeded": "rate_limit",
-    "rate_limit_error": "rate_limit",
-    "invalid_prompt": "invalid_request",
-}
-_KINDS["invalid_request_error"] = "invalid_request"
 
 _MESSAGE, _REASONING, _TOOL = 1, 2, 3
+_DELTAS = {
+    _MESSAGE: b"response.output_text.delta",
+    _REASONING: b"response.reasoning_text.delta",
+    _TOOL: b"response.function_call_arguments.delta",
+}
 
 
 class ResponsesStreamEncoder:
     __slots__ = (
         "_created",
+        "_delta_head",
+        "_delta_tail",
         "_echo",
         "_ids",
         "_item",
@@ -106,6 +99,7 @@ class ResponsesStreamEncoder:
         self._stop = "end"
         self._usage: Usage | None = None
         self._thinking: int | None = None
+        self._delta_head = self._delta_tail = b""
         self.done = False
 
     def _ev(self, etype: str, body: dict[str, Any]) -> bytes:
@@ -132,6 +126,8 @@ class ResponsesStreamEncoder:
         self._output.append(item)
         index = len(self._output) - 1
         out += self._ev("response.output_item.added", {"output_index": index, "item": item})
+        etype = _DELTAS[kind]
+        self._delta_template(etype, item["id"], kind != _TOOL)
         if kind in (_MESSAGE, _REASONING):
             part = text_part("") if kind == _MESSAGE else {"type": "reasoning_text", "text": ""}
             out += self._ev(
@@ -167,15 +163,21 @@ class ResponsesStreamEncoder:
         item["status"] = "completed"
         return out + self._ev("response.output_item.done", {"output_index": index, "item": item})
 
-    def _delta(self, etype: str, text: str, content: bool) -> bytes:
+    def _delta_template(self, etype: bytes, item_id: str, content: bool) -> None:
+        """The open item's delta event as bytes around the fragment: the hot path (one event per
+        provider delta) then costs one ``dumps`` of a string, no dict."""
+        index = str(len(self._output) - 1).encode()
+        head = b"event: " + etype + b'\ndata: {"type":"' + etype + b'","item_id":' + dumps(item_id)
+        head += b',"output_index":' + index + (b',"content_index":0' if content else b"") + b',"delta":'
+        self._delta_head = head
+        logprobs = etype == b"response.output_text.delta"
+        self._delta_tail = (b',"logprobs":[]' if logprobs else b"") + b',"sequence_number":'
+
+    def _delta(self, text: str) -> bytes:
         self._parts.append(text)
-        body: dict[str, Any] = {"item_id": self._item["id"], "output_index": len(self._output) - 1}
-        if content:
-            body["content_index"] = 0
-        body["delta"] = text
-        if etype == "response.output_text.delta":
-            body["logprobs"] = []
-        return self._ev(etype, body)
+        seq = self._seq
+        self._seq += 1
+        return self._delta_head + dumps(text) + self._delta_tail + str(seq).encode() + b"}\n\n"
 
     def encode(self, events: list[Event]) -> bytes:
         out = b""
@@ -188,7 +190,7 @@ class ResponsesStreamEncoder:
             if t is TextDelta:
                 if self._kind != _MESSAGE:
                     out += self._open(_MESSAGE, message_item(self._ids("msg"), None, "in_progress"))
-                out += self._delta("response.output_text.delta", ev.text, True)  # type: ignore[union-attr]
+                out += self._delta(ev.text)  # type: ignore[union-attr]
             elif t is ToolDelta:
                 out += self._tool_delta(ev)  # type: ignore[arg-type]
             elif t is ThinkingDelta:
@@ -196,13 +198,13 @@ class ResponsesStreamEncoder:
                     out += self._open(
                         _REASONING, {**reasoning_item(self._ids("rs"), None), "status": "in_progress"}
                     )
-                out += self._delta("response.reasoning_text.delta", ev.text, True)  # type: ignore[union-attr]
+                out += self._delta(ev.text)  # type: ignore[union-attr]
             elif t is ToolStart:
                 item = function_item(self._ids("fc"), ev.id or f"call_{ev.index}", ev.name, "", "in_progress")  # type: ignore[union-attr]
                 out += self._open(_TOOL, item)
                 self._tools[ev.index] = item  # type: ignore[union-attr]
                 if ev.arguments:  # type: ignore[union-attr]
-                    out += self._delta("response.function_call_arguments.delta", ev.arguments, False)  # type: ignore[union-attr]
+                    out += self._delta(ev.arguments)  # type: ignore[union-attr]
             elif t is UsageUpdate:
                 self._usage, self._thinking = ev.usage, ev.thinking_tokens  # type: ignore[union-attr]
             elif t is Start:
@@ -223,7 +225,7 @@ class ResponsesStreamEncoder:
         if item is None:
             return b""
         if item is self._item and self._kind == _TOOL:
-            return self._delta("response.function_call_arguments.delta", ev.arguments, False)
+            return self._delta(ev.arguments)
         # A late fragment for a call already closed (a degraded provider): still the client's data.
         item["arguments"] += ev.arguments
         body = {"item_id": item["id"], "output_index": self._output.index(item), "delta": ev.arguments}
@@ -255,93 +257,3 @@ class ResponsesStreamEncoder:
         resp["error"] = {"code": code, "message": ev.message}
         resp["output"] = self._output
         return out + self._ev("response.failed", {"response": resp})
-
-
-class ResponsesStreamDecoder:
-    __slots__ = ("_parser", "_stop", "_tools", "done", "usage")
-
-    def __init__(self) -> None:
-        self._parser = SseParser()
-        self._tools: dict[int, int] = {}  # output_index -> form tool index
-        self._stop = "end"
-        self.done = False
-        self.usage: Usage | None = None
-
-    def feed(self, chunk: bytes) -> list[Event]:
-        out: list[Event] = []
-        if self.done:
-            return out
-        for ev in self._parser.feed(chunk):
-            if not ev.data.strip():
-                continue
-            data = loads_object(ev.data)
-            if data is None:
-                self.done = True
-                out.append(Failure(MALFORMED_EVENT))
-                break
-            self._event(data, out)
-            if self.done:
-                break
-        return out
-
-    def _event(self, data: dict[str, Any], out: list[Event]) -> None:
-        kind = data.get("type")
-        if kind == "response.output_text.delta" or kind == "response.refusal.delta":
-            out.append(TextDelta(as_str(data.get("delta"))))
-        elif kind == "response.function_call_arguments.delta":
-            index = data.get("output_index")
-            tool = self._tools.get(index) if is_int(index) else None
-            if tool is not None and as_str(data.get("delta")):
-                out.append(ToolDelta(tool, data["delta"]))
-        elif kind == "response.reasoning_text.delta" or kind == "response.reasoning_summary_text.delta":
-            out.append(ThinkingDelta(as_str(data.get("delta"))))
-        elif kind == "response.output_item.added":
-            item = as_dict(data.get("item"))
-            index = data.get("output_index")
-            if item.get("type") == "function_call" and is_int(index):
-                tool = self._tools[index] = len(self._tools)
-                args = as_str(item.get("arguments"))
-                out.append(ToolStart(tool, as_str(item.get("call_id")), as_str(item.get("name")), args))
-        elif kind == "response.created":
-            resp = as_dict(data.get("response"))
-            out.append(Start(as_str(resp.get("id")), as_str(resp.get("model"))))
-        elif kind == "response.completed" or kind == "response.incomplete":
-            self._finish(as_dict(data.get("response")), out)
-        elif kind == "response.failed":
-            self.done = True
-            err = as_dict(as_dict(data.get("response")).get("error"))
-            out.append(
-                Failure(as_str(err.get("message")) or "The upstream provider failed.", self._kind(err))
-            )
-        elif kind == "error":
-            self.done = True
-            err = as_dict(data.get("error")) or data
-            out.append(
-                Failure(as_str(err.get("message")) or "The upstream provider failed.", self._kind(err))
-            )
-
-    @staticmethod
-    def _kind(err: dict[str, Any]) -> str:
-        return _KINDS.get(as_str(err.get("code")) or as_str(err.get("type")), "server")
-
-    def _finish(self, resp: dict[str, Any], out: list[Event]) -> None:
-        self.done = True
-        parsed = parse_responses_usage(resp.get("usage"))
-        if parsed is not None:
-            self.usage = parsed[0]
-            out.append(UsageUpdate(parsed[0], parsed[1]))
-        reason = as_dict(resp.get("incomplete_details")).get("reason")
-        if reason == "max_output_tokens":
-            stop = "length"
-        elif reason == "content_filter":
-            stop = "refusal"
-        else:
-            stop = "tool_use" if self._tools else "end"
-        out.append(Stop(stop, None))
-        out.append(END)
-
-    def finish(self) -> list[Event]:
-        if self.done:
-            return []
-        self.done = True
-        return [Failure(STREAM_TRUNCATED)]
