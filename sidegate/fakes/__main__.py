@@ -23,6 +23,7 @@ async def _main(args: argparse.Namespace) -> None:
             chunk_delay_s=args.chunk_delay,
             fixed_text=args.text,
             embedding_dims=args.embedding_dims,
+            responses_api=not args.no_responses,
         )
         for port in (args.port or [0])
     ]
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between stream events")
     ap.add_argument("--text", default=None, help="answer this fixed text instead of echoing the prompt")
     ap.add_argument("--embedding-dims", type=int, default=1536)
+    ap.add_argument("--no-responses", action="store_true", help="no /v1/responses (as vLLM, Ollama...)")
     args = ap.parse_args(argv)
     try:
         import uvloop

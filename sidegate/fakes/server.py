@@ -15,6 +15,7 @@ from aiohttp import web
 from sidegate.fakes import wire_anthropic, wire_openai, wire_responses
 from sidegate.fakes.answer import build_answer
 from sidegate.fakes.behavior import Behavior, Script
+from sidegate.fakes.conversation import Conversations
 from sidegate.fakes.faults import Dropped, before_headers
 from sidegate.fakes.recording import RecordedRequest, RequestLog
 from sidegate.fakes.routes import authorized, route, validate, wants_stream
@@ -53,7 +54,10 @@ class FakeProvider:
     `POST|GET|DELETE /_fake/script`, `POST /_fake/default`, `POST /_fake/reset`.
 
     `chunks`/`chunk_delay_s` shape streams; `fixed_text` replaces the "Echo: <last user text>" answer;
-    `api_key`, when set, must be presented (Bearer, `x-api-key` or `api-key`) or the answer is 401.
+    `api_key`, when set, must be presented (Bearer, `x-api-key` or `api-key`) or the answer is 401;
+    `responses_api=False` makes the Responses API paths unknown (404), as on most OpenAI-shaped servers.
+    Bodies the official SDKs' request types refuse get the real API's 400 (`validation.py`;
+    docs/fakes.md).
     """
 
     def __init__(
@@ -67,6 +71,7 @@ class FakeProvider:
         models: list[str] | None = None,
         embedding_dims: int = 1536,
         api_key: str | None = None,
+        responses_api: bool = True,
         max_log: int = 10_000,
     ) -> None:
         self.host = host
@@ -77,15 +82,14 @@ class FakeProvider:
         self.models = list(models or DEFAULT_MODELS)
         self.embedding_dims = embedding_dims
         self.api_key = api_key
+        self.responses_api = responses_api  # False: an OpenAI-shaped provider without /v1/responses
         self.log = RequestLog(max_log)
         self._script = Script()
         self._runner: web.ServerRunner | None = None
         self._closing = False
         self.served = 0  # requests received (excluding control calls)
         self.in_flight = 0  # handlers running now (a hang releases its slot when the client leaves)
-        # Responses API ids this provider issued: `previous_response_id` must name one, as upstream.
-        self._response_ids: dict[str, None] = {}
-        self._max_response_ids = max_log
+        self.conversations = Conversations(max_log)  # the Responses API ids this provider issued
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> FakeProvider:
@@ -248,6 +252,8 @@ class FakeProvider:
                     status=200, body=_GARBAGE, content_type=_JSON, headers={**base_headers, **b.headers}
                 )
         endpoint = route(request.method, path)
+        if endpoint == "responses" and not self.responses_api:
+            endpoint = None  # as vLLM, Ollama, Groq...: the path is unknown
         if endpoint is None:
             return error(404, "Not found" if anthropic else f"Invalid URL ({request.method} {path})")
         if endpoint == "models":
@@ -260,7 +266,11 @@ class FakeProvider:
                 if not anthropic
                 else "There was an error parsing the body of your request.",
             )
-        problem = validate(endpoint, body) or sdk_problem(endpoint, body) or self._unknown_previous(body)
+        problem = (
+            validate(endpoint, body)
+            or sdk_problem(endpoint, body, hdrs.get("anthropic-version"))
+            or self.conversations.problem(endpoint, body)
+        )
         if problem:
             return error(400, problem)
         if endpoint == "embeddings":
@@ -272,7 +282,7 @@ class FakeProvider:
         responses = endpoint == "responses"
         if responses:
             answer = wire_responses.build(body, b, fixed_text=self.fixed_text, chunks=self.chunks)
-            resp_id = self._issue_response_id()
+            resp_id = self.conversations.issue(body, frozenset(c.id for c in answer.tool_calls))
         else:
             answer = build_answer(body, b, fixed_text=self.fixed_text, chunks=self.chunks)
         extra = b.headers if b else {}
@@ -304,24 +314,6 @@ class FakeProvider:
             chunk_delay_s=self.chunk_delay_s,
             closing=self._is_closing,
         )
-
-    def _issue_response_id(self) -> str:
-        resp_id = wire_responses.new_id()
-        self._response_ids[resp_id] = None
-        if len(self._response_ids) > self._max_response_ids:  # the oldest id goes first
-            del self._response_ids[next(iter(self._response_ids))]
-        return resp_id
-
-    def _unknown_previous(self, body: dict[str, Any]) -> dict[str, Any] | None:
-        """The real API's 400 for a `previous_response_id` it never issued (e.g. another provider's)."""
-        prev = body.get("previous_response_id")
-        if not isinstance(prev, str) or prev in self._response_ids:
-            return None
-        return {
-            "message": f"Previous response with id '{prev}' not found.",
-            "param": "previous_response_id",
-            "code": "previous_response_not_found",
-        }
 
     # -- control endpoints -------------------------------------------------------------------------
     async def _control(self, request: web.BaseRequest, path: str) -> web.Response:

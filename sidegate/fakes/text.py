@@ -28,12 +28,16 @@ def _content_text(content: Any) -> str:
 
 
 def last_user_text(body: dict[str, Any]) -> str:
-    """Text of the last `user` message of a chat/messages request ('' when there is none)."""
+    """Text of the last `user` (or chat `tool`) message of a chat/messages request ('' when none).
+
+    A tool's result is what the next answer is about: after a tool round trip every API's fake
+    echoes it (a chat `tool` message, an Anthropic `tool_result` block, a Responses
+    `function_call_output`), so the answer is the same whichever provider serves the turn."""
     messages = body.get("messages")
     if not isinstance(messages, list):
         return ""
     for msg in reversed(messages):
-        if isinstance(msg, dict) and msg.get("role") == "user":
+        if isinstance(msg, dict) and msg.get("role") in ("user", "tool"):
             return _content_text(msg.get("content"))
     return ""
 

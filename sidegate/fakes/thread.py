@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 from sidegate.fakes.server import FakeProvider
+from sidegate.fakes.validation import warm_up
 
 __all__ = ["FakeProviderThread"]
 
@@ -35,6 +36,9 @@ class FakeProviderThread:
         self._error: BaseException | None = None
 
     def start(self, timeout: float = 10.0) -> FakeProviderThread:
+        # The SDK request types load here, once per process and outside `timeout`: on a busy machine
+        # the imports alone can take longer than a server start may.
+        warm_up()
         self._loop = _new_loop()
         self._thread = threading.Thread(target=self._run, name=f"fake-provider-{id(self):x}", daemon=True)
         self._thread.start()

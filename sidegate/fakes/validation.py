@@ -20,6 +20,12 @@ __all__ = ["sdk_problem", "warm_up"]
 # Parameters the SDK types lack but the real endpoint takes (Azure's chat "On Your Data").
 _EXTRA_KNOWN = {"azure_chat": frozenset({"data_sources"})}
 _ANTHROPIC = frozenset({"messages"})
+# Anthropic's sampling parameters, refused from anthropic-version 2026-10-21 on (the SDK's version).
+_SAMPLING = {"temperature": (0.0, 1.0), "top_p": (0.0, 1.0), "top_k": (0, None)}
+_NO_SAMPLING_VERSION = "2026-10-21"
+_OLDEST_VERSION = "2023-06-01"
+# Keys of the SDK's params that the SDK sends as headers (`betas` -> `anthropic-beta`), never in the body.
+_HEADERS = frozenset({"betas"})
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,7 @@ def _checks() -> dict[str, _Check]:
         return {}
 
     def check(batch: Any, streaming: Any) -> _Check:
-        known = frozenset(batch.__annotations__) | frozenset(streaming.__annotations__)
+        known = (frozenset(batch.__annotations__) | frozenset(streaming.__annotations__)) - _HEADERS
         return _Check(TypeAdapter(batch), TypeAdapter(streaming), known)
 
     chat_check = check(chat.CompletionCreateParamsNonStreaming, chat.CompletionCreateParamsStreaming)
@@ -61,19 +67,29 @@ def warm_up() -> None:
     _checks()
 
 
-def sdk_problem(endpoint: str, body: dict[str, Any]) -> str | dict[str, Any] | None:
-    """The 400 error (message, or OpenAI error fields) the real API gives `body`, or None if it is fine."""
+def sdk_problem(
+    endpoint: str, body: dict[str, Any], anthropic_version: str | None = None
+) -> str | dict[str, Any] | None:
+    """The 400 error (message, or OpenAI error fields) the real API gives `body`, or None if it is fine.
+
+    `anthropic_version` is the request's header: before 2026-10-21 Messages still take the sampling
+    parameters (temperature, top_p, top_k) that the SDK's types, written for the newer version, lack."""
     check = _checks().get(endpoint)
     if check is None:
         return None
     anthropic = endpoint in _ANTHROPIC
+    sampling = anthropic and (anthropic_version or _OLDEST_VERSION) < _NO_SAMPLING_VERSION
     for key in body:
         if key not in check.known and key not in _EXTRA_KNOWN.get(endpoint, ()):
+            if sampling and key in _SAMPLING:
+                problem = _sampling_problem(key, body[key])
+                if problem:
+                    return problem
+                continue
             return _unknown(endpoint, key)
-    if endpoint == "responses":
-        problem = _responses_rules(body)
-        if problem:
-            return problem
+    problem = None if endpoint in _ANTHROPIC else _openai_rules(endpoint, body)
+    if problem:
+        return problem
     from pydantic import ValidationError
 
     adapter = check.streaming if body.get("stream") is True else check.batch
@@ -94,6 +110,21 @@ class _LateError(Exception):
         self.prefix, self.error = prefix, error
 
 
+def _sampling_problem(key: str, value: Any) -> str | None:
+    """Anthropic's own words for a sampling parameter of the wrong type or out of range."""
+    low, high = _SAMPLING[key]
+    if key == "top_k":
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"{key}: Input should be a valid integer"
+    elif not isinstance(value, int | float) or isinstance(value, bool):
+        return f"{key}: Input should be a valid number"
+    if value < low:
+        return f"{key}: Input should be greater than or equal to {low:g}"
+    if high is not None and value > high:
+        return f"{key}: Input should be less than or equal to {high:g}"
+    return None
+
+
 def _unknown(endpoint: str, key: str) -> str | dict[str, Any]:
     if endpoint in _ANTHROPIC:
         return f"{key}: Extra inputs are not permitted"
@@ -102,8 +133,17 @@ def _unknown(endpoint: str, key: str) -> str | dict[str, Any]:
     return f"Unrecognized request argument supplied: {key}"
 
 
-def _responses_rules(body: dict[str, Any]) -> dict[str, Any] | None:
-    """The Responses API's own checks the types cannot say: `model` required, `max_output_tokens` >= 16."""
+def _openai_rules(endpoint: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    """OpenAI's own checks the types cannot say: `stream_options` only with `stream`; for the
+    Responses API, `model` required and `max_output_tokens` >= 16."""
+    if body.get("stream_options") is not None and body.get("stream") is not True:
+        return {
+            "message": "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            "param": "stream_options",
+            "code": None,
+        }
+    if endpoint != "responses":
+        return None
     if "model" not in body:
         return {
             "message": "Missing required parameter: 'model'.",

@@ -30,6 +30,7 @@ WEATHER = {
     "strict": True,
 }
 EVENTS = TypeAdapter(ResponseStreamEvent)
+USER = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture(scope="module")
@@ -287,9 +288,12 @@ def test_missing_key_is_401(fake: FakeProviderThread) -> None:
         ({"model": "gpt-4o-mini", "input": "x", "max_output_tokens": "9"}, "max_output_tokens", "invalid_type"),
         ({"model": "gpt-4o-mini", "input": [{"role": "user", "content": [{"type": "input_text"}]}]}, "input[0].content[0].text", "missing_required_parameter"),
         ({"model": "gpt-4o-mini", "input": "x", "previous_response_id": "resp_never"}, "previous_response_id", "previous_response_not_found"),
+        ({"model": "gpt-4o-mini", "input": "x", "stream_options": {"include_obfuscation": False}}, "stream_options", None),
     ],
 )  # fmt: skip
-def test_validation_refusals(fake: FakeProviderThread, body: dict[str, Any], param: str, code: str) -> None:
+def test_validation_refusals(
+    fake: FakeProviderThread, body: dict[str, Any], param: str, code: str | None
+) -> None:
     r = post(fake, body)
     assert r.status_code == 400, r.text
     err = r.json()["error"]
@@ -304,11 +308,29 @@ def test_chat_and_messages_validated_against_the_sdk_types(fake: FakeProviderThr
     assert "'user'" in r.json()["error"]["message"]
     r = post(fake, {"model": "m", "messages": [], "stream_opts": {}}, "/v1/chat/completions")
     assert r.json()["error"]["message"] == "Unrecognized request argument supplied: stream_opts"
+    body = {"model": "m", "messages": USER, "stream_options": {"include_usage": True}}
+    r = post(fake, body, "/v1/chat/completions")
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stream_options"
+    assert post(fake, {**body, "stream": True}, "/v1/chat/completions").status_code == 200
     body = {"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": 3}]}
     r = post(fake, body, "/v1/messages")
     assert r.status_code == 400 and r.json()["error"]["message"].startswith("messages.0.content")
     body = {**body, "messages": [{"role": "user", "content": "x"}], "context_management": {"edits": []}}
     assert post(fake, body, "/v1/messages").status_code == 200  # the beta surface is accepted
+    r = post(fake, {**body, "betas": ["context-management-2025-06-27"]}, "/v1/messages")
+    assert r.json()["error"]["message"] == "betas: Extra inputs are not permitted"  # a header, not a field
+
+
+def test_anthropic_sampling_parameters_follow_the_api_version(fake: FakeProviderThread) -> None:
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": USER, "temperature": 0.5, "top_k": 3}
+    old, new = {"anthropic-version": "2023-06-01"}, {"anthropic-version": "2026-10-21"}
+    url, auth = fake.url + "/v1/messages", {"x-api-key": KEY}
+    assert httpx.post(url, json=body, headers={**auth, **old}).status_code == 200
+    assert httpx.post(url, json=body, headers=auth).status_code == 200  # no header: the oldest version
+    r = httpx.post(url, json=body, headers={**auth, **new})
+    assert r.json()["error"]["message"] == "temperature: Extra inputs are not permitted"
+    r = httpx.post(url, json={**body, "temperature": 1.5}, headers={**auth, **old})
+    assert r.json()["error"]["message"] == "temperature: Input should be less than or equal to 1"
 
 
 def test_requests_are_recorded_with_their_route(fake: FakeProviderThread) -> None:
@@ -317,3 +339,92 @@ def test_requests_are_recorded_with_their_route(fake: FakeProviderThread) -> Non
     assert req.path == "/v1/responses" and req.json["input"] == "x"
     logged = httpx.get(fake.url + "/_fake/requests").json()
     assert logged[0]["path"] == "/v1/responses" and logged[0]["route"] == "responses"
+
+
+# -- conversations that do not hold together --------------------------------------------------------
+def test_responses_tool_outputs_and_calls_pair_up(fake: FakeProviderThread) -> None:
+    output = {"type": "function_call_output", "call_id": "call_nowhere", "output": "x"}
+    r = post(fake, {"model": "gpt-4o-mini", "input": [output]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input"
+    assert (
+        r.json()["error"]["message"]
+        == "No tool call found for function call output with call_id call_nowhere."
+    )
+    call = {"type": "function_call", "call_id": "call_here", "name": "get_weather", "arguments": "{}"}
+    r = post(fake, {"model": "gpt-4o-mini", "input": [call]})
+    assert r.json()["error"]["message"] == "No tool output found for function call call_here."
+    answered = {**output, "call_id": "call_here"}
+    assert post(fake, {"model": "gpt-4o-mini", "input": [call, answered]}).status_code == 200
+    # A response that called a tool: the next turn must answer the call.
+    fake.script([{"tool_calls": "auto"}])
+    first = client(fake).responses.create(model="gpt-4o-mini", input="w?", tools=[WEATHER])
+    (made,) = [item for item in first.output if item.type == "function_call"]
+    r = post(fake, {"model": "gpt-4o-mini", "previous_response_id": first.id, "input": "and?"})
+    assert r.json()["error"]["message"] == f"No tool output found for function call {made.call_id}."
+    # Two turns later the call is still part of the conversation.
+    done = {**output, "call_id": made.call_id}
+    second = post(fake, {"model": "gpt-4o-mini", "previous_response_id": first.id, "input": [done]}).json()
+    r = post(fake, {"model": "gpt-4o-mini", "previous_response_id": second["id"], "input": [done]})
+    assert r.status_code == 200, r.text
+
+
+def test_chat_tool_messages_pair_up(fake: FakeProviderThread) -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    asked = [*USER, {"role": "assistant", "content": None, "tool_calls": [call]}]
+    r = post(
+        fake,
+        {"model": "m", "messages": [*USER, {"role": "tool", "tool_call_id": "call_1", "content": "x"}]},
+        "/v1/chat/completions",
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages.[1].role"
+    r = post(fake, {"model": "m", "messages": [*asked, *USER]}, "/v1/chat/completions")
+    assert r.status_code == 400 and "call_1" in r.json()["error"]["message"]
+    ok = [*asked, {"role": "tool", "tool_call_id": "call_1", "content": "x"}]
+    r = post(fake, {"model": "m", "messages": ok}, "/v1/chat/completions")
+    assert r.json()["choices"][0]["message"]["content"] == "Echo: x"  # the tool's result, as every API
+
+
+def test_anthropic_tool_results_pair_up(fake: FakeProviderThread) -> None:
+    use = {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}
+    result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "x"}
+    base = {"model": "claude-sonnet-4-5", "max_tokens": 50}
+    r = post(fake, {**base, "messages": [{"role": "user", "content": [result]}]}, "/v1/messages")
+    assert r.status_code == 400 and "unexpected `tool_use_id`" in r.json()["error"]["message"]
+    turns = [*USER, {"role": "assistant", "content": [use]}]
+    r = post(fake, {**base, "messages": [*turns, *USER]}, "/v1/messages")
+    assert r.status_code == 400 and "without `tool_result` blocks" in r.json()["error"]["message"]
+    ok = [*turns, {"role": "user", "content": [result]}]
+    assert post(fake, {**base, "messages": ok}, "/v1/messages").status_code == 200
+
+
+def test_a_provider_without_the_responses_api() -> None:
+    with FakeProviderThread(responses_api=False) as fp:
+        r = httpx.post(fp.url + "/v1/responses", json={"model": "m", "input": "x"}, timeout=5.0)
+        assert r.status_code == 404
+        assert r.json()["error"]["message"] == "Invalid URL (POST /v1/responses)"
+        chat = {"model": "m", "messages": USER}
+        assert httpx.post(fp.url + "/v1/chat/completions", json=chat, timeout=5.0).status_code == 200
+
+
+def test_openai_agents_sdk_runs_against_the_fake(fake: FakeProviderThread) -> None:
+    """The OpenAI Agents SDK's requests (both model kinds, a tool round trip) pass the validation."""
+    agents = pytest.importorskip("agents")
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    agents.set_tracing_disabled(True)
+    oai = openai.AsyncOpenAI(base_url=fake.url + "/v1", api_key=KEY, max_retries=0, timeout=5.0)
+    kinds = [
+        agents.OpenAIResponsesModel("gpt-4o-mini", oai),
+        agents.OpenAIChatCompletionsModel("gpt-4o-mini", oai),
+    ]
+    for model, route in zip(kinds, ["responses", "chat"], strict=True):
+        fake.reset()
+        fake.script([{"tool_calls": "auto"}])
+        agent = agents.Agent(name="a", instructions="Help.", tools=[get_weather], model=model)
+        result = agents.Runner.run_sync(agent, "Weather in Paris?")
+        assert [r.route for r in fake.requests] == [route, route]
+        assert result.final_output == "Echo: sunny in city-value"
