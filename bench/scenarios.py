@@ -49,8 +49,10 @@ STREAM = CHAT.replace(b'"max_tokens":32', b'"max_tokens":32,"stream":true,"strea
 so the latency measured is the time to the first event (the stream's overhead: TTFT)."""
 
 
-RESPONSES = b'{"model":"gpt-4o-mini","instructions":"You are terse.","input":"What is the capital of France?","max_output_tokens":32}'
-"""CHAT as a Responses request (`POST /v1/responses`): the Responses twins of the chat scenarios."""
+RESPONSES = b'{"model":"gpt-4o-mini","instructions":"You are terse.","input":"What is the capital of France?","max_output_tokens":32,"store":false}'
+"""CHAT as a Responses request (`POST /v1/responses`): the Responses twins of the chat scenarios.
+`store: false`, as chat keeps nothing either: an answer the gateway keeps (OpenAI's default) takes
+the per-try stage, which would put the direct-lane twins on another lane."""
 RESPONSES_STREAM = RESPONSES.replace(b'"max_output_tokens":32', b'"max_output_tokens":32,"stream":true')
 """A Responses stream (always with its usage, in response.completed: the direct lane takes it)."""
 

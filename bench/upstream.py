@@ -55,7 +55,8 @@ def bootstrap(port: int, admin_port: int) -> dict:
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "fake",
-        "route_config": {"virtual_hosts": [{"name": "fake", "domains": ["*"], "routes": [
+        # A Responses stream (every event repeats the response object) is over the 4 KiB default.
+        "route_config": {"max_direct_response_body_size_bytes": 64 << 10, "virtual_hosts": [{"name": "fake", "domains": ["*"], "routes": [
             route("/v1/messages", ANTHROPIC_SSE, stream=True), route("/v1/responses", RESPONSES_SSE, stream=True),
             route("/", OPENAI_SSE, stream=True),
             route("/v1/messages", ANTHROPIC_BODY), route("/v1/responses", RESPONSES_BODY), route("/", OPENAI_BODY)]}]},

@@ -21,7 +21,8 @@ end
 -- Scans the complete lines of `s` (those starting before `stop`) up to the first terminal line
 -- (OpenAI chat: `data: [DONE]` or an error object; Anthropic and Responses: one of `terms`, the
 -- API's terminal `event:` lines, as lines: a text that quotes them is payload): the start of the
--- first broken `data:` line before it, or nil; and the terminal line's start, or nil.
+-- first broken `data:` line before it, or nil; the terminal line's start, or nil; and how many
+-- sound `data:` lines it passed (a Responses error event carries the stream's sequence number).
 local function scan(s, stop, openai, terms)
   local term = nil
   if not openai then
@@ -31,7 +32,7 @@ local function scan(s, stop, openai, terms)
     end
     if term ~= nil then stop = term end
   end
-  local i = 1
+  local i, n = 1, 0
   while true do
     local a = string.find(s, "data:", i, true)
     if a == nil or a >= stop then break end
@@ -45,16 +46,22 @@ local function scan(s, stop, openai, terms)
       if q < p then
         -- an empty payload: relayed
       elseif b1 == 123 and string.byte(s, q) == 125 then
-        if openai and string.byte(s, p + 2) == 101 and string.sub(s, p, p + 7) == '{"error"' then return nil, a end
+        if openai and string.byte(s, p + 2) == 101 and string.sub(s, p, p + 7) == '{"error"' then return nil, a, n end
       elseif openai and string.sub(s, p, q) == "[DONE]" then
-        return nil, a
+        return nil, a, n
       else
-        return a, nil
+        return a, nil, n
       end
+      n = n + 1
     end
     i = e + 1
   end
-  return nil, term
+  return nil, term, n
+end
+-- An error event of the watch, numbered after the `seq` events relayed (Responses events carry
+-- a `sequence_number`; the other APIs' have no placeholder).
+local function numbered(event, seq)
+  return (string.gsub(event, "${seq_placeholder}", tostring(seq), 1))
 end
 -- The end of the first empty line of `s` from the line starting at `from` on (nil if none yet).
 local function blank_end(s, from)
@@ -67,7 +74,7 @@ end
 -- `p`: the client API's watch (`api`, `terms`, the `bad` and `cut` error events).
 local function watch(h, p, key)
   local openai, terms = p.api == "openai", p.terms
-  local carry, state, last, out, first = "", 0, nil, "", true
+  local carry, state, last, out, first, seq = "", 0, nil, "", true, 0
   -- (the metadata object is fetched at each use: a wrapper taken before bodyChunks() yields is dead after)
   local function mark(k, v) h:streamInfo():dynamicMetadata():set("${stream_ns}", k, v) end
   for chunk in h:bodyChunks() do
@@ -87,11 +94,12 @@ local function watch(h, p, key)
       if t == 1 then
         carry = s  -- no complete line yet (one long event): nothing to scan
       else
-        local bad, term = nil, nil
-        if state == 0 then bad, term = scan(s, t or #s + 1, openai, terms) else term = 1 end
+        local bad, term, n = nil, nil, 0
+        if state == 0 then bad, term, n = scan(s, t or #s + 1, openai, terms) else term = 1 end
+        seq = seq + n
         local e = term ~= nil and blank_end(s, term) or nil
         if bad ~= nil then
-          out, carry, state = string.sub(s, 1, bad - 1) .. p.bad, "", 2
+          out, carry, state = string.sub(s, 1, bad - 1) .. numbered(p.bad, seq), "", 2
           mark("end", "malformed")
         elseif e ~= nil then
           out, carry = string.sub(s, 1, e), ""
@@ -111,7 +119,7 @@ local function watch(h, p, key)
   end
   if last == nil then return end
   if state == 0 then  -- an unfinished last line is half an event: the error event replaces it
-    last:setBytes(out .. p.cut)
+    last:setBytes(out .. numbered(p.cut, seq))
     mark("end", "cut")
   elseif state == 1 and #carry > 0 then  -- the terminal event's last line, unfinished: relayed
     if key and string.find(carry, key, 1, true) then carry = plain_replace(carry, key, "[redacted]") end

@@ -34,11 +34,20 @@ import string
 from sidegate import lua
 from sidegate.errors import Api
 from sidegate.translate.common import MALFORMED_EVENT, STREAM_TRUNCATED, sse_error_event
+from sidegate.translate.responses_responses import responses_error_event
 from sidegate.wire import STREAM_NS
+
+SEQ_PLACEHOLDER = "__SIDEGATE_SEQ__"
+"""Where the watch writes a Responses error event's `sequence_number` (the events it relayed)."""
 
 
 def lua_events(api: Api) -> tuple[bytes, bytes]:
-    """(malformed, cut): the terminal error events the watch appends for a client of `api`."""
+    """(malformed, cut): the terminal error events the watch appends for a client of `api`; a
+    Responses client gets the full lane's (`event: error`, numbered in the stream)."""
+    if api is Api.RESPONSES:
+        seq = b'"sequence_number":' + SEQ_PLACEHOLDER.encode()
+        malformed, cut = (responses_error_event(m, 0).replace(b'"sequence_number":0', seq) for m in (MALFORMED_EVENT, STREAM_TRUNCATED))
+        return malformed, cut
     etype = "api_error" if api is Api.ANTHROPIC else "server_error"
     return sse_error_event(api, MALFORMED_EVENT, etype), sse_error_event(api, STREAM_TRUNCATED, etype)
 
@@ -60,4 +69,4 @@ def lua_terms(api: Api) -> str:
 def stream_watch() -> str:
     """The watch's Lua (lua/envoy_stream_watch.lua), to fill in the error filter's `${stream_watch}`
     line: without its last newline, which that line has."""
-    return string.Template(lua.read("envoy_stream_watch.lua")).substitute(stream_ns=STREAM_NS).removesuffix("\n")
+    return string.Template(lua.read("envoy_stream_watch.lua")).substitute(stream_ns=STREAM_NS, seq_placeholder=SEQ_PLACEHOLDER).removesuffix("\n")

@@ -6,6 +6,7 @@ alias, a translation, a stored answer); the quota reserved then trued up from th
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -81,17 +82,34 @@ def test_passthrough_stream_takes_the_direct_lane(gw: Stack, fake_openai) -> Non
     assert led.stream and not led.aborted and led.api == "responses"
 
 
-def test_a_cut_direct_stream_ends_with_an_error_event(gw: Stack, fake_openai) -> None:
-    fake_openai.script([{"truncate": 3, "usage": {"prompt_tokens": 5, "completion_tokens": 5}}])
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ({"truncate": 3}, "ended before the response was complete"),
+        ({"bad_event": {"after": 3, "data": "not json"}}, "malformed stream event"),
+    ],
+)
+def test_a_broken_direct_stream_ends_with_an_error_event(
+    gw: Stack, fake_openai, fault: dict, message: str
+) -> None:
+    """The stream watch does in Envoy what the full lane's passthrough does: a cut stream, or one
+    with an event that is no JSON object, ends with Responses' own error event."""
+    fake_openai.script([fault])
     lanes = Lanes(gw, "openai")
     auth = {"authorization": f"Bearer {gw.keys['acme'].key}"}
-    body = {"model": "gpt-4o-mini", "input": "Cut me", "stream": True}
+    body = {"model": "gpt-4o-mini", "input": "Break me", "stream": True}
     with httpx.Client(base_url=gw.base_url, timeout=10) as c:
         text = c.post("/v1/responses", headers=auth, json=body).text
     assert lanes.taken() == ["direct"]
     events = [e for e in text.split("\n\n") if e.strip()]
-    assert "response.completed" not in text and "error" in events[-1]
-    assert "ended before the response was complete" in events[-1]
+    assert "response.completed" not in text and len(events) == 4
+    # `event: error`, numbered after the events relayed (as the full lane's).
+    kind, data = events[-1].split("\n", 1)
+    error = json.loads(data.removeprefix("data: "))
+    assert kind == "event: error" and error["type"] == "error" and message in error["message"]
+    assert (
+        error["sequence_number"] == 3 == json.loads(events[-2].split("data: ", 1)[1])["sequence_number"] + 1
+    )
 
 
 def test_per_try_work_takes_the_try_or_the_full_lane(gw: Stack, fake_openai, fake_anthropic) -> None:
