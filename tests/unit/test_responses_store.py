@@ -356,3 +356,36 @@ def test_a_cache_hit_is_kept_too(redis_url: str) -> None:
         assert len(f.turns) == 0
 
     run(redis_url, body)
+
+
+def test_a_request_that_ends_without_an_answer_lets_go_of_its_turn(redis_url: str) -> None:
+    """A final failed try (or a gateway answer) releases what the request held; a retried one does
+    not (the fallback's try still needs it); a try on another worker of the HTTP front cannot
+    prepend what it does not hold: a 503 in OpenAI's words, never half a conversation."""
+    from sidegate.core.completion import Completion
+    from sidegate.features.responses_store.feature import PrependTry
+
+    async def body(_: ResponsesStoreFeature, store: Store) -> None:
+        f = ResponsesStoreFeature(cfg("http"), store)
+        await turn(f, "acme", {"model": "gpt-4o", "input": "one"}, orjson.dumps(answer("resp_r1", "two")))
+        ctx = await turn(
+            f, "acme", {"model": "gpt-4o", "input": "3", "previous_response_id": "resp_r1"}, None
+        )
+        meta = ctx.upstream_meta()
+
+        def done(status: int, final: bool) -> Completion:
+            return Completion(meta=meta, provider="openai", upstream_model="gpt-4o", status=status, usage=None,
+                              final=final, streamed=False, attempt=1)  # fmt: skip
+
+        f.on_complete(done(503, final=False))
+        assert len(f.turns) == 1 and f.on_try(meta, Api.RESPONSES) is not None
+        f.on_complete(done(200, final=True))  # kept: its fill (next) lets go
+        assert len(f.turns) == 1
+        f.on_complete(done(502, final=True))
+        assert len(f.turns) == 0
+        with pytest.raises(GatewayError) as err:
+            PrependTry(None).request({"input": "x", "previous_response_id": "resp_r1"})
+        assert err.value.status == 503
+        await f.close()
+
+    run(redis_url, body)
