@@ -239,3 +239,40 @@ def test_a_kept_answer_takes_a_per_try_lane_and_store_false_goes_direct(gw: Stac
         ["direct"] if per_try == "full" else [per_try]
     )  # the HTTP front: each try prepends
     assert len(fake_openai.requests[-1].json["input"]) == 3
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    "strict": False,
+}
+
+
+def test_a_tool_round_trip_continued_by_id_on_another_provider(
+    gw: Stack, fake_openai, fake_anthropic
+) -> None:
+    """Turn 1 (OpenAI) calls a tool; turn 2 sends only the tool's result and the previous id, and
+    lands on Anthropic (OpenAI fails): Anthropic receives the call and its result, paired."""
+    client = oai(gw)
+    fake_openai.script([{"tool_calls": [{"name": "get_weather", "arguments": '{"city": "Paris"}'}]}])
+    first = client.responses.create(model="fallback", input="Weather in Paris?", tools=[WEATHER_TOOL])
+    (call,) = [item for item in first.output if item.type == "function_call"]
+    retrieve(client, first.id)
+    fake_openai.script([{"status": 503, "error": "overloaded"}])
+    result = {"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 21 C"}
+    second = client.responses.create(
+        model="fallback", input=[result], previous_response_id=first.id, tools=[WEATHER_TOOL]
+    )
+    assert second.status == "completed" and second.output_text
+    messages = fake_anthropic.requests[-1].json["messages"]
+    tool_use = messages[-2]["content"][-1]
+    tool_result = messages[-1]["content"][0]
+    assert (
+        tool_use["type"] == "tool_use"
+        and tool_use["name"] == "get_weather"
+        and tool_use["input"] == {"city": "Paris"}
+    )
+    assert tool_result["type"] == "tool_result" and tool_result["tool_use_id"] == tool_use["id"]
+    assert "sunny, 21 C" in str(tool_result["content"])
