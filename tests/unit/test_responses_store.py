@@ -389,3 +389,14 @@ def test_a_request_that_ends_without_an_answer_lets_go_of_its_turn(redis_url: st
         await f.close()
 
     run(redis_url, body)
+
+
+def test_an_unreadable_record_is_absent(redis_url: str) -> None:
+    async def body(f: ResponsesStoreFeature, store: Store) -> None:
+        await store.command("SET", store_key("acme", "resp_bad"), b"not json")
+        assert (await get(f, "acme", "/v1/responses/resp_bad"))[0] == 404
+        with pytest.raises(GatewayError) as err:
+            await turn(f, "acme", {"model": "gpt-4o", "input": "x", "previous_response_id": "resp_bad"}, None)
+        assert err.value.status == 404
+
+    run(redis_url, body)

@@ -145,7 +145,11 @@ class ResponsesStoreFeature(Feature):
         if raw is None:
             return None, None
         raw = bytes(raw)
-        record = orjson.loads(raw)
+        try:
+            record = orjson.loads(raw)
+        except orjson.JSONDecodeError:  # not a record this gateway wrote: nothing kept there
+            log.warning("kept response unreadable: %d bytes", len(raw))
+            return None, None
         return (raw, record) if isinstance(record, dict) else (None, None)
 
     def on_try(self, meta: dict[str, Any], api: Api) -> PrependTry | None:
@@ -173,8 +177,8 @@ class ResponsesStoreFeature(Feature):
             task = asyncio.get_running_loop().create_task(self._keep(tenant, answer, turn, client_body))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        except Exception:  # never break the response path
-            log.exception("keeping a response failed")
+        except Exception as exc:  # never break the response path
+            log.warning("keeping a response failed: %s", type(exc).__name__)  # never the contents
 
     async def _keep(self, tenant: str, answer: dict[str, Any], turn: Turn | None,
                     client_body: dict[str, Any] | None) -> None:  # fmt: skip
