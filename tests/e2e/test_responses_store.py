@@ -6,10 +6,12 @@ a 404; `store: false` keeps nothing; the stored-response paths ask no provider a
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import agents
 import httpx
 import openai
 import pytest
@@ -276,3 +278,44 @@ def test_a_tool_round_trip_continued_by_id_on_another_provider(
     )
     assert tool_result["type"] == "tool_result" and tool_result["tool_use_id"] == tool_use["id"]
     assert "sunny, 21 C" in str(tool_result["content"])
+
+
+def test_the_agents_sdk_chains_its_turns_by_id(gw: Stack, fake_openai, fake_anthropic) -> None:
+    """The OpenAI Agents SDK with `auto_previous_response_id` sends each model call only its new
+    items and the previous answer's id: the tool loop, then a follow-up run after a fallback to
+    Anthropic, each provider receiving the whole conversation."""
+    cities: list[str] = []
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        cities.append(city)
+        return f"sunny in {city}"
+
+    client = openai.AsyncOpenAI(base_url=gw.base_url + "/v1", api_key=gw.keys["acme"].key, max_retries=0)
+    agents.set_default_openai_client(client, use_for_tracing=False)
+    agents.set_tracing_disabled(True)
+    try:
+        agent = agents.Agent(
+            name="Weather", instructions="Use the tool.", tools=[get_weather], model="fallback"
+        )
+        fake_openai.script([{"tool_calls": [{"name": "get_weather", "arguments": '{"city": "Paris"}'}]}])
+        first = agents.Runner.run_sync(agent, "Weather in Paris?", auto_previous_response_id=True)
+        assert cities == ["Paris"] and str(first.final_output)
+        second_call = fake_openai.requests[1].json  # the tool's result, sent by id by the SDK
+        assert "previous_response_id" not in second_call
+        items = second_call["input"]
+        assert items[0]["role"] == "user" and "Weather in Paris?" in str(items[0]["content"])
+        assert [i.get("type") for i in items[-2:]] == ["function_call", "function_call_output"]
+        retrieve(openai.OpenAI(base_url=gw.base_url + "/v1", api_key=gw.keys["acme"].key, max_retries=0),
+                 str(first.last_response_id))  # fmt: skip
+        fake_openai.script([{"status": 503, "error": "overloaded"}])
+        follow = agents.Runner.run_sync(agent, "And tomorrow?", previous_response_id=first.last_response_id)
+        assert str(follow.final_output)
+        (to_anthropic,) = fake_anthropic.requests
+        sent = to_anthropic.json["messages"]
+        assert sent[0]["role"] == "user" and "Weather in Paris?" in str(sent[0]["content"])
+        assert any(b.get("type") == "tool_result" for m in sent for b in m["content"] if isinstance(b, dict))
+        assert "And tomorrow?" in str(sent[-1]["content"])
+    finally:
+        asyncio.run(client.close())
