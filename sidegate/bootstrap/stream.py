@@ -1,7 +1,7 @@
 """The direct lane's stream watch (lua/envoy_stream_watch.lua): a Lua function of the router-level
 error filter (lua/envoy_direct_errors.lua, sidegate/bootstrap/direct_lane.py) that does to a
 direct-lane SSE stream, in Envoy, what the passthrough stream translators do in the full lane
-(sidegate/translate/openai_openai.py, anthropic_anthropic.py):
+(sidegate/translate/openai_openai.py, anthropic_anthropic.py, responses_responses.py):
 
 - only complete lines are relayed (an unfinished last line is held back to the next chunk), so a
   stream never hands the client half an event;
@@ -13,9 +13,13 @@ direct-lane SSE stream, in Envoy, what the passthrough stream translators do in 
   or `event: error` line; Responses `event: response.completed`, `response.failed`,
   `response.incomplete` or `error`: a text delta that quotes one is payload) is relayed whole, up to its
   empty line (an SSE parser dispatches nothing without it), and nothing after it;
-- a stream that ends without its terminal event (OpenAI `[DONE]` or an error event, Anthropic
-  `message_stop` or `error`) gets the "ended before the response was complete" error event
-  appended to its last chunk;
+- a stream that ends without its terminal event gets the "ended before the response was
+  complete" error event appended to its last chunk;
+- a Responses client's error event is the full lane's (`event: error`, flat with a nested
+  `error`, sidegate/translate/responses_responses.py), its `sequence_number` the count of the
+  events relayed before it (the watch counts the sound `data:` lines it scans anyway). A Responses
+  client's watch is picked from the gateway's metadata (`api`), since its provider's own entry
+  may be `api: openai` (an OpenAI provider serving both APIs);
 - the provider's key (`key`, when it has one) is scrubbed from the complete lines it relays (a
   key has no newline, so one never straddles what is relayed and what is held back);
 - the outcome (`complete`, `malformed`, `cut`) and the time of the first body chunk go into the

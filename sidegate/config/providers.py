@@ -38,11 +38,12 @@ class ProviderConfig(StrictModel):
     """Wire schema the provider speaks: `openai` (incl. vLLM, Ollama, Groq, Mistral, Azure), `anthropic`,
     or `responses` (an OpenAI endpoint reached only through the Responses API: every client API is
     translated to Responses for it)."""
-    responses: bool = True
+    responses: bool | None = None
     """`api: openai` only: does the provider also serve the Responses API (`POST /v1/responses`)?
     OpenAI does, and gets a Responses client's request as is; set false for OpenAI-shaped servers
     without it (vLLM, Ollama, Groq, Mistral...): a Responses request is then translated to chat
-    completions for them."""
+    completions for them. Default: true, except with a `path_prefix` naming the `{model}` (Azure's
+    per-deployment paths have no Responses endpoint; its v1 API, `path_prefix: /openai/v1`, has)."""
     base_url: str
     api_key_env: str | None = None
     """Name of the environment variable holding the provider key (never the key itself)."""
@@ -77,14 +78,23 @@ class ProviderConfig(StrictModel):
 
     @model_validator(mode="after")
     def _responses_flag(self) -> ProviderConfig:
-        if not self.responses and self.api is not Api.OPENAI:
-            raise ValueError(f"`responses: false` applies to `api: openai` providers only (this one is `api: {self.api.value}`)")
+        implied = self.api is Api.RESPONSES and self.responses  # says what `api: responses` says
+        if self.responses is not None and self.api is not Api.OPENAI and not implied:
+            raise ValueError(f"`responses: {str(self.responses).lower()}` applies to `api: openai` providers only "
+                             f"(this one is `api: {self.api.value}`)")  # fmt: skip
         return self
+
+    @property
+    def serves_responses(self) -> bool:
+        """An `api: openai` provider that also serves the Responses API (`responses`, or its default)."""
+        if self.api is not Api.OPENAI:
+            return False
+        return self.responses if self.responses is not None else "{model}" not in self.path_prefix
 
     def upstream_api(self, inbound: Api) -> Api:
         """The API this provider is spoken to in, for a client speaking `inbound`: its own, except
         that a Responses client reaches an OpenAI provider that serves Responses as is."""
-        if inbound is Api.RESPONSES and self.api is Api.OPENAI and self.responses:
+        if inbound is Api.RESPONSES and self.serves_responses:
             return Api.RESPONSES
         return self.api
 

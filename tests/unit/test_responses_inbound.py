@@ -116,11 +116,32 @@ def test_the_upstream_api_of_each_provider_kind():
     assert c.providers["resp"].auth_style == "bearer"
 
 
+def test_azure_deployment_paths_have_no_responses_endpoint_by_default():
+    def provider(**kw: object) -> config.ProviderConfig:
+        return config.ProviderConfig(api=Api.OPENAI, base_url="https://x.openai.azure.com", **kw)
+
+    deployment = provider(path_prefix="/openai/deployments/{model}", query="api-version=2024-10-21")
+    assert deployment.upstream_api(Api.RESPONSES) is Api.OPENAI
+    assert (
+        provider(path_prefix="/openai/deployments/{model}", responses=True).upstream_api(Api.RESPONSES)
+        is Api.RESPONSES
+    )
+    assert provider(path_prefix="/openai/v1").upstream_api(Api.RESPONSES) is Api.RESPONSES
+
+
 def test_responses_false_is_for_openai_providers_only():
     with pytest.raises(ValidationError, match="responses: false"):
         config.ProviderConfig(api=Api.ANTHROPIC, base_url="https://api.anthropic.com", responses=False)
     with pytest.raises(ValidationError, match="responses: false"):
         config.ProviderConfig(api=Api.RESPONSES, base_url="https://api.openai.com", responses=False)
+    with pytest.raises(ValidationError, match="responses: true"):
+        config.ProviderConfig(api=Api.ANTHROPIC, base_url="https://api.anthropic.com", responses=True)
+    assert (
+        config.ProviderConfig(
+            api=Api.RESPONSES, base_url="https://api.openai.com", responses=True
+        ).serves_responses
+        is False
+    )
 
 
 def test_direct_apis_of_each_chain():
