@@ -94,7 +94,7 @@ def sdk_problem(
 
     adapter = check.streaming if body.get("stream") is True else check.batch
     try:
-        _drain(adapter.validate_python(body, strict=True), ())
+        _drain(adapter.validate_python(_with_api_defaults(endpoint, body), strict=True), ())
     except ValidationError as e:
         return _describe(e, (), anthropic)
     except _LateError as late:
@@ -123,6 +123,51 @@ def _sampling_problem(key: str, value: Any) -> str | None:
     if high is not None and value > high:
         return f"{key}: Input should be less than or equal to {high:g}"
     return None
+
+
+def _with_api_defaults(endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+    """`body` with what the Responses API defaults but the SDK's types require filled in, as clients
+    commonly leave it out and the API takes that: a function tool's `strict` and `parameters`, and
+    an assistant message passed back without its `id`, `status` and `output_text` annotations (what
+    Codex and other stateless clients send)."""
+    if endpoint != "responses":
+        return body
+    out = body
+    tools = body.get("tools")
+    if isinstance(tools, list) and any(_bare_function(t) for t in tools):
+        out = {
+            **out,
+            "tools": [{"strict": None, "parameters": None, **t} if _bare_function(t) else t for t in tools],
+        }
+    items = body.get("input")
+    if isinstance(items, list) and any(_bare_output_message(i) for i in items):
+        out = {**out, "input": [_as_output_message(i) if _bare_output_message(i) else i for i in items]}
+    return out
+
+
+def _bare_function(tool: Any) -> bool:
+    return (
+        isinstance(tool, dict)
+        and tool.get("type") == "function"
+        and not ("strict" in tool and "parameters" in tool)
+    )
+
+
+def _bare_output_message(item: Any) -> bool:
+    if not isinstance(item, dict) or item.get("role") != "assistant" or "id" in item:
+        return False
+    content = item.get("content")
+    return isinstance(content, list) and any(
+        isinstance(p, dict) and p.get("type") in ("output_text", "refusal") for p in content
+    )
+
+
+def _as_output_message(item: dict[str, Any]) -> dict[str, Any]:
+    parts = [
+        {"annotations": [], **p} if isinstance(p, dict) and p.get("type") == "output_text" else p
+        for p in item["content"]
+    ]
+    return {"type": "message", "id": "msg_unset", "status": "completed", **item, "content": parts}
 
 
 def _unknown(endpoint: str, key: str) -> str | dict[str, Any]:
@@ -158,6 +203,24 @@ def _openai_rules(endpoint: str, body: dict[str, Any]) -> dict[str, Any] | None:
             "param": "max_output_tokens",
             "code": "integer_below_min_value",
         }
+    return _assistant_parts(body.get("input"))
+
+
+def _assistant_parts(items: Any) -> dict[str, Any] | None:
+    """An assistant turn holds what the model said (`output_text`, `refusal`), never input parts:
+    the API refuses what the SDK's `EasyInputMessageParam` lets through."""
+    if not isinstance(items, list):
+        return None
+    for i, item in enumerate(items):
+        content = item.get("content") if isinstance(item, dict) and item.get("role") == "assistant" else None
+        for j, part in enumerate(content if isinstance(content, list) else []):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind not in ("output_text", "refusal"):
+                return {
+                    "message": f"Invalid value: '{kind}'. Supported values are: 'output_text' and 'refusal'.",
+                    "param": f"input[{i}].content[{j}]",
+                    "code": "invalid_value",
+                }
     return None
 
 
