@@ -293,6 +293,9 @@ def test_refusals() -> None:
         with pytest.raises(GatewayError) as err:
             await f.on_request(ctx_for("PUT", "/v1/responses/resp_x", "acme"))
         assert err.value.status == 405
+        with pytest.raises(GatewayError) as err:  # a kept answer has no events to replay
+            await f.on_request(ctx_for("GET", "/v1/responses/resp_x?stream=true", "acme"))
+        assert (err.value.status, err.value.param) == (400, "stream")
         with pytest.raises(GatewayError) as err:  # the store unreachable: a 503, never a false 404
             await f.on_request(
                 ctx_for(

@@ -247,6 +247,9 @@ class ResponsesStoreFeature(Feature):
         allowed = ("GET",) if sub else ("GET", "DELETE")
         if ctx.method not in allowed:
             raise GatewayError(405, f"Method {ctx.method} not allowed on {path}; use {' or '.join(allowed)}.")
+        if "stream=true" in query.lower():  # replaying a background response's events: not kept
+            raise GatewayError(400, "Streaming a stored response is not supported: retrieve it without 'stream'.",
+                               param="stream")  # fmt: skip
         if not conv.valid_id(response_id):
             raise conv.not_found(response_id[: conv.MAX_ID_CHARS])
         if ctx.method == "DELETE":
