@@ -403,3 +403,23 @@ def test_an_unreadable_record_is_absent(redis_url: str) -> None:
         assert err.value.status == 404
 
     run(redis_url, body)
+
+
+def test_the_answer_of_a_stream_is_its_terminal_event_named_or_not() -> None:
+    from sidegate.features.responses_store.conversation import answer_of
+
+    done = orjson.dumps(
+        {"sequence_number": 9, "type": "response.completed", "response": answer("resp_u", "hi")}
+    )
+    unnamed = (
+        b"data: "
+        + orjson.dumps({"type": "response.output_text.delta", "delta": '"response.completed"'})
+        + b"\n\n"
+    )
+    got = answer_of(unnamed + b"data: " + done + b"\n\n", streamed=True)
+    assert got is not None and got["id"] == "resp_u"
+    failed = orjson.dumps(
+        {"type": "response.failed", "response": {**answer("resp_f", ""), "status": "failed"}}
+    )
+    assert answer_of(unnamed + b"event: response.failed\ndata: " + failed + b"\n\n", streamed=True) is None
+    assert answer_of(b'{"id": "resp_x"}', streamed=False) is None  # no output items: not an answer

@@ -23,6 +23,7 @@ LIST_MAX = 100
 LIST_DEFAULT = 20
 _TERMINAL = (b'"response.completed"', b'"response.incomplete"')
 """The stream events that carry the whole answer (OpenAI keeps an incomplete answer too)."""
+_TERMINAL_NAMES = ("response.completed", "response.incomplete")
 
 
 def store_key(tenant: str, response_id: str) -> str:
@@ -75,12 +76,10 @@ def answer_of(collected: bytes, streamed: bool) -> dict[str, Any] | None:
 def _answer_of(collected: bytes, streamed: bool) -> dict[str, Any] | None:
     if streamed:
         doc = None
-        for ev in SseParser().feed(collected):
-            if any(t in ev.data[:64] for t in _TERMINAL) or ev.event in (
-                "response.completed",
-                "response.incomplete",
-            ):
+        for ev in reversed(SseParser().feed(collected)):  # the terminal event is the last one
+            if ev.event in _TERMINAL_NAMES or any(t in ev.data[:256] for t in _TERMINAL):
                 doc = ev.data
+                break
         if doc is None:
             return None
         event = orjson.loads(doc)
