@@ -12,8 +12,10 @@ extras) only the few checks of `routes.validate` apply.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from sidegate.fakes.unions import TaggedItems
 
 __all__ = ["sdk_problem", "warm_up"]
 
@@ -33,14 +35,21 @@ class _Check:
     batch: Any  # TypeAdapter for the non-streaming params
     streaming: Any  # TypeAdapter for the streaming params
     known: frozenset[str]  # top-level parameter names
+    # Top-level lists of a big union, validated item by item against the item's own candidates.
+    lists: dict[str, TaggedItems] = field(default_factory=dict)
 
 
 @functools.cache
 def _checks() -> dict[str, _Check]:
     try:
         from anthropic.types.beta import message_create_params as messages
+        from anthropic.types.beta.beta_message_param import BetaMessageParam
+        from anthropic.types.beta.beta_tool_union_param import BetaToolUnionParam
         from openai.types.chat import completion_create_params as chat
+        from openai.types.chat.chat_completion_message_param import ChatCompletionMessageParam
         from openai.types.responses import response_create_params as responses
+        from openai.types.responses.response_input_item_param import ResponseInputItemParam
+        from openai.types.responses.tool_param import ToolParam
         from pydantic import TypeAdapter
     except ImportError:  # the SDKs are test extras
         return {}
@@ -49,16 +58,26 @@ def _checks() -> dict[str, _Check]:
         known = (frozenset(batch.__annotations__) | frozenset(streaming.__annotations__)) - _HEADERS
         return _Check(TypeAdapter(batch), TypeAdapter(streaming), known)
 
-    chat_check = check(chat.CompletionCreateParamsNonStreaming, chat.CompletionCreateParamsStreaming)
+    chat_check = replace(
+        check(chat.CompletionCreateParamsNonStreaming, chat.CompletionCreateParamsStreaming),
+        lists={"messages": TaggedItems(ChatCompletionMessageParam, key="role")},
+    )
     return {
         "chat": chat_check,
         "azure_chat": chat_check,
-        "responses": check(
-            responses.ResponseCreateParamsNonStreaming, responses.ResponseCreateParamsStreaming
+        "responses": replace(
+            check(responses.ResponseCreateParamsNonStreaming, responses.ResponseCreateParamsStreaming),
+            lists={"input": TaggedItems(ResponseInputItemParam), "tools": TaggedItems(ToolParam)},
         ),
         # The beta types: a superset of the GA ones (context_management, mcp_servers...), which
         # today's Anthropic SDK and coding agents send with an `anthropic-beta` header.
-        "messages": check(messages.MessageCreateParamsNonStreaming, messages.MessageCreateParamsStreaming),
+        "messages": replace(
+            check(messages.MessageCreateParamsNonStreaming, messages.MessageCreateParamsStreaming),
+            lists={
+                "messages": TaggedItems(BetaMessageParam, key="role"),
+                "tools": TaggedItems(BetaToolUnionParam),
+            },
+        ),
     }
 
 
@@ -90,13 +109,30 @@ def sdk_problem(
     problem = None if endpoint in _ANTHROPIC else _openai_rules(endpoint, body)
     if problem:
         return problem
+    body = _with_api_defaults(endpoint, body)
+    # The big lists' items on their own (see unions.py), the rest with an empty list in their place.
+    whole, items = body, []
+    for key, tagged in check.lists.items():
+        value = body.get(key)
+        if isinstance(value, list):
+            whole = {**whole, key: []}
+            items.extend(((key, i), tagged.adapter_for(item), item) for i, item in enumerate(value))
+    adapter = check.streaming if body.get("stream") is True else check.batch
+    problem = _validate(adapter, whole, (), anthropic)
+    for at, item_adapter, item in items:
+        if problem:
+            break
+        problem = _validate(item_adapter, item, at, anthropic)
+    return problem
+
+
+def _validate(adapter: Any, value: Any, at: tuple[Any, ...], anthropic: bool) -> str | dict[str, Any] | None:
     from pydantic import ValidationError
 
-    adapter = check.streaming if body.get("stream") is True else check.batch
     try:
-        _drain(adapter.validate_python(_with_api_defaults(endpoint, body), strict=True), ())
+        _drain(adapter.validate_python(value, strict=True), at)
     except ValidationError as e:
-        return _describe(e, (), anthropic)
+        return _describe(e, at, anthropic)
     except _LateError as late:
         return _describe(late.error, late.prefix, anthropic)
     return None
