@@ -40,7 +40,7 @@ def get_weather(city: str) -> str:
 
 
 @pytest.fixture
-def gateway_client(stack) -> Iterator[None]:
+def gateway_client(stack) -> Iterator[openai.AsyncOpenAI]:
     """The SDK's default client pointed at the gateway (the only change an app makes)."""
     client = openai.AsyncOpenAI(
         base_url=stack.base_url + "/v1", api_key=stack.keys["acme"].key, max_retries=0
@@ -48,13 +48,14 @@ def gateway_client(stack) -> Iterator[None]:
     agents.set_default_openai_client(client, use_for_tracing=False)
     agents.set_tracing_disabled(True)
     CITIES.clear()
-    yield
-    asyncio.run(client.close())
+    yield client
+    if not client.is_closed():
+        asyncio.run(client.close())
 
 
 @pytest.mark.parametrize("model", sorted(KINDS))
 def test_an_agent_with_a_function_tool(
-    stack, gateway_client, request: pytest.FixtureRequest, model: str
+    stack, gateway_client: openai.AsyncOpenAI, request: pytest.FixtureRequest, model: str
 ) -> None:
     fixture, path = KINDS[model]
     fake = request.getfixturevalue(fixture)
@@ -75,3 +76,28 @@ def test_an_agent_with_a_function_tool(
         records = [r for r in stack.ledger()[before:] if r.model == model]
         time.sleep(0.05)
     assert [(r.api, r.status) for r in records] == [("responses", 200)] * 2
+
+
+@pytest.mark.parametrize("model", sorted(KINDS))
+def test_a_streamed_agent_run(
+    stack, gateway_client: openai.AsyncOpenAI, request: pytest.FixtureRequest, model: str
+) -> None:
+    """The same loop streamed (`Runner.run_streamed`): Responses streams with a function call, then
+    the answer, from each provider kind (passthrough: the direct lane; translated: event by event)."""
+    fixture, path = KINDS[model]
+    fake = request.getfixturevalue(fixture)
+    fake.script([{"tool_calls": [{"name": "get_weather", "arguments": '{"city": "Rome"}'}]}])
+    agent = agents.Agent(
+        name="Weather", instructions="Answer with the weather tool.", tools=[get_weather], model=model
+    )
+
+    async def run() -> tuple[str, list[str]]:
+        result = agents.Runner.run_streamed(agent, "What is the weather in Rome?")
+        deltas = [e.data.delta async for e in result.stream_events()
+                  if e.type == "raw_response_event" and e.data.type == "response.output_text.delta"]  # fmt: skip
+        await gateway_client.close()  # its connections belong to this event loop
+        return str(result.final_output), deltas
+
+    final, deltas = asyncio.run(run())
+    assert CITIES == ["Rome"] and "sunny in Rome" in final and "".join(deltas) == final
+    assert [r.path for r in fake.requests] == [path, path] and all(r.json["stream"] for r in fake.requests)
