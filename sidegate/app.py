@@ -2,7 +2,7 @@
 request hooks, and the per-try stage that runs every provider try and reports it to their
 completion hooks. The adapters (extproc/) serve it over gRPC, HTTP and the access log.
 
-Gateway (once per request):  auth -> parse -> route -> guard -> quota -> cache -> lane
+Gateway (once per request):  auth -> parse -> route -> responses_store -> guard -> quota -> cache -> lane
 TryStage (once per try):     per-try hooks -> translate -> credentials -> (response) translate ->
                              per-try hooks -> scrub -> completion hooks (and the cache's fill)
 """
@@ -27,6 +27,7 @@ from sidegate.features.models import ModelsFeature
 from sidegate.features.parse import ParseFeature
 from sidegate.features.quota.count_tokens import CountTokensFeature
 from sidegate.features.quota.feature import QuotaFeature
+from sidegate.features.responses_store.feature import ResponsesStoreFeature
 from sidegate.features.route.feature import RouteFeature
 from sidegate.store import Store
 
@@ -44,6 +45,7 @@ def default_features(cfg: SidegateConfig, store: Store | None = None) -> list[Fe
         ParseFeature.from_config(cfg),
         RouteFeature(cfg),
         CountTokensFeature(cfg),
+        ResponsesStoreFeature.from_config(cfg, store),
         GuardFeature(cfg),
         QuotaFeature.from_config(cfg, store),
         CacheFeature.from_config(cfg, store),

@@ -18,6 +18,7 @@ from sidegate.config.providers import (
     WeightedKey,
 )
 from sidegate.config.quota import QuotaPolicy, TenantQuota
+from sidegate.config.responses import ResponsesConfig
 from sidegate.config.root import (
     ConfigError,
     KeyConfig,
@@ -38,6 +39,6 @@ from sidegate.config.services import (
 __all__ = [
     "NEVER_FORWARDED", "NEVER_FORWARDED_PREFIXES", "AuthStyle", "BreakerConfig", "CachePolicy", "ConfigError",
     "GuardPolicy", "KeyConfig", "ListenerConfig", "ModelConfig", "ObservabilityConfig", "ProviderConfig",
-    "QuotaPolicy", "RouteConfig", "RouteDefaults", "SemanticSettings", "ServicesConfig", "SidegateConfig",
+    "QuotaPolicy", "ResponsesConfig", "RouteConfig", "RouteDefaults", "SemanticSettings", "ServicesConfig", "SidegateConfig",
     "StoreConfig", "TenantConfig", "TenantQuota", "WeightedKey", "load", "local_address", "parse",
 ]  # fmt: skip

@@ -19,6 +19,7 @@ from sidegate.config.cache import CachePolicy, SemanticSettings
 from sidegate.config.guard import GuardPolicy
 from sidegate.config.providers import ModelConfig, ProviderConfig
 from sidegate.config.quota import QuotaPolicy, TenantQuota
+from sidegate.config.responses import ResponsesConfig
 from sidegate.config.services import ListenerConfig, ObservabilityConfig, ServicesConfig, StoreConfig
 
 
@@ -63,6 +64,8 @@ class SidegateConfig(StrictModel):
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     quota: QuotaPolicy = Field(default_factory=QuotaPolicy)
     """Window, reservation TTL, tokenizer, default limits and the model price table."""
+    responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
+    """The Responses answers the gateway keeps (previous_response_id, GET/DELETE /v1/responses/{id})."""
 
     def guard_policy(self, model: str) -> GuardPolicy | None:
         m = self.models.get(model)

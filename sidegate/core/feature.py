@@ -12,11 +12,17 @@ Hooks, all optional (a feature overrides only the ones it needs):
 - ``async on_request(ctx) -> Reply | None``: once per request, with the parsed body. A Reply
   short-circuits the request (e.g. a cache hit); raising GatewayError refuses it. A feature's
   ``endpoints`` say which requests it sees (completions by default; the model list is another
-  endpoint): a request meets only the request hooks of its endpoint's features.
+  endpoint): a request meets only the request hooks of its endpoint's features; ``apis`` (None:
+  every client API) narrows that to some client APIs (the kept Responses answers: a chat or
+  Messages completion never meets that feature).
 - ``on_complete(c: Completion)``: every finished try of every lane, and the gateway's own answers.
   Synchronous, on the response path: in-memory work only (I/O goes to a task).
 - ``fill(meta, client_body, response, streamed, usage)``: a try that collected its client-format
-  answer (the request's metadata asked for it with ``cache_fill``) hands it over.
+  answer hands it over. A request asks for a feature's fill with a truthy metadata value under the
+  feature's ``fill_key`` (``cache_fill``, the cache's, unless the feature names its own), and only
+  the features it asked are called. ``fill_bound(meta)`` bounds what the try holds (default: the
+  model's cache policy); with ``fill_tail`` a stream's last event is enough (the Responses stream's
+  ``response.completed`` carries the whole answer), so the try keeps no more than that.
 - ``on_try(meta, api) -> TryHook | None``: a provider try of the full or try lane is starting (the
   request's metadata and the client's API); a TryHook returned here rewrites that try's client
   body before translation and its client-format answer after (the guard's redaction and PII
@@ -52,6 +58,9 @@ OnHeaders = Callable[[RequestContext], Reply | None]
 Prefetch = Callable[[RequestContext], None]
 OnRequest = Callable[[RequestContext], Awaitable[Reply | None]]
 Fill = Callable[[dict[str, Any], dict[str, Any] | None, bytes, bool, Usage | None], None]
+FillBound = Callable[[dict[str, Any]], int]
+CACHE_FILL = "cache_fill"
+"""The metadata key of the first feature that filled (the cache): the default `fill_key`."""
 Lifecycle = Callable[[], Awaitable[None]]
 
 
@@ -75,6 +84,8 @@ class Feature:
     name: str = ""
     endpoints: frozenset[str] = frozenset({COMPLETIONS})
     """The endpoints whose requests this feature's request hooks see (`RequestContext.endpoint`)."""
+    apis: frozenset[Api] | None = None
+    """The client APIs whose requests they see (`RequestContext.api`); None: every one."""
 
     def on_headers(self, ctx: RequestContext) -> Reply | None:
         return None
@@ -94,6 +105,14 @@ class Feature:
     ) -> None:  # fmt: skip
         return None
 
+    fill_key: str = CACHE_FILL
+    """The metadata key by which a request asks a try to collect its answer for this feature's `fill`."""
+    fill_tail: bool = False
+    """A streamed answer's last event is all this feature's `fill` needs."""
+
+    def fill_bound(self, meta: dict[str, Any]) -> int:
+        return 0
+
     def on_try(self, meta: dict[str, Any], api: Api) -> TryHook | None:
         return None
 
@@ -110,6 +129,24 @@ def hook(feature: object, name: str) -> Any:
     if bound is None or getattr(bound, "__func__", None) is getattr(Feature, name):
         return None
     return bound
+
+
+class Filling(NamedTuple):
+    """One feature's fill: which metadata key asks for it, and what its try must keep."""
+
+    key: str
+    fill: Fill
+    tail: bool = False
+    bound: FillBound | None = None
+    """What a try may hold for it (None: the model's cache policy, the cache's own bound)."""
+
+
+def filling(feature: object) -> Filling | None:
+    fill = hook(feature, "fill")
+    if fill is None:
+        return None
+    key = str(getattr(feature, "fill_key", CACHE_FILL))
+    return Filling(key, fill, bool(getattr(feature, "fill_tail", False)), hook(feature, "fill_bound"))
 
 
 class Step(NamedTuple):
@@ -129,15 +166,24 @@ class Hooks:
     """The request hooks of a completion, in list order."""
     steps_by_endpoint: dict[str, tuple[Step, ...]] = field(default_factory=dict)
     """The request hooks of every endpoint, in list order (`steps` is the completions' entry)."""
+    steps_by_api: dict[tuple[str, Api], tuple[Step, ...]] = field(default_factory=dict)
+    """The same for each client API of an endpoint, where some feature sees only some APIs."""
     on_complete: list[CompletionHook] = field(default_factory=list)
-    fills: tuple[Fill, ...] = ()
+    fills: tuple[Filling, ...] = ()
     on_try: tuple[OnTry, ...] = ()
     starts: tuple[Lifecycle, ...] = ()
     closes: tuple[Lifecycle, ...] = ()
 
 
-def _steps(features: Sequence[object], endpoint: str) -> tuple[Step, ...]:
-    requesting = [f for f in features if hook(f, "on_request") and endpoint in getattr(f, "endpoints", Feature.endpoints)]
+def _sees(feature: object, endpoint: str, api: Api | None) -> bool:
+    if endpoint not in getattr(feature, "endpoints", Feature.endpoints):
+        return False
+    apis = getattr(feature, "apis", None)
+    return api is None or apis is None or api in apis
+
+
+def _steps(features: Sequence[object], endpoint: str, api: Api | None = None) -> tuple[Step, ...]:
+    requesting = [f for f in features if hook(f, "on_request") and _sees(f, endpoint, api)]
     return tuple(Step(str(getattr(f, "name", "")), hook(f, "on_request"), hook(nxt, "prefetch"))
                  for f, nxt in zip(requesting, [*requesting[1:], None], strict=False))
 
@@ -145,12 +191,16 @@ def _steps(features: Sequence[object], endpoint: str) -> tuple[Step, ...]:
 def collect(features: Sequence[object]) -> Hooks:
     endpoints = {e for f in features for e in getattr(f, "endpoints", Feature.endpoints)} | {COMPLETIONS}
     by_endpoint = {e: _steps(features, e) for e in sorted(endpoints)}
+    by_api = {}
+    if any(getattr(f, "apis", None) is not None for f in features):
+        by_api = {(e, api): _steps(features, e, api) for e in sorted(endpoints) for api in Api}
     return Hooks(
         on_headers=tuple(h for f in features if (h := hook(f, "on_headers"))),
         steps=by_endpoint[COMPLETIONS],
         steps_by_endpoint=by_endpoint,
+        steps_by_api=by_api,
         on_complete=[h for f in features if (h := hook(f, "on_complete"))],
-        fills=tuple(h for f in features if (h := hook(f, "fill"))),
+        fills=tuple(h for f in features if (h := filling(f))),
         on_try=tuple(h for f in features if (h := hook(f, "on_try"))),
         starts=tuple(h for f in features if (h := hook(f, "start"))),
         closes=tuple(h for f in features if (h := hook(f, "close"))),
@@ -158,17 +208,22 @@ def collect(features: Sequence[object]) -> Hooks:
 
 
 class Fillers:
-    """The fill hooks as the per-try stage's one filler (None when no feature fills)."""
+    """The fill hooks as the per-try stage's one filler: a try collects its answer when its
+    request's metadata asks any of them, and hands it to the ones asked."""
 
-    def __init__(self, fills: Sequence[Fill]):
-        self.fills = tuple(fills)
+    def __init__(self, fills: Sequence[Fill | Filling]):
+        self.fillings = tuple(f if isinstance(f, Filling) else Filling(CACHE_FILL, f) for f in fills)
+
+    def asked(self, meta: dict[str, Any]) -> tuple[Filling, ...]:
+        return tuple(f for f in self.fillings if meta.get(f.key))
 
     def fill(
         self, meta: dict[str, Any], client_body: dict[str, Any] | None, response: bytes, streamed: bool,
         usage: Usage | None = None,
     ) -> None:  # fmt: skip
-        for fill in self.fills:
-            fill(meta, client_body, response, streamed, usage)
+        for f in self.fillings:
+            if meta.get(f.key):
+                f.fill(meta, client_body, response, streamed, usage)
 
 
 async def close_each(*steps: Callable[[], Any]) -> None:

@@ -17,7 +17,7 @@ import orjson
 from sidegate import metrics
 from sidegate.core.completion import notify, short_circuit
 from sidegate.core.context import Reply, RequestContext
-from sidegate.core.feature import Hooks, collect
+from sidegate.core.feature import Fillers, Hooks, collect
 from sidegate.core.intake import COMPLETIONS, METERED, unknown_path
 from sidegate.errors import GatewayError, format_error
 
@@ -44,8 +44,12 @@ class Gateway:
         self.header_hooks = hooks.on_headers
         self.steps = hooks.steps
         self.steps_by_endpoint = hooks.steps_by_endpoint or {COMPLETIONS: hooks.steps}
+        self.steps_by_api = hooks.steps_by_api
+        """Where some feature sees only some client APIs: the steps of each (endpoint, API)."""
         self.completion_hooks = hooks.on_complete
         """Every completion hook: also for the answers the gateway gives itself."""
+        self.filler = Fillers(hooks.fills) if hooks.fills else None
+        """A cache hit is an answer too: a fill the request asked for (a Responses answer to keep) gets it."""
 
     def on_headers(self, ctx: RequestContext) -> Reply | None:
         """Runs at request-headers time (before the body is buffered): inline authentication."""
@@ -59,7 +63,9 @@ class Gateway:
         started = time.monotonic()
         ctx.meta["received_at"] = time.time()
         try:
-            steps = self.steps_by_endpoint.get(ctx.endpoint)
+            steps = self.steps_by_api.get((ctx.endpoint, ctx.api)) if self.steps_by_api else None
+            if steps is None:
+                steps = self.steps_by_endpoint.get(ctx.endpoint)
             if steps is None:  # a path of an endpoint no feature of this app serves
                 return unknown_path(ctx.path, ctx.headers)
             for name, on_request, prefetch_next in steps:
@@ -69,6 +75,8 @@ class Gateway:
                 reply = await on_request(ctx)
                 metrics.observe_stage(name, time.perf_counter() - t0)
                 if reply is not None:
+                    if self.filler is not None and reply.status == 200 and ctx.endpoint == COMPLETIONS:
+                        self._fill(ctx, reply)
                     self._observe(ctx, reply.status, reply.source, started)
                     return reply
         except GatewayError as err:
@@ -80,6 +88,12 @@ class Gateway:
         body = orjson.dumps(ctx.body) if ctx.body_changed else None
         return Forward(route=ctx.route or ctx.model, meta=ctx.upstream_meta(), body=body,
                        response_headers=ctx.response_headers, remove_headers=ctx.remove_headers)  # fmt: skip
+
+    def _fill(self, ctx: RequestContext, reply: Reply) -> None:
+        """Before the completion hooks: they let go of what the request held for its fill."""
+        assert self.filler is not None
+        streamed = reply.headers.get("content-type", "").startswith("text/event-stream")
+        self.filler.fill(ctx.upstream_meta(), ctx.body, reply.body, streamed)
 
     def _observe(self, ctx: RequestContext, status: int, provider: str, started: float) -> None:
         """Answers the gateway gives itself to a completion (refusals, cache hits) reach the same

@@ -23,7 +23,7 @@ import orjson
 from sidegate.config import ProviderConfig, RouteConfig, SidegateConfig
 from sidegate.core.completion import Completion, CompletionHook, Filler, notify, parse_retry_after
 from sidegate.core.context import Reply
-from sidegate.core.feature import OnTry, TryHook
+from sidegate.core.feature import Fillers, OnTry, TryHook
 from sidegate.core.intake import COMPLETIONS, COUNT_TOKENS, EMBEDDINGS, METERED
 from sidegate.credentials import Credential, for_provider
 from sidegate.errors import Api, GatewayError, format_error, provider_invalid_response, provider_refused_key
@@ -130,9 +130,14 @@ class ProviderTry:
         self.first_byte_at = 0.0
         self.chunks = 0
         self.retry_after_s: float | None = None
-        # Cache fill: keep the client body and the client-format response (bounded).
-        self.collect = bool(meta.get("cache_fill")) and stage.filler is not None
-        self.collect_limit = stage.cfg.cache_policy(self.model).max_entry_bytes if self.collect else 0
+        # Fills (the cache's, the kept Responses answer): keep the client body and the
+        # client-format response, bounded by the largest bound asked; a stream only its last event
+        # when that is all every fill asked needs.
+        asked = stage.filler.asked(meta) if stage.filler is not None else ()
+        self.collect = bool(asked)
+        self.collect_limit = max((f.bound(meta) if f.bound else stage.cfg.cache_policy(self.model).max_entry_bytes)
+                                 for f in asked) if asked else 0  # fmt: skip
+        self.collect_tail = self.collect and all(f.tail for f in asked)
         self.client_body: dict[str, Any] | None = None
         self.collected = bytearray()
         # The features' work inside this try (the guard's redaction and PII restore), usually none.
@@ -266,12 +271,19 @@ class ProviderTry:
         return body
 
     def _keep(self, out: bytes) -> None:
-        if self.collect:
-            if len(self.collected) + len(out) > self.collect_limit:
-                self.collect = False  # too large to cache
-                self.collected.clear()
-            else:
-                self.collected += out
+        if not self.collect:
+            return
+        if len(self.collected) + len(out) <= self.collect_limit:
+            self.collected += out
+            return
+        if self.collect_tail and self.streaming:  # only the last event matters: drop the ones before it
+            self.collected += out
+            end = len(self.collected) - 2 if self.collected.endswith(b"\n\n") else len(self.collected)
+            del self.collected[: self.collected.rfind(b"\n\n", 0, end) + 2]
+            if len(self.collected) <= self.collect_limit:
+                return
+        self.collect = False  # too large to keep
+        self.collected.clear()
 
     def response_chunk(self, chunk: bytes, end: bool) -> bytes:
         """One provider body chunk -> client bytes (translated, PII restored)."""
@@ -351,7 +363,8 @@ class TryStage:
     ):  # fmt: skip
         self.cfg = cfg
         self.completion_hooks: list[CompletionHook] = completion_hooks or []
-        self.filler = filler
+        self.filler: Fillers | None = filler if isinstance(filler, Fillers) or filler is None else Fillers([filler.fill])
+        """The fill hooks by metadata key (a bare filler is the cache's, `cache_fill`)."""
         self.on_try = on_try
         self.credentials: dict[str, Credential] = {name: for_provider(p) for name, p in cfg.providers.items()}
         self.allowed = {name: Allowed(request_allowed(p)) for name, p in cfg.providers.items()}

@@ -17,7 +17,9 @@ from harness import FRONT_SERVICES, OPENAI_PROVIDER_KEY, Stack, front_stack
 
 pytestmark = pytest.mark.e2e
 
-EXTRA = {"tenants": {"globex": {"quota": {"limits": {"tpm": 100000}}}}}
+# Answers not kept (responses.store: false): a kept answer needs the per-try stage, so with the
+# default (keep, as OpenAI does) only `store: false` requests go direct (tests/e2e/test_responses_store.py).
+EXTRA = {"tenants": {"globex": {"quota": {"limits": {"tpm": 100000}}}}, "responses": {"store": False}}
 
 
 @pytest.fixture(scope="module", params=sorted(FRONT_SERVICES))
