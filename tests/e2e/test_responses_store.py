@@ -319,3 +319,17 @@ def test_the_agents_sdk_chains_its_turns_by_id(gw: Stack, fake_openai, fake_anth
         assert "And tomorrow?" in str(sent[-1]["content"])
     finally:
         asyncio.run(client.close())
+
+
+def test_the_guard_redacts_the_whole_conversation_and_keeps_what_the_client_wrote(gw: Stack, fake_openai) -> None:
+    """The feature runs before the guard: the provider sees placeholders for the earlier turns'
+    PII too, while the kept conversation is the client's own words (what it listed and sent)."""
+    client = oai(gw)
+    first = client.responses.create(model="gpt-4o-mini", input="Write to ada.lovelace@example.com please.")
+    assert "ada.lovelace@example.com" not in repr(fake_openai.requests[-1].json)
+    retrieve(client, first.id)
+    listed = client.responses.input_items.list(first.id)
+    assert listed.data[0].content[0].text == "Write to ada.lovelace@example.com please."
+    client.responses.create(model="gpt-4o-mini", input="And again.", previous_response_id=first.id)
+    sent = fake_openai.requests[-1].json
+    assert "ada.lovelace@example.com" not in repr(sent) and "<EMAIL_1>" in texts(sent["input"])[0][1]
