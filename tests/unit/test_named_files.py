@@ -62,3 +62,13 @@ def test_the_check_sees_a_stale_name() -> None:
     assert _ROLE.findall(line) == ["sidegate.core.feature.nothing"] and not _resolves("sidegate.core.feature.nothing")
     assert _resolves("sidegate.core.feature.collect")
     assert _BARE.findall(line) == ["gone.py"]
+
+
+def test_every_test_module_has_a_basename_of_its_own():
+    """pytest imports tests/unit and tests/e2e modules into one namespace (rootdir-relative, no
+    __init__.py): two modules of one basename stop the whole suite at collection."""
+    from collections import Counter
+
+    tests = Path(__file__).resolve().parents[1]
+    names = Counter(p.name for p in tests.rglob("test_*.py"))
+    assert [n for n, c in names.items() if c > 1] == []
