@@ -360,3 +360,16 @@ def test_built_in_tool_outputs_are_redacted_as_function_outputs_are() -> None:
     ]  # fmt: skip
     assert items[3]["output"][0]["stdout"] == "out <EMAIL_1>" and KEY not in items[3]["output"][0]["stderr"]
     assert items[4]["summary"][0]["text"] == f"user {EMAIL}"  # the provider's own reasoning: left alone
+
+
+def test_a_stored_prompts_variables_are_redacted() -> None:
+    """`prompt` passes through to a Responses provider, which fills its variables into the prompt."""
+    body: dict[str, Any] = {
+        "prompt": {"id": "pmpt_1", "variables": {"who": f"I am {EMAIL}", "card": {"type": "input_text", "text": EMAIL},
+                                                 "pic": {"type": "input_image", "image_url": "https://x/y.png"}}},
+        "input": "hello",
+    }  # fmt: skip
+    guard_request(Api.RESPONSES, body, GuardPolicy())
+    variables = body["prompt"]["variables"]
+    assert variables["who"] == "I am <EMAIL_1>" and variables["card"]["text"] == "<EMAIL_1>"
+    assert variables["pic"] == {"type": "input_image", "image_url": "https://x/y.png"}

@@ -163,6 +163,14 @@ def _responses(body: dict[str, Any]) -> Iterator[Slot]:
     Responses provider takes those items as they are)."""
     if isinstance(body.get("instructions"), str):
         yield Slot(body, "instructions", "system")
+    prompt = body.get("prompt")  # a stored prompt's variables: the client's text, filled in by OpenAI
+    variables = prompt.get("variables") if isinstance(prompt, dict) else None
+    if isinstance(variables, dict):
+        for name, value in variables.items():
+            if isinstance(value, str):
+                yield Slot(variables, name, "user")
+            elif isinstance(value, dict) and value.get("type") == "input_text" and isinstance(value.get("text"), str):
+                yield Slot(value, "text", "user")
     items = body.get("input")
     if isinstance(items, str):
         yield Slot(body, "input", "user")
