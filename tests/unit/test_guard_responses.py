@@ -347,9 +347,9 @@ def test_built_in_tool_outputs_are_redacted_as_function_outputs_are() -> None:
             {"type": "local_shell_call_output", "id": "ls_1", "output": f"owner {EMAIL}"},
             {"type": "apply_patch_call_output", "call_id": "a", "status": "completed", "output": f"by {EMAIL}"},
             {"type": "mcp_call", "id": "m", "name": "n", "server_label": "s", "arguments": "{}",
-             "output": f"row {EMAIL}"},  # fmt: skip
+             "output": f"row {EMAIL}"},
             {"type": "shell_call_output", "call_id": "s",
-             "output": [{"stdout": f"out {EMAIL}", "stderr": f"err {KEY}", "outcome": {"type": "exit", "exit_code": 0}}]},  # fmt: skip
+             "output": [{"stdout": f"out {EMAIL}", "stderr": f"err {KEY}", "outcome": {"type": "exit", "exit_code": 0}}]},
             {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": f"user {EMAIL}"}]},
         ],
     }
