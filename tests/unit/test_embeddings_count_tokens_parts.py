@@ -376,3 +376,29 @@ def test_a_forwarded_count_is_guarded_like_the_messages_request_it_counts() -> N
     card = {"model": "claude", "messages": [{"role": "user", "content": "card 4111 1111 1111 1111"}]}
     status = run("/v1/messages/count_tokens", card, app=app)
     assert isinstance(status, Reply) and status.status == 400
+
+
+def test_embeddings_answered_without_usage_are_charged_their_input_tokens() -> None:
+    """Some OpenAI-shaped servers leave `usage` out of an embeddings answer: the request still
+    spent its input tokens, and is charged the count made at admission (not nothing)."""
+    from sidegate.features.quota.feature import QuotaFeature
+
+    settled: list[int] = []
+
+    class Store:
+        async def settle(self, r: Any, actual: int, cost: Any) -> None:
+            settled.append(actual)
+
+    quota = QuotaFeature(CFG, Store(), None)  # type: ignore[arg-type]
+    q = {"tenant": "t", "request_id": "r", "scopes": [], "tokens": 9, "prompt": 9}
+
+    async def go(endpoint: str, status: int) -> None:
+        meta = {"quota": q, "endpoint": endpoint} if endpoint else {"quota": q}
+        quota.on_complete(Completion(meta=meta, provider="oai", upstream_model="m", status=status, usage=None,
+                                    final=True, streamed=False))
+        await asyncio.gather(*quota._settles)
+
+    asyncio.run(go("embeddings", 200))
+    asyncio.run(go("embeddings", 500))  # the provider failed: nothing embedded
+    asyncio.run(go("", 200))  # a completion without usage: as before
+    assert settled == [9, 0, 0]
