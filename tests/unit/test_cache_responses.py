@@ -309,3 +309,11 @@ def test_only_a_restored_redaction_skips_the_cache() -> None:
     assert run({"restore": {"<EMAIL_1>": "a@b.example"}})["cache"] == "skip"
     meta = run({})
     assert meta["cache"] == "miss" and meta["cache_fill"]
+
+
+def test_a_provider_side_conversation_is_never_cached() -> None:
+    """`conversation` (passed through to a Responses provider) is state every turn appends to: the
+    same input is another question each time, and a hit would skip the append."""
+    r = key(body(conversation="conv_123"))
+    assert not r.lookup_allowed and not r.fill_allowed
+    assert key(body(conversation=None)).lookup_allowed and key(body()).fill_allowed

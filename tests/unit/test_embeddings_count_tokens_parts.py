@@ -360,3 +360,45 @@ def test_embeddings_are_the_genai_operation_embeddings() -> None:
         started_at=1.0, ended_at=1.01,
     ))  # fmt: skip
     assert m.REGISTRY.get_sample_value("gen_ai_client_token_usage_sum", labels) == before + 7
+
+
+def test_a_forwarded_count_is_guarded_like_the_messages_request_it_counts() -> None:
+    """The count's body goes to the provider: a PII or a secret the guard redacts in /v1/messages
+    must not reach it through /v1/messages/count_tokens, nor a blocked prompt."""
+    raw = CFG.model_dump(mode="json", exclude_none=True)
+    raw["defaults"]["guard"] = {"entities": {"EMAIL": "redact", "CREDIT_CARD": "block"}}
+    guarded = config.parse(raw, env={"K1": "sk-1", "K2": "sk-2"})
+    app = App(guarded, default_features(guarded))
+    body = {"model": "claude", "messages": [{"role": "user", "content": "mail me at jane@example.com"}]}
+    out = run("/v1/messages/count_tokens", body, app=app)
+    assert isinstance(out, Forward) and out.body is not None
+    assert b"jane@example.com" not in out.body
+    card = {"model": "claude", "messages": [{"role": "user", "content": "card 4111 1111 1111 1111"}]}
+    status = run("/v1/messages/count_tokens", card, app=app)
+    assert isinstance(status, Reply) and status.status == 400
+
+
+def test_embeddings_answered_without_usage_are_charged_their_input_tokens() -> None:
+    """Some OpenAI-shaped servers leave `usage` out of an embeddings answer: the request still
+    spent its input tokens, and is charged the count made at admission (not nothing)."""
+    from sidegate.features.quota.feature import QuotaFeature
+
+    settled: list[int] = []
+
+    class Store:
+        async def settle(self, r: Any, actual: int, cost: Any) -> None:
+            settled.append(actual)
+
+    quota = QuotaFeature(CFG, Store(), None)  # type: ignore[arg-type]
+    q = {"tenant": "t", "request_id": "r", "scopes": [], "tokens": 9, "prompt": 9}
+
+    async def go(endpoint: str, status: int) -> None:
+        meta = {"quota": q, "endpoint": endpoint} if endpoint else {"quota": q}
+        quota.on_complete(Completion(meta=meta, provider="oai", upstream_model="m", status=status, usage=None,
+                                    final=True, streamed=False))
+        await asyncio.gather(*quota._settles)
+
+    asyncio.run(go("embeddings", 200))
+    asyncio.run(go("embeddings", 500))  # the provider failed: nothing embedded
+    asyncio.run(go("", 200))  # a completion without usage: as before
+    assert settled == [9, 0, 0]

@@ -337,3 +337,39 @@ def test_custom_tool_input_and_refusal_channels() -> None:
     dones = {e.type: e for e in events if e.type.endswith(".done")}
     assert dones["response.custom_tool_call_input.done"].input == restore_text(text, MAPPING)
     assert dones["response.refusal.done"].refusal == "no, +44 20 7946 0958"
+
+
+def test_built_in_tool_outputs_are_redacted_as_function_outputs_are() -> None:
+    """A Responses provider takes built-in tools' items as they are: what a shell, a patch or an
+    MCP tool returned is the client's data and must be redacted like a function's output."""
+    body: dict[str, Any] = {
+        "input": [
+            {"type": "local_shell_call_output", "id": "ls_1", "output": f"owner {EMAIL}"},
+            {"type": "apply_patch_call_output", "call_id": "a", "status": "completed", "output": f"by {EMAIL}"},
+            {"type": "mcp_call", "id": "m", "name": "n", "server_label": "s", "arguments": "{}",
+             "output": f"row {EMAIL}"},
+            {"type": "shell_call_output", "call_id": "s",
+             "output": [{"stdout": f"out {EMAIL}", "stderr": f"err {KEY}", "outcome": {"type": "exit", "exit_code": 0}}]},
+            {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": f"user {EMAIL}"}]},
+        ],
+    }
+    guard_request(Api.RESPONSES, body, GuardPolicy(roles=frozenset({"user", "tool"})))
+    items = body["input"]
+    assert [items[0]["output"], items[1]["output"], items[2]["output"]] == [
+        "owner <EMAIL_1>", "by <EMAIL_1>", "row <EMAIL_1>",
+    ]  # fmt: skip
+    assert items[3]["output"][0]["stdout"] == "out <EMAIL_1>" and KEY not in items[3]["output"][0]["stderr"]
+    assert items[4]["summary"][0]["text"] == f"user {EMAIL}"  # the provider's own reasoning: left alone
+
+
+def test_a_stored_prompts_variables_are_redacted() -> None:
+    """`prompt` passes through to a Responses provider, which fills its variables into the prompt."""
+    body: dict[str, Any] = {
+        "prompt": {"id": "pmpt_1", "variables": {"who": f"I am {EMAIL}", "card": {"type": "input_text", "text": EMAIL},
+                                                 "pic": {"type": "input_image", "image_url": "https://x/y.png"}}},
+        "input": "hello",
+    }  # fmt: skip
+    guard_request(Api.RESPONSES, body, GuardPolicy())
+    variables = body["prompt"]["variables"]
+    assert variables["who"] == "I am <EMAIL_1>" and variables["card"]["text"] == "<EMAIL_1>"
+    assert variables["pic"] == {"type": "input_image", "image_url": "https://x/y.png"}

@@ -156,6 +156,10 @@ class CacheRequest:
         cc = _header(headers, "cache-control")
         directive = _header(headers, "x-sidegate-cache")
         no_store = "no-store" in cc or directive == "no-store"
+        if api is Api.RESPONSES and body.get("conversation") is not None:
+            # A conversation object is state on the provider's server that every turn appends to:
+            # the same input in it is a different question each time, and a hit would skip the append.
+            no_store = True
         bypass = no_store or "no-cache" in cc or directive == "bypass"
         min_threshold = 0.0
         raw = _header(headers, "x-sidegate-cache-threshold")

@@ -13,7 +13,7 @@ from sidegate import metrics
 from sidegate.config import SidegateConfig
 from sidegate.core.context import Reply, RequestContext
 from sidegate.core.feature import Feature
-from sidegate.core.intake import COMPLETIONS, EMBEDDINGS
+from sidegate.core.intake import COMPLETIONS, COUNT_TOKENS, EMBEDDINGS
 from sidegate.errors import Api
 from sidegate.features.guard import GuardBlocked, SseRestorer, guard_embeddings, guard_request, restore_body
 from sidegate.features.guard.responses_restore import ResponsesSseRestorer, restore_responses_body
@@ -21,7 +21,10 @@ from sidegate.features.guard.responses_restore import ResponsesSseRestorer, rest
 
 class GuardFeature(Feature):
     name = "guard"
-    endpoints = frozenset({COMPLETIONS, EMBEDDINGS})
+    endpoints = frozenset({COMPLETIONS, EMBEDDINGS, COUNT_TOKENS})
+    """count_tokens too: a count forwarded to an Anthropic provider carries the whole prompt, so it
+    is redacted (and blocked) as the Messages request it counts would be; the count is then of
+    what that request sends."""
 
     def __init__(self, cfg: SidegateConfig):
         self.cfg = cfg

@@ -149,15 +149,28 @@ def _responses_parts(content: Any, role: Role) -> Iterator[Slot]:
             yield Slot(part, "text", role)
         elif ptype == "refusal" and isinstance(part.get("refusal"), str):
             yield Slot(part, "refusal", role)
+        else:  # a shell call's output: what the command printed
+            for key in ("stdout", "stderr"):
+                if isinstance(part.get(key), str):
+                    yield Slot(part, key, role)
 
 
 def _responses(body: dict[str, Any]) -> Iterator[Slot]:
     """OpenAI's Responses API: `instructions` (the system prompt), `input` as a string (one user
     message) or as items: messages, function calls (their JSON `arguments`) and function call
     outputs. Reasoning items are the provider's own (encrypted or signed) and are left alone, as
-    Anthropic thinking blocks are; built-in tools' items carry no text the client wrote."""
+    Anthropic thinking blocks are; a built-in tool's output is read as a function's is (a
+    Responses provider takes those items as they are)."""
     if isinstance(body.get("instructions"), str):
         yield Slot(body, "instructions", "system")
+    prompt = body.get("prompt")  # a stored prompt's variables: the client's text, filled in by OpenAI
+    variables = prompt.get("variables") if isinstance(prompt, dict) else None
+    if isinstance(variables, dict):
+        for name, value in variables.items():
+            if isinstance(value, str):
+                yield Slot(variables, name, "user")
+            elif isinstance(value, dict) and value.get("type") == "input_text" and isinstance(value.get("text"), str):
+                yield Slot(value, "text", "user")
     items = body.get("input")
     if isinstance(items, str):
         yield Slot(body, "input", "user")
@@ -176,13 +189,15 @@ def _responses(body: dict[str, Any]) -> Iterator[Slot]:
                 yield from _responses_parts(item.get("content"), role)
         elif itype == "function_call" and isinstance(item.get("arguments"), str):
             yield Slot(item, "arguments", "assistant", json_text=True)
-        elif itype in ("function_call_output", "custom_tool_call_output"):
-            if isinstance(item.get("output"), str):
-                yield Slot(item, "output", "tool")
-            else:
-                yield from _responses_parts(item.get("output"), "tool")
         elif itype == "custom_tool_call" and isinstance(item.get("input"), str):
             yield Slot(item, "input", "assistant")
+        elif isinstance(item.get("output"), str):
+            # function and custom tool outputs, and the built-in tools' a Responses provider takes
+            # as they are (local_shell_call_output, apply_patch_call_output, mcp_call...): what a
+            # tool returned is the client's data, whatever tool it was
+            yield Slot(item, "output", "tool")
+        else:
+            yield from _responses_parts(item.get("output"), "tool")
 
 
 def slots(api: Api, body: dict[str, Any]) -> list[Slot]:

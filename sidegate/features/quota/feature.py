@@ -114,6 +114,10 @@ class QuotaFeature(Feature):
             actual = c.usage.total_tokens
         elif c.provider in ("cache", "gateway"):
             actual = 0  # answered by the gateway: no provider tokens
+        elif c.meta.get("endpoint") == EMBEDDINGS and 200 <= c.status < 300 and not c.aborted:
+            # Embedded, but the provider's answer carried no usage (some OpenAI-shaped servers
+            # leave it out): the input tokens counted at admission are what it spent.
+            actual = int(c.meta.get("quota", {}).get("prompt", 0))
         elif c.streamed and c.chunks > 0:
             # The client went away, or the provider's stream broke, before the provider's usage
             # arrived: prompt + one token per streamed content chunk (OpenAI-style deltas carry
