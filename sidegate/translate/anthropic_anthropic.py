@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sidegate.errors import Api, GatewayError
+from sidegate.errors import Api
 from sidegate.sse import SseParser
 from sidegate.translate.base import ProviderRequest, TranslateOptions, Usage
 from sidegate.translate.common import (
@@ -21,6 +21,7 @@ from sidegate.translate.common import (
     loads_object,
     looks_like_object,
     passthrough_error,
+    provider_object,
     sse_error_event,
 )
 from sidegate.translate.usage import ANTHROPIC_USAGE_KEYS, parse_anthropic_usage
@@ -93,9 +94,7 @@ class AnthropicAnthropic:
         return ProviderRequest("/v1/messages", dumps(out), {"anthropic-version": opts.anthropic_version})
 
     def response(self, body: bytes) -> tuple[bytes, Usage | None]:
-        obj = loads_object(body)
-        if obj is None:  # never hand the client a 200 with a broken body
-            raise GatewayError(502, "The provider returned an invalid (non-JSON) response.")
+        obj = provider_object(body)
         u = obj.get("usage")
         if not isinstance(u, dict):
             return body, None

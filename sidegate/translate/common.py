@@ -26,6 +26,7 @@ __all__ = [
     "need_str",
     "parse_provider_error",
     "passthrough_error",
+    "provider_object",
     "sse_error_event",
 ]
 
@@ -39,6 +40,15 @@ def loads_object(body: bytes) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return obj if isinstance(obj, dict) else None
+
+
+def provider_object(body: bytes) -> dict[str, Any]:
+    """A provider's 200 answer as a JSON object; anything else is the gateway's 502, never a 200
+    with a broken body handed to the client."""
+    obj = loads_object(body)
+    if obj is None:
+        raise GatewayError(502, "The provider returned an invalid (non-JSON) response.")
+    return obj
 
 
 def bad_param(param: str, message: str) -> GatewayError:

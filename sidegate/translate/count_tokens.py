@@ -13,7 +13,7 @@ from typing import Any
 from sidegate.errors import Api, GatewayError
 from sidegate.translate.anthropic_anthropic import AnthropicAnthropicStream
 from sidegate.translate.base import ProviderRequest, TranslateOptions, Usage
-from sidegate.translate.common import dumps, loads_object, passthrough_error
+from sidegate.translate.common import dumps, passthrough_error, provider_object
 
 __all__ = ["COUNT_TOKENS_UPSTREAM_PATH", "AnthropicCountTokens", "check_count_tokens_request"]
 
@@ -68,8 +68,7 @@ class AnthropicCountTokens:
         )
 
     def response(self, body: bytes) -> tuple[bytes, Usage | None]:
-        if loads_object(body) is None:  # never hand the client a 200 with a broken body
-            raise GatewayError(502, "The provider returned an invalid (non-JSON) response.")
+        provider_object(body)  # only checked: the count goes back to the client as it came
         return body, None
 
     def stream(self, *, client_wants_usage: bool) -> AnthropicAnthropicStream:

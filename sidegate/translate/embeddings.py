@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sidegate.errors import Api, GatewayError
-from sidegate.translate.base import ProviderRequest, TranslateOptions, Usage
-from sidegate.translate.common import dumps, is_int, loads_object, passthrough_error
-from sidegate.translate.openai_openai import OpenAIOpenAIStream
-from sidegate.translate.usage import parse_openai_usage
+from sidegate.errors import GatewayError
+from sidegate.translate.base import ProviderRequest, TranslateOptions
+from sidegate.translate.common import dumps, is_int
+from sidegate.translate.openai_openai import OpenAIOpenAI, OpenAIOpenAIStream
 
 __all__ = ["EMBEDDINGS_UPSTREAM_PATH", "MAX_INPUTS", "OpenAIEmbeddings", "check_embeddings_request"]
 
@@ -85,25 +84,15 @@ def _check_tokens(tokens: list[Any], param: str) -> None:
         raise _bad(f"'{param}' must hold non-negative integers (tokens) only.", param)
 
 
-class OpenAIEmbeddings:
-    """Pair: an embeddings client -> an OpenAI-shaped provider (same schema, model renamed)."""
-
-    inbound = Api.OPENAI
-    upstream = Api.OPENAI
+class OpenAIEmbeddings(OpenAIOpenAI):
+    """Pair: an embeddings client -> an OpenAI-shaped provider (same schema, model renamed). The
+    answer (usage in `usage`) and errors are the chat passthrough's; only the path and the stream
+    (never asked for) differ."""
 
     def request(self, body: dict[str, Any], *, model: str, opts: TranslateOptions) -> ProviderRequest:
         out = body if body.get("model") == model else {**body, "model": model}
         return ProviderRequest(EMBEDDINGS_UPSTREAM_PATH, dumps(out), {})
 
-    def response(self, body: bytes) -> tuple[bytes, Usage | None]:
-        obj = loads_object(body)
-        if obj is None:  # never hand the client a 200 with a broken body
-            raise GatewayError(502, "The provider returned an invalid (non-JSON) response.")
-        return body, parse_openai_usage(obj.get("usage"))
-
     def stream(self, *, client_wants_usage: bool) -> OpenAIOpenAIStream:
         """Embeddings are never streamed; a provider that streams anyway is relayed event by event."""
         return OpenAIOpenAIStream(client_wants_usage=True)
-
-    def error(self, status: int, body: bytes) -> tuple[int, bytes]:
-        return passthrough_error(Api.OPENAI, status, body)

@@ -10,18 +10,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sidegate.errors import Api, GatewayError
-from sidegate.sse import SseParser
+from sidegate.errors import Api
 from sidegate.translate.base import ProviderRequest, TranslateOptions, Usage
 from sidegate.translate.common import (
     MALFORMED_EVENT,
-    STREAM_TRUNCATED,
     dumps,
     loads_object,
     looks_like_object,
     passthrough_error,
+    provider_object,
     sse_error_event,
 )
+from sidegate.translate.passthrough import PassthroughStream
 from sidegate.translate.usage import parse_openai_usage
 
 __all__ = ["OpenAIOpenAI", "OpenAIOpenAIStream"]
@@ -29,19 +29,12 @@ __all__ = ["OpenAIOpenAI", "OpenAIOpenAIStream"]
 _USAGE_NULL = re.compile(rb'"usage"\s*:\s*null')
 
 
-class OpenAIOpenAIStream:
-    __slots__ = ("_done", "_parser", "_strip", "usage")
+class OpenAIOpenAIStream(PassthroughStream):
+    __slots__ = ("_strip",)
 
     def __init__(self, *, client_wants_usage: bool) -> None:
-        self._parser = SseParser()
+        super().__init__()
         self._strip = not client_wants_usage  # a usage chunk then came from force_upstream_usage
-        self._done = False
-        self.usage: Usage | None = None
-
-    @property
-    def done(self) -> bool:
-        """The terminal event (the provider's, or an error event) has been emitted."""
-        return self._done
 
     def feed(self, chunk: bytes) -> bytes:
         if self._done:
@@ -60,7 +53,7 @@ class OpenAIOpenAIStream:
                 continue  # an empty keep-alive event: clients cannot parse it, drop it
             elif not looks_like_object(data):  # never relay a broken event: end the stream cleanly
                 self._done = True
-                out.append(sse_error_event(Api.OPENAI, MALFORMED_EVENT, "server_error"))
+                out.append(self._error_event(MALFORMED_EVENT))
                 break
             elif b'"usage"' in data and b'"usage":null' not in data and not _USAGE_NULL.search(data):
                 obj = loads_object(data)
@@ -77,11 +70,8 @@ class OpenAIOpenAIStream:
             out.append(ev.raw)
         return out[0] if len(out) == 1 else b"".join(out)
 
-    def finish(self) -> bytes:
-        if self._done:
-            return b""
-        self._done = True
-        return sse_error_event(Api.OPENAI, STREAM_TRUNCATED, "server_error")
+    def _error_event(self, message: str) -> bytes:
+        return sse_error_event(Api.OPENAI, message, "server_error")
 
 
 class OpenAIOpenAI:
@@ -99,9 +89,7 @@ class OpenAIOpenAI:
         return ProviderRequest("/v1/chat/completions", dumps(out), {})
 
     def response(self, body: bytes) -> tuple[bytes, Usage | None]:
-        obj = loads_object(body)
-        if obj is None:  # never hand the client a 200 with a broken body
-            raise GatewayError(502, "The provider returned an invalid (non-JSON) response.")
+        obj = provider_object(body)
         return body, parse_openai_usage(obj.get("usage"))
 
     def stream(self, *, client_wants_usage: bool) -> OpenAIOpenAIStream:

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sidegate.errors import Api, GatewayError
-from sidegate.sse import SseParser, encode_event
+from sidegate.errors import Api
+from sidegate.sse import encode_event
 from sidegate.translate.base import ProviderRequest, TranslateOptions, Usage
 from sidegate.translate.codecs.responses.shapes import parse_responses_usage
 from sidegate.translate.common import (
     MALFORMED_EVENT,
-    STREAM_TRUNCATED,
     dumps,
     loads_object,
     looks_like_object,
     passthrough_error,
+    provider_object,
 )
+from sidegate.translate.passthrough import PassthroughStream
 
 __all__ = ["ResponsesResponses", "ResponsesResponsesStream", "responses_error_event"]
 
@@ -39,18 +40,12 @@ def responses_error_event(message: str, sequence_number: int, code: str = "serve
     return encode_event("error", dumps(body))
 
 
-class ResponsesResponsesStream:
-    __slots__ = ("_count", "_done", "_parser", "usage")
+class ResponsesResponsesStream(PassthroughStream):
+    __slots__ = ("_count",)
 
     def __init__(self) -> None:
-        self._parser = SseParser()
+        super().__init__()
         self._count = 0  # events forwarded: the provider numbers its events from 0, one by one
-        self._done = False
-        self.usage: Usage | None = None
-
-    @property
-    def done(self) -> bool:
-        return self._done
 
     def feed(self, chunk: bytes) -> bytes:
         if self._done:
@@ -65,7 +60,7 @@ class ResponsesResponsesStream:
                 continue  # an empty keep-alive event: clients cannot parse it, drop it
             if not looks_like_object(data):
                 self._done = True
-                out.append(responses_error_event(MALFORMED_EVENT, self._count))
+                out.append(self._error_event(MALFORMED_EVENT))
                 break
             obj = None
             kind = ev.event  # OpenAI names every event in its `event:` line: no parse for most
@@ -87,11 +82,8 @@ class ResponsesResponsesStream:
                 break
         return out[0] if len(out) == 1 else b"".join(out)
 
-    def finish(self) -> bytes:
-        if self._done:
-            return b""
-        self._done = True
-        return responses_error_event(STREAM_TRUNCATED, self._count)
+    def _error_event(self, message: str) -> bytes:
+        return responses_error_event(message, self._count)
 
 
 class ResponsesResponses:
@@ -103,9 +95,7 @@ class ResponsesResponses:
         return ProviderRequest("/v1/responses", dumps(out), {})
 
     def response(self, body: bytes) -> tuple[bytes, Usage | None]:
-        obj = loads_object(body)
-        if obj is None:  # never hand the client a 200 with a broken body
-            raise GatewayError(502, "The provider returned an invalid (non-JSON) response.")
+        obj = provider_object(body)
         parsed = parse_responses_usage(obj.get("usage"))
         return body, (parsed[0] if parsed is not None else None)
 

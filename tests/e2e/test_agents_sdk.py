@@ -13,18 +13,12 @@ from collections.abc import Iterator
 import agents
 import openai
 import pytest
+from responses_helpers import local_chat_provider
 
 pytestmark = pytest.mark.e2e
 
 STACK_EXTRA = {
-    "providers": {
-        "local": {
-            "api": "openai",
-            "base_url": "FAKE_OPENAI",
-            "api_key_env": "E2E_OPENAI_KEY",
-            "responses": False,
-        }
-    },
+    "providers": {"local": local_chat_provider()},
     "models": {"local-model": {"routes": [{"provider": "local"}]}},
 }
 KINDS = {"gpt-4o-mini": ("fake_openai", "/v1/responses"), "local-model": ("fake_openai", "/v1/chat/completions"),

@@ -9,38 +9,28 @@ Lanes and quota: tests/e2e/test_responses_lanes.py."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
 import openai
 import pytest
-from harness import ANTHROPIC_PROVIDER_KEY, FRONT_SERVICES, OPENAI_PROVIDER_KEY, Stack, front_stack
+from harness import ANTHROPIC_PROVIDER_KEY, OPENAI_PROVIDER_KEY, Stack
 from pydantic import BaseModel
+from responses_helpers import FALLBACK_MODEL, WEATHER_TOOL, front_gateway, local_chat_provider, oai
 
 pytestmark = pytest.mark.e2e
 
 EXTRA: dict[str, Any] = {
     "providers": {
         # The same fake, reached as an OpenAI-shaped server without the Responses API...
-        "local": {
-            "api": "openai",
-            "base_url": "FAKE_OPENAI",
-            "api_key_env": "E2E_OPENAI_KEY",
-            "responses": False,
-        },
+        "local": local_chat_provider(),
         # ...and as an OpenAI endpoint spoken to only through the Responses API.
         "oai-responses": {"api": "responses", "base_url": "FAKE_OPENAI", "api_key_env": "E2E_OPENAI_KEY"},
     },
     "models": {
         "local-model": {"routes": [{"provider": "local"}]},
         "resp-only": {"routes": [{"provider": "oai-responses"}]},
-        "fallback": {
-            "routes": [
-                {"provider": "openai"},
-                {"provider": "anthropic", "model": "claude-3-5-haiku-20241022"},
-            ]
-        },
+        "fallback": FALLBACK_MODEL,
     },
 }
 KINDS = {
@@ -50,24 +40,9 @@ KINDS = {
     "claude-haiku": ("fake_anthropic", "/v1/messages", "x-api-key", ANTHROPIC_PROVIDER_KEY),
 }
 PROVIDER = {"gpt-4o-mini": "openai", "local-model": "local", "claude-haiku": "anthropic"}
-WEATHER_TOOL = {
-    "type": "function",
-    "name": "get_weather",
-    "description": "The weather in a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    "strict": False,
-}
 
 
-@pytest.fixture(scope="module", params=sorted(FRONT_SERVICES))
-def gw(request, tmp_path_factory, fake_openai, fake_anthropic) -> Iterator[Stack]:
-    yield from front_stack(
-        request.param, tmp_path_factory.mktemp("stack"), fake_openai.url, fake_anthropic.url, EXTRA
-    )
-
-
-def oai(gw: Stack, who: str = "acme") -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.base_url + "/v1", api_key=gw.keys[who].key, max_retries=0)
+gw = front_gateway(EXTRA)
 
 
 def provider_request(request: pytest.FixtureRequest, model: str) -> Any:

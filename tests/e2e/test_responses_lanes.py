@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import httpx
-import openai
 import pytest
-from harness import FRONT_SERVICES, OPENAI_PROVIDER_KEY, Stack, front_stack
+from harness import OPENAI_PROVIDER_KEY, Stack
+from responses_helpers import front_gateway, oai
 
 pytestmark = pytest.mark.e2e
 
@@ -22,15 +21,7 @@ pytestmark = pytest.mark.e2e
 EXTRA = {"tenants": {"globex": {"quota": {"limits": {"tpm": 100000}}}}, "responses": {"store": False}}
 
 
-@pytest.fixture(scope="module", params=sorted(FRONT_SERVICES))
-def gw(request, tmp_path_factory, fake_openai, fake_anthropic) -> Iterator[Stack]:
-    yield from front_stack(
-        request.param, tmp_path_factory.mktemp("stack"), fake_openai.url, fake_anthropic.url, EXTRA
-    )
-
-
-def oai(gw: Stack, who: str = "acme") -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.base_url + "/v1", api_key=gw.keys[who].key, max_retries=0)
+gw = front_gateway(EXTRA)
 
 
 def front(gw: Stack) -> str:

@@ -8,38 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import agents
 import httpx
 import openai
 import pytest
-from harness import FRONT_SERVICES, Stack, front_stack
+from harness import Stack
+from responses_helpers import FALLBACK_MODEL, WEATHER_TOOL, front_gateway, oai
 
 pytestmark = pytest.mark.e2e
 
 EXTRA: dict[str, Any] = {
     "models": {
-        "fallback": {
-            "routes": [
-                {"provider": "openai"},
-                {"provider": "anthropic", "model": "claude-3-5-haiku-20241022"},
-            ]
-        },
+        "fallback": FALLBACK_MODEL,
     },
 }
 
 
-@pytest.fixture(scope="module", params=sorted(FRONT_SERVICES))
-def gw(request, tmp_path_factory, fake_openai, fake_anthropic) -> Iterator[Stack]:
-    yield from front_stack(
-        request.param, tmp_path_factory.mktemp("stack"), fake_openai.url, fake_anthropic.url, EXTRA
-    )
-
-
-def oai(gw: Stack, who: str = "acme") -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.base_url + "/v1", api_key=gw.keys[who].key, max_retries=0)
+gw = front_gateway(EXTRA)
 
 
 def texts(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -243,15 +230,6 @@ def test_a_kept_answer_takes_a_per_try_lane_and_store_false_goes_direct(gw: Stac
     assert len(fake_openai.requests[-1].json["input"]) == 3
 
 
-WEATHER_TOOL = {
-    "type": "function",
-    "name": "get_weather",
-    "description": "The weather in a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    "strict": False,
-}
-
-
 def test_a_tool_round_trip_continued_by_id_on_another_provider(
     gw: Stack, fake_openai, fake_anthropic
 ) -> None:
@@ -321,7 +299,9 @@ def test_the_agents_sdk_chains_its_turns_by_id(gw: Stack, fake_openai, fake_anth
         asyncio.run(client.close())
 
 
-def test_the_guard_redacts_the_whole_conversation_and_keeps_what_the_client_wrote(gw: Stack, fake_openai) -> None:
+def test_the_guard_redacts_the_whole_conversation_and_keeps_what_the_client_wrote(
+    gw: Stack, fake_openai
+) -> None:
     """The feature runs before the guard: the provider sees placeholders for the earlier turns'
     PII too, while the kept conversation is the client's own words (what it listed and sent)."""
     client = oai(gw)

@@ -22,13 +22,14 @@ from typing import Any
 import orjson
 
 from sidegate.features.guard.restore import (
-    PLACEHOLDER,
     StreamRestorer,
     json_escaped,
+    restore_body,
     restore_obj,
     restore_text,
 )
 from sidegate.sse import SseEvent, SseParser, encode_event
+from sidegate.translate.common import loads_object
 
 __all__ = ["ResponsesSseRestorer", "restore_response", "restore_responses_body"]
 
@@ -81,16 +82,7 @@ def restore_response(obj: Any, mapping: dict[str, str]) -> Any:
 def restore_responses_body(body: bytes, mapping: dict[str, str]) -> bytes:
     """A non-streaming Responses answer with placeholders restored; bodies without any placeholder
     are returned as they are (no re-serialisation)."""
-    if not mapping or b"<" not in body:
-        return body
-    text = body.decode("utf-8", "replace")
-    if PLACEHOLDER.search(text) is None:
-        return body
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return restore_text(text, mapping).encode()
-    return orjson.dumps(restore_response(obj, mapping))
+    return restore_body(body, mapping, restore_response)
 
 
 class _Channel:
@@ -177,11 +169,8 @@ class ResponsesSseRestorer:
             return ev.raw
         if not self._shift and b"<" not in data and b"\\u003c" not in data and not self._pending():
             return ev.raw
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return ev.raw
-        if not isinstance(obj, dict):
+        obj = loads_object(data)
+        if obj is None:
             return ev.raw
         etype = obj.get("type")
         seq = obj.get("sequence_number")

@@ -8,6 +8,7 @@ on every turn (which also keeps provider prompt caches warm).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -98,8 +99,11 @@ def restore_obj(obj: Any, mapping: dict[str, str]) -> Any:
     return walk(obj, None, 0)
 
 
-def restore_body(body: bytes, mapping: dict[str, str]) -> bytes:
-    """A non-streaming JSON response body (client format) with placeholders restored.
+def restore_body(
+    body: bytes, mapping: dict[str, str], restore: Callable[[Any, dict[str, str]], Any] = restore_obj
+) -> bytes:
+    """A non-streaming JSON response body (client format) with placeholders restored by ``restore``
+    (every string by default; the Responses API passes one that spares reasoning items).
 
     Bodies without any placeholder are returned as is (no re-serialisation)."""
     if not mapping or b"<" not in body:
@@ -111,7 +115,7 @@ def restore_body(body: bytes, mapping: dict[str, str]) -> bytes:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:
         return restore_text(text, mapping).encode()
-    return orjson.dumps(restore_obj(obj, mapping))
+    return orjson.dumps(restore(obj, mapping))
 
 
 class StreamRestorer:

@@ -17,6 +17,7 @@ import orjson
 from sidegate.errors import Api
 from sidegate.features.guard.restore import StreamRestorer, json_escaped
 from sidegate.sse import SseEvent, SseParser, encode_event
+from sidegate.translate.common import loads_object
 
 _Key = tuple[Any, ...]
 
@@ -76,11 +77,8 @@ class SseRestorer:
             return ev.raw
         if b"<" not in data and b"\\u003c" not in data and not self._pending():
             return ev.raw
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return ev.raw
-        if not isinstance(obj, dict):
+        obj = loads_object(data)
+        if obj is None:
             return ev.raw
         if self.api is Api.ANTHROPIC:
             return self._anthropic(ev, obj)

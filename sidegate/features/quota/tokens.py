@@ -171,20 +171,25 @@ class TokenCounter:
         texts = [item for item in items if isinstance(item, str)]
         return tokens + round(self._encode_len(enc, texts) * factor)
 
-    def _openai_content(self, content: Any, texts: list[str]) -> int:
+    def _openai_content(self, content: Any, texts: list[str], *, responses: bool = False) -> int:
+        """A chat message's or Responses message item's ``content``: a string, or parts whose text
+        is encoded, images count ``image_tokens`` and anything else its JSON. The two APIs name the
+        parts apart: chat ``text`` / ``image_url`` (untyped parts skipped), Responses any part with
+        a ``text`` (``input_text``, ``output_text``) / ``input_image``."""
         if isinstance(content, str):
             texts.append(content)
             return 0
+        image = "input_image" if responses else "image_url"
         extra = 0
         for part in content if isinstance(content, list) else []:
             if not isinstance(part, dict):
                 continue
             kind = part.get("type")
-            if kind == "text":
+            if ("text" in part) if responses else kind == "text":
                 texts.append(str(part.get("text", "")))
-            elif kind == "image_url":
+            elif kind == image:
                 extra += self.config.image_tokens
-            elif kind is not None:
+            elif responses or kind is not None:
                 texts.append(_json(part))
         return extra
 
@@ -213,21 +218,7 @@ class TokenCounter:
         kind = item.get("type", "message")
         if kind == "message":
             texts.append(str(item.get("role", "")))
-            content = item.get("content")
-            if isinstance(content, str):
-                texts.append(content)
-                return 0
-            extra = 0
-            for part in content if isinstance(content, list) else []:
-                if not isinstance(part, dict):
-                    continue
-                if "text" in part:  # input_text, output_text
-                    texts.append(str(part["text"]))
-                elif part.get("type") == "input_image":
-                    extra += self.config.image_tokens
-                else:
-                    texts.append(_json(part))
-            return extra
+            return self._openai_content(item.get("content"), texts, responses=True)
         if kind == "function_call":
             texts.append(str(item.get("name", "")))
             texts.append(str(item.get("arguments", "")))

@@ -6,7 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 from sidegate.errors import Api
-from sidegate.translate.common import bad_param, is_int, is_number, sse_error_event
+from sidegate.sse import SseParser
+from sidegate.translate.base import Usage
+from sidegate.translate.codecs.form import Event, Failure
+from sidegate.translate.common import (
+    MALFORMED_EVENT,
+    bad_param,
+    is_int,
+    is_number,
+    loads_object,
+    sse_error_event,
+)
 
 
 def check_sampling(body: dict[str, Any], out: dict[str, Any]) -> None:
@@ -35,3 +45,36 @@ def stream_error(api: Api, message: str, kind: str) -> bytes:
     """The terminal error event in the client's streaming format; ``kind`` is the form's
     (``server``, ``rate_limit``, ``invalid_request``), named alike by both APIs but for ``server``."""
     return sse_error_event(api, message, None if kind == "server" else kind + "_error")
+
+
+class JsonEventDecoder:
+    """The SSE loop of a provider stream whose every event is one JSON object (Messages, Responses):
+    blank events skipped, a non-object ends the stream with a failure, and ``_event`` (the API's own
+    part) maps each object to form events until it sets ``done``."""
+
+    __slots__ = ("_parser", "done", "usage")
+
+    def __init__(self) -> None:
+        self._parser = SseParser()
+        self.done = False
+        self.usage: Usage | None = None
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        out: list[Event] = []
+        if self.done:
+            return out
+        for ev in self._parser.feed(chunk):
+            if not ev.data.strip():
+                continue
+            data = loads_object(ev.data)
+            if data is None:
+                self.done = True
+                out.append(Failure(MALFORMED_EVENT))
+                break
+            self._event(data, out)
+            if self.done:
+                break
+        return out
+
+    def _event(self, data: dict[str, Any], out: list[Event]) -> None:
+        raise NotImplementedError

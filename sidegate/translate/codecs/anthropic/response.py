@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sidegate.errors import Api
-from sidegate.sse import SseParser, encode_event
+from sidegate.sse import encode_event
 from sidegate.translate.base import Usage
 from sidegate.translate.codecs.form import (
     END,
@@ -28,9 +28,8 @@ from sidegate.translate.codecs.form import (
     ToolStart,
     UsageUpdate,
 )
-from sidegate.translate.codecs.util import stream_error
+from sidegate.translate.codecs.util import JsonEventDecoder, stream_error
 from sidegate.translate.common import (
-    MALFORMED_EVENT,
     STREAM_TRUNCATED,
     as_count,
     as_dict,
@@ -38,7 +37,6 @@ from sidegate.translate.common import (
     as_str,
     dumps,
     is_int,
-    loads_object,
 )
 from sidegate.translate.usage import (
     ANTHROPIC_USAGE_KEYS,
@@ -150,37 +148,18 @@ def encode_response(resp: Response, created: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- streams
 
 
-class AnthropicStreamDecoder:
+class AnthropicStreamDecoder(JsonEventDecoder):
     """Messages SSE -> form events. Tool calls are renumbered by call (not by content block), the
     form's index; usage counters are cumulative, so each update carries the full usage so far."""
 
-    __slots__ = ("_blocks", "_ntools", "_parser", "_raw", "_thinking", "done", "usage")
+    __slots__ = ("_blocks", "_ntools", "_raw", "_thinking")
 
     def __init__(self) -> None:
-        self._parser = SseParser()
+        super().__init__()
         self._raw: dict[str, int] = {}
         self._blocks: dict[int, int] = {}  # content block index -> tool call index
         self._ntools = 0
         self._thinking: int | None = None
-        self.done = False
-        self.usage: Usage | None = None
-
-    def feed(self, chunk: bytes) -> list[Event]:
-        out: list[Event] = []
-        if self.done:
-            return out
-        for ev in self._parser.feed(chunk):
-            if not ev.data.strip():
-                continue
-            data = loads_object(ev.data)
-            if data is None:
-                self.done = True
-                out.append(Failure(MALFORMED_EVENT))
-                break
-            self._event(data, out)
-            if self.done:
-                break
-        return out
 
     def _usage(self, u: dict[str, Any]) -> UsageUpdate:
         raw = self._raw

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sidegate.sse import SseParser
-from sidegate.translate.base import Usage
 from sidegate.translate.codecs.form import (
     END,
     Event,
@@ -20,14 +18,13 @@ from sidegate.translate.codecs.form import (
     UsageUpdate,
 )
 from sidegate.translate.codecs.responses.shapes import parse_responses_usage
+from sidegate.translate.codecs.util import JsonEventDecoder
 from sidegate.translate.common import (
-    MALFORMED_EVENT,
     STREAM_TRUNCATED,
     as_dict,
     as_list,
     as_str,
     is_int,
-    loads_object,
 )
 
 _KINDS = {
@@ -38,33 +35,14 @@ _KINDS = {
 _KINDS["invalid_request_error"] = "invalid_request"
 
 
-class ResponsesStreamDecoder:
-    __slots__ = ("_parser", "_stop", "_streamed", "_tools", "done", "usage")
+class ResponsesStreamDecoder(JsonEventDecoder):
+    __slots__ = ("_stop", "_streamed", "_tools")
 
     def __init__(self) -> None:
-        self._parser = SseParser()
+        super().__init__()
         self._tools: dict[int, int] = {}  # output_index -> form tool index
         self._streamed: set[Any] = set()  # output indexes whose content came as deltas
         self._stop = "end"
-        self.done = False
-        self.usage: Usage | None = None
-
-    def feed(self, chunk: bytes) -> list[Event]:
-        out: list[Event] = []
-        if self.done:
-            return out
-        for ev in self._parser.feed(chunk):
-            if not ev.data.strip():
-                continue
-            data = loads_object(ev.data)
-            if data is None:
-                self.done = True
-                out.append(Failure(MALFORMED_EVENT))
-                break
-            self._event(data, out)
-            if self.done:
-                break
-        return out
 
     def _event(self, data: dict[str, Any], out: list[Event]) -> None:
         kind = data.get("type")
