@@ -279,7 +279,9 @@ class ProviderTry:
         if self.collect_tail and self.streaming:  # only the last event matters: drop the ones before it
             self.collected += out
             end = len(self.collected) - 2 if self.collected.endswith(b"\n\n") else len(self.collected)
-            del self.collected[: self.collected.rfind(b"\n\n", 0, end) + 2]
+            cut = self.collected.rfind(b"\n\n", 0, end)
+            if cut >= 0:  # no separator: one event so far, nothing before it to drop
+                del self.collected[: cut + 2]
             if len(self.collected) <= self.collect_limit:
                 return
         self.collect = False  # too large to keep

@@ -126,3 +126,13 @@ def test_a_last_event_larger_than_the_bound_keeps_nothing() -> None:
     t = stage(kept).start_try({"api": "openai", "model": "gpt-4o", "keep_it": True}, "provider.openai", 1)
     streamed(t, [event(1), b"event: e\ndata: " + b"y" * 300 + b"\n\n"])
     assert kept.filled == []
+
+
+def test_a_first_event_one_byte_over_the_bound_is_dropped_whole_never_cut() -> None:
+    """With no event separator yet there is nothing before the event to drop: the tail is not cut
+    by one byte to fit the bound (it would keep a corrupted event)."""
+    first = event(1)
+    kept = Recorder("kept", "keep_it", tail=True, bound=len(first) - 1)
+    t = stage(kept).start_try({"api": "openai", "model": "gpt-4o", "keep_it": True}, "provider.openai", 1)
+    streamed(t, [first[:-2], first[-2:]])
+    assert kept.filled == [] and not t.collect
