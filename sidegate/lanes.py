@@ -16,22 +16,6 @@ def direct_provider(p: ProviderConfig) -> bool:
     return one_key and not p.api_key_envs and not p.path_prefix and not p.query
 
 
-def direct_chain(cfg: SidegateConfig, model: str, start: int) -> Api | None:
-    """The client API whose requests for `model` (chain from priority group `start`) may take the
-    direct lane, or None when some provider of that chain needs the per-try stage."""
-    m = cfg.models.get(model)
-    if m is None:
-        return None
-    apis = set()
-    for group in m.groups()[start:]:
-        for r in group:
-            p = cfg.providers[r.provider]
-            if not direct_provider(p) or (r.model is not None and r.model != model):
-                return None
-            apis.add(p.api)
-    return apis.pop() if len(apis) == 1 else None
-
-
 def direct_apis(cfg: SidegateConfig, model: str, start: int) -> frozenset[Api]:
     """The client APIs whose requests for `model` (chain from priority group `start`) may take the
     direct lane: those every provider of that chain takes as is (`ProviderConfig.upstream_api`).

@@ -5,7 +5,6 @@ sidegate/bootstrap/limits.py, a ~1.6 MB answer through the per-try ext_proc kill
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterator
 
@@ -14,6 +13,7 @@ import httpx
 import openai
 import pytest
 from harness import Stack, front_stack
+from large_helpers import ant, digest, oai, varied_text
 
 pytestmark = pytest.mark.e2e
 
@@ -50,24 +50,6 @@ def _assert_envoy_alive(stack: Stack, pid: int) -> None:
     assert httpx.get(stack.admin_url + "/ready", timeout=5).status_code == 200
 
 
-def _content(n: int) -> str:
-    """n characters that are not all alike (a truncated or reordered body changes the hash)."""
-    block = "".join(chr(ord("a") + i % 26) for i in range(1000)) + "\n"
-    return (block * (n // len(block) + 1))[:n]
-
-
-def _digest(s: str) -> str:
-    return hashlib.sha256(s.encode()).hexdigest()
-
-
-def oai(stack: Stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.keys["acme"].key, max_retries=0, timeout=60)
-
-
-def ant(stack: Stack) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=stack.base_url, api_key=stack.keys["acme"].key, max_retries=0, timeout=60)
-
-
 @pytest.mark.parametrize(
     "model,size",
     [
@@ -83,14 +65,14 @@ def ant(stack: Stack) -> anthropic.Anthropic:
 )
 def test_openai_client_gets_the_whole_answer(big, fake_openai, fake_anthropic, model, size):
     pid = _envoy_pid(big)
-    text = _content(size)
+    text = varied_text(size)
     fake = fake_anthropic if model.startswith("claude") else fake_openai
     fake.script([{"content": text}])
     raw = oai(big).chat.completions.with_raw_response.create(model=model, messages=MSG)
     r = raw.parse()
     assert raw.http_response.status_code == 200
     got = r.choices[0].message.content or ""
-    assert len(got) == size and _digest(got) == _digest(text)
+    assert len(got) == size and digest(got) == digest(text)
     assert r.usage is not None and r.usage.total_tokens > 0
     _assert_envoy_alive(big, pid)
 
@@ -100,11 +82,11 @@ def test_anthropic_client_gets_the_whole_answer(big, fake_anthropic, model):
     """Anthropic client and provider: the direct lane, and with a provider-side model name the
     per-try stage (or the try lane)."""
     pid = _envoy_pid(big)
-    text = _content(8_000_000)
+    text = varied_text(8_000_000)
     fake_anthropic.script([{"content": text}])
     r = ant(big).messages.create(model=model, max_tokens=50, messages=MSG)
     got = "".join(b.text for b in r.content if b.type == "text")
-    assert len(got) == len(text) and _digest(got) == _digest(text)
+    assert len(got) == len(text) and digest(got) == digest(text)
     _assert_envoy_alive(big, pid)
 
 
@@ -112,7 +94,7 @@ def test_anthropic_client_gets_the_whole_answer(big, fake_anthropic, model):
 def test_answer_over_the_limit_is_a_502_in_openai_format(big, fake_openai, fake_anthropic, model):
     pid = _envoy_pid(big)
     fake = fake_anthropic if model.startswith("claude") else fake_openai
-    fake.script([{"content": _content(LIMIT + 64 * 1024)}])
+    fake.script([{"content": varied_text(LIMIT + 64 * 1024)}])
     with pytest.raises(openai.APIStatusError) as exc:
         oai(big).chat.completions.create(model=model, messages=MSG)
     assert exc.value.status_code == 502
@@ -128,7 +110,7 @@ def test_answer_over_the_limit_is_a_502_in_openai_format(big, fake_openai, fake_
 @pytest.mark.parametrize("model", ["claude-direct", "claude-haiku"])
 def test_answer_over_the_limit_is_a_502_in_anthropic_format(big, fake_anthropic, model):
     pid = _envoy_pid(big)
-    fake_anthropic.script([{"content": _content(LIMIT + 64 * 1024)}])
+    fake_anthropic.script([{"content": varied_text(LIMIT + 64 * 1024)}])
     with pytest.raises(anthropic.APIStatusError) as exc:
         ant(big).messages.create(model=model, max_tokens=50, messages=MSG)
     assert exc.value.status_code == 502
@@ -140,7 +122,7 @@ def test_answer_over_the_limit_is_a_502_in_anthropic_format(big, fake_anthropic,
 
 def test_large_answer_fills_the_cache_and_is_served_from_it(big, fake_openai):
     pid = _envoy_pid(big)
-    text = _content(4_000_000)
+    text = varied_text(4_000_000)
     fake_openai.script([{"content": text, "times": -1}])  # every miss before the fill lands gets it too
     q = [{"role": "user", "content": f"large cache fill {big.workdir.name}"}]
     first = oai(big).chat.completions.with_raw_response.create(model="gpt-4o-cached", messages=q)
@@ -152,14 +134,14 @@ def test_large_answer_fills_the_cache_and_is_served_from_it(big, fake_openai):
         time.sleep(0.1)
     assert again.headers.get("x-sidegate-cache", "").startswith("hit"), "the large answer was not cached"
     got = again.parse().choices[0].message.content or ""
-    assert _digest(got) == _digest(text)
+    assert digest(got) == digest(text)
     _assert_envoy_alive(big, pid)
 
 
 def test_large_stream_still_flows(big, fake_openai):
     """Streams are not buffered: a stream larger than a small limit still arrives event by event."""
     pid = _envoy_pid(big)
-    text = _content(3_000_000)
+    text = varied_text(3_000_000)
     fake_openai.script([{"content": text, "chunks": 300}])
     parts = []
     with oai(big).chat.completions.create(model="gpt-4o", messages=MSG, stream=True) as stream:
@@ -167,7 +149,7 @@ def test_large_stream_still_flows(big, fake_openai):
             if chunk.choices and chunk.choices[0].delta.content:
                 parts.append(chunk.choices[0].delta.content)
     got = "".join(parts)
-    assert len(parts) > 100 and _digest(got) == _digest(text)
+    assert len(parts) > 100 and digest(got) == digest(text)
     _assert_envoy_alive(big, pid)
 
 
@@ -195,13 +177,13 @@ def test_large_answer_to_a_redacted_prompt(big, fake_openai):
     request leaves the direct lane for the per-try stage (or the try lane), whole answer still."""
     pid = _envoy_pid(big)
     email = "jane.doe@example.com"
-    text = _content(8_000_000) + f" {{{email}}}"
+    text = varied_text(8_000_000) + f" {{{email}}}"
     fake_openai.script([{"content": text}])
     msgs = [{"role": "user", "content": f"My email is {email}. Write a lot."}]
     raw = oai(big).chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=msgs)
     assert email not in fake_openai.requests[-1].json["messages"][0]["content"]
     got = raw.parse().choices[0].message.content or ""
-    assert _digest(got) == _digest(text)
+    assert digest(got) == digest(text)
     _assert_envoy_alive(big, pid)
 
 
@@ -210,7 +192,7 @@ def test_several_large_answers_at_once(big, fake_openai):
     from concurrent.futures import ThreadPoolExecutor
 
     pid = _envoy_pid(big)
-    text = _content(8_000_000)
+    text = varied_text(8_000_000)
     fake_openai.script([{"content": text, "times": 4}])
 
     def one(_: int) -> str:
@@ -218,5 +200,5 @@ def test_several_large_answers_at_once(big, fake_openai):
 
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(one, range(4)))
-    assert [_digest(g) for g in got] == [_digest(text)] * 4
+    assert [digest(g) for g in got] == [digest(text)] * 4
     _assert_envoy_alive(big, pid)

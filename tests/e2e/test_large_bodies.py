@@ -7,7 +7,6 @@ format, whether the client declared its length or not. docs/architecture.md, "Li
 from __future__ import annotations
 
 import base64
-import hashlib
 import random
 import socket
 import time
@@ -21,6 +20,7 @@ import openai
 import orjson
 import pytest
 from harness import Stack, front_stack
+from large_helpers import ant, digest, oai, varied_text
 
 pytestmark = pytest.mark.e2e
 
@@ -45,21 +45,8 @@ def image() -> str:
 
 @cache
 def text() -> str:
-    """A 20 MiB answer whose characters are not all alike (a cut or reordered body changes the hash)."""
-    block = "".join(chr(ord("a") + i % 26) for i in range(1000)) + "\n"
-    return (block * (SIZE // len(block) + 1))[:SIZE]
-
-
-def _digest(s: str) -> str:
-    return hashlib.sha256(s.encode()).hexdigest()
-
-
-def oai(stack: Stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.keys["acme"].key, max_retries=0, timeout=60)
-
-
-def ant(stack: Stack) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=stack.base_url, api_key=stack.keys["acme"].key, max_retries=0, timeout=60)
+    """A 20 MiB answer (computed once for the module)."""
+    return varied_text(SIZE)
 
 
 def _openai_image_message() -> list[dict[str, object]]:
@@ -113,7 +100,7 @@ def test_openai_client_20_mib_image_request_and_20_mib_answer(gw, fake_openai, f
     raw = oai(gw).chat.completions.with_raw_response.create(model=model, messages=_openai_image_message())  # type: ignore[arg-type]
     assert raw.http_response.status_code == 200
     got = raw.parse().choices[0].message.content or ""
-    assert len(got) == SIZE and _digest(got) == _digest(text())
+    assert len(got) == SIZE and digest(got) == digest(text())
     assert _sent_image(fake.requests[-1].json, provider) == image()
     assert (gw.stat(cluster) or 0) == tries + 1, f"not the {lane} lane"
     _assert_envoy_alive(gw)
@@ -128,7 +115,7 @@ def test_anthropic_client_20_mib_image_request_and_20_mib_answer(gw, fake_anthro
     tries = gw.stat(cluster) or 0
     r = ant(gw).messages.create(model=model, max_tokens=50, messages=_anthropic_image_message())  # type: ignore[arg-type]
     got = "".join(b.text for b in r.content if b.type == "text")
-    assert len(got) == SIZE and _digest(got) == _digest(text())
+    assert len(got) == SIZE and digest(got) == digest(text())
     assert _sent_image(fake_anthropic.requests[-1].json, "anthropic") == image()
     assert (gw.stat(cluster) or 0) == tries + 1, f"not the {lane} lane"
 
@@ -151,7 +138,7 @@ def test_20_mib_streamed_answer_translated(gw, fake_anthropic):
             if chunk.choices and chunk.choices[0].delta.content:
                 parts.append(chunk.choices[0].delta.content)
     got = "".join(parts)
-    assert len(parts) >= 100 and _digest(got) == _digest(text())
+    assert len(parts) >= 100 and digest(got) == digest(text())
 
 
 def test_a_slow_sender_and_a_slow_reader_complete(gw, fake_openai):
@@ -176,7 +163,7 @@ def test_a_slow_sender_and_a_slow_reader_complete(gw, fake_openai):
             got += piece
             time.sleep(0.003)
     assert r.status_code == 200
-    assert _digest(orjson.loads(got)["choices"][0]["message"]["content"]) == _digest(text())
+    assert digest(orjson.loads(got)["choices"][0]["message"]["content"]) == digest(text())
     _assert_envoy_alive(gw)
 
 

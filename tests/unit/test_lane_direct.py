@@ -45,12 +45,13 @@ def cfg(**services: object) -> config.SidegateConfig:
 
 def test_direct_chains():
     c = cfg()
-    assert lanes.direct_chain(c, "gpt-4o-mini", 0) is Api.OPENAI
-    assert lanes.direct_chain(c, "claude", 0) is Api.ANTHROPIC
+    both = frozenset({Api.OPENAI, Api.RESPONSES})  # an OpenAI provider serves Responses by default
+    assert lanes.direct_apis(c, "gpt-4o-mini", 0) == both
+    assert lanes.direct_apis(c, "claude", 0) == {Api.ANTHROPIC}
     for model in ("alias", "mixed", "prefixed", "pooled"):
-        assert lanes.direct_chain(c, model, 0) is None, model
+        assert lanes.direct_apis(c, model, 0) == frozenset(), model
     # From its second group on, the chain is direct (the breaker may start there).
-    assert lanes.direct_chain(c, "tail", 0) is None and lanes.direct_chain(c, "tail", 1) is Api.OPENAI
+    assert lanes.direct_apis(c, "tail", 0) == frozenset() and lanes.direct_apis(c, "tail", 1) == both
 
 
 def test_bootstrap_has_direct_clusters_and_routes_without_secrets():
