@@ -69,11 +69,11 @@ class QuotaFeature(Feature):
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         m = ctx.model_config
-        if ctx.endpoint == EMBEDDINGS:  # input tokens only: an embedding generates none
-            prompt = await self._count_embeddings(ctx)
+        embeddings = ctx.endpoint == EMBEDDINGS
+        prompt = await self.counter.count_async(ctx.api, ctx.body, len(ctx.raw_body), embeddings=embeddings)
+        if embeddings:  # input tokens only: an embedding generates none
             tokens = prompt
         else:
-            prompt = await self.counter.count_async(ctx.api, ctx.body, len(ctx.raw_body))
             default_out = m.default_max_tokens if m is not None else self.policy.default_max_output_tokens
             tokens = prompt + max_output_tokens(ctx.body, default_out)
         scopes = build_scopes(ctx.tenant, self.tenants.get(ctx.tenant), key_id=ctx.key_id, model=ctx.model,
@@ -95,13 +95,6 @@ class QuotaFeature(Feature):
                 q["bucket"] = r.bucket
             ctx.meta["quota"] = q
         return None
-
-    async def _count_embeddings(self, ctx: RequestContext) -> int:
-        """A batch of inputs can be large (RAG ingestion): counted in a worker thread past the
-        tokenizer's size bound, as a large prompt is."""
-        if len(ctx.raw_body) > self.counter.config.thread_above_bytes:
-            return await asyncio.to_thread(self.counter.embeddings_input, ctx.body)
-        return self.counter.embeddings_input(ctx.body)
 
     def on_complete(self, c: Completion) -> None:
         """Settles the reservation once, when the request's outcome is known."""

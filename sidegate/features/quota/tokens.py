@@ -125,12 +125,15 @@ class TokenCounter:
             estimated += math.ceil(rest * (exact_tokens / exact_chars if exact_chars else 0.25))
         return exact_tokens + estimated
 
-    async def count_async(self, api: Api, body: dict[str, Any], body_bytes: int) -> int:
-        """:meth:`count`, in a worker thread when the body is large (tiktoken releases the GIL),
-        so a huge prompt does not stall the event loop."""
+    async def count_async(self, api: Api, body: dict[str, Any], body_bytes: int, *, embeddings: bool = False) -> int:
+        """:meth:`count` (or, `embeddings`, :meth:`embeddings_input`), in a worker thread when the
+        body is large (tiktoken releases the GIL), so a huge prompt or a RAG ingestion batch does not
+        stall the event loop."""
         if body_bytes > self.config.thread_above_bytes:
+            if embeddings:
+                return await asyncio.to_thread(self.embeddings_input, body)
             return await asyncio.to_thread(self.count, api, body)
-        return self.count(api, body)
+        return self.embeddings_input(body) if embeddings else self.count(api, body)
 
     def count(self, api: Api, body: dict[str, Any]) -> int:
         """Prompt tokens of a parsed request body in ``api``'s schema."""
