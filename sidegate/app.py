@@ -72,11 +72,12 @@ class App:
 
     async def start(self) -> None:
         """Before serving, on the serving event loop (features may create tasks)."""
+        await self.tries.start()
         for start in self._starts:
             await start()
 
     async def aclose(self) -> None:
-        await close_each(*reversed(self._closes))
+        await close_each(*reversed(self._closes), self.tries.close)
 
 
 def build(cfg: SidegateConfig, store: Store | None = None) -> App:

@@ -20,6 +20,15 @@ class Api(StrEnum):
     ANTHROPIC = "anthropic"
     RESPONSES = "responses"
     """OpenAI's Responses API: OpenAI's error format, its own request, answer and stream shapes."""
+    GEMINI = "gemini"
+    """Google's Gemini API (`generateContent` / `streamGenerateContent`), on Google AI or Vertex AI:
+    Google's error format (`{"error": {"code", "message", "status"}}`)."""
+    BEDROCK = "bedrock"
+    """AWS Bedrock's Converse / ConverseStream API: a provider API only (no client speaks it)."""
+
+
+CLIENT_APIS = (Api.OPENAI, Api.ANTHROPIC, Api.RESPONSES, Api.GEMINI)
+"""The APIs clients call Sidegate in (the others are spoken to providers only)."""
 
 
 # OpenAI error `type` per HTTP status (what api.openai.com sends).
@@ -34,6 +43,21 @@ _OPENAI_TYPES = {
     502: "server_error",
     503: "server_error",
     504: "server_error",
+}
+
+# Google's canonical error `status` per HTTP status (https://ai.google.dev/gemini-api/docs/troubleshooting).
+_GOOGLE_STATUSES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
 }
 
 # Anthropic error `type` per HTTP status (https://docs.anthropic.com/en/api/errors).
@@ -80,10 +104,13 @@ def error_body(api: Api, status: int, message: str, code: str | None = None, par
     if api is Api.ANTHROPIC:
         etype = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
         return orjson.dumps({"type": "error", "error": {"type": etype, "message": message}})
+    if api is Api.GEMINI:
+        gstatus = _GOOGLE_STATUSES.get(status, "INTERNAL" if status >= 500 else "INVALID_ARGUMENT")
+        return orjson.dumps({"error": {"code": status, "message": message, "status": gstatus}})
     etype = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     return orjson.dumps({"error": {"message": message, "type": etype, "param": param, "code": code}})
 
 
 def format_error(api: Api, err: GatewayError) -> bytes:
-    """The error body in the client's API format (OpenAI's or Anthropic's)."""
+    """The error body in the client's API format (OpenAI's, Anthropic's or Google's)."""
     return error_body(api, err.status, err.message, err.code, err.param)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from sidegate.config import ProviderConfig, SidegateConfig
 from sidegate.credentials.env import env_credential
-from sidegate.errors import Api
+from sidegate.errors import CLIENT_APIS, Api
 
 
 def direct_provider(p: ProviderConfig) -> bool:
     """Can Envoy alone prepare a request for this provider (no per-try Python)?"""
     one_key = p.api_key_env is not None or p.auth_style == "none"
+    if p.api in (Api.GEMINI, Api.BEDROCK) or p.vertex is not None:  # the model is in the path, built per try
+        return False
     return one_key and not p.api_key_envs and not p.path_prefix and not p.query
 
 
@@ -25,7 +27,7 @@ def direct_apis(cfg: SidegateConfig, model: str, start: int) -> frozenset[Api]:
     m = cfg.models.get(model)
     if m is None:
         return frozenset()
-    apis = frozenset(Api)
+    apis = frozenset(CLIENT_APIS) - {Api.GEMINI}  # a Gemini client's key may be in its query: per-try stage
     for group in m.groups()[start:]:
         for r in group:
             p = cfg.providers[r.provider]

@@ -16,7 +16,7 @@ AUTHZ_NS = "envoy.filters.http.ext_authz"
 """The ext_authz extension's name: Envoy files ext_authz's dynamic metadata under it (the HTTP
 front's too), and the bootstrap names the tenant-key filter after it."""
 
-CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key")
+CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 """Where a client presents its Sidegate key (removed before anything goes upstream)."""
 INTERNAL_TOKEN_HEADER = "x-sidegate-internal-token"
 """Envoy presents the internal token in it on every call to a Sidegate service (sidegate/trust.py)."""
@@ -73,7 +73,10 @@ STREAM_NS = "sidegate.stream"
 """Dynamic metadata of a direct-lane stream: `end` (complete|malformed|cut), `first_us` (the first
 body chunk, microseconds since the epoch)."""
 
-PROVIDER_HEADERS = ("authorization", "x-api-key", "api-key", "anthropic-version", "anthropic-beta")
+PROVIDER_HEADERS = (
+    "authorization", "x-api-key", "api-key", "x-goog-api-key", "anthropic-version", "anthropic-beta",
+    "x-amz-date", "x-amz-security-token", "x-amz-content-sha256",
+)  # fmt: skip
 """Every header any provider scheme uses for credentials or versioning (set or removed on each try)."""
 RATE_LIMIT_HEADERS = tuple(
     f"x-ratelimit-{kind}-{what}" for what in ("requests", "tokens") for kind in ("limit", "remaining", "reset")

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 
 from sidegate.config.base import StrictModel, url_parts
 from sidegate.config.cache import CachePolicy
+from sidegate.config.clouds import AwsAuth, AzureAuth, GoogleAuth, VertexConfig
 from sidegate.config.guard import GuardPolicy
 from sidegate.errors import Api
 
@@ -20,7 +21,10 @@ class WeightedKey(StrictModel):
     weight: int = Field(1, ge=1, le=1000)
 
 
-AuthStyle = Literal["bearer", "x-api-key", "api-key", "none"]
+AuthStyle = Literal["bearer", "x-api-key", "api-key", "x-goog-api-key", "google", "aws-sigv4", "azure-ad", "none"]
+CLOUD_AUTH = frozenset({"google", "aws-sigv4", "azure-ad"})
+"""Styles whose credential is a cloud identity (a token or a signature), never a configured key."""
+_VERSION_SEGMENT = re.compile(r"^/v1[a-z0-9]*(?=/|$)")
 
 
 NEVER_FORWARDED = frozenset({
@@ -35,9 +39,10 @@ _HEADER_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]*\*?")
 
 class ProviderConfig(StrictModel):
     api: Api
-    """Wire schema the provider speaks: `openai` (incl. vLLM, Ollama, Groq, Mistral, Azure), `anthropic`,
-    or `responses` (an OpenAI endpoint reached only through the Responses API: every client API is
-    translated to Responses for it)."""
+    """Wire schema the provider speaks: `openai` (incl. vLLM, Ollama, Groq, Mistral, Azure), `anthropic`
+    (also on Vertex AI), `responses` (an OpenAI endpoint reached only through the Responses API: every
+    client API is translated to Responses for it), `gemini` (Google AI or Vertex AI) or `bedrock`
+    (AWS Bedrock's Converse API)."""
     responses: bool | None = None
     """`api: openai` only: does the provider also serve the Responses API (`POST /v1/responses`)?
     OpenAI does, and gets a Responses client's request as is; set false for OpenAI-shaped servers
@@ -50,7 +55,18 @@ class ProviderConfig(StrictModel):
     api_key_envs: list[WeightedKey] = Field(default_factory=list)
     """Several keys of one provider account/deployment, used by weight (spreads per-key rate limits)."""
     auth: AuthStyle | None = None
-    """Header style; default: bearer for openai, x-api-key for anthropic."""
+    """How the gateway proves itself: a key header (`bearer`, `x-api-key`, `api-key`,
+    `x-goog-api-key`), a cloud identity (`google`, `aws-sigv4`, `azure-ad`) or `none`. Default:
+    bearer for openai and responses, x-api-key for anthropic, x-goog-api-key for gemini, google on
+    Vertex AI, aws-sigv4 for bedrock."""
+    vertex: VertexConfig | None = None
+    """Served by Vertex AI (`api: gemini` or `api: anthropic`): the project and location its paths name."""
+    google: GoogleAuth | None = None
+    """`auth: google` options (default: Application Default Credentials)."""
+    aws: AwsAuth | None = None
+    """`auth: aws-sigv4` options (default: the standard AWS chain, region from `base_url`)."""
+    azure: AzureAuth | None = None
+    """`auth: azure-ad` options (default: azure-identity's default chain, Cognitive Services scope)."""
     path_prefix: str = ""
     """Replaces the leading `/v1` of the canonical path (e.g. Azure `/openai/deployments/{model}`)."""
     query: str = ""
@@ -83,6 +99,39 @@ class ProviderConfig(StrictModel):
             raise ValueError(f"`responses: {str(self.responses).lower()}` applies to `api: openai` providers only "
                              f"(this one is `api: {self.api.value}`)")  # fmt: skip
         return self
+
+    @model_validator(mode="after")
+    def _cloud(self) -> ProviderConfig:
+        style = self.auth_style
+        if self.vertex is not None and self.api not in (Api.GEMINI, Api.ANTHROPIC):
+            raise ValueError(f"`vertex` applies to `api: gemini` and `api: anthropic` providers (this one is `api: {self.api.value}`)")
+        if self.api is Api.BEDROCK and style not in ("aws-sigv4", "bearer", "none"):
+            raise ValueError(f"`api: bedrock` signs with `auth: aws-sigv4` (or a Bedrock API key, `auth: bearer`), not `{style}`")
+        for block, wants in (("google", "google"), ("aws", "aws-sigv4"), ("azure", "azure-ad")):
+            if getattr(self, block) is not None and style != wants:
+                raise ValueError(f"`{block}` options apply to `auth: {wants}` only (this provider's is `{style}`)")
+        if style in CLOUD_AUTH and (self.api_key_env or self.api_key_envs):
+            raise ValueError(f"`auth: {style}` uses a cloud identity: remove `api_key_env` / `api_key_envs`")
+        if self.vertex is not None and self.path_prefix:
+            raise ValueError("`vertex` sets the paths itself: remove `path_prefix`")
+        return self
+
+    def provider_path(self, path: str, model: str, stream: bool) -> str:
+        """The provider's path for a translator's canonical `path` (its API's own, e.g.
+        `/v1/chat/completions`, `/v1beta/models/{m}:generateContent`, `/model/{m}/converse`):
+        Vertex AI's project/location paths, `path_prefix` in place of the leading version segment
+        (`/v1`, `/v1beta`), then `query`."""
+        if self.vertex is not None:
+            base = f"/v1/projects/{self.vertex.project}/locations/{self.vertex.location}/publishers"
+            if self.api is Api.ANTHROPIC:  # rawPredict: the model in the path, not the body
+                path = f"{base}/anthropic/models/{model}:{'streamRawPredict' if stream else 'rawPredict'}"
+            else:
+                path = f"{base}/google" + _VERSION_SEGMENT.sub("", path, count=1)
+        elif self.path_prefix:
+            path = self.path_prefix.replace("{model}", model) + _VERSION_SEGMENT.sub("", path, count=1)
+        if self.query:
+            path += ("&" if "?" in path else "?") + self.query
+        return path
 
     @property
     def serves_responses(self) -> bool:
@@ -117,7 +166,9 @@ class ProviderConfig(StrictModel):
     def auth_style(self) -> AuthStyle:
         if self.auth:
             return self.auth
-        return "x-api-key" if self.api is Api.ANTHROPIC else "bearer"
+        if self.vertex is not None:
+            return "google"
+        return _DEFAULT_AUTH.get(self.api, "bearer")
 
     @property
     def tls(self) -> bool:
@@ -141,6 +192,9 @@ class ProviderConfig(StrictModel):
         if single:
             out.insert(0, (single, 1))
         return out
+
+
+_DEFAULT_AUTH: dict[Api, AuthStyle] = {Api.ANTHROPIC: "x-api-key", Api.GEMINI: "x-goog-api-key", Api.BEDROCK: "aws-sigv4"}
 
 
 class RouteConfig(StrictModel):

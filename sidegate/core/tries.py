@@ -25,7 +25,7 @@ from sidegate.core.completion import Completion, CompletionHook, Filler, notify,
 from sidegate.core.context import Reply
 from sidegate.core.feature import Fillers, OnTry, TryHook
 from sidegate.core.intake import COMPLETIONS, COUNT_TOKENS, EMBEDDINGS, METERED
-from sidegate.credentials import Credential, for_provider
+from sidegate.credentials import Credential, RefreshingCredential, SigningCredential, for_provider
 from sidegate.errors import Api, GatewayError, format_error, provider_invalid_response, provider_refused_key
 from sidegate.headers import RESPONSE, Allowed, request_allowed
 from sidegate.translate import get_translator
@@ -39,6 +39,8 @@ log = logging.getLogger("sidegate.upstream")
 # PROVIDER_HEADERS are removed on each try, then the ones for this try's provider are set again.
 UPSTREAM_PATHS = {Api.OPENAI: "/v1/chat/completions", Api.ANTHROPIC: "/v1/messages", Api.RESPONSES: "/v1/responses"}
 """The provider path of a passthrough try (body unchanged), by API (translated tries take the translator's)."""
+STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
+"""Provider answers streamed to the client event by event (SSE; Bedrock's binary event stream)."""
 
 _SAME_SCHEMA: dict[str, tuple[Api, str, type[Translator]]] = {
     EMBEDDINGS: (Api.OPENAI, EMBEDDINGS_UPSTREAM_PATH, OpenAIEmbeddings),
@@ -103,7 +105,8 @@ class ProviderTry:
         self.upstream_model = self.route.model or self.model
         self.max_attempts = len(mcfg.groups()) - int(meta.get("start", 0))
         self.retry_on = frozenset(mcfg.retry_on_status)
-        self.opts = TranslateOptions(default_max_tokens=mcfg.default_max_tokens)
+        self.opts = TranslateOptions(default_max_tokens=mcfg.default_max_tokens,
+                                     stream=bool(meta.get("stream")) if self.inbound is Api.GEMINI else None)  # fmt: skip
         self.endpoint = str(meta.get("endpoint") or COMPLETIONS)
         self.metered = self.endpoint in METERED
         """A try of an endpoint that spends no tokens (count_tokens) reaches no completion hook."""
@@ -145,13 +148,20 @@ class ProviderTry:
 
     # -- request ------------------------------------------------------------------------------
     @property
+    def authority(self) -> str:
+        p = self.provider
+        return p.host if p.port == (443 if p.tls else 80) else f"{p.host}:{p.port}"
+
+    @property
     def body_unchanged(self) -> bool:
         """The provider takes the client's body as is (same schema, same model name, nothing to
         inject or keep): the request-body round trip is skipped."""
         p = self.provider
         if self.inbound is not self.upstream_api or self.collect or self.upstream_model != self.model or self.meta.get("redact"):
             return False
-        if p.path_prefix or p.query:
+        if p.path_prefix or p.query or p.vertex is not None or self.provider_name in self.stage.signers:
+            return False
+        if self.inbound is Api.GEMINI:  # the model and the stream flag are in the path: rebuilt per try
             return False
         # An OpenAI stream needs include_usage injected unless the client asked for it.
         return not (self.inbound is Api.OPENAI and self.meta.get("stream") and not self.meta.get("want_usage"))
@@ -169,8 +179,7 @@ class ProviderTry:
         if skip_body and p.api is Api.ANTHROPIC:
             changes.set["anthropic-version"] = str(self.meta.get("anthropic_version") or self.opts.anthropic_version)
         self.stage.credentials[self.provider_name].apply(changes.set)
-        default_port = 443 if p.tls else 80
-        changes.set[":authority"] = p.host if p.port == default_port else f"{p.host}:{p.port}"
+        changes.set[":authority"] = self.authority
         changes.set.update(p.headers)
         if self.inbound is Api.ANTHROPIC and p.api is Api.ANTHROPIC:
             beta = self.meta.get("anthropic_beta")
@@ -186,15 +195,14 @@ class ProviderTry:
         if self.collect:
             self.client_body = orjson.loads(body)  # the translator may mutate `parsed`
         preq = self.translator.request(parsed, model=self.upstream_model, opts=self.opts)
-        path = preq.path
         p = self.provider
-        if p.path_prefix:
-            path = p.path_prefix.replace("{model}", self.upstream_model) + path.removeprefix("/v1")
-        if p.query:
-            path += ("&" if "?" in path else "?") + p.query
+        path = p.provider_path(preq.path, self.upstream_model, bool(self.meta.get("stream")))
         changes = HeaderChanges(set={":path": path, "content-length": str(len(preq.body)), **preq.headers})
         if self.inbound is Api.ANTHROPIC and p.api is Api.ANTHROPIC and self.meta.get("anthropic_version"):
             changes.set["anthropic-version"] = str(self.meta["anthropic_version"])  # the client knows its version
+        signer = self.stage.signers.get(self.provider_name)
+        if signer is not None:  # over the final method, path, host and body (SigV4)
+            changes.set.update(signer.sign("POST", self.authority, path, changes.set, preq.body))
         return preq.body, changes
 
     # -- response -----------------------------------------------------------------------------
@@ -222,7 +230,7 @@ class ProviderTry:
             if any(s in values for s in secrets):
                 changes.remove += [k for k, v in headers.items() if k[0] != ":" and any(s in v for s in secrets)]
         ctype = headers.get("content-type", "")
-        if 200 <= status < 300 and ctype.startswith("text/event-stream"):
+        if 200 <= status < 300 and ctype.startswith(STREAM_TYPES):
             self.streaming = True
             self.stream_tx = self.translator.stream(client_wants_usage=bool(self.meta.get("want_usage")))
             changes.set["content-type"] = "text/event-stream"
@@ -369,13 +377,35 @@ class TryStage:
         """The fill hooks by metadata key (a bare filler is the cache's, `cache_fill`)."""
         self.on_try = on_try
         self.credentials: dict[str, Credential] = {name: for_provider(p) for name, p in cfg.providers.items()}
+        self.signers: dict[str, SigningCredential] = {
+            name: c for name, c in self.credentials.items() if isinstance(c, SigningCredential)
+        }
+        """The providers whose every try is signed over its final body (`sign`, after translation)."""
         self.allowed = {name: Allowed(request_allowed(p)) for name, p in cfg.providers.items()}
         for name, p in cfg.providers.items():
             if (p.api_key_env or p.api_key_envs) and not p.api_keys():
                 log.warning("provider %s: its key environment variable(s) are not set", name)
-        # Every provider secret, to scrub from what reaches a client or the cache.
+        self.secret_strs: tuple[str, ...] = ()
+        self.secrets: tuple[bytes, ...] = ()
+        self.refresh_secrets()
+
+    def refresh_secrets(self) -> None:
+        """Every provider secret, to scrub from what reaches a client or the cache; called again by
+        a credential whose secret changed (a refreshed token, rotated keys)."""
         self.secret_strs = tuple({s for credential in self.credentials.values() for s in credential.secrets})
         self.secrets = tuple(k.encode() for k in self.secret_strs)
+
+    async def start(self) -> None:
+        """Starts the credentials that refresh in the background (cloud tokens, the AWS chain): each
+        has its first secret, or has logged why not, before the first request."""
+        for credential in self.credentials.values():
+            if isinstance(credential, RefreshingCredential):
+                await credential.start(self.refresh_secrets)
+
+    async def close(self) -> None:
+        for credential in self.credentials.values():
+            if isinstance(credential, RefreshingCredential):
+                await credential.close()
 
     def start_try(self, meta: dict[str, Any], cluster: str, attempt: int) -> ProviderTry:
         return ProviderTry(self, meta, cluster, attempt)

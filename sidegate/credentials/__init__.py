@@ -1,28 +1,43 @@
 """Provider credentials: one small interface (:class:`Credential`), one module per scheme.
 
 ``bearer`` (`authorization: Bearer`), ``header`` (a key in a named header), ``pool`` (several
-weighted keys, either style), ``none``; ``env`` is the scheme Envoy applies itself from its own
-environment (direct lane, try lane). :func:`for_provider` picks a provider's scheme from its config.
+weighted keys, either style), ``none``; the cloud identities ``google`` (OAuth2 tokens: Vertex AI),
+``azure`` (Entra ID tokens) and ``aws`` (SigV4 signatures: Bedrock); ``env`` is the scheme Envoy
+applies itself from its own environment (direct lane, try lane). :func:`for_provider` picks a
+provider's scheme from its config.
 """
 
 from __future__ import annotations
 
 from sidegate.config import ProviderConfig
-from sidegate.credentials.base import Credential, scrubbable
+from sidegate.credentials.base import Credential, RefreshingCredential, SigningCredential, scrubbable
 from sidegate.credentials.bearer import BearerKey
 from sidegate.credentials.header import HeaderKey
 from sidegate.credentials.none import NoCredential
 from sidegate.credentials.pool import PooledKey
 
-__all__ = ["Credential", "for_provider"]
+__all__ = ["Credential", "RefreshingCredential", "SigningCredential", "for_provider"]
 
 
 def for_provider(p: ProviderConfig) -> Credential:
     """The provider's scheme, with its keys read from this process's environment now."""
+    style = p.auth_style
+    # The cloud SDKs load only for providers that use them.
+    if style == "google":
+        from sidegate.credentials.google import GoogleToken
+
+        return GoogleToken(p)
+    if style == "azure-ad":
+        from sidegate.credentials.azure import EntraToken
+
+        return EntraToken(p)
+    if style == "aws-sigv4":
+        from sidegate.credentials.aws import SigV4
+
+        return SigV4(p)
     keys = p.api_keys()
     if not keys:
         return NoCredential()
-    style = p.auth_style
     if style == "none":
         return NoCredential(scrubbable([k for k, _ in keys]))
     if len(keys) == 1:

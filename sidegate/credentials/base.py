@@ -4,21 +4,22 @@ A scheme is built once per provider at start (:func:`sidegate.credentials.for_pr
 applied on every upstream try, so ``apply`` is the hot path: it only writes precomputed strings
 (or takes the next key of a pool), never does I/O, never parses.
 
-How the schemes still to come fit, without changing this interface for the ones here:
+Cloud identities fit without changing ``apply`` for the key schemes:
 
-- A token fetched and refreshed in the background (OAuth client credentials, cloud identity):
-  the scheme owns the refresh task (started and closed with the app) and keeps the current token
-  in an attribute; ``apply`` reads that attribute synchronously, so a refresh never sits on a
-  request's path. The token goes into ``secrets`` as it changes.
-- A signature over the final request (AWS SigV4: method, path, headers and body): the scheme says
-  so with a ``signs_body`` attribute and a ``sign(method, path, headers, body) -> dict[str, str]``
-  that the per-try stage calls once the translated body is known (such a provider then never
-  takes the skip-the-body path); its ``apply`` sets nothing.
+- A token fetched and refreshed in the background (Google OAuth2, Microsoft Entra ID): the scheme
+  is also a :class:`RefreshingCredential`: ``start`` (awaited once by the per-try stage, before
+  serving) gets the first token and starts the refresh task, ``close`` stops it; ``apply`` reads
+  the current token synchronously, so a refresh never sits on a request's path. The token is in
+  ``secrets`` as it changes (``start``'s callback recomputes the scrub list).
+- A signature over the final request (AWS SigV4): the scheme is a :class:`SigningCredential`;
+  the per-try stage calls ``sign`` once the translated body is known (such a provider never takes
+  the skip-the-body path); its ``apply`` sets nothing.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 MIN_SECRET_LEN = 8
 """Values shorter than this are not scrubbed from answers: they would match ordinary text (real
@@ -39,3 +40,35 @@ class Credential(Protocol):
 def scrubbable(keys: list[str]) -> tuple[str, ...]:
     """The keys long enough to scrub from answers."""
     return tuple(k for k in keys if len(k) >= MIN_SECRET_LEN)
+
+
+@runtime_checkable
+class SigningCredential(Protocol):
+    """A scheme that signs each try over its final request (AWS SigV4)."""
+
+    secrets: tuple[str, ...]
+
+    def apply(self, headers: dict[str, str]) -> None: ...
+
+    def sign(self, method: str, authority: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, str]:
+        """The headers that prove this try (e.g. `authorization`, `x-amz-date`,
+        `x-amz-security-token`), for `method` on `https://<authority><path>` with these `headers`
+        (the try's header mutations, `content-type` among them) and `body`. Pure CPU: no I/O."""
+        ...
+
+
+@runtime_checkable
+class RefreshingCredential(Protocol):
+    """A scheme whose secret changes while the gateway runs (a token, rotated keys)."""
+
+    secrets: tuple[str, ...]
+
+    def apply(self, headers: dict[str, str]) -> None: ...
+
+    async def start(self, secrets_changed: Callable[[], None]) -> None:
+        """Gets the first secret (bounded in time: a failure is logged, retried in the background,
+        and the tries meanwhile go without, so the provider's 401 becomes the gateway's 502), then
+        keeps it fresh; calls `secrets_changed` after each change of ``secrets``."""
+        ...
+
+    async def close(self) -> None: ...

@@ -44,6 +44,9 @@ class TranslateOptions:
         default_factory=lambda: {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
     )
     """OpenAI ``reasoning_effort`` -> Anthropic ``thinking.budget_tokens``; empty disables the mapping."""
+    stream: bool | None = None
+    """The client asked for a stream outside its body (a Gemini client: `:streamGenerateContent` in
+    its path); None: the request body says (OpenAI's and Anthropic's `stream`)."""
     force_upstream_usage: bool = True
     """OpenAI upstream + streaming: ask for ``stream_options.include_usage`` even when the client
     did not, so usage is exact; the extra usage chunk is then stripped from the client stream."""

@@ -76,7 +76,10 @@ class CanonicalTranslator:
         self.clock = clock or (lambda: int(time.time()))
 
     def request(self, body: dict[str, Any], *, model: str, opts: TranslateOptions) -> ProviderRequest:
-        return self._encode_request(self._decode_request(body), model, opts)
+        req = self._decode_request(body)
+        if opts.stream is not None:
+            req.stream = opts.stream
+        return self._encode_request(req, model, opts)
 
     def response(self, body: bytes) -> tuple[bytes, Usage | None]:
         obj = loads_object(body)
