@@ -12,6 +12,7 @@ import json
 import statistics
 import time
 
+from bench import translate_bedrock
 from sidegate.errors import Api
 from sidegate.translate import TranslateOptions, get_translator
 
@@ -111,8 +112,12 @@ def _bench_request(inbound: Api, upstream: Api, body: dict, rounds: int) -> floa
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--iterations", type=int, default=200, help="stream rounds (bounded)")
+    ap.add_argument("--eventstream", action="store_true", help="only Bedrock's event-stream framing")
     args = ap.parse_args()
     rounds = max(1, min(args.iterations, 5000))
+    if args.eventstream:
+        translate_bedrock.eventstream(max(1, rounds // 4))
+        return
     a_stream, o_stream = _anthropic_stream(), _openai_stream()
     print(f"stream translators: µs per provider chunk ({N_DELTAS + 5} chunks, {rounds} rounds, median)")
     rows = [
