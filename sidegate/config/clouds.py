@@ -5,6 +5,8 @@ files and metadata servers their SDKs read (google-auth, botocore, azure-identit
 
 from __future__ import annotations
 
+import re
+
 from pydantic import Field
 
 from sidegate.config.base import StrictModel
@@ -47,6 +49,16 @@ class AwsAuth(StrictModel):
     refresh_s: float = Field(60.0, gt=0)
     """The chain is re-read this often, off the request path: rotated keys and renewed
     role credentials take effect without a restart."""
+
+
+_BEDROCK_HOST = re.compile(r"(?:^|\.)bedrock-runtime(?:-fips)?\.([a-z]{2}(?:-[a-z]+)+-\d+)\.amazonaws\.com(?:\.cn)?$")
+
+
+def bedrock_region(host: str) -> str | None:
+    """The region a Bedrock runtime endpoint names (`bedrock-runtime.<region>.amazonaws.com`, its
+    FIPS and China forms, a VPC endpoint's DNS name ending in it), else None."""
+    m = _BEDROCK_HOST.search(host.lower())
+    return m.group(1) if m else None
 
 
 class AzureAuth(StrictModel):

@@ -11,7 +11,7 @@ from pydantic import Field, field_validator, model_validator
 
 from sidegate.config.base import StrictModel, url_parts
 from sidegate.config.cache import CachePolicy
-from sidegate.config.clouds import AwsAuth, AzureAuth, GoogleAuth, VertexConfig
+from sidegate.config.clouds import AwsAuth, AzureAuth, GoogleAuth, VertexConfig, bedrock_region
 from sidegate.config.guard import GuardPolicy
 from sidegate.errors import Api
 
@@ -112,6 +112,9 @@ class ProviderConfig(StrictModel):
                 raise ValueError(f"`{block}` options apply to `auth: {wants}` only (this provider's is `{style}`)")
         if style in CLOUD_AUTH and (self.api_key_env or self.api_key_envs):
             raise ValueError(f"`auth: {style}` uses a cloud identity: remove `api_key_env` / `api_key_envs`")
+        if style == "aws-sigv4" and not (self.aws and self.aws.region) and bedrock_region(self.host) is None:
+            raise ValueError(f"`auth: aws-sigv4` needs a signing region: set `aws.region`, or use a base_url "
+                             f"https://bedrock-runtime.<region>.amazonaws.com (this one's host is {self.host!r})")  # fmt: skip
         if self.vertex is not None and self.path_prefix:
             raise ValueError("`vertex` sets the paths itself: remove `path_prefix`")
         return self
