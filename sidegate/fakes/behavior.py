@@ -72,6 +72,8 @@ class Behavior:
         return b
 
     def matches(self, path: str, model: str | None) -> bool:
+        if self.path is None and path.startswith("/model/"):  # Bedrock's /model/{modelId}/converse[-stream]
+            return self.model is None or self.model == model
         if self.path is not None:
             if not path.startswith(self.path):
                 return False

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+#: AWS Bedrock's Converse API: `/model/{modelId}/converse` and `/model/{modelId}/converse-stream`.
+_CONVERSE = re.compile(r"^/model/([^/]+)/(converse|converse-stream)$")
 #: OpenAI's Responses API, and Azure's (its v1 API and the older preview path).
 RESPONSES_PATHS = ("/v1/responses", "/openai/v1/responses", "/openai/responses")
 
 
 def route(method: str, path: str) -> str | None:
     """The endpoint's name (``models``, ``chat``, ``azure_chat``, ``messages``, ``count_tokens``,
-    ``embeddings``, ``responses``), or None."""
+    ``embeddings``, ``responses``, Bedrock's ``converse`` and ``converse_stream``), or None."""
     if method == "GET" and path == "/v1/models":
         return "models"
     if method != "POST":
@@ -25,6 +28,9 @@ def route(method: str, path: str) -> str | None:
         return "embeddings"
     if path in RESPONSES_PATHS:
         return "responses"
+    if path.startswith("/model/"):
+        found = converse(method, path)
+        return None if found is None else "converse_stream" if found[1] else "converse"
     if path.startswith("/openai/deployments/"):
         parts = path.split("/")
         if len(parts) == 6 and parts[4] == "chat" and parts[5] == "completions":
@@ -32,6 +38,12 @@ def route(method: str, path: str) -> str | None:
         if len(parts) == 5 and parts[4] == "embeddings":
             return "embeddings"
     return None
+
+
+def converse(method: str, path: str) -> tuple[str, bool] | None:
+    """Bedrock: (the model id as in the path, a stream?) for a Converse path, else None."""
+    m = _CONVERSE.match(path) if method == "POST" else None
+    return (m.group(1), m.group(2) == "converse-stream") if m else None
 
 
 def authorized(api_key: str, hdrs: dict[str, str]) -> bool:

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from sidegate.fakes import wire_anthropic, wire_openai, wire_responses
+from sidegate.fakes import bedrock, wire_anthropic, wire_openai, wire_responses
 from sidegate.fakes.answer import build_answer
 from sidegate.fakes.behavior import Behavior, Script
 from sidegate.fakes.conversation import Conversations
@@ -58,6 +58,8 @@ class FakeProvider:
     `chunks`/`chunk_delay_s` shape streams; `fixed_text` replaces the "Echo: <last user text>" answer;
     `api_key`, when set, must be presented (Bearer, `x-api-key` or `api-key`) or the answer is 401;
     `responses_api=False` makes the Responses API paths unknown (404), as on most OpenAI-shaped servers.
+    AWS Bedrock's Converse API: `POST /model/{modelId}/converse|converse-stream`, SigV4-verified
+    against `aws_keys` for `aws_region` (or a Bedrock API key: `api_key` as a bearer token).
     Bodies the official SDKs' request types refuse get the real API's 400 (`validation.py`;
     docs/fakes.md).
     """
@@ -75,6 +77,8 @@ class FakeProvider:
         api_key: str | None = None,
         responses_api: bool = True,
         max_log: int = 10_000,
+        aws_keys: dict[str, str | tuple[str, str]] | None = None,
+        aws_region: str = "us-east-1",
     ) -> None:
         self.host = host
         self._port = port
@@ -92,6 +96,10 @@ class FakeProvider:
         self.served = 0  # requests received (excluding control calls)
         self.in_flight = 0  # handlers running now (a hang releases its slot when the client leaves)
         self.conversations = Conversations(max_log)  # the Responses API ids this provider issued
+        # Bedrock: SigV4 keys it accepts (access key id -> secret, or (secret, session token));
+        # replace the dict to rotate. None: Bedrock requests are not authenticated (unless `api_key`).
+        self.aws_keys = aws_keys
+        self.aws_region = aws_region
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> FakeProvider:
@@ -197,6 +205,8 @@ class FakeProvider:
         self.served += 1
         self.in_flight += 1
         try:
+            if path.startswith("/model/"):  # AWS Bedrock (sidegate/fakes/bedrock.py)
+                return await bedrock.serve(self, request, hdrs, body, parsed, bad_json)
             return await self._serve(request, path, hdrs, parsed, bad_json)
         except Dropped:
             # The connection is gone; aiohttp cancels this handler when it notices (bounded wait).
