@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -14,11 +15,23 @@ from aiohttp import web
 from sidegate.fakes import wire_bedrock
 from sidegate.fakes.answer import build_answer
 from sidegate.fakes.aws_auth import verify
+from sidegate.fakes.behavior import Script
 from sidegate.fakes.faults import Dropped, before_headers, hang, reset_connection
 from sidegate.fakes.routes import converse
 
-if TYPE_CHECKING:
-    from sidegate.fakes.server import FakeProvider
+
+class FakeProvider(Protocol):
+    """What this module reads of the server's `FakeProvider` (which imports this module)."""
+
+    api_key: str | None
+    aws_keys: dict[str, str | tuple[str, str]] | None
+    aws_region: str
+    fixed_text: str | None
+    chunks: int
+    chunk_delay_s: float
+    _script: Script
+    _is_closing: Callable[[], bool]
+
 
 _JSON = "application/json"
 

@@ -43,7 +43,7 @@ def _reset(fake: FakeProviderThread) -> None:
     fake.provider.aws_keys = {AKID: SECRET}
 
 
-def client(fake: FakeProviderThread, akid: str = AKID, secret: str = SECRET):  # noqa: ANN201 - boto3's client type is generated
+def client(fake: FakeProviderThread, akid: str = AKID, secret: str = SECRET):
     return boto3.client(
         "bedrock-runtime", endpoint_url=fake.url, region_name="us-east-1", aws_access_key_id=akid,
         aws_secret_access_key=secret, config=Config(retries={"total_max_attempts": 1}, read_timeout=10),
