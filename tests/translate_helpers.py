@@ -40,6 +40,9 @@ RESPONSES_PAIRS: dict[str, tuple[Api, Api]] = {
     "anthropic_responses": (Api.ANTHROPIC, Api.RESPONSES),
 }
 PAIRS.update(RESPONSES_PAIRS)
+# AWS Bedrock's pairs (binary event streams given as stream.json): tests/bedrock_helpers.py and
+# tests/unit/test_translate_bedrock_golden.py run them.
+BEDROCK_PAIRS = frozenset({"openai_bedrock", "anthropic_bedrock", "responses_bedrock"})
 
 
 def fixed_ids() -> Any:
@@ -81,7 +84,7 @@ def make_translator(pair: str) -> Translator:
 
 def cases(kind: str | None = None) -> list[Path]:
     """Every case directory (optionally only those holding the input file ``kind``)."""
-    out = sorted(p for p in FIXTURES.glob("*/*") if p.is_dir())
+    out = sorted(p for p in FIXTURES.glob("*/*") if p.is_dir() and p.parent.name not in BEDROCK_PAIRS)
     return [p for p in out if kind is None or (p / kind).exists()]
 
 

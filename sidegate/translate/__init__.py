@@ -58,6 +58,21 @@ def _responses_pairs() -> dict[tuple[Api, Api], Translator]:
 _TRANSLATORS.update(_responses_pairs())
 
 
+def _bedrock_pairs() -> dict[tuple[Api, Api], Translator]:
+    """AWS Bedrock's Converse API (a provider API only): every client API to it, through the
+    canonical codecs (sidegate/translate/codecs/bedrock/)."""
+    from sidegate.translate.codecs.responses_client import ResponsesClientTranslator
+
+    return {
+        (Api.OPENAI, Api.BEDROCK): CanonicalTranslator(Api.OPENAI, Api.BEDROCK),
+        (Api.ANTHROPIC, Api.BEDROCK): CanonicalTranslator(Api.ANTHROPIC, Api.BEDROCK),
+        (Api.RESPONSES, Api.BEDROCK): ResponsesClientTranslator(Api.BEDROCK),
+    }
+
+
+_TRANSLATORS.update(_bedrock_pairs())
+
+
 def get_translator(inbound: Api, upstream: Api) -> Translator:
     """The (stateless, shared) translator for a client API and a provider API."""
     return _TRANSLATORS[(Api(inbound), Api(upstream))]

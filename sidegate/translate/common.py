@@ -102,7 +102,7 @@ def as_count(value: Any) -> int:
 
 
 def parse_provider_error(body: bytes) -> tuple[str | None, str | None]:
-    """(message, provider error type) from an OpenAI, OpenAI-compatible or Anthropic error body."""
+    """(message, provider error type) from an OpenAI, OpenAI-compatible, Anthropic or AWS error body."""
     obj = loads_object(body)
     if obj is None:
         return None, None
@@ -115,6 +115,10 @@ def parse_provider_error(body: bytes) -> tuple[str | None, str | None]:
         msg, etype = obj.get("message"), obj.get("type")
         if msg is None and isinstance(obj.get("detail"), str):
             msg = obj["detail"]
+        if msg is None:  # AWS (Bedrock): {"message": ...} above, or {"Message": ...} from its front
+            msg = obj.get("Message")  # door (IAM, SigV4); the type travels in x-amzn-errortype
+        if etype is None:
+            etype = obj.get("__type")
     return (msg if isinstance(msg, str) and msg else None), (etype if isinstance(etype, str) else None)
 
 
@@ -126,13 +130,18 @@ def _generic_message(status: int) -> str:
     return f"The upstream provider rejected the request (HTTP {status})."
 
 
+_AWS_STATUSES = {424: 502, 408: 504}
+
+
 def client_status(api: Api, status: int) -> int:
     """Provider status -> status for a client of ``api``."""
     if status < 400 or status > 599:
         return 502  # an "error" that is not an HTTP error: the gateway got a bad upstream answer
     if status == 529 and api is Api.OPENAI:
         return 503  # Anthropic's "overloaded" has no OpenAI counterpart; 503 is what SDKs retry
-    return status
+    # AWS Bedrock's ModelErrorException / ModelStreamErrorException (424) and ModelTimeoutException
+    # (408) are the upstream model failing, not the client's request: the gateway's 502 / 504.
+    return _AWS_STATUSES.get(status, status)
 
 
 def client_error(api: Api, status: int, body: bytes) -> tuple[int, bytes]:

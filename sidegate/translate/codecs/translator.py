@@ -17,6 +17,8 @@ from sidegate.errors import Api
 from sidegate.translate.base import ProviderRequest, TranslateOptions, Usage
 from sidegate.translate.codecs.anthropic import request as anthropic_request
 from sidegate.translate.codecs.anthropic import response as anthropic_response
+from sidegate.translate.codecs.bedrock import request as bedrock_request
+from sidegate.translate.codecs.bedrock import response as bedrock_response
 from sidegate.translate.codecs.openai import request as openai_request
 from sidegate.translate.codecs.openai import response as openai_response
 from sidegate.translate.codecs.responses import request as responses_request
@@ -28,6 +30,8 @@ REQUESTS: dict[Api, ModuleType] = {Api.OPENAI: openai_request, Api.ANTHROPIC: an
 RESPONSES: dict[Api, ModuleType] = {Api.OPENAI: openai_response, Api.ANTHROPIC: anthropic_response}
 REQUESTS[Api.RESPONSES] = responses_request  # clients of it: codecs.responses_client
 RESPONSES[Api.RESPONSES] = responses_response
+REQUESTS[Api.BEDROCK] = bedrock_request  # a provider API only: its decode_request never runs
+RESPONSES[Api.BEDROCK] = bedrock_response
 
 
 def _encoder(api: Api, wants_usage: bool, created: int) -> Any:

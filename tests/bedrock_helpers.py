@@ -1,0 +1,234 @@
+"""Test helpers for the AWS Bedrock (Converse) pairs: their golden fixtures, the stream fixtures'
+frames, and a validator of Converse JSON against botocore's service model (the authoritative
+shapes: ``bedrock-runtime`` ``ConverseRequest``, ``ConverseResponse``, ``ConverseStreamOutput``).
+
+Fixtures: tests/fixtures/translate/<client api>_bedrock/<case>/ as for the other pairs
+(tests/fixtures/translate/README.md), but a provider stream is ``stream.json``: the list of
+``[event-type, payload]`` that :func:`frames` turns into binary event-stream frames
+(``"exception:<type>"`` for an exception frame).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import orjson
+
+from sidegate.errors import Api, GatewayError
+from sidegate.translate.base import StreamTranslator, Translator, Usage
+from sidegate.translate.codecs.bedrock.eventstream import encode_event, encode_exception
+
+FIXTURES = Path(__file__).parent / "fixtures" / "translate"
+CREATED = 1700000000
+DEFAULT_MODEL = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+PAIRS: dict[str, Api] = {"openai_bedrock": Api.OPENAI, "anthropic_bedrock": Api.ANTHROPIC}
+PAIRS["responses_bedrock"] = Api.RESPONSES
+INPUTS = ("request.json", "response.json", "stream.json", "provider_error.json")
+
+
+class FixedIds:
+    """Converse answers carry no id, so the codec makes one (``response.new_id``); tests patch in
+    this numbering, restarted by every new translator so each case reads the same."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self) -> str:
+        self.n += 1
+        return f"msg_bdrk_{self.n:04d}"
+
+
+IDS = FixedIds()
+
+
+def cases(kind: str | None = None) -> list[Path]:
+    out = sorted(p for pair in PAIRS for p in (FIXTURES / pair).iterdir() if p.is_dir())
+    return [p for p in out if kind is None or (p / kind).exists()]
+
+
+def case_id(path: Path) -> str:
+    return f"{path.parent.name}/{path.name}"
+
+
+def make_translator(pair: str) -> Translator:
+    """A fresh translator with a fixed clock (and fixed ids for a Responses client)."""
+    import translate_helpers as h
+
+    from sidegate.translate.codecs.responses_client import ResponsesClientTranslator
+    from sidegate.translate.codecs.translator import CanonicalTranslator
+
+    IDS.n = 0
+    inbound = PAIRS[pair]
+    if inbound is Api.RESPONSES:
+        return ResponsesClientTranslator(Api.BEDROCK, clock=lambda: CREATED, ids=h.fixed_ids())
+    return CanonicalTranslator(inbound, Api.BEDROCK, clock=lambda: CREATED)
+
+
+def meta(case: Path) -> dict[str, Any]:
+    f = case / "meta.json"
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
+# ------------------------------------------------------------------------------------- frames
+
+
+def frames(events: list[list[Any]]) -> list[bytes]:
+    """``[event-type, payload]`` pairs -> event-stream frames, one per event."""
+    out = []
+    for name, payload in events:
+        raw = orjson.dumps(payload)
+        if name.startswith("exception:"):
+            out.append(encode_exception(name.split(":", 1)[1], raw))
+        else:
+            out.append(encode_event(name, raw))
+    return out
+
+
+def stream_bytes(case: Path) -> bytes:
+    return b"".join(frames(json.loads((case / "stream.json").read_text())))
+
+
+# ------------------------------------------------------------------------------------ running
+
+
+def run_request(case: Path) -> Any:
+    from sidegate.translate.base import TranslateOptions
+
+    tr = make_translator(case.parent.name)
+    body = json.loads((case / "request.json").read_text())
+    opts = TranslateOptions(**meta(case).get("opts", {}))
+    try:
+        return tr.request(body, model=meta(case).get("model", DEFAULT_MODEL), opts=opts)
+    except GatewayError as err:
+        return err
+
+
+def run_response(case: Path) -> tuple[bytes, Usage | None]:
+    return make_translator(case.parent.name).response((case / "response.json").read_bytes())
+
+
+def new_stream(case: Path) -> StreamTranslator:
+    tr = make_translator(case.parent.name)
+    return tr.stream(client_wants_usage=meta(case).get("client_wants_usage", False))
+
+
+def run_stream(case: Path, pieces: list[bytes] | None = None) -> tuple[bytes, Usage | None]:
+    st = new_stream(case)
+    out = [st.feed(p) for p in (pieces if pieces is not None else [stream_bytes(case)])]
+    out.append(st.finish())
+    return b"".join(out), st.usage
+
+
+def run_error(case: Path) -> tuple[int, bytes]:
+    spec = json.loads((case / "provider_error.json").read_text())
+    body = spec["body"]
+    raw = body.encode() if isinstance(body, str) else orjson.dumps(body)
+    return make_translator(case.parent.name).error(spec["status"], raw)
+
+
+def exact_record(case: Path) -> dict[str, Any]:
+    """Everything the translator emits for ``case`` as exact text (see exact_bytes.json)."""
+    import translate_helpers as h
+
+    if (case / "request.json").exists():
+        result = run_request(case)
+        if isinstance(result, GatewayError):
+            return {
+                "gateway_error": {"status": result.status, "param": result.param, "message": result.message}
+            }
+        return {"path": result.path, "headers": result.headers, "body": result.body.decode()}
+    if (case / "response.json").exists():
+        body, usage = run_response(case)
+        return {"body": body.decode(), "usage": h.usage_json(usage)}
+    if (case / "stream.json").exists():
+        out, usage = run_stream(case)
+        return {"stream": out.decode(), "usage": h.usage_json(usage)}
+    status, body = run_error(case)
+    return {"status": status, "body": body.decode()}
+
+
+# --------------------------------------------------------------------------------- validation
+
+
+@cache
+def _model() -> Any:
+    import botocore.session
+
+    return botocore.session.get_session().get_service_model("bedrock-runtime")
+
+
+def validate(value: Any, shape_name: str, path: str = "$", extra_keys: frozenset[str] = frozenset()) -> None:
+    """``value`` (Converse wire JSON: blobs base64, documents any JSON) conforms to the botocore
+    shape: no undeclared key, required members present, a union with exactly one member, enums,
+    numeric and length bounds. Raises AssertionError naming the path."""
+    _check(value, _model().shape_for(shape_name), path, extra_keys)
+
+
+def _check(value: Any, shape: Any, path: str, extra: frozenset[str] = frozenset()) -> None:
+    kind = shape.type_name
+    if getattr(shape, "is_document_type", False):
+        return
+    meta_ = shape.metadata
+    if kind == "structure":
+        assert isinstance(value, dict), f"{path}: not an object"
+        unknown = set(value) - set(shape.members) - extra
+        assert not unknown, f"{path}: keys not in {shape.name}: {unknown}"
+        for name in shape.required_members:
+            assert name in value, f"{path}: {shape.name} lacks {name}"
+        if shape.is_tagged_union:
+            assert len(set(value) - extra) == 1, f"{path}: union {shape.name} needs one member: {set(value)}"
+        for key, item in value.items():
+            if key in shape.members:
+                _check(item, shape.members[key], f"{path}.{key}")
+    elif kind == "list":
+        assert isinstance(value, list), f"{path}: not a list"
+        assert meta_.get("min", 0) <= len(value) <= meta_.get("max", 1 << 60), f"{path}: list length"
+        for i, item in enumerate(value):
+            _check(item, shape.member, f"{path}[{i}]")
+    elif kind == "map":
+        assert isinstance(value, dict), f"{path}: not a map"
+    elif kind == "string":
+        assert isinstance(value, str), f"{path}: not a string"
+        assert meta_.get("min", 0) <= len(value) <= meta_.get("max", 1 << 60), f"{path}: length {len(value)}"
+        if shape.enum:
+            assert value in shape.enum, f"{path}: {value!r} not in {shape.enum}"
+    elif kind == "blob":
+        assert isinstance(value, str), f"{path}: a blob is base64 text on the wire"
+        base64.b64decode(value, validate=True)
+    elif kind in ("integer", "long"):
+        assert isinstance(value, int) and not isinstance(value, bool), f"{path}: not an integer"
+        assert meta_.get("min", -(1 << 63)) <= value <= meta_.get("max", 1 << 63), f"{path}: bounds"
+    elif kind in ("float", "double"):
+        assert isinstance(value, int | float) and not isinstance(value, bool), f"{path}: not a number"
+        assert meta_.get("min", float("-inf")) <= value <= meta_.get("max", float("inf")), f"{path}: bounds"
+    elif kind == "boolean":
+        assert isinstance(value, bool), f"{path}: not a boolean"
+
+
+def validate_request(path: str, body: dict[str, Any]) -> None:
+    """A translated request: its path is Converse's (the model id quoted whole) and its body
+    conforms to ConverseRequest / ConverseStreamRequest (the model travels in the path only)."""
+    prefix, _, rest = path.partition("/model/")
+    assert prefix == "" and "/" in rest, path
+    model_id, _, action = rest.rpartition("/")
+    assert action in ("converse", "converse-stream") and "/" not in model_id and unquote(model_id), path
+    assert "modelId" not in body
+    shape = "ConverseStreamRequest" if action == "converse-stream" else "ConverseRequest"
+    validate({**body, "modelId": unquote(model_id)}, shape)
+
+
+_PAD = frozenset({"p"})  # Bedrock pads every stream event payload with a "p" field
+
+
+def validate_stream_events(events: list[list[Any]]) -> None:
+    """Every event of a stream fixture conforms to its ConverseStreamOutput member shape."""
+    members = _model().shape_for("ConverseStreamOutput").members
+    for name, payload in events:
+        member = name.split(":", 1)[1] if name.startswith("exception:") else name
+        assert member in members, name
+        _check(payload, members[member], f"${name}", _PAD)
