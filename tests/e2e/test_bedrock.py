@@ -63,7 +63,7 @@ def _extra(bedrock_url: str, aws_dir: Path) -> dict[str, Any]:
             "br-wrong": {"routes": [{"provider": "bedrock-wrong", "model": MODEL}]},
             "br-key": {"routes": [{"provider": "bedrock-key", "model": MODEL}]},
         },
-        "quota": {"prices": {MODEL: {"input_per_mtok": PRICE_IN, "output_per_mtok": PRICE_OUT}}},
+        "quota": {"prices": {"*anthropic.claude-3-5-haiku*": {"input_per_mtok": PRICE_IN, "output_per_mtok": PRICE_OUT}}},
         "tenants": {"metered": {"keys": [{"id": METERED[1], "hash": keys.hash_key(METERED[0]), "models": ["*"]}],
                                 "quota": {"limits": {"tpm": 10_000_000}}}},
         "env": {
