@@ -60,6 +60,8 @@ def _extra(bedrock_url: str, aws_dir: Path) -> dict[str, Any]:
             "claude-br": {"routes": [{"provider": "bedrock", "model": MODEL}]},
             "br-then-openai": {"routes": [{"provider": "bedrock", "model": MODEL}, {"provider": "openai", "model": "gpt-4o-mini"}]},
             "openai-then-br": {"routes": [{"provider": "openai", "model": "gpt-4o-mini"}, {"provider": "bedrock", "model": MODEL}]},
+            "three-clouds": {"routes": [{"provider": "openai", "model": "gpt-4o-mini"}, {"provider": "bedrock", "model": MODEL},
+                                        {"provider": "anthropic", "model": "claude-3-5-haiku-20241022"}]},
             "br-wrong": {"routes": [{"provider": "bedrock-wrong", "model": MODEL}]},
             "br-key": {"routes": [{"provider": "bedrock-key", "model": MODEL}]},
         },
@@ -222,6 +224,23 @@ def test_openai_503_falls_back_to_bedrock(gw: Stack, fake_bedrock, fake_openai) 
     assert (led.provider, led.attempts) == ("bedrock", 2)
 
 
+def test_throttled_bedrock_mid_chain(gw: Stack, fake_bedrock, fake_openai, fake_anthropic) -> None:
+    """OpenAI 503 -> Bedrock ThrottlingException -> Anthropic answers: Bedrock fails over mid-chain."""
+    fake_openai.script([{"status": 503}])
+    fake_bedrock.script([{"status": 429}])
+    chunks = list(oai(gw).chat.completions.create(model="three-clouds", messages=MSG, stream=True))
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        == "Echo: What is the weather in Paris?"
+    )
+    assert (
+        fake_bedrock.requests[-1].route == "converse_stream"
+        and fake_anthropic.requests[-1].path == "/v1/messages"
+    )
+    led = gw.wait_ledger(lambda x: x.model == "three-clouds" and x.status == 200)
+    assert (led.provider, led.attempts) == ("anthropic", 3)
+
+
 def test_mid_stream_exception_frame_is_a_stream_error(gw: Stack, fake_bedrock) -> None:
     fake_bedrock.script(
         [{"stream_error": {"after": 2, "type": "throttlingException", "message": "Too many tokens"}}]
@@ -261,7 +280,8 @@ def test_rotated_keys_take_effect_without_restart(gw: Stack, fake_bedrock) -> No
         for akid, secret in ((AKID2, SECRET2), (AKID, SECRET)):
             write_credentials(aws_dir, akid, secret, wrong=WRONG_SECRET)
             fake_bedrock.provider.aws_keys = {akid: secret}
-            deadline, status = time.monotonic() + 10, 0
+            rotated_at = time.monotonic()
+            deadline, status = rotated_at + 10, 0
             while time.monotonic() < deadline:
                 try:
                     r = oai(gw).chat.completions.create(model="claude-br", messages=MSG)
@@ -272,6 +292,7 @@ def test_rotated_keys_take_effect_without_restart(gw: Stack, fake_bedrock) -> No
                     assert status == 502 and secret not in e.response.text
                     time.sleep(0.2)
             assert status == 200 and r.choices[0].message.content.startswith("Echo:")
+            assert time.monotonic() - rotated_at < 1 + 3  # refresh_s, plus a loaded machine's slack
             assert (
                 fake_bedrock.requests[-1]
                 .headers["authorization"]
