@@ -33,6 +33,8 @@ FIRST_READ_S = 10.0
 """Longest wait at start for the first credentials (a metadata server that never answers must not
 hold the gateway's start): after it the tries go unsigned, the provider refuses them (the
 gateway's 502) and the background task keeps trying."""
+MAX_REFRESHABLE_WAIT_S = 300.0
+"""Longest wait between two refreshes of temporary credentials, whatever `refresh_s` says."""
 RETRY_S = 5.0
 """How soon a failed read is tried again (at most `refresh_s`)."""
 # Never signed: pseudo-headers are not headers on the wire; Envoy may rewrite content-length
@@ -63,6 +65,8 @@ class SigV4:
         self._signer: SigV4Auth | None = None
         self._task: asyncio.Task[None] | None = None
         self._changed: Callable[[], None] = lambda: None
+        self._problem = ""
+        """The last failure to read the chain ("" after a success)."""
 
     @property
     def access_key_id(self) -> str | None:
@@ -123,10 +127,17 @@ class SigV4:
         except asyncio.CancelledError:
             raise
         except Exception as e:  # any failure of the chain is retried; its type says what
-            # The exception's type and message name a file, profile or endpoint, never a key.
-            log.warning("AWS credentials (%s, profile %s): %s: %s", self.service, self.profile or "default",
-                        type(e).__name__, e)  # fmt: skip
+            # The exception's type and message name a file, profile or endpoint, never a key. The
+            # same failure again (retried every few seconds) is not repeated at warning level.
+            problem = f"{type(e).__name__}: {e}"
+            level = logging.DEBUG if problem == self._problem else logging.WARNING
+            self._problem = problem
+            log.log(level, "AWS credentials (profile %s): %s%s", self.profile or "default", problem,
+                    "; the last good ones keep signing" if self._frozen else "; tries go unsigned")  # fmt: skip
             return False
+        if self._problem:
+            log.info("AWS credentials (profile %s) read again", self.profile or "default")
+            self._problem = ""
         self._install(frozen)
         return True
 
@@ -137,7 +148,12 @@ class SigV4:
 
     async def _keep_fresh(self, ok: bool) -> None:
         while True:
-            await asyncio.sleep(self.refresh_s if ok else min(RETRY_S, self.refresh_s))
+            wait = self.refresh_s if ok else min(RETRY_S, self.refresh_s)
+            if self._refreshable is not None:
+                # botocore renews temporary credentials 15 minutes before they expire: asking at
+                # least every 5 minutes renews them well before its 10-minute mandatory window.
+                wait = min(wait, MAX_REFRESHABLE_WAIT_S)
+            await asyncio.sleep(wait)
             ok = await self._refresh_once()
 
     async def close(self) -> None:

@@ -226,6 +226,11 @@ async def test_no_credentials_logged_and_retried_in_the_background(aws_env: Path
     try:
         assert cred.access_key_id is None and cred.sign("POST", "h", PATH, {}, BODY) == {}
         assert "no AWS credentials found" in caplog.text
+        await asyncio.sleep(0.3)  # several retries, the same failure: one warning
+        warnings = [
+            r for r in caplog.records if r.levelname == "WARNING" and "no AWS credentials" in r.getMessage()
+        ]
+        assert len(warnings) == 1 and "tries go unsigned" in warnings[0].getMessage()
         _write(aws_env, AKID, SECRET)  # appears later: picked up without a restart
         for _ in range(100):
             if cred.access_key_id:
