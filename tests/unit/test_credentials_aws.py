@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import threading
 from collections.abc import Awaitable, Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
 from botocore.credentials import RefreshableCredentials
@@ -298,3 +301,75 @@ def test_try_stage_signs_bedrock_and_bearer_api_keys(monkeypatch, aws_env: Path)
     key.apply(headers)
     assert headers == {"authorization": "Bearer bedrock-api-key-EXAMPLE-000001"}
     assert "bedrock-api-key-EXAMPLE-000001" in stage.secret_strs
+
+
+class _FakeSts(BaseHTTPRequestHandler):
+    """STS's AssumeRoleWithWebIdentity, as botocore's web identity provider (IRSA) calls it."""
+
+    token = ""
+    calls: list[dict[str, list[str]]] = []
+
+    def do_POST(self) -> None:
+        form = parse_qs(self.rfile.read(int(self.headers["content-length"])).decode())
+        type(self).calls.append(form)
+        ok = form.get("Action") == ["AssumeRoleWithWebIdentity"] and form.get("WebIdentityToken") == [
+            self.token
+        ]
+        expiry = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = (
+            '<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+            "<AssumeRoleWithWebIdentityResult><Credentials>"
+            f"<AccessKeyId>ASIAIRSAEXAMPLE00001</AccessKeyId><SecretAccessKey>{SECRET2}</SecretAccessKey>"
+            f"<SessionToken>{TOKEN}</SessionToken><Expiration>{expiry}</Expiration>"
+            "</Credentials><AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/bedrock/pod</Arn>"
+            "<AssumedRoleId>AROAEXAMPLE:pod</AssumedRoleId></AssumedRoleUser></AssumeRoleWithWebIdentityResult>"
+            "<ResponseMetadata><RequestId>00000000-0000-0000-0000-000000000001</RequestId></ResponseMetadata>"
+            "</AssumeRoleWithWebIdentityResponse>"
+        ).encode()
+        self.send_response(200 if ok else 400)
+        self.send_header("content-type", "text/xml")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+@run_async
+async def test_irsa_web_identity_through_sts(monkeypatch, aws_env: Path, tmp_path: Path) -> None:
+    """EKS IRSA: a role ARN and a projected service-account token file in the environment; botocore
+    exchanges the token at STS (a local fake here) for temporary credentials that sign with their
+    session token."""
+    token_file = tmp_path / "token"
+    token_file.write_text("eyJhbGciOiJSUzI1NiJ9.service-account-token.sig")
+    _FakeSts.token, _FakeSts.calls = token_file.read_text(), []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeSts)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/bedrock")
+    monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(token_file))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    cred = SigV4(_provider())
+    try:
+        await cred.start(lambda: None)
+        assert cred.access_key_id == "ASIAIRSAEXAMPLE00001" and set(cred.secrets) == {SECRET2, TOKEN}
+        assert _FakeSts.calls[0]["RoleArn"] == ["arn:aws:iam::123456789012:role/bedrock"]
+        out = cred.sign("POST", "bedrock-runtime.us-west-2.amazonaws.com", PATH, {}, BODY)
+        keys = {"ASIAIRSAEXAMPLE00001": (SECRET2, TOKEN)}
+        assert (
+            verify(
+                "POST",
+                PATH,
+                {"host": "bedrock-runtime.us-west-2.amazonaws.com", **out},
+                BODY,
+                keys,
+                "us-west-2",
+            )
+            is None
+        )
+    finally:
+        await cred.close()
+        server.shutdown()
+        server.server_close()
