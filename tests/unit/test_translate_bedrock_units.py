@@ -21,6 +21,7 @@ from sidegate.translate.codecs.form import (
     Stop,
     Text,
     TextDelta,
+    Tool,
     ToolCall,
     ToolResult,
     UsageUpdate,
@@ -181,7 +182,7 @@ def test_turns_merge_system_hoists_and_empty_turns_drop():
                 Message("user", [ToolResult("t1", "ok")]),
                 Message("system", [Text(""), Text("rule two")]),
             ],
-            tools=None,
+            tools=[Tool("f", None, {})],
         )
     )
     assert body["system"] == [{"text": "rule one"}, {"text": "rule two"}]
@@ -189,6 +190,21 @@ def test_turns_merge_system_hoists_and_empty_turns_drop():
     assert body["messages"][0]["content"] == [{"text": "a"}, {"text": "b"}]
     assert body["messages"][1]["content"] == [
         {"toolUse": {"toolUseId": "t1", "name": "f", "input": {"x": 1}}}
+    ]
+
+
+def test_tool_history_without_tools_is_refused_in_client_terms():
+    with pytest.raises(GatewayError) as err:
+        _encode(_req([Message("user", "a"), Message("assistant", [ToolCall("t1", "f", {})])]))
+    assert (err.value.status, err.value.param) == (400, "tools")
+
+
+def test_an_empty_tool_output_is_an_empty_content_list():
+    messages = [Message("user", [ToolResult("t1", ""), ToolResult("t2", "x", is_error=True)])]
+    body = _encode(_req(messages, tools=[Tool("f", None, {})]))
+    assert body["messages"][0]["content"] == [
+        {"toolResult": {"toolUseId": "t1", "content": []}},
+        {"toolResult": {"toolUseId": "t2", "content": [{"text": "x"}], "status": "error"}},
     ]
 
 

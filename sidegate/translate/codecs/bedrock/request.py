@@ -67,7 +67,10 @@ def _block(part: Part, docs: list[int]) -> dict[str, Any]:
     if t is ToolCall:
         return {"toolUse": {"toolUseId": part.id, "name": part.name, "input": part.input}}  # type: ignore[union-attr]
     if t is ToolResult:
-        result: dict[str, Any] = {"toolUseId": part.call_id, "content": [{"text": part.text}]}  # type: ignore[union-attr]
+        # An empty output is an empty list: a blank text block is refused ("text content blocks
+        # must be non-empty"), and a placeholder text would tell the model something the tool did not.
+        text = part.text  # type: ignore[union-attr]
+        result: dict[str, Any] = {"toolUseId": part.call_id, "content": [{"text": text}] if text else []}  # type: ignore[union-attr]
         if part.is_error:  # type: ignore[union-attr]
             result["status"] = "error"  # success is the default: only some models take the field
         return {"toolResult": result}
@@ -130,10 +133,18 @@ def _messages(messages: list[Message]) -> tuple[list[dict[str, Any]], list[dict[
 
 
 def _tool_config(req: Request, has_tool_blocks: bool) -> dict[str, Any] | None:
-    """Converse has no ``none`` tool choice: without tool blocks in the conversation the tools are
-    left out (the model then cannot call one, which is what ``none`` means); with them Converse
-    requires the tools, and the model could call one, so ``none`` is refused rather than ignored."""
+    """Converse requires the tools declared as soon as the conversation holds a tool call or result
+    (refused here in the client's terms rather than by Bedrock in Converse's). It has no ``none``
+    tool choice: without tool blocks in the conversation the tools are left out (the model then
+    cannot call one, which is what ``none`` means); with them the tools must stay and the model
+    could call one, so ``none`` is refused rather than ignored."""
     tc = req.tool_choice
+    if not req.tools and has_tool_blocks:
+        raise bad_param(
+            "tools",
+            "AWS Bedrock needs the tools declared when the conversation holds tool calls or tool "
+            "results: send the tools with this request.",
+        )
     if not req.tools or (tc is not None and tc.kind == "none"):
         if req.tools and has_tool_blocks:
             raise bad_param(
