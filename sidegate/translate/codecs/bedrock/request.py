@@ -1,6 +1,6 @@
 """The canonical form -> a Bedrock Converse / ConverseStream request (provider side only: no client
 speaks Converse). Shapes: botocore's service model (``bedrock-runtime`` ``ConverseRequest``);
-mapping table and losses: docs/translation.md, "Bedrock provider (Converse)".
+mapping table and losses: docs/translation.md, "AWS Bedrock provider (Converse)".
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from urllib.parse import quote
 
 from sidegate.errors import GatewayError
 from sidegate.translate.base import ProviderRequest, TranslateOptions
+
+# Claude on Bedrock takes Anthropic's own thinking field: the same effort -> budget rules, one copy.
 from sidegate.translate.codecs.anthropic.request import _thinking as thinking_config
 from sidegate.translate.codecs.form import (
     Document,
