@@ -63,3 +63,72 @@ def eventstream(rounds: int) -> None:
     print(f"event-stream decoding: µs per frame ({len(frames)} frames of ~{size} bytes, one per chunk)")
     print(f"  {'hand-written EventStreamDecoder':40s} {_per_frame(_ours, frames, rounds):7.2f} µs")
     print(f"  {'botocore EventStreamBuffer':40s} {_per_frame(_botocore, frames, rounds):7.2f} µs")
+
+
+# ------------------------------------------------------------------------------- Bedrock pairs
+
+
+def converse_stream(deltas: int = 200) -> list[bytes]:
+    """The same text answer as bench/translate_bench.py's SSE streams (200 deltas of TEXT), as
+    ConverseStream frames: one event per chunk, as Bedrock flushes them."""
+    out = [encode_event("messageStart", _dump({"p": _PAD, "role": "assistant"}))]
+    delta = _dump({"contentBlockIndex": 0, "delta": {"text": TEXT}, "p": _PAD})
+    out += [encode_event("contentBlockDelta", delta) for _ in range(deltas)]
+    out.append(encode_event("contentBlockStop", _dump({"contentBlockIndex": 0, "p": _PAD})))
+    out.append(encode_event("messageStop", _dump({"p": _PAD[:8], "stopReason": "end_turn"})))
+    usage = {"inputTokens": 100, "outputTokens": 2000, "totalTokens": 2100}
+    out.append(encode_event("metadata", _dump({"usage": usage, "metrics": {"latencyMs": 900}, "p": _PAD})))
+    return out
+
+
+def _paired(
+    ours: Callable[[], float], base: Callable[[], float], rounds: int = 7
+) -> tuple[float, float, float]:
+    """(ours, base, ratio) as medians of interleaved rounds: on a shared box the load drifts
+    within seconds, so each ratio compares two measurements taken back to back."""
+    pairs = [(ours(), base()) for _ in range(rounds)]
+    ratio = statistics.median(o / b for o, b in pairs)
+    return statistics.median(o for o, _ in pairs), statistics.median(b for _, b in pairs), ratio
+
+
+def report(
+    rounds: int,
+    bench_stream: Callable[..., float],
+    bench_request: Callable[..., float],
+    streams: tuple[list[bytes], list[bytes]],
+    requests: tuple[dict, dict],
+) -> None:
+    """The Bedrock pairs against the OpenAI<->Anthropic pair (the issue asks for within 2x), each
+    against the direction with the same client codec, so the ratio isolates the provider codec:
+    ``openai <- bedrock`` against ``openai <- anthropic``, ``openai -> bedrock`` against
+    ``openai -> anthropic``... (the Responses client against ``openai <- anthropic``)."""
+    from sidegate.errors import Api
+
+    a_stream, o_stream = streams
+    o_req, a_req = requests
+    frames = converse_stream()
+    r = max(1, rounds // 7)
+    print(f"bedrock pairs: µs per provider event ({len(frames)} frames; 7 interleaved rounds of {r}, median)")
+    for name, inbound, wants, base in (
+        ("openai client  <- bedrock provider", Api.OPENAI, True, (Api.OPENAI, Api.ANTHROPIC, a_stream)),
+        ("anthropic client <- bedrock provider", Api.ANTHROPIC, True, (Api.ANTHROPIC, Api.OPENAI, o_stream)),
+        ("responses client <- bedrock provider", Api.RESPONSES, False, (Api.OPENAI, Api.ANTHROPIC, a_stream)),
+    ):
+        ours, ref, ratio = _paired(
+            lambda i=inbound, w=wants: bench_stream(i, Api.BEDROCK, frames, w, r),
+            lambda b=base: bench_stream(b[0], b[1], b[2], True, r),
+        )
+        print(
+            f"  {name:40s} {ours:7.2f} µs  vs {base[0].value} <- {base[1].value} {ref:6.2f} µs: {ratio:.2f}x"
+        )
+    n = max(1, rounds * 10 // 7)
+    print(f"bedrock pairs: µs per request (21-message conversation; 7 interleaved rounds of {n}, median)")
+    for name, inbound, body, other in (
+        ("openai -> bedrock", Api.OPENAI, o_req, Api.ANTHROPIC),
+        ("anthropic -> bedrock", Api.ANTHROPIC, a_req, Api.OPENAI),
+    ):
+        ours, ref, ratio = _paired(
+            lambda i=inbound, b=body: bench_request(i, Api.BEDROCK, b, n),
+            lambda i=inbound, b=body, o=other: bench_request(i, o, b, n),
+        )
+        print(f"  {name:40s} {ours:7.2f} µs  vs {inbound.value} -> {other.value} {ref:6.2f} µs: {ratio:.2f}x")

@@ -151,6 +151,7 @@ def main() -> None:
     print(f"  {'anthropic -> openai':40s} {_bench_request(Api.ANTHROPIC, Api.OPENAI, a_req, n):7.2f} µs")
     print(f"  {'openai passthrough':40s} {_bench_request(Api.OPENAI, Api.OPENAI, o_req, n):7.2f} µs")
     print(f"  {'anthropic passthrough':40s} {_bench_request(Api.ANTHROPIC, Api.ANTHROPIC, a_req, n):7.2f} µs")
+    translate_bedrock.report(rounds, _bench_stream, _bench_request, (a_stream, o_stream), (o_req, a_req))
 
 
 if __name__ == "__main__":

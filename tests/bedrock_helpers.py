@@ -162,14 +162,21 @@ def _model() -> Any:
     return botocore.session.get_session().get_service_model("bedrock-runtime")
 
 
-def validate(value: Any, shape_name: str, path: str = "$", extra_keys: frozenset[str] = frozenset()) -> None:
+def shape_enum(name: str) -> list[str]:
+    return list(_model().shape_for(name).enum)
+
+
+def validate(value: Any, shape_name: str, *, strict_strings: bool = True) -> None:
     """``value`` (Converse wire JSON: blobs base64, documents any JSON) conforms to the botocore
     shape: no undeclared key, required members present, a union with exactly one member, enums,
-    numeric and length bounds. Raises AssertionError naming the path."""
-    _check(value, _model().shape_for(shape_name), path, extra_keys)
+    numeric and length bounds (string lengths only when ``strict_strings``). Raises
+    AssertionError naming the path."""
+    _check(value, _model().shape_for(shape_name), "$", frozenset(), strict_strings)
 
 
-def _check(value: Any, shape: Any, path: str, extra: frozenset[str] = frozenset()) -> None:
+def _check(
+    value: Any, shape: Any, path: str, extra: frozenset[str] = frozenset(), strict: bool = True
+) -> None:
     kind = shape.type_name
     if getattr(shape, "is_document_type", False):
         return
@@ -184,17 +191,18 @@ def _check(value: Any, shape: Any, path: str, extra: frozenset[str] = frozenset(
             assert len(set(value) - extra) == 1, f"{path}: union {shape.name} needs one member: {set(value)}"
         for key, item in value.items():
             if key in shape.members:
-                _check(item, shape.members[key], f"{path}.{key}")
+                _check(item, shape.members[key], f"{path}.{key}", strict=strict)
     elif kind == "list":
         assert isinstance(value, list), f"{path}: not a list"
         assert meta_.get("min", 0) <= len(value) <= meta_.get("max", 1 << 60), f"{path}: list length"
         for i, item in enumerate(value):
-            _check(item, shape.member, f"{path}[{i}]")
+            _check(item, shape.member, f"{path}[{i}]", strict=strict)
     elif kind == "map":
         assert isinstance(value, dict), f"{path}: not a map"
     elif kind == "string":
         assert isinstance(value, str), f"{path}: not a string"
-        assert meta_.get("min", 0) <= len(value) <= meta_.get("max", 1 << 60), f"{path}: length {len(value)}"
+        if strict:
+            assert meta_.get("min", 0) <= len(value) <= meta_.get("max", 1 << 60), f"{path}: length"
         if shape.enum:
             assert value in shape.enum, f"{path}: {value!r} not in {shape.enum}"
     elif kind == "blob":
@@ -210,7 +218,7 @@ def _check(value: Any, shape: Any, path: str, extra: frozenset[str] = frozenset(
         assert isinstance(value, bool), f"{path}: not a boolean"
 
 
-def validate_request(path: str, body: dict[str, Any]) -> None:
+def validate_request(path: str, body: dict[str, Any], *, strict_strings: bool = True) -> None:
     """A translated request: its path is Converse's (the model id quoted whole) and its body
     conforms to ConverseRequest / ConverseStreamRequest (the model travels in the path only)."""
     prefix, _, rest = path.partition("/model/")
@@ -219,7 +227,40 @@ def validate_request(path: str, body: dict[str, Any]) -> None:
     assert action in ("converse", "converse-stream") and "/" not in model_id and unquote(model_id), path
     assert "modelId" not in body
     shape = "ConverseStreamRequest" if action == "converse-stream" else "ConverseRequest"
-    validate({**body, "modelId": unquote(model_id)}, shape)
+    validate({**body, "modelId": unquote(model_id)}, shape, strict_strings=strict_strings)
+
+
+def _blobs_to_bytes(value: Any) -> Any:
+    """Wire JSON -> boto3 parameters: a ``source.bytes`` blob is base64 on the wire, bytes in boto3."""
+    if isinstance(value, list):
+        return [_blobs_to_bytes(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, item in value.items():
+        if key == "source" and isinstance(item, dict) and isinstance(item.get("bytes"), str):
+            out[key] = {**item, "bytes": base64.b64decode(item["bytes"])}
+        elif key in ("input", "json", "additionalModelRequestFields"):
+            out[key] = item  # documents: any JSON, untouched
+        else:
+            out[key] = _blobs_to_bytes(item)
+    return out
+
+
+def botocore_request(
+    path: str, body: dict[str, Any], *, validation: bool = True
+) -> tuple[str, dict[str, Any]]:
+    """What boto3 itself sends for the same call: (path, JSON body) from botocore's rest-json
+    serializer (with its parameter validation unless told), given the model id our path names."""
+    from botocore.serialize import create_serializer
+
+    model_id, _, action = path.removeprefix("/model/").rpartition("/")
+    operation = _model().operation_model("ConverseStream" if action == "converse-stream" else "Converse")
+    params = {"modelId": unquote(model_id), **_blobs_to_bytes(body)}
+    request = create_serializer("rest-json", include_validation=validation).serialize_to_request(
+        params, operation
+    )
+    return request["url_path"], json.loads(request["body"])
 
 
 _PAD = frozenset({"p"})  # Bedrock pads every stream event payload with a "p" field

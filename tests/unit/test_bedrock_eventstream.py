@@ -151,3 +151,10 @@ def test_malformed_headers_are_refused(headers: bytes):
     frame = _raw_frame(16 + len(headers), len(headers), headers)
     with pytest.raises(EventStreamError):
         EventStreamDecoder().feed(frame)
+
+
+def test_the_error_carries_the_frames_decoded_before_the_fault():
+    bad = _FRAMES[1][:-1] + bytes([_FRAMES[1][-1] ^ 1])
+    with pytest.raises(EventStreamError) as err:
+        EventStreamDecoder().feed(_FRAMES[0] + bad + _FRAMES[2])
+    assert _ours(err.value.frames) == _botocore(_FRAMES[0])

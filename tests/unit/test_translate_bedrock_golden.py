@@ -66,6 +66,7 @@ def test_request(case: Path):
         case / "expected_request.json"
     )
     b.validate_request(result.path, got)
+    assert b.botocore_request(result.path, got) == (result.path, got)  # what boto3 itself sends
 
 
 @_params("response.json")

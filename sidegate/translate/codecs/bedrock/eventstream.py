@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
@@ -59,7 +60,10 @@ _FIXED = {
 
 
 class EventStreamError(ValueError):
-    """The bytes are not a valid event stream (bad CRC, impossible lengths, bad header)."""
+    """The bytes are not a valid event stream (bad CRC, impossible lengths, bad header).
+    ``frames``: the valid frames the same ``feed`` decoded before the fault (still to be used)."""
+
+    frames: Sequence[Frame] = ()
 
 
 class Frame:
@@ -117,7 +121,8 @@ def _headers(buf: bytearray, pos: int, end: int) -> dict[str, Any]:
 class EventStreamDecoder:
     """Bytes in arbitrary chunks -> complete frames. A frame may split anywhere (even inside the
     prelude): the tail waits in the buffer for the next ``feed``. Invalid bytes raise
-    :class:`EventStreamError`; the decoder is then unusable (the stream cannot be resynchronised)."""
+    :class:`EventStreamError` (holding the frames decoded before the fault); the decoder is then
+    unusable (the stream cannot be resynchronised)."""
 
     __slots__ = ("_buf", "_cache", "_checked")
 
@@ -167,6 +172,9 @@ class EventStreamDecoder:
                 out.append(Frame(headers, bytes(view[hend : end - 4])))
                 self._checked = False
                 pos = end
+        except EventStreamError as err:
+            err.frames = out
+            raise
         finally:
             view.release()
         if pos:

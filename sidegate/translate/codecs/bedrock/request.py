@@ -1,6 +1,6 @@
 """The canonical form -> a Bedrock Converse / ConverseStream request (provider side only: no client
 speaks Converse). Shapes: botocore's service model (``bedrock-runtime`` ``ConverseRequest``);
-mapping table and losses: docs/translation.md, "Bedrock provider (Converse)".
+mapping table and losses: docs/translation.md, "AWS Bedrock provider (Converse)".
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from urllib.parse import quote
 
 from sidegate.errors import GatewayError
 from sidegate.translate.base import ProviderRequest, TranslateOptions
+
+# Claude on Bedrock takes Anthropic's own thinking field: the same effort -> budget rules, one copy.
 from sidegate.translate.codecs.anthropic.request import _thinking as thinking_config
 from sidegate.translate.codecs.form import (
     Document,
@@ -62,14 +64,15 @@ def _document(part: Document, n: int) -> dict[str, Any]:
 
 
 def _block(part: Part, docs: list[int]) -> dict[str, Any]:
-    """One part as a Converse content block (``docs`` counts documents, for their default names)."""
+    """One non-text part as a Converse content block (``docs`` counts documents, for their names)."""
     t = type(part)
-    if t is Text:
-        return {"text": part.text}  # type: ignore[union-attr]
     if t is ToolCall:
         return {"toolUse": {"toolUseId": part.id, "name": part.name, "input": part.input}}  # type: ignore[union-attr]
     if t is ToolResult:
-        result: dict[str, Any] = {"toolUseId": part.call_id, "content": [{"text": part.text}]}  # type: ignore[union-attr]
+        # An empty output is an empty list: a blank text block is refused ("text content blocks
+        # must be non-empty"), and a placeholder text would tell the model something the tool did not.
+        text = part.text  # type: ignore[union-attr]
+        result: dict[str, Any] = {"toolUseId": part.call_id, "content": [{"text": text}] if text else []}  # type: ignore[union-attr]
         if part.is_error:  # type: ignore[union-attr]
             result["status"] = "error"  # success is the default: only some models take the field
         return {"toolResult": result}
@@ -89,39 +92,61 @@ def _block(part: Part, docs: list[int]) -> dict[str, Any]:
 
 def _messages(messages: list[Message]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], bool]:
     """(system blocks, Converse turns, whether a turn holds tool blocks). System texts are hoisted
-    (Converse takes one system list); adjacent same-role turns merge (Converse refuses them)."""
+    (Converse takes one system list); adjacent same-role turns merge (Converse refuses them); an
+    assistant's empty text is left out (Converse refuses a blank text block, and a turn without
+    content). One pass, a block built once per part: the hot path of every Bedrock request."""
     system: list[dict[str, Any]] = []
     out: list[dict[str, Any]] = []
     docs = [0]
     has_tool_blocks = False
+    last_role = ""
+    last: list[dict[str, Any]] = []
     for msg in messages:
-        content = msg.content
-        if msg.role == "system":
-            texts = [content] if isinstance(content, str) else [p.text for p in content]  # type: ignore[union-attr]
-            system.extend({"text": t} for t in texts if t)  # Converse refuses a blank system block
+        role, content = msg.role, msg.content
+        if role == "system":
+            if type(content) is str:
+                if content:  # Converse refuses a blank system block
+                    system.append({"text": content})
+            else:
+                system.extend({"text": p.text} for p in content if p.text)  # type: ignore[union-attr]
             continue
-        if isinstance(content, str):
-            blocks = [{"text": content}] if content or msg.role == "user" else []
+        keep_empty = role == "user"
+        if type(content) is str:
+            blocks = [{"text": content}] if content or keep_empty else []
         else:
-            blocks = [_block(p, docs) for p in content]
-            if not has_tool_blocks:
-                has_tool_blocks = any(type(p) is ToolCall or type(p) is ToolResult for p in content)
-        if msg.role == "assistant":
-            blocks = [b for b in blocks if b.get("text", True)]  # an empty text block is refused
-            if not blocks:
-                continue
-        if out and out[-1]["role"] == msg.role:
-            out[-1]["content"].extend(blocks)
+            blocks = []
+            for part in content:
+                t = type(part)
+                if t is Text:
+                    if part.text or keep_empty:  # type: ignore[union-attr]
+                        blocks.append({"text": part.text})  # type: ignore[union-attr]
+                    continue
+                if t is ToolCall or t is ToolResult:
+                    has_tool_blocks = True
+                blocks.append(_block(part, docs))
+        if not blocks and not keep_empty:
+            continue
+        if role == last_role:
+            last.extend(blocks)
         else:
-            out.append({"role": msg.role, "content": blocks})
+            last, last_role = blocks, role
+            out.append({"role": role, "content": blocks})
     return system, out, has_tool_blocks
 
 
 def _tool_config(req: Request, has_tool_blocks: bool) -> dict[str, Any] | None:
-    """Converse has no ``none`` tool choice: without tool blocks in the conversation the tools are
-    left out (the model then cannot call one, which is what ``none`` means); with them Converse
-    requires the tools, and the model could call one, so ``none`` is refused rather than ignored."""
+    """Converse requires the tools declared as soon as the conversation holds a tool call or result
+    (refused here in the client's terms rather than by Bedrock in Converse's). It has no ``none``
+    tool choice: without tool blocks in the conversation the tools are left out (the model then
+    cannot call one, which is what ``none`` means); with them the tools must stay and the model
+    could call one, so ``none`` is refused rather than ignored."""
     tc = req.tool_choice
+    if not req.tools and has_tool_blocks:
+        raise bad_param(
+            "tools",
+            "AWS Bedrock needs the tools declared when the conversation holds tool calls or tool "
+            "results: send the tools with this request.",
+        )
     if not req.tools or (tc is not None and tc.kind == "none"):
         if req.tools and has_tool_blocks:
             raise bad_param(

@@ -141,15 +141,16 @@ class BedrockStreamDecoder:
         out: list[Event] = []
         if self.done:
             return out
+        broken = False
         try:
             frames = self._frames.feed(chunk)
-        except EventStreamError:
-            frames = None
-        for frame in frames or ():
+        except EventStreamError as err:
+            frames, broken = err.frames, True  # the frames before the fault still count
+        for frame in frames:
             self._frame(frame, out)
             if self.done:
                 return out
-        if frames is None:
+        if broken:
             self.done = True
             out.append(Failure(MALFORMED_EVENT))
         return out
