@@ -1,6 +1,7 @@
 """``python -m sidegate.fakes --port N [--port N2] [--chunks K] [--chunk-delay S]``: run fake providers.
 
-One independent provider per ``--port`` (each serves OpenAI, Azure and Anthropic); prints the URLs and
+One independent provider per ``--port`` (each serves OpenAI, Azure, Anthropic and Bedrock: ``--aws-key``
+checks its SigV4 signatures); prints the URLs and
 runs until SIGTERM/SIGINT.
 """
 
@@ -24,6 +25,8 @@ async def _main(args: argparse.Namespace) -> None:
             fixed_text=args.text,
             embedding_dims=args.embedding_dims,
             responses_api=not args.no_responses,
+            aws_keys=dict(k.split(":", 1) for k in args.aws_key) if args.aws_key else None,
+            aws_region=args.aws_region,
         )
         for port in (args.port or [0])
     ]
@@ -52,6 +55,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--text", default=None, help="answer this fixed text instead of echoing the prompt")
     ap.add_argument("--embedding-dims", type=int, default=1536)
     ap.add_argument("--no-responses", action="store_true", help="no /v1/responses (as vLLM, Ollama...)")
+    ap.add_argument("--aws-key", action="append", metavar="ACCESS_KEY_ID:SECRET",
+                    help="Bedrock: accept SigV4 signatures by this key (repeatable; none: not checked)")  # fmt: skip
+    ap.add_argument("--aws-region", default="us-east-1", help="Bedrock: the region signatures must be scoped to")
     args = ap.parse_args(argv)
     try:
         import uvloop
