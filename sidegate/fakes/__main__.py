@@ -1,8 +1,7 @@
 """``python -m sidegate.fakes --port N [--port N2] [--chunks K] [--chunk-delay S]``: run fake providers.
 
-One independent provider per ``--port`` (each serves OpenAI, Azure, Anthropic and Bedrock: ``--aws-key``
-checks its SigV4 signatures); prints the URLs and
-runs until SIGTERM/SIGINT.
+One independent provider per ``--port`` (each serves OpenAI, Azure, Anthropic and Bedrock, whose SigV4
+signatures ``--aws-key`` checks); prints the URLs and runs until SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
