@@ -141,3 +141,5 @@ class ObservabilityConfig(StrictModel):
     ledger: bool = True
     """Append one usage record per request to the `sg:ledger` Redis Stream."""
     ledger_maxlen: int = Field(1_000_000, ge=1000)
+
+

@@ -43,11 +43,7 @@ class ModelsFeature(Feature):
         path, _, query = ctx.path.partition("?")
         allowed = [n for n in self.names if "*" in ctx.allowed_models or n in ctx.allowed_models]
         if path.rstrip("/") == MODELS_PATH:
-            body = (
-                self._anthropic_list(allowed, query)
-                if ctx.api is Api.ANTHROPIC
-                else self._openai_list(allowed)
-            )
+            body = self._anthropic_list(allowed, query) if ctx.api is Api.ANTHROPIC else self._openai_list(allowed)
             return Reply(200, orjson.dumps(body), dict(_JSON))
         name = unquote(path[len(MODELS_PATH) + 1 :])
         if name not in allowed:
@@ -73,9 +69,7 @@ class ModelsFeature(Feature):
         except ValueError:
             raise GatewayError(400, "limit: Input should be a valid integer", param="limit") from None
         if not 1 <= limit <= _ANTHROPIC_MAX_LIMIT:
-            raise GatewayError(
-                400, f"limit: Input should be between 1 and {_ANTHROPIC_MAX_LIMIT}", param="limit"
-            )
+            raise GatewayError(400, f"limit: Input should be between 1 and {_ANTHROPIC_MAX_LIMIT}", param="limit")
         if "after_id" in q:
             rest = names[names.index(q["after_id"]) + 1 :] if q["after_id"] in names else []
             page = rest[:limit]

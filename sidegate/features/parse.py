@@ -29,13 +29,9 @@ class ParseFeature(Feature):
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         if len(ctx.raw_body) > self.max_body_bytes:
-            raise GatewayError(
-                413, f"Request body too large: {len(ctx.raw_body)} bytes (limit {self.max_body_bytes})."
-            )
+            raise GatewayError(413, f"Request body too large: {len(ctx.raw_body)} bytes (limit {self.max_body_bytes}).")
         if ctx.method != "POST":
-            raise GatewayError(
-                405, f"Method {ctx.method} not allowed on {ctx.path.split('?', 1)[0]}; use POST."
-            )
+            raise GatewayError(405, f"Method {ctx.method} not allowed on {ctx.path.split('?', 1)[0]}; use POST.")
         if not ctx.raw_body:
             raise GatewayError(400, "Request body is empty: send a JSON object.")
         try:
@@ -52,11 +48,7 @@ class ParseFeature(Feature):
         if dup is not None:
             # The body goes on as is (direct lane) to parsers that may keep the first value.
             shown = dup if len(dup) <= 64 else dup[:64] + "..."
-            raise GatewayError(
-                400,
-                f"Duplicate key {shown!r} in the request body: a key may appear only once per object.",
-                code="duplicate_key",
-            )
+            raise GatewayError(400, f"Duplicate key {shown!r} in the request body: a key may appear only once per object.", code="duplicate_key")
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise GatewayError(400, "Missing required parameter: 'model'.", param="model")
@@ -107,21 +99,15 @@ def _check_responses(body: dict[str, Any]) -> None:
     items = body.get("input")
     if isinstance(items, str):
         if not items:
-            raise GatewayError(
-                400, "'input' must be a non-empty string or a non-empty array of items.", param="input"
-            )
+            raise GatewayError(400, "'input' must be a non-empty string or a non-empty array of items.", param="input")
     elif isinstance(items, list) and items:
         if not all(isinstance(i, dict) for i in items):
-            raise GatewayError(
-                400, "Every entry of 'input' must be an object (an input item).", param="input"
-            )
+            raise GatewayError(400, "Every entry of 'input' must be an object (an input item).", param="input")
     elif items is None:
         # previous_response_id continues a stored conversation: the new turn still needs input.
         raise GatewayError(400, "Missing required parameter: 'input'.", param="input")
     else:
-        raise GatewayError(
-            400, "'input' must be a non-empty string or a non-empty array of items.", param="input"
-        )
+        raise GatewayError(400, "'input' must be a non-empty string or a non-empty array of items.", param="input")
     instructions = body.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise GatewayError(400, "'instructions' must be a string.", param="instructions")

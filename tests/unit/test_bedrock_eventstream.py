@@ -158,3 +158,34 @@ def test_the_error_carries_the_frames_decoded_before_the_fault():
     with pytest.raises(EventStreamError) as err:
         EventStreamDecoder().feed(_FRAMES[0] + bad + _FRAMES[2])
     assert _ours(err.value.frames) == _botocore(_FRAMES[0])
+
+
+def test_boto3_parses_the_encoded_stream_as_converse_stream_events():
+    """The Bedrock fake frames its answers with this encoder: boto3's own ConverseStream parsing
+    reads them as Bedrock's (events by their member name, an exception frame raised as its type)."""
+    import botocore.session
+    from botocore.eventstream import EventStream
+    from botocore.exceptions import EventStreamError as BotoStreamError
+    from botocore.parsers import EventStreamJSONParser
+
+    model = botocore.session.get_session().get_service_model("bedrock-runtime")
+    shape = model.operation_model("ConverseStream").output_shape.members["stream"]
+
+    class Raw:
+        def stream(self):
+            yield b"".join(_FRAMES)
+
+        def close(self) -> None:
+            pass
+
+    events = EventStream(Raw(), shape, EventStreamJSONParser(), "ConverseStream")
+    got = []
+    with pytest.raises(BotoStreamError) as err:
+        for event in events:
+            got.append(event)
+    assert got == [
+        {"messageStart": {"role": "assistant"}},
+        {"contentBlockDelta": {"contentBlockIndex": 0, "delta": {"text": "h\u00e9llo \u2603"}}},
+        {"messageStop": {"stopReason": "end_turn"}},
+    ]
+    assert err.value.response["Error"] == {"Code": "throttlingException", "Message": "Too many requests"}

@@ -80,11 +80,7 @@ def test_envoy_and_the_services_share_the_internal_token_and_nothing_else_does()
     writer = SERVICES["internal-token"]
     assert writer["command"] == ["internal-token", "-o", cfg.services.internal_token_file, "--keep"]
     assert writer["restart"] == "no" and writer["volumes"] == [f"sidegate-internal:{token_dir}"]
-    readers = {
-        n
-        for n, svc in SERVICES.items()
-        if any(v.startswith("sidegate-internal:") for v in svc.get("volumes", []))
-    }
+    readers = {n for n, svc in SERVICES.items() if any(v.startswith("sidegate-internal:") for v in svc.get("volumes", []))}
     assert readers == {"internal-token", "envoy", "authz", "extproc"}
     for name in ("envoy", "authz", "extproc"):
         assert f"sidegate-internal:{token_dir}:ro" in SERVICES[name]["volumes"]

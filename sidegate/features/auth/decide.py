@@ -54,9 +54,7 @@ def _deny(api: Api, reason: str, message: str) -> Deny:
 def throttled(headers: dict[str, str], wait_s: float) -> Deny:
     """Too many failed attempts (with this key id, or from this address): 429 in the client's format."""
     api = inbound_api(headers.get(":path", "/"), headers)
-    body = error_body(
-        api, 429, "Too many failed authentication attempts; retry later.", code="auth_rate_limited"
-    )
+    body = error_body(api, 429, "Too many failed authentication attempts; retry later.", code="auth_rate_limited")
     return Deny(429, api, body, "throttled", {"retry-after": str(max(1, math.ceil(wait_s)))})
 
 
@@ -64,9 +62,7 @@ def decide(headers: dict[str, str], records: dict[str, KeyRecord], now: float | 
     api = inbound_api(headers.get(":path", "/"), headers)
     key = presented_key(headers)
     if key is None:
-        return _deny(
-            api, "missing_key", "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key'."
-        )
+        return _deny(api, "missing_key", "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key'.")
     kid = keys.key_id(key)
     if kid is None:
         return _deny(api, "malformed_key", "Incorrect API key provided.")

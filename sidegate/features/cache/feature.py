@@ -112,12 +112,7 @@ class CacheFeature(Feature):
             result = hit.headers.get("x-sidegate-cache", "hit-exact").replace("-", "_")
             metrics.cache_lookup(result)
             ctx.meta["cache"] = result
-            return Reply(
-                200,
-                hit.body,
-                {"content-type": hit.content_type, **hit.headers, **ctx.response_headers},
-                "cache",
-            )
+            return Reply(200, hit.body, {"content-type": hit.content_type, **hit.headers, **ctx.response_headers}, "cache")
         ctx.meta["cache"] = "bypass" if not req.lookup_allowed else "error" if req.lookup_failed else "miss"
         metrics.cache_lookup(ctx.meta["cache"])
         if req.fill_allowed and not req.lookup_failed and req.allowed_by(policy):
@@ -140,9 +135,7 @@ class CacheFeature(Feature):
                 if client_body is None:
                     return
                 endpoint = str(meta.get("endpoint") or COMPLETIONS)
-                req = CacheRequest.from_body(
-                    api, str(meta.get("tenant", "")), model, client_body, {}, endpoint
-                )
+                req = CacheRequest.from_body(api, str(meta.get("tenant", "")), model, client_body, {}, endpoint)
             if streamed:
                 doc = reassemble(api, response)
                 if doc is None:
@@ -160,9 +153,7 @@ class CacheFeature(Feature):
             log.exception("cache fill failed")
 
 
-async def start_semantic(
-    semantic: Any, timeout_s: float = 5.0, retry_s: float = 30.0
-) -> asyncio.Task[None] | None:
+async def start_semantic(semantic: Any, timeout_s: float = 5.0, retry_s: float = 30.0) -> asyncio.Task[None] | None:
     """Load the embedder and open the vector store before serving (~1 s). If that fails or hangs
     (e.g. Qdrant down), serve anyway, uncached, and keep retrying in the background (the task)."""
     try:

@@ -169,11 +169,7 @@ def _responses(body: dict[str, Any]) -> Iterator[Slot]:
         for name, value in variables.items():
             if isinstance(value, str):
                 yield Slot(variables, name, "user")
-            elif (
-                isinstance(value, dict)
-                and value.get("type") == "input_text"
-                and isinstance(value.get("text"), str)
-            ):
+            elif isinstance(value, dict) and value.get("type") == "input_text" and isinstance(value.get("text"), str):
                 yield Slot(value, "text", "user")
     items = body.get("input")
     if isinstance(items, str):
