@@ -20,7 +20,6 @@ from sidegate.translate.codecs.form import (
     Part,
     Request,
     Text,
-    Thinking,
     Tool,
     ToolCall,
     ToolChoice,
@@ -119,9 +118,7 @@ def _parts(role: str, parts: list[Any], calls: _Calls) -> list[Part]:
         if text is not None:
             text = need_str(text, _P, "text")
             if part.get("thought") is True:
-                if role == "model":
-                    sig = part.get("thoughtSignature")
-                    out.append(Thinking(text, sig if isinstance(sig, str) else ""))
+                continue  # an earlier thought: no other provider can take it back (documented loss)
             else:
                 out.append(Text(text))
         elif role == "model" and part.get("functionCall") is not None:
