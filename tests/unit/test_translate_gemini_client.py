@@ -51,7 +51,7 @@ def test_to_openai():
     assert path == "/v1/chat/completions"
     assert body["messages"] == [
         {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": [{"type": "text", "text": "Weather in Oslo?"}]},
+        {"role": "user", "content": "Weather in Oslo?"},  # one text part: a plain string
         {
             "role": "assistant",
             "content": None,
