@@ -374,9 +374,11 @@ def test_passthrough_stream():
     ev1 = b'data: {"candidates":[{"content":{"parts":[{"text":"a"}]}}],"usageMetadata":{"promptTokenCount":2}}\r\n\r\n'
     ev2 = b'data: {"candidates":[{"content":{"parts":[{"text":"b"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":2,"candidatesTokenCount":5}}\n\n'
     st = tr.stream(client_wants_usage=False)
-    out = st.feed(ev1 + b"data: \n\n") + st.feed(ev2) + st.finish()
+    out = st.feed(ev1 + b"data: \n\n") + st.feed(ev2)
+    assert st.done  # finish reason and usage: the last event
+    assert st.feed(ev1) == b"" and st.finish() == b""
     assert out == ev1.replace(b"\r\n", b"\n") + ev2
-    assert (st.usage.input_tokens, st.usage.output_tokens) == (2, 5) and st.done
+    assert (st.usage.input_tokens, st.usage.output_tokens) == (2, 5)
     st = tr.stream(client_wants_usage=False)
     out = st.feed(ev1) + st.finish()
     assert b'"status":"INTERNAL"' in out and st.finish() == b""
