@@ -79,3 +79,30 @@ def test_stream_cut_is_an_api_error():
             got.append(chunk.text)
     assert got == ["Hi"] and err.value.code == 500
     assert "ended before the response was complete" in err.value.message
+
+
+def test_chat_history_goes_back_through_the_decoder():
+    """A google-genai chat re-sends its history (our streamed chunks, merged as the SDK merges them,
+    and a function response): the decoder takes it."""
+    seen: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        tr = get_translator(Api.GEMINI, Api.ANTHROPIC)
+        preq = tr.request(json.loads(request.content), model="claude", opts=TranslateOptions(stream=True))
+        seen.append(json.loads(preq.body))
+        st = tr.stream(client_wants_usage=False)
+        return httpx.Response(
+            200, content=st.feed(STREAM) + st.finish(), headers={"content-type": "text/event-stream"}
+        )
+
+    http = httpx.Client(transport=httpx.MockTransport(handler))
+    client = genai.Client(
+        api_key="k", http_options=types.HttpOptions(base_url="http://gw.test", httpx_client=http)
+    )
+    chat = client.chats.create(model="m")
+    list(chat.send_message_stream("hi"))
+    list(chat.send_message_stream(types.Part.from_function_response(name="f", response={"result": "ok"})))
+    messages = seen[-1]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert {"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}} in messages[1]["content"]
+    assert messages[2]["content"] == [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]

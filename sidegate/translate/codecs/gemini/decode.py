@@ -128,9 +128,9 @@ def _parts(role: str, parts: list[Any], calls: _Calls) -> list[Part]:
         text = part.get("text")
         if text is not None:
             text = need_str(text, _P, "text")
-            if part.get("thought") is True:
-                continue  # an earlier thought: no other provider can take it back (documented loss)
-            else:
+            # An earlier thought is not forwarded: no other provider can take it back (a documented
+            # loss). An empty text (google-genai's chat history keeps a stream's last one) says nothing.
+            if text and part.get("thought") is not True:
                 out.append(Text(text))
         elif role == "model" and part.get("functionCall") is not None:
             fc = _node(part["functionCall"], _P, "functionCall")
@@ -152,7 +152,8 @@ def _parts(role: str, parts: list[Any], calls: _Calls) -> list[Part]:
             out.append(_file(_node(part["fileData"], _P, "fileData")))
         else:
             kinds = [k for k in part if k not in ("thoughtSignature", "thought", "videoMetadata")]
-            raise bad_param(_P, f"{role} part {kinds[0] if kinds else 'empty'!r} is not supported upstream.")
+            if kinds:  # a part of only a signature carries nothing another provider can take
+                raise bad_param(_P, f"{role} part {kinds[0]!r} is not supported upstream.")
     return out
 
 
