@@ -124,6 +124,12 @@ class _Calls:
 def _parts(role: str, parts: list[Any], calls: _Calls) -> list[Part]:
     out: list[Part] = []
     for part in parts:
+        if type(part) is dict and len(part) == 1:  # the common part: {"text": "..."} alone
+            text = part.get("text")
+            if type(text) is str:
+                if text:
+                    out.append(Text(text))
+                continue
         part = _node(part, _P, "a part")
         text = part.get("text")
         if text is not None:
@@ -176,13 +182,21 @@ def _messages(body: dict[str, Any]) -> list[Message]:
         raise bad_param(_P, "contents must be a non-empty list.")
     calls = _Calls()
     for content in contents:
-        content = _node(content, _P, "each content")
+        if type(content) is not dict or "_" in "".join(content):
+            content = _node(content, _P, "each content")
         role = content.get("role") or "user"
         if role == "function":  # the API's older name for the turn holding function responses
             role = "user"
         if role not in ("user", "model"):
             raise bad_param(_P, f"content role {role!r} is not supported.")
-        parts = _parts(role, _list(content.get("parts", []), _P, "parts"), calls)
+        raw = content.get("parts", [])
+        if type(raw) is list and len(raw) == 1:  # the common turn: one text part
+            only = raw[0]
+            text = only.get("text") if type(only) is dict and len(only) == 1 else None
+            if type(text) is str and text:
+                out.append(Message("assistant" if role == "model" else "user", text))
+                continue
+        parts = _parts(role, _list(raw, _P, "parts"), calls)
         # One text part is a plain string: the form's cheapest shape, and what other APIs send.
         text = parts[0].text if len(parts) == 1 and type(parts[0]) is Text else None
         out.append(Message("assistant" if role == "model" else "user", parts if text is None else text))
