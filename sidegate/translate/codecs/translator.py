@@ -19,6 +19,8 @@ from sidegate.translate.codecs.anthropic import request as anthropic_request
 from sidegate.translate.codecs.anthropic import response as anthropic_response
 from sidegate.translate.codecs.bedrock import request as bedrock_request
 from sidegate.translate.codecs.bedrock import response as bedrock_response
+from sidegate.translate.codecs.gemini import request as gemini_request
+from sidegate.translate.codecs.gemini import response as gemini_response
 from sidegate.translate.codecs.openai import request as openai_request
 from sidegate.translate.codecs.openai import response as openai_response
 from sidegate.translate.codecs.responses import request as responses_request
@@ -32,12 +34,16 @@ REQUESTS[Api.RESPONSES] = responses_request  # clients of it: codecs.responses_c
 RESPONSES[Api.RESPONSES] = responses_response
 REQUESTS[Api.BEDROCK] = bedrock_request  # a provider API only: its decode_request never runs
 RESPONSES[Api.BEDROCK] = bedrock_response
+REQUESTS[Api.GEMINI] = gemini_request
+RESPONSES[Api.GEMINI] = gemini_response
 
 
 def _encoder(api: Api, wants_usage: bool, created: int) -> Any:
     """The client's stream encoder (only OpenAI's reads usage wishes and the clock)."""
     if api is Api.OPENAI:
         return openai_response.OpenAIStreamEncoder(client_wants_usage=wants_usage, created=created)
+    if api is Api.GEMINI:
+        return gemini_response.GeminiStreamEncoder()
     return anthropic_response.AnthropicStreamEncoder()
 
 
