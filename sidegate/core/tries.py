@@ -232,7 +232,8 @@ class ProviderTry:
         ctype = headers.get("content-type", "")
         if 200 <= status < 300 and ctype.startswith(STREAM_TYPES):
             self.streaming = True
-            self.stream_tx = self.translator.stream(client_wants_usage=bool(self.meta.get("want_usage")))
+            self.stream_tx = self.translator.stream(client_wants_usage=bool(self.meta.get("want_usage")),
+                                                   model=self.upstream_model)
             changes.set["content-type"] = "text/event-stream"
             mode = "streamed"
         else:
@@ -246,7 +247,7 @@ class ProviderTry:
         """A buffered (non-streaming) provider body -> client body."""
         if 200 <= self.status < 300:
             try:
-                out, self.usage = self.translator.response(body)
+                out, self.usage = self.translator.response(body, model=self.upstream_model)
                 for h in self.hooks:
                     out = h.response(out)
                 out = self._scrub(out)

@@ -93,7 +93,7 @@ class AnthropicAnthropic:
         out = body if body.get("model") == model else {**body, "model": model}
         return ProviderRequest("/v1/messages", dumps(out), {"anthropic-version": opts.anthropic_version})
 
-    def response(self, body: bytes) -> tuple[bytes, Usage | None]:
+    def response(self, body: bytes, *, model: str = "") -> tuple[bytes, Usage | None]:
         obj = provider_object(body)
         u = obj.get("usage")
         if not isinstance(u, dict):
@@ -101,7 +101,7 @@ class AnthropicAnthropic:
         raw = {k: v for k, v in u.items() if isinstance(v, int)}
         return body, parse_anthropic_usage(raw)
 
-    def stream(self, *, client_wants_usage: bool) -> AnthropicAnthropicStream:
+    def stream(self, *, client_wants_usage: bool, model: str = "") -> AnthropicAnthropicStream:
         return AnthropicAnthropicStream()
 
     def error(self, status: int, body: bytes) -> tuple[int, bytes]:

@@ -95,12 +95,14 @@ class Translator(Protocol):
         """
         ...
 
-    def response(self, body: bytes) -> tuple[bytes, Usage | None]:
-        """Provider non-streaming success body -> client body, plus the usage it reported."""
+    def response(self, body: bytes, *, model: str = "") -> tuple[bytes, Usage | None]:
+        """Provider non-streaming success body -> client body, plus the usage it reported.
+        `model`: the provider-side model this try asked for, for an answer that names none
+        (Bedrock's Converse)."""
         ...
 
-    def stream(self, *, client_wants_usage: bool) -> StreamTranslator:
-        """A fresh streaming state for one response."""
+    def stream(self, *, client_wants_usage: bool, model: str = "") -> StreamTranslator:
+        """A fresh streaming state for one response (`model`: as for :meth:`response`)."""
         ...
 
     def error(self, status: int, body: bytes) -> tuple[int, bytes]:

@@ -67,11 +67,11 @@ class AnthropicCountTokens:
             COUNT_TOKENS_UPSTREAM_PATH, dumps(out), {"anthropic-version": opts.anthropic_version}
         )
 
-    def response(self, body: bytes) -> tuple[bytes, Usage | None]:
+    def response(self, body: bytes, *, model: str = "") -> tuple[bytes, Usage | None]:
         provider_object(body)  # only checked: the count goes back to the client as it came
         return body, None
 
-    def stream(self, *, client_wants_usage: bool) -> AnthropicAnthropicStream:
+    def stream(self, *, client_wants_usage: bool, model: str = "") -> AnthropicAnthropicStream:
         """A count is never streamed; a provider that streams anyway is relayed event by event."""
         return AnthropicAnthropicStream()
 

@@ -93,6 +93,6 @@ class OpenAIEmbeddings(OpenAIOpenAI):
         out = body if body.get("model") == model else {**body, "model": model}
         return ProviderRequest(EMBEDDINGS_UPSTREAM_PATH, dumps(out), {})
 
-    def stream(self, *, client_wants_usage: bool) -> OpenAIOpenAIStream:
+    def stream(self, *, client_wants_usage: bool, model: str = "") -> OpenAIOpenAIStream:
         """Embeddings are never streamed; a provider that streams anyway is relayed event by event."""
         return OpenAIOpenAIStream(client_wants_usage=True)

@@ -100,11 +100,11 @@ class GeminiGemini:
     def request(self, body: dict[str, Any], *, model: str, opts: TranslateOptions) -> ProviderRequest:
         return ProviderRequest(provider_path(model, bool(opts.stream)), dumps(body), {})
 
-    def response(self, body: bytes) -> tuple[bytes, Usage | None]:
+    def response(self, body: bytes, *, model: str = "") -> tuple[bytes, Usage | None]:
         obj = provider_object(body)
         return body, parse_usage(obj.get("usageMetadata"))[0]
 
-    def stream(self, *, client_wants_usage: bool) -> GeminiGeminiStream:
+    def stream(self, *, client_wants_usage: bool, model: str = "") -> GeminiGeminiStream:
         return GeminiGeminiStream()
 
     def error(self, status: int, body: bytes) -> tuple[int, bytes]:

@@ -88,11 +88,11 @@ class OpenAIOpenAI:
                 out = {**out, "stream_options": {**so, "include_usage": True}}
         return ProviderRequest("/v1/chat/completions", dumps(out), {})
 
-    def response(self, body: bytes) -> tuple[bytes, Usage | None]:
+    def response(self, body: bytes, *, model: str = "") -> tuple[bytes, Usage | None]:
         obj = provider_object(body)
         return body, parse_openai_usage(obj.get("usage"))
 
-    def stream(self, *, client_wants_usage: bool) -> OpenAIOpenAIStream:
+    def stream(self, *, client_wants_usage: bool, model: str = "") -> OpenAIOpenAIStream:
         return OpenAIOpenAIStream(client_wants_usage=client_wants_usage)
 
     def error(self, status: int, body: bytes) -> tuple[int, bytes]:

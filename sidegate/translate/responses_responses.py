@@ -94,12 +94,12 @@ class ResponsesResponses:
         out = body if body.get("model") == model else {**body, "model": model}
         return ProviderRequest("/v1/responses", dumps(out), {})
 
-    def response(self, body: bytes) -> tuple[bytes, Usage | None]:
+    def response(self, body: bytes, *, model: str = "") -> tuple[bytes, Usage | None]:
         obj = provider_object(body)
         parsed = parse_responses_usage(obj.get("usage"))
         return body, (parsed[0] if parsed is not None else None)
 
-    def stream(self, *, client_wants_usage: bool) -> ResponsesResponsesStream:
+    def stream(self, *, client_wants_usage: bool, model: str = "") -> ResponsesResponsesStream:
         return ResponsesResponsesStream()
 
     def error(self, status: int, body: bytes) -> tuple[int, bytes]:

@@ -298,3 +298,18 @@ def test_text_deltas_keep_their_text():
         _HAPPY[0], _ev("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "\u2603"}})
     )
     assert [e.text for e in events if isinstance(e, TextDelta)] == ["\u2603"]
+
+
+@pytest.mark.parametrize("inbound", [Api.OPENAI, Api.ANTHROPIC, Api.RESPONSES])
+def test_answers_name_the_model_the_try_asked_for(inbound: Api) -> None:
+    """Converse answers and events name no model: the client sees the provider-side model its try
+    asked for, never an empty one."""
+    model = "anthropic.claude-3-5-haiku-20241022-v1:0"
+    tx = get_translator(inbound, Api.BEDROCK)
+    body = {"output": {"message": {"role": "assistant", "content": [{"text": "Hi"}]}}, "stopReason": "end_turn",
+            "usage": {"inputTokens": 3, "outputTokens": 1, "totalTokens": 4}}  # fmt: skip
+    out, _ = tx.response(orjson.dumps(body), model=model)
+    assert orjson.loads(out)["model"] == model
+    stream = tx.stream(client_wants_usage=True, model=model)
+    text = b"".join(stream.feed(f) for f in _HAPPY) + stream.finish()
+    assert model.encode() in text

@@ -27,18 +27,23 @@ class ResponsesClientTranslator(CanonicalTranslator):
         super().__init__(Api.RESPONSES, upstream, clock)
         self.ids = ids
 
-    def response(self, body: bytes, *, request: dict[str, Any] | None = None) -> tuple[bytes, Usage | None]:
+    def response(
+        self, body: bytes, *, request: dict[str, Any] | None = None, model: str = ""
+    ) -> tuple[bytes, Usage | None]:
         obj = loads_object(body)
         if obj is None:
             raise bad_response()
         resp = self._decode_response(obj)
+        resp.model = resp.model or model
         echo = request_echo(request) if request is not None else None
         return dumps(encode_response(resp, self.clock(), ids=self.ids, echo=echo)), resp.usage
 
-    def stream(self, *, client_wants_usage: bool, request: dict[str, Any] | None = None) -> CanonicalStream:
+    def stream(
+        self, *, client_wants_usage: bool, request: dict[str, Any] | None = None, model: str = ""
+    ) -> CanonicalStream:
         echo = request_echo(request) if request is not None else None
         encoder = ResponsesStreamEncoder(created=self.clock(), ids=self.ids, echo=echo)
-        return CanonicalStream(self._stream_decoder(), encoder)
+        return CanonicalStream(self.stream_decoder(model), encoder)
 
     def error(self, status: int, body: bytes) -> tuple[int, bytes]:
         # Anthropic's 529 "overloaded" has no OpenAI counterpart: 503 is what OpenAI's SDKs retry.

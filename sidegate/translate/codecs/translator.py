@@ -91,16 +91,25 @@ class CanonicalTranslator:
             req.stream = opts.stream
         return self._encode_request(req, model, opts)
 
-    def response(self, body: bytes) -> tuple[bytes, Usage | None]:
+    def response(self, body: bytes, *, model: str = "") -> tuple[bytes, Usage | None]:
         obj = loads_object(body)
         if obj is None:
             raise bad_response()
         resp = self._decode_response(obj)
+        resp.model = resp.model or model
         return dumps(self._encode_response(resp, self.clock())), resp.usage
 
-    def stream(self, *, client_wants_usage: bool) -> CanonicalStream:
+    def stream(self, *, client_wants_usage: bool, model: str = "") -> CanonicalStream:
         encoder = _encoder(self.inbound, client_wants_usage, self.clock())
-        return CanonicalStream(self._stream_decoder(), encoder)
+        return CanonicalStream(self.stream_decoder(model), encoder)
+
+    def stream_decoder(self, model: str) -> Any:
+        """The provider's stream decoder; an API whose events name no model (Bedrock's Converse)
+        has a `model` attribute for the one this try asked for."""
+        decoder = self._stream_decoder()
+        if model and hasattr(decoder, "model"):
+            decoder.model = model
+        return decoder
 
     def error(self, status: int, body: bytes) -> tuple[int, bytes]:
         return client_error(self.inbound, status, body)

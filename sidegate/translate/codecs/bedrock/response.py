@@ -127,9 +127,11 @@ class BedrockStreamDecoder:
     """ConverseStream bytes (binary frames, split anywhere) -> form events, one JSON parse per
     frame. Tool calls are numbered by call (the form's index), content blocks mapped to them."""
 
-    __slots__ = ("_blocks", "_frames", "_ntools", "_stopped", "done", "usage")
+    __slots__ = ("_blocks", "_frames", "_ntools", "_stopped", "done", "model", "usage")
 
     def __init__(self) -> None:
+        self.model = ""
+        """Converse events name no model: the translator sets the one the try asked for."""
         self._frames = EventStreamDecoder()
         self._blocks: dict[int, int] = {}  # contentBlockIndex -> tool call index
         self._ntools = 0
@@ -207,7 +209,7 @@ class BedrockStreamDecoder:
                     self._blocks[index] = idx
                 out.append(ToolStart(idx, as_str(use.get("toolUseId")), as_str(use.get("name")), ""))
         elif event == "messageStart":
-            out.append(Start(new_id(), ""))
+            out.append(Start(new_id(), self.model))
         elif event == "messageStop":
             stop, seq = _stop(data.get("stopReason"), data.get("additionalModelResponseFields"))
             self._stopped = True
