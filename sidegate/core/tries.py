@@ -39,6 +39,8 @@ log = logging.getLogger("sidegate.upstream")
 # PROVIDER_HEADERS are removed on each try, then the ones for this try's provider are set again.
 UPSTREAM_PATHS = {Api.OPENAI: "/v1/chat/completions", Api.ANTHROPIC: "/v1/messages", Api.RESPONSES: "/v1/responses"}
 """The provider path of a passthrough try (body unchanged), by API (translated tries take the translator's)."""
+VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
+"""Anthropic on Vertex AI: the API version its bodies carry (`anthropic_version`; no header)."""
 STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
 """Provider answers streamed to the client event by event (SSE; Bedrock's binary event stream)."""
 
@@ -106,7 +108,8 @@ class ProviderTry:
         self.max_attempts = len(mcfg.groups()) - int(meta.get("start", 0))
         self.retry_on = frozenset(mcfg.retry_on_status)
         self.opts = TranslateOptions(default_max_tokens=mcfg.default_max_tokens,
-                                     stream=bool(meta.get("stream")) if self.inbound is Api.GEMINI else None)  # fmt: skip
+                                     stream=bool(meta.get("stream")) if self.inbound is Api.GEMINI else None,
+                                     anthropic_body_version=VERTEX_ANTHROPIC_VERSION if self.provider.vertex else None)  # fmt: skip
         self.endpoint = str(meta.get("endpoint") or COMPLETIONS)
         self.metered = self.endpoint in METERED
         """A try of an endpoint that spends no tokens (count_tokens) reaches no completion hook."""
@@ -198,7 +201,7 @@ class ProviderTry:
         p = self.provider
         path = p.provider_path(preq.path, self.upstream_model, bool(self.meta.get("stream")))
         changes = HeaderChanges(set={":path": path, "content-length": str(len(preq.body)), **preq.headers})
-        if self.inbound is Api.ANTHROPIC and p.api is Api.ANTHROPIC and self.meta.get("anthropic_version"):
+        if self.inbound is Api.ANTHROPIC and p.api is Api.ANTHROPIC and p.vertex is None and self.meta.get("anthropic_version"):
             changes.set["anthropic-version"] = str(self.meta["anthropic_version"])  # the client knows its version
         signer = self.stage.signers.get(self.provider_name)
         if signer is not None:  # over the final method, path, host and body (SigV4)

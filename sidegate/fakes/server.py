@@ -7,6 +7,7 @@ import contextlib
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -20,7 +21,9 @@ from sidegate.fakes.faults import Dropped, before_headers
 from sidegate.fakes.recording import RecordedRequest, RequestLog
 from sidegate.fakes.routes import authorized, route, validate, wants_stream
 from sidegate.fakes.stream import api_events, stream_answer
+from sidegate.fakes.tokens import bearer_refusal
 from sidegate.fakes.validation import sdk_problem, warm_up
+from sidegate.fakes.vertex_anthropic import messages_body, vertex_anthropic
 
 __all__ = ["DEFAULT_MODELS", "FakeProvider"]
 
@@ -57,6 +60,8 @@ class FakeProvider:
 
     `chunks`/`chunk_delay_s` shape streams; `fixed_text` replaces the "Echo: <last user text>" answer;
     `api_key`, when set, must be presented (Bearer, `x-api-key` or `api-key`) or the answer is 401;
+    `token_check` (e.g. a `TokenIssuer`'s `valid`), when set, must accept the bearer token of every
+    Vertex AI and Azure OpenAI request or the answer is the cloud's 401;
     `responses_api=False` makes the Responses API paths unknown (404), as on most OpenAI-shaped servers.
     Bodies the official SDKs' request types refuse get the real API's 400 (`validation.py`;
     docs/fakes.md).
@@ -75,6 +80,7 @@ class FakeProvider:
         api_key: str | None = None,
         responses_api: bool = True,
         max_log: int = 10_000,
+        token_check: Callable[[str], bool] | None = None,
     ) -> None:
         self.host = host
         self._port = port
@@ -85,6 +91,7 @@ class FakeProvider:
         self.embedding_dims = embedding_dims
         self.api_key = api_key
         self.responses_api = responses_api  # False: an OpenAI-shaped provider without /v1/responses
+        self.token_check = token_check  # cloud paths: only the bearer tokens its issuer minted, unexpired
         self.log = RequestLog(max_log)
         self._script = Script()
         self._runner: web.ServerRunner | None = None
@@ -209,6 +216,8 @@ class FakeProvider:
         self, request: web.BaseRequest, path: str, hdrs: dict[str, str], body: Any, bad_json: bool
     ) -> web.StreamResponse:
         anthropic = path.startswith("/v1/messages") or (path == "/v1/models" and "anthropic-version" in hdrs)
+        on_vertex = vertex_anthropic(path)  # Anthropic on Vertex AI: (model, stream path)
+        anthropic = anthropic or on_vertex is not None
         rid = "req_" + uuid.uuid4().hex[:24]
         started = time.monotonic()
         base_headers = wire_anthropic.headers(rid) if anthropic else wire_openai.headers(rid, 1)
@@ -236,12 +245,20 @@ class FakeProvider:
         # Authentication first, as the real providers do (does not consume the script).
         if self.api_key is not None and not authorized(self.api_key, hdrs):
             return error(401)
+        refusal = bearer_refusal(path, hdrs, self.token_check) if self.token_check is not None else None
+        if refusal is not None:
+            return web.Response(status=401, body=refusal, content_type=_JSON, headers=base_headers)
         model = body.get("model") if isinstance(body, dict) else None
         if path.startswith("/openai/deployments/"):
             deployment = path.split("/")[3]
             if isinstance(body, dict) and not isinstance(body.get("model"), str):
                 body = {**body, "model": deployment}
             model = deployment
+        if on_vertex is not None:  # the Messages body it stands for (model from the path)
+            body, problem = messages_body(body, *on_vertex)
+            if problem:
+                return error(400, problem)
+            model = on_vertex[0]
         b = self._script.take(path, model if isinstance(model, str) else None)
         if b is not None:
             await before_headers(request, b, self._is_closing)
