@@ -379,7 +379,7 @@ class TryStage:
         self.filler: Fillers | None = filler if isinstance(filler, Fillers) or filler is None else Fillers([filler.fill])
         """The fill hooks by metadata key (a bare filler is the cache's, `cache_fill`)."""
         self.on_try = on_try
-        self.credentials: dict[str, Credential] = {name: for_provider(p) for name, p in cfg.providers.items()}
+        self.credentials: dict[str, Credential] = {name: for_provider(p, name) for name, p in cfg.providers.items()}
         self.signers: dict[str, SigningCredential] = {
             name: c for name, c in self.credentials.items() if isinstance(c, SigningCredential)
         }

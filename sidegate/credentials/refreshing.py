@@ -34,10 +34,14 @@ MIN_REFRESH_S = 1.0
 """Never refresh more often than this (an SDK that hands back a cached token near its expiry)."""
 
 
-def describe(exc: BaseException) -> str:
-    """A failed fetch, for the log: the class and the SDK's first message, bounded."""
-    first = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ""
-    return f"{type(exc).__name__}: {first[:300]}" if first else type(exc).__name__
+def describe(exc: BaseException, depth: int = 0) -> str:
+    """A failed fetch, for the log: the class and the SDK's first message (or the exception it
+    wraps: google-auth wraps transport errors), bounded."""
+    first = exc.args[0] if exc.args else None
+    if isinstance(first, BaseException) and depth < 3:
+        return f"{type(exc).__name__}: {describe(first, depth + 1)}"
+    text = first if isinstance(first, str) else ""
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
 
 
 class RefreshingToken:

@@ -10,7 +10,7 @@ threads, synchronously):
   `scope` and `exp`; a bad one gets Google's `400 {"error": "invalid_grant", ...}`.
 - The GCE metadata server (Application Default Credentials on GKE/GCE: `GCE_METADATA_HOST` and
   `GCE_METADATA_IP` point here): `GET /` (the presence ping), `.../service-accounts/default/`
-  (`?recursive=true`: email, scopes) and `.../service-accounts/default/token`, each requiring
+  (`?recursive=true`: email, scopes) and `.../service-accounts/default/token` (or by email), each requiring
   `Metadata-Flavor: Google`.
 - Azure's App Service managed identity endpoint (`IDENTITY_ENDPOINT` = `<url>/msi/token`,
   `IDENTITY_HEADER`): `GET ?resource=...&api-version=2019-08-01` with `X-IDENTITY-HEADER`,
@@ -182,10 +182,13 @@ class TokenIssuer:
         return 200, {"access_token": issued.token, "expires_in": self.expires_in, "token_type": "Bearer"}
 
     def metadata(self, path: str, query: dict[str, str]) -> tuple[int, Any]:
-        sa = _METADATA_PREFIX + "instance/service-accounts/default/"
-        if path == sa and query.get("recursive") == "true":
+        # The instance's account, by alias or by email (google-auth uses the email once it knows it).
+        accounts = [
+            _METADATA_PREFIX + f"instance/service-accounts/{a}/" for a in ("default", self.metadata_email)
+        ]
+        if path in accounts and query.get("recursive") == "true":
             return 200, {"aliases": ["default"], "email": self.metadata_email, "scopes": [CLOUD_PLATFORM]}
-        if path == sa + "token":
+        if path in [a + "token" for a in accounts]:
             scopes = query.get("scopes", CLOUD_PLATFORM).split(",")
             if CLOUD_PLATFORM not in scopes:
                 self._refuse("scope")
