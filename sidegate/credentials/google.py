@@ -4,12 +4,14 @@ A service account key file (`google.credentials_file`) signs a JWT assertion tha
 exchanges for an access token; without one, Application Default Credentials decide
 (`GOOGLE_APPLICATION_CREDENTIALS`, then the metadata server: GKE workload identity, GCE, Cloud Run;
 google-auth reads `GCE_METADATA_HOST` / `GCE_METADATA_IP`). Either way `refresh` always asks for a
-new token (google-auth keeps no cache of its own), so each refresh is a real rotation.
+new token (google-auth keeps no cache of its own), so each refresh is a real rotation; a key
+file replaced in place (a rotated service account key) is read again at the next refresh.
 """
 
 from __future__ import annotations
 
 import datetime
+import os
 from typing import Any
 
 from sidegate.config import ProviderConfig
@@ -28,16 +30,25 @@ class GoogleToken(RefreshingToken):
         super().__init__(provider or p.host, self.opts.refresh_margin_s)
         self._credentials: Any = None  # built on first fetch: ADC may probe the network
         self._request: Any = None
+        self._stamp: tuple[int, int, int] | None = None
 
     def fetch(self) -> tuple[str, float]:
-        if self._credentials is None:
-            self._credentials, self._request = _load(self.opts.credentials_file, self.opts.scopes)
+        path = self.opts.credentials_file
+        stamp = _stamp(path) if path else None  # a replaced key file (rotation) is read again
+        if self._credentials is None or stamp != self._stamp:
+            self._credentials, self._request = _load(path, self.opts.scopes)
+            self._stamp = stamp
         creds = self._credentials
         creds.refresh(self._request)
         expiry = creds.expiry  # naive UTC (google-auth's convention); None: no expiry given
         if expiry is None:
             return creds.token, 0.0
         return creds.token, expiry.replace(tzinfo=_UTC).timestamp()
+
+
+def _stamp(path: str) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _load(credentials_file: str | None, scopes: list[str]) -> tuple[Any, Any]:

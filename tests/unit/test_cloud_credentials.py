@@ -246,3 +246,15 @@ def test_per_try_stage_builds_the_vertex_anthropic_try():
     sent = orjson.loads(body)
     assert sent["anthropic_version"] == "vertex-2023-10-16" and "model" not in sent and sent["stream"] is True
     assert b"ya29.unit-token-0123456789" in stage.secrets
+
+
+def test_a_replaced_service_account_key_file_is_read_again(issuer, tmp_path: Path):
+    path = tmp_path / "sa.json"
+    service_account_file(str(path), EMAIL, issuer.token_uri)  # a key the endpoint does not know
+    cfg = _cfg(v={"api": "anthropic", "base_url": "https://vertex.test", "vertex": VERTEX,
+                  "google": {"credentials_file": str(path)}})  # fmt: skip
+    cred = GoogleToken(cfg.providers["v"])
+    with pytest.raises(Exception, match="invalid_grant"):
+        cred.fetch()
+    issuer.add_service_account(EMAIL, service_account_file(str(path), EMAIL, issuer.token_uri))  # rotated
+    assert issuer.valid(cred.fetch()[0])
