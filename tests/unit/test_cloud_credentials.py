@@ -16,11 +16,13 @@ from sidegate import config
 from sidegate.core.tries import TryStage
 from sidegate.credentials import RefreshingCredential, for_provider
 from sidegate.credentials.azure import EntraToken
+from sidegate.credentials.env import env_credential
 from sidegate.credentials.google import GoogleToken
 from sidegate.credentials.refreshing import RefreshingToken, describe
 from sidegate.errors import Api
 from sidegate.fakes.tokens import JWT_BEARER, TokenIssuer, bearer_refusal, service_account_file
 from sidegate.fakes.vertex_anthropic import messages_body, vertex_anthropic
+from sidegate.lanes import preparable_first_try
 from sidegate.translate import get_translator
 from sidegate.translate.base import TranslateOptions
 
@@ -258,3 +260,18 @@ def test_a_replaced_service_account_key_file_is_read_again(issuer, tmp_path: Pat
         cred.fetch()
     issuer.add_service_account(EMAIL, service_account_file(str(path), EMAIL, issuer.token_uri))  # rotated
     assert issuer.valid(cred.fetch()[0])
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"api": "anthropic", "vertex": VERTEX},
+        {"api": "openai", "auth": "azure-ad", "path_prefix": "/openai/deployments/{model}"},
+    ],
+)
+def test_cloud_tokens_are_never_prepared_by_envoy(fields):
+    """Envoy cannot set a token from its environment, and a try the front prepares at check time
+    stays in the request's dynamic metadata: cloud providers' tries are always asked for."""
+    cfg = _cfg(p={"base_url": "https://cloud.test", **fields})
+    assert env_credential(cfg.providers["p"]) is None
+    assert preparable_first_try(cfg, "p", 0) is None
