@@ -258,7 +258,7 @@ class FakeProvider:
             body, problem = messages_body(body, *on_vertex)
             if problem:
                 return error(400, problem)
-            model = on_vertex[0]
+            model = on_vertex[0]  # (`count-tokens` for a count)
         b = self._script.take(path, model if isinstance(model, str) else None)
         if b is not None:
             await before_headers(request, b, self._is_closing)

@@ -306,3 +306,16 @@ def test_token_echoed_by_the_provider_never_reaches_the_client(gw, cloud):
         oai(gw).chat.completions.create(model="claude-vertex", messages=MSG)
     text = json.dumps(exc.value.body)
     assert token not in text and "[redacted]" in text
+
+
+def test_vertex_anthropic_count_tokens(gw, cloud):
+    """Token counting on Vertex AI is one endpoint (`count-tokens:rawPredict`), the model in the body."""
+    n = ant(gw).messages.count_tokens(model="claude-vertex", messages=MSG)
+    assert n.input_tokens > 0
+    rec = cloud.requests[-1]
+    assert rec.path == VERTEX_PREFIX + "count-tokens:rawPredict"
+    assert (
+        rec.json["model"] == "claude-sonnet-4-5@20250929"
+        and rec.json["anthropic_version"] == "vertex-2023-10-16"
+    )
+    assert rec.headers["authorization"].startswith("Bearer ya29.") and "anthropic-version" not in rec.headers

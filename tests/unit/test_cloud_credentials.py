@@ -275,3 +275,20 @@ def test_cloud_tokens_are_never_prepared_by_envoy(fields):
     cfg = _cfg(p={"base_url": "https://cloud.test", **fields})
     assert env_credential(cfg.providers["p"]) is None
     assert preparable_first_try(cfg, "p", 0) is None
+
+
+def test_vertex_anthropic_token_count_is_one_endpoint_with_the_model_in_the_body():
+    from sidegate.translate.count_tokens import AnthropicCountTokens
+
+    p = _cfg(v={"api": "anthropic", "base_url": "https://vertex.test", "vertex": VERTEX}).providers["v"]
+    assert p.provider_path("/v1/messages/count_tokens", "claude-x", False) == (
+        "/v1/projects/fake-project/locations/us-east5/publishers/anthropic/models/count-tokens:rawPredict"
+    )
+    opts = TranslateOptions(anthropic_body_version="vertex-2023-10-16")
+    preq = AnthropicCountTokens().request({"model": "m", "messages": []}, model="claude-x", opts=opts)
+    assert orjson.loads(preq.body) == {
+        "model": "claude-x",
+        "messages": [],
+        "anthropic_version": "vertex-2023-10-16",
+    }
+    assert preq.headers == {}
