@@ -54,9 +54,10 @@ class FakeProvider:
     Routes: OpenAI `POST /v1/chat/completions`, `POST /v1/responses`, `POST /v1/embeddings`,
     `GET /v1/models`; Azure `POST /openai/deployments/{d}/chat/completions|embeddings` and
     `POST /openai/v1/responses`; Anthropic `POST /v1/messages` (and
-    `GET /v1/models` when the request has `anthropic-version`); Gemini
-    `POST /v1beta/models/{m}:generateContent|streamGenerateContent|embedContent|batchEmbedContents|countTokens`
-    and the same on Vertex AI's `/v1/projects/{p}/locations/{l}/publishers/google/models/{m}:...`. Control: `GET|DELETE /_fake/requests`,
+    `GET /v1/models` when the request has `anthropic-version`); Gemini `POST /v1beta/models/{m}:method`
+    (generateContent, streamGenerateContent, embedContent, batchEmbedContents, countTokens) and the
+    same on Vertex AI's `/v1/projects/{p}/locations/{l}/publishers/google/models/{m}:method`
+    (gemini_serve.py). Control: `GET|DELETE /_fake/requests`,
     `POST|GET|DELETE /_fake/script`, `POST /_fake/default`, `POST /_fake/reset`.
 
     `chunks`/`chunk_delay_s` shape streams; `fixed_text` replaces the "Echo: <last user text>" answer;
@@ -106,9 +107,7 @@ class FakeProvider:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((self.host, self._port))
         self._port = sock.getsockname()[1]
-        server = web.Server(
-            self._handle, request_factory=self._request, handler_cancellation=True, access_log=None
-        )
+        server = web.Server(self._handle, request_factory=self._request, handler_cancellation=True, access_log=None)
         self._runner = web.ServerRunner(server, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.SockSite(self._runner, sock, backlog=1024).start()
@@ -292,9 +291,7 @@ class FakeProvider:
         if problem:
             return error(400, problem)
         if endpoint == "count_tokens":
-            return web.Response(
-                body=wire_anthropic.count_tokens(body), content_type=_JSON, headers=base_headers
-            )
+            return web.Response(body=wire_anthropic.count_tokens(body), content_type=_JSON, headers=base_headers)
         if endpoint == "embeddings":
             return web.Response(
                 body=wire_openai.embeddings(body, self.embedding_dims),
