@@ -261,8 +261,11 @@ class ProviderTry:
                 self.status = 502
                 out = format_error(self.inbound, err)
         else:
+            refused = self.status in (401, 403) or (
+                self.status == 400 and self.provider.api is Api.GEMINI and b"API_KEY_INVALID" in body
+            )  # Gemini answers a wrong API key with a 400 (reason API_KEY_INVALID)
             self.status, out = self.translator.error(self.status, self._scrub(body))
-            if self.status in (401, 403) and self.final:
+            if refused and self.final:
                 self.status = 502
                 out = format_error(self.inbound, provider_refused_key(self.provider_name))
         self._keep(out)

@@ -36,11 +36,8 @@ def gemini_embeddings_path(model: str) -> str:
 
 
 def gemini_error(api: Api, status: int, body: bytes) -> tuple[int, bytes]:
-    """A Google error body -> the client's format. Gemini answers a wrong API key with a 400
-    `API_KEY_INVALID`: that is the gateway's credential refused (a 401 to the per-try stage, which
-    answers it as the gateway's 502), never the client's bad request."""
-    if status == 400 and b"API_KEY_INVALID" in body:
-        status = 401
+    """A Google error body -> the client's format (a wrong API key, Gemini's 400 `API_KEY_INVALID`,
+    is turned into the gateway's 502 by the per-try stage)."""
     return client_error(api, status, body)
 
 
