@@ -6,18 +6,29 @@ usage), with Google's error bodies."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from sidegate.fakes import gemini_checks, wire_gemini
 from sidegate.fakes.answer import build_answer
+from sidegate.fakes.behavior import Script
 from sidegate.fakes.faults import before_headers
 from sidegate.fakes.stream import stream_answer
 from sidegate.fakes.wire_gemini import GeminiCall
 
-if TYPE_CHECKING:
-    from sidegate.fakes.server import FakeProvider
+
+class FakeProvider(Protocol):
+    """What the handler uses of `server.FakeProvider` (which imports this module)."""
+
+    api_key: str | None
+    fixed_text: str | None
+    chunks: int
+    chunk_delay_s: float
+    _script: Script
+
+    def _is_closing(self) -> bool: ...
+
 
 __all__ = ["serve_gemini"]
 
