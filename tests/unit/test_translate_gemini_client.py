@@ -51,7 +51,7 @@ def test_to_openai():
     assert path == "/v1/chat/completions"
     assert body["messages"] == [
         {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": [{"type": "text", "text": "Weather in Oslo?"}]},
+        {"role": "user", "content": "Weather in Oslo?"},  # one text part: a plain string
         {
             "role": "assistant",
             "content": None,
@@ -283,7 +283,7 @@ def test_refusal_and_length_finish_for_gemini_client():
     out, _ = get_translator(Api.GEMINI, Api.ANTHROPIC).response(orjson.dumps(msg))
     cand = orjson.loads(out)["candidates"][0]
     assert cand["finishReason"] == "MAX_TOKENS"
-    assert cand["content"]["parts"] == [{"text": "t", "thought": True, "thoughtSignature": "s"}]
+    assert cand["content"]["parts"] == [{"text": "t", "thought": True}]  # no foreign signature
 
 
 def _events(data: bytes) -> list[dict]:
@@ -374,9 +374,11 @@ def test_passthrough_stream():
     ev1 = b'data: {"candidates":[{"content":{"parts":[{"text":"a"}]}}],"usageMetadata":{"promptTokenCount":2}}\r\n\r\n'
     ev2 = b'data: {"candidates":[{"content":{"parts":[{"text":"b"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":2,"candidatesTokenCount":5}}\n\n'
     st = tr.stream(client_wants_usage=False)
-    out = st.feed(ev1 + b"data: \n\n") + st.feed(ev2) + st.finish()
+    out = st.feed(ev1 + b"data: \n\n") + st.feed(ev2)
+    assert st.done  # finish reason and usage: the last event
+    assert st.feed(ev1) == b"" and st.finish() == b""
     assert out == ev1.replace(b"\r\n", b"\n") + ev2
-    assert (st.usage.input_tokens, st.usage.output_tokens) == (2, 5) and st.done
+    assert (st.usage.input_tokens, st.usage.output_tokens) == (2, 5)
     st = tr.stream(client_wants_usage=False)
     out = st.feed(ev1) + st.finish()
     assert b'"status":"INTERNAL"' in out and st.finish() == b""

@@ -20,7 +20,6 @@ from sidegate.translate.codecs.form import (
     Part,
     Request,
     Text,
-    Thinking,
     Tool,
     ToolCall,
     ToolChoice,
@@ -119,9 +118,7 @@ def _parts(role: str, parts: list[Any], calls: _Calls) -> list[Part]:
         if text is not None:
             text = need_str(text, _P, "text")
             if part.get("thought") is True:
-                if role == "model":
-                    sig = part.get("thoughtSignature")
-                    out.append(Thinking(text, sig if isinstance(sig, str) else ""))
+                continue  # an earlier thought: no other provider can take it back (documented loss)
             else:
                 out.append(Text(text))
         elif role == "model" and part.get("functionCall") is not None:
@@ -161,7 +158,7 @@ def _messages(body: dict[str, Any]) -> list[Message]:
             part = _obj(part, "systemInstruction", "a system part")
             texts.append(Text(need_str(part.get("text"), "systemInstruction", "a system part's text")))
         if texts:
-            out.append(Message("system", texts))
+            out.append(Message("system", texts[0].text if len(texts) == 1 else texts))
     contents = body.get("contents")
     if not isinstance(contents, list) or not contents:
         raise bad_param(_P, "contents must be a non-empty list.")
@@ -174,7 +171,9 @@ def _messages(body: dict[str, Any]) -> list[Message]:
         if role not in ("user", "model"):
             raise bad_param(_P, f"content role {role!r} is not supported.")
         parts = _parts(role, _list(content.get("parts", []), _P, "parts"), calls)
-        out.append(Message("assistant" if role == "model" else "user", parts))
+        # One text part is a plain string: the form's cheapest shape, and what other APIs send.
+        text = parts[0].text if len(parts) == 1 and type(parts[0]) is Text else None
+        out.append(Message("assistant" if role == "model" else "user", parts if text is None else text))
     return out
 
 

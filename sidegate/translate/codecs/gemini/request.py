@@ -80,7 +80,8 @@ def _user_parts(content: list[Any], names: dict[str, str]) -> list[dict[str, Any
     for p in content:
         t = type(p)
         if t is Text:
-            parts.append({"text": p.text})
+            if p.text:  # Gemini refuses an empty text part
+                parts.append({"text": p.text})
         elif t is ToolResult:
             name = names.get(p.call_id)
             if name is None:
@@ -137,7 +138,7 @@ def _contents(messages: list[Message]) -> tuple[list[dict[str, Any]], list[dict[
             continue
         role = "model" if msg.role == "assistant" else "user"
         if isinstance(content, str):
-            parts = [{"text": content}] if content or role == "user" else []
+            parts = [{"text": content}] if content else []  # Gemini refuses an empty text part
         elif role == "model":
             parts = _model_parts(content, names)
         else:

@@ -57,10 +57,9 @@ def _part(p: Any) -> dict[str, Any]:
     if t is ToolCall:
         return {"functionCall": {"id": p.id, "name": p.name, "args": p.input}}
     assert t is Thinking
-    out: dict[str, Any] = {"text": p.text, "thought": True}
-    if p.signature:
-        out["thoughtSignature"] = p.signature
-    return out
+    # No thoughtSignature: another provider's signature means nothing to Gemini, and google-genai
+    # refuses one that is not base64 (and re-encodes the rest), so it could not come back intact.
+    return {"text": p.text, "thought": True}
 
 
 def encode_response(resp: Response, created: int) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Every SSE event is a whole ``GenerateContentResponse`` holding the next parts; usage rides on the
 last ones (cumulative), the finish reason on the last, and there is no terminal ``[DONE]``: the
-stream ends with the connection. A stream that ends before a finish reason was cut.
+answer is complete at the event holding both a finish reason and usage (or at the end of the
+connection after a finish reason). A stream that ends before a finish reason was cut.
 """
 
 from __future__ import annotations
@@ -117,6 +118,12 @@ class GeminiStreamDecoder:
         elif cand is None and not self._stopped and block_reason(obj):
             self._stopped = True
             out.append(Stop("refusal", None))
+        if self._stopped and usage is not None:
+            # Gemini's last event carries the finish reason and the usage: the answer is complete,
+            # so the client's terminal event goes now, not when the connection closes. (Without
+            # usage yet, a later event may bring it: the end then waits for it or for EOF.)
+            self.done = True
+            out.append(END)
 
     def _parts(self, parts: list[Any], out: list[Event]) -> None:
         for part in parts:
