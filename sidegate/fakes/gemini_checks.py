@@ -55,7 +55,19 @@ def _adapters() -> dict[str, tuple[Any, bool]]:
 
 
 def warm_up() -> None:
-    _adapters()
+    """Build the validators now (google-genai's models defer building theirs to the first use)."""
+    part = {"text": "x"}
+    generate_problem(
+        {
+            "contents": [{"role": "user", "parts": [part]}],
+            "systemInstruction": {"parts": [part]},
+            "tools": [{"functionDeclarations": [{"name": "f"}]}],
+            "toolConfig": {"functionCallingConfig": {"mode": "AUTO"}},
+            "safetySettings": [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}],
+            "generationConfig": {"maxOutputTokens": 1},
+        },
+        vertex=False,
+    )
 
 
 def _unknown(name: str, where: str = "") -> str:

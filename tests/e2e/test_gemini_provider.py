@@ -233,15 +233,25 @@ def test_gemini_429_alone_reaches_the_client_with_retry_after(gw: Stack, fake_ge
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_openai_fails_gemini_fallback_answers(gw: Stack, fake_gemini, fake_openai, stream: bool) -> None:
-    fake_openai.script([{"status": 503, "error": "overloaded"}])
-    client = ant(gw)
+    fake_openai.script([{"status": 503, "error": "overloaded"}, {"status": 429, "retry_after": 3}])
+    raw = oai(gw).chat.completions.with_raw_response.create(model="oai-then-gem", messages=MSG, stream=stream)
+    parsed = raw.parse()
+    text = (
+        "".join(c.choices[0].delta.content or "" for c in parsed if c.choices)
+        if stream
+        else parsed.choices[0].message.content
+    )
+    assert text == "Echo: What is the weather in Paris?"
+    assert (raw.headers["x-sidegate-provider"], raw.headers["x-sidegate-attempts"]) == ("gemini", "2")
+    client = ant(gw)  # the second scripted failure, a 429, for an Anthropic client
     if stream:
         with client.messages.stream(model="oai-then-gem", max_tokens=64, messages=MSG) as s:
             m = s.get_final_message()
     else:
         m = client.messages.create(model="oai-then-gem", max_tokens=64, messages=MSG)
     assert m.content[0].text == "Echo: What is the weather in Paris?"
-    assert len(fake_openai.requests) == 1 and _sent(fake_gemini, STREAM if stream else GEN)["contents"]
+    assert len(fake_openai.requests) == 2 and len(fake_gemini.requests) == 2
+    assert _sent(fake_gemini, STREAM if stream else GEN)["contents"]
 
 
 def test_a_wrong_gemini_key_is_a_502_naming_no_secret(gw: Stack, fake_gemini) -> None:
