@@ -13,11 +13,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from sidegate.fakes import wire_anthropic, wire_openai, wire_responses
+from sidegate.fakes import wire_anthropic, wire_gemini, wire_openai, wire_responses
 from sidegate.fakes.answer import build_answer
 from sidegate.fakes.behavior import Behavior, Script
 from sidegate.fakes.conversation import Conversations
 from sidegate.fakes.faults import Dropped, before_headers
+from sidegate.fakes.gemini_checks import warm_up as warm_up_gemini
+from sidegate.fakes.gemini_serve import serve_gemini
 from sidegate.fakes.recording import RecordedRequest, RequestLog
 from sidegate.fakes.routes import authorized, route, validate, wants_stream
 from sidegate.fakes.stream import api_events, stream_answer
@@ -55,7 +57,10 @@ class FakeProvider:
     Routes: OpenAI `POST /v1/chat/completions`, `POST /v1/responses`, `POST /v1/embeddings`,
     `GET /v1/models`; Azure `POST /openai/deployments/{d}/chat/completions|embeddings` and
     `POST /openai/v1/responses`; Anthropic `POST /v1/messages` (and
-    `GET /v1/models` when the request has `anthropic-version`). Control: `GET|DELETE /_fake/requests`,
+    `GET /v1/models` when the request has `anthropic-version`); Gemini `POST /v1beta/models/{m}:method`
+    (generateContent, streamGenerateContent, embedContent, batchEmbedContents, countTokens) and the
+    same on Vertex AI's `/v1/projects/{p}/locations/{l}/publishers/google/models/{m}:method`
+    (gemini_serve.py). Control: `GET|DELETE /_fake/requests`,
     `POST|GET|DELETE /_fake/script`, `POST /_fake/default`, `POST /_fake/reset`.
 
     `chunks`/`chunk_delay_s` shape streams; `fixed_text` replaces the "Echo: <last user text>" answer;
@@ -103,6 +108,7 @@ class FakeProvider:
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> FakeProvider:
         warm_up()  # the SDK request types, once per process, before the first request
+        warm_up_gemini()
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -215,6 +221,12 @@ class FakeProvider:
     async def _serve(
         self, request: web.BaseRequest, path: str, hdrs: dict[str, str], body: Any, bad_json: bool
     ) -> web.StreamResponse:
+        refusal = bearer_refusal(path, hdrs, self.token_check) if self.token_check is not None else None
+        if refusal is not None:  # Vertex AI (Gemini, Anthropic) and Azure: only the issuer's live tokens
+            return web.Response(status=401, body=refusal, content_type=_JSON)
+        gemini = wire_gemini.parse_path(path)
+        if gemini is not None:  # Google's paths, keys and error bodies: gemini_serve.py
+            return await serve_gemini(self, request, gemini, hdrs, body, bad_json)
         anthropic = path.startswith("/v1/messages") or (path == "/v1/models" and "anthropic-version" in hdrs)
         on_vertex = vertex_anthropic(path)  # Anthropic on Vertex AI: (model, stream path)
         anthropic = anthropic or on_vertex is not None
@@ -245,9 +257,6 @@ class FakeProvider:
         # Authentication first, as the real providers do (does not consume the script).
         if self.api_key is not None and not authorized(self.api_key, hdrs):
             return error(401)
-        refusal = bearer_refusal(path, hdrs, self.token_check) if self.token_check is not None else None
-        if refusal is not None:
-            return web.Response(status=401, body=refusal, content_type=_JSON, headers=base_headers)
         model = body.get("model") if isinstance(body, dict) else None
         if path.startswith("/openai/deployments/"):
             deployment = path.split("/")[3]
