@@ -29,6 +29,7 @@ pytestmark = pytest.mark.e2e
 TOKEN_LIFE_S = 8
 SA_EMAIL = "sidegate-e2e@fake-project.iam.gserviceaccount.com"
 VERTEX_PREFIX = "/v1/projects/fake-project/locations/us-east5/publishers/anthropic/models/"
+GEMINI_PATH = "/v1/projects/fake-project/locations/us-east5/publishers/google/models/gemini-2.0-flash:"
 MSG = [{"role": "user", "content": "What is the weather in Paris?"}]
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]  # fmt: skip
@@ -70,6 +71,8 @@ def _extra(tmp: Path, issuer: TokenIssuer, cloud_url: str) -> dict[str, Any]:
             "vertex-wrong-key": {"api": "anthropic", "base_url": cloud_url, "vertex": vertex,
                                  "google": {"credentials_file": str(bad)}},
             "vertex-adc": {"api": "anthropic", "base_url": cloud_url, "vertex": vertex, "google": margin},
+            "vertex-gemini": {"api": "gemini", "base_url": cloud_url, "vertex": vertex,
+                              "google": {"credentials_file": str(good), **margin}},
             "azure": {"api": "openai", "base_url": cloud_url, "auth": "azure-ad", "azure": margin,
                       "path_prefix": "/openai/deployments/{model}", "query": "api-version=2024-10-21"},
         },
@@ -77,6 +80,7 @@ def _extra(tmp: Path, issuer: TokenIssuer, cloud_url: str) -> dict[str, Any]:
             "claude-vertex": {"routes": [{"provider": "vertex", "model": "claude-sonnet-4-5@20250929"}]},
             "claude-wrong-key": {"routes": [{"provider": "vertex-wrong-key", "model": "claude-sonnet-4-5"}]},
             "claude-adc": {"routes": [{"provider": "vertex-adc", "model": "claude-sonnet-4-5"}]},
+            "gemini-vertex": {"routes": [{"provider": "vertex-gemini", "model": "gemini-2.0-flash"}]},
             "gpt-azure": {"routes": [{"provider": "azure", "model": "gpt-4o-deployment"}]},
             "claude-then-openai": {"routes": [{"provider": "vertex", "model": "claude-sonnet-4-5"},
                                               {"provider": "openai", "model": "gpt-4o-mini"}]},
@@ -231,7 +235,9 @@ def test_azure_entra_id_openai_sdk(gw, cloud, issuer):
 def test_tokens_refreshed_under_way(gw, cloud, issuer):
     """Requests succeed across several refreshes; the provider sees the new tokens; an expired one
     is refused by the provider (a token that reached a client would be of no use for long)."""
-    seen: dict[str, set[str]] = {"claude-vertex": set(), "claude-adc": set(), "gpt-azure": set()}
+    seen: dict[str, set[str]] = {
+        m: set() for m in ("claude-vertex", "claude-adc", "gemini-vertex", "gpt-azure")
+    }
     deadline = time.monotonic() + 2.5 * TOKEN_LIFE_S
     for i in range(200):
         if time.monotonic() > deadline:
@@ -319,3 +325,58 @@ def test_vertex_anthropic_count_tokens(gw, cloud):
         and rec.json["anthropic_version"] == "vertex-2023-10-16"
     )
     assert rec.headers["authorization"].startswith("Bearer ya29.") and "anthropic-version" not in rec.headers
+
+
+# -- Gemini on Vertex AI ---------------------------------------------------------------------------------
+def _gemini_sent(cloud: FakeProviderThread, method: str = "generateContent") -> dict:
+    rec = cloud.requests[-1]
+    assert rec.path == GEMINI_PATH + method and rec.headers["authorization"].startswith("Bearer ya29.")
+    assert "x-goog-api-key" not in rec.headers and "key" not in rec.query
+    return rec.json
+
+
+def test_vertex_gemini_openai_sdk_text_stream_and_usage(gw, cloud):
+    cloud.script([{"usage": {"prompt_tokens": 11, "completion_tokens": 7}}])
+    r = oai(gw).chat.completions.create(
+        model="gemini-vertex", messages=[{"role": "system", "content": "Be terse."}, *MSG]
+    )
+    assert r.choices[0].message.content == "Echo: What is the weather in Paris?"
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (11, 7)
+    sent = _gemini_sent(cloud)
+    assert sent["systemInstruction"]["parts"][0]["text"] == "Be terse." and "model" not in sent
+    _ledger(gw, "gemini-vertex", (11, 7))
+    cloud.script([{"usage": {"prompt_tokens": 13, "completion_tokens": 4}}])
+    chunks = list(oai(gw).chat.completions.create(model="gemini-vertex", messages=MSG, stream=True,
+                                                  stream_options={"include_usage": True}))  # fmt: skip
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        == "Echo: What is the weather in Paris?"
+    )
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (13, 4)
+    _gemini_sent(cloud, "streamGenerateContent")
+    assert cloud.requests[-1].query == {"alt": "sse"}
+    _ledger(gw, "gemini-vertex", (13, 4))
+
+
+def test_vertex_gemini_openai_sdk_tool_round_trip(gw, cloud):
+    cloud.script([{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}])
+    r = oai(gw).chat.completions.create(model="gemini-vertex", messages=MSG, tools=TOOLS)
+    call = r.choices[0].message.tool_calls[0]
+    assert r.choices[0].finish_reason == "tool_calls" and json.loads(call.function.arguments) == {
+        "city": "Paris"
+    }
+    assert _gemini_sent(cloud)["tools"][0]["functionDeclarations"][0]["name"] == "get_weather"
+    messages = [*MSG, {"role": "assistant", "content": None, "tool_calls": [call.model_dump(exclude_none=True)]},
+                {"role": "tool", "tool_call_id": call.id, "content": "sunny"}]  # fmt: skip
+    r2 = oai(gw).chat.completions.create(model="gemini-vertex", messages=messages, tools=TOOLS)
+    assert r2.choices[0].message.content == "Echo: sunny"  # the fake checked the call/response pairing
+    contents = _gemini_sent(cloud)["contents"]
+    assert contents[1]["parts"][0]["functionCall"]["name"] == "get_weather"
+    assert contents[2]["parts"][0]["functionResponse"]["name"] == "get_weather"
+
+
+def test_vertex_gemini_anthropic_sdk_stream(gw, cloud):
+    with ant(gw).messages.stream(model="gemini-vertex", max_tokens=50, messages=MSG) as s:
+        final = s.get_final_message()
+    assert final.content[0].text == "Echo: What is the weather in Paris?" and final.usage.output_tokens > 0
+    _gemini_sent(cloud, "streamGenerateContent")
