@@ -292,3 +292,12 @@ def test_vertex_anthropic_token_count_is_one_endpoint_with_the_model_in_the_body
         "anthropic_version": "vertex-2023-10-16",
     }
     assert preq.headers == {}
+
+
+def test_entra_id_user_assigned_identity(issuer, monkeypatch):
+    monkeypatch.setenv("IDENTITY_ENDPOINT", issuer.identity_endpoint)
+    monkeypatch.setenv("IDENTITY_HEADER", issuer.identity_header)
+    cfg = _cfg(azure={"api": "openai", "base_url": "https://azure.test", "auth": "azure-ad",
+                      "azure": {"client_id": "00000000-1111-2222-3333-444444444444"}})  # fmt: skip
+    token, _ = EntraToken(cfg.providers["azure"]).fetch()
+    assert issuer.valid(token)
