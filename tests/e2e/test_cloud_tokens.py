@@ -11,30 +11,31 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import anthropic
 import httpx
 import openai
 import pytest
-from anthropic.types import MessageCreateParams
+from cloud_helpers import (
+    GEMINI_PATH,
+    TOKEN_LIFE_S,
+    VERTEX_PREFIX,
+    ant,
+    cloud_config,
+    ledgered,
+    oai,
+    vertex_body,
+)
 from harness import Stack, front_stack
-from pydantic import TypeAdapter
 
 from sidegate.fakes import FakeProviderThread
-from sidegate.fakes.tokens import TokenIssuer, service_account_file
+from sidegate.fakes.tokens import TokenIssuer
 
 pytestmark = pytest.mark.e2e
-TOKEN_LIFE_S = 8
-SA_EMAIL = "sidegate-e2e@fake-project.iam.gserviceaccount.com"
-VERTEX_PREFIX = "/v1/projects/fake-project/locations/us-east5/publishers/anthropic/models/"
-GEMINI_PATH = "/v1/projects/fake-project/locations/us-east5/publishers/google/models/gemini-2.0-flash:"
 MSG = [{"role": "user", "content": "What is the weather in Paris?"}]
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]  # fmt: skip
 PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
-_ANTHROPIC_REQ = TypeAdapter(MessageCreateParams)
 
 
 @pytest.fixture(scope="module")
@@ -57,80 +58,11 @@ def _clean_cloud(cloud: FakeProviderThread) -> None:
     cloud.reset()
 
 
-def _extra(tmp: Path, issuer: TokenIssuer, cloud_url: str) -> dict[str, Any]:
-    good, bad = tmp / "sa.json", tmp / "sa-wrong-key.json"
-    issuer.add_service_account(SA_EMAIL, service_account_file(str(good), SA_EMAIL, issuer.token_uri))
-    service_account_file(str(bad), SA_EMAIL, issuer.token_uri)  # same account, a key Google never saw
-    (tmp / "gcloud").mkdir(exist_ok=True)
-    vertex = {"project": "fake-project", "location": "us-east5"}
-    margin = {"refresh_margin_s": TOKEN_LIFE_S - 3}
-    return {
-        "providers": {
-            "vertex": {"api": "anthropic", "base_url": cloud_url, "vertex": vertex,
-                       "google": {"credentials_file": str(good), **margin}},
-            "vertex-wrong-key": {"api": "anthropic", "base_url": cloud_url, "vertex": vertex,
-                                 "google": {"credentials_file": str(bad)}},
-            "vertex-adc": {"api": "anthropic", "base_url": cloud_url, "vertex": vertex, "google": margin},
-            "vertex-gemini": {"api": "gemini", "base_url": cloud_url, "vertex": vertex,
-                              "google": {"credentials_file": str(good), **margin}},
-            "azure": {"api": "openai", "base_url": cloud_url, "auth": "azure-ad", "azure": margin,
-                      "path_prefix": "/openai/deployments/{model}", "query": "api-version=2024-10-21"},
-        },
-        "models": {
-            "claude-vertex": {"routes": [{"provider": "vertex", "model": "claude-sonnet-4-5@20250929"}]},
-            "claude-wrong-key": {"routes": [{"provider": "vertex-wrong-key", "model": "claude-sonnet-4-5"}]},
-            "claude-adc": {"routes": [{"provider": "vertex-adc", "model": "claude-sonnet-4-5"}]},
-            "gemini-vertex": {"routes": [{"provider": "vertex-gemini", "model": "gemini-2.0-flash"}]},
-            "gpt-azure": {"routes": [{"provider": "azure", "model": "gpt-4o-deployment"}]},
-            "claude-then-openai": {"routes": [{"provider": "vertex", "model": "claude-sonnet-4-5"},
-                                              {"provider": "openai", "model": "gpt-4o-mini"}]},
-        },
-        "env": {
-            # ADC: no key file, no gcloud login: the metadata server (here, the fake) answers.
-            "GOOGLE_APPLICATION_CREDENTIALS": "", "CLOUDSDK_CONFIG": str(tmp / "gcloud"),
-            "GCE_METADATA_HOST": issuer.metadata_host, "GCE_METADATA_IP": issuer.metadata_host,
-            # Azure App Service managed identity.
-            "IDENTITY_ENDPOINT": issuer.identity_endpoint, "IDENTITY_HEADER": issuer.identity_header,
-        },
-    }  # fmt: skip
-
-
 @pytest.fixture(scope="module", params=["ext_proc", "http"])
 def gw(request, tmp_path_factory, fake_openai, fake_anthropic, issuer, cloud) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("cloud")
-    extra = _extra(tmp, issuer, cloud.url)
+    extra = cloud_config(tmp, issuer, cloud.url)
     yield from front_stack(request.param, tmp, fake_openai.url, fake_anthropic.url, extra)
-
-
-def oai(gw: Stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.base_url + "/v1", api_key=gw.keys["acme"].key, max_retries=0, timeout=20)
-
-
-def ant(gw: Stack) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gw.base_url, api_key=gw.keys["acme"].key, max_retries=0, timeout=20)
-
-
-def _vertex_body(
-    cloud: FakeProviderThread, model: str = "claude-sonnet-4-5@20250929", stream: bool = False
-) -> dict:
-    """The last Vertex request: its path names the model and the method; its body is the Messages
-    API's without the model, with the Vertex version; the token was one the issuer minted."""
-    rec = cloud.requests[-1]
-    assert rec.path == VERTEX_PREFIX + model + (":streamRawPredict" if stream else ":rawPredict")
-    body = rec.json
-    assert body["anthropic_version"] == "vertex-2023-10-16" and "model" not in body
-    assert "anthropic-version" not in rec.headers and "x-api-key" not in rec.headers
-    assert rec.headers["authorization"].startswith("Bearer ya29.")
-    _ANTHROPIC_REQ.validate_python(
-        {**{k: v for k, v in body.items() if k != "anthropic_version"}, "model": model}
-    )
-    return body
-
-
-def _ledger(gw: Stack, model: str, usage: tuple[int, int]) -> None:
-    """Usage trued up exactly: the ledger holds the provider's counts."""
-    rec = gw.wait_ledger(lambda r: r.model == model and (r.input_tokens, r.output_tokens) == usage)
-    assert rec.status == 200
 
 
 # -- Anthropic on Vertex AI --------------------------------------------------------------------------
@@ -140,9 +72,9 @@ def test_vertex_anthropic_openai_sdk_text_and_usage(gw, cloud):
                                         max_tokens=60)  # fmt: skip
     assert r.choices[0].message.content and r.choices[0].finish_reason == "stop"
     assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (31, 17)
-    body = _vertex_body(cloud)
+    body = vertex_body(cloud)
     assert body["system"] == "Be terse." and body["max_tokens"] == 60
-    _ledger(gw, "claude-vertex", (31, 17))
+    ledgered(gw, "claude-vertex", (31, 17))
 
 
 def test_vertex_anthropic_openai_sdk_stream(gw, cloud):
@@ -151,8 +83,8 @@ def test_vertex_anthropic_openai_sdk_stream(gw, cloud):
                                                   stream_options={"include_usage": True}))  # fmt: skip
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (12, 9)
-    assert _vertex_body(cloud, stream=True)["stream"] is True
-    _ledger(gw, "claude-vertex", (12, 9))
+    assert vertex_body(cloud, stream=True)["stream"] is True
+    ledgered(gw, "claude-vertex", (12, 9))
 
 
 def test_vertex_anthropic_openai_sdk_tool_round_trip_and_image(gw, cloud):
@@ -172,7 +104,7 @@ def test_vertex_anthropic_openai_sdk_tool_round_trip_and_image(gw, cloud):
     ]  # fmt: skip
     r = oai(gw).chat.completions.create(model="claude-vertex", messages=messages, tools=TOOLS)
     assert r.choices[0].message.content
-    sent = _vertex_body(cloud)["messages"]
+    sent = vertex_body(cloud)["messages"]
     assert sent[0]["content"][1]["source"] == {"type": "base64", "media_type": "image/png", "data": PNG_B64}
     assert sent[1]["content"][0] == {
         "type": "tool_use",
@@ -188,8 +120,8 @@ def test_vertex_anthropic_anthropic_sdk_text_stream_tool_image(gw, cloud):
     cloud.script([{"path": VERTEX_PREFIX, "usage": {"input_tokens": 21, "output_tokens": 5}}])
     m = c.messages.create(model="claude-vertex", max_tokens=50, system="Be terse.", messages=MSG)
     assert m.content[0].text and (m.usage.input_tokens, m.usage.output_tokens) == (21, 5)
-    assert _vertex_body(cloud)["system"] == "Be terse."
-    _ledger(gw, "claude-vertex", (21, 5))
+    assert vertex_body(cloud)["system"] == "Be terse."
+    ledgered(gw, "claude-vertex", (21, 5))
     tools = [
         {"name": "get_weather", "description": "Weather", "input_schema": TOOLS[0]["function"]["parameters"]}
     ]
@@ -200,7 +132,7 @@ def test_vertex_anthropic_anthropic_sdk_text_stream_tool_image(gw, cloud):
         final = s.get_final_message()
     tool = next(b for b in final.content if b.type == "tool_use")
     assert final.stop_reason == "tool_use" and tool.input == {"city": "Lyon"}
-    assert _vertex_body(cloud, stream=True)["tools"][0]["name"] == "get_weather"
+    assert vertex_body(cloud, stream=True)["tools"][0]["name"] == "get_weather"
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}}
     back = c.messages.create(model="claude-vertex", max_tokens=50, tools=tools, messages=[
         {"role": "user", "content": [{"type": "text", "text": "Weather here?"}, image]},
@@ -208,7 +140,7 @@ def test_vertex_anthropic_anthropic_sdk_text_stream_tool_image(gw, cloud):
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool.id, "content": "rain"}]},
     ])  # fmt: skip
     assert back.content[0].text
-    sent = _vertex_body(cloud)["messages"]
+    sent = vertex_body(cloud)["messages"]
     assert sent[0]["content"][1] == image and sent[2]["content"][0]["tool_use_id"] == tool.id
 
 
@@ -225,7 +157,7 @@ def test_azure_entra_id_openai_sdk(gw, cloud, issuer):
         next(i for i in issuer.issued("azure-mi") if i.token == token).subject
         == "https://cognitiveservices.azure.com"
     )
-    _ledger(gw, "gpt-azure", (14, 6))
+    ledgered(gw, "gpt-azure", (14, 6))
     text = "".join(c.choices[0].delta.content or "" for c in oai(gw).chat.completions.create(
         model="gpt-azure", messages=MSG, stream=True) if c.choices)  # fmt: skip
     assert text and cloud.requests[-1].json["stream"] is True
@@ -280,7 +212,7 @@ def test_metadata_server_adc(gw, cloud, issuer):
     assert r.content[0].text
     token = cloud.requests[-1].headers["authorization"].removeprefix("Bearer ")
     assert any(i.token == token for i in issuer.issued("google-metadata"))
-    _vertex_body(cloud, model="claude-sonnet-4-5")
+    vertex_body(cloud, model="claude-sonnet-4-5")
 
 
 def test_vertex_429_falls_back_to_another_cloud(gw, cloud, fake_openai):
@@ -344,7 +276,7 @@ def test_vertex_gemini_openai_sdk_text_stream_and_usage(gw, cloud):
     assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (11, 7)
     sent = _gemini_sent(cloud)
     assert sent["systemInstruction"]["parts"][0]["text"] == "Be terse." and "model" not in sent
-    _ledger(gw, "gemini-vertex", (11, 7))
+    ledgered(gw, "gemini-vertex", (11, 7))
     cloud.script([{"usage": {"prompt_tokens": 13, "completion_tokens": 4}}])
     chunks = list(oai(gw).chat.completions.create(model="gemini-vertex", messages=MSG, stream=True,
                                                   stream_options={"include_usage": True}))  # fmt: skip
@@ -355,7 +287,7 @@ def test_vertex_gemini_openai_sdk_text_stream_and_usage(gw, cloud):
     assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (13, 4)
     _gemini_sent(cloud, "streamGenerateContent")
     assert cloud.requests[-1].query == {"alt": "sse"}
-    _ledger(gw, "gemini-vertex", (13, 4))
+    ledgered(gw, "gemini-vertex", (13, 4))
 
 
 def test_vertex_gemini_openai_sdk_tool_round_trip(gw, cloud):
@@ -380,3 +312,18 @@ def test_vertex_gemini_anthropic_sdk_stream(gw, cloud):
         final = s.get_final_message()
     assert final.content[0].text == "Echo: What is the weather in Paris?" and final.usage.output_tokens > 0
     _gemini_sent(cloud, "streamGenerateContent")
+
+
+def test_azure_503_falls_back_to_vertex(gw, cloud):
+    """Entra ID on the first try, a Google token on the next: each try gets its own provider's."""
+    cloud.script(
+        [{"path": "/openai/deployments/", "status": 503, "error": "The service is temporarily unavailable."}]
+    )
+    r = ant(gw).messages.with_raw_response.create(model="azure-then-vertex", max_tokens=50, messages=MSG)
+    assert r.parse().content[0].text
+    assert r.headers["x-sidegate-provider"] == "vertex" and r.headers["x-sidegate-attempts"] == "2"
+    azure_try, vertex_try = cloud.requests[-2:]
+    assert azure_try.path.startswith("/openai/deployments/gpt-4o-deployment/")
+    assert azure_try.headers["authorization"].startswith("Bearer eyJ")
+    assert vertex_try.path == VERTEX_PREFIX + "claude-sonnet-4-5:rawPredict"
+    assert vertex_try.headers["authorization"].startswith("Bearer ya29.")
