@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import datetime
 import os
+import time
 from typing import Any
 
 from sidegate.config import ProviderConfig
+from sidegate.config.clouds import GoogleAuth
 from sidegate.credentials.refreshing import FETCH_TIMEOUT_S, RefreshingToken
 
 _UTC = datetime.UTC
+DEFAULT_LIFETIME_S = 3600.0
 
 
 class GoogleToken(RefreshingToken):
     name = "google"
 
     def __init__(self, p: ProviderConfig, provider: str = "") -> None:
-        from sidegate.config.clouds import GoogleAuth
-
         self.opts = p.google or GoogleAuth()
         super().__init__(provider or p.host, self.opts.refresh_margin_s)
         self._credentials: Any = None  # built on first fetch: ADC may probe the network
@@ -40,9 +41,9 @@ class GoogleToken(RefreshingToken):
             self._stamp = stamp
         creds = self._credentials
         creds.refresh(self._request)
-        expiry = creds.expiry  # naive UTC (google-auth's convention); None: no expiry given
-        if expiry is None:
-            return creds.token, 0.0
+        expiry = creds.expiry  # naive UTC (google-auth's convention)
+        if expiry is None:  # no expiry given: Google's access tokens live an hour
+            return creds.token, time.time() + DEFAULT_LIFETIME_S
         return creds.token, expiry.replace(tzinfo=_UTC).timestamp()
 
 
