@@ -144,7 +144,7 @@ async def serve_gemini(
     counting = call.method == "countTokens"
     inner = body.get("generateContentRequest") if counting else None
     checked = inner if isinstance(inner, dict) else body
-    problem = gemini_checks.generate_problem(checked, call.vertex)
+    problem = gemini_checks.generate_problem(checked, call.vertex, "" if counting else call.model)
     if problem:
         return _error(400, problem)
     if counting:

@@ -144,6 +144,22 @@ def test_openai_tool_round_trip(gw: Stack, fake_gemini, stream: bool) -> None:
     assert contents[2]["parts"][0]["functionResponse"]["name"] == "get_weather"
 
 
+def test_a_gemini_3_tool_round_trip_passes_its_signature_check(gw: Stack, fake_gemini) -> None:
+    """Gemini 3 wants a `thoughtSignature` on the calls of the current turn: a call made by a model
+    turn it never signed (here, translated from the OpenAI client's history) carries the
+    documented skip value, or the fake answers 400 as Google does."""
+    fake_gemini.script([{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]}])
+    client = oai(gw)
+    r = client.chat.completions.create(model="gemini-3", messages=MSG, tools=TOOLS)
+    tc = r.choices[0].message.tool_calls[0]
+    messages = [*MSG, r.choices[0].message.model_dump(exclude_none=True),
+                {"role": "tool", "tool_call_id": tc.id, "content": "snow"}]  # fmt: skip
+    r2 = client.chat.completions.create(model="gemini-3", messages=messages, tools=TOOLS)
+    assert r2.choices[0].message.content == "Echo: snow"
+    sent = _sent(fake_gemini, "/v1beta/models/gemini-3-pro-preview:generateContent")
+    assert sent["contents"][1]["parts"][0]["thoughtSignature"]
+
+
 def test_anthropic_tool_round_trip(gw: Stack, fake_gemini) -> None:
     fake_gemini.script([{"tool_calls": "auto"}])
     client = ant(gw)
