@@ -156,7 +156,8 @@ def passthrough_error(api: Api, status: int, body: bytes) -> tuple[int, bytes]:
         and obj is not None
         and isinstance(obj.get("error"), dict)
         and (api is not Api.ANTHROPIC or obj.get("type") == "error")
-        and (api is not Api.GEMINI or is_int(obj["error"].get("code")))
+        # Google's shape (code + status) for a Gemini client; every other API's has a `type`
+        and (is_int(obj["error"].get("code")) if api is Api.GEMINI else bool(obj["error"].get("type")))
     )
     if well_formed and 400 <= status <= 599:
         return status, body

@@ -205,3 +205,14 @@ def test_stream_end_waits_for_usage_after_the_finish():
     st = get_translator(Api.OPENAI, Api.GEMINI).stream(client_wants_usage=True)
     out = st.feed(_EV1 + finish) + st.finish()  # no usage ever: complete at the end of the connection
     assert out.endswith(b"data: [DONE]\n\n") and st.done
+
+
+def test_google_shape_is_not_well_formed_for_other_passthroughs():
+    status, body = passthrough_error(Api.OPENAI, 429, GOOGLE_429)
+    assert status == 429
+    assert orjson.loads(body)["error"] == {
+        "message": "Quota exceeded for model",
+        "type": "rate_limit_error",
+        "param": None,
+        "code": None,
+    }
