@@ -105,6 +105,12 @@ def parse_provider_error(body: bytes) -> tuple[str | None, str | None]:
     """(message, provider error type) from an OpenAI, OpenAI-compatible, Anthropic or Google error
     body (Google's type is its ``status``, e.g. ``RESOURCE_EXHAUSTED``)."""
     obj = loads_object(body)
+    if obj is None and body[:1] == b"[":  # Google's streaming endpoints: [{"error": {...}}]
+        try:
+            items = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            items = None
+        obj = items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else None
     if obj is None:
         return None, None
     err = obj.get("error")

@@ -216,3 +216,11 @@ def test_google_shape_is_not_well_formed_for_other_passthroughs():
         "param": None,
         "code": None,
     }
+
+
+def test_google_error_array_body():
+    body = b"[" + GOOGLE_429 + b"]"
+    assert parse_provider_error(body) == ("Quota exceeded for model", "RESOURCE_EXHAUSTED")
+    assert parse_provider_error(b"[1]") == (None, None) and parse_provider_error(b"[") == (None, None)
+    status, out = get_translator(Api.ANTHROPIC, Api.GEMINI).error(429, body)
+    assert status == 429 and orjson.loads(out)["error"]["message"] == "Quota exceeded for model"

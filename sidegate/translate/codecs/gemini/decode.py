@@ -124,13 +124,19 @@ class _Calls:
 def _parts(role: str, parts: list[Any], calls: _Calls) -> list[Part]:
     out: list[Part] = []
     for part in parts:
+        if type(part) is dict and len(part) == 1:  # the common part: {"text": "..."} alone
+            text = part.get("text")
+            if type(text) is str:
+                if text:
+                    out.append(Text(text))
+                continue
         part = _node(part, _P, "a part")
         text = part.get("text")
         if text is not None:
             text = need_str(text, _P, "text")
-            if part.get("thought") is True:
-                continue  # an earlier thought: no other provider can take it back (documented loss)
-            else:
+            # An earlier thought is not forwarded: no other provider can take it back (a documented
+            # loss). An empty text (google-genai's chat history keeps a stream's last one) says nothing.
+            if text and part.get("thought") is not True:
                 out.append(Text(text))
         elif role == "model" and part.get("functionCall") is not None:
             fc = _node(part["functionCall"], _P, "functionCall")
@@ -152,7 +158,8 @@ def _parts(role: str, parts: list[Any], calls: _Calls) -> list[Part]:
             out.append(_file(_node(part["fileData"], _P, "fileData")))
         else:
             kinds = [k for k in part if k not in ("thoughtSignature", "thought", "videoMetadata")]
-            raise bad_param(_P, f"{role} part {kinds[0] if kinds else 'empty'!r} is not supported upstream.")
+            if kinds:  # a part of only a signature carries nothing another provider can take
+                raise bad_param(_P, f"{role} part {kinds[0]!r} is not supported upstream.")
     return out
 
 
@@ -175,13 +182,21 @@ def _messages(body: dict[str, Any]) -> list[Message]:
         raise bad_param(_P, "contents must be a non-empty list.")
     calls = _Calls()
     for content in contents:
-        content = _node(content, _P, "each content")
+        if type(content) is not dict or "_" in "".join(content):
+            content = _node(content, _P, "each content")
         role = content.get("role") or "user"
         if role == "function":  # the API's older name for the turn holding function responses
             role = "user"
         if role not in ("user", "model"):
             raise bad_param(_P, f"content role {role!r} is not supported.")
-        parts = _parts(role, _list(content.get("parts", []), _P, "parts"), calls)
+        raw = content.get("parts", [])
+        if type(raw) is list and len(raw) == 1:  # the common turn: one text part
+            only = raw[0]
+            text = only.get("text") if type(only) is dict and len(only) == 1 else None
+            if type(text) is str and text:
+                out.append(Message("assistant" if role == "model" else "user", text))
+                continue
+        parts = _parts(role, _list(raw, _P, "parts"), calls)
         # One text part is a plain string: the form's cheapest shape, and what other APIs send.
         text = parts[0].text if len(parts) == 1 and type(parts[0]) is Text else None
         out.append(Message("assistant" if role == "model" else "user", parts if text is None else text))

@@ -81,10 +81,9 @@ def camel_keys(obj: dict[str, Any]) -> dict[str, Any]:
     and google-genai sends both (``inlineData: {mime_type}``, ``thinkingConfig: {thinking_budget}``,
     ``parameters_json_schema``): the decoder reads one. Only for the API's own objects, never for
     a client's data (a schema, function arguments or results keep their keys)."""
-    for key in obj:
-        if "_" in key:
-            return {(_camel(k) if "_" in k else k): v for k, v in obj.items()}
-    return obj
+    if "_" not in "".join(obj):  # one C-level pass over the keys (JSON keys are strings)
+        return obj
+    return {(_camel(k) if "_" in k else k): v for k, v in obj.items()}
 
 
 def check_extras(extras: dict[str, Any]) -> None:
