@@ -356,3 +356,7 @@ def test_a_gemini_error_mid_stream_ends_the_clients_stream_with_an_error(gw: Sta
         ant(gw).messages.stream(model="gemini-flash", max_tokens=64, messages=MSG) as s,
     ):
         s.get_final_message()
+    fake_gemini.script([{"truncate": 2, "chunks": 4}])  # the connection ends before the finish reason
+    with pytest.raises(openai.APIError):
+        for _ in oai(gw).chat.completions.create(model="gemini-flash", messages=MSG, stream=True):
+            pass
