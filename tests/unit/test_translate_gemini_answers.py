@@ -224,3 +224,10 @@ def test_google_error_array_body():
     assert parse_provider_error(b"[1]") == (None, None) and parse_provider_error(b"[") == (None, None)
     status, out = get_translator(Api.ANTHROPIC, Api.GEMINI).error(429, body)
     assert status == 429 and orjson.loads(out)["error"]["message"] == "Quota exceeded for model"
+
+
+def test_malformed_usage_keeps_the_usage_so_far():
+    st = get_translator(Api.OPENAI, Api.GEMINI).stream(client_wants_usage=True)
+    st.feed(b'data: {"candidates":[{"content":{"parts":[{"text":"a"}]}}],"usageMetadata":{"promptTokenCount":4}}\n\n')
+    st.feed(b'data: {"candidates":[{"content":{"parts":[{"text":"b"}]}}],"usageMetadata":"junk"}\n\n')
+    assert st.usage.input_tokens == 4
