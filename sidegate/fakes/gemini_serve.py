@@ -30,7 +30,7 @@ class FakeProvider(Protocol):
     def _is_closing(self) -> bool: ...
 
 
-__all__ = ["serve_gemini"]
+__all__ = ["gemini_endpoint", "serve_gemini"]
 
 _JSON = "application/json"
 _GARBAGE = b'{"candidates": [{"content": {"parts": [{"text": "cut'
@@ -42,6 +42,12 @@ _API_KEY_INVALID = [
         "metadata": {"service": "generativelanguage.googleapis.com"},
     }
 ]
+
+
+def gemini_endpoint(method: str, path: str) -> str | None:
+    """The request log's name for a Gemini call (`gemini_generate`, `gemini_stream`...), or None."""
+    call = wire_gemini.parse_path(path) if method == "POST" else None
+    return call.endpoint if call is not None else None
 
 
 def _headers(started: float) -> dict[str, str]:
@@ -144,7 +150,7 @@ async def serve_gemini(
     counting = call.method == "countTokens"
     inner = body.get("generateContentRequest") if counting else None
     checked = inner if isinstance(inner, dict) else body
-    problem = gemini_checks.generate_problem(checked, call.vertex)
+    problem = gemini_checks.generate_problem(checked, call.vertex, "" if counting else call.model)
     if problem:
         return _error(400, problem)
     if counting:

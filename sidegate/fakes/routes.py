@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from sidegate.fakes.vertex_anthropic import COUNT_TOKENS, vertex_anthropic
-from sidegate.fakes.wire_gemini import parse_path as gemini_call
 
 #: OpenAI's Responses API, and Azure's (its v1 API and the older preview path).
 RESPONSES_PATHS = ("/v1/responses", "/openai/v1/responses", "/openai/responses")
@@ -31,8 +30,6 @@ def route(method: str, path: str) -> str | None:
     on_vertex = vertex_anthropic(path)  # Anthropic on Vertex AI: the Messages API's bodies
     if on_vertex is not None:
         return "count_tokens" if on_vertex[0] == COUNT_TOKENS else "messages"
-    if (call := gemini_call(path)) is not None:
-        return call.endpoint
     if path.startswith("/openai/deployments/"):
         parts = path.split("/")
         if len(parts) == 6 and parts[4] == "chat" and parts[5] == "completions":

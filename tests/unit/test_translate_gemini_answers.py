@@ -205,3 +205,29 @@ def test_stream_end_waits_for_usage_after_the_finish():
     st = get_translator(Api.OPENAI, Api.GEMINI).stream(client_wants_usage=True)
     out = st.feed(_EV1 + finish) + st.finish()  # no usage ever: complete at the end of the connection
     assert out.endswith(b"data: [DONE]\n\n") and st.done
+
+
+def test_google_shape_is_not_well_formed_for_other_passthroughs():
+    status, body = passthrough_error(Api.OPENAI, 429, GOOGLE_429)
+    assert status == 429
+    assert orjson.loads(body)["error"] == {
+        "message": "Quota exceeded for model",
+        "type": "rate_limit_error",
+        "param": None,
+        "code": None,
+    }
+
+
+def test_google_error_array_body():
+    body = b"[" + GOOGLE_429 + b"]"
+    assert parse_provider_error(body) == ("Quota exceeded for model", "RESOURCE_EXHAUSTED")
+    assert parse_provider_error(b"[1]") == (None, None) and parse_provider_error(b"[") == (None, None)
+    status, out = get_translator(Api.ANTHROPIC, Api.GEMINI).error(429, body)
+    assert status == 429 and orjson.loads(out)["error"]["message"] == "Quota exceeded for model"
+
+
+def test_malformed_usage_keeps_the_usage_so_far():
+    st = get_translator(Api.OPENAI, Api.GEMINI).stream(client_wants_usage=True)
+    st.feed(b'data: {"candidates":[{"content":{"parts":[{"text":"a"}]}}],"usageMetadata":{"promptTokenCount":4}}\n\n')
+    st.feed(b'data: {"candidates":[{"content":{"parts":[{"text":"b"}]}}],"usageMetadata":"junk"}\n\n')
+    assert st.usage.input_tokens == 4

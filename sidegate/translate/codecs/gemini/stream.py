@@ -33,6 +33,7 @@ from sidegate.translate.codecs.gemini.shapes import (
     FINISH_OUT,
     block_reason,
     call_id,
+    failed_message,
     finish_in,
     gemini_usage,
     parse_usage,
@@ -105,14 +106,15 @@ class GeminiStreamDecoder:
             reason = cand.get("finishReason")
         usage = obj.get("usageMetadata")
         if usage is not None:
-            self.usage, thinking = parse_usage(usage)
-            if self.usage is not None:
-                out.append(UsageUpdate(self.usage, thinking))
+            parsed, thinking = parse_usage(usage)
+            if parsed is not None:  # a malformed one does not erase the usage so far
+                self.usage = parsed
+                out.append(UsageUpdate(parsed, thinking))
         if type(reason) is str and reason and not self._stopped:
             self._stopped = True
             if reason in FAILED_FINISHES and not self._generated:
                 self.done = True
-                out.append(Failure(f"The provider could not produce an answer (finish reason {reason})."))
+                out.append(Failure(failed_message(reason)))
                 return
             out.append(Stop(finish_in(reason, self._ntools > 0), None))
         elif cand is None and not self._stopped and block_reason(obj):
