@@ -405,10 +405,10 @@ class TryStage:
 
     async def start(self) -> None:
         """Starts the credentials that refresh in the background (cloud tokens, the AWS chain): each
-        has its first secret, or has logged why not, before the first request."""
-        for credential in self.credentials.values():
-            if isinstance(credential, RefreshingCredential):
-                await credential.start(self.refresh_secrets)
+        has its first secret, or has logged why not, before the first request. All at once: each
+        first fetch is bounded, but several slow ones (an unreachable metadata server) would add up."""
+        refreshing = [c for c in self.credentials.values() if isinstance(c, RefreshingCredential)]
+        await asyncio.gather(*(c.start(self.refresh_secrets) for c in refreshing))
 
     async def close(self) -> None:
         for credential in self.credentials.values():

@@ -301,3 +301,23 @@ def test_entra_id_user_assigned_identity(issuer, monkeypatch):
                       "azure": {"client_id": "00000000-1111-2222-3333-444444444444"}})  # fmt: skip
     token, _ = EntraToken(cfg.providers["azure"]).fetch()
     assert issuer.valid(token)
+
+
+def test_the_per_try_stage_starts_its_token_schemes_at_once():
+    class Slow(Scripted):
+        def fetch(self) -> tuple[str, float]:
+            time.sleep(0.6)
+            return super().fetch()
+
+    stage = TryStage(_cfg(v={"api": "anthropic", "base_url": "https://vertex.test", "vertex": VERTEX}))
+    stage.credentials = {n: Slow([(f"token-{n}-0123456789", time.time() + 60)]) for n in ("a", "b", "c")}
+
+    async def run() -> float:
+        started = time.monotonic()
+        await stage.start()
+        took = time.monotonic() - started
+        await stage.close()
+        return took
+
+    assert asyncio.run(run()) < 1.5  # not 3 x 0.6 s
+    assert set(stage.secret_strs) == {"token-a-0123456789", "token-b-0123456789", "token-c-0123456789"}
