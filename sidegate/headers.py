@@ -24,6 +24,7 @@ proxy and forwarding headers (`proxy-*`, `x-forwarded-*`, `forwarded`), `x-goog-
 translated), SDK telemetry (`x-stainless-*`) and billing selectors (`openai-organization`,
 `openai-project`) unless a provider's `forward_client_headers` lists them."""
 REQUEST_HEADERS_BY_API = {
+    Api.GEMINI: (),  # versioned by its paths (/v1beta)
     Api.OPENAI: ("openai-beta",), Api.RESPONSES: ("openai-beta",), Api.ANTHROPIC: ("anthropic-version", "anthropic-beta"),
     Api.BEDROCK: (),  # versioned by its paths; no client speaks it
 }  # fmt: skip

@@ -126,7 +126,9 @@ class ProviderConfig(StrictModel):
         (`/v1`, `/v1beta`), then `query`."""
         if self.vertex is not None:
             base = f"/v1/projects/{self.vertex.project}/locations/{self.vertex.location}/publishers"
-            if self.api is Api.ANTHROPIC:  # rawPredict: the model in the path, not the body
+            if self.api is Api.ANTHROPIC and path == "/v1/messages/count_tokens":  # one endpoint, model in the body
+                path = f"{base}/anthropic/models/count-tokens:rawPredict"
+            elif self.api is Api.ANTHROPIC:  # rawPredict: the model in the path, not the body
                 path = f"{base}/anthropic/models/{model}:{'streamRawPredict' if stream else 'rawPredict'}"
             else:
                 path = f"{base}/google" + _VERSION_SEGMENT.sub("", path, count=1)

@@ -32,6 +32,7 @@ from sidegate.translate import get_translator
 from sidegate.translate.base import StreamTranslator, TranslateOptions, Translator, Usage
 from sidegate.translate.count_tokens import COUNT_TOKENS_UPSTREAM_PATH, AnthropicCountTokens
 from sidegate.translate.embeddings import EMBEDDINGS_UPSTREAM_PATH, OpenAIEmbeddings
+from sidegate.translate.embeddings_gemini import GeminiEmbeddings
 from sidegate.wire import PROVIDER_HEADERS, RATE_LIMIT_HEADERS, TOKEN_COUNT_HEADER, provider_of_cluster
 
 log = logging.getLogger("sidegate.upstream")
@@ -39,15 +40,17 @@ log = logging.getLogger("sidegate.upstream")
 # PROVIDER_HEADERS are removed on each try, then the ones for this try's provider are set again.
 UPSTREAM_PATHS = {Api.OPENAI: "/v1/chat/completions", Api.ANTHROPIC: "/v1/messages", Api.RESPONSES: "/v1/responses"}
 """The provider path of a passthrough try (body unchanged), by API (translated tries take the translator's)."""
+VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
+"""Anthropic on Vertex AI: the API version its bodies carry (`anthropic_version`; no header)."""
 STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
 """Provider answers streamed to the client event by event (SSE; Bedrock's binary event stream)."""
 
-_SAME_SCHEMA: dict[str, tuple[Api, str, type[Translator]]] = {
-    EMBEDDINGS: (Api.OPENAI, EMBEDDINGS_UPSTREAM_PATH, OpenAIEmbeddings),
-    COUNT_TOKENS: (Api.ANTHROPIC, COUNT_TOKENS_UPSTREAM_PATH, AnthropicCountTokens),
+_SAME_SCHEMA: dict[str, dict[Api, tuple[str | None, type[Translator]]]] = {
+    EMBEDDINGS: {Api.OPENAI: (EMBEDDINGS_UPSTREAM_PATH, OpenAIEmbeddings), Api.GEMINI: (None, GeminiEmbeddings)},
+    COUNT_TOKENS: {Api.ANTHROPIC: (COUNT_TOKENS_UPSTREAM_PATH, AnthropicCountTokens)},
 }
-"""The endpoints other than completions: the one provider API that serves each (the gateway routes
-them only there), its upstream path and its same-schema pair."""
+"""The endpoints other than completions: the provider APIs that serve each (the gateway routes them
+only there), with the upstream path (None: the pair's own, the model being in it) and the pair."""
 
 
 class TryAnswered(Exception):
@@ -73,9 +76,10 @@ def endpoint_translator(endpoint: str, provider: str, upstream: Api) -> tuple[Tr
     found = _SAME_SCHEMA.get(endpoint)
     if found is None:
         raise GatewayError(500, f"Sidegate: no provider try serves the endpoint '{endpoint}'.")
-    api, path, pair = found
-    if upstream is not api:  # the route feature refuses such a chain: a config changed under a request
-        raise GatewayError(400, f"Provider '{provider}' cannot serve {path}: it is not {api.value}-shaped.")
+    if upstream not in found:  # the route feature refuses such a chain: a config changed under a request
+        shapes = " or ".join(a.value for a in found)
+        raise GatewayError(400, f"Provider '{provider}' cannot serve {endpoint}: it is not {shapes}-shaped.")
+    path, pair = found[upstream]
     return pair(), path
 
 
@@ -106,7 +110,8 @@ class ProviderTry:
         self.max_attempts = len(mcfg.groups()) - int(meta.get("start", 0))
         self.retry_on = frozenset(mcfg.retry_on_status)
         self.opts = TranslateOptions(default_max_tokens=mcfg.default_max_tokens,
-                                     stream=bool(meta.get("stream")) if self.inbound is Api.GEMINI else None)  # fmt: skip
+                                     stream=bool(meta.get("stream")) if self.inbound is Api.GEMINI else None,
+                                     anthropic_body_version=VERTEX_ANTHROPIC_VERSION if self.provider.vertex else None)  # fmt: skip
         self.endpoint = str(meta.get("endpoint") or COMPLETIONS)
         self.metered = self.endpoint in METERED
         """A try of an endpoint that spends no tokens (count_tokens) reaches no completion hook."""
@@ -198,7 +203,7 @@ class ProviderTry:
         p = self.provider
         path = p.provider_path(preq.path, self.upstream_model, bool(self.meta.get("stream")))
         changes = HeaderChanges(set={":path": path, "content-length": str(len(preq.body)), **preq.headers})
-        if self.inbound is Api.ANTHROPIC and p.api is Api.ANTHROPIC and self.meta.get("anthropic_version"):
+        if self.inbound is Api.ANTHROPIC and p.api is Api.ANTHROPIC and p.vertex is None and self.meta.get("anthropic_version"):
             changes.set["anthropic-version"] = str(self.meta["anthropic_version"])  # the client knows its version
         signer = self.stage.signers.get(self.provider_name)
         if signer is not None:  # over the final method, path, host and body (SigV4)
@@ -260,8 +265,11 @@ class ProviderTry:
                 self.status = 502
                 out = format_error(self.inbound, err)
         else:
+            refused = self.status in (401, 403) or (
+                self.status == 400 and self.provider.api is Api.GEMINI and b"API_KEY_INVALID" in body
+            )  # Gemini answers a wrong API key with a 400 (reason API_KEY_INVALID)
             self.status, out = self.translator.error(self.status, self._scrub(body))
-            if self.status in (401, 403) and self.final:
+            if refused and self.final:
                 self.status = 502
                 out = format_error(self.inbound, provider_refused_key(self.provider_name))
         self._keep(out)
@@ -377,7 +385,7 @@ class TryStage:
         self.filler: Fillers | None = filler if isinstance(filler, Fillers) or filler is None else Fillers([filler.fill])
         """The fill hooks by metadata key (a bare filler is the cache's, `cache_fill`)."""
         self.on_try = on_try
-        self.credentials: dict[str, Credential] = {name: for_provider(p) for name, p in cfg.providers.items()}
+        self.credentials: dict[str, Credential] = {name: for_provider(p, name) for name, p in cfg.providers.items()}
         self.signers: dict[str, SigningCredential] = {
             name: c for name, c in self.credentials.items() if isinstance(c, SigningCredential)
         }
@@ -398,10 +406,10 @@ class TryStage:
 
     async def start(self) -> None:
         """Starts the credentials that refresh in the background (cloud tokens, the AWS chain): each
-        has its first secret, or has logged why not, before the first request."""
-        for credential in self.credentials.values():
-            if isinstance(credential, RefreshingCredential):
-                await credential.start(self.refresh_secrets)
+        has its first secret, or has logged why not, before the first request. All at once: each
+        first fetch is bounded, but several slow ones (an unreachable metadata server) would add up."""
+        refreshing = [c for c in self.credentials.values() if isinstance(c, RefreshingCredential)]
+        await asyncio.gather(*(c.start(self.refresh_secrets) for c in refreshing))
 
     async def close(self) -> None:
         for credential in self.credentials.values():

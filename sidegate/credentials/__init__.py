@@ -19,18 +19,19 @@ from sidegate.credentials.pool import PooledKey
 __all__ = ["Credential", "RefreshingCredential", "SigningCredential", "for_provider"]
 
 
-def for_provider(p: ProviderConfig) -> Credential:
-    """The provider's scheme, with its keys read from this process's environment now."""
+def for_provider(p: ProviderConfig, name: str = "") -> Credential:
+    """The provider's scheme, with its keys read from this process's environment now (`name`: the
+    provider's, for the cloud schemes' log lines)."""
     style = p.auth_style
     # The cloud SDKs load only for providers that use them.
     if style == "google":
         from sidegate.credentials.google import GoogleToken
 
-        return GoogleToken(p)
+        return GoogleToken(p, name)
     if style == "azure-ad":
         from sidegate.credentials.azure import EntraToken
 
-        return EntraToken(p)
+        return EntraToken(p, name)
     if style == "aws-sigv4":
         from sidegate.credentials.aws import SigV4
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from sidegate.config import ProviderConfig
+from sidegate.config.providers import CLOUD_AUTH
 
 
 class EnvironmentKey(NamedTuple):
@@ -21,8 +22,10 @@ class EnvironmentKey(NamedTuple):
 def env_credential(p: ProviderConfig) -> EnvironmentKey | None:
     """How Envoy itself sets the provider's key from its own environment (the direct lane's
     header_mutation, the try lane's Lua when it applies a try prepared by the front); no variable
-    for `auth: none`; None when the key comes from a pool (Python picks each try's)."""
-    if p.api_key_envs:
+    for `auth: none`; None when the key comes from a pool (Python picks each try's) or from a cloud
+    identity (a token or a signature only the per-try stage holds: a prepared try would leave it
+    in Envoy's dynamic metadata, where the front's answer is kept for the request)."""
+    if p.api_key_envs or p.auth_style in CLOUD_AUTH:
         return None
     style = p.auth_style
     if style == "none" or not p.api_key_env:

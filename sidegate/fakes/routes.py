@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from sidegate.fakes.vertex_anthropic import COUNT_TOKENS, vertex_anthropic
+
 #: AWS Bedrock's Converse API: `/model/{modelId}/converse` and `/model/{modelId}/converse-stream`.
 _CONVERSE = re.compile(r"^/model/([^/]+)/(converse|converse-stream)$")
 #: OpenAI's Responses API, and Azure's (its v1 API and the older preview path).
@@ -31,6 +33,9 @@ def route(method: str, path: str) -> str | None:
     if path.startswith("/model/"):
         found = converse(method, path)
         return None if found is None else "converse_stream" if found[1] else "converse"
+    on_vertex = vertex_anthropic(path)  # Anthropic on Vertex AI: the Messages API's bodies
+    if on_vertex is not None:
+        return "count_tokens" if on_vertex[0] == COUNT_TOKENS else "messages"
     if path.startswith("/openai/deployments/"):
         parts = path.split("/")
         if len(parts) == 6 and parts[4] == "chat" and parts[5] == "completions":

@@ -7,6 +7,7 @@ import contextlib
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -17,10 +18,15 @@ from sidegate.fakes.answer import build_answer
 from sidegate.fakes.behavior import Behavior, Script
 from sidegate.fakes.conversation import Conversations
 from sidegate.fakes.faults import Dropped, before_headers
+from sidegate.fakes.gemini_checks import warm_up as warm_up_gemini
+from sidegate.fakes.gemini_serve import gemini_endpoint, serve_gemini
 from sidegate.fakes.recording import RecordedRequest, RequestLog
 from sidegate.fakes.routes import authorized, route, validate, wants_stream
 from sidegate.fakes.stream import api_events, stream_answer
+from sidegate.fakes.tokens import bearer_refusal
 from sidegate.fakes.validation import sdk_problem, warm_up
+from sidegate.fakes.vertex_anthropic import messages_body, vertex_anthropic
+from sidegate.fakes.wire_gemini import parse_path as gemini_call
 
 __all__ = ["DEFAULT_MODELS", "FakeProvider"]
 
@@ -52,11 +58,16 @@ class FakeProvider:
     Routes: OpenAI `POST /v1/chat/completions`, `POST /v1/responses`, `POST /v1/embeddings`,
     `GET /v1/models`; Azure `POST /openai/deployments/{d}/chat/completions|embeddings` and
     `POST /openai/v1/responses`; Anthropic `POST /v1/messages` (and
-    `GET /v1/models` when the request has `anthropic-version`). Control: `GET|DELETE /_fake/requests`,
+    `GET /v1/models` when the request has `anthropic-version`); Gemini `POST /v1beta/models/{m}:method`
+    (generateContent, streamGenerateContent, embedContent, batchEmbedContents, countTokens) and the
+    same on Vertex AI's `/v1/projects/{p}/locations/{l}/publishers/google/models/{m}:method`
+    (gemini_serve.py). Control: `GET|DELETE /_fake/requests`,
     `POST|GET|DELETE /_fake/script`, `POST /_fake/default`, `POST /_fake/reset`.
 
     `chunks`/`chunk_delay_s` shape streams; `fixed_text` replaces the "Echo: <last user text>" answer;
     `api_key`, when set, must be presented (Bearer, `x-api-key` or `api-key`) or the answer is 401;
+    `token_check` (e.g. a `TokenIssuer`'s `valid`), when set, must accept the bearer token of every
+    Vertex AI and Azure OpenAI request or the answer is the cloud's 401;
     `responses_api=False` makes the Responses API paths unknown (404), as on most OpenAI-shaped servers.
     AWS Bedrock's Converse API: `POST /model/{modelId}/converse|converse-stream`, SigV4-verified
     against `aws_keys` for `aws_region` (or a Bedrock API key: `api_key` as a bearer token).
@@ -79,6 +90,7 @@ class FakeProvider:
         max_log: int = 10_000,
         aws_keys: dict[str, str | tuple[str, str]] | None = None,
         aws_region: str = "us-east-1",
+        token_check: Callable[[str], bool] | None = None,
     ) -> None:
         self.host = host
         self._port = port
@@ -89,6 +101,7 @@ class FakeProvider:
         self.embedding_dims = embedding_dims
         self.api_key = api_key
         self.responses_api = responses_api  # False: an OpenAI-shaped provider without /v1/responses
+        self.token_check = token_check  # cloud paths: only the bearer tokens its issuer minted, unexpired
         self.log = RequestLog(max_log)
         self._script = Script()
         self._runner: web.ServerRunner | None = None
@@ -104,6 +117,7 @@ class FakeProvider:
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> FakeProvider:
         warm_up()  # the SDK request types, once per process, before the first request
+        warm_up_gemini()
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -199,7 +213,7 @@ class FakeProvider:
                 body,
                 parsed,
                 time.time(),
-                route(request.method, path),
+                route(request.method, path) or gemini_endpoint(request.method, path),
             )
         )
         self.served += 1
@@ -218,7 +232,15 @@ class FakeProvider:
     async def _serve(
         self, request: web.BaseRequest, path: str, hdrs: dict[str, str], body: Any, bad_json: bool
     ) -> web.StreamResponse:
+        refusal = bearer_refusal(path, hdrs, self.token_check) if self.token_check is not None else None
+        if refusal is not None:  # Vertex AI (Gemini, Anthropic) and Azure: only the issuer's live tokens
+            return web.Response(status=401, body=refusal, content_type=_JSON)
+        gemini = gemini_call(path)
+        if gemini is not None:  # Google's paths, keys and error bodies: gemini_serve.py
+            return await serve_gemini(self, request, gemini, hdrs, body, bad_json)
         anthropic = path.startswith("/v1/messages") or (path == "/v1/models" and "anthropic-version" in hdrs)
+        on_vertex = vertex_anthropic(path)  # Anthropic on Vertex AI: (model, stream path)
+        anthropic = anthropic or on_vertex is not None
         rid = "req_" + uuid.uuid4().hex[:24]
         started = time.monotonic()
         base_headers = wire_anthropic.headers(rid) if anthropic else wire_openai.headers(rid, 1)
@@ -252,6 +274,11 @@ class FakeProvider:
             if isinstance(body, dict) and not isinstance(body.get("model"), str):
                 body = {**body, "model": deployment}
             model = deployment
+        if on_vertex is not None:  # the Messages body it stands for (model from the path)
+            body, problem = messages_body(body, *on_vertex)
+            if problem:
+                return error(400, problem)
+            model = on_vertex[0]  # (`count-tokens` for a count)
         b = self._script.take(path, model if isinstance(model, str) else None)
         if b is not None:
             await before_headers(request, b, self._is_closing)

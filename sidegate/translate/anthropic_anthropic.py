@@ -12,6 +12,7 @@ from typing import Any
 from sidegate.errors import Api
 from sidegate.sse import SseParser
 from sidegate.translate.base import ProviderRequest, TranslateOptions, Usage
+from sidegate.translate.codecs.anthropic.request import messages_request
 from sidegate.translate.common import (
     MALFORMED_EVENT,
     STREAM_TRUNCATED,
@@ -90,6 +91,8 @@ class AnthropicAnthropic:
     upstream = Api.ANTHROPIC
 
     def request(self, body: dict[str, Any], *, model: str, opts: TranslateOptions) -> ProviderRequest:
+        if opts.anthropic_body_version is not None:  # Anthropic on Vertex AI: the model is in the path
+            return messages_request({k: v for k, v in body.items() if k != "model"}, opts)
         out = body if body.get("model") == model else {**body, "model": model}
         return ProviderRequest("/v1/messages", dumps(out), {"anthropic-version": opts.anthropic_version})
 

@@ -40,6 +40,9 @@ class TranslateOptions:
     default_max_tokens: int = 4096
     """Anthropic requires max_tokens: used when the OpenAI client sent none."""
     anthropic_version: str = "2023-06-01"
+    anthropic_body_version: str | None = None
+    """Anthropic on Vertex AI (`vertex-2023-10-16`): the API version goes in the body
+    (`anthropic_version`) instead of a header, and the model is in the path, never in the body."""
     reasoning_budgets: dict[str, int] = field(
         default_factory=lambda: {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
     )

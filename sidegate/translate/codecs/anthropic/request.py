@@ -345,4 +345,15 @@ def encode_request(req: Request, model: str, opts: TranslateOptions) -> Provider
         out["metadata"] = {"user_id": req.user}
     if req.stream:
         out["stream"] = True
-    return ProviderRequest("/v1/messages", dumps(out), {"anthropic-version": opts.anthropic_version})
+    return messages_request(out, opts)
+
+
+def messages_request(out: dict[str, Any], opts: TranslateOptions) -> ProviderRequest:
+    """A Messages body -> the provider request: the version in a header, or for Anthropic on Vertex
+    AI in the body (`opts.anthropic_body_version`), the model then in the path only."""
+    version = opts.anthropic_body_version
+    if version is None:
+        return ProviderRequest("/v1/messages", dumps(out), {"anthropic-version": opts.anthropic_version})
+    out.pop("model", None)
+    out["anthropic_version"] = version
+    return ProviderRequest("/v1/messages", dumps(out), {})
