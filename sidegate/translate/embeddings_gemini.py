@@ -84,7 +84,7 @@ class GeminiEmbeddings:
         requests = [{"model": name, "content": {"parts": [{"text": t}]}, **extra} for t in texts]
         return ProviderRequest(gemini_embeddings_path(model), dumps({"requests": requests}), {})
 
-    def response(self, body: bytes) -> tuple[bytes, Usage | None]:
+    def response(self, body: bytes, *, model: str = "") -> tuple[bytes, Usage | None]:
         obj = provider_object(body)
         data = []
         for i, item in enumerate(as_list(obj.get("embeddings"))):
@@ -98,7 +98,7 @@ class GeminiEmbeddings:
                "usage": {"prompt_tokens": n, "total_tokens": n}}  # fmt: skip
         return dumps(out), Usage(input_tokens=n)
 
-    def stream(self, *, client_wants_usage: bool) -> OpenAIOpenAIStream:
+    def stream(self, *, client_wants_usage: bool, model: str = "") -> OpenAIOpenAIStream:
         """Never asked for (embeddings are not streamed); relayed as is should a provider stream."""
         return OpenAIOpenAIStream(client_wants_usage=True)
 
