@@ -12,6 +12,7 @@ from google.rpc import code_pb2, status_pb2
 from redis.asyncio import Redis
 
 from sidegate import metrics
+from sidegate.core.intake import KEY_PARAM, query_key
 from sidegate.envoy_pb import authz_header_options, struct
 from sidegate.features.auth.decide import Allow, Deny, authorize
 from sidegate.features.auth.keycache import KeyCache
@@ -25,6 +26,7 @@ log = logging.getLogger("sidegate.authz")
 
 _OK = status_pb2.Status(code=code_pb2.OK)
 _DENIED = status_pb2.Status(code=code_pb2.PERMISSION_DENIED)
+_KEY_QUERY = (KEY_PARAM,)
 
 
 class AuthorizationService(pb_grpc.AuthorizationServicer):
@@ -39,9 +41,14 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         source = request.attributes.source.address.socket_address.address
         result = authorize(headers, self.cache.records, self.throttle, source)
         if isinstance(result, Allow):
+            path = headers.get(":path", "")
+            # A Gemini client's `?key=` goes no further than here (nor into the path Envoy logs).
+            drop = _KEY_QUERY if "?" in path and query_key(path) is not None else ()
             return pb.CheckResponse(
                 status=_OK,
-                ok_response=pb.OkHttpResponse(headers_to_remove=CREDENTIAL_HEADERS),
+                ok_response=pb.OkHttpResponse(
+                    headers_to_remove=CREDENTIAL_HEADERS, query_parameters_to_remove=drop
+                ),
                 dynamic_metadata=struct(
                     {"tenant": result.tenant, "key_id": result.key_id, "models": list(result.models)}
                 ),
