@@ -70,7 +70,7 @@ _ANTHROPIC_HEADERS = ("anthropic-beta", "anthropic-version")
 
 def endpoint_of(path: str, headers: dict[str, str] | None = None) -> tuple[Api, str] | None:
     """The client's API and the endpoint of a request path, or None when Sidegate does not serve it."""
-    path = path.split("?", 1)[0]
+    full, path = path, path.split("?", 1)[0]
     found = _EXACT.get(path)
     if found is not None:
         return found
@@ -81,7 +81,7 @@ def endpoint_of(path: str, headers: dict[str, str] | None = None) -> tuple[Api, 
     if path == GEMINI_MODELS_PATH or path.startswith(GEMINI_MODELS_PATH + "/"):
         return Api.GEMINI, MODELS
     if is_models_path(path):
-        return inbound_api(path, headers), MODELS
+        return inbound_api(full, headers), MODELS
     if path.startswith(RESPONSES_PATH + "/") and len(path) > len(RESPONSES_PATH) + 1:
         return Api.RESPONSES, STORED_RESPONSE
     return None
@@ -111,6 +111,9 @@ def is_gemini_path(path: str) -> bool:
     )
 
 
+GEMINI_KEY_HEADER = "x-goog-api-key"
+_GOOGLE_SDK_HEADERS = frozenset({GEMINI_KEY_HEADER, "x-goog-api-client"})
+"""A Gemini client's headers: its key, and the telemetry header Google's SDKs send."""
 KEY_PARAM = "key"
 """The query parameter a Gemini API client may carry its key in (`?key=`, Google's other spelling of
 `x-goog-api-key`): read on Gemini paths only, and removed before the request goes on."""
@@ -144,7 +147,8 @@ def is_models_path(path: str) -> bool:
 
 def inbound_api(path: str, headers: dict[str, str] | None = None) -> Api:
     """Which API format the client speaks, from the request path (also for paths not served); on
-    the model list, which both APIs share, from the Anthropic SDK's `anthropic-version` header."""
+    the model list, which the APIs share, from the Anthropic SDK's `anthropic-version` header or a
+    Gemini client's key (`x-goog-api-key`, `?key=`)."""
     if path.startswith("/v1/messages"):
         return Api.ANTHROPIC
     if is_gemini_path(path):
@@ -153,6 +157,8 @@ def inbound_api(path: str, headers: dict[str, str] | None = None) -> Api:
         return Api.RESPONSES
     if headers is not None and "anthropic-version" in headers and is_models_path(path):
         return Api.ANTHROPIC
+    if is_models_path(path) and ((headers is not None and _GOOGLE_SDK_HEADERS & headers.keys()) or query_key(path)):
+        return Api.GEMINI  # google-genai with a base_url lists `GET /v1/models` (its api_version v1)
     return Api.OPENAI
 
 

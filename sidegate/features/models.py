@@ -67,8 +67,10 @@ class ModelsFeature(Feature):
 
     def _gemini(self, path: str, query: str, allowed: list[str]) -> Reply:
         """Google's shape: `GET /v1beta/models` pages `{"models": [...], "nextPageToken"}` (`pageSize`,
-        `pageToken`: the last name of the page before), `GET /v1beta/models/{model}` one Model."""
-        if path.rstrip("/") == GEMINI_MODELS_PATH:
+        `pageToken`: the last name of the page before), `GET /v1beta/models/{model}` one Model
+        (also under `/v1`, google-genai's default once given a base_url)."""
+        prefix = GEMINI_MODELS_PATH if path.startswith(GEMINI_MODELS_PATH) else MODELS_PATH  # (v1: google-genai's default)
+        if path.rstrip("/") == prefix:
             q = {k: v[-1] for k, v in parse_qs(query).items()}
             try:
                 size = int(q.get("pageSize", _GEMINI_PAGE))
@@ -81,7 +83,7 @@ class ModelsFeature(Feature):
             if len(rest) > size:
                 body["nextPageToken"] = rest[size - 1]
             return Reply(200, orjson.dumps(body), dict(_JSON))
-        name = unquote(path[len(GEMINI_MODELS_PATH) + 1 :]).removeprefix("models/")
+        name = unquote(path[len(prefix) + 1 :]).removeprefix("models/")
         if name not in allowed:
             raise GatewayError(404, f"models/{name} is not found or you do not have access to it.")
         return Reply(200, orjson.dumps(self._gemini_model(name)), dict(_JSON))

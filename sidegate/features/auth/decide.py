@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from sidegate import keys
-from sidegate.core.intake import inbound_api, is_gemini_path, query_key
+from sidegate.core.intake import inbound_api, query_key
 from sidegate.errors import Api, error_body
 from sidegate.features.auth.throttle import FailureThrottle
 from sidegate.keystore import KeyRecord
@@ -45,7 +45,7 @@ def presented_key(headers: dict[str, str]) -> str | None:
         if value:
             return value.strip()
     path = headers.get(":path", "")
-    if "?" in path and is_gemini_path(path):
+    if "?" in path and inbound_api(path, headers) is Api.GEMINI:
         return query_key(path)
     return None
 
