@@ -86,6 +86,77 @@ def _openai_stream() -> list[bytes]:
     return out
 
 
+def _gemini_stream() -> list[bytes]:
+    """Gemini's ``streamGenerateContent?alt=sse``: every event a whole GenerateContentResponse."""
+
+    def ev(parts: list, finish: str | None = None, usage: dict | None = None) -> bytes:
+        cand: dict = {"content": {"role": "model", "parts": parts}, "index": 0}
+        if finish:
+            cand["finishReason"] = finish
+        obj: dict = {"candidates": [cand]}
+        if usage:
+            obj["usageMetadata"] = usage
+        obj.update(modelVersion="gemini-2.5-flash", responseId="resp-1")
+        return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\r\n\r\n"
+
+    out = [ev([{"text": TEXT}]) for _ in range(N_DELTAS)]
+    usage = {"promptTokenCount": 100, "candidatesTokenCount": 2000, "totalTokenCount": 2100}
+    out.append(ev([{"text": ""}], "STOP", usage))
+    return out
+
+
+def _gemini_request(messages: list[dict]) -> dict:
+    """The bench conversation as a Gemini client sends it."""
+    contents = [
+        {"role": "model" if m["role"] == "assistant" else "user", "parts": [{"text": m["content"]}]}
+        for m in messages
+        if m["role"] != "system"
+    ]
+    return {
+        "systemInstruction": {"parts": [{"text": "You are helpful."}]},
+        "contents": contents,
+        "generationConfig": {"maxOutputTokens": 512, "temperature": 0.2},
+    }
+
+
+def _bench_gemini(rounds: int, a_stream: list[bytes], o_stream: list[bytes], messages: list[dict]) -> None:
+    """The Gemini pairs beside the OpenAI <-> Anthropic reference, measured again right before
+    them (the machine's load drifts between sections; the issue wants within 2x)."""
+    g_stream = _gemini_stream()
+    print(f"gemini stream translators: µs per provider chunk ({rounds} rounds, median)")
+    rows = [
+        ("(reference) openai <- anthropic", Api.OPENAI, Api.ANTHROPIC, a_stream, True),
+        ("openai client  <- gemini provider", Api.OPENAI, Api.GEMINI, g_stream, True),
+        ("anthropic client <- gemini provider", Api.ANTHROPIC, Api.GEMINI, g_stream, True),
+        ("responses client <- gemini provider", Api.RESPONSES, Api.GEMINI, g_stream, True),
+        ("gemini client <- openai provider", Api.GEMINI, Api.OPENAI, o_stream, True),
+        ("gemini client <- anthropic provider", Api.GEMINI, Api.ANTHROPIC, a_stream, True),
+        ("gemini passthrough", Api.GEMINI, Api.GEMINI, g_stream, True),
+    ]
+    for name, inbound, upstream, chunks, wants in rows:
+        print(f"  {name:40s} {_bench_stream(inbound, upstream, chunks, wants, rounds):7.2f} µs")
+    o_req = {"model": "gpt-4o", "messages": messages, "max_tokens": 512, "temperature": 0.2, "stream": True}
+    a_req = {
+        "model": "claude",
+        "max_tokens": 512,
+        "system": "You are helpful.",
+        "messages": [m for m in messages if m["role"] != "system"],
+        "stream": True,
+    }
+    g_req = _gemini_request(messages)
+    n = rounds * 10
+    print(f"gemini request translation: µs per request (21-message conversation, {n} iterations)")
+    for name, inbound, upstream, body in (
+        ("(reference) openai -> anthropic", Api.OPENAI, Api.ANTHROPIC, o_req),
+        ("openai -> gemini", Api.OPENAI, Api.GEMINI, o_req),
+        ("anthropic -> gemini", Api.ANTHROPIC, Api.GEMINI, a_req),
+        ("gemini -> openai", Api.GEMINI, Api.OPENAI, g_req),
+        ("gemini -> anthropic", Api.GEMINI, Api.ANTHROPIC, g_req),
+        ("gemini passthrough", Api.GEMINI, Api.GEMINI, g_req),
+    ):
+        print(f"  {name:40s} {_bench_request(inbound, upstream, body, n):7.2f} µs")
+
+
 def _bench_stream(inbound: Api, upstream: Api, chunks: list[bytes], wants_usage: bool, rounds: int) -> float:
     tr = get_translator(inbound, upstream)
     samples = []
@@ -146,6 +217,7 @@ def main() -> None:
     print(f"  {'anthropic -> openai':40s} {_bench_request(Api.ANTHROPIC, Api.OPENAI, a_req, n):7.2f} µs")
     print(f"  {'openai passthrough':40s} {_bench_request(Api.OPENAI, Api.OPENAI, o_req, n):7.2f} µs")
     print(f"  {'anthropic passthrough':40s} {_bench_request(Api.ANTHROPIC, Api.ANTHROPIC, a_req, n):7.2f} µs")
+    _bench_gemini(rounds, a_stream, o_stream, messages)
 
 
 if __name__ == "__main__":

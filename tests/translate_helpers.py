@@ -40,6 +40,17 @@ RESPONSES_PAIRS: dict[str, tuple[Api, Api]] = {
     "anthropic_responses": (Api.ANTHROPIC, Api.RESPONSES),
 }
 PAIRS.update(RESPONSES_PAIRS)
+# Google's Gemini API (codecs in sidegate/translate/codecs/gemini/, passthrough in gemini_gemini.py).
+GEMINI_PAIRS: dict[str, tuple[Api, Api]] = {
+    "openai_gemini": (Api.OPENAI, Api.GEMINI),
+    "anthropic_gemini": (Api.ANTHROPIC, Api.GEMINI),
+    "responses_gemini": (Api.RESPONSES, Api.GEMINI),
+    "gemini_openai": (Api.GEMINI, Api.OPENAI),
+    "gemini_anthropic": (Api.GEMINI, Api.ANTHROPIC),
+    "gemini_responses": (Api.GEMINI, Api.RESPONSES),
+    "gemini_gemini": (Api.GEMINI, Api.GEMINI),
+}
+PAIRS.update(GEMINI_PAIRS)
 
 
 def fixed_ids() -> Any:
@@ -66,8 +77,22 @@ def responses_translator(pair: str) -> Translator:
     return CanonicalTranslator(inbound, upstream, clock=lambda: CREATED)
 
 
+def gemini_translator(pair: str) -> Translator:
+    from sidegate.translate.codecs.responses_client import ResponsesClientTranslator
+    from sidegate.translate.gemini_gemini import GeminiGemini
+
+    inbound, upstream = GEMINI_PAIRS[pair]
+    if inbound is upstream:
+        return GeminiGemini()
+    if inbound is Api.RESPONSES:
+        return ResponsesClientTranslator(upstream, clock=lambda: CREATED, ids=fixed_ids())
+    return CanonicalTranslator(inbound, upstream, clock=lambda: CREATED)
+
+
 def make_translator(pair: str) -> Translator:
     """A fresh translator with a fixed clock (OpenAI ``created``)."""
+    if pair in GEMINI_PAIRS:
+        return gemini_translator(pair)
     if pair in RESPONSES_PAIRS:
         return responses_translator(pair)
     if pair == "openai_anthropic":
@@ -253,11 +278,35 @@ def _anthropic_beta(body: dict[str, Any]) -> bool:
     )
 
 
+def validate_gemini_request(body: dict[str, Any]) -> None:
+    """A ``generateContent`` REST body: each top-level field validates with google-genai's type
+    for it (the models forbid unknown keys), and no other field is present."""
+    from google.genai import types as gt
+
+    fields: dict[str, Any] = {
+        "contents": list[gt.Content],
+        "systemInstruction": gt.Content,
+        "tools": list[gt.Tool],
+        "toolConfig": gt.ToolConfig,
+        "generationConfig": gt.GenerationConfig,
+        "safetySettings": list[gt.SafetySetting],
+        "cachedContent": str,
+        "labels": dict[str, str],
+    }
+    assert isinstance(body.get("contents"), list) and body["contents"], body
+    for key, value in body.items():
+        assert key in fields, f"key not in the Gemini API: {key}"
+        TypeAdapter(fields[key]).validate_python(value)
+
+
 def validate_request(api: Api, body: dict[str, Any]) -> None:
     """The request validates with the SDK's create-params type (the beta one for a beta Messages
     request), and has no undeclared top-level key (TypedDict validation alone ignores unknown keys)."""
     from typing import get_type_hints
 
+    if api is Api.GEMINI:
+        validate_gemini_request(body)
+        return
     streaming = bool(body.get("stream"))
     if api is Api.ANTHROPIC:
         name = "anthropic_req_stream" if streaming else "anthropic_req"
@@ -274,7 +323,11 @@ def validate_request(api: Api, body: dict[str, Any]) -> None:
 
 
 def validate_response(api: Api, body: dict[str, Any]) -> None:
-    if api is Api.ANTHROPIC:
+    if api is Api.GEMINI:
+        from google.genai.types import GenerateContentResponse
+
+        GenerateContentResponse._from_response(response=body, kwargs={})  # what the SDK runs
+    elif api is Api.ANTHROPIC:
         from anthropic.types import Message
 
         Message.model_validate(body)
@@ -312,6 +365,14 @@ def validate_stream(api: Api, data: bytes) -> None:
             assert api is Api.OPENAI
             continue
         obj = orjson.loads(payload)
+        if api is Api.GEMINI:  # no event names; an error is a chunk that starts with "error"
+            assert event is None, event
+            if "error" in obj:
+                assert list(obj) == ["error"] and isinstance(obj["error"]["message"], str)
+                assert isinstance(obj["error"]["code"], int) and obj["error"]["status"]
+                continue
+            validate_response(Api.GEMINI, obj)
+            continue
         if api is Api.RESPONSES:  # every event named in its `event:` line and its data
             assert event == obj["type"], (event, obj)
             _force(adapter("responses_event").validate_python(obj))
@@ -333,6 +394,10 @@ def validate_stream(api: Api, data: bytes) -> None:
 
 def validate_error(api: Api, body: bytes) -> None:
     obj = orjson.loads(body)
+    if api is Api.GEMINI:
+        err = obj["error"]
+        assert isinstance(err["message"], str) and isinstance(err["code"], int) and err["status"]
+        return
     if api is Api.ANTHROPIC:
         assert obj["type"] == "error" and isinstance(obj["error"]["message"], str) and obj["error"]["type"]
     else:

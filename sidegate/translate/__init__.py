@@ -58,6 +58,26 @@ def _responses_pairs() -> dict[tuple[Api, Api], Translator]:
 _TRANSLATORS.update(_responses_pairs())
 
 
+def _gemini_pairs() -> dict[tuple[Api, Api], Translator]:
+    """Google's Gemini API (codecs/gemini/): the passthrough between two of its ends, the
+    canonical codecs to and from the other APIs."""
+    from sidegate.translate.codecs.responses_client import ResponsesClientTranslator
+    from sidegate.translate.gemini_gemini import GeminiGemini
+
+    return {
+        (Api.GEMINI, Api.GEMINI): GeminiGemini(),
+        (Api.OPENAI, Api.GEMINI): CanonicalTranslator(Api.OPENAI, Api.GEMINI),
+        (Api.ANTHROPIC, Api.GEMINI): CanonicalTranslator(Api.ANTHROPIC, Api.GEMINI),
+        (Api.RESPONSES, Api.GEMINI): ResponsesClientTranslator(Api.GEMINI),
+        (Api.GEMINI, Api.OPENAI): CanonicalTranslator(Api.GEMINI, Api.OPENAI),
+        (Api.GEMINI, Api.ANTHROPIC): CanonicalTranslator(Api.GEMINI, Api.ANTHROPIC),
+        (Api.GEMINI, Api.RESPONSES): CanonicalTranslator(Api.GEMINI, Api.RESPONSES),
+    }
+
+
+_TRANSLATORS.update(_gemini_pairs())
+
+
 def get_translator(inbound: Api, upstream: Api) -> Translator:
     """The (stateless, shared) translator for a client API and a provider API."""
     return _TRANSLATORS[(Api(inbound), Api(upstream))]

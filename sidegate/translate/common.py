@@ -102,13 +102,16 @@ def as_count(value: Any) -> int:
 
 
 def parse_provider_error(body: bytes) -> tuple[str | None, str | None]:
-    """(message, provider error type) from an OpenAI, OpenAI-compatible or Anthropic error body."""
+    """(message, provider error type) from an OpenAI, OpenAI-compatible, Anthropic or Google error
+    body (Google's type is its ``status``, e.g. ``RESOURCE_EXHAUSTED``)."""
     obj = loads_object(body)
     if obj is None:
         return None, None
     err = obj.get("error")
     if isinstance(err, dict):  # OpenAI {"error": {...}} and Anthropic {"type": "error", "error": {...}}
         msg, etype = err.get("message"), err.get("type")
+        if etype is None:  # Google {"error": {"code", "message", "status"}}: the status is its type
+            etype = err.get("status")
     elif isinstance(err, str):  # some OpenAI-compatible servers: {"error": "text"}
         msg, etype = err, None
     else:  # vLLM's older {"object": "error", "message": ...}, FastAPI {"detail": "..."}
@@ -130,7 +133,7 @@ def client_status(api: Api, status: int) -> int:
     """Provider status -> status for a client of ``api``."""
     if status < 400 or status > 599:
         return 502  # an "error" that is not an HTTP error: the gateway got a bad upstream answer
-    if status == 529 and api is Api.OPENAI:
+    if status == 529 and api in (Api.OPENAI, Api.GEMINI):
         return 503  # Anthropic's "overloaded" has no OpenAI counterpart; 503 is what SDKs retry
     return status
 
@@ -153,6 +156,7 @@ def passthrough_error(api: Api, status: int, body: bytes) -> tuple[int, bytes]:
         and obj is not None
         and isinstance(obj.get("error"), dict)
         and (api is not Api.ANTHROPIC or obj.get("type") == "error")
+        and (api is not Api.GEMINI or is_int(obj["error"].get("code")))
     )
     if well_formed and 400 <= status <= 599:
         return status, body
@@ -166,15 +170,22 @@ def looks_like_object(data: bytes) -> bool:
     return d[:1] == b"{" and d[-1:] == b"}"
 
 
+# The form's error types -> the HTTP code a Gemini client's in-stream error carries.
+_GOOGLE_CODES = {"rate_limit_error": 429, "invalid_request_error": 400, "overloaded_error": 503}
+
+
 def sse_error_event(api: Api, message: str, etype: str | None = None) -> bytes:
     """A terminal error event in the client's streaming format (a stream that dies mid-way).
 
     OpenAI clients get ``data: {"error": {...}}`` (the OpenAI SDKs raise on it); Anthropic clients
-    get ``event: error`` with ``{"type": "error", "error": {...}}``.
+    get ``event: error`` with ``{"type": "error", "error": {...}}``; Gemini clients get
+    ``data: {"error": {"code", "message", "status"}}`` (the chunk google-genai raises on).
     """
     if api is Api.ANTHROPIC:
         body = {"type": "error", "error": {"type": etype or "api_error", "message": message}}
         return encode_event("error", dumps(body))
+    if api is Api.GEMINI:  # google-genai raises APIError on a `data: {"error": ...}` chunk
+        return encode_event(None, error_body(Api.GEMINI, _GOOGLE_CODES.get(etype or "", 500), message))
     body = {"error": {"message": message, "type": etype or "server_error", "param": None, "code": None}}
     return encode_event(None, dumps(body))
 

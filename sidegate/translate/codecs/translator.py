@@ -17,6 +17,8 @@ from sidegate.errors import Api
 from sidegate.translate.base import ProviderRequest, TranslateOptions, Usage
 from sidegate.translate.codecs.anthropic import request as anthropic_request
 from sidegate.translate.codecs.anthropic import response as anthropic_response
+from sidegate.translate.codecs.gemini import request as gemini_request
+from sidegate.translate.codecs.gemini import response as gemini_response
 from sidegate.translate.codecs.openai import request as openai_request
 from sidegate.translate.codecs.openai import response as openai_response
 from sidegate.translate.codecs.responses import request as responses_request
@@ -28,12 +30,16 @@ REQUESTS: dict[Api, ModuleType] = {Api.OPENAI: openai_request, Api.ANTHROPIC: an
 RESPONSES: dict[Api, ModuleType] = {Api.OPENAI: openai_response, Api.ANTHROPIC: anthropic_response}
 REQUESTS[Api.RESPONSES] = responses_request  # clients of it: codecs.responses_client
 RESPONSES[Api.RESPONSES] = responses_response
+REQUESTS[Api.GEMINI] = gemini_request
+RESPONSES[Api.GEMINI] = gemini_response
 
 
 def _encoder(api: Api, wants_usage: bool, created: int) -> Any:
     """The client's stream encoder (only OpenAI's reads usage wishes and the clock)."""
     if api is Api.OPENAI:
         return openai_response.OpenAIStreamEncoder(client_wants_usage=wants_usage, created=created)
+    if api is Api.GEMINI:
+        return gemini_response.GeminiStreamEncoder()
     return anthropic_response.AnthropicStreamEncoder()
 
 

@@ -1,0 +1,224 @@
+"""Gemini's ``streamGenerateContent?alt=sse`` <-> form events.
+
+Every SSE event is a whole ``GenerateContentResponse`` holding the next parts; usage rides on the
+last ones (cumulative), the finish reason on the last, and there is no terminal ``[DONE]``: the
+stream ends with the connection. A stream that ends before a finish reason was cut.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from sidegate.errors import Api
+from sidegate.sse import SseParser
+from sidegate.translate.base import Usage
+from sidegate.translate.codecs.form import (
+    END,
+    End,
+    Event,
+    Failure,
+    Start,
+    Stop,
+    TextDelta,
+    ThinkingDelta,
+    ToolDelta,
+    ToolStart,
+    UsageUpdate,
+)
+from sidegate.translate.codecs.gemini.shapes import (
+    FAILED_FINISHES,
+    FINISH_OUT,
+    block_reason,
+    call_id,
+    finish_in,
+    gemini_usage,
+    parse_usage,
+    tool_args,
+)
+from sidegate.translate.codecs.util import stream_error
+from sidegate.translate.common import MALFORMED_EVENT, STREAM_TRUNCATED, as_str, dumps, loads_object
+
+__all__ = ["GeminiStreamDecoder", "GeminiStreamEncoder", "error_kind"]
+
+
+def error_kind(code: Any) -> str:
+    """An in-stream Google error's ``code`` -> the form's failure kind."""
+    return "rate_limit" if code == 429 else "invalid_request" if code == 400 else "server"
+
+
+class GeminiStreamDecoder:
+    """Gemini SSE -> form events: one JSON parse per event; a function call arrives whole, so it
+    is one ``ToolStart`` with all its arguments."""
+
+    __slots__ = ("_generated", "_id", "_ntools", "_parser", "_started", "_stopped", "done", "usage")
+
+    def __init__(self) -> None:
+        self._parser = SseParser()
+        self._started = False
+        self._stopped = False
+        self._generated = False
+        self._ntools = 0
+        self._id = ""
+        self.done = False
+        self.usage: Usage | None = None
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        out: list[Event] = []
+        if self.done:
+            return out
+        for ev in self._parser.feed(chunk):
+            if not ev.data.strip():
+                continue
+            obj = loads_object(ev.data)
+            if obj is None:
+                self.done = True
+                out.append(Failure(MALFORMED_EVENT))
+                break
+            err = obj.get("error")
+            if err is not None:
+                self.done = True
+                err = err if type(err) is dict else {}
+                message = as_str(err.get("message")) or "The upstream provider failed."
+                out.append(Failure(message, error_kind(err.get("code"))))
+                break
+            self._event(obj, out)
+            if self.done:
+                break
+        return out
+
+    def _event(self, obj: dict[str, Any], out: list[Event]) -> None:
+        if not self._started:
+            self._started = True
+            self._id = as_str(obj.get("responseId"))
+            out.append(Start(self._id, as_str(obj.get("modelVersion"))))
+        candidates = obj.get("candidates")
+        cand = candidates[0] if type(candidates) is list and candidates else None
+        reason = None
+        if type(cand) is dict:
+            content = cand.get("content")
+            parts = content.get("parts") if type(content) is dict else None
+            if type(parts) is list:
+                self._parts(parts, out)
+            reason = cand.get("finishReason")
+        usage = obj.get("usageMetadata")
+        if usage is not None:
+            self.usage, thinking = parse_usage(usage)
+            if self.usage is not None:
+                out.append(UsageUpdate(self.usage, thinking))
+        if type(reason) is str and reason and not self._stopped:
+            self._stopped = True
+            if reason in FAILED_FINISHES and not self._generated:
+                self.done = True
+                out.append(Failure(f"The provider could not produce an answer (finish reason {reason})."))
+                return
+            out.append(Stop(finish_in(reason, self._ntools > 0), None))
+        elif cand is None and not self._stopped and block_reason(obj):
+            self._stopped = True
+            out.append(Stop("refusal", None))
+
+    def _parts(self, parts: list[Any], out: list[Event]) -> None:
+        for part in parts:
+            if type(part) is not dict:
+                continue
+            text = part.get("text")
+            if type(text) is str:
+                if text:
+                    self._generated = True
+                    out.append(ThinkingDelta(text) if part.get("thought") is True else TextDelta(text))
+                continue
+            fc = part.get("functionCall")
+            if type(fc) is dict:
+                self._generated = True
+                idx = self._ntools
+                self._ntools += 1
+                args = orjson.dumps(tool_args(fc.get("args"))).decode()
+                out.append(ToolStart(idx, call_id(fc.get("id"), self._id, idx), as_str(fc.get("name")), args))
+
+    def finish(self) -> list[Event]:
+        if self.done:
+            return []
+        self.done = True
+        return [END] if self._stopped else [Failure(STREAM_TRUNCATED)]
+
+
+_PREFIX = b'data: {"candidates":[{"content":{"role":"model","parts":['
+
+
+class GeminiStreamEncoder:
+    """Form events -> Gemini SSE for a Gemini client: one event per text or thought delta (a
+    prefix and suffix serialised once per stream around one small ``dumps``); a function call is
+    held until its arguments are complete (Gemini sends each call whole); the finish reason and
+    usage go in a final event."""
+
+    __slots__ = ("_calls", "_id", "_model", "_stop", "_suffix", "_thinking", "_usage")
+
+    def __init__(self) -> None:
+        self._calls: dict[int, list[str]] = {}  # tool call index -> [id, name, argument pieces...]
+        self._stop = "STOP"
+        self._usage: Usage | None = None
+        self._thinking: int | None = None
+        self._head("", "")
+
+    def _head(self, msg_id: str, model: str) -> None:
+        self._id, self._model = msg_id, model
+        tail = b'"modelVersion":' + dumps(model) + b',"responseId":' + dumps(msg_id) + b"}\n\n"
+        self._suffix = b']},"index":0}],' + tail
+
+    def _call_parts(self) -> list[dict[str, Any]]:
+        parts = []
+        for entry in self._calls.values():
+            text = "".join(entry[2:]) or "{}"
+            try:
+                args = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                args = None
+            if not isinstance(args, dict):
+                args = {"_raw_arguments": text}
+            parts.append({"functionCall": {"id": entry[0], "name": entry[1], "args": args}})
+        self._calls = {}
+        return parts
+
+    def _flush(self) -> bytes:
+        parts = self._call_parts()
+        return _PREFIX + dumps(parts)[1:-1] + self._suffix
+
+    def encode(self, events: list[Event]) -> bytes:
+        out: list[bytes] = []
+        for ev in events:
+            t = type(ev)
+            if t is TextDelta or t is ThinkingDelta:
+                if self._calls:
+                    out.append(self._flush())
+                part = {"text": ev.text} if t is TextDelta else {"text": ev.text, "thought": True}  # type: ignore[union-attr]
+                out.append(_PREFIX + dumps(part) + self._suffix)
+            elif t is ToolDelta:
+                entry = self._calls.get(ev.index)  # type: ignore[union-attr]
+                if entry is not None:
+                    entry.append(ev.arguments)  # type: ignore[union-attr]
+            elif t is ToolStart:
+                self._calls[ev.index] = [ev.id or f"call_{ev.index}", ev.name, ev.arguments]  # type: ignore[union-attr]
+            elif t is UsageUpdate:
+                self._usage, self._thinking = ev.usage, ev.thinking_tokens  # type: ignore[union-attr]
+            elif t is Stop:
+                self._stop = FINISH_OUT[ev.reason]  # type: ignore[union-attr]
+            elif t is Start:
+                self._head(ev.id, ev.model)  # type: ignore[union-attr]
+            elif t is End:
+                out.append(self._end())
+            elif t is Failure:
+                out.append(stream_error(Api.GEMINI, ev.message, ev.kind))  # type: ignore[union-attr]
+        return b"".join(out)
+
+    def _end(self) -> bytes:
+        parts = self._call_parts() or [{"text": ""}]
+        final = {
+            "candidates": [
+                {"content": {"role": "model", "parts": parts}, "finishReason": self._stop, "index": 0}
+            ],
+            "usageMetadata": gemini_usage(self._usage or Usage(), self._thinking),
+            "modelVersion": self._model,
+            "responseId": self._id,
+        }
+        return b"data: " + dumps(final) + b"\n\n"
