@@ -25,6 +25,7 @@ translated), SDK telemetry (`x-stainless-*`) and billing selectors (`openai-orga
 `openai-project`) unless a provider's `forward_client_headers` lists them."""
 REQUEST_HEADERS_BY_API = {
     Api.OPENAI: ("openai-beta",), Api.RESPONSES: ("openai-beta",), Api.ANTHROPIC: ("anthropic-version", "anthropic-beta"),
+    Api.GEMINI: (),  # versioned by its paths (/v1beta)
 }  # fmt: skip
 """Versioning headers of the provider's own API (the per-try stage sets or removes them per try)."""
 RESPONSE_HEADERS_FORWARDED = (

@@ -32,6 +32,7 @@ from sidegate.translate import get_translator
 from sidegate.translate.base import StreamTranslator, TranslateOptions, Translator, Usage
 from sidegate.translate.count_tokens import COUNT_TOKENS_UPSTREAM_PATH, AnthropicCountTokens
 from sidegate.translate.embeddings import EMBEDDINGS_UPSTREAM_PATH, OpenAIEmbeddings
+from sidegate.translate.embeddings_gemini import GeminiEmbeddings
 from sidegate.wire import PROVIDER_HEADERS, RATE_LIMIT_HEADERS, TOKEN_COUNT_HEADER, provider_of_cluster
 
 log = logging.getLogger("sidegate.upstream")
@@ -42,12 +43,12 @@ UPSTREAM_PATHS = {Api.OPENAI: "/v1/chat/completions", Api.ANTHROPIC: "/v1/messag
 STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
 """Provider answers streamed to the client event by event (SSE; Bedrock's binary event stream)."""
 
-_SAME_SCHEMA: dict[str, tuple[Api, str, type[Translator]]] = {
-    EMBEDDINGS: (Api.OPENAI, EMBEDDINGS_UPSTREAM_PATH, OpenAIEmbeddings),
-    COUNT_TOKENS: (Api.ANTHROPIC, COUNT_TOKENS_UPSTREAM_PATH, AnthropicCountTokens),
+_SAME_SCHEMA: dict[str, dict[Api, tuple[str | None, type[Translator]]]] = {
+    EMBEDDINGS: {Api.OPENAI: (EMBEDDINGS_UPSTREAM_PATH, OpenAIEmbeddings), Api.GEMINI: (None, GeminiEmbeddings)},
+    COUNT_TOKENS: {Api.ANTHROPIC: (COUNT_TOKENS_UPSTREAM_PATH, AnthropicCountTokens)},
 }
-"""The endpoints other than completions: the one provider API that serves each (the gateway routes
-them only there), its upstream path and its same-schema pair."""
+"""The endpoints other than completions: the provider APIs that serve each (the gateway routes them
+only there), with the upstream path (None: the pair's own, the model being in it) and the pair."""
 
 
 class TryAnswered(Exception):
@@ -73,9 +74,10 @@ def endpoint_translator(endpoint: str, provider: str, upstream: Api) -> tuple[Tr
     found = _SAME_SCHEMA.get(endpoint)
     if found is None:
         raise GatewayError(500, f"Sidegate: no provider try serves the endpoint '{endpoint}'.")
-    api, path, pair = found
-    if upstream is not api:  # the route feature refuses such a chain: a config changed under a request
-        raise GatewayError(400, f"Provider '{provider}' cannot serve {path}: it is not {api.value}-shaped.")
+    if upstream not in found:  # the route feature refuses such a chain: a config changed under a request
+        shapes = " or ".join(a.value for a in found)
+        raise GatewayError(400, f"Provider '{provider}' cannot serve {endpoint}: it is not {shapes}-shaped.")
+    path, pair = found[upstream]
     return pair(), path
 
 
@@ -259,8 +261,11 @@ class ProviderTry:
                 self.status = 502
                 out = format_error(self.inbound, err)
         else:
+            refused = self.status in (401, 403) or (
+                self.status == 400 and self.provider.api is Api.GEMINI and b"API_KEY_INVALID" in body
+            )  # Gemini answers a wrong API key with a 400 (reason API_KEY_INVALID)
             self.status, out = self.translator.error(self.status, self._scrub(body))
-            if self.status in (401, 403) and self.final:
+            if refused and self.final:
                 self.status = 502
                 out = format_error(self.inbound, provider_refused_key(self.provider_name))
         self._keep(out)

@@ -8,6 +8,14 @@ from typing import Any
 
 __all__ = ["INFERENCE_PATHS", "Behavior", "Script"]
 
+#: Gemini's inference methods (`/v1beta/models/M:generateContent`...; countTokens is none, as Anthropic's).
+GEMINI_INFERENCE_SUFFIXES = (
+    ":generateContent",
+    ":streamGenerateContent",
+    ":embedContent",
+    ":batchEmbedContents",
+)
+
 #: Paths that scripts without an explicit `path` apply to (Azure deployments are matched by prefix).
 INFERENCE_PATHS = (
     "/v1/chat/completions",
@@ -75,7 +83,11 @@ class Behavior:
         if self.path is not None:
             if not path.startswith(self.path):
                 return False
-        elif not (path in INFERENCE_PATHS or path.startswith("/openai/deployments/")):
+        elif not (
+            path in INFERENCE_PATHS
+            or path.startswith("/openai/deployments/")
+            or path.endswith(GEMINI_INFERENCE_SUFFIXES)
+        ):
             return False
         return self.model is None or self.model == model
 

@@ -12,11 +12,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from sidegate.fakes import wire_anthropic, wire_openai, wire_responses
+from sidegate.fakes import wire_anthropic, wire_gemini, wire_openai, wire_responses
 from sidegate.fakes.answer import build_answer
 from sidegate.fakes.behavior import Behavior, Script
 from sidegate.fakes.conversation import Conversations
 from sidegate.fakes.faults import Dropped, before_headers
+from sidegate.fakes.gemini_checks import warm_up as warm_up_gemini
+from sidegate.fakes.gemini_serve import serve_gemini
 from sidegate.fakes.recording import RecordedRequest, RequestLog
 from sidegate.fakes.routes import authorized, route, validate, wants_stream
 from sidegate.fakes.stream import api_events, stream_answer
@@ -52,7 +54,10 @@ class FakeProvider:
     Routes: OpenAI `POST /v1/chat/completions`, `POST /v1/responses`, `POST /v1/embeddings`,
     `GET /v1/models`; Azure `POST /openai/deployments/{d}/chat/completions|embeddings` and
     `POST /openai/v1/responses`; Anthropic `POST /v1/messages` (and
-    `GET /v1/models` when the request has `anthropic-version`). Control: `GET|DELETE /_fake/requests`,
+    `GET /v1/models` when the request has `anthropic-version`); Gemini `POST /v1beta/models/{m}:method`
+    (generateContent, streamGenerateContent, embedContent, batchEmbedContents, countTokens) and the
+    same on Vertex AI's `/v1/projects/{p}/locations/{l}/publishers/google/models/{m}:method`
+    (gemini_serve.py). Control: `GET|DELETE /_fake/requests`,
     `POST|GET|DELETE /_fake/script`, `POST /_fake/default`, `POST /_fake/reset`.
 
     `chunks`/`chunk_delay_s` shape streams; `fixed_text` replaces the "Echo: <last user text>" answer;
@@ -96,6 +101,7 @@ class FakeProvider:
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> FakeProvider:
         warm_up()  # the SDK request types, once per process, before the first request
+        warm_up_gemini()
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -208,6 +214,9 @@ class FakeProvider:
     async def _serve(
         self, request: web.BaseRequest, path: str, hdrs: dict[str, str], body: Any, bad_json: bool
     ) -> web.StreamResponse:
+        gemini = wire_gemini.parse_path(path)
+        if gemini is not None:  # Google's paths, keys and error bodies: gemini_serve.py
+            return await serve_gemini(self, request, gemini, hdrs, body, bad_json)
         anthropic = path.startswith("/v1/messages") or (path == "/v1/models" and "anthropic-version" in hdrs)
         rid = "req_" + uuid.uuid4().hex[:24]
         started = time.monotonic()

@@ -4,7 +4,7 @@ provider try, whichever lane it took."""
 
 from __future__ import annotations
 
-from sidegate.config import SidegateConfig
+from sidegate.config import ProviderConfig, SidegateConfig
 from sidegate.core.completion import Completion
 from sidegate.core.context import Reply, RequestContext
 from sidegate.core.feature import Feature
@@ -24,10 +24,10 @@ class RouteFeature(Feature):
         self.breaker = breaker if breaker is not None else Breaker()
         self.not_embedding: dict[str, str] = {
             model: bad for model, m in cfg.models.items()
-            if (bad := next((r.provider for r in m.routes if cfg.providers[r.provider].api is not Api.OPENAI), ""))
+            if (bad := next((r.provider for r in m.routes if not _embeds(cfg.providers[r.provider])), ""))
         }  # fmt: skip
-        """Models whose chain holds a provider that is not OpenAI-shaped (that provider): embeddings
-        are OpenAI's, so such a model cannot serve them (a fallback could not either)."""
+        """Models whose chain holds a provider that cannot embed (that provider): such a model cannot
+        serve embeddings (a fallback could not either)."""
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         m = self.models.get(ctx.model)
@@ -41,7 +41,8 @@ class RouteFeature(Feature):
         if ctx.endpoint == EMBEDDINGS and ctx.model in self.not_embedding:
             raise GatewayError(
                 400, f"The model '{ctx.model}' does not serve embeddings: its provider "
-                f"'{self.not_embedding[ctx.model]}' is not OpenAI-compatible.", code="model_not_supported", param="model",
+                f"'{self.not_embedding[ctx.model]}' is neither OpenAI-compatible nor the Gemini API.",
+                code="model_not_supported", param="model",
             )  # fmt: skip
         ctx.model_config = m
         start = self.breaker.start_index(m, ctx.model)
@@ -58,3 +59,9 @@ class RouteFeature(Feature):
             return
         status = 0 if c.aborted and not c.status else c.status
         self.breaker.record(c.provider, status, m.breaker, c.retry_after_s, model)
+
+
+def _embeds(p: ProviderConfig) -> bool:
+    """OpenAI-shaped providers embed (`/v1/embeddings`), and so does the Gemini API
+    (`batchEmbedContents`); Vertex AI's Gemini embeds through `:predict`, which no pair speaks."""
+    return p.api is Api.OPENAI or (p.api is Api.GEMINI and p.vertex is None)
