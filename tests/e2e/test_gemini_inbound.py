@@ -375,3 +375,30 @@ def test_the_guard_redacts_pii_for_the_provider_and_restores_it(gw: Stack, model
     text = "".join(c.text or "" for c in client.models.generate_content_stream(model=model, contents=ask))
     assert text == f"Echo: {ask}"
     assert EMAIL not in orjson.dumps(_sent(model, fake)).decode()
+
+
+@pytest.fixture(scope="module")
+def inline(tmp_path_factory, fake_openai, fake_anthropic, fake_gemini) -> Iterator[Stack]:
+    """The third arrangement: inline auth behind the ext_proc front (the gateway rewrites `:path`)."""
+    extra = _extra(fake_gemini.url)
+    extra["services"] = {"auth": "inline", "front": "ext_proc"}
+    s = Stack(tmp_path_factory.mktemp("inline"), fake_openai.url, fake_anthropic.url, extra=extra)
+    s.start()
+    yield s
+    s.stop()
+
+
+def test_inline_auth_behind_the_ext_proc_front_takes_and_drops_the_query_key(inline: Stack, fake_gemini) -> None:
+    key = inline.keys["acme"].key
+    with httpx.Client(base_url=inline.base_url, timeout=20) as c:
+        _google_error(c.post("/v1beta/models/gemini-flash:generateContent?key=sgk_nope", json=HELLO), 401, "UNAUTHENTICATED")
+        r = c.post("/v1beta/models/gemini-flash:streamGenerateContent", params={"key": key, "alt": "sse"}, json=HELLO)
+        assert r.status_code == 200 and "Echo" in r.text
+        r = c.get("/v1/models", params={"key": key})  # a Gemini client's list (no SDK header, the key told)
+        assert r.status_code == 200 and "models/gemini-flash" in [m["name"] for m in r.json()["models"]]
+    (rec,) = fake_gemini.requests
+    assert key not in orjson.dumps(rec.to_dict()).decode() and rec.query == {"alt": "sse"}
+    deadline = time.monotonic() + 10  # (Envoy writes its access log in batches)
+    while "streamGenerateContent" not in (logs := inline.logs()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "streamGenerateContent" in logs and key not in logs
