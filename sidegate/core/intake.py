@@ -105,10 +105,9 @@ def gemini_call(path: str) -> tuple[str, str] | None:
 
 def is_gemini_path(path: str) -> bool:
     """A path in Google's API (also one not served: its refusals are in Google's format)."""
-    path = path.split("?", 1)[0]
-    return (
-        path.startswith(("/v1beta/", "/upload/v1beta/")) or path == "/v1beta" or gemini_call(path) is not None
-    )
+    if path.startswith(("/v1beta", "/upload/v1beta/")):  # (chat, messages, responses: two startswith)
+        return path.startswith(("/v1beta/", "/v1beta?", "/upload/")) or path == "/v1beta"
+    return path.startswith(MODELS_PATH + "/") and gemini_call(path.split("?", 1)[0]) is not None
 
 
 GEMINI_KEY_HEADER = "x-goog-api-key"
@@ -155,9 +154,11 @@ def inbound_api(path: str, headers: dict[str, str] | None = None) -> Api:
         return Api.GEMINI
     if path.startswith(RESPONSES_PATH):
         return Api.RESPONSES
-    if headers is not None and "anthropic-version" in headers and is_models_path(path):
+    if not path.startswith(MODELS_PATH) or not is_models_path(path):
+        return Api.OPENAI
+    if headers is not None and "anthropic-version" in headers:
         return Api.ANTHROPIC
-    if is_models_path(path) and ((headers is not None and _GOOGLE_SDK_HEADERS & headers.keys()) or query_key(path)):
+    if (headers is not None and not _GOOGLE_SDK_HEADERS.isdisjoint(headers)) or query_key(path):
         return Api.GEMINI  # google-genai with a base_url lists `GET /v1/models` (its api_version v1)
     return Api.OPENAI
 
