@@ -261,3 +261,19 @@ def test_envoys_own_replies_have_a_google_shape_for_gemini_paths():
     assert {404, 413, 415, 431, 500, 502, 503, 504} <= statuses
     expr = google[0]["filter"]["and_filter"]["filters"][1]["extension_filter"]["typed_config"]["expression"]
     assert "'gemini'" in expr and "/v1beta/" in expr
+
+
+def test_a_gemini_clients_completion_is_the_semconvs_generate_content():
+    from sidegate import metrics as m
+    from sidegate.core.completion import Completion
+    from sidegate.features.metrics import MetricsFeature
+    from sidegate.translate.base import Usage
+
+    labels = {"gen_ai_operation_name": "generate_content", "gen_ai_provider_name": "p", "gen_ai_request_model": "a",
+              "status_class": "2xx"}  # fmt: skip
+    before = m.REGISTRY.get_sample_value("gen_ai_server_request_duration_seconds_count", labels) or 0.0
+    done = Completion(meta={"tenant": "t", "model": "a", "api": "gemini", "stream": False}, provider="p",
+                      upstream_model="a", status=200, usage=Usage(input_tokens=3, output_tokens=2), final=True,
+                      streamed=False, attempt=1, started_at=1.0, first_byte_at=1.1, ended_at=1.2, chunks=0)  # fmt: skip
+    MetricsFeature(CFG, cost=lambda c: 0.0).on_complete(done)
+    assert m.REGISTRY.get_sample_value("gen_ai_server_request_duration_seconds_count", labels) == before + 1
