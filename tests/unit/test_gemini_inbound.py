@@ -67,13 +67,21 @@ def test_gemini_paths_and_their_endpoints():
 
 def test_the_model_and_the_stream_flag_come_from_the_path():
     ctx = open_request("/v1beta/models/my%2Fmodel:streamGenerateContent?alt=sse", "POST", {})
-    assert isinstance(ctx, RequestContext) and (ctx.api, ctx.model, ctx.stream) == (Api.GEMINI, "my/model", True)
+    assert isinstance(ctx, RequestContext) and (ctx.api, ctx.model, ctx.stream) == (
+        Api.GEMINI,
+        "my/model",
+        True,
+    )
     ctx = open_request("/v1/models/a:generateContent", "POST", {})
     assert isinstance(ctx, RequestContext) and (ctx.model, ctx.stream) == ("a", False)
     reply = open_request("/v1beta/models/a:embedContent?key=SECRET", "POST", {})
     assert isinstance(reply, Reply) and reply.status == 404
     err = orjson.loads(reply.body)["error"]
-    assert err["status"] == "NOT_FOUND" and "SECRET" not in err["message"] and "generateContent" in err["message"]
+    assert (
+        err["status"] == "NOT_FOUND"
+        and "SECRET" not in err["message"]
+        and "generateContent" in err["message"]
+    )
 
 
 def test_query_key_and_without_key():
@@ -174,7 +182,10 @@ def test_the_quota_estimate_of_a_gemini_body():
     assert 0 < short < long
     image = {"contents": [{"parts": [{"inlineData": {"mimeType": "image/png", "data": "AAAA"}}]}]}
     assert counter.count(Api.GEMINI, image) >= CFG.quota.tokenizer.image_tokens
-    tools = {**HELLO, "tools": [{"functionDeclarations": [{"name": "get_weather", "parameters": {"type": "object"}}]}]}
+    tools = {
+        **HELLO,
+        "tools": [{"functionDeclarations": [{"name": "get_weather", "parameters": {"type": "object"}}]}],
+    }
     assert counter.count(Api.GEMINI, tools) > short
     assert counter.count(Api.GEMINI, {"generateContentRequest": HELLO}) == short
     assert max_output_tokens({"generationConfig": {"maxOutputTokens": 100, "candidateCount": 2}}, 7) == 200
@@ -210,11 +221,18 @@ def test_gemini_stream_restore_puts_a_split_placeholder_back_whole():
     raw = _sse(_chunk("Mail <EMA")) + _sse(_chunk("IL_1> now")) + _sse(_chunk(".", "STOP"))
     out = b"".join(r.feed(raw[i : i + 7]) for i in range(0, len(raw), 7)) + r.finish()
     texts = [orjson.loads(line[6:]) for line in out.split(b"\n") if line.startswith(b"data: ")]
-    assert "".join(t["candidates"][0]["content"]["parts"][0]["text"] for t in texts) == "Mail jane@example.com now."
+    assert (
+        "".join(t["candidates"][0]["content"]["parts"][0]["text"] for t in texts)
+        == "Mail jane@example.com now."
+    )
     held = GeminiSseRestorer({"<EMAIL_1>": "x@y.z"})
     out = held.feed(_sse(_chunk("to <EMAIL"))) + held.finish()  # cut: released in one more chunk
     assert b"<EMAIL" in out and out.count(b"data: ") == 2
-    call = {"candidates": [{"content": {"parts": [{"functionCall": {"name": "f", "args": {"to": "<EMAIL_1>"}}}]}, "index": 0}]}
+    call = {
+        "candidates": [
+            {"content": {"parts": [{"functionCall": {"name": "f", "args": {"to": "<EMAIL_1>"}}}]}, "index": 0}
+        ]
+    }
     assert b"x@y.z" in GeminiSseRestorer({"<EMAIL_1>": "x@y.z"}).feed(_sse(call))
     plain = b"data: " + orjson.dumps(_chunk("nothing to restore")) + b"\n\n"
     assert GeminiSseRestorer({"<EMAIL_1>": "x@y.z"}).feed(plain) == plain  # byte for byte
@@ -227,7 +245,9 @@ def test_cache_key_fields_of_a_gemini_request():
     params, last, query, temperature = gemini_params(body)
     assert last == [{"text": "q1"}, {"text": "q2"}] and query == "q1\nq2" and temperature == 0.2
     assert "cachedContent" not in params and params["contents"][-1] == {"role": "user"}
-    image = {"contents": [{"parts": [{"text": "what?"}, {"inlineData": {"data": "AA", "mimeType": "image/png"}}]}]}
+    image = {
+        "contents": [{"parts": [{"text": "what?"}, {"inlineData": {"data": "AA", "mimeType": "image/png"}}]}]
+    }
     assert gemini_params(image)[2] is None  # not text only: exact only
     one = CacheRequest.from_body(Api.GEMINI, "t", "a", body, {}, COMPLETIONS, True)
     two = CacheRequest.from_body(Api.GEMINI, "t", "a", body, {}, COMPLETIONS, False)
@@ -251,13 +271,20 @@ def test_cacheable_reassembled_and_replayed_gemini_answers():
     assert ctype == "text/event-stream" and reassemble_gemini(body)["candidates"] == doc["candidates"]
     body, ctype = replay_answer(Api.GEMINI, {**doc, "responseId": "old"}, stream=False)
     replayed = orjson.loads(body)
-    assert ctype == "application/json" and replayed["responseId"] != "old" and replayed["usageMetadata"] == usage
+    assert (
+        ctype == "application/json" and replayed["responseId"] != "old" and replayed["usageMetadata"] == usage
+    )
 
 
 def test_envoys_own_replies_have_a_google_shape_for_gemini_paths():
     mappers = local_reply_config()["mappers"]
-    google = [m for m in mappers if '"status":"' in m["body_format_override"]["text_format_source"]["inline_string"]]
-    statuses = {m["filter"]["and_filter"]["filters"][0]["status_code_filter"]["comparison"]["value"]["default_value"] for m in google}
+    google = [
+        m for m in mappers if '"status":"' in m["body_format_override"]["text_format_source"]["inline_string"]
+    ]
+    statuses = {
+        m["filter"]["and_filter"]["filters"][0]["status_code_filter"]["comparison"]["value"]["default_value"]
+        for m in google
+    }
     assert {404, 413, 415, 431, 500, 502, 503, 504} <= statuses
     expr = google[0]["filter"]["and_filter"]["filters"][1]["extension_filter"]["typed_config"]["expression"]
     assert "'gemini'" in expr and "/v1beta/" in expr

@@ -39,8 +39,14 @@ def gemini_params(params: dict[str, Any]) -> tuple[dict[str, Any], Any, str | No
     if last.get("role", "user") != "user":
         return params, None, None, temperature
     parts = last.get("parts")
-    texts = [p.get("text") for p in parts] if isinstance(parts, list) and all(isinstance(p, dict) for p in parts) else []
-    text_only = bool(texts) and all(isinstance(t, str) and len(p) == 1 for t, p in zip(texts, parts, strict=True))
+    texts = (
+        [p.get("text") for p in parts]
+        if isinstance(parts, list) and all(isinstance(p, dict) for p in parts)
+        else []
+    )
+    text_only = bool(texts) and all(
+        isinstance(t, str) and len(p) == 1 for t, p in zip(texts, parts, strict=True)
+    )
     params["contents"] = [*contents[:-1], {k: v for k, v in last.items() if k != "parts"}]
     return params, parts, "\n".join(texts) if text_only else None, temperature
 

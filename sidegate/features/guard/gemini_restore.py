@@ -44,7 +44,9 @@ class GeminiSseRestorer:
         held = [(idx, r.flush()) for idx, r in self._channels.items() if r.pending]
         if not held:
             return b""
-        candidates = [{"content": {"parts": [{"text": text}], "role": "model"}, "index": idx} for idx, text in held]
+        candidates = [
+            {"content": {"parts": [{"text": text}], "role": "model"}, "index": idx} for idx, text in held
+        ]
         return encode_event(None, orjson.dumps({**self._template, "candidates": candidates}))
 
     def _event(self, ev: SseEvent) -> bytes:
