@@ -304,3 +304,39 @@ def test_a_gemini_clients_completion_is_the_semconvs_generate_content():
                       streamed=False, attempt=1, started_at=1.0, first_byte_at=1.1, ended_at=1.2, chunks=0)  # fmt: skip
     MetricsFeature(CFG, cost=lambda c: 0.0).on_complete(done)
     assert m.REGISTRY.get_sample_value("gen_ai_server_request_duration_seconds_count", labels) == before + 1
+
+
+def test_ext_authz_drops_a_gemini_clients_query_key_and_says_whose_format():
+    from envoy.service.auth.v3 import external_auth_pb2 as pb
+
+    from authz.service import AuthorizationService
+    from sidegate.envoy_pb import struct_to_dict
+    from sidegate.trust import Token
+    from sidegate.wire import INTERNAL_TOKEN_HEADER
+
+    key, kid = keys.new_key()
+
+    class Cache:
+        records = {kid: KeyRecord(id=kid, tenant="t", hash=keys.hash_key(key), models=("*",))}
+
+    class Context:
+        def invocation_metadata(self):
+            return ((INTERNAL_TOKEN_HEADER, "tok"),)
+
+    service = AuthorizationService(Cache(), Token("tok"))  # type: ignore[arg-type]
+
+    def check(path: str, **headers: str) -> pb.CheckResponse:
+        req = pb.CheckRequest()
+        req.attributes.request.http.headers.update({":path": path, **headers})
+        return asyncio.run(service.Check(req, Context()))  # type: ignore[arg-type]
+
+    ok = check(f"/v1beta/models/a:streamGenerateContent?alt=sse&key={key}")
+    assert list(ok.ok_response.query_parameters_to_remove) == ["key"]
+    assert "x-goog-api-key" in ok.ok_response.headers_to_remove
+    assert struct_to_dict(ok.dynamic_metadata)["api"] == "gemini"
+    by_header = check("/v1/models", **{"x-goog-api-key": key})  # the model list: Google's, said in the metadata
+    assert not by_header.ok_response.query_parameters_to_remove and struct_to_dict(by_header.dynamic_metadata)["api"] == "gemini"
+    chat = check("/v1/chat/completions?key=x", authorization=f"Bearer {key}")  # not Google's path: left alone
+    assert not chat.ok_response.query_parameters_to_remove and "api" not in struct_to_dict(chat.dynamic_metadata)
+    denied = check("/v1beta/models/a:generateContent?key=sgk_nope")
+    assert denied.denied_response.status.code == 401 and '"UNAUTHENTICATED"' in denied.denied_response.body
