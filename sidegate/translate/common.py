@@ -105,6 +105,12 @@ def parse_provider_error(body: bytes) -> tuple[str | None, str | None]:
     """(message, provider error type) from an OpenAI, OpenAI-compatible, Anthropic or Google error
     body (Google's type is its ``status``, e.g. ``RESOURCE_EXHAUSTED``)."""
     obj = loads_object(body)
+    if obj is None and body[:1] == b"[":  # Google's streaming endpoints: [{"error": {...}}]
+        try:
+            items = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            items = None
+        obj = items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else None
     if obj is None:
         return None, None
     err = obj.get("error")
@@ -156,7 +162,8 @@ def passthrough_error(api: Api, status: int, body: bytes) -> tuple[int, bytes]:
         and obj is not None
         and isinstance(obj.get("error"), dict)
         and (api is not Api.ANTHROPIC or obj.get("type") == "error")
-        and (api is not Api.GEMINI or is_int(obj["error"].get("code")))
+        # Google's shape (code + status) for a Gemini client; every other API's has a `type`
+        and (is_int(obj["error"].get("code")) if api is Api.GEMINI else bool(obj["error"].get("type")))
     )
     if well_formed and 400 <= status <= 599:
         return status, body

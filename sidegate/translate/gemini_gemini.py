@@ -2,9 +2,9 @@
 
 Same API: the client's body goes through as sent (the model and the stream flag are in the path,
 so nothing in the body changes); the provider's bytes go back untouched, usage read on the side.
-Gemini's stream has no terminal event: it ends with the connection, complete once an event carried
-a ``finishReason``; usage rides on the last events, so only the last one holding
-``usageMetadata`` is parsed, when the usage is read.
+Gemini's stream has no terminal event: it is complete at the event holding a ``finishReason`` and
+``usageMetadata`` (or at the end of the connection after a ``finishReason``); usage rides on the
+last events, so only the last one holding ``usageMetadata`` is parsed, when the usage is read.
 """
 
 from __future__ import annotations
@@ -75,11 +75,15 @@ class GeminiGeminiStream:
                 self._done = True  # an in-stream error is terminal
                 out.append(ev.raw)
                 break
-            if b'"usageMetadata"' in data:
+            has_usage = b'"usageMetadata"' in data
+            if has_usage:
                 self._usage_data = data
             if b'"finishReason"' in data:
                 self._finished = True
             out.append(ev.raw)
+            if self._finished and has_usage:
+                self._done = True  # the last event: finish reason and usage (nothing may follow)
+                break
         return out[0] if len(out) == 1 else b"".join(out)
 
     def finish(self) -> bytes:

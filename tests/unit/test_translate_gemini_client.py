@@ -374,12 +374,91 @@ def test_passthrough_stream():
     ev1 = b'data: {"candidates":[{"content":{"parts":[{"text":"a"}]}}],"usageMetadata":{"promptTokenCount":2}}\r\n\r\n'
     ev2 = b'data: {"candidates":[{"content":{"parts":[{"text":"b"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":2,"candidatesTokenCount":5}}\n\n'
     st = tr.stream(client_wants_usage=False)
-    out = st.feed(ev1 + b"data: \n\n") + st.feed(ev2) + st.finish()
+    out = st.feed(ev1 + b"data: \n\n") + st.feed(ev2)
+    assert st.done  # finish reason and usage: the last event
+    assert st.feed(ev1) == b"" and st.finish() == b""
     assert out == ev1.replace(b"\r\n", b"\n") + ev2
-    assert (st.usage.input_tokens, st.usage.output_tokens) == (2, 5) and st.done
+    assert (st.usage.input_tokens, st.usage.output_tokens) == (2, 5)
     st = tr.stream(client_wants_usage=False)
     out = st.feed(ev1) + st.finish()
     assert b'"status":"INTERNAL"' in out and st.finish() == b""
     st = tr.stream(client_wants_usage=False)
     out = st.feed(b"data: {broken\n\n" + ev2)
     assert b'"error"' in out and b'"b"' not in out and st.done
+
+
+def test_google_genai_snake_case_fields():
+    """google-genai sends some fields in snake_case (the API reads both spellings): the body below
+    is what it sent for a real call (captured from its HTTP request)."""
+    body = {
+        "contents": [
+            {
+                "parts": [
+                    {"text": "Describe"},
+                    {"inlineData": {"data": "iVBORw==", "mime_type": "image/png"}},
+                    {"fileData": {"file_uri": "https://x.test/a.jpg", "mime_type": "image/jpeg"}},
+                ],
+                "role": "user",
+            },
+            {
+                "parts": [{"function_call": {"args": {"city": "Oslo"}, "name": "get_weather"}}],
+                "role": "model",
+            },
+            {
+                "parts": [{"functionResponse": {"name": "get_weather", "response": {"temp_c": 3}}}],
+                "role": "user",
+            },
+        ],
+        "system_instruction": {"parts": [{"text": "Be brief"}], "role": "user"},
+        "tools": [
+            {
+                "function_declarations": [
+                    {
+                        "name": "get_weather",
+                        "parameters_json_schema": {
+                            "type": "object",
+                            "properties": {"city": {"type": "string"}},
+                        },
+                        "response_json_schema": {"type": "string"},
+                    },
+                    {
+                        "name": "f2",
+                        "parameters": {
+                            "type": "OBJECT",
+                            "properties": {
+                                "x_y": {"type": "ARRAY", "max_items": 2, "items": {"type": "STRING"}}
+                            },
+                        },
+                    },
+                ]
+            }
+        ],
+        "tool_config": {
+            "function_calling_config": {"allowed_function_names": ["get_weather"], "mode": "ANY"}
+        },
+        "generationConfig": {
+            "maxOutputTokens": 50,
+            "stop_sequences": ["X"],
+            "response_mime_type": "application/json",
+            "responseSchema": {"type": "OBJECT", "properties": {"a": {"type": "STRING"}}},
+            "thinkingConfig": {"include_thoughts": True, "thinking_budget": 1024},
+        },
+    }
+    _, out = _req(Api.ANTHROPIC, body)
+    assert out["system"] == "Be brief"
+    assert out["messages"][0]["content"][1:] == [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw=="}},
+        {"type": "image", "source": {"type": "url", "url": "https://x.test/a.jpg"}},
+    ]
+    assert out["messages"][1]["content"][0]["input"] == {"city": "Oslo"}
+    assert out["messages"][2]["content"][0]["content"] == '{"temp_c":3}'  # a client's data keeps its keys
+    assert out["tools"][1]["input_schema"] == {
+        "type": "object",
+        "properties": {"x_y": {"type": "array", "maxItems": 2, "items": {"type": "string"}}},
+    }
+    assert out["tool_choice"] == {"type": "tool", "name": "get_weather"}
+    assert out["stop_sequences"] == ["X"] and out["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    assert out["output_config"]["format"]["schema"] == {
+        "type": "object",
+        "properties": {"a": {"type": "string"}},
+    }

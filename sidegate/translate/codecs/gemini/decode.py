@@ -25,7 +25,13 @@ from sidegate.translate.codecs.form import (
     ToolChoice,
     ToolResult,
 )
-from sidegate.translate.codecs.gemini.params import check_config, check_extras, check_top_level, json_schema
+from sidegate.translate.codecs.gemini.params import (
+    camel_keys,
+    check_config,
+    check_extras,
+    check_top_level,
+    json_schema,
+)
 from sidegate.translate.common import bad_param, is_int, is_number, need_str
 
 __all__ = ["decode_request"]
@@ -38,6 +44,11 @@ def _obj(value: Any, param: str, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise bad_param(param, f"{what} must be an object.")
     return value
+
+
+def _node(value: Any, param: str, what: str) -> dict[str, Any]:
+    """One of the API's own objects (a part, a config...), its keys in camelCase."""
+    return camel_keys(_obj(value, param, what))
 
 
 def _list(value: Any, param: str, what: str) -> list[Any]:
@@ -113,35 +124,42 @@ class _Calls:
 def _parts(role: str, parts: list[Any], calls: _Calls) -> list[Part]:
     out: list[Part] = []
     for part in parts:
-        part = _obj(part, _P, "a part")
+        if type(part) is dict and len(part) == 1:  # the common part: {"text": "..."} alone
+            text = part.get("text")
+            if type(text) is str:
+                if text:
+                    out.append(Text(text))
+                continue
+        part = _node(part, _P, "a part")
         text = part.get("text")
         if text is not None:
             text = need_str(text, _P, "text")
-            if part.get("thought") is True:
-                continue  # an earlier thought: no other provider can take it back (documented loss)
-            else:
+            # An earlier thought is not forwarded: no other provider can take it back (a documented
+            # loss). An empty text (google-genai's chat history keeps a stream's last one) says nothing.
+            if text and part.get("thought") is not True:
                 out.append(Text(text))
         elif role == "model" and part.get("functionCall") is not None:
-            fc = _obj(part["functionCall"], _P, "functionCall")
+            fc = _node(part["functionCall"], _P, "functionCall")
             name = need_str(fc.get("name", ""), _P, "functionCall.name")
             args = fc.get("args") or {}
             if not isinstance(args, dict):
                 raise bad_param(_P, "functionCall.args must be an object.")
             out.append(ToolCall(calls.call(fc.get("id"), name), name, args))
         elif role == "user" and part.get("functionResponse") is not None:
-            fr = _obj(part["functionResponse"], _P, "functionResponse")
+            fr = _node(part["functionResponse"], _P, "functionResponse")
             name = need_str(fr.get("name", ""), _P, "functionResponse.name")
             if fr.get("parts"):
                 raise bad_param(_P, "functionResponse parts (multimodal results) are not supported upstream.")
             text, is_error = _result_text(_obj(fr.get("response", {}), _P, "functionResponse.response"))
             out.append(ToolResult(calls.response(fr.get("id"), name), text, is_error))
         elif role == "user" and part.get("inlineData") is not None:
-            out.append(_inline(_obj(part["inlineData"], _P, "inlineData")))
+            out.append(_inline(_node(part["inlineData"], _P, "inlineData")))
         elif role == "user" and part.get("fileData") is not None:
-            out.append(_file(_obj(part["fileData"], _P, "fileData")))
+            out.append(_file(_node(part["fileData"], _P, "fileData")))
         else:
             kinds = [k for k in part if k not in ("thoughtSignature", "thought", "videoMetadata")]
-            raise bad_param(_P, f"{role} part {kinds[0] if kinds else 'empty'!r} is not supported upstream.")
+            if kinds:  # a part of only a signature carries nothing another provider can take
+                raise bad_param(_P, f"{role} part {kinds[0]!r} is not supported upstream.")
     return out
 
 
@@ -151,11 +169,11 @@ def _messages(body: dict[str, Any]) -> list[Message]:
     if system is not None:
         texts = []
         for part in _list(
-            _obj(system, "systemInstruction", "systemInstruction").get("parts", []),
+            _node(system, "systemInstruction", "systemInstruction").get("parts", []),
             "systemInstruction",
             "systemInstruction.parts",
         ):
-            part = _obj(part, "systemInstruction", "a system part")
+            part = _node(part, "systemInstruction", "a system part")
             texts.append(Text(need_str(part.get("text"), "systemInstruction", "a system part's text")))
         if texts:
             out.append(Message("system", texts[0].text if len(texts) == 1 else texts))
@@ -164,13 +182,21 @@ def _messages(body: dict[str, Any]) -> list[Message]:
         raise bad_param(_P, "contents must be a non-empty list.")
     calls = _Calls()
     for content in contents:
-        content = _obj(content, _P, "each content")
+        if type(content) is not dict or "_" in "".join(content):
+            content = _node(content, _P, "each content")
         role = content.get("role") or "user"
         if role == "function":  # the API's older name for the turn holding function responses
             role = "user"
         if role not in ("user", "model"):
             raise bad_param(_P, f"content role {role!r} is not supported.")
-        parts = _parts(role, _list(content.get("parts", []), _P, "parts"), calls)
+        raw = content.get("parts", [])
+        if type(raw) is list and len(raw) == 1:  # the common turn: one text part
+            only = raw[0]
+            text = only.get("text") if type(only) is dict and len(only) == 1 else None
+            if type(text) is str and text:
+                out.append(Message("assistant" if role == "model" else "user", text))
+                continue
+        parts = _parts(role, _list(raw, _P, "parts"), calls)
         # One text part is a plain string: the form's cheapest shape, and what other APIs send.
         text = parts[0].text if len(parts) == 1 and type(parts[0]) is Text else None
         out.append(Message("assistant" if role == "model" else "user", parts if text is None else text))
@@ -180,12 +206,12 @@ def _messages(body: dict[str, Any]) -> list[Message]:
 def _tools(body: dict[str, Any], req: Request) -> None:
     tools: list[Tool] = []
     for entry in _list(body["tools"], "tools", "tools"):
-        entry = _obj(entry, "tools", "a tool")
+        entry = _node(entry, "tools", "a tool")
         for key, value in entry.items():
             if key != "functionDeclarations" and value is not None:
                 raise bad_param("tools", f"tool {key!r} (a Google server tool) is not supported upstream.")
         for decl in _list(entry.get("functionDeclarations", []), "tools", "functionDeclarations"):
-            decl = _obj(decl, "tools", "a function declaration")
+            decl = _node(decl, "tools", "a function declaration")
             name = need_str(decl.get("name", ""), "tools", "function name")
             desc = decl.get("description")
             desc = need_str(desc, "tools", "function description") if desc else None
@@ -196,8 +222,8 @@ def _tools(body: dict[str, Any], req: Request) -> None:
             else:
                 schema = {"type": "object", "properties": {}}
             tools.append(Tool(name, desc, schema))
-    config = _obj(body.get("toolConfig") or {}, "toolConfig", "toolConfig")
-    fcc = _obj(config.get("functionCallingConfig") or {}, "toolConfig", "functionCallingConfig")
+    config = _node(body.get("toolConfig") or {}, "toolConfig", "toolConfig")
+    fcc = _node(config.get("functionCallingConfig") or {}, "toolConfig", "functionCallingConfig")
     mode = fcc.get("mode") or "AUTO"
     names = fcc.get("allowedFunctionNames")
     if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
@@ -258,7 +284,7 @@ def _generation(config: dict[str, Any], req: Request) -> None:
         )
     if mime not in ("text/plain", "application/json"):
         raise bad_param(p, f"responseMimeType {mime!r} is not supported upstream.")
-    thinking = _obj(config.get("thinkingConfig") or {}, p, "thinkingConfig")
+    thinking = _node(config.get("thinkingConfig") or {}, p, "thinkingConfig")
     budget, level = thinking.get("thinkingBudget"), thinking.get("thinkingLevel")
     if budget is not None:
         if not is_int(budget) or budget < -1:
@@ -273,14 +299,15 @@ def _generation(config: dict[str, Any], req: Request) -> None:
 
 def decode_request(body: dict[str, Any]) -> Request:
     """Gemini client body -> Request (its stream flag is in the path: ``TranslateOptions.stream``)."""
+    body = camel_keys(body)
     check_top_level(body)
     req = Request(Api.GEMINI, _messages(body), check_extras)
     req.max_tokens_param = "generationConfig"
     if body.get("tools"):
         _tools(body, req)
     elif body.get("toolConfig"):
-        fcc = _obj(
-            _obj(body["toolConfig"], "toolConfig", "toolConfig").get("functionCallingConfig") or {},
+        fcc = _node(
+            _node(body["toolConfig"], "toolConfig", "toolConfig").get("functionCallingConfig") or {},
             "toolConfig",
             "functionCallingConfig",
         )
@@ -288,5 +315,5 @@ def decode_request(body: dict[str, Any]) -> Request:
             raise bad_param("toolConfig", "functionCallingConfig mode ANY requires function declarations.")
     config = body.get("generationConfig")
     if config is not None:
-        _generation(_obj(config, "generationConfig", "generationConfig"), req)
+        _generation(_node(config, "generationConfig", "generationConfig"), req)
     return req

@@ -19,6 +19,7 @@ __all__ = [
     "DROPPED",
     "MAPPED",
     "REFUSED",
+    "camel_keys",
     "check_config",
     "check_extras",
     "check_top_level",
@@ -68,6 +69,21 @@ CONFIG_NOOP: dict[str, tuple[Any, ...]] = {
     "modelSelectionConfig": (None,),
     "imageConfig": (None,),
 }
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(word[:1].upper() + word[1:] for word in rest)
+
+
+def camel_keys(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` with snake_case keys in camelCase. Google's API reads both spellings (proto JSON),
+    and google-genai sends both (``inlineData: {mime_type}``, ``thinkingConfig: {thinking_budget}``,
+    ``parameters_json_schema``): the decoder reads one. Only for the API's own objects, never for
+    a client's data (a schema, function arguments or results keep their keys)."""
+    if "_" not in "".join(obj):  # one C-level pass over the keys (JSON keys are strings)
+        return obj
+    return {(_camel(k) if "_" in k else k): v for k, v in obj.items()}
 
 
 def check_extras(extras: dict[str, Any]) -> None:
@@ -126,6 +142,7 @@ def json_schema(schema: Any, param: str, depth: int = 0) -> dict[str, Any]:
         raise bad_param(param, "a schema must be an object.")
     if depth > 64:
         raise bad_param(param, "the schema is nested too deeply.")
+    schema = camel_keys(schema)  # its keywords (any_of, max_items...), not the property names
     out: dict[str, Any] = {}
     kind = schema.get("type")
     if kind is not None and kind != "TYPE_UNSPECIFIED":

@@ -105,7 +105,7 @@ def _user_parts(content: list[Any], names: dict[str, str]) -> list[dict[str, Any
 def _model_parts(content: list[Any], names: dict[str, str]) -> list[dict[str, Any]]:
     """A model turn: texts and function calls. Earlier thoughts are not sent (Gemini does not read
     past thoughts, and another provider's signature would not validate); each function call carries
-    the validator-skip signature unless Gemini's own comes with it."""
+    the validator-skip signature (the form keeps no signature of Gemini's own)."""
     parts: list[dict[str, Any]] = []
     for p in content:
         t = type(p)

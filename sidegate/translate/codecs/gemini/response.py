@@ -12,6 +12,7 @@ from sidegate.translate.codecs.gemini.shapes import (
     FAILED_FINISHES,
     FINISH_OUT,
     block_reason,
+    failed_message,
     finish_in,
     first_candidate,
     gemini_usage,
@@ -21,11 +22,7 @@ from sidegate.translate.codecs.gemini.shapes import (
 from sidegate.translate.codecs.gemini.stream import GeminiStreamDecoder, GeminiStreamEncoder
 from sidegate.translate.common import as_dict, as_list, as_str
 
-__all__ = ["GeminiStreamEncoder", "StreamDecoder", "decode_response", "encode_response", "failed_message"]
-
-
-def failed_message(reason: str) -> str:
-    return f"The provider could not produce an answer (finish reason {reason})."
+__all__ = ["GeminiStreamEncoder", "StreamDecoder", "decode_response", "encode_response"]
 
 
 def decode_response(body: dict[str, Any]) -> Response:

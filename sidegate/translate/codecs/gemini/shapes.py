@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from sidegate.translate.base import Usage
 from sidegate.translate.codecs.form import Part, Text, Thinking, ToolCall
 from sidegate.translate.common import as_count, as_dict, as_list, as_str
@@ -21,8 +19,11 @@ __all__ = [
     "BLOCKED_FINISHES",
     "FAILED_FINISHES",
     "FINISH_OUT",
+    "block_reason",
     "call_id",
+    "failed_message",
     "finish_in",
+    "first_candidate",
     "gemini_usage",
     "model_parts",
     "parse_usage",
@@ -79,6 +80,11 @@ def finish_in(reason: str, has_calls: bool) -> str:
     if reason in BLOCKED_FINISHES:
         return "refusal"
     return "tool_use" if has_calls else "end"
+
+
+def failed_message(reason: str) -> str:
+    """The 502 / stream failure for a model failure with nothing generated (``FAILED_FINISHES``)."""
+    return f"The provider could not produce an answer (finish reason {reason})."
 
 
 def call_id(raw: Any, response_id: str, index: int) -> str:
@@ -157,7 +163,3 @@ def block_reason(body: dict[str, Any]) -> str | None:
     """``promptFeedback.blockReason``: the prompt itself was blocked (then there are no candidates)."""
     reason = as_dict(body.get("promptFeedback")).get("blockReason")
     return reason if isinstance(reason, str) and reason else None
-
-
-def dumps_args(args: dict[str, Any]) -> str:
-    return orjson.dumps(args).decode()

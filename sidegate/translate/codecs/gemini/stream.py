@@ -2,7 +2,8 @@
 
 Every SSE event is a whole ``GenerateContentResponse`` holding the next parts; usage rides on the
 last ones (cumulative), the finish reason on the last, and there is no terminal ``[DONE]``: the
-stream ends with the connection. A stream that ends before a finish reason was cut.
+answer is complete at the event holding both a finish reason and usage (or at the end of the
+connection after a finish reason). A stream that ends before a finish reason was cut.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from sidegate.translate.codecs.gemini.shapes import (
     FINISH_OUT,
     block_reason,
     call_id,
+    failed_message,
     finish_in,
     gemini_usage,
     parse_usage,
@@ -104,19 +106,26 @@ class GeminiStreamDecoder:
             reason = cand.get("finishReason")
         usage = obj.get("usageMetadata")
         if usage is not None:
-            self.usage, thinking = parse_usage(usage)
-            if self.usage is not None:
-                out.append(UsageUpdate(self.usage, thinking))
+            parsed, thinking = parse_usage(usage)
+            if parsed is not None:  # a malformed one does not erase the usage so far
+                self.usage = parsed
+                out.append(UsageUpdate(parsed, thinking))
         if type(reason) is str and reason and not self._stopped:
             self._stopped = True
             if reason in FAILED_FINISHES and not self._generated:
                 self.done = True
-                out.append(Failure(f"The provider could not produce an answer (finish reason {reason})."))
+                out.append(Failure(failed_message(reason)))
                 return
             out.append(Stop(finish_in(reason, self._ntools > 0), None))
         elif cand is None and not self._stopped and block_reason(obj):
             self._stopped = True
             out.append(Stop("refusal", None))
+        if self._stopped and usage is not None:
+            # Gemini's last event carries the finish reason and the usage: the answer is complete,
+            # so the client's terminal event goes now, not when the connection closes. (Without
+            # usage yet, a later event may bring it: the end then waits for it or for EOF.)
+            self.done = True
+            out.append(END)
 
     def _parts(self, parts: list[Any], out: list[Event]) -> None:
         for part in parts:
