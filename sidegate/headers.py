@@ -24,8 +24,8 @@ proxy and forwarding headers (`proxy-*`, `x-forwarded-*`, `forwarded`), `x-goog-
 translated), SDK telemetry (`x-stainless-*`) and billing selectors (`openai-organization`,
 `openai-project`) unless a provider's `forward_client_headers` lists them."""
 REQUEST_HEADERS_BY_API = {
-    Api.OPENAI: ("openai-beta",), Api.RESPONSES: ("openai-beta",), Api.ANTHROPIC: ("anthropic-version", "anthropic-beta"),
     Api.GEMINI: (),  # versioned by its paths (/v1beta)
+    Api.OPENAI: ("openai-beta",), Api.RESPONSES: ("openai-beta",), Api.ANTHROPIC: ("anthropic-version", "anthropic-beta"),
 }  # fmt: skip
 """Versioning headers of the provider's own API (the per-try stage sets or removes them per try)."""
 RESPONSE_HEADERS_FORWARDED = (

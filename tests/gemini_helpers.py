@@ -46,6 +46,7 @@ def extra_config(gemini_url: str) -> dict[str, Any]:
                                         {"provider": "openai", "model": "gpt-4o-mini"}], "breaker": _NO_BREAKER},
             "oai-then-gem": {"routes": [{"provider": "openai", "model": "gpt-4o-mini"},
                                         {"provider": "gemini", "model": "gemini-2.0-flash"}], "breaker": _NO_BREAKER},
+            "gemini-3": {"routes": [{"provider": "gemini", "model": "gemini-3-pro-preview"}]},
             "gem-badkey": {"routes": [{"provider": "gemini-badkey", "model": "gemini-2.0-flash"}]},
             "gem-emb": {"routes": [{"provider": "gemini", "model": "text-embedding-004"}]},
         },

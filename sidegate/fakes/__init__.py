@@ -1,5 +1,6 @@
-"""Fake OpenAI (chat and Responses) / Azure OpenAI / Anthropic providers speaking the real wire
-formats and refusing what the official SDKs' request types refuse (tests, bench, demo; docs/fakes.md).
+"""Fake OpenAI (chat and Responses) / Azure OpenAI / Anthropic / Gemini (and Vertex AI's Gemini)
+providers speaking the real wire formats and refusing what the official SDKs' request types refuse
+(tests, bench, demo; docs/fakes.md).
 
 In-process: ``async with FakeProvider(port=0) as fp: ... fp.url``; from sync code:
 ``FakeProviderThread().start()``; as a process: ``python -m sidegate.fakes --port N``.

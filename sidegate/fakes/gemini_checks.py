@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sidegate.fakes.wire_gemini import get
+from sidegate.fakes.wire_gemini import get, signs_calls
 
 __all__ = ["embed_problem", "generate_problem"]
 
@@ -55,7 +55,19 @@ def _adapters() -> dict[str, tuple[Any, bool]]:
 
 
 def warm_up() -> None:
-    _adapters()
+    """Build the validators now (google-genai's models defer building theirs to the first use)."""
+    part = {"text": "x"}
+    generate_problem(
+        {
+            "contents": [{"role": "user", "parts": [part]}],
+            "systemInstruction": {"parts": [part]},
+            "tools": [{"functionDeclarations": [{"name": "f"}]}],
+            "toolConfig": {"functionCallingConfig": {"mode": "AUTO"}},
+            "safetySettings": [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}],
+            "generationConfig": {"maxOutputTokens": 1},
+        },
+        vertex=False,
+    )
 
 
 def _unknown(name: str, where: str = "") -> str:
@@ -93,9 +105,9 @@ def _typed(field: str, value: Any) -> str | None:
     return None
 
 
-def generate_problem(body: dict[str, Any], vertex: bool) -> str | None:
+def generate_problem(body: dict[str, Any], vertex: bool, model: str = "") -> str | None:
     """The 400 message Gemini gives a `generateContent` / `streamGenerateContent` / `countTokens`
-    body, or None."""
+    body, or None (`model`: the one that answers, whose own rules apply; none for a count)."""
     for key in body:
         if key not in _GENERATE_FIELDS or (key == "labels" and not vertex):
             return _unknown(key)
@@ -120,7 +132,30 @@ def generate_problem(body: dict[str, Any], vertex: bool) -> str | None:
             return f"* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty.\n"
         if content.get("role", "user") not in _ROLES:
             return "Please use a valid role: user, model."
-    return _pairing(contents)
+    return _pairing(contents) or (_signatures(contents) if signs_calls(model) else None)
+
+
+def _signatures(contents: list[Any]) -> str | None:
+    """Gemini 3: in the current turn (from the last user text on), the first function call part of
+    each model step carries its `thoughtSignature` (a client or gateway that drops it gets a 400;
+    Google documents `skip_thought_signature_validator` for calls it did not make)."""
+    start = 0
+    for i, content in enumerate(contents):
+        parts = content.get("parts") or []
+        if content.get("role", "user") == "user" and any(isinstance(p, dict) and "text" in p for p in parts):
+            start = i
+    for i in range(start, len(contents)):
+        parts = contents[i].get("parts") or []
+        calls = [p for p in parts if isinstance(p, dict) and isinstance(get(p, "functionCall"), dict)]
+        if calls and not get(calls[0], "thoughtSignature"):
+            name = get(calls[0], "functionCall").get("name")
+            return (
+                "Function call is missing a thought_signature in functionCall parts. This is required for "
+                "tools to work correctly, and missing thought_signature may lead to degraded model "
+                f"performance. Additional data, function call `default_api:{name}` , position {i + 1}. "
+                "Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more details."
+            )
+    return None
 
 
 def _names(content: Any, kind: str) -> list[str]:

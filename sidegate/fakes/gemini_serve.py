@@ -6,20 +6,31 @@ usage), with Google's error bodies."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from sidegate.fakes import gemini_checks, wire_gemini
 from sidegate.fakes.answer import build_answer
+from sidegate.fakes.behavior import Script
 from sidegate.fakes.faults import before_headers
 from sidegate.fakes.stream import stream_answer
 from sidegate.fakes.wire_gemini import GeminiCall
 
-if TYPE_CHECKING:
-    from sidegate.fakes.server import FakeProvider
 
-__all__ = ["serve_gemini"]
+class FakeProvider(Protocol):
+    """What the handler uses of `server.FakeProvider` (which imports this module)."""
+
+    api_key: str | None
+    fixed_text: str | None
+    chunks: int
+    chunk_delay_s: float
+    _script: Script
+
+    def _is_closing(self) -> bool: ...
+
+
+__all__ = ["gemini_endpoint", "serve_gemini"]
 
 _JSON = "application/json"
 _GARBAGE = b'{"candidates": [{"content": {"parts": [{"text": "cut'
@@ -31,6 +42,12 @@ _API_KEY_INVALID = [
         "metadata": {"service": "generativelanguage.googleapis.com"},
     }
 ]
+
+
+def gemini_endpoint(method: str, path: str) -> str | None:
+    """The request log's name for a Gemini call (`gemini_generate`, `gemini_stream`...), or None."""
+    call = wire_gemini.parse_path(path) if method == "POST" else None
+    return call.endpoint if call is not None else None
 
 
 def _headers(started: float) -> dict[str, str]:
@@ -133,7 +150,7 @@ async def serve_gemini(
     counting = call.method == "countTokens"
     inner = body.get("generateContentRequest") if counting else None
     checked = inner if isinstance(inner, dict) else body
-    problem = gemini_checks.generate_problem(checked, call.vertex)
+    problem = gemini_checks.generate_problem(checked, call.vertex, "" if counting else call.model)
     if problem:
         return _error(400, problem)
     if counting:

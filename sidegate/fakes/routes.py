@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sidegate.fakes.wire_gemini import parse_path as gemini_call
-
 #: OpenAI's Responses API, and Azure's (its v1 API and the older preview path).
 RESPONSES_PATHS = ("/v1/responses", "/openai/v1/responses", "/openai/responses")
 
@@ -27,8 +25,6 @@ def route(method: str, path: str) -> str | None:
         return "embeddings"
     if path in RESPONSES_PATHS:
         return "responses"
-    if (call := gemini_call(path)) is not None:
-        return call.endpoint
     if path.startswith("/openai/deployments/"):
         parts = path.split("/")
         if len(parts) == 6 and parts[4] == "chat" and parts[5] == "completions":

@@ -12,17 +12,18 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from sidegate.fakes import wire_anthropic, wire_gemini, wire_openai, wire_responses
+from sidegate.fakes import wire_anthropic, wire_openai, wire_responses
 from sidegate.fakes.answer import build_answer
 from sidegate.fakes.behavior import Behavior, Script
 from sidegate.fakes.conversation import Conversations
 from sidegate.fakes.faults import Dropped, before_headers
 from sidegate.fakes.gemini_checks import warm_up as warm_up_gemini
-from sidegate.fakes.gemini_serve import serve_gemini
+from sidegate.fakes.gemini_serve import gemini_endpoint, serve_gemini
 from sidegate.fakes.recording import RecordedRequest, RequestLog
 from sidegate.fakes.routes import authorized, route, validate, wants_stream
 from sidegate.fakes.stream import api_events, stream_answer
 from sidegate.fakes.validation import sdk_problem, warm_up
+from sidegate.fakes.wire_gemini import parse_path as gemini_call
 
 __all__ = ["DEFAULT_MODELS", "FakeProvider"]
 
@@ -197,7 +198,7 @@ class FakeProvider:
                 body,
                 parsed,
                 time.time(),
-                route(request.method, path),
+                route(request.method, path) or gemini_endpoint(request.method, path),
             )
         )
         self.served += 1
@@ -214,7 +215,7 @@ class FakeProvider:
     async def _serve(
         self, request: web.BaseRequest, path: str, hdrs: dict[str, str], body: Any, bad_json: bool
     ) -> web.StreamResponse:
-        gemini = wire_gemini.parse_path(path)
+        gemini = gemini_call(path)
         if gemini is not None:  # Google's paths, keys and error bodies: gemini_serve.py
             return await serve_gemini(self, request, gemini, hdrs, body, bad_json)
         anthropic = path.startswith("/v1/messages") or (path == "/v1/models" and "anthropic-version" in hdrs)

@@ -39,6 +39,8 @@ ENDPOINTS = {
 }
 SSE_END = b"\r\n\r\n"
 """Google's SSE events end with CRLF lines (clients and gateways split on either line ending)."""
+THOUGHT_SIGNATURE = "CiQBzWX3fGVha2Utc2lnbmF0dXJlLW9mLWEtZmFrZS10aG91Z2h0"
+"""The opaque base64 signature a Gemini 3 fake puts on its function calls."""
 EMBEDDING_DIMS = 768  # text-embedding-004's size, the default when `outputDimensionality` is absent
 _STATUSES = {
     400: "INVALID_ARGUMENT",
@@ -222,14 +224,22 @@ def _usage(a: Answer, final: bool = True) -> dict[str, Any]:
     return u
 
 
+def signs_calls(model: str) -> bool:
+    """Gemini 3 models sign their function calls (`thoughtSignature` on the first call part of a
+    step) and require the signatures back in the current turn."""
+    return model.startswith("gemini-3")
+
+
 def _call_parts(a: Answer) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for c in a.tool_calls:
         try:
             args = orjson.loads(c.arguments)
         except orjson.JSONDecodeError:
             args = {}
         out.append({"functionCall": {"name": c.name, "args": args if isinstance(args, dict) else {}}})
+    if out and signs_calls(a.model):
+        out[0]["thoughtSignature"] = THOUGHT_SIGNATURE
     return out
 
 

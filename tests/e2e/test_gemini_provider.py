@@ -144,6 +144,22 @@ def test_openai_tool_round_trip(gw: Stack, fake_gemini, stream: bool) -> None:
     assert contents[2]["parts"][0]["functionResponse"]["name"] == "get_weather"
 
 
+def test_a_gemini_3_tool_round_trip_passes_its_signature_check(gw: Stack, fake_gemini) -> None:
+    """Gemini 3 wants a `thoughtSignature` on the calls of the current turn: a call made by a model
+    turn it never signed (here, translated from the OpenAI client's history) carries the
+    documented skip value, or the fake answers 400 as Google does."""
+    fake_gemini.script([{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]}])
+    client = oai(gw)
+    r = client.chat.completions.create(model="gemini-3", messages=MSG, tools=TOOLS)
+    tc = r.choices[0].message.tool_calls[0]
+    messages = [*MSG, r.choices[0].message.model_dump(exclude_none=True),
+                {"role": "tool", "tool_call_id": tc.id, "content": "snow"}]  # fmt: skip
+    r2 = client.chat.completions.create(model="gemini-3", messages=messages, tools=TOOLS)
+    assert r2.choices[0].message.content == "Echo: snow"
+    sent = _sent(fake_gemini, "/v1beta/models/gemini-3-pro-preview:generateContent")
+    assert sent["contents"][1]["parts"][0]["thoughtSignature"]
+
+
 def test_anthropic_tool_round_trip(gw: Stack, fake_gemini) -> None:
     fake_gemini.script([{"tool_calls": "auto"}])
     client = ant(gw)
@@ -186,7 +202,11 @@ def test_usage_is_trued_up_to_gemini_usage_metadata(gw: Stack, fake_gemini, stre
         u = client.chat.completions.create(model="gemini-flash", messages=MSG, max_tokens=500).usage
     assert (u.prompt_tokens, u.completion_tokens, u.total_tokens) == (11, 7, 18)
     assert settled(gw, tenant) == 18
-    assert usage(gw, tenant)["spent_day_usd"] == pytest.approx((11 * 0.10 + 7 * 0.40) / 1e6)
+    cost = (11 * 0.10 + 7 * 0.40) / 1e6
+    assert usage(gw, tenant)["spent_day_usd"] == pytest.approx(cost)
+    rec = gw.wait_ledger(lambda x: x.tenant == tenant)
+    assert (rec.provider, rec.model, rec.input_tokens, rec.output_tokens) == ("gemini", "gemini-flash", 11, 7)
+    assert rec.cost_usd == pytest.approx(cost, abs=1e-6)
 
 
 FAILURES = [
@@ -233,15 +253,25 @@ def test_gemini_429_alone_reaches_the_client_with_retry_after(gw: Stack, fake_ge
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_openai_fails_gemini_fallback_answers(gw: Stack, fake_gemini, fake_openai, stream: bool) -> None:
-    fake_openai.script([{"status": 503, "error": "overloaded"}])
-    client = ant(gw)
+    fake_openai.script([{"status": 503, "error": "overloaded"}, {"status": 429, "retry_after": 3}])
+    raw = oai(gw).chat.completions.with_raw_response.create(model="oai-then-gem", messages=MSG, stream=stream)
+    parsed = raw.parse()
+    text = (
+        "".join(c.choices[0].delta.content or "" for c in parsed if c.choices)
+        if stream
+        else parsed.choices[0].message.content
+    )
+    assert text == "Echo: What is the weather in Paris?"
+    assert (raw.headers["x-sidegate-provider"], raw.headers["x-sidegate-attempts"]) == ("gemini", "2")
+    client = ant(gw)  # the second scripted failure, a 429, for an Anthropic client
     if stream:
         with client.messages.stream(model="oai-then-gem", max_tokens=64, messages=MSG) as s:
             m = s.get_final_message()
     else:
         m = client.messages.create(model="oai-then-gem", max_tokens=64, messages=MSG)
     assert m.content[0].text == "Echo: What is the weather in Paris?"
-    assert len(fake_openai.requests) == 1 and _sent(fake_gemini, STREAM if stream else GEN)["contents"]
+    assert len(fake_openai.requests) == 2 and len(fake_gemini.requests) == 2
+    assert _sent(fake_gemini, STREAM if stream else GEN)["contents"]
 
 
 def test_a_wrong_gemini_key_is_a_502_naming_no_secret(gw: Stack, fake_gemini) -> None:
@@ -298,11 +328,35 @@ def test_a_responses_client_to_gemini(gw: Stack, fake_gemini) -> None:
 
 
 def test_a_safety_finish_and_a_blocked_prompt_are_content_filtered(gw: Stack, fake_gemini) -> None:
-    fake_gemini.script([{"finish_reason": "SAFETY"}, {"finish_reason": "prompt:SAFETY"}])
+    fake_gemini.script([{"finish_reason": "SAFETY"}, {"finish_reason": "prompt:SAFETY"}] * 2)
     client = oai(gw)
     for _ in range(2):
         r = client.chat.completions.create(model="gemini-flash", messages=MSG)
         assert r.choices[0].finish_reason == "content_filter" and not r.choices[0].message.content
+    for _ in range(2):
+        chunks = list(client.chat.completions.create(model="gemini-flash", messages=MSG, stream=True))
+        assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+            "content_filter"
+        ]
+        assert not "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     fake_gemini.script([{"finish_reason": "SAFETY"}])
     m = ant(gw).messages.create(model="gemini-flash", max_tokens=16, messages=MSG)
     assert m.stop_reason == "refusal"
+
+
+def test_a_gemini_error_mid_stream_ends_the_clients_stream_with_an_error(gw: Stack, fake_gemini) -> None:
+    fake_gemini.script(
+        [{"stream_error": {"after": 1, "code": 503, "message": "overloaded"}, "chunks": 4}] * 2
+    )
+    with pytest.raises(openai.APIError):
+        for _ in oai(gw).chat.completions.create(model="gemini-flash", messages=MSG, stream=True):
+            pass
+    with (
+        pytest.raises(anthropic.APIError),
+        ant(gw).messages.stream(model="gemini-flash", max_tokens=64, messages=MSG) as s,
+    ):
+        s.get_final_message()
+    fake_gemini.script([{"truncate": 2, "chunks": 4}])  # the connection ends before the finish reason
+    with pytest.raises(openai.APIError):
+        for _ in oai(gw).chat.completions.create(model="gemini-flash", messages=MSG, stream=True):
+            pass

@@ -230,3 +230,37 @@ def test_embeddings_and_count_tokens(fake: FakeProviderThread) -> None:
     wrong = {"requests": [{"model": "models/other", "content": {"parts": [{"text": "a"}]}}]}
     assert post(fake, "/v1beta/models/text-embedding-004:batchEmbedContents", wrong).status_code == 400
     assert client.models.count_tokens(model=MODEL, contents="a b c").total_tokens == 3
+
+
+def test_gemini_3_signs_its_calls_and_wants_the_signatures_back(fake: FakeProviderThread) -> None:
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return "sunny"
+
+    fake.script([{"tool_calls": "auto"}])
+    client = sdk(fake)  # the SDK passes the model's parts back as they came: signature included
+    config = types.GenerateContentConfig(tools=[get_weather])
+    r = client.models.generate_content(model="gemini-3-pro-preview", contents="weather?", config=config)
+    assert r.text == "Echo: sunny"
+    path = "/v1beta/models/gemini-3-pro-preview:generateContent"
+    call = fake.requests[-1].json["contents"][1]["parts"][0]
+    assert call.get("thoughtSignature") or call.get("thought_signature")
+    user = {"role": "user", "parts": [{"text": "weather?"}]}
+    unsigned = {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "x"}}}]}
+    answer = {
+        "role": "user",
+        "parts": [{"functionResponse": {"name": "get_weather", "response": {"r": "ok"}}}],
+    }
+    r2 = post(fake, path, {"contents": [user, unsigned, answer], "tools": TOOLS})
+    assert r2.status_code == 400 and "missing a thought_signature" in r2.json()["error"]["message"]
+    skip = {
+        **unsigned,
+        "parts": [{**unsigned["parts"][0], "thoughtSignature": "skip_thought_signature_validator"}],
+    }
+    assert post(fake, path, {"contents": [user, skip, answer], "tools": TOOLS}).status_code == 200
+    earlier = {
+        "contents": [user, unsigned, answer, {"role": "model", "parts": [{"text": "ok"}]}, user],
+        "tools": TOOLS,
+    }
+    assert post(fake, path, earlier).status_code == 200  # an earlier turn's calls need none
+    assert post(fake, GEN, {"contents": [user, unsigned, answer], "tools": TOOLS}).status_code == 200  # 2.0
