@@ -50,7 +50,7 @@ class ModelsFeature(Feature):
 
     async def on_request(self, ctx: RequestContext) -> Reply:
         if ctx.method != "GET":
-            raise GatewayError(405, f"Method {ctx.method} not allowed on {MODELS_PATH}; use GET.")
+            raise GatewayError(405, f"Method {ctx.method} not allowed on {ctx.path.split('?', 1)[0]}; use GET.")
         path, _, query = ctx.path.partition("?")
         allowed = [n for n in self.names if "*" in ctx.allowed_models or n in ctx.allowed_models]
         if ctx.api is Api.GEMINI:
