@@ -148,15 +148,21 @@ def check_gemini_request(body: dict[str, Any], where: str = "") -> None:
         raise GatewayError(400, f"{where}contents: contents is not specified.", param="contents")
     if not isinstance(contents, list) or not contents:
         raise GatewayError(400, f"{where}contents: must be a non-empty array of Content objects.", param="contents")
+    # Exact type checks, no generator: the body is orjson's (dict, list, str exactly), and a
+    # conversation of many turns is walked on every request (~0.15 us a turn).
     for i, content in enumerate(contents):
-        if not isinstance(content, dict):
+        if type(content) is not dict:
             raise GatewayError(400, f"{where}contents[{i}]: must be a Content object.", param="contents")
         parts = content.get("parts")
-        if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) for p in parts):
+        if type(parts) is not list or not parts:
             raise GatewayError(400, f"{where}contents[{i}].parts: must be a non-empty array of Part objects.",
                                param="contents")  # fmt: skip
+        for part in parts:
+            if type(part) is not dict:
+                raise GatewayError(400, f"{where}contents[{i}].parts: must be a non-empty array of Part objects.",
+                                   param="contents")  # fmt: skip
         role = content.get("role")
-        if role is not None and not isinstance(role, str):
+        if role is not None and type(role) is not str:
             raise GatewayError(400, f"{where}contents[{i}].role: must be a string.", param="contents")
     for name in _GEMINI_OBJECTS:
         if body.get(name) is not None and not isinstance(body[name], dict):
