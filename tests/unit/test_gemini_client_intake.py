@@ -9,6 +9,9 @@ import asyncio
 
 import orjson
 import pytest
+from fuzz_helpers import fuzz, json_values
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sidegate import config, keys
 from sidegate.bootstrap.replies import local_reply_config
@@ -334,9 +337,69 @@ def test_ext_authz_drops_a_gemini_clients_query_key_and_says_whose_format():
     assert list(ok.ok_response.query_parameters_to_remove) == ["key"]
     assert "x-goog-api-key" in ok.ok_response.headers_to_remove
     assert struct_to_dict(ok.dynamic_metadata)["api"] == "gemini"
-    by_header = check("/v1/models", **{"x-goog-api-key": key})  # the model list: Google's, said in the metadata
-    assert not by_header.ok_response.query_parameters_to_remove and struct_to_dict(by_header.dynamic_metadata)["api"] == "gemini"
+    by_header = check(
+        "/v1/models", **{"x-goog-api-key": key}
+    )  # the model list: Google's, said in the metadata
+    assert (
+        not by_header.ok_response.query_parameters_to_remove
+        and struct_to_dict(by_header.dynamic_metadata)["api"] == "gemini"
+    )
     chat = check("/v1/chat/completions?key=x", authorization=f"Bearer {key}")  # not Google's path: left alone
-    assert not chat.ok_response.query_parameters_to_remove and "api" not in struct_to_dict(chat.dynamic_metadata)
+    assert not chat.ok_response.query_parameters_to_remove and "api" not in struct_to_dict(
+        chat.dynamic_metadata
+    )
     denied = check("/v1beta/models/a:generateContent?key=sgk_nope")
     assert denied.denied_response.status.code == 401 and '"UNAUTHENTICATED"' in denied.denied_response.body
+
+
+_parts = st.lists(st.one_of(st.fixed_dictionaries({"text": st.text(max_size=8)}), json_values), max_size=3)
+_contents = st.lists(
+    st.one_of(
+        st.fixed_dictionaries({"role": st.sampled_from(["user", "model", 1]), "parts": _parts}), json_values
+    ),
+    max_size=3,
+)
+gemini_bodies = st.fixed_dictionaries(
+    {"contents": st.one_of(_contents, json_values)},
+    optional={"systemInstruction": json_values, "generationConfig": json_values, "tools": json_values},
+)
+
+
+@fuzz(200)
+@given(
+    body=gemini_bodies,
+    path=st.sampled_from(["a:generateContent", "a:streamGenerateContent?alt=sse", "a:countTokens"]),
+)
+def test_fuzz_a_gemini_body_parses_or_is_a_400(body: dict, path: str) -> None:
+    """Whatever the body, parse answers a context every later stage can rely on, or a 400."""
+    ctx = open_request(f"/v1beta/models/{path}", "POST", {})
+    assert isinstance(ctx, RequestContext)
+    ctx.raw_body = orjson.dumps(body)
+    coro = ParseFeature().on_request(ctx)
+    try:
+        coro.send(None)
+    except StopIteration:
+        contents = ctx.body["contents"]
+        assert isinstance(contents, list) and contents and ctx.model == "a"
+        assert all(isinstance(c, dict) and isinstance(c["parts"], list) and c["parts"] for c in contents)
+        assert all(isinstance(p, dict) for c in contents for p in c["parts"])
+        TokenCounter(CFG.quota.tokenizer).count(Api.GEMINI, ctx.body)  # the quota's estimate never fails
+        slots(Api.GEMINI, ctx.body)  # nor the guard's fragments
+        CacheRequest.from_body(
+            Api.GEMINI, "t", "a", ctx.body, {}, ctx.endpoint, ctx.stream
+        )  # nor the cache key
+    except GatewayError as err:
+        assert err.status == 400 and err.message
+
+
+@fuzz(150)
+@given(chunks=st.lists(json_values, max_size=4), cut=st.integers(1, 50))
+def test_fuzz_gemini_stream_restore_and_reassembly_take_any_chunk(chunks: list, cut: int) -> None:
+    """A passthrough relays the provider's chunks as they came: junk passes, nothing raises."""
+    raw = b"".join(_sse(c) if isinstance(c, dict) else b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks)
+    r = GeminiSseRestorer({"<EMAIL_1>": "x@y.z"})
+    out = b"".join(r.feed(raw[i : i + cut]) for i in range(0, len(raw), cut)) + r.finish()
+    assert isinstance(out, bytes)
+    reassemble_gemini(raw)
+    candidates = [{"index": [1], "content": {"parts": [{"text": "<EMA"}]}}, {"content": "x"}, 3]
+    r.feed(_sse({"candidates": candidates}))

@@ -65,6 +65,8 @@ class GeminiSseRestorer:
 
     def _candidate(self, cand: dict[str, Any]) -> None:
         idx = cand.get("index", 0)
+        if not isinstance(idx, int):  # a passthrough relays the provider's chunk as it came
+            idx = 0
         content = cand.get("content")
         parts = content.get("parts") if isinstance(content, dict) else None
         last_text: dict[str, Any] | None = None
