@@ -30,6 +30,9 @@ def extra(gemini_url: str) -> dict[str, Any]:
         "models": {
             "gemini-flash": {"routes": [{"provider": "gemini", "model": "gemini-2.0-flash"}]},
             "cached": {"routes": [{"provider": "openai", "model": "gpt-4o-mini"}], "cache": {"exact": True}, "guard": None},
+            "gem-then-oai": {"routes": [{"provider": "gemini", "model": "gemini-2.0-flash"},
+                                        {"provider": "openai", "model": "gpt-4o-mini"}],
+                             "breaker": {"failures": 1000, "honour_retry_after": False}},
         },
         "tenants": {"gem-in-metered": {"keys": [{"id": METERED_ID, "hash": keys.hash_key(METERED_KEY), "models": ["*"]}],
                                        "quota": {"limits": {"tpm": 10_000_000}}}},
