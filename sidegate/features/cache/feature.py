@@ -140,9 +140,8 @@ class CacheFeature(Feature):
                 doc = reassemble(api, response)
                 if doc is None:
                     return
-                if api is Api.GEMINI:  # every Gemini stream chunk carries usageMetadata: nothing to add
-                    pass
-                elif not doc.get("usage") and usage is not None:
+                # (a Gemini stream's chunks carry usageMetadata, the reassembled answer has it)
+                if api is not Api.GEMINI and not doc.get("usage") and usage is not None:
                     # The client's stream may not have carried usage (not requested): use the provider's.
                     doc["usage"] = (
                         anthropic_usage(usage) if api is Api.ANTHROPIC
