@@ -9,6 +9,7 @@ import orjson
 
 from sidegate.bootstrap.buffers import TOO_LARGE_DETAILS, too_large_bodies
 from sidegate.bootstrap.input import LOCAL_REPLY_CASES
+from sidegate.core.intake import GOOGLE_METHODS
 from sidegate.errors import Api, error_body
 from sidegate.wire import AUTHZ_NS, FRONT_API_HEADER, REPLY_DETAILS
 
@@ -28,10 +29,12 @@ def _client_is(api: str, by_path: str) -> str:
 
 
 _ANTHROPIC_CLIENT = _client_is("anthropic", "request.path.startsWith('/v1/messages')")
+# (endsWith, not `matches`: CEL's RE2 program-size limit refuses the alternation)
+_GOOGLE_METHOD = " || ".join(f"request.url_path.endsWith(':{m}')" for m in sorted(GOOGLE_METHODS))
 _GEMINI_CLIENT = _client_is(
     "gemini",
     "(request.path.startsWith('/v1beta/') || request.path.startsWith('/upload/v1beta/')"
-    " || (request.path.startsWith('/v1/models/') && request.url_path.contains(':')))",
+    f" || (request.path.startsWith('/v1/models/') && ({_GOOGLE_METHOD})))",
 )
 """A Gemini API client: its paths as sidegate/core/intake.py tells them (`is_gemini_path`)."""
 _CLIENTS = {

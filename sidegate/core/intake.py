@@ -55,6 +55,10 @@ _GEMINI_METHODS: dict[str, str] = {
 }
 """The Gemini API methods served (`models/{model}:{method}`): the others (embedContent,
 batchEmbedContents, predict...) get Google's 404."""
+GOOGLE_METHODS = frozenset({*_GEMINI_METHODS, "embedContent", "batchEmbedContents", "predict", "predictLongRunning",
+                            "computeTokens", "batchGenerateContent"})  # fmt: skip
+"""Google's model methods: `/v1/models/{model}:{method}` is a Gemini client's only with one of them
+(google-genai's v1 spelling), since an OpenAI model id may hold colons (`GET /v1/models/ft:...`)."""
 SERVED = (
     "POST /v1/chat/completions, POST /v1/messages, POST /v1/responses, GET|DELETE /v1/responses/{id}, "
     "POST /v1/embeddings, POST /v1/messages/count_tokens, GET /v1/models and GET /v1/models/{id}, "
@@ -92,15 +96,12 @@ def gemini_call(path: str) -> tuple[str, str] | None:
     v1 spelling `/v1/models/{model}:{method}`; the query already cut), else None. The model is
     percent-decoded; a colon inside it is kept (the method is after the last one)."""
     if path.startswith(GEMINI_MODELS_PATH + "/"):
-        rest = path[len(GEMINI_MODELS_PATH) + 1 :]
-    elif path.startswith(MODELS_PATH + "/"):
-        rest = path[len(MODELS_PATH) + 1 :]
-    else:
-        return None
-    model, colon, method = rest.rpartition(":")
-    if not colon or "/" in method:
-        return None
-    return unquote(model), method
+        model, colon, method = path[len(GEMINI_MODELS_PATH) + 1 :].rpartition(":")
+        return (unquote(model), method) if colon and "/" not in method else None
+    if path.startswith(MODELS_PATH + "/"):  # only Google's method names: OpenAI ids hold colons (`ft:...`)
+        model, colon, method = path[len(MODELS_PATH) + 1 :].rpartition(":")
+        return (unquote(model), method) if colon and method in GOOGLE_METHODS else None
+    return None
 
 
 def is_gemini_path(path: str) -> bool:

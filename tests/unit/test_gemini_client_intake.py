@@ -403,3 +403,13 @@ def test_fuzz_gemini_stream_restore_and_reassembly_take_any_chunk(chunks: list, 
     reassemble_gemini(raw)
     candidates = [{"index": [1], "content": {"parts": [{"text": "<EMA"}]}}, {"content": "x"}, 3]
     r.feed(_sse({"candidates": candidates}))
+
+
+def test_an_openai_model_id_with_colons_stays_openais():
+    """Fine-tuned OpenAI ids hold colons: `/v1/models/{x}:{y}` is Google's only with Google's method."""
+    assert endpoint_of("/v1/models/ft:gpt-4o-mini:acme::abc123") == (Api.OPENAI, MODELS)
+    assert inbound_api("/v1/models/ft:gpt-4o-mini:acme::abc123") is Api.OPENAI
+    assert endpoint_of("/v1/models/gpt-4o-mini:generateContent") == (Api.GEMINI, COMPLETIONS)
+    assert endpoint_of("/v1/models/gpt-4o-mini:embedContent") is None  # Google's, not served
+    assert inbound_api("/v1/models/gpt-4o-mini:embedContent") is Api.GEMINI
+    assert endpoint_of("/v1beta/models/ft:x:anything") is None and inbound_api("/v1beta/models/ft:x:anything") is Api.GEMINI
