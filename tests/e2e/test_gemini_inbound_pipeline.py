@@ -259,3 +259,27 @@ def test_a_gemini_provider_failing_falls_back_to_openai_retranslated(
     assert text == "Echo: hi"
     assert len(fake_gemini.requests) == 1 and fake_openai.requests[-1].path == "/v1/chat/completions"
     assert fake_openai.requests[-1].json["model"] == "gpt-4o-mini"
+
+
+def test_the_async_client_too(gw: Stack, fake_anthropic) -> None:
+    """google-genai's asyncio client (`client.aio`) speaks the same wire: JSON and stream."""
+    import asyncio
+
+    async def go() -> tuple[str, str]:
+        client = genai_client(gw)
+        r = await client.aio.models.generate_content(model="claude-haiku", contents="async hi")
+        chunks = [
+            c
+            async for c in await client.aio.models.generate_content_stream(
+                model="claude-haiku", contents="async hi"
+            )
+        ]
+        await client.aio.aclose()
+        return r.text or "", "".join(c.text or "" for c in chunks)
+
+    text, streamed = asyncio.run(go())
+    assert text == streamed == "Echo: async hi"
+    assert received("claude-haiku", fake_anthropic)["messages"][0]["content"] in (
+        "async hi",
+        [{"type": "text", "text": "async hi"}],
+    )
