@@ -12,7 +12,9 @@ from google.rpc import code_pb2, status_pb2
 from redis.asyncio import Redis
 
 from sidegate import metrics
+from sidegate.core.intake import KEY_PARAM, inbound_api, query_key
 from sidegate.envoy_pb import authz_header_options, struct
+from sidegate.errors import Api
 from sidegate.features.auth.decide import Allow, Deny, authorize
 from sidegate.features.auth.keycache import KeyCache
 from sidegate.features.auth.throttle import FailureThrottle
@@ -25,6 +27,7 @@ log = logging.getLogger("sidegate.authz")
 
 _OK = status_pb2.Status(code=code_pb2.OK)
 _DENIED = status_pb2.Status(code=code_pb2.PERMISSION_DENIED)
+_KEY_QUERY = (KEY_PARAM,)
 
 
 class AuthorizationService(pb_grpc.AuthorizationServicer):
@@ -39,12 +42,19 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         source = request.attributes.source.address.socket_address.address
         result = authorize(headers, self.cache.records, self.throttle, source)
         if isinstance(result, Allow):
+            path = headers.get(":path", "")
+            gemini = inbound_api(path, headers) is Api.GEMINI
+            # A Gemini client's `?key=` goes no further than here (nor into the path Envoy logs).
+            drop = _KEY_QUERY if gemini and "?" in path and query_key(path) is not None else ()
+            identity = {"tenant": result.tenant, "key_id": result.key_id, "models": list(result.models)}
+            if gemini:  # its key (header or query) is gone past here: the model list's format needs it
+                identity["api"] = Api.GEMINI.value
             return pb.CheckResponse(
                 status=_OK,
-                ok_response=pb.OkHttpResponse(headers_to_remove=CREDENTIAL_HEADERS),
-                dynamic_metadata=struct(
-                    {"tenant": result.tenant, "key_id": result.key_id, "models": list(result.models)}
+                ok_response=pb.OkHttpResponse(
+                    headers_to_remove=CREDENTIAL_HEADERS, query_parameters_to_remove=drop
                 ),
+                dynamic_metadata=struct(identity),
             )
         metrics.authz_denial(result.reason)
         return _denied(result)

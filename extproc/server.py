@@ -17,7 +17,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3.http_status_pb2 import HttpStatus
 
 from sidegate.core.context import Reply, RequestContext, request_meta
-from sidegate.core.intake import client_internal_headers, open_request
+from sidegate.core.intake import GEMINI_KEY_HEADER, client_internal_headers, open_request, without_key
 from sidegate.core.pipeline import Forward, Gateway
 from sidegate.core.tries import HeaderChanges, ProviderTry, TryAnswered, TryStage
 from sidegate.envoy_pb import header_options, headers_to_dict, struct, struct_to_dict
@@ -86,6 +86,8 @@ class GatewayStream:
             source = ""
             if attrs is not None and "source.address" in attrs.fields:
                 source = attrs.fields["source.address"].string_value.rsplit(":", 1)[0]
+            if auth.get("api") == Api.GEMINI.value:  # ext_authz took the key away, it said whose format this is
+                headers.setdefault(GEMINI_KEY_HEADER, "")
             opened = open_request(headers.get(":path", "/"), headers.get(":method", "GET"), headers, source=source,
                                   tenant=str(auth.get("tenant", "")), key_id=str(auth.get("key_id", "")),
                                   allowed_models=tuple(auth.get("models", ())))  # fmt: skip
@@ -116,6 +118,10 @@ class GatewayStream:
             return _immediate(outcome)
         assert isinstance(outcome, Forward)
         set_headers = {ROUTE_HEADER: outcome.route}
+        if ctx.api is Api.GEMINI and "?" in ctx.path:  # inline auth: a Gemini client's `?key=` goes no further
+            path = without_key(ctx.path)
+            if path != ctx.path:
+                set_headers[":path"] = path
         body_mutation = None
         if outcome.body is not None:
             set_headers["content-length"] = str(len(outcome.body))

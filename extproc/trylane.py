@@ -70,8 +70,11 @@ def encode_changes(changes: HeaderChanges) -> dict[str, str]:
 
 
 def _client_api(value: object) -> Api:
-    """The client's API as the metadata or a header names it (OpenAI unless it says Anthropic)."""
-    return Api.ANTHROPIC if value == "anthropic" else Api.OPENAI
+    """The client's API as the metadata or a header names it, for its error format (OpenAI's unless
+    it says Anthropic or Gemini: a Responses client's errors are OpenAI-shaped)."""
+    if value == "anthropic":
+        return Api.ANTHROPIC
+    return Api.GEMINI if value == "gemini" else Api.OPENAI
 
 
 def _provider_request(t: ProviderTry, body: bytes) -> tuple[bytes, HeaderChanges]:

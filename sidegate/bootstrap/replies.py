@@ -1,23 +1,47 @@
-"""Envoy's own replies (413 too large, 503 no upstream, 504 timeout...) in the client's API format:
-the connection manager's `local_reply_config`. Sidegate's own answers are in format already."""
+"""Envoy's own replies (413 too large, 503 no upstream, 504 timeout...) in the client's API format
+(OpenAI's, Anthropic's or Google's): the connection manager's `local_reply_config`. Sidegate's own answers are in format already."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from sidegate.bootstrap.buffers import TOO_LARGE_DETAILS, too_large_bodies
 from sidegate.bootstrap.input import LOCAL_REPLY_CASES
+from sidegate.core.intake import GOOGLE_METHODS
+from sidegate.errors import Api, error_body
 from sidegate.wire import AUTHZ_NS, FRONT_API_HEADER, REPLY_DETAILS
 
 # The client's API: from the gateway's metadata when it ran (the upstream filter may already have
 # rewritten :path to the provider's), else from the client's path.
 _FRONT_MD = f"metadata.filter_metadata['{AUTHZ_NS}']"
-_ANTHROPIC_CLIENT = (
-    "(has(metadata.filter_metadata.sidegate) && has(metadata.filter_metadata.sidegate.api)"
-    " ? metadata.filter_metadata.sidegate.api == 'anthropic'"
-    f" : (('{AUTHZ_NS}' in metadata.filter_metadata && '{FRONT_API_HEADER}' in {_FRONT_MD})"
-    f" ? {_FRONT_MD}['{FRONT_API_HEADER}'] == 'anthropic' : request.path.startsWith('/v1/messages')))"
+
+
+def _client_is(api: str, by_path: str) -> str:
+    """CEL: the client speaks `api` (the gateway's metadata, else the front's answer, else `by_path`)."""
+    return (
+        "(has(metadata.filter_metadata.sidegate) && has(metadata.filter_metadata.sidegate.api)"
+        f" ? metadata.filter_metadata.sidegate.api == '{api}'"
+        f" : (('{AUTHZ_NS}' in metadata.filter_metadata && '{FRONT_API_HEADER}' in {_FRONT_MD})"
+        f" ? {_FRONT_MD}['{FRONT_API_HEADER}'] == '{api}' : {by_path}))"
+    )
+
+
+_ANTHROPIC_CLIENT = _client_is("anthropic", "request.path.startsWith('/v1/messages')")
+# (endsWith, not `matches`: CEL's RE2 program-size limit refuses the alternation)
+_GOOGLE_METHOD = " || ".join(f"request.url_path.endsWith(':{m}')" for m in sorted(GOOGLE_METHODS))
+_GEMINI_CLIENT = _client_is(
+    "gemini",
+    "(request.path.startsWith('/v1beta/') || request.path.startsWith('/upload/v1beta/')"
+    f" || (request.path.startsWith('/v1/models/') && ({_GOOGLE_METHOD})))",
 )
+"""A Gemini API client: its paths as sidegate/core/intake.py tells them (`is_gemini_path`)."""
+_CLIENTS = {
+    Api.ANTHROPIC: _ANTHROPIC_CLIENT,
+    Api.GEMINI: _GEMINI_CLIENT,
+    Api.OPENAI: f"!{_ANTHROPIC_CLIENT} && !{_GEMINI_CLIENT}",
+}
 
 
 # Envoy's reply when a Sidegate filter's service is unreachable (ext_proc's or ext_authz's error
@@ -26,10 +50,10 @@ _GATEWAY_DOWN = ("(response.code_details.startsWith('ext_proc_error') || respons
                  " || response.code_details == 'direct_response')")  # fmt: skip
 
 
-def _local_reply_mapper(status: int, anthropic: bool | None, body: str, when: str = "") -> dict[str, Any]:
-    """`anthropic` None: whatever the client (a reply before the request line was read). `when`: a
+def _local_reply_mapper(status: int, api: Api | None, body: str, when: str = "") -> dict[str, Any]:
+    """`api` None: whatever the client (a reply before the request line was read). `when`: a
     further CEL condition."""
-    client = "true" if anthropic is None else _ANTHROPIC_CLIENT if anthropic else f"!{_ANTHROPIC_CLIENT}"
+    client = "true" if api is None else _CLIENTS[api]
     client += f" && {when}" if when else ""
     return {
         "filter": {
@@ -73,11 +97,17 @@ def local_reply_config() -> dict[str, Any]:
     ]
     # Envoy's 500 for an answer over listener.max_response_bytes: the provider's fault, a 502.
     too_large = f"response.code_details == '{TOO_LARGE_DETAILS}'"
-    mappers = [{**_local_reply_mapper(500, anthropic, body, too_large), "status_code": 502}
-               for anthropic, body in zip((True, False), too_large_bodies(), strict=True)]  # fmt: skip
+    anth_large, oai_large = too_large_bodies()
+    gem_large = error_body(Api.GEMINI, 502, orjson.loads(oai_large)["error"]["message"]).decode()
+    mappers = [{**_local_reply_mapper(500, api, body, too_large), "status_code": 502}
+               for api, body in ((Api.ANTHROPIC, anth_large), (Api.GEMINI, gem_large), (Api.OPENAI, oai_large))]  # fmt: skip
     for status, atype, otype, msg, *when in cases:
-        mappers.append(_local_reply_mapper(status, True, anth % (atype, msg), *when))
-        mappers.append(_local_reply_mapper(status, False, oai % (msg, otype), *when))
+        mappers.append(_local_reply_mapper(status, Api.ANTHROPIC, anth % (atype, msg), *when))
+        # Google's format also for the too-large route's own 413 (sidegate/bootstrap/routes.py: its
+        # body is OpenAI's, one route for every path but Anthropic's): the 413 takes no `when` here.
+        gwhen = () if status == 413 else when
+        mappers.append(_local_reply_mapper(status, Api.GEMINI, error_body(Api.GEMINI, status, msg).decode(), *gwhen))
+        mappers.append(_local_reply_mapper(status, Api.OPENAI, oai % (msg, otype), *when))
     # The client's API cannot be told when the codec refused the request before its path was
     # read (a CEL error fails the filters above): OpenAI's format, the more common client.
     mappers += [_local_reply_mapper(status, None, oai % (msg, otype), *when) for status, _, otype, msg, *when in cases]

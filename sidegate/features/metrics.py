@@ -14,6 +14,7 @@ from sidegate.core.completion import Completion, CostFn, safe_cost, time_per_out
 from sidegate.core.feature import Feature
 from sidegate.core.intake import EMBEDDINGS
 from sidegate.core.pricing import Pricing
+from sidegate.errors import Api
 from sidegate.metrics import child
 
 if TYPE_CHECKING:
@@ -24,6 +25,9 @@ log = logging.getLogger("sidegate.observe")
 OPERATION = "chat"
 """gen_ai.operation.name for /v1/chat/completions, /v1/messages and /v1/responses: the semconv names
 no Responses operation and lists OpenAI's chat APIs under `chat` (the API itself is the ledger's `api`)."""
+GEMINI_OPERATION = "generate_content"
+"""gen_ai.operation.name of a Gemini API client's completion (`models/{model}:generateContent`): the
+semconv's own name for it."""
 OPERATIONS = {EMBEDDINGS: "embeddings"}
 """gen_ai.operation.name of the other metered endpoints (metadata `endpoint`; a completion has none)."""
 
@@ -54,7 +58,8 @@ class MetricsFeature(Feature):
             return
         tenant = m.tenant_label(meta.get("tenant"))
         sclass = m.status_class(c.status)
-        genai = (OPERATIONS.get(meta.get("endpoint"), OPERATION), provider, model)
+        default = GEMINI_OPERATION if meta.get("api") == Api.GEMINI.value else OPERATION
+        genai = (OPERATIONS.get(meta.get("endpoint"), default), provider, model)
         child(m.REQUESTS, tenant, model, provider, sclass).inc()
         if c.attempt > 1:
             child(m.FALLBACKS, model, provider).inc()

@@ -9,7 +9,7 @@ import orjson
 from sidegate.config import SidegateConfig
 from sidegate.core.context import Reply, RequestContext
 from sidegate.core.feature import Feature
-from sidegate.core.intake import COMPLETIONS, COUNT_TOKENS, EMBEDDINGS
+from sidegate.core.intake import COMPLETIONS, COUNT_TOKENS, EMBEDDINGS, GEMINI_STREAM
 from sidegate.errors import Api, GatewayError
 from sidegate.jsondup import Undecided, duplicate_key
 from sidegate.translate.count_tokens import check_count_tokens_request
@@ -49,6 +49,8 @@ class ParseFeature(Feature):
             # The body goes on as is (direct lane) to parsers that may keep the first value.
             shown = dup if len(dup) <= 64 else dup[:64] + "..."
             raise GatewayError(400, f"Duplicate key {shown!r} in the request body: a key may appear only once per object.", code="duplicate_key")
+        if ctx.api is Api.GEMINI:  # the model and the stream flag came with the path (intake)
+            return _gemini(ctx, body)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise GatewayError(400, "Missing required parameter: 'model'.", param="model")
@@ -111,3 +113,61 @@ def _check_responses(body: dict[str, Any]) -> None:
     instructions = body.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise GatewayError(400, "'instructions' must be a string.", param="instructions")
+
+
+def _gemini(ctx: RequestContext, body: dict[str, Any]) -> None:
+    """A Gemini API request (`models/{model}:generateContent|streamGenerateContent|countTokens`):
+    its checks, in Google's wording (`field: reason`); the model and stream flag came with the path.
+    A stream is Server-Sent Events only (`?alt=sse`, what google-genai asks): Google's other
+    framing, one JSON array, is not served rather than answered in a shape the client cannot read."""
+    if ctx.endpoint == COUNT_TOKENS and "generateContentRequest" in body:
+        inner = body["generateContentRequest"]
+        if not isinstance(inner, dict):
+            raise GatewayError(400, "generateContentRequest: must be an object.")
+        check_gemini_request(inner, "generateContentRequest.")
+    else:
+        check_gemini_request(body)
+    if ctx.stream and "alt=sse" not in ctx.path.partition("?")[2].split("&"):
+        raise GatewayError(400, f"{GEMINI_STREAM} is served as Server-Sent Events only: add 'alt=sse' to the query.")
+    ctx.body = body
+    ctx.client_wants_usage = ctx.stream  # every Gemini stream chunk carries usageMetadata
+
+
+_GEMINI_OBJECTS = ("generationConfig", "generation_config", "systemInstruction", "system_instruction",
+                   "toolConfig", "tool_config")  # fmt: skip
+_GEMINI_LISTS = ("tools", "safetySettings", "safety_settings")
+
+
+def check_gemini_request(body: dict[str, Any], where: str = "") -> None:
+    """What every later stage relies on in a Gemini request: `contents` a non-empty array of
+    Content objects whose `parts` are arrays of objects, `role` a string; the config, system
+    instruction and tool blocks of the right JSON type (both spellings: Google's JSON accepts the
+    proto field names too). The rest is the translators' (or the provider's) to judge."""
+    contents = body.get("contents")
+    if contents is None:
+        raise GatewayError(400, f"{where}contents: contents is not specified.", param="contents")
+    if not isinstance(contents, list) or not contents:
+        raise GatewayError(400, f"{where}contents: must be a non-empty array of Content objects.", param="contents")
+    # Exact type checks, no generator: the body is orjson's (dict, list, str exactly), and a
+    # conversation of many turns is walked on every request (~0.15 us a turn).
+    for i, content in enumerate(contents):
+        if type(content) is not dict:
+            raise GatewayError(400, f"{where}contents[{i}]: must be a Content object.", param="contents")
+        parts = content.get("parts")
+        if type(parts) is not list or not parts:
+            raise GatewayError(400, f"{where}contents[{i}].parts: must be a non-empty array of Part objects.",
+                               param="contents")  # fmt: skip
+        for part in parts:
+            if type(part) is not dict:
+                raise GatewayError(400, f"{where}contents[{i}].parts: must be a non-empty array of Part objects.",
+                                   param="contents")  # fmt: skip
+        role = content.get("role")
+        if role is not None and type(role) is not str:
+            raise GatewayError(400, f"{where}contents[{i}].role: must be a string.", param="contents")
+    for name in _GEMINI_OBJECTS:
+        if body.get(name) is not None and not isinstance(body[name], dict):
+            raise GatewayError(400, f"{where}{name}: must be an object.", param=name)
+    for name in _GEMINI_LISTS:
+        value = body.get(name)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
+            raise GatewayError(400, f"{where}{name}: must be an array of objects.", param=name)

@@ -49,7 +49,7 @@ def test_input_errors_have_local_replies_and_a_fallback_without_the_path() -> No
     mappers = _hcm()["local_reply_config"]["mappers"]
     for status in (415, 431):
         mine = [m for m in mappers if m["filter"]["and_filter"]["filters"][0]["status_code_filter"]["comparison"]["value"]["default_value"] == status]
-        assert len(mine) == 3  # Anthropic, OpenAI, and the fallback when the path is unknown
+        assert len(mine) == 4  # Anthropic, Gemini, OpenAI, and the fallback when the path is unknown
         assert mine[-1]["body_format_override"]["text_format_source"]["inline_string"].startswith('{"error":')
         assert mappers.index(mine[-1]) > len(mappers) // 2  # fallbacks come after every specific mapper
 

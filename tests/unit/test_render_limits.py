@@ -58,10 +58,10 @@ def test_limits_follow_the_config_and_pass_envoy_validate(tmp_path):
 def test_a_sidegate_service_down_has_its_own_message_in_both_formats():
     mappers = _hcm(render.bootstrap(_demo()))["local_reply_config"]["mappers"]
     down = [m for m in mappers if "gateway service is unavailable" in m["body_format_override"]["text_format_source"]["inline_string"]]
-    assert len(down) == 3  # Anthropic and OpenAI shapes, and OpenAI's for a request without a path
+    assert len(down) == 4  # Anthropic, Google and OpenAI shapes, and OpenAI's for a request without a path
     generic = [i for i, m in enumerate(mappers) if "Upstream unavailable" in m["body_format_override"]["text_format_source"]["inline_string"]]
-    assert mappers.index(down[0]) < generic[0] and mappers.index(down[1]) < generic[0]  # before the generic 503
-    assert generic[1] < mappers.index(down[2]) < generic[2]  # the path-less ones come last, in the same order
+    assert all(mappers.index(d) < generic[0] for d in down[:3])  # before the generic 503
+    assert generic[2] < mappers.index(down[3]) < generic[3]  # the path-less ones come last, in the same order
     for m in down:
         expr = m["filter"]["and_filter"]["filters"][1]["extension_filter"]["typed_config"]["expression"]
         assert "ext_proc_error" in expr and "ext_authz_error" in expr and "direct_response" in expr

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from sidegate import keys
-from sidegate.core.intake import inbound_api
+from sidegate.core.intake import inbound_api, query_key
 from sidegate.errors import Api, error_body
 from sidegate.features.auth.throttle import FailureThrottle
 from sidegate.keystore import KeyRecord
@@ -40,11 +40,19 @@ def presented_key(headers: dict[str, str]) -> str | None:
         scheme, _, value = auth.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
-    for name in ("x-api-key", "api-key"):
+    for name in ("x-api-key", "api-key", "x-goog-api-key"):
         value = headers.get(name)
         if value:
             return value.strip()
+    path = headers.get(":path", "")
+    if "?" in path and inbound_api(path, headers) is Api.GEMINI:
+        return query_key(path)
     return None
+
+
+_MISSING = {
+    Api.GEMINI: "Missing API key: send 'x-goog-api-key: <key>' or the 'key' query parameter.",
+}
 
 
 def _deny(api: Api, reason: str, message: str) -> Deny:
@@ -54,7 +62,9 @@ def _deny(api: Api, reason: str, message: str) -> Deny:
 def throttled(headers: dict[str, str], wait_s: float) -> Deny:
     """Too many failed attempts (with this key id, or from this address): 429 in the client's format."""
     api = inbound_api(headers.get(":path", "/"), headers)
-    body = error_body(api, 429, "Too many failed authentication attempts; retry later.", code="auth_rate_limited")
+    body = error_body(
+        api, 429, "Too many failed authentication attempts; retry later.", code="auth_rate_limited"
+    )
     return Deny(429, api, body, "throttled", {"retry-after": str(max(1, math.ceil(wait_s)))})
 
 
@@ -62,7 +72,8 @@ def decide(headers: dict[str, str], records: dict[str, KeyRecord], now: float | 
     api = inbound_api(headers.get(":path", "/"), headers)
     key = presented_key(headers)
     if key is None:
-        return _deny(api, "missing_key", "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key'.")
+        message = _MISSING.get(api, "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key'.")
+        return _deny(api, "missing_key", message)
     kid = keys.key_id(key)
     if kid is None:
         return _deny(api, "malformed_key", "Incorrect API key provided.")

@@ -7,6 +7,7 @@ from typing import Any
 from sidegate.config.cache import CachePolicy
 from sidegate.errors import Api
 
+from .gemini_answer import gemini_refusal
 from .responses_answer import responses_refusal
 
 _OPENAI_DONE = frozenset({"stop", "length"})
@@ -23,6 +24,8 @@ def refusal_reason(api: Api, response: Any, policy: CachePolicy) -> str | None:
         return "error"
     if api is Api.RESPONSES:
         return responses_refusal(response, policy)
+    if api is Api.GEMINI:
+        return gemini_refusal(response, policy)
     if api is Api.OPENAI:
         if response.get("object") != "chat.completion":
             return "not_a_completion"

@@ -89,7 +89,7 @@ class CacheFeature(Feature):
         """Send the exact lookup's GET now (it then travels with the quota reservation)."""
         policy = self.cfg.cache_policy(ctx.model)
         if policy.enabled and not ctx.meta.get("restore"):
-            req = CacheRequest.from_body(ctx.api, ctx.tenant, ctx.model, ctx.body, ctx.headers, ctx.endpoint)
+            req = CacheRequest.from_body(ctx.api, ctx.tenant, ctx.model, ctx.body, ctx.headers, ctx.endpoint, ctx.stream)
             ctx.prefetched["cache"] = (req, self.cache.prefetch(req, policy))
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
@@ -106,7 +106,7 @@ class CacheFeature(Feature):
             return None
         req, sent = ctx.prefetched.pop("cache", None) or (None, None)
         if req is None:
-            req = CacheRequest.from_body(ctx.api, ctx.tenant, ctx.model, ctx.body, ctx.headers, ctx.endpoint)
+            req = CacheRequest.from_body(ctx.api, ctx.tenant, ctx.model, ctx.body, ctx.headers, ctx.endpoint, ctx.stream)
         hit = await self.cache.lookup(req, policy, sent)
         if hit is not None:
             result = hit.headers.get("x-sidegate-cache", "hit-exact").replace("-", "_")
@@ -140,7 +140,8 @@ class CacheFeature(Feature):
                 doc = reassemble(api, response)
                 if doc is None:
                     return
-                if not doc.get("usage") and usage is not None:
+                # (a Gemini stream's chunks carry usageMetadata, the reassembled answer has it)
+                if api is not Api.GEMINI and not doc.get("usage") and usage is not None:
                     # The client's stream may not have carried usage (not requested): use the provider's.
                     doc["usage"] = (
                         anthropic_usage(usage) if api is Api.ANTHROPIC

@@ -13,6 +13,7 @@ import orjson
 from sidegate.errors import Api
 from sidegate.sse import SseParser
 
+from .gemini_answer import reassemble_gemini
 from .responses_answer import reassemble_responses
 
 __all__ = ["reassemble", "reassemble_anthropic", "reassemble_openai"]
@@ -21,6 +22,8 @@ __all__ = ["reassemble", "reassemble_anthropic", "reassemble_openai"]
 def reassemble(api: Api, stream: bytes) -> dict[str, Any] | None:
     if api is Api.RESPONSES:
         return reassemble_responses(stream)
+    if api is Api.GEMINI:
+        return reassemble_gemini(stream)
     return reassemble_anthropic(stream) if api is Api.ANTHROPIC else reassemble_openai(stream)
 
 

@@ -16,6 +16,7 @@ import orjson
 from sidegate.errors import Api
 from sidegate.sse import encode_data, encode_event
 
+from .gemini_answer import gemini_json, gemini_sse
 from .responses_answer import responses_json, responses_sse
 
 __all__ = ["fresh_id", "json_answer", "replay_answer", "sse_answer"]
@@ -55,6 +56,8 @@ def replay_answer(
         if stream:
             return responses_sse(response, echo), "text/event-stream"
         return responses_json(response, echo), "application/json"
+    if api is Api.GEMINI:
+        return (gemini_sse(response), "text/event-stream") if stream else (gemini_json(response), "application/json")
     if stream:
         return sse_answer(api, response, include_usage), "text/event-stream"
     return json_answer(api, response), "application/json"

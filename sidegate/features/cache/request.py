@@ -19,6 +19,7 @@ from sidegate.config.cache import CachePolicy
 from sidegate.core.intake import COMPLETIONS
 from sidegate.errors import Api
 
+from .gemini_answer import gemini_params
 from .responses_request import responses_echo, responses_params
 
 __all__ = ["IGNORED_FIELDS", "CacheRequest", "canonical"]
@@ -123,7 +124,10 @@ class CacheRequest:
         body: Mapping[str, Any],
         headers: Mapping[str, str] | None = None,
         endpoint: str = COMPLETIONS,
+        stream: bool | None = None,
     ) -> CacheRequest:
+        """`stream`: the client's stream flag where its body does not say it (a Gemini client's is
+        in its path); None: the body's `stream`."""
         headers = headers or {}
         params = {k: v for k, v in body.items() if k not in IGNORED_FIELDS}
         temp = params.get("temperature")
@@ -138,6 +142,10 @@ class CacheRequest:
         if api is Api.RESPONSES:
             params, last_content, query_text = responses_params(params)
             last_content = _strip(last_content)
+        elif api is Api.GEMINI:
+            params, last_content, query_text, temperature = gemini_params(params)
+            if endpoint == COMPLETIONS:
+                params["temperature"] = temperature
         elif isinstance(messages, list) and messages and isinstance(messages[-1], dict):
             last = messages[-1]
             if last.get("role") == "user":
@@ -170,7 +178,7 @@ class CacheRequest:
                 value = 0.0
             if 0.0 < value <= 1.0:
                 min_threshold = value
-        stream = body.get("stream") is True
+        stream = body.get("stream") is True if stream is None else stream
         opts = body.get("stream_options")
         include_usage = stream and isinstance(opts, dict) and opts.get("include_usage") is True
         if query_text is not None:

@@ -16,6 +16,7 @@ from sidegate.core.feature import Feature
 from sidegate.core.intake import COMPLETIONS, COUNT_TOKENS, EMBEDDINGS
 from sidegate.errors import Api
 from sidegate.features.guard import GuardBlocked, SseRestorer, guard_embeddings, guard_request, restore_body
+from sidegate.features.guard.gemini_restore import GeminiSseRestorer
 from sidegate.features.guard.responses_restore import ResponsesSseRestorer, restore_responses_body
 
 
@@ -75,7 +76,7 @@ class PiiTry:
         self.api = api
         self.restore_map = restore_map
         self.redact = redact
-        self.sse: SseRestorer | ResponsesSseRestorer | None = None
+        self.sse: SseRestorer | ResponsesSseRestorer | GeminiSseRestorer | None = None
 
     def request(self, body: dict[str, Any]) -> None:
         if not self.redact:
@@ -100,6 +101,8 @@ class PiiTry:
         if self.sse is None:
             if self.api is Api.RESPONSES:
                 self.sse = ResponsesSseRestorer(self.restore_map)
+            elif self.api is Api.GEMINI:
+                self.sse = GeminiSseRestorer(self.restore_map)
             else:
                 self.sse = SseRestorer(self.api, self.restore_map)
         return (self.sse.feed(chunk) if chunk else b"") + (self.sse.finish() if end else b"")

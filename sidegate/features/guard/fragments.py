@@ -200,10 +200,48 @@ def _responses(body: dict[str, Any]) -> Iterator[Slot]:
             yield from _responses_parts(item.get("output"), "tool")
 
 
+_GEMINI_ROLES: dict[str, Role] = {"user": "user", "model": "assistant", "function": "tool", "tool": "tool"}
+
+
+def _gemini_parts(parts: Any, role: Role) -> Iterator[Slot]:
+    """A Gemini Content's parts: text, a function call's `args` and a function response's
+    `response` (JSON objects); thought parts are the provider's (signed) and left alone, inline
+    and file data are not text."""
+    for part in parts if isinstance(parts, list) else ():
+        if not isinstance(part, dict) or part.get("thought"):
+            continue
+        if isinstance(part.get("text"), str):
+            yield Slot(part, "text", role)
+            continue
+        call = part.get("functionCall", part.get("function_call"))
+        if isinstance(call, dict) and isinstance(call.get("args"), dict | list):
+            yield from _strings(call["args"], role)
+        answer = part.get("functionResponse", part.get("function_response"))
+        if isinstance(answer, dict) and isinstance(answer.get("response"), dict | list):
+            yield from _strings(answer["response"], "tool")
+
+
+def _gemini(body: dict[str, Any]) -> Iterator[Slot]:
+    """Google's Gemini API: the system instruction and each content's parts (a countTokens request
+    may wrap the whole generateContent request in `generateContentRequest`)."""
+    inner = body.get("generateContentRequest")
+    if isinstance(inner, dict):
+        body = inner
+    system = body.get("systemInstruction", body.get("system_instruction"))
+    if isinstance(system, dict):
+        yield from _gemini_parts(system.get("parts"), "system")
+    contents = body.get("contents")
+    for content in contents if isinstance(contents, list) else ():
+        if isinstance(content, dict):
+            yield from _gemini_parts(content.get("parts"), _GEMINI_ROLES.get(content.get("role") or "user", "user"))
+
+
 def slots(api: Api, body: dict[str, Any]) -> list[Slot]:
     """Every text slot of a parsed request body of `api`, in document order."""
     if api is Api.ANTHROPIC:
         return list(_anthropic(body))
     if api is Api.RESPONSES:
         return list(_responses(body))
+    if api is Api.GEMINI:
+        return list(_gemini(body))
     return list(_openai(body))

@@ -10,6 +10,10 @@ tokenizer's count, the quota's admission estimate (:class:`TokenCounter`), and s
 falls back to a provider that is not Anthropic-shaped: a try that reaches one answers it
 (sidegate/core/tries.py, `TryAnswered`), so a fallback never turns a count into an error.
 
+A Gemini client's `POST /v1beta/models/{model}:countTokens` always gets the estimate, in Google's
+shape (`{"totalTokens": N}`): forwarding it would need a Gemini provider first in the chain, and the
+count is what the quota admits with anyway.
+
 A count spends no provider tokens: never charged against quota, no ledger record, no metrics of a
 completion (it is not a metered endpoint: sidegate/core/intake.py). It lives in the quota package
 because it is the quota's tokenizer that answers.
@@ -51,6 +55,10 @@ class CountTokensFeature(Feature):
         self.forward = anthropic_starts(cfg)
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
+        if ctx.api is Api.GEMINI:  # `:countTokens`: always the estimate (it spends nothing, needs no provider)
+            n = await self.counter.count_async(Api.GEMINI, ctx.body, len(ctx.raw_body))
+            headers = {"content-type": "application/json", COUNT_HEADER: "estimate", **ctx.response_headers}
+            return Reply(200, orjson.dumps({"totalTokens": n}), headers)
         mixed = self.forward.get((ctx.model, int(ctx.meta.get("start", 0))))
         if mixed is False:  # every try is Anthropic's
             return None

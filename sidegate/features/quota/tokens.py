@@ -141,6 +141,8 @@ class TokenCounter:
             return self.anthropic_messages(body)
         if api is Api.RESPONSES:
             return self.openai_responses(body)
+        if api is Api.GEMINI:
+            return self.gemini_contents(body)
         return self.openai_chat(body)
 
     def openai_chat(self, body: dict[str, Any]) -> int:
@@ -275,6 +277,45 @@ class TokenCounter:
                 texts.append(_json(block))
         return extra
 
+    def gemini_contents(self, body: dict[str, Any]) -> int:
+        """A Gemini request (generateContent, or countTokens with its `generateContentRequest`):
+        the system instruction and each content count as a chat message would; text parts are
+        encoded, inline or file images count ``image_tokens``, function calls and responses their
+        JSON. The model is in the path, not the body: gemini-* models take ``other_factor``."""
+        inner = body.get("generateContentRequest")
+        if isinstance(inner, dict):
+            body = inner
+        enc, factor = self.encoding_for(body.get("model"))
+        texts: list[str] = []
+        fixed = REPLY_PRIMING
+        system = body.get("systemInstruction", body.get("system_instruction"))
+        if isinstance(system, dict):
+            fixed += PER_MESSAGE + self._gemini_parts(system.get("parts"), texts)
+        for content in body.get("contents") or []:
+            if isinstance(content, dict):
+                fixed += PER_MESSAGE + self._gemini_parts(content.get("parts"), texts)
+        declarations = [
+            d
+            for tool in body.get("tools") or []
+            if isinstance(tool, dict)
+            for d in (tool.get("functionDeclarations") or tool.get("function_declarations") or [])
+        ]
+        fixed += self._tools(declarations, texts, openai=False)
+        return round((self._encode_len(enc, texts) + fixed) * factor)
+
+    def _gemini_parts(self, parts: Any, texts: list[str]) -> int:
+        extra = 0
+        for part in parts if isinstance(parts, list) else []:
+            if not isinstance(part, dict):
+                continue
+            if isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif any(k in part for k in ("inlineData", "inline_data", "fileData", "file_data")):
+                extra += self.config.image_tokens
+            else:  # functionCall, functionResponse, executableCode...: their JSON
+                texts.append(_json(part))
+        return extra
+
     def _tools(self, tools: Any, texts: list[str], *, openai: bool) -> int:
         if not isinstance(tools, list) or not tools:
             return 0
@@ -298,10 +339,14 @@ def max_output_tokens(body: dict[str, Any], default: int) -> int:
     """Upper bound of the output tokens a request may produce, for the reservation.
 
     OpenAI chat: ``max_completion_tokens`` or legacy ``max_tokens``, times ``n`` choices; OpenAI
-    Responses: ``max_output_tokens``; Anthropic: ``max_tokens`` (thinking budget included). Falls
+    Responses: ``max_output_tokens``; Anthropic: ``max_tokens`` (thinking budget included); Gemini:
+    ``generationConfig.maxOutputTokens`` times ``candidateCount``. Falls
     back to ``default`` when the body names none.
     """
     value: Any = None
+    config = body.get("generationConfig")  # Gemini: generationConfig.maxOutputTokens x candidateCount
+    if isinstance(config, dict):
+        body = {"max_tokens": config.get("maxOutputTokens"), "n": config.get("candidateCount")}
     for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
         v = body.get(name)
         if isinstance(v, int) and not isinstance(v, bool) and v >= 0:

@@ -31,9 +31,9 @@ class RouteFeature(Feature):
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         m = self.models.get(ctx.model)
-        if m is None:
+        if m is None:  # (Google answers an unknown model 404 NOT_FOUND: the model is in its path)
             raise GatewayError(
-                400, f"The model '{ctx.model}' does not exist or is not served by this gateway.",
+                404 if ctx.api is Api.GEMINI else 400, f"The model '{ctx.model}' does not exist or is not served by this gateway.",
                 code="model_not_found", param="model",
             )  # fmt: skip
         if "*" not in ctx.allowed_models and ctx.model not in ctx.allowed_models:
