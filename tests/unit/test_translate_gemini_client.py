@@ -4,6 +4,8 @@ passthrough."""
 
 from __future__ import annotations
 
+import base64
+
 import orjson
 import pytest
 from google.genai import types
@@ -462,3 +464,17 @@ def test_google_genai_snake_case_fields():
         "type": "object",
         "properties": {"a": {"type": "string"}},
     }
+
+
+def test_url_safe_base64_images_reach_other_apis_in_the_standard_alphabet():
+    """google-genai sends a Blob's bytes in the URL-safe alphabet (Google takes both); OpenAI data
+    URLs and Anthropic's base64 sources take the standard one only."""
+    raw = bytes(range(250, 256)) * 4  # encodes with "+" and "/" in the standard alphabet
+    body = {"contents": [{"role": "user", "parts": [
+        {"text": "What is this?"}, {"inlineData": {"mimeType": "image/png", "data": base64.urlsafe_b64encode(raw).decode()}}]}]}  # fmt: skip
+    standard = base64.b64encode(raw).decode()
+    assert "-" in base64.urlsafe_b64encode(raw).decode() or "_" in base64.urlsafe_b64encode(raw).decode()
+    _, sent = _req(Api.OPENAI, body)
+    assert sent["messages"][0]["content"][1]["image_url"]["url"] == f"data:image/png;base64,{standard}"
+    _, sent = _req(Api.ANTHROPIC, body)
+    assert sent["messages"][0]["content"][1]["source"]["data"] == standard

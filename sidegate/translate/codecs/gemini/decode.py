@@ -57,9 +57,16 @@ def _list(value: Any, param: str, what: str) -> list[Any]:
     return value
 
 
+_URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
+
+
 def _inline(data: dict[str, Any]) -> Part:
     mime = need_str(data.get("mimeType", ""), _P, "inlineData.mimeType").lower()
     payload = need_str(data.get("data", ""), _P, "inlineData.data")
+    if "-" in payload or "_" in payload:
+        # Google takes either base64 alphabet and google-genai sends the URL-safe one (pydantic's
+        # bytes); OpenAI's data URLs and Anthropic's `source.data` take the standard one only.
+        payload = payload.translate(_URLSAFE_TO_STANDARD)
     if mime in _IMAGE_TYPES:
         return Image(media_type=mime, data=payload)
     if mime == "application/pdf":
