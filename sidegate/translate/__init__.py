@@ -87,6 +87,8 @@ def _gemini_pairs() -> dict[tuple[Api, Api], Translator]:
         (Api.GEMINI, Api.OPENAI): CanonicalTranslator(Api.GEMINI, Api.OPENAI),
         (Api.GEMINI, Api.ANTHROPIC): CanonicalTranslator(Api.GEMINI, Api.ANTHROPIC),
         (Api.GEMINI, Api.RESPONSES): CanonicalTranslator(Api.GEMINI, Api.RESPONSES),
+        # (the Bedrock pairs are registered before: a Gemini client's is here, with its kind)
+        (Api.GEMINI, Api.BEDROCK): CanonicalTranslator(Api.GEMINI, Api.BEDROCK),
     }
 
 
