@@ -75,7 +75,7 @@ class QuotaFeature(Feature):
             tokens = prompt
         else:
             default_out = m.default_max_tokens if m is not None else self.policy.default_max_output_tokens
-            tokens = prompt + max_output_tokens(ctx.body, default_out)
+            tokens = prompt + max_output_tokens(ctx.body, default_out, ctx.api)
         scopes = build_scopes(ctx.tenant, self.tenants.get(ctx.tenant), key_id=ctx.key_id, model=ctx.model,
                               default_limits=self.policy.default_limits)  # fmt: skip
         decision = await self.store.reserve(ctx.tenant, scopes, tokens, ctx.request_id or "-")

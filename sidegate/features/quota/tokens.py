@@ -335,18 +335,24 @@ def _json(v: Any) -> str:
     return orjson.dumps(v).decode()
 
 
-def max_output_tokens(body: dict[str, Any], default: int) -> int:
+def max_output_tokens(body: dict[str, Any], default: int, api: Api | None = None) -> int:
     """Upper bound of the output tokens a request may produce, for the reservation.
 
     OpenAI chat: ``max_completion_tokens`` or legacy ``max_tokens``, times ``n`` choices; OpenAI
     Responses: ``max_output_tokens``; Anthropic: ``max_tokens`` (thinking budget included); Gemini:
-    ``generationConfig.maxOutputTokens`` times ``candidateCount``. Falls
-    back to ``default`` when the body names none.
+    ``generationConfig.maxOutputTokens`` times ``candidateCount`` (or their snake_case spellings,
+    which Google and the translators read too). Falls back to ``default`` when the body names none.
+    `api`: the client's (None: a `generationConfig` field tells a Gemini body); another API's body
+    with a `generationConfig` field keeps its own bound.
     """
     value: Any = None
-    config = body.get("generationConfig")  # Gemini: generationConfig.maxOutputTokens x candidateCount
-    if isinstance(config, dict):
-        body = {"max_tokens": config.get("maxOutputTokens"), "n": config.get("candidateCount")}
+    if api is Api.GEMINI or (api is None and "generationConfig" in body):
+        config = body.get("generationConfig", body.get("generation_config"))
+        config = config if isinstance(config, dict) else {}
+        body = {
+            "max_tokens": config.get("maxOutputTokens", config.get("max_output_tokens")),
+            "n": config.get("candidateCount", config.get("candidate_count")),
+        }
     for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
         v = body.get(name)
         if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
