@@ -24,6 +24,7 @@ from botocore.session import Session
 from sidegate.config import ProviderConfig
 from sidegate.config.clouds import AwsAuth, bedrock_region
 from sidegate.credentials.base import scrubbable
+from sidegate.credentials.refreshing import OwnThread
 
 __all__ = ["SigV4"]
 
@@ -67,6 +68,7 @@ class SigV4:
         self._changed: Callable[[], None] = lambda: None
         self._problem = ""
         """The last failure to read the chain ("" after a success)."""
+        self._thread = OwnThread("aws-credentials")
 
     @property
     def access_key_id(self) -> str | None:
@@ -123,7 +125,7 @@ class SigV4:
 
     async def _refresh_once(self, timeout: float | None = None) -> bool:
         try:
-            frozen = await asyncio.wait_for(asyncio.to_thread(self._read), timeout)
+            frozen = await asyncio.wait_for(self._thread.run(self._read), timeout)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # any failure of the chain is retried; its type says what
@@ -162,3 +164,4 @@ class SigV4:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._thread.close()

@@ -19,6 +19,8 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from sidegate.credentials.base import scrubbable
 
@@ -32,6 +34,30 @@ BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 60.0
 MIN_REFRESH_S = 1.0
 """Never refresh more often than this (an SDK that hands back a cached token near its expiry)."""
+
+
+_T = TypeVar("_T")
+
+
+class OwnThread:
+    """One thread of a credential's own for its blocking SDK calls, never the event loop's default
+    executor: the request path runs there too (the quota's count of a large body), and a fetch
+    that hangs (an unreachable metadata server, STS) must not hold its few threads."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._pool: ThreadPoolExecutor | None = None
+
+    def run(self, fn: Callable[[], _T]) -> asyncio.Future[_T]:
+        if self._pool is None:  # (no thread until the first call)
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name)
+        return asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    def close(self) -> None:
+        """Stops taking calls; one under way finishes (bounded by the SDKs' timeouts) unawaited."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def describe(exc: BaseException, depth: int = 0) -> str:
@@ -60,6 +86,7 @@ class RefreshingToken:
         self._task: asyncio.Task[None] | None = None
         self._first = asyncio.Event()
         self._changed: Callable[[], None] = lambda: None
+        self._thread = OwnThread(f"{self.name}-token-{provider}")
         self.fetches = 0
         self.failures = 0
 
@@ -89,12 +116,13 @@ class RefreshingToken:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._thread.close()
 
     async def _run(self) -> None:
         backoff = BACKOFF_FIRST_S
         while True:
             try:
-                token, expires_at = await asyncio.to_thread(self.fetch)
+                token, expires_at = await self._thread.run(self.fetch)
             except Exception as exc:  # the SDKs raise many types: every one is retried
                 self.failures += 1
                 log.warning("provider %s: %s token fetch failed (%s); retrying in %.0f s",
