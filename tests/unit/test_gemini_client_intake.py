@@ -247,7 +247,7 @@ def test_cache_key_fields_of_a_gemini_request():
             "generationConfig": {"temperature": 0.2}, "cachedContent": "cachedContents/x"}  # fmt: skip
     params, last, query, temperature = gemini_params(body)
     assert last == [{"text": "q1"}, {"text": "q2"}] and query == "q1\nq2" and temperature == 0.2
-    assert "cachedContent" not in params and params["contents"][-1] == {"role": "user"}
+    assert params["cachedContent"] == "cachedContents/x" and params["contents"][-1] == {"role": "user"}
     image = {
         "contents": [{"parts": [{"text": "what?"}, {"inlineData": {"data": "AA", "mimeType": "image/png"}}]}]
     }

@@ -20,15 +20,15 @@ from sidegate.sse import SseParser, encode_event
 __all__ = ["gemini_json", "gemini_params", "gemini_refusal", "gemini_sse", "reassemble_gemini"]
 
 _DONE = frozenset({"STOP", "MAX_TOKENS"})
-_IGNORED = frozenset({"cachedContent", "cached_content"})
-"""Gemini fields that never change the answer (a provider-side context cache is a cost hint)."""
 
 
 def gemini_params(params: dict[str, Any]) -> tuple[dict[str, Any], Any, str | None, float]:
     """(the key's fields, the question's content, its text for the semantic index, temperature).
     The question is the last content when the user sent it: its parts make the exact key and,
     made of text only, the semantic query; the earlier turns and everything else make the scope."""
-    params = {k: v for k, v in params.items() if k not in _IGNORED}
+    # (`cachedContent` stays in the key: it names prompt content stored on Google's side that the
+    # request no longer carries, so it changes the answer)
+    params = dict(params)  # (its `contents` is replaced below: never the caller's dict)
     config = params.get("generationConfig", params.get("generation_config"))
     temp = config.get("temperature") if isinstance(config, dict) else None
     temperature = float(temp) if isinstance(temp, int | float) and not isinstance(temp, bool) else 1.0
