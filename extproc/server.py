@@ -198,8 +198,12 @@ class UpstreamStream:
             else:
                 status_before = t.status
                 out = t.response_body(rb.body)
-                # Buffered: the headers are still held, so the translated status can be set here.
-                header_mutation = _header_mutation({":status": str(t.status)}) if t.status != status_before else None
+                # Buffered: the headers are still held, so the translated status (and the headers
+                # only the body told, e.g. Google's retry delay) can be set here.
+                late = {":status": str(t.status)} if t.status != status_before else {}
+                if t.late_headers:
+                    late.update(t.late_headers)
+                header_mutation = _header_mutation(late) if late else None
             mutation = pb.BodyMutation(body=out) if out else pb.BodyMutation(clear_body=True)
             common = pb.CommonResponse(body_mutation=mutation, header_mutation=header_mutation)
             return pb.ProcessingResponse(response_body=pb.BodyResponse(response=common))

@@ -250,5 +250,7 @@ class TryLane:
             log.exception("try lane: response failed")
             t.close()
             return _failed(t.inbound, "Gateway error.")
+        if t.late_headers:  # (headers only the body told, e.g. Google's retry delay)
+            changes.set.update(t.late_headers)
         changes.remove = [h for h in changes.remove if h != "content-length"]  # Lua sets it from the body
         return Reply(200, out, {TryWire.STATUS: str(t.status), **encode_changes(changes)})

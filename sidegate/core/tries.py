@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from sidegate.errors import Api, GatewayError, format_error, provider_invalid_re
 from sidegate.headers import RESPONSE, Allowed, request_allowed
 from sidegate.translate import get_translator
 from sidegate.translate.base import StreamTranslator, TranslateOptions, Translator, Usage
+from sidegate.translate.codecs.gemini.shapes import retry_delay
 from sidegate.translate.count_tokens import COUNT_TOKENS_UPSTREAM_PATH, AnthropicCountTokens
 from sidegate.translate.embeddings import EMBEDDINGS_UPSTREAM_PATH, OpenAIEmbeddings
 from sidegate.translate.embeddings_gemini import GeminiEmbeddings
@@ -138,6 +140,8 @@ class ProviderTry:
         self.first_byte_at = 0.0
         self.chunks = 0
         self.retry_after_s: float | None = None
+        self.late_headers: dict[str, str] | None = None
+        """Client response headers known only from a buffered body (set with its status)."""
         # Fills (the cache's, the kept Responses answer): keep the client body and the
         # client-format response, bounded by the largest bound asked; a stream only its last event
         # when that is all every fill asked needs.
@@ -268,6 +272,8 @@ class ProviderTry:
             refused = self.status in (401, 403) or (
                 self.status == 400 and self.provider.api is Api.GEMINI and b"API_KEY_INVALID" in body
             )  # Gemini answers a wrong API key with a 400 (reason API_KEY_INVALID)
+            if self.status == 429 and self.retry_after_s is None and self.provider.api is Api.GEMINI:
+                self._google_retry_delay(body)
             self.status, out = self.translator.error(self.status, self._scrub(body))
             if refused and self.final:
                 self.status = 502
@@ -275,6 +281,15 @@ class ProviderTry:
         self._keep(out)
         self._finish()
         return out
+
+    def _google_retry_delay(self, body: bytes) -> None:
+        """Google says when to retry a 429 in its body (RetryInfo), not in `retry-after`: the
+        breaker honours it, and the client gets it as `retry-after` (a late header: the adapters
+        add it with the buffered body's status)."""
+        delay = retry_delay(body)
+        if delay is not None:
+            self.retry_after_s = delay
+            self.late_headers = {"retry-after": str(math.ceil(delay))}
 
     def _scrub(self, body: bytes) -> bytes:
         """A provider body may echo a credential it was sent (errors often do; a compromised

@@ -66,12 +66,16 @@ def _error(
     extra: dict[str, str] | None = None,
     details: list[Any] | None = None,
 ) -> web.Response:
-    """Google's error body; a 429 carries its delay twice: the `RetryInfo` detail Google's clients
-    read and the `retry-after` header gateways honour."""
+    """Google's error body; a 429 carries its delay in the `RetryInfo` detail Google's clients
+    read, and also in a `retry-after` header unless scripted as Google's own duration
+    (`retry_after: "9s"`: the detail only, as the Gemini API answers)."""
     headers = dict(extra or {})
     if status == 429:
         delay = retry_after if retry_after is not None else 1
-        headers.setdefault("retry-after", str(delay))
+        if isinstance(delay, str) and delay.endswith("s"):
+            delay = delay.removesuffix("s")
+        else:
+            headers.setdefault("retry-after", str(delay))
         details = [*(details or []), wire_gemini.retry_info(delay)]
     elif retry_after is not None:
         headers["retry-after"] = str(retry_after)

@@ -251,6 +251,19 @@ def test_gemini_429_alone_reaches_the_client_with_retry_after(gw: Stack, fake_ge
     assert err2.value.response.headers["retry-after"] == "9" and err2.value.body["type"] == "error"
 
 
+def test_googles_retry_delay_in_the_body_reaches_the_client_as_retry_after(gw: Stack, fake_gemini) -> None:
+    """The Gemini API says when to retry in its 429's body (`RetryInfo.retryDelay`), with no
+    `retry-after` header: the client still gets one, in every format."""
+    fake_gemini.script([{"status": 429, "retry_after": "7s"}])
+    with pytest.raises(openai.RateLimitError) as err:
+        oai(gw).chat.completions.create(model="gemini-flash", messages=MSG)
+    assert err.value.response.headers["retry-after"] == "7"
+    fake_gemini.script([{"status": 429, "retry_after": "7s"}])
+    with pytest.raises(anthropic.RateLimitError) as err2:
+        ant(gw).messages.create(model="gemini-flash", max_tokens=16, messages=MSG)
+    assert err2.value.response.headers["retry-after"] == "7"
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_openai_fails_gemini_fallback_answers(gw: Stack, fake_gemini, fake_openai, stream: bool) -> None:
     fake_openai.script([{"status": 503, "error": "overloaded"}, {"status": 429, "retry_after": 3}])

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from sidegate.translate.base import Usage
 from sidegate.translate.codecs.form import Part, Text, Thinking, ToolCall
-from sidegate.translate.common import as_count, as_dict, as_list, as_str
+from sidegate.translate.common import as_count, as_dict, as_list, as_str, loads_object
 
 __all__ = [
     "BLOCKED_FINISHES",
@@ -163,3 +165,26 @@ def block_reason(body: dict[str, Any]) -> str | None:
     """``promptFeedback.blockReason``: the prompt itself was blocked (then there are no candidates)."""
     reason = as_dict(body.get("promptFeedback")).get("blockReason")
     return reason if isinstance(reason, str) and reason else None
+
+
+def retry_delay(body: bytes) -> float | None:
+    """Seconds from a Google error body's `google.rpc.RetryInfo` detail (`retryDelay: "9s"`), where
+    Google says when to retry a 429 (its answers carry no `retry-after` header); None without one."""
+    if b"RetryInfo" not in body:  # (most errors: no parse)
+        return None
+    obj = loads_object(body)
+    if obj is None and body.lstrip()[:1] == b"[":  # the streaming endpoints' `[{"error": ...}]`
+        try:
+            items = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        obj = items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else None
+    for detail in as_list(as_dict(as_dict(obj).get("error")).get("details")):
+        detail = as_dict(detail)
+        delay = detail.get("retryDelay")
+        if str(detail.get("@type", "")).endswith("google.rpc.RetryInfo") and isinstance(delay, str):
+            try:
+                return max(float(delay.removesuffix("s")), 0.0)
+            except ValueError:
+                return None
+    return None
