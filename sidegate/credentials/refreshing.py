@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Callable
 
-from sidegate.credentials.base import scrubbable
+from sidegate.credentials.base import scrubbable, stop_refresher
 
 log = logging.getLogger("sidegate.credentials")
 
@@ -85,10 +85,7 @@ class RefreshingToken:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_refresher(task)
 
     async def _run(self) -> None:
         backoff = BACKOFF_FIRST_S
