@@ -16,7 +16,7 @@ import anthropic
 import openai
 import pytest
 from bedrock_e2e_helpers import AKID, MODEL, SECRET, write_credentials
-from gemini_helpers import GEMINI_KEY, gemini_fake
+from gemini_helpers import GEMINI_KEY
 from harness import FRONT_SERVICES, OPENAI_PROVIDER_KEY, Stack, front_stack
 
 from sidegate.fakes import FakeProviderThread
@@ -36,15 +36,9 @@ def fake_bedrock() -> Iterator[FakeProviderThread]:
         yield fp
 
 
-@pytest.fixture(scope="module")
-def fake_gemini() -> Iterator[FakeProviderThread]:
-    yield from gemini_fake()
-
-
 @pytest.fixture(autouse=True)
-def _clean(fake_bedrock: FakeProviderThread, fake_gemini: FakeProviderThread) -> None:
-    fake_bedrock.reset()
-    fake_gemini.reset()
+def _clean(fake_bedrock: FakeProviderThread) -> None:
+    fake_bedrock.reset()  # (the Gemini fake is tests/e2e/conftest.py's, reset there)
 
 
 @pytest.fixture(scope="module", params=sorted(FRONT_SERVICES))

@@ -16,7 +16,7 @@ from typing import Any
 import anthropic
 import openai
 import pytest
-from gemini_helpers import GEMINI_KEY, PNG_B64, extra_config, gemini_fake, own_key, settled, usage
+from gemini_helpers import GEMINI_KEY, PNG_B64, extra_config, own_key, settled, usage
 from harness import FRONT_SERVICES, OPENAI_PROVIDER_KEY, Stack, front_stack
 
 from sidegate.fakes import FakeProviderThread
@@ -29,16 +29,6 @@ ANT_TOOLS = [{"name": "get_weather", "description": "Weather for a city",
               "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]  # fmt: skip
 GEN = "/v1beta/models/gemini-2.0-flash:generateContent"
 STREAM = "/v1beta/models/gemini-2.0-flash:streamGenerateContent"
-
-
-@pytest.fixture(scope="module")
-def fake_gemini() -> Iterator[FakeProviderThread]:
-    yield from gemini_fake()
-
-
-@pytest.fixture(autouse=True)
-def _clean_gemini(fake_gemini: FakeProviderThread) -> None:
-    fake_gemini.reset()
 
 
 @pytest.fixture(scope="module", params=sorted(FRONT_SERVICES))
