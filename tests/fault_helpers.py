@@ -141,6 +141,20 @@ def tenant_usage(stack: Stack, tenant: str) -> dict[str, Any]:
     return asyncio.run(go())
 
 
+def settled_tokens(stack: Stack, tenant: str, quiet_s: float = 0.5, timeout_s: float = 5.0) -> int:
+    """The tenant's tokens once nothing moves for `quiet_s` (true-ups are asynchronous)."""
+    deadline = time.monotonic() + timeout_s
+    last, since = int(tenant_usage(stack, tenant)["tokens"]), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        got = int(tenant_usage(stack, tenant)["tokens"])
+        if got != last:
+            last, since = got, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+    return last
+
+
 def reservations(stack: Stack, tenant: str) -> dict[str, str]:
     """Every reservation record of `tenant` -> its value (`settled` once settled)."""
     r = sync_redis(stack)

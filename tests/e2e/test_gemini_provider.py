@@ -16,7 +16,8 @@ from typing import Any
 import anthropic
 import openai
 import pytest
-from gemini_helpers import GEMINI_KEY, PNG_B64, extra_config, own_key, settled, usage
+from fault_helpers import settled_tokens, tenant_usage
+from gemini_helpers import GEMINI_KEY, PNG_B64, extra_config, own_key
 from harness import FRONT_SERVICES, OPENAI_PROVIDER_KEY, Stack, front_stack
 
 from sidegate.fakes import FakeProviderThread
@@ -191,9 +192,9 @@ def test_usage_is_trued_up_to_gemini_usage_metadata(gw: Stack, fake_gemini, stre
     else:
         u = client.chat.completions.create(model="gemini-flash", messages=MSG, max_tokens=500).usage
     assert (u.prompt_tokens, u.completion_tokens, u.total_tokens) == (11, 7, 18)
-    assert settled(gw, tenant) == 18
+    assert settled_tokens(gw, tenant) == 18
     cost = (11 * 0.10 + 7 * 0.40) / 1e6
-    assert usage(gw, tenant)["spent_day_usd"] == pytest.approx(cost)
+    assert tenant_usage(gw, tenant)["spent_day_usd"] == pytest.approx(cost)
     rec = gw.wait_ledger(lambda x: x.tenant == tenant)
     assert (rec.provider, rec.model, rec.input_tokens, rec.output_tokens) == ("gemini", "gemini-flash", 11, 7)
     assert rec.cost_usd == pytest.approx(cost, abs=1e-6)
@@ -305,7 +306,7 @@ def test_embeddings_are_charged_the_gateways_count(gw: Stack, fake_gemini) -> No
     tenant = "gem-emb-metered"
     r = oai(gw, tenant).embeddings.create(model="gem-emb", input="supercalifragilisticexpialidocious")
     assert r.usage.prompt_tokens == 9  # ceil(34 / 4)
-    assert settled(gw, tenant) == 9
+    assert settled_tokens(gw, tenant) == 9
 
 
 def test_a_responses_client_to_gemini(gw: Stack, fake_gemini) -> None:
