@@ -40,6 +40,13 @@ def oai(stack: Stack, key: str = "acme", timeout: float = 10.0) -> openai.OpenAI
     return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.keys[key].key, max_retries=0, timeout=timeout)
 
 
+def chat_text(raw: Any, stream: bool) -> str:
+    """The answer text of an OpenAI SDK ``with_raw_response`` chat completion, streamed or not."""
+    if stream:
+        return "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+    return raw.parse().choices[0].message.content or ""
+
+
 def ant(stack: Stack, key: str = "acme", timeout: float = 10.0) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=stack.base_url, api_key=stack.keys[key].key, max_retries=0, timeout=timeout)
 

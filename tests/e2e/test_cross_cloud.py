@@ -16,6 +16,7 @@ import anthropic
 import openai
 import pytest
 from bedrock_e2e_helpers import AKID, MODEL, SECRET, write_credentials
+from fault_helpers import chat_text
 from gemini_helpers import GEMINI_KEY
 from harness import FRONT_SERVICES, OPENAI_PROVIDER_KEY, Stack, front_stack
 
@@ -92,11 +93,7 @@ def test_openai_sdk_falls_through_to_gemini(gw: Stack, fake_openai, fake_bedrock
     raw = oai(gw).chat.completions.with_raw_response.create(model="any-cloud", messages=MSG, stream=stream)
     assert raw.status_code == 200
     assert raw.headers["x-sidegate-provider"] == "gemini" and raw.headers["x-sidegate-attempts"] == "3"
-    if stream:
-        text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
-    else:
-        text = raw.parse().choices[0].message.content
-    assert text == ECHO
+    assert chat_text(raw, stream) == ECHO
     assert fake_bedrock.requests[-1].route == ("converse_stream" if stream else "converse")
     path = f"/v1beta/models/{GEMINI_MODEL}:{'streamGenerateContent' if stream else 'generateContent'}"
     assert fake_gemini.requests[-1].path == path

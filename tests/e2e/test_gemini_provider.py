@@ -16,7 +16,7 @@ from typing import Any
 import anthropic
 import openai
 import pytest
-from fault_helpers import settled_tokens, tenant_usage
+from fault_helpers import chat_text, settled_tokens, tenant_usage
 from gemini_helpers import GEMINI_KEY, PNG_B64, extra_config, own_key
 from harness import FRONT_SERVICES, OPENAI_PROVIDER_KEY, Stack, front_stack
 
@@ -216,13 +216,7 @@ def test_gemini_fails_openai_fallback_answers(
     raw = oai(gw).chat.completions.with_raw_response.create(model="gem-then-oai", messages=MSG, stream=stream)
     assert raw.status_code == 200
     assert (raw.headers["x-sidegate-provider"], raw.headers["x-sidegate-attempts"]) == ("openai", "2")
-    parsed = raw.parse()
-    text = (
-        "".join(c.choices[0].delta.content or "" for c in parsed if c.choices)
-        if stream
-        else parsed.choices[0].message.content
-    )
-    assert text == "Echo: What is the weather in Paris?"
+    assert chat_text(raw, stream) == "Echo: What is the weather in Paris?"
     assert len(fake_gemini.requests) == 1 and len(fake_openai.requests) == 1
     rec = fake_openai.requests[0]
     assert (
@@ -246,13 +240,7 @@ def test_gemini_429_alone_reaches_the_client_with_retry_after(gw: Stack, fake_ge
 def test_openai_fails_gemini_fallback_answers(gw: Stack, fake_gemini, fake_openai, stream: bool) -> None:
     fake_openai.script([{"status": 503, "error": "overloaded"}, {"status": 429, "retry_after": 3}])
     raw = oai(gw).chat.completions.with_raw_response.create(model="oai-then-gem", messages=MSG, stream=stream)
-    parsed = raw.parse()
-    text = (
-        "".join(c.choices[0].delta.content or "" for c in parsed if c.choices)
-        if stream
-        else parsed.choices[0].message.content
-    )
-    assert text == "Echo: What is the weather in Paris?"
+    assert chat_text(raw, stream) == "Echo: What is the weather in Paris?"
     assert (raw.headers["x-sidegate-provider"], raw.headers["x-sidegate-attempts"]) == ("gemini", "2")
     client = ant(gw)  # the second scripted failure, a 429, for an Anthropic client
     if stream:
