@@ -3,15 +3,11 @@ the gateway's AWS chain reads, and the quota usage of a tenant."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
+from fault_helpers import tenant_usage
 from harness import Stack
-from redis.asyncio import Redis
-
-from sidegate.features.quota import QuotaStore
-from sidegate.store import RedisPyStore
 
 AKID, SECRET = "AKIDE2EBEDROCK000001", "e2e/bedrock+SECRET00000000000000000000001"
 AKID2, SECRET2 = "AKIDE2EBEDROCK000002", "e2e/bedrock+SECRET00000000000000000000002"
@@ -32,16 +28,7 @@ def write_credentials(aws_dir: Path, akid: str, secret: str, *, wrong: str) -> N
 
 
 def _tokens(gw: Stack, tenant: str) -> int:
-    async def go() -> int:
-        assert gw.sup is not None
-        r = Redis.from_url(gw.sup.redis_url)
-        try:
-            scopes = (await QuotaStore(RedisPyStore(r)).usage(tenant))["scopes"]
-            return int(scopes.get(f"tenant:{tenant}", {"tokens": 0})["tokens"])
-        finally:
-            await r.aclose()
-
-    return asyncio.run(go())
+    return int(tenant_usage(gw, tenant)["tokens"])
 
 
 def tokens(gw: Stack, tenant: str, expect: int | None = None, timeout_s: float = 5.0) -> int:

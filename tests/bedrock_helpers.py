@@ -18,9 +18,10 @@ from typing import Any
 from urllib.parse import unquote
 
 import orjson
+import translate_helpers as h
 
-from sidegate.errors import Api, GatewayError
-from sidegate.translate.base import StreamTranslator, Translator, Usage
+from sidegate.errors import Api
+from sidegate.translate.base import Translator
 from sidegate.translate.codecs.bedrock.eventstream import encode_event, encode_exception
 
 FIXTURES = Path(__file__).parent / "fixtures" / "translate"
@@ -51,27 +52,11 @@ def cases(kind: str | None = None) -> list[Path]:
     return [p for p in out if kind is None or (p / kind).exists()]
 
 
-def case_id(path: Path) -> str:
-    return f"{path.parent.name}/{path.name}"
-
-
 def make_translator(pair: str) -> Translator:
-    """A fresh translator with a fixed clock (and fixed ids for a Responses client)."""
-    import translate_helpers as h
-
-    from sidegate.translate.codecs.responses_client import ResponsesClientTranslator
-    from sidegate.translate.codecs.translator import CanonicalTranslator
-
+    """A fresh translator with a fixed clock (and fixed ids for a Responses client), its answer
+    ids numbered from 1 again."""
     IDS.n = 0
-    inbound = PAIRS[pair]
-    if inbound is Api.RESPONSES:
-        return ResponsesClientTranslator(Api.BEDROCK, clock=lambda: CREATED, ids=h.fixed_ids())
-    return CanonicalTranslator(inbound, Api.BEDROCK, clock=lambda: CREATED)
-
-
-def meta(case: Path) -> dict[str, Any]:
-    f = case / "meta.json"
-    return json.loads(f.read_text()) if f.exists() else {}
+    return h.translator_for(PAIRS[pair], Api.BEDROCK)
 
 
 # ------------------------------------------------------------------------------------- frames
@@ -91,65 +76,6 @@ def frames(events: list[list[Any]]) -> list[bytes]:
 
 def stream_bytes(case: Path) -> bytes:
     return b"".join(frames(json.loads((case / "stream.json").read_text())))
-
-
-# ------------------------------------------------------------------------------------ running
-
-
-def run_request(case: Path) -> Any:
-    from sidegate.translate.base import TranslateOptions
-
-    tr = make_translator(case.parent.name)
-    body = json.loads((case / "request.json").read_text())
-    opts = TranslateOptions(**meta(case).get("opts", {}))
-    try:
-        return tr.request(body, model=meta(case).get("model", DEFAULT_MODEL), opts=opts)
-    except GatewayError as err:
-        return err
-
-
-def run_response(case: Path) -> tuple[bytes, Usage | None]:
-    return make_translator(case.parent.name).response((case / "response.json").read_bytes())
-
-
-def new_stream(case: Path) -> StreamTranslator:
-    tr = make_translator(case.parent.name)
-    return tr.stream(client_wants_usage=meta(case).get("client_wants_usage", False))
-
-
-def run_stream(case: Path, pieces: list[bytes] | None = None) -> tuple[bytes, Usage | None]:
-    st = new_stream(case)
-    out = [st.feed(p) for p in (pieces if pieces is not None else [stream_bytes(case)])]
-    out.append(st.finish())
-    return b"".join(out), st.usage
-
-
-def run_error(case: Path) -> tuple[int, bytes]:
-    spec = json.loads((case / "provider_error.json").read_text())
-    body = spec["body"]
-    raw = body.encode() if isinstance(body, str) else orjson.dumps(body)
-    return make_translator(case.parent.name).error(spec["status"], raw)
-
-
-def exact_record(case: Path) -> dict[str, Any]:
-    """Everything the translator emits for ``case`` as exact text (see exact_bytes.json)."""
-    import translate_helpers as h
-
-    if (case / "request.json").exists():
-        result = run_request(case)
-        if isinstance(result, GatewayError):
-            return {
-                "gateway_error": {"status": result.status, "param": result.param, "message": result.message}
-            }
-        return {"path": result.path, "headers": result.headers, "body": result.body.decode()}
-    if (case / "response.json").exists():
-        body, usage = run_response(case)
-        return {"body": body.decode(), "usage": h.usage_json(usage)}
-    if (case / "stream.json").exists():
-        out, usage = run_stream(case)
-        return {"stream": out.decode(), "usage": h.usage_json(usage)}
-    status, body = run_error(case)
-    return {"status": status, "body": body.decode()}
 
 
 # --------------------------------------------------------------------------------- validation

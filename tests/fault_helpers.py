@@ -40,6 +40,13 @@ def oai(stack: Stack, key: str = "acme", timeout: float = 10.0) -> openai.OpenAI
     return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.keys[key].key, max_retries=0, timeout=timeout)
 
 
+def chat_text(raw: Any, stream: bool) -> str:
+    """The answer text of an OpenAI SDK ``with_raw_response`` chat completion, streamed or not."""
+    if stream:
+        return "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+    return raw.parse().choices[0].message.content or ""
+
+
 def ant(stack: Stack, key: str = "acme", timeout: float = 10.0) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=stack.base_url, api_key=stack.keys[key].key, max_retries=0, timeout=timeout)
 
@@ -139,6 +146,20 @@ def tenant_usage(stack: Stack, tenant: str) -> dict[str, Any]:
             await r.aclose()
 
     return asyncio.run(go())
+
+
+def settled_tokens(stack: Stack, tenant: str, quiet_s: float = 0.5, timeout_s: float = 5.0) -> int:
+    """The tenant's tokens once nothing moves for `quiet_s` (true-ups are asynchronous)."""
+    deadline = time.monotonic() + timeout_s
+    last, since = int(tenant_usage(stack, tenant)["tokens"]), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        got = int(tenant_usage(stack, tenant)["tokens"])
+        if got != last:
+            last, since = got, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+    return last
 
 
 def reservations(stack: Stack, tenant: str) -> dict[str, str]:

@@ -4,18 +4,11 @@ each uses alone, and the quota's view of them."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Iterator
 from typing import Any
 
-from harness import Stack
-from redis.asyncio import Redis
-
 from sidegate import keys
 from sidegate.fakes import FakeProviderThread
-from sidegate.features.quota import QuotaStore
-from sidegate.store import RedisPyStore
 
 GEMINI_KEY = "gk-provider-gemini-SECRET-0004"
 PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
@@ -59,32 +52,3 @@ def extra_config(gemini_url: str) -> dict[str, Any]:
         },
         "env": {"E2E_GEMINI_KEY": GEMINI_KEY, "E2E_GEMINI_BAD": "wrong-gemini-key"},
     }  # fmt: skip
-
-
-def usage(gw: Stack, tenant: str) -> dict[str, Any]:
-    """The tenant scope's requests and tokens in the window, and its spend of the day."""
-
-    async def go() -> dict[str, Any]:
-        assert gw.sup is not None
-        r = Redis.from_url(gw.sup.redis_url)
-        try:
-            scopes = (await QuotaStore(RedisPyStore(r)).usage(tenant))["scopes"]
-            return dict(scopes.get(f"tenant:{tenant}", {"tokens": 0, "requests": 0, "spent_day_usd": 0.0}))
-        finally:
-            await r.aclose()
-
-    return asyncio.run(go())
-
-
-def settled(gw: Stack, tenant: str, quiet_s: float = 0.5, timeout_s: float = 5.0) -> int:
-    """The tenant's tokens once nothing moves for `quiet_s` (true-ups are asynchronous)."""
-    deadline = time.monotonic() + timeout_s
-    last, since = int(usage(gw, tenant)["tokens"]), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        got = int(usage(gw, tenant)["tokens"])
-        if got != last:
-            last, since = got, time.monotonic()
-        elif time.monotonic() - since >= quiet_s:
-            break
-    return last

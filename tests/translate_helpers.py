@@ -67,44 +67,29 @@ def fixed_ids() -> Any:
     return ids
 
 
-def responses_translator(pair: str) -> Translator:
-    from sidegate.translate.codecs.responses_client import ResponsesClientTranslator
-    from sidegate.translate.codecs.translator import CanonicalTranslator
-    from sidegate.translate.responses_responses import ResponsesResponses
-
-    inbound, upstream = RESPONSES_PAIRS[pair]
-    if inbound is upstream:
-        return ResponsesResponses()
-    if inbound is Api.RESPONSES:
-        return ResponsesClientTranslator(upstream, clock=lambda: CREATED, ids=fixed_ids())
-    return CanonicalTranslator(inbound, upstream, clock=lambda: CREATED)
-
-
-def gemini_translator(pair: str) -> Translator:
+def translator_for(inbound: Api, upstream: Api) -> Translator:
+    """A fresh translator for the pair: the same-API passthrough, or the canonical codecs with a
+    fixed clock (OpenAI ``created``) and, for a Responses client, fixed ids."""
     from sidegate.translate.codecs.responses_client import ResponsesClientTranslator
     from sidegate.translate.gemini_gemini import GeminiGemini
+    from sidegate.translate.responses_responses import ResponsesResponses
 
-    inbound, upstream = GEMINI_PAIRS[pair]
     if inbound is upstream:
-        return GeminiGemini()
+        passthroughs = {Api.OPENAI: OpenAIOpenAI, Api.ANTHROPIC: AnthropicAnthropic}
+        passthroughs.update({Api.RESPONSES: ResponsesResponses, Api.GEMINI: GeminiGemini})
+        return passthroughs[inbound]()
     if inbound is Api.RESPONSES:
         return ResponsesClientTranslator(upstream, clock=lambda: CREATED, ids=fixed_ids())
     return CanonicalTranslator(inbound, upstream, clock=lambda: CREATED)
 
 
 def make_translator(pair: str) -> Translator:
-    """A fresh translator with a fixed clock (OpenAI ``created``)."""
-    if pair in GEMINI_PAIRS:
-        return gemini_translator(pair)
-    if pair in RESPONSES_PAIRS:
-        return responses_translator(pair)
-    if pair == "openai_anthropic":
-        return CanonicalTranslator(Api.OPENAI, Api.ANTHROPIC, clock=lambda: CREATED)
-    if pair == "anthropic_openai":
-        return CanonicalTranslator(Api.ANTHROPIC, Api.OPENAI, clock=lambda: CREATED)
-    if pair == "openai_openai":
-        return OpenAIOpenAI()
-    return AnthropicAnthropic()
+    """A fresh translator for a fixture directory's pair (a Bedrock pair's with fixed answer ids)."""
+    if pair in BEDROCK_PAIRS:
+        import bedrock_helpers
+
+        return bedrock_helpers.make_translator(pair)
+    return translator_for(*PAIRS[pair])
 
 
 def cases(kind: str | None = None) -> list[Path]:
@@ -133,12 +118,30 @@ def usage_json(usage: Usage | None) -> dict[str, int] | None:
 # ---------------------------------------------------------------------------------------- running
 
 
+def _default_model(case: Path) -> str:
+    if case.parent.name in BEDROCK_PAIRS:
+        import bedrock_helpers
+
+        return bedrock_helpers.DEFAULT_MODEL
+    return DEFAULT_MODEL
+
+
+def stream_data(case: Path) -> bytes:
+    """The provider stream of a case: ``stream.sse`` as is, or a Bedrock case's ``stream.json``
+    as binary event-stream frames."""
+    if case.parent.name in BEDROCK_PAIRS:
+        import bedrock_helpers
+
+        return bedrock_helpers.stream_bytes(case)
+    return (case / "stream.sse").read_bytes()
+
+
 def run_request(case: Path) -> Any:
     """ProviderRequest, or the GatewayError the translator raised."""
     tr = make_translator(case.parent.name)
     body = json.loads((case / "request.json").read_text())
     try:
-        return tr.request(body, model=meta(case).get("model", DEFAULT_MODEL), opts=opts_of(case))
+        return tr.request(body, model=meta(case).get("model", _default_model(case)), opts=opts_of(case))
     except GatewayError as err:
         return err
 
@@ -155,8 +158,7 @@ def new_stream(case: Path) -> StreamTranslator:
 def run_stream(case: Path, pieces: list[bytes] | None = None) -> tuple[bytes, Usage | None]:
     """Feed the fixture stream (whole, or as ``pieces``) and return the joined output and usage."""
     st = new_stream(case)
-    data = (case / "stream.sse").read_bytes()
-    out = [st.feed(p) for p in (pieces if pieces is not None else [data])]
+    out = [st.feed(p) for p in (pieces if pieces is not None else [stream_data(case)])]
     out.append(st.finish())
     return b"".join(out), st.usage
 
@@ -181,7 +183,7 @@ def exact_record(case: Path) -> dict[str, Any]:
     if (case / "response.json").exists():
         body, usage = run_response(case)
         return {"body": body.decode(), "usage": usage_json(usage)}
-    if (case / "stream.sse").exists():
+    if (case / "stream.sse").exists() or (case / "stream.json").exists():
         out, usage = run_stream(case)
         return {"stream": out.decode(), "usage": usage_json(usage)}
     status, body = run_error(case)

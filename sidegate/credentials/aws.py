@@ -12,7 +12,6 @@ task before they expire.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -23,7 +22,7 @@ from botocore.session import Session
 
 from sidegate.config import ProviderConfig
 from sidegate.config.clouds import AwsAuth, bedrock_region
-from sidegate.credentials.base import scrubbable
+from sidegate.credentials.base import scrubbable, stop_refresher
 from sidegate.credentials.refreshing import OwnThread
 
 __all__ = ["SigV4"]
@@ -160,8 +159,5 @@ class SigV4:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_refresher(task)
         self._thread.close()

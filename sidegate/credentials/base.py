@@ -18,6 +18,8 @@ Cloud identities fit without changing ``apply`` for the key schemes:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
@@ -40,6 +42,15 @@ class Credential(Protocol):
 def scrubbable(keys: list[str]) -> tuple[str, ...]:
     """The keys long enough to scrub from answers."""
     return tuple(k for k in keys if len(k) >= MIN_SECRET_LEN)
+
+
+async def stop_refresher(task: asyncio.Task[None] | None) -> None:
+    """End a refreshing credential's background task (``RefreshingCredential.close``): cancelled
+    and awaited, so no refresh runs once the gateway has closed."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @runtime_checkable

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from sidegate.credentials.base import scrubbable
+from sidegate.credentials.base import scrubbable, stop_refresher
 
 log = logging.getLogger("sidegate.credentials")
 
@@ -112,10 +112,7 @@ class RefreshingToken:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_refresher(task)
         self._thread.close()
 
     async def _run(self) -> None:

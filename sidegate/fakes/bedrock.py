@@ -16,7 +16,7 @@ from sidegate.fakes import wire_bedrock
 from sidegate.fakes.answer import build_answer
 from sidegate.fakes.aws_auth import verify
 from sidegate.fakes.behavior import Script
-from sidegate.fakes.faults import Dropped, before_headers, hang, reset_connection
+from sidegate.fakes.faults import before_headers, end_stream
 from sidegate.fakes.routes import converse
 
 
@@ -143,16 +143,4 @@ async def _stream(fp: FakeProvider, request: web.BaseRequest, frames: list[bytes
         if i and delay > 0:
             await asyncio.sleep(delay)
         await resp.write(piece)
-    if b is not None and b.stall_after_chunks is not None:
-        await hang(request, b.hang_max_s, fp._is_closing)
-        reset = True
-    if reset:
-        await asyncio.sleep(0.01)
-        reset_connection(request)
-        raise Dropped
-    if b is not None and b.linger_s > 0:
-        await asyncio.sleep(b.linger_s)
-    await resp.write_eof()
-    if stop_at < len(frames):
-        resp.force_close()
-    return resp
+    return await end_stream(request, resp, b, fp._is_closing, reset=reset, cut=stop_at < len(frames))

@@ -55,3 +55,30 @@ async def before_headers(request: web.BaseRequest, b: Behavior, closing: Callabl
     if b.reset and b.reset_after_chunks is None:
         reset_connection(request)
         raise Dropped
+
+
+async def end_stream(
+    request: web.BaseRequest,
+    resp: web.StreamResponse,
+    b: Behavior | None,
+    closing: Callable[[], bool],
+    *,
+    reset: bool,
+    cut: bool,
+) -> web.StreamResponse:
+    """How every fake stream ends once its events are written, whatever their wire format: a stall
+    then a reset, a reset (``raise Dropped``), or a linger then the end; a ``cut`` answer (fewer
+    events than the whole) also closes the connection, so the client sees it end early."""
+    if b is not None and b.stall_after_chunks is not None:
+        await hang(request, b.hang_max_s, closing)  # a provider gone silent mid-stream
+        reset = True
+    if reset:
+        await asyncio.sleep(0.01)  # let the events leave before the RST
+        reset_connection(request)
+        raise Dropped
+    if b is not None and b.linger_s > 0:
+        await asyncio.sleep(b.linger_s)
+    await resp.write_eof()
+    if cut:
+        resp.force_close()
+    return resp

@@ -11,7 +11,7 @@ from aiohttp import web
 from sidegate.fakes import wire_anthropic, wire_openai
 from sidegate.fakes.answer import Answer
 from sidegate.fakes.behavior import Behavior
-from sidegate.fakes.faults import Dropped, hang, reset_connection
+from sidegate.fakes.faults import end_stream
 
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 
@@ -80,16 +80,4 @@ async def stream_answer(
             await resp.write(ev)
         if after_stop:
             await resp.write(after_stop)
-    if b is not None and b.stall_after_chunks is not None:
-        await hang(request, b.hang_max_s, closing)  # a provider gone silent mid-stream
-        reset = True
-    if reset:
-        await asyncio.sleep(0.01)  # let the events leave before the RST
-        reset_connection(request)
-        raise Dropped
-    if b is not None and b.linger_s > 0:
-        await asyncio.sleep(b.linger_s)
-    await resp.write_eof()
-    if stop_at < len(events):
-        resp.force_close()
-    return resp
+    return await end_stream(request, resp, b, closing, reset=reset, cut=stop_at < len(events))

@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from gemini_helpers import gemini_fake
 from harness import Stack
 
 from sidegate.fakes import FakeProviderThread
@@ -27,10 +28,20 @@ def fake_anthropic() -> Iterator[FakeProviderThread]:
     fp.stop()
 
 
+@pytest.fixture(scope="module")
+def fake_gemini() -> Iterator[FakeProviderThread]:
+    """The Gemini fake (key ``gemini_helpers.GEMINI_KEY``), one per module that asks for it."""
+    yield from gemini_fake()
+
+
 @pytest.fixture(autouse=True)
-def _clean_fakes(fake_openai: FakeProviderThread, fake_anthropic: FakeProviderThread) -> Iterator[None]:
+def _clean_fakes(
+    request: pytest.FixtureRequest, fake_openai: FakeProviderThread, fake_anthropic: FakeProviderThread
+) -> Iterator[None]:
     for fp in (fake_openai, fake_anthropic):
         fp.reset()
+    if "fake_gemini" in request.fixturenames:  # a test whose stack (or itself) uses the Gemini fake
+        request.getfixturevalue("fake_gemini").reset()
     yield
 
 

@@ -16,7 +16,8 @@ import anthropic
 import openai
 import pytest
 from bedrock_e2e_helpers import AKID, MODEL, SECRET, write_credentials
-from gemini_helpers import GEMINI_KEY, gemini_fake
+from fault_helpers import chat_text
+from gemini_helpers import GEMINI_KEY
 from harness import FRONT_SERVICES, OPENAI_PROVIDER_KEY, Stack, front_stack
 
 from sidegate.fakes import FakeProviderThread
@@ -36,15 +37,9 @@ def fake_bedrock() -> Iterator[FakeProviderThread]:
         yield fp
 
 
-@pytest.fixture(scope="module")
-def fake_gemini() -> Iterator[FakeProviderThread]:
-    yield from gemini_fake()
-
-
 @pytest.fixture(autouse=True)
-def _clean(fake_bedrock: FakeProviderThread, fake_gemini: FakeProviderThread) -> None:
-    fake_bedrock.reset()
-    fake_gemini.reset()
+def _clean(fake_bedrock: FakeProviderThread) -> None:
+    fake_bedrock.reset()  # (the Gemini fake is tests/e2e/conftest.py's, reset there)
 
 
 @pytest.fixture(scope="module", params=sorted(FRONT_SERVICES))
@@ -98,11 +93,7 @@ def test_openai_sdk_falls_through_to_gemini(gw: Stack, fake_openai, fake_bedrock
     raw = oai(gw).chat.completions.with_raw_response.create(model="any-cloud", messages=MSG, stream=stream)
     assert raw.status_code == 200
     assert raw.headers["x-sidegate-provider"] == "gemini" and raw.headers["x-sidegate-attempts"] == "3"
-    if stream:
-        text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
-    else:
-        text = raw.parse().choices[0].message.content
-    assert text == ECHO
+    assert chat_text(raw, stream) == ECHO
     assert fake_bedrock.requests[-1].route == ("converse_stream" if stream else "converse")
     path = f"/v1beta/models/{GEMINI_MODEL}:{'streamGenerateContent' if stream else 'generateContent'}"
     assert fake_gemini.requests[-1].path == path

@@ -12,24 +12,11 @@ from collections.abc import Iterator
 import httpx
 import orjson
 import pytest
-from gemini_helpers import gemini_fake
 from gemini_inbound_helpers import HELLO, LIMIT, extra, genai_client, google_error
 from google.genai import errors as genai_errors
 from harness import FRONT_SERVICES, Stack, front_stack
 
-from sidegate.fakes import FakeProviderThread
-
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def fake_gemini() -> Iterator[FakeProviderThread]:
-    yield from gemini_fake()
-
-
-@pytest.fixture(autouse=True)
-def _clean_gemini(fake_gemini: FakeProviderThread) -> None:
-    fake_gemini.reset()
 
 
 @pytest.fixture(scope="module", params=sorted(FRONT_SERVICES))

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import httpx
 import orjson
 import pytest
-from gemini_helpers import PNG_B64, gemini_fake, settled
+from fault_helpers import settled_tokens
+from gemini_helpers import PNG_B64
 from gemini_inbound_helpers import (
     EMAIL,
     HELLO,
@@ -28,19 +29,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from harness import FRONT_SERVICES, Stack, front_stack
 
-from sidegate.fakes import FakeProviderThread
-
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def fake_gemini() -> Iterator[FakeProviderThread]:
-    yield from gemini_fake()
-
-
-@pytest.fixture(autouse=True)
-def _clean_gemini(fake_gemini: FakeProviderThread) -> None:
-    fake_gemini.reset()
 
 
 @pytest.fixture(scope="module", params=sorted(FRONT_SERVICES))
@@ -175,7 +164,7 @@ def test_the_key_as_a_query_parameter_never_reaches_a_provider(
 @pytest.mark.parametrize("stream", [False, True])
 def test_quota_is_charged_the_answers_usage(gw: Stack, fake_openai, stream: bool) -> None:
     fake_openai.script([{"usage": {"prompt_tokens": 11, "completion_tokens": 7}}])
-    before = settled(gw, "gem-in-metered")
+    before = settled_tokens(gw, "gem-in-metered")
     client = genai_client(gw, METERED_KEY)
     if stream:
         (*_, last) = client.models.generate_content_stream(model="gpt-4o-mini", contents="count me")
@@ -183,7 +172,7 @@ def test_quota_is_charged_the_answers_usage(gw: Stack, fake_openai, stream: bool
     else:
         u = client.models.generate_content(model="gpt-4o-mini", contents="count me").usage_metadata
     assert (u.prompt_token_count, u.candidates_token_count, u.total_token_count) == (11, 7, 18)
-    assert settled(gw, "gem-in-metered") - before == 18
+    assert settled_tokens(gw, "gem-in-metered") - before == 18
 
 
 def test_an_exact_cache_hit(gw: Stack, fake_openai) -> None:

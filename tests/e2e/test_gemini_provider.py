@@ -16,7 +16,8 @@ from typing import Any
 import anthropic
 import openai
 import pytest
-from gemini_helpers import GEMINI_KEY, PNG_B64, extra_config, gemini_fake, own_key, settled, usage
+from fault_helpers import chat_text, settled_tokens, tenant_usage
+from gemini_helpers import GEMINI_KEY, PNG_B64, extra_config, own_key
 from harness import FRONT_SERVICES, OPENAI_PROVIDER_KEY, Stack, front_stack
 
 from sidegate.fakes import FakeProviderThread
@@ -29,16 +30,6 @@ ANT_TOOLS = [{"name": "get_weather", "description": "Weather for a city",
               "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]  # fmt: skip
 GEN = "/v1beta/models/gemini-2.0-flash:generateContent"
 STREAM = "/v1beta/models/gemini-2.0-flash:streamGenerateContent"
-
-
-@pytest.fixture(scope="module")
-def fake_gemini() -> Iterator[FakeProviderThread]:
-    yield from gemini_fake()
-
-
-@pytest.fixture(autouse=True)
-def _clean_gemini(fake_gemini: FakeProviderThread) -> None:
-    fake_gemini.reset()
 
 
 @pytest.fixture(scope="module", params=sorted(FRONT_SERVICES))
@@ -201,9 +192,9 @@ def test_usage_is_trued_up_to_gemini_usage_metadata(gw: Stack, fake_gemini, stre
     else:
         u = client.chat.completions.create(model="gemini-flash", messages=MSG, max_tokens=500).usage
     assert (u.prompt_tokens, u.completion_tokens, u.total_tokens) == (11, 7, 18)
-    assert settled(gw, tenant) == 18
+    assert settled_tokens(gw, tenant) == 18
     cost = (11 * 0.10 + 7 * 0.40) / 1e6
-    assert usage(gw, tenant)["spent_day_usd"] == pytest.approx(cost)
+    assert tenant_usage(gw, tenant)["spent_day_usd"] == pytest.approx(cost)
     rec = gw.wait_ledger(lambda x: x.tenant == tenant)
     assert (rec.provider, rec.model, rec.input_tokens, rec.output_tokens) == ("gemini", "gemini-flash", 11, 7)
     assert rec.cost_usd == pytest.approx(cost, abs=1e-6)
@@ -225,13 +216,7 @@ def test_gemini_fails_openai_fallback_answers(
     raw = oai(gw).chat.completions.with_raw_response.create(model="gem-then-oai", messages=MSG, stream=stream)
     assert raw.status_code == 200
     assert (raw.headers["x-sidegate-provider"], raw.headers["x-sidegate-attempts"]) == ("openai", "2")
-    parsed = raw.parse()
-    text = (
-        "".join(c.choices[0].delta.content or "" for c in parsed if c.choices)
-        if stream
-        else parsed.choices[0].message.content
-    )
-    assert text == "Echo: What is the weather in Paris?"
+    assert chat_text(raw, stream) == "Echo: What is the weather in Paris?"
     assert len(fake_gemini.requests) == 1 and len(fake_openai.requests) == 1
     rec = fake_openai.requests[0]
     assert (
@@ -268,13 +253,7 @@ def test_googles_retry_delay_in_the_body_reaches_the_client_as_retry_after(gw: S
 def test_openai_fails_gemini_fallback_answers(gw: Stack, fake_gemini, fake_openai, stream: bool) -> None:
     fake_openai.script([{"status": 503, "error": "overloaded"}, {"status": 429, "retry_after": 3}])
     raw = oai(gw).chat.completions.with_raw_response.create(model="oai-then-gem", messages=MSG, stream=stream)
-    parsed = raw.parse()
-    text = (
-        "".join(c.choices[0].delta.content or "" for c in parsed if c.choices)
-        if stream
-        else parsed.choices[0].message.content
-    )
-    assert text == "Echo: What is the weather in Paris?"
+    assert chat_text(raw, stream) == "Echo: What is the weather in Paris?"
     assert (raw.headers["x-sidegate-provider"], raw.headers["x-sidegate-attempts"]) == ("gemini", "2")
     client = ant(gw)  # the second scripted failure, a 429, for an Anthropic client
     if stream:
@@ -328,7 +307,7 @@ def test_embeddings_are_charged_the_gateways_count(gw: Stack, fake_gemini) -> No
     tenant = "gem-emb-metered"
     r = oai(gw, tenant).embeddings.create(model="gem-emb", input="supercalifragilisticexpialidocious")
     assert r.usage.prompt_tokens == 9  # ceil(34 / 4)
-    assert settled(gw, tenant) == 9
+    assert settled_tokens(gw, tenant) == 9
 
 
 def test_a_responses_client_to_gemini(gw: Stack, fake_gemini) -> None:

@@ -24,7 +24,7 @@ from sidegate.credentials import SigningCredential, for_provider
 from sidegate.credentials.aws import SigV4
 from sidegate.credentials.base import RefreshingCredential
 from sidegate.credentials.bearer import BearerKey
-from sidegate.fakes.aws_auth import verify
+from sidegate.fakes.aws_auth import AuthFailure, verify
 
 AKID, SECRET = "AKIDEXAMPLEFIRST0001", "first/secret+EXAMPLE0000000000000000001"
 AKID2, SECRET2 = "AKIDEXAMPLESECOND002", "second/secret+EXAMPLE000000000000000002"
@@ -83,6 +83,14 @@ def _received(
 ) -> dict[str, str]:
     """The headers as the provider receives them: the try's, the signature's, `host`."""
     return {"content-type": "application/json", "host": authority, **signed}
+
+
+def _verify_signed(cred: SigV4, keys: dict[str, str | tuple[str, str]]) -> AuthFailure | None:
+    """What the fake Bedrock's check says (None: accepted) of ``cred``'s signature of the test
+    request to the us-west-2 endpoint, given the keys it knows."""
+    host = "bedrock-runtime.us-west-2.amazonaws.com"
+    out = cred.sign("POST", host, PATH, {}, BODY)
+    return verify("POST", PATH, {"host": host, **out}, BODY, keys, "us-west-2")
 
 
 def test_region_from_host_or_config() -> None:
@@ -195,18 +203,7 @@ async def test_rotated_file_keys_take_effect_off_the_request_path(aws_env: Path)
                 break
             await asyncio.sleep(0.02)
         assert cred.access_key_id == AKID2 and changes[-1] == (SECRET2,) and len(changes) == 2
-        out = cred.sign("POST", "bedrock-runtime.us-west-2.amazonaws.com", PATH, {}, BODY)
-        assert (
-            verify(
-                "POST",
-                PATH,
-                {"host": "bedrock-runtime.us-west-2.amazonaws.com", **out},
-                BODY,
-                {AKID2: SECRET2},
-                "us-west-2",
-            )
-            is None
-        )
+        assert _verify_signed(cred, {AKID2: SECRET2}) is None
     finally:
         await cred.close()
 
@@ -356,19 +353,7 @@ async def test_irsa_web_identity_through_sts(monkeypatch, aws_env: Path, tmp_pat
         await cred.start(lambda: None)
         assert cred.access_key_id == "ASIAIRSAEXAMPLE00001" and set(cred.secrets) == {SECRET2, TOKEN}
         assert _FakeSts.calls[0]["RoleArn"] == ["arn:aws:iam::123456789012:role/bedrock"]
-        out = cred.sign("POST", "bedrock-runtime.us-west-2.amazonaws.com", PATH, {}, BODY)
-        keys = {"ASIAIRSAEXAMPLE00001": (SECRET2, TOKEN)}
-        assert (
-            verify(
-                "POST",
-                PATH,
-                {"host": "bedrock-runtime.us-west-2.amazonaws.com", **out},
-                BODY,
-                keys,
-                "us-west-2",
-            )
-            is None
-        )
+        assert _verify_signed(cred, {"ASIAIRSAEXAMPLE00001": (SECRET2, TOKEN)}) is None
     finally:
         await cred.close()
         server.shutdown()

@@ -35,7 +35,7 @@ def _load(path: Path):
 
 
 def _params(kind: str):
-    return pytest.mark.parametrize("case", b.cases(kind), ids=b.case_id)
+    return pytest.mark.parametrize("case", b.cases(kind), ids=h.case_id)
 
 
 def test_fixture_tree_is_complete():
@@ -51,7 +51,7 @@ def test_fixture_tree_is_complete():
 def test_request(case: Path):
     inbound = b.PAIRS[case.parent.name]
     body = _load(case / "request.json")
-    result = b.run_request(case)
+    result = h.run_request(case)
     err_file = case / "expected_gateway_error.json"
     if err_file.exists():
         expected = _load(err_file)
@@ -73,7 +73,7 @@ def test_request(case: Path):
 def test_response(case: Path):
     inbound = b.PAIRS[case.parent.name]
     b.validate(_load(case / "response.json"), "ConverseResponse")
-    body, usage = b.run_response(case)
+    body, usage = h.run_response(case)
     got = orjson.loads(body)
     assert got == _load(case / "expected_response.json")
     assert h.usage_json(usage) == _load(case / "expected_usage.json")
@@ -84,11 +84,11 @@ def test_response(case: Path):
 def test_stream(case: Path):
     inbound = b.PAIRS[case.parent.name]
     b.validate_stream_events(_load(case / "stream.json"))
-    out, usage = b.run_stream(case)
+    out, usage = h.run_stream(case)
     assert out == (case / "expected_stream.sse").read_bytes()
     assert h.usage_json(usage) == _load(case / "expected_usage.json")
     h.validate_stream(inbound, out)
-    st = b.new_stream(case)  # finish() is idempotent and feed() after the end emits nothing
+    st = h.new_stream(case)  # finish() is idempotent and feed() after the end emits nothing
     st.feed(b.stream_bytes(case))
     st.finish()
     assert st.finish() == b""
@@ -98,17 +98,17 @@ def test_stream(case: Path):
 @_params("stream.json")
 def test_stream_split_anywhere(case: Path):
     """Frames cut at every few bytes (and one frame per chunk) give the same client stream."""
-    whole = b.run_stream(case)
+    whole = h.run_stream(case)
     data = b.stream_bytes(case)
     for size in (1, 7, 64):
         pieces = [data[i : i + size] for i in range(0, len(data), size)]
-        assert b.run_stream(case, pieces) == whole, size
-    assert b.run_stream(case, b.frames(_load(case / "stream.json"))) == whole
+        assert h.run_stream(case, pieces) == whole, size
+    assert h.run_stream(case, b.frames(_load(case / "stream.json"))) == whole
 
 
 @_params("provider_error.json")
 def test_error(case: Path):
-    status, body = b.run_error(case)
+    status, body = h.run_error(case)
     assert {"status": status, "body": orjson.loads(body)} == _load(case / "expected_error.json")
     h.validate_error(b.PAIRS[case.parent.name], body)
 
@@ -116,7 +116,7 @@ def test_error(case: Path):
 @pytest.mark.parametrize("pair", sorted(b.PAIRS))
 def test_exact_bytes(pair: str):
     expected = _load(b.FIXTURES / pair / "exact_bytes.json")
-    got = {case.name: b.exact_record(case) for case in b.cases() if case.parent.name == pair}
+    got = {case.name: h.exact_record(case) for case in b.cases() if case.parent.name == pair}
     assert set(got) == set(expected), "a case was added or removed: add it to exact_bytes.json too"
     for name, record in got.items():
         assert record == expected[name], name

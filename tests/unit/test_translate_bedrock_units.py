@@ -313,3 +313,12 @@ def test_answers_name_the_model_the_try_asked_for(inbound: Api) -> None:
     stream = tx.stream(client_wants_usage=True, model=model)
     text = b"".join(stream.feed(f) for f in _HAPPY) + stream.finish()
     assert model.encode() in text
+
+
+@pytest.mark.parametrize("inbound", [Api.OPENAI, Api.ANTHROPIC])
+def test_a_max_tokens_beyond_32_bits_is_the_clients_400(inbound: Api) -> None:
+    """Converse's maxTokens is a 32-bit integer (found by the fuzz test: 2**63 + 1 went through)."""
+    body = {"model": "m", "max_tokens": 2**63 + 1, "messages": [{"role": "user", "content": "hi"}]}
+    with pytest.raises(GatewayError) as err:
+        get_translator(inbound, Api.BEDROCK).request(body, model="x", opts=TranslateOptions())
+    assert err.value.status == 400 and err.value.param == "max_tokens"

@@ -14,33 +14,24 @@ from typing import Any
 
 import orjson
 
-from sidegate.features.guard.restore import StreamRestorer, restore_obj
-from sidegate.sse import SseEvent, SseParser, encode_event
+from sidegate.features.guard.restore import SseEventRestorer, StreamRestorer, restore_obj
+from sidegate.sse import SseEvent, encode_event
 from sidegate.translate.common import loads_object
 
 
-class GeminiSseRestorer:
+class GeminiSseRestorer(SseEventRestorer):
     """Client SSE bytes in (any split), client SSE bytes out with original values restored."""
 
     def __init__(self, mapping: dict[str, str]) -> None:
-        self._mapping = mapping
-        self._parser = SseParser()
+        super().__init__(mapping)
         self._channels: dict[Any, StreamRestorer] = {}
         self._template: dict[str, Any] = {}
 
     def _pending(self) -> bool:
         return any(r.pending for r in self._channels.values())
 
-    def feed(self, chunk: bytes) -> bytes:
-        if not self._mapping:
-            return chunk
-        return b"".join(self._event(ev) for ev in self._parser.feed(chunk))
-
-    def finish(self) -> bytes:
-        """End of stream: release anything still held back, in one more chunk."""
-        if not self._mapping:
-            return b""
-        self._parser.flush()
+    def _release_all(self) -> bytes:
+        """At the end of the stream: anything still held back, in one more chunk."""
         held = [(idx, r.flush()) for idx, r in self._channels.items() if r.pending]
         if not held:
             return b""

@@ -22,13 +22,14 @@ from typing import Any
 import orjson
 
 from sidegate.features.guard.restore import (
+    SseEventRestorer,
     StreamRestorer,
     json_escaped,
     restore_body,
     restore_obj,
     restore_text,
 )
-from sidegate.sse import SseEvent, SseParser, encode_event
+from sidegate.sse import SseEvent, encode_event
 from sidegate.translate.common import loads_object
 
 __all__ = ["ResponsesSseRestorer", "restore_response", "restore_responses_body"]
@@ -95,33 +96,20 @@ class _Channel:
         self.template: dict[str, Any] = {}
 
 
-class ResponsesSseRestorer:
+class ResponsesSseRestorer(SseEventRestorer):
     """Responses SSE bytes in (any split), the same stream out with original values restored."""
 
     def __init__(self, mapping: dict[str, str]) -> None:
-        self._mapping = mapping
+        super().__init__(mapping)
         self._escaped: dict[str, str] | None = None
-        self._parser = SseParser()
         self._channels: dict[_Key, _Channel] = {}
         self._shift = 0
         """Events inserted so far: every later event's sequence_number moves up by this much."""
         self._last_seq = -1
         """The sequence_number of the last event that went out (parsed ones only)."""
 
-    @property
-    def active(self) -> bool:
-        return bool(self._mapping)
-
-    def feed(self, chunk: bytes) -> bytes:
-        if not self._mapping:
-            return chunk
-        return b"".join(self._event(ev) for ev in self._parser.feed(chunk))
-
-    def finish(self) -> bytes:
-        """End of stream: release anything still held back (a stream cut before its done events)."""
-        if not self._mapping:
-            return b""
-        self._parser.flush()
+    def _release_all(self) -> bytes:
+        """At the end of the stream: everything still held back (a stream cut before its done events)."""
         return self._release(lambda key: True, None)
 
     # --- channels ------------------------------------------------------------------------------------

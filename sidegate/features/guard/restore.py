@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from sidegate.config.guard import Entity
+from sidegate.sse import SseEvent, SseParser
 
 PLACEHOLDER = re.compile(r"<(" + "|".join(e.value for e in Entity) + r")_(\d{1,6})>")
 
@@ -165,3 +166,36 @@ class StreamRestorer:
     @property
     def pending(self) -> bool:
         return bool(self._held)
+
+
+class SseEventRestorer:
+    """The SSE side every client-stream restorer shares (sse_restore, responses_restore,
+    gemini_restore): client SSE bytes in any split, each complete event to the API's ``_event``,
+    what is still held back released by the API's ``_release_all`` at the end; with nothing to
+    restore, the bytes pass untouched."""
+
+    def __init__(self, mapping: dict[str, str]) -> None:
+        self._mapping = mapping
+        self._parser = SseParser()
+
+    @property
+    def active(self) -> bool:
+        return bool(self._mapping)
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not self._mapping:
+            return chunk
+        return b"".join(self._event(ev) for ev in self._parser.feed(chunk))
+
+    def finish(self) -> bytes:
+        """End of stream: release anything still held back."""
+        if not self._mapping:
+            return b""
+        self._parser.flush()
+        return self._release_all()
+
+    def _event(self, ev: SseEvent) -> bytes:
+        raise NotImplementedError
+
+    def _release_all(self) -> bytes:
+        raise NotImplementedError

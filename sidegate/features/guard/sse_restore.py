@@ -15,27 +15,22 @@ from typing import Any
 import orjson
 
 from sidegate.errors import Api
-from sidegate.features.guard.restore import StreamRestorer, json_escaped
-from sidegate.sse import SseEvent, SseParser, encode_event
+from sidegate.features.guard.restore import SseEventRestorer, StreamRestorer, json_escaped
+from sidegate.sse import SseEvent, encode_event
 from sidegate.translate.common import loads_object
 
 _Key = tuple[Any, ...]
 
 
-class SseRestorer:
+class SseRestorer(SseEventRestorer):
     """Client SSE bytes in (any split), client SSE bytes out with original values restored."""
 
     def __init__(self, api: Api, mapping: dict[str, str]) -> None:
+        super().__init__(mapping)
         self.api = api
-        self._mapping = mapping
         self._escaped: dict[str, str] | None = None
-        self._parser = SseParser()
         self._channels: dict[_Key, StreamRestorer] = {}
         self._template: dict[str, Any] = {}
-
-    @property
-    def active(self) -> bool:
-        return bool(self._mapping)
 
     def _channel(self, key: _Key, json_text: bool = False) -> StreamRestorer:
         r = self._channels.get(key)
@@ -51,21 +46,6 @@ class SseRestorer:
 
     def _pending(self) -> bool:
         return any(r.pending for r in self._channels.values())
-
-    def feed(self, chunk: bytes) -> bytes:
-        if not self._mapping:
-            return chunk
-        out: list[bytes] = []
-        for ev in self._parser.feed(chunk):
-            out.append(self._event(ev))
-        return b"".join(out)
-
-    def finish(self) -> bytes:
-        """End of stream: release anything still held back."""
-        if not self._mapping:
-            return b""
-        self._parser.flush()
-        return self._release_all()
 
     # --- per event ---------------------------------------------------------------------------------
 

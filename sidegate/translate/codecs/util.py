@@ -48,7 +48,7 @@ def stream_error(api: Api, message: str, kind: str) -> bytes:
 
 
 class JsonEventDecoder:
-    """The SSE loop of a provider stream whose every event is one JSON object (Messages, Responses):
+    """The SSE loop of a provider stream whose every event is one JSON object (Messages, Responses, Gemini):
     blank events skipped, a non-object ends the stream with a failure, and ``_event`` (the API's own
     part) maps each object to form events until it sets ``done``."""
 

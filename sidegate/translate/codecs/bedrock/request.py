@@ -173,8 +173,15 @@ def _tool_config(req: Request, has_tool_blocks: bool) -> dict[str, Any] | None:
     return config
 
 
+_MAX_TOKENS_LIMIT = 2**31 - 1
+"""Converse's `maxTokens` is a 32-bit integer: a larger bound is the client's 400, not AWS's."""
+
+
 def _inference(req: Request, opts: TranslateOptions, extra: dict[str, Any]) -> dict[str, Any]:
     config: dict[str, Any] = {}
+    if req.max_tokens is not None and req.max_tokens > _MAX_TOKENS_LIMIT:
+        name = req.max_tokens_param
+        raise bad_param(name, f"{name} must be at most {_MAX_TOKENS_LIMIT} for AWS Bedrock.")
     if req.thinking_budget is not None or req.reasoning_effort is not None:
         # Claude's extended thinking, the one reasoning knob Converse forwards (as a model field),
         # with the budget rules of Anthropic's own API (max_tokens must leave room for it).

@@ -13,7 +13,6 @@ from typing import Any
 import orjson
 
 from sidegate.errors import Api
-from sidegate.sse import SseParser
 from sidegate.translate.base import Usage
 from sidegate.translate.codecs.form import (
     END,
@@ -39,8 +38,8 @@ from sidegate.translate.codecs.gemini.shapes import (
     parse_usage,
     tool_args,
 )
-from sidegate.translate.codecs.util import stream_error
-from sidegate.translate.common import MALFORMED_EVENT, STREAM_TRUNCATED, as_str, dumps, loads_object
+from sidegate.translate.codecs.util import JsonEventDecoder, stream_error
+from sidegate.translate.common import STREAM_TRUNCATED, as_str, dumps
 
 __all__ = ["GeminiStreamDecoder", "GeminiStreamEncoder", "error_kind"]
 
@@ -50,47 +49,28 @@ def error_kind(code: Any) -> str:
     return "rate_limit" if code == 429 else "invalid_request" if code == 400 else "server"
 
 
-class GeminiStreamDecoder:
-    """Gemini SSE -> form events: one JSON parse per event; a function call arrives whole, so it
-    is one ``ToolStart`` with all its arguments."""
+class GeminiStreamDecoder(JsonEventDecoder):
+    """Gemini SSE -> form events: one JSON parse per event (the SSE loop is ``JsonEventDecoder``'s);
+    a function call arrives whole, so it is one ``ToolStart`` with all its arguments."""
 
-    __slots__ = ("_generated", "_id", "_ntools", "_parser", "_started", "_stopped", "done", "usage")
+    __slots__ = ("_generated", "_id", "_ntools", "_started", "_stopped")
 
     def __init__(self) -> None:
-        self._parser = SseParser()
+        super().__init__()
         self._started = False
         self._stopped = False
         self._generated = False
         self._ntools = 0
         self._id = ""
-        self.done = False
-        self.usage: Usage | None = None
-
-    def feed(self, chunk: bytes) -> list[Event]:
-        out: list[Event] = []
-        if self.done:
-            return out
-        for ev in self._parser.feed(chunk):
-            if not ev.data.strip():
-                continue
-            obj = loads_object(ev.data)
-            if obj is None:
-                self.done = True
-                out.append(Failure(MALFORMED_EVENT))
-                break
-            err = obj.get("error")
-            if err is not None:
-                self.done = True
-                err = err if type(err) is dict else {}
-                message = as_str(err.get("message")) or "The upstream provider failed."
-                out.append(Failure(message, error_kind(err.get("code"))))
-                break
-            self._event(obj, out)
-            if self.done:
-                break
-        return out
 
     def _event(self, obj: dict[str, Any], out: list[Event]) -> None:
+        err = obj.get("error")
+        if err is not None:  # an in-stream error is terminal
+            self.done = True
+            err = err if type(err) is dict else {}
+            message = as_str(err.get("message")) or "The upstream provider failed."
+            out.append(Failure(message, error_kind(err.get("code"))))
+            return
         if not self._started:
             self._started = True
             self._id = as_str(obj.get("responseId"))
