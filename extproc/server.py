@@ -19,7 +19,8 @@ from envoy.type.v3.http_status_pb2 import HttpStatus
 from sidegate.core.context import Reply, RequestContext, request_meta
 from sidegate.core.intake import GEMINI_KEY_HEADER, client_internal_headers, open_request, without_key
 from sidegate.core.pipeline import Forward, Gateway
-from sidegate.core.tries import HeaderChanges, ProviderTry, TryAnswered, TryStage
+from sidegate.core.tries import HeaderChanges, ProviderTry, TryStage
+from sidegate.core.try_endpoints import TryAnswered
 from sidegate.envoy_pb import header_options, headers_to_dict, struct, struct_to_dict
 from sidegate.errors import Api, GatewayError, format_error
 from sidegate.trust import Token, require

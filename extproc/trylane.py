@@ -31,7 +31,8 @@ from typing import Any
 import orjson
 
 from sidegate.core.context import Reply
-from sidegate.core.tries import HeaderChanges, ProviderTry, TryAnswered, TryStage
+from sidegate.core.tries import HeaderChanges, ProviderTry, TryStage
+from sidegate.core.try_endpoints import TryAnswered
 from sidegate.credentials.env import env_credential
 from sidegate.errors import Api, GatewayError, error_body, format_error
 from sidegate.ids import UniqueIds

@@ -23,18 +23,15 @@ import orjson
 
 from sidegate.config import ProviderConfig, RouteConfig, SidegateConfig
 from sidegate.core.completion import Completion, CompletionHook, Filler, notify, parse_retry_after
-from sidegate.core.context import Reply
 from sidegate.core.feature import Fillers, OnTry, TryHook
-from sidegate.core.intake import COMPLETIONS, COUNT_TOKENS, EMBEDDINGS, METERED
+from sidegate.core.intake import COMPLETIONS, COUNT_TOKENS, METERED
+from sidegate.core.try_endpoints import endpoint_translator, estimated_count
 from sidegate.credentials import Credential, RefreshingCredential, SigningCredential, for_provider
 from sidegate.errors import Api, GatewayError, format_error, provider_invalid_response, provider_refused_key
 from sidegate.headers import RESPONSE, Allowed, request_allowed
 from sidegate.translate import get_translator
 from sidegate.translate.base import StreamTranslator, TranslateOptions, Translator, Usage
 from sidegate.translate.codecs.gemini.shapes import retry_delay
-from sidegate.translate.count_tokens import COUNT_TOKENS_UPSTREAM_PATH, AnthropicCountTokens
-from sidegate.translate.embeddings import EMBEDDINGS_UPSTREAM_PATH, OpenAIEmbeddings
-from sidegate.translate.embeddings_gemini import GeminiEmbeddings
 from sidegate.wire import PROVIDER_HEADERS, RATE_LIMIT_HEADERS, TOKEN_COUNT_HEADER, provider_of_cluster
 
 log = logging.getLogger("sidegate.upstream")
@@ -46,44 +43,6 @@ VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
 """Anthropic on Vertex AI: the API version its bodies carry (`anthropic_version`; no header)."""
 STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
 """Provider answers streamed to the client event by event (SSE; Bedrock's binary event stream)."""
-
-_SAME_SCHEMA: dict[str, dict[Api, tuple[str | None, type[Translator]]]] = {
-    EMBEDDINGS: {Api.OPENAI: (EMBEDDINGS_UPSTREAM_PATH, OpenAIEmbeddings), Api.GEMINI: (None, GeminiEmbeddings)},
-    COUNT_TOKENS: {Api.ANTHROPIC: (COUNT_TOKENS_UPSTREAM_PATH, AnthropicCountTokens)},
-}
-"""The endpoints other than completions: the provider APIs that serve each (the gateway routes them
-only there), with the upstream path (None: the pair's own, the model being in it) and the pair."""
-
-
-class TryAnswered(Exception):
-    """The per-try stage answers this try itself, without its provider (the adapter sends `reply`):
-    a token count that falls back to a provider that cannot count (not Anthropic-shaped) gets the
-    gateway's estimate, which the count_tokens feature put in the metadata (`count_estimate`)."""
-
-    def __init__(self, reply: Reply):
-        super().__init__(reply.status)
-        self.reply = reply
-
-
-def estimated_count(meta: dict[str, Any]) -> TryAnswered | None:
-    n = meta.get("count_estimate")  # a float once it crossed Envoy's metadata (a protobuf Struct)
-    if not isinstance(n, int | float) or isinstance(n, bool):
-        return None
-    headers = {"content-type": "application/json", TOKEN_COUNT_HEADER: "estimate"}
-    return TryAnswered(Reply(200, orjson.dumps({"input_tokens": int(n)}), headers))
-
-
-def endpoint_translator(endpoint: str, provider: str, upstream: Api) -> tuple[Translator, str | None]:
-    """The pair of a try of `endpoint` and its fixed upstream path (None: the translator's own)."""
-    found = _SAME_SCHEMA.get(endpoint)
-    if found is None:
-        raise GatewayError(500, f"Sidegate: no provider try serves the endpoint '{endpoint}'.")
-    if upstream not in found:  # the route feature refuses such a chain: a config changed under a request
-        shapes = " or ".join(a.value for a in found)
-        raise GatewayError(400, f"Provider '{provider}' cannot serve {endpoint}: it is not {shapes}-shaped.")
-    path, pair = found[upstream]
-    return pair(), path
-
 
 @dataclass(slots=True)
 class HeaderChanges:

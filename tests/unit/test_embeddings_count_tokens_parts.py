@@ -20,7 +20,8 @@ from sidegate.core.completion import Completion
 from sidegate.core.context import Reply, RequestContext
 from sidegate.core.intake import open_request
 from sidegate.core.pipeline import Forward
-from sidegate.core.tries import TryAnswered, TryStage
+from sidegate.core.tries import TryStage
+from sidegate.core.try_endpoints import TryAnswered
 from sidegate.errors import Api, GatewayError
 from sidegate.fakes import FakeProviderThread, wire_anthropic
 from sidegate.features.cache import CacheRequest
