@@ -49,12 +49,16 @@ class Service:
         if self.front is not None:
             await self.front.close(grace_s)
         stopping = asyncio.ensure_future(server.stop(grace=grace_s))
+        said = started
         while not stopping.done():
             if self.processor is None or self.processor.active == 0:
                 await asyncio.sleep(0.2)  # Envoy flushes the access log every 50 ms
                 if self.direct is not None:
                     self.direct.close()
                 break
+            if time.monotonic() - said >= 5:  # a stream Envoy keeps open shows in the log
+                said = time.monotonic()
+                log.info("extproc stopping: still %d ext_proc streams in flight", self.processor.active)
             await asyncio.sleep(0.05)
         await stopping
         log.info("extproc stopped serving in %.1fs", time.monotonic() - started)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -281,7 +282,11 @@ def test_rotation_envoy_takes_a_new_token_file_live_and_the_services_after_a_res
     for child in restarted:
         assert child.proc is not None
         child.proc.terminate()
-        child.proc.wait(timeout=30)
+        try:  # a stream still open waits out the drain (SIDEGATE_DRAIN_S, 30 s by default)
+            child.proc.wait(timeout=45)
+        except subprocess.TimeoutExpired:
+            log = (s.sup.workdir / f"{child.name}.log").read_text(errors="replace")
+            pytest.fail(f"{child.name} did not stop within 45 s; its log ends:\n{log[-4000:]}")
     for child in restarted:
         supervise_until_up(s, child.name)  # restarts them, with the new secret
     assert status() == 200
