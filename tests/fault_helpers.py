@@ -24,7 +24,8 @@ import redis
 from harness import Stack
 from redis.asyncio import Redis
 
-from sidegate.features.ledger.ledger import LedgerRecord, iter_records
+from sidegate.features.ledger.ledger import LedgerRecord
+from sidegate.features.ledger.reading import iter_records
 from sidegate.features.quota import QuotaStore
 from sidegate.ports import wait_for_port
 from sidegate.store import RedisPyStore

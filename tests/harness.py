@@ -112,7 +112,7 @@ class Stack:
         """Every usage-ledger record in the stack's store, oldest first."""
         from redis.asyncio import Redis
 
-        from sidegate.features.ledger.ledger import iter_records
+        from sidegate.features.ledger.reading import iter_records
 
         assert self.sup is not None
 

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from sidegate import metrics as m
 from sidegate.core.completion import Completion
 from sidegate.features.ledger import cli as ledger_cli
-from sidegate.features.ledger import ledger
+from sidegate.features.ledger import ledger, reading
 from sidegate.features.ledger.ledger import Ledger, LedgerRecord, record_from_completion
 from sidegate.ports import free_port, wait_for_port
 from sidegate.store import RedisPyStore
@@ -98,7 +98,7 @@ def test_write_and_export_round_trip(valkey_url: str) -> None:
         assert await redis.xlen(ledger.STREAM) == 50
 
         out = io.StringIO()
-        assert await ledger.export_jsonl(redis, out) == 50
+        assert await reading.export_jsonl(redis, out) == 50
         rows = [orjson.loads(line) for line in out.getvalue().splitlines()]
         assert [r["request_id"] for r in rows] == [f"req-{i}" for i in range(50)]
         first = rows[0]
@@ -110,9 +110,9 @@ def test_write_and_export_round_trip(valkey_url: str) -> None:
         # since: only records at/after a stream id; paging with a tiny page size still sees all
         mid = rows[25]["id"]
         out2 = io.StringIO()
-        assert await ledger.export_jsonl(redis, out2, since=mid, page=7) == 25
+        assert await reading.export_jsonl(redis, out2, since=mid, page=7) == 25
         future = io.StringIO()
-        assert await ledger.export_jsonl(redis, future, since=time.time() + 3600) == 0
+        assert await reading.export_jsonl(redis, future, since=time.time() + 3600) == 0
 
     run(valkey_url, body)
 
@@ -125,15 +125,15 @@ def test_consumer_group_export_is_incremental(valkey_url: str) -> None:
             led.submit(record_from_completion(completion(i)))
         await led.stop()
         first = io.StringIO()
-        assert await ledger.export_jsonl(redis, first, group="clickhouse", page=3) == 10
+        assert await reading.export_jsonl(redis, first, group="clickhouse", page=3) == 10
         again = io.StringIO()
-        assert await ledger.export_jsonl(redis, again, group="clickhouse") == 0
+        assert await reading.export_jsonl(redis, again, group="clickhouse") == 0
         led.start()
         for i in range(10, 14):
             led.submit(record_from_completion(completion(i)))
         await led.stop()
         more = io.StringIO()
-        assert await ledger.export_jsonl(redis, more, group="clickhouse") == 4
+        assert await reading.export_jsonl(redis, more, group="clickhouse") == 4
         assert [orjson.loads(x)["request_id"] for x in more.getvalue().splitlines()] == [
             f"req-{i}" for i in range(10, 14)
         ]
@@ -202,7 +202,7 @@ def test_store_down_drops_after_retry() -> None:
 
 
 def test_summarize_per_tenant(valkey_url: str) -> None:
-    async def body(redis: Redis) -> list[ledger.UsageSummary]:
+    async def body(redis: Redis) -> list[reading.UsageSummary]:
         led = Ledger(RedisPyStore(redis))
         led.start()
         obs = led.completion_hook(cost=lambda c: 0.5)
@@ -215,7 +215,7 @@ def test_summarize_per_tenant(valkey_url: str) -> None:
             )
         )
         await led.stop()
-        return await ledger.summarize(redis, tenant="acme")
+        return await reading.summarize(redis, tenant="acme")
 
     rows = run(valkey_url, body)
     assert [r.model for r in rows] == ["claude-sonnet-4", "gpt-4o-mini"]
@@ -226,13 +226,13 @@ def test_summarize_per_tenant(valkey_url: str) -> None:
 
 
 def test_since_parsing() -> None:
-    assert ledger.since_to_id(None) == "0"
-    assert ledger.since_to_id("1700000000000-5") == "1700000000000-5"
-    assert ledger.since_to_id(1_700_000_000) == "1700000000000-0"
-    assert ledger.since_to_id("2023-11-14T22:13:20Z") == "1700000000000-0"
-    assert ledger.since_to_id("24h", now=1_700_086_400.0) == "1700000000000-0"
+    assert reading.since_to_id(None) == "0"
+    assert reading.since_to_id("1700000000000-5") == "1700000000000-5"
+    assert reading.since_to_id(1_700_000_000) == "1700000000000-0"
+    assert reading.since_to_id("2023-11-14T22:13:20Z") == "1700000000000-0"
+    assert reading.since_to_id("24h", now=1_700_086_400.0) == "1700000000000-0"
     with pytest.raises(ValueError):
-        ledger.since_to_id("yesterday-ish")
+        reading.since_to_id("yesterday-ish")
 
 
 def _cli(argv: list[str]) -> int:

@@ -18,7 +18,7 @@ from typing import TextIO
 import orjson
 from redis.asyncio import Redis
 
-from sidegate.features.ledger import ledger
+from sidegate.features.ledger import ledger, reading
 from sidegate.store.redispy import client
 
 
@@ -73,7 +73,7 @@ def _run(args: argparse.Namespace, body: Callable[[Redis], Awaitable[int]]) -> i
 
 def cmd_usage(args: argparse.Namespace) -> int:
     async def body(redis: Redis) -> int:
-        rows = await ledger.summarize(redis, args.tenant, args.since, stream=args.stream)
+        rows = await reading.summarize(redis, args.tenant, args.since, stream=args.stream)
         print_summary(rows, sys.stdout, as_json=args.json, tenant=args.tenant)
         return 0
 
@@ -85,9 +85,9 @@ def cmd_usage_export(args: argparse.Namespace) -> int:
         since = getattr(args, "since", None)
         if args.output:
             with Path(args.output).open("a", encoding="utf-8") as out:
-                n = await ledger.export_jsonl(redis, out, since, args.group, stream=args.stream)
+                n = await reading.export_jsonl(redis, out, since, args.group, stream=args.stream)
         else:
-            n = await ledger.export_jsonl(redis, sys.stdout, since, args.group, stream=args.stream)
+            n = await reading.export_jsonl(redis, sys.stdout, since, args.group, stream=args.stream)
         print(f"exported {n} records", file=sys.stderr)
         return 0
 
@@ -95,7 +95,7 @@ def cmd_usage_export(args: argparse.Namespace) -> int:
 
 
 def print_summary(
-    rows: list[ledger.UsageSummary], out: TextIO, *, as_json: bool = False, tenant: str | None = None
+    rows: list[reading.UsageSummary], out: TextIO, *, as_json: bool = False, tenant: str | None = None
 ) -> None:
     if as_json:
         out.write(orjson.dumps([asdict(r) for r in rows], option=orjson.OPT_INDENT_2).decode() + "\n")
