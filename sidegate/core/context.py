@@ -37,6 +37,9 @@ class RequestContext:
     request_id: str = ""
     source: str = ""
     """Client address as Envoy saw it (inline auth throttles failures per source)."""
+    traceparent: str = ""
+    """W3C trace context of the span this request's Sidegate spans hang under (Envoy's span, or
+    the client's when Envoy does not trace); empty: no trace. Set by the adapters."""
     # auth (from ext_authz metadata)
     tenant: str = ""
     key_id: str = ""
@@ -72,6 +75,7 @@ class RequestContext:
             "tenant": self.tenant,
             "key_id": self.key_id,
             "request_id": self.request_id,
+            **({"traceparent": self.traceparent} if self.traceparent else {}),
             **self.meta,
         }
 
