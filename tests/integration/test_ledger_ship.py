@@ -1,0 +1,311 @@
+"""The ledger shipper against a real valkey-server and real ClickHouse (chDB 26.9 in this process):
+every record once, a re-send after a crash between insert and XACK deduplicated, an idle consumer's
+batch taken over, failed inserts retried with back-off, trimmed entries counted, the lag metric,
+and a stop while ClickHouse is down leaving the batch pending (never acknowledged unshipped)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+from redis.asyncio import Redis
+
+from sidegate import config as config_mod
+from sidegate import metrics as m
+from sidegate.config.ledger_ship import LedgerShipConfig
+from sidegate.features.ledger import service
+from sidegate.features.ledger.clickhouse import ChdbSink, dedup_token, rows_jsonl
+from sidegate.features.ledger.ledger import STREAM, LedgerRecord, as_text
+from sidegate.features.ledger.ship import Shipper
+from sidegate.ports import free_port, wait_for_port
+from sidegate.store.redispy import client
+from sidegate.store.valkey import valkey_binary
+
+T = TypeVar("T")
+TENANTS = ("acme", "globex", "initech")
+MODELS = ("gpt-4o-mini", "claude-haiku")
+
+
+@pytest.fixture(scope="module")
+def valkey_url() -> Iterator[str]:
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="sidegate-ship-valkey-") as d:
+        cmd = [valkey_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+               "--dir", d]  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+        try:
+            wait_for_port("127.0.0.1", port, 10.0, proc)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def run(url: str, fn: Callable[[Redis], Awaitable[T]]) -> T:
+    async def main() -> T:
+        redis = client(url, socket_timeout_s=10.0)
+        try:
+            await redis.flushdb()
+            return await fn(redis)
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(main())
+
+
+def record(i: int) -> LedgerRecord:
+    """A deterministic record: tenants, models, costs and a missing TTFT vary with ``i``."""
+    return LedgerRecord(
+        ts=1_765_000_000.0 + i * 37.5, request_id=f"req-{i}", tenant=TENANTS[i % 3], model=MODELS[i % 2],
+        provider="openai", status=500 if i % 11 == 0 else 200, input_tokens=10 + i, output_tokens=i % 7,
+        cost_usd=round(0.001 * (i % 13), 6), latency_ms=12.5, ttft_ms=None if i % 2 else 3.25, stream=bool(i % 2),
+    )  # fmt: skip
+
+
+async def add_records(redis: Redis, n: int, start: int = 0) -> list[str]:
+    pipe = redis.pipeline(transaction=False)
+    for i in range(start, start + n):
+        pipe.xadd(STREAM, record(i).to_fields())  # type: ignore[arg-type]
+    return [as_text(x) for x in await pipe.execute()]
+
+
+def ship_cfg(path: Path, **kw: Any) -> LedgerShipConfig:
+    opts: dict[str, Any] = {"url": f"chdb://{path}", "batch_size": 40, "flush_interval_s": 0.05,
+                            "retry_initial_s": 0.05, "retry_max_s": 0.2, "consumer": "test-shipper",
+                            "create_tables": True} | kw  # fmt: skip
+    return LedgerShipConfig(**opts)
+
+
+async def ship_all(redis: Redis, cfg: LedgerShipConfig, sink: Any = None) -> Shipper:
+    """One shipper run until caught up (the sink closed after it)."""
+    sink = sink or ChdbSink(cfg.url.removeprefix("chdb://"), cfg.database, cfg.table)  # type: ignore[union-attr]
+    shipper = Shipper(redis, sink, cfg)
+    stop = asyncio.Event()
+    try:
+        assert await shipper.connect(stop, cfg.create_tables)
+        await shipper.run(stop, follow=False)
+    finally:
+        await sink.close()
+    return shipper
+
+
+async def clickhouse(path: Path, *queries: str) -> list[list[dict[str, Any]]]:
+    sink = ChdbSink(str(path), "sidegate", "ledger")
+    await sink.open()
+    try:
+        return [await sink.query(q) for q in queries]
+    finally:
+        await sink.close()
+
+
+COUNTS = "SELECT count() AS n, count(DISTINCT id) AS ids, sum(cost_usd) AS cost, sum(input_tokens) AS inp FROM sidegate.ledger"
+VIEW = ("SELECT tenant, model, day, sum(requests) AS requests, sum(errors) AS errors, sum(input_tokens) AS inp, "
+        "round(sum(cost_usd), 6) AS cost FROM sidegate.ledger_daily GROUP BY tenant, model, day ORDER BY tenant, model, day")  # fmt: skip
+FROM_LEDGER = ("SELECT tenant, model, toDate(ts) AS day, count() AS requests, countIf(status >= 400 OR aborted) AS errors, "
+               "sum(input_tokens) AS inp, round(sum(cost_usd), 6) AS cost FROM sidegate.ledger "
+               "GROUP BY tenant, model, day ORDER BY tenant, model, day")  # fmt: skip
+
+
+def assert_exactly_once(path: Path, n: int) -> None:
+    counts, view, ledger_rows = asyncio.run(clickhouse(path, COUNTS, VIEW, FROM_LEDGER))
+    want_cost = sum(record(i).cost_usd for i in range(n))
+    assert counts[0]["n"] == n and counts[0]["ids"] == n, counts
+    assert abs(counts[0]["cost"] - want_cost) < 1e-6 and counts[0]["inp"] == sum(10 + i for i in range(n))
+    assert view == ledger_rows and len(view) > 3  # the spend view sums exactly what the ledger holds
+
+
+def test_every_record_once_with_the_view(valkey_url: str, tmp_path: Path) -> None:
+    cfg = ship_cfg(tmp_path / "ch")
+
+    async def body(redis: Redis) -> tuple[int, int, int | None]:
+        await add_records(redis, 205)
+        first = await ship_all(redis, cfg)
+        await add_records(redis, 20, start=205)
+        second = await ship_all(redis, cfg)  # resumes where the group is
+        lag = await Shipper(redis, ChdbSink("x", "d", "t"), cfg).update_lag()
+        return first.shipped + second.shipped, first.batches, lag
+
+    shipped, batches, lag = run(valkey_url, body)
+    assert (shipped, batches, lag) == (225, 6, 0)  # 205 in batches of <= 40
+    assert_exactly_once(tmp_path / "ch", 225)
+    rows = asyncio.run(
+        clickhouse(tmp_path / "ch", "SELECT * FROM sidegate.ledger WHERE request_id = 'req-3'")
+    )[0]
+    assert (
+        rows[0]["ts"] == "2025-12-06 05:48:32.500"
+        and rows[0]["ttft_ms"] is None
+        and rows[0]["stream"] is True
+    )
+
+
+class _Died(BaseException):
+    """The process 'dies' right after its insert (nothing catches a BaseException)."""
+
+
+class DiesAfterInsert(ChdbSink):
+    async def insert(self, body: bytes, token: str) -> None:
+        await super().insert(body, token)
+        raise _Died
+
+
+def test_resent_batch_after_insert_before_ack_is_deduplicated(valkey_url: str, tmp_path: Path) -> None:
+    cfg = ship_cfg(tmp_path / "ch", batch_size=50)
+
+    async def body(redis: Redis) -> tuple[int, int]:
+        await add_records(redis, 120)
+        with pytest.raises(_Died):
+            await ship_all(redis, cfg, DiesAfterInsert(str(tmp_path / "ch"), "sidegate", "ledger"))
+        pending = (await redis.xpending(STREAM, cfg.group))["pending"]
+        # Restarted with a SMALLER batch size: the pending batch is still re-sent whole (same token).
+        again = await ship_all(redis, cfg.model_copy(update={"batch_size": 7}))
+        return pending, again.shipped
+
+    pending, shipped = run(valkey_url, body)
+    assert pending == 50 and shipped == 120  # the 50 counted as shipped again, stored once
+    assert_exactly_once(tmp_path / "ch", 120)
+
+
+def test_idle_consumers_batch_is_taken_over_whole(valkey_url: str, tmp_path: Path) -> None:
+    cfg = ship_cfg(tmp_path / "ch", claim_idle_s=0.2)
+
+    async def body(redis: Redis) -> tuple[int, list[str]]:
+        await add_records(redis, 90)
+        await redis.xgroup_create(STREAM, cfg.group, id="0")
+        # Another host's shipper read 30 records, inserted them and died before its XACK.
+        resp = await redis.xreadgroup(cfg.group, "old-host", {STREAM: ">"}, count=30)
+        batch = [(as_text(e), LedgerRecord.from_fields(d)) for e, d in resp[0][1]]
+        sink = ChdbSink(str(tmp_path / "ch"), "sidegate", "ledger")
+        await sink.open()
+        await sink.create_tables()
+        await sink.insert(rows_jsonl(batch), dedup_token([e for e, _ in batch]))
+        await sink.close()
+        await asyncio.sleep(0.3)
+        shipper = await ship_all(redis, cfg)
+        names = [as_text(c["name"]) for c in await redis.xinfo_consumers(STREAM, cfg.group)]
+        return shipper.shipped, names
+
+    shipped, consumers = run(valkey_url, body)
+    assert shipped == 90
+    assert_exactly_once(tmp_path / "ch", 90)
+    assert consumers == ["test-shipper"]  # the dead one removed once idle with nothing pending
+
+
+class FlakySink(ChdbSink):
+    def __init__(self, *a: Any, fail: int) -> None:
+        super().__init__(*a)
+        self.fail, self.calls = fail, []
+
+    async def insert(self, body: bytes, token: str) -> None:
+        self.calls.append(time.monotonic())
+        if len(self.calls) <= self.fail:
+            raise ConnectionError("clickhouse is down")
+        await super().insert(body, token)
+
+
+def test_failed_inserts_are_retried_with_back_off(valkey_url: str, tmp_path: Path) -> None:
+    cfg = ship_cfg(tmp_path / "ch", retry_initial_s=0.1, retry_max_s=0.3)
+    sink = FlakySink(str(tmp_path / "ch"), "sidegate", "ledger", fail=4)
+    before = m.LEDGER_SHIP_FAILURES.labels("insert")._value.get()
+
+    async def body(redis: Redis) -> Shipper:
+        await add_records(redis, 30)
+        return await ship_all(redis, cfg, sink)
+
+    shipper = run(valkey_url, body)
+    gaps = [b - a for a, b in zip(sink.calls, sink.calls[1:], strict=False)]
+    assert shipper.shipped == 30 and shipper.failures == 4 and len(sink.calls) == 5
+    assert [round(g, 1) for g in gaps] == [0.1, 0.2, 0.3, 0.3], gaps  # doubling, capped: no busy loop
+    assert m.LEDGER_SHIP_FAILURES.labels("insert")._value.get() - before == 4
+    assert_exactly_once(tmp_path / "ch", 30)
+
+
+def test_stop_while_clickhouse_is_down_acknowledges_nothing(valkey_url: str, tmp_path: Path) -> None:
+    cfg = ship_cfg(tmp_path / "ch")
+    sink = FlakySink(str(tmp_path / "ch"), "sidegate", "ledger", fail=10**6)
+
+    async def body(redis: Redis) -> tuple[float, int, int | None]:
+        await add_records(redis, 25)
+        shipper = Shipper(redis, sink, cfg)
+        stop = asyncio.Event()
+        assert await shipper.connect(stop, True)
+        task = asyncio.create_task(shipper.run(stop))
+        await asyncio.sleep(0.5)
+        t0 = time.monotonic()
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        await sink.close()
+        return (
+            time.monotonic() - t0,
+            (await redis.xpending(STREAM, cfg.group))["pending"],
+            await shipper.update_lag(),
+        )
+
+    took, pending, lag = run(valkey_url, body)
+    assert took < 0.5 and pending == 25 and lag == 25
+    assert m.LEDGER_SHIP_LAG._value.get() == 25
+
+
+def test_trimmed_pending_entries_are_counted_not_shipped(valkey_url: str, tmp_path: Path) -> None:
+    cfg = ship_cfg(tmp_path / "ch")
+    before = m.LEDGER_SHIP_RECORDS.labels("trimmed")._value.get()
+
+    async def body(redis: Redis) -> tuple[Shipper, int]:
+        ids = await add_records(redis, 10)
+        await redis.xgroup_create(STREAM, cfg.group, id="0")
+        await redis.xreadgroup(cfg.group, cfg.consumer, {STREAM: ">"}, count=4)  # read, then "crashed"
+        await redis.xdel(STREAM, *ids[:2])  # two of them deleted before they were shipped
+        shipper = await ship_all(redis, cfg)
+        return shipper, (await redis.xpending(STREAM, cfg.group))["pending"]
+
+    shipper, pending = run(valkey_url, body)
+    assert shipper.shipped == 8 and shipper.trimmed == 2 and pending == 0
+    assert m.LEDGER_SHIP_RECORDS.labels("trimmed")._value.get() - before == 2
+
+
+def test_ledger_ship_command_and_config(valkey_url: str, tmp_path: Path) -> None:
+    """`sidegate ledger ship -c CONFIG` end to end: the config's section, a new group at `since`."""
+    cfg_path = tmp_path / "sidegate.yaml"
+    cfg_path.write_text(
+        MINIMAL
+        + f"observability:\n  ledger_ship:\n    url: chdb://{tmp_path / 'ch'}\n    since: '1765000000000-0'\n"
+        "    batch_size: 16\n    flush_interval_s: 0.05\n"
+    )
+    assert config_mod.load(cfg_path).observability.ledger_ship.batch_size == 16
+
+    async def body(redis: Redis) -> int:
+        await redis.xadd(STREAM, LedgerRecord(ts=1.0, tenant="ancient").to_fields(), id="1000-0")  # type: ignore[arg-type]
+        await add_records(redis, 50)
+        return 0
+
+    run(valkey_url, body)
+    proc = subprocess.run(
+        [*service_cmd(), "ledger", "ship", "-c", str(cfg_path), "--redis-url", valkey_url, "--create-tables"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "shipped 50 records" in proc.stderr  # the record before `since` was not shipped
+    assert_exactly_once(tmp_path / "ch", 50)
+
+
+MINIMAL = ("providers:\n  openai: {api: openai, base_url: 'http://127.0.0.1:9'}\n"
+           "models:\n  gpt-4o-mini: {routes: [{provider: openai}]}\n")  # fmt: skip
+
+
+def service_cmd() -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "sidegate.cli"]
+
+
+def test_runner_jobs_follow_the_config() -> None:
+    base = yaml.safe_load(MINIMAL)
+    cfg = config_mod.parse({**base, "observability": {"ledger_ship": {"url": "chdb:///tmp/x"}}})
+    assert service.runner_wanted(cfg) and len(service.ledger_jobs(cfg, None)) == 1  # type: ignore[arg-type]
+    assert not service.runner_wanted(config_mod.parse(base))
