@@ -35,7 +35,8 @@ def ddl_statements(database: str, table: str) -> list[str]:
     text = (resources.files("sidegate") / "data" / DDL_RESOURCE).read_text(encoding="utf-8")
     body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
     body = body.replace("{database}", database).replace("{table}", table)
-    return [s.strip() for s in body.split(";\n") if s.strip().rstrip(";").strip()]
+    stmts = (s.strip().removesuffix(";").strip() for s in body.split(";\n"))
+    return [s for s in stmts if s]
 
 
 def dedup_token(ids: Sequence[str]) -> str:
