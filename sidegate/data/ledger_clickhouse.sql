@@ -5,7 +5,8 @@
 CREATE DATABASE IF NOT EXISTS {database};
 
 -- One row per ledger record; `id` is its stream id in the store (unique, time-ordered).
--- ORDER BY (tenant, ts, id): the queries are per tenant over a time range.
+-- ORDER BY (tenant, ts, id): the queries are per tenant over a time range. cost_usd is a Decimal:
+-- sums of money stay exact.
 -- non_replicated_deduplication_window: the last 1000 inserts are remembered by their
 -- insert_deduplication_token, so a batch re-sent after a crash (inserted, not yet acknowledged in
 -- the store) is dropped by ClickHouse instead of stored twice.
@@ -30,7 +31,7 @@ CREATE TABLE IF NOT EXISTS {database}.{table}
     output_tokens UInt64,
     cached_tokens UInt64,
     cache_creation_tokens UInt64,
-    cost_usd Float64,
+    cost_usd Decimal(18, 9),
     latency_ms Float64,
     ttft_ms Nullable(Float64)
 )
@@ -52,7 +53,7 @@ CREATE TABLE IF NOT EXISTS {database}.{table}_daily
     input_tokens UInt64,
     output_tokens UInt64,
     cached_tokens UInt64,
-    cost_usd Float64
+    cost_usd Decimal(38, 9)
 )
 ENGINE = SummingMergeTree
 ORDER BY (tenant, model, day)
