@@ -98,13 +98,14 @@ def test_idle_consumers_batch_is_taken_over_whole(valkey_url: str, tmp_path: Pat
     async def body(redis: Redis) -> tuple[int, list[str]]:
         await add_records(redis, 90)
         await redis.xgroup_create(STREAM, cfg.group, id="0")
-        # Another host's shipper read 30 records, inserted them and died before its XACK.
-        resp = await redis.xreadgroup(cfg.group, "old-host", {STREAM: ">"}, count=30)
-        batch = [(as_text(e), LedgerRecord.from_fields(d)) for e, d in resp[0][1]]
+        # Two other hosts' shippers each read a batch, inserted it and died before their XACK.
         sink = ChdbSink(str(tmp_path / "ch"), "sidegate", "ledger")
         await sink.open()
         await sink.create_tables()
-        await sink.insert(rows_jsonl(batch), dedup_token([e for e, _ in batch]))
+        for host, count in (("old-host-a", 30), ("old-host-b", 25)):
+            resp = await redis.xreadgroup(cfg.group, host, {STREAM: ">"}, count=count)
+            batch = [(as_text(e), LedgerRecord.from_fields(d)) for e, d in resp[0][1]]
+            await sink.insert(rows_jsonl(batch), dedup_token([e for e, _ in batch]))
         await sink.close()
         await asyncio.sleep(0.3)
         shipper = await ship_all(redis, cfg)

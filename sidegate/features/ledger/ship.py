@@ -44,6 +44,8 @@ log = logging.getLogger("sidegate.ledger.ship")
 CRASH_ENV = "SIDEGATE_TEST_LEDGER_SHIP_CRASH"
 """Tests only: `after_insert:K` -> SIGKILL this process after its K-th insert, before the XACK."""
 _PAGE = 1000
+_LAG_SCAN = 1000
+"""When the store cannot tell a group's lag, count up to this many entries (past it: the stream's length)."""
 _MAX_BLOCK_S = 5.0
 """Longest single XREADGROUP BLOCK (below the client's socket timeout; a stop is seen within it)."""
 
@@ -121,9 +123,13 @@ class Shipper:
         own = await self._own_pending()
         if own and not await self.ship(own, stop):
             return False
-        claimed = await self._claim_dead()
-        for batch in claimed:
-            if not await self.ship(batch, stop):
+        # One idle consumer at a time, shipped before the next is claimed: this consumer's pending
+        # list must never hold two batches (a crash would then re-send them as one, another token).
+        claimed = 0
+        for name in await self._idle_consumers():
+            batch = await self._claim(name)
+            claimed += len(batch)
+            if batch and not await self.ship(batch, stop):
                 return False
         fresh = await self._read_new(stop, block)
         if fresh and not await self.ship(fresh, stop):
@@ -143,10 +149,11 @@ class Shipper:
                 batch.append((as_text(eid), LedgerRecord.from_fields(data) if data else _TRIMMED))
             cursor = as_text(entries[-1][0])
 
-    async def _claim_dead(self) -> list[Batch]:
-        """Take over the pending batches of consumers idle for ``claim_idle_s``, one batch each."""
+    async def _idle_consumers(self) -> list[str]:
+        """Other consumers of the group idle for ``claim_idle_s`` (their process is gone); those
+        with nothing pending are removed from the group."""
         idle_ms = int(self.cfg.claim_idle_s * 1000)
-        out: list[Batch] = []
+        names: list[str] = []
         for c in await self.redis.xinfo_consumers(self.stream, self.group):
             name = as_text(c["name"])
             if name == self.consumer or int(c.get("idle", 0)) < idle_ms:
@@ -154,24 +161,29 @@ class Shipper:
             if int(c.get("pending", 0)) == 0:
                 await self.redis.xgroup_delconsumer(self.stream, self.group, name)
                 log.info("ledger shipper: removed idle consumer %r (nothing pending)", name)
-                continue
-            pending = await self.redis.xpending_range(
-                self.stream, self.group, "-", "+", 1_000_000, consumername=name
-            )
-            ids = [as_text(p["message_id"]) for p in pending]
-            got = await self.redis.xclaim(self.stream, self.group, self.consumer, 0, ids)
-            batch: Batch = [(as_text(eid), LedgerRecord.from_fields(data)) for eid, data in got if data]
-            lost = len(ids) - len(batch)
-            if lost:  # claimed ids whose entries the stream trimmed before they were shipped
-                self._count_trimmed(lost)
-                present = {e for e, _ in batch}
-                await self.redis.xack(self.stream, self.group, *[i for i in ids if i not in present])
-            log.warning(
-                "ledger shipper: took over %d unacknowledged records of idle consumer %r", len(batch), name
-            )
-            if batch:
-                out.append(batch)
-        return out
+            else:
+                names.append(name)
+        return names
+
+    async def _claim(self, name: str) -> Batch:
+        """All of an idle consumer's pending entries (its one batch, whole: same ids, same token)."""
+        pending = await self.redis.xpending_range(
+            self.stream, self.group, "-", "+", 1_000_000, consumername=name
+        )
+        ids = [as_text(p["message_id"]) for p in pending]
+        if not ids:
+            return []
+        got = await self.redis.xclaim(self.stream, self.group, self.consumer, 0, ids)
+        batch: Batch = [(as_text(eid), LedgerRecord.from_fields(data)) for eid, data in got if eid and data]
+        present = {e for e, _ in batch}
+        gone = [i for i in ids if i not in present]
+        if gone:  # entries the stream trimmed before they were shipped
+            self._count_trimmed(len(gone))
+            await self.redis.xack(self.stream, self.group, *gone)
+        log.warning(
+            "ledger shipper: took over %d unacknowledged records of idle consumer %r", len(batch), name
+        )
+        return batch
 
     async def _read_new(self, stop: asyncio.Event, block: bool) -> Batch:
         """New entries: up to batch_size, or what arrived until the first waited flush_interval_s."""
@@ -261,9 +273,10 @@ class Shipper:
             if as_text(g["name"]) != self.group:
                 continue
             lag = g.get("lag")
-            if lag is None:  # the store cannot tell (entries deleted mid-stream): count what is left
+            if lag is None:  # the store cannot tell (entries deleted past the group): count, bounded
                 last = as_text(g["last-delivered-id"])
-                lag = len(await self.redis.xrange(self.stream, min=f"({last}", max="+", count=100_000))
+                tail = await self.redis.xrange(self.stream, min=f"({last}", max="+", count=_LAG_SCAN)
+                lag = len(tail) if len(tail) < _LAG_SCAN else await self.redis.xlen(self.stream)
             total = int(lag) + int(g.get("pending", 0))
             m.ledger_ship_lag(total)
             return total
