@@ -142,3 +142,26 @@ def test_cli_has_the_ledger_group_beside_usage() -> None:
     assert exc.value.code == 0
     with pytest.raises(SystemExit):
         main(["ledger"])  # a subcommand is required
+
+
+def test_runner_stops_every_job_when_one_fails_and_exits_non_zero() -> None:
+    from sidegate.features.ledger.service import run_jobs
+
+    seen: list[str] = []
+
+    async def steady(stop: asyncio.Event) -> None:
+        await stop.wait()
+        seen.append("steady stopped")
+
+    async def broken(stop: asyncio.Event) -> None:
+        await asyncio.sleep(0.01)
+        raise RuntimeError("boom")
+
+    async def go() -> tuple[int, int]:
+        failed = await asyncio.wait_for(run_jobs([steady, broken], asyncio.Event()), 5)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.01, stop.set)
+        clean = await asyncio.wait_for(run_jobs([steady], stop), 5)
+        return failed, clean
+
+    assert asyncio.run(go()) == (1, 0) and seen == ["steady stopped", "steady stopped"]

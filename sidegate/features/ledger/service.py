@@ -14,6 +14,7 @@ import contextlib
 import logging
 import signal
 import sys
+import traceback
 from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
@@ -64,6 +65,22 @@ async def ship(
     finally:
         await sink.close()
         log.info("ledger shipper: %d records in %d batches this run", shipper.shipped, shipper.batches)
+
+
+async def run_jobs(jobs: list[Job], stop: asyncio.Event) -> int:
+    """Run the jobs until ``stop`` is set or one of them fails; then stop the others. Exit status 1
+    when one failed, so `sidegate up` restarts the runner (with back-off) instead of it idling."""
+    tasks = [asyncio.create_task(job(stop)) for job in jobs]
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait(
+        [*tasks, stopped], return_when=asyncio.FIRST_EXCEPTION if tasks else asyncio.FIRST_COMPLETED
+    )
+    stop.set()
+    await stopped
+    failed = [r for r in await asyncio.gather(*tasks, return_exceptions=True) if isinstance(r, BaseException)]
+    for exc in failed:
+        log.error("ledger job failed: %s", "".join(traceback.format_exception(exc)).rstrip())
+    return 1 if failed else 0
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -125,16 +142,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         serve = args.metrics_port is not None or port != 0
         server = start_metrics_server(port, cfg.services.metrics_host) if serve else None
         try:
-            tasks = [asyncio.create_task(job(stop)) for job in jobs]
-            await stop.wait()
-            for done in await asyncio.gather(*tasks, return_exceptions=True):
-                if isinstance(done, BaseException):
-                    log.error("ledger job failed: %r", done)
+            return await run_jobs(jobs, stop)
         finally:
             await redis.aclose()
             if server is not None:
                 server.close()
-        return 0
 
     return asyncio.run(main())
 
