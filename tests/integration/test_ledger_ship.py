@@ -33,6 +33,9 @@ from sidegate.features.ledger import service
 from sidegate.features.ledger.clickhouse import ChdbSink, dedup_token, rows_jsonl
 from sidegate.features.ledger.ledger import STREAM, LedgerRecord, as_text
 from sidegate.features.ledger.ship import Shipper
+from sidegate.ports import free_port, wait_for_port
+from sidegate.store.redispy import client
+from sidegate.store.valkey import valkey_binary
 
 
 @pytest.fixture(scope="module")
@@ -224,3 +227,55 @@ def test_runner_jobs_follow_the_config() -> None:
     cfg = config_mod.parse({**base, "observability": {"ledger_ship": {"url": "chdb:///tmp/x"}}})
     assert service.runner_wanted(cfg) and len(service.ledger_jobs(cfg, None)) == 1  # type: ignore[arg-type]
     assert not service.runner_wanted(config_mod.parse(base))
+
+
+class SlowSink(ChdbSink):
+    async def insert(self, body: bytes, token: str) -> None:
+        await asyncio.sleep(0.03)
+        await super().insert(body, token)
+
+
+def test_store_restart_mid_run_is_ridden_out(tmp_path: Path) -> None:
+    """The store stops (SIGTERM) while the shipper follows it and comes back from its append-only
+    file: the shipper retries with back-off and every record still lands exactly once."""
+    port = free_port()
+    data = tmp_path / "valkey"
+    data.mkdir()
+    cmd = [valkey_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+           "--appendfsync", "always", "--dir", str(data)]  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    cfg = ship_cfg(tmp_path / "ch", batch_size=10, retry_max_s=0.2)
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL)]
+    try:
+        wait_for_port("127.0.0.1", port, 10.0, procs[0])
+
+        async def body() -> int:
+            redis = client(url, socket_timeout_s=2.0)
+            await add_records(redis, 100)
+            sink = SlowSink(str(tmp_path / "ch"), "sidegate", "ledger")
+            shipper = Shipper(redis, sink, cfg)
+            stop = asyncio.Event()
+            assert await shipper.connect(stop, True)
+            task = asyncio.create_task(shipper.run(stop))
+            await asyncio.sleep(0.15)
+            procs[0].terminate()
+            await asyncio.to_thread(procs[0].wait, 10)
+            await asyncio.sleep(0.5)  # the shipper meets a dead store for a while
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
+            await asyncio.to_thread(wait_for_port, "127.0.0.1", port, 10.0, procs[-1])
+            await add_records(redis, 50, start=100)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and await shipper.update_lag() != 0:
+                await asyncio.sleep(0.1)
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            await sink.close()
+            await redis.aclose()
+            return sum(m.STORE_ERRORS.labels("ledger_ship", op)._value.get() for op in ("stream", "xack"))
+
+        assert asyncio.run(body()) >= 1  # it did meet the dead store
+        assert_exactly_once(tmp_path / "ch", 150)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=10)

@@ -100,12 +100,18 @@ class Shipper:
         A store error ends the pass; the next one starts after a back-off (nothing is lost: what was
         not acknowledged is re-sent, deduplicated, from the pending list)."""
         delay = self.cfg.retry_initial_s
+        group_ready = (
+            False  # (re)checked at the start and after a store error (NOGROUP: the stream was deleted)
+        )
         while not stop.is_set():
             try:
-                await self.ensure_group()
+                if not group_ready:
+                    await self.ensure_group()
+                    group_ready = True
                 idle = await self.pass_once(stop, block=follow)
                 await self.update_lag()
             except (RedisError, OSError) as exc:
+                group_ready = False
                 m.store_error("ledger_ship", "stream")
                 log.warning("ledger shipper: store error (%s: %s); retrying in %.1fs", type(exc).__name__,
                             str(exc)[:300], delay)  # fmt: skip
