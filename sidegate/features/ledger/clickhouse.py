@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
@@ -203,6 +204,10 @@ def open_sink(cfg: LedgerShipConfig, env: dict[str, str] | None = None) -> ChdbS
     if not cfg.url:
         raise ValueError("observability.ledger_ship.url is not set")
     if cfg.url.startswith("chdb://"):
+        if importlib.util.find_spec("chdb") is None:
+            raise RuntimeError(
+                "a chdb:// ledger_ship.url needs chDB: pip install 'sidegate[chdb]' (chdb-core)"
+            )
         return ChdbSink(cfg.url.removeprefix("chdb://"), cfg.database, cfg.table)
     user, password = cfg.credentials(env)
     return HttpSink(cfg.url, cfg.database, cfg.table, user=user, password=password, timeout_s=cfg.timeout_s)
