@@ -279,3 +279,22 @@ def test_store_restart_mid_run_is_ridden_out(tmp_path: Path) -> None:
         for p in procs:
             p.terminate()
             p.wait(timeout=10)
+
+
+def test_a_table_older_than_the_record_still_takes_inserts(valkey_url: str, tmp_path: Path) -> None:
+    """A record field the table lacks (Sidegate upgraded before the ALTER TABLE) is left out, not a
+    batch refused forever."""
+    cfg = ship_cfg(tmp_path / "ch")
+
+    async def body(redis: Redis) -> int:
+        sink = ChdbSink(str(tmp_path / "ch"), "sidegate", "ledger")
+        await sink.open()
+        await sink.create_tables()
+        await sink._run.call(sink._query, "ALTER TABLE sidegate.ledger DROP COLUMN ttft_ms")
+        await sink.close()
+        await add_records(redis, 30)
+        return (await ship_all(redis, cfg.model_copy(update={"create_tables": False}))).shipped
+
+    assert run(valkey_url, body) == 30
+    counts = asyncio.run(clickhouse(tmp_path / "ch", "SELECT count() AS n FROM sidegate.ledger"))[0]
+    assert counts == [{"n": 30}]

@@ -49,6 +49,12 @@ def test_rows_are_json_each_row_with_utc_millisecond_times() -> None:
     r = row("1765000123456-0", rec)
     assert r["id"] == "1765000123456-0" and r["ts"] == "2025-12-06 05:48:43.457"
     assert r["stream"] is True and r["ttft_ms"] is None and list(r) == list(COLUMNS)
+    odd = row("3-0", LedgerRecord(ts=1.0, status=-1, input_tokens=-5, attempts=70000))
+    assert (odd["status"], odd["input_tokens"], odd["attempts"]) == (
+        0,
+        0,
+        65535,
+    )  # never a batch ClickHouse refuses
     body = rows_jsonl([("1-0", rec), ("2-0", LedgerRecord(ts=0.0))])
     lines = body.splitlines()
     assert len(lines) == 2 and orjson.loads(lines[1])["ts"] == "1970-01-01 00:00:00.000"
@@ -130,7 +136,8 @@ def test_http_sink_sends_the_rows_with_the_deduplication_settings() -> None:
     insert = next(c for c in fake.calls if c[0] == "sidegate.ledger")
     assert insert[1] == b'{"id":"1-0"}\n' and insert[3] == "JSONEachRow"
     assert insert[2] == {"insert_deduplicate": 1, "insert_deduplication_token": "sg-ledger-1-abc",
-                         "deduplicate_blocks_in_dependent_materialized_views": 1}  # fmt: skip
+                         "deduplicate_blocks_in_dependent_materialized_views": 1,
+                         "input_format_skip_unknown_fields": 1}  # fmt: skip
     assert fake.calls[-1] == ("close",)
 
 

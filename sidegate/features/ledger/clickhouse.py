@@ -55,10 +55,18 @@ def _ts(epoch_s: float) -> str:
     return datetime.fromtimestamp(ms // 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S") + f".{ms % 1000:03d}"
 
 
+_UNSIGNED = {"status": 65535, "attempts": 65535, "input_tokens": 2**63, "output_tokens": 2**63, "cached_tokens": 2**63,
+             "cache_creation_tokens": 2**63}  # fmt: skip
+"""The table's unsigned columns and their bounds: a value outside would fail the whole insert, and a
+batch that can never be inserted would stop the shipper (it retries the same batch until it goes in)."""
+
+
 def row(eid: str, rec: LedgerRecord) -> dict[str, Any]:
-    """One ledger table row (``ts`` as DateTime64(3) text in UTC)."""
+    """One ledger table row (``ts`` as DateTime64(3) text in UTC, unsigned columns clamped)."""
     out = {"id": eid, **rec.as_dict()}
     out["ts"] = _ts(rec.ts)
+    for name, top in _UNSIGNED.items():
+        out[name] = min(max(out[name], 0), top)
     return out
 
 
@@ -73,6 +81,9 @@ def insert_settings(token: str) -> dict[str, Any]:
         "insert_deduplication_token": token,
         # explicit: older servers default it to 0, and then a re-sent batch is counted twice in the view
         "deduplicate_blocks_in_dependent_materialized_views": 1,
+        # a record field newer than the table (a Sidegate upgrade before the ALTER TABLE) is left out
+        # instead of failing every insert from then on
+        "input_format_skip_unknown_fields": 1,
     }
 
 
