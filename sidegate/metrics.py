@@ -231,6 +231,59 @@ LEDGER_QUEUE = Gauge(
     multiprocess_mode="livesum",
 )  # fmt: skip
 
+# -- ledger shipper (`sidegate ledger run` / `ship`: the ledger into ClickHouse) -----------------
+LEDGER_SHIP_RECORDS = Counter(
+    "sidegate_ledger_ship_records", "Ledger records the ClickHouse shipper handled, by outcome: shipped "
+    "(inserted and acknowledged), trimmed (gone from the stream before they could be shipped).",
+    ["outcome"], registry=REGISTRY,
+)  # fmt: skip
+LEDGER_SHIP_BATCHES = Counter(
+    "sidegate_ledger_ship_batches",
+    "Batches the ClickHouse shipper inserted and acknowledged.",
+    registry=REGISTRY,
+)
+LEDGER_SHIP_FAILURES = Counter(
+    "sidegate_ledger_ship_insert_failures", "Failed ClickHouse calls of the shipper (each is retried), by "
+    "operation: insert, connect.", ["op"], registry=REGISTRY,
+)  # fmt: skip
+LEDGER_SHIP_LAG = Gauge(
+    "sidegate_ledger_ship_lag_records", "Ledger records the shipper's consumer group has not acknowledged yet "
+    "(not yet read + read but not yet inserted).", registry=REGISTRY, multiprocess_mode="livemax",
+)  # fmt: skip
+LEDGER_SHIP_SINCE_INSERT = Gauge(
+    "sidegate_ledger_ship_seconds_since_insert", "Seconds since the shipper's last successful insert (since its "
+    "start before the first); alert on it together with the lag.", registry=REGISTRY,
+    multiprocess_mode="livemax",
+)  # fmt: skip
+
+
+def ledger_ship_started(seconds_since_insert: Any) -> None:
+    """Compute the seconds-since gauge at each scrape (a hung shipper must show it growing)."""
+    if multiprocess_dir() is None:
+        LEDGER_SHIP_SINCE_INSERT.set_function(seconds_since_insert)
+    else:
+        LEDGER_SHIP_SINCE_INSERT.set(seconds_since_insert())
+
+
+def ledger_ship_batch(records: int) -> None:
+    child(LEDGER_SHIP_RECORDS, "shipped").inc(records)
+    LEDGER_SHIP_BATCHES.inc()
+    if multiprocess_dir() is not None:
+        LEDGER_SHIP_SINCE_INSERT.set(0)
+
+
+def ledger_ship_trimmed(records: int) -> None:
+    child(LEDGER_SHIP_RECORDS, "trimmed").inc(records)
+
+
+def ledger_ship_failure(op: str) -> None:
+    child(LEDGER_SHIP_FAILURES, name_label(op)).inc()
+
+
+def ledger_ship_lag(records: int) -> None:
+    LEDGER_SHIP_LAG.set(records)
+
+
 # -- helpers for the other components (they never call .labels() themselves) --------------------
 
 _CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}

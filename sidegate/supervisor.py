@@ -23,7 +23,8 @@ from pathlib import Path
 
 from sidegate import keystore, trust
 from sidegate.bootstrap import render
-from sidegate.config import SidegateConfig
+from sidegate.config import SidegateConfig, local_address
+from sidegate.features.ledger.service import runner_wanted
 from sidegate.features.quota import tenants
 from sidegate.metrics_server import SUPERVISOR_STATE_ENV as STATE_ENV
 from sidegate.ports import free_port, wait_for_port
@@ -180,6 +181,10 @@ class Supervisor:
         if self.env.get("SIDEGATE_ADMIN_TOKEN"):
             admin = [*py, "admin", "serve", "-c", str(self.cfg_path), "--host", svc.admin_host, "--port", str(svc.admin_port)]
             self._spawn(Child("admin", admin, svc.admin_port, host if svc.admin_host in ("0.0.0.0", "::") else svc.admin_host), timeout_s)
+        if runner_wanted(self.cfg):  # `sidegate ledger run`: ships the ledger to ClickHouse; listens on its /metrics
+            port = self.cfg.observability.ledger_metrics_port or free_port(avoid=self._config_ports())
+            run = [*py, "ledger", "run", "-c", str(self.cfg_path), "--metrics-port", str(port)]
+            self._spawn(Child("ledger", run, port, local_address(svc.metrics_host)), timeout_s)
         bootstrap = self.workdir / "envoy.yaml"
         services = self.cfg.services.model_copy(update={"internal_token_file": str(token_file)})
         trust.write_private(bootstrap, render.render_yaml(self.cfg.model_copy(update={"services": services})))
@@ -194,7 +199,7 @@ class Supervisor:
     def _config_ports(self) -> set[int]:
         """Ports the config names: the embedded store must not take one before its owner binds it."""
         svc, lst = self.cfg.services, self.cfg.listener
-        ports = {lst.port, lst.admin_port, svc.metrics_port, svc.authz_metrics_port, svc.admin_port}
+        ports = {lst.port, lst.admin_port, svc.metrics_port, svc.authz_metrics_port, svc.admin_port, self.cfg.observability.ledger_metrics_port}
         ports.update(range(svc.authz_port, svc.authz_port + svc.authz_workers))
         ports.update(range(svc.extproc_port, svc.extproc_port + svc.extproc_workers))
         ports.update(range(svc.front_port, svc.front_port + svc.extproc_workers))

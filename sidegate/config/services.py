@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from sidegate.config.base import StrictModel
+from sidegate.config.ledger_ship import LedgerShipConfig
 
 
 class ListenerConfig(StrictModel):
@@ -141,5 +142,8 @@ class ObservabilityConfig(StrictModel):
     ledger: bool = True
     """Append one usage record per request to the `sg:ledger` Redis Stream."""
     ledger_maxlen: int = Field(1_000_000, ge=1000)
-
-
+    ledger_ship: LedgerShipConfig = Field(default_factory=LedgerShipConfig)
+    """Copy the ledger into ClickHouse continuously (`sidegate ledger run`, started by `sidegate up`
+    when `ledger_ship.url` is set): docs/observability.md, "The ledger in ClickHouse"."""
+    ledger_metrics_port: int = Field(9466, ge=0, le=65535)
+    """`sidegate ledger run`'s Prometheus /metrics port (0: `sidegate up` picks a free one)."""
