@@ -195,7 +195,8 @@ QUOTA_REJECTIONS = Counter(
     registry=REGISTRY,
 )
 QUOTA_LEASES = Counter(
-    "sidegate_quota_leases", "Leases of the global limits this process held (counted when each ends).",
+    "sidegate_quota_leases",
+    "Leases of the global limits this process held (counted when each ends).",
     registry=REGISTRY,
 )
 QUOTA_LEASE_ADMITS = Counter(
@@ -292,3 +293,18 @@ def stage_timer(stage: str) -> Iterator[None]:
         yield
     finally:
         observe_stage(stage, time.perf_counter() - t0)
+
+
+# -- series that exist from the start (the dashboard and alerts rely on them) --------------------
+
+LEDGER_OUTCOMES = ("written", "dropped_full", "dropped_error")
+
+
+def declare_gateway_series() -> None:
+    """Exports the gateway's fixed-label counters at 0 before anything happens. A labelled counter
+    otherwise appears with its first increment, so an alert on it (``rate(...dropped...) > 0``)
+    matches nothing rather than 0 while all is well, and ``rate()`` misses that first increment (its
+    series has no earlier sample). Called once by the gateway process (the metrics feature), not by
+    authz, which writes no ledger."""
+    for outcome in LEDGER_OUTCOMES:
+        child(LEDGER_RECORDS, outcome)
