@@ -195,8 +195,7 @@ QUOTA_REJECTIONS = Counter(
     registry=REGISTRY,
 )
 QUOTA_LEASES = Counter(
-    "sidegate_quota_leases",
-    "Leases of the global limits this process held (counted when each ends).",
+    "sidegate_quota_leases", "Leases of the global limits this process held (counted when each ends).",
     registry=REGISTRY,
 )
 QUOTA_LEASE_ADMITS = Counter(
