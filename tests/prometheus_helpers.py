@@ -55,6 +55,7 @@ class PrometheusServer:
     workdir: Path
     targets: list[Target]
     scrape_s: float = 1.0
+    rule_files: list[Path] = field(default_factory=list)
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
@@ -75,6 +76,7 @@ class PrometheusServer:
                 "scrape_timeout": interval,
                 "evaluation_interval": interval,
             },
+            "rule_files": [str(p) for p in self.rule_files],
             "scrape_configs": [
                 {"job_name": job, "metrics_path": path, "static_configs": [{"targets": addrs}]}
                 for (job, path), addrs in jobs.items()

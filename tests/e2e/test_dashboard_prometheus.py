@@ -22,6 +22,7 @@ import dashboard_helpers as dh
 import httpx
 import openai
 import pytest
+import yaml
 from harness import Stack
 from prometheus_helpers import PrometheusServer, promtool, stack_targets
 
@@ -29,6 +30,7 @@ from sidegate.fakes import FakeProviderThread
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
+ALERTS = ROOT / "deploy" / "compose" / "alerts.yml"
 SCRAPE_S = 1.0
 CACHED_Q = "What is the capital of France?"
 STACK_EXTRA = {
@@ -146,7 +148,7 @@ def dash() -> dict:
 @pytest.fixture(scope="module")
 def prom(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     p = PrometheusServer(
-        tmp_path_factory.mktemp("prometheus"), stack_targets(stack), scrape_s=SCRAPE_S
+        tmp_path_factory.mktemp("prometheus"), stack_targets(stack), scrape_s=SCRAPE_S, rule_files=[ALERTS]
     ).start()
     try:
         p.wait_scraped()
@@ -256,27 +258,51 @@ def _doc_alerts() -> list[str]:
     ]
 
 
-def test_doc_alert_examples_evaluate(prom: PrometheusServer, hot: float) -> None:
-    """docs/observability.md's alert ideas run; each comparison's left side has data (the alert
-    would fire on it, it does not just match nothing)."""
+def _shipped_rules() -> list[dict]:
+    return [r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
+
+
+def _left_side(expr: str) -> str:
+    """An alert's expression without its final threshold (`... > 0.05` -> `...`)."""
+    return re.split(r"\s(?:[<>]=?|[!=]=)\s", expr)[0]
+
+
+def test_shipped_alert_rules_evaluate(prom: PrometheusServer, hot: float) -> None:
+    """deploy/compose/alerts.yml, loaded by this Prometheus: every rule evaluates without error, and
+    the left side of each threshold has series (it reads metrics that exist, with their labels)."""
+    rules = _shipped_rules()
+    assert len(rules) >= 4
+    deadline = time.monotonic() + 10
+    loaded: list[dict] = []
+    while time.monotonic() < deadline:
+        loaded = [r for g in prom.api("rules")["data"]["groups"] for r in g["rules"]]
+        if len(loaded) == len(rules) and all(r["health"] != "unknown" for r in loaded):
+            break
+        time.sleep(0.2)
+    assert [r["name"] for r in loaded] == [r["alert"] for r in rules]
+    for r in loaded:
+        assert r["health"] == "ok", (r["name"], r.get("lastError"))
+    for r in rules:
+        prom.query(r["expr"], at=hot)  # raises on a parse or evaluation error
+        lhs = _left_side(r["expr"])
+        _check(prom, f"alert {r['alert']}: left side {lhs}", prom.query(lhs, at=hot))
+
+
+def test_doc_alert_examples_are_the_shipped_rules(prom: PrometheusServer, hot: float) -> None:
+    """docs/observability.md's PromQL examples are rules of alerts.yml (so evaluated above), and run."""
+    shipped = {r["expr"] for r in _shipped_rules()}
     exprs = _doc_alerts()
     assert len(exprs) >= 4
     for expr in exprs:
-        prom.query(expr, at=hot)  # raises on a parse or evaluation error
-        lhs = re.split(r"\s[<>]=?\s|\s[!=]=\s", expr)[0]
-        _check(prom, f"alert {expr}: left side {lhs}", prom.query(lhs, at=hot))
+        assert expr in shipped, f"docs alert not in {ALERTS.name}: {expr}"
+        prom.query(expr, at=hot)
 
 
-def test_promtool_checks_shipped_config(prom: PrometheusServer, tmp_path: Path) -> None:
-    for cfg in (ROOT / "deploy" / "compose" / "prometheus.yml", prom.workdir / "prometheus.yml"):
-        r = promtool("check", "config", str(cfg))
-        assert r.returncode == 0, f"{cfg}: {r.stdout}{r.stderr}"
-    rules = tmp_path / "alerts.yml"
-    import yaml
-
-    rules.write_text(yaml.safe_dump({"groups": [{"name": "sidegate-doc", "rules": [
-        {"alert": f"DocAlert{i}", "expr": e} for i, e in enumerate(_doc_alerts())]}]}))  # fmt: skip
-    r = promtool("check", "rules", str(rules))
+def test_promtool_checks_shipped_config() -> None:
+    """The compose stack's prometheus.yml (with the rule file it loads) and the rules on their own."""
+    r = promtool("check", "config", str(ROOT / "deploy" / "compose" / "prometheus.yml"))
+    assert r.returncode == 0 and "SUCCESS: 1 rule files found" in r.stdout, r.stdout + r.stderr
+    r = promtool("check", "rules", str(ALERTS))
     assert r.returncode == 0, r.stdout + r.stderr
 
 
