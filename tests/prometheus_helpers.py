@@ -31,19 +31,26 @@ class Target:
     path: str = "/metrics"
 
 
+def targets_for(
+    admin_port: int, metrics_port: int, authz_metrics_port: int, host: str = "127.0.0.1"
+) -> list[Target]:
+    """What a stack serves metrics on: Envoy's admin (its own stats in Prometheus' text format) and
+    the extproc and authz services' metrics ports (0: off, or no authz process)."""
+    out = [Target("envoy", f"127.0.0.1:{admin_port}", "/stats/prometheus")]
+    if metrics_port:
+        out.append(Target("sidegate-extproc", f"{host}:{metrics_port}"))
+    if authz_metrics_port:
+        out.append(Target("sidegate-authz", f"{host}:{authz_metrics_port}"))
+    return out
+
+
 def stack_targets(stack: Any) -> list[Target]:
-    """Everything a started `harness.Stack` serves metrics on: Envoy's admin (its own stats in
-    Prometheus' text format) and the extproc and authz services' metrics ports (no authz process
-    when auth runs inline in the gateway; a port of 0 is off)."""
+    """`targets_for` a started `harness.Stack` (no authz process when auth runs inline in the gateway)."""
     cfg = stack.sup.cfg
     svc = cfg.services
     host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(svc.metrics_host, svc.metrics_host)
-    out = [Target("envoy", f"127.0.0.1:{cfg.listener.admin_port}", "/stats/prometheus")]
-    if svc.metrics_port:
-        out.append(Target("sidegate-extproc", f"{host}:{svc.metrics_port}"))
-    if svc.authz_metrics_port and svc.auth != "inline":
-        out.append(Target("sidegate-authz", f"{host}:{svc.authz_metrics_port}"))
-    return out
+    authz = svc.authz_metrics_port if svc.auth != "inline" else 0
+    return targets_for(cfg.listener.admin_port, svc.metrics_port, authz, host)
 
 
 class PromQLError(AssertionError):

@@ -11,6 +11,7 @@ without warnings and return finite data, and each variable filter must match rea
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import time
@@ -24,9 +25,10 @@ import openai
 import pytest
 import yaml
 from harness import Stack
-from prometheus_helpers import PrometheusServer, promtool, stack_targets
+from prometheus_helpers import PrometheusServer, promtool, stack_targets, targets_for
 
 from sidegate.fakes import FakeProviderThread
+from sidegate.ports import free_port
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,20 +148,49 @@ def dash() -> dict:
 
 
 @pytest.fixture(scope="module")
-def prom(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+def ports() -> dict:
+    """The stack's metrics ports, chosen before it starts (see `prom`)."""
+    return {"listener": {"admin_port": free_port()},
+            "services": {"metrics_port": free_port(), "authz_metrics_port": free_port()}}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def prom(ports: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    """Started before the stack: Prometheus hands its targets to the scrapers some 5 s after it
+    starts (its discovery updates are throttled), which then overlaps the stack's start."""
+    inline = os.environ.get("SIDEGATE_E2E_FRONT") == "http"  # harness.Stack: no authz process then
+    svc = ports["services"]
+    targets = targets_for(
+        ports["listener"]["admin_port"], svc["metrics_port"], 0 if inline else svc["authz_metrics_port"]
+    )
     p = PrometheusServer(
-        tmp_path_factory.mktemp("prometheus"), stack_targets(stack), scrape_s=SCRAPE_S, rule_files=[ALERTS]
-    ).start()
+        tmp_path_factory.mktemp("prometheus"), targets, scrape_s=SCRAPE_S, rule_files=[ALERTS]
+    )
+    p.start()
     try:
-        p.wait_scraped()
         yield p
     finally:
         p.stop()
 
 
 @pytest.fixture(scope="module")
+def stack(prom: PrometheusServer, ports: dict, tmp_path_factory: pytest.TempPathFactory,
+          fake_openai: FakeProviderThread, fake_anthropic: FakeProviderThread) -> Iterator[Stack]:  # fmt: skip
+    s = Stack(
+        tmp_path_factory.mktemp("stack"), fake_openai.url, fake_anthropic.url, extra={**STACK_EXTRA, **ports}
+    )
+    s.start()
+    try:
+        assert stack_targets(s) == prom.targets, "Prometheus scrapes other ports than the stack serves"
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
 def hot(prom: PrometheusServer, stack: Stack, fake_openai: FakeProviderThread, dash: dict) -> float:
     """Two rounds of traffic, each seen by Prometheus; returns the moment the second was."""
+    prom.wait_scraped()
     fake_openai.reset()
     for _ in range(2):
         scraped_round(prom, stack, fake_openai, dash)
