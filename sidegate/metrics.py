@@ -259,7 +259,9 @@ def cache_index_load() -> None:
 
 
 def quota_rejection(scope: str, tenant: str = "") -> None:
-    child(QUOTA_REJECTIONS, tenant_label(tenant), scope_label(scope)).inc()
+    """`scope`: the refusing scope's kind, or its key (``tenant:acme``, ``key:<key id>``,
+    ``model:acme:gpt-4o``), of which only the kind becomes the label: a key id is never a label."""
+    child(QUOTA_REJECTIONS, tenant_label(tenant), scope_label(scope.split(":", 1)[0])).inc()
 
 
 def quota_lease_ended(admitted: int) -> None:

@@ -28,6 +28,7 @@ from harness import Stack
 from prometheus_helpers import PrometheusServer, promtool, stack_targets, targets_for
 
 from sidegate.fakes import FakeProviderThread
+from sidegate.metrics import AUTHZ_REASONS, CACHE_RESULTS, GUARD_ACTIONS, LEDGER_OUTCOMES, QUOTA_SCOPES
 from sidegate.ports import free_port
 
 pytestmark = pytest.mark.e2e
@@ -371,3 +372,23 @@ def test_ratios_read_zero_when_nothing_matches_the_numerator(
         doc = prom.query(expr, at=hot)
         _check(prom, f"panel {t.panel_id} without numerator events: {expr}", doc)
         assert {float(r["value"][1]) for r in doc["data"]["result"]} == {0.0}, doc["data"]["result"]
+
+
+BOUNDED = {
+    ("sidegate_quota_rejections_total", "scope"): QUOTA_SCOPES,
+    ("sidegate_authz_denials_total", "reason"): AUTHZ_REASONS,
+    ("sidegate_cache_lookups_total", "result"): CACHE_RESULTS,
+    ("sidegate_guard_actions_total", "action"): GUARD_ACTIONS,
+    ("sidegate_ledger_records_total", "outcome"): LEDGER_OUTCOMES,
+    ("sidegate_requests_total", "status_class"): ("1xx", "2xx", "3xx", "4xx", "5xx"),
+}
+"""Labels the panels group by, and the values docs/observability.md documents for them."""
+
+
+@pytest.mark.parametrize(("metric", "label"), list(BOUNDED))
+def test_panels_group_by_documented_label_values(
+    prom: PrometheusServer, hot: float, metric: str, label: str
+) -> None:
+    """A "by scope" panel shows scope kinds (not `tenant:acme` or `key:<key id>`), and so on."""
+    seen = prom.api(f"label/{label}/values", **{"match[]": metric})["data"]
+    assert seen and set(seen) <= set(BOUNDED[(metric, label)]), seen
