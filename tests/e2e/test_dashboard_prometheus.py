@@ -331,12 +331,19 @@ def test_doc_alert_examples_are_the_shipped_rules(prom: PrometheusServer, hot: f
         prom.query(expr, at=hot)
 
 
-def test_promtool_checks_shipped_config() -> None:
-    """The compose stack's prometheus.yml (with the rule file it loads) and the rules on their own."""
+def test_promtool_checks_shipped_config(tmp_path: Path) -> None:
+    """The compose stack's prometheus.yml (with the rule file it loads), the rules on their own, and
+    the Kubernetes PrometheusRule's groups (the operator hands Prometheus exactly those)."""
     r = promtool("check", "config", str(ROOT / "deploy" / "compose" / "prometheus.yml"))
     assert r.returncode == 0 and "SUCCESS: 1 rule files found" in r.stdout, r.stdout + r.stderr
-    r = promtool("check", "rules", str(ALERTS))
-    assert r.returncode == 0, r.stdout + r.stderr
+    k8s_rules = tmp_path / "prometheusrule-groups.yml"
+    spec = yaml.safe_load((ROOT / "k8s" / "base" / "prometheusrule.yaml").read_text())["spec"]
+    k8s_rules.write_text(yaml.safe_dump({"groups": spec["groups"]}))
+    for rules in (ALERTS, k8s_rules):
+        r = promtool("check", "rules", str(rules))
+        assert r.returncode == 0 and f"SUCCESS: {len(_shipped_rules())} rules found" in r.stdout, (
+            r.stdout + r.stderr
+        )
 
 
 def test_prometheus_is_a_real_process_on_loopback(prom: PrometheusServer) -> None:
