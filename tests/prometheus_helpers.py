@@ -91,6 +91,8 @@ class PrometheusServer:
         }
 
     def start(self, timeout_s: float = 20.0) -> PrometheusServer:
+        if not Path(PROMETHEUS).is_file():
+            raise RuntimeError("no prometheus binary: apt-get install prometheus (scripts/test installs it)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg_path = self.workdir / "prometheus.yml"
         cfg_path.write_text(yaml.safe_dump(self.config()))
