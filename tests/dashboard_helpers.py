@@ -63,11 +63,9 @@ def parse_relative(spec: str) -> float:
 class Target:
     panel_id: int
     panel_title: str
-    panel_type: str
     ref_id: str
     expr: str
     max_data_points: int
-    instant: bool
 
 
 def targets(dash: dict[str, Any]) -> Iterator[Target]:
@@ -78,8 +76,7 @@ def targets(dash: dict[str, Any]) -> Iterator[Target]:
             width = p.get("gridPos", {}).get("w", GRID_COLUMNS)
             points = int(p.get("maxDataPoints") or width * SCREEN_PX // GRID_COLUMNS)
             for t in p.get("targets", []):
-                yield Target(p["id"], p["title"], p["type"], t.get("refId", "A"), t["expr"], points,
-                             bool(t.get("instant")) and not t.get("range", False))  # fmt: skip
+                yield Target(p["id"], p["title"], t.get("refId", "A"), t["expr"], points)
             yield from walk(p.get("panels", []))
 
     return walk(dash["panels"])
