@@ -312,7 +312,9 @@ def cache_index_load() -> None:
 
 
 def quota_rejection(scope: str, tenant: str = "") -> None:
-    child(QUOTA_REJECTIONS, tenant_label(tenant), scope_label(scope)).inc()
+    """`scope`: the refusing scope's kind, or its key (``tenant:acme``, ``key:<key id>``,
+    ``model:acme:gpt-4o``), of which only the kind becomes the label: a key id is never a label."""
+    child(QUOTA_REJECTIONS, tenant_label(tenant), scope_label(scope.split(":", 1)[0])).inc()
 
 
 def quota_lease_ended(admitted: int) -> None:
@@ -345,3 +347,18 @@ def stage_timer(stage: str) -> Iterator[None]:
         yield
     finally:
         observe_stage(stage, time.perf_counter() - t0)
+
+
+# -- series that exist from the start (the dashboard and alerts rely on them) --------------------
+
+LEDGER_OUTCOMES = ("written", "dropped_full", "dropped_error")
+
+
+def declare_gateway_series() -> None:
+    """Exports the gateway's fixed-label counters at 0 before anything happens. A labelled counter
+    otherwise appears with its first increment, so an alert on it (``rate(...dropped...) > 0``)
+    matches nothing rather than 0 while all is well, and ``rate()`` misses that first increment (its
+    series has no earlier sample). Called once by the gateway process (the metrics feature), not by
+    authz, which writes no ledger."""
+    for outcome in LEDGER_OUTCOMES:
+        child(LEDGER_RECORDS, outcome)

@@ -195,6 +195,7 @@ class Supervisor:
         ]  # fmt: skip
         self._spawn(Child("envoy", envoy, self.cfg.listener.port, self.cfg.listener.host), timeout_s)
         self._wait_envoy_ready(timeout_s)
+        self._write_state()  # every child at 0 restarts: /metrics has their series before any restart
 
     def _config_ports(self) -> set[int]:
         """Ports the config names: the embedded store must not take one before its owner binds it."""

@@ -41,6 +41,7 @@ class MetricsFeature(Feature):
     def __init__(self, cfg: SidegateConfig | None = None, cost: CostFn | None = None):
         if cfg is not None:
             m.configure(cfg)
+        m.declare_gateway_series()
         self.cost = cost if cost is not None or cfg is None else Pricing(cfg.quota.prices)
 
     def on_complete(self, c: Completion) -> None:

@@ -29,6 +29,7 @@ K8S = ROOT / "k8s"
 OVERLAYS = ["gateway", "sidecar"]
 KINDS_OF_CRDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
     ("networking.istio.io/v1alpha3", "EnvoyFilter"),
 }
 K8S_VERSIONS = ["1.30.0", "1.37.0"]  # oldest with native sidecars on by default (beta, 1.29+), newest bundled

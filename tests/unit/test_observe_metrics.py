@@ -245,3 +245,13 @@ def test_multiprocess_mode_aggregates(tmp_path: Path) -> None:
         ln for ln in out.splitlines() if ln.startswith('sidegate_cache_lookups_total{result="hit_exact"}')
     )
     assert float(line.split()[-1]) == 7.0
+
+
+def test_quota_rejection_labels_the_scope_kind_never_its_key() -> None:
+    """The quota passes the refusing scope's key (`key:<key id>`...): only its kind is a label."""
+    for key, kind in (("tenant:acme", "tenant"), ("key:k3y1d000", "key"), ("model:acme:gpt-4o", "model")):
+        before = value("sidegate_quota_rejections_total", tenant="acme", scope=kind)
+        m.quota_rejection(key, tenant="acme")
+        assert value("sidegate_quota_rejections_total", tenant="acme", scope=kind) == before + 1
+    scopes = {s.labels["scope"] for fam in m.REGISTRY.collect() for s in fam.samples if s.name == "sidegate_quota_rejections_total"}
+    assert scopes <= {*m.QUOTA_SCOPES, m.OTHER}, scopes
