@@ -1,0 +1,184 @@
+"""The ledger's spill: a local append-only JSON-lines file the writer puts records in when its queue
+overflowed or the store failed, replayed into the stream in order when the store is back, then removed.
+
+One file per writer process (``<prefix>.<pid>.<ns>.jsonl``, held under an exclusive ``flock``), so
+the extproc workers never share one. A file whose lock nobody holds belongs to a process that died
+before it could replay: the next writer that starts in the directory adopts and replays it first.
+Replay progress is kept in a sidecar (``<file>.done``: the byte offset replayed so far), written
+after each batch the store took, so a crash mid-replay repeats at most that one batch.
+
+Lines are flushed to the OS per batch (they survive the process, not a power loss: no fsync on the
+writer's event loop). The file is bounded in bytes; what does not fit is refused and the caller
+drops it loudly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+log = logging.getLogger("sidegate.ledger")
+
+
+@dataclass(slots=True)
+class SpillFile:
+    path: Path
+    lock: IO[bytes]
+    offset: int = 0
+    """Bytes already replayed into the store."""
+    size: int = 0
+    torn: int = field(default=0)
+
+    @property
+    def done_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".done")
+
+
+class Spill:
+    def __init__(self, directory: str | Path, max_bytes: int, prefix: str = "ledger") -> None:
+        self.dir = Path(directory)
+        self.max_bytes = max_bytes
+        self.prefix = prefix
+        self._files: list[SpillFile] = []
+        """Files still to replay, oldest first; the last one may be ``_own`` (the one appended to)."""
+        self._own: SpillFile | None = None
+        self._adopted = False
+
+    # -- state ------------------------------------------------------------------------------------
+    @property
+    def pending(self) -> bool:
+        """Records are waiting in a spill file: new records must queue behind them (order)."""
+        return any(f.offset < f.size for f in self._files)
+
+    @property
+    def bytes(self) -> int:
+        """Bytes of the file this process appends to (what ``max_bytes`` bounds)."""
+        return self._own.size if self._own else 0
+
+    # -- files ------------------------------------------------------------------------------------
+    def adopt(self) -> int:
+        """Take over spill files of writers that died before replaying them; returns how many."""
+        if self._adopted:
+            return 0
+        self._adopted = True
+        self.dir.mkdir(parents=True, exist_ok=True)
+        found = 0
+        for path in sorted(self.dir.glob(f"{self.prefix}.*.jsonl"), key=lambda p: p.stat().st_mtime):
+            if self._own is not None and path == self._own.path:
+                continue
+            fh = path.open("rb")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.close()  # a live writer's own file
+                continue
+            f = SpillFile(path, fh, offset=_read_offset(path), size=path.stat().st_size)
+            if f.offset >= f.size:  # replayed whole by a writer that died before removing it
+                self._remove(f)
+                continue
+            self._files.insert(len(self._files) - (self._own is not None), f)
+            found += 1
+            log.warning("usage ledger: adopted spill file %s (%d bytes to replay)", path, f.size - f.offset)
+        return found
+
+    def _open_own(self) -> SpillFile:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / f"{self.prefix}.{os.getpid()}.{time.time_ns()}.jsonl"
+        fh = path.open("ab")
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        own = SpillFile(path, fh)
+        self._files.append(own)
+        self._own = own
+        return own
+
+    # -- writing (the writer task) ----------------------------------------------------------------
+    def append(self, records: list[dict[str, str]]) -> int:
+        """Append records (XADD field maps) in order, flushed; returns how many fit the bound (the
+        first ones: the rest are the caller's to drop)."""
+        if not records:
+            return 0
+        own = self._own or self._open_own()
+        lines = []
+        room = self.max_bytes - own.size
+        for fields in records:
+            line = orjson.dumps(fields) + b"\n"
+            if len(line) > room:
+                break
+            lines.append(line)
+            room -= len(line)
+        if lines:
+            data = b"".join(lines)
+            fh: IO[bytes] = own.lock
+            fh.write(data)
+            fh.flush()
+            own.size += len(data)
+        return len(lines)
+
+    # -- replay (the writer task) -----------------------------------------------------------------
+    def read(self, count: int) -> tuple[SpillFile, list[dict[str, str]], int] | None:
+        """The next ``count`` records to replay: (file, records, offset after them), or None."""
+        for f in self._files:
+            if f.offset >= f.size:
+                continue
+            out: list[dict[str, str]] = []
+            with f.path.open("rb") as fh:
+                fh.seek(f.offset)
+                end = f.offset
+                while len(out) < count and end < f.size:
+                    line = fh.readline(f.size - end)
+                    if not line.endswith(b"\n"):  # torn tail of a writer killed mid-write
+                        f.torn += 1
+                        log.error("usage ledger: spill %s has a torn last line (%d bytes): skipped", f.path, len(line))
+                        end = f.size
+                        break
+                    end += len(line)
+                    try:
+                        out.append(orjson.loads(line))
+                    except orjson.JSONDecodeError:
+                        f.torn += 1
+                        log.error("usage ledger: spill %s: unreadable line at byte %d skipped", f.path, end)
+            return f, out, end
+        return None
+
+    def commit(self, f: SpillFile, offset: int) -> None:
+        """The store took the records up to ``offset``: remember it; remove a fully replayed file."""
+        f.offset = offset
+        if f.offset < f.size:
+            tmp = f.done_path.with_name(f.done_path.name + ".tmp")
+            tmp.write_text(str(offset))
+            os.replace(tmp, f.done_path)
+            return
+        self._files.remove(f)
+        if f is self._own:
+            self._own = None
+        self._remove(f)
+
+    @staticmethod
+    def _remove(f: SpillFile) -> None:
+        for p in (f.done_path, f.path):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        f.lock.close()  # after the unlink: no other writer adopts a file we are removing
+
+    def close(self) -> None:
+        """Release the locks (files still pending stay for the next writer to adopt)."""
+        for f in self._files:
+            f.lock.close()
+        self._files.clear()
+        self._own = None
+        self._adopted = False
+
+
+def _read_offset(path: Path) -> int:
+    try:
+        return int(path.with_name(path.name + ".done").read_text().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
