@@ -52,4 +52,6 @@ if __name__ == "__main__":
     ap.add_argument("--iterations", type=int, default=200_000)
     args = ap.parse_args()
     res = asyncio.run(main(min(args.iterations, 2_000_000)))
-    print(f"{ledger_mod.__file__}: submit, queue not full {res['queue']:.3f} µs; queue full {res['full']:.3f} µs")
+    print(
+        f"{ledger_mod.__file__}: submit, queue not full {res['queue']:.3f} µs; queue full {res['full']:.3f} µs"
+    )

@@ -150,5 +150,3 @@ class ObservabilityConfig(StrictModel):
     """Where the ledger writer puts records the store cannot take right now (replayed later)."""
     ledger_archive: LedgerArchiveConfig = Field(default_factory=LedgerArchiveConfig)
     """Old ledger records rolled off to object storage, then trimmed from the stream."""
-
-

@@ -168,6 +168,7 @@ class Ledger:
         batch_size: int = 256,
         retry_delay_s: float = 0.2,
         max_retry_delay_s: float = 5.0,
+        write_timeout_s: float = 2.0,
         spill: Spill | None = None,
         overflow: int = DEFAULT_OVERFLOW,
     ):
@@ -178,6 +179,10 @@ class Ledger:
         self.batch_size = batch_size
         self.retry_delay_s = retry_delay_s
         self.max_retry_delay_s = max_retry_delay_s
+        self.write_timeout_s = write_timeout_s
+        """Bound of one batch append: a hung store must not hold the writer (queue + overflow fill
+        at the request rate meanwhile). A batch that timed out is spilled, so it is duplicated if
+        the store did run it after all: the only way a record is written twice."""
         self.spill = spill
         self.queue: asyncio.Queue[LedgerRecord] = asyncio.Queue(maxsize=queue_size)
         self._overflow: list[LedgerRecord] = []
@@ -353,12 +358,12 @@ class Ledger:
         """One atomic append of the batch (a script: all records or none); False on a store error
         (after one retry when there is no spill to fall back on)."""
         args: list[Any] = [self.maxlen or 0]
-        for fields in batch:
-            args.append(2 * len(fields))
-            args.extend(_flat(fields))
+        for entry in batch:
+            args.append(2 * len(entry))
+            args.extend(_flat(entry))
         for attempt in range(1 if self.spill is not None else 2):
             try:
-                await self.store.run_script(APPEND, [self.stream], args)
+                await self.store.run_script(APPEND, [self.stream], args, timeout_s=self.write_timeout_s)
             except (RedisError, OSError, TimeoutError) as exc:
                 m.store_error("ledger", "xadd")
                 self._retry_at = time.monotonic() + self._delay

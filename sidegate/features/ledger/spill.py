@@ -136,7 +136,11 @@ class Spill:
                     line = fh.readline(f.size - end)
                     if not line.endswith(b"\n"):  # torn tail of a writer killed mid-write
                         f.torn += 1
-                        log.error("usage ledger: spill %s has a torn last line (%d bytes): skipped", f.path, len(line))
+                        log.error(
+                            "usage ledger: spill %s has a torn last line (%d bytes): skipped",
+                            f.path,
+                            len(line),
+                        )
                         end = f.size
                         break
                     end += len(line)
