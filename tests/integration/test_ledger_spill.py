@@ -17,6 +17,7 @@ from sidegate import metrics as m
 from sidegate.features.ledger import ledger
 from sidegate.features.ledger.ledger import Ledger, LedgerRecord
 from sidegate.features.ledger.spill import Spill
+from sidegate.features.ledger.trim import unread_trimmed
 from sidegate.ports import free_port, wait_for_port
 from sidegate.store import open_store
 from sidegate.store.redispy import client
@@ -205,3 +206,33 @@ def test_live_writers_spill_is_not_adopted(tmp_path: Path) -> None:
     assert got is not None and [f["request_id"] for f in got[1]] == ["req-1"]
     third.commit(got[0], got[2])
     assert not third.pending and list(tmp_path.iterdir()) == []
+
+
+def test_maxlen_trimming_unread_records_is_reported(valkey: Valkey, caplog: pytest.LogCaptureFixture) -> None:
+    async def body() -> None:
+        redis = client(valkey.url, socket_timeout_s=2.0)
+        store = open_store(valkey.url, socket_timeout_s=0.5)
+        assert await unread_trimmed(store, ledger.STREAM) == 0  # no stream yet
+        await redis.xgroup_create(ledger.STREAM, "slow", id="0", mkstream=True)
+        led = Ledger(store, maxlen=100, batch_size=50, trim_check_s=0.05)
+        led.start()
+        for i in range(60):
+            led.submit(rec(i))
+        assert await led.flush(5.0)
+        resp = await redis.xreadgroup("slow", "c", {ledger.STREAM: ">"}, count=50)
+        await redis.xack(ledger.STREAM, "slow", *[e for e, _ in resp[0][1]])
+        assert await unread_trimmed(store, ledger.STREAM) == 0  # nothing trimmed yet
+        for i in range(60, 1000):
+            led.submit(rec(i))
+        assert await led.flush(5.0)
+        removed = 1000 - await redis.xlen(ledger.STREAM)
+        assert removed > 800 and await unread_trimmed(store, ledger.STREAM) == removed - 50
+        await asyncio.sleep(0.2)  # the writer's companion reports it
+        assert m.REGISTRY.get_sample_value("sidegate_ledger_unread_trimmed") == removed - 50
+        await led.stop()
+        await store.aclose()
+        await redis.aclose()
+
+    with caplog.at_level("WARNING", logger="sidegate.ledger"):
+        asyncio.run(body())
+    assert any("before a consumer group read them" in r.getMessage() for r in caplog.records)

@@ -22,6 +22,7 @@ from sidegate import lua
 from sidegate import metrics as m
 from sidegate.core.completion import CostFn, safe_cost, ttft_seconds
 from sidegate.features.ledger.spill import Spill
+from sidegate.features.ledger.trim import watch_unread_trimmed
 from sidegate.store import LuaScript, Store
 
 if TYPE_CHECKING:
@@ -171,6 +172,7 @@ class Ledger:
         write_timeout_s: float = 2.0,
         spill: Spill | None = None,
         overflow: int = DEFAULT_OVERFLOW,
+        trim_check_s: float = 60.0,
     ):
         self.store = store
         self.stream = stream
@@ -195,7 +197,10 @@ class Ledger:
         self._delay = retry_delay_s
         self._retry_at = 0.0
         self._logged_at: dict[bool, float] = {}
+        self.trim_check_s = trim_check_s
+        """How often (with MAXLEN) the writer reports what MAXLEN trimmed before a group read it."""
         self._task: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     # -- response path -----------------------------------------------------------------------
     def submit(self, rec: LedgerRecord) -> bool:
@@ -233,6 +238,9 @@ class Ledger:
         """Start the writer on the running event loop (idempotent)."""
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="sidegate-ledger")
+        if self.maxlen and (self._watch is None or self._watch.done()):
+            watch = watch_unread_trimmed(self.store, self.stream, self.trim_check_s, self.write_timeout_s)
+            self._watch = asyncio.get_running_loop().create_task(watch, name="sidegate-ledger-trim")
 
     @property
     def idle(self) -> bool:
@@ -255,10 +263,12 @@ class Ledger:
         if self._task is None:
             return
         await self.flush(timeout_s, replayed=True)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        for task in (self._task, self._watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._watch = None
         if self.spill is not None:
             self.spill.close()
 

@@ -14,10 +14,20 @@ client's raw ones are both read.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
-from sidegate.features.ledger.ledger import as_text
+from redis.exceptions import RedisError
+
+from sidegate import metrics as m
 from sidegate.store import Store
+
+log = logging.getLogger("sidegate.ledger")
+
+
+def as_text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def parse_id(eid: Any) -> tuple[int, int]:
@@ -104,3 +114,20 @@ async def unread_trimmed(store: Store, stream: str) -> int:
     if removed <= 0 or not known:
         return 0
     return max(0, removed - min(known))
+
+
+async def watch_unread_trimmed(store: Store, stream: str, every_s: float, timeout_s: float) -> None:
+    """The writer's companion with MAXLEN: every ``every_s`` set ``sidegate_ledger_unread_trimmed``
+    and log when it grew (MAXLEN is too small for the slowest consumer group)."""
+    last = 0
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            n = await asyncio.wait_for(unread_trimmed(store, stream), timeout_s)
+        except (RedisError, OSError, TimeoutError):
+            continue  # the store is down: the writer reports that
+        m.LEDGER_UNREAD_TRIMMED.set(n)
+        if n > last:
+            log.warning("usage ledger: MAXLEN trimmed %d records before a consumer group read them "
+                        "(raise observability.ledger_maxlen, or configure the archive)", n - last)  # fmt: skip
+        last = n
