@@ -240,3 +240,22 @@ async def stream_len(url: str) -> int:
         return int(await redis.xlen(ledger.STREAM))
     finally:
         await redis.aclose()
+
+
+def test_archive_reads_back_with_clickhouse_s3(valkey_url: str, s3: Any, s3_endpoint: str) -> None:
+    """The query docs/observability.md gives, run by ClickHouse (chDB, in-process) against the archive."""
+    import chdb
+
+    async def body(redis: Redis) -> None:
+        await seed(redis, 0, 40)
+        assert (await archive.archive_once(redis, cfg_for(s3_endpoint), now=LATER)).records == 40
+
+    run(valkey_url, body)
+    url = f"{s3_endpoint}/{BUCKET}/ledger/sg-ledger/**/*.jsonl.gz"
+    query = (
+        f"SELECT tenant, model, count() AS requests, sum(input_tokens) AS input, round(sum(cost_usd), 6) AS usd "
+        f"FROM s3('{url}', 'testing-key-id', 'testing-secret', 'JSONEachRow') GROUP BY tenant, model"
+    )
+    rows = [orjson.loads(line) for line in str(chdb.query(query, "JSONEachRow")).splitlines() if line.strip()]
+    assert rows == [{"tenant": "acme", "model": "gpt-4o-mini", "requests": 40, "input": sum(range(40)),
+                     "usd": round(0.001 * sum(range(40)), 6)}]  # fmt: skip
