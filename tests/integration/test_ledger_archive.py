@@ -20,7 +20,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 from redis.asyncio import Redis
 
-from sidegate import cli
+from sidegate import cli, config
 from sidegate import metrics as m
 from sidegate.config.ledger_archive import LedgerArchiveConfig
 from sidegate.features.ledger import archive, ledger, reading
@@ -154,7 +154,8 @@ def test_archive_to_s3_and_trim_behind_consumer_groups(valkey_url: str, s3: Any,
             row["ts"] = rec.ts  # ISO in the object; the rest field by field
             assert LedgerRecord(**row) == LedgerRecord.from_fields(rec.to_fields())
         first_day = time.strftime("%Y/%m/%d", time.gmtime(int(ids[0].split("-")[0]) / 1000))
-        assert keys[0] == f"ledger/sg-ledger/{first_day}/{ids[0]}.jsonl.gz"
+        ms, seq = ids[0].split("-")
+        assert keys[0] == f"ledger/sg-ledger/{first_day}/{ms}-{int(seq):06d}.jsonl.gz"
         # the group acknowledged 120: only those left the stream, archived or not
         assert res.trimmed == 120 and res.kept_for_groups == 130
         assert await stream_ids(redis) == [f"req-{i}" for i in range(120, 250)]
@@ -259,3 +260,36 @@ def test_archive_reads_back_with_clickhouse_s3(valkey_url: str, s3: Any, s3_endp
     rows = [orjson.loads(line) for line in str(chdb.query(query, "JSONEachRow")).splitlines() if line.strip()]
     assert rows == [{"tenant": "acme", "model": "gpt-4o-mini", "requests": 40, "input": sum(range(40)),
                      "usd": round(0.001 * sum(range(40)), 6)}]  # fmt: skip
+
+
+def test_archive_forever_runs_passes_until_stopped(valkey_url: str, tmp_path: Path) -> None:
+    conf = config.parse(
+        {"providers": {"p": {"api": "openai", "base_url": "http://127.0.0.1:9"}}, "models": {},
+         "store": {"url": valkey_url},
+         "observability": {"ledger_archive": {"url": f"file://{tmp_path}/a", "older_than": "0s", "interval_s": 0.05}}},
+        "test", env={},
+    )  # fmt: skip
+
+    async def body(redis: Redis) -> int:
+        await seed(redis, 0, 10)
+        stop = asyncio.Event()
+        task = asyncio.create_task(archive.archive_forever_for(conf, stop=stop))
+        for _ in range(100):  # bounded: 5 s
+            await asyncio.sleep(0.05)
+            if await redis.xlen(ledger.STREAM) == 0:
+                break
+        await seed(redis, 10, 15)
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if await redis.xlen(ledger.STREAM) == 0:
+                break
+        stop.set()
+        return await asyncio.wait_for(task, 5.0)
+
+    assert run(valkey_url, body) == 15
+    lines = [
+        ln
+        for obj in sorted((tmp_path / "a").rglob("*.jsonl.gz"))
+        for ln in gzip.decompress(obj.read_bytes()).splitlines()
+    ]
+    assert [orjson.loads(ln)["request_id"] for ln in lines] == [f"req-{i}" for i in range(15)]

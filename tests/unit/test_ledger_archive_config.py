@@ -68,7 +68,7 @@ def test_gcs_without_gcsfs_names_the_package() -> None:
 
 def test_object_names_are_deterministic() -> None:
     a = archive.object_path("b/p", "sg:ledger", "1700000000000-3")
-    assert a == "b/p/sg-ledger/2023/11/14/1700000000000-3.jsonl.gz"
+    assert a == "b/p/sg-ledger/2023/11/14/1700000000000-000003.jsonl.gz"
     assert a == archive.object_path("b/p", "sg:ledger", "1700000000000-3")
     entries = [(b"1700000000000-3", {b"ts": b"1700000000.0", b"request_id": b"r1"})]
     assert archive.encode(entries) == archive.encode(entries)  # same records, same bytes (gzip mtime 0)

@@ -6,8 +6,8 @@ One pass (:func:`archive_once`), run by `sidegate ledger archive` or every ``int
 
 1. read from the archived watermark (``<stream>:archived``, the last id archived) up to the cutoff,
    ``max_records_per_object`` records at a time;
-2. write each chunk to ``<url>/<stream>/<yyyy>/<mm>/<dd>/<first id>.jsonl.gz`` (the date and id of
-   its first record), and verify it (size, and the MD5 ETag or a re-read);
+2. write each chunk to ``<url>/<stream>/<yyyy>/<mm>/<dd>/<ms>-<seq, 6 digits>.jsonl.gz`` (the date
+   and id of its first record), and verify it (size, and the MD5 ETag or a re-read);
 3. only then move the watermark past the chunk;
 4. at the end trim below the watermark and every consumer group's acknowledged position
    (:mod:`.trim`).
@@ -33,7 +33,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
@@ -43,6 +43,9 @@ from sidegate.features.ledger.ledger import STREAM, LedgerRecord, as_text
 from sidegate.features.ledger.reading import _json_line, since_to_id
 from sidegate.features.ledger.trim import parse_id, trim_archived
 from sidegate.store import RedisPyStore
+
+if TYPE_CHECKING:
+    from sidegate.config import SidegateConfig
 
 log = logging.getLogger("sidegate.ledger.archive")
 
@@ -111,8 +114,9 @@ def open_fs(cfg: LedgerArchiveConfig, env: Mapping[str, str] | None = None) -> t
 
 def object_path(root: str, stream: str, first_id: str) -> str:
     """Deterministic: a chunk re-written after a crash starts at the same id, so the same name."""
-    day = datetime.fromtimestamp(parse_id(first_id)[0] / 1000, tz=UTC)
-    return f"{root}/{stream.replace(':', '-')}/{day:%Y/%m/%d}/{first_id}.jsonl.gz"
+    ms, seq = parse_id(first_id)
+    day = datetime.fromtimestamp(ms / 1000, tz=UTC)  # the sequence padded: names sort as ids do
+    return f"{root}/{stream.replace(':', '-')}/{day:%Y/%m/%d}/{ms}-{seq:06d}.jsonl.gz"
 
 
 def encode(entries: list[tuple[Any, Any]]) -> bytes:
@@ -225,3 +229,18 @@ async def archive_forever(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), max(cfg.interval_s - (time.monotonic() - started), 0.0))
     return total
+
+
+async def archive_forever_for(cfg: SidegateConfig, *, stop: asyncio.Event | None = None) -> int:
+    """:func:`archive_forever` for a whole config (the store from ``store.url``/``SIDEGATE_REDIS_URL``):
+    what a long-running process (`sidegate ledger run`) starts when ``ledger_archive.url`` is set."""
+    from sidegate.store.redispy import client
+
+    url = os.environ.get("SIDEGATE_REDIS_URL") or cfg.store.url
+    if not url:
+        raise ArchiveError("no store: set store.url or SIDEGATE_REDIS_URL")
+    redis = client(url, socket_timeout_s=10.0)
+    try:
+        return await archive_forever(redis, cfg.observability.ledger_archive, stop=stop)
+    finally:
+        await redis.aclose()

@@ -262,7 +262,15 @@ class Ledger:
         the writer. What is still spilled stays in its file for the next writer to replay."""
         if self._task is None:
             return
-        await self.flush(timeout_s, replayed=True)
+        deadline = time.monotonic() + timeout_s
+        await self.flush(timeout_s)
+        while self.spill is not None and self.spill.pending and time.monotonic() < deadline:
+            before = self.replayed  # replay while the store takes it; a store still away: give up
+            if (
+                await self.flush(min(1.0, deadline - time.monotonic()), replayed=True)
+                or self.replayed == before
+            ):
+                break
         for task in (self._task, self._watch):
             if task is not None:
                 task.cancel()

@@ -69,7 +69,8 @@ class Spill:
         if self._adopted:
             return 0
         self._adopted = True
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.dir.is_dir():  # made on the first spill, not by every writer that starts
+            return 0
         found = 0
         for path in sorted(self.dir.glob(f"{self.prefix}.*.jsonl"), key=lambda p: p.stat().st_mtime):
             if self._own is not None and path == self._own.path:
