@@ -236,3 +236,30 @@ def test_maxlen_trimming_unread_records_is_reported(valkey: Valkey, caplog: pyte
     with caplog.at_level("WARNING", logger="sidegate.ledger"):
         asyncio.run(body())
     assert any("before a consumer group read them" in r.getMessage() for r in caplog.records)
+
+
+def test_unwritable_spill_drops_loudly_and_never_stalls(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+
+    async def body() -> None:
+        store = open_store(f"redis://127.0.0.1:{free_port()}/0", socket_timeout_s=0.2)  # nothing listens
+        err = outcome("dropped_spill_full") + outcome("dropped_error")
+        led = Ledger(
+            store, queue_size=5, overflow=5, retry_delay_s=0.01, spill=Spill(not_a_dir / "spill", 1 << 20)
+        )
+        assert all(led.submit(rec(i)) for i in range(10))  # 5 queued, 5 in the overflow
+        led.start()
+        assert await led.flush(5.0)  # not stuck behind the overflow
+        assert led.submit(rec(10))
+        assert await led.flush(5.0)
+        await led.stop(0.5)
+        await store.aclose()
+        assert led.dropped == 11 and led.spilled == 0
+        assert outcome("dropped_spill_full") + outcome("dropped_error") == err + 11
+
+    with caplog.at_level("ERROR", logger="sidegate.ledger"):
+        asyncio.run(body())
+    assert any("cannot write the spill" in r.getMessage() for r in caplog.records)

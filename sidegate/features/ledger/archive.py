@@ -161,14 +161,28 @@ async def archive_once(
     if not await redis.set(lock, token, nx=True, px=LOCK_TTL_MS):
         raise ArchiveError(f"another archiver holds {lock}")
     try:
-        return await _pass(redis, cfg, fs, root, stream, since_to_id(cfg.older_than, now))
+        return await _pass(redis, cfg, fs, root, stream, since_to_id(cfg.older_than, now), (lock, token))
     finally:
         if as_text(await redis.get(lock) or b"") == token:
             await redis.delete(lock)
 
 
+async def _hold(redis: Redis, lock: tuple[str, str]) -> None:
+    """Still ours? Extend it (a long pass outlives one TTL); two archivers could move the watermark
+    back and forth and cut chunks differently, so one that lost the lock stops."""
+    if as_text(await redis.get(lock[0]) or b"") != lock[1]:
+        raise ArchiveError(f"lost the archive lock {lock[0]} (a pass longer than {LOCK_TTL_MS // 1000} s?)")
+    await redis.pexpire(lock[0], LOCK_TTL_MS)
+
+
 async def _pass(
-    redis: Redis, cfg: LedgerArchiveConfig, fs: Any, root: str, stream: str, cutoff: str
+    redis: Redis,
+    cfg: LedgerArchiveConfig,
+    fs: Any,
+    root: str,
+    stream: str,
+    cutoff: str,
+    lock: tuple[str, str],
 ) -> ArchiveResult:
     key = watermark_key(stream)
     res = ArchiveResult(watermark=as_text(await redis.get(key) or b"0-0"))
@@ -186,6 +200,7 @@ async def _pass(
             m.child(m.LEDGER_ARCHIVE_ERRORS, "upload").inc()
             raise
         _crash_point("after_upload")
+        await _hold(redis, lock)
         await redis.set(key, last)
         res.watermark = last
         res.objects.append(path)

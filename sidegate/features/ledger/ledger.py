@@ -4,7 +4,8 @@ The response path only does ``Ledger.submit`` (a non-blocking put on a bounded i
 it a small overflow list). A background task drains them in batches, each appended whole by one
 script (``lua/ledger_append.lua``: ``XADD ... MAXLEN ~ N``, or no MAXLEN when an archiver trims the
 stream); what the store cannot take goes to a local spill file (:mod:`.spill`), replayed in order.
-Stream entries are flat string maps, so any consumer group (``XREADGROUP``) can ship them on; :mod:`sidegate.features.ledger.reading` reads them back.
+Stream entries are flat string maps (:mod:`.record`), so any consumer group (``XREADGROUP``) can ship
+them on; :mod:`sidegate.features.ledger.reading` reads them back.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
 from sidegate import lua
 from sidegate import metrics as m
-from sidegate.core.completion import CostFn, safe_cost, ttft_seconds
+from sidegate.core.completion import CostFn, safe_cost
+from sidegate.features.ledger.record import LedgerRecord, as_text, record_from_completion
 from sidegate.features.ledger.spill import Spill
 from sidegate.features.ledger.trim import watch_unread_trimmed
 from sidegate.store import LuaScript, Store
@@ -33,108 +34,7 @@ log = logging.getLogger("sidegate.ledger")
 STREAM = "sg:ledger"
 DEFAULT_MAXLEN = 1_000_000
 DEFAULT_QUEUE = 10_000
-
-
-@dataclass(slots=True)
-class LedgerRecord:
-    """One completed request. ``latency_ms`` covers the whole request when the gateway put its wall
-    clock start in ``meta["received_at"]``, else the final provider try; ``ttft_ms`` is None unless
-    streamed. ``cache`` is the response-cache result (``none`` when no cache ran)."""
-
-    ts: float
-    request_id: str = ""
-    tenant: str = ""
-    key_id: str = ""
-    api: str = ""
-    endpoint: str = "completions"
-    """What was asked: `completions` or `embeddings` (records written before it existed: completions)."""
-    model: str = ""
-    provider: str = ""
-    upstream_model: str = ""
-    status: int = 0
-    attempts: int = 0
-    stream: bool = False
-    aborted: bool = False
-    cache: str = "none"
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_tokens: int = 0
-    cache_creation_tokens: int = 0
-    cost_usd: float = 0.0
-    latency_ms: float = 0.0
-    ttft_ms: float | None = None
-
-    def to_fields(self) -> dict[str, str]:
-        """Flat string map for XADD (None -> empty string)."""
-        out: dict[str, str] = {}
-        for k in _FIELD_NAMES:  # not dataclasses.asdict: it deep-copies (~0.1 ms per record)
-            v = getattr(self, k)
-            if v is None:
-                out[k] = ""
-            elif isinstance(v, bool):
-                out[k] = "1" if v else "0"
-            elif isinstance(v, float):
-                out[k] = repr(round(v, 6))
-            else:
-                out[k] = str(v)
-        return out
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in _FIELD_NAMES}
-
-    @classmethod
-    def from_fields(cls, data: dict[Any, Any]) -> LedgerRecord:
-        """Inverse of :meth:`to_fields`; tolerates missing and unknown fields (schema evolution)."""
-        raw = {as_text(k): as_text(v) for k, v in data.items()}
-        kwargs: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name not in raw:
-                continue
-            v = raw[f.name]
-            kind = str(f.type)
-            if kind == "bool":
-                kwargs[f.name] = v == "1"
-            elif kind == "int":
-                kwargs[f.name] = int(v or 0)
-            elif kind == "float":
-                kwargs[f.name] = float(v or 0)
-            elif kind == "float | None":
-                kwargs[f.name] = float(v) if v else None
-            else:
-                kwargs[f.name] = v
-        kwargs.setdefault("ts", 0.0)
-        return cls(**kwargs)
-
-
-_FIELD_NAMES = tuple(f.name for f in fields(LedgerRecord))
-
-
-def as_text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def record_from_completion(c: Completion, cost_usd: float = 0.0, now: float | None = None) -> LedgerRecord:
-    meta = c.meta
-    wall = time.time() if now is None else now
-    received = meta.get("received_at")
-    if isinstance(received, (int, float)) and 0 < received <= wall:
-        latency = (wall - float(received)) * 1000
-    else:
-        latency = max(c.ended_at - c.started_at, 0.0) * 1000
-    ttft = ttft_seconds(c)
-    usage = c.usage
-    return LedgerRecord(
-        ts=wall, request_id=str(meta.get("request_id", "")), tenant=str(meta.get("tenant", "")),
-        key_id=str(meta.get("key_id", "")), api=str(meta.get("api", "")),
-        endpoint=str(meta.get("endpoint") or "completions"), model=str(meta.get("model", "")),
-        provider=c.provider, upstream_model=c.upstream_model, status=c.status, attempts=c.attempt,
-        stream=bool(meta.get("stream", c.streamed)), aborted=c.aborted, cache=str(meta.get("cache") or "none"),
-        input_tokens=usage.input_tokens if usage else 0, output_tokens=usage.output_tokens if usage else 0,
-        cached_tokens=usage.cached_tokens if usage else 0,
-        cache_creation_tokens=usage.cache_creation_tokens if usage else 0,
-        cost_usd=cost_usd, latency_ms=round(latency, 3), ttft_ms=round(ttft * 1000, 3) if ttft is not None else None,
-    )  # fmt: skip
-
+__all__ = ["STREAM", "Ledger", "LedgerRecord", "as_text", "record_from_completion"]
 
 APPEND = LuaScript("ledger_append", lua.read("ledger_append.lua"))
 DEFAULT_OVERFLOW = 10_000
@@ -285,20 +185,27 @@ class Ledger:
         if self.spill is not None:
             self.spill.adopt()
         while True:
-            if self.spill is not None and self.spill.pending:
-                await self._spill_mode()
-                continue
-            batch = await self._take()
-            self._busy = len(batch)
             try:
-                fields = [rec.to_fields() for rec in batch]
-                if self._overflow or not await self._write(fields):  # backlog or store error: spill
-                    self._to_spill(fields)
-                else:
-                    self.written += len(batch)
-                    m.child(m.LEDGER_RECORDS, "written").inc(len(batch))
-            finally:
-                self._busy = 0
+                await self._step()
+            except Exception:  # the writer must outlive any one bad batch: a dead writer loses all
+                log.exception("usage ledger: writer step failed")
+                await asyncio.sleep(self.retry_delay_s)
+
+    async def _step(self) -> None:
+        if self.spill is not None and (self.spill.pending or self._overflow):
+            await self._spill_mode()  # records wait in the file (or behind a full queue): keep order
+            return
+        batch = await self._take()
+        self._busy = len(batch)
+        try:
+            fields = [rec.to_fields() for rec in batch]
+            if await self._write(fields):
+                self.written += len(batch)
+                m.child(m.LEDGER_RECORDS, "written").inc(len(batch))
+            else:
+                self._to_spill(fields)  # older than anything queued since: the file keeps the order
+        finally:
+            self._busy = 0
 
     async def _take(self) -> list[LedgerRecord]:
         batch = [await self.queue.get()]

@@ -21,13 +21,10 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from sidegate import metrics as m
+from sidegate.features.ledger.record import as_text
 from sidegate.store import Store
 
 log = logging.getLogger("sidegate.ledger")
-
-
-def as_text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def parse_id(eid: Any) -> tuple[int, int]:
