@@ -72,14 +72,19 @@ class Spill:
         if not self.dir.is_dir():  # made on the first spill, not by every writer that starts
             return 0
         found = 0
-        for path in sorted(self.dir.glob(f"{self.prefix}.*.jsonl"), key=lambda p: p.stat().st_mtime):
+        for path in sorted(self.dir.glob(f"{self.prefix}.*.jsonl"), key=_mtime):
             if self._own is not None and path == self._own.path:
                 continue
-            fh = path.open("rb")
+            try:
+                fh = path.open("rb")
+            except FileNotFoundError:  # replayed and removed by its writer meanwhile
+                continue
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.stat(path).st_ino != os.fstat(fh.fileno()).st_ino:
+                    raise FileNotFoundError(path)  # its writer removed it, then let go of the lock
             except OSError:
-                fh.close()  # a live writer's own file
+                fh.close()  # a live writer's own file, or one just removed
                 continue
             f = SpillFile(path, fh, offset=_read_offset(path), size=path.stat().st_size)
             if f.offset >= f.size:  # replayed whole by a writer that died before removing it
@@ -180,6 +185,13 @@ class Spill:
         self._files.clear()
         self._own = None
         self._adopted = False
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _read_offset(path: Path) -> int:

@@ -25,6 +25,8 @@ from sidegate.features.ledger.record import as_text
 from sidegate.store import Store
 
 log = logging.getLogger("sidegate.ledger")
+KEPT_COUNT_MAX = 100_000
+"""Archived records a group holds back are counted up to this many (the gauge reads "at least")."""
 
 
 def parse_id(eid: Any) -> tuple[int, int]:
@@ -92,7 +94,7 @@ async def trim_archived(store: Store, stream: str, archived: str) -> tuple[int, 
     trimmed = int(await store.command("XTRIM", stream, "MINID", format_id(bound)) or 0)
     kept = 0
     if held:
-        kept = len(await store.command("XRANGE", stream, format_id(bound), archived, "COUNT", 1_000_000))
+        kept = len(await store.command("XRANGE", stream, format_id(bound), archived, "COUNT", KEPT_COUNT_MAX))
     return trimmed, kept
 
 
