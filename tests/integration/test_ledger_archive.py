@@ -293,3 +293,31 @@ def test_archive_forever_runs_passes_until_stopped(valkey_url: str, tmp_path: Pa
         for ln in gzip.decompress(obj.read_bytes()).splitlines()
     ]
     assert [orjson.loads(ln)["request_id"] for ln in lines] == [f"req-{i}" for i in range(15)]
+
+
+def test_trim_bound_reads_both_store_clients(valkey_url: str) -> None:
+    """redis-py parses XINFO/XPENDING replies, the lean client returns them raw: the same bound."""
+    from sidegate.features.ledger.trim import format_id, next_id, trim_bound
+    from sidegate.store import open_store
+
+    async def body(redis: Redis) -> None:
+        await seed(redis, 0, 20)
+        ids = [as_text(e) for e, _ in await redis.xrange(ledger.STREAM)]
+        await redis.xgroup_create(ledger.STREAM, "acked", id="0")
+        await read_group(redis, "acked", 15, ack=True)
+        await redis.xgroup_create(ledger.STREAM, "pending", id="0")
+        await read_group(redis, "pending", 5, ack=True)
+        await read_group(redis, "pending", 5, ack=False)
+        lean = open_store(valkey_url)
+        try:
+            for store in (RedisPyStore(redis), lean):
+                assert await trim_bound(store, ledger.STREAM, ids[-1]) == (
+                    tuple(map(int, ids[5].split("-"))),
+                    True,
+                )
+                assert await trim_bound(store, ledger.STREAM, ids[2]) == (next_id(ids[2]), False)
+                assert format_id(next_id(ids[2])) != ids[2]
+        finally:
+            await lean.aclose()
+
+    run(valkey_url, body)
