@@ -68,6 +68,8 @@ def cmd_archive(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(main())
+    except KeyboardInterrupt:  # --forever stopped by Ctrl-C: a pass cut short repeats next time
+        return 0
     except archive.ArchiveError as exc:
         print(f"ledger archive: {exc}", file=sys.stderr)
         return 2

@@ -4,7 +4,9 @@ The rule (docs/observability.md, "The ledger's bound"):
 - With an archive: no MAXLEN. The archiver trims (``XTRIM MINID``) only below BOTH its archived
   watermark and every consumer group's acknowledged position: a group's oldest pending (delivered,
   not acknowledged) entry, or, with nothing pending, the entry after its last delivered one.
-  Nothing a group has not acknowledged (nor not yet read) is ever trimmed.
+  Nothing a group has not acknowledged (nor not yet read) is ever trimmed. (Positions only move
+  forward while a pass reads them, so the bound stays safe; a group created at an old id during a
+  pass may find what it asked for already trimmed, as with any trimming.)
 - Without one: ``XADD MAXLEN ~ ledger_maxlen`` is the bound, and the records it trimmed before the
   slowest consumer group read them are reported (``sidegate_ledger_unread_trimmed``).
 
