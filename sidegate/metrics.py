@@ -223,7 +223,7 @@ STAGE_DURATION = Histogram(
     buckets=STAGE_BUCKETS, registry=REGISTRY,
 )  # fmt: skip
 LEDGER_RECORDS = Counter(
-    "sidegate_ledger_records", "Usage ledger records by outcome (written, spilled, replayed, dropped_full, dropped_error, dropped_spill_full).",
+    "sidegate_ledger_records", "Usage ledger records by outcome (written, spilled, replayed, already_written, dropped_*).",
     ["outcome"], registry=REGISTRY,
 )  # fmt: skip
 LEDGER_QUEUE = Gauge(
@@ -233,7 +233,8 @@ LEDGER_QUEUE = Gauge(
 
 # -- the ledger's bound and archive (docs/observability.md, "The ledger's bound", "Archive") ----------
 # sidegate_ledger_records_total above also counts outcome="spilled" (to the local spill file),
-# "replayed" (from it into the stream) and "dropped_spill_full" (the spill's byte bound reached).
+# "replayed" (from it into the stream), "already_written" (a spilled batch whose first append had
+# landed: skipped on replay) and "dropped_spill_full" (the spill's byte bound reached).
 LEDGER_SPILL_BYTES = Gauge(
     "sidegate_ledger_spill_bytes", "Bytes in this process's ledger spill file (records waiting for the store).",
     registry=REGISTRY, multiprocess_mode="livesum",

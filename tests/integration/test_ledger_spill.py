@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -19,7 +20,7 @@ from sidegate.features.ledger.ledger import Ledger, LedgerRecord
 from sidegate.features.ledger.spill import Spill
 from sidegate.features.ledger.trim import unread_trimmed
 from sidegate.ports import free_port, wait_for_port
-from sidegate.store import open_store
+from sidegate.store import Store, open_store
 from sidegate.store.redispy import client
 from sidegate.store.valkey import valkey_binary
 
@@ -133,7 +134,7 @@ def test_full_queue_and_store_down_lose_nothing(valkey: Valkey, tmp_path: Path) 
 
 def test_spill_bound_drops_loudly(valkey: Valkey, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     spill_dir = tmp_path / "spill"
-    line = len(orjson.dumps(rec(100).to_fields()) + b"\n")
+    line = len(orjson.dumps(["0123456789abcdef", 1, rec(100).to_fields()]) + b"\n")  # [writer, batch, fields]
     bound = 30 * line + line // 2  # room for 30 records
 
     async def body() -> None:
@@ -195,16 +196,16 @@ def test_dead_writers_spill_is_adopted(valkey: Valkey, tmp_path: Path) -> None:
 
 def test_live_writers_spill_is_not_adopted(tmp_path: Path) -> None:
     live = Spill(tmp_path, 1 << 20)
-    assert live.append([rec(1).to_fields()]) == 1
+    assert live.append(("w1", 7), [rec(1).to_fields()]) == 1
     other = Spill(tmp_path, 1 << 20)
     assert other.adopt() == 0 and not other.pending  # locked by its writer
     live.close()
     assert other.adopt() == 0  # adopt runs once per writer
     third = Spill(tmp_path, 1 << 20)
     assert third.adopt() == 1 and third.pending
-    got = third.read(10)
-    assert got is not None and [f["request_id"] for f in got[1]] == ["req-1"]
-    third.commit(got[0], got[2])
+    got = third.read()
+    assert got is not None and got[1] == ("w1", 7) and [f["request_id"] for f in got[2]] == ["req-1"]
+    third.commit(got[0], got[3])
     assert not third.pending and list(tmp_path.iterdir()) == []
 
 
@@ -263,3 +264,40 @@ def test_unwritable_spill_drops_loudly_and_never_stalls(
     with caplog.at_level("ERROR", logger="sidegate.ledger"):
         asyncio.run(body())
     assert any("cannot write the spill" in r.getMessage() for r in caplog.records)
+
+
+class LostFirstReply:
+    """The store as seen through a link that loses the reply of the first ledger append: the append
+    ran, the writer saw a timeout (what a hung or cut connection looks like)."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.lost = 0
+
+    async def run_script(self, script: Any, keys: Any, args: Any, timeout_s: float | None = None) -> Any:
+        reply = await self.inner.run_script(script, keys, args, timeout_s=timeout_s)
+        if not self.lost:
+            self.lost += 1
+            raise TimeoutError("reply lost")
+        return reply
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_batch_whose_reply_was_lost_is_not_written_twice(valkey: Valkey, tmp_path: Path) -> None:
+    async def body() -> None:
+        store = open_store(valkey.url, socket_timeout_s=0.5)
+        already = outcome("already_written")
+        link = LostFirstReply(store)
+        led = Ledger(link, batch_size=10, retry_delay_s=0.01, spill=Spill(tmp_path / "spill", 1 << 20))  # type: ignore[arg-type]
+        led.start()
+        await submit_paced(led, 0, 30, chunk=10)
+        assert await led.flush(10.0, replayed=True)
+        await led.stop()
+        await store.aclose()
+        assert link.lost == 1 and led.spilled == 30 and led.replayed == 20 and led.written == 0
+        assert outcome("already_written") == already + 10
+
+    asyncio.run(body())
+    assert asyncio.run(stream_ids(valkey.url)) == [f"req-{i}" for i in range(30)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ from sidegate import lua
 from sidegate import metrics as m
 from sidegate.core.completion import CostFn, safe_cost
 from sidegate.features.ledger.record import LedgerRecord, as_text, record_from_completion
-from sidegate.features.ledger.spill import Spill
+from sidegate.features.ledger.spill import Spill, Tag
 from sidegate.features.ledger.trim import watch_unread_trimmed
 from sidegate.store import LuaScript, Store
 
@@ -83,8 +84,8 @@ class Ledger:
         self.max_retry_delay_s = max_retry_delay_s
         self.write_timeout_s = write_timeout_s
         """Bound of one batch append: a hung store must not hold the writer (queue + overflow fill
-        at the request rate meanwhile). A batch that timed out is spilled, so it is duplicated if
-        the store did run it after all: the only way a record is written twice."""
+        at the request rate meanwhile). A batch that timed out is spilled; if the store did run it
+        after all, its replay is skipped by the script (the batch's tag was applied)."""
         self.spill = spill
         self.queue: asyncio.Queue[LedgerRecord] = asyncio.Queue(maxsize=queue_size)
         self._overflow: list[LedgerRecord] = []
@@ -94,6 +95,9 @@ class Ledger:
         self.spilled = 0
         self.replayed = 0
         self._busy = 0
+        self._writer_id = secrets.token_hex(8)
+        """Names this writer's batches in the store (one hash field per writer, ``<stream>:writers``)."""
+        self._batches = 0
         self._delay = retry_delay_s
         self._retry_at = 0.0
         self._logged_at: dict[bool, float] = {}
@@ -198,12 +202,12 @@ class Ledger:
         batch = await self._take()
         self._busy = len(batch)
         try:
-            fields = [rec.to_fields() for rec in batch]
-            if await self._write(fields):
+            fields, tag = [rec.to_fields() for rec in batch], self._next_tag()
+            if await self._write(fields, tag) is not None:
                 self.written += len(batch)
                 m.child(m.LEDGER_RECORDS, "written").inc(len(batch))
-            else:
-                self._to_spill(fields)  # older than anything queued since: the file keeps the order
+            else:  # older than anything queued since: the file keeps the order; the tag, its identity
+                self._to_spill(fields, tag)
         finally:
             self._busy = 0
 
@@ -247,12 +251,16 @@ class Ledger:
             self._to_spill([r.to_fields() for r in recs])
         return len(recs)
 
-    def _to_spill(self, fields: list[dict[str, str]]) -> None:
+    def _next_tag(self) -> Tag:
+        self._batches += 1
+        return self._writer_id, self._batches
+
+    def _to_spill(self, fields: list[dict[str, str]], tag: Tag | None = None) -> None:
         if self.spill is None:
             self._drop(len(fields), "dropped_error", "store error and no spill configured")
             return
         try:
-            n = self.spill.append(fields)
+            n = self.spill.append(tag or self._next_tag(), fields)
         except OSError as exc:
             log.error("usage ledger: cannot write the spill file in %s: %s", self.spill.dir, exc)
             n = 0
@@ -265,30 +273,36 @@ class Ledger:
 
     async def _replay_batch(self) -> bool:
         assert self.spill is not None
-        got = self.spill.read(self.batch_size)
+        got = self.spill.read()
         if got is None:
             return False
-        f, fields, end = got
-        if fields and not await self._write(fields):
+        f, tag, fields, end = got
+        added = await self._write(fields, tag) if fields else 0
+        if added is None:
             return False
         self.spill.commit(f, end)
-        self.replayed += len(fields)
-        m.child(m.LEDGER_RECORDS, "replayed").inc(len(fields))
+        self.replayed += added
+        m.child(m.LEDGER_RECORDS, "replayed").inc(added)
+        if added < len(fields):  # its first append had landed (a reply lost), or a replay before a crash
+            m.child(m.LEDGER_RECORDS, "already_written").inc(len(fields) - added)
+            log.info("usage ledger: spilled batch %s was already in the stream: not written twice", tag)
         m.LEDGER_SPILL_BYTES.set(self.spill.bytes)
         if not self.spill.pending:
             log.info("usage ledger: spill replayed into the store (%d records so far)", self.replayed)
         return True
 
-    async def _write(self, batch: list[dict[str, str]]) -> bool:
-        """One atomic append of the batch (a script: all records or none); False on a store error
-        (after one retry when there is no spill to fall back on)."""
-        args: list[Any] = [self.maxlen or 0]
+    async def _write(self, batch: list[dict[str, str]], tag: Tag) -> int | None:
+        """One atomic append of the batch (a script: all records or none, once per tag): the records
+        added (0: this tag was applied before); None on a store error (after one retry when there
+        is no spill to fall back on)."""
+        keys = [self.stream, f"{self.stream}:writers"]
+        args: list[Any] = [self.maxlen or 0, tag[0], tag[1]]
         for entry in batch:
             args.append(2 * len(entry))
             args.extend(_flat(entry))
         for attempt in range(1 if self.spill is not None else 2):
             try:
-                await self.store.run_script(APPEND, [self.stream], args, timeout_s=self.write_timeout_s)
+                added = await self.store.run_script(APPEND, keys, args, timeout_s=self.write_timeout_s)
             except (RedisError, OSError, TimeoutError) as exc:
                 m.store_error("ledger", "xadd")
                 self._retry_at = time.monotonic() + self._delay
@@ -297,10 +311,10 @@ class Ledger:
                     await asyncio.sleep(self.retry_delay_s)
                     continue
                 self._log(f"store error ({type(exc).__name__}): {len(batch)} records to the spill")
-                return False
+                return None
             self._delay = self.retry_delay_s
-            return True
-        return False  # pragma: no cover - the loop returns
+            return int(added)
+        return None  # pragma: no cover - the loop returns
 
     def _drop(self, n: int, outcome: str, why: str) -> None:
         self.dropped += n

@@ -4,8 +4,11 @@ overflowed or the store failed, replayed into the stream in order when the store
 One file per writer process (``<prefix>.<pid>.<ns>.jsonl``, held under an exclusive ``flock``), so
 the extproc workers never share one. A file whose lock nobody holds belongs to a process that died
 before it could replay: the next writer that starts in the directory adopts and replays it first.
-Replay progress is kept in a sidecar (``<file>.done``: the byte offset replayed so far), written
-after each batch the store took, so a crash mid-replay repeats at most that one batch.
+Each line is ``[writer id, batch number, fields]``: a batch is replayed whole under the tag it was
+first sent with, and the store applies a tag once, so a batch whose first append did land (a reply
+lost to a timeout) or a replay repeated after a crash is not written twice. Replay progress is
+also kept in a sidecar (``<file>.done``: the byte offset replayed so far), so a restart does not
+resend what was replayed.
 
 Lines are flushed to the OS per batch (they survive the process, not a power loss: no fsync on the
 writer's event loop). The file is bounded in bytes; what does not fit is refused and the caller
@@ -19,13 +22,16 @@ import fcntl
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import orjson
 
 log = logging.getLogger("sidegate.ledger")
+
+Tag = tuple[str, int]
+"""(writer id, batch number): the store applies a writer's batch once (``lua/ledger_append.lua``)."""
 
 
 @dataclass(slots=True)
@@ -35,7 +41,6 @@ class SpillFile:
     offset: int = 0
     """Bytes already replayed into the store."""
     size: int = 0
-    torn: int = field(default=0)
 
     @property
     def done_path(self) -> Path:
@@ -106,16 +111,16 @@ class Spill:
         return own
 
     # -- writing (the writer task) ----------------------------------------------------------------
-    def append(self, records: list[dict[str, str]]) -> int:
-        """Append records (XADD field maps) in order, flushed; returns how many fit the bound (the
-        first ones: the rest are the caller's to drop)."""
+    def append(self, tag: Tag, records: list[dict[str, str]]) -> int:
+        """Append one batch (XADD field maps, under the writer's ``tag``) in order, flushed; returns
+        how many fit the bound (the first ones: the rest are the caller's to drop)."""
         if not records:
             return 0
         own = self._own or self._open_own()
         lines = []
         room = self.max_bytes - own.size
         for fields in records:
-            line = orjson.dumps(fields) + b"\n"
+            line = orjson.dumps([tag[0], tag[1], fields]) + b"\n"
             if len(line) > room:
                 break
             lines.append(line)
@@ -129,33 +134,37 @@ class Spill:
         return len(lines)
 
     # -- replay (the writer task) -----------------------------------------------------------------
-    def read(self, count: int) -> tuple[SpillFile, list[dict[str, str]], int] | None:
-        """The next ``count`` records to replay: (file, records, offset after them), or None."""
+    def read(self) -> tuple[SpillFile, Tag, list[dict[str, str]], int] | None:
+        """The next batch to replay, whole (its tag makes a second append of it a no-op, so it is
+        never split): (file, tag, records, offset after them), or None."""
         for f in self._files:
             if f.offset >= f.size:
                 continue
             out: list[dict[str, str]] = []
+            tag: Tag | None = None
             with f.path.open("rb") as fh:
                 fh.seek(f.offset)
                 end = f.offset
-                while len(out) < count and end < f.size:
+                while end < f.size:
                     line = fh.readline(f.size - end)
                     if not line.endswith(b"\n"):  # torn tail of a writer killed mid-write
-                        f.torn += 1
                         log.error(
-                            "usage ledger: spill %s has a torn last line (%d bytes): skipped",
-                            f.path,
-                            len(line),
+                            "usage ledger: spill %s: torn last line (%d bytes) skipped", f.path, len(line)
                         )
                         end = f.size
                         break
-                    end += len(line)
                     try:
-                        out.append(orjson.loads(line))
-                    except orjson.JSONDecodeError:
-                        f.torn += 1
+                        writer, seq, fields = orjson.loads(line)
+                    except (orjson.JSONDecodeError, ValueError, TypeError):
                         log.error("usage ledger: spill %s: unreadable line at byte %d skipped", f.path, end)
-            return f, out, end
+                        end += len(line)
+                        continue
+                    if tag is not None and (writer, seq) != tag:
+                        break  # the next batch
+                    tag = (writer, seq)
+                    out.append(fields)
+                    end += len(line)
+            return f, tag or ("", 0), out, end
         return None
 
     def commit(self, f: SpillFile, offset: int) -> None:
