@@ -51,7 +51,9 @@ class Ledger:
     (a local file) instead of waiting on the store. A batch the store refuses goes to the spill as
     well. While anything is spilled every new record queues behind it in the file, and the writer
     replays the file into the stream, oldest first, retrying with back-off until the store takes
-    it. Only when the spill is full too (or there is none) is a record dropped: counted in
+    it. Each batch carries this writer's tag (id, number), which the append script applies once,
+    so a batch is never written twice (a lost reply, a replay repeated after a crash). Only when
+    the spill is full too (or there is none) is a record dropped: counted in
     ``sidegate_ledger_records_total{outcome=dropped_*}`` and logged, never silently.
 
     ``submit`` cost (``bench/ledger_submit_bench.py --iterations 500000``, 3 runs on the shared
