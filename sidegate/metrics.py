@@ -223,7 +223,7 @@ STAGE_DURATION = Histogram(
     buckets=STAGE_BUCKETS, registry=REGISTRY,
 )  # fmt: skip
 LEDGER_RECORDS = Counter(
-    "sidegate_ledger_records", "Usage ledger records by outcome (written, dropped_full, dropped_error).",
+    "sidegate_ledger_records", "Usage ledger records by outcome (written, spilled, replayed, already_written, dropped_*).",
     ["outcome"], registry=REGISTRY,
 )  # fmt: skip
 LEDGER_QUEUE = Gauge(
@@ -283,6 +283,45 @@ def ledger_ship_failure(op: str) -> None:
 def ledger_ship_lag(records: int) -> None:
     LEDGER_SHIP_LAG.set(records)
 
+
+# -- the ledger's bound and archive (docs/observability.md, "The ledger's bound", "Archive") ----------
+# sidegate_ledger_records_total above also counts outcome="spilled" (to the local spill file),
+# "replayed" (from it into the stream), "already_written" (a spilled batch whose first append had
+# landed: skipped on replay) and "dropped_spill_full" (the spill's byte bound reached).
+LEDGER_SPILL_BYTES = Gauge(
+    "sidegate_ledger_spill_bytes", "Bytes in this process's ledger spill file (records waiting for the store).",
+    registry=REGISTRY, multiprocess_mode="livesum",
+)  # fmt: skip
+LEDGER_UNREAD_TRIMMED = Gauge(
+    "sidegate_ledger_unread_trimmed",
+    "Ledger records MAXLEN trimmed before the slowest consumer group read them (store-wide, since the stream began).",
+    registry=REGISTRY, multiprocess_mode="max",
+)  # fmt: skip
+LEDGER_TRIMMED = Counter(
+    "sidegate_ledger_trimmed", "Ledger records the archiver trimmed from the stream after archiving them.",
+    registry=REGISTRY,
+)  # fmt: skip
+LEDGER_ARCHIVED = Counter(
+    "sidegate_ledger_archived", "Ledger records written to object storage (and verified) by the archiver.",
+    registry=REGISTRY,
+)  # fmt: skip
+LEDGER_ARCHIVE_OBJECTS = Counter(
+    "sidegate_ledger_archive_objects", "Archive objects written and verified.", registry=REGISTRY,
+)  # fmt: skip
+LEDGER_ARCHIVE_ERRORS = Counter(
+    "sidegate_ledger_archive_errors", "Archive passes that failed (upload, verification or store).",
+    ["stage"], registry=REGISTRY,
+)  # fmt: skip
+LEDGER_ARCHIVE_WATERMARK = Gauge(
+    "sidegate_ledger_archive_watermark_seconds",
+    "Time (Unix s) of the newest ledger record archived: alert when it falls behind older_than.",
+    registry=REGISTRY, multiprocess_mode="max",
+)  # fmt: skip
+LEDGER_ARCHIVE_BLOCKED = Gauge(
+    "sidegate_ledger_archive_untrimmed",
+    "Archived ledger records kept in the stream because a consumer group has not acknowledged them.",
+    registry=REGISTRY, multiprocess_mode="max",
+)  # fmt: skip
 
 # -- helpers for the other components (they never call .labels() themselves) --------------------
 
@@ -351,7 +390,7 @@ def stage_timer(stage: str) -> Iterator[None]:
 
 # -- series that exist from the start (the dashboard and alerts rely on them) --------------------
 
-LEDGER_OUTCOMES = ("written", "dropped_full", "dropped_error")
+LEDGER_OUTCOMES = ("written", "spilled", "replayed", "already_written", "dropped_full", "dropped_error", "dropped_spill_full")
 
 
 def declare_gateway_series() -> None:

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from sidegate.config.base import StrictModel
+from sidegate.config.ledger_archive import LedgerArchiveConfig, LedgerSpillConfig
 from sidegate.config.ledger_ship import LedgerShipConfig
 
 
@@ -142,6 +143,14 @@ class ObservabilityConfig(StrictModel):
     ledger: bool = True
     """Append one usage record per request to the `sg:ledger` Redis Stream."""
     ledger_maxlen: int = Field(1_000_000, ge=1000)
+    """Approximate length bound of the stream (`XADD MAXLEN ~`) when no archive is configured;
+    records trimmed before a consumer group read them show in `sidegate_ledger_unread_trimmed`.
+    With `ledger_archive.url` set there is no MAXLEN: the archiver trims what it archived and
+    every consumer group acknowledged (docs/observability.md, "The ledger's bound")."""
+    ledger_spill: LedgerSpillConfig = Field(default_factory=LedgerSpillConfig)
+    """Where the ledger writer puts records the store cannot take right now (replayed later)."""
+    ledger_archive: LedgerArchiveConfig = Field(default_factory=LedgerArchiveConfig)
+    """Old ledger records rolled off to object storage, then trimmed from the stream."""
     ledger_ship: LedgerShipConfig = Field(default_factory=LedgerShipConfig)
     """Copy the ledger into ClickHouse continuously (`sidegate ledger run`, started by `sidegate up`
     when `ledger_ship.url` is set): docs/observability.md, "The ledger in ClickHouse"."""

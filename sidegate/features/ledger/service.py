@@ -23,6 +23,7 @@ from sidegate import config as config_mod
 from sidegate.config import SidegateConfig
 from sidegate.features.ledger import cli as ledger_cli
 from sidegate.features.ledger import ledger
+from sidegate.features.ledger.archive import archive_forever
 from sidegate.features.ledger.clickhouse import open_sink
 from sidegate.features.ledger.ship import Shipper
 from sidegate.store.redispy import client
@@ -34,7 +35,7 @@ Job = Callable[[asyncio.Event], Awaitable[object]]
 
 def runner_wanted(cfg: SidegateConfig) -> bool:
     """Whether `sidegate up` starts `sidegate ledger run` (something for it to do is configured)."""
-    return bool(cfg.observability.ledger_ship.url)
+    return bool(cfg.observability.ledger_ship.url or cfg.observability.ledger_archive.url)
 
 
 def ledger_jobs(
@@ -44,7 +45,8 @@ def ledger_jobs(
     jobs: list[Job] = []
     if cfg.observability.ledger_ship.url:
         jobs.append(lambda stop: ship(cfg, redis, stop, stream=stream, create_tables=create_tables))
-    # archive: its loop joins here when `observability.ledger_archive` is configured
+    if cfg.observability.ledger_archive.url:
+        jobs.append(lambda stop: archive_forever(redis, cfg.observability.ledger_archive, stream=stream, stop=stop))
     return jobs
 
 
@@ -135,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         jobs = ledger_jobs(cfg, redis, stream=args.stream, create_tables=args.create_tables)
         if not jobs:
             log.warning(
-                "ledger run: nothing configured (observability.ledger_ship.url); serving metrics only"
+                "ledger run: nothing configured (observability.ledger_ship.url, ledger_archive.url); serving metrics only"
             )
         # --metrics-port (what `sidegate up` passes; 0 picks a free one), else the config's (0: none)
         port = cfg.observability.ledger_metrics_port if args.metrics_port is None else args.metrics_port
