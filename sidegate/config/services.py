@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from sidegate.config.base import StrictModel
+from sidegate.config.tracing import TracingConfig
 
 
 class ListenerConfig(StrictModel):
@@ -141,5 +142,5 @@ class ObservabilityConfig(StrictModel):
     ledger: bool = True
     """Append one usage record per request to the `sg:ledger` Redis Stream."""
     ledger_maxlen: int = Field(1_000_000, ge=1000)
-
-
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
+    """OpenTelemetry traces (Envoy's tracer and Sidegate's spans); off unless `endpoint` is set."""
