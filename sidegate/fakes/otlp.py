@@ -117,7 +117,10 @@ class OtlpReceiver:
         self.dropped = 0
         """Spans forgotten to stay within max_spans."""
         self.last_metadata: dict[str, Any] = {}
-        """The gRPC metadata of the last export (e.g. who sent it: the user-agent)."""
+        """The gRPC metadata of the last export."""
+        self.user_agents: set[str] = set()
+        """Who exported (Envoy's tracer says `OTel-OTLP-Exporter-Envoy/...`, the Python SDK
+        `OTel-OTLP-Exporter-Python/...`); at most 64 kept."""
         self._resource_spans: collections.deque[ResourceSpans] = collections.deque()
         self._spans: collections.deque[ReceivedSpan] = collections.deque()
         self._cond = threading.Condition()
@@ -150,6 +153,9 @@ class OtlpReceiver:
         with self._cond:
             self.exports += 1
             self.last_metadata = metadata or {}
+            agent = self.last_metadata.get("user-agent")
+            if isinstance(agent, str) and len(self.user_agents) < 64:
+                self.user_agents.add(agent)
             for rs in request.resource_spans:
                 spans = flatten(rs)
                 self._resource_spans.append(rs)
@@ -185,6 +191,7 @@ class OtlpReceiver:
             self._spans.clear()
             self.exports = self.dropped = 0
             self.unavailable = False
+            self.user_agents.clear()
 
     def wait_spans(
         self,

@@ -161,3 +161,33 @@ def test_a_sampled_client_trace_is_recorded_at_ratio_zero(unsampled, receiver):
     oai(unsampled, tp).chat.completions.create(model="claude-haiku", messages=MSG, max_tokens=20)
     spans = _trace(receiver, trace_id, SIDEGATE_CALL["ext_proc"], "router provider.anthropic")
     assert _ingress(spans).parent_span_id == client_span
+
+
+def test_envoy_exports_through_its_collector_cluster(traced, receiver):
+    tp, trace_id, _ = client_traceparent()
+    oai(traced, tp).chat.completions.create(model="gpt-4o-mini", messages=MSG, max_tokens=20)
+    _trace(receiver, trace_id)
+    assert (traced.stat("cluster.sidegate_otlp.upstream_rq_total") or 0) >= 1
+    assert any(a.startswith("OTel-OTLP-Exporter-Envoy/") for a in receiver.user_agents), receiver.user_agents
+
+
+def test_without_tracing_nothing_is_rendered_or_sent(stack, receiver):
+    """The default stack (no observability.tracing): a client's traceparent is served as any header,
+    Envoy has no tracer nor collector cluster, and nothing reaches a receiver."""
+    tp, _, _ = client_traceparent()
+    r = oai(stack, tp).chat.completions.create(model="claude-haiku", messages=MSG, max_tokens=20)
+    assert r.choices[0].message.content
+    assert stack.stat("cluster.sidegate_otlp.upstream_rq_total") is None
+    assert "opentelemetry" not in (stack.workdir / "envoy.yaml").read_text()
+    assert receiver.quiet(1.5) == []
+
+
+def test_a_collector_that_is_down_costs_requests_nothing(traced, receiver):
+    """Envoy exports off the request path: refused exports lose spans, never a request."""
+    receiver.unavailable = True
+    for _ in range(3):
+        tp, _, _ = client_traceparent()
+        r = oai(traced, tp).chat.completions.create(model="claude-haiku", messages=MSG, max_tokens=20)
+        assert r.choices[0].message.content
+    receiver.quiet(1.5)
+    assert receiver.spans() == []

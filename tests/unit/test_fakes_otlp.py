@@ -54,6 +54,7 @@ def test_receives_the_sdks_spans_and_answers_by_trace(receiver):
     assert by_name["child"].kind == "internal"
     assert receiver.trace_ids() == {trace_id} and receiver.spans(trace_id, service="other") == []
     assert len(receiver.resource_spans()) >= 1 and receiver.exports >= 1
+    assert any(a.startswith("OTel-OTLP-Exporter-Python/") for a in receiver.user_agents), receiver.user_agents
 
 
 def test_it_keeps_a_bounded_number_and_can_refuse(receiver):
