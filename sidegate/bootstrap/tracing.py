@@ -14,12 +14,14 @@ from typing import Any
 from sidegate.bootstrap.limits import duration
 from sidegate.config import TracingConfig
 
-OTLP_CLUSTER = "sidegate_otlp"
+OTLP_CLUSTER = "otel_collector"
+"""Not `sidegate_*`: those are Sidegate's own services, every request to which carries the internal
+token (sidegate/trust.py); a collector must never be given it."""
 
 FLUSH_INTERVAL_MS = 1000
-"""How often Envoy's tracer exports its buffered spans (Envoy's default: 5 s). A second keeps a
-trace's Envoy and Sidegate halves arriving together (Sidegate's batch exporter flushes as often)
-at one small export per second and worker."""
+"""How often Envoy's tracer exports its buffered spans (Envoy's default: 5 s; it also exports
+every 5 spans). A second keeps a trace's Envoy half arriving about when Sidegate's does, at the
+cost of at most one small export per second and Envoy worker."""
 
 
 def hcm_tracing(t: TracingConfig) -> dict[str, Any]:

@@ -167,7 +167,7 @@ def test_envoy_exports_through_its_collector_cluster(traced, receiver):
     tp, trace_id, _ = client_traceparent()
     oai(traced, tp).chat.completions.create(model="gpt-4o-mini", messages=MSG, max_tokens=20)
     _trace(receiver, trace_id)
-    assert (traced.stat("cluster.sidegate_otlp.upstream_rq_total") or 0) >= 1
+    assert (traced.stat("cluster.otel_collector.upstream_rq_total") or 0) >= 1
     assert any(a.startswith("OTel-OTLP-Exporter-Envoy/") for a in receiver.user_agents), receiver.user_agents
 
 
@@ -177,7 +177,7 @@ def test_without_tracing_nothing_is_rendered_or_sent(stack, receiver):
     tp, _, _ = client_traceparent()
     r = oai(stack, tp).chat.completions.create(model="claude-haiku", messages=MSG, max_tokens=20)
     assert r.choices[0].message.content
-    assert stack.stat("cluster.sidegate_otlp.upstream_rq_total") is None
+    assert stack.stat("cluster.otel_collector.upstream_rq_total") is None
     assert "opentelemetry" not in (stack.workdir / "envoy.yaml").read_text()
     assert receiver.quiet(1.5) == []
 

@@ -53,6 +53,7 @@ def test_tracing_renders_the_tracer_its_cluster_and_its_flush_interval():
         "socket_address"
     ]
     assert addr == {"address": "otel.example", "port_value": 4317}
+    assert "http_filters" not in opts  # no internal token for a collector (sidegate/trust.py)
     static = boot["layered_runtime"]["layers"][0]["static_layer"]
     assert static["tracing.opentelemetry.flush_interval_ms"] == 1000
 
