@@ -90,10 +90,12 @@ def _trace(receiver: OtlpReceiverThread, trace_id: str, *names: str) -> list[Rec
     return receiver.spans(trace_id)
 
 
-def test_envoy_continues_the_clients_trace_on_both_fronts(traced, receiver):
+def test_envoy_continues_the_clients_trace_on_both_fronts(traced, receiver, fake_anthropic):
     tp, trace_id, client_span = client_traceparent()
     r = oai(traced, tp).chat.completions.create(model="claude-haiku", messages=MSG, max_tokens=20)
     assert r.choices[0].message.content
+    sent = fake_anthropic.requests[-1].headers
+    assert "traceparent" not in sent and "tracestate" not in sent  # no trace context leaves for a provider
     # ingress, the call to the gateway stage, the try (and the per-try stage's call, ext_proc lane)
     spans = _trace(receiver, trace_id, SIDEGATE_CALL[_front(traced)], "router provider.anthropic")
     ingress = _ingress(spans)
@@ -128,14 +130,14 @@ def test_a_stream_with_a_fallback_is_one_trace_with_a_span_per_try(
     assert {t.parent_span_id for t in tries} == {ingress.span_id}
 
 
-def test_without_a_client_context_envoy_starts_the_trace(traced, receiver):
+def test_without_a_client_context_envoy_starts_the_trace(traced, receiver, fake_openai):
     r = oai(traced).chat.completions.create(model="gpt-4o-mini", messages=MSG, max_tokens=20)
     assert r.choices[0].message.content
-    spans = receiver.wait_spans(pred=lambda s: s.kind == "server", timeout_s=15)
-    assert spans[0].parent_span_id == ""  # a root span: Envoy's own trace
-    assert any(
-        s.name == SIDEGATE_CALL[_front(traced)] for s in receiver.wait_spans(spans[0].trace_id, count=2)
-    )
+    (ingress,) = receiver.wait_spans(pred=lambda s: s.kind == "server", timeout_s=15)
+    assert ingress.parent_span_id == ""  # a root span: Envoy's own trace
+    call = SIDEGATE_CALL[_front(traced)]
+    assert call in {s.name for s in _trace(receiver, ingress.trace_id, call)}
+    assert "traceparent" not in fake_openai.requests[-1].headers  # the direct lane: nothing to the provider
 
 
 def test_a_malformed_client_context_is_not_continued(traced, receiver):
