@@ -173,12 +173,13 @@ def test_envoy_exports_through_its_collector_cluster(traced, receiver):
     assert any(a.startswith("OTel-OTLP-Exporter-Envoy/") for a in receiver.user_agents), receiver.user_agents
 
 
-def test_without_tracing_nothing_is_rendered_or_sent(stack, receiver):
+def test_without_tracing_nothing_is_rendered_or_sent(stack, receiver, fake_anthropic):
     """The default stack (no observability.tracing): a client's traceparent is served as any header,
     Envoy has no tracer nor collector cluster, and nothing reaches a receiver."""
     tp, _, _ = client_traceparent()
     r = oai(stack, tp).chat.completions.create(model="claude-haiku", messages=MSG, max_tokens=20)
     assert r.choices[0].message.content
+    assert "traceparent" not in fake_anthropic.requests[-1].headers  # the client's goes no further either
     assert stack.stat("cluster.otel_collector.upstream_rq_total") is None
     assert "opentelemetry" not in (stack.workdir / "envoy.yaml").read_text()
     assert receiver.quiet(1.5) == []
