@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as pb_
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
 from sidegate.fakes.otlp import OtlpReceiverThread
 from sidegate.ports import free_port
@@ -26,9 +27,10 @@ def receiver():
         yield r
 
 
-def _provider(endpoint: str) -> TracerProvider:
+def _provider(endpoint: str, batch: bool = False) -> TracerProvider:
     tp = TracerProvider(resource=Resource.create({"service.name": "unit"}))
-    tp.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True, timeout=5)))
+    exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True, timeout=5)
+    tp.add_span_processor(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
     return tp
 
 
@@ -96,3 +98,20 @@ def test_runs_as_a_process():
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_in_process_async_receiver():
+    """`async with OtlpReceiver()`: the SDK's batch exporter (its own thread: a synchronous export
+    would block the receiver's loop), the wait from the same loop."""
+    from sidegate.fakes.otlp import OtlpReceiver
+
+    async def main() -> list:
+        async with OtlpReceiver() as r:
+            tp = _provider(r.endpoint, batch=True)
+            with tp.get_tracer("async").start_as_current_span("a") as span:
+                pass
+            await asyncio.to_thread(tp.shutdown)
+            return await r.wait_spans_async(f"{span.get_span_context().trace_id:032x}", timeout_s=10)
+
+    (got,) = asyncio.run(main())
+    assert got.name == "a" and got.service == "unit"
