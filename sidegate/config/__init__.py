@@ -35,10 +35,11 @@ from sidegate.config.services import (
     StoreConfig,
     local_address,
 )
+from sidegate.config.tracing import TracingConfig
 
 __all__ = [
     "NEVER_FORWARDED", "NEVER_FORWARDED_PREFIXES", "AuthStyle", "BreakerConfig", "CachePolicy", "ConfigError",
     "GuardPolicy", "KeyConfig", "ListenerConfig", "ModelConfig", "ObservabilityConfig", "ProviderConfig",
     "QuotaPolicy", "ResponsesConfig", "RouteConfig", "RouteDefaults", "SemanticSettings", "ServicesConfig", "SidegateConfig",
-    "StoreConfig", "TenantConfig", "TenantQuota", "WeightedKey", "load", "local_address", "parse",
+    "StoreConfig", "TenantConfig", "TenantQuota", "TracingConfig", "WeightedKey", "load", "local_address", "parse",
 ]  # fmt: skip

@@ -123,6 +123,9 @@ _ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "SIDEGATE_INTERNAL_TOKEN_FILE": ("services", "internal_token_file"),
     "SIDEGATE_ACCESS_LOG": ("observability", "access_log"),
     "SIDEGATE_QDRANT_URL": ("semantic", "qdrant_url"),
+    "SIDEGATE_OTLP_ENDPOINT": ("observability", "tracing", "endpoint"),
+    "SIDEGATE_TRACE_SAMPLE_RATIO": ("observability", "tracing", "sample_ratio"),
+    "SIDEGATE_TRACE_SERVICE_NAME": ("observability", "tracing", "service_name"),
 }
 
 

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from sidegate.config.base import StrictModel
 from sidegate.config.ledger_archive import LedgerArchiveConfig, LedgerSpillConfig
 from sidegate.config.ledger_ship import LedgerShipConfig
+from sidegate.config.tracing import TracingConfig
 
 
 class ListenerConfig(StrictModel):
@@ -156,3 +157,5 @@ class ObservabilityConfig(StrictModel):
     when `ledger_ship.url` is set): docs/observability.md, "The ledger in ClickHouse"."""
     ledger_metrics_port: int = Field(9466, ge=0, le=65535)
     """`sidegate ledger run`'s Prometheus /metrics port (0: `sidegate up` picks a free one)."""
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
+    """OpenTelemetry traces (Envoy's tracer and Sidegate's spans); off unless `endpoint` is set."""
