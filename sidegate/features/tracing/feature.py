@@ -35,7 +35,7 @@ from sidegate.errors import Api
 from sidegate.features.tracing import names as n
 from sidegate.features.tracing.content import ContentHook
 from sidegate.features.tracing.sampling import Sampler, TraceIds, format_traceparent, parse_traceparent
-from sidegate.features.tracing.spans import SpanWriter, clock_offset, wall_ns
+from sidegate.features.tracing.spans import SpanWriter, clock_offset, parent_context, wall_ns
 
 log = logging.getLogger("sidegate.tracing")
 
@@ -67,10 +67,15 @@ class GatewayTrace:
         return self.start_ns + int((perf - self.perf0) * 1e9)
 
     def end(self, ctx: RequestContext, reply: Reply | None) -> None:
+        """The spans are made after the gateway's answer has gone out (the next loop iteration),
+        from what is read here (the request context moves on)."""
+        answered = None
+        if reply is not None:  # the gateway answered itself: the request (and its root) ends here
+            answered = (ctx.upstream_meta(), reply.status, reply.source, time.time_ns())
         try:
-            self.feature.gateway_done(self, ctx, reply)
-        except Exception:  # never break the request
-            log.exception("tracing: gateway spans failed")
+            asyncio.get_running_loop().call_soon(self.feature.gateway_spans, self, answered)
+        except RuntimeError:  # no event loop (unit tests of the pipeline alone): at once
+            self.feature.gateway_spans(self, answered)
 
 
 def _usage_attributes(c: Completion, attrs: dict[str, Any]) -> None:
@@ -169,24 +174,30 @@ class TracingFeature(Feature):
             ctx.meta[CONTENT_KEY] = True
         return GatewayTrace(self, ids)
 
-    def gateway_done(self, t: GatewayTrace, ctx: RequestContext, reply: Reply | None) -> None:
+    def gateway_spans(self, t: GatewayTrace, answered: tuple[dict[str, Any], int, str, int] | None) -> None:
+        """The stage spans of a request; its root too when the gateway answered it (`answered`:
+        the request's metadata, the answer's status and source, the end)."""
         writer = self.writer
         if writer is None:
             return
-        for name, started, ended in t.steps:
-            writer.child(t.ids, f"sidegate.{name}", SpanKind.INTERNAL, t.at_ns(started), t.at_ns(ended),
-                         {n.STAGE: name})  # fmt: skip
-        if reply is not None:  # the gateway answered itself: the request ends here
-            attrs = self._request_attributes(ctx.upstream_meta())
-            attrs[n.HTTP_STATUS] = reply.status
+        try:
+            parent = parent_context(t.ids.trace_id, t.ids.root_id)
+            for name, started, ended in t.steps:
+                writer.child(parent, f"sidegate.{name}", SpanKind.INTERNAL, t.at_ns(started), t.at_ns(ended),
+                             {n.STAGE: name})  # fmt: skip
+            if answered is None:
+                return
+            meta, status, source, end = answered
+            attrs = self._request_attributes(meta)
+            attrs[n.HTTP_STATUS] = status
             attrs[n.ATTEMPTS] = 0
-            if reply.source == "cache":
+            if source == "cache":
                 attrs[n.CACHE] = "hit"
-            if reply.status >= 400:
-                attrs[n.ERROR_TYPE] = str(reply.status)
-            writer.root(
-                t.ids, self._name(attrs), t.start_ns, time.time_ns(), attrs, error=reply.status >= 500
-            )
+            if status >= 400:
+                attrs[n.ERROR_TYPE] = str(status)
+            writer.root(t.ids, self._name(attrs), t.start_ns, end, attrs, error=status >= 500)
+        except Exception:  # never break the loop's other work
+            log.exception("tracing: gateway spans failed")
 
     def _name(self, attrs: dict[str, Any]) -> str:
         model = attrs.get(n.REQUEST_MODEL)
@@ -265,7 +276,8 @@ class TracingFeature(Feature):
         if response_model:
             attrs[n.RESPONSE_MODEL] = response_model
         name = f"{attrs[n.OPERATION]} {c.upstream_model}" if c.upstream_model else str(attrs[n.OPERATION])
-        writer.child(ids, name, SpanKind.CLIENT, start, end, attrs, tuple(events), error=bool(error))
+        parent = parent_context(ids.trace_id, ids.root_id)
+        writer.child(parent, name, SpanKind.CLIENT, start, end, attrs, tuple(events), error=bool(error))
         if c.final:
             self._root(writer, ids, c, request, attrs, end)
 

@@ -67,6 +67,8 @@ class Sampler:
     def sample(self, traceparent: str) -> TraceIds | None:
         """The ids of the trace to record for a request, or None (not sampled)."""
         if traceparent:
+            if len(traceparent) == 55 and traceparent[53:55] == "00":  # the usual unsampled parent: no parse
+                return None
             parent = parse_traceparent(traceparent)
             if parent is not None:
                 trace_id, parent_id, flags = parent

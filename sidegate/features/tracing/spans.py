@@ -101,13 +101,12 @@ class SpanWriter:
         span.end(end_ns)
 
     def child(
-        self, ids: TraceIds, name: str, kind: SpanKind, start_ns: int, end_ns: int, attributes: Attributes,
+        self, parent: Context, name: str, kind: SpanKind, start_ns: int, end_ns: int, attributes: Attributes,
         events: tuple[tuple[str, Attributes, int], ...] = (), error: bool = False,
     ) -> None:  # fmt: skip
-        """A span under the request's root (a gateway stage, a provider try); `events`: (name,
-        attributes, time in ns)."""
-        span = self.tracer.start_span(name, parent_context(ids.trace_id, ids.root_id), kind, attributes,
-                                      start_time=start_ns)  # fmt: skip
+        """A span under the request's root (`parent`: :func:`parent_context` of the root's id): a
+        gateway stage, a provider try; `events`: (name, attributes, time in ns)."""
+        span = self.tracer.start_span(name, parent, kind, attributes, start_time=start_ns)
         for event, attrs, at in events:
             span.add_event(event, attrs, at)
         if error:
