@@ -26,6 +26,9 @@ Scenarios (same fast fake upstream for all):
             request reserves in the store
   <name>-noindex any Sidegate scenario without the local index of the cache's keys
             (store.cache_index: false): every exact lookup asks the store
+  traced100 translated (the full pipeline) with OpenTelemetry traces to an OTLP receiver (Sidegate's
+            OTLP fake, in this process): every request traced; traced1: one request in a hundred.
+            <name>-traced100 / <name>-traced1: any Sidegate scenario so traced
 Prints p50/p99 latency, RPS, added p50 vs Envoy-alone and CPU ms per request (all processes of
 the scenario, read from /proc). Needs `wrk` (Debian: apt-get install wrk).
 """
@@ -52,6 +55,7 @@ from bench.scenarios import (
     GATEWAY,
     SCENARIOS,
     STREAM,
+    TRACED,
     VARIANTS,
     Scenario,
     litellm_scenarios,
@@ -130,6 +134,12 @@ def main() -> int:
                 data["quota"] = {"lease": {"enabled": False}}
             if variant == "-noindex":
                 data["store"] = {**data.get("store", {}), "cache_index": False}
+            ratio = TRACED.get(base, TRACED.get(variant))
+            if ratio is not None:
+                if receiver is None:
+                    receiver = start_receiver()
+                data["observability"] = {**data["observability"],
+                                         "tracing": {"endpoint": receiver.endpoint, "sample_ratio": ratio}}  # fmt: skip
             # `-e1` / `-e2`: Envoy with one / two worker threads (`services.envoy_concurrency`; auto
             # gives one on two cores beside one extproc).
             workers = {"SIDEGATE_ENVOY_CONCURRENCY": variant[2:]} if variant in ("-e1", "-e2") else {}

@@ -71,6 +71,7 @@ class SpanWriter:
             sampler=ALWAYS_ON,  # the gateway decided (sampling.py): every span made here is recorded
             resource=Resource.create({"service.name": service_name}),
             id_generator=self.ids,
+            shutdown_on_exit=False,  # the feature's close flushes and shuts it down, bounded
         )
         if processor is None and exporter is not None:
             processor = BatchSpanProcessor(exporter)
