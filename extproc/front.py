@@ -35,6 +35,8 @@ from extproc.trylane import TryLane, ascii_json
 from sidegate.core.context import Reply
 from sidegate.core.intake import access_log_fields, client_internal_headers, inbound_api, open_request
 from sidegate.core.pipeline import Forward, Gateway
+from sidegate.core.traceparent import HEADER as TRACEPARENT
+from sidegate.core.traceparent import valid_traceparent
 from sidegate.errors import error_body
 from sidegate.ids import UniqueIds
 from sidegate.trust import Token
@@ -110,6 +112,8 @@ class Front:
         ctx = open_request(path, method, headers, source=headers.get(FRONT_SOURCE_HEADER, ""))
         if isinstance(ctx, Reply):
             return ctx
+        if TRACEPARENT in headers:  # Envoy's span of this check call (tracing), else the client's
+            ctx.traceparent = valid_traceparent(headers[TRACEPARENT])
         early = self.gateway.on_headers(ctx)
         if early is not None:
             return early

@@ -19,6 +19,8 @@ from envoy.type.v3.http_status_pb2 import HttpStatus
 from sidegate.core.context import Reply, RequestContext, request_meta
 from sidegate.core.intake import GEMINI_KEY_HEADER, client_internal_headers, open_request, without_key
 from sidegate.core.pipeline import Forward, Gateway
+from sidegate.core.traceparent import HEADER as TRACEPARENT
+from sidegate.core.traceparent import set_try_parent, valid_traceparent
 from sidegate.core.tries import HeaderChanges, ProviderTry, TryStage
 from sidegate.core.try_endpoints import TryAnswered
 from sidegate.envoy_pb import header_options, headers_to_dict, struct, struct_to_dict
@@ -73,9 +75,12 @@ def _passthrough(req: pb.ProcessingRequest) -> pb.ProcessingResponse:
 class GatewayStream:
     """Router-level stream: request headers + buffered body -> Gateway.run -> route/short-circuit."""
 
-    def __init__(self, gateway: Gateway):
+    def __init__(self, gateway: Gateway, traceparent: str = ""):
         self.gateway = gateway
         self.ctx: RequestContext | None = None
+        self.traceparent = traceparent
+        """The stream's gRPC `traceparent`: Envoy's span of this ext_proc call, a child of the
+        request's span (Envoy tracing); the request headers then still carry only the client's."""
 
     async def handle(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         kind = req.WhichOneof("request")
@@ -95,6 +100,8 @@ class GatewayStream:
             if isinstance(opened, Reply):
                 return _immediate(opened)
             self.ctx = opened
+            if self.traceparent or TRACEPARENT in headers:  # (untraced: one dict lookup)
+                opened.traceparent = valid_traceparent(self.traceparent) or valid_traceparent(headers.get(TRACEPARENT))
             early = self.gateway.on_headers(opened)
             if early is not None:
                 return _immediate(early)
@@ -160,6 +167,11 @@ class UpstreamStream:
         fields = attrs.fields if attrs is not None else {}
         cluster = fields["xds.cluster_name"].string_value if "xds.cluster_name" in fields else ""
         attempt = int(fields["upstream.request_attempt_count"].number_value) if "upstream.request_attempt_count" in fields else 1
+        if TRACEPARENT in meta:  # a traced request: Envoy's span of this try is in the headers the router sent
+            for h in req.request_headers.headers.headers:
+                if h.key == TRACEPARENT:
+                    set_try_parent(meta, h.raw_value or h.value)
+                    break
         self.try_ = self.tries.start_try(meta, cluster, attempt)
         return self.try_
 
@@ -229,12 +241,14 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ProcessingResponse]:
         await require(self.token, context)
-        phase = ""
+        phase = traceparent = ""
         for key, value in context.invocation_metadata() or ():
             if key == PHASE_HEADER:
                 phase = value if isinstance(value, str) else value.decode()
+            elif key == TRACEPARENT:  # Envoy's span of this call (only when Envoy traces)
+                traceparent = value if isinstance(value, str) else value.decode(errors="replace")
         handler: GatewayStream | UpstreamStream = (
-            UpstreamStream(self.tries) if phase == "upstream" else GatewayStream(self.gateway)
+            UpstreamStream(self.tries) if phase == "upstream" else GatewayStream(self.gateway, traceparent)
         )
         self.active += 1
         try:

@@ -31,6 +31,8 @@ from typing import Any
 import orjson
 
 from sidegate.core.context import Reply
+from sidegate.core.traceparent import HEADER as TRACEPARENT
+from sidegate.core.traceparent import set_try_parent
 from sidegate.core.tries import HeaderChanges, ProviderTry, TryStage
 from sidegate.core.try_endpoints import TryAnswered
 from sidegate.credentials.env import env_credential
@@ -216,6 +218,8 @@ class TryLane:
         except orjson.JSONDecodeError:
             meta = {}
         api = _client_api(meta.get("api"))
+        if TRACEPARENT in headers:  # Envoy's span of the Lua's call for this try (Envoy tracing)
+            set_try_parent(meta, headers[TRACEPARENT])
         previous = headers.get(TryWire.PREVIOUS)
         try:
             t = self.stage.start_try(meta, headers.get(TryWire.CLUSTER, ""), int(headers.get(TryWire.ATTEMPT) or 1))

@@ -15,6 +15,7 @@ from sidegate.bootstrap.input import inflated_limit_filter, request_decompressor
 from sidegate.bootstrap.limits import duration, hcm_timeouts, service_timeout_s
 from sidegate.bootstrap.replies import local_reply_config
 from sidegate.bootstrap.routes import route_config
+from sidegate.bootstrap.tracing import hcm_tracing
 from sidegate.config import SidegateConfig
 from sidegate.wire import (
     AUTHZ_NS,
@@ -43,10 +44,12 @@ def _front_filter(cfg: SidegateConfig) -> dict[str, Any]:
             # Over the limit: ext_authz's own 413 (in the client's format: local_reply_config), before
             # the front reads a byte; it lowers the stream's limit to this, sidegate.answer_limit raises it.
             "with_request_body": {"max_request_bytes": cfg.listener.max_request_bytes, "allow_partial_message": False},
-            # What the features read (credentials, request id, Anthropic versions, cache directives) and
-            # the client's internal headers (so the answer can drop them); nothing else is copied.
+            # What the features read (credentials, request id, Anthropic versions, cache directives, the
+            # client's trace context: Envoy replaces it with its own span's when it traces) and the
+            # client's internal headers (so the answer can drop them); nothing else is copied.
             "allowed_headers": {"patterns": [
-                *({"exact": h} for h in (*CREDENTIAL_HEADERS, "x-request-id", "anthropic-version", "anthropic-beta", "cache-control")),
+                *({"exact": h} for h in (*CREDENTIAL_HEADERS, "x-request-id", "anthropic-version", "anthropic-beta", "cache-control",
+                                         "traceparent")),
                 {"prefix": "x-sidegate-"}]},
             "http_service": {
                 "server_uri": {"uri": f"http://sidegate-front{CHECK_PREFIX}", "cluster": "sidegate_front",
@@ -173,6 +176,7 @@ def http_connection_manager(cfg: SidegateConfig, *, front_http: bool, direct: bo
         **({"access_log": logs} if logs else {}),
         "codec_type": "AUTO",
         "generate_request_id": True,
+        **({"tracing": hcm_tracing(cfg.observability.tracing)} if cfg.observability.tracing.enabled else {}),
         **hcm_timeouts(cfg.listener),
         "request_timeout": duration(cfg.listener.request_timeout_s),
         "request_headers_timeout": "10s",

@@ -13,7 +13,8 @@ This module assembles the parts, each rendered by one module of this package:
 - routes.py: the route table; clusters.py: the provider clusters and Sidegate's own services;
 - direct_lane.py (with stream.py, the stream watch) and try_lane.py: each lane's clusters and filters;
 - hygiene.py (header allow-lists), input.py (gzip, 415), buffers.py (answer sizes), limits.py
-  (connections, timeouts): the limits the listener, routes and clusters apply.
+  (connections, timeouts): the limits the listener, routes and clusters apply;
+- tracing.py: Envoy's OpenTelemetry tracer and the collector's cluster (when tracing is on).
 
 Every Lua program is a file in lua/ (`envoy_*.lua`), read through sidegate/lua.py.
 """
@@ -25,7 +26,7 @@ from typing import Any
 import yaml
 
 from sidegate import trust
-from sidegate.bootstrap import hygiene
+from sidegate.bootstrap import hygiene, tracing
 from sidegate.bootstrap.buffers import limit_extproc_buffers
 from sidegate.bootstrap.clusters import address, front_clusters, grpc_cluster, provider_cluster
 from sidegate.bootstrap.direct_lane import direct_cluster
@@ -41,11 +42,13 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
     Sidegate filters and the first model's route as catch-all: the "Envoy alone" benchmark baseline."""
     front_http = cfg.services.front == "http" and sidegate_filters
     direct = cfg.services.direct_lane and sidegate_filters
+    runtime = hygiene.runtime()
+    runtime["layers"][0]["static_layer"].update(tracing.runtime_keys(cfg.observability.tracing))
     return {
         "node": trust.NODE,
         "admin": {"address": address(cfg.listener.admin_host, cfg.listener.admin_port)},
         "overload_manager": overload_manager(cfg.listener),
-        "layered_runtime": hygiene.runtime(),
+        "layered_runtime": runtime,
         "static_resources": {
             "listeners": [listener(cfg, front_http=front_http, direct=direct, sidegate_filters=sidegate_filters)],
             "clusters": _clusters(cfg, front_http=front_http, direct=direct, sidegate_filters=sidegate_filters),
@@ -66,6 +69,8 @@ def _clusters(cfg: SidegateConfig, *, front_http: bool, direct: bool, sidegate_f
     if front_http:
         clusters += front_clusters(svc_host, svc)
         clusters += [try_cluster(name, p, service_timeout_s(cfg)) for name, p in cfg.providers.items()]
+    if cfg.observability.tracing.enabled:
+        clusters.append(tracing.otlp_cluster(cfg.observability.tracing))
     return clusters
 
 

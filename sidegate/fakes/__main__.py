@@ -2,6 +2,8 @@
 
 One independent provider per ``--port`` (each serves OpenAI, Azure, Anthropic and Bedrock, whose SigV4
 signatures ``--aws-key`` checks); prints the URLs and runs until SIGTERM/SIGINT.
+
+``python -m sidegate.fakes otlp --port N``: an OTLP/gRPC trace receiver instead (sidegate/fakes/otlp.py).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import sys
 
 from sidegate.fakes.server import FakeProvider
 
@@ -42,6 +45,12 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["otlp"]:
+        from sidegate.fakes import otlp
+
+        otlp.main(argv[1:])
+        return
     ap = argparse.ArgumentParser(
         prog="python -m sidegate.fakes", description="Fake OpenAI/Anthropic providers."
     )
