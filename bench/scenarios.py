@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -233,3 +234,18 @@ def ttft_notes(work: Path, config: Callable[..., dict], env: dict[str, str], key
     return [f"streaming TTFT p50/p99 ms: direct {direct[0]:.2f}/{direct[1]:.2f}, Envoy alone "
             f"{alone[0]:.2f}/{alone[1]:.2f}, Sidegate ({label}) {full[0]:.2f}/{full[1]:.2f} "
             f"-> added vs Envoy {full[0] - alone[0]:+.2f} ms" for label, full in fulls.items()]  # fmt: skip
+
+
+def trace_notes(receiver: Any, names: list[str]) -> list[str]:
+    """What the OTLP receiver got from each traced scenario (each exports under its own service
+    name): spans, Sidegate's among them, and the traces (the share of requests sampled). The
+    receiver keeps the last `max_spans` only: the counts are of what it still holds."""
+    out = []
+    for name in names:
+        spans = receiver.spans(service=f"bench-{name}")
+        if spans:
+            ours = sum(s.scope == "sidegate" for s in spans)
+            traces = len({s.trace_id for s in spans})
+            out.append(f"{name}: OTLP receiver holds {len(spans)} spans ({ours} Sidegate's) of {traces} traces "
+                       f"(exports so far: {receiver.exports}, dropped to stay bounded: {receiver.dropped})")  # fmt: skip
+    return out
