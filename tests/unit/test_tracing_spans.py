@@ -260,7 +260,12 @@ def test_every_lanes_completion_parents_under_the_root() -> None:
     assert tried.attributes["gen_ai.usage.cache_read.input_tokens"] == 4
     assert root.attributes["sidegate.lane"] == "direct" and root.attributes["sidegate.fallback"] is False
     assert not [e for e in tried.events if e.name == "sidegate.first_token"]  # not streamed: no TTFT
+    envoys_try = "00-0af7651916cd43dd8448eb211c80319c-1111111111111111-01"
+    t.feature.on_complete(Completion(meta={**meta, "try_traceparent": envoys_try}, provider="openai", upstream_model="m",
+                                     status=200, usage=None, final=False, streamed=False, attempt=1))  # fmt: skip
+    linked = next(s for s in t.spans() if s.name == "chat m")
+    assert linked.parent.span_id == root_id and [ln.context.span_id for ln in linked.links] == [0x1111111111111111]
     t.feature.on_complete(Completion(meta={"model": "x"}, provider="openai", upstream_model="x", status=200, usage=None,
                                      final=True, streamed=False))  # fmt: skip
-    assert len(t.spans()) == 3  # an untraced request's completion makes none
+    assert len(t.spans()) == 4  # an untraced request's completion makes none
     t.close()

@@ -11,7 +11,8 @@ Where each span is made (docs/observability.md, "Traces"):
   times; a request the gateway answered itself (refusal, cache hit) gets its root there too;
 - each provider try's completion, on whichever lane and process it ends (the per-try stage, the
   try lane, the direct lane's access log), makes the try's span under the root named in its
-  metadata; the final one also makes the root, which ends with it.
+  metadata (one tree on every lane), linked to Envoy's span of that try when Envoy traced it
+  (`try_traceparent`); the final one also makes the root, which ends with it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from sidegate.core.completion import Completion, ttft_seconds
 from sidegate.core.context import Reply, RequestContext
 from sidegate.core.feature import Feature, TryHook
 from sidegate.core.intake import METERED
+from sidegate.core.traceparent import TRY_KEY
 from sidegate.errors import Api
 from sidegate.features.tracing import names as n
 from sidegate.features.tracing.content import ContentHook
@@ -277,7 +279,9 @@ class TracingFeature(Feature):
             attrs[n.RESPONSE_MODEL] = response_model
         name = f"{attrs[n.OPERATION]} {c.upstream_model}" if c.upstream_model else str(attrs[n.OPERATION])
         parent = parent_context(ids.trace_id, ids.root_id)
-        writer.child(parent, name, SpanKind.CLIENT, start, end, attrs, tuple(events), error=bool(error))
+        envoys = parse_traceparent(str(meta.get(TRY_KEY, ""))) if TRY_KEY in meta else None
+        link = (envoys[0], envoys[1]) if envoys is not None else None
+        writer.child(parent, name, SpanKind.CLIENT, start, end, attrs, tuple(events), error=bool(error), link=link)
         if c.final:
             self._root(writer, ids, c, request, attrs, end)
 

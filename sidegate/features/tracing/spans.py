@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from sidegate.features.tracing.sampling import TraceIds
 
@@ -103,11 +103,13 @@ class SpanWriter:
 
     def child(
         self, parent: Context, name: str, kind: SpanKind, start_ns: int, end_ns: int, attributes: Attributes,
-        events: tuple[tuple[str, Attributes, int], ...] = (), error: bool = False,
+        events: tuple[tuple[str, Attributes, int], ...] = (), error: bool = False, link: tuple[int, int] | None = None,
     ) -> None:  # fmt: skip
         """A span under the request's root (`parent`: :func:`parent_context` of the root's id): a
-        gateway stage, a provider try; `events`: (name, attributes, time in ns)."""
-        span = self.tracer.start_span(name, parent, kind, attributes, start_time=start_ns)
+        gateway stage, a provider try; `events`: (name, attributes, time in ns); `link`: (trace id,
+        span id) of a span elsewhere in the trace this one relates to (Envoy's span of the try)."""
+        links = (Link(SpanContext(link[0], link[1], is_remote=True, trace_flags=_SAMPLED)),) if link else ()
+        span = self.tracer.start_span(name, parent, kind, attributes, links, start_time=start_ns)
         for event, attrs, at in events:
             span.add_event(event, attrs, at)
         if error:
