@@ -84,8 +84,12 @@ def ours(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
 def whole(receiver: OtlpReceiverThread, trace_id: str, tries: int) -> list[ReceivedSpan]:
     """The trace once Sidegate's root, its tries and the root's parent (Envoy's span of the gateway
     call) have arrived: each process and Envoy export in batches, on their own schedules."""
-    (root,) = receiver.wait_spans(trace_id, pred=lambda s: s.scope == SIDEGATE and s.kind == "server", timeout_s=15)
-    receiver.wait_spans(trace_id, count=tries, pred=lambda s: s.scope == SIDEGATE and s.kind == "client", timeout_s=15)
+    (root,) = receiver.wait_spans(
+        trace_id, pred=lambda s: s.scope == SIDEGATE and s.kind == "server", timeout_s=15
+    )
+    receiver.wait_spans(
+        trace_id, count=tries, pred=lambda s: s.scope == SIDEGATE and s.kind == "client", timeout_s=15
+    )
     receiver.wait_spans(trace_id, pred=lambda s: s.span_id == root.parent_span_id, timeout_s=15)
     return receiver.spans(trace_id)
 
@@ -98,7 +102,9 @@ def test_a_translated_stream_with_a_fallback_is_one_trace(gw, receiver, fake_ope
     (call,) = [s for s in spans if s.span_id == root.parent_span_id]
     assert call.scope != SIDEGATE and call.name == SIDEGATE_CALL[gw.cfg_data["services"]["front"]]  # Envoy's
     (ingress,) = receiver.wait_spans(trace_id, pred=lambda s: s.span_id == call.parent_span_id, timeout_s=15)
-    assert ingress.kind == "server" and ingress.parent_span_id == traceparent.split("-")[2]  # the client's span
+    assert (
+        ingress.kind == "server" and ingress.parent_span_id == traceparent.split("-")[2]
+    )  # the client's span
     assert root.name == f"chat {MODEL}"
     assert {s.trace_id for s in spans} == {trace_id}  # the client's trace id kept
     children = [s for s in ours(spans) if s is not root]

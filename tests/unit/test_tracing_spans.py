@@ -264,7 +264,9 @@ def test_every_lanes_completion_parents_under_the_root() -> None:
     t.feature.on_complete(Completion(meta={**meta, "try_traceparent": envoys_try}, provider="openai", upstream_model="m",
                                      status=200, usage=None, final=False, streamed=False, attempt=1))  # fmt: skip
     linked = next(s for s in t.spans() if s.name == "chat m")
-    assert linked.parent.span_id == root_id and [ln.context.span_id for ln in linked.links] == [0x1111111111111111]
+    assert linked.parent.span_id == root_id and [ln.context.span_id for ln in linked.links] == [
+        0x1111111111111111
+    ]
     t.feature.on_complete(Completion(meta={"model": "x"}, provider="openai", upstream_model="x", status=200, usage=None,
                                      final=True, streamed=False))  # fmt: skip
     assert len(t.spans()) == 4  # an untraced request's completion makes none

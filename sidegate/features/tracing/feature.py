@@ -281,7 +281,9 @@ class TracingFeature(Feature):
         parent = parent_context(ids.trace_id, ids.root_id)
         envoys = parse_traceparent(str(meta.get(TRY_KEY, ""))) if TRY_KEY in meta else None
         link = (envoys[0], envoys[1]) if envoys is not None else None
-        writer.child(parent, name, SpanKind.CLIENT, start, end, attrs, tuple(events), error=bool(error), link=link)
+        writer.child(
+            parent, name, SpanKind.CLIENT, start, end, attrs, tuple(events), error=bool(error), link=link
+        )
         if c.final:
             self._root(writer, ids, c, request, attrs, end)
 
