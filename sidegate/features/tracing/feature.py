@@ -280,7 +280,8 @@ class TracingFeature(Feature):
         name = f"{attrs[n.OPERATION]} {c.upstream_model}" if c.upstream_model else str(attrs[n.OPERATION])
         parent = parent_context(ids.trace_id, ids.root_id)
         envoys = parse_traceparent(str(meta.get(TRY_KEY, ""))) if TRY_KEY in meta else None
-        link = (envoys[0], envoys[1]) if envoys is not None else None
+        # Envoy not tracing, a try's headers carry the client's context: the root's parent, no link.
+        link = (envoys[0], envoys[1]) if envoys is not None and envoys[1] != ids.parent_id else None
         writer.child(
             parent, name, SpanKind.CLIENT, start, end, attrs, tuple(events), error=bool(error), link=link
         )
