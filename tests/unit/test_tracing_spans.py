@@ -150,6 +150,7 @@ def test_a_translated_stream_with_a_fallback_is_one_tree_under_the_clients_span(
     a = streamed.attributes
     assert streamed.parent.span_id == root_tp[1] and a["sidegate.attempt"] == 2
     assert a["gen_ai.provider.name"] == "anthropic" and a["gen_ai.request.model"] == "claude-sonnet-4-5"
+    assert (a["server.address"], a["server.port"]) == ("api.anthropic.com", 443)
     assert a["gen_ai.response.model"] == "claude-sonnet-4-5" and a["gen_ai.operation.name"] == "chat"
     assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]) == (25, 15)
     assert "error.type" not in a

@@ -120,6 +120,10 @@ class TracingFeature(Feature):
     ):
         self.cfg: TracingConfig = cfg.observability.tracing
         self.providers = {name: n.provider_name(p) for name, p in cfg.providers.items()}
+        self.servers = {
+            name: {n.SERVER_ADDRESS: p.host, n.SERVER_PORT: p.port} for name, p in cfg.providers.items()
+        }
+        """Each provider's host and port (the semconv's server.address / server.port of its tries)."""
         self.sampler = Sampler(self.cfg.sample_ratio)
         self.writer: SpanWriter | None = None
         self._processor = processor
@@ -249,6 +253,7 @@ class TracingFeature(Feature):
         request = self._request_attributes(meta)
         attrs: dict[str, Any] = {n.OPERATION: request[n.OPERATION], n.PROVIDER: self.providers.get(c.provider, c.provider),
                                  n.SIDEGATE_PROVIDER: c.provider, n.ATTEMPT: c.attempt}  # fmt: skip
+        attrs.update(self.servers.get(c.provider, ()))
         if c.upstream_model:
             attrs[n.REQUEST_MODEL] = c.upstream_model
         ok = 200 <= c.status < 300 and not c.aborted

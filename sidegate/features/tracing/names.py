@@ -25,8 +25,10 @@ OUTPUT_MESSAGES = "gen_ai.output.messages"
 SYSTEM_INSTRUCTIONS = "gen_ai.system_instructions"
 CONTENT_EVENT = "gen_ai.client.inference.operation.details"
 """The semconv's event for captured content (opt-in): input, output and system messages."""
-# HTTP and errors (stable)
+# HTTP, server and errors (stable)
 HTTP_STATUS = "http.response.status_code"
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
 ERROR_TYPE = "error.type"
 # The gateway's own
 TENANT = "sidegate.tenant"
