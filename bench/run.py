@@ -26,6 +26,9 @@ Scenarios (same fast fake upstream for all):
             request reserves in the store
   <name>-noindex any Sidegate scenario without the local index of the cache's keys
             (store.cache_index: false): every exact lookup asks the store
+  traced100 translated (the full pipeline) with OpenTelemetry traces to an OTLP receiver (Sidegate's
+            OTLP fake, in this process): every request traced; traced1: one request in a hundred.
+            <name>-traced100 / <name>-traced1: any Sidegate scenario so traced
 Prints p50/p99 latency, RPS, added p50 vs Envoy-alone and CPU ms per request (all processes of
 the scenario, read from /proc). Needs `wrk` (Debian: apt-get install wrk).
 """
@@ -52,6 +55,7 @@ from bench.scenarios import (
     GATEWAY,
     SCENARIOS,
     STREAM,
+    TRACED,
     VARIANTS,
     Scenario,
     litellm_scenarios,
@@ -60,10 +64,12 @@ from bench.scenarios import (
     split_variant,
     start_envoy_alone,
     start_stack,
+    trace_notes,
     ttft_notes,
 )
 from sidegate import config as config_mod
 from sidegate import keys
+from sidegate.fakes.otlp import OtlpReceiverThread
 from sidegate.ports import free_port, wait_for_port
 from sidegate.supervisor import Supervisor, envoy_binary
 
@@ -97,6 +103,8 @@ def main() -> int:
     scenarios: list[Scenario] = []
     rows: list[dict] = []
     notes: list[str] = []
+    receiver: OtlpReceiverThread | None = None
+    """The OTLP receiver of the traced scenarios (started with the first)."""
     print(f"machine: {os.cpu_count()} cores; {args.duration}s per run, {args.rounds} round(s); "
           "upstream: Envoy direct_response; wrk on the same box")  # fmt: skip
     try:
@@ -130,6 +138,12 @@ def main() -> int:
                 data["quota"] = {"lease": {"enabled": False}}
             if variant == "-noindex":
                 data["store"] = {**data.get("store", {}), "cache_index": False}
+            ratio = TRACED.get(base, TRACED.get(variant))
+            if ratio is not None:  # its own service name: the receiver counts each scenario's spans
+                if receiver is None:
+                    receiver = OtlpReceiverThread(max_spans=20_000).start()
+                data["observability"] = {**data["observability"], "tracing": {
+                    "endpoint": receiver.endpoint, "sample_ratio": ratio, "service_name": f"bench-{name}"}}  # fmt: skip
             # `-e1` / `-e2`: Envoy with one / two worker threads (`services.envoy_concurrency`; auto
             # gives one on two cores beside one extproc).
             workers = {"SIDEGATE_ENVOY_CONCURRENCY": variant[2:]} if variant in ("-e1", "-e2") else {}
@@ -156,6 +170,8 @@ def main() -> int:
                 for c in conns:
                     rows.append(measure(s.name, s.url, s.script, s.pids, c, args.duration) | {"round": round_})
         notes += [s.note() for s in scenarios if s.note]
+        if receiver is not None:
+            notes += trace_notes(receiver, [s.name for s in scenarios])
     finally:
         for s in reversed(scenarios):
             try:
@@ -163,6 +179,8 @@ def main() -> int:
             except Exception as exc:  # one stuck process must not keep the others running
                 print(f"{s.name}: stop failed: {exc!r}", file=sys.stderr)
         fake.terminate()
+        if receiver is not None:
+            receiver.stop()
         time.sleep(0.2)
     for line in report(rows, args.rounds) + notes:
         print(line, flush=True)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -39,9 +40,10 @@ class Scenario:
 SCENARIOS = ("direct,envoy,sidegate,inline,inline-2w,full-lane,translated,exact-hit,semantic-hit,"
              "front,front-2w,front-translated,front-translated-2w,front-exact-hit,envoy-stream,front-stream,front-stream-translated,"
              "litellm,litellm-translated,ttft,responses,responses-full-lane,responses-translated,front-responses,"
-             "front-responses-translated,front-responses-stream,front-responses-stream-translated")
+             "front-responses-translated,front-responses-stream,front-responses-stream-translated,traced100,traced1")
 FULL_PIPELINE = frozenset({"translated", "front-translated", "front-translated-2w", "front-stream-translated",
-                           "responses-translated", "front-responses-translated", "front-responses-stream-translated"})
+                           "responses-translated", "front-responses-translated", "front-responses-stream-translated",
+                           "traced100", "traced1"})
 """The scenarios of the issue's full pipeline: translation both ways and, as each request asks a
 new question (see wrk_script in bench/measure.py), an exact-cache miss that fills."""
 STREAM = CHAT.replace(b'"max_tokens":32', b'"max_tokens":32,"stream":true,"stream_options":{"include_usage":true}')
@@ -84,11 +86,17 @@ GATEWAY: list[tuple[str, dict[str, object], bytes]] = [
     ("front-responses-translated", FRONT, RESPONSES.replace(b'"gpt-4o-mini"', b'"claude"')),
     ("front-responses-stream", FRONT, RESPONSES_STREAM),
     ("front-responses-stream-translated", FRONT, RESPONSES_STREAM.replace(b'"gpt-4o-mini"', b'"claude"')),
+    # The full pipeline (as `translated`) with OpenTelemetry traces sent to an OTLP receiver: every
+    # request traced (Envoy's span and Sidegate's), or one in a hundred (TRACED).
+    ("traced100", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
+    ("traced1", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
 ]
 """The scenarios that start a Sidegate stack: (name, services config, request body)."""
-VARIANTS = ("-e1", "-e2", "-nolease", "-noindex")
-"""Suffixes that run a Sidegate scenario with one or two Envoy workers, without quota leases, or
-without the cache key index."""
+VARIANTS = ("-e1", "-e2", "-nolease", "-noindex", "-traced100", "-traced1")
+"""Suffixes that run a Sidegate scenario with one or two Envoy workers, without quota leases,
+without the cache key index, or traced (every request, one in a hundred)."""
+TRACED = {"traced100": 1.0, "traced1": 0.01, "-traced100": 1.0, "-traced1": 0.01}
+"""The traced scenarios and variants: their `observability.tracing.sample_ratio`."""
 
 
 def split_variant(name: str) -> tuple[str, str]:
@@ -226,3 +234,18 @@ def ttft_notes(work: Path, config: Callable[..., dict], env: dict[str, str], key
     return [f"streaming TTFT p50/p99 ms: direct {direct[0]:.2f}/{direct[1]:.2f}, Envoy alone "
             f"{alone[0]:.2f}/{alone[1]:.2f}, Sidegate ({label}) {full[0]:.2f}/{full[1]:.2f} "
             f"-> added vs Envoy {full[0] - alone[0]:+.2f} ms" for label, full in fulls.items()]  # fmt: skip
+
+
+def trace_notes(receiver: Any, names: list[str]) -> list[str]:
+    """What the OTLP receiver got from each traced scenario (each exports under its own service
+    name): spans, Sidegate's among them, and the traces (the share of requests sampled). The
+    receiver keeps the last `max_spans` only: the counts are of what it still holds."""
+    out = []
+    for name in names:
+        spans = receiver.spans(service=f"bench-{name}")
+        if spans:
+            ours = sum(s.scope == "sidegate" for s in spans)
+            traces = len({s.trace_id for s in spans})
+            out.append(f"{name}: OTLP receiver holds {len(spans)} spans ({ours} Sidegate's) of {traces} traces "
+                       f"(exports so far: {receiver.exports}, dropped to stay bounded: {receiver.dropped})")  # fmt: skip
+    return out

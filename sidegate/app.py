@@ -29,6 +29,7 @@ from sidegate.features.quota.count_tokens import CountTokensFeature
 from sidegate.features.quota.feature import QuotaFeature
 from sidegate.features.responses_store.feature import ResponsesStoreFeature
 from sidegate.features.route.feature import RouteFeature
+from sidegate.features.tracing.feature import TracingFeature
 from sidegate.store import Store
 
 log = logging.getLogger("sidegate.extproc")
@@ -52,6 +53,9 @@ def default_features(cfg: SidegateConfig, store: Store | None = None) -> list[Fe
         LaneFeature(cfg),
         MetricsFeature(cfg),
         LedgerFeature.from_config(cfg, store),
+        # Last: its try hook sees the body the guard redacted and the answer it restored; the
+        # gateway asks it (`trace`) before any request hook, whatever its place here.
+        TracingFeature.from_config(cfg),
     )
     return [f for f in features if f is not None]
 

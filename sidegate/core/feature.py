@@ -27,6 +27,9 @@ Hooks, all optional (a feature overrides only the ones it needs):
   request's metadata and the client's API); a TryHook returned here rewrites that try's client
   body before translation and its client-format answer after (the guard's redaction and PII
   restore). None, the usual answer, costs that try nothing more.
+- ``trace(ctx) -> RequestTrace | None``: a request reaches the gateway (tracing): a RequestTrace
+  returned here (sampled requests only) is told every request hook's timing and the gateway's
+  outcome. Only the first feature that has it is asked; None, the usual answer, costs nothing more.
 - ``async start()`` / ``async close()``: background work, started before serving in list order and
   closed in reverse.
 
@@ -80,6 +83,19 @@ class TryHook(Protocol):
 OnTry = Callable[[dict[str, Any], Api], TryHook | None]
 
 
+class RequestTrace(Protocol):
+    """A sampled request's record of its pass through the gateway (the tracing feature's)."""
+
+    def step(self, name: str, started: float, ended: float) -> None:
+        """One request hook ran from `started` to `ended` (time.perf_counter())."""
+
+    def end(self, ctx: RequestContext, reply: Reply | None) -> None:
+        """The gateway is done: `reply` is its own answer, None when the request goes on to a provider."""
+
+
+OnTrace = Callable[[RequestContext], RequestTrace | None]
+
+
 class Feature:
     name: str = ""
     endpoints: frozenset[str] = frozenset({COMPLETIONS})
@@ -114,6 +130,9 @@ class Feature:
         return 0
 
     def on_try(self, meta: dict[str, Any], api: Api) -> TryHook | None:
+        return None
+
+    def trace(self, ctx: RequestContext) -> RequestTrace | None:
         return None
 
     async def start(self) -> None:
@@ -171,6 +190,8 @@ class Hooks:
     on_complete: list[CompletionHook] = field(default_factory=list)
     fills: tuple[Filling, ...] = ()
     on_try: tuple[OnTry, ...] = ()
+    tracer: OnTrace | None = None
+    """The first feature's `trace` hook (one tracer per app)."""
     starts: tuple[Lifecycle, ...] = ()
     closes: tuple[Lifecycle, ...] = ()
 
@@ -202,6 +223,7 @@ def collect(features: Sequence[object]) -> Hooks:
         on_complete=[h for f in features if (h := hook(f, "on_complete"))],
         fills=tuple(h for f in features if (h := filling(f))),
         on_try=tuple(h for f in features if (h := hook(f, "on_try"))),
+        tracer=next((h for f in features if (h := hook(f, "trace"))), None),
         starts=tuple(h for f in features if (h := hook(f, "start"))),
         closes=tuple(h for f in features if (h := hook(f, "close"))),
     )

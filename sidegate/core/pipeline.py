@@ -48,6 +48,8 @@ class Gateway:
         """Where some feature sees only some client APIs: the steps of each (endpoint, API)."""
         self.completion_hooks = hooks.on_complete
         """Every completion hook: also for the answers the gateway gives itself."""
+        self.tracer = hooks.tracer
+        """The tracing feature's: a RequestTrace for the requests it samples."""
         self.filler = Fillers(hooks.fills) if hooks.fills else None
         """A cache hit is an answer too: a fill the request asked for (a Responses answer to keep) gets it."""
 
@@ -62,32 +64,47 @@ class Gateway:
     async def run(self, ctx: RequestContext) -> Outcome:
         started = time.monotonic()
         ctx.meta["received_at"] = time.time()
+        # A sampled request's trace; None for every other request (one check per step).
+        trace = self.tracer(ctx) if self.tracer is not None else None
+        outcome: Outcome | None = None
+        name, t0 = "", 0.0
         try:
             steps = self.steps_by_api.get((ctx.endpoint, ctx.api)) if self.steps_by_api else None
             if steps is None:
                 steps = self.steps_by_endpoint.get(ctx.endpoint)
             if steps is None:  # a path of an endpoint no feature of this app serves
-                return unknown_path(ctx.path, ctx.headers)
-            for name, on_request, prefetch_next in steps:
-                if prefetch_next is not None:
-                    prefetch_next(ctx)
-                t0 = time.perf_counter()
-                reply = await on_request(ctx)
-                metrics.observe_stage(name, time.perf_counter() - t0)
-                if reply is not None:
-                    if self.filler is not None and reply.status == 200 and ctx.endpoint == COMPLETIONS:
-                        self._fill(ctx, reply)
-                    self._observe(ctx, reply.status, reply.source, started)
-                    return reply
+                outcome = unknown_path(ctx.path, ctx.headers)
+            else:
+                for name, on_request, prefetch_next in steps:
+                    if prefetch_next is not None:
+                        prefetch_next(ctx)
+                    t0 = time.perf_counter()
+                    reply = await on_request(ctx)
+                    t1 = time.perf_counter()
+                    metrics.observe_stage(name, t1 - t0)
+                    if trace is not None:
+                        trace.step(name, t0, t1)
+                    if reply is not None:
+                        if self.filler is not None and reply.status == 200 and ctx.endpoint == COMPLETIONS:
+                            self._fill(ctx, reply)
+                        self._observe(ctx, reply.status, reply.source, started)
+                        outcome = reply
+                        break
         except GatewayError as err:
+            if trace is not None and t0:  # the step that refused the request
+                trace.step(name, t0, time.perf_counter())
             headers = {"content-type": "application/json", **ctx.response_headers, **err.headers}
             self._observe(ctx, err.status, "gateway", started)
-            return Reply(err.status, format_error(ctx.api, err), headers)
-        if ctx.response_headers:
-            ctx.meta["response_headers"] = ctx.response_headers
-        body = orjson.dumps(ctx.body) if ctx.body_changed else None
-        return Forward(route=ctx.route or ctx.model, meta=ctx.upstream_meta(), body=body,
-                       response_headers=ctx.response_headers, remove_headers=ctx.remove_headers)  # fmt: skip
+            outcome = Reply(err.status, format_error(ctx.api, err), headers)
+        if outcome is None:
+            if ctx.response_headers:
+                ctx.meta["response_headers"] = ctx.response_headers
+            body = orjson.dumps(ctx.body) if ctx.body_changed else None
+            outcome = Forward(route=ctx.route or ctx.model, meta=ctx.upstream_meta(), body=body,
+                              response_headers=ctx.response_headers, remove_headers=ctx.remove_headers)  # fmt: skip
+        if trace is not None:
+            trace.end(ctx, outcome if isinstance(outcome, Reply) else None)
+        return outcome
 
     def _fill(self, ctx: RequestContext, reply: Reply) -> None:
         """Before the completion hooks: they let go of what the request held for its fill."""

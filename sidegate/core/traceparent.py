@@ -13,10 +13,10 @@ HEADER = "traceparent"
 """The header (and gRPC metadata key) Envoy injects its span's context into, and clients send."""
 
 TRY_KEY = "try_traceparent"
-"""Per-try metadata key (`ProviderTry.meta`, so `Completion.meta`): the span this try's Sidegate
-span hangs under, Envoy's span of this try (ext_proc lane: the router's upstream span; try lane:
-the Lua's call to the try stage). Absent when Envoy gives nothing of the try's own (not tracing, a
-prepared first try): the try then hangs under the request's `traceparent`."""
+"""Per-try metadata key (`ProviderTry.meta`, so `Completion.meta`): Envoy's span of this try
+(ext_proc lane: the router's upstream span; try lane: the Lua's call to the try stage), which this
+try's Sidegate span links to (the span itself is a child of the request's root). Absent when Envoy
+gives nothing of the try's own (not tracing, a prepared first try)."""
 
 # version-traceid-parentid-flags, lowercase hex; a later version may append "-..." fields.
 _FORMAT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")

@@ -127,6 +127,8 @@ class ProviderTry:
         p = self.provider
         if self.inbound is not self.upstream_api or self.collect or self.upstream_model != self.model or self.meta.get("redact"):
             return False
+        if self.meta.get("trace_content"):  # a content tenant's traced try records the body it sends
+            return False
         if p.path_prefix or p.query or p.vertex is not None or self.provider_name in self.stage.signers:
             return False
         if self.inbound is Api.GEMINI:  # the model and the stream flag are in the path: rebuilt per try

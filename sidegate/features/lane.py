@@ -5,7 +5,8 @@ so no per-try Python is needed; streams too, when the provider's stream carries 
 itself (Anthropic always, OpenAI when the client asked `stream_options.include_usage`): Envoy's
 `sse_to_metadata` reads it. Requests that need the per-try stage stay in the full lane: OpenAI
 streams without include_usage (it is injected, and the extra chunk hidden), cache fills (the
-response is kept), PII restore. Responses requests go direct when every provider of the chain
+response is kept), PII restore, traced requests of a tenant whose content is recorded (the try
+keeps its body and answer). Responses requests go direct when every provider of the chain
 serves the Responses API (sidegate/lanes.py, direct_apis), streams included (their
 `response.completed` event carries the usage), unless the answer is to be stored
 (`store_response`: the per-try stage keeps it).
@@ -47,6 +48,8 @@ class LaneFeature(Feature):
     def eligible(self, ctx: RequestContext) -> bool:
         meta = ctx.meta
         if meta.get("cache_fill") or meta.get("restore") or (self.body_fixed and ctx.body_changed):
+            return False
+        if meta.get("trace_content"):  # a content tenant's traced try records its body and answer
             return False
         if "?" in ctx.path:  # Envoy alone cannot drop a query string (the per-try stage sets `:path`)
             return False

@@ -31,6 +31,20 @@ SIDEGATE_CALL = {
     "http": "async sidegate_front egress",
 }
 """Envoy's span of its call to the gateway stage (its context is what the stage's spans hang under)."""
+SIDEGATE_SCOPE = "sidegate"
+"""The instrumentation scope of Sidegate's own spans (tests/e2e/test_trace_spans.py): this module
+is about Envoy's, which come from Envoy's tracer."""
+FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "100"}
+"""Sidegate's spans leave within 0.1 s (the SDK's default batch delay is 5 s): none of one test's
+arrives in the next one's receiver."""
+
+
+def _envoys(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+    return [s for s in spans if s.scope != SIDEGATE_SCOPE]
+
+
+def _is_ingress(s: ReceivedSpan) -> bool:
+    return s.kind == "server" and s.scope != SIDEGATE_SCOPE
 
 
 def client_traceparent(sampled: bool = True) -> tuple[str, str, str]:
@@ -57,7 +71,7 @@ def _clean_receiver(receiver: OtlpReceiverThread) -> None:
 
 def _tracing(receiver: OtlpReceiverThread, ratio: float) -> dict:
     return {"observability": {"tracing": {"endpoint": receiver.endpoint, "sample_ratio": ratio, "service_name": SERVICE}},
-            "models": MODELS}  # fmt: skip
+            "models": MODELS, "env": dict(FAST_EXPORT)}  # fmt: skip
 
 
 @pytest.fixture(scope="module", params=["ext_proc", "http"])
@@ -78,13 +92,13 @@ def _front(stack: Stack) -> str:
 
 
 def _ingress(spans: list[ReceivedSpan]) -> ReceivedSpan:
-    (ingress,) = [s for s in spans if s.kind == "server"]
+    (ingress,) = [s for s in spans if _is_ingress(s)]
     return ingress
 
 
 def _trace(receiver: OtlpReceiverThread, trace_id: str, *names: str) -> list[ReceivedSpan]:
     """The spans of a trace once its request span and the spans named `names` arrived."""
-    receiver.wait_spans(trace_id, pred=lambda s: s.kind == "server", timeout_s=15)
+    receiver.wait_spans(trace_id, pred=_is_ingress, timeout_s=15)
     for name in names:
         receiver.wait_spans(trace_id, pred=lambda s, n=name: s.name.startswith(n), timeout_s=5)
     return receiver.spans(trace_id)
@@ -107,7 +121,7 @@ def test_envoy_continues_the_clients_trace_on_both_fronts(traced, receiver, fake
     tries = [s for s in spans if s.name.startswith("router provider.anthropic")]
     assert len(tries) == 1, names
     # Every span of Envoy's hangs under the request's span: one trace, one root (the client's).
-    assert all(s.parent_span_id == ingress.span_id for s in spans if s is not ingress)
+    assert all(s.parent_span_id == ingress.span_id for s in _envoys(spans) if s is not ingress)
     assert all(s.trace_id == trace_id for s in spans)
 
 
@@ -126,14 +140,14 @@ def test_a_stream_with_a_fallback_is_one_trace_with_a_span_per_try(
     assert (
         tries[0].attributes["http.status_code"] == "500" and tries[1].attributes["http.status_code"] == "200"
     )
-    ingress = _ingress(receiver.wait_spans(trace_id, pred=lambda s: s.kind == "server"))
+    ingress = _ingress(receiver.wait_spans(trace_id, pred=_is_ingress))
     assert {t.parent_span_id for t in tries} == {ingress.span_id}
 
 
 def test_without_a_client_context_envoy_starts_the_trace(traced, receiver, fake_openai):
     r = oai(traced).chat.completions.create(model="gpt-4o-mini", messages=MSG, max_tokens=20)
     assert r.choices[0].message.content
-    (ingress,) = receiver.wait_spans(pred=lambda s: s.kind == "server", timeout_s=15)
+    (ingress,) = receiver.wait_spans(pred=_is_ingress, timeout_s=15)
     assert ingress.parent_span_id == ""  # a root span: Envoy's own trace
     call = SIDEGATE_CALL[_front(traced)]
     assert call in {s.name for s in _trace(receiver, ingress.trace_id, call)}
@@ -142,11 +156,15 @@ def test_without_a_client_context_envoy_starts_the_trace(traced, receiver, fake_
 
 def test_a_malformed_client_context_is_not_continued(traced, receiver):
     """Envoy 1.40 neither continues nor replaces a malformed traceparent: it does not trace that
-    request at all (measured), and the Python side ignores it too (tests/unit/test_traceparent.py)."""
+    request at all (measured), and the Python side ignores it too (tests/unit/test_traceparent.py):
+    Sidegate's own spans start a trace of their own (sampled by the ratio, here 1), never the bad one."""
     bad = "00-" + "0" * 32 + "-" + "b" * 16 + "-01"  # an all-zero trace id is invalid (W3C)
     r = oai(traced, bad).chat.completions.create(model="gpt-4o-mini", messages=MSG, max_tokens=20)
     assert r.choices[0].message.content  # served all the same
-    assert receiver.quiet(2.5) == []
+    spans = receiver.quiet(2.5)
+    assert _envoys(spans) == []
+    (root,) = [s for s in spans if s.kind == "server"]
+    assert root.parent_span_id == "" and {s.trace_id for s in spans} == {root.trace_id} != {"0" * 32}
 
 
 def test_an_unsampled_client_trace_is_not_exported(unsampled, traced, receiver):
