@@ -122,3 +122,10 @@ def test_gateway_traces_go_to_the_configured_collector_which_the_policy_lets_out
 def test_ledger_kustomization_is_standalone_beside_an_overlay():
     kz = yaml.safe_load((K8S / "ledger" / "kustomization.yaml").read_text())
     assert not any(str(r).startswith("..") for r in kz["resources"]), "applied on its own, beside an overlay"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_metrics_ports_listen_where_the_servicemonitor_scrapes(overlay):
+    """The ServiceMonitor reaches /metrics through the pod IP: a loopback bind (the default) would
+    leave every panel and alert without data."""
+    assert _config(build(overlay), "sidegate-config").services.metrics_host in {"0.0.0.0", "::"}
