@@ -49,8 +49,8 @@ RUN apt-get update \
  && groupadd --system --gid 10001 sidegate \
  && useradd --system --uid 10001 --gid sidegate --home-dir /home/sidegate --create-home \
       --shell /usr/sbin/nologin sidegate \
- && mkdir -p /etc/sidegate /run/sidegate \
- && chown sidegate:sidegate /etc/sidegate /run/sidegate
+ && mkdir -p /etc/sidegate /run/sidegate /var/lib/sidegate/spill \
+ && chown sidegate:sidegate /etc/sidegate /run/sidegate /var/lib/sidegate /var/lib/sidegate/spill
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /opt/sidegate /opt/sidegate
 COPY --chmod=0755 deploy/docker/sidegate_probe.py /usr/local/bin/sidegate-probe

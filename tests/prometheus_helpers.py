@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import yaml
 
+from sidegate.features.ledger.service import runner_wanted
 from sidegate.ports import free_port
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -32,15 +33,19 @@ class Target:
 
 
 def targets_for(
-    admin_port: int, metrics_port: int, authz_metrics_port: int, host: str = "127.0.0.1"
-) -> list[Target]:
-    """What a stack serves metrics on: Envoy's admin (its own stats in Prometheus' text format) and
-    the extproc and authz services' metrics ports (0: off, or no authz process)."""
+    admin_port: int, metrics_port: int, authz_metrics_port: int, host: str = "127.0.0.1",
+    ledger_metrics_port: int = 0,
+) -> list[Target]:  # fmt: skip
+    """What a stack serves metrics on: Envoy's admin (its own stats in Prometheus' text format), the
+    extproc and authz services' metrics ports (0: off, or no authz process) and the ledger runner's
+    (`sidegate ledger run`, started when a ledger job is configured; 0: none)."""
     out = [Target("envoy", f"127.0.0.1:{admin_port}", "/stats/prometheus")]
     if metrics_port:
         out.append(Target("sidegate-extproc", f"{host}:{metrics_port}"))
     if authz_metrics_port:
         out.append(Target("sidegate-authz", f"{host}:{authz_metrics_port}"))
+    if ledger_metrics_port:
+        out.append(Target("sidegate-ledger", f"{host}:{ledger_metrics_port}"))
     return out
 
 
@@ -50,7 +55,8 @@ def stack_targets(stack: Any) -> list[Target]:
     svc = cfg.services
     host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(svc.metrics_host, svc.metrics_host)
     authz = svc.authz_metrics_port if svc.auth != "inline" else 0
-    return targets_for(cfg.listener.admin_port, svc.metrics_port, authz, host)
+    ledger = stack.sup.child("ledger").port if runner_wanted(cfg) else 0
+    return targets_for(cfg.listener.admin_port, svc.metrics_port, authz, host, ledger)
 
 
 class PromQLError(AssertionError):

@@ -1,7 +1,9 @@
 """Issue 27: the Grafana dashboard's queries evaluated by a real Prometheus scraping a running gateway.
 
-One stack (Envoy + authz + extproc + Valkey, fake providers) and one Prometheus (Debian's binary,
-scraping every second: Envoy's admin and both services' metrics ports). Traffic that gives every
+One stack (Envoy + authz + extproc + Valkey, fake providers, and the ledger runner `sidegate ledger
+run` shipping the ledger into ClickHouse in-process (chDB) and archiving it to a `file://` directory)
+and one Prometheus (Debian's binary, scraping every second: Envoy's admin, both services' metrics
+ports and the runner's). Traffic that gives every
 panel data runs twice, with a scrape in between: a counter series is born with its first
 increment, so `rate()` only sees an increase the second time. Then every target expression of
 every panel is evaluated through Prometheus' HTTP API as Grafana would send it (its variables
@@ -152,7 +154,22 @@ def dash() -> dict:
 def ports() -> dict:
     """The stack's metrics ports, chosen before it starts (see `prom`)."""
     return {"listener": {"admin_port": free_port()},
-            "services": {"metrics_port": free_port(), "authz_metrics_port": free_port()}}  # fmt: skip
+            "services": {"metrics_port": free_port(), "authz_metrics_port": free_port()},
+            "observability": {"ledger_metrics_port": free_port()}}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ledger_jobs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The ledger runner's jobs, so the "Ledger & telemetry" row has data: the shipper into chDB (a
+    real ClickHouse, in the runner's process) and the archive to a local directory, of records older
+    than a second, every half second (the watermark moves while the traffic runs)."""
+    ch = tmp_path_factory.mktemp("clickhouse") / "data"
+    archive = tmp_path_factory.mktemp("archive")
+    return {
+        "ledger_ship": {"url": f"chdb://{ch}", "create_tables": True, "batch_size": 100,
+                        "flush_interval_s": 0.05, "retry_initial_s": 0.1, "consumer": "e2e"},
+        "ledger_archive": {"url": f"file://{archive}", "older_than": "1s", "interval_s": 0.5},
+    }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +179,10 @@ def prom(ports: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom
     inline = os.environ.get("SIDEGATE_E2E_FRONT") == "http"  # harness.Stack: no authz process then
     svc = ports["services"]
     targets = targets_for(
-        ports["listener"]["admin_port"], svc["metrics_port"], 0 if inline else svc["authz_metrics_port"]
+        ports["listener"]["admin_port"],
+        svc["metrics_port"],
+        0 if inline else svc["authz_metrics_port"],
+        ledger_metrics_port=ports["observability"]["ledger_metrics_port"],
     )
     p = PrometheusServer(
         tmp_path_factory.mktemp("prometheus"), targets, scrape_s=SCRAPE_S, rule_files=[ALERTS]
@@ -175,11 +195,10 @@ def prom(ports: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom
 
 
 @pytest.fixture(scope="module")
-def stack(prom: PrometheusServer, ports: dict, tmp_path_factory: pytest.TempPathFactory,
+def stack(prom: PrometheusServer, ports: dict, ledger_jobs: dict, tmp_path_factory: pytest.TempPathFactory,
           fake_openai: FakeProviderThread, fake_anthropic: FakeProviderThread) -> Iterator[Stack]:  # fmt: skip
-    s = Stack(
-        tmp_path_factory.mktemp("stack"), fake_openai.url, fake_anthropic.url, extra={**STACK_EXTRA, **ports}
-    )
+    extra = {**STACK_EXTRA, **ports, "observability": {**ports["observability"], **ledger_jobs}}
+    s = Stack(tmp_path_factory.mktemp("stack"), fake_openai.url, fake_anthropic.url, extra=extra)
     s.start()
     try:
         assert stack_targets(s) == prom.targets, "Prometheus scrapes other ports than the stack serves"
@@ -195,6 +214,8 @@ def hot(prom: PrometheusServer, stack: Stack, fake_openai: FakeProviderThread, d
     fake_openai.reset()
     for _ in range(2):
         scraped_round(prom, stack, fake_openai, dash)
+    # The archiver wrote an object (records older than a second; passes every half second).
+    prom.wait_for("max(sidegate_ledger_archive_watermark_seconds)", lambda v: v > 0, timeout_s=15)
     return time.time()
 
 

@@ -321,3 +321,21 @@ def test_trim_bound_reads_both_store_clients(valkey_url: str) -> None:
             await lean.aclose()
 
     run(valkey_url, body)
+
+
+def test_a_restarted_archiver_reports_the_stored_watermark(valkey_url: str, tmp_path: Path) -> None:
+    """The watermark gauge is per process: a new runner's first pass shows the stored watermark even
+    when nothing new is old enough to archive (else the dashboard's watermark age reads no data and
+    SidegateLedgerArchiveBehind goes quiet after every restart)."""
+    cfg = LedgerArchiveConfig(url=f"file://{tmp_path}/a", older_than="1d")
+
+    async def body(redis: Redis) -> tuple[str, float]:
+        await seed(redis, 0, 5)
+        res = await archive.archive_once(redis, cfg, now=LATER)
+        m.LEDGER_ARCHIVE_WATERMARK.set(0)  # what a restarted process starts with
+        again = await archive.archive_once(redis, cfg, now=LATER)
+        assert again.records == 0
+        return res.watermark, m.LEDGER_ARCHIVE_WATERMARK._value.get()
+
+    watermark, gauge = run(valkey_url, body)
+    assert gauge == archive.parse_id(watermark)[0] / 1000 > 0

@@ -42,19 +42,25 @@ def test_schema_check_catches_mistakes():
 
 
 def test_stack_has_every_part_with_a_health_check():
-    assert {"envoy", "authz", "extproc", "dragonfly", "qdrant", "prometheus", "grafana", "fakes"} <= set(
-        SERVICES
-    )
+    assert {"envoy", "authz", "extproc", "dragonfly", "qdrant", "prometheus", "grafana", "fakes", "ledger",
+            "clickhouse", "otel-collector"} <= set(SERVICES)  # fmt: skip
     for name, svc in SERVICES.items():
         assert svc.get("healthcheck", {}).get("test"), f"{name} has no health check"
     assert SERVICES["fakes"]["profiles"] == ["demo"]
     assert all("profiles" not in s for n, s in SERVICES.items() if n != "fakes")
 
 
-@pytest.mark.parametrize("name", ["dragonfly", "qdrant", "prometheus", "grafana"])
+@pytest.mark.parametrize(
+    "name", ["dragonfly", "qdrant", "prometheus", "grafana", "clickhouse", "otel-collector"]
+)
 def test_third_party_images_are_pinned(name):
     image = SERVICES[name]["image"]
-    assert re.search(r":v?\d+\.\d+\.\d+$", image), image
+    # ClickHouse tags its releases with four numbers (25.8.8.26).
+    assert re.search(r":v?\d+\.\d+\.\d+(\.\d+)?$", image), image
+    if name == "clickhouse":
+        assert image.startswith("clickhouse/clickhouse-server:")
+    if name == "otel-collector":
+        assert image.startswith("otel/opentelemetry-collector:")
     if name == "dragonfly":
         assert image.startswith("docker.dragonflydb.io/dragonflydb/dragonfly:")
     if name == "qdrant":
@@ -80,7 +86,11 @@ def test_envoy_and_the_services_share_the_internal_token_and_nothing_else_does()
     writer = SERVICES["internal-token"]
     assert writer["command"] == ["internal-token", "-o", cfg.services.internal_token_file, "--keep"]
     assert writer["restart"] == "no" and writer["volumes"] == [f"sidegate-internal:{token_dir}"]
-    readers = {n for n, svc in SERVICES.items() if any(v.startswith("sidegate-internal:") for v in svc.get("volumes", []))}
+    readers = {
+        n
+        for n, svc in SERVICES.items()
+        if any(v.startswith("sidegate-internal:") for v in svc.get("volumes", []))
+    }
     assert readers == {"internal-token", "envoy", "authz", "extproc"}
     for name in ("envoy", "authz", "extproc"):
         assert f"sidegate-internal:{token_dir}:ro" in SERVICES[name]["volumes"]
@@ -112,3 +122,75 @@ def test_mounted_files_exist_and_the_config_matches_the_stack():
     targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
     authz_metrics = getattr(cfg.services, "authz_metrics_port", cfg.services.metrics_port + 1)
     assert {f"envoy:{cfg.services.metrics_port}", f"envoy:{authz_metrics}"} <= targets
+
+
+def _cfg() -> config.SidegateConfig:
+    return config.load(ROOT / "deploy/compose/sidegate.yaml", env={})
+
+
+def test_ledger_runner_ships_to_the_clickhouse_service_with_credentials_from_env():
+    cfg = _cfg()
+    ship = cfg.observability.ledger_ship
+    runner = SERVICES["ledger"]
+    assert runner["command"] == ["ledger", "run", "-c", "/etc/sidegate/sidegate.yaml", "--create-tables"]
+    assert runner["environment"]["SIDEGATE_REDIS_URL"] == "redis://dragonfly:6379/0"
+    assert runner["depends_on"]["clickhouse"]["condition"] == "service_healthy"
+    assert runner["depends_on"]["dragonfly"]["condition"] == "service_healthy"
+    assert f"{cfg.observability.ledger_metrics_port}/metrics" in " ".join(runner["healthcheck"]["test"])
+    # The shipper talks to the clickhouse service's HTTP port with the user the image creates.
+    url = urlsplit(ship.url or "")
+    assert (url.scheme, url.hostname, url.port) == ("http", "clickhouse", 8123)
+    ch = SERVICES["clickhouse"]["environment"]
+    assert ship.user_env and ship.password_env
+    for var, ch_var in ((ship.user_env, "CLICKHOUSE_USER"), (ship.password_env, "CLICKHOUSE_PASSWORD")):
+        assert runner["environment"][var] == ch[ch_var]  # the same ${...} default on both sides
+    assert "clickhouse-data" in COMPOSE["volumes"]
+    assert "sidegate-internal:/run/sidegate:ro" not in runner.get("volumes", [])
+
+
+def test_prometheus_scrapes_the_ledger_runner_and_metrics_listen_beyond_loopback():
+    cfg = _cfg()
+    assert cfg.services.metrics_host == "0.0.0.0"  # Prometheus scrapes from its own container
+    prom = yaml.safe_load((ROOT / "deploy/compose/prometheus.yml").read_text())
+    targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    assert f"ledger:{cfg.observability.ledger_metrics_port}" in targets
+
+
+def test_spill_dir_is_a_named_volume_of_extproc():
+    spill = _cfg().observability.ledger_spill.dir
+    assert spill and spill.startswith("/var/lib/sidegate/")
+    assert f"ledger-spill:{spill}" in SERVICES["extproc"]["volumes"]
+    assert "ledger-spill" in COMPOSE["volumes"]
+    # The image creates the directory owned by its user: a fresh named volume copies that ownership.
+    assert spill in (ROOT / "Dockerfile").read_text()
+
+
+def test_traces_go_to_the_collector_service_and_envoy_is_rendered_with_its_tracer():
+    cfg = _cfg()
+    tracing = cfg.observability.tracing
+    assert tracing.enabled and (tracing.host, tracing.port) == ("otel-collector", 4317)
+    collector = SERVICES["otel-collector"]
+    cfg_file = next(v.split(":")[0] for v in collector["volumes"] if v.startswith("./"))
+    assert collector["command"] == [f"--config={collector['volumes'][0].split(':')[1]}"]
+    otel = yaml.safe_load((ROOT / cfg_file).read_text())
+    grpc = otel["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]
+    assert grpc == f"0.0.0.0:{tracing.port}"
+    assert otel["service"]["pipelines"]["traces"] == {
+        "receivers": ["otlp"],
+        "processors": ["batch"],
+        "exporters": ["debug"],
+    }
+    bootstrap = yaml.safe_load((ROOT / "deploy/compose/envoy.yaml").read_text())
+    clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
+    addr = clusters["otel_collector"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"][
+        "address"
+    ]
+    assert addr["socket_address"] == {"address": "otel-collector", "port_value": 4317}
+    assert "envoy.tracers.opentelemetry" in (ROOT / "deploy/compose/envoy.yaml").read_text()
+
+
+def test_grafana_provisions_the_shared_dashboard():
+    vols = SERVICES["grafana"]["volumes"]
+    assert "./k8s/grafana/sidegate-dashboard.json:/etc/grafana/dashboards/sidegate.json:ro" in vols
+    prov = yaml.safe_load((ROOT / "deploy/compose/grafana/dashboards.yml").read_text())
+    assert prov["providers"][0]["options"]["path"] == "/etc/grafana/dashboards"

@@ -173,7 +173,7 @@ def test_json_patch_ops():
     assert doc == {"a": [1, 2], "b": {"c/d": 1}}
 
 
-@pytest.mark.parametrize("target", [*OVERLAYS, "deps", "mesh"])
+@pytest.mark.parametrize("target", [*OVERLAYS, "deps", "mesh", "ledger"])
 def test_builtin_resources_validate_against_kubernetes_schemas(target):
     resources = build(target)
     assert resources
@@ -379,7 +379,7 @@ def test_envoyfilters_have_the_istio_shape():
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed: tiny renderer only")
-@pytest.mark.parametrize("target", [*OVERLAYS, "deps", "mesh"])
+@pytest.mark.parametrize("target", [*OVERLAYS, "deps", "mesh", "ledger"])
 def test_tiny_renderer_agrees_with_kubectl_kustomize(target):
     path = K8S / "overlays" / target if target in OVERLAYS else K8S / target
     out = subprocess.run(["kubectl", "kustomize", str(path)], capture_output=True, text=True, timeout=60)

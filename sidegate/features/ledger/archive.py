@@ -186,6 +186,10 @@ async def _pass(
 ) -> ArchiveResult:
     key = watermark_key(stream)
     res = ArchiveResult(watermark=as_text(await redis.get(key) or b"0-0"))
+    if res.watermark != "0-0":
+        # The gauge belongs to this process: a restarted runner shows the stored watermark from its
+        # first pass, not 0 (no data) until records old enough to archive arrive.
+        m.LEDGER_ARCHIVE_WATERMARK.set(parse_id(res.watermark)[0] / 1000)
     while True:
         low = "-" if res.watermark == "0-0" else "(" + res.watermark
         entries = await redis.xrange(stream, min=low, max="(" + cutoff, count=cfg.max_records_per_object)
