@@ -17,18 +17,8 @@ from sidegate.bootstrap import render
 DEMO_KEY = "sgk_demo0001_demo-key-not-a-secret-0000000000"
 
 
-def _load(path: str) -> config_mod.SidegateConfig:
-    try:
-        return config_mod.load(path)
-    except config_mod.ConfigError as exc:
-        print(f"{exc.source}: invalid configuration", file=sys.stderr)
-        for p in exc.problems:
-            print(f"  - {p}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
+    cfg = config_mod.load_or_exit(args.config)
     missing = [f"{n}: {p.api_key_env}" for n, p in cfg.providers.items() if p.api_key_env and not p.api_key()]
     print(f"{args.config}: OK ({len(cfg.providers)} providers, {len(cfg.models)} models, {len(cfg.tenants)} tenants)")
     for m in missing:
@@ -37,7 +27,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    text = render.render_yaml(_load(args.config))
+    text = render.render_yaml(config_mod.load_or_exit(args.config))
     if args.output:
         Path(args.output).write_text(text)
     else:
@@ -90,13 +80,13 @@ def _up(cfg_path: Path, cfg: config_mod.SidegateConfig, env: dict[str, str]) -> 
 
 def cmd_up(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return _up(Path(args.config), _load(args.config), dict(os.environ))
+    return _up(Path(args.config), config_mod.load_or_exit(args.config), dict(os.environ))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg_path = Path(str(resources.files("sidegate") / "data" / "demo.yaml"))
-    cfg = _load(str(cfg_path))
+    cfg = config_mod.load_or_exit(str(cfg_path))
     env = dict(os.environ)
     env.setdefault("DEMO_OPENAI_API_KEY", "sk-demo-openai-provider-key")
     env.setdefault("DEMO_ANTHROPIC_API_KEY", "sk-ant-demo-anthropic-provider-key")

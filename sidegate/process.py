@@ -8,7 +8,6 @@ import gc
 import logging
 import os
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 
 from sidegate.config import SidegateConfig
@@ -78,16 +77,9 @@ def command_line(service: str, main: Callable[[SidegateConfig], Awaitable[None]]
     """`python -m authz|extproc -c CONFIG` (what `sidegate serve authz|extproc` runs)."""
     import argparse
 
-    from sidegate.config import ConfigError, load
+    from sidegate.config import load_or_exit
 
     ap = argparse.ArgumentParser(prog=f"python -m {service}")
     ap.add_argument("-c", "--config", required=True)
     args = ap.parse_args(argv)
-    try:
-        cfg = load(args.config)
-    except ConfigError as exc:
-        print(f"{exc.source}: invalid configuration", file=sys.stderr)
-        for p in exc.problems:
-            print(f"  - {p}", file=sys.stderr)
-        raise SystemExit(2) from None
-    run(service, main, cfg)
+    run(service, main, load_or_exit(args.config))

@@ -1,25 +1,20 @@
-"""Shared pieces of the ledger shipper tests: a real Valkey, deterministic records, one shipper
+"""Shared pieces of the ledger shipper tests (the Valkey is valkey_helpers'): deterministic records, one shipper
 run against chDB, and the exactly-once check (rows, distinct ids, the spend view against the ledger)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import subprocess
-import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import valkey_helpers
 from redis.asyncio import Redis
 
 from sidegate.config.ledger_ship import LedgerShipConfig
 from sidegate.features.ledger.clickhouse import ChdbSink
 from sidegate.features.ledger.ledger import STREAM, LedgerRecord, as_text
 from sidegate.features.ledger.ship import Shipper
-from sidegate.ports import free_port, wait_for_port
-from sidegate.store.redispy import client
-from sidegate.store.valkey import valkey_binary
 
 T = TypeVar("T")
 TENANTS = ("acme", "globex", "initech")
@@ -28,32 +23,9 @@ MINIMAL = ("providers:\n  openai: {api: openai, base_url: 'http://127.0.0.1:9'}\
            "models:\n  gpt-4o-mini: {routes: [{provider: openai}]}\n")  # fmt: skip
 
 
-@contextlib.contextmanager
-def valkey() -> Iterator[str]:
-    """A throwaway valkey-server on a free loopback port: yields its URL."""
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="sidegate-ship-valkey-") as d:
-        cmd = [valkey_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-               "--dir", d]  # fmt: skip
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-        try:
-            wait_for_port("127.0.0.1", port, 10.0, proc)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-
-
 def run(url: str, fn: Callable[[Redis], Awaitable[T]]) -> T:
-    async def main() -> T:
-        redis = client(url, socket_timeout_s=10.0)
-        try:
-            await redis.flushdb()
-            return await fn(redis)
-        finally:
-            await redis.aclose()
-
-    return asyncio.run(main())
+    # A roomier socket timeout than the other store tests': chDB shares this process (and its CPU).
+    return valkey_helpers.run(url, fn, socket_timeout_s=10.0)
 
 
 def record(i: int) -> LedgerRecord:

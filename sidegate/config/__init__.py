@@ -26,6 +26,7 @@ from sidegate.config.root import (
     SidegateConfig,
     TenantConfig,
     load,
+    load_or_exit,
     parse,
 )
 from sidegate.config.services import (
@@ -41,5 +42,5 @@ __all__ = [
     "NEVER_FORWARDED", "NEVER_FORWARDED_PREFIXES", "AuthStyle", "BreakerConfig", "CachePolicy", "ConfigError",
     "GuardPolicy", "KeyConfig", "ListenerConfig", "ModelConfig", "ObservabilityConfig", "ProviderConfig",
     "QuotaPolicy", "ResponsesConfig", "RouteConfig", "RouteDefaults", "SemanticSettings", "ServicesConfig", "SidegateConfig",
-    "StoreConfig", "TenantConfig", "TenantQuota", "TracingConfig", "WeightedKey", "load", "local_address", "parse",
+    "StoreConfig", "TenantConfig", "TenantQuota", "TracingConfig", "WeightedKey", "load", "load_or_exit", "local_address", "parse",
 ]  # fmt: skip

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +165,15 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> SidegateConfig:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(str(path), [f"{where}invalid YAML ({getattr(exc, 'problem', exc)})"]) from None
     return parse(data, str(path), env)
+
+
+def load_or_exit(path: str | Path) -> SidegateConfig:
+    """`load` for a command line: an invalid file is reported on stderr, one problem a line, and the
+    process exits with status 2 (no traceback: the problems are the whole story)."""
+    try:
+        return load(path)
+    except ConfigError as exc:
+        print(f"{exc.source}: invalid configuration", file=sys.stderr)
+        for p in exc.problems:
+            print(f"  - {p}", file=sys.stderr)
+        raise SystemExit(2) from None

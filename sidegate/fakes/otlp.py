@@ -28,6 +28,8 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as pb_
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
+from sidegate.fakes.thread import ServerThread
+
 __all__ = ["OtlpReceiver", "OtlpReceiverThread", "ReceivedSpan"]
 
 SPAN_KINDS = {
@@ -232,61 +234,14 @@ class OtlpReceiver:
         return self.spans()
 
 
-class OtlpReceiverThread:
+class OtlpReceiverThread(ServerThread):
     """An `OtlpReceiver` on its own event loop in a daemon thread, for synchronous tests:
-    ``with OtlpReceiverThread() as r: ... r.endpoint, r.wait_spans(trace_id)``."""
+    ``with OtlpReceiverThread() as r: ... r.endpoint, r.wait_spans(trace_id)``. The receiver's
+    methods and attributes (endpoint, port, spans, wait_spans, trace_ids, reset, ...) are forwarded."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.receiver = OtlpReceiver(*args, **kwargs)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-
-    def start(self, timeout: float = 10.0) -> OtlpReceiverThread:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name=f"otlp-receiver-{id(self):x}", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise TimeoutError("OTLP receiver did not start")
-        if self._error is not None:
-            raise RuntimeError("OTLP receiver failed to start") from self._error
-        return self
-
-    def _run(self) -> None:
-        assert self._loop is not None
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self.receiver.start())
-        except BaseException as e:
-            self._error = e
-            self._ready.set()
-            return
-        self._ready.set()
-        try:
-            self._loop.run_forever()
-        finally:
-            self._loop.run_until_complete(self.receiver.stop())
-            self._loop.close()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self._loop is None or self._thread is None:
-            return
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout)
-        self._thread = None
-        self._loop = None
-
-    def __enter__(self) -> OtlpReceiverThread:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def __getattr__(self, name: str) -> Any:
-        # endpoint, port, spans, wait_spans, trace_ids, resource_spans, reset, unavailable, ...
-        return getattr(self.receiver, name)
+        super().__init__(self.receiver, "OTLP receiver")
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "unavailable":

@@ -1,4 +1,5 @@
-"""e2e fixtures: one real stack (Envoy + authz + extproc + Valkey) per module, two fake providers."""
+"""e2e fixtures: one real stack (Envoy + authz + extproc + Valkey) per module, two fake providers
+(a third on demand), an OTLP receiver on demand."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from gemini_helpers import gemini_fake
 from harness import Stack
 
 from sidegate.fakes import FakeProviderThread
+from sidegate.fakes.otlp import OtlpReceiverThread
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +44,16 @@ def _clean_fakes(
         fp.reset()
     if "fake_gemini" in request.fixturenames:  # a test whose stack (or itself) uses the Gemini fake
         request.getfixturevalue("fake_gemini").reset()
+    if "receiver" in request.fixturenames:  # a traced stack (or the test) exports spans to it
+        request.getfixturevalue("receiver").reset()
     yield
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[OtlpReceiverThread]:
+    """An OTLP receiver (tests/trace_helpers.py), one per module that asks for it; emptied before each test."""
+    with OtlpReceiverThread() as r:
+        yield r
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,12 @@ docs/observability.md ("How a trace is joined") and tests/unit/test_traceparent.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 
 import openai
 import pytest
 from harness import Stack, front_stack
+from trace_helpers import FAST_EXPORT, SIDEGATE_CALL, SIDEGATE_SCOPE, client_traceparent
 
 from sidegate.fakes.otlp import OtlpReceiverThread, ReceivedSpan
 
@@ -26,17 +26,6 @@ MODELS = {
     "chain": {"routes": [{"provider": "openai", "model": "gpt-4o-mini", "priority": 0},
                          {"provider": "anthropic", "model": "claude-3-5-haiku-20241022", "priority": 1}]},
 }  # fmt: skip
-SIDEGATE_CALL = {
-    "ext_proc": "async envoy.service.ext_proc.v3.ExternalProcessor.Process egress",
-    "http": "async sidegate_front egress",
-}
-"""Envoy's span of its call to the gateway stage (its context is what the stage's spans hang under)."""
-SIDEGATE_SCOPE = "sidegate"
-"""The instrumentation scope of Sidegate's own spans (tests/e2e/test_trace_spans.py): this module
-is about Envoy's, which come from Envoy's tracer."""
-FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "100"}
-"""Sidegate's spans leave within 0.1 s (the SDK's default batch delay is 5 s): none of one test's
-arrives in the next one's receiver."""
 
 
 def _envoys(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
@@ -47,26 +36,10 @@ def _is_ingress(s: ReceivedSpan) -> bool:
     return s.kind == "server" and s.scope != SIDEGATE_SCOPE
 
 
-def client_traceparent(sampled: bool = True) -> tuple[str, str, str]:
-    trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
-    return f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}", trace_id, span_id
-
-
 def oai(stack: Stack, traceparent: str | None = None) -> openai.OpenAI:
     headers = {"traceparent": traceparent} if traceparent else {}
     return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.keys["acme"].key, max_retries=0,
                          default_headers=headers)  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[OtlpReceiverThread]:
-    with OtlpReceiverThread() as r:
-        yield r
-
-
-@pytest.fixture(autouse=True)
-def _clean_receiver(receiver: OtlpReceiverThread) -> None:
-    receiver.reset()
 
 
 def _tracing(receiver: OtlpReceiverThread, ratio: float) -> dict:

@@ -7,7 +7,6 @@ access log; content only for an opted-in tenant; nothing of Sidegate's at sample
 from __future__ import annotations
 
 import copy
-import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,34 +14,15 @@ import openai
 import orjson
 import pytest
 from harness import FRONT_SERVICES, Stack, front_stack
+from trace_helpers import FAST_EXPORT, SIDEGATE_CALL, SIDEGATE_SCOPE, client_traceparent
 
 from sidegate.fakes.otlp import OtlpReceiverThread, ReceivedSpan
 
 pytestmark = pytest.mark.e2e
 MODEL = "trace-fb"
 MSG = [{"role": "user", "content": "Say hello"}]
-SIDEGATE = "sidegate"
-"""The instrumentation scope of Sidegate's own spans (Envoy's come from its tracer's)."""
-SIDEGATE_CALL = {
-    "ext_proc": "async envoy.service.ext_proc.v3.ExternalProcessor.Process egress",
-    "http": "async sidegate_front egress",
-}
-"""Envoy's span of its call to the gateway stage: the parent of Sidegate's root."""
-FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "100"}
-"""The SDK's batch delay (5 s by default) shortened, so a test waits on spans less."""
 ERROR = 2
 """OTLP's Status.StatusCode ERROR."""
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[OtlpReceiverThread]:
-    with OtlpReceiverThread() as r:
-        yield r
-
-
-@pytest.fixture(autouse=True)
-def _clean_receiver(receiver: OtlpReceiverThread) -> None:
-    receiver.reset()
 
 
 def extra(receiver: OtlpReceiverThread, **tracing: Any) -> dict[str, Any]:
@@ -61,12 +41,6 @@ def gw(request, tmp_path_factory, fake_openai, fake_anthropic, receiver) -> Iter
                            copy.deepcopy(extra(receiver)))  # fmt: skip
 
 
-def new_trace() -> tuple[str, str]:
-    """(traceparent, trace id) of a sampled client span."""
-    trace_id = secrets.token_hex(16)
-    return f"00-{trace_id}-{secrets.token_hex(8)}-01", trace_id
-
-
 def stream_with_fallback(gw: Stack, fake_openai, tenant: str, traceparent: str) -> str:
     fake_openai.script([{"status": 500, "error": "boom"}])
     client = openai.OpenAI(
@@ -83,29 +57,30 @@ def stream_with_fallback(gw: Stack, fake_openai, tenant: str, traceparent: str) 
 
 
 def ours(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
-    return [s for s in spans if s.scope == SIDEGATE]
+    return [s for s in spans if s.scope == SIDEGATE_SCOPE]
 
 
 def whole(receiver: OtlpReceiverThread, trace_id: str, tries: int) -> list[ReceivedSpan]:
     """The trace once Sidegate's root, its tries and the root's parent (Envoy's span of the gateway
     call) have arrived: each process and Envoy export in batches, on their own schedules."""
     (root,) = receiver.wait_spans(
-        trace_id, pred=lambda s: s.scope == SIDEGATE and s.kind == "server", timeout_s=15
+        trace_id, pred=lambda s: s.scope == SIDEGATE_SCOPE and s.kind == "server", timeout_s=15
     )
     receiver.wait_spans(
-        trace_id, count=tries, pred=lambda s: s.scope == SIDEGATE and s.kind == "client", timeout_s=15
+        trace_id, count=tries, pred=lambda s: s.scope == SIDEGATE_SCOPE and s.kind == "client", timeout_s=15
     )
     receiver.wait_spans(trace_id, pred=lambda s: s.span_id == root.parent_span_id, timeout_s=15)
     return receiver.spans(trace_id)
 
 
 def test_a_translated_stream_with_a_fallback_is_one_trace(gw, receiver, fake_openai) -> None:
-    traceparent, trace_id = new_trace()
+    traceparent, trace_id, _ = client_traceparent()
     stream_with_fallback(gw, fake_openai, "acme", traceparent)
     spans = whole(receiver, trace_id, tries=2)
     (root,) = [s for s in ours(spans) if s.kind == "server"]
     (call,) = [s for s in spans if s.span_id == root.parent_span_id]
-    assert call.scope != SIDEGATE and call.name == SIDEGATE_CALL[gw.cfg_data["services"]["front"]]  # Envoy's
+    assert call.scope != SIDEGATE_SCOPE  # Envoy's
+    assert call.name == SIDEGATE_CALL[gw.cfg_data["services"]["front"]]
     (ingress,) = receiver.wait_spans(trace_id, pred=lambda s: s.span_id == call.parent_span_id, timeout_s=15)
     assert (
         ingress.kind == "server" and ingress.parent_span_id == traceparent.split("-")[2]
@@ -152,7 +127,7 @@ def test_a_translated_stream_with_a_fallback_is_one_trace(gw, receiver, fake_ope
 
 
 def test_content_is_recorded_for_an_opted_in_tenant_only(gw, receiver, fake_openai) -> None:
-    traceparent, trace_id = new_trace()
+    traceparent, trace_id, _ = client_traceparent()
     text = stream_with_fallback(gw, fake_openai, "globex", traceparent)
     spans = ours(whole(receiver, trace_id, tries=2))
     streamed = next(s for s in spans if s.kind == "client" and s.attributes["sidegate.attempt"] == 2)
@@ -169,7 +144,7 @@ def test_content_is_recorded_for_an_opted_in_tenant_only(gw, receiver, fake_open
 
 def test_a_direct_lane_request_is_traced_from_envoys_access_log(gw, receiver) -> None:
     """No per-try Python: the try span and the root come from the access log entry's metadata."""
-    traceparent, trace_id = new_trace()
+    traceparent, trace_id, _ = client_traceparent()
     client = openai.OpenAI(
         base_url=gw.base_url + "/v1", api_key=gw.keys["acme"].key, max_retries=0, timeout=20
     )

@@ -7,30 +7,27 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import subprocess
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import boto3
 import orjson
 import pytest
 from moto.server import ThreadedMotoServer
 from redis.asyncio import Redis
+from valkey_helpers import run, valkey
 
 from sidegate import cli, config
 from sidegate import metrics as m
 from sidegate.config.ledger_archive import LedgerArchiveConfig
 from sidegate.features.ledger import archive, ledger, reading
 from sidegate.features.ledger.ledger import Ledger, LedgerRecord, as_text
-from sidegate.ports import free_port, wait_for_port
+from sidegate.ports import free_port
 from sidegate.store import RedisPyStore
 from sidegate.store.redispy import client
-from sidegate.store.valkey import valkey_binary
 
-T = TypeVar("T")
 BUCKET = "sg-archive"
 KEY_ENV, SECRET_ENV = "TEST_ARCHIVE_KEY_ID", "TEST_ARCHIVE_SECRET"
 LATER = time.time() + 8 * 86400  # "now" for the passes: every record written during the test is 8 days old
@@ -38,17 +35,8 @@ LATER = time.time() + 8 * 86400  # "now" for the passes: every record written du
 
 @pytest.fixture(scope="module")
 def valkey_url() -> Iterator[str]:
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="sidegate-archive-valkey-") as d:
-        cmd = [valkey_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-               "--dir", d]  # fmt: skip
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-        try:
-            wait_for_port("127.0.0.1", port, 10.0, proc)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+    with valkey() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -84,18 +72,6 @@ def cfg_for(endpoint: str, bucket: str = BUCKET, **kw: Any) -> LedgerArchiveConf
     return LedgerArchiveConfig(url=f"s3://{bucket}/ledger", storage_options={"endpoint_url": endpoint,
                                "region_name": "us-east-1"}, access_key_env=KEY_ENV, secret_key_env=SECRET_ENV,
                                max_records_per_object=100, **kw)  # fmt: skip
-
-
-def run(url: str, fn: Callable[[Redis], Awaitable[T]]) -> T:
-    async def main() -> T:
-        redis = client(url, socket_timeout_s=5.0)
-        try:
-            await redis.flushdb()
-            return await fn(redis)
-        finally:
-            await redis.aclose()
-
-    return asyncio.run(main())
 
 
 async def seed(redis: Redis, start: int, stop: int) -> None:

@@ -23,9 +23,9 @@ from ledger_ship_helpers import (
     run,
     ship_all,
     ship_cfg,
-    valkey,
 )
 from redis.asyncio import Redis
+from valkey_helpers import valkey
 
 from sidegate import config as config_mod
 from sidegate import metrics as m

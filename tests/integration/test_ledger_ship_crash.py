@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ledger_ship_helpers import MINIMAL, add_records, assert_exactly_once, clickhouse, run, valkey
+from ledger_ship_helpers import MINIMAL, add_records, assert_exactly_once, clickhouse, run
 from redis.asyncio import Redis
+from valkey_helpers import valkey
 
 from sidegate.features.ledger.ledger import STREAM
 from sidegate.features.ledger.ship import CRASH_ENV

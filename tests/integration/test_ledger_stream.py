@@ -6,57 +6,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import subprocess
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import orjson
 import pytest
 from redis.asyncio import Redis
+from valkey_helpers import run, valkey
 
 from sidegate import metrics as m
 from sidegate.core.completion import Completion
 from sidegate.features.ledger import cli as ledger_cli
 from sidegate.features.ledger import ledger, reading
 from sidegate.features.ledger.ledger import Ledger, LedgerRecord, record_from_completion
-from sidegate.ports import free_port, wait_for_port
+from sidegate.ports import free_port
 from sidegate.store import RedisPyStore
 from sidegate.store.redispy import client
-from sidegate.store.valkey import valkey_binary
 from sidegate.translate.base import Usage
 
-T = TypeVar("T")
 SECRET_KEY = "sgk_abcd1234_very-secret-tenant-key-0000000000"
 
 
 @pytest.fixture(scope="module")
 def valkey_url() -> Iterator[str]:
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="sidegate-ledger-valkey-") as d:
-        cmd = [valkey_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-               "--dir", d]  # fmt: skip
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-        try:
-            wait_for_port("127.0.0.1", port, 10.0, proc)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-
-
-def run(url: str, fn: Callable[[Redis], Awaitable[T]]) -> T:
-    async def main() -> T:
-        redis = client(url, socket_timeout_s=2.0)
-        try:
-            await redis.flushdb()
-            return await fn(redis)
-        finally:
-            await redis.aclose()
-
-    return asyncio.run(main())
+    with valkey() as url:
+        yield url
 
 
 def completion(i: int = 0, **kw: object) -> Completion:

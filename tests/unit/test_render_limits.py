@@ -1,12 +1,12 @@
 """Envoy's connection and idle limits: on by default, taken from the config, valid for Envoy; and
 one message for a Sidegate service that is down."""
 
-import subprocess
 from importlib import resources
 
-from sidegate import config, trust
+from render_helpers import assert_envoy_validates
+
+from sidegate import config
 from sidegate.bootstrap import render
-from sidegate.supervisor import envoy_binary
 
 
 def _demo(**listener: float) -> config.SidegateConfig:
@@ -46,13 +46,7 @@ def test_limits_follow_the_config_and_pass_envoy_validate(tmp_path):
     assert _hcm(b)["common_http_protocol_options"]["idle_timeout"] == "2.500s"
     assert _hcm(b)["stream_idle_timeout"] == "30.000s"
     assert {p["per_try_idle_timeout"] for p in _retry_policies(b)} == {"7.000s"}
-    cfg.services.internal_token_file = str(tmp_path / "token.yaml")  # Envoy checks that it exists
-    trust.write_private(tmp_path / "token.yaml", trust.token_file_text(trust.generate()))
-    f = tmp_path / "envoy.yaml"
-    f.write_text(render.render_yaml(cfg))
-    out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(f), "--use-dynamic-base-id"],
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert_envoy_validates(cfg, tmp_path)
 
 
 def test_a_sidegate_service_down_has_its_own_message_in_both_formats():

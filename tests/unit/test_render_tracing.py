@@ -1,14 +1,13 @@
 """Envoy's OpenTelemetry tracer in the rendered bootstrap: only when tracing is configured."""
 
-import subprocess
 from importlib import resources
 
 import pytest
+from render_helpers import assert_envoy_validates
 
-from sidegate import config, trust
+from sidegate import config
 from sidegate.bootstrap import render
 from sidegate.bootstrap.tracing import OTLP_CLUSTER
-from sidegate.supervisor import envoy_binary
 
 
 def _demo(tracing: dict | None = None, front: str = "ext_proc") -> config.SidegateConfig:
@@ -61,10 +60,4 @@ def test_tracing_renders_the_tracer_its_cluster_and_its_flush_interval():
 @pytest.mark.parametrize("front", ["ext_proc", "http"])
 def test_a_traced_bootstrap_passes_envoy_validate(tmp_path, front):
     cfg = _demo({"endpoint": "127.0.0.1:4317", "sample_ratio": 0.01}, front)
-    cfg.services.internal_token_file = str(tmp_path / "token.yaml")  # Envoy checks that it exists
-    trust.write_private(tmp_path / "token.yaml", trust.token_file_text(trust.generate()))
-    f = tmp_path / "envoy.yaml"
-    f.write_text(render.render_yaml(cfg))
-    out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(f), "--use-dynamic-base-id"],
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert_envoy_validates(cfg, tmp_path)

@@ -94,13 +94,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 def _config(args: argparse.Namespace) -> SidegateConfig:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        return config_mod.load(args.config)
-    except config_mod.ConfigError as exc:
-        print(f"{exc.source}: invalid configuration", file=sys.stderr)
-        for p in exc.problems:
-            print(f"  - {p}", file=sys.stderr)
-        raise SystemExit(2) from None
+    return config_mod.load_or_exit(args.config)
 
 
 def cmd_ship(args: argparse.Namespace) -> int:
