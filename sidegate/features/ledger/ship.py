@@ -36,6 +36,7 @@ from redis.exceptions import RedisError, ResponseError
 from sidegate import metrics as m
 from sidegate.config.ledger_ship import LedgerShipConfig
 from sidegate.features.ledger.clickhouse import Sink, dedup_token, rows_jsonl
+from sidegate.features.ledger.lease import ConsumerLease
 from sidegate.features.ledger.ledger import STREAM, LedgerRecord, as_text
 from sidegate.features.ledger.reading import since_to_id
 
@@ -46,6 +47,8 @@ CRASH_ENV = "SIDEGATE_TEST_LEDGER_SHIP_CRASH"
 _PAGE = 1000
 _LAG_SCAN = 1000
 """When the store cannot tell a group's lag, count up to this many entries (past it: the stream's length)."""
+_LEASE_POLL_S = 1.0
+"""How often a shipper waiting for its consumer name's lease tries again."""
 _MAX_BLOCK_S = 5.0
 """Longest single XREADGROUP BLOCK (below the client's socket timeout; a stop is seen within it)."""
 
@@ -64,6 +67,8 @@ class Shipper:
         self.redis, self.sink, self.cfg, self.stream = redis, sink, cfg, stream
         self.group = cfg.group
         self.consumer = cfg.consumer_name()
+        self.lease = ConsumerLease(redis, stream, self.group, self.consumer)
+        """Held while shipping: one shipper per consumer name (:mod:`.lease` says why)."""
         self.shipped = 0
         self.batches = 0
         self.trimmed = 0
@@ -103,25 +108,32 @@ class Shipper:
         group_ready = (
             False  # (re)checked at the start and after a store error (NOGROUP: the stream was deleted)
         )
-        while not stop.is_set():
-            try:
-                if not group_ready:
-                    await self.ensure_group()
-                    group_ready = True
-                idle = await self.pass_once(stop, block=follow)
-                await self.update_lag()
-            except (RedisError, OSError) as exc:
-                group_ready = False
-                m.store_error("ledger_ship", "stream")
-                log.warning("ledger shipper: store error (%s: %s); retrying in %.1fs", type(exc).__name__,
-                            str(exc)[:300], delay)  # fmt: skip
-                if await _wait(stop, delay):
+        try:
+            while not stop.is_set():
+                try:
+                    if not self.lease.held and not await self.lease.take():
+                        if await _wait(stop, _LEASE_POLL_S):  # another shipper under this name
+                            break
+                        continue
+                    if not group_ready:
+                        await self.ensure_group()
+                        group_ready = True
+                    idle = await self.pass_once(stop, block=follow)
+                    await self.update_lag()
+                except (RedisError, OSError) as exc:
+                    group_ready = False
+                    m.store_error("ledger_ship", "stream")
+                    log.warning("ledger shipper: store error (%s: %s); retrying in %.1fs", type(exc).__name__,
+                                str(exc)[:300], delay)  # fmt: skip
+                    if await _wait(stop, delay):
+                        break
+                    delay = min(delay * 2, self.cfg.retry_max_s)
+                    continue
+                delay = self.cfg.retry_initial_s
+                if not follow and idle:
                     break
-                delay = min(delay * 2, self.cfg.retry_max_s)
-                continue
-            delay = self.cfg.retry_initial_s
-            if not follow and idle:
-                break
+        finally:
+            await self.lease.release()
         return self.shipped
 
     async def pass_once(self, stop: asyncio.Event, *, block: bool = True) -> bool:
