@@ -80,14 +80,18 @@ class SidegateConfig(StrictModel):
     @model_validator(mode="after")
     def _references(self) -> SidegateConfig:
         if self.services.front == "http" and self.services.auth != "inline":
-            raise ValueError("services.front: http authenticates in the front itself: it needs services.auth: inline")
+            raise ValueError(
+                "services.front: http authenticates in the front itself: it needs services.auth: inline"
+            )
         for name in [*self.providers, *self.tenants]:
             if not NAME_PATTERN.match(name):
                 raise ValueError(f"name {name!r} must match {NAME_PATTERN.pattern}")
         for mname, model in self.models.items():
             for i, route in enumerate(model.routes):
                 if route.provider not in self.providers:
-                    raise ValueError(f"models.{mname}.routes.{i}.provider: unknown provider {route.provider!r}")
+                    raise ValueError(
+                        f"models.{mname}.routes.{i}.provider: unknown provider {route.provider!r}"
+                    )
         seen: set[str] = set()
         for tname, tenant in self.tenants.items():
             for key in tenant.keys:
@@ -134,8 +138,13 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
         if var in env:
             node = data
             for part in path[:-1]:
-                node = node.setdefault(part, {})
-            node[path[-1]] = env[var]
+                if node.get(part) is None:  # absent, or a section left empty (`observability:`)
+                    node[part] = {}
+                node = node[part]
+                if not isinstance(node, dict):
+                    break  # not a mapping: validation says so, at its place in the file
+            else:
+                node[path[-1]] = env[var]
 
 
 def parse(data: Any, source: str = "<config>", env: dict[str, str] | None = None) -> SidegateConfig:
