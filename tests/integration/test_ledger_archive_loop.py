@@ -13,6 +13,7 @@ import pytest
 from ledger_ship_helpers import add_records, run, valkey
 from redis.asyncio import Redis
 
+from sidegate import metrics as m
 from sidegate.config.ledger_archive import LedgerArchiveConfig
 from sidegate.features.ledger import archive
 
@@ -51,3 +52,19 @@ def test_encoding_and_upload_run_off_the_event_loop(
     assert run(valkey_url, body) == 25
     main = threading.main_thread().name
     assert threads and threads["encode"] != main and threads["upload"] != main, threads
+
+
+def test_a_pass_skipped_for_another_archivers_lock_is_not_an_error(valkey_url: str, tmp_path: Path) -> None:
+    """Every `sidegate ledger run` (one per gateway host) runs an archiver; one holds the lock at a
+    time. The others' skipped passes must not count as failed passes (an alert's metric)."""
+    cfg = LedgerArchiveConfig(url=f"file://{tmp_path / 'archive'}", older_than="1s", interval_s=0.01)
+    failed = m.LEDGER_ARCHIVE_ERRORS.labels("pass")
+
+    async def body(redis: Redis) -> int:
+        await add_records(redis, 5)
+        await redis.set(f"{archive.STREAM}:archive-lock", "another-archiver", px=60_000)
+        return await archive.archive_forever(redis, cfg, passes=2)
+
+    before = failed._value.get()
+    assert run(valkey_url, body) == 0
+    assert failed._value.get() == before

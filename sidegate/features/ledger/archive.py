@@ -57,6 +57,10 @@ class ArchiveError(RuntimeError):
     """The archive cannot run as configured (a missing package, credentials, a bad object)."""
 
 
+class ArchiveLocked(ArchiveError):
+    """Another archiver holds the lock: its pass is under way (not a failure of this one)."""
+
+
 class InjectedCrash(RuntimeError):
     """Raised at a test-only fault point (``SIDEGATE_TEST_ARCHIVE_CRASH``)."""
 
@@ -159,7 +163,7 @@ async def archive_once(
         fs, root = open_fs(cfg)
     lock, token = f"{stream}:archive-lock", secrets.token_hex(8)
     if not await redis.set(lock, token, nx=True, px=LOCK_TTL_MS):
-        raise ArchiveError(f"another archiver holds {lock}")
+        raise ArchiveLocked(f"another archiver holds {lock}")
     try:
         return await _pass(redis, cfg, fs, root, stream, since_to_id(cfg.older_than, now), (lock, token))
     finally:
@@ -237,6 +241,8 @@ async def archive_forever(
             total += res.records
         except InjectedCrash:
             raise
+        except ArchiveLocked as exc:  # one archiver per store (every `ledger run` has one): not an error
+            log.info("ledger archive: pass skipped, %s", exc)
         except Exception as exc:
             m.child(m.LEDGER_ARCHIVE_ERRORS, "pass").inc()
             log.warning("ledger archive pass failed (retried in %.0f s): %s", cfg.interval_s, exc)
