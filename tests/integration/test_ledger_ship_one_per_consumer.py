@@ -88,6 +88,10 @@ def test_a_killed_holders_lease_on_this_host_is_taken_at_once(valkey_url: str) -
         await redis.set(lease.key, f"{lease.host} {dead_pid} 0123456789abcdef", px=30_000)
         taken = await lease.take()
         await lease.release()
+        # a restarted container's process: the holder's pid again (pid 1), started earlier
+        await redis.set(lease.key, f"{lease.host} {os.getpid()}:1 0123456789abcdef", px=30_000)
+        taken = taken and await lease.take()
+        await lease.release()
         await redis.set(lease.key, f"other-host {os.getpid()} 0123456789abcdef", px=30_000)
         elsewhere = await lease.take()  # another host's holder: only its expiry frees it
         return taken, elsewhere

@@ -9,7 +9,8 @@ one under the same name waits until it is free.
 
 The lease is kept alive every ``TTL_MS / 3`` by a task beside the shipper and released on a stop,
 so a restart takes it at once. A holder that was killed: on the same host, its process id is
-checked and a dead holder's lease taken over at once; elsewhere it expires after ``TTL_MS``.
+checked (with its start time: a new process may get the same id) and a dead holder's lease taken
+over at once; elsewhere it expires after ``TTL_MS``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import contextlib
 import logging
 import os
 import secrets
+from pathlib import Path
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -45,7 +47,7 @@ class ConsumerLease:
         self.redis = redis
         self.key = f"{stream}:ship:{group}:{consumer}"
         self.host = os.uname().nodename
-        self.value = f"{self.host} {os.getpid()} {secrets.token_hex(8)}"
+        self.value = f"{self.host} {_process_id(os.getpid())} {secrets.token_hex(8)}"
         self.held = False
         self._keeper: asyncio.Task[None] | None = None
         self._warned = ""
@@ -82,13 +84,30 @@ class ConsumerLease:
             await self.redis.eval(_RELEASE, 1, self.key, self.value)
 
 
+def _process_id(pid: int) -> str:
+    """``pid:start``: the process id and its start time (clock ticks since boot, /proc), so a later
+    process given the same id (a restarted container's pid 1) is not taken for the holder."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return str(pid)
+    return f"{pid}:{stat.rsplit(')', 1)[1].split()[19]}"
+
+
 def _dead_here(holder: str, host: str) -> bool:
     """Whether ``holder`` (a lease value) is a process of this host that no longer runs."""
     parts = holder.split(" ")
-    if len(parts) != 3 or parts[0] != host or not parts[1].isdigit() or int(parts[1]) == os.getpid():
+    if len(parts) != 3 or parts[0] != host:
+        return False
+    pid, _, started = parts[1].partition(":")
+    if not pid.isdigit():
+        return False
+    if started:  # the holder's start time is known: is that very process still there?
+        return _process_id(int(pid)) != parts[1]
+    if int(pid) == os.getpid():
         return False
     try:
-        os.kill(int(parts[1]), 0)
+        os.kill(int(pid), 0)
     except ProcessLookupError:
         return True
     except OSError:  # alive, another user's
