@@ -66,10 +66,23 @@ class LedgerArchiveConfig(StrictModel):
     @classmethod
     def _no_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
         """Configs get committed and logged: secrets belong in the environment (`*_env` fields)."""
-        bad = sorted(k for k in v if _SECRET_OPTION.search(k))
+        bad = sorted(_secret_keys(v))
         if bad:
             raise ValueError(
                 f"storage_options {bad} look like credentials: use access_key_env/secret_key_env "
                 "or the provider's standard credential chain"
             )
         return v
+
+
+def _secret_keys(options: dict[str, Any], prefix: str = "") -> list[str]:
+    """Option names that look like credentials, nested ones too (`client_kwargs`, `config_kwargs`:
+    s3fs hands them to botocore, which takes `aws_secret_access_key` there as well)."""
+    found: list[str] = []
+    for k, val in options.items():
+        name = f"{prefix}{k}"
+        if _SECRET_OPTION.search(str(k)):
+            found.append(name)
+        elif isinstance(val, dict):
+            found.extend(_secret_keys(val, f"{name}."))
+    return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
@@ -61,6 +62,13 @@ class LedgerShipConfig(StrictModel):
             )
         if v.startswith("chdb://") and not v.removeprefix("chdb://"):
             raise ValueError("chdb:// needs a directory: chdb:///var/lib/sidegate/clickhouse")
+        if not v.startswith("chdb://") and "@" in urlsplit(v).netloc:
+            # the HTTP sink takes only host and port from it: a user:password here would be ignored
+            # (every insert refused) and would sit in a file that gets committed and logged
+            raise ValueError(
+                "must not hold credentials (user:password@): name their environment variables in "
+                "user_env and password_env"
+            )
         return v
 
     @field_validator("database", "table")

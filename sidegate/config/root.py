@@ -135,8 +135,13 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
         if var in env:
             node = data
             for part in path[:-1]:
-                node = node.setdefault(part, {})
-            node[path[-1]] = env[var]
+                if node.get(part) is None:  # absent, or a section left empty (`observability:`)
+                    node[part] = {}
+                node = node[part]
+                if not isinstance(node, dict):
+                    break  # not a mapping: validation says so, at its place in the file
+            else:
+                node[path[-1]] = env[var]
 
 
 def parse(data: Any, source: str = "<config>", env: dict[str, str] | None = None) -> SidegateConfig:

@@ -36,6 +36,7 @@ from redis.exceptions import RedisError, ResponseError
 from sidegate import metrics as m
 from sidegate.config.ledger_ship import LedgerShipConfig
 from sidegate.features.ledger.clickhouse import Sink, dedup_token, rows_jsonl
+from sidegate.features.ledger.lease import ConsumerLease
 from sidegate.features.ledger.ledger import STREAM, LedgerRecord, as_text
 from sidegate.features.ledger.reading import since_to_id
 
@@ -46,6 +47,8 @@ CRASH_ENV = "SIDEGATE_TEST_LEDGER_SHIP_CRASH"
 _PAGE = 1000
 _LAG_SCAN = 1000
 """When the store cannot tell a group's lag, count up to this many entries (past it: the stream's length)."""
+_LEASE_POLL_S = 1.0
+"""How often a shipper waiting for its consumer name's lease tries again."""
 _MAX_BLOCK_S = 5.0
 """Longest single XREADGROUP BLOCK (below the client's socket timeout; a stop is seen within it)."""
 
@@ -64,6 +67,8 @@ class Shipper:
         self.redis, self.sink, self.cfg, self.stream = redis, sink, cfg, stream
         self.group = cfg.group
         self.consumer = cfg.consumer_name()
+        self.lease = ConsumerLease(redis, stream, self.group, self.consumer)
+        """Held while shipping: one shipper per consumer name (:mod:`.lease` says why)."""
         self.shipped = 0
         self.batches = 0
         self.trimmed = 0
@@ -103,54 +108,62 @@ class Shipper:
         group_ready = (
             False  # (re)checked at the start and after a store error (NOGROUP: the stream was deleted)
         )
-        while not stop.is_set():
-            try:
-                if not group_ready:
-                    await self.ensure_group()
-                    group_ready = True
-                idle = await self.pass_once(stop, block=follow)
-                await self.update_lag()
-            except (RedisError, OSError) as exc:
-                group_ready = False
-                m.store_error("ledger_ship", "stream")
-                log.warning("ledger shipper: store error (%s: %s); retrying in %.1fs", type(exc).__name__,
-                            str(exc)[:300], delay)  # fmt: skip
-                if await _wait(stop, delay):
+        try:
+            while not stop.is_set():
+                try:
+                    if not self.lease.held and not await self.lease.take():
+                        if await _wait(stop, _LEASE_POLL_S):  # another shipper under this name
+                            break
+                        continue
+                    if not group_ready:
+                        await self.ensure_group()
+                        group_ready = True
+                    idle = await self.pass_once(stop, block=follow)
+                    await self.update_lag()
+                except (RedisError, OSError) as exc:
+                    group_ready = False
+                    m.store_error("ledger_ship", "stream")
+                    log.warning("ledger shipper: store error (%s: %s); retrying in %.1fs", type(exc).__name__,
+                                str(exc)[:300], delay)  # fmt: skip
+                    if await _wait(stop, delay):
+                        break
+                    delay = min(delay * 2, self.cfg.retry_max_s)
+                    continue
+                delay = self.cfg.retry_initial_s
+                if not follow and idle:
                     break
-                delay = min(delay * 2, self.cfg.retry_max_s)
-                continue
-            delay = self.cfg.retry_initial_s
-            if not follow and idle:
-                break
+        finally:
+            await self.lease.release()
         return self.shipped
 
     async def pass_once(self, stop: asyncio.Event, *, block: bool = True) -> bool:
         """One pass (own pending, claims, one batch of new entries). True when nothing was left."""
-        own = await self._own_pending()
-        if own and not await self.ship(own, stop):
+        own, own_ids = await self._own_pending()
+        if own_ids and not await self.ship(own, stop, token_ids=own_ids):
             return False
         # One idle consumer at a time, shipped before the next is claimed: this consumer's pending
         # list must never hold two batches (a crash would then re-send them as one, another token).
         claimed = 0
         for name in await self._idle_consumers():
-            batch = await self._claim(name)
+            batch, ids = await self._claim(name)
             claimed += len(batch)
-            if batch and not await self.ship(batch, stop):
+            if ids and not await self.ship(batch, stop, token_ids=ids):
                 return False
         fresh = await self._read_new(stop, block)
         if fresh and not await self.ship(fresh, stop):
             return False
         return not fresh and not claimed and not own
 
-    async def _own_pending(self) -> Batch:
-        """Everything delivered to this consumer and not acknowledged: one earlier batch, whole."""
+    async def _own_pending(self) -> tuple[Batch, list[str]]:
+        """Everything delivered to this consumer and not acknowledged: one earlier batch, whole
+        (the records still in the stream, and every id of the batch: its token)."""
         batch: Batch = []
         cursor = "0"
         while True:
             resp = await self.redis.xreadgroup(self.group, self.consumer, {self.stream: cursor}, count=_PAGE)
             entries = resp[0][1] if resp else []
             if not entries:
-                return await self._drop_trimmed(batch)
+                return [(eid, rec) for eid, rec in batch if rec is not _TRIMMED], [eid for eid, _ in batch]
             for eid, data in entries:
                 batch.append((as_text(eid), LedgerRecord.from_fields(data) if data else _TRIMMED))
             cursor = as_text(entries[-1][0])
@@ -171,25 +184,21 @@ class Shipper:
                 names.append(name)
         return names
 
-    async def _claim(self, name: str) -> Batch:
-        """All of an idle consumer's pending entries (its one batch, whole: same ids, same token)."""
+    async def _claim(self, name: str) -> tuple[Batch, list[str]]:
+        """All of an idle consumer's pending entries (its one batch, whole: same ids, same token):
+        the records still in the stream, and every id of the batch."""
         pending = await self.redis.xpending_range(
             self.stream, self.group, "-", "+", 1_000_000, consumername=name
         )
         ids = [as_text(p["message_id"]) for p in pending]
         if not ids:
-            return []
+            return [], []
         got = await self.redis.xclaim(self.stream, self.group, self.consumer, 0, ids)
         batch: Batch = [(as_text(eid), LedgerRecord.from_fields(data)) for eid, data in got if eid and data]
-        present = {e for e, _ in batch}
-        gone = [i for i in ids if i not in present]
-        if gone:  # entries the stream trimmed before they were shipped
-            self._count_trimmed(len(gone))
-            await self.redis.xack(self.stream, self.group, *gone)
         log.warning(
             "ledger shipper: took over %d unacknowledged records of idle consumer %r", len(batch), name
         )
-        return batch
+        return batch, ids
 
     async def _read_new(self, stop: asyncio.Event, block: bool) -> Batch:
         """New entries: up to batch_size, or what arrived until the first waited flush_interval_s."""
@@ -212,40 +221,45 @@ class Shipper:
                 break
         return batch
 
-    async def _drop_trimmed(self, batch: list[Any]) -> Batch:
-        gone = [eid for eid, rec in batch if rec is _TRIMMED]
-        if gone:
-            self._count_trimmed(len(gone))
-            await self.redis.xack(self.stream, self.group, *gone)
-        return [(eid, rec) for eid, rec in batch if rec is not _TRIMMED]
-
     def _count_trimmed(self, n: int) -> None:
         self.trimmed += n
         m.ledger_ship_trimmed(n)
         log.error(
-            "ledger shipper: %d unshipped records were trimmed from the stream before they were shipped", n
+            "ledger shipper: %d records were trimmed from the stream before they were acknowledged "
+            "(lost to ClickHouse unless an earlier insert of their batch had gone through)",
+            n,
         )
 
     # -- one batch -------------------------------------------------------------------------------
-    async def ship(self, batch: Batch, stop: asyncio.Event) -> bool:
+    async def ship(self, batch: Batch, stop: asyncio.Event, *, token_ids: list[str] | None = None) -> bool:
         """Insert (retrying with back-off) then XACK. False if stopped before the insert succeeded
-        (the batch stays pending and is re-sent, under the same token, by the next run)."""
-        ids = [eid for eid, _ in batch]
+        (the batch stays pending and is re-sent, under the same token, by the next run).
+        ``token_ids``: a re-sent batch's ids as first sent, trimmed ones included: if the stream
+        trimmed some of it since, the rest still carries the first insert's token (a new token
+        would store the rest twice when that insert had landed)."""
+        ids = token_ids or [eid for eid, _ in batch]
         body, token = rows_jsonl(batch), dedup_token(ids)
-        if not await self._retry(stop, "insert", lambda: self.sink.insert(body, token)):
-            return False
-        self.last_insert_at = time.time()
-        self.batches += 1
-        if self._crash_after is not None and self.batches >= self._crash_after:
-            log.warning(
-                "ledger shipper: %s: SIGKILL after insert %d, before its XACK", CRASH_ENV, self.batches
-            )
-            os.kill(os.getpid(), signal.SIGKILL)
+        # (all of a re-sent batch trimmed: nothing to insert, its ids only to acknowledge)
+        if batch:
+            if not await self._retry(stop, "insert", lambda: self.sink.insert(body, token)):
+                return False
+            self.last_insert_at = time.time()
+            self.batches += 1
+            if self._crash_after is not None and self.batches >= self._crash_after:
+                log.warning(
+                    "ledger shipper: %s: SIGKILL after insert %d, before its XACK", CRASH_ENV, self.batches
+                )
+                os.kill(os.getpid(), signal.SIGKILL)
         # Stopped before the XACK went through: the batch stays pending and its re-send is deduplicated.
+        # The trimmed ids are acknowledged with the rest, never before: until then the pending list
+        # holds the batch whole, so a crash now still re-sends it under the same token.
         if not await self._retry(stop, "store", lambda: self.redis.xack(self.stream, self.group, *ids)):
             return False
-        self.shipped += len(batch)
-        m.ledger_ship_batch(len(batch))
+        if len(ids) > len(batch):  # entries the stream trimmed before they were acknowledged
+            self._count_trimmed(len(ids) - len(batch))
+        if batch:
+            self.shipped += len(batch)
+            m.ledger_ship_batch(len(batch))
         return True
 
     async def _retry(self, stop: asyncio.Event, what: str, fn: Callable[[], Awaitable[Any]]) -> bool:

@@ -103,7 +103,7 @@ class Spill:
     def _open_own(self) -> SpillFile:
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / f"{self.prefix}.{os.getpid()}.{time.time_ns()}.jsonl"
-        fh = path.open("ab")
+        fh = path.open("ab", buffering=0)  # unbuffered: a failed write leaves nothing queued to retry
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         own = SpillFile(path, fh)
         self._files.append(own)
@@ -126,10 +126,19 @@ class Spill:
             lines.append(line)
             room -= len(line)
         if lines:
-            data = b"".join(lines)
+            data = memoryview(b"".join(lines))
             fh: IO[bytes] = own.lock
-            fh.write(data)
-            fh.flush()
+            try:
+                done = 0
+                while done < len(data):  # an unbuffered write may take part of it
+                    done += fh.write(data[done:]) or 0
+            except OSError:
+                # A disk full mid-batch leaves part of a line: cut the file back to its last whole
+                # batch, or the next batch's first line would be glued to it (unreadable, skipped)
+                # and the file's size would no longer match what it holds.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fh.fileno(), own.size)
+                raise
             own.size += len(data)
         return len(lines)
 
