@@ -194,6 +194,34 @@ def test_content_only_for_an_opted_in_tenant() -> None:
     t.close()
 
 
+class InlineAuth(Stage):
+    """Inline auth: the tenant is named by a request hook, after the request was sampled."""
+
+    def __init__(self, tenant: str):
+        super().__init__("auth")
+        self.tenant = tenant
+
+    async def on_request(self, ctx: RequestContext) -> Reply | None:
+        ctx.tenant = self.tenant
+        return None
+
+
+def test_content_decided_once_inline_auth_names_the_tenant() -> None:
+    t = Traced(content_tenants=["acme"])
+    seen: dict[str, Any] = {}
+
+    class Lane(Stage):  # what the lane step sees: whether the request may take the direct lane
+        async def on_request(self, ctx: RequestContext) -> Reply | None:
+            seen[ctx.tenant] = ctx.meta.get(CONTENT_KEY)
+            return None
+
+    _, out = t.gateway(InlineAuth("acme"), Stage("parse"), Lane("lane"), tenant="")
+    assert out.meta[CONTENT_KEY] is True and seen["acme"] is True
+    _, other = t.gateway(InlineAuth("globex"), Stage("parse"), Lane("lane"), tenant="")
+    assert CONTENT_KEY not in other.meta and seen["globex"] is None
+    t.close()
+
+
 def test_sampling_follows_the_parent_else_the_ratio() -> None:
     unsampled = CLIENT_TP[:-2] + "00"
     t = Traced(sample_ratio=1.0)

@@ -53,17 +53,26 @@ MAX_PENDING_CONTENT = 4096
 class GatewayTrace:
     """A sampled request at the gateway: its ids and each request hook's (name, start, end)."""
 
-    __slots__ = ("feature", "ids", "perf0", "start_ns", "steps")
+    __slots__ = ("feature", "ids", "perf0", "start_ns", "steps", "undecided")
 
-    def __init__(self, feature: TracingFeature, ids: TraceIds):
+    def __init__(self, feature: TracingFeature, ids: TraceIds, undecided: RequestContext | None = None):
         self.feature = feature
         self.ids = ids
         self.start_ns = time.time_ns()
         self.perf0 = time.perf_counter()
         self.steps: list[tuple[str, float, float]] = []
+        self.undecided = undecided
+        """The request whose tenant was not known yet when it was sampled (inline auth names it in
+        its request hook): whether its content is recorded is decided after the step that names
+        it, before the lane step (a content tenant's request keeps off the direct lane)."""
 
     def step(self, name: str, started: float, ended: float) -> None:
         self.steps.append((name, started, ended))
+        ctx = self.undecided
+        if ctx is not None and ctx.tenant:
+            self.undecided = None
+            if self.feature.cfg.records_content(ctx.tenant):
+                ctx.meta[CONTENT_KEY] = True
 
     def at_ns(self, perf: float) -> int:
         return self.start_ns + int((perf - self.perf0) * 1e9)
@@ -176,7 +185,11 @@ class TracingFeature(Feature):
             return None
         ctx.meta["traceparent"] = format_traceparent(ids.trace_id, ids.root_id)
         ctx.meta[ROOT_KEY] = f"{ids.parent_id:016x}" if ids.parent_id else ""
-        if self.cfg.content_tenants and self.cfg.records_content(ctx.tenant):  # known before the gateway runs
+        if not self.cfg.content_tenants:
+            return GatewayTrace(self, ids)
+        if not ctx.tenant:  # inline auth: the tenant is named by a request hook (see GatewayTrace.step)
+            return GatewayTrace(self, ids, undecided=ctx)
+        if self.cfg.records_content(ctx.tenant):  # ext_authz named it before the gateway runs
             ctx.meta[CONTENT_KEY] = True
         return GatewayTrace(self, ids)
 
