@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_ship_helpers import add_records, run, valkey
+from ledger_ship_helpers import add_records, run
 from redis.asyncio import Redis
+from valkey_helpers import valkey
 
 from sidegate import metrics as m
 from sidegate.config.ledger_archive import LedgerArchiveConfig

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
-from ledger_ship_helpers import add_records, run, valkey
+from ledger_ship_helpers import add_records, run
 from redis.asyncio import Redis
+from valkey_helpers import valkey
 
 from sidegate.config.ledger_ship import LedgerShipConfig
 from sidegate.features.ledger.lease import ConsumerLease

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ledger_ship_helpers import add_records, clickhouse, run, ship_all, ship_cfg, valkey
+from ledger_ship_helpers import add_records, clickhouse, run, ship_all, ship_cfg
 from redis.asyncio import Redis
+from valkey_helpers import valkey
 
 from sidegate.features.ledger.clickhouse import ChdbSink, dedup_token, rows_jsonl
 from sidegate.features.ledger.ledger import STREAM, LedgerRecord, as_text
