@@ -4,13 +4,14 @@ each fake provider received."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 from gemini_helpers import GEMINI_KEY
 from google import genai
 from google.genai import types
-from harness import Stack
+from harness import Stack, front_stack
 
 from sidegate import keys
 from sidegate.fakes import FakeProviderThread
@@ -72,3 +73,10 @@ def received(model: str, fake: FakeProviderThread) -> dict[str, Any]:
         assert rec.path == ("/v1/chat/completions" if model == "gpt-4o-mini" else "/v1/messages")
         assert "x-goog-api-key" not in rec.headers
     return rec.json
+
+
+def inbound_stack(request: Any, tmp_path_factory: Any, fake_openai: Any, fake_anthropic: Any,
+                  fake_gemini: Any) -> Iterator[Stack]:  # fmt: skip
+    """The Gemini-client modules' gateway: one stack per front (`request.param`), every provider."""
+    workdir = tmp_path_factory.mktemp("stack")
+    yield from front_stack(request.param, workdir, fake_openai.url, fake_anthropic.url, extra(fake_gemini.url))

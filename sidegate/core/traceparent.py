@@ -18,6 +18,13 @@ TRY_KEY = "try_traceparent"
 try's Sidegate span links to (the span itself is a child of the request's root). Absent when Envoy
 gives nothing of the try's own (not tracing, a prepared first try)."""
 
+ROOT_KEY = "trace_root"
+"""Metadata of a traced request: the root span's parent span id (hex; "" when the root starts the
+trace). Its presence says Sidegate records this request; `traceparent` then names the root."""
+CONTENT_KEY = "trace_content"
+"""Metadata of a traced request of a content tenant: its tries record prompt and completion, so
+neither the direct lane nor the unchanged-body shortcut may take them (the lane, the per-try stage)."""
+
 # version-traceid-parentid-flags, lowercase hex; a later version may append "-..." fields.
 _FORMAT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 _ZERO_TRACE = "0" * 32

@@ -25,6 +25,7 @@ from sidegate.config import ProviderConfig, RouteConfig, SidegateConfig
 from sidegate.core.completion import Completion, CompletionHook, Filler, notify, parse_retry_after
 from sidegate.core.feature import Fillers, OnTry, TryHook
 from sidegate.core.intake import COMPLETIONS, COUNT_TOKENS, METERED
+from sidegate.core.traceparent import CONTENT_KEY
 from sidegate.core.try_endpoints import endpoint_translator, estimated_count
 from sidegate.credentials import Credential, RefreshingCredential, SigningCredential, for_provider
 from sidegate.errors import Api, GatewayError, format_error, provider_invalid_response, provider_refused_key
@@ -127,7 +128,7 @@ class ProviderTry:
         p = self.provider
         if self.inbound is not self.upstream_api or self.collect or self.upstream_model != self.model or self.meta.get("redact"):
             return False
-        if self.meta.get("trace_content"):  # a content tenant's traced try records the body it sends
+        if self.meta.get(CONTENT_KEY):  # a content tenant's traced try records the body it sends
             return False
         if p.path_prefix or p.query or p.vertex is not None or self.provider_name in self.stage.signers:
             return False

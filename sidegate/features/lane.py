@@ -22,6 +22,7 @@ from sidegate.config import SidegateConfig
 from sidegate.core.context import Reply, RequestContext
 from sidegate.core.feature import Feature
 from sidegate.core.intake import COMPLETIONS, EMBEDDINGS
+from sidegate.core.traceparent import CONTENT_KEY
 from sidegate.errors import Api
 from sidegate.lanes import direct_apis
 from sidegate.wire import DIRECT, LANE_DIRECT, LANE_TRY, TRY
@@ -49,7 +50,7 @@ class LaneFeature(Feature):
         meta = ctx.meta
         if meta.get("cache_fill") or meta.get("restore") or (self.body_fixed and ctx.body_changed):
             return False
-        if meta.get("trace_content"):  # a content tenant's traced try records its body and answer
+        if meta.get(CONTENT_KEY):  # a content tenant's traced try records its body and answer
             return False
         if "?" in ctx.path:  # Envoy alone cannot drop a query string (the per-try stage sets `:path`)
             return False

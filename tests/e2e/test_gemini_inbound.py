@@ -12,19 +12,16 @@ from collections.abc import Iterator
 import httpx
 import orjson
 import pytest
-from gemini_inbound_helpers import HELLO, LIMIT, extra, genai_client, google_error
+from gemini_inbound_helpers import HELLO, LIMIT, extra, genai_client, google_error, inbound_stack
 from google.genai import errors as genai_errors
-from harness import FRONT_SERVICES, Stack, front_stack
+from harness import FRONT_SERVICES, Stack
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module", params=sorted(FRONT_SERVICES))
 def gw(request, tmp_path_factory, fake_openai, fake_anthropic, fake_gemini) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("stack")
-    yield from front_stack(
-        request.param, workdir, fake_openai.url, fake_anthropic.url, extra(fake_gemini.url)
-    )
+    yield from inbound_stack(request, tmp_path_factory, fake_openai, fake_anthropic, fake_gemini)
 
 
 # -- no provider needed: auth, paths, parse, limits, the model list and token counts ---------------

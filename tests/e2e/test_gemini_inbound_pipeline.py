@@ -20,24 +20,21 @@ from gemini_inbound_helpers import (
     HELLO,
     METERED_KEY,
     PROVIDERS,
-    extra,
     fake_for,
     genai_client,
+    inbound_stack,
     received,
 )
 from google.genai import errors as genai_errors
 from google.genai import types
-from harness import FRONT_SERVICES, Stack, front_stack
+from harness import FRONT_SERVICES, Stack
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module", params=sorted(FRONT_SERVICES))
 def gw(request, tmp_path_factory, fake_openai, fake_anthropic, fake_gemini) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("stack")
-    yield from front_stack(
-        request.param, workdir, fake_openai.url, fake_anthropic.url, extra(fake_gemini.url)
-    )
+    yield from inbound_stack(request, tmp_path_factory, fake_openai, fake_anthropic, fake_gemini)
 
 
 @pytest.mark.parametrize("model", PROVIDERS)

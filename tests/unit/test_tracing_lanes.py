@@ -22,11 +22,12 @@ from sidegate.core.context import RequestContext
 from sidegate.core.feature import collect
 from sidegate.core.intake import EMBEDDINGS
 from sidegate.core.pipeline import Forward, Gateway
+from sidegate.core.traceparent import CONTENT_KEY
 from sidegate.core.tries import TryStage
 from sidegate.envoy_pb import struct
 from sidegate.errors import Api
 from sidegate.features.lane import LaneFeature
-from sidegate.features.tracing.feature import CONTENT_KEY, TracingFeature
+from sidegate.features.tracing.feature import TracingFeature
 from sidegate.features.tracing.sampling import parse_traceparent
 from sidegate.wire import TryWire
 

@@ -22,8 +22,9 @@ from sidegate.core.completion import Completion
 from sidegate.core.context import Reply, RequestContext
 from sidegate.core.feature import collect
 from sidegate.core.pipeline import Forward, Gateway
+from sidegate.core.traceparent import CONTENT_KEY, ROOT_KEY
 from sidegate.core.tries import TryStage
-from sidegate.features.tracing.feature import CONTENT_KEY, ROOT_KEY, TracingFeature
+from sidegate.features.tracing.feature import TracingFeature
 from sidegate.features.tracing.sampling import Sampler, parse_traceparent
 from sidegate.translate.base import Usage
 

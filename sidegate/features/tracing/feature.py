@@ -32,7 +32,7 @@ from sidegate.core.completion import Completion, ttft_seconds
 from sidegate.core.context import Reply, RequestContext
 from sidegate.core.feature import Feature, TryHook
 from sidegate.core.intake import METERED
-from sidegate.core.traceparent import TRY_KEY
+from sidegate.core.traceparent import CONTENT_KEY, ROOT_KEY, TRY_KEY
 from sidegate.errors import Api
 from sidegate.features.tracing import names as n
 from sidegate.features.tracing.content import ContentHook
@@ -41,11 +41,6 @@ from sidegate.features.tracing.spans import SpanWriter, clock_offset, parent_con
 
 log = logging.getLogger("sidegate.tracing")
 
-ROOT_KEY = "trace_root"
-"""Metadata of a traced request: the root span's parent span id (hex; "" when the root starts the
-trace). Its presence says Sidegate records this request; `traceparent` then names the root."""
-CONTENT_KEY = "trace_content"
-"""Metadata of a traced request of a content tenant: its tries record prompt and completion."""
 MAX_PENDING_CONTENT = 4096
 """Content hooks of tries not yet completed, at most (a try always completes; this bounds a leak)."""
 
