@@ -47,6 +47,10 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
             # A Gemini client's `?key=` goes no further than here (nor into the path Envoy logs).
             drop = _KEY_QUERY if gemini and "?" in path and query_key(path) is not None else ()
             identity = {"tenant": result.tenant, "key_id": result.key_id, "models": list(result.models)}
+            if result.team:
+                identity["team"] = result.team
+            if result.user:
+                identity["user"] = result.user
             if gemini:  # its key (header or query) is gone past here: the model list's format needs it
                 identity["api"] = Api.GEMINI.value
             return pb.CheckResponse(

@@ -96,7 +96,8 @@ class GatewayStream:
                 headers.setdefault(GEMINI_KEY_HEADER, "")
             opened = open_request(headers.get(":path", "/"), headers.get(":method", "GET"), headers, source=source,
                                   tenant=str(auth.get("tenant", "")), key_id=str(auth.get("key_id", "")),
-                                  allowed_models=tuple(auth.get("models", ())))  # fmt: skip
+                                  allowed_models=tuple(auth.get("models", ())), team=str(auth.get("team", "")),
+                                  user=str(auth.get("user", "")))  # fmt: skip
             if isinstance(opened, Reply):
                 return _immediate(opened)
             self.ctx = opened

@@ -1,7 +1,8 @@
 """Tenant key records in the Redis-protocol store (the runtime source of truth).
 
 Layout (all under the ``sg:`` prefix):
-- ``sg:key:<id>``  hash: tenant, hash, models (JSON list), revoked ("0"/"1"), expires_at (epoch s, 0 = never)
+- ``sg:key:<id>``  hash: tenant, hash, models (JSON list), revoked ("0"/"1"), expires_at (epoch s, 0 = never),
+  team and user (absent = the key belongs to the tenant itself)
 - ``sg:keys``      set of key ids
 - ``sg:keys:version`` counter bumped on every change; replicas poll it (cheap GET) and reload.
 - channel ``sg:keys:changed`` published on every change for immediate invalidation.
@@ -50,15 +51,24 @@ class KeyRecord:
     models: tuple[str, ...] = ("*",)
     revoked: bool = False
     expires_at: float = 0.0
+    team: str = ""
+    """The team inside the tenant this key belongs to ("" = none)."""
+    user: str = ""
+    """The user inside the tenant this key belongs to ("" = none)."""
 
     def to_redis(self) -> dict[str, str]:
-        return {
+        out = {
             "tenant": self.tenant,
             "hash": self.hash,
             "models": orjson.dumps(list(self.models)).decode(),
             "revoked": "1" if self.revoked else "0",
             "expires_at": repr(self.expires_at),
         }
+        if self.team:
+            out["team"] = self.team
+        if self.user:
+            out["user"] = self.user
+        return out
 
     @classmethod
     def from_redis(cls, kid: str, raw: dict[bytes, bytes]) -> KeyRecord:
@@ -69,6 +79,8 @@ class KeyRecord:
             models=tuple(orjson.loads(raw.get(b"models", b'["*"]'))),
             revoked=raw.get(b"revoked", b"0") == b"1",
             expires_at=float(raw.get(b"expires_at", b"0")),
+            team=raw.get(b"team", b"").decode(),
+            user=raw.get(b"user", b"").decode(),
         )
 
 

@@ -32,6 +32,8 @@ FORMAT: dict[str, str] = {
     "bytes_out": "%BYTES_SENT%",
     "tenant": f"%DYNAMIC_METADATA({AUTHZ_NS}:tenant)%",
     "key_id": f"%DYNAMIC_METADATA({AUTHZ_NS}:key_id)%",
+    "team": f"%DYNAMIC_METADATA({AUTHZ_NS}:team)%",
+    "user": f"%DYNAMIC_METADATA({AUTHZ_NS}:user)%",
     "model": f"%DYNAMIC_METADATA({META_NS}:model)%",
     "stream": f"%DYNAMIC_METADATA({META_NS}:stream)%",
     "cache": f"%DYNAMIC_METADATA({META_NS}:cache)%",
@@ -51,7 +53,7 @@ def front_format() -> dict[str, str]:
     """FORMAT for the HTTP front (`services.front: http`): the identity and the gateway's fields come
     from the front's answer headers, which Envoy keeps as metadata of ext_authz's namespace."""
     out = dict(FORMAT)
-    for field in ("tenant", "key_id", "model", "stream", "cache"):
+    for field in ("tenant", "key_id", "team", "user", "model", "stream", "cache"):
         out[field] = f"%DYNAMIC_METADATA({AUTHZ_NS}:x-sidegate-{field.replace('_', '-')})%"
     return out
 

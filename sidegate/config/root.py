@@ -15,9 +15,12 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from sidegate.config.admin import AdminConfig
 from sidegate.config.base import NAME_PATTERN, StrictModel
 from sidegate.config.cache import CachePolicy, SemanticSettings
 from sidegate.config.guard import GuardPolicy
+from sidegate.config.jwt import JwtConfig
+from sidegate.config.org import TeamConfig, UserConfig
 from sidegate.config.providers import ModelConfig, ProviderConfig
 from sidegate.config.quota import QuotaPolicy, TenantQuota
 from sidegate.config.responses import ResponsesConfig
@@ -30,6 +33,10 @@ class KeyConfig(StrictModel):
     models: list[str] = Field(default_factory=lambda: ["*"])
     """Allow-list of client model names; `*` allows every model."""
     revoked: bool = False
+    team: str | None = None
+    """The team (of this tenant's `teams`) the key belongs to; its limits and allow-list apply too."""
+    user: str | None = None
+    """The user (of this tenant's `users`) the key belongs to, likewise."""
 
     @field_validator("hash")
     @classmethod
@@ -44,6 +51,8 @@ class TenantConfig(StrictModel):
     quota: TenantQuota = Field(default_factory=TenantQuota)
     """rpm/tpm/daily_usd/monthly_usd for the tenant (seeded into the store at start, then managed
     live by `sidegate tenants limits` / the admin API), plus per-key and per-model overrides."""
+    teams: dict[str, TeamConfig] = Field(default_factory=dict)
+    users: dict[str, UserConfig] = Field(default_factory=dict)
 
 
 class RouteDefaults(StrictModel):
@@ -67,6 +76,10 @@ class SidegateConfig(StrictModel):
     """Window, reservation TTL, tokenizer, default limits and the model price table."""
     responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
     """The Responses answers the gateway keeps (previous_response_id, GET/DELETE /v1/responses/{id})."""
+    jwt: JwtConfig = Field(default_factory=JwtConfig)
+    """JWT callers: issuers whose tokens are accepted beside the API keys (sidegate/config/jwt.py)."""
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    """Admin API: roles' sign-in (OIDC) and the audit log (sidegate/config/admin.py)."""
 
     def guard_policy(self, model: str) -> GuardPolicy | None:
         m = self.models.get(model)

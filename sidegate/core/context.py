@@ -44,6 +44,10 @@ class RequestContext:
     tenant: str = ""
     key_id: str = ""
     allowed_models: tuple[str, ...] = ()
+    team: str = ""
+    """Team inside the tenant ("" = none): from the key's record or the caller's JWT claims."""
+    user: str = ""
+    """User inside the tenant ("" = none), likewise."""
     # parse
     raw_body: bytes = b""
     body: dict[str, Any] = field(default_factory=dict)
@@ -75,6 +79,8 @@ class RequestContext:
             "tenant": self.tenant,
             "key_id": self.key_id,
             "request_id": self.request_id,
+            **({"team": self.team} if self.team else {}),
+            **({"user": self.user} if self.user else {}),
             **({"traceparent": self.traceparent} if self.traceparent else {}),
             **self.meta,
         }

@@ -166,7 +166,7 @@ def inbound_api(path: str, headers: dict[str, str] | None = None) -> Api:
 
 def open_request(
     path: str, method: str, headers: dict[str, str], *, source: str = "", tenant: str = "", key_id: str = "",
-    allowed_models: tuple[str, ...] = (),
+    allowed_models: tuple[str, ...] = (), team: str = "", user: str = "",
 ) -> RequestContext | Reply:  # fmt: skip
     """A new request's context, or the 404 (in the client's format) for a path Sidegate does not serve."""
     found = endpoint_of(path, headers)
@@ -175,7 +175,7 @@ def open_request(
     api, endpoint = found
     ctx = RequestContext(path=path, method=method, headers=headers, api=api, endpoint=endpoint,
                          request_id=headers.get("x-request-id", ""), source=source, tenant=tenant, key_id=key_id,
-                         allowed_models=allowed_models)  # fmt: skip
+                         allowed_models=allowed_models, team=team, user=user)  # fmt: skip
     if endpoint != COMPLETIONS:  # for the per-try stage, the lanes and the completion hooks (a refusal's too)
         ctx.meta["endpoint"] = endpoint
     if api is Api.ANTHROPIC:
@@ -209,4 +209,7 @@ def access_log_fields(meta: dict[str, Any]) -> dict[str, str]:
            "x-sidegate-model": str(meta.get("model", "")), "x-sidegate-stream": "true" if meta.get("stream") else "false"}  # fmt: skip
     if meta.get("cache"):
         out["x-sidegate-cache"] = str(meta["cache"])
+    for level in ("team", "user"):
+        if meta.get(level):
+            out[f"x-sidegate-{level}"] = str(meta[level])
     return out

@@ -17,6 +17,8 @@ CREATE TABLE IF NOT EXISTS {database}.{table}
     request_id String,
     tenant LowCardinality(String),
     key_id LowCardinality(String),
+    team LowCardinality(String),
+    user LowCardinality(String),
     api LowCardinality(String),
     endpoint LowCardinality(String),
     model LowCardinality(String),
@@ -39,6 +41,10 @@ ENGINE = MergeTree
 PARTITION BY toYYYYMM(ts)
 ORDER BY (tenant, ts, id)
 SETTINGS non_replicated_deduplication_window = 1000;
+
+-- Tables created before teams and users existed get their columns (a no-op on a new table).
+ALTER TABLE {database}.{table} ADD COLUMN IF NOT EXISTS team LowCardinality(String) AFTER key_id;
+ALTER TABLE {database}.{table} ADD COLUMN IF NOT EXISTS user LowCardinality(String) AFTER team;
 
 -- Spend per tenant, model and UTC day. Rows are summed when parts merge, so always read it with
 -- sum() ... GROUP BY (docs/observability.md). Its own deduplication window: a deduplicated insert

@@ -30,6 +30,7 @@ from sidegate.admin.controlplane.rules import (
     check_tenant,
 )
 from sidegate.admin.controlplane.views import KeyInfo, Rotation, TenantInfo, load_key
+from sidegate.admin.principal import OWNER_ENV, Principal
 from sidegate.keystore import (
     KEY_SET,
     TENANT_SET,
@@ -48,11 +49,17 @@ _TXN_TRIES = 8
 
 
 class ControlPlane:
-    """Tenant and key operations on one store; ``clock`` is injectable for tests."""
+    """Tenant and key operations on one store, done by ``principal`` (recorded in the audit log);
+    ``clock`` is injectable for tests."""
 
-    def __init__(self, redis: Redis, clock: Callable[[], float] = time.time):
+    def __init__(self, redis: Redis, clock: Callable[[], float] = time.time, principal: Principal = OWNER_ENV):
         self.redis = redis
         self.clock = clock
+        self.principal = principal
+
+    def acting(self, principal: Principal) -> ControlPlane:
+        """The same operations on the same store, done (and audited) as ``principal``."""
+        return type(self)(self.redis, self.clock, principal)
 
     async def _transact(self, watch: Callable[[], list[str]], body: Callable[[Pipeline], Awaitable[T]]) -> T:
         """Run ``body`` under WATCH of ``watch()``; it reads immediately, calls ``pipe.multi()``, queues writes."""

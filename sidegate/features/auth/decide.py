@@ -23,6 +23,8 @@ class Allow:
     tenant: str
     key_id: str
     models: tuple[str, ...]
+    team: str = ""
+    user: str = ""
 
 
 @dataclass(slots=True)
@@ -86,7 +88,7 @@ def decide(headers: dict[str, str], records: dict[str, KeyRecord], now: float | 
         return _deny(api, "revoked_key", "This API key has been revoked.")
     if rec.expires_at and (now if now is not None else time.time()) >= rec.expires_at:
         return _deny(api, "expired_key", "This API key has expired.")
-    return Allow(tenant=rec.tenant, key_id=rec.id, models=rec.models)
+    return Allow(tenant=rec.tenant, key_id=rec.id, models=rec.models, team=rec.team, user=rec.user)
 
 
 def authorize(headers: dict[str, str], records: dict[str, KeyRecord], throttle: FailureThrottle, source: str,

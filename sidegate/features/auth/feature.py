@@ -55,6 +55,7 @@ class InlineAuth(AuthFeature):
             metrics.authz_denial(result.reason)
             return Reply(result.status, result.body, {"content-type": "application/json", **result.headers})
         ctx.tenant, ctx.key_id, ctx.allowed_models = result.tenant, result.key_id, result.models
+        ctx.team, ctx.user = result.team, result.user
         ctx.remove_headers.extend(h for h in CREDENTIAL_HEADERS if h in ctx.headers)
         return None
 

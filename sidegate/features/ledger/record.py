@@ -24,6 +24,9 @@ class LedgerRecord:
     request_id: str = ""
     tenant: str = ""
     key_id: str = ""
+    team: str = ""
+    """The team and user inside the tenant the request was charged to ("" = none)."""
+    user: str = ""
     api: str = ""
     endpoint: str = "completions"
     """What was asked: `completions` or `embeddings` (records written before it existed: completions)."""
@@ -104,7 +107,8 @@ def record_from_completion(c: Completion, cost_usd: float = 0.0, now: float | No
     usage = c.usage
     return LedgerRecord(
         ts=wall, request_id=str(meta.get("request_id", "")), tenant=str(meta.get("tenant", "")),
-        key_id=str(meta.get("key_id", "")), api=str(meta.get("api", "")),
+        key_id=str(meta.get("key_id", "")), team=str(meta.get("team", "")), user=str(meta.get("user", "")),
+        api=str(meta.get("api", "")),
         endpoint=str(meta.get("endpoint") or "completions"), model=str(meta.get("model", "")),
         provider=c.provider, upstream_model=c.upstream_model, status=c.status, attempts=c.attempt,
         stream=bool(meta.get("stream", c.streamed)), aborted=c.aborted, cache=str(meta.get("cache") or "none"),
