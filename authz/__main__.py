@@ -18,7 +18,7 @@ async def main(cfg: SidegateConfig) -> None:
     token = internal_token(cfg)
     redis = client(store_url(cfg), cfg.store.socket_timeout_s)
     throttle = FailureThrottle.from_config(cfg.services)
-    server, cache = await serve(redis, cfg.services.host, cfg.services.authz_port, token, throttle)
+    server, cache = await serve(redis, cfg.services.host, cfg.services.authz_port, token, throttle, cfg)
     log.info("authz listening on %s:%d", cfg.services.host, cfg.services.authz_port)
     if cfg.services.authz_metrics_port:
         metrics.configure(cfg)

@@ -12,15 +12,17 @@ from google.rpc import code_pb2, status_pb2
 from redis.asyncio import Redis
 
 from sidegate import metrics
+from sidegate.config import SidegateConfig
 from sidegate.core.intake import KEY_PARAM, inbound_api, query_key
-from sidegate.envoy_pb import authz_header_options, struct
+from sidegate.envoy_pb import authz_header_options, struct, struct_to_dict
 from sidegate.errors import Api
 from sidegate.features.auth.decide import Allow, Deny, authorize
+from sidegate.features.auth.jwt import JwtCallers
 from sidegate.features.auth.keycache import KeyCache
 from sidegate.features.auth.throttle import FailureThrottle
 from sidegate.health import add_health, set_serving
 from sidegate.trust import Token, require
-from sidegate.wire import CREDENTIAL_HEADERS
+from sidegate.wire import CREDENTIAL_HEADERS, JWT_NS
 
 log = logging.getLogger("sidegate.authz")
 
@@ -31,16 +33,23 @@ _KEY_QUERY = (KEY_PARAM,)
 
 
 class AuthorizationService(pb_grpc.AuthorizationServicer):
-    def __init__(self, cache: KeyCache, token: Token, throttle: FailureThrottle | None = None):
+    def __init__(self, cache: KeyCache, token: Token, throttle: FailureThrottle | None = None,
+                 jwt: JwtCallers | None = None):  # fmt: skip
         self.cache = cache
         self.token = token
         self.throttle = throttle or FailureThrottle()
+        self.jwt = jwt
+        """JWT callers (`jwt.providers`): Envoy sends its jwt_authn findings with every check."""
 
     async def Check(self, request: pb.CheckRequest, context: grpc.aio.ServicerContext) -> pb.CheckResponse:
         await require(self.token, context)  # only Envoy may ask who a key belongs to
         headers = dict(request.attributes.request.http.headers)
         source = request.attributes.source.address.socket_address.address
-        result = authorize(headers, self.cache.records, self.throttle, source)
+        found = None
+        if self.jwt is not None:
+            ns = request.attributes.metadata_context.filter_metadata.get(JWT_NS)
+            found = struct_to_dict(ns) if ns is not None else None
+        result = authorize(headers, self.cache.records, self.throttle, source, jwt=self.jwt, jwt_found=found)
         if isinstance(result, Allow):
             path = headers.get(":path", "")
             gemini = inbound_api(path, headers) is Api.GEMINI
@@ -73,12 +82,14 @@ def _denied(result: Deny) -> pb.CheckResponse:
 
 
 async def serve(
-    redis: Redis, host: str, port: int, token: Token, throttle: FailureThrottle | None = None
-) -> tuple[grpc.aio.Server, KeyCache]:
+    redis: Redis, host: str, port: int, token: Token, throttle: FailureThrottle | None = None,
+    cfg: SidegateConfig | None = None,
+) -> tuple[grpc.aio.Server, KeyCache]:  # fmt: skip
     cache = KeyCache(redis)
     await cache.start()
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    pb_grpc.add_AuthorizationServicer_to_server(AuthorizationService(cache, token, throttle), server)
+    jwt = JwtCallers.from_config(cfg.jwt) if cfg is not None else None
+    pb_grpc.add_AuthorizationServicer_to_server(AuthorizationService(cache, token, throttle, jwt), server)
     health = add_health(server)
     server.add_insecure_port(f"{host}:{port}")
     await server.start()

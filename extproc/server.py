@@ -25,8 +25,18 @@ from sidegate.core.tries import HeaderChanges, ProviderTry, TryStage
 from sidegate.core.try_endpoints import TryAnswered
 from sidegate.envoy_pb import header_options, headers_to_dict, struct, struct_to_dict
 from sidegate.errors import Api, GatewayError, format_error
+from sidegate.features.auth.jwt import header_value as jwt_header_value
 from sidegate.trust import Token, require
-from sidegate.wire import AUTHZ_NS, META_NS, PHASE_HEADER, REPLY_DETAILS, ROUTE_HEADER, ROUTE_KEY
+from sidegate.wire import (
+    AUTHZ_NS,
+    JWT_HEADER,
+    JWT_NS,
+    META_NS,
+    PHASE_HEADER,
+    REPLY_DETAILS,
+    ROUTE_HEADER,
+    ROUTE_KEY,
+)
 
 log = logging.getLogger("sidegate.extproc")
 
@@ -92,6 +102,11 @@ class GatewayStream:
             source = ""
             if attrs is not None and "source.address" in attrs.fields:
                 source = attrs.fields["source.address"].string_value.rsplit(":", 1)[0]
+            jwt = req.metadata_context.filter_metadata.get(JWT_NS)
+            if jwt is not None:  # inline auth with JWT callers: what Envoy's jwt_authn found
+                headers[JWT_HEADER] = jwt_header_value(struct_to_dict(jwt))
+            elif JWT_HEADER in headers:  # never the client's
+                del headers[JWT_HEADER]
             if auth.get("api") == Api.GEMINI.value:  # ext_authz took the key away, it said whose format this is
                 headers.setdefault(GEMINI_KEY_HEADER, "")
             opened = open_request(headers.get(":path", "/"), headers.get(":method", "GET"), headers, source=source,

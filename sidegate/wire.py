@@ -16,6 +16,13 @@ AUTHZ_NS = "envoy.filters.http.ext_authz"
 """The ext_authz extension's name: Envoy files ext_authz's dynamic metadata under it (the HTTP
 front's too), and the bootstrap names the tenant-key filter after it."""
 
+JWT_NS = "envoy.filters.http.jwt_authn"
+"""Envoy's jwt_authn filter (JWT callers, sidegate/bootstrap/jwt_authn.py) files a verified token's
+payload under it (key: the provider's name) and a failed one's status (key: `<provider>:failed`)."""
+JWT_HEADER = "x-sidegate-jwt"
+"""The jwt_authn namespace as JSON on the HTTP front's check request (set by Envoy, never the client's:
+the check request drops a client-sent one) and in the inline authenticator's view of the headers."""
+JWT_FAILED_SUFFIX = ":failed"
 CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 """Where a client presents its Sidegate key (removed before anything goes upstream)."""
 INTERNAL_TOKEN_HEADER = "x-sidegate-internal-token"

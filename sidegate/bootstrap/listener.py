@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sidegate.bootstrap import direct_lane
+from sidegate.bootstrap import direct_lane, jwt_authn
 from sidegate.bootstrap.accesslog import access_log, direct_access_log, front_format
 from sidegate.bootstrap.buffers import answer_limit_filter, listener_buffer_limit, whole_answer_filter
 from sidegate.bootstrap.clusters import UPSTREAM_CODEC, address
@@ -24,6 +24,8 @@ from sidegate.wire import (
     FRONT_FILTER,
     FRONT_SOURCE_HEADER,
     GATEWAY_FILTER,
+    JWT_HEADER,
+    JWT_NS,
     META_NS,
     PHASE_HEADER,
     ROUTE_HEADER,
@@ -33,6 +35,7 @@ from sidegate.wire import (
 def _front_filter(cfg: SidegateConfig) -> dict[str, Any]:
     """HTTP front: Envoy's ext_authz HTTP client posts the buffered request to extproc's front."""
     svc = cfg.services
+    jwt = jwt_authn.enabled(cfg)
     return {
         "name": FRONT_FILTER,
         "typed_config": {
@@ -51,12 +54,15 @@ def _front_filter(cfg: SidegateConfig) -> dict[str, Any]:
                 *({"exact": h} for h in (*CREDENTIAL_HEADERS, "x-request-id", "anthropic-version", "anthropic-beta", "cache-control",
                                          "traceparent")),
                 {"prefix": "x-sidegate-"}]},
+            # (the jwt_authn namespace header is Envoy's own, added below: never the client's)
+            **({"disallowed_headers": {"patterns": [{"exact": JWT_HEADER}]}} if jwt else {}),
             "http_service": {
                 "server_uri": {"uri": f"http://sidegate-front{CHECK_PREFIX}", "cluster": "sidegate_front",
                                "timeout": duration(service_timeout_s(cfg))},
                 "path_prefix": CHECK_PREFIX,
                 "authorization_request": {"headers_to_add": [
-                    {"key": FRONT_SOURCE_HEADER, "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}]},
+                    {"key": FRONT_SOURCE_HEADER, "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
+                    *(jwt_authn.front_request_headers() if jwt else [])]},
                 "authorization_response": {
                     "allowed_upstream_headers": {"patterns": [{"exact": ROUTE_HEADER}]},
                     "allowed_client_headers": {"patterns": [
@@ -89,6 +95,7 @@ def _ext_proc(cluster: str, phase: str, timeout_s: float, mode: dict[str, str], 
 def _gateway_filter(cfg: SidegateConfig) -> dict[str, Any]:
     """The ext_proc front: the features' request hooks once per request, before the router."""
     svc = cfg.services
+    inline_jwt = svc.auth == "inline" and jwt_authn.enabled(cfg)
     proc = _ext_proc(
         "sidegate_extproc",
         "gateway",
@@ -101,7 +108,8 @@ def _gateway_filter(cfg: SidegateConfig) -> dict[str, Any]:
         stat_prefix="gateway",
         **({"request_attributes": ["source.address"]} if svc.auth == "inline" else {}),
         metadata_options={
-            "forwarding_namespaces": {"untyped": [AUTHZ_NS]},
+            # inline auth with JWT callers: the jwt_authn filter's findings too
+            "forwarding_namespaces": {"untyped": [AUTHZ_NS, *([JWT_NS] if inline_jwt else [])]},
             "receiving_namespaces": {"untyped": [META_NS]},
         },
     )  # fmt: skip
@@ -133,8 +141,9 @@ def _upstream_filter(cfg: SidegateConfig) -> dict[str, Any]:
     return {"name": "sidegate.upstream", "typed_config": proc}
 
 
-def _ext_authz(svc: Any) -> dict[str, Any]:
-    """The tenant key checked by the authz service (`services.auth: ext_authz`)."""
+def _ext_authz(cfg: SidegateConfig) -> dict[str, Any]:
+    """The tenant key (or JWT) checked by the authz service (`services.auth: ext_authz`)."""
+    svc = cfg.services
     return {
         "name": AUTHZ_NS,
         "typed_config": {
@@ -143,6 +152,7 @@ def _ext_authz(svc: Any) -> dict[str, Any]:
             "transport_api_version": "V3",
             "failure_mode_allow": svc.failure_mode_allow,
             "status_on_error": {"code": 503},
+            **({"metadata_context_namespaces": [JWT_NS]} if jwt_authn.enabled(cfg) else {}),
         },
     }
 
@@ -183,9 +193,10 @@ def http_connection_manager(cfg: SidegateConfig, *, front_http: bool, direct: bo
         "local_reply_config": local_reply_config(),
         "route_config": route_config(cfg, front_http=front_http, sidegate_filters=sidegate_filters),
         "http_filters": [
+            *([jwt_authn.jwt_filter(cfg)] if jwt_authn.enabled(cfg) else []),
             request_decompressor(),
             inflated_limit_filter(cfg),
-            *([_ext_authz(svc)] if svc.auth == "ext_authz" else []),
+            *([_ext_authz(cfg)] if svc.auth == "ext_authz" else []),
             _front_filter(cfg) if front_http else _gateway_filter(cfg),
             answer_limit_filter(cfg),
             *(direct_lane.router_filters(cfg) if direct else []),

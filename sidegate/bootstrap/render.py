@@ -14,6 +14,7 @@ This module assembles the parts, each rendered by one module of this package:
 - direct_lane.py (with stream.py, the stream watch) and try_lane.py: each lane's clusters and filters;
 - hygiene.py (header allow-lists), input.py (gzip, 415), buffers.py (answer sizes), limits.py
   (connections, timeouts): the limits the listener, routes and clusters apply;
+- jwt_authn.py: JWT callers (the jwt_authn filter, first in the chain, and the remote JWKS' clusters);
 - tracing.py: Envoy's OpenTelemetry tracer and the collector's cluster (when tracing is on).
 
 Every Lua program is a file in lua/ (`envoy_*.lua`), read through sidegate/lua.py.
@@ -26,7 +27,7 @@ from typing import Any
 import yaml
 
 from sidegate import trust
-from sidegate.bootstrap import hygiene, tracing
+from sidegate.bootstrap import hygiene, jwt_authn, tracing
 from sidegate.bootstrap.buffers import limit_extproc_buffers
 from sidegate.bootstrap.clusters import address, front_clusters, grpc_cluster, provider_cluster
 from sidegate.bootstrap.direct_lane import direct_cluster
@@ -69,6 +70,8 @@ def _clusters(cfg: SidegateConfig, *, front_http: bool, direct: bool, sidegate_f
     if front_http:
         clusters += front_clusters(svc_host, svc)
         clusters += [try_cluster(name, p, service_timeout_s(cfg)) for name, p in cfg.providers.items()]
+    if sidegate_filters:
+        clusters += jwt_authn.jwks_clusters(cfg)
     if cfg.observability.tracing.enabled:
         clusters.append(tracing.otlp_cluster(cfg.observability.tracing))
     return clusters

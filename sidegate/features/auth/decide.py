@@ -7,33 +7,19 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from typing import Any
 
 from sidegate import keys
 from sidegate.core.intake import inbound_api, query_key
 from sidegate.errors import Api, error_body
+from sidegate.features.auth.jwt import JwtCallers
 from sidegate.features.auth.throttle import FailureThrottle
+from sidegate.features.auth.verdict import Allow, Deny
 from sidegate.keystore import KeyRecord
 
+__all__ = ["Allow", "Deny", "authorize", "decide", "presented_key", "throttled"]
+
 # Client credential headers: all are removed before anything goes upstream.
-
-
-@dataclass(slots=True)
-class Allow:
-    tenant: str
-    key_id: str
-    models: tuple[str, ...]
-    team: str = ""
-    user: str = ""
-
-
-@dataclass(slots=True)
-class Deny:
-    status: int
-    api: Api
-    body: bytes
-    reason: str  # bounded label for metrics: missing_key, malformed_key, unknown_key, revoked_key, expired_key, throttled
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 def presented_key(headers: dict[str, str]) -> str | None:
@@ -92,13 +78,25 @@ def decide(headers: dict[str, str], records: dict[str, KeyRecord], now: float | 
 
 
 def authorize(headers: dict[str, str], records: dict[str, KeyRecord], throttle: FailureThrottle, source: str,
-              now: float | None = None) -> Allow | Deny:  # fmt: skip
+              now: float | None = None, jwt: JwtCallers | None = None,
+              jwt_found: dict[str, Any] | None = None) -> Allow | Deny:  # fmt: skip
     """:func:`decide` behind the failure throttle (see :mod:`sidegate.features.auth.throttle` for the keying).
 
     The key id is parsed first (a regex, no hashing): a blocked (source, id) is refused before its
     secret is checked. A valid key is then allowed whatever else failed from its address; a
     failure is counted and answered 429 instead of 401 once its address reached its bound.
+    With JWT callers configured, `jwt_found` is what Envoy's jwt_authn filter found (its metadata
+    namespace): a verified or refused bearer token is decided there (sidegate/features/auth/jwt.py),
+    its refusals counted like a bad key's.
     """
+    if jwt is not None:
+        verdict = jwt.decide(headers, jwt_found)
+        if isinstance(verdict, Allow):
+            return verdict
+        if verdict is not None:
+            throttle.failure(source, None)
+            wait = throttle.blocked(source)
+            return throttled(headers, wait) if wait else verdict
     key = presented_key(headers)
     kid = keys.key_id(key) if key else None
     if kid is not None:

@@ -16,6 +16,7 @@ from sidegate.core.feature import Feature
 from sidegate.core.intake import COMPLETIONS, COUNT_TOKENS, EMBEDDINGS, MODELS
 from sidegate.errors import GatewayError
 from sidegate.features.auth.decide import Allow, authorize
+from sidegate.features.auth.jwt import JwtCallers, namespace_from_headers
 from sidegate.features.auth.keycache import KeyCache
 from sidegate.features.auth.throttle import FailureThrottle
 from sidegate.store import Store
@@ -32,7 +33,8 @@ class AuthFeature(Feature):
             return cls()
         if store is None:
             raise ValueError("services.auth: inline needs the store (key records)")
-        return InlineAuth(KeyCache(store.redis), FailureThrottle.from_config(cfg.services))
+        jwt = JwtCallers.from_config(cfg.jwt)
+        return InlineAuth(KeyCache(store.redis), FailureThrottle.from_config(cfg.services), jwt)
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         if not ctx.tenant:
@@ -44,13 +46,19 @@ class AuthFeature(Feature):
 class InlineAuth(AuthFeature):
     """Inline mode: the decision at request headers, with the key records kept in this process."""
 
-    def __init__(self, keys: KeyCache, throttle: FailureThrottle | None = None):
+    def __init__(self, keys: KeyCache, throttle: FailureThrottle | None = None,
+                 jwt: JwtCallers | None = None):  # fmt: skip
         self.keys = keys
         self.throttle = throttle or FailureThrottle()
+        self.jwt = jwt
+        """JWT callers: the adapter put Envoy's jwt_authn findings in the `x-sidegate-jwt` header
+        (never the client's: see sidegate/bootstrap/jwt_authn.py)."""
 
     def on_headers(self, ctx: RequestContext) -> Reply | None:
         """Fill the identity or refuse (401 in the API's format)."""
-        result = authorize(ctx.headers, self.keys.records, self.throttle, ctx.source)
+        found = namespace_from_headers(ctx.headers) if self.jwt is not None else None
+        result = authorize(ctx.headers, self.keys.records, self.throttle, ctx.source,
+                           jwt=self.jwt, jwt_found=found)  # fmt: skip
         if not isinstance(result, Allow):
             metrics.authz_denial(result.reason)
             return Reply(result.status, result.body, {"content-type": "application/json", **result.headers})
