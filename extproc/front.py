@@ -115,8 +115,8 @@ class Front:
         if TRACEPARENT in headers:  # Envoy's span of this check call (tracing), else the client's
             ctx.traceparent = valid_traceparent(headers[TRACEPARENT])
         early = self.gateway.on_headers(ctx)
-        if early is not None:
-            return early
+        if early is not None:  # (a 5xx, e.g. a JWT issuer's keys unavailable, goes the replay way too)
+            return early if early.status < 500 else self._hold(early, access_log_fields(ctx.upstream_meta()))
         ctx.raw_body = body
         outcome = await self.gateway.run(ctx)
         if isinstance(outcome, Reply):

@@ -27,9 +27,10 @@ from sidegate.config import SidegateConfig
 from sidegate.config.jwt import JwtProviderConfig
 from sidegate.wire import JWT_FAILED_SUFFIX, JWT_HEADER, JWT_NS
 
-FROM_HEADERS = [{"name": "authorization", "value_prefix": "Bearer "}]
-"""Where tokens are read: only `Authorization: Bearer` (not Envoy's default `access_token` query
-parameter: a token in a URL ends in logs)."""
+FROM_HEADERS = [{"name": "authorization", "value_prefix": "Bearer "},
+                {"name": "authorization", "value_prefix": "bearer "}]  # fmt: skip
+"""Where tokens are read: only `Authorization: Bearer` (Envoy matches the prefix case-sensitively;
+not Envoy's default `access_token` query parameter: a token in a URL ends in logs)."""
 
 
 def jwks_cluster_name(provider: str) -> str:

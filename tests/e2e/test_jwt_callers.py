@@ -1,5 +1,6 @@
 """JWT callers through a real Envoy (its jwt_authn filter) behind both fronts: the default (ext_authz
-+ the ext_proc gateway) and the fast one (`services.front: http`, `services.auth: inline`).
++ the ext_proc gateway), the fast one (`services.front: http`, `services.auth: inline`), and inline
+auth on the ext_proc gateway.
 
 Keys are generated here (RSA for a remote JWKS served by a local aiohttp server, so the fetch and
 its cache are real; EC for a JWKS file), tokens minted with pyjwt. A valid token reaches its
@@ -24,13 +25,20 @@ import openai
 import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from gemini_inbound_helpers import google_error
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
 from harness import FRONT_SERVICES, OPENAI_PROVIDER_KEY, Stack, front_stack
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from sidegate.ports import free_port
 
 pytestmark = pytest.mark.e2e
 MSG = [{"role": "user", "content": "hi"}]
 CORP = "https://idp.corp.test"
 PARTNER = "https://idp.partner.test"
+DOWN = "https://idp.down.test"
 AUD = "sidegate"
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -89,7 +97,7 @@ def jwks_server() -> Iterator[JwksServer]:
     s.stop()
 
 
-def _extra(jwks_url: str, jwks_file: Path) -> dict[str, Any]:
+def _extra(jwks_url: str, jwks_file: Path, dead_url: str) -> dict[str, Any]:
     return {
         "jwt": {"providers": {
             # remote JWKS; tenant, team (nested claim) and user from the token
@@ -98,18 +106,26 @@ def _extra(jwks_url: str, jwks_file: Path) -> dict[str, Any]:
             # a JWKS file, EC keys; every token is globex's, limited to one model
             "partner": {"issuer": PARTNER, "audiences": [AUD], "jwks": {"file": str(jwks_file)}, "tenant": "globex",
                         "claims": {"user": "email"}, "models": ["gpt-4o-mini", "claude-haiku"]},
+            # a JWKS endpoint nobody serves: its tokens cannot be verified (503, not the caller's fault)
+            "down": {"issuer": DOWN, "audiences": [AUD], "jwks": {"url": dead_url, "timeout_s": 0.5}, "tenant": "acme"},
         }},
     }  # fmt: skip
 
 
-@pytest.fixture(scope="module", params=sorted(FRONT_SERVICES))
+@pytest.fixture(scope="module", params=[*sorted(FRONT_SERVICES), "inline"])
 def gw(request, tmp_path_factory, fake_openai, fake_anthropic, jwks_server) -> Iterator[Stack]:
     jwks_file = tmp_path_factory.mktemp("jwks") / "partner.json"
     jwks_file.write_text(json.dumps({"keys": [_jwk(ECAlgorithm, EC_KEY, "partner-1", "ES256")]}))
-    extra = _extra(jwks_server.url, jwks_file)
-    yield from front_stack(
-        request.param, tmp_path_factory.mktemp("stack"), fake_openai.url, fake_anthropic.url, extra
-    )
+    extra = _extra(jwks_server.url, jwks_file, f"http://127.0.0.1:{free_port()}/jwks.json")
+    if request.param == "inline":  # inline auth on the ext_proc gateway (its metadata forwarding)
+        extra["services"] = {"auth": "inline", "front": "ext_proc"}
+        s = Stack(tmp_path_factory.mktemp("stack"), fake_openai.url, fake_anthropic.url, extra=extra)
+        s.start()
+        yield s
+        s.stop()
+        return
+    workdir = tmp_path_factory.mktemp("stack")
+    yield from front_stack(request.param, workdir, fake_openai.url, fake_anthropic.url, extra)
 
 
 def corp_token(*, key: Any = RSA_KEY, kid: str = "corp-1", **over: Any) -> str:
@@ -253,3 +269,45 @@ def test_tokens_never_reach_the_logs(gw):
     time.sleep(0.3)
     logs = gw.logs()
     assert token not in logs and token.split(".")[1] not in logs
+
+
+def test_a_lower_case_bearer_scheme_works_too(gw):
+    r = httpx.post(gw.base_url + "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": MSG},
+                   headers={"authorization": "bearer " + corp_token()}, timeout=10)  # fmt: skip
+    assert r.status_code == 200, r.text
+
+
+def test_unfetchable_issuer_keys_are_a_503_in_the_clients_format(gw):
+    token = jwt.encode({"iss": DOWN, "aud": AUD, "exp": _now() + 600, "sub": "x"}, RSA_KEY, algorithm="RS256")
+    with pytest.raises(openai.InternalServerError) as err:
+        chat(gw, token)
+    assert err.value.status_code == 503 and "signing keys" in err.value.response.json()["error"]["message"]
+
+
+def test_a_gemini_client_with_a_token(gw):
+    def client(token: str) -> genai.Client:
+        opts = genai_types.HttpOptions(base_url=gw.base_url, headers={"authorization": "Bearer " + token})
+        return genai.Client(
+            api_key="jwt-caller", http_options=opts
+        )  # (its key header is ignored: the token decides)
+
+    rid = uuid.uuid4().hex
+    ok = client(corp_token(sub="gina"))
+    resp = ok.models.generate_content(model="gpt-4o-mini", contents="hi",
+                                      config=genai_types.GenerateContentConfig(http_options=genai_types.HttpOptions(
+                                          headers={"x-request-id": rid})))  # fmt: skip
+    assert resp.text
+    rec = _record(gw, rid)
+    assert (rec.tenant, rec.user, rec.api) == ("acme", "gina", "gemini")
+    bad = client(corp_token(aud="elsewhere"))
+    with pytest.raises(genai_errors.ClientError) as err:
+        bad.models.generate_content(model="gpt-4o-mini", contents="hi")
+    assert (
+        err.value.code == 401
+        and err.value.status == "UNAUTHENTICATED"
+        and "audience" in str(err.value.message)
+    )
+    r = httpx.post(gw.base_url + "/v1beta/models/gpt-4o-mini:generateContent",
+                   json={"contents": [{"parts": [{"text": "hi"}]}]},
+                   headers={"authorization": "Bearer " + corp_token(exp=_now() - 600, iat=_now() - 1200)}, timeout=10)  # fmt: skip
+    assert "expired" in google_error(r, 401, "UNAUTHENTICATED")

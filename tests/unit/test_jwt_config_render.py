@@ -121,7 +121,8 @@ def test_the_filter_comes_first_and_never_refuses_by_itself():
     corp = cfg["providers"]["corp"]
     assert corp["forward"] is False and corp["payload_in_metadata"] == "corp"
     assert corp["failed_status_in_metadata"] == "corp:failed"
-    assert corp["from_headers"] == [{"name": "authorization", "value_prefix": "Bearer "}]
+    assert {h["value_prefix"] for h in corp["from_headers"]} == {"Bearer ", "bearer "}
+    assert {h["name"] for h in corp["from_headers"]} == {"authorization"} and "from_params" not in corp
     assert json.loads(corp["local_jwks"]["inline_string"]) == JWKS
     remote = cfg["providers"]["remote"]["remote_jwks"]
     assert remote["http_uri"]["cluster"] == "jwks.remote" and remote["cache_duration"] == "30.000s"

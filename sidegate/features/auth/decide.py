@@ -94,6 +94,8 @@ def authorize(headers: dict[str, str], records: dict[str, KeyRecord], throttle: 
         if isinstance(verdict, Allow):
             return verdict
         if verdict is not None:
+            if verdict.status != 401:  # a 503: the issuer's keys are unavailable, not the caller's fault
+                return verdict
             throttle.failure(source, None)
             wait = throttle.blocked(source)
             return throttled(headers, wait) if wait else verdict

@@ -38,10 +38,16 @@ _REASONS: dict[int, tuple[str, str]] = {
     32: ("jwt_unknown_kid", "The bearer token is signed with a key the issuer does not publish (kid)."),
 }
 _MALFORMED = ("jwt_malformed", "The bearer token is malformed (not a valid JWT).")
-_MALFORMED_CODES = range(4, 24)
+_MALFORMED_CODES = frozenset(range(4, 24)) | {27}
 """jwt_verify_lib's parse errors: not three parts, bad base64, header or payload not JSON, bad
-`alg`/`exp`/`nbf`/`iat`/`aud`/`iss` types (codes 4-23)."""
+`alg`/`exp`/`nbf`/`iat`/`aud`/`iss` types (codes 4-23), several tokens (27)."""
 _UNVERIFIED = ("jwt_unverified", "The bearer token could not be verified.")
+_KEYS_UNAVAILABLE = (
+    "jwks_unavailable",
+    "The token issuer's signing keys are unavailable right now; retry later.",
+)
+"""The issuer's JWKS could not be fetched or is unusable (jwt_verify_lib's `Jwks...` statuses, by
+their fixed text: their codes moved between versions): the gateway's trouble, a 503."""
 
 
 def _claim(payload: dict[str, Any], name: str) -> Any:
@@ -114,13 +120,11 @@ class JwtCallers:
                 if isinstance(payload, dict):
                     return self._identity(headers, name, p, payload)
         bearer = _bearer(headers)
-        if bearer is None or bearer.startswith(keys.PREFIX):
-            return None
+        if bearer is None or bearer.startswith(keys.PREFIX) or bearer.count(".") != 2:
+            return None  # no bearer, a Sidegate key, or not JWT-shaped (someone's other API key?): the key check
         failure = self._failure(namespace or {})
-        if failure is None and bearer.count(".") != 2:
-            return None  # not a JWT either: the key check says "Incorrect API key provided"
         reason, message = failure or _UNVERIFIED
-        return _refuse(headers, reason, message)
+        return _refuse(headers, reason, message, 503 if failure is _KEYS_UNAVAILABLE else 401)
 
     def _failure(self, namespace: dict[str, Any]) -> tuple[str, str] | None:
         """The most telling failure: a provider whose issuer matched says more than one that did not."""
@@ -134,11 +138,10 @@ class JwtCallers:
                 reason = _REASONS[code]
             elif code in _MALFORMED_CODES:
                 reason = _MALFORMED
-            else:  # e.g. the JWKS could not be fetched: Envoy's own fixed text says which
-                reason = (
-                    _UNVERIFIED[0],
-                    f"The bearer token could not be verified ({status.get('message', '')}).",
-                )
+            elif str(status.get("message", "")).startswith("Jwks"):
+                reason = _KEYS_UNAVAILABLE
+            else:
+                reason = _UNVERIFIED
             if code != _UNKNOWN_ISSUER:
                 return reason
             found = found or reason
@@ -161,9 +164,10 @@ class JwtCallers:
         )
 
 
-def _refuse(headers: dict[str, str], reason: str, message: str) -> Deny:
+def _refuse(headers: dict[str, str], reason: str, message: str, status: int = 401) -> Deny:
     api = inbound_api(headers.get(":path", "/"), headers)
-    return Deny(401, api, error_body(api, 401, message, code="invalid_api_key"), reason)
+    code = "invalid_api_key" if status == 401 else "service_unavailable"
+    return Deny(status, api, error_body(api, status, message, code=code), reason)
 
 
 def namespace_from_headers(headers: dict[str, str]) -> dict[str, Any] | None:
