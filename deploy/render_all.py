@@ -104,7 +104,8 @@ def snippets(cfg: config.SidegateConfig | None = None) -> dict[str, Any]:
     hcm = b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     *sidegate_filters, router = hcm["http_filters"]
     assert router["name"] == "envoy.filters.http.router", "the listener's filter chain layout changed (sidegate/bootstrap/listener.py)"
-    clusters = [c for c in b["static_resources"]["clusters"] if c["name"].startswith("sidegate_")]
+    # (with JWT callers configured: the remote JWKS' clusters too, sidegate/bootstrap/jwt_authn.py)
+    clusters = [c for c in b["static_resources"]["clusters"] if c["name"].startswith(("sidegate_", "jwks."))]
     return {
         "http_filters": sidegate_filters,
         "upstream_http_filters": router["typed_config"]["upstream_http_filters"],

@@ -170,3 +170,20 @@ def test_rendered_bootstrap_passes_envoy_validate(tmp_path: Path, services: dict
     out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "--use-dynamic-base-id", "-l", "error"],
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+
+
+def test_mesh_snippets_carry_the_jwt_filter_first_and_the_jwks_clusters():
+    """An operator's own Envoy (docs/jwt.md, "In a service mesh"): the snippets rendered from a config
+    with JWT callers start with jwt_authn, before ext_authz, and bring the remote JWKS' cluster."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("deploy_render_all_jwt", root / "deploy" / "render_all.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    jwt = {"providers": {"corp": _provider(jwks={"url": "https://idp.test/keys"})}}
+    snip = mod.snippets(parse(_base(jwt), env={}))
+    names = [f["name"] for f in snip["http_filters"]]
+    assert names[0] == JWT_NS and names.index(JWT_NS) < names.index(AUTHZ_NS)
+    assert "jwks.corp" in {c["name"] for c in snip["clusters"]}

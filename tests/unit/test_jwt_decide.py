@@ -56,6 +56,13 @@ def test_url_like_claim_names_lists_and_numbers():
     assert isinstance(got, Allow) and (got.tenant, got.team, got.user) == ("acme", "ml", "42")
 
 
+@pytest.mark.parametrize("user", ["a b", "x\r\nx-injected: 1", "é", "u" * 129])
+def test_team_and_user_claims_must_be_plain_names(user):
+    got = _callers().decide(_h(), {"corp": {"org": "acme", "sub": user}})
+    assert isinstance(got, Deny) and got.status == 401 and got.reason == "jwt_bad_claim"
+    assert b"user (claim 'sub')" in got.body and user.encode() not in got.body
+
+
 def test_a_fixed_tenant_and_the_issuers_model_list():
     got = _callers().decide(_h(), {"fixed": {"sub": "x"}})
     assert got == Allow(tenant="globex", key_id="jwt:fixed", models=("m",), team="", user="")

@@ -13,6 +13,7 @@ reads its findings, the `envoy.filters.http.jwt_authn` metadata namespace:
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -41,6 +42,8 @@ _MALFORMED = ("jwt_malformed", "The bearer token is malformed (not a valid JWT).
 _MALFORMED_CODES = frozenset(range(4, 24)) | {27}
 """jwt_verify_lib's parse errors: not three parts, bad base64, header or payload not JSON, bad
 `alg`/`exp`/`nbf`/`iat`/`aud`/`iss` types (codes 4-23), several tokens (27)."""
+_LEVEL_NAME = re.compile(r"[!-~]{1,128}")
+"""A team or user name from a claim: printable ASCII without spaces (an e-mail address, a subject id)."""
 _UNVERIFIED = ("jwt_unverified", "The bearer token could not be verified.")
 _KEYS_UNAVAILABLE = (
     "jwks_unavailable",
@@ -121,7 +124,9 @@ class JwtCallers:
                     return self._identity(headers, name, p, payload)
         bearer = _bearer(headers)
         if bearer is None or bearer.startswith(keys.PREFIX) or bearer.count(".") != 2:
-            return None  # no bearer, a Sidegate key, or not JWT-shaped (someone's other API key?): the key check
+            return (
+                None  # no bearer, a Sidegate key, or not JWT-shaped (someone's other API key?): the key check
+            )
         failure = self._failure(namespace or {})
         reason, message = failure or _UNVERIFIED
         return _refuse(headers, reason, message, 503 if failure is _KEYS_UNAVAILABLE else 401)
@@ -157,8 +162,16 @@ class JwtCallers:
             return _refuse(
                 headers, "jwt_no_tenant", f"The bearer token carries {what} tenant (claim '{claims.tenant}')."
             )
-        team = (_text(_claim(payload, claims.team)) or "") if claims.team else ""
-        user = (_text(_claim(payload, claims.user)) or "") if claims.user else ""
+        levels = {"team": claims.team, "user": claims.user}
+        found = {lv: (_text(_claim(payload, c)) or "") if c else "" for lv, c in levels.items()}
+        for level, value in found.items():
+            if value and not _LEVEL_NAME.fullmatch(value):  # it travels in headers and the access log
+                return _refuse(
+                    headers,
+                    "jwt_bad_claim",
+                    f"The bearer token's {level} (claim '{levels[level]}') is not a usable name.",
+                )
+        team, user = found["team"], found["user"]
         return Allow(
             tenant=tenant, key_id=KEY_ID_PREFIX + name, models=self.models[name], team=team, user=user
         )
