@@ -83,7 +83,10 @@ class Bounded:
 RESERVED_PROVIDERS = ("cache", "gateway")
 """Pseudo-providers for answers the gateway gave itself (cache hit, refusal)."""
 CACHE_RESULTS = ("hit_exact", "hit_semantic", "miss", "bypass", "error")
-AUTHZ_REASONS = ("missing_key", "malformed_key", "unknown_key", "revoked_key", "expired_key", "store_error")
+AUTHZ_REASONS = ("missing_key", "malformed_key", "unknown_key", "revoked_key", "expired_key", "store_error",
+                 # JWT callers (sidegate/features/auth/jwt.py)
+                 "jwt_expired", "jwt_not_yet_valid", "jwt_audience", "jwt_issuer", "jwt_signature", "jwt_unknown_kid",
+                 "jwt_malformed", "jwt_unverified", "jwt_no_tenant", "jwt_bad_claim", "jwks_unavailable")  # fmt: skip
 QUOTA_SCOPES = ("tenant", "key", "model", "global")
 GUARD_ACTIONS = ("redact", "mask", "block", "flag", "allow", "log")
 

@@ -21,5 +21,5 @@ class Deny:
     status: int
     api: Api
     body: bytes
-    reason: str  # bounded label for metrics: missing_key, malformed_key, unknown_key, revoked_key, expired_key, throttled
+    reason: str  # bounded label for metrics (sidegate/metrics.py AUTHZ_REASONS): missing_key, unknown_key, jwt_expired...
     headers: dict[str, str] = field(default_factory=dict)
