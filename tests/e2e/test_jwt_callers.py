@@ -166,7 +166,7 @@ def _record(gw: Stack, rid: str) -> Any:
 
 def test_a_valid_token_reaches_its_tenant_team_and_user(gw, fake_openai):
     rid = uuid.uuid4().hex
-    token = corp_token()
+    token = corp_token(name="Zoë Ørsted", roles=["a", {"b": 1}])  # other claims, of any shape, are no matter
     resp = oai(gw, token).chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=MSG, extra_headers={"x-request-id": rid}
     )
@@ -311,3 +311,13 @@ def test_a_gemini_client_with_a_token(gw):
                    json={"contents": [{"parts": [{"text": "hi"}]}]},
                    headers={"authorization": "Bearer " + corp_token(exp=_now() - 600, iat=_now() - 1200)}, timeout=10)  # fmt: skip
     assert "expired" in google_error(r, 401, "UNAUTHENTICATED")
+
+
+def test_a_streamed_answer_for_a_token_caller(gw):
+    rid = uuid.uuid4().hex
+    stream = oai(gw, corp_token(sub="sam")).chat.completions.create(
+        model="gpt-4o-mini", messages=MSG, stream=True, extra_headers={"x-request-id": rid}
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    rec = _record(gw, rid)
+    assert (rec.tenant, rec.team, rec.user, rec.stream) == ("acme", "research", "sam", True)
