@@ -39,6 +39,7 @@ MSG = [{"role": "user", "content": "hi"}]
 CORP = "https://idp.corp.test"
 PARTNER = "https://idp.partner.test"
 DOWN = "https://idp.down.test"
+ROT = "https://idp.rotating.test"
 AUD = "sidegate"
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -56,6 +57,8 @@ class JwksServer:
     def __init__(self) -> None:
         self.fetches = 0
         self.doc = {"keys": [_jwk(RSAAlgorithm, RSA_KEY, "corp-1", "RS256")]}
+        self.rotating: dict[str, Any] = {"keys": [_jwk(RSAAlgorithm, OTHER_KEY, "rot-0", "RS256")]}
+        """The `rot` issuer's JWKS (cached 1 s): a test publishes a new key in it."""
         self.loop = asyncio.new_event_loop()
         self.port = 0
         ready = threading.Event()
@@ -70,8 +73,12 @@ class JwksServer:
             self.fetches += 1
             return web.json_response(self.doc)
 
+        async def rotating(_: web.Request) -> web.Response:
+            return web.json_response(self.rotating)
+
         app = web.Application()
         app.router.add_get("/.well-known/jwks.json", jwks)
+        app.router.add_get("/rotating/jwks.json", rotating)
         self.runner = web.AppRunner(app)
         self.loop.run_until_complete(self.runner.setup())
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -106,6 +113,9 @@ def _extra(jwks_url: str, jwks_file: Path, dead_url: str) -> dict[str, Any]:
             # a JWKS file, EC keys; every token is globex's, limited to one model
             "partner": {"issuer": PARTNER, "audiences": [AUD], "jwks": {"file": str(jwks_file)}, "tenant": "globex",
                         "claims": {"user": "email"}, "models": ["gpt-4o-mini", "claude-haiku"]},
+            # keys rotated at the issuer are picked up once the cached copy is old
+            "rot": {"issuer": ROT, "audiences": [AUD], "jwks": {"url": jwks_url.replace("/.well-known/", "/rotating/"),
+                                                                 "cache_s": 1}, "tenant": "acme"},
             # a JWKS endpoint nobody serves: its tokens cannot be verified (503, not the caller's fault)
             "down": {"issuer": DOWN, "audiences": [AUD], "jwks": {"url": dead_url, "timeout_s": 0.5}, "tenant": "acme"},
         }},
@@ -321,3 +331,24 @@ def test_a_streamed_answer_for_a_token_caller(gw):
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     rec = _record(gw, rid)
     assert (rec.tenant, rec.team, rec.user, rec.stream) == ("acme", "research", "sam", True)
+
+
+def test_a_key_published_by_the_issuer_is_used_once_the_cache_refreshes(gw, jwks_server):
+    kid = "rot-" + uuid.uuid4().hex[:8]
+    new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    token = jwt.encode({"iss": ROT, "aud": AUD, "exp": _now() + 600, "sub": "r"}, new_key, algorithm="RS256",
+                       headers={"kid": kid})  # fmt: skip
+    with pytest.raises(openai.AuthenticationError) as err:
+        chat(gw, token)
+    assert "kid" in err.value.response.json()["error"]["message"]
+    jwks_server.rotating = {
+        "keys": [*jwks_server.rotating["keys"], _jwk(RSAAlgorithm, new_key, kid, "RS256")]
+    }
+    deadline = time.monotonic() + 10
+    while True:  # the cached copy (1 s) is refetched: bounded wait
+        try:
+            assert chat(gw, token).choices
+            break
+        except openai.AuthenticationError:
+            assert time.monotonic() < deadline, "the new key was never fetched"
+            time.sleep(0.25)
