@@ -40,6 +40,7 @@ CORP = "https://idp.corp.test"
 PARTNER = "https://idp.partner.test"
 DOWN = "https://idp.down.test"
 ROT = "https://idp.rotating.test"
+METERED = "https://idp.metered.test"
 AUD = "sidegate"
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -118,7 +119,11 @@ def _extra(jwks_url: str, jwks_file: Path, dead_url: str) -> dict[str, Any]:
                                                                  "cache_s": 1}, "tenant": "acme"},
             # a JWKS endpoint nobody serves: its tokens cannot be verified (503, not the caller's fault)
             "down": {"issuer": DOWN, "audiences": [AUD], "jwks": {"url": dead_url, "timeout_s": 0.5}, "tenant": "acme"},
+            # an inline JWKS; its callers limited together by a per-key override naming `jwt:metered`
+            "metered": {"issuer": METERED, "audiences": [AUD], "tenant": "globex", "claims": {"user": "sub"},
+                        "jwks": {"inline": {"keys": [_jwk(RSAAlgorithm, RSA_KEY, "corp-1", "RS256")]}}},
         }},
+        "tenants": {"globex": {"quota": {"keys": {"jwt:metered": {"rpm": 2}}}}},
     }  # fmt: skip
 
 
@@ -352,3 +357,15 @@ def test_a_key_published_by_the_issuer_is_used_once_the_cache_refreshes(gw, jwks
         except openai.AuthenticationError:
             assert time.monotonic() < deadline, "the new key was never fetched"
             time.sleep(0.25)
+
+
+def test_a_per_key_limit_naming_the_issuer_applies_to_its_callers_together(gw):
+    def token(sub: str) -> str:
+        claims = {"iss": METERED, "aud": AUD, "exp": _now() + 600, "sub": sub}
+        return jwt.encode(claims, RSA_KEY, algorithm="RS256", headers={"kid": "corp-1"})
+
+    assert chat(gw, token("u1")).choices and chat(gw, token("u2")).choices
+    with pytest.raises(openai.RateLimitError) as err:
+        chat(gw, token("u3"))
+    assert err.value.response.json()["error"]["type"]
+    assert chat(gw, gw.keys["globex"].key).choices  # the tenant's keys are not limited by it
