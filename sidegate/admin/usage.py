@@ -63,25 +63,43 @@ def group_of(rec: LedgerRecord, by: str) -> str:
     return value or NONE
 
 
+def lean_record(data: dict[bytes, bytes]) -> LedgerRecord:
+    """Only the fields the charts use, at a third of :meth:`LedgerRecord.from_fields`' cost (which
+    decodes every field by its declared type: ~12 µs a record, most of a long scan's Python time)."""
+    if data and not isinstance(next(iter(data)), bytes):  # a client decoding answers to str
+        return LedgerRecord.from_fields(data)
+    get = data.get
+    return LedgerRecord(
+        ts=float(get(b"ts") or 0),
+        tenant=(get(b"tenant") or b"").decode(),
+        team=(get(b"team") or b"").decode(),
+        user=(get(b"user") or b"").decode(),
+        model=(get(b"model") or b"").decode(),
+        provider=(get(b"provider") or b"").decode(),
+        status=int(get(b"status") or 0),
+        aborted=get(b"aborted") == b"1",
+        input_tokens=int(get(b"input_tokens") or 0),
+        output_tokens=int(get(b"output_tokens") or 0),
+        cost_usd=float(get(b"cost_usd") or 0),
+        latency_ms=float(get(b"latency_ms") or 0),
+    )
+
+
 async def newest_first(
-    redis: Redis,
-    start_ms: int | str,
-    end_ms: int | str,
-    limit: int,
-    *,
-    stream: str = STREAM,
-    page: int = 1000,
-) -> AsyncIterator[tuple[str, LedgerRecord]]:
+    redis: Redis, start_ms: int | str, end_ms: int | str, limit: int, *, stream: str = STREAM, page: int = 1000,
+    lean: bool = False,
+) -> AsyncIterator[tuple[str, LedgerRecord]]:  # fmt: skip
     """(id, record) pairs from ``end_ms`` back to ``start_ms`` (stream-id milliseconds, inclusive;
-    ``"(<id>"`` makes the start exclusive), at most ``limit`` of them."""
+    ``"(<id>"`` makes the start exclusive), at most ``limit`` of them; ``lean``: :func:`lean_record`."""
     hi: str = str(end_ms)
     seen = 0
+    decode = lean_record if lean else LedgerRecord.from_fields
     while seen < limit:
         count = min(page, limit - seen)
         entries = await redis.xrevrange(stream, max=hi, min=str(start_ms), count=count)
         for eid, data in entries:
             seen += 1
-            yield as_text(eid), LedgerRecord.from_fields(data)
+            yield as_text(eid), decode(data)
         if len(entries) < count:
             return
         hi = "(" + as_text(entries[-1][0])
@@ -175,7 +193,7 @@ async def scan(
     if window.count == 0:
         return out, info
     last_ts: float | None = None
-    async for _, rec in newest_first(redis, start_ms, end_ms, limit, stream=stream):
+    async for _, rec in newest_first(redis, start_ms, end_ms, limit, stream=stream, lean=True):
         info.records_read += 1
         last_ts = rec.ts
         if (tenant is not None and rec.tenant != tenant) or not who.sees(rec.tenant):

@@ -29,14 +29,24 @@ BASE = (int(time.time()) // HOUR - 3) * HOUR
 
 def _records() -> list[LedgerRecord]:
     def rec(at: float, tenant: str, model: str, **kw: object) -> LedgerRecord:
-        fields = dict(input_tokens=10, output_tokens=5, cost_usd=0.001, status=200, latency_ms=20.0, provider="openai")
+        fields = dict(
+            input_tokens=10, output_tokens=5, cost_usd=0.001, status=200, latency_ms=20.0, provider="openai"
+        )
         fields.update(kw)
         return LedgerRecord(ts=at, tenant=tenant, model=model, **fields)  # type: ignore[arg-type]
 
     return [
         rec(BASE + 60, "acme", "gpt-4o-mini", team="ml", user="alice"),
         rec(BASE + 120, "acme", "gpt-4o-mini", team="ml", user="bob", input_tokens=30),
-        rec(BASE + 180, "acme", "claude-haiku", provider="anthropic", status=429, output_tokens=0, cost_usd=0.0),
+        rec(
+            BASE + 180,
+            "acme",
+            "claude-haiku",
+            provider="anthropic",
+            status=429,
+            output_tokens=0,
+            cost_usd=0.0,
+        ),
         rec(BASE + HOUR + 60, "globex", "gpt-4o-mini", cost_usd=0.01),
         rec(BASE + 2 * HOUR + 60, "acme", "gpt-4o", aborted=True),
     ]
@@ -81,7 +91,12 @@ def test_console_files_are_public_with_a_strict_policy(admin: h.Admin) -> None:
             assert again.status_code == 304
         html = c.get("/console/").text
         # No inline script or style, nothing from another origin: the page works offline.
-        assert "<script>" not in html and "style=" not in html and "https://" not in html and "http://" not in html
+        assert (
+            "<script>" not in html
+            and "style=" not in html
+            and "https://" not in html
+            and "http://" not in html
+        )
         assert admin.token not in html
         # Only the three files are public; anything else under /console/ needs the token like the API.
         assert c.get("/console/secrets.txt").status_code == 401
@@ -101,8 +116,14 @@ def test_data_answers_are_not_cached(seeded: h.Admin) -> None:
 def test_series_sums_per_bucket_and_group(seeded: h.Admin) -> None:
     with _api(seeded) as c:
         s = c.get("/usage/series", params={"from": str(BASE), "bucket": "hour", "group_by": "tenant"}).json()
-    assert s["from"] == BASE and s["bucket_s"] == HOUR and s["buckets"][:3] == [BASE, BASE + HOUR, BASE + 2 * HOUR]
-    assert s["records_read"] == 5 and not s["truncated"] and s["complete_from"] is None and not s["range_capped"]
+    assert (
+        s["from"] == BASE
+        and s["bucket_s"] == HOUR
+        and s["buckets"][:3] == [BASE, BASE + HOUR, BASE + 2 * HOUR]
+    )
+    assert (
+        s["records_read"] == 5 and not s["truncated"] and s["complete_from"] is None and not s["range_capped"]
+    )
     by = {line["group"]: line for line in s["series"]}
     assert set(by) == {"acme", "globex"}
     assert by["acme"]["requests"][:3] == [3, 0, 1]
@@ -115,9 +136,16 @@ def test_series_sums_per_bucket_and_group(seeded: h.Admin) -> None:
 
 def test_series_by_team_and_user_are_named_inside_their_tenant(seeded: h.Admin) -> None:
     with _api(seeded) as c:
-        teams = c.get("/usage/series", params={"from": str(BASE), "group_by": "team", "tenant": "acme"}).json()
-        users = c.get("/usage/series", params={"from": str(BASE), "group_by": "user", "tenant": "acme"}).json()
-    assert {line["group"]: sum(line["requests"]) for line in teams["series"]} == {"acme/ml": 2, "acme/(none)": 2}
+        teams = c.get(
+            "/usage/series", params={"from": str(BASE), "group_by": "team", "tenant": "acme"}
+        ).json()
+        users = c.get(
+            "/usage/series", params={"from": str(BASE), "group_by": "user", "tenant": "acme"}
+        ).json()
+    assert {line["group"]: sum(line["requests"]) for line in teams["series"]} == {
+        "acme/ml": 2,
+        "acme/(none)": 2,
+    }
     assert {line["group"]: sum(line["requests"]) for line in users["series"]} == {
         "acme/alice": 1, "acme/bob": 1, "acme/(none)": 2,
     }  # fmt: skip
@@ -128,11 +156,15 @@ def test_top_models_with_error_rates(seeded: h.Admin) -> None:
     with _api(seeded) as c:
         t = c.get("/usage/top", params={"from": str(BASE), "group_by": "model"}).json()
     rows = {r["group"]: r for r in t["rows"]}
-    assert [r["group"] for r in t["rows"]][0] == "gpt-4o-mini"
+    assert t["rows"][0]["group"] == "gpt-4o-mini"
     assert rows["gpt-4o-mini"]["requests"] == 3 and rows["gpt-4o-mini"]["error_rate"] == 0
     assert rows["claude-haiku"]["error_rate"] == 1.0 and rows["gpt-4o"]["errors"] == 1
     assert t["requests"] == 5 and t["errors"] == 2 and t["error_rate"] == 0.4
-    assert t["status_classes"]["2xx"] == 3 and t["status_classes"]["4xx"] == 1 and t["status_classes"]["aborted"] == 1
+    assert (
+        t["status_classes"]["2xx"] == 3
+        and t["status_classes"]["4xx"] == 1
+        and t["status_classes"]["aborted"] == 1
+    )
 
 
 def test_recent_tail_with_a_cursor(seeded: h.Admin, valkey_url: str) -> None:
@@ -155,7 +187,9 @@ def _seed_more(url: str) -> None:
         r = client(url, 2.0)
         try:
             for i in (1, 2):
-                await r.xadd(STREAM, LedgerRecord(ts=time.time(), tenant="acme", model=f"late-{i}").to_fields())
+                await r.xadd(
+                    STREAM, LedgerRecord(ts=time.time(), tenant="acme", model=f"late-{i}").to_fields()
+                )
         finally:
             await r.aclose()
 

@@ -10,7 +10,7 @@ const SVG = "http://www.w3.org/2000/svg";
 const COLORS = ["#2f6fdf", "#e8793a", "#2aa876", "#c94e9a", "#8a63d2", "#d4b02c", "#1fa2b8", "#b8513a",
   "#5c8a2f", "#7a7f8a"];
 const $ = (id) => document.getElementById(id);
-const state = { spec: null, tenants: [], view: null, live: { cursor: null, timer: null, paused: false } };
+const state = { spec: null, tenants: [], view: null, usageGen: 0, live: { cursor: null, timer: null, paused: false } };
 
 // ---- the API ----
 
@@ -160,6 +160,7 @@ function hBars(box, items, format) {
 const AUTO_BUCKET = { "1h": "minute", "6h": "minute", "24h": "hour", "7d": "hour", "30d": "day" };
 
 async function showUsage() {
+  const gen = ++state.usageGen; // a later refresh wins: an older answer arriving last is dropped
   const range = $("usage-range").value, metric = $("usage-metric").value, group = $("usage-group").value;
   const bucket = $("usage-bucket").value === "auto" ? AUTO_BUCKET[range] : $("usage-bucket").value;
   const tenant = $("usage-tenant").value;
@@ -167,6 +168,7 @@ async function showUsage() {
     api("GET", "/usage/series" + query({ from: range, bucket, group_by: group, tenant })),
     api("GET", "/usage/top" + query({ from: range, group_by: group === "tenant" ? "model" : group, tenant, limit: 10 })),
   ]);
+  if (gen !== state.usageGen) return;
   const lines = series.series.map((s, i) => ({
     group: s.group, color: s.group === "(other)" ? "#9aa0a6" : COLORS[i % COLORS.length],
     values: metric === "tokens" ? s.input_tokens.map((v, j) => v + s.output_tokens[j]) : s[metric],
@@ -330,6 +332,8 @@ async function showAudit() {
   const status = $("audit-status"), tbody = $("audit-table").tBodies[0];
   let ans;
   try {
+    // The server's own OpenAPI document says whether it has an audit log (older ones do not).
+    if (!(API + "/audit" in state.spec.paths)) throw new ApiError(404, "not_found", "no audit endpoint");
     ans = await api("GET", "/audit" + query({ limit: 200 }));
   } catch (e) {
     tbody.replaceChildren();
