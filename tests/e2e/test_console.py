@@ -20,6 +20,8 @@ import pytest
 from harness import ADMIN_TOKEN
 
 pytestmark = pytest.mark.e2e
+# Prices, so the spend chart has something to draw (USD per million tokens).
+STACK_EXTRA = {"quota": {"prices": {"*": {"input_per_mtok": 1000.0, "output_per_mtok": 4000.0}}}}
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 PROMPT = "console-e2e: what is the capital of France?"
@@ -159,19 +161,29 @@ def test_sign_in_and_see_the_seeded_usage_in_the_chart(stack, browser, seeded, s
     for element_id, value in (("usage-range", "1h"), ("usage-group", "tenant"), ("usage-metric", "tokens")):
         _select(browser, element_id, value)
     # What the ledger says, per (tenant, minute): the chart's marks must carry exactly these numbers.
-    want: Counter[tuple[str, int]] = Counter()
+    tokens: Counter[tuple[str, int]] = Counter()
+    spend: dict[tuple[str, int], float] = {}
     for rec in seeded:
-        want[(rec.tenant, int(rec.ts // 60 * 60))] += rec.input_tokens + rec.output_tokens
+        at = (rec.tenant, int(rec.ts // 60 * 60))
+        tokens[at] += rec.input_tokens + rec.output_tokens
+        spend[at] = spend.get(at, 0.0) + rec.cost_usd
+    assert all(v > 0 for v in spend.values())
 
-    def drawn() -> Counter[tuple[str, int]] | None:
-        got: Counter[tuple[str, int]] = Counter()
+    def marks() -> dict[tuple[str, int], float]:
+        got: dict[tuple[str, int], float] = {}
         for mark in _by(browser, "#usage-chart svg rect.mark"):
-            got[(mark.get_attribute("data-group"), int(float(mark.get_attribute("data-bucket"))))] += int(
-                float(mark.get_attribute("data-value"))
-            )
-        return got if got == want else None
+            at = (mark.get_attribute("data-group"), int(float(mark.get_attribute("data-bucket"))))
+            got[at] = got.get(at, 0.0) + float(mark.get_attribute("data-value"))
+        return got
 
-    _until(f"the chart's marks to match the ledger {dict(want)}", drawn)
+    _until(f"the chart's token marks to match the ledger {dict(tokens)}", lambda: marks() == tokens)
+    _select(browser, "usage-metric", "cost_usd")
+
+    def spend_drawn() -> bool:
+        got = marks()
+        return got.keys() == spend.keys() and all(abs(got[k] - v) < 1e-6 for k, v in spend.items())
+
+    _until(f"the chart's spend marks to match the ledger {spend}", spend_drawn)
     legend = _one(browser, "#usage-legend").text
     assert "acme" in legend and "globex" in legend
     top = [tr.text for tr in _by(browser, "#top-table tbody tr")]
@@ -205,11 +217,26 @@ def test_create_use_and_revoke_a_key_in_the_console(stack, browser, shots) -> No
 
     _one(browser, "#secret-done").click()
     assert _one(browser, "#new-secret").text == ""  # gone from the page once dismissed
+
+    # Rotate: a new key shown once, usable at once; the old one stays valid for the overlap.
+    rotate_css = f"button.rotate[data-key='{kid}']"
+    _one(browser, rotate_css).click()
+    _until("the rotate button armed", lambda: "Confirm" in _one(browser, rotate_css).text)
+    _one(browser, rotate_css).click()
+    rotated = _until(
+        "the rotated key shown once", lambda: (t := _one(browser, "#new-secret").text) != secret and t
+    )
+    assert rotated.startswith("sgk_") and f"Replaces {kid}" in _one(browser, "#secret-note").text
+    browser.save_screenshot(str(shots / "04-keys-rotated.png"))
+    rotated_client = oai(stack, rotated)
+    assert _until("the rotated key accepted through Envoy", lambda: rotated_client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": PROMPT}]), timeout_s=5)  # fmt: skip
+    _one(browser, "#secret-done").click()
     _one(browser, revoke_css).click()
     _until("the revoke button armed", lambda: "Confirm" in _one(browser, revoke_css).text)
     _one(browser, revoke_css).click()
     _until("the revocation confirmed", lambda: f"Key {kid} revoked" in _one(browser, "#flash").text)
-    browser.save_screenshot(str(shots / "04-keys-revoked.png"))
+    browser.save_screenshot(str(shots / "05-keys-revoked.png"))
 
     def refused() -> bool:
         try:
@@ -239,7 +266,7 @@ def test_limits_audit_and_live_pages(stack, browser, seeded, shots) -> None:
         f"{admin_url(stack)}/admin/v1/tenants/globex", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
     )
     assert got.json()["limits"]["rpm"] == 1000
-    browser.save_screenshot(str(shots / "05-limits.png"))
+    browser.save_screenshot(str(shots / "06-limits.png"))
 
     _go(browser, "audit")
     audit = httpx.get(
@@ -249,7 +276,7 @@ def test_limits_audit_and_live_pages(stack, browser, seeded, shots) -> None:
         assert "not available" in _one(browser, "#audit-status").text
     else:
         _until("audit entries listed", lambda: _by(browser, "#audit-table tbody tr"))
-    browser.save_screenshot(str(shots / "06-audit.png"))
+    browser.save_screenshot(str(shots / "07-audit.png"))
 
     _go(browser, "live")
 
@@ -268,5 +295,5 @@ def test_limits_audit_and_live_pages(stack, browser, seeded, shots) -> None:
         "the new request in the tail", lambda: "claude-haiku" in _one(browser, "#live-table tbody tr").text
     )
     assert PROMPT not in browser.page_source  # metadata only
-    browser.save_screenshot(str(shots / "07-live.png"))
+    browser.save_screenshot(str(shots / "08-live.png"))
     _no_page_errors(browser)
