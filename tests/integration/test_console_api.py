@@ -243,3 +243,37 @@ def test_reading_is_bounded_newest_first_and_filtered_by_who_sees(valkey_url: st
             await r.aclose()
 
     asyncio.run(go())
+
+
+def test_a_scoped_viewer_sees_only_its_tenant(valkey_url: str, seeded: h.Admin) -> None:
+    """The handlers filter by who the caller is: a viewer scoped to globex (set where the admin
+    helper's middleware sets it) gets globex's usage only, and a 403 for another tenant's."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from sidegate.admin.http import PRINCIPAL
+    from sidegate.admin.server import build_app
+
+    @web.middleware
+    async def as_viewer(request: web.Request, handler):  # type: ignore[no-untyped-def]
+        request[PRINCIPAL] = Principal("token:v", Role.VIEWER, tenant="globex")
+        return await handler(request)
+
+    async def go() -> None:
+        redis = client(valkey_url, 2.0)
+        app = build_app(redis, None)
+        app.middlewares.append(as_viewer)
+        async with TestClient(TestServer(app)) as c:
+            s = await (await c.get("/admin/v1/usage/series", params={"from": str(BASE)})).json()
+            assert {line["group"] for line in s["series"]} == {"globex"}
+            t = await (await c.get("/admin/v1/usage/top", params={"from": str(BASE)})).json()
+            assert t["requests"] == 1
+            tail = await (await c.get("/admin/v1/requests/recent")).json()
+            assert {r["tenant"] for r in tail["requests"]} == {"globex"}
+            for path in ("/admin/v1/usage/series", "/admin/v1/usage/top", "/admin/v1/requests/recent"):
+                resp = await c.get(path, params={"tenant": "acme"})
+                assert resp.status == 403 and (await resp.json())["error"]["code"] == "forbidden"
+            assert (await c.get("/console/")).status == 200
+        await redis.aclose()
+
+    asyncio.run(go())
