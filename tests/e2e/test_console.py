@@ -134,7 +134,7 @@ def _sign_in(stack, driver) -> None:
     field.clear()
     field.send_keys(ADMIN_TOKEN)
     _one(driver, "#signin-form button[type=submit]").click()
-    _until("signed in", lambda: not _one(driver, "#nav").get_attribute("hidden"))
+    _until("signed in", lambda: _one(driver, "#nav").is_displayed())
 
 
 def _select(driver, element_id: str, value: str) -> None:
@@ -151,6 +151,7 @@ def test_sign_in_and_see_the_seeded_usage_in_the_chart(stack, browser, seeded, s
     field.send_keys("not-the-token")
     _one(browser, "#signin-form button[type=submit]").click()
     _until("a refused token said so", lambda: "refused" in _one(browser, "#signin-error").text)
+    assert not _one(browser, "#nav").is_displayed() and not _one(browser, "#signout").is_displayed()
     browser.save_screenshot(str(shots / "01-sign-in.png"))
     assert browser.execute_script("return sessionStorage.getItem('sidegate.console.token')") is None
     # The one error the page's console may show: the refused sign-in's 401 (reading the log empties it).

@@ -337,11 +337,13 @@ async function showAudit() {
     ans = await api("GET", "/audit" + query({ limit: 200 }));
   } catch (e) {
     tbody.replaceChildren();
+    $("audit-table").hidden = true;
     status.textContent = e.status === 404 || e.status === 405 ? "The audit log is not available on this server."
       : e.status === 403 ? "Your role may not read the audit log." : `The audit log could not be read: ${e.message}`;
     return;
   }
   const entries = Object.values(ans).find(Array.isArray) || [];
+  $("audit-table").hidden = false;
   status.textContent = `${entries.length} newest changes.`;
   rows(tbody, entries, (a) => [fmt.time(a.ts), a.actor || "", a.role || "", a.source || "", a.action || "",
     a.target || "", el("code", { text: JSON.stringify({ before: a.before, after: a.after }) })]);
