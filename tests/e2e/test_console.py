@@ -17,7 +17,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import redis
 from harness import ADMIN_TOKEN
+
+from sidegate.features.ledger.ledger import STREAM, LedgerRecord
 
 pytestmark = pytest.mark.e2e
 # Prices, so the spend chart has something to draw (USD per million tokens).
@@ -296,5 +299,16 @@ def test_limits_audit_and_live_pages(stack, browser, seeded, shots) -> None:
         "the new request in the tail", lambda: "claude-haiku" in _one(browser, "#live-table tbody tr").text
     )
     assert PROMPT not in browser.page_source  # metadata only
+    # A hostile value in the ledger (written straight to the stream) is shown as text, never run.
+    hostile = '<img src=x onerror="document.title=1">'
+    store = redis.Redis.from_url(stack.sup.redis_url)
+    try:
+        store.xadd(
+            STREAM, LedgerRecord(ts=time.time(), tenant="globex", model=hostile, status=200).to_fields()
+        )
+    finally:
+        store.close()
+    _until("the hostile name shown as text", lambda: hostile in _one(browser, "#live-table tbody tr").text)
+    assert not _by(browser, "#live-table img") and browser.title == "Sidegate console"
     browser.save_screenshot(str(shots / "08-live.png"))
     _no_page_errors(browser)

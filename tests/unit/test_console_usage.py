@@ -3,6 +3,8 @@ paths are the console's public files."""
 
 from __future__ import annotations
 
+import re
+
 from sidegate.admin import usage
 from sidegate.admin.api_console import is_console_path
 from sidegate.features.ledger.ledger import LedgerRecord
@@ -85,3 +87,18 @@ def test_only_the_three_console_files_are_public() -> None:
         "/console/x/app.js",
     ):
         assert not is_console_path(path), path
+
+
+def test_the_console_never_turns_data_into_html_or_code() -> None:
+    """Every server value goes in as text or an attribute (the CSP is the second line of defence)."""
+    from importlib import resources
+
+    root = resources.files("sidegate.admin") / "console"
+    script = (root / "app.js").read_text()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function",
+                 "setTimeout(\"", "javascript:"):  # fmt: skip
+        assert sink not in script, sink
+    html = (root / "index.html").read_text()
+    assert re.search(r"<script(?![^>]*\bsrc=)", html) is None  # no inline script
+    assert re.search(r"\son[a-z]+\s*=", html) is None  # no inline event handler
+    assert "style=" not in html and "//" not in html.replace("http://www.w3.org", "")  # nothing remote
