@@ -7,6 +7,8 @@ ledger records. A screenshot of each page goes to ``$SIDEGATE_SCREENSHOTS`` or t
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import time
 from collections import Counter
@@ -161,6 +163,14 @@ def test_sign_in_and_see_the_seeded_usage_in_the_chart(stack, browser, seeded, s
     assert all("401" in e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE")
 
     _sign_in(stack, browser)
+    assert _one(browser, "#who").text == "signed in with admin token"
+    # An OIDC token (a JWT) is named by its email; the server alone decides what it may do.
+    claims = base64.urlsafe_b64encode(json.dumps({"sub": "u1", "email": "ops@example.com"}).encode()).rstrip(
+        b"="
+    )
+    assert browser.execute_script(
+        "return whoLabel(arguments[0])", f"eyJhbGciOiJub25lIn0.{claims.decode()}.sig"
+    ) == ("ops@example.com")
     _go(browser, "usage")
     for element_id, value in (("usage-range", "1h"), ("usage-group", "tenant"), ("usage-metric", "tokens")):
         _select(browser, element_id, value)

@@ -10,7 +10,7 @@ const SVG = "http://www.w3.org/2000/svg";
 const COLORS = ["#2f6fdf", "#e8793a", "#2aa876", "#c94e9a", "#8a63d2", "#d4b02c", "#1fa2b8", "#b8513a",
   "#5c8a2f", "#7a7f8a"];
 const $ = (id) => document.getElementById(id);
-const state = { spec: null, tenants: [], view: null, usageGen: 0, live: { cursor: null, timer: null, paused: false } };
+const state = { spec: null, tenants: [], view: null, usageGen: 0, live: { cursor: null, timer: null, paused: false, gen: 0 } };
 
 // ---- the API ----
 
@@ -352,10 +352,12 @@ async function showAudit() {
 async function pollLive() {
   const live = state.live;
   clearTimeout(live.timer);
+  const gen = ++live.gen; // one loop at a time: a poll started later takes over
   if (state.view !== "live") return;
   if (!live.paused) {
     try {
       const ans = await api("GET", "/requests/recent" + query({ after: live.cursor, limit: 100, tenant: $("live-tenant").value }));
+      if (gen !== live.gen) return;
       live.cursor = ans.cursor || live.cursor;
       const tbody = $("live-table").tBodies[0];
       for (const r of ans.requests) {
@@ -367,6 +369,7 @@ async function pollLive() {
       while (tbody.rows.length > 200) tbody.deleteRow(-1);
       $("live-status").textContent = (ans.skipped ? "(some requests skipped: too many to show) " : "") + "updated " + fmt.time(Date.now() / 1000) + " UTC";
     } catch (e) {
+      if (gen !== live.gen) return;
       $("live-status").textContent = e.message;
     }
   }
@@ -386,6 +389,19 @@ async function loadTenants() {
   }
 }
 
+// Who is signed in, for the header only (the server alone decides what the token may do): an OIDC
+// token's email or subject, read from its payload; "admin token" otherwise (never any of its characters).
+function whoLabel(token) {
+  const parts = (token || "").split(".");
+  if (parts.length === 3) {
+    try {
+      const claims = JSON.parse(atob(parts[1].replace(/-/g, "+").replace(/_/g, "/")));
+      return String(claims.email || claims.preferred_username || claims.sub || "OIDC user");
+    } catch (_) { /* not a JWT after all */ }
+  }
+  return "admin token";
+}
+
 const VIEWS = { usage: showUsage, keys: showKeys, limits: showLimits, audit: showAudit, live: pollLive };
 
 async function route() {
@@ -397,6 +413,7 @@ async function route() {
   for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== "view-" + view;
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("current", a.dataset.view === view);
   $("nav").hidden = $("signout").hidden = !signedIn;
+  $("who").textContent = signedIn ? "signed in with " + whoLabel(sessionStorage.getItem(TOKEN)) : "";
   if (!signedIn) return;
   document.body.dataset.view = view;
   try {
