@@ -77,6 +77,7 @@ def browser(tmp_path_factory) -> Iterator[Any]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    offline = os.environ.get("SE_OFFLINE")
     os.environ["SE_OFFLINE"] = "true"  # belt and braces: Selenium Manager must not reach the network
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
@@ -85,12 +86,18 @@ def browser(tmp_path_factory) -> Iterator[Any]:
                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):  # fmt: skip
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(20)
     try:
-        yield driver
+        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+        driver.set_page_load_timeout(20)
+        try:
+            yield driver
+        finally:
+            driver.quit()
     finally:
-        driver.quit()
+        if offline is None:
+            os.environ.pop("SE_OFFLINE", None)
+        else:
+            os.environ["SE_OFFLINE"] = offline
 
 
 @pytest.fixture(scope="module")
