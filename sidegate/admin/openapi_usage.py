@@ -202,6 +202,8 @@ def usage_paths(
                 {"200": json(ref("UsageTop"), "The top groups")},
                 parameters=[
                     *_RANGE,
+                    _q("bucket", {"type": "string", "enum": list(usage.BUCKETS)},
+                       "Cover the same range as a series of this bucket (default: minute-aligned, up to 90 days)."),
                     _group("model"),
                     _q("limit", {"type": "integer", "minimum": 1, "maximum": usage.TOP_MAX, "default": 10}, "Rows."),
                     _TENANT,

@@ -277,3 +277,40 @@ def test_a_scoped_viewer_sees_only_its_tenant(valkey_url: str, seeded: h.Admin) 
         await redis.aclose()
 
     asyncio.run(go())
+
+
+def test_a_series_and_a_top_list_of_the_same_range_share_one_read(valkey_url: str, seeded: h.Admin) -> None:
+    """What the console does on every refresh: both at once, one bounded scan of the ledger."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from sidegate.admin.server import build_app
+
+    class CountingRedis:
+        def __init__(self, real: object) -> None:
+            self.real, self.calls = real, 0
+
+        async def xrevrange(self, *args: object, **kwargs: object) -> object:
+            self.calls += 1
+            await asyncio.sleep(0.2)  # a long scan: the second request arrives while it runs
+            return await self.real.xrevrange(*args, **kwargs)  # type: ignore[attr-defined]
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.real, name)
+
+    async def go() -> None:
+        redis = client(valkey_url, 2.0)
+        counting = CountingRedis(redis)
+        async with TestClient(TestServer(build_app(counting, None))) as c:  # type: ignore[arg-type]
+            q = {"from": str(BASE), "bucket": "hour"}
+            series, top = await asyncio.gather(
+                c.get("/admin/v1/usage/series", params=q), c.get("/admin/v1/usage/top", params=q)
+            )
+            s, t = await series.json(), await top.json()
+            assert counting.calls == 1
+            assert sum(sum(line["requests"]) for line in s["series"]) == t["requests"] == 5
+            assert (s["from"], s["to"]) == (t["from"], t["to"])
+            await c.get("/admin/v1/usage/series", params=q)  # after the first ended: a new read
+            assert counting.calls == 2
+        await redis.aclose()
+
+    asyncio.run(go())

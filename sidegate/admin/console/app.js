@@ -166,7 +166,7 @@ async function showUsage() {
   const tenant = $("usage-tenant").value;
   const [series, topAns] = await Promise.all([
     api("GET", "/usage/series" + query({ from: range, bucket, group_by: group, tenant })),
-    api("GET", "/usage/top" + query({ from: range, group_by: group === "tenant" ? "model" : group, tenant, limit: 10 })),
+    api("GET", "/usage/top" + query({ from: range, bucket, group_by: group === "tenant" ? "model" : group, tenant, limit: 10 })),
   ]);
   if (gen !== state.usageGen) return;
   const lines = series.series.map((s, i) => ({
