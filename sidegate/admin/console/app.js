@@ -295,7 +295,7 @@ async function showLimits() {
       let ans;
       try { ans = await api("GET", level.list.replace(/\{[^}]+\}/, encodeURIComponent(parent || ""))); }
       catch (e) { section.append(el("p", { class: "note", text: `not available (${e.message})` })); continue; }
-      const items = Object.values(ans).find(Array.isArray) || [];
+      const items = listOf(ans);
       for (const item of items) {
         if (!item.name || (level.depth === 3 && tenant && item.name !== tenant)) continue;
         section.append(limitForm(level, parent, item));
@@ -303,6 +303,15 @@ async function showLimits() {
       if (!items.length) section.append(el("p", { class: "note", text: "none yet" }));
     }
   }
+}
+
+// The items of a listing, whichever shape it has: {"teams": [{name, limits}...]} or {"teams": {name: {limits}}}.
+function listOf(ans) {
+  const values = Object.values(ans || {});
+  const list = values.find(Array.isArray);
+  if (list) return list;
+  const map = values.find((v) => v && typeof v === "object");
+  return map ? Object.entries(map).map(([name, v]) => ({ name, ...v })) : [];
 }
 
 function limitForm(level, parent, item) {
