@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from sidegate.admin import controlplane as cp
+from sidegate.admin.openapi_usage import USAGE_SCHEMAS, usage_paths
 
 PREFIX = "/admin/v1"
 
@@ -163,6 +164,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["name", "revoked_keys"],
         "properties": {"name": {"type": "string"}, "revoked_keys": {"type": "integer", "minimum": 0}},
     },
+    **USAGE_SCHEMAS,
     "Health": {
         "type": "object",
         "required": ["status", "store"],
@@ -311,6 +313,7 @@ def spec() -> dict[str, Any]:
                     parameters=[_TENANT],
                 ),
             },
+            **usage_paths(PREFIX, _op, _json),
             f"{PREFIX}/tenants/{{name}}/limits": {
                 "put": _op(
                     "putTenantLimits",

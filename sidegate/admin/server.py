@@ -21,7 +21,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from sidegate.admin import api_core
+from sidegate.admin import api_console, api_core, api_usage
 from sidegate.admin import controlplane as cp
 from sidegate.admin.http import CP_KEY, PRINCIPAL, SPEC_KEY, error, respond
 from sidegate.admin.openapi import PREFIX, spec
@@ -30,6 +30,7 @@ from sidegate.admin.principal import OWNER_ENV
 log = logging.getLogger("sidegate.admin")
 
 PUBLIC_PATHS = frozenset({f"{PREFIX}/healthz", f"{PREFIX}/openapi.json"})
+"""Public too: the console's static files (api_console.is_console_path; its data needs the token)."""
 MAX_BODY_BYTES = 64 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -44,7 +45,7 @@ def _auth_middleware(token: str | None) -> Any:
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if want is None or request.path in PUBLIC_PATHS:
+        if want is None or request.path in PUBLIC_PATHS or api_console.is_console_path(request.path):
             request[PRINCIPAL] = OWNER_ENV
             return await handler(request)
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
@@ -125,7 +126,7 @@ def build_app(redis: Redis, token: str | None) -> web.Application:
     r.add_get(f"{PREFIX}/healthz", healthz)
     r.add_get(f"{PREFIX}/openapi.json", openapi)
     # Each module adds its endpoints (and states who may call them: sidegate/admin/http.py require).
-    for module in (api_core,):
+    for module in (api_core, api_usage, api_console):
         module.register(app)
     return app
 
