@@ -84,7 +84,7 @@ RESERVED_PROVIDERS = ("cache", "gateway")
 """Pseudo-providers for answers the gateway gave itself (cache hit, refusal)."""
 CACHE_RESULTS = ("hit_exact", "hit_semantic", "miss", "bypass", "error")
 AUTHZ_REASONS = ("missing_key", "malformed_key", "unknown_key", "revoked_key", "expired_key", "store_error")
-QUOTA_SCOPES = ("tenant", "key", "model", "global")
+QUOTA_SCOPES = ("tenant", "team", "user", "key", "model", "global")
 GUARD_ACTIONS = ("redact", "mask", "block", "flag", "allow", "log")
 
 tenant_label = Bounded(max_dynamic=MAX_DYNAMIC_TENANTS)
