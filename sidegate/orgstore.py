@@ -73,7 +73,7 @@ class TeamRecord:
     def to_dict(self) -> dict[str, Any]:
         return {
             "tenant": self.tenant,
-            "name": self.name,
+            "team": self.name,
             "limits": self.limits.to_dict(),
             "models": list(self.models),
         }
@@ -99,7 +99,7 @@ class UserRecord:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tenant": self.tenant, "name": self.name, "team": self.team or None,
+        return {"tenant": self.tenant, "user": self.name, "team": self.team or None,
                 "limits": self.limits.to_dict(), "models": list(self.models)}  # fmt: skip
 
     @classmethod

@@ -70,10 +70,10 @@ def test_teams_users_keys_live(valkey_url: str) -> None:
             await c.put_team("globex", "ml")
         team, created = await c.put_team("acme", "ml", TenantLimits(daily_usd=2.5), ["gpt-4o", "o3"])
         assert created and team.to_dict() == {
-            "tenant": "acme", "name": "ml", "models": ["gpt-4o", "o3"], "users": [], "active_keys": 0,
+            "tenant": "acme", "team": "ml", "models": ["gpt-4o", "o3"], "users": [], "active_keys": 0,
             "limits": {"rpm": None, "tpm": None, "daily_usd": 2.5, "monthly_usd": None},
         }  # fmt: skip
-        with pytest.raises(cp.Invalid, match="no team ops"):
+        with pytest.raises(cp.NotFound, match="no team ops"):
             await c.put_user("acme", "ada", team="ops")
         user, created = await c.put_user("acme", "ada", "ml", TenantLimits(rpm=3), ["o3", "claude"])
         assert created and user.to_dict()["team"] == "ml"
@@ -83,7 +83,7 @@ def test_teams_users_keys_live(valkey_url: str) -> None:
 
         with pytest.raises(cp.Invalid, match="not in team"):
             await c.create_key("acme", team="ml", user="bob")
-        with pytest.raises(cp.Invalid, match="no user eve"):
+        with pytest.raises(cp.NotFound, match="no user eve"):
             await c.create_key("acme", user="eve")
         team_key, tk = await c.create_key("acme", ["*"], team="ml")
         user_key, uk = await c.create_key("acme", ["*"], team="ml", user="ada")
@@ -121,6 +121,8 @@ def test_teams_users_keys_live(valkey_url: str) -> None:
         assert await c.delete_user("acme", "ada") == 2  # the user's key and its rotation
         assert await c.delete_team("acme", "ops") == 0
         assert await c.delete_team("acme", "ml") == 1
+        assert await c.delete_team("acme", "ml") is None  # not there: nothing done, not an error
+        assert await c.delete_user("globex", "ada") is None
         with pytest.raises(cp.NotFound):
             await c.get_team("acme", "ml")
         await cache.refresh()

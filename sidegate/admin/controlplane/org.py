@@ -3,7 +3,8 @@
 Like every change, each is one MULTI/EXEC under WATCH that announces ``sg:config:version`` and appends
 its audit entry in the same transaction. Deleting a team or a user revokes the keys that belong to it
 (as deleting a tenant does): a key left without its team would escape the team's limits. A team still
-holding users is not deleted (409): moving people is a decision, not a side effect.
+holding users is not deleted (409): moving people is a decision, not a side effect. Deleting a team or
+user that is not there (or whose tenant is not) succeeds with nothing done: the end state holds.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def check_member(name: Any, what: str) -> str:
 
 
 def check_member_opt(name: Any, what: str) -> str | None:
-    return None if name is None or name == "" else check_member(name, what)
+    return None if name is None else check_member(name, what)
 
 
 def owner_keys(tenant: str, team: str | None, user: str | None) -> list[str]:
@@ -63,12 +64,12 @@ async def check_owner(pipe: Pipeline, tenant: str, team: str | None, user: str |
     """The named team and user exist in ``tenant`` (and the user is in the team when both are named);
     returns the key's effective team."""
     if team and not await pipe.exists(team_key(tenant, team)):
-        raise Invalid(f"no team {team} in tenant {tenant}")
+        raise NotFound(f"no team {team} in tenant {tenant}")
     if not user:
         return team or ""
     raw = await pipe.hgetall(user_key(tenant, user))
     if not raw:
-        raise Invalid(f"no user {user} in tenant {tenant}")
+        raise NotFound(f"no user {user} in tenant {tenant}")
     theirs = UserRecord.from_redis(tenant, user, raw).team
     if team and team != theirs:
         raise Invalid(
@@ -179,8 +180,9 @@ class OrgOperations:
         created = await self._transact(lambda: [TENANT_SET, team_key(tenant, name)], body)
         return await self.get_team(tenant, name), created
 
-    async def delete_team(self, tenant: str, name: str) -> int:
-        """Delete a team and revoke its keys (-> how many); 409 while users are in it."""
+    async def delete_team(self, tenant: str, name: str) -> int | None:
+        """Delete a team and revoke its keys (-> how many; None: there was no such team, nothing done);
+        409 while users are in it. Deleting what is not there is not an error (the end state holds)."""
         tenant, name = check_tenant(tenant), check_member(name, "team")
         watched: list[str] = []
 
@@ -194,10 +196,10 @@ class OrgOperations:
                 *watched,
             ]
 
-        async def body(pipe: Pipeline) -> int:
+        async def body(pipe: Pipeline) -> int | None:
             raw = await pipe.hgetall(team_key(tenant, name))
             if not raw:
-                raise NotFound(f"no team {name} in tenant {tenant}")
+                return None
             _, users = await member_names(pipe, tenant)
             mine = self._active(await self._all_keys(pipe), tenant, team=name)
             # a user joining the team, or a key made for it, while this runs must fail this transaction
@@ -265,7 +267,7 @@ class OrgOperations:
         async def body(pipe: Pipeline) -> bool:
             await self._tenant_exists(pipe, tenant)
             if team and not await pipe.exists(team_key(tenant, team)):
-                raise Invalid(f"no team {team} in tenant {tenant}")
+                raise NotFound(f"no team {team} in tenant {tenant}")
             raw = await pipe.hgetall(user_key(tenant, name))
             before = UserRecord.from_redis(tenant, name, raw).to_dict() if raw else None
             pipe.multi()
@@ -280,18 +282,18 @@ class OrgOperations:
         created = await self._transact(lambda: watch, body)
         return await self.get_user(tenant, name), created
 
-    async def delete_user(self, tenant: str, name: str) -> int:
-        """Delete a user and revoke its keys; -> how many were revoked."""
+    async def delete_user(self, tenant: str, name: str) -> int | None:
+        """Delete a user and revoke its keys; -> how many were revoked (None: there was no such user)."""
         tenant, name = check_tenant(tenant), check_member(name, "user")
         watched: list[str] = []
 
         def watch() -> list[str]:
             return [TENANT_SET, KEY_SET, users_key(tenant), user_key(tenant, name), *watched]
 
-        async def body(pipe: Pipeline) -> int:
+        async def body(pipe: Pipeline) -> int | None:
             raw = await pipe.hgetall(user_key(tenant, name))
             if not raw:
-                raise NotFound(f"no user {name} in tenant {tenant}")
+                return None
             mine = self._active(await self._all_keys(pipe), tenant, user=name)
             new_watch = [record_key(k.id) for k in mine]
             if set(new_watch) - set(watched):
