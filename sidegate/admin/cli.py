@@ -1,5 +1,5 @@
 """`sidegate keys create|list|revoke|rotate`, `sidegate tenants ...`, `sidegate admin serve`
-(`sidegate teams ...` and `sidegate users ...`: :mod:`sidegate.admin.cli_org`).
+(`sidegate teams ...` and `sidegate users ...`: :mod:`sidegate.admin.cli_org`, built on these helpers).
 
 The commands talk straight to the store: its URL comes from ``SIDEGATE_REDIS_URL`` or from the
 ``store.url`` of the config given with ``-c``. Wire into the main CLI with
@@ -330,9 +330,6 @@ def add_commands(root: Any, keys_sub: Any) -> None:
     p.add_argument("name")
     _limit_args(p)
     p.set_defaults(func=cmd_tenants_limits)
-    from sidegate.admin import cli_org  # it builds on this module's helpers
-
-    cli_org.add_commands(root)
 
     pa = root.add_parser("admin", help="the admin HTTP API").add_subparsers(dest="admin_cmd", required=True)
     p = _common(pa.add_parser("serve", help="serve the admin API (token from $SIDEGATE_ADMIN_TOKEN)"), False)

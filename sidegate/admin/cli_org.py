@@ -1,5 +1,6 @@
 """`sidegate teams list|show|set|delete` and `sidegate users ...`: a tenant's teams and users, their
-limits and model allow-lists, straight in the store (as the other control-plane commands).
+limits and model allow-lists, straight in the store (as the other control-plane commands, whose
+helpers it uses; wired into `sidegate` by sidegate/cli.py).
 
 ``set`` creates the team or user, or changes only what its flags name (limits, models, a user's team)
 and keeps the rest: ``sidegate teams set acme ml --daily-usd 50 --model gpt-4o --model o3``.

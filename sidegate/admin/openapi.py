@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from sidegate.admin import controlplane as cp
+from sidegate.admin.openapi_org import ORG_SCHEMAS, org_paths
 
 PREFIX = "/admin/v1"
 
@@ -214,8 +215,6 @@ def _body(name: str, required: bool) -> dict[str, Any]:
 
 
 def spec() -> dict[str, Any]:
-    from sidegate.admin.openapi_org import ORG_SCHEMAS, org_paths  # it builds on this module's helpers
-
     public: dict[str, Any] = {"security": []}
     return {
         "openapi": "3.1.0",
@@ -336,7 +335,7 @@ def spec() -> dict[str, Any]:
                     requestBody=_body("Limits", True),
                 ),
             },
-            **org_paths(),
+            **org_paths(PREFIX, _op),
         },
     }
 

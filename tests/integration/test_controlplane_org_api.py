@@ -4,6 +4,7 @@ processes against a real Valkey."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -86,14 +87,20 @@ def test_teams_users_endpoints(admin: h.Admin) -> None:
         }  # fmt: skip
 
 
+def _sidegate(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`sidegate ARGS` (the main CLI, where the teams and users commands are wired)."""
+    return subprocess.run([sys.executable, "-m", "sidegate.cli", *args], env=h.cli_env(url), capture_output=True,
+                          text=True, timeout=30)  # fmt: skip
+
+
 def test_teams_users_cli(valkey_url: str) -> None:
     def cli(*args: str) -> str:
-        res = h.run_cli(valkey_url, *args)
+        res = _sidegate(valkey_url, *args)
         assert res.returncode == 0, res.stderr
         return res.stdout
 
     cli("tenants", "create", "org-cli")
-    assert "no tenant named nope" in h.run_cli(valkey_url, "teams", "set", "nope", "ml").stderr
+    assert "no tenant named nope" in _sidegate(valkey_url, "teams", "set", "nope", "ml").stderr
     out = json.loads(cli("teams", "set", "org-cli", "ml", "--daily-usd", "5", "--model", "gpt-4o", "--json"))
     assert out["limits"]["daily_usd"] == 5 and out["models"] == ["gpt-4o"]
     out = json.loads(cli("teams", "set", "org-cli", "ml", "--rpm", "9", "--json"))  # the rest is kept
@@ -102,12 +109,12 @@ def test_teams_users_cli(valkey_url: str) -> None:
     assert "ada: team=ml models=* keys=0; limits: rpm=2" in cli("users", "list", "org-cli")
     created = json.loads(cli("keys", "create", "--tenant", "org-cli", "--user", "ada", "--json"))
     assert created["record"]["user"] == "ada"
-    text = h.run_cli(valkey_url, "keys", "create", "--tenant", "org-cli", "--team", "ml")
+    text = _sidegate(valkey_url, "keys", "create", "--tenant", "org-cli", "--team", "ml")
     assert "team:    ml" in text.stdout
     out = json.loads(cli("users", "set", "org-cli", "ada", "--no-team", "--json"))
     assert out["team"] is None and out["limits"]["rpm"] == 2
     assert "users=-" in cli("teams", "show", "org-cli", "ml")
     assert "revoked 1 key(s)" in cli("users", "delete", "org-cli", "ada")
     assert "revoked 1 key(s)" in cli("teams", "delete", "org-cli", "ml")
-    res = h.run_cli(valkey_url, "teams", "delete", "org-cli", "ml")
+    res = _sidegate(valkey_url, "teams", "delete", "org-cli", "ml")
     assert res.returncode == 1 and "no team ml in tenant org-cli" in res.stderr
