@@ -150,6 +150,25 @@ class Org:
             return replace(rec, models=())
         return replace(rec, team=team, models=self.allowed(rec.tenant, team, rec.user, rec.models))
 
+    def resolve_all(self, records: dict[str, KeyRecord]) -> dict[str, KeyRecord]:
+        """:meth:`resolve` of every record, each (tenant, team, user, allow-list) worked out once:
+        keys share few of them, and a reload of many keys stays cheap."""
+        memo: dict[tuple[str, str, str, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
+        out: dict[str, KeyRecord] = {}
+        for kid, rec in records.items():
+            if not rec.team and not rec.user:
+                out[kid] = rec
+                continue
+            k = (rec.tenant, rec.team, rec.user, rec.models)
+            got = memo.get(k)
+            if got is None:
+                r = self.resolve(rec)
+                got = memo[k] = (r.team, r.models)
+            out[kid] = KeyRecord(
+                rec.id, rec.tenant, rec.hash, got[1], rec.revoked, rec.expires_at, got[0], rec.user
+            )
+        return out
+
 
 async def load_org(redis: Redis) -> Org:
     """Teams and users of every known tenant (three pipelined round trips)."""

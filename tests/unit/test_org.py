@@ -161,3 +161,18 @@ def test_decide_carries_resolved_identity() -> None:
     out = decide({":path": "/v1/chat/completions", "authorization": f"Bearer {plaintext}"}, {kid: rec})
     assert isinstance(out, Allow)
     assert (out.tenant, out.team, out.user, out.models) == ("acme", "ml", "ada", ("o3", "claude"))
+
+
+def test_resolve_all_matches_resolve() -> None:
+    org = _org()
+    recs = {
+        r.id: r
+        for r in (
+            KeyRecord("k0", "acme", HASH),
+            KeyRecord("k1", "acme", HASH, models=("gpt-4o", "gemini"), team="ml"),
+            KeyRecord("k2", "acme", HASH, user="ada"),
+            KeyRecord("k2b", "acme", HASH, user="ada", revoked=True, expires_at=5.0),
+            KeyRecord("k5", "acme", HASH, team="gone"),
+        )
+    }
+    assert org.resolve_all(recs) == {kid: org.resolve(r) for kid, r in recs.items()}

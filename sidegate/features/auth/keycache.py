@@ -46,7 +46,7 @@ class KeyCache:
         if version != self.version:
             _, records = await keystore.load_all(self.redis)
             org = await orgstore.load_org(self.redis)
-            self.records = {kid: org.resolve(rec) for kid, rec in records.items()}
+            self.records = org.resolve_all(records)
             self.org, self.version = org, version
         self.fresh_at = time.monotonic()
         if self._warned:
