@@ -41,7 +41,10 @@ class KeyCache:
         self._warned = False
 
     async def refresh(self) -> None:
-        keys_v, config_v = await self.redis.mget(keystore.VERSION, keystore.CONFIG_VERSION)
+        pipe = self.redis.pipeline(transaction=False)  # one round trip, no cross-slot MGET
+        pipe.get(keystore.VERSION)
+        pipe.get(keystore.CONFIG_VERSION)
+        keys_v, config_v = await pipe.execute()
         version = (int(keys_v or 0), int(config_v or 0))
         if version != self.version:
             _, records = await keystore.load_all(self.redis)
