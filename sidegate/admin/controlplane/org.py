@@ -137,16 +137,19 @@ class OrgOperations:
     async def list_teams(self, tenant: str) -> list[TeamInfo]:
         tenant = check_tenant(tenant)
         await self._tenant_exists(self.redis, tenant)
-        org_users = await self.list_users(tenant)
         keys = await self._all_keys()
-        teams, _ = await member_names(self.redis, tenant)
+        teams, users = await member_names(self.redis, tenant)
         pipe = self.redis.pipeline(transaction=False)
         for t in teams:
             pipe.hgetall(team_key(tenant, t))
+        for u in users:
+            pipe.hget(user_key(tenant, u), "team")
+        answers = await pipe.execute()
+        team_of = {u: (t or b"").decode() for u, t in zip(users, answers[len(teams) :], strict=True)}
         out = []
-        for name, raw in zip(teams, await pipe.execute(), strict=True):
+        for name, raw in zip(teams, answers[: len(teams)], strict=True):
             if raw:
-                members = tuple(u.record.name for u in org_users if u.record.team == name)
+                members = tuple(u for u in users if team_of[u] == name)
                 out.append(TeamInfo(TeamRecord.from_redis(tenant, name, raw), members,
                                     len(self._active(keys, tenant, team=name))))  # fmt: skip
         return out
