@@ -10,7 +10,8 @@ Layout (all under the ``sg:`` prefix):
   control plane).
 - ``sg:tenant:<name>`` hash of that tenant's limits, one field per limit set: ``rpm``, ``tpm`` (integer
   strings), ``daily_usd``, ``monthly_usd`` (decimal strings). A missing field (or hash) = no limit.
-- ``sg:config:version`` counter bumped on every non-key change (tenants, limits); channel
+- ``sg:config:version`` counter bumped on every non-key change (tenants, limits, teams and users:
+  their layout is in :mod:`sidegate.orgstore`); channel
   ``sg:config:changed`` published with it.
 
 Key records may carry extra fields (the control plane adds ``created_at``); readers ignore them.
@@ -85,8 +86,17 @@ class KeyRecord:
 
 
 def records_from_config(cfg: SidegateConfig) -> list[KeyRecord]:
+    """A user's key stores the user alone: its team is the user's, read live (see sidegate.orgstore)."""
     return [
-        KeyRecord(id=k.id, tenant=tname, hash=k.hash, models=tuple(k.models), revoked=k.revoked)
+        KeyRecord(
+            id=k.id,
+            tenant=tname,
+            hash=k.hash,
+            models=tuple(k.models),
+            revoked=k.revoked,
+            team="" if k.user else k.team or "",
+            user=k.user or "",
+        )
         for tname, tenant in cfg.tenants.items()
         for k in tenant.keys
     ]
@@ -96,6 +106,7 @@ async def put(redis: Redis, records: list[KeyRecord]) -> None:
     """Write records and announce the change (one MULTI/EXEC round trip)."""
     pipe = redis.pipeline(transaction=True)
     for rec in records:
+        pipe.hdel(record_key(rec.id), "team", "user")  # absent from the record = none
         pipe.hset(record_key(rec.id), mapping=rec.to_redis())
         pipe.sadd(KEY_SET, rec.id)
         pipe.sadd(TENANT_SET, rec.tenant)

@@ -87,7 +87,7 @@ AUTHZ_REASONS = ("missing_key", "malformed_key", "unknown_key", "revoked_key", "
                  # JWT callers (sidegate/features/auth/jwt.py)
                  "jwt_expired", "jwt_not_yet_valid", "jwt_audience", "jwt_issuer", "jwt_signature", "jwt_unknown_kid",
                  "jwt_malformed", "jwt_unverified", "jwt_no_tenant", "jwt_bad_claim", "jwks_unavailable")  # fmt: skip
-QUOTA_SCOPES = ("tenant", "key", "model", "global")
+QUOTA_SCOPES = ("tenant", "team", "user", "key", "model", "global")
 GUARD_ACTIONS = ("redact", "mask", "block", "flag", "allow", "log")
 
 tenant_label = Bounded(max_dynamic=MAX_DYNAMIC_TENANTS)

@@ -20,11 +20,15 @@ async def list_keys(request: web.Request) -> web.Response:
 
 
 async def create_key(request: web.Request) -> web.Response:
-    data = await body(request, True, ("tenant", "models", "expires_at"))
+    data = await body(request, True, ("tenant", "models", "expires_at", "team", "user"))
     if "tenant" not in data:
         raise cp.Invalid("tenant is required")
     key, info = await control(request).create_key(
-        data["tenant"], data.get("models", ["*"]), data.get("expires_at")
+        data["tenant"],
+        data.get("models", ["*"]),
+        data.get("expires_at"),
+        team=data.get("team"),
+        user=data.get("user"),
     )
     log.info("created key %s for tenant %s", info.id, info.tenant)
     return respond({"key": key, "record": info.to_dict()}, 201)

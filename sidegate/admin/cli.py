@@ -1,4 +1,5 @@
-"""`sidegate keys create|list|revoke|rotate`, `sidegate tenants ...`, `sidegate admin serve`.
+"""`sidegate keys create|list|revoke|rotate`, `sidegate tenants ...`, `sidegate admin serve`
+(`sidegate teams ...` and `sidegate users ...`: :mod:`sidegate.admin.cli_org`, built on these helpers).
 
 The commands talk straight to the store: its URL comes from ``SIDEGATE_REDIS_URL`` or from the
 ``store.url`` of the config given with ``-c``. Wire into the main CLI with
@@ -110,6 +111,9 @@ def _show_new_key(
     print(f"key:     {key}")
     print(f"id:      {record['id']}")
     print(f"tenant:  {record['tenant']}")
+    for field in ("team", "user"):
+        if record.get(field):
+            print(f"{field + ':':<8} {record[field]}")
     print(f"models:  {', '.join(record['models'])}")
     print(f"expires: {_when(record['expires_at'])}")
     print("The key is shown once: give it to the tenant now. Only its hash is stored.", file=sys.stderr)
@@ -120,7 +124,7 @@ def _show_new_key(
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
     async def op(c: cp.ControlPlane) -> int:
-        key, info = await c.create_key(args.tenant, args.model or ["*"], _expiry(args))
+        key, info = await c.create_key(args.tenant, args.model or ["*"], _expiry(args), team=args.team, user=args.user)
         _show_new_key(key, info.to_dict(), args.json)
         return 0
 
@@ -289,6 +293,8 @@ def add_commands(root: Any, keys_sub: Any) -> None:
     p = _common(keys_sub.add_parser("create", help="create a key in the store (shown once)"))
     p.add_argument("--tenant", required=True)
     p.add_argument("--model", action="append", help="allowed client model (repeat; default: '*' = all)")
+    p.add_argument("--team", help="the tenant's team the key belongs to (its limits and allow-list apply)")
+    p.add_argument("--user", help="the tenant's user the key belongs to (and so to the user's team)")
     _expiry_args(p)
     p.set_defaults(func=cmd_keys_create)
     p = _common(keys_sub.add_parser("list", help="list keys in the store (never hashes or secrets)"))

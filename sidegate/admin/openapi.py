@@ -12,6 +12,7 @@ import orjson
 
 from sidegate.admin import controlplane as cp
 from sidegate.admin.openapi_usage import USAGE_SCHEMAS, usage_paths
+from sidegate.admin.openapi_org import ORG_SCHEMAS, org_paths
 
 PREFIX = "/admin/v1"
 
@@ -88,6 +89,8 @@ SCHEMAS: dict[str, Any] = {
             "created_at": _NULLABLE_TIME,
             "revoked_at": _NULLABLE_TIME,
             "status": {"type": "string", "enum": ["active", "revoked", "expired"]},
+            "team": {"type": ["string", "null"], "description": "The team the key belongs to; null = none."},
+            "user": {"type": ["string", "null"], "description": "The user the key belongs to (and so the user's team)."},
         },
     },
     "KeyCreate": {
@@ -109,6 +112,17 @@ SCHEMAS: dict[str, Any] = {
                 "description": "Client model names the key may use; `*` = every model.",
             },
             "expires_at": _EXPIRES_AT,
+            "team": {
+                "type": ["string", "null"],
+                "pattern": cp.MEMBER_PATTERN,
+                "description": "A team of the tenant the key belongs to (its limits and allow-list apply).",
+            },
+            "user": {
+                "type": ["string", "null"],
+                "pattern": cp.MEMBER_PATTERN,
+                "description": "A user of the tenant the key belongs to (with the user's team, if any; "
+                "naming both requires the user to be in that team).",
+            },
         },
     },
     "KeyRotate": {
@@ -209,12 +223,13 @@ def spec() -> dict[str, Any]:
         "info": {
             "title": "Sidegate admin API",
             "version": "1",
-            "description": "Manage tenants, their limits and API keys live in the Sidegate store. "
+            "description": "Manage tenants, their teams and users, their limits and API keys live in the "
+            "Sidegate store. "
             "Every change bumps a version counter that the gateway replicas poll, so it applies within a second.",
         },
         "components": {
             "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **ORG_SCHEMAS},
         },
         "security": [{"adminToken": []}],
         "paths": {
@@ -308,7 +323,7 @@ def spec() -> dict[str, Any]:
                 ),
                 "delete": _op(
                     "deleteTenant",
-                    "Delete a tenant and its limits, and revoke its keys",
+                    "Delete a tenant, its limits, teams and users, and revoke its keys",
                     {"200": _json(_ref("TenantDeleted"), "Deleted"), "404": _err("No such tenant")},
                     parameters=[_TENANT],
                 ),
@@ -323,6 +338,7 @@ def spec() -> dict[str, Any]:
                     requestBody=_body("Limits", True),
                 ),
             },
+            **org_paths(PREFIX, _op),
         },
     }
 

@@ -21,7 +21,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from sidegate.admin import api_console, api_core, api_usage
+from sidegate.admin import api_console, api_core, api_org, api_usage
 from sidegate.admin import controlplane as cp
 from sidegate.admin.http import CP_KEY, PRINCIPAL, SPEC_KEY, error, respond
 from sidegate.admin.openapi import PREFIX, spec
@@ -126,7 +126,7 @@ def build_app(redis: Redis, token: str | None) -> web.Application:
     r.add_get(f"{PREFIX}/healthz", healthz)
     r.add_get(f"{PREFIX}/openapi.json", openapi)
     # Each module adds its endpoints (and states who may call them: sidegate/admin/http.py require).
-    for module in (api_core, api_usage, api_console):
+    for module in (api_core, api_org, api_usage, api_console):
         module.register(app)
     return app
 

@@ -116,10 +116,14 @@ class QuotaPolicy(StrictModel):
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """One thing a request counts against, e.g. ``tenant:acme``, ``key:k_1``, ``model:acme:gpt-4o``."""
+    """One thing a request counts against, e.g. ``tenant:acme``, ``team:acme/ml``, ``user:acme/ada``,
+    ``key:k_1``, ``model:acme:gpt-4o``."""
 
     name: str
     limits: Limits
+
+
+_UNLIMITED = Limits()
 
 
 def build_scopes(
@@ -129,11 +133,20 @@ def build_scopes(
     key_id: str | None = None,
     model: str | None = None,
     default_limits: Limits | None = None,
+    team: str = "",
+    team_limits: Limits | None = None,
+    user: str = "",
+    user_limits: Limits | None = None,
 ) -> list[Scope]:
     """The scopes of one request. The tenant scope is always present (it also records usage and
-    spend); key and model scopes only when they have limits configured."""
+    spend), and so are the team and user scopes of a request that belongs to them, limited or not
+    (their usage and spend are recorded too); key and model scopes only when they have limits."""
     q = quota or TenantQuota(limits=default_limits or Limits())
     scopes = [Scope(f"tenant:{tenant}", q.limits)]
+    if team:
+        scopes.append(Scope(f"team:{tenant}/{team}", team_limits or _UNLIMITED))
+    if user:
+        scopes.append(Scope(f"user:{tenant}/{user}", user_limits or _UNLIMITED))
     if key_id is not None and key_id in q.keys and not q.keys[key_id].empty:
         scopes.append(Scope(f"key:{key_id}", q.keys[key_id]))
     if model is not None and model in q.models and not q.models[model].empty:

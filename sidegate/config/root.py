@@ -20,7 +20,7 @@ from sidegate.config.base import NAME_PATTERN, StrictModel
 from sidegate.config.cache import CachePolicy, SemanticSettings
 from sidegate.config.guard import GuardPolicy
 from sidegate.config.jwt import JwtConfig
-from sidegate.config.org import TeamConfig, UserConfig
+from sidegate.config.org import TeamConfig, UserConfig, check_references
 from sidegate.config.providers import ModelConfig, ProviderConfig
 from sidegate.config.quota import QuotaPolicy, TenantQuota
 from sidegate.config.responses import ResponsesConfig
@@ -104,6 +104,7 @@ class SidegateConfig(StrictModel):
                     raise ValueError(f"models.{mname}.routes.{i}.provider: unknown provider {route.provider!r}")
         seen: set[str] = set()
         for tname, tenant in self.tenants.items():
+            check_references(tname, tenant.teams, tenant.users, tenant.keys)
             for key in tenant.keys:
                 if key.id in seen:
                     raise ValueError(f"tenants.{tname}.keys: duplicate key id {key.id!r}")

@@ -2,10 +2,11 @@
 
 One import for both callers (``from sidegate.admin import controlplane as cp``): the input rules and
 refusals (:mod:`.rules`), what is shown about keys and tenants (:mod:`.views`) and the transactional
-operations (:mod:`.operations`). See :mod:`sidegate.keystore` for the store's layout.
+operations (:mod:`.operations`; teams and users: :mod:`.org`). See :mod:`sidegate.keystore` for the store's layout.
 """
 
 from sidegate.admin.controlplane.operations import ControlPlane
+from sidegate.admin.controlplane.org import MEMBER_PATTERN, TeamInfo, UserInfo, check_member, check_member_opt
 from sidegate.admin.controlplane.rules import (
     DEFAULT_OVERLAP_S,
     KEY_ID_PATTERN,
@@ -37,6 +38,7 @@ __all__ = [
     "MAX_LIMIT",
     "MAX_MODELS",
     "MAX_OVERLAP_S",
+    "MEMBER_PATTERN",
     "MODEL_PATTERN",
     "TENANT_PATTERN",
     "Conflict",
@@ -46,10 +48,14 @@ __all__ = [
     "KeyInfo",
     "NotFound",
     "Rotation",
+    "TeamInfo",
     "TenantInfo",
+    "UserInfo",
     "check_expires_at",
     "check_key_id",
     "check_limits",
+    "check_member",
+    "check_member_opt",
     "check_models",
     "check_overlap",
     "check_tenant",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from typing import TypeVar
 
 from redis.asyncio import Redis
@@ -19,6 +20,13 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from sidegate import keys
+from sidegate.admin.controlplane.org import (
+    OrgOperations,
+    check_member_opt,
+    check_owner,
+    member_names,
+    owner_keys,
+)
 from sidegate.admin.controlplane.rules import (
     DEFAULT_OVERLAP_S,
     Conflict,
@@ -42,14 +50,15 @@ from sidegate.keystore import (
     record_key,
     tenant_key,
 )
+from sidegate.orgstore import queue_forget_tenant, teams_key, users_key
 
 T = TypeVar("T")
 
 _TXN_TRIES = 8
 
 
-class ControlPlane:
-    """Tenant and key operations on one store, done by ``principal`` (recorded in the audit log);
+class ControlPlane(OrgOperations):
+    """Tenant, team, user and key operations on one store, done by ``principal`` (audited);
     ``clock`` is injectable for tests."""
 
     def __init__(self, redis: Redis, clock: Callable[[], float] = time.time, principal: Principal = OWNER_ENV):
@@ -78,20 +87,33 @@ class ControlPlane:
     # keys
 
     async def create_key(
-        self, tenant: str, models: Iterable[str] = ("*",), expires_at: float | None = None
+        self,
+        tenant: str,
+        models: Iterable[str] = ("*",),
+        expires_at: float | None = None,
+        *,
+        team: str | None = None,
+        user: str | None = None,
     ) -> tuple[str, KeyInfo]:
-        """A new key for ``tenant`` (registered if new): (plaintext key, shown once; its record)."""
+        """A new key for ``tenant`` (registered if new): (plaintext key, shown once; its record).
+
+        With ``team`` or ``user`` (which must exist in the tenant), the key belongs to them; a user's
+        key stores the user alone (its team is the user's, live), so naming both requires the user
+        to be in that team."""
         tenant, mods, exp = check_tenant(tenant), check_models(models), check_expires_at(expires_at)
+        team, user = check_member_opt(team, "team"), check_member_opt(user, "user")
         plaintext = kid = ""  # drawn afresh on every try (see watched)
 
         async def body(pipe: Pipeline) -> KeyInfo:
             if await pipe.exists(record_key(kid)):
                 raise WatchError("id taken")  # astronomically rare: retry with a fresh id
             new_tenant = not await pipe.sismember(TENANT_SET, tenant)
+            await check_owner(pipe, tenant, team, user)
             now = self.clock()
             rec = KeyRecord(
-                id=kid, tenant=tenant, hash=keys.hash_key(plaintext), models=mods, expires_at=exp or 0.0
-            )
+                id=kid, tenant=tenant, hash=keys.hash_key(plaintext), models=mods, expires_at=exp or 0.0,
+                team="" if user else team or "", user=user or "",
+            )  # fmt: skip
             pipe.multi()
             pipe.hset(record_key(kid), mapping={**rec.to_redis(), "created_at": repr(now)})
             pipe.sadd(KEY_SET, kid)
@@ -99,12 +121,12 @@ class ControlPlane:
             announce_keys(pipe)
             if new_tenant:
                 announce_config(pipe)
-            return KeyInfo(kid, tenant, mods, False, exp, now, None)
+            return KeyInfo(kid, tenant, mods, False, exp, now, None, rec.team, rec.user)
 
         def watched() -> list[str]:
             nonlocal plaintext, kid
             plaintext, kid = keys.new_key()
-            return [record_key(kid), TENANT_SET]
+            return [record_key(kid), TENANT_SET, *owner_keys(tenant, team, user)]
 
         info = await self._transact(watched, body)
         return plaintext, info
@@ -147,14 +169,14 @@ class ControlPlane:
             pipe.multi()
             pipe.hset(record_key(kid), mapping={"revoked": "1", "revoked_at": repr(now)})
             announce_keys(pipe)
-            return KeyInfo(kid, info.tenant, info.models, True, info.expires_at, info.created_at, now)
+            return replace(info, revoked=True, revoked_at=now)
 
         return await self._transact(lambda: [record_key(kid)], body)
 
     async def rotate_key(
         self, kid: str, overlap_s: float = DEFAULT_OVERLAP_S, expires_at: float | None = None
     ) -> Rotation:
-        """A new key with the same tenant and models; the old one expires ``overlap_s`` from now.
+        """A new key with the same tenant, team, user and models; the old one expires ``overlap_s`` from now.
 
         An earlier expiry of the old key is kept (rotation never extends a key's life).
         """
@@ -176,14 +198,16 @@ class ControlPlane:
                 hash=keys.hash_key(plaintext),
                 models=old.models,
                 expires_at=exp or 0.0,
+                team=old.team if not old.user else "",
+                user=old.user,
             )
             pipe.multi()
             pipe.hset(record_key(new_id), mapping={**rec.to_redis(), "created_at": repr(now)})
             pipe.sadd(KEY_SET, new_id)
             pipe.hset(record_key(kid), "expires_at", repr(old_exp))
             announce_keys(pipe)
-            new = KeyInfo(new_id, old.tenant, old.models, False, exp, now, None)
-            old_after = KeyInfo(kid, old.tenant, old.models, False, old_exp, old.created_at, None)
+            new = replace(old, id=new_id, expires_at=exp, created_at=now)
+            old_after = replace(old, expires_at=old_exp)
             return Rotation(plaintext, new, old_after)
 
         def watched() -> list[str]:
@@ -251,12 +275,12 @@ class ControlPlane:
         return await self.get_tenant(name)
 
     async def delete_tenant(self, name: str) -> int:
-        """Forget a tenant and its limits and revoke its keys; returns how many keys were revoked."""
+        """Forget a tenant, its limits, teams and users and revoke its keys; returns how many keys were revoked."""
         check_tenant(name)
         watched: list[str] = []
 
         def watch() -> list[str]:
-            return [TENANT_SET, KEY_SET, tenant_key(name), *watched]
+            return [TENANT_SET, KEY_SET, tenant_key(name), teams_key(name), users_key(name), *watched]
 
         async def body(pipe: Pipeline) -> int:
             if not await pipe.sismember(TENANT_SET, name):
@@ -266,10 +290,12 @@ class ControlPlane:
             if set(new_watch) - set(watched):  # watch the records too, then read again
                 watched[:] = new_watch
                 raise WatchError("watching key records")
+            teams, users = await member_names(pipe, name)
             now = repr(self.clock())
             pipe.multi()
             pipe.srem(TENANT_SET, name)
             pipe.delete(tenant_key(name))
+            queue_forget_tenant(pipe, name, teams, users)
             for k in mine:
                 pipe.hset(record_key(k.id), mapping={"revoked": "1", "revoked_at": now})
             if mine:

@@ -24,6 +24,9 @@ class KeyInfo:
     expires_at: float | None
     created_at: float | None
     revoked_at: float | None
+    team: str = ""
+    """The team the key belongs to ("" = none; a user's key: its user's team, see ``user``)."""
+    user: str = ""
 
     def status(self, now: float | None = None) -> str:
         if self.revoked:
@@ -42,6 +45,8 @@ class KeyInfo:
             "created_at": self.created_at,
             "revoked_at": self.revoked_at,
             "status": self.status(now),
+            "team": self.team or None,
+            "user": self.user or None,
         }
 
     @classmethod
@@ -60,6 +65,8 @@ class KeyInfo:
             expires_at=rec.expires_at or None,
             created_at=opt(b"created_at"),
             revoked_at=opt(b"revoked_at"),
+            team=rec.team,
+            user=rec.user,
         )
 
 

@@ -1,4 +1,10 @@
-"""The tenant keys, held in memory and reloaded when the store's version counter moves."""
+"""The tenant keys, held in memory and reloaded when the store's version counters move.
+
+The records held are the keys as requests see them (:meth:`sidegate.orgstore.Org.resolve`): a user
+key's team filled in from the user, and the allow-list already key ∩ team ∩ user, so the decision
+per request stays one dict lookup. Teams and users change ``sg:config:version``, keys
+``sg:keys:version``: either moving reloads both.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,9 @@ import time
 
 from redis.asyncio import Redis
 
-from sidegate import keystore, metrics
+from sidegate import keystore, metrics, orgstore
 from sidegate.keystore import KeyRecord
+from sidegate.orgstore import Org
 
 log = logging.getLogger("sidegate.authz")
 
@@ -26,15 +33,24 @@ class KeyCache:
         self.poll_s = poll_s
         self.max_stale_s = max_stale_s
         self.records: dict[str, KeyRecord] = {}
-        self.version = -1
+        self.org = Org()
+        """Teams and users of the last load: JWT callers' allow-lists come from here too."""
+        self.version: tuple[int, int] | int = -1
         self.fresh_at = 0.0
         self._task: asyncio.Task[None] | None = None
         self._warned = False
 
     async def refresh(self) -> None:
-        version = int(await self.redis.get(keystore.VERSION) or 0)
+        pipe = self.redis.pipeline(transaction=False)  # one round trip, no cross-slot MGET
+        pipe.get(keystore.VERSION)
+        pipe.get(keystore.CONFIG_VERSION)
+        keys_v, config_v = await pipe.execute()
+        version = (int(keys_v or 0), int(config_v or 0))
         if version != self.version:
-            self.version, self.records = await keystore.load_all(self.redis)
+            _, records = await keystore.load_all(self.redis)
+            org = await orgstore.load_org(self.redis)
+            self.records = org.resolve_all(records)
+            self.org, self.version = org, version
         self.fresh_at = time.monotonic()
         if self._warned:
             log.warning("key store reachable again")

@@ -1,4 +1,5 @@
-"""`sidegate usage` (per-tenant summary of the usage ledger) and `sidegate usage export` (JSON lines).
+"""`sidegate usage` (summary of the usage ledger per model, or per tenant/team/user with ``--by``) and
+`sidegate usage export` (JSON lines).
 
 Wire into the CLI with ``ledger_cli.add_commands(sub)`` where ``sub`` is the top-level subparsers.
 The store is found from ``--redis-url``, else ``SIDEGATE_REDIS_URL``, else ``store.url`` of ``-c``.
@@ -21,6 +22,8 @@ from redis.asyncio import Redis
 from sidegate.features.ledger import ledger, reading
 from sidegate.store.redispy import client
 
+_GROUPS = ("tenant", "team", "user")
+
 
 def _store_args(p: argparse.ArgumentParser, suppress: bool) -> None:
     default = argparse.SUPPRESS if suppress else None
@@ -37,6 +40,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     p = subparsers.add_parser("usage", help="usage ledger: per-model summary, or `export` as JSON lines")
     _store_args(p, suppress=False)
     p.add_argument("--tenant", help="only this tenant (default: all)")
+    p.add_argument("--team", help="only this team (default: all; '' = requests of no team)")
+    p.add_argument("--user", help="only this user (default: all; '' = requests of no user)")
+    p.add_argument(
+        "--by", type=_group_by, default=("model",),
+        help=f"group by these, comma-separated, of {','.join(reading.GROUP_FIELDS)} (default: model)",
+    )  # fmt: skip
     p.add_argument("--since", help="start: epoch s, ISO date/time, or a duration back from now (24h, 7d)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_usage)
@@ -47,6 +56,16 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     e.add_argument("-o", "--output", help="file to write (default: stdout); appended to")
     e.add_argument("--group", help="consumer group: export only records this group has not acknowledged yet")
     e.set_defaults(func=cmd_usage_export)
+
+
+def _group_by(text: str) -> tuple[str, ...]:
+    fields = tuple(f.strip() for f in text.split(",") if f.strip())
+    bad = [f for f in fields if f not in reading.GROUP_FIELDS]
+    if bad or not fields:
+        raise argparse.ArgumentTypeError(
+            f"group by one or more of {','.join(reading.GROUP_FIELDS)}, not {text!r}"
+        )
+    return fields
 
 
 def _redis_url(args: argparse.Namespace) -> str:
@@ -73,8 +92,9 @@ def _run(args: argparse.Namespace, body: Callable[[Redis], Awaitable[int]]) -> i
 
 def cmd_usage(args: argparse.Namespace) -> int:
     async def body(redis: Redis) -> int:
-        rows = await reading.summarize(redis, args.tenant, args.since, stream=args.stream)
-        print_summary(rows, sys.stdout, as_json=args.json, tenant=args.tenant)
+        rows = await reading.summarize(redis, args.tenant, args.since, stream=args.stream, by=args.by,
+                                       team=args.team, user=args.user)  # fmt: skip
+        print_summary(rows, sys.stdout, as_json=args.json, tenant=args.tenant, by=args.by)
         return 0
 
     return _run(args, body)
@@ -95,23 +115,27 @@ def cmd_usage_export(args: argparse.Namespace) -> int:
 
 
 def print_summary(
-    rows: list[reading.UsageSummary], out: TextIO, *, as_json: bool = False, tenant: str | None = None
-) -> None:
-    if as_json:
-        out.write(orjson.dumps([asdict(r) for r in rows], option=orjson.OPT_INDENT_2).decode() + "\n")
+    rows: list[reading.UsageSummary], out: TextIO, *, as_json: bool = False, tenant: str | None = None,
+    by: tuple[str, ...] = ("model",),
+) -> None:  # fmt: skip
+    if as_json:  # the grouping fields not grouped by are left out
+        dicts = [{k: v for k, v in asdict(r).items() if k not in _GROUPS or k in by} for r in rows]
+        out.write(orjson.dumps(dicts, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
     who = f"tenant {tenant}" if tenant else "all tenants"
     if not rows:
         out.write(f"no usage recorded for {who}\n")
         return
-    head = ("model", "requests", "errors", "in tokens", "out tokens", "cached", "cost USD", "cache hits",
+    head = (*by, "requests", "errors", "in tokens", "out tokens", "cached", "cost USD", "cache hits",
             "fallbacks", "p50 ms", "p95 ms")  # fmt: skip
     table = [
-        (r.model, r.requests, r.errors, r.input_tokens, r.output_tokens, r.cached_tokens, f"{r.cost_usd:.4f}",
-         r.cache_hits, r.fallbacks, f"{r.latency_p50_ms:.0f}", f"{r.latency_p95_ms:.0f}")
+        (*(getattr(r, f) or "-" for f in by), r.requests, r.errors, r.input_tokens, r.output_tokens,
+         r.cached_tokens, f"{r.cost_usd:.4f}", r.cache_hits, r.fallbacks, f"{r.latency_p50_ms:.0f}",
+         f"{r.latency_p95_ms:.0f}")
         for r in rows
     ]  # fmt: skip
-    total = ("TOTAL", sum(r.requests for r in rows), sum(r.errors for r in rows), sum(r.input_tokens for r in rows),
+    total = ("TOTAL", *("" for _ in by[1:]), sum(r.requests for r in rows), sum(r.errors for r in rows),
+             sum(r.input_tokens for r in rows),
              sum(r.output_tokens for r in rows), sum(r.cached_tokens for r in rows),
              f"{sum(r.cost_usd for r in rows):.4f}", sum(r.cache_hits for r in rows),
              sum(r.fallbacks for r in rows), "", "")  # fmt: skip
@@ -121,7 +145,8 @@ def print_summary(
     for i, row in enumerate(cells):
         out.write(
             "  ".join(
-                c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths, strict=True))
+                c.ljust(w) if j < len(by) else c.rjust(w)
+                for j, (c, w) in enumerate(zip(row, widths, strict=True))
             )
         )
         out.write("\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TextIO
@@ -125,9 +125,14 @@ async def export_jsonl(
     return n
 
 
+GROUP_FIELDS = ("tenant", "team", "user", "model")
+"""What `summarize` can group by (record fields; "" = the request had none, e.g. no team)."""
+
+
 @dataclass(slots=True)
 class UsageSummary:
     model: str
+    """The model of this row, or ``*`` when the rows are not grouped by model."""
     requests: int = 0
     errors: int = 0
     input_tokens: int = 0
@@ -138,6 +143,10 @@ class UsageSummary:
     fallbacks: int = 0
     latency_p50_ms: float = 0.0
     latency_p95_ms: float = 0.0
+    tenant: str | None = None
+    team: str | None = None
+    user: str | None = None
+    """Set when the rows are grouped by them (None otherwise)."""
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -149,18 +158,29 @@ def _pct(values: list[float], q: float) -> float:
 
 async def summarize(
     redis: Redis, tenant: str | None = None, since: str | float | datetime | None = None, *, stream: str = STREAM,
-    limit: int = 1_000_000,
+    limit: int = 1_000_000, by: Sequence[str] = ("model",), team: str | None = None, user: str | None = None,
 ) -> list[UsageSummary]:  # fmt: skip
-    """Per-model totals for one tenant (or all), scanning at most ``limit`` records."""
-    rows: dict[str, UsageSummary] = {}
-    lat: dict[str, list[float]] = {}
+    """Totals per ``by`` (fields of :data:`GROUP_FIELDS`; per model by default) for one tenant (or all),
+    one team and one user (or all), scanning at most ``limit`` records."""
+    unknown = set(by) - set(GROUP_FIELDS)
+    if unknown or not by:
+        raise ValueError(f"group by one or more of {', '.join(GROUP_FIELDS)}")
+    rows: dict[tuple[str, ...], UsageSummary] = {}
+    lat: dict[tuple[str, ...], list[float]] = {}
     async for _, rec in iter_records(redis, since=since, stream=stream, limit=limit):
-        if tenant is not None and rec.tenant != tenant:
+        if (
+            (tenant is not None and rec.tenant != tenant)
+            or (team is not None and rec.team != team)
+            or (user is not None and rec.user != user)
+        ):
             continue
-        s = rows.get(rec.model)
+        key = tuple(getattr(rec, f) for f in by)
+        s = rows.get(key)
         if s is None:
-            s = rows[rec.model] = UsageSummary(rec.model)
-            lat[rec.model] = []
+            group = dict(zip(by, key, strict=True))
+            s = rows[key] = UsageSummary(group.get("model", "*"), tenant=group.get("tenant"),
+                                         team=group.get("team"), user=group.get("user"))  # fmt: skip
+            lat[key] = []
         s.requests += 1
         s.errors += rec.status >= 400 or rec.aborted
         s.input_tokens += rec.input_tokens
@@ -169,8 +189,8 @@ async def summarize(
         s.cost_usd += rec.cost_usd
         s.cache_hits += rec.cache.startswith("hit")
         s.fallbacks += rec.attempts > 1
-        lat[rec.model].append(rec.latency_ms)
-    for name, s in rows.items():
-        s.latency_p50_ms = _pct(lat[name], 0.50)
-        s.latency_p95_ms = _pct(lat[name], 0.95)
-    return sorted(rows.values(), key=lambda s: s.model)
+        lat[key].append(rec.latency_ms)
+    for key, s in rows.items():
+        s.latency_p50_ms = _pct(lat[key], 0.50)
+        s.latency_p95_ms = _pct(lat[key], 0.95)
+    return [rows[k] for k in sorted(rows)]

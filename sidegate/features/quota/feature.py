@@ -1,5 +1,5 @@
 """quota: count the prompt, reserve prompt + max output tokens across the request's scopes
-(tenant, key, tenant+model) atomically in the store; 429 with rate-limit headers when over.
+(tenant, its team and user, key, tenant+model) atomically in the store; 429 with rate-limit headers when over.
 
 The reservation travels in the metadata; the completion hook replaces it with the provider's real
 usage when the final try ends, also for aborted and failed requests. Live tenant limits are polled
@@ -76,8 +76,11 @@ class QuotaFeature(Feature):
         else:
             default_out = m.default_max_tokens if m is not None else self.policy.default_max_output_tokens
             tokens = prompt + max_output_tokens(ctx.body, default_out, ctx.api)
-        scopes = build_scopes(ctx.tenant, self.tenants.get(ctx.tenant), key_id=ctx.key_id, model=ctx.model,
-                              default_limits=self.policy.default_limits)  # fmt: skip
+        t = self.tenants
+        scopes = build_scopes(ctx.tenant, t.get(ctx.tenant), key_id=ctx.key_id, model=ctx.model,
+                              default_limits=self.policy.default_limits,
+                              team=ctx.team, team_limits=t.team(ctx.tenant, ctx.team) if ctx.team else None,
+                              user=ctx.user, user_limits=t.user(ctx.tenant, ctx.user) if ctx.user else None)  # fmt: skip
         decision = await self.store.reserve(ctx.tenant, scopes, tokens, ctx.request_id or "-")
         ctx.response_headers.update(decision.headers())
         if decision.degraded:  # admitted because the store was unreachable (fail_mode: open)

@@ -1,0 +1,107 @@
+"""The admin API's team and user endpoints: ``/admin/v1/tenants/{name}/teams[/{team}]`` and
+``.../users[/{user}]`` (reading needs ``read`` on the tenant, changing needs ``write``)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from sidegate.admin import controlplane as cp
+from sidegate.admin.http import body, control, require, respond, tenant_param
+from sidegate.admin.openapi import PREFIX
+from sidegate.keystore import TenantLimits
+
+log = logging.getLogger("sidegate.admin")
+
+
+def _member(request: web.Request, what: str) -> str:
+    return cp.check_member(request.match_info[what], what)
+
+
+def _limits(data: dict[str, Any]) -> TenantLimits:
+    return cp.check_limits(data["limits"]) if "limits" in data else TenantLimits()
+
+
+async def list_teams(request: web.Request) -> web.Response:
+    tenant = tenant_param(request)
+    require(request, "read", tenant)
+    return respond({"teams": [t.to_dict() for t in await control(request).list_teams(tenant)]})
+
+
+async def get_team(request: web.Request) -> web.Response:
+    tenant = tenant_param(request)
+    require(request, "read", tenant)
+    return respond((await control(request).get_team(tenant, _member(request, "team"))).to_dict())
+
+
+async def put_team(request: web.Request) -> web.Response:
+    tenant = tenant_param(request)
+    require(request, "write", tenant)
+    name = _member(request, "team")
+    data = await body(request, False, ("limits", "models"))
+    info, created = await control(request).put_team(tenant, name, _limits(data), data.get("models", ["*"]))
+    log.info("%s team %s of tenant %s", "created" if created else "updated", name, tenant)
+    return respond(info.to_dict(), 201 if created else 200)
+
+
+async def delete_team(request: web.Request) -> web.Response:
+    tenant = tenant_param(request)
+    require(request, "write", tenant)
+    name = _member(request, "team")
+    revoked = await control(request).delete_team(tenant, name)
+    if revoked is not None:
+        log.info("deleted team %s of tenant %s (%d keys revoked)", name, tenant, revoked)
+    return respond(
+        {"tenant": tenant, "team": name, "existed": revoked is not None, "revoked_keys": revoked or 0}
+    )
+
+
+async def list_users(request: web.Request) -> web.Response:
+    tenant = tenant_param(request)
+    require(request, "read", tenant)
+    return respond({"users": [u.to_dict() for u in await control(request).list_users(tenant)]})
+
+
+async def get_user(request: web.Request) -> web.Response:
+    tenant = tenant_param(request)
+    require(request, "read", tenant)
+    return respond((await control(request).get_user(tenant, _member(request, "user"))).to_dict())
+
+
+async def put_user(request: web.Request) -> web.Response:
+    tenant = tenant_param(request)
+    require(request, "write", tenant)
+    name = _member(request, "user")
+    data = await body(request, False, ("team", "limits", "models"))
+    info, created = await control(request).put_user(
+        tenant, name, data.get("team"), _limits(data), data.get("models", ["*"])
+    )
+    log.info("%s user %s of tenant %s", "created" if created else "updated", name, tenant)
+    return respond(info.to_dict(), 201 if created else 200)
+
+
+async def delete_user(request: web.Request) -> web.Response:
+    tenant = tenant_param(request)
+    require(request, "write", tenant)
+    name = _member(request, "user")
+    revoked = await control(request).delete_user(tenant, name)
+    if revoked is not None:
+        log.info("deleted user %s of tenant %s (%d keys revoked)", name, tenant, revoked)
+    return respond(
+        {"tenant": tenant, "user": name, "existed": revoked is not None, "revoked_keys": revoked or 0}
+    )
+
+
+def register(app: web.Application) -> None:
+    r = app.router
+    base = f"{PREFIX}/tenants/{{name}}"
+    r.add_get(f"{base}/teams", list_teams)
+    r.add_get(f"{base}/teams/{{team}}", get_team)
+    r.add_put(f"{base}/teams/{{team}}", put_team)
+    r.add_delete(f"{base}/teams/{{team}}", delete_team)
+    r.add_get(f"{base}/users", list_users)
+    r.add_get(f"{base}/users/{{user}}", get_user)
+    r.add_put(f"{base}/users/{{user}}", put_user)
+    r.add_delete(f"{base}/users/{{user}}", delete_user)
