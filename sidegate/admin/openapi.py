@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 
 from sidegate.admin import controlplane as cp
-from sidegate.admin.openapi_usage import USAGE_SCHEMAS, usage_paths
 from sidegate.admin.openapi_org import ORG_SCHEMAS, org_paths
+from sidegate.admin.openapi_usage import USAGE_SCHEMAS, usage_paths
 
 PREFIX = "/admin/v1"
 
