@@ -49,7 +49,15 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         if self.jwt is not None:
             ns = request.attributes.metadata_context.filter_metadata.get(JWT_NS)
             found = struct_to_dict(ns) if ns is not None else None
-        result = authorize(headers, self.cache.records, self.throttle, source, jwt=self.jwt, jwt_found=found)
+        result = authorize(
+            headers,
+            self.cache.records,
+            self.throttle,
+            source,
+            jwt=self.jwt,
+            jwt_found=found,
+            org=self.cache.org,
+        )
         if isinstance(result, Allow):
             path = headers.get(":path", "")
             gemini = inbound_api(path, headers) is Api.GEMINI
@@ -77,7 +85,9 @@ def _denied(result: Deny) -> pb.CheckResponse:
     headers = authz_header_options({"content-type": "application/json", **result.headers})
     return pb.CheckResponse(
         status=_DENIED,
-        denied_response=pb.DeniedHttpResponse(status=HttpStatus(code=result.status), headers=headers, body=result.body.decode()),
+        denied_response=pb.DeniedHttpResponse(
+            status=HttpStatus(code=result.status), headers=headers, body=result.body.decode()
+        ),
     )
 
 

@@ -141,6 +141,21 @@ class Org:
             out = intersect(out, self.users[(tenant, user)].models)
         return out
 
+    def caller(self, tenant: str, team: str, user: str, models: Sequence[str]) -> tuple[str, tuple[str, ...]]:
+        """(effective team, allow-list) of a caller whose identity provider names its team and user
+        (a JWT's claims). Unlike a key's, these names need not be registered: an unknown team or user
+        is charged and recorded at its level with no limits of its own. A registered user's team is
+        the directory's (the store, not the token, says which team's limits apply)."""
+        u = self.users.get((tenant, user)) if user else None
+        if u is not None and u.team:
+            team = u.team
+        out = tuple(models)
+        if team and (tenant, team) in self.teams:
+            out = intersect(out, self.teams[(tenant, team)].models)
+        if u is not None:
+            out = intersect(out, u.models)
+        return team, out
+
     def resolve(self, rec: KeyRecord) -> KeyRecord:
         """The key as requests see it: effective team, allow-list key ∩ team ∩ user."""
         if not rec.team and not rec.user:

@@ -176,3 +176,30 @@ def test_resolve_all_matches_resolve() -> None:
         )
     }
     assert org.resolve_all(recs) == {kid: org.resolve(r) for kid, r in recs.items()}
+
+
+def test_a_jwt_caller_gets_the_directory_team_and_allow_list_and_may_be_unregistered() -> None:
+    org = Org(
+        teams={("acme", "ml"): TeamRecord("acme", "ml", models=("gpt-4o", "o3"))},
+        users={("acme", "ada"): UserRecord("acme", "ada", "ml", models=("o3", "claude"))},
+    )
+    # A registered user: its team is the directory's, whatever the token claims; lists narrowed.
+    assert org.caller("acme", "other", "ada", ("*",)) == ("ml", ("o3",))
+    # A registered team, an unregistered user: the team's list applies.
+    assert org.caller("acme", "ml", "eve", ("*",)) == ("ml", ("gpt-4o", "o3"))
+    # Nothing registered: charged at its levels with the provider's models.
+    assert org.caller("acme", "ops", "eve", ("gpt-4o",)) == ("ops", ("gpt-4o",))
+
+
+def test_authorize_narrows_a_verified_jwt_caller_with_the_org() -> None:
+    from sidegate.features.auth.decide import authorize
+    from sidegate.features.auth.throttle import FailureThrottle
+
+    class _Jwt:
+        def decide(self, headers: dict[str, str], found: Any) -> Allow:
+            return Allow(tenant="acme", key_id="jwt:corp", models=("*",), team="", user="ada")
+
+    org = Org(users={("acme", "ada"): UserRecord("acme", "ada", "", models=("o3",))})
+    got = authorize({":path": "/v1/chat/completions"}, {}, FailureThrottle(), "1.2.3.4",
+                    jwt=_Jwt(), jwt_found={}, org=org)  # type: ignore[arg-type]  # fmt: skip
+    assert (got.tenant, got.team, got.user, got.models) == ("acme", "", "ada", ("o3",))

@@ -16,6 +16,7 @@ from sidegate.features.auth.jwt import JwtCallers
 from sidegate.features.auth.throttle import FailureThrottle
 from sidegate.features.auth.verdict import Allow, Deny
 from sidegate.keystore import KeyRecord
+from sidegate.orgstore import Org
 
 __all__ = ["Allow", "Deny", "authorize", "decide", "presented_key", "throttled"]
 
@@ -79,7 +80,7 @@ def decide(headers: dict[str, str], records: dict[str, KeyRecord], now: float | 
 
 def authorize(headers: dict[str, str], records: dict[str, KeyRecord], throttle: FailureThrottle, source: str,
               now: float | None = None, jwt: JwtCallers | None = None,
-              jwt_found: dict[str, Any] | None = None) -> Allow | Deny:  # fmt: skip
+              jwt_found: dict[str, Any] | None = None, org: Org | None = None) -> Allow | Deny:  # fmt: skip
     """:func:`decide` behind the failure throttle (see :mod:`sidegate.features.auth.throttle` for the keying).
 
     The key id is parsed first (a regex, no hashing): a blocked (source, id) is refused before its
@@ -87,11 +88,16 @@ def authorize(headers: dict[str, str], records: dict[str, KeyRecord], throttle: 
     failure is counted and answered 429 instead of 401 once its address reached its bound.
     With JWT callers configured, `jwt_found` is what Envoy's jwt_authn filter found (its metadata
     namespace): a verified or refused bearer token is decided there (sidegate/features/auth/jwt.py),
-    its refusals counted like a bad key's.
+    its refusals counted like a bad key's; `org` (the live teams and users) gives a JWT caller its
+    registered team and narrows its allow-list like a key's.
     """
     if jwt is not None:
         verdict = jwt.decide(headers, jwt_found)
         if isinstance(verdict, Allow):
+            if org is not None and (verdict.team or verdict.user):
+                verdict.team, verdict.models = org.caller(
+                    verdict.tenant, verdict.team, verdict.user, verdict.models
+                )
             return verdict
         if verdict is not None:
             if verdict.status != 401:  # a 503: the issuer's keys are unavailable, not the caller's fault
