@@ -21,5 +21,3 @@ def url_parts(url: str) -> tuple[bool, str, int]:
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-

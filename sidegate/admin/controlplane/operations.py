@@ -19,6 +19,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from sidegate import keys
+from sidegate.admin.audit import queue_audit
 from sidegate.admin.controlplane.rules import (
     DEFAULT_OVERLAP_S,
     Conflict,
@@ -52,7 +53,9 @@ class ControlPlane:
     """Tenant and key operations on one store, done by ``principal`` (recorded in the audit log);
     ``clock`` is injectable for tests."""
 
-    def __init__(self, redis: Redis, clock: Callable[[], float] = time.time, principal: Principal = OWNER_ENV):
+    def __init__(
+        self, redis: Redis, clock: Callable[[], float] = time.time, principal: Principal = OWNER_ENV
+    ):
         self.redis = redis
         self.clock = clock
         self.principal = principal
@@ -60,6 +63,12 @@ class ControlPlane:
     def acting(self, principal: Principal) -> ControlPlane:
         """The same operations on the same store, done (and audited) as ``principal``."""
         return type(self)(self.redis, self.clock, principal)
+
+    def _audit(
+        self, pipe: Pipeline, action: str, target: str, before: object, after: object, now: float
+    ) -> None:
+        """Queue the change's audit entry in its own MULTI (sidegate/admin/audit.py)."""
+        queue_audit(pipe, self.principal, action, target, before, after, now)
 
     async def _transact(self, watch: Callable[[], list[str]], body: Callable[[Pipeline], Awaitable[T]]) -> T:
         """Run ``body`` under WATCH of ``watch()``; it reads immediately, calls ``pipe.multi()``, queues writes."""
@@ -99,7 +108,9 @@ class ControlPlane:
             announce_keys(pipe)
             if new_tenant:
                 announce_config(pipe)
-            return KeyInfo(kid, tenant, mods, False, exp, now, None)
+            info = KeyInfo(kid, tenant, mods, False, exp, now, None)
+            self._audit(pipe, "key.create", f"key:{kid}", None, info.audit_view(), now)
+            return info
 
         def watched() -> list[str]:
             nonlocal plaintext, kid
@@ -147,7 +158,9 @@ class ControlPlane:
             pipe.multi()
             pipe.hset(record_key(kid), mapping={"revoked": "1", "revoked_at": repr(now)})
             announce_keys(pipe)
-            return KeyInfo(kid, info.tenant, info.models, True, info.expires_at, info.created_at, now)
+            after = KeyInfo(kid, info.tenant, info.models, True, info.expires_at, info.created_at, now)
+            self._audit(pipe, "key.revoke", f"key:{kid}", info.audit_view(), after.audit_view(), now)
+            return after
 
         return await self._transact(lambda: [record_key(kid)], body)
 
@@ -184,6 +197,8 @@ class ControlPlane:
             announce_keys(pipe)
             new = KeyInfo(new_id, old.tenant, old.models, False, exp, now, None)
             old_after = KeyInfo(kid, old.tenant, old.models, False, old_exp, old.created_at, None)
+            after = {"tenant": old.tenant, "previous": old_after.audit_view(), "new": new.audit_view()}
+            self._audit(pipe, "key.rotate", f"key:{kid}", old.audit_view(), after, now)
             return Rotation(plaintext, new, old_after)
 
         def watched() -> list[str]:
@@ -226,11 +241,15 @@ class ControlPlane:
             exists = bool(await pipe.sismember(TENANT_SET, name))
             if exists and limits is None:
                 return False
+            before = _tenant_view(name, await pipe.hgetall(tenant_key(name))) if exists else None
             pipe.multi()
             pipe.sadd(TENANT_SET, name)
             if limits is not None:
                 queue_tenant_limits(pipe, name, limits)
             announce_config(pipe)
+            after = {"name": name, "limits": (limits or TenantLimits()).to_dict()}
+            action = "tenant.limits" if exists else "tenant.create"
+            self._audit(pipe, action, f"tenant:{name}", before, after, self.clock())
             return not exists
 
         created = await self._transact(lambda: [TENANT_SET, tenant_key(name)], body)
@@ -243,9 +262,12 @@ class ControlPlane:
         async def body(pipe: Pipeline) -> None:
             if not await pipe.sismember(TENANT_SET, name):
                 raise NotFound(f"no tenant named {name}")
+            before = _tenant_view(name, await pipe.hgetall(tenant_key(name)))
             pipe.multi()
             queue_tenant_limits(pipe, name, limits)
             announce_config(pipe)
+            after = {"name": name, "limits": limits.to_dict()}
+            self._audit(pipe, "tenant.limits", f"tenant:{name}", before, after, self.clock())
 
         await self._transact(lambda: [TENANT_SET, tenant_key(name)], body)
         return await self.get_tenant(name)
@@ -266,15 +288,23 @@ class ControlPlane:
             if set(new_watch) - set(watched):  # watch the records too, then read again
                 watched[:] = new_watch
                 raise WatchError("watching key records")
-            now = repr(self.clock())
+            before = _tenant_view(name, await pipe.hgetall(tenant_key(name)))
+            now = self.clock()
             pipe.multi()
             pipe.srem(TENANT_SET, name)
             pipe.delete(tenant_key(name))
             for k in mine:
-                pipe.hset(record_key(k.id), mapping={"revoked": "1", "revoked_at": now})
+                pipe.hset(record_key(k.id), mapping={"revoked": "1", "revoked_at": repr(now)})
             if mine:
                 announce_keys(pipe)
             announce_config(pipe)
+            after = {"name": name, "deleted": True, "revoked_keys": [k.id for k in mine]}
+            self._audit(pipe, "tenant.delete", f"tenant:{name}", before, after, now)
             return len(mine)
 
         return await self._transact(watch, body)
+
+
+def _tenant_view(name: str, limits_raw: dict[bytes, bytes]) -> dict[str, object]:
+    """A tenant as the audit log shows it before a change."""
+    return {"name": name, "limits": TenantLimits.from_redis(limits_raw).to_dict()}

@@ -44,6 +44,16 @@ class KeyInfo:
             "status": self.status(now),
         }
 
+    def audit_view(self) -> dict[str, Any]:
+        """The audit log's before/after view (no status: it depends on when it is read)."""
+        return {
+            "id": self.id,
+            "tenant": self.tenant,
+            "models": list(self.models),
+            "revoked": self.revoked,
+            "expires_at": self.expires_at,
+        }
+
     @classmethod
     def from_redis(cls, kid: str, raw: dict[bytes, bytes]) -> KeyInfo:
         rec = KeyRecord.from_redis(kid, raw)
