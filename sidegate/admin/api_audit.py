@@ -21,12 +21,30 @@ _PARAMS = ("since", "until", "tenant", "actor", "action", "limit")
 
 
 def parse_time(text: str, what: str) -> float:
-    """Epoch seconds, an ISO-8601 date/time, or a duration back from now (``90m``, ``24h``, ``7d``)."""
+    """Epoch seconds, an ISO-8601 date/time, or a duration back from now (``90m``, ``24h``, ``7d``):
+    the CLI's friendly forms (the API takes Unix seconds)."""
     try:
         ms = since_to_id(text)
     except ValueError as exc:
         raise cp.Invalid(f"{what}: {exc}") from None
     return int(ms.split("-", 1)[0]) / 1000
+
+
+def _unix_time(text: str, what: str) -> float:
+    try:
+        t = float(text)
+    except ValueError:
+        raise cp.Invalid(f"{what} must be Unix time in seconds") from None
+    if not 0 <= t <= cp.MAX_EXPIRES_AT:  # also refuses nan and inf
+        raise cp.Invalid(f"{what} must be Unix time in seconds, from 0 to {cp.MAX_EXPIRES_AT:.0f}")
+    return t
+
+
+def _text(params: dict[str, str], name: str, max_len: int) -> str | None:
+    value = params.get(name)
+    if value is not None and len(value) > max_len:
+        raise cp.Invalid(f"{name} must be at most {max_len} characters")
+    return value
 
 
 def audit_query(params: dict[str, str]) -> tuple[audit.AuditQuery, int]:
@@ -38,11 +56,11 @@ def audit_query(params: dict[str, str]) -> tuple[audit.AuditQuery, int]:
         raise cp.Invalid(f"limit must be an integer from 1 to {audit.MAX_QUERY_LIMIT}")
     tenant = params.get("tenant")
     q = audit.AuditQuery(
-        since=parse_time(params["since"], "since") if "since" in params else None,
-        until=parse_time(params["until"], "until") if "until" in params else None,
+        since=_unix_time(params["since"], "since") if "since" in params else None,
+        until=_unix_time(params["until"], "until") if "until" in params else None,
         tenant=cp.check_tenant(tenant) if tenant is not None else None,
-        actor=params.get("actor"),
-        action=params.get("action"),
+        actor=_text(params, "actor", 200),
+        action=_text(params, "action", 100),
     )
     return q, int(raw_limit)
 

@@ -12,6 +12,7 @@ import logging
 from aiohttp import web
 
 from sidegate.admin import tokens
+from sidegate.admin.controlplane import check_tenant
 from sidegate.admin.http import Forbidden, body, control, principal, respond
 from sidegate.admin.openapi import PREFIX
 from sidegate.admin.policy import GLOBAL, admin_token_record, guard, query
@@ -55,6 +56,8 @@ async def create_token(request: web.Request) -> web.Response:
 @guard("write", query("tenant"))
 async def list_tokens(request: web.Request) -> web.Response:
     tenant = request.query.get("tenant")
+    if tenant is not None:
+        check_tenant(tenant)
     who = principal(request)
     now = control(request).clock()
     infos = [

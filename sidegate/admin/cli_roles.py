@@ -90,10 +90,14 @@ def _tokens_revoke(run: Run) -> Callable[[argparse.Namespace], int]:
 
 def _audit_list(run: Run) -> Callable[[argparse.Namespace], int]:
     def cmd(args: argparse.Namespace) -> int:
-        params = {k: str(v) for k in ("since", "until", "tenant", "actor", "action", "limit")
-                  if (v := getattr(args, k, None)) is not None}  # fmt: skip
+        params = {
+            k: str(v) for k in ("tenant", "actor", "action", "limit") if (v := getattr(args, k)) is not None
+        }
 
         async def op(c: cp.ControlPlane) -> int:
+            for k in ("since", "until"):
+                if getattr(args, k):
+                    params[k] = repr(parse_time(getattr(args, k), k))
             q, limit = audit_query(params)
             entries, more = await audit.query(c.redis, q, limit)
             if args.json:

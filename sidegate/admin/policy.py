@@ -29,6 +29,8 @@ import orjson
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractRoute
 
+from sidegate.admin.controlplane.token_store import token_record_key
+from sidegate.admin.http import CP_KEY
 from sidegate.admin.principal import Action
 from sidegate.keystore import record_key
 
@@ -147,9 +149,7 @@ async def resolve_tenant(request: web.Request, where: TenantFrom) -> str | None:
         raw_tenant = await redis.hget(record_key(ident), "tenant")
         return raw_tenant.decode() if raw_tenant else None
     if where.where == "admin_token":
-        from sidegate.admin.tokens import record_key as token_key
-
-        raw_tenant = await redis.hget(token_key(ident), "tenant")
+        raw_tenant = await redis.hget(token_record_key(ident), "tenant")
         if raw_tenant is None:
             return None
         # An unscoped token (an owner's, a global viewer's) concerns every tenant: only owners act on it.
@@ -158,6 +158,4 @@ async def resolve_tenant(request: web.Request, where: TenantFrom) -> str | None:
 
 
 def _redis(request: web.Request) -> Any:
-    from sidegate.admin.http import CP_KEY
-
     return request.app[CP_KEY].redis

@@ -31,19 +31,16 @@ from sidegate import keys
 from sidegate.admin.audit import queue_audit
 from sidegate.admin.controlplane import ControlPlane
 from sidegate.admin.controlplane.rules import Invalid, NotFound, check_expires_at, check_tenant
+from sidegate.admin.controlplane.token_store import TOKEN_SET, queue_revoke_token
+from sidegate.admin.controlplane.token_store import token_record_key as record_key
 from sidegate.admin.principal import Principal, Role
 
 PREFIX = "sga_"
-TOKEN_SET = "sg:admintokens"
 TOKEN_ID_PATTERN = r"^[a-z0-9]{8}$"
 TOKEN_PATTERN = r"^sga_[a-z0-9]{8}_[A-Za-z0-9_-]{20,128}$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._@:/-]{0,99}$"
 _TOKEN_RE = re.compile(r"^sga_([a-z0-9]{8})_[A-Za-z0-9_-]{20,128}$")
 _ID_ALPHABET = string.ascii_lowercase + string.digits
-
-
-def record_key(tid: str) -> str:
-    return f"sg:admintoken:{tid}"
 
 
 def new_token() -> tuple[str, str]:
@@ -249,7 +246,7 @@ async def revoke(plane: ControlPlane, tid: str) -> AdminTokenInfo:
         now = plane.clock()
         after = replace(info, revoked=True, revoked_at=now)
         pipe.multi()
-        pipe.hset(record_key(tid), mapping={"revoked": "1", "revoked_at": repr(now)})
+        queue_revoke_token(pipe, tid, now)
         queue_audit(pipe, plane.principal, "admin_token.revoke", f"admin_token:{tid}", info.audit_view(),
                     after.audit_view(), now, tenant=info.tenant or "")  # fmt: skip
         return after

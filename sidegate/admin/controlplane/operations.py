@@ -30,6 +30,12 @@ from sidegate.admin.controlplane.rules import (
     check_overlap,
     check_tenant,
 )
+from sidegate.admin.controlplane.token_store import (
+    TOKEN_SET,
+    queue_revoke_token,
+    tenant_token_ids,
+    token_record_key,
+)
 from sidegate.admin.controlplane.views import KeyInfo, Rotation, TenantInfo, load_key
 from sidegate.admin.principal import OWNER_ENV, Principal
 from sidegate.keystore import (
@@ -273,18 +279,20 @@ class ControlPlane:
         return await self.get_tenant(name)
 
     async def delete_tenant(self, name: str) -> int:
-        """Forget a tenant and its limits and revoke its keys; returns how many keys were revoked."""
+        """Forget a tenant and its limits and revoke its keys and admin tokens (a tenant created
+        again under the same name inherits neither); returns how many keys were revoked."""
         check_tenant(name)
         watched: list[str] = []
 
         def watch() -> list[str]:
-            return [TENANT_SET, KEY_SET, tenant_key(name), *watched]
+            return [TENANT_SET, KEY_SET, TOKEN_SET, tenant_key(name), *watched]
 
         async def body(pipe: Pipeline) -> int:
             if not await pipe.sismember(TENANT_SET, name):
                 raise NotFound(f"no tenant named {name}")
             mine = [k for k in await self._all_keys(pipe) if k.tenant == name and not k.revoked]
-            new_watch = [record_key(k.id) for k in mine]
+            tokens = await tenant_token_ids(pipe, name)
+            new_watch = [record_key(k.id) for k in mine] + [token_record_key(t) for t in tokens]
             if set(new_watch) - set(watched):  # watch the records too, then read again
                 watched[:] = new_watch
                 raise WatchError("watching key records")
@@ -295,10 +303,17 @@ class ControlPlane:
             pipe.delete(tenant_key(name))
             for k in mine:
                 pipe.hset(record_key(k.id), mapping={"revoked": "1", "revoked_at": repr(now)})
+            for tid in tokens:
+                queue_revoke_token(pipe, tid, now)
             if mine:
                 announce_keys(pipe)
             announce_config(pipe)
-            after = {"name": name, "deleted": True, "revoked_keys": [k.id for k in mine]}
+            after = {
+                "name": name,
+                "deleted": True,
+                "revoked_keys": [k.id for k in mine],
+                "revoked_admin_tokens": tokens,
+            }
             self._audit(pipe, "tenant.delete", f"tenant:{name}", before, after, now)
             return len(mine)
 
