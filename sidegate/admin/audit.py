@@ -234,9 +234,14 @@ async def export_jsonl(
             cursor = _text(batch[-1][0])
 
 
-async def trim_before(redis: Redis, before: float) -> int:
-    """Delete the entries older than ``before`` (epoch s): after archiving them. Returns how many."""
-    return int(await redis.xtrim(AUDIT_STREAM, minid=_ms(before, "0"), approximate=False))
+async def trim_before(redis: Redis, before: float, who: Principal, now: float) -> int:
+    """Delete the entries older than ``before`` (epoch s), after archiving them; the trim itself is
+    recorded (``audit.trim``) in the same transaction. Returns how many entries went."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.xtrim(AUDIT_STREAM, minid=_ms(before, "0"), approximate=False)
+        queue_audit(pipe, who, "audit.trim", "audit", None, {"before": before}, now, tenant="")
+        deleted, _ = await pipe.execute()
+    return int(deleted)
 
 
 def _text(v: bytes | str) -> str:

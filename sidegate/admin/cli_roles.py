@@ -136,7 +136,7 @@ def _audit_export(run: Run) -> Callable[[argparse.Namespace], int]:
 def _audit_trim(run: Run) -> Callable[[argparse.Namespace], int]:
     def cmd(args: argparse.Namespace) -> int:
         async def op(c: cp.ControlPlane) -> int:
-            n = await audit.trim_before(c.redis, parse_time(args.before, "before"))
+            n = await audit.trim_before(c.redis, parse_time(args.before, "before"), c.principal, c.clock())
             print(f"deleted {n} audit entries older than {args.before}")
             return 0
 
