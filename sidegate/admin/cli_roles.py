@@ -12,9 +12,10 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
+from redis.asyncio import Redis
 
 from sidegate.admin import audit, tokens
 from sidegate.admin import controlplane as cp
@@ -143,6 +144,11 @@ def _audit_trim(run: Run) -> Callable[[argparse.Namespace], int]:
         return run(args, op)
 
     return cmd
+
+
+async def ledger_audit_export(redis: Redis, out: TextIO, since: str | None, group: str | None) -> int:
+    """`sidegate usage export --with-audit`: the audit entries after the usage records, same format."""
+    return await audit.export_jsonl(redis, out, parse_time(since, "since") if since else None, group)
 
 
 def add_commands(admin_sub: Any, common: Common, run: Run, duration: Callable[[str], float]) -> None:

@@ -5,6 +5,7 @@ scope; tokens delegate, revoke at once, and never show up in the log; the CLI do
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -197,6 +198,16 @@ def test_cli_tokens_audit_export_and_trim(valkey_url: str, tmp_path: Path) -> No
         valkey_url, "admin", "audit", "export", "--group", "archive", "-o", str(tmp_path / "g.jsonl")
     )
     assert f"exported {len(lines)} audit" in first.stderr and "exported 0 audit" in again.stderr
+    ledger = subprocess.run(
+        [sys.executable, "-m", "sidegate.cli", "usage", "export", "--with-audit", "-o", str(tmp_path / "u.jsonl")],
+        env=h.cli_env(valkey_url), capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert ledger.returncode == 0 and f"0 records and {len(lines)} audit entries" in ledger.stderr, (
+        ledger.stderr
+    )
+    assert (
+        tmp_path / "u.jsonl"
+    ).read_text() == out.read_text()  # the ledger's records (none here), then these
     assert "deleted 0" in ok("admin", "audit", "trim", "--before", "2000-01-01")  # nothing that old
     # Everything: the exported entries and the record of the first trim.
     assert f"deleted {len(lines) + 1} " in ok("admin", "audit", "trim", "--before", repr(time.time() + 1))
@@ -228,7 +239,6 @@ def jwks_port() -> Iterator[int]:
 def test_oidc_remote_jwks(valkey_url: str, tmp_path: Path, jwks_port: int) -> None:
     """A JWKS URL that is down at start: 503 naming it; once it answers, the next JWT is accepted."""
     import os
-    import subprocess
 
     from sidegate.ports import free_port, wait_for_port
 
