@@ -2,8 +2,9 @@
 entry of the store's ``sg:audit`` stream, appended in the same MULTI/EXEC as the change itself, so
 a change without its entry (or the reverse) cannot happen.
 
-The stream is durable: it is never trimmed by Sidegate (no MAXLEN on XADD). An entry takes about
-0.5-1 KB of store memory, so 1 000 changes a day grow it by ~0.5 MB a day. To bound it, archive
+The stream is durable: it is never trimmed by Sidegate (no MAXLEN on XADD). An entry takes ~300
+bytes of store memory for a key or limits change (docs/control-plane.md, "Audit log"), so 1 000
+changes a day grow it by ~0.3 MB a day. To bound it, archive
 (`sidegate admin audit export -o FILE`, the ledger export's JSON-lines format) and then trim what is
 archived (`sidegate admin audit trim --before TIME`).
 """
