@@ -6,7 +6,7 @@ field, the record of a key or admin token named in the path, or no single tenant
 listings, which the handler filters with ``Principal.sees``, and owner-wide things). The middleware
 (:mod:`sidegate.admin.server`) resolves the tenant and answers 403 unless
 ``principal.may(action, tenant)``, before the handler runs: a route cannot forget its check, and a
-route with no declared policy is refused for everyone (fail closed). The role-matrix test walks
+route with no declared policy is for owners only (fail closed; the tests fail until it declares one). The role-matrix test walks
 ``app.router.routes()`` and derives each route's expected outcome for each role from the same
 declaration.
 
@@ -86,6 +86,8 @@ class Policy:
 
 
 PUBLIC = Policy(None)
+UNDECLARED = Policy("owner")
+"""What a route that declares no policy gets: owners only (the tests fail until it declares one)."""
 _ATTR = "__sidegate_policy__"
 POLICIES: web.AppKey[dict[int, Policy]] = web.AppKey("policies", dict)
 """Policies declared per route (by ``id(route)``) for routes whose handler carries none."""

@@ -26,7 +26,7 @@ from sidegate.admin import controlplane as cp
 from sidegate.admin.http import CP_KEY, PRINCIPAL, SPEC_KEY, Forbidden, error, respond
 from sidegate.admin.oidc import OidcRejected, OidcVerifier, looks_like_jwt
 from sidegate.admin.openapi import PREFIX, spec
-from sidegate.admin.policy import policy_of, public, resolve_tenant
+from sidegate.admin.policy import UNDECLARED, policy_of, public, resolve_tenant
 from sidegate.admin.principal import OWNER_ENV, Principal
 from sidegate.config.admin import AdminConfig
 
@@ -86,9 +86,11 @@ def _auth_middleware(token: str | None) -> Any:
         request[PRINCIPAL] = who
         if match.http_exception is not None:
             return await handler(request)  # 404/405, only once authenticated (routes are not revealed)
-        if policy is None:
-            log.error("no access policy declared for %s %s: refused", request.method, match.route.resource)
-            raise Forbidden("this route declares no access policy")
+        if policy is None:  # fail closed: only owners (who may do everything anyway) pass
+            log.warning(
+                "no access policy declared for %s %s: owners only", request.method, match.route.resource
+            )
+            policy = UNDECLARED
         tenant = await resolve_tenant(request, policy.tenant)
         if policy.action is not None and not who.may(policy.action, tenant):
             where = f" on tenant {tenant}" if tenant else ""

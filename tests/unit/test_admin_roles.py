@@ -254,3 +254,32 @@ def test_audit_query_matches() -> None:
     assert not audit.AuditQuery(tenant="b").matches(e) and not audit.AuditQuery(actor="cli:x").matches(e)
     line = e.json_line()
     assert '"kind":"audit"' in line and '"ts":"1970-01-01T00:00:05.000+00:00"' in line
+
+
+def test_undeclared_route_is_for_owners_only() -> None:
+    """A route added without a policy fails closed: owners pass (they may do anything), others get 403."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def run() -> dict[str, int]:
+        app = build_app(Redis(), "env-token", AdminConfig(oidc=OidcConfig(**ISSUER.config())))
+        app.router.add_get("/admin/v1/undeclared", handler)
+        out = {}
+        async with TestClient(TestServer(app)) as c:
+            for label, cred in (
+                ("env", "env-token"),
+                ("oidc owner", ISSUER.mint("o", "owner")),
+                ("oidc tenant_admin", ISSUER.mint("t", "tenant_admin", "a")),
+                ("oidc viewer", ISSUER.mint("v", "viewer")),
+                ("none", ""),
+            ):
+                resp = await c.get("/admin/v1/undeclared", headers={"Authorization": f"Bearer {cred}"})
+                out[label] = resp.status
+            out["public"] = (await c.get("/admin/v1/openapi.json")).status
+        return out
+
+    assert asyncio.run(run()) == {"env": 200, "oidc owner": 200, "oidc tenant_admin": 403, "oidc viewer": 403,
+                                  "none": 401, "public": 200}  # fmt: skip
