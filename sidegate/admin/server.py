@@ -26,7 +26,7 @@ from sidegate.admin import controlplane as cp
 from sidegate.admin.http import CP_KEY, PRINCIPAL, SPEC_KEY, Forbidden, error, respond
 from sidegate.admin.oidc import OidcRejected, OidcVerifier, looks_like_jwt
 from sidegate.admin.openapi import PREFIX, spec
-from sidegate.admin.policy import UNDECLARED, policy_of, public, resolve_tenant
+from sidegate.admin.policy import EVERY_TENANT, UNDECLARED, policy_of, public, resolve_tenant
 from sidegate.admin.principal import OWNER_ENV, Principal
 from sidegate.config.admin import AdminConfig
 
@@ -93,7 +93,7 @@ def _auth_middleware(token: str | None) -> Any:
             policy = UNDECLARED
         tenant = await resolve_tenant(request, policy.tenant)
         if policy.action is not None and not who.may(policy.action, tenant):
-            where = f" on tenant {tenant}" if tenant else ""
+            where = " on every tenant" if tenant == EVERY_TENANT else f" on tenant {tenant}" if tenant else ""
             raise Forbidden(f"the {who.role.value} role may not {policy.action}{where}")
         return await handler(request)
 
