@@ -6,9 +6,10 @@ field, the record of a key or admin token named in the path, or no single tenant
 listings, which the handler filters with ``Principal.sees``, and owner-wide things). The middleware
 (:mod:`sidegate.admin.server`) resolves the tenant and answers 403 unless
 ``principal.may(action, tenant)``, before the handler runs: a route cannot forget its check, and a
-route with no declared policy is for owners only (fail closed; the tests fail until it declares one). The role-matrix test walks
-``app.router.routes()`` and derives each route's expected outcome for each role from the same
-declaration.
+route with no declared policy is for owners only (fail closed; the tests fail until it declares
+one). The role-matrix test walks ``app.router.routes()`` and derives each route's expected outcome
+for each role from the same declaration. A handler may still narrow further (``http.require``, or
+the admin-token delegation rule), never widen.
 
 Declare with the decorator on the handler::
 
