@@ -22,9 +22,7 @@ async def main(cfg: SidegateConfig) -> None:
     log.info("authz listening on %s:%d", cfg.services.host, cfg.services.authz_port)
     if cfg.services.authz_metrics_port:
         metrics.configure(cfg)
-        metrics_server.start_metrics_server(
-            metrics_server.service_metrics_port(cfg, "authz"), cfg.services.metrics_host
-        )
+        metrics_server.start_metrics_server(metrics_server.service_metrics_port(cfg, "authz"), cfg.services.metrics_host)
     await until_signal()
     await cache.stop()
     await server.stop(grace=cfg.services.grpc_timeout_s)

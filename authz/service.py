@@ -68,9 +68,7 @@ def _denied(result: Deny) -> pb.CheckResponse:
     headers = authz_header_options({"content-type": "application/json", **result.headers})
     return pb.CheckResponse(
         status=_DENIED,
-        denied_response=pb.DeniedHttpResponse(
-            status=HttpStatus(code=result.status), headers=headers, body=result.body.decode()
-        ),
+        denied_response=pb.DeniedHttpResponse(status=HttpStatus(code=result.status), headers=headers, body=result.body.decode()),
     )
 
 

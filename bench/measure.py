@@ -39,9 +39,7 @@ def wrk_script(path: Path, body: bytes, key: str | None, vary: bool = False) -> 
         headers += f'wrk.headers["{upstream.STREAM_HEADER}"] = "1"\n'
     if key:
         headers += f'wrk.headers["Authorization"] = "Bearer {key}"\n'
-    path.write_text(
-        f'wrk.method = "POST"\nwrk.body = [[{body.decode()}]]\n{headers}' + (_VARY if vary else "")
-    )
+    path.write_text(f'wrk.method = "POST"\nwrk.body = [[{body.decode()}]]\n{headers}' + (_VARY if vary else ""))
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -96,20 +94,14 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def ttft(
-    url: str, headers: dict[str, str], n: int = 200, usage: bool = False, warm: int = 100
-) -> tuple[float, float]:
+def ttft(url: str, headers: dict[str, str], n: int = 200, usage: bool = False, warm: int = 100) -> tuple[float, float]:
     """p50/p99 ms from sending a streaming request to its first content event (`usage`: the client
     asks `stream_options.include_usage`, which lets a same-schema stream take the direct lane).
     The first `warm` requests are not counted (a fresh extproc needs a few seconds of traffic to
     reach its steady state; every path, Envoy alone included, gets the same warm-up)."""
     import httpx
 
-    body: dict = {
-        "model": "gpt-4o-mini",
-        "stream": True,
-        "messages": [{"role": "user", "content": "Stream five words please."}],
-    }
+    body: dict = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "Stream five words please."}]}
     if usage:
         body["stream_options"] = {"include_usage": True}
     samples = []

@@ -125,9 +125,7 @@ def main() -> None:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_for_port("127.0.0.1", port, timeout_s=10, proc=proc)
-            asyncio.run(
-                bench_store(f"redis://127.0.0.1:{port}/0", a.requests, a.concurrency, a.client == "lean")
-            )
+            asyncio.run(bench_store(f"redis://127.0.0.1:{port}/0", a.requests, a.concurrency, a.client == "lean"))
         finally:
             proc.kill()
             proc.wait(timeout=5)

@@ -16,9 +16,7 @@ def report(rows: list[dict], rounds: int) -> list[str]:
     within each round (the same minute of the host) and their median is printed."""
 
     def runs(name: str, conns: int) -> list[dict]:
-        return sorted(
-            (r for r in rows if r["name"] == name and r["conns"] == conns), key=lambda r: r["round"]
-        )
+        return sorted((r for r in rows if r["name"] == name and r["conns"] == conns), key=lambda r: r["round"])
 
     keys_ = list(dict.fromkeys((r["name"], r["conns"]) for r in rows))
     out = [f"\nmedians over {rounds} interleaved round(s)",

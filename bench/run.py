@@ -114,9 +114,7 @@ def main() -> int:
         if "direct" in only:
             plain = work / "plain.lua"
             wrk_script(plain, CHAT, None)
-            scenarios.append(
-                Scenario("direct", f"http://127.0.0.1:{fport}{path}", plain, [fake.pid], lambda: None)
-            )
+            scenarios.append(Scenario("direct", f"http://127.0.0.1:{fport}{path}", plain, [fake.pid], lambda: None))
         for name, body in (("envoy", CHAT), ("envoy-stream", STREAM)):  # Envoy alone: the baselines
             if name not in only:
                 continue
@@ -130,10 +128,7 @@ def main() -> int:
             scenarios.append(Scenario(name, f"http://127.0.0.1:{cfg.listener.port}{path}", work / f"{name}.lua",
                                       [e.pid, fake.pid], stop))  # fmt: skip
             wrk_script(scenarios[-1].script, body, None)
-        variants = [
-            *GATEWAY,
-            *((n + v, svc, body) for n, svc, body in GATEWAY for v in VARIANTS if n + v in only),
-        ]
+        variants = [*GATEWAY, *((n + v, svc, body) for n, svc, body in GATEWAY for v in VARIANTS if n + v in only)]
         for name, services, body in variants:
             if name not in only:
                 continue
@@ -166,18 +161,14 @@ def main() -> int:
         if {"litellm", "litellm-translated"} & only:
             scenarios += litellm_scenarios(work, fport, [fake.pid], only)
         for s in scenarios:
-            run_wrk(
-                s.url, s.script, 16, 3
-            )  # warm-up: connections, caches, a steady state (every scenario alike)
+            run_wrk(s.url, s.script, 16, 3)  # warm-up: connections, caches, a steady state (every scenario alike)
         for round_ in range(args.rounds):
             if args.rounds > 1:
                 print(f"round {round_ + 1} of {args.rounds}", flush=True)
             k = round_ % len(scenarios)  # each round starts one scenario later: no row always goes first
             for s in scenarios[k:] + scenarios[:k]:
                 for c in conns:
-                    rows.append(
-                        measure(s.name, s.url, s.script, s.pids, c, args.duration) | {"round": round_}
-                    )
+                    rows.append(measure(s.name, s.url, s.script, s.pids, c, args.duration) | {"round": round_})
         notes += [s.note() for s in scenarios if s.note]
         if receiver is not None:
             notes += trace_notes(receiver, [s.name for s in scenarios])

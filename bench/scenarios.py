@@ -37,30 +37,16 @@ class Scenario:
     note: Callable[[], str] | None = None
 
 
-SCENARIOS = (
-    "direct,envoy,sidegate,inline,inline-2w,full-lane,translated,exact-hit,semantic-hit,"
-    "front,front-2w,front-translated,front-translated-2w,front-exact-hit,envoy-stream,front-stream,front-stream-translated,"
-    "litellm,litellm-translated,ttft,responses,responses-full-lane,responses-translated,front-responses,"
-    "front-responses-translated,front-responses-stream,front-responses-stream-translated,traced100,traced1"
-)
-FULL_PIPELINE = frozenset(
-    {
-        "translated",
-        "front-translated",
-        "front-translated-2w",
-        "front-stream-translated",
-        "responses-translated",
-        "front-responses-translated",
-        "front-responses-stream-translated",
-        "traced100",
-        "traced1",
-    }
-)
+SCENARIOS = ("direct,envoy,sidegate,inline,inline-2w,full-lane,translated,exact-hit,semantic-hit,"
+             "front,front-2w,front-translated,front-translated-2w,front-exact-hit,envoy-stream,front-stream,front-stream-translated,"
+             "litellm,litellm-translated,ttft,responses,responses-full-lane,responses-translated,front-responses,"
+             "front-responses-translated,front-responses-stream,front-responses-stream-translated,traced100,traced1")
+FULL_PIPELINE = frozenset({"translated", "front-translated", "front-translated-2w", "front-stream-translated",
+                           "responses-translated", "front-responses-translated", "front-responses-stream-translated",
+                           "traced100", "traced1"})
 """The scenarios of the issue's full pipeline: translation both ways and, as each request asks a
 new question (see wrk_script in bench/measure.py), an exact-cache miss that fills."""
-STREAM = CHAT.replace(
-    b'"max_tokens":32', b'"max_tokens":32,"stream":true,"stream_options":{"include_usage":true}'
-)
+STREAM = CHAT.replace(b'"max_tokens":32', b'"max_tokens":32,"stream":true,"stream_options":{"include_usage":true}')
 """A stream whose events carry the usage (the direct lane takes it); the fast fake sends it at once,
 so the latency measured is the time to the first event (the stream's overhead: TTFT)."""
 
@@ -80,15 +66,13 @@ def path_of(body: bytes) -> str:
 
 FRONT = {"auth": "inline", "front": "http"}
 GATEWAY: list[tuple[str, dict[str, object], bytes]] = [
-    ("sidegate", {}, CHAT),
-    ("inline", {"auth": "inline"}, CHAT),
+    ("sidegate", {}, CHAT), ("inline", {"auth": "inline"}, CHAT),
     ("inline-2w", {"auth": "inline", "extproc_workers": 2}, CHAT),
     ("full-lane", {"auth": "inline", "direct_lane": False}, CHAT),
     ("translated", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
     ("exact-hit", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"cached"')),
     ("semantic-hit", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"semantic"')),
-    ("front", FRONT, CHAT),
-    ("front-2w", {**FRONT, "extproc_workers": 2}, CHAT),
+    ("front", FRONT, CHAT), ("front-2w", {**FRONT, "extproc_workers": 2}, CHAT),
     ("front-translated", FRONT, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
     ("front-translated-2w", {**FRONT, "extproc_workers": 2}, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
     ("front-exact-hit", FRONT, CHAT.replace(b'"gpt-4o-mini"', b'"cached"')),
@@ -96,8 +80,7 @@ GATEWAY: list[tuple[str, dict[str, object], bytes]] = [
     ("front-stream-translated", FRONT, STREAM.replace(b'"gpt-4o-mini"', b'"claude"')),  # per-try gRPC stream
     # The Responses twins: same lane, same provider kind (an OpenAI provider serving Responses
     # takes it as is; Anthropic gets it translated).
-    ("responses", {}, RESPONSES),
-    ("responses-full-lane", {"auth": "inline", "direct_lane": False}, RESPONSES),
+    ("responses", {}, RESPONSES), ("responses-full-lane", {"auth": "inline", "direct_lane": False}, RESPONSES),
     ("responses-translated", {"auth": "inline"}, RESPONSES.replace(b'"gpt-4o-mini"', b'"claude"')),
     ("front-responses", FRONT, RESPONSES),
     ("front-responses-translated", FRONT, RESPONSES.replace(b'"gpt-4o-mini"', b'"claude"')),
@@ -155,16 +138,12 @@ def start_stack(work: Path, name: str, data: dict, env: dict[str, str]) -> Super
     d.mkdir()
     cfg_path = d / "sidegate.yaml"
     cfg_path.write_text(yaml.safe_dump(data))
-    sup = Supervisor(
-        cfg_path=cfg_path, cfg=config_mod.load(cfg_path, env=env), workdir=d, env=env, log_to_files=True
-    )
+    sup = Supervisor(cfg_path=cfg_path, cfg=config_mod.load(cfg_path, env=env), workdir=d, env=env, log_to_files=True)
     sup.start(timeout_s=60)
     return sup
 
 
-def start_envoy_alone(
-    work: Path, name: str, cfg: config_mod.SidegateConfig, env: dict[str, str]
-) -> subprocess.Popen[bytes]:
+def start_envoy_alone(work: Path, name: str, cfg: config_mod.SidegateConfig, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """Envoy with the same listener and clusters and no Sidegate filter (the baseline), with as
     many workers as Sidegate's Envoy gets (services.envoy_concurrency); ready when it returns."""
     b = work / f"{name}.yaml"
@@ -200,9 +179,7 @@ def litellm_scenarios(work: Path, fport: int, pids: list[int], names: set[str]) 
         "litellm_settings": {"telemetry": False, "drop_params": True},
     }))  # fmt: skip
     master = "sk-" + os.urandom(16).hex()  # LiteLLM refuses to start without one (and checks it per request)
-    env = dict(
-        os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR", LITELLM_MASTER_KEY=master
-    )
+    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR", LITELLM_MASTER_KEY=master)
     proc = subprocess.Popen([exe, "--config", str(cfg), "--port", str(port), "--host", "127.0.0.1", "--num_workers", "1"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
 
@@ -217,10 +194,7 @@ def litellm_scenarios(work: Path, fport: int, pids: list[int], names: set[str]) 
         raise
     time.sleep(2)
     out = []
-    for name, body in (
-        ("litellm", CHAT),
-        ("litellm-translated", CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
-    ):
+    for name, body in (("litellm", CHAT), ("litellm-translated", CHAT.replace(b'"gpt-4o-mini"', b'"claude"'))):
         if name in names:
             script = work / f"{name}.lua"
             wrk_script(script, body, master)

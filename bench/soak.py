@@ -156,10 +156,7 @@ class Soak:
 
     async def capped_one(self, client: aiohttp.ClientSession) -> None:
         """One request of the capped tenant: 200 (admitted, its send time kept) or 429 (refused)."""
-        body = {
-            "model": "gpt-4o-mini",
-            "messages": [{"role": "user", "content": f"capped {random.random()}"}],
-        }
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"capped {random.random()}"}]}
         headers = {"authorization": f"Bearer {self.stack.keys['capped'].key}"}
         t = time.monotonic()
         try:
@@ -230,12 +227,8 @@ def main() -> int:
     ap.add_argument("--rps", type=float, default=40.0, help="target request rate (all workers, all stacks)")
     ap.add_argument("--workers", type=int, default=16, help="concurrent clients per stack")
     ap.add_argument("--front", choices=("ext_proc", "http", "both"), default="ext_proc")
-    ap.add_argument(
-        "--capped-rpm", type=int, default=120, help="the capped tenant's limit (requests a minute)"
-    )
-    ap.add_argument(
-        "--capped-rps", type=float, default=3.0, help="what the capped tenant asks for, per stack"
-    )
+    ap.add_argument("--capped-rpm", type=int, default=120, help="the capped tenant's limit (requests a minute)")
+    ap.add_argument("--capped-rps", type=float, default=3.0, help="what the capped tenant asks for, per stack")
     ap.add_argument("--report-every", type=float, default=60.0, help="seconds between progress lines")
     args = ap.parse_args()
 
@@ -248,9 +241,7 @@ def main() -> int:
         for front in fronts:
             extra = {**EXTRA, **(HTTP_FRONT if front == "http" else {})}
             workdir = Path(tempfile.mkdtemp(prefix=f"sidegate-soak-{front}-"))
-            stacks[front] = SoakStack(
-                workdir, fo.url, fa.url, extra=extra, capped_rpm=args.capped_rpm
-            ).start()
+            stacks[front] = SoakStack(workdir, fo.url, fa.url, extra=extra, capped_rpm=args.capped_rpm).start()
         procs = processes(stacks)
         rps = args.rps / len(stacks)
         warm = {f: Soak(s, rps, args.workers) for f, s in stacks.items()}
@@ -275,9 +266,7 @@ def main() -> int:
             print(f"  capped tenant (rpm {args.capped_rpm}): {capped} asked, {len(soak.capped_admitted)} admitted, "
                   f"{soak.capped_refused} refused (429), most in any {WINDOW_S - SLACK_S:.0f} s: "
                   f"{most_in_window(soak.capped_admitted, WINDOW_S - SLACK_S)}, over-admission: {over}")  # fmt: skip
-            print(
-                f"  latency (ok) p50={pct(soak.latencies, 0.5) * 1000:.1f} ms  p99={pct(soak.latencies, 0.99) * 1000:.1f} ms"
-            )
+            print(f"  latency (ok) p50={pct(soak.latencies, 0.5) * 1000:.1f} ms  p99={pct(soak.latencies, 0.99) * 1000:.1f} ms")
             failed = failed or bool(soak.errors) or over > 0
         print("RSS growth: " + "  ".join(f"{n}={(end_rss[n] - start_rss[n]) / 1024:+.1f}MiB "
                                          f"({(end_rss[n] - start_rss[n]) / max(1, start_rss[n]) * 100:+.1f} %)" for n in procs))  # fmt: skip

@@ -39,9 +39,7 @@ OPENAI_SSE = b"".join(wire_openai.stream_events(_ANSWER, include_usage=True)).de
 _RESPONSES_REQUEST = {"model": "gpt-4o-mini", "input": "What is the capital of France?"}
 RESPONSES_BODY = wire_responses.response_body(_ANSWER, _RESPONSES_REQUEST, "resp_bench").decode()
 RESPONSES_SSE = b"".join(wire_responses.stream_events(_ANSWER, _RESPONSES_REQUEST, "resp_bench")).decode()
-ANTHROPIC_SSE = b"".join(
-    wire_anthropic.stream_events(replace(_ANSWER, model="claude-3-5-haiku-20241022"))
-).decode()
+ANTHROPIC_SSE = b"".join(wire_anthropic.stream_events(replace(_ANSWER, model="claude-3-5-haiku-20241022"))).decode()
 STREAM_HEADER = "x-bench-stream"
 
 
@@ -49,10 +47,7 @@ def bootstrap(port: int, admin_port: int) -> dict:
     def route(prefix: str, body: str, stream: bool = False) -> dict:
         ctype = "text/event-stream" if stream else "application/json"
         return {
-            "match": {
-                "prefix": prefix,
-                **({"headers": [{"name": STREAM_HEADER, "present_match": True}]} if stream else {}),
-            },
+            "match": {"prefix": prefix, **({"headers": [{"name": STREAM_HEADER, "present_match": True}]} if stream else {})},
             "direct_response": {"status": 200, "body": {"inline_string": body}},
             "response_headers_to_add": [{"header": {"key": "content-type", "value": ctype}}],
         }

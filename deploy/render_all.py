@@ -103,9 +103,7 @@ def snippets(cfg: config.SidegateConfig | None = None) -> dict[str, Any]:
     b = render.bootstrap(cfg)
     hcm = b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     *sidegate_filters, router = hcm["http_filters"]
-    assert router["name"] == "envoy.filters.http.router", (
-        "the listener's filter chain layout changed (sidegate/bootstrap/listener.py)"
-    )
+    assert router["name"] == "envoy.filters.http.router", "the listener's filter chain layout changed (sidegate/bootstrap/listener.py)"
     clusters = [c for c in b["static_resources"]["clusters"] if c["name"].startswith("sidegate_")]
     return {
         "http_filters": sidegate_filters,

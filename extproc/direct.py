@@ -57,9 +57,7 @@ def usage_of(fields: dict[str, Any]) -> Usage | None:
     if "cached_tokens" in fields:  # Responses: input_tokens includes input_tokens_details.cached_tokens
         prompt = int(fields.get("input_tokens", 0))
         cached = min(int(fields["cached_tokens"]), prompt)
-        return Usage(
-            input_tokens=prompt, output_tokens=int(fields.get("output_tokens", 0)), cached_tokens=cached
-        )
+        return Usage(input_tokens=prompt, output_tokens=int(fields.get("output_tokens", 0)), cached_tokens=cached)
     if "input_tokens" in fields or "output_tokens" in fields:
         keys = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
         return parse_anthropic_usage({k: int(fields.get(k, 0)) for k in keys})
@@ -121,12 +119,7 @@ def completion(entry: accesslog_pb2.HTTPAccessLogEntry, now: float | None = None
 class AccessLogAdapter(als_pb2_grpc.AccessLogServiceServicer):
     """The gRPC AccessLogService Envoy streams direct-lane log entries to."""
 
-    def __init__(
-        self,
-        completion_hooks: list[CompletionHook],
-        token: Token,
-        abandon: Callable[[str], None] | None = None,
-    ):
+    def __init__(self, completion_hooks: list[CompletionHook], token: Token, abandon: Callable[[str], None] | None = None):
         self.completion_hooks = completion_hooks
         self.token = token
         """The internal token: a made-up log entry would be metered, or settle someone's try."""
@@ -156,9 +149,7 @@ class AccessLogAdapter(als_pb2_grpc.AccessLogServiceServicer):
             notify(self.completion_hooks, done)
 
     async def StreamAccessLogs(
-        self,
-        request_iterator: AsyncIterator[als_pb2.StreamAccessLogsMessage],
-        context: grpc.aio.ServicerContext,
+        self, request_iterator: AsyncIterator[als_pb2.StreamAccessLogsMessage], context: grpc.aio.ServicerContext
     ) -> als_pb2.StreamAccessLogsResponse:
         await require(self.token, context)
         task = asyncio.current_task()

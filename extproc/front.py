@@ -78,7 +78,7 @@ class HeldReplies(TtlMap[Reply]):
 
 class Front:
     """The adapter: an HTTP request from Envoy -> RequestContext -> Gateway.run -> the HTTP answer
-    (a :class:`Reply`: status, body, headers)."""
+(a :class:`Reply`: status, body, headers)."""
 
     def __init__(self, gateway: Gateway, worker: int = 0, trylane: TryLane | None = None):
         self.gateway = gateway
@@ -155,9 +155,7 @@ class Front:
         reply = self.held.pop(headers.get(ROUTE_HEADER, "").rpartition(".")[2])
         if reply is None:
             api = inbound_api(target)
-            return Reply(
-                503, error_body(api, 503, "The cached answer expired before it was sent; retry."), dict(_JSON)
-            )
+            return Reply(503, error_body(api, 503, "The cached answer expired before it was sent; retry."), dict(_JSON))
         return reply
 
 

@@ -44,9 +44,7 @@ class Service:
         the grace period; the access-log streams (which never end by themselves) are closed once
         they are the only RPCs left and Envoy had time to flush its last batch."""
         active = self.processor.active if self.processor is not None else 0
-        log.info(
-            "extproc stopping: %d ext_proc streams in flight, up to %.0fs for them to end", active, grace_s
-        )
+        log.info("extproc stopping: %d ext_proc streams in flight, up to %.0fs for them to end", active, grace_s)
         started = time.monotonic()
         if self.front is not None:
             await self.front.close(grace_s)
@@ -105,25 +103,15 @@ async def serve(
     service = Service(app)
     await app.start()
     if cfg.services.metrics_port:
-        metrics_server.start_metrics_server(
-            metrics_server.service_metrics_port(cfg, "extproc"), cfg.services.metrics_host
-        )
+        metrics_server.start_metrics_server(metrics_server.service_metrics_port(cfg, "extproc"), cfg.services.metrics_host)
     # A buffered provider answer reaches the per-try stage as one message (up to max_response_bytes).
-    server = grpc.aio.server(
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", grpc_max_message(cfg))]
-    )
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", grpc_max_message(cfg))])
     service.processor = ExternalProcessor(app.gateway, app.tries, token)
     worker = int(os.environ.get("SIDEGATE_EXTPROC_WORKER", "0"))
-    trylane = (
-        TryLane(app.tries, worker, local_address(host), cfg.services.front_port, token.value)
-        if cfg.services.front == "http"
-        else None
-    )
+    trylane = TryLane(app.tries, worker, local_address(host), cfg.services.front_port, token.value) if cfg.services.front == "http" else None
     if trylane is not None:
         trylane.start()
-    service.direct = AccessLogAdapter(
-        app.completion_hooks, token, trylane.abandon if trylane is not None else None
-    )
+    service.direct = AccessLogAdapter(app.completion_hooks, token, trylane.abandon if trylane is not None else None)
     pb_grpc.add_ExternalProcessorServicer_to_server(service.processor, server)
     als_pb2_grpc.add_AccessLogServiceServicer_to_server(service.direct, server)
     health = add_health(server)

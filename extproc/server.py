@@ -92,9 +92,7 @@ class GatewayStream:
             source = ""
             if attrs is not None and "source.address" in attrs.fields:
                 source = attrs.fields["source.address"].string_value.rsplit(":", 1)[0]
-            if (
-                auth.get("api") == Api.GEMINI.value
-            ):  # ext_authz took the key away, it said whose format this is
+            if auth.get("api") == Api.GEMINI.value:  # ext_authz took the key away, it said whose format this is
                 headers.setdefault(GEMINI_KEY_HEADER, "")
             opened = open_request(headers.get(":path", "/"), headers.get(":method", "GET"), headers, source=source,
                                   tenant=str(auth.get("tenant", "")), key_id=str(auth.get("key_id", "")),
@@ -104,9 +102,7 @@ class GatewayStream:
                 return _immediate(opened)
             self.ctx = opened
             if self.traceparent or TRACEPARENT in headers:  # (untraced: one dict lookup)
-                opened.traceparent = valid_traceparent(self.traceparent) or valid_traceparent(
-                    headers.get(TRACEPARENT)
-                )
+                opened.traceparent = valid_traceparent(self.traceparent) or valid_traceparent(headers.get(TRACEPARENT))
             early = self.gateway.on_headers(opened)
             if early is not None:
                 return _immediate(early)
@@ -115,9 +111,7 @@ class GatewayStream:
             internal = client_internal_headers(headers)
             if internal:  # never trust internal headers from the client
                 return pb.ProcessingResponse(
-                    request_headers=pb.HeadersResponse(
-                        response=pb.CommonResponse(header_mutation=_header_mutation({}, internal))
-                    )
+                    request_headers=pb.HeadersResponse(response=pb.CommonResponse(header_mutation=_header_mutation({}, internal)))
                 )
             return pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=_CONTINUE))
         if kind == "request_body" and self.ctx is not None:
@@ -133,9 +127,7 @@ class GatewayStream:
             return _immediate(outcome)
         assert isinstance(outcome, Forward)
         set_headers = {ROUTE_HEADER: outcome.route}
-        if (
-            ctx.api is Api.GEMINI and "?" in ctx.path
-        ):  # inline auth: a Gemini client's `?key=` goes no further
+        if ctx.api is Api.GEMINI and "?" in ctx.path:  # inline auth: a Gemini client's `?key=` goes no further
             path = without_key(ctx.path)
             if path != ctx.path:
                 set_headers[":path"] = path
@@ -167,9 +159,7 @@ class UpstreamStream:
         except TryAnswered as answered:  # the per-try stage answers this try itself (no provider)
             return _immediate(answered.reply)
         except GatewayError as err:
-            return _immediate(
-                Reply(err.status, format_error(self.api, err), {"content-type": "application/json"})
-            )
+            return _immediate(Reply(err.status, format_error(self.api, err), {"content-type": "application/json"}))
 
     def _start(self, req: pb.ProcessingRequest) -> ProviderTry:
         meta = request_meta(req.metadata_context.filter_metadata) or {}
@@ -177,14 +167,8 @@ class UpstreamStream:
         attrs = req.attributes.get("envoy.filters.http.ext_proc")
         fields = attrs.fields if attrs is not None else {}
         cluster = fields["xds.cluster_name"].string_value if "xds.cluster_name" in fields else ""
-        attempt = (
-            int(fields["upstream.request_attempt_count"].number_value)
-            if "upstream.request_attempt_count" in fields
-            else 1
-        )
-        if (
-            TRACEPARENT in meta
-        ):  # a traced request: Envoy's span of this try is in the headers the router sent
+        attempt = int(fields["upstream.request_attempt_count"].number_value) if "upstream.request_attempt_count" in fields else 1
+        if TRACEPARENT in meta:  # a traced request: Envoy's span of this try is in the headers the router sent
             for h in req.request_headers.headers.headers:
                 if h.key == TRACEPARENT:
                     set_try_parent(meta, h.raw_value or h.value)
@@ -198,31 +182,23 @@ class UpstreamStream:
             t = self._start(req)
             client = [h.key for h in req.request_headers.headers.headers]
             resp = pb.ProcessingResponse(
-                request_headers=pb.HeadersResponse(
-                    response=pb.CommonResponse(header_mutation=_mutation(t.request_headers(client)))
-                )
+                request_headers=pb.HeadersResponse(response=pb.CommonResponse(header_mutation=_mutation(t.request_headers(client))))
             )
             if t.body_unchanged:  # one round trip less: Envoy sends the body on without asking us
                 resp.mode_override.CopyFrom(_NO_REQUEST_BODY)
             return resp
-        if (
-            t is None
-        ):  # request headers always come first on this filter (SEND, see sidegate/bootstrap/listener.py)
+        if t is None:  # request headers always come first on this filter (SEND, see sidegate/bootstrap/listener.py)
             return _passthrough(req)
         if kind == "request_body":
             body, changes = t.request_body(req.request_body.body)
-            common = pb.CommonResponse(
-                header_mutation=_mutation(changes), body_mutation=pb.BodyMutation(body=body)
-            )
+            common = pb.CommonResponse(header_mutation=_mutation(changes), body_mutation=pb.BodyMutation(body=body))
             return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))
         if kind == "response_headers":
             headers = headers_to_dict(req.response_headers.headers)
             status = int(headers.get(":status", "0") or 0)
             mode, changes = t.response_headers(status, headers)
             resp = pb.ProcessingResponse(
-                response_headers=pb.HeadersResponse(
-                    response=pb.CommonResponse(header_mutation=_mutation(changes))
-                ),
+                response_headers=pb.HeadersResponse(response=pb.CommonResponse(header_mutation=_mutation(changes))),
                 mode_override=_BUFFERED if mode == "buffered" else _STREAMED,
             )
             if req.response_headers.end_of_stream:  # no body at all
@@ -283,3 +259,4 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             self.active -= 1
             if isinstance(handler, UpstreamStream):
                 handler.close()
+

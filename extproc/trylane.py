@@ -53,20 +53,12 @@ _JSON = {"content-type": "application/json", TryWire.ANSWER: "1"}
 def ascii_json(raw: bytes) -> bytes:
     """JSON fit for a header value (ASCII only: HTTP/1 header values are not UTF-8), the same
     document with `\\u` escapes when it holds other characters."""
-    return (
-        raw
-        if raw.isascii()
-        else json.dumps(orjson.loads(raw), ensure_ascii=True, separators=(",", ":")).encode()
-    )
+    return raw if raw.isascii() else json.dumps(orjson.loads(raw), ensure_ascii=True, separators=(",", ":")).encode()
 
 
 def _escape(s: str) -> str:
     """Percent-encode what the `name=value&...` format reserves (header values hold no CR/LF)."""
-    return (
-        s.replace("%", "%25").replace("&", "%26").replace("=", "%3D")
-        if ("%" in s or "&" in s or "=" in s)
-        else s
-    )
+    return s.replace("%", "%25").replace("&", "%26").replace("=", "%3D") if ("%" in s or "&" in s or "=" in s) else s
 
 
 def encode_changes(changes: HeaderChanges) -> dict[str, str]:
@@ -109,11 +101,7 @@ def _refusal(api: Api, e: Exception) -> Reply:
 
 def _failed(api: Api, msg: str) -> Reply:
     """A response the front could not translate: a 502 in the client's format, for the Lua to send."""
-    return Reply(
-        200,
-        error_body(api, 502, msg),
-        {TryWire.STATUS: "502", TryWire.SET: "content-type=application%2Fjson"},
-    )
+    return Reply(200, error_body(api, 502, msg), {TryWire.STATUS: "502", TryWire.SET: "content-type=application%2Fjson"})
 
 
 async def _post_abandon(host: str, port: int, key: str, retried: bool, token: str) -> None:
@@ -148,14 +136,7 @@ class Tries(TtlMap[ProviderTry]):
 class TryLane:
     """The adapter: the Lua filter's two calls -> :class:`ProviderTry` -> answers."""
 
-    def __init__(
-        self,
-        stage: TryStage,
-        worker: int = 0,
-        front_host: str = "127.0.0.1",
-        front_port: int = 0,
-        token: str = "",
-    ):
+    def __init__(self, stage: TryStage, worker: int = 0, front_host: str = "127.0.0.1", front_port: int = 0, token: str = ""):
         self.stage = stage
         self.token = token
         """The internal token, for the abandon calls to the other workers' fronts."""
@@ -209,12 +190,7 @@ class TryLane:
             return {}
         changes.set["content-length"] = str(len(out))
         changes.set.pop(cred[0], None)  # the key: the Lua reads it from Envoy's environment
-        return {
-            TryWire.BODY: out.decode(),
-            TryWire.PREPARED: cluster,
-            **encode_changes(changes),
-            **self._hold(t),
-        }
+        return {TryWire.BODY: out.decode(), TryWire.PREPARED: cluster, **encode_changes(changes), **self._hold(t)}
 
     def handle(self, target: str, headers: dict[str, str], body: bytes) -> Reply:
         if target.endswith("/request"):
@@ -232,9 +208,7 @@ class TryLane:
             self.tries.abandon(key, retried)
         elif worker.isdigit() and self.front_port:
             port = self.front_port - int(self.worker) + int(worker)
-            task = asyncio.get_running_loop().create_task(
-                _post_abandon(self.front_host, port, key, retried, self.token)
-            )
+            task = asyncio.get_running_loop().create_task(_post_abandon(self.front_host, port, key, retried, self.token))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -248,9 +222,7 @@ class TryLane:
             set_try_parent(meta, headers[TRACEPARENT])
         previous = headers.get(TryWire.PREVIOUS)
         try:
-            t = self.stage.start_try(
-                meta, headers.get(TryWire.CLUSTER, ""), int(headers.get(TryWire.ATTEMPT) or 1)
-            )
+            t = self.stage.start_try(meta, headers.get(TryWire.CLUSTER, ""), int(headers.get(TryWire.ATTEMPT) or 1))
         except Exception as e:
             if previous:  # this try cannot start: the previous one is the request's last
                 self.abandon(previous)
@@ -273,15 +245,10 @@ class TryLane:
     def response(self, headers: dict[str, str], body: bytes) -> Reply:
         t = self.tries.pop(headers.get(TryWire.KEY, ""))
         if t is None:
-            return _failed(
-                _client_api(headers.get(FRONT_API_HEADER)),
-                "Sidegate: this try's state was lost (it expired or the worker restarted).",
-            )
+            return _failed(_client_api(headers.get(FRONT_API_HEADER)), "Sidegate: this try's state was lost (it expired or the worker restarted).")
         try:
             status = int(headers.get(TryWire.STATUS) or 0)
-            provider = {
-                k[len(TryWire.PASSED) :]: v for k, v in headers.items() if k.startswith(TryWire.PASSED)
-            }
+            provider = {k[len(TryWire.PASSED) :]: v for k, v in headers.items() if k.startswith(TryWire.PASSED)}
             mode, changes = t.response_headers(status, provider)
             out = t.response_chunk(body, True) if mode == "streamed" else t.response_body(body)
         except Exception:

@@ -70,9 +70,7 @@ class App:
         self.gateway = Gateway(hooks=hooks)
         self.completion_hooks: list[CompletionHook] = hooks.on_complete
         """Every completion hook, for every lane (the per-try stage, the try lane, the access log)."""
-        self.tries = TryStage(
-            cfg, self.completion_hooks, Fillers(hooks.fills) if hooks.fills else None, hooks.on_try
-        )
+        self.tries = TryStage(cfg, self.completion_hooks, Fillers(hooks.fills) if hooks.fills else None, hooks.on_try)
         self._starts = hooks.starts
         self._closes = hooks.closes
 

@@ -20,9 +20,7 @@ DEMO_KEY = "sgk_demo0001_demo-key-not-a-secret-0000000000"
 def cmd_validate(args: argparse.Namespace) -> int:
     cfg = config_mod.load_or_exit(args.config)
     missing = [f"{n}: {p.api_key_env}" for n, p in cfg.providers.items() if p.api_key_env and not p.api_key()]
-    print(
-        f"{args.config}: OK ({len(cfg.providers)} providers, {len(cfg.models)} models, {len(cfg.tenants)} tenants)"
-    )
+    print(f"{args.config}: OK ({len(cfg.providers)} providers, {len(cfg.models)} models, {len(cfg.tenants)} tenants)")
     for m in missing:
         print(f"  warning: provider key variable not set: {m}")
     return 0
@@ -93,14 +91,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     env.setdefault("DEMO_OPENAI_API_KEY", "sk-demo-openai-provider-key")
     env.setdefault("DEMO_ANTHROPIC_API_KEY", "sk-ant-demo-anthropic-provider-key")
     ports = [str(cfg.providers[n].port) for n in ("openai", "anthropic")]
-    fakes = subprocess.Popen(
-        [sys.executable, "-m", "sidegate.fakes", "--port", ports[0], "--port", ports[1]], env=env
-    )
+    fakes = subprocess.Popen([sys.executable, "-m", "sidegate.fakes", "--port", ports[0], "--port", ports[1]], env=env)
     try:
         print(f"Demo providers (fakes) on ports {', '.join(ports)}. Demo tenant key: {DEMO_KEY}", flush=True)
         print(
             f"Try: curl http://127.0.0.1:{cfg.listener.port}/v1/chat/completions -H 'Authorization: Bearer {DEMO_KEY}' "
-            '-H \'content-type: application/json\' -d \'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}\'',
+            "-H 'content-type: application/json' -d '{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'",
             flush=True,
         )
         return _up(cfg_path, cfg, env)
@@ -128,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("service", choices=["authz", "extproc"])
     p.add_argument("-c", "--config", required=True)
     p.set_defaults(func=cmd_serve)
-    p = sub.add_parser(
-        "internal-token", help="write a new secret Envoy presents to the services (an SDS file)"
-    )
+    p = sub.add_parser("internal-token", help="write a new secret Envoy presents to the services (an SDS file)")
     p.add_argument("-o", "--output", required=True, help="the file (services.internal_token_file)")
     p.add_argument("--keep", action="store_true", help="keep a token the file already holds")
     p.set_defaults(func=cmd_internal_token)

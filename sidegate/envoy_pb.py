@@ -24,10 +24,7 @@ def header_options(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> li
 
 def authz_header_options(headers: Mapping[str, str]) -> list[HeaderValueOption]:
     """Headers for ext_authz responses: there Envoy reads `value` (a `raw_value` arrives empty)."""
-    return [
-        HeaderValueOption(header=HeaderValue(key=k, value=v), append_action=OVERWRITE)
-        for k, v in headers.items()
-    ]
+    return [HeaderValueOption(header=HeaderValue(key=k, value=v), append_action=OVERWRITE) for k, v in headers.items()]
 
 
 def headers_to_dict(header_map) -> dict[str, str]:  # type: ignore[no-untyped-def]

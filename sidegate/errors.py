@@ -99,9 +99,7 @@ def provider_invalid_response(provider: str) -> GatewayError:
     return GatewayError(502, f"Provider '{provider}' returned an invalid response.")
 
 
-def error_body(
-    api: Api, status: int, message: str, code: str | None = None, param: str | None = None
-) -> bytes:
+def error_body(api: Api, status: int, message: str, code: str | None = None, param: str | None = None) -> bytes:
     """The JSON error body a client of `api` expects for `status`."""
     if api is Api.ANTHROPIC:
         etype = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")

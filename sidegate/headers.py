@@ -14,14 +14,7 @@ from collections.abc import Iterable
 from sidegate.config import ProviderConfig
 from sidegate.errors import Api
 
-REQUEST_HEADERS_FORWARDED = (
-    "content-type",
-    "content-length",
-    "accept",
-    "idempotency-key",
-    "user-agent",
-    "x-request-id",
-)
+REQUEST_HEADERS_FORWARDED = ("content-type", "content-length", "accept", "idempotency-key", "user-agent", "x-request-id")
 """Client request headers every provider receives (plus the pseudo-headers and what the gateway
 sets itself: credential, `:authority`, `:path`, the provider's static `headers`). `user-agent` and
 `x-request-id` (the gateway's request id, for support tickets) pass because the access log reads

@@ -195,8 +195,7 @@ QUOTA_REJECTIONS = Counter(
     registry=REGISTRY,
 )
 QUOTA_LEASES = Counter(
-    "sidegate_quota_leases",
-    "Leases of the global limits this process held (counted when each ends).",
+    "sidegate_quota_leases", "Leases of the global limits this process held (counted when each ends).",
     registry=REGISTRY,
 )
 QUOTA_LEASE_ADMITS = Counter(
@@ -391,15 +390,7 @@ def stage_timer(stage: str) -> Iterator[None]:
 
 # -- series that exist from the start (the dashboard and alerts rely on them) --------------------
 
-LEDGER_OUTCOMES = (
-    "written",
-    "spilled",
-    "replayed",
-    "already_written",
-    "dropped_full",
-    "dropped_error",
-    "dropped_spill_full",
-)
+LEDGER_OUTCOMES = ("written", "spilled", "replayed", "already_written", "dropped_full", "dropped_error", "dropped_spill_full")
 
 
 def declare_gateway_series() -> None:

@@ -49,9 +49,7 @@ class SupervisorCollector:
                 doc = json.load(f)
         except (OSError, ValueError):
             return
-        restarts = CounterMetricFamily(
-            "sidegate_supervisor_restarts", "Restarts of each `sidegate up` child.", labels=["child"]
-        )
+        restarts = CounterMetricFamily("sidegate_supervisor_restarts", "Restarts of each `sidegate up` child.", labels=["child"])
         looping = GaugeMetricFamily(
             "sidegate_supervisor_crash_looping",
             "1 while a child exits within a second of each of its last starts (it is still retried).", labels=["child"],

@@ -19,9 +19,7 @@ def free_port(host: str = "127.0.0.1", avoid: set[int] | frozenset[int] = frozen
     return free_port_block(1, host, avoid=avoid)
 
 
-def free_port_block(
-    n: int, host: str = "127.0.0.1", tries: int = 200, avoid: set[int] | frozenset[int] = frozenset()
-) -> int:
+def free_port_block(n: int, host: str = "127.0.0.1", tries: int = 200, avoid: set[int] | frozenset[int] = frozenset()) -> int:
     """The first of `n` consecutive free ports (for services with several workers), chosen the
     same way as `free_port`."""
     for _ in range(tries):
@@ -46,9 +44,7 @@ def free_port_block(
     raise RuntimeError(f"no block of {n} free ports")
 
 
-def wait_for_port(
-    host: str, port: int, timeout_s: float = 10.0, proc: subprocess.Popen | None = None
-) -> None:
+def wait_for_port(host: str, port: int, timeout_s: float = 10.0, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:

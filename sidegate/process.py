@@ -28,9 +28,7 @@ def _loop_policy() -> None:
 def store_url(cfg: SidegateConfig) -> str:
     url = os.environ.get("SIDEGATE_REDIS_URL") or cfg.store.url
     if not url:
-        raise SystemExit(
-            "no store: set store.url or SIDEGATE_REDIS_URL (`sidegate up` starts an embedded Valkey)"
-        )
+        raise SystemExit("no store: set store.url or SIDEGATE_REDIS_URL (`sidegate up` starts an embedded Valkey)")
     return url
 
 
@@ -62,10 +60,7 @@ def quiet_gc() -> None:
 
 def run(service: str, main: Callable[[SidegateConfig], Awaitable[None]], cfg: SidegateConfig) -> None:
     """Run one service's main coroutine on uvloop until SIGTERM/SIGINT."""
-    logging.basicConfig(
-        level=os.environ.get("SIDEGATE_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    logging.basicConfig(level=os.environ.get("SIDEGATE_LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     _loop_policy()
     profile = os.environ.get("SIDEGATE_PROFILE")  # developer aid: cProfile this process into a file
     if profile:
@@ -78,9 +73,7 @@ def run(service: str, main: Callable[[SidegateConfig], Awaitable[None]], cfg: Si
     asyncio.run(main(cfg))
 
 
-def command_line(
-    service: str, main: Callable[[SidegateConfig], Awaitable[None]], argv: list[str] | None = None
-) -> None:
+def command_line(service: str, main: Callable[[SidegateConfig], Awaitable[None]], argv: list[str] | None = None) -> None:
     """`python -m authz|extproc -c CONFIG` (what `sidegate serve authz|extproc` runs)."""
     import argparse
 

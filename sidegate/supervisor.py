@@ -70,13 +70,7 @@ def usable_cpus() -> int:
     limit, which affinity does not show: a pod limited to 2 CPUs on a 32-core node)."""
     cpus = len(os.sched_getaffinity(0))
     limit = _cgroup_quota()
-    if (
-        limit is None
-        or limit[0] in ("max", "-1")
-        or not limit[0].isdigit()
-        or not limit[1].isdigit()
-        or int(limit[1]) == 0
-    ):
+    if limit is None or limit[0] in ("max", "-1") or not limit[0].isdigit() or not limit[1].isdigit() or int(limit[1]) == 0:
         return cpus
     return max(1, min(cpus, math.ceil(int(limit[0]) / int(limit[1]))))
 
@@ -126,9 +120,7 @@ class Supervisor:
         self.env = dict(self.env)  # never write the embedded store's URL into the caller's dict
         svc = self.cfg.services
         if self.policy is None:
-            self.policy = RestartPolicy(
-                healthy_s=svc.restart_healthy_s, backoff_max_s=svc.restart_backoff_max_s
-            )
+            self.policy = RestartPolicy(healthy_s=svc.restart_healthy_s, backoff_max_s=svc.restart_backoff_max_s)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, timeout_s: float = 20.0) -> None:
@@ -161,10 +153,7 @@ class Supervisor:
         self.env[token_env] = token
         token_file = self.workdir / "internal-token.yaml"
         trust.write_private(token_file, trust.token_file_text(token))
-        log.info(
-            "internal token for this start: %s (0600; Envoy reads it, the services get it in their environment)",
-            token_file,
-        )
+        log.info("internal token for this start: %s (0600; Envoy reads it, the services get it in their environment)", token_file)
         asyncio.run(self._seed())
         py = [sys.executable, "-m", "sidegate.cli"]
         svc = self.cfg.services
@@ -185,39 +174,14 @@ class Supervisor:
                 name = service if i == 0 else f"{service}-{i}"
                 worker_env = {**env, f"SIDEGATE_{service.upper()}_PORT": str(port + i)}
                 if service == "extproc":
-                    worker_env |= {
-                        "SIDEGATE_EXTPROC_WORKER": str(i),
-                        "SIDEGATE_FRONT_PORT": str(svc.front_port + i),
-                        STATE_ENV: str(self.state_path),
-                    }  # its /metrics shows the restart counts
-                child = Child(
-                    name, [*py, "serve", service, "-c", str(self.cfg_path)], port + i, host, env=worker_env
-                )
+                    worker_env |= {"SIDEGATE_EXTPROC_WORKER": str(i), "SIDEGATE_FRONT_PORT": str(svc.front_port + i),
+                                   STATE_ENV: str(self.state_path)}  # its /metrics shows the restart counts
+                child = Child(name, [*py, "serve", service, "-c", str(self.cfg_path)], port + i, host, env=worker_env)
                 self._spawn(child, timeout_s)
         if self.env.get("SIDEGATE_ADMIN_TOKEN"):
-            admin = [
-                *py,
-                "admin",
-                "serve",
-                "-c",
-                str(self.cfg_path),
-                "--host",
-                svc.admin_host,
-                "--port",
-                str(svc.admin_port),
-            ]
-            self._spawn(
-                Child(
-                    "admin",
-                    admin,
-                    svc.admin_port,
-                    host if svc.admin_host in ("0.0.0.0", "::") else svc.admin_host,
-                ),
-                timeout_s,
-            )
-        if runner_wanted(
-            self.cfg
-        ):  # `sidegate ledger run`: ships the ledger to ClickHouse; listens on its /metrics
+            admin = [*py, "admin", "serve", "-c", str(self.cfg_path), "--host", svc.admin_host, "--port", str(svc.admin_port)]
+            self._spawn(Child("admin", admin, svc.admin_port, host if svc.admin_host in ("0.0.0.0", "::") else svc.admin_host), timeout_s)
+        if runner_wanted(self.cfg):  # `sidegate ledger run`: ships the ledger to ClickHouse; listens on its /metrics
             port = self.cfg.observability.ledger_metrics_port or free_port(avoid=self._config_ports())
             run = [*py, "ledger", "run", "-c", str(self.cfg_path), "--metrics-port", str(port)]
             self._spawn(Child("ledger", run, port, local_address(svc.metrics_host)), timeout_s)
@@ -236,14 +200,7 @@ class Supervisor:
     def _config_ports(self) -> set[int]:
         """Ports the config names: the embedded store must not take one before its owner binds it."""
         svc, lst = self.cfg.services, self.cfg.listener
-        ports = {
-            lst.port,
-            lst.admin_port,
-            svc.metrics_port,
-            svc.authz_metrics_port,
-            svc.admin_port,
-            self.cfg.observability.ledger_metrics_port,
-        }
+        ports = {lst.port, lst.admin_port, svc.metrics_port, svc.authz_metrics_port, svc.admin_port, self.cfg.observability.ledger_metrics_port}
         ports.update(range(svc.authz_port, svc.authz_port + svc.authz_workers))
         ports.update(range(svc.extproc_port, svc.extproc_port + svc.extproc_workers))
         ports.update(range(svc.front_port, svc.front_port + svc.extproc_workers))
@@ -300,9 +257,7 @@ class Supervisor:
             if out is not None and relay is False:
                 out.close()  # the child has its own copy of the descriptor
         if relay:
-            threading.Thread(
-                target=relay_envoy, args=(child.proc, out), name="envoy-log", daemon=True
-            ).start()
+            threading.Thread(target=relay_envoy, args=(child.proc, out), name="envoy-log", daemon=True).start()
 
     def _wait_envoy_ready(self, timeout_s: float) -> None:
         url = f"http://127.0.0.1:{self.cfg.listener.admin_port}/ready"
@@ -342,20 +297,11 @@ class Supervisor:
                     if c.name == "valkey":  # an embedded store that came back empty needs the config again
                         asyncio.run(self._seed(only_if_empty=True))
                 elif now - c.started_at > self.start_timeout_s:
-                    log.error(
-                        "%s did not listen on port %d within %.0fs of its start; killing it",
-                        c.name,
-                        c.port,
-                        self.start_timeout_s,
-                    )
+                    log.error("%s did not listen on port %d within %.0fs of its start; killing it", c.name, c.port, self.start_timeout_s)
                     c.proc.kill()
                     c.proc.wait(timeout=5)
             elif st.running(policy, now, c.started_at):
-                log.info(
-                    "%s has stayed up %.0fs: healthy again, its restart back-off starts over",
-                    c.name,
-                    policy.healthy_s,
-                )
+                log.info("%s has stayed up %.0fs: healthy again, its restart back-off starts over", c.name, policy.healthy_s)
                 self._write_state()
             return
         if st.next_start is None:  # it exited since the last pass
@@ -395,10 +341,7 @@ class Supervisor:
     def _write_state(self) -> None:
         """The restart counts, for extproc's /metrics (`sidegate_supervisor_*`): replaced atomically."""
         assert self.policy is not None
-        doc = {
-            c.name: {"restarts": c.state.total, "crash_looping": c.state.crash_looping(self.policy)}
-            for c in self.children
-        }
+        doc = {c.name: {"restarts": c.state.total, "crash_looping": c.state.crash_looping(self.policy)} for c in self.children}
         tmp = self.state_path.with_suffix(".tmp")
         try:
             tmp.write_text(json.dumps(doc))
@@ -410,17 +353,13 @@ class Supervisor:
         """Graceful drain: Envoy stops accepting new connections and closes idle ones; wait (up to
         `grace_s`) until its in-flight requests, long SSE streams included, are done. Returns how
         many were still active at the end."""
-        envoy = next(
-            (c for c in self.children if c.name == "envoy" and c.proc and c.proc.poll() is None), None
-        )
+        envoy = next((c for c in self.children if c.name == "envoy" and c.proc and c.proc.poll() is None), None)
         if envoy is None:
             return 0
         admin = f"http://127.0.0.1:{self.cfg.listener.admin_port}"
         stat = "http.sidegate.downstream_rq_active"
         try:
-            urllib.request.urlopen(
-                urllib.request.Request(f"{admin}/drain_listeners?graceful", method="POST"), timeout=2
-            ).close()
+            urllib.request.urlopen(urllib.request.Request(f"{admin}/drain_listeners?graceful", method="POST"), timeout=2).close()
         except OSError:
             return 0
         deadline = time.monotonic() + grace_s

@@ -143,10 +143,7 @@ def injector(path: str) -> dict[str, Any]:
     """Cluster-level upstream filter of each Sidegate service cluster: every request Envoy sends
     there carries the secret, read from the SDS file `path` (which must exist when Envoy starts;
     Envoy re-reads it when it is replaced)."""
-    sds = {
-        "name": SECRET_NAME,
-        "sds_config": {"path_config_source": {"path": path}, "resource_api_version": "V3"},
-    }
+    sds = {"name": SECRET_NAME, "sds_config": {"path_config_source": {"path": path}, "resource_api_version": "V3"}}
     generic = {"@type": "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic",
                "credential": sds, "header": INTERNAL_TOKEN_HEADER}  # fmt: skip
     return {

@@ -79,9 +79,7 @@ PROVIDER_HEADERS = (
 )  # fmt: skip
 """Every header any provider scheme uses for credentials or versioning (set or removed on each try)."""
 RATE_LIMIT_HEADERS = tuple(
-    f"x-ratelimit-{kind}-{what}"
-    for what in ("requests", "tokens")
-    for kind in ("limit", "remaining", "reset")
+    f"x-ratelimit-{kind}-{what}" for what in ("requests", "tokens") for kind in ("limit", "remaining", "reset")
 )
 
 # -- lanes: how a try reaches its provider (the gateway's `lane` metadata) --------------------------

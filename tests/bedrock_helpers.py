@@ -133,9 +133,7 @@ def _check(
             assert value in shape.enum, f"{path}: {value!r} not in {shape.enum}"
     elif kind == "blob":
         assert isinstance(value, str), f"{path}: a blob is base64 text on the wire"
-        if (
-            strict
-        ):  # a client's own base64 (an image, a PDF) is relayed, not re-decoded: Bedrock's 400 judges it
+        if strict:  # a client's own base64 (an image, a PDF) is relayed, not re-decoded: Bedrock's 400 judges it
             base64.b64decode(value, validate=True)
     elif kind in ("integer", "long"):
         assert isinstance(value, int) and not isinstance(value, bool), f"{path}: not an integer"

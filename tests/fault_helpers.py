@@ -38,9 +38,7 @@ MESSAGES = "/v1/messages"
 
 # -- clients -----------------------------------------------------------------------------------
 def oai(stack: Stack, key: str = "acme", timeout: float = 10.0) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=stack.base_url + "/v1", api_key=stack.keys[key].key, max_retries=0, timeout=timeout
-    )
+    return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.keys[key].key, max_retries=0, timeout=timeout)
 
 
 def chat_text(raw: Any, stream: bool) -> str:
@@ -51,9 +49,7 @@ def chat_text(raw: Any, stream: bool) -> str:
 
 
 def ant(stack: Stack, key: str = "acme", timeout: float = 10.0) -> anthropic.Anthropic:
-    return anthropic.Anthropic(
-        base_url=stack.base_url, api_key=stack.keys[key].key, max_retries=0, timeout=timeout
-    )
+    return anthropic.Anthropic(base_url=stack.base_url, api_key=stack.keys[key].key, max_retries=0, timeout=timeout)
 
 
 def ant_stream(stack: Stack, body: dict[str, Any], timeout: float = 10.0) -> Any:
@@ -310,9 +306,7 @@ def wait_until(fn: Callable[[], T], timeout: float = 5.0, interval: float = 0.05
     return value
 
 
-def first_ok(
-    stack: Stack, api: str = "openai", model: str = "gpt-4o-mini", timeout: float = 5.0
-) -> httpx.Response:
+def first_ok(stack: Stack, api: str = "openai", model: str = "gpt-4o-mini", timeout: float = 5.0) -> httpx.Response:
     """POST until a 200 (bounded): how the tests wait for a restarted component to be used again."""
     deadline = time.monotonic() + timeout
     while True:

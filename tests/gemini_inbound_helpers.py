@@ -79,6 +79,4 @@ def inbound_stack(request: Any, tmp_path_factory: Any, fake_openai: Any, fake_an
                   fake_gemini: Any) -> Iterator[Stack]:  # fmt: skip
     """The Gemini-client modules' gateway: one stack per front (`request.param`), every provider."""
     workdir = tmp_path_factory.mktemp("stack")
-    yield from front_stack(
-        request.param, workdir, fake_openai.url, fake_anthropic.url, extra(fake_gemini.url)
-    )
+    yield from front_stack(request.param, workdir, fake_openai.url, fake_anthropic.url, extra(fake_gemini.url))

@@ -53,9 +53,7 @@ class Stack:
         assert self.sup is not None
         return f"http://127.0.0.1:{self.sup.cfg.listener.admin_port}"
 
-    def _key(
-        self, name: str, tenant: str, models: list[str] | None = None, revoked: bool = False
-    ) -> dict[str, Any]:
+    def _key(self, name: str, tenant: str, models: list[str] | None = None, revoked: bool = False) -> dict[str, Any]:
         key, kid = keys.new_key()
         self.keys[name] = TenantKey(tenant, key, kid)
         return {"id": kid, "hash": keys.hash_key(key), "models": models or ["*"], "revoked": revoked}
@@ -86,11 +84,7 @@ class Stack:
         extra = {k: v for k, v in self.extra.items() if k != "env"}
         _merge(data, extra)
         for p in data["providers"].values():  # placeholders for the fakes' URLs
-            p["base_url"] = (
-                p["base_url"]
-                .replace("FAKE_OPENAI", self.openai_url)
-                .replace("FAKE_ANTHROPIC", self.anthropic_url)
-            )
+            p["base_url"] = p["base_url"].replace("FAKE_OPENAI", self.openai_url).replace("FAKE_ANTHROPIC", self.anthropic_url)
         return data
 
     def start(self) -> Stack:
@@ -106,9 +100,7 @@ class Stack:
         env.setdefault("SIDEGATE_LOG_LEVEL", "INFO")
         env.update(self.extra.get("env", {}))
         cfg = config_mod.load(self.cfg_path, env=env)
-        self.sup = Supervisor(
-            cfg_path=self.cfg_path, cfg=cfg, workdir=self.workdir, env=env, log_to_files=True
-        )
+        self.sup = Supervisor(cfg_path=self.cfg_path, cfg=cfg, workdir=self.workdir, env=env, log_to_files=True)
         self.sup.start()
         return self
 
@@ -139,9 +131,7 @@ class Stack:
 
         import httpx
 
-        text = httpx.get(
-            f"{self.admin_url}/stats", params={"filter": "^" + re.escape(name) + "$"}, timeout=5
-        ).text
+        text = httpx.get(f"{self.admin_url}/stats", params={"filter": "^" + re.escape(name) + "$"}, timeout=5).text
         m = re.search(r": (\d+)", text)
         return int(m.group(1)) if m else None
 
@@ -170,10 +160,7 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
             base[k] = v
 
 
-FRONT_SERVICES = {
-    "ext_proc": {"auth": "ext_authz", "front": "ext_proc"},
-    "http": {"auth": "inline", "front": "http"},
-}
+FRONT_SERVICES = {"ext_proc": {"auth": "ext_authz", "front": "ext_proc"}, "http": {"auth": "inline", "front": "http"}}
 """The two ways Envoy hands a request to the gateway (docs/architecture.md, "Two fronts")."""
 
 

@@ -21,12 +21,8 @@ def digest(s: str) -> str:
 
 
 def oai(stack: Stack) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=stack.base_url + "/v1", api_key=stack.keys["acme"].key, max_retries=0, timeout=60
-    )
+    return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.keys["acme"].key, max_retries=0, timeout=60)
 
 
 def ant(stack: Stack) -> anthropic.Anthropic:
-    return anthropic.Anthropic(
-        base_url=stack.base_url, api_key=stack.keys["acme"].key, max_retries=0, timeout=60
-    )
+    return anthropic.Anthropic(base_url=stack.base_url, api_key=stack.keys["acme"].key, max_retries=0, timeout=60)

@@ -32,11 +32,7 @@ SERVER_KINDS = ("valkey", "redis")
 
 # The quota e2e tests' request, and what the gateway reserves for it (prompt + max output).
 MAX_TOKENS = 100
-PROMPT_BODY = {
-    "model": "gpt-4o-mini",
-    "messages": [{"role": "user", "content": "Count to three."}],
-    "max_tokens": MAX_TOKENS,
-}
+PROMPT_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Count to three."}], "max_tokens": MAX_TOKENS}
 PROMPT = TokenCounter(TokenizerConfig()).count(Api.OPENAI, PROMPT_BODY)
 PER_REQUEST = PROMPT + MAX_TOKENS
 

@@ -57,7 +57,6 @@ def front_format() -> dict[str, str]:
         out[field] = f"%DYNAMIC_METADATA({AUTHZ_NS}:x-sidegate-{field.replace('_', '-')})%"
     return out
 
-
 FORBIDDEN_HEADERS = (
     "authorization",
     "x-api-key",

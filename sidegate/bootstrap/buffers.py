@@ -92,9 +92,7 @@ def limit_extproc_buffers(cluster: dict[str, Any], cfg: SidegateConfig) -> None:
     reaching a watermark."""
     limit = extproc_connection_limit(cfg)
     cluster["per_connection_buffer_limit_bytes"] = limit
-    opts = cluster["typed_extension_protocol_options"][
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-    ]
+    opts = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
     opts["explicit_http_config"]["http2_protocol_options"] = {
         "initial_stream_window_size": limit, "initial_connection_window_size": limit,
     }  # fmt: skip

@@ -16,9 +16,7 @@ SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
 
 UPSTREAM_CODEC = {
     "name": "envoy.filters.http.upstream_codec",
-    "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
-    },
+    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"},
 }
 """The last upstream HTTP filter of every chain (the router's, or a cluster's own)."""
 
@@ -67,17 +65,12 @@ def provider_cluster(name: str, p: ProviderConfig) -> dict[str, Any]:
         "dns_lookup_family": "V4_PREFERRED",
         "connect_timeout": duration(p.connect_timeout_s),
         "metadata": {"filter_metadata": {META_NS: {"provider": name}}},
-        "circuit_breakers": {
-            "thresholds": [{"max_connections": p.max_connections, "max_requests": p.max_connections}]
-        },
+        "circuit_breakers": {"thresholds": [{"max_connections": p.max_connections, "max_requests": p.max_connections}]},
         # A provider hostname usually resolves to several addresses: eject the ones that keep failing.
         # (Whole-provider ejection for fallback chains is the gateway's breaker: sidegate/features/route/breaker.py.)
         "outlier_detection": {
-            "consecutive_5xx": 5,
-            "consecutive_gateway_failure": 5,
-            "interval": "10s",
-            "base_ejection_time": "30s",
-            "max_ejection_percent": 50,
+            "consecutive_5xx": 5, "consecutive_gateway_failure": 5, "interval": "10s",
+            "base_ejection_time": "30s", "max_ejection_percent": 50,
         },
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -118,9 +111,7 @@ def lane_cluster(name: str, p: ProviderConfig, cname: str) -> dict[str, Any]:
 
 def set_upstream_filters(cluster: dict[str, Any], *http_filters: dict[str, Any]) -> None:
     """The cluster's own upstream filter chain (it replaces the router's)."""
-    opts = cluster["typed_extension_protocol_options"][
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-    ]
+    opts = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
     opts["http_filters"] = [*http_filters, UPSTREAM_CODEC]
 
 

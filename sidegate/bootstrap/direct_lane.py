@@ -40,12 +40,7 @@ def no_direct_errors() -> dict[str, Any]:
     `FilterConfig.disabled` (settled from the route cached when the filter chain is built, which
     is before the gateway picks the route), the Lua filter reads its per-route config when it
     runs, so the route the gateway picked counts (verified on 1.40)."""
-    return {
-        DIRECT_ERRORS_FILTER: {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute",
-            "disabled": True,
-        }
-    }
+    return {DIRECT_ERRORS_FILTER: {"@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute", "disabled": True}}
 
 
 JSON_CONTENT_TYPES = (
@@ -76,36 +71,22 @@ def direct_cluster(name: str, p: ProviderConfig, front_http: bool = False) -> di
     """The provider's cluster for the direct lane: credential + static headers set by Envoy."""
     cluster = lane_cluster(name, p, direct_cluster_name(name))
     # auto_host_rewrite (on the direct routes) sends this hostname as :authority.
-    cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["hostname"] = (
-        p.host if p.port in (80, 443) else f"{p.host}:{p.port}"
-    )
+    cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["hostname"] = p.host if p.port in (80, 443) else f"{p.host}:{p.port}"
     sets: dict[str, str] = {}
     header, prefix, env = env_credential(p) or ("", "", None)
     if env is not None:  # the key stays in the environment: Envoy reads it at start (never in a file)
         sets[header] = f"{prefix}%ENVIRONMENT({env})%"
     sets.update(p.headers)
-    mutations: list[dict[str, Any]] = hygiene.request_mutations(
-        p
-    ) + [  # the client's headers off the list go first
-        {"append": {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}}
-        for k, v in sets.items()
+    mutations: list[dict[str, Any]] = hygiene.request_mutations(p) + [  # the client's headers off the list go first
+        {"append": {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}} for k, v in sets.items()
     ]
     if p.api is Api.ANTHROPIC:  # the client's anthropic-version / anthropic-beta pass; a default otherwise
-        mutations.append(
-            {
-                "append": {
-                    "header": {"key": "anthropic-version", "value": "2023-06-01"},
-                    "append_action": "ADD_IF_ABSENT",
-                }
-            }
-        )
+        mutations.append({"append": {"header": {"key": "anthropic-version", "value": "2023-06-01"}, "append_action": "ADD_IF_ABSENT"}})
     keep = set(sets) | ({"anthropic-version", "anthropic-beta"} if p.api is Api.ANTHROPIC else set())
     mutations += [{"remove": h} for h in PROVIDER_HEADERS if h not in keep]
     # The provider's own rate-limit headers: the client sees the gateway's (the per-try stage
     # overwrites them; the HTTP front's are appended by ext_authz, so these must be gone first).
-    response_mutations = hygiene.response_mutations() + (
-        [{"remove": h} for h in RATE_LIMIT_HEADERS] if front_http else []
-    )
+    response_mutations = hygiene.response_mutations() + ([{"remove": h} for h in RATE_LIMIT_HEADERS] if front_http else [])
     set_upstream_filters(cluster, {"name": "sidegate.credential", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
         "mutations": {"request_mutations": mutations, "response_mutations": response_mutations}}})  # fmt: skip
@@ -147,26 +128,15 @@ def direct_errors_filter(cfg: SidegateConfig) -> dict[str, Any]:
             entries.append(f'["{name}"] = {{env = {env}, refused = {refused}, invalid = {invalid}, api = "{p.api.value}", '
                            f'bad = {bad}, cut = {cut}, terms = {lua_terms(p.api)}}}')  # fmt: skip
     bad, cut = (lua_str(e) for e in lua_events(Api.RESPONSES))
-    responses_watch = (
-        f'{{api = "{Api.RESPONSES.value}", bad = {bad}, cut = {cut}, terms = {lua_terms(Api.RESPONSES)}}}'
-    )
+    responses_watch = f'{{api = "{Api.RESPONSES.value}", bad = {bad}, cut = {cut}, terms = {lua_terms(Api.RESPONSES)}}}'
     return {
         "name": DIRECT_ERRORS_FILTER,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-            "default_source_code": {
-                "inline_string": string.Template(lua.read("envoy_direct_errors.lua")).substitute(
-                    providers=", ".join(entries),
-                    responses_watch=responses_watch,
-                    api_header=FRONT_API_HEADER,
-                    json_types=", ".join(f'["{t}"] = true' for t in JSON_CONTENT_TYPES),
-                    stream_watch=stream_watch(),
-                    usage_ns=USAGE_NS,
-                    meta_ns=META_NS,
-                    authz_ns=AUTHZ_NS,
-                    lane_header=FRONT_LANE_HEADER,
-                )
-            },
+            "default_source_code": {"inline_string": string.Template(lua.read("envoy_direct_errors.lua")).substitute(
+                providers=", ".join(entries), responses_watch=responses_watch, api_header=FRONT_API_HEADER, json_types=", ".join(f'["{t}"] = true' for t in JSON_CONTENT_TYPES),
+                stream_watch=stream_watch(), usage_ns=USAGE_NS, meta_ns=META_NS, authz_ns=AUTHZ_NS,
+                lane_header=FRONT_LANE_HEADER)},
         },
     }
 

@@ -36,8 +36,6 @@ def filters_off() -> dict[str, Any]:
     """Per-route config of a route that refuses a request from its head alone: no filter that
     authenticates, calls a service or reads the body runs (the router answers at once)."""
     return {name: {"@type": t, "disabled": True} for name, t in _DISABLED.items()}
-
-
 ACCEPTED_ENCODINGS = ("gzip", "identity")
 
 
@@ -66,9 +64,7 @@ def request_decompressor() -> dict[str, Any]:
                 "advertise_accept_encoding": False,  # provider responses are not inflated here
             },
             "response_direction_config": {
-                "common_config": {
-                    "enabled": {"default_value": False, "runtime_key": "sidegate.decompress.response"}
-                },
+                "common_config": {"enabled": {"default_value": False, "runtime_key": "sidegate.decompress.response"}},
             },
         },
     }

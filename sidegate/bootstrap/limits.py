@@ -37,9 +37,7 @@ def service_timeout_s(cfg: SidegateConfig) -> float:
     """How long Envoy waits for one answer of a Sidegate service that reads bodies (the gateway and
     per-try ext_proc, the HTTP front and its try lane): `services.grpc_timeout_s` plus the time the
     largest request body may take to arrive and be parsed (13 s with the defaults)."""
-    return cfg.services.grpc_timeout_s + BODY_ALLOWANCE_S_PER_MIB * cfg.listener.max_request_bytes / (
-        1024 * 1024
-    )
+    return cfg.services.grpc_timeout_s + BODY_ALLOWANCE_S_PER_MIB * cfg.listener.max_request_bytes / (1024 * 1024)
 
 
 def hcm_timeouts(lst: ListenerConfig) -> dict[str, Any]:

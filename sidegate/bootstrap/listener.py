@@ -72,9 +72,7 @@ def _front_filter(cfg: SidegateConfig) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _ext_proc(
-    cluster: str, phase: str, timeout_s: float, mode: dict[str, str], **extra: Any
-) -> dict[str, Any]:
+def _ext_proc(cluster: str, phase: str, timeout_s: float, mode: dict[str, str], **extra: Any) -> dict[str, Any]:
     return {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
         "grpc_service": {
@@ -141,10 +139,7 @@ def _ext_authz(svc: Any) -> dict[str, Any]:
         "name": AUTHZ_NS,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
-            "grpc_service": {
-                "envoy_grpc": {"cluster_name": "sidegate_authz"},
-                "timeout": duration(svc.grpc_timeout_s),
-            },
+            "grpc_service": {"envoy_grpc": {"cluster_name": "sidegate_authz"}, "timeout": duration(svc.grpc_timeout_s)},
             "transport_api_version": "V3",
             "failure_mode_allow": svc.failure_mode_allow,
             "status_on_error": {"code": 503},
@@ -167,9 +162,7 @@ def _router(cfg: SidegateConfig) -> dict[str, Any]:
     }
 
 
-def http_connection_manager(
-    cfg: SidegateConfig, *, front_http: bool, direct: bool, sidegate_filters: bool
-) -> dict[str, Any]:
+def http_connection_manager(cfg: SidegateConfig, *, front_http: bool, direct: bool, sidegate_filters: bool) -> dict[str, Any]:
     """`front_http`: the HTTP front instead of the gateway ext_proc; `direct`: the direct lane's
     filters; `sidegate_filters=False`: the router alone (the "Envoy alone" baseline)."""
     svc = cfg.services
@@ -201,23 +194,14 @@ def http_connection_manager(
     }  # fmt: skip
     if not sidegate_filters:
         hcm["http_filters"] = [
-            {
-                "name": "envoy.filters.http.router",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-                },
-            }
+            {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
         ]
     return hcm
 
 
-def listener(
-    cfg: SidegateConfig, *, front_http: bool, direct: bool, sidegate_filters: bool
-) -> dict[str, Any]:
+def listener(cfg: SidegateConfig, *, front_http: bool, direct: bool, sidegate_filters: bool) -> dict[str, Any]:
     """The one listener (the flags: see :func:`http_connection_manager`)."""
-    hcm = http_connection_manager(
-        cfg, front_http=front_http, direct=direct, sidegate_filters=sidegate_filters
-    )
+    hcm = http_connection_manager(cfg, front_http=front_http, direct=direct, sidegate_filters=sidegate_filters)
     return {
         "name": "sidegate",
         "address": address(cfg.listener.host, cfg.listener.port),

@@ -50,37 +50,21 @@ def bootstrap(cfg: SidegateConfig, *, sidegate_filters: bool = True) -> dict[str
         "overload_manager": overload_manager(cfg.listener),
         "layered_runtime": runtime,
         "static_resources": {
-            "listeners": [
-                listener(cfg, front_http=front_http, direct=direct, sidegate_filters=sidegate_filters)
-            ],
-            "clusters": _clusters(
-                cfg, front_http=front_http, direct=direct, sidegate_filters=sidegate_filters
-            ),
+            "listeners": [listener(cfg, front_http=front_http, direct=direct, sidegate_filters=sidegate_filters)],
+            "clusters": _clusters(cfg, front_http=front_http, direct=direct, sidegate_filters=sidegate_filters),
         },
     }
 
 
-def _clusters(
-    cfg: SidegateConfig, *, front_http: bool, direct: bool, sidegate_filters: bool
-) -> list[dict[str, Any]]:
+def _clusters(cfg: SidegateConfig, *, front_http: bool, direct: bool, sidegate_filters: bool) -> list[dict[str, Any]]:
     svc = cfg.services
     clusters = [provider_cluster(name, p) for name, p in cfg.providers.items()]
     if direct:
-        clusters += [
-            direct_cluster(name, p, front_http) for name, p in cfg.providers.items() if direct_provider(p)
-        ]
+        clusters += [direct_cluster(name, p, front_http) for name, p in cfg.providers.items() if direct_provider(p)]
     svc_host = local_address(svc.host)
     if sidegate_filters:  # (the baseline calls no Sidegate service: nor needs the token file)
-        clusters.append(
-            grpc_cluster(
-                "sidegate_authz", svc_host, svc.authz_port, svc.authz_workers, svc.internal_token_file
-            )
-        )
-        clusters.append(
-            grpc_cluster(
-                "sidegate_extproc", svc_host, svc.extproc_port, svc.extproc_workers, svc.internal_token_file
-            )
-        )
+        clusters.append(grpc_cluster("sidegate_authz", svc_host, svc.authz_port, svc.authz_workers, svc.internal_token_file))
+        clusters.append(grpc_cluster("sidegate_extproc", svc_host, svc.extproc_port, svc.extproc_workers, svc.internal_token_file))
         limit_extproc_buffers(clusters[-1], cfg)
     if front_http:
         clusters += front_clusters(svc_host, svc)

@@ -59,35 +59,23 @@ def _local_reply_mapper(status: int, api: Api | None, body: str, when: str = "")
         "filter": {
             "and_filter": {
                 "filters": [
-                    {
-                        "status_code_filter": {
-                            "comparison": {
-                                "op": "EQ",
-                                "value": {"default_value": status, "runtime_key": f"sidegate.lr.{status}"},
-                            }
-                        }
-                    },
+                    {"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": status, "runtime_key": f"sidegate.lr.{status}"}}}},
                     # Only Envoy's own replies: Sidegate's answers (details "sidegate") are already in format.
-                    {
-                        "extension_filter": {
-                            "name": "envoy.access_loggers.extension_filters.cel",
-                            "typed_config": {
-                                "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
-                                # ext_authz_denied: the front's (or authz service's) own answer, in format;
-                                # lua_response: the try lane's answer (lua/envoy_try_lane.lua), in format.
-                                "expression": f"response.code_details != '{REPLY_DETAILS}'"
-                                " && response.code_details != 'ext_authz_denied'"
-                                f" && response.code_details != 'lua_response' && {client}",
-                            },
-                        }
-                    },
+                    {"extension_filter": {
+                        "name": "envoy.access_loggers.extension_filters.cel",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                            # ext_authz_denied: the front's (or authz service's) own answer, in format;
+                            # lua_response: the try lane's answer (lua/envoy_try_lane.lua), in format.
+                            "expression": f"response.code_details != '{REPLY_DETAILS}'"
+                                          " && response.code_details != 'ext_authz_denied'"
+                                          f" && response.code_details != 'lua_response' && {client}",
+                        },
+                    }},
                 ]
             }
         },
-        "body_format_override": {
-            "text_format_source": {"inline_string": body},
-            "content_type": "application/json",
-        },
+        "body_format_override": {"text_format_source": {"inline_string": body}, "content_type": "application/json"},
     }
 
 
@@ -97,20 +85,9 @@ def local_reply_config() -> dict[str, Any]:
     oai = '{"error":{"message":"%s","type":"%s","param":null,"code":null}}'
     cases = [
         # (the too-large routes' own answers carry their body: sidegate/bootstrap/routes.py)
-        (
-            413,
-            "request_too_large",
-            "invalid_request_error",
-            "Request body too large for this gateway.",
-            "response.code_details != 'direct_response'",
-        ),
-        (
-            503,
-            "overloaded_error",
-            "server_error",
-            "The Sidegate gateway service is unavailable.",
-            _GATEWAY_DOWN,
-        ),
+        (413, "request_too_large", "invalid_request_error", "Request body too large for this gateway.",
+         "response.code_details != 'direct_response'"),
+        (503, "overloaded_error", "server_error", "The Sidegate gateway service is unavailable.", _GATEWAY_DOWN),
         (503, "overloaded_error", "server_error", "Upstream unavailable: %LOCAL_REPLY_BODY%"),
         (504, "timeout_error", "server_error", "Upstream request timed out."),
         (502, "api_error", "server_error", "Bad gateway: %LOCAL_REPLY_BODY%"),
@@ -129,13 +106,9 @@ def local_reply_config() -> dict[str, Any]:
         # Google's format also for the too-large route's own 413 (sidegate/bootstrap/routes.py: its
         # body is OpenAI's, one route for every path but Anthropic's): the 413 takes no `when` here.
         gwhen = () if status == 413 else when
-        mappers.append(
-            _local_reply_mapper(status, Api.GEMINI, error_body(Api.GEMINI, status, msg).decode(), *gwhen)
-        )
+        mappers.append(_local_reply_mapper(status, Api.GEMINI, error_body(Api.GEMINI, status, msg).decode(), *gwhen))
         mappers.append(_local_reply_mapper(status, Api.OPENAI, oai % (msg, otype), *when))
     # The client's API cannot be told when the codec refused the request before its path was
     # read (a CEL error fails the filters above): OpenAI's format, the more common client.
-    mappers += [
-        _local_reply_mapper(status, None, oai % (msg, otype), *when) for status, _, otype, msg, *when in cases
-    ]
+    mappers += [_local_reply_mapper(status, None, oai % (msg, otype), *when) for status, _, otype, msg, *when in cases]
     return {"mappers": mappers}

@@ -43,9 +43,7 @@ def route_config(cfg: SidegateConfig, *, front_http: bool, sidegate_filters: boo
     routes.append({"name": "unrouted", "match": {"prefix": "/"}, "direct_response": {"status": 404}})
     if not sidegate_filters:
         first = next(r for r in routes if r["name"].startswith("model."))
-        routes = [
-            {**{k: v for k, v in first.items() if k != "typed_per_filter_config"}, "match": {"prefix": "/"}}
-        ]
+        routes = [{**{k: v for k, v in first.items() if k != "typed_per_filter_config"}, "match": {"prefix": "/"}}]
     return {
         "name": "sidegate",
         "virtual_hosts": [
@@ -71,24 +69,14 @@ def _model_routes(cfg: SidegateConfig, model: str) -> list[dict[str, Any]]:
     for start in range(len(groups)):
         out.append(_model_route(model, m, groups, start, front_http=front_http, direct_lane=direct_lane))
         if direct_lane and direct_apis(cfg, model, start):
-            out.append(
-                _model_route(model, m, groups, start, lane=DIRECT, front_http=front_http, direct_lane=True)
-            )
+            out.append(_model_route(model, m, groups, start, lane=DIRECT, front_http=front_http, direct_lane=True))
         if front_http:
-            out.append(
-                _model_route(model, m, groups, start, lane=TRY, front_http=True, direct_lane=direct_lane)
-            )
+            out.append(_model_route(model, m, groups, start, lane=TRY, front_http=True, direct_lane=direct_lane))
     return out
 
 
 def _model_route(
-    model: str,
-    m: ModelConfig,
-    groups: list[list[Any]],
-    start: int,
-    *,
-    lane: str = "",
-    front_http: bool = False,
+    model: str, m: ModelConfig, groups: list[list[Any]], start: int, *, lane: str = "", front_http: bool = False,
     direct_lane: bool = False,
 ) -> dict[str, Any]:
     """`direct_lane`: the direct lane's error filter exists (only the `~direct` routes keep it on)."""
@@ -142,9 +130,7 @@ def oversize_routes(limit: int) -> list[dict[str, Any]]:
     route per API format, each with its own error body (Anthropic's paths first)."""
     msg = f"Request body too large: more than {limit} bytes (this gateway's listener.max_request_bytes)."
     return [
-        _oversize_route(
-            f"{OVERSIZE_ROUTE}.anthropic", "/v1/messages", limit, error_body(Api.ANTHROPIC, 413, msg)
-        ),
+        _oversize_route(f"{OVERSIZE_ROUTE}.anthropic", "/v1/messages", limit, error_body(Api.ANTHROPIC, 413, msg)),
         _oversize_route(OVERSIZE_ROUTE, "/", limit, error_body(Api.OPENAI, 413, msg)),
     ]
 

@@ -50,10 +50,7 @@ def lua_events(api: Api) -> tuple[bytes, bytes]:
     Responses client gets the full lane's (`event: error`, numbered in the stream)."""
     if api is Api.RESPONSES:
         seq = b'"sequence_number":' + SEQ_PLACEHOLDER.encode()
-        malformed, cut = (
-            responses_error_event(m, 0).replace(b'"sequence_number":0', seq)
-            for m in (MALFORMED_EVENT, STREAM_TRUNCATED)
-        )
+        malformed, cut = (responses_error_event(m, 0).replace(b'"sequence_number":0', seq) for m in (MALFORMED_EVENT, STREAM_TRUNCATED))
         return malformed, cut
     etype = "api_error" if api is Api.ANTHROPIC else "server_error"
     return sse_error_event(api, MALFORMED_EVENT, etype), sse_error_event(api, STREAM_TRUNCATED, etype)
@@ -76,8 +73,4 @@ def lua_terms(api: Api) -> str:
 def stream_watch() -> str:
     """The watch's Lua (lua/envoy_stream_watch.lua), to fill in the error filter's `${stream_watch}`
     line: without its last newline, which that line has."""
-    return (
-        string.Template(lua.read("envoy_stream_watch.lua"))
-        .substitute(stream_ns=STREAM_NS, seq_placeholder=SEQ_PLACEHOLDER)
-        .removesuffix("\n")
-    )
+    return string.Template(lua.read("envoy_stream_watch.lua")).substitute(stream_ns=STREAM_NS, seq_placeholder=SEQ_PLACEHOLDER).removesuffix("\n")

@@ -21,3 +21,5 @@ def url_parts(url: str) -> tuple[bool, str, int]:
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+

@@ -51,9 +51,7 @@ class AwsAuth(StrictModel):
     role credentials take effect without a restart."""
 
 
-_BEDROCK_HOST = re.compile(
-    r"(?:^|\.)bedrock-runtime(?:-fips)?\.([a-z]{2}(?:-[a-z]+)+-\d+)\.amazonaws\.com(?:\.cn)?$"
-)
+_BEDROCK_HOST = re.compile(r"(?:^|\.)bedrock-runtime(?:-fips)?\.([a-z]{2}(?:-[a-z]+)+-\d+)\.amazonaws\.com(?:\.cn)?$")
 
 
 def bedrock_region(host: str) -> str | None:

@@ -21,9 +21,7 @@ class WeightedKey(StrictModel):
     weight: int = Field(1, ge=1, le=1000)
 
 
-AuthStyle = Literal[
-    "bearer", "x-api-key", "api-key", "x-goog-api-key", "google", "aws-sigv4", "azure-ad", "none"
-]
+AuthStyle = Literal["bearer", "x-api-key", "api-key", "x-goog-api-key", "google", "aws-sigv4", "azure-ad", "none"]
 CLOUD_AUTH = frozenset({"google", "aws-sigv4", "azure-ad"})
 """Styles whose credential is a cloud identity (a token or a signature), never a configured key."""
 _VERSION_SEGMENT = re.compile(r"^/v1[a-z0-9]*(?=/|$)")
@@ -106,18 +104,12 @@ class ProviderConfig(StrictModel):
     def _cloud(self) -> ProviderConfig:
         style = self.auth_style
         if self.vertex is not None and self.api not in (Api.GEMINI, Api.ANTHROPIC):
-            raise ValueError(
-                f"`vertex` applies to `api: gemini` and `api: anthropic` providers (this one is `api: {self.api.value}`)"
-            )
+            raise ValueError(f"`vertex` applies to `api: gemini` and `api: anthropic` providers (this one is `api: {self.api.value}`)")
         if self.api is Api.BEDROCK and style not in ("aws-sigv4", "bearer", "none"):
-            raise ValueError(
-                f"`api: bedrock` signs with `auth: aws-sigv4` (or a Bedrock API key, `auth: bearer`), not `{style}`"
-            )
+            raise ValueError(f"`api: bedrock` signs with `auth: aws-sigv4` (or a Bedrock API key, `auth: bearer`), not `{style}`")
         for block, wants in (("google", "google"), ("aws", "aws-sigv4"), ("azure", "azure-ad")):
             if getattr(self, block) is not None and style != wants:
-                raise ValueError(
-                    f"`{block}` options apply to `auth: {wants}` only (this provider's is `{style}`)"
-                )
+                raise ValueError(f"`{block}` options apply to `auth: {wants}` only (this provider's is `{style}`)")
         if style in CLOUD_AUTH and (self.api_key_env or self.api_key_envs):
             raise ValueError(f"`auth: {style}` uses a cloud identity: remove `api_key_env` / `api_key_envs`")
         if style == "aws-sigv4" and not (self.aws and self.aws.region) and bedrock_region(self.host) is None:
@@ -134,9 +126,7 @@ class ProviderConfig(StrictModel):
         (`/v1`, `/v1beta`), then `query`."""
         if self.vertex is not None:
             base = f"/v1/projects/{self.vertex.project}/locations/{self.vertex.location}/publishers"
-            if (
-                self.api is Api.ANTHROPIC and path == "/v1/messages/count_tokens"
-            ):  # one endpoint, model in the body
+            if self.api is Api.ANTHROPIC and path == "/v1/messages/count_tokens":  # one endpoint, model in the body
                 path = f"{base}/anthropic/models/count-tokens:rawPredict"
             elif self.api is Api.ANTHROPIC:  # rawPredict: the model in the path, not the body
                 path = f"{base}/anthropic/models/{model}:{'streamRawPredict' if stream else 'rawPredict'}"
@@ -169,19 +159,11 @@ class ProviderConfig(StrictModel):
         for name in v:
             low = name.strip().lower()
             if not _HEADER_PATTERN.fullmatch(low):
-                raise ValueError(
-                    f"{name!r} is not a header name (letters, digits, '-', '_'; a trailing '*' for a prefix)"
-                )
+                raise ValueError(f"{name!r} is not a header name (letters, digits, '-', '_'; a trailing '*' for a prefix)")
             stem, prefix = low.removesuffix("*"), low.endswith("*")
-            hits = (
-                [f for f in (*NEVER_FORWARDED, *NEVER_FORWARDED_PREFIXES) if f.startswith(stem)]
-                if prefix
-                else []
-            )
+            hits = [f for f in (*NEVER_FORWARDED, *NEVER_FORWARDED_PREFIXES) if f.startswith(stem)] if prefix else []
             if hits or low in NEVER_FORWARDED or any(stem.startswith(f) for f in NEVER_FORWARDED_PREFIXES):
-                raise ValueError(
-                    f"{name!r}: credentials, cookies, proxy, forwarding and internal headers are never forwarded"
-                )
+                raise ValueError(f"{name!r}: credentials, cookies, proxy, forwarding and internal headers are never forwarded")
             out.append(low)
         return out
 
@@ -217,11 +199,7 @@ class ProviderConfig(StrictModel):
         return out
 
 
-_DEFAULT_AUTH: dict[Api, AuthStyle] = {
-    Api.ANTHROPIC: "x-api-key",
-    Api.GEMINI: "x-goog-api-key",
-    Api.BEDROCK: "aws-sigv4",
-}
+_DEFAULT_AUTH: dict[Api, AuthStyle] = {Api.ANTHROPIC: "x-api-key", Api.GEMINI: "x-goog-api-key", Api.BEDROCK: "aws-sigv4"}
 
 
 class RouteConfig(StrictModel):
@@ -277,3 +255,5 @@ class ModelConfig(StrictModel):
         for i, r in enumerate(self.routes):
             by_prio.setdefault(r.priority if r.priority is not None else i, []).append(r)
         return [by_prio[k] for k in sorted(by_prio)]
+
+

@@ -94,18 +94,14 @@ class SidegateConfig(StrictModel):
     @model_validator(mode="after")
     def _references(self) -> SidegateConfig:
         if self.services.front == "http" and self.services.auth != "inline":
-            raise ValueError(
-                "services.front: http authenticates in the front itself: it needs services.auth: inline"
-            )
+            raise ValueError("services.front: http authenticates in the front itself: it needs services.auth: inline")
         for name in [*self.providers, *self.tenants]:
             if not NAME_PATTERN.match(name):
                 raise ValueError(f"name {name!r} must match {NAME_PATTERN.pattern}")
         for mname, model in self.models.items():
             for i, route in enumerate(model.routes):
                 if route.provider not in self.providers:
-                    raise ValueError(
-                        f"models.{mname}.routes.{i}.provider: unknown provider {route.provider!r}"
-                    )
+                    raise ValueError(f"models.{mname}.routes.{i}.provider: unknown provider {route.provider!r}")
         seen: set[str] = set()
         for tname, tenant in self.tenants.items():
             for key in tenant.keys:

@@ -62,7 +62,6 @@ class Filler(Protocol):
 CostFn = Callable[[Completion], float]
 """Prices a completion in USD (0 when unknown); supplied by the pricing component."""
 
-
 def ttft_seconds(c: Completion) -> float | None:
     """Time to first token: streamed tries that produced client-visible content only."""
     if not c.streamed or c.chunks <= 0 or c.first_byte_at <= 0:

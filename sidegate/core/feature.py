@@ -205,10 +205,8 @@ def _sees(feature: object, endpoint: str, api: Api | None) -> bool:
 
 def _steps(features: Sequence[object], endpoint: str, api: Api | None = None) -> tuple[Step, ...]:
     requesting = [f for f in features if hook(f, "on_request") and _sees(f, endpoint, api)]
-    return tuple(
-        Step(str(getattr(f, "name", "")), hook(f, "on_request"), hook(nxt, "prefetch"))
-        for f, nxt in zip(requesting, [*requesting[1:], None], strict=False)
-    )
+    return tuple(Step(str(getattr(f, "name", "")), hook(f, "on_request"), hook(nxt, "prefetch"))
+                 for f, nxt in zip(requesting, [*requesting[1:], None], strict=False))
 
 
 def collect(features: Sequence[object]) -> Hooks:

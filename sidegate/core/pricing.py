@@ -37,7 +37,5 @@ class Pricing:
         self.prices = prices
 
     def __call__(self, c: Completion) -> float:
-        price = price_for(self.prices, c.upstream_model) or price_for(
-            self.prices, str(c.meta.get("model", ""))
-        )
+        price = price_for(self.prices, c.upstream_model) or price_for(self.prices, str(c.meta.get("model", "")))
         return cost_usd(price, c.usage) if price is not None and c.usage is not None else 0.0

@@ -38,17 +38,12 @@ from sidegate.wire import PROVIDER_HEADERS, RATE_LIMIT_HEADERS, TOKEN_COUNT_HEAD
 log = logging.getLogger("sidegate.upstream")
 
 # PROVIDER_HEADERS are removed on each try, then the ones for this try's provider are set again.
-UPSTREAM_PATHS = {
-    Api.OPENAI: "/v1/chat/completions",
-    Api.ANTHROPIC: "/v1/messages",
-    Api.RESPONSES: "/v1/responses",
-}
+UPSTREAM_PATHS = {Api.OPENAI: "/v1/chat/completions", Api.ANTHROPIC: "/v1/messages", Api.RESPONSES: "/v1/responses"}
 """The provider path of a passthrough try (body unchanged), by API (translated tries take the translator's)."""
 VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
 """Anthropic on Vertex AI: the API version its bodies carry (`anthropic_version`; no header)."""
 STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
 """Provider answers streamed to the client event by event (SSE; Bedrock's binary event stream)."""
-
 
 @dataclass(slots=True)
 class HeaderChanges:
@@ -94,9 +89,7 @@ class ProviderTry:
                 answered = estimated_count(meta)  # a fallback past the Anthropic providers
                 if answered is not None:
                     raise answered
-            self.translator, self.same_schema_path = endpoint_translator(
-                self.endpoint, provider, self.provider.api
-            )
+            self.translator, self.same_schema_path = endpoint_translator(self.endpoint, provider, self.provider.api)
         self.status = 0
         self.streaming = False
         self.stream_tx: StreamTranslator | None = None
@@ -120,9 +113,7 @@ class ProviderTry:
         self.client_body: dict[str, Any] | None = None
         self.collected = bytearray()
         # The features' work inside this try (the guard's redaction and PII restore), usually none.
-        self.hooks: tuple[TryHook, ...] = tuple(
-            h for on_try in stage.on_try if (h := on_try(meta, self.inbound))
-        )
+        self.hooks: tuple[TryHook, ...] = tuple(h for on_try in stage.on_try if (h := on_try(meta, self.inbound)))
 
     # -- request ------------------------------------------------------------------------------
     @property
@@ -135,12 +126,7 @@ class ProviderTry:
         """The provider takes the client's body as is (same schema, same model name, nothing to
         inject or keep): the request-body round trip is skipped."""
         p = self.provider
-        if (
-            self.inbound is not self.upstream_api
-            or self.collect
-            or self.upstream_model != self.model
-            or self.meta.get("redact")
-        ):
+        if self.inbound is not self.upstream_api or self.collect or self.upstream_model != self.model or self.meta.get("redact"):
             return False
         if self.meta.get(CONTENT_KEY):  # a content tenant's traced try records the body it sends
             return False
@@ -149,9 +135,7 @@ class ProviderTry:
         if self.inbound is Api.GEMINI:  # the model and the stream flag are in the path: rebuilt per try
             return False
         # An OpenAI stream needs include_usage injected unless the client asked for it.
-        return not (
-            self.inbound is Api.OPENAI and self.meta.get("stream") and not self.meta.get("want_usage")
-        )
+        return not (self.inbound is Api.OPENAI and self.meta.get("stream") and not self.meta.get("want_usage"))
 
     def request_headers(self, client: Iterable[str] = ()) -> HeaderChanges:
         """`client`: the names of the request headers this try received (full lane): those off the
@@ -159,16 +143,12 @@ class ProviderTry:
         try lane's cluster filtered them natively before."""
         p = self.provider
         skip_body = self.body_unchanged
-        changes = HeaderChanges(
-            remove=[*PROVIDER_HEADERS] if skip_body else [*PROVIDER_HEADERS, "content-length"]
-        )
+        changes = HeaderChanges(remove=[*PROVIDER_HEADERS] if skip_body else [*PROVIDER_HEADERS, "content-length"])
         changes.remove += self.stage.allowed[self.provider_name].refused(client)
         if skip_body:  # the client's path without its query (which may carry a key: never forwarded)
             changes.set[":path"] = self.same_schema_path or UPSTREAM_PATHS[self.inbound]
         if skip_body and p.api is Api.ANTHROPIC:
-            changes.set["anthropic-version"] = str(
-                self.meta.get("anthropic_version") or self.opts.anthropic_version
-            )
+            changes.set["anthropic-version"] = str(self.meta.get("anthropic_version") or self.opts.anthropic_version)
         self.stage.credentials[self.provider_name].apply(changes.set)
         changes.set[":authority"] = self.authority
         changes.set.update(p.headers)
@@ -189,15 +169,8 @@ class ProviderTry:
         p = self.provider
         path = p.provider_path(preq.path, self.upstream_model, bool(self.meta.get("stream")))
         changes = HeaderChanges(set={":path": path, "content-length": str(len(preq.body)), **preq.headers})
-        if (
-            self.inbound is Api.ANTHROPIC
-            and p.api is Api.ANTHROPIC
-            and p.vertex is None
-            and self.meta.get("anthropic_version")
-        ):
-            changes.set["anthropic-version"] = str(
-                self.meta["anthropic_version"]
-            )  # the client knows its version
+        if self.inbound is Api.ANTHROPIC and p.api is Api.ANTHROPIC and p.vertex is None and self.meta.get("anthropic_version"):
+            changes.set["anthropic-version"] = str(self.meta["anthropic_version"])  # the client knows its version
         signer = self.stage.signers.get(self.provider_name)
         if signer is not None:  # over the final method, path, host and body (SigV4)
             changes.set.update(signer.sign("POST", self.authority, path, changes.set, preq.body))
@@ -226,15 +199,12 @@ class ProviderTry:
         if secrets:  # one scan of all values (~0.5 µs), per header only on a hit
             values = "\n".join(headers.values())
             if any(s in values for s in secrets):
-                changes.remove += [
-                    k for k, v in headers.items() if k[0] != ":" and any(s in v for s in secrets)
-                ]
+                changes.remove += [k for k, v in headers.items() if k[0] != ":" and any(s in v for s in secrets)]
         ctype = headers.get("content-type", "")
         if 200 <= status < 300 and ctype.startswith(STREAM_TYPES):
             self.streaming = True
-            self.stream_tx = self.translator.stream(
-                client_wants_usage=bool(self.meta.get("want_usage")), model=self.upstream_model
-            )
+            self.stream_tx = self.translator.stream(client_wants_usage=bool(self.meta.get("want_usage")),
+                                                   model=self.upstream_model)
             changes.set["content-type"] = "text/event-stream"
             mode = "streamed"
         else:
@@ -360,13 +330,9 @@ class ProviderTry:
         if self.metered:
             notify(self.stage.completion_hooks, done)
         if self.collect and self.stage.filler is not None and 200 <= self.status < 300 and not aborted:
-            if any(
-                key in self.collected for key in self.stage.secrets
-            ):  # defence in depth: chunks were scrubbed one by one
+            if any(key in self.collected for key in self.stage.secrets):  # defence in depth: chunks were scrubbed one by one
                 return
-            self.stage.filler.fill(
-                self.meta, self.client_body, bytes(self.collected), self.streaming, self.usage
-            )
+            self.stage.filler.fill(self.meta, self.client_body, bytes(self.collected), self.streaming, self.usage)
 
     def close(self, retried: bool = False) -> None:
         """The ext_proc stream ended (normally, or the client/upstream went away). `retried`: Envoy
@@ -393,14 +359,10 @@ class TryStage:
     ):  # fmt: skip
         self.cfg = cfg
         self.completion_hooks: list[CompletionHook] = completion_hooks or []
-        self.filler: Fillers | None = (
-            filler if isinstance(filler, Fillers) or filler is None else Fillers([filler.fill])
-        )
+        self.filler: Fillers | None = filler if isinstance(filler, Fillers) or filler is None else Fillers([filler.fill])
         """The fill hooks by metadata key (a bare filler is the cache's, `cache_fill`)."""
         self.on_try = on_try
-        self.credentials: dict[str, Credential] = {
-            name: for_provider(p, name) for name, p in cfg.providers.items()
-        }
+        self.credentials: dict[str, Credential] = {name: for_provider(p, name) for name, p in cfg.providers.items()}
         self.signers: dict[str, SigningCredential] = {
             name: c for name, c in self.credentials.items() if isinstance(c, SigningCredential)
         }

@@ -18,10 +18,7 @@ from sidegate.translate.embeddings_gemini import GeminiEmbeddings
 from sidegate.wire import TOKEN_COUNT_HEADER
 
 SAME_SCHEMA: dict[str, dict[Api, tuple[str | None, type[Translator]]]] = {
-    EMBEDDINGS: {
-        Api.OPENAI: (EMBEDDINGS_UPSTREAM_PATH, OpenAIEmbeddings),
-        Api.GEMINI: (None, GeminiEmbeddings),
-    },
+    EMBEDDINGS: {Api.OPENAI: (EMBEDDINGS_UPSTREAM_PATH, OpenAIEmbeddings), Api.GEMINI: (None, GeminiEmbeddings)},
     COUNT_TOKENS: {Api.ANTHROPIC: (COUNT_TOKENS_UPSTREAM_PATH, AnthropicCountTokens)},
 }
 """The endpoints other than completions: the provider APIs that serve each (the gateway routes them

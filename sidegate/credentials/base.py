@@ -61,9 +61,7 @@ class SigningCredential(Protocol):
 
     def apply(self, headers: dict[str, str]) -> None: ...
 
-    def sign(
-        self, method: str, authority: str, path: str, headers: dict[str, str], body: bytes
-    ) -> dict[str, str]:
+    def sign(self, method: str, authority: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, str]:
         """The headers that prove this try (e.g. `authorization`, `x-amz-date`,
         `x-amz-security-token`), for `method` on `https://<authority><path>` with these `headers`
         (the try's header mutations, `content-type` among them) and `body`. Pure CPU: no I/O."""

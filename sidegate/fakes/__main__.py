@@ -65,9 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-responses", action="store_true", help="no /v1/responses (as vLLM, Ollama...)")
     ap.add_argument("--aws-key", action="append", metavar="ACCESS_KEY_ID:SECRET",
                     help="Bedrock: accept SigV4 signatures by this key (repeatable; none: not checked)")  # fmt: skip
-    ap.add_argument(
-        "--aws-region", default="us-east-1", help="Bedrock: the region signatures must be scoped to"
-    )
+    ap.add_argument("--aws-region", default="us-east-1", help="Bedrock: the region signatures must be scoped to")
     args = ap.parse_args(argv)
     try:
         import uvloop

@@ -123,9 +123,7 @@ class FakeProvider:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((self.host, self._port))
         self._port = sock.getsockname()[1]
-        server = web.Server(
-            self._handle, request_factory=self._request, handler_cancellation=True, access_log=None
-        )
+        server = web.Server(self._handle, request_factory=self._request, handler_cancellation=True, access_log=None)
         self._runner = web.ServerRunner(server, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.SockSite(self._runner, sock, backlog=1024).start()
@@ -321,9 +319,7 @@ class FakeProvider:
         if problem:
             return error(400, problem)
         if endpoint == "count_tokens":
-            return web.Response(
-                body=wire_anthropic.count_tokens(body), content_type=_JSON, headers=base_headers
-            )
+            return web.Response(body=wire_anthropic.count_tokens(body), content_type=_JSON, headers=base_headers)
         if endpoint == "embeddings":
             return web.Response(
                 body=wire_openai.embeddings(body, self.embedding_dims),

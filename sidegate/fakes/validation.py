@@ -69,9 +69,7 @@ def _checks() -> dict[str, _Check]:
     )
     return {
         # Neither streams: one type serves both slots.
-        "embeddings": replace(
-            check(embeddings.EmbeddingCreateParams, embeddings.EmbeddingCreateParams), strict=False
-        ),
+        "embeddings": replace(check(embeddings.EmbeddingCreateParams, embeddings.EmbeddingCreateParams), strict=False),
         "count_tokens": replace(
             check(count_tokens.MessageCountTokensParams, count_tokens.MessageCountTokensParams), strict=False
         ),

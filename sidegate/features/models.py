@@ -50,19 +50,13 @@ class ModelsFeature(Feature):
 
     async def on_request(self, ctx: RequestContext) -> Reply:
         if ctx.method != "GET":
-            raise GatewayError(
-                405, f"Method {ctx.method} not allowed on {ctx.path.split('?', 1)[0]}; use GET."
-            )
+            raise GatewayError(405, f"Method {ctx.method} not allowed on {ctx.path.split('?', 1)[0]}; use GET.")
         path, _, query = ctx.path.partition("?")
         allowed = [n for n in self.names if "*" in ctx.allowed_models or n in ctx.allowed_models]
         if ctx.api is Api.GEMINI:
             return self._gemini(path, query, allowed)
         if path.rstrip("/") == MODELS_PATH:
-            body = (
-                self._anthropic_list(allowed, query)
-                if ctx.api is Api.ANTHROPIC
-                else self._openai_list(allowed)
-            )
+            body = self._anthropic_list(allowed, query) if ctx.api is Api.ANTHROPIC else self._openai_list(allowed)
             return Reply(200, orjson.dumps(body), dict(_JSON))
         name = unquote(path[len(MODELS_PATH) + 1 :])
         if name not in allowed:
@@ -75,9 +69,7 @@ class ModelsFeature(Feature):
         """Google's shape: `GET /v1beta/models` pages `{"models": [...], "nextPageToken"}` (`pageSize`,
         `pageToken`: the last name of the page before), `GET /v1beta/models/{model}` one Model
         (also under `/v1`, google-genai's default once given a base_url)."""
-        prefix = (
-            GEMINI_MODELS_PATH if path.startswith(GEMINI_MODELS_PATH) else MODELS_PATH
-        )  # (v1: google-genai's default)
+        prefix = GEMINI_MODELS_PATH if path.startswith(GEMINI_MODELS_PATH) else MODELS_PATH  # (v1: google-genai's default)
         if path.rstrip("/") == prefix:
             q = {k: v[-1] for k, v in parse_qs(query).items()}
             try:
@@ -118,9 +110,7 @@ class ModelsFeature(Feature):
         except ValueError:
             raise GatewayError(400, "limit: Input should be a valid integer", param="limit") from None
         if not 1 <= limit <= _ANTHROPIC_MAX_LIMIT:
-            raise GatewayError(
-                400, f"limit: Input should be between 1 and {_ANTHROPIC_MAX_LIMIT}", param="limit"
-            )
+            raise GatewayError(400, f"limit: Input should be between 1 and {_ANTHROPIC_MAX_LIMIT}", param="limit")
         if "after_id" in q:
             rest = names[names.index(q["after_id"]) + 1 :] if q["after_id"] in names else []
             page = rest[:limit]

@@ -29,13 +29,9 @@ class ParseFeature(Feature):
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         if len(ctx.raw_body) > self.max_body_bytes:
-            raise GatewayError(
-                413, f"Request body too large: {len(ctx.raw_body)} bytes (limit {self.max_body_bytes})."
-            )
+            raise GatewayError(413, f"Request body too large: {len(ctx.raw_body)} bytes (limit {self.max_body_bytes}).")
         if ctx.method != "POST":
-            raise GatewayError(
-                405, f"Method {ctx.method} not allowed on {ctx.path.split('?', 1)[0]}; use POST."
-            )
+            raise GatewayError(405, f"Method {ctx.method} not allowed on {ctx.path.split('?', 1)[0]}; use POST.")
         if not ctx.raw_body:
             raise GatewayError(400, "Request body is empty: send a JSON object.")
         try:
@@ -52,11 +48,7 @@ class ParseFeature(Feature):
         if dup is not None:
             # The body goes on as is (direct lane) to parsers that may keep the first value.
             shown = dup if len(dup) <= 64 else dup[:64] + "..."
-            raise GatewayError(
-                400,
-                f"Duplicate key {shown!r} in the request body: a key may appear only once per object.",
-                code="duplicate_key",
-            )
+            raise GatewayError(400, f"Duplicate key {shown!r} in the request body: a key may appear only once per object.", code="duplicate_key")
         if ctx.api is Api.GEMINI:  # the model and the stream flag came with the path (intake)
             return _gemini(ctx, body)
         model = body.get("model")
@@ -109,21 +101,15 @@ def _check_responses(body: dict[str, Any]) -> None:
     items = body.get("input")
     if isinstance(items, str):
         if not items:
-            raise GatewayError(
-                400, "'input' must be a non-empty string or a non-empty array of items.", param="input"
-            )
+            raise GatewayError(400, "'input' must be a non-empty string or a non-empty array of items.", param="input")
     elif isinstance(items, list) and items:
         if not all(isinstance(i, dict) for i in items):
-            raise GatewayError(
-                400, "Every entry of 'input' must be an object (an input item).", param="input"
-            )
+            raise GatewayError(400, "Every entry of 'input' must be an object (an input item).", param="input")
     elif items is None:
         # previous_response_id continues a stored conversation: the new turn still needs input.
         raise GatewayError(400, "Missing required parameter: 'input'.", param="input")
     else:
-        raise GatewayError(
-            400, "'input' must be a non-empty string or a non-empty array of items.", param="input"
-        )
+        raise GatewayError(400, "'input' must be a non-empty string or a non-empty array of items.", param="input")
     instructions = body.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise GatewayError(400, "'instructions' must be a string.", param="instructions")
@@ -142,9 +128,7 @@ def _gemini(ctx: RequestContext, body: dict[str, Any]) -> None:
     else:
         check_gemini_request(body)
     if ctx.stream and "alt=sse" not in ctx.path.partition("?")[2].split("&"):
-        raise GatewayError(
-            400, f"{GEMINI_STREAM} is served as Server-Sent Events only: add 'alt=sse' to the query."
-        )
+        raise GatewayError(400, f"{GEMINI_STREAM} is served as Server-Sent Events only: add 'alt=sse' to the query.")
     ctx.body = body
     ctx.client_wants_usage = ctx.stream  # every Gemini stream chunk carries usageMetadata
 
@@ -163,9 +147,7 @@ def check_gemini_request(body: dict[str, Any], where: str = "") -> None:
     if contents is None:
         raise GatewayError(400, f"{where}contents: contents is not specified.", param="contents")
     if not isinstance(contents, list) or not contents:
-        raise GatewayError(
-            400, f"{where}contents: must be a non-empty array of Content objects.", param="contents"
-        )
+        raise GatewayError(400, f"{where}contents: must be a non-empty array of Content objects.", param="contents")
     # Exact type checks, no generator: the body is orjson's (dict, list, str exactly), and a
     # conversation of many turns is walked on every request (~0.15 us a turn).
     for i, content in enumerate(contents):

@@ -135,14 +135,7 @@ class LeanStore(ScriptCalls):
         db = u.path.strip("/") or "0"
         if u.scheme != "redis" or not u.hostname or u.query or not db.isdigit():
             return None
-        return cls(
-            redis,
-            u.hostname,
-            u.port or 6379,
-            unquote(u.password) if u.password else None,
-            int(db),
-            connect_timeout_s,
-        )
+        return cls(redis, u.hostname, u.port or 6379, unquote(u.password) if u.password else None, int(db), connect_timeout_s)
 
     # -- connection -------------------------------------------------------------------------
     async def _connect(self) -> None:
@@ -212,9 +205,7 @@ class LeanStore(ScriptCalls):
                 self._connecting = None
 
     # -- commands ---------------------------------------------------------------------------
-    def _send(
-        self, args: tuple[Any, ...], deadline: float = _NEVER, lazy: bool = False
-    ) -> asyncio.Future[Any]:
+    def _send(self, args: tuple[Any, ...], deadline: float = _NEVER, lazy: bool = False) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self._pending.append(fut)

@@ -49,9 +49,7 @@ class ScriptCalls:
         except NoScriptError:
             script.reloads += 1
             await self.load_script(script, _left(deadline))
-            return await self.command(
-                "EVALSHA", script.sha, len(keys), *keys, *args, timeout_s=_left(deadline)
-            )
+            return await self.command("EVALSHA", script.sha, len(keys), *keys, *args, timeout_s=_left(deadline))
 
 
 def _left(deadline: float | None) -> float | None:

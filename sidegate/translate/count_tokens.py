@@ -64,9 +64,7 @@ class AnthropicCountTokens:
     def request(self, body: dict[str, Any], *, model: str, opts: TranslateOptions) -> ProviderRequest:
         out = body if body.get("model") == model else {**body, "model": model}
         if opts.anthropic_body_version is not None:  # Anthropic on Vertex AI: the version in the body
-            return ProviderRequest(
-                COUNT_TOKENS_UPSTREAM_PATH, dumps({**out, "anthropic_version": opts.anthropic_body_version})
-            )
+            return ProviderRequest(COUNT_TOKENS_UPSTREAM_PATH, dumps({**out, "anthropic_version": opts.anthropic_body_version}))
         return ProviderRequest(
             COUNT_TOKENS_UPSTREAM_PATH, dumps(out), {"anthropic-version": opts.anthropic_version}
         )

@@ -18,9 +18,7 @@ from sidegate.errors import Api
 
 pytestmark = pytest.mark.e2e
 STACK_EXTRA = {
-    "providers": {
-        "oai-responses": {"api": "responses", "base_url": "FAKE_OPENAI", "api_key_env": "E2E_OPENAI_KEY"}
-    },
+    "providers": {"oai-responses": {"api": "responses", "base_url": "FAKE_OPENAI", "api_key_env": "E2E_OPENAI_KEY"}},
     "models": {"resp-agent": {"routes": [{"provider": "oai-responses", "model": "gpt-4o-mini"}]}},
 }
 
@@ -204,9 +202,7 @@ def test_agent_request_to_a_responses_provider(stack, fake_openai, stream):
             final = s.get_final_message()
         assert text and final.content[-1].type == "text" and final.content[-1].text == text
     else:
-        final = c.beta.messages.create(
-            model="resp-agent", betas=BETAS, extra_body={"cache_control": CC}, **AGENT
-        )
+        final = c.beta.messages.create(model="resp-agent", betas=BETAS, extra_body={"cache_control": CC}, **AGENT)
     assert final.role == "assistant" and final.stop_reason == "end_turn"
     assert final.usage.input_tokens > 0 and final.usage.output_tokens > 0
     rec = fake_openai.requests[-1]

@@ -312,20 +312,14 @@ def test_google_genai_client_on_a_bedrock_model(gw: Stack, fake_bedrock) -> None
     client = genai_client(gw)
     config = types.GenerateContentConfig(system_instruction="Be terse.", max_output_tokens=50)
     fake_bedrock.script([{"usage": {"input_tokens": 12, "output_tokens": 5}}])
-    r = client.models.generate_content(
-        model="claude-br", contents="What is the weather in Paris?", config=config
-    )
+    r = client.models.generate_content(model="claude-br", contents="What is the weather in Paris?", config=config)
     assert r.text == "Echo: What is the weather in Paris?"
     assert (r.usage_metadata.prompt_token_count, r.usage_metadata.candidates_token_count) == (12, 5)
     rec = fake_bedrock.requests[-1]
-    assert rec.route == "converse" and rec.headers["authorization"].startswith(
-        f"AWS4-HMAC-SHA256 Credential={AKID}/"
-    )
+    assert rec.route == "converse" and rec.headers["authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={AKID}/")
     assert rec.json["system"] == [{"text": "Be terse."}] and rec.json["inferenceConfig"]["maxTokens"] == 50
     fake_bedrock.script([{"chunks": 5, "usage": {"input_tokens": 9, "output_tokens": 6}}])
-    chunks = list(
-        client.models.generate_content_stream(model="claude-br", contents="What is the weather in Paris?")
-    )
+    chunks = list(client.models.generate_content_stream(model="claude-br", contents="What is the weather in Paris?"))
     assert "".join(c.text or "" for c in chunks) == "Echo: What is the weather in Paris?"
     assert chunks[-1].usage_metadata.candidates_token_count == 6
     assert fake_bedrock.requests[-1].route == "converse_stream"

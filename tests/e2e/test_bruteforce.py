@@ -15,12 +15,7 @@ BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def _post(stack, key: str) -> httpx.Response:
-    return httpx.post(
-        stack.base_url + "/v1/chat/completions",
-        json=BODY,
-        headers={"authorization": f"Bearer {key}"},
-        timeout=10,
-    )
+    return httpx.post(stack.base_url + "/v1/chat/completions", json=BODY, headers={"authorization": f"Bearer {key}"}, timeout=10)
 
 
 def test_failed_guesses_block_the_key_id_then_it_recovers(stack):

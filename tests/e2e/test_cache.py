@@ -11,14 +11,8 @@ import pytest
 pytestmark = pytest.mark.e2e
 STACK_EXTRA = {
     "models": {
-        "gpt-4o-mini": {
-            "routes": [{"provider": "openai"}],
-            "cache": {"exact": True, "semantic": True, "threshold": 0.9},
-        },
-        "gpt-4o": {
-            "routes": [{"provider": "openai", "model": "gpt-4o-2024-08-06"}],
-            "cache": {"exact": True, "semantic": True, "threshold": 0.9},
-        },
+        "gpt-4o-mini": {"routes": [{"provider": "openai"}], "cache": {"exact": True, "semantic": True, "threshold": 0.9}},
+        "gpt-4o": {"routes": [{"provider": "openai", "model": "gpt-4o-2024-08-06"}], "cache": {"exact": True, "semantic": True, "threshold": 0.9}},
     }
 }
 Q = "What is the capital of France?"
@@ -26,9 +20,7 @@ PARA = "Tell me France's capital city."
 
 
 def oai(stack, key="acme") -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=stack.base_url + "/v1", api_key=stack.keys[key].key, max_retries=0, timeout=20
-    )
+    return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.keys[key].key, max_retries=0, timeout=20)
 
 
 def ask(stack, text: str, key="acme", model="gpt-4o-mini", **kw):
@@ -71,18 +63,11 @@ def test_exact_then_semantic_hit_and_misses(stack, fake_openai):
 
 def test_streamed_hit_is_a_valid_sse_replay(stack, fake_openai):
     q = "Which river flows through Paris?"
-    list(
-        oai(stack).chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": q}], stream=True
-        )
-    )
+    list(oai(stack).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": q}], stream=True))
     _wait_filled(stack, q)
     n = len(fake_openai.requests)
     with oai(stack).chat.completions.with_streaming_response.create(
-        model="gpt-4o-mini",
-        messages=[{"role": "user", "content": q}],
-        stream=True,
-        stream_options={"include_usage": True},
+        model="gpt-4o-mini", messages=[{"role": "user", "content": q}], stream=True, stream_options={"include_usage": True}
     ) as resp:
         assert resp.headers["x-sidegate-cache"] == "hit-exact"
         assert resp.headers["content-type"].startswith("text/event-stream")

@@ -15,20 +15,14 @@ pytestmark = pytest.mark.e2e
 
 STACK_EXTRA = {
     "services": {"extproc_workers": 2},
-    "models": {
-        "cached": {"routes": [{"provider": "openai", "model": "gpt-4o-mini"}], "cache": {"exact": True}}
-    },
+    "models": {"cached": {"routes": [{"provider": "openai", "model": "gpt-4o-mini"}], "cache": {"exact": True}}},
     "defaults": {"guard": None},
 }
 
 
 def _ask(stack, text: str):
-    client = openai.OpenAI(
-        base_url=stack.base_url + "/v1", api_key=stack.keys["acme"].key, max_retries=0, timeout=20
-    )
-    return client.chat.completions.with_raw_response.create(
-        model="cached", messages=[{"role": "user", "content": text}]
-    )
+    client = openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.keys["acme"].key, max_retries=0, timeout=20)
+    return client.chat.completions.with_raw_response.create(model="cached", messages=[{"role": "user", "content": text}])
 
 
 class CacheGets:
@@ -78,10 +72,7 @@ def test_a_miss_costs_no_get_and_one_processs_fill_is_a_hit_in_both(stack, fake_
         try:
             for i in range(10):  # new questions, spread over both processes by Envoy
                 resp = _ask(stack, f"Index question {i}: what is the answer?")
-                assert (
-                    resp.http_response.status_code == 200
-                    and resp.headers.get("x-sidegate-cache") != "hit-exact"
-                )
+                assert resp.http_response.status_code == 200 and resp.headers.get("x-sidegate-cache") != "hit-exact"
         finally:
             assert gets.stop() == 0  # ten misses, no cache GET
         deadline = time.monotonic() + 10
@@ -92,10 +83,7 @@ def test_a_miss_costs_no_get_and_one_processs_fill_is_a_hit_in_both(stack, fake_
         calls = len(fake_openai.requests)
         for i in range(10):  # each filled by one process: a hit in whichever answers now
             for _ in range(2):
-                assert (
-                    _ask(stack, f"Index question {i}: what is the answer?").headers.get("x-sidegate-cache")
-                    == "hit-exact"
-                )
+                assert _ask(stack, f"Index question {i}: what is the answer?").headers.get("x-sidegate-cache") == "hit-exact"
         assert len(fake_openai.requests) == calls  # no hit reached the provider
         # Both indexes stayed trusted throughout: a trusted index lacking a key answers "miss"
         # without asking, so each hit in the process that did not fill came from the store's report.

@@ -15,11 +15,7 @@ BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 def admin(stack) -> httpx.Client:
     port = stack.sup.cfg.services.admin_port
-    return httpx.Client(
-        base_url=f"http://127.0.0.1:{port}/admin/v1",
-        headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
-        timeout=10,
-    )
+    return httpx.Client(base_url=f"http://127.0.0.1:{port}/admin/v1", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10)
 
 
 def _status(stack, key: str) -> int:

@@ -64,11 +64,7 @@ def gw(request, tmp_path_factory, fake_openai, fake_anthropic, fake_bedrock, fak
         },
     }  # fmt: skip
     yield from front_stack(
-        request.param,
-        tmp_path_factory.mktemp("stack"),
-        fake_openai.url,
-        fake_anthropic.url,
-        copy.deepcopy(extra),
+        request.param, tmp_path_factory.mktemp("stack"), fake_openai.url, fake_anthropic.url, copy.deepcopy(extra)
     )
 
 
@@ -83,18 +79,14 @@ def ant(gw: Stack) -> anthropic.Anthropic:
 def _each_try_had_its_own_credential(fake_openai, fake_bedrock, fake_gemini, client_key: str) -> None:
     o, b, g = fake_openai.requests[-1], fake_bedrock.requests[-1], fake_gemini.requests[-1]
     assert o.headers["authorization"] == f"Bearer {OPENAI_PROVIDER_KEY}"
-    assert b.headers["authorization"].startswith(
-        f"AWS4-HMAC-SHA256 Credential={AKID}/"
-    )  # verified by the fake
+    assert b.headers["authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={AKID}/")  # verified by the fake
     assert g.headers["x-goog-api-key"] == GEMINI_KEY and "authorization" not in g.headers
     for rec in (o, b, g):
         assert client_key not in json.dumps(dict(rec.headers)) and "x-api-key" not in rec.headers
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
-def test_openai_sdk_falls_through_to_gemini(
-    gw: Stack, fake_openai, fake_bedrock, fake_gemini, stream: bool
-) -> None:
+def test_openai_sdk_falls_through_to_gemini(gw: Stack, fake_openai, fake_bedrock, fake_gemini, stream: bool) -> None:
     """OpenAI 429 -> Bedrock ThrottlingException (429) -> Gemini answers."""
     fake_openai.script([{"status": 429, "error": "Rate limit reached"}])
     fake_bedrock.script([{"status": 429}])
@@ -121,9 +113,7 @@ def test_anthropic_sdk_falls_through_to_gemini(gw: Stack, fake_openai, fake_bedr
     _each_try_had_its_own_credential(fake_openai, fake_bedrock, fake_gemini, gw.keys["acme"].key)
 
 
-def test_a_tool_call_from_gemini_continues_on_bedrock(
-    gw: Stack, fake_openai, fake_bedrock, fake_gemini
-) -> None:
+def test_a_tool_call_from_gemini_continues_on_bedrock(gw: Stack, fake_openai, fake_bedrock, fake_gemini) -> None:
     """Turn 1: OpenAI and Bedrock fail, Gemini asks for a tool. Turn 2: OpenAI fails, Bedrock takes
     the conversation with Gemini's call id, and answers from the tool's result."""
     fake_openai.script([{"status": 429}, {"status": 500}])
@@ -131,20 +121,11 @@ def test_a_tool_call_from_gemini_continues_on_bedrock(
     fake_gemini.script([{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}])
     r = oai(gw).chat.completions.create(model="any-cloud", messages=MSG, tools=TOOLS)
     call = r.choices[0].message.tool_calls[0]
-    assert r.choices[0].finish_reason == "tool_calls" and json.loads(call.function.arguments) == {
-        "city": "Paris"
-    }
+    assert r.choices[0].finish_reason == "tool_calls" and json.loads(call.function.arguments) == {"city": "Paris"}
     messages = [*MSG, {"role": "assistant", "content": None, "tool_calls": [call.model_dump(exclude_none=True)]},
                 {"role": "tool", "tool_call_id": call.id, "content": "sunny"}]  # fmt: skip
     raw = oai(gw).chat.completions.with_raw_response.create(model="any-cloud", messages=messages, tools=TOOLS)
-    assert (
-        raw.headers["x-sidegate-provider"] == "bedrock"
-        and raw.parse().choices[0].message.content == "Echo: sunny"
-    )
+    assert raw.headers["x-sidegate-provider"] == "bedrock" and raw.parse().choices[0].message.content == "Echo: sunny"
     sent = fake_bedrock.requests[-1].json["messages"]
-    assert sent[1]["content"][0]["toolUse"] == {
-        "toolUseId": call.id,
-        "name": "get_weather",
-        "input": {"city": "Paris"},
-    }
+    assert sent[1]["content"][0]["toolUse"] == {"toolUseId": call.id, "name": "get_weather", "input": {"city": "Paris"}}
     assert sent[2]["content"][0]["toolResult"]["toolUseId"] == call.id

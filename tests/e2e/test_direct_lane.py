@@ -15,9 +15,7 @@ from harness import ANTHROPIC_PROVIDER_KEY, OPENAI_PROVIDER_KEY
 pytestmark = pytest.mark.e2e
 MSG = [{"role": "user", "content": "Say hi"}]
 STACK_EXTRA = {
-    "providers": {
-        "openai-b": {"api": "openai", "base_url": "FAKE_ANTHROPIC", "api_key_env": "E2E_OPENAI_KEY"}
-    },
+    "providers": {"openai-b": {"api": "openai", "base_url": "FAKE_ANTHROPIC", "api_key_env": "E2E_OPENAI_KEY"}},
     "models": {
         "chain": {"routes": [{"provider": "openai"}, {"provider": "openai-b"}]},
         "claude-direct": {"routes": [{"provider": "anthropic"}]},
@@ -64,26 +62,14 @@ def test_openai_request_skips_the_per_try_stage(stack, fake_openai):
 def test_usage_read_whatever_the_json_content_type_says(stack, fake_openai):
     """OpenAI-compatible servers built on Express or gin answer `application/json; charset=utf-8`:
     Envoy reads the usage of those too (it compares the whole header value)."""
-    for ctype, (p, c) in (
-        ("application/json; charset=utf-8", (17, 3)),
-        ("application/json;charset=UTF-8", (18, 3)),
-    ):
-        fake_openai.script(
-            [{"usage": {"prompt_tokens": p, "completion_tokens": c}, "headers": {"content-type": ctype}}]
-        )
+    for ctype, (p, c) in (("application/json; charset=utf-8", (17, 3)), ("application/json;charset=UTF-8", (18, 3))):
+        fake_openai.script([{"usage": {"prompt_tokens": p, "completion_tokens": c}, "headers": {"content-type": ctype}}])
         raw = oai(stack).chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MSG)
         assert raw.headers["content-type"] == ctype and raw.parse().usage.total_tokens == p + c
         led = _ledger(stack, p, c)
         assert (led.provider, led.status) == ("openai", 200)
     # A spelling Envoy's filter does not list: relayed as it is (its usage is not read), not a 502.
-    fake_openai.script(
-        [
-            {
-                "usage": {"prompt_tokens": 19, "completion_tokens": 3},
-                "headers": {"content-type": "Application/JSON"},
-            }
-        ]
-    )
+    fake_openai.script([{"usage": {"prompt_tokens": 19, "completion_tokens": 3}, "headers": {"content-type": "Application/JSON"}}])
     raw = oai(stack).chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MSG)
     assert raw.http_response.status_code == 200 and raw.parse().usage.total_tokens == 22
 
@@ -126,9 +112,7 @@ def test_quota_trued_up_from_real_usage(stack, fake_openai):
     """The reservation is replaced by the provider's usage once the access log arrives."""
     client = oai(stack, "globex")
     fake_openai.script([{"usage": {"prompt_tokens": 30, "completion_tokens": 70}}])
-    first = client.chat.completions.with_raw_response.create(
-        model="gpt-4o-mini", messages=MSG, max_tokens=2000
-    )
+    first = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MSG, max_tokens=2000)
     assert first.parse().usage.total_tokens == 100
     # The first answer's header shows what was reserved (prompt + max_tokens); once the log entry
     # is settled the next request sees only the 100 tokens really used.
@@ -138,9 +122,7 @@ def test_quota_trued_up_from_real_usage(stack, fake_openai):
     left = 0
     while time.monotonic() < deadline:
         fake_openai.script([{"usage": {"prompt_tokens": 1, "completion_tokens": 1}}])
-        nxt = client.chat.completions.with_raw_response.create(
-            model="gpt-4o-mini", messages=MSG, max_tokens=1
-        )
+        nxt = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MSG, max_tokens=1)
         left = int(nxt.headers["x-ratelimit-remaining-tokens"])
         if left > reserved_left + 1000:
             break

@@ -28,9 +28,7 @@ def test_direct_lane_answer_without_a_body_is_a_502_with_one(stack, fake_openai,
 
 
 @pytest.mark.parametrize("write_size", [None, 7])
-def test_direct_lane_stream_text_naming_the_terminal_event_is_relayed_whole(
-    stack, fake_anthropic, write_size
-):
+def test_direct_lane_stream_text_naming_the_terminal_event_is_relayed_whole(stack, fake_anthropic, write_size):
     """The watch looks for Anthropic's terminal event as an `event:` line: a text delta that quotes
     `event: message_stop` does not end the stream, and every byte after it reaches the client."""
     content = "the last event is event: message_stop and then the stream ends"
@@ -78,11 +76,7 @@ def test_refusing_routes_answer_before_the_body(stack, head):
     no filter reads (buffers) the body first, so the client needs not send it."""
     host, port = stack.base_url.removeprefix("http://").rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=5) as s:
-        s.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            + head
-            + b"\r\n"
-        )
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + head + b"\r\n")
         s.settimeout(3)
         try:
             first = s.recv(200)
@@ -97,7 +91,7 @@ def test_direct_lane_stream_with_a_content_length_still_gets_its_error_event(sta
     body = body_for("openai", "gpt-4o-mini", "hi", stream=True, stream_options={"include_usage": True})
     fake_openai.script([{"truncate": 4}])
     cut = post(stack, "openai", body).text
-    event = cut[cut.rindex("data: ") :]  # the cut error event the watch appended
+    event = cut[cut.rindex("data: "):]  # the cut error event the watch appended
     assert "ended before the response was complete" in event, cut[-300:]
     length = len((cut[: -len(event)]).encode())  # what the provider sent (same length every time)
     fake_openai.script([{"truncate": 4, "headers": {"content-length": str(length)}}])

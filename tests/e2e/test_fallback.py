@@ -17,42 +17,25 @@ STACK_EXTRA = {
     "models": {
         # These two exercise Envoy's retries on every try: the gateway breaker is kept out of the way.
         "fb-oai-first": {
-            "routes": [
-                {"provider": "openai", "model": "gpt-4o-mini"},
-                {"provider": "anthropic", "model": "claude-3-5-haiku"},
-            ],
-            "per_try_timeout_s": 1.0,
-            "breaker": {"failures": 1000, "honour_retry_after": False},
+            "routes": [{"provider": "openai", "model": "gpt-4o-mini"}, {"provider": "anthropic", "model": "claude-3-5-haiku"}],
+            "per_try_timeout_s": 1.0, "breaker": {"failures": 1000, "honour_retry_after": False},
         },
         "fb-ant-first": {
-            "routes": [
-                {"provider": "anthropic", "model": "claude-3-5-haiku"},
-                {"provider": "openai", "model": "gpt-4o-mini"},
-            ],
-            "per_try_timeout_s": 1.0,
-            "breaker": {"failures": 1000, "honour_retry_after": False},
+            "routes": [{"provider": "anthropic", "model": "claude-3-5-haiku"}, {"provider": "openai", "model": "gpt-4o-mini"}],
+            "per_try_timeout_s": 1.0, "breaker": {"failures": 1000, "honour_retry_after": False},
         },
         "fb-eject": {
-            "routes": [
-                {"provider": "openai", "model": "gpt-4o-mini"},
-                {"provider": "anthropic", "model": "claude-3-5-haiku"},
-            ],
+            "routes": [{"provider": "openai", "model": "gpt-4o-mini"}, {"provider": "anthropic", "model": "claude-3-5-haiku"}],
             "breaker": {"failures": 2, "ejection_s": 1.0},
         },
         "weighted": {
-            "routes": [
-                {"provider": "openai", "priority": 0, "weight": 3},
-                {"provider": "anthropic", "priority": 0, "weight": 1},
-            ],
+            "routes": [{"provider": "openai", "priority": 0, "weight": 3}, {"provider": "anthropic", "priority": 0, "weight": 1}],
         },
         "pooled": {"routes": [{"provider": "pooled-anthropic", "model": "claude-3-5-haiku"}]},
     },
     "providers": {
-        "pooled-anthropic": {
-            "api": "anthropic",
-            "base_url": "FAKE_ANTHROPIC",
-            "api_key_envs": [{"env": "E2E_POOL_1"}, {"env": "E2E_POOL_2"}],
-        },
+        "pooled-anthropic": {"api": "anthropic", "base_url": "FAKE_ANTHROPIC",
+                             "api_key_envs": [{"env": "E2E_POOL_1"}, {"env": "E2E_POOL_2"}]},
     },
     "env": {"E2E_POOL_1": "pool-key-1", "E2E_POOL_2": "pool-key-2"},
 }
@@ -60,15 +43,11 @@ MSG = [{"role": "user", "content": "Say hello"}]
 
 
 def oai(stack) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=stack.base_url + "/v1", api_key=stack.keys["acme"].key, max_retries=0, timeout=20
-    )
+    return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.keys["acme"].key, max_retries=0, timeout=20)
 
 
 def ant(stack) -> anthropic.Anthropic:
-    return anthropic.Anthropic(
-        base_url=stack.base_url, api_key=stack.keys["acme"].key, max_retries=0, timeout=20
-    )
+    return anthropic.Anthropic(base_url=stack.base_url, api_key=stack.keys["acme"].key, max_retries=0, timeout=20)
 
 
 PRIMARY_FAILURES = [
@@ -84,9 +63,7 @@ PRIMARY_FAILURES = [
 @pytest.mark.parametrize("stream", [False, True])
 def test_openai_primary_fails_anthropic_fallback_answers(stack, fake_openai, fake_anthropic, failure, stream):
     fake_openai.script([failure])
-    raw = oai(stack).chat.completions.with_raw_response.create(
-        model="fb-oai-first", messages=MSG, stream=stream
-    )
+    raw = oai(stack).chat.completions.with_raw_response.create(model="fb-oai-first", messages=MSG, stream=stream)
     assert raw.status_code == 200
     assert raw.headers["x-sidegate-provider"] == "anthropic" and raw.headers["x-sidegate-attempts"] == "2"
     if stream:
@@ -120,9 +97,7 @@ def test_anthropic_primary_fails_openai_fallback_answers(stack, fake_openai, fak
 
 def test_all_providers_fail_one_clean_error_in_client_format(stack, fake_openai, fake_anthropic):
     fake_openai.script([{"status": 500, "error": "primary down"}])
-    fake_anthropic.script(
-        [{"status": 429, "error": "Number of requests has exceeded your rate limit", "retry_after": 3}]
-    )
+    fake_anthropic.script([{"status": 429, "error": "Number of requests has exceeded your rate limit", "retry_after": 3}])
     with pytest.raises(openai.RateLimitError) as exc:
         oai(stack).chat.completions.create(model="fb-oai-first", messages=MSG)
     assert exc.value.status_code == 429

@@ -127,9 +127,7 @@ WRONG_TYPES = [
 
 @pytest.mark.parametrize(("api", "model"), [("openai", "claude-haiku"), ("anthropic", "gpt-4o-mini")])
 @pytest.mark.parametrize(("patch", "needle"), WRONG_TYPES)
-def test_wrong_types_on_translated_routes_are_a_clear_400(
-    stack, fake_openai, fake_anthropic, api, model, patch, needle
-):
+def test_wrong_types_on_translated_routes_are_a_clear_400(stack, fake_openai, fake_anthropic, api, model, patch, needle):
     r = post(stack, api, {**body_for(api, model), **patch})
     assert r.status_code == 400, r.text[:300]
     assert needle in error_message(api, r).lower()
@@ -149,14 +147,8 @@ def test_wrong_types_on_same_api_routes_never_5xx(stack, api, model, patch, need
 @pytest.mark.parametrize(
     ("raw", "needle"),
     [
-        (
-            b'{"model":"claude-haiku","max_tokens":5,"messages":[{"role":"user","content":"\xff\xfe"}]}',
-            "utf-8",
-        ),
-        (
-            b'{"model":"claude-haiku","max_tokens":5,"messages":[{"role":"user","content":"\\ud800"}]}',
-            "surrogate",
-        ),
+        (b'{"model":"claude-haiku","max_tokens":5,"messages":[{"role":"user","content":"\xff\xfe"}]}', "utf-8"),
+        (b'{"model":"claude-haiku","max_tokens":5,"messages":[{"role":"user","content":"\\ud800"}]}', "surrogate"),
         (b'{"model":"claude-haiku","max_tokens":5,"messages":[{"role":"user","content":"abc', "json"),
         (b"\xef\xbb\xbf" + b'{"model":"claude-haiku","max_tokens":5,"messages":[]}', "byte order mark"),
     ],

@@ -77,9 +77,7 @@ def _prefill(stack, fake_openai) -> None:
     finally:
         r.close()
     assert filled, "cache fills never landed"
-    time.sleep(
-        0.5
-    )  # the store reports each fill to the other process's key index (docs/cache.md) within ~1 ms; more on a loaded box
+    time.sleep(0.5)  # the store reports each fill to the other process's key index (docs/cache.md) within ~1 ms; more on a loaded box
 
 
 async def _burst(stack) -> list[tuple[str, str, int, str, str]]:
@@ -92,9 +90,7 @@ async def _burst(stack) -> list[tuple[str, str, int, str, str]]:
     jobs.sort(key=lambda j: hash(j) % 7919)  # interleave the tenants
     # aiohttp: httpx's AsyncClient spends ~20 ms of client CPU per request here, longer than the gateway.
     connector = aiohttp.TCPConnector(limit=100)
-    async with aiohttp.ClientSession(
-        stack.base_url, connector=connector, timeout=aiohttp.ClientTimeout(total=60)
-    ) as client:
+    async with aiohttp.ClientSession(stack.base_url, connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as client:
 
         async def one(t: str, q: str) -> tuple[str, str, int, str, str]:
             async with client.post("/v1/chat/completions", json=body_for("openai", "gpt-4o-mini", q),

@@ -64,20 +64,9 @@ def test_malformed_sse_line_ends_stream_with_error(stack, fake_openai, fake_anth
 
 
 @pytest.mark.parametrize(("client", "provider"), PAIRS)
-def test_in_stream_error_event_reaches_client_as_terminal_error(
-    stack, fake_openai, fake_anthropic, client, provider
-):
+def test_in_stream_error_event_reaches_client_as_terminal_error(stack, fake_openai, fake_anthropic, client, provider):
     fake_of(provider, fake_openai, fake_anthropic).script(
-        [
-            {
-                "stream_error": {
-                    "after": 3,
-                    "type": "overloaded_error",
-                    "message": "provider overloaded mid-stream",
-                },
-                "chunks": 6,
-            }
-        ]
+        [{"stream_error": {"after": 3, "type": "overloaded_error", "message": "provider overloaded mid-stream"}, "chunks": 6}]
     )
     start = time.monotonic()
     if client == "openai":
@@ -89,14 +78,10 @@ def test_in_stream_error_event_reaches_client_as_terminal_error(
             ant_stream(stack, body_for(client, model_of(provider)))
     assert "provider overloaded mid-stream" in str(exc.value)
     assert time.monotonic() - start < 5
-    fake_of(provider, fake_openai, fake_anthropic).script(
-        [{"stream_error": {"after": 3, "message": "x"}, "chunks": 6}]
-    )
+    fake_of(provider, fake_openai, fake_anthropic).script([{"stream_error": {"after": 3, "message": "x"}, "chunks": 6}])
     _, text = _stream_text(stack, client, provider)
     payloads = assert_well_formed_stream(client, text)
-    assert (
-        is_terminal_error(client, payloads[-1]) and sum(is_terminal_error(client, p) for p in payloads) == 1
-    )
+    assert is_terminal_error(client, payloads[-1]) and sum(is_terminal_error(client, p) for p in payloads) == 1
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
@@ -114,9 +99,7 @@ def test_mid_stream_reset_anthropic_sdk_returns(stack, fake_openai, fake_anthrop
     start = time.monotonic()
     with pytest.raises(Exception) as exc:  # the SDK's API error or its HTTP library's
         ant_stream(stack, body_for("anthropic", model_of(provider)))
-    assert isinstance(exc.value, anthropic.APIError) or type(exc.value).__name__ == "RemoteProtocolError", (
-        exc.value
-    )
+    assert isinstance(exc.value, anthropic.APIError) or type(exc.value).__name__ == "RemoteProtocolError", exc.value
     assert time.monotonic() - start < 5
 
 

@@ -16,10 +16,7 @@ from harness import Stack
 from sidegate.ports import free_port
 
 pytestmark = pytest.mark.e2e
-CACHED_MODEL = {
-    "routes": [{"provider": "openai"}],
-    "cache": {"exact": True, "semantic": True, "semantic_timeout_ms": 100},
-}
+CACHED_MODEL = {"routes": [{"provider": "openai"}], "cache": {"exact": True, "semantic": True, "semantic_timeout_ms": 100}}
 
 
 @pytest.fixture
@@ -35,11 +32,7 @@ def black_hole() -> Iterator[str]:
 
 
 def _start_and_ask(tmp_path, fake_openai, fake_anthropic, qdrant_url: str) -> None:
-    extra = {
-        "semantic": {"qdrant_url": qdrant_url, "fill_timeout_s": 1.0},
-        "models": {"gpt-4o-mini": CACHED_MODEL},
-        "defaults": {"guard": None},
-    }
+    extra = {"semantic": {"qdrant_url": qdrant_url, "fill_timeout_s": 1.0}, "models": {"gpt-4o-mini": CACHED_MODEL}, "defaults": {"guard": None}}
     s = Stack(tmp_path, fake_openai.url, fake_anthropic.url, extra=extra)
     try:
         s.start()

@@ -52,9 +52,7 @@ def stack(request, tmp_path_factory, fake_openai, fake_anthropic) -> Iterator[St
         "defaults": {"guard": None},
         "tenants": {"acme": {"quota": {"limits": {"tpm": TPM}}}},
     }
-    s = Stack(
-        tmp_path_factory.mktemp(f"store-{request.param}"), fake_openai.url, fake_anthropic.url, extra=extra
-    )
+    s = Stack(tmp_path_factory.mktemp(f"store-{request.param}"), fake_openai.url, fake_anthropic.url, extra=extra)
     s.start()
     yield s
     s.stop()
@@ -138,9 +136,7 @@ def _assert_closed_formats(stack: Stack) -> None:
 def test_store_killed_under_load_then_restarted(stack, fake_openai):
     """Valkey dies under load (kill -9) and comes back on the same port from its last snapshot."""
     fake_openai.set_default({"usage": USAGE, "delay_s": 0.05})
-    errors_before = metric_sum(
-        metrics_text(stack), "sidegate_store_errors_total", component="extproc", op="quota"
-    )
+    errors_before = metric_sum(metrics_text(stack), "sidegate_store_errors_total", component="extproc", op="quota")
     r = sync_redis(stack)
     r.save()  # a store with persistence: the restart below reloads this snapshot
     r.close()
@@ -163,9 +159,7 @@ def test_store_killed_under_load_then_restarted(stack, fake_openai):
         (r.status, r.limit_tokens) for r in after
     ]
     if fail_mode(stack) == "open":
-        errors_after = metric_sum(
-            metrics_text(stack), "sidegate_store_errors_total", component="extproc", op="quota"
-        )
+        errors_after = metric_sum(metrics_text(stack), "sidegate_store_errors_total", component="extproc", op="quota")
         assert errors_after > errors_before
 
 
@@ -187,10 +181,7 @@ def test_accounting_exact_after_store_recovery(stack, fake_openai):
     for _ in range(5):
         assert post(stack, "openai", body_for("openai", "gpt-4o-mini", max_tokens=1000)).status_code == 200
     want = before["tokens"] + 5 * 15
-    assert wait_until(lambda: tenant_usage(stack, "acme")["tokens"] == want, 5), (
-        tenant_usage(stack, "acme"),
-        want,
-    )
+    assert wait_until(lambda: tenant_usage(stack, "acme")["tokens"] == want, 5), (tenant_usage(stack, "acme"), want)
     assert tenant_usage(stack, "acme")["requests"] == before["requests"] + 5
     new = {k: v for k, v in reservations(stack, "acme").items() if k not in known}
     assert len(new) == 5 and set(new.values()) == {"settled"}, new
@@ -201,9 +192,7 @@ def _burst(stack: Stack, n: int) -> list[int]:
     codes: list[int] = []
 
     def one() -> None:
-        codes.append(
-            post(stack, "openai", body_for("openai", "gpt-4o-mini", max_tokens=1000), timeout=5).status_code
-        )
+        codes.append(post(stack, "openai", body_for("openai", "gpt-4o-mini", max_tokens=1000), timeout=5).status_code)
 
     threads = [threading.Thread(target=one) for _ in range(n)]
     for t in threads:
@@ -259,9 +248,7 @@ def test_no_reservation_leaked_after_store_hang(stack, hang_episode):
         new = {k: v for k, v in reservations(stack, "acme").items() if k not in hang_episode["known"]}
         return [k for k, v in new.items() if v not in ("settled", "cancelled")]
 
-    assert wait_until(lambda: not leaked(), 10, 0.25), (
-        f"{len(leaked())} reservations never settled or cancelled"
-    )
+    assert wait_until(lambda: not leaked(), 10, 0.25), f"{len(leaked())} reservations never settled or cancelled"
 
 
 def test_store_restarted_empty_keeps_serving(stack):

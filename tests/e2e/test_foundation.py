@@ -17,9 +17,7 @@ MSG = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 def oai(stack, key: str = "acme", **kw) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=stack.base_url + "/v1", api_key=stack.keys[key].key, max_retries=0, timeout=20, **kw
-    )
+    return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.keys[key].key, max_retries=0, timeout=20, **kw)
 
 
 def _assert_provider_saw_only_provider_key(stack, rec, provider_key: str, header: str) -> None:
@@ -99,10 +97,7 @@ def test_key_model_allow_list_403(stack):
         (b'{"messages": [{"role": "user", "content": "x"}]}', "model"),
         (b'{"model": "gpt-4o-mini", "messages": "hi"}', "messages"),
         (b'{"model": "gpt-4o-mini", "messages": [], "stream": false}', "messages"),
-        (
-            b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}',
-            "stream",
-        ),
+        (b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}', "stream"),
         (b"", "empty"),
     ],
 )
@@ -189,9 +184,7 @@ def test_concurrent_requests_do_not_mix(stack, fake_openai):
     results: dict[int, str] = {}
 
     def one(i: int) -> None:
-        r = oai(stack).chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": f"number {i}"}]
-        )
+        r = oai(stack).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": f"number {i}"}])
         results[i] = r.choices[0].message.content or ""
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]

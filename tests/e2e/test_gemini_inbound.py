@@ -123,8 +123,7 @@ def test_the_sdk_lists_and_gets_the_models_its_key_may_use(gw: Stack, fake_opena
     client, limited = genai_client(gw), genai_client(gw, gw.keys["acme-limited"].key)
     names = [m.name for m in client.models.list()]
     assert names == [
-        f"models/{n}"
-        for n in ("cached", "claude-haiku", "gem-then-oai", "gemini-flash", "gpt-4o", "gpt-4o-mini")
+        f"models/{n}" for n in ("cached", "claude-haiku", "gem-then-oai", "gemini-flash", "gpt-4o", "gpt-4o-mini")
     ]
     beta = genai_client(gw, version="v1beta")  # (either version)
     page = beta.models.list(config={"page_size": 2})

@@ -43,9 +43,7 @@ PROVIDER_KEYS = (OPENAI_PROVIDER_KEY, ANTHROPIC_PROVIDER_KEY)
 
 @pytest.fixture(scope="module", params=["ext_proc", "http"])
 def gw(request, tmp_path_factory, fake_openai, fake_anthropic) -> Iterator[Stack]:
-    yield from front_stack(
-        request.param, tmp_path_factory.mktemp("hygiene"), fake_openai.url, fake_anthropic.url, EXTRA
-    )
+    yield from front_stack(request.param, tmp_path_factory.mktemp("hygiene"), fake_openai.url, fake_anthropic.url, EXTRA)
 
 
 @dataclass(frozen=True)
@@ -63,9 +61,7 @@ class Case:
         return body_for(self.api, self.model, text, **extra)
 
     def lane(self, front: str) -> str:
-        if self.model in ("gpt-4o-mini", "claude-direct") and (
-            not self.stream or self.usage or self.api == "anthropic"
-        ):
+        if self.model in ("gpt-4o-mini", "claude-direct") and (not self.stream or self.usage or self.api == "anthropic"):
             return "direct"
         return "try" if front == "http" and not self.stream else "full"
 
@@ -91,21 +87,12 @@ def _cluster_requests(stack: Stack, provider: str) -> dict[str, int]:
     return out
 
 
-def send(
-    stack: Stack, case: Case, headers: dict[str, str] | None = None, query: str = "", text: str = "hello"
-) -> httpx.Response:
+def send(stack: Stack, case: Case, headers: dict[str, str] | None = None, query: str = "", text: str = "hello") -> httpx.Response:
     path = CHAT if case.api == "openai" else MESSAGES
-    h = {
-        "content-type": "application/json",
-        "accept": "application/json",
-        **(headers or {}),
-        **auth_headers(stack, case.api),
-    }
+    h = {"content-type": "application/json", "accept": "application/json", **(headers or {}), **auth_headers(stack, case.api)}
     if case.api == "anthropic":
         h["anthropic-version"] = "2023-06-01"
-    return httpx.post(
-        stack.base_url + path + query, content=orjson.dumps(case.body(text)), headers=h, timeout=15
-    )
+    return httpx.post(stack.base_url + path + query, content=orjson.dumps(case.body(text)), headers=h, timeout=15)
 
 
 def _lane_of(stack: Stack, case: Case, before: dict[str, int]) -> str:
@@ -128,24 +115,16 @@ def test_provider_gets_only_allowed_client_headers(gw, case, fake_openai, fake_a
     (rec,) = _fake(case, fake_openai, fake_anthropic).requests
     leaked = sorted(set(HOSTILE) & set(rec.headers))
     assert not leaked, f"forwarded to the provider: {leaked}"
-    assert not [h for h in rec.headers if h.startswith(("x-sidegate", "x-envoy", "x-forwarded", "proxy-"))], (
-        rec.headers
-    )
+    assert not [h for h in rec.headers if h.startswith(("x-sidegate", "x-envoy", "x-forwarded", "proxy-"))], rec.headers
     assert gw.keys["acme"].key not in repr(rec.headers) + rec.path
-    assert (
-        rec.headers["content-type"] == "application/json" and rec.headers.get("accept") == "application/json"
-    )
+    assert rec.headers["content-type"] == "application/json" and rec.headers.get("accept") == "application/json"
     if case.provider == "anthropic":
         assert rec.headers["x-api-key"] == ANTHROPIC_PROVIDER_KEY and "anthropic-version" in rec.headers
     else:
         assert rec.headers["authorization"] == f"Bearer {OPENAI_PROVIDER_KEY}"
 
 
-@pytest.mark.parametrize(
-    "case",
-    [c for c in CASES if not c.stream or c.usage],
-    ids=[i for c, i in zip(CASES, IDS, strict=True) if not c.stream or c.usage],
-)
+@pytest.mark.parametrize("case", [c for c in CASES if not c.stream or c.usage], ids=[i for c, i in zip(CASES, IDS, strict=True) if not c.stream or c.usage])
 def test_client_query_string_never_reaches_the_provider(gw, case, fake_openai, fake_anthropic):
     """`?key=<tenant key>` is dropped on every lane (a request with a query leaves the direct lane:
     Envoy alone cannot rewrite `:path`)."""
@@ -160,9 +139,7 @@ def test_configured_query_is_the_only_one(gw, fake_openai):
     r = send(gw, case, {**HOSTILE}, query=f"?key={gw.keys['acme'].key}&api-version=tenant")
     assert r.status_code == 200, r.text
     (rec,) = fake_openai.requests
-    assert rec.path == "/openai/deployments/azure-model/chat/completions" and rec.query == {
-        "api-version": "2024-10-21"
-    }
+    assert rec.path == "/openai/deployments/azure-model/chat/completions" and rec.query == {"api-version": "2024-10-21"}
     assert rec.headers["api-key"] == OPENAI_PROVIDER_KEY and "authorization" not in rec.headers
 
 
@@ -182,15 +159,9 @@ def test_billing_headers_only_where_the_provider_allows_them(gw, fake_openai, ca
     r = send(gw, case, HOSTILE)
     assert r.status_code == 200, r.text
     assert _lane_of(gw, Case("openai", "org", "openai-org"), before) == (
-        "direct"
-        if case.model == "org-model" and (not case.stream or case.usage)
-        else case.lane(gw.cfg_data["services"]["front"])
-    )
+        "direct" if case.model == "org-model" and (not case.stream or case.usage) else case.lane(gw.cfg_data["services"]["front"]))
     (rec,) = fake_openai.requests
-    assert (
-        rec.headers["openai-organization"] == "org-tenant-picked"
-        and rec.headers["openai-project"] == "proj-tenant-picked"
-    )
+    assert rec.headers["openai-organization"] == "org-tenant-picked" and rec.headers["openai-project"] == "proj-tenant-picked"
     assert not {"cookie", "x-goog-api-key", "proxy-authorization", "x-forwarded-for"} & set(rec.headers)
 
 

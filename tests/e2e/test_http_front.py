@@ -25,19 +25,11 @@ STACK_EXTRA = {
     "models": {
         "claude-direct": {"routes": [{"provider": "anthropic"}]},
         "cached": {"routes": [{"provider": "openai", "model": "gpt-4o-mini"}], "cache": {"exact": True}},
-        "chain": {
-            "routes": [
-                {"provider": "openai", "model": "gpt-4o-mini", "priority": 0},
-                {"provider": "anthropic", "model": "claude-3-5-haiku-20241022", "priority": 1},
-            ]
-        },
-        "chain-timeout": {
-            "per_try_timeout_s": 1.0,
-            "routes": [
-                {"provider": "openai", "model": "slow-model", "priority": 0},
-                {"provider": "anthropic", "model": "claude-3-5-haiku-20241022", "priority": 1},
-            ],
-        },
+        "chain": {"routes": [{"provider": "openai", "model": "gpt-4o-mini", "priority": 0},
+                             {"provider": "anthropic", "model": "claude-3-5-haiku-20241022", "priority": 1}]},
+        "chain-timeout": {"per_try_timeout_s": 1.0,
+                          "routes": [{"provider": "openai", "model": "slow-model", "priority": 0},
+                                     {"provider": "anthropic", "model": "claude-3-5-haiku-20241022", "priority": 1}]},
     },
     "tenants": {"globex": {"quota": {"limits": {"tpm": 100000, "rpm": 3}}}},
 }
@@ -69,9 +61,7 @@ def test_direct_lane_through_the_front(stack, fake_openai):
     raw = oai(stack).chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MSG)
     assert raw.parse().usage.total_tokens == 35
     assert raw.headers["x-sidegate-provider"] == "openai" and raw.headers["x-sidegate-attempts"] == "1"
-    assert not any(
-        h.startswith("x-ratelimit-") for h in raw.headers
-    )  # acme is unlimited; the provider's are hidden
+    assert not any(h.startswith("x-ratelimit-") for h in raw.headers)  # acme is unlimited; the provider's are hidden
     assert _stat(stack, UPSTREAM_STREAMS) == before
     assert _stat(stack, FRONT_OK) == answered + 1  # the front answered the check...
     assert stack.stat(GATEWAY_STREAMS) is None, "...and no gateway ext_proc filter exists"
@@ -113,22 +103,11 @@ def test_refusals_keep_each_api_format(stack):
         anthropic.Anthropic(base_url=stack.base_url, api_key="nope", max_retries=0).messages.create(
             model="claude-direct", max_tokens=5, messages=MSG)  # fmt: skip
     assert a.value.status_code == 401
-    assert (
-        a.value.response.json()["type"] == "error"
-        and a.value.response.json()["error"]["type"] == "authentication_error"
-    )
+    assert a.value.response.json()["type"] == "error" and a.value.response.json()["error"]["type"] == "authentication_error"
     with pytest.raises(openai.BadRequestError) as b:
         oai(stack).chat.completions.create(model="no-such-model", messages=MSG)
-    assert (
-        b.value.status_code == 400
-        and b.value.body["code"] == "model_not_found"
-        and "no-such-model" in b.value.message
-    )
-    r = httpx.post(
-        stack.base_url + "/v1/audio/speech",
-        json={},
-        headers={"authorization": f"Bearer {stack.keys['acme'].key}"},
-    )
+    assert b.value.status_code == 400 and b.value.body["code"] == "model_not_found" and "no-such-model" in b.value.message
+    r = httpx.post(stack.base_url + "/v1/audio/speech", json={}, headers={"authorization": f"Bearer {stack.keys['acme'].key}"})
     assert r.status_code == 404 and r.json()["error"]["message"].startswith("Unknown path")
 
 
@@ -171,9 +150,7 @@ def test_cache_hit_replayed_by_the_front(stack, fake_openai):
 
 def test_pii_redacted_per_try_and_restored(stack, fake_openai):
     before, tries = _stat(stack, UPSTREAM_STREAMS), _stat(stack, TRY_OPENAI)
-    r = oai(stack).chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": f"Mail {EMAIL} now"}]
-    )
+    r = oai(stack).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": f"Mail {EMAIL} now"}])
     (rec,) = fake_openai.requests  # the fake echoes the prompt
     assert EMAIL not in rec.body.decode() and "<EMAIL_1>" in rec.body.decode()
     assert _stat(stack, TRY_OPENAI) == tries + 1  # redaction forces the per-try stage: the try lane
@@ -183,16 +160,10 @@ def test_pii_redacted_per_try_and_restored(stack, fake_openai):
 
 def test_try_lane_translates_both_ways(stack, fake_openai, fake_anthropic):
     """Non-streaming requests that need the per-try stage take the try lane: no gRPC stream."""
-    before, tries, calls = (
-        _stat(stack, UPSTREAM_STREAMS),
-        _stat(stack, TRY_ANTHROPIC),
-        _stat(stack, FRONT_CALLS),
-    )
+    before, tries, calls = _stat(stack, UPSTREAM_STREAMS), _stat(stack, TRY_ANTHROPIC), _stat(stack, FRONT_CALLS)
     fake_anthropic.script([{"usage": {"input_tokens": 21, "output_tokens": 5},
                             "headers": {"x-ratelimit-limit-requests": "77"}}])  # fmt: skip
-    raw = oai(stack).chat.completions.with_raw_response.create(
-        model="claude-haiku", messages=MSG, max_tokens=20
-    )
+    raw = oai(stack).chat.completions.with_raw_response.create(model="claude-haiku", messages=MSG, max_tokens=20)
     done = raw.parse()
     assert done.object == "chat.completion" and done.choices[0].message.content.startswith("Echo")
     assert (done.usage.prompt_tokens, done.usage.completion_tokens) == (21, 5)
@@ -200,11 +171,7 @@ def test_try_lane_translates_both_ways(stack, fake_openai, fake_anthropic):
     assert "x-ratelimit-limit-requests" not in raw.headers  # the provider's limits are not the client's
     assert int(raw.headers["content-length"]) == len(raw.content)
     (rec,) = fake_anthropic.requests
-    assert (
-        rec.path == "/v1/messages"
-        and rec.json["model"] == "claude-3-5-haiku-20241022"
-        and rec.json["max_tokens"] == 20
-    )
+    assert rec.path == "/v1/messages" and rec.json["model"] == "claude-3-5-haiku-20241022" and rec.json["max_tokens"] == 20
     assert rec.headers["x-api-key"] == ANTHROPIC_PROVIDER_KEY and "authorization" not in rec.headers
     assert not any(h.startswith("x-sidegate") or h.startswith("x-envoy-auth") for h in rec.headers)
     assert _stat(stack, TRY_ANTHROPIC) == tries + 1 and _stat(stack, UPSTREAM_STREAMS) == before
@@ -212,16 +179,12 @@ def test_try_lane_translates_both_ways(stack, fake_openai, fake_anthropic):
     stack.wait_ledger(lambda r: (r.input_tokens, r.output_tokens) == (21, 5) and r.provider == "anthropic")
 
     fake_openai.script([{"usage": {"prompt_tokens": 8, "completion_tokens": 3}}])
-    gpt = ant(stack).messages.create(
-        model="gpt-4o", max_tokens=30, messages=MSG
-    )  # Anthropic client, OpenAI provider
+    gpt = ant(stack).messages.create(model="gpt-4o", max_tokens=30, messages=MSG)  # Anthropic client, OpenAI provider
     assert gpt.type == "message" and gpt.content[0].text.startswith("Echo")
     assert (gpt.usage.input_tokens, gpt.usage.output_tokens) == (8, 3)
     (orec,) = fake_openai.requests
     assert orec.path == "/v1/chat/completions" and orec.json["model"] == "gpt-4o-2024-08-06"
-    assert (
-        orec.headers["authorization"] == f"Bearer {OPENAI_PROVIDER_KEY}" and "x-api-key" not in orec.headers
-    )
+    assert orec.headers["authorization"] == f"Bearer {OPENAI_PROVIDER_KEY}" and "x-api-key" not in orec.headers
 
 
 def test_try_lane_large_and_non_ascii_bodies(stack, fake_anthropic):
@@ -230,22 +193,15 @@ def test_try_lane_large_and_non_ascii_bodies(stack, fake_anthropic):
     text = "Grüße aus Köln, 東京 ✓ "
     for content, prepared in ((text, True), (text + "x" * 40_000, False)):
         calls = _stat(stack, FRONT_CALLS)
-        r = oai(stack).chat.completions.create(
-            model="claude-haiku", messages=[{"role": "user", "content": content}]
-        )
+        r = oai(stack).chat.completions.create(model="claude-haiku", messages=[{"role": "user", "content": content}])
         assert r.choices[0].message.content == f"Echo: {content}"
         rec = fake_anthropic.requests[-1]
-        assert (
-            rec.json["messages"][0]["content"] == content
-            and rec.headers["x-api-key"] == ANTHROPIC_PROVIDER_KEY
-        )
+        assert rec.json["messages"][0]["content"] == content and rec.headers["x-api-key"] == ANTHROPIC_PROVIDER_KEY
         assert _stat(stack, FRONT_CALLS) == calls + (1 if prepared else 2)
 
 
 def test_try_lane_provider_error_in_the_clients_format(stack, fake_anthropic):
-    fake_anthropic.script(
-        [{"status": 400, "error": {"type": "invalid_request_error", "message": "max_tokens: too big"}}]
-    )
+    fake_anthropic.script([{"status": 400, "error": {"type": "invalid_request_error", "message": "max_tokens: too big"}}])
     with pytest.raises(openai.BadRequestError) as e:
         oai(stack).chat.completions.create(model="claude-haiku", messages=MSG)
     assert e.value.status_code == 400 and "too big" in e.value.message
@@ -256,9 +212,7 @@ def test_try_lane_provider_answers_without_a_body(stack, fake_anthropic):
     """A status with no body at all still reaches the client, translated, with a body."""
     for status, exc in ((400, openai.BadRequestError), (200, openai.APIStatusError)):
         fake_anthropic.script([{"status": status, "empty": True}])
-        client = openai.OpenAI(
-            base_url=stack.base_url + "/v1", api_key=stack.keys["acme"].key, max_retries=0, timeout=5
-        )
+        client = openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.keys["acme"].key, max_retries=0, timeout=5)
         with pytest.raises(exc) as e:
             client.chat.completions.create(model="claude-haiku", messages=MSG)
         assert e.value.status_code == (400 if status == 400 else 502)  # an empty 200 is not a valid answer
@@ -269,29 +223,18 @@ def test_try_lane_falls_back_across_schemas(stack, fake_openai, fake_anthropic):
     """A retriable error on the first provider: Envoy retries the next one, translated for it."""
     fake_openai.script([{"status": 429, "error": "slow down", "retry_after": 1}])
     calls = _stat(stack, FRONT_CALLS)
-    raw = ant(stack).messages.with_raw_response.create(
-        model="chain", max_tokens=30, system="Be brief.", messages=MSG
-    )
+    raw = ant(stack).messages.with_raw_response.create(model="chain", max_tokens=30, system="Be brief.", messages=MSG)
     assert _stat(stack, FRONT_CALLS) == calls + 2  # the check (try 1 prepared) and try 2's /try/request
     msg = raw.parse()
     assert msg.type == "message" and msg.content[0].text.startswith("Echo")
     assert raw.headers["x-sidegate-provider"] == "anthropic" and raw.headers["x-sidegate-attempts"] == "2"
     (first,) = fake_openai.requests
     (second,) = fake_anthropic.requests
-    assert (
-        first.json["model"] == "gpt-4o-mini"
-        and first.headers["authorization"] == f"Bearer {OPENAI_PROVIDER_KEY}"
-    )
-    assert (
-        second.json["model"] == "claude-3-5-haiku-20241022"
-        and second.headers["x-api-key"] == ANTHROPIC_PROVIDER_KEY
-    )
+    assert first.json["model"] == "gpt-4o-mini" and first.headers["authorization"] == f"Bearer {OPENAI_PROVIDER_KEY}"
+    assert second.json["model"] == "claude-3-5-haiku-20241022" and second.headers["x-api-key"] == ANTHROPIC_PROVIDER_KEY
     assert "authorization" not in second.headers  # the first try's credential did not leak into the second
     # Each try translated from the client's body (not from the previous try's).
-    assert (
-        first.json["messages"][0] == {"role": "system", "content": "Be brief."}
-        and "max_completion_tokens" in first.json
-    )
+    assert first.json["messages"][0] == {"role": "system", "content": "Be brief."} and "max_completion_tokens" in first.json
     assert second.json["system"] == "Be brief." and second.json["max_tokens"] == 30
 
 
@@ -303,9 +246,7 @@ def test_try_lane_per_try_timeout_falls_back_and_settles_once(stack, fake_openai
     raw = oai(stack).chat.completions.with_raw_response.create(model="chain-timeout", messages=MSG)
     assert raw.headers["x-sidegate-provider"] == "anthropic" and raw.headers["x-sidegate-attempts"] == "2"
     rec = stack.wait_ledger(lambda r: r.model == "chain-timeout" and r.status == 200)
-    assert (
-        (rec.input_tokens, rec.output_tokens) == (33, 4) and rec.provider == "anthropic" and not rec.aborted
-    )
+    assert (rec.input_tokens, rec.output_tokens) == (33, 4) and rec.provider == "anthropic" and not rec.aborted
     time.sleep(1.0)  # an aborted record for the first try would come from the access log by now
     assert [r for r in stack.ledger() if r.model == "chain-timeout" and r.aborted] == []
 
@@ -328,38 +269,26 @@ def test_access_log_carries_only_what_the_observers_need(stack, fake_openai, fak
 def test_try_lane_settles_an_aborted_request(stack, fake_anthropic):
     """The client leaves before the provider answers: the try is settled as aborted (from the access log)."""
     fake_anthropic.script([{"delay_s": 3.0}])
-    client = openai.OpenAI(
-        base_url=stack.base_url + "/v1", api_key=stack.keys["acme"].key, max_retries=0, timeout=0.5
-    )
+    client = openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.keys["acme"].key, max_retries=0, timeout=0.5)
     with pytest.raises(openai.APITimeoutError):
-        client.chat.completions.create(
-            model="claude-haiku", messages=[{"role": "user", "content": "abort me please"}]
-        )
+        client.chat.completions.create(model="claude-haiku", messages=[{"role": "user", "content": "abort me please"}])
     left = time.monotonic()
     rec = stack.wait_ledger(lambda r: r.aborted and r.provider == "anthropic", timeout_s=8.0)
-    assert (
-        rec.tenant == "acme" and time.monotonic() - left < 2.5
-    )  # from the access log, not the provider's late answer
+    assert rec.tenant == "acme" and time.monotonic() - left < 2.5  # from the access log, not the provider's late answer
 
 
 def _log_lines(stack) -> list[dict]:
-    return [
-        json.loads(line) for line in stack.logs().splitlines() if line.startswith("{") and '"route"' in line
-    ]
+    return [json.loads(line) for line in stack.logs().splitlines() if line.startswith("{") and '"route"' in line]
 
 
 def test_access_log_has_the_gateway_fields_and_no_secrets(stack):
     deadline = time.monotonic() + 15  # Envoy flushes its access log file every few seconds
-    while (
-        not any(x["route"].startswith("replay.") for x in _log_lines(stack)) and time.monotonic() < deadline
-    ):
+    while not any(x["route"].startswith("replay.") for x in _log_lines(stack)) and time.monotonic() < deadline:
         time.sleep(0.2)
     logs = stack.logs()
     lines = _log_lines(stack)
     ours = [x for x in lines if x.get("tenant") == "acme" and x.get("model") == "gpt-4o-mini"]
     assert ours and all(x["key_id"] == stack.keys["acme"].id for x in ours)
-    assert any(
-        x.get("cache") == "hit_exact" and x["route"].startswith("replay.") for x in lines
-    )  # a replayed hit is logged with its result
+    assert any(x.get("cache") == "hit_exact" and x["route"].startswith("replay.") for x in lines)  # a replayed hit is logged with its result
     for secret in [k.key for k in stack.keys.values()] + [OPENAI_PROVIDER_KEY, ANTHROPIC_PROVIDER_KEY, EMAIL]:
         assert secret not in logs

@@ -23,9 +23,7 @@ def test_inline_auth_allows_denies_and_strips_credentials(stack, fake_openai):
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=stack.base_url + "/v1", api_key=key, max_retries=0).chat.completions.create(
                 model="gpt-4o-mini", messages=MSG)  # fmt: skip
-    r = httpx.post(
-        stack.base_url + "/v1/messages", json={"model": "claude-haiku", "max_tokens": 5, "messages": MSG}
-    )
+    r = httpx.post(stack.base_url + "/v1/messages", json={"model": "claude-haiku", "max_tokens": 5, "messages": MSG})
     assert r.status_code == 401 and r.json()["type"] == "error"
     with pytest.raises(openai.PermissionDeniedError):
         openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.keys["acme-limited"].key,

@@ -23,11 +23,7 @@ from sidegate import keys
 pytestmark = pytest.mark.e2e
 MAX_FAILURES = 5
 MAX_SOURCE_FAILURES = 15
-THROTTLE = {
-    "auth_max_failures": MAX_FAILURES,
-    "auth_max_source_failures": MAX_SOURCE_FAILURES,
-    "auth_block_s": 30,
-}
+THROTTLE = {"auth_max_failures": MAX_FAILURES, "auth_max_source_failures": MAX_SOURCE_FAILURES, "auth_block_s": 30}
 _sources = iter(range(30, 250))
 
 
@@ -78,10 +74,7 @@ def test_failures_of_other_keys_never_lock_out_a_valid_key_from_the_same_address
 def test_guessing_one_key_id_is_throttled_for_that_id_only(gw: Stack, fake_openai) -> None:
     target = gw.keys["globex"]
     with _client() as attacker:
-        codes = [
-            _post(attacker, gw, "openai", _wrong_secret(target.id)).status_code
-            for _ in range(MAX_FAILURES + 3)
-        ]
+        codes = [_post(attacker, gw, "openai", _wrong_secret(target.id)).status_code for _ in range(MAX_FAILURES + 3)]
         assert codes == [401] * MAX_FAILURES + [429] * 3, codes
         r = _post(attacker, gw, "anthropic", _wrong_secret(target.id))
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1 and error_message("anthropic", r)
@@ -96,9 +89,7 @@ def test_guessing_one_key_id_is_throttled_for_that_id_only(gw: Stack, fake_opena
 
 def test_a_spray_from_one_address_is_throttled_at_its_higher_bound(gw: Stack) -> None:
     with _client() as c:
-        codes = [
-            _post(c, gw, "anthropic", keys.new_key()[0]).status_code for _ in range(MAX_SOURCE_FAILURES + 3)
-        ]
+        codes = [_post(c, gw, "anthropic", keys.new_key()[0]).status_code for _ in range(MAX_SOURCE_FAILURES + 3)]
         assert codes == [401] * (MAX_SOURCE_FAILURES - 1) + [429] * 4, codes
         r = _post(c, gw, "openai", "sgk_guess")
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1 and error_message("openai", r)
@@ -133,9 +124,7 @@ def test_duplicate_keys_are_refused_on_every_lane(gw: Stack, fake_openai, fake_a
 
 # -- compressed bodies -----------------------------------------------------------------------------
 @pytest.mark.parametrize("api", ["openai", "anthropic"])
-def test_gzip_body_is_inflated_before_the_gateway_and_the_provider(
-    gw: Stack, fake_openai, fake_anthropic, api: str
-) -> None:
+def test_gzip_body_is_inflated_before_the_gateway_and_the_provider(gw: Stack, fake_openai, fake_anthropic, api: str) -> None:
     model = "gpt-4o-mini" if api == "openai" else "claude-haiku"
     with _client() as c:
         r = _post(c, gw, api, gw.keys["acme"].key, content=gzip.compress(orjson.dumps(_body(api, model))),
@@ -143,36 +132,17 @@ def test_gzip_body_is_inflated_before_the_gateway_and_the_provider(
         assert r.status_code == 200, r.text
         rec = (fake_openai if api == "openai" else fake_anthropic).requests[-1]
         assert "content-encoding" not in rec.headers and rec.json["messages"][0]["content"] == "hi"
-        dup = (
-            b'{"model":"%s","max_tokens":16,"messages":[{"role":"user","content":"hi"}],"model":"x"}'
-            % model.encode()
-        )
-        r = _post(
-            c, gw, api, gw.keys["acme"].key, content=gzip.compress(dup), headers={"content-encoding": "gzip"}
-        )
+        dup = b'{"model":"%s","max_tokens":16,"messages":[{"role":"user","content":"hi"}],"model":"x"}' % model.encode()
+        r = _post(c, gw, api, gw.keys["acme"].key, content=gzip.compress(dup), headers={"content-encoding": "gzip"})
         assert r.status_code == 400 and "'model'" in error_message(api, r)
         # Compresses 500:1 yet is within the size limit once inflated: served whole.
         long = _body(api, model) | {"messages": [{"role": "user", "content": "a" * 600_000}]}
-        r = _post(
-            c,
-            gw,
-            api,
-            gw.keys["acme"].key,
-            content=gzip.compress(orjson.dumps(long)),
-            headers={"content-encoding": "gzip"},
-        )
+        r = _post(c, gw, api, gw.keys["acme"].key, content=gzip.compress(orjson.dumps(long)), headers={"content-encoding": "gzip"})
         assert r.status_code == 200, r.text
         rec = (fake_openai if api == "openai" else fake_anthropic).requests[-1]
         assert len(rec.json["messages"][0]["content"]) == 600_000
         # Not gzip at all: a 400 in format, never a 5xx.
-        r = _post(
-            c,
-            gw,
-            api,
-            gw.keys["acme"].key,
-            content=b"\x1f\x8b\x08garbage" * 10,
-            headers={"content-encoding": "gzip"},
-        )
+        r = _post(c, gw, api, gw.keys["acme"].key, content=b"\x1f\x8b\x08garbage" * 10, headers={"content-encoding": "gzip"})
         assert r.status_code == 400 and error_message(api, r)
 
 
@@ -195,9 +165,7 @@ def _envoy_allocated(gw: Stack) -> int:
 
 @pytest.mark.parametrize("factor", [2, 8])
 @pytest.mark.parametrize("api", ["openai", "anthropic"])
-def test_gzip_bomb_is_refused_by_its_inflated_size(
-    gw: Stack, fake_openai, fake_anthropic, api: str, factor: int
-) -> None:
+def test_gzip_bomb_is_refused_by_its_inflated_size(gw: Stack, fake_openai, fake_anthropic, api: str, factor: int) -> None:
     """Envoy itself refuses the inflated body (sidegate.inflated_limit, right after the decompressor)
     as soon as it outgrows the limit: it never reaches the gateway, whose gRPC message limit it would
     break (a 503), nor stays in Envoy's memory."""
@@ -224,10 +192,7 @@ def test_other_encodings_get_415(gw: Stack, fake_openai, fake_anthropic, api: st
         r = _post(c, gw, api, gw.keys["acme"].key, headers={"content-encoding": encoding})
         assert r.status_code == 415 and "Content-Encoding" in error_message(api, r)
         # identity is no encoding at all
-        assert (
-            _post(c, gw, api, gw.keys["acme"].key, headers={"content-encoding": "identity"}).status_code
-            == 200
-        )
+        assert _post(c, gw, api, gw.keys["acme"].key, headers={"content-encoding": "identity"}).status_code == 200
     assert len(fake_openai.requests) + len(fake_anthropic.requests) == 1
 
 
@@ -239,3 +204,4 @@ def test_431_is_in_the_api_format(gw: Stack, how: str) -> None:
         r = _post(c, gw, "openai", gw.keys["acme"].key, headers=extra)
         assert r.status_code == 431 and r.headers["content-type"] == "application/json"
         assert "headers" in error_message("openai", r)
+

@@ -40,9 +40,7 @@ pytestmark = pytest.mark.e2e
 HTTP_FRONT = {"services": {"auth": "inline", "front": "http"}}
 
 
-def _start(
-    tmp_path_factory: Any, fake_openai: Any, fake_anthropic: Any, name: str, extra: dict[str, Any]
-) -> Iterator[Stack]:
+def _start(tmp_path_factory: Any, fake_openai: Any, fake_anthropic: Any, name: str, extra: dict[str, Any]) -> Iterator[Stack]:
     s = Stack(tmp_path_factory.mktemp(name), fake_openai.url, fake_anthropic.url, extra=extra)
     s.start()
     yield s
@@ -83,16 +81,10 @@ def _upstream_try(s: Stack, token: str | None) -> list[pb.ProcessingResponse]:
     OpenAI model (all of it made up: metadata, cluster, attempt)."""
     req = pb.ProcessingRequest(request_headers=pb.HttpHeaders(
         headers=_headers(**{":method": "POST", ":path": "/v1/chat/completions", "content-type": "application/json"})))  # fmt: skip
-    req.metadata_context.filter_metadata[META_NS].CopyFrom(
-        struct({"api": "openai", "model": "gpt-4o-mini", "tenant": "acme"})
-    )
-    req.attributes["envoy.filters.http.ext_proc"].CopyFrom(
-        struct({"xds.cluster_name": cluster_name("openai"), "upstream.request_attempt_count": 1})
-    )
+    req.metadata_context.filter_metadata[META_NS].CopyFrom(struct({"api": "openai", "model": "gpt-4o-mini", "tenant": "acme"}))
+    req.attributes["envoy.filters.http.ext_proc"].CopyFrom(struct({"xds.cluster_name": cluster_name("openai"), "upstream.request_attempt_count": 1}))
     with grpc.insecure_channel(f"127.0.0.1:{_port(s, 'extproc')}") as ch:
-        stream = pb_grpc.ExternalProcessorStub(ch).Process(
-            iter([req]), metadata=_metadata(token, "upstream"), timeout=30
-        )
+        stream = pb_grpc.ExternalProcessorStub(ch).Process(iter([req]), metadata=_metadata(token, "upstream"), timeout=30)
         return list(stream)
 
 
@@ -101,11 +93,7 @@ def _gateway_call(s: Stack, token: str | None) -> list[pb.ProcessingResponse]:
     req = pb.ProcessingRequest(request_headers=pb.HttpHeaders(end_of_stream=True, headers=_headers(
         **{":method": "POST", ":path": "/v1/chat/completions", "authorization": f"Bearer {key}"})))  # fmt: skip
     with grpc.insecure_channel(f"127.0.0.1:{_port(s, 'extproc')}") as ch:
-        return list(
-            pb_grpc.ExternalProcessorStub(ch).Process(
-                iter([req]), metadata=_metadata(token, "gateway"), timeout=30
-            )
-        )
+        return list(pb_grpc.ExternalProcessorStub(ch).Process(iter([req]), metadata=_metadata(token, "gateway"), timeout=30))
 
 
 def _refused(call: Any) -> grpc.RpcError:
@@ -144,9 +132,7 @@ def test_access_log_service_refuses_without_the_secret(grpc_stack: Stack) -> Non
         msg = als_pb2.StreamAccessLogsMessage()
         msg.http_logs.log_entry.add()
         with grpc.insecure_channel(f"127.0.0.1:{_port(grpc_stack, 'extproc')}") as ch:
-            return als_pb2_grpc.AccessLogServiceStub(ch).StreamAccessLogs(
-                iter([msg]), metadata=_metadata(token), timeout=30
-            )
+            return als_pb2_grpc.AccessLogServiceStub(ch).StreamAccessLogs(iter([msg]), metadata=_metadata(token), timeout=30)
 
     _refused(lambda: send(None))
     _refused(lambda: send("wrong-token-0123456789"))
@@ -180,24 +166,16 @@ def test_authz_refuses_without_the_secret(grpc_stack: Stack) -> None:
 
 
 def _front(s: Stack, path: str, headers: dict[str, str], body: bytes) -> httpx.Response:
-    return httpx.post(
-        f"http://127.0.0.1:{_port(s, 'front')}{path}", headers=headers, content=body, timeout=30
-    )
+    return httpx.post(f"http://127.0.0.1:{_port(s, 'front')}{path}", headers=headers, content=body, timeout=30)
 
 
 def test_http_front_refuses_without_the_secret(front_stack: Stack) -> None:
     key = front_stack.keys["acme"].key
     body = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
-    meta = orjson.dumps(
-        {"api": "openai", "model": "gpt-4o-mini", "tenant": "acme", "front": "http", "lane": "try"}
-    ).decode()
+    meta = orjson.dumps({"api": "openai", "model": "gpt-4o-mini", "tenant": "acme", "front": "http", "lane": "try"}).decode()
     calls = {
         "/check/v1/chat/completions": {"authorization": f"Bearer {key}", "content-type": "application/json"},
-        "/try/request": {
-            FRONT_META_HEADER: meta,
-            TryWire.CLUSTER: try_cluster_name("openai"),
-            TryWire.ATTEMPT: "1",
-        },
+        "/try/request": {FRONT_META_HEADER: meta, TryWire.CLUSTER: try_cluster_name("openai"), TryWire.ATTEMPT: "1"},
         "/try/response": {TryWire.KEY: "0.x", TryWire.STATUS: "200"},
         "/": {"x-sidegate-route": "~replay.0.x"},  # a replay
     }
@@ -208,12 +186,7 @@ def test_http_front_refuses_without_the_secret(front_stack: Stack) -> None:
             assert (r.status_code, r.content) == (503, b""), path  # (a 5xx: see extproc/front.py)
             assert OPENAI_PROVIDER_KEY not in str(r.headers)
     # With the secret a made-up try gets the provider's credential: what the refusal protects.
-    r = _front(
-        front_stack,
-        "/try/request",
-        {**calls["/try/request"], wire.INTERNAL_TOKEN_HEADER: _token(front_stack)},
-        body,
-    )
+    r = _front(front_stack, "/try/request", {**calls["/try/request"], wire.INTERNAL_TOKEN_HEADER: _token(front_stack)}, body)
     assert r.status_code == 200 and OPENAI_PROVIDER_KEY in r.headers.get(TryWire.SET, "")
 
 
@@ -245,11 +218,7 @@ def test_the_secret_is_in_no_file_others_can_read_nor_in_envoys_config_dump(grpc
     token = _token(grpc_stack)
     boot = grpc_stack.sup.workdir / "envoy.yaml"
     assert token not in boot.read_text()
-    for path in (
-        boot,
-        grpc_stack.sup.workdir / "internal-token.yaml",
-        grpc_stack.sup.workdir / "valkey" / "auth.conf",
-    ):
+    for path in (boot, grpc_stack.sup.workdir / "internal-token.yaml", grpc_stack.sup.workdir / "valkey" / "auth.conf"):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
     dump = httpx.get(f"{grpc_stack.admin_url}/config_dump", timeout=30).text
     assert wire.INTERNAL_TOKEN_HEADER in dump and token not in dump
@@ -262,22 +231,16 @@ def test_the_secret_is_in_no_file_others_can_read_nor_in_envoys_config_dump(grpc
 
 
 @pytest.mark.parametrize("which", ["grpc_stack", "front_stack"])
-def test_sdk_clients_through_envoy_are_served(
-    which: str, request: pytest.FixtureRequest, fake_openai: Any, fake_anthropic: Any
-) -> None:
+def test_sdk_clients_through_envoy_are_served(which: str, request: pytest.FixtureRequest, fake_openai: Any, fake_anthropic: Any) -> None:
     s: Stack = request.getfixturevalue(which)
     key = s.keys["acme"].key
     oa = openai.OpenAI(base_url=f"{s.base_url}/v1", api_key=key, max_retries=0)
     chat = oa.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "trust me"}])
     assert chat.choices[0].message.content
-    stream = oa.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "stream"}], stream=True
-    )
+    stream = oa.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "stream"}], stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     an = anthropic.Anthropic(base_url=s.base_url, api_key=key, max_retries=0)
-    msg = an.messages.create(
-        model="claude-haiku", max_tokens=50, messages=[{"role": "user", "content": "hello"}]
-    )
+    msg = an.messages.create(model="claude-haiku", max_tokens=50, messages=[{"role": "user", "content": "hello"}])
     assert msg.content[0].text
     # Envoy presented the secret; the providers got their own keys and never the secret.
     seen = [*fake_openai.requests, *fake_anthropic.requests]
@@ -294,9 +257,7 @@ def rotate_stack(tmp_path_factory, fake_openai, fake_anthropic) -> Iterator[Stac
     yield from _start(tmp_path_factory, fake_openai, fake_anthropic, "trust-rotate", {})
 
 
-def test_rotation_envoy_takes_a_new_token_file_live_and_the_services_after_a_restart(
-    rotate_stack: Stack,
-) -> None:
+def test_rotation_envoy_takes_a_new_token_file_live_and_the_services_after_a_restart(rotate_stack: Stack) -> None:
     """docs/deployment.md, "Rotating it": a new file reaches Envoy without a restart (the services,
     still on the old secret, refuse it: nothing is served with a mismatch); restarted with the new
     one they serve again."""
@@ -306,9 +267,7 @@ def test_rotation_envoy_takes_a_new_token_file_live_and_the_services_after_a_res
     headers = {"authorization": f"Bearer {s.keys['acme'].key}"}
 
     def status() -> int:
-        return httpx.post(
-            f"{s.base_url}/v1/chat/completions", json=body, headers=headers, timeout=10
-        ).status_code
+        return httpx.post(f"{s.base_url}/v1/chat/completions", json=body, headers=headers, timeout=10).status_code
 
     assert status() == 200
     new = trust.generate()

@@ -28,8 +28,6 @@ EXTRA = {
         },
     },
 }
-
-
 @pytest.fixture(scope="module", params=["ext_proc", "http"])
 def big(request, tmp_path_factory, fake_openai, fake_anthropic) -> Iterator[Stack]:
     """One stack per front (the module runs under both, whatever SIDEGATE_E2E_FRONT says)."""
@@ -106,9 +104,7 @@ def test_answer_over_the_limit_is_a_502_in_openai_format(big, fake_openai, fake_
     _assert_envoy_alive(big, pid)
     # The gateway serves the next request normally.
     fake_openai.script([{"content": "ok"}])
-    assert (
-        oai(big).chat.completions.create(model="gpt-4o-mini", messages=MSG).choices[0].message.content == "ok"
-    )
+    assert oai(big).chat.completions.create(model="gpt-4o-mini", messages=MSG).choices[0].message.content == "ok"
 
 
 @pytest.mark.parametrize("model", ["claude-direct", "claude-haiku"])

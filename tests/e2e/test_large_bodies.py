@@ -92,9 +92,7 @@ def _assert_envoy_alive(stack: Stack) -> None:
         ("claude-haiku", "anthropic", "full"),  # OpenAI client, Anthropic provider: translated both ways
     ],
 )
-def test_openai_client_20_mib_image_request_and_20_mib_answer(
-    gw, fake_openai, fake_anthropic, model, provider, lane
-):
+def test_openai_client_20_mib_image_request_and_20_mib_answer(gw, fake_openai, fake_anthropic, model, provider, lane):
     fake = fake_openai if provider == "openai" else fake_anthropic
     fake.script([{"content": text()}])
     cluster = _lane_cluster(gw, provider, lane)
@@ -135,9 +133,7 @@ def test_20_mib_streamed_answer_translated(gw, fake_anthropic):
     """A 20 MiB stream from an Anthropic provider to an OpenAI client, translated event by event."""
     fake_anthropic.script([{"content": text(), "chunks": 200}])
     parts: list[str] = []
-    with oai(gw).chat.completions.create(
-        model="claude-haiku", messages=_openai_image_message(), stream=True
-    ) as stream:  # type: ignore[arg-type]
+    with oai(gw).chat.completions.create(model="claude-haiku", messages=_openai_image_message(), stream=True) as stream:  # type: ignore[arg-type]
         for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content:
                 parts.append(chunk.choices[0].delta.content)
@@ -162,9 +158,7 @@ def test_a_slow_sender_and_a_slow_reader_complete(gw, fake_openai):
     assert _sent_image(fake_openai.requests[-1].json, "openai") == image()
     small = orjson.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "Write a lot."}]})
     got = bytearray()
-    with httpx.stream(
-        "POST", gw.base_url + "/v1/chat/completions", content=small, headers=headers, timeout=30
-    ) as r:
+    with httpx.stream("POST", gw.base_url + "/v1/chat/completions", content=small, headers=headers, timeout=30) as r:
         for piece in r.iter_raw(1 << 16):
             got += piece
             time.sleep(0.003)
@@ -191,34 +185,22 @@ def test_several_20_mib_requests_at_once(gw, fake_anthropic):
     with ThreadPoolExecutor(n) as pool:
         assert list(pool.map(one, range(n))) == ["ok"] * n
     assert time.monotonic() - started < 30
-    assert len(fake_anthropic.requests) == n and all(
-        _sent_image(r.json, "anthropic") == image() for r in fake_anthropic.requests
-    )
+    assert len(fake_anthropic.requests) == n and all(_sent_image(r.json, "anthropic") == image() for r in fake_anthropic.requests)
     _assert_envoy_alive(gw)
 
 
 # -- past the limit: 413 in the client's format --------------------------------------------------
 
-PATHS = [
-    "/v1/chat/completions",
-    "/v1/responses",
-    "/v1/embeddings",
-    "/v1/messages",
-    "/v1/messages/count_tokens",
-]
+PATHS = ["/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/messages", "/v1/messages/count_tokens"]
 
 
 def _assert_413_in_format(path: str, status: int, body: bytes) -> None:
     assert status == 413, (status, body[:200])
     doc = orjson.loads(body)
     if path.startswith("/v1/messages"):
-        assert (
-            doc["type"] == "error" and doc["error"]["type"] == "request_too_large" and doc["error"]["message"]
-        )
+        assert doc["type"] == "error" and doc["error"]["type"] == "request_too_large" and doc["error"]["message"]
     else:
-        assert (
-            "type" not in doc and doc["error"]["type"] == "invalid_request_error" and doc["error"]["message"]
-        )
+        assert "type" not in doc and doc["error"]["type"] == "invalid_request_error" and doc["error"]["message"]
 
 
 def _head_only(stack: Stack, path: str, length: int) -> tuple[int, bytes]:
@@ -267,13 +249,9 @@ def test_sdks_get_the_413_in_their_own_error_types(gw, fake_openai, fake_anthrop
     over = "A" * (LIMIT + 1024)
     with pytest.raises(openai.APIStatusError) as oe:
         oai(gw).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": over}])
-    assert (
-        oe.value.status_code == 413 and oe.value.response.json()["error"]["type"] == "invalid_request_error"
-    )
+    assert oe.value.status_code == 413 and oe.value.response.json()["error"]["type"] == "invalid_request_error"
     with pytest.raises(anthropic.APIStatusError) as ae:
-        ant(gw).messages.create(
-            model="claude-haiku", max_tokens=5, messages=[{"role": "user", "content": over}]
-        )
+        ant(gw).messages.create(model="claude-haiku", max_tokens=5, messages=[{"role": "user", "content": over}])
     assert ae.value.status_code == 413 and ae.value.body["error"]["type"] == "request_too_large"  # type: ignore[index]
     assert fake_openai.requests == [] and fake_anthropic.requests == []
     _assert_envoy_alive(gw)

@@ -19,9 +19,7 @@ ALL = ["claude-haiku", "gpt-4o", "gpt-4o-mini"]
 
 @pytest.fixture(scope="module", params=sorted(FRONT_SERVICES))
 def gw(request, tmp_path_factory, fake_openai, fake_anthropic) -> Iterator[Stack]:
-    yield from front_stack(
-        request.param, tmp_path_factory.mktemp("stack"), fake_openai.url, fake_anthropic.url
-    )
+    yield from front_stack(request.param, tmp_path_factory.mktemp("stack"), fake_openai.url, fake_anthropic.url)
 
 
 def _openai(gw: Stack, key: str) -> openai.OpenAI:
@@ -65,10 +63,7 @@ def test_refusals_in_the_callers_format(gw: Stack) -> None:
         assert r.status_code == 401 and r.json()["type"] == "error"  # Anthropic's shape
         r = c.post("/v1/models", headers={"authorization": f"Bearer {gw.keys['acme'].key}"}, json={})
         assert r.status_code == 405 and "use GET" in r.json()["error"]["message"]
-        r = c.get(
-            "/v1/models?limit=0",
-            headers={"x-api-key": gw.keys["acme"].key, "anthropic-version": "2023-06-01"},
-        )
+        r = c.get("/v1/models?limit=0", headers={"x-api-key": gw.keys["acme"].key, "anthropic-version": "2023-06-01"})
         assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
         r = c.get("/v1/nope", headers={"authorization": f"Bearer {gw.keys['acme'].key}"})
         assert r.status_code == 404 and "GET /v1/models" in r.json()["error"]["message"]
@@ -85,14 +80,7 @@ def test_a_list_asks_no_provider_and_is_not_usage(gw: Stack, fake_openai, fake_a
         for _ in range(3):
             assert c.get("/v1/models", headers=auth).status_code == 200
         assert c.post("/v1/models", headers=auth, json={}).status_code == 405
-        assert (
-            c.post(
-                "/v1/chat/completions",
-                headers=auth,
-                json={"model": "nope", "messages": [{"role": "user", "content": "hi"}]},
-            ).status_code
-            == 400
-        )
+        assert c.post("/v1/chat/completions", headers=auth, json={"model": "nope", "messages": [{"role": "user", "content": "hi"}]}).status_code == 400
     deadline = time.monotonic() + 10
     while len(gw.ledger()) <= before and time.monotonic() < deadline:
         time.sleep(0.1)

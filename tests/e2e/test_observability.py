@@ -14,31 +14,21 @@ PROMPT = "Secret plan: the launch code is PINEAPPLE-7731, repeat it"
 
 
 def test_streamed_request_metrics_and_ledger(stack, fake_openai):
-    fake_openai.script(
-        [{"chunks": 5, "chunk_delay_s": 0.05, "usage": {"prompt_tokens": 17, "completion_tokens": 5}}]
-    )
+    fake_openai.script([{"chunks": 5, "chunk_delay_s": 0.05, "usage": {"prompt_tokens": 17, "completion_tokens": 5}}])
     client = openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.keys["acme"].key, max_retries=0)
-    chunks = list(
-        client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": PROMPT}], stream=True
-        )
-    )
+    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": PROMPT}], stream=True))
     assert chunks
     port = stack.sup.cfg.services.metrics_port
     text = ""
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-        if "gen_ai_server_time_to_first_token_seconds_count{" in text:
+        if 'gen_ai_server_time_to_first_token_seconds_count{' in text:
             break
         time.sleep(0.1)
-    ttft = [
-        ln for ln in text.splitlines() if ln.startswith("gen_ai_server_time_to_first_token_seconds_count")
-    ]
+    ttft = [ln for ln in text.splitlines() if ln.startswith("gen_ai_server_time_to_first_token_seconds_count")]
     assert ttft and 'gen_ai_request_model="gpt-4o-mini"' in ttft[0] and float(ttft[0].split()[-1]) >= 1
-    tokens = [
-        ln for ln in text.splitlines() if ln.startswith("sidegate_tokens_total{") and 'tenant="acme"' in ln
-    ]
+    tokens = [ln for ln in text.splitlines() if ln.startswith("sidegate_tokens_total{") and 'tenant="acme"' in ln]
     assert any('type="output"' in ln and ln.endswith(" 5.0") for ln in tokens), tokens
     assert any('type="input"' in ln and ln.endswith(" 17.0") for ln in tokens), tokens
     # The ledger has the record with the provider's exact usage.

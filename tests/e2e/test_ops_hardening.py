@@ -42,12 +42,7 @@ RPM = 4
 STACK_EXTRA = {
     "listener": {"max_connections": MAX_CONNECTIONS, "idle_timeout_s": IDLE_S},
     "services": {"restart_healthy_s": 1.0, "restart_backoff_max_s": 1.0},
-    "models": {
-        "gpt-4o": {
-            "routes": [{"provider": "openai", "model": "gpt-4o-2024-08-06"}],
-            "per_try_idle_timeout_s": STALL_IDLE_S,
-        }
-    },
+    "models": {"gpt-4o": {"routes": [{"provider": "openai", "model": "gpt-4o-2024-08-06"}], "per_try_idle_timeout_s": STALL_IDLE_S}},
     "quota": {"lease": {"enabled": False}},  # a reservation per request: the stall test reads it
     "tenants": {"acme": {"quota": {"limits": {"tpm": 10**8}}}, "globex": {"quota": {"limits": {"rpm": RPM}}}},
     "defaults": {"guard": None},
@@ -88,9 +83,7 @@ def test_envoy_killed_repeatedly_comes_back(stack):
 def test_quota_counters_survive_an_embedded_store_restart(stack):
     """`rpm: 4` used up, the embedded Valkey killed (kill -9) and restarted by the supervisor: its
     append-only file brings the counter back, so the next request is still 429."""
-    codes = [
-        post(stack, "openai", body_for("openai", "gpt-4o-mini"), key="globex").status_code for _ in range(RPM)
-    ]
+    codes = [post(stack, "openai", body_for("openai", "gpt-4o-mini"), key="globex").status_code for _ in range(RPM)]
     assert codes == [200] * RPM, codes
     assert post(stack, "openai", body_for("openai", "gpt-4o-mini"), key="globex").status_code == 429
     time.sleep(1.2)  # appendfsync everysec: the last second of writes is what a crash may lose
@@ -159,15 +152,9 @@ def test_provider_stalling_mid_stream_is_cut_within_the_idle_timeout(stack, fake
     assert took < 20.0, took
 
     def open_reservations() -> list[str]:
-        return [
-            v
-            for k, v in reservations(stack, "acme").items()
-            if k not in known and v not in ("settled", "cancelled")
-        ]
+        return [v for k, v in reservations(stack, "acme").items() if k not in known and v not in ("settled", "cancelled")]
 
-    assert wait_until(lambda: not open_reservations() and len(ledger(stack)) > records, 10, 0.2), (
-        open_reservations()
-    )
+    assert wait_until(lambda: not open_reservations() and len(ledger(stack)) > records, 10, 0.2), open_reservations()
     new = ledger(stack)[records:]
     assert any(r.model == "gpt-4o" and r.stream and r.aborted for r in new), new  # recorded as cut short
     fake_openai.script([])
@@ -223,7 +210,5 @@ def test_sidegate_up_output_has_no_work_in_progress_notices(tmp_path):
     text = "".join(lines)
     assert "Sidegate is up" in text, text[-3000:]
     assert "work-in-progress" not in text, text[-3000:]
-    assert "no configured limit to the number of allowed active downstream connections" not in text, text[
-        -3000:
-    ]
+    assert "no configured limit to the number of allowed active downstream connections" not in text, text[-3000:]
     assert "envoy up" in text  # the relay still carries the supervisor's own and Envoy's other lines

@@ -73,9 +73,7 @@ def test_concurrent_requests_admit_exactly_what_fits(stack, fake_openai):
     """520 concurrent requests, two extproc processes, one store: exactly N_FIT admitted (with quota
     leases on, the default: the store refuses them here, too little is left for one)."""
     # The provider reports exactly what was reserved, so settling never frees room mid-test.
-    fake_openai.set_default(
-        {"usage": {"prompt_tokens": PROMPT, "completion_tokens": MAX_TOKENS}, "delay_s": 0.5}
-    )
+    fake_openai.set_default({"usage": {"prompt_tokens": PROMPT, "completion_tokens": MAX_TOKENS}, "delay_s": 0.5})
     try:
         codes = burst(stack.base_url, stack.keys["acme"].key, 520, 520)
     finally:
@@ -117,12 +115,7 @@ def test_streamed_usage_is_reconciled_exactly(stack, fake_openai):
 def test_client_abort_mid_stream_is_settled(stack, fake_openai):
     before = _settled_tokens(stack, "globex")
     fake_openai.script([{"chunks": 20, "chunk_delay_s": 0.2}])
-    body = {
-        "model": "gpt-4o-mini",
-        "stream": True,
-        "max_tokens": 1000,
-        "messages": [{"role": "user", "content": "Long story"}],
-    }
+    body = {"model": "gpt-4o-mini", "stream": True, "max_tokens": 1000, "messages": [{"role": "user", "content": "Long story"}]}
     with httpx.stream("POST", stack.base_url + "/v1/chat/completions", json=body,
                       headers={"authorization": f"Bearer {stack.keys['globex'].key}"}, timeout=10) as r:  # fmt: skip
         for i, _ in enumerate(r.iter_lines()):

@@ -39,12 +39,7 @@ STACK_EXTRA = {
     "defaults": {"guard": None},
 }  # fmt: skip
 PROVIDER_SECRETS = [OPENAI_PROVIDER_KEY, ANTHROPIC_PROVIDER_KEY, "sk-selfsigned-SECRET-0004"]
-ROUTES = [
-    ("openai", "gpt-4o-mini"),
-    ("openai", "claude-haiku"),
-    ("anthropic", "claude-haiku"),
-    ("anthropic", "gpt-4o-mini"),
-]
+ROUTES = [("openai", "gpt-4o-mini"), ("openai", "claude-haiku"), ("anthropic", "claude-haiku"), ("anthropic", "gpt-4o-mini")]
 
 
 class TlsServer:
@@ -82,9 +77,7 @@ class TlsServer:
                 with self.ctx.wrap_socket(conn, server_side=True) as tls:
                     self.handshakes += 1
                     self.received += tls.recv(65536)
-                    tls.sendall(
-                        b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                    )
+                    tls.sendall(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
             except (ssl.SSLError, OSError):
                 conn.close()
 
@@ -279,9 +272,7 @@ def test_self_signed_provider_is_refused(stack, tls_server):
     assert r.status_code == 503, r.text[:300]
     assert error_message("openai", r)
     # provider.selfsigned, or provider.selfsigned~try behind the HTTP front (the try lane's cluster)
-    stats = httpx.get(
-        stack.admin_url + "/stats", params={"filter": r"provider\.selfsigned(~try)?\.ssl\."}, timeout=5
-    ).text
+    stats = httpx.get(stack.admin_url + "/stats", params={"filter": r"provider\.selfsigned(~try)?\.ssl\."}, timeout=5).text
     failed: dict[str, int] = {}
     for ln in stats.splitlines():
         if ": " in ln:

@@ -36,24 +36,13 @@ def test_sigterm_during_a_stream_lets_it_finish(tmp_path, fake_openai, fake_anth
         wait_for_port("127.0.0.1", port, 60, up)
         base = f"http://127.0.0.1:{port}"
         deadline, ready = time.monotonic() + 30, False
-        while (
-            time.monotonic() < deadline and not ready
-        ):  # Envoy ready (admin /ready) comes after the listener
+        while time.monotonic() < deadline and not ready:  # Envoy ready (admin /ready) comes after the listener
             with contextlib.suppress(httpx.HTTPError):
-                ready = (
-                    httpx.get(
-                        f"http://127.0.0.1:{data['listener']['admin_port']}/ready", timeout=1
-                    ).status_code
-                    == 200
-                )
+                ready = httpx.get(f"http://127.0.0.1:{data['listener']['admin_port']}/ready", timeout=1).status_code == 200
             time.sleep(0.1)
         assert ready, out.read_text(errors="replace")[-4000:]
         fake_openai.script([{"chunks": 8, "chunk_delay_s": 0.4}])
-        body = {
-            "model": "gpt-4o-mini",
-            "stream": True,
-            "messages": [{"role": "user", "content": "one two three four five six seven eight"}],
-        }
+        body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "one two three four five six seven eight"}]}
         lines: list[str] = []
         sent = threading.Event()
 

@@ -88,9 +88,7 @@ def _sdk_stream(stack, client: str, body: dict[str, Any]) -> None:
 
 
 def _new_records(stack, before: int, n: int = 1) -> list[Any]:
-    recs = wait_until(
-        lambda: (lambda all_: all_[before:] if len(all_) >= before + n else None)(stack.ledger()), 5
-    )
+    recs = wait_until(lambda: (lambda all_: all_[before:] if len(all_) >= before + n else None)(stack.ledger()), 5)
     assert recs, "no ledger record"
     return recs
 
@@ -131,9 +129,7 @@ def test_stream_fault_is_one_terminal_error_and_settled(
     # 2. Settled: the quota reservation (prompt + max_tokens) is replaced by what was streamed, and
     # the ledger has the request, not as a client abort.
     assert wait_until(lambda: _settled(stack), 5), reservations(stack, "acme")
-    used = wait_until(
-        lambda: (lambda u: u if u > usage_before else 0)(tenant_usage(stack, "acme")["tokens"]), 5
-    )
+    used = wait_until(lambda: (lambda u: u if u > usage_before else 0)(tenant_usage(stack, "acme")["tokens"]), 5)
     assert used and used - usage_before < MAX_TOKENS, (usage_before, used)
     (rec,) = _new_records(stack, n_before)
     assert (rec.model, rec.status, rec.stream, rec.aborted) == (model, 200, True, False), rec
@@ -177,9 +173,7 @@ def test_fully_read_streams_have_ttft_and_are_not_aborted(
         assert (rec.model, rec.status, rec.aborted) == (model, 200, False), rec
         assert rec.ttft_ms is not None and 0 <= rec.ttft_ms < 5000, rec
         assert rec.output_tokens > 0, rec
-    got = wait_until(
-        lambda: metric_sum(metrics_text(stack), metric, gen_ai_request_model=model) - ttft_before >= n, 5
-    )
+    got = wait_until(lambda: metric_sum(metrics_text(stack), metric, gen_ai_request_model=model) - ttft_before >= n, 5)
     assert got, metric_sum(metrics_text(stack), metric, gen_ai_request_model=model) - ttft_before
 
 
@@ -203,9 +197,7 @@ def _read_to_terminal_and_hang_up(stack, client: str, body: dict[str, Any]) -> N
     pytest.param("openai", "gpt-4o-mini", {"stream_options": USAGE}, "openai", id="direct-oai"),
     pytest.param("anthropic", "claude-direct", {}, "anthropic", id="direct-ant"),
 ])  # fmt: skip
-def test_direct_lane_stream_cut_at_any_byte(
-    stack, fake_openai, fake_anthropic, client, model, extra, provider
-):
+def test_direct_lane_stream_cut_at_any_byte(stack, fake_openai, fake_anthropic, client, model, extra, provider):
     """The provider's bytes arrive in 7-byte pieces (events and lines cut anywhere): the direct
     lane's watch relays only complete lines, so a whole stream reaches the SDK intact, and a garbage
     line split across pieces is still caught before any of it reaches the client."""
@@ -213,22 +205,12 @@ def test_direct_lane_stream_cut_at_any_byte(
     body = body_for(client, model, "one two three", stream=True, **extra)
     fake.script([{"write_size": 7, "content": "alpha beta gamma delta", "chunks": 4}])
     if client == "openai":
-        text = "".join(
-            c.choices[0].delta.content or "" for c in oai(stack).chat.completions.create(**body) if c.choices
-        )
+        text = "".join(c.choices[0].delta.content or "" for c in oai(stack).chat.completions.create(**body) if c.choices)
     else:
         with ant(stack).messages.stream(**{k: v for k, v in body.items() if k != "stream"}) as s:
             text = "".join(b.text for b in s.get_final_message().content if b.type == "text")
     assert text == "alpha beta gamma delta"
-    fake.script(
-        [
-            {
-                "write_size": 7,
-                "chunks": 6,
-                "bad_event": {"after": 3, "data": "<html>502 upstream hiccup</html>"},
-            }
-        ]
-    )
+    fake.script([{"write_size": 7, "chunks": 6, "bad_event": {"after": 3, "data": "<html>502 upstream hiccup</html>"}}])
     r = post(stack, client, body)
     payloads = assert_well_formed_stream(client, r.text)
     assert "hiccup" not in r.text and is_terminal_error(client, payloads[-1]), r.text[-400:]
@@ -255,7 +237,5 @@ def test_stream_reset_mid_way_is_a_connection_error_and_settled(
     (rec,) = _new_records(stack, n_before)
     assert (rec.model, rec.stream, rec.aborted) == (model, True, True), rec
     assert wait_until(lambda: _settled(stack), 5), reservations(stack, "acme")
-    used = wait_until(
-        lambda: (lambda u: u if u > usage_before else 0)(tenant_usage(stack, "acme")["tokens"]), 5
-    )
+    used = wait_until(lambda: (lambda u: u if u > usage_before else 0)(tenant_usage(stack, "acme")["tokens"]), 5)
     assert used and used - usage_before < MAX_TOKENS, (usage_before, used)

@@ -21,11 +21,7 @@ TOOLS = [
         "function": {
             "name": "get_weather",
             "description": "Weather for a city",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string"}},
-                "required": ["city"],
-            },
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
         },
     }
 ]
@@ -41,23 +37,16 @@ def _validate_anthropic_request(body: dict) -> None:
 
 
 def oai(stack) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=stack.base_url + "/v1", api_key=stack.keys["acme"].key, max_retries=0, timeout=20
-    )
+    return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.keys["acme"].key, max_retries=0, timeout=20)
 
 
 def ant(stack) -> anthropic.Anthropic:
-    return anthropic.Anthropic(
-        base_url=stack.base_url, api_key=stack.keys["acme"].key, max_retries=0, timeout=20
-    )
+    return anthropic.Anthropic(base_url=stack.base_url, api_key=stack.keys["acme"].key, max_retries=0, timeout=20)
 
 
 def test_openai_sdk_to_anthropic_text(stack, fake_anthropic):
     r = oai(stack).chat.completions.create(
-        model="claude-haiku",
-        messages=[{"role": "system", "content": "Be terse."}, *MSG],
-        max_tokens=50,
-        stop=["END"],
+        model="claude-haiku", messages=[{"role": "system", "content": "Be terse."}, *MSG], max_tokens=50, stop=["END"]
     )
     assert r.object == "chat.completion" and r.choices[0].message.content
     assert r.choices[0].finish_reason == "stop"
@@ -83,14 +72,9 @@ def test_openai_sdk_to_anthropic_stream_with_usage(stack, fake_anthropic):
 
 
 def test_openai_sdk_to_anthropic_tools_non_stream_and_stream(stack, fake_anthropic):
-    calls = [
-        {"name": "get_weather", "arguments": {"city": "Paris"}},
-        {"name": "get_weather", "arguments": {"city": "Lyon"}},
-    ]
+    calls = [{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "get_weather", "arguments": {"city": "Lyon"}}]
     fake_anthropic.script([{"tool_calls": calls}, {"tool_calls": calls}])
-    r = oai(stack).chat.completions.create(
-        model="claude-haiku", messages=MSG, tools=TOOLS, tool_choice="required"
-    )
+    r = oai(stack).chat.completions.create(model="claude-haiku", messages=MSG, tools=TOOLS, tool_choice="required")
     tc = r.choices[0].message.tool_calls
     assert r.choices[0].finish_reason == "tool_calls" and len(tc) == 2
     assert [json.loads(t.function.arguments) for t in tc] == [{"city": "Paris"}, {"city": "Lyon"}]
@@ -128,11 +112,7 @@ def test_openai_tool_result_round_trip_and_image(stack, fake_anthropic):
     blocks = sent["messages"][0]["content"]
     assert blocks[1]["type"] == "image" and blocks[1]["source"]["type"] == "base64"
     assert sent["messages"][1]["content"][0]["type"] == "tool_use"
-    assert sent["messages"][2]["content"][0] == {
-        "type": "tool_result",
-        "tool_use_id": "call_1",
-        "content": "sunny",
-    }
+    assert sent["messages"][2]["content"][0] == {"type": "tool_result", "tool_use_id": "call_1", "content": "sunny"}
 
 
 def test_unsupported_parameter_is_400_not_dropped(stack, fake_anthropic):
@@ -148,9 +128,7 @@ def test_anthropic_sdk_to_openai_provider(stack, fake_openai):
     assert m.type == "message" and m.content[0].type == "text" and m.content[0].text
     assert m.stop_reason == "end_turn" and m.usage.output_tokens > 0
     rec = fake_openai.requests[-1]
-    assert (
-        rec.path == "/v1/chat/completions" and rec.headers["authorization"] == f"Bearer {OPENAI_PROVIDER_KEY}"
-    )
+    assert rec.path == "/v1/chat/completions" and rec.headers["authorization"] == f"Bearer {OPENAI_PROVIDER_KEY}"
     assert "x-api-key" not in rec.headers
     _OPENAI_REQ.validate_python(rec.json)
     assert rec.json["messages"][0] == {"role": "system", "content": "Be terse."}
@@ -158,9 +136,7 @@ def test_anthropic_sdk_to_openai_provider(stack, fake_openai):
 
 def test_anthropic_sdk_to_openai_stream_with_tools(stack, fake_openai):
     fake_openai.script([{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}])
-    tools = [
-        {"name": "get_weather", "description": "Weather", "input_schema": TOOLS[0]["function"]["parameters"]}
-    ]
+    tools = [{"name": "get_weather", "description": "Weather", "input_schema": TOOLS[0]["function"]["parameters"]}]
     with ant(stack).messages.stream(model="gpt-4o-mini", max_tokens=100, messages=MSG, tools=tools) as s:
         final = s.get_final_message()
     assert final.stop_reason == "tool_use"

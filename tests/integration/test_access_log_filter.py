@@ -65,10 +65,7 @@ def _envoy(tmp_path: Path, front: str) -> tuple[subprocess.Popen[bytes], int, Pa
 def _logged(port: int, log: Path, cases: dict[str, dict[str, str]]) -> set[str]:
     with httpx.Client() as client:
         for name, headers in cases.items():
-            assert (
-                client.get(f"http://127.0.0.1:{port}/", headers={"x-case": name, **headers}).status_code
-                == 200
-            )
+            assert client.get(f"http://127.0.0.1:{port}/", headers={"x-case": name, **headers}).status_code == 200
     deadline, seen = time.monotonic() + 5, -1
     while time.monotonic() < deadline:  # until the file stops growing
         time.sleep(0.3)

@@ -64,9 +64,7 @@ async def fill_elsewhere(url: str, tenant: str) -> None:
         await redis.aclose()
 
 
-def run(
-    url: str, body: Callable[[ResponseCache, KnownKeys, Redis], Awaitable[Any]], max_keys: int = 500_000
-) -> Any:
+def run(url: str, body: Callable[[ResponseCache, KnownKeys, Redis], Awaitable[Any]], max_keys: int = 500_000) -> Any:
     """`body(cache, known, redis)` with a cache whose index (`known`) tracks the store (waits until
     it is trusted)."""
 

@@ -39,20 +39,14 @@ def test_access_log_lines_from_real_envoy(tmp_path: Path) -> None:
     cfg = config_mod.parse(
         {
             "listener": {"port": port, "admin_port": admin},
-            "services": {
-                "authz_port": free_port(),
-                "extproc_port": free_port(),
-                "grpc_timeout_s": 0.5,
-                "internal_token_file": str(tmp_path / "token.yaml"),
-            },
+            "services": {"authz_port": free_port(), "extproc_port": free_port(), "grpc_timeout_s": 0.5,
+                         "internal_token_file": str(tmp_path / "token.yaml")},
             "providers": {"openai": {"api": "openai", "base_url": f"http://127.0.0.1:{free_port()}"}},
             "models": {"gpt-4o-mini": {"routes": [{"provider": "openai"}]}},
         },
         env={},
     )
-    trust.write_private(
-        tmp_path / "token.yaml", trust.token_file_text(trust.generate())
-    )  # Envoy reads it at start
+    trust.write_private(tmp_path / "token.yaml", trust.token_file_text(trust.generate()))  # Envoy reads it at start
     log_path = tmp_path / "access.log"
     boot = accesslog.add_to_bootstrap(render.bootstrap(cfg), str(log_path))
     (tmp_path / "envoy.yaml").write_text(yaml.safe_dump(boot))

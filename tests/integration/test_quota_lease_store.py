@@ -202,9 +202,7 @@ def test_while_the_store_fails_requests_take_the_stores_way() -> None:
             # with time left; the store is killed, which takes milliseconds).
             deadline = loop.time() + 5
             i = 0
-            while not any(
-                lease.expires - loop.time() > 0.5 and lease.requests > 20 for lease in q._leases.values()
-            ):
+            while not any(lease.expires - loop.time() > 0.5 and lease.requests > 20 for lease in q._leases.values()):
                 assert loop.time() < deadline, "no lease with time left"
                 await q.reserve("down", scopes, 0, f"r{i}")
                 i += 1
@@ -245,9 +243,7 @@ def test_a_lease_takes_a_share_of_what_is_left_now(server: Server, tenant: str) 
         await q.reserve(tenant, scopes, 0, f"r{i}")  # asks for the next lease
         await asyncio.sleep(0.05)
         renewed = [lease for lease in q._leases.values() if lease is not first]
-        assert renewed and all(lease.granted <= 400 // 16 for lease in renewed), [
-            lease.granted for lease in renewed
-        ]
+        assert renewed and all(lease.granted <= 400 // 16 for lease in renewed), [lease.granted for lease in renewed]
         await q.close()
         for s in (store, other):
             await s.store.aclose()
@@ -263,13 +259,8 @@ def test_a_lease_ends_with_its_bucket() -> None:
     with running_server("valkey") as srv:
 
         async def body() -> None:
-            store, other = (
-                make_store(srv.url, window_s=2, buckets=2),
-                make_store(srv.url, window_s=2, buckets=2),
-            )
-            q = LeasedQuota(
-                store, LeasePolicy(share=0.5, min_requests=2, max_requests=64, ttl_ms=1000, flush_ms=10)
-            )
+            store, other = make_store(srv.url, window_s=2, buckets=2), make_store(srv.url, window_s=2, buckets=2)
+            q = LeasedQuota(store, LeasePolicy(share=0.5, min_requests=2, max_requests=64, ttl_ms=1000, flush_ms=10))
             scopes = [Scope("tenant:t", Limits(rpm=rpm))]
             s_, us = await store.store.redis.time()
             offset = s_ * 1000 + us // 1000 - time.time() * 1000
@@ -290,10 +281,7 @@ def test_a_lease_ends_with_its_bucket() -> None:
                     admits.append(now_ms())
                     assert d.reservation is not None
                     if d.reservation.bucket is not None:  # from a lease: only within its bucket
-                        assert admits[-1] < (d.reservation.bucket + 1) * 1000 + 5, (
-                            admits[-1],
-                            d.reservation.bucket,
-                        )
+                        assert admits[-1] < (d.reservation.bucket + 1) * 1000 + 5, (admits[-1], d.reservation.bucket)
                 await asyncio.sleep(0.002)
             assert q.local_admits > 0  # the leases' way was taken (the check above ran)
             await asyncio.sleep(max((b0 + 3) * 1000 + 10 - now_ms(), 0) / 1000)

@@ -38,9 +38,7 @@ def test_commands_scripts_and_time_limits_behave_the_same(kind: str) -> None:
         assert await store.command("GET", "p:lazy") == b"w"
         with pytest.raises(ResponseError):
             await store.command("INCR", "p:k")
-        got = await store.commands(
-            [("XADD", "p:s", "MAXLEN", "~", 100, "*", "f", str(i)) for i in range(3)], lazy=True
-        )
+        got = await store.commands([("XADD", "p:s", "MAXLEN", "~", 100, "*", "f", str(i)) for i in range(3)], lazy=True)
         assert len(got) == 3 and await store.command("XLEN", "p:s") == 3
         script = LuaScript("p", "return ARGV[1] * 2")
         await store.command("SCRIPT", "FLUSH")

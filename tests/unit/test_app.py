@@ -43,9 +43,7 @@ class Toy(Feature):
     def on_complete(self, c: Completion) -> None:
         self.log.append((self.name, "complete", c.provider, c.status))
 
-    def fill(
-        self, meta: dict[str, Any], client_body: Any, response: bytes, streamed: bool, usage: Any = None
-    ) -> None:
+    def fill(self, meta: dict[str, Any], client_body: Any, response: bytes, streamed: bool, usage: Any = None) -> None:
         self.log.append((self.name, "fill", response))
 
     async def start(self) -> None:
@@ -91,10 +89,7 @@ def test_a_feature_added_to_the_list_has_every_hook_called_in_order():
                                   "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
                                                "finish_reason": "stop"}],
                                   "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}))  # fmt: skip
-    assert [e[:4] for e in log if e[1] == "complete"] == [
-        ("toy", "complete", "openai", 200),
-        ("last", "complete", "openai", 200),
-    ]
+    assert [e[:4] for e in log if e[1] == "complete"] == [("toy", "complete", "openai", 200), ("last", "complete", "openai", 200)]
     assert [e[:2] for e in log if e[1] == "fill"] == [("toy", "fill"), ("last", "fill")]
     log.clear()
 

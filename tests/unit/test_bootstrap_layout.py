@@ -60,9 +60,7 @@ def test_the_services_load_without_the_bootstrap():
         "import sys, authz.service, extproc.main, sidegate.app\n"
         f"print(sorted(m for m in sys.modules if m.startswith('{BOOTSTRAP}')))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
-    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
 
 
@@ -132,12 +130,7 @@ def test_the_bootstrap_reads_its_lua_from_files_the_wheel_and_the_image_ship(mon
 
     monkeypatch.setattr(lua, "read", recording)
     boot = render.bootstrap(_full_config())
-    assert set(read) == {
-        "envoy_direct_errors.lua",
-        "envoy_stream_watch.lua",
-        "envoy_try_lane.lua",
-        "envoy_whole_answer.lua",
-    }
+    assert set(read) == {"envoy_direct_errors.lua", "envoy_stream_watch.lua", "envoy_try_lane.lua", "envoy_whole_answer.lua"}
     data_files = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
     shipped = data_files["share/sidegate/lua"]
     for name in read:

@@ -67,9 +67,7 @@ def test_the_key_index_keeps_entries_as_long_as_any_fill_lives():
     assert known is not None and known.keep_s == 86400
     assert _known_keys(cfg.model_copy(update={"store": cfg.store.model_copy(update={"cache_index": False})}),
                        policies, LeanStore(client("redis://127.0.0.1:9"), "127.0.0.1", 9)) is None  # fmt: skip
-    assert (
-        _known_keys(cfg, policies, RedisPyStore(client("rediss://127.0.0.1:9"))) is None
-    )  # no tracked connection
+    assert _known_keys(cfg, policies, RedisPyStore(client("rediss://127.0.0.1:9"))) is None  # no tracked connection
 
 
 def test_a_failing_shutdown_step_does_not_skip_the_cache_drain(caplog):
@@ -91,9 +89,7 @@ def test_a_failing_shutdown_step_does_not_skip_the_cache_drain(caplog):
     async def known_close() -> None:
         done.append("known")
 
-    cache = SimpleNamespace(
-        semantic=SimpleNamespace(close=broken_close), known=SimpleNamespace(close=known_close), drain=drain
-    )
+    cache = SimpleNamespace(semantic=SimpleNamespace(close=broken_close), known=SimpleNamespace(close=known_close), drain=drain)
     feature = CacheFeature(None, cache)  # type: ignore[arg-type]
     asyncio.run(feature.close())
     assert done == ["drain", "known"]

@@ -29,8 +29,6 @@ def test_serve_execs_the_adapters_entry_point(monkeypatch, service):
 def test_a_bad_config_is_reported_by_the_service(tmp_path, service):
     bad = tmp_path / "bad.yaml"
     bad.write_text("providers: {p: {api: nope, base_url: 'http://x'}}\nmodels: {}\n")
-    out = subprocess.run(
-        [sys.executable, "-P", "-m", service, "-c", str(bad)], capture_output=True, text=True, timeout=60
-    )
+    out = subprocess.run([sys.executable, "-P", "-m", service, "-c", str(bad)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "invalid configuration" in out.stderr

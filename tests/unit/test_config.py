@@ -19,9 +19,7 @@ def test_minimal_config_defaults():
 
 
 def test_env_overrides_store_url_and_ports():
-    cfg = config.parse(
-        dict(BASE), env={"SIDEGATE_REDIS_URL": "redis://h:1/0", "SIDEGATE_LISTEN_PORT": "9999"}
-    )
+    cfg = config.parse(dict(BASE), env={"SIDEGATE_REDIS_URL": "redis://h:1/0", "SIDEGATE_LISTEN_PORT": "9999"})
     assert cfg.store.url == "redis://h:1/0"
     assert cfg.listener.port == 9999
 
@@ -64,12 +62,10 @@ def test_provider_twice_in_chain_rejected():
 
 def test_yaml_syntax_error_has_line(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text(
-        textwrap.dedent("""
+    f.write_text(textwrap.dedent("""
         providers:
           oai: {api: openai, base_url: [
-    """)
-    )
+    """))
     with pytest.raises(config.ConfigError) as exc:
         config.load(f, env={})
     assert "line" in str(exc.value)
@@ -119,10 +115,7 @@ def test_usable_cpus_honour_a_cgroup_cpu_limit(monkeypatch):
     files["/sys/fs/cgroup/cpu.max"] = "max 100000\n"
     assert supervisor.usable_cpus() == 32
     del files["/sys/fs/cgroup/cpu.max"]
-    files |= {
-        "/sys/fs/cgroup/cpu/cpu.cfs_quota_us": "400000\n",
-        "/sys/fs/cgroup/cpu/cpu.cfs_period_us": "100000\n",
-    }
+    files |= {"/sys/fs/cgroup/cpu/cpu.cfs_quota_us": "400000\n", "/sys/fs/cgroup/cpu/cpu.cfs_period_us": "100000\n"}
     assert supervisor.usable_cpus() == 4  # cgroup v1
 
 

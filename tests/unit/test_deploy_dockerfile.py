@@ -95,8 +95,5 @@ def test_the_lua_programs_reach_the_final_stage():
     builder = INSTR[: max(i for i, (k, _) in enumerate(INSTR) if k == "FROM")]
     assert ("COPY", "lua ./lua") in builder
     assert any(k == "RUN" and "cp -r lua /opt/sidegate/lua" in a for k, a in builder)
-    assert any(
-        k == "COPY" and a.split() == ["--from=builder", "/opt/sidegate", "/opt/sidegate"]
-        for k, a in _final_stage()
-    )
+    assert any(k == "COPY" and a.split() == ["--from=builder", "/opt/sidegate", "/opt/sidegate"] for k, a in _final_stage())
     assert sorted(p.name for p in (ROOT / "lua").glob("envoy_*.lua")), "the Envoy filters' Lua is in lua/"

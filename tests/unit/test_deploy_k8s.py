@@ -256,10 +256,7 @@ def test_pod_shape_probes_and_ports_follow_the_config(overlay):
         c = cs[name]
         assert c["args"] == ["serve", name, "-c", "/etc/sidegate/sidegate.yaml"]
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):  # in the container: loopback
-            assert c[probe]["exec"]["command"] == ["sidegate-probe", "check", name, "--port", str(port)], (
-                name,
-                probe,
-            )
+            assert c[probe]["exec"]["command"] == ["sidegate-probe", "check", name, "--port", str(port)], (name, probe)
         assert services[name]  # what `sidegate-probe check <name>` asks the health service about
         assert any(p["containerPort"] == port for p in c["ports"])
         env = {e["name"]: e for e in c["env"]}

@@ -395,17 +395,8 @@ def test_embeddings_answered_without_usage_are_charged_their_input_tokens() -> N
 
     async def go(endpoint: str, status: int) -> None:
         meta = {"quota": q, "endpoint": endpoint} if endpoint else {"quota": q}
-        quota.on_complete(
-            Completion(
-                meta=meta,
-                provider="oai",
-                upstream_model="m",
-                status=status,
-                usage=None,
-                final=True,
-                streamed=False,
-            )
-        )
+        quota.on_complete(Completion(meta=meta, provider="oai", upstream_model="m", status=status, usage=None,
+                                    final=True, streamed=False))
         await asyncio.gather(*quota._settles)
 
     asyncio.run(go("embeddings", 200))

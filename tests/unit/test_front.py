@@ -36,16 +36,9 @@ class Script:
         if self.action == "refuse":
             raise GatewayError(429, "slow down", code="rate_limit_exceeded", headers={"retry-after": "3"})
         if self.action == "unavailable":
-            raise GatewayError(
-                503, "store down", code="quota_store_unavailable", headers={"retry-after": "1"}
-            )
+            raise GatewayError(503, "store down", code="quota_store_unavailable", headers={"retry-after": "1"})
         if self.action == "hit":
-            return Reply(
-                200,
-                b'{"cached":true}',
-                {"content-type": "application/json", "x-sidegate-cache": "hit-exact"},
-                "cache",
-            )
+            return Reply(200, b'{"cached":true}', {"content-type": "application/json", "x-sidegate-cache": "hit-exact"}, "cache")
         if self.action == "redact":
             ctx.body_changed = True
             ctx.meta["restore"] = {"<EMAIL_1>": "a@b.c"}
@@ -69,25 +62,15 @@ def test_forward_answer_carries_route_metadata_and_removals():
     ans = check(f, headers={**KEY_HEADERS, "x-sidegate-meta": "forged", "x-sidegate-route": "evil"})
     assert ans.status == 200 and ans.body == b""
     h = ans.headers
-    assert (
-        h["x-sidegate-route"] == "m" and h["x-sidegate-lane"] == "direct" and h["x-sidegate-api"] == "openai"
-    )
+    assert h["x-sidegate-route"] == "m" and h["x-sidegate-lane"] == "direct" and h["x-sidegate-api"] == "openai"
     meta = json.loads(h["x-sidegate-meta"])
     assert meta["tenant"] == "acme" and meta["front"] == "http" and "response_headers" not in meta
     assert h["x-ratelimit-limit-requests"] == "10"
-    assert (
-        h["x-sidegate-tenant"] == "acme"
-        and h["x-sidegate-model"] == "m"
-        and h["x-sidegate-stream"] == "false"
-    )
+    assert h["x-sidegate-tenant"] == "acme" and h["x-sidegate-model"] == "m" and h["x-sidegate-stream"] == "false"
     removed = h["x-envoy-auth-headers-to-remove"].split(",")
     assert "authorization" in removed and "x-sidegate-meta" in removed
     assert "x-sidegate-route" not in removed and "x-sidegate-source" not in removed  # ours, not the client's
-    assert (
-        stage.seen is not None
-        and stage.seen.source == "10.0.0.9"
-        and stage.seen.headers[":path"] == "/v1/chat/completions"
-    )
+    assert stage.seen is not None and stage.seen.source == "10.0.0.9" and stage.seen.headers[":path"] == "/v1/chat/completions"
 
 
 def test_refusal_is_answered_directly_in_the_api_format():
@@ -105,25 +88,14 @@ def test_hits_and_5xx_are_held_and_replayed_once(action: str):
     route = ans.headers["x-sidegate-route"]
     assert ans.status == 200 and route.startswith("~replay.3.")
     # Held under a key the front made up: the client's request id finds nothing.
-    other = asyncio.run(
-        f.handle(
-            "POST", "/v1/chat/completions", {"x-request-id": "rid-1", "x-sidegate-route": "~replay.3.x"}, BODY
-        )
-    )
+    other = asyncio.run(f.handle("POST", "/v1/chat/completions", {"x-request-id": "rid-1", "x-sidegate-route": "~replay.3.x"}, BODY))
     assert other.status == 503
-    got = asyncio.run(
-        f.handle("POST", "/v1/chat/completions", {"x-request-id": "rid-1", "x-sidegate-route": route}, BODY)
-    )
+    got = asyncio.run(f.handle("POST", "/v1/chat/completions", {"x-request-id": "rid-1", "x-sidegate-route": route}, BODY))
     want = {"hit": 200, "unavailable": 503, "boom": 500}[action]
     assert got.status == want
     if action == "unavailable":
-        assert (
-            got.headers["retry-after"] == "1"
-            and orjson.loads(got.body)["error"]["code"] == "quota_store_unavailable"
-        )
-    again = asyncio.run(
-        f.handle("POST", "/v1/chat/completions", {"x-request-id": "rid-1", "x-sidegate-route": route}, BODY)
-    )
+        assert got.headers["retry-after"] == "1" and orjson.loads(got.body)["error"]["code"] == "quota_store_unavailable"
+    again = asyncio.run(f.handle("POST", "/v1/chat/completions", {"x-request-id": "rid-1", "x-sidegate-route": route}, BODY))
     assert again.status == 503 and "expired" in orjson.loads(again.body)["error"]["message"]
     assert check(f).headers["x-sidegate-route"] != route  # every hold has its own key
 
@@ -186,9 +158,7 @@ def test_server_keep_alive_split_packets_and_bad_requests():
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":")[1])
             await reader.readexactly(length)
-        writer.write(
-            b"POST / HTTP/1.1\r\nx-sidegate-internal-token: front-test-token-0123456789\r\ntransfer-encoding: chunked\r\n\r\n"
-        )
+        writer.write(b"POST / HTTP/1.1\r\nx-sidegate-internal-token: front-test-token-0123456789\r\ntransfer-encoding: chunked\r\n\r\n")
         assert (await reader.readline()).startswith(b"HTTP/1.1 400")
         writer.close()
         await server.close()

@@ -412,7 +412,4 @@ def test_an_openai_model_id_with_colons_stays_openais():
     assert endpoint_of("/v1/models/gpt-4o-mini:generateContent") == (Api.GEMINI, COMPLETIONS)
     assert endpoint_of("/v1/models/gpt-4o-mini:embedContent") is None  # Google's, not served
     assert inbound_api("/v1/models/gpt-4o-mini:embedContent") is Api.GEMINI
-    assert (
-        endpoint_of("/v1beta/models/ft:x:anything") is None
-        and inbound_api("/v1beta/models/ft:x:anything") is Api.GEMINI
-    )
+    assert endpoint_of("/v1beta/models/ft:x:anything") is None and inbound_api("/v1beta/models/ft:x:anything") is Api.GEMINI

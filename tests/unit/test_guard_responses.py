@@ -345,36 +345,12 @@ def test_built_in_tool_outputs_are_redacted_as_function_outputs_are() -> None:
     body: dict[str, Any] = {
         "input": [
             {"type": "local_shell_call_output", "id": "ls_1", "output": f"owner {EMAIL}"},
-            {
-                "type": "apply_patch_call_output",
-                "call_id": "a",
-                "status": "completed",
-                "output": f"by {EMAIL}",
-            },
-            {
-                "type": "mcp_call",
-                "id": "m",
-                "name": "n",
-                "server_label": "s",
-                "arguments": "{}",
-                "output": f"row {EMAIL}",
-            },
-            {
-                "type": "shell_call_output",
-                "call_id": "s",
-                "output": [
-                    {
-                        "stdout": f"out {EMAIL}",
-                        "stderr": f"err {KEY}",
-                        "outcome": {"type": "exit", "exit_code": 0},
-                    }
-                ],
-            },
-            {
-                "type": "reasoning",
-                "id": "rs_1",
-                "summary": [{"type": "summary_text", "text": f"user {EMAIL}"}],
-            },
+            {"type": "apply_patch_call_output", "call_id": "a", "status": "completed", "output": f"by {EMAIL}"},
+            {"type": "mcp_call", "id": "m", "name": "n", "server_label": "s", "arguments": "{}",
+             "output": f"row {EMAIL}"},
+            {"type": "shell_call_output", "call_id": "s",
+             "output": [{"stdout": f"out {EMAIL}", "stderr": f"err {KEY}", "outcome": {"type": "exit", "exit_code": 0}}]},
+            {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": f"user {EMAIL}"}]},
         ],
     }
     guard_request(Api.RESPONSES, body, GuardPolicy(roles=frozenset({"user", "tool"})))

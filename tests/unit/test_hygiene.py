@@ -55,10 +55,7 @@ def test_complement_regex_matches_exactly_the_names_off_the_list():
         stems = [p.rstrip("*") for p in patterns] + names
         for _ in range(5000):
             s = rng.choice(stems)
-            names.append(
-                s[: rng.randint(0, len(s))]
-                + "".join(rng.choice("abcdeiorstxy-:_") for _ in range(rng.randint(0, 3)))
-            )
+            names.append(s[: rng.randint(0, len(s))] + "".join(rng.choice("abcdeiorstxy-:_") for _ in range(rng.randint(0, 3))))
         for n in names:
             assert (rx.fullmatch(n) is None) == headers.allowed(n, patterns), (n, patterns)
 
@@ -71,18 +68,10 @@ def test_request_and_response_lists():
     assert headers.allowed("anthropic-beta", anth) and not headers.allowed("openai-beta", anth)
     for never in ("authorization", "x-api-key", "cookie", "proxy-authorization", "x-forwarded-for", "x-goog-api-key",
                   "x-sidegate-route", "accept-encoding", "x-real-ip", "forwarded"):  # fmt: skip
-        assert not any(headers.allowed(never, headers.request_allowed(p)) for p in c.providers.values()), (
-            never
-        )
+        assert not any(headers.allowed(never, headers.request_allowed(p)) for p in c.providers.values()), never
     resp = (":*", *headers.RESPONSE_HEADERS_FORWARDED)
     assert headers.allowed("x-ratelimit-remaining-tokens", resp) and headers.allowed("request-id", resp)
-    for never in (
-        "authorization",
-        "set-cookie",
-        "openai-organization",
-        "anthropic-organization-id",
-        "x-sidegate-provider",
-    ):
+    for never in ("authorization", "set-cookie", "openai-organization", "anthropic-organization-id", "x-sidegate-provider"):
         assert not headers.allowed(never, resp), never
 
 
@@ -93,25 +82,18 @@ def test_rendered_chains_filter_before_and_after_the_gateways_filters():
     router = hcm["http_filters"][-1]["typed_config"]
     assert router["suppress_envoy_headers"] is True
     # The full lane: the per-try stage applies the lists (no regex a mesh sidecar would refuse).
-    assert [f["name"] for f in router["upstream_http_filters"]] == [
-        "sidegate.upstream",
-        "sidegate.whole_answer",
-        "envoy.filters.http.upstream_codec",
-    ]
+    assert [f["name"] for f in router["upstream_http_filters"]] == ["sidegate.upstream", "sidegate.whole_answer",
+                                                                     "envoy.filters.http.upstream_codec"]
     clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
     opts = clusters["provider.openai~direct"]["typed_extension_protocol_options"]
     (mut,) = opts["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"][:-1]
     req = mut["typed_config"]["mutations"]["request_mutations"]
-    assert (
-        "remove_on_match" in req[0] and req[1]["append"]["header"]["key"] == "authorization"
-    )  # filter, then the key
+    assert "remove_on_match" in req[0] and req[1]["append"]["header"]["key"] == "authorization"  # filter, then the key
     assert "remove_on_match" in mut["typed_config"]["mutations"]["response_mutations"][0]
 
 
 def test_forward_client_headers_is_validated():
-    ok = ProviderConfig(
-        api="openai", base_url="http://x", forward_client_headers=["OpenAI-Project", "x-stainless-*"]
-    )
+    ok = ProviderConfig(api="openai", base_url="http://x", forward_client_headers=["OpenAI-Project", "x-stainless-*"])
     assert ok.forward_client_headers == ["openai-project", "x-stainless-*"]
     for bad in ("cookie", "Authorization", "x-goog-api-key", "proxy-authorization", "x-forwarded-for", "x-sidegate-route",
                 "x-envoy-foo", "x-*", "x-goog-*", "*", "a b", ":path", "accept-encoding"):  # fmt: skip
@@ -123,9 +105,7 @@ class _Filler:
     def __init__(self) -> None:
         self.filled: list[bytes] = []
 
-    def fill(
-        self, meta: dict[str, Any], client_body: Any, response: bytes, streamed: bool, usage: Any = None
-    ) -> None:
+    def fill(self, meta: dict[str, Any], client_body: Any, response: bytes, streamed: bool, usage: Any = None) -> None:
         self.filled.append(response)
 
 
@@ -138,30 +118,17 @@ def test_per_try_stage_applies_its_providers_lists():
     client = [":path", "content-type", "openai-organization", "x-stainless-os", "accept", "cookie", "x-forwarded-for",
               "user-agent", "x-goog-api-key", "proxy-authorization", "x-request-id"]  # fmt: skip
     refused = _try(up).request_headers(client).remove
-    assert set(refused) >= {
-        "openai-organization",
-        "x-stainless-os",
-        "cookie",
-        "x-forwarded-for",
-        "x-goog-api-key",
-        "proxy-authorization",
-    }
+    assert set(refused) >= {"openai-organization", "x-stainless-os", "cookie", "x-forwarded-for", "x-goog-api-key", "proxy-authorization"}
     assert "user-agent" not in refused and "x-request-id" not in refused
     _, changes = _try(up).response_headers(200, {":status": "200", "content-type": "application/json", "x-request-id": "r1",
                                                  "set-cookie": "a=b", "openai-organization": "o", "x-sidegate-provider": "forged",
                                                  "x-ratelimit-remaining-tokens": "5"})  # fmt: skip
-    assert set(changes.remove) == {
-        "content-length",
-        "set-cookie",
-        "openai-organization",
-    }  # x-sidegate-provider: overwritten
+    assert set(changes.remove) == {"content-length", "set-cookie", "openai-organization"}  # x-sidegate-provider: overwritten
     assert changes.set["x-sidegate-provider"] == "openai"
     kept = _try(up, "provider.org", 2).request_headers(client).remove
     assert "openai-organization" not in kept and "x-stainless-os" not in kept
     t = _try(up)
-    assert (
-        t.body_unchanged and t.request_headers(client).set[":path"] == "/v1/chat/completions"
-    )  # no client query
+    assert t.body_unchanged and t.request_headers(client).set[":path"] == "/v1/chat/completions"  # no client query
 
 
 def _chat(content: str) -> bytes:

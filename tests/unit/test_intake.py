@@ -19,9 +19,7 @@ def test_an_unknown_path_is_a_404_in_the_clients_format():
 
 def test_a_served_path_opens_its_context_with_the_anthropic_headers_kept():
     headers = {"x-request-id": "r1", "anthropic-version": "2023-06-01", "anthropic-beta": "b1"}
-    ctx = open_request(
-        "/v1/messages", "POST", headers, source="10.0.0.1", tenant="acme", allowed_models=("*",)
-    )
+    ctx = open_request("/v1/messages", "POST", headers, source="10.0.0.1", tenant="acme", allowed_models=("*",))
     assert isinstance(ctx, RequestContext) and ctx.api is Api.ANTHROPIC and ctx.request_id == "r1"
     assert ctx.meta == {"anthropic_version": "2023-06-01", "anthropic_beta": "b1"}
     assert (ctx.source, ctx.tenant, ctx.allowed_models) == ("10.0.0.1", "acme", ("*",))

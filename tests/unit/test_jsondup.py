@@ -49,7 +49,7 @@ def test_duplicates_are_named(raw: bytes, key: str) -> None:
         b'{"n":"\\u0030\\u003B","m":1}',  # other \\u003X escapes (not colons)
         b'{"model":"m","Model":"n","mod\\u0065L":"o"}',  # keys are case-sensitive
         b'{"\\u00e9":1,"e\\u0301":2}',  # different code points (no normalisation)
-        b"{}",
+        b'{}',
         b'[1,2,{"":0}]',
     ],
 )
@@ -70,9 +70,7 @@ _scalars = st.one_of(st.integers(-(10**6), 10**6), st.booleans(), st.none(),
                      st.text(alphabet=st.sampled_from(list("ab:\\\"é\n\u2028u0")), max_size=8))  # fmt: skip
 _trees = st.recursive(
     _scalars,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=4), st.lists(st.tuples(_keys, inner), max_size=4).map(tuple)
-    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.lists(st.tuples(_keys, inner), max_size=4).map(tuple)),
     max_leaves=20,
 )
 
@@ -132,17 +130,10 @@ def test_parse_stage_refuses_duplicates_naming_the_key(api: Api) -> None:
 
 def _body(size: int) -> bytes:
     """A chat body like real ones: turns of prose with newlines, quotes, URLs and times."""
-    turn = (
-        'Step {i}: see https://example.com/a?b=c at 12:30.\nThe answer is {j}; a "key": value is fine.\n' * 3
-    )
+    turn = "Step {i}: see https://example.com/a?b=c at 12:30.\nThe answer is {j}; a \"key\": value is fine.\n" * 3
     msgs: list[dict[str, str]] = []
     while len(orjson.dumps(msgs)) < size - 100:
-        msgs.append(
-            {
-                "role": "user" if len(msgs) % 2 == 0 else "assistant",
-                "content": turn.format(i=len(msgs), j=7 * len(msgs)),
-            }
-        )
+        msgs.append({"role": "user" if len(msgs) % 2 == 0 else "assistant", "content": turn.format(i=len(msgs), j=7 * len(msgs))})
     return orjson.dumps({"model": "gpt-4o-mini", "messages": msgs, "temperature": 0.2, "max_tokens": 256})
 
 

@@ -68,8 +68,7 @@ def test_bootstrap_has_direct_clusters_and_routes_without_secrets():
                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}} in muts  # fmt: skip
     assert {"remove": "x-api-key"} in muts
     amuts = clusters["provider.anthropic~direct"]["typed_extension_protocol_options"][
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-    ]["http_filters"][0]["typed_config"]["mutations"]["request_mutations"]
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"][0]["typed_config"]["mutations"]["request_mutations"]
     assert any(m.get("append", {}).get("header", {}).get("key") == "x-api-key" for m in amuts)
     assert {"remove": "authorization"} in amuts
     routes = {r["name"] for r in boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
@@ -78,20 +77,14 @@ def test_bootstrap_has_direct_clusters_and_routes_without_secrets():
     assert "model.alias.0~direct" not in routes and "model.tail.0~direct" not in routes
     hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     names = [f["name"] for f in hcm["http_filters"]]
-    assert (
-        names.index("sidegate.gateway")
-        < names.index("sidegate.direct_errors")
-        < names.index("sidegate.usage")
-    )
+    assert names.index("sidegate.gateway") < names.index("sidegate.direct_errors") < names.index("sidegate.usage")
     assert any(a["name"] == "envoy.access_loggers.http_grpc" for a in hcm["access_log"])
 
 
 def test_error_bodies_in_envoy_are_the_per_try_stages():
     from sidegate.errors import format_error, provider_invalid_response, provider_refused_key
 
-    hcm = render.bootstrap(cfg())["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
-        "typed_config"
-    ]
+    hcm = render.bootstrap(cfg())["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     lua = next(f for f in hcm["http_filters"] if f["name"] == "sidegate.direct_errors")
     code = lua["typed_config"]["default_source_code"]["inline_string"]
     for name, api in (("openai", Api.OPENAI), ("anthropic", Api.ANTHROPIC)):
@@ -105,14 +98,8 @@ def test_only_direct_lane_routes_run_the_error_filter():
     """The other lanes' routes switch the router-level error Lua off (per route: the Lua filter
     reads it when it runs, after the gateway picked the route)."""
     for front in ("ext_proc", "http"):
-        hcm = render.bootstrap(cfg(front=front, auth="inline"))["static_resources"]["listeners"][0][
-            "filter_chains"
-        ][0]["filters"][0]["typed_config"]
-        model_routes = [
-            r
-            for r in hcm["route_config"]["virtual_hosts"][0]["routes"]
-            if r["name"].startswith(("model.", "replay."))
-        ]
+        hcm = render.bootstrap(cfg(front=front, auth="inline"))["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        model_routes = [r for r in hcm["route_config"]["virtual_hosts"][0]["routes"] if r["name"].startswith(("model.", "replay."))]
         assert any(r["name"].endswith("~direct") for r in model_routes)
         for r in model_routes:
             off = r.get("typed_per_filter_config", {}).get("sidegate.direct_errors", {}).get("disabled")
@@ -125,9 +112,7 @@ def test_direct_lane_off_renders_no_direct_parts():
 
 
 def _ctx(model: str, api: Api = Api.OPENAI, **kw: object) -> RequestContext:
-    ctx = RequestContext(
-        path="/v1/chat/completions", method="POST", headers={}, api=api, model=model, route=model
-    )
+    ctx = RequestContext(path="/v1/chat/completions", method="POST", headers={}, api=api, model=model, route=model)
     for k, v in kw.items():
         setattr(ctx, k, v)
     return ctx
@@ -183,32 +168,12 @@ def _entry(meta: dict, usage: dict | None, status: int = 200, cluster: str = "pr
 
 def test_access_log_entry_to_completion():
     meta = {"lane": "direct", "model": "gpt-4o-mini", "tenant": "acme", "api": "openai"}
-    c = completion(
-        _entry(
-            meta,
-            {
-                "prompt_tokens": 12.0,
-                "completion_tokens": 3.0,
-                "cached_tokens": 4.0,
-                "model": "gpt-4o-mini-2024",
-            },
-        ),
-        now=100.0,
-    )
+    c = completion(_entry(meta, {"prompt_tokens": 12.0, "completion_tokens": 3.0, "cached_tokens": 4.0, "model": "gpt-4o-mini-2024"}), now=100.0)
     assert c is not None
-    assert (c.provider, c.status, c.attempt, c.final, c.streamed, c.aborted) == (
-        "openai",
-        200,
-        2,
-        True,
-        False,
-        False,
-    )
+    assert (c.provider, c.status, c.attempt, c.final, c.streamed, c.aborted) == ("openai", 200, 2, True, False, False)
     assert (c.usage.input_tokens, c.usage.output_tokens, c.usage.cached_tokens) == (12, 3, 4)
     assert c.upstream_model == "gpt-4o-mini-2024" and c.meta["tenant"] == "acme"
-    assert (
-        abs(c.ended_at - c.started_at - 0.040) < 1e-6 and abs(c.first_byte_at - c.started_at - 0.030) < 1e-6
-    )
+    assert abs(c.ended_at - c.started_at - 0.040) < 1e-6 and abs(c.first_byte_at - c.started_at - 0.030) < 1e-6
     a = completion(_entry({**meta, "api": "anthropic"}, {"input_tokens": 5.0, "output_tokens": 7.0,
                                                          "cache_read_input_tokens": 10.0}, cluster="provider.anthropic~direct"))  # fmt: skip
     assert a is not None and a.provider == "anthropic"
@@ -248,9 +213,7 @@ def test_direct_stream_watch_metadata_gives_ttft_and_settles_the_end_race():
     e = _entry(meta, {"prompt_tokens": 9.0, "completion_tokens": 4.0})
     e.common_properties.start_time.FromMilliseconds(1_000_000)
     e.common_properties.time_to_first_upstream_tx_byte.FromMilliseconds(5)
-    e.common_properties.metadata.filter_metadata[STREAM_NS].CopyFrom(
-        struct({"end": "complete", "first_us": "1000025000"})
-    )
+    e.common_properties.metadata.filter_metadata[STREAM_NS].CopyFrom(struct({"end": "complete", "first_us": "1000025000"}))
     e.common_properties.response_flags.downstream_connection_termination = True  # the race
     e.response.response_body_bytes = 900
     c = completion(e)
@@ -258,9 +221,7 @@ def test_direct_stream_watch_metadata_gives_ttft_and_settles_the_end_race():
     assert abs(ttft_seconds(c) - 0.020) < 1e-6  # 25 ms after the request, 5 ms of it before the try
     # A stream the watch ended (malformed or cut): a provider fault, not an abort; the streamed
     # tokens are estimated for the quota true-up when the usage event never came.
-    e.common_properties.metadata.filter_metadata[STREAM_NS].CopyFrom(
-        struct({"end": "cut", "first_us": "1000025000"})
-    )
+    e.common_properties.metadata.filter_metadata[STREAM_NS].CopyFrom(struct({"end": "cut", "first_us": "1000025000"}))
     e.common_properties.metadata.filter_metadata[wire.USAGE_NS].Clear()
     c = completion(e)
     assert c is not None and not c.aborted and c.usage is None and c.chunks == 900 // 160

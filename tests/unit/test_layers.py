@@ -156,9 +156,7 @@ def test_no_import_cycles() -> None:
 
 def test_import_contracts_hold() -> None:
     run = lint_imports(ROOT, ROOT / "pyproject.toml", ROOT)
-    assert run.returncode == 0, (
-        f"broken import contracts (pyproject.toml [tool.importlinter]):\n{run.stdout}{run.stderr}"
-    )
+    assert run.returncode == 0, f"broken import contracts (pyproject.toml [tool.importlinter]):\n{run.stdout}{run.stderr}"
     assert "BROKEN" not in run.stdout and " KEPT" in run.stdout, run.stdout
 
 
@@ -196,6 +194,4 @@ def test_contract_check_catches_a_planted_upward_import(tmp_path: Path) -> None:
     config = _plant(tmp_path)
     run = lint_imports(tmp_path, config, tmp_path)
     assert run.returncode != 0, run.stdout + run.stderr
-    assert "BROKEN" in run.stdout and "house.low is not allowed to import house.high" in run.stdout, (
-        run.stdout
-    )
+    assert "BROKEN" in run.stdout and "house.low is not allowed to import house.high" in run.stdout, run.stdout

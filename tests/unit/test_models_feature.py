@@ -39,12 +39,7 @@ def test_openai_shape_and_the_keys_allow_list():
 def test_anthropic_shape_and_cursors():
     page = ask("/v1/models?limit=2", anthropic=True)
     assert [m["id"] for m in page["data"]] == ["a", "b"] and page["has_more"] and page["last_id"] == "b"
-    assert page["data"][0] == {
-        "type": "model",
-        "id": "a",
-        "display_name": "a",
-        "created_at": "2023-11-14T22:13:20Z",
-    }
+    assert page["data"][0] == {"type": "model", "id": "a", "display_name": "a", "created_at": "2023-11-14T22:13:20Z"}
     after = ask("/v1/models?limit=2&after_id=b", anthropic=True)
     assert [m["id"] for m in after["data"]] == ["c", "d"] and not after["has_more"]
     before = ask("/v1/models?limit=1&before_id=c", anthropic=True)
@@ -62,3 +57,4 @@ def test_refusals(path, allowed, method, status):
     with pytest.raises(GatewayError) as err:
         asyncio.run(FEATURE.on_request(ctx))
     assert err.value.status == status
+

@@ -11,9 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CODE = ("sidegate", "extproc", "authz")
 
-_PATH = re.compile(
-    r"(?<![\w/.-])((?:sidegate|extproc|authz|lua|tests|deploy|k8s|bench|docs)/[\w/.-]*\w\.(?:py|lua|md|ya?ml))"
-)
+_PATH = re.compile(r"(?<![\w/.-])((?:sidegate|extproc|authz|lua|tests|deploy|k8s|bench|docs)/[\w/.-]*\w\.(?:py|lua|md|ya?ml))")
 """A repository path such as `sidegate/core/tries.py`."""
 _ROLE = re.compile(r":(?:mod|class|func|meth|data|attr|obj):`~?((?:sidegate|extproc|authz)\.[\w.]+)`")
 """A Sphinx cross-reference to one of our modules or the names in them."""
@@ -46,9 +44,7 @@ def _resolves(dotted: str) -> bool:
 
 def test_named_files_and_modules_exist() -> None:
     in_code = {p.name for d in CODE for p in (ROOT / d).rglob("*.py")}
-    anywhere = in_code | {
-        p.name for d in ("tests", "bench", "deploy", "scripts") for p in (ROOT / d).rglob("*.py")
-    }
+    anywhere = in_code | {p.name for d in ("tests", "bench", "deploy", "scripts") for p in (ROOT / d).rglob("*.py")}
     stale: list[str] = []
     for path in _sources():
         where = path.relative_to(ROOT)
@@ -63,9 +59,7 @@ def test_named_files_and_modules_exist() -> None:
 def test_the_check_sees_a_stale_name() -> None:
     line = "see sidegate/nowhere.py, :func:`sidegate.core.feature.nothing` and `gone.py`"
     assert _PATH.findall(line) == ["sidegate/nowhere.py"] and not (ROOT / "sidegate/nowhere.py").exists()
-    assert _ROLE.findall(line) == ["sidegate.core.feature.nothing"] and not _resolves(
-        "sidegate.core.feature.nothing"
-    )
+    assert _ROLE.findall(line) == ["sidegate.core.feature.nothing"] and not _resolves("sidegate.core.feature.nothing")
     assert _resolves("sidegate.core.feature.collect")
     assert _BARE.findall(line) == ["gone.py"]
 

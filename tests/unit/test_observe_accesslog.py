@@ -45,14 +45,8 @@ def test_stdout_and_file_variants() -> None:
 
 @pytest.mark.parametrize("path", [None, "access.log"])
 def test_envoy_validates_bootstrap_with_access_log(tmp_path: Path, path: str | None) -> None:
-    trust.write_private(
-        tmp_path / "token.yaml", trust.token_file_text(trust.generate())
-    )  # Envoy checks it exists
-    cfg = CFG.model_copy(
-        update={
-            "services": CFG.services.model_copy(update={"internal_token_file": str(tmp_path / "token.yaml")})
-        }
-    )
+    trust.write_private(tmp_path / "token.yaml", trust.token_file_text(trust.generate()))  # Envoy checks it exists
+    cfg = CFG.model_copy(update={"services": CFG.services.model_copy(update={"internal_token_file": str(tmp_path / "token.yaml")})})
     boot = accesslog.add_to_bootstrap(render.bootstrap(cfg), str(tmp_path / path) if path else None)
     hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     assert hcm["access_log"]

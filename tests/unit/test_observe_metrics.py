@@ -158,9 +158,7 @@ def test_observer_never_raises() -> None:
 def test_labels_never_carry_keys_or_prompts(observer: MetricsFeature) -> None:
     meta = {"tenant": SECRET_KEY, "model": PROMPT, "key_id": "abcd1234", "request_id": "r9"}
     observer.on_complete(completion(meta=meta, provider=f"Bearer {SECRET_KEY}"))
-    observer.on_complete(
-        completion(meta={**meta, "tenant": "sk-proj-" + "x" * 40, "model": SECRET_KEY}, final=False)
-    )
+    observer.on_complete(completion(meta={**meta, "tenant": "sk-proj-" + "x" * 40, "model": SECRET_KEY}, final=False))
     m.cache_lookup(PROMPT)
     m.authz_denial(SECRET_KEY)
     m.quota_rejection(SECRET_KEY, tenant=SECRET_KEY)
@@ -207,10 +205,7 @@ def test_component_helpers() -> None:
     with m.stage_timer("cache"):
         pass
     assert value("sidegate_stage_duration_seconds_count", stage="cache") == s + 1
-    assert (
-        metrics_server.service_metrics_port(CFG, "extproc") == 9464
-        and metrics_server.service_metrics_port(CFG, "authz") == 9465
-    )
+    assert metrics_server.service_metrics_port(CFG, "extproc") == 9464 and metrics_server.service_metrics_port(CFG, "authz") == 9465
 
 
 def test_metrics_http_endpoint() -> None:
@@ -258,10 +253,5 @@ def test_quota_rejection_labels_the_scope_kind_never_its_key() -> None:
         before = value("sidegate_quota_rejections_total", tenant="acme", scope=kind)
         m.quota_rejection(key, tenant="acme")
         assert value("sidegate_quota_rejections_total", tenant="acme", scope=kind) == before + 1
-    scopes = {
-        s.labels["scope"]
-        for fam in m.REGISTRY.collect()
-        for s in fam.samples
-        if s.name == "sidegate_quota_rejections_total"
-    }
+    scopes = {s.labels["scope"] for fam in m.REGISTRY.collect() for s in fam.samples if s.name == "sidegate_quota_rejections_total"}
     assert scopes <= {*m.QUOTA_SCOPES, m.OTHER}, scopes

@@ -173,10 +173,7 @@ def test_max_output_tokens(body: dict, expected: int) -> None:
 
 def test_repeated_texts_are_encoded_once_and_the_memo_is_bounded(monkeypatch):
     c = TokenCounter()
-    history = [
-        {"role": "system", "content": "You are terse."},
-        {"role": "user", "content": "Tell me about Paris."},
-    ]
+    history = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Tell me about Paris."}]
     first = c.count(Api.OPENAI, {"model": "gpt-4o-mini", "messages": history})
     calls = []
     real = c._cl100k.encode_ordinary
@@ -188,9 +185,6 @@ def test_repeated_texts_are_encoded_once_and_the_memo_is_bounded(monkeypatch):
     assert second == TokenCounter().count(Api.OPENAI, {"model": "gpt-4o-mini", "messages": turn})
     assert first == TokenCounter().count(Api.OPENAI, {"model": "gpt-4o-mini", "messages": history})
     c.MEMO_ENTRIES = 3  # type: ignore[misc]
-    c.count(
-        Api.OPENAI,
-        {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"q{i}"} for i in range(9)]},
-    )
+    c.count(Api.OPENAI, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"q{i}"} for i in range(9)]})
     assert all(len(m) <= 3 for m in c._memo.values())
     assert not any(isinstance(k, str) for m in c._memo.values() for k in m)  # no prompt text is kept

@@ -28,25 +28,14 @@ def test_routes_and_clusters_follow_the_config():
     assert [g["clusters"][0]["cluster_name"] for g in groups] == ["provider.openai", "provider.anthropic"]
     assert first["route"]["retry_policy"]["num_retries"] == 1
     names = [f["name"] for f in hcm["http_filters"]]
-    assert names == [
-        "envoy.filters.http.decompressor",
-        "sidegate.inflated_limit",
-        "envoy.filters.http.ext_authz",
-        "sidegate.gateway",
-        "sidegate.answer_limit",
-        "sidegate.direct_errors",
-        "sidegate.usage",
-        "sidegate.sse_usage",
-        "envoy.filters.http.router",
-    ]
+    assert names == ["envoy.filters.http.decompressor", "sidegate.inflated_limit", "envoy.filters.http.ext_authz", "sidegate.gateway", "sidegate.answer_limit",
+                     "sidegate.direct_errors", "sidegate.usage", "sidegate.sse_usage", "envoy.filters.http.router"]
 
 
 def test_inline_auth_has_no_ext_authz_filter():
     cfg = _demo()
     cfg.services.auth = "inline"
-    hcm = render.bootstrap(cfg)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
-        "typed_config"
-    ]
+    hcm = render.bootstrap(cfg)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     assert hcm["http_filters"][2]["name"] == "sidegate.gateway"
     assert "envoy.filters.http.ext_authz" not in [f["name"] for f in hcm["http_filters"]]
 
@@ -67,13 +56,8 @@ def test_http_front_replaces_the_gateway_ext_proc():
              for e in clusters["sidegate_front"]["load_assignment"]["endpoints"][0]["lb_endpoints"]]  # fmt: skip
     assert ports == [cfg.services.front_port, cfg.services.front_port + 1]
     # replays skip the per-try ext_proc: the cluster's own upstream filters are the token and the codec
-    opts = clusters["sidegate_front.1"]["typed_extension_protocol_options"][
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-    ]
-    assert [f["name"] for f in opts["http_filters"]] == [
-        "envoy.filters.http.credential_injector",
-        "envoy.filters.http.upstream_codec",
-    ]
+    opts = clusters["sidegate_front.1"]["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert [f["name"] for f in opts["http_filters"]] == ["envoy.filters.http.credential_injector", "envoy.filters.http.upstream_codec"]
 
 
 def test_http_front_needs_inline_auth():
@@ -96,9 +80,7 @@ def test_https_provider_gets_verified_tls():
     assert tls["common_tls_context"]["validation_context"]["trusted_ca"]["filename"]
 
 
-@pytest.mark.parametrize(
-    ("https", "auth"), [(False, "ext_authz"), (True, "ext_authz"), (False, "inline"), (False, "front")]
-)
+@pytest.mark.parametrize(("https", "auth"), [(False, "ext_authz"), (True, "ext_authz"), (False, "inline"), (False, "front")])
 def test_rendered_bootstrap_passes_envoy_validate(tmp_path, https, auth):
     cfg = _demo()
     cfg.services.auth = "inline" if auth == "front" else auth

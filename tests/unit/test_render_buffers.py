@@ -24,9 +24,7 @@ def _parts(cfg: config.SidegateConfig):
 
 def test_default_is_32_mib_and_env_overrides_it():
     assert config.parse(dict(BASE), env={}).listener.max_response_bytes == 32 * MiB
-    cfg = config.parse(
-        dict(BASE), env={"SIDEGATE_MAX_RESPONSE_BYTES": str(8 * MiB), "SIDEGATE_MAX_REQUEST_BYTES": str(MiB)}
-    )
+    cfg = config.parse(dict(BASE), env={"SIDEGATE_MAX_RESPONSE_BYTES": str(8 * MiB), "SIDEGATE_MAX_REQUEST_BYTES": str(MiB)})
     assert cfg.listener.max_response_bytes == 8 * MiB and cfg.listener.max_request_bytes == MiB
 
 
@@ -36,9 +34,7 @@ def test_requests_are_32_mib_by_default_and_up_to_256_mib():
     assert config.parse({**BASE, "listener": big}, env={}).listener.max_request_bytes == 256 * MiB
     for bad in (1023, 257 * MiB, "lots"):
         with pytest.raises(config.ConfigError, match="max_request_bytes"):
-            config.parse(
-                {**BASE, "listener": {"max_request_bytes": bad, "max_response_bytes": 256 * MiB}}, env={}
-            )
+            config.parse({**BASE, "listener": {"max_request_bytes": bad, "max_response_bytes": 256 * MiB}}, env={})
 
 
 def test_answers_limit_may_not_be_below_the_requests():
@@ -64,19 +60,14 @@ def _answer_limit(hcm) -> int:
 
 
 def test_limits_are_rendered():
-    cfg = config.parse(
-        {**BASE, "listener": {"max_request_bytes": 4 * MiB, "max_response_bytes": 8 * MiB}}, env={}
-    )
+    cfg = config.parse({**BASE, "listener": {"max_request_bytes": 4 * MiB, "max_response_bytes": 8 * MiB}}, env={})
     listener, hcm, clusters = _parts(cfg)
     assert _answer_limit(hcm) == 8 * MiB
     assert listener["per_connection_buffer_limit_bytes"] >= 8 * MiB
-    assert (
-        hcm["route_config"]["virtual_hosts"][0]["request_body_buffer_limit"] == cfg.listener.max_request_bytes
-    )
+    assert hcm["route_config"]["virtual_hosts"][0]["request_body_buffer_limit"] == cfg.listener.max_request_bytes
     ext = clusters["sidegate_extproc"]
-    window = ext["typed_extension_protocol_options"][
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-    ]["explicit_http_config"]["http2_protocol_options"]["initial_stream_window_size"]
+    window = ext["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"][
+        "explicit_http_config"]["http2_protocol_options"]["initial_stream_window_size"]
     assert ext["per_connection_buffer_limit_bytes"] >= 4 * 8 * MiB and window >= 8 * MiB
     upstream = [f["name"] for f in hcm["http_filters"][-1]["typed_config"]["upstream_http_filters"]]
     assert upstream == ["sidegate.upstream", "sidegate.whole_answer", "envoy.filters.http.upstream_codec"]
@@ -95,10 +86,7 @@ def test_too_large_routes_answer_in_each_apis_format():
     assert anthropic["match"]["prefix"] == "/v1/messages" and openai["match"]["prefix"] == "/"
     for route in (anthropic, openai):
         assert route["match"]["headers"][0]["range_match"]["start"] == 32 * MiB + 1
-        assert route["response_headers_to_add"][0]["header"] == {
-            "key": "content-type",
-            "value": "application/json",
-        }
+        assert route["response_headers_to_add"][0]["header"] == {"key": "content-type", "value": "application/json"}
     a = json.loads(anthropic["direct_response"]["body"]["inline_string"])
     o = json.loads(openai["direct_response"]["body"]["inline_string"])
     assert a["type"] == "error" and a["error"]["type"] == "request_too_large"

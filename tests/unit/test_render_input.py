@@ -14,9 +14,7 @@ def _hcm() -> dict:
         "providers": {"openai": {"api": "openai", "base_url": "http://127.0.0.1:1", "api_key_env": "X"}},
         "models": {"gpt-4o-mini": {"routes": [{"provider": "openai"}]}},
     })  # fmt: skip
-    return render.bootstrap(cfg)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
-        "typed_config"
-    ]
+    return render.bootstrap(cfg)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
 
 
 def test_decompressor_first_for_requests_only() -> None:
@@ -50,14 +48,7 @@ def test_unsupported_encoding_route_before_the_catch_alls() -> None:
 def test_input_errors_have_local_replies_and_a_fallback_without_the_path() -> None:
     mappers = _hcm()["local_reply_config"]["mappers"]
     for status in (415, 431):
-        mine = [
-            m
-            for m in mappers
-            if m["filter"]["and_filter"]["filters"][0]["status_code_filter"]["comparison"]["value"][
-                "default_value"
-            ]
-            == status
-        ]
+        mine = [m for m in mappers if m["filter"]["and_filter"]["filters"][0]["status_code_filter"]["comparison"]["value"]["default_value"] == status]
         assert len(mine) == 4  # Anthropic, Gemini, OpenAI, and the fallback when the path is unknown
         assert mine[-1]["body_format_override"]["text_format_source"]["inline_string"].startswith('{"error":')
         assert mappers.index(mine[-1]) > len(mappers) // 2  # fallbacks come after every specific mapper
@@ -72,9 +63,7 @@ def test_refusing_routes_switch_off_every_filter_that_reads_the_request() -> Non
             "models": {"gpt-4o-mini": {"routes": [{"provider": "openai"}]}},
             "services": svc,
         })  # fmt: skip
-        hcm = render.bootstrap(cfg)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
-            "typed_config"
-        ]
+        hcm = render.bootstrap(cfg)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
         chain = [f["name"] for f in hcm["http_filters"]]
         readers = chain[1 : chain.index("sidegate.answer_limit") + 1]  # after the decompressor (a no-op then)
         routes = {r["name"]: r for r in hcm["route_config"]["virtual_hosts"][0]["routes"]}

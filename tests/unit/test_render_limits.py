@@ -42,10 +42,7 @@ def test_limits_follow_the_config_and_pass_envoy_validate(tmp_path):
     for m in cfg.models.values():
         m.per_try_idle_timeout_s = 7
     b = render.bootstrap(cfg)
-    assert (
-        b["overload_manager"]["resource_monitors"][0]["typed_config"]["max_active_downstream_connections"]
-        == 50
-    )
+    assert b["overload_manager"]["resource_monitors"][0]["typed_config"]["max_active_downstream_connections"] == 50
     assert _hcm(b)["common_http_protocol_options"]["idle_timeout"] == "2.500s"
     assert _hcm(b)["stream_idle_timeout"] == "30.000s"
     assert {p["per_try_idle_timeout"] for p in _retry_policies(b)} == {"7.000s"}
@@ -54,18 +51,9 @@ def test_limits_follow_the_config_and_pass_envoy_validate(tmp_path):
 
 def test_a_sidegate_service_down_has_its_own_message_in_both_formats():
     mappers = _hcm(render.bootstrap(_demo()))["local_reply_config"]["mappers"]
-    down = [
-        m
-        for m in mappers
-        if "gateway service is unavailable"
-        in m["body_format_override"]["text_format_source"]["inline_string"]
-    ]
+    down = [m for m in mappers if "gateway service is unavailable" in m["body_format_override"]["text_format_source"]["inline_string"]]
     assert len(down) == 4  # Anthropic, Google and OpenAI shapes, and OpenAI's for a request without a path
-    generic = [
-        i
-        for i, m in enumerate(mappers)
-        if "Upstream unavailable" in m["body_format_override"]["text_format_source"]["inline_string"]
-    ]
+    generic = [i for i, m in enumerate(mappers) if "Upstream unavailable" in m["body_format_override"]["text_format_source"]["inline_string"]]
     assert all(mappers.index(d) < generic[0] for d in down[:3])  # before the generic 503
     assert generic[2] < mappers.index(down[3]) < generic[3]  # the path-less ones come last, in the same order
     for m in down:

@@ -104,10 +104,7 @@ def cfg(**services: object) -> config.SidegateConfig:
 
 def test_the_upstream_api_of_each_provider_kind():
     c = cfg()
-    table = {
-        name: {a: c.providers[name].upstream_api(a) for a in (Api.OPENAI, Api.RESPONSES, Api.ANTHROPIC)}
-        for name in PROVIDERS
-    }
+    table = {name: {a: c.providers[name].upstream_api(a) for a in (Api.OPENAI, Api.RESPONSES, Api.ANTHROPIC)} for name in PROVIDERS}
     assert table["openai"] == {
         Api.OPENAI: Api.OPENAI,
         Api.RESPONSES: Api.RESPONSES,

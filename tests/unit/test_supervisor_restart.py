@@ -31,9 +31,7 @@ def test_backoff_doubles_from_an_immediate_first_restart_and_is_capped():
 
 
 def test_count_starts_over_after_a_healthy_period_and_never_gives_up():
-    p = RestartPolicy(
-        healthy_s=10.0, backoff_base_s=1.0, backoff_max_s=8.0, quick_exit_s=1.0, crash_loop_after=3
-    )
+    p = RestartPolicy(healthy_s=10.0, backoff_base_s=1.0, backoff_max_s=8.0, quick_exit_s=1.0, crash_loop_after=3)
     st = RestartState()
     now = 0.0
     for day in range(20):  # six crashes and more over the process lifetime: each after a healthy run
@@ -47,9 +45,7 @@ def test_count_starts_over_after_a_healthy_period_and_never_gives_up():
 
 
 def test_crash_loop_is_reported_and_still_retried_at_the_cap():
-    p = RestartPolicy(
-        healthy_s=10.0, backoff_base_s=1.0, backoff_max_s=8.0, quick_exit_s=1.0, crash_loop_after=3
-    )
+    p = RestartPolicy(healthy_s=10.0, backoff_base_s=1.0, backoff_max_s=8.0, quick_exit_s=1.0, crash_loop_after=3)
     st = RestartState()
     now, delays = 100.0, []
     for _ in range(50):  # a child that dies 0.1 s after every start
@@ -77,12 +73,7 @@ LISTEN = "import socket,sys,time; s=socket.socket(); s.bind(('127.0.0.1',int(sys
 def test_supervisor_pass_never_sleeps_through_a_backoff(tmp_path):
     """A crash-looping child waits out its back-off across passes; the other child's crash is
     restarted at once in the same passes, and the restart counts reach the metrics."""
-    sup = _sup(
-        tmp_path,
-        RestartPolicy(
-            healthy_s=0.5, backoff_base_s=0.4, backoff_max_s=0.8, quick_exit_s=1.0, crash_loop_after=3
-        ),
-    )
+    sup = _sup(tmp_path, RestartPolicy(healthy_s=0.5, backoff_base_s=0.4, backoff_max_s=0.8, quick_exit_s=1.0, crash_loop_after=3))
     bad = Child("bad", [sys.executable, "-c", "raise SystemExit(3)"], free_port())
     port = free_port()
     good = Child("good", [sys.executable, "-c", LISTEN, str(port)], port)

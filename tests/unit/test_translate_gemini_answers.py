@@ -228,8 +228,6 @@ def test_google_error_array_body():
 
 def test_malformed_usage_keeps_the_usage_so_far():
     st = get_translator(Api.OPENAI, Api.GEMINI).stream(client_wants_usage=True)
-    st.feed(
-        b'data: {"candidates":[{"content":{"parts":[{"text":"a"}]}}],"usageMetadata":{"promptTokenCount":4}}\n\n'
-    )
+    st.feed(b'data: {"candidates":[{"content":{"parts":[{"text":"a"}]}}],"usageMetadata":{"promptTokenCount":4}}\n\n')
     st.feed(b'data: {"candidates":[{"content":{"parts":[{"text":"b"}]}}],"usageMetadata":"junk"}\n\n')
     assert st.usage.input_tokens == 4

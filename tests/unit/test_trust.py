@@ -64,10 +64,7 @@ def test_token_comes_from_the_environment_then_the_file(tmp_path: Path) -> None:
         trust.load_token(cfg, env={"SIDEGATE_INTERNAL_TOKEN": "short"})
     trust.write_private(tmp_path / "token.yaml", trust.token_file_text(TOKEN))
     assert trust.load_token(cfg, env={}) == TOKEN
-    assert (
-        trust.load_token(cfg, env={"SIDEGATE_INTERNAL_TOKEN": "from-the-env-0123456789"})
-        == "from-the-env-0123456789"
-    )
+    assert trust.load_token(cfg, env={"SIDEGATE_INTERNAL_TOKEN": "from-the-env-0123456789"}) == "from-the-env-0123456789"
     (tmp_path / "token.yaml").write_text("not: [an, sds, file]")
     with pytest.raises(trust.MissingToken):
         trust.load_token(cfg, env={})
@@ -87,9 +84,7 @@ def test_token_file_is_private_and_an_envoy_sds_resource(tmp_path: Path) -> None
     assert trust.read_token_file(tmp_path / "missing") == ""
 
 
-def test_cli_writes_a_token_file_and_keeps_one_on_request(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_writes_a_token_file_and_keeps_one_on_request(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "t.yaml"
     assert cli_main(["internal-token", "-o", str(path)]) == 0
     first = trust.read_token_file(path)
@@ -120,17 +115,9 @@ def test_every_sidegate_cluster_sets_the_token(tmp_path: Path) -> None:
     cfg.services.auth, cfg.services.front, cfg.services.extproc_workers = "inline", "http", 2
     boot = render.bootstrap(cfg)
     local = [c for c in boot["static_resources"]["clusters"] if c["name"].startswith("sidegate_")]
-    assert {c["name"] for c in local} >= {
-        "sidegate_authz",
-        "sidegate_extproc",
-        "sidegate_front",
-        "sidegate_front.0",
-        "sidegate_front.1",
-    }
+    assert {c["name"] for c in local} >= {"sidegate_authz", "sidegate_extproc", "sidegate_front", "sidegate_front.0", "sidegate_front.1"}
     for c in local:
-        filters = c["typed_extension_protocol_options"][
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-        ]["http_filters"]
+        filters = c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"]
         assert filters[0] == trust.injector(str(tmp_path / "token.yaml")), c["name"]
     assert boot["node"] == trust.NODE
 
@@ -193,10 +180,7 @@ def test_http_front_answers_a_caller_without_the_token_with_nothing() -> None:
         return out
 
     *refused, accepted = asyncio.run(go())
-    assert all(
-        a == b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-        for a in refused
-    ), refused
+    assert all(a == b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n" for a in refused), refused
     assert seen == ["(popped)"]  # only the call with the token reached the front, without the token in it
     assert accepted.startswith(b"HTTP/1.1 503") and b"expired" in accepted  # a replay of nothing held
 
@@ -219,10 +203,7 @@ def test_http_front_refuses_a_caller_without_the_token_before_its_body() -> None
         await server.close()
         return answer
 
-    assert (
-        asyncio.run(go())
-        == b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-    )
+    assert asyncio.run(go()) == b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 
 def test_envoy_does_not_start_without_its_token_file(tmp_path: Path) -> None:

@@ -58,12 +58,7 @@ def decode_set(value: str) -> dict[str, str]:
 
 def lane(done: list[Completion] | None = None) -> TryLane:
     c = cfg()  # the guard's per-try hook, as the app wires it: redaction and PII restore in each try
-    return TryLane(
-        TryStage(
-            c, completion_hooks=[done.append] if done is not None else [], on_try=(GuardFeature(c).on_try,)
-        ),
-        worker=1,
-    )
+    return TryLane(TryStage(c, completion_hooks=[done.append] if done is not None else [], on_try=(GuardFeature(c).on_try,)), worker=1)
 
 
 META = {"api": "openai", "model": "claude", "tenant": "acme", "front": "http", "lane": "try"}
@@ -94,11 +89,7 @@ def test_request_translates_and_sets_this_providers_credential():
     body = orjson.loads(ans.body)
     assert body["model"] == "claude-3-5-haiku-20241022" and body["max_tokens"] == 9
     sets = decode_set(ans.headers[TryWire.SET])
-    assert (
-        sets[":path"] == "/v1/messages"
-        and sets["x-api-key"] == KEY
-        and sets[":authority"] == "api.anthropic.com"
-    )
+    assert sets[":path"] == "/v1/messages" and sets["x-api-key"] == KEY and sets[":authority"] == "api.anthropic.com"
     assert sets["content-length"] == str(len(ans.body)) and sets["anthropic-version"]
     assert "authorization" in ans.headers["x-sidegate-remove"].split(",")
     assert ans.headers["x-sidegate-worker"] == "1" and ans.headers["x-sidegate-try"].startswith("1.")
@@ -120,12 +111,7 @@ def test_response_translates_back_and_reports_usage():
     assert sets["x-sidegate-provider"] == "anthropic" and sets["x-sidegate-attempts"] == "1"
     removed = ans.headers["x-sidegate-remove"].split(",")
     assert "x-ratelimit-limit-requests" in removed and "content-length" not in removed  # Lua sets it
-    assert (
-        len(done) == 1
-        and done[0].usage is not None
-        and done[0].usage.input_tokens == 11
-        and not done[0].aborted
-    )
+    assert len(done) == 1 and done[0].usage is not None and done[0].usage.input_tokens == 11 and not done[0].aborted
     assert len(tl.tries) == 0
 
 
@@ -146,11 +132,7 @@ def test_refusal_in_the_request_phase_is_in_the_clients_format():
 
 
 def test_a_lost_try_answers_502_in_the_clients_format():
-    ans = lane().handle(
-        "/try/response",
-        {"x-sidegate-try": "gone", TryWire.STATUS: "200", "x-sidegate-api": "anthropic"},
-        b"{}",
-    )
+    ans = lane().handle("/try/response", {"x-sidegate-try": "gone", TryWire.STATUS: "200", "x-sidegate-api": "anthropic"}, b"{}")
     assert ans.status == 200 and ans.headers[TryWire.STATUS] == "502"
     assert orjson.loads(ans.body)["type"] == "error"
 
@@ -165,9 +147,7 @@ def test_tries_settle_once_whether_refused_replaced_abandoned_or_expired():
     assert len(done) == 1 and done[0].aborted and done[0].final
     # A try replaced by the request's next one (per-try timeout): not final, the next try settles.
     first = tl.handle("/try/request", dict(CALL), CLIENT).headers["x-sidegate-try"]
-    second = tl.handle(
-        "/try/request", {**CALL, "x-sidegate-attempt": "2", "x-sidegate-previous": first}, CLIENT
-    )
+    second = tl.handle("/try/request", {**CALL, "x-sidegate-attempt": "2", "x-sidegate-previous": first}, CLIENT)
     assert len(done) == 2 and done[1].aborted and not done[1].final and len(tl.tries) == 1
     key = second.headers["x-sidegate-try"]
     tl.abandon(key)  # the access log says the request is over
@@ -187,9 +167,7 @@ def test_tries_settle_once_whether_refused_replaced_abandoned_or_expired():
 
 def test_lane_stage_sends_non_streaming_per_try_requests_to_the_try_lane():
     stage = LaneFeature(cfg())
-    ctx = RequestContext(
-        path="/v1/chat/completions", method="POST", headers={}, api=Api.OPENAI, model="claude", route="claude"
-    )
+    ctx = RequestContext(path="/v1/chat/completions", method="POST", headers={}, api=Api.OPENAI, model="claude", route="claude")
     asyncio.run(stage.on_request(ctx))
     assert ctx.route == "claude~try" and ctx.meta["lane"] == "try"
     stream = RequestContext(path="/v1/chat/completions", method="POST", headers={}, api=Api.OPENAI, model="claude",
@@ -201,9 +179,7 @@ def test_lane_stage_sends_non_streaming_per_try_requests_to_the_try_lane():
     asyncio.run(stage.on_request(same))
     assert same.route == "gpt-4o-mini~direct"
     grpc_front = LaneFeature(cfg(front="ext_proc", auth="ext_authz"))
-    ctx = RequestContext(
-        path="/v1/chat/completions", method="POST", headers={}, api=Api.OPENAI, model="claude", route="claude"
-    )
+    ctx = RequestContext(path="/v1/chat/completions", method="POST", headers={}, api=Api.OPENAI, model="claude", route="claude")
     asyncio.run(grpc_front.on_request(ctx))
     assert ctx.route == "claude"
 
@@ -212,22 +188,14 @@ def test_render_try_clusters_and_routes():
     boot = render.bootstrap(cfg())
     clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
     tc = clusters["provider.anthropic~try"]
-    filters = tc["typed_extension_protocol_options"][
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-    ]["http_filters"]
+    filters = tc["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"]
     lua = filters[1]["typed_config"]["default_source_code"]["inline_string"]
     assert [f["name"] for f in filters] == [
-        "sidegate.hygiene.request",
-        "sidegate.try",
-        "sidegate.hygiene.response",
-        "envoy.filters.http.upstream_codec",
-    ]
+        "sidegate.hygiene.request", "sidegate.try", "sidegate.hygiene.response", "envoy.filters.http.upstream_codec"]
     assert 'local CLUSTER = "provider.anthropic~try"' in lua and "/try/request" in lua and "${" not in lua
     assert tc["transport_socket"]["typed_config"]["sni"] == "api.anthropic.com"  # the provider's TLS as usual
     assert wire.provider_of_cluster("provider.anthropic~try") == "anthropic"
-    routes = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
-        "route_config"
-    ]["virtual_hosts"][0]["routes"]
+    routes = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
     names = [r["name"] for r in routes]
     assert "model.claude.0~try" in names and "model.gpt-4o-mini.0~try" in names
     off = yaml.safe_dump(render.bootstrap(cfg(front="ext_proc", auth="ext_authz")))
@@ -246,26 +214,17 @@ def test_front_prepares_the_first_try_without_the_key():
     assert "x-api-key" not in sets and KEY not in repr(out)  # the Lua reads the key from Envoy's environment
     assert len(tl.tries) == 1
     # The response comes back to the try the front registered.
-    ans = tl.handle(
-        "/try/response", {"x-sidegate-try": out["x-sidegate-try"], TryWire.STATUS: "200"}, PROVIDER_OK
-    )
+    ans = tl.handle("/try/response", {"x-sidegate-try": out["x-sidegate-try"], TryWire.STATUS: "200"}, PROVIDER_OK)
     assert ans.headers[TryWire.STATUS] == "200" and orjson.loads(ans.body)["object"] == "chat.completion"
 
 
 def test_front_prepares_non_ascii_bodies_as_escaped_json_and_skips_large_ones():
     tl = lane()
     text = "Grüße aus Köln, 東京"
-    client = orjson.dumps(
-        {"model": "claude", "messages": [{"role": "user", "content": text}], "max_tokens": 9}
-    )
+    client = orjson.dumps({"model": "claude", "messages": [{"role": "user", "content": text}], "max_tokens": 9})
     out = tl.prepare(dict(META), client)
-    assert (
-        out["x-sidegate-body"].isascii()
-        and orjson.loads(out["x-sidegate-body"])["messages"][0]["content"] == text
-    )
-    big = orjson.dumps(
-        {"model": "claude", "messages": [{"role": "user", "content": "x" * 40000}], "max_tokens": 9}
-    )
+    assert out["x-sidegate-body"].isascii() and orjson.loads(out["x-sidegate-body"])["messages"][0]["content"] == text
+    big = orjson.dumps({"model": "claude", "messages": [{"role": "user", "content": "x" * 40000}], "max_tokens": 9})
     assert tl.prepare(dict(META), big) == {}  # the Lua makes the /try/request call instead
     assert len(tl.tries) == 1
 
@@ -324,11 +283,7 @@ def test_a_retry_that_cannot_start_leaves_the_previous_try_final():
     done: list[Completion] = []
     tl = lane(done)
     first = tl.handle("/try/request", dict(CALL), CLIENT).headers["x-sidegate-try"]
-    bad = tl.handle(
-        "/try/request",
-        {**CALL, "x-sidegate-cluster": "provider.nope~try", "x-sidegate-previous": first},
-        CLIENT,
-    )
+    bad = tl.handle("/try/request", {**CALL, "x-sidegate-cluster": "provider.nope~try", "x-sidegate-previous": first}, CLIENT)
     assert bad.status == 500 and orjson.loads(bad.body)["error"]
     assert len(done) == 1 and done[0].aborted and done[0].final  # the request's last try settles
     assert len(tl.tries) == 0
@@ -348,16 +303,12 @@ def test_prepare_takes_the_guards_redacted_body_and_restore_map():
     restores the original values in the response."""
     tl = lane()
     email = "jane.doe@example.com"
-    client = orjson.dumps(
-        {"model": "claude", "messages": [{"role": "user", "content": f"Mail {email}"}], "max_tokens": 9}
-    )
+    client = orjson.dumps({"model": "claude", "messages": [{"role": "user", "content": f"Mail {email}"}], "max_tokens": 9})
     # A placeholder the per-try redaction would not produce: proves the guard's body is the one used.
     redacted = client.replace(email.encode(), b"<EMAIL_7>")
     out = tl.prepare({**META, "redact": True}, client, redacted, {"<EMAIL_7>": email})
     assert email not in out[TryWire.BODY] and "<EMAIL_7>" in out[TryWire.BODY]
     answer = orjson.loads(PROVIDER_OK)
     answer["content"][0]["text"] = "Sent to <EMAIL_7>"
-    ans = tl.handle(
-        "/try/response", {TryWire.KEY: out[TryWire.KEY], TryWire.STATUS: "200"}, orjson.dumps(answer)
-    )
+    ans = tl.handle("/try/response", {TryWire.KEY: out[TryWire.KEY], TryWire.STATUS: "200"}, orjson.dumps(answer))
     assert orjson.loads(ans.body)["choices"][0]["message"]["content"] == f"Sent to {email}"

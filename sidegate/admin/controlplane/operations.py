@@ -59,9 +59,7 @@ class ControlPlane:
     """Tenant and key operations on one store, done by ``principal`` (recorded in the audit log);
     ``clock`` is injectable for tests."""
 
-    def __init__(
-        self, redis: Redis, clock: Callable[[], float] = time.time, principal: Principal = OWNER_ENV
-    ):
+    def __init__(self, redis: Redis, clock: Callable[[], float] = time.time, principal: Principal = OWNER_ENV):
         self.redis = redis
         self.clock = clock
         self.principal = principal

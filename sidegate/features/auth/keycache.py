@@ -50,10 +50,7 @@ class KeyCache:
                     log.warning("key store unreachable (%s); serving cached keys", type(exc).__name__)
                     self._warned = True
                 if time.monotonic() - self.fresh_at > self.max_stale_s and self.records:
-                    log.error(
-                        "key cache older than %.0fs: refusing all keys until the store is back",
-                        self.max_stale_s,
-                    )
+                    log.error("key cache older than %.0fs: refusing all keys until the store is back", self.max_stale_s)
                     self.records = {}
                     self.version = -1
             await asyncio.sleep(self.poll_s)

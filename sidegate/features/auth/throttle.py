@@ -38,17 +38,13 @@ class _Windows:
 
     __slots__ = ("block_s", "clock", "limit", "max_entries", "state", "window_s")
 
-    def __init__(
-        self, limit: int, window_s: float, block_s: float, max_entries: int, clock: Callable[[], float]
-    ):
+    def __init__(self, limit: int, window_s: float, block_s: float, max_entries: int, clock: Callable[[], float]):
         self.limit = limit
         self.window_s = window_s
         self.block_s = block_s
         self.max_entries = max_entries
         self.clock = clock
-        self.state: OrderedDict[object, list[float]] = (
-            OrderedDict()
-        )  # key -> [window start, count, blocked until]
+        self.state: OrderedDict[object, list[float]] = OrderedDict()  # key -> [window start, count, blocked until]
 
     def blocked(self, key: object) -> float:
         st = self.state.get(key)

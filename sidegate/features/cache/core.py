@@ -139,9 +139,7 @@ class ResponseCache:
         self.stats.incr("hits_exact" if kind == "exact" else "hits_semantic")
         return CacheHit(kind, body, ctype, resp, sim, age, False, headers)
 
-    async def lookup(
-        self, req: CacheRequest, policy: CachePolicy, sent: asyncio.Future[Any] | None = None
-    ) -> CacheHit | None:
+    async def lookup(self, req: CacheRequest, policy: CachePolicy, sent: asyncio.Future[Any] | None = None) -> CacheHit | None:
         """Exact, then semantic. Returns None on a miss, a bypass, or any failure (bounded by the
         policy). `sent`: the exact GET from :meth:`prefetch`."""
         if not req.allowed_by(policy):
@@ -208,9 +206,7 @@ class ResponseCache:
         except orjson.JSONDecodeError:
             self.stats.skip("not_json")
             return False
-        reason = (
-            refusal_reason(req.api, resp, policy) if req.endpoint == COMPLETIONS else embeddings_refusal(resp)
-        )
+        reason = refusal_reason(req.api, resp, policy) if req.endpoint == COMPLETIONS else embeddings_refusal(resp)
         if reason is not None:
             self.stats.skip(reason.split(":")[0])
             return False

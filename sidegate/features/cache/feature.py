@@ -89,9 +89,7 @@ class CacheFeature(Feature):
         """Send the exact lookup's GET now (it then travels with the quota reservation)."""
         policy = self.cfg.cache_policy(ctx.model)
         if policy.enabled and not ctx.meta.get("restore"):
-            req = CacheRequest.from_body(
-                ctx.api, ctx.tenant, ctx.model, ctx.body, ctx.headers, ctx.endpoint, ctx.stream
-            )
+            req = CacheRequest.from_body(ctx.api, ctx.tenant, ctx.model, ctx.body, ctx.headers, ctx.endpoint, ctx.stream)
             ctx.prefetched["cache"] = (req, self.cache.prefetch(req, policy))
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
@@ -108,20 +106,13 @@ class CacheFeature(Feature):
             return None
         req, sent = ctx.prefetched.pop("cache", None) or (None, None)
         if req is None:
-            req = CacheRequest.from_body(
-                ctx.api, ctx.tenant, ctx.model, ctx.body, ctx.headers, ctx.endpoint, ctx.stream
-            )
+            req = CacheRequest.from_body(ctx.api, ctx.tenant, ctx.model, ctx.body, ctx.headers, ctx.endpoint, ctx.stream)
         hit = await self.cache.lookup(req, policy, sent)
         if hit is not None:
             result = hit.headers.get("x-sidegate-cache", "hit-exact").replace("-", "_")
             metrics.cache_lookup(result)
             ctx.meta["cache"] = result
-            return Reply(
-                200,
-                hit.body,
-                {"content-type": hit.content_type, **hit.headers, **ctx.response_headers},
-                "cache",
-            )
+            return Reply(200, hit.body, {"content-type": hit.content_type, **hit.headers, **ctx.response_headers}, "cache")
         ctx.meta["cache"] = "bypass" if not req.lookup_allowed else "error" if req.lookup_failed else "miss"
         metrics.cache_lookup(ctx.meta["cache"])
         if req.fill_allowed and not req.lookup_failed and req.allowed_by(policy):
@@ -144,9 +135,7 @@ class CacheFeature(Feature):
                 if client_body is None:
                     return
                 endpoint = str(meta.get("endpoint") or COMPLETIONS)
-                req = CacheRequest.from_body(
-                    api, str(meta.get("tenant", "")), model, client_body, {}, endpoint
-                )
+                req = CacheRequest.from_body(api, str(meta.get("tenant", "")), model, client_body, {}, endpoint)
             if streamed:
                 doc = reassemble(api, response)
                 if doc is None:
@@ -165,9 +154,7 @@ class CacheFeature(Feature):
             log.exception("cache fill failed")
 
 
-async def start_semantic(
-    semantic: Any, timeout_s: float = 5.0, retry_s: float = 30.0
-) -> asyncio.Task[None] | None:
+async def start_semantic(semantic: Any, timeout_s: float = 5.0, retry_s: float = 30.0) -> asyncio.Task[None] | None:
     """Load the embedder and open the vector store before serving (~1 s). If that fails or hangs
     (e.g. Qdrant down), serve anyway, uncached, and keep retrying in the background (the task)."""
     try:

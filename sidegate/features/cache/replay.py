@@ -57,11 +57,7 @@ def replay_answer(
             return responses_sse(response, echo), "text/event-stream"
         return responses_json(response, echo), "application/json"
     if api is Api.GEMINI:
-        return (
-            (gemini_sse(response), "text/event-stream")
-            if stream
-            else (gemini_json(response), "application/json")
-        )
+        return (gemini_sse(response), "text/event-stream") if stream else (gemini_json(response), "application/json")
     if stream:
         return sse_answer(api, response, include_usage), "text/event-stream"
     return json_answer(api, response), "application/json"

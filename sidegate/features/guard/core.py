@@ -233,11 +233,7 @@ def guard_embeddings(body: dict[str, Any], policy: GuardPolicy) -> GuardResult:
     if isinstance(inp, str):
         frags = [Slot(body, "input", "user")]
     else:  # a list of strings (token arrays carry no text)
-        frags = (
-            [Slot(inp, i, "user") for i, v in enumerate(inp) if isinstance(v, str)]
-            if isinstance(inp, list)
-            else []
-        )
+        frags = [Slot(inp, i, "user") for i, v in enumerate(inp) if isinstance(v, str)] if isinstance(inp, list) else []
     only = policy.model_copy(update={"entities": kept, "default_action": PiiAction.ALLOW,
                                      "roles": frozenset({"user"}), "restore": False})  # fmt: skip
     _pii(only, frags, result)

@@ -35,11 +35,7 @@ class GuardFeature(Feature):
         if policy is None:
             return None
         try:  # embeddings: the policy's blocks and secret redaction only (see guard_embeddings)
-            result = (
-                guard_embeddings(ctx.body, policy)
-                if ctx.endpoint == EMBEDDINGS
-                else guard_request(ctx.api, ctx.body, policy)
-            )
+            result = guard_embeddings(ctx.body, policy) if ctx.endpoint == EMBEDDINGS else guard_request(ctx.api, ctx.body, policy)
         except GuardBlocked as blocked:
             for key, n in blocked.result.counts().items():
                 entity, _, action = key.partition(":")

@@ -169,11 +169,7 @@ def _responses(body: dict[str, Any]) -> Iterator[Slot]:
         for name, value in variables.items():
             if isinstance(value, str):
                 yield Slot(variables, name, "user")
-            elif (
-                isinstance(value, dict)
-                and value.get("type") == "input_text"
-                and isinstance(value.get("text"), str)
-            ):
+            elif isinstance(value, dict) and value.get("type") == "input_text" and isinstance(value.get("text"), str):
                 yield Slot(value, "text", "user")
     items = body.get("input")
     if isinstance(items, str):
@@ -237,9 +233,7 @@ def _gemini(body: dict[str, Any]) -> Iterator[Slot]:
     contents = body.get("contents")
     for content in contents if isinstance(contents, list) else ():
         if isinstance(content, dict):
-            yield from _gemini_parts(
-                content.get("parts"), _GEMINI_ROLES.get(content.get("role") or "user", "user")
-            )
+            yield from _gemini_parts(content.get("parts"), _GEMINI_ROLES.get(content.get("role") or "user", "user"))
 
 
 def slots(api: Api, body: dict[str, Any]) -> list[Slot]:

@@ -46,9 +46,7 @@ def ledger_jobs(
     if cfg.observability.ledger_ship.url:
         jobs.append(lambda stop: ship(cfg, redis, stop, stream=stream, create_tables=create_tables))
     if cfg.observability.ledger_archive.url:
-        jobs.append(
-            lambda stop: archive_forever(redis, cfg.observability.ledger_archive, stream=stream, stop=stop)
-        )
+        jobs.append(lambda stop: archive_forever(redis, cfg.observability.ledger_archive, stream=stream, stop=stop))
     return jobs
 
 

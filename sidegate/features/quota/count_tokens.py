@@ -55,9 +55,7 @@ class CountTokensFeature(Feature):
         self.forward = anthropic_starts(cfg)
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
-        if (
-            ctx.api is Api.GEMINI
-        ):  # `:countTokens`: always the estimate (it spends nothing, needs no provider)
+        if ctx.api is Api.GEMINI:  # `:countTokens`: always the estimate (it spends nothing, needs no provider)
             n = await self.counter.count_async(Api.GEMINI, ctx.body, len(ctx.raw_body))
             headers = {"content-type": "application/json", COUNT_HEADER: "estimate", **ctx.response_headers}
             return Reply(200, orjson.dumps({"totalTokens": n}), headers)

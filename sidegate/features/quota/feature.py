@@ -47,9 +47,7 @@ class QuotaFeature(Feature):
         """On whenever there is a store (every tenant has limits, if only the defaults)."""
         if store is None:
             return None
-        quota: QuotaStore | LeasedQuota = QuotaStore.from_policy(
-            store, cfg.quota, fail_mode=cfg.store.fail_mode
-        )
+        quota: QuotaStore | LeasedQuota = QuotaStore.from_policy(store, cfg.quota, fail_mode=cfg.store.fail_mode)
         if cfg.quota.lease.enabled:
             quota = LeasedQuota(quota, cfg.quota.lease)
         return cls(cfg, quota, TenantQuotas(cfg, store.redis))

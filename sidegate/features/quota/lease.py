@@ -102,9 +102,7 @@ class LeasedQuota:
                 lease.requests -= 1
                 lease.tokens -= tokens
                 self.local_admits += 1
-                if (
-                    lease.requests * 4 < lease.granted and not lease.renewing
-                ):  # the next one before it runs out
+                if lease.requests * 4 < lease.granted and not lease.renewing:  # the next one before it runs out
                     lease.renewing = True
                     self._take(key, tenant, unique, tokens, rate)
                 return self._admit(lease, tokens)
@@ -174,9 +172,7 @@ class LeasedQuota:
         d = Decision(
             True,
             limit_requests=base.limit_requests,
-            remaining_requests=None
-            if base.remaining_requests is None
-            else base.remaining_requests + lease.requests,
+            remaining_requests=None if base.remaining_requests is None else base.remaining_requests + lease.requests,
             reset_requests_s=base.reset_requests_s,
             limit_tokens=base.limit_tokens,
             remaining_tokens=None if base.remaining_tokens is None else base.remaining_tokens + lease.tokens,

@@ -202,9 +202,7 @@ class QuotaStore:
         errors (no fail mode applies: requests then reserve one by one)."""
         scopes = unique_scopes(scopes)
         res_id = f"lease:{_RESERVATION_IDS()}"
-        out = await self._reserve_call(
-            tenant, scopes, res_id, tokens, (requests, share, min_requests, min_tokens)
-        )
+        out = await self._reserve_call(tenant, scopes, res_id, tokens, (requests, share, min_requests, min_tokens))
         if _s(out[1]) == "lease":
             return Decision(False, reason="lease")  # too little left for a lease
         d = self._decision(tenant, res_id, scopes, tokens, out)
@@ -220,14 +218,7 @@ class QuotaStore:
                             lease: tuple[int, float, int, int]) -> list[Any]:  # fmt: skip
         tag = self._tag(tenant)
         keys = [f"{tag}:res:{res_id}", f"{tag}:scopes"]
-        args: list[Any] = [
-            self.window_ms,
-            self.buckets,
-            tokens,
-            self.reservation_ttl_ms,
-            _INDEX_TTL_MS,
-            *lease,
-        ]
+        args: list[Any] = [self.window_ms, self.buckets, tokens, self.reservation_ttl_ms, _INDEX_TTL_MS, *lease]
         for s in scopes:
             keys.extend(self._scope_keys(tag, s.name))
             lim = s.limits
@@ -312,9 +303,7 @@ class QuotaStore:
         did not admit. Idempotent like a settle, and retried in the background on store errors."""
         args = [self.window_ms, self.buckets, max(lease.tokens - max(unused_tokens, 0), 0), 0, "r",
                 max(int(unused_requests), 0), _SPEND_TTL_MS]  # fmt: skip
-        return await self._settle_call(
-            self._settle_keys(lease.tenant, f"res:{lease.request_id}", lease.scopes), args
-        )
+        return await self._settle_call(self._settle_keys(lease.tenant, f"res:{lease.request_id}", lease.scopes), args)
 
     async def adjust(self, tenant: str, scopes: Sequence[str], bucket: int, requests: int, tokens: int,
                      cost_usd: float, batch_id: str | None = None) -> str:  # fmt: skip
@@ -326,9 +315,7 @@ class QuotaStore:
         or ``duplicate``."""
         args = [self.window_ms, self.buckets, int(tokens), max(round(cost_usd * _NANO), 0), "a", max(int(requests), 0),
                 _SPEND_TTL_MS, int(bucket)]  # fmt: skip
-        return await self._settle_call(
-            self._settle_keys(tenant, f"adj:{batch_id or _ADJUST_IDS()}", scopes), args
-        )
+        return await self._settle_call(self._settle_keys(tenant, f"adj:{batch_id or _ADJUST_IDS()}", scopes), args)
 
     def _settle_keys(self, tenant: str, first: str, scopes: Sequence[str]) -> list[str]:
         """KEYS of quota_settle.lua: the record (or batch id) `first`, then each scope's two keys."""
@@ -353,13 +340,9 @@ class QuotaStore:
 
     def _cancel_later(self, res: Reservation) -> None:
         keys = self._settle_keys(res.tenant, f"res:{res.request_id}", res.scopes)
-        self._retry_later(
-            keys, [self.window_ms, self.buckets, 0, 0, "c", 1, _SPEND_TTL_MS], first_delay_s=0.0
-        )
+        self._retry_later(keys, [self.window_ms, self.buckets, 0, 0, "c", 1, _SPEND_TTL_MS], first_delay_s=0.0)
 
-    def _retry_later(
-        self, keys: list[str], args: list[Any], attempts: int = 40, first_delay_s: float = 0.5
-    ) -> None:
+    def _retry_later(self, keys: list[str], args: list[Any], attempts: int = 40, first_delay_s: float = 0.5) -> None:
         """Run a settle/cancel script in the background until the store takes it (bounded)."""
 
         async def run() -> None:

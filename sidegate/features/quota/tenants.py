@@ -52,9 +52,7 @@ class TenantQuotas:
                 self._warned = False
             except Exception as exc:
                 if not self._warned:
-                    log.warning(
-                        "tenant limits: store unreachable (%s); keeping the last limits", type(exc).__name__
-                    )
+                    log.warning("tenant limits: store unreachable (%s); keeping the last limits", type(exc).__name__)
                     self._warned = True
             await asyncio.sleep(self.poll_s)
 

@@ -125,9 +125,7 @@ class TokenCounter:
             estimated += math.ceil(rest * (exact_tokens / exact_chars if exact_chars else 0.25))
         return exact_tokens + estimated
 
-    async def count_async(
-        self, api: Api, body: dict[str, Any], body_bytes: int, *, embeddings: bool = False
-    ) -> int:
+    async def count_async(self, api: Api, body: dict[str, Any], body_bytes: int, *, embeddings: bool = False) -> int:
         """:meth:`count` (or, `embeddings`, :meth:`embeddings_input`), in a worker thread when the
         body is large (tiktoken releases the GIL), so a huge prompt or a RAG ingestion batch does not
         stall the event loop."""

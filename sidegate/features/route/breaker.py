@@ -33,12 +33,7 @@ class Breaker:
         self._state: dict[str, _State] = {}
 
     def record(
-        self,
-        provider: str,
-        status: int,
-        cfg: BreakerConfig,
-        retry_after_s: float | None = None,
-        model: str = "",
+        self, provider: str, status: int, cfg: BreakerConfig, retry_after_s: float | None = None, model: str = ""
     ) -> None:
         """One try's outcome. status 0 = no response (timeout, reset, client gone)."""
         st = self._state.setdefault(f"{model}/{provider}", _State())
@@ -72,6 +67,4 @@ class Breaker:
 
     def snapshot(self) -> dict[str, float]:
         now = self.clock()
-        return {
-            p: round(st.ejected_until - now, 3) for p, st in self._state.items() if st.ejected_until > now
-        }
+        return {p: round(st.ejected_until - now, 3) for p, st in self._state.items() if st.ejected_until > now}

@@ -37,9 +37,7 @@ class RouteFeature(Feature):
                 code="model_not_found", param="model",
             )  # fmt: skip
         if "*" not in ctx.allowed_models and ctx.model not in ctx.allowed_models:
-            raise GatewayError(
-                403, f"This API key is not allowed to use the model '{ctx.model}'.", code="model_not_allowed"
-            )
+            raise GatewayError(403, f"This API key is not allowed to use the model '{ctx.model}'.", code="model_not_allowed")
         if ctx.endpoint == EMBEDDINGS and ctx.model in self.not_embedding:
             raise GatewayError(
                 400, f"The model '{ctx.model}' does not serve embeddings: its provider "
