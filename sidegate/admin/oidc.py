@@ -91,9 +91,13 @@ class OidcVerifier:
                 raise OSError(f"HTTP {resp.status}")
             return orjson.loads(await resp.read())
 
-    async def refresh(self) -> bool:
-        """Fetch the JWKS now (one fetch at a time); False (and the old keys kept) if it failed."""
+    async def refresh(self, *, unless_tried_within: float = 0.0) -> bool:
+        """Fetch the JWKS (one fetch at a time; skipped if one was tried less than
+        ``unless_tried_within`` seconds ago, so a burst of requests waiting here fetches once).
+        False (and the old keys kept) if it failed or was skipped."""
         async with self._lock:
+            if self._clock() - self._tried_at < unless_tried_within:
+                return False
             self._tried_at = self._clock()
             try:
                 self._keys = _key_set(await self._fetch(), str(self.cfg.jwks_url))
@@ -129,7 +133,8 @@ class OidcVerifier:
     async def _key(self, kid: str | None) -> jwt.PyJWK:
         key = self._find(kid)
         if key is None and self.remote and self._clock() - self._tried_at >= self.cfg.jwks_min_refresh_s:
-            await self.refresh()  # a key rotated at the issuer, or never fetched yet
+            # A key rotated at the issuer, or never fetched yet.
+            await self.refresh(unless_tried_within=self.cfg.jwks_min_refresh_s)
             key = self._find(kid)
         if key is not None:
             return key

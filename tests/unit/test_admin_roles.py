@@ -200,6 +200,13 @@ def test_oidc_remote_jwks_cache() -> None:
             await v.principal(ISSUER.mint(kid="new"))
         assert exc.value.status == 401 and len(calls) == 3
         assert (await v.principal(ISSUER.mint("z"))).id == "oidc:z"
+        # A burst of tokens with a new kid waits for one fetch, not one each.
+        now[0] += 31
+        state["fail"] = False
+        results = await asyncio.gather(
+            *(v.principal(ISSUER.mint(kid="new")) for _ in range(5)), return_exceptions=True
+        )
+        assert len(calls) == 4 and all(isinstance(r, OidcRejected) for r in results)
 
     asyncio.run(run())
 
