@@ -1,7 +1,7 @@
 """The web console: three static files (HTML, JS, CSS in sidegate/admin/console/) served by the admin API.
 
-The files hold no secret, so they are public (:func:`is_console_path`: the authentication middleware
-lets them through); everything they show comes from the token-protected JSON endpoints, called by the
+The files hold no secret, so their routes are declared public (sidegate/admin/policy.py; the
+paths are :func:`is_console_path`); everything they show comes from the token-protected JSON endpoints, called by the
 page with the admin token the user pasted. The Content-Security-Policy allows only these files' own
 script and style (no inline script, no other origin), so the console works offline and a hostile
 value shown in it cannot run code. Every answer of the admin API gets ``X-Content-Type-Options:
@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from importlib import resources
 
 from aiohttp import web
+
+from sidegate.admin.policy import public
 
 CONSOLE = "/console"
 CSP = (
@@ -59,6 +61,7 @@ def _load() -> dict[str, _File]:
 
 
 def _handler(files: dict[str, _File]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    @public
     async def serve(request: web.Request) -> web.StreamResponse:
         f = files.get(request.match_info.get("name", ""))
         if f is None:
@@ -72,6 +75,7 @@ def _handler(files: dict[str, _File]) -> Callable[[web.Request], Awaitable[web.S
     return serve
 
 
+@public
 async def _redirect(request: web.Request) -> web.StreamResponse:
     raise web.HTTPMovedPermanently(CONSOLE + "/")
 

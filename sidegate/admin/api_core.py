@@ -1,4 +1,10 @@
-"""The admin API's key and tenant endpoints (the control plane's core operations)."""
+"""The admin API's key and tenant endpoints (the control plane's core operations).
+
+Who may call them (declared on each handler, enforced by the middleware: sidegate/admin/policy.py):
+keys are read by every role of their tenant and changed by owners and their tenant's admins; a
+tenant's limits likewise; creating (PUT) and deleting a tenant is for owners only. Listings show
+what the caller's role sees.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +13,23 @@ import logging
 from aiohttp import web
 
 from sidegate.admin import controlplane as cp
-from sidegate.admin.http import body, control, key_id_param, respond, tenant_param
+from sidegate.admin.http import body, control, key_id_param, principal, respond, tenant_param
 from sidegate.admin.openapi import PREFIX
+from sidegate.admin.policy import GLOBAL, guard, key_record, path, query
+from sidegate.admin.policy import body as in_body
 
 log = logging.getLogger("sidegate.admin")
 
 
+@guard("read", query("tenant"))
 async def list_keys(request: web.Request) -> web.Response:
     tenant = request.query.get("tenant")
-    infos = await control(request).list_keys(tenant)
+    who = principal(request)
+    infos = [i for i in await control(request).list_keys(tenant) if who.sees(i.tenant)]
     return respond({"keys": [i.to_dict() for i in infos]})
 
 
+@guard("write", in_body("tenant"))
 async def create_key(request: web.Request) -> web.Response:
     data = await body(request, True, ("tenant", "models", "expires_at", "team", "user"))
     if "tenant" not in data:
@@ -34,16 +45,19 @@ async def create_key(request: web.Request) -> web.Response:
     return respond({"key": key, "record": info.to_dict()}, 201)
 
 
+@guard("read", key_record("key_id"))
 async def get_key(request: web.Request) -> web.Response:
     return respond((await control(request).get_key(key_id_param(request))).to_dict())
 
 
+@guard("write", key_record("key_id"))
 async def revoke_key(request: web.Request) -> web.Response:
     info = await control(request).revoke_key(key_id_param(request))
     log.info("revoked key %s", info.id)
     return respond(info.to_dict())
 
 
+@guard("write", key_record("key_id"))
 async def rotate_key(request: web.Request) -> web.Response:
     kid = key_id_param(request)
     data = await body(request, False, ("overlap_s", "expires_at"))
@@ -54,14 +68,19 @@ async def rotate_key(request: web.Request) -> web.Response:
     return respond({"key": rot.key, "record": rot.new.to_dict(), "previous": rot.old.to_dict()}, 201)
 
 
+@guard("read", GLOBAL)
 async def list_tenants(request: web.Request) -> web.Response:
-    return respond({"tenants": [t.to_dict() for t in await control(request).list_tenants()]})
+    who = principal(request)
+    tenants = [t for t in await control(request).list_tenants() if who.sees(t.name)]
+    return respond({"tenants": [t.to_dict() for t in tenants]})
 
 
+@guard("read", path("name"))
 async def get_tenant(request: web.Request) -> web.Response:
     return respond((await control(request).get_tenant(tenant_param(request))).to_dict())
 
 
+@guard("owner", path("name"))
 async def put_tenant(request: web.Request) -> web.Response:
     name = tenant_param(request)
     data = await body(request, False, ("limits",))
@@ -71,6 +90,7 @@ async def put_tenant(request: web.Request) -> web.Response:
     return respond(info.to_dict(), 201 if created else 200)
 
 
+@guard("owner", path("name"))
 async def delete_tenant(request: web.Request) -> web.Response:
     name = tenant_param(request)
     revoked = await control(request).delete_tenant(name)
@@ -78,6 +98,7 @@ async def delete_tenant(request: web.Request) -> web.Response:
     return respond({"name": name, "revoked_keys": revoked})
 
 
+@guard("write", path("name"))
 async def put_limits(request: web.Request) -> web.Response:
     name = tenant_param(request)
     limits = cp.check_limits(await body(request, True, cp.LIMIT_FIELDS))

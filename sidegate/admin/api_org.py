@@ -11,6 +11,7 @@ from aiohttp import web
 from sidegate.admin import controlplane as cp
 from sidegate.admin.http import body, control, require, respond, tenant_param
 from sidegate.admin.openapi import PREFIX
+from sidegate.admin.policy import guard, path
 from sidegate.keystore import TenantLimits
 
 log = logging.getLogger("sidegate.admin")
@@ -24,18 +25,21 @@ def _limits(data: dict[str, Any]) -> TenantLimits:
     return cp.check_limits(data["limits"]) if "limits" in data else TenantLimits()
 
 
+@guard("read", path("name"))
 async def list_teams(request: web.Request) -> web.Response:
     tenant = tenant_param(request)
     require(request, "read", tenant)
     return respond({"teams": [t.to_dict() for t in await control(request).list_teams(tenant)]})
 
 
+@guard("read", path("name"))
 async def get_team(request: web.Request) -> web.Response:
     tenant = tenant_param(request)
     require(request, "read", tenant)
     return respond((await control(request).get_team(tenant, _member(request, "team"))).to_dict())
 
 
+@guard("write", path("name"))
 async def put_team(request: web.Request) -> web.Response:
     tenant = tenant_param(request)
     require(request, "write", tenant)
@@ -46,6 +50,7 @@ async def put_team(request: web.Request) -> web.Response:
     return respond(info.to_dict(), 201 if created else 200)
 
 
+@guard("write", path("name"))
 async def delete_team(request: web.Request) -> web.Response:
     tenant = tenant_param(request)
     require(request, "write", tenant)
@@ -58,18 +63,21 @@ async def delete_team(request: web.Request) -> web.Response:
     )
 
 
+@guard("read", path("name"))
 async def list_users(request: web.Request) -> web.Response:
     tenant = tenant_param(request)
     require(request, "read", tenant)
     return respond({"users": [u.to_dict() for u in await control(request).list_users(tenant)]})
 
 
+@guard("read", path("name"))
 async def get_user(request: web.Request) -> web.Response:
     tenant = tenant_param(request)
     require(request, "read", tenant)
     return respond((await control(request).get_user(tenant, _member(request, "user"))).to_dict())
 
 
+@guard("write", path("name"))
 async def put_user(request: web.Request) -> web.Response:
     tenant = tenant_param(request)
     require(request, "write", tenant)
@@ -82,6 +90,7 @@ async def put_user(request: web.Request) -> web.Response:
     return respond(info.to_dict(), 201 if created else 200)
 
 
+@guard("write", path("name"))
 async def delete_user(request: web.Request) -> web.Response:
     tenant = tenant_param(request)
     require(request, "write", tenant)

@@ -18,6 +18,7 @@ from sidegate.admin import controlplane as cp
 from sidegate.admin import usage
 from sidegate.admin.http import CP_KEY, require, respond
 from sidegate.admin.openapi import PREFIX
+from sidegate.admin.policy import guard, query
 from sidegate.admin.principal import Principal
 
 Scan = tuple[list[Any], usage.Scan]
@@ -84,6 +85,7 @@ def _range(request: web.Request) -> tuple[float, float]:
     return _when(request, "from", usage.DEFAULT_FROM, now), _when(request, "to", None, now)
 
 
+@guard("read", query("tenant"))
 async def usage_series(request: web.Request) -> web.Response:
     tenant = _tenant(request)
     who = require(request, "read", tenant)
@@ -96,6 +98,7 @@ async def usage_series(request: web.Request) -> web.Response:
     return respond({**series.to_dict(), "tenant": tenant, **info.to_dict()})
 
 
+@guard("read", query("tenant"))
 async def usage_top(request: web.Request) -> web.Response:
     tenant = _tenant(request)
     who = require(request, "read", tenant)
@@ -115,6 +118,7 @@ async def usage_top(request: web.Request) -> web.Response:
     )  # fmt: skip
 
 
+@guard("read", query("tenant"))
 async def requests_recent(request: web.Request) -> web.Response:
     tenant = _tenant(request)
     who = require(request, "read", tenant)

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from sidegate.admin import controlplane as cp
+from sidegate.admin.principal import cli_principal
 from sidegate.keystore import LIMIT_FIELDS, TenantLimits
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -74,7 +75,7 @@ def _run(args: argparse.Namespace, op: Callable[[cp.ControlPlane], Awaitable[int
     async def main() -> int:
         redis = _client(args)
         try:
-            return await op(cp.ControlPlane(redis))
+            return await op(cp.ControlPlane(redis, principal=cli_principal()))
         finally:
             await redis.aclose()
 
@@ -257,7 +258,15 @@ def cmd_admin_serve(args: argparse.Namespace) -> int:
         logging.getLogger("sidegate.admin").warning(
             "SIDEGATE_ADMIN_TOKEN is short; use 32+ random characters"
         )
-    asyncio.run(run_until_signal(_client(args), args.host, args.port, token))
+    settings = None
+    if args.config:
+        from sidegate import config
+
+        try:
+            settings = config.load(args.config).admin
+        except config.ConfigError as exc:
+            raise SystemExit(f"{exc.source}: invalid configuration: {'; '.join(exc.problems)}") from None
+    asyncio.run(run_until_signal(_client(args), args.host, args.port, token, settings))
     return 0
 
 
@@ -337,6 +346,9 @@ def add_commands(root: Any, keys_sub: Any) -> None:
     p.add_argument("--port", type=int, default=DEFAULT_ADMIN_PORT, help="default %(default)s")
     p.add_argument("--insecure-no-auth", action="store_true", help="run without a token (local testing only)")
     p.set_defaults(func=cmd_admin_serve)
+    from sidegate.admin import cli_roles
+
+    cli_roles.add_commands(pa, _common, _run, duration)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from sidegate.admin.principal import Action, Principal
 
 CP_KEY: web.AppKey[cp.ControlPlane] = web.AppKey("controlplane", cp.ControlPlane)
 SPEC_KEY: web.AppKey[bytes] = web.AppKey("spec", bytes)
-PRINCIPAL = "sidegate.principal"
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
 """request[PRINCIPAL]: who the authentication middleware found the caller to be."""
 _HEADERS = {"Cache-Control": "no-store"}
 

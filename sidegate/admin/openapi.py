@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from sidegate.admin import controlplane as cp
+from sidegate.admin import openapi_roles
 from sidegate.admin.openapi_org import ORG_SCHEMAS, org_paths
 from sidegate.admin.openapi_usage import USAGE_SCHEMAS, usage_paths
 
@@ -203,7 +204,8 @@ _TENANT = {
 }
 _COMMON = {
     "400": _err("Invalid input"),
-    "401": _err("Missing or wrong admin token"),
+    "401": _err("Missing, wrong, revoked or expired admin token"),
+    "403": _err("The caller's role may not do this (on this tenant)"),
     "default": _err("Error"),
 }
 
@@ -217,6 +219,12 @@ def _body(name: str, required: bool) -> dict[str, Any]:
 
 
 def spec() -> dict[str, Any]:
+    doc = _core_spec()
+    doc["paths"].update(openapi_roles.paths(PREFIX, _op, _body))
+    return doc
+
+
+def _core_spec() -> dict[str, Any]:
     public: dict[str, Any] = {"security": []}
     return {
         "openapi": "3.1.0",
@@ -225,11 +233,21 @@ def spec() -> dict[str, Any]:
             "version": "1",
             "description": "Manage tenants, their teams and users, their limits and API keys live in the "
             "Sidegate store. "
-            "Every change bumps a version counter that the gateway replicas poll, so it applies within a second.",
+            "Every change bumps a version counter that the gateway replicas poll, so it applies within a second. "
+            "Callers have a role (owner, tenant_admin of one tenant, viewer of one or every tenant): a "
+            "request the role may not make is answered 403. Every change is recorded in the audit log.",
         },
         "components": {
-            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
-            "schemas": {**SCHEMAS, **ORG_SCHEMAS},
+            "securitySchemes": {
+                "adminToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "SIDEGATE_ADMIN_TOKEN (the bootstrap owner), a stored admin token "
+                    "(`sga_...`: owner, tenant_admin or viewer), or, when configured, a JWT from the "
+                    "admin OIDC issuer.",
+                }
+            },
+            "schemas": {**SCHEMAS, **ORG_SCHEMAS, **openapi_roles.SCHEMAS},
         },
         "security": [{"adminToken": []}],
         "paths": {

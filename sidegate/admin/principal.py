@@ -9,6 +9,8 @@ principal in the audit log.
 
 from __future__ import annotations
 
+import getpass
+import os
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
@@ -52,3 +54,13 @@ class Principal:
 
 OWNER_ENV = Principal("env", Role.OWNER)
 """The holder of SIDEGATE_ADMIN_TOKEN (and everyone under --insecure-no-auth)."""
+
+
+def cli_principal() -> Principal:
+    """The CLI's principal, ``cli:<os user>`` from ``local``: an owner (it holds the store's
+    credentials anyway), named in the audit log by the operating-system account that ran it."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container's arbitrary uid)
+        user = f"uid{os.getuid()}"
+    return Principal(f"cli:{user}", Role.OWNER, None, "local")

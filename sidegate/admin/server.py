@@ -21,17 +21,19 @@ from aiohttp.http_exceptions import HttpProcessingError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from sidegate.admin import api_console, api_core, api_org, api_usage
+from sidegate.admin import api_audit, api_console, api_core, api_org, api_tokens, api_usage, tokens
 from sidegate.admin import controlplane as cp
-from sidegate.admin.http import CP_KEY, PRINCIPAL, SPEC_KEY, error, respond
+from sidegate.admin.http import CP_KEY, PRINCIPAL, SPEC_KEY, Forbidden, error, respond
+from sidegate.admin.oidc import OidcRejected, OidcVerifier, looks_like_jwt
 from sidegate.admin.openapi import PREFIX, spec
-from sidegate.admin.principal import OWNER_ENV
+from sidegate.admin.policy import EVERY_TENANT, UNDECLARED, policy_of, public, resolve_tenant
+from sidegate.admin.principal import OWNER_ENV, Principal
+from sidegate.config.admin import AdminConfig
 
 log = logging.getLogger("sidegate.admin")
 
-PUBLIC_PATHS = frozenset({f"{PREFIX}/healthz", f"{PREFIX}/openapi.json"})
-"""Public too: the console's static files (api_console.is_console_path; its data needs the token)."""
 MAX_BODY_BYTES = 64 * 1024
+OIDC_KEY: web.AppKey[OidcVerifier | None] = web.AppKey("oidc", object)  # type: ignore[arg-type]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -40,20 +42,59 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "replace")).digest()
 
 
+def _unauthorized(message: str = "missing or wrong admin token") -> web.Response:
+    return error(401, "unauthorized", message, {"WWW-Authenticate": "Bearer"})
+
+
+async def _authenticate(request: web.Request, want: bytes) -> Principal | web.Response:
+    """Who presents the request's bearer credential: the env token's holder (bootstrap owner), a
+    stored admin token's principal, or an OIDC user; else a 401 (403/503 for a JWT that is valid
+    but grants no role / whose issuer's keys cannot be fetched)."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    value = value.strip()
+    # Compare digests in constant time (equal lengths, so no length leak either); always computed.
+    is_env = hmac.compare_digest(_digest(value), want)
+    if scheme.lower() != "bearer" or not value:
+        return _unauthorized()
+    if is_env:
+        return OWNER_ENV
+    if value.startswith(tokens.PREFIX):
+        who = await tokens.authenticate(request.app[CP_KEY].redis, value, request.app[CP_KEY].clock())
+        return who if who is not None else _unauthorized()
+    verifier = request.app[OIDC_KEY]
+    if verifier is not None and looks_like_jwt(value):
+        try:
+            return await verifier.principal(value)
+        except OidcRejected as exc:
+            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+            return error(exc.status, exc.code, str(exc), headers)
+    return _unauthorized()
+
+
 def _auth_middleware(token: str | None) -> Any:
     want = _digest(token) if token else None
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if want is None or request.path in PUBLIC_PATHS or api_console.is_console_path(request.path):
-            request[PRINCIPAL] = OWNER_ENV
+        match = request.match_info
+        policy = policy_of(request.app, match.route)
+        if policy is not None and policy.public:
             return await handler(request)
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        # Compare digests in constant time (equal lengths, so no length leak either).
-        ok = hmac.compare_digest(_digest(value.strip()), want)
-        if not (ok and scheme.lower() == "bearer"):
-            return error(401, "unauthorized", "missing or wrong admin token", {"WWW-Authenticate": "Bearer"})
-        request[PRINCIPAL] = OWNER_ENV
+        who = OWNER_ENV if want is None else await _authenticate(request, want)
+        if isinstance(who, web.Response):
+            return who
+        request[PRINCIPAL] = who
+        if match.http_exception is not None:
+            return await handler(request)  # 404/405, only once authenticated (routes are not revealed)
+        if policy is None:  # fail closed: only owners (who may do everything anyway) pass
+            log.warning(
+                "no access policy declared for %s %s: owners only", request.method, match.route.resource
+            )
+            policy = UNDECLARED
+        tenant = await resolve_tenant(request, policy.tenant)
+        if policy.action is not None and not who.may(policy.action, tenant):
+            where = " on every tenant" if tenant == EVERY_TENANT else f" on tenant {tenant}" if tenant else ""
+            raise Forbidden(f"the {who.role.value} role may not {policy.action}{where}")
         return await handler(request)
 
     return auth
@@ -82,6 +123,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 # ---- handlers ----
 
 
+@public
 async def healthz(request: web.Request) -> web.Response:
     try:
         await request.app[CP_KEY].redis.ping()
@@ -90,6 +132,7 @@ async def healthz(request: web.Request) -> web.Response:
     return respond({"status": "ok", "store": "ok"})
 
 
+@public
 async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=request.app[SPEC_KEY], content_type="application/json")
 
@@ -116,31 +159,52 @@ def _install_log_filter() -> None:
         server_log.addFilter(_NoRawRequestLines())
 
 
-def build_app(redis: Redis, token: str | None) -> web.Application:
-    """The admin application; ``token=None`` disables authentication (only for --insecure-no-auth)."""
+def build_app(
+    redis: Redis, token: str | None, settings: AdminConfig | None = None, oidc: OidcVerifier | None = None
+) -> web.Application:
+    """The admin application; ``token=None`` disables authentication (only for --insecure-no-auth).
+    ``settings.oidc`` enables OIDC sign-in (``oidc``: a ready verifier, for tests)."""
     _install_log_filter()
     app = web.Application(middlewares=[_errors, _auth_middleware(token)], client_max_size=MAX_BODY_BYTES)
     app[CP_KEY] = cp.ControlPlane(redis)
+    if oidc is None and settings is not None and settings.oidc is not None:
+        oidc = OidcVerifier(settings.oidc)
+    app[OIDC_KEY] = oidc
+    if oidc is not None:
+        verifier = oidc
+
+        async def start(_: web.Application) -> None:
+            await verifier.start()
+
+        async def stop(_: web.Application) -> None:
+            await verifier.close()
+
+        app.on_startup.append(start)
+        app.on_cleanup.append(stop)
     app[SPEC_KEY] = orjson.dumps(spec())
     r = app.router
     r.add_get(f"{PREFIX}/healthz", healthz)
     r.add_get(f"{PREFIX}/openapi.json", openapi)
     # Each module adds its endpoints (and states who may call them: sidegate/admin/http.py require).
-    for module in (api_core, api_org, api_usage, api_console):
+    for module in (api_core, api_org, api_tokens, api_audit, api_usage, api_console):
         module.register(app)
     return app
 
 
-async def serve(redis: Redis, host: str, port: int, token: str | None) -> web.AppRunner:
+async def serve(
+    redis: Redis, host: str, port: int, token: str | None, settings: AdminConfig | None = None
+) -> web.AppRunner:
     """Start listening; the caller awaits its own stop condition, then ``await runner.cleanup()``."""
-    runner = web.AppRunner(build_app(redis, token), handle_signals=False)
+    runner = web.AppRunner(build_app(redis, token, settings), handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
 
 
-async def run_until_signal(redis: Redis, host: str, port: int, token: str | None) -> None:
-    runner = await serve(redis, host, port, token)
+async def run_until_signal(
+    redis: Redis, host: str, port: int, token: str | None, settings: AdminConfig | None = None
+) -> None:
+    runner = await serve(redis, host, port, token, settings)
     log.info(
         "admin API listening on http://%s:%d%s (auth: %s)", host, port, PREFIX, "token" if token else "NONE"
     )

@@ -20,6 +20,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from sidegate import keys
+from sidegate.admin.audit import queue_audit
 from sidegate.admin.controlplane.org import (
     OrgOperations,
     check_member_opt,
@@ -36,6 +37,12 @@ from sidegate.admin.controlplane.rules import (
     check_models,
     check_overlap,
     check_tenant,
+)
+from sidegate.admin.controlplane.token_store import (
+    TOKEN_SET,
+    queue_revoke_token,
+    tenant_token_ids,
+    token_record_key,
 )
 from sidegate.admin.controlplane.views import KeyInfo, Rotation, TenantInfo, load_key
 from sidegate.admin.principal import OWNER_ENV, Principal
@@ -69,6 +76,12 @@ class ControlPlane(OrgOperations):
     def acting(self, principal: Principal) -> ControlPlane:
         """The same operations on the same store, done (and audited) as ``principal``."""
         return type(self)(self.redis, self.clock, principal)
+
+    def _audit(
+        self, pipe: Pipeline, action: str, target: str, before: object, after: object, now: float
+    ) -> None:
+        """Queue the change's audit entry in its own MULTI (sidegate/admin/audit.py)."""
+        queue_audit(pipe, self.principal, action, target, before, after, now)
 
     async def _transact(self, watch: Callable[[], list[str]], body: Callable[[Pipeline], Awaitable[T]]) -> T:
         """Run ``body`` under WATCH of ``watch()``; it reads immediately, calls ``pipe.multi()``, queues writes."""
@@ -121,7 +134,9 @@ class ControlPlane(OrgOperations):
             announce_keys(pipe)
             if new_tenant:
                 announce_config(pipe)
-            return KeyInfo(kid, tenant, mods, False, exp, now, None, rec.team, rec.user)
+            info = KeyInfo(kid, tenant, mods, False, exp, now, None, rec.team, rec.user)
+            self._audit(pipe, "key.create", f"key:{kid}", None, info.audit_view(), now)
+            return info
 
         def watched() -> list[str]:
             nonlocal plaintext, kid
@@ -169,7 +184,9 @@ class ControlPlane(OrgOperations):
             pipe.multi()
             pipe.hset(record_key(kid), mapping={"revoked": "1", "revoked_at": repr(now)})
             announce_keys(pipe)
-            return replace(info, revoked=True, revoked_at=now)
+            after = replace(info, revoked=True, revoked_at=now)
+            self._audit(pipe, "key.revoke", f"key:{kid}", info.audit_view(), after.audit_view(), now)
+            return after
 
         return await self._transact(lambda: [record_key(kid)], body)
 
@@ -208,6 +225,8 @@ class ControlPlane(OrgOperations):
             announce_keys(pipe)
             new = replace(old, id=new_id, expires_at=exp, created_at=now)
             old_after = replace(old, expires_at=old_exp)
+            after = {"tenant": old.tenant, "previous": old_after.audit_view(), "new": new.audit_view()}
+            self._audit(pipe, "key.rotate", f"key:{kid}", old.audit_view(), after, now)
             return Rotation(plaintext, new, old_after)
 
         def watched() -> list[str]:
@@ -250,11 +269,15 @@ class ControlPlane(OrgOperations):
             exists = bool(await pipe.sismember(TENANT_SET, name))
             if exists and limits is None:
                 return False
+            before = _tenant_view(name, await pipe.hgetall(tenant_key(name))) if exists else None
             pipe.multi()
             pipe.sadd(TENANT_SET, name)
             if limits is not None:
                 queue_tenant_limits(pipe, name, limits)
             announce_config(pipe)
+            after = {"name": name, "limits": (limits or TenantLimits()).to_dict()}
+            action = "tenant.limits" if exists else "tenant.create"
+            self._audit(pipe, action, f"tenant:{name}", before, after, self.clock())
             return not exists
 
         created = await self._transact(lambda: [TENANT_SET, tenant_key(name)], body)
@@ -267,40 +290,63 @@ class ControlPlane(OrgOperations):
         async def body(pipe: Pipeline) -> None:
             if not await pipe.sismember(TENANT_SET, name):
                 raise NotFound(f"no tenant named {name}")
+            before = _tenant_view(name, await pipe.hgetall(tenant_key(name)))
             pipe.multi()
             queue_tenant_limits(pipe, name, limits)
             announce_config(pipe)
+            after = {"name": name, "limits": limits.to_dict()}
+            self._audit(pipe, "tenant.limits", f"tenant:{name}", before, after, self.clock())
 
         await self._transact(lambda: [TENANT_SET, tenant_key(name)], body)
         return await self.get_tenant(name)
 
     async def delete_tenant(self, name: str) -> int:
-        """Forget a tenant, its limits, teams and users and revoke its keys; returns how many keys were revoked."""
+        """Forget a tenant, its limits, teams and users, and revoke its keys and admin tokens (a tenant
+        created again under the same name inherits none of them); returns how many keys were revoked."""
         check_tenant(name)
         watched: list[str] = []
 
         def watch() -> list[str]:
-            return [TENANT_SET, KEY_SET, tenant_key(name), teams_key(name), users_key(name), *watched]
+            return [TENANT_SET, KEY_SET, TOKEN_SET, tenant_key(name), teams_key(name), users_key(name), *watched]
 
         async def body(pipe: Pipeline) -> int:
             if not await pipe.sismember(TENANT_SET, name):
                 raise NotFound(f"no tenant named {name}")
             mine = [k for k in await self._all_keys(pipe) if k.tenant == name and not k.revoked]
-            new_watch = [record_key(k.id) for k in mine]
+            tokens = await tenant_token_ids(pipe, name)
+            new_watch = [record_key(k.id) for k in mine] + [token_record_key(t) for t in tokens]
             if set(new_watch) - set(watched):  # watch the records too, then read again
                 watched[:] = new_watch
                 raise WatchError("watching key records")
             teams, users = await member_names(pipe, name)
-            now = repr(self.clock())
+            before = _tenant_view(name, await pipe.hgetall(tenant_key(name)))
+            before["teams"], before["users"] = teams, users
+            now = self.clock()
             pipe.multi()
             pipe.srem(TENANT_SET, name)
             pipe.delete(tenant_key(name))
             queue_forget_tenant(pipe, name, teams, users)
             for k in mine:
-                pipe.hset(record_key(k.id), mapping={"revoked": "1", "revoked_at": now})
+                pipe.hset(record_key(k.id), mapping={"revoked": "1", "revoked_at": repr(now)})
+            for tid in tokens:
+                queue_revoke_token(pipe, tid, now)
             if mine:
                 announce_keys(pipe)
             announce_config(pipe)
+            after = {
+                "name": name,
+                "deleted": True,
+                "deleted_teams": teams,
+                "deleted_users": users,
+                "revoked_keys": [k.id for k in mine],
+                "revoked_admin_tokens": tokens,
+            }
+            self._audit(pipe, "tenant.delete", f"tenant:{name}", before, after, now)
             return len(mine)
 
         return await self._transact(watch, body)
+
+
+def _tenant_view(name: str, limits_raw: dict[bytes, bytes]) -> dict[str, object]:
+    """A tenant as the audit log shows it before a change."""
+    return {"name": name, "limits": TenantLimits.from_redis(limits_raw).to_dict()}

@@ -49,6 +49,18 @@ class KeyInfo:
             "user": self.user or None,
         }
 
+    def audit_view(self) -> dict[str, Any]:
+        """The audit log's before/after view (no status: it depends on when it is read)."""
+        return {
+            "id": self.id,
+            "tenant": self.tenant,
+            "models": list(self.models),
+            "revoked": self.revoked,
+            "expires_at": self.expires_at,
+            "team": self.team or None,
+            "user": self.user or None,
+        }
+
     @classmethod
     def from_redis(cls, kid: str, raw: dict[bytes, bytes]) -> KeyInfo:
         rec = KeyRecord.from_redis(kid, raw)

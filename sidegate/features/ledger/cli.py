@@ -24,6 +24,10 @@ from sidegate.store.redispy import client
 
 _GROUPS = ("tenant", "team", "user")
 
+AuditExport = Callable[[Redis, TextIO, str | None, str | None], Awaitable[int]]
+"""Writes the admin audit log's entries as JSON lines (redis, out, since, group) -> how many. The
+CLI's assembly passes it in: the ledger cannot import the admin package that owns the audit log."""
+
 
 def _store_args(p: argparse.ArgumentParser, suppress: bool) -> None:
     default = argparse.SUPPRESS if suppress else None
@@ -36,7 +40,7 @@ def _store_args(p: argparse.ArgumentParser, suppress: bool) -> None:
     )
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(subparsers: argparse._SubParsersAction, audit_export: AuditExport | None = None) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("usage", help="usage ledger: per-model summary, or `export` as JSON lines")
     _store_args(p, suppress=False)
     p.add_argument("--tenant", help="only this tenant (default: all)")
@@ -55,7 +59,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     e.add_argument("--since", default=argparse.SUPPRESS, help="start time (as for `usage --since`)")
     e.add_argument("-o", "--output", help="file to write (default: stdout); appended to")
     e.add_argument("--group", help="consumer group: export only records this group has not acknowledged yet")
-    e.set_defaults(func=cmd_usage_export)
+    e.set_defaults(func=cmd_usage_export, audit_export=audit_export)
+    if audit_export is not None:
+        e.add_argument(
+            "--with-audit",
+            action="store_true",
+            help='append the admin audit log\'s entries ("kind": "audit") since the same time (with --group: '
+            "those that group has not exported yet)",
+        )
 
 
 def _group_by(text: str) -> tuple[str, ...]:
@@ -103,12 +114,20 @@ def cmd_usage(args: argparse.Namespace) -> int:
 def cmd_usage_export(args: argparse.Namespace) -> int:
     async def body(redis: Redis) -> int:
         since = getattr(args, "since", None)
+        audit = args.audit_export if getattr(args, "with_audit", False) else None
+
+        async def export(out: TextIO) -> str:
+            n = await reading.export_jsonl(redis, out, since, args.group, stream=args.stream)
+            if audit is None:
+                return f"{n} records"
+            return f"{n} records and {await audit(redis, out, since, args.group)} audit entries"
+
         if args.output:
             with Path(args.output).open("a", encoding="utf-8") as out:
-                n = await reading.export_jsonl(redis, out, since, args.group, stream=args.stream)
+                done = await export(out)
         else:
-            n = await reading.export_jsonl(redis, sys.stdout, since, args.group, stream=args.stream)
-        print(f"exported {n} records", file=sys.stderr)
+            done = await export(sys.stdout)
+        print(f"exported {done}", file=sys.stderr)
         return 0
 
     return _run(args, body)
