@@ -56,7 +56,7 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
             source,
             jwt=self.jwt,
             jwt_found=found,
-            org=self.cache.org,
+            org=self.cache.org if self.jwt is not None else None,
         )
         if isinstance(result, Allow):
             path = headers.get(":path", "")

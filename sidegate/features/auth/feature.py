@@ -58,7 +58,8 @@ class InlineAuth(AuthFeature):
         """Fill the identity or refuse (401 in the API's format)."""
         found = namespace_from_headers(ctx.headers) if self.jwt is not None else None
         result = authorize(ctx.headers, self.keys.records, self.throttle, ctx.source,
-                           jwt=self.jwt, jwt_found=found, org=self.keys.org)  # fmt: skip
+                           jwt=self.jwt, jwt_found=found,
+                           org=self.keys.org if self.jwt is not None else None)  # fmt: skip
         if not isinstance(result, Allow):
             metrics.authz_denial(result.reason)
             return Reply(result.status, result.body, {"content-type": "application/json", **result.headers})
