@@ -1,4 +1,4 @@
-"""The web console: three static files (HTML, JS, CSS in sidegate/admin/console/) served by the admin API.
+"""The web console: four static files (HTML, two scripts, CSS in sidegate/admin/console/) served by the admin API.
 
 The files hold no secret, so their routes are declared public (sidegate/admin/policy.py; the
 paths are :func:`is_console_path`); everything they show comes from the token-protected JSON endpoints, called by the
@@ -26,6 +26,7 @@ CSP = (
 )
 _FILES = {
     "": ("index.html", "text/html"),
+    "lib.js": ("lib.js", "text/javascript"),
     "app.js": ("app.js", "text/javascript"),
     "app.css": ("app.css", "text/css"),
 }
@@ -89,5 +90,5 @@ def register(app: web.Application) -> None:
     r = app.router
     r.add_get(CONSOLE, _redirect)
     r.add_get(CONSOLE + "/", serve)
-    r.add_get(CONSOLE + "/{name:app\\.(?:js|css)}", serve)
+    r.add_get(CONSOLE + "/{name:(?:app|lib)\\.js|app\\.css}", serve)
     app.on_response_prepare.append(_nosniff)
