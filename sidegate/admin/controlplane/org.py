@@ -202,10 +202,7 @@ class OrgOperations:
 
     async def get_team(self, tenant: str, name: str) -> TeamInfo:
         tenant, name = check_tenant(tenant), check_member(name, "team")
-        for info in await self.list_teams(tenant):
-            if info.record.name == name:
-                return info
-        raise NotFound(f"no team {name} in tenant {tenant}")
+        return _named(await self.list_teams(tenant), "team", tenant, name)
 
     async def put_team(
         self, tenant: str, name: str, limits: TenantLimits | None = None, models: Iterable[str] = ("*",)
@@ -277,10 +274,7 @@ class OrgOperations:
 
     async def get_user(self, tenant: str, name: str) -> UserInfo:
         tenant, name = check_tenant(tenant), check_member(name, "user")
-        for info in await self.list_users(tenant):
-            if info.record.name == name:
-                return info
-        raise NotFound(f"no user {name} in tenant {tenant}")
+        return _named(await self.list_users(tenant), "user", tenant, name)
 
     async def put_user(
         self,
@@ -325,6 +319,17 @@ class OrgOperations:
             return self._queue_delete(pipe, "user", UserRecord.from_redis(tenant, name, raw), mine)
 
         return await self._transact(watch, body)
+
+
+Info = TypeVar("Info", TeamInfo, UserInfo)
+
+
+def _named(infos: list[Info], what: Member, tenant: str, name: str) -> Info:
+    """The one of ``infos`` called ``name``, or NotFound."""
+    for info in infos:
+        if info.record.name == name:
+            return info
+    raise NotFound(f"no {what} {name} in tenant {tenant}")
 
 
 def _revoke(pipe: Pipeline, keys: list[KeyInfo], now: float) -> None:
