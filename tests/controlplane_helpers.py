@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pytest
 
+from sidegate.admin import controlplane as cp
 from sidegate.ports import free_port, wait_for_port
+from sidegate.store.redispy import client
 from sidegate.store.valkey import embedded_valkey_cmd
 
+T = TypeVar("T")
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 
 
@@ -35,6 +40,25 @@ def valkey_url() -> Iterator[str]:
         yield f"redis://127.0.0.1:{port}"
     finally:
         _stop(proc)
+
+
+def run(url: str, fn: Callable[[cp.ControlPlane], Awaitable[T]]) -> T:
+    """``fn`` on a ControlPlane over an emptied store at ``url`` (the tests share one server)."""
+
+    async def main() -> T:
+        redis = client(url, socket_timeout_s=2.0)
+        try:
+            await redis.flushdb()
+            return await fn(cp.ControlPlane(redis))
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(main())
+
+
+def gateway_request(key: str) -> dict[str, str]:
+    """The headers of a chat completion presenting ``key``, as authz's decide() reads them."""
+    return {":path": "/v1/chat/completions", "authorization": f"Bearer {key}"}
 
 
 def cli_env(url: str, **extra: str) -> dict[str, str]:

@@ -12,95 +12,95 @@ from sidegate.admin import controlplane as cp
 from sidegate.admin.http import body, control, require, respond, tenant_param
 from sidegate.admin.openapi import PREFIX
 from sidegate.admin.policy import guard, path
+from sidegate.admin.principal import Action
 from sidegate.keystore import TenantLimits
 
 log = logging.getLogger("sidegate.admin")
 
 
-def _member(request: web.Request, what: str) -> str:
-    return cp.check_member(request.match_info[what], what)
+def _tenant(request: web.Request, action: Action) -> str:
+    tenant = tenant_param(request)
+    require(request, action, tenant)
+    return tenant
+
+
+def _write_target(request: web.Request, what: str) -> tuple[str, str]:
+    """(tenant, the team's or user's name) of a write to ``.../{what}s/{what}``."""
+    return _tenant(request, "write"), cp.check_member(request.match_info[what], what)
 
 
 def _limits(data: dict[str, Any]) -> TenantLimits:
     return cp.check_limits(data["limits"]) if "limits" in data else TenantLimits()
 
 
+def _put_answer(
+    what: str, tenant: str, name: str, info: cp.TeamInfo | cp.UserInfo, created: bool
+) -> web.Response:
+    log.info("%s %s %s of tenant %s", "created" if created else "updated", what, name, tenant)
+    return respond(info.to_dict(), 201 if created else 200)
+
+
+def _delete_answer(what: str, tenant: str, name: str, revoked: int | None) -> web.Response:
+    """``revoked`` None: there was no such team or user (not an error: the end state holds)."""
+    if revoked is not None:
+        log.info("deleted %s %s of tenant %s (%d keys revoked)", what, name, tenant, revoked)
+    return respond(
+        {"tenant": tenant, what: name, "existed": revoked is not None, "revoked_keys": revoked or 0}
+    )
+
+
 @guard("read", path("name"))
 async def list_teams(request: web.Request) -> web.Response:
-    tenant = tenant_param(request)
-    require(request, "read", tenant)
+    tenant = _tenant(request, "read")
     return respond({"teams": [t.to_dict() for t in await control(request).list_teams(tenant)]})
 
 
 @guard("read", path("name"))
 async def get_team(request: web.Request) -> web.Response:
-    tenant = tenant_param(request)
-    require(request, "read", tenant)
-    return respond((await control(request).get_team(tenant, _member(request, "team"))).to_dict())
+    tenant = _tenant(request, "read")
+    return respond((await control(request).get_team(tenant, request.match_info["team"])).to_dict())
 
 
 @guard("write", path("name"))
 async def put_team(request: web.Request) -> web.Response:
-    tenant = tenant_param(request)
-    require(request, "write", tenant)
-    name = _member(request, "team")
+    tenant, name = _write_target(request, "team")
     data = await body(request, False, ("limits", "models"))
     info, created = await control(request).put_team(tenant, name, _limits(data), data.get("models", ["*"]))
-    log.info("%s team %s of tenant %s", "created" if created else "updated", name, tenant)
-    return respond(info.to_dict(), 201 if created else 200)
+    return _put_answer("team", tenant, name, info, created)
 
 
 @guard("write", path("name"))
 async def delete_team(request: web.Request) -> web.Response:
-    tenant = tenant_param(request)
-    require(request, "write", tenant)
-    name = _member(request, "team")
-    revoked = await control(request).delete_team(tenant, name)
-    if revoked is not None:
-        log.info("deleted team %s of tenant %s (%d keys revoked)", name, tenant, revoked)
-    return respond(
-        {"tenant": tenant, "team": name, "existed": revoked is not None, "revoked_keys": revoked or 0}
-    )
+    tenant, name = _write_target(request, "team")
+    return _delete_answer("team", tenant, name, await control(request).delete_team(tenant, name))
 
 
 @guard("read", path("name"))
 async def list_users(request: web.Request) -> web.Response:
-    tenant = tenant_param(request)
-    require(request, "read", tenant)
+    tenant = _tenant(request, "read")
     return respond({"users": [u.to_dict() for u in await control(request).list_users(tenant)]})
 
 
 @guard("read", path("name"))
 async def get_user(request: web.Request) -> web.Response:
-    tenant = tenant_param(request)
-    require(request, "read", tenant)
-    return respond((await control(request).get_user(tenant, _member(request, "user"))).to_dict())
+    tenant = _tenant(request, "read")
+    return respond((await control(request).get_user(tenant, request.match_info["user"])).to_dict())
 
 
 @guard("write", path("name"))
 async def put_user(request: web.Request) -> web.Response:
-    tenant = tenant_param(request)
-    require(request, "write", tenant)
-    name = _member(request, "user")
+    tenant, name = _write_target(request, "user")
     data = await body(request, False, ("team", "limits", "models"))
     info, created = await control(request).put_user(
         tenant, name, data.get("team"), _limits(data), data.get("models", ["*"])
     )
-    log.info("%s user %s of tenant %s", "created" if created else "updated", name, tenant)
-    return respond(info.to_dict(), 201 if created else 200)
+    return _put_answer("user", tenant, name, info, created)
 
 
 @guard("write", path("name"))
 async def delete_user(request: web.Request) -> web.Response:
-    tenant = tenant_param(request)
-    require(request, "write", tenant)
-    name = _member(request, "user")
-    revoked = await control(request).delete_user(tenant, name)
-    if revoked is not None:
-        log.info("deleted user %s of tenant %s (%d keys revoked)", name, tenant, revoked)
-    return respond(
-        {"tenant": tenant, "user": name, "existed": revoked is not None, "revoked_keys": revoked or 0}
-    )
+    tenant, name = _write_target(request, "user")
+    return _delete_answer("user", tenant, name, await control(request).delete_user(tenant, name))
 
 
 def register(app: web.Application) -> None:

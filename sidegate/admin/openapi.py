@@ -13,24 +13,18 @@ import orjson
 from sidegate.admin import controlplane as cp
 from sidegate.admin import openapi_roles
 from sidegate.admin.openapi_org import ORG_SCHEMAS, org_paths
+from sidegate.admin.openapi_parts import NULLABLE_TIME as _NULLABLE_TIME
+from sidegate.admin.openapi_parts import TENANT_PATH as _TENANT
+from sidegate.admin.openapi_parts import error_answer as _err
+from sidegate.admin.openapi_parts import json_answer as _json
+from sidegate.admin.openapi_parts import json_body as _body
+from sidegate.admin.openapi_parts import operation as _op
+from sidegate.admin.openapi_parts import ref as _ref
 from sidegate.admin.openapi_usage import USAGE_SCHEMAS, usage_paths
 
 PREFIX = "/admin/v1"
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _err(description: str) -> dict[str, Any]:
-    return _json(_ref("Error"), description)
-
-
-_NULLABLE_TIME = {"type": ["number", "null"], "description": "Unix time in seconds; null = none."}
 _EXPIRES_AT = {
     "type": ["number", "null"],
     "exclusiveMinimum": 0,
@@ -91,7 +85,10 @@ SCHEMAS: dict[str, Any] = {
             "revoked_at": _NULLABLE_TIME,
             "status": {"type": "string", "enum": ["active", "revoked", "expired"]},
             "team": {"type": ["string", "null"], "description": "The team the key belongs to; null = none."},
-            "user": {"type": ["string", "null"], "description": "The user the key belongs to (and so the user's team)."},
+            "user": {
+                "type": ["string", "null"],
+                "description": "The user the key belongs to (and so the user's team).",
+            },
         },
     },
     "KeyCreate": {
@@ -196,31 +193,11 @@ _KEY_ID = {
     "required": True,
     "schema": {"type": "string", "pattern": cp.KEY_ID_PATTERN},
 }
-_TENANT = {
-    "name": "name",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "pattern": cp.TENANT_PATTERN},
-}
-_COMMON = {
-    "400": _err("Invalid input"),
-    "401": _err("Missing, wrong, revoked or expired admin token"),
-    "403": _err("The caller's role may not do this (on this tenant)"),
-    "default": _err("Error"),
-}
-
-
-def _op(op_id: str, summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {"operationId": op_id, "summary": summary, "responses": {**responses, **_COMMON}, **extra}
-
-
-def _body(name: str, required: bool) -> dict[str, Any]:
-    return {"required": required, "content": {"application/json": {"schema": _ref(name)}}}
 
 
 def spec() -> dict[str, Any]:
     doc = _core_spec()
-    doc["paths"].update(openapi_roles.paths(PREFIX, _op, _body))
+    doc["paths"].update(openapi_roles.paths(PREFIX))
     return doc
 
 
@@ -346,7 +323,7 @@ def _core_spec() -> dict[str, Any]:
                     parameters=[_TENANT],
                 ),
             },
-            **usage_paths(PREFIX, _op, _json),
+            **usage_paths(PREFIX),
             f"{PREFIX}/tenants/{{name}}/limits": {
                 "put": _op(
                     "putTenantLimits",
@@ -356,7 +333,7 @@ def _core_spec() -> dict[str, Any]:
                     requestBody=_body("Limits", True),
                 ),
             },
-            **org_paths(PREFIX, _op),
+            **org_paths(PREFIX),
         },
     }
 

@@ -1,40 +1,17 @@
 """The OpenAPI part of the team and user endpoints (:mod:`sidegate.admin.api_org`), merged into the
-admin API's document by :func:`sidegate.admin.openapi.spec`, which passes its operation builder
-(its common answers) and its path prefix: this module does not import it (imports point one way)."""
+admin API's document by :func:`sidegate.admin.openapi.spec`, which passes its path prefix."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from sidegate.admin import controlplane as cp
-
-Op = Callable[..., dict[str, Any]]
-"""``openapi._op(op_id, summary, responses, **extra)``: one operation with the common answers."""
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _err(description: str) -> dict[str, Any]:
-    return _json(_ref("Error"), description)
-
-
-def _body(name: str) -> dict[str, Any]:
-    return {"required": False, "content": {"application/json": {"schema": _ref(name)}}}
-
-
-_TENANT = {
-    "name": "name",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "pattern": cp.TENANT_PATTERN},
-}
+from sidegate.admin.openapi_parts import TENANT_PATH as _TENANT
+from sidegate.admin.openapi_parts import error_answer as _err
+from sidegate.admin.openapi_parts import json_answer as _json
+from sidegate.admin.openapi_parts import json_body as _body
+from sidegate.admin.openapi_parts import operation as _op
+from sidegate.admin.openapi_parts import ref as _ref
 
 _MODELS = {
     "type": "array",
@@ -138,7 +115,7 @@ def _links(*op_ids: str, member: str | None = None) -> dict[str, Any]:
     return {op: {"operationId": op, "parameters": params} for op in op_ids}
 
 
-def _crud(_op: Op, kind: str, param: str, conflict: str | None) -> dict[str, Any]:
+def _crud(kind: str, param: str, conflict: str | None) -> dict[str, Any]:
     """GET/PUT/DELETE of one team or user."""
     title = kind.capitalize()
     params = [_TENANT, _member(param)]
@@ -159,14 +136,14 @@ def _crud(_op: Op, kind: str, param: str, conflict: str | None) -> dict[str, Any
             {"200": _json(_ref(title), "Replaced"), "201": created,
              "404": _err("No such tenant")},
             parameters=params,
-            requestBody=_body(f"{title}Put"),
+            requestBody=_body(f"{title}Put", False),
         ),
         "delete": _op(f"delete{title}", f"Delete a {kind} and revoke its keys (idempotent)", delete_answers,
                       parameters=params),
     }  # fmt: skip
 
 
-def org_paths(prefix: str, _op: Op) -> dict[str, Any]:
+def org_paths(prefix: str) -> dict[str, Any]:
     base = f"{prefix}/tenants/{{name}}"
     return {
         f"{base}/teams": {
@@ -177,7 +154,7 @@ def org_paths(prefix: str, _op: Op) -> dict[str, Any]:
                 parameters=[_TENANT],
             ),
         },
-        f"{base}/teams/{{team}}": _crud(_op, "team", "team", "The team still has users"),
+        f"{base}/teams/{{team}}": _crud("team", "team", "The team still has users"),
         f"{base}/users": {
             "get": _op(
                 "listUsers",
@@ -186,5 +163,5 @@ def org_paths(prefix: str, _op: Op) -> dict[str, Any]:
                 parameters=[_TENANT],
             ),
         },
-        f"{base}/users/{{user}}": _crud(_op, "user", "user", None),
+        f"{base}/users/{{user}}": _crud("user", "user", None),
     }

@@ -1,31 +1,25 @@
 """The OpenAPI parts of admin roles: admin tokens, ``whoami`` and the audit log.
 
-:func:`sidegate.admin.openapi.spec` merges these schemas and paths into the document; ``op`` and
-``body`` are its own operation and request-body builders (so every operation shares one list of
-common error responses).
+:func:`sidegate.admin.openapi.spec` merges these schemas and paths into the document.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from sidegate.admin import audit, tokens
 from sidegate.admin import controlplane as cp
+from sidegate.admin.openapi_parts import NULLABLE_TIME as _TIME
+from sidegate.admin.openapi_parts import error_answer, json_body
+from sidegate.admin.openapi_parts import json_answer as _json
+from sidegate.admin.openapi_parts import operation as op
+from sidegate.admin.openapi_parts import query_param as _q
+from sidegate.admin.openapi_parts import ref as _ref
 from sidegate.admin.principal import Role
 
 ROLE_NAMES = [r.value for r in Role]
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-_TIME = {"type": ["number", "null"], "description": "Unix time in seconds; null = none."}
 _TENANT = {"type": "string", "pattern": cp.TENANT_PATTERN}
 _NAME = {"type": "string", "pattern": tokens.NAME_PATTERN, "description": "A label: who or what holds it."}
 _EXPIRES = {
@@ -156,18 +150,11 @@ _TOKEN_ID = {
 }
 
 
-def _q(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
-
-
 _WHEN = {"type": "number", "minimum": 0, "maximum": int(cp.MAX_EXPIRES_AT)}
 
 
-def paths(
-    prefix: str, op: Callable[..., dict[str, Any]], body: Callable[[str, bool], dict[str, Any]]
-) -> dict[str, Any]:
-    err = {"$ref": "#/components/schemas/Error"}
-    not_found = _json(err, "No such admin token")
+def paths(prefix: str) -> dict[str, Any]:
+    not_found = error_answer("No such admin token")
     return {
         f"{prefix}/whoami": {
             "get": op(
@@ -185,7 +172,7 @@ def paths(
                 "createAdminToken",
                 "Create an admin token; the plaintext token is in the response only",
                 {"201": _json(_ref("AdminTokenCreated"), "Created")},
-                requestBody=body("AdminTokenCreate", True),
+                requestBody=json_body("AdminTokenCreate", True),
             ),
         },
         f"{prefix}/admin-tokens/{{token_id}}": {

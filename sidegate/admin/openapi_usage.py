@@ -3,11 +3,14 @@ bounds and patterns the handlers enforce; :mod:`sidegate.admin.openapi` merges i
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from sidegate.admin import controlplane as cp
 from sidegate.admin import usage
+from sidegate.admin.openapi_parts import json_answer as json
+from sidegate.admin.openapi_parts import operation as op
+from sidegate.admin.openapi_parts import query_param as _q
+from sidegate.admin.openapi_parts import ref
 
 _COUNTS = {"type": "array", "items": {"type": "integer", "minimum": 0}}
 _AMOUNTS = {"type": "array", "items": {"type": "number", "minimum": 0}}
@@ -156,10 +159,6 @@ USAGE_SCHEMAS: dict[str, Any] = {
 }
 
 
-def _q(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
-
-
 _TENANT = _q("tenant", {"type": "string", "pattern": cp.TENANT_PATTERN}, "Only this tenant's requests.")
 _RANGE = [
     _q("from", {"type": "string", "pattern": usage.TIME_PATTERN, "default": usage.DEFAULT_FROM},
@@ -176,11 +175,7 @@ def _group(default: str) -> dict[str, Any]:
     )
 
 
-def usage_paths(
-    prefix: str, op: Callable[..., dict[str, Any]], json: Callable[..., dict[str, Any]]
-) -> dict[str, Any]:
-    """The usage paths, made with the main document's operation and JSON-answer helpers."""
-    ref = lambda name: {"$ref": f"#/components/schemas/{name}"}  # noqa: E731
+def usage_paths(prefix: str) -> dict[str, Any]:
     return {
         f"{prefix}/usage/series": {
             "get": op(

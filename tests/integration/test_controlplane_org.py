@@ -3,11 +3,9 @@ quota feature's live limits like a gateway replica; the start-up seed from the Y
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import pytest
@@ -25,9 +23,7 @@ from sidegate.features.auth.keycache import KeyCache
 from sidegate.features.quota import Limits
 from sidegate.features.quota.tenants import TenantQuotas, seed
 from sidegate.keystore import TenantLimits
-from sidegate.store.redispy import client
 
-T = TypeVar("T")
 valkey_url = h.valkey_url
 CFG = config.parse(
     {
@@ -37,21 +33,7 @@ CFG = config.parse(
     env={},
 )
 
-
-def run(url: str, fn: Callable[[cp.ControlPlane], Awaitable[T]]) -> T:
-    async def main() -> T:
-        redis = client(url, socket_timeout_s=2.0)
-        try:
-            await redis.flushdb()
-            return await fn(cp.ControlPlane(redis))
-        finally:
-            await redis.aclose()
-
-    return asyncio.run(main())
-
-
-def _req(key: str) -> dict[str, str]:
-    return {":path": "/v1/chat/completions", "authorization": f"Bearer {key}"}
+run, _req = h.run, h.gateway_request
 
 
 async def _audit(c: cp.ControlPlane) -> list[dict[str, Any]]:

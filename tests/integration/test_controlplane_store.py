@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -22,24 +21,9 @@ from sidegate.features.auth.keycache import KeyCache
 from sidegate.keystore import KeyRecord, TenantLimits
 from sidegate.store.redispy import client
 
-T = TypeVar("T")
 valkey_url = h.valkey_url
 
-
-def run(url: str, fn: Callable[[cp.ControlPlane], Awaitable[T]]) -> T:
-    async def main() -> T:
-        redis = client(url, socket_timeout_s=2.0)
-        try:
-            await redis.flushdb()
-            return await fn(cp.ControlPlane(redis))
-        finally:
-            await redis.aclose()
-
-    return asyncio.run(main())
-
-
-def _req(key: str) -> dict[str, str]:
-    return {":path": "/v1/chat/completions", "authorization": f"Bearer {key}"}
+run, _req = h.run, h.gateway_request
 
 
 def test_create_key_record_verifies(valkey_url: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -45,6 +45,23 @@ from sidegate.orgstore import (
 
 T = TypeVar("T")
 MEMBER_PATTERN = TENANT_PATTERN  # team and user names follow the tenants' rule (as the config's names)
+Member = Literal["team", "user"]
+
+
+@dataclass(slots=True, frozen=True)
+class _Layout:
+    """Where the store keeps one kind of member (:mod:`sidegate.orgstore`), for the operations both
+    kinds share."""
+
+    key: Callable[[str, str], str]
+    queue: Callable[[Pipeline, Any], None]
+    queue_delete: Callable[[Pipeline, str, str], None]
+
+
+_LAYOUT: dict[Member, _Layout] = {
+    "team": _Layout(team_key, queue_team, queue_delete_team),
+    "user": _Layout(user_key, queue_user, queue_delete_user),
+}
 
 
 def check_member(name: Any, what: str) -> str:
@@ -132,6 +149,35 @@ class OrgOperations:
             if k.tenant == tenant and k.status(now) == "active" and (k.team == team if team else k.user == user)
         ]  # fmt: skip
 
+    async def _queue_put(self, pipe: Pipeline, what: Member, rec: TeamRecord | UserRecord) -> bool:
+        """Queue ``rec`` in place of the stored team or user, announced and audited as
+        ``<what>.put`` in the same MULTI; -> whether it is new."""
+        layout = _LAYOUT[what]
+        raw = await pipe.hgetall(layout.key(rec.tenant, rec.name))
+        before = type(rec).from_redis(rec.tenant, rec.name, raw).to_dict() if raw else None
+        pipe.multi()
+        layout.queue(pipe, rec)
+        announce_config(pipe)
+        audit_target = f"{what}:{rec.tenant}/{rec.name}"
+        queue_audit(pipe, self.principal, f"{what}.put", audit_target, before, rec.to_dict(), self.clock())
+        return before is None
+
+    def _queue_delete(
+        self, pipe: Pipeline, what: Member, rec: TeamRecord | UserRecord, mine: list[KeyInfo]
+    ) -> int:
+        """Queue deleting the team or user ``rec`` and revoking its keys ``mine``, announced and audited
+        as ``<what>.delete`` in the same MULTI; -> how many keys are revoked."""
+        now = self.clock()
+        pipe.multi()
+        _LAYOUT[what].queue_delete(pipe, rec.tenant, rec.name)
+        _revoke(pipe, mine, now)
+        announce_config(pipe)
+        before = {**rec.to_dict(), "revoked_keys": [k.id for k in mine]}
+        queue_audit(
+            pipe, self.principal, f"{what}.delete", f"{what}:{rec.tenant}/{rec.name}", before, None, now
+        )
+        return len(mine)
+
     # teams
 
     async def list_teams(self, tenant: str) -> list[TeamInfo]:
@@ -156,10 +202,7 @@ class OrgOperations:
 
     async def get_team(self, tenant: str, name: str) -> TeamInfo:
         tenant, name = check_tenant(tenant), check_member(name, "team")
-        for info in await self.list_teams(tenant):
-            if info.record.name == name:
-                return info
-        raise NotFound(f"no team {name} in tenant {tenant}")
+        return _named(await self.list_teams(tenant), "team", tenant, name)
 
     async def put_team(
         self, tenant: str, name: str, limits: TenantLimits | None = None, models: Iterable[str] = ("*",)
@@ -170,15 +213,7 @@ class OrgOperations:
 
         async def body(pipe: Pipeline) -> bool:
             await self._tenant_exists(pipe, tenant)
-            raw = await pipe.hgetall(team_key(tenant, name))
-            before = TeamRecord.from_redis(tenant, name, raw).to_dict() if raw else None
-            pipe.multi()
-            queue_team(pipe, rec)
-            announce_config(pipe)
-            queue_audit(
-                pipe, self.principal, "team.put", f"team:{tenant}/{name}", before, rec.to_dict(), self.clock()
-            )
-            return before is None
+            return await self._queue_put(pipe, "team", rec)
 
         created = await self._transact(lambda: [TENANT_SET, team_key(tenant, name)], body)
         return await self.get_team(tenant, name), created
@@ -217,17 +252,7 @@ class OrgOperations:
                 raise Conflict(
                     f"team {name} still has users ({', '.join(members)}): move or delete them first"
                 )
-            now = self.clock()
-            pipe.multi()
-            queue_delete_team(pipe, tenant, name)
-            _revoke(pipe, mine, now)
-            announce_config(pipe)
-            before = {
-                **TeamRecord.from_redis(tenant, name, raw).to_dict(),
-                "revoked_keys": [k.id for k in mine],
-            }
-            queue_audit(pipe, self.principal, "team.delete", f"team:{tenant}/{name}", before, None, now)
-            return len(mine)
+            return self._queue_delete(pipe, "team", TeamRecord.from_redis(tenant, name, raw), mine)
 
         return await self._transact(watch, body)
 
@@ -249,10 +274,7 @@ class OrgOperations:
 
     async def get_user(self, tenant: str, name: str) -> UserInfo:
         tenant, name = check_tenant(tenant), check_member(name, "user")
-        for info in await self.list_users(tenant):
-            if info.record.name == name:
-                return info
-        raise NotFound(f"no user {name} in tenant {tenant}")
+        return _named(await self.list_users(tenant), "user", tenant, name)
 
     async def put_user(
         self,
@@ -271,15 +293,7 @@ class OrgOperations:
             await self._tenant_exists(pipe, tenant)
             if team and not await pipe.exists(team_key(tenant, team)):
                 raise NotFound(f"no team {team} in tenant {tenant}")
-            raw = await pipe.hgetall(user_key(tenant, name))
-            before = UserRecord.from_redis(tenant, name, raw).to_dict() if raw else None
-            pipe.multi()
-            queue_user(pipe, rec)
-            announce_config(pipe)
-            queue_audit(
-                pipe, self.principal, "user.put", f"user:{tenant}/{name}", before, rec.to_dict(), self.clock()
-            )
-            return before is None
+            return await self._queue_put(pipe, "user", rec)
 
         watch = [TENANT_SET, user_key(tenant, name), *([team_key(tenant, team)] if team else [])]
         created = await self._transact(lambda: watch, body)
@@ -302,19 +316,20 @@ class OrgOperations:
             if set(new_watch) - set(watched):
                 watched[:] = new_watch
                 raise WatchError("watching the keys")
-            now = self.clock()
-            pipe.multi()
-            queue_delete_user(pipe, tenant, name)
-            _revoke(pipe, mine, now)
-            announce_config(pipe)
-            before = {
-                **UserRecord.from_redis(tenant, name, raw).to_dict(),
-                "revoked_keys": [k.id for k in mine],
-            }
-            queue_audit(pipe, self.principal, "user.delete", f"user:{tenant}/{name}", before, None, now)
-            return len(mine)
+            return self._queue_delete(pipe, "user", UserRecord.from_redis(tenant, name, raw), mine)
 
         return await self._transact(watch, body)
+
+
+Info = TypeVar("Info", TeamInfo, UserInfo)
+
+
+def _named(infos: list[Info], what: Member, tenant: str, name: str) -> Info:
+    """The one of ``infos`` called ``name``, or NotFound."""
+    for info in infos:
+        if info.record.name == name:
+            return info
+    raise NotFound(f"no {what} {name} in tenant {tenant}")
 
 
 def _revoke(pipe: Pipeline, keys: list[KeyInfo], now: float) -> None:

@@ -12,6 +12,8 @@ from redis.asyncio.client import Pipeline
 from sidegate.admin.controlplane.rules import NotFound
 from sidegate.keystore import KeyRecord, TenantLimits, record_key
 
+_NOT_AUDITED = frozenset({"status", "created_at", "revoked_at"})
+
 
 @dataclass(slots=True, frozen=True)
 class KeyInfo:
@@ -50,16 +52,9 @@ class KeyInfo:
         }
 
     def audit_view(self) -> dict[str, Any]:
-        """The audit log's before/after view (no status: it depends on when it is read)."""
-        return {
-            "id": self.id,
-            "tenant": self.tenant,
-            "models": list(self.models),
-            "revoked": self.revoked,
-            "expires_at": self.expires_at,
-            "team": self.team or None,
-            "user": self.user or None,
-        }
+        """The audit log's before/after view: :meth:`to_dict` without the status (it depends on when it
+        is read) and the creation and revocation times (the entry's own time says when)."""
+        return {k: v for k, v in self.to_dict().items() if k not in _NOT_AUDITED}
 
     @classmethod
     def from_redis(cls, kid: str, raw: dict[bytes, bytes]) -> KeyInfo:
