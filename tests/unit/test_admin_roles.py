@@ -154,7 +154,8 @@ def test_oidc_unusable_tenant_claim_is_refused_not_widened() -> None:
         assert _rejected(v, ISSUER.mint("eve", "viewer", sidegate_tenant=bad)) == 403, bad
         assert _rejected(v, ISSUER.mint("eve", "tenant_admin", sidegate_tenant=bad)) == 403, bad
     assert _principal(v, ISSUER.mint("eve", "viewer")) == Principal("oidc:eve", Role.VIEWER, None)
-    assert _principal(v, ISSUER.mint("ann", "owner", sidegate_tenant=["x"])).tenant is None  # owners: every tenant
+    owner = ISSUER.mint("ann", "owner", sidegate_tenant=["x"])
+    assert _principal(v, owner).tenant is None  # owners act on every tenant
 
 
 def test_oidc_role_map() -> None:
