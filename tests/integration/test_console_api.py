@@ -279,6 +279,37 @@ def test_a_scoped_viewer_sees_only_its_tenant(valkey_url: str, seeded: h.Admin) 
     asyncio.run(go())
 
 
+def test_a_scoped_callers_answers_reveal_nothing_of_other_tenants_traffic(
+    valkey_url: str, seeded: h.Admin
+) -> None:
+    """How many records the whole gateway holds, and when the others' requests came, are other
+    tenants' business: a viewer scoped to globex reads a count of its own records, and its tail's
+    cursor stops at its own newest request, not at another tenant's newer one."""
+
+    async def go() -> None:
+        r = client(valkey_url, 2.0)
+        try:
+            window = usage.Window.of(BASE, time.time(), HOUR)
+            viewer = Principal("v", Role.VIEWER, tenant="globex")
+            recs, info = await usage.scan(r, viewer, None, window)
+            assert len(recs) == 1 and info.records_read == 1  # not the 5 of every tenant
+            owner = Principal("env", Role.OWNER)
+            _, seen_by_owner = await usage.scan(r, owner, "globex", window)
+            assert seen_by_owner.records_read == 5  # an owner is told everything read
+            tail = await usage.recent(r, viewer, None, None, 50)
+            (mine,) = tail["requests"]
+            assert tail["cursor"] == mine["id"]  # acme's newer record stays unseen, even as a cursor
+            assert (await usage.recent(r, viewer, None, mine["id"], 50)) == {
+                "requests": [], "cursor": mine["id"], "skipped": False,
+            }  # fmt: skip
+            everything = await usage.recent(r, owner, None, None, 50)
+            assert everything["cursor"] == everything["requests"][-1]["id"] != mine["id"]
+        finally:
+            await r.aclose()
+
+    asyncio.run(go())
+
+
 def test_a_series_and_a_top_list_of_the_same_range_share_one_read(valkey_url: str, seeded: h.Admin) -> None:
     """What the console does on every refresh: both at once, one bounded scan of the ledger."""
     from aiohttp.test_utils import TestClient, TestServer
