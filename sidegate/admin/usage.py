@@ -251,6 +251,14 @@ class Series:
         }
 
 
+_MAX_SEQ = 2**64 - 1
+
+
+def _stream_id(text: str) -> tuple[int, int]:
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def _rounded(values: list[Any]) -> list[Any]:
     return [round(v, 6) if isinstance(v, float) else v for v in values]
 
@@ -334,22 +342,27 @@ async def recent(
     redis: Redis, who: Principal, tenant: str | None, after: str | None, limit: int, *, stream: str = STREAM
 ) -> dict[str, Any]:
     """The newest ``limit`` requests the caller sees, newer than the stream id ``after`` (exclusive),
-    oldest first; ``cursor`` is the newest id looked at (pass it back as ``after``): for a caller
-    scoped to one tenant, the newest id of its own (the id of another tenant's request would tell it
-    when that came). ``skipped`` says that more new requests than ``limit`` (or :data:`RECENT_SCAN`
-    records) came since ``after``."""
+    oldest first; ``cursor`` is the newest id looked at (pass it back as ``after``). For a caller
+    scoped to one tenant it is the store's clock when the look began (or its own newest id, if later):
+    the id of another tenant's request would tell it when that came. ``skipped`` says that more new
+    requests than ``limit`` (or :data:`RECENT_SCAN` records) came since ``after``."""
     low = f"({after}" if after else "-"
     rows: list[dict[str, Any]] = []
     cursor, scanned, skipped = after, 0, False
     scoped = who.tenant is not None
+    if scoped:  # every id the store gives from now on is above this one (ms before now, last seq)
+        sec, usec = await redis.time()
+        cursor = f"{int(sec) * 1000 + int(usec) // 1000 - 1}-{_MAX_SEQ}"
+        if after is not None and _stream_id(after) > _stream_id(cursor):
+            cursor = after
     async for eid, rec in newest_first(redis, low, "+", RECENT_SCAN, stream=stream):
         if scanned == 0 and not scoped:
             cursor = eid
         scanned += 1
         if (tenant is not None and rec.tenant != tenant) or not who.sees(rec.tenant):
             continue
-        if not rows and scoped:
-            cursor = eid
+        if not rows and scoped and _stream_id(eid) > _stream_id(cursor or "0-0"):
+            cursor = eid  # its own newest, written since the clock was read: not to be shown twice
         if len(rows) == limit:
             skipped = after is not None
             break
