@@ -251,7 +251,8 @@ class Series:
         }
 
 
-_MAX_SEQ = 2**64 - 1
+_MAX_SEQ = 10**19 - 1
+"""Above any sequence number one millisecond holds, and short enough for :data:`AFTER_PATTERN`."""
 
 
 def _stream_id(text: str) -> tuple[int, int]:

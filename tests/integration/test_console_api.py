@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import time
 from pathlib import Path
@@ -304,6 +305,7 @@ def test_a_scoped_callers_answers_reveal_nothing_of_other_tenants_traffic(
             # The cursor moves on by the store's clock, never to acme's newest id (so an idle tenant's
             # poll neither learns when the others' requests came nor looks through them again).
             assert tail["cursor"] != newest and _id(tail["cursor"]) > _id(newest)
+            assert re.fullmatch(usage.AFTER_PATTERN, tail["cursor"])  # the API takes it back as `after`
             idle = await usage.recent(r, viewer, None, mine["id"], 50)
             assert idle["requests"] == [] and not idle["skipped"]
             assert idle["cursor"] != newest and _id(idle["cursor"]) > _id(newest)
