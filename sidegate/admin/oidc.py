@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,11 +23,13 @@ import aiohttp
 import jwt
 import orjson
 
+from sidegate.admin.controlplane.rules import TENANT_PATTERN
 from sidegate.admin.principal import Principal, Role
 from sidegate.config.admin import OidcConfig
 
 log = logging.getLogger("sidegate.admin")
 
+_TENANT = re.compile(TENANT_PATTERN[1:-1])
 # Most powerful first: a token naming several roles gets the first it names in this order.
 _ROLE_ORDER = (Role.OWNER, Role.TENANT_ADMIN, Role.VIEWER)
 
@@ -194,8 +197,13 @@ class OidcVerifier:
         role = next((r for r in _ROLE_ORDER if r.value in named), None)
         if role is None:
             raise OidcRejected(403, "forbidden", f"the token grants no admin role (claim {cfg.role_claim})")
+        if role is Role.OWNER:
+            return Principal(f"oidc:{sub}", role, None)
         tenant = claims.get(cfg.tenant_claim)
-        tenant = tenant if isinstance(tenant, str) and tenant else None
+        # Only an absent claim means every tenant (a global viewer). A claim that names no single
+        # tenant (a list, a number, "", "*") is refused: read as "none" it would widen the scope.
+        if tenant is not None and not (isinstance(tenant, str) and _TENANT.fullmatch(tenant)):
+            raise OidcRejected(403, "forbidden", f"the {cfg.tenant_claim} claim is not a tenant name")
         if role is Role.TENANT_ADMIN and tenant is None:
             raise OidcRejected(403, "forbidden", f"a tenant_admin token needs the {cfg.tenant_claim} claim")
-        return Principal(f"oidc:{sub}", role, None if role is Role.OWNER else tenant)
+        return Principal(f"oidc:{sub}", role, tenant)

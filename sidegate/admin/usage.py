@@ -193,13 +193,17 @@ async def scan(
     if window.count == 0:
         return out, info
     last_ts: float | None = None
+    read = 0
     async for _, rec in newest_first(redis, start_ms, end_ms, limit, stream=stream, lean=True):
-        info.records_read += 1
+        read += 1
         last_ts = rec.ts
         if (tenant is not None and rec.tenant != tenant) or not who.sees(rec.tenant):
             continue
         out.append(rec)
-    if info.records_read >= limit and last_ts is not None:
+    # A caller scoped to one tenant is told how many of its records were read, never how many the
+    # whole gateway holds (every tenant's traffic, counted window by window).
+    info.records_read = read if who.tenant is None else len(out)
+    if read >= limit and last_ts is not None:
         info.truncated = True
         info.complete_from = last_ts
     return out, info
@@ -245,6 +249,15 @@ class Series:
                 {"group": name, **{m: _rounded(getattr(line, m)) for m in METRICS}} for name, line in kept
             ],
         }
+
+
+_MAX_SEQ = 10**19 - 1
+"""Above any sequence number one millisecond holds, and short enough for :data:`AFTER_PATTERN`."""
+
+
+def _stream_id(text: str) -> tuple[int, int]:
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _rounded(values: list[Any]) -> list[Any]:
@@ -330,17 +343,27 @@ async def recent(
     redis: Redis, who: Principal, tenant: str | None, after: str | None, limit: int, *, stream: str = STREAM
 ) -> dict[str, Any]:
     """The newest ``limit`` requests the caller sees, newer than the stream id ``after`` (exclusive),
-    oldest first; ``cursor`` is the newest id looked at (pass it back as ``after``). ``skipped`` says
-    that more new requests than ``limit`` (or :data:`RECENT_SCAN` records) came since ``after``."""
+    oldest first; ``cursor`` is the newest id looked at (pass it back as ``after``). For a caller
+    scoped to one tenant it is the store's clock when the look began (or its own newest id, if later):
+    the id of another tenant's request would tell it when that came. ``skipped`` says that more new
+    requests than ``limit`` (or :data:`RECENT_SCAN` records) came since ``after``."""
     low = f"({after}" if after else "-"
     rows: list[dict[str, Any]] = []
     cursor, scanned, skipped = after, 0, False
+    scoped = who.tenant is not None
+    if scoped:  # every id the store gives from now on is above this one (ms before now, last seq)
+        sec, usec = await redis.time()
+        cursor = f"{int(sec) * 1000 + int(usec) // 1000 - 1}-{_MAX_SEQ}"
+        if after is not None and _stream_id(after) > _stream_id(cursor):
+            cursor = after
     async for eid, rec in newest_first(redis, low, "+", RECENT_SCAN, stream=stream):
-        if scanned == 0:
+        if scanned == 0 and not scoped:
             cursor = eid
         scanned += 1
         if (tenant is not None and rec.tenant != tenant) or not who.sees(rec.tenant):
             continue
+        if not rows and scoped and _stream_id(eid) > _stream_id(cursor or "0-0"):
+            cursor = eid  # its own newest, written since the clock was read: not to be shown twice
         if len(rows) == limit:
             skipped = after is not None
             break

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import time
 from pathlib import Path
@@ -277,6 +278,52 @@ def test_a_scoped_viewer_sees_only_its_tenant(valkey_url: str, seeded: h.Admin) 
         await redis.aclose()
 
     asyncio.run(go())
+
+
+def test_a_scoped_callers_answers_reveal_nothing_of_other_tenants_traffic(
+    valkey_url: str, seeded: h.Admin
+) -> None:
+    """How many records the whole gateway holds, and when the others' requests came, are other
+    tenants' business: a viewer scoped to globex reads a count of its own records, and its tail's
+    cursor is the store's clock, never another tenant's newer request."""
+
+    async def go() -> None:
+        r = client(valkey_url, 2.0)
+        try:
+            window = usage.Window.of(BASE, time.time(), HOUR)
+            viewer = Principal("v", Role.VIEWER, tenant="globex")
+            recs, info = await usage.scan(r, viewer, None, window)
+            assert len(recs) == 1 and info.records_read == 1  # not the 5 of every tenant
+            owner = Principal("env", Role.OWNER)
+            _, seen_by_owner = await usage.scan(r, owner, "globex", window)
+            assert seen_by_owner.records_read == 5  # an owner is told everything read
+            everything = await usage.recent(r, owner, None, None, 50)
+            newest = everything["requests"][-1]["id"]
+            assert everything["cursor"] == newest and everything["requests"][-1]["tenant"] == "acme"
+            tail = await usage.recent(r, viewer, None, None, 50)
+            (mine,) = tail["requests"]
+            # The cursor moves on by the store's clock, never to acme's newest id (so an idle tenant's
+            # poll neither learns when the others' requests came nor looks through them again).
+            assert tail["cursor"] != newest and _id(tail["cursor"]) > _id(newest)
+            assert re.fullmatch(usage.AFTER_PATTERN, tail["cursor"])  # the API takes it back as `after`
+            idle = await usage.recent(r, viewer, None, mine["id"], 50)
+            assert idle["requests"] == [] and not idle["skipped"]
+            assert idle["cursor"] != newest and _id(idle["cursor"]) > _id(newest)
+            await r.xadd(STREAM, LedgerRecord(ts=time.time(), tenant="globex", model="later").to_fields())
+            again = await usage.recent(r, viewer, None, idle["cursor"], 50)
+            assert [x["model"] for x in again["requests"]] == ["later"]
+        finally:
+            await r.aclose()
+
+    try:
+        asyncio.run(go())
+    finally:
+        _seed(valkey_url, _records())
+
+
+def _id(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq)
 
 
 def test_a_series_and_a_top_list_of_the_same_range_share_one_read(valkey_url: str, seeded: h.Admin) -> None:

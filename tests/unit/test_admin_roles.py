@@ -146,6 +146,18 @@ def test_oidc_maps_roles_and_tenants() -> None:
     assert _rejected(v, ISSUER.mint("eve", "root")) == 403
 
 
+def test_oidc_unusable_tenant_claim_is_refused_not_widened() -> None:
+    """A tenant claim that is present but not one tenant's name (a list, a number, "", "*") must not
+    make a viewer a viewer of every tenant (fail closed): only an absent claim means every tenant."""
+    v = _verifier()
+    for bad in (["acme"], ["acme", "globex"], 7, "", "*", "acme/ml", {"name": "acme"}):
+        assert _rejected(v, ISSUER.mint("eve", "viewer", sidegate_tenant=bad)) == 403, bad
+        assert _rejected(v, ISSUER.mint("eve", "tenant_admin", sidegate_tenant=bad)) == 403, bad
+    assert _principal(v, ISSUER.mint("eve", "viewer")) == Principal("oidc:eve", Role.VIEWER, None)
+    owner = ISSUER.mint("ann", "owner", sidegate_tenant=["x"])
+    assert _principal(v, owner).tenant is None  # owners act on every tenant
+
+
 def test_oidc_role_map() -> None:
     v = _verifier(role_claim="groups", role_map={"gw-admins": "owner", "gw-readers": "viewer"})
     assert _principal(v, ISSUER.mint("a", None, groups=["staff", "gw-readers"])).role is Role.VIEWER
