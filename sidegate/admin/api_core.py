@@ -98,7 +98,9 @@ async def delete_tenant(request: web.Request) -> web.Response:
     return respond({"name": name, "revoked_keys": revoked})
 
 
-@guard("write", path("name"))
+# The tenant's own limits are the ceiling its owner sets (a tenant_admin raising them would undo a
+# budget); inside them, a tenant_admin sets its teams' and users' limits (sidegate/admin/api_org.py).
+@guard("owner", path("name"))
 async def put_limits(request: web.Request) -> web.Response:
     name = tenant_param(request)
     limits = cp.check_limits(await body(request, True, cp.LIMIT_FIELDS))

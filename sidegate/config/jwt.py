@@ -103,12 +103,24 @@ class JwtProviderConfig(StrictModel):
     """Client model names a JWT caller of this issuer may use; `*` = every model."""
     clock_skew_s: int = Field(60, ge=0, le=600)
     """Tolerance on `exp` and `nbf`."""
+    tenants: list[str] = Field(default_factory=list)
+    """The tenants this issuer's tokens may name through `claims.tenant`; empty = any. An identity
+    provider shared by several organisations should list its own: a claim is whatever the IdP's
+    users can get into their token."""
 
     @field_validator("tenant")
     @classmethod
     def _tenant(cls, v: str | None) -> str | None:
         if v is not None and not NAME_PATTERN.match(v):
             raise ValueError(f"must match {NAME_PATTERN.pattern}")
+        return v
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenants(cls, v: list[str]) -> list[str]:
+        bad = [t for t in v if not NAME_PATTERN.match(t)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} must match {NAME_PATTERN.pattern}")
         return v
 
     @model_validator(mode="after")

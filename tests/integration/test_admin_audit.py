@@ -42,7 +42,9 @@ def test_each_change_is_audited_with_actor_and_source(server: rh.Server, valkey_
         rotated = c.post(f"/keys/{kid}/rotate", json={"overlap_s": 5}).json()
         c.post(f"/keys/{rotated['record']['id']}/revoke")
     with server.client(f"Bearer {admin_tok['token']}") as c:
-        assert c.put(f"/tenants/{t}/limits", json={"rpm": 20, "daily_usd": 1.5}).status_code == 200
+        # The tenant's own ceiling is the owner's; within it, the tenant_admin sets its teams' limits.
+        assert c.put(f"/tenants/{t}/limits", json={"rpm": 20}).status_code == 403
+        assert c.put(f"/tenants/{t}/teams/ml", json={"limits": {"rpm": 20, "daily_usd": 1.5}}).status_code == 201
     jwt = server.issuer.mint("ops@example.com", "tenant_admin", t)
     with server.client(f"Bearer {jwt}") as c:
         assert c.post("/keys", json={"tenant": t}).status_code == 201
@@ -51,15 +53,15 @@ def test_each_change_is_audited_with_actor_and_source(server: rh.Server, valkey_
 
     entries = _audit(server, tenant=t)
     assert [e["action"] for e in reversed(entries)] == [
-        "admin_token.create", "tenant.create", "key.create", "key.rotate", "key.revoke", "tenant.limits",
+        "admin_token.create", "tenant.create", "key.create", "key.rotate", "key.revoke", "team.put",
         "key.create", "key.create",
     ]  # fmt: skip
     by_action = {(e["action"], e["actor"]): e for e in entries}
     env = by_action[("tenant.create", "env")]
     assert env["role"] == "owner" and env["source"] == "127.0.0.1" and env["tenant"] == t
     assert env["before"] is None and env["after"]["limits"]["rpm"] == 10
-    limits = by_action[("tenant.limits", f"token:{admin_tok['record']['id']}")]
-    assert limits["role"] == "tenant_admin" and limits["before"]["limits"]["rpm"] == 10
+    limits = by_action[("team.put", f"token:{admin_tok['record']['id']}")]
+    assert limits["role"] == "tenant_admin" and limits["before"] is None and limits["target"] == f"team:{t}/ml"
     assert limits["after"]["limits"] == {"rpm": 20, "tpm": None, "daily_usd": 1.5, "monthly_usd": None}
     rot = by_action[("key.rotate", "env")]
     assert rot["target"] == f"key:{kid}" and rot["after"]["new"]["id"] == rotated["record"]["id"]

@@ -166,3 +166,12 @@ def test_authorize_jwt_first_then_keys_and_failures_throttled():
         ).status
         == 401
     )
+
+
+def test_an_issuer_limited_to_its_tenants_refuses_a_claim_naming_another():
+    callers = _callers(tenants=["acme"])
+    ok = callers.decide(_h(), {"corp": {"org": "acme", "sub": "alice"}})
+    assert isinstance(ok, Allow) and ok.tenant == "acme"
+    no = callers.decide(_h(), {"corp": {"org": "globex", "sub": "mallory"}})
+    assert isinstance(no, Deny) and (no.status, no.reason) == (401, "jwt_bad_claim")
+    assert b"globex" not in no.body and b"mallory" not in no.body

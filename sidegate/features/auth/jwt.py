@@ -162,6 +162,8 @@ class JwtCallers:
             return _refuse(
                 headers, "jwt_no_tenant", f"The bearer token carries {what} tenant (claim '{claims.tenant}')."
             )
+        if p.tenants and tenant not in p.tenants:
+            return _refuse(headers, "jwt_bad_claim", "The bearer token names a tenant its issuer may not name.")
         levels = {"team": claims.team, "user": claims.user}
         found = {lv: (_text(_claim(payload, c)) or "") if c else "" for lv, c in levels.items()}
         for level, value in found.items():
