@@ -242,3 +242,23 @@ def test_stream_responses_client(chunks: list[bytes]) -> None:
     assert st_.finish() == b""
     check_usage(st_.usage)
     check_responses_stream(out)
+
+
+def test_a_repeated_tool_use_id_gives_the_responses_client_distinct_call_ids() -> None:
+    """Found by the fuzzer above: two tool calls with one toolUseId made the openai SDK stop the
+    stream ("conflicting output identities"). Each call id is given once per response."""
+    events = [["messageStart", {"role": "assistant"}]]
+    for i in (0, 1):
+        events += [
+            ["contentBlockStart", {"contentBlockIndex": i, "start": {"toolUse": {"toolUseId": "t1", "name": "f"}}}],
+            ["contentBlockDelta", {"contentBlockIndex": i, "delta": {"toolUse": {"input": "{}"}}}],
+            ["contentBlockStop", {"contentBlockIndex": i}],
+        ]
+    events += [["messageStop", {"stopReason": "tool_use"}],
+               ["metadata", {"usage": {"inputTokens": 3, "outputTokens": 4, "totalTokens": 7}, "metrics": {"latencyMs": 1}}]]  # fmt: skip
+    st_ = get_translator(Api.RESPONSES, Api.BEDROCK).stream(client_wants_usage=False)
+    out = b"".join(st_.feed(c) for c in b.frames(events)) + st_.finish()
+    check_responses_stream(out)
+    done = [orjson.loads(line[6:]) for line in out.split(b"\n") if line.startswith(b"data: ")]
+    calls = [e["item"]["call_id"] for e in done if e.get("type") == "response.output_item.done"]
+    assert calls == ["t1", "t1_2"]

@@ -67,6 +67,7 @@ _DELTAS = {
 
 class ResponsesStreamEncoder:
     __slots__ = (
+        "_call_ids",
         "_created",
         "_delta_head",
         "_delta_tail",
@@ -96,6 +97,7 @@ class ResponsesStreamEncoder:
         self._item: dict[str, Any] = {}
         self._parts: list[str] = []  # the open item's text or argument fragments
         self._tools: dict[int, dict[str, Any]] = {}  # form tool index -> its function_call item
+        self._call_ids: set[str] = set()  # the call ids given so far (each once: see _call_id)
         self._stop = "end"
         self._usage: Usage | None = None
         self._thinking: int | None = None
@@ -200,7 +202,8 @@ class ResponsesStreamEncoder:
                     )
                 out += self._delta(ev.text)  # type: ignore[union-attr]
             elif t is ToolStart:
-                item = function_item(self._ids("fc"), ev.id or f"call_{ev.index}", ev.name, "", "in_progress")  # type: ignore[union-attr]
+                item = function_item(self._ids("fc"), self._call_id(ev.id or f"call_{ev.index}"), ev.name, "",  # type: ignore[union-attr]
+                                     "in_progress")  # fmt: skip
                 out += self._open(_TOOL, item)
                 self._tools[ev.index] = item  # type: ignore[union-attr]
                 if ev.arguments:  # type: ignore[union-attr]
@@ -219,6 +222,19 @@ class ResponsesStreamEncoder:
             elif t is Failure:
                 out += self._fail(ev)  # type: ignore[arg-type]
         return out
+
+    def _call_id(self, want: str) -> str:
+        """``want``, or ``want_2``, ``want_3``... if an earlier call of this response has it. Clients key
+        a response's tool calls on their call id (the openai SDK stops a stream with two items of one
+        id); a provider stream that repeats one (fuzzing found it with Bedrock's toolUseId) must not
+        break the client. Its result then names the id given here, which the provider never issued:
+        the provider's own error, on the next turn, says so."""
+        call_id, n = want, 1
+        while call_id in self._call_ids:
+            n += 1
+            call_id = f"{want}_{n}"
+        self._call_ids.add(call_id)
+        return call_id
 
     def _tool_delta(self, ev: ToolDelta) -> bytes:
         item = self._tools.get(ev.index)
