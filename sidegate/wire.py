@@ -102,6 +102,23 @@ def route_value(model: str, start: int) -> str:
     return model if start == 0 else f"{model}#{start}"
 
 
+def pinned_route_value(model: str, provider: str) -> str:
+    """Value of the route header for `model`'s chain tried first on `provider`, then on the chain's
+    other providers in its order (models with a routing policy: ModelConfig.pins)."""
+    return f"{model}@{provider}"
+
+
+# -- live configuration (xDS; sidegate/routingstore.py) -------------------------------------------
+CONFIG_VERSION_HEADER = "x-sidegate-config-version"
+"""The routing document version of the route table Envoy matched the request against: Envoy sets it
+on every request (a header_mutation on the virtual host, overwriting a client's), so the gateway
+stage routes with the models that table has, whichever version it loaded last."""
+PROVIDER_OVERRIDE_HEADER = "x-sidegate-provider"
+"""A client's choice of first provider, where the model's policy allows it (RoutingPolicy.override_header)."""
+XDS_CLUSTER = "sidegate_xds"
+"""The bootstrap's one static cluster in xDS mode: the Sidegate xDS server (ADS)."""
+
+
 class TryWire:
     """The try lane's wire contract: header names shared by its Lua (lua/envoy_try_lane.lua, where they are
     `${h_<name>}`) and extproc/trylane.py. Answers of the front carry them as headers; those of the

@@ -15,6 +15,7 @@ from sidegate.config.providers import (
     ModelConfig,
     ProviderConfig,
     RouteConfig,
+    RoutingPolicy,
     WeightedKey,
 )
 from sidegate.config.quota import QuotaPolicy, TenantQuota
@@ -41,6 +42,6 @@ from sidegate.config.tracing import TracingConfig
 __all__ = [
     "NEVER_FORWARDED", "NEVER_FORWARDED_PREFIXES", "AuthStyle", "BreakerConfig", "CachePolicy", "ConfigError",
     "GuardPolicy", "KeyConfig", "ListenerConfig", "ModelConfig", "ObservabilityConfig", "ProviderConfig",
-    "QuotaPolicy", "ResponsesConfig", "RouteConfig", "RouteDefaults", "SemanticSettings", "ServicesConfig", "SidegateConfig",
+    "QuotaPolicy", "ResponsesConfig", "RouteConfig", "RouteDefaults", "RoutingPolicy", "SemanticSettings", "ServicesConfig", "SidegateConfig",
     "StoreConfig", "TenantConfig", "TenantQuota", "TracingConfig", "WeightedKey", "load", "load_or_exit", "local_address", "parse",
 ]  # fmt: skip

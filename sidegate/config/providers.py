@@ -225,6 +225,22 @@ class BreakerConfig(StrictModel):
     """A 429/503 with `retry-after` ejects the provider at once, for that long (capped)."""
 
 
+class RoutingPolicy(StrictModel):
+    """How the gateway picks a model's first provider for a request (docs/routing.md). Fallbacks
+    after it keep the chain's order, and the breaker's ejections apply whatever the policy."""
+
+    kind: Literal["ordered", "cost", "latency"] = "ordered"
+    """`ordered`: the chain as configured (priorities, weights). `cost`: the healthy provider whose
+    price makes the request's estimated tokens cheapest. `latency`: the healthy provider with the
+    lowest time to first token (an EWMA shared by every replica through the store), penalised by
+    its error rate."""
+    override_header: bool = False
+    """A client may name the provider to try first in `x-sidegate-provider` (one of this model's
+    routes; anything else is refused 400): canary tests of a provider, whatever the weights."""
+    tenants: dict[str, str] = Field(default_factory=dict)
+    """Tenant -> the provider it is always tried on first (a canary for one tenant)."""
+
+
 class ModelConfig(StrictModel):
     routes: list[RouteConfig] = Field(min_length=1)
     """Ordered chain: the first is primary, the rest are fallbacks."""
@@ -241,12 +257,24 @@ class ModelConfig(StrictModel):
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     guard: GuardPolicy | Literal["default"] | None = "default"
     """PII/injection guard for this model: a policy, null (off), or "default" (`defaults.guard`)."""
+    policy: RoutingPolicy = Field(default_factory=RoutingPolicy)
+    """How the first provider is picked (ordered, cost, latency; canary overrides)."""
+
+    @property
+    def pins(self) -> bool:
+        """The gateway picks this model's first provider itself: Envoy has one route per provider
+        of the chain (`<model>@<provider>`) beside the chain's own."""
+        p = self.policy
+        return p.kind != "ordered" or p.override_header or bool(p.tenants)
 
     @model_validator(mode="after")
     def _unique_providers(self) -> ModelConfig:
         names = [r.provider for r in self.routes]
         if len(names) != len(set(names)):
             raise ValueError("a provider may appear only once in a model's route chain")
+        for tenant, provider in self.policy.tenants.items():
+            if provider not in names:
+                raise ValueError(f"policy.tenants.{tenant}: {provider!r} is not a provider of this model's routes")
         return self
 
     def groups(self) -> list[list[RouteConfig]]:

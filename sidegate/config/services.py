@@ -117,6 +117,12 @@ class ServicesConfig(StrictModel):
     back-off starts over). Children are never given up on (docs/deployment.md)."""
     restart_backoff_max_s: float = Field(30.0, gt=0)
     """`sidegate up`: longest wait between restarts of a child that keeps exiting."""
+    xds: bool = True
+    """Envoy gets its listener, routes and clusters from Sidegate's xDS server (ADS over gRPC), so
+    models, providers, chains, weights and prices change live (docs/control-plane.md). False: a
+    static bootstrap, re-rendered and hot-restarted for each such change."""
+    xds_port: int = Field(9020, ge=0, le=65535)
+    """The xDS server's port (loopback: only this replica's Envoy connects)."""
     direct_lane: bool = True
     """Non-streaming requests whose providers take the client's body as is skip the per-try
     ext_proc: Envoy injects the credential and reads the usage; the completion hooks get the finished
