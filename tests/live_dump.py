@@ -168,3 +168,16 @@ def static_render(cfg: Any, token_file: str) -> dict[str, dict[str, dict[str, An
 
     services = cfg.services.model_copy(update={"internal_token_file": token_file})
     return rendered_static(render.bootstrap(cfg.model_copy(update={"services": services})))
+
+
+def expected(r: Any, doc: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """What a fresh start of replica `r` with routing document `doc` gives Envoy."""
+    from sidegate.config.routing import with_routing
+
+    cfg = with_routing(r.sup.cfg, doc)
+    return static_render(cfg, str(r.sup.workdir / "internal-token.yaml"))
+
+
+def render_differences(r: Any, doc: dict[str, Any]) -> list[str]:
+    """Replica `r`'s Envoy against a fresh render of its config with `doc` (empty: they match)."""
+    return differences(dumped(config_dump(r.admin_url)), expected(r, doc))

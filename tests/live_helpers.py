@@ -39,6 +39,9 @@ LONG_CHUNK_DELAY_S = 0.1
 ANSWER_WORDS = " ".join(f"w{i}" for i in range(LONG_CHUNKS))
 """Enough words that a long stream really comes in LONG_CHUNKS pieces."""
 PRICED_UPSTREAM = "m-priced"
+COST_UPSTREAM = {"p1": "m-cost-1", "p2": "m-cost-2"}
+"""`cheap` (cost policy): p1's upstream model is the cheaper one until a change makes it dearer."""
+LATENCY_UPSTREAM = "m-lat"
 
 
 def answer_text(provider: str) -> str:
@@ -71,14 +74,23 @@ def pace_long_streams(fp: FakeProviderThread) -> None:
     fp.set_default({"model": LONG_UPSTREAM, "chunks": LONG_CHUNKS, "chunk_delay_s": LONG_CHUNK_DELAY_S})
 
 
+def slow(fp: FakeProviderThread, model: str, delay_s: float) -> None:
+    """Every later `model` request to `fp` waits `delay_s` before its answer's headers (a queued
+    behaviour of unlimited uses: the fake's default, the long streams' pacing, stays)."""
+    fp.script([{"model": model, "delay_s": delay_s, "times": -1}])
+
+
 def provider_entry(name: str, fakes: dict[str, FakeProviderThread]) -> dict[str, Any]:
     return {"api": "openai", "base_url": fakes[name].url, "api_key_env": "E2E_OPENAI_KEY"}
 
 
 def with_twins(models: dict[str, Any]) -> dict[str, Any]:
-    """`models` plus a `<name>-long` twin of each (same routes, upstream model LONG_UPSTREAM)."""
+    """`models` plus a `<name>-long` twin of each model without a routing policy (same routes,
+    upstream model LONG_UPSTREAM)."""
     out = {k: v for k, v in models.items() if not k.endswith("-long")}
     for name, m in list(out.items()):
+        if "policy" in m:
+            continue
         twin = copy.deepcopy(m)
         for r in twin["routes"]:
             r["model"] = LONG_UPSTREAM
@@ -86,18 +98,39 @@ def with_twins(models: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def canary_routes(w1: int, w2: int) -> list[dict[str, Any]]:
+    """`canary`'s chain: p1 and p2 at one priority, weighted w1/w2."""
+    return [{"provider": "p1", "model": UPSTREAM, "priority": 0, "weight": w1},
+            {"provider": "p2", "model": UPSTREAM, "priority": 0, "weight": w2}]  # fmt: skip
+
+
+NEW_PRICE = {"input_per_mtok": 7000.0, "output_per_mtok": 9000.0}
+"""`PRICED_UPSTREAM`'s price after the change (before: 1000/2000)."""
+
+
 def initial_routing(fakes: dict[str, FakeProviderThread]) -> dict[str, Any]:
     """The file's routing sections: providers p1, p2; models `chat` (p1), `canary` (p1 and p2 at one
     priority, p1 first), `priced` (p2, priced upstream model) and their long twins; the price table."""
     models = {
         "chat": {"routes": [{"provider": "p1", "model": UPSTREAM}]},
-        "canary": {"routes": [{"provider": "p1", "model": UPSTREAM}]},
+        "canary": {"routes": canary_routes(100, 0)},
         "priced": {"routes": [{"provider": "p2", "model": PRICED_UPSTREAM}]},
-    }
+        # routing policies: the cheapest of p1/p2 by the price table; the fastest of p1/p2
+        "cheap": {"routes": [{"provider": "p1", "model": COST_UPSTREAM["p1"]}, {"provider": "p2", "model": COST_UPSTREAM["p2"]}],
+                  "policy": {"kind": "cost"}},
+        "quick": {"routes": [{"provider": "p1", "model": LATENCY_UPSTREAM}, {"provider": "p2", "model": LATENCY_UPSTREAM}],
+                  "policy": {"kind": "latency"}},
+    }  # fmt: skip
     return {
         "providers": {n: provider_entry(n, fakes) for n in ("p1", "p2")},
         "models": with_twins(models),
-        "quota": {"prices": {PRICED_UPSTREAM: {"input_per_mtok": 1000.0, "output_per_mtok": 2000.0}}},
+        "quota": {
+            "prices": {
+                PRICED_UPSTREAM: {"input_per_mtok": 1000.0, "output_per_mtok": 2000.0},
+                COST_UPSTREAM["p1"]: {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
+                COST_UPSTREAM["p2"]: {"input_per_mtok": 2.0, "output_per_mtok": 4.0},
+            }
+        },
     }
 
 

@@ -11,8 +11,23 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from live_dump import config_dump, differences, dumped, static_render
-from live_helpers import Replica, replicas, start_fakes, until_applied
+from live_changes import Changes, has_cluster, moved, whole
+from live_dump import config_dump, differences, dumped, render_differences, static_render
+from live_helpers import (
+    COST_UPSTREAM,
+    LATENCY_UPSTREAM,
+    NEW_PRICE,
+    PRICED_UPSTREAM,
+    UPSTREAM,
+    Replica,
+    canary_routes,
+    pace_long_streams,
+    provider_entry,
+    replicas,
+    slow,
+    start_fakes,
+    until_applied,
+)
 from live_load import Load, LongStream
 
 from sidegate.fakes import FakeProviderThread
@@ -77,3 +92,116 @@ def test_envoy_config_dump_matches_a_fresh_render_on_each_replica(reps: list[Rep
         assert r.sup is not None
         expected = static_render(r.sup.cfg, str(r.sup.workdir / "internal-token.yaml"))
         assert not differences(dumped(config_dump(r.admin_url)), expected)
+
+
+def test_routing_changes_apply_on_both_replicas_under_load(
+    reps: list[Replica], fakes: dict[str, FakeProviderThread]
+) -> None:
+    """Add a model; add a provider to a chain; move weights 100/0 -> 0/100; change a price; remove a
+    provider (from the chain, then delete it); a refused change: each on both replicas within 1 s,
+    Envoy's dump = a fresh render after each, zero failed requests, every in-flight stream whole."""
+    a = reps[0]
+    load = Load([r.base_url for r in reps], a.keys["load"].key, LOAD_MODELS)
+    ch = Changes(reps, load, check_dump=lambda r: render_differences(r, ch.current_doc()))
+    longs: list[LongStream] = []
+    try:
+        load.start()
+        time.sleep(0.5)
+        # 1. a new model (while streams of another model are in flight)
+        longs += (streams := ch.longs("chat"))
+        since = time.monotonic()
+        ch.call("PUT", "/models/fresh", {"routes": [{"provider": "p2", "model": UPSTREAM}]})
+        ch.step("add model", since, ch.serves("fresh", "p2"))
+        whole(streams)
+        # 2. a new provider, first in the chain of `chat`
+        longs += (streams := ch.longs("chat"))
+        ch.call("PUT", "/providers/p3", provider_entry("p3", fakes))
+        since = ch.put_model(
+            "chat", [{"provider": "p3", "model": UPSTREAM}, {"provider": "p1", "model": UPSTREAM}]
+        )
+        s = ch.step("add provider to chain", since, ch.serves("chat", "p3"))
+        moved(load, "chat", "p3", since + max(s.took))
+        whole(streams)
+        # 3. canary weights 100/0 -> 0/100
+        longs += (streams := ch.longs("canary"))
+        since = ch.put_model("canary", canary_routes(0, 100))
+        s = ch.step("weights 100/0 -> 0/100", since, ch.serves("canary", "p2"), confirm=4)
+        moved(load, "canary", "p2", since + max(s.took))
+        whole(streams)
+        # 4. a price: the ledger's cost of the next requests on both replicas follows
+        longs += (streams := ch.longs("priced"))
+        since = time.monotonic()
+        ch.call("PUT", f"/prices/{PRICED_UPSTREAM}", NEW_PRICE)
+        ch.step(
+            "change a price",
+            since,
+            ch.costs("priced", NEW_PRICE["input_per_mtok"], NEW_PRICE["output_per_mtok"]),
+        )
+        whole(streams)
+        # 5. remove a provider: refused while routed, then out of the chain, then deleted (its
+        # cluster drains: a stream through it is still in flight when it goes)
+        streams = ch.longs("chat")
+        refused = ch.call("DELETE", "/providers/p3", expect=409)
+        assert "chat" in str(refused), refused
+        since = ch.put_model("chat", [{"provider": "p1", "model": UPSTREAM}])
+        s = ch.step("remove provider from chain", since, ch.serves("chat", "p1"))
+        since = time.monotonic()
+        ch.call("DELETE", "/providers/p3")
+        ch.step("delete provider", since, lambda r: not has_cluster(r, "p3"), confirm=1)
+        moved(load, "chat", "p1", since)
+        whole(streams, via="p3")
+        # 6. a bad change is refused with its location; nothing moves
+        before = ch.version()
+        bad = ch.call("PUT", "/models/chat", {"routes": [{"provider": "nope"}]}, expect=400)
+        assert any("models.chat.routes.0.provider" in p for p in bad["error"]["problems"]), bad
+        assert ch.version() == before
+        since = time.monotonic()
+        time.sleep(0.5)
+        assert all(ch.ask(r, "chat") == (200, "p1") for r in reps for _ in range(3))
+        moved(load, "chat", "p1", since)
+    finally:
+        load.stop()
+        ch.close()
+    print(ch.report())
+    print("load:", load.summary())
+    assert not load.failures(), load.failures()[:5]
+    assert all(s.complete for s in longs), [s.outcome for s in longs if not s.complete]
+    slow = [(s.name, s.took) for s in ch.steps if max(s.took) >= 1.0]
+    assert not slow, slow
+
+
+def test_cost_and_latency_policies_follow_prices_and_slowness_on_both_replicas(
+    reps: list[Replica], fakes: dict[str, FakeProviderThread]
+) -> None:
+    """Cost-based routing picks the cheaper of two healthy providers and moves when a price
+    changes (live, through the API); latency-based routing moves away from a slowed provider."""
+    load = Load([r.base_url for r in reps], reps[0].keys["load"].key, ["cheap", "quick"], workers=2)
+    ch = Changes(reps, load)
+    slowed: str | None = None
+    try:
+        load.start()
+        since = time.monotonic()
+        ch.step("cost: the cheaper (p1)", since, ch.serves("cheap", "p1"), confirm=3)
+        since = time.monotonic()
+        ch.call("PUT", f"/prices/{COST_UPSTREAM['p1']}", {"input_per_mtok": 5.0, "output_per_mtok": 10.0})
+        s = ch.step("cost: p1's price rises -> p2", since, ch.serves("cheap", "p2"), confirm=3)
+        moved(load, "cheap", "p2", since + max(s.took))
+        # latency: whichever provider serves `quick` now gets slow; traffic leaves it on both replicas
+        first = {ch.ask(r, "quick")[1] for r in reps for _ in range(3)}
+        assert len(first) == 1 and first <= {"p1", "p2"}, first
+        slowed = first.pop()
+        other = "p2" if slowed == "p1" else "p1"
+        since = time.monotonic()
+        slow(fakes[slowed], LATENCY_UPSTREAM, 0.4)
+        s = ch.step(f"latency: {slowed} slowed -> {other}", since, ch.serves("quick", other), confirm=3)
+    finally:
+        load.stop()
+        ch.close()
+        if slowed is not None:  # the module's other tests keep their fakes quick
+            fakes[slowed].provider._script.clear()
+            pace_long_streams(fakes[slowed])
+    print(ch.report())
+    print("load:", load.summary())
+    assert not load.failures(), load.failures()[:5]
+    assert max(ch.steps[1].took) < 1.0
+    assert max(s.took) < 10.0

@@ -1,0 +1,178 @@
+"""The changes of issue 26's "Done when", each applied through the admin API under load and measured
+on every replica: probes (one request each, with the replica's own probe key) that reveal a change,
+and the ledger's newest records for a price change.
+
+`Changes` keeps the numbers: per step, commit -> applied on each replica, and Envoy's config dump
+matching a fresh render (tests/live_dump.py) on each replica afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from live_helpers import LONG_UPSTREAM, Replica, provider_of, until_applied
+from live_load import Load, LongStream
+
+from sidegate.features.ledger.ledger import STREAM, LedgerRecord
+from sidegate.store.redispy import client
+
+
+@dataclass
+class Step:
+    name: str
+    took: list[float]  # commit -> applied, per replica (s)
+    dump_s: list[float] = field(default_factory=list)  # commit -> Envoy's dump matching the render
+
+
+@dataclass
+class Changes:
+    reps: list[Replica]
+    load: Load
+    steps: list[Step] = field(default_factory=list)
+    check_dump: Callable[[Replica], list[str]] | None = None
+    """The differences between a replica's config dump and a fresh render (empty: they match)."""
+    _http: dict[int, httpx.Client] = field(default_factory=dict)
+
+    # -- the admin API (always the first replica's: every replica follows the one store) --------
+
+    def call(self, method: str, path: str, body: Any = None, expect: int = 200) -> dict[str, Any]:
+        with self.reps[0].admin() as adm:
+            r = adm.request(method, path, json=body)
+        assert r.status_code == expect, f"{method} {path}: {r.status_code} {r.text[:500]}"
+        return r.json()
+
+    def version(self) -> int:
+        return int(self.call("GET", "/routing")["version"])
+
+    def current_doc(self) -> dict[str, Any]:
+        return self.call("GET", "/routing")["doc"]
+
+    def put_model(self, name: str, routes: list[dict[str, Any]], **more: Any) -> float:
+        """PUT the model's long twin, then the model; returns when the model's PUT was sent."""
+        twin = [{**r, "model": LONG_UPSTREAM} for r in routes]
+        self.call("PUT", f"/models/{name}-long", {"routes": twin, **more})
+        since = time.monotonic()
+        self.call("PUT", f"/models/{name}", {"routes": routes, **more})
+        return since
+
+    # -- probes ----------------------------------------------------------------------------------
+
+    def ask(self, r: Replica, model: str) -> tuple[int, str | None]:
+        """One request for `model` with the replica's probe key: (status, serving provider)."""
+        i = self.reps.index(r)
+        http = self._http.get(i) or self._http.setdefault(i, httpx.Client(base_url=r.base_url, timeout=10))
+        body = {"model": model, "messages": [{"role": "user", "content": "probe"}]}
+        resp = http.post(
+            "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {r.keys[f'probe{i}'].key}"}
+        )
+        if resp.status_code != 200:
+            return resp.status_code, None
+        return 200, provider_of(resp.json()["choices"][0]["message"]["content"])
+
+    def serves(self, model: str, provider: str) -> Callable[[Replica], bool]:
+        return lambda r: self.ask(r, model) == (200, provider)
+
+    def costs(self, model: str, in_per_mtok: float, out_per_mtok: float) -> Callable[[Replica], bool]:
+        """A probe of `model` whose ledger record (the probe key's newest) is priced so."""
+
+        def probe(r: Replica) -> bool:
+            i = self.reps.index(r)
+            sent = time.time()
+            if self.ask(r, model)[0] != 200:
+                return False
+            rec = self.ledger_record(self.reps[0].keys[f"probe{i}"].id, sent)
+            want = (rec.input_tokens * in_per_mtok + rec.output_tokens * out_per_mtok) / 1e6
+            return abs(rec.cost_usd - want) <= 1e-9 + 1e-6 * want
+
+        return probe
+
+    def ledger_record(self, key_id: str, since: float, timeout_s: float = 3.0) -> LedgerRecord:
+        """The newest ledger record of `key_id` written for a request started after `since` (wall)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for rec in asyncio.run(_newest(self.reps[0].sup.redis_url)):  # type: ignore[union-attr]
+                if rec.key_id == key_id and rec.ts >= since - 0.005:
+                    return rec
+            time.sleep(0.02)
+        raise AssertionError(f"no ledger record of key {key_id} within {timeout_s}s")
+
+    # -- a step ------------------------------------------------------------------------------------
+
+    def step(self, name: str, since: float, shows: Callable[[Replica], bool], confirm: int = 2) -> Step:
+        """Measure `name` (committed at `since`) on every replica, then check each one's config dump."""
+        took = until_applied(self.reps, shows, since, confirm=confirm)
+        s = Step(name, took)
+        if self.check_dump is not None:
+            for r in self.reps:
+                s.dump_s.append(self.dump_matches(r, since))
+        self.steps.append(s)
+        return s
+
+    def dump_matches(self, r: Replica, since: float, timeout_s: float = 5.0) -> float:
+        assert self.check_dump is not None
+        problems: list[str] = []
+        while time.monotonic() - since < timeout_s:
+            problems = self.check_dump(r)
+            if not problems:
+                return time.monotonic() - since
+            time.sleep(0.1)
+        raise AssertionError(
+            f"{r.base_url}: Envoy's config dump differs from a fresh render:\n" + "\n".join(problems)[:4000]
+        )
+
+    def longs(self, model: str) -> list[LongStream]:
+        """A paced stream of `model`'s long twin on every replica, under way when this returns."""
+        key = self.reps[0].keys["load"].key
+        streams = [LongStream(r.base_url, key, f"{model}-long", i) for i, r in enumerate(self.reps)]
+        time.sleep(0.3)  # their first events have arrived: in flight through the current routes
+        return streams
+
+    def report(self) -> str:
+        lines = []
+        for s in self.steps:
+            applied = ", ".join(f"r{i} {t * 1000:.0f} ms" for i, t in enumerate(s.took))
+            dump = ", ".join(f"r{i} {t * 1000:.0f} ms" for i, t in enumerate(s.dump_s))
+            lines.append(f"{s.name}: applied {applied}" + (f"; dump = render {dump}" if dump else ""))
+        return "\n".join(lines)
+
+    def close(self) -> None:
+        for h in self._http.values():
+            h.close()
+
+
+async def _newest(url: str, count: int = 200) -> list[LedgerRecord]:
+    redis = client(url, socket_timeout_s=5.0)
+    try:
+        return [LedgerRecord.from_fields(f) for _, f in await redis.xrevrange(STREAM, count=count)]
+    finally:
+        await redis.aclose()
+
+
+def whole(streams: list[LongStream], via: str | None = None) -> None:
+    """Every stream arrived whole (and through `via`, when given)."""
+    for s in streams:
+        s.result()
+    assert all(s.complete for s in streams), [s.outcome for s in streams]
+    if via is not None:
+        assert all(s.outcome.provider == via for s in streams), [s.outcome.provider for s in streams]
+
+
+def moved(load: Load, model: str, provider: str, after: float, slack_s: float = 0.1) -> None:
+    """Every load request of `model` started after `after` (+ slack) was served by `provider`."""
+    served = load.served(model, after + slack_s)
+    assert set(served) <= {provider}, (model, provider, served)
+
+
+def has_cluster(r: Replica, provider: str) -> bool:
+    """Envoy on `r` still has a cluster of `provider` (its own, its direct or try lane's)."""
+    from live_dump import config_dump, dumped
+
+    from sidegate.wire import cluster_name, direct_cluster_name, try_cluster_name
+
+    names = {f(provider) for f in (cluster_name, direct_cluster_name, try_cluster_name)}
+    return bool(names & set(dumped(config_dump(r.admin_url))["clusters"]))
