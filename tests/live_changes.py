@@ -49,8 +49,10 @@ class Changes:
     def version(self) -> int:
         return int(self.call("GET", "/routing")["version"])
 
-    def current_doc(self) -> dict[str, Any]:
-        return self.call("GET", "/routing")["doc"]
+    def current(self) -> tuple[int, dict[str, Any]]:
+        """The routing document's current (version, document)."""
+        got = self.call("GET", "/routing")
+        return int(got["version"]), got["doc"]
 
     def put_model(self, name: str, routes: list[dict[str, Any]], **more: Any) -> float:
         """PUT the model's long twin, then the model; returns when the model's PUT was sent."""
@@ -103,9 +105,16 @@ class Changes:
 
     # -- a step ------------------------------------------------------------------------------------
 
-    def step(self, name: str, since: float, shows: Callable[[Replica], bool], confirm: int = 2) -> Step:
+    def step(
+        self,
+        name: str,
+        since: float,
+        shows: Callable[[Replica], bool],
+        confirm: int = 2,
+        timeout_s: float = 5.0,
+    ) -> Step:
         """Measure `name` (committed at `since`) on every replica, then check each one's config dump."""
-        took = until_applied(self.reps, shows, since, confirm=confirm)
+        took = until_applied(self.reps, shows, since, timeout_s=timeout_s, confirm=confirm)
         s = Step(name, took)
         if self.check_dump is not None:
             for r in self.reps:

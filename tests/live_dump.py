@@ -170,14 +170,29 @@ def static_render(cfg: Any, token_file: str) -> dict[str, dict[str, dict[str, An
     return rendered_static(render.bootstrap(cfg.model_copy(update={"services": services})))
 
 
-def expected(r: Any, doc: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
-    """What a fresh start of replica `r` with routing document `doc` gives Envoy."""
+def expected(r: Any, version: int, doc: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """What a fresh start of replica `r` with routing document `doc` (version `version`) gives
+    Envoy: in xDS mode the xDS bootstrap's static clusters plus the listener, routes and clusters
+    rendered for that version; else the static bootstrap's resources."""
+    from sidegate.bootstrap import render
     from sidegate.config.routing import with_routing
 
+    token_file = str(r.sup.workdir / "internal-token.yaml")
     cfg = with_routing(r.sup.cfg, doc)
-    return static_render(cfg, str(r.sup.workdir / "internal-token.yaml"))
+    if not (cfg.services.xds and hasattr(render, "resources")):
+        return static_render(cfg, token_file)
+    cfg = cfg.model_copy(
+        update={"services": cfg.services.model_copy(update={"internal_token_file": token_file})}
+    )
+    res = render.resources(cfg, xds_version=version)
+    static = render.xds_bootstrap(cfg)["static_resources"]["clusters"]
+    return {
+        "clusters": {c["name"]: c for c in static + res.clusters},
+        "listeners": {res.listener["name"]: res.listener},
+        "routes": {res.route_config["name"]: res.route_config},
+    }
 
 
-def render_differences(r: Any, doc: dict[str, Any]) -> list[str]:
+def render_differences(r: Any, version: int, doc: dict[str, Any]) -> list[str]:
     """Replica `r`'s Envoy against a fresh render of its config with `doc` (empty: they match)."""
-    return differences(dumped(config_dump(r.admin_url)), expected(r, doc))
+    return differences(dumped(config_dump(r.admin_url)), expected(r, version, doc))

@@ -80,6 +80,12 @@ def slow(fp: FakeProviderThread, model: str, delay_s: float) -> None:
     fp.script([{"model": model, "delay_s": delay_s, "times": -1}])
 
 
+def unslow(fp: FakeProviderThread) -> None:
+    """Undo `slow` (and any other script): normal answers, long streams paced."""
+    fp.reset()
+    pace_long_streams(fp)
+
+
 def provider_entry(name: str, fakes: dict[str, FakeProviderThread]) -> dict[str, Any]:
     return {"api": "openai", "base_url": fakes[name].url, "api_key_env": "E2E_OPENAI_KEY"}
 
