@@ -195,7 +195,7 @@ def test_cost_and_latency_policies_follow_prices_and_slowness_on_both_replicas(
         s = ch.step(
             "latency: p1 slowed more -> p2", since, ch.serves("quick", "p2"), confirm=3, timeout_s=15.0
         )
-        moved(load, "quick", "p2", since + max(s.took), slack_s=0.6)  # a request in flight then ends late
+        moved(load, "quick", "p2", since + max(s.took), slack_s=0.6, share=0.9)
     finally:
         load.stop()
         ch.close()
