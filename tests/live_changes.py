@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from live_helpers import LONG_UPSTREAM, Replica, provider_of, until_applied
-from live_load import Load, LongStream
+from live_helpers import Replica, provider_of, until_applied, with_twins
+from live_load import Load, LongStream, Outcome
 
 from sidegate.features.ledger.ledger import STREAM, LedgerRecord
 from sidegate.store.redispy import client
@@ -25,6 +25,7 @@ from sidegate.store.redispy import client
 @dataclass
 class Step:
     name: str
+    since: float  # its commit (time.monotonic())
     took: list[float]  # commit -> applied, per replica (s)
     dump_s: list[float] = field(default_factory=list)  # commit -> Envoy's dump matching the render
 
@@ -54,12 +55,16 @@ class Changes:
         got = self.call("GET", "/routing")
         return int(got["version"]), got["doc"]
 
-    def put_model(self, name: str, routes: list[dict[str, Any]], **more: Any) -> float:
-        """PUT the model's long twin, then the model; returns when the model's PUT was sent."""
-        twin = [{**r, "model": LONG_UPSTREAM} for r in routes]
-        self.call("PUT", f"/models/{name}-long", {"routes": twin, **more})
+    def put_model(self, name: str, routes: list[dict[str, Any]], message: str = "") -> float:
+        """The model's new chain and its long twin's, as ONE version (`PUT /routing` with the whole
+        document, expecting the version it was read at); returns when it was sent."""
+        n, doc = self.current()
+        doc["models"][name] = {**doc["models"][name], "routes": routes}
+        doc["models"] = with_twins(doc["models"])
         since = time.monotonic()
-        self.call("PUT", f"/models/{name}", {"routes": routes, **more})
+        self.call(
+            "PUT", "/routing", {"doc": doc, "message": message or f"{name}: new chain", "expect_version": n}
+        )
         return since
 
     # -- probes ----------------------------------------------------------------------------------
@@ -115,7 +120,7 @@ class Changes:
     ) -> Step:
         """Measure `name` (committed at `since`) on every replica, then check each one's config dump."""
         took = until_applied(self.reps, shows, since, timeout_s=timeout_s, confirm=confirm)
-        s = Step(name, took)
+        s = Step(name, since, took)
         if self.check_dump is not None:
             for r in self.reps:
                 s.dump_s.append(self.dump_matches(r, since))
@@ -149,6 +154,17 @@ class Changes:
             lines.append(f"{s.name}: applied {applied}" + (f"; dump = render {dump}" if dump else ""))
         return "\n".join(lines)
 
+    def explain(self, outcomes: list[Outcome]) -> str:
+        """Failed requests against the steps (which change each one followed), for an assertion."""
+        lines = [f"{len(outcomes)} failed requests"]
+        for o in outcomes[:8]:
+            step = max((s for s in self.steps if s.since <= o.started), key=lambda s: s.since, default=None)
+            after = f"{o.started - step.since:+.3f}s after {step.name!r}" if step else "before any change"
+            lines.append(
+                f"r{o.replica} {o.model} {o.sdk} stream={o.stream} {after}: {o.status} {o.error[:160]}"
+            )
+        return "\n".join(lines)
+
     def close(self) -> None:
         for h in self._http.values():
             h.close()
@@ -178,7 +194,9 @@ def moved(
     least `share` of them: a latency policy may still explore another now and then)."""
     served = load.served(model, after + slack_s)
     total = sum(served.values())
-    assert served[provider] >= share * total, (model, provider, served)
+    stray = [(f"r{o.replica}", o.sdk, "stream" if o.stream else "json", o.provider, round(o.started - after, 3))
+             for o in load.snapshot() if o.model == model and o.started > after + slack_s and o.provider != provider]  # fmt: skip
+    assert served[provider] >= share * total, (model, provider, served, stray[:10])
 
 
 def has_cluster(r: Replica, provider: str) -> bool:

@@ -100,9 +100,29 @@ def config_dump(admin_url: str) -> dict[str, Any]:
     return httpx.get(admin_url + "/config_dump", timeout=10).json()
 
 
+_TYPED_STRUCTS = {
+    "type.googleapis.com/xds.type.v3.TypedStruct",
+    "type.googleapis.com/udpa.type.v1.TypedStruct",
+}
+
+
+def untyped(obj: Any) -> Any:
+    """`obj` with every TypedStruct replaced by the typed value it stands for: the xDS server sends
+    the extensions xds-protos has no message for as TypedStruct (JSON in a Struct), which Envoy
+    converts into the real type, and its dump shows as sent."""
+    if isinstance(obj, list):
+        return [untyped(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if obj.get("@type") in _TYPED_STRUCTS and "type_url" in obj:
+        return untyped({"@type": obj["type_url"], **(obj.get("value") or {})})
+    return {k: untyped(v) for k, v in obj.items()}
+
+
 def dumped(dump: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
-    """The dump's active listeners, clusters and route configurations (static and dynamic), by name.
-    Listeners' inline route configurations count as route configurations too."""
+    """The dump's active listeners, clusters and route configurations (static and dynamic), by name,
+    TypedStructs unwrapped (`untyped`)."""
+    dump = untyped(dump)
     out: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in KINDS}
     for section in dump["configs"]:
         for c in section.get("static_clusters", []) + section.get("dynamic_active_clusters", []):

@@ -104,6 +104,11 @@ def with_twins(models: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+CANARY_BEFORE, CANARY_AFTER = (100, 1), (1, 100)
+"""`canary`'s weights (p1, p2) before and after the move. Not 100/0 -> 0/100: a route's weight is at
+least 1 (config and Envoy's priority_group specifier both refuse 0), so the old side keeps ~1 %."""
+
+
 def canary_routes(w1: int, w2: int) -> list[dict[str, Any]]:
     """`canary`'s chain: p1 and p2 at one priority, weighted w1/w2."""
     return [{"provider": "p1", "model": UPSTREAM, "priority": 0, "weight": w1},
@@ -119,7 +124,7 @@ def initial_routing(fakes: dict[str, FakeProviderThread]) -> dict[str, Any]:
     priority, p1 first), `priced` (p2, priced upstream model) and their long twins; the price table."""
     models = {
         "chat": {"routes": [{"provider": "p1", "model": UPSTREAM}]},
-        "canary": {"routes": canary_routes(100, 0)},
+        "canary": {"routes": canary_routes(*CANARY_BEFORE)},
         "priced": {"routes": [{"provider": "p2", "model": PRICED_UPSTREAM}]},
         # routing policies: the cheapest of p1/p2 by the price table; the fastest of p1/p2
         "cheap": {"routes": [{"provider": "p1", "model": COST_UPSTREAM["p1"]}, {"provider": "p2", "model": COST_UPSTREAM["p2"]}],

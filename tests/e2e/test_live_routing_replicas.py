@@ -14,6 +14,8 @@ import pytest
 from live_changes import Changes, has_cluster, moved, whole
 from live_dump import render_differences
 from live_helpers import (
+    CANARY_AFTER,
+    CANARY_BEFORE,
     COST_UPSTREAM,
     LATENCY_UPSTREAM,
     NEW_PRICE,
@@ -97,7 +99,7 @@ def test_envoy_config_dump_matches_a_fresh_render_on_each_replica(reps: list[Rep
 def test_routing_changes_apply_on_both_replicas_under_load(
     reps: list[Replica], fakes: dict[str, FakeProviderThread]
 ) -> None:
-    """Add a model; add a provider to a chain; move weights 100/0 -> 0/100; change a price; remove a
+    """Add a model; add a provider to a chain; move weights 100/1 -> 1/100; change a price; remove a
     provider (from the chain, then delete it); a refused change: each on both replicas within 1 s,
     Envoy's dump = a fresh render after each, zero failed requests, every in-flight stream whole."""
     a = reps[0]
@@ -115,18 +117,20 @@ def test_routing_changes_apply_on_both_replicas_under_load(
         whole(streams)
         # 2. a new provider, first in the chain of `chat`
         longs += (streams := ch.longs("chat"))
+        since = time.monotonic()
         ch.call("PUT", "/providers/p3", provider_entry("p3", fakes))
+        ch.step("add provider", since, lambda r: has_cluster(r, "p3"), confirm=1)
         since = ch.put_model(
             "chat", [{"provider": "p3", "model": UPSTREAM}, {"provider": "p1", "model": UPSTREAM}]
         )
         s = ch.step("add provider to chain", since, ch.serves("chat", "p3"))
         moved(load, "chat", "p3", since + max(s.took))
         whole(streams)
-        # 3. canary weights 100/0 -> 0/100
+        # 3. canary weights moved from p1 to p2
         longs += (streams := ch.longs("canary"))
-        since = ch.put_model("canary", canary_routes(0, 100))
-        s = ch.step("weights 100/0 -> 0/100", since, ch.serves("canary", "p2"), confirm=4)
-        moved(load, "canary", "p2", since + max(s.took))
+        since = ch.put_model("canary", canary_routes(*CANARY_AFTER))
+        s = ch.step(f"weights {CANARY_BEFORE} -> {CANARY_AFTER}", since, ch.serves("canary", "p2"), confirm=4)
+        moved(load, "canary", "p2", since + max(s.took), share=0.9)
         whole(streams)
         # 4. a price: the ledger's cost of the next requests on both replicas follows
         longs += (streams := ch.longs("priced"))
@@ -164,7 +168,7 @@ def test_routing_changes_apply_on_both_replicas_under_load(
         ch.close()
     print(ch.report())
     print("load:", load.summary())
-    assert not load.failures(), load.failures()[:5]
+    assert not load.failures(), ch.explain(load.failures())
     assert all(s.complete for s in longs), [s.outcome for s in longs if not s.complete]
     slow = [(s.name, s.took) for s in ch.steps if max(s.took) >= 1.0]
     assert not slow, slow
@@ -203,6 +207,6 @@ def test_cost_and_latency_policies_follow_prices_and_slowness_on_both_replicas(
             unslow(fakes[name])
     print(ch.report())
     print("load:", load.summary())
-    assert not load.failures(), load.failures()[:5]
+    assert not load.failures(), ch.explain(load.failures())
     assert max(ch.steps[1].took) < 1.0
     assert max(s.took) < 10.0
