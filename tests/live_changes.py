@@ -190,10 +190,17 @@ def whole(streams: list[LongStream], via: str | None = None) -> None:
 
 
 def moved(
-    load: Load, model: str, provider: str, after: float, slack_s: float = 0.1, share: float = 1.0
+    load: Load,
+    model: str,
+    provider: str,
+    after: float,
+    slack_s: float = 0.1,
+    share: float = 1.0,
+    strays: int = 0,
 ) -> None:
-    """Every load request of `model` started after `after` (+ slack) was served by `provider` (at
-    least `share` of them: a latency policy may still explore another now and then)."""
+    """Every load request of `model` started after `after` (+ slack) was served by `provider`, but
+    `strays` of them, or at least `share` of them (a latency policy may still explore another now
+    and then; a canary's other side keeps its 0.1 %)."""
     served = load.served(model, after + slack_s)
     total = sum(served.values())
     stray = [(f"r{o.replica}", o.sdk, "stream" if o.stream else "json", o.provider, round(o.started - after, 3))
