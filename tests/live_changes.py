@@ -100,6 +100,16 @@ class Changes:
 
         return probe
 
+    def priced(
+        self, key_id: str, upstream: str, after: float, in_per_mtok: float, out_per_mtok: float
+    ) -> tuple[int, int]:
+        """(records priced so, records) among the ledger's newest of `key_id` for `upstream` of
+        requests started after `after` (wall clock)."""
+        recs = [r for r in asyncio.run(_newest(self.reps[0].sup.redis_url, 5000))  # type: ignore[union-attr]
+                if r.key_id == key_id and r.upstream_model == upstream and r.ts > after]  # fmt: skip
+        want = [(r.input_tokens * in_per_mtok + r.output_tokens * out_per_mtok) / 1e6 for r in recs]
+        return sum(abs(r.cost_usd - w) <= 1e-9 + 1e-6 * w for r, w in zip(recs, want, strict=True)), len(recs)
+
     def ledger_record(self, key_id: str, since: float, timeout_s: float = 3.0) -> LedgerRecord:
         """The newest ledger record of `key_id` written for a request started after `since` (wall)."""
         deadline = time.monotonic() + timeout_s

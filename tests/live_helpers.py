@@ -35,7 +35,9 @@ PROVIDERS = ("p1", "p2", "p3")
 UPSTREAM = "m"
 LONG_UPSTREAM = "m-long"
 LONG_CHUNKS = 20
-LONG_CHUNK_DELAY_S = 0.1
+LONG_CHUNK_DELAY_S = {"p1": 0.1, "p2": 0.1, "p3": 0.25}
+"""Seconds between a long stream's events, per provider: p3's last 5 s, so that one started before
+p3 leaves its chain is still under way when p3 is deleted a little later."""
 ANSWER_WORDS = " ".join(f"w{i}" for i in range(LONG_CHUNKS))
 """Enough words that a long stream really comes in LONG_CHUNKS pieces."""
 PRICED_UPSTREAM = "m-priced"
@@ -61,6 +63,7 @@ def start_fakes() -> dict[str, FakeProviderThread]:
             fp = FakeProviderThread(port=0, fixed_text=answer_text(name))
             fp.start()
             fakes[name] = fp
+            fp.provider.name = name  # (for pace_long_streams)
             pace_long_streams(fp)
     except BaseException:
         for fp in fakes.values():
@@ -71,7 +74,8 @@ def start_fakes() -> dict[str, FakeProviderThread]:
 
 def pace_long_streams(fp: FakeProviderThread) -> None:
     """The fake's default: LONG_UPSTREAM streams in LONG_CHUNKS events LONG_CHUNK_DELAY_S apart."""
-    fp.set_default({"model": LONG_UPSTREAM, "chunks": LONG_CHUNKS, "chunk_delay_s": LONG_CHUNK_DELAY_S})
+    delay = LONG_CHUNK_DELAY_S[fp.provider.name]
+    fp.set_default({"model": LONG_UPSTREAM, "chunks": LONG_CHUNKS, "chunk_delay_s": delay})
 
 
 def slow(fp: FakeProviderThread, model: str, delay_s: float) -> None:

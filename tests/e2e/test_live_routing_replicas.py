@@ -134,14 +134,14 @@ def test_routing_changes_apply_on_both_replicas_under_load(
         whole(streams)
         # 4. a price: the ledger's cost of the next requests on both replicas follows
         longs += (streams := ch.longs("priced"))
-        since = time.monotonic()
+        since, wall = time.monotonic(), time.time()
         ch.call("PUT", f"/prices/{PRICED_UPSTREAM}", NEW_PRICE)
-        ch.step(
-            "change a price",
-            since,
-            ch.costs("priced", NEW_PRICE["input_per_mtok"], NEW_PRICE["output_per_mtok"]),
-        )
+        price = (NEW_PRICE["input_per_mtok"], NEW_PRICE["output_per_mtok"])
+        s = ch.step("change a price", since, ch.costs("priced", *price))
         whole(streams)
+        priced, load_records = ch.priced(a.keys["load"].id, PRICED_UPSTREAM, wall + max(s.took) + 0.1, *price)
+        assert priced == load_records > 0, (priced, load_records)
+        print(f"load requests after the new price: {load_records}, all priced by it")
         # 5. remove a provider: refused while routed, then out of the chain, then deleted (its
         # cluster drains: a stream through it is still in flight when it goes)
         streams = ch.longs("chat")
@@ -149,6 +149,7 @@ def test_routing_changes_apply_on_both_replicas_under_load(
         assert "chat" in str(refused), refused
         since = ch.put_model("chat", [{"provider": "p1", "model": UPSTREAM}])
         s = ch.step("remove provider from chain", since, ch.serves("chat", "p1"))
+        assert all(x.is_alive() for x in streams)  # still streaming from p3 when it goes
         since = time.monotonic()
         ch.call("DELETE", "/providers/p3")
         ch.step("delete provider", since, lambda r: not has_cluster(r, "p3"), confirm=1)
