@@ -57,17 +57,20 @@ class Changes:
         got = self.call("GET", "/routing")
         return int(got["version"]), got["doc"]
 
+    def change(self, method: str, path: str, body: Any = None) -> float:
+        """A change through the admin API; returns when it was committed (time.monotonic(): the
+        answer comes after the store's transaction), where its measurement starts."""
+        self.call(method, path, body)
+        return time.monotonic()
+
     def put_model(self, name: str, routes: list[dict[str, Any]], message: str = "") -> float:
         """The model's new chain and its long twin's, as ONE version (`PUT /routing` with the whole
-        document, expecting the version it was read at); returns when it was sent."""
+        document, expecting the version it was read at); returns when it was committed."""
         n, doc = self.current()
         doc["models"][name] = {**doc["models"][name], "routes": routes}
         doc["models"] = with_twins(doc["models"])
-        since = time.monotonic()
-        self.call(
-            "PUT", "/routing", {"doc": doc, "message": message or f"{name}: new chain", "expect_version": n}
-        )
-        return since
+        body = {"doc": doc, "message": message or f"{name}: new chain", "expect_version": n}
+        return self.change("PUT", "/routing", body)
 
     # -- probes ----------------------------------------------------------------------------------
 

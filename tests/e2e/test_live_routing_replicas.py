@@ -72,11 +72,11 @@ def test_key_revocation_and_tenant_limit_apply_on_both_replicas_under_load(reps:
         longs = [LongStream(u, a.keys["load"].key, "chat-long", i) for i, u in enumerate(urls)]
         time.sleep(0.3)
         with a.admin() as adm:
-            since = time.monotonic()
             assert adm.post(f"/keys/{victim.id}/revoke").status_code == 200
+            since = time.monotonic()  # committed: the answer comes after the store's transaction
             revoked = until_applied(reps, lambda r: _status(r, victim.key) == 401, since)
-            since = time.monotonic()
             assert adm.put("/tenants/limited/limits", json={"tpm": 10}).status_code == 200
+            since = time.monotonic()
             limited_took = until_applied(reps, lambda r: _status(r, limited.key) == 429, since)
         for s in longs:
             s.result()
@@ -111,14 +111,12 @@ def test_routing_changes_apply_on_both_replicas_under_load(
         time.sleep(0.5)
         # 1. a new model (while streams of another model are in flight)
         longs += (streams := ch.longs("chat"))
-        since = time.monotonic()
-        ch.call("PUT", "/models/fresh", {"routes": [{"provider": "p2", "model": UPSTREAM}]})
+        since = ch.change("PUT", "/models/fresh", {"routes": [{"provider": "p2", "model": UPSTREAM}]})
         ch.step("add model", since, ch.serves("fresh", "p2"))
         whole(streams)
         # 2. a new provider, first in the chain of `chat`
         longs += (streams := ch.longs("chat"))
-        since = time.monotonic()
-        ch.call("PUT", "/providers/p3", provider_entry("p3", fakes))
+        since = ch.change("PUT", "/providers/p3", provider_entry("p3", fakes))
         ch.step("add provider", since, lambda r: has_cluster(r, "p3"), confirm=1)
         since = ch.put_model(
             "chat", [{"provider": "p3", "model": UPSTREAM}, {"provider": "p1", "model": UPSTREAM}]
@@ -134,8 +132,8 @@ def test_routing_changes_apply_on_both_replicas_under_load(
         whole(streams)
         # 4. a price: the ledger's cost of the next requests on both replicas follows
         longs += (streams := ch.longs("priced"))
-        since, wall = time.monotonic(), time.time()
-        ch.call("PUT", f"/prices/{PRICED_UPSTREAM}", NEW_PRICE)
+        since = ch.change("PUT", f"/prices/{PRICED_UPSTREAM}", NEW_PRICE)
+        wall = time.time()
         price = (NEW_PRICE["input_per_mtok"], NEW_PRICE["output_per_mtok"])
         s = ch.step("change a price", since, ch.costs("priced", *price))
         whole(streams)
@@ -150,8 +148,7 @@ def test_routing_changes_apply_on_both_replicas_under_load(
         since = ch.put_model("chat", [{"provider": "p1", "model": UPSTREAM}])
         s = ch.step("remove provider from chain", since, ch.serves("chat", "p1"))
         assert all(x.is_alive() for x in streams)  # still streaming from p3 when it goes
-        since = time.monotonic()
-        ch.call("DELETE", "/providers/p3")
+        since = ch.change("DELETE", "/providers/p3")
         ch.step("delete provider", since, lambda r: not has_cluster(r, "p3"), confirm=1)
         moved(load, "chat", "p1", since)
         whole(streams, via="p3")
@@ -186,8 +183,9 @@ def test_cost_and_latency_policies_follow_prices_and_slowness_on_both_replicas(
         load.start()
         since = time.monotonic()
         ch.step("cost: the cheaper (p1)", since, ch.serves("cheap", "p1"), confirm=3)
-        since = time.monotonic()
-        ch.call("PUT", f"/prices/{COST_UPSTREAM['p1']}", {"input_per_mtok": 5.0, "output_per_mtok": 10.0})
+        since = ch.change(
+            "PUT", f"/prices/{COST_UPSTREAM['p1']}", {"input_per_mtok": 5.0, "output_per_mtok": 10.0}
+        )
         s = ch.step("cost: p1's price rises -> p2", since, ch.serves("cheap", "p2"), confirm=3)
         moved(load, "cheap", "p2", since + max(s.took))
         # latency: p2 a little slow -> p1 everywhere; then p1 much slower -> p2 everywhere
