@@ -108,10 +108,8 @@ def with_twins(models: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-CANARY_BEFORE, CANARY_AFTER = (1000, 1), (1, 1000)
-"""`canary`'s weights (p1, p2) before and after the move. Not 100/0 -> 0/100: a route's weight is 1
-to 1000 (the config refuses 0, and so does Envoy's priority_group specifier), so the other side
-keeps 0.1 % of the traffic."""
+CANARY_BEFORE, CANARY_AFTER = (100, 0), (0, 100)
+"""`canary`'s weights (p1, p2) before and after the move (weight 0: no share of first tries)."""
 
 
 def canary_routes(w1: int, w2: int) -> list[dict[str, Any]]:
