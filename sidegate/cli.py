@@ -134,13 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--key", help="hash this existing key instead of making one")
     p.set_defaults(func=cmd_keys_hash)
     from sidegate.admin import cli as admin_cli
-    from sidegate.admin import cli_org, cli_roles
+    from sidegate.admin import cli_org, cli_roles, cli_routing
     from sidegate.features.ledger import archive_cli
     from sidegate.features.ledger import cli as ledger_cli
     from sidegate.features.ledger import service as ledger_service
 
     admin_cli.add_commands(sub, pk)
     cli_org.add_commands(sub)
+    cli_routing.add_commands(sub)
     ledger_cli.add_commands(sub, audit_export=cli_roles.ledger_audit_export)
     ledger_service.add_commands(sub)
     archive_cli.add_commands(sub)

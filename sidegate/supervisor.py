@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sidegate import keystore, trust
+from sidegate import keystore, routingstore, trust
 from sidegate.bootstrap import render
 from sidegate.config import SidegateConfig, local_address
 from sidegate.features.ledger.service import runner_wanted
@@ -219,6 +219,7 @@ class Supervisor:
                     return
                 n = await keystore.seed(redis, self.cfg)
                 await tenants.seed(redis, self.cfg)
+                await routingstore.seed_file(redis, self.cfg, path=str(self.cfg_path))
                 break
             except Exception:
                 if time.monotonic() > deadline:

@@ -258,15 +258,16 @@ def cmd_admin_serve(args: argparse.Namespace) -> int:
         logging.getLogger("sidegate.admin").warning(
             "SIDEGATE_ADMIN_TOKEN is short; use 32+ random characters"
         )
-    settings = None
+    settings = cfg = None
     if args.config:
         from sidegate import config
 
         try:
-            settings = config.load(args.config).admin
+            cfg = config.load(args.config)  # routing documents are validated inside it
         except config.ConfigError as exc:
             raise SystemExit(f"{exc.source}: invalid configuration: {'; '.join(exc.problems)}") from None
-    asyncio.run(run_until_signal(_client(args), args.host, args.port, token, settings))
+        settings = cfg.admin
+    asyncio.run(run_until_signal(_client(args), args.host, args.port, token, settings, cfg))
     return 0
 
 
