@@ -20,6 +20,7 @@ from aiohttp import web
 
 from sidegate.admin import controlplane as cp
 from sidegate.admin.controlplane.routing import (
+    MAX_INT,
     InvalidConfig,
     RoutingPlane,
     check_model_name,
@@ -62,14 +63,17 @@ def _refusals(handler: Handler) -> Handler:
 
 
 def _int(value: Any, what: str, minimum: int = 0) -> int:
+    """A whole number (JSON may spell one ``7.0``) from ``minimum`` to 2**53 - 1."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise cp.Invalid(f"{what} must be a whole number")
     try:
         n = int(value)
     except ValueError:
         raise cp.Invalid(f"{what} must be a whole number") from None
-    if n < minimum or n > 2**53:
-        raise cp.Invalid(f"{what} must be a whole number from {minimum}")
+    if not minimum <= n <= MAX_INT:
+        raise cp.Invalid(f"{what} must be a whole number from {minimum} to {MAX_INT}")
     return n
 
 
@@ -118,7 +122,7 @@ async def put_routing(request: web.Request) -> web.Response:
     message = data.get("message", "")
     if not isinstance(message, str) or len(message) > 500:
         raise cp.Invalid("message must be a string of at most 500 characters")
-    expect = None if data.get("expect_version") is None else _int(data["expect_version"], "expect_version")
+    expect = _int(data["expect_version"], "expect_version") if "expect_version" in data else None
     return _changed("put", await _plane(request).put_doc(data["doc"], message, expect))
 
 
@@ -138,7 +142,7 @@ async def get_version(request: web.Request) -> web.Response:
 @_refusals
 async def rollback(request: web.Request) -> web.Response:
     data = await body(request, False, ("to",))
-    to = None if data.get("to") is None else _int(data["to"], "to", 1)
+    to = _int(data["to"], "to", 1) if "to" in data else None
     new, target = await _plane(request).rollback(to)
     log.info("routing document: rolled back to version %d -> version %d", target, new)
     return respond({"version": new, "to": target})

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from sidegate.admin.controlplane.routing import MODEL_NAME_PATTERN, PROVIDER_NAME_PATTERN
+from sidegate.admin.controlplane.routing import MAX_INT, MODEL_NAME_PATTERN, PROVIDER_NAME_PATTERN
 from sidegate.admin.openapi_parts import error_answer as _err
 from sidegate.admin.openapi_parts import json_answer as _json
 from sidegate.admin.openapi_parts import json_body as _body
 from sidegate.admin.openapi_parts import operation as _op
 from sidegate.admin.openapi_parts import query_param as _q
 from sidegate.admin.openapi_parts import ref as _ref
+from sidegate.errors import Api
 from sidegate.routingstore import KEEP
 
 _VERSION = {
     "type": "integer",
     "minimum": 0,
+    "maximum": MAX_INT,
     "description": "The routing document's version (0: never seeded).",
 }
 _EXAMPLE_DOC = {
@@ -41,6 +43,12 @@ SCHEMAS: dict[str, Any] = {
         "description": "A provider as in the config file's `providers.<name>` (docs/configuration.md). "
         "Credentials by reference only (`api_key_env`, `api_key_envs`, `vertex`, `google`, `aws`, "
         "`azure`): an inline secret is refused.",
+        "required": ["api", "base_url"],
+        "properties": {
+            "api": {"type": "string", "enum": [a.value for a in Api]},
+            "base_url": {"type": "string"},
+            "api_key_env": {"type": "string"},
+        },
         "examples": [
             {"api": "openai", "base_url": "https://api.openai.com", "api_key_env": "OPENAI_API_KEY"}
         ],
@@ -49,6 +57,22 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "description": "A model as in the config file's `models.<name>`: its route chain (providers, "
         "weights), retry and timeout policy, routing policy, cache and guard policies.",
+        "required": ["routes"],
+        "properties": {
+            "routes": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["provider"],
+                    "properties": {
+                        "provider": {"type": "string", "description": "A provider of the document."},
+                        "model": {"type": ["string", "null"], "description": "The provider's model name."},
+                        "weight": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                },
+            }
+        },
         "examples": [{"routes": [{"provider": "p"}]}],
     },
     "Price": {
@@ -97,7 +121,12 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "to": {"type": "integer", "minimum": 1, "description": "Default: the version before."}
+            "to": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_INT,
+                "description": "Default: the version before.",
+            }
         },
     },
     "RoutingRolledBack": {
@@ -179,6 +208,13 @@ def _name_param(pattern: str) -> dict[str, Any]:
     return {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "pattern": pattern}}
 
 
+def _links(item: str, section: str) -> dict[str, Any]:
+    """Links from a PUT's answer to the operations on what it made (the path's name), for clients
+    and for the stateful tests that walk them."""
+    ops = [f"delete{item}", *([f"get{item}"] if section != "prices" else [])]
+    return {op: {"operationId": op, "parameters": {"name": "$request.path.name"}} for op in ops}
+
+
 def _entries(prefix: str, section: str, item: str, pattern: str) -> dict[str, Any]:
     kind = section[:-1]
     name = [_name_param(pattern)]
@@ -187,7 +223,8 @@ def _entries(prefix: str, section: str, item: str, pattern: str) -> dict[str, An
         ", or a model's routes still name the provider" if section == "providers" else ""))}  # fmt: skip
     one: dict[str, Any] = {
         "put": _op(f"put{item}", f"Create or replace one {kind} (a new version)",
-                   {**_CHANGED, "409": _err("The version moved")}, parameters=[*name, _EXPECT],
+                   {**_CHANGED, "200": {**_CHANGED["200"], "links": _links(item, section)},
+                    "409": _err("The version moved")}, parameters=[*name, _EXPECT],
                    requestBody=_body(item, True)),
         "delete": _op(f"delete{item}", f"Delete one {kind} (a new version)", delete_answers,
                       parameters=[*name, _EXPECT]),
@@ -223,7 +260,7 @@ def paths(prefix: str) -> dict[str, Any]:
             "get": _op("getRoutingVersion", "One kept version's document",
                        {"200": _json(_ref("RoutingVersion"), "The version"), "404": _err("Not kept")},
                        parameters=[{"name": "n", "in": "path", "required": True,
-                                    "schema": {"type": "integer", "minimum": 1}}]),
+                                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_INT}}]),
         },
         f"{prefix}/routing/rollback": {
             "post": _op("rollbackRouting", "A new version whose document is an earlier version's",

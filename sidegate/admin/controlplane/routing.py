@@ -34,6 +34,8 @@ MODEL_NAME_PATTERN = r"^[!-~]{1,200}$"
 """A model's name: a client model name (printable ASCII, no spaces)."""
 PROVIDER_NAME_PATTERN = TENANT_PATTERN
 """A provider's name: the config's name rule."""
+MAX_INT = 2**53 - 1
+"""The largest version number (or limit) the API takes: JSON's exact integers."""
 
 
 class InvalidConfig(Invalid):
@@ -82,6 +84,12 @@ def inline_secrets(doc: Doc) -> list[str]:
                 out.append(f"providers.{pname}.headers.{header}: looks like an inline credential; "
                            "name it by reference (api_key_env, api_key_envs or a cloud auth block)")  # fmt: skip
     return out
+
+
+def _action(section: str, verb: str) -> str:
+    """The audit action of a change of one entry: ``model.put``, ``provider.delete``...; any change
+    of the price table, one price or the whole table, is ``prices.put`` (target ``price:<model>``)."""
+    return "prices.put" if section == "prices" else f"{section[:-1]}.{verb}"
 
 
 class RoutingPlane:
@@ -211,7 +219,7 @@ class RoutingPlane:
             entries[name] = value
             return before, value
 
-        return await self._commit(change, f"{kind}.put", f"{kind}:{name}", expect=expect,
+        return await self._commit(change, _action(section, "put"), f"{kind}:{name}", expect=expect,
                                   message=f"{kind} {name} set")  # fmt: skip
 
     async def delete_entry(self, section: str, name: str, expect: int | None = None) -> int:
@@ -229,7 +237,7 @@ class RoutingPlane:
                                    "change their routes first")  # fmt: skip
             return entries.pop(name), None
 
-        return await self._commit(change, f"{kind}.delete", f"{kind}:{name}", expect=expect,
+        return await self._commit(change, _action(section, "delete"), f"{kind}:{name}", expect=expect,
                                   message=f"{kind} {name} deleted")  # fmt: skip
 
     async def put_prices(self, prices: Any, expect: int | None = None) -> int:
