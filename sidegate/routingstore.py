@@ -204,7 +204,7 @@ async def rollback(
     to: int | None = None,
     *,
     actor: str,
-    validate: Callable[[dict[str, Any]], None] | None = None,
+    validate: Callable[[dict[str, Any]], object] | None = None,
     also: Callable[[Pipeline, int, dict[str, Any] | None], None] | None = None,
 ) -> tuple[int, int]:
     """A NEW version whose document is version ``to``'s (default: the one before the current);

@@ -33,7 +33,11 @@ SECRET = "sk-live-abcdefghijklmnopqrstuvwxyz012345"
 CONFIG = {
     "providers": {
         "openai": {"api": "openai", "base_url": "http://127.0.0.1:9", "api_key_env": "OPENAI_API_KEY"},
-        "anthropic": {"api": "anthropic", "base_url": "http://127.0.0.1:9", "api_key_env": "ANTHROPIC_API_KEY"},
+        "anthropic": {
+            "api": "anthropic",
+            "base_url": "http://127.0.0.1:9",
+            "api_key_env": "ANTHROPIC_API_KEY",
+        },
     },
     "models": {"gpt-4o": {"routes": [{"provider": "openai"}, {"provider": "anthropic", "model": "claude"}]}},
     "quota": {"prices": {"gpt-4o": {"input_per_mtok": 2.5, "output_per_mtok": 10}}},
@@ -125,7 +129,9 @@ def test_whole_document_entries_history_rollback_and_audit(srv: Srv) -> None:
         got = c.get("/routing").json()
         assert got["version"] == 0 and set(got["doc"]["providers"]) == {"openai", "anthropic"}
         # one model
-        put = c.put("/models/gpt-4o-mini", json={"routes": [{"provider": "openai"}], "policy": {"kind": "cost"}})
+        put = c.put(
+            "/models/gpt-4o-mini", json={"routes": [{"provider": "openai"}], "policy": {"kind": "cost"}}
+        )
         assert put.status_code == 200 and put.json() == {"version": 1}
         one = c.get("/models/gpt-4o-mini").json()
         assert one["version"] == 1 and one["model"]["policy"] == {"kind": "cost"}
@@ -141,7 +147,9 @@ def test_whole_document_entries_history_rollback_and_audit(srv: Srv) -> None:
         refused = c.delete("/providers/azure")
         assert refused.status_code == 409 and "gpt-4o" in refused.json()["error"]["message"]
         # prices: one, whole, delete
-        assert c.put("/prices/gpt-4o-mini", json={"input_per_mtok": 0.15, "output_per_mtok": 0.6}).json() == {"version": 4}
+        assert c.put("/prices/gpt-4o-mini", json={"input_per_mtok": 0.15, "output_per_mtok": 0.6}).json() == {
+            "version": 4
+        }
         assert c.get("/prices").json()["prices"]["gpt-4o-mini"]["input_per_mtok"] == 0.15
         assert c.delete("/prices/gpt-4o-mini").json() == {"version": 5}
         assert c.delete("/prices/gpt-4o-mini").status_code == 404
@@ -155,15 +163,28 @@ def test_whole_document_entries_history_rollback_and_audit(srv: Srv) -> None:
         # whole document, with a message and optimistic concurrency
         doc = c.get("/routing").json()["doc"]
         doc["models"]["o3"] = {"routes": [{"provider": "openai"}]}
-        assert c.put("/routing", json={"doc": doc, "message": "add o3", "expect_version": 9}).json() == {"version": 10}
+        assert c.put("/routing", json={"doc": doc, "message": "add o3", "expect_version": 9}).json() == {
+            "version": 10
+        }
         stale = c.put("/routing", json={"doc": doc, "expect_version": 9})
         assert stale.status_code == 409 and stale.json()["error"]["code"] == "version_conflict"
-        assert c.put("/models/x", params={"expect_version": 3}, json={"routes": [{"provider": "openai"}]}).status_code == 409
+        assert (
+            c.put(
+                "/models/x", params={"expect_version": 3}, json={"routes": [{"provider": "openai"}]}
+            ).status_code
+            == 409
+        )
         # history and versions
         hist = c.get("/routing/history", params={"limit": 3}).json()["history"]
         assert [e["version"] for e in hist] == [10, 9, 8]
-        assert hist[0]["message"] == "add o3" and hist[0]["changed"] == ["models.o3"] and hist[0]["actor"] == "env"
-        assert c.get("/routing/versions/1").json()["doc"]["models"]["gpt-4o-mini"]["policy"] == {"kind": "cost"}
+        assert (
+            hist[0]["message"] == "add o3"
+            and hist[0]["changed"] == ["models.o3"]
+            and hist[0]["actor"] == "env"
+        )
+        assert c.get("/routing/versions/1").json()["doc"]["models"]["gpt-4o-mini"]["policy"] == {
+            "kind": "cost"
+        }
         assert c.get("/routing/versions/99").status_code == 404
         assert c.get("/routing/versions/zero").status_code == 400
         # rollback: default the version before; then to n
@@ -190,8 +211,12 @@ def test_refusals_name_their_location_and_store_nothing(srv: Srv) -> None:
         err = bad.json()["error"]
         assert bad.status_code == 400 and err["code"] == "invalid_config"
         assert "models.m.routes.0.provider: unknown provider 'nope'" in err["problems"]
-        bad = c.put("/routing", json={"doc": {"providers": {}, "models": {"m": {"routes": []}}, "listener": {}}})
-        assert bad.status_code == 400 and any(p.startswith("listener:") for p in bad.json()["error"]["problems"])
+        bad = c.put(
+            "/routing", json={"doc": {"providers": {}, "models": {"m": {"routes": []}}, "listener": {}}}
+        )
+        assert bad.status_code == 400 and any(
+            p.startswith("listener:") for p in bad.json()["error"]["problems"]
+        )
         bad = c.put("/routing", json={"doc": {"providers": {}, "models": {"m": {"routes": []}}}})
         assert any(p.startswith("models.m.routes") for p in bad.json()["error"]["problems"])
         assert c.put("/prices/m", json={"input_per_mtok": -1, "output_per_mtok": 1}).status_code == 400
@@ -229,14 +254,19 @@ def test_cli(srv: Srv, tmp_path: Path) -> None:
                "--policy", "cost", *cfg)  # fmt: skip
     assert res.returncode == 0, res.stderr
     shown = json.loads(_cli(srv, "models", "show", "gpt-4o", "--json", *cfg).stdout)
-    assert shown["model"]["routes"] == [{"provider": "openai"}, {"provider": "anthropic", "model": "claude", "weight": 10}]
+    assert shown["model"]["routes"] == [
+        {"provider": "openai"},
+        {"provider": "anthropic", "model": "claude", "weight": 10},
+    ]
     assert shown["model"]["policy"] == {"kind": "cost"} and shown["version"] == 1
     model_file = tmp_path / "model.yaml"
     model_file.write_text(yaml.safe_dump({"routes": [{"provider": "openai"}], "timeout_s": 30}))
     assert _cli(srv, "models", "set", "o3", "-f", str(model_file), *cfg).returncode == 0
     assert "o3: openai" in _cli(srv, "models", "list", *cfg).stdout
     refused = _cli(srv, "models", "set", "bad", "--route", "nope", *cfg)
-    assert refused.returncode == 2 and "models.bad.routes.0.provider: unknown provider 'nope'" in refused.stderr
+    assert (
+        refused.returncode == 2 and "models.bad.routes.0.provider: unknown provider 'nope'" in refused.stderr
+    )
     assert _cli(srv, "providers", "set", "groq", "--api", "openai", "--base-url", "http://127.0.0.1:9",
                 "--api-key-env", "GROQ_KEY", *cfg).returncode == 0  # fmt: skip
     assert "groq: openai" in _cli(srv, "providers", "list", *cfg).stdout
@@ -267,3 +297,34 @@ def test_cli(srv: Srv, tmp_path: Path) -> None:
     actors = {e["actor"] for e in _audit(srv.url)}
     assert len(actors) == 1 and actors.pop().startswith("cli:")
     assert _store(srv.url, rs.version) == 8
+
+
+def test_concurrent_changes_of_entries_are_all_kept(srv: Srv) -> None:
+    """Changes of different entries racing each other: each is re-applied to the version that won
+    before it, so none is lost, and each makes its own version and audit entry."""
+    from sidegate import config
+    from sidegate.admin.controlplane.routing import RoutingPlane
+
+    _flush(srv.url)
+    base = config.load(srv.config)
+
+    async def go() -> tuple[list[int], set[str]]:
+        clients = [client(srv.url, 5.0) for _ in range(4)]
+        try:
+            planes = [RoutingPlane(c, base) for c in clients]
+            made = await asyncio.gather(
+                *(
+                    p.put_entry("models", f"m{i}", {"routes": [{"provider": "openai"}]})
+                    for i, p in enumerate(planes)
+                )
+            )
+            now = await rs.current(clients[0])
+            assert now is not None
+            return list(made), set(now.doc["models"])
+        finally:
+            for c in clients:
+                await c.aclose()
+
+    made, models = asyncio.run(go())
+    assert sorted(made) == [1, 2, 3, 4] and {"m0", "m1", "m2", "m3", "gpt-4o"} <= models
+    assert [json.loads(e["after"])["version"] for e in _audit(srv.url)] == [1, 2, 3, 4]

@@ -105,16 +105,17 @@ class RoutingPlane:
     ):
         self.redis, self.base, self.principal, self.clock = redis, base, principal, clock
 
-    def validate(self, doc: Any) -> None:
-        """InvalidConfig unless ``doc`` makes a valid configuration with the file's other parts
-        and carries no secret inline."""
+    def validate(self, doc: Any) -> SidegateConfig:
+        """The whole configuration ``doc`` makes with the file's other parts; InvalidConfig if it
+        makes none, or carries a secret inline."""
         try:
-            with_routing(self.base, doc)
+            cfg = with_routing(self.base, doc)
         except ConfigError as exc:
             raise InvalidConfig(exc.problems) from None
         problems = inline_secrets(doc)
         if problems:
             raise InvalidConfig(problems)
+        return cfg
 
     # reads
 
@@ -185,7 +186,9 @@ class RoutingPlane:
                 raise VersionMoved(expect, n)
             new = copy.deepcopy(doc)
             before, after = change(new)
-            self.validate(new)
+            # Stored in the canonical form seeding uses (defaults left out), so equal documents
+            # have equal digests however they were spelled.
+            new = routing_doc(self.validate(new))
             now = self.clock()
             audit = self._auditor(action, target, before, after, now)
             try:
