@@ -2,7 +2,7 @@
 admin API's document by :func:`sidegate.admin.openapi.spec`, which passes its path prefix.
 
 Models and providers are described, not restated: their full rules are the config file's
-(docs/configuration.md), checked as part of the whole configuration, so a body this schema accepts
+(sidegate/config/providers.py), checked as part of the whole configuration, so a body this schema accepts
 may still be refused with its problems (400 ``invalid_config``)."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _table(item: str) -> dict[str, Any]:
 SCHEMAS: dict[str, Any] = {
     "Provider": {
         "type": "object",
-        "description": "A provider as in the config file's `providers.<name>` (docs/configuration.md). "
+        "description": "A provider as in the config file's `providers.<name>` (sidegate/config/providers.py). "
         "Credentials by reference only (`api_key_env`, `api_key_envs`, `vertex`, `google`, `aws`, "
         "`azure`): an inline secret is refused.",
         "required": ["api", "base_url"],
