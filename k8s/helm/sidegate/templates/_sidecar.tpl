@@ -88,7 +88,7 @@ livenessProbe:
   args: [-c, /run/sidegate-envoy/envoy.yaml, --drain-time-s, {{ .Values.drainSeconds | quote }}, --log-level, warning]
   env:
     # Direct lane: Envoy injects the provider key itself (%ENVIRONMENT(...)% in its config).
-    {{- include "sidegate.providerEnv" . | nindent 4 }}
+    {{- include "sidegate.providerEnv" . | trim | nindent 4 }}
   ports:
     - {name: http, containerPort: {{ $p.listener }}}
   # Envoy's admin listens on 127.0.0.1 only: the probes run `sidegate-probe` in the container
@@ -150,14 +150,14 @@ livenessProbe:
   restartPolicy: Always
   args: [serve, {{ $name }}, -c, /etc/sidegate/sidegate.yaml]
   env:
-    {{- include "sidegate.storeEnv" $ | nindent 4 }}
+    {{- include "sidegate.storeEnv" $ | trim | nindent 4 }}
     {{- if eq $name "extproc" }}
     {{- if $.Values.store.qdrantUrl }}
     - {name: SIDEGATE_QDRANT_URL, value: {{ $.Values.store.qdrantUrl | quote }}}
     {{- end }}
     - {name: SIDEGATE_DRAIN_S, value: {{ $.Values.extprocDrainSeconds | quote }}}
     # Provider keys: the variable names are the config's providers.*.api_key_env.
-    {{- include "sidegate.providerEnv" $ | nindent 4 }}
+    {{- include "sidegate.providerEnv" $ | trim | nindent 4 }}
     {{- end }}
   ports:
     - {name: grpc-{{ $name }}, containerPort: {{ get $p $name }}}
@@ -184,7 +184,7 @@ livenessProbe:
   restartPolicy: Always
   args: [serve, xds, -c, /etc/sidegate/sidegate.yaml]
   env:
-    {{- include "sidegate.storeEnv" . | nindent 4 }}
+    {{- include "sidegate.storeEnv" . | trim | nindent 4 }}
   ports:
     - {name: grpc-xds, containerPort: {{ $p.xds }}}
   startupProbe:
