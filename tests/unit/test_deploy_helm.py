@@ -259,7 +259,9 @@ def test_probes_and_ports_follow_the_config(case):
         ]
     assert cs["envoy"]["lifecycle"]["preStop"]["exec"]["command"][:2] == ["sidegate-probe", "drain"]
     if "xds" in cs:
-        assert cs["xds"]["startupProbe"]["tcpSocket"]["port"] == svc.xds_port == ports["grpc-xds"]
+        for probe in ("startupProbe", "livenessProbe"):
+            cmd = cs["xds"][probe]["exec"]["command"]
+            assert cmd[:2] == ["python", "-c"] and cmd[-1] == str(svc.xds_port) == str(ports["grpc-xds"])
     if "admin" in cs:
         assert svc.admin_host == "127.0.0.1", (
             "the chart binds admin on 0.0.0.0 by flag, the config keeps its default"
@@ -425,3 +427,17 @@ def test_autoscaling_targets_the_deployment(case):
             pdb["spec"]["selector"]["matchLabels"].items()
             <= dep["spec"]["template"]["metadata"]["labels"].items()
         )
+
+
+def test_the_xds_probe_command_tells_listening_from_closed():
+    """The xDS server binds loopback, so its probe connects from inside the container: run it."""
+    import socket
+    import sys
+
+    cmd = containers(render_chart({}))["xds"]["livenessProbe"]["exec"]["command"]
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = str(srv.getsockname()[1])
+        assert subprocess.run([sys.executable, *cmd[1:-1], port], timeout=10).returncode == 0
+    assert subprocess.run([sys.executable, *cmd[1:-1], port], capture_output=True, timeout=10).returncode != 0

@@ -187,13 +187,18 @@ livenessProbe:
     {{- include "sidegate.storeEnv" . | trim | nindent 4 }}
   ports:
     - {name: grpc-xds, containerPort: {{ $p.xds }}}
+  # It binds the pod's loopback, which a kubelet tcpSocket/grpc probe (from the node) cannot reach:
+  # connect from inside the container instead.
+  {{- $connect := list "python" "-c" "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 2).close()" (toString $p.xds) }}
   startupProbe:
-    tcpSocket: {host: 127.0.0.1, port: {{ $p.xds }}}
+    exec: {command: {{ toJson $connect }}}
     periodSeconds: 1
+    timeoutSeconds: 3
     failureThreshold: 60
   livenessProbe:
-    tcpSocket: {host: 127.0.0.1, port: {{ $p.xds }}}
+    exec: {command: {{ toJson $connect }}}
     periodSeconds: 10
+    timeoutSeconds: 3
     failureThreshold: 3
   resources: {{- toYaml .Values.resources.xds | nindent 4 }}
   securityContext: {{- include "sidegate.securityContext" . | nindent 4 }}
