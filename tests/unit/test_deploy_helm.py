@@ -441,3 +441,74 @@ def test_the_xds_probe_command_tells_listening_from_closed():
         port = str(srv.getsockname()[1])
         assert subprocess.run([sys.executable, *cmd[1:-1], port], timeout=10).returncode == 0
     assert subprocess.run([sys.executable, *cmd[1:-1], port], capture_output=True, timeout=10).returncode != 0
+
+
+PARENT_DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: myapp
+spec:
+  selector:
+    matchLabels: {app: myapp}
+  template:
+    metadata:
+      labels: {app: myapp}
+    spec:
+      serviceAccountName: {{ include "sidegate.serviceAccountName" .Subcharts.sidegate }}
+      automountServiceAccountToken: false
+      securityContext: {{- include "sidegate.podSecurityContext" .Subcharts.sidegate | nindent 8 }}
+      initContainers:
+        {{- include "sidegate.initContainers" .Subcharts.sidegate | nindent 8 }}
+      containers:
+        - name: myapp
+          image: myapp:1.0
+          env:
+            - {name: OPENAI_BASE_URL, value: "http://localhost:8080/v1"}
+      volumes:
+        {{- include "sidegate.volumes" .Subcharts.sidegate | nindent 8 }}
+"""
+
+
+def test_a_parent_chart_includes_the_sidecar_containers(tmp_path: Path):
+    """The library-style use (templates/_sidecar.tpl): an app's own chart depends on this one and
+    includes its containers and volumes in its pod; this chart then renders no workload of its own."""
+    import shutil
+
+    parent = tmp_path / "myapp"
+    (parent / "templates").mkdir(parents=True)
+    shutil.copytree(CHART, parent / "charts" / "sidegate")
+    (parent / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: myapp\nversion: 1.0.0\ndependencies:\n  - {name: sidegate, version: 0.1.0}\n"
+    )
+    values = {"sidegate": {"mode": "sidecar", "sidecar": {"app": {"enabled": False}}}}
+    (parent / "values.yaml").write_text(yaml.safe_dump(values))
+    (parent / "templates" / "deployment.yaml").write_text(PARENT_DEPLOYMENT)
+    report = helm_python.lint(str(parent), strict=True, with_subcharts=True)
+    assert report["errors"] == [] and not [m for m in report["messages"] if m["severity"] >= 2], report
+    resources = [d for d in yaml.safe_load_all(RENDER_ALL.helm_manifest({}, parent)) if d]
+    assert sorted((r["kind"], r["metadata"]["name"]) for r in resources) == [
+        ("ConfigMap", "sidegate-config"),
+        ("Deployment", "myapp"),
+        ("ServiceAccount", "sidegate"),
+    ]
+    for res in resources:
+        kubernetes_validate.validate(res, K8S_VERSIONS[-1], strict=True)
+    cs = containers(resources)
+    assert list(cs) == [
+        "internal-token",
+        "envoy-bootstrap",
+        "authz",
+        "extproc",
+        "xds",
+        "envoy-metrics",
+        "envoy",
+        "myapp",
+    ]
+    assert all(
+        cs[n]["restartPolicy"] == "Always" for n in ("authz", "extproc", "xds", "envoy-metrics", "envoy")
+    )
+    (cm,) = by_kind(resources, "ConfigMap")
+    assert {"name": "config", "configMap": {"name": cm["metadata"]["name"]}} in pod_of(resources)["volumes"]
+    assert mounted_config(resources).listener.host == "127.0.0.1"
+    assert pod_of(resources)["serviceAccountName"] == "sidegate"

@@ -107,3 +107,8 @@ xds: {{ $s.xds_port | default 9020 }}
 {{- fail "autoscaling.hpa.activeRequestsPerPod needs envoyMetrics.enabled" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Non-empty when this chart deploys the workload (not when a parent chart's pod includes the containers). */}}
+{{- define "sidegate.ownsWorkload" -}}
+{{- if or (eq .Values.mode "gateway") .Values.sidecar.app.enabled -}}true{{- end -}}
+{{- end -}}

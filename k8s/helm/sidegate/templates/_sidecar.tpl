@@ -1,16 +1,19 @@
 {{/*
-The Sidegate containers, as named templates a parent chart can include in its own pod spec
-(named templates are global to a chart and its dependencies):
+The Sidegate containers, as named templates a parent chart can include in its own pod spec (named
+templates are global to a chart and its dependencies; pass this chart's context, .Subcharts.sidegate,
+so they read this chart's values). With `sidegate: {mode: sidecar, sidecar: {app: {enabled: false}}}`
+in the parent's values:
 
-  initContainers:
-    {{- include "sidegate.initContainers" . | nindent 4 }}   # the sidecars come last, all native
-    - ...your init containers...
-  containers:
-    - ...your app: call http://localhost:8080/v1 ...
-  volumes:
-    {{- include "sidegate.volumes" . | nindent 4 }}
-
-with `mode: sidecar` in this chart's values. In gateway mode Envoy is the main container
+  spec:
+    serviceAccountName: {{ include "sidegate.serviceAccountName" .Subcharts.sidegate }}
+    securityContext: {{- include "sidegate.podSecurityContext" .Subcharts.sidegate | nindent 6 }}
+    initContainers:
+      {{- include "sidegate.initContainers" .Subcharts.sidegate | nindent 6 }}
+    containers:
+      - ...your app: call http://localhost:8080/v1 ...
+    volumes:
+      {{- include "sidegate.volumes" .Subcharts.sidegate | nindent 6 }}
+ In gateway mode Envoy is the main container
 (`sidegate.envoy`) and the rest stay native sidecars, as in k8s/base/deployment.yaml.
 */}}
 
