@@ -146,7 +146,9 @@ def test_every_manifest_is_valid_kubernetes(case):
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"mode": "mesh"}, "mode must be gateway or sidecar"),
+        ({"mode": "mesh"}, "/mode': value must be one of 'gateway', 'sidecar'"),  # values.schema.json
+        ({"autoscalling": {"hpa": {"enabled": False}}}, "additional properties 'autoscalling' not allowed"),
+        ({"autoscaling": {"hpa": {"minReplica": 1}}}, "additional properties 'minReplica' not allowed"),
         ({"autoscaling": {"keda": {"enabled": True}}}, "exclusive"),
         ({"admin": {"enabled": True}}, "admin.tokenSecret.name"),
         ({"mode": "sidecar", "admin": {"enabled": True, "tokenSecret": {"name": "x"}}}, "gateway-mode"),
