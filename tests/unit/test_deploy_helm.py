@@ -13,6 +13,7 @@ import importlib.util
 import json
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ CASES: dict[str, dict[str, Any]] = {
         "networkPolicy": {"enabled": False},
         "store": {"existingSecret": "sidegate-store", "qdrantUrl": ""},
     },
+    "gateway-embedded-store": {"store": {"embedded": True}, "replicas": 1, "autoscaling": NO_HPA},
     "sidecar": {"mode": "sidecar"},
     "sidecar-keda": {"mode": "sidecar", "autoscaling": {**NO_HPA, "keda": {"enabled": True}}},
 }
@@ -148,6 +150,8 @@ def test_every_manifest_is_valid_kubernetes(case):
     [
         ({"mode": "mesh"}, "/mode': value must be one of 'gateway', 'sidecar'"),  # values.schema.json
         ({"autoscalling": {"hpa": {"enabled": False}}}, "additional properties 'autoscalling' not allowed"),
+        ({"store": {"embedded": True}}, "store.embedded gives each pod its own store"),
+        ({"store": {"embedded": True}, "replicas": 2, "autoscaling": NO_HPA}, "only with replicas: 1"),
         ({"autoscaling": {"hpa": {"minReplica": 1}}}, "additional properties 'minReplica' not allowed"),
         ({"autoscaling": {"keda": {"enabled": True}}}, "exclusive"),
         ({"admin": {"enabled": True}}, "admin.tokenSecret.name"),
@@ -514,3 +518,51 @@ def test_a_parent_chart_includes_the_sidecar_containers(tmp_path: Path):
     assert {"name": "config", "configMap": {"name": cm["metadata"]["name"]}} in pod_of(resources)["volumes"]
     assert mounted_config(resources).listener.host == "127.0.0.1"
     assert pod_of(resources)["serviceAccountName"] == "sidegate"
+
+
+def test_the_embedded_store_container_runs_valkey(tmp_path: Path):
+    """store.embedded: the container's command, run here, starts the image's Valkey on loopback, and
+    the services are pointed at it; its probe tells it from a closed port."""
+    import socket
+    import sys
+
+    from sidegate.ports import free_port
+
+    resources = render_chart(CASES["gateway-embedded-store"])
+    cs = containers(resources)
+    store = cs["store"]
+    names = [c["name"] for c in pod_of(resources)["initContainers"]]
+    assert names.index("store") < names.index("authz"), "the store starts before the services"
+    url = {e["name"]: e.get("value") for e in cs["authz"]["env"]}["SIDEGATE_REDIS_URL"]
+    assert (
+        url
+        == "redis://127.0.0.1:6379/0"
+        == {e["name"]: e.get("value") for e in cs["xds"]["env"]}["SIDEGATE_REDIS_URL"]
+    )
+    assert 6379 not in {
+        p["port"]
+        for r in by_kind(resources, "NetworkPolicy")
+        for i in r["spec"]["ingress"]
+        for p in i["ports"]
+    }
+    port = str(free_port())
+    cmd = [sys.executable, *store["command"][1:-2], port, str(tmp_path)]
+    probe = [sys.executable, *store["livenessProbe"]["exec"]["command"][1:-1], port]
+    assert subprocess.run(probe, capture_output=True, timeout=10).returncode != 0
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while subprocess.run(probe, capture_output=True, timeout=10).returncode != 0:
+            assert proc.poll() is None and time.monotonic() < deadline, "Valkey did not start"
+            time.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", int(port)), 2) as conn:
+            conn.sendall(b"PING\r\n")
+            assert conn.recv(64) == b"+PONG\r\n"
+        assert any(tmp_path.iterdir()), "its append-only file is on the store-data volume"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

@@ -100,6 +100,9 @@ xds: {{ $s.xds_port | default 9020 }}
 {{- if and .Values.admin.enabled (not .Values.admin.allowedFrom) -}}
 {{- fail "admin.allowedFrom must name who may reach the admin API" -}}
 {{- end -}}
+{{- if and .Values.store.embedded (or .Values.autoscaling.hpa.enabled .Values.autoscaling.keda.enabled (gt (int .Values.replicas) 1)) -}}
+{{- fail "store.embedded gives each pod its own store: only with replicas: 1 and no HPA/KEDA (use store.url for more)" -}}
+{{- end -}}
 {{- if and .Values.autoscaling.keda.enabled (not .Values.envoyMetrics.enabled) -}}
 {{- fail "autoscaling.keda scales on Envoy's active requests: it needs envoyMetrics.enabled" -}}
 {{- end -}}

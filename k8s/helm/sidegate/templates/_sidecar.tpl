@@ -32,7 +32,9 @@ seccompProfile: {type: RuntimeDefault}
 {{- end -}}
 
 {{- define "sidegate.storeEnv" -}}
-{{- if .Values.store.existingSecret }}
+{{- if .Values.store.embedded }}
+- {name: SIDEGATE_REDIS_URL, value: "redis://127.0.0.1:{{ .Values.store.embeddedPort }}/0"}
+{{- else if .Values.store.existingSecret }}
 - name: SIDEGATE_REDIS_URL
   valueFrom:
     secretKeyRef: {name: {{ .Values.store.existingSecret }}, key: {{ .Values.store.urlKey }}}
@@ -146,6 +148,29 @@ livenessProbe:
   volumeMounts:
     - {name: config, mountPath: /etc/sidegate, readOnly: true}
     - {name: envoy-bootstrap, mountPath: /run/sidegate-envoy}
+{{- if .Values.store.embedded }}
+# The embedded store: Valkey on the pod's loopback, append-only file on an emptyDir (kept across the
+# container's restarts, not the pod's), as `sidegate up` runs it (sidegate/store/valkey.py).
+{{- $connect := list "python" "-c" "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 2).close()" (toString .Values.store.embeddedPort) }}
+- name: store
+  image: {{ $image }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  restartPolicy: Always
+  command: [python, -c, "import os, sys; from pathlib import Path; from sidegate.store.valkey import embedded_valkey_cmd; cmd = embedded_valkey_cmd(int(sys.argv[1]), Path(sys.argv[2])); os.execv(cmd[0], cmd)", {{ .Values.store.embeddedPort | quote }}, /var/lib/sidegate/store]
+  startupProbe:
+    exec: {command: {{ toJson $connect }}}
+    periodSeconds: 1
+    timeoutSeconds: 3
+    failureThreshold: 30
+  livenessProbe:
+    exec: {command: {{ toJson $connect }}}
+    periodSeconds: 10
+    timeoutSeconds: 3
+  resources: {{- toYaml .Values.resources.store | nindent 4 }}
+  securityContext: {{- include "sidegate.securityContext" . | nindent 4 }}
+  volumeMounts:
+    - {name: store-data, mountPath: /var/lib/sidegate/store}
+{{- end }}
 {{- range $name := list "authz" "extproc" }}
 - name: {{ $name }}
   image: {{ $image }}
@@ -248,4 +273,8 @@ livenessProbe:
   emptyDir: {medium: Memory, sizeLimit: 1Mi}
 - name: ledger-spill
   emptyDir: {sizeLimit: {{ .Values.ledgerSpillSizeLimit }}}
+{{- if .Values.store.embedded }}
+- name: store-data
+  emptyDir: {sizeLimit: 1Gi}
+{{- end }}
 {{- end -}}
