@@ -79,7 +79,9 @@ class App:
         self.versions = Versions(cfg)
         self.versions.listeners.append(self.reconfigure)
         self._reconfigures = hooks.reconfigures
-        self.gateway.versions = self.versions
+        # The request's version header is Envoy's only when xDS serves the routes (the route table
+        # overwrites a client's); a static bootstrap passes a client's on, so it is not read then.
+        self.gateway.versions = self.versions if cfg.services.xds else None
         self.tries.versions = self.versions
         self.follower: Follower | None = Follower(redis, cfg, self.versions) if (redis := getattr(store, "redis", None)) is not None else None
         """Follows the store's routing versions (None without a store: the file's config only)."""
