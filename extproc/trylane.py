@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from sidegate.core.context import Reply
+from sidegate.core.live import ROUTING_VERSION_KEY
 from sidegate.core.traceparent import HEADER as TRACEPARENT
 from sidegate.core.traceparent import set_try_parent
 from sidegate.core.tries import HeaderChanges, ProviderTry, TryStage
@@ -173,8 +174,12 @@ class TryLane:
         call instead: a weighted first group, a key pool, a large body, any error). `redacted` /
         `restore`: the guard feature's rewritten body and restore map, used as they are (the per-try
         redaction a call would do is the same, already done)."""
-        name = preparable_first_try(self.stage.cfg, str(meta.get("model", "")), int(meta.get("start", 0)))
-        cred = env_credential(self.stage.cfg.providers[name]) if name is not None else None
+        cfg = self.stage.cfg
+        named, versions = meta.get(ROUTING_VERSION_KEY), self.stage.versions
+        if named is not None and versions is not None:  # the routing version Envoy routes this request with
+            cfg = versions.pick(int(named)) or cfg
+        name = preparable_first_try(cfg, str(meta.get("model", "")), int(meta.get("start", 0)))
+        cred = env_credential(cfg.providers[name]) if name is not None else None
         if name is None or cred is None:
             return {}
         cluster = try_cluster_name(name)

@@ -217,3 +217,12 @@ def test_a_try_of_an_unknown_provider_or_newer_version_asks_to_learn_it() -> Non
     assert stage.ready({ROUTING_VERSION_KEY: 1}, "provider.new")
     t = stage.start_try({"api": "openai", "model": "fresh", ROUTING_VERSION_KEY: 1}, "provider.new", 1)
     assert t.provider_name == "new"
+
+
+def test_a_static_bootstrap_never_reads_the_version_header() -> None:
+    """Without xDS, Envoy passes a client's header on: the gateway routes with the latest."""
+    static = CFG.model_copy(update={"services": CFG.services.model_copy(update={"xds": False})})
+    app = App(static, default_features(static))
+    assert app.gateway.versions is None
+    out = asyncio.run(app.gateway.run(_request("gpt", 7)))
+    assert isinstance(out, Forward) and ROUTING_VERSION_KEY not in out.meta
