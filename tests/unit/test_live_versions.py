@@ -226,3 +226,42 @@ def test_a_static_bootstrap_never_reads_the_version_header() -> None:
     assert app.gateway.versions is None
     out = asyncio.run(app.gateway.run(_request("gpt", 7)))
     assert isinstance(out, Forward) and ROUTING_VERSION_KEY not in out.meta
+
+
+def test_a_direct_lane_entry_of_an_unknown_provider_waits_for_its_version() -> None:
+    """Contract 2 in the access-log adapter: the completion hooks see the entry after the load."""
+    from envoy.data.accesslog.v3 import accesslog_pb2
+
+    from extproc.direct import AccessLogAdapter
+    from sidegate import wire
+    from sidegate.envoy_pb import struct
+    from sidegate.trust import Token
+
+    redis = FakeRedis()
+    stage = TryStage(CFG)
+    stage.versions = Versions(CFG)
+    stage.versions.listeners.append(stage.reconfigure)
+    Follower(redis, CFG, stage.versions)  # type: ignore[arg-type]
+    doc = copy.deepcopy(DOC)
+    doc["providers"]["new"] = {"api": "openai", "base_url": "http://127.0.0.1:12", "api_key_env": "K1"}
+    doc["models"]["fresh"] = {"routes": [{"provider": "new"}]}
+    redis.commit(doc)
+    seen: list[tuple[str, bool]] = []
+    adapter = AccessLogAdapter([lambda c: seen.append((c.provider, "new" in stage.credentials))], Token("t"),
+                               providers=stage)  # fmt: skip
+    entry = accesslog_pb2.HTTPAccessLogEntry()
+    meta = {"lane": "direct", "model": "fresh", "tenant": "t", "api": "openai"}
+    entry.common_properties.metadata.filter_metadata[wire.META_NS].CopyFrom(struct(meta))
+    entry.common_properties.upstream_cluster = "provider.new~direct"
+    entry.response.response_code.value = 200
+
+    async def main() -> None:
+        adapter.on_entry(entry)
+        assert seen == []  # waiting for the load
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    assert seen == [("new", True)]
