@@ -19,9 +19,14 @@ class RouteFeature(Feature):
     endpoints = frozenset({COMPLETIONS, EMBEDDINGS, COUNT_TOKENS})
 
     def __init__(self, cfg: SidegateConfig, breaker: Breaker | None = None):
+        self.breaker = breaker if breaker is not None else Breaker()
+        self.reconfigure(cfg)
+
+    def reconfigure(self, cfg: SidegateConfig) -> None:
+        """The latest routing version's models (a request Envoy routed with another kept version
+        brings that version's in `ctx.config`: see on_request)."""
         self.cfg = cfg
         self.models = cfg.models
-        self.breaker = breaker if breaker is not None else Breaker()
         self.not_embedding: dict[str, str] = {
             model: bad for model, m in cfg.models.items()
             if (bad := next((r.provider for r in m.routes if not _embeds(cfg.providers[r.provider])), ""))
@@ -30,7 +35,7 @@ class RouteFeature(Feature):
         serve embeddings (a fallback could not either)."""
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
-        m = self.models.get(ctx.model)
+        m = (ctx.config or self.cfg).models.get(ctx.model)  # the request's routing version (live.py)
         if m is None:  # (Google answers an unknown model 404 NOT_FOUND: the model is in its path)
             raise GatewayError(
                 404 if ctx.api is Api.GEMINI else 400, f"The model '{ctx.model}' does not exist or is not served by this gateway.",
