@@ -173,7 +173,8 @@ class TryLane:
         call instead: a weighted first group, a key pool, a large body, any error). `redacted` /
         `restore`: the guard feature's rewritten body and restore map, used as they are (the per-try
         redaction a call would do is the same, already done)."""
-        name = preparable_first_try(self.stage.cfg, str(meta.get("model", "")), int(meta.get("start", 0)))
+        name = preparable_first_try(self.stage.cfg, str(meta.get("model", "")), int(meta.get("start", 0)),
+                                    str(meta.get("pin", "")))  # fmt: skip
         cred = env_credential(self.stage.cfg.providers[name]) if name is not None else None
         if name is None or cred is None:
             return {}
