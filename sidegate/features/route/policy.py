@@ -28,6 +28,7 @@ from typing import Any
 from sidegate import metrics
 from sidegate.config import ModelConfig, SidegateConfig
 from sidegate.core.context import RequestContext
+from sidegate.core.intake import EMBEDDINGS
 from sidegate.errors import Api, GatewayError
 from sidegate.features.route.breaker import Breaker
 from sidegate.features.route.latency import LatencyBoard
@@ -99,7 +100,9 @@ class Policy:
     ) -> list[tuple[float, int, str]]:
         """(estimated USD, position, provider), cheapest first; unpriced routes last (inf)."""
         tokens_in = len(ctx.raw_body) / CHARS_PER_TOKEN
-        tokens_out = expected_output(ctx.body, m.default_max_tokens, ctx.api)
+        tokens_out = (
+            0 if ctx.endpoint == EMBEDDINGS else expected_output(ctx.body, m.default_max_tokens, ctx.api)
+        )
         out = []
         for i, r in enumerate(m.routes):
             price = cfg.quota.price(r.model or ctx.model)
