@@ -415,3 +415,32 @@ def test_the_try_lane_prepares_the_pinned_provider():
     assert preparable_first_try(cfg, "m", 0) is None  # a weighted first group: the Lua calls
     assert preparable_first_try(cfg, "m", 0, "c") == "c"
     assert preparable_first_try(cfg, "m", 0, "gone") is None
+
+
+def test_the_route_feature_shares_stats_only_with_a_store():
+    from sidegate.core.feature import collect
+    from sidegate.features.route.feature import RouteFeature
+
+    cfg = make_cfg({"m": LAT})
+    assert collect([RouteFeature(cfg)]).starts == ()  # no store: nothing runs in the background
+
+    class StubStore:
+        redis = FakeRedis()
+
+    feature = RouteFeature(cfg, store=StubStore())  # type: ignore[arg-type]
+    hooks = collect([feature])
+    assert len(hooks.starts) == 1 and len(hooks.closes) == 1
+
+    async def run() -> None:
+        await hooks.starts[0]()
+        ctx = ctx_for("m")
+        ctx.allowed_models = ("*",)
+        await feature.on_request(ctx)
+        assert ctx.route == "m@a" and ctx.meta["reason"] == "latency:explore"
+        feature.on_complete(done("a", 0.2))
+        await asyncio.sleep(lat.SYNC_S + 0.2)
+        assert StubStore.redis.hashes["sg:lat:m"]  # written by the background sync
+        await hooks.closes[0]()
+        assert feature.latency._task is None
+
+    asyncio.run(run())
