@@ -20,7 +20,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -349,9 +349,10 @@ def child(metric: Counter | Histogram | Gauge, *values: str) -> Any:
     return found
 
 
-def route_decision(model: str, policy: str, provider: str, reason: str) -> None:
+def route_decision(model: str, policy: str, provider: str, reason: str) -> Callable[[], None]:
+    """The counter of one routing decision (its `inc`: the caller keeps it for the next same decision)."""
     p = provider if provider == "weighted" else provider_label(provider)
-    child(ROUTE_DECISIONS, model_label(model), policy_label(policy), p, route_reason_label(reason)).inc()
+    return child(ROUTE_DECISIONS, model_label(model), policy_label(policy), p, route_reason_label(reason)).inc  # type: ignore[no-any-return]
 
 
 def cache_lookup(result: str) -> None:

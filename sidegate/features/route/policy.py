@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sidegate import metrics
@@ -38,6 +39,7 @@ CHARS_PER_TOKEN = 4
 """Input tokens are estimated from the request body's size (the quota's exact count comes later in
 the pipeline, and a second tokenization here would double the cost): the JSON's markup makes it an
 overestimate, the same one for every route, so the ranking holds."""
+MAX_COUNTERS = 4096
 WEIGHTED = "weighted"
 """The decisions metric's provider label of an ordered start whose priority group is load balanced."""
 
@@ -50,12 +52,18 @@ class Policy:
         self.breaker = breaker
         self.latency = latency
         self.clock = clock
+        self._counters: dict[tuple[str, str, str, str], Callable[[], None]] = {}
+        """Each decision's counter, by its raw labels (bounding labels costs a few µs per request)."""
+        self._counted_for: object = None
 
     def choose(self, ctx: RequestContext, m: ModelConfig, cfg: SidegateConfig) -> str:
         """The route value for `ctx` (its model's config `m`, the config version `cfg` it is routed
         with); records the decision in `ctx.meta` and the metric. Raises GatewayError (400) for an
         override header naming a provider that is not in the chain."""
         model, p = ctx.model, m.policy
+        if cfg is not self._counted_for:  # another config version: its models may be labelled otherwise
+            self._counters.clear()
+            self._counted_for = cfg
         if not m.pins:
             return self._ordered(ctx, m, p.kind)
         skipped = False
@@ -87,12 +95,13 @@ class Policy:
     # -- the kinds ----------------------------------------------------------------------------
     def _ordered(self, ctx: RequestContext, m: ModelConfig, kind: str, skipped: bool = False) -> str:
         """Today's route values: the chain from its first priority group with a healthy provider."""
-        start = self.breaker.start_index(m, ctx.model)
+        groups = m.groups()
+        start = self.breaker.first_healthy(groups, ctx.model)
         if start:
             ctx.meta["start"] = start
-        group = m.groups()[start]
+        group = groups[start]
         reason = "breaker:skip" if start or skipped else "ordered"
-        _record(ctx, kind, reason, group[0].provider if len(group) == 1 else WEIGHTED)
+        self._record(ctx, kind, reason, group[0].provider if len(group) == 1 else WEIGHTED)
         return route_value(ctx.model, start)
 
     def _by_cost(
@@ -152,14 +161,19 @@ class Policy:
 
     def _pin(self, ctx: RequestContext, kind: str, provider: str, reason: str) -> str:
         ctx.meta["pin"] = provider
-        _record(ctx, kind, reason, provider)
+        self._record(ctx, kind, reason, provider)
         return pinned_route_value(ctx.model, provider)
 
-
-def _record(ctx: RequestContext, kind: str, reason: str, provider: str) -> None:
-    ctx.meta["policy"] = kind
-    ctx.meta["reason"] = reason
-    metrics.route_decision(ctx.model, kind, provider, reason)
+    def _record(self, ctx: RequestContext, kind: str, reason: str, provider: str) -> None:
+        ctx.meta["policy"] = kind
+        ctx.meta["reason"] = reason
+        key = (ctx.model, kind, provider, reason)
+        count = self._counters.get(key)
+        if count is None:
+            count = metrics.route_decision(*key)
+            if len(self._counters) < MAX_COUNTERS:
+                self._counters[key] = count
+        count()
 
 
 def expected_output(body: dict[str, Any], default: int, api: Api) -> int:
