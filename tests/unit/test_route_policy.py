@@ -1,79 +1,20 @@
-"""Routing policies (features/route/policy.py, latency.py): the ranking of each kind, the overrides,
-the breaker's ejections, the latency EWMAs of several replicas combined, and the pinned routes
-Envoy gets for them (bootstrap/routes.py)."""
+"""Routing policies (features/route/policy.py): the cost ranking, the overrides, the breaker's
+ejections, and the pinned routes Envoy gets for them (bootstrap/routes.py). The latency policy:
+test_route_latency.py."""
 
 from __future__ import annotations
 
-import asyncio
-import math
 from typing import Any
 
-import orjson
 import pytest
+from route_helpers import COST, PRICES, choose, ctx_for, eject, make_cfg, policy
 
-from sidegate import config
 from sidegate.bootstrap.routes import route_config
-from sidegate.config import BreakerConfig, SidegateConfig
-from sidegate.core.completion import Completion
-from sidegate.core.context import RequestContext
+from sidegate.config import SidegateConfig
 from sidegate.errors import Api, GatewayError
-from sidegate.features.route import latency as lat
-from sidegate.features.route.breaker import Breaker
-from sidegate.features.route.latency import LatencyBoard, combine
-from sidegate.features.route.policy import Policy, expected_output
+from sidegate.features.route.policy import expected_output
 from sidegate.lanes import preparable_first_try
 from sidegate.wire import PROVIDER_OVERRIDE_HEADER
-
-
-class Clock:
-    def __init__(self, t: float = 1000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-PROVIDERS = {
-    p: {"api": "openai", "base_url": f"http://{p}", "api_key_env": f"K_{p.upper()}"} for p in ("a", "b", "c")
-}
-
-
-def make_cfg(models: dict[str, Any], prices: dict[str, Any] | None = None, **services: Any) -> SidegateConfig:
-    return config.parse({
-        "providers": PROVIDERS, "models": models, "quota": {"prices": prices or {}},
-        **({"services": services} if services else {}),
-    }, env={"K_A": "ka", "K_B": "kb", "K_C": "kc"})  # fmt: skip
-
-
-COST = {
-    "routes": [{"provider": "a", "model": "big"}, {"provider": "b", "model": "small"}],
-    "policy": {"kind": "cost"},
-}
-PRICES = {
-    "big": {"input_per_mtok": 5, "output_per_mtok": 15},
-    "small": {"input_per_mtok": 0.15, "output_per_mtok": 0.6},
-}
-
-
-def ctx_for(model: str, tenant: str = "acme", headers: dict[str, str] | None = None, body: dict[str, Any] | None = None,
-            api: Api = Api.OPENAI) -> RequestContext:  # fmt: skip
-    body = body if body is not None else {"model": model, "messages": [{"role": "user", "content": "hi"}]}
-    return RequestContext(path="/v1/chat/completions", method="POST", headers=headers or {}, api=api, tenant=tenant,
-                          body=body, raw_body=orjson.dumps(body), model=model)  # fmt: skip
-
-
-def policy(clock: Clock | None = None, wall: Clock | None = None) -> Policy:
-    clock = clock or Clock()
-    return Policy(Breaker(clock), LatencyBoard(clock=wall or Clock(1_700_000_000.0)), clock=clock)
-
-
-def choose(p: Policy, cfg: SidegateConfig, ctx: RequestContext) -> str:
-    return p.choose(ctx, cfg.models[ctx.model], cfg)
-
-
-def eject(p: Policy, provider: str, model: str) -> None:
-    p.breaker.record(provider, 429, BreakerConfig(), retry_after_s=30, model=model)
-
 
 # -- ordered: today's route values -------------------------------------------------------------------
 
@@ -222,165 +163,6 @@ def test_an_ejected_override_gives_way_to_the_policy():
     assert choose(p, cfg, ctx) == "m@b" and ctx.meta["reason"] == "breaker:skip"
 
 
-# -- latency -------------------------------------------------------------------------------------------
-
-
-LAT = {"routes": [{"provider": "a"}, {"provider": "b"}], "policy": {"kind": "latency"}}
-
-
-def done(
-    provider: str, ttft_s: float, status: int = 200, model: str = "m", streamed: bool = True
-) -> Completion:
-    return Completion(meta={"model": model, "policy": "latency"}, provider=provider, upstream_model=model, status=status,
-                      usage=None, final=True, streamed=streamed, started_at=10.0, first_byte_at=10.0 + ttft_s,
-                      ended_at=10.5 + ttft_s, chunks=3)  # fmt: skip
-
-
-def test_latency_explores_the_unmeasured_then_takes_the_fastest():
-    clock = Clock()
-    p = policy(clock)
-    cfg = make_cfg({"m": LAT})
-    first, second = ctx_for("m"), ctx_for("m")
-    assert choose(p, cfg, first) == "m@a" and first.meta["reason"] == "latency:explore"
-    assert (
-        choose(p, cfg, second) == "m@b" and second.meta["reason"] == "latency:explore"
-    )  # nothing known: turns
-    p.latency.observe(done("a", 0.30))
-    p.latency.observe(done("b", 0.05))
-    ctx = ctx_for("m")
-    assert choose(p, cfg, ctx) == "m@b" and ctx.meta == {
-        "pin": "b",
-        "policy": "latency",
-        "reason": "latency:fastest",
-    }
-    for _ in range(3):  # b slows down: the EWMA moves within a few tries
-        p.latency.observe(done("b", 1.0))
-    assert choose(p, cfg, ctx_for("m")) == "m@a"
-
-
-def test_latency_penalises_errors_and_skips_ejections():
-    p = policy()
-    cfg = make_cfg({"m": LAT})
-    p.latency.observe(done("a", 0.10))
-    p.latency.observe(done("b", 0.15))
-    assert choose(p, cfg, ctx_for("m")) == "m@a"
-    p.latency.observe(done("a", 0.0, status=503))  # err 0.2: 100 * 1.8 = 180 > 150
-    assert p.latency.score("m", "a") == pytest.approx(100 * (1 + 4 * 0.2))
-    assert choose(p, cfg, ctx_for("m")) == "m@b"
-    p.latency.observe(done("a", 0.0, status=400))  # the request's fault: not counted
-    assert p.latency.score("m", "a") == pytest.approx(180)
-    eject(p, "b", "m")
-    ctx = ctx_for("m")
-    assert choose(p, cfg, ctx) == "m@a" and ctx.meta["reason"] == "breaker:skip"
-
-
-def test_only_failures_rank_last_and_other_policies_are_not_measured():
-    board = LatencyBoard(clock=Clock())
-    board.observe(done("a", 0.0, status=0))
-    assert board.score("m", "a") == math.inf
-    c = done("b", 0.1)
-    c.meta["policy"] = "cost"
-    board.observe(c)
-    assert board.score("m", "b") is None
-
-
-def test_an_unmeasured_provider_is_explored_once_per_interval_while_another_is_known():
-    clock = Clock()
-    p = policy(clock)
-    cfg = make_cfg(
-        {
-            "m": {
-                "routes": [{"provider": "a"}, {"provider": "b"}, {"provider": "c"}],
-                "policy": {"kind": "latency"},
-            }
-        }
-    )
-    p.latency.observe(done("a", 0.1))
-    picks = [choose(p, cfg, ctx_for("m")) for _ in range(4)]
-    assert picks == ["m@b", "m@c", "m@a", "m@a"]
-    clock.t += lat.EXPLORE_S
-    assert choose(p, cfg, ctx_for("m")) == "m@b"
-
-
-def test_stale_stats_count_as_unmeasured_and_start_over():
-    wall = Clock(1_700_000_000.0)
-    board = LatencyBoard(clock=wall)
-    board.observe(done("a", 2.0))
-    wall.t += lat.STALE_S + 1
-    assert board.score("m", "a") is None
-    board.observe(done("a", 0.1))
-    assert board.score("m", "a") == pytest.approx(100)  # not mixed with the old 2 s
-
-
-def test_replicas_entries_combine_weighted_by_samples():
-    now = 1_700_000_000.0
-    entries = [
-        [100.0, 0.0, 30, 30, now - 1],
-        [400.0, 0.5, 10, 5, now - 2],
-        [9999.0, 1.0, 50, 50, now - lat.STALE_S - 1],
-    ]
-    o = combine(entries, now)  # the third is stale; the first's weight is capped at WEIGHT_CAP
-    assert o.w == 30 and o.ok_w == 25
-    assert o.ttft_w / o.ok_w == pytest.approx((20 * 100 + 5 * 400) / 25)
-    assert o.err_w / o.w == pytest.approx(10 * 0.5 / 30)
-
-
-class FakeRedis:
-    """The hash commands the board's sync uses, pipelined."""
-
-    def __init__(self) -> None:
-        self.hashes: dict[str, dict[bytes, bytes]] = {}
-
-    def pipeline(self, transaction: bool = False) -> FakeRedis.Pipe:
-        return FakeRedis.Pipe(self)
-
-    class Pipe:
-        def __init__(self, r: FakeRedis) -> None:
-            self.r, self.ops = r, []
-
-        def hset(self, key: str, field: str, value: bytes) -> None:
-            self.ops.append(lambda: self.r.hashes.setdefault(key, {}).__setitem__(field.encode(), value) or 1)
-
-        def pexpire(self, key: str, ms: int) -> None:
-            self.ops.append(lambda: True)
-
-        def hgetall(self, key: str) -> None:
-            self.ops.append(lambda: dict(self.r.hashes.get(key, {})))
-
-        def hdel(self, key: str, field: bytes) -> None:
-            self.ops.append(lambda: self.r.hashes.get(key, {}).pop(field, None) and 1)
-
-        async def execute(self) -> list[Any]:
-            return [op() for op in self.ops]
-
-
-def test_replicas_share_their_stats_through_the_store():
-    wall = Clock(1_700_000_000.0)
-    redis = FakeRedis()
-    one, two = LatencyBoard(redis, wall), LatencyBoard(redis, wall)
-    for _ in range(5):
-        one.observe(done("a", 0.5))
-    two.observe(done("a", 0.1))
-    two.want("m")
-
-    async def sync_all() -> None:
-        await one.sync()
-        await two.sync()
-        await one.sync()
-
-    asyncio.run(sync_all())
-    assert set(redis.hashes["sg:lat:m"]) == {one.replica.encode(), two.replica.encode()}
-    expected = (5 * 500 + 1 * 100) / 6
-    assert one.score("m", "a") == pytest.approx(expected) and two.score("m", "a") == pytest.approx(expected)
-    # a replica gone quiet: its entry ages out of the view, then out of the store
-    wall.t += lat.STALE_S + 1
-    asyncio.run(two.sync())
-    assert two.score("m", "a") is None
-    wall.t += lat.FORGET_S
-    asyncio.run(two.sync())
-    assert one.replica.encode() not in redis.hashes["sg:lat:m"]
-
-
 # -- the routes Envoy has for them ---------------------------------------------------------------------
 
 
@@ -415,32 +197,3 @@ def test_the_try_lane_prepares_the_pinned_provider():
     assert preparable_first_try(cfg, "m", 0) is None  # a weighted first group: the Lua calls
     assert preparable_first_try(cfg, "m", 0, "c") == "c"
     assert preparable_first_try(cfg, "m", 0, "gone") is None
-
-
-def test_the_route_feature_shares_stats_only_with_a_store():
-    from sidegate.core.feature import collect
-    from sidegate.features.route.feature import RouteFeature
-
-    cfg = make_cfg({"m": LAT})
-    assert collect([RouteFeature(cfg)]).starts == ()  # no store: nothing runs in the background
-
-    class StubStore:
-        redis = FakeRedis()
-
-    feature = RouteFeature(cfg, store=StubStore())  # type: ignore[arg-type]
-    hooks = collect([feature])
-    assert len(hooks.starts) == 1 and len(hooks.closes) == 1
-
-    async def run() -> None:
-        await hooks.starts[0]()
-        ctx = ctx_for("m")
-        ctx.allowed_models = ("*",)
-        await feature.on_request(ctx)
-        assert ctx.route == "m@a" and ctx.meta["reason"] == "latency:explore"
-        feature.on_complete(done("a", 0.2))
-        await asyncio.sleep(lat.SYNC_S + 0.2)
-        assert StubStore.redis.hashes["sg:lat:m"]  # written by the background sync
-        await hooks.closes[0]()
-        assert feature.latency._task is None
-
-    asyncio.run(run())
