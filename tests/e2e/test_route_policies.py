@@ -15,6 +15,7 @@ import httpx
 import openai
 import orjson
 import pytest
+import redis
 from harness import FRONT_SERVICES, Stack, front_stack
 
 from sidegate.wire import PROVIDER_OVERRIDE_HEADER
@@ -113,6 +114,15 @@ def test_latency_moves_away_from_a_slowed_provider(gw, fake_openai, fake_anthrop
                 break
     assert moved_at is not None and moved_at < 10, moved_at
     fakes[fast].set_default(None)
+    # each worker shares its stats through the store (sidegate/features/route/latency.py)
+    assert gw.sup is not None
+    r = redis.Redis.from_url(gw.sup.redis_url)
+    try:
+        entries = [orjson.loads(v) for v in r.hgetall("sg:lat:lat-m").values()]
+    finally:
+        r.close()
+    assert entries and all(set(e["p"]) <= {"openai", "openai-b"} for e in entries)
+    assert any(e["p"].get(fast, [0])[0] > 100 for e in entries)  # the slowed one's TTFT EWMA (ms)
 
 
 def test_header_and_tenant_overrides(gw, fake_openai, fake_anthropic):
