@@ -178,7 +178,7 @@ class TryLane:
         named, versions = meta.get(ROUTING_VERSION_KEY), self.stage.versions
         if named is not None and versions is not None:  # the routing version Envoy routes this request with
             cfg = versions.pick(int(named)) or cfg
-        name = preparable_first_try(cfg, str(meta.get("model", "")), int(meta.get("start", 0)))
+        name = preparable_first_try(cfg, str(meta.get("model", "")), int(meta.get("start", 0)), str(meta.get("pin", "")))
         cred = env_credential(cfg.providers[name]) if name is not None else None
         if name is None or cred is None:
             return {}

@@ -45,7 +45,7 @@ def default_features(cfg: SidegateConfig, store: Store | None = None) -> list[Fe
         AuthFeature.from_config(cfg, store),
         ModelsFeature(cfg),
         ParseFeature.from_config(cfg),
-        RouteFeature(cfg),
+        RouteFeature(cfg, store=store),
         CountTokensFeature(cfg),
         ResponsesStoreFeature.from_config(cfg, store),
         GuardFeature(cfg),

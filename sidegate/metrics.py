@@ -20,7 +20,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +87,9 @@ AUTHZ_REASONS = ("missing_key", "malformed_key", "unknown_key", "revoked_key", "
                  # JWT callers (sidegate/features/auth/jwt.py)
                  "jwt_expired", "jwt_not_yet_valid", "jwt_audience", "jwt_issuer", "jwt_signature", "jwt_unknown_kid",
                  "jwt_malformed", "jwt_unverified", "jwt_no_tenant", "jwt_bad_claim", "jwks_unavailable")  # fmt: skip
+ROUTE_POLICIES = ("ordered", "cost", "latency")
+ROUTE_REASONS = ("ordered", "breaker:skip", "cost:cheapest", "cost:unpriced", "latency:fastest", "latency:explore",
+                 "override:header", "override:tenant")  # fmt: skip
 QUOTA_SCOPES = ("tenant", "team", "user", "key", "model", "global")
 GUARD_ACTIONS = ("redact", "mask", "block", "flag", "allow", "log")
 
@@ -94,6 +97,7 @@ tenant_label = Bounded(max_dynamic=MAX_DYNAMIC_TENANTS)
 model_label = Bounded()
 provider_label = Bounded(RESERVED_PROVIDERS)
 cache_label = Bounded(CACHE_RESULTS)
+policy_label, route_reason_label = Bounded(ROUTE_POLICIES), Bounded(ROUTE_REASONS)
 reason_label = Bounded(AUTHZ_REASONS, max_dynamic=8)
 scope_label = Bounded(QUOTA_SCOPES, max_dynamic=8)
 action_label = Bounded(GUARD_ACTIONS, max_dynamic=8)
@@ -178,6 +182,10 @@ FALLBACKS = Counter(
 PROVIDER_RETRIES = Counter(
     "sidegate_provider_retried_errors", "Provider tries that failed with a retriable status and were retried on "
     "the next provider.", ["model", "provider", "status"], registry=REGISTRY,
+)  # fmt: skip
+ROUTE_DECISIONS = Counter(
+    "sidegate_route_decisions", "First-provider choices by routing policy and reason (docs/routing.md); provider "
+    "`weighted`: an ordered start at a load-balanced priority group.", ["model", "policy", "provider", "reason"], registry=REGISTRY,
 )  # fmt: skip
 CACHE_LOOKUPS = Counter(
     "sidegate_cache_lookups", "Response cache lookups by result.", ["result"], registry=REGISTRY
@@ -339,6 +347,12 @@ def child(metric: Counter | Histogram | Gauge, *values: str) -> Any:
     if found is None:
         found = _CHILDREN[key] = metric.labels(*values)
     return found
+
+
+def route_decision(model: str, policy: str, provider: str, reason: str) -> Callable[[], None]:
+    """The counter of one routing decision (its `inc`: the caller keeps it for the next same decision)."""
+    p = provider if provider == "weighted" else provider_label(provider)
+    return child(ROUTE_DECISIONS, model_label(model), policy_label(policy), p, route_reason_label(reason)).inc  # type: ignore[no-any-return]
 
 
 def cache_lookup(result: str) -> None:

@@ -22,6 +22,7 @@ from sidegate.wire import (
     TRY,
     cluster_name,
     direct_cluster_name,
+    pinned_route_value,
     route_value,
     try_cluster_name,
 )
@@ -72,26 +73,42 @@ def _model_routes(cfg: SidegateConfig, model: str) -> list[dict[str, Any]]:
             out.append(_model_route(model, m, groups, start, lane=DIRECT, front_http=front_http, direct_lane=True))
         if front_http:
             out.append(_model_route(model, m, groups, start, lane=TRY, front_http=True, direct_lane=direct_lane))
+    if m.pins:  # the gateway picks the first provider (a routing policy, an override): one chain per provider
+        direct = direct_lane and bool(direct_apis(cfg, model, 0))  # a pinned chain holds every provider
+        for r in m.routes:
+            pinned = pinned_groups(groups, r.provider)
+            for lane in ("", *([DIRECT] if direct else []), *([TRY] if front_http else [])):
+                out.append(_model_route(model, m, pinned, 0, lane=lane, front_http=front_http,
+                                        direct_lane=direct_lane, pin=r.provider))  # fmt: skip
     return out
+
+
+def pinned_groups(groups: list[list[Any]], provider: str) -> list[list[Any]]:
+    """The chain tried first on `provider`, then on the other routes in their configured priority
+    groups (weights kept), so the fallbacks of a pinned request are the model's own."""
+    first = [r for g in groups for r in g if r.provider == provider]
+    rest = [[r for r in g if r.provider != provider] for g in groups]
+    return [first, *(g for g in rest if g)]
 
 
 def _model_route(
     model: str, m: ModelConfig, groups: list[list[Any]], start: int, *, lane: str = "", front_http: bool = False,
-    direct_lane: bool = False,
+    direct_lane: bool = False, pin: str = "",
 ) -> dict[str, Any]:
-    """`direct_lane`: the direct lane's error filter exists (only the `~direct` routes keep it on)."""
+    """`direct_lane`: the direct lane's error filter exists (only the `~direct` routes keep it on).
+    `pin`: the chain pinned to start on that provider (`groups` are then its pinned groups)."""
     name = {DIRECT: direct_cluster_name, TRY: try_cluster_name}.get(lane, cluster_name)
     direct = lane == DIRECT
     pgroups = [
         {"name": f"p{i}", "clusters": [{"cluster_name": name(r.provider), "weight": r.weight} for r in g]}
         for i, g in enumerate(groups[start:], start)
     ]
-    value = route_value(model, start) + lane
+    value = (pinned_route_value(model, pin) if pin else route_value(model, start)) + lane
     extra: dict[str, Any] = {"response_headers_to_add": direct_response_headers(front_http)} if direct else {}
     if direct_lane and not direct:
         extra["typed_per_filter_config"] = no_direct_errors()
     return {
-            "name": f"model.{model}.{start}{lane}",
+            "name": f"model.{model}@{pin}{lane}" if pin else f"model.{model}.{start}{lane}",
             "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"exact": value}}],
                       "dynamic_metadata": [_route_metadata({"exact": value}, front_http)]},
             "request_headers_to_remove": [ROUTE_HEADER],
