@@ -106,8 +106,13 @@ name_label = Bounded(max_dynamic=64, pattern=re.compile(r"^[a-z][a-z0-9_.-]{0,39
 """Stage names, store components/operations: code-defined identifiers."""
 
 
-def configure(cfg: SidegateConfig) -> None:
-    """Teach the label bounds the configured models, providers and tenants (call once at start)."""
+def configure(cfg: SidegateConfig, *, live: bool = False) -> None:
+    """Teach the label bounds the configured models, providers and tenants (at start). `live`: a
+    routing change adds its models and providers (names once served keep their series)."""
+    if live:
+        model_label.set_known([*model_label.known, *cfg.models])
+        provider_label.set_known([*provider_label.known, *cfg.providers])
+        return
     model_label.set_known(cfg.models)
     provider_label.set_known([*cfg.providers, *RESERVED_PROVIDERS])
     tenant_label.set_known(cfg.tenants)

@@ -46,7 +46,9 @@ class MetricsFeature(Feature):
         self.priced = cost is None and cfg is not None
 
     def reconfigure(self, cfg: SidegateConfig) -> None:
-        """A routing change: costs from the latest price table (a cost function given is kept)."""
+        """A routing change: its models and providers become labels; costs from the latest price
+        table (a cost function given is kept)."""
+        m.configure(cfg, live=True)
         if self.priced:
             self.cost = Pricing(cfg.quota.prices)
 
