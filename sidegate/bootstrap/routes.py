@@ -27,6 +27,10 @@ from sidegate.wire import (
 )
 
 
+ROUTE_CONFIG = "sidegate"
+"""The route configuration's name (RDS asks for it by this name)."""
+
+
 def route_config(cfg: SidegateConfig, *, front_http: bool, sidegate_filters: bool) -> dict[str, Any]:
     """The connection manager's routes. `sidegate_filters=False` (the "Envoy alone" baseline): the
     first model's route as catch-all, without anything Sidegate's filters read."""
@@ -45,7 +49,7 @@ def route_config(cfg: SidegateConfig, *, front_http: bool, sidegate_filters: boo
         first = next(r for r in routes if r["name"].startswith("model."))
         routes = [{**{k: v for k, v in first.items() if k != "typed_per_filter_config"}, "match": {"prefix": "/"}}]
     return {
-        "name": "sidegate",
+        "name": ROUTE_CONFIG,
         "virtual_hosts": [
             {
                 "name": "sidegate",
