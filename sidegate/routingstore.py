@@ -145,3 +145,24 @@ async def commit(
                     raise VersionConflict(expect, await version(redis)) from None
                 continue
     raise RuntimeError("routing document: too many concurrent changes, try again")
+
+
+# --- xds helper's stand-in for contract 4 (the docs-api helper writes the real `seed_file` in this
+# module; at merge, keep theirs and delete this block) ---------------------------------------------
+async def seed_file(redis: Redis, cfg: Any) -> int | None:
+    """Seed `cfg`'s routing document when the store has none or the file's digest differs from
+    the one last seeded; the new version, None when nothing changed."""
+    from sidegate.config.routing import routing_doc
+
+    doc = routing_doc(cfg)
+    d = digest(doc)
+    for _ in range(5):
+        n = await version(redis)
+        if n and (await redis.get(SEEDED) or b"").decode() == d:
+            return None
+        try:
+            return await commit(redis, doc, actor="file", source="file", message="seeded from the config file",
+                                expect=n, seeded=d)  # fmt: skip
+        except VersionConflict:
+            continue
+    return None

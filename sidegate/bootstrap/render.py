@@ -61,7 +61,7 @@ def resources(cfg: SidegateConfig, *, sidegate_filters: bool = True, xds_version
     front_http = cfg.services.front == "http" and sidegate_filters
     direct = cfg.services.direct_lane and sidegate_filters
     routes = route_config(cfg, front_http=front_http, sidegate_filters=sidegate_filters)
-    if xds_version is not None and sidegate_filters:
+    if xds_version and sidegate_filters:  # (0: no routing document in the store yet: no version to set)
         version.set_on_routes(routes, xds_version)
     lst = listener(cfg, front_http=front_http, direct=direct, sidegate_filters=sidegate_filters,
                    routes=None if xds_version is not None else routes)  # fmt: skip

@@ -26,7 +26,6 @@ from sidegate.wire import (
     try_cluster_name,
 )
 
-
 ROUTE_CONFIG = "sidegate"
 """The route configuration's name (RDS asks for it by this name)."""
 

@@ -58,8 +58,12 @@ def xds_cluster(cfg: SidegateConfig) -> dict[str, Any]:
         "type": "STATIC",
         "connect_timeout": "1s",
         "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": opts},
-        "load_assignment": {"cluster_name": XDS_CLUSTER, "endpoints": [{"lb_endpoints": [
-            {"endpoint": {"address": address(local_address(svc.host), svc.xds_port)}}]}]},  # fmt: skip
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": address(local_address(svc.host), svc.xds_port)}}]}
+            ],
+        },
     }
 
 
