@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from sidegate import config as config_mod
-from sidegate import process
+from sidegate import metrics_server, process
 from sidegate.config import SidegateConfig, local_address
 from sidegate.health import add_health, set_serving
 from sidegate.store.redispy import client
@@ -19,6 +20,9 @@ from sidegate.xds.follower import Follower
 from sidegate.xds.server import AdsServer
 
 log = logging.getLogger("sidegate.xds")
+
+METRICS_PORT_ENV = "SIDEGATE_XDS_METRICS_PORT"
+"""Where the xDS server serves its /metrics (unset or 0: nowhere)."""
 
 
 async def main(cfg: SidegateConfig, cfg_path: Path) -> None:
@@ -34,6 +38,9 @@ async def main(cfg: SidegateConfig, cfg_path: Path) -> None:
     server.add_insecure_port(f"{host}:{cfg.services.xds_port}")
     await server.start()
     await set_serving(health, "envoy.service.discovery.v3.AggregatedDiscoveryService")
+    metrics_port = int(os.environ.get(METRICS_PORT_ENV, "0") or 0)
+    if metrics_port:  # its pushes, ACKed versions and NACKs (sidegate_xds_*)
+        metrics_server.start_metrics_server(metrics_port, cfg.services.metrics_host)
     log.info("xDS server on %s:%d (routing document version %s)", host, cfg.services.xds_port, follower.good)
     task = asyncio.create_task(follower.run())
     try:
