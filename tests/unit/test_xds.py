@@ -191,3 +191,42 @@ def test_a_nack_stops_the_change_and_keeps_the_last_acked_state(caplog):
     assert [k for k, _ in pushed] == ["RDS"]
     assert xds_server.NACKS.labels("RDS")._value.get() == before + 1
     assert "bad config" in caplog.text and "keeps the last accepted" in caplog.text
+
+
+def test_xds_mode_bootstrap_holds_only_envoy_s_own_settings_and_the_xds_cluster(tmp_path, capsys):
+    import subprocess
+
+    import yaml
+
+    from sidegate import cli, trust
+    from sidegate.bootstrap import render
+    from sidegate.supervisor import envoy_binary
+
+    cfg = _cfg()
+    boot = render.xds_bootstrap(cfg)
+    assert [c["name"] for c in boot["static_resources"]["clusters"]] == ["sidegate_xds"]
+    assert "listeners" not in boot["static_resources"]
+    ads = {"ads": {}, "resource_api_version": "V3"}
+    assert boot["dynamic_resources"]["lds_config"] == ads and boot["dynamic_resources"]["cds_config"] == ads
+    assert boot["dynamic_resources"]["ads_config"]["grpc_services"] == [
+        {"envoy_grpc": {"cluster_name": "sidegate_xds"}}
+    ]
+    # `sidegate render` follows services.xds; --static gives the whole bootstrap
+    path = tmp_path / "sidegate.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    assert cli.main(["render", "-c", str(path)]) == 0
+    assert "dynamic_resources" in capsys.readouterr().out
+    assert cli.main(["render", "-c", str(path), "--static"]) == 0
+    static = yaml.safe_load(capsys.readouterr().out)
+    assert (
+        "dynamic_resources" not in static and static["static_resources"]["listeners"][0]["name"] == "sidegate"
+    )
+    # Envoy accepts it (with the token file it names)
+    token = tmp_path / "token.yaml"
+    trust.write_private(token, trust.token_file_text(trust.generate()))
+    cfg.services.internal_token_file = str(token)
+    f = tmp_path / "envoy.yaml"
+    f.write_text(render.render_yaml(cfg, xds=True))
+    out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(f), "--use-dynamic-base-id", "-l", "error"],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
