@@ -1,7 +1,6 @@
-"""`sidegate up`: start the store (if embedded), authz, extproc, the xDS server and Envoy as child processes
-(their command lines: children.py),
-health-check them, restart a crashed service (with back-off, never giving up: `restart.py`), stop
-everything cleanly on SIGTERM/Ctrl-C."""
+"""`sidegate up`: start the store (if embedded), authz, extproc, the xDS server and Envoy as child
+processes (their command lines: children.py), health-check them, restart a crashed service (with
+back-off, never giving up: `restart.py`), stop everything cleanly on SIGTERM/Ctrl-C."""
 
 from __future__ import annotations
 
