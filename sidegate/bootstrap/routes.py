@@ -27,6 +27,9 @@ from sidegate.wire import (
     try_cluster_name,
 )
 
+ROUTE_CONFIG = "sidegate"
+"""The route configuration's name (RDS asks for it by this name)."""
+
 
 def route_config(cfg: SidegateConfig, *, front_http: bool, sidegate_filters: bool) -> dict[str, Any]:
     """The connection manager's routes. `sidegate_filters=False` (the "Envoy alone" baseline): the
@@ -46,7 +49,7 @@ def route_config(cfg: SidegateConfig, *, front_http: bool, sidegate_filters: boo
         first = next(r for r in routes if r["name"].startswith("model."))
         routes = [{**{k: v for k, v in first.items() if k != "typed_per_filter_config"}, "match": {"prefix": "/"}}]
     return {
-        "name": "sidegate",
+        "name": ROUTE_CONFIG,
         "virtual_hosts": [
             {
                 "name": "sidegate",

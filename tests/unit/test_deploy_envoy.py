@@ -151,7 +151,9 @@ def _snippets() -> dict[str, Any]:
 def test_mesh_snippets_merged_into_a_bootstrap_pass_envoy_validate(tmp_path):
     s = _snippets()
     names = [f["name"] for f in s["http_filters"]]
-    assert names[:3] == ["envoy.filters.http.decompressor", "sidegate.inflated_limit", "envoy.filters.http.ext_authz"] and "sidegate.gateway" in names
+    # first: the config version header's filter (a client's own value removed: sidegate/bootstrap/version.py)
+    assert names[:4] == ["sidegate.config_version", "envoy.filters.http.decompressor", "sidegate.inflated_limit",
+                         "envoy.filters.http.ext_authz"] and "sidegate.gateway" in names
     assert s["upstream_http_filters"][-1]["name"] == "envoy.filters.http.upstream_codec"
     assert {c["name"] for c in s["clusters"]} == {"sidegate_authz", "sidegate_extproc"}
     f = tmp_path / "merged.yaml"

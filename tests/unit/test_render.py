@@ -28,7 +28,7 @@ def test_routes_and_clusters_follow_the_config():
     assert [g["clusters"][0]["cluster_name"] for g in groups] == ["provider.openai", "provider.anthropic"]
     assert first["route"]["retry_policy"]["num_retries"] == 1
     names = [f["name"] for f in hcm["http_filters"]]
-    assert names == ["envoy.filters.http.decompressor", "sidegate.inflated_limit", "envoy.filters.http.ext_authz", "sidegate.gateway", "sidegate.answer_limit",
+    assert names == ["sidegate.config_version", "envoy.filters.http.decompressor", "sidegate.inflated_limit", "envoy.filters.http.ext_authz", "sidegate.gateway", "sidegate.answer_limit",
                      "sidegate.direct_errors", "sidegate.usage", "sidegate.sse_usage", "envoy.filters.http.router"]
 
 
@@ -36,7 +36,7 @@ def test_inline_auth_has_no_ext_authz_filter():
     cfg = _demo()
     cfg.services.auth = "inline"
     hcm = render.bootstrap(cfg)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    assert hcm["http_filters"][2]["name"] == "sidegate.gateway"
+    assert hcm["http_filters"][3]["name"] == "sidegate.gateway"  # (after config_version, decompressor, inflated_limit)
     assert "envoy.filters.http.ext_authz" not in [f["name"] for f in hcm["http_filters"]]
 
 
@@ -46,8 +46,8 @@ def test_http_front_replaces_the_gateway_ext_proc():
     boot = render.bootstrap(cfg)
     hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     names = [f["name"] for f in hcm["http_filters"]]
-    assert names[2] == "sidegate.front" and "sidegate.gateway" not in names
-    svc = hcm["http_filters"][2]["typed_config"]["http_service"]
+    assert names[3] == "sidegate.front" and "sidegate.gateway" not in names
+    svc = hcm["http_filters"][3]["typed_config"]["http_service"]
     assert svc["path_prefix"] == "/check" and svc["server_uri"]["cluster"] == "sidegate_front"
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
     assert [r["name"] for r in routes[2:4]] == ["replay.0", "replay.1"]

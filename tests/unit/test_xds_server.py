@@ -1,0 +1,232 @@
+"""The xDS server without Envoy: every rendered resource becomes its protobuf message, pushes go in
+make-before-break order, a NACK stops the change and keeps the last ACKed state."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from envoy.config.cluster.v3.cluster_pb2 import Cluster
+from envoy.config.listener.v3.listener_pb2 import Listener
+from envoy.config.route.v3.route_pb2 import RouteConfiguration
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
+from google.protobuf import json_format
+from google.rpc.status_pb2 import Status
+
+from sidegate import config
+from sidegate.config.routing import routing_doc, with_routing
+from sidegate.wire import CONFIG_VERSION_HEADER
+from sidegate.xds import server as xds_server
+from sidegate.xds.resources import CLUSTER, LISTENER, ROUTE, SHORT, snapshot
+from sidegate.xds.server import AdsServer
+
+BASE = {
+    "providers": {
+        "openai": {"api": "openai", "base_url": "http://127.0.0.1:1", "api_key_env": "X"},
+        "anthropic": {"api": "anthropic", "base_url": "http://127.0.0.1:2", "api_key_env": "Y"},
+    },
+    "models": {
+        "gpt-4o-mini": {"routes": [{"provider": "openai"}, {"provider": "anthropic", "model": "claude"}]},
+        "claude": {"routes": [{"provider": "anthropic"}]},
+    },
+}
+
+
+def _cfg(**services: Any) -> config.SidegateConfig:
+    return config.parse({**BASE, "services": services}, env={})
+
+
+@pytest.mark.parametrize("services", [{}, {"front": "http", "auth": "inline"}, {"direct_lane": False}])
+def test_every_rendered_resource_parses_into_its_message(services):
+    snap = snapshot(_cfg(**services), 7)
+    assert set(snap.resources[LISTENER]) == {"sidegate"} and set(snap.resources[ROUTE]) == {"sidegate"}
+    assert {"provider.openai", "provider.anthropic", "sidegate_extproc"} <= set(snap.resources[CLUSTER])
+    lst = Listener()
+    lst.ParseFromString(snap.resources[LISTENER]["sidegate"].value)
+    hcm = json_format.MessageToDict(lst, preserving_proto_field_name=True)["filter_chains"][0]["filters"][0][
+        "typed_config"
+    ]
+    assert hcm["rds"]["route_config_name"] == "sidegate" and "route_config" not in hcm
+    assert hcm["rds"]["config_source"]["ads"] == {}
+    assert hcm["http_filters"][0]["name"] == "sidegate.config_version"
+    rc = RouteConfiguration()
+    rc.ParseFromString(snap.resources[ROUTE]["sidegate"].value)
+    vhost = json_format.MessageToDict(rc, preserving_proto_field_name=True)["virtual_hosts"][0]
+    per = vhost["typed_per_filter_config"]["sidegate.config_version"]["mutations"]["request_mutations"][0][
+        "append"
+    ]
+    assert (
+        per["header"] == {"key": CONFIG_VERSION_HEADER, "value": "7"}
+        and per["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD"
+    )
+    # a field xds-protos lacks travels as an unknown field (Envoy 1.40 reads it): retries refresh the cluster
+    assert b"\x70\x01" in snap.resources[ROUTE]["sidegate"].value
+    for name, res in snap.resources[CLUSTER].items():
+        c = Cluster()
+        c.ParseFromString(res.value)
+        assert c.name == name
+
+
+def test_an_identical_render_is_not_pushed_again():
+    ads = AdsServer(None)
+    assert ads.set_target(snapshot(_cfg(), 3))
+    assert not ads.set_target(snapshot(_cfg(), 3))
+    assert ads.set_target(snapshot(_cfg(), 4))  # the routes carry the version
+
+
+class FakeEnvoy:
+    """The context of one ADS stream: records what the server writes; answers each push with an
+    ACK (or a NACK for the types in `nack`)."""
+
+    def __init__(
+        self, requests: asyncio.Queue[DiscoveryRequest | None], nack: set[str] | None = None
+    ) -> None:
+        self.requests, self.nack = requests, nack or set()
+        self.pushed: list[tuple[str, list[str]]] = []
+
+    def invocation_metadata(self) -> list[tuple[str, str]]:
+        return []
+
+    async def write(self, resp: DiscoveryResponse) -> None:
+        names = []
+        for a in resp.resources:
+            msg = {CLUSTER: Cluster, LISTENER: Listener, ROUTE: RouteConfiguration}[resp.type_url]()
+            msg.ParseFromString(a.value)
+            names.append(msg.name)
+        self.pushed.append((SHORT[resp.type_url], sorted(names)))
+        req = DiscoveryRequest(
+            type_url=resp.type_url, response_nonce=resp.nonce, version_info=resp.version_info
+        )
+        if SHORT[resp.type_url] in self.nack:
+            req.error_detail.CopyFrom(Status(code=3, message="bad config"))
+        await self.requests.put(req)
+
+
+async def _requests(q: asyncio.Queue[DiscoveryRequest | None]):
+    while (req := await q.get()) is not None:
+        yield req
+
+
+async def _settle(envoy: FakeEnvoy, n: int) -> None:
+    for _ in range(200):
+        if len(envoy.pushed) >= n:
+            await asyncio.sleep(0.01)
+            return
+        await asyncio.sleep(0.01)
+
+
+def _run(scenario):
+    return asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def _subscribe(q):
+    for t, names in ((CLUSTER, []), (LISTENER, []), (ROUTE, ["sidegate"])):
+        q.put_nowait(DiscoveryRequest(type_url=t, resource_names=names))
+
+
+def test_make_before_break_order_on_a_provider_change():
+    cfg = _cfg(
+        direct_lane=False
+    )  # (the direct lane's filter lists the providers: the listener would change too)
+    doc = routing_doc(cfg)
+    swapped = {**doc, "providers": {**doc["providers"], "mistral": {"api": "openai", "base_url": "http://127.0.0.1:3", "api_key_env": "Z"}},
+               "models": {"gpt-4o-mini": {"routes": [{"provider": "openai"}, {"provider": "mistral"}]}}}  # fmt: skip
+    swapped["providers"].pop("anthropic")
+
+    async def scenario():
+        ads = AdsServer(None)
+        ads.set_target(snapshot(with_routing(cfg, doc), 1))
+        q: asyncio.Queue[DiscoveryRequest | None] = asyncio.Queue()
+        envoy = FakeEnvoy(q)
+        _subscribe(q)
+        task = asyncio.create_task(ads.StreamAggregatedResources(_requests(q), envoy))
+        await _settle(envoy, 3)
+        assert [k for k, _ in envoy.pushed] == ["CDS", "LDS", "RDS"]
+        envoy.pushed.clear()
+        ads.set_target(snapshot(with_routing(cfg, swapped), 2))
+        await _settle(envoy, 3)
+        q.put_nowait(None)
+        await task
+        return envoy.pushed
+
+    pushed = _run(scenario)
+    assert [k for k, _ in pushed] == ["CDS", "RDS", "CDS"]
+    union, final = pushed[0][1], pushed[2][1]
+    assert "provider.anthropic" in union and "provider.mistral" in union  # old and new while routes move
+    assert "provider.anthropic" not in final and "provider.mistral" in final
+
+
+def test_a_nack_stops_the_change_and_keeps_the_last_acked_state(caplog):
+    cfg = _cfg(direct_lane=False)
+    doc = routing_doc(cfg)
+    added = {**doc, "models": {**doc["models"], "new": {"routes": [{"provider": "openai"}]}}}
+    before = xds_server.NACKS.labels("RDS")._value.get()
+
+    async def scenario():
+        ads = AdsServer(None)
+        ads.set_target(snapshot(with_routing(cfg, doc), 1))
+        q: asyncio.Queue[DiscoveryRequest | None] = asyncio.Queue()
+        envoy = FakeEnvoy(q)
+        _subscribe(q)
+        task = asyncio.create_task(ads.StreamAggregatedResources(_requests(q), envoy))
+        await _settle(envoy, 3)
+        stream = next(iter(ads.streams))
+        acked_routes = stream.acked[ROUTE]
+        envoy.nack = {"RDS"}
+        envoy.pushed.clear()
+        ads.set_target(snapshot(with_routing(cfg, added), 2))
+        await _settle(envoy, 1)
+        await asyncio.sleep(0.1)
+        assert stream.acked[ROUTE] is acked_routes and stream.acked_version[ROUTE] == 1
+        assert stream.refused == ads.target.key
+        stream.wake.set()  # the refused snapshot is not offered again
+        await asyncio.sleep(0.1)
+        q.put_nowait(None)
+        await task
+        return envoy.pushed
+
+    with caplog.at_level("ERROR", "sidegate.xds"):
+        pushed = _run(scenario)
+    assert [k for k, _ in pushed] == ["RDS"]
+    assert xds_server.NACKS.labels("RDS")._value.get() == before + 1
+    assert "bad config" in caplog.text and "keeps the last accepted" in caplog.text
+
+
+def test_xds_mode_bootstrap_holds_only_envoy_s_own_settings_and_the_xds_cluster(tmp_path, capsys):
+    import subprocess
+
+    import yaml
+
+    from sidegate import cli, trust
+    from sidegate.bootstrap import render
+    from sidegate.supervisor import envoy_binary
+
+    cfg = _cfg()
+    boot = render.xds_bootstrap(cfg)
+    assert [c["name"] for c in boot["static_resources"]["clusters"]] == ["sidegate_xds"]
+    assert "listeners" not in boot["static_resources"]
+    ads = {"ads": {}, "resource_api_version": "V3"}
+    assert boot["dynamic_resources"]["lds_config"] == ads and boot["dynamic_resources"]["cds_config"] == ads
+    assert boot["dynamic_resources"]["ads_config"]["grpc_services"] == [
+        {"envoy_grpc": {"cluster_name": "sidegate_xds"}}
+    ]
+    # `sidegate render` follows services.xds; --static gives the whole bootstrap
+    path = tmp_path / "sidegate.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    assert cli.main(["render", "-c", str(path)]) == 0
+    assert "dynamic_resources" in capsys.readouterr().out
+    assert cli.main(["render", "-c", str(path), "--static"]) == 0
+    static = yaml.safe_load(capsys.readouterr().out)
+    assert (
+        "dynamic_resources" not in static and static["static_resources"]["listeners"][0]["name"] == "sidegate"
+    )
+    # Envoy accepts it (with the token file it names)
+    token = tmp_path / "token.yaml"
+    trust.write_private(token, trust.token_file_text(trust.generate()))
+    cfg.services.internal_token_file = str(token)
+    f = tmp_path / "envoy.yaml"
+    f.write_text(render.render_yaml(cfg, xds=True))
+    out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(f), "--use-dynamic-base-id", "-l", "error"],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
