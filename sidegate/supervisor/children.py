@@ -35,8 +35,10 @@ def service_host(cfg: SidegateConfig) -> str:
 
 
 def xds_child(cfg: SidegateConfig, cfg_path: Path, token_file: Path) -> Spec:
-    """`sidegate serve xds`: it renders clusters naming this start's token file."""
-    return Spec("xds", [*PY, "serve", "xds", "-c", str(cfg_path)], cfg.services.xds_port, service_host(cfg),
+    """`sidegate serve xds` (what it execs, without the CLI's imports first: the stack's start must
+    not wait on it); it renders clusters naming this start's token file."""
+    cmd = [sys.executable, "-P", "-m", "sidegate.xds", "-c", str(cfg_path)]
+    return Spec("xds", cmd, cfg.services.xds_port, service_host(cfg),
                 env={"SIDEGATE_INTERNAL_TOKEN_FILE": str(token_file)})  # fmt: skip
 
 

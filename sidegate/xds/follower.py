@@ -1,6 +1,6 @@
 """The xDS server's source: the effective configuration = the config file's, with the store's
 current routing document in place (config/routing.py `with_routing`), followed every
-`routingstore.POLL_S`.
+`routingstore.POLL_S` (and at once when the change channel says so).
 
 A document that fails validation is never served (logged; the last good one stays). The config
 file is checked every second: when it changed, its routing document is seeded into the store
@@ -12,6 +12,7 @@ services...) is this process's shape and applies at its next start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -60,14 +61,36 @@ class Follower:
             self.server.set_target(snapshot(self.base, 0))
 
     async def run(self) -> None:
+        changed = asyncio.Event()
+        listener = asyncio.create_task(self._listen(changed))
+        try:
+            while True:
+                try:
+                    await self.poll()
+                    if time.monotonic() - self.last_file_check >= FILE_CHECK_S:
+                        await self.check_file()
+                except Exception:  # a store hiccup: keep serving, try again
+                    log.exception("routing document: following the store failed; retrying")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), routingstore.POLL_S)
+                changed.clear()
+        finally:
+            listener.cancel()
+
+    async def _listen(self, changed: asyncio.Event) -> None:
+        """The change channel wakes the poll at once (the poll alone bounds the delay either way)."""
         while True:
             try:
-                await self.poll()
-                if time.monotonic() - self.last_file_check >= FILE_CHECK_S:
-                    await self.check_file()
-            except Exception:
-                log.exception("routing document: following the store failed; retrying")
-            await asyncio.sleep(routingstore.POLL_S)
+                async with self.redis.pubsub() as ps:
+                    await ps.subscribe(routingstore.CHANNEL)
+                    while True:  # (get_message's own timeout: an idle channel is no error)
+                        msg = await ps.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                        if msg is not None:
+                            changed.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the poll goes on; subscribe again shortly
+                await asyncio.sleep(1.0)
 
     async def poll(self) -> Snapshot | None:
         """One look at the store's version; a new valid document becomes the target snapshot."""

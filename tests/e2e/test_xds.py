@@ -171,7 +171,11 @@ def test_a_removed_provider_goes_after_the_routes_that_named_it(stack):
     assert not any(
         r["name"].startswith("model.claude") for r in routes["sidegate"]["virtual_hosts"][0]["routes"]
     )
-    acks = [line for line in log.read_text()[before:].splitlines() if "Envoy ACKed" in line]
+    acks = [
+        line
+        for line in log.read_text()[before:].splitlines()
+        if "Envoy ACKed" in line and f" version {n}." in line
+    ]
     kinds = [line.split("Envoy ACKed ")[1][:3] for line in acks]
     # routes first, then the cluster they no longer name (the listener changes too: the direct
     # lane's error filter lists the providers; it goes before the routes)
