@@ -53,7 +53,7 @@ class Follower:
         """Seed the file's document (if the store needs it) and serve the store's current one; the
         file's own when the store cannot be read (Envoy must start either way)."""
         try:
-            await routingstore.seed_file(self.redis, self.base)
+            await routingstore.seed_file(self.redis, self.base, path=str(self.cfg_path))
             await self.poll()
         except Exception as exc:
             log.warning("routing document: store not readable at start (%s); serving the config file's", exc)
@@ -128,6 +128,6 @@ class Follower:
         except (ConfigError, OSError) as exc:
             log.error("config file %s changed but does not load (%s): nothing seeded", self.cfg_path, exc)
             return
-        version = await routingstore.seed_file(self.redis, cfg)
+        version = await routingstore.seed_file(self.redis, cfg, path=str(self.cfg_path))
         if version is not None:
             log.info("config file %s changed: its routing document is version %d", self.cfg_path, version)
