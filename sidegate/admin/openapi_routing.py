@@ -68,7 +68,7 @@ SCHEMAS: dict[str, Any] = {
                     "properties": {
                         "provider": {"type": "string", "description": "A provider of the document."},
                         "model": {"type": ["string", "null"], "description": "The provider's model name."},
-                        "weight": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        "weight": {"type": "integer", "minimum": 0, "maximum": 1000},
                     },
                 },
             }

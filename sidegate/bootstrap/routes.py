@@ -103,7 +103,8 @@ def _model_route(
     name = {DIRECT: direct_cluster_name, TRY: try_cluster_name}.get(lane, cluster_name)
     direct = lane == DIRECT
     pgroups = [
-        {"name": f"p{i}", "clusters": [{"cluster_name": name(r.provider), "weight": r.weight} for r in g]}
+        # (a weight-0 route is in no group but a pinned chain's first, alone: any share serves it)
+        {"name": f"p{i}", "clusters": [{"cluster_name": name(r.provider), "weight": max(r.weight, 1)} for r in g]}
         for i, g in enumerate(groups[start:], start)
     ]
     value = (pinned_route_value(model, pin) if pin else route_value(model, start)) + lane
