@@ -81,7 +81,7 @@ class TryProviders:
         if provider_of_cluster(cluster) not in self.credentials:
             return False
         named = meta.get(ROUTING_VERSION_KEY)
-        return named is None or int(named) <= versions.version
+        return named is None or not versions.missing(int(named))
 
     async def learn(self, meta: dict[str, Any]) -> None:
         """A try met a provider or a routing version this process does not know yet (another
@@ -89,7 +89,7 @@ class TryProviders:
         the store before Envoy): load the version its request names, else the store's current."""
         if self.versions is not None:
             named = meta.get(ROUTING_VERSION_KEY)
-            await self.versions.load(int(named) if named is not None and int(named) > self.versions.version else 0)
+            await self.versions.load(int(named) if named is not None and self.versions.missing(int(named)) else 0)
 
     def reconfigure(self, cfg: SidegateConfig) -> None:
         """A new routing version: rebuild the state of each provider that is new or changed;

@@ -265,3 +265,20 @@ def test_a_direct_lane_entry_of_an_unknown_provider_waits_for_its_version() -> N
 
     asyncio.run(main())
     assert seen == [("new", True)]
+
+
+def test_a_version_this_process_skipped_is_loaded_not_guessed() -> None:
+    """Two changes within one poll: this process went from 1 to 3, but Envoy's routes may be at 2
+    (the xDS server saw it): a request routed with 2 gets version 2's models, not the oldest kept."""
+    redis = FakeRedis()
+    versions, f = follower(redis)
+    redis.commit(with_model(DOC, "one"))
+    asyncio.run(f.load())
+    redis.commit(with_model(DOC, "two"))
+    redis.commit(with_model(DOC, "three"))
+    asyncio.run(f.load())
+    assert sorted(versions.configs) == [0, 1, 3] and versions.missing(2) and not versions.missing(1)
+    assert versions.pick(2) is None
+    cfg = asyncio.run(versions.config_of(2))
+    assert "two" in cfg.models and "three" not in cfg.models
+    assert versions.version == 3 and versions.pick(2) is cfg and not versions.missing(2)
