@@ -19,6 +19,13 @@ from sidegate.wire import provider_of_cluster
 log = logging.getLogger("sidegate.upstream")
 
 
+def _routes(cfg: SidegateConfig, model: str, provider: str) -> bool:
+    """`cfg`'s chain of `model` names `provider` (a provider that left the chain but is still
+    configured is no answer: the try needs its route, e.g. its provider-side model)."""
+    m = cfg.models.get(model)
+    return m is not None and provider in cfg.providers and any(r.provider == provider for r in m.routes)
+
+
 class TryProviders:
     """The providers' state every try of this process shares, by provider name."""
 
@@ -64,11 +71,11 @@ class TryProviders:
             named = meta.get(ROUTING_VERSION_KEY)
             if named is not None:
                 cfg = versions.pick(int(named)) or cfg
-        if provider in cfg.providers and model in cfg.models:
+        if _routes(cfg, model, provider):
             return cfg
         if versions is not None:
             for kept in versions.newest_first():
-                if provider in kept.providers and model in kept.models:
+                if _routes(kept, model, provider):
                     return kept
         return None
 

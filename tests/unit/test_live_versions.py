@@ -282,3 +282,22 @@ def test_a_version_this_process_skipped_is_loaded_not_guessed() -> None:
     cfg = asyncio.run(versions.config_of(2))
     assert "two" in cfg.models and "three" not in cfg.models
     assert versions.version == 3 and versions.pick(2) is cfg and not versions.missing(2)
+
+
+def test_a_try_of_a_provider_the_latest_chain_dropped_uses_the_version_that_routes_it() -> None:
+    """A provider leaves a model's chain but stays configured: a try of it that named no version (or
+    one no longer kept) finds the newest kept version whose chain has it, never a crash; a try no
+    kept chain routes is refused in the client's format."""
+    redis = FakeRedis()
+    app = App(CFG, default_features(CFG))
+    f = Follower(redis, CFG, app.versions)  # type: ignore[arg-type]
+    both = copy.deepcopy(DOC)
+    both["models"]["gpt"] = {"routes": [{"provider": "oai"}, {"provider": "ant", "model": "claude-x"}]}
+    redis.commit(both)
+    asyncio.run(f.load())
+    redis.commit(DOC)  # `ant` is still a provider, no longer in gpt's chain
+    asyncio.run(f.load())
+    t = app.tries.start_try({"api": "openai", "model": "gpt"}, "provider.ant", 2)
+    assert t.provider_name == "ant" and t.upstream_model == "claude-x"
+    with pytest.raises(GatewayError):
+        app.tries.start_try({"api": "openai", "model": "gpt"}, "provider.nope", 2)
