@@ -57,6 +57,7 @@ class Versions:
         """`async (n) -> None`: loads version n (or the current one, n = 0) into this object; the
         follower's. None: nothing to load from (no store)."""
         self._loading: dict[int, asyncio.Future[None]] = {}
+        self._failing = False
 
     def pick(self, version: int) -> SidegateConfig | None:
         """The configuration of `version`: kept, or the oldest kept when it is older than that
@@ -95,8 +96,13 @@ class Versions:
         assert self.loader is not None
         try:
             await asyncio.wait_for(self.loader(version), LOAD_TIMEOUT_S)
+            if self._failing:
+                self._failing = False
+                log.info("routing: the store answers again")
         except Exception as exc:  # the request goes on with what is kept; the poll catches up
-            log.warning("routing: loading version %s failed: %s", version or "current", exc)
+            # once per outage: the poll retries every POLL_S in every process
+            (log.debug if self._failing else log.warning)("routing: loading version %s failed: %s", version or "current", exc)
+            self._failing = True
         finally:
             self._loading.pop(version, None)
 

@@ -301,3 +301,27 @@ def test_a_try_of_a_provider_the_latest_chain_dropped_uses_the_version_that_rout
     assert t.provider_name == "ant" and t.upstream_model == "claude-x"
     with pytest.raises(GatewayError):
         app.tries.start_try({"api": "openai", "model": "gpt"}, "provider.nope", 2)
+
+
+def test_a_store_outage_is_logged_once_per_outage(caplog) -> None:
+    versions = Versions(CFG)
+    state = {"down": True}
+
+    async def loader(n: int) -> None:
+        if state["down"]:
+            raise ConnectionError("store down")
+
+    versions.loader = loader
+
+    async def polls(k: int) -> None:
+        for _ in range(k):
+            await versions.load()
+
+    with caplog.at_level("INFO", "sidegate.live"):
+        asyncio.run(polls(5))
+        state["down"] = False
+        asyncio.run(polls(2))
+        state["down"] = True
+        asyncio.run(polls(3))
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2 and caplog.text.count("answers again") == 1

@@ -270,3 +270,48 @@ def test_an_envoy_reconnecting_with_older_clusters_keeps_them_until_the_new_rout
     assert kinds == ["CDS", "LDS", "RDS", "CDS"]
     assert "provider.anthropic" in pushed[0][1] and "provider.mistral" in pushed[0][1]
     assert "provider.anthropic" not in pushed[-1][1]
+
+
+def test_a_changed_file_the_store_could_not_take_is_seeded_at_the_next_check(tmp_path, monkeypatch, caplog):
+    """A ConfigMap change during a store outage still applies once the store answers (the file is
+    not taken as seeded before the seed succeeded); the outage is logged once, not every poll."""
+    from sidegate import routingstore
+    from sidegate.xds import follower as follower_mod
+
+    path = tmp_path / "sidegate.yaml"
+    path.write_text("a")
+    seeded: list[str] = []
+    down = {"on": True}
+
+    async def seed_file(redis, cfg, *, path=None):
+        if down["on"]:
+            raise ConnectionError("store down")
+        seeded.append(path)
+        return 2
+
+    async def version(redis):  # (the poll's read gets through: only the seed's transaction fails)
+        return 1
+
+    monkeypatch.setattr(routingstore, "seed_file", seed_file)
+    monkeypatch.setattr(routingstore, "version", version)
+    monkeypatch.setattr(routingstore, "POLL_S", 0.01)
+    monkeypatch.setattr(follower_mod, "FILE_CHECK_S", 0.0)
+    f = follower_mod.Follower(_cfg(), path, None, AdsServer(None), lambda p: _cfg())  # type: ignore[arg-type]
+    f.seen = 1
+    path.write_text("bb")  # the ConfigMap changed
+
+    async def scenario():
+        task = asyncio.create_task(f.run())
+        await asyncio.sleep(0.2)
+        assert seeded == []
+        down["on"] = False
+        for _ in range(100):
+            if seeded:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    with caplog.at_level("INFO", "sidegate.xds"):
+        _run(scenario)
+    assert seeded == [str(path)]
+    assert caplog.text.count("following the store failed") == 1 and "answers again" in caplog.text
