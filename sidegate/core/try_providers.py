@@ -85,8 +85,10 @@ class TryProviders:
         versions = self.versions
         if versions is None:
             return True
-        if provider_of_cluster(cluster) not in self.credentials:
-            return False
+        provider = provider_of_cluster(cluster)
+        if provider is not None and provider not in self.credentials:
+            return False  # (a cluster that names no provider, e.g. a direct-lane entry Envoy answered
+            # without an upstream: nothing to learn, no store read per such entry)
         named = meta.get(ROUTING_VERSION_KEY)
         return named is None or not versions.missing(int(named))
 

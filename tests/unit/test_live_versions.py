@@ -206,6 +206,7 @@ def test_a_try_of_an_unknown_provider_or_newer_version_asks_to_learn_it() -> Non
     assert stage.ready({}, "provider.oai")
     assert not stage.ready({}, "provider.new")
     assert not stage.ready({ROUTING_VERSION_KEY: 1}, "provider.oai")
+    assert stage.ready({}, "")  # no provider named (a local answer's log entry): nothing to load
     f = Follower(redis, CFG, versions)  # type: ignore[arg-type]
     versions.listeners.append(stage.reconfigure)
     doc = copy.deepcopy(DOC)
