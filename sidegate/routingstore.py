@@ -20,6 +20,7 @@ reader sees a document without its version or a version without its document.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from sidegate.config.root import SidegateConfig
-from sidegate.config.routing import digest, routing_doc
+from sidegate.config.routing import digest, inline_secrets, routing_doc
 
 VERSION = "sg:routing:version"
 HISTORY = "sg:routing:history"
@@ -39,6 +40,8 @@ SEEDED = "sg:routing:seeded"
 CHANNEL = "sg:routing:changed"
 KEEP = 100
 POLL_S = 0.25
+
+log = logging.getLogger("sidegate.routing")
 
 
 def doc_key(version: int) -> str:
@@ -167,10 +170,18 @@ async def seed_file(redis: Redis, cfg: SidegateConfig, *, path: str | None = Non
     """Seed the config file's routing document (docs/control-plane.md, "Seeding"): a new version
     with source ``file`` when the store has none, or when the file's document is not the one last
     seeded (a changed file or ConfigMap wins); None when nothing changed, so a restart with the same
-    file leaves live changes alone. Safe with many replicas at once: each attempt is a commit
-    expecting the version it checked, and every write of ``SEEDED`` bumps the version, so of two
-    seeders of the same file one creates the version and the other then finds it seeded."""
+    file leaves live changes alone, or when a provider carries an inline credential (refused like
+    the admin API refuses it: logged with its location, never the value). Safe with many replicas
+    at once: each attempt watches the version and ``SEEDED`` (or is a commit expecting the version
+    it checked), so of two seeders of the same file one creates the version and the other then
+    finds it seeded."""
     doc = routing_doc(cfg)
+    secrets = inline_secrets(doc)
+    if secrets:  # every global viewer reads the store and its history: never seeded (the file's
+        # own routing still runs until the store has a version; the error says what to change)
+        log.error("config file %s: its routing document is not seeded into the store: %s",
+                  path or "config", "; ".join(secrets))  # fmt: skip
+        return None
     want = digest(doc)
     actor = f"file:{path or 'config'}"
     for _ in range(50):

@@ -57,6 +57,7 @@ class Versions:
         """`async (n) -> None`: loads version n (or the current one, n = 0) into this object; the
         follower's. None: nothing to load from (no store)."""
         self._loading: dict[int, asyncio.Future[None]] = {}
+        self._failing = False
 
     def pick(self, version: int) -> SidegateConfig | None:
         """The configuration of `version`: kept, or the oldest kept when it is older than that
@@ -64,9 +65,9 @@ class Versions:
         cfg = self.configs.get(version)
         if cfg is not None:
             return cfg
-        if version > self.version:
-            return None
         oldest = min(self.configs)
+        if version > oldest:  # newer than the latest, or one this process skipped (two changes
+            return None  # within a poll): Envoy's routes may be at it, so it is loaded, not guessed
         log.warning("routing version %d is no longer kept: using version %d", version, oldest)
         return self.configs[oldest]
 
@@ -95,10 +96,28 @@ class Versions:
         assert self.loader is not None
         try:
             await asyncio.wait_for(self.loader(version), LOAD_TIMEOUT_S)
+            if self._failing:
+                self._failing = False
+                log.info("routing: the store answers again")
         except Exception as exc:  # the request goes on with what is kept; the poll catches up
-            log.warning("routing: loading version %s failed: %s", version or "current", exc)
+            # once per outage: the poll retries every POLL_S in every process
+            (log.debug if self._failing else log.warning)("routing: loading version %s failed: %s", version or "current", exc)
+            self._failing = True
         finally:
             self._loading.pop(version, None)
+
+    def missing(self, version: int) -> bool:
+        """Whether `version` must be loaded before a request routed with it runs (see :meth:`pick`)."""
+        return version not in self.configs and version > min(self.configs)
+
+    def keep(self, version: int, cfg: SidegateConfig) -> None:
+        """An older version this process skipped, loaded for a request routed with it: kept beside
+        the others (the latest and the listeners unchanged)."""
+        if version in self.configs or version >= self.version or version < min(self.configs):
+            return
+        self.configs[version] = cfg
+        while len(self.configs) > KEEP + 1:
+            del self.configs[min(self.configs)]
 
     def knows_provider(self, name: str) -> bool:
         return any(name in cfg.providers for cfg in self.configs.values())
@@ -140,21 +159,31 @@ class Follower:
 
     async def load(self, version: int = 0) -> None:
         """Version `version` (0: the current one) from the store into the kept versions. A version
-        older than the latest is not loaded (pick gives the oldest kept)."""
+        older than the latest is loaded only when this process skipped it (:meth:`Versions.keep`)."""
+        if version and version < self.versions.version:
+            if self.versions.missing(version) and version not in self.refused:
+                cfg = await self._config_at(version)
+                if cfg is not None:
+                    self.versions.keep(version, cfg)
+            return
         current = await routingstore.version(self.redis)
         target = current if version == 0 else min(version, current)
         if target <= self.versions.version or target in self.refused:
             return
-        doc = await routingstore.doc_at(self.redis, target)
+        cfg = await self._config_at(target)
+        if cfg is not None:
+            self.versions.put(target, cfg)
+
+    async def _config_at(self, n: int) -> SidegateConfig | None:
+        doc = await routingstore.doc_at(self.redis, n)
         if doc is None:
-            return
+            return None
         try:
-            cfg = with_routing(self.file_cfg, doc, source=f"routing version {target}")
+            return with_routing(self.file_cfg, doc, source=f"routing version {n}")
         except ConfigError as exc:
-            self.refused.add(target)
-            log.error("routing version %d is invalid, ignored: %s", target, "; ".join(exc.problems))
-            return
-        self.versions.put(target, cfg)
+            self.refused.add(n)
+            log.error("routing version %d is invalid, ignored: %s", n, "; ".join(exc.problems))
+            return None
 
     async def start(self) -> None:
         """The store's current version before serving (bounded), then the poll in the background."""

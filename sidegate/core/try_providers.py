@@ -19,6 +19,13 @@ from sidegate.wire import provider_of_cluster
 log = logging.getLogger("sidegate.upstream")
 
 
+def _routes(cfg: SidegateConfig, model: str, provider: str) -> bool:
+    """`cfg`'s chain of `model` names `provider` (a provider that left the chain but is still
+    configured is no answer: the try needs its route, e.g. its provider-side model)."""
+    m = cfg.models.get(model)
+    return m is not None and provider in cfg.providers and any(r.provider == provider for r in m.routes)
+
+
 class TryProviders:
     """The providers' state every try of this process shares, by provider name."""
 
@@ -64,11 +71,11 @@ class TryProviders:
             named = meta.get(ROUTING_VERSION_KEY)
             if named is not None:
                 cfg = versions.pick(int(named)) or cfg
-        if provider in cfg.providers and model in cfg.models:
+        if _routes(cfg, model, provider):
             return cfg
         if versions is not None:
             for kept in versions.newest_first():
-                if provider in kept.providers and model in kept.models:
+                if _routes(kept, model, provider):
                     return kept
         return None
 
@@ -78,10 +85,12 @@ class TryProviders:
         versions = self.versions
         if versions is None:
             return True
-        if provider_of_cluster(cluster) not in self.credentials:
-            return False
+        provider = provider_of_cluster(cluster)
+        if provider is not None and provider not in self.credentials:
+            return False  # (a cluster that names no provider, e.g. a direct-lane entry Envoy answered
+            # without an upstream: nothing to learn, no store read per such entry)
         named = meta.get(ROUTING_VERSION_KEY)
-        return named is None or int(named) <= versions.version
+        return named is None or not versions.missing(int(named))
 
     async def learn(self, meta: dict[str, Any]) -> None:
         """A try met a provider or a routing version this process does not know yet (another
@@ -89,7 +98,7 @@ class TryProviders:
         the store before Envoy): load the version its request names, else the store's current."""
         if self.versions is not None:
             named = meta.get(ROUTING_VERSION_KEY)
-            await self.versions.load(int(named) if named is not None and int(named) > self.versions.version else 0)
+            await self.versions.load(int(named) if named is not None and self.versions.missing(int(named)) else 0)
 
     def reconfigure(self, cfg: SidegateConfig) -> None:
         """A new routing version: rebuild the state of each provider that is new or changed;

@@ -63,14 +63,21 @@ class Follower:
     async def run(self) -> None:
         changed = asyncio.Event()
         listener = asyncio.create_task(self._listen(changed))
+        failing = False
         try:
             while True:
                 try:
                     await self.poll()
                     if time.monotonic() - self.last_file_check >= FILE_CHECK_S:
                         await self.check_file()
-                except Exception:  # a store hiccup: keep serving, try again
-                    log.exception("routing document: following the store failed; retrying")
+                    if failing:
+                        failing = False
+                        log.info("routing document: the store answers again")
+                except Exception as exc:  # a store hiccup: keep serving, try again (logged once per outage)
+                    if not failing:
+                        log.error("routing document: following the store failed (%s: %s); retrying every %gs",
+                                  type(exc).__name__, exc, routingstore.POLL_S)  # fmt: skip
+                    failing = True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), routingstore.POLL_S)
                 changed.clear()
@@ -122,12 +129,13 @@ class Follower:
         stamp = self._stamp()
         if stamp == self.file_stamp:
             return
-        self.file_stamp = stamp
         try:
             cfg = self.load(self.cfg_path)
         except (ConfigError, OSError) as exc:
+            self.file_stamp = stamp
             log.error("config file %s changed but does not load (%s): nothing seeded", self.cfg_path, exc)
             return
         version = await routingstore.seed_file(self.redis, cfg, path=str(self.cfg_path))
+        self.file_stamp = stamp  # (only now: a store that failed the seed gets it at the next check)
         if version is not None:
             log.info("config file %s changed: its routing document is version %d", self.cfg_path, version)

@@ -9,8 +9,9 @@ make-before-break order (contract 3, docs/control-plane.md "Live routing over xD
 
 A NACK (Envoy's `error_detail`) is logged and counted; that stream stops at that step and keeps the
 last ACKed state (Envoy keeps serving it too), and the snapshot is not offered again until a new
-one comes. Each stream tracks what its Envoy ACKed per type, so a reconnecting Envoy simply gets
-the current state.
+one comes. Each stream tracks what its Envoy ACKed per type; a reconnecting Envoy gets the current
+state, its first CDS push keeping the clusters it reports having (a cluster set this server served,
+by version) until the new routes are ACKed.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ ACK_TIMEOUT_S = 30.0
 """A push Envoy neither ACKs nor NACKs within this counts as refused (the stream is likely gone)."""
 
 Resources = dict[str, any_pb2.Any]
+REMEMBERED = 32
 
 
 class Stream:
@@ -78,6 +80,13 @@ class Stream:
                 continue  # (an older nonce: superseded, nothing to do)
             if t in self.acked:  # a new subscription of a type Envoy had: it wants the state again
                 self.resend.add(t)
+            elif t == CLUSTER and req.version_info:
+                # Envoy reconnected with the clusters of an earlier stream, which its routes may still
+                # name: known, they are what this stream's first CDS push keeps beside the new ones
+                # (a union, then routes, then the final set: make before break across reconnects too).
+                had = self.server.sent_clusters.get(req.version_info)
+                if had is not None:
+                    self.acked[CLUSTER] = had
             self.wake.set()
 
     async def drive(self) -> None:
@@ -143,6 +152,8 @@ class Stream:
             )
         )
         PUSHES.labels(SHORT[t]).inc()
+        if t == CLUSTER:
+            self.server.remember_clusters(version, resources)
         try:
             error = await asyncio.wait_for(fut, ACK_TIMEOUT_S)
         except TimeoutError:
@@ -175,11 +186,22 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self.ready = asyncio.Event()
         """Set once a snapshot exists (Envoy's first requests wait for it)."""
         self.acked_key: str | None = None
+        self.sent_clusters: dict[str, Resources] = {}
+        """The last `REMEMBERED` cluster sets served, by CDS version string: what a reconnecting
+        Envoy (whose request names the version it has) may still route to."""
+
+    def remember_clusters(self, version: str, resources: Resources) -> None:
+        self.sent_clusters.pop(version, None)
+        self.sent_clusters[version] = resources
+        while len(self.sent_clusters) > REMEMBERED:
+            del self.sent_clusters[next(iter(self.sent_clusters))]
 
     def set_target(self, snap: Snapshot) -> bool:
         """A new snapshot to serve; False when it renders exactly like the current one."""
         if self.target is not None and self.target.key == snap.key:
             return False
+        clusters = snap.resources[CLUSTER]
+        self.remember_clusters(f"{snap.version}.{digest(clusters)}", clusters)
         self.target = snap
         self.ready.set()
         for s in self.streams:

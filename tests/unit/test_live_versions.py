@@ -206,6 +206,7 @@ def test_a_try_of_an_unknown_provider_or_newer_version_asks_to_learn_it() -> Non
     assert stage.ready({}, "provider.oai")
     assert not stage.ready({}, "provider.new")
     assert not stage.ready({ROUTING_VERSION_KEY: 1}, "provider.oai")
+    assert stage.ready({}, "")  # no provider named (a local answer's log entry): nothing to load
     f = Follower(redis, CFG, versions)  # type: ignore[arg-type]
     versions.listeners.append(stage.reconfigure)
     doc = copy.deepcopy(DOC)
@@ -265,3 +266,63 @@ def test_a_direct_lane_entry_of_an_unknown_provider_waits_for_its_version() -> N
 
     asyncio.run(main())
     assert seen == [("new", True)]
+
+
+def test_a_version_this_process_skipped_is_loaded_not_guessed() -> None:
+    """Two changes within one poll: this process went from 1 to 3, but Envoy's routes may be at 2
+    (the xDS server saw it): a request routed with 2 gets version 2's models, not the oldest kept."""
+    redis = FakeRedis()
+    versions, f = follower(redis)
+    redis.commit(with_model(DOC, "one"))
+    asyncio.run(f.load())
+    redis.commit(with_model(DOC, "two"))
+    redis.commit(with_model(DOC, "three"))
+    asyncio.run(f.load())
+    assert sorted(versions.configs) == [0, 1, 3] and versions.missing(2) and not versions.missing(1)
+    assert versions.pick(2) is None
+    cfg = asyncio.run(versions.config_of(2))
+    assert "two" in cfg.models and "three" not in cfg.models
+    assert versions.version == 3 and versions.pick(2) is cfg and not versions.missing(2)
+
+
+def test_a_try_of_a_provider_the_latest_chain_dropped_uses_the_version_that_routes_it() -> None:
+    """A provider leaves a model's chain but stays configured: a try of it that named no version (or
+    one no longer kept) finds the newest kept version whose chain has it, never a crash; a try no
+    kept chain routes is refused in the client's format."""
+    redis = FakeRedis()
+    app = App(CFG, default_features(CFG))
+    f = Follower(redis, CFG, app.versions)  # type: ignore[arg-type]
+    both = copy.deepcopy(DOC)
+    both["models"]["gpt"] = {"routes": [{"provider": "oai"}, {"provider": "ant", "model": "claude-x"}]}
+    redis.commit(both)
+    asyncio.run(f.load())
+    redis.commit(DOC)  # `ant` is still a provider, no longer in gpt's chain
+    asyncio.run(f.load())
+    t = app.tries.start_try({"api": "openai", "model": "gpt"}, "provider.ant", 2)
+    assert t.provider_name == "ant" and t.upstream_model == "claude-x"
+    with pytest.raises(GatewayError):
+        app.tries.start_try({"api": "openai", "model": "gpt"}, "provider.nope", 2)
+
+
+def test_a_store_outage_is_logged_once_per_outage(caplog) -> None:
+    versions = Versions(CFG)
+    state = {"down": True}
+
+    async def loader(n: int) -> None:
+        if state["down"]:
+            raise ConnectionError("store down")
+
+    versions.loader = loader
+
+    async def polls(k: int) -> None:
+        for _ in range(k):
+            await versions.load()
+
+    with caplog.at_level("INFO", "sidegate.live"):
+        asyncio.run(polls(5))
+        state["down"] = False
+        asyncio.run(polls(2))
+        state["down"] = True
+        asyncio.run(polls(3))
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2 and caplog.text.count("answers again") == 1

@@ -29,3 +29,19 @@ def test_same_and_empty() -> None:
     assert diff(A, A) == {"added": [], "removed": [], "changed": []}
     assert diff(None, A)["added"] == ["models.gpt-4o", "prices.gpt-4o", "providers.azure", "providers.openai"]
     assert diff(A, {})["removed"] == ["models.gpt-4o", "prices.gpt-4o", "providers.azure", "providers.openai"]
+
+
+def test_a_file_whose_provider_carries_an_inline_credential_is_never_seeded(caplog) -> None:
+    """The store and its history are every global viewer's to read: the file's document is refused
+    like the admin API refuses it (its location logged, never the value), before any store access."""
+    import asyncio
+
+    from sidegate import config, routingstore
+
+    cfg = config.parse({
+        "providers": {"p": {"api": "openai", "base_url": "http://127.0.0.1:1", "headers": {"Authorization": "Bearer sk-live-123"}}},
+        "models": {"m": {"routes": [{"provider": "p"}]}},
+    }, env={})  # fmt: skip
+    with caplog.at_level("ERROR", "sidegate.routing"):
+        assert asyncio.run(routingstore.seed_file(None, cfg, path="/etc/sidegate.yaml")) is None  # type: ignore[arg-type]
+    assert "providers.p.headers.Authorization" in caplog.text and "sk-live" not in caplog.text

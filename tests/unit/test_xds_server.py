@@ -230,3 +230,88 @@ def test_xds_mode_bootstrap_holds_only_envoy_s_own_settings_and_the_xds_cluster(
     out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(f), "--use-dynamic-base-id", "-l", "error"],
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+
+
+def test_an_envoy_reconnecting_with_older_clusters_keeps_them_until_the_new_routes_are_acked():
+    """The stream broke, then a provider was swapped: Envoy comes back naming the cluster version it
+    has (its routes still use those clusters), so they go only after the new routes (make before break)."""
+    cfg = _cfg(direct_lane=False)
+    doc = routing_doc(cfg)
+    swapped = {**doc, "providers": {**doc["providers"], "mistral": {"api": "openai", "base_url": "http://127.0.0.1:3", "api_key_env": "Z"}},
+               "models": {"gpt-4o-mini": {"routes": [{"provider": "openai"}, {"provider": "mistral"}]}}}  # fmt: skip
+    swapped["providers"].pop("anthropic")
+
+    async def scenario():
+        ads = AdsServer(None)
+        ads.set_target(snapshot(with_routing(cfg, doc), 1))
+        q: asyncio.Queue[DiscoveryRequest | None] = asyncio.Queue()
+        envoy = FakeEnvoy(q)
+        _subscribe(q)
+        task = asyncio.create_task(ads.StreamAggregatedResources(_requests(q), envoy))
+        await _settle(envoy, 3)
+        had = next(iter(ads.streams)).acked[CLUSTER]
+        version = f"1.{xds_server.digest(had)}"
+        q.put_nowait(None)  # the stream breaks
+        await task
+        ads.set_target(snapshot(with_routing(cfg, swapped), 2))
+        q2: asyncio.Queue[DiscoveryRequest | None] = asyncio.Queue()
+        envoy2 = FakeEnvoy(q2)
+        q2.put_nowait(DiscoveryRequest(type_url=CLUSTER, version_info=version))
+        q2.put_nowait(DiscoveryRequest(type_url=LISTENER, version_info="1.x"))
+        q2.put_nowait(DiscoveryRequest(type_url=ROUTE, resource_names=["sidegate"], version_info="1.y"))
+        task2 = asyncio.create_task(ads.StreamAggregatedResources(_requests(q2), envoy2))
+        await _settle(envoy2, 4)
+        q2.put_nowait(None)
+        await task2
+        return envoy2.pushed
+
+    pushed = _run(scenario)
+    kinds = [k for k, _ in pushed]
+    assert kinds == ["CDS", "LDS", "RDS", "CDS"]
+    assert "provider.anthropic" in pushed[0][1] and "provider.mistral" in pushed[0][1]
+    assert "provider.anthropic" not in pushed[-1][1]
+
+
+def test_a_changed_file_the_store_could_not_take_is_seeded_at_the_next_check(tmp_path, monkeypatch, caplog):
+    """A ConfigMap change during a store outage still applies once the store answers (the file is
+    not taken as seeded before the seed succeeded); the outage is logged once, not every poll."""
+    from sidegate import routingstore
+    from sidegate.xds import follower as follower_mod
+
+    path = tmp_path / "sidegate.yaml"
+    path.write_text("a")
+    seeded: list[str] = []
+    down = {"on": True}
+
+    async def seed_file(redis, cfg, *, path=None):
+        if down["on"]:
+            raise ConnectionError("store down")
+        seeded.append(path)
+        return 2
+
+    async def version(redis):  # (the poll's read gets through: only the seed's transaction fails)
+        return 1
+
+    monkeypatch.setattr(routingstore, "seed_file", seed_file)
+    monkeypatch.setattr(routingstore, "version", version)
+    monkeypatch.setattr(routingstore, "POLL_S", 0.01)
+    monkeypatch.setattr(follower_mod, "FILE_CHECK_S", 0.0)
+    f = follower_mod.Follower(_cfg(), path, None, AdsServer(None), lambda p: _cfg())  # type: ignore[arg-type]
+    f.seen = 1
+    path.write_text("bb")  # the ConfigMap changed
+
+    async def scenario():
+        task = asyncio.create_task(f.run())
+        await asyncio.sleep(0.2)
+        assert seeded == []
+        down["on"] = False
+        for _ in range(100):
+            if seeded:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    with caplog.at_level("INFO", "sidegate.xds"):
+        _run(scenario)
+    assert seeded == [str(path)]
+    assert caplog.text.count("following the store failed") == 1 and "answers again" in caplog.text

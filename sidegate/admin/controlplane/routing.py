@@ -13,7 +13,6 @@ version; if another change came in between, it is re-applied to the newer one (a
 from __future__ import annotations
 
 import copy
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +25,7 @@ from sidegate.admin.audit import queue_audit
 from sidegate.admin.controlplane.rules import TENANT_PATTERN, Conflict, Invalid, NotFound, _match
 from sidegate.admin.principal import OWNER_ENV, Principal
 from sidegate.config.root import ConfigError, SidegateConfig
-from sidegate.config.routing import routing_doc, with_routing
+from sidegate.config.routing import inline_secrets, routing_doc, with_routing
 
 _TRIES = 8
 Doc = dict[str, Any]
@@ -64,26 +63,6 @@ def check_model_name(name: Any) -> str:
 
 def check_provider_name(name: Any) -> str:
     return _match(PROVIDER_NAME_PATTERN, name, "provider name")
-
-
-_SECRET_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key"}
-)
-_SECRET_VALUE = re.compile(r"^(bearer\s+)?(sk-|sk_|AKIA|AIza|xai-|gsk_)", re.IGNORECASE)
-
-
-def inline_secrets(doc: Doc) -> list[str]:
-    """Where a provider's extra headers carry a credential inline (unknown fields such as
-    ``api_key`` are refused by the schema already). The store and its history are readable by
-    every global viewer: a provider names its credentials by reference (``api_key_env``,
-    ``api_key_envs``, the cloud auth blocks), never by value. The value is never repeated."""
-    out = []
-    for pname, prov in (doc.get("providers") or {}).items():
-        for header, value in ((prov or {}).get("headers") or {}).items():
-            if header.lower() in _SECRET_HEADERS or _SECRET_VALUE.match(str(value)):
-                out.append(f"providers.{pname}.headers.{header}: looks like an inline credential; "
-                           "name it by reference (api_key_env, api_key_envs or a cloud auth block)")  # fmt: skip
-    return out
 
 
 def _action(section: str, verb: str) -> str:
