@@ -62,6 +62,9 @@ class Stream:
         self.wake = asyncio.Event()
         self.refused: str | None = None
         """The key of the snapshot Envoy refused (not offered again)."""
+        self.envoy_version = 0
+        """The highest routing version this Envoy said it has (an Envoy that outlived a server restart)."""
+        self.holding = False
 
     async def read(self, requests: AsyncIterator[DiscoveryRequest]) -> None:
         async for req in requests:
@@ -78,6 +81,9 @@ class Stream:
                             req.error_detail.message if req.HasField("error_detail") else ""
                         )
                 continue  # (an older nonce: superseded, nothing to do)
+            head = req.version_info.partition(".")[0]
+            if head.isdigit():
+                self.envoy_version = max(self.envoy_version, int(head))
             if t in self.acked:  # a new subscription of a type Envoy had: it wants the state again
                 self.resend.add(t)
             elif t == CLUSTER and req.version_info:
@@ -94,6 +100,16 @@ class Stream:
             await self.wake.wait()
             self.wake.clear()
             snap = self.server.target
+            if snap is not None and snap.version == 0 and self.envoy_version > 0:
+                # The file's own document (the store could not be read when this server started) is
+                # never pushed over a live version Envoy already has: that would undo live changes
+                # and drop live providers' clusters. Envoy keeps serving its state until the store answers.
+                if not self.holding:
+                    log.warning("xDS stream: Envoy has routing version %d; waiting for the store before any push",
+                                self.envoy_version)  # fmt: skip
+                self.holding = True
+                continue
+            self.holding = False
             if snap is not None and (snap.key != self.refused or self.resend):
                 try:
                     await self.converge(snap)

@@ -315,3 +315,31 @@ def test_a_changed_file_the_store_could_not_take_is_seeded_at_the_next_check(tmp
         _run(scenario)
     assert seeded == [str(path)]
     assert caplog.text.count("following the store failed") == 1 and "answers again" in caplog.text
+
+
+def test_the_file_s_document_is_never_pushed_over_a_live_version_envoy_has(caplog):
+    """The xDS server restarted while the store was unreachable: it has only the file's document
+    (version 0). An Envoy that reconnects with live version 5 keeps it (no push), and gets the
+    store's version as soon as the server has it."""
+    cfg = _cfg(direct_lane=False)
+
+    async def scenario():
+        ads = AdsServer(None)
+        ads.set_target(snapshot(cfg, 0))
+        q: asyncio.Queue[DiscoveryRequest | None] = asyncio.Queue()
+        envoy = FakeEnvoy(q)
+        for t, names in ((CLUSTER, []), (LISTENER, []), (ROUTE, ["sidegate"])):
+            q.put_nowait(DiscoveryRequest(type_url=t, resource_names=names, version_info="5.abc"))
+        task = asyncio.create_task(ads.StreamAggregatedResources(_requests(q), envoy))
+        await asyncio.sleep(0.2)
+        held = list(envoy.pushed)
+        ads.set_target(snapshot(cfg, 6))
+        await _settle(envoy, 3)
+        q.put_nowait(None)
+        await task
+        return held, envoy.pushed
+
+    held, pushed = _run(scenario)
+    assert held == []
+    assert [k for k, _ in pushed] == ["CDS", "LDS", "RDS"]
+    assert "waiting for the store" in caplog.text
