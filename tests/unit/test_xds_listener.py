@@ -41,7 +41,10 @@ def _changed(doc: dict[str, Any]) -> dict[str, Any]:
     }
     doc["models"].pop("claude")
     doc["providers"].pop("b")
-    doc["prices"] = {"gpt": {"input_per_mtok": 5, "output_per_mtok": 7}, "cheap": {"input_per_mtok": 0.1, "output_per_mtok": 0.2}}
+    doc["prices"] = {
+        "gpt": {"input_per_mtok": 5, "output_per_mtok": 7},
+        "cheap": {"input_per_mtok": 0.1, "output_per_mtok": 0.2},
+    }
     doc["defaults"] = {"cache": {"exact": True}, "guard": None}
     return doc
 
