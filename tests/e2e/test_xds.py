@@ -183,7 +183,7 @@ def test_a_removed_provider_goes_after_the_routes_that_named_it(stack):
     _wait(lambda: any("Envoy ACKed CDS" in line for line in acks()), 2.0)
     kinds = [line.split("Envoy ACKed ")[1][:3] for line in acks()]
     # routes first, then the cluster they no longer name (never the listener: nothing in it
-    # depends on the routing document, tests/e2e/test_xds_listener.py)
+    # depends on the routing document, tests/e2e/test_xds_no_drain.py)
     assert kinds == ["RDS", "CDS"], acks()
 
 
