@@ -203,7 +203,7 @@ def http_connection_manager(
             *([_ext_authz(cfg)] if svc.auth == "ext_authz" else []),
             _front_filter(cfg) if front_http else _gateway_filter(cfg),
             answer_limit_filter(cfg),
-            *(direct_lane.router_filters(cfg) if direct else []),
+            *(direct_lane.router_filters() if direct else []),
             _router(cfg),
         ],
     }  # fmt: skip

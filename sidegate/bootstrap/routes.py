@@ -4,12 +4,13 @@ alone (413, 415) or say why nothing can route it (503, 404)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from sidegate.bootstrap.direct_lane import direct_response_headers, no_direct_errors
+from sidegate.bootstrap.direct_lane import direct_errors_metadata, direct_response_headers, no_direct_errors
 from sidegate.bootstrap.input import filters_off, unsupported_encoding_route
 from sidegate.bootstrap.limits import duration, per_try_idle_timeout, service_timeout_s
-from sidegate.config import ModelConfig, SidegateConfig
+from sidegate.config import ModelConfig, ProviderConfig, SidegateConfig
 from sidegate.errors import Api, error_body
 from sidegate.lanes import direct_apis
 from sidegate.wire import (
@@ -73,7 +74,8 @@ def _model_routes(cfg: SidegateConfig, model: str) -> list[dict[str, Any]]:
     for start in range(len(groups)):
         out.append(_model_route(model, m, groups, start, front_http=front_http, direct_lane=direct_lane))
         if direct_lane and direct_apis(cfg, model, start):
-            out.append(_model_route(model, m, groups, start, lane=DIRECT, front_http=front_http, direct_lane=True))
+            out.append(_model_route(model, m, groups, start, lane=DIRECT, front_http=front_http, direct_lane=True,
+                                    providers=cfg.providers))  # fmt: skip
         if front_http:
             out.append(_model_route(model, m, groups, start, lane=TRY, front_http=True, direct_lane=direct_lane))
     if m.pins:  # the gateway picks the first provider (a routing policy, an override): one chain per provider
@@ -82,7 +84,7 @@ def _model_routes(cfg: SidegateConfig, model: str) -> list[dict[str, Any]]:
             pinned = pinned_groups(groups, r.provider)
             for lane in ("", *([DIRECT] if direct else []), *([TRY] if front_http else [])):
                 out.append(_model_route(model, m, pinned, 0, lane=lane, front_http=front_http,
-                                        direct_lane=direct_lane, pin=r.provider))  # fmt: skip
+                                        direct_lane=direct_lane, pin=r.provider, providers=cfg.providers))  # fmt: skip
     return out
 
 
@@ -96,10 +98,11 @@ def pinned_groups(groups: list[list[Any]], provider: str) -> list[list[Any]]:
 
 def _model_route(
     model: str, m: ModelConfig, groups: list[list[Any]], start: int, *, lane: str = "", front_http: bool = False,
-    direct_lane: bool = False, pin: str = "",
+    direct_lane: bool = False, pin: str = "", providers: Mapping[str, ProviderConfig] | None = None,
 ) -> dict[str, Any]:
     """`direct_lane`: the direct lane's error filter exists (only the `~direct` routes keep it on).
-    `pin`: the chain pinned to start on that provider (`groups` are then its pinned groups)."""
+    `pin`: the chain pinned to start on that provider (`groups` are then its pinned groups).
+    `providers` (the direct lane's routes): what the error filter reads of its chain's providers."""
     name = {DIRECT: direct_cluster_name, TRY: try_cluster_name}.get(lane, cluster_name)
     direct = lane == DIRECT
     pgroups = [
@@ -109,6 +112,8 @@ def _model_route(
     ]
     value = (pinned_route_value(model, pin) if pin else route_value(model, start)) + lane
     extra: dict[str, Any] = {"response_headers_to_add": direct_response_headers(front_http)} if direct else {}
+    if direct and providers is not None:
+        extra["metadata"] = direct_errors_metadata(providers, dict.fromkeys(r.provider for g in groups[start:] for r in g))
     if direct_lane and not direct:
         extra["typed_per_filter_config"] = no_direct_errors()
     return {
