@@ -16,17 +16,15 @@ A refused change prints its problems (with their locations) and exits 2; nothing
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
-from redis.exceptions import RedisError
 
 from sidegate.admin import controlplane as cp
-from sidegate.admin.cli import _client, _common, _print_json, _when
+from sidegate.admin.cli import _common, _print_json, _run_on, _when
 from sidegate.admin.controlplane.routing import InvalidConfig, RoutingPlane
 from sidegate.admin.principal import cli_principal
 from sidegate.config.routing import SECTIONS, routing_doc
@@ -46,26 +44,16 @@ def _base(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace, op: Callable[[RoutingPlane], Awaitable[int]]) -> int:
-    async def main() -> int:
-        redis = _client(args)
+    async def refusing(rp: RoutingPlane) -> int:
         try:
-            return await op(RoutingPlane(redis, _base(args), cli_principal()))
-        finally:
-            await redis.aclose()
+            return await op(rp)
+        except InvalidConfig as exc:
+            print("refused: the routing document would be invalid:", file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
+            return 2
 
-    try:
-        return asyncio.run(main())
-    except InvalidConfig as exc:
-        print("refused: the routing document would be invalid:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 2
-    except cp.ControlPlaneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (RedisError, OSError) as exc:
-        print(f"error: store unreachable ({type(exc).__name__})", file=sys.stderr)
-        return 1
+    return _run_on(args, lambda redis: RoutingPlane(redis, _base(args), cli_principal()), refusing)
 
 
 def _read(path: str) -> Any:
