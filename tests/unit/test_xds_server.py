@@ -132,6 +132,18 @@ def _connect(
     return q, envoy, asyncio.create_task(ads.StreamAggregatedResources(_requests(q), envoy))
 
 
+async def _serving(
+    cfg: config.SidegateConfig,
+) -> tuple[AdsServer, asyncio.Queue[DiscoveryRequest | None], FakeEnvoy, asyncio.Task[None]]:
+    """An ADS server serving `cfg` as routing version 1 and a fake Envoy that has taken all three
+    pushes (CDS, LDS, RDS): the server, then what _connect gives."""
+    ads = AdsServer(None)
+    ads.set_target(snapshot(cfg, 1))
+    q, envoy, task = _connect(ads)
+    await _settle(envoy, 3)
+    return ads, q, envoy, task
+
+
 def _swap_anthropic_for_mistral(doc: dict[str, Any]) -> dict[str, Any]:
     """`doc` with provider anthropic replaced by a new one, mistral, that gpt-4o-mini now routes to."""
     swapped = {**doc, "providers": {**doc["providers"], "mistral": {"api": "openai", "base_url": "http://127.0.0.1:3", "api_key_env": "Z"}},
@@ -148,10 +160,7 @@ def test_make_before_break_order_on_a_provider_change():
     swapped = _swap_anthropic_for_mistral(doc)
 
     async def scenario():
-        ads = AdsServer(None)
-        ads.set_target(snapshot(with_routing(cfg, doc), 1))
-        q, envoy, task = _connect(ads)
-        await _settle(envoy, 3)
+        ads, q, envoy, task = await _serving(with_routing(cfg, doc))
         assert [k for k, _ in envoy.pushed] == ["CDS", "LDS", "RDS"]
         envoy.pushed.clear()
         ads.set_target(snapshot(with_routing(cfg, swapped), 2))
@@ -174,10 +183,7 @@ def test_a_nack_stops_the_change_and_keeps_the_last_acked_state(caplog):
     before = xds_server.NACKS.labels("RDS")._value.get()
 
     async def scenario():
-        ads = AdsServer(None)
-        ads.set_target(snapshot(with_routing(cfg, doc), 1))
-        q, envoy, task = _connect(ads)
-        await _settle(envoy, 3)
+        ads, q, envoy, task = await _serving(with_routing(cfg, doc))
         stream = next(iter(ads.streams))
         acked_routes = stream.acked[ROUTE]
         envoy.nack = {"RDS"}
@@ -247,10 +253,7 @@ def test_an_envoy_reconnecting_with_older_clusters_keeps_them_until_the_new_rout
     swapped = _swap_anthropic_for_mistral(doc)
 
     async def scenario():
-        ads = AdsServer(None)
-        ads.set_target(snapshot(with_routing(cfg, doc), 1))
-        q, envoy, task = _connect(ads)
-        await _settle(envoy, 3)
+        ads, q, _, task = await _serving(with_routing(cfg, doc))
         had = next(iter(ads.streams)).acked[CLUSTER]
         version = f"1.{xds_server.digest(had)}"
         q.put_nowait(None)  # the stream breaks
