@@ -15,7 +15,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from sidegate.admin import controlplane as cp
@@ -26,7 +25,7 @@ from sidegate.admin.controlplane.routing import (
     check_model_name,
     check_provider_name,
 )
-from sidegate.admin.http import CP_KEY, body, principal, respond
+from sidegate.admin.http import CP_KEY, body, json_object, principal, respond
 from sidegate.admin.openapi import PREFIX
 from sidegate.admin.policy import EVERY, guard
 from sidegate.config.root import SidegateConfig
@@ -80,19 +79,6 @@ def _int(value: Any, what: str, minimum: int = 0) -> int:
 def _expect(request: web.Request) -> int | None:
     raw = request.query.get("expect_version")
     return None if raw is None else _int(raw, "expect_version")
-
-
-async def _json_value(request: web.Request) -> Any:
-    raw = await request.read()
-    if not raw.strip():
-        raise cp.Invalid("a JSON object body is required")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise cp.Invalid("the body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise cp.Invalid("the body must be a JSON object")
-    return data
 
 
 def _changed(what: str, version: int) -> web.Response:
@@ -170,7 +156,7 @@ def _section(section: str) -> tuple[Handler, Handler, Handler, Handler]:
     @_refusals
     async def put_one(request: web.Request) -> web.Response:
         name = _name(request, section)
-        value = await _json_value(request)
+        value = await json_object(request)
         return _changed(
             f"{kind} {name} set", await _plane(request).put_entry(section, name, value, _expect(request))
         )
@@ -191,7 +177,7 @@ def _section(section: str) -> tuple[Handler, Handler, Handler, Handler]:
 @guard("owner", EVERY)
 @_refusals
 async def put_prices(request: web.Request) -> web.Response:
-    prices = await _json_value(request)
+    prices = await json_object(request)
     return _changed("price table set", await _plane(request).put_prices(prices, _expect(request)))
 
 

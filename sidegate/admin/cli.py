@@ -16,7 +16,7 @@ import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from redis.asyncio import Redis
@@ -29,6 +29,7 @@ from sidegate.keystore import LIMIT_FIELDS, TenantLimits
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _NONE = ("none", "null", "unlimited", "-")
 DEFAULT_ADMIN_PORT = 9003
+P = TypeVar("P")  # the control plane a command runs on
 
 
 def duration(text: str) -> float:
@@ -72,10 +73,17 @@ def _client(args: argparse.Namespace) -> Redis:
 
 
 def _run(args: argparse.Namespace, op: Callable[[cp.ControlPlane], Awaitable[int]]) -> int:
+    return _run_on(args, lambda redis: cp.ControlPlane(redis, principal=cli_principal()), op)
+
+
+def _run_on(args: argparse.Namespace, plane: Callable[[Redis], P], op: Callable[[P], Awaitable[int]]) -> int:
+    """`op` on the plane `plane` makes over the store; the exit status (a refusal or an unreachable
+    store: its reason on stderr, 1)."""
+
     async def main() -> int:
         redis = _client(args)
         try:
-            return await op(cp.ControlPlane(redis, principal=cli_principal()))
+            return await op(plane(redis))
         finally:
             await redis.aclose()
 

@@ -16,17 +16,15 @@ A refused change prints its problems (with their locations) and exits 2; nothing
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
-from redis.exceptions import RedisError
 
 from sidegate.admin import controlplane as cp
-from sidegate.admin.cli import _client, _common, _print_json, _when
+from sidegate.admin.cli import _common, _print_json, _run_on, _when
 from sidegate.admin.controlplane.routing import InvalidConfig, RoutingPlane
 from sidegate.admin.principal import cli_principal
 from sidegate.config.routing import SECTIONS, routing_doc
@@ -46,26 +44,16 @@ def _base(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace, op: Callable[[RoutingPlane], Awaitable[int]]) -> int:
-    async def main() -> int:
-        redis = _client(args)
+    async def refusing(rp: RoutingPlane) -> int:
         try:
-            return await op(RoutingPlane(redis, _base(args), cli_principal()))
-        finally:
-            await redis.aclose()
+            return await op(rp)
+        except InvalidConfig as exc:
+            print("refused: the routing document would be invalid:", file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
+            return 2
 
-    try:
-        return asyncio.run(main())
-    except InvalidConfig as exc:
-        print("refused: the routing document would be invalid:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 2
-    except cp.ControlPlaneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (RedisError, OSError) as exc:
-        print(f"error: store unreachable ({type(exc).__name__})", file=sys.stderr)
-        return 1
+    return _run_on(args, lambda redis: RoutingPlane(redis, _base(args), cli_principal()), refusing)
 
 
 def _read(path: str) -> Any:
@@ -157,39 +145,42 @@ def cmd_delete(args: argparse.Namespace) -> int:
 # set
 
 
-def cmd_models_set(args: argparse.Namespace) -> int:
+def _set_entry(args: argparse.Namespace, section: str, edit: Callable[[dict[str, Any]], None]) -> int:
+    """`<section> set NAME`: the entry from a file (-f), else the current one (empty when new) as
+    `edit` changes it from the command's flags."""
+
     async def op(rp: RoutingPlane) -> int:
         if args.file:
             value = _read(args.file)
         else:
-            _, models = await rp.section("models")
-            value = dict(models.get(args.name) or {})
-            if args.route:
-                value["routes"] = args.route
-            if args.policy:
-                value["policy"] = {**(value.get("policy") or {}), "kind": args.policy}
-            if not value.get("routes"):
-                raise cp.Invalid(f"model {args.name} is new: give its routes (--route) or a file (-f)")
-        n = await rp.put_entry("models", args.name, value, args.expect_version)
-        return _changed(args, n, f"model {args.name} set")
+            _, entries = await rp.section(section)
+            value = dict(entries.get(args.name) or {})
+            edit(value)
+        n = await rp.put_entry(section, args.name, value, args.expect_version)
+        return _changed(args, n, f"{section[:-1]} {args.name} set")
 
     return _run(args, op)
+
+
+def cmd_models_set(args: argparse.Namespace) -> int:
+    def edit(value: dict[str, Any]) -> None:
+        if args.route:
+            value["routes"] = args.route
+        if args.policy:
+            value["policy"] = {**(value.get("policy") or {}), "kind": args.policy}
+        if not value.get("routes"):
+            raise cp.Invalid(f"model {args.name} is new: give its routes (--route) or a file (-f)")
+
+    return _set_entry(args, "models", edit)
 
 
 def cmd_providers_set(args: argparse.Namespace) -> int:
-    async def op(rp: RoutingPlane) -> int:
-        if args.file:
-            value = _read(args.file)
-        else:
-            _, providers = await rp.section("providers")
-            value = dict(providers.get(args.name) or {})
-            for key in ("api", "base_url", "api_key_env"):
-                if getattr(args, key) is not None:
-                    value[key] = getattr(args, key)
-        n = await rp.put_entry("providers", args.name, value, args.expect_version)
-        return _changed(args, n, f"provider {args.name} set")
+    def edit(value: dict[str, Any]) -> None:
+        for key in ("api", "base_url", "api_key_env"):
+            if getattr(args, key) is not None:
+                value[key] = getattr(args, key)
 
-    return _run(args, op)
+    return _set_entry(args, "providers", edit)
 
 
 def cmd_prices_set(args: argparse.Namespace) -> int:

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sidegate import trust
-from sidegate.bootstrap.clusters import address
+from sidegate.bootstrap.clusters import grpc_cluster
 from sidegate.config import SidegateConfig, local_address
 from sidegate.wire import CONFIG_VERSION_HEADER, XDS_CLUSTER
 
@@ -46,25 +45,7 @@ def xds_cluster(cfg: SidegateConfig) -> dict[str, Any]:
     """The xDS server (`sidegate serve xds`, loopback, HTTP/2). Its requests carry the internal
     token like every call to a Sidegate service (the token file is file-based SDS: no xDS needed)."""
     svc = cfg.services
-    opts = {
-        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-        "explicit_http_config": {"http2_protocol_options": {}},
-        "http_filters": [trust.injector(svc.internal_token_file), {
-            "name": "envoy.filters.http.upstream_codec",
-            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}],
-    }  # fmt: skip
-    return {
-        "name": XDS_CLUSTER,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": opts},
-        "load_assignment": {
-            "cluster_name": XDS_CLUSTER,
-            "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": address(local_address(svc.host), svc.xds_port)}}]}
-            ],
-        },
-    }
+    return grpc_cluster(XDS_CLUSTER, local_address(svc.host), svc.xds_port, 1, svc.internal_token_file)
 
 
 def dynamic_resources() -> dict[str, Any]:

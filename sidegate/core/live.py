@@ -17,7 +17,6 @@ kept copy (evicted: the oldest kept, logged). No header (static bootstrap): the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +27,7 @@ from sidegate import routingstore
 from sidegate.config import SidegateConfig
 from sidegate.config.root import ConfigError
 from sidegate.config.routing import with_routing
+from sidegate.tasks import cancel_and_wait
 
 log = logging.getLogger("sidegate.live")
 
@@ -202,8 +202,5 @@ class Follower:
                 log.exception("routing: poll failed")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None

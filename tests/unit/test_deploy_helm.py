@@ -12,7 +12,6 @@ import functools
 import importlib.util
 import json
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,16 +21,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from sidegate import config, trust
+from sidegate import config
 from sidegate.admin.openapi import PREFIX as ADMIN_PREFIX
 from sidegate.bootstrap import render
-from sidegate.config.services import ServicesConfig
-from sidegate.supervisor import envoy_binary
+from tests.render_helpers import K8S_VERSIONS, assert_envoy_validates_text, assert_valid_kubernetes
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "k8s" / "helm" / "sidegate"
-K8S_VERSIONS = ["1.30.0", "1.37.0"]
-TOKEN_FILE = ServicesConfig().internal_token_file
 
 NO_HPA = {"hpa": {"enabled": False}}
 CASES: dict[str, dict[str, Any]] = {
@@ -101,22 +97,6 @@ def mounted_config(resources: list[Resource]) -> config.SidegateConfig:
     return config.parse(yaml.safe_load(cm["data"]["sidegate.yaml"]), env={})
 
 
-def envoy_validate(text: str, name: str) -> None:
-    """`envoy --mode validate`, the internal token file (written at pod start) pointed at a real one."""
-    tmp = Path(tempfile.mkdtemp(prefix="sidegate-helm-"))
-    token = tmp / "token.yaml"
-    trust.write_private(token, trust.token_file_text(trust.generate()))
-    path = tmp / name
-    path.write_text(text.replace(TOKEN_FILE, str(token)))
-    out = subprocess.run(
-        [envoy_binary(), "--mode", "validate", "-c", str(path), "--use-dynamic-base-id", "-l", "error"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, f"{name}: " + out.stdout[-2000:] + out.stderr[-2000:]
-
-
 # -- lint and schemas -------------------------------------------------------------------------------
 
 
@@ -136,13 +116,7 @@ def test_every_manifest_is_valid_kubernetes(case):
         assert res.get("apiVersion") and res.get("kind") and res["metadata"].get("name"), res
         if (res["apiVersion"], res["kind"]) in CRDS:
             continue
-        for version in K8S_VERSIONS:
-            try:
-                kubernetes_validate.validate(res, version, strict=True)
-            except kubernetes_validate.ValidationError as exc:
-                pytest.fail(
-                    f"{case}: {res['kind']}/{res['metadata']['name']} invalid for {version}: {exc.message}"
-                )
+        assert_valid_kubernetes(res, case)
 
 
 @pytest.mark.parametrize(
@@ -179,10 +153,10 @@ def test_mounted_config_validates_and_its_bootstraps_pass_envoy(case):
     assert cfg.services.host == "127.0.0.1" and cfg.tenants == {}
     assert cfg.services.xds is (case != "gateway-static-bare")
     # What the envoy-bootstrap init container runs (`sidegate render -c ... -o ...`) on this config.
-    envoy_validate(render.render_yaml(cfg), "envoy.yaml")
+    assert_envoy_validates_text(render.render_yaml(cfg), "envoy.yaml")
     (cm,) = by_kind(resources, "ConfigMap")
     if "envoy-metrics.yaml" in cm["data"]:
-        envoy_validate(cm["data"]["envoy-metrics.yaml"], "envoy-metrics.yaml")
+        assert_envoy_validates_text(cm["data"]["envoy-metrics.yaml"], "envoy-metrics.yaml")
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

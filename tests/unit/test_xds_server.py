@@ -120,9 +120,36 @@ def _run(scenario):
     return asyncio.run(asyncio.wait_for(scenario(), 10))
 
 
-def _subscribe(q):
+def _connect(
+    ads: AdsServer, version: str = ""
+) -> tuple[asyncio.Queue[DiscoveryRequest | None], FakeEnvoy, asyncio.Task[None]]:
+    """A fake Envoy's ADS stream subscribing to clusters, listeners and the `sidegate` routes (naming
+    `version` as the one it has): its request queue (None ends the stream), the Envoy, the stream's task."""
+    q: asyncio.Queue[DiscoveryRequest | None] = asyncio.Queue()
+    envoy = FakeEnvoy(q)
     for t, names in ((CLUSTER, []), (LISTENER, []), (ROUTE, ["sidegate"])):
-        q.put_nowait(DiscoveryRequest(type_url=t, resource_names=names))
+        q.put_nowait(DiscoveryRequest(type_url=t, resource_names=names, version_info=version))
+    return q, envoy, asyncio.create_task(ads.StreamAggregatedResources(_requests(q), envoy))
+
+
+async def _serving(
+    cfg: config.SidegateConfig,
+) -> tuple[AdsServer, asyncio.Queue[DiscoveryRequest | None], FakeEnvoy, asyncio.Task[None]]:
+    """An ADS server serving `cfg` as routing version 1 and a fake Envoy that has taken all three
+    pushes (CDS, LDS, RDS): the server, then what _connect gives."""
+    ads = AdsServer(None)
+    ads.set_target(snapshot(cfg, 1))
+    q, envoy, task = _connect(ads)
+    await _settle(envoy, 3)
+    return ads, q, envoy, task
+
+
+def _swap_anthropic_for_mistral(doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` with provider anthropic replaced by a new one, mistral, that gpt-4o-mini now routes to."""
+    swapped = {**doc, "providers": {**doc["providers"], "mistral": {"api": "openai", "base_url": "http://127.0.0.1:3", "api_key_env": "Z"}},
+               "models": {"gpt-4o-mini": {"routes": [{"provider": "openai"}, {"provider": "mistral"}]}}}  # fmt: skip
+    swapped["providers"].pop("anthropic")
+    return swapped
 
 
 def test_make_before_break_order_on_a_provider_change():
@@ -130,18 +157,10 @@ def test_make_before_break_order_on_a_provider_change():
         direct_lane=False
     )  # (the direct lane's filter lists the providers: the listener would change too)
     doc = routing_doc(cfg)
-    swapped = {**doc, "providers": {**doc["providers"], "mistral": {"api": "openai", "base_url": "http://127.0.0.1:3", "api_key_env": "Z"}},
-               "models": {"gpt-4o-mini": {"routes": [{"provider": "openai"}, {"provider": "mistral"}]}}}  # fmt: skip
-    swapped["providers"].pop("anthropic")
+    swapped = _swap_anthropic_for_mistral(doc)
 
     async def scenario():
-        ads = AdsServer(None)
-        ads.set_target(snapshot(with_routing(cfg, doc), 1))
-        q: asyncio.Queue[DiscoveryRequest | None] = asyncio.Queue()
-        envoy = FakeEnvoy(q)
-        _subscribe(q)
-        task = asyncio.create_task(ads.StreamAggregatedResources(_requests(q), envoy))
-        await _settle(envoy, 3)
+        ads, q, envoy, task = await _serving(with_routing(cfg, doc))
         assert [k for k, _ in envoy.pushed] == ["CDS", "LDS", "RDS"]
         envoy.pushed.clear()
         ads.set_target(snapshot(with_routing(cfg, swapped), 2))
@@ -164,13 +183,7 @@ def test_a_nack_stops_the_change_and_keeps_the_last_acked_state(caplog):
     before = xds_server.NACKS.labels("RDS")._value.get()
 
     async def scenario():
-        ads = AdsServer(None)
-        ads.set_target(snapshot(with_routing(cfg, doc), 1))
-        q: asyncio.Queue[DiscoveryRequest | None] = asyncio.Queue()
-        envoy = FakeEnvoy(q)
-        _subscribe(q)
-        task = asyncio.create_task(ads.StreamAggregatedResources(_requests(q), envoy))
-        await _settle(envoy, 3)
+        ads, q, envoy, task = await _serving(with_routing(cfg, doc))
         stream = next(iter(ads.streams))
         acked_routes = stream.acked[ROUTE]
         envoy.nack = {"RDS"}
@@ -237,18 +250,10 @@ def test_an_envoy_reconnecting_with_older_clusters_keeps_them_until_the_new_rout
     has (its routes still use those clusters), so they go only after the new routes (make before break)."""
     cfg = _cfg(direct_lane=False)
     doc = routing_doc(cfg)
-    swapped = {**doc, "providers": {**doc["providers"], "mistral": {"api": "openai", "base_url": "http://127.0.0.1:3", "api_key_env": "Z"}},
-               "models": {"gpt-4o-mini": {"routes": [{"provider": "openai"}, {"provider": "mistral"}]}}}  # fmt: skip
-    swapped["providers"].pop("anthropic")
+    swapped = _swap_anthropic_for_mistral(doc)
 
     async def scenario():
-        ads = AdsServer(None)
-        ads.set_target(snapshot(with_routing(cfg, doc), 1))
-        q: asyncio.Queue[DiscoveryRequest | None] = asyncio.Queue()
-        envoy = FakeEnvoy(q)
-        _subscribe(q)
-        task = asyncio.create_task(ads.StreamAggregatedResources(_requests(q), envoy))
-        await _settle(envoy, 3)
+        ads, q, _, task = await _serving(with_routing(cfg, doc))
         had = next(iter(ads.streams)).acked[CLUSTER]
         version = f"1.{xds_server.digest(had)}"
         q.put_nowait(None)  # the stream breaks
@@ -326,11 +331,7 @@ def test_the_file_s_document_is_never_pushed_over_a_live_version_envoy_has(caplo
     async def scenario():
         ads = AdsServer(None)
         ads.set_target(snapshot(cfg, 0))
-        q: asyncio.Queue[DiscoveryRequest | None] = asyncio.Queue()
-        envoy = FakeEnvoy(q)
-        for t, names in ((CLUSTER, []), (LISTENER, []), (ROUTE, ["sidegate"])):
-            q.put_nowait(DiscoveryRequest(type_url=t, resource_names=names, version_info="5.abc"))
-        task = asyncio.create_task(ads.StreamAggregatedResources(_requests(q), envoy))
+        q, envoy, task = _connect(ads, "5.abc")
         await asyncio.sleep(0.2)
         held = list(envoy.pushed)
         ads.set_target(snapshot(cfg, 6))

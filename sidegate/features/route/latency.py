@@ -23,7 +23,6 @@ request says nothing about the provider and is ignored.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -36,6 +35,7 @@ from sidegate import metrics
 from sidegate.core.completion import Completion
 from sidegate.features.route.breaker import FAILURE_STATUSES
 from sidegate.ids import UniqueIds
+from sidegate.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -261,8 +261,5 @@ class LatencyBoard:
             self._task = asyncio.get_running_loop().create_task(self.run())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
