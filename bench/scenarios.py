@@ -113,7 +113,7 @@ def sidegate_config(fport: int, key: str, kid: str, **services: object) -> dict:
     return {
         "listener": {"port": free_port(), "admin_port": free_port()},
         "services": {"authz_port": free_port_block(4), "extproc_port": free_port_block(4), "front_port": free_port_block(4), "metrics_port": free_port(),
-                     "authz_metrics_port": free_port(), **services},
+                     "authz_metrics_port": free_port(), "xds_port": free_port(), **services},
         "observability": {"access_log": None},
         "providers": {"openai": {"api": "openai", "base_url": f"http://127.0.0.1:{fport}", "api_key_env": "BENCH_KEY"},
                       "anthropic": {"api": "anthropic", "base_url": f"http://127.0.0.1:{fport}", "api_key_env": "BENCH_KEY"}},

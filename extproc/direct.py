@@ -22,6 +22,7 @@ from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
 from sidegate.core.completion import Completion, CompletionHook, notify, parse_retry_after
 from sidegate.core.context import request_meta
+from sidegate.core.try_providers import TryProviders
 from sidegate.envoy_pb import struct_to_dict
 from sidegate.translate.base import Usage
 from sidegate.translate.usage import parse_anthropic_usage, parse_openai_usage
@@ -119,13 +120,18 @@ def completion(entry: accesslog_pb2.HTTPAccessLogEntry, now: float | None = None
 class AccessLogAdapter(als_pb2_grpc.AccessLogServiceServicer):
     """The gRPC AccessLogService Envoy streams direct-lane log entries to."""
 
-    def __init__(self, completion_hooks: list[CompletionHook], token: Token, abandon: Callable[[str], None] | None = None):
+    def __init__(self, completion_hooks: list[CompletionHook], token: Token, abandon: Callable[[str], None] | None = None,
+                 providers: TryProviders | None = None):  # fmt: skip
         self.completion_hooks = completion_hooks
+        self.providers = providers
+        """The per-try stage's providers (live routing): an entry of a provider or routing version
+        this process does not know yet waits for it to load before the completion hooks see it."""
         self.token = token
         """The internal token: a made-up log entry would be metered, or settle someone's try."""
         self.abandon = abandon
         """The try lane's (HTTP front): its entries are requests whose last try got no response."""
         self._streams: set[asyncio.Task[Any]] = set()
+        self._late: set[asyncio.Task[None]] = set()
 
     def close(self) -> None:
         """End the log streams (Envoy keeps them open forever; a graceful stop would wait on them)."""
@@ -145,7 +151,20 @@ class AccessLogAdapter(als_pb2_grpc.AccessLogServiceServicer):
                     self.abandon(key.string_value)
                 return
         done = completion(entry)
-        if done is not None:
+        if done is None:
+            return
+        providers = self.providers
+        if providers is not None and not providers.ready(done.meta, entry.common_properties.upstream_cluster):
+            task = asyncio.get_running_loop().create_task(self._later(providers, done))
+            self._late.add(task)  # never cancelled: the load is bounded (live.LOAD_TIMEOUT_S), the entry is then notified
+            task.add_done_callback(self._late.discard)
+            return
+        notify(self.completion_hooks, done)
+
+    async def _later(self, providers: TryProviders, done: Completion) -> None:
+        try:
+            await providers.learn(done.meta)
+        finally:  # loaded or not: the entry is metered
             notify(self.completion_hooks, done)
 
     async def StreamAccessLogs(

@@ -99,6 +99,8 @@ class Front:
         now = self.handle_now(target, headers, body)
         if now is not None:
             return now
+        if target.startswith(TRY_PREFIX) and self.trylane is not None:  # a try to load a routing version for
+            return await self.trylane.request_later(headers, body)
         path = target[len(CHECK_PREFIX) :] or "/"
         try:
             return await self.check(method, path, headers, body)

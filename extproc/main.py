@@ -111,7 +111,7 @@ async def serve(
     trylane = TryLane(app.tries, worker, local_address(host), cfg.services.front_port, token.value) if cfg.services.front == "http" else None
     if trylane is not None:
         trylane.start()
-    service.direct = AccessLogAdapter(app.completion_hooks, token, trylane.abandon if trylane is not None else None)
+    service.direct = AccessLogAdapter(app.completion_hooks, token, trylane.abandon if trylane is not None else None, app.tries)
     pb_grpc.add_ExternalProcessorServicer_to_server(service.processor, server)
     als_pb2_grpc.add_AccessLogServiceServicer_to_server(service.direct, server)
     health = add_health(server)

@@ -159,6 +159,16 @@ class GatewayStream:
         return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common), dynamic_metadata=meta)
 
 
+def _try_of(req: pb.ProcessingRequest) -> tuple[dict[str, Any], str, int]:
+    """A try's request metadata, cluster and attempt number (its first message)."""
+    meta = request_meta(req.metadata_context.filter_metadata) or {}
+    attrs = req.attributes.get("envoy.filters.http.ext_proc")
+    fields = attrs.fields if attrs is not None else {}
+    cluster = fields["xds.cluster_name"].string_value if "xds.cluster_name" in fields else ""
+    attempt = int(fields["upstream.request_attempt_count"].number_value) if "upstream.request_attempt_count" in fields else 1
+    return meta, cluster, attempt
+
+
 class UpstreamStream:
     """Per-try stream: translate the request for this try's provider, then the response back."""
 
@@ -166,10 +176,15 @@ class UpstreamStream:
         self.tries = tries
         self.try_: ProviderTry | None = None
         self.api = Api.OPENAI
+        self._first: tuple[dict[str, Any], str, int] | None = None
 
     async def handle(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         kind = req.WhichOneof("request")
         try:
+            if kind == "request_headers":  # a try of a provider or version not known yet (live routing)
+                self._first = first = _try_of(req)
+                if not self.tries.ready(first[0], first[1]):
+                    await self.tries.learn(first[0])
             return self._handle(kind, req)
         except TryAnswered as answered:  # the per-try stage answers this try itself (no provider)
             return _immediate(answered.reply)
@@ -177,12 +192,8 @@ class UpstreamStream:
             return _immediate(Reply(err.status, format_error(self.api, err), {"content-type": "application/json"}))
 
     def _start(self, req: pb.ProcessingRequest) -> ProviderTry:
-        meta = request_meta(req.metadata_context.filter_metadata) or {}
+        meta, cluster, attempt = self._first or _try_of(req)
         self.api = Api(meta.get("api", "openai"))
-        attrs = req.attributes.get("envoy.filters.http.ext_proc")
-        fields = attrs.fields if attrs is not None else {}
-        cluster = fields["xds.cluster_name"].string_value if "xds.cluster_name" in fields else ""
-        attempt = int(fields["upstream.request_attempt_count"].number_value) if "upstream.request_attempt_count" in fields else 1
         if TRACEPARENT in meta:  # a traced request: Envoy's span of this try is in the headers the router sent
             for h in req.request_headers.headers.headers:
                 if h.key == TRACEPARENT:

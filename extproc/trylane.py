@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from sidegate.core.context import Reply
+from sidegate.core.live import ROUTING_VERSION_KEY
 from sidegate.core.traceparent import HEADER as TRACEPARENT
 from sidegate.core.traceparent import set_try_parent
 from sidegate.core.tries import HeaderChanges, ProviderTry, TryStage
@@ -173,8 +174,12 @@ class TryLane:
         call instead: a weighted first group, a key pool, a large body, any error). `redacted` /
         `restore`: the guard feature's rewritten body and restore map, used as they are (the per-try
         redaction a call would do is the same, already done)."""
-        name = preparable_first_try(self.stage.cfg, str(meta.get("model", "")), int(meta.get("start", 0)))
-        cred = env_credential(self.stage.cfg.providers[name]) if name is not None else None
+        cfg = self.stage.cfg
+        named, versions = meta.get(ROUTING_VERSION_KEY), self.stage.versions
+        if named is not None and versions is not None:  # the routing version Envoy routes this request with
+            cfg = versions.pick(int(named)) or cfg
+        name = preparable_first_try(cfg, str(meta.get("model", "")), int(meta.get("start", 0)), str(meta.get("pin", "")))
+        cred = env_credential(cfg.providers[name]) if name is not None else None
         if name is None or cred is None:
             return {}
         cluster = try_cluster_name(name)
@@ -192,7 +197,9 @@ class TryLane:
         changes.set.pop(cred[0], None)  # the key: the Lua reads it from Envoy's environment
         return {TryWire.BODY: out.decode(), TryWire.PREPARED: cluster, **encode_changes(changes), **self._hold(t)}
 
-    def handle(self, target: str, headers: dict[str, str], body: bytes) -> Reply:
+    def handle(self, target: str, headers: dict[str, str], body: bytes) -> Reply | None:
+        """The answer, or None when a try meets a provider or routing version this process does not
+        know yet: the front then awaits :meth:`request_later`."""
         if target.endswith("/request"):
             return self.request(headers, body)
         if target.endswith("/abandon"):  # another worker learnt that this try is over
@@ -212,11 +219,26 @@ class TryLane:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def request(self, headers: dict[str, str], body: bytes) -> Reply:
+    async def request_later(self, headers: dict[str, str], body: bytes) -> Reply:
+        """A try whose provider or routing version is loaded first (contract 2; rare: just after a
+        change, on a worker that has not polled it yet)."""
         try:
             meta = orjson.loads(headers.get(FRONT_META_HEADER) or "{}")
         except orjson.JSONDecodeError:
             meta = {}
+        if isinstance(meta, dict):
+            await self.stage.learn(meta)
+        reply = self.request(headers, body, learnt=True)
+        assert reply is not None  # (learnt: never deferred again)
+        return reply
+
+    def request(self, headers: dict[str, str], body: bytes, learnt: bool = False) -> Reply | None:
+        try:
+            meta = orjson.loads(headers.get(FRONT_META_HEADER) or "{}")
+        except orjson.JSONDecodeError:
+            meta = {}
+        if not learnt and isinstance(meta, dict) and not self.stage.ready(meta, headers.get(TryWire.CLUSTER, "")):
+            return None
         api = _client_api(meta.get("api"))
         if TRACEPARENT in headers:  # Envoy's span of the Lua's call for this try (Envoy tracing)
             set_try_parent(meta, headers[TRACEPARENT])

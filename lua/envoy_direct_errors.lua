@@ -1,9 +1,12 @@
 -- lua/envoy_direct_errors.lua (with lua/envoy_stream_watch.lua in it), rendered by sidegate/bootstrap/direct_lane.py.
 -- Sidegate direct lane: what the per-try stage does to a provider's error, done in Envoy.
--- Per provider: its key's environment variable and the 502 bodies (rendered by sidegate.errors).
-local PROVIDERS = {${providers}}
+-- The providers are not listed here: each `~direct` route carries, in its metadata under this
+-- filter's name, the entries of its chain's providers (their key's environment variable, API and
+-- 502 bodies: sidegate/bootstrap/direct_lane.py direct_errors_metadata), so the listener does not
+-- change when the routing document does. The stream watch's error events, per API:
+local WATCHES = {${watches}}
 -- A Responses client's stream watch (its provider, `api: openai` or `api: responses`, takes it as is).
-local RESPONSES = ${responses_watch}
+local RESPONSES = WATCHES["${responses}"]
 -- The content types json_to_metadata parses (it compares the whole header value).
 local JSON_TYPES = {${json_types}}
 local function plain_replace(s, needle, repl)
@@ -29,14 +32,14 @@ local function replace(h, body)
   h:body(true):setBytes(body)
   headers:replace("content-length", tostring(#body))
 end
--- The provider's key, read from Envoy's environment once per worker (false: none).
+-- A provider's key, read from Envoy's environment once per worker and variable (false: none).
 local KEYS = {}
-local function secret(name, p)
-  local key = KEYS[name]
+local function secret(env)
+  local key = KEYS[env]
   if key == nil then
-    key = p.env and os.getenv(p.env) or false
+    key = os.getenv(env) or false
     if key and #key < 8 then key = false end
-    KEYS[name] = key
+    KEYS[env] = key
   end
   return key
 end
@@ -65,9 +68,11 @@ function envoy_on_response(h)
   local headers = h:headers()
   local status = tonumber(headers:get(":status")) or 0
   local md = h:streamInfo():dynamicMetadata()
-  local pname = headers:get("x-sidegate-provider") or ""
-  local p = PROVIDERS[pname]
-  local key = p ~= nil and secret(pname, p)
+  -- The entry of the provider that served the try, from the route the gateway picked (nil: no
+  -- provider answered, or the route is not a direct-lane one).
+  local pname = headers:get("x-sidegate-provider")
+  local p = pname ~= nil and h:metadata():get(pname) or nil
+  local key = p ~= nil and p.env ~= nil and secret(p.env)
   if key then scrub_headers(headers, key) end
   local invalid, stream = false, false
   if status < 400 then
@@ -100,7 +105,7 @@ function envoy_on_response(h)
     if (sg ~= nil and sg["api"] == "responses") or (front ~= nil and front["${api_header}"] == "responses") then
       watch(h, RESPONSES, key)
     else
-      watch(h, p, key)
+      watch(h, WATCHES[p.api], key)
     end
   elseif status < 400 then
     replace(h, p.invalid)

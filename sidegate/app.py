@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from sidegate.config import SidegateConfig
 from sidegate.core.completion import CompletionHook
 from sidegate.core.feature import Feature, Fillers, close_each, collect
+from sidegate.core.live import Follower, Versions
 from sidegate.core.pipeline import Gateway
 from sidegate.core.tries import TryStage
 from sidegate.features.auth.feature import AuthFeature
@@ -44,7 +45,7 @@ def default_features(cfg: SidegateConfig, store: Store | None = None) -> list[Fe
         AuthFeature.from_config(cfg, store),
         ModelsFeature(cfg),
         ParseFeature.from_config(cfg),
-        RouteFeature(cfg),
+        RouteFeature(cfg, store=store),
         CountTokensFeature(cfg),
         ResponsesStoreFeature.from_config(cfg, store),
         GuardFeature(cfg),
@@ -63,7 +64,7 @@ def default_features(cfg: SidegateConfig, store: Store | None = None) -> list[Fe
 class App:
     """Everything one extproc process runs, from any ordered list of features."""
 
-    def __init__(self, cfg: SidegateConfig, features: Sequence[Feature]):
+    def __init__(self, cfg: SidegateConfig, features: Sequence[Feature], store: Store | None = None):
         self.cfg = cfg
         self.features = list(features)
         hooks = collect(self.features)
@@ -73,17 +74,39 @@ class App:
         self.tries = TryStage(cfg, self.completion_hooks, Fillers(hooks.fills) if hooks.fills else None, hooks.on_try)
         self._starts = hooks.starts
         self._closes = hooks.closes
+        # Live routing: the routing versions this process knows, told to every feature that derives
+        # something from them and to the per-try stage (sidegate/core/live.py).
+        self.versions = Versions(cfg)
+        self.versions.listeners.append(self.reconfigure)
+        self._reconfigures = hooks.reconfigures
+        # The request's version header is Envoy's only when xDS serves the routes (the route table
+        # overwrites a client's); a static bootstrap passes a client's on, so it is not read then.
+        self.gateway.versions = self.versions if cfg.services.xds else None
+        self.tries.versions = self.versions
+        self.follower: Follower | None = Follower(redis, cfg, self.versions) if (redis := getattr(store, "redis", None)) is not None else None
+        """Follows the store's routing versions (None without a store: the file's config only)."""
+
+    def reconfigure(self, cfg: SidegateConfig) -> None:
+        """A new routing version: the per-try stage first (a new provider's credential is there
+        before a route can name it), then each feature's `reconfigure` hook in list order."""
+        self.cfg = cfg
+        self.tries.reconfigure(cfg)
+        for reconfigure in self._reconfigures:
+            reconfigure(cfg)
 
     async def start(self) -> None:
         """Before serving, on the serving event loop (features may create tasks)."""
         await self.tries.start()
         for start in self._starts:
             await start()
+        if self.follower is not None:  # the store's current version before the first request
+            await self.follower.start()
 
     async def aclose(self) -> None:
-        await close_each(*reversed(self._closes), self.tries.close)
+        follower = self.follower
+        await close_each(*([follower.close] if follower is not None else []), *reversed(self._closes), self.tries.close)
 
 
 def build(cfg: SidegateConfig, store: Store | None = None) -> App:
     """The app of the config: :func:`default_features` (background work starts in :meth:`App.start`)."""
-    return App(cfg, default_features(cfg, store))
+    return App(cfg, default_features(cfg, store), store)

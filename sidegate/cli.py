@@ -27,7 +27,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    text = render.render_yaml(config_mod.load_or_exit(args.config))
+    cfg = config_mod.load_or_exit(args.config)
+    # xDS mode (services.xds, the default): the bootstrap points Envoy at `sidegate serve xds`
+    text = render.render_yaml(cfg, xds=cfg.services.xds and not args.static)
     if args.output:
         Path(args.output).write_text(text)
     else:
@@ -65,7 +67,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # The services are the adapter packages' entry points (the library never imports them); the
     # process keeps its PID. `-P`: the working directory is not put on the import path (a file
     # there named like a module could otherwise be imported). The service loads and checks the config.
-    os.execv(sys.executable, [sys.executable, "-P", "-m", args.service, "-c", args.config])
+    module = {"xds": "sidegate.xds"}.get(args.service, args.service)
+    os.execv(sys.executable, [sys.executable, "-P", "-m", module, "-c", args.config])
 
 
 def _up(cfg_path: Path, cfg: config_mod.SidegateConfig, env: dict[str, str]) -> int:
@@ -114,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("render", help="print the Envoy bootstrap rendered from a config")
     p.add_argument("-c", "--config", required=True)
     p.add_argument("-o", "--output")
+    p.add_argument("--static", action="store_true", help="everything in the bootstrap (no xDS server), whatever services.xds says")
     p.set_defaults(func=cmd_render)
     p = sub.add_parser("up", help="run store (embedded if no URL), authz, extproc and Envoy")
     p.add_argument("-c", "--config", required=True)
@@ -121,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="like `up`, with fake OpenAI/Anthropic providers and a demo key")
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("serve", help="run one service (used by `up`)")
-    p.add_argument("service", choices=["authz", "extproc"])
+    p.add_argument("service", choices=["authz", "extproc", "xds"])
     p.add_argument("-c", "--config", required=True)
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("internal-token", help="write a new secret Envoy presents to the services (an SDS file)")
@@ -134,13 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--key", help="hash this existing key instead of making one")
     p.set_defaults(func=cmd_keys_hash)
     from sidegate.admin import cli as admin_cli
-    from sidegate.admin import cli_org, cli_roles
+    from sidegate.admin import cli_org, cli_roles, cli_routing
     from sidegate.features.ledger import archive_cli
     from sidegate.features.ledger import cli as ledger_cli
     from sidegate.features.ledger import service as ledger_service
 
     admin_cli.add_commands(sub, pk)
     cli_org.add_commands(sub)
+    cli_routing.add_commands(sub)
     ledger_cli.add_commands(sub, audit_export=cli_roles.ledger_audit_export)
     ledger_service.add_commands(sub)
     archive_cli.add_commands(sub)

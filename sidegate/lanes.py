@@ -37,14 +37,19 @@ def direct_apis(cfg: SidegateConfig, model: str, start: int) -> frozenset[Api]:
     return apis
 
 
-def preparable_first_try(cfg: SidegateConfig, model: str, start: int) -> str | None:
-    """The provider of `model`'s first try (chain from priority group `start`) when the front can
-    prepare that try at check time: the group is one provider whose key Envoy reads from its own
-    environment (the try lane's Lua sets it). None: the Lua must call the front for it (a weighted
-    group, a key pool)."""
+def preparable_first_try(cfg: SidegateConfig, model: str, start: int, pin: str = "") -> str | None:
+    """The provider of `model`'s first try (chain from priority group `start`, or pinned to start on
+    `pin`: a routing policy's choice) when the front can prepare that try at check time: the group
+    is one provider whose key Envoy reads from its own environment (the try lane's Lua sets it).
+    None: the Lua must call the front for it (a weighted group, a key pool)."""
     m = cfg.models.get(model)
     groups = m.groups() if m is not None else []
-    if start >= len(groups) or len(groups[start]) != 1:
+    if pin:
+        provider = pin if pin in cfg.providers else ""
+    elif start >= len(groups) or len(groups[start]) != 1:
         return None
-    provider = groups[start][0].provider
+    else:
+        provider = groups[start][0].provider
+    if not provider:
+        return None
     return provider if env_credential(cfg.providers[provider]) is not None else None

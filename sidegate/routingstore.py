@@ -20,6 +20,7 @@ reader sees a document without its version or a version without its document.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +31,8 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
-from sidegate.config.routing import digest
+from sidegate.config.root import SidegateConfig
+from sidegate.config.routing import digest, inline_secrets, routing_doc
 
 VERSION = "sg:routing:version"
 HISTORY = "sg:routing:history"
@@ -38,6 +40,8 @@ SEEDED = "sg:routing:seeded"
 CHANNEL = "sg:routing:changed"
 KEEP = 100
 POLL_S = 0.25
+
+log = logging.getLogger("sidegate.routing")
 
 
 def doc_key(version: int) -> str:
@@ -145,3 +149,85 @@ async def commit(
                     raise VersionConflict(expect, await version(redis)) from None
                 continue
     raise RuntimeError("routing document: too many concurrent changes, try again")
+
+
+def diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, list[str]]:
+    """What differs between two documents, as `section.name` lists: ``added``, ``removed``,
+    ``changed`` (``defaults`` counts as one name)."""
+    before, after = before or {}, after or {}
+    out: dict[str, list[str]] = {"added": [], "removed": [], "changed": []}
+    for name in changed_names(before, after):
+        section, _, key = name.partition(".")
+        if not key:
+            out["changed"].append(name)
+            continue
+        a, b = before.get(section) or {}, after.get(section) or {}
+        out["added" if key not in a else "removed" if key not in b else "changed"].append(name)
+    return out
+
+
+async def seed_file(redis: Redis, cfg: SidegateConfig, *, path: str | None = None) -> int | None:
+    """Seed the config file's routing document (docs/control-plane.md, "Seeding"): a new version
+    with source ``file`` when the store has none, or when the file's document is not the one last
+    seeded (a changed file or ConfigMap wins); None when nothing changed, so a restart with the same
+    file leaves live changes alone, or when a provider carries an inline credential (refused like
+    the admin API refuses it: logged with its location, never the value). Safe with many replicas
+    at once: each attempt watches the version and ``SEEDED`` (or is a commit expecting the version
+    it checked), so of two seeders of the same file one creates the version and the other then
+    finds it seeded."""
+    doc = routing_doc(cfg)
+    secrets = inline_secrets(doc)
+    if secrets:  # every global viewer reads the store and its history: never seeded (the file's
+        # own routing still runs until the store has a version; the error says what to change)
+        log.error("config file %s: its routing document is not seeded into the store: %s",
+                  path or "config", "; ".join(secrets))  # fmt: skip
+        return None
+    want = digest(doc)
+    actor = f"file:{path or 'config'}"
+    for _ in range(50):
+        async with redis.pipeline(transaction=True) as pipe:
+            await pipe.watch(VERSION, SEEDED)
+            n = int(await pipe.get(VERSION) or 0)
+            seeded = (await pipe.get(SEEDED) or b"").decode()
+            stored = await pipe.get(doc_key(n)) if n else None
+            if stored is not None and seeded == want:
+                return None
+            if stored is not None and digest(orjson.loads(stored)) == want:
+                # The store already holds the file's document (put there live): record it as seeded
+                # without a version that changes nothing.
+                pipe.multi()
+                pipe.set(SEEDED, want)
+                try:
+                    await pipe.execute()
+                    return None
+                except WatchError:
+                    continue
+        try:
+            return await commit(redis, doc, actor=actor, source="file", message="seeded from the config file",
+                                expect=n, seeded=want)  # fmt: skip
+        except VersionConflict:
+            continue
+    raise RuntimeError("routing document: too many concurrent changes while seeding, try again")
+
+
+async def rollback(
+    redis: Redis,
+    to: int | None = None,
+    *,
+    actor: str,
+    validate: Callable[[dict[str, Any]], object] | None = None,
+    also: Callable[[Pipeline, int, dict[str, Any] | None], None] | None = None,
+) -> tuple[int, int]:
+    """A NEW version whose document is version ``to``'s (default: the one before the current);
+    -> (new version, ``to``). ``validate(doc)`` may refuse it (the process's file may have changed
+    since). LookupError: no such version kept; VersionConflict: another change came in between."""
+    n = await version(redis)
+    target = n - 1 if to is None else to
+    doc = await doc_at(redis, target) if 0 < target <= n else None
+    if doc is None:
+        raise LookupError(f"no version {target} kept (current: {n}; the last {KEEP} are kept)")
+    if validate is not None:
+        validate(doc)
+    new = await commit(redis, doc, actor=actor, source="rollback", message=f"rollback to version {target}",
+                       expect=n, also=also)  # fmt: skip
+    return new, target

@@ -16,7 +16,7 @@ import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from redis.asyncio import Redis
@@ -29,6 +29,7 @@ from sidegate.keystore import LIMIT_FIELDS, TenantLimits
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _NONE = ("none", "null", "unlimited", "-")
 DEFAULT_ADMIN_PORT = 9003
+P = TypeVar("P")  # the control plane a command runs on
 
 
 def duration(text: str) -> float:
@@ -72,10 +73,17 @@ def _client(args: argparse.Namespace) -> Redis:
 
 
 def _run(args: argparse.Namespace, op: Callable[[cp.ControlPlane], Awaitable[int]]) -> int:
+    return _run_on(args, lambda redis: cp.ControlPlane(redis, principal=cli_principal()), op)
+
+
+def _run_on(args: argparse.Namespace, plane: Callable[[Redis], P], op: Callable[[P], Awaitable[int]]) -> int:
+    """`op` on the plane `plane` makes over the store; the exit status (a refusal or an unreachable
+    store: its reason on stderr, 1)."""
+
     async def main() -> int:
         redis = _client(args)
         try:
-            return await op(cp.ControlPlane(redis, principal=cli_principal()))
+            return await op(plane(redis))
         finally:
             await redis.aclose()
 
@@ -258,15 +266,16 @@ def cmd_admin_serve(args: argparse.Namespace) -> int:
         logging.getLogger("sidegate.admin").warning(
             "SIDEGATE_ADMIN_TOKEN is short; use 32+ random characters"
         )
-    settings = None
+    settings = cfg = None
     if args.config:
         from sidegate import config
 
         try:
-            settings = config.load(args.config).admin
+            cfg = config.load(args.config)  # routing documents are validated inside it
         except config.ConfigError as exc:
             raise SystemExit(f"{exc.source}: invalid configuration: {'; '.join(exc.problems)}") from None
-    asyncio.run(run_until_signal(_client(args), args.host, args.port, token, settings))
+        settings = cfg.admin
+    asyncio.run(run_until_signal(_client(args), args.host, args.port, token, settings, cfg))
     return 0
 
 

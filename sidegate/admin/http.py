@@ -36,7 +36,8 @@ def error(status: int, code: str, message: str, headers: dict[str, str] | None =
     return respond({"error": {"code": code, "message": message}}, status, headers)
 
 
-async def body(request: web.Request, required: bool, allowed: tuple[str, ...]) -> dict[str, Any]:
+async def json_object(request: web.Request, required: bool = True) -> dict[str, Any]:
+    """The body as a JSON object, any fields (an empty body: {} unless required)."""
     raw = await request.read()  # aiohttp answers 413 past client_max_size
     if not raw.strip():
         if required:
@@ -48,6 +49,12 @@ async def body(request: web.Request, required: bool, allowed: tuple[str, ...]) -
         raise cp.Invalid("the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise cp.Invalid("the body must be a JSON object")
+    return data
+
+
+async def body(request: web.Request, required: bool, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """The body as a JSON object whose fields are all in `allowed`."""
+    data = await json_object(request, required)
     unknown = sorted(set(data) - set(allowed))
     if unknown:
         raise cp.Invalid(f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(allowed)}")

@@ -11,7 +11,6 @@ key set stays in use while the issuer is unreachable.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
@@ -26,6 +25,7 @@ import orjson
 from sidegate.admin.controlplane.rules import TENANT_PATTERN
 from sidegate.admin.principal import Principal, Role
 from sidegate.config.admin import OidcConfig
+from sidegate.tasks import cancel_and_wait
 
 log = logging.getLogger("sidegate.admin")
 
@@ -124,11 +124,8 @@ class OidcVerifier:
             self._task = asyncio.create_task(self._refresh_loop())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from sidegate.admin import controlplane as cp
-from sidegate.admin import openapi_roles
+from sidegate.admin import openapi_roles, openapi_routing
 from sidegate.admin.openapi_org import ORG_SCHEMAS, org_paths
 from sidegate.admin.openapi_parts import NULLABLE_TIME as _NULLABLE_TIME
 from sidegate.admin.openapi_parts import TENANT_PATH as _TENANT
@@ -198,6 +198,8 @@ _KEY_ID = {
 def spec() -> dict[str, Any]:
     doc = _core_spec()
     doc["paths"].update(openapi_roles.paths(PREFIX))
+    doc["paths"].update(openapi_routing.paths(PREFIX))
+    doc["components"]["schemas"].update(openapi_routing.SCHEMAS)
     return doc
 
 

@@ -35,7 +35,7 @@ from sidegate.admin.http import CP_KEY
 from sidegate.admin.principal import Action
 from sidegate.keystore import record_key
 
-Where = Literal["global", "path", "query", "body", "key", "admin_token"]
+Where = Literal["global", "every", "path", "query", "body", "key", "admin_token"]
 
 
 @dataclass(slots=True, frozen=True)
@@ -50,6 +50,9 @@ GLOBAL = TenantFrom("global")
 EVERY_TENANT = "*"
 """The tenant of a thing that concerns every tenant (never a valid tenant name, so only unscoped
 principals pass ``may(action, EVERY_TENANT)``)."""
+EVERY = TenantFrom("every")
+"""A thing shared by every tenant that no tenant-scoped role may see either (the routing document:
+providers, models, prices): the request acts on :data:`EVERY_TENANT`."""
 
 
 def path(field: str = "name") -> TenantFrom:
@@ -134,6 +137,8 @@ async def resolve_tenant(request: web.Request, where: TenantFrom) -> str | None:
     the handler then answers 400/404, never acting on another tenant)."""
     if where.where == "global":
         return None
+    if where.where == "every":
+        return EVERY_TENANT
     if where.where == "path":
         return request.match_info.get(where.field)
     if where.where == "query":

@@ -21,7 +21,16 @@ from aiohttp.http_exceptions import HttpProcessingError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from sidegate.admin import api_audit, api_console, api_core, api_org, api_tokens, api_usage, tokens
+from sidegate.admin import (
+    api_audit,
+    api_console,
+    api_core,
+    api_org,
+    api_routing,
+    api_tokens,
+    api_usage,
+    tokens,
+)
 from sidegate.admin import controlplane as cp
 from sidegate.admin.http import CP_KEY, PRINCIPAL, SPEC_KEY, Forbidden, error, respond
 from sidegate.admin.oidc import OidcRejected, OidcVerifier, looks_like_jwt
@@ -29,6 +38,7 @@ from sidegate.admin.openapi import PREFIX, spec
 from sidegate.admin.policy import EVERY_TENANT, UNDECLARED, policy_of, public, resolve_tenant
 from sidegate.admin.principal import OWNER_ENV, Principal
 from sidegate.config.admin import AdminConfig
+from sidegate.config.root import SidegateConfig
 
 log = logging.getLogger("sidegate.admin")
 
@@ -160,10 +170,15 @@ def _install_log_filter() -> None:
 
 
 def build_app(
-    redis: Redis, token: str | None, settings: AdminConfig | None = None, oidc: OidcVerifier | None = None
+    redis: Redis,
+    token: str | None,
+    settings: AdminConfig | None = None,
+    oidc: OidcVerifier | None = None,
+    config: SidegateConfig | None = None,
 ) -> web.Application:
     """The admin application; ``token=None`` disables authentication (only for --insecure-no-auth).
-    ``settings.oidc`` enables OIDC sign-in (``oidc``: a ready verifier, for tests)."""
+    ``settings.oidc`` enables OIDC sign-in (``oidc``: a ready verifier, for tests). ``config``: the
+    process's configuration file, inside which routing documents are validated."""
     _install_log_filter()
     app = web.Application(middlewares=[_errors, _auth_middleware(token)], client_max_size=MAX_BODY_BYTES)
     app[CP_KEY] = cp.ControlPlane(redis)
@@ -182,29 +197,41 @@ def build_app(
         app.on_startup.append(start)
         app.on_cleanup.append(stop)
     app[SPEC_KEY] = orjson.dumps(spec())
+    if config is not None:
+        app[api_routing.BASE_KEY] = config
     r = app.router
     r.add_get(f"{PREFIX}/healthz", healthz)
     r.add_get(f"{PREFIX}/openapi.json", openapi)
     # Each module adds its endpoints (and states who may call them: sidegate/admin/http.py require).
-    for module in (api_core, api_org, api_tokens, api_audit, api_usage, api_console):
+    for module in (api_core, api_org, api_tokens, api_audit, api_usage, api_routing, api_console):
         module.register(app)
     return app
 
 
 async def serve(
-    redis: Redis, host: str, port: int, token: str | None, settings: AdminConfig | None = None
+    redis: Redis,
+    host: str,
+    port: int,
+    token: str | None,
+    settings: AdminConfig | None = None,
+    config: SidegateConfig | None = None,
 ) -> web.AppRunner:
     """Start listening; the caller awaits its own stop condition, then ``await runner.cleanup()``."""
-    runner = web.AppRunner(build_app(redis, token, settings), handle_signals=False)
+    runner = web.AppRunner(build_app(redis, token, settings, config=config), handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
 
 
 async def run_until_signal(
-    redis: Redis, host: str, port: int, token: str | None, settings: AdminConfig | None = None
+    redis: Redis,
+    host: str,
+    port: int,
+    token: str | None,
+    settings: AdminConfig | None = None,
+    config: SidegateConfig | None = None,
 ) -> None:
-    runner = await serve(redis, host, port, token, settings)
+    runner = await serve(redis, host, port, token, settings, config)
     log.info(
         "admin API listening on http://%s:%d%s (auth: %s)", host, port, PREFIX, "token" if token else "NONE"
     )

@@ -37,6 +37,8 @@ FORMAT: dict[str, str] = {
     "model": f"%DYNAMIC_METADATA({META_NS}:model)%",
     "stream": f"%DYNAMIC_METADATA({META_NS}:stream)%",
     "cache": f"%DYNAMIC_METADATA({META_NS}:cache)%",
+    "policy": f"%DYNAMIC_METADATA({META_NS}:policy)%",
+    "reason": f"%DYNAMIC_METADATA({META_NS}:reason)%",
     "provider": "%RESP(X-SIDEGATE-PROVIDER)%",
     "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
     "upstream_cluster": "%UPSTREAM_CLUSTER%",
@@ -53,7 +55,7 @@ def front_format() -> dict[str, str]:
     """FORMAT for the HTTP front (`services.front: http`): the identity and the gateway's fields come
     from the front's answer headers, which Envoy keeps as metadata of ext_authz's namespace."""
     out = dict(FORMAT)
-    for field in ("tenant", "key_id", "team", "user", "model", "stream", "cache"):
+    for field in ("tenant", "key_id", "team", "user", "model", "stream", "cache", "policy", "reason"):
         out[field] = f"%DYNAMIC_METADATA({AUTHZ_NS}:x-sidegate-{field.replace('_', '-')})%"
     return out
 

@@ -10,16 +10,16 @@ ledger, metrics, breaker)."""
 from __future__ import annotations
 
 import string
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sidegate import lua
 from sidegate.bootstrap import hygiene
 from sidegate.bootstrap.clusters import lane_cluster, set_upstream_filters
 from sidegate.bootstrap.stream import lua_events, lua_terms, stream_watch
-from sidegate.config import ProviderConfig, SidegateConfig
+from sidegate.config import ProviderConfig
 from sidegate.credentials.env import env_credential
 from sidegate.errors import Api, format_error, provider_invalid_response, provider_refused_key
-from sidegate.lanes import direct_provider
 from sidegate.wire import (
     AUTHZ_NS,
     FRONT_API_HEADER,
@@ -108,33 +108,53 @@ def direct_response_headers(front_http: bool) -> list[dict[str, Any]]:
     return out
 
 
-def direct_errors_filter(cfg: SidegateConfig) -> dict[str, Any]:
+WATCH_APIS = (Api.OPENAI, Api.ANTHROPIC, Api.RESPONSES)
+"""The APIs a direct-lane provider speaks (`lanes.direct_provider`: never Gemini's or Bedrock's),
+each with its stream watch's terminal events in the error filter."""
+
+
+def direct_errors_metadata(providers: Mapping[str, ProviderConfig], names: Iterable[str]) -> dict[str, Any]:
+    """A `~direct` route's `metadata`: per provider of its chain, what the error filter needs to
+    treat that provider's answer (its key's environment variable, its API, the 502 bodies that
+    name it). The filter reads it from the route the gateway picked (`handle:metadata()`: the
+    route's `filter_metadata` under the filter's own name, verified on 1.40) and takes the entry
+    of the provider that served the try (`x-sidegate-provider`). It comes with the routes (RDS),
+    so the listener never lists providers: adding or removing one changes no listener (LDS),
+    whose update would drain every client connection."""
+    entries: dict[str, Any] = {}
+    for name in names:
+        p = providers[name]
+        entry = {"api": p.api.value,
+                 "refused": format_error(p.api, provider_refused_key(name)).decode(),
+                 "invalid": format_error(p.api, provider_invalid_response(name)).decode()}  # fmt: skip
+        if p.api_key_env is not None:
+            entry["env"] = p.api_key_env
+        entries[name] = entry
+    return {"filter_metadata": {DIRECT_ERRORS_FILTER: entries}}
+
+
+def direct_errors_filter() -> dict[str, Any]:
     """Router-level Lua (lua/envoy_direct_errors.lua: in Envoy, no gRPC): a direct-lane provider
     error gets the per-try stage's treatment: 401/403 (our key refused) and unparseable bodies ->
     502 in the client's format, the provider key scrubbed from error bodies that echo it; a stream
     is watched event by event (sidegate/bootstrap/stream.py): a broken or cut stream ends with an
-    error event."""
+    error event. Nothing in it depends on the routing document: the providers' entries come with
+    the routes (:func:`direct_errors_metadata`); the stream watches are per API."""
 
     def lua_str(b: bytes) -> str:  # a Lua long string: no escaping needed for JSON
         return "[==[" + b.decode() + "]==]"
 
-    entries = []
-    for name, p in cfg.providers.items():
-        if direct_provider(p):  # in the direct lane the client's API is the provider's
-            env = lua.literal(p.api_key_env)
-            refused = lua_str(format_error(p.api, provider_refused_key(name)))
-            invalid = lua_str(format_error(p.api, provider_invalid_response(name)))
-            bad, cut = (lua_str(e) for e in lua_events(p.api))
-            entries.append(f'["{name}"] = {{env = {env}, refused = {refused}, invalid = {invalid}, api = "{p.api.value}", '
-                           f'bad = {bad}, cut = {cut}, terms = {lua_terms(p.api)}}}')  # fmt: skip
-    bad, cut = (lua_str(e) for e in lua_events(Api.RESPONSES))
-    responses_watch = f'{{api = "{Api.RESPONSES.value}", bad = {bad}, cut = {cut}, terms = {lua_terms(Api.RESPONSES)}}}'
+    watches = []
+    for api in WATCH_APIS:
+        bad, cut = (lua_str(e) for e in lua_events(api))
+        watches.append(f'["{api.value}"] = {{api = "{api.value}", bad = {bad}, cut = {cut}, terms = {lua_terms(api)}}}')
     return {
         "name": DIRECT_ERRORS_FILTER,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
             "default_source_code": {"inline_string": string.Template(lua.read("envoy_direct_errors.lua")).substitute(
-                providers=", ".join(entries), responses_watch=responses_watch, api_header=FRONT_API_HEADER, json_types=", ".join(f'["{t}"] = true' for t in JSON_CONTENT_TYPES),
+                watches=", ".join(watches), responses=Api.RESPONSES.value, api_header=FRONT_API_HEADER,
+                json_types=", ".join(f'["{t}"] = true' for t in JSON_CONTENT_TYPES),
                 stream_watch=stream_watch(), usage_ns=USAGE_NS, meta_ns=META_NS, authz_ns=AUTHZ_NS,
                 lane_header=FRONT_LANE_HEADER)},
         },
@@ -193,7 +213,8 @@ def sse_usage_to_metadata() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def router_filters(cfg: SidegateConfig) -> list[dict[str, Any]]:
+def router_filters() -> list[dict[str, Any]]:
     """The lane's router-level filters, in their order: the error Lua runs on the response after
-    the usage filters (Envoy runs response filters in reverse), so it sees their metadata."""
-    return [direct_errors_filter(cfg), usage_to_metadata(), sse_usage_to_metadata()]
+    the usage filters (Envoy runs response filters in reverse), so it sees their metadata. None of
+    them depends on the routing document (the listener stays the same when it changes)."""
+    return [direct_errors_filter(), usage_to_metadata(), sse_usage_to_metadata()]

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sidegate.bootstrap import direct_lane, jwt_authn
+from sidegate.bootstrap import direct_lane, jwt_authn, version
 from sidegate.bootstrap.accesslog import access_log, direct_access_log, front_format
 from sidegate.bootstrap.buffers import answer_limit_filter, listener_buffer_limit, whole_answer_filter
 from sidegate.bootstrap.clusters import UPSTREAM_CODEC, address
 from sidegate.bootstrap.input import inflated_limit_filter, request_decompressor
 from sidegate.bootstrap.limits import duration, hcm_timeouts, service_timeout_s
 from sidegate.bootstrap.replies import local_reply_config
-from sidegate.bootstrap.routes import route_config
+from sidegate.bootstrap.routes import ROUTE_CONFIG
 from sidegate.bootstrap.tracing import hcm_tracing
 from sidegate.config import SidegateConfig
 from sidegate.wire import (
@@ -172,9 +172,12 @@ def _router(cfg: SidegateConfig) -> dict[str, Any]:
     }
 
 
-def http_connection_manager(cfg: SidegateConfig, *, front_http: bool, direct: bool, sidegate_filters: bool) -> dict[str, Any]:
+def http_connection_manager(
+    cfg: SidegateConfig, *, front_http: bool, direct: bool, sidegate_filters: bool, routes: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """`front_http`: the HTTP front instead of the gateway ext_proc; `direct`: the direct lane's
-    filters; `sidegate_filters=False`: the router alone (the "Envoy alone" baseline)."""
+    filters; `sidegate_filters=False`: the router alone (the "Envoy alone" baseline); `routes`:
+    the route configuration inline (the static bootstrap), None: over RDS (xDS mode)."""
     svc = cfg.services
     fields = front_format() if front_http else None
     logs = access_log(cfg.observability.access_log, fields) if cfg.observability.access_log else []
@@ -191,15 +194,16 @@ def http_connection_manager(cfg: SidegateConfig, *, front_http: bool, direct: bo
         "request_timeout": duration(cfg.listener.request_timeout_s),
         "request_headers_timeout": "10s",
         "local_reply_config": local_reply_config(),
-        "route_config": route_config(cfg, front_http=front_http, sidegate_filters=sidegate_filters),
+        **({"route_config": routes} if routes is not None else {"rds": version.rds(ROUTE_CONFIG)}),
         "http_filters": [
+            version.version_filter(),
             *([jwt_authn.jwt_filter(cfg)] if jwt_authn.enabled(cfg) else []),
             request_decompressor(),
             inflated_limit_filter(cfg),
             *([_ext_authz(cfg)] if svc.auth == "ext_authz" else []),
             _front_filter(cfg) if front_http else _gateway_filter(cfg),
             answer_limit_filter(cfg),
-            *(direct_lane.router_filters(cfg) if direct else []),
+            *(direct_lane.router_filters() if direct else []),
             _router(cfg),
         ],
     }  # fmt: skip
@@ -210,9 +214,11 @@ def http_connection_manager(cfg: SidegateConfig, *, front_http: bool, direct: bo
     return hcm
 
 
-def listener(cfg: SidegateConfig, *, front_http: bool, direct: bool, sidegate_filters: bool) -> dict[str, Any]:
-    """The one listener (the flags: see :func:`http_connection_manager`)."""
-    hcm = http_connection_manager(cfg, front_http=front_http, direct=direct, sidegate_filters=sidegate_filters)
+def listener(
+    cfg: SidegateConfig, *, front_http: bool, direct: bool, sidegate_filters: bool, routes: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The one listener (the arguments: see :func:`http_connection_manager`)."""
+    hcm = http_connection_manager(cfg, front_http=front_http, direct=direct, sidegate_filters=sidegate_filters, routes=routes)
     return {
         "name": "sidegate",
         "address": address(cfg.listener.host, cfg.listener.port),

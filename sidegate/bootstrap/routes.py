@@ -4,12 +4,13 @@ alone (413, 415) or say why nothing can route it (503, 404)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from sidegate.bootstrap.direct_lane import direct_response_headers, no_direct_errors
+from sidegate.bootstrap.direct_lane import direct_errors_metadata, direct_response_headers, no_direct_errors
 from sidegate.bootstrap.input import filters_off, unsupported_encoding_route
 from sidegate.bootstrap.limits import duration, per_try_idle_timeout, service_timeout_s
-from sidegate.config import ModelConfig, SidegateConfig
+from sidegate.config import ModelConfig, ProviderConfig, SidegateConfig
 from sidegate.errors import Api, error_body
 from sidegate.lanes import direct_apis
 from sidegate.wire import (
@@ -22,9 +23,13 @@ from sidegate.wire import (
     TRY,
     cluster_name,
     direct_cluster_name,
+    pinned_route_value,
     route_value,
     try_cluster_name,
 )
+
+ROUTE_CONFIG = "sidegate"
+"""The route configuration's name (RDS asks for it by this name)."""
 
 
 def route_config(cfg: SidegateConfig, *, front_http: bool, sidegate_filters: bool) -> dict[str, Any]:
@@ -45,7 +50,7 @@ def route_config(cfg: SidegateConfig, *, front_http: bool, sidegate_filters: boo
         first = next(r for r in routes if r["name"].startswith("model."))
         routes = [{**{k: v for k, v in first.items() if k != "typed_per_filter_config"}, "match": {"prefix": "/"}}]
     return {
-        "name": "sidegate",
+        "name": ROUTE_CONFIG,
         "virtual_hosts": [
             {
                 "name": "sidegate",
@@ -69,29 +74,50 @@ def _model_routes(cfg: SidegateConfig, model: str) -> list[dict[str, Any]]:
     for start in range(len(groups)):
         out.append(_model_route(model, m, groups, start, front_http=front_http, direct_lane=direct_lane))
         if direct_lane and direct_apis(cfg, model, start):
-            out.append(_model_route(model, m, groups, start, lane=DIRECT, front_http=front_http, direct_lane=True))
+            out.append(_model_route(model, m, groups, start, lane=DIRECT, front_http=front_http, direct_lane=True,
+                                    providers=cfg.providers))  # fmt: skip
         if front_http:
             out.append(_model_route(model, m, groups, start, lane=TRY, front_http=True, direct_lane=direct_lane))
+    if m.pins:  # the gateway picks the first provider (a routing policy, an override): one chain per provider
+        direct = direct_lane and bool(direct_apis(cfg, model, 0))  # a pinned chain holds every provider
+        for r in m.routes:
+            pinned = pinned_groups(groups, r.provider)
+            for lane in ("", *([DIRECT] if direct else []), *([TRY] if front_http else [])):
+                out.append(_model_route(model, m, pinned, 0, lane=lane, front_http=front_http,
+                                        direct_lane=direct_lane, pin=r.provider, providers=cfg.providers))  # fmt: skip
     return out
+
+
+def pinned_groups(groups: list[list[Any]], provider: str) -> list[list[Any]]:
+    """The chain tried first on `provider`, then on the other routes in their configured priority
+    groups (weights kept), so the fallbacks of a pinned request are the model's own."""
+    first = [r for g in groups for r in g if r.provider == provider]
+    rest = [[r for r in g if r.provider != provider] for g in groups]
+    return [first, *(g for g in rest if g)]
 
 
 def _model_route(
     model: str, m: ModelConfig, groups: list[list[Any]], start: int, *, lane: str = "", front_http: bool = False,
-    direct_lane: bool = False,
+    direct_lane: bool = False, pin: str = "", providers: Mapping[str, ProviderConfig] | None = None,
 ) -> dict[str, Any]:
-    """`direct_lane`: the direct lane's error filter exists (only the `~direct` routes keep it on)."""
+    """`direct_lane`: the direct lane's error filter exists (only the `~direct` routes keep it on).
+    `pin`: the chain pinned to start on that provider (`groups` are then its pinned groups).
+    `providers` (the direct lane's routes): what the error filter reads of its chain's providers."""
     name = {DIRECT: direct_cluster_name, TRY: try_cluster_name}.get(lane, cluster_name)
     direct = lane == DIRECT
     pgroups = [
-        {"name": f"p{i}", "clusters": [{"cluster_name": name(r.provider), "weight": r.weight} for r in g]}
+        # (a weight-0 route is in no group but a pinned chain's first, alone: any share serves it)
+        {"name": f"p{i}", "clusters": [{"cluster_name": name(r.provider), "weight": max(r.weight, 1)} for r in g]}
         for i, g in enumerate(groups[start:], start)
     ]
-    value = route_value(model, start) + lane
+    value = (pinned_route_value(model, pin) if pin else route_value(model, start)) + lane
     extra: dict[str, Any] = {"response_headers_to_add": direct_response_headers(front_http)} if direct else {}
+    if direct and providers is not None:
+        extra["metadata"] = direct_errors_metadata(providers, dict.fromkeys(r.provider for g in groups[start:] for r in g))
     if direct_lane and not direct:
         extra["typed_per_filter_config"] = no_direct_errors()
     return {
-            "name": f"model.{model}.{start}{lane}",
+            "name": f"model.{model}@{pin}{lane}" if pin else f"model.{model}.{start}{lane}",
             "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"exact": value}}],
                       "dynamic_metadata": [_route_metadata({"exact": value}, front_http)]},
             "request_headers_to_remove": [ROUTE_HEADER],

@@ -206,8 +206,11 @@ class RouteConfig(StrictModel):
     provider: str
     model: str | None = None
     """Provider-side model name (alias target); default: the client's model name."""
-    weight: int = Field(1, ge=1, le=1000)
-    """Share of traffic among routes with the same `priority`."""
+    weight: int = Field(1, ge=0, le=1000)
+    """Share of traffic among routes with the same `priority`. 0: no share of the first tries (a
+    canary at 100/0, or a provider drained before its removal): it is tried only as a fallback,
+    right after its priority's other routes, and serves overrides and routing policies, which name
+    it (`model@provider`). Its priority needs another route with a share."""
     priority: int | None = None
     """Routes with the same priority are load balanced by weight; lower priorities are tried first.
     Default: the route's position in the list (a plain ordered fallback chain)."""
@@ -272,16 +275,30 @@ class ModelConfig(StrictModel):
         names = [r.provider for r in self.routes]
         if len(names) != len(set(names)):
             raise ValueError("a provider may appear only once in a model's route chain")
+        by_prio: dict[int, list[RouteConfig]] = {}
+        for i, r in enumerate(self.routes):
+            by_prio.setdefault(r.priority if r.priority is not None else i, []).append(r)
+        for prio, group in by_prio.items():
+            if not any(r.weight for r in group):
+                names = ", ".join(r.provider for r in group)
+                raise ValueError(f"routes: the routes of priority {prio} ({names}) all have weight 0: "
+                                 "give one a share, or move them to another route's priority")  # fmt: skip
         for tenant, provider in self.policy.tenants.items():
             if provider not in names:
                 raise ValueError(f"policy.tenants.{tenant}: {provider!r} is not a provider of this model's routes")
         return self
 
     def groups(self) -> list[list[RouteConfig]]:
-        """Routes grouped by priority, in order (a group is load balanced by weight)."""
+        """Routes grouped by priority, in order (a group is load balanced by weight). Routes with
+        weight 0 form a group of their own right after their priority's (fallbacks, no first tries)."""
         by_prio: dict[int, list[RouteConfig]] = {}
         for i, r in enumerate(self.routes):
             by_prio.setdefault(r.priority if r.priority is not None else i, []).append(r)
-        return [by_prio[k] for k in sorted(by_prio)]
+        out = []
+        for k in sorted(by_prio):
+            out.append([r for r in by_prio[k] if r.weight])
+            if zero := [r for r in by_prio[k] if not r.weight]:
+                out.append(zero)
+        return out
 
 

@@ -14,6 +14,7 @@ or breaks any other rule is refused with its location, and nothing running sees 
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 import orjson
@@ -44,6 +45,26 @@ def routing_doc(cfg: SidegateConfig) -> dict[str, Any]:
         providers=cfg.providers, models=cfg.models, prices=cfg.quota.prices, defaults=cfg.defaults
     )
     return doc.model_dump(mode="json", exclude_defaults=True)
+
+
+_SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key"}
+)
+_SECRET_VALUE = re.compile(r"^(bearer\s+)?(sk-|sk_|AKIA|AIza|xai-|gsk_)", re.IGNORECASE)
+
+
+def inline_secrets(doc: dict[str, Any]) -> list[str]:
+    """Where a provider's extra headers carry a credential inline (unknown fields such as
+    ``api_key`` are refused by the schema already). The store and its history are readable by
+    every global viewer: a provider names its credentials by reference (``api_key_env``,
+    ``api_key_envs``, the cloud auth blocks), never by value. The value is never repeated."""
+    out = []
+    for pname, prov in (doc.get("providers") or {}).items():
+        for header, value in ((prov or {}).get("headers") or {}).items():
+            if header.lower() in _SECRET_HEADERS or _SECRET_VALUE.match(str(value)):
+                out.append(f"providers.{pname}.headers.{header}: looks like an inline credential; "
+                           "name it by reference (api_key_env, api_key_envs or a cloud auth block)")  # fmt: skip
+    return out
 
 
 def digest(doc: dict[str, Any]) -> str:

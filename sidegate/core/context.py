@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from sidegate.config import ModelConfig
+from sidegate.config import ModelConfig, SidegateConfig
 from sidegate.envoy_pb import struct_to_dict
 from sidegate.errors import Api
 from sidegate.wire import AUTHZ_NS, FRONT_META_HEADER, META_NS
@@ -54,6 +54,11 @@ class RequestContext:
     model: str = ""
     stream: bool = False
     client_wants_usage: bool = False
+    config: SidegateConfig | None = None
+    """The routing version this request is routed with (`x-sidegate-config-version`, set by
+    Envoy's route table): None is the latest, the one the features hold (sidegate/core/live.py)."""
+    routing_version: int = 0
+    """Its number when the request named one (0: none named, the latest)."""
     # route
     model_config: ModelConfig | None = None
     route: str = ""

@@ -32,6 +32,12 @@ Hooks, all optional (a feature overrides only the ones it needs):
   outcome. Only the first feature that has it is asked; None, the usual answer, costs nothing more.
 - ``async start()`` / ``async close()``: background work, started before serving in list order and
   closed in reverse.
+- ``reconfigure(cfg)``: a new routing version is in use (sidegate/core/live.py): `cfg` is the whole
+  configuration with its routing document (models, providers, prices, cache and guard defaults).
+  Called synchronously, in list order, before any request can pick that version: the feature
+  rebuilds what it derived from the routing sections (tables, prices) and keeps its store state.
+  A request routed with another kept version carries that version's config in ``ctx.config``
+  (None: the latest, the one the feature was last told).
 
 Why a base class and not a Protocol: a Protocol cannot have optional members, and a feature that
 has no completion hook must not be called for every completion. The base class documents every
@@ -65,6 +71,8 @@ FillBound = Callable[[dict[str, Any]], int]
 CACHE_FILL = "cache_fill"
 """The metadata key of the first feature that filled (the cache): the default `fill_key`."""
 Lifecycle = Callable[[], Awaitable[None]]
+Reconfigure = Callable[[Any], None]
+"""`reconfigure(cfg: SidegateConfig)` (typed Any here: core's feature module stays config-free)."""
 
 
 class TryHook(Protocol):
@@ -141,6 +149,9 @@ class Feature:
     async def close(self) -> None:
         return None
 
+    def reconfigure(self, cfg: Any) -> None:
+        return None
+
 
 def hook(feature: object, name: str) -> Any:
     """The feature's own `name` hook (bound), or None when it has none or only the no-op default."""
@@ -194,6 +205,8 @@ class Hooks:
     """The first feature's `trace` hook (one tracer per app)."""
     starts: tuple[Lifecycle, ...] = ()
     closes: tuple[Lifecycle, ...] = ()
+    reconfigures: tuple[Reconfigure, ...] = ()
+    """The features' `reconfigure` hooks, in list order (a new routing version)."""
 
 
 def _sees(feature: object, endpoint: str, api: Api | None) -> bool:
@@ -226,6 +239,7 @@ def collect(features: Sequence[object]) -> Hooks:
         tracer=next((h for f in features if (h := hook(f, "trace"))), None),
         starts=tuple(h for f in features if (h := hook(f, "start"))),
         closes=tuple(h for f in features if (h := hook(f, "close"))),
+        reconfigures=tuple(h for f in features if (h := hook(f, "reconfigure"))),
     )
 
 

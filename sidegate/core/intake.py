@@ -209,7 +209,7 @@ def access_log_fields(meta: dict[str, Any]) -> dict[str, str]:
            "x-sidegate-model": str(meta.get("model", "")), "x-sidegate-stream": "true" if meta.get("stream") else "false"}  # fmt: skip
     if meta.get("cache"):
         out["x-sidegate-cache"] = str(meta["cache"])
-    for level in ("team", "user"):
-        if meta.get(level):
-            out[f"x-sidegate-{level}"] = str(meta[level])
+    for name in ("team", "user", "policy", "reason"):  # (policy, reason: the routing decision)
+        if meta.get(name):
+            out[f"x-sidegate-{name}"] = str(meta[name])
     return out

@@ -19,7 +19,9 @@ from sidegate.core.completion import notify, short_circuit
 from sidegate.core.context import Reply, RequestContext
 from sidegate.core.feature import Fillers, Hooks, collect
 from sidegate.core.intake import COMPLETIONS, METERED, unknown_path
+from sidegate.core.live import ROUTING_VERSION_KEY, Versions
 from sidegate.errors import GatewayError, format_error
+from sidegate.wire import CONFIG_VERSION_HEADER
 
 log = logging.getLogger("sidegate.gateway")
 
@@ -52,6 +54,8 @@ class Gateway:
         """The tracing feature's: a RequestTrace for the requests it samples."""
         self.filler = Fillers(hooks.fills) if hooks.fills else None
         """A cache hit is an answer too: a fill the request asked for (a Responses answer to keep) gets it."""
+        self.versions: Versions | None = None
+        """The process's routing versions (live routing): a request naming one is routed with it."""
 
     def on_headers(self, ctx: RequestContext) -> Reply | None:
         """Runs at request-headers time (before the body is buffered): inline authentication."""
@@ -63,6 +67,10 @@ class Gateway:
 
     async def run(self, ctx: RequestContext) -> Outcome:
         started = time.monotonic()
+        if self.versions is not None:
+            named = ctx.headers.get(CONFIG_VERSION_HEADER)
+            if named is not None:
+                await self._version(ctx, named)
         ctx.meta["received_at"] = time.time()
         # A sampled request's trace; None for every other request (one check per step).
         trace = self.tracer(ctx) if self.tracer is not None else None
@@ -105,6 +113,19 @@ class Gateway:
         if trace is not None:
             trace.end(ctx, outcome if isinstance(outcome, Reply) else None)
         return outcome
+
+    async def _version(self, ctx: RequestContext, named: str) -> None:
+        """The routing version Envoy's route table named (contract 1, sidegate/core/live.py): its
+        config for the features, its number for the per-try stage."""
+        assert self.versions is not None
+        try:
+            n = int(named)
+        except ValueError:
+            return  # not Envoy's (it always sets a number): the latest
+        cfg = self.versions.pick(n)
+        ctx.config = cfg if cfg is not None else await self.versions.config_of(n)
+        ctx.routing_version = n
+        ctx.meta[ROUTING_VERSION_KEY] = n
 
     def _fill(self, ctx: RequestContext, reply: Reply) -> None:
         """Before the completion hooks: they let go of what the request held for its fill."""

@@ -27,9 +27,9 @@ from sidegate.core.feature import Fillers, OnTry, TryHook
 from sidegate.core.intake import COMPLETIONS, COUNT_TOKENS, METERED
 from sidegate.core.traceparent import CONTENT_KEY
 from sidegate.core.try_endpoints import endpoint_translator, estimated_count
-from sidegate.credentials import Credential, RefreshingCredential, SigningCredential, for_provider
+from sidegate.core.try_providers import TryProviders
 from sidegate.errors import Api, GatewayError, format_error, provider_invalid_response, provider_refused_key
-from sidegate.headers import RESPONSE, Allowed, request_allowed
+from sidegate.headers import RESPONSE
 from sidegate.translate import get_translator
 from sidegate.translate.base import StreamTranslator, TranslateOptions, Translator, Usage
 from sidegate.translate.codecs.gemini.shapes import retry_delay
@@ -61,11 +61,12 @@ class ProviderTry:
         self.inbound = Api(meta.get("api", "openai"))
         self.model = str(meta.get("model", ""))
         provider = provider_of_cluster(cluster)
-        mcfg = stage.cfg.models.get(self.model)
-        if provider is None or mcfg is None or provider not in stage.cfg.providers:
+        cfg = stage.config_for(meta, provider, self.model) if provider is not None else None
+        if provider is None or cfg is None or provider not in stage.credentials:
             raise GatewayError(500, "Sidegate: request reached an unknown upstream cluster.")
+        mcfg = cfg.models[self.model]
         self.provider_name = provider
-        self.provider: ProviderConfig = stage.cfg.providers[provider]
+        self.provider: ProviderConfig = cfg.providers[provider]
         self.mcfg = mcfg
         self.route: RouteConfig = next(r for r in mcfg.routes if r.provider == provider)
         self.upstream_model = self.route.model or self.model
@@ -107,7 +108,7 @@ class ProviderTry:
         # when that is all every fill asked needs.
         asked = stage.filler.asked(meta) if stage.filler is not None else ()
         self.collect = bool(asked)
-        self.collect_limit = max((f.bound(meta) if f.bound else stage.cfg.cache_policy(self.model).max_entry_bytes)
+        self.collect_limit = max((f.bound(meta) if f.bound else cfg.cache_policy(self.model).max_entry_bytes)
                                  for f in asked) if asked else 0  # fmt: skip
         self.collect_tail = self.collect and all(f.tail for f in asked)
         self.client_body: dict[str, Any] | None = None
@@ -349,49 +350,20 @@ class ProviderTry:
             self._finish(aborted=not complete)
 
 
-class TryStage:
+class TryStage(TryProviders):
     """What every try of this process shares: the config, each provider's credential and header
-    allow-list, the secrets to scrub, and the features' hooks (completion, fill, per-try)."""
+    allow-list, the secrets to scrub (:class:`TryProviders`), and the features' hooks (completion,
+    fill, per-try)."""
 
     def __init__(
         self, cfg: SidegateConfig, completion_hooks: list[CompletionHook] | None = None, filler: Filler | None = None,
         on_try: tuple[OnTry, ...] = (),
     ):  # fmt: skip
-        self.cfg = cfg
+        super().__init__(cfg)
         self.completion_hooks: list[CompletionHook] = completion_hooks or []
         self.filler: Fillers | None = filler if isinstance(filler, Fillers) or filler is None else Fillers([filler.fill])
         """The fill hooks by metadata key (a bare filler is the cache's, `cache_fill`)."""
         self.on_try = on_try
-        self.credentials: dict[str, Credential] = {name: for_provider(p, name) for name, p in cfg.providers.items()}
-        self.signers: dict[str, SigningCredential] = {
-            name: c for name, c in self.credentials.items() if isinstance(c, SigningCredential)
-        }
-        """The providers whose every try is signed over its final body (`sign`, after translation)."""
-        self.allowed = {name: Allowed(request_allowed(p)) for name, p in cfg.providers.items()}
-        for name, p in cfg.providers.items():
-            if (p.api_key_env or p.api_key_envs) and not p.api_keys():
-                log.warning("provider %s: its key environment variable(s) are not set", name)
-        self.secret_strs: tuple[str, ...] = ()
-        self.secrets: tuple[bytes, ...] = ()
-        self.refresh_secrets()
-
-    def refresh_secrets(self) -> None:
-        """Every provider secret, to scrub from what reaches a client or the cache; called again by
-        a credential whose secret changed (a refreshed token, rotated keys)."""
-        self.secret_strs = tuple({s for credential in self.credentials.values() for s in credential.secrets})
-        self.secrets = tuple(k.encode() for k in self.secret_strs)
-
-    async def start(self) -> None:
-        """Starts the credentials that refresh in the background (cloud tokens, the AWS chain): each
-        has its first secret, or has logged why not, before the first request. All at once: each
-        first fetch is bounded, but several slow ones (an unreachable metadata server) would add up."""
-        refreshing = [c for c in self.credentials.values() if isinstance(c, RefreshingCredential)]
-        await asyncio.gather(*(c.start(self.refresh_secrets) for c in refreshing))
-
-    async def close(self) -> None:
-        for credential in self.credentials.values():
-            if isinstance(credential, RefreshingCredential):
-                await credential.close()
 
     def start_try(self, meta: dict[str, Any], cluster: str, attempt: int) -> ProviderTry:
         return ProviderTry(self, meta, cluster, attempt)

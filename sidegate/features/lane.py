@@ -36,15 +36,23 @@ class LaneFeature(Feature):
     full lane (its direct-lane access-log entry would be metered)."""
 
     def __init__(self, cfg: SidegateConfig):
-        self.direct: dict[tuple[str, int], frozenset[Api]] = {}
         self.body_fixed = cfg.services.front == "http"
         """HTTP front: the body cannot be rewritten before the router (redaction happens per try)."""
-        if cfg.services.direct_lane:
+        self.direct_lane = cfg.services.direct_lane
+        self.reconfigure(cfg)
+
+    def reconfigure(self, cfg: SidegateConfig) -> None:
+        """Which (model, chain start) take the direct lane for which client APIs, in `cfg` (the
+        latest routing version: a request routed with another one asks :func:`direct_apis` itself)."""
+        self.cfg = cfg
+        direct: dict[tuple[str, int], frozenset[Api]] = {}
+        if self.direct_lane:
             for model, m in cfg.models.items():
                 for start in range(len(m.groups())):
                     apis = direct_apis(cfg, model, start)
                     if apis:
-                        self.direct[(model, start)] = apis
+                        direct[(model, start)] = apis
+        self.direct = direct
 
     def eligible(self, ctx: RequestContext) -> bool:
         meta = ctx.meta
@@ -58,12 +66,15 @@ class LaneFeature(Feature):
             return False  # an OpenAI stream needs include_usage injected (and its usage chunk hidden)
         if meta.get("store_response"):
             return False  # the answer is kept by the per-try stage (stored responses)
-        return ctx.api in self.direct.get((ctx.model, int(meta.get("start", 0))), ())
+        start = int(meta.get("start", 0))
+        if ctx.config is not None and ctx.config is not self.cfg:  # routed with an older version: its routes
+            return ctx.api in direct_apis(ctx.config, ctx.model, start)
+        return ctx.api in self.direct.get((ctx.model, start), ())
 
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         if not ctx.route:
             return None
-        if self.direct and self.eligible(ctx):
+        if self.direct_lane and self.eligible(ctx):
             ctx.route += DIRECT
             ctx.meta["lane"] = LANE_DIRECT
         elif self.body_fixed and not ctx.stream:

@@ -43,6 +43,14 @@ class MetricsFeature(Feature):
             m.configure(cfg)
         m.declare_gateway_series()
         self.cost = cost if cost is not None or cfg is None else Pricing(cfg.quota.prices)
+        self.priced = cost is None and cfg is not None
+
+    def reconfigure(self, cfg: SidegateConfig) -> None:
+        """A routing change: its models and providers become labels; costs from the latest price
+        table (a cost function given is kept)."""
+        m.configure(cfg, live=True)
+        if self.priced:
+            self.cost = Pricing(cfg.quota.prices)
 
     def on_complete(self, c: Completion) -> None:
         try:

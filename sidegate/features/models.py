@@ -48,6 +48,10 @@ class ModelsFeature(Feature):
         """When the model list came to be (this process's start): OpenAI's `created`, Anthropic's `created_at`."""
         self.created_at = datetime.fromtimestamp(self.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
+    def reconfigure(self, cfg: SidegateConfig) -> None:
+        """A routing change: the list names the latest version's models."""
+        self.names = sorted(cfg.models)
+
     async def on_request(self, ctx: RequestContext) -> Reply:
         if ctx.method != "GET":
             raise GatewayError(405, f"Method {ctx.method} not allowed on {ctx.path.split('?', 1)[0]}; use GET.")

@@ -29,7 +29,7 @@ import admin_roles_helpers as rh
 import controlplane_helpers as h
 
 from sidegate.admin.openapi import spec
-from sidegate.admin.policy import Policy, policy_of
+from sidegate.admin.policy import EVERY_TENANT, Policy, policy_of
 from sidegate.admin.principal import OWNER_ENV, Principal, Role
 from sidegate.admin.server import build_app
 from sidegate.config.admin import AdminConfig, OidcConfig
@@ -208,11 +208,12 @@ def test_role_matrix(server: rh.Server) -> None:
     for method, path, policy in ROUTES:
         if policy is None or policy.public:
             continue
-        targets = [A] if policy.tenant.where == "global" else [A, B]
+        targets = [A] if policy.tenant.where in ("global", "every") else [A, B]
         for caller in CALLERS:
             for tenant in targets:
                 req = _request(server, method, path, policy, tenant)
-                scope = None if policy.tenant.where == "global" else tenant
+                where = policy.tenant.where
+                scope = None if where == "global" else EVERY_TENANT if where == "every" else tenant
                 assert caller.who is not None and policy.action is not None
                 allowed = caller.who.may(policy.action, scope)
                 if caller.label not in creds:

@@ -25,6 +25,20 @@ admin = h.admin
 
 @pytest.mark.timeout(120)
 def test_admin_api_conforms_to_its_openapi(admin: h.Admin, tmp_path: Path) -> None:
+    # A routing change the schema accepts may still be refused (400 invalid_config): its document is
+    # checked as a whole configuration (a route naming an unknown provider), which no schema states;
+    # so generated models and providers are mostly refused, and reading or deleting one mostly finds
+    # none (404). Every check still runs on these operations (tests/integration/test_routing_admin_api.py
+    # covers their successes).
+    (tmp_path / "schemathesis.toml").write_text(
+        "[[operations]]\n"
+        'include-operation-id = ["putRouting", "putModel", "putProvider"]\n'
+        "checks.positive_data_acceptance.enabled = false\n"
+        "warnings = false\n"
+        "[[operations]]\n"
+        'include-operation-id = ["getModel", "deleteModel", "getProvider", "deleteProvider", "deletePrice"]\n'
+        "warnings = false\n"
+    )
     cmd = [
         sys.executable, "-m", "schemathesis.cli", "run", f"{admin.base}/admin/v1/openapi.json",
         "-H", f"Authorization: Bearer {admin.token}",

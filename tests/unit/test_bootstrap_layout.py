@@ -18,8 +18,9 @@ from sidegate.bootstrap import render
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOTSTRAP = "sidegate.bootstrap"
-MAY_IMPORT_BOOTSTRAP = {"sidegate/cli.py", "sidegate/supervisor.py"}
-"""Process-level code that renders the bootstrap (besides the bootstrap's own modules)."""
+MAY_IMPORT_BOOTSTRAP = {"sidegate/cli.py", "sidegate/supervisor/children.py", "sidegate/xds/resources.py"}
+"""Process-level code that renders the bootstrap (besides the bootstrap's own modules): the CLI,
+`sidegate up`'s children and the xDS server's snapshots."""
 
 
 def _sources(*tops: str) -> list[Path]:

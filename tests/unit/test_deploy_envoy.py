@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from sidegate import trust
-from sidegate.config import ServicesConfig
-from sidegate.supervisor import envoy_binary
+from tests.render_helpers import TOKEN_FILE, assert_envoy_validates_text
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN_FILE = ServicesConfig().internal_token_file
 
 
 def _render_all() -> Any:
@@ -38,18 +33,7 @@ def _validate(path: Path) -> None:
     it exists; in a pod it is written at start) pointed at a real one."""
     text = path.read_text()
     assert TOKEN_FILE in text, "every Sidegate cluster sets the internal token"
-    tmp = Path(tempfile.mkdtemp(prefix="sidegate-validate-"))
-    token = tmp / "token.yaml"
-    trust.write_private(token, trust.token_file_text(trust.generate()))
-    path = tmp / path.name
-    path.write_text(text.replace(TOKEN_FILE, str(token)))
-    out = subprocess.run(
-        [envoy_binary(), "--mode", "validate", "-c", str(path), "--use-dynamic-base-id", "-l", "error"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, f"{path}: " + out.stdout[-2000:] + out.stderr[-2000:]
+    assert_envoy_validates_text(text, path.name)
 
 
 @pytest.mark.parametrize("rel", sorted(RENDER_ALL.expected_files()))
@@ -151,7 +135,9 @@ def _snippets() -> dict[str, Any]:
 def test_mesh_snippets_merged_into_a_bootstrap_pass_envoy_validate(tmp_path):
     s = _snippets()
     names = [f["name"] for f in s["http_filters"]]
-    assert names[:3] == ["envoy.filters.http.decompressor", "sidegate.inflated_limit", "envoy.filters.http.ext_authz"] and "sidegate.gateway" in names
+    # first: the config version header's filter (a client's own value removed: sidegate/bootstrap/version.py)
+    assert names[:4] == ["sidegate.config_version", "envoy.filters.http.decompressor", "sidegate.inflated_limit",
+                         "envoy.filters.http.ext_authz"] and "sidegate.gateway" in names
     assert s["upstream_http_filters"][-1]["name"] == "envoy.filters.http.upstream_codec"
     assert {c["name"] for c in s["clusters"]} == {"sidegate_authz", "sidegate_extproc"}
     f = tmp_path / "merged.yaml"

@@ -23,6 +23,7 @@ import yaml
 
 from sidegate import config
 from sidegate.bootstrap import render
+from tests.render_helpers import assert_valid_kubernetes
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -32,7 +33,6 @@ KINDS_OF_CRDS = {
     ("monitoring.coreos.com/v1", "PrometheusRule"),
     ("networking.istio.io/v1alpha3", "EnvoyFilter"),
 }
-K8S_VERSIONS = ["1.30.0", "1.37.0"]  # oldest with native sidecars on by default (beta, 1.29+), newest bundled
 SUPPORTED_KEYS = {"apiVersion", "kind", "resources", "labels", "configMapGenerator", "images", "patches"}
 
 Resource = dict[str, Any]
@@ -181,13 +181,7 @@ def test_builtin_resources_validate_against_kubernetes_schemas(target):
     for res in resources:
         if (res["apiVersion"], res["kind"]) in KINDS_OF_CRDS:
             continue
-        for version in K8S_VERSIONS:
-            try:
-                kubernetes_validate.validate(res, version, strict=True)
-            except kubernetes_validate.ValidationError as exc:
-                pytest.fail(
-                    f"{target}: {res['kind']}/{res['metadata']['name']} invalid for {version}: {exc.message}"
-                )
+        assert_valid_kubernetes(res, target)
         checked += 1
     assert checked or target == "mesh"
 

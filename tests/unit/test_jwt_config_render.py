@@ -116,8 +116,9 @@ def test_the_filter_comes_first_and_never_refuses_by_itself():
     jwt = {"providers": {"corp": _provider(), "remote": _provider(issuer="https://other.test",
                                                                   jwks={"url": "https://idp.other.test/keys", "cache_s": 30})}}  # fmt: skip
     boot, filters = _filters(_base(jwt))
-    assert filters[0]["name"] == JWT_NS
-    cfg = filters[0]["typed_config"]
+    # (after the config version header's filter, which only removes/sets that header: bootstrap/version.py)
+    assert filters[0]["name"] == "sidegate.config_version" and filters[1]["name"] == JWT_NS
+    cfg = filters[1]["typed_config"]
     corp = cfg["providers"]["corp"]
     assert corp["forward"] is False and corp["payload_in_metadata"] == "corp"
     assert corp["failed_status_in_metadata"] == "corp:failed"
@@ -185,5 +186,5 @@ def test_mesh_snippets_carry_the_jwt_filter_first_and_the_jwks_clusters():
     jwt = {"providers": {"corp": _provider(jwks={"url": "https://idp.test/keys"})}}
     snip = mod.snippets(parse(_base(jwt), env={}))
     names = [f["name"] for f in snip["http_filters"]]
-    assert names[0] == JWT_NS and names.index(JWT_NS) < names.index(AUTHZ_NS)
+    assert names[:2] == ["sidegate.config_version", JWT_NS] and names.index(JWT_NS) < names.index(AUTHZ_NS)
     assert "jwks.corp" in {c["name"] for c in snip["clusters"]}

@@ -82,16 +82,35 @@ def test_bootstrap_has_direct_clusters_and_routes_without_secrets():
 
 
 def test_error_bodies_in_envoy_are_the_per_try_stages():
+    """The error filter's per-provider entries come with each `~direct` route (its metadata under
+    the filter's name), for exactly the providers of that route's chain."""
     from sidegate.errors import format_error, provider_invalid_response, provider_refused_key
 
     hcm = render.bootstrap(cfg())["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     lua = next(f for f in hcm["http_filters"] if f["name"] == "sidegate.direct_errors")
     code = lua["typed_config"]["default_source_code"]["inline_string"]
-    for name, api in (("openai", Api.OPENAI), ("anthropic", Api.ANTHROPIC)):
-        assert format_error(api, provider_refused_key(name)).decode() in code
-        assert format_error(api, provider_invalid_response(name)).decode() in code
-    assert '"OPENAI_API_KEY"' in code and SECRET not in code
-    assert '["groq"]' not in code  # not in the direct lane
+    routes = {r["name"]: r for r in hcm["route_config"]["virtual_hosts"][0]["routes"]}
+    for route, name, api in (("model.gpt-4o-mini.0~direct", "openai", Api.OPENAI), ("model.claude.0~direct", "anthropic", Api.ANTHROPIC)):
+        entries = routes[route]["metadata"]["filter_metadata"]["sidegate.direct_errors"]
+        assert set(entries) == {name}
+        assert entries[name]["refused"] == format_error(api, provider_refused_key(name)).decode()
+        assert entries[name]["invalid"] == format_error(api, provider_invalid_response(name)).decode()
+        assert entries[name]["api"] == api.value
+        assert format_error(api, provider_refused_key(name)).decode() not in code  # not in the listener
+    assert routes["model.gpt-4o-mini.0~direct"]["metadata"]["filter_metadata"]["sidegate.direct_errors"]["openai"]["env"] == "OPENAI_API_KEY"
+    assert set(routes["model.tail.1~direct"]["metadata"]["filter_metadata"]["sidegate.direct_errors"]) == {"openai"}
+    two = config.parse({
+        "providers": {"a": {"api": "openai", "base_url": "http://10.0.0.1:8000", "api_key_env": "A_KEY"},
+                      "b": {"api": "openai", "base_url": "http://10.0.0.2:8000", "auth": "none"}},
+        "models": {"m": {"routes": [{"provider": "a"}, {"provider": "b"}]}},
+    }, env={"A_KEY": SECRET})  # fmt: skip
+    vhost = render.resources(two).route_config["virtual_hosts"][0]
+    chain = next(r for r in vhost["routes"] if r["name"] == "model.m.0~direct")["metadata"]["filter_metadata"]["sidegate.direct_errors"]
+    assert set(chain) == {"a", "b"} and chain["a"]["env"] == "A_KEY" and "env" not in chain["b"]  # a retry may reach b
+    assert all("metadata" not in r for n, r in routes.items() if not n.endswith("~direct"))
+    text = yaml.safe_dump(hcm)
+    assert SECRET not in text and "OPENAI_API_KEY" not in code and "groq" not in code
+    assert "groq" not in yaml.safe_dump([r.get("metadata") for r in routes.values()])  # not in the direct lane
 
 
 def test_only_direct_lane_routes_run_the_error_filter():

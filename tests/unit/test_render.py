@@ -28,7 +28,7 @@ def test_routes_and_clusters_follow_the_config():
     assert [g["clusters"][0]["cluster_name"] for g in groups] == ["provider.openai", "provider.anthropic"]
     assert first["route"]["retry_policy"]["num_retries"] == 1
     names = [f["name"] for f in hcm["http_filters"]]
-    assert names == ["envoy.filters.http.decompressor", "sidegate.inflated_limit", "envoy.filters.http.ext_authz", "sidegate.gateway", "sidegate.answer_limit",
+    assert names == ["sidegate.config_version", "envoy.filters.http.decompressor", "sidegate.inflated_limit", "envoy.filters.http.ext_authz", "sidegate.gateway", "sidegate.answer_limit",
                      "sidegate.direct_errors", "sidegate.usage", "sidegate.sse_usage", "envoy.filters.http.router"]
 
 
@@ -36,7 +36,7 @@ def test_inline_auth_has_no_ext_authz_filter():
     cfg = _demo()
     cfg.services.auth = "inline"
     hcm = render.bootstrap(cfg)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    assert hcm["http_filters"][2]["name"] == "sidegate.gateway"
+    assert hcm["http_filters"][3]["name"] == "sidegate.gateway"  # (after config_version, decompressor, inflated_limit)
     assert "envoy.filters.http.ext_authz" not in [f["name"] for f in hcm["http_filters"]]
 
 
@@ -46,8 +46,8 @@ def test_http_front_replaces_the_gateway_ext_proc():
     boot = render.bootstrap(cfg)
     hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     names = [f["name"] for f in hcm["http_filters"]]
-    assert names[2] == "sidegate.front" and "sidegate.gateway" not in names
-    svc = hcm["http_filters"][2]["typed_config"]["http_service"]
+    assert names[3] == "sidegate.front" and "sidegate.gateway" not in names
+    svc = hcm["http_filters"][3]["typed_config"]["http_service"]
     assert svc["path_prefix"] == "/check" and svc["server_uri"]["cluster"] == "sidegate_front"
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
     assert [r["name"] for r in routes[2:4]] == ["replay.0", "replay.1"]
@@ -90,3 +90,26 @@ def test_rendered_bootstrap_passes_envoy_validate(tmp_path, https, auth):
     if https:
         cfg.providers["openai"].base_url = "https://api.openai.com"
     yaml.safe_load(assert_envoy_validates(cfg, tmp_path).read_text())
+
+
+def test_weight_zero_takes_no_first_tries_and_stays_a_fallback():
+    """A canary at 100/0: the weight-0 route is its priority's fallback, never in the first group;
+    its pinned route (an override names it) starts on it. A priority without a share is refused."""
+    m = config.ModelConfig.model_validate({"routes": [{"provider": "a", "priority": 0, "weight": 100},
+                                               {"provider": "b", "priority": 0, "weight": 0}, {"provider": "c"}],
+                                    "policy": {"override_header": True}})  # fmt: skip
+    assert [[r.provider for r in g] for g in m.groups()] == [["a"], ["b"], ["c"]]
+    cfg = _demo().model_copy(update={
+        "providers": {n: config.ProviderConfig(api="openai", base_url=f"http://{n}.test") for n in "abc"},
+        "models": {"m": m}})  # fmt: skip
+    hcm = render.bootstrap(cfg)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    routes = {r["name"]: r for r in hcm["route_config"]["virtual_hosts"][0]["routes"]}
+
+    def chain(name: str) -> list[list[tuple[str, int]]]:
+        spec = routes[name]["route"]["inline_cluster_specifier_plugin"]["extension"]["typed_config"]
+        return [[(c["cluster_name"], c["weight"]) for c in g["clusters"]] for g in spec["priority_groups"]]
+
+    assert chain("model.m.0") == [[("provider.a", 100)], [("provider.b", 1)], [("provider.c", 1)]]
+    assert chain("model.m@b")[0] == [("provider.b", 1)]
+    with pytest.raises(ValueError, match="all have weight 0"):
+        config.ModelConfig.model_validate({"routes": [{"provider": "a", "weight": 0}]})

@@ -18,7 +18,7 @@ def _hcm() -> dict:
 
 
 def test_decompressor_first_for_requests_only() -> None:
-    f = _hcm()["http_filters"][0]
+    f = _hcm()["http_filters"][1]  # (after the config version header's filter: it reads no body)
     assert f["name"] == "envoy.filters.http.decompressor"
     cfg = f["typed_config"]
     assert cfg["request_direction_config"]["common_config"]["enabled"]["default_value"] is True
@@ -29,7 +29,7 @@ def test_decompressor_first_for_requests_only() -> None:
 def test_the_inflated_body_is_bounded_right_after_the_decompressor() -> None:
     """A buffer filter holds the inflated body under listener.max_request_bytes before any filter
     that may hold it with a watermark instead (ext_authz, the gateway ext_proc): Envoy's own 413."""
-    f = _hcm()["http_filters"][1]
+    f = _hcm()["http_filters"][2]
     assert f["name"] == INFLATED_LIMIT_FILTER
     assert f["typed_config"]["@type"].endswith("filters.http.buffer.v3.Buffer")
     assert f["typed_config"]["max_request_bytes"] == 32 * 1024 * 1024  # listener.max_request_bytes (default)
@@ -65,7 +65,7 @@ def test_refusing_routes_switch_off_every_filter_that_reads_the_request() -> Non
         })  # fmt: skip
         hcm = render.bootstrap(cfg)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
         chain = [f["name"] for f in hcm["http_filters"]]
-        readers = chain[1 : chain.index("sidegate.answer_limit") + 1]  # after the decompressor (a no-op then)
+        readers = chain[2 : chain.index("sidegate.answer_limit") + 1]  # after the version header and the decompressor (a no-op then)
         routes = {r["name"]: r for r in hcm["route_config"]["virtual_hosts"][0]["routes"]}
         for name in ("too-large.anthropic", "too-large", "unsupported-encoding"):
             off = routes[name]["typed_per_filter_config"]

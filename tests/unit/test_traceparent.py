@@ -123,6 +123,12 @@ class StubTries:
     def __init__(self) -> None:
         self.metas: list[dict[str, Any]] = []
 
+    def ready(self, meta: dict[str, Any], cluster: str) -> bool:
+        return True  # (live routing: it knows every provider and version)
+
+    async def learn(self, meta: dict[str, Any]) -> None:
+        return None
+
     def start_try(self, meta: dict[str, Any], cluster: str, attempt: int) -> Any:
         self.metas.append(meta)
 

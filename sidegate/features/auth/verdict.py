@@ -21,5 +21,5 @@ class Deny:
     status: int
     api: Api
     body: bytes
-    reason: str  # bounded label for metrics (sidegate/metrics.py AUTHZ_REASONS): missing_key, unknown_key, jwt_expired...
+    reason: str  # bounded label for metrics (sidegate/metrics/labels.py AUTHZ_REASONS): missing_key, unknown_key, jwt_expired...
     headers: dict[str, str] = field(default_factory=dict)

@@ -66,6 +66,10 @@ class CacheFeature(Feature):
         cache = ResponseCache(store, semantic=semantic, known=known_keys(cfg, policies, store))
         return cls(cfg, cache, PendingFills(), store)
 
+    def reconfigure(self, cfg: SidegateConfig) -> None:
+        """A routing change: the cache policies (per model, the default) are the latest version's."""
+        self.cfg = cfg
+
     async def start(self) -> None:
         """The key index tracks the store in the background; the semantic index is ready before
         serving (its model loads in ~1 s) or retried in the background."""

@@ -30,6 +30,10 @@ class GuardFeature(Feature):
     def __init__(self, cfg: SidegateConfig):
         self.cfg = cfg
 
+    def reconfigure(self, cfg: SidegateConfig) -> None:
+        """A routing change: the policies (per model, the default) are the latest version's."""
+        self.cfg = cfg
+
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         policy = self.cfg.guard_policy(ctx.model)
         if policy is None:

@@ -22,7 +22,13 @@ class LedgerFeature(Feature):
 
     def __init__(self, ledger: Ledger, cfg: SidegateConfig):
         self.ledger = ledger
-        self.on_complete = ledger.completion_hook(cost=Pricing(cfg.quota.prices))  # type: ignore[method-assign]
+        self.pricing = Pricing(cfg.quota.prices)
+        self.on_complete = ledger.completion_hook(cost=self.pricing)  # type: ignore[method-assign]
+
+    def reconfigure(self, cfg: SidegateConfig) -> None:
+        """A routing change: records are priced from the latest price table (the completion hook
+        the app collected holds this Pricing: its table is swapped, one assignment)."""
+        self.pricing.prices = cfg.quota.prices
 
     @classmethod
     def from_config(cls, cfg: SidegateConfig, store: Store | None = None) -> LedgerFeature | None:

@@ -54,6 +54,9 @@ class CountTokensFeature(Feature):
         self.counter = counter if counter is not None else TokenCounter(cfg.quota.tokenizer)
         self.forward = anthropic_starts(cfg)
 
+    def reconfigure(self, cfg: SidegateConfig) -> None:
+        self.forward = anthropic_starts(cfg)
+
     async def on_request(self, ctx: RequestContext) -> Reply | None:
         if ctx.api is Api.GEMINI:  # `:countTokens`: always the estimate (it spends nothing, needs no provider)
             n = await self.counter.count_async(Api.GEMINI, ctx.body, len(ctx.raw_body))

@@ -42,6 +42,12 @@ class QuotaFeature(Feature):
         self._settles: set[asyncio.Task[Any]] = set()
         self._tenants_task: asyncio.Task[None] | None = None
 
+    def reconfigure(self, cfg: SidegateConfig) -> None:
+        """A routing change: the cost estimate reads the latest price table (the rest of the quota
+        policy is the file's: it is not part of the routing document)."""
+        self.cfg = cfg
+        self.cost = Pricing(cfg.quota.prices)
+
     @classmethod
     def from_config(cls, cfg: SidegateConfig, store: Store | None = None) -> QuotaFeature | None:
         """On whenever there is a store (every tenant has limits, if only the defaults)."""

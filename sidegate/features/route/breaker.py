@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sidegate.config import BreakerConfig, ModelConfig
+from sidegate.config import BreakerConfig, ModelConfig, RouteConfig
 
 FAILURE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})
 
@@ -60,7 +60,12 @@ class Breaker:
 
     def start_index(self, m: ModelConfig, model: str = "") -> int:
         """First priority group with a provider that is not ejected (0 if all are: try anyway)."""
-        for i, group in enumerate(m.groups()):
+        return self.first_healthy(m.groups(), model)
+
+    def first_healthy(self, groups: list[list[RouteConfig]], model: str = "") -> int:
+        if not self._state:  # nothing ever failed here: the common case, no lookups
+            return 0
+        for i, group in enumerate(groups):
             if any(not self.ejected(r.provider, model) for r in group):
                 return i
         return 0

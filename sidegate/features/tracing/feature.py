@@ -136,6 +136,13 @@ class TracingFeature(Feature):
         """A content tenant's tries' hooks by their metadata's id (the metadata is held too, so the
         id is not reused while the entry lives)."""
 
+    def reconfigure(self, cfg: SidegateConfig) -> None:
+        """A routing change: new and changed providers' names and addresses (a removed provider's
+        stay: its last tries may still end)."""
+        self.providers = {**self.providers, **{name: n.provider_name(p) for name, p in cfg.providers.items()}}
+        self.servers = {**self.servers, **{name: {n.SERVER_ADDRESS: p.host, n.SERVER_PORT: p.port}
+                                           for name, p in cfg.providers.items()}}  # fmt: skip
+
     @classmethod
     def from_config(cls, cfg: SidegateConfig) -> TracingFeature | None:
         if not cfg.observability.tracing.enabled:

@@ -1,6 +1,6 @@
-"""`sidegate up`: start the store (if embedded), authz, extproc and Envoy as child processes,
-health-check them, restart a crashed service (with back-off, never giving up: `restart.py`), stop
-everything cleanly on SIGTERM/Ctrl-C."""
+"""`sidegate up`: start the store (if embedded), authz, extproc, the xDS server and Envoy as child
+processes (their command lines: children.py), health-check them, restart a crashed service (with
+back-off, never giving up: `restart.py`), stop everything cleanly on SIGTERM/Ctrl-C."""
 
 from __future__ import annotations
 
@@ -21,16 +21,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sidegate import keystore, trust
-from sidegate.bootstrap import render
-from sidegate.config import SidegateConfig, local_address
-from sidegate.features.ledger.service import runner_wanted
+from sidegate import keystore, routingstore, trust
+from sidegate.config import SidegateConfig
 from sidegate.features.quota import tenants
-from sidegate.metrics_server import SUPERVISOR_STATE_ENV as STATE_ENV
 from sidegate.ports import free_port, wait_for_port
 from sidegate.restart import RestartPolicy, RestartState, listening, relay_envoy
 from sidegate.store.redispy import client
 from sidegate.store.valkey import embedded_valkey_cmd
+from sidegate.supervisor import children
 
 log = logging.getLogger("sidegate.up")
 
@@ -155,52 +153,27 @@ class Supervisor:
         trust.write_private(token_file, trust.token_file_text(token))
         log.info("internal token for this start: %s (0600; Envoy reads it, the services get it in their environment)", token_file)
         asyncio.run(self._seed())
-        py = [sys.executable, "-m", "sidegate.cli"]
-        svc = self.cfg.services
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(svc.host, svc.host)
-        for service, port, workers, metrics_port in (
-            ("authz", svc.authz_port, svc.authz_workers, svc.authz_metrics_port),
-            ("extproc", svc.extproc_port, svc.extproc_workers, svc.metrics_port),
-        ):
-            if service == "authz" and svc.auth == "inline":
-                continue  # the gateway ext_proc authenticates itself
-            env: dict[str, str] = {}
-            if workers > 1 and metrics_port:  # one /metrics for all workers of a service
-                mdir = self.workdir / f"metrics-{service}"
-                shutil.rmtree(mdir, ignore_errors=True)
-                mdir.mkdir(parents=True)
-                env["PROMETHEUS_MULTIPROC_DIR"] = str(mdir)
-            for i in range(workers):
-                name = service if i == 0 else f"{service}-{i}"
-                worker_env = {**env, f"SIDEGATE_{service.upper()}_PORT": str(port + i)}
-                if service == "extproc":
-                    worker_env |= {"SIDEGATE_EXTPROC_WORKER": str(i), "SIDEGATE_FRONT_PORT": str(svc.front_port + i),
-                                   STATE_ENV: str(self.state_path)}  # its /metrics shows the restart counts
-                child = Child(name, [*py, "serve", service, "-c", str(self.cfg_path)], port + i, host, env=worker_env)
-                self._spawn(child, timeout_s)
-        if self.env.get("SIDEGATE_ADMIN_TOKEN"):
-            admin = [*py, "admin", "serve", "-c", str(self.cfg_path), "--host", svc.admin_host, "--port", str(svc.admin_port)]
-            self._spawn(Child("admin", admin, svc.admin_port, host if svc.admin_host in ("0.0.0.0", "::") else svc.admin_host), timeout_s)
-        if runner_wanted(self.cfg):  # `sidegate ledger run`: ships the ledger to ClickHouse; listens on its /metrics
-            port = self.cfg.observability.ledger_metrics_port or free_port(avoid=self._config_ports())
-            run = [*py, "ledger", "run", "-c", str(self.cfg_path), "--metrics-port", str(port)]
-            self._spawn(Child("ledger", run, port, local_address(svc.metrics_host)), timeout_s)
-        bootstrap = self.workdir / "envoy.yaml"
-        services = self.cfg.services.model_copy(update={"internal_token_file": str(token_file)})
-        trust.write_private(bootstrap, render.render_yaml(self.cfg.model_copy(update={"services": services})))
-        envoy = [
-            envoy_binary(), "-c", str(bootstrap), "--use-dynamic-base-id", "-l", self.envoy_log_level,
-            "--drain-time-s", "5", "--parent-shutdown-time-s", "10",
-            "--concurrency", str(concurrency),
-        ]  # fmt: skip
-        self._spawn(Child("envoy", envoy, self.cfg.listener.port, self.cfg.listener.host), timeout_s)
+        cfg, svc = self.cfg, self.cfg.services
+        # The xDS server first and without waiting: it starts while the services do (it must be
+        # listening before Envoy, which gets its listener, routes and clusters from it).
+        xds = self._child(children.xds_child(cfg, self.cfg_path, token_file)) if svc.xds else None
+        if xds is not None:
+            self._launch(xds)
+        ledger_port = (cfg.observability.ledger_metrics_port or free_port(avoid=self._config_ports())) if children.ledger_wanted(cfg) else None
+        for spec in children.service_children(cfg, self.cfg_path, self.workdir, self.state_path,
+                                              admin=bool(self.env.get("SIDEGATE_ADMIN_TOKEN")), ledger_port=ledger_port):  # fmt: skip
+            self._spawn(self._child(spec), timeout_s)
+        if xds is not None:
+            self._wait_listening(xds, timeout_s)
+        self._spawn(self._child(children.envoy_child(cfg, self.workdir, token_file, envoy_binary(), self.envoy_log_level, concurrency)), timeout_s)
         self._wait_envoy_ready(timeout_s)
         self._write_state()  # every child at 0 restarts: /metrics has their series before any restart
 
     def _config_ports(self) -> set[int]:
         """Ports the config names: the embedded store must not take one before its owner binds it."""
         svc, lst = self.cfg.services, self.cfg.listener
-        ports = {lst.port, lst.admin_port, svc.metrics_port, svc.authz_metrics_port, svc.admin_port, self.cfg.observability.ledger_metrics_port}
+        ports = {lst.port, lst.admin_port, svc.metrics_port, svc.authz_metrics_port, svc.admin_port, self.cfg.observability.ledger_metrics_port,
+                 svc.xds_port if svc.xds else 0}
         ports.update(range(svc.authz_port, svc.authz_port + svc.authz_workers))
         ports.update(range(svc.extproc_port, svc.extproc_port + svc.extproc_workers))
         ports.update(range(svc.front_port, svc.front_port + svc.extproc_workers))
@@ -219,6 +192,7 @@ class Supervisor:
                     return
                 n = await keystore.seed(redis, self.cfg)
                 await tenants.seed(redis, self.cfg)
+                await routingstore.seed_file(redis, self.cfg, path=str(self.cfg_path))
                 break
             except Exception:
                 if time.monotonic() > deadline:
@@ -227,9 +201,16 @@ class Supervisor:
         await redis.aclose()
         log.info("seeded %d tenant keys into the store", n)
 
+    @staticmethod
+    def _child(spec: children.Spec) -> Child:
+        return Child(spec.name, spec.cmd, spec.port, spec.host, env=spec.env)
+
     def _spawn(self, child: Child, timeout_s: float) -> None:
         """Start a child at start-up and wait until it listens (failing the start if it does not)."""
         self._launch(child)
+        self._wait_listening(child, timeout_s)
+
+    def _wait_listening(self, child: Child, timeout_s: float) -> None:
         assert child.proc is not None
         wait_for_port(child.host, child.port, timeout_s, child.proc)
         child.listening = True

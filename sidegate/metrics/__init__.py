@@ -4,7 +4,7 @@ Names follow the OpenTelemetry GenAI semantic conventions where one exists (dots
 unit appended as Prometheus does: ``gen_ai.server.time_to_first_token`` [s] ->
 ``gen_ai_server_time_to_first_token_seconds``); everything Sidegate-specific is ``sidegate_*``.
 
-Label values are bounded: models and providers must be in the config (else ``other``), tenants are
+Label values are bounded (sidegate/metrics/labels.py): models and providers must be in the config (else ``other``), tenants are
 the configured ones plus at most ``MAX_DYNAMIC_TENANTS`` more seen at run time, and nothing that looks
 like a key ever becomes a label. Callers pass raw values to the helper functions below; only this
 module touches ``.labels()``.
@@ -17,12 +17,10 @@ whichever worker holds the metrics port serves the aggregate (see docs/observabi
 from __future__ import annotations
 
 import os
-import re
-import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -34,87 +32,35 @@ from prometheus_client import (
     Histogram,
 )
 
-if TYPE_CHECKING:
-    from sidegate.config import SidegateConfig
-
+from sidegate.metrics.labels import (  # noqa: F401 - the label bounds, re-exported: callers use `metrics.X`
+    AUTHZ_REASONS,
+    CACHE_RESULTS,
+    GUARD_ACTIONS,
+    MAX_DYNAMIC_TENANTS,
+    OTHER,
+    QUOTA_SCOPES,
+    RESERVED_PROVIDERS,
+    ROUTE_POLICIES,
+    ROUTE_REASONS,
+    Bounded,
+    action_label,
+    cache_label,
+    configure,
+    entity_label,
+    looks_like_secret,
+    model_label,
+    name_label,
+    policy_label,
+    provider_label,
+    reason_label,
+    route_reason_label,
+    scope_label,
+    status_class,
+    status_code,
+    tenant_label,
+)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-OTHER = "other"
-MAX_DYNAMIC_TENANTS = 500
-
-# -- label bounding ------------------------------------------------------------------------------
-
-_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,63}$")
-_KEYLIKE = re.compile(r"^(sgk_|sk-|sk_|pk_|rk_|bearer\b|key-|xai-|gsk_|AIza)", re.IGNORECASE)
-
-
-def looks_like_secret(value: str) -> bool:
-    """True for strings shaped like API keys (never allowed as label values)."""
-    return bool(_KEYLIKE.match(value)) or (len(value) >= 32 and not any(c in value for c in "._:/-@"))
-
-
-class Bounded:
-    """Maps raw values onto a bounded label set: known values, plus up to ``max_dynamic`` new
-    well-formed ones (first come, first kept); everything else becomes ``other``."""
-
-    def __init__(self, known: Iterable[str] = (), max_dynamic: int = 0, pattern: re.Pattern[str] = _SAFE):
-        self.known: set[str] = set(known)
-        self.max_dynamic = max_dynamic
-        self.pattern = pattern
-        self._dynamic: set[str] = set()
-        self._lock = threading.Lock()
-
-    def set_known(self, values: Iterable[str]) -> None:
-        self.known = set(values)
-
-    def __call__(self, value: object) -> str:
-        v = "" if value is None else str(value)
-        if v in self.known or v in self._dynamic:
-            return v
-        if not v or self.max_dynamic <= 0 or not self.pattern.match(v) or looks_like_secret(v):
-            return OTHER
-        with self._lock:
-            if len(self._dynamic) < self.max_dynamic:
-                self._dynamic.add(v)
-                return v
-        return OTHER
-
-
-RESERVED_PROVIDERS = ("cache", "gateway")
-"""Pseudo-providers for answers the gateway gave itself (cache hit, refusal)."""
-CACHE_RESULTS = ("hit_exact", "hit_semantic", "miss", "bypass", "error")
-AUTHZ_REASONS = ("missing_key", "malformed_key", "unknown_key", "revoked_key", "expired_key", "store_error",
-                 # JWT callers (sidegate/features/auth/jwt.py)
-                 "jwt_expired", "jwt_not_yet_valid", "jwt_audience", "jwt_issuer", "jwt_signature", "jwt_unknown_kid",
-                 "jwt_malformed", "jwt_unverified", "jwt_no_tenant", "jwt_bad_claim", "jwks_unavailable")  # fmt: skip
-QUOTA_SCOPES = ("tenant", "team", "user", "key", "model", "global")
-GUARD_ACTIONS = ("redact", "mask", "block", "flag", "allow", "log")
-
-tenant_label = Bounded(max_dynamic=MAX_DYNAMIC_TENANTS)
-model_label = Bounded()
-provider_label = Bounded(RESERVED_PROVIDERS)
-cache_label = Bounded(CACHE_RESULTS)
-reason_label = Bounded(AUTHZ_REASONS, max_dynamic=8)
-scope_label = Bounded(QUOTA_SCOPES, max_dynamic=8)
-action_label = Bounded(GUARD_ACTIONS, max_dynamic=8)
-entity_label = Bounded(max_dynamic=64, pattern=re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$"))
-name_label = Bounded(max_dynamic=64, pattern=re.compile(r"^[a-z][a-z0-9_.-]{0,39}$"))
-"""Stage names, store components/operations: code-defined identifiers."""
-
-
-def configure(cfg: SidegateConfig) -> None:
-    """Teach the label bounds the configured models, providers and tenants (call once at start)."""
-    model_label.set_known(cfg.models)
-    provider_label.set_known([*cfg.providers, *RESERVED_PROVIDERS])
-    tenant_label.set_known(cfg.tenants)
-
-
-def status_class(status: int) -> str:
-    return f"{status // 100}xx" if 100 <= status <= 599 else OTHER
-
-
-def status_code(status: int) -> str:
-    return str(status) if 100 <= status <= 599 else OTHER
 
 
 # -- registry and metrics ------------------------------------------------------------------------
@@ -178,6 +124,10 @@ FALLBACKS = Counter(
 PROVIDER_RETRIES = Counter(
     "sidegate_provider_retried_errors", "Provider tries that failed with a retriable status and were retried on "
     "the next provider.", ["model", "provider", "status"], registry=REGISTRY,
+)  # fmt: skip
+ROUTE_DECISIONS = Counter(
+    "sidegate_route_decisions", "First-provider choices by routing policy and reason (docs/routing.md); provider "
+    "`weighted`: an ordered start at a load-balanced priority group.", ["model", "policy", "provider", "reason"], registry=REGISTRY,
 )  # fmt: skip
 CACHE_LOOKUPS = Counter(
     "sidegate_cache_lookups", "Response cache lookups by result.", ["result"], registry=REGISTRY
@@ -339,6 +289,12 @@ def child(metric: Counter | Histogram | Gauge, *values: str) -> Any:
     if found is None:
         found = _CHILDREN[key] = metric.labels(*values)
     return found
+
+
+def route_decision(model: str, policy: str, provider: str, reason: str) -> Callable[[], None]:
+    """The counter of one routing decision (its `inc`: the caller keeps it for the next same decision)."""
+    p = provider if provider == "weighted" else provider_label(provider)
+    return child(ROUTE_DECISIONS, model_label(model), policy_label(policy), p, route_reason_label(reason)).inc  # type: ignore[no-any-return]
 
 
 def cache_lookup(result: str) -> None:

@@ -1,0 +1,3 @@
+from sidegate.xds.main import command_line
+
+command_line()
