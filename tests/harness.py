@@ -125,6 +125,15 @@ class Stack:
 
         return asyncio.run(read())
 
+    def envoy_config(self, resource: str) -> list[dict[str, Any]]:
+        """What Envoy runs, from its admin `/config_dump` (`resource`: e.g. `dynamic_active_clusters`,
+        `dynamic_listeners`): in xDS mode, the default, the bootstrap file holds none of it."""
+        import httpx
+
+        r = httpx.get(f"{self.admin_url}/config_dump", params={"resource": resource}, timeout=10)
+        r.raise_for_status()
+        return list(r.json().get("configs", []))
+
     def stat(self, name: str) -> int | None:
         """Envoy's counter/gauge `name` from the admin interface (None: Envoy has no such stat)."""
         import re

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 from fault_helpers import (
     CHAT,
     MESSAGES,
@@ -255,8 +254,8 @@ def test_admin_and_internal_ports_are_loopback_by_default(stack):
 
 
 def test_https_provider_cluster_verifies_certificates(stack):
-    boot = yaml.safe_load((stack.workdir / "envoy.yaml").read_text())
-    cluster = next(c for c in boot["static_resources"]["clusters"] if c["name"] == "provider.selfsigned")
+    clusters = [c["cluster"] for c in stack.envoy_config("dynamic_active_clusters")]  # (served over xDS)
+    cluster = next(c for c in clusters if c["name"] == "provider.selfsigned")
     tls = cluster["transport_socket"]["typed_config"]
     assert tls["@type"].endswith("UpstreamTlsContext") and tls["sni"] == "localhost"
     vc = tls["common_tls_context"]["validation_context"]

@@ -173,6 +173,8 @@ def test_without_tracing_nothing_is_rendered_or_sent(stack, receiver, fake_anthr
     assert "traceparent" not in fake_anthropic.requests[-1].headers  # the client's goes no further either
     assert stack.stat("cluster.otel_collector.upstream_rq_total") is None
     assert "opentelemetry" not in (stack.workdir / "envoy.yaml").read_text()
+    served = str(stack.envoy_config("dynamic_listeners")) + str(stack.envoy_config("dynamic_active_clusters"))
+    assert "sidegate" in served and "opentelemetry" not in served  # what Envoy got over xDS has none either
     assert receiver.quiet(1.5) == []
 
 
