@@ -25,6 +25,11 @@ ADMIN_TOKEN = "admin-token-SECRET-0003"
 ANTHROPIC_PROVIDER_KEY = "sk-ant-provider-anthropic-SECRET-0002"
 
 
+FRONT_SERVICES = {"ext_proc": {"auth": "ext_authz", "front": "ext_proc"}, "http": {"auth": "inline", "front": "http"}}
+"""The two ways Envoy hands a request to the gateway (docs/architecture.md, "Two fronts"); `http` is
+the default, SIDEGATE_E2E_FRONT=ext_proc runs any e2e module behind the gRPC front instead."""
+
+
 @dataclass
 class TenantKey:
     tenant: str
@@ -79,8 +84,9 @@ class Stack:
                 "globex": {"keys": [self._key("globex", "globex")]},
             },
         }  # fmt: skip
-        if os.environ.get("SIDEGATE_E2E_FRONT") == "http":  # run any e2e module behind the HTTP front
-            _merge(data, {"services": {"auth": "inline", "front": "http"}})
+        front = os.environ.get("SIDEGATE_E2E_FRONT")  # run any e2e module behind the other front
+        if front in FRONT_SERVICES:
+            _merge(data, {"services": dict(FRONT_SERVICES[front])})
         extra = {k: v for k, v in self.extra.items() if k != "env"}
         _merge(data, extra)
         for p in data["providers"].values():  # placeholders for the fakes' URLs
@@ -169,8 +175,6 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
             base[k] = v
 
 
-FRONT_SERVICES = {"ext_proc": {"auth": "ext_authz", "front": "ext_proc"}, "http": {"auth": "inline", "front": "http"}}
-"""The two ways Envoy hands a request to the gateway (docs/architecture.md, "Two fronts")."""
 
 
 def front_stack(front: str, workdir: Path, openai_url: str, anthropic_url: str,

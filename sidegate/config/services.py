@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -93,16 +93,18 @@ class ServicesConfig(StrictModel):
     address's failures are answered 429; valid keys from it are still served. 0: 10 x
     auth_max_failures."""
     auth_block_s: float = Field(60.0, gt=0)
-    auth: Literal["ext_authz", "inline"] = "ext_authz"
-    """`ext_authz`: Envoy asks the authz service (one more gRPC hop, auth is a separate process).
-    `inline`: the gateway ext_proc checks the key itself at request-headers time (faster)."""
+    auth: Literal["ext_authz", "inline"] = "inline"
+    """`inline` (default): the gateway stage checks the key itself (the HTTP front, or the gateway
+    ext_proc at request-headers time). `ext_authz`: Envoy asks the separate authz service first (one
+    more gRPC hop; with it, `front` defaults to `ext_proc`)."""
     failure_mode_allow: bool = False
     """If the Sidegate services are unreachable: False -> Envoy answers 5xx (safe default)."""
-    front: Literal["ext_proc", "http"] = "ext_proc"
-    """Transport of the features' once-per-request hooks. `ext_proc`: a gRPC ext_proc stream
-    (headers + body messages). `http`: Envoy's ext_authz HTTP client posts the buffered request to
-    extproc's HTTP front (one plain HTTP/1.1 exchange, several times cheaper than gRPC in Python);
-    needs `auth: inline`. See docs/performance.md."""
+    front: Literal["ext_proc", "http"] = "http"
+    """Transport of the features' once-per-request hooks. `http` (default): Envoy's ext_authz HTTP
+    client posts the buffered request to extproc's HTTP front (one plain HTTP/1.1 exchange, several
+    times cheaper than gRPC in Python: docs/performance.md); needs `auth: inline`. `ext_proc`: a gRPC
+    ext_proc stream (headers + body messages), the shape of the mesh snippets; the default when
+    `auth: ext_authz` is set and `front` is not."""
     front_port: int = Field(9004, ge=0, le=65535)
     """extproc's HTTP front (`front: http`), on front_port, front_port+1, ... (one per worker)."""
     internal_token_env: str = "SIDEGATE_INTERNAL_TOKEN"
@@ -128,6 +130,16 @@ class ServicesConfig(StrictModel):
     ext_proc: Envoy injects the credential and reads the usage; the completion hooks get the finished
     request from Envoy's access log (docs/performance.md). False: every try goes through Python."""
 
+
+    @model_validator(mode="before")
+    @classmethod
+    def _front_follows_auth(cls, data: Any) -> Any:
+        # A file that names the separate authz service (every file written before the HTTP front
+        # became the default) keeps the gRPC front it was written for, instead of failing on
+        # "front: http needs auth: inline".
+        if isinstance(data, dict) and data.get("auth") == "ext_authz" and "front" not in data:
+            return {**data, "front": "ext_proc"}
+        return data
 
 class StoreConfig(StrictModel):
     url: str | None = None

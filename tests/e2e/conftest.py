@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -63,14 +62,3 @@ def stack(tmp_path_factory, fake_openai, fake_anthropic, request) -> Iterator[St
     s.start()
     yield s
     s.stop()
-
-
-def pytest_collection_modifyitems(config, items) -> None:
-    """SIDEGATE_E2E_FRONT=http runs every module behind the HTTP front (inline auth): tests of the
-    separate authz process do not apply there."""
-    if os.environ.get("SIDEGATE_E2E_FRONT") != "http":
-        return
-    skip = pytest.mark.skip(reason="SIDEGATE_E2E_FRONT=http: no separate authz process")
-    for item in items:
-        if "authz_service" in item.keywords:
-            item.add_marker(skip)

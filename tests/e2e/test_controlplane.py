@@ -9,7 +9,7 @@ import pytest
 from harness import ADMIN_TOKEN
 
 pytestmark = pytest.mark.e2e
-STACK_EXTRA = {"services": {"authz_workers": 2}}
+STACK_EXTRA = {"services": {"auth": "ext_authz", "front": "ext_proc", "authz_workers": 2}}  # two authz replicas
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
@@ -32,7 +32,6 @@ def _until(pred, timeout: float) -> float:
     raise AssertionError(f"not within {timeout}s")
 
 
-@pytest.mark.authz_service
 def test_create_then_revoke_within_a_second_on_both_replicas(stack):
     assert len([c for c in stack.sup.children if c.name.startswith("authz")]) == 2
     with admin(stack) as a:

@@ -12,20 +12,30 @@ import httpx
 import openai
 import pytest
 from fault_helpers import body_for, error_message, first_ok, kill, oai, post, supervise_until_up
-from harness import Stack
+from harness import FRONT_SERVICES, Stack
 
 pytestmark = pytest.mark.e2e
 APIS = [("openai", "gpt-4o-mini"), ("anthropic", "claude-haiku")]
 DOWN = "The Sidegate gateway service is unavailable."
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["fail-closed", "fail-open"])
-def stack(request, tmp_path_factory, fake_openai, fake_anthropic) -> Iterator[Stack]:
-    extra = {"services": {"failure_mode_allow": request.param}, "defaults": {"guard": None}}
+def _stack(request, tmp_path_factory, fake_openai, fake_anthropic, services: dict) -> Iterator[Stack]:
+    extra = {"services": {"failure_mode_allow": request.param, **services}, "defaults": {"guard": None}}
     s = Stack(tmp_path_factory.mktemp("proc"), fake_openai.url, fake_anthropic.url, extra=extra)
     s.start()
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["fail-closed", "fail-open"])
+def stack(request, tmp_path_factory, fake_openai, fake_anthropic) -> Iterator[Stack]:
+    yield from _stack(request, tmp_path_factory, fake_openai, fake_anthropic, {})
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["fail-closed", "fail-open"])
+def authz_stack(request, tmp_path_factory, fake_openai, fake_anthropic) -> Iterator[Stack]:
+    """The separate authz process exists only with `auth: ext_authz` (the gRPC front's shape)."""
+    yield from _stack(request, tmp_path_factory, fake_openai, fake_anthropic, dict(FRONT_SERVICES["ext_proc"]))
 
 
 def allow(stack: Stack) -> bool:
@@ -79,13 +89,12 @@ def test_gateway_down_a_client_route_header_routes_nowhere(stack, fake_openai, f
         _restarted(stack, "extproc")
 
 
-@pytest.mark.authz_service
-def test_authz_killed(stack, fake_openai):
-    kill(stack, "authz")
+def test_authz_killed(authz_stack, fake_openai):
+    kill(authz_stack, "authz")
     try:
-        for api, r, took in _down_answers(stack):
+        for api, r, took in _down_answers(authz_stack):
             assert took < 2.0
-            if allow(stack):
+            if allow(authz_stack):
                 # Fail-open skips ext_authz, but the gateway still requires a tenant: never unauthenticated.
                 assert r.status_code == 401, (api, r.status_code, r.text[:200])
             else:
@@ -94,7 +103,7 @@ def test_authz_killed(stack, fake_openai):
             assert error_message(api, r) is not None
         assert fake_openai.requests == []
     finally:
-        _restarted(stack, "authz")
+        _restarted(authz_stack, "authz")
 
 
 def test_stream_in_flight_when_extproc_dies_ends(stack, fake_openai):

@@ -8,7 +8,7 @@ import pytest
 from harness import OPENAI_PROVIDER_KEY
 
 pytestmark = pytest.mark.e2e
-STACK_EXTRA = {"services": {"auth": "inline"}}
+STACK_EXTRA = {"services": {"auth": "inline", "front": "ext_proc"}}  # inline auth in the gRPC front
 MSG = [{"role": "user", "content": "hi"}]
 
 

@@ -29,7 +29,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from fault_helpers import supervise_until_up
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from harness import ANTHROPIC_PROVIDER_KEY, OPENAI_PROVIDER_KEY, Stack
+from harness import ANTHROPIC_PROVIDER_KEY, FRONT_SERVICES, OPENAI_PROVIDER_KEY, Stack
 
 from sidegate import trust, wire
 from sidegate.envoy_pb import struct
@@ -37,7 +37,7 @@ from sidegate.wire import FRONT_META_HEADER, META_NS, PHASE_HEADER, TryWire, clu
 
 pytestmark = pytest.mark.e2e
 
-HTTP_FRONT = {"services": {"auth": "inline", "front": "http"}}
+HTTP_FRONT = {"services": dict(FRONT_SERVICES["http"])}
 
 
 def _start(tmp_path_factory: Any, fake_openai: Any, fake_anthropic: Any, name: str, extra: dict[str, Any]) -> Iterator[Stack]:
@@ -49,7 +49,7 @@ def _start(tmp_path_factory: Any, fake_openai: Any, fake_anthropic: Any, name: s
 
 @pytest.fixture(scope="module")
 def grpc_stack(tmp_path_factory, fake_openai, fake_anthropic) -> Iterator[Stack]:
-    yield from _start(tmp_path_factory, fake_openai, fake_anthropic, "trust-grpc", {})
+    yield from _start(tmp_path_factory, fake_openai, fake_anthropic, "trust-grpc", {"services": dict(FRONT_SERVICES["ext_proc"])})
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,6 @@ def test_health_stays_open_for_the_probes(grpc_stack: Stack) -> None:
 # -- authz gRPC --------------------------------------------------------------------------------------
 
 
-@pytest.mark.authz_service
 def test_authz_refuses_without_the_secret(grpc_stack: Stack) -> None:
     def check(token: str | None) -> auth_pb.CheckResponse:
         req = auth_pb.CheckRequest()

@@ -233,7 +233,6 @@ def test_provider_error_echoing_its_key_is_scrubbed(stack, fake_openai, fake_ant
 
 
 # -- exposed surfaces ------------------------------------------------------------------------------
-@pytest.mark.authz_service
 def test_admin_and_internal_ports_are_loopback_by_default(stack):
     cfg = config.parse({"providers": {"p": {"api": "openai", "base_url": "https://api.openai.com"}},
                         "models": {"m": {"routes": [{"provider": "p"}]}}}, env={})  # fmt: skip
@@ -244,9 +243,12 @@ def test_admin_and_internal_ports_are_loopback_by_default(stack):
     # Live: every port of the running stack except the API listener listens on loopback only.
     sup = stack.sup
     svc = sup.cfg.services
-    ports = {"envoy admin": sup.cfg.listener.admin_port, "admin api": svc.admin_port, "authz": svc.authz_port,
-             "extproc": svc.extproc_port, "metrics": svc.metrics_port, "authz metrics": svc.authz_metrics_port,
-             "valkey": sup.child("valkey").port}  # fmt: skip
+    ports = {"envoy admin": sup.cfg.listener.admin_port, "admin api": svc.admin_port, "extproc": svc.extproc_port,
+             "metrics": svc.metrics_port, "valkey": sup.child("valkey").port, "xds": svc.xds_port}  # fmt: skip
+    if svc.front == "http":
+        ports["http front"] = svc.front_port
+    if svc.auth == "ext_authz":
+        ports.update({"authz": svc.authz_port, "authz metrics": svc.authz_metrics_port})
     for name, port in ports.items():
         addrs = listening_addresses(port)
         assert addrs, f"{name} ({port}) is not listening"

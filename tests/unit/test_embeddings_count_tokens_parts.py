@@ -31,6 +31,7 @@ from sidegate.features.quota.count_tokens import CountTokensFeature
 from sidegate.features.quota.tokens import TokenCounter
 
 CFG = config.parse({
+    "services": {"auth": "ext_authz"},  # the tenant comes with the request, as from ext_authz
     "providers": {
         "oai": {"api": "openai", "base_url": "http://127.0.0.1:9", "api_key_env": "K1"},
         "oai2": {"api": "openai", "base_url": "http://127.0.0.1:10", "api_key_env": "K1"},

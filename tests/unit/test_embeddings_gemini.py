@@ -25,6 +25,7 @@ from sidegate.translate.base import TranslateOptions
 from sidegate.translate.embeddings_gemini import GeminiEmbeddings
 
 CFG = config.parse({
+    "services": {"auth": "ext_authz"},  # the tenant comes with the request, as from ext_authz
     "providers": {
         "oai": {"api": "openai", "base_url": "http://127.0.0.1:9", "api_key_env": "K1"},
         "gem": {"api": "gemini", "base_url": "https://generativelanguage.googleapis.com", "api_key_env": "K3"},
