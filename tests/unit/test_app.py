@@ -17,6 +17,7 @@ from sidegate.core.intake import open_request
 from sidegate.core.pipeline import Forward
 
 CFG = config.parse({
+    "services": {"auth": "ext_authz"},  # the gRPC front: the tenant comes with the request, as from ext_authz
     "providers": {"openai": {"api": "openai", "base_url": "http://127.0.0.1:9"}},
     "models": {"gpt-4o-mini": {"routes": [{"provider": "openai"}]}},
 }, env={})  # fmt: skip

@@ -35,7 +35,7 @@ def _base(jwt: dict[str, Any], **services: Any) -> dict[str, Any]:
     return {
         "providers": {"openai": {"api": "openai", "base_url": "http://127.0.0.1:9", "api_key_env": "K"}},
         "models": {"m": {"routes": [{"provider": "openai"}]}},
-        "services": services,
+        "services": services or {"auth": "ext_authz"},  # the gRPC front unless the test names one
         "jwt": jwt,
     }
 
@@ -139,7 +139,7 @@ def test_the_filter_comes_first_and_never_refuses_by_itself():
 
 
 def test_inline_auth_forwards_the_namespace_to_the_gateway():
-    _, filters = _filters(_base({"providers": {"corp": _provider()}}, auth="inline"))
+    _, filters = _filters(_base({"providers": {"corp": _provider()}}, auth="inline", front="ext_proc"))
     ns = _by_name(filters, GATEWAY_FILTER)["metadata_options"]["forwarding_namespaces"]["untyped"]
     assert ns == [AUTHZ_NS, JWT_NS]
 

@@ -21,8 +21,9 @@ SECRET = "sk-live-abcdefghijklmnop"
 
 
 def cfg(**services: object) -> config.SidegateConfig:
+    """The gRPC front with ext_authz unless the test names its services."""
     return config.parse({
-        "services": services,
+        "services": services if {"auth", "front"} & services.keys() else {"auth": "ext_authz", **services},
         "providers": {
             "openai": {"api": "openai", "base_url": "https://api.openai.com", "api_key_env": "OPENAI_API_KEY"},
             "groq": {"api": "openai", "base_url": "https://api.groq.com", "api_key_env": "GROQ_KEY",

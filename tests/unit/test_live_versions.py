@@ -27,6 +27,7 @@ from sidegate.wire import CONFIG_VERSION_HEADER
 
 ENV = {"K1": "sk-1", "K2": "sk-2"}
 CFG = config.parse({
+    "services": {"auth": "ext_authz"},  # the gRPC front: the tenant comes with the request, as from ext_authz
     "providers": {
         "oai": {"api": "openai", "base_url": "http://127.0.0.1:9", "api_key_env": "K1"},
         "ant": {"api": "anthropic", "base_url": "http://127.0.0.1:11", "api_key_env": "K2"},

@@ -11,7 +11,10 @@ from sidegate.bootstrap import render
 
 
 def _demo() -> config.SidegateConfig:
-    return config.load(str(resources.files("sidegate") / "data" / "demo.yaml"), env={})
+    """The demo config behind the gRPC front with ext_authz (each test names the shape it checks)."""
+    cfg = config.load(str(resources.files("sidegate") / "data" / "demo.yaml"), env={})
+    cfg.services.auth, cfg.services.front = "ext_authz", "ext_proc"
+    return cfg
 
 
 def test_routes_and_clusters_follow_the_config():
@@ -62,7 +65,7 @@ def test_http_front_replaces_the_gateway_ext_proc():
 
 def test_http_front_needs_inline_auth():
     with pytest.raises(config.ConfigError, match="auth: inline"):
-        config.parse({"services": {"front": "http"}, "providers": {"o": {"api": "openai", "base_url": "http://x"}},
+        config.parse({"services": {"auth": "ext_authz", "front": "http"}, "providers": {"o": {"api": "openai", "base_url": "http://x"}},
                       "models": {"m": {"routes": [{"provider": "o"}]}}}, env={})  # fmt: skip
 
 

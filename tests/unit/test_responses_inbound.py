@@ -88,8 +88,9 @@ PROVIDERS = {
 
 
 def cfg(**services: object) -> config.SidegateConfig:
+    """The gRPC front with ext_authz unless the test names its services."""
     return config.parse({
-        "services": services,
+        "services": services if {"auth", "front"} & services.keys() else {"auth": "ext_authz", **services},
         "providers": PROVIDERS,
         "models": {
             "gpt": {"routes": [{"provider": "openai"}]},

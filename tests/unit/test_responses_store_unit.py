@@ -35,7 +35,7 @@ def redis_url() -> Iterator[str]:
 
 
 def cfg(front: str = "ext_proc", **responses: Any) -> config.SidegateConfig:
-    services = {"front": front, "auth": "inline"} if front == "http" else {}
+    services = {"front": front, "auth": "inline"} if front == "http" else {"auth": "ext_authz"}
     return config.parse({
         "services": services,
         "providers": {"openai": {"api": "openai", "base_url": "https://api.openai.com"}},

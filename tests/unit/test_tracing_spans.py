@@ -42,6 +42,7 @@ def _keys(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def cfg(**tracing: Any) -> config.SidegateConfig:
     return config.parse({
+        "services": {"auth": "ext_authz"},  # the tenant comes with the request, as from ext_authz
         "providers": {
             "openai": {"api": "openai", "base_url": "https://api.openai.com", "api_key_env": "OPENAI_API_KEY"},
             "anthropic": {"api": "anthropic", "base_url": "https://api.anthropic.com", "api_key_env": "ANTHROPIC_API_KEY"},
@@ -109,7 +110,7 @@ def by_name(spans: list[ReadableSpan]) -> dict[str, ReadableSpan]:
 
 
 def test_no_feature_without_an_endpoint() -> None:
-    plain = config.parse({"providers": {}, "models": {}})
+    plain = config.parse({"services": {"auth": "ext_authz"}, "providers": {}, "models": {}})
     assert TracingFeature.from_config(plain) is None
     assert not any(f.name == "tracing" for f in default_features(plain))
     assert any(f.name == "tracing" for f in default_features(cfg()))
