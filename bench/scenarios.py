@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +35,13 @@ class Scenario:
     pids: list[int]
     stop: Callable[[], None]
     note: Callable[[], str] | None = None
+    kinds: dict[int, str] = field(default_factory=dict)
+    """pid -> process kind (envoy, extproc, store, fake, litellm, ...): the CPU split per kind."""
 
 
 SCENARIOS = ("direct,envoy,sidegate,inline,inline-2w,full-lane,translated,exact-hit,semantic-hit,"
              "front,front-2w,front-translated,front-translated-2w,front-exact-hit,envoy-stream,front-stream,front-stream-translated,"
-             "litellm,litellm-translated,ttft,responses,responses-full-lane,responses-translated,front-responses,"
+             "litellm,litellm-translated,portkey,portkey-translated,ttft,responses,responses-full-lane,responses-translated,front-responses,"
              "front-responses-translated,front-responses-stream,front-responses-stream-translated,traced100,traced1")
 FULL_PIPELINE = frozenset({"translated", "front-translated", "front-translated-2w", "front-stream-translated",
                            "responses-translated", "front-responses-translated", "front-responses-stream-translated",
@@ -200,7 +202,7 @@ def litellm_scenarios(work: Path, fport: int, pids: list[int], names: set[str]) 
             wrk_script(script, body, master)
             # The process stops with the last of its scenarios (they are stopped in reverse order).
             out.append(Scenario(name, f"http://127.0.0.1:{port}/v1/chat/completions", script, [proc.pid, *pids],
-                                stop if not out else (lambda: None)))  # fmt: skip
+                                stop if not out else (lambda: None), kinds={proc.pid: "litellm"}))  # fmt: skip
     return out
 
 
