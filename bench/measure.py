@@ -3,10 +3,12 @@ memory, and the streaming time to first event with a Python client."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 from bench import upstream
@@ -139,6 +141,24 @@ def measure(name: str, url: str, script: Path, pids: list[int], conns: int, dura
           f"non2xx={r['errors']:.0f} cpu/req={r['cpu_ms']:.3f}ms "
           + " ".join(f"{k}={v:.3f}" for k, v in r["cpu_by_kind"].items()), flush=True)  # fmt: skip
     return r
+
+
+def check_chat_completion(url: str, body: bytes, headers: dict[str, str]) -> str | None:
+    """One request before the rounds: None if the answer is a proper chat.completion carrying the
+    fake's text and usage, else what is wrong (a peer answering errors fast would flatter it)."""
+    req = urllib.request.Request(url, data=body, headers={"content-type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            answer = json.loads(r.read())
+    except Exception as exc:  # the bench reports it and skips the row
+        return repr(exc)
+    try:
+        ok = (answer["object"] == "chat.completion"
+              and answer["choices"][0]["message"]["content"] == "Paris is the capital of France."
+              and answer["usage"]["total_tokens"] == 21)  # fmt: skip
+    except (KeyError, IndexError, TypeError):
+        ok = False
+    return None if ok else f"unexpected answer {str(answer)[:300]}"
 
 
 def rss_mb(pid: int) -> float:

@@ -14,16 +14,14 @@ configured npm registry with `npm install --ignore-scripts` the first time it is
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-from bench.measure import wrk_script
+from bench.measure import check_chat_completion, wrk_script
 from bench.scenarios import CHAT, Scenario
 from sidegate.ports import free_port, wait_for_port
 
@@ -79,21 +77,6 @@ PORTKEY_ROWS = (("portkey", "openai", CHAT),
                 ("portkey-translated", "anthropic", CHAT.replace(b'"gpt-4o-mini"', b'"claude-3-5-haiku-20241022"')))  # fmt: skip
 """(scenario, provider, body): an OpenAI client on an OpenAI provider; the same client on an
 Anthropic provider, Portkey translating both ways (the full pipeline's job)."""
-
-
-def check_chat_completion(url: str, body: bytes, headers: dict[str, str]) -> str | None:
-    """One request before the rounds: None if the answer is a proper chat.completion carrying the
-    fake's text and usage, else what is wrong (a peer answering errors fast would flatter it)."""
-    req = urllib.request.Request(url, data=body, headers={"content-type": "application/json", **headers})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            answer = json.loads(r.read())
-    except Exception as exc:  # the bench reports it and skips the row
-        return repr(exc)
-    ok = (answer.get("object") == "chat.completion"
-          and answer["choices"][0]["message"]["content"] == "Paris is the capital of France."
-          and answer.get("usage", {}).get("total_tokens") == 21)  # fmt: skip
-    return None if ok else f"unexpected answer {str(answer)[:300]}"
 
 
 def portkey_scenarios(work: Path, fport: int, pids: list[int], names: set[str]) -> list[Scenario]:

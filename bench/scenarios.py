@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from bench.measure import ttft, wrk_script
+from bench.measure import check_chat_completion, ttft, wrk_script
 from sidegate import config as config_mod
 from sidegate import keys
 from sidegate.bootstrap import render
@@ -197,12 +197,17 @@ def litellm_scenarios(work: Path, fport: int, pids: list[int], names: set[str]) 
     time.sleep(2)
     out = []
     for name, body in (("litellm", CHAT), ("litellm-translated", CHAT.replace(b'"gpt-4o-mini"', b'"claude"'))):
-        if name in names:
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        if name in names and (problem := check_chat_completion(url, body, {"authorization": f"Bearer {master}"})):
+            print(f"{name}: no proper chat.completion from LiteLLM ({problem}); row skipped", file=sys.stderr)
+        elif name in names:
             script = work / f"{name}.lua"
             wrk_script(script, body, master)
             # The process stops with the last of its scenarios (they are stopped in reverse order).
             out.append(Scenario(name, f"http://127.0.0.1:{port}/v1/chat/completions", script, [proc.pid, *pids],
                                 stop if not out else (lambda: None), kinds={proc.pid: "litellm"}))  # fmt: skip
+    if not out:
+        stop()
     return out
 
 

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 
-from bench.measure import cpu_by_kind, process_kind
+from bench.measure import check_chat_completion, cpu_by_kind, process_kind
 from bench.peers import portkey_headers
 from bench.report import report
 
@@ -90,3 +90,40 @@ def test_cpu_by_kind_adds_workers_and_descendants_and_keeps_listed_pids_apart() 
 def test_portkey_headers_point_at_the_fake() -> None:
     assert portkey_headers(4321, "anthropic") == {
         "x-portkey-provider": "anthropic", "x-portkey-custom-host": "http://127.0.0.1:4321/v1"}  # fmt: skip
+
+
+def test_check_chat_completion_accepts_the_fakes_answer_only() -> None:
+    """A peer answering an error fast would flatter it: the bench checks one answer first."""
+    import http.server
+    import threading
+
+    from bench import upstream
+
+    answers = [
+        upstream.OPENAI_BODY.encode(),
+        b'{"error":{"message":"no"}}',
+        b'{"object":"chat.completion","choices":[]}',
+    ]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            body = answers.pop(0)
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/v1/chat/completions"
+        assert check_chat_completion(url, b"{}", {}) is None
+        assert "unexpected answer" in (check_chat_completion(url, b"{}", {}) or "")
+        assert "unexpected answer" in (check_chat_completion(url, b"{}", {}) or "")
+    finally:
+        server.shutdown()
+        server.server_close()
