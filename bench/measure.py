@@ -3,10 +3,12 @@ memory, and the streaming time to first event with a Python client."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 from bench import upstream
@@ -32,9 +34,11 @@ end
 """
 
 
-def wrk_script(path: Path, body: bytes, key: str | None, vary: bool = False) -> None:
-    """A wrk script posting `body`; with `vary`, each request's last question differs (see _VARY)."""
+def wrk_script(path: Path, body: bytes, key: str | None, vary: bool = False, extra: dict[str, str] | None = None) -> None:
+    """A wrk script posting `body`; with `vary`, each request's last question differs (see _VARY);
+    `extra`: more request headers (a peer's routing headers, e.g. Portkey's)."""
     headers = 'wrk.headers["Content-Type"] = "application/json"\n'
+    headers += "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (extra or {}).items())
     if b'"stream":true' in body:  # the fast fake answers it as a stream
         headers += f'wrk.headers["{upstream.STREAM_HEADER}"] = "1"\n'
     if key:
@@ -51,6 +55,50 @@ def cpu_seconds(pids: list[int]) -> float:
         except (OSError, IndexError, ValueError):
             pass
     return total / TICK
+
+
+def _proc_table() -> dict[int, tuple[int, int]]:
+    """Every live process: pid -> (parent pid, CPU ticks user + system)."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            out[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+        except (OSError, IndexError, ValueError):
+            pass  # gone meanwhile
+    return out
+
+
+def cpu_by_kind(kinds: dict[int, str]) -> dict[str, float]:
+    """CPU seconds used so far per process kind (`kinds`: pid -> "envoy", "extproc", "store", ...;
+    two pids of one kind, e.g. extproc workers, add up). A process's live descendants count with
+    it: a peer or a store that forks a worker keeps its CPU in the kind that started it."""
+    if not kinds:
+        return {}
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out: dict[str, float] = dict.fromkeys(kinds.values(), 0.0)
+    for root, kind in kinds.items():
+        todo, seen = [root], set()
+        while todo:
+            pid = todo.pop()
+            if pid in seen or pid not in table:
+                continue
+            seen.add(pid)
+            out[kind] += table[pid][1] / TICK
+            todo += [c for c in children.get(pid, ()) if c not in kinds]  # a listed pid counts as its own kind
+    return out
+
+
+def process_kind(child_name: str) -> str:
+    """A supervisor child's name -> its kind in the CPU split: extproc workers (`extproc-1`) are
+    extproc, the embedded Valkey is the store."""
+    base = child_name.split("-", 1)[0]
+    return {"valkey": "store"}.get(base, base)
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -77,14 +125,40 @@ def run_wrk(url: str, script: Path, conns: int, duration: int) -> dict[str, floa
     }  # fmt: skip
 
 
-def measure(name: str, url: str, script: Path, pids: list[int], conns: int, duration: int) -> dict:
-    before = cpu_seconds(pids)
+def measure(name: str, url: str, script: Path, pids: list[int], conns: int, duration: int,
+            kinds: dict[int, str] | None = None) -> dict:
+    """One wrk run; `cpu_ms` is the CPU per request of all `pids`, and `cpu_by_kind` splits it per
+    process kind (`kinds`: pid -> kind, see cpu_by_kind)."""
+    kinds = kinds or {}
+    before, before_kinds = cpu_seconds(pids), cpu_by_kind(kinds)
     r = run_wrk(url, script, conns, duration)
     used = cpu_seconds(pids) - before
-    r.update(name=name, conns=conns, cpu_ms=1e3 * used / r["requests"] if r["requests"] else float("nan"))
+    after_kinds = cpu_by_kind(kinds)
+    per_req = (1e3 / r["requests"]) if r["requests"] else float("nan")
+    r.update(name=name, conns=conns, cpu_ms=used * per_req,
+             cpu_by_kind={k: (after_kinds[k] - before_kinds.get(k, 0.0)) * per_req for k in after_kinds})  # fmt: skip
     print(f"  {name:<9} c={conns:<3} p50={r['p50']:.3f}ms p99={r['p99']:.3f}ms rps={r['rps']:.0f} "
-          f"non2xx={r['errors']:.0f} cpu/req={r['cpu_ms']:.3f}ms", flush=True)  # fmt: skip
+          f"non2xx={r['errors']:.0f} cpu/req={r['cpu_ms']:.3f}ms "
+          + " ".join(f"{k}={v:.3f}" for k, v in r["cpu_by_kind"].items()), flush=True)  # fmt: skip
     return r
+
+
+def check_chat_completion(url: str, body: bytes, headers: dict[str, str]) -> str | None:
+    """One request before the rounds: None if the answer is a proper chat.completion carrying the
+    fake's text and usage, else what is wrong (a peer answering errors fast would flatter it)."""
+    req = urllib.request.Request(url, data=body, headers={"content-type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            answer = json.loads(r.read())
+    except Exception as exc:  # the bench reports it and skips the row
+        return repr(exc)
+    try:
+        ok = (answer["object"] == "chat.completion"
+              and answer["choices"][0]["message"]["content"] == "Paris is the capital of France."
+              and answer["usage"]["total_tokens"] == 21)  # fmt: skip
+    except (KeyError, IndexError, TypeError):
+        ok = False
+    return None if ok else f"unexpected answer {str(answer)[:300]}"
 
 
 def rss_mb(pid: int) -> float:

@@ -15,6 +15,9 @@ Scenarios (same fast fake upstream for all):
             exact-cache miss that fills: each request asks a new question (the issue's full pipeline)
   litellm   wrk -> LiteLLM proxy (1 worker; only if installed, see bench/scenarios.py: litellm_scenarios) -> fake; and
             litellm-translated: LiteLLM translating an OpenAI client's request for an Anthropic provider
+  portkey   wrk -> Portkey's open-source gateway (npm @portkey-ai/gateway, one Node process; installed
+            by the bench from the npm registry if missing, see bench/peers.py) -> fake; and
+            portkey-translated: Portkey translating an OpenAI client's request for an Anthropic provider
   responses the Responses API twins of sidegate, full-lane, translated, front, front-translated,
             front-stream, front-stream-translated (`responses-...`, `front-responses-...`): the same
             lane and provider kind, POST /v1/responses
@@ -30,7 +33,7 @@ Scenarios (same fast fake upstream for all):
             OTLP fake, in this process): every request traced; traced1: one request in a hundred.
             <name>-traced100 / <name>-traced1: any Sidegate scenario so traced
 Prints p50/p99 latency, RPS, added p50 vs Envoy-alone and CPU ms per request (all processes of
-the scenario, read from /proc). Needs `wrk` (Debian: apt-get install wrk).
+the scenario, read from /proc), then the CPU per request per process kind (envoy, extproc, ...). Needs `wrk` (Debian: apt-get install wrk).
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import upstream
-from bench.measure import measure, rss_mb, run_wrk, wrk_script
+from bench.measure import measure, process_kind, rss_mb, run_wrk, wrk_script
+from bench.peers import portkey_scenarios
 from bench.report import report
 from bench.scenarios import (
     CHAT,
@@ -114,7 +118,8 @@ def main() -> int:
         if "direct" in only:
             plain = work / "plain.lua"
             wrk_script(plain, CHAT, None)
-            scenarios.append(Scenario("direct", f"http://127.0.0.1:{fport}{path}", plain, [fake.pid], lambda: None))
+            scenarios.append(Scenario("direct", f"http://127.0.0.1:{fport}{path}", plain, [fake.pid], lambda: None,
+                                      kinds={fake.pid: "fake"}))  # fmt: skip
         for name, body in (("envoy", CHAT), ("envoy-stream", STREAM)):  # Envoy alone: the baselines
             if name not in only:
                 continue
@@ -126,7 +131,7 @@ def main() -> int:
                 e.wait(10)
 
             scenarios.append(Scenario(name, f"http://127.0.0.1:{cfg.listener.port}{path}", work / f"{name}.lua",
-                                      [e.pid, fake.pid], stop))  # fmt: skip
+                                      [e.pid, fake.pid], stop, kinds={e.pid: "envoy"}))  # fmt: skip
             wrk_script(scenarios[-1].script, body, None)
         variants = [*GATEWAY, *((n + v, svc, body) for n, svc, body in GATEWAY for v in VARIANTS if n + v in only)]
         for name, services, body in variants:
@@ -157,9 +162,14 @@ def main() -> int:
                 return f"{name}: RSS MB after the runs {mb}"
 
             scenarios.append(Scenario(name, f"http://127.0.0.1:{sup.cfg.listener.port}{path_of(body)}", script,
-                                      [p.pid for p in children] + [fake.pid], sup.stop, rss))  # fmt: skip
+                                      [p.pid for p in children] + [fake.pid], sup.stop, rss,
+                                      {c.proc.pid: process_kind(c.name) for c in sup.children if c.proc}))  # fmt: skip
         if {"litellm", "litellm-translated"} & only:
             scenarios += litellm_scenarios(work, fport, [fake.pid], only)
+        if {"portkey", "portkey-translated"} & only:
+            scenarios += portkey_scenarios(work, fport, [fake.pid], only)
+        for s in scenarios:  # the fake upstream's own share, apart from the path under test's
+            s.kinds.setdefault(fake.pid, "fake")
         for s in scenarios:
             run_wrk(s.url, s.script, 16, 3)  # warm-up: connections, caches, a steady state (every scenario alike)
         for round_ in range(args.rounds):
@@ -168,7 +178,7 @@ def main() -> int:
             k = round_ % len(scenarios)  # each round starts one scenario later: no row always goes first
             for s in scenarios[k:] + scenarios[:k]:
                 for c in conns:
-                    rows.append(measure(s.name, s.url, s.script, s.pids, c, args.duration) | {"round": round_})
+                    rows.append(measure(s.name, s.url, s.script, s.pids, c, args.duration, s.kinds) | {"round": round_})
         notes += [s.note() for s in scenarios if s.note]
         if receiver is not None:
             notes += trace_notes(receiver, [s.name for s in scenarios])

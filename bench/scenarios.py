@@ -9,13 +9,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bench.measure import ttft, wrk_script
+from bench.measure import check_chat_completion, ttft, wrk_script
 from sidegate import config as config_mod
 from sidegate import keys
 from sidegate.bootstrap import render
@@ -35,11 +35,13 @@ class Scenario:
     pids: list[int]
     stop: Callable[[], None]
     note: Callable[[], str] | None = None
+    kinds: dict[int, str] = field(default_factory=dict)
+    """pid -> process kind (envoy, extproc, store, fake, litellm, ...): the CPU split per kind."""
 
 
 SCENARIOS = ("direct,envoy,sidegate,inline,inline-2w,full-lane,translated,exact-hit,semantic-hit,"
              "front,front-2w,front-translated,front-translated-2w,front-exact-hit,envoy-stream,front-stream,front-stream-translated,"
-             "litellm,litellm-translated,ttft,responses,responses-full-lane,responses-translated,front-responses,"
+             "litellm,litellm-translated,portkey,portkey-translated,ttft,responses,responses-full-lane,responses-translated,front-responses,"
              "front-responses-translated,front-responses-stream,front-responses-stream-translated,traced100,traced1")
 FULL_PIPELINE = frozenset({"translated", "front-translated", "front-translated-2w", "front-stream-translated",
                            "responses-translated", "front-responses-translated", "front-responses-stream-translated",
@@ -195,12 +197,17 @@ def litellm_scenarios(work: Path, fport: int, pids: list[int], names: set[str]) 
     time.sleep(2)
     out = []
     for name, body in (("litellm", CHAT), ("litellm-translated", CHAT.replace(b'"gpt-4o-mini"', b'"claude"'))):
-        if name in names:
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        if name in names and (problem := check_chat_completion(url, body, {"authorization": f"Bearer {master}"})):
+            print(f"{name}: no proper chat.completion from LiteLLM ({problem}); row skipped", file=sys.stderr)
+        elif name in names:
             script = work / f"{name}.lua"
             wrk_script(script, body, master)
             # The process stops with the last of its scenarios (they are stopped in reverse order).
             out.append(Scenario(name, f"http://127.0.0.1:{port}/v1/chat/completions", script, [proc.pid, *pids],
-                                stop if not out else (lambda: None)))  # fmt: skip
+                                stop if not out else (lambda: None), kinds={proc.pid: "litellm"}))  # fmt: skip
+    if not out:
+        stop()
     return out
 
 
