@@ -4,7 +4,7 @@ Debian's `/usr/bin/redis-server` (the one tests/quota_helpers.py runs too) with 
 yes` on free loopback ports, joined and given the 16384 slots by `redis-cli --cluster create` when
 `redis-cli` is installed, else by CLUSTER MEET / ADDSLOTS from here. Torn down by PID.
 
-`store_cluster` (a module fixture: starting takes ~1-2 s) yields a :class:`StoreCluster`; its `url`
+`running_cluster()` (a test module's fixture: starting takes ~1-2 s) yields a :class:`StoreCluster`; its `url`
 is a `redis+cluster://` URL as `store.url` takes it; `flush()` empties every node between tests.
 """
 
@@ -147,9 +147,3 @@ def running_cluster() -> Iterator[StoreCluster]:
                 if proc.poll() is None:
                     proc.kill()
                 proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def store_cluster() -> Iterator[StoreCluster]:
-    with running_cluster() as c:
-        yield c

@@ -222,24 +222,31 @@ class ClusterStore(ScriptCalls):
         else:
             async with asyncio.timeout(timeout_s):
                 node = await self._owner(slot)
-        asking = False
+        try:
+            return await node.command(*args, timeout_s=_left(deadline), lazy=lazy)
+        except ResponseError as e:
+            return await self._redirected(e, args, deadline)
+
+    async def _redirected(self, err: ResponseError, args: tuple[Any, ...], deadline: float | None) -> Any:
+        """Follow MOVED/ASK replies (up to MAX_REDIRECTS); any other error is the caller's."""
         for _ in range(MAX_REDIRECTS):
+            msg = str(err)
+            if msg.startswith("MOVED "):
+                moved, addr = _addr(msg)
+                node, asking = self.node(addr), False
+                self._slots[moved] = node
+                self._refresh_soon()
+            elif msg.startswith("ASK "):
+                node, asking = self.node(_addr(msg)[1]), True
+            else:
+                raise err
+            self.redirects += 1
             try:
                 if asking:
                     return await _asking(node, args, _left(deadline))
-                return await node.command(*args, timeout_s=_left(deadline), lazy=lazy)
+                return await node.command(*args, timeout_s=_left(deadline))
             except ResponseError as e:
-                msg = str(e)
-                if msg.startswith("MOVED "):
-                    moved, addr = _addr(msg)
-                    node, asking = self.node(addr), False
-                    self._slots[moved] = node
-                    self._refresh_soon()
-                elif msg.startswith("ASK "):
-                    node, asking = self.node(_addr(msg)[1]), True
-                else:
-                    raise
-                self.redirects += 1
+                err = e
         raise ResponseError(f"store cluster: {_name(args)} redirected more than {MAX_REDIRECTS} times")
 
     async def commands(self, cmds: Sequence[tuple[Any, ...]], lazy: bool = False) -> list[Any]:
@@ -254,8 +261,23 @@ class ClusterStore(ScriptCalls):
         await asyncio.gather(*(ScriptCalls.load_script(n, script, timeout_s) for n in primaries))
 
     def send_now(self, *args: Any, timeout_s: float) -> asyncio.Future[Any] | None:
-        """None: a prefetch's reply could be a redirect, which only :meth:`command` follows."""
-        return None
+        """Sent now to the slot's node when it is known and connected (else None: use
+        :meth:`command`); a redirect reply is followed by the returned future."""
+        slot = command_slot(args)
+        node = self._slots[slot] if slot is not None else None
+        first = None if node is None else node.send_now(*args, timeout_s=timeout_s)
+        if first is None:
+            return None
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        fut = asyncio.ensure_future(self._after(first, args, deadline))
+        fut.add_done_callback(_retrieved)
+        return fut
+
+    async def _after(self, first: asyncio.Future[Any], args: tuple[Any, ...], deadline: float) -> Any:
+        try:
+            return await first
+        except ResponseError as e:
+            return await self._redirected(e, args, deadline)
 
     async def aclose(self) -> None:
         for n in self._nodes.values():
