@@ -14,6 +14,7 @@ from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, ResponseError
 
 from sidegate import config as config_mod
+from sidegate import routingstore
 from sidegate.config import SidegateConfig
 from sidegate.features.cache import CachePolicy
 from sidegate.features.cache.feature import known_keys
@@ -133,11 +134,11 @@ def test_pubsub_reaches_a_subscriber_on_another_node(store_cluster: StoreCluster
         sub = client(c.url)
         try:
             async with sub.pubsub() as ps:
-                await ps.subscribe("sg:routing:changed")
+                await ps.subscribe(routingstore.CHANNEL)
                 assert (await ps.get_message(timeout=2.0))["type"] == "subscribe"  # type: ignore[index]
                 for i in range(len(c.ports)):  # from each node in turn
                     with c.node(i) as r:
-                        assert r.publish("sg:routing:changed", str(i)) >= 0
+                        assert r.publish(routingstore.CHANNEL, str(i)) >= 0
                 got = []
                 for _ in range(50):
                     m = await ps.get_message(ignore_subscribe_messages=True, timeout=0.1)
