@@ -93,27 +93,43 @@ def cluster_client(url: str, socket_timeout_s: float = 1.0, max_connections: int
     return rc  # type: ignore[return-value]
 
 
+_KEY_AT_1, _NONE, _SCRIPT, _KEY_AT_2 = 0, 1, 2, 3
+_KINDS: dict[Any, int] = {}
+"""Command name (as the caller spells it: str or bytes) -> where its key is; filled on first use
+(the gateway sends a handful of distinct commands)."""
+
+
+def _kind(name: Any) -> int:
+    n = (name if isinstance(name, bytes) else str(name).encode()).upper()
+    if n in _NO_KEY:
+        return _NONE
+    if n in _SCRIPT_CALLS:
+        return _SCRIPT
+    return _KEY_AT_2 if n in _SUBCOMMAND_KEY else _KEY_AT_1
+
+
 def command_slot(args: Sequence[Any]) -> int | None:
     """The hash slot of a command's keys; None for a command without one (any node serves it).
     Raises CrossSlotError when its keys span slots."""
-    name = args[0] if isinstance(args[0], bytes) else str(args[0]).upper().encode()
-    name = name.upper()
-    if name in _NO_KEY or len(args) < 2:
+    kind = _KINDS.get(args[0])
+    if kind is None:
+        kind = _KINDS[args[0]] = _kind(args[0])
+    if kind == _KEY_AT_1:
+        return _slot(args[1]) if len(args) > 1 else None
+    if kind == _NONE:
         return None
-    if name in _SCRIPT_CALLS:
-        n = int(args[2])
-        if n == 0:
-            return None
-        slot = _slot(args[3])
-        for k in args[4 : 3 + n]:
-            if _slot(k) != slot:
-                raise CrossSlotError(
-                    f"CROSSSLOT {name.decode()}: its keys are in different hash slots of the store cluster"
-                )
-        return slot
-    if name in _SUBCOMMAND_KEY:
+    if kind == _KEY_AT_2:
         return _slot(args[2]) if len(args) > 2 else None
-    return _slot(args[1])
+    n = int(args[2])
+    if n == 0:
+        return None
+    slot = _slot(args[3])
+    for k in args[4 : 3 + n]:
+        if _slot(k) != slot:
+            raise CrossSlotError(
+                f"CROSSSLOT {_name(args)}: its keys are in different hash slots of the store cluster"
+            )
+    return slot
 
 
 def _slot(key: Any) -> int:
@@ -215,8 +231,22 @@ class ClusterStore(ScriptCalls):
 
     # -- commands ---------------------------------------------------------------------------------
     async def command(self, *args: Any, timeout_s: float | None = None, lazy: bool = False) -> Any:
-        deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
         slot = command_slot(args)
+        node = self._slots[slot] if slot is not None else None
+        if node is not None and node._proto is not None:
+            # The common case, map known and node connected: straight onto its connection (one
+            # coroutine, as on one server; LeanStore.command would add another and its checks).
+            if timeout_s is None:
+                try:
+                    return await node._send(args, _NEVER, lazy)
+                except ResponseError as e:
+                    return await self._redirected(e, args, None)
+            deadline = asyncio.get_running_loop().time() + timeout_s
+            try:
+                return await node._send(args, deadline, lazy)
+            except ResponseError as e:
+                return await self._redirected(e, args, deadline)
+        deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
         if deadline is None:
             node = await self._owner(slot)
         else:

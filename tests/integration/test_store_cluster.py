@@ -187,3 +187,31 @@ def test_the_cache_key_index_is_off_on_a_cluster_with_a_log_line(caplog: pytest.
             await store.aclose()
 
     asyncio.run(go())
+
+
+def test_a_store_of_the_old_layout_is_renamed_under_the_config_tag() -> None:
+    """Keys written before the `{sg}` hash tag are renamed once; a key already there is kept; the
+    request path's keys are left alone."""
+    from quota_helpers import running_server
+
+    from sidegate import keystore
+    from sidegate.store.layout import migrate_layout
+
+    async def go(url: str) -> None:
+        r = client(url)
+        try:
+            await r.sadd("sg:keys", "k1")
+            await r.hset("sg:key:k1", mapping={"tenant": "acme"})
+            await r.set("sg:routing:version", 3)
+            await r.set("{sg}:routing:version", 7)  # already under the new name: kept
+            await r.set("sg:lat:x", 1)
+            assert await migrate_layout(r) == 2
+            assert await r.smembers(keystore.KEY_SET) == {b"k1"}
+            assert await r.hget(keystore.record_key("k1"), "tenant") == b"acme"
+            assert await r.get(routingstore.VERSION) == b"7" and await r.get("sg:lat:x") == b"1"
+            assert await migrate_layout(r) == 0  # once
+        finally:
+            await r.aclose()
+
+    with running_server("valkey") as srv:
+        asyncio.run(go(srv.url))
