@@ -1,6 +1,6 @@
 """Tenant key records in the Redis-protocol store (the runtime source of truth).
 
-Layout (all under the ``sg:`` prefix):
+Layout (all under the ``{sg}:`` prefix, one hash tag: sidegate/store/layout.py; shown below without it):
 - ``sg:key:<id>``  hash: tenant, hash, models (JSON list), revoked ("0"/"1"), expires_at (epoch s, 0 = never),
   team and user (absent = the key belongs to the tenant itself)
 - ``sg:keys``      set of key ids
@@ -26,22 +26,23 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from sidegate.config import SidegateConfig
+from sidegate.store.layout import CONFIG_PREFIX, queue_publish
 
-KEY_SET = "sg:keys"
-VERSION = "sg:keys:version"
-CHANNEL = "sg:keys:changed"
-TENANT_SET = "sg:tenants"
-CONFIG_VERSION = "sg:config:version"
-CONFIG_CHANNEL = "sg:config:changed"
+KEY_SET = CONFIG_PREFIX + "keys"
+VERSION = CONFIG_PREFIX + "keys:version"
+CHANNEL = CONFIG_PREFIX + "keys:changed"
+TENANT_SET = CONFIG_PREFIX + "tenants"
+CONFIG_VERSION = CONFIG_PREFIX + "config:version"
+CONFIG_CHANNEL = CONFIG_PREFIX + "config:changed"
 LIMIT_FIELDS = ("rpm", "tpm", "daily_usd", "monthly_usd")
 
 
 def record_key(kid: str) -> str:
-    return f"sg:key:{kid}"
+    return f"{CONFIG_PREFIX}key:{kid}"
 
 
 def tenant_key(name: str) -> str:
-    return f"sg:tenant:{name}"
+    return f"{CONFIG_PREFIX}tenant:{name}"
 
 
 @dataclass(slots=True, frozen=True)
@@ -190,12 +191,12 @@ async def load_tenants(redis: Redis) -> tuple[int, dict[str, TenantLimits]]:
 
 def announce_keys(pipe: Pipeline) -> None:
     pipe.incr(VERSION)
-    pipe.publish(CHANNEL, b"1")
+    queue_publish(pipe, CHANNEL, b"1")
 
 
 def announce_config(pipe: Pipeline) -> None:
     pipe.incr(CONFIG_VERSION)
-    pipe.publish(CONFIG_CHANNEL, b"1")
+    queue_publish(pipe, CONFIG_CHANNEL, b"1")
 
 
 def queue_tenant_limits(pipe: Pipeline, name: str, limits: TenantLimits) -> None:

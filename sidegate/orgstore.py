@@ -31,24 +31,25 @@ from redis.asyncio.client import Pipeline
 
 from sidegate import keystore
 from sidegate.keystore import KeyRecord, TenantLimits
+from sidegate.store.layout import CONFIG_PREFIX
 
 WILDCARD = "*"
 
 
 def teams_key(tenant: str) -> str:
-    return f"sg:teams:{tenant}"
+    return f"{CONFIG_PREFIX}teams:{tenant}"
 
 
 def team_key(tenant: str, team: str) -> str:
-    return f"sg:team:{tenant}/{team}"
+    return f"{CONFIG_PREFIX}team:{tenant}/{team}"
 
 
 def users_key(tenant: str) -> str:
-    return f"sg:users:{tenant}"
+    return f"{CONFIG_PREFIX}users:{tenant}"
 
 
 def user_key(tenant: str, user: str) -> str:
-    return f"sg:user:{tenant}/{user}"
+    return f"{CONFIG_PREFIX}user:{tenant}/{user}"
 
 
 def intersect(a: Sequence[str], b: Sequence[str]) -> tuple[str, ...]:

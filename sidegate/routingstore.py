@@ -1,7 +1,7 @@
 """The routing document's versions in the Redis-protocol store (the runtime source of truth for
 providers, models, prices and default policies; sidegate/config/routing.py defines the document).
 
-Layout (all under ``sg:routing``):
+Layout (all under ``{sg}:routing``: the config plane's hash tag, sidegate/store/layout.py; shown below without it):
 - ``sg:routing:version``   counter: the current version (absent or 0: never seeded).
 - ``sg:routing:doc:<n>``   string: version n's document, canonical JSON. The last ``KEEP`` versions
   are kept (rollback reaches them); older ones are deleted in the transaction that passes them.
@@ -33,11 +33,12 @@ from redis.exceptions import WatchError
 
 from sidegate.config.root import SidegateConfig
 from sidegate.config.routing import digest, inline_secrets, routing_doc
+from sidegate.store.layout import CONFIG_PREFIX, queue_publish
 
-VERSION = "sg:routing:version"
-HISTORY = "sg:routing:history"
-SEEDED = "sg:routing:seeded"
-CHANNEL = "sg:routing:changed"
+VERSION = CONFIG_PREFIX + "routing:version"
+HISTORY = CONFIG_PREFIX + "routing:history"
+SEEDED = CONFIG_PREFIX + "routing:seeded"
+CHANNEL = CONFIG_PREFIX + "routing:changed"
 KEEP = 100
 POLL_S = 0.25
 
@@ -45,7 +46,7 @@ log = logging.getLogger("sidegate.routing")
 
 
 def doc_key(version: int) -> str:
-    return f"sg:routing:doc:{version}"
+    return f"{CONFIG_PREFIX}routing:doc:{version}"
 
 
 class VersionConflict(Exception):
@@ -141,7 +142,7 @@ async def commit(
                 if also is not None:
                     also(pipe, new, prev)
                 pipe.set(VERSION, new)
-                pipe.publish(CHANNEL, str(new))
+                queue_publish(pipe, CHANNEL, str(new))
                 await pipe.execute()
                 return new
             except WatchError:

@@ -24,7 +24,9 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from sidegate.errors import Api
 from sidegate.features.quota import Limits, QuotaStore, Scope, TokenCounter, TokenizerConfig
 from sidegate.ports import free_port, wait_for_port
-from sidegate.store import RedisPyStore
+from sidegate.store import ClusterStore, RedisPyStore, Store
+from sidegate.store.cluster import is_cluster_url
+from sidegate.store.redispy import client as store_client
 from sidegate.store.valkey import valkey_binary
 
 REDIS_SERVER = "/usr/bin/redis-server"
@@ -136,11 +138,20 @@ def running_server(kind: str) -> Iterator[Server]:
         srv.close()
 
 
-def make_store(url: str, socket_timeout_s: float = 0.2, **kw: object) -> QuotaStore:
-    """A QuotaStore on a fresh client (create it inside the event loop that will use it)."""
+def make_store(url: str, socket_timeout_s: float = 0.2, lean: bool = False, **kw: object) -> QuotaStore:
+    """A QuotaStore on a fresh client (create it inside the event loop that will use it). On a
+    `redis+cluster://` URL: the lean cluster client with `lean`, else redis-py's cluster client."""
     opts: dict[str, object] = {"window_s": 60.0, "buckets": 60, "op_timeout_s": 0.5}
     opts.update(kw)
-    return QuotaStore(RedisPyStore(blocking_client(url, timeout_s=socket_timeout_s)), **opts)  # type: ignore[arg-type]
+    store: Store
+    if is_cluster_url(url):
+        # redis-py's cluster client has no waiting pool (past max_connections per node it raises
+        # MaxConnectionsError): room for every call of the race at once.
+        redis = store_client(url, socket_timeout_s, max_connections=1024)
+        store = ClusterStore.from_url(url, redis, socket_timeout_s) if lean else RedisPyStore(redis)
+    else:
+        store = RedisPyStore(blocking_client(url, timeout_s=socket_timeout_s))
+    return QuotaStore(store, **opts)  # type: ignore[arg-type]
 
 
 def blocking_client(url: str, max_connections: int = 64, timeout_s: float = 0.2) -> Redis:
@@ -156,9 +167,9 @@ def blocking_client(url: str, max_connections: int = 64, timeout_s: float = 0.2)
     return Redis(connection_pool=pool)
 
 
-async def _fire(url: str, tenant: str, tpm: int, tokens: int, calls: int) -> dict[str, float]:
+async def _fire(url: str, tenant: str, tpm: int, tokens: int, calls: int, lean: bool) -> dict[str, float]:
     # Generous timeouts: 600 coroutines on 2 shared cores wait on the event loop, not the store.
-    store = make_store(url, socket_timeout_s=5.0, op_timeout_s=10.0)
+    store = make_store(url, socket_timeout_s=5.0, lean=lean, op_timeout_s=10.0)
     scopes = [Scope(f"tenant:{tenant}", Limits(tpm=tpm))]
     await store.load_scripts()
     print("ready", flush=True)
@@ -178,11 +189,13 @@ async def _fire(url: str, tenant: str, tpm: int, tokens: int, calls: int) -> dic
 
 
 def worker_main(argv: list[str]) -> None:
-    """``python quota_helpers.py worker URL TENANT TPM TOKENS CALLS``: prints ``ready``, reads the
-    wall-clock start time from stdin, fires all calls at once at that time, prints a JSON result."""
-    url, tenant, tpm, tokens, calls = argv
+    """``python quota_helpers.py worker URL TENANT TPM TOKENS CALLS [lean]``: prints ``ready``, reads
+    the wall-clock start time from stdin, fires all calls at once at that time, prints a JSON result.
+    ``lean``: the lean store client (a cluster URL's; redis-py's otherwise)."""
+    url, tenant, tpm, tokens, calls, *client = argv
     logging.basicConfig(level=logging.WARNING)
-    print(json.dumps(asyncio.run(_fire(url, tenant, int(tpm), int(tokens), int(calls)))))
+    lean = client == ["lean"]
+    print(json.dumps(asyncio.run(_fire(url, tenant, int(tpm), int(tokens), int(calls), lean))))
 
 
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "worker":

@@ -22,8 +22,9 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from sidegate.admin.principal import Principal
+from sidegate.store.layout import CONFIG_PREFIX
 
-AUDIT_STREAM = "sg:audit"
+AUDIT_STREAM = CONFIG_PREFIX + "audit"
 MAX_QUERY_LIMIT = 1000
 MAX_SCANNED = 100_000
 """A query reads at most this many entries (newest first) looking for matches: bounded work per call."""

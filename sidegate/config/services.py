@@ -143,7 +143,9 @@ class ServicesConfig(StrictModel):
 
 class StoreConfig(StrictModel):
     url: str | None = None
-    """redis://, rediss:// or unix:// URL of Redis/Valkey/Dragonfly. None -> embedded Valkey."""
+    """redis://, rediss:// or unix:// URL of Redis/Valkey/Dragonfly. None -> embedded Valkey.
+    `redis+cluster://[:password@]host:port[,host:port...]`: a Redis/Valkey Cluster (its seed nodes;
+    the clients read the slot map and follow MOVED/ASK; docs/deployment.md, "A store cluster")."""
     embedded_port: int = Field(0, ge=0, le=65535)
     socket_timeout_s: float = Field(1.0, gt=0)
     """Socket timeout of store calls; each quota call is further bounded by quota.op_timeout_s."""
@@ -154,6 +156,21 @@ class StoreConfig(StrictModel):
     a store call (docs/cache.md, "The local key index"). Needs a plain `redis://` URL."""
     cache_index_max_keys: int = Field(500_000, ge=1000)
     """Past this many entries the index is dropped and every exact lookup asks the store (~60 bytes each)."""
+
+    @model_validator(mode="after")
+    def _cluster_url(self) -> StoreConfig:
+        """A `redis+cluster://` URL names seed nodes as host:port, and no database (a cluster has
+        only database 0) nor options: refused here rather than at the first request."""
+        if self.url and self.url.startswith("redis+cluster://"):
+            rest = self.url.removeprefix("redis+cluster://").rpartition("@")[2]
+            nodes, _, path = rest.partition("/")
+            if path not in ("", "0") or "?" in rest:
+                raise ValueError("store.url: a redis+cluster:// URL takes no database number or options")
+            for node in nodes.split(","):
+                host, sep, port = node.rpartition(":")
+                if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                    raise ValueError(f"store.url: cluster seed node {node!r} is not host:port")
+        return self
 
 
 class ObservabilityConfig(StrictModel):

@@ -25,6 +25,9 @@ Two members of the protocol are not commands, and are named for what they are:
   cache's key index (features/cache/known.py) needs; None on redis-py (a pool has no single
   connection), so the index is simply not built there.
 
+cluster.py: a Redis/Valkey Cluster (`redis+cluster://host:port`): one lean connection per node,
+the slot map, MOVED/ASK, a clear error for a cross-slot command; redis-py's RedisCluster as `.redis`.
+
 valkey.py starts the embedded Valkey; free ports live in sidegate/ports.py.
 """
 
@@ -32,16 +35,20 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from sidegate.store.cluster import ClusterStore, CrossSlotError, is_cluster_url
 from sidegate.store.lean import LeanStore
 from sidegate.store.protocol import Store, TrackedConnection
 from sidegate.store.redispy import RedisPyStore, client
 from sidegate.store.script import LuaScript
 
-__all__ = ["LeanStore", "LuaScript", "RedisPyStore", "Store", "TrackedConnection", "client", "open_store"]
+__all__ = ["ClusterStore", "CrossSlotError", "LeanStore", "LuaScript", "RedisPyStore", "Store", "TrackedConnection", "client", "open_store"]
 
 
 def open_store(url: str, socket_timeout_s: float = 1.0) -> Store:
     """The store client for `url`: the lean one when it takes the URL, else redis-py's. Either way
-    `.redis` is redis-py's pooled client for the same URL."""
+    `.redis` is redis-py's pooled client for the same URL. A `redis+cluster://` URL: the cluster
+    clients (cluster.py), chosen here once so the single-server path has no cluster branch."""
     redis: Redis = client(url, socket_timeout_s)
+    if is_cluster_url(url):
+        return ClusterStore.from_url(url, redis, socket_timeout_s)
     return LeanStore.from_url(url, redis, socket_timeout_s) or RedisPyStore(redis)

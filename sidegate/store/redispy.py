@@ -14,7 +14,12 @@ from sidegate.store.script import ScriptCalls
 
 def client(url: str, socket_timeout_s: float = 1.0, max_connections: int = 256) -> Redis:
     """One shared async client per process. A blocking pool: past `max_connections` concurrent
-    commands a caller waits (bounded by the timeout) instead of failing at once."""
+    commands a caller waits (bounded by the timeout) instead of failing at once. A
+    `redis+cluster://` URL gets redis-py's cluster client (cluster.py)."""
+    if url.startswith("redis+cluster://"):
+        from sidegate.store.cluster import cluster_client
+
+        return cluster_client(url, socket_timeout_s, max_connections)
     pool = BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=socket_timeout_s, socket_timeout=socket_timeout_s,
         socket_connect_timeout=socket_timeout_s, health_check_interval=0,

@@ -26,6 +26,7 @@ from sidegate.config import SidegateConfig
 from sidegate.features.quota import tenants
 from sidegate.ports import free_port, wait_for_port
 from sidegate.restart import RestartPolicy, RestartState, listening, relay_envoy
+from sidegate.store.layout import migrate_layout
 from sidegate.store.redispy import client
 from sidegate.store.valkey import embedded_valkey_cmd
 from sidegate.supervisor import children
@@ -187,6 +188,7 @@ class Supervisor:
         deadline = time.monotonic() + 10
         while True:
             try:
+                await migrate_layout(redis)  # a store written before the config keys' {sg} tag
                 if only_if_empty and await redis.exists(keystore.KEY_SET, keystore.TENANT_SET):
                     await redis.aclose()
                     return

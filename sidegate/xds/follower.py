@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from sidegate import routingstore
 from sidegate.config import ConfigError, SidegateConfig
 from sidegate.config.routing import with_routing
+from sidegate.store.layout import migrate_layout
 from sidegate.xds.resources import Snapshot, snapshot
 from sidegate.xds.server import AdsServer
 
@@ -53,6 +54,7 @@ class Follower:
         """Seed the file's document (if the store needs it) and serve the store's current one; the
         file's own when the store cannot be read (Envoy must start either way)."""
         try:
+            await migrate_layout(self.redis)  # a store written before the config keys' {sg} tag
             await routingstore.seed_file(self.redis, self.base, path=str(self.cfg_path))
             await self.poll()
         except Exception as exc:

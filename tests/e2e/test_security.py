@@ -131,7 +131,7 @@ def test_no_plaintext_key_in_the_store(stack):
         assert post(stack, api, body_for(api, model)).status_code == 200
     post(stack, "openai", body_for("openai", "gpt-4o-mini"), key="acme-revoked")
     dump = _dump_store(stack)
-    assert b"sg:key:" in dump and b"sha256:" in dump  # the records are there, as hashes
+    assert b"{sg}:key:" in dump and b"sha256:" in dump  # the records are there, as hashes
     for secret in _client_secrets(stack) + PROVIDER_SECRETS:
         assert secret.encode() not in dump
         assert secret.split("_", 2)[-1].encode() not in dump  # not even the secret part of a tenant key

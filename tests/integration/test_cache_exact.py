@@ -1,4 +1,5 @@
-"""Exact cache against a real valkey-server: hits, misses by scope, directives, limits, expiry, outages."""
+"""Exact cache against a real valkey-server and a real 3-node store cluster: hits, misses by scope,
+directives, limits, expiry, outages."""
 
 from __future__ import annotations
 
@@ -17,18 +18,25 @@ from redis.asyncio import Redis
 from sidegate.errors import Api
 from sidegate.features.cache import CachePolicy, ResponseCache
 from sidegate.sse import SseParser
-from sidegate.store import LeanStore, RedisPyStore, Store
+from sidegate.store import ClusterStore, LeanStore, RedisPyStore, Store
+from sidegate.store.cluster import is_cluster_url
 from sidegate.store.redispy import client as store_client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cache_helpers import anthropic_response, openai_response, openai_tool_response, req, valkey_server
+from cluster_helpers import running_cluster
 
 POLICY = CachePolicy(exact=True, ttl_s=60)
 
 
-@pytest.fixture(scope="module")
-def redis_url():
+@pytest.fixture(scope="module", params=["valkey", "cluster"])
+def redis_url(request):
+    """Every test that takes the store's URL runs on one server and on a 3-node cluster."""
+    if request.param == "cluster":
+        with running_cluster() as c:
+            yield c.url
+        return
     with valkey_server() as (url, _):
         yield url
 
@@ -38,7 +46,9 @@ def run(coro_fn, url: str, fast: bool = False):
 
     async def main():
         redis = store_client(url)
-        lean = LeanStore.from_url(url, store_client(url)) if fast else None
+        lean: Store | None = None
+        if fast:
+            lean = (ClusterStore.from_url if is_cluster_url(url) else LeanStore.from_url)(url, store_client(url))
         store: Store = lean or RedisPyStore(store_client(url))
         try:
             return await coro_fn(ResponseCache(store), redis)

@@ -125,7 +125,7 @@ def test_teams_users_keys_live(valkey_url: str) -> None:
         await c.put_team("acme", "ml")
         await c.put_user("acme", "cy", "ml")
         await c.delete_tenant("acme")
-        assert not await c.redis.keys("sg:team*") and not await c.redis.keys("sg:user*")
+        assert not await c.redis.keys("{sg}:team*") and not await c.redis.keys("{sg}:user*")
 
     run(valkey_url, body)
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from redis.asyncio.client import Pipeline
 
-TOKEN_SET = "sg:admintokens"
+from sidegate.store.layout import CONFIG_PREFIX
+
+TOKEN_SET = CONFIG_PREFIX + "admintokens"
 
 
 def token_record_key(tid: str) -> str:
-    return f"sg:admintoken:{tid}"
+    return f"{CONFIG_PREFIX}admintoken:{tid}"
 
 
 async def tenant_token_ids(pipe: Pipeline, tenant: str) -> list[str]:

@@ -183,7 +183,12 @@ async def start_semantic(semantic: Any, timeout_s: float = 5.0, retry_s: float =
 def known_keys(cfg: SidegateConfig, policies: list[CachePolicy], store: Store) -> KnownKeys | None:
     """The local index of the store's exact-cache entries (on a store client with a tracked
     connection: the lean one, on a plain `redis://` URL)."""
-    if not (any(p.exact for p in policies) and cfg.store.cache_index and store.tracked is not None):
+    if not (any(p.exact for p in policies) and cfg.store.cache_index):
+        return None
+    if store.tracked is None:
+        # A store cluster (or redis-py's pool) has no one connection that sees every key's
+        # invalidations: the index would miss entries other nodes hold, so it is not built.
+        log.info("cache: local key index off (store.cache_index needs one tracked connection; this store client has none)")
         return None
     # Entries are kept as long as the longest TTL of any fill (a semantic match is read by its exact
     # key too); every process sharing the store should have the same cache TTLs (docs/cache.md).

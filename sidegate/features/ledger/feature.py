@@ -61,8 +61,11 @@ def spill_dir(cfg: SidegateConfig) -> Path:
     if cfg.observability.ledger_spill.dir:
         return Path(cfg.observability.ledger_spill.dir)
     url = urlsplit(cfg.store.url or "embedded")
-    where = (
-        f"{url.scheme}://{url.hostname}:{url.port}{url.path}" if url.hostname else url.geturl()
-    )  # no password
+    if url.scheme == "redis+cluster":  # several host:port seeds, which `url.port` cannot read
+        where = f"{url.scheme}://{url.netloc.rpartition('@')[2]}"
+    else:
+        where = (
+            f"{url.scheme}://{url.hostname}:{url.port}{url.path}" if url.hostname else url.geturl()
+        )  # no password
     store = hashlib.sha256(f"{where} {STREAM}".encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"sidegate-ledger-spill-{os.getuid()}" / store

@@ -98,7 +98,7 @@ class Ledger:
         self.replayed = 0
         self._busy = 0
         self._writer_id = secrets.token_hex(8)
-        """Names this writer's batches in the store (one hash field per writer, ``<stream>:writers``)."""
+        """Names this writer's batches in the store (one hash field per writer, ``{<stream>}:writers``)."""
         self._batches = 0
         self._delay = retry_delay_s
         self._retry_at = 0.0
@@ -297,7 +297,9 @@ class Ledger:
         """One atomic append of the batch (a script: all records or none, once per tag): the records
         added (0: this tag was applied before); None on a store error (after one retry when there
         is no spill to fall back on)."""
-        keys = [self.stream, f"{self.stream}:writers"]
+        # `{<stream>}:writers` hashes to the stream's slot (a hash tag is the text in braces), so the
+        # script's two keys sit on one node of a store cluster.
+        keys = [self.stream, f"{{{self.stream}}}:writers"]
         args: list[Any] = [self.maxlen or 0, tag[0], tag[1]]
         for entry in batch:
             args.append(2 * len(entry))
