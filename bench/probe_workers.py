@@ -37,6 +37,20 @@ def _cpu(pid: int) -> float:
         return 0.0
 
 
+def _switches(pid: int) -> int:
+    """Context switches of every thread of the process so far (voluntary and not: each one a
+    wake-up, and a chance for the next process on that core to evict its caches)."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for line in (task / "status").read_text().splitlines():
+                if "ctxt_switches:" in line:
+                    total += int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return total
+
+
 def host_counts(admin_port: int) -> dict[str, int]:
     """`<cluster>@<port>.<stat>` -> value, for the watched clusters' hosts (rq_total, cx_total)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/clusters", timeout=5).read().decode()
@@ -85,12 +99,15 @@ def main() -> int:
                 procs = {c.name: c.proc.pid for c in sup.children if c.proc}
                 for c in (int(x) for x in args.conns.split(",")):
                     cpu0 = {n: _cpu(p) for n, p in procs.items()} | {"fake": _cpu(fake.pid)}
+                    sw0 = {n: _switches(p) for n, p in procs.items()}
                     st0 = host_counts(sup.cfg.listener.admin_port)
                     res = run_wrk(url, script, c, args.duration)
                     cpu1 = {n: _cpu(p) for n, p in procs.items()} | {"fake": _cpu(fake.pid)}
+                    sw1 = {n: _switches(p) for n, p in procs.items()}
                     st1 = host_counts(sup.cfg.listener.admin_port)
                     n = res["requests"] or float("nan")
                     cpu = " ".join(f"{k}={1e3 * (cpu1[k] - cpu0[k]) / n:.3f}" for k in cpu1 if k != "xds")
+                    sw = " ".join(f"{k}={(sw1[k] - sw0[k]) / n:.2f}" for k in sw1 if k != "xds")
                     spread: dict[str, int] = defaultdict(int)
                     for k, v in st1.items():
                         if v - st0.get(k, 0):
@@ -100,6 +117,7 @@ def main() -> int:
                         f" cpu ms/req: {cpu}",
                         flush=True,
                     )
+                    print(f"    context switches/req: {sw}", flush=True)
                     print("    " + " ".join(f"{k}={v}" for k, v in sorted(spread.items())), flush=True)
     finally:
         for _, sup, _, _ in reversed(stacks):
