@@ -69,7 +69,11 @@ def host_counts(admin_port: int) -> dict[str, int]:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="front,front-2w")
+    ap.add_argument(
+        "--only",
+        default="front,front-2w",
+        help="scenarios of bench/scenarios.py; NAME+pin: its extproc workers pinned one per CPU",
+    )
     ap.add_argument("--conns", default="16")
     ap.add_argument("--duration", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3)
@@ -87,10 +91,15 @@ def main() -> int:
         wait_for_port("127.0.0.1", fport, 10, fake)
         table = {n: (s, b) for n, s, b in GATEWAY}
         for name in names:
-            services, body = table[name]
+            services, body = table[name.removesuffix("+pin")]
             sup = start_stack(work, name, config(**services), env)
+            if name.endswith("+pin"):  # worker i on CPU i (mod the CPUs): no migrations between them
+                cpus = sorted(os.sched_getaffinity(0))
+                workers = [c.proc.pid for c in sup.children if c.proc and c.name.startswith("extproc")]
+                for i, pid in enumerate(workers):
+                    os.sched_setaffinity(pid, {cpus[i % len(cpus)]})
             script = work / f"{name}.lua"
-            wrk_script(script, body, key, vary=name in FULL_PIPELINE)
+            wrk_script(script, body, key, vary=name.removesuffix("+pin") in FULL_PIPELINE)
             stacks.append((name, sup, script, f"http://127.0.0.1:{sup.cfg.listener.port}{path_of(body)}"))
         for _, _, script, url in stacks:
             run_wrk(url, script, 16, 3)  # warm-up
