@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from sidegate.config.base import StrictModel
+from sidegate.config.cpus import auto_extproc_workers, usable_cpus
 from sidegate.config.ledger_archive import LedgerArchiveConfig, LedgerSpillConfig
 from sidegate.config.ledger_ship import LedgerShipConfig
 from sidegate.config.tracing import TracingConfig
@@ -66,9 +67,12 @@ class ServicesConfig(StrictModel):
     extproc_port: int = Field(9002, ge=0, le=65535)
     authz_workers: int = Field(1, ge=1, le=64)
     """authz processes, on ports authz_port, authz_port+1, ... (one Envoy endpoint each)."""
-    extproc_workers: int = Field(1, ge=1, le=64)
+    extproc_workers: int = Field(1, ge=0, le=64)
     """extproc processes, on ports extproc_port, extproc_port+1, ... (one Envoy endpoint each: Envoy
-    keeps one HTTP/2 connection per worker thread to a gRPC cluster, so SO_REUSEPORT splits badly)."""
+    keeps one HTTP/2 connection per worker thread to a gRPC cluster, so SO_REUSEPORT splits badly).
+    0 (auto): one per two usable CPUs, at least 1 (sidegate/config/cpus.py; Envoy's auto
+    concurrency takes the rest): resolved when the config is parsed, so every process that reads
+    it agrees. Set it explicitly where Envoy and extproc run in separate containers."""
     envoy_concurrency: int = Field(0, ge=0, le=256)
     """Envoy worker threads when `sidegate up` starts Envoy. 0 (auto): the CPUs this process may
     use (affinity, capped by a cgroup CPU limit) minus one per Python service process started
@@ -129,6 +133,13 @@ class ServicesConfig(StrictModel):
     """Non-streaming requests whose providers take the client's body as is skip the per-try
     ext_proc: Envoy injects the credential and reads the usage; the completion hooks get the finished
     request from Envoy's access log (docs/performance.md). False: every try goes through Python."""
+
+    @model_validator(mode="after")
+    def _auto_workers(self) -> ServicesConfig:
+        """`extproc_workers: 0` -> the count for this host's usable CPUs (see the field)."""
+        if self.extproc_workers == 0:
+            self.extproc_workers = auto_extproc_workers(usable_cpus())
+        return self
 
 
     @model_validator(mode="before")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import os
 import shutil
 import signal
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from sidegate import keystore, routingstore, trust
 from sidegate.config import SidegateConfig
+from sidegate.config.cpus import usable_cpus
 from sidegate.features.quota import tenants
 from sidegate.ports import free_port, wait_for_port
 from sidegate.restart import RestartPolicy, RestartState, listening, relay_envoy
@@ -48,30 +48,6 @@ class Child:
     started_at: float = 0.0
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment for this child (e.g. its worker port)."""
-
-
-def _cgroup_quota() -> tuple[str, str] | None:
-    """(quota, period) of this process's cgroup CPU limit: v2 `cpu.max`, else v1's two files."""
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        return quota, period
-    except (OSError, ValueError):
-        pass
-    try:
-        v1 = Path("/sys/fs/cgroup/cpu")
-        return (v1 / "cpu.cfs_quota_us").read_text().strip(), (v1 / "cpu.cfs_period_us").read_text().strip()
-    except OSError:
-        return None
-
-
-def usable_cpus() -> int:
-    """CPUs this process may use: its affinity, capped by a cgroup CPU quota (a container's CPU
-    limit, which affinity does not show: a pod limited to 2 CPUs on a 32-core node)."""
-    cpus = len(os.sched_getaffinity(0))
-    limit = _cgroup_quota()
-    if limit is None or limit[0] in ("max", "-1") or not limit[0].isdigit() or not limit[1].isdigit() or int(limit[1]) == 0:
-        return cpus
-    return max(1, min(cpus, math.ceil(int(limit[0]) / int(limit[1]))))
 
 
 def envoy_concurrency(cfg: SidegateConfig, env: Mapping[str, str]) -> int:

@@ -292,3 +292,43 @@ def test_access_log_has_the_gateway_fields_and_no_secrets(stack):
     assert any(x.get("cache") == "hit_exact" and x["route"].startswith("replay.") for x in lines)  # a replayed hit is logged with its result
     for secret in [k.key for k in stack.keys.values()] + [OPENAI_PROVIDER_KEY, ANTHROPIC_PROVIDER_KEY, EMAIL]:
         assert secret not in logs
+
+
+def _per_worker(stack) -> dict[str, int]:
+    """Envoy's requests per Sidegate front endpoint: `checks@<port>` (the `sidegate_front` cluster,
+    per worker) and `held@<port>` (a worker's own cluster: replays and try responses)."""
+    text = httpx.get(f"{stack.admin_url}/clusters", timeout=5).text
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        cluster, host, stat, value = [*line.split("::"), "", "", ""][:4]
+        if stat == "rq_total" and cluster.startswith("sidegate_front"):
+            kind = "checks" if cluster == "sidegate_front" else "held"
+            out[f"{kind}@{host.rsplit(':', 1)[1]}"] = int(value)
+    return out
+
+
+def test_two_workers_share_the_checks_and_each_try_returns_to_its_worker(stack, fake_anthropic):
+    """With two workers, Envoy sends each check to the worker with the fewest in flight (both get
+    some), and every prepared try's provider response goes back to the worker that prepared it:
+    per worker, the responses it got equal the checks it answered."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    (cluster,) = [c["cluster"] for c in stack.envoy_config("dynamic_active_clusters") if c["cluster"]["name"] == "sidegate_front"]
+    assert cluster["lb_policy"] == "LEAST_REQUEST" and cluster["least_request_lb_config"] == {"choice_count": 2}
+    before = _per_worker(stack)
+    client = oai(stack)
+
+    def one(i: int) -> str:
+        done = client.chat.completions.create(model="claude-haiku", messages=[{"role": "user", "content": f"hi {i}"}], max_tokens=9)
+        return done.choices[0].message.content
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(one, range(24)))
+    assert len(answers) == 24 and all(a.startswith("Echo") for a in answers)
+    after = _per_worker(stack)
+    delta = {k: after[k] - before.get(k, 0) for k in after}
+    ports = sorted(k.split("@")[1] for k in delta if k.startswith("checks@"))
+    assert len(ports) == 2 and sum(delta[f"checks@{p}"] for p in ports) == 24
+    for p in ports:
+        assert delta[f"checks@{p}"] > 0, delta  # both workers answered checks
+        assert delta[f"held@{p}"] == delta[f"checks@{p}"], delta  # each try came back to its worker

@@ -97,6 +97,20 @@ def test_envoy_concurrency_leaves_the_python_services_their_cores(monkeypatch):
         envoy_concurrency(cfg, {"SIDEGATE_ENVOY_CONCURRENCY": "two"})
 
 
+def test_extproc_workers_auto_takes_one_per_two_cpus(monkeypatch):
+    """`extproc_workers: 0`: half the usable CPUs (Envoy's auto concurrency takes the other half),
+    at least one; an explicit count stays as it is."""
+    from sidegate.supervisor import envoy_concurrency
+
+    for cpus, workers, envoy in ((1, 1, 1), (2, 1, 1), (3, 1, 2), (4, 2, 2), (8, 4, 4), (64, 32, 32)):
+        monkeypatch.setattr("sidegate.config.services.usable_cpus", lambda cpus=cpus: cpus)
+        monkeypatch.setattr("sidegate.supervisor.usable_cpus", lambda cpus=cpus: cpus)
+        cfg = config.parse({**BASE, "services": {"auth": "inline", "extproc_workers": 0}})
+        assert (cfg.services.extproc_workers, envoy_concurrency(cfg, {})) == (workers, envoy)
+    assert config.parse({**BASE, "services": {"extproc_workers": 3}}).services.extproc_workers == 3
+    assert config.parse(dict(BASE)).services.extproc_workers == 1  # the default is unchanged
+
+
 def test_usable_cpus_honour_a_cgroup_cpu_limit(monkeypatch):
     from pathlib import Path
 

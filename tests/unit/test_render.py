@@ -58,6 +58,12 @@ def test_http_front_replaces_the_gateway_ext_proc():
     ports = [e["endpoint"]["address"]["socket_address"]["port_value"]
              for e in clusters["sidegate_front"]["load_assignment"]["endpoints"][0]["lb_endpoints"]]  # fmt: skip
     assert ports == [cfg.services.front_port, cfg.services.front_port + 1]
+    # the checks go to the worker with the fewest in flight (of all of them), not round robin;
+    # a worker's own cluster (replays, a try's response) has nothing to balance
+    assert clusters["sidegate_front"]["lb_policy"] == "LEAST_REQUEST"
+    assert clusters["sidegate_front"]["least_request_lb_config"] == {"choice_count": 2}
+    assert clusters["sidegate_extproc"]["lb_policy"] == "LEAST_REQUEST"
+    assert "lb_policy" not in clusters["sidegate_front.1"]
     # replays skip the per-try ext_proc: the cluster's own upstream filters are the token and the codec
     opts = clusters["sidegate_front.1"]["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
     assert [f["name"] for f in opts["http_filters"]] == ["envoy.filters.http.credential_injector", "envoy.filters.http.upstream_codec"]
