@@ -41,6 +41,8 @@ def wrk_script(path: Path, body: bytes, key: str | None, vary: bool = False, ext
     headers += "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (extra or {}).items())
     if b'"stream":true' in body:  # the fast fake answers it as a stream
         headers += f'wrk.headers["{upstream.STREAM_HEADER}"] = "1"\n'
+        if b"(500 events)" in body:  # bench/scenarios.py: STREAM500
+            headers += f'wrk.headers["{upstream.LONG_HEADER}"] = "1"\n'
     if key:
         headers += f'wrk.headers["Authorization"] = "Bearer {key}"\n'
     path.write_text(f'wrk.method = "POST"\nwrk.body = [[{body.decode()}]]\n{headers}' + (_VARY if vary else ""))

@@ -23,6 +23,8 @@ Scenarios (same fast fake upstream for all):
             lane and provider kind, POST /v1/responses
   front     the gateway stages behind the HTTP front (services.front: http) instead of gRPC ext_proc;
             front-2w with two extproc workers, front-translated, front-exact-hit likewise
+  envoy-stream500, front-stream500, front-stream500-translated: the stream scenarios with the fast
+            fake's 500-event stream (all sent at once); bench/stream_bench.py has time to first event
   <name>-e1 any Sidegate scenario with one Envoy worker thread, -e2 with two (the default is
             auto: see services.envoy_concurrency; one worker on this box)
   <name>-nolease any Sidegate scenario with quota leases off (quota.lease.enabled: false): every
@@ -59,6 +61,7 @@ from bench.scenarios import (
     GATEWAY,
     SCENARIOS,
     STREAM,
+    STREAM500,
     TRACED,
     VARIANTS,
     Scenario,
@@ -120,7 +123,7 @@ def main() -> int:
             wrk_script(plain, CHAT, None)
             scenarios.append(Scenario("direct", f"http://127.0.0.1:{fport}{path}", plain, [fake.pid], lambda: None,
                                       kinds={fake.pid: "fake"}))  # fmt: skip
-        for name, body in (("envoy", CHAT), ("envoy-stream", STREAM)):  # Envoy alone: the baselines
+        for name, body in (("envoy", CHAT), ("envoy-stream", STREAM), ("envoy-stream500", STREAM500)):  # Envoy alone: the baselines
             if name not in only:
                 continue
             cfg = config_mod.parse(config(), env=env)

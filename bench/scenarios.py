@@ -41,9 +41,10 @@ class Scenario:
 
 SCENARIOS = ("direct,envoy,sidegate,inline,inline-2w,full-lane,translated,exact-hit,semantic-hit,"
              "front,front-2w,front-translated,front-translated-2w,front-exact-hit,envoy-stream,front-stream,front-stream-translated,"
+             "envoy-stream500,front-stream500,front-stream500-translated,"
              "litellm,litellm-translated,portkey,portkey-translated,ttft,responses,responses-full-lane,responses-translated,front-responses,"
              "front-responses-translated,front-responses-stream,front-responses-stream-translated,traced100,traced1")
-FULL_PIPELINE = frozenset({"translated", "front-translated", "front-translated-2w", "front-stream-translated",
+FULL_PIPELINE = frozenset({"translated", "front-translated", "front-translated-2w", "front-stream-translated", "front-stream500-translated",
                            "responses-translated", "front-responses-translated", "front-responses-stream-translated",
                            "traced100", "traced1"})
 """The scenarios of the issue's full pipeline: translation both ways and, as each request asks a
@@ -51,6 +52,10 @@ new question (see wrk_script in bench/measure.py), an exact-cache miss that fill
 STREAM = CHAT.replace(b'"max_tokens":32', b'"max_tokens":32,"stream":true,"stream_options":{"include_usage":true}')
 """A stream whose events carry the usage (the direct lane takes it); the fast fake sends it at once,
 so the latency measured is the time to the first event (the stream's overhead: TTFT)."""
+
+STREAM500 = STREAM.replace(b"capital of France?", b"capital of France? (500 events)")
+"""STREAM answered by the fast fake with its 500-event stream (bench/upstream.py: LONG_HEADER; see
+wrk_script): wrk's latency is then the burst's last byte, and CPU per request the stream's cost."""
 
 
 RESPONSES = b'{"model":"gpt-4o-mini","instructions":"You are terse.","input":"What is the capital of France?","max_output_tokens":32,"store":false}'
@@ -80,6 +85,7 @@ GATEWAY: list[tuple[str, dict[str, object], bytes]] = [
     ("front-exact-hit", FRONT, CHAT.replace(b'"gpt-4o-mini"', b'"cached"')),
     ("front-stream", FRONT, STREAM),  # direct-lane stream (usage in its events)
     ("front-stream-translated", FRONT, STREAM.replace(b'"gpt-4o-mini"', b'"claude"')),  # per-try gRPC stream
+    ("front-stream500", FRONT, STREAM500), ("front-stream500-translated", FRONT, STREAM500.replace(b'"gpt-4o-mini"', b'"claude"')),
     # The Responses twins: same lane, same provider kind (an OpenAI provider serving Responses
     # takes it as is; Anthropic gets it translated).
     ("responses", {}, RESPONSES), ("responses-full-lane", {"auth": "inline", "direct_lane": False}, RESPONSES),
@@ -117,8 +123,13 @@ def sidegate_config(fport: int, key: str, kid: str, **services: object) -> dict:
         "services": {"authz_port": free_port_block(4), "extproc_port": free_port_block(4), "front_port": free_port_block(4), "metrics_port": free_port(),
                      "authz_metrics_port": free_port(), "xds_port": free_port(), **services},
         "observability": {"access_log": None},
-        "providers": {"openai": {"api": "openai", "base_url": f"http://127.0.0.1:{fport}", "api_key_env": "BENCH_KEY"},
-                      "anthropic": {"api": "anthropic", "base_url": f"http://127.0.0.1:{fport}", "api_key_env": "BENCH_KEY"}},
+        # The fast fake picks a stream by the client's `x-bench-*` headers (bench/upstream.py): without
+        # forward_client_headers the gateway's header allow-list drops them, and a "stream" scenario
+        # got the JSON answer.
+        "providers": {"openai": {"api": "openai", "base_url": f"http://127.0.0.1:{fport}", "api_key_env": "BENCH_KEY",
+                                 "forward_client_headers": ["x-bench-*"]},
+                      "anthropic": {"api": "anthropic", "base_url": f"http://127.0.0.1:{fport}", "api_key_env": "BENCH_KEY",
+                                    "forward_client_headers": ["x-bench-*"]}},
         "models": {
             "gpt-4o-mini": {"routes": [{"provider": "openai"}]},
             # The full pipeline's model (FULL_PIPELINE): translated, cached.

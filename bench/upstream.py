@@ -5,7 +5,9 @@ throughput numbers the provider is an Envoy that returns a fixed OpenAI chat.com
 Anthropic message, or Responses `response`) at tens of thousands of requests per second on one core. A request with the
 header `x-bench-stream` gets the same answer as a stream instead (SSE, the usage in its events, as
 with OpenAI's `stream_options.include_usage` and always with Anthropic), sent at once: the client's
-time to the first event is then the path's own cost (the time-to-first-token overhead).
+time to the first event is then the path's own cost (the time-to-first-token overhead). With
+`x-bench-events` too, the stream is LONG_EVENTS content events, all sent at once (a burst: one
+read for Envoy, where the gateway's per-event work would delay the first event).
 """
 
 from __future__ import annotations
@@ -41,13 +43,20 @@ RESPONSES_BODY = wire_responses.response_body(_ANSWER, _RESPONSES_REQUEST, "resp
 RESPONSES_SSE = b"".join(wire_responses.stream_events(_ANSWER, _RESPONSES_REQUEST, "resp_bench")).decode()
 ANTHROPIC_SSE = b"".join(wire_anthropic.stream_events(replace(_ANSWER, model="claude-3-5-haiku-20241022"))).decode()
 STREAM_HEADER = "x-bench-stream"
+LONG_HEADER = "x-bench-events"
+LONG_EVENTS = 500
+"""Content events of the long stream (`LONG_HEADER`): the issue's 500-event burst."""
+_LONG = replace(_ANSWER, text=" ".join(f"w{i}" for i in range(LONG_EVENTS)), completion_tokens=LONG_EVENTS, chunks=LONG_EVENTS)
+OPENAI_LONG_SSE = b"".join(wire_openai.stream_events(_LONG, include_usage=True)).decode()
+ANTHROPIC_LONG_SSE = b"".join(wire_anthropic.stream_events(replace(_LONG, model="claude-3-5-haiku-20241022"))).decode()
 
 
 def bootstrap(port: int, admin_port: int) -> dict:
-    def route(prefix: str, body: str, stream: bool = False) -> dict:
+    def route(prefix: str, body: str, stream: bool = False, long: bool = False) -> dict:
         ctype = "text/event-stream" if stream else "application/json"
+        present = [{"name": h, "present_match": True} for h in (STREAM_HEADER, LONG_HEADER)[: (2 if long else 1) if stream else 0]]
         return {
-            "match": {"prefix": prefix, **({"headers": [{"name": STREAM_HEADER, "present_match": True}]} if stream else {})},
+            "match": {"prefix": prefix, **({"headers": present} if present else {})},
             "direct_response": {"status": 200, "body": {"inline_string": body}},
             "response_headers_to_add": [{"header": {"key": "content-type", "value": ctype}}],
         }
@@ -56,7 +65,8 @@ def bootstrap(port: int, admin_port: int) -> dict:
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "fake",
         # A Responses stream (every event repeats the response object) is over the 4 KiB default.
-        "route_config": {"max_direct_response_body_size_bytes": 64 << 10, "virtual_hosts": [{"name": "fake", "domains": ["*"], "routes": [
+        "route_config": {"max_direct_response_body_size_bytes": 1 << 20, "virtual_hosts": [{"name": "fake", "domains": ["*"], "routes": [
+            route("/v1/messages", ANTHROPIC_LONG_SSE, stream=True, long=True), route("/", OPENAI_LONG_SSE, stream=True, long=True),
             route("/v1/messages", ANTHROPIC_SSE, stream=True), route("/v1/responses", RESPONSES_SSE, stream=True),
             route("/", OPENAI_SSE, stream=True),
             route("/v1/messages", ANTHROPIC_BODY), route("/v1/responses", RESPONSES_BODY), route("/", OPENAI_BODY)]}]},

@@ -77,7 +77,8 @@ class RestartState:
 
 WIP_NOTICE = b"marked as work-in-progress"
 """Envoy's start-up notice for each message of a work-in-progress extension the bootstrap uses
-(sse_to_metadata and its JSON parser, for the direct lane's usage): ~20 identical lines on every
+(sse_to_metadata and its JSON parser, until issue 25 moved the direct lane's stream usage into
+the stream watch): ~20 identical lines on every
 start that say nothing actionable, dropped from Envoy's output (nothing else is)."""
 
 

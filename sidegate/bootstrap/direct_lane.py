@@ -1,8 +1,8 @@
 """The direct lane's Envoy config. A try whose provider takes the client's request as is (same API,
 same model name, one key from an environment variable, no path rewrite: sidegate/lanes.py) needs
 no Python per try: its cluster injects the credential itself (upstream header_mutation reading the
-key from Envoy's environment), Envoy's json_to_metadata and sse_to_metadata read the usage from
-the response, a router-level Lua filter (lua/envoy_direct_errors.lua) gives a provider's errors
+key from Envoy's environment), Envoy's json_to_metadata reads the usage from a JSON response and
+the stream watch (sidegate/bootstrap/stream.py) from a stream's events, a router-level Lua filter (lua/envoy_direct_errors.lua) gives a provider's errors
 the per-try stage's treatment, and the access log (gRPC ALS, batched:
 sidegate/bootstrap/accesslog.py) hands the finished request to the completion hooks (quota true-up,
 ledger, metrics, breaker)."""
@@ -178,43 +178,16 @@ def usage_to_metadata() -> dict[str, Any]:
     }
 
 
-# In a stream the same paths hold in OpenAI's usage chunk and Anthropic's message_delta (its
-# output_tokens is the total); Anthropic's message_start carries the input side under `message`.
-_MESSAGE_START_KEYS = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "model")
-_SSE_USAGE_FIELDS = (
-    *_USAGE_FIELDS,
-    *((("message", *path), key) for path, key in _USAGE_FIELDS if key in _MESSAGE_START_KEYS),
-    # Responses: the answer under `response` (response.completed carries the usage; the earlier
-    # events' `usage` is null, which no selector matches).
-    (("response", "usage", "input_tokens"), "input_tokens"),
-    (("response", "usage", "output_tokens"), "output_tokens"),
-    (("response", "usage", "input_tokens_details", "cached_tokens"), "cached_tokens"),
-    (("response", "model"), "model"),
-)
-
-
 def _usage_rule(path: tuple[str, ...], key: str) -> dict[str, Any]:
-    """A json_to_metadata rule (also the shape of the SSE JSON parser's): `path` -> `sidegate.usage` `key`."""
+    """A json_to_metadata rule: `path` -> `sidegate.usage` `key`."""
     return {"selectors": [{"key": k} for k in path],
             "on_present": {"metadata_namespace": USAGE_NS, "key": key, "type": "STRING" if key == "model" else "NUMBER"}}  # fmt: skip
-
-
-def sse_usage_to_metadata() -> dict[str, Any]:
-    """Router-level: the usage carried by a direct-lane stream's events -> `sidegate.usage` (C++),
-    the same keys as `usage_to_metadata` for JSON bodies."""
-    rules = [{"rule": _usage_rule(path, key)} for path, key in _SSE_USAGE_FIELDS]
-    return {
-        "name": "sidegate.sse_usage",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.sse_to_metadata.v3.SseToMetadata",
-            "response_rules": {"content_parser": {"name": "envoy.content_parsers.json", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.content_parsers.json.v3.JsonContentParser", "rules": rules}}},
-        },
-    }  # fmt: skip
 
 
 def router_filters() -> list[dict[str, Any]]:
     """The lane's router-level filters, in their order: the error Lua runs on the response after
     the usage filters (Envoy runs response filters in reverse), so it sees their metadata. None of
-    them depends on the routing document (the listener stays the same when it changes)."""
-    return [direct_errors_filter(), usage_to_metadata(), sse_usage_to_metadata()]
+    them depends on the routing document (the listener stays the same when it changes). A stream's
+    usage is read by the error filter's stream watch (no sse_to_metadata: its JSON parse of every
+    event held each chunk back ~16 µs per event, the first event waiting for the whole burst)."""
+    return [direct_errors_filter(), usage_to_metadata()]

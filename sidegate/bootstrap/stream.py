@@ -39,7 +39,7 @@ from sidegate import lua
 from sidegate.errors import Api
 from sidegate.translate.common import MALFORMED_EVENT, STREAM_TRUNCATED, sse_error_event
 from sidegate.translate.responses_responses import responses_error_event
-from sidegate.wire import STREAM_NS
+from sidegate.wire import STREAM_NS, USAGE_NS
 
 SEQ_PLACEHOLDER = "__SIDEGATE_SEQ__"
 """Where the watch writes a Responses error event's `sequence_number` (the events it relayed)."""
@@ -73,4 +73,4 @@ def lua_terms(api: Api) -> str:
 def stream_watch() -> str:
     """The watch's Lua (lua/envoy_stream_watch.lua), to fill in the error filter's `${stream_watch}`
     line: without its last newline, which that line has."""
-    return string.Template(lua.read("envoy_stream_watch.lua")).substitute(stream_ns=STREAM_NS, seq_placeholder=SEQ_PLACEHOLDER).removesuffix("\n")
+    return string.Template(lua.read("envoy_stream_watch.lua")).substitute(stream_ns=STREAM_NS, usage_ns=USAGE_NS, seq_placeholder=SEQ_PLACEHOLDER).removesuffix("\n")

@@ -2,8 +2,8 @@
 
 Direct lane (see sidegate/bootstrap/render.py): the providers of the chain take the client's body as is,
 so no per-try Python is needed; streams too, when the provider's stream carries the usage by
-itself (Anthropic always, OpenAI when the client asked `stream_options.include_usage`): Envoy's
-`sse_to_metadata` reads it. Requests that need the per-try stage stay in the full lane: OpenAI
+itself (Anthropic always, OpenAI when the client asked `stream_options.include_usage`): the stream
+watch (sidegate/bootstrap/stream.py) reads it. Requests that need the per-try stage stay in the full lane: OpenAI
 streams without include_usage (it is injected, and the extra chunk hidden), cache fills (the
 response is kept), PII restore, traced requests of a tenant whose content is recorded (the try
 keeps its body and answer). Responses requests go direct when every provider of the chain

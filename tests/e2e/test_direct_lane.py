@@ -132,7 +132,7 @@ def test_quota_trued_up_from_real_usage(stack, fake_openai):
 
 def test_openai_stream_with_include_usage_is_direct(stack, fake_openai):
     """The provider's stream carries the usage (the client asked): Envoy passes the events through
-    and sse_to_metadata reads the usage; the ledger gets the provider's exact numbers."""
+    and the stream watch reads the usage; the ledger gets the provider's exact numbers."""
     before = _stat(stack, UPSTREAM_STREAMS)
     fake_openai.script([{"usage": {"prompt_tokens": 23, "completion_tokens": 7}, "chunks": 4}])
     raw = oai(stack).chat.completions.with_raw_response.create(
@@ -146,6 +146,19 @@ def test_openai_stream_with_include_usage_is_direct(stack, fake_openai):
     assert rec.headers["authorization"] == f"Bearer {OPENAI_PROVIDER_KEY}"
     led = _ledger(stack, 23, 7)
     assert led.stream and led.provider == "openai" and led.status == 200
+
+
+@pytest.mark.parametrize("write_size", [5, 64])
+def test_direct_stream_usage_cut_across_reads_is_metered(stack, fake_anthropic, write_size):
+    """The stream watch reads the usage from complete lines only: events cut anywhere (message_start's
+    input side, message_delta's output total) still give the ledger the provider's exact numbers."""
+    fake_anthropic.script([{"usage": {"input_tokens": 31 + write_size, "output_tokens": 9}, "chunks": 3,
+                            "write_size": write_size}])  # fmt: skip
+    client = anthropic.Anthropic(base_url=stack.base_url, api_key=stack.keys["acme"].key, max_retries=0)
+    with client.messages.stream(model="claude-direct", max_tokens=50, messages=MSG) as s:
+        assert "".join(s.text_stream)
+    led = _ledger(stack, 31 + write_size, 9)
+    assert led.stream and led.provider == "anthropic"
 
 
 def test_anthropic_stream_is_direct(stack, fake_anthropic):

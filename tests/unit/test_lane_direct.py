@@ -153,7 +153,7 @@ def test_lane_stage_picks_direct_only_when_nothing_per_try_is_needed():
     for ctx in cases:
         asyncio.run(stage.on_request(ctx))
         assert "~direct" not in ctx.route and "lane" not in ctx.meta
-    # Streams whose events carry the usage: Envoy's sse_to_metadata reads it.
+    # Streams whose events carry the usage: the direct lane's stream watch reads it.
     usage_stream = _ctx("gpt-4o-mini", stream=True, client_wants_usage=True)
     asyncio.run(stage.on_request(usage_stream))
     assert usage_stream.route == "gpt-4o-mini~direct"

@@ -32,7 +32,7 @@ def test_routes_and_clusters_follow_the_config():
     assert first["route"]["retry_policy"]["num_retries"] == 1
     names = [f["name"] for f in hcm["http_filters"]]
     assert names == ["sidegate.config_version", "envoy.filters.http.decompressor", "sidegate.inflated_limit", "envoy.filters.http.ext_authz", "sidegate.gateway", "sidegate.answer_limit",
-                     "sidegate.direct_errors", "sidegate.usage", "sidegate.sse_usage", "envoy.filters.http.router"]
+                     "sidegate.direct_errors", "sidegate.usage", "envoy.filters.http.router"]
 
 
 def test_inline_auth_has_no_ext_authz_filter():
