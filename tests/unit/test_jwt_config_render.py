@@ -175,7 +175,8 @@ def test_rendered_bootstrap_passes_envoy_validate(tmp_path: Path, services: dict
 
 def test_mesh_snippets_carry_the_jwt_filter_first_and_the_jwks_clusters():
     """An operator's own Envoy (docs/jwt.md, "In a service mesh"): the snippets rendered from a config
-    with JWT callers start with jwt_authn, before ext_authz, and bring the remote JWKS' cluster."""
+    with JWT callers start with jwt_authn, before the gateway ext_proc that checks the callers (inline
+    auth: no ext_authz filter), and bring the remote JWKS' cluster."""
     import importlib.util
 
     root = Path(__file__).resolve().parents[2]
@@ -186,5 +187,8 @@ def test_mesh_snippets_carry_the_jwt_filter_first_and_the_jwks_clusters():
     jwt = {"providers": {"corp": _provider(jwks={"url": "https://idp.test/keys"})}}
     snip = mod.snippets(parse(_base(jwt), env={}))
     names = [f["name"] for f in snip["http_filters"]]
-    assert names[:2] == ["sidegate.config_version", JWT_NS] and names.index(JWT_NS) < names.index(AUTHZ_NS)
+    assert names[:2] == ["sidegate.config_version", JWT_NS] and AUTHZ_NS not in names
+    assert names.index(JWT_NS) < names.index("sidegate.gateway")
+    gateway = snip["http_filters"][names.index("sidegate.gateway")]["typed_config"]
+    assert JWT_NS in gateway["metadata_options"]["forwarding_namespaces"]["untyped"]
     assert "jwks.corp" in {c["name"] for c in snip["clusters"]}
