@@ -107,7 +107,7 @@ def _by_name(filters: list[dict[str, Any]], name: str) -> dict[str, Any]:
 
 
 def test_no_providers_no_filter():
-    _, filters = _filters(_base({}))
+    _, filters = _filters(_base({}, auth="ext_authz"))  # the ext_authz filter of the gRPC front
     assert all(f["name"] != JWT_NS for f in filters)
     assert "metadata_context_namespaces" not in _by_name(filters, AUTHZ_NS)
 
@@ -115,7 +115,7 @@ def test_no_providers_no_filter():
 def test_the_filter_comes_first_and_never_refuses_by_itself():
     jwt = {"providers": {"corp": _provider(), "remote": _provider(issuer="https://other.test",
                                                                   jwks={"url": "https://idp.other.test/keys", "cache_s": 30})}}  # fmt: skip
-    boot, filters = _filters(_base(jwt))
+    boot, filters = _filters(_base(jwt, auth="ext_authz"))  # the ext_authz filter of the gRPC front
     # (after the config version header's filter, which only removes/sets that header: bootstrap/version.py)
     assert filters[0]["name"] == "sidegate.config_version" and filters[1]["name"] == JWT_NS
     cfg = filters[1]["typed_config"]
@@ -139,7 +139,7 @@ def test_the_filter_comes_first_and_never_refuses_by_itself():
 
 
 def test_inline_auth_forwards_the_namespace_to_the_gateway():
-    _, filters = _filters(_base({"providers": {"corp": _provider()}}, auth="inline"))
+    _, filters = _filters(_base({"providers": {"corp": _provider()}}, auth="inline", front="ext_proc"))
     ns = _by_name(filters, GATEWAY_FILTER)["metadata_options"]["forwarding_namespaces"]["untyped"]
     assert ns == [AUTHZ_NS, JWT_NS]
 
