@@ -78,6 +78,10 @@ GATEWAY: list[tuple[str, dict[str, object], bytes]] = [
     ("front-exact-hit", FRONT, CHAT.replace(b'"gpt-4o-mini"', b'"cached"')),
     ("front-stream", FRONT, STREAM),  # direct-lane stream (usage in its events)
     ("front-stream-translated", FRONT, STREAM.replace(b'"gpt-4o-mini"', b'"claude"')),  # per-try gRPC stream
+    # The mesh snippets' shape (k8s/mesh/: the gRPC front, no direct lane), translated: as rendered
+    # (inline auth) and as before (the separate authz service).
+    ("mesh-inline", {"auth": "inline", "front": "ext_proc", "direct_lane": False}, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
+    ("mesh-ext-authz", {"auth": "ext_authz", "front": "ext_proc", "direct_lane": False}, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
     # The Responses twins: same lane, same provider kind (an OpenAI provider serving Responses
     # takes it as is; Anthropic gets it translated).
     ("responses", {}, RESPONSES), ("responses-full-lane", {"auth": "inline", "direct_lane": False}, RESPONSES),
