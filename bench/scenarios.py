@@ -72,13 +72,19 @@ def path_of(body: bytes) -> str:
 
 
 FRONT = {"auth": "inline", "front": "http"}
+"""The default configuration since issue 25 (the HTTP front, inline auth): the `front*` scenarios."""
+GRPC = {"auth": "ext_authz", "front": "ext_proc"}
+"""The gRPC front with the separate authz service (the default before issue 25): `sidegate`, `responses`."""
+GRPC_INLINE = {"auth": "inline", "front": "ext_proc"}
+"""The gRPC front with auth inline: `inline`, `translated`, `full-lane`, the hits, `traced*` (names
+older than the HTTP front)."""
 GATEWAY: list[tuple[str, dict[str, object], bytes]] = [
-    ("sidegate", {}, CHAT), ("inline", {"auth": "inline"}, CHAT),
-    ("inline-2w", {"auth": "inline", "extproc_workers": 2}, CHAT),
-    ("full-lane", {"auth": "inline", "direct_lane": False}, CHAT),
-    ("translated", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
-    ("exact-hit", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"cached"')),
-    ("semantic-hit", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"semantic"')),
+    ("sidegate", GRPC, CHAT), ("inline", GRPC_INLINE, CHAT),
+    ("inline-2w", {**GRPC_INLINE, "extproc_workers": 2}, CHAT),
+    ("full-lane", {**GRPC_INLINE, "direct_lane": False}, CHAT),
+    ("translated", GRPC_INLINE, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
+    ("exact-hit", GRPC_INLINE, CHAT.replace(b'"gpt-4o-mini"', b'"cached"')),
+    ("semantic-hit", GRPC_INLINE, CHAT.replace(b'"gpt-4o-mini"', b'"semantic"')),
     ("front", FRONT, CHAT), ("front-2w", {**FRONT, "extproc_workers": 2}, CHAT),
     ("front-translated", FRONT, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
     ("front-translated-2w", {**FRONT, "extproc_workers": 2}, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
@@ -86,18 +92,22 @@ GATEWAY: list[tuple[str, dict[str, object], bytes]] = [
     ("front-stream", FRONT, STREAM),  # direct-lane stream (usage in its events)
     ("front-stream-translated", FRONT, STREAM.replace(b'"gpt-4o-mini"', b'"claude"')),  # per-try gRPC stream
     ("front-stream500", FRONT, STREAM500), ("front-stream500-translated", FRONT, STREAM500.replace(b'"gpt-4o-mini"', b'"claude"')),
+    # The mesh snippets' shape (k8s/mesh/: the gRPC front, no direct lane), translated: as rendered
+    # (inline auth) and as before (the separate authz service).
+    ("mesh-inline", {**GRPC_INLINE, "direct_lane": False}, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
+    ("mesh-ext-authz", {**GRPC, "direct_lane": False}, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
     # The Responses twins: same lane, same provider kind (an OpenAI provider serving Responses
     # takes it as is; Anthropic gets it translated).
-    ("responses", {}, RESPONSES), ("responses-full-lane", {"auth": "inline", "direct_lane": False}, RESPONSES),
-    ("responses-translated", {"auth": "inline"}, RESPONSES.replace(b'"gpt-4o-mini"', b'"claude"')),
+    ("responses", GRPC, RESPONSES), ("responses-full-lane", {**GRPC_INLINE, "direct_lane": False}, RESPONSES),
+    ("responses-translated", GRPC_INLINE, RESPONSES.replace(b'"gpt-4o-mini"', b'"claude"')),
     ("front-responses", FRONT, RESPONSES),
     ("front-responses-translated", FRONT, RESPONSES.replace(b'"gpt-4o-mini"', b'"claude"')),
     ("front-responses-stream", FRONT, RESPONSES_STREAM),
     ("front-responses-stream-translated", FRONT, RESPONSES_STREAM.replace(b'"gpt-4o-mini"', b'"claude"')),
     # The full pipeline (as `translated`) with OpenTelemetry traces sent to an OTLP receiver: every
     # request traced (Envoy's span and Sidegate's), or one in a hundred (TRACED).
-    ("traced100", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
-    ("traced1", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
+    ("traced100", GRPC_INLINE, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
+    ("traced1", GRPC_INLINE, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
 ]
 """The scenarios that start a Sidegate stack: (name, services config, request body)."""
 VARIANTS = ("-e1", "-e2", "-nolease", "-noindex", "-traced100", "-traced1")

@@ -42,7 +42,7 @@ def test_schema_check_catches_mistakes():
 
 
 def test_stack_has_every_part_with_a_health_check():
-    assert {"envoy", "authz", "extproc", "dragonfly", "qdrant", "prometheus", "grafana", "fakes", "ledger",
+    assert {"envoy", "extproc", "dragonfly", "qdrant", "prometheus", "grafana", "fakes", "ledger",
             "clickhouse", "otel-collector"} <= set(SERVICES)  # fmt: skip
     for name, svc in SERVICES.items():
         assert svc.get("healthcheck", {}).get("test"), f"{name} has no health check"
@@ -69,15 +69,35 @@ def test_third_party_images_are_pinned(name):
 
 def test_services_share_envoys_network_and_run_the_sidegate_commands():
     cfg_path = "/etc/sidegate/sidegate.yaml"
-    assert SERVICES["authz"]["command"] == ["serve", "authz", "-c", cfg_path]
     assert SERVICES["extproc"]["command"] == ["serve", "extproc", "-c", cfg_path]
     assert SERVICES["envoy"]["entrypoint"] == ["envoy"]
     assert SERVICES["envoy"]["command"][:2] == ["-c", "/etc/sidegate/envoy.yaml"]
-    for name in ("authz", "extproc"):
-        assert SERVICES[name]["network_mode"] == "service:envoy"
-        assert SERVICES[name]["environment"]["SIDEGATE_REDIS_URL"] == "redis://dragonfly:6379/0"
-        assert SERVICES[name]["depends_on"]["dragonfly"]["condition"] == "service_healthy"
+    assert SERVICES["extproc"]["network_mode"] == "service:envoy"
+    assert SERVICES["extproc"]["environment"]["SIDEGATE_REDIS_URL"] == "redis://dragonfly:6379/0"
+    assert SERVICES["extproc"]["depends_on"]["dragonfly"]["condition"] == "service_healthy"
     assert SERVICES["extproc"]["environment"]["SIDEGATE_QDRANT_URL"] == "http://qdrant:6333"
+
+
+def test_the_http_front_with_inline_auth_needs_no_authz_service():
+    """The default front (docs/architecture.md, "Two fronts"): extproc checks the tenant keys, Envoy's
+    ext_authz HTTP filter posts to extproc's front on loopback, and Envoy itself injects the provider
+    keys on the direct and try lanes, so it needs every provider key variable extproc has."""
+    cfg = _cfg()
+    assert (cfg.services.front, cfg.services.auth) == ("http", "inline")
+    assert "authz" not in SERVICES
+    assert not any("authz" in " ".join(map(str, s.get("command", []))) for s in SERVICES.values())
+    assert cfg.services.host == "127.0.0.1" and cfg.services.front_port == 9004
+    # nothing publishes the front (or any extproc) port: only envoy's listener, on its own port
+    published = [p for s in SERVICES.values() for p in s.get("ports", [])]
+    assert not any(p.rsplit(":", 1)[-1] in {str(cfg.services.front_port), str(cfg.services.extproc_port)} for p in published)
+    bootstrap = yaml.safe_load((ROOT / "deploy/compose/envoy.yaml").read_text())
+    clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
+    front = clusters["sidegate_front"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert front["socket_address"] == {"address": "127.0.0.1", "port_value": cfg.services.front_port}
+    assert any(name.endswith("~try") for name in clusters)
+    env = SERVICES["envoy"]["environment"]
+    for p in cfg.providers.values():
+        assert p.api_key_env in env and env[p.api_key_env] == SERVICES["extproc"]["environment"][p.api_key_env]
 
 
 def test_envoy_and_the_services_share_the_internal_token_and_nothing_else_does():
@@ -91,8 +111,8 @@ def test_envoy_and_the_services_share_the_internal_token_and_nothing_else_does()
         for n, svc in SERVICES.items()
         if any(v.startswith("sidegate-internal:") for v in svc.get("volumes", []))
     }
-    assert readers == {"internal-token", "envoy", "authz", "extproc"}
-    for name in ("envoy", "authz", "extproc"):
+    assert readers == {"internal-token", "envoy", "extproc"}
+    for name in ("envoy", "extproc"):
         assert f"sidegate-internal:{token_dir}:ro" in SERVICES[name]["volumes"]
     assert SERVICES["envoy"]["depends_on"]["internal-token"]["condition"] == "service_completed_successfully"
     assert "sidegate-internal" in COMPOSE["volumes"]
@@ -109,7 +129,7 @@ def test_mounted_files_exist_and_the_config_matches_the_stack():
     assert cfg.listener.host == "0.0.0.0"
     published = SERVICES["envoy"]["ports"][0]
     assert published.endswith(f":{cfg.listener.port}")
-    # The gRPC services share envoy's network namespace: loopback is enough.
+    # extproc shares envoy's network namespace: loopback is enough for its front and gRPC ports.
     assert cfg.services.host == "127.0.0.1"
     # Demo providers point at the fakes service, on the ports it listens on, with keys extproc gets.
     fake_cmd = SERVICES["fakes"]["command"]
@@ -120,8 +140,8 @@ def test_mounted_files_exist_and_the_config_matches_the_stack():
         assert p.api_key_env in SERVICES["extproc"]["environment"]
     prom = yaml.safe_load((ROOT / "deploy/compose/prometheus.yml").read_text())
     targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
-    authz_metrics = getattr(cfg.services, "authz_metrics_port", cfg.services.metrics_port + 1)
-    assert {f"envoy:{cfg.services.metrics_port}", f"envoy:{authz_metrics}"} <= targets
+    assert f"envoy:{cfg.services.metrics_port}" in targets
+    assert not any(job["job_name"] == "sidegate-authz" for job in prom["scrape_configs"])  # no authz service
 
 
 def _cfg() -> config.SidegateConfig:

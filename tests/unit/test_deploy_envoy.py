@@ -136,10 +136,12 @@ def test_mesh_snippets_merged_into_a_bootstrap_pass_envoy_validate(tmp_path):
     s = _snippets()
     names = [f["name"] for f in s["http_filters"]]
     # first: the config version header's filter (a client's own value removed: sidegate/bootstrap/version.py)
+    # the gRPC front with inline auth (deploy/render_all.py MESH_SERVICES): the gateway ext_proc checks
+    # the tenant key, so no ext_authz filter and no authz cluster
     assert names[:4] == ["sidegate.config_version", "envoy.filters.http.decompressor", "sidegate.inflated_limit",
-                         "envoy.filters.http.ext_authz"] and "sidegate.gateway" in names
+                         "sidegate.gateway"] and "envoy.filters.http.ext_authz" not in names
     assert s["upstream_http_filters"][-1]["name"] == "envoy.filters.http.upstream_codec"
-    assert {c["name"] for c in s["clusters"]} == {"sidegate_authz", "sidegate_extproc"}
+    assert {c["name"] for c in s["clusters"]} == {"sidegate_extproc"}
     f = tmp_path / "merged.yaml"
     f.write_text(
         yaml.safe_dump(_minimal_bootstrap(s["http_filters"], s["upstream_http_filters"], s["clusters"]))

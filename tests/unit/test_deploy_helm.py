@@ -46,6 +46,8 @@ CASES: dict[str, dict[str, Any]] = {
         "store": {"existingSecret": "sidegate-store", "qdrantUrl": ""},
     },
     "gateway-embedded-store": {"store": {"embedded": True}, "replicas": 1, "autoscaling": NO_HPA},
+    # the way back to the gRPC front: the separate authz service brings its container back
+    "gateway-grpc-front": {"config": {"services": {"auth": "ext_authz"}}},
     "sidecar": {"mode": "sidecar"},
     "sidecar-keda": {"mode": "sidecar", "autoscaling": {**NO_HPA, "keda": {"enabled": True}}},
 }
@@ -145,7 +147,7 @@ def test_refused_values_fail_with_a_reason(values, message):
 # -- the config, Envoy's bootstraps, the config volume ----------------------------------------------
 
 
-@pytest.mark.parametrize("case", ["gateway", "sidecar", "gateway-static-bare"])
+@pytest.mark.parametrize("case", ["gateway", "sidecar", "gateway-static-bare", "gateway-grpc-front"])
 def test_mounted_config_validates_and_its_bootstraps_pass_envoy(case):
     resources = render_chart(CASES[case])
     cfg = mounted_config(resources)
@@ -221,13 +223,23 @@ def test_probes_and_ports_follow_the_config(case):
     cfg = mounted_config(resources)
     cs = containers(resources)
     svc = cfg.services
-    for name, port in {"authz": svc.authz_port, "extproc": svc.extproc_port}.items():
+    # The default: the HTTP front with inline auth, no authz container; auth: ext_authz brings it back
+    # with the gRPC front (sidegate/config/services.py).
+    grpc_front = case == "gateway-grpc-front"
+    assert (svc.auth, svc.front) == (("ext_authz", "ext_proc") if grpc_front else ("inline", "http"))
+    assert ("authz" in cs) is grpc_front
+    services = {"extproc": svc.extproc_port, **({"authz": svc.authz_port} if grpc_front else {})}
+    for name, port in services.items():
         c = cs[name]
+        assert c["args"] == ["serve", name, "-c", "/etc/sidegate/sidegate.yaml"]
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert c[probe]["exec"]["command"] == ["sidegate-probe", "check", name, "--port", str(port)]
         assert {"name": f"grpc-{name}", "containerPort": port} in c["ports"]
     ports = {p["name"]: p["containerPort"] for c in cs.values() for p in c.get("ports", [])}
-    assert ports["extproc-metrics"] == svc.metrics_port and ports["authz-metrics"] == svc.authz_metrics_port
+    assert ports["extproc-metrics"] == svc.metrics_port
+    assert ports.get("authz-metrics") == (svc.authz_metrics_port if grpc_front else None)
+    # extproc's HTTP front, which Envoy's ext_authz HTTP filter and the try lane call (on loopback)
+    assert ports.get("http-front") == (None if grpc_front else svc.front_port)
     assert ports["http"] == cfg.listener.port
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert cs["envoy"][probe]["exec"]["command"] == [
@@ -276,7 +288,8 @@ def test_pod_matches_the_kustomize_base(case):
     assert pod_of(ours)["securityContext"] == pod_of(theirs)["securityContext"]
     assert pod_of(ours)["terminationGracePeriodSeconds"] == pod_of(theirs)["terminationGracePeriodSeconds"]
     ours_c, theirs_c = containers(ours), containers(theirs)
-    for name in ("internal-token", "authz", "extproc", "envoy"):
+    assert "authz" not in ours_c and "authz" not in theirs_c, "the HTTP front with inline auth (the default)"
+    for name in ("internal-token", "extproc", "envoy"):
         a, b = ours_c[name], theirs_c[name]
         assert {e["name"] for e in a.get("env", [])} == {e["name"] for e in b.get("env", [])}, name
         assert sorted(map(str, a.get("ports", []))) == sorted(map(str, b.get("ports", []))), name
@@ -286,8 +299,7 @@ def test_pod_matches_the_kustomize_base(case):
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert a.get(probe) == b.get(probe), (name, probe)
     assert ours_c["internal-token"]["args"] == theirs_c["internal-token"]["args"]
-    for name in ("authz", "extproc"):
-        assert ours_c[name]["args"] == theirs_c[name]["args"]
+    assert ours_c["extproc"]["args"] == theirs_c["extproc"]["args"]
     want = {v["name"]: v for v in pod_of(theirs)["volumes"] if v["name"] != "config"}
     got = {v["name"]: v for v in pod_of(ours)["volumes"]}
     assert all(got[n] == v for n, v in want.items())
@@ -309,7 +321,7 @@ def test_secrets_are_references_unless_explicitly_inlined():
     assert {e["name"] for e in cs["envoy"]["env"]} == set(refs), "the direct lane: Envoy injects keys"
 
     stored = render_chart({"store": {"existingSecret": "store-url"}})
-    env = {e["name"]: e for e in containers(stored)["authz"]["env"]}
+    env = {e["name"]: e for e in containers(stored)["extproc"]["env"]}
     assert env["SIDEGATE_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
         "name": "store-url",
         "key": "SIDEGATE_REDIS_URL",
@@ -345,10 +357,11 @@ def test_networkpolicy_ports_match_the_pod(case):
     internal = {
         cfg.services.authz_port,
         cfg.services.extproc_port,
+        cfg.services.front_port,
         cfg.listener.admin_port,
         cfg.services.xds_port,
     }
-    assert not opened & internal, "gRPC services, xDS and Envoy's admin stay pod-internal"
+    assert not opened & internal, "extproc's front and gRPC ports, authz, xDS and Envoy's admin stay pod-internal"
     assert opened <= set(ports.values()), "every opened port is a container port"
     public = {p["port"] for r in rules if "from" not in r for p in r["ports"]}
     assert public == ({ports["app"]} if case.startswith("sidecar") else {cfg.listener.port})
@@ -478,7 +491,6 @@ def test_a_parent_chart_includes_the_sidecar_containers(tmp_path: Path):
     assert list(cs) == [
         "internal-token",
         "envoy-bootstrap",
-        "authz",
         "extproc",
         "xds",
         "envoy-metrics",
@@ -486,7 +498,7 @@ def test_a_parent_chart_includes_the_sidecar_containers(tmp_path: Path):
         "myapp",
     ]
     assert all(
-        cs[n]["restartPolicy"] == "Always" for n in ("authz", "extproc", "xds", "envoy-metrics", "envoy")
+        cs[n]["restartPolicy"] == "Always" for n in ("extproc", "xds", "envoy-metrics", "envoy")
     )
     (cm,) = by_kind(resources, "ConfigMap")
     assert {"name": "config", "configMap": {"name": cm["metadata"]["name"]}} in pod_of(resources)["volumes"]
@@ -506,8 +518,8 @@ def test_the_embedded_store_container_runs_valkey(tmp_path: Path):
     cs = containers(resources)
     store = cs["store"]
     names = [c["name"] for c in pod_of(resources)["initContainers"]]
-    assert names.index("store") < names.index("authz"), "the store starts before the services"
-    url = {e["name"]: e.get("value") for e in cs["authz"]["env"]}["SIDEGATE_REDIS_URL"]
+    assert names.index("store") < names.index("extproc"), "the store starts before the services"
+    url = {e["name"]: e.get("value") for e in cs["extproc"]["env"]}["SIDEGATE_REDIS_URL"]
     assert (
         url
         == "redis://127.0.0.1:6379/0"

@@ -206,7 +206,8 @@ def test_configmap_holds_the_config_and_its_rendered_bootstrap(overlay):
     ]["volumes"]
     # Envoy's listener: reachable through the Service in gateway mode, loopback-only as a sidecar.
     assert cfg.listener.host == ("0.0.0.0" if overlay == "gateway" else "127.0.0.1")
-    # The gRPC services: loopback only (other containers of the pod need the internal token too).
+    # extproc's HTTP front and gRPC port: loopback only (other containers of the pod need the
+    # internal token too).
     assert cfg.services.host == "127.0.0.1"
     assert cfg.services.internal_token_file == "/run/sidegate/internal-token.yaml"
     assert cfg.tenants == {}, "no example tenant key ships with a production manifest"
@@ -222,10 +223,12 @@ def test_pod_shape_probes_and_ports_follow_the_config(overlay):
     cs = containers(dep)
     first, *native = pod["initContainers"]
     sidecars = [c["name"] for c in native]
+    # The HTTP front with inline auth (the default): extproc checks the tenant keys, no authz container.
+    assert (cfg.services.front, cfg.services.auth) == ("http", "inline")
     if overlay == "gateway":
-        assert sidecars == ["authz", "extproc"] and [c["name"] for c in pod["containers"]] == ["envoy"]
+        assert sidecars == ["extproc"] and [c["name"] for c in pod["containers"]] == ["envoy"]
     else:
-        assert sidecars == ["authz", "extproc", "envoy"] and [c["name"] for c in pod["containers"]] == ["app"]
+        assert sidecars == ["extproc", "envoy"] and [c["name"] for c in pod["containers"]] == ["app"]
         env = {e["name"]: e.get("value") for e in cs["app"]["env"]}
         assert env["OPENAI_BASE_URL"] == f"http://localhost:{cfg.listener.port}/v1"
     assert all(c.get("restartPolicy") == "Always" for c in native), "native sidecars"
@@ -239,13 +242,10 @@ def test_pod_shape_probes_and_ports_follow_the_config(overlay):
     assert volume["emptyDir"]["medium"] == "Memory"
     mounting = {c["name"] for c in [*pod["initContainers"], *pod["containers"]]
                 if any(m["name"] == "internal" and m["mountPath"] == token_dir for m in c.get("volumeMounts", []))}  # fmt: skip
-    assert mounting == {"internal-token", "authz", "extproc", "envoy"}
+    assert mounting == {"internal-token", "extproc", "envoy"}
 
-    ports = {"authz": cfg.services.authz_port, "extproc": cfg.services.extproc_port}
-    services = {
-        "authz": "envoy.service.auth.v3.Authorization",
-        "extproc": "envoy.service.ext_proc.v3.ExternalProcessor",
-    }
+    ports = {"extproc": cfg.services.extproc_port}
+    services = {"extproc": "envoy.service.ext_proc.v3.ExternalProcessor"}
     for name, port in ports.items():
         c = cs[name]
         assert c["args"] == ["serve", name, "-c", "/etc/sidegate/sidegate.yaml"]
@@ -256,9 +256,13 @@ def test_pod_shape_probes_and_ports_follow_the_config(overlay):
         env = {e["name"]: e for e in c["env"]}
         assert env["SIDEGATE_REDIS_URL"]["value"].startswith("redis://")
     metrics = {p["name"]: p["containerPort"] for c in cs.values() for p in c.get("ports", [])}
-    assert metrics["extproc-metrics"] == cfg.services.metrics_port
-    authz_metrics = getattr(cfg.services, "authz_metrics_port", cfg.services.metrics_port + 1)
-    assert metrics["authz-metrics"] == authz_metrics
+    assert metrics["extproc-metrics"] == cfg.services.metrics_port and "authz-metrics" not in metrics
+    # the front Envoy posts to: extproc's, on the pod's loopback (the bootstrap's sidegate_front cluster)
+    assert metrics["http-front"] == cfg.services.front_port
+    boot = yaml.safe_load(cm["data"]["envoy.yaml"])
+    clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
+    front = clusters["sidegate_front"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert front["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": cfg.services.front_port}
     assert {p["containerPort"] for p in cs["envoy"]["ports"]} == {cfg.listener.port}
 
     envoy = cs["envoy"]
@@ -278,6 +282,10 @@ def test_pod_shape_probes_and_ports_follow_the_config(overlay):
     }
     wanted = {p.api_key_env for p in cfg.providers.values() if p.api_key_env}
     assert wanted and wanted <= set(secret_env) and set(secret_env.values()) == {"sidegate-provider-keys"}
+    # Envoy too: it injects them itself on the direct and try lanes.
+    envoy_secret_env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in envoy["env"] if "valueFrom" in e}
+    assert wanted <= set(envoy_secret_env)
+    assert {r["name"] for r in envoy_secret_env.values()} == {"sidegate-provider-keys"}
 
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
     for c in cs.values():
@@ -306,7 +314,7 @@ def test_hpa_pdb_networkpolicy_servicemonitor(overlay):
     (np,) = by_kind(resources, "NetworkPolicy")
     assert np["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
     open_ports = {p["port"] for rule in np["spec"]["ingress"] for p in rule["ports"]}
-    assert not open_ports & {9001, 9002, 9901}, "gRPC services and Envoy admin must stay pod-internal"
+    assert not open_ports & {9001, 9002, 9004, 9901}, "extproc's ports and Envoy admin must stay pod-internal"
     public = {p["port"] for rule in np["spec"]["ingress"] if "from" not in rule for p in rule["ports"]}
     assert public == ({8080} if overlay == "gateway" else {8000})
 

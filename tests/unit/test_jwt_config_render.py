@@ -107,7 +107,7 @@ def _by_name(filters: list[dict[str, Any]], name: str) -> dict[str, Any]:
 
 
 def test_no_providers_no_filter():
-    _, filters = _filters(_base({}))
+    _, filters = _filters(_base({}, auth="ext_authz"))  # the ext_authz filter of the gRPC front
     assert all(f["name"] != JWT_NS for f in filters)
     assert "metadata_context_namespaces" not in _by_name(filters, AUTHZ_NS)
 
@@ -115,7 +115,7 @@ def test_no_providers_no_filter():
 def test_the_filter_comes_first_and_never_refuses_by_itself():
     jwt = {"providers": {"corp": _provider(), "remote": _provider(issuer="https://other.test",
                                                                   jwks={"url": "https://idp.other.test/keys", "cache_s": 30})}}  # fmt: skip
-    boot, filters = _filters(_base(jwt))
+    boot, filters = _filters(_base(jwt, auth="ext_authz"))  # the ext_authz filter of the gRPC front
     # (after the config version header's filter, which only removes/sets that header: bootstrap/version.py)
     assert filters[0]["name"] == "sidegate.config_version" and filters[1]["name"] == JWT_NS
     cfg = filters[1]["typed_config"]
@@ -175,7 +175,8 @@ def test_rendered_bootstrap_passes_envoy_validate(tmp_path: Path, services: dict
 
 def test_mesh_snippets_carry_the_jwt_filter_first_and_the_jwks_clusters():
     """An operator's own Envoy (docs/jwt.md, "In a service mesh"): the snippets rendered from a config
-    with JWT callers start with jwt_authn, before ext_authz, and bring the remote JWKS' cluster."""
+    with JWT callers start with jwt_authn, before the gateway ext_proc that checks the callers (inline
+    auth: no ext_authz filter), and bring the remote JWKS' cluster."""
     import importlib.util
 
     root = Path(__file__).resolve().parents[2]
@@ -186,5 +187,8 @@ def test_mesh_snippets_carry_the_jwt_filter_first_and_the_jwks_clusters():
     jwt = {"providers": {"corp": _provider(jwks={"url": "https://idp.test/keys"})}}
     snip = mod.snippets(parse(_base(jwt), env={}))
     names = [f["name"] for f in snip["http_filters"]]
-    assert names[:2] == ["sidegate.config_version", JWT_NS] and names.index(JWT_NS) < names.index(AUTHZ_NS)
+    assert names[:2] == ["sidegate.config_version", JWT_NS] and AUTHZ_NS not in names
+    assert names.index(JWT_NS) < names.index("sidegate.gateway")
+    gateway = snip["http_filters"][names.index("sidegate.gateway")]["typed_config"]
+    assert JWT_NS in gateway["metadata_options"]["forwarding_namespaces"]["untyped"]
     assert "jwks.corp" in {c["name"] for c in snip["clusters"]}

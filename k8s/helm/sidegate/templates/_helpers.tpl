@@ -70,6 +70,22 @@ holds the routes, so the whole config counts.
 {{- if or (not (hasKey $svc "xds")) $svc.xds -}}true{{- end -}}
 {{- end -}}
 
+{{/*
+Non-empty when the config runs the separate authz service (services.auth: ext_authz): the pod gets
+its container back. The default, `inline`, has extproc check the tenant keys itself.
+*/}}
+{{- define "sidegate.authz" -}}
+{{- $svc := default (dict) .Values.config.services -}}
+{{- if eq (toString (default "inline" $svc.auth)) "ext_authz" -}}true{{- end -}}
+{{- end -}}
+
+{{/* The front the config selects (sidegate/config/services.py): `front` if set, else `ext_proc` with
+auth: ext_authz, else `http`. */}}
+{{- define "sidegate.front" -}}
+{{- $svc := default (dict) .Values.config.services -}}
+{{- if hasKey $svc "front" -}}{{ $svc.front }}{{- else if include "sidegate.authz" . -}}ext_proc{{- else -}}http{{- end -}}
+{{- end -}}
+
 {{/* The ports the config names, with Sidegate's defaults (sidegate/config/services.py). */}}
 {{- define "sidegate.ports" -}}
 {{- $l := default (dict) .Values.config.listener -}}
@@ -78,6 +94,7 @@ listener: {{ $l.port | default 8080 }}
 envoyAdmin: {{ $l.admin_port | default 9901 }}
 authz: {{ $s.authz_port | default 9001 }}
 extproc: {{ $s.extproc_port | default 9002 }}
+front: {{ $s.front_port | default 9004 }}
 extprocMetrics: {{ $s.metrics_port | default 9464 }}
 authzMetrics: {{ $s.authz_metrics_port | default 9465 }}
 admin: {{ $s.admin_port | default 9003 }}

@@ -92,7 +92,8 @@ livenessProbe:
   # services.xds it only points at this pod's xDS server: routes and clusters come over ADS.
   args: [-c, /run/sidegate-envoy/envoy.yaml, --drain-time-s, {{ .Values.drainSeconds | quote }}, --log-level, warning]
   env:
-    # Direct lane: Envoy injects the provider key itself (%ENVIRONMENT(...)% in its config).
+    # Direct and try lanes: Envoy injects the provider key itself (%ENVIRONMENT(...)% and the try
+    # lane's Lua filter in its config): the same variables as extproc's.
     {{- include "sidegate.providerEnv" . | trim | nindent 4 }}
   ports:
     - {name: http, containerPort: {{ $p.listener }}}
@@ -127,8 +128,8 @@ livenessProbe:
 {{- define "sidegate.initContainers" -}}
 {{- $p := include "sidegate.ports" . | fromYaml -}}
 {{- $image := include "sidegate.image" . -}}
-# A new internal token per pod (Envoy presents it to authz and extproc on every call), on the
-# `internal` volume only Envoy and the services mount.
+# A new internal token per pod (Envoy presents it to extproc, and authz if any, on every call), on
+# the `internal` volume only Envoy and the services mount.
 - name: internal-token
   image: {{ $image }}
   imagePullPolicy: {{ .Values.image.pullPolicy }}
@@ -171,7 +172,8 @@ livenessProbe:
   volumeMounts:
     - {name: store-data, mountPath: /var/lib/sidegate/store}
 {{- end }}
-{{- range $name := list "authz" "extproc" }}
+{{- /* authz only with services.auth: ext_authz (the gRPC front); by default extproc checks the keys */}}
+{{- range $name := ternary (list "authz" "extproc") (list "extproc") (not (empty (include "sidegate.authz" .))) }}
 - name: {{ $name }}
   image: {{ $image }}
   imagePullPolicy: {{ $.Values.image.pullPolicy }}
@@ -189,6 +191,9 @@ livenessProbe:
     {{- end }}
   ports:
     - {name: grpc-{{ $name }}, containerPort: {{ get $p $name }}}
+    {{- if and (eq $name "extproc") (eq (include "sidegate.front" $) "http") }}
+    - {name: http-front, containerPort: {{ $p.front }}}   # loopback only, like grpc-extproc
+    {{- end }}
     - {name: {{ $name }}-metrics, containerPort: {{ get $p (printf "%sMetrics" $name) }}}
   {{- include "sidegate.grpcProbes" (dict "name" $name "port" (get $p $name) "startup" (ternary 120 60 (eq $name "extproc"))) | nindent 2 }}
   resources: {{- toYaml (get $.Values.resources $name) | nindent 4 }}
