@@ -100,7 +100,8 @@ def _clusters(cfg: SidegateConfig, *, front_http: bool, direct: bool, sidegate_f
         clusters += [direct_cluster(name, p, front_http) for name, p in cfg.providers.items() if direct_provider(p)]
     svc_host = local_address(svc.host)
     if sidegate_filters:  # (the baseline calls no Sidegate service: nor needs the token file)
-        clusters.append(grpc_cluster("sidegate_authz", svc_host, svc.authz_port, svc.authz_workers, svc.internal_token_file))
+        if svc.auth == "ext_authz":
+            clusters.append(grpc_cluster("sidegate_authz", svc_host, svc.authz_port, svc.authz_workers, svc.internal_token_file))
         clusters.append(grpc_cluster("sidegate_extproc", svc_host, svc.extproc_port, svc.extproc_workers, svc.internal_token_file))
         limit_extproc_buffers(clusters[-1], cfg)
     if front_http:

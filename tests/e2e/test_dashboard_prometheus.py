@@ -176,7 +176,7 @@ def ledger_jobs(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def prom(ports: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     """Started before the stack: Prometheus hands its targets to the scrapers some 5 s after it
     starts (its discovery updates are throttled), which then overlaps the stack's start."""
-    inline = os.environ.get("SIDEGATE_E2E_FRONT") == "http"  # harness.Stack: no authz process then
+    inline = os.environ.get("SIDEGATE_E2E_FRONT") != "ext_proc"  # harness.Stack: an authz process only then
     svc = ports["services"]
     targets = targets_for(
         ports["listener"]["admin_port"],

@@ -115,7 +115,10 @@ def test_every_sidegate_cluster_sets_the_token(tmp_path: Path) -> None:
     cfg.services.auth, cfg.services.front, cfg.services.extproc_workers = "inline", "http", 2
     boot = render.bootstrap(cfg)
     local = [c for c in boot["static_resources"]["clusters"] if c["name"].startswith("sidegate_")]
-    assert {c["name"] for c in local} >= {"sidegate_authz", "sidegate_extproc", "sidegate_front", "sidegate_front.0", "sidegate_front.1"}
+    assert {c["name"] for c in local} >= {"sidegate_extproc", "sidegate_front", "sidegate_front.0", "sidegate_front.1"}
+    cfg.services.auth, cfg.services.front = "ext_authz", "ext_proc"
+    local += [c for c in render.bootstrap(cfg)["static_resources"]["clusters"] if c["name"] == "sidegate_authz"]
+    assert "sidegate_authz" in {c["name"] for c in local}
     for c in local:
         filters = c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"]
         assert filters[0] == trust.injector(str(tmp_path / "token.yaml")), c["name"]
