@@ -6,6 +6,8 @@ piling up. Vectors live in a :mod:`~sidegate.features.cache.vectors` store (in-p
 embedded Qdrant when configured). Each entry carries `scope`, `key` (the exact key whose stored
 response it points to) and `expires_at`; searches only match the same scope and unexpired entries,
 and :meth:`cleanup` deletes expired ones.
+A match must also pass the contrast check (contrast.py: numbers, negations, opposites, swapped
+relations), carried as each entry's `sig`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sidegate.config.cache import SemanticSettings
 
+from .contrast import compatible, signature
 from .embedder import Embedder
 from .stats import CacheStats
 
@@ -161,7 +164,8 @@ class SemanticIndex:
             if vector is None:
                 return None, None
         assert self.store is not None
-        found = self.store.query(scope, vector, threshold, time.time())
+        sig = signature(text)
+        found = self.store.query(scope, vector, threshold, time.time(), lambda tag: compatible(tag, sig))
         return vector, (SemanticMatch(*found) if found else None)
 
     def _add_job(
@@ -172,7 +176,7 @@ class SemanticIndex:
             if vector is None:
                 return False
         assert self.store is not None
-        return self.store.upsert(scope, key, vector, expires_at)
+        return self.store.upsert(scope, key, vector, expires_at, signature(text))
 
     # -- async API -----------------------------------------------------------------------------
 
