@@ -65,5 +65,8 @@ class SemanticSettings(BaseModel):
     collection: str = "sidegate_cache"
     max_pending: int = Field(16, ge=1, le=1024)
     """Embedding/search jobs allowed to queue; beyond that lookups skip the semantic cache (counted)."""
+    recent_embeddings: int = Field(4096, ge=0, le=1_000_000)
+    """Embeddings of the most recent distinct texts kept in memory (~1.6 KiB each; 0: off): a repeated
+    last user message skips the model run (~5-6 ms of CPU)."""
     fill_timeout_s: float = Field(2.0, gt=0.0)
     cleanup_interval_s: float = Field(300.0, gt=0.0)

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -72,6 +73,10 @@ class SemanticIndex:
         )
         self._pending = 0
         self._pending_lock = threading.Lock()
+        # text -> (token count, vector): the same last user message embeds once per process while
+        # it stays among the `recent_embeddings` most recent (repeated prompts are common traffic).
+        self._recent: OrderedDict[str, tuple[int, list[float]]] = OrderedDict()
+        self._recent_lock = threading.Lock()
         self._ready = False
         self._start_task: asyncio.Task[None] | None = None
 
@@ -152,9 +157,24 @@ class SemanticIndex:
     # -- blocking jobs (pool thread) -----------------------------------------------------------
 
     def _vector(self, text: str, max_tokens: int) -> list[float] | None:
-        if self.embedder.token_count(text) > max_tokens:
+        size = self.settings.recent_embeddings
+        with self._recent_lock:
+            known = self._recent.get(text)
+            if known is not None:
+                self._recent.move_to_end(text)
+        if known is not None:
+            self.stats.incr("semantic_recent")
+            return known[1] if known[0] <= max_tokens else None
+        tokens = self.embedder.token_count(text)
+        if tokens > max_tokens:
             return None
-        return self.embedder.embed([text])[0]
+        vector = self.embedder.embed([text])[0]
+        if size:
+            with self._recent_lock:
+                self._recent[text] = (tokens, vector)
+                if len(self._recent) > size:
+                    self._recent.popitem(last=False)
+        return vector
 
     def _search_job(
         self, scope: str, text: str, vector: list[float] | None, threshold: float, max_tokens: int
