@@ -45,4 +45,5 @@ def test_paraphrase_set_precision_at_the_default_threshold() -> None:
     precision, recall = tp / max(1, tp + fp), tp / paraphrases
     print(f"[semantic] threshold {threshold}: precision {precision:.3f}, recall {recall:.3f}")
     assert precision >= 0.95
-    assert recall >= 0.35  # measured 0.442: a guard that vetoes everything would pass precision alone
+    # Measured 0.442 (fp32 graph), 0.364 (int8 compute): a veto on everything would pass precision alone.
+    assert recall >= 0.3

@@ -65,7 +65,9 @@ class SemanticIndex:
     ) -> None:
         self.settings = settings or SemanticSettings()
         s = self.settings
-        self.embedder = embedder or Embedder(s.model_dir, cache_dir=s.cache_dir, threads=s.threads)
+        self.embedder = embedder or Embedder(
+            s.model_dir, cache_dir=s.cache_dir, threads=s.threads, int8_compute=s.int8_compute
+        )
         self.stats = stats or CacheStats()
         self.store = store
         self._pool = concurrent.futures.ThreadPoolExecutor(
