@@ -53,12 +53,14 @@ from bench.scenarios import (
     CHAT,
     FULL_PIPELINE,
     GATEWAY,
+    PARAPHRASE,
     SCENARIOS,
     STREAM,
     TRACED,
     VARIANTS,
     Scenario,
     litellm_scenarios,
+    paraphrase_setup,
     path_of,
     sidegate_config,
     split_variant,
@@ -147,9 +149,12 @@ def main() -> int:
             # `-e1` / `-e2`: Envoy with one / two worker threads (`services.envoy_concurrency`; auto
             # gives one on two cores beside one extproc).
             workers = {"SIDEGATE_ENVOY_CONCURRENCY": variant[2:]} if variant in ("-e1", "-e2") else {}
-            sup = start_stack(work, name, data, env | workers)
             script = work / f"{name}.lua"
-            wrk_script(script, body, key, vary=base in FULL_PIPELINE)
+            if base in PARAPHRASE:
+                paraphrase_setup(data, script, key)
+            sup = start_stack(work, name, data, env | workers)
+            if base not in PARAPHRASE:
+                wrk_script(script, body, key, vary=base in FULL_PIPELINE)
             children = [c.proc for c in sup.children if c.proc]
 
             def rss(sup: Supervisor = sup, name: str = name) -> str:

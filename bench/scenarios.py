@@ -39,7 +39,7 @@ class Scenario:
 
 SCENARIOS = ("direct,envoy,sidegate,inline,inline-2w,full-lane,translated,exact-hit,semantic-hit,"
              "front,front-2w,front-translated,front-translated-2w,front-exact-hit,envoy-stream,front-stream,front-stream-translated,"
-             "litellm,litellm-translated,ttft,responses,responses-full-lane,responses-translated,front-responses,"
+             "front-semantic-hit,semantic-paraphrase,front-semantic-paraphrase,litellm,litellm-translated,ttft,responses,responses-full-lane,responses-translated,front-responses,"
              "front-responses-translated,front-responses-stream,front-responses-stream-translated,traced100,traced1")
 FULL_PIPELINE = frozenset({"translated", "front-translated", "front-translated-2w", "front-stream-translated",
                            "responses-translated", "front-responses-translated", "front-responses-stream-translated",
@@ -72,6 +72,10 @@ GATEWAY: list[tuple[str, dict[str, object], bytes]] = [
     ("translated", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
     ("exact-hit", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"cached"')),
     ("semantic-hit", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"semantic"')),
+    # Issue 25 semantic hits: the HTTP front, and paraphrases (PARAPHRASE: see paraphrase_script).
+    ("front-semantic-hit", FRONT, CHAT.replace(b'"gpt-4o-mini"', b'"semantic"')),
+    ("semantic-paraphrase", {"auth": "inline"}, CHAT.replace(b'"gpt-4o-mini"', b'"semantic"')),
+    ("front-semantic-paraphrase", FRONT, CHAT.replace(b'"gpt-4o-mini"', b'"semantic"')),
     ("front", FRONT, CHAT), ("front-2w", {**FRONT, "extproc_workers": 2}, CHAT),
     ("front-translated", FRONT, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
     ("front-translated-2w", {**FRONT, "extproc_workers": 2}, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
@@ -97,6 +101,34 @@ VARIANTS = ("-e1", "-e2", "-nolease", "-noindex", "-traced100", "-traced1")
 without the cache key index, or traced (every request, one in a hundred)."""
 TRACED = {"traced100": 1.0, "traced1": 0.01, "-traced100": 1.0, "-traced1": 0.01}
 """The traced scenarios and variants: their `observability.tracing.sample_ratio`."""
+
+
+PARAPHRASE = frozenset({"semantic-paraphrase", "front-semantic-paraphrase"})
+"""Semantic-hit scenarios that cycle through paraphrases (tests/fixtures/semantic/paraphrases.jsonl)
+with the recent-embeddings LRU off: every lookup runs the model, as a never-seen paraphrase does."""
+
+
+def paraphrase_setup(data: dict, script: Path, key: str, pairs: int = 60) -> None:
+    """Turn a semantic-hit scenario into a paraphrase one: both sides of the set's first `pairs`
+    paraphrase pairs, cycled (the warm-up fills them; measured requests hit their own or their
+    twin's entry); `semantic.recent_embeddings: 0`, so no lookup reuses an embedding."""
+    import json
+
+    fixture = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "semantic" / "paraphrases.jsonl"
+    rows = [json.loads(line) for line in fixture.read_text().splitlines() if line.strip()]
+    texts = list(dict.fromkeys(t for r in rows if r["hit"] for t in (r["a"], r["b"])))[: 2 * pairs]
+    template = json.loads(CHAT.replace(b'"gpt-4o-mini"', b'"semantic"'))
+    bodies = []
+    for t in texts:
+        template["messages"][-1]["content"] = t
+        bodies.append("[[" + json.dumps(template, separators=(",", ":")) + "]]")
+    data["semantic"] = {**data.get("semantic", {}), "recent_embeddings": 0}
+    script.write_text(
+        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {key}"\n'
+        "local bodies = {" + ",\n".join(bodies) + "}\nlocal n = 0\n"
+        "function request() n = n + 1; return wrk.format(nil, nil, nil, bodies[n % #bodies + 1]) end\n"
+    )
 
 
 def split_variant(name: str) -> tuple[str, str]:
