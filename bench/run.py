@@ -59,6 +59,7 @@ from bench.scenarios import (
     TRACED,
     VARIANTS,
     Scenario,
+    cache_lookups,
     litellm_scenarios,
     paraphrase_setup,
     path_of,
@@ -159,7 +160,8 @@ def main() -> int:
 
             def rss(sup: Supervisor = sup, name: str = name) -> str:
                 mb = {c.name: round(rss_mb(c.proc.pid)) for c in sup.children if c.proc and c.name != "envoy"}
-                return f"{name}: RSS MB after the runs {mb}"
+                hits = f"; {cache_lookups(sup.cfg.services.metrics_port)}" if "semantic" in name else ""
+                return f"{name}: RSS MB after the runs {mb}{hits}"
 
             scenarios.append(Scenario(name, f"http://127.0.0.1:{sup.cfg.listener.port}{path_of(body)}", script,
                                       [p.pid for p in children] + [fake.pid], sup.stop, rss))  # fmt: skip

@@ -122,13 +122,29 @@ def paraphrase_setup(data: dict, script: Path, key: str, pairs: int = 60) -> Non
     for t in texts:
         template["messages"][-1]["content"] = t
         bodies.append("[[" + json.dumps(template, separators=(",", ":")) + "]]")
-    data["semantic"] = {**data.get("semantic", {}), "recent_embeddings": 0}
+    # max_pending above the connections: the c=16 warm-up would otherwise shed lookups and fills
+    # (each shed one a miss that goes upstream), and the measured rows would mix in misses.
+    data["semantic"] = {**data.get("semantic", {}), "recent_embeddings": 0, "max_pending": 64}
     script.write_text(
         f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
         f'wrk.headers["Authorization"] = "Bearer {key}"\n'
         "local bodies = {" + ",\n".join(bodies) + "}\nlocal n = 0\n"
         "function request() n = n + 1; return wrk.format(nil, nil, nil, bodies[n % #bodies + 1]) end\n"
     )
+
+
+def cache_lookups(metrics_port: int) -> str:
+    """The extproc's response-cache lookups by result so far (warm-up included): whether a semantic
+    scenario measured hits."""
+    import re
+    import urllib.request
+
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    except OSError as exc:
+        return f"cache lookups: metrics unavailable ({exc})"
+    found = re.findall(r'^sidegate_cache_lookups_total\{result="([^"]+)"\} ([\d.e+]+)', text, re.M)
+    return "cache lookups " + ", ".join(f"{k}={float(v):.0f}" for k, v in found)
 
 
 def split_variant(name: str) -> tuple[str, str]:
