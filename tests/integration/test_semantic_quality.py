@@ -47,3 +47,26 @@ def test_paraphrase_set_precision_at_the_default_threshold() -> None:
     assert precision >= 0.95
     # Measured 0.442 (fp32 graph), 0.364 (int8 compute): a veto on everything would pass precision alone.
     assert recall >= 0.3
+
+
+def test_a_repeated_text_reuses_its_embedding() -> None:
+    calls: list[int] = []
+
+    class Counting(type(shared_embedder())):  # type: ignore[misc]
+        def embed(self, texts):  # type: ignore[no-untyped-def]
+            calls.append(len(texts))
+            return super().embed(texts)
+
+    index = SemanticIndex(SemanticSettings(vector_store="memory", recent_embeddings=2), embedder=Counting())
+    index._start_sync()  # its warm-up embeds once
+    try:
+        first = index._vector("What is the capital of France?", 256)
+        assert index._vector("What is the capital of France?", 256) == first
+        assert index._vector("What is the capital of France?", 8) is None  # too long for that bound
+        assert len(calls) == 2 and index.stats.semantic_recent == 2
+        index._vector("one", 256)
+        index._vector("two", 256)  # the LRU holds 2: France's is dropped
+        index._vector("What is the capital of France?", 256)
+        assert len(calls) == 5
+    finally:
+        index.close()

@@ -77,7 +77,8 @@ class SemanticIndex:
         self._pending_lock = threading.Lock()
         # text -> (token count, vector): the same last user message embeds once per process while
         # it stays among the `recent_embeddings` most recent (repeated prompts are common traffic).
-        self._recent: OrderedDict[str, tuple[int, list[float]]] = OrderedDict()
+        # Kept as float32 arrays (1.5 KiB each; a list of Python floats would take ~12 KiB).
+        self._recent: OrderedDict[str, tuple[int, Any]] = OrderedDict()
         self._recent_lock = threading.Lock()
         self._ready = False
         self._start_task: asyncio.Task[None] | None = None
@@ -159,6 +160,7 @@ class SemanticIndex:
     # -- blocking jobs (pool thread) -----------------------------------------------------------
 
     def _vector(self, text: str, max_tokens: int) -> list[float] | None:
+        import numpy as np  # with the `semantic` extra only
         size = self.settings.recent_embeddings
         with self._recent_lock:
             known = self._recent.get(text)
@@ -166,14 +168,14 @@ class SemanticIndex:
                 self._recent.move_to_end(text)
         if known is not None:
             self.stats.incr("semantic_recent")
-            return known[1] if known[0] <= max_tokens else None
+            return known[1].tolist() if known[0] <= max_tokens else None
         tokens = self.embedder.token_count(text)
         if tokens > max_tokens:
             return None
         vector = self.embedder.embed([text])[0]
         if size:
             with self._recent_lock:
-                self._recent[text] = (tokens, vector)
+                self._recent[text] = (tokens, np.asarray(vector, dtype=np.float32))
                 if len(self._recent) > size:
                     self._recent.popitem(last=False)
         return vector
