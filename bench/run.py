@@ -59,13 +59,16 @@ from bench.scenarios import (
     CHAT,
     FULL_PIPELINE,
     GATEWAY,
+    PARAPHRASE,
     SCENARIOS,
     STREAM,
     STREAM500,
     TRACED,
     VARIANTS,
     Scenario,
+    cache_lookups,
     litellm_scenarios,
+    paraphrase_setup,
     path_of,
     sidegate_config,
     split_variant,
@@ -155,14 +158,18 @@ def main() -> int:
             # `-e1` / `-e2`: Envoy with one / two worker threads (`services.envoy_concurrency`; auto
             # gives one on two cores beside one extproc).
             workers = {"SIDEGATE_ENVOY_CONCURRENCY": variant[2:]} if variant in ("-e1", "-e2") else {}
-            sup = start_stack(work, name, data, env | workers)
             script = work / f"{name}.lua"
-            wrk_script(script, body, key, vary=base in FULL_PIPELINE)
+            if base in PARAPHRASE:
+                paraphrase_setup(data, script, key)
+            sup = start_stack(work, name, data, env | workers)
+            if base not in PARAPHRASE:
+                wrk_script(script, body, key, vary=base in FULL_PIPELINE)
             children = [c.proc for c in sup.children if c.proc]
 
             def rss(sup: Supervisor = sup, name: str = name) -> str:
                 mb = {c.name: round(rss_mb(c.proc.pid)) for c in sup.children if c.proc and c.name != "envoy"}
-                return f"{name}: RSS MB after the runs {mb}"
+                hits = f"; {cache_lookups(sup.cfg.services.metrics_port)}" if "semantic" in name else ""
+                return f"{name}: RSS MB after the runs {mb}{hits}"
 
             scenarios.append(Scenario(name, f"http://127.0.0.1:{sup.cfg.listener.port}{path_of(body)}", script,
                                       [p.pid for p in children] + [fake.pid], sup.stop, rss,

@@ -41,7 +41,7 @@ class Scenario:
 
 SCENARIOS = ("direct,envoy,sidegate,inline,inline-2w,full-lane,translated,exact-hit,semantic-hit,"
              "front,front-2w,front-translated,front-translated-2w,front-exact-hit,envoy-stream,front-stream,front-stream-translated,"
-             "envoy-stream500,front-stream500,front-stream500-translated,"
+             "envoy-stream500,front-stream500,front-stream500-translated,front-semantic-hit,semantic-paraphrase,front-semantic-paraphrase,"
              "litellm,litellm-translated,portkey,portkey-translated,ttft,responses,responses-full-lane,responses-translated,front-responses,"
              "front-responses-translated,front-responses-stream,front-responses-stream-translated,traced100,traced1")
 FULL_PIPELINE = frozenset({"translated", "front-translated", "front-translated-2w", "front-stream-translated", "front-stream500-translated",
@@ -85,6 +85,10 @@ GATEWAY: list[tuple[str, dict[str, object], bytes]] = [
     ("translated", GRPC_INLINE, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
     ("exact-hit", GRPC_INLINE, CHAT.replace(b'"gpt-4o-mini"', b'"cached"')),
     ("semantic-hit", GRPC_INLINE, CHAT.replace(b'"gpt-4o-mini"', b'"semantic"')),
+    # Issue 25 semantic hits: the HTTP front, and paraphrases (PARAPHRASE: see paraphrase_script).
+    ("front-semantic-hit", FRONT, CHAT.replace(b'"gpt-4o-mini"', b'"semantic"')),
+    ("semantic-paraphrase", GRPC_INLINE, CHAT.replace(b'"gpt-4o-mini"', b'"semantic"')),
+    ("front-semantic-paraphrase", FRONT, CHAT.replace(b'"gpt-4o-mini"', b'"semantic"')),
     ("front", FRONT, CHAT), ("front-2w", {**FRONT, "extproc_workers": 2}, CHAT),
     ("front-translated", FRONT, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
     ("front-translated-2w", {**FRONT, "extproc_workers": 2}, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
@@ -115,6 +119,50 @@ VARIANTS = ("-e1", "-e2", "-nolease", "-noindex", "-traced100", "-traced1")
 without the cache key index, or traced (every request, one in a hundred)."""
 TRACED = {"traced100": 1.0, "traced1": 0.01, "-traced100": 1.0, "-traced1": 0.01}
 """The traced scenarios and variants: their `observability.tracing.sample_ratio`."""
+
+
+PARAPHRASE = frozenset({"semantic-paraphrase", "front-semantic-paraphrase"})
+"""Semantic-hit scenarios that cycle through paraphrases (tests/fixtures/semantic/paraphrases.jsonl)
+with the recent-embeddings LRU off: every lookup runs the model, as a never-seen paraphrase does."""
+
+
+def paraphrase_setup(data: dict, script: Path, key: str, pairs: int = 60) -> None:
+    """Turn a semantic-hit scenario into a paraphrase one: both sides of the set's first `pairs`
+    paraphrase pairs, cycled (the warm-up fills them; measured requests hit their own or their
+    twin's entry); `semantic.recent_embeddings: 0`, so no lookup reuses an embedding."""
+    import json
+
+    fixture = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "semantic" / "paraphrases.jsonl"
+    rows = [json.loads(line) for line in fixture.read_text().splitlines() if line.strip()]
+    texts = list(dict.fromkeys(t for r in rows if r["hit"] for t in (r["a"], r["b"])))[: 2 * pairs]
+    template = json.loads(CHAT.replace(b'"gpt-4o-mini"', b'"semantic"'))
+    bodies = []
+    for t in texts:
+        template["messages"][-1]["content"] = t
+        bodies.append("[[" + json.dumps(template, separators=(",", ":")) + "]]")
+    # max_pending above the connections: the c=16 warm-up would otherwise shed lookups and fills
+    # (each shed one a miss that goes upstream), and the measured rows would mix in misses.
+    data["semantic"] = {**data.get("semantic", {}), "recent_embeddings": 0, "max_pending": 64}
+    script.write_text(
+        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {key}"\n'
+        "local bodies = {" + ",\n".join(bodies) + "}\nlocal n = 0\n"
+        "function request() n = n + 1; return wrk.format(nil, nil, nil, bodies[n % #bodies + 1]) end\n"
+    )
+
+
+def cache_lookups(metrics_port: int) -> str:
+    """The extproc's response-cache lookups by result so far (warm-up included): whether a semantic
+    scenario measured hits."""
+    import re
+    import urllib.request
+
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    except OSError as exc:
+        return f"cache lookups: metrics unavailable ({exc})"
+    found = re.findall(r'^sidegate_cache_lookups_total\{result="([^"]+)"\} ([\d.e+]+)', text, re.M)
+    return "cache lookups " + ", ".join(f"{k}={float(v):.0f}" for k, v in found)
 
 
 def split_variant(name: str) -> tuple[str, str]:

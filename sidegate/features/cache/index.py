@@ -6,6 +6,8 @@ piling up. Vectors live in a :mod:`~sidegate.features.cache.vectors` store (in-p
 embedded Qdrant when configured). Each entry carries `scope`, `key` (the exact key whose stored
 response it points to) and `expires_at`; searches only match the same scope and unexpired entries,
 and :meth:`cleanup` deletes expired ones.
+A match must also pass the contrast check (contrast.py: numbers, negations, opposites, swapped
+relations), carried as each entry's `sig`.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import contextlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sidegate.config.cache import SemanticSettings
 
+from .contrast import compatible, signature
 from .embedder import Embedder
 from .stats import CacheStats
 
@@ -61,7 +65,9 @@ class SemanticIndex:
     ) -> None:
         self.settings = settings or SemanticSettings()
         s = self.settings
-        self.embedder = embedder or Embedder(s.model_dir, cache_dir=s.cache_dir, threads=s.threads)
+        self.embedder = embedder or Embedder(
+            s.model_dir, cache_dir=s.cache_dir, threads=s.threads, int8_compute=s.int8_compute
+        )
         self.stats = stats or CacheStats()
         self.store = store
         self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -69,6 +75,11 @@ class SemanticIndex:
         )
         self._pending = 0
         self._pending_lock = threading.Lock()
+        # text -> (token count, vector): the same last user message embeds once per process while
+        # it stays among the `recent_embeddings` most recent (repeated prompts are common traffic).
+        # Kept as float32 arrays (1.5 KiB each; a list of Python floats would take ~12 KiB).
+        self._recent: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self._recent_lock = threading.Lock()
         self._ready = False
         self._start_task: asyncio.Task[None] | None = None
 
@@ -149,9 +160,25 @@ class SemanticIndex:
     # -- blocking jobs (pool thread) -----------------------------------------------------------
 
     def _vector(self, text: str, max_tokens: int) -> list[float] | None:
-        if self.embedder.token_count(text) > max_tokens:
+        import numpy as np  # with the `semantic` extra only
+        size = self.settings.recent_embeddings
+        with self._recent_lock:
+            known = self._recent.get(text)
+            if known is not None:
+                self._recent.move_to_end(text)
+        if known is not None:
+            self.stats.incr("semantic_recent")
+            return known[1].tolist() if known[0] <= max_tokens else None
+        tokens = self.embedder.token_count(text)
+        if tokens > max_tokens:
             return None
-        return self.embedder.embed([text])[0]
+        vector = self.embedder.embed([text])[0]
+        if size:
+            with self._recent_lock:
+                self._recent[text] = (tokens, np.asarray(vector, dtype=np.float32))
+                if len(self._recent) > size:
+                    self._recent.popitem(last=False)
+        return vector
 
     def _search_job(
         self, scope: str, text: str, vector: list[float] | None, threshold: float, max_tokens: int
@@ -161,7 +188,8 @@ class SemanticIndex:
             if vector is None:
                 return None, None
         assert self.store is not None
-        found = self.store.query(scope, vector, threshold, time.time())
+        sig = signature(text)
+        found = self.store.query(scope, vector, threshold, time.time(), lambda tag: compatible(tag, sig))
         return vector, (SemanticMatch(*found) if found else None)
 
     def _add_job(
@@ -172,7 +200,7 @@ class SemanticIndex:
             if vector is None:
                 return False
         assert self.store is not None
-        return self.store.upsert(scope, key, vector, expires_at)
+        return self.store.upsert(scope, key, vector, expires_at, signature(text))
 
     # -- async API -----------------------------------------------------------------------------
 

@@ -25,6 +25,8 @@ class CacheStats:
     semantic_too_long: int = 0
     semantic_dangling: int = 0
     """Vector hits whose stored response had already expired or been evicted."""
+    semantic_recent: int = 0
+    """Lookups or fills whose embedding came from the recent-embeddings LRU (no model run)."""
     fills: int = 0
     fill_errors: int = 0
     fills_skipped: Counter[str] = field(default_factory=Counter)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,11 +27,17 @@ def point_id(key: str) -> str:
     return str(uuid.UUID(hex=key[:32]))
 
 
+Accept = Callable[[str], bool]
+"""Veto on a candidate by its tag (the index passes the contrast check: see contrast.py)."""
+CANDIDATES = 4
+"""Candidates above the threshold a query weighs, best first, before it gives up on vetoes."""
+
+
 class VectorStore(Protocol):
     def query(
-        self, scope: str, vector: list[float], threshold: float, now: float
+        self, scope: str, vector: list[float], threshold: float, now: float, accept: Accept | None = None
     ) -> tuple[str, float] | None: ...
-    def upsert(self, scope: str, key: str, vector: list[float], expires_at: float) -> bool: ...
+    def upsert(self, scope: str, key: str, vector: list[float], expires_at: float, tag: str = "") -> bool: ...
     def cleanup(self, now: float) -> int: ...
     def count(self) -> int: ...
     def close(self) -> None: ...
@@ -41,9 +48,10 @@ class _Scope:
     vecs: np.ndarray = field(default_factory=lambda: np.empty((4, DIM), dtype=np.float32))
     keys: list[str] = field(default_factory=list)
     expires: list[float] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)
 
-    def put(self, key: str, vec: np.ndarray, expires_at: float) -> None:
+    def put(self, key: str, vec: np.ndarray, expires_at: float, tag: str = "") -> None:
         row = self.rows.get(key)
         if row is None:
             row = len(self.keys)
@@ -53,9 +61,11 @@ class _Scope:
                 self.vecs = grown
             self.keys.append(key)
             self.expires.append(expires_at)
+            self.tags.append(tag)
             self.rows[key] = row
         self.vecs[row] = vec
         self.expires[row] = expires_at
+        self.tags[row] = tag
 
     def remove_expired(self, now: float) -> int:
         keep = [i for i, e in enumerate(self.expires) if e > now]
@@ -64,6 +74,7 @@ class _Scope:
             self.vecs[: len(keep)] = self.vecs[keep]
             self.keys = [self.keys[i] for i in keep]
             self.expires = [self.expires[i] for i in keep]
+            self.tags = [self.tags[i] for i in keep]
             self.rows = {k: i for i, k in enumerate(self.keys)}
         return removed
 
@@ -78,7 +89,7 @@ class NumpyStore:
         self._lock = threading.Lock()
 
     def query(
-        self, scope: str, vector: list[float], threshold: float, now: float
+        self, scope: str, vector: list[float], threshold: float, now: float, accept: Accept | None = None
     ) -> tuple[str, float] | None:
         with self._lock:
             s = self._scopes.get(scope)
@@ -87,11 +98,21 @@ class NumpyStore:
             n = len(s.keys)
             scores = s.vecs[:n] @ np.asarray(vector, dtype=np.float32)
             scores[np.asarray(s.expires) <= now] = -2.0
-            best = int(np.argmax(scores))
-            score = float(scores[best])
-            return (s.keys[best], score) if score >= threshold else None
+            if accept is None or n == 1:
+                rows = [int(np.argmax(scores))]
+            else:
+                k = min(CANDIDATES, n)
+                top = np.argpartition(-scores, k - 1)[:k]
+                rows = [int(r) for r in top[np.argsort(-scores[top])]]
+            for row in rows:
+                score = float(scores[row])
+                if score < threshold:
+                    return None
+                if accept is None or accept(s.tags[row]):
+                    return s.keys[row], score
+            return None
 
-    def upsert(self, scope: str, key: str, vector: list[float], expires_at: float) -> bool:
+    def upsert(self, scope: str, key: str, vector: list[float], expires_at: float, tag: str = "") -> bool:
         with self._lock:
             s = self._scopes.get(scope)
             if self._n >= self.max_points and (s is None or key not in s.rows):
@@ -99,7 +120,7 @@ class NumpyStore:
             if s is None:
                 s = self._scopes[scope] = _Scope()
             before = len(s.keys)
-            s.put(key, np.asarray(vector, dtype=np.float32), expires_at)
+            s.put(key, np.asarray(vector, dtype=np.float32), expires_at, tag)
             self._n += len(s.keys) - before
             return True
 
@@ -147,7 +168,7 @@ class QdrantStore:
                 c.create_payload_index(name, "expires_at", models.PayloadSchemaType.FLOAT)
 
     def query(
-        self, scope: str, vector: list[float], threshold: float, now: float
+        self, scope: str, vector: list[float], threshold: float, now: float, accept: Accept | None = None
     ) -> tuple[str, float] | None:
         from qdrant_client import models
 
@@ -159,20 +180,19 @@ class QdrantStore:
         )
         with self._lock:
             res = self.client.query_points(
-                self.collection, query=vector, query_filter=flt, limit=1, score_threshold=threshold,
-                with_payload=["key"],
+                self.collection, query=vector, query_filter=flt, limit=1 if accept is None else CANDIDATES,
+                score_threshold=threshold, with_payload=["key", "sig"],
             )  # fmt: skip
         for p in res.points:
-            if p.payload and p.score >= threshold:
+            if p.payload and p.score >= threshold and (accept is None or accept(str(p.payload.get("sig") or ""))):
                 return str(p.payload["key"]), float(p.score)
         return None
 
-    def upsert(self, scope: str, key: str, vector: list[float], expires_at: float) -> bool:
+    def upsert(self, scope: str, key: str, vector: list[float], expires_at: float, tag: str = "") -> bool:
         from qdrant_client import models
 
-        point = models.PointStruct(
-            id=point_id(key), vector=vector, payload={"scope": scope, "key": key, "expires_at": expires_at}
-        )
+        payload = {"scope": scope, "key": key, "expires_at": expires_at, "sig": tag}
+        point = models.PointStruct(id=point_id(key), vector=vector, payload=payload)
         with self._lock:
             self.client.upsert(self.collection, points=[point], wait=True)
         return True
