@@ -11,7 +11,6 @@ is a `redis+cluster://` URL as `store.url` takes it; `flush()` empties every nod
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import socket
 import subprocess
@@ -21,23 +20,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 import redis
+from quota_helpers import server_binary
 
 from sidegate.ports import free_port, wait_for_port
 
-REDIS_SERVER = "/usr/bin/redis-server"
 NODES = 3
 SLOTS = 16384
-
-
-def _server_binary() -> str:
-    path = REDIS_SERVER if Path(REDIS_SERVER).exists() else shutil.which("redis-server")
-    if not path:
-        if os.environ.get("CI"):  # scripts/test installs it: in CI a missing server is a failure
-            pytest.fail("redis-server not installed: scripts/test should have installed it (apt-get)")
-        pytest.skip("redis-server not installed (apt-get install -y redis-server)")
-    return path
 
 
 def _free_cluster_port() -> int:
@@ -112,7 +101,7 @@ def _wait_ok(c: StoreCluster, timeout_s: float = 20.0) -> None:
 
 @contextlib.contextmanager
 def running_cluster() -> Iterator[StoreCluster]:
-    binary = _server_binary()
+    binary = server_binary("redis")
     c = StoreCluster()
     with tempfile.TemporaryDirectory(prefix="sg-cluster-") as d:
         try:
