@@ -76,9 +76,9 @@ function envoy_on_response(h)
   if key then scrub_headers(headers, key) end
   local invalid, stream = false, false
   if status < 400 then
-    -- A stream is not JSON: json_to_metadata flags it; sse_to_metadata reads its usage, and the
-    -- stream watch (sidegate/bootstrap/stream.py) ends a broken or cut stream with an error event
-    -- and scrubs the provider key from the lines it relays.
+    -- A stream is not JSON: json_to_metadata flags it; the stream watch (sidegate/bootstrap/stream.py)
+    -- reads its usage, ends a broken or cut stream with an error event and scrubs the provider key
+    -- from the lines it relays.
     local ct = headers:get("content-type")
     stream = ct ~= nil and string.find(ct, "text/event-stream", 1, true) ~= nil
     if not stream then

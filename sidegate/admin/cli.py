@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from sidegate.admin import controlplane as cp
 from sidegate.admin.principal import cli_principal
 from sidegate.keystore import LIMIT_FIELDS, TenantLimits
+from sidegate.store.layout import migrate_layout
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _NONE = ("none", "null", "unlimited", "-")
@@ -83,6 +84,7 @@ def _run_on(args: argparse.Namespace, plane: Callable[[Redis], P], op: Callable[
     async def main() -> int:
         redis = _client(args)
         try:
+            await migrate_layout(redis)  # a store written before the config keys' {sg} tag
             return await op(plane(redis))
         finally:
             await redis.aclose()

@@ -39,6 +39,7 @@ from sidegate.admin.policy import EVERY_TENANT, UNDECLARED, policy_of, public, r
 from sidegate.admin.principal import OWNER_ENV, Principal
 from sidegate.config.admin import AdminConfig
 from sidegate.config.root import SidegateConfig
+from sidegate.store.layout import migrate_layout
 
 log = logging.getLogger("sidegate.admin")
 
@@ -231,6 +232,7 @@ async def run_until_signal(
     settings: AdminConfig | None = None,
     config: SidegateConfig | None = None,
 ) -> None:
+    await migrate_layout(redis)  # a store written before the config keys' {sg} tag
     runner = await serve(redis, host, port, token, settings, config)
     log.info(
         "admin API listening on http://%s:%d%s (auth: %s)", host, port, PREFIX, "token" if token else "NONE"

@@ -55,7 +55,7 @@ class SemanticSettings(BaseModel):
     int8_compute: bool = True
     """Run the model's matrix products in int8 (a variant quantized once beside model.onnx; needs the
     `onnx` package, in the `semantic` extra; without it the fp32 graph runs): ~2x less CPU per
-    embedding, recall on the paraphrase set 0.372 instead of 0.442 at threshold 0.95 (docs/cache.md)."""
+    embedding, recall on the paraphrase set 0.364 instead of 0.442 at threshold 0.95 (docs/cache.md)."""
     vector_store: Literal["auto", "memory", "qdrant"] = "auto"
     """`memory`: in-process numpy store (fast, one process, lost on restart). `qdrant`: Qdrant server at
     `qdrant_url`, or embedded Qdrant (on disk at `qdrant_path`, else in memory). `auto`: qdrant when a

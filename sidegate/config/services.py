@@ -141,7 +141,6 @@ class ServicesConfig(StrictModel):
             self.extproc_workers = auto_extproc_workers(usable_cpus())
         return self
 
-
     @model_validator(mode="before")
     @classmethod
     def _front_follows_auth(cls, data: Any) -> Any:
@@ -151,6 +150,7 @@ class ServicesConfig(StrictModel):
         if isinstance(data, dict) and data.get("auth") == "ext_authz" and "front" not in data:
             return {**data, "front": "ext_proc"}
         return data
+
 
 class StoreConfig(StrictModel):
     url: str | None = None

@@ -220,7 +220,10 @@ class ClusterStore(ScriptCalls):
                 if n is not None:
                     return n
             await self._refresh()
-            return await self._owner(slot)
+            for n in self._slots:
+                if n is not None:
+                    return n
+            raise ResponseError("CLUSTERDOWN no node serves any slot")
         owner = self._slots[slot]
         if owner is None:
             await self._refresh()
@@ -231,6 +234,16 @@ class ClusterStore(ScriptCalls):
 
     # -- commands ---------------------------------------------------------------------------------
     async def command(self, *args: Any, timeout_s: float | None = None, lazy: bool = False) -> Any:
+        try:
+            return await self._command(args, timeout_s, lazy)
+        except (RedisConnectionError, TimeoutError, OSError):
+            # A node that stopped answering may have failed over (its replica now owns its slots)
+            # or been replaced at a new address: only a fresh slot map finds its successor; a
+            # MOVED reply never comes from a dead node.
+            self._refresh_soon()
+            raise
+
+    async def _command(self, args: tuple[Any, ...], timeout_s: float | None, lazy: bool) -> Any:
         slot = command_slot(args)
         node = self._slots[slot] if slot is not None else None
         if node is not None and node._proto is not None:

@@ -6,12 +6,13 @@ version counters, so one node holds them easily (docs/deployment.md, "A store cl
 The request path's keys are spread instead: the quota's by tenant (`{quota:<tenant>}`), cache
 entries by their own names, the ledger stream with its writers hash (`{sg:ledger}:writers`).
 
-Stores written before the tag (`sg:keys`, `sg:key:<id>`, ...) are renamed once by
-:func:`migrate_layout` (`sidegate up` and the xDS follower run it before they seed).
+Stores written before the tag (`sg:keys`, `sg:key:<id>`, ...) are copied once by
+:func:`migrate_layout`, which every process reading the config plane runs at its start.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 
 from redis.asyncio import Redis
@@ -41,22 +42,72 @@ def queue_publish(pipe: Pipeline, channel: str, message: bytes | str) -> None:
     pipe.execute_command("PUBLISH", channel, message)
 
 
-async def migrate_layout(redis: Redis) -> int:
-    """Rename config-plane keys of the layout before the `{sg}` tag (`sg:...` -> `{sg}:...`); a
-    key already under its new name is kept (RENAMENX). Returns how many were renamed. A store
-    cluster is skipped: the old layout never worked there (its transactions were cross-slot)."""
-    if isinstance(redis, RedisCluster):
+MIGRATED = CONFIG_PREFIX + "layout"
+"""Set once a store's old-layout keys were copied: every later start skips the scan."""
+_LAYOUT = b"2"
+_SETS = frozenset({"set"})
+
+
+async def migrate_layout(redis: Redis, ledger_stream: str = "sg:ledger") -> int:
+    """Copy config-plane keys of the layout before the `{sg}` tag (`sg:...` -> `{sg}:...`) and the
+    ledger's writers hash; returns how many keys were copied.
+
+    Copied, not renamed: during a rolling upgrade the old version's processes keep reading the old
+    names (a rename would empty their key set and refuse every tenant key); the old keys can be
+    deleted once no old process is left (docs/deployment.md, "A store cluster"). Sets are merged
+    (a new process may have seeded before this ran), other keys are copied unless the new name
+    exists; a marker key makes later starts a single GET. Every process that reads the config
+    plane runs it first (`sidegate up`, the xDS follower, the key cache of extproc and authz, the
+    admin API and CLI). A store cluster is skipped: the old layout never worked there."""
+    if isinstance(redis, RedisCluster) or await redis.get(MIGRATED) == _LAYOUT:
         return 0
     names: list[str] = list(_OLD_NAMES)
-    for pattern in _OLD_PATTERNS:
-        async for k in redis.scan_iter(match=pattern, count=1000):
-            names.append(k.decode() if isinstance(k, bytes) else str(k))
-    moved = 0
+    async for k in redis.scan_iter(match="sg:*", count=1000):  # one pass over the keyspace
+        name = k.decode() if isinstance(k, bytes) else str(k)
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in _OLD_PATTERNS):
+            names.append(name)
+    copied = 0
     for name in names:
-        try:
-            moved += int(await redis.renamenx(name, CONFIG_PREFIX + name.removeprefix("sg:")))
-        except ResponseError:  # no such key
+        kind = await redis.type(name)
+        kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+        if kind == "none":
             continue
-    if moved:
-        log.info("store layout: %d config keys renamed under the {sg} hash tag", moved)
-    return moved
+        new = CONFIG_PREFIX + name.removeprefix("sg:")
+        if kind in _SETS:
+            await redis.sunionstore(new, [new, name])
+            copied += 1
+        else:
+            copied += await _copy(redis, name, new)
+    await _merge_writers(redis, f"{ledger_stream}:writers", f"{{{ledger_stream}}}:writers")
+    await redis.set(MIGRATED, _LAYOUT)
+    if copied:
+        log.info("store layout: %d config keys copied under the {sg} hash tag", copied)
+    return copied
+
+
+async def _copy(redis: Redis, src: str, dst: str) -> int:
+    """COPY (Redis 6.2+, Valkey); DUMP/RESTORE where the store lacks it. 0 if `dst` exists."""
+    try:
+        return int(await redis.execute_command("COPY", src, dst))
+    except ResponseError as exc:
+        if "unknown command" not in str(exc).lower():
+            raise
+    dumped = await redis.dump(src)
+    if dumped is None:
+        return 0
+    try:
+        await redis.restore(dst, max(await redis.pttl(src), 0), dumped)
+    except ResponseError as exc:  # BUSYKEY: the new name exists
+        if "busykey" not in str(exc).lower():
+            raise
+        return 0
+    return 1
+
+
+async def _merge_writers(redis: Redis, old: str, new: str) -> None:
+    """The ledger's last applied batch per writer, under its new name (the higher number wins), so
+    a batch spilled before the upgrade and replayed after it is still applied only once."""
+    for writer, number in (await redis.hgetall(old)).items():
+        current = await redis.hget(new, writer)
+        if current is None or int(current) < int(number):
+            await redis.hset(new, writer, number)

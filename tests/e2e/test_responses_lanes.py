@@ -68,7 +68,7 @@ def test_passthrough_stream_takes_the_direct_lane(gw: Stack, fake_openai) -> Non
         final = stream.get_final_response()
     assert text == final.output_text and final.usage.output_tokens == 7
     assert lanes.taken() == ["direct"]
-    # sse_to_metadata read response.completed's usage; the stream watch saw its terminal event.
+    # The stream watch read response.completed's usage and saw its terminal event.
     led = gw.wait_ledger(lambda r: (r.input_tokens, r.output_tokens) == (23, 7))
     assert led.stream and not led.aborted and led.api == "responses"
 

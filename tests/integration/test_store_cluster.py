@@ -205,8 +205,14 @@ def test_a_store_of_the_old_layout_is_renamed_under_the_config_tag() -> None:
             await r.set("sg:routing:version", 3)
             await r.set("{sg}:routing:version", 7)  # already under the new name: kept
             await r.set("sg:lat:x", 1)
+            await r.sadd(keystore.KEY_SET, "k0")  # a new process seeded first: the sets merge
+            await r.hset("sg:ledger:writers", mapping={"w1": 5, "w2": 1})
+            await r.hset("{sg:ledger}:writers", mapping={"w2": 3})
             assert await migrate_layout(r) == 2
-            assert await r.smembers(keystore.KEY_SET) == {b"k1"}
+            assert await r.smembers(keystore.KEY_SET) == {b"k0", b"k1"}
+            assert await r.hgetall("{sg:ledger}:writers") == {b"w1": b"5", b"w2": b"3"}
+            # copied, not renamed: an old process in a rolling upgrade still reads its keys
+            assert await r.smembers("sg:keys") == {b"k1"} and await r.hget("sg:key:k1", "tenant") == b"acme"
             assert await r.hget(keystore.record_key("k1"), "tenant") == b"acme"
             assert await r.get(routingstore.VERSION) == b"7" and await r.get("sg:lat:x") == b"1"
             assert await migrate_layout(r) == 0  # once

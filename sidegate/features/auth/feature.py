@@ -1,8 +1,8 @@
 """auth: who is calling.
 
-Default (`services.auth: ext_authz`): the ext_authz service already decided and attached the tenant
+`services.auth: ext_authz`: the ext_authz service already decided and attached the tenant
 identity as dynamic metadata; this feature only checks it is there.
-`services.auth: inline`: the same decision (:func:`sidegate.features.auth.decide.authorize`, same
+`services.auth: inline` (the default): the same decision (:func:`sidegate.features.auth.decide.authorize`, same
 key cache) runs here, at request-headers time, saving Envoy one gRPC round trip per request; the
 client's credential headers are removed by the gateway's header mutation instead of ext_authz.
 """

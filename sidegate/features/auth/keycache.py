@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from sidegate import keystore, metrics, orgstore
 from sidegate.keystore import KeyRecord
 from sidegate.orgstore import Org
+from sidegate.store.layout import migrate_layout
 
 log = logging.getLogger("sidegate.authz")
 
@@ -75,6 +76,7 @@ class KeyCache:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
+                await migrate_layout(self.redis)  # a store written before the config keys' {sg} tag
                 await self.refresh()
                 break
             except Exception:
