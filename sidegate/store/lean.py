@@ -9,7 +9,7 @@ parses replies with hiredis. It raises redis-py's exception classes, so callers 
 same way whichever client serves them. A command may carry a time limit (`timeout_s`): one
 watchdog timer for the connection fails the commands past their limit with TimeoutError (as
 `asyncio.timeout` would, without a timer per command); their replies, when they come, are read and
-dropped. Plain `redis://` URLs only (host, port, password, db); anything else gets redis-py's
+dropped. Plain `redis://` URLs only (host, port, ACL user and password, db); anything else gets redis-py's
 client behind the same protocol (redispy.py).
 """
 

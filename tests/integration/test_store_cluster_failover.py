@@ -16,7 +16,7 @@ from cluster_helpers import StoreCluster, running_cluster
 from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
-from sidegate.store import ClusterStore, RedisPyStore, client, open_store
+from sidegate.store import ClusterStore, LeanStore, RedisPyStore, client, open_store
 from sidegate.store.cluster import REFRESH_EVERY_S, parse_cluster_url
 
 KEY = "{tenant-failover}:n"
@@ -183,6 +183,14 @@ def test_an_acl_user_in_the_url_authenticates_both_clients() -> None:
                 for i in range(6):  # keys on every node
                     await store.command("SET", f"{{t{i}}}:k", i, timeout_s=2.0)
                     assert await store.command("GET", f"{{t{i}}}:k", timeout_s=2.0) == str(i).encode()
+            # The single-server lean client takes the user from a `redis://` URL the same way.
+            one = f"redis://sgapp:s3cret@127.0.0.1:{c.ports[0]}/0"
+            single = LeanStore.from_url(one, client(one))
+            assert single is not None
+            try:
+                assert await single.command("ACL", "WHOAMI", timeout_s=2.0) == b"sgapp"
+            finally:
+                await single.aclose()
             with pytest.raises(ResponseError, match="WRONGPASS"):
                 await wrong.command("GET", "{t0}:k", timeout_s=2.0)
             # A refused AUTH leaves no connection behind that would serve as the default user.
