@@ -203,7 +203,8 @@ class ClusterStore(ScriptCalls):
             self._slots = slots
             self.map_reads += 1
             owners = {id(n) for n in slots}
-            for gone in [a for a, n in self._nodes.items() if id(n) not in owners and not n.connected]:
+            idle = [a for a, n in self._nodes.items() if not n.connected and n._connecting is None]
+            for gone in [a for a in idle if id(self._nodes[a]) not in owners]:
                 del self._nodes[gone]  # a failed or replaced node: no longer tried first next time
             return
         raise last if last is not None else RuntimeError("no cluster seed node")
