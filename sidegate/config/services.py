@@ -155,7 +155,7 @@ class ServicesConfig(StrictModel):
 class StoreConfig(StrictModel):
     url: str | None = None
     """redis://, rediss:// or unix:// URL of Redis/Valkey/Dragonfly. None -> embedded Valkey.
-    `redis+cluster://[:password@]host:port[,host:port...]`: a Redis/Valkey Cluster (its seed nodes;
+    `redis+cluster://[[user]:password@]host:port[,host:port...]`: a Redis/Valkey Cluster (its seed nodes;
     the clients read the slot map and follow MOVED/ASK; docs/deployment.md, "A store cluster")."""
     embedded_port: int = Field(0, ge=0, le=65535)
     socket_timeout_s: float = Field(1.0, gt=0)

@@ -44,6 +44,10 @@ SCHEME = "redis+cluster"
 SLOTS = 16384
 MAX_REDIRECTS = 5
 """A command redirected more often than this fails (the map changes faster than it is read)."""
+REFRESH_EVERY_S = 0.2
+"""While a node keeps failing, the slot map is read again at most this often. A failover takes the
+cluster its node timeout plus an election (about 1-2 s at a 1 s `cluster-node-timeout`); reading the
+map on every failed command would send one CLUSTER SLOTS per request to the surviving nodes."""
 
 _NO_KEY = frozenset({b"PING", b"INFO", b"CLIENT", b"SCRIPT", b"CLUSTER", b"COMMAND", b"TIME", b"ECHO"})
 _SUBCOMMAND_KEY = frozenset({b"XINFO", b"XGROUP", b"OBJECT", b"MEMORY"})
@@ -58,8 +62,9 @@ def is_cluster_url(url: str) -> bool:
     return url.startswith(SCHEME + "://")
 
 
-def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None]:
-    """Seed nodes and password of a `redis+cluster://` URL; ValueError says what is wrong with it."""
+def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
+    """Seed nodes, ACL user name and password of a `redis+cluster://[user:password@]...` URL;
+    ValueError says what is wrong with it."""
     u = urlsplit(url)
     if u.scheme != SCHEME:
         raise ValueError(f"not a {SCHEME}:// URL")
@@ -69,13 +74,14 @@ def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None]:
         )
     netloc = u.netloc.rpartition("@")[2]
     password = unquote(u.password) if u.password else None
+    username = unquote(u.username) if u.username else None
     seeds: list[tuple[str, int]] = []
     for part in netloc.split(","):
         host, sep, port = part.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"cluster seed node {part!r} is not host:port")
         seeds.append((host.strip("[]"), int(port)))
-    return seeds, password
+    return seeds, username, password
 
 
 def cluster_client(url: str, socket_timeout_s: float = 1.0, max_connections: int = 256) -> Redis:
@@ -84,9 +90,9 @@ def cluster_client(url: str, socket_timeout_s: float = 1.0, max_connections: int
     `Redis`: every caller uses only the commands both offer (the cluster client is not a subclass)."""
     from redis.asyncio.cluster import ClusterNode
 
-    seeds, password = parse_cluster_url(url)
+    seeds, username, password = parse_cluster_url(url)
     rc = RedisCluster(
-        startup_nodes=[ClusterNode(h, p) for h, p in seeds], password=password,
+        startup_nodes=[ClusterNode(h, p) for h, p in seeds], username=username, password=password,
         max_connections=max_connections, socket_timeout=socket_timeout_s,
         socket_connect_timeout=socket_timeout_s, require_full_coverage=True,
     )  # fmt: skip
@@ -149,34 +155,41 @@ class ClusterStore(ScriptCalls):
     tracked = None
 
     def __init__(self, redis: Redis, seeds: list[tuple[str, int]], password: str | None = None,
-                 connect_timeout_s: float = 1.0):  # fmt: skip
+                 connect_timeout_s: float = 1.0, username: str | None = None):  # fmt: skip
         self.redis = redis
         self.seeds, self.password, self.connect_timeout_s = seeds, password, connect_timeout_s
+        self.username = username
         self._nodes: dict[tuple[str, int], LeanStore] = {}
         self._slots: list[LeanStore | None] = [None] * SLOTS
         self._mapping: asyncio.Future[None] | None = None
+        self._read_at = float("-inf")  # loop time the last map read started
+        self._later: asyncio.TimerHandle | None = None  # a map read put off by REFRESH_EVERY_S
         self.map_reads = 0
         """How often the slot map was read (1 at start; more after MOVED)."""
         self.redirects = 0
 
     @classmethod
     def from_url(cls, url: str, redis: Redis, connect_timeout_s: float = 1.0) -> ClusterStore:
-        seeds, password = parse_cluster_url(url)
-        return cls(redis, seeds, password, connect_timeout_s)
+        seeds, username, password = parse_cluster_url(url)
+        return cls(redis, seeds, password, connect_timeout_s, username)
 
     def node(self, addr: tuple[str, int]) -> LeanStore:
         found = self._nodes.get(addr)
         if found is None:
             found = self._nodes[addr] = LeanStore(
-                self.redis, addr[0], addr[1], self.password, 0, self.connect_timeout_s
+                self.redis, addr[0], addr[1], self.password, 0, self.connect_timeout_s, self.username
             )
         return found
 
     # -- the slot map ---------------------------------------------------------------------------
     async def _read_map(self) -> None:
-        """`CLUSTER SLOTS` from the first node that answers (known nodes first, then the seeds)."""
+        """`CLUSTER SLOTS` from the first node that answers: connected nodes first (a dead node,
+        the reason for most reads, is not connected), then the other known nodes and the seeds (so a
+        dead seed is passed over for a live node learnt from an earlier map)."""
+        self._read_at = asyncio.get_running_loop().time()
         last: Exception | None = None
-        for addr in [*self._nodes, *(s for s in self.seeds if s not in self._nodes)]:
+        known = sorted(self._nodes, key=lambda a: not self._nodes[a].connected)
+        for addr in [*known, *(s for s in self.seeds if s not in self._nodes)]:
             try:
                 reply = await self.node(addr).command("CLUSTER", "SLOTS", timeout_s=self.connect_timeout_s)
             except Exception as e:  # unreachable, timed out, not a cluster: try the next node
@@ -189,6 +202,10 @@ class ClusterStore(ScriptCalls):
                 slots[int(start) : int(end) + 1] = [owner] * (int(end) - int(start) + 1)
             self._slots = slots
             self.map_reads += 1
+            owners = {id(n) for n in slots}
+            idle = [a for a, n in self._nodes.items() if not n.connected and n._connecting is None]
+            for gone in [a for a in idle if id(self._nodes[a]) not in owners]:
+                del self._nodes[gone]  # a failed or replaced node: no longer tried first next time
             return
         raise last if last is not None else RuntimeError("no cluster seed node")
 
@@ -204,6 +221,19 @@ class ClusterStore(ScriptCalls):
                 self._mapping = None
 
     def _refresh_soon(self) -> None:
+        """A map read in the background: now, or REFRESH_EVERY_S after the last one started (one
+        read at a time, and at most one waiting)."""
+        if self._mapping is not None or self._later is not None:
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._read_at + REFRESH_EVERY_S - loop.time()
+        if wait > 0:
+            self._later = loop.call_later(wait, self._start_refresh)
+        else:
+            self._start_refresh()
+
+    def _start_refresh(self) -> None:
+        self._later = None
         if self._mapping is None:
             self._mapping = asyncio.ensure_future(self._read_map())
             self._mapping.add_done_callback(self._mapped)
@@ -239,7 +269,9 @@ class ClusterStore(ScriptCalls):
         except (RedisConnectionError, TimeoutError, OSError):
             # A node that stopped answering may have failed over (its replica now owns its slots)
             # or been replaced at a new address: only a fresh slot map finds its successor; a
-            # MOVED reply never comes from a dead node.
+            # MOVED reply never comes from a dead node. The command is not sent again: it may
+            # have run before the connection broke (an INCRBY, a quota script), and a retry would
+            # count it twice; the caller's own failure handling (fail open or closed) applies.
             self._refresh_soon()
             raise
 
@@ -323,6 +355,12 @@ class ClusterStore(ScriptCalls):
             return await self._redirected(e, args, deadline)
 
     async def aclose(self) -> None:
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
+        if self._mapping is not None:  # a background map read: not left pending past the close
+            self._mapping.cancel()
+            self._mapping = None
         for n in self._nodes.values():
             n._drop(RedisConnectionError("client closed"))
         await self.redis.aclose()

@@ -12,8 +12,10 @@ Stores written before the tag (`sg:keys`, `sg:key:<id>`, ...) are copied once by
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import logging
+import secrets
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -46,6 +48,14 @@ MIGRATED = CONFIG_PREFIX + "layout"
 """Set once a store's old-layout keys were copied: every later start skips the scan."""
 _LAYOUT = b"2"
 _SETS = frozenset({"set"})
+LOCK = CONFIG_PREFIX + "layout:lock"
+"""Held by the one process copying; the others wait for the marker (every process of a stack starts
+at once, and two copies interleaved with a live change could bring back a key deleted in between)."""
+LOCK_TTL_MS = 60_000
+"""How long a copier that died keeps the others waiting; far more than a copy takes (a SCAN of the
+keyspace and a COPY per config key)."""
+_POLL_S = 0.05
+_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 async def migrate_layout(redis: Redis, ledger_stream: str = "sg:ledger") -> int:
@@ -58,9 +68,32 @@ async def migrate_layout(redis: Redis, ledger_stream: str = "sg:ledger") -> int:
     (a new process may have seeded before this ran), other keys are copied unless the new name
     exists; a marker key makes later starts a single GET. Every process that reads the config
     plane runs it first (`sidegate up`, the xDS follower, the key cache of extproc and authz, the
-    admin API and CLI). A store cluster is skipped: the old layout never worked there."""
+    admin API and CLI): one of them copies under a lock, the others wait for its marker. A store
+    cluster is skipped: the old layout never worked there."""
     if isinstance(redis, RedisCluster) or await redis.get(MIGRATED) == _LAYOUT:
         return 0
+    token = secrets.token_hex(8)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 2 * LOCK_TTL_MS / 1000
+    while not await redis.set(LOCK, token, nx=True, px=LOCK_TTL_MS):
+        await asyncio.sleep(_POLL_S)  # another process copies: its marker, or its lock expiring
+        if await redis.get(MIGRATED) == _LAYOUT:
+            return 0
+        if loop.time() > deadline:
+            raise TimeoutError(f"store layout: {LOCK} held for too long by another process")
+    try:
+        if await redis.get(MIGRATED) == _LAYOUT:  # finished between our first GET and the lock
+            return 0
+        copied = await _copy_all(redis, ledger_stream)
+        await redis.set(MIGRATED, _LAYOUT)
+    finally:
+        await redis.eval(_UNLOCK, 1, LOCK, token)  # ours only (an expired lock may be another's)
+    if copied:
+        log.info("store layout: %d config keys copied under the {sg} hash tag", copied)
+    return copied
+
+
+async def _copy_all(redis: Redis, ledger_stream: str) -> int:
     names: list[str] = list(_OLD_NAMES)
     async for k in redis.scan_iter(match="sg:*", count=1000):  # one pass over the keyspace
         name = k.decode() if isinstance(k, bytes) else str(k)
@@ -79,9 +112,6 @@ async def migrate_layout(redis: Redis, ledger_stream: str = "sg:ledger") -> int:
         else:
             copied += await _copy(redis, name, new)
     await _merge_writers(redis, f"{ledger_stream}:writers", f"{{{ledger_stream}}}:writers")
-    await redis.set(MIGRATED, _LAYOUT)
-    if copied:
-        log.info("store layout: %d config keys copied under the {sg} hash tag", copied)
     return copied
 
 

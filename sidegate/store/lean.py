@@ -9,7 +9,7 @@ parses replies with hiredis. It raises redis-py's exception classes, so callers 
 same way whichever client serves them. A command may carry a time limit (`timeout_s`): one
 watchdog timer for the connection fails the commands past their limit with TimeoutError (as
 `asyncio.timeout` would, without a timer per command); their replies, when they come, are read and
-dropped. Plain `redis://` URLs only (host, port, password, db); anything else gets redis-py's
+dropped. Plain `redis://` URLs only (host, port, ACL user and password, db); anything else gets redis-py's
 client behind the same protocol (redispy.py).
 """
 
@@ -103,10 +103,12 @@ class LeanStore(ScriptCalls):
     also its own :class:`sidegate.store.protocol.TrackedConnection` (one connection per process)."""
 
     def __init__(self, redis: Redis, host: str, port: int, password: str | None = None, db: int = 0,
-                 connect_timeout_s: float = 1.0):  # fmt: skip
+                 connect_timeout_s: float = 1.0, username: str | None = None):  # fmt: skip
         self.redis = redis
         """redis-py on the same store, for what this client does not do (SCAN, pub/sub, WATCH)."""
         self.host, self.port, self.password, self.db = host, port, password, db
+        self.username = username
+        """An ACL user (`redis://user:password@...`); None: the server's default user."""
         self.connect_timeout_s = connect_timeout_s
         self.stuck_after_s = max(connect_timeout_s, 1.0)
         """How long past its limit an unanswered command may stay before the connection is dropped."""
@@ -135,7 +137,8 @@ class LeanStore(ScriptCalls):
         db = u.path.strip("/") or "0"
         if u.scheme != "redis" or not u.hostname or u.query or not db.isdigit():
             return None
-        return cls(redis, u.hostname, u.port or 6379, unquote(u.password) if u.password else None, int(db), connect_timeout_s)
+        return cls(redis, u.hostname, u.port or 6379, unquote(u.password) if u.password else None, int(db),
+                   connect_timeout_s, unquote(u.username) if u.username else None)  # fmt: skip
 
     # -- connection -------------------------------------------------------------------------
     async def _connect(self) -> None:
@@ -145,12 +148,17 @@ class LeanStore(ScriptCalls):
         self._proto = proto
         self.connections += 1
         hello: list[tuple[Any, ...]] = []
-        if self.password:
-            hello.append(("AUTH", self.password))
+        if self.password:  # with the ACL user when the URL names one (AUTH <password> is the default user)
+            hello.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
         if self.db:
             hello.append(("SELECT", self.db))
-        for cmd in hello:
-            await self._send(cmd)
+        try:
+            for cmd in hello:
+                await self._send(cmd)
+        except BaseException:
+            # A refused AUTH must not leave the connection in use as the server's default user.
+            self._drop(RedisConnectionError("the store refused this client's AUTH or SELECT"))
+            raise
         if self.tracking is not None:  # its failure shows to the tracker (no report), not to callers
             self._send(self.tracking).add_done_callback(_retrieved)
         if self.on_connection is not None:
