@@ -232,7 +232,10 @@ async def run_until_signal(
     settings: AdminConfig | None = None,
     config: SidegateConfig | None = None,
 ) -> None:
-    await migrate_layout(redis)  # a store written before the config keys' {sg} tag
+    try:
+        await migrate_layout(redis)  # a store written before the config keys' {sg} tag
+    except (RedisError, OSError) as exc:  # the API still starts, answering 503 until the store is back
+        log.warning("store layout not checked (%s): the next process to start with the store up copies it", type(exc).__name__)
     runner = await serve(redis, host, port, token, settings, config)
     log.info(
         "admin API listening on http://%s:%d%s (auth: %s)", host, port, PREFIX, "token" if token else "NONE"

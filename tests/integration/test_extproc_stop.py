@@ -18,6 +18,7 @@ from sidegate.ports import free_port
 def _cfg() -> config.SidegateConfig:
     return config.parse(
         {
+            "services": {"auth": "ext_authz"},  # the gRPC front; no store for inline auth here
             "providers": {"openai": {"api": "openai", "base_url": "http://127.0.0.1:9", "api_key_env": "K"}},
             "models": {"gpt-4o-mini": {"routes": [{"provider": "openai"}]}},
         },

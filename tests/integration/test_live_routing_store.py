@@ -27,6 +27,7 @@ from sidegate.translate.base import Usage
 from tests.valkey_helpers import valkey
 
 CFG = config.parse({
+    "services": {"auth": "ext_authz"},  # the tenant comes with the request, as from ext_authz
     "providers": {
         "oai": {"api": "openai", "base_url": "http://127.0.0.1:9", "api_key_env": "K1"},
         "ant": {"api": "anthropic", "base_url": "http://127.0.0.1:11", "api_key_env": "K2"},
