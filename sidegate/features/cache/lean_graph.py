@@ -6,7 +6,7 @@ which onnxruntime's transformer fusions do not recognise. This module reads the 
 graph and rebuilds the same network from onnxruntime's fused CPU kernels: EmbedLayerNormalization,
 Attention (Q, K and V in one product), SkipLayerNormalization, BiasGelu, and the mean over the
 tokens as the graph's output, then quantizes the products (Attention -> QAttention, MatMul ->
-dynamic int8) and leaves the embeddings' layer norm in fp32.
+dynamic int8) and the embedding tables.
 
 Why: ~270 nodes become ~45, and the run reads its activations and weights fewer times. Measured on
 this box (2-core EPYC, 1 intra-op thread, 4 ms idle between runs as under c=1 traffic): 2.2-2.5 ms
@@ -28,6 +28,11 @@ __all__ = ["Unsupported", "build_lean"]
 
 _PROBE_IDS = (101, 2054, 2003, 1996, 3007, 1997, 2605, 1029, 102)
 """A probe text's token ids ([CLS] what is the capital of france ? [SEP] in BERT's uncased vocabulary)."""
+
+
+QUANTIZED = ("MatMul", "Attention", "EmbedLayerNormalization")
+"""The embedding tables too (int8 rows): 88 MB resident instead of 122 MB for the same speed; recall
+on the paraphrase set 0.380 instead of 0.395 with them in fp32 (precision 1.000 both)."""
 
 
 class Unsupported(Exception):
@@ -162,5 +167,5 @@ def build_lean(folded: Path, config: Path, target: Path, work: Path) -> None:
     diff = float(np.max(np.abs(_pooled(work, lean=True) - _pooled(folded, lean=False))))
     if not diff <= 1e-4:
         raise Unsupported(f"the rebuilt graph differs from the original by {diff:.2e}")
-    quantize_dynamic(str(work), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Attention"],
+    quantize_dynamic(str(work), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=list(QUANTIZED),
                      extra_options={"DefaultTensorType": TensorProto.FLOAT})  # fmt: skip
