@@ -149,6 +149,8 @@ def main() -> int:
                 data["quota"] = {"lease": {"enabled": False}}
             if variant == "-noindex":
                 data["store"] = {**data.get("store", {}), "cache_index": False}
+            if variant == "-2t":
+                data["semantic"] = {**data.get("semantic", {}), "workers": 2}
             ratio = TRACED.get(base, TRACED.get(variant))
             if ratio is not None:  # its own service name: the receiver counts each scenario's spans
                 if receiver is None:

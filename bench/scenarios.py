@@ -114,9 +114,10 @@ GATEWAY: list[tuple[str, dict[str, object], bytes]] = [
     ("traced1", GRPC_INLINE, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
 ]
 """The scenarios that start a Sidegate stack: (name, services config, request body)."""
-VARIANTS = ("-e1", "-e2", "-nolease", "-noindex", "-traced100", "-traced1")
+VARIANTS = ("-e1", "-e2", "-nolease", "-noindex", "-traced100", "-traced1", "-2t")
 """Suffixes that run a Sidegate scenario with one or two Envoy workers, without quota leases,
-without the cache key index, or traced (every request, one in a hundred)."""
+without the cache key index, traced (every request, one in a hundred), or with two embedding
+threads (`semantic.workers: 2`)."""
 TRACED = {"traced100": 1.0, "traced1": 0.01, "-traced100": 1.0, "-traced1": 0.01}
 """The traced scenarios and variants: their `observability.tracing.sample_ratio`."""
 

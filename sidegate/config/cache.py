@@ -52,10 +52,14 @@ class SemanticSettings(BaseModel):
     """Where the default model directory is assembled (default: $XDG_CACHE_HOME/sidegate or ~/.cache/sidegate)."""
     threads: int = Field(1, ge=1, le=4)
     """onnxruntime intra-op threads (keep it small: it shares the machine with Envoy)."""
+    workers: int = Field(1, ge=1, le=8)
+    """Embedding threads per process, each running one text at a time. More than one helps only at
+    high concurrency and only where cores are spare (docs/cache.md: measured on 2 cores)."""
     int8_compute: bool = True
-    """Run the model's matrix products in int8 (a variant quantized once beside model.onnx; needs the
-    `onnx` package, in the `semantic` extra; without it the fp32 graph runs): ~2x less CPU per
-    embedding, recall on the paraphrase set 0.364 instead of 0.442 at threshold 0.95 (docs/cache.md)."""
+    """Run the model's matrix products in int8 (a lean variant rebuilt and quantized once beside
+    model.onnx; needs the `onnx` package, in the `semantic` extra; without it the fp32 graph runs):
+    ~2.5x less CPU per embedding, recall on the paraphrase set 0.380 instead of 0.442 at threshold
+    0.95, precision 1.000 both (docs/cache.md)."""
     vector_store: Literal["auto", "memory", "qdrant"] = "auto"
     """`memory`: in-process numpy store (fast, one process, lost on restart). `qdrant`: Qdrant server at
     `qdrant_url`, or embedded Qdrant (on disk at `qdrant_path`, else in memory). `auto`: qdrant when a

@@ -71,7 +71,7 @@ class SemanticIndex:
         self.stats = stats or CacheStats()
         self.store = store
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="sidegate-semantic"
+            max_workers=s.workers, thread_name_prefix="sidegate-semantic"
         )
         self._pending = 0
         self._pending_lock = threading.Lock()
