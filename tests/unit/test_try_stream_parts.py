@@ -69,8 +69,13 @@ def test_a_bursts_first_event_is_answered_alone_then_the_rest_of_the_read() -> N
     assert len(done) == 1 and done[0].usage is not None  # settled once, with the stream's usage
 
 
+def test_a_short_answer_in_one_read_stays_one_part() -> None:
+    t = started()
+    assert len(list(t.response_parts(burst(6), True))) == 1 and t.done
+
+
 def test_once_bytes_went_out_a_chunk_is_one_part() -> None:
-    body = burst(20)
+    body = burst(60)
     cut = len(body) // 2
     t = started()
     assert len(list(t.response_parts(body[:cut], False))) == 2
