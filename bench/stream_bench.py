@@ -144,13 +144,19 @@ def one_stream(sock: socket.socket, port: int, model: str, kind: str, key: str |
     return (first - t0) * 1e3, (time.perf_counter() - t0) * 1e3
 
 
-def measure(port: int, pids: list[int], model: str, kind: str, key: str | None, n: int) -> dict[str, float]:
+def measure(port: int, pids: list[int], model: str, kind: str, key: str | None, n: int, gap_s: float = 0.0) -> dict[str, float]:
+    """`gap_s`: idle time before each stream: the gateway has finished the previous stream's tail
+    (the rest of its answer, its cache fill) when the next one starts; 0 = back to back."""
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for _ in range(3):
             one_stream(sock, port, model, kind, key)
         before = cpu_seconds(pids)
-        runs = [one_stream(sock, port, model, kind, key) for _ in range(n)]
+        runs = []
+        for _ in range(n):
+            if gap_s:
+                time.sleep(gap_s)
+            runs.append(one_stream(sock, port, model, kind, key))
         cpu = cpu_seconds(pids) - before
     return {"ttfe": statistics.median(r[0] for r in runs), "total": statistics.median(r[1] for r in runs), "cpu_ms": 1e3 * cpu / n}
 
@@ -164,6 +170,8 @@ def main() -> int:
     ap.add_argument("--streams", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", default=",".join(PATHS))
+    ap.add_argument("--gap-ms", type=float, default=0.0,
+                    help="idle ms before each stream (TTFE at an idle gateway; default back to back)")  # fmt: skip
     args = ap.parse_args()
     fake = PacedFake()
     key, kid = keys.new_key()
@@ -189,12 +197,13 @@ def main() -> int:
             for name, port, pids, model, k_ in paths[k:] + paths[:k]:
                 for kind in ("short", "burst", "paced"):
                     n = args.streams if kind != "paced" else max(5, args.streams // 2)
-                    rows.setdefault((name, kind), []).append(measure(port, pids, model, kind, k_, n))
+                    rows.setdefault((name, kind), []).append(measure(port, pids, model, kind, k_, n, args.gap_ms / 1e3))
     finally:
         for stop in reversed(stops):
             stop()
     med = {key_: {f: statistics.median(x[f] for x in v) for f in ("ttfe", "total", "cpu_ms")} for key_, v in rows.items()}
-    print(f"{args.rounds} round(s), {args.streams} streams per row; medians over rounds; CPU of the path's processes")
+    gap = f"{args.gap_ms:g} ms idle before each stream" if args.gap_ms else "back to back"
+    print(f"{args.rounds} round(s), {args.streams} streams per row ({gap}); medians over rounds; CPU of the path's processes")
     print(f"{'path':<24} {'kind':<6} {'TTFE ms':>8} {'+vs envoy':>9} {'total ms':>9} {'CPU ms/stream':>13}")
     for (name, kind), m in med.items():
         base = med.get(("envoy", kind))

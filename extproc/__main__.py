@@ -19,7 +19,17 @@ async def main(cfg: SidegateConfig) -> None:
     server, service = await serve(cfg, store, cfg.services.host, cfg.services.extproc_port, token)
     quiet_gc()
     log.info("extproc listening on %s:%d", cfg.services.host, cfg.services.extproc_port)
-    await until_signal()
+    profile_to = os.environ.get("SIDEGATE_EXTPROC_PROFILE")
+    if profile_to:  # a profiling run (docs/performance.md): cProfile until the stop signal
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        await until_signal()
+        profiler.disable()
+        profiler.dump_stats(f"{profile_to}.{os.getpid()}")
+    else:
+        await until_signal()
     await service.stop_serving(server, float(os.environ.get("SIDEGATE_DRAIN_S", "30")))
     await service.aclose()
     await store.aclose()

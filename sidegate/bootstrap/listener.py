@@ -123,7 +123,9 @@ def _upstream_filter(cfg: SidegateConfig) -> dict[str, Any]:
         "upstream",
         service_timeout_s(cfg),
         # Request headers must be SEND: with SKIP the upstream codec sends them before the body
-        # response could mutate them (verified on 1.40).
+        # response could mutate them (verified on 1.40). A provider stream switches to
+        # FULL_DUPLEX_STREAMED (+ trailers SEND) in the response-headers answer's mode_override
+        # (extproc/server.py; accepted per response on 1.40): buffered answers keep BUFFERED.
         {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
          "response_header_mode": "SEND", "response_body_mode": "STREAMED",
          "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},

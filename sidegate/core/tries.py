@@ -15,7 +15,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,23 @@ VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
 """Anthropic on Vertex AI: the API version its bodies carry (`anthropic_version`; no header)."""
 STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
 """Provider answers streamed to the client event by event (SSE; Bedrock's binary event stream)."""
+_FIRST_EVENT_PROBES = 8
+"""How many leading SSE events of a stream's first chunk are translated one by one, at most, until
+one gives client bytes (a translator may hold an event back, e.g. a bare ping)."""
+_SPLIT_MIN_REST = 2048
+"""A chunk is answered in parts only when this much follows its first event (~15 events, ~0.1 ms of
+translation): less would cost the extra ext_proc message (~0.1 ms of CPU) and gain nothing (a
+short answer in one read stays one answer)."""
+
+
+def _event_end(chunk: bytes) -> int:
+    """Where the chunk's first SSE event ends (after its blank line), or -1."""
+    at = chunk.find(b"\n\n")
+    if at >= 0:
+        return at + 2
+    at = chunk.find(b"\r\n\r\n")
+    return at + 4 if at >= 0 else -1
+
 
 @dataclass(slots=True)
 class HeaderChanges:
@@ -94,6 +111,8 @@ class ProviderTry:
         self.status = 0
         self.streaming = False
         self.stream_tx: StreamTranslator | None = None
+        self.sse_in = False
+        """The provider streams SSE (text), not Bedrock's binary event stream: events end in a blank line."""
         self.usage: Usage | None = None
         self.done = False
         self.retried = False
@@ -207,6 +226,7 @@ class ProviderTry:
             self.stream_tx = self.translator.stream(client_wants_usage=bool(self.meta.get("want_usage")),
                                                    model=self.upstream_model)
             changes.set["content-type"] = "text/event-stream"
+            self.sse_in = ctype.startswith("text/event-stream")
             mode = "streamed"
         else:
             if status >= 300:
@@ -299,6 +319,25 @@ class ProviderTry:
             return self._end_stream(out)
         self._keep(out)
         return out
+
+    def response_parts(self, chunk: bytes, end: bool) -> Iterator[bytes]:
+        """One provider body chunk -> client bytes in parts (the full-duplex per-try stream, whose
+        answers are not tied to Envoy's chunks): while nothing has gone out yet, the chunk's leading
+        SSE events are translated one at a time until one yields client bytes, which leave before
+        the rest of the chunk (a burst read as one chunk, often with the body's end) is translated. Lazy: each part is computed
+        when the caller asks for it, i.e. after the previous one was sent. The translators reassemble
+        events across chunks, so a cut between events changes nothing but the timing."""
+        if not self.first_byte_at and self.sse_in:
+            for _ in range(_FIRST_EVENT_PROBES):
+                cut = _event_end(chunk)
+                if cut <= 0 or len(chunk) - cut < _SPLIT_MIN_REST:  # no whole event, or little after it
+                    break
+                head = self.response_chunk(chunk[:cut], False)
+                chunk = chunk[cut:]
+                if head:
+                    yield head
+                    break
+        yield self.response_chunk(chunk, end)
 
     def _end_stream(self, out: bytes) -> bytes:
         assert self.stream_tx is not None
