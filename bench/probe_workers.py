@@ -10,19 +10,15 @@ the workers' endpoints (its admin `/clusters`: rq_total and cx_total per host, p
 from __future__ import annotations
 
 import argparse
-import functools
 import os
-import tempfile
 import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
-from bench import upstream
 from bench.measure import TICK, run_wrk, wrk_script
-from bench.scenarios import FULL_PIPELINE, GATEWAY, path_of, sidegate_config, start_stack
-from sidegate import keys
-from sidegate.ports import free_port, wait_for_port
-from sidegate.supervisor import Supervisor, envoy_binary
+from bench.scenarios import FULL_PIPELINE, GATEWAY, path_of, setup_bed, start_stack
+from sidegate.ports import wait_for_port
+from sidegate.supervisor import Supervisor
 
 WATCHED = ("sidegate_front", "sidegate_extproc")
 """The clusters whose per-host spread is reported (the front's checks and try calls, the access
@@ -79,13 +75,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     names = args.only.split(",")
-    envoy = envoy_binary()
-    work = Path(tempfile.mkdtemp(prefix="sidegate-probe-"))
-    fport = free_port()
-    fake = upstream.start(envoy, work, fport, free_port())
-    key, kid = keys.new_key()
-    config = functools.partial(sidegate_config, fport, key, kid)
-    env = dict(os.environ, BENCH_KEY="sk-bench", SIDEGATE_LOG_LEVEL="WARNING")
+    bed = setup_bed("sidegate-probe-")
+    work, fport, fake, key, config, env = bed.work, bed.fport, bed.fake, bed.key, bed.config, bed.env
     stacks: list[tuple[str, Supervisor, Path, str]] = []
     try:
         wait_for_port("127.0.0.1", fport, 10, fake)

@@ -41,17 +41,14 @@ the scenario, read from /proc), then the CPU per request per process kind (envoy
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import upstream
 from bench.measure import measure, process_kind, rss_mb, run_wrk, wrk_script
 from bench.peers import portkey_scenarios
 from bench.report import report
@@ -70,7 +67,7 @@ from bench.scenarios import (
     litellm_scenarios,
     paraphrase_setup,
     path_of,
-    sidegate_config,
+    setup_bed,
     split_variant,
     start_envoy_alone,
     start_stack,
@@ -78,10 +75,9 @@ from bench.scenarios import (
     ttft_notes,
 )
 from sidegate import config as config_mod
-from sidegate import keys
 from sidegate.fakes.otlp import OtlpReceiverThread
-from sidegate.ports import free_port, wait_for_port
-from sidegate.supervisor import Supervisor, envoy_binary
+from sidegate.ports import wait_for_port
+from sidegate.supervisor import Supervisor
 
 
 def main() -> int:
@@ -102,13 +98,8 @@ def main() -> int:
         print(f"unknown scenarios: {sorted(unknown)} (known: {SCENARIOS}; any Sidegate one with "
               f"{' or '.join(VARIANTS)})", file=sys.stderr)  # fmt: skip
         return 2
-    envoy = envoy_binary()
-    work = Path(tempfile.mkdtemp(prefix="sidegate-bench-"))
-    fport = free_port()
-    fake = upstream.start(envoy, work, fport, free_port())
-    key, kid = keys.new_key()
-    config = functools.partial(sidegate_config, fport, key, kid)
-    env = dict(os.environ, BENCH_KEY="sk-bench", SIDEGATE_LOG_LEVEL="WARNING")
+    bed = setup_bed("sidegate-bench-")
+    work, fport, fake, key, config, env = bed.work, bed.fport, bed.fake, bed.key, bed.config, bed.env
     path = "/v1/chat/completions"
     scenarios: list[Scenario] = []
     rows: list[dict] = []

@@ -3,10 +3,12 @@ under test (Envoy alone, a Sidegate stack, LiteLLM) is started and stopped."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from bench import upstream
 from bench.measure import check_chat_completion, ttft, wrk_script
 from sidegate import config as config_mod
 from sidegate import keys
@@ -201,6 +204,29 @@ def sidegate_config(fport: int, key: str, kid: str, **services: object) -> dict:
         "tenants": {"bench": {"keys": [{"id": kid, "hash": keys.hash_key(key)}],
                               "quota": {"limits": {"rpm": 10**9, "tpm": 10**12}}}},
     }  # fmt: skip
+
+
+@dataclass
+class Bed:
+    """What every bench program sets up first: a work directory, the fast fake upstream (its port
+    and process), the bench tenant's key, its config maker and the services' environment."""
+
+    work: Path
+    fport: int
+    fake: subprocess.Popen[bytes]
+    key: str
+    config: Callable[..., dict]
+    env: dict[str, str]
+
+
+def setup_bed(prefix: str) -> Bed:
+    """The fake upstream started (the caller waits for its port and terminates it) and a new key."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    fport = free_port()
+    fake = upstream.start(envoy_binary(), work, fport, free_port())
+    key, kid = keys.new_key()
+    env = dict(os.environ, BENCH_KEY="sk-bench", SIDEGATE_LOG_LEVEL="WARNING")
+    return Bed(work, fport, fake, key, functools.partial(sidegate_config, fport, key, kid), env)
 
 
 def start_stack(work: Path, name: str, data: dict, env: dict[str, str]) -> Supervisor:
