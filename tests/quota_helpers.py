@@ -21,11 +21,11 @@ import httpx
 import pytest
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from sidegate.config.storeurl import is_cluster_url
 from sidegate.errors import Api
 from sidegate.features.quota import Limits, QuotaStore, Scope, TokenCounter, TokenizerConfig
 from sidegate.ports import free_port, wait_for_port
 from sidegate.store import ClusterStore, RedisPyStore, Store
-from sidegate.store.cluster import is_cluster_url
 from sidegate.store.redispy import client as store_client
 from sidegate.store.valkey import valkey_binary
 

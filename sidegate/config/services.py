@@ -10,6 +10,7 @@ from sidegate.config.base import StrictModel
 from sidegate.config.cpus import auto_extproc_workers, usable_cpus
 from sidegate.config.ledger_archive import LedgerArchiveConfig, LedgerSpillConfig
 from sidegate.config.ledger_ship import LedgerShipConfig
+from sidegate.config.storeurl import is_cluster_url, parse_cluster_url
 from sidegate.config.tracing import TracingConfig
 
 
@@ -172,15 +173,11 @@ class StoreConfig(StrictModel):
     def _cluster_url(self) -> StoreConfig:
         """A `redis+cluster://` URL names seed nodes as host:port, and no database (a cluster has
         only database 0) nor options: refused here rather than at the first request."""
-        if self.url and self.url.startswith("redis+cluster://"):
-            rest = self.url.removeprefix("redis+cluster://").rpartition("@")[2]
-            nodes, _, path = rest.partition("/")
-            if path not in ("", "0") or "?" in rest:
-                raise ValueError("store.url: a redis+cluster:// URL takes no database number or options")
-            for node in nodes.split(","):
-                host, sep, port = node.rpartition(":")
-                if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                    raise ValueError(f"store.url: cluster seed node {node!r} is not host:port")
+        if self.url and is_cluster_url(self.url):
+            try:
+                parse_cluster_url(self.url)
+            except ValueError as exc:
+                raise ValueError(f"store.url: {exc}") from None
         return self
 
 

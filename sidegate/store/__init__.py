@@ -35,7 +35,8 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from sidegate.store.cluster import ClusterStore, CrossSlotError, is_cluster_url
+from sidegate.config.storeurl import is_cluster_url
+from sidegate.store.cluster import ClusterStore, CrossSlotError
 from sidegate.store.lean import LeanStore
 from sidegate.store.protocol import Store, TrackedConnection
 from sidegate.store.redispy import RedisPyStore, client

@@ -27,7 +27,6 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -35,12 +34,12 @@ from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from sidegate.config.storeurl import parse_cluster_url
 from sidegate.store.lean import _NEVER, LeanStore, _retrieved
 from sidegate.store.script import ScriptCalls, _left
 
 log = logging.getLogger("sidegate.store")
 
-SCHEME = "redis+cluster"
 SLOTS = 16384
 MAX_REDIRECTS = 5
 """A command redirected more often than this fails (the map changes faster than it is read)."""
@@ -56,32 +55,6 @@ _SCRIPT_CALLS = frozenset({b"EVALSHA", b"EVAL", b"EVALSHA_RO", b"EVAL_RO", b"FCA
 
 class CrossSlotError(ResponseError):
     """A command's keys are in different hash slots: no one node of a cluster can run it."""
-
-
-def is_cluster_url(url: str) -> bool:
-    return url.startswith(SCHEME + "://")
-
-
-def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
-    """Seed nodes, ACL user name and password of a `redis+cluster://[user:password@]...` URL;
-    ValueError says what is wrong with it."""
-    u = urlsplit(url)
-    if u.scheme != SCHEME:
-        raise ValueError(f"not a {SCHEME}:// URL")
-    if u.query or u.path.strip("/") not in ("", "0"):
-        raise ValueError(
-            "a cluster store takes no database number or options (a cluster has database 0 only)"
-        )
-    netloc = u.netloc.rpartition("@")[2]
-    password = unquote(u.password) if u.password else None
-    username = unquote(u.username) if u.username else None
-    seeds: list[tuple[str, int]] = []
-    for part in netloc.split(","):
-        host, sep, port = part.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"cluster seed node {part!r} is not host:port")
-        seeds.append((host.strip("[]"), int(port)))
-    return seeds, username, password
 
 
 def cluster_client(url: str, socket_timeout_s: float = 1.0, max_connections: int = 256) -> Redis:

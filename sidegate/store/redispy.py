@@ -9,6 +9,7 @@ from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from sidegate.config.storeurl import is_cluster_url
 from sidegate.store.script import ScriptCalls
 
 
@@ -16,7 +17,7 @@ def client(url: str, socket_timeout_s: float = 1.0, max_connections: int = 256) 
     """One shared async client per process. A blocking pool: past `max_connections` concurrent
     commands a caller waits (bounded by the timeout) instead of failing at once. A
     `redis+cluster://` URL gets redis-py's cluster client (cluster.py)."""
-    if url.startswith("redis+cluster://"):
+    if is_cluster_url(url):
         from sidegate.store.cluster import cluster_client
 
         return cluster_client(url, socket_timeout_s, max_connections)

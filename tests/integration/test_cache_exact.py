@@ -15,11 +15,11 @@ import pytest
 from openai.types.chat import ChatCompletionChunk
 from redis.asyncio import Redis
 
+from sidegate.config.storeurl import is_cluster_url
 from sidegate.errors import Api
 from sidegate.features.cache import CachePolicy, ResponseCache
 from sidegate.sse import SseParser
 from sidegate.store import ClusterStore, LeanStore, RedisPyStore, Store
-from sidegate.store.cluster import is_cluster_url
 from sidegate.store.redispy import client as store_client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

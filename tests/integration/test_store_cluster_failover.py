@@ -16,8 +16,9 @@ from cluster_helpers import StoreCluster, running_cluster
 from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
+from sidegate.config.storeurl import parse_cluster_url
 from sidegate.store import ClusterStore, LeanStore, RedisPyStore, client, open_store
-from sidegate.store.cluster import REFRESH_EVERY_S, parse_cluster_url
+from sidegate.store.cluster import REFRESH_EVERY_S
 
 KEY = "{tenant-failover}:n"
 SLOT = key_slot(KEY.encode())
