@@ -18,6 +18,7 @@ import pytest
 import redis
 from harness import FRONT_SERVICES, Stack, front_stack
 
+from sidegate.features.route.latency import SYNC_S
 from sidegate.wire import PROVIDER_OVERRIDE_HEADER
 
 pytestmark = pytest.mark.e2e
@@ -114,15 +115,22 @@ def test_latency_moves_away_from_a_slowed_provider(gw, fake_openai, fake_anthrop
                 break
     assert moved_at is not None and moved_at < 10, moved_at
     fakes[fast].set_default(None)
-    # each worker shares its stats through the store (sidegate/features/route/latency.py)
+    # each worker shares its stats through the store every SYNC_S (sidegate/features/route/latency.py):
+    # the move can be seen before the next sync wrote the slowed sample, so wait a few syncs for it
     assert gw.sup is not None
     r = redis.Redis.from_url(gw.sup.redis_url)
+    entries: list[dict] = []
     try:
-        entries = [orjson.loads(v) for v in r.hgetall("sg:lat:lat-m").values()]
+        deadline = time.monotonic() + 10 * SYNC_S
+        while True:
+            entries = [orjson.loads(v) for v in r.hgetall("sg:lat:lat-m").values()]
+            if any(e["p"].get(fast, [0])[0] > 100 for e in entries) or time.monotonic() > deadline:
+                break
+            time.sleep(SYNC_S / 5)
     finally:
         r.close()
     assert entries and all(set(e["p"]) <= {"openai", "openai-b"} for e in entries)
-    assert any(e["p"].get(fast, [0])[0] > 100 for e in entries)  # the slowed one's TTFT EWMA (ms)
+    assert any(e["p"].get(fast, [0])[0] > 100 for e in entries), entries  # the slowed one's TTFT EWMA (ms)
 
 
 def test_header_and_tenant_overrides(gw, fake_openai, fake_anthropic):
