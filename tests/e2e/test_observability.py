@@ -57,8 +57,11 @@ def test_no_key_or_prompt_in_metrics_or_logs(stack, fake_openai):
     if cfg.auth == "ext_authz":  # the separate authz process counts its own denials
         scraped += httpx.get(f"http://127.0.0.1:{cfg.authz_metrics_port}/metrics").text
     assert "sidegate_authz_denials_total" in scraped
-    logs = stack.logs()
-    assert '"tenant":"acme"' in logs.replace(" ", "")  # the access log has the request
+    # the access log has the request (Envoy flushes its log file on an interval: wait for it, bounded)
+    deadline = time.monotonic() + 10
+    while '"tenant":"acme"' not in (logs := stack.logs()).replace(" ", "") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert '"tenant":"acme"' in logs.replace(" ", "")
     secrets = [k.key for k in stack.keys.values()] + [OPENAI_PROVIDER_KEY, ANTHROPIC_PROVIDER_KEY]
     for blob, where in ((scraped, "metrics"), (logs, "logs")):
         assert "PINEAPPLE" not in blob, where
