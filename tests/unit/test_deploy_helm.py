@@ -11,6 +11,7 @@ import copy
 import functools
 import importlib.util
 import json
+import math
 import subprocess
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ import yaml
 from sidegate import config
 from sidegate.admin.openapi import PREFIX as ADMIN_PREFIX
 from sidegate.bootstrap import render
+from sidegate.config.cpus import auto_extproc_workers
 from tests.render_helpers import K8S_VERSIONS, assert_envoy_validates_text, assert_valid_kubernetes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,6 +139,7 @@ def test_every_manifest_is_valid_kubernetes(case):
             {"autoscaling": {**NO_HPA, "keda": {"enabled": True}}, "envoyMetrics": {"enabled": False}},
             "envoyMetrics",
         ),
+        ({"config": {"services": {"extproc_workers": 0}}}, "needs resources.extproc.limits.cpu"),
     ],
 )
 def test_refused_values_fail_with_a_reason(values, message):
@@ -159,6 +162,29 @@ def test_mounted_config_validates_and_its_bootstraps_pass_envoy(case):
     (cm,) = by_kind(resources, "ConfigMap")
     if "envoy-metrics.yaml" in cm["data"]:
         assert_envoy_validates_text(cm["data"]["envoy-metrics.yaml"], "envoy-metrics.yaml")
+
+
+@pytest.mark.parametrize(
+    ("cpu", "workers"), [("4", 2), (6, 3), ("3", 1), ("2500m", 1), ("500m", 1), (0.5, 1)]
+)
+def test_auto_workers_are_counted_from_the_extproc_limit(cpu, workers):
+    """`extproc_workers: 0` becomes a number in the mounted config: left to the pod, the bootstrap's
+    init container, xds and extproc would each count their own container's CPUs."""
+    values = {
+        "config": {"services": {"extproc_workers": 0}},
+        "resources": {"extproc": {"limits": {"cpu": cpu}}},
+    }
+    resources = render_chart(values)
+    (cm,) = by_kind(resources, "ConfigMap")
+    assert yaml.safe_load(cm["data"]["sidegate.yaml"])["services"]["extproc_workers"] == workers
+    cfg = mounted_config(resources)
+    assert cfg.services.extproc_workers == workers
+    # the rule is the pod's own (sidegate/config/cpus.py), on the CPUs the limit gives
+    millis = float(str(cpu)[:-1]) if str(cpu).endswith("m") else float(cpu) * 1000
+    assert workers == auto_extproc_workers(math.ceil(millis / 1000))
+    clusters = yaml.safe_load(render.render_yaml(cfg))["static_resources"]["clusters"]
+    (front,) = [c for c in clusters if c["name"] == "sidegate_front"]
+    assert len(front["load_assignment"]["endpoints"][0]["lb_endpoints"]) == workers
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

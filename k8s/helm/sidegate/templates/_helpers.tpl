@@ -45,7 +45,34 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- $_ := set $listener "host" (ternary "127.0.0.1" "0.0.0.0" (eq .Values.mode "sidecar")) -}}
 {{- end -}}
 {{- $_ := set $cfg "listener" $listener -}}
+{{- $svc := default (dict) $cfg.services -}}
+{{- if and (hasKey $svc "extproc_workers") (eq (toString $svc.extproc_workers) "0") -}}
+{{- /* auto (0) resolved here, not in the pod: each container sees its own CPU limit, so the
+bootstrap's init container, xds and extproc could count differently (Envoy would then send to a
+worker that does not exist). The extproc container's limit is the one that matters; the rule is
+sidegate/config/cpus.py's (one worker per two CPUs, at least one). */ -}}
+{{- $svc = deepCopy $svc -}}
+{{- $_ := set $svc "extproc_workers" (include "sidegate.autoWorkers" . | int) -}}
+{{- $_ := set $cfg "services" $svc -}}
+{{- end -}}
 {{- toYaml $cfg -}}
+{{- end -}}
+
+{{/* config.services.extproc_workers: 0 (auto) -> a number, from resources.extproc.limits.cpu. */}}
+{{- define "sidegate.autoWorkers" -}}
+{{- $limit := dig "extproc" "limits" "cpu" "" (default (dict) .Values.resources) -}}
+{{- if not $limit -}}
+{{- fail "config.services.extproc_workers: 0 (auto) needs resources.extproc.limits.cpu (the chart derives the worker count from it, one per two CPUs); or set a number" -}}
+{{- end -}}
+{{- $raw := toString $limit -}}
+{{- $milli := 0 -}}
+{{- if hasSuffix "m" $raw -}}
+{{- $milli = atoi (trimSuffix "m" $raw) -}}
+{{- else -}}
+{{- $milli = mulf (float64 $raw) 1000 | int -}}
+{{- end -}}
+{{- $cpus := divf $milli 1000 | ceil | int -}}
+{{- max 1 (div $cpus 2) -}}
 {{- end -}}
 
 {{/*
