@@ -12,11 +12,13 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
+import orjson
 from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3.http_status_pb2 import HttpStatus
 
+from extproc.prepared import prepared_for
 from sidegate.core.context import Reply, RequestContext, request_meta
 from sidegate.core.intake import GEMINI_KEY_HEADER, client_internal_headers, open_request, without_key
 from sidegate.core.pipeline import Forward, Gateway
@@ -37,6 +39,7 @@ from sidegate.wire import (
     REPLY_DETAILS,
     ROUTE_HEADER,
     ROUTE_KEY,
+    TryWire,
 )
 
 log = logging.getLogger("sidegate.extproc")
@@ -53,6 +56,9 @@ _NO_REQUEST_BODY = ProcessingMode(
     request_body_mode=ProcessingMode.NONE, response_header_mode=ProcessingMode.SEND,
     response_body_mode=ProcessingMode.STREAMED,
 )  # fmt: skip
+
+
+_BLANK_PREPARED = struct({AUTHZ_NS: {TryWire.BODY: "", TryWire.CLIENT_BODY: ""}})
 
 
 def _mutation(changes: HeaderChanges) -> pb.HeaderMutation:
@@ -217,8 +223,12 @@ class UpstreamStream:
         if kind == "request_headers":
             t = self._start(req)
             client = [h.key for h in req.request_headers.headers.headers]
+            changes = t.request_headers(client)
+            prepared = prepared_for(t, req.metadata_context.filter_metadata.get(AUTHZ_NS))
+            if prepared is not None:  # the front translated the body: no body message (extproc/prepared.py)
+                return self._replace_body(t, changes, *prepared)
             resp = pb.ProcessingResponse(
-                request_headers=pb.HeadersResponse(response=pb.CommonResponse(header_mutation=_mutation(t.request_headers(client))))
+                request_headers=pb.HeadersResponse(response=pb.CommonResponse(header_mutation=_mutation(changes)))
             )
             if t.body_unchanged:  # one round trip less: Envoy sends the body on without asking us
                 resp.mode_override.CopyFrom(_NO_REQUEST_BODY)
@@ -254,6 +264,22 @@ class UpstreamStream:
             common = pb.CommonResponse(body_mutation=mutation, header_mutation=header_mutation)
             return pb.ProcessingResponse(response_body=pb.BodyResponse(response=common))
         return _passthrough(req)
+
+    @staticmethod
+    def _replace_body(t: ProviderTry, changes: HeaderChanges, body: bytes, body_set: dict[str, str],
+                      client: bytes) -> pb.ProcessingResponse:  # fmt: skip
+        """The request-headers answer that also sets the provider's body: CONTINUE_AND_REPLACE, so
+        Envoy drops the client's body and sends no body message (the body's round trip saved). The
+        prepared body is blanked in the metadata: it does not reach a later try (which translates
+        its own) or outlive the try."""
+        if client:  # a fill's client body (the gRPC stream may be on another worker than the check)
+            t.client_body = orjson.loads(client)
+        changes.set.update(body_set)
+        changes.set["content-length"] = str(len(body))
+        changes.remove = [h for h in changes.remove if h not in changes.set]
+        common = pb.CommonResponse(status=pb.CommonResponse.CONTINUE_AND_REPLACE, header_mutation=_mutation(changes),
+                                   body_mutation=pb.BodyMutation(body=body))  # fmt: skip
+        return pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=common), dynamic_metadata=_BLANK_PREPARED)
 
     @staticmethod
     def _stream(t: ProviderTry, req: pb.ProcessingRequest, kind: str) -> Iterator[pb.ProcessingResponse | None]:
