@@ -53,6 +53,7 @@ def prepare_stream(stage: TryStage, meta: dict[str, Any], body: bytes) -> dict[s
         return {}
     if len(out) + len(client) > PREPARED_MAX:
         return {}
+    changes.set["content-length"] = str(len(out))  # (the ASCII form: non-ASCII text is \u-escaped)
     headers = {TryWire.BODY: out.decode(), TryWire.PREPARED: cluster, **encode_changes(changes)}
     if client:
         headers[TryWire.CLIENT_BODY] = client.decode()
