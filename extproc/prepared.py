@@ -80,22 +80,32 @@ def decode_set(value: str) -> dict[str, str]:
     return out
 
 
-def prepared_for(t: ProviderTry, authz: Any) -> tuple[bytes, dict[str, str], bytes] | None:
-    """This try's prepared body, the body's header changes and (a fill's) client body, from the
-    ext_authz metadata (a protobuf Struct); None when the body must come from Envoy (not prepared,
-    or prepared for another try: only the first try of the cluster it names)."""
-    if authz is None or t.attempt != 1:
+PREPARED_META = "prepared"
+"""Behind the gRPC front: the same headers, one key of the gateway's metadata (`sidegate`
+namespace), taken out of the try's metadata before anything else reads it."""
+PREPARED_FIELDS = (TryWire.PREPARED, TryWire.BODY, TryWire.SET, TryWire.CLIENT_BODY)
+
+
+def authz_fields(authz: Any) -> dict[str, str] | None:
+    """The prepared try's values among the HTTP front's ext_authz metadata (a protobuf Struct)."""
+    if authz is None or TryWire.PREPARED not in authz.fields:
         return None
     fields = authz.fields
-    if TryWire.PREPARED not in fields:
+    return {k: fields[k].string_value for k in PREPARED_FIELDS if k in fields}
+
+
+def prepared_for(t: ProviderTry, values: dict[str, str] | None) -> tuple[bytes, dict[str, str], bytes] | None:
+    """This try's prepared body, the body's header changes and (a fill's) client body; None when
+    the body must come from Envoy (not prepared, or prepared for another try: only the first try
+    of the cluster it names)."""
+    if not values or t.attempt != 1:
         return None
-    if fields[TryWire.PREPARED].string_value != cluster_name(t.provider_name) or not _preparable(t):
+    if values.get(TryWire.PREPARED) != cluster_name(t.provider_name) or not _preparable(t):
         return None
-    body = fields[TryWire.BODY].string_value if TryWire.BODY in fields else ""
+    body = values.get(TryWire.BODY, "")
     if not body:  # (blanked once used)
         return None
-    client = fields[TryWire.CLIENT_BODY].string_value if TryWire.CLIENT_BODY in fields else ""
+    client = values.get(TryWire.CLIENT_BODY, "")
     if t.collect and not client:
         return None
-    sets = decode_set(fields[TryWire.SET].string_value) if TryWire.SET in fields else {}
-    return body.encode(), sets, client.encode()
+    return body.encode(), decode_set(values.get(TryWire.SET, "")), client.encode()

@@ -192,3 +192,49 @@ def test_pii_redacted_stream_keeps_the_per_try_redaction(stack, fake_anthropic):
     (rec,) = fake_anthropic.requests  # the fake echoes the prompt
     assert EMAIL not in rec.body.decode() and "<EMAIL_1>" in rec.body.decode()
     assert EMAIL in text  # restored in the client's stream
+
+
+@pytest.fixture(scope="module")
+def grpc_stack(tmp_path_factory, fake_openai, fake_anthropic):
+    """The same models behind the gRPC front (ext_authz + the gateway ext_proc): the gateway
+    prepares the first try the same way, in its own metadata namespace."""
+    from harness import front_stack
+
+    extra = {k: v for k, v in STACK_EXTRA.items() if k != "services"}
+    extra["services"] = {"extproc_workers": 2}
+    yield from front_stack(
+        "ext_proc", tmp_path_factory.mktemp("grpc"), fake_openai.url, fake_anthropic.url, extra
+    )
+
+
+def test_grpc_front_prepares_too(grpc_stack, fake_openai, fake_anthropic):
+    stack = grpc_stack
+    text, raw = _stream(stack, "claude-haiku", "Tell me about Rome")
+    assert text and raw.headers["x-sidegate-provider"] == "anthropic"
+    (rec,) = fake_anthropic.requests
+    client = {"model": "claude-haiku", "messages": [{"role": "user", "content": "Tell me about Rome"}], "stream": True,
+              "stream_options": {"include_usage": True}}  # fmt: skip
+    meta = {k: v for k, v in _meta("claude-haiku").items() if k != "front"}
+    assert rec.body == _expected_body(stack, meta, "provider.anthropic", client)
+    assert (
+        rec.headers["content-length"] == str(len(rec.body))
+        and rec.headers["x-api-key"] == ANTHROPIC_PROVIDER_KEY
+    )
+    fake_anthropic.script([{"status": 400, "error": "bad request"}])
+    assert _refused(stack, "claude-haiku") == 3
+    # A retriable error on the prepared try: the next provider's try is translated from the client's body.
+    fake_anthropic.reset()
+    fake_openai.script([{"status": 429, "error": "slow down", "retry_after": 1}])
+    text, raw = _stream(stack, "chain", "Fall back please")
+    assert (
+        text
+        and raw.headers["x-sidegate-provider"] == "anthropic"
+        and raw.headers["x-sidegate-attempts"] == "2"
+    )
+    (second,) = fake_anthropic.requests
+    assert (
+        second.json["model"] == "claude-3-5-haiku-20241022"
+        and second.json["messages"][0]["content"] == "Fall back please"
+    )
+    assert second.headers["content-length"] == str(len(second.body)) and "authorization" not in second.headers
+    stack.wait_ledger(lambda r: r.model == "chain" and r.status == 200 and r.provider == "anthropic")

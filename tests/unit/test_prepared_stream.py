@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 from google.protobuf.struct_pb2 import Struct
 
-from extproc.prepared import decode_set, prepare_stream, prepared_for
+from extproc.prepared import authz_fields, decode_set, prepare_stream, prepared_for
 from extproc.trylane import encode_changes
 from sidegate import config as config_mod
 from sidegate.core.tries import HeaderChanges, TryStage
@@ -27,10 +27,11 @@ def _stage() -> TryStage:
     return TryStage(config_mod.parse(CFG, env=ENV))
 
 
-def _struct(headers: dict[str, str]) -> Struct:
+def _struct(headers: dict[str, str]) -> dict[str, str] | None:
+    """As the per-try stage reads them from the HTTP front's ext_authz metadata."""
     s = Struct()
     s.update(headers)
-    return s
+    return authz_fields(s)
 
 
 def test_set_header_round_trip():
