@@ -10,6 +10,8 @@ provider's body and the body's header changes as ext_authz metadata (`x-sidegate
 `x-sidegate-set`, `x-sidegate-prepared` = the cluster). The per-try stream's request-headers
 answer then replaces the body itself (`CONTINUE_AND_REPLACE`): Envoy sends no body message, one
 round trip less. Any worker can serve that stream: everything it needs travels in the metadata.
+Behind the gRPC front the gateway stream does the same, the values under one key
+(`PREPARED_META`) of its own `sidegate` metadata.
 
 The gRPC side still makes the try (credentials, header allow-lists, the response's translation,
 metering, the fill): only the body's translation moved. Not prepared (today's body round trip):
