@@ -12,11 +12,14 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
+import orjson
 from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3.http_status_pb2 import HttpStatus
+from google.protobuf.struct_pb2 import Struct
 
+from extproc.prepared import PREPARED_META, authz_fields, prepare_stream, prepared_for
 from sidegate.core.context import Reply, RequestContext, request_meta
 from sidegate.core.intake import GEMINI_KEY_HEADER, client_internal_headers, open_request, without_key
 from sidegate.core.pipeline import Forward, Gateway
@@ -37,6 +40,7 @@ from sidegate.wire import (
     REPLY_DETAILS,
     ROUTE_HEADER,
     ROUTE_KEY,
+    TryWire,
 )
 
 log = logging.getLogger("sidegate.extproc")
@@ -53,6 +57,12 @@ _NO_REQUEST_BODY = ProcessingMode(
     request_body_mode=ProcessingMode.NONE, response_header_mode=ProcessingMode.SEND,
     response_body_mode=ProcessingMode.STREAMED,
 )  # fmt: skip
+
+
+_BLANK_PREPARED = {AUTHZ_NS: struct({AUTHZ_NS: {TryWire.BODY: "", TryWire.CLIENT_BODY: ""}}),
+                   META_NS: struct({META_NS: {PREPARED_META: {}}})}  # fmt: skip
+"""A used prepared body, blanked in the namespace that carried it (only there: a `sidegate`
+namespace set behind the HTTP front would hide the ext_authz one from the next try)."""
 
 
 def _mutation(changes: HeaderChanges) -> pb.HeaderMutation:
@@ -91,8 +101,10 @@ def _passthrough(req: pb.ProcessingRequest) -> pb.ProcessingResponse:
 class GatewayStream:
     """Router-level stream: request headers + buffered body -> Gateway.run -> route/short-circuit."""
 
-    def __init__(self, gateway: Gateway, traceparent: str = ""):
+    def __init__(self, gateway: Gateway, traceparent: str = "", tries: TryStage | None = None):
         self.gateway = gateway
+        self.tries = tries
+        """The per-try stage, to prepare a stream's first try (extproc/prepared.py)."""
         self.ctx: RequestContext | None = None
         self.traceparent = traceparent
         """The stream's gRPC `traceparent`: Envoy's span of this ext_proc call, a child of the
@@ -161,18 +173,35 @@ class GatewayStream:
             body_mutation=body_mutation,
             clear_route_cache=True,
         )
-        meta = struct({META_NS: {**outcome.meta, ROUTE_KEY: outcome.route}})  # routes match it too
+        meta_values = {**outcome.meta, ROUTE_KEY: outcome.route}  # routes match it too
+        if self.tries is not None and meta_values.get("stream") and not meta_values.get("lane") and outcome.body is None:
+            prepared = prepare_stream(self.tries, meta_values, ctx.raw_body)  # a stream's first try, translated now
+            if prepared:
+                meta_values[PREPARED_META] = prepared
+        meta = struct({META_NS: meta_values})
         return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common), dynamic_metadata=meta)
 
 
 def _try_of(req: pb.ProcessingRequest) -> tuple[dict[str, Any], str, int]:
     """A try's request metadata, cluster and attempt number (its first message)."""
     meta = request_meta(req.metadata_context.filter_metadata) or {}
+    meta.pop(PREPARED_META, None)  # (the gRPC front's prepared first try: read apart, never kept)
     attrs = req.attributes.get("envoy.filters.http.ext_proc")
     fields = attrs.fields if attrs is not None else {}
     cluster = fields["xds.cluster_name"].string_value if "xds.cluster_name" in fields else ""
     attempt = int(fields["upstream.request_attempt_count"].number_value) if "upstream.request_attempt_count" in fields else 1
     return meta, cluster, attempt
+
+
+def _prepared_values(req: pb.ProcessingRequest) -> tuple[dict[str, str] | None, str]:
+    """The prepared first try's values and the namespace that carried them: the HTTP front's
+    (ext_authz metadata) or the gRPC front's (one key of the gateway's metadata)."""
+    md = req.metadata_context.filter_metadata
+    gateway = md.get(META_NS)
+    if gateway is not None and PREPARED_META in gateway.fields:
+        values = struct_to_dict(gateway.fields[PREPARED_META].struct_value)
+        return {k: v for k, v in values.items() if isinstance(v, str)}, META_NS
+    return authz_fields(md.get(AUTHZ_NS)), AUTHZ_NS
 
 
 class UpstreamStream:
@@ -217,8 +246,13 @@ class UpstreamStream:
         if kind == "request_headers":
             t = self._start(req)
             client = [h.key for h in req.request_headers.headers.headers]
+            changes = t.request_headers(client)
+            values, ns = _prepared_values(req)
+            prepared = prepared_for(t, values)
+            if prepared is not None:  # the front translated the body: no body message (extproc/prepared.py)
+                return self._replace_body(t, changes, *prepared, blank=_BLANK_PREPARED[ns])
             resp = pb.ProcessingResponse(
-                request_headers=pb.HeadersResponse(response=pb.CommonResponse(header_mutation=_mutation(t.request_headers(client))))
+                request_headers=pb.HeadersResponse(response=pb.CommonResponse(header_mutation=_mutation(changes)))
             )
             if t.body_unchanged:  # one round trip less: Envoy sends the body on without asking us
                 resp.mode_override.CopyFrom(_NO_REQUEST_BODY)
@@ -254,6 +288,22 @@ class UpstreamStream:
             common = pb.CommonResponse(body_mutation=mutation, header_mutation=header_mutation)
             return pb.ProcessingResponse(response_body=pb.BodyResponse(response=common))
         return _passthrough(req)
+
+    @staticmethod
+    def _replace_body(t: ProviderTry, changes: HeaderChanges, body: bytes, body_set: dict[str, str],
+                      client: bytes, blank: Struct) -> pb.ProcessingResponse:  # fmt: skip
+        """The request-headers answer that also sets the provider's body: CONTINUE_AND_REPLACE, so
+        Envoy drops the client's body and sends no body message (the body's round trip saved). The
+        prepared body is blanked in the metadata: it does not reach a later try (which translates
+        its own) or outlive the try."""
+        if client:  # a fill's client body (the gRPC stream may be on another worker than the check)
+            t.client_body = orjson.loads(client)
+        changes.set.update(body_set)
+        changes.set["content-length"] = str(len(body))
+        changes.remove = [h for h in changes.remove if h not in changes.set]
+        common = pb.CommonResponse(status=pb.CommonResponse.CONTINUE_AND_REPLACE, header_mutation=_mutation(changes),
+                                   body_mutation=pb.BodyMutation(body=body))  # fmt: skip
+        return pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=common), dynamic_metadata=blank)
 
     @staticmethod
     def _stream(t: ProviderTry, req: pb.ProcessingRequest, kind: str) -> Iterator[pb.ProcessingResponse | None]:
@@ -312,7 +362,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             elif key == TRACEPARENT:  # Envoy's span of this call (only when Envoy traces)
                 traceparent = value if isinstance(value, str) else value.decode(errors="replace")
         handler: GatewayStream | UpstreamStream = (
-            UpstreamStream(self.tries) if phase == "upstream" else GatewayStream(self.gateway, traceparent)
+            UpstreamStream(self.tries) if phase == "upstream" else GatewayStream(self.gateway, traceparent, self.tries)
         )
         self.active += 1
         try:

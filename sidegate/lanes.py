@@ -37,6 +37,19 @@ def direct_apis(cfg: SidegateConfig, model: str, start: int) -> frozenset[Api]:
     return apis
 
 
+def first_try_provider(cfg: SidegateConfig, model: str, start: int, pin: str = "") -> str | None:
+    """The provider of `model`'s first try (chain from priority group `start`, or pinned to start on
+    `pin`: a routing policy's choice) when it is known at check time: the group is one provider.
+    None: a weighted group (Envoy picks)."""
+    m = cfg.models.get(model)
+    groups = m.groups() if m is not None else []
+    if pin:
+        return pin if pin in cfg.providers else None
+    if start >= len(groups) or len(groups[start]) != 1:
+        return None
+    return groups[start][0].provider or None
+
+
 def preparable_first_try(cfg: SidegateConfig, model: str, start: int, pin: str = "") -> str | None:
     """The provider of `model`'s first try (chain from priority group `start`, or pinned to start on
     `pin`: a routing policy's choice) when the front can prepare that try at check time: the group

@@ -131,6 +131,7 @@ class TryWire:
     PASSED = "x-sidegate-h-"  # prefix of the provider response headers passed to the front
     BODY = "x-sidegate-body"  # the prepared try's body (ASCII JSON)
     PREPARED = "x-sidegate-prepared"  # the cluster the front prepared the first try for
+    CLIENT_BODY = "x-sidegate-client-body"  # a prepared stream's client body, for its fill (ASCII JSON)
     KEY = "x-sidegate-try"  # the try's key in the worker holding it (`<worker>.<...>`)
     WORKER = "x-sidegate-worker"  # the worker holding the try
     PREVIOUS = "x-sidegate-previous"  # the request's previous try (Envoy retried)

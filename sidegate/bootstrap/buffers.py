@@ -47,7 +47,8 @@ EXTPROC_INFLIGHT = 4
 
 def whole_answer_filter() -> dict[str, Any]:
     """Per-try upstream filter after the ext_proc: a non-streaming provider answer is buffered whole
-    (over the stream's limit: Envoy's local 500, made a 502) before the ext_proc sees its headers."""
+    (over the stream's limit: Envoy's local 500, made a 502) before the ext_proc sees its headers;
+    a body the ext_proc replaced at request headers (a prepared stream) gets its content-length back."""
     return {
         "name": "sidegate.whole_answer",
         "typed_config": {

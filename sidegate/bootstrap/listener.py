@@ -137,7 +137,8 @@ def _upstream_filter(cfg: SidegateConfig) -> dict[str, Any]:
         mutation_rules={"allow_all_routing": True},
         metadata_options={
             "forwarding_namespaces": {"untyped": [META_NS, AUTHZ_NS]},
-            "receiving_namespaces": {"untyped": [META_NS]},
+            # AUTHZ_NS: a stream's prepared body is blanked once used (extproc/prepared.py)
+            "receiving_namespaces": {"untyped": [META_NS, AUTHZ_NS]},
         },
     )  # fmt: skip
     return {"name": "sidegate.upstream", "typed_config": proc}
