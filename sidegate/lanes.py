@@ -55,14 +55,7 @@ def preparable_first_try(cfg: SidegateConfig, model: str, start: int, pin: str =
     `pin`: a routing policy's choice) when the front can prepare that try at check time: the group
     is one provider whose key Envoy reads from its own environment (the try lane's Lua sets it).
     None: the Lua must call the front for it (a weighted group, a key pool)."""
-    m = cfg.models.get(model)
-    groups = m.groups() if m is not None else []
-    if pin:
-        provider = pin if pin in cfg.providers else ""
-    elif start >= len(groups) or len(groups[start]) != 1:
-        return None
-    else:
-        provider = groups[start][0].provider
-    if not provider:
+    provider = first_try_provider(cfg, model, start, pin)
+    if provider is None:
         return None
     return provider if env_credential(cfg.providers[provider]) is not None else None
