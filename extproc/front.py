@@ -149,9 +149,8 @@ class Front:
             out[FRONT_LANE_HEADER] = str(meta["lane"])
         if meta.get("lane") == LANE_TRY and self.trylane is not None:  # the first try, prepared now
             out.update(self.trylane.prepare(meta, body, outcome.body, outcome.meta.get("restore")))
-        elif meta.get("stream") and not meta.get("lane") and outcome.body is None and self.trylane is not None:
-            # A stream of the full lane: its first try's body, translated now (extproc/prepared.py)
-            out.update(prepare_stream(self.trylane.stage, meta, body))
+        elif self.trylane is not None:  # a full-lane stream: its first try's body, translated now
+            out.update(prepare_stream(self.trylane.stage, meta, body, rewritten=outcome.body is not None))
         remove = [*outcome.remove_headers, *client_internal_headers(headers, _OURS)]
         if remove:
             out[AUTH_HEADERS_TO_REMOVE] = ",".join(remove)

@@ -25,15 +25,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from extproc.trylane import PREPARED_MAX, ascii_json, encode_changes
+from extproc.trylane import PREPARED_MAX, ascii_json, decode_set, encode_changes
 from sidegate.core.live import ROUTING_VERSION_KEY
 from sidegate.core.tries import ProviderTry, TryStage
 from sidegate.lanes import first_try_provider
 from sidegate.wire import TryWire, cluster_name
 
 
-def prepare_stream(stage: TryStage, meta: dict[str, Any], body: bytes) -> dict[str, str]:
-    """The check answer's headers that carry the first try's provider body ({}: not prepared)."""
+def prepare_stream(stage: TryStage, meta: dict[str, Any], body: bytes, rewritten: bool) -> dict[str, str]:
+    """The check answer's headers that carry the first try's provider body ({}: not prepared): a
+    full-lane stream (`meta` names no lane) whose body the request stages left as the client sent
+    it (`rewritten`: they changed it, e.g. redacted: the per-try stage reads Envoy's body)."""
+    if not meta.get("stream") or meta.get("lane") or rewritten:
+        return {}
     cfg = stage.cfg
     named, versions = meta.get(ROUTING_VERSION_KEY), stage.versions
     if named is not None and versions is not None:  # the routing version Envoy routes this request with
@@ -67,19 +71,6 @@ def _preparable(t: ProviderTry) -> bool:
     request), nothing to sign, and a body the provider does not take as is (that one skips the body
     round trip already: mode override)."""
     return not t.hooks and t.provider_name not in t.stage.signers and not t.body_unchanged
-
-
-def _unescape(s: str) -> str:
-    return s.replace("%3D", "=").replace("%26", "&").replace("%25", "%") if "%" in s else s
-
-
-def decode_set(value: str) -> dict[str, str]:
-    """`x-sidegate-set` (`name=value&...`, percent-encoded: :func:`extproc.trylane.encode_changes`)."""
-    out: dict[str, str] = {}
-    for pair in value.split("&") if value else ():
-        k, _, v = pair.partition("=")
-        out[_unescape(k)] = _unescape(v)
-    return out
 
 
 PREPARED_META = "prepared"

@@ -174,8 +174,8 @@ class GatewayStream:
             clear_route_cache=True,
         )
         meta_values = {**outcome.meta, ROUTE_KEY: outcome.route}  # routes match it too
-        if self.tries is not None and meta_values.get("stream") and not meta_values.get("lane") and outcome.body is None:
-            prepared = prepare_stream(self.tries, meta_values, ctx.raw_body)  # a stream's first try, translated now
+        if self.tries is not None:  # a full-lane stream's first try, translated now (extproc/prepared.py)
+            prepared = prepare_stream(self.tries, meta_values, ctx.raw_body, rewritten=outcome.body is not None)
             if prepared:
                 meta_values[PREPARED_META] = prepared
         meta = struct({META_NS: meta_values})

@@ -62,6 +62,20 @@ def _escape(s: str) -> str:
     return s.replace("%", "%25").replace("&", "%26").replace("=", "%3D") if ("%" in s or "&" in s or "=" in s) else s
 
 
+def _unescape(s: str) -> str:
+    return s.replace("%3D", "=").replace("%26", "&").replace("%25", "%") if "%" in s else s
+
+
+def decode_set(value: str) -> dict[str, str]:
+    """`x-sidegate-set` back to its headers (a prepared stream's, read by the per-try ext_proc:
+    extproc/prepared.py; the try lane's Lua decodes its own)."""
+    out: dict[str, str] = {}
+    for pair in value.split("&") if value else ():
+        k, _, v = pair.partition("=")
+        out[_unescape(k)] = _unescape(v)
+    return out
+
+
 def encode_changes(changes: HeaderChanges) -> dict[str, str]:
     """Header changes -> the two answer headers the Lua filter applies (removals first)."""
     out: dict[str, str] = {}

@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
+import orjson
 import pytest
 from harness import ANTHROPIC_PROVIDER_KEY, OPENAI_PROVIDER_KEY
 
@@ -49,8 +50,6 @@ def _stat(stack, name: str) -> int:
 
 def _expected_body(stack, meta: dict, cluster: str, client: dict) -> bytes:
     """What the per-try stage makes of `client` for `cluster` (the same code, offline)."""
-    import orjson
-
     env = {"E2E_OPENAI_KEY": OPENAI_PROVIDER_KEY, "E2E_ANTHROPIC_KEY": ANTHROPIC_PROVIDER_KEY}
     stage = TryStage(config_mod.load(stack.cfg_path, env=env))
     body, _ = stage.start_try(meta, cluster, 1).request_body(orjson.dumps(client))

@@ -6,8 +6,8 @@ from __future__ import annotations
 import orjson
 from google.protobuf.struct_pb2 import Struct
 
-from extproc.prepared import authz_fields, decode_set, prepare_stream, prepared_for
-from extproc.trylane import encode_changes
+from extproc.prepared import authz_fields, prepare_stream, prepared_for
+from extproc.trylane import decode_set, encode_changes
 from sidegate import config as config_mod
 from sidegate.core.tries import HeaderChanges, TryStage
 from sidegate.wire import TryWire
@@ -27,6 +27,10 @@ def _stage() -> TryStage:
     return TryStage(config_mod.parse(CFG, env=ENV))
 
 
+def _prep(stage: TryStage, meta: dict, body: bytes = BODY, rewritten: bool = False) -> dict[str, str]:
+    return prepare_stream(stage, meta, body, rewritten=rewritten)
+
+
 def _struct(headers: dict[str, str]) -> dict[str, str] | None:
     """As the per-try stage reads them from the HTTP front's ext_authz metadata."""
     s = Struct()
@@ -44,7 +48,7 @@ def test_set_header_round_trip():
 
 def test_the_first_try_is_translated_at_check_time_and_taken_by_its_try():
     stage = _stage()
-    headers = prepare_stream(stage, META, BODY)
+    headers = _prep(stage, META)
     assert headers[TryWire.PREPARED] == "provider.anthropic" and headers[TryWire.BODY].isascii()
     assert TryWire.CLIENT_BODY not in headers  # no fill asked
     sets = decode_set(headers[TryWire.SET])
@@ -61,14 +65,20 @@ def test_the_first_try_is_translated_at_check_time_and_taken_by_its_try():
 
 def test_not_prepared_when_the_provider_is_not_known_or_the_body_too_large():
     stage = _stage()
-    assert prepare_stream(stage, {**META, "model": "spread"}, BODY) == {}  # Envoy picks by weight
+    assert _prep(stage, {**META, "model": "spread"}) == {}  # Envoy picks by weight
     big = orjson.dumps(
         {"model": "claude", "messages": [{"role": "user", "content": "x" * 40000}], "stream": True}
     )
-    assert prepare_stream(stage, META, big) == {}
-    assert (
-        prepare_stream(stage, META, b"{not json") == {}
-    )  # the per-try stage answers it, in the client's format
+    assert _prep(stage, META, big) == {}
+    assert _prep(stage, META, b"{not json") == {}  # the per-try stage answers it, in the client's format
     pinned = {**META, "model": "spread", "pin": "openai"}  # a routing policy's pick: known
-    assert prepare_stream(stage, {**pinned, "want_usage": False}, BODY)[TryWire.PREPARED] == "provider.openai"
-    assert prepare_stream(stage, pinned, BODY) == {}  # taken as is: the body round trip is skipped anyway
+    assert _prep(stage, {**pinned, "want_usage": False})[TryWire.PREPARED] == "provider.openai"
+    assert _prep(stage, pinned) == {}  # taken as is: the body round trip is skipped anyway
+
+
+def test_only_a_full_lane_stream_with_the_clients_body_is_prepared():
+    stage = _stage()
+    assert _prep(stage, META)
+    assert _prep(stage, {**META, "stream": False}) == {}  # the try lane's
+    assert _prep(stage, {**META, "lane": "direct"}) == {}
+    assert _prep(stage, META, rewritten=True) == {}  # a stage rewrote the body (PII)
