@@ -16,6 +16,9 @@ from aiohttp import web
 
 from sidegate.fakes.behavior import Behavior
 
+RESET_AFTER_EVENTS_S = 0.25
+"""The pause between a stream's last event and its RST (the peer reads the events first)."""
+
 
 class Dropped(Exception):
     """The connection was reset or abandoned on purpose; nothing more to write."""
@@ -73,7 +76,10 @@ async def end_stream(
         await hang(request, b.hang_max_s, closing)  # a provider gone silent mid-stream
         reset = True
     if reset:
-        await asyncio.sleep(0.01)  # let the events leave before the RST
+        # An RST makes the kernel drop what the peer has not read yet, and Envoy drops what its
+        # filters have not passed on: on a loaded box 10 ms was not always enough for the events
+        # to reach the gateway, and the scenario ("events, then a reset") became "a reset".
+        await asyncio.sleep(RESET_AFTER_EVENTS_S)
         reset_connection(request)
         raise Dropped
     if b is not None and b.linger_s > 0:
