@@ -147,15 +147,19 @@ class SemanticIndex:
         with self._pending_lock:
             self._pending -= 1
 
-    async def _run(self, fn: Callable[[], T], timeout_s: float) -> T:
-        """Run `fn` in the pool and wait at most `timeout_s` (TimeoutError); _Shed when the queue is full."""
+    def _submit(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Queue `fn` in the pool now; _Shed when the queue is full."""
         with self._pending_lock:
             if self._pending >= self.settings.max_pending:
                 raise _Shed
             self._pending += 1
         cf = self._pool.submit(fn)
         cf.add_done_callback(self._done)
-        return await asyncio.wait_for(asyncio.wrap_future(cf), timeout_s)
+        return cf
+
+    async def _run(self, fn: Callable[[], T], timeout_s: float) -> T:
+        """Run `fn` in the pool and wait at most `timeout_s` (TimeoutError); _Shed when the queue is full."""
+        return await asyncio.wait_for(asyncio.wrap_future(self._submit(fn)), timeout_s)
 
     # -- blocking jobs (pool thread) -----------------------------------------------------------
 
@@ -204,6 +208,19 @@ class SemanticIndex:
 
     # -- async API -----------------------------------------------------------------------------
 
+    def begin_search(
+        self, scope: str, text: str, *, threshold: float, max_tokens: int = 256
+    ) -> concurrent.futures.Future[tuple[list[float] | None, SemanticMatch | None]] | None:
+        """Start a search now (the model runs while the request's other stages do), for
+        :meth:`search` to await later with `started=`; None when it cannot start (not ready, queue
+        full): then :meth:`search` runs it as usual, and counts why."""
+        if not self._ready:
+            return None
+        try:
+            return self._submit(lambda: self._search_job(scope, text, None, threshold, max_tokens))
+        except _Shed:
+            return None
+
     async def search(
         self,
         scope: str,
@@ -213,18 +230,23 @@ class SemanticIndex:
         timeout_s: float,
         max_tokens: int = 256,
         vector: list[float] | None = None,
+        started: concurrent.futures.Future[tuple[list[float] | None, SemanticMatch | None]] | None = None,
     ) -> tuple[list[float] | None, SemanticMatch | None]:
         """(vector, best match at or above threshold). Never raises: failures count and return no match.
 
-        The vector is None when the text is too long for the model (or on failure).
+        The vector is None when the text is too long for the model (or on failure). `started`: the
+        same search from :meth:`begin_search` (same scope, text, threshold and max_tokens).
         """
         if not self._ready:
             self.stats.incr("semantic_not_ready")
             return vector, None
         try:
-            vec, match = await self._run(
-                lambda: self._search_job(scope, text, vector, threshold, max_tokens), timeout_s
-            )
+            if started is not None:
+                vec, match = await asyncio.wait_for(asyncio.wrap_future(started), timeout_s)
+            else:
+                vec, match = await self._run(
+                    lambda: self._search_job(scope, text, vector, threshold, max_tokens), timeout_s
+                )
         except _Shed:
             self.stats.incr("semantic_shed")
             return vector, None

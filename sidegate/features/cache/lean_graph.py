@@ -54,9 +54,10 @@ def _weights(folded: Any) -> tuple[dict[str, Any], dict[str, str], str]:
     for n in folded.graph.node:
         if n.op_type != "Add" or len(n.input) != 2:
             continue
-        mm = producer.get(n.input[0])
-        if mm is not None and mm.op_type == "MatMul" and mm.input[1] in arrays and n.input[1] in arrays:
-            weight_of[n.input[1]] = mm.input[1]
+        for product, bias in ((n.input[0], n.input[1]), (n.input[1], n.input[0])):  # either order
+            mm = producer.get(product)
+            if mm is not None and mm.op_type == "MatMul" and mm.input[1] in arrays and bias in arrays:
+                weight_of[bias] = mm.input[1]
     suffix = "embeddings.word_embeddings.weight"
     prefix = next((k[: -len(suffix)] for k in arrays if k.endswith(suffix)), None)
     if prefix is None:

@@ -108,6 +108,8 @@ class CacheRequest:
     lookup_failed: bool = False
     """The store did not answer the lookup in time: a miss that must not fill (it could overwrite
     a good entry the lookup could not read)."""
+    search: Any = field(default=None, repr=False, compare=False)
+    """The semantic search started early (ResponseCache.prefetch), for the lookup to await."""
     vector: list[float] | None = field(default=None, repr=False)
     """Embedding of `query_text`, kept from lookup so the fill does not embed twice."""
     endpoint: str = COMPLETIONS
