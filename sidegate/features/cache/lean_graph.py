@@ -105,7 +105,11 @@ def _lean_model(folded: Any, config: dict[str, Any]) -> Any:
     nodes.append(helper.make_node("EmbedLayerNormalization", ["input_ids", "token_type_ids", *emb, *ln], ["h0", "mask_index"],
                                   domain="com.microsoft", epsilon=eps))  # fmt: skip
     x = "h0"
-    for i in range(int(config["num_hidden_layers"])):
+    # The layers the weights hold (a distilled model may have fewer than its config.json says).
+    layers = sum(1 for i in range(64) if p + f"encoder.layer.{i}.attention.self.query.bias" in arrays)
+    if not layers:
+        raise Unsupported("no encoder layers")
+    for i in range(layers):
         layer = f"encoder.layer.{i}."
         q, k, v = (dense(layer + "attention.self." + n) for n in ("query", "key", "value"))
         qkv_w = const(f"l{i}.qkv_w", np.concatenate([q[0], k[0], v[0]], axis=1))
@@ -149,7 +153,8 @@ def _pooled(model: Path, lean: bool) -> Any:
         return session.run(None, {"input_ids": ids, "token_type_ids": np.zeros_like(ids)})[0][0]
     names = {i.name for i in session.get_inputs()}
     feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-    return session.run(None, {k: v for k, v in feed.items() if k in names})[0][0].mean(axis=0)
+    states = next(i for i, o in enumerate(session.get_outputs()) if len(o.shape) == 3)
+    return session.run(None, {k: v for k, v in feed.items() if k in names})[states][0].mean(axis=0)
 
 
 def build_lean(folded: Path, config: Path, target: Path, work: Path) -> None:
