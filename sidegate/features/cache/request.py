@@ -19,6 +19,7 @@ from sidegate.config.cache import CachePolicy
 from sidegate.core.intake import COMPLETIONS
 from sidegate.errors import Api
 
+from .embedder import DEFAULT_MODEL, MODELS
 from .gemini_answer import gemini_params
 from .responses_request import responses_echo, responses_params
 
@@ -194,9 +195,10 @@ class CacheRequest:
             echo=responses_echo(body) if api is Api.RESPONSES else None,
         )  # fmt: skip
 
-    def threshold(self, policy: CachePolicy) -> float:
-        """The effective semantic threshold: the route's, raised (never lowered) by the client."""
-        return max(policy.threshold, self.min_threshold)
+    def threshold(self, policy: CachePolicy, model_default: float = MODELS[DEFAULT_MODEL].threshold) -> float:
+        """The effective semantic threshold: the route's (else the model's), raised (never lowered)
+        by the client."""
+        return max(model_default if policy.threshold is None else policy.threshold, self.min_threshold)
 
     def allowed_by(self, policy: CachePolicy) -> bool:
         """True when the route caches this request at all (enabled and temperature low enough)."""
