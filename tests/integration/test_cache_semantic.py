@@ -21,7 +21,9 @@ from sidegate.features.cache import (
     SemanticIndex,
     SemanticSettings,
 )
+from sidegate.features.cache.core import CACHE_PREFIX
 from sidegate.features.cache.embedder import DEFAULT_MODEL, MODELS, Embedder
+from sidegate.features.cache.known import KnownKeys
 from sidegate.features.cache.vectors import QdrantStore
 from sidegate.sse import SseParser
 from sidegate.store import RedisPyStore
@@ -287,3 +289,32 @@ def test_embedding_slower_than_bound_is_a_miss(redis_url):
         assert cache.stats.semantic_timeouts == 1
 
     run(body, redis_url, embedder=slow)
+
+
+def test_a_certain_exact_miss_starts_the_search_at_prefetch(redis_url):
+    """The model runs while the stages before the lookup do (quota): when the exact lookup can only
+    miss (a semantic-only route, or a key the key index lacks), never when an exact hit is possible."""
+    semantic_only = SEM.model_copy(update={"exact": False})
+
+    async def body(cache: ResponseCache, _: SemanticIndex):
+        first = req(tenant="t-early")
+        assert cache.prefetch(first, semantic_only) is None and first.search is not None
+        assert await cache.lookup(first, semantic_only) is None
+        assert first.search is None and first.vector is not None  # the fill reuses the early vector
+        assert await cache.fill(first, orjson.dumps(openai_response()), semantic_only)
+        close = req(tenant="t-early", question=CLOSE)
+        cache.prefetch(close, semantic_only)
+        hit = await cache.lookup(close, semantic_only)
+        assert hit is not None and hit.kind == "semantic" and close.search is None
+
+        again = req(tenant="t-early")  # an exact hit is possible (no key index): no early model run
+        cache.prefetch(again, SEM)
+        assert again.search is None
+        known = KnownKeys(CACHE_PREFIX, keep_s=60)
+        known.synced = True  # trusted and empty: the store certainly lacks every key
+        cache.known = known
+        new = req(tenant="t-early", question=PARAPHRASE)
+        assert cache.prefetch(new, SEM) is None and new.search is not None
+        assert await cache.lookup(new, SEM) is None and cache.stats.semantic_shed == 0
+
+    run(body, redis_url)
