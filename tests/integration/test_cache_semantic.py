@@ -318,3 +318,26 @@ def test_a_certain_exact_miss_starts_the_search_at_prefetch(redis_url):
         assert await cache.lookup(new, SEM) is None and cache.stats.semantic_shed == 0
 
     run(body, redis_url)
+
+
+def test_each_model_searches_only_its_own_vectors():
+    """Processes running different models on one vector store (a Qdrant server during an upgrade):
+    neither finds the other's entries, whose vectors live in another space."""
+    from sidegate.features.cache.vectors import NumpyStore
+
+    store = NumpyStore(100)
+    l3 = SemanticIndex(SemanticSettings(vector_store="memory"), embedder=shared_embedder(), store=store)
+    l6 = SemanticIndex(SemanticSettings(vector_store="memory", model="all-minilm-l6-v2"),
+                       embedder=shared_embedder("all-minilm-l6-v2"), store=store)  # fmt: skip
+    try:
+        for index in (l3, l6):
+            index._start_sync()
+        assert l6._add_job("scope", "a" * 32, Q, None, time.time() + 60, 256)
+        assert l6._search_job("scope", Q, None, 0.95, 256)[1] is not None
+        assert l3._search_job("scope", Q, None, 0.5, 256)[1] is None
+        assert l3._add_job("scope", "b" * 32, CLOSE, None, time.time() + 60, 256)
+        assert l3._search_job("scope", CLOSE, None, 0.93, 256)[1].key == "b" * 32
+        assert l6._search_job("scope", CLOSE, None, 0.5, 256)[1].key == "a" * 32  # its own entry only
+    finally:
+        l3.close()
+        l6.close()

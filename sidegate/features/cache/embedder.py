@@ -60,9 +60,10 @@ MODELS = {
     ),
 }
 DEFAULT_MODEL = "paraphrase-minilm-l3-v2"
-"""3 layers: at c=1 through Envoy a new wording's hit 2.9-4.1 ms p50 against 4.3-5.2 ms with the
-6-layer model (same rounds), on the paraphrase set precision 1.000 and recall 0.364 at its 0.93
-(the 6-layer model: 1.000 and 0.380 at 0.95); docs/performance.md."""
+"""3 layers: at c=1 through Envoy a new wording's hit took 2.5-4.1 ms p50 (9 runs) against 3.6-5.6 ms
+with the 6-layer model (the same runs), with ~1.2 ms less extproc CPU; on the paraphrase set
+precision 1.000 and recall 0.364 at its 0.93 (the 6-layer model: 1.000 and 0.380 at 0.95);
+docs/performance.md."""
 
 
 class EmbedderUnavailable(RuntimeError):

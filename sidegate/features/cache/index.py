@@ -70,6 +70,10 @@ class SemanticIndex:
         )
         self.stats = stats or CacheStats()
         self.store = store
+        # Each model's vectors in their own scopes: a store shared by processes that run different
+        # models (a Qdrant server during an upgrade) never compares one model's vector with the
+        # other's. The 6-layer model, the first default, keeps the plain scope (its entries stay valid).
+        self._space = "" if s.model == "all-minilm-l6-v2" else s.model + ":"
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=s.workers, thread_name_prefix="sidegate-semantic"
         )
@@ -199,7 +203,7 @@ class SemanticIndex:
                 return None, None
         assert self.store is not None
         sig = signature(text)
-        found = self.store.query(scope, vector, threshold, time.time(), lambda tag: compatible(tag, sig))
+        found = self.store.query(self._space + scope, vector, threshold, time.time(), lambda tag: compatible(tag, sig))
         return vector, (SemanticMatch(*found) if found else None)
 
     def _add_job(
@@ -210,7 +214,7 @@ class SemanticIndex:
             if vector is None:
                 return False
         assert self.store is not None
-        return self.store.upsert(scope, key, vector, expires_at, signature(text))
+        return self.store.upsert(self._space + scope, key, vector, expires_at, signature(text))
 
     # -- async API -----------------------------------------------------------------------------
 

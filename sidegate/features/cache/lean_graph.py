@@ -16,6 +16,9 @@ recall 0.395 instead of 0.364 at precision 1.000 (docs/cache.md).
 The rebuilt fp32 graph must reproduce the original's pooled output on a probe input (max abs
 difference <= 1e-4) before it is quantized; any other graph layout raises :class:`Unsupported` and
 the caller keeps the generic path. Batch size 1, no padding: the index embeds one text per run.
+The same code rebuilds the 3-layer paraphrase-MiniLM-L3-v2 (a torchscript export: the bias is the
+first operand of its Add, and its config.json, shared with the 6-layer model, does not say 3: the
+layers are counted from the weights).
 """
 
 from __future__ import annotations
