@@ -56,6 +56,7 @@ from bench.scenarios import (
     CHAT,
     FULL_PIPELINE,
     GATEWAY,
+    MODEL_VARIANTS,
     PARAPHRASE,
     SCENARIOS,
     STREAM,
@@ -142,6 +143,8 @@ def main() -> int:
                 data["store"] = {**data.get("store", {}), "cache_index": False}
             if variant == "-2t":
                 data["semantic"] = {**data.get("semantic", {}), "workers": 2}
+            if variant in MODEL_VARIANTS:
+                data["semantic"] = {**data.get("semantic", {}), "model": MODEL_VARIANTS[variant]}
             ratio = TRACED.get(base, TRACED.get(variant))
             if ratio is not None:  # its own service name: the receiver counts each scenario's spans
                 if receiver is None:

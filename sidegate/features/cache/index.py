@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sidegate.config.cache import SemanticSettings
 
 from .contrast import compatible, signature
-from .embedder import Embedder
+from .embedder import MODELS, Embedder
 from .stats import CacheStats
 
 if TYPE_CHECKING:
@@ -66,10 +66,14 @@ class SemanticIndex:
         self.settings = settings or SemanticSettings()
         s = self.settings
         self.embedder = embedder or Embedder(
-            s.model_dir, cache_dir=s.cache_dir, threads=s.threads, int8_compute=s.int8_compute
+            s.model_dir, cache_dir=s.cache_dir, threads=s.threads, int8_compute=s.int8_compute, model=s.model
         )
         self.stats = stats or CacheStats()
         self.store = store
+        # Each model's vectors in their own scopes: a store shared by processes that run different
+        # models (a Qdrant server during an upgrade) never compares one model's vector with the
+        # other's. The 6-layer model, the first default, keeps the plain scope (its entries stay valid).
+        self._space = "" if s.model == "all-minilm-l6-v2" else s.model + ":"
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=s.workers, thread_name_prefix="sidegate-semantic"
         )
@@ -88,6 +92,11 @@ class SemanticIndex:
     @property
     def ready(self) -> bool:
         return self._ready
+
+    @property
+    def threshold(self) -> float:
+        """The model's threshold, for routes that set none."""
+        return MODELS[self.settings.model].threshold
 
     def _make_store(self) -> VectorStore:
         from .vectors import NumpyStore, QdrantStore  # numpy/qdrant: only with the `semantic` extra
@@ -147,20 +156,25 @@ class SemanticIndex:
         with self._pending_lock:
             self._pending -= 1
 
-    async def _run(self, fn: Callable[[], T], timeout_s: float) -> T:
-        """Run `fn` in the pool and wait at most `timeout_s` (TimeoutError); _Shed when the queue is full."""
+    def _submit(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Queue `fn` in the pool now; _Shed when the queue is full."""
         with self._pending_lock:
             if self._pending >= self.settings.max_pending:
                 raise _Shed
             self._pending += 1
         cf = self._pool.submit(fn)
         cf.add_done_callback(self._done)
-        return await asyncio.wait_for(asyncio.wrap_future(cf), timeout_s)
+        return cf
+
+    async def _run(self, fn: Callable[[], T], timeout_s: float) -> T:
+        """Run `fn` in the pool and wait at most `timeout_s` (TimeoutError); _Shed when the queue is full."""
+        return await asyncio.wait_for(asyncio.wrap_future(self._submit(fn)), timeout_s)
 
     # -- blocking jobs (pool thread) -----------------------------------------------------------
 
     def _vector(self, text: str, max_tokens: int) -> list[float] | None:
         import numpy as np  # with the `semantic` extra only
+        max_tokens = min(max_tokens, MODELS[self.settings.model].window)
         size = self.settings.recent_embeddings
         with self._recent_lock:
             known = self._recent.get(text)
@@ -189,7 +203,7 @@ class SemanticIndex:
                 return None, None
         assert self.store is not None
         sig = signature(text)
-        found = self.store.query(scope, vector, threshold, time.time(), lambda tag: compatible(tag, sig))
+        found = self.store.query(self._space + scope, vector, threshold, time.time(), lambda tag: compatible(tag, sig))
         return vector, (SemanticMatch(*found) if found else None)
 
     def _add_job(
@@ -200,9 +214,22 @@ class SemanticIndex:
             if vector is None:
                 return False
         assert self.store is not None
-        return self.store.upsert(scope, key, vector, expires_at, signature(text))
+        return self.store.upsert(self._space + scope, key, vector, expires_at, signature(text))
 
     # -- async API -----------------------------------------------------------------------------
+
+    def begin_search(
+        self, scope: str, text: str, *, threshold: float, max_tokens: int = 256
+    ) -> concurrent.futures.Future[tuple[list[float] | None, SemanticMatch | None]] | None:
+        """Start a search now (the model runs while the request's other stages do), for
+        :meth:`search` to await later with `started=`; None when it cannot start (not ready, queue
+        full): then :meth:`search` runs it as usual, and counts why."""
+        if not self._ready:
+            return None
+        try:
+            return self._submit(lambda: self._search_job(scope, text, None, threshold, max_tokens))
+        except _Shed:
+            return None
 
     async def search(
         self,
@@ -213,18 +240,23 @@ class SemanticIndex:
         timeout_s: float,
         max_tokens: int = 256,
         vector: list[float] | None = None,
+        started: concurrent.futures.Future[tuple[list[float] | None, SemanticMatch | None]] | None = None,
     ) -> tuple[list[float] | None, SemanticMatch | None]:
         """(vector, best match at or above threshold). Never raises: failures count and return no match.
 
-        The vector is None when the text is too long for the model (or on failure).
+        The vector is None when the text is too long for the model (or on failure). `started`: the
+        same search from :meth:`begin_search` (same scope, text, threshold and max_tokens).
         """
         if not self._ready:
             self.stats.incr("semantic_not_ready")
             return vector, None
         try:
-            vec, match = await self._run(
-                lambda: self._search_job(scope, text, vector, threshold, max_tokens), timeout_s
-            )
+            if started is not None:
+                vec, match = await asyncio.wait_for(asyncio.wrap_future(started), timeout_s)
+            else:
+                vec, match = await self._run(
+                    lambda: self._search_job(scope, text, vector, threshold, max_tokens), timeout_s
+                )
         except _Shed:
             self.stats.incr("semantic_shed")
             return vector, None

@@ -16,6 +16,9 @@ recall 0.395 instead of 0.364 at precision 1.000 (docs/cache.md).
 The rebuilt fp32 graph must reproduce the original's pooled output on a probe input (max abs
 difference <= 1e-4) before it is quantized; any other graph layout raises :class:`Unsupported` and
 the caller keeps the generic path. Batch size 1, no padding: the index embeds one text per run.
+The same code rebuilds the 3-layer paraphrase-MiniLM-L3-v2 (a torchscript export: the bias is the
+first operand of its Add, and its config.json, shared with the 6-layer model, does not say 3: the
+layers are counted from the weights).
 """
 
 from __future__ import annotations
@@ -54,9 +57,10 @@ def _weights(folded: Any) -> tuple[dict[str, Any], dict[str, str], str]:
     for n in folded.graph.node:
         if n.op_type != "Add" or len(n.input) != 2:
             continue
-        mm = producer.get(n.input[0])
-        if mm is not None and mm.op_type == "MatMul" and mm.input[1] in arrays and n.input[1] in arrays:
-            weight_of[n.input[1]] = mm.input[1]
+        for product, bias in ((n.input[0], n.input[1]), (n.input[1], n.input[0])):  # either order
+            mm = producer.get(product)
+            if mm is not None and mm.op_type == "MatMul" and mm.input[1] in arrays and bias in arrays:
+                weight_of[bias] = mm.input[1]
     suffix = "embeddings.word_embeddings.weight"
     prefix = next((k[: -len(suffix)] for k in arrays if k.endswith(suffix)), None)
     if prefix is None:
@@ -104,7 +108,11 @@ def _lean_model(folded: Any, config: dict[str, Any]) -> Any:
     nodes.append(helper.make_node("EmbedLayerNormalization", ["input_ids", "token_type_ids", *emb, *ln], ["h0", "mask_index"],
                                   domain="com.microsoft", epsilon=eps))  # fmt: skip
     x = "h0"
-    for i in range(int(config["num_hidden_layers"])):
+    # The layers the weights hold (a distilled model may have fewer than its config.json says).
+    layers = sum(1 for i in range(64) if p + f"encoder.layer.{i}.attention.self.query.bias" in arrays)
+    if not layers:
+        raise Unsupported("no encoder layers")
+    for i in range(layers):
         layer = f"encoder.layer.{i}."
         q, k, v = (dense(layer + "attention.self." + n) for n in ("query", "key", "value"))
         qkv_w = const(f"l{i}.qkv_w", np.concatenate([q[0], k[0], v[0]], axis=1))
@@ -148,7 +156,8 @@ def _pooled(model: Path, lean: bool) -> Any:
         return session.run(None, {"input_ids": ids, "token_type_ids": np.zeros_like(ids)})[0][0]
     names = {i.name for i in session.get_inputs()}
     feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-    return session.run(None, {k: v for k, v in feed.items() if k in names})[0][0].mean(axis=0)
+    states = next(i for i, o in enumerate(session.get_outputs()) if len(o.shape) == 3)
+    return session.run(None, {k: v for k, v in feed.items() if k in names})[states][0].mean(axis=0)
 
 
 def build_lean(folded: Path, config: Path, target: Path, work: Path) -> None:

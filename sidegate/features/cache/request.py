@@ -19,6 +19,7 @@ from sidegate.config.cache import CachePolicy
 from sidegate.core.intake import COMPLETIONS
 from sidegate.errors import Api
 
+from .embedder import DEFAULT_MODEL, MODELS
 from .gemini_answer import gemini_params
 from .responses_request import responses_echo, responses_params
 
@@ -108,6 +109,8 @@ class CacheRequest:
     lookup_failed: bool = False
     """The store did not answer the lookup in time: a miss that must not fill (it could overwrite
     a good entry the lookup could not read)."""
+    search: Any = field(default=None, repr=False, compare=False)
+    """The semantic search started early (ResponseCache.prefetch), for the lookup to await."""
     vector: list[float] | None = field(default=None, repr=False)
     """Embedding of `query_text`, kept from lookup so the fill does not embed twice."""
     endpoint: str = COMPLETIONS
@@ -192,9 +195,10 @@ class CacheRequest:
             echo=responses_echo(body) if api is Api.RESPONSES else None,
         )  # fmt: skip
 
-    def threshold(self, policy: CachePolicy) -> float:
-        """The effective semantic threshold: the route's, raised (never lowered) by the client."""
-        return max(policy.threshold, self.min_threshold)
+    def threshold(self, policy: CachePolicy, model_default: float = MODELS[DEFAULT_MODEL].threshold) -> float:
+        """The effective semantic threshold: the route's (else the model's), raised (never lowered)
+        by the client."""
+        return max(model_default if policy.threshold is None else policy.threshold, self.min_threshold)
 
     def allowed_by(self, policy: CachePolicy) -> bool:
         """True when the route caches this request at all (enabled and temperature low enough)."""
