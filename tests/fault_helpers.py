@@ -138,10 +138,13 @@ def tenant_usage(stack: Stack, tenant: str) -> dict[str, Any]:
     """{requests, tokens, ...} of the `tenant:<t>` scope in the current window (zeros if unused)."""
     assert stack.sup is not None
 
+    q = stack.cfg_data.get("quota", {})  # the stack's window: the keys' buckets follow it
+    window = {"window_s": q.get("window_s", 60.0), "buckets": q.get("buckets", 60)}
+
     async def go() -> dict[str, Any]:
         r = Redis.from_url(stack.sup.redis_url, socket_timeout=2)
         try:
-            scopes = (await QuotaStore(RedisPyStore(r)).usage(tenant))["scopes"]
+            scopes = (await QuotaStore(RedisPyStore(r), **window).usage(tenant))["scopes"]
             return scopes.get(f"tenant:{tenant}", {"requests": 0, "tokens": 0})
         finally:
             await r.aclose()

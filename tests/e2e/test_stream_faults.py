@@ -43,6 +43,11 @@ pytestmark = pytest.mark.e2e
 STACK_EXTRA = {
     "models": {"claude-direct": {"routes": [{"provider": "anthropic"}]}},
     "defaults": {"guard": None},
+    # The tests read what one request charged as the rise of the tenant's usage. Leases count
+    # their whole grant as used (a request admitted from one lowers the usage by its true-up),
+    # and a 60 s window lets earlier tests' tokens expire second by second while a test waits:
+    # no leases and an hour's window keep the usage a plain sum of settled requests.
+    "quota": {"window_s": 3600, "buckets": 60, "lease": {"enabled": False}},
 }
 UPSTREAM_STREAMS = "http.sidegateext_proc.upstream.streams_started"
 USAGE = {"include_usage": True}
