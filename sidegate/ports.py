@@ -3,12 +3,32 @@ and waiting for one to listen."""
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import subprocess
 import time
 
 _handed_out: set[int] = set()
+
+RANGE_ENV = "SIDEGATE_PORT_RANGE"
+"""`LO-HI`: the ports picked here come from [LO, HI) (default 20000-32000). Processes picking ports
+side by side on one machine (the test suite's parallel workers, tests/conftest.py) each get their
+own range, so one never hands out a port another picked a moment ago and has not bound yet."""
+
+
+def port_range() -> tuple[int, int]:
+    raw = os.environ.get(RANGE_ENV, "")
+    if not raw:
+        return 20000, 32000
+    lo, _, hi = raw.partition("-")
+    try:
+        first, end = int(lo), int(hi)
+    except ValueError:
+        raise ValueError(f"{RANGE_ENV}={raw!r}: expected LO-HI, e.g. 20000-26000") from None
+    if not 1024 <= first < end <= 65536:
+        raise ValueError(f"{RANGE_ENV}={raw!r}: expected 1024 <= LO < HI <= 65536")
+    return first, end
 
 
 def free_port(host: str = "127.0.0.1", avoid: set[int] | frozenset[int] = frozenset()) -> int:
@@ -22,8 +42,9 @@ def free_port(host: str = "127.0.0.1", avoid: set[int] | frozenset[int] = frozen
 def free_port_block(n: int, host: str = "127.0.0.1", tries: int = 200, avoid: set[int] | frozenset[int] = frozenset()) -> int:
     """The first of `n` consecutive free ports (for services with several workers), chosen the
     same way as `free_port`."""
+    lo, hi = port_range()
     for _ in range(tries):
-        base = random.randrange(20000, 32000 - n)
+        base = random.randrange(lo, hi - n)
         block = set(range(base, base + n))
         if block & _handed_out or block & set(avoid):
             continue

@@ -272,6 +272,7 @@ def test_bedrock_api_key_as_bearer(gw: Stack, fake_bedrock) -> None:
     assert rec.headers["authorization"] == f"Bearer {API_KEY}" and "x-amz-date" not in rec.headers
 
 
+@pytest.mark.alone  # bounds a duration
 def test_rotated_keys_take_effect_without_restart(gw: Stack, fake_bedrock) -> None:
     """New keys in the shared credentials file; the provider then accepts only the new pair: the
     gateway signs with them within `aws.refresh_s` (1 s here), no restart. Then back."""

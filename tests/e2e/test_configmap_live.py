@@ -69,6 +69,7 @@ def _ask(client: openai.OpenAI, model: str = "gpt-4o-mini") -> str:
     return r.choices[0].message.content or ""
 
 
+@pytest.mark.alone  # bounds a duration
 def test_a_changed_chain_in_the_configmap_is_served_within_seconds(
     cm_stack: Stack, fake_openai, fake_anthropic
 ):
@@ -101,6 +102,7 @@ def test_a_changed_chain_in_the_configmap_is_served_within_seconds(
     s.cfg_data = changed
 
 
+@pytest.mark.alone  # bounds a duration
 def test_a_refused_configmap_change_leaves_traffic_untouched(cm_stack: Stack, fake_openai, fake_anthropic):
     s = cm_stack
     client = openai.OpenAI(base_url=s.base_url + "/v1", api_key=s.keys["acme"].key, max_retries=0)

@@ -32,6 +32,7 @@ def _until(pred, timeout: float) -> float:
     raise AssertionError(f"not within {timeout}s")
 
 
+@pytest.mark.alone  # bounds a duration
 def test_create_then_revoke_within_a_second_on_both_replicas(stack):
     assert len([c for c in stack.sup.children if c.name.startswith("authz")]) == 2
     with admin(stack) as a:

@@ -59,6 +59,7 @@ def _restarted(stack: Stack, name: str) -> None:
         assert r.status_code == 200, (api, r.status_code, r.text[:200])
 
 
+@pytest.mark.alone  # bounds a duration
 def test_extproc_killed(stack, fake_openai):
     kill(stack, "extproc")
     try:
@@ -89,6 +90,7 @@ def test_gateway_down_a_client_route_header_routes_nowhere(stack, fake_openai, f
         _restarted(stack, "extproc")
 
 
+@pytest.mark.alone  # bounds a duration
 def test_authz_killed(authz_stack, fake_openai):
     kill(authz_stack, "authz")
     try:
@@ -106,6 +108,7 @@ def test_authz_killed(authz_stack, fake_openai):
         _restarted(authz_stack, "authz")
 
 
+@pytest.mark.alone  # bounds a duration
 def test_stream_in_flight_when_extproc_dies_ends(stack, fake_openai):
     """The per-try ext_proc stream of a running SSE response loses its server: the client's stream
     must end (error or truncated), not hang; then the restarted extproc serves again."""

@@ -120,6 +120,7 @@ FAULTS = [
 ]
 
 
+@pytest.mark.alone  # bounds a duration
 @pytest.mark.parametrize(("fault", "status"), FAULTS)
 @pytest.mark.parametrize(("client", "provider"), PAIRS)
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])

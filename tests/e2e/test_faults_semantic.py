@@ -46,9 +46,11 @@ def _start_and_ask(tmp_path, fake_openai, fake_anthropic, qdrant_url: str) -> No
         s.stop()
 
 
+@pytest.mark.alone  # bounds a duration
 def test_qdrant_refusing_connections(tmp_path, fake_openai, fake_anthropic):
     _start_and_ask(tmp_path, fake_openai, fake_anthropic, f"http://127.0.0.1:{free_port()}")
 
 
+@pytest.mark.alone  # bounds a duration
 def test_qdrant_never_answering(tmp_path, fake_openai, fake_anthropic, black_hole):
     _start_and_ask(tmp_path, fake_openai, fake_anthropic, black_hole)

@@ -133,6 +133,7 @@ def _assert_closed_formats(stack: Stack) -> None:
     assert e2.value.status_code == 503 and e2.value.body["type"] == "error"
 
 
+@pytest.mark.alone  # bounds a duration
 def test_store_killed_under_load_then_restarted(stack, fake_openai):
     """Valkey dies under load (kill -9) and comes back on the same port from its last snapshot."""
     fake_openai.set_default({"usage": USAGE, "delay_s": 0.05})
@@ -228,6 +229,7 @@ def hang_episode(stack, fake_openai) -> dict[str, Any]:
     return {"load": load, "t_stop": t_stop, "t_cont": t_cont, "known": known, "frozen_codes": frozen_codes}
 
 
+@pytest.mark.alone  # bounds a duration
 def test_store_hung_under_load_is_bounded(stack, hang_episode):
     load: Load = hang_episode["load"]
     assert not load.errors, load.errors[:3]

@@ -266,6 +266,7 @@ def test_access_log_carries_only_what_the_observers_need(stack, fake_openai, fak
     assert _stat(stack, LOGGED) == before + 1
 
 
+@pytest.mark.alone  # bounds a duration
 def test_try_lane_settles_an_aborted_request(stack, fake_anthropic):
     """The client leaves before the provider answers: the try is settled as aborted (from the access log)."""
     fake_anthropic.script([{"delay_s": 3.0}])

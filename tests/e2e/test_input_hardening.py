@@ -163,6 +163,7 @@ def _envoy_allocated(gw: Stack) -> int:
     return int(httpx.get(f"{gw.admin_url}/memory", timeout=5).json()["allocated"])
 
 
+@pytest.mark.alone  # bounds a duration
 @pytest.mark.parametrize("factor", [2, 8])
 @pytest.mark.parametrize("api", ["openai", "anthropic"])
 def test_gzip_bomb_is_refused_by_its_inflated_size(gw: Stack, fake_openai, fake_anthropic, api: str, factor: int) -> None:

@@ -62,6 +62,7 @@ def _report(what: str, took: list[float]) -> None:
     print(f"{what}: " + ", ".join(f"replica {i} {t * 1000:.0f} ms" for i, t in enumerate(took)))
 
 
+@pytest.mark.alone  # bounds a duration
 def test_key_revocation_and_tenant_limit_apply_on_both_replicas_under_load(reps: list[Replica]) -> None:
     a = reps[0]
     urls = [r.base_url for r in reps]
@@ -172,6 +173,7 @@ def test_routing_changes_apply_on_both_replicas_under_load(
     assert not slow, slow
 
 
+@pytest.mark.alone  # bounds a duration
 def test_cost_and_latency_policies_follow_prices_and_slowness_on_both_replicas(
     reps: list[Replica], fakes: dict[str, FakeProviderThread]
 ) -> None:

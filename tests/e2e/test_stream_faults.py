@@ -153,6 +153,7 @@ def test_stream_fault_is_one_terminal_error_and_settled(
         assert "message_stop" not in r.text
 
 
+@pytest.mark.alone  # bounds a duration
 @pytest.mark.parametrize(("client", "model", "extra", "direct", "provider"), LANES)
 def test_fully_read_streams_have_ttft_and_are_not_aborted(
     stack, fake_openai, fake_anthropic, client, model, extra, direct, provider
@@ -222,6 +223,7 @@ def test_direct_lane_stream_cut_at_any_byte(stack, fake_openai, fake_anthropic, 
     assert MALFORMED in payloads[-1]["error"]["message"]
 
 
+@pytest.mark.alone  # bounds a duration
 @pytest.mark.parametrize(("client", "model", "extra", "direct", "provider"), LANES)
 def test_stream_reset_mid_way_is_a_connection_error_and_settled(
     stack, fake_openai, fake_anthropic, client, model, extra, direct, provider

@@ -123,6 +123,7 @@ def test_the_version_header_never_reaches_the_provider(stack, fake_openai):
     assert CONFIG_VERSION_HEADER not in headers
 
 
+@pytest.mark.alone  # bounds a duration
 def test_a_store_change_reaches_envoy_within_a_second_and_equals_a_fresh_render(stack):
     cur = _current(stack)
     doc = dict(cur.doc)

@@ -174,6 +174,7 @@ def test_expiry(redis_url):
     run(body, redis_url)
 
 
+@pytest.mark.alone  # bounds a duration
 @pytest.mark.parametrize("fast", [False, True])
 def test_store_down_and_hung_is_a_bounded_miss(fast):
     with valkey_server() as (url, proc):

@@ -205,6 +205,7 @@ def _black_hole() -> socket.socket:
     return s
 
 
+@pytest.mark.alone  # bounds a duration
 def test_qdrant_hung_or_down_is_a_bounded_miss(redis_url):
     from qdrant_client import QdrantClient
 
@@ -253,6 +254,7 @@ def test_qdrant_hung_or_down_is_a_bounded_miss(redis_url):
         hole.close()
 
 
+@pytest.mark.alone  # bounds a duration
 def test_embedder_missing_or_not_ready_is_a_miss(redis_url, tmp_path):
     with pytest.raises(EmbedderUnavailable, match=r"lacks model\.onnx"):
         Embedder(tmp_path).load()
@@ -271,6 +273,7 @@ def test_embedder_missing_or_not_ready_is_a_miss(redis_url, tmp_path):
     run(body, redis_url, start=False, embedder=Embedder(tmp_path))
 
 
+@pytest.mark.alone  # bounds a duration
 def test_embedding_slower_than_bound_is_a_miss(redis_url):
     """A CPU-starved embedder: the lookup gives up at the bound and the request goes on uncached."""
 

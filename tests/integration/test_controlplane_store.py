@@ -156,6 +156,7 @@ def test_seeded_config_keys_register_their_tenant(valkey_url: str) -> None:
     run(valkey_url, body)
 
 
+@pytest.mark.alone  # bounds a duration
 def test_two_keycache_replicas_see_revoke_within_1s(valkey_url: str) -> None:
     """Two authz replicas (KeyCache instances, own connections) pick up a live revoke in < 1 s."""
 

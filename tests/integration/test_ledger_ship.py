@@ -150,6 +150,7 @@ def test_failed_inserts_are_retried_with_back_off(valkey_url: str, tmp_path: Pat
     assert_exactly_once(tmp_path / "ch", 30)
 
 
+@pytest.mark.alone  # bounds a duration
 def test_stop_while_clickhouse_is_down_acknowledges_nothing(valkey_url: str, tmp_path: Path) -> None:
     cfg = ship_cfg(tmp_path / "ch")
     sink = FlakySink(str(tmp_path / "ch"), "sidegate", "ledger", fail=10**6)

@@ -131,6 +131,7 @@ def test_maxlen_trims_stream(valkey_url: str) -> None:
     run(valkey_url, body)
 
 
+@pytest.mark.alone  # bounds a duration
 def test_queue_full_drops_and_counts(valkey_url: str) -> None:
     async def body(redis: Redis) -> None:
         full = (

@@ -247,6 +247,7 @@ def test_keys_share_one_hash_tag(server: Server, tenant: str) -> None:
 # -- store failures: each test owns its server -------------------------------------------------
 
 
+@pytest.mark.alone  # bounds a duration
 @pytest.mark.parametrize("kind", SERVER_KINDS)
 def test_store_down_fail_open_and_closed(kind: str) -> None:
     with running_server(kind) as srv:
@@ -278,6 +279,7 @@ def test_store_down_fail_open_and_closed(kind: str) -> None:
         assert isinstance(err, GatewayError) and err.status == 503
 
 
+@pytest.mark.alone  # bounds a duration
 @pytest.mark.parametrize("kind", SERVER_KINDS)
 def test_hung_store_is_bounded_by_op_timeout(kind: str) -> None:
     with running_server(kind) as srv:

@@ -303,6 +303,7 @@ def test_entra_id_user_assigned_identity(issuer, monkeypatch):
     assert issuer.valid(token)
 
 
+@pytest.mark.alone  # bounds a duration
 def test_the_per_try_stage_starts_its_token_schemes_at_once():
     class Slow(Scripted):
         def fetch(self) -> tuple[str, float]:

@@ -229,6 +229,7 @@ def test_anthropic_errors(fake: FakeProviderThread) -> None:
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
 
 
+@pytest.mark.alone  # bounds a duration
 def test_reset_hang_delay_garbage(fake: FakeProviderThread) -> None:
     client = oai(fake, timeout=0.4)
     fake.script([{"reset": True}, {"hang": True}, {"delay_s": 2}, {"garbage": True}])

@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from sidegate import config, metrics_server
@@ -70,6 +71,7 @@ def _sup(tmp_path: Path, policy: RestartPolicy) -> Supervisor:
 LISTEN = "import socket,sys,time; s=socket.socket(); s.bind(('127.0.0.1',int(sys.argv[1]))); s.listen(); time.sleep(60)"
 
 
+@pytest.mark.alone  # bounds a duration
 def test_supervisor_pass_never_sleeps_through_a_backoff(tmp_path):
     """A crash-looping child waits out its back-off across passes; the other child's crash is
     restarted at once in the same passes, and the restart counts reach the metrics."""

@@ -174,6 +174,7 @@ class Stuck(SpanExporter):
         return SpanExportResult.FAILURE
 
 
+@pytest.mark.alone  # bounds a duration
 def test_close_is_bounded_by_the_export_timeout() -> None:
     feature = TracingFeature(cfg(timeout_s=0.2), exporter=Stuck())
     ctx = RequestContext(path="/v1/chat/completions", method="POST", headers={}, traceparent=CLIENT_TP)
