@@ -100,10 +100,19 @@ def test_swapped_prices_pick_the_other(gw, fake_openai, fake_anthropic, tmp_path
 
 def test_latency_moves_away_from_a_slowed_provider(gw, fake_openai, fake_anthropic):
     fakes = {"openai": fake_openai, "openai-b": fake_anthropic}
-    served = [ask(gw, "lat-m", stream=i % 2 == 1) for i in range(12)]
-    assert set(served) == {"openai", "openai-b"} or len(set(served[-4:])) == 1  # explored, then the fastest
-    fast = served[-1]
-    other = next(p for p in fakes if p != fast)
+    fast, other = "openai", "openai-b"
+    # `other` starts clearly slower: two providers a millisecond apart can rank differently in the
+    # two workers' stats, and the one slowed next might then get no request at all. The stats come
+    # from the access log, flushed on an interval: ask until every worker has them (bounded).
+    fakes[other].set_default({"delay_s": 0.05})
+    served: list[str] = []
+    try:
+        deadline = time.monotonic() + 15
+        while len(served) < 200 and time.monotonic() < deadline and served[-4:] != [fast] * 4:
+            served.append(ask(gw, "lat-m", stream=len(served) % 2 == 1))
+    finally:
+        fakes[other].set_default(None)
+    assert set(served) == {fast, other} and served[-4:] == [fast] * 4, served  # explored, then the fastest
     fakes[fast].set_default({"delay_s": 0.4})  # the fastest turns slow
     started = time.monotonic()
     moved_at = None
