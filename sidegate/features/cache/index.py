@@ -70,10 +70,7 @@ class SemanticIndex:
         )
         self.stats = stats or CacheStats()
         self.store = store
-        # Each model's vectors in their own scopes: a store shared by processes that run different
-        # models (a Qdrant server during an upgrade) never compares one model's vector with the
-        # other's. The 6-layer model, the first default, keeps the plain scope (its entries stay valid).
-        self._space = "" if s.model == "all-minilm-l6-v2" else s.model + ":"
+        self._space = MODELS[s.model].space  # each model's vectors in their own scopes
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=s.workers, thread_name_prefix="sidegate-semantic"
         )
