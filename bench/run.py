@@ -88,6 +88,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=1,
                     help="measure every scenario this many times, interleaved; the table shows medians")  # fmt: skip
     ap.add_argument("--only", default=SCENARIOS, help=f"comma-separated subset of {SCENARIOS}")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the run's directory (configs, logs); by default it is deleted after a run that completes")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         print("wrk not found: apt-get install wrk", file=sys.stderr)
@@ -203,6 +205,10 @@ def main() -> int:
     if "ttft" in only:  # after the table: a failure here loses none of the rounds
         for line in ttft_notes(work, config, env, key):
             print(line)
+    if args.keep:  # a run that failed keeps its directory anyway: its logs say why
+        print(f"run directory kept: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -26,6 +26,7 @@ import asyncio
 import functools
 import itertools
 import os
+import shutil
 import socket
 import statistics
 import sys
@@ -170,6 +171,7 @@ def main() -> int:
     ap.add_argument("--streams", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", default=",".join(PATHS))
+    ap.add_argument("--keep", action="store_true", help="keep the run's directory (configs, logs); by default deleted after a run that completes")
     ap.add_argument("--gap-ms", type=float, default=0.0,
                     help="idle ms before each stream (TTFE at an idle gateway; default back to back)")  # fmt: skip
     args = ap.parse_args()
@@ -216,6 +218,10 @@ def main() -> int:
             env_per = (med[("envoy", "burst")]["cpu_ms"] - med[("envoy", "short")]["cpu_ms"]) / (LONG_EVENTS - 6) * 1e3
             extra = f" ({per - env_per:+.1f} µs over Envoy alone)"
         print(f"{name}: CPU per event {per:.1f} µs{extra}")
+    if args.keep:  # a run that failed keeps its directory anyway: its logs say why
+        print(f"run directory kept: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
