@@ -10,6 +10,14 @@ time, read raw: the client's own parsing weighs on no row). The provider is a sm
   burst  LONG_EVENTS (500) content events sent in one write: Envoy reads them as one or a few
          chunks, so any per-event work before the first event leaves shows in its TTFE
   paced  PACED_EVENTS events, one every PACE_MS ms (a model generating)
+  whole  the same client's question without `stream` (the fake answers the bench answer as JSON):
+         its "TTFE" is the whole answer, on the same path, client and fake, in the same rounds as
+         the streams: what a stream costs over a non-stream request of the same lane
+
+A paced stream's TTFE is also an idle gateway's: the row before it idles ~PACED_EVENTS x PACE_MS
+ms but for Envoy's relaying, and on this box code that ran 20 ms ago runs ~3x slower (its caches
+cold), in Envoy, the front and the fake alike (docs/performance.md, "Issue 25: a stream's first
+event at an idle gateway"); `--gap-ms` measures every kind so.
 
 Paths: `envoy` (Envoy alone, same bootstrap, no Sidegate filter), `front-stream` (HTTP front +
 inline auth; an OpenAI client with include_usage on an OpenAI provider: the direct lane, Envoy's
@@ -45,10 +53,15 @@ from sidegate.fakes import wire_anthropic, wire_openai
 from sidegate.fakes.answer import Answer
 
 LONG_EVENTS = 500
+KINDS = ("short", "burst", "paced", "whole")
 PACED_EVENTS = 20
 PACE_MS = 5
 _BASE = Answer(model="gpt-4o-mini", text="Paris is the capital of France.", tool_calls=[], finish_reason="stop",
                prompt_tokens=14, completion_tokens=7, chunks=6)  # fmt: skip
+
+
+def _whole(anthropic: bool) -> bytes:
+    return wire_anthropic.message(replace(_BASE, model="claude-3-5-haiku-20241022")) if anthropic else wire_openai.completion(_BASE)
 
 
 def _events(kind: str, anthropic: bool) -> list[bytes]:
@@ -64,6 +77,7 @@ class PacedFake:
 
     def __init__(self) -> None:
         self.events = {(k, a): _events(k, a) for k in ("short", "burst", "paced") for a in (False, True)}
+        self.whole = {a: _whole(a) for a in (False, True)}
         self.loop = asyncio.new_event_loop()
         self.port = 0
         ready = threading.Event()
@@ -92,7 +106,12 @@ class PacedFake:
                 else:
                     body = await reader.readexactly(int(hdrs.get("content-length", "0")))
                 # The kind is in the question (the gateway relays no unknown header to a provider).
-                kind = next((k for k in ("burst", "paced") if b"kind " + k.encode() in body), "short")
+                kind = next((k for k in ("burst", "paced", "whole") if b"kind " + k.encode() in body), "short")
+                if kind == "whole":
+                    answer = self.whole["/v1/messages" in lines[0]]
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(answer), answer))
+                    await writer.drain()
+                    continue
                 events = self.events[(kind, "/v1/messages" in lines[0])]
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
                 if kind == "paced":
@@ -122,9 +141,11 @@ def _word(n: int) -> str:
 
 
 def one_stream(sock: socket.socket, port: int, model: str, kind: str, key: str | None) -> tuple[float, float]:
-    """(TTFE, total) in ms of one streaming chat request on a kept-alive connection."""
-    body = (b'{"model":"%s","stream":true,"stream_options":{"include_usage":true},"max_tokens":32,'
-            b'"messages":[{"role":"user","content":"Stream please, kind %s, %s."}]}' % (model.encode(), kind.encode(), _word(next(_ASKED)).encode()))  # fmt: skip
+    """(TTFE, total) in ms of one streaming chat request on a kept-alive connection (`whole`: a
+    non-stream one, both its whole answer)."""
+    opts = b'"stream":true,"stream_options":{"include_usage":true},' if kind != "whole" else b""
+    body = (b'{"model":"%s",%s"max_tokens":32,'
+            b'"messages":[{"role":"user","content":"Stream please, kind %s, %s."}]}' % (model.encode(), opts, kind.encode(), _word(next(_ASKED)).encode()))  # fmt: skip
     auth = f"authorization: Bearer {key}\r\n" if key else ""
     req = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
            f"{auth}content-length: {len(body)}\r\n\r\n").encode() + body  # fmt: skip
@@ -136,6 +157,11 @@ def one_stream(sock: socket.socket, port: int, model: str, kind: str, key: str |
         if not data:
             raise ConnectionError(f"closed mid-stream ({port} {model} {kind}): {buf[:300]!r} ... {buf[-300:]!r}")
         buf += data
+        if kind == "whole":
+            if _whole_read(buf):
+                first = time.perf_counter()
+                break
+            continue
         if not first and b"data:" in buf:
             first = time.perf_counter()
         if buf.endswith(b"\r\n0\r\n\r\n"):
@@ -143,6 +169,18 @@ def one_stream(sock: socket.socket, port: int, model: str, kind: str, key: str |
     if b" 200 " not in buf[:16]:
         raise RuntimeError(buf[:300].decode(errors="replace"))
     return (first - t0) * 1e3, (time.perf_counter() - t0) * 1e3
+
+
+def _whole_read(buf: bytes) -> bool:
+    """Whether `buf` holds a whole non-stream answer (by its content-length, or chunked)."""
+    head, sep, rest = buf.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(rest) >= int(value)
+    return rest.endswith(b"\r\n0\r\n\r\n")
 
 
 def measure(port: int, pids: list[int], model: str, kind: str, key: str | None, n: int, gap_s: float = 0.0) -> dict[str, float]:
@@ -197,7 +235,7 @@ def main() -> int:
         for r in range(args.rounds):
             k = r % len(paths)
             for name, port, pids, model, k_ in paths[k:] + paths[:k]:
-                for kind in ("short", "burst", "paced"):
+                for kind in KINDS:
                     n = args.streams if kind != "paced" else max(5, args.streams // 2)
                     rows.setdefault((name, kind), []).append(measure(port, pids, model, kind, k_, n, args.gap_ms / 1e3))
     finally:
