@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,6 +49,24 @@ def _own_ports() -> None:
 
 
 _own_ports()
+
+
+def _compile_packages() -> None:
+    """With PYTHONDONTWRITEBYTECODE set (as in some CI images), no process writes a .pyc, so each
+    service process a stack starts compiled Sidegate's ~300 modules from source again: 0.25 s of
+    CPU a process, four processes a stack, a hundred stacks a run (docs/testing.md). Python still
+    reads a .pyc it finds, so the suite writes them once (in the usual __pycache__ directories,
+    which git ignores) before the workers start."""
+    import compileall
+
+    root = Path(__file__).resolve().parent.parent
+    for package in ("sidegate", "authz", "extproc"):
+        compileall.compile_dir(root / package, quiet=1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if sys.dont_write_bytecode and "PYTEST_XDIST_WORKER" not in os.environ:
+        _compile_packages()
 
 
 @contextmanager

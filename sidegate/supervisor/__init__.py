@@ -137,9 +137,14 @@ class Supervisor:
         if xds is not None:
             self._launch(xds)
         ledger_port = (cfg.observability.ledger_metrics_port or free_port(avoid=self._config_ports())) if children.ledger_wanted(cfg) else None
-        for spec in children.service_children(cfg, self.cfg_path, self.workdir, self.state_path,
-                                              admin=bool(self.env.get("SIDEGATE_ADMIN_TOKEN")), ledger_port=ledger_port):  # fmt: skip
-            self._spawn(self._child(spec), timeout_s)
+        services = [self._child(spec) for spec in children.service_children(
+            cfg, self.cfg_path, self.workdir, self.state_path, admin=bool(self.env.get("SIDEGATE_ADMIN_TOKEN")), ledger_port=ledger_port)]  # fmt: skip
+        # The services depend on the store only, not on each other: all start at once, then each is
+        # waited for (a stack's start is the slowest service's, not their sum; docs/testing.md).
+        for c in services:
+            self._launch(c)
+        for c in services:
+            self._wait_listening(c, timeout_s)
         if xds is not None:
             self._wait_listening(xds, timeout_s)
         self._spawn(self._child(children.envoy_child(cfg, self.workdir, token_file, envoy_binary(), self.envoy_log_level, concurrency)), timeout_s)
