@@ -163,7 +163,9 @@ def measure(port: int, pids: list[int], model: str, kind: str, key: str | None, 
 
 
 PATHS = {"envoy": ("gpt-4o-mini", None), "front-stream": ("gpt-4o-mini", {"auth": "inline", "front": "http"}),
-         "front-stream-translated": ("claude", {"auth": "inline", "front": "http"})}  # fmt: skip
+         "front-stream-translated": ("claude", {"auth": "inline", "front": "http"}),
+         # the translated stream's per-try ext_proc on the lean gRPC server (extproc/h2c.py)
+         "front-stream-translated-lean": ("claude", {"auth": "inline", "front": "http", "grpc_server": "lean"})}  # fmt: skip
 
 
 def main() -> int:
