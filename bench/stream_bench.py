@@ -14,7 +14,8 @@ time, read raw: the client's own parsing weighs on no row). The provider is a sm
 Paths: `envoy` (Envoy alone, same bootstrap, no Sidegate filter), `front-stream` (HTTP front +
 inline auth; an OpenAI client with include_usage on an OpenAI provider: the direct lane, Envoy's
 stream watch), `front-stream-translated` (the same client on an Anthropic provider: the per-try
-gRPC ext_proc translating each chunk). Rows: TTFE p50, total p50, and CPU per stream of the
+gRPC ext_proc translating each chunk), `front-stream-translated-lean` (the same, that ext_proc on the
+lean gRPC server: `services.grpc_server: lean`). Rows: TTFE p50, total p50, and CPU per stream of the
 path's processes (Envoy + extproc + store, from /proc); per event = (CPU of a burst stream - CPU
 of a short one) / (events between them). Every path is measured in every round, interleaved.
 """

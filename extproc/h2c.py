@@ -119,14 +119,16 @@ class H2CProtocol(asyncio.Protocol):
         out = self.out
         out.append(data)
         if len(out) == 1:
-            asyncio.get_running_loop().call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self.flush)
 
     def writelines(self, parts: Any) -> None:
         for part in parts:
             self.write(part)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         out = self.out
+        if not out:  # (flushed early: Call.flush)
+            return
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
         out.clear()
@@ -162,7 +164,7 @@ class H2CProtocol(asyncio.Protocol):
 
     def _close(self) -> None:
         if self.out:
-            self._flush()
+            self.flush()
         if self.transport is not None:
             self.transport.close()
 

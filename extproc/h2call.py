@@ -208,6 +208,11 @@ class Call:
         if conn.paused:
             await conn.drain()
 
+    def flush(self) -> None:
+        """Hand what was sent so far to the socket now, not at the end of the loop's turn."""
+        if self.conn.out:
+            self.conn.flush()
+
     async def _send_slow(self, data: memoryview) -> None:
         conn = self.conn
         while data:

@@ -34,9 +34,11 @@ def process_handler(processor: ExternalProcessor) -> Handler:
                 answer = await handler.handle(parse(msg))
                 if isinstance(answer, pb.ProcessingResponse):
                     await call.send(answer.SerializeToString())
-                else:  # a stream's chunk: each part is written as it is made (no flush needed here)
+                else:  # a stream's chunk: each part leaves before the next is computed
                     for part in answer:
-                        if part is not None:
+                        if part is None:  # (writes wait for the loop's turn to end: send this one now)
+                            call.flush()
+                        else:
                             await call.send(part.SerializeToString())
         finally:
             processor.closed(handler)
