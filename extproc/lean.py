@@ -36,8 +36,9 @@ def process_handler(processor: ExternalProcessor) -> Handler:
                     await call.send(answer.SerializeToString())
                 else:  # a stream's chunk: each part leaves before the next is computed
                     for part in answer:
-                        if part is None:  # (writes wait for the loop's turn to end: send this one now)
-                            call.flush()
+                        if part is None:  # this part leaves before the next is made: our queue and
+                            call.flush()  # uvloop's both send at the end of the loop's turn, so end it
+                            await asyncio.sleep(0)  # (measured without the yield: burst TTFE +3 ms)
                         else:
                             await call.send(part.SerializeToString())
         finally:
