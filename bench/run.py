@@ -29,6 +29,8 @@ Scenarios (same fast fake upstream for all):
             auto: see services.envoy_concurrency; one worker on this box)
   <name>-nolease any Sidegate scenario with quota leases off (quota.lease.enabled: false): every
             request reserves in the store
+  <name>-lean any Sidegate scenario with the ext_proc streams on the lean gRPC server
+            (services.grpc_server: lean, extproc/h2c.py)
   <name>-noindex any Sidegate scenario without the local index of the cache's keys
             (store.cache_index: false): every exact lookup asks the store
   traced100 translated (the full pipeline) with OpenTelemetry traces to an OTLP receiver (Sidegate's
@@ -143,6 +145,8 @@ def main() -> int:
                 data["quota"] = {"lease": {"enabled": False}}
             if variant == "-noindex":
                 data["store"] = {**data.get("store", {}), "cache_index": False}
+            if variant == "-lean":
+                data["services"]["grpc_server"] = "lean"
             if variant == "-2t":
                 data["semantic"] = {**data.get("semantic", {}), "workers": 2}
             if variant in MODEL_VARIANTS:

@@ -118,10 +118,11 @@ GATEWAY: list[tuple[str, dict[str, object], bytes]] = [
     ("traced1", GRPC_INLINE, CHAT.replace(b'"gpt-4o-mini"', b'"claude"')),
 ]
 """The scenarios that start a Sidegate stack: (name, services config, request body)."""
-VARIANTS = ("-e1", "-e2", "-nolease", "-noindex", "-traced100", "-traced1", "-2t", "-l6", "-l3")
+VARIANTS = ("-e1", "-e2", "-nolease", "-noindex", "-traced100", "-traced1", "-2t", "-l6", "-l3", "-lean")
 """Suffixes that run a Sidegate scenario with one or two Envoy workers, without quota leases,
 without the cache key index, traced (every request, one in a hundred), with two embedding
-threads (`semantic.workers: 2`), or with the 6-layer / 3-layer sentence encoder (`semantic.model`)."""
+threads (`semantic.workers: 2`), with the 6-layer / 3-layer sentence encoder (`semantic.model`),
+or with the ext_proc streams on the lean gRPC server (`services.grpc_server: lean`)."""
 MODEL_VARIANTS = {"-l6": "all-minilm-l6-v2", "-l3": "paraphrase-minilm-l3-v2"}
 TRACED = {"traced100": 1.0, "traced1": 0.01, "-traced100": 1.0, "-traced1": 0.01}
 """The traced scenarios and variants: their `observability.tracing.sample_ratio`."""
@@ -184,7 +185,7 @@ def sidegate_config(fport: int, key: str, kid: str, **services: object) -> dict:
     and the given ``services`` settings (the scenario's)."""
     return {
         "listener": {"port": free_port(), "admin_port": free_port()},
-        "services": {"authz_port": free_port_block(4), "extproc_port": free_port_block(4), "front_port": free_port_block(4), "metrics_port": free_port(),
+        "services": {"authz_port": free_port_block(4), "extproc_port": free_port_block(4), "front_port": free_port_block(4), "lean_port": free_port_block(4), "metrics_port": free_port(),
                      "authz_metrics_port": free_port(), "xds_port": free_port(), **services},
         "observability": {"access_log": None},
         # The fast fake picks a stream by the client's `x-bench-*` headers (bench/upstream.py): without

@@ -22,7 +22,8 @@ event at an idle gateway"); `--gap-ms` measures every kind so.
 Paths: `envoy` (Envoy alone, same bootstrap, no Sidegate filter), `front-stream` (HTTP front +
 inline auth; an OpenAI client with include_usage on an OpenAI provider: the direct lane, Envoy's
 stream watch), `front-stream-translated` (the same client on an Anthropic provider: the per-try
-gRPC ext_proc translating each chunk). Rows: TTFE p50, total p50, and CPU per stream of the
+gRPC ext_proc translating each chunk), `front-stream-translated-lean` (the same, that ext_proc on the
+lean gRPC server: `services.grpc_server: lean`). Rows: TTFE p50, total p50, and CPU per stream of the
 path's processes (Envoy + extproc + store, from /proc); per event = (CPU of a burst stream - CPU
 of a short one) / (events between them). Every path is measured in every round, interleaved.
 """
@@ -201,7 +202,9 @@ def measure(port: int, pids: list[int], model: str, kind: str, key: str | None, 
 
 
 PATHS = {"envoy": ("gpt-4o-mini", None), "front-stream": ("gpt-4o-mini", {"auth": "inline", "front": "http"}),
-         "front-stream-translated": ("claude", {"auth": "inline", "front": "http"})}  # fmt: skip
+         "front-stream-translated": ("claude", {"auth": "inline", "front": "http"}),
+         # the translated stream's per-try ext_proc on the lean gRPC server (extproc/h2c.py)
+         "front-stream-translated-lean": ("claude", {"auth": "inline", "front": "http", "grpc_server": "lean"})}  # fmt: skip
 
 
 def main() -> int:

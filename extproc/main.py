@@ -17,6 +17,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from extproc.direct import AccessLogAdapter
 from extproc.front import Front, FrontServer
+from extproc.lean import PROCESS, LeanServer, process_handler
 from extproc.server import ExternalProcessor
 from extproc.trylane import TryLane
 from sidegate import metrics_server
@@ -38,6 +39,7 @@ class Service:
     processor: ExternalProcessor | None = None
     direct: AccessLogAdapter | None = None
     front: FrontServer | None = None
+    lean: LeanServer | None = None
 
     async def stop_serving(self, server: grpc.aio.Server, grace_s: float) -> None:
         """Graceful stop: in-flight ext_proc streams (e.g. a long SSE response) may finish within
@@ -48,6 +50,8 @@ class Service:
         started = time.monotonic()
         if self.front is not None:
             await self.front.close(grace_s)
+        if self.lean is not None:
+            await self.lean.close(max(0.0, grace_s - (time.monotonic() - started)))
         stopping = asyncio.ensure_future(server.stop(grace=grace_s))
         said = started
         while not stopping.done():
@@ -118,6 +122,9 @@ async def serve(
     if cfg.services.front == "http":  # listening before the gRPC port (what readiness waits for)
         service.front = FrontServer(Front(app.gateway, worker, trylane), token)
         await service.front.start(host, cfg.services.front_port)
+    if cfg.services.grpc_server == "lean":  # the ext_proc streams on their own port (extproc/lean.py)
+        service.lean = LeanServer(PROCESS, process_handler(service.processor), grpc_max_message(cfg))
+        await service.lean.start(host, cfg.services.lean_port)
     server.add_insecure_port(f"{host}:{port}")
     await server.start()
     await set_serving(health, "envoy.service.ext_proc.v3.ExternalProcessor")

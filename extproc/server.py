@@ -351,20 +351,30 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         self.active = 0
         """Open ext_proc streams (a graceful stop waits for them)."""
 
-    async def Process(
-        self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.ProcessingResponse]:
-        await require(self.token, context)
+    def open(self, metadata: Any) -> GatewayStream | UpstreamStream:
+        """A stream's handler, from its request metadata ((key, value) pairs, the token checked):
+        the phase Envoy's filter names and Envoy's span of the call. Paired with :meth:`closed`."""
         phase = traceparent = ""
-        for key, value in context.invocation_metadata() or ():
+        for key, value in metadata or ():
             if key == PHASE_HEADER:
                 phase = value if isinstance(value, str) else value.decode()
             elif key == TRACEPARENT:  # Envoy's span of this call (only when Envoy traces)
                 traceparent = value if isinstance(value, str) else value.decode(errors="replace")
-        handler: GatewayStream | UpstreamStream = (
-            UpstreamStream(self.tries) if phase == "upstream" else GatewayStream(self.gateway, traceparent, self.tries)
-        )
         self.active += 1
+        if phase == "upstream":
+            return UpstreamStream(self.tries)
+        return GatewayStream(self.gateway, traceparent, self.tries)
+
+    def closed(self, handler: GatewayStream | UpstreamStream) -> None:
+        self.active -= 1
+        if isinstance(handler, UpstreamStream):
+            handler.close()
+
+    async def Process(
+        self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ProcessingResponse]:
+        await require(self.token, context)
+        handler = self.open(context.invocation_metadata())
         try:
             async for req in request_iterator:
                 answer = await handler.handle(req)
@@ -377,7 +387,4 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                         else:
                             yield part
         finally:
-            self.active -= 1
-            if isinstance(handler, UpstreamStream):
-                handler.close()
-
+            self.closed(handler)

@@ -66,7 +66,7 @@ class Stack:
     def config(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "listener": {"host": "127.0.0.1", "port": free_port(), "admin_port": free_port()},
-            "services": {"authz_port": free_port_block(4), "extproc_port": free_port_block(4), "front_port": free_port_block(4), "metrics_port": free_port(),
+            "services": {"authz_port": free_port_block(4), "extproc_port": free_port_block(4), "front_port": free_port_block(4), "lean_port": free_port_block(4), "metrics_port": free_port(),
                          "authz_metrics_port": free_port(), "admin_port": free_port(), "xds_port": free_port()},
             "store": {"url": None},
             "providers": {

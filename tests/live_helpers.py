@@ -183,7 +183,7 @@ class Replica(Stack):
         return httpx.Client(base_url=url, headers={"authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10)
 
 
-_PORT_BLOCKS = ("authz_port", "extproc_port", "front_port")  # one port per worker from there on
+_PORT_BLOCKS = ("authz_port", "extproc_port", "front_port", "lean_port")  # one port per worker from there on
 
 
 def _fresh_ports(data: dict[str, Any]) -> None:

@@ -56,6 +56,16 @@ def grpc_cluster(name: str, host: str, port: int, workers: int, token_file: str)
     return _local_cluster(name, host, range(port, port + workers), http2=True, token_file=token_file)
 
 
+LEAN_CLUSTER = "sidegate_extproc_lean"
+"""The ext_proc streams' cluster with `services.grpc_server: lean` (the access log stays on
+`sidegate_extproc`, grpc.aio's)."""
+
+
+def extproc_cluster(cfg: Any) -> str:
+    """The cluster both ext_proc filters call."""
+    return LEAN_CLUSTER if cfg.services.grpc_server == "lean" else "sidegate_extproc"
+
+
 def address(host: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": port}}
 

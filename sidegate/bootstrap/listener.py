@@ -10,7 +10,7 @@ from typing import Any
 from sidegate.bootstrap import direct_lane, jwt_authn, version
 from sidegate.bootstrap.accesslog import access_log, direct_access_log, front_format
 from sidegate.bootstrap.buffers import answer_limit_filter, listener_buffer_limit, whole_answer_filter
-from sidegate.bootstrap.clusters import UPSTREAM_CODEC, address
+from sidegate.bootstrap.clusters import UPSTREAM_CODEC, address, extproc_cluster
 from sidegate.bootstrap.input import inflated_limit_filter, request_decompressor
 from sidegate.bootstrap.limits import duration, hcm_timeouts, service_timeout_s
 from sidegate.bootstrap.replies import local_reply_config
@@ -97,7 +97,7 @@ def _gateway_filter(cfg: SidegateConfig) -> dict[str, Any]:
     svc = cfg.services
     inline_jwt = svc.auth == "inline" and jwt_authn.enabled(cfg)
     proc = _ext_proc(
-        "sidegate_extproc",
+        extproc_cluster(cfg),
         "gateway",
         service_timeout_s(cfg),
         {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
@@ -119,7 +119,7 @@ def _gateway_filter(cfg: SidegateConfig) -> dict[str, Any]:
 def _upstream_filter(cfg: SidegateConfig) -> dict[str, Any]:
     """The per-try stage: an upstream filter of the router, one ext_proc stream per try."""
     proc = _ext_proc(
-        "sidegate_extproc",
+        extproc_cluster(cfg),
         "upstream",
         service_timeout_s(cfg),
         # Request headers must be SEND: with SKIP the upstream codec sends them before the body

@@ -31,7 +31,7 @@ import yaml
 from sidegate import trust
 from sidegate.bootstrap import hygiene, jwt_authn, tracing, version
 from sidegate.bootstrap.buffers import limit_extproc_buffers
-from sidegate.bootstrap.clusters import address, front_clusters, grpc_cluster, provider_cluster
+from sidegate.bootstrap.clusters import LEAN_CLUSTER, address, front_clusters, grpc_cluster, provider_cluster
 from sidegate.bootstrap.direct_lane import direct_cluster
 from sidegate.bootstrap.limits import overload_manager, service_timeout_s
 from sidegate.bootstrap.listener import listener
@@ -104,6 +104,9 @@ def _clusters(cfg: SidegateConfig, *, front_http: bool, direct: bool, sidegate_f
             clusters.append(grpc_cluster("sidegate_authz", svc_host, svc.authz_port, svc.authz_workers, svc.internal_token_file))
         clusters.append(grpc_cluster("sidegate_extproc", svc_host, svc.extproc_port, svc.extproc_workers, svc.internal_token_file))
         limit_extproc_buffers(clusters[-1], cfg)
+        if svc.grpc_server == "lean":  # the ext_proc streams' own server (extproc/lean.py)
+            clusters.append(grpc_cluster(LEAN_CLUSTER, svc_host, svc.lean_port, svc.extproc_workers, svc.internal_token_file))
+            limit_extproc_buffers(clusters[-1], cfg)
     if front_http:
         clusters += front_clusters(svc_host, svc)
         clusters += [try_cluster(name, p, service_timeout_s(cfg)) for name, p in cfg.providers.items()]

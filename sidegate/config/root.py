@@ -134,6 +134,8 @@ _ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "SIDEGATE_AUTHZ_PORT": ("services", "authz_port"),
     "SIDEGATE_EXTPROC_PORT": ("services", "extproc_port"),
     "SIDEGATE_FRONT_PORT": ("services", "front_port"),
+    "SIDEGATE_GRPC_SERVER": ("services", "grpc_server"),
+    "SIDEGATE_LEAN_PORT": ("services", "lean_port"),
     "SIDEGATE_XDS_PORT": ("services", "xds_port"),
     "SIDEGATE_METRICS_PORT": ("services", "metrics_port"),
     "SIDEGATE_INTERNAL_TOKEN_FILE": ("services", "internal_token_file"),

@@ -112,6 +112,13 @@ class ServicesConfig(StrictModel):
     `auth: ext_authz` is set and `front` is not."""
     front_port: int = Field(9004, ge=0, le=65535)
     """extproc's HTTP front (`front: http`), on front_port, front_port+1, ... (one per worker)."""
+    grpc_server: Literal["grpcio", "lean"] = "grpcio"
+    """Server of the ext_proc gRPC streams (both phases). `grpcio` (default): grpc.aio on
+    `extproc_port`. `lean`: extproc's own HTTP/2 framer for that one method (extproc/h2c.py; ~2-4x
+    less CPU per stream and message, docs/performance.md) on `lean_port`; grpc.aio keeps the
+    access-log and health services on `extproc_port`. Env SIDEGATE_GRPC_SERVER."""
+    lean_port: int = Field(9010, ge=0, le=65535)
+    """The lean ext_proc server (`grpc_server: lean`), on lean_port, lean_port+1, ... (one per worker)."""
     internal_token_env: str = "SIDEGATE_INTERNAL_TOKEN"
     """Environment variable holding the secret Envoy presents to the services on every call
     (docs/deployment.md, "Internal trust"); when unset, the services read `internal_token_file`."""

@@ -159,6 +159,8 @@ class Supervisor:
         ports.update(range(svc.authz_port, svc.authz_port + svc.authz_workers))
         ports.update(range(svc.extproc_port, svc.extproc_port + svc.extproc_workers))
         ports.update(range(svc.front_port, svc.front_port + svc.extproc_workers))
+        if svc.grpc_server == "lean":
+            ports.update(range(svc.lean_port, svc.lean_port + svc.extproc_workers))
         return ports
 
     async def _seed(self, only_if_empty: bool = False) -> None:

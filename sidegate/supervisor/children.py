@@ -70,6 +70,7 @@ def service_children(cfg: SidegateConfig, cfg_path: Path, workdir: Path, state_p
                 worker_env |= {
                     "SIDEGATE_EXTPROC_WORKER": str(i),
                     "SIDEGATE_FRONT_PORT": str(svc.front_port + i),
+                    "SIDEGATE_LEAN_PORT": str(svc.lean_port + i),
                     STATE_ENV: str(state_path),
                 }  # its /metrics shows the restart counts
             out.append(
