@@ -14,7 +14,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from hpack import Decoder, Encoder
 
 from extproc import h2call as h2c
-from extproc.h2c import H2CProtocol
+from extproc.h2c import H2CProtocol, Handler
 from extproc.h2call import (
     CONTINUATION,
     DATA,
@@ -144,23 +144,34 @@ def test_continuation_and_padding():
     assert not any(k.startswith(":") for k, _ in seen[0])
 
 
-def test_answers_keep_to_a_small_peer_window_and_the_peers_frame_size():
-    big = b"x" * 40_000
-
+def _answers_with(big: bytes) -> Handler:
     async def handler(call: Call) -> None:
         await call.read()
         await call.send(big)
 
+    return handler
+
+
+async def _ask_and_read_data(peer: Peer, limit: int, sizes: list[int]) -> bytes:
+    """Opens stream 1 with one message, then reads DATA frames until `limit` bytes came."""
+    peer.send(HEADERS, END_HEADERS, 1, peer.block())
+    peer.send(DATA, END_STREAM, 1, grpc_message(b"go"))
+    got = b""
+    while len(got) < limit:
+        kind, _, sid, payload = await peer.frame()
+        if kind == DATA and sid == 1:
+            got += payload
+            sizes.append(len(payload))
+    return got
+
+
+def test_answers_keep_to_a_small_peer_window_and_the_peers_frame_size():
+    big = b"x" * 40_000
+    handler = _answers_with(big)
+
     async def test(peer: Peer) -> None:
-        peer.send(HEADERS, END_HEADERS, 1, peer.block())
-        peer.send(DATA, END_STREAM, 1, grpc_message(b"go"))
         sizes: list[int] = []
-        got = b""
-        while len(got) < 100:  # the stream window is 100 bytes: no more than that until we open it
-            kind, _, sid, payload = await peer.frame()
-            if kind == DATA and sid == 1:
-                got += payload
-                sizes.append(len(payload))
+        got = await _ask_and_read_data(peer, 100, sizes)  # the stream window is 100 bytes: no more until we open it
         assert len(got) == 100
         peer.send(WINDOW_UPDATE, 0, 1, (len(big) + 5).to_bytes(4, "big"))
         rest, trailers = await peer.answer(
@@ -175,19 +186,10 @@ def test_answers_keep_to_a_small_peer_window_and_the_peers_frame_size():
 
 def test_a_connection_window_smaller_than_the_answer_waits_for_window_updates():
     big = b"y" * 100_000
-
-    async def handler(call: Call) -> None:
-        await call.read()
-        await call.send(big)
+    handler = _answers_with(big)
 
     async def test(peer: Peer) -> None:
-        peer.send(HEADERS, END_HEADERS, 1, peer.block())
-        peer.send(DATA, END_STREAM, 1, grpc_message(b"go"))
-        got = b""
-        while len(got) < 65535:  # the connection's initial window
-            kind, _, _, payload = await peer.frame()
-            if kind == DATA:
-                got += payload
+        got = await _ask_and_read_data(peer, 65535, [])  # the connection's initial window
         assert len(got) == 65535
         peer.send(WINDOW_UPDATE, 0, 0, (200_000).to_bytes(4, "big"))
         rest, _ = await peer.answer(1)
