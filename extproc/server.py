@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import grpc
@@ -341,6 +341,15 @@ def _streamed(body: bytes, end: bool) -> pb.ProcessingResponse:
     return pb.ProcessingResponse(response_body=pb.BodyResponse(response=pb.CommonResponse(body_mutation=mutation)))
 
 
+def answer_parts(
+    answer: pb.ProcessingResponse | Iterator[pb.ProcessingResponse | None],
+) -> Iterable[pb.ProcessingResponse | None]:
+    """A handler's answer to one message as the messages to send, for either server: one, or a
+    stream chunk's parts, each computed only after the previous one was sent; None between parts
+    means "send what you have now, before the next part is computed"."""
+    return (answer,) if isinstance(answer, pb.ProcessingResponse) else answer
+
+
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     def __init__(self, gateway: Gateway, tries: TryStage, token: Token):
         self.gateway = gateway
@@ -377,14 +386,10 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         handler = self.open(context.invocation_metadata())
         try:
             async for req in request_iterator:
-                answer = await handler.handle(req)
-                if isinstance(answer, pb.ProcessingResponse):
-                    yield answer
-                else:  # a stream's chunk: each part leaves before the next is computed
-                    for part in answer:
-                        if part is None:  # a part went out and another follows: let the loop write it first
-                            await asyncio.sleep(0)
-                        else:
-                            yield part
+                for part in answer_parts(await handler.handle(req)):
+                    if part is None:  # a part went out and another follows: let the loop write it first
+                        await asyncio.sleep(0)
+                    else:
+                        yield part
         finally:
             self.closed(handler)

@@ -65,10 +65,10 @@ def cmd_internal_token(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     # The services are the adapter packages' entry points (the library never imports them); the
-    # process keeps its PID. `-P`: the working directory is not put on the import path (a file
-    # there named like a module could otherwise be imported). The service loads and checks the config.
-    module = {"xds": "sidegate.xds"}.get(args.service, args.service)
-    os.execv(sys.executable, [sys.executable, "-P", "-m", module, "-c", args.config])
+    # process keeps its PID. The service loads and checks the config.
+    from sidegate.supervisor.children import service_command
+
+    os.execv(sys.executable, service_command(args.service, args.config))
 
 
 def _up(cfg_path: Path, cfg: config_mod.SidegateConfig, env: dict[str, str]) -> int:
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_up)
     p = sub.add_parser("demo", help="like `up`, with fake OpenAI/Anthropic providers and a demo key")
     p.set_defaults(func=cmd_demo)
-    p = sub.add_parser("serve", help="run one service (used by `up`)")
+    p = sub.add_parser("serve", help="run one service (the process `up` starts for it)")
     p.add_argument("service", choices=["authz", "extproc", "xds"])
     p.add_argument("-c", "--config", required=True)
     p.set_defaults(func=cmd_serve)

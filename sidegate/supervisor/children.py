@@ -16,9 +16,15 @@ from sidegate.features.ledger.service import runner_wanted
 from sidegate.metrics_server import SUPERVISOR_STATE_ENV as STATE_ENV
 
 PY = [sys.executable, "-m", "sidegate.cli"]
-SERVICE = [sys.executable, "-P", "-m"]
-"""What `sidegate serve authz|extproc` execs (cli.cmd_serve), started directly: the CLI's own imports
-first would only add to each start (0.3 s of CPU)."""
+SERVICE_MODULES = {"authz": "authz", "extproc": "extproc", "xds": "sidegate.xds"}
+
+
+def service_command(service: str, cfg_path: Path | str) -> list[str]:
+    """A service process's command line: what `sidegate serve` execs (cli.cmd_serve) and what the
+    supervisor starts directly (the CLI's own imports first would only add ~0.3 s of CPU to each
+    start). `-P`: the working directory is not put on the import path (a file there named like a
+    module could otherwise be imported)."""
+    return [sys.executable, "-P", "-m", SERVICE_MODULES[service], "-c", str(cfg_path)]
 
 
 @dataclass
@@ -40,8 +46,7 @@ def service_host(cfg: SidegateConfig) -> str:
 def xds_child(cfg: SidegateConfig, cfg_path: Path, token_file: Path) -> Spec:
     """`sidegate serve xds` (what it execs, without the CLI's imports first: the stack's start must
     not wait on it); it renders clusters naming this start's token file."""
-    cmd = [sys.executable, "-P", "-m", "sidegate.xds", "-c", str(cfg_path)]
-    return Spec("xds", cmd, cfg.services.xds_port, service_host(cfg),
+    return Spec("xds", service_command("xds", cfg_path), cfg.services.xds_port, service_host(cfg),
                 env={"SIDEGATE_INTERNAL_TOKEN_FILE": str(token_file)})  # fmt: skip
 
 
@@ -74,7 +79,7 @@ def service_children(cfg: SidegateConfig, cfg_path: Path, workdir: Path, state_p
                     STATE_ENV: str(state_path),
                 }  # its /metrics shows the restart counts
             out.append(
-                Spec(name, [*SERVICE, service, "-c", str(cfg_path)], port + i, host, env=worker_env)
+                Spec(name, service_command(service, cfg_path), port + i, host, env=worker_env)
             )
     if admin:
         cmd = [
