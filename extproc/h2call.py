@@ -13,9 +13,7 @@ DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDO
     range(10)
 )
 END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
-SHEADER_TABLE_SIZE, S_ENABLE_PUSH, S_MAX_CONCURRENT, S_INITIAL_WINDOW, S_MAX_FRAME, S_MAXHEADER_LIST = range(
-    1, 7
-)
+S_HEADER_TABLE_SIZE, S_ENABLE_PUSH, S_MAX_CONCURRENT, S_INITIAL_WINDOW, S_MAX_FRAME, S_MAX_HEADER_LIST = range(1, 7)
 NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR, _, STREAM_CLOSED, FRAME_SIZE_ERROR = range(7)
 REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 0x7, 0x8, 0x9
 MAX_WINDOW = 2**31 - 1
@@ -40,11 +38,16 @@ def _literal(name: bytes, value: bytes) -> bytes:
 
 
 def _message_text(message: str) -> bytes:
-    """grpc-message: percent-encoded (RFC 3986 unreserved and printable ASCII stay), cut to fit."""
-    out = "".join(
-        c if " " <= c <= "~" and c != "%" else "".join(f"%{b:02X}" for b in c.encode()) for c in message
-    )
-    return out[:120].encode()
+    """grpc-message: percent-encoded (RFC 3986 unreserved and printable ASCII stay), cut to fit at
+    a character's boundary (never half an escape or half a UTF-8 sequence)."""
+    out, size = [], 0
+    for c in message:
+        piece = c if " " <= c <= "~" and c != "%" else "".join(f"%{b:02X}" for b in c.encode())
+        if size + len(piece) > 120:
+            break
+        out.append(piece)
+        size += len(piece)
+    return "".join(out).encode()
 
 
 def trailers(status: int, message: str = "", *, with_headers: bool = False) -> bytes:

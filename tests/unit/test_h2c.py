@@ -323,3 +323,11 @@ def test_the_ext_proc_handler_refuses_a_call_without_the_internal_token():
 
     asyncio.run(run())
     assert len(proc.opened) == 1 and ("x-sidegate-phase", "upstream") in proc.opened[0] and proc.active == 0
+
+
+def test_a_grpc_message_is_percent_encoded_and_cut_between_characters():
+    block = h2c.trailers(h2c.INTERNAL, "a" * 117 + "é 100%", with_headers=True)
+    headers = dict(Decoder().decode(block))
+    assert headers[":status"] == "200" and headers["grpc-status"] == "13"
+    assert headers["grpc-message"] == "a" * 117  # "%C3%A9" would not fit whole: not half of it
+    assert dict(Decoder().decode(h2c.trailers(h2c.INTERNAL, "é 100%")))["grpc-message"] == "%C3%A9 100%25"
